@@ -1,0 +1,99 @@
+// Package sessions stores the broker's short-lived state — login transactions, user sessions,
+// authorization codes, refresh tokens and the login-event log — in Redis or in memory.
+package sessions
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every backend returns; callers test them with errors.Is.
+var (
+	// ErrNotFound: no live record under that key (never written, expired, or already taken).
+	ErrNotFound = errors.New("sessions: record not found")
+	// ErrExists: Create found a live record under that key.
+	ErrExists = errors.New("sessions: record already exists")
+	// ErrUnavailable wraps every failure to reach the backend (connection refused, timeout,
+	// cluster down). The HTTP layer maps it to 503.
+	ErrUnavailable = errors.New("sessions: store unavailable")
+)
+
+// Kind names a family of records; it is part of the storage key.
+type Kind string
+
+// The record kinds the broker uses.
+const (
+	KindTransaction Kind = "tx"    // login transaction, /authorize → /login/callback, single use
+	KindSession     Kind = "sess"  // user session at the broker
+	KindCode        Kind = "code"  // broker authorization code, single use
+	KindRefresh     Kind = "rt"    // refresh token
+	KindJTI         Kind = "jti"   // DPoP proof replay cache entry
+	KindNonce       Kind = "nonce" // DPoP nonce state
+)
+
+// Item is one record of an atomic batch.
+type Item struct {
+	Kind  Kind
+	ID    string
+	Value []byte
+	TTL   time.Duration
+}
+
+// Store is the storage contract. Every backend passes the conformance suite in
+// sessions/storetest. IDs are opaque strings; an ID of the form "TAG.REST" is stored under
+// the hash tag TAG so that records sharing TAG can be written in one atomic batch on Redis
+// Cluster (see Key).
+type Store interface {
+	// Create stores value under (kind, id) for ttl only if no live record is there;
+	// otherwise it returns ErrExists and changes nothing.
+	Create(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) error
+	// Put stores value under (kind, id) for ttl, replacing any record.
+	Put(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) error
+	// PutAll stores every item or none (one MULTI/EXEC on Redis). All IDs must share one
+	// hash tag.
+	PutAll(ctx context.Context, items ...Item) error
+	// Get returns the live record or ErrNotFound.
+	Get(ctx context.Context, kind Kind, id string) ([]byte, error)
+	// Take returns the live record and deletes it atomically: of any number of concurrent
+	// takers exactly one gets the value, the rest get ErrNotFound.
+	Take(ctx context.Context, kind Kind, id string) ([]byte, error)
+	// Delete removes the record; deleting a missing record is not an error.
+	Delete(ctx context.Context, kind Kind, id string) error
+
+	// AppendLog adds one serialized login event with its sortable id to the event log,
+	// keeping at most maxLen newest entries.
+	AppendLog(ctx context.Context, id string, event []byte, maxLen int) error
+	// Logs returns up to limit serialized events, newest first, whose id is below before
+	// (all when before is ""). 
+	Logs(ctx context.Context, before string, limit int) ([][]byte, error)
+
+	// Ping reports whether the backend is reachable (ErrUnavailable otherwise).
+	Ping(ctx context.Context) error
+	// Close releases connections.
+	Close() error
+}
+
+// Key returns the backend key for (kind, id) under prefix: "PREFIX:KIND:{TAG}REST", where
+// TAG is the part of id before its first '.' (or all of id) and REST the remainder.
+func Key(prefix string, kind Kind, id string) string {
+	panic("not implemented")
+}
+
+// NewMemory returns the in-process backend: the zero-setup default for a single broker.
+func NewMemory() Store { panic("not implemented") }
+
+// RedisConfig selects a single node (one address), Sentinel (MasterName set) or Cluster
+// (several addresses, no MasterName) through go-redis's UniversalClient.
+type RedisConfig struct {
+	Addrs      []string
+	MasterName string
+	Username   string
+	Password   string
+	DB         int
+	Prefix     string        // key prefix, default "dpop-broker"
+	Timeout    time.Duration // dial/read/write timeout, default 2s
+}
+
+// NewRedis returns the Redis backend. It does not contact Redis; use Ping.
+func NewRedis(cfg RedisConfig) (Store, error) { panic("not implemented") }
