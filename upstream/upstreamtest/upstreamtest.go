@@ -3,9 +3,24 @@
 package upstreamtest
 
 import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // Options shape the provider's behaviour. The zero value is a plain OIDC provider without DPoP.
@@ -17,9 +32,9 @@ type Options struct {
 	RequireDPoP  bool // token endpoint refuses requests without a valid proof (invalid_dpop_proof)
 	RequireNonce bool // every proof must carry the current server nonce (use_dpop_nonce + DPoP-Nonce)
 	// AlwaysNonce makes the server answer use_dpop_nonce forever (to exhaust retries).
-	AlwaysNonce bool
-	AnswerBearer bool // token_type "Bearer" even when a valid proof came (no binding)
-	NoPKCE       bool // do not advertise code_challenge_methods_supported
+	AlwaysNonce  bool
+	AnswerBearer bool     // token_type "Bearer" even when a valid proof came (no binding)
+	NoPKCE       bool     // do not advertise code_challenge_methods_supported
 	AuthMethods  []string // token_endpoint_auth_methods_supported; default client_secret_basic, client_secret_post
 	IssParameter bool     // send RFC 9207 iss on the redirect and advertise it
 	// Interactive shows a login page with a "Sign in" button instead of redirecting at once.
@@ -35,6 +50,9 @@ type Options struct {
 	IDTokenIssuer  string        // override iss
 	IDTokenTTL     time.Duration // default 5 minutes; negative = already expired
 	Now            func() time.Time
+	// RedirectURIs are accepted exactly, in addition to any http(s) loopback redirect URI
+	// (127.0.0.1, localhost, [::1], any port and path).
+	RedirectURIs []string
 }
 
 // Stats counts what the provider saw.
@@ -43,21 +61,361 @@ type Stats struct {
 	NonceChallenges atomic.Int64
 	ProofsAccepted  atomic.Int64
 	UserinfoCalls   atomic.Int64
+	// AuthorizeRequests counts GET /authorize; ProofsRejected counts invalid_dpop_proof answers.
+	AuthorizeRequests atomic.Int64
+	ProofsRejected    atomic.Int64
 }
 
 // Provider is the running IdP.
 type Provider struct {
 	URL   string // issuer, e.g. http://127.0.0.1:PORT
 	Stats *Stats
-	// unexported
+
+	srv       *http.Server
+	closeOnce sync.Once
 }
 
 // NewHandler returns the provider's handler for issuer (the URL it will be served at). Routes:
-// /.well-known/openid-configuration, /authorize, /token, /userinfo, /jwks.
-func NewHandler(issuer string, opts Options) (http.Handler, *Stats, error) { panic("not implemented") }
+// /.well-known/openid-configuration, /authorize, /token, /userinfo, /jwks, all below the issuer's
+// path (the handler expects full request paths, e.g. /tenant/token for issuer http://h/tenant).
+// The interactive page posts to /authorize/approve.
+func NewHandler(issuer string, opts Options) (http.Handler, *Stats, error) {
+	p, err := newProvider(issuer, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.mux, p.stats, nil
+}
 
 // Start serves a provider on a fresh 127.0.0.1 port; Close stops it.
-func Start(opts Options) (*Provider, error) { panic("not implemented") }
+func Start(opts Options) (*Provider, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("upstreamtest: listen: %w", err)
+	}
+	issuer := "http://" + ln.Addr().String()
+	h, stats, err := NewHandler(issuer, opts)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return &Provider{URL: issuer, Stats: stats, srv: srv}, nil
+}
 
 // Close stops the provider.
-func (p *Provider) Close() { panic("not implemented") }
+func (p *Provider) Close() {
+	if p == nil || p.srv == nil {
+		return
+	}
+	p.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := p.srv.Shutdown(ctx); err != nil {
+			_ = p.srv.Close()
+		}
+	})
+}
+
+const (
+	codeTTL        = 60 * time.Second
+	pendingTTL     = 10 * time.Minute
+	accessTokenTTL = 300 * time.Second
+	proofWindow    = 60 * time.Second // iat must be within ±proofWindow
+	nonceRotate    = 60 * time.Second // current nonce lifetime; previous stays accepted one more period
+	maxEntries     = 1 << 20          // hard cap per in-memory table (fail closed beyond)
+	minSweep       = 1024
+	maxJTILen      = 256
+)
+
+var errFull = errors.New("upstreamtest: in-memory table full")
+
+type codeEntry struct {
+	clientID, redirectURI, nonce, challenge, jkt, scope string
+	authTime                                            time.Time
+	exp                                                 time.Time
+}
+
+type pendingEntry struct {
+	code  codeEntry // authTime and exp are set when the user approves
+	state string
+}
+
+type tokenEntry struct {
+	sub, clientID, scope, jkt string
+	exp                       time.Time
+}
+
+// table is a TTL map with amortised sweeping and a hard size cap.
+type table[V any] struct {
+	m         map[string]tableItem[V]
+	nextSweep int
+}
+
+type tableItem[V any] struct {
+	v   V
+	exp time.Time
+}
+
+func newTable[V any]() table[V] {
+	return table[V]{m: make(map[string]tableItem[V]), nextSweep: minSweep}
+}
+
+// put stores v under k; it fails when the table is full of live entries.
+func (t *table[V]) put(now time.Time, k string, v V, exp time.Time) error {
+	if len(t.m) >= t.nextSweep {
+		for key, it := range t.m {
+			if !now.Before(it.exp) {
+				delete(t.m, key)
+			}
+		}
+		t.nextSweep = max(minSweep, 2*len(t.m))
+	}
+	if len(t.m) >= maxEntries {
+		return errFull
+	}
+	t.m[k] = tableItem[V]{v: v, exp: exp}
+	return nil
+}
+
+// take removes and returns the live entry under k.
+func (t *table[V]) take(now time.Time, k string) (V, bool) {
+	it, ok := t.m[k]
+	if ok {
+		delete(t.m, k)
+	}
+	if !ok || !now.Before(it.exp) {
+		var zero V
+		return zero, false
+	}
+	return it.v, true
+}
+
+// get returns the live entry under k without removing it.
+func (t *table[V]) get(now time.Time, k string) (V, bool) {
+	it, ok := t.m[k]
+	if !ok || !now.Before(it.exp) {
+		var zero V
+		return zero, false
+	}
+	return it.v, true
+}
+
+type provider struct {
+	issuer     string // exactly as given
+	base       string // issuer without trailing slash
+	prefix     string // issuer path without trailing slash
+	opts       Options
+	now        func() time.Time
+	claims     map[string]any
+	stats      *Stats
+	mux        *http.ServeMux
+	signer     jose.Signer
+	discovery  []byte
+	jwks       []byte
+	tokenHTU   string
+	userHTU    string
+	dpopOn     bool
+	dpopAlgs   []jose.SignatureAlgorithm // parse allow-list
+	algsHeader string                    // for WWW-Authenticate algs=
+
+	mu      sync.Mutex
+	codes   table[codeEntry]
+	pending table[pendingEntry]
+	tokens  table[tokenEntry]
+	jtis    table[struct{}]
+	nonce   nonceState
+}
+
+type nonceState struct {
+	cur, prev string
+	issued    time.Time
+}
+
+var asymmetricAlgs = map[string]bool{
+	"ES256": true, "ES384": true, "ES512": true,
+	"RS256": true, "RS384": true, "RS512": true,
+	"PS256": true, "PS384": true, "PS512": true,
+	"EdDSA": true, "Ed25519": true,
+}
+
+func newProvider(issuer string, opts Options) (*provider, error) {
+	u, err := url.Parse(issuer)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("upstreamtest: issuer %q must be an absolute http(s) URL without query or fragment", issuer)
+	}
+	if opts.ClientID == "" {
+		opts.ClientID = "broker"
+	}
+	if opts.ClientSecret == "" {
+		opts.ClientSecret = "broker-secret"
+	}
+	if opts.Subject == "" {
+		opts.Subject = "alice"
+	}
+	if len(opts.AuthMethods) == 0 {
+		opts.AuthMethods = []string{"client_secret_basic", "client_secret_post"}
+	} else {
+		opts.AuthMethods = append([]string(nil), opts.AuthMethods...)
+	}
+	if opts.IDTokenTTL == 0 {
+		opts.IDTokenTTL = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	opts.RedirectURIs = append([]string(nil), opts.RedirectURIs...)
+	claims := map[string]any{"name": "Alice Example", "email": "alice@example.com", "email_verified": true}
+	if opts.Claims != nil {
+		claims = make(map[string]any, len(opts.Claims))
+		for k, v := range opts.Claims {
+			claims[k] = v
+		}
+	}
+
+	p := &provider{
+		issuer:  issuer,
+		base:    strings.TrimSuffix(issuer, "/"),
+		prefix:  strings.TrimSuffix(u.Path, "/"),
+		opts:    opts,
+		now:     opts.Now,
+		claims:  claims,
+		stats:   &Stats{},
+		codes:   newTable[codeEntry](),
+		pending: newTable[pendingEntry](),
+		tokens:  newTable[tokenEntry](),
+		jtis:    newTable[struct{}](),
+	}
+	p.tokenHTU = normalizeHTU(p.base + "/token")
+	p.userHTU = normalizeHTU(p.base + "/userinfo")
+
+	if opts.DPoPAlgs != nil {
+		p.dpopOn = true
+		seen := map[jose.SignatureAlgorithm]bool{}
+		for _, a := range opts.DPoPAlgs {
+			if !asymmetricAlgs[a] {
+				continue // never accept none or MAC algorithms, whatever is advertised
+			}
+			labels := []string{a}
+			if a == "EdDSA" || a == "Ed25519" {
+				labels = []string{"EdDSA", "Ed25519"}
+			}
+			for _, l := range labels {
+				if !seen[jose.SignatureAlgorithm(l)] {
+					seen[jose.SignatureAlgorithm(l)] = true
+					p.dpopAlgs = append(p.dpopAlgs, jose.SignatureAlgorithm(l))
+				}
+			}
+		}
+		p.algsHeader = strings.Join(opts.DPoPAlgs, " ")
+	}
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("upstreamtest: generate signing key: %w", err)
+	}
+	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.RS256), Use: "sig"}
+	tp, err := pub.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("upstreamtest: key thumbprint: %w", err)
+	}
+	pub.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	p.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", pub.KeyID))
+	if err != nil {
+		return nil, fmt.Errorf("upstreamtest: signer: %w", err)
+	}
+	if p.jwks, err = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}); err != nil {
+		return nil, fmt.Errorf("upstreamtest: jwks: %w", err)
+	}
+	if p.discovery, err = json.Marshal(p.discoveryDoc()); err != nil {
+		return nil, fmt.Errorf("upstreamtest: discovery: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+p.prefix+"/.well-known/openid-configuration", p.handleDiscovery)
+	mux.HandleFunc("GET "+p.prefix+"/jwks", p.handleJWKS)
+	mux.HandleFunc("GET "+p.prefix+"/authorize", p.handleAuthorize)
+	mux.HandleFunc("POST "+p.prefix+"/authorize/approve", p.handleApprove)
+	mux.HandleFunc("POST "+p.prefix+"/token", p.handleToken)
+	mux.HandleFunc("GET "+p.prefix+"/userinfo", p.handleUserinfo)
+	mux.HandleFunc("POST "+p.prefix+"/userinfo", p.handleUserinfo)
+	p.mux = mux
+	return p, nil
+}
+
+func (p *provider) discoveryDoc() map[string]any {
+	d := map[string]any{
+		"issuer":                                p.issuer,
+		"authorization_endpoint":                p.base + "/authorize",
+		"token_endpoint":                        p.base + "/token",
+		"userinfo_endpoint":                     p.base + "/userinfo",
+		"jwks_uri":                              p.base + "/jwks",
+		"response_types_supported":              []string{"code"},
+		"response_modes_supported":              []string{"query"},
+		"grant_types_supported":                 []string{"authorization_code"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+		"scopes_supported":                      []string{"openid", "profile", "email"},
+		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "name", "email", "email_verified"},
+		"token_endpoint_auth_methods_supported": p.opts.AuthMethods,
+	}
+	if !p.opts.NoPKCE {
+		d["code_challenge_methods_supported"] = []string{"S256"}
+	}
+	if p.dpopOn {
+		d["dpop_signing_alg_values_supported"] = append([]string{}, p.opts.DPoPAlgs...)
+	}
+	if p.opts.IssParameter {
+		d["authorization_response_iss_parameter_supported"] = true
+	}
+	return d
+}
+
+func (p *provider) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(p.discovery)
+}
+
+func (p *provider) handleJWKS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(p.jwks)
+}
+
+// writeJSON writes v with status and no-store caching.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+func b64sha256(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+func randomToken() string { return rand.Text() + rand.Text() } // 256 bits, base32
+
+// nonceLocked returns the current nonce, rotating it when due (or when fresh is set).
+// Caller holds p.mu.
+func (p *provider) nonceLocked(now time.Time, fresh bool) string {
+	if fresh || p.nonce.cur == "" || now.Sub(p.nonce.issued) >= nonceRotate || now.Before(p.nonce.issued) {
+		p.nonce.prev = p.nonce.cur
+		p.nonce.cur = rand.Text()
+		p.nonce.issued = now
+	}
+	return p.nonce.cur
+}
+
+func (p *provider) currentNonce() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nonceLocked(p.now(), false)
+}
