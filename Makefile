@@ -1,0 +1,42 @@
+# dpop-broker tasks. `make test` is the one CI runs (.ci/run): it installs what the tests need
+# (npm peers from interop/package-lock.json, Debian's chromium when missing), then runs
+# go vet, staticcheck and every Go test with the race detector, interop and browser tests included.
+
+GO                  ?= go
+STATICCHECK_VERSION ?= v0.8.2
+GOTEST_FLAGS        ?= -race -count=1 -timeout 15m
+
+.PHONY: test deps npm chromium vet staticcheck gotest bench fuzz build demo
+
+test: deps vet staticcheck gotest
+
+deps: npm chromium
+
+npm: interop/node_modules/.package-lock.json
+
+interop/node_modules/.package-lock.json: interop/package-lock.json
+	npm ci --prefix interop --no-audit --no-fund --loglevel=error
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found: installing Debian's chromium package"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+gotest:
+	INTEROP_REQUIRED=1 $(GO) test $(GOTEST_FLAGS) ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dpop/ ./broker/
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/broker ./cmd/broker
+
+demo:
+	$(GO) run ./cmd/broker demo
