@@ -5,6 +5,8 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -51,7 +53,7 @@ type Store interface {
 	// Put stores value under (kind, id) for ttl, replacing any record.
 	Put(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) error
 	// PutAll stores every item or none (one MULTI/EXEC on Redis). All IDs must share one
-	// hash tag.
+	// hash tag; a batch that does not is refused and changes nothing.
 	PutAll(ctx context.Context, items ...Item) error
 	// Get returns the live record or ErrNotFound.
 	Get(ctx context.Context, kind Kind, id string) ([]byte, error)
@@ -62,10 +64,11 @@ type Store interface {
 	Delete(ctx context.Context, kind Kind, id string) error
 
 	// AppendLog adds one serialized login event with its sortable id to the event log,
-	// keeping at most maxLen newest entries.
+	// keeping at most maxLen newest entries. id must be LogIDLen decimal digits and maxLen
+	// at least 1.
 	AppendLog(ctx context.Context, id string, event []byte, maxLen int) error
 	// Logs returns up to limit serialized events, newest first, whose id is below before
-	// (all when before is ""). 
+	// (all when before is "").
 	Logs(ctx context.Context, before string, limit int) ([][]byte, error)
 
 	// Ping reports whether the backend is reachable (ErrUnavailable otherwise).
@@ -77,11 +80,77 @@ type Store interface {
 // Key returns the backend key for (kind, id) under prefix: "PREFIX:KIND:{TAG}REST", where
 // TAG is the part of id before its first '.' (or all of id) and REST the remainder.
 func Key(prefix string, kind Kind, id string) string {
-	panic("not implemented")
+	tag, rest := splitTag(id)
+	return prefix + ":" + string(kind) + ":{" + tag + "}" + rest
 }
 
-// NewMemory returns the in-process backend: the zero-setup default for a single broker.
-func NewMemory() Store { panic("not implemented") }
+// splitTag splits id at its first '.': the tag before it, the rest (dot included) after it.
+// Keeping the dot in rest makes Key injective ("a" and "a." map to different keys).
+func splitTag(id string) (tag, rest string) {
+	if i := strings.IndexByte(id, '.'); i >= 0 {
+		return id[:i], id[i:]
+	}
+	return id, ""
+}
+
+// checkID rejects ids that cannot be stored safely under a hash tag: empty ids, ids with an
+// empty tag (leading '.'), and ids containing '{' or '}'.
+func checkID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("sessions: empty id")
+	case strings.ContainsAny(id, "{}"):
+		return errors.New("sessions: id contains '{' or '}'")
+	case id[0] == '.':
+		return errors.New("sessions: id has an empty hash tag")
+	}
+	return nil
+}
+
+// checkRecord validates one record before a write.
+func checkRecord(kind Kind, id string, ttl time.Duration) error {
+	if kind == "" {
+		return errors.New("sessions: empty kind")
+	}
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("sessions: ttl %v must be positive", ttl)
+	}
+	return nil
+}
+
+// checkBatch validates a PutAll batch: every item valid and all ids under one hash tag.
+func checkBatch(items []Item) error {
+	for i, it := range items {
+		if err := checkRecord(it.Kind, it.ID, it.TTL); err != nil {
+			return fmt.Errorf("item %d: %w", i, err)
+		}
+		if t0, _ := splitTag(items[0].ID); i > 0 {
+			if t, _ := splitTag(it.ID); t != t0 {
+				return fmt.Errorf("sessions: PutAll items have different hash tags (%q, %q)", t0, t)
+			}
+		}
+	}
+	return nil
+}
+
+// LogIDLen is the length of a login-event log id: 56 decimal digits.
+const LogIDLen = 56
+
+// checkLogID rejects log ids that are not 56 decimal digits.
+func checkLogID(id string) error {
+	if len(id) != LogIDLen {
+		return fmt.Errorf("sessions: log id must be %d digits, got %d characters", LogIDLen, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < '0' || id[i] > '9' {
+			return errors.New("sessions: log id must be decimal digits")
+		}
+	}
+	return nil
+}
 
 // RedisConfig selects a single node (one address), Sentinel (MasterName set) or Cluster
 // (several addresses, no MasterName) through go-redis's UniversalClient.
@@ -94,6 +163,3 @@ type RedisConfig struct {
 	Prefix     string        // key prefix, default "dpop-broker"
 	Timeout    time.Duration // dial/read/write timeout, default 2s
 }
-
-// NewRedis returns the Redis backend. It does not contact Redis; use Ping.
-func NewRedis(cfg RedisConfig) (Store, error) { panic("not implemented") }

@@ -1,0 +1,229 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// minSweep is the least number of writes between two full sweeps of expired records.
+const minSweep = 1024
+
+type memRecord struct {
+	value []byte
+	exp   time.Time
+}
+
+type memLog struct {
+	id   string
+	data []byte
+}
+
+// memory is the in-process Store. Expired records are invisible at once (lazy expiry) and
+// removed by a full sweep every max(minSweep, len) writes, so the map holds at most about
+// twice the live records and no goroutine is needed.
+type memory struct {
+	mu     sync.Mutex
+	now    func() time.Time
+	recs   map[string]memRecord
+	writes int
+	logs   []memLog // sorted by id, oldest first
+	closed bool
+}
+
+// NewMemory returns the in-process backend: the zero-setup default for a single broker.
+func NewMemory() Store {
+	return &memory{now: time.Now, recs: make(map[string]memRecord)}
+}
+
+func memKey(kind Kind, id string) string { return string(kind) + "\x00" + id }
+
+var errClosed = fmt.Errorf("%w: memory store closed", ErrUnavailable)
+
+// live returns the live record under k, dropping it if expired. mu must be held.
+func (m *memory) live(k string, now time.Time) (memRecord, bool) {
+	r, ok := m.recs[k]
+	if !ok {
+		return r, false
+	}
+	if !now.Before(r.exp) {
+		delete(m.recs, k)
+		return r, false
+	}
+	return r, true
+}
+
+// wrote counts a write and sweeps expired records when due. mu must be held.
+func (m *memory) wrote(now time.Time) {
+	m.writes++
+	if m.writes < max(minSweep, len(m.recs)) {
+		return
+	}
+	m.writes = 0
+	for k, r := range m.recs {
+		if !now.Before(r.exp) {
+			delete(m.recs, k)
+		}
+	}
+}
+
+func (m *memory) set(kind Kind, id string, value []byte, ttl time.Duration, now time.Time) {
+	m.recs[memKey(kind, id)] = memRecord{value: bytes.Clone(value), exp: now.Add(ttl)}
+}
+
+func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
+	if err := checkRecord(kind, id, ttl); err != nil {
+		return fmt.Errorf("sessions: create %s: %w", kind, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	now := m.now()
+	if _, ok := m.live(memKey(kind, id), now); ok {
+		return fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
+	}
+	m.set(kind, id, value, ttl, now)
+	m.wrote(now)
+	return nil
+}
+
+func (m *memory) Put(_ context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
+	if err := checkRecord(kind, id, ttl); err != nil {
+		return fmt.Errorf("sessions: put %s: %w", kind, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	now := m.now()
+	m.set(kind, id, value, ttl, now)
+	m.wrote(now)
+	return nil
+}
+
+func (m *memory) PutAll(_ context.Context, items ...Item) error {
+	if err := checkBatch(items); err != nil {
+		return fmt.Errorf("sessions: put all: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	now := m.now()
+	for _, it := range items {
+		m.set(it.Kind, it.ID, it.Value, it.TTL, now)
+		m.wrote(now)
+	}
+	return nil
+}
+
+func (m *memory) Get(_ context.Context, kind Kind, id string) ([]byte, error) {
+	if err := checkID(id); err != nil {
+		return nil, fmt.Errorf("sessions: get %s: %w", kind, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	r, ok := m.live(memKey(kind, id), m.now())
+	if !ok {
+		return nil, fmt.Errorf("sessions: get %s: %w", kind, ErrNotFound)
+	}
+	return bytes.Clone(r.value), nil
+}
+
+func (m *memory) Take(_ context.Context, kind Kind, id string) ([]byte, error) {
+	if err := checkID(id); err != nil {
+		return nil, fmt.Errorf("sessions: take %s: %w", kind, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	k := memKey(kind, id)
+	r, ok := m.live(k, m.now())
+	if !ok {
+		return nil, fmt.Errorf("sessions: take %s: %w", kind, ErrNotFound)
+	}
+	delete(m.recs, k)
+	return r.value, nil
+}
+
+func (m *memory) Delete(_ context.Context, kind Kind, id string) error {
+	if err := checkID(id); err != nil {
+		return fmt.Errorf("sessions: delete %s: %w", kind, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	delete(m.recs, memKey(kind, id))
+	return nil
+}
+
+func (m *memory) AppendLog(_ context.Context, id string, event []byte, maxLen int) error {
+	if err := checkLogID(id); err != nil {
+		return fmt.Errorf("sessions: append log: %w", err)
+	}
+	if maxLen < 1 {
+		return fmt.Errorf("sessions: append log: maxLen %d must be at least 1", maxLen)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	i, _ := slices.BinarySearchFunc(m.logs, id, func(e memLog, id string) int { return strings.Compare(e.id, id) })
+	m.logs = slices.Insert(m.logs, i, memLog{id: id, data: bytes.Clone(event)})
+	if n := len(m.logs) - maxLen; n > 0 {
+		clear(m.logs[:n]) // release the dropped events
+		m.logs = m.logs[n:]
+	}
+	return nil
+}
+
+func (m *memory) Logs(_ context.Context, before string, limit int) ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	end := len(m.logs)
+	if before != "" {
+		end, _ = slices.BinarySearchFunc(m.logs, before, func(e memLog, b string) int { return strings.Compare(e.id, b) })
+	}
+	out := make([][]byte, 0, max(0, min(limit, end)))
+	for i := end - 1; i >= 0 && len(out) < limit; i-- {
+		out = append(out, bytes.Clone(m.logs[i].data))
+	}
+	return out, nil
+}
+
+func (m *memory) Ping(context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	return nil
+}
+
+func (m *memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.recs = nil
+	m.logs = nil
+	return nil
+}

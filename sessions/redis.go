@@ -1,0 +1,212 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisStore is the Redis backend. Records are plain string keys with a PX expiry; the event
+// log is one sorted set (all scores 0) whose members are "LOGID\x00EVENT", so lexicographic
+// order is log-id order.
+type redisStore struct {
+	c      redis.UniversalClient
+	prefix string
+	logKey string
+}
+
+// NewRedis returns the Redis backend. It does not contact Redis; use Ping.
+func NewRedis(cfg RedisConfig) (Store, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("sessions: redis: no address configured")
+	}
+	for _, a := range cfg.Addrs {
+		if strings.TrimSpace(a) == "" {
+			return nil, errors.New("sessions: redis: empty address")
+		}
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "dpop-broker"
+	}
+	if strings.ContainsAny(cfg.Prefix, "{}") {
+		return nil, errors.New("sessions: redis: prefix must not contain '{' or '}'")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	c := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:                 cfg.Addrs,
+		MasterName:            cfg.MasterName,
+		Username:              cfg.Username,
+		Password:              cfg.Password,
+		DB:                    cfg.DB,
+		DialTimeout:           cfg.Timeout,
+		ReadTimeout:           cfg.Timeout,
+		WriteTimeout:          cfg.Timeout,
+		PoolTimeout:           cfg.Timeout,
+		ContextTimeoutEnabled: true,
+		// One command retry and two dial attempts: enough for a dropped pooled connection,
+		// while an unreachable Redis surfaces as ErrUnavailable within a few Timeouts.
+		MaxRetries:         1,
+		MaxRetryBackoff:    100 * time.Millisecond,
+		DialerRetries:      2,
+		DialerRetryTimeout: 20 * time.Millisecond,
+	})
+	return &redisStore{c: c, prefix: cfg.Prefix, logKey: cfg.Prefix + ":log:{log}"}, nil
+}
+
+// mapErr turns a go-redis error into the package's errors: redis.Nil → ErrNotFound, any
+// failure to reach a working server → ErrUnavailable (the cause stays in the chain).
+func mapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("sessions: redis %s: %w", op, ErrNotFound)
+	}
+	if unavailable(err) {
+		return fmt.Errorf("sessions: redis %s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("sessions: redis %s: %w", op, err)
+}
+
+// unavailable reports whether err means the store cannot serve now (as opposed to a request
+// the server refused for its content).
+func unavailable(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return true // network, timeout, context, pool, client closed
+	}
+	return redis.IsClusterDownError(err) || redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
+		redis.IsTryAgainError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
+		redis.IsOOMError(err) || redis.IsNoReplicasError(err) || redis.IsAuthError(err) ||
+		redis.HasErrorPrefix(err, "BUSY") || redis.IsPermissionError(err)
+}
+
+func (s *redisStore) key(kind Kind, id string) string { return Key(s.prefix, kind, id) }
+
+func (s *redisStore) Create(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
+	if err := checkRecord(kind, id, ttl); err != nil {
+		return fmt.Errorf("sessions: create %s: %w", kind, err)
+	}
+	ok, err := s.c.SetNX(ctx, s.key(kind, id), value, ttl).Result()
+	if err != nil {
+		return mapErr("create "+string(kind), err)
+	}
+	if !ok {
+		return fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
+	}
+	return nil
+}
+
+func (s *redisStore) Put(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
+	if err := checkRecord(kind, id, ttl); err != nil {
+		return fmt.Errorf("sessions: put %s: %w", kind, err)
+	}
+	return mapErr("put "+string(kind), s.c.Set(ctx, s.key(kind, id), value, ttl).Err())
+}
+
+func (s *redisStore) PutAll(ctx context.Context, items ...Item) error {
+	if err := checkBatch(items); err != nil {
+		return fmt.Errorf("sessions: put all: %w", err)
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, it := range items {
+			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
+		}
+		return nil
+	})
+	return mapErr("put all", err)
+}
+
+func (s *redisStore) Get(ctx context.Context, kind Kind, id string) ([]byte, error) {
+	if err := checkID(id); err != nil {
+		return nil, fmt.Errorf("sessions: get %s: %w", kind, err)
+	}
+	v, err := s.c.Get(ctx, s.key(kind, id)).Bytes()
+	if err != nil {
+		return nil, mapErr("get "+string(kind), err)
+	}
+	return v, nil
+}
+
+func (s *redisStore) Take(ctx context.Context, kind Kind, id string) ([]byte, error) {
+	if err := checkID(id); err != nil {
+		return nil, fmt.Errorf("sessions: take %s: %w", kind, err)
+	}
+	v, err := s.c.GetDel(ctx, s.key(kind, id)).Bytes()
+	if err != nil {
+		return nil, mapErr("take "+string(kind), err)
+	}
+	return v, nil
+}
+
+func (s *redisStore) Delete(ctx context.Context, kind Kind, id string) error {
+	if err := checkID(id); err != nil {
+		return fmt.Errorf("sessions: delete %s: %w", kind, err)
+	}
+	return mapErr("delete "+string(kind), s.c.Del(ctx, s.key(kind, id)).Err())
+}
+
+func (s *redisStore) AppendLog(ctx context.Context, id string, event []byte, maxLen int) error {
+	if err := checkLogID(id); err != nil {
+		return fmt.Errorf("sessions: append log: %w", err)
+	}
+	if maxLen < 1 {
+		return fmt.Errorf("sessions: append log: maxLen %d must be at least 1", maxLen)
+	}
+	member := make([]byte, 0, len(id)+1+len(event))
+	member = append(append(append(member, id...), 0), event...)
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, s.logKey, redis.Z{Member: member})
+		p.ZRemRangeByRank(ctx, s.logKey, 0, int64(-maxLen-1)) // keep the maxLen greatest ids
+		return nil
+	})
+	return mapErr("append log", err)
+}
+
+func (s *redisStore) Logs(ctx context.Context, before string, limit int) ([][]byte, error) {
+	if limit <= 0 {
+		return [][]byte{}, nil
+	}
+	// Members are "ID\x00EVENT" with len(ID) == LogIDLen. For len(before) ≤ LogIDLen,
+	// member < before ⇔ ID < before. For a longer before, ID < before ⇔ ID ≤ before[:LogIDLen]
+	// ⇔ member < before[:LogIDLen]+"\x01".
+	hi := "+"
+	switch {
+	case before == "":
+	case len(before) <= LogIDLen:
+		hi = "(" + before
+	default:
+		hi = "(" + before[:LogIDLen] + "\x01"
+	}
+	ms, err := s.c.ZRevRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, mapErr("logs", err)
+	}
+	out := make([][]byte, 0, len(ms))
+	for _, m := range ms {
+		i := strings.IndexByte(m, 0)
+		if i < 0 {
+			continue // not written by AppendLog
+		}
+		out = append(out, []byte(m[i+1:]))
+	}
+	return out, nil
+}
+
+func (s *redisStore) Ping(ctx context.Context) error {
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("sessions: redis ping: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (s *redisStore) Close() error { return s.c.Close() }

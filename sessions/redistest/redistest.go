@@ -1,0 +1,140 @@
+// Package redistest starts a private, throw-away redis-server on a free loopback port for
+// tests; it never touches a shared Redis.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Server is one redis-server process owned by a test.
+type Server struct {
+	Addr string // 127.0.0.1:PORT, stable across Restart
+
+	t    testing.TB
+	port int
+	dir  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan struct{}
+}
+
+// Start starts a redis-server for t and returns its address. It is stopped at cleanup.
+func Start(t testing.TB) (addr string) {
+	t.Helper()
+	return StartServer(t).Addr
+}
+
+// StartServer starts a redis-server on a free 127.0.0.1 port with no persistence and
+// registers its shutdown with t.Cleanup. It fails the test if redis-server is missing or does
+// not answer PING within 10s.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server not found in PATH: install Debian package redis-server")
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("redistest: free port: %v", err)
+	}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, port: port, dir: t.TempDir()}
+	t.Cleanup(s.Stop)
+	s.start()
+	return s
+}
+
+// Stop kills the server and waits for it to exit; stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Restart stops the server if running and starts a fresh one (empty data) on the same port.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := &bytes.Buffer{}
+	cmd := exec.Command("redis-server",
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--daemonize", "no", "--protected-mode", "yes")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("redistest: start redis-server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.cmd, s.out, s.done = cmd, out, done
+
+	deadline := time.Now().Add(10 * time.Second)
+	for attempt := 0; attempt < 400; attempt++ {
+		select {
+		case <-done:
+			s.cmd = nil
+			s.t.Fatalf("redistest: redis-server on port %d exited early:\n%s", s.port, out.String())
+		default:
+		}
+		if ping(s.Addr) == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	<-done
+	s.cmd = nil
+	s.t.Fatalf("redistest: redis-server on %s did not answer PING in time:\n%s", s.Addr, out.String())
+}
+
+// ping sends one inline PING and expects +PONG.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("unexpected reply %q", line)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,475 @@
+// Package storetest is the conformance suite every sessions.Store backend must pass: TTLs,
+// single use under concurrency, atomic batches, and the event log.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+const (
+	shortTTL  = 150 * time.Millisecond
+	longTTL   = time.Minute
+	expiryMax = 3 * time.Second // bound on waiting for a short TTL to lapse
+)
+
+// Run runs every conformance check; newStore must return an empty, isolated store for each
+// subtest (and register its Close with t.Cleanup if needed).
+func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s sessions.Store)
+	}{
+		{"DS-15 Create then ErrExists", testCreateExists},
+		{"Put overwrites", testPutOverwrite},
+		{"Get missing is ErrNotFound", testGetNotFound},
+		{"TTL expiry", testTTLExpiry},
+		{"Take is single use", testTakeSingleUse},
+		{"Take under 32 concurrent takers", testTakeConcurrent},
+		{"DS-15 Create (SET NX) under concurrency, exactly one wins", testCreateConcurrent},
+		{"PutAll stores all", testPutAll},
+		{"PutAll refuses mixed hash tags", testPutAllMixed},
+		{"Delete is idempotent", testDelete},
+		{"Kinds are separate namespaces", testKinds},
+		{"Invalid ids refused", testInvalidIDs},
+		{"Large values", testLargeValue},
+		{"Binary values", testBinaryValue},
+		{"Values are copied", testValueCopied},
+		{"Logs order and paging", testLogsOrder},
+		{"Logs maxLen retention", testLogsRetention},
+		{"Logs invalid input", testLogsInvalid},
+		{"Ping", testPing},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, newStore(t))
+		})
+	}
+}
+
+func ctx(t *testing.T) context.Context { return t.Context() }
+
+func mustGet(t *testing.T, s sessions.Store, kind sessions.Kind, id string, want []byte) {
+	t.Helper()
+	got, err := s.Get(ctx(t), kind, id)
+	if err != nil {
+		t.Fatalf("Get(%s, %q): %v", kind, id, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Get(%s, %q) = %q, want %q", kind, id, got, want)
+	}
+}
+
+func mustNotFound(t *testing.T, s sessions.Store, kind sessions.Kind, id string) {
+	t.Helper()
+	if v, err := s.Get(ctx(t), kind, id); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("Get(%s, %q) = %q, %v; want ErrNotFound", kind, id, v, err)
+	}
+}
+
+func testCreateExists(t *testing.T, s sessions.Store) {
+	if err := s.Create(ctx(t), sessions.KindCode, "c1", []byte("first"), longTTL); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	err := s.Create(ctx(t), sessions.KindCode, "c1", []byte("second"), longTTL)
+	if !errors.Is(err, sessions.ErrExists) {
+		t.Fatalf("second Create = %v, want ErrExists", err)
+	}
+	mustGet(t, s, sessions.KindCode, "c1", []byte("first"))
+}
+
+func testPutOverwrite(t *testing.T, s sessions.Store) {
+	for _, v := range []string{"one", "two"} {
+		if err := s.Put(ctx(t), sessions.KindSession, "s1", []byte(v), longTTL); err != nil {
+			t.Fatalf("Put(%q): %v", v, err)
+		}
+	}
+	mustGet(t, s, sessions.KindSession, "s1", []byte("two"))
+}
+
+func testGetNotFound(t *testing.T, s sessions.Store) {
+	mustNotFound(t, s, sessions.KindSession, "nobody")
+	if _, err := s.Take(ctx(t), sessions.KindCode, "nobody"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("Take missing = %v, want ErrNotFound", err)
+	}
+}
+
+// waitGone polls until (kind, id) is no longer readable; bounded by expiryMax.
+func waitGone(t *testing.T, s sessions.Store, kind sessions.Kind, id string) {
+	t.Helper()
+	deadline := time.Now().Add(expiryMax)
+	for i := 0; i < 1000; i++ {
+		_, err := s.Get(ctx(t), kind, id)
+		if errors.Is(err, sessions.ErrNotFound) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("Get while waiting for expiry: %v", err)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s %q still present %v after its %v TTL", kind, id, expiryMax, shortTTL)
+}
+
+func testTTLExpiry(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	if err := s.Put(c, sessions.KindSession, "keep", []byte("k"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(c, sessions.KindSession, "short", []byte("p"), shortTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(c, sessions.KindJTI, "short", []byte("c"), shortTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAll(c, sessions.Item{Kind: sessions.KindTransaction, ID: "short.a", Value: []byte("a"), TTL: shortTTL}); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, s, sessions.KindSession, "short")
+	waitGone(t, s, sessions.KindJTI, "short")
+	waitGone(t, s, sessions.KindTransaction, "short.a")
+	if _, err := s.Take(c, sessions.KindJTI, "short"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("Take expired = %v, want ErrNotFound", err)
+	}
+	// An expired record does not block Create.
+	if err := s.Create(c, sessions.KindJTI, "short", []byte("again"), longTTL); err != nil {
+		t.Fatalf("Create over expired record: %v", err)
+	}
+	mustGet(t, s, sessions.KindJTI, "short", []byte("again"))
+	mustGet(t, s, sessions.KindSession, "keep", []byte("k"))
+}
+
+func testTakeSingleUse(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	if err := s.Put(c, sessions.KindCode, "once", []byte("v"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Take(c, sessions.KindCode, "once")
+	if err != nil || string(v) != "v" {
+		t.Fatalf("first Take = %q, %v", v, err)
+	}
+	if _, err := s.Take(c, sessions.KindCode, "once"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("second Take = %v, want ErrNotFound", err)
+	}
+	mustNotFound(t, s, sessions.KindCode, "once")
+}
+
+// race runs fn on n goroutines released together and returns how many returned nil; any
+// error other than allowed fails the test.
+func race(t *testing.T, n int, allowed error, fn func(i int) error) int {
+	t.Helper()
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			err := fn(i)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.Is(err, allowed):
+				errs <- err
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("unexpected error: %v", err)
+	}
+	return int(wins.Load())
+}
+
+func testTakeConcurrent(t *testing.T, s sessions.Store) {
+	for round := range 20 {
+		id := fmt.Sprintf("tx%d.r", round)
+		if err := s.Put(ctx(t), sessions.KindTransaction, id, []byte("secret"), longTTL); err != nil {
+			t.Fatal(err)
+		}
+		var got atomic.Value
+		wins := race(t, 32, sessions.ErrNotFound, func(int) error {
+			v, err := s.Take(ctx(t), sessions.KindTransaction, id)
+			if err == nil {
+				got.Store(string(v))
+			}
+			return err
+		})
+		if wins != 1 {
+			t.Fatalf("round %d: %d takers won, want exactly 1", round, wins)
+		}
+		if got.Load() != "secret" {
+			t.Fatalf("round %d: winner got %v", round, got.Load())
+		}
+	}
+}
+
+func testCreateConcurrent(t *testing.T, s sessions.Store) {
+	for round := range 20 {
+		id := fmt.Sprintf("jti%d", round)
+		var winner atomic.Int32
+		wins := race(t, 32, sessions.ErrExists, func(i int) error {
+			err := s.Create(ctx(t), sessions.KindJTI, id, []byte{byte(i)}, longTTL)
+			if err == nil {
+				winner.Store(int32(i))
+			}
+			return err
+		})
+		if wins != 1 {
+			t.Fatalf("round %d: %d creators won, want exactly 1", round, wins)
+		}
+		mustGet(t, s, sessions.KindJTI, id, []byte{byte(winner.Load())})
+	}
+}
+
+func testPutAll(t *testing.T, s sessions.Store) {
+	items := []sessions.Item{
+		{Kind: sessions.KindSession, ID: "u1.sess", Value: []byte("session"), TTL: longTTL},
+		{Kind: sessions.KindCode, ID: "u1.code", Value: []byte("code"), TTL: longTTL},
+		{Kind: sessions.KindRefresh, ID: "u1", Value: []byte("rt"), TTL: longTTL},
+	}
+	if err := s.PutAll(ctx(t), items...); err != nil {
+		t.Fatalf("PutAll: %v", err)
+	}
+	for _, it := range items {
+		mustGet(t, s, it.Kind, it.ID, it.Value)
+	}
+	if err := s.PutAll(ctx(t)); err != nil {
+		t.Fatalf("empty PutAll: %v", err)
+	}
+}
+
+func testPutAllMixed(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	if err := s.Put(c, sessions.KindSession, "a.x", []byte("old"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	err := s.PutAll(c,
+		sessions.Item{Kind: sessions.KindSession, ID: "a.x", Value: []byte("new"), TTL: longTTL},
+		sessions.Item{Kind: sessions.KindCode, ID: "b.y", Value: []byte("new"), TTL: longTTL},
+	)
+	if err == nil {
+		t.Fatal("PutAll with tags a and b succeeded")
+	}
+	if errors.Is(err, sessions.ErrUnavailable) {
+		t.Fatalf("mixed-tag refusal reported as ErrUnavailable: %v", err)
+	}
+	mustGet(t, s, sessions.KindSession, "a.x", []byte("old"))
+	mustNotFound(t, s, sessions.KindCode, "b.y")
+	// An invalid item anywhere in the batch also changes nothing.
+	err = s.PutAll(c,
+		sessions.Item{Kind: sessions.KindCode, ID: "a.z", Value: []byte("v"), TTL: longTTL},
+		sessions.Item{Kind: sessions.KindCode, ID: "a.w", Value: []byte("v"), TTL: 0},
+	)
+	if err == nil {
+		t.Fatal("PutAll with a zero TTL succeeded")
+	}
+	mustNotFound(t, s, sessions.KindCode, "a.z")
+}
+
+func testDelete(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	if err := s.Put(c, sessions.KindSession, "d", []byte("v"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := s.Delete(c, sessions.KindSession, "d"); err != nil {
+			t.Fatalf("Delete #%d: %v", i+1, err)
+		}
+	}
+	mustNotFound(t, s, sessions.KindSession, "d")
+	if err := s.Delete(c, sessions.KindSession, "never"); err != nil {
+		t.Fatalf("Delete missing: %v", err)
+	}
+}
+
+func testKinds(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	if err := s.Put(c, sessions.KindSession, "same", []byte("sess"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(c, sessions.KindCode, "same", []byte("code"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	// "same" and "same." are different ids.
+	if err := s.Put(c, sessions.KindCode, "same.", []byte("dot"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, s, sessions.KindSession, "same", []byte("sess"))
+	mustGet(t, s, sessions.KindCode, "same", []byte("code"))
+	mustGet(t, s, sessions.KindCode, "same.", []byte("dot"))
+}
+
+func testInvalidIDs(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	for _, id := range []string{"", "a{b", "a}b", "{tag}x", ".notag"} {
+		ops := map[string]error{
+			"Create": s.Create(c, sessions.KindCode, id, []byte("v"), longTTL),
+			"Put":    s.Put(c, sessions.KindCode, id, []byte("v"), longTTL),
+			"PutAll": s.PutAll(c, sessions.Item{Kind: sessions.KindCode, ID: id, Value: []byte("v"), TTL: longTTL}),
+			"Delete": s.Delete(c, sessions.KindCode, id),
+		}
+		_, ops["Get"] = s.Get(c, sessions.KindCode, id)
+		_, ops["Take"] = s.Take(c, sessions.KindCode, id)
+		for op, err := range ops {
+			if err == nil || errors.Is(err, sessions.ErrUnavailable) || errors.Is(err, sessions.ErrNotFound) {
+				t.Errorf("%s(%q) = %v, want a validation error", op, id, err)
+			}
+		}
+	}
+	if err := s.Put(c, sessions.KindCode, "ok", []byte("v"), 0); err == nil {
+		t.Error("Put with zero TTL succeeded")
+	}
+	if err := s.Create(c, sessions.KindCode, "ok", []byte("v"), -time.Second); err == nil {
+		t.Error("Create with negative TTL succeeded")
+	}
+}
+
+func testLargeValue(t *testing.T, s sessions.Store) {
+	v := make([]byte, 4<<20)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range v {
+		v[i] = byte(r.Uint32())
+	}
+	if err := s.Put(ctx(t), sessions.KindSession, "big", v, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, s, sessions.KindSession, "big", v)
+	got, err := s.Take(ctx(t), sessions.KindSession, "big")
+	if err != nil || !bytes.Equal(got, v) {
+		t.Fatalf("Take big: len %d, %v", len(got), err)
+	}
+}
+
+func testBinaryValue(t *testing.T, s sessions.Store) {
+	v := make([]byte, 0, 512)
+	for i := range 256 {
+		v = append(v, byte(i), 0)
+	}
+	c := ctx(t)
+	if err := s.Create(c, sessions.KindNonce, "bin", v, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, s, sessions.KindNonce, "bin", v)
+	if err := s.Put(c, sessions.KindNonce, "empty", []byte{}, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, s, sessions.KindNonce, "empty", nil)
+	ev := append([]byte(`{"x":"`), 0, 0xff, '"', '}')
+	if err := s.AppendLog(c, logID(1), ev, 10); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Logs(c, "", 10)
+	if err != nil || len(got) != 1 || !bytes.Equal(got[0], ev) {
+		t.Fatalf("Logs = %q, %v; want [%q]", got, err, ev)
+	}
+}
+
+func testValueCopied(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	v := []byte("original")
+	if err := s.Put(c, sessions.KindSession, "cp", v, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	copy(v, "CHANGED!")
+	got, err := s.Get(c, sessions.KindSession, "cp")
+	if err != nil || string(got) != "original" {
+		t.Fatalf("Get after caller mutated its slice = %q, %v", got, err)
+	}
+	copy(got, "CHANGED!")
+	mustGet(t, s, sessions.KindSession, "cp", []byte("original"))
+}
+
+func logID(n int) string { return fmt.Sprintf("%056d", n) }
+
+func wantLogs(t *testing.T, s sessions.Store, before string, limit int, want ...int) {
+	t.Helper()
+	got, err := s.Logs(ctx(t), before, limit)
+	if err != nil {
+		t.Fatalf("Logs(%q, %d): %v", before, limit, err)
+	}
+	gs := make([]string, len(got))
+	for i, g := range got {
+		gs[i] = string(g)
+	}
+	ws := make([]string, len(want))
+	for i, w := range want {
+		ws[i] = fmt.Sprintf(`{"n":%d}`, w)
+	}
+	if fmt.Sprint(gs) != fmt.Sprint(ws) {
+		t.Fatalf("Logs(%q, %d) = %v, want %v", before, limit, gs, ws)
+	}
+}
+
+func testLogsOrder(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	wantLogs(t, s, "", 10)
+	// Appended out of order: the log is ordered by id, not by arrival.
+	for _, n := range []int{3, 1, 5, 2, 4} {
+		if err := s.AppendLog(c, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantLogs(t, s, "", 10, 5, 4, 3, 2, 1)
+	wantLogs(t, s, "", 2, 5, 4)
+	wantLogs(t, s, logID(4), 2, 3, 2)
+	wantLogs(t, s, logID(2), 10, 1)
+	wantLogs(t, s, logID(1), 10)
+	wantLogs(t, s, "", 0)
+	// before need not be an existing id.
+	wantLogs(t, s, logID(3)+"0", 10, 3, 2, 1)
+	wantLogs(t, s, logID(3)[:20], 10)
+	wantLogs(t, s, "9", 1, 5)
+}
+
+func testLogsRetention(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	for n := 1; n <= 10; n++ {
+		if err := s.AppendLog(c, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantLogs(t, s, "", 100, 10, 9, 8, 7)
+	// An old id arriving late is dropped at once when the log is full.
+	if err := s.AppendLog(c, logID(0), []byte(`{"n":0}`), 4); err != nil {
+		t.Fatal(err)
+	}
+	wantLogs(t, s, "", 100, 10, 9, 8, 7)
+	if err := s.AppendLog(c, logID(11), []byte(`{"n":11}`), 2); err != nil {
+		t.Fatal(err)
+	}
+	wantLogs(t, s, "", 100, 11, 10)
+}
+
+func testLogsInvalid(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	for _, id := range []string{"", "12", logID(1) + "0", "x" + logID(1)[1:]} {
+		if err := s.AppendLog(c, id, []byte("{}"), 10); err == nil {
+			t.Errorf("AppendLog(%q) succeeded", id)
+		}
+	}
+	if err := s.AppendLog(c, logID(1), []byte("{}"), 0); err == nil {
+		t.Error("AppendLog with maxLen 0 succeeded")
+	}
+	wantLogs(t, s, "", 10)
+}
+
+func testPing(t *testing.T, s sessions.Store) {
+	if err := s.Ping(ctx(t)); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
