@@ -4,10 +4,15 @@ package discovery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -68,9 +73,10 @@ type Document struct {
 	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
 	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported"`
+	SubjectTypesSupported             []string `json:"subject_types_supported"`
 	// DPoPSigningAlgValuesSupported is nil when the member is absent.
-	DPoPSigningAlgValuesSupported             []string `json:"dpop_signing_alg_values_supported"`
-	AuthorizationResponseIssParameterSupported bool    `json:"authorization_response_iss_parameter_supported"`
+	DPoPSigningAlgValuesSupported              []string `json:"dpop_signing_alg_values_supported"`
+	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
 
 	Provider *oidc.Provider `json:"-"`
 }
@@ -78,25 +84,251 @@ type Document struct {
 // CheckDPoP returns the JOSE alg label to put in proofs for the configuration alg, or a
 // *CapabilityError (MD-4). Ed25519 is accepted when the upstream lists "Ed25519" (label
 // Ed25519) or "EdDSA" (label EdDSA).
-func (d *Document) CheckDPoP(alg string) (wireAlg string, err error) { panic("not implemented") }
+func (d *Document) CheckDPoP(alg string) (wireAlg string, err error) {
+	offered := d.DPoPSigningAlgValuesSupported
+	if offered == nil {
+		return "", &CapabilityError{Issuer: d.Issuer, Alg: alg}
+	}
+	candidates := []string{alg}
+	if alg == "Ed25519" || alg == "EdDSA" {
+		// Prefer the fully-specified name (RFC 9864), fall back to the legacy label.
+		candidates = []string{"Ed25519", "EdDSA"}
+	}
+	for _, c := range candidates {
+		if slices.Contains(offered, c) {
+			return c, nil
+		}
+	}
+	return "", &CapabilityError{Issuer: d.Issuer, Alg: alg, Offered: append([]string{}, offered...)}
+}
 
 // SupportsS256 reports whether code_challenge_methods_supported lists S256 (PK-5).
-func (d *Document) SupportsS256() bool { panic("not implemented") }
+func (d *Document) SupportsS256() bool {
+	return slices.Contains(d.CodeChallengeMethodsSupported, "S256")
+}
+
+// Token-endpoint client authentication methods returned by AuthStyle.
+const (
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+)
 
 // AuthStyle returns the token-endpoint client authentication to use: "client_secret_basic"
-// when listed or when the list is absent, else "client_secret_post" when listed.
-func (d *Document) AuthStyle() string { panic("not implemented") }
+// when listed or when the list is absent, else "client_secret_post" when listed, else "" (the
+// upstream offers neither).
+func (d *Document) AuthStyle() string {
+	m := d.TokenEndpointAuthMethodsSupported
+	switch {
+	case m == nil || slices.Contains(m, AuthClientSecretBasic):
+		return AuthClientSecretBasic
+	case slices.Contains(m, AuthClientSecretPost):
+		return AuthClientSecretPost
+	}
+	return ""
+}
+
+// MaxDocumentSize bounds the discovery response body; larger documents are refused.
+const MaxDocumentSize = 1 << 20
+
+// WellKnownPath is appended to the issuer to find its discovery document (MD-3).
+const WellKnownPath = "/.well-known/openid-configuration"
+
+var defaultHTTP = &http.Client{Timeout: 10 * time.Second}
 
 // Client fetches documents over HTTP and caches each for TTL (errors are not cached).
+// The zero value is ready to use. Returned documents are shared: do not modify them.
 type Client struct {
 	HTTP *http.Client  // default: a client with a 10 s timeout
 	TTL  time.Duration // default 15 minutes
 	Now  func() time.Time
+
+	mu       sync.Mutex
+	cache    map[string]cacheEntry
+	inflight map[string]*call
+}
+
+type cacheEntry struct {
+	doc     *Document
+	expires time.Time
+}
+
+type call struct {
+	done chan struct{}
+	doc  *Document
+	err  error
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return defaultHTTP
+}
+
+func (c *Client) ttl() time.Duration {
+	if c.TTL > 0 {
+		return c.TTL
+	}
+	return 15 * time.Minute
 }
 
 // Get returns the document for issuer, fetched from discoveryURL (default:
 // issuer + "/.well-known/openid-configuration", MD-3). It enforces that the document's issuer
 // equals issuer exactly (MD-1) and that the required members are present (MD-2).
+// Concurrent calls for the same document share one fetch.
 func (c *Client) Get(ctx context.Context, issuer, discoveryURL string) (*Document, error) {
-	panic("not implemented")
+	if issuer == "" {
+		return nil, errors.New("discovery: issuer is empty")
+	}
+	if discoveryURL == "" {
+		discoveryURL = strings.TrimSuffix(issuer, "/") + WellKnownPath
+	}
+	key := issuer + "\x00" + discoveryURL
+	// A shared fetch that failed only because its starter's context ended is retried by
+	// callers whose own context is still alive; bounded to a few rounds.
+	var lastErr error
+	for range 3 {
+		c.mu.Lock()
+		if c.cache == nil {
+			c.cache = make(map[string]cacheEntry)
+			c.inflight = make(map[string]*call)
+		}
+		if e, ok := c.cache[key]; ok {
+			if c.now().Before(e.expires) {
+				c.mu.Unlock()
+				return e.doc, nil
+			}
+			delete(c.cache, key)
+		}
+		cl, running := c.inflight[key]
+		if !running {
+			cl = &call{done: make(chan struct{})}
+			c.inflight[key] = cl
+		}
+		c.mu.Unlock()
+
+		if !running {
+			cl.doc, cl.err = c.fetch(ctx, issuer, discoveryURL)
+			c.mu.Lock()
+			delete(c.inflight, key)
+			if cl.err == nil {
+				c.cache[key] = cacheEntry{doc: cl.doc, expires: c.now().Add(c.ttl())}
+			}
+			c.mu.Unlock()
+			close(cl.done)
+			return cl.doc, cl.err
+		}
+
+		select {
+		case <-cl.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("discovery: waiting for %s: %w", discoveryURL, ctx.Err())
+		}
+		if cl.err == nil {
+			return cl.doc, nil
+		}
+		lastErr = cl.err
+		if ctx.Err() == nil && (errors.Is(cl.err, context.Canceled) || errors.Is(cl.err, context.DeadlineExceeded)) {
+			continue
+		}
+		return nil, cl.err
+	}
+	return nil, lastErr
+}
+
+// required lists the members OIDC Discovery §3 makes mandatory (MD-2), in check order.
+var required = []string{
+	"issuer",
+	"authorization_endpoint",
+	"token_endpoint",
+	"jwks_uri",
+	"response_types_supported",
+	"subject_types_supported",
+	"id_token_signing_alg_values_supported",
+}
+
+func (c *Client) fetch(ctx context.Context, issuer, discoveryURL string) (*Document, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, discoveryURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: bad discovery URL %q: %w", discoveryURL, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: fetching %s: %w", discoveryURL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxDocumentSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("discovery: reading %s: %w", discoveryURL, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("discovery: %s answered HTTP %d, want 200", discoveryURL, resp.StatusCode)
+	}
+	if len(body) > MaxDocumentSize {
+		return nil, fmt.Errorf("discovery: %s: document larger than %d bytes", discoveryURL, MaxDocumentSize)
+	}
+	ct := resp.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return nil, fmt.Errorf("discovery: %s: content type %q is not JSON", discoveryURL, ct)
+	}
+	doc, err := Parse(body, issuer)
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %s: %w", discoveryURL, err)
+	}
+	cfg := &oidc.ProviderConfig{
+		IssuerURL:   doc.Issuer,
+		AuthURL:     doc.AuthorizationEndpoint,
+		TokenURL:    doc.TokenEndpoint,
+		UserInfoURL: doc.UserinfoEndpoint,
+		JWKSURL:     doc.JWKSURI,
+		Algorithms:  doc.IDTokenSigningAlgValuesSupported,
+	}
+	// The provider's key set keeps using this context for JWKS fetches, so it must outlive
+	// the request: a background context carrying our HTTP client.
+	doc.Provider = cfg.NewProvider(oidc.ClientContext(context.Background(), c.httpClient()))
+	return doc, nil
+}
+
+// Parse decodes a discovery document and checks it against the expected issuer (MD-1, exact
+// string equality, trailing slash significant) and the required members (MD-2). The returned
+// document has no Provider.
+func Parse(body []byte, issuer string) (*Document, error) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil {
+		return nil, fmt.Errorf("document is not a JSON object: %w", err)
+	}
+	var doc Document
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("decoding document: %w", err)
+	}
+	empty := map[string]bool{
+		"issuer":                                doc.Issuer == "",
+		"authorization_endpoint":                doc.AuthorizationEndpoint == "",
+		"token_endpoint":                        doc.TokenEndpoint == "",
+		"jwks_uri":                              doc.JWKSURI == "",
+		"response_types_supported":              len(doc.ResponseTypesSupported) == 0,
+		"subject_types_supported":               len(doc.SubjectTypesSupported) == 0,
+		"id_token_signing_alg_values_supported": len(doc.IDTokenSigningAlgValuesSupported) == 0,
+	}
+	for _, name := range required {
+		if raw, ok := members[name]; !ok || string(raw) == "null" {
+			return nil, fmt.Errorf("required member %s is missing (MD-2)", name)
+		}
+		if empty[name] {
+			return nil, fmt.Errorf("required member %s is empty (MD-2)", name)
+		}
+	}
+	if doc.Issuer != issuer {
+		return nil, fmt.Errorf("issuer mismatch (MD-1): document says %q, expected exactly %q", doc.Issuer, issuer)
+	}
+	return &doc, nil
 }

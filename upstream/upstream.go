@@ -4,10 +4,22 @@ package upstream
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
@@ -78,16 +90,191 @@ func CodeOf(err error) string {
 	return CodeUpstreamError
 }
 
+// CodeIssMismatch is the code of an RFC 9207 iss check failure on the authorization response.
+const CodeIssMismatch = "iss_mismatch"
+
 // Connection is one configured upstream, safe for concurrent use.
 type Connection struct {
-	// unexported
+	cfg     Config
+	opts    Options
+	plain   *http.Client            // no DPoP
+	clients map[string]*http.Client // DPoP clients by wire alg label; read-only after New
+}
+
+// reservedParams may not be set through UpstreamParams: they carry the flow's security.
+var reservedParams = map[string]bool{
+	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true, "state": true,
+	"nonce": true, "code_challenge": true, "code_challenge_method": true, "client_secret": true,
+	"code_verifier": true, "dpop_jkt": true, "request": true, "request_uri": true,
+}
+
+// wireLabels returns the JOSE labels a configuration alg may be sent under (DC-2).
+func wireLabels(alg string) []string {
+	switch alg {
+	case dpop.AlgEd25519, dpop.AlgEdDSA:
+		return []string{dpop.AlgEd25519, dpop.AlgEdDSA}
+	case dpop.AlgES256, dpop.AlgRS256, dpop.AlgPS256:
+		return []string{alg}
+	}
+	return nil
 }
 
 // New returns a connection. It does not contact the upstream.
-func New(cfg Config, opts Options) (*Connection, error) { panic("not implemented") }
+func New(cfg Config, opts Options) (*Connection, error) {
+	if cfg.Strategy == "" {
+		cfg.Strategy = "oidc"
+	}
+	switch cfg.Strategy {
+	case "oidc":
+	case "okta":
+		if cfg.Issuer == "" && cfg.Domain != "" {
+			cfg.Issuer = oktaIssuer(cfg.Domain, cfg.AuthorizationServerID)
+		}
+	default:
+		return nil, fmt.Errorf("upstream: connection %q: unknown strategy %q (want oidc or okta)", cfg.Name, cfg.Strategy)
+	}
+	if cfg.Issuer == "" {
+		return nil, fmt.Errorf("upstream: connection %q: issuer is required (or domain for okta)", cfg.Name)
+	}
+	if err := checkURL(cfg.Issuer); err != nil {
+		return nil, fmt.Errorf("upstream: connection %q: issuer: %w", cfg.Name, err)
+	}
+	if cfg.DiscoveryURL != "" {
+		if err := checkURL(cfg.DiscoveryURL); err != nil {
+			return nil, fmt.Errorf("upstream: connection %q: discovery_url: %w", cfg.Name, err)
+		}
+	}
+	if cfg.ClientID == "" {
+		return nil, fmt.Errorf("upstream: connection %q: client_id is required", cfg.Name)
+	}
+	if cfg.Type == "" {
+		cfg.Type = "back_channel"
+	}
+	if cfg.Type != "back_channel" {
+		return nil, fmt.Errorf("upstream: connection %q: type %q is not supported (only back_channel)", cfg.Name, cfg.Type)
+	}
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = []string{"openid", "profile", "email"}
+	} else if !slices.Contains(cfg.Scopes, "openid") {
+		cfg.Scopes = append([]string{"openid"}, cfg.Scopes...)
+	} else {
+		cfg.Scopes = slices.Clone(cfg.Scopes)
+	}
+	if len(cfg.IDTokenAlgs) == 0 {
+		cfg.IDTokenAlgs = []string{"RS256"}
+	} else {
+		cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs)
+	}
+	for _, a := range cfg.IDTokenAlgs {
+		if a == "" || strings.EqualFold(a, "none") || strings.HasPrefix(strings.ToUpper(a), "HS") {
+			return nil, fmt.Errorf("upstream: connection %q: ID token alg %q is not allowed (ID-4: asymmetric only)", cfg.Name, a)
+		}
+	}
+	for k := range cfg.UpstreamParams {
+		if reservedParams[k] {
+			return nil, fmt.Errorf("upstream: connection %q: upstream_params may not set %q", cfg.Name, k)
+		}
+	}
+	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
 
-// Config returns the connection's configuration.
-func (c *Connection) Config() Config { panic("not implemented") }
+	if opts.HTTP == nil {
+		opts.HTTP = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opts.Discovery == nil {
+		opts.Discovery = &discovery.Client{HTTP: opts.HTTP, Now: opts.Now}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = 1
+	}
+	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP}
+
+	if cfg.DPoPSigningAlg != "" {
+		labels := wireLabels(cfg.DPoPSigningAlg)
+		if labels == nil {
+			return nil, fmt.Errorf("upstream: connection %q: dpop_signing_alg %q is not supported (ES256, Ed25519, RS256, PS256)", cfg.Name, cfg.DPoPSigningAlg)
+		}
+		signer := opts.Signers[cfg.DPoPSigningAlg]
+		if signer == nil && len(labels) > 1 {
+			for _, l := range labels {
+				if signer = opts.Signers[l]; signer != nil {
+					break
+				}
+			}
+		}
+		if signer == nil {
+			return nil, fmt.Errorf("upstream: connection %q: no DPoP key configured for %s", cfg.Name, cfg.DPoPSigningAlg)
+		}
+		if c.opts.Nonces == nil {
+			c.opts.Nonces = dpop.NewNonceCache() // shared by every label so nonces survive relabelling
+		}
+		c.clients = make(map[string]*http.Client, len(labels))
+		for _, l := range labels {
+			s, err := signer.WithAlg(l)
+			if err != nil {
+				return nil, fmt.Errorf("upstream: connection %q: DPoP key cannot sign %s: %w", cfg.Name, l, err)
+			}
+			hc := *opts.HTTP
+			hc.Transport = &dpop.Transport{
+				Base:       opts.HTTP.Transport,
+				Signer:     s,
+				Nonces:     c.opts.Nonces,
+				MaxRetries: opts.MaxRetries,
+				RetryDelay: opts.RetryDelay,
+				Jitter:     opts.Jitter,
+				Now:        opts.Now,
+			}
+			c.clients[l] = &hc
+		}
+	}
+	return c, nil
+}
+
+// oktaIssuer derives an Okta issuer: the custom authorization server when id is set, else the
+// org authorization server.
+func oktaIssuer(domain, id string) string {
+	base := strings.TrimSuffix(domain, "/")
+	if !strings.Contains(base, "://") {
+		base = "https://" + base
+	}
+	if id != "" {
+		return base + "/oauth2/" + id
+	}
+	return base
+}
+
+// checkURL requires an absolute https URL without query or fragment (MD-1); plain http is
+// accepted only for loopback hosts (tests, demo).
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid URL %q: %w", raw, err)
+	}
+	if u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("%q must be an absolute URL without query, fragment or user info", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if h == "localhost" || net.ParseIP(h).IsLoopback() {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q must use https (http only for loopback)", raw)
+}
+
+// Config returns the connection's configuration (with defaults applied).
+func (c *Connection) Config() Config {
+	cfg := c.cfg
+	cfg.Scopes = slices.Clone(cfg.Scopes)
+	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs)
+	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
+	return cfg
+}
 
 // Start is what the broker must keep (in the login transaction) between Begin and Finish.
 type Start struct {
@@ -100,11 +287,114 @@ type Start struct {
 	IssSupported bool   `json:"iss_supported,omitempty"` // RFC 9207 advertised upstream
 }
 
+// CheckIss applies RFC 9207 to the iss parameter of the authorization response (IS-2): when
+// present it must equal the issuer exactly; when the upstream advertises support it must be
+// present.
+func (s *Start) CheckIss(iss string) error {
+	switch {
+	case iss != "" && iss != s.Issuer:
+		return &Error{Code: CodeIssMismatch, Description: fmt.Sprintf("authorization response iss %q does not equal the upstream issuer %q (IS-2)", iss, s.Issuer)}
+	case iss == "" && s.IssSupported:
+		return &Error{Code: CodeIssMismatch, Description: fmt.Sprintf("upstream %s advertises authorization_response_iss_parameter_supported but the response has no iss (IS-2)", s.Issuer)}
+	}
+	return nil
+}
+
+// randomString returns 32 random bytes, base64url without padding (256 bits).
+func randomString() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("upstream: random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func (c *Connection) discover(ctx context.Context) (*discovery.Document, error) {
+	doc, err := c.opts.Discovery.Get(ctx, c.cfg.Issuer, c.cfg.DiscoveryURL)
+	if err != nil {
+		return nil, &Error{Code: CodeDiscovery, Description: fmt.Sprintf("discovery for %s failed: %v", c.cfg.Issuer, err), Err: err}
+	}
+	return doc, nil
+}
+
+// checkDPoP returns the wire label for the connection's DPoP alg ("" when DPoP is off).
+func (c *Connection) checkDPoP(doc *discovery.Document) (string, error) {
+	if c.cfg.DPoPSigningAlg == "" {
+		return "", nil
+	}
+	wire, err := doc.CheckDPoP(c.cfg.DPoPSigningAlg)
+	if err != nil {
+		var ce *discovery.CapabilityError
+		if errors.As(err, &ce) {
+			return "", &Error{Code: ce.Code(), Description: ce.Error(), Err: err}
+		}
+		return "", &Error{Code: CodeDiscovery, Description: err.Error(), Err: err}
+	}
+	if c.clients[wire] == nil {
+		return "", &Error{Code: CodeDPoPAlgMismatch, Description: fmt.Sprintf("no DPoP signer for wire alg %s", wire)}
+	}
+	return wire, nil
+}
+
+func (c *Connection) oauth2Config(doc *discovery.Document, redirectURI string) (*oauth2.Config, error) {
+	style := oauth2.AuthStyleInParams // public client: client_id in the body, no secret
+	if c.cfg.ClientSecret != "" {
+		switch doc.AuthStyle() {
+		case discovery.AuthClientSecretBasic:
+			style = oauth2.AuthStyleInHeader
+		case discovery.AuthClientSecretPost:
+			style = oauth2.AuthStyleInParams
+		default:
+			return nil, &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("upstream %s supports neither client_secret_basic nor client_secret_post (token_endpoint_auth_methods_supported %v)", doc.Issuer, doc.TokenEndpointAuthMethodsSupported)}
+		}
+	}
+	return &oauth2.Config{
+		ClientID:     c.cfg.ClientID,
+		ClientSecret: c.cfg.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   doc.AuthorizationEndpoint,
+			TokenURL:  doc.TokenEndpoint,
+			AuthStyle: style,
+		},
+		RedirectURL: redirectURI,
+		Scopes:      c.cfg.Scopes,
+	}, nil
+}
+
 // Begin fetches discovery, checks DPoP capability (a *discovery.CapabilityError wrapped in
 // *Error with code dpop_not_supported / dpop_alg_mismatch — nothing is sent upstream), and
 // builds the authorization URL with state, nonce and PKCE S256 for redirectURI.
 func (c *Connection) Begin(ctx context.Context, redirectURI string) (*Start, error) {
-	panic("not implemented")
+	doc, err := c.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	wire, err := c.checkDPoP(doc)
+	if err != nil {
+		return nil, err
+	}
+	oc, err := c.oauth2Config(doc, redirectURI)
+	if err != nil {
+		return nil, err
+	}
+	st := &Start{DPoPAlg: wire, Issuer: doc.Issuer, IssSupported: doc.AuthorizationResponseIssParameterSupported}
+	if st.State, err = randomString(); err != nil {
+		return nil, &Error{Code: CodeUpstreamError, Description: "cannot generate state", Err: err}
+	}
+	if st.Nonce, err = randomString(); err != nil {
+		return nil, &Error{Code: CodeUpstreamError, Description: "cannot generate nonce", Err: err}
+	}
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(st.Nonce)}
+	if doc.SupportsS256() { // PK-5
+		st.Verifier = oauth2.GenerateVerifier() // PK-1: 32 random octets, 43 chars
+		opts = append(opts, oauth2.S256ChallengeOption(st.Verifier))
+	}
+	keys := slices.Sorted(maps.Keys(c.cfg.UpstreamParams))
+	for _, k := range keys {
+		opts = append(opts, oauth2.SetAuthURLParam(k, c.cfg.UpstreamParams[k]))
+	}
+	st.AuthURL = oc.AuthCodeURL(st.State, opts...)
+	return st, nil
 }
 
 // Result is the outcome of a code exchange.
@@ -115,17 +405,245 @@ type Result struct {
 	TokenType       string // as the upstream sent it
 	DPoPBound       bool   // token_type == DPoP (DC-10)
 	DPoPAlg         string // "" when DPoP is off
-	NonceRetries    int
-	NonceUsed       bool
+	NonceRetries    int    // use_dpop_nonce retries during the token exchange
+	NonceUsed       bool   // a token-request proof carried a server nonce
 	UserinfoStatus  string // "", "SUCCESS", "FAILURE"
 	UserinfoBound   bool
 	ExchangeLatency time.Duration
 }
+
+// Userinfo status values.
+const (
+	UserinfoSuccess = "SUCCESS"
+	UserinfoFailure = "FAILURE"
+)
 
 // Finish exchanges code (client authentication per discovery, PKCE verifier, DPoP proof with
 // nonce retry), verifies the ID token with go-oidc (iss, aud, azp, exp, iat, nonce, alg), and
 // fetches userinfo when configured. On failure it returns a partial Result (DPoP facts known so
 // far) and an *Error.
 func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code string) (*Result, error) {
-	panic("not implemented")
+	res := &Result{}
+	if st == nil || st.Nonce == "" || st.State == "" {
+		return res, &Error{Code: CodeUpstreamError, Description: "login transaction is missing its state or nonce"}
+	}
+	doc, err := c.discover(ctx)
+	if err != nil {
+		return res, err
+	}
+	if st.Issuer != doc.Issuer {
+		return res, &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("login transaction issuer %q is not the connection's issuer %q", st.Issuer, doc.Issuer)}
+	}
+	hc := c.plain
+	if c.cfg.DPoPSigningAlg != "" {
+		wire := st.DPoPAlg
+		if wire == "" { // transaction started before DPoP was enabled: check capability now
+			if wire, err = c.checkDPoP(doc); err != nil {
+				return res, err
+			}
+		}
+		if hc = c.clients[wire]; hc == nil {
+			return res, &Error{Code: CodeDPoPAlgMismatch, Description: fmt.Sprintf("login transaction DPoP alg %q does not fit the connection's %s", wire, c.cfg.DPoPSigningAlg)}
+		}
+		res.DPoPAlg = wire
+	}
+	oc, err := c.oauth2Config(doc, redirectURI)
+	if err != nil {
+		return res, err
+	}
+
+	var trace dpop.Trace
+	tctx := ctx
+	if res.DPoPAlg != "" {
+		tctx = dpop.WithTrace(ctx, &trace)
+	}
+	dctx := context.WithValue(tctx, oauth2.HTTPClient, hc)
+	var xopts []oauth2.AuthCodeOption
+	if st.Verifier != "" {
+		xopts = append(xopts, oauth2.VerifierOption(st.Verifier))
+	}
+	started := time.Now()
+	tok, err := oc.Exchange(dctx, code, xopts...)
+	res.ExchangeLatency = time.Since(started)
+	res.NonceRetries, res.NonceUsed = trace.NonceRetries, trace.NonceUsed
+	if err != nil {
+		return res, exchangeError(err)
+	}
+	res.TokenType = tok.TokenType
+	res.DPoPBound = strings.EqualFold(tok.TokenType, "DPoP") // DC-10
+
+	idt, claims, err := c.verifyIDToken(ctx, doc, st, tok)
+	if err != nil {
+		return res, err
+	}
+	res.Subject = idt.Subject
+	res.Claims = claims
+	res.IDTokenAlg = idAlg(tok)
+
+	if c.cfg.FetchUserinfo {
+		ucl := c.plain
+		tt := "Bearer"
+		if res.DPoPBound && c.cfg.DPoPSigningAlg != "" {
+			ucl, tt, res.UserinfoBound = hc, "DPoP", true // DC-11: DPoP <at> + proof with ath
+		}
+		// NonceRetries/NonceUsed describe the token exchange only; userinfo is not traced.
+		uctx := context.WithValue(ctx, oauth2.HTTPClient, ucl)
+		ui, err := doc.Provider.UserInfo(uctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok.AccessToken, TokenType: tt}))
+		if err == nil {
+			err = mergeUserinfo(ui, idt.Subject, claims)
+		}
+		if err != nil {
+			res.UserinfoStatus = UserinfoFailure
+			code := CodeUserinfo
+			var nre *dpop.NonceRetryError
+			if errors.As(err, &nre) {
+				code = CodeUseDPoPNonce
+			}
+			return res, &Error{Code: code, Description: fmt.Sprintf("userinfo: %v", err), Err: err}
+		}
+		res.UserinfoStatus = UserinfoSuccess
+	}
+	return res, nil
+}
+
+// exchangeError maps a token-endpoint failure to a stable code.
+func exchangeError(err error) *Error {
+	var nre *dpop.NonceRetryError
+	if errors.As(err, &nre) {
+		return &Error{Code: CodeUseDPoPNonce, OAuthError: "use_dpop_nonce", Description: fmt.Sprintf("token endpoint still demanded a new DPoP nonce after %d retries", nre.Retries), Err: err}
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		desc := fmt.Sprintf("token endpoint answered HTTP %d error=%q", status, re.ErrorCode)
+		if re.ErrorDescription != "" {
+			desc += fmt.Sprintf(" error_description=%q", re.ErrorDescription)
+		}
+		code := CodeUpstreamError
+		switch re.ErrorCode {
+		case "invalid_dpop_proof":
+			code = CodeInvalidDPoPProof
+		case "use_dpop_nonce":
+			code = CodeUseDPoPNonce
+		}
+		return &Error{Code: code, OAuthError: re.ErrorCode, Description: desc, Err: err}
+	}
+	return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("token request failed: %v", err), Err: err}
+}
+
+// idAlg returns the JWS alg of the token response's ID token (already verified).
+func idAlg(tok *oauth2.Token) string {
+	raw, _ := tok.Extra("id_token").(string)
+	h, _, _ := strings.Cut(raw, ".")
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		return ""
+	}
+	var hdr struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(b, &hdr) != nil {
+		return ""
+	}
+	return hdr.Alg
+}
+
+func idTokenError(check string, err error) *Error {
+	d := "ID token " + check + " check failed"
+	if err != nil {
+		d += ": " + err.Error()
+	}
+	return &Error{Code: CodeIDTokenInvalid, Description: d, Err: err}
+}
+
+// verifyIDToken runs go-oidc (signature with the issuer's JWKS and allowed algs, iss, aud,
+// exp with ClockSkew) and the checks it leaves to callers: nonce, azp, iat, at_hash, sub.
+func (c *Connection) verifyIDToken(ctx context.Context, doc *discovery.Document, st *Start, tok *oauth2.Token) (*oidc.IDToken, map[string]any, error) {
+	raw, ok := tok.Extra("id_token").(string)
+	if !ok || raw == "" {
+		return nil, nil, idTokenError("presence", errors.New("token response has no id_token"))
+	}
+	skew := c.opts.ClockSkew
+	now := c.opts.Now
+	v := doc.Provider.Verifier(&oidc.Config{
+		ClientID:             c.cfg.ClientID,
+		SupportedSigningAlgs: c.cfg.IDTokenAlgs,
+		Now:                  func() time.Time { return now().Add(-skew) }, // exp leeway
+	})
+	idt, err := v.Verify(ctx, raw)
+	if err != nil {
+		var te *oidc.TokenExpiredError
+		msg := err.Error()
+		switch {
+		case errors.As(err, &te):
+			return nil, nil, idTokenError("exp (ID-5)", err)
+		case strings.Contains(msg, "different provider"):
+			return nil, nil, idTokenError("iss (ID-1)", err)
+		case strings.Contains(msg, "expected audience"):
+			return nil, nil, idTokenError("aud (ID-2)", err)
+		case strings.Contains(msg, "malformed jwt"):
+			return nil, nil, idTokenError("alg/format (ID-4)", err)
+		case strings.Contains(msg, "verify signature"):
+			return nil, nil, idTokenError("signature (ID-4)", err)
+		case strings.Contains(msg, "nbf"):
+			return nil, nil, idTokenError("nbf", err)
+		}
+		return nil, nil, idTokenError("verification", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(st.Nonce)) != 1 {
+		return nil, nil, idTokenError("nonce (ID-6)", fmt.Errorf("nonce does not match the one sent (present: %t)", idt.Nonce != ""))
+	}
+	if idt.Subject == "" {
+		return nil, nil, idTokenError("sub", errors.New("sub is empty"))
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return nil, nil, idTokenError("claims", err)
+	}
+	azp, hasAzp := claims["azp"]
+	switch s, _ := azp.(string); {
+	case !hasAzp && len(idt.Audience) > 1:
+		return nil, nil, idTokenError("azp (ID-3)", fmt.Errorf("azp is missing although aud has %d members", len(idt.Audience)))
+	case hasAzp && s != c.cfg.ClientID:
+		return nil, nil, idTokenError("azp (ID-3)", fmt.Errorf("azp %q is not client_id %q", fmt.Sprint(azp), c.cfg.ClientID))
+	}
+	if idt.IssuedAt.IsZero() {
+		return nil, nil, idTokenError("iat (ID-5)", errors.New("iat is missing"))
+	}
+	if idt.IssuedAt.After(now().Add(skew)) {
+		return nil, nil, idTokenError("iat (ID-5)", fmt.Errorf("iat %s is in the future", idt.IssuedAt.UTC().Format(time.RFC3339)))
+	}
+	if idt.AccessTokenHash != "" {
+		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
+			return nil, nil, idTokenError("at_hash (ID-8)", err)
+		}
+	}
+	return idt, claims, nil
+}
+
+// idTokenOnly are ID-token claims userinfo may not overwrite.
+var idTokenOnly = map[string]bool{
+	"iss": true, "sub": true, "aud": true, "exp": true, "iat": true, "nbf": true, "nonce": true,
+	"azp": true, "at_hash": true, "c_hash": true, "auth_time": true, "acr": true, "amr": true,
+	"sid": true, "jti": true,
+}
+
+// mergeUserinfo adds userinfo claims to claims; the userinfo sub must equal the ID token's.
+func mergeUserinfo(ui *oidc.UserInfo, sub string, claims map[string]any) error {
+	if ui.Subject != sub {
+		return fmt.Errorf("userinfo sub %q does not match the ID token sub %q", ui.Subject, sub)
+	}
+	var extra map[string]any
+	if err := ui.Claims(&extra); err != nil {
+		return fmt.Errorf("decoding userinfo claims: %w", err)
+	}
+	for k, v := range extra {
+		if !idTokenOnly[k] {
+			claims[k] = v
+		}
+	}
+	return nil
 }

@@ -1,0 +1,373 @@
+package upstream
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// fakeIdP is a minimal in-process OpenID provider for this package's tests: discovery, JWKS,
+// a token endpoint that checks PKCE, client auth and (when DPoP is advertised) the DPoP proof,
+// and a userinfo endpoint that checks DPoP + ath for DPoP-bound tokens.
+type fakeIdP struct {
+	srv      *httptest.Server
+	issuer   string
+	key      *rsa.PrivateKey
+	clientID string
+	secret   string
+
+	// Discovery shape.
+	dpopAlgs    []string // nil: member absent
+	noPKCE      bool
+	authMethods []string
+	issParam    bool
+
+	// Token endpoint behaviour.
+	requireNonce bool // proofs must carry the current nonce
+	alwaysNonce  bool // answer use_dpop_nonce forever
+	rejectProof  bool // answer invalid_dpop_proof
+	answerBearer bool // token_type Bearer even with a proof
+	tokenError   string
+
+	// ID token faults.
+	idAlg   jose.SignatureAlgorithm // default RS256
+	mutate  func(claims map[string]any)
+	badHash bool // at_hash of another token
+
+	// Userinfo faults.
+	userinfoSub string
+
+	now func() time.Time
+
+	tokenHits    atomic.Int64
+	userinfoHits atomic.Int64
+
+	mu          sync.Mutex
+	codes       map[string]codeInfo
+	nonce       string
+	proofs      []proofInfo // token-endpoint proofs, in order
+	uiProofs    []proofInfo // userinfo proofs
+	uiAuthz     string      // scheme of the last userinfo Authorization header
+	lastForm    url.Values
+	lastBasicOK bool
+}
+
+var (
+	fakeKeyOnce sync.Once
+	fakeKey     *rsa.PrivateKey // ID-token signing key shared by all fakes
+)
+
+type codeInfo struct {
+	nonce, challenge, redirectURI string
+}
+
+type proofInfo struct {
+	alg    string
+	claims map[string]any
+}
+
+func newFakeIdP(t testing.TB, configure func(f *fakeIdP)) *fakeIdP {
+	t.Helper()
+	fakeKeyOnce.Do(func() { fakeKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
+	if fakeKey == nil {
+		t.Fatal("cannot generate the fake IdP key")
+	}
+	f := &fakeIdP{
+		key: fakeKey, clientID: "broker", secret: "s3cret",
+		dpopAlgs: []string{"ES256", "EdDSA", "RS256", "PS256"},
+		idAlg:    jose.RS256, now: time.Now,
+		codes: map[string]codeInfo{}, nonce: "n-1",
+	}
+	if configure != nil {
+		configure(f)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", f.discovery)
+	mux.HandleFunc("GET /jwks", f.jwks)
+	mux.HandleFunc("POST /token", f.token)
+	mux.HandleFunc("GET /userinfo", f.userinfo)
+	f.srv = httptest.NewServer(mux)
+	f.issuer = f.srv.URL
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeIdP) discovery(w http.ResponseWriter, _ *http.Request) {
+	m := map[string]any{
+		"issuer":                                f.issuer,
+		"authorization_endpoint":                f.issuer + "/authorize",
+		"token_endpoint":                        f.issuer + "/token",
+		"userinfo_endpoint":                     f.issuer + "/userinfo",
+		"jwks_uri":                              f.issuer + "/jwks",
+		"response_types_supported":              []string{"code"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{"RS256", "PS256"},
+	}
+	if f.dpopAlgs != nil {
+		m["dpop_signing_alg_values_supported"] = f.dpopAlgs
+	}
+	if !f.noPKCE {
+		m["code_challenge_methods_supported"] = []string{"S256"}
+	}
+	if f.authMethods != nil {
+		m["token_endpoint_auth_methods_supported"] = f.authMethods
+	}
+	if f.issParam {
+		m["authorization_response_iss_parameter_supported"] = true
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (f *fakeIdP) jwks(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &f.key.PublicKey, KeyID: "k1", Use: "sig"}}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func oauthError(w http.ResponseWriter, status int, code string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": "fake: " + code})
+}
+
+// authorize plays the user agent + authorization endpoint: it reads the parameters Begin put
+// in authURL and issues a code.
+func (f *fakeIdP) authorize(t testing.TB, authURL string) string {
+	t.Helper()
+	u, err := url.Parse(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	if q.Get("client_id") != f.clientID || q.Get("response_type") != "code" {
+		t.Fatalf("bad authorize request %s", q.Encode())
+	}
+	code := "code-" + base64.RawURLEncoding.EncodeToString(randBytes(12))
+	f.mu.Lock()
+	f.codes[code] = codeInfo{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirectURI: q.Get("redirect_uri")}
+	f.mu.Unlock()
+	return code
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return b
+}
+
+// verifyProof checks a DPoP proof's signature with its embedded key plus typ/htm/htu; it
+// returns the header alg and the claims.
+func verifyProof(proof, method, htu string) (proofInfo, error) {
+	parts := strings.Split(proof, ".")
+	if len(parts) != 3 {
+		return proofInfo{}, errors.New("proof is not a compact JWS")
+	}
+	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return proofInfo{}, err
+	}
+	var hdr struct {
+		Typ string          `json:"typ"`
+		Alg string          `json:"alg"`
+		JWK json.RawMessage `json:"jwk"`
+	}
+	if err := json.Unmarshal(hb, &hdr); err != nil {
+		return proofInfo{}, err
+	}
+	if hdr.Typ != "dpop+jwt" {
+		return proofInfo{}, fmt.Errorf("typ %q", hdr.Typ)
+	}
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(hdr.JWK); err != nil {
+		return proofInfo{}, fmt.Errorf("jwk: %w", err)
+	}
+	if !jwk.IsPublic() {
+		return proofInfo{}, errors.New("jwk carries a private key")
+	}
+	var payload []byte
+	switch hdr.Alg {
+	case "Ed25519", "EdDSA":
+		pub, ok := jwk.Key.(ed25519.PublicKey)
+		sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+		if !ok || err != nil || !ed25519.Verify(pub, []byte(parts[0]+"."+parts[1]), sig) {
+			return proofInfo{}, errors.New("bad Ed25519 signature")
+		}
+		if payload, err = base64.RawURLEncoding.DecodeString(parts[1]); err != nil {
+			return proofInfo{}, err
+		}
+	default:
+		jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.PS256})
+		if err != nil {
+			return proofInfo{}, err
+		}
+		if payload, err = jws.Verify(jwk.Key); err != nil {
+			return proofInfo{}, err
+		}
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return proofInfo{}, err
+	}
+	if claims["htm"] != method || claims["htu"] != htu {
+		return proofInfo{}, fmt.Errorf("htm/htu %v %v", claims["htm"], claims["htu"])
+	}
+	if s, _ := claims["jti"].(string); s == "" {
+		return proofInfo{}, errors.New("no jti")
+	}
+	return proofInfo{alg: hdr.Alg, claims: claims}, nil
+}
+
+func (f *fakeIdP) token(w http.ResponseWriter, r *http.Request) {
+	f.tokenHits.Add(1)
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, 400, "invalid_request")
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if !basic {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	f.mu.Lock()
+	f.lastForm, f.lastBasicOK = r.PostForm, basic
+	f.mu.Unlock()
+	if id != f.clientID || secret != f.secret {
+		oauthError(w, 401, "invalid_client")
+		return
+	}
+	if f.tokenError != "" {
+		oauthError(w, 400, f.tokenError)
+		return
+	}
+	bound := false
+	if f.dpopAlgs != nil {
+		proofs := r.Header.Values("DPoP")
+		if len(proofs) != 1 {
+			oauthError(w, 400, "invalid_dpop_proof")
+			return
+		}
+		pi, err := verifyProof(proofs[0], http.MethodPost, f.issuer+"/token")
+		if err != nil || f.rejectProof {
+			oauthError(w, 400, "invalid_dpop_proof")
+			return
+		}
+		f.mu.Lock()
+		f.proofs = append(f.proofs, pi)
+		cur := f.nonce
+		if f.alwaysNonce {
+			f.nonce = fmt.Sprintf("n-%d", len(f.proofs)+1)
+			cur = f.nonce
+		}
+		f.mu.Unlock()
+		if (f.requireNonce || f.alwaysNonce) && pi.claims["nonce"] != cur {
+			w.Header().Set("DPoP-Nonce", cur)
+			oauthError(w, 400, "use_dpop_nonce")
+			return
+		}
+		bound = !f.answerBearer
+	}
+	f.mu.Lock()
+	ci, ok := f.codes[r.PostForm.Get("code")]
+	delete(f.codes, r.PostForm.Get("code"))
+	f.mu.Unlock()
+	if !ok || ci.redirectURI != r.PostForm.Get("redirect_uri") {
+		oauthError(w, 400, "invalid_grant")
+		return
+	}
+	if ci.challenge != "" {
+		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+		if base64.RawURLEncoding.EncodeToString(sum[:]) != ci.challenge {
+			oauthError(w, 400, "invalid_grant")
+			return
+		}
+	}
+	at := "at-" + base64.RawURLEncoding.EncodeToString(randBytes(16))
+	idt, err := f.idToken(ci.nonce, at)
+	if err != nil {
+		oauthError(w, 500, "server_error")
+		return
+	}
+	tt := "Bearer"
+	if bound {
+		tt = "DPoP"
+	}
+	writeJSON(w, 200, map[string]any{"access_token": at, "token_type": tt, "id_token": idt, "expires_in": 300})
+}
+
+func (f *fakeIdP) idToken(nonce, at string) (string, error) {
+	now := f.now()
+	hashed := at
+	if f.badHash {
+		hashed = "another-token"
+	}
+	h := sha256.Sum256([]byte(hashed))
+	claims := map[string]any{
+		"iss": f.issuer, "sub": "alice", "aud": f.clientID, "nonce": nonce,
+		"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(),
+		"at_hash": base64.RawURLEncoding.EncodeToString(h[:16]),
+		"email":   "alice@example.com", "name": "Alice",
+	}
+	if f.mutate != nil {
+		f.mutate(claims)
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: f.idAlg, Key: jose.JSONWebKey{Key: f.key, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	jws, err := s.Sign(b)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
+}
+
+func (f *fakeIdP) userinfo(w http.ResponseWriter, r *http.Request) {
+	f.userinfoHits.Add(1)
+	scheme, at, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	f.mu.Lock()
+	f.uiAuthz = scheme
+	f.mu.Unlock()
+	if at == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer`)
+		w.WriteHeader(401)
+		return
+	}
+	if strings.EqualFold(scheme, "DPoP") {
+		pi, err := verifyProof(r.Header.Get("DPoP"), http.MethodGet, f.issuer+"/userinfo")
+		sum := sha256.Sum256([]byte(at))
+		if err != nil || pi.claims["ath"] != base64.RawURLEncoding.EncodeToString(sum[:]) {
+			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_dpop_proof"`)
+			w.WriteHeader(401)
+			return
+		}
+		f.mu.Lock()
+		f.uiProofs = append(f.uiProofs, pi)
+		f.mu.Unlock()
+	}
+	sub := "alice"
+	if f.userinfoSub != "" {
+		sub = f.userinfoSub
+	}
+	writeJSON(w, 200, map[string]any{"sub": sub, "email": "alice@example.com", "picture": "https://example.com/a.png", "iss": "https://forged.example"})
+}
