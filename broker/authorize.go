@@ -1,0 +1,247 @@
+package broker
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// appRequest is the app's authorization request, kept until the broker issues its code.
+type appRequest struct {
+	ClientID      string `json:"client_id"`
+	RedirectURI   string `json:"redirect_uri"`
+	State         string `json:"state,omitempty"`
+	Nonce         string `json:"nonce,omitempty"`
+	CodeChallenge string `json:"code_challenge,omitempty"` // S256 only
+	Scope         string `json:"scope"`
+	Audience      string `json:"audience,omitempty"`
+	DPoPJKT       string `json:"dpop_jkt,omitempty"`
+}
+
+// transaction is the login transaction stored between /authorize and /login/callback under
+// the upstream state value; it is taken (single use) by the callback.
+type transaction struct {
+	App        appRequest      `json:"app"`
+	Connection string          `json:"connection"`
+	Start      *upstream.Start `json:"start"`
+	CookieHash string          `json:"cookie_hash"` // base64url SHA-256 of the browser cookie
+	Expires    int64           `json:"exp"`         // unix ms; checked against the injected clock
+}
+
+// txCookie binds a login transaction to the browser that started it.
+const txCookie = "dpop_broker_tx"
+
+// singleParams must not be repeated (RFC 6749 §3.1).
+var singleParams = []string{
+	"response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge",
+	"code_challenge_method", "connection", "audience", "dpop_jkt", "response_mode", "prompt",
+}
+
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ev := s.newEvent(r)
+	client := s.clients[q.Get("client_id")]
+	if client == nil || len(q["client_id"]) > 1 {
+		s.errorPage(w, r, http.StatusBadRequest, codeInvalidClient, "Unknown client_id: the application is not registered with this broker.", ev)
+		return
+	}
+	withClient(ev, client)
+	app := &appRequest{ClientID: client.ClientID, RedirectURI: q.Get("redirect_uri")}
+	if len(q["redirect_uri"]) != 1 || !slices.Contains(client.RedirectURIs, app.RedirectURI) {
+		s.errorPage(w, r, http.StatusBadRequest, codeInvalidRedirectURI, "The redirect_uri is missing or not registered for this application.", ev)
+		return
+	}
+	app.State = q.Get("state")
+	if p := authorizeProblem(q, client); p != nil {
+		s.appError(w, r, app, p.Code, p.Description, p.Code, ev)
+		return
+	}
+	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")
+	app.CodeChallenge, app.DPoPJKT = q.Get("code_challenge"), q.Get("dpop_jkt")
+
+	conn, ok := s.pickConnection(w, r, client, q.Get("connection"))
+	if !ok {
+		if name := q.Get("connection"); name != "" {
+			s.appError(w, r, app, "invalid_request", "connection "+clip(name, 64)+" is not enabled for this application", codeInvalidRequest, ev)
+		}
+		return // the chooser page was shown
+	}
+	withConnection(ev, conn)
+
+	st, err := conn.up.Begin(r.Context(), s.callbackURL)
+	if err != nil {
+		s.beginFailed(w, r, app, ev, err)
+		return
+	}
+	secret := randomString(32)
+	tx := transaction{
+		App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret),
+		Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(),
+	}
+	raw, err := json.Marshal(tx)
+	if err != nil {
+		s.errorPage(w, r, http.StatusInternalServerError, "server_error", "could not encode the login transaction", ev)
+		return
+	}
+	if err := s.store.Create(r.Context(), sessions.KindTransaction, st.State, raw, s.cfg.Lifetimes.Transaction); err != nil {
+		s.storeFailed(w, r, err, ev)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: txCookie, Value: secret, Path: s.cookiePath("/login/callback"),
+		MaxAge: int(s.cfg.Lifetimes.Transaction.Seconds()) + 1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, st.AuthURL, http.StatusFound)
+}
+
+// authorizeProblem checks the request parameters that are answered with an OAuth error
+// redirect (the client and redirect_uri are already trusted).
+func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
+	bad := func(code, desc string) *oauthError { return &oauthError{Code: code, Description: desc} }
+	for _, p := range singleParams {
+		if len(q[p]) > 1 {
+			return bad("invalid_request", p+" must not be repeated")
+		}
+	}
+	if rt := q.Get("response_type"); rt != "code" {
+		return bad("unsupported_response_type", "response_type must be code")
+	}
+	if rm := q.Get("response_mode"); rm != "" && rm != "query" {
+		return bad("invalid_request", "response_mode "+clip(rm, 32)+" is not supported (use query)")
+	}
+	if !slices.Contains(strings.Fields(q.Get("scope")), "openid") {
+		return bad("invalid_scope", "scope must include openid")
+	}
+	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
+		return bad("login_required", "prompt=none is not supported: the user must sign in at the upstream")
+	}
+	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
+	switch {
+	case challenge == "" && method != "":
+		return bad("invalid_request", "code_challenge_method without code_challenge")
+	case challenge != "" && method != "S256": // PK-3: absent means plain, which is refused
+		return bad("invalid_request", "code_challenge_method must be S256")
+	case challenge != "" && !isB64SHA256(challenge):
+		return bad("invalid_request", "code_challenge must be the base64url SHA-256 of the verifier (43 characters)")
+	case challenge == "" && client.Public():
+		return bad("invalid_request", "PKCE is required for public clients: send code_challenge with code_challenge_method=S256")
+	}
+	if jkt := q.Get("dpop_jkt"); jkt != "" && !isB64SHA256(jkt) {
+		return bad("invalid_request", "dpop_jkt must be a base64url SHA-256 JWK thumbprint")
+	}
+	if n := q.Get("nonce"); len(n) > 512 {
+		return bad("invalid_request", "nonce is too long")
+	}
+	if st := q.Get("state"); len(st) > 2048 {
+		return bad("invalid_request", "state is too long")
+	}
+	return nil
+}
+
+// pickConnection returns the connection for the request: the named one (enabled for the
+// client), or the client's only one. With several and none named it renders a chooser page
+// and returns false; an unknown or disabled name also returns false (no page written).
+func (s *Server) pickConnection(w http.ResponseWriter, r *http.Request, client *ClientConfig, name string) (*connection, bool) {
+	if name != "" {
+		if !slices.Contains(client.Connections, name) {
+			return nil, false
+		}
+		return s.conns[name], true
+	}
+	if len(client.Connections) == 1 {
+		return s.conns[client.Connections[0]], true
+	}
+	p := page{Title: "Choose how to sign in", Message: "Sign in to " + clientName(client) + " with:"}
+	for _, n := range client.Connections {
+		q := r.URL.Query()
+		q.Set("connection", n)
+		p.Links = append(p.Links, pageLink{URL: s.base + "/authorize?" + q.Encode(), Text: n})
+	}
+	renderPage(w, http.StatusOK, p)
+	return nil, false
+}
+
+// beginFailed answers a connection that cannot start a login (discovery or DPoP gate).
+func (s *Server) beginFailed(w http.ResponseWriter, r *http.Request, app *appRequest, ev *logs.Event, err error) {
+	code := upstream.CodeOf(err)
+	desc := err.Error()
+	var ue *upstream.Error
+	if errors.As(err, &ue) && ue.Description != "" {
+		desc = ue.Description
+	}
+	var ce *discovery.CapabilityError
+	if errors.As(err, &ce) {
+		desc = ce.Error()
+		code = ce.Code()
+	}
+	s.log.Warn("upstream login cannot start", "connection", ev.Connection, "error", code, "err", err)
+	oauthCode, appDesc := "server_error", code+": "+desc // capability errors name issuer and algs only
+	if ce == nil {
+		// Discovery and transport failures may carry internal addresses: the app gets the
+		// code, the event the detail.
+		oauthCode, appDesc = "temporarily_unavailable", code+": the upstream identity provider cannot be used right now"
+	}
+	s.fail(r, ev, code, desc)
+	s.redirectToApp(w, r, app, url.Values{"error": {oauthCode}, "error_description": {appDesc}})
+}
+
+// storeFailed answers a store error: 503 when the store is unreachable, 500 otherwise.
+func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, err error, ev *logs.Event) {
+	s.log.Error("store operation failed", "err", err)
+	if storeDown(err) {
+		s.errorPage(w, r, http.StatusServiceUnavailable, codeStoreUnavailable, "The session store is unavailable. Please try again shortly.", ev)
+		return
+	}
+	s.errorPage(w, r, http.StatusInternalServerError, "server_error", "The login could not be saved.", ev)
+}
+
+// cookiePath returns path below the public URL's path.
+func (s *Server) cookiePath(path string) string {
+	if u, err := url.Parse(s.base); err == nil {
+		return strings.TrimSuffix(u.Path, "/") + path
+	}
+	return path
+}
+
+func clientName(c *ClientConfig) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.ClientID
+}
+
+// randomString returns n random bytes, base64url without padding (no '.', '{' or '}', so it
+// is a valid store id and hash tag).
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics on failure)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// hashString is base64url(SHA-256(s)).
+func hashString(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// isB64SHA256 reports whether s looks like an unpadded base64url SHA-256 value.
+func isB64SHA256(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	_, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil
+}

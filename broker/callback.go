@@ -1,0 +1,247 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// sessionRecord is the user's session at the broker (id "TAG.s"); /userinfo reads its claims.
+type sessionRecord struct {
+	UserID     string         `json:"user_id"`
+	Connection string         `json:"connection"`
+	ClientID   string         `json:"client_id"`
+	Claims     map[string]any `json:"claims"`
+	AuthTime   int64          `json:"auth_time"`
+	CookieHash string         `json:"cookie_hash"`
+}
+
+// codeRecord is the broker's authorization code (id "TAG.SECRET"), taken once at /oauth/token.
+type codeRecord struct {
+	App      appRequest     `json:"app"`
+	SID      string         `json:"sid"` // session tag
+	UserID   string         `json:"user_id"`
+	Claims   map[string]any `json:"claims"`
+	AuthTime int64          `json:"auth_time"`
+	Expires  int64          `json:"exp"` // unix ms
+}
+
+// sessionCookie carries "TAG.SECRET" of the broker session (for logout).
+const sessionCookie = "dpop_broker_session"
+
+func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	ev := s.newEvent(r)
+	state := q.Get("state")
+	if state == "" {
+		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "The upstream response has no state parameter.", ev)
+		return
+	}
+	tx, err := s.takeTransaction(r, state)
+	if err != nil {
+		if storeDown(err) {
+			s.storeFailed(w, r, err, ev)
+			return
+		}
+		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "login transaction unknown, expired or already used", ev)
+		return
+	}
+	s.clearTxCookie(w)
+	client, conn := s.clients[tx.App.ClientID], s.conns[tx.Connection]
+	if client == nil || conn == nil { // configuration changed since /authorize
+		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "the application or connection of this login no longer exists", ev)
+		return
+	}
+	withClient(ev, client)
+	withConnection(ev, conn)
+	app := &tx.App
+
+	if !cookieMatches(r, tx.CookieHash) {
+		s.appError(w, r, app, "invalid_request", "the login was not started in this browser (transaction cookie missing or mismatched)", codeInvalidState, ev)
+		return
+	}
+	if desc := issProblem(q, tx.Start); desc != "" {
+		s.appError(w, r, app, "invalid_request", desc, codeInvalidIss, ev)
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		code := safeErrorCode(e)
+		desc := clip(q.Get("error_description"), 256)
+		if desc == "" {
+			desc = "the upstream identity provider returned " + code
+		}
+		s.appError(w, r, app, code, desc, code, ev)
+		return
+	}
+	code := q.Get("code")
+	if code == "" {
+		s.appError(w, r, app, "server_error", "the upstream returned neither code nor error", upstream.CodeUpstreamError, ev)
+		return
+	}
+	res, err := conn.up.Finish(r.Context(), tx.Start, s.callbackURL, code)
+	withResult(ev, res)
+	if err != nil {
+		ecode, desc := upstream.CodeOf(err), err.Error()
+		var ue *upstream.Error
+		if errors.As(err, &ue) && ue.Description != "" {
+			desc = ue.Description
+		}
+		if ue != nil && ue.OAuthError != "" {
+			ev.Details["upstream_error"] = safeErrorCode(ue.OAuthError)
+		}
+		s.log.Warn("upstream code exchange failed", "connection", conn.cfg.Name, "error", ecode, "err", err)
+		s.fail(r, ev, ecode, desc) // the detail goes to the log; the app gets the stable code
+		s.redirectToApp(w, r, app, url.Values{"error": {"server_error"}, "error_description": {"upstream login failed (" + ecode + ")"}})
+		return
+	}
+	s.completeLogin(w, r, tx, client, conn, res, ev)
+}
+
+// completeLogin creates the broker session and code in one atomic write, records the
+// success event and sends the app its code.
+func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *transaction, client *ClientConfig, conn *connection, res *upstream.Result, ev *logs.Event) {
+	now := s.now()
+	userID := conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + res.Subject
+	claims := mapClaims(res.Claims)
+	withUser(ev, userID, claims)
+	tag := randomString(16)
+	sessionSecret := randomString(32)
+	sid, codeID := tag+".s", tag+"."+randomString(32)
+	sess, err1 := json.Marshal(sessionRecord{
+		UserID: userID, Connection: conn.cfg.Name, ClientID: client.ClientID, Claims: claims,
+		AuthTime: now.Unix(), CookieHash: hashString(sessionSecret),
+	})
+	cr, err2 := json.Marshal(codeRecord{
+		App: tx.App, SID: tag, UserID: userID, Claims: claims, AuthTime: now.Unix(),
+		Expires: now.Add(s.cfg.Lifetimes.Code).UnixMilli(),
+	})
+	if err := errors.Join(err1, err2); err != nil {
+		s.appError(w, r, &tx.App, "server_error", "could not encode the session", "server_error", ev)
+		return
+	}
+	err := s.store.PutAll(r.Context(),
+		sessions.Item{Kind: sessions.KindSession, ID: sid, Value: sess, TTL: s.cfg.Lifetimes.Session},
+		sessions.Item{Kind: sessions.KindCode, ID: codeID, Value: cr, TTL: s.cfg.Lifetimes.Code},
+	)
+	if err != nil {
+		s.storeFailed(w, r, err, ev)
+		return
+	}
+	ev.Details["session_id"] = tag
+	s.succeed(r, ev)
+	http.SetCookie(w, &http.Cookie{
+		Name: sessionCookie, Value: tag + "." + sessionSecret, Path: s.cookiePath("/"),
+		MaxAge: int(s.cfg.Lifetimes.Session.Seconds()), HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+	s.redirectToApp(w, r, &tx.App, url.Values{"code": {codeID}})
+}
+
+// takeTransaction takes the login transaction (single use) and checks its expiry against
+// the broker clock.
+func (s *Server) takeTransaction(r *http.Request, state string) (*transaction, error) {
+	if len(state) > 512 {
+		return nil, sessions.ErrNotFound
+	}
+	raw, err := s.store.Take(r.Context(), sessions.KindTransaction, state)
+	if err != nil {
+		return nil, err
+	}
+	var tx transaction
+	if err := json.Unmarshal(raw, &tx); err != nil || tx.Start == nil {
+		return nil, errors.New("malformed login transaction")
+	}
+	if s.now().UnixMilli() >= tx.Expires {
+		return nil, sessions.ErrNotFound
+	}
+	return &tx, nil
+}
+
+func (s *Server) clearTxCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{
+		Name: txCookie, Value: "", Path: s.cookiePath("/login/callback"), MaxAge: -1,
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// cookieMatches compares the transaction cookie's hash with the stored one in constant time.
+func cookieMatches(r *http.Request, want string) bool {
+	c, err := r.Cookie(txCookie)
+	if err != nil || c.Value == "" || want == "" {
+		return false
+	}
+	h := sha256.Sum256([]byte(c.Value))
+	got := base64.RawURLEncoding.EncodeToString(h[:])
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// issProblem applies RFC 9207 (IS-2) through Start.CheckIss; a repeated iss is refused.
+func issProblem(q url.Values, st *upstream.Start) string {
+	if len(q["iss"]) > 1 {
+		return "the upstream response repeats the iss parameter"
+	}
+	if err := st.CheckIss(q.Get("iss")); err != nil {
+		var ue *upstream.Error
+		if errors.As(err, &ue) {
+			return ue.Description
+		}
+		return err.Error()
+	}
+	return ""
+}
+
+// profileClaims are the upstream claims copied into the broker's tokens and userinfo.
+var profileClaims = []string{
+	"name", "given_name", "family_name", "middle_name", "nickname", "preferred_username",
+	"profile", "picture", "website", "gender", "birthdate", "zoneinfo", "locale", "updated_at",
+}
+
+var emailClaims = []string{"email", "email_verified"}
+
+// mapClaims keeps the standard profile and email claims of the upstream user.
+func mapClaims(in map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, k := range append(append([]string{}, profileClaims...), emailClaims...) {
+		if v, ok := in[k]; ok && v != nil {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// scopedClaims filters claims by the granted scope (profile, email).
+func scopedClaims(claims map[string]any, scope string) map[string]any {
+	out := map[string]any{}
+	fields := strings.Fields(scope)
+	for _, group := range []struct {
+		scope string
+		names []string
+	}{{"profile", profileClaims}, {"email", emailClaims}} {
+		if !containsString(fields, group.scope) {
+			continue
+		}
+		for _, k := range group.names {
+			if v, ok := claims[k]; ok {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,480 @@
+// Package broker is the broker's HTTP face: the downstream OpenID provider endpoints, the
+// login redirect and callback handlers, health checks, and the configuration that wires them.
+package broker
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the broker configuration file (config.example.yaml documents every key).
+type Config struct {
+	Issuer      string             `yaml:"issuer"`
+	Listen      string             `yaml:"listen"`
+	PublicURL   string             `yaml:"public_url"`
+	Store       StoreConfig        `yaml:"store"`
+	Keys        KeysConfig         `yaml:"keys"`
+	Lifetimes   LifetimesConfig    `yaml:"lifetimes"`
+	DPoP        DPoPConfig         `yaml:"dpop"`
+	Logs        LogsConfig         `yaml:"logs"`
+	Clients     []ClientConfig     `yaml:"clients"`
+	Connections []ConnectionConfig `yaml:"connections"`
+
+	// GenerateMissingKeys makes New generate any key the configuration does not provide
+	// (the demo). Serve leaves it false: a missing key is then a validation error.
+	GenerateMissingKeys bool `yaml:"-"`
+}
+
+// StoreConfig selects the session store.
+type StoreConfig struct {
+	Type  string      `yaml:"type"` // memory | redis
+	Redis RedisConfig `yaml:"redis"`
+}
+
+// RedisConfig is the Redis connection: one address, several (Cluster), or Sentinel.
+type RedisConfig struct {
+	Addrs      []string      `yaml:"addrs"`
+	MasterName string        `yaml:"master_name"`
+	Username   string        `yaml:"username"`
+	Password   string        `yaml:"password"`
+	DB         int           `yaml:"db"`
+	Prefix     string        `yaml:"prefix"`
+	Timeout    time.Duration `yaml:"timeout"`
+}
+
+// KeySource names a PEM private key in a file or an environment variable.
+type KeySource struct {
+	PrivateKeyFile string `yaml:"private_key_file"`
+	PrivateKeyEnv  string `yaml:"private_key_env"`
+}
+
+// given reports whether a source is configured.
+func (k KeySource) given() bool { return k.PrivateKeyFile != "" || k.PrivateKeyEnv != "" }
+
+// SigningKeyConfig is the broker's ID-token and access-token signing key.
+type SigningKeyConfig struct {
+	Alg       string `yaml:"alg"` // RS256 | ES256
+	KeySource `yaml:",inline"`
+}
+
+// DPoPKeysConfig holds the broker's DPoP keys toward upstreams, by key type.
+type DPoPKeysConfig struct {
+	ES256   KeySource `yaml:"es256"`
+	Ed25519 KeySource `yaml:"ed25519"`
+	RSA     KeySource `yaml:"rsa"`
+}
+
+// KeysConfig groups the broker's private keys.
+type KeysConfig struct {
+	Signing SigningKeyConfig `yaml:"signing"`
+	DPoP    DPoPKeysConfig   `yaml:"dpop"`
+}
+
+// LifetimesConfig are the TTLs of the broker's records and tokens.
+type LifetimesConfig struct {
+	Transaction time.Duration `yaml:"transaction"`
+	Code        time.Duration `yaml:"code"`
+	Session     time.Duration `yaml:"session"`
+	IDToken     time.Duration `yaml:"id_token"`
+	AccessToken time.Duration `yaml:"access_token"`
+}
+
+// DPoPConfig is the DPoP timing toward upstreams.
+type DPoPConfig struct {
+	ClockSkew      time.Duration `yaml:"clock_skew"`
+	ClockTolerance time.Duration `yaml:"clock_tolerance"`
+	RetryDelay     time.Duration `yaml:"retry_delay"`
+	Jitter         time.Duration `yaml:"jitter"`
+	MaxRetries     int           `yaml:"max_retries"`
+}
+
+// LogsConfig is the store-backed event log retention.
+type LogsConfig struct {
+	MaxEvents int `yaml:"max_events"`
+}
+
+// ClientConfig is one downstream application.
+type ClientConfig struct {
+	ClientID                string   `yaml:"client_id"`
+	Name                    string   `yaml:"name"`
+	ClientSecret            string   `yaml:"client_secret"`
+	TokenEndpointAuthMethod string   `yaml:"token_endpoint_auth_method"`
+	RedirectURIs            []string `yaml:"redirect_uris"`
+	AllowedOrigins          []string `yaml:"allowed_origins"`
+	Connections             []string `yaml:"connections"`
+}
+
+// Public reports whether the client authenticates with PKCE only.
+func (c *ClientConfig) Public() bool { return c.authMethod() == AuthNone }
+
+// authMethod returns the configured method, defaulting on the presence of a secret.
+func (c *ClientConfig) authMethod() string {
+	switch {
+	case c.TokenEndpointAuthMethod != "":
+		return c.TokenEndpointAuthMethod
+	case c.ClientSecret != "":
+		return AuthSecretBasic
+	default:
+		return AuthNone
+	}
+}
+
+// Client authentication methods at /oauth/token.
+const (
+	AuthSecretBasic = "client_secret_basic"
+	AuthSecretPost  = "client_secret_post"
+	AuthNone        = "none"
+)
+
+// ConnectionConfig is one upstream connection.
+type ConnectionConfig struct {
+	ID       string            `yaml:"id"`
+	Name     string            `yaml:"name"`
+	Strategy string            `yaml:"strategy"` // oidc | okta
+	Options  ConnectionOptions `yaml:"options"`
+}
+
+// ConnectionOptions mirror the SaaS connection options.
+type ConnectionOptions struct {
+	Issuer                string            `yaml:"issuer"`
+	DiscoveryURL          string            `yaml:"discovery_url"`
+	Domain                string            `yaml:"domain"`
+	AuthorizationServerID string            `yaml:"authorization_server_id"`
+	ClientID              string            `yaml:"client_id"`
+	ClientSecret          string            `yaml:"client_secret"`
+	Scope                 string            `yaml:"scope"`
+	Type                  string            `yaml:"type"`
+	DPoPSigningAlg        string            `yaml:"dpop_signing_alg"`
+	FetchUserinfo         bool              `yaml:"fetch_userinfo"`
+	UpstreamParams        map[string]string `yaml:"upstream_params"`
+}
+
+// ConnectionID returns the configured id or "con_" + 16 characters derived from the name.
+func (c *ConnectionConfig) ConnectionID() string {
+	if c.ID != "" {
+		return c.ID
+	}
+	return DeriveConnectionID(c.Name)
+}
+
+// DeriveConnectionID returns "con_" + 16 alphanumeric characters hashed from name.
+func DeriveConnectionID(name string) string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	h := sha256.Sum256([]byte("dpop-broker connection\x00" + name))
+	var b [16]byte
+	for i := range b {
+		b[i] = alphabet[int(h[i])%len(alphabet)]
+	}
+	return "con_" + string(b[:])
+}
+
+// Default returns a configuration holding every default; Load decodes the file over it.
+func Default() *Config {
+	return &Config{
+		Listen: "127.0.0.1:8080",
+		Store: StoreConfig{Type: "memory", Redis: RedisConfig{
+			Prefix: "dpop-broker", Timeout: 2 * time.Second,
+		}},
+		Keys: KeysConfig{Signing: SigningKeyConfig{Alg: "RS256"}},
+		Lifetimes: LifetimesConfig{
+			Transaction: 10 * time.Minute, Code: 60 * time.Second, Session: 8 * time.Hour,
+			IDToken: time.Hour, AccessToken: time.Hour,
+		},
+		DPoP: DPoPConfig{
+			ClockSkew: 30 * time.Second, ClockTolerance: 30 * time.Second,
+			RetryDelay: 100 * time.Millisecond, Jitter: 100 * time.Millisecond, MaxRetries: 1,
+		},
+		Logs: LogsConfig{MaxEvents: 10000},
+	}
+}
+
+// applyDefaults fills per-entry defaults that depend on other values.
+func (c *Config) applyDefaults() {
+	for i := range c.Connections {
+		o := &c.Connections[i].Options
+		if o.Scope == "" {
+			o.Scope = "openid profile email"
+		}
+		if o.Type == "" {
+			o.Type = "back_channel"
+		}
+	}
+}
+
+// BaseURL returns public_url (default: the issuer) without a trailing slash.
+func (c *Config) BaseURL() string {
+	if c.PublicURL != "" {
+		return strings.TrimSuffix(c.PublicURL, "/")
+	}
+	return strings.TrimSuffix(c.Issuer, "/")
+}
+
+// FieldError is one configuration problem: the exact key and the reason.
+type FieldError struct {
+	Key    string
+	Reason string
+}
+
+func (e FieldError) Error() string { return e.Key + ": " + e.Reason }
+
+// FieldErrors is a list of configuration problems; it is an error.
+type FieldErrors []FieldError
+
+func (es FieldErrors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads a YAML configuration file. It expands ${VAR} (and ${VAR:-default}) in every
+// scalar value, refuses unknown keys and malformed values, and applies defaults. When the
+// file parses but has such problems it returns the decoded configuration together with a
+// FieldErrors naming each key; a file that cannot be read or parsed gives (nil, error).
+// Load does not run Validate.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data)
+}
+
+// Parse is Load on bytes.
+func Parse(data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	cfg := Default()
+	if root.Kind == 0 { // empty document
+		cfg.applyDefaults()
+		return cfg, nil
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	var errs []FieldError
+	walk(doc, reflect.TypeFor[Config](), "", &errs)
+	if len(errs) > 0 {
+		// Decode what we can so that Validate can report further problems; values that
+		// failed were blanked by walk.
+		_ = doc.Decode(cfg)
+		cfg.applyDefaults()
+		return cfg, FieldErrors(errs)
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("config: re-encode: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	cfg.applyDefaults()
+	return cfg, nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// walk checks node against type t: unknown keys, scalar shapes (durations, integers,
+// booleans), and expands ${VAR} in scalars. Problems are appended to errs under their key.
+func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return
+	}
+	key := path
+	if key == "" {
+		key = "(top level)"
+	}
+	bad := func(reason string) { *errs = append(*errs, FieldError{Key: key, Reason: reason}) }
+	switch {
+	case t == durationType:
+		if !scalar(n, path, errs) {
+			bad("must be a duration such as 30s, 10m or 1h")
+			return
+		}
+		if _, err := time.ParseDuration(n.Value); err != nil {
+			bad(fmt.Sprintf("%q is not a duration (use Go syntax such as 30s, 10m or 1h)", n.Value))
+			n.Value, n.Tag, n.Style = "0s", "", 0
+		}
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			bad("must be a mapping")
+			return
+		}
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			child := joinKey(path, k.Value)
+			ft, ok := fields[k.Value]
+			if !ok {
+				*errs = append(*errs, FieldError{Key: child, Reason: "unknown key"})
+				continue
+			}
+			walk(v, ft, child, errs)
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			bad("must be a list")
+			return
+		}
+		for i, v := range n.Content {
+			walk(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			bad("must be a mapping")
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			walk(n.Content[i+1], t.Elem(), joinKey(path, n.Content[i].Value), errs)
+		}
+	case t.Kind() == reflect.Int:
+		if !scalar(n, path, errs) {
+			bad("must be an integer")
+			return
+		}
+		if _, err := strconv.Atoi(n.Value); err != nil {
+			bad(fmt.Sprintf("%q is not an integer", n.Value))
+			n.Value, n.Tag, n.Style = "0", "", 0
+		}
+	case t.Kind() == reflect.Bool:
+		if !scalar(n, path, errs) {
+			bad("must be true or false")
+			return
+		}
+		if _, err := strconv.ParseBool(n.Value); err != nil {
+			bad(fmt.Sprintf("%q is not a boolean (use true or false)", n.Value))
+			n.Value, n.Tag, n.Style = "false", "", 0
+		}
+	case t.Kind() == reflect.String:
+		if !scalar(n, path, errs) {
+			bad("must be a string")
+		}
+	}
+}
+
+// scalar expands ${VAR} in a scalar node; it reports false when n is not a scalar.
+func scalar(n *yaml.Node, path string, errs *[]FieldError) bool {
+	if n.Kind != yaml.ScalarNode {
+		return false
+	}
+	if !strings.Contains(n.Value, "${") {
+		return true
+	}
+	v, err := expandEnv(n.Value)
+	if err != nil {
+		*errs = append(*errs, FieldError{Key: path, Reason: err.Error()})
+		v = ""
+	}
+	n.Value = v
+	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+		n.Style = yaml.DoubleQuotedStyle // stays a string whatever the text
+	} else {
+		n.Tag, n.Style = "", 0 // let the expanded text resolve (an int from ${PORT}, …)
+	}
+	return true
+}
+
+// expandEnv replaces ${VAR} and ${VAR:-default}. An unset VAR without default is an error.
+func expandEnv(s string) (string, error) {
+	var b strings.Builder
+	var missing []string
+	for i := 0; i < len(s); {
+		j := strings.Index(s[i:], "${")
+		if j < 0 {
+			b.WriteString(s[i:])
+			break
+		}
+		b.WriteString(s[i : i+j])
+		i += j
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", errors.New("unterminated ${ in value")
+		}
+		expr := s[i+2 : i+end]
+		i += end + 1
+		name, def, hasDef := strings.Cut(expr, ":-")
+		if !validEnvName(name) {
+			return "", fmt.Errorf("${%s} is not a valid environment variable reference", expr)
+		}
+		v, ok := os.LookupEnv(name)
+		switch {
+		case ok && (v != "" || !hasDef):
+			b.WriteString(v)
+		case hasDef:
+			b.WriteString(def)
+		default:
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return "", fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
+	}
+	return b.String(), nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// yamlFields maps yaml keys to field types, flattening ",inline" structs.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	m := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			for k, v := range yamlFields(f.Type) {
+				m[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		m[name] = f.Type
+	}
+	return m
+}
+
+func joinKey(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}

@@ -1,0 +1,188 @@
+package broker
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/dpop"
+)
+
+const goodYAML = `
+issuer: "http://127.0.0.1:8080/"
+listen: "127.0.0.1:8080"
+keys:
+  signing: { alg: RS256, private_key_env: TEST_BROKER_SIGNING_KEY }
+  dpop:
+    es256: { private_key_env: TEST_BROKER_DPOP_KEY }
+clients:
+  - client_id: sample-app
+    name: Sample App
+    client_secret: "${TEST_SAMPLE_SECRET}"
+    redirect_uris: ["http://127.0.0.1:8082/callback"]
+    connections: [corp-oidc]
+connections:
+  - name: corp-oidc
+    strategy: oidc
+    options:
+      issuer: https://idp.example.com
+      client_id: broker
+      client_secret: s3cret
+      dpop_signing_alg: ES256
+`
+
+func setKeyEnv(t *testing.T) {
+	t.Helper()
+	for env, alg := range map[string]string{"TEST_BROKER_SIGNING_KEY": "RS256", "TEST_BROKER_DPOP_KEY": "ES256"} {
+		k, err := dpop.GenerateKey(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem, err := dpop.MarshalPrivateKeyPEM(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(env, string(pem))
+	}
+	t.Setenv("TEST_SAMPLE_SECRET", "from-env")
+}
+
+func TestLoadGoodConfig(t *testing.T) {
+	setKeyEnv(t)
+	cfg, err := Parse([]byte(goodYAML))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if errs := cfg.Validate(); len(errs) != 0 {
+		t.Fatalf("Validate: %v", FieldErrors(errs))
+	}
+	if cfg.Clients[0].ClientSecret != "from-env" || cfg.Lifetimes.Transaction != 10*time.Minute ||
+		cfg.DPoP.MaxRetries != 1 || cfg.Connections[0].Options.Type != "back_channel" ||
+		cfg.Connections[0].Options.Scope != "openid profile email" || cfg.BaseURL() != "http://127.0.0.1:8080" {
+		t.Fatalf("defaults/expansion: %+v", cfg)
+	}
+	id := cfg.Connections[0].ConnectionID()
+	if !strings.HasPrefix(id, "con_") || len(id) != 20 || id != DeriveConnectionID("corp-oidc") || id == DeriveConnectionID("other") {
+		t.Fatalf("connection id %q", id)
+	}
+	if _, err := LoadKeys(cfg, false); err != nil {
+		t.Fatalf("LoadKeys: %v", err)
+	}
+}
+
+func TestExampleConfigParses(t *testing.T) {
+	for _, v := range []string{"REDIS_PASSWORD", "SAMPLE_APP_SECRET", "CORP_OIDC_SECRET"} {
+		t.Setenv(v, "x")
+	}
+	cfg, err := Load(filepath.Join("..", "config.example.yaml"))
+	if err != nil {
+		t.Fatalf("config.example.yaml: %v", err)
+	}
+	cfg.GenerateMissingKeys = true
+	if errs := cfg.Validate(); len(errs) != 0 {
+		t.Fatalf("config.example.yaml: %v", FieldErrors(errs))
+	}
+}
+
+func TestLoadErrorsNameTheKey(t *testing.T) {
+	setKeyEnv(t)
+	for _, tc := range []struct {
+		name    string
+		replace [2]string
+		want    FieldError
+	}{
+		{"unknown top-level key", [2]string{"listen:", "listn:"}, FieldError{"listn", "unknown key"}},
+		{"unknown nested key", [2]string{"      client_id: broker", "      client_idd: broker"}, FieldError{"connections[0].options.client_idd", "unknown key"}},
+		{"missing env var", [2]string{"${TEST_SAMPLE_SECRET}", "${TEST_UNSET_VAR_XYZ}"}, FieldError{"clients[0].client_secret", "environment variable TEST_UNSET_VAR_XYZ is not set"}},
+		{"bad duration", [2]string{"listen:", "lifetimes: { code: 60 }\nlisten:"}, FieldError{"lifetimes.code", `"60" is not a duration (use Go syntax such as 30s, 10m or 1h)`}},
+		{"bad int", [2]string{"listen:", "dpop: { max_retries: many }\nlisten:"}, FieldError{"dpop.max_retries", `"many" is not an integer`}},
+		{"list expected", [2]string{`redirect_uris: ["http://127.0.0.1:8082/callback"]`, `redirect_uris: "http://x/cb"`}, FieldError{"clients[0].redirect_uris", "must be a list"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(strings.Replace(goodYAML, tc.replace[0], tc.replace[1], 1)))
+			fe, ok := err.(FieldErrors)
+			if !ok || !slices.Contains(fe, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	t.Run("env default syntax", func(t *testing.T) {
+		cfg, err := Parse([]byte(strings.Replace(goodYAML, "${TEST_SAMPLE_SECRET}", "${TEST_UNSET_VAR_XYZ:-fallback}", 1)))
+		if err != nil || cfg.Clients[0].ClientSecret != "fallback" {
+			t.Fatalf("%v %v", err, cfg)
+		}
+	})
+}
+
+func TestValidate(t *testing.T) {
+	setKeyEnv(t)
+	for _, tc := range []struct {
+		name string
+		mut  func(c *Config)
+		want FieldError
+	}{
+		{"issuer with query", func(c *Config) { c.Issuer = "https://b.example/?x=1" }, FieldError{"issuer", `"https://b.example/?x=1" must not contain a query`}},
+		{"issuer with fragment", func(c *Config) { c.Issuer = "https://b.example/#f" }, FieldError{"issuer", `"https://b.example/#f" must not contain a fragment`}},
+		{"issuer not absolute", func(c *Config) { c.Issuer = "b.example" }, FieldError{"issuer", `"b.example" must be an absolute http or https URL`}},
+		{"issuer missing", func(c *Config) { c.Issuer = "" }, FieldError{"issuer", "is required"}},
+		{"listen", func(c *Config) { c.Listen = "8080" }, FieldError{"listen", `"8080" must be HOST:PORT (address 8080: missing port in address)`}},
+		{"store type", func(c *Config) { c.Store.Type = "etcd" }, FieldError{"store.type", `"etcd" is not supported (use memory or redis)`}},
+		{"redis without addrs", func(c *Config) { c.Store.Type = "redis" }, FieldError{"store.redis.addrs", "at least one address is required for store type redis"}},
+		{"redis bad addr", func(c *Config) { c.Store.Type = "redis"; c.Store.Redis.Addrs = []string{"a:1", "nohost"} }, FieldError{"store.redis.addrs[1]", `"nohost" must be HOST:PORT`}},
+		{"duplicate client id", func(c *Config) { c.Clients = append(c.Clients, c.Clients[0]) }, FieldError{"clients[1].client_id", `duplicate client_id "sample-app" (also clients[0])`}},
+		{"redirect uri relative", func(c *Config) { c.Clients[0].RedirectURIs = []string{"/cb"} }, FieldError{"clients[0].redirect_uris[0]", `"/cb" must be an absolute URI`}},
+		{"redirect uri fragment", func(c *Config) { c.Clients[0].RedirectURIs = []string{"https://a/cb#x"} }, FieldError{"clients[0].redirect_uris[0]", `"https://a/cb#x" must not contain a fragment`}},
+		{"client connection undefined", func(c *Config) { c.Clients[0].Connections = []string{"nope"} }, FieldError{"clients[0].connections[0]", `connection "nope" is not defined in connections`}},
+		{"confidential without secret", func(c *Config) {
+			c.Clients[0].ClientSecret = ""
+			c.Clients[0].TokenEndpointAuthMethod = "client_secret_post"
+		}, FieldError{"clients[0].client_secret", "is required for token_endpoint_auth_method client_secret_post"}},
+		{"bad auth method", func(c *Config) { c.Clients[0].TokenEndpointAuthMethod = "private_key_jwt" }, FieldError{"clients[0].token_endpoint_auth_method", `"private_key_jwt" is not supported (use client_secret_basic, client_secret_post or none)`}},
+		{"duplicate connection name", func(c *Config) { c.Connections = append(c.Connections, c.Connections[0]) }, FieldError{"connections[1].name", `duplicate connection name "corp-oidc" (also connections[0])`}},
+		{"strategy", func(c *Config) { c.Connections[0].Strategy = "saml" }, FieldError{"connections[0].strategy", `"saml" is not supported (use oidc or okta)`}},
+		{"no issuer nor discovery", func(c *Config) { c.Connections[0].Options.Issuer = "" }, FieldError{"connections[0].options.issuer", "issuer or discovery_url is required"}},
+		{"okta needs domain", func(c *Config) { c.Connections[0].Strategy = "okta"; c.Connections[0].Options.Issuer = "" }, FieldError{"connections[0].options.domain", "domain, issuer or discovery_url is required"}},
+		{"front channel", func(c *Config) { c.Connections[0].Options.Type = "front_channel" }, FieldError{"connections[0].options.type", `"front_channel" is not supported (only back_channel)`}},
+		{"dpop alg", func(c *Config) { c.Connections[0].Options.DPoPSigningAlg = "ES512" }, FieldError{"connections[0].options.dpop_signing_alg", `"ES512" is not supported (use ES256, Ed25519, RS256 or PS256)`}},
+		{"dpop key missing for alg", func(c *Config) { c.Connections[0].Options.DPoPSigningAlg = "Ed25519" }, FieldError{"keys.dpop.ed25519", "a private key is required because connections[0] (corp-oidc) uses dpop_signing_alg Ed25519"}},
+		{"dpop key wrong type", func(c *Config) { c.Keys.DPoP.ES256.PrivateKeyEnv = "TEST_BROKER_SIGNING_KEY" }, FieldError{"keys.dpop.es256.private_key_env", "the key does not fit alg ES256"}},
+		{"signing key env unset", func(c *Config) { c.Keys.Signing.PrivateKeyEnv = "TEST_NOT_SET_KEY" }, FieldError{"keys.signing.private_key_env", "environment variable TEST_NOT_SET_KEY is not set"}},
+		{"signing alg", func(c *Config) { c.Keys.Signing.Alg = "HS256" }, FieldError{"keys.signing.alg", `"HS256" is not supported (use RS256 or ES256)`}},
+		{"lifetime", func(c *Config) { c.Lifetimes.Code = 0 }, FieldError{"lifetimes.code", "must be a positive duration"}},
+		{"negative jitter", func(c *Config) { c.DPoP.Jitter = -time.Second }, FieldError{"dpop.jitter", "must not be negative"}},
+		{"max retries", func(c *Config) { c.DPoP.MaxRetries = 6 }, FieldError{"dpop.max_retries", "6 is out of range (0 to 5)"}},
+		{"scope without openid", func(c *Config) { c.Connections[0].Options.Scope = "profile" }, FieldError{"connections[0].options.scope", `"profile" must include openid`}},
+		{"reserved upstream param", func(c *Config) { c.Connections[0].Options.UpstreamParams = map[string]string{"state": "x"} }, FieldError{"connections[0].options.upstream_params.state", "is set by the broker and cannot be overridden"}},
+		{"bad connection id", func(c *Config) { c.Connections[0].ID = "abc" }, FieldError{"connections[0].id", `"abc" must be con_ followed by letters and digits`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(goodYAML))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.mut(cfg)
+			errs := cfg.Validate()
+			if !slices.Contains(errs, tc.want) {
+				t.Fatalf("got %v\nwant %v", FieldErrors(errs), tc.want)
+			}
+		})
+	}
+}
+
+func TestKeyFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "k.pem")
+	if err := os.WriteFile(p, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	cfg.Keys.Signing.PrivateKeyFile = p
+	v := &validator{}
+	cfg.validateKeys(v)
+	if len(v.errs) != 1 || v.errs[0].Key != "keys.signing.private_key_file" || !strings.HasPrefix(v.errs[0].Reason, "not a PEM private key") {
+		t.Fatalf("%v", v.errs)
+	}
+}

@@ -1,0 +1,155 @@
+package broker
+
+import (
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+)
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>
+body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;justify-content:center}
+main{background:#fff;margin:4rem 1rem;padding:2rem 2.5rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);max-width:32rem}
+h1{font-size:1.3rem;margin-top:0}
+code{background:#eee;padding:0 .25rem;border-radius:3px}
+li{margin:.4rem 0}
+</style>
+</head>
+<body>
+<main>
+<h1>{{.Title}}</h1>
+{{if .Error}}<p id="error"><code>{{.Error}}</code></p>{{end}}
+{{if .Message}}<p id="message">{{.Message}}</p>{{end}}
+{{if .Links}}<ul id="links">{{range .Links}}<li><a href="{{.URL}}">{{.Text}}</a></li>{{end}}</ul>{{end}}
+</main>
+</body>
+</html>
+`))
+
+type pageLink struct{ URL, Text string }
+
+type page struct {
+	Title, Error, Message string
+	Links                 []pageLink
+}
+
+// htmlHeaders are set on every HTML page the broker renders.
+func htmlHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+}
+
+func renderPage(w http.ResponseWriter, status int, p page) {
+	htmlHeaders(w)
+	w.WriteHeader(status)
+	_ = pageTmpl.Execute(w, p)
+}
+
+// errorPage shows an error to the user (no redirect: the app is unknown or untrusted) and,
+// when ev is not nil, records it as a failed login with details.error = code.
+func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, code, desc string, ev *logs.Event) {
+	if ev != nil {
+		s.fail(r, ev, code, desc)
+	}
+	title := "Sign-in failed"
+	if status == http.StatusServiceUnavailable {
+		title = "Service temporarily unavailable"
+	}
+	renderPage(w, status, page{Title: title, Error: code, Message: desc})
+}
+
+// appError sends an OAuth error response to the app's redirect_uri (with state and iss,
+// RFC 9207) and records the failed login with details.error = eventCode.
+func (s *Server) appError(w http.ResponseWriter, r *http.Request, app *appRequest, oauthCode, desc, eventCode string, ev *logs.Event) {
+	if ev != nil {
+		s.fail(r, ev, eventCode, desc)
+	}
+	s.redirectToApp(w, r, app, url.Values{"error": {oauthCode}, "error_description": {desc}})
+}
+
+// redirectToApp adds params, state and iss to the app's redirect_uri and redirects there.
+func (s *Server) redirectToApp(w http.ResponseWriter, r *http.Request, app *appRequest, params url.Values) {
+	u, err := url.Parse(app.RedirectURI)
+	if err != nil { // registered URIs are validated at start-up; fail closed anyway
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in failed", Error: "invalid_redirect_uri"})
+		return
+	}
+	q := u.Query()
+	for k, vs := range params {
+		for _, v := range vs {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+	}
+	if app.State != "" {
+		q.Set("state", app.State)
+	}
+	q.Set("iss", s.issuer)
+	u.RawQuery = q.Encode()
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// oauthError is an RFC 6749 §5.2 error at the token or userinfo endpoint.
+type oauthError struct {
+	Status      int    `json:"-"`
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeOAuthError(w http.ResponseWriter, e *oauthError) {
+	writeJSON(w, e.Status, e)
+}
+
+// safeErrorCode returns code when it is a well-formed OAuth error code (RFC 6749 §4.1.2.1
+// charset, bounded length), else "server_error".
+func safeErrorCode(code string) string {
+	if code == "" || len(code) > 64 || strings.ContainsFunc(code, func(r rune) bool {
+		return r < 0x20 || r > 0x7e || r == '"' || r == '\\'
+	}) {
+		return "server_error"
+	}
+	return code
+}
+
+// clip bounds untrusted text before it goes into a page, redirect or event.
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		cut := n
+		for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
+}

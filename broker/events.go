@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// Stable details.error codes the broker itself adds (upstream codes come from upstream.Code*).
+const (
+	codeInvalidClient      = "invalid_client"
+	codeInvalidRedirectURI = "invalid_redirect_uri"
+	codeInvalidRequest     = "invalid_request"
+	codeInvalidState       = "invalid_state"
+	codeInvalidIss         = "invalid_iss"
+	codeStoreUnavailable   = "store_unavailable"
+)
+
+// newEvent starts a login event for request r: ip (the peer address; X-Forwarded-For is not
+// trusted), user agent, empty details.
+func (s *Server) newEvent(r *http.Request) *logs.Event {
+	ip := r.RemoteAddr
+	if h, _, err := net.SplitHostPort(ip); err == nil {
+		ip = h
+	}
+	return &logs.Event{IP: ip, UserAgent: clip(r.UserAgent(), 256), Details: map[string]any{}}
+}
+
+// withClient adds the app's identity to ev.
+func withClient(ev *logs.Event, c *ClientConfig) {
+	ev.ClientID = c.ClientID
+	ev.ClientName = c.Name
+	if ev.ClientName == "" {
+		ev.ClientName = c.ClientID
+	}
+}
+
+// withConnection adds the connection's identity (and its DPoP alg when configured) to ev.
+func withConnection(ev *logs.Event, c *connection) {
+	ev.Connection = c.cfg.Name
+	ev.ConnectionID = c.id
+	ev.Strategy = c.cfg.Strategy
+	ev.StrategyType = "enterprise"
+	if alg := c.cfg.Options.DPoPSigningAlg; alg != "" {
+		ev.Details["dpop_signing_alg"] = alg
+	}
+}
+
+// withResult adds what the upstream exchange did: DPoP facts, token type, timings, userinfo.
+// res may be nil or partial.
+func withResult(ev *logs.Event, res *upstream.Result) {
+	if res == nil {
+		return
+	}
+	d := ev.Details // dpop_signing_alg stays the configured name (ES256, Ed25519, …)
+	if res.TokenType != "" {
+		d["dpop_returned_from_upstream"] = res.DPoPBound
+		d["idp_token_type"] = strings.ToLower(res.TokenType)
+	}
+	if _, on := d["dpop_signing_alg"]; on {
+		d["dpop_nonce_used"] = res.NonceUsed
+		d["dpop_nonce_retries"] = res.NonceRetries
+	}
+	if res.IDTokenAlg != "" {
+		d["id_token_signing_alg"] = res.IDTokenAlg
+	}
+	if res.ExchangeLatency > 0 {
+		d["code_exchange_ms"] = res.ExchangeLatency.Milliseconds()
+	}
+	if res.UserinfoStatus != "" {
+		f := map[string]any{"status": res.UserinfoStatus}
+		if res.UserinfoBound {
+			f["dpop_bound"] = true
+		}
+		d["upstream_userinfo_fetch"] = f
+	}
+}
+
+// withUser adds the broker's user id and display name.
+func withUser(ev *logs.Event, userID string, claims map[string]any) {
+	ev.UserID = userID
+	ev.UserName = userName(claims)
+}
+
+func userName(claims map[string]any) string {
+	for _, k := range []string{"email", "name", "preferred_username"} {
+		if v, ok := claims[k].(string); ok && v != "" {
+			return clip(v, 256)
+		}
+	}
+	return ""
+}
+
+// fail records ev as a failed login with a stable details.error code.
+func (s *Server) fail(r *http.Request, ev *logs.Event, code, desc string) {
+	ev.Type = logs.TypeFailedLogin
+	ev.Details["error"] = code
+	if desc != "" {
+		ev.Details["error_description"] = clip(desc, 512)
+	}
+	s.write(r, ev)
+}
+
+// succeed records ev as a successful login.
+func (s *Server) succeed(r *http.Request, ev *logs.Event) {
+	ev.Type = logs.TypeSuccessLogin
+	s.write(r, ev)
+}
+
+// write records ev; a store failure is logged by the writer and does not fail the request.
+func (s *Server) write(r *http.Request, ev *logs.Event) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 3*time.Second)
+	defer cancel()
+	if err := s.events.Write(ctx, ev); err != nil {
+		s.log.Warn("login event not stored", "type", ev.Type, "err", err)
+	}
+}

@@ -1,0 +1,288 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+)
+
+// testClock is an injectable clock: real time plus an offset the test moves forward.
+type testClock struct {
+	mu  sync.Mutex
+	off time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.off)
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.off += d
+}
+
+// harness is one broker on loopback with an upstreamtest IdP and an app callback server.
+type harness struct {
+	t      testing.TB
+	up     *upstreamtest.Provider
+	srv    *httptest.Server
+	app    *httptest.Server
+	broker *Server
+	cfg    *Config
+	store  sessions.Store
+	events *logs.Writer
+	clock  *testClock
+}
+
+const (
+	appClient    = "app"
+	appSecret    = "app-secret-value"
+	spaClient    = "spa"
+	upClientID   = "broker"
+	upSecret     = "broker-secret"
+	testVerifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXkdBjftJeZ4CVP"
+)
+
+type harnessOpts struct {
+	up      upstreamtest.Options
+	dpopAlg string // connection dpop_signing_alg; "-" = off; default ES256
+	store   sessions.Store
+	mutate  func(*Config)
+	keys    *Keys
+}
+
+// sharedKeys are generated once per test binary (RSA generation is slow).
+var (
+	keysOnce       sync.Once
+	rsKeys, esKeys *Keys
+	keysErr        error
+)
+
+func testKeys(t testing.TB, alg string) *Keys {
+	t.Helper()
+	keysOnce.Do(func() {
+		cfg := Default()
+		cfg.Connections = []ConnectionConfig{
+			{Name: "a", Options: ConnectionOptions{DPoPSigningAlg: "ES256"}},
+			{Name: "b", Options: ConnectionOptions{DPoPSigningAlg: "Ed25519"}},
+			{Name: "c", Options: ConnectionOptions{DPoPSigningAlg: "RS256"}},
+		}
+		if rsKeys, keysErr = LoadKeys(cfg, true); keysErr != nil {
+			return
+		}
+		cfg.Keys.Signing.Alg = "ES256"
+		var es *Keys
+		if es, keysErr = LoadKeys(cfg, true); keysErr != nil {
+			return
+		}
+		es.DPoP = rsKeys.DPoP
+		esKeys = es
+	})
+	if keysErr != nil {
+		t.Fatalf("keys: %v", keysErr)
+	}
+	if alg == "ES256" {
+		return esKeys
+	}
+	return rsKeys
+}
+
+func newHarness(t testing.TB, o harnessOpts) *harness {
+	t.Helper()
+	if o.up.ClientID == "" {
+		o.up.ClientID, o.up.ClientSecret = upClientID, upSecret
+	}
+	up, err := upstreamtest.Start(o.up)
+	if err != nil {
+		t.Fatalf("upstream: %v", err)
+	}
+	t.Cleanup(up.Close)
+	h := &harness{t: t, up: up, clock: &testClock{}}
+	h.app = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "app callback")
+	}))
+	t.Cleanup(h.app.Close)
+	h.srv = httptest.NewUnstartedServer(nil)
+	alg := o.dpopAlg
+	if alg == "" {
+		alg = "ES256"
+	}
+	if alg == "-" {
+		alg = ""
+	}
+	cfg := Default()
+	cfg.Issuer = "http://" + h.srv.Listener.Addr().String() + "/"
+	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
+	cfg.Clients = []ClientConfig{
+		{ClientID: appClient, Name: "Test App", ClientSecret: appSecret, RedirectURIs: []string{h.app.URL + "/cb"}, Connections: []string{"corp"}},
+		{ClientID: spaClient, Name: "Test SPA", RedirectURIs: []string{h.app.URL + "/spa"}, Connections: []string{"corp", "other"}},
+	}
+	cfg.Connections = []ConnectionConfig{
+		{Name: "corp", Strategy: "oidc", Options: ConnectionOptions{
+			Issuer: up.URL, ClientID: upClientID, ClientSecret: upSecret, DPoPSigningAlg: alg, FetchUserinfo: true,
+		}},
+		{Name: "other", Strategy: "oidc", Options: ConnectionOptions{
+			Issuer: up.URL, ClientID: upClientID, ClientSecret: upSecret,
+		}},
+	}
+	if o.mutate != nil {
+		o.mutate(cfg)
+	}
+	cfg.applyDefaults()
+	h.cfg = cfg
+	h.store = o.store
+	if h.store == nil {
+		h.store = sessions.NewMemory()
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h.events = &logs.Writer{Logger: logger, Store: sessions.NewMemory(), Now: h.clock.Now}
+	keys := o.keys
+	if keys == nil {
+		keys = testKeys(t, cfg.Keys.Signing.Alg)
+	}
+	b, err := New(cfg, Deps{Store: h.store, Events: h.events, Logger: logger, Now: h.clock.Now, Keys: keys})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	h.broker = b
+	h.srv.Config.Handler = b.Handler()
+	h.srv.Start()
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// browser returns a client with a cookie jar that follows redirects.
+func (h *harness) browser() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 30 * time.Second}
+}
+
+// authorizeURL builds /authorize for the confidential app with PKCE S256.
+func (h *harness) authorizeURL(mut func(q url.Values)) string {
+	q := url.Values{
+		"response_type": {"code"}, "client_id": {appClient}, "redirect_uri": {h.app.URL + "/cb"},
+		"scope": {"openid profile email"}, "state": {"app-state-123"}, "nonce": {"app-nonce-456"},
+		"code_challenge": {s256(testVerifier)}, "code_challenge_method": {"S256"},
+	}
+	if mut != nil {
+		mut(q)
+	}
+	return h.srv.URL + "/authorize?" + q.Encode()
+}
+
+func s256(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// get fetches u with c, following redirects, and returns the final response (body read).
+func get(t testing.TB, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// toCallback follows the login until the upstream sends the browser to the broker's
+// callback and returns that URL (not fetched).
+func (h *harness) toCallback(c *http.Client, authorizeURL string) string {
+	h.t.Helper()
+	stop := *c
+	stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if strings.HasPrefix(req.URL.String(), h.srv.URL+"/login/callback") {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, err := stop.Get(authorizeURL)
+	if err != nil {
+		h.t.Fatalf("GET %s: %v", authorizeURL, err)
+	}
+	_ = resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, h.srv.URL+"/login/callback") {
+		h.t.Fatalf("expected a redirect to the callback, got %d Location %q", resp.StatusCode, loc)
+	}
+	return loc
+}
+
+// appResult is the app's callback query after a login (final URL of the browser).
+func appResult(t testing.TB, resp *http.Response, wantPrefix string) url.Values {
+	t.Helper()
+	if !strings.HasPrefix(resp.Request.URL.String(), wantPrefix) {
+		t.Fatalf("browser ended at %s (status %d), want the app at %s", resp.Request.URL, resp.StatusCode, wantPrefix)
+	}
+	return resp.Request.URL.Query()
+}
+
+// lastEvent returns the newest event in the broker's log.
+func (h *harness) lastEvent() logs.Event {
+	h.t.Helper()
+	evs, err := h.events.Recent(context.Background(), "", 1)
+	if err != nil || len(evs) == 0 {
+		h.t.Fatalf("no event recorded (err %v)", err)
+	}
+	return evs[0]
+}
+
+// token redeems code at /oauth/token with client_secret_basic.
+func (h *harness) token(form url.Values, basic bool) (int, map[string]any, http.Header) {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/oauth/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic {
+		req.SetBasicAuth(appClient, appSecret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("token: %v", err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body, resp.Header
+}
+
+func (h *harness) codeForm(code string) url.Values {
+	return url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {h.app.URL + "/cb"},
+		"code_verifier": {testVerifier},
+	}
+}
+
+// login runs a full login for the confidential app and returns the app's callback query.
+func (h *harness) login() url.Values {
+	h.t.Helper()
+	resp, _ := get(h.t, h.browser(), h.authorizeURL(nil))
+	return appResult(h.t, resp, h.app.URL+"/cb")
+}
+
+func detail(ev logs.Event, k string) any { return ev.Details[k] }
+
+func oauth2Static(at string) oauth2.TokenSource {
+	return oauth2.StaticTokenSource(&oauth2.Token{AccessToken: at, TokenType: "Bearer"})
+}

@@ -1,0 +1,167 @@
+package broker
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/dpop-broker/dpop-broker/dpop"
+)
+
+// Keys are the broker's private keys: the token-signing key and the DPoP signers toward
+// upstreams. They are never logged.
+type Keys struct {
+	Signing    crypto.Signer
+	SigningAlg jose.SignatureAlgorithm // RS256 or ES256
+	KID        string                  // RFC 7638 thumbprint of the public key
+	// DPoP holds one signer per connection alg name (ES256, Ed25519, RS256, PS256).
+	DPoP map[string]*dpop.Signer
+}
+
+// LoadKeys loads the keys the configuration names. When generate is true a key that is not
+// configured is generated (demo); otherwise it is an error.
+func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
+	s := cfg.Keys.Signing
+	var signing crypto.Signer
+	var err error
+	switch {
+	case s.given():
+		signing, err = loadKey(s.KeySource, s.Alg)
+	case generate:
+		signing, err = dpop.GenerateKey(s.Alg)
+	default:
+		err = errors.New("no private key configured")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys.signing: %w", err)
+	}
+	k, err := NewKeys(signing, s.Alg)
+	if err != nil {
+		return nil, fmt.Errorf("keys.signing: %w", err)
+	}
+	for _, cc := range cfg.Connections {
+		alg := cc.Options.DPoPSigningAlg
+		if alg == "" || k.DPoP[alg] != nil {
+			continue
+		}
+		name := dpopKeyFor(alg)
+		src := cfg.Keys.DPoP.byName(name)
+		var key crypto.Signer
+		switch {
+		case src.given():
+			key, err = loadKey(src, alg)
+		case generate:
+			key, err = dpop.GenerateKey(alg)
+		default:
+			err = errors.New("no private key configured")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("keys.dpop.%s: %w", name, err)
+		}
+		if err := k.AddDPoPKey(key); err != nil {
+			return nil, fmt.Errorf("keys.dpop.%s: %w", name, err)
+		}
+	}
+	return k, nil
+}
+
+// NewKeys returns Keys with the given signing key (alg RS256 or ES256) and no DPoP keys.
+func NewKeys(signing crypto.Signer, alg string) (*Keys, error) {
+	if !signingKeyFits(signing, alg) {
+		return nil, fmt.Errorf("key does not fit signing alg %s (RS256 needs RSA ≥ 2048 bits, ES256 a P-256 key)", alg)
+	}
+	jwk := jose.JSONWebKey{Key: signing.Public()}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("thumbprint: %w", err)
+	}
+	return &Keys{
+		Signing: signing, SigningAlg: jose.SignatureAlgorithm(alg),
+		KID:  base64.RawURLEncoding.EncodeToString(tp),
+		DPoP: map[string]*dpop.Signer{},
+	}, nil
+}
+
+// AddDPoPKey adds DPoP signers for every connection alg the key can serve: ES256 for P-256,
+// Ed25519 (wire label EdDSA) for Ed25519, RS256 and PS256 for RSA.
+func (k *Keys) AddDPoPKey(key crypto.Signer) error {
+	labels := map[string]string{"ES256": "ES256", "Ed25519": "EdDSA", "RS256": "RS256", "PS256": "PS256"}
+	added := false
+	for _, alg := range connectionDPoPAlgs {
+		if !dpop.KeyAlgFits(key, alg) {
+			continue
+		}
+		s, err := dpop.NewSigner(key, labels[alg])
+		if err != nil {
+			return fmt.Errorf("dpop signer %s: %w", alg, err)
+		}
+		k.DPoP[alg] = s
+		added = true
+	}
+	if !added {
+		return errors.New("key type fits no DPoP algorithm")
+	}
+	return nil
+}
+
+// JWKS returns the public signing keys (use sig, alg, kid).
+func (k *Keys) JWKS() jose.JSONWebKeySet {
+	return jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{
+		Key: k.Signing.Public(), KeyID: k.KID, Algorithm: string(k.SigningAlg), Use: "sig",
+	}}}
+}
+
+// signer returns a go-jose signer for tokens of type typ.
+func (k *Keys) signer(typ string) (jose.Signer, error) {
+	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader("kid", k.KID)
+	return jose.NewSigner(jose.SigningKey{Algorithm: k.SigningAlg, Key: k.Signing}, opts)
+}
+
+func signingKeyFits(key crypto.Signer, alg string) bool {
+	switch alg {
+	case "RS256":
+		pub, ok := key.Public().(*rsa.PublicKey)
+		return ok && pub.N.BitLen() >= 2048
+	case "ES256":
+		pub, ok := key.Public().(*ecdsa.PublicKey)
+		return ok && pub.Curve == elliptic.P256()
+	}
+	return false
+}
+
+// loadKey reads a PEM private key from a file or an environment variable and checks that it
+// fits alg (a signing alg RS256/ES256 or a connection DPoP alg).
+func loadKey(src KeySource, alg string) (crypto.Signer, error) {
+	var data []byte
+	switch {
+	case src.PrivateKeyFile != "" && src.PrivateKeyEnv != "":
+		return nil, errors.New("set only one of private_key_file and private_key_env")
+	case src.PrivateKeyFile != "":
+		b, err := os.ReadFile(src.PrivateKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", src.PrivateKeyFile, errors.Unwrap(err))
+		}
+		data = b
+	default:
+		v := os.Getenv(src.PrivateKeyEnv)
+		if v == "" {
+			return nil, fmt.Errorf("environment variable %s is not set", src.PrivateKeyEnv)
+		}
+		data = []byte(v)
+	}
+	key, err := dpop.ParsePrivateKeyPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("not a PEM private key: %w", err)
+	}
+	if !signingKeyFits(key, alg) && !dpop.KeyAlgFits(key, alg) {
+		return nil, fmt.Errorf("the key does not fit alg %s", alg)
+	}
+	return key, nil
+}

@@ -1,0 +1,343 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/sessions/redistest"
+	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+)
+
+var dpopUp = upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}
+
+// wantFail checks the newest event is an f with details.error == code.
+func wantFail(t *testing.T, h *harness, code string) logs.Event {
+	t.Helper()
+	ev := h.lastEvent()
+	if ev.Type != logs.TypeFailedLogin || ev.Details["error"] != code {
+		t.Fatalf("event = type %q details %v; want f with details.error %q", ev.Type, ev.Details, code)
+	}
+	return ev
+}
+
+func TestAuthorizeErrorPages(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	for _, tc := range []struct {
+		name string
+		mut  func(url.Values)
+		code string
+	}{
+		{"unknown client", func(q url.Values) { q.Set("client_id", "nope") }, codeInvalidClient},
+		{"redirect_uri not registered", func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/other") }, codeInvalidRedirectURI},
+		{"redirect_uri prefix-only match", func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb/x") }, codeInvalidRedirectURI},
+		{"redirect_uri missing", func(q url.Values) { q.Del("redirect_uri") }, codeInvalidRedirectURI},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := get(t, h.browser(), h.authorizeURL(tc.mut))
+			if resp.StatusCode != http.StatusBadRequest || resp.Request.URL.Host != h.srv.Listener.Addr().String() ||
+				!strings.Contains(body, tc.code) {
+				t.Fatalf("got %d at %s, want 400 error page with %s (never a redirect)", resp.StatusCode, resp.Request.URL, tc.code)
+			}
+			wantFail(t, h, tc.code)
+		})
+	}
+}
+
+func TestAuthorizeErrorRedirects(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	for _, tc := range []struct {
+		name, client string
+		mut          func(url.Values)
+		oauthErr     string
+	}{
+		{"response_type token", appClient, func(q url.Values) { q.Set("response_type", "token") }, "unsupported_response_type"},
+		{"PK-3 plain method refused", appClient, func(q url.Values) { q.Set("code_challenge_method", "plain") }, "invalid_request"},
+		{"PK-3 absent method means plain", appClient, func(q url.Values) { q.Del("code_challenge_method") }, "invalid_request"},
+		{"public client without PKCE", spaClient, func(q url.Values) { q.Del("code_challenge"); q.Del("code_challenge_method") }, "invalid_request"},
+		{"scope without openid", appClient, func(q url.Values) { q.Set("scope", "profile") }, "invalid_scope"},
+		{"connection not enabled", appClient, func(q url.Values) { q.Set("connection", "other") }, "invalid_request"},
+		{"repeated state", appClient, func(q url.Values) { q.Add("state", "x") }, "invalid_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := h.authorizeURL(func(q url.Values) {
+				if tc.client == spaClient {
+					q.Set("client_id", spaClient)
+					q.Set("redirect_uri", h.app.URL+"/spa")
+					q.Set("connection", "corp")
+				}
+				tc.mut(q)
+			})
+			resp, _ := get(t, h.browser(), u)
+			q := resp.Request.URL.Query()
+			if !strings.HasPrefix(resp.Request.URL.Path, "/cb") && !strings.HasPrefix(resp.Request.URL.Path, "/spa") {
+				t.Fatalf("ended at %s, want the app", resp.Request.URL)
+			}
+			if q.Get("error") != tc.oauthErr || q.Get("iss") != h.cfg.Issuer || q.Get("error_description") == "" {
+				t.Fatalf("app got %v, want error=%s with iss (IS-1)", q, tc.oauthErr)
+			}
+			if tc.name != "repeated state" && q.Get("state") != "app-state-123" {
+				t.Fatalf("state not echoed: %v", q)
+			}
+			wantFail(t, h, tc.oauthErr)
+		})
+	}
+	if n := h.up.Stats.AuthorizeRequests.Load(); n != 0 {
+		t.Errorf("upstream saw %d authorize requests for rejected requests", n)
+	}
+}
+
+func TestDPoPCapabilityGate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		up   upstreamtest.Options
+		code string
+	}{
+		{"MD-4 upstream without DPoP", upstreamtest.Options{}, "dpop_not_supported"},
+		{"MD-4 upstream offers only RS256", upstreamtest.Options{DPoPAlgs: []string{"RS256"}}, "dpop_alg_mismatch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{up: tc.up})
+			resp, _ := get(t, h.browser(), h.authorizeURL(nil))
+			q := appResult(t, resp, h.app.URL+"/cb")
+			if q.Get("error") != "server_error" || !strings.Contains(q.Get("error_description"), tc.code) {
+				t.Fatalf("app got %v", q)
+			}
+			ev := wantFail(t, h, tc.code)
+			if ev.Details["dpop_signing_alg"] != "ES256" || ev.Details["error_description"] == nil {
+				t.Errorf("details = %v", ev.Details)
+			}
+			if h.up.Stats.AuthorizeRequests.Load() != 0 || h.up.Stats.TokenRequests.Load() != 0 {
+				t.Errorf("upstream was contacted beyond discovery: %d authorize, %d token",
+					h.up.Stats.AuthorizeRequests.Load(), h.up.Stats.TokenRequests.Load())
+			}
+		})
+	}
+}
+
+func TestCallbackErrors(t *testing.T) {
+	t.Run("missing state", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp})
+		resp, body := get(t, h.browser(), h.srv.URL+"/login/callback?code=x")
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "invalid_state") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		wantFail(t, h, codeInvalidState)
+	})
+	t.Run("invalid state", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp})
+		resp, body := get(t, h.browser(), h.srv.URL+"/login/callback?code=x&state=forged")
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "login transaction unknown, expired or already used") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		wantFail(t, h, codeInvalidState)
+	})
+	t.Run("replayed callback", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp})
+		b := h.browser()
+		cb := h.toCallback(b, h.authorizeURL(nil))
+		resp, _ := get(t, b, cb)
+		if q := appResult(t, resp, h.app.URL+"/cb"); q.Get("code") == "" {
+			t.Fatalf("first callback: %v", q)
+		}
+		resp, body := get(t, b, cb)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "already used") {
+			t.Fatalf("replay: %d %s", resp.StatusCode, body)
+		}
+		wantFail(t, h, codeInvalidState)
+		if n := h.up.Stats.TokenRequests.Load(); n != 2 { // one nonce challenge + one success
+			t.Errorf("upstream token requests = %d, want 2 (replay must not reach the upstream)", n)
+		}
+	})
+	t.Run("transaction expired", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp})
+		b := h.browser()
+		cb := h.toCallback(b, h.authorizeURL(nil))
+		h.clock.Advance(h.cfg.Lifetimes.Transaction + time.Second)
+		resp, body := get(t, b, cb)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "expired") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		wantFail(t, h, codeInvalidState)
+	})
+	t.Run("callback in another browser (cookie missing)", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp})
+		cb := h.toCallback(h.browser(), h.authorizeURL(nil))
+		resp, _ := get(t, h.browser(), cb)
+		q := appResult(t, resp, h.app.URL+"/cb")
+		if q.Get("error") != "invalid_request" || q.Get("code") != "" {
+			t.Fatalf("app got %v", q)
+		}
+		wantFail(t, h, codeInvalidState)
+	})
+	t.Run("IS-2 wrong iss", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
+		b := h.browser()
+		cb, _ := url.Parse(h.toCallback(b, h.authorizeURL(nil)))
+		q := cb.Query()
+		q.Set("iss", "http://evil.example/")
+		cb.RawQuery = q.Encode()
+		resp, _ := get(t, b, cb.String())
+		aq := appResult(t, resp, h.app.URL+"/cb")
+		if aq.Get("error") != "invalid_request" || aq.Get("code") != "" {
+			t.Fatalf("app got %v", aq)
+		}
+		wantFail(t, h, codeInvalidIss)
+		if h.up.Stats.TokenRequests.Load() != 0 {
+			t.Error("code exchanged despite wrong iss")
+		}
+	})
+	t.Run("IS-2 missing iss from an upstream that advertises it", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
+		b := h.browser()
+		cb, _ := url.Parse(h.toCallback(b, h.authorizeURL(nil)))
+		q := cb.Query()
+		q.Del("iss")
+		cb.RawQuery = q.Encode()
+		resp, _ := get(t, b, cb.String())
+		appResult(t, resp, h.app.URL+"/cb")
+		wantFail(t, h, codeInvalidIss)
+	})
+	t.Run("upstream error=access_denied", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, AuthorizeError: "access_denied"}})
+		resp, _ := get(t, h.browser(), h.authorizeURL(nil))
+		q := appResult(t, resp, h.app.URL+"/cb")
+		if q.Get("error") != "access_denied" || q.Get("state") != "app-state-123" || q.Get("iss") != h.cfg.Issuer {
+			t.Fatalf("app got %v", q)
+		}
+		ev := wantFail(t, h, "access_denied")
+		if ev.Details["error_description"] != "the upstream refused the request" || ev.Details["dpop_signing_alg"] != "ES256" {
+			t.Errorf("details = %v", ev.Details)
+		}
+	})
+}
+
+func TestUpstreamExchangeFailures(t *testing.T) {
+	base := upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}
+	with := func(f func(*upstreamtest.Options)) upstreamtest.Options { o := base; f(&o); return o }
+	for _, tc := range []struct {
+		name string
+		up   upstreamtest.Options
+		code string
+	}{
+		{"ID-2 wrong aud", with(func(o *upstreamtest.Options) { o.IDTokenAud = "someone-else" }), "id_token_invalid"},
+		{"ID-6 wrong nonce", with(func(o *upstreamtest.Options) { o.IDTokenNonce = "other-nonce" }), "id_token_invalid"},
+		{"ID-1 wrong iss", with(func(o *upstreamtest.Options) { o.IDTokenIssuer = "http://127.0.0.1:1" }), "id_token_invalid"},
+		{"ID-5 expired", with(func(o *upstreamtest.Options) { o.IDTokenTTL = -10 * time.Minute }), "id_token_invalid"},
+		{"DC-9 nonce retry limit reached", with(func(o *upstreamtest.Options) { o.AlwaysNonce = true }), "use_dpop_nonce"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{up: tc.up})
+			resp, _ := get(t, h.browser(), h.authorizeURL(nil))
+			q := appResult(t, resp, h.app.URL+"/cb")
+			if q.Get("error") != "server_error" || q.Get("code") != "" || !strings.Contains(q.Get("error_description"), tc.code) {
+				t.Fatalf("app got %v", q)
+			}
+			ev := wantFail(t, h, tc.code)
+			if ev.Details["dpop_signing_alg"] != "ES256" {
+				t.Errorf("DPoP facts missing on f: %v", ev.Details)
+			}
+		})
+	}
+}
+
+// failingStore wraps a Store and fails PutAll with ErrUnavailable when armed.
+type failingStore struct {
+	sessions.Store
+	failPutAll atomic.Bool
+	putAlls    atomic.Int64
+}
+
+func (f *failingStore) PutAll(ctx context.Context, items ...sessions.Item) error {
+	f.putAlls.Add(1)
+	if f.failPutAll.Load() {
+		return errors.Join(sessions.ErrUnavailable, errors.New("injected"))
+	}
+	return f.Store.PutAll(ctx, items...)
+}
+
+func TestStoreUnavailable(t *testing.T) {
+	t.Run("session write fails: 503, nothing written", func(t *testing.T) {
+		fs := &failingStore{Store: sessions.NewMemory()}
+		fs.failPutAll.Store(true)
+		h := newHarness(t, harnessOpts{up: dpopUp, store: fs})
+		resp, body := get(t, h.browser(), h.authorizeURL(nil))
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Request.URL.Path != "/login/callback" || !strings.Contains(body, codeStoreUnavailable) {
+			t.Fatalf("%d at %s: %s", resp.StatusCode, resp.Request.URL, body)
+		}
+		wantFail(t, h, codeStoreUnavailable)
+		if fs.putAlls.Load() != 1 {
+			t.Errorf("PutAll calls = %d", fs.putAlls.Load())
+		}
+	})
+	t.Run("redis stopped mid-login", func(t *testing.T) {
+		rs := redistest.StartServer(t)
+		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{rs.Addr}, Timeout: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		h := newHarness(t, harnessOpts{up: dpopUp, store: st})
+		b := h.browser()
+		cb := h.toCallback(b, h.authorizeURL(nil))
+		rs.Stop()
+		resp, body := get(t, b, cb)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, codeStoreUnavailable) {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		wantFail(t, h, codeStoreUnavailable)
+		if h.up.Stats.TokenRequests.Load() != 0 {
+			t.Error("code exchanged although the transaction could not be taken")
+		}
+		r, _ := get(t, http.DefaultClient, h.srv.URL+"/readyz")
+		if r.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("readyz = %d with Redis down", r.StatusCode)
+		}
+		rs.Restart()
+		if r, _ := get(t, http.DefaultClient, h.srv.URL+"/readyz"); r.StatusCode != http.StatusOK {
+			t.Errorf("readyz = %d after restart", r.StatusCode)
+		}
+	})
+	t.Run("authorize with redis down: 503 page", func(t *testing.T) {
+		rs := redistest.StartServer(t)
+		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{rs.Addr}, Timeout: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		h := newHarness(t, harnessOpts{up: dpopUp, store: st})
+		rs.Stop()
+		resp, _ := get(t, h.browser(), h.authorizeURL(nil))
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		wantFail(t, h, codeStoreUnavailable)
+		if h.up.Stats.AuthorizeRequests.Load() != 0 {
+			t.Error("browser sent upstream without a stored transaction")
+		}
+	})
+}
+
+func TestRedisEndToEnd(t *testing.T) {
+	st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{redistest.Start(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	h := newHarness(t, harnessOpts{up: dpopUp, store: st})
+	q := h.login()
+	status, body, _ := h.token(h.codeForm(q.Get("code")), true)
+	if status != http.StatusOK || body["id_token"] == nil {
+		t.Fatalf("token: %d %v", status, body)
+	}
+	if ev := h.lastEvent(); ev.Type != "s" || ev.Details["dpop_returned_from_upstream"] != true {
+		t.Fatalf("event = %+v", ev)
+	}
+}

@@ -1,0 +1,254 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/dpop"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// Deps are the collaborators New wires in; zero fields get defaults.
+type Deps struct {
+	Store      sessions.Store // default: OpenStore(cfg)
+	Events     *logs.Writer   // default: a Writer on Store and Logger
+	Logger     *slog.Logger   // default: discard
+	Now        func() time.Time
+	HTTPClient *http.Client // for upstream calls; default 10 s timeout
+	Keys       *Keys        // default: LoadKeys(cfg, cfg.GenerateMissingKeys)
+}
+
+// Server is the broker's HTTP face.
+type Server struct {
+	cfg    *Config
+	store  sessions.Store
+	events *logs.Writer
+	log    *slog.Logger
+	now    func() time.Time
+	keys   *Keys
+
+	issuer      string // exact issuer string
+	base        string // public URL without trailing slash
+	callbackURL string // base + /login/callback, registered at the upstreams
+	secure      bool   // public URL is https: cookies get Secure
+
+	idSigner jose.Signer
+	atSigner jose.Signer
+
+	clients map[string]*ClientConfig
+	conns   map[string]*connection
+	origins map[string]bool // CORS origins from every client
+	mux     *http.ServeMux
+}
+
+// connection is one configured upstream with its driver.
+type connection struct {
+	cfg *ConnectionConfig
+	id  string
+	up  *upstream.Connection
+}
+
+// Request body limit for form and JSON bodies.
+const maxBodyBytes = 64 << 10
+
+// New validates cfg and builds the server. It does not contact the store or the upstreams.
+func New(cfg *Config, deps Deps) (*Server, error) {
+	if errs := cfg.validate(deps.Keys == nil && !cfg.GenerateMissingKeys); len(errs) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n%w", FieldErrors(errs))
+	}
+	s := &Server{
+		cfg: cfg, store: deps.Store, events: deps.Events, log: deps.Logger, now: deps.Now, keys: deps.Keys,
+		issuer: cfg.Issuer, base: cfg.BaseURL(),
+		clients: map[string]*ClientConfig{}, conns: map[string]*connection{}, origins: map[string]bool{},
+	}
+	s.callbackURL = s.base + "/login/callback"
+	s.secure = strings.HasPrefix(s.base, "https://")
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	var err error
+	if s.keys == nil {
+		if s.keys, err = LoadKeys(cfg, cfg.GenerateMissingKeys); err != nil {
+			return nil, err
+		}
+	}
+	if s.store == nil {
+		if s.store, err = OpenStore(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if s.events == nil {
+		s.events = &logs.Writer{Logger: s.log, Store: s.store, MaxLen: cfg.Logs.MaxEvents, Now: s.now}
+	}
+	if s.idSigner, err = s.keys.signer("JWT"); err != nil {
+		return nil, fmt.Errorf("id token signer: %w", err)
+	}
+	if s.atSigner, err = s.keys.signer("at+jwt"); err != nil {
+		return nil, fmt.Errorf("access token signer: %w", err)
+	}
+	httpClient := deps.HTTPClient
+	if httpClient == nil {
+		httpClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	opts := upstream.Options{
+		HTTP:       httpClient,
+		Discovery:  &discovery.Client{HTTP: httpClient, Now: s.now},
+		Signers:    s.keys.DPoP,
+		Nonces:     dpop.NewNonceCache(),
+		MaxRetries: cfg.DPoP.MaxRetries,
+		RetryDelay: cfg.DPoP.RetryDelay,
+		Jitter:     cfg.DPoP.Jitter,
+		ClockSkew:  cfg.DPoP.ClockSkew,
+		Now:        s.now,
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = -1 // dpop.Transport: zero means the default (1), negative means none
+	}
+	for i := range cfg.Connections {
+		cc := &cfg.Connections[i]
+		up, err := upstream.New(upstreamConfig(cc), opts)
+		if err != nil {
+			return nil, fmt.Errorf("connections[%d] (%s): %w", i, cc.Name, err)
+		}
+		s.conns[cc.Name] = &connection{cfg: cc, id: cc.ConnectionID(), up: up}
+	}
+	for i := range cfg.Clients {
+		c := &cfg.Clients[i]
+		s.clients[c.ClientID] = c
+		for _, o := range c.AllowedOrigins {
+			s.origins[strings.TrimSuffix(o, "/")] = true
+		}
+	}
+	s.routes()
+	return s, nil
+}
+
+func upstreamConfig(cc *ConnectionConfig) upstream.Config {
+	o := cc.Options
+	params := make(map[string]string, len(o.UpstreamParams))
+	for k, v := range o.UpstreamParams {
+		params[k] = v
+	}
+	return upstream.Config{
+		ID: cc.ConnectionID(), Name: cc.Name, Strategy: cc.Strategy,
+		Issuer: o.Issuer, DiscoveryURL: o.DiscoveryURL,
+		Domain: o.Domain, AuthorizationServerID: o.AuthorizationServerID,
+		ClientID: o.ClientID, ClientSecret: o.ClientSecret,
+		Scopes: strings.Fields(o.Scope), Type: o.Type,
+		DPoPSigningAlg: o.DPoPSigningAlg, FetchUserinfo: o.FetchUserinfo,
+		UpstreamParams: params,
+	}
+}
+
+// OpenStore opens the store the configuration selects.
+func OpenStore(cfg *Config) (sessions.Store, error) {
+	switch cfg.Store.Type {
+	case "", "memory":
+		return sessions.NewMemory(), nil
+	case "redis":
+		r := cfg.Store.Redis
+		st, err := sessions.NewRedis(sessions.RedisConfig{
+			Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password,
+			DB: r.DB, Prefix: r.Prefix, Timeout: r.Timeout,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return st, nil
+	}
+	return nil, fmt.Errorf("store: unknown type %q", cfg.Store.Type)
+}
+
+// Store returns the session store (for the demo and tests).
+func (s *Server) Store() sessions.Store { return s.store }
+
+// Events returns the event writer (for the demo's event view).
+func (s *Server) Events() *logs.Writer { return s.events }
+
+// Handler returns the broker's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+func (s *Server) routes() {
+	prefix := ""
+	if u, err := url.Parse(s.base); err == nil {
+		prefix = strings.TrimSuffix(u.Path, "/")
+	}
+	m := http.NewServeMux()
+	h := func(pattern string, f http.HandlerFunc) {
+		method, path, _ := strings.Cut(pattern, " ")
+		m.HandleFunc(method+" "+prefix+path, f)
+	}
+	h("GET /.well-known/openid-configuration", s.handleDiscovery)
+	h("GET /.well-known/jwks.json", s.handleJWKS)
+	h("GET /authorize", s.handleAuthorize)
+	h("GET /login/callback", s.handleCallback)
+	h("POST /oauth/token", s.cors(s.handleToken))
+	h("OPTIONS /oauth/token", s.cors(nil))
+	h("GET /userinfo", s.cors(s.handleUserinfo))
+	h("POST /userinfo", s.cors(s.handleUserinfo))
+	h("OPTIONS /userinfo", s.cors(nil))
+	h("GET /v2/logout", s.handleLogout)
+	h("GET /healthz", s.handleHealthz)
+	h("GET /readyz", s.handleReadyz)
+	s.mux = m
+}
+
+// cors answers preflights and adds CORS headers for configured origins; next nil = preflight only.
+func (s *Server) cors(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin != "" && s.origins[origin] {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate")
+			if r.Method == http.MethodOptions {
+				h.Set("Access-Control-Allow-Methods", "GET, POST")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, DPoP, Auth0-Client")
+				h.Set("Access-Control-Max-Age", "600")
+			}
+		}
+		if next == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next(w, r)
+	}
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("readiness check failed", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "store unavailable\n")
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// storeDown reports whether err means the store could not be reached.
+func storeDown(err error) bool { return errors.Is(err, sessions.ErrUnavailable) }

@@ -1,0 +1,384 @@
+package broker
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DPoP algorithms a connection may configure.
+var connectionDPoPAlgs = []string{"ES256", "Ed25519", "RS256", "PS256"}
+
+var connectionNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+var connectionIDRE = regexp.MustCompile(`^con_[A-Za-z0-9]{1,64}$`)
+
+// Validate returns every problem in the configuration, each naming the exact key. Keys
+// needed by a connection or by token signing must be configured (and loadable) unless
+// GenerateMissingKeys is set.
+func (c *Config) Validate() []FieldError {
+	return c.validate(!c.GenerateMissingKeys)
+}
+
+type validator struct{ errs []FieldError }
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = append(v.errs, FieldError{Key: key, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (c *Config) validate(checkKeys bool) []FieldError {
+	v := &validator{}
+	v.issuer("issuer", c.Issuer, true)
+	if c.PublicURL != "" {
+		v.issuer("public_url", c.PublicURL, false)
+	}
+	v.listen("listen", c.Listen)
+	v.store(&c.Store)
+	c.validateLifetimes(v)
+	v.clients(c)
+	v.connections(c)
+	if c.Logs.MaxEvents < 1 {
+		v.add("logs.max_events", "must be at least 1")
+	}
+	if checkKeys {
+		c.validateKeys(v)
+	} else if a := c.Keys.Signing.Alg; a != "RS256" && a != "ES256" {
+		v.add("keys.signing.alg", "%q is not supported (use RS256 or ES256)", a)
+	}
+	return v.errs
+}
+
+// issuer checks an absolute http(s) URL without query, fragment or user info.
+func (v *validator) issuer(key, raw string, required bool) {
+	if raw == "" {
+		if required {
+			v.add(key, "is required")
+		}
+		return
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		v.add(key, "is not a URL: %v", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.add(key, "%q must be an absolute http or https URL", raw)
+	case u.Host == "":
+		v.add(key, "%q has no host", raw)
+	case u.User != nil:
+		v.add(key, "%q must not contain user information", raw)
+	case u.RawQuery != "" || u.ForceQuery:
+		v.add(key, "%q must not contain a query", raw)
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		v.add(key, "%q must not contain a fragment", raw)
+	}
+}
+
+func (v *validator) listen(key, addr string) {
+	if addr == "" {
+		v.add(key, "is required")
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(key, "%q must be HOST:PORT (%v)", addr, err)
+		return
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add(key, "%q has an invalid port", addr)
+	}
+}
+
+func (v *validator) store(s *StoreConfig) {
+	switch s.Type {
+	case "memory":
+	case "redis":
+		r := s.Redis
+		if len(r.Addrs) == 0 {
+			v.add("store.redis.addrs", "at least one address is required for store type redis")
+		}
+		for i, a := range r.Addrs {
+			key := fmt.Sprintf("store.redis.addrs[%d]", i)
+			host, port, err := net.SplitHostPort(a)
+			if err != nil || host == "" {
+				v.add(key, "%q must be HOST:PORT", a)
+				continue
+			}
+			if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+				v.add(key, "%q has an invalid port", a)
+			}
+		}
+		if r.DB < 0 {
+			v.add("store.redis.db", "must not be negative")
+		}
+		if r.DB != 0 && len(r.Addrs) > 1 && r.MasterName == "" {
+			v.add("store.redis.db", "Redis Cluster has only database 0")
+		}
+		if strings.ContainsAny(r.Prefix, "{}") {
+			v.add("store.redis.prefix", "must not contain '{' or '}'")
+		}
+		if r.Timeout <= 0 {
+			v.add("store.redis.timeout", "must be a positive duration")
+		}
+	default:
+		v.add("store.type", "%q is not supported (use memory or redis)", s.Type)
+	}
+}
+
+func (c *Config) validateLifetimes(v *validator) {
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"lifetimes.transaction", c.Lifetimes.Transaction},
+		{"lifetimes.code", c.Lifetimes.Code},
+		{"lifetimes.session", c.Lifetimes.Session},
+		{"lifetimes.id_token", c.Lifetimes.IDToken},
+		{"lifetimes.access_token", c.Lifetimes.AccessToken},
+	} {
+		if d.val <= 0 {
+			v.add(d.key, "must be a positive duration")
+		}
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"dpop.clock_skew", c.DPoP.ClockSkew},
+		{"dpop.clock_tolerance", c.DPoP.ClockTolerance},
+		{"dpop.retry_delay", c.DPoP.RetryDelay},
+		{"dpop.jitter", c.DPoP.Jitter},
+	} {
+		if d.val < 0 {
+			v.add(d.key, "must not be negative")
+		}
+	}
+	if c.DPoP.MaxRetries < 0 || c.DPoP.MaxRetries > 5 {
+		v.add("dpop.max_retries", "%d is out of range (0 to 5)", c.DPoP.MaxRetries)
+	}
+}
+
+func (v *validator) clients(c *Config) {
+	if len(c.Clients) == 0 {
+		v.add("clients", "at least one client is required")
+	}
+	seen := map[string]int{}
+	for i, cl := range c.Clients {
+		p := fmt.Sprintf("clients[%d]", i)
+		switch {
+		case cl.ClientID == "":
+			v.add(p+".client_id", "is required")
+		case len(cl.ClientID) > 128 || strings.ContainsFunc(cl.ClientID, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+			v.add(p+".client_id", "must be 1 to 128 visible ASCII characters")
+		default:
+			if j, dup := seen[cl.ClientID]; dup {
+				v.add(p+".client_id", "duplicate client_id %q (also clients[%d])", cl.ClientID, j)
+			} else {
+				seen[cl.ClientID] = i
+			}
+		}
+		switch m := cl.authMethod(); m {
+		case AuthSecretBasic, AuthSecretPost:
+			if cl.ClientSecret == "" {
+				v.add(p+".client_secret", "is required for token_endpoint_auth_method %s", m)
+			}
+		case AuthNone:
+			if cl.ClientSecret != "" {
+				v.add(p+".client_secret", "must be empty for a public client (token_endpoint_auth_method none)")
+			}
+		default:
+			v.add(p+".token_endpoint_auth_method", "%q is not supported (use client_secret_basic, client_secret_post or none)", m)
+		}
+		if len(cl.RedirectURIs) == 0 {
+			v.add(p+".redirect_uris", "at least one redirect URI is required")
+		}
+		for j, ru := range cl.RedirectURIs {
+			if reason := redirectURIProblem(ru); reason != "" {
+				v.add(fmt.Sprintf("%s.redirect_uris[%d]", p, j), "%s", reason)
+			}
+		}
+		for j, o := range cl.AllowedOrigins {
+			if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+				v.add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%q must be an origin such as https://app.example.com", o)
+			}
+		}
+		if len(cl.Connections) == 0 {
+			v.add(p+".connections", "at least one connection is required")
+		}
+		for j, name := range cl.Connections {
+			if !slices.ContainsFunc(c.Connections, func(cc ConnectionConfig) bool { return cc.Name == name }) {
+				v.add(fmt.Sprintf("%s.connections[%d]", p, j), "connection %q is not defined in connections", name)
+			}
+		}
+	}
+}
+
+// redirectURIProblem returns why a redirect URI is unacceptable, or "".
+func redirectURIProblem(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%q is not a URL", raw)
+	case !u.IsAbs():
+		return fmt.Sprintf("%q must be an absolute URI", raw)
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return fmt.Sprintf("%q must not contain a fragment", raw)
+	case (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
+		return fmt.Sprintf("%q has no host", raw)
+	case u.User != nil:
+		return fmt.Sprintf("%q must not contain user information", raw)
+	}
+	return ""
+}
+
+func (v *validator) connections(c *Config) {
+	if len(c.Connections) == 0 {
+		v.add("connections", "at least one connection is required")
+	}
+	names, ids := map[string]int{}, map[string]int{}
+	for i, cc := range c.Connections {
+		p := fmt.Sprintf("connections[%d]", i)
+		o := cc.Options
+		switch {
+		case cc.Name == "":
+			v.add(p+".name", "is required")
+		case !connectionNameRE.MatchString(cc.Name):
+			v.add(p+".name", "%q must be 1 to 128 letters, digits, '-' or '_', starting with a letter or digit", cc.Name)
+		default:
+			if j, dup := names[cc.Name]; dup {
+				v.add(p+".name", "duplicate connection name %q (also connections[%d])", cc.Name, j)
+			} else {
+				names[cc.Name] = i
+			}
+		}
+		if cc.ID != "" && !connectionIDRE.MatchString(cc.ID) {
+			v.add(p+".id", "%q must be con_ followed by letters and digits", cc.ID)
+		} else if cc.Name != "" || cc.ID != "" {
+			id := cc.ConnectionID()
+			if j, dup := ids[id]; dup {
+				v.add(p+".id", "duplicate connection id %q (also connections[%d])", id, j)
+			} else {
+				ids[id] = i
+			}
+		}
+		switch cc.Strategy {
+		case "oidc":
+			if o.Issuer == "" && o.DiscoveryURL == "" {
+				v.add(p+".options.issuer", "issuer or discovery_url is required")
+			}
+		case "okta":
+			if o.Issuer == "" && o.DiscoveryURL == "" && o.Domain == "" {
+				v.add(p+".options.domain", "domain, issuer or discovery_url is required")
+			}
+			if o.Domain != "" && strings.ContainsAny(o.Domain, "/?#@ ") {
+				v.add(p+".options.domain", "%q must be a host name such as example.okta.com", o.Domain)
+			}
+		default:
+			v.add(p+".strategy", "%q is not supported (use oidc or okta)", cc.Strategy)
+		}
+		if o.Issuer != "" {
+			v.issuer(p+".options.issuer", o.Issuer, false)
+		}
+		if o.DiscoveryURL != "" {
+			v.issuer(p+".options.discovery_url", o.DiscoveryURL, false)
+		}
+		if o.ClientID == "" {
+			v.add(p+".options.client_id", "is required")
+		}
+		if o.ClientSecret == "" {
+			v.add(p+".options.client_secret", "is required (back-channel code exchange)")
+		}
+		if !slices.Contains(strings.Fields(o.Scope), "openid") {
+			v.add(p+".options.scope", "%q must include openid", o.Scope)
+		}
+		if o.Type != "back_channel" {
+			v.add(p+".options.type", "%q is not supported (only back_channel)", o.Type)
+		}
+		if o.DPoPSigningAlg != "" && !slices.Contains(connectionDPoPAlgs, o.DPoPSigningAlg) {
+			v.add(p+".options.dpop_signing_alg", "%q is not supported (use ES256, Ed25519, RS256 or PS256)", o.DPoPSigningAlg)
+		}
+		for k := range o.UpstreamParams {
+			if slices.Contains(reservedUpstreamParams, k) {
+				v.add(p+".options.upstream_params."+k, "is set by the broker and cannot be overridden")
+			}
+		}
+	}
+}
+
+// reservedUpstreamParams are authorization parameters the broker owns.
+var reservedUpstreamParams = []string{
+	"response_type", "client_id", "redirect_uri", "state", "nonce", "code_challenge",
+	"code_challenge_method", "scope", "dpop_jkt",
+}
+
+// dpopKeyFor maps a connection alg to the keys.dpop entry that holds its key.
+func dpopKeyFor(alg string) (key string) {
+	switch alg {
+	case "ES256":
+		return "es256"
+	case "Ed25519":
+		return "ed25519"
+	case "RS256", "PS256":
+		return "rsa"
+	}
+	return ""
+}
+
+func (k *DPoPKeysConfig) byName(name string) KeySource {
+	switch name {
+	case "es256":
+		return k.ES256
+	case "ed25519":
+		return k.Ed25519
+	default:
+		return k.RSA
+	}
+}
+
+// validateKeys checks that every needed key is configured and loads.
+func (c *Config) validateKeys(v *validator) {
+	s := c.Keys.Signing
+	switch s.Alg {
+	case "RS256", "ES256":
+		if !s.given() {
+			v.add("keys.signing", "a private key is required (private_key_file or private_key_env)")
+		} else if _, err := loadKey(s.KeySource, s.Alg); err != nil {
+			v.add(keySourceKey("keys.signing", s.KeySource), "%v", err)
+		}
+	default:
+		v.add("keys.signing.alg", "%q is not supported (use RS256 or ES256)", s.Alg)
+	}
+	done := map[string]bool{}
+	for i, cc := range c.Connections {
+		alg := cc.Options.DPoPSigningAlg
+		name := dpopKeyFor(alg)
+		if name == "" || done[name] {
+			continue
+		}
+		done[name] = true
+		src := c.Keys.DPoP.byName(name)
+		key := "keys.dpop." + name
+		if !src.given() {
+			v.add(key, "a private key is required because connections[%d] (%s) uses dpop_signing_alg %s", i, cc.Name, alg)
+			continue
+		}
+		if _, err := loadKey(src, alg); err != nil {
+			v.add(keySourceKey(key, src), "%v", err)
+		}
+	}
+}
+
+// keySourceKey names the sub-key a KeySource was read from.
+func keySourceKey(prefix string, s KeySource) string {
+	if s.PrivateKeyFile != "" && s.PrivateKeyEnv != "" {
+		return prefix
+	}
+	if s.PrivateKeyFile != "" {
+		return prefix + ".private_key_file"
+	}
+	return prefix + ".private_key_env"
+}

@@ -1,0 +1,52 @@
+package broker
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// discoveryDocument is the broker's OpenID provider metadata.
+func (s *Server) discoveryDocument() map[string]any {
+	return map[string]any{
+		"issuer":                                s.issuer,
+		"authorization_endpoint":                s.base + "/authorize",
+		"token_endpoint":                        s.base + "/oauth/token",
+		"userinfo_endpoint":                     s.base + "/userinfo",
+		"jwks_uri":                              s.base + "/.well-known/jwks.json",
+		"end_session_endpoint":                  s.base + "/v2/logout",
+		"response_types_supported":              []string{"code"},
+		"response_modes_supported":              []string{"query"},
+		"grant_types_supported":                 []string{"authorization_code"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{string(s.keys.SigningAlg)},
+		"code_challenge_methods_supported":      []string{"S256"},
+		"token_endpoint_auth_methods_supported": []string{AuthSecretBasic, AuthSecretPost, AuthNone},
+		"scopes_supported":                      []string{"openid", "profile", "email"},
+		"claims_supported": append([]string{"sub", "iss", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"},
+			append(append([]string{}, profileClaims...), emailClaims...)...),
+		"authorization_response_iss_parameter_supported": true,
+		"dpop_signing_alg_values_supported":              []string{"ES256", "EdDSA", "RS256", "PS256"},
+	}
+}
+
+func (s *Server) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeCachedJSON(w, s.discoveryDocument())
+}
+
+func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	writeCachedJSON(w, s.keys.JWKS())
+}
+
+// writeCachedJSON writes public metadata that clients may cache for a few minutes.
+func writeCachedJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(b)
+}

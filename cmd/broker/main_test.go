@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/dpop"
+	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+)
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestConfigValidateCommand(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte(`
+issuer: "http://127.0.0.1:8080/"
+clients:
+  - client_id: a
+    client_secret: s
+    redirect_uris: ["http://127.0.0.1:8082/callback"]
+    connections: [c]
+connections:
+  - name: c
+    strategy: oidc
+    options: { issuer: "https://idp.example.com", client_id: b, client_secret: s, dpop_signing_alg: ES512 }
+`), 0o600)
+	code, out, _ := runCmd(t, "config", "validate", bad)
+	if code != 1 || !strings.Contains(out, `connections[0].options.dpop_signing_alg: "ES512" is not supported (use ES256, Ed25519, RS256 or PS256)`) ||
+		!strings.Contains(out, "keys.signing: a private key is required") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+
+	key, _ := dpop.GenerateKey("RS256")
+	pem, _ := dpop.MarshalPrivateKeyPEM(key)
+	kf := filepath.Join(dir, "signing.pem")
+	_ = os.WriteFile(kf, pem, 0o600)
+	good := filepath.Join(dir, "good.yaml")
+	_ = os.WriteFile(good, []byte(`
+issuer: "http://127.0.0.1:8080/"
+keys: { signing: { private_key_file: "`+kf+`" } }
+clients:
+  - { client_id: a, client_secret: s, redirect_uris: ["http://127.0.0.1:8082/callback"], connections: [c] }
+connections:
+  - { name: c, strategy: oidc, options: { issuer: "https://idp.example.com", client_id: b, client_secret: s } }
+`), 0o600)
+	if code, out, _ := runCmd(t, "config", "validate", good); code != 0 || out != "config OK\n" {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
+
+func TestKeysGenerateCommand(t *testing.T) {
+	for _, alg := range []string{"ES256", "Ed25519", "RS256", "PS256"} {
+		code, out, errOut := runCmd(t, "keys", "generate", "--alg", alg)
+		if code != 0 || !strings.HasPrefix(out, "-----BEGIN PRIVATE KEY-----") || !strings.Contains(errOut, "thumbprint: ") {
+			t.Fatalf("%s: exit %d %q %q", alg, code, out, errOut)
+		}
+		k, err := dpop.ParsePrivateKeyPEM([]byte(out))
+		if err != nil || !dpop.KeyAlgFits(k, alg) {
+			t.Fatalf("%s: generated key unusable: %v", alg, err)
+		}
+	}
+	if code, _, _ := runCmd(t, "keys", "generate", "--alg", "HS256"); code != 2 {
+		t.Fatalf("HS256 accepted")
+	}
+}
+
+func TestDiscoveryCheckCommand(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts upstreamtest.Options
+		args []string
+		code int
+		want string
+	}{
+		{"MD-4 alg offered", upstreamtest.Options{DPoPAlgs: []string{"ES256", "RS256"}}, nil, 0, "DPoP ES256: OK"},
+		{"MD-4 no DPoP", upstreamtest.Options{}, nil, 1, "dpop_not_supported: "},
+		{"MD-4 alg not offered", upstreamtest.Options{DPoPAlgs: []string{"RS256"}}, []string{"--alg", "ES256"}, 1, "dpop_alg_mismatch: "},
+		{"Ed25519 via EdDSA", upstreamtest.Options{DPoPAlgs: []string{"EdDSA"}}, []string{"--alg", "Ed25519"}, 0, "proofs labelled EdDSA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := upstreamtest.Start(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			code, out, _ := runCmd(t, append([]string{"discovery", "check", p.URL}, tc.args...)...)
+			if code != tc.code || !strings.Contains(out, tc.want) || !strings.Contains(out, "token_endpoint: "+p.URL+"/token") {
+				t.Fatalf("exit %d:\n%s", code, out)
+			}
+		})
+	}
+	if code, _, errOut := runCmd(t, "discovery", "check", "http://127.0.0.1:1"); code != 2 || !strings.Contains(errOut, "discovery_failed") {
+		t.Fatalf("unreachable: exit %d %s", code, errOut)
+	}
+}
+
+// TestDemoLogin clicks through the demo like a person: app → broker → interactive upstream
+// (Sign in) → broker → app, which must show the user and the s event with DPoP facts.
+func TestDemoLogin(t *testing.T) {
+	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveAll(ctx, d.servers...) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveAll: %v", err)
+		}
+	}()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	body := fetch(t, c, http.MethodGet, d.appURL+"/", nil)
+	if !strings.Contains(body, `<a class="button" id="login" href="/login">Log in</a>`) {
+		t.Fatalf("home page: %s", body)
+	}
+	body = fetch(t, c, http.MethodGet, d.appURL+"/login", nil)
+	m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("upstream sign-in page: %s", body)
+	}
+	body = fetch(t, c, http.MethodPost, d.idpURL+"/authorize/approve", url.Values{"request": {m[1]}})
+	for _, want := range []string{"<title>Logged in</title>", `<h1 id="user">Hello, Alice Example</h1>`, `<pre id="claims">`,
+		`&#34;dpop_signing_alg&#34;: &#34;ES256&#34;`, `&#34;dpop_returned_from_upstream&#34;: true`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("logged-in page lacks %s:\n%s", want, body)
+		}
+	}
+}
+
+func fetch(t *testing.T, c *http.Client, method, u string, form url.Values) string {
+	t.Helper()
+	var resp *http.Response
+	var err error
+	if method == http.MethodPost {
+		resp, err = c.PostForm(u, form)
+	} else {
+		resp, err = c.Get(u)
+	}
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %d at %s\n%s", method, u, resp.StatusCode, resp.Request.URL, b)
+	}
+	return string(b)
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+
+	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/logs"
+)
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("BROKER_CONFIG"), "configuration file (default $BROKER_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "broker serve: --config FILE (or BROKER_CONFIG) is required")
+		return 2
+	}
+	cfg, problems, err := loadAndValidate(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "broker serve: %v\n", err)
+		return 1
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(stderr, "broker serve: invalid configuration %s:\n", *path)
+		for _, p := range problems {
+			fmt.Fprintln(stderr, p.Error())
+		}
+		return 1
+	}
+	logger := slog.New(slog.NewJSONHandler(stdout, nil))
+	store, err := broker.OpenStore(cfg)
+	if err != nil {
+		logger.Error("store", "err", err)
+		return 1
+	}
+	defer store.Close()
+	host, _ := os.Hostname()
+	events := &logs.Writer{Logger: logger, Store: store, MaxLen: cfg.Logs.MaxEvents, Hostname: host}
+	srv, err := broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger})
+	if err != nil {
+		logger.Error("startup failed", "err", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		logger.Error("listen failed", "addr", cfg.Listen, "err", err)
+		return 1
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "issuer", cfg.Issuer, "store", cfg.Store.Type,
+		"connections", len(cfg.Connections), "clients", len(cfg.Clients))
+	if err := serveAll(ctx, serverListener{newHTTPServer(srv.Handler()), ln}); err != nil {
+		logger.Error("server failed", "err", err)
+		return 1
+	}
+	logger.Info("stopped")
+	return 0
+}
+
+// loadAndValidate loads a configuration file and returns every problem (load and
+// validation) by key; err is set only when the file cannot be read or parsed.
+func loadAndValidate(path string) (*broker.Config, []broker.FieldError, error) {
+	cfg, err := broker.Load(path)
+	var problems []broker.FieldError
+	var fe broker.FieldErrors
+	switch {
+	case errors.As(err, &fe):
+		problems = append(problems, fe...)
+	case err != nil:
+		return nil, nil, err
+	}
+	problems = append(problems, cfg.Validate()...)
+	return cfg, problems, nil
+}
