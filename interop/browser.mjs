@@ -1,0 +1,99 @@
+// browser.mjs: drive the demo's login in a real headless Chromium (playwright-core, no bundled browser).
+//
+// Usage: node browser.mjs --url http://127.0.0.1:8082/ --screenshot /tmp/demo.png
+//          [--chromium /usr/bin/chromium] [--timeout-ms 30000]
+//          [--login #login] [--signin #signin] [--user #user] [--event #event]
+//
+// Opens the sample app, clicks the login control, clicks "Sign in" on the upstream IdP's page,
+// waits for the sample app to show the logged-in user, then prints one JSON line
+// {user, eventText, url, title} and writes a screenshot. Exits 1 with a clear message on failure.
+import { parseArgs } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+const { values: args } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    screenshot: { type: 'string', default: '' },
+    chromium: { type: 'string', default: process.env.CHROMIUM_PATH || '/usr/bin/chromium' },
+    'timeout-ms': { type: 'string', default: '30000' },
+    login: { type: 'string', default: '#login' },
+    signin: { type: 'string', default: '#signin' },
+    user: { type: 'string', default: '#user' },
+    event: { type: 'string', default: '#event' },
+  },
+});
+
+function fail(message) {
+  console.error(`browser: ${message}`);
+  process.exit(1);
+}
+
+if (!args.url) fail('--url is required (the "Open http://... in your browser" URL printed by `broker demo`)');
+const appOrigin = new URL(args.url).origin;
+const budget = Number(args['timeout-ms']);
+const deadline = Date.now() + budget;
+const left = () => Math.max(1000, deadline - Date.now());
+
+// Hard stop: whatever hangs, the process ends within the budget (plus a little for cleanup).
+const killer = setTimeout(() => fail(`timed out after ${budget} ms (step: ${step})`), budget + 5000);
+killer.unref();
+
+let step = 'launch chromium';
+let browser;
+let page;
+try {
+  browser = await chromium.launch({
+    executablePath: args.chromium,
+    headless: true,
+    timeout: left(),
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+  page = await browser.newPage();
+  page.setDefaultTimeout(15000);
+
+  step = `open ${args.url}`;
+  await page.goto(args.url, { timeout: left(), waitUntil: 'load' });
+
+  step = `click ${args.login} on the sample app`;
+  await page.locator(args.login).first().click({ timeout: left() });
+
+  step = `click ${args.signin} on the upstream IdP page`;
+  await page.locator(args.signin).first().click({ timeout: left() });
+
+  step = `wait for the sample app (${appOrigin}) to show ${args.user}`;
+  await page.waitForURL((u) => u.origin === appOrigin, { timeout: left(), waitUntil: 'load' });
+  const userLocator = page.locator(args.user).first();
+  await userLocator.waitFor({ state: 'visible', timeout: left() });
+  const user = (await userLocator.innerText({ timeout: left() })).trim();
+
+  step = `read ${args.event}`;
+  let eventText = '';
+  const eventLocator = page.locator(args.event).first();
+  if (await eventLocator.count() > 0) {
+    eventText = (await eventLocator.innerText({ timeout: left() })).trim();
+  } else {
+    eventText = (await page.locator('body').innerText({ timeout: left() })).trim();
+  }
+
+  if (args.screenshot) {
+    step = `screenshot to ${args.screenshot}`;
+    await page.screenshot({ path: args.screenshot, fullPage: true, timeout: left() });
+  }
+  console.log(JSON.stringify({ user, eventText, url: page.url(), title: await page.title() }));
+  await browser.close();
+  process.exit(0);
+} catch (err) {
+  let where = '';
+  try {
+    if (page) {
+      where = ` (page ${page.url()})`;
+      if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true, timeout: 3000 });
+      const body = (await page.locator('body').innerText({ timeout: 2000 })).trim().slice(0, 1500);
+      where += `\npage text:\n${body}`;
+    }
+  } catch { /* best effort */ }
+  try { await browser?.close(); } catch { /* ignore */ }
+  fail(`failed to ${step}: ${err?.message?.split('\n')[0]}${where}`);
+}

@@ -1,0 +1,469 @@
+// Package interop logs in through the real broker binary against real third-party peers from npm:
+// oidc-provider as the upstream IdP, openid-client as the downstream app, Chromium for the demo.
+package interop
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	readyTimeout   = 20 * time.Second // node peers and the broker must be listening by then
+	flowTimeout    = 30 * time.Second // one whole login through the HTTP "browser"
+	eventTimeout   = 10 * time.Second // login event visible on the broker's stdout
+	commandTimeout = 30 * time.Second // one CLI call (keys generate, discovery check)
+	pollInterval   = 25 * time.Millisecond
+	npmHint        = "run `npm ci --prefix interop` first"
+	chromiumPath   = "/usr/bin/chromium"
+	stderrPrefix   = "[stderr] "
+)
+
+var (
+	repoRoot       string // the module root (where go.mod lives)
+	interopDir     string // this directory (node scripts, node_modules)
+	brokerBin      string // built once by TestMain
+	brokerBuildErr error
+	skipReason     string // set when the npm peers are missing and INTEROP_REQUIRED is not 1
+	required       = os.Getenv("INTEROP_REQUIRED") == "1"
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	wd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "interop: getwd:", err)
+		return 1
+	}
+	interopDir = wd
+	repoRoot = findRepoRoot(wd)
+
+	if reason := missingPeers(); reason != "" {
+		if required {
+			fmt.Fprintf(os.Stderr, "interop: %s: %s (INTEROP_REQUIRED=1)\n", reason, npmHint)
+			return 1
+		}
+		skipReason = reason + ": " + npmHint
+		return m.Run()
+	}
+
+	if bin := os.Getenv("INTEROP_BROKER_BIN"); bin != "" { // a prebuilt binary (e.g. from make build)
+		if brokerBin, err = filepath.Abs(bin); err != nil {
+			brokerBuildErr = fmt.Errorf("INTEROP_BROKER_BIN: %w", err)
+		}
+		return m.Run()
+	}
+	tmp, err := os.MkdirTemp("", "dpop-broker-interop-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "interop: temp dir:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	brokerBin = filepath.Join(tmp, "broker")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", brokerBin, "./cmd/broker")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		brokerBuildErr = fmt.Errorf("go build ./cmd/broker in %s: %w\n%s", repoRoot, err, out)
+	}
+	return m.Run()
+}
+
+// findRepoRoot asks `go env GOMOD` and falls back to the parent directory.
+func findRepoRoot(wd string) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if gomod := strings.TrimSpace(string(out)); err == nil && gomod != "" && gomod != os.DevNull {
+		return filepath.Dir(gomod)
+	}
+	return filepath.Dir(wd)
+}
+
+// missingPeers names what is missing to run node peers, or "".
+func missingPeers() string {
+	if _, err := exec.LookPath("node"); err != nil {
+		return "node is not on PATH"
+	}
+	for _, pkg := range []string{"oidc-provider", "openid-client", "playwright-core"} {
+		if _, err := os.Stat(filepath.Join(interopDir, "node_modules", pkg, "package.json")); err != nil {
+			return fmt.Sprintf("interop/node_modules/%s is missing", pkg)
+		}
+	}
+	return ""
+}
+
+// needPeers skips (or fails under INTEROP_REQUIRED=1) when the npm peers are not installed, and
+// fails when the broker binary did not build.
+func needPeers(t *testing.T) {
+	t.Helper()
+	needNode(t)
+	if brokerBuildErr != nil {
+		t.Fatal(brokerBuildErr)
+	}
+}
+
+// needNode skips when the npm peers are not installed (see TestMain).
+func needNode(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+// freePort reserves a loopback TCP port: it stays bound (so the node peers' own ephemeral
+// binds cannot take it) until release is called right before the real server binds it.
+func freePort(t *testing.T) (port int, release func()) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { l.Close() }) }
+	t.Cleanup(release)
+	return l.Addr().(*net.TCPAddr).Port, release
+}
+
+// randomHex returns n random bytes, hex encoded (test secrets; never committed).
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatalf("random: %v", err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// output collects a child process's stdout and stderr line by line.
+type output struct {
+	mu     sync.Mutex
+	lines  []string
+	onLine func(line string) // called for every complete stdout line (under no lock)
+}
+
+func (o *output) add(line string) {
+	o.mu.Lock()
+	o.lines = append(o.lines, line)
+	o.mu.Unlock()
+}
+
+// Lines returns a copy of the lines seen so far.
+func (o *output) Lines() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.lines...)
+}
+
+func (o *output) String() string { return strings.Join(o.Lines(), "\n") }
+
+// lineWriter splits one stream into lines for output.
+type lineWriter struct {
+	out     *output
+	prefix  string
+	partial []byte
+	stdout  bool
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(w.partial[:i])
+		w.partial = w.partial[i+1:]
+		w.out.add(w.prefix + line)
+		if w.stdout && w.out.onLine != nil {
+			w.out.onLine(line)
+		}
+	}
+	return len(p), nil
+}
+
+// proc is a child process killed at test cleanup; its output is logged when the test failed.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	out    *output
+	exited chan struct{}
+	err    error // valid after exited is closed
+}
+
+// start runs cmd, logging its output on failure and killing it at cleanup.
+func start(t *testing.T, name string, cmd *exec.Cmd, onLine func(string)) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: cmd, out: &output{onLine: onLine}, exited: make(chan struct{})}
+	cmd.Stdout = &lineWriter{out: p.out, stdout: true}
+	cmd.Stderr = &lineWriter{out: p.out, prefix: stderrPrefix}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-p.exited
+			}
+		}
+		if t.Failed() {
+			t.Logf("---- %s output ----\n%s\n---- end %s ----", name, p.out, name)
+		}
+	})
+	return p
+}
+
+// startNode runs `node script args...` from interop/ and waits for its "READY <url>" line.
+func startNode(t *testing.T, script string, args ...string) (*proc, string) {
+	t.Helper()
+	ready := make(chan string, 1)
+	var once sync.Once
+	cmd := exec.Command("node", append([]string{script}, args...)...)
+	cmd.Dir = interopDir
+	p := start(t, script, cmd, func(line string) {
+		if u, ok := strings.CutPrefix(line, "READY "); ok {
+			once.Do(func() { ready <- strings.TrimSpace(u) })
+		}
+	})
+	select {
+	case u := <-ready:
+		return p, u
+	case <-p.exited:
+		t.Fatalf("%s exited before READY: %v\n%s", script, p.err, p.out)
+	case <-time.After(readyTimeout):
+		t.Fatalf("%s not READY within %v\n%s", script, readyTimeout, p.out)
+	}
+	return nil, ""
+}
+
+// brokerProc is a running `broker serve` (or `broker demo`).
+type brokerProc struct {
+	*proc
+	URL string // http://127.0.0.1:PORT (no trailing slash)
+}
+
+// startBroker writes configYAML to a temp file and runs `broker serve --config FILE` with the
+// extra environment, waiting until /healthz answers 200.
+func startBroker(t *testing.T, port int, configYAML string, env map[string]string) *brokerProc {
+	t.Helper()
+	cfgFile := filepath.Join(t.TempDir(), "broker.yaml")
+	if err := os.WriteFile(cfgFile, []byte(configYAML), 0o600); err != nil {
+		t.Fatalf("write config: %v", err)
+	}
+	cmd := exec.Command(brokerBin, "serve", "--config", cfgFile)
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := start(t, "broker serve", cmd, nil)
+	b := &brokerProc{proc: p, URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	deadline := time.Now().Add(readyTimeout)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := hc.Get(b.URL + "/healthz")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return b
+			}
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("broker exited before /healthz answered: %v\nconfig:\n%s\n%s", p.err, configYAML, p.out)
+		case <-time.After(pollInterval):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker /healthz not 200 within %v (last error %v)\n%s", readyTimeout, err, p.out)
+		}
+	}
+}
+
+// loginEvent is one msg "login_event" line of the broker's stdout.
+type loginEvent struct {
+	Type    string
+	Details map[string]any
+	Raw     map[string]any
+}
+
+// parseLoginEvent reads a slog JSON line; the event may be flattened or nested under "event".
+func parseLoginEvent(line string) (loginEvent, bool) {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil || m["msg"] != "login_event" {
+		return loginEvent{}, false
+	}
+	ev := m
+	for _, k := range []string{"event", "log", "login_event"} {
+		if nested, ok := m[k].(map[string]any); ok {
+			ev = nested
+			break
+		}
+	}
+	typ, _ := ev["type"].(string)
+	details, _ := ev["details"].(map[string]any)
+	if details == nil {
+		details = map[string]any{}
+	}
+	return loginEvent{Type: typ, Details: details, Raw: ev}, true
+}
+
+// Events returns the login events written so far.
+func (p *proc) Events() []loginEvent {
+	var evs []loginEvent
+	for _, line := range p.out.Lines() {
+		// serve logs to stdout; demo may log to stderr (its stdout carries the "Open ..." line).
+		if ev, ok := parseLoginEvent(strings.TrimPrefix(line, stderrPrefix)); ok {
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+// waitEvent waits (bounded) for the n-th login event (1-based) and returns it.
+func (p *proc) waitEvent(t *testing.T, n int) loginEvent {
+	t.Helper()
+	deadline := time.Now().Add(eventTimeout)
+	for {
+		if evs := p.Events(); len(evs) >= n {
+			return evs[n-1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no login_event #%d on the broker's stdout within %v", n, eventTimeout)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// browserClient is an HTTP "browser": cookie jar, follows redirects (bounded).
+func browserClient(t *testing.T) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatalf("cookie jar: %v", err)
+	}
+	return &http.Client{
+		Jar:     jar,
+		Timeout: flowTimeout,
+		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+			if len(via) >= 20 {
+				return errors.New("stopped after 20 redirects")
+			}
+			return nil
+		},
+	}
+}
+
+// getJSON GETs url with c and decodes a JSON object body (nil when the body is not JSON).
+func getJSON(t *testing.T, c *http.Client, url string) (int, map[string]any, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatalf("read %s: %v", url, err)
+	}
+	var m map[string]any
+	if json.Unmarshal(body, &m) != nil {
+		m = nil
+	}
+	return resp.StatusCode, m, fmt.Sprintf("%s (final URL %s)", body, resp.Request.URL.Redacted())
+}
+
+// runBroker runs a broker CLI command and returns its exit code, stdout and stderr.
+func runBroker(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, brokerBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stdout.String(), stderr.String()
+	case errors.As(err, &exitErr):
+		return exitErr.ExitCode(), stdout.String(), stderr.String()
+	default:
+		t.Fatalf("broker %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		return -1, "", ""
+	}
+}
+
+var (
+	keyMu    sync.Mutex
+	keyCache = map[string]string{}
+)
+
+// generateKey returns a PEM private key from `broker keys generate --alg alg`, once per alg per run.
+func generateKey(t *testing.T, alg string) string {
+	t.Helper()
+	keyMu.Lock()
+	defer keyMu.Unlock()
+	if pem, ok := keyCache[alg]; ok {
+		return pem
+	}
+	code, stdout, stderr := runBroker(t, "keys", "generate", "--alg", alg)
+	if code != 0 || !strings.Contains(stdout, "-----BEGIN PRIVATE KEY-----") {
+		t.Fatalf("broker keys generate --alg %s: exit %d, no PKCS#8 PEM on stdout\nstderr: %s", alg, code, stderr)
+	}
+	keyCache[alg] = stdout
+	return stdout
+}
+
+// upstreamStats reads oidc-provider's GET /__stats.
+type upstreamStats struct {
+	TokenRequests         int      `json:"token_requests"`
+	NonceChallenges       int      `json:"nonce_challenges"`
+	DPoPProofs            int      `json:"dpop_proofs"`
+	NonceProofs           int      `json:"nonce_proofs"`
+	TokenTypes            []string `json:"token_types"`
+	AuthorizationRequests int      `json:"authorization_requests"`
+	UserinfoRequests      int      `json:"userinfo_requests"`
+}
+
+func getStats(t *testing.T, upstreamURL string) upstreamStats {
+	t.Helper()
+	resp, err := http.Get(upstreamURL + "/__stats")
+	if err != nil {
+		t.Fatalf("upstream stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var s upstreamStats
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatalf("upstream stats: decode: %v", err)
+	}
+	return s
+}
+
+var openLine = regexp.MustCompile(`Open (http://\S+) in your browser`)

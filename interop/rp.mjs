@@ -1,0 +1,171 @@
+// rp.mjs: a downstream app (relying party) built on openid-client v6, logging in through the broker.
+//
+// Usage: node rp.mjs --port 0 --issuer http://127.0.0.1:8080/ --client-id app --client-secret S [--dpop [--dpop-alg ES256]]
+//
+// Prints "READY http://127.0.0.1:PORT" once listening. Discovery runs lazily on the first /login, so
+// the app may start before the broker. GET /login redirects to the broker (PKCE S256, state, nonce);
+// GET /callback runs authorizationCodeGrant (state, PKCE, nonce, iss and ID-token checks by the
+// library) then fetchUserInfo, and answers JSON {claims, userinfo, token_type, id_token_alg}.
+// An OAuth error or a failed check answers 400/502 JSON {error, error_description, stage}.
+// The redirect URI is http://127.0.0.1:PORT/callback. Never prints a token or code.
+import * as crypto from 'node:crypto';
+import { createServer } from 'node:http';
+import { parseArgs } from 'node:util';
+
+import * as client from 'openid-client';
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: 'string', default: '0' },
+    host: { type: 'string', default: '127.0.0.1' },
+    issuer: { type: 'string' },
+    'client-id': { type: 'string', default: 'interop-app' },
+    'client-secret': { type: 'string', default: '' },
+    scope: { type: 'string', default: 'openid profile email' },
+    connection: { type: 'string', default: '' },
+    dpop: { type: 'boolean', default: false },
+    'dpop-alg': { type: 'string', default: 'ES256' },
+  },
+});
+if (!args.issuer) {
+  console.error('rp: --issuer is required (the broker issuer, exactly as configured)');
+  process.exit(2);
+}
+
+const log = (msg, attrs = {}) => console.log(JSON.stringify({ time: new Date().toISOString(), msg, ...attrs }));
+
+let config; // openid-client Configuration, discovered on first use
+async function getConfig() {
+  if (!config) {
+    const auth = args['client-secret'] ? client.ClientSecretBasic(args['client-secret']) : client.None();
+    config = await client.discovery(
+      new URL(args.issuer),
+      args['client-id'],
+      args['client-secret'] ? { client_secret: args['client-secret'] } : undefined,
+      auth,
+      { execute: [client.allowInsecureRequests], timeout: 10 },
+    );
+    log('discovered', { issuer: config.serverMetadata().issuer });
+  }
+  return config;
+}
+
+const pending = new Map(); // rp_tx cookie -> {state, nonce, verifier}
+const MAX_PENDING = 1000;
+
+function cookie(req, name) {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return v.join('=');
+  }
+  return undefined;
+}
+
+function json(res, status, body) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+let redirectUri;
+
+async function login(req, res) {
+  const cfg = await getConfig();
+  const verifier = client.randomPKCECodeVerifier();
+  const tx = { state: client.randomState(), nonce: client.randomNonce(), verifier };
+  const params = {
+    redirect_uri: redirectUri,
+    scope: args.scope,
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state: tx.state,
+    nonce: tx.nonce,
+  };
+  if (args.connection) params.connection = args.connection;
+  const id = crypto.randomBytes(16).toString('base64url');
+  if (pending.size >= MAX_PENDING) pending.delete(pending.keys().next().value);
+  pending.set(id, tx);
+  res.writeHead(302, {
+    location: client.buildAuthorizationUrl(cfg, params).href,
+    'set-cookie': `rp_tx=${id}; Path=/; HttpOnly; SameSite=Lax`,
+    'cache-control': 'no-store',
+  });
+  res.end();
+}
+
+async function callback(req, res, currentUrl) {
+  const cfg = await getConfig();
+  const id = cookie(req, 'rp_tx');
+  const tx = id && pending.get(id);
+  if (!tx) {
+    json(res, 400, { error: 'rp_no_transaction', error_description: 'no rp_tx cookie or unknown transaction', stage: 'callback' });
+    return;
+  }
+  pending.delete(id);
+
+  let dpopHandle;
+  if (args.dpop) {
+    const keyPair = await client.randomDPoPKeyPair(args['dpop-alg']);
+    dpopHandle = client.getDPoPHandle(cfg, keyPair);
+  }
+
+  let tokens;
+  try {
+    tokens = await client.authorizationCodeGrant(cfg, currentUrl, {
+      pkceCodeVerifier: tx.verifier,
+      expectedState: tx.state,
+      expectedNonce: tx.nonce,
+      idTokenExpected: true,
+    }, undefined, dpopHandle ? { DPoP: dpopHandle } : undefined);
+  } catch (err) {
+    const status = err instanceof client.AuthorizationResponseError ? 400 : 502;
+    log('callback_error', { stage: 'authorization_code_grant', name: err?.name, code: err?.code, error: err?.error, message: err?.message });
+    json(res, status, {
+      error: err?.error ?? err?.code ?? 'rp_error',
+      error_description: err?.error_description ?? err?.message,
+      stage: 'authorization_code_grant',
+    });
+    return;
+  }
+
+  const claims = tokens.claims();
+  let userinfo;
+  try {
+    // Present the access token the way it was issued: DPoP scheme + proof only for a DPoP token.
+    const bound = dpopHandle && tokens.token_type === 'dpop';
+    userinfo = await client.fetchUserInfo(cfg, tokens.access_token, claims.sub, bound ? { DPoP: dpopHandle } : undefined);
+  } catch (err) {
+    log('callback_error', { stage: 'userinfo', name: err?.name, code: err?.code, error: err?.error, message: err?.message });
+    json(res, 502, { error: err?.error ?? err?.code ?? 'rp_error', error_description: err?.message, stage: 'userinfo', claims, token_type: tokens.token_type });
+    return;
+  }
+  const idTokenAlg = JSON.parse(Buffer.from(tokens.id_token.split('.')[0], 'base64url').toString('utf8')).alg;
+  log('logged_in', { sub: claims.sub, token_type: tokens.token_type, id_token_alg: idTokenAlg });
+  json(res, 200, { claims, userinfo, token_type: tokens.token_type, id_token_alg: idTokenAlg, dpop: args.dpop });
+}
+
+const server = createServer((req, res) => {
+  const base = `http://${req.headers.host}`;
+  const url = new URL(req.url, base);
+  let handler;
+  if (req.method === 'GET' && url.pathname === '/login') handler = login(req, res);
+  else if (req.method === 'GET' && url.pathname === '/callback') handler = callback(req, res, url);
+  else if (req.method === 'GET' && url.pathname === '/healthz') handler = Promise.resolve(json(res, 200, { ok: true }));
+  else handler = Promise.resolve(json(res, 404, { error: 'not_found' }));
+  handler.catch((err) => {
+    log('server_error', { path: url.pathname, message: err?.message, code: err?.code });
+    if (!res.headersSent) json(res, 502, { error: err?.code ?? 'rp_error', error_description: err?.message, stage: url.pathname });
+  });
+});
+
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(Number(args.port), args.host, resolve);
+});
+const self = `http://${args.host}:${server.address().port}`;
+redirectUri = `${self}/callback`;
+
+process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));
+
+console.log(`READY ${self}`);

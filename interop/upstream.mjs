@@ -1,0 +1,227 @@
+// upstream.mjs: a real oidc-provider (the certified OpenID provider package) as the broker's upstream IdP.
+//
+// Usage: node upstream.mjs --port 0 --mode nonce|dpop|nodpop|rsaonly|bearer \
+//          --redirect-uri http://127.0.0.1:8080/login/callback [--client-id broker] [--client-secret S]
+//
+// Prints exactly one line "READY http://127.0.0.1:PORT" once listening (the issuer, no trailing slash).
+// No manual UI: interactions complete automatically as account "alice" with consent for what was asked,
+// so a cookie-jar HTTP client that follows redirects finishes the flow. GET /__stats answers
+// {token_requests, nonce_challenges, token_types, dpop_proofs, nonce_proofs}. Each token request is
+// logged on stdout as a JSON line (presence of DPoP proof and nonce only: never a code, proof or token).
+import * as crypto from 'node:crypto';
+import { parseArgs } from 'node:util';
+
+import Provider from 'oidc-provider';
+
+const MODES = ['nonce', 'dpop', 'nodpop', 'rsaonly', 'bearer'];
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: 'string', default: '0' },
+    host: { type: 'string', default: '127.0.0.1' },
+    mode: { type: 'string', default: 'nonce' },
+    'client-id': { type: 'string', default: 'broker' },
+    'client-secret': { type: 'string', default: 'interop-upstream-secret' },
+    'redirect-uri': { type: 'string', multiple: true, default: [] },
+  },
+});
+
+if (!MODES.includes(args.mode)) {
+  console.error(`upstream: unknown --mode ${JSON.stringify(args.mode)} (use ${MODES.join(', ')})`);
+  process.exit(2);
+}
+if (args['redirect-uri'].length === 0) {
+  console.error('upstream: --redirect-uri is required (the broker\'s public_url + "/login/callback")');
+  process.exit(2);
+}
+
+const mode = args.mode;
+const log = (msg, attrs = {}) => console.log(JSON.stringify({ time: new Date().toISOString(), msg, mode, ...attrs }));
+
+// Fresh keys per run: ID-token signing key (RS256) and cookie/nonce secrets. Nothing is committed.
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
+
+const account = {
+  sub: 'alice',
+  name: 'Alice Example',
+  email: 'alice@example.com',
+  email_verified: true,
+};
+
+const dPoP = {
+  nonce: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true },
+  dpop: { enabled: true },
+  nodpop: { enabled: false },
+  rsaonly: { enabled: true },
+  bearer: { enabled: false }, // discovery is rewritten below to advertise ES256 anyway
+}[mode];
+
+const configuration = {
+  clients: [{
+    client_id: args['client-id'],
+    client_secret: args['client-secret'],
+    redirect_uris: args['redirect-uri'],
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }],
+  jwks: { keys: [signingJwk] },
+  cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+  pkce: { required: () => true }, // v9 only implements S256
+  features: {
+    devInteractions: { enabled: false }, // we complete interactions ourselves (below)
+    dPoP,
+    userinfo: { enabled: true },
+  },
+  enabledJWA: mode === 'rsaonly' ? { dPoPSigningAlgValues: ['RS256'] } : undefined,
+  claims: {
+    openid: ['sub'],
+    profile: ['name'],
+    email: ['email', 'email_verified'],
+  },
+  // Put the scope-requested claims (name, email) into the ID token too, not only into userinfo.
+  conformIdTokenClaims: false,
+  responseTypes: ['code'],
+  scopes: ['openid', 'profile', 'email'],
+  interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+  findAccount: (_ctx, sub) => (sub === account.sub
+    ? { accountId: sub, claims: () => ({ ...account }) }
+    : undefined),
+  clientBasedCORS: () => false,
+  ttl: {
+    AccessToken: 3600,
+    AuthorizationCode: 60,
+    IdToken: 3600,
+    Interaction: 600,
+    Session: 3600,
+    Grant: 3600,
+  },
+  renderError: (ctx, out) => {
+    ctx.type = 'json';
+    ctx.body = out;
+  },
+};
+if (configuration.enabledJWA === undefined) delete configuration.enabledJWA;
+
+// Bind first so the issuer carries the real port.
+const { createServer } = await import('node:http');
+const server = createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(Number(args.port), args.host, resolve);
+});
+const issuer = `http://${args.host}:${server.address().port}`;
+
+const provider = new Provider(issuer, configuration);
+
+const stats = {
+  token_requests: 0,
+  nonce_challenges: 0,
+  dpop_proofs: 0,
+  nonce_proofs: 0,
+  token_types: [],
+  authorization_requests: 0,
+  userinfo_requests: 0,
+};
+
+// proofNonce reports whether a DPoP proof carries a nonce claim (decoded without verification:
+// oidc-provider does the verification; we only count).
+function proofNonce(proof) {
+  try {
+    const payload = JSON.parse(Buffer.from(proof.split('.')[1], 'base64url').toString('utf8'));
+    return typeof payload.nonce === 'string' && payload.nonce !== '';
+  } catch {
+    return false;
+  }
+}
+
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/__stats' && ctx.method === 'GET') {
+    ctx.type = 'json';
+    ctx.body = stats;
+    return;
+  }
+
+  if (ctx.path.startsWith('/interaction/')) {
+    await interaction(ctx);
+    return;
+  }
+
+  const route = ctx.path;
+  const proof = ctx.get('DPoP');
+  await next();
+
+  if (route === '/.well-known/openid-configuration' && mode === 'bearer' && ctx.status === 200 && ctx.body) {
+    // Advertise DPoP although the feature is off: the token endpoint ignores the DPoP header and
+    // answers token_type Bearer (the "bound-vs-bearer" interop case).
+    ctx.body = { ...ctx.body, dpop_signing_alg_values_supported: ['ES256'] };
+  }
+
+  if (route === '/auth' || route.startsWith('/auth/')) {
+    stats.authorization_requests += 1;
+  }
+  if (route === '/me') {
+    stats.userinfo_requests += 1;
+    log('userinfo_request', { dpop_proof: proof !== '', status: ctx.status });
+  }
+  if (route === '/token' && ctx.method === 'POST') {
+    stats.token_requests += 1;
+    const nonceChallenge = ctx.status === 400 && ctx.body?.error === 'use_dpop_nonce';
+    if (nonceChallenge) stats.nonce_challenges += 1;
+    if (proof) stats.dpop_proofs += 1;
+    if (proof && proofNonce(proof)) stats.nonce_proofs += 1;
+    const tokenType = ctx.status === 200 ? ctx.body?.token_type : undefined;
+    if (tokenType) stats.token_types.push(tokenType);
+    log('token_request', {
+      status: ctx.status,
+      dpop_proof: Boolean(proof),
+      dpop_proof_nonce: Boolean(proof) && proofNonce(proof),
+      nonce_challenge: nonceChallenge,
+      dpop_nonce_header: Boolean(ctx.response.get('DPoP-Nonce')),
+      error: ctx.status === 200 ? undefined : ctx.body?.error,
+      error_description: ctx.status === 200 ? undefined : ctx.body?.error_description,
+      token_type: tokenType,
+    });
+  }
+});
+
+// interaction auto-completes: the login prompt as "alice", the consent prompt by granting exactly
+// what is missing (scopes and claims), then redirects back to the authorization endpoint.
+async function interaction(ctx) {
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  const { prompt, params } = details;
+  let result;
+  if (prompt.name === 'login') {
+    result = { login: { accountId: account.sub } };
+  } else if (prompt.name === 'consent') {
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: params.client_id });
+    const missing = prompt.details;
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    result = { consent: { grantId: await grant.save() } };
+  } else {
+    result = { error: 'access_denied', error_description: `unexpected prompt ${prompt.name}` };
+  }
+  log('interaction', { prompt: prompt.name });
+  const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: true });
+  ctx.status = 303;
+  ctx.redirect(returnTo);
+}
+
+provider.on('server_error', (_ctx, err) => log('server_error', { error: String(err) }));
+provider.on('grant.error', (_ctx, err) => log('grant_error', { error: err.error, error_description: err.error_description }));
+provider.on('authorization.error', (_ctx, err) => log('authorization_error', { error: err.error, error_description: err.error_description }));
+
+server.on('request', provider.callback());
+
+const shutdown = () => process.exit(0);
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+
+console.log(`READY ${issuer}`);
