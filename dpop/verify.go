@@ -2,9 +2,24 @@ package dpop
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
 	"fmt"
+	"hash"
+	"math"
+	"math/big"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
+
+	josejson "github.com/go-jose/go-jose/v4/json"
 )
 
 // Proof error codes (RFC 9449 §5, §7.1, §8).
@@ -12,6 +27,16 @@ const (
 	ErrCodeInvalidProof = "invalid_dpop_proof"
 	ErrCodeUseNonce     = "use_dpop_nonce"
 )
+
+// Limits applied to proofs before any parsing (DS-2, DS-15).
+const (
+	MaxProofSize = 8 << 10 // bytes of one DPoP header value
+	MaxJTILength = 256     // bytes of the jti claim
+	MaxRSABits   = 8192    // larger proof keys are refused (verification cost)
+)
+
+// DefaultAlgs are the proof algorithms a Verifier accepts when Algs is empty.
+var DefaultAlgs = []string{"ES256", "ES384", "ES512", AlgEdDSA, AlgEd25519, AlgRS256, AlgPS256}
 
 // ProofError is a rejected proof: Code is invalid_dpop_proof or use_dpop_nonce, Check names the
 // spec item that failed (e.g. "DS-4"), Description is safe to send to the client.
@@ -25,33 +50,25 @@ func (e *ProofError) Error() string {
 	return fmt.Sprintf("dpop: %s (%s): %s", e.Code, e.Check, e.Description)
 }
 
+// descKeyMismatch is the description of a DS-12 key-binding failure.
+const descKeyMismatch = "proof key does not match the bound key"
+
+// KeyMismatch reports whether the proof was refused because its key is not the one the token
+// or code is bound to (DS-12, DS-20, DS-21); a resource server answers invalid_token for it.
+func (e *ProofError) KeyMismatch() bool {
+	return e != nil && e.Check == "DS-12" && e.Description == descKeyMismatch
+}
+
+func invalid(check, desc string) *ProofError {
+	return &ProofError{Code: ErrCodeInvalidProof, Check: check, Description: desc}
+}
+
 // ReplayCache remembers proof identifiers for the acceptance window. Claim returns true the first
 // time key is claimed and false for every later claim within ttl (DS-15). It must be shared by
 // all replicas (the broker backs it with the store: SET NX PX).
 type ReplayCache interface {
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
-
-// NewMemoryReplayCache returns a bounded in-process ReplayCache for a single process.
-func NewMemoryReplayCache(maxEntries int) ReplayCache { panic("not implemented") }
-
-// NonceSource issues and checks server nonces (DS-10, DS-16) without shared state: a nonce is
-// the current time step MACed with a secret all replicas share, so any replica can check it.
-// Nonces rotate every Period; the current and the previous step are accepted.
-type NonceSource struct {
-	// unexported
-}
-
-// NewNonceSource returns a source for secret (≥ 32 bytes) rotating every period.
-func NewNonceSource(secret []byte, period time.Duration, now func() time.Time) (*NonceSource, error) {
-	panic("not implemented")
-}
-
-// Nonce returns the current nonce.
-func (n *NonceSource) Nonce() string { panic("not implemented") }
-
-// Valid reports whether nonce is the current or the previous step's nonce.
-func (n *NonceSource) Valid(nonce string) bool { panic("not implemented") }
 
 // Verifier checks proofs at an authorization server or resource server (RFC 9449 §4.3, DS-1…DS-16).
 type Verifier struct {
@@ -81,12 +98,358 @@ type Result struct {
 	Nonce string
 }
 
+// AllowedAlgs returns the algorithms the verifier accepts, in configuration order, restricted
+// to the asymmetric ones it can verify (the value for algs="…" and
+// dpop_signing_alg_values_supported).
+func (v *Verifier) AllowedAlgs() []string {
+	src := v.Algs
+	if len(src) == 0 {
+		src = DefaultAlgs
+	}
+	out := make([]string, 0, len(src))
+	for _, a := range src {
+		if _, ok := algSpecs[a]; ok && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (v *Verifier) allows(alg string) bool {
+	if _, ok := algSpecs[alg]; !ok {
+		return false // none, HS*, unknown: never, whatever Algs says (DS-5)
+	}
+	if len(v.Algs) == 0 {
+		return slices.Contains(DefaultAlgs, alg)
+	}
+	return slices.Contains(v.Algs, alg)
+}
+
+func (v *Verifier) window() (maxAge, maxFuture time.Duration) {
+	maxAge, maxFuture = v.MaxAge, v.MaxFuture
+	if maxAge <= 0 {
+		maxAge = 300 * time.Second
+	}
+	if maxFuture <= 0 {
+		maxFuture = 30 * time.Second
+	}
+	return maxAge, maxFuture
+}
+
+func (v *Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+// keyKind is the JWK family an algorithm needs.
+type keyKind int
+
+const (
+	kindEC keyKind = iota
+	kindRSA
+	kindRSAPSS
+	kindEd25519
+)
+
+type algSpec struct {
+	kind  keyKind
+	hash  crypto.Hash    // 0 for Ed25519
+	curve elliptic.Curve // EC only
+}
+
+// algSpecs lists the asymmetric JOSE algorithms a proof may use (DS-5).
+var algSpecs = map[string]algSpec{
+	"ES256":    {kind: kindEC, hash: crypto.SHA256, curve: elliptic.P256()},
+	"ES384":    {kind: kindEC, hash: crypto.SHA384, curve: elliptic.P384()},
+	"ES512":    {kind: kindEC, hash: crypto.SHA512, curve: elliptic.P521()},
+	"RS256":    {kind: kindRSA, hash: crypto.SHA256},
+	"RS384":    {kind: kindRSA, hash: crypto.SHA384},
+	"RS512":    {kind: kindRSA, hash: crypto.SHA512},
+	"PS256":    {kind: kindRSAPSS, hash: crypto.SHA256},
+	"PS384":    {kind: kindRSAPSS, hash: crypto.SHA384},
+	"PS512":    {kind: kindRSAPSS, hash: crypto.SHA512},
+	AlgEdDSA:   {kind: kindEd25519},
+	AlgEd25519: {kind: kindEd25519},
+}
+
+// rawHeader is the protected header; go-jose's json package matches member names exactly.
+type rawHeader struct {
+	Typ  string              `json:"typ"`
+	Alg  string              `json:"alg"`
+	JWK  josejson.RawMessage `json:"jwk"`
+	Crit josejson.RawMessage `json:"crit"`
+}
+
+// jwkPrivate holds the private members RFC 7517/7518/8037 define; any of them present rejects
+// the proof (DS-7).
+type jwkPrivate struct {
+	D    josejson.RawMessage `json:"d"`
+	P    josejson.RawMessage `json:"p"`
+	Q    josejson.RawMessage `json:"q"`
+	DP   josejson.RawMessage `json:"dp"`
+	DQ   josejson.RawMessage `json:"dq"`
+	QI   josejson.RawMessage `json:"qi"`
+	Oth  josejson.RawMessage `json:"oth"`
+	K    josejson.RawMessage `json:"k"`
+	Priv josejson.RawMessage `json:"priv"`
+}
+
+func (p *jwkPrivate) any() bool {
+	return p.D != nil || p.P != nil || p.Q != nil || p.DP != nil || p.DQ != nil || p.QI != nil ||
+		p.Oth != nil || p.K != nil || p.Priv != nil
+}
+
+type rawClaims struct {
+	JTI   *string  `json:"jti"`
+	HTM   *string  `json:"htm"`
+	HTU   *string  `json:"htu"`
+	IAT   *float64 `json:"iat"`
+	ATH   *string  `json:"ath"`
+	Nonce *string  `json:"nonce"`
+}
+
 // Verify checks the DPoP header values of one request (pass r.Header.Values("DPoP")). It returns
 // a *ProofError for every rejection; other errors (replay cache unreachable) mean "fail closed".
+//
+// Order: the cheap structural and claim checks first, then the signature, the key binding,
+// and last the replay claim, so that only valid proofs consume a jti.
 func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Result, error) {
-	panic("not implemented")
+	if v.Replay == nil {
+		return nil, errors.New("dpop: verifier has no replay cache")
+	}
+	if v.RequireNonce && v.Nonces == nil {
+		return nil, errors.New("dpop: verifier requires nonces but has no nonce source")
+	}
+	if c.Method == "" || c.URL == "" {
+		return nil, errors.New("dpop: check needs a method and a URL")
+	}
+
+	// DS-1: exactly one header field, one value.
+	switch {
+	case len(headers) == 0:
+		return nil, invalid("DS-1", "missing DPoP proof")
+	case len(headers) > 1:
+		return nil, invalid("DS-1", "more than one DPoP header")
+	}
+	proof := headers[0]
+	if strings.IndexByte(proof, ',') >= 0 {
+		return nil, invalid("DS-1", "more than one DPoP proof in the header")
+	}
+
+	// DS-2: one compact JWS of bounded size.
+	if proof == "" {
+		return nil, invalid("DS-2", "empty DPoP proof")
+	}
+	if len(proof) > MaxProofSize {
+		return nil, invalid("DS-2", "DPoP proof too large")
+	}
+	d1 := strings.IndexByte(proof, '.')
+	if d1 < 0 {
+		return nil, invalid("DS-2", "DPoP proof is not a compact JWS")
+	}
+	d2 := strings.IndexByte(proof[d1+1:], '.')
+	if d2 < 0 {
+		return nil, invalid("DS-2", "DPoP proof is not a compact JWS")
+	}
+	d2 += d1 + 1
+	if strings.IndexByte(proof[d2+1:], '.') >= 0 {
+		return nil, invalid("DS-2", "DPoP proof is not a compact JWS")
+	}
+	hdrB64, payB64, sigB64 := proof[:d1], proof[d1+1:d2], proof[d2+1:]
+	if hdrB64 == "" || payB64 == "" { // an empty signature fails at DS-5 (none) or DS-6
+		return nil, invalid("DS-2", "DPoP proof has an empty part")
+	}
+	hdr, perr := proofHeaders.lookup(hdrB64)
+	if perr != nil {
+		return nil, perr
+	}
+	if !v.allows(hdr.alg) {
+		return nil, invalid("DS-5", "alg not allowed")
+	}
+
+	// DS-2, DS-3: claims.
+	payJSON, err := b64.Strict().DecodeString(payB64)
+	if err != nil {
+		return nil, invalid("DS-2", "DPoP proof payload is not base64url")
+	}
+	var cl rawClaims
+	if err := josejson.Unmarshal(payJSON, &cl); err != nil {
+		return nil, invalid("DS-2", "DPoP proof claims are not a JSON object of the expected types")
+	}
+	switch {
+	case cl.JTI == nil || *cl.JTI == "":
+		return nil, invalid("DS-3", "jti missing")
+	case cl.HTM == nil || *cl.HTM == "":
+		return nil, invalid("DS-3", "htm missing")
+	case cl.HTU == nil || *cl.HTU == "":
+		return nil, invalid("DS-3", "htu missing")
+	case cl.IAT == nil:
+		return nil, invalid("DS-3", "iat missing")
+	case c.AccessToken != "" && (cl.ATH == nil || *cl.ATH == ""):
+		return nil, invalid("DS-3", "ath missing")
+	}
+	if len(*cl.JTI) > MaxJTILength {
+		return nil, invalid("DS-15", "jti too long")
+	}
+
+	// DS-8, DS-9/DS-13.
+	if *cl.HTM != c.Method {
+		return nil, invalid("DS-8", "htm does not match the request method")
+	}
+	want, err := NormalizeHTU(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("dpop: check URL: %w", err)
+	}
+	if *cl.HTU != c.URL { // identical strings need no second normalization
+		got, err := NormalizeHTU(*cl.HTU)
+		if err != nil || got != want {
+			return nil, invalid("DS-9", "htu does not match the request URI")
+		}
+	}
+
+	// DS-11/DS-14: iat window.
+	now := v.now()
+	maxAge, maxFuture := v.window()
+	iat := *cl.IAT
+	nowS := float64(now.UnixNano()) / 1e9
+	if math.IsNaN(iat) || iat < nowS-maxAge.Seconds() {
+		return nil, invalid("DS-14", "iat too old")
+	}
+	if iat > nowS+maxFuture.Seconds() {
+		return nil, invalid("DS-14", "iat in the future")
+	}
+
+	// DS-12: ath.
+	if c.AccessToken != "" && *cl.ATH != ATH(c.AccessToken) {
+		return nil, invalid("DS-12", "ath does not match the access token")
+	}
+
+	// DS-10/DS-16: server nonce.
+	nonce := ""
+	if cl.Nonce != nil {
+		nonce = *cl.Nonce
+	}
+	if v.RequireNonce {
+		if nonce == "" {
+			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-16", Description: "a DPoP nonce is required"}
+		}
+		if !v.Nonces.Valid(nonce) {
+			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-10", Description: "DPoP nonce invalid or expired"}
+		}
+	}
+
+	// DS-6: signature over the exact signing input.
+	sig, err := b64.Strict().DecodeString(sigB64)
+	if err != nil {
+		return nil, invalid("DS-2", "DPoP proof signature is not base64url")
+	}
+	if !verifySig(hdr.spec, hdr.key, proof[:d2], sig) {
+		return nil, invalid("DS-6", "signature verification failed")
+	}
+
+	// DS-12/DS-19: key binding.
+	jkt := hdr.jkt
+	if c.JKT != "" && jkt != c.JKT {
+		return nil, invalid("DS-12", descKeyMismatch)
+	}
+
+	// DS-15: replay, last.
+	ok, err := v.Replay.Claim(ctx, ReplayKey(want, *cl.JTI), maxAge+maxFuture)
+	if err != nil {
+		return nil, fmt.Errorf("dpop: replay cache: %w", err)
+	}
+	if !ok {
+		return nil, invalid("DS-15", "proof replayed")
+	}
+
+	sec, frac := math.Modf(iat)
+	return &Result{
+		JKT:   jkt,
+		Alg:   hdr.alg,
+		JTI:   *cl.JTI,
+		IAT:   time.Unix(int64(sec), int64(frac*1e9)),
+		Nonce: nonce,
+	}, nil
+}
+
+// ReplayKey is the replay-cache key of a proof: base64url(SHA-256(normalized htu "|" jti)).
+func ReplayKey(normalizedHTU, jti string) string {
+	h := sha256.New()
+	h.Write([]byte(normalizedHTU))
+	h.Write([]byte{'|'})
+	h.Write([]byte(jti))
+	return b64.EncodeToString(h.Sum(nil))
+}
+
+// keyFits checks that the parsed jwk can verify alg (DS-7).
+func keyFits(key any, spec algSpec) error {
+	switch k := key.(type) {
+	case *ecdsa.PublicKey:
+		if spec.kind != kindEC || k.Curve != spec.curve {
+			return errors.New("jwk does not fit alg")
+		}
+	case *rsa.PublicKey:
+		if spec.kind != kindRSA && spec.kind != kindRSAPSS {
+			return errors.New("jwk does not fit alg")
+		}
+		if bits := k.N.BitLen(); bits < MinRSABits || bits > MaxRSABits {
+			return fmt.Errorf("RSA jwk must have %d to %d bits", MinRSABits, MaxRSABits)
+		}
+	case ed25519.PublicKey:
+		if spec.kind != kindEd25519 || len(k) != ed25519.PublicKeySize {
+			return errors.New("jwk does not fit alg")
+		}
+	default:
+		return errors.New("jwk key type not supported")
+	}
+	return nil
+}
+
+// verifySig checks a JWS signature with the standard library primitives (RFC 7518 §3, RFC 8037).
+func verifySig(spec algSpec, key any, input string, sig []byte) bool {
+	var digest []byte
+	if spec.hash != 0 {
+		var h hash.Hash
+		switch spec.hash {
+		case crypto.SHA256:
+			h = sha256.New()
+		case crypto.SHA384:
+			h = sha512.New384()
+		default:
+			h = sha512.New()
+		}
+		h.Write([]byte(input))
+		digest = h.Sum(nil)
+	}
+	switch spec.kind {
+	case kindEC:
+		pub := key.(*ecdsa.PublicKey)
+		size := (pub.Curve.Params().BitSize + 7) / 8
+		if len(sig) != 2*size {
+			return false
+		}
+		r := new(big.Int).SetBytes(sig[:size])
+		s := new(big.Int).SetBytes(sig[size:])
+		return ecdsa.Verify(pub, digest, r, s)
+	case kindRSA:
+		return rsa.VerifyPKCS1v15(key.(*rsa.PublicKey), spec.hash, digest, sig) == nil
+	case kindRSAPSS:
+		opts := &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: spec.hash}
+		return rsa.VerifyPSS(key.(*rsa.PublicKey), spec.hash, digest, sig, opts) == nil
+	case kindEd25519:
+		return ed25519.Verify(key.(ed25519.PublicKey), []byte(input), sig)
+	}
+	return false
 }
 
 // Challenge writes the DPoP-Nonce header (with Cache-Control: no-store) when the verifier uses
 // nonces. Call it on responses that should carry a fresh nonce.
-func (v *Verifier) Challenge(h http.Header) { panic("not implemented") }
+func (v *Verifier) Challenge(h http.Header) {
+	if v.Nonces == nil {
+		return
+	}
+	h.Set(HeaderDPoPNonce, v.Nonces.Nonce())
+	h.Set("Cache-Control", "no-store")
+}

@@ -1,0 +1,517 @@
+package dpop
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+const vtURL = "https://api.example.com/api/private"
+
+var vtNow = time.Unix(1_700_000_000, 0)
+
+func vtVerifier() *Verifier {
+	return &Verifier{Replay: NewMemoryReplayCache(1000), Now: func() time.Time { return vtNow }}
+}
+
+func vtJWK(t testing.TB, pub crypto.PublicKey) json.RawMessage {
+	t.Helper()
+	j, err := json.Marshal(jose.JSONWebKey{Key: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func vtHeader(t testing.TB, alg string) map[string]any {
+	return map[string]any{"typ": "dpop+jwt", "alg": alg, "jwk": vtJWK(t, testKey(t, alg).Public())}
+}
+
+func vtClaims() map[string]any {
+	var jti [16]byte
+	_, _ = rand.Read(jti[:])
+	return map[string]any{"jti": b64.EncodeToString(jti[:]), "htm": "GET", "htu": vtURL, "iat": vtNow.Unix()}
+}
+
+func vtEncode(t testing.TB, v any) string {
+	t.Helper()
+	if s, ok := v.(string); ok {
+		return b64.EncodeToString([]byte(s))
+	}
+	j, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b64.EncodeToString(j)
+}
+
+// vtCraft signs any header and claims with the test key of signAlg (Signer's signing code).
+func vtCraft(t testing.TB, signAlg string, hdr, claims any) string {
+	t.Helper()
+	input := vtEncode(t, hdr) + "." + vtEncode(t, claims)
+	s := testSigner(t, signAlg)
+	sig, err := s.sign([]byte(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return input + "." + b64.EncodeToString(sig)
+}
+
+// vtGoJose signs claims with go-jose (EmbedJWK, typ dpop+jwt) for algs Signer does not do.
+func vtGoJose(t testing.TB, alg jose.SignatureAlgorithm, key crypto.Signer, claims any) string {
+	t.Helper()
+	opts := (&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt")
+	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(claims)
+	obj, err := sg.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func with(m map[string]any, kv ...any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		k := kv[i].(string)
+		if kv[i+1] == nil {
+			delete(out, k)
+		} else {
+			out[k] = kv[i+1]
+		}
+	}
+	return out
+}
+
+var (
+	ecKeysOnce         sync.Once
+	ec384, ec521, rsa1 crypto.Signer
+)
+
+func vtExtraKeys(t testing.TB) {
+	ecKeysOnce.Do(func() {
+		ec384, _ = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		ec521, _ = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+		k, err := rsa.GenerateKey(rand.Reader, 1024)
+		if err != nil {
+			t.Fatalf("rsa 1024: %v", err)
+		}
+		rsa1 = k
+	})
+}
+
+func TestVerify(t *testing.T) {
+	vtExtraKeys(t)
+	ctx := context.Background()
+	es := func(claims map[string]any) string { return vtCraft(t, AlgES256, vtHeader(t, AlgES256), claims) }
+	good := es(vtClaims())
+	parts := strings.Split(good, ".")
+	const at = "access-token-123"
+
+	otherKey, _ := GenerateKey(AlgES256)
+	otherSigner, _ := NewSigner(otherKey, AlgES256)
+
+	// A proof whose header carries a private EC jwk.
+	privJWK, _ := json.Marshal(jose.JSONWebKey{Key: testKey(t, AlgES256)})
+	// A 1024-bit RSA proof signed by hand.
+	rsaSmall := func() string {
+		hdr := map[string]any{"typ": "dpop+jwt", "alg": "RS256", "jwk": vtJWK(t, rsa1.Public())}
+		input := vtEncode(t, hdr) + "." + vtEncode(t, vtClaims())
+		d := sha256.Sum256([]byte(input))
+		sig, err := rsa.SignPKCS1v15(rand.Reader, rsa1.(*rsa.PrivateKey), crypto.SHA256, d[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return input + "." + b64.EncodeToString(sig)
+	}()
+	hs256 := func() string {
+		hdr := with(vtHeader(t, AlgES256), "alg", "HS256")
+		input := vtEncode(t, hdr) + "." + vtEncode(t, vtClaims())
+		m := hmac.New(sha256.New, []byte("0123456789abcdef0123456789abcdef"))
+		m.Write([]byte(input))
+		return input + "." + b64.EncodeToString(m.Sum(nil))
+	}()
+	none := vtEncode(t, with(vtHeader(t, AlgES256), "alg", "none")) + "." + vtEncode(t, vtClaims()) + "."
+	anotherKeysSig := vtCraft(t, AlgES256, map[string]any{"typ": "dpop+jwt", "alg": "ES256", "jwk": vtJWK(t, otherKey.Public())}, vtClaims())
+	anotherKeysSig = strings.Join(append(strings.Split(anotherKeysSig, ".")[:2], parts[2]), ".")
+	flipped := []byte(parts[2])
+	if flipped[5] == 'A' {
+		flipped[5] = 'B'
+	} else {
+		flipped[5] = 'A'
+	}
+
+	nonces, err := NewNonceSource([]byte(strings.Repeat("k", 32)), time.Minute, func() time.Time { return vtNow })
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, _ := NewNonceSource([]byte(strings.Repeat("k", 32)), time.Minute, func() time.Time { return vtNow.Add(-time.Minute) })
+	stale, _ := NewNonceSource([]byte(strings.Repeat("k", 32)), time.Minute, func() time.Time { return vtNow.Add(-2 * time.Minute) })
+	forged, _ := NewNonceSource([]byte(strings.Repeat("x", 32)), time.Minute, func() time.Time { return vtNow })
+	withNonces := func(v *Verifier) { v.Nonces, v.RequireNonce = nonces, true }
+
+	tests := []struct {
+		name      string
+		headers   []string
+		check     Check
+		setup     func(*Verifier)
+		wantCode  string // "" = accepted
+		wantCheck string
+	}{
+		// accepted
+		{name: "DS-6 valid ES256 proof accepted", headers: []string{good}},
+		{name: "DS-13 htu default port equal", headers: []string{es(with(vtClaims(), "htu", "https://api.example.com:443/api/private"))}},
+		{name: "DS-13 htu scheme and host case-insensitive", headers: []string{es(with(vtClaims(), "htu", "HTTPS://API.Example.COM/api/private"))}},
+		{name: "DS-13 htu percent-encoding normalised", headers: []string{es(with(vtClaims(), "htu", "https://api.example.com/%61pi/private"))}},
+		{name: "DS-13 htu dot segments removed", headers: []string{es(with(vtClaims(), "htu", "https://api.example.com/api/x/../private"))}},
+		{name: "DS-9 htu query and fragment ignored", headers: []string{es(with(vtClaims(), "htu", vtURL+"?a=b#f"))}},
+		{name: "DS-9 check URL query ignored", headers: []string{good}, check: Check{URL: vtURL + "?x=1"}},
+		{name: "DS-14 iat exactly MaxAge old accepted", headers: []string{es(with(vtClaims(), "iat", vtNow.Unix()-300))}},
+		{name: "DS-14 iat MaxFuture ahead accepted", headers: []string{es(with(vtClaims(), "iat", vtNow.Unix()+30))}},
+		{name: "DS-12 ath matches", headers: []string{es(with(vtClaims(), "ath", ATH(at)))}, check: Check{AccessToken: at}},
+		{name: "DS-12 JKT matches", headers: []string{good}, check: Check{JKT: testSigner(t, AlgES256).Thumbprint()}},
+		{name: "DS-10 current nonce accepted", headers: []string{es(with(vtClaims(), "nonce", nonces.Nonce()))}, setup: withNonces},
+		{name: "DS-10 previous-step nonce accepted", headers: []string{es(with(vtClaims(), "nonce", prev.Nonce()))}, setup: withNonces},
+		{name: "DS-5 ES384 accepted", headers: []string{vtGoJose(t, jose.ES384, ec384, vtClaims())}},
+		{name: "DS-5 ES512 accepted", headers: []string{vtGoJose(t, jose.ES512, ec521, vtClaims())}},
+
+		// DS-1
+		{name: "DS-1 missing header", headers: nil, wantCode: ErrCodeInvalidProof, wantCheck: "DS-1"},
+		{name: "DS-1 two headers", headers: []string{good, good}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-1"},
+		{name: "DS-1 comma-joined values", headers: []string{good + "," + good}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-1"},
+		{name: "DS-1 comma-joined with space", headers: []string{good + ", " + es(vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-1"},
+		// DS-2
+		{name: "DS-2 empty value", headers: []string{""}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 two parts", headers: []string{parts[0] + "." + parts[1]}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 four parts", headers: []string{good + ".x"}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 oversized", headers: []string{es(with(vtClaims(), "pad", strings.Repeat("a", MaxProofSize)))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 header not base64url", headers: []string{"e30+." + parts[1] + "." + parts[2]}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 header padded base64", headers: []string{parts[0] + "==." + parts[1] + "." + parts[2]}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 header not JSON", headers: []string{vtEncode(t, "not json") + "." + parts[1] + "." + parts[2]}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 claims not JSON", headers: []string{vtCraft(t, AlgES256, vtHeader(t, AlgES256), "[1,2]")}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 claims wrong types", headers: []string{es(with(vtClaims(), "iat", "1700000000"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		{name: "DS-2 crit header refused", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "crit", []string{"b64"}, "b64", false), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-2"},
+		// DS-4
+		{name: "DS-4 typ missing", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "typ", nil), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-4"},
+		{name: "DS-4 typ JWT", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "typ", "JWT"), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-4"},
+		{name: "DS-4 typ at+jwt (token swapping)", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "typ", "at+jwt"), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-4"},
+		{name: "DS-4 typ upper-case", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "typ", "DPOP+JWT"), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-4"},
+		{name: "DS-4 TYP member name is case-sensitive", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "typ", nil, "TYP", "dpop+jwt"), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-4"},
+		// DS-5
+		{name: "DS-5 alg none", headers: []string{none}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-5"},
+		{name: "DS-5 alg HS256", headers: []string{hs256}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-5"},
+		{name: "DS-5 HS256 refused even when configured", headers: []string{hs256}, setup: func(v *Verifier) { v.Algs = []string{"HS256", "ES256"} }, wantCode: ErrCodeInvalidProof, wantCheck: "DS-5"},
+		{name: "DS-5 alg missing", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "alg", nil), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-5"},
+		{name: "DS-5 alg outside allow-list", headers: []string{vtCraft(t, AlgEdDSA, vtHeader(t, AlgEdDSA), vtClaims())}, setup: func(v *Verifier) { v.Algs = []string{"ES256"} }, wantCode: ErrCodeInvalidProof, wantCheck: "DS-5"},
+		// DS-7
+		{name: "DS-7 jwk missing", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "jwk", nil), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		{name: "DS-7 jwk with private d", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "jwk", json.RawMessage(privJWK)), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		{name: "DS-7 symmetric jwk k", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "jwk", map[string]string{"kty": "oct", "k": "c2VjcmV0"}), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		{name: "DS-7 RSA jwk with p only", headers: []string{vtCraft(t, AlgRS256, with(vtHeader(t, AlgRS256), "jwk", addMember(t, vtJWK(t, testKey(t, AlgRS256).Public()), "p", "AQAB")), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		{name: "DS-7 RSA 1024-bit jwk", headers: []string{rsaSmall}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		{name: "DS-7 jwk does not fit alg", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "jwk", vtJWK(t, testKey(t, AlgEdDSA).Public())), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		{name: "DS-7 ES256 with P-384 jwk", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "jwk", vtJWK(t, ec384.Public())), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		{name: "DS-7 jwk point not on curve", headers: []string{vtCraft(t, AlgES256, with(vtHeader(t, AlgES256), "jwk", addMember(t, vtJWK(t, testKey(t, AlgES256).Public()), "y", strings.Repeat("A", 43))), vtClaims())}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-7"},
+		// DS-6
+		{name: "DS-6 tampered signature", headers: []string{parts[0] + "." + parts[1] + "." + string(flipped)}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-6"},
+		{name: "DS-6 signed by a key other than the jwk", headers: []string{anotherKeysSig}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-6"},
+		{name: "DS-6 empty signature", headers: []string{parts[0] + "." + parts[1] + "."}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-6"},
+		{name: "DS-6 tampered claims", headers: []string{parts[0] + "." + vtEncode(t, vtClaims()) + "." + parts[2]}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-6"},
+		// DS-3
+		{name: "DS-3 jti missing", headers: []string{es(with(vtClaims(), "jti", nil))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-3"},
+		{name: "DS-3 jti empty", headers: []string{es(with(vtClaims(), "jti", ""))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-3"},
+		{name: "DS-3 htm missing", headers: []string{es(with(vtClaims(), "htm", nil))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-3"},
+		{name: "DS-3 htu missing", headers: []string{es(with(vtClaims(), "htu", nil))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-3"},
+		{name: "DS-3 iat missing", headers: []string{es(with(vtClaims(), "iat", nil))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-3"},
+		{name: "DS-3 ath missing at the RS", headers: []string{good}, check: Check{AccessToken: at}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-3"},
+		{name: "DS-15 jti longer than 256", headers: []string{es(with(vtClaims(), "jti", strings.Repeat("j", MaxJTILength+1)))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-15"},
+		// DS-8, DS-9
+		{name: "DS-8 htm mismatch", headers: []string{es(with(vtClaims(), "htm", "POST"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-8"},
+		{name: "DS-8 htm is case-sensitive", headers: []string{es(with(vtClaims(), "htm", "get"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-8"},
+		{name: "DS-9 htu other path", headers: []string{es(with(vtClaims(), "htu", "https://api.example.com/api/public"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-9"},
+		{name: "DS-9 htu other host", headers: []string{es(with(vtClaims(), "htu", "https://evil.example.com/api/private"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-9"},
+		{name: "DS-9 htu other scheme", headers: []string{es(with(vtClaims(), "htu", "http://api.example.com/api/private"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-9"},
+		{name: "DS-9 htu other port", headers: []string{es(with(vtClaims(), "htu", "https://api.example.com:8443/api/private"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-9"},
+		{name: "DS-9 htu relative", headers: []string{es(with(vtClaims(), "htu", "/api/private"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-9"},
+		{name: "DS-13 encoded slash is not a slash", headers: []string{es(with(vtClaims(), "htu", "https://api.example.com/api%2Fprivate"))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-9"},
+		// DS-14
+		{name: "DS-14 iat too old", headers: []string{es(with(vtClaims(), "iat", vtNow.Unix()-301))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-14"},
+		{name: "DS-14 iat in the future", headers: []string{es(with(vtClaims(), "iat", vtNow.Unix()+31))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-14"},
+		{name: "DS-14 iat huge", headers: []string{es(with(vtClaims(), "iat", 1e300))}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-14"},
+		{name: "DS-14 custom MaxAge", headers: []string{es(with(vtClaims(), "iat", vtNow.Unix()-61))}, setup: func(v *Verifier) { v.MaxAge = time.Minute }, wantCode: ErrCodeInvalidProof, wantCheck: "DS-14"},
+		// DS-12
+		{name: "DS-12 ath mismatch", headers: []string{es(with(vtClaims(), "ath", ATH("other-token")))}, check: Check{AccessToken: at}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-12"},
+		{name: "DS-12 JKT mismatch", headers: []string{good}, check: Check{JKT: otherSigner.Thumbprint()}, wantCode: ErrCodeInvalidProof, wantCheck: "DS-12"},
+		// DS-10, DS-16
+		{name: "DS-16 nonce required but missing", headers: []string{good}, setup: withNonces, wantCode: ErrCodeUseNonce, wantCheck: "DS-16"},
+		{name: "DS-10 stale nonce", headers: []string{es(with(vtClaims(), "nonce", stale.Nonce()))}, setup: withNonces, wantCode: ErrCodeUseNonce, wantCheck: "DS-10"},
+		{name: "DS-10 nonce from another secret", headers: []string{es(with(vtClaims(), "nonce", forged.Nonce()))}, setup: withNonces, wantCode: ErrCodeUseNonce, wantCheck: "DS-10"},
+		{name: "DS-10 garbage nonce", headers: []string{es(with(vtClaims(), "nonce", "abc"))}, setup: withNonces, wantCode: ErrCodeUseNonce, wantCheck: "DS-10"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := vtVerifier()
+			if tc.setup != nil {
+				tc.setup(v)
+			}
+			c := tc.check
+			if c.Method == "" {
+				c.Method = "GET"
+			}
+			if c.URL == "" {
+				c.URL = vtURL
+			}
+			res, err := v.Verify(ctx, tc.headers, c)
+			if tc.wantCode == "" {
+				if err != nil {
+					t.Fatalf("rejected: %v", err)
+				}
+				if res.JKT == "" || res.JTI == "" || res.Alg == "" || res.IAT.IsZero() {
+					t.Errorf("incomplete result %+v", res)
+				}
+				return
+			}
+			var pe *ProofError
+			if !errors.As(err, &pe) {
+				t.Fatalf("err = %v (%T), want *ProofError", err, err)
+			}
+			if pe.Code != tc.wantCode || pe.Check != tc.wantCheck {
+				t.Fatalf("got %s/%s (%s), want %s/%s", pe.Code, pe.Check, pe.Description, tc.wantCode, tc.wantCheck)
+			}
+			if res != nil {
+				t.Errorf("result with error: %+v", res)
+			}
+		})
+	}
+}
+
+// addMember returns jwk JSON with member name set to value.
+func addMember(t testing.TB, jwk json.RawMessage, name, value string) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(jwk, &m); err != nil {
+		t.Fatal(err)
+	}
+	m[name] = value
+	out, _ := json.Marshal(m)
+	return out
+}
+
+func TestVerifyAllAlgs(t *testing.T) {
+	for _, alg := range allAlgs {
+		t.Run("DS-6 DS-19 "+alg+" accepted with its thumbprint", func(t *testing.T) {
+			s := testSigner(t, alg)
+			proof, err := s.Proof("POST", "https://as.example.com/oauth/token", "", "", vtNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := vtVerifier().Verify(context.Background(), []string{proof}, Check{Method: "POST", URL: "https://as.example.com/oauth/token"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.JKT != s.Thumbprint() || res.Alg != alg || !res.IAT.Equal(vtNow) {
+				t.Errorf("result %+v, want jkt %s alg %s", res, s.Thumbprint(), alg)
+			}
+		})
+	}
+}
+
+func TestVerifyReplay(t *testing.T) {
+	ctx := context.Background()
+	s := testSigner(t, AlgES256)
+	c := Check{Method: "GET", URL: vtURL}
+
+	t.Run("DS-15 same proof twice: second is a replay", func(t *testing.T) {
+		v := vtVerifier()
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		if _, err := v.Verify(ctx, []string{proof}, c); err != nil {
+			t.Fatal(err)
+		}
+		_, err := v.Verify(ctx, []string{proof}, c)
+		var pe *ProofError
+		if !errors.As(err, &pe) || pe.Code != ErrCodeInvalidProof || pe.Check != "DS-15" || pe.Description != "proof replayed" {
+			t.Fatalf("second use: %v", err)
+		}
+	})
+	t.Run("DS-15 same proof with normalised-equal check URL is still a replay", func(t *testing.T) {
+		v := vtVerifier()
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		if _, err := v.Verify(ctx, []string{proof}, c); err != nil {
+			t.Fatal(err)
+		}
+		_, err := v.Verify(ctx, []string{proof}, Check{Method: "GET", URL: "HTTPS://api.example.com:443/api/private"})
+		var pe *ProofError
+		if !errors.As(err, &pe) || pe.Check != "DS-15" {
+			t.Fatalf("second use: %v", err)
+		}
+	})
+	t.Run("DS-15 a rejected proof does not consume its jti", func(t *testing.T) {
+		v := vtVerifier()
+		claims := vtClaims()
+		bad := vtCraft(t, AlgES256, vtHeader(t, AlgES256), with(claims, "htm", "POST"))
+		if _, err := v.Verify(ctx, []string{bad}, c); err == nil {
+			t.Fatal("bad proof accepted")
+		}
+		p := strings.Split(vtCraft(t, AlgES256, vtHeader(t, AlgES256), claims), ".")
+		badSig := p[0] + "." + p[1] + "." + strings.Split(bad, ".")[2]
+		if _, err := v.Verify(ctx, []string{badSig}, c); err == nil {
+			t.Fatal("bad signature accepted")
+		}
+		if _, err := v.Verify(ctx, []string{strings.Join(p, ".")}, c); err != nil {
+			t.Fatalf("good proof with the same jti: %v", err)
+		}
+	})
+	t.Run("DS-15 replay cache error fails closed", func(t *testing.T) {
+		v := vtVerifier()
+		v.Replay = failingReplay{}
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		res, err := v.Verify(ctx, []string{proof}, c)
+		var pe *ProofError
+		if err == nil || res != nil || errors.As(err, &pe) {
+			t.Fatalf("want a non-ProofError error, got %v %v", res, err)
+		}
+	})
+	t.Run("DS-15 no replay cache fails closed", func(t *testing.T) {
+		v := vtVerifier()
+		v.Replay = nil
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		var pe *ProofError
+		if _, err := v.Verify(ctx, []string{proof}, c); err == nil || errors.As(err, &pe) {
+			t.Fatalf("want config error, got %v", err)
+		}
+	})
+	t.Run("DS-15 replay ttl covers the iat window", func(t *testing.T) {
+		rec := &recordingReplay{}
+		v := vtVerifier()
+		v.Replay = rec
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		if _, err := v.Verify(ctx, []string{proof}, c); err != nil {
+			t.Fatal(err)
+		}
+		if rec.ttl != 330*time.Second || len(rec.key) != 43 {
+			t.Fatalf("claim key %q ttl %v", rec.key, rec.ttl)
+		}
+	})
+	t.Run("DS-10 nonce required without a source fails closed", func(t *testing.T) {
+		v := vtVerifier()
+		v.RequireNonce = true
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		var pe *ProofError
+		if _, err := v.Verify(ctx, []string{proof}, c); err == nil || errors.As(err, &pe) {
+			t.Fatalf("want config error, got %v", err)
+		}
+	})
+}
+
+type failingReplay struct{}
+
+func (failingReplay) Claim(context.Context, string, time.Duration) (bool, error) {
+	return false, errors.New("redis down")
+}
+
+type recordingReplay struct {
+	key string
+	ttl time.Duration
+}
+
+func (r *recordingReplay) Claim(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	r.key, r.ttl = key, ttl
+	return true, nil
+}
+
+func TestKeyMismatch(t *testing.T) {
+	s := testSigner(t, AlgES256)
+	other := testSigner(t, AlgEdDSA)
+	proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+	_, err := vtVerifier().Verify(context.Background(), []string{proof}, Check{Method: "GET", URL: vtURL, JKT: other.Thumbprint()})
+	var pe *ProofError
+	if !errors.As(err, &pe) || !pe.KeyMismatch() {
+		t.Fatalf("DS-12 JKT mismatch: KeyMismatch false for %v", err)
+	}
+	proof, _ = s.Proof("GET", vtURL, "", "other", vtNow)
+	_, err = vtVerifier().Verify(context.Background(), []string{proof}, Check{Method: "GET", URL: vtURL, AccessToken: "at"})
+	if !errors.As(err, &pe) || pe.Check != "DS-12" || pe.KeyMismatch() {
+		t.Fatalf("DS-12 ath mismatch: %v", err)
+	}
+}
+
+func TestNormalizeHTU(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"DS-13 lower-case scheme and host", "HTTPS://EXAMPLE.com/Path", "https://example.com/Path"},
+		{"DS-13 https default port removed", "https://example.com:443/a", "https://example.com/a"},
+		{"DS-13 http default port removed", "http://example.com:80/a", "http://example.com/a"},
+		{"DS-13 non-default port kept", "https://example.com:8443/a", "https://example.com:8443/a"},
+		{"DS-13 empty port removed", "https://example.com:/a", "https://example.com/a"},
+		{"DS-13 empty path is /", "https://example.com", "https://example.com/"},
+		{"DS-13 unreserved escapes decoded", "https://example.com/%7Euser/%41", "https://example.com/~user/A"},
+		{"DS-13 reserved escapes upper-cased", "https://example.com/a%2fb", "https://example.com/a%2Fb"},
+		{"DS-13 dot segments", "https://example.com/a/./b/../c", "https://example.com/a/c"},
+		{"DS-13 dot segment at the end", "https://example.com/a/..", "https://example.com/"},
+		{"DS-9 query and fragment dropped", "https://example.com/a?b=c#d", "https://example.com/a"},
+		{"DS-13 IPv6 literal", "https://[::1]:443/x", "https://[::1]/x"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := NormalizeHTU(tc.in)
+			if err != nil || got != tc.want {
+				t.Fatalf("NormalizeHTU(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"", "/relative", "ftp://example.com/", "https://", "mailto:a@b", "https://exa mple.com/"} {
+		t.Run("DS-9 rejects "+bad, func(t *testing.T) {
+			if got, err := NormalizeHTU(bad); err == nil {
+				t.Fatalf("NormalizeHTU(%q) = %q, want error", bad, got)
+			}
+		})
+	}
+}
+
+func TestChallenge(t *testing.T) {
+	v := vtVerifier()
+	h := make(http.Header)
+	v.Challenge(h)
+	if len(h) != 0 {
+		t.Fatalf("DS-16 no nonce source: headers %v", h)
+	}
+	v.Nonces, _ = NewNonceSource(make([]byte, 32), time.Minute, func() time.Time { return vtNow })
+	hh := make(http.Header)
+	v.Challenge(hh)
+	if len(hh["Dpop-Nonce"]) != 1 || hh["Dpop-Nonce"][0] != v.Nonces.Nonce() || hh["Cache-Control"][0] != "no-store" {
+		t.Fatalf("DS-16 challenge headers %v", hh)
+	}
+}
+
+func TestAllowedAlgs(t *testing.T) {
+	v := &Verifier{Algs: []string{"ES256", "HS256", "none", "EdDSA", "ES256"}}
+	if got := strings.Join(v.AllowedAlgs(), " "); got != "ES256 EdDSA" {
+		t.Fatalf("DS-5 AllowedAlgs = %q", got)
+	}
+	if got := strings.Join((&Verifier{}).AllowedAlgs(), " "); got != strings.Join(DefaultAlgs, " ") {
+		t.Fatalf("DS-25 default AllowedAlgs = %q", got)
+	}
+}
