@@ -67,6 +67,10 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.appError(w, r, app, p.Code, p.Description, p.Code, ev)
 		return
 	}
+	if _, oerr := s.resolveAudience(q.Get("audience")); oerr != nil {
+		s.appError(w, r, app, oerr.Code, oerr.Description, codeInvalidRequest, ev)
+		return
+	}
 	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")
 	app.CodeChallenge, app.DPoPJKT = q.Get("code_challenge"), q.Get("dpop_jkt")
 

@@ -25,8 +25,10 @@ type Config struct {
 	Keys        KeysConfig         `yaml:"keys"`
 	Lifetimes   LifetimesConfig    `yaml:"lifetimes"`
 	DPoP        DPoPConfig         `yaml:"dpop"`
+	DPoPServer  DPoPServerConfig   `yaml:"dpop_server"`
 	Logs        LogsConfig         `yaml:"logs"`
 	Clients     []ClientConfig     `yaml:"clients"`
+	APIs        []APIConfig        `yaml:"apis"`
 	Connections []ConnectionConfig `yaml:"connections"`
 
 	// GenerateMissingKeys makes New generate any key the configuration does not provide
@@ -86,6 +88,9 @@ type LifetimesConfig struct {
 	Session     time.Duration `yaml:"session"`
 	IDToken     time.Duration `yaml:"id_token"`
 	AccessToken time.Duration `yaml:"access_token"`
+	// RefreshToken is the absolute lifetime of a refresh-token family (rotation keeps the
+	// first expiry); a refresh also needs the broker session to be alive.
+	RefreshToken time.Duration `yaml:"refresh_token"`
 }
 
 // DPoPConfig is the DPoP timing toward upstreams.
@@ -95,6 +100,31 @@ type DPoPConfig struct {
 	RetryDelay     time.Duration `yaml:"retry_delay"`
 	Jitter         time.Duration `yaml:"jitter"`
 	MaxRetries     int           `yaml:"max_retries"`
+}
+
+// DPoPServerConfig is how the broker checks DPoP proofs from its own apps at /oauth/token and
+// /userinfo (RFC 9449 as a server).
+type DPoPServerConfig struct {
+	RequireNonce bool          `yaml:"require_nonce"` // demand server nonces (DS-10, DS-16)
+	NonceSecret  string        `yaml:"nonce_secret"`  // ≥ 32 bytes, shared by all replicas
+	NoncePeriod  time.Duration `yaml:"nonce_period"`  // nonce rotation step
+	MaxAge       time.Duration `yaml:"max_age"`       // oldest accepted iat (DS-14)
+	MaxFuture    time.Duration `yaml:"max_future"`    // furthest-ahead accepted iat (DS-14)
+	Algs         []string      `yaml:"algs"`          // accepted proof algs, advertised (DS-5, DS-25)
+}
+
+// Sender-constraining policies of an API (resource server).
+const (
+	PolicyNone     = "none"
+	PolicyAllowed  = "allowed"
+	PolicyRequired = "required"
+)
+
+// APIConfig is one resource server apps may request tokens for (audience parameter).
+type APIConfig struct {
+	Audience           string `yaml:"audience"`
+	Name               string `yaml:"name"`
+	SenderConstraining string `yaml:"sender_constraining"` // none (default) | allowed | required
 }
 
 // LogsConfig is the store-backed event log retention.
@@ -111,6 +141,16 @@ type ClientConfig struct {
 	RedirectURIs            []string `yaml:"redirect_uris"`
 	AllowedOrigins          []string `yaml:"allowed_origins"`
 	Connections             []string `yaml:"connections"`
+	// RequireSenderConstraining refuses tokens that would not be DPoP-bound (the SaaS's
+	// require_proof_of_possession); DPoPBoundAccessTokens is the RFC 9449 §5.2 metadata with
+	// the same effect on token requests (DS-22).
+	RequireSenderConstraining bool `yaml:"require_sender_constraining"`
+	DPoPBoundAccessTokens     bool `yaml:"dpop_bound_access_tokens"`
+}
+
+// requiresPoP reports whether the client must receive sender-constrained tokens.
+func (c *ClientConfig) requiresPoP() bool {
+	return c.RequireSenderConstraining || c.DPoPBoundAccessTokens
 }
 
 // Public reports whether the client authenticates with PKCE only.
@@ -187,11 +227,15 @@ func Default() *Config {
 		Keys: KeysConfig{Signing: SigningKeyConfig{Alg: "RS256"}},
 		Lifetimes: LifetimesConfig{
 			Transaction: 10 * time.Minute, Code: 60 * time.Second, Session: 8 * time.Hour,
-			IDToken: time.Hour, AccessToken: time.Hour,
+			IDToken: time.Hour, AccessToken: time.Hour, RefreshToken: 24 * time.Hour,
 		},
 		DPoP: DPoPConfig{
 			ClockSkew: 30 * time.Second, ClockTolerance: 30 * time.Second,
 			RetryDelay: 100 * time.Millisecond, Jitter: 100 * time.Millisecond, MaxRetries: 1,
+		},
+		DPoPServer: DPoPServerConfig{
+			NoncePeriod: 5 * time.Minute, MaxAge: 300 * time.Second, MaxFuture: 30 * time.Second,
+			Algs: []string{"ES256", "EdDSA", "RS256", "PS256"},
 		},
 		Logs: LogsConfig{MaxEvents: 10000},
 	}
@@ -199,6 +243,11 @@ func Default() *Config {
 
 // applyDefaults fills per-entry defaults that depend on other values.
 func (c *Config) applyDefaults() {
+	for i := range c.APIs {
+		if c.APIs[i].SenderConstraining == "" {
+			c.APIs[i].SenderConstraining = PolicyNone
+		}
+	}
 	for i := range c.Connections {
 		o := &c.Connections[i].Options
 		if o.Scope == "" {

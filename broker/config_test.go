@@ -157,6 +157,21 @@ func TestValidate(t *testing.T) {
 		{"scope without openid", func(c *Config) { c.Connections[0].Options.Scope = "profile" }, FieldError{"connections[0].options.scope", `"profile" must include openid`}},
 		{"reserved upstream param", func(c *Config) { c.Connections[0].Options.UpstreamParams = map[string]string{"state": "x"} }, FieldError{"connections[0].options.upstream_params.state", "is set by the broker and cannot be overridden"}},
 		{"bad connection id", func(c *Config) { c.Connections[0].ID = "abc" }, FieldError{"connections[0].id", `"abc" must be con_ followed by letters and digits`}},
+		{"refresh lifetime", func(c *Config) { c.Lifetimes.RefreshToken = 0 }, FieldError{"lifetimes.refresh_token", "must be a positive duration"}},
+		{"api audience missing", func(c *Config) { c.APIs = []APIConfig{{Name: "x"}} }, FieldError{"apis[0].audience", "is required"}},
+		{"api audience with space", func(c *Config) { c.APIs = []APIConfig{{Audience: "a b"}} }, FieldError{"apis[0].audience", "must be 1 to 600 visible ASCII characters"}},
+		{"api audience duplicate", func(c *Config) { c.APIs = []APIConfig{{Audience: "https://api"}, {Audience: "https://api"}} }, FieldError{"apis[1].audience", `duplicate audience "https://api" (also apis[0])`}},
+		{"api audience is userinfo", func(c *Config) { c.APIs = []APIConfig{{Audience: "http://127.0.0.1:8080/userinfo"}} }, FieldError{"apis[0].audience", `"http://127.0.0.1:8080/userinfo" is the broker's userinfo audience and cannot be configured as an API`}},
+		{"api policy", func(c *Config) { c.APIs = []APIConfig{{Audience: "https://api", SenderConstraining: "mtls"}} }, FieldError{"apis[0].sender_constraining", `"mtls" is not supported (use none, allowed or required)`}},
+		{"DS-16 nonce secret required", func(c *Config) { c.DPoPServer.RequireNonce = true }, FieldError{"dpop_server.nonce_secret", "is required when require_nonce is true (at least 32 bytes, the same on every replica)"}},
+		{"DS-16 nonce secret short", func(c *Config) { c.DPoPServer.NonceSecret = "short" }, FieldError{"dpop_server.nonce_secret", "must be at least 32 bytes (got 5)"}},
+		{"nonce period", func(c *Config) { c.DPoPServer.NoncePeriod = 0 }, FieldError{"dpop_server.nonce_period", "must be a positive duration"}},
+		{"DS-14 max age", func(c *Config) { c.DPoPServer.MaxAge = 2 * time.Hour }, FieldError{"dpop_server.max_age", "2h0m0s is out of range (more than 0s, at most 1h)"}},
+		{"DS-14 max future", func(c *Config) { c.DPoPServer.MaxFuture = -time.Second }, FieldError{"dpop_server.max_future", "-1s is out of range (0s to 5m)"}},
+		{"DS-5 alg none", func(c *Config) { c.DPoPServer.Algs = []string{"ES256", "none"} }, FieldError{"dpop_server.algs[1]", `"none" is not supported (use ES256, ES384, ES512, EdDSA, Ed25519, RS256 or PS256)`}},
+		{"DS-5 symmetric alg", func(c *Config) { c.DPoPServer.Algs = []string{"HS256"} }, FieldError{"dpop_server.algs[0]", `"HS256" is not supported (use ES256, ES384, ES512, EdDSA, Ed25519, RS256 or PS256)`}},
+		{"DS-5 duplicate alg", func(c *Config) { c.DPoPServer.Algs = []string{"ES256", "ES256"} }, FieldError{"dpop_server.algs[1]", `duplicate algorithm "ES256"`}},
+		{"DS-5 no algs", func(c *Config) { c.DPoPServer.Algs = nil }, FieldError{"dpop_server.algs", "at least one algorithm is required"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := Parse([]byte(goodYAML))
@@ -169,6 +184,51 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("got %v\nwant %v", FieldErrors(errs), tc.want)
 			}
 		})
+	}
+}
+
+func TestDPoPServerConfig(t *testing.T) {
+	setKeyEnv(t)
+	t.Setenv("TEST_NONCE_SECRET", strings.Repeat("n", 32))
+	yml := goodYAML + `
+apis:
+  - { audience: "https://api.example.com", name: API, sender_constraining: required }
+  - { audience: "urn:other" }
+dpop_server:
+  require_nonce: true
+  nonce_secret: "${TEST_NONCE_SECRET}"
+  nonce_period: 1m
+  max_age: 120s
+  max_future: 10s
+  algs: [ES256, EdDSA]
+lifetimes: { refresh_token: 2h }
+`
+	yml = strings.Replace(yml, "    connections: [corp-oidc]", "    connections: [corp-oidc]\n    require_sender_constraining: true\n    dpop_bound_access_tokens: true\n    allowed_origins: [\"https://spa.example.com\"]", 1)
+	cfg, err := Parse([]byte(yml))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if errs := cfg.Validate(); len(errs) != 0 {
+		t.Fatalf("Validate: %v", FieldErrors(errs))
+	}
+	d, c := cfg.DPoPServer, cfg.Clients[0]
+	if !d.RequireNonce || d.NonceSecret != strings.Repeat("n", 32) || d.NoncePeriod != time.Minute || d.MaxAge != 2*time.Minute ||
+		d.MaxFuture != 10*time.Second || !slices.Equal(d.Algs, []string{"ES256", "EdDSA"}) || cfg.Lifetimes.RefreshToken != 2*time.Hour {
+		t.Errorf("dpop_server = %+v", d)
+	}
+	if !c.RequireSenderConstraining || !c.DPoPBoundAccessTokens || !c.requiresPoP() || c.AllowedOrigins[0] != "https://spa.example.com" {
+		t.Errorf("client = %+v", c)
+	}
+	if len(cfg.APIs) != 2 || cfg.APIs[0].SenderConstraining != PolicyRequired || cfg.APIs[1].SenderConstraining != PolicyNone {
+		t.Errorf("apis = %+v (the policy defaults to none)", cfg.APIs)
+	}
+	def := Default().DPoPServer
+	if def.MaxAge != 300*time.Second || def.MaxFuture != 30*time.Second || !slices.Equal(def.Algs, []string{"ES256", "EdDSA", "RS256", "PS256"}) || def.RequireNonce {
+		t.Errorf("defaults = %+v (DS-14)", def)
+	}
+	_, err = Parse([]byte(goodYAML + "dpop_server: { require_nonce: maybe }\n"))
+	if fe, ok := err.(FieldErrors); !ok || !slices.Contains(fe, FieldError{"dpop_server.require_nonce", `"maybe" is not a boolean (use true or false)`}) {
+		t.Errorf("bad bool: %v", err)
 	}
 }
 

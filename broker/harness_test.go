@@ -281,6 +281,22 @@ func (h *harness) login() url.Values {
 	return appResult(h.t, resp, h.app.URL+"/cb")
 }
 
+// lastEventOf returns the newest event of type typ.
+func (h *harness) lastEventOf(typ string) logs.Event {
+	h.t.Helper()
+	evs, err := h.events.Recent(context.Background(), "", 50)
+	if err != nil {
+		h.t.Fatalf("events: %v", err)
+	}
+	for _, ev := range evs {
+		if ev.Type == typ {
+			return ev
+		}
+	}
+	h.t.Fatalf("no %s event recorded", typ)
+	return logs.Event{}
+}
+
 func detail(ev logs.Event, k string) any { return ev.Details[k] }
 
 func oauth2Static(at string) oauth2.TokenSource {

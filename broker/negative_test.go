@@ -337,7 +337,7 @@ func TestRedisEndToEnd(t *testing.T) {
 	if status != http.StatusOK || body["id_token"] == nil {
 		t.Fatalf("token: %d %v", status, body)
 	}
-	if ev := h.lastEvent(); ev.Type != "s" || ev.Details["dpop_returned_from_upstream"] != true {
+	if ev := h.lastEventOf("s"); ev.Details["dpop_returned_from_upstream"] != true {
 		t.Fatalf("event = %+v", ev)
 	}
 }

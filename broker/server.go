@@ -47,10 +47,12 @@ type Server struct {
 	idSigner jose.Signer
 	atSigner jose.Signer
 
-	clients map[string]*ClientConfig
-	conns   map[string]*connection
-	origins map[string]bool // CORS origins from every client
-	mux     *http.ServeMux
+	clients  map[string]*ClientConfig
+	apis     map[string]*APIConfig
+	verifier *dpop.Verifier // proofs at /oauth/token and /userinfo
+	conns    map[string]*connection
+	origins  map[string]bool // CORS origins from every client
+	mux      *http.ServeMux
 }
 
 // connection is one configured upstream with its driver.
@@ -72,6 +74,7 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 		cfg: cfg, store: deps.Store, events: deps.Events, log: deps.Logger, now: deps.Now, keys: deps.Keys,
 		issuer: cfg.Issuer, base: cfg.BaseURL(),
 		clients: map[string]*ClientConfig{}, conns: map[string]*connection{}, origins: map[string]bool{},
+		apis: map[string]*APIConfig{},
 	}
 	s.callbackURL = s.base + "/login/callback"
 	s.secure = strings.HasPrefix(s.base, "https://")
@@ -94,6 +97,12 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	}
 	if s.events == nil {
 		s.events = &logs.Writer{Logger: s.log, Store: s.store, MaxLen: cfg.Logs.MaxEvents, Now: s.now}
+	}
+	if s.verifier, err = newVerifier(&cfg.DPoPServer, s.store, s.now); err != nil {
+		return nil, err
+	}
+	for i := range cfg.APIs {
+		s.apis[cfg.APIs[i].Audience] = &cfg.APIs[i]
 	}
 	if s.idSigner, err = s.keys.signer("JWT"); err != nil {
 		return nil, fmt.Errorf("id token signer: %w", err)
@@ -212,10 +221,10 @@ func (s *Server) routes() {
 func (s *Server) cors(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
+		w.Header().Add("Vary", "Origin")
 		if origin != "" && s.origins[origin] {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", origin)
-			h.Add("Vary", "Origin")
 			h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate")
 			if r.Method == http.MethodOptions {
 				h.Set("Access-Control-Allow-Methods", "GET, POST")

@@ -11,43 +11,59 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // tokenResponse is the /oauth/token success body.
 type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	IDToken     string `json:"id_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope"`
+	AccessToken  string `json:"access_token"`
+	IDToken      string `json:"id_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	Scope        string `json:"scope"`
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	s.nonceHeader(w) // every token response carries a fresh nonce when nonces are on (DS-16)
 	form, err := readTokenBody(w, r)
 	if err != nil {
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "invalid_request", Description: err.Error()})
+		writeOAuthError(w, invalidRequest(err.Error()))
 		return
 	}
+	ev, x := s.newEvent(r), &exchange{}
+	grant := form.Get("grant_type")
 	client, basic, oerr := s.authenticateClient(r, form)
+	var resp *tokenResponse
+	if oerr == nil {
+		withClient(ev, client)
+		switch grant {
+		case "authorization_code":
+			resp, oerr = s.grantAuthorizationCode(r, client, form, x)
+		case "refresh_token":
+			resp, oerr = s.grantRefreshToken(r, client, form, x)
+		case "":
+			oerr = invalidRequest("grant_type is required")
+		default:
+			oerr = &oauthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "only authorization_code and refresh_token are supported"}
+		}
+	} else if id := form.Get("client_id"); id != "" {
+		ev.Details["requested_client_id"] = clip(id, 128)
+	}
+	s.tokenEvent(r, ev, grant, x, oerr)
 	if oerr != nil {
-		if basic {
+		if basic && oerr.Status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Basic realm="dpop-broker", charset="UTF-8"`)
 		}
 		writeOAuthError(w, oerr)
 		return
 	}
-	switch form.Get("grant_type") {
-	case "authorization_code":
-		s.grantAuthorizationCode(w, r, client, form)
-	case "":
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "invalid_request", Description: "grant_type is required"})
-	default:
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "only authorization_code is supported"})
-	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // readTokenBody parses a form-encoded or JSON body (≤ 64 KiB) into url.Values; repeated
@@ -133,49 +149,126 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *Client
 	return c, basic, nil
 }
 
-func (s *Server) grantAuthorizationCode(w http.ResponseWriter, r *http.Request, client *ClientConfig, form url.Values) {
-	grantErr := func(desc string) {
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Description: desc})
+// exchange collects what a token request decided, for its event.
+type exchange struct {
+	proof   *dpop.Result // the accepted proof, if any
+	target  target       // resolved audience
+	decided bool         // target was resolved (policy known)
+	bound   bool         // the access token is DPoP-bound
+	userID  string
+	reuse   bool // a rotated refresh token was presented again (ferrt)
+}
+
+func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
+	// The proof is checked before the code is taken, so a use_dpop_nonce retry keeps the code.
+	proof, oerr := s.tokenProof(r, client)
+	if x.proof = proof; oerr != nil {
+		return nil, oerr
 	}
 	code := form.Get("code")
 	if code == "" {
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "invalid_request", Description: "code is required"})
-		return
+		return nil, invalidRequest("code is required")
 	}
 	rec, err := s.takeCode(r, code)
 	if err != nil {
 		if storeDown(err) {
 			s.log.Error("store unavailable at token endpoint", "err", err)
-			writeOAuthError(w, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "the session store is unavailable"})
-			return
+			return nil, errStoreDown
 		}
-		grantErr("authorization code is invalid, expired or already used")
-		return
+		return nil, invalidGrant("authorization code is invalid, expired or already used")
 	}
+	x.userID = rec.UserID
 	switch {
 	case rec.App.ClientID != client.ClientID:
-		grantErr("authorization code was issued to another client")
-		return
+		return nil, invalidGrant("authorization code was issued to another client")
 	case form.Get("redirect_uri") != rec.App.RedirectURI:
-		grantErr("redirect_uri does not match the authorization request")
-		return
+		return nil, invalidGrant("redirect_uri does not match the authorization request")
+	case form.Get("audience") != "" && form.Get("audience") != rec.App.Audience:
+		return nil, invalidRequest("audience does not match the authorization request")
 	}
 	if p := pkceProblem(rec.App.CodeChallenge, form.Get("code_verifier")); p != "" {
-		grantErr(p)
-		return
+		return nil, invalidGrant(p)
 	}
-	binding, oerr := s.tokenBinding(r, rec)
+	if oerr := keyBindingProblem(rec.App.DPoPJKT, proof, "the authorization code (dpop_jkt)"); oerr != nil {
+		return nil, oerr // DS-20
+	}
+	b, oerr := s.tokenBinding(client, rec.App.Audience, proof, x)
 	if oerr != nil {
-		writeOAuthError(w, oerr)
-		return
+		return nil, oerr
 	}
-	resp, err := s.issueTokens(rec, client, binding)
+	resp, err := s.issueTokens(rec, client, b)
+	if err == nil && slices.Contains(strings.Fields(rec.App.Scope), "offline_access") {
+		resp.RefreshToken, err = s.newRefreshToken(r.Context(), "", refreshRecordFor(rec, client, proof))
+	}
 	if err != nil {
-		s.log.Error("token issuance failed", "err", err)
-		writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "could not issue tokens"})
-		return
+		return nil, s.issueFailed(err)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	return resp, nil
+}
+
+// errStoreDown answers a token request when the store cannot be reached.
+var errStoreDown = &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "the session store is unavailable"}
+
+// issueFailed logs why tokens could not be issued and answers 503 or 500.
+func (s *Server) issueFailed(err error) *oauthError {
+	s.log.Error("token issuance failed", "err", err)
+	if storeDown(err) {
+		return errStoreDown
+	}
+	return &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "could not issue tokens"}
+}
+
+// clientNeedsProof is the refusal for a client that must bind its tokens but sent no proof.
+const clientNeedsProof = "client requires sender-constrained tokens: send a DPoP proof"
+
+// tokenProof verifies the DPoP proof of a token request when one is sent (DS-1…DS-17). A
+// client that requires sender constraining (dpop_bound_access_tokens, DS-22) must send one.
+func (s *Server) tokenProof(r *http.Request, client *ClientConfig) (*dpop.Result, *oauthError) {
+	if len(r.Header.Values("DPoP")) == 0 {
+		if client.requiresPoP() {
+			return nil, invalidRequest(clientNeedsProof)
+		}
+		return nil, nil
+	}
+	res, err := s.verifyProof(r, "/oauth/token", "", "")
+	if err != nil {
+		oerr := proofError(err, false)
+		if oerr.Status == http.StatusServiceUnavailable {
+			s.log.Error("DPoP proof check failed", "err", err)
+		}
+		return nil, oerr
+	}
+	return res, nil
+}
+
+// keyBindingProblem checks a grant bound to a key thumbprint (dpop_jkt codes DS-20, public
+// clients' refresh tokens DS-21): a proof with exactly that key is required.
+func keyBindingProblem(want string, proof *dpop.Result, what string) *oauthError {
+	switch {
+	case want == "":
+		return nil
+	case proof == nil:
+		return invalidGrant(what + " is bound to a DPoP key: send a DPoP proof signed with that key")
+	case subtle.ConstantTimeCompare([]byte(proof.JKT), []byte(want)) != 1:
+		return invalidGrant("the DPoP proof key does not match the key " + what + " is bound to")
+	}
+	return nil
+}
+
+// tokenBinding resolves the audience and applies the issuance table (decideBinding).
+func (s *Server) tokenBinding(client *ClientConfig, audience string, proof *dpop.Result, x *exchange) (binding, *oauthError) {
+	t, oerr := s.resolveAudience(audience)
+	if oerr != nil {
+		return binding{}, oerr
+	}
+	x.target, x.decided = t, true
+	bind, refuse := decideBinding(t.kind, t.audience, client.requiresPoP(), proof != nil, t.policy)
+	if refuse != nil {
+		return binding{}, refuse
+	}
+	b := bindingFor(bind, proof)
+	x.bound = b.JKT != ""
+	return b, nil
 }
 
 // takeCode takes the broker code (single use) and checks its expiry on the broker clock.
@@ -229,19 +322,9 @@ func validVerifier(v string) bool {
 
 // binding is how an issued access token is sender-constrained.
 type binding struct {
-	TokenType string // "Bearer" (or "DPoP" once issue 3 lands)
-	JKT       string // cnf.jkt for DPoP-bound tokens
-}
-
-// tokenBinding decides the access-token binding for a token request. Extension point for
-// DPoP-bound tokens (issue 3): verify the DPoP header proof here (DS-1…DS-17), compare its
-// key with rec.App.DPoPJKT (DS-20), and return TokenType "DPoP" with the thumbprint. Until
-// then a code bound with dpop_jkt is refused (fail closed) and proofs are ignored.
-func (s *Server) tokenBinding(_ *http.Request, rec *codeRecord) (binding, *oauthError) {
-	if rec.App.DPoPJKT != "" {
-		return binding{}, &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Description: "authorization codes bound with dpop_jkt are not supported by this broker yet"}
-	}
-	return binding{TokenType: "Bearer"}, nil
+	TokenType string // "Bearer" or "DPoP"
+	JKT       string // cnf.jkt for DPoP-bound tokens (DS-18)
+	Alg       string // the proof's alg
 }
 
 // issueTokens signs the ID token and the access token for a redeemed code.

@@ -12,6 +12,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -21,31 +22,38 @@ type accessClaims struct {
 	Scope    string `json:"scope"`
 	SID      string `json:"sid"`
 	ClientID string `json:"client_id"`
+	Cnf      *struct {
+		JKT string `json:"jkt"`
+	} `json:"cnf,omitempty"`
 }
 
 func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
-	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	tok = strings.TrimSpace(tok)
-	if tok == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="dpop-broker"`)
-		w.WriteHeader(http.StatusUnauthorized) // RFC 6750 §3.1: no error info without credentials
+	s.nonceHeader(w)
+	scheme, tok, oerr := userinfoCredentials(r)
+	switch {
+	case oerr != nil:
+		s.bearerError(w, oerr.Status, oerr.Code, oerr.Description)
+		return
+	case tok == "": // RFC 6750 §3.1, DS-24: no error info without credentials
+		w.Header().Add("WWW-Authenticate", `Bearer realm="dpop-broker"`)
+		w.Header().Add("WWW-Authenticate", fmt.Sprintf(`DPoP algs=%q`, strings.Join(s.cfg.DPoPServer.Algs, " ")))
+		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	if !strings.EqualFold(scheme, "Bearer") {
-		// Extension point (issue 3): "DPoP" scheme with proof verification (DS-23).
-		s.bearerError(w, http.StatusBadRequest, "invalid_request", "unsupported authorization scheme (use Bearer)")
-		return
-	}
-	claims, err := s.verifyAccessToken(tok)
-	if err != nil {
-		s.bearerError(w, http.StatusUnauthorized, "invalid_token", err.Error())
+	claims, oerr := s.userinfoToken(r, scheme, tok)
+	if oerr != nil {
+		if scheme == "dpop" || oerr == errBoundAsBearer {
+			s.writeDPoPChallenge(w, oerr)
+		} else {
+			s.bearerError(w, oerr.Status, oerr.Code, oerr.Description)
+		}
 		return
 	}
 	raw, err := s.store.Get(r.Context(), sessions.KindSession, claims.SID+".s")
 	switch {
 	case storeDown(err):
 		s.log.Error("store unavailable at userinfo", "err", err)
-		writeOAuthError(w, &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "the session store is unavailable"})
+		writeOAuthError(w, errStoreDown)
 		return
 	case err != nil:
 		s.bearerError(w, http.StatusUnauthorized, "invalid_token", "the session of this access token has ended")
@@ -59,6 +67,71 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	out := scopedClaims(sess.Claims, claims.Scope)
 	out["sub"] = sess.UserID
 	writeJSON(w, http.StatusOK, out)
+}
+
+// userinfoCredentials returns the lower-case scheme (bearer or dpop) and the token of the one
+// Authorization header; "" when the request carries no credentials. Several headers, other
+// schemes or a token in the URL as well are refused with invalid_request (DS-24).
+func userinfoCredentials(r *http.Request) (scheme, tok string, e *oauthError) {
+	vals := r.Header.Values("Authorization")
+	inURL := r.URL.Query().Has("access_token")
+	switch {
+	case len(vals) > 1:
+		return "", "", invalidRequest("send exactly one Authorization header")
+	case inURL:
+		return "", "", invalidRequest("access tokens in the URL are not accepted: use the Authorization header")
+	case len(vals) == 0 || strings.TrimSpace(vals[0]) == "":
+		return "", "", nil
+	}
+	scheme, tok, _ = strings.Cut(strings.TrimSpace(vals[0]), " ")
+	scheme, tok = strings.ToLower(scheme), strings.TrimSpace(tok)
+	switch {
+	case scheme != "bearer" && scheme != "dpop":
+		return "", "", invalidRequest("unsupported authorization scheme (use Bearer or DPoP)")
+	case tok == "" || strings.ContainsAny(tok, " \t,"):
+		return "", "", invalidRequest("malformed " + scheme + " credentials")
+	}
+	return scheme, tok, nil
+}
+
+// errBoundAsBearer refuses a DPoP-bound token sent with the Bearer scheme (DS-23); it is
+// answered with a DPoP challenge.
+var errBoundAsBearer = &oauthError{Status: http.StatusUnauthorized, Code: "invalid_token",
+	Description: "DPoP-bound access token presented as Bearer: use the DPoP scheme with a proof"}
+
+// userinfoToken verifies the access token and, with the DPoP scheme, its proof (DS-12,
+// DS-23): a bound token needs the DPoP scheme and a proof by its key; an unbound one the
+// Bearer scheme.
+func (s *Server) userinfoToken(r *http.Request, scheme, tok string) (*accessClaims, *oauthError) {
+	unauthorized := func(desc string) *oauthError {
+		return &oauthError{Status: http.StatusUnauthorized, Code: "invalid_token", Description: desc}
+	}
+	claims, err := s.verifyAccessToken(tok)
+	if err != nil {
+		return nil, unauthorized(err.Error())
+	}
+	jkt := ""
+	if claims.Cnf != nil {
+		jkt = claims.Cnf.JKT
+	}
+	switch {
+	case scheme == "bearer" && jkt != "":
+		return nil, errBoundAsBearer
+	case scheme == "bearer":
+		return claims, nil
+	case jkt == "":
+		return nil, unauthorized("the access token is not DPoP-bound: use the Bearer scheme")
+	case len(r.Header.Values("DPoP")) == 0:
+		return nil, &oauthError{Status: http.StatusUnauthorized, Code: dpop.ErrCodeInvalidProof, Description: "the DPoP scheme requires a DPoP proof header"}
+	}
+	if _, err := s.verifyProof(r, "/userinfo", tok, jkt); err != nil {
+		oerr := proofError(err, true)
+		if oerr.Status == http.StatusServiceUnavailable {
+			s.log.Error("DPoP proof check failed", "err", err)
+		}
+		return nil, oerr
+	}
+	return claims, nil
 }
 
 func (s *Server) bearerError(w http.ResponseWriter, status int, code, desc string) {

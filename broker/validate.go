@@ -40,6 +40,8 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	v.store(&c.Store)
 	c.validateLifetimes(v)
 	v.clients(c)
+	v.apis(c)
+	v.dpopServer(&c.DPoPServer, checkKeys)
 	v.connections(c)
 	if c.Logs.MaxEvents < 1 {
 		v.add("logs.max_events", "must be at least 1")
@@ -138,6 +140,7 @@ func (c *Config) validateLifetimes(v *validator) {
 		{"lifetimes.session", c.Lifetimes.Session},
 		{"lifetimes.id_token", c.Lifetimes.IDToken},
 		{"lifetimes.access_token", c.Lifetimes.AccessToken},
+		{"lifetimes.refresh_token", c.Lifetimes.RefreshToken},
 	} {
 		if d.val <= 0 {
 			v.add(d.key, "must be a positive duration")
@@ -215,6 +218,82 @@ func (v *validator) clients(c *Config) {
 			}
 		}
 	}
+}
+
+// proofAlgs are the DPoP proof algorithms the verifier implements (asymmetric only, DS-5).
+var proofAlgs = []string{"ES256", "ES384", "ES512", "EdDSA", "Ed25519", "RS256", "PS256"}
+
+// minNonceSecret is the smallest dpop_server.nonce_secret in bytes.
+const minNonceSecret = 32
+
+// dpopServer checks the proof-verification settings. A missing nonce secret is an error only
+// when keys are checked (serve); otherwise New generates one (demo).
+func (v *validator) dpopServer(d *DPoPServerConfig, checkKeys bool) {
+	switch n := len(d.NonceSecret); {
+	case n == 0 && d.RequireNonce && checkKeys:
+		v.add("dpop_server.nonce_secret", "is required when require_nonce is true (at least %d bytes, the same on every replica)", minNonceSecret)
+	case n > 0 && n < minNonceSecret:
+		v.add("dpop_server.nonce_secret", "must be at least %d bytes (got %d)", minNonceSecret, n)
+	}
+	if d.NoncePeriod <= 0 {
+		v.add("dpop_server.nonce_period", "must be a positive duration")
+	}
+	if d.MaxAge <= 0 || d.MaxAge > time.Hour {
+		v.add("dpop_server.max_age", "%v is out of range (more than 0s, at most 1h)", d.MaxAge)
+	}
+	if d.MaxFuture < 0 || d.MaxFuture > 5*time.Minute {
+		v.add("dpop_server.max_future", "%v is out of range (0s to 5m)", d.MaxFuture)
+	}
+	if len(d.Algs) == 0 {
+		v.add("dpop_server.algs", "at least one algorithm is required")
+	}
+	seen := map[string]bool{}
+	for i, a := range d.Algs {
+		key := fmt.Sprintf("dpop_server.algs[%d]", i)
+		switch {
+		case !slices.Contains(proofAlgs, a):
+			v.add(key, "%q is not supported (use %s)", a, joinOr(proofAlgs))
+		case seen[a]:
+			v.add(key, "duplicate algorithm %q", a)
+		}
+		seen[a] = true
+	}
+}
+
+// apis checks the resource servers: unique audiences and a known policy.
+func (v *validator) apis(c *Config) {
+	seen := map[string]int{}
+	userinfo := c.BaseURL() + "/userinfo"
+	for i, a := range c.APIs {
+		p := fmt.Sprintf("apis[%d]", i)
+		switch {
+		case a.Audience == "":
+			v.add(p+".audience", "is required")
+		case len(a.Audience) > 600 || strings.ContainsFunc(a.Audience, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+			v.add(p+".audience", "must be 1 to 600 visible ASCII characters")
+		case a.Audience == userinfo:
+			v.add(p+".audience", "%q is the broker's userinfo audience and cannot be configured as an API", a.Audience)
+		default:
+			if j, dup := seen[a.Audience]; dup {
+				v.add(p+".audience", "duplicate audience %q (also apis[%d])", a.Audience, j)
+			} else {
+				seen[a.Audience] = i
+			}
+		}
+		switch a.SenderConstraining {
+		case "", PolicyNone, PolicyAllowed, PolicyRequired:
+		default:
+			v.add(p+".sender_constraining", "%q is not supported (use none, allowed or required)", a.SenderConstraining)
+		}
+	}
+}
+
+// joinOr lists names as "a, b or c".
+func joinOr(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // redirectURIProblem returns why a redirect URI is unacceptable, or "".

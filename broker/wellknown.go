@@ -16,16 +16,16 @@ func (s *Server) discoveryDocument() map[string]any {
 		"end_session_endpoint":                  s.base + "/v2/logout",
 		"response_types_supported":              []string{"code"},
 		"response_modes_supported":              []string{"query"},
-		"grant_types_supported":                 []string{"authorization_code"},
+		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{string(s.keys.SigningAlg)},
 		"code_challenge_methods_supported":      []string{"S256"},
 		"token_endpoint_auth_methods_supported": []string{AuthSecretBasic, AuthSecretPost, AuthNone},
-		"scopes_supported":                      []string{"openid", "profile", "email"},
+		"scopes_supported":                      []string{"openid", "profile", "email", "offline_access"},
 		"claims_supported": append([]string{"sub", "iss", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"},
 			append(append([]string{}, profileClaims...), emailClaims...)...),
 		"authorization_response_iss_parameter_supported": true,
-		"dpop_signing_alg_values_supported":              []string{"ES256", "EdDSA", "RS256", "PS256"},
+		"dpop_signing_alg_values_supported":              s.cfg.DPoPServer.Algs, // DS-25
 	}
 }
 

@@ -22,9 +22,13 @@ const (
 	TypeFailedLogin     = "f"
 	TypeSuccessExchange = "seacft"
 	TypeFailedExchange  = "feacft"
-	TypeSuccessLogout   = "slo"
-	TypeSuccessAPI      = "sapi"
-	TypeFailedAPI       = "fapi"
+	// Refresh-token exchanges: success, failure, and reuse of a rotated refresh token.
+	TypeSuccessRefresh        = "sertft"
+	TypeFailedRefresh         = "fertft"
+	TypeFailedRotatingRefresh = "ferrt"
+	TypeSuccessLogout         = "slo"
+	TypeSuccessAPI            = "sapi"
+	TypeFailedAPI             = "fapi"
 )
 
 // Event is one log entry (DESIGN.md §4). It never carries a token, code, proof, secret or key.
@@ -52,14 +56,17 @@ func Description(typ string) string { return descriptions[typ] }
 
 // descriptions is the SaaS code table (reference.md §A2) for the codes the broker may emit.
 var descriptions = map[string]string{
-	TypeSuccessLogin:    "Success Login",
-	TypeFailedLogin:     "Failed Login",
-	TypeSuccessExchange: "Success Exchange",
-	TypeFailedExchange:  "Failed Exchange",
-	TypeSuccessLogout:   "Success Logout",
-	TypeSuccessAPI:      "Success API Operation",
-	TypeFailedAPI:       "Failed API Operation",
-	"flo":               "Failed Logout",
+	TypeSuccessLogin:          "Success Login",
+	TypeFailedLogin:           "Failed Login",
+	TypeSuccessExchange:       "Success Exchange",
+	TypeFailedExchange:        "Failed Exchange",
+	TypeSuccessRefresh:        "Success Exchange (Refresh Token for Access Token)",
+	TypeFailedRefresh:         "Failed Exchange (Refresh Token for Access Token)",
+	TypeFailedRotatingRefresh: "Failed Exchange (Rotating Refresh Token reused)",
+	TypeSuccessLogout:         "Success Logout",
+	TypeSuccessAPI:            "Success API Operation",
+	TypeFailedAPI:             "Failed API Operation",
+	"flo":                     "Failed Logout",
 }
 
 // NewLogID returns a 56-digit decimal id that sorts in creation order (time first, then a

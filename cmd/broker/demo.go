@@ -21,6 +21,8 @@ const (
 	demoClientID   = "sample-app"
 	demoConnection = "demo-idp"
 	demoUpClientID = "broker"
+	// demoAPIAudience is the demo's API (sender_constraining: allowed).
+	demoAPIAudience = "https://api.example.com"
 )
 
 // cmdDemo runs the broker, a built-in upstream IdP demanding DPoP with server nonces, and a
@@ -112,6 +114,10 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},
 	}}
+	// The broker as a DPoP server for its apps: an example API that binds tokens when the app
+	// sends a proof, and server nonces (the secret is generated: GenerateMissingKeys).
+	cfg.APIs = []broker.APIConfig{{Audience: demoAPIAudience, Name: "Demo API", SenderConstraining: broker.PolicyAllowed}}
+	cfg.DPoPServer.RequireNonce = true
 	cfg.Connections = []broker.ConnectionConfig{{
 		Name: demoConnection, Strategy: "oidc",
 		Options: broker.ConnectionOptions{

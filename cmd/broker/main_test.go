@@ -166,3 +166,33 @@ func fetch(t *testing.T, c *http.Client, method, u string, form url.Values) stri
 	}
 	return string(b)
 }
+
+func TestDemoDPoPServer(t *testing.T) {
+	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveAll(ctx, d.servers...) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveAll: %v", err)
+		}
+	}()
+	// DS-16: the demo demands server nonces, so every token response carries one.
+	resp, err := http.PostForm(d.issuer+"oauth/token", url.Values{"grant_type": {"authorization_code"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.Header.Get("DPoP-Nonce") == "" || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("token endpoint: %d, DPoP-Nonce %q", resp.StatusCode, resp.Header.Get("DPoP-Nonce"))
+	}
+	// DS-25 and the demo API audience at /authorize.
+	body := fetch(t, http.DefaultClient, http.MethodGet, d.issuer+".well-known/openid-configuration", nil)
+	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","RS256","PS256"]`) {
+		t.Fatalf("discovery: %s", body)
+	}
+}
