@@ -41,6 +41,8 @@ var (
 	interopDir     string // this directory (node scripts, node_modules)
 	brokerBin      string // built once by TestMain
 	brokerBuildErr error
+	exampleAPIBin  string // cmd/example-api, built once by TestMain
+	exampleAPIErr  error
 	skipReason     string // set when the npm peers are missing and INTEROP_REQUIRED is not 1
 	required       = os.Getenv("INTEROP_REQUIRED") == "1"
 )
@@ -65,27 +67,37 @@ func run(m *testing.M) int {
 		return m.Run()
 	}
 
-	if bin := os.Getenv("INTEROP_BROKER_BIN"); bin != "" { // a prebuilt binary (e.g. from make build)
-		if brokerBin, err = filepath.Abs(bin); err != nil {
-			brokerBuildErr = fmt.Errorf("INTEROP_BROKER_BIN: %w", err)
-		}
-		return m.Run()
-	}
 	tmp, err := os.MkdirTemp("", "dpop-broker-interop-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "interop: temp dir:", err)
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	brokerBin = filepath.Join(tmp, "broker")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", brokerBin, "./cmd/broker")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		brokerBuildErr = fmt.Errorf("go build ./cmd/broker in %s: %w\n%s", repoRoot, err, out)
+	var wg sync.WaitGroup
+	if bin := os.Getenv("INTEROP_BROKER_BIN"); bin != "" { // a prebuilt binary (e.g. from make build)
+		if brokerBin, err = filepath.Abs(bin); err != nil {
+			brokerBuildErr = fmt.Errorf("INTEROP_BROKER_BIN: %w", err)
+		}
+	} else {
+		brokerBin = filepath.Join(tmp, "broker")
+		wg.Go(func() { brokerBuildErr = goBuild(ctx, brokerBin, "./cmd/broker") })
 	}
+	exampleAPIBin = filepath.Join(tmp, "example-api")
+	wg.Go(func() { exampleAPIErr = goBuild(ctx, exampleAPIBin, "./cmd/example-api") })
+	wg.Wait()
 	return m.Run()
+}
+
+// goBuild builds the package pkg of this module into out.
+func goBuild(ctx context.Context, out, pkg string) error {
+	build := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	build.Dir = repoRoot
+	if msg, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s in %s: %w\n%s", pkg, repoRoot, err, msg)
+	}
+	return nil
 }
 
 // findRepoRoot asks `go env GOMOD` and falls back to the parent directory.
@@ -102,7 +114,8 @@ func missingPeers() string {
 	if _, err := exec.LookPath("node"); err != nil {
 		return "node is not on PATH"
 	}
-	for _, pkg := range []string{"oidc-provider", "openid-client", "playwright-core"} {
+	for _, pkg := range []string{"oidc-provider", "openid-client", "playwright-core", "express",
+		"express-oauth2-jwt-bearer", "@auth0/auth0-spa-js"} {
 		if _, err := os.Stat(filepath.Join(interopDir, "node_modules", pkg, "package.json")); err != nil {
 			return fmt.Sprintf("interop/node_modules/%s is missing", pkg)
 		}
@@ -467,3 +480,20 @@ func getStats(t *testing.T, upstreamURL string) upstreamStats {
 }
 
 var openLine = regexp.MustCompile(`Open (http://\S+) in your browser`)
+
+// waitEventType waits (bounded) for the first login event of type typ.
+func waitEventType(t *testing.T, p *proc, typ string) loginEvent {
+	t.Helper()
+	deadline := time.Now().Add(eventTimeout)
+	for {
+		for _, ev := range p.Events() {
+			if ev.Type == typ {
+				return ev
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q event on the broker's stdout within %v (events so far: %d)", typ, eventTimeout, len(p.Events()))
+		}
+		time.Sleep(pollInterval)
+	}
+}

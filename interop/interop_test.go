@@ -20,6 +20,7 @@ type scenario struct {
 	alg           string // connection dpop_signing_alg; "" = omitted (DPoP off)
 	fetchUserinfo bool   // connection fetch_userinfo
 	rpDPoP        bool   // rp.mjs --dpop (DPoP toward the broker)
+	rpClient      string // rp.mjs --client-id: "interop-app" (default) or "pop-app" (require_sender_constraining)
 }
 
 type world struct {
@@ -40,7 +41,11 @@ func setup(t *testing.T, sc scenario) *world {
 	_, upstreamURL := startNode(t, "upstream.mjs", "--port", "0", "--mode", sc.mode,
 		"--client-id", "broker", "--client-secret", upstreamSecret,
 		"--redirect-uri", brokerURL+"/login/callback")
-	rpArgs := []string{"--port", "0", "--issuer", brokerURL + "/", "--client-id", "interop-app", "--client-secret", appSecret}
+	rpClient := sc.rpClient
+	if rpClient == "" {
+		rpClient = "interop-app"
+	}
+	rpArgs := []string{"--port", "0", "--issuer", brokerURL + "/", "--client-id", rpClient, "--client-secret", appSecret}
 	if sc.rpDPoP {
 		rpArgs = append(rpArgs, "--dpop")
 	}
@@ -87,6 +92,13 @@ clients:
     client_secret: "${INTEROP_APP_SECRET}"
     token_endpoint_auth_method: client_secret_basic
     redirect_uris: ["%[4]s/callback"]
+    connections: ["oidc-provider"]
+  - client_id: "pop-app"
+    name: "openid-client RP that must use DPoP"
+    client_secret: "${INTEROP_APP_SECRET}"
+    token_endpoint_auth_method: client_secret_basic
+    redirect_uris: ["%[4]s/callback"]
+    require_sender_constraining: true
     connections: ["oidc-provider"]
 connections:
   - name: "oidc-provider"
@@ -338,19 +350,39 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 		if got := claims["name"]; got != "Alice Example" {
 			t.Errorf("ID token name = %v, want Alice Example", got)
 		}
-		wantType(t, w.broker.waitEvent(t, 1), "s")
-	})
-	t.Run("DPoP-capable client", func(t *testing.T) {
-		t.Parallel()
-		w := setup(t, scenario{mode: "dpop", alg: "ES256", rpDPoP: true})
-		status, body, raw := w.login(t)
-		wantSuccess(t, status, body, raw)
-		// Downstream DPoP binding is issue 3 (broker/token.go): until then the broker ignores the
-		// proof openid-client sends to /oauth/token and answers Bearer; flip this when it lands.
 		if got := body["token_type"]; got != "bearer" {
-			t.Errorf("broker token_type for a DPoP-capable client = %v, want bearer until issue 3", got)
+			t.Errorf("token_type without a proof (userinfo only) = %v, want bearer (reference.md §D row 1)", got)
 		}
 		wantType(t, w.broker.waitEvent(t, 1), "s")
+	})
+	t.Run("DPoP-capable client: token_type DPoP, cnf.jkt, userinfo with DPoP", func(t *testing.T) {
+		t.Parallel()
+		w := setup(t, scenario{mode: "dpop", alg: "ES256", rpDPoP: true})
+		status, body, raw := w.login(t) // wantSuccess: userinfo answered to DPoP <at> + proof (ath)
+		wantSuccess(t, status, body, raw)
+		// openid-client lower-cases token_type; the broker answered "DPoP" (DS-18).
+		if got := body["token_type"]; got != "dpop" {
+			t.Errorf("DS-18 broker token_type for a DPoP client = %v, want DPoP", got)
+		}
+		if jkt, _ := body["dpop_jkt"].(string); jkt == "" || body["at_cnf_jkt"] != jkt {
+			t.Errorf("DS-18/DS-19 access token cnf.jkt = %v, want the RP key's RFC 7638 thumbprint %v", body["at_cnf_jkt"], body["dpop_jkt"])
+		}
+		ev := waitEventType(t, w.broker.proc, "seacft")
+		dp, _ := ev.Details["dpop"].(map[string]any)
+		if dp["bound"] != true || dp["jkt"] != body["dpop_jkt"] {
+			t.Errorf("seacft details.dpop = %v, want bound true with the RP key's thumbprint (event %s)", dp, eventJSON(ev))
+		}
+	})
+	t.Run("client requiring sender constraining without DPoP: invalid_request", func(t *testing.T) {
+		t.Parallel()
+		w := setup(t, scenario{mode: "dpop", alg: "ES256", rpClient: "pop-app"})
+		status, body, raw := w.login(t)
+		wantAppError(t, status, body, raw)
+		if body["error"] != "invalid_request" || body["stage"] != "authorization_code_grant" {
+			t.Errorf("DS-22 token request without a proof from a client with require_sender_constraining: %s, want invalid_request at the code grant", raw)
+		}
+		ev := waitEventType(t, w.broker.proc, "feacft")
+		wantDetail(t, ev, "error", "invalid_request")
 	})
 }
 
@@ -359,12 +391,7 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 func TestBrowserDemo(t *testing.T) {
 	t.Parallel()
 	needPeers(t)
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if required {
-			t.Fatalf("%s is missing (INTEROP_REQUIRED=1): install Debian's chromium (make chromium)", chromiumPath)
-		}
-		t.Skipf("%s is missing: install Debian's chromium to run the browser test", chromiumPath)
-	}
+	needChromium(t)
 
 	urls := make(chan string, 1)
 	var once sync.Once

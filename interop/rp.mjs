@@ -1,11 +1,14 @@
 // rp.mjs: a downstream app (relying party) built on openid-client v6, logging in through the broker.
 //
-// Usage: node rp.mjs --port 0 --issuer http://127.0.0.1:8080/ --client-id app --client-secret S [--dpop [--dpop-alg ES256]]
+// Usage: node rp.mjs --port 0 --issuer http://127.0.0.1:8080/ --client-id app --client-secret S
+//          [--dpop [--dpop-alg ES256]] [--audience API]
 //
 // Prints "READY http://127.0.0.1:PORT" once listening. Discovery runs lazily on the first /login, so
 // the app may start before the broker. GET /login redirects to the broker (PKCE S256, state, nonce);
 // GET /callback runs authorizationCodeGrant (state, PKCE, nonce, iss and ID-token checks by the
-// library) then fetchUserInfo, and answers JSON {claims, userinfo, token_type, id_token_alg}.
+// library) then fetchUserInfo, and answers JSON {claims, userinfo, token_type, id_token_alg} plus,
+// with --dpop, dpop_jkt (RFC 7638 thumbprint of the RP's DPoP public key) and the access token's
+// cnf.jkt / aud when it is a JWT (at_cnf_jkt, at_aud).
 // An OAuth error or a failed check answers 400/502 JSON {error, error_description, stage}.
 // The redirect URI is http://127.0.0.1:PORT/callback. Never prints a token or code.
 import * as crypto from 'node:crypto';
@@ -25,6 +28,7 @@ const { values: args } = parseArgs({
     connection: { type: 'string', default: '' },
     dpop: { type: 'boolean', default: false },
     'dpop-alg': { type: 'string', default: 'ES256' },
+    audience: { type: 'string', default: '' },
   },
 });
 if (!args.issuer) {
@@ -69,6 +73,27 @@ function json(res, status, body) {
 
 let redirectUri;
 
+// jwkThumbprint is the RFC 7638 SHA-256 thumbprint of a public CryptoKey (required members only,
+// lexicographic order, no whitespace).
+async function jwkThumbprint(publicKey) {
+  const jwk = await crypto.webcrypto.subtle.exportKey('jwk', publicKey);
+  const members = { EC: ['crv', 'kty', 'x', 'y'], OKP: ['crv', 'kty', 'x'], RSA: ['e', 'kty', 'n'] }[jwk.kty];
+  if (!members) throw new Error(`unsupported key type ${jwk.kty}`);
+  const canonical = `{${members.map((m) => `${JSON.stringify(m)}:${JSON.stringify(jwk[m])}`).join(',')}}`;
+  return crypto.createHash('sha256').update(canonical).digest('base64url');
+}
+
+// jwtPayload decodes a JWT payload without verification (only to report cnf/aud; never printed whole).
+function jwtPayload(token) {
+  try {
+    const parts = token.split('.');
+    if (parts.length !== 3) return undefined;
+    return JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
 async function login(req, res) {
   const cfg = await getConfig();
   const verifier = client.randomPKCECodeVerifier();
@@ -82,6 +107,7 @@ async function login(req, res) {
     nonce: tx.nonce,
   };
   if (args.connection) params.connection = args.connection;
+  if (args.audience) params.audience = args.audience;
   const id = crypto.randomBytes(16).toString('base64url');
   if (pending.size >= MAX_PENDING) pending.delete(pending.keys().next().value);
   pending.set(id, tx);
@@ -104,9 +130,11 @@ async function callback(req, res, currentUrl) {
   pending.delete(id);
 
   let dpopHandle;
+  let dpopJkt;
   if (args.dpop) {
     const keyPair = await client.randomDPoPKeyPair(args['dpop-alg']);
     dpopHandle = client.getDPoPHandle(cfg, keyPair);
+    dpopJkt = await jwkThumbprint(keyPair.publicKey);
   }
 
   let tokens;
@@ -140,8 +168,18 @@ async function callback(req, res, currentUrl) {
     return;
   }
   const idTokenAlg = JSON.parse(Buffer.from(tokens.id_token.split('.')[0], 'base64url').toString('utf8')).alg;
-  log('logged_in', { sub: claims.sub, token_type: tokens.token_type, id_token_alg: idTokenAlg });
-  json(res, 200, { claims, userinfo, token_type: tokens.token_type, id_token_alg: idTokenAlg, dpop: args.dpop });
+  const at = jwtPayload(tokens.access_token);
+  log('logged_in', { sub: claims.sub, token_type: tokens.token_type, id_token_alg: idTokenAlg, dpop_jkt: dpopJkt });
+  json(res, 200, {
+    claims,
+    userinfo,
+    token_type: tokens.token_type,
+    id_token_alg: idTokenAlg,
+    dpop: args.dpop,
+    dpop_jkt: dpopJkt,
+    at_cnf_jkt: at?.cnf?.jkt,
+    at_aud: at?.aud,
+  });
 }
 
 const server = createServer((req, res) => {
