@@ -104,6 +104,17 @@ type Writer struct {
 	MaxLen   int // store retention by count, default 10000
 	Hostname string
 	Now      func() time.Time
+	// MaxAge is the store retention by age: default DefaultMaxAge (30 days); negative keeps
+	// events until MaxLen pushes them out. Write trims at most once a minute; reads never
+	// return older events.
+	MaxAge time.Duration
+	// Settle, when positive, holds back from checkpoint reads and Follow the events younger
+	// than Settle: set it (about a second) when several brokers write to one store, so that
+	// an event another replica is still storing cannot be passed by a reader's cursor.
+	// Events this Writer is storing are always held back, whatever Settle.
+	Settle time.Duration
+
+	state writerState // in-flight ids and trim schedule (search.go)
 }
 
 // Write records ev. A store failure is returned (and logged) but the slog line is always
@@ -119,6 +130,8 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 		now = w.Now
 	}
 	t := now()
+	release := w.track(ev, &t, now) // assigns ev.LogID (re-reading the clock) when empty; held until stored
+	defer release()
 	if ev.LogID == "" {
 		ev.LogID = NewLogID(t)
 	}
@@ -159,6 +172,7 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 			slog.String("log_id", ev.LogID), slog.String("error", err.Error()))
 		return fmt.Errorf("logs: store event %s: %w", ev.LogID, err)
 	}
+	w.maybeTrim(ctx, t)
 	return nil
 }
 

@@ -33,6 +33,10 @@ type memory struct {
 	writes int
 	logs   []memLog // sorted by id, oldest first
 	closed bool
+
+	conns     map[string]memConn // connection records by id (no TTL)
+	connNames map[string]string  // connection name → id
+	connVer   int64              // ConnectionsVersion
 }
 
 // NewMemory returns the in-process backend: the zero-setup default for a single broker.
@@ -210,6 +214,86 @@ func (m *memory) Logs(_ context.Context, before string, limit int) ([][]byte, er
 	return out, nil
 }
 
+// logIndex returns the index of the first entry whose id is not below id. mu must be held.
+func (m *memory) logIndex(id string) int {
+	i, _ := slices.BinarySearchFunc(m.logs, id, func(e memLog, id string) int { return strings.Compare(e.id, id) })
+	return i
+}
+
+func (m *memory) LogsAfter(_ context.Context, after string, limit int) ([]LogEntry, error) {
+	if err := checkLogBound(after); err != nil {
+		return nil, fmt.Errorf("sessions: logs after: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	start := 0
+	if after != "" {
+		start = m.logIndex(after)
+		if start < len(m.logs) && m.logs[start].id == after {
+			start++
+		}
+	}
+	out := make([]LogEntry, 0, max(0, min(limit, len(m.logs)-start)))
+	for i := start; i < len(m.logs) && len(out) < limit; i++ {
+		out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
+	}
+	return out, nil
+}
+
+func (m *memory) LogsBefore(_ context.Context, before string, limit int) ([]LogEntry, error) {
+	if err := checkLogBound(before); err != nil {
+		return nil, fmt.Errorf("sessions: logs before: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	end := len(m.logs)
+	if before != "" {
+		end = m.logIndex(before)
+	}
+	out := make([]LogEntry, 0, max(0, min(limit, end)))
+	for i := end - 1; i >= 0 && len(out) < limit; i-- {
+		out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
+	}
+	return out, nil
+}
+
+func (m *memory) Log(_ context.Context, id string) ([]byte, error) {
+	if err := checkLogID(id); err != nil {
+		return nil, fmt.Errorf("sessions: log: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	if i := m.logIndex(id); i < len(m.logs) && m.logs[i].id == id {
+		return bytes.Clone(m.logs[i].data), nil
+	}
+	return nil, fmt.Errorf("sessions: log: %w", ErrNotFound)
+}
+
+func (m *memory) TrimLogs(_ context.Context, before string) error {
+	if err := checkLogID(before); err != nil {
+		return fmt.Errorf("sessions: trim logs: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	if n := m.logIndex(before); n > 0 {
+		clear(m.logs[:n])
+		m.logs = m.logs[n:]
+	}
+	return nil
+}
+
 func (m *memory) Ping(context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -225,5 +309,6 @@ func (m *memory) Close() error {
 	m.closed = true
 	m.recs = nil
 	m.logs = nil
+	m.conns, m.connNames = nil, nil
 	return nil
 }

@@ -202,6 +202,78 @@ func (s *redisStore) Logs(ctx context.Context, before string, limit int) ([][]by
 	return out, nil
 }
 
+// entries splits "ID\x00EVENT" members into log entries, skipping foreign members.
+func entries(ms []string) []LogEntry {
+	out := make([]LogEntry, 0, len(ms))
+	for _, m := range ms {
+		if len(m) <= LogIDLen || m[LogIDLen] != 0 {
+			continue // not written by AppendLog
+		}
+		out = append(out, LogEntry{ID: m[:LogIDLen], Event: []byte(m[LogIDLen+1:])})
+	}
+	return out
+}
+
+// For a log id X (LogIDLen digits) and a member "ID\x00EVENT": ID > X ⇔ member > X+"\x01",
+// ID < X ⇔ member < X, ID == X ⇔ X+"\x00" ≤ member < X+"\x01".
+
+func (s *redisStore) LogsAfter(ctx context.Context, after string, limit int) ([]LogEntry, error) {
+	if err := checkLogBound(after); err != nil {
+		return nil, fmt.Errorf("sessions: logs after: %w", err)
+	}
+	if limit <= 0 {
+		return []LogEntry{}, nil
+	}
+	lo := "-"
+	if after != "" {
+		lo = "(" + after + "\x01"
+	}
+	ms, err := s.c.ZRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, mapErr("logs after", err)
+	}
+	return entries(ms), nil
+}
+
+func (s *redisStore) LogsBefore(ctx context.Context, before string, limit int) ([]LogEntry, error) {
+	if err := checkLogBound(before); err != nil {
+		return nil, fmt.Errorf("sessions: logs before: %w", err)
+	}
+	if limit <= 0 {
+		return []LogEntry{}, nil
+	}
+	hi := "+"
+	if before != "" {
+		hi = "(" + before
+	}
+	ms, err := s.c.ZRevRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, mapErr("logs before", err)
+	}
+	return entries(ms), nil
+}
+
+func (s *redisStore) Log(ctx context.Context, id string) ([]byte, error) {
+	if err := checkLogID(id); err != nil {
+		return nil, fmt.Errorf("sessions: log: %w", err)
+	}
+	ms, err := s.c.ZRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: "[" + id + "\x00", Max: "(" + id + "\x01", Count: 1}).Result()
+	if err != nil {
+		return nil, mapErr("log", err)
+	}
+	if es := entries(ms); len(es) == 1 {
+		return es[0].Event, nil
+	}
+	return nil, fmt.Errorf("sessions: log: %w", ErrNotFound)
+}
+
+func (s *redisStore) TrimLogs(ctx context.Context, before string) error {
+	if err := checkLogID(before); err != nil {
+		return fmt.Errorf("sessions: trim logs: %w", err)
+	}
+	return mapErr("trim logs", s.c.ZRemRangeByLex(ctx, s.logKey, "-", "("+before).Err())
+}
+
 func (s *redisStore) Ping(ctx context.Context) error {
 	if err := s.c.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("sessions: redis ping: %w: %w", ErrUnavailable, err)

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -52,6 +55,19 @@ func allOps(ctx context.Context, s sessions.Store) map[string]error {
 	_, errs["Get"] = s.Get(ctx, sessions.KindSession, "s")
 	_, errs["Take"] = s.Take(ctx, sessions.KindCode, "c.1")
 	_, errs["Logs"] = s.Logs(ctx, "", 10)
+	_, errs["LogsAfter"] = s.LogsAfter(ctx, "", 10)
+	_, errs["LogsBefore"] = s.LogsBefore(ctx, "", 10)
+	_, errs["Log"] = s.Log(ctx, fmt.Sprintf("%056d", 1))
+	errs["TrimLogs"] = s.TrimLogs(ctx, fmt.Sprintf("%056d", 1))
+	c := s.(sessions.Connections)
+	errs["CreateConnection"] = c.CreateConnection(ctx, "con_1", "a", []byte("{}"))
+	_, errs["SeedConnection"] = c.SeedConnection(ctx, "con_1", "a", []byte("{}"))
+	_, errs["GetConnection"] = c.GetConnection(ctx, "con_1")
+	_, _, errs["ConnectionByName"] = c.ConnectionByName(ctx, "a")
+	_, errs["ListConnections"] = c.ListConnections(ctx)
+	errs["UpdateConnection"] = c.UpdateConnection(ctx, "con_1", []byte("{}"))
+	errs["DeleteConnection"] = c.DeleteConnection(ctx, "con_1")
+	_, errs["ConnectionsVersion"] = c.ConnectionsVersion(ctx)
 	return errs
 }
 
@@ -116,5 +132,65 @@ func TestNewRedisConfig(t *testing.T) {
 		if _, err := sessions.NewRedis(cfg); err == nil {
 			t.Errorf("NewRedis(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// Connection records are durable (no expiry) and live in one Cluster slot, so the create
+// script's multi-key check-and-set is legal on Redis Cluster.
+func TestRedisConnectionKeys(t *testing.T) {
+	addr := redistest.Start(t)
+	s := newRedis(t, addr, 0)
+	c := s.(sessions.Connections)
+	if err := c.CreateConnection(t.Context(), "con_1", "acme", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	keys, err := raw.Keys(t.Context(), "t:conn:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 4 {
+		t.Fatalf("connection keys = %q, want 4 (doc, id, name, ver)", keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "t:conn:{conn}:") {
+			t.Errorf("key %q lacks the {conn} hash tag", k)
+		}
+		ttl, err := raw.TTL(t.Context(), k).Result()
+		if err != nil || ttl != -1 {
+			t.Errorf("TTL(%q) = %v, %v; want no expiry", k, ttl, err)
+		}
+	}
+}
+
+// A second store on the same Redis (another replica, or the broker after a restart) sees the
+// event log and the connections written by the first.
+func TestRedisSharedAcrossClients(t *testing.T) {
+	addr := redistest.Start(t)
+	a, b := newRedis(t, addr, 0), newRedis(t, addr, 0)
+	id := fmt.Sprintf("%056d", 7)
+	if err := a.AppendLog(t.Context(), id, []byte(`{"n":7}`), 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.(sessions.Connections).CreateConnection(t.Context(), "con_1", "acme", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Log(t.Context(), id); err != nil || string(got) != `{"n":7}` {
+		t.Fatalf("second client Log = %q, %v", got, err)
+	}
+	bc := b.(sessions.Connections)
+	v1, err := bc.ConnectionsVersion(t.Context())
+	if err != nil || v1 < 1 {
+		t.Fatalf("second client version = %d, %v", v1, err)
+	}
+	if err := a.(sessions.Connections).UpdateConnection(t.Context(), "con_1", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if v2, err := bc.ConnectionsVersion(t.Context()); err != nil || v2 <= v1 {
+		t.Fatalf("second client version after update = %d, %v; want above %d", v2, err, v1)
+	}
+	if got, err := bc.GetConnection(t.Context(), "con_1"); err != nil || string(got) != "v2" {
+		t.Fatalf("second client GetConnection = %q, %v", got, err)
 	}
 }

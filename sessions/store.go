@@ -1,5 +1,5 @@
-// Package sessions stores the broker's short-lived state — login transactions, user sessions,
-// authorization codes, refresh tokens and the login-event log — in Redis or in memory.
+// Package sessions stores the broker's state — login transactions, user sessions, codes,
+// refresh tokens (with TTLs), the login-event log and connection records — in Redis or memory.
 package sessions
 
 import (
@@ -70,6 +70,17 @@ type Store interface {
 	// Logs returns up to limit serialized events, newest first, whose id is below before
 	// (all when before is "").
 	Logs(ctx context.Context, before string, limit int) ([][]byte, error)
+	// LogsAfter returns up to limit entries, oldest first, whose id is above after (from the
+	// oldest when after is ""). after must be "" or a log id (LogIDLen digits).
+	LogsAfter(ctx context.Context, after string, limit int) ([]LogEntry, error)
+	// LogsBefore returns up to limit entries, newest first, whose id is below before (from
+	// the newest when before is ""). before must be "" or a log id.
+	LogsBefore(ctx context.Context, before string, limit int) ([]LogEntry, error)
+	// Log returns the serialized event stored under id, or ErrNotFound.
+	Log(ctx context.Context, id string) ([]byte, error)
+	// TrimLogs removes every entry whose id is below before (a log id). Ids start with the
+	// event's Unix nanoseconds, so the smallest id of an instant is a retention-by-age bound.
+	TrimLogs(ctx context.Context, before string) error
 
 	// Ping reports whether the backend is reachable (ErrUnavailable otherwise).
 	Ping(ctx context.Context) error
@@ -136,6 +147,13 @@ func checkBatch(items []Item) error {
 	return nil
 }
 
+// LogEntry is one event-log entry with its id; ids are returned so that readers can page
+// on them even past an entry whose payload they cannot decode.
+type LogEntry struct {
+	ID    string
+	Event []byte
+}
+
 // LogIDLen is the length of a login-event log id: 56 decimal digits.
 const LogIDLen = 56
 
@@ -162,4 +180,12 @@ type RedisConfig struct {
 	DB         int
 	Prefix     string        // key prefix, default "dpop-broker"
 	Timeout    time.Duration // dial/read/write timeout, default 2s
+}
+
+// checkLogBound accepts "" or a log id: the cursor of LogsAfter and LogsBefore.
+func checkLogBound(id string) error {
+	if id == "" {
+		return nil
+	}
+	return checkLogID(id)
 }

@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite every sessions.Store backend must pass: TTLs,
-// single use under concurrency, atomic batches, and the event log.
+// single use under concurrency, atomic batches, the event log, and sessions.Connections.
 package storetest
 
 import (
@@ -23,7 +23,8 @@ const (
 )
 
 // Run runs every conformance check; newStore must return an empty, isolated store for each
-// subtest (and register its Close with t.Cleanup if needed).
+// subtest (and register its Close with t.Cleanup if needed). The store must also implement
+// sessions.Connections.
 func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 	tests := []struct {
 		name string
@@ -48,6 +49,19 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{"Logs maxLen retention", testLogsRetention},
 		{"Logs invalid input", testLogsInvalid},
 		{"Ping", testPing},
+		{"LogsAfter and LogsBefore paging", testLogsAfterBefore},
+		{"Log by id", testLogByID},
+		{"TrimLogs by id bound", testTrimLogs},
+		{"Log cursors validated", testLogCursorsInvalid},
+		{"Connections create, duplicate id, duplicate name", testConnCreate},
+		{"Connections concurrent creates of one name, exactly one wins", testConnCreateConcurrent},
+		{"Connections update", testConnUpdate},
+		{"Connections delete frees the name", testConnDelete},
+		{"Connections version increases on every write", testConnVersion},
+		{"Connections list sorted by name", testConnList},
+		{"Connections seed is idempotent", testConnSeed},
+		{"Connections copy values and live apart from TTL records", testConnDurable},
+		{"Connections invalid input", testConnInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

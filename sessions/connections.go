@@ -1,0 +1,227 @@
+package sessions
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Connections stores the broker's upstream connection documents durably (no TTL), so every
+// replica sharing the store sees a management change at once. Both NewMemory and NewRedis
+// return stores that implement it; on Redis every key carries the hash tag {conn}, so each
+// write is one atomic script on one Cluster slot.
+//
+// A connection has an immutable id and an immutable, unique name; doc is opaque to the
+// store. Every successful write increases ConnectionsVersion, so a replica that caches the
+// connections reloads them only when that one number changes:
+//
+//	if v, _ := c.ConnectionsVersion(ctx); v != cached { docs, _ := c.ListConnections(ctx); ... }
+//
+// (reading the version before the list means a concurrent write is seen at the next check).
+type Connections interface {
+	// CreateConnection stores doc under id and name. It returns ErrExists (and changes
+	// nothing) when id or name is taken; of concurrent creators of one name exactly one wins.
+	CreateConnection(ctx context.Context, id, name string, doc []byte) error
+	// SeedConnection creates the connection unless it exists, for connections seeded from
+	// configuration at every start: created is false and err nil when id is already stored
+	// (whatever its name and doc); when name belongs to a different id it returns ErrExists.
+	SeedConnection(ctx context.Context, id, name string, doc []byte) (created bool, err error)
+	// GetConnection returns the document stored under id, or ErrNotFound.
+	GetConnection(ctx context.Context, id string) ([]byte, error)
+	// ConnectionByName returns the id and document of the connection named name, or
+	// ErrNotFound.
+	ConnectionByName(ctx context.Context, name string) (id string, doc []byte, err error)
+	// ListConnections returns every document, sorted by connection name.
+	ListConnections(ctx context.Context) ([][]byte, error)
+	// UpdateConnection replaces the document under id (its name stays), or returns
+	// ErrNotFound.
+	UpdateConnection(ctx context.Context, id string, doc []byte) error
+	// DeleteConnection removes the connection and frees its name, or returns ErrNotFound.
+	DeleteConnection(ctx context.Context, id string) error
+	// ConnectionsVersion returns a counter that every successful write above increases
+	// (0 before the first write). It is one GET on Redis.
+	ConnectionsVersion(ctx context.Context) (int64, error)
+}
+
+var (
+	_ Connections = (*memory)(nil)
+	_ Connections = (*redisStore)(nil)
+)
+
+// maxConnKey bounds connection ids and names.
+const maxConnKey = 512
+
+// checkConnKey rejects empty or over-long ids and names.
+func checkConnKey(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("sessions: empty connection %s", what)
+	case len(s) > maxConnKey:
+		return fmt.Errorf("sessions: connection %s longer than %d bytes", what, maxConnKey)
+	}
+	return nil
+}
+
+func checkConnIDName(id, name string) error {
+	return errors.Join(checkConnKey("id", id), checkConnKey("name", name))
+}
+
+var (
+	errIDTaken   = fmt.Errorf("connection id taken: %w", ErrExists)
+	errNameTaken = fmt.Errorf("connection name taken: %w", ErrExists)
+)
+
+// memConn is one connection held by the memory backend.
+type memConn struct {
+	name string
+	doc  []byte
+}
+
+// connsLocked returns the memory backend's connection maps, creating them. mu must be held.
+func (m *memory) connsLocked() (byID map[string]memConn, byName map[string]string) {
+	if m.conns == nil {
+		m.conns = make(map[string]memConn)
+		m.connNames = make(map[string]string)
+	}
+	return m.conns, m.connNames
+}
+
+func (m *memory) createConn(id, name string, doc []byte) error {
+	if err := checkConnIDName(id, name); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	byID, byName := m.connsLocked()
+	if _, ok := byID[id]; ok {
+		return errIDTaken
+	}
+	if _, ok := byName[name]; ok {
+		return errNameTaken
+	}
+	byID[id] = memConn{name: name, doc: bytes.Clone(doc)}
+	byName[name] = id
+	m.connVer++
+	return nil
+}
+
+func (m *memory) CreateConnection(_ context.Context, id, name string, doc []byte) error {
+	if err := m.createConn(id, name, doc); err != nil {
+		return fmt.Errorf("sessions: create connection: %w", err)
+	}
+	return nil
+}
+
+func (m *memory) SeedConnection(_ context.Context, id, name string, doc []byte) (bool, error) {
+	switch err := m.createConn(id, name, doc); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, errIDTaken):
+		return false, nil
+	default:
+		return false, fmt.Errorf("sessions: seed connection: %w", err)
+	}
+}
+
+func (m *memory) GetConnection(_ context.Context, id string) ([]byte, error) {
+	if err := checkConnKey("id", id); err != nil {
+		return nil, fmt.Errorf("sessions: get connection: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	c, ok := m.conns[id]
+	if !ok {
+		return nil, fmt.Errorf("sessions: get connection: %w", ErrNotFound)
+	}
+	return bytes.Clone(c.doc), nil
+}
+
+func (m *memory) ConnectionByName(_ context.Context, name string) (string, []byte, error) {
+	if err := checkConnKey("name", name); err != nil {
+		return "", nil, fmt.Errorf("sessions: connection by name: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", nil, errClosed
+	}
+	id, ok := m.connNames[name]
+	if !ok {
+		return "", nil, fmt.Errorf("sessions: connection by name: %w", ErrNotFound)
+	}
+	return id, bytes.Clone(m.conns[id].doc), nil
+}
+
+func (m *memory) ListConnections(context.Context) ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errClosed
+	}
+	cs := make([]memConn, 0, len(m.conns))
+	for _, c := range m.conns {
+		cs = append(cs, c)
+	}
+	slices.SortFunc(cs, func(a, b memConn) int { return strings.Compare(a.name, b.name) })
+	out := make([][]byte, len(cs))
+	for i, c := range cs {
+		out[i] = bytes.Clone(c.doc)
+	}
+	return out, nil
+}
+
+func (m *memory) UpdateConnection(_ context.Context, id string, doc []byte) error {
+	if err := checkConnKey("id", id); err != nil {
+		return fmt.Errorf("sessions: update connection: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	c, ok := m.conns[id]
+	if !ok {
+		return fmt.Errorf("sessions: update connection: %w", ErrNotFound)
+	}
+	c.doc = bytes.Clone(doc)
+	m.conns[id] = c
+	m.connVer++
+	return nil
+}
+
+func (m *memory) DeleteConnection(_ context.Context, id string) error {
+	if err := checkConnKey("id", id); err != nil {
+		return fmt.Errorf("sessions: delete connection: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	c, ok := m.conns[id]
+	if !ok {
+		return fmt.Errorf("sessions: delete connection: %w", ErrNotFound)
+	}
+	delete(m.conns, id)
+	delete(m.connNames, c.name)
+	m.connVer++
+	return nil
+}
+
+func (m *memory) ConnectionsVersion(context.Context) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, errClosed
+	}
+	return m.connVer, nil
+}

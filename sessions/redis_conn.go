@@ -1,0 +1,191 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Connection records on Redis: four keys under the hash tag {conn} (one Cluster slot), changed
+// only by the Lua scripts below, so each write is atomic.
+//
+//	PREFIX:conn:{conn}:doc   hash id → document
+//	PREFIX:conn:{conn}:id    hash id → name
+//	PREFIX:conn:{conn}:name  hash name → id
+//	PREFIX:conn:{conn}:ver   counter, INCR by every write
+type connKeys struct{ doc, id, name, ver string }
+
+func (s *redisStore) connKeys() connKeys {
+	b := s.prefix + ":conn:{conn}:"
+	return connKeys{doc: b + "doc", id: b + "id", name: b + "name", ver: b + "ver"}
+}
+
+// all returns the keys in the order the scripts expect: KEYS[1..4] = doc, id, name, ver.
+func (k connKeys) all() []string { return []string{k.doc, k.id, k.name, k.ver} }
+
+// Script results for "taken" and "missing" (a successful write returns the new version ≥ 1).
+const (
+	connIDTaken   = -1
+	connNameTaken = -2
+	connMissing   = -3
+)
+
+var (
+	// ARGV: id, name, doc.
+	connCreateScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+return redis.call('INCR', KEYS[4])
+`)
+	// ARGV: id, doc.
+	connUpdateScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('INCR', KEYS[4])
+`)
+	// ARGV: id.
+	connDeleteScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
+local name = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if name and redis.call('HGET', KEYS[3], name) == ARGV[1] then redis.call('HDEL', KEYS[3], name) end
+return redis.call('INCR', KEYS[4])
+`)
+	// ARGV: name. Returns {id, doc} or nil.
+	connByNameScript = redis.NewScript(`
+local id = redis.call('HGET', KEYS[3], ARGV[1])
+if not id then return false end
+local doc = redis.call('HGET', KEYS[1], id)
+if not doc then return false end
+return {id, doc}
+`)
+)
+
+// runConn runs a write script and maps its result.
+func (s *redisStore) runConn(ctx context.Context, op string, sc *redis.Script, args ...any) error {
+	n, err := sc.Run(ctx, s.c, s.connKeys().all(), args...).Int64()
+	if err != nil {
+		return mapErr(op, err)
+	}
+	switch n {
+	case connIDTaken:
+		return errIDTaken
+	case connNameTaken:
+		return errNameTaken
+	case connMissing:
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (s *redisStore) CreateConnection(ctx context.Context, id, name string, doc []byte) error {
+	if err := checkConnIDName(id, name); err != nil {
+		return fmt.Errorf("sessions: create connection: %w", err)
+	}
+	if err := s.runConn(ctx, "create connection", connCreateScript, id, name, doc); err != nil {
+		return fmt.Errorf("sessions: create connection: %w", err)
+	}
+	return nil
+}
+
+func (s *redisStore) SeedConnection(ctx context.Context, id, name string, doc []byte) (bool, error) {
+	if err := checkConnIDName(id, name); err != nil {
+		return false, fmt.Errorf("sessions: seed connection: %w", err)
+	}
+	switch err := s.runConn(ctx, "seed connection", connCreateScript, id, name, doc); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, errIDTaken):
+		return false, nil
+	default:
+		return false, fmt.Errorf("sessions: seed connection: %w", err)
+	}
+}
+
+func (s *redisStore) GetConnection(ctx context.Context, id string) ([]byte, error) {
+	if err := checkConnKey("id", id); err != nil {
+		return nil, fmt.Errorf("sessions: get connection: %w", err)
+	}
+	v, err := s.c.HGet(ctx, s.connKeys().doc, id).Bytes()
+	if err != nil {
+		return nil, mapErr("get connection", err)
+	}
+	return v, nil
+}
+
+func (s *redisStore) ConnectionByName(ctx context.Context, name string) (string, []byte, error) {
+	if err := checkConnKey("name", name); err != nil {
+		return "", nil, fmt.Errorf("sessions: connection by name: %w", err)
+	}
+	r, err := connByNameScript.Run(ctx, s.c, s.connKeys().all(), name).StringSlice()
+	if err != nil {
+		return "", nil, mapErr("connection by name", err)
+	}
+	if len(r) != 2 {
+		return "", nil, fmt.Errorf("sessions: connection by name: unexpected reply of %d items", len(r))
+	}
+	return r[0], []byte(r[1]), nil
+}
+
+func (s *redisStore) ListConnections(ctx context.Context) ([][]byte, error) {
+	k := s.connKeys()
+	var docs, names *redis.MapStringStringCmd
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		docs = p.HGetAll(ctx, k.doc)
+		names = p.HGetAll(ctx, k.id)
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("list connections", err)
+	}
+	type rec struct{ name, doc string }
+	recs := make([]rec, 0, len(docs.Val()))
+	for id, doc := range docs.Val() {
+		recs = append(recs, rec{name: names.Val()[id], doc: doc})
+	}
+	slices.SortFunc(recs, func(a, b rec) int { return strings.Compare(a.name, b.name) })
+	out := make([][]byte, len(recs))
+	for i, r := range recs {
+		out[i] = []byte(r.doc)
+	}
+	return out, nil
+}
+
+func (s *redisStore) UpdateConnection(ctx context.Context, id string, doc []byte) error {
+	if err := checkConnKey("id", id); err != nil {
+		return fmt.Errorf("sessions: update connection: %w", err)
+	}
+	if err := s.runConn(ctx, "update connection", connUpdateScript, id, doc); err != nil {
+		return fmt.Errorf("sessions: update connection: %w", err)
+	}
+	return nil
+}
+
+func (s *redisStore) DeleteConnection(ctx context.Context, id string) error {
+	if err := checkConnKey("id", id); err != nil {
+		return fmt.Errorf("sessions: delete connection: %w", err)
+	}
+	if err := s.runConn(ctx, "delete connection", connDeleteScript, id); err != nil {
+		return fmt.Errorf("sessions: delete connection: %w", err)
+	}
+	return nil
+}
+
+func (s *redisStore) ConnectionsVersion(ctx context.Context) (int64, error) {
+	n, err := s.c.Get(ctx, s.connKeys().ver).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, mapErr("connections version", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,454 @@
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// appendN appends {"n":N} under logID(N) for each n, with a large maxLen.
+func appendN(t *testing.T, s sessions.Store, ns ...int) {
+	t.Helper()
+	for _, n := range ns {
+		if err := s.AppendLog(ctx(t), logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 1000); err != nil {
+			t.Fatalf("AppendLog(%d): %v", n, err)
+		}
+	}
+}
+
+// entryNs checks that every entry's payload matches its id and returns the ns.
+func entryNs(t *testing.T, es []sessions.LogEntry) []int {
+	t.Helper()
+	ns := make([]int, len(es))
+	for i, e := range es {
+		var n int
+		if _, err := fmt.Sscanf(string(e.Event), `{"n":%d}`, &n); err != nil {
+			t.Fatalf("entry %d payload %q: %v", i, e.Event, err)
+		}
+		if e.ID != logID(n) {
+			t.Fatalf("entry %d id %q carries payload of %q", i, e.ID, logID(n))
+		}
+		ns[i] = n
+	}
+	return ns
+}
+
+func wantAfter(t *testing.T, s sessions.Store, after string, limit int, want ...int) {
+	t.Helper()
+	es, err := s.LogsAfter(ctx(t), after, limit)
+	if err != nil {
+		t.Fatalf("LogsAfter(%q, %d): %v", after, limit, err)
+	}
+	if got := entryNs(t, es); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("LogsAfter(%q, %d) = %v, want %v", after, limit, got, want)
+	}
+}
+
+func wantBefore(t *testing.T, s sessions.Store, before string, limit int, want ...int) {
+	t.Helper()
+	es, err := s.LogsBefore(ctx(t), before, limit)
+	if err != nil {
+		t.Fatalf("LogsBefore(%q, %d): %v", before, limit, err)
+	}
+	if got := entryNs(t, es); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("LogsBefore(%q, %d) = %v, want %v", before, limit, got, want)
+	}
+}
+
+func testLogsAfterBefore(t *testing.T, s sessions.Store) {
+	wantAfter(t, s, "", 10)
+	wantBefore(t, s, "", 10)
+	appendN(t, s, 30, 10, 50, 20, 40)
+	wantAfter(t, s, "", 10, 10, 20, 30, 40, 50)
+	wantAfter(t, s, logID(20), 2, 30, 40)
+	wantAfter(t, s, logID(25), 10, 30, 40, 50) // the cursor need not be stored
+	wantAfter(t, s, logID(50), 10)
+	wantAfter(t, s, logID(0), 1, 10)
+	wantAfter(t, s, "", 0)
+	wantBefore(t, s, "", 2, 50, 40)
+	wantBefore(t, s, logID(30), 10, 20, 10)
+	wantBefore(t, s, logID(35), 1, 30)
+	wantBefore(t, s, logID(10), 10)
+	wantBefore(t, s, "", 0)
+
+	// Paging on the last id visits every entry once, in both directions.
+	var up, down []int
+	cur := ""
+	for range 10 {
+		es, err := s.LogsAfter(ctx(t), cur, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		up = append(up, entryNs(t, es)...)
+		cur = es[len(es)-1].ID
+	}
+	cur = ""
+	for range 10 {
+		es, err := s.LogsBefore(ctx(t), cur, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		down = append(down, entryNs(t, es)...)
+		cur = es[len(es)-1].ID
+	}
+	if fmt.Sprint(up) != "[10 20 30 40 50]" || fmt.Sprint(down) != "[50 40 30 20 10]" {
+		t.Fatalf("paged ascending %v, descending %v", up, down)
+	}
+}
+
+func testLogByID(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	appendN(t, s, 10, 20, 30)
+	got, err := s.Log(c, logID(20))
+	if err != nil || string(got) != `{"n":20}` {
+		t.Fatalf("Log(20) = %q, %v", got, err)
+	}
+	for _, n := range []int{0, 11, 21, 31} {
+		if v, err := s.Log(c, logID(n)); !errors.Is(err, sessions.ErrNotFound) {
+			t.Fatalf("Log(%d) = %q, %v; want ErrNotFound", n, v, err)
+		}
+	}
+	// Dropped by retention: no longer found.
+	if err := s.AppendLog(c, logID(40), []byte(`{"n":40}`), 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Log(c, logID(20)); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("Log of an entry dropped by maxLen = %v, want ErrNotFound", err)
+	}
+}
+
+func testTrimLogs(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	if err := s.TrimLogs(c, logID(5)); err != nil {
+		t.Fatalf("TrimLogs on an empty log: %v", err)
+	}
+	appendN(t, s, 10, 20, 30, 40, 50)
+	if err := s.TrimLogs(c, logID(30)); err != nil {
+		t.Fatal(err)
+	}
+	wantAfter(t, s, "", 10, 30, 40, 50) // the bound itself is kept
+	if err := s.TrimLogs(c, logID(25)); err != nil {
+		t.Fatal(err)
+	}
+	wantAfter(t, s, "", 10, 30, 40, 50)
+	if err := s.TrimLogs(c, logID(41)); err != nil {
+		t.Fatal(err)
+	}
+	wantAfter(t, s, "", 10, 50)
+	if err := s.TrimLogs(c, strings.Repeat("9", sessions.LogIDLen)); err != nil {
+		t.Fatal(err)
+	}
+	wantAfter(t, s, "", 10)
+	appendN(t, s, 60)
+	wantBefore(t, s, "", 10, 60)
+}
+
+func testLogCursorsInvalid(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	for _, id := range []string{"12", logID(1) + "0", "x" + logID(1)[1:]} {
+		_, errA := s.LogsAfter(c, id, 10)
+		_, errB := s.LogsBefore(c, id, 10)
+		_, errL := s.Log(c, id)
+		errT := s.TrimLogs(c, id)
+		for op, err := range map[string]error{"LogsAfter": errA, "LogsBefore": errB, "Log": errL, "TrimLogs": errT} {
+			if err == nil || errors.Is(err, sessions.ErrUnavailable) || errors.Is(err, sessions.ErrNotFound) {
+				t.Errorf("%s(%q) = %v, want a validation error", op, id, err)
+			}
+		}
+	}
+	if _, err := s.Log(c, ""); err == nil || errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf(`Log("") = %v, want a validation error`, err)
+	}
+	if err := s.TrimLogs(c, ""); err == nil {
+		t.Error(`TrimLogs("") succeeded`)
+	}
+}
+
+// conns returns s as sessions.Connections or fails the test.
+func conns(t *testing.T, s sessions.Store) sessions.Connections {
+	t.Helper()
+	c, ok := s.(sessions.Connections)
+	if !ok {
+		t.Fatalf("%T does not implement sessions.Connections", s)
+	}
+	return c
+}
+
+func mustConn(t *testing.T, c sessions.Connections, id string, want string) {
+	t.Helper()
+	got, err := c.GetConnection(ctx(t), id)
+	if err != nil || string(got) != want {
+		t.Fatalf("GetConnection(%q) = %q, %v; want %q", id, got, err, want)
+	}
+}
+
+func mustByName(t *testing.T, c sessions.Connections, name, wantID, wantDoc string) {
+	t.Helper()
+	id, doc, err := c.ConnectionByName(ctx(t), name)
+	if err != nil || id != wantID || string(doc) != wantDoc {
+		t.Fatalf("ConnectionByName(%q) = %q, %q, %v; want %q, %q", name, id, doc, err, wantID, wantDoc)
+	}
+}
+
+func version(t *testing.T, c sessions.Connections) int64 {
+	t.Helper()
+	v, err := c.ConnectionsVersion(ctx(t))
+	if err != nil {
+		t.Fatalf("ConnectionsVersion: %v", err)
+	}
+	return v
+}
+
+func testConnCreate(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	if err := c.CreateConnection(x, "con_1", "acme", []byte("doc1")); err != nil {
+		t.Fatalf("CreateConnection: %v", err)
+	}
+	mustConn(t, c, "con_1", "doc1")
+	mustByName(t, c, "acme", "con_1", "doc1")
+	if err := c.CreateConnection(x, "con_1", "other", []byte("doc2")); !errors.Is(err, sessions.ErrExists) {
+		t.Fatalf("CreateConnection with a taken id = %v, want ErrExists", err)
+	}
+	if err := c.CreateConnection(x, "con_2", "acme", []byte("doc2")); !errors.Is(err, sessions.ErrExists) {
+		t.Fatalf("CreateConnection with a taken name = %v, want ErrExists", err)
+	}
+	mustConn(t, c, "con_1", "doc1")
+	if _, err := c.GetConnection(x, "con_2"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("GetConnection of the refused id = %v, want ErrNotFound", err)
+	}
+	if _, _, err := c.ConnectionByName(x, "other"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("ConnectionByName of the refused name = %v, want ErrNotFound", err)
+	}
+	// Names are case-sensitive and exact.
+	if err := c.CreateConnection(x, "con_3", "ACME", []byte("doc3")); err != nil {
+		t.Fatalf("CreateConnection ACME: %v", err)
+	}
+}
+
+func testConnCreateConcurrent(t *testing.T, s sessions.Store) {
+	c := conns(t, s)
+	for round := range 20 {
+		name := fmt.Sprintf("conn-%d", round)
+		var winner atomic.Int32
+		wins := race(t, 32, sessions.ErrExists, func(i int) error {
+			err := c.CreateConnection(ctx(t), fmt.Sprintf("con_r%d_%d", round, i), name, []byte{byte(i)})
+			if err == nil {
+				winner.Store(int32(i))
+			}
+			return err
+		})
+		if wins != 1 {
+			t.Fatalf("round %d: %d creators of one name won, want exactly 1", round, wins)
+		}
+		w := winner.Load()
+		mustByName(t, c, name, fmt.Sprintf("con_r%d_%d", round, w), string([]byte{byte(w)}))
+	}
+	docs, err := c.ListConnections(ctx(t))
+	if err != nil || len(docs) != 20 {
+		t.Fatalf("ListConnections after 20 rounds = %d docs, %v; want 20", len(docs), err)
+	}
+}
+
+func testConnUpdate(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	if err := c.UpdateConnection(x, "con_1", []byte("v")); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("UpdateConnection of a missing id = %v, want ErrNotFound", err)
+	}
+	if _, err := c.GetConnection(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("UpdateConnection of a missing id created it: %v", err)
+	}
+	if err := c.CreateConnection(x, "con_1", "acme", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UpdateConnection(x, "con_1", []byte("v2")); err != nil {
+		t.Fatalf("UpdateConnection: %v", err)
+	}
+	mustConn(t, c, "con_1", "v2")
+	mustByName(t, c, "acme", "con_1", "v2")
+}
+
+func testConnDelete(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	if err := c.CreateConnection(x, "con_1", "acme", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteConnection(x, "con_1"); err != nil {
+		t.Fatalf("DeleteConnection: %v", err)
+	}
+	if _, err := c.GetConnection(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("GetConnection after delete = %v, want ErrNotFound", err)
+	}
+	if _, _, err := c.ConnectionByName(x, "acme"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("ConnectionByName after delete = %v, want ErrNotFound", err)
+	}
+	if err := c.DeleteConnection(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("second DeleteConnection = %v, want ErrNotFound", err)
+	}
+	// The name is free again, and so is the id.
+	if err := c.CreateConnection(x, "con_2", "acme", []byte("v2")); err != nil {
+		t.Fatalf("CreateConnection reusing a deleted name: %v", err)
+	}
+	mustByName(t, c, "acme", "con_2", "v2")
+	if err := c.CreateConnection(x, "con_1", "other", []byte("v3")); err != nil {
+		t.Fatalf("CreateConnection reusing a deleted id: %v", err)
+	}
+	docs, err := c.ListConnections(x)
+	if err != nil || fmt.Sprintf("%s", docs) != "[v2 v3]" {
+		t.Fatalf("ListConnections = %s, %v; want [v2 v3]", docs, err)
+	}
+}
+
+func testConnVersion(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	if v := version(t, c); v != 0 {
+		t.Fatalf("ConnectionsVersion of an empty store = %d, want 0", v)
+	}
+	steps := []struct {
+		name   string
+		op     func() error
+		writes bool
+	}{
+		{"create", func() error { return c.CreateConnection(x, "con_1", "a", []byte("1")) }, true},
+		{"duplicate create", func() error { return c.CreateConnection(x, "con_1", "b", nil) }, false},
+		{"update", func() error { return c.UpdateConnection(x, "con_1", []byte("2")) }, true},
+		{"update same doc", func() error { return c.UpdateConnection(x, "con_1", []byte("2")) }, true},
+		{"update missing", func() error { return c.UpdateConnection(x, "con_9", nil) }, false},
+		{"seed new", func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("3")); return err }, true},
+		{"seed existing", func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("4")); return err }, false},
+		{"delete", func() error { return c.DeleteConnection(x, "con_1") }, true},
+		{"delete missing", func() error { return c.DeleteConnection(x, "con_1") }, false},
+		{"create again", func() error { return c.CreateConnection(x, "con_1", "a", []byte("5")) }, true},
+	}
+	prev := int64(0)
+	for _, st := range steps {
+		err := st.op()
+		v := version(t, c)
+		switch {
+		case st.writes && err != nil:
+			t.Fatalf("%s: %v", st.name, err)
+		case st.writes && v <= prev:
+			t.Fatalf("%s: version %d did not increase from %d", st.name, v, prev)
+		case !st.writes && v != prev:
+			t.Fatalf("%s (no change): version moved from %d to %d", st.name, prev, v)
+		}
+		prev = v
+	}
+}
+
+func testConnList(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	docs, err := c.ListConnections(x)
+	if err != nil || len(docs) != 0 {
+		t.Fatalf("ListConnections of an empty store = %q, %v", docs, err)
+	}
+	for _, r := range []struct{ id, name string }{{"con_a", "charlie"}, {"con_b", "alpha"}, {"con_c", "bravo"}, {"con_d", "Zulu"}} {
+		if err := c.CreateConnection(x, r.id, r.name, []byte(r.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	docs, err = c.ListConnections(x)
+	if err != nil || fmt.Sprintf("%s", docs) != "[Zulu alpha bravo charlie]" {
+		t.Fatalf("ListConnections = %s, %v; want byte order of names [Zulu alpha bravo charlie]", docs, err)
+	}
+}
+
+func testConnSeed(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	created, err := c.SeedConnection(x, "con_1", "acme", []byte("from config"))
+	if err != nil || !created {
+		t.Fatalf("first SeedConnection = %v, %v; want true, nil", created, err)
+	}
+	v := version(t, c)
+	if err := c.UpdateConnection(x, "con_1", []byte("changed by API")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		created, err := c.SeedConnection(x, "con_1", "acme", []byte("from config"))
+		if err != nil || created {
+			t.Fatalf("SeedConnection #%d of a stored id = %v, %v; want false, nil", i+2, created, err)
+		}
+	}
+	mustConn(t, c, "con_1", "changed by API")
+	if got := version(t, c); got != v+1 {
+		t.Fatalf("version after idempotent seeds = %d, want %d", got, v+1)
+	}
+	// The same name under another id is a conflict, not a silent no-op.
+	created, err = c.SeedConnection(x, "con_2", "acme", []byte("x"))
+	if !errors.Is(err, sessions.ErrExists) || created {
+		t.Fatalf("SeedConnection with a name owned by another id = %v, %v; want false, ErrExists", created, err)
+	}
+}
+
+func testConnDurable(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	doc := []byte("original")
+	if err := c.CreateConnection(x, "con_1", "acme", doc); err != nil {
+		t.Fatal(err)
+	}
+	copy(doc, "CHANGED!")
+	got, err := c.GetConnection(x, "con_1")
+	if err != nil || string(got) != "original" {
+		t.Fatalf("GetConnection after caller mutated its slice = %q, %v", got, err)
+	}
+	copy(got, "CHANGED!")
+	mustConn(t, c, "con_1", "original")
+	// Binary documents round-trip.
+	bin := []byte{0, 1, 0xff, '"', 0}
+	if err := c.UpdateConnection(x, "con_1", bin); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetConnection(x, "con_1"); err != nil || !bytes.Equal(got, bin) {
+		t.Fatalf("binary document = %q, %v", got, err)
+	}
+	// Connection records live apart from the TTL'd records of the same id.
+	if err := s.Put(x, sessions.KindSession, "con_1", []byte("session"), longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(x, sessions.KindSession, "con_1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetConnection(x, "con_1"); err != nil || !bytes.Equal(got, bin) {
+		t.Fatalf("GetConnection after deleting a session of the same id = %q, %v", got, err)
+	}
+}
+
+func testConnInvalid(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	long := strings.Repeat("n", 513)
+	for _, r := range []struct{ id, name string }{{"", "a"}, {"con_1", ""}, {long, "a"}, {"con_1", long}} {
+		_, errSeed := c.SeedConnection(x, r.id, r.name, nil)
+		ops := map[string]error{
+			"Create": c.CreateConnection(x, r.id, r.name, nil),
+			"Seed":   errSeed,
+		}
+		for op, err := range ops {
+			if err == nil || errors.Is(err, sessions.ErrUnavailable) || errors.Is(err, sessions.ErrExists) {
+				t.Errorf("%s(%q, %q) = %v, want a validation error", op, r.id, r.name, err)
+			}
+		}
+	}
+	_, errGet := c.GetConnection(x, "")
+	_, _, errByName := c.ConnectionByName(x, "")
+	for op, err := range map[string]error{
+		"Get": errGet, "ByName": errByName,
+		"Update": c.UpdateConnection(x, "", nil), "Delete": c.DeleteConnection(x, ""),
+	} {
+		if err == nil || errors.Is(err, sessions.ErrUnavailable) || errors.Is(err, sessions.ErrNotFound) {
+			t.Errorf("%s with an empty key = %v, want a validation error", op, err)
+		}
+	}
+	if v := version(t, c); v != 0 {
+		t.Fatalf("refused writes moved the version to %d", v)
+	}
+}
