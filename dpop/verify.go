@@ -261,6 +261,7 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 	if hdrB64 == "" || payB64 == "" { // an empty signature fails at DS-5 (none) or DS-6
 		return nil, invalid("DS-2", "DPoP proof has an empty part")
 	}
+	// DS-2 (header JSON, no crit), DS-4, DS-5, DS-7: parsed once per distinct header text.
 	hdr, perr := proofHeaders.lookup(hdrB64)
 	if perr != nil {
 		return nil, perr

@@ -121,3 +121,32 @@ func BenchmarkBareVerifyGoJose(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkVerifyColdHeader is BenchmarkVerify with the header cache emptied before every
+// proof: the cost for a client whose key the verifier has not seen (JSON, JWK, thumbprint).
+func BenchmarkVerifyColdHeader(b *testing.B) {
+	for _, alg := range benchAlgs {
+		b.Run(alg, func(b *testing.B) {
+			proofs := benchProofs(b, alg, benchBatch)
+			hdr := proofs[0][:strings.IndexByte(proofs[0], '.')]
+			c := Check{Method: "GET", URL: benchURL}
+			ctx := context.Background()
+			v := vtVerifier()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i%benchBatch == 0 && i > 0 {
+					b.StopTimer()
+					v.Replay = NewMemoryReplayCache(benchBatch)
+					b.StartTimer()
+				}
+				proofHeaders.mu.Lock()
+				delete(proofHeaders.m, hdr)
+				proofHeaders.mu.Unlock()
+				if _, err := v.Verify(ctx, proofs[i%benchBatch:i%benchBatch+1], c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
