@@ -8,7 +8,7 @@ GOTEST_FLAGS        ?= -race -count=1 -timeout 15m
 
 .PHONY: test deps npm chromium vet staticcheck gotest bench fuzz build demo
 
-test: deps vet staticcheck gotest
+test: deps vet staticcheck gotest fuzz
 
 deps: npm chromium
 
@@ -31,6 +31,11 @@ staticcheck:
 
 gotest:
 	INTEROP_REQUIRED=1 $(GO) test $(GOTEST_FLAGS) ./...
+
+# Bounded fuzzing of the DPoP proof parser/validator (CI runs it on every make test).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./dpop/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dpop/ ./broker/
