@@ -21,6 +21,9 @@ type scenario struct {
 	fetchUserinfo bool   // connection fetch_userinfo
 	rpDPoP        bool   // rp.mjs --dpop (DPoP toward the broker)
 	rpClient      string // rp.mjs --client-id: "interop-app" (default) or "pop-app" (require_sender_constraining)
+	// okta: the connection is strategy okta with options.domain (the upstream's origin) and
+	// authorization_server_id "default" instead of an issuer (upstream.mjs --mode okta).
+	okta bool
 }
 
 type world struct {
@@ -65,6 +68,15 @@ func setup(t *testing.T, sc scenario) *world {
 		}
 		dpopKeys += fmt.Sprintf("\n    rsa: { private_key_file: %q }", rsaFile)
 	}
+	strategy, issuerLines := "oidc", fmt.Sprintf("      issuer: %q", upstreamURL)
+	if sc.okta {
+		domain, ok := strings.CutSuffix(upstreamURL, "/oauth2/default")
+		if !ok {
+			t.Fatalf("okta upstream issuer %q does not end in /oauth2/default", upstreamURL)
+		}
+		strategy = "okta"
+		issuerLines = fmt.Sprintf("      domain: %q\n      authorization_server_id: default", domain)
+	}
 	algLine := ""
 	if sc.alg != "" {
 		algLine = "      dpop_signing_alg: " + sc.alg
@@ -102,16 +114,16 @@ clients:
     connections: ["oidc-provider"]
 connections:
   - name: "oidc-provider"
-    strategy: oidc
+    strategy: %[8]s
     options:
-      issuer: "%[5]s"
+%[5]s
       client_id: "broker"
       client_secret: "${INTEROP_UPSTREAM_SECRET}"
       scope: "openid profile email"
       type: back_channel
 %[6]s
       fetch_userinfo: %[7]t
-`, brokerURL, brokerPort, dpopKeys, rpURL, upstreamURL, algLine, sc.fetchUserinfo)
+`, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy)
 	releasePort()
 	b := startBroker(t, brokerPort, cfg, env)
 	return &world{upstreamURL: upstreamURL, rpURL: rpURL, broker: b}
@@ -227,6 +239,38 @@ func TestUpstreamNonceUserinfo(t *testing.T) {
 	wantUserinfoFetch(t, ev, true)
 	if st := getStats(t, w.upstreamURL); st.UserinfoRequests < 1 {
 		t.Errorf("upstream saw no userinfo request: %+v", st)
+	}
+}
+
+// TestOktaConnection: a strategy okta connection (options.domain + authorization_server_id
+// default) against oidc-provider set up like Okta (issuer /oauth2/default, /v1/... endpoints,
+// DPoP nonce demanded on the first token request): the broker derives the issuer, answers the
+// nonce challenge once (DC-9), gets token_type DPoP (DC-10) and calls /v1/userinfo with a proof
+// carrying ath.
+func TestOktaConnection(t *testing.T) {
+	t.Parallel()
+	w := setup(t, scenario{mode: "okta", okta: true, alg: "ES256", fetchUserinfo: true})
+	status, body, raw := w.login(t)
+	wantSuccess(t, status, body, raw)
+	ev := w.broker.waitEvent(t, 1)
+	wantType(t, ev, "s")
+	wantDetail(t, ev, "dpop_signing_alg", "ES256")
+	wantDetail(t, ev, "dpop_returned_from_upstream", true)
+	wantDetail(t, ev, "idp_token_type", "dpop")
+	wantDetail(t, ev, "dpop_nonce_used", true)
+	wantUserinfoFetch(t, ev, true)
+	if got := ev.Raw["strategy"]; got != "okta" {
+		t.Errorf("event strategy = %v, want okta (event %s)", got, eventJSON(ev))
+	}
+	if got, _ := ev.Raw["user_id"].(string); !strings.HasPrefix(got, "okta|") {
+		t.Errorf("event user_id = %q, want okta|… (event %s)", got, eventJSON(ev))
+	}
+	st := getStats(t, w.upstreamURL)
+	if st.NonceChallenges != 1 || st.TokenRequests != 2 || st.NonceProofs != 1 || st.UserinfoRequests < 1 {
+		t.Errorf("DC-9 upstream saw %+v, want one use_dpop_nonce challenge on the first of 2 token requests and a userinfo call", st)
+	}
+	if got := strings.Join(st.TokenTypes, ","); got != "DPoP" {
+		t.Errorf("upstream issued token types %q, want DPoP", got)
 	}
 }
 

@@ -43,6 +43,13 @@ func TestPeersSelfCheck(t *testing.T) {
 				return ""
 			}, ""},
 		{"nodpop mode: no dpop_signing_alg_values_supported", "nodpop", nil, false, nil, ""},
+		{"okta mode: mounted at /oauth2/default, /v1 endpoints, nonce on the first token request", "okta", []string{"ES256", "Ed25519", "EdDSA"}, true,
+			func(s upstreamStats) string {
+				if s.NonceChallenges != 1 || s.TokenRequests != 2 || s.UserinfoRequests < 1 || !slices.Equal(s.TokenTypes, []string{"DPoP"}) {
+					return "want 1 nonce challenge, 2 token requests, a userinfo call, token type DPoP"
+				}
+				return ""
+			}, ""},
 		{"rsaonly mode: RS256 only, accepts an RS256 proof", "rsaonly", []string{"RS256"}, true,
 			func(s upstreamStats) string {
 				if s.TokenRequests != 1 || s.DPoPProofs != 1 || !slices.Equal(s.TokenTypes, []string{"DPoP"}) {
@@ -72,6 +79,14 @@ func TestPeersSelfCheck(t *testing.T) {
 			}
 			if present != (tc.wantAlgs != nil) || !slices.Equal(got, tc.wantAlgs) {
 				t.Fatalf("dpop_signing_alg_values_supported = %v (present %v), want %v", got, present, tc.wantAlgs)
+			}
+			if tc.mode == "okta" {
+				for k, want := range map[string]string{"issuer": "", "authorization_endpoint": "/v1/authorize",
+					"token_endpoint": "/v1/token", "userinfo_endpoint": "/v1/userinfo", "jwks_uri": "/v1/keys"} {
+					if got := fmt.Sprint(disco[k]); got != upstreamURL+want || !strings.HasSuffix(upstreamURL, "/oauth2/default") {
+						t.Errorf("okta discovery %s = %s, want %s%s under /oauth2/default", k, got, upstreamURL, want)
+					}
+				}
 			}
 			if disco["authorization_response_iss_parameter_supported"] != true {
 				t.Errorf("IS-1 authorization_response_iss_parameter_supported = %v, want true", disco["authorization_response_iss_parameter_supported"])

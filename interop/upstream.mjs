@@ -1,9 +1,14 @@
 // upstream.mjs: a real oidc-provider (the certified OpenID provider package) as the broker's upstream IdP.
 //
-// Usage: node upstream.mjs --port 0 --mode nonce|dpop|nodpop|rsaonly|bearer \
+// Usage: node upstream.mjs --port 0 --mode nonce|dpop|nodpop|rsaonly|bearer|okta \
 //          --redirect-uri http://127.0.0.1:8080/login/callback [--client-id broker] [--client-secret S]
 //
 // Prints exactly one line "READY http://127.0.0.1:PORT" once listening (the issuer, no trailing slash).
+// Mode okta is set up like an Okta custom authorization server: the provider is mounted under
+// /oauth2/default (issuer http://127.0.0.1:PORT/oauth2/default, printed on the READY line) with
+// Okta's endpoint paths below it (/v1/authorize, /v1/token, /v1/userinfo, /v1/keys, /v1/logout,
+// /v1/revoke, /v1/introspect, /v1/par) and DPoP with a server nonce always required, so the first token
+// request is answered use_dpop_nonce as Okta does; tokens are DPoP-bound and userinfo wants ath.
 // No manual UI: interactions complete automatically as account "alice" with consent for what was asked,
 // so a cookie-jar HTTP client that follows redirects finishes the flow. GET /__stats answers
 // {token_requests, nonce_challenges, token_types, dpop_proofs, nonce_proofs}. Each token request is
@@ -13,7 +18,7 @@ import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
 
-const MODES = ['nonce', 'dpop', 'nodpop', 'rsaonly', 'bearer'];
+const MODES = ['nonce', 'dpop', 'nodpop', 'rsaonly', 'bearer', 'okta'];
 
 const { values: args } = parseArgs({
   options: {
@@ -55,7 +60,27 @@ const dPoP = {
   nodpop: { enabled: false },
   rsaonly: { enabled: true },
   bearer: { enabled: false }, // discovery is rewritten below to advertise ES256 anyway
+  okta: { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true },
 }[mode];
+
+// Okta mounts each authorization server under /oauth2/ID with /v1/... endpoints; the other modes
+// use oidc-provider's defaults at the root.
+const okta = mode === 'okta';
+const mountPath = okta ? '/oauth2/default' : '';
+const routes = okta ? {
+  authorization: '/v1/authorize',
+  token: '/v1/token',
+  userinfo: '/v1/userinfo',
+  jwks: '/v1/keys',
+  end_session: '/v1/logout',
+  revocation: '/v1/revoke',
+  introspection: '/v1/introspect',
+  pushed_authorization_request: '/v1/par',
+} : {
+  authorization: '/auth',
+  token: '/token',
+  userinfo: '/me',
+};
 
 const configuration = {
   clients: [{
@@ -84,7 +109,7 @@ const configuration = {
   conformIdTokenClaims: false,
   responseTypes: ['code'],
   scopes: ['openid', 'profile', 'email'],
-  interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+  interactions: { url: (_ctx, interaction) => `${mountPath}/interaction/${interaction.uid}` },
   findAccount: (_ctx, sub) => (sub === account.sub
     ? { accountId: sub, claims: () => ({ ...account }) }
     : undefined),
@@ -103,6 +128,7 @@ const configuration = {
   },
 };
 if (configuration.enabledJWA === undefined) delete configuration.enabledJWA;
+if (okta) configuration.routes = routes;
 
 // Bind first so the issuer carries the real port.
 const { createServer } = await import('node:http');
@@ -111,7 +137,7 @@ await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(Number(args.port), args.host, resolve);
 });
-const issuer = `http://${args.host}:${server.address().port}`;
+const issuer = `http://${args.host}:${server.address().port}${mountPath}`;
 
 const provider = new Provider(issuer, configuration);
 
@@ -158,14 +184,14 @@ provider.use(async (ctx, next) => {
     ctx.body = { ...ctx.body, dpop_signing_alg_values_supported: ['ES256'] };
   }
 
-  if (route === '/auth' || route.startsWith('/auth/')) {
+  if (route === routes.authorization || route.startsWith(`${routes.authorization}/`)) {
     stats.authorization_requests += 1;
   }
-  if (route === '/me') {
+  if (route === routes.userinfo) {
     stats.userinfo_requests += 1;
     log('userinfo_request', { dpop_proof: proof !== '', status: ctx.status });
   }
-  if (route === '/token' && ctx.method === 'POST') {
+  if (route === routes.token && ctx.method === 'POST') {
     stats.token_requests += 1;
     const nonceChallenge = ctx.status === 400 && ctx.body?.error === 'use_dpop_nonce';
     if (nonceChallenge) stats.nonce_challenges += 1;
@@ -218,7 +244,24 @@ provider.on('server_error', (_ctx, err) => log('server_error', { error: String(e
 provider.on('grant.error', (_ctx, err) => log('grant_error', { error: err.error, error_description: err.error_description }));
 provider.on('authorization.error', (_ctx, err) => log('authorization_error', { error: err.error, error_description: err.error_description }));
 
-server.on('request', provider.callback());
+if (okta) {
+  // Mount under /oauth2/default the way express's app.use(path, …) does: oidc-provider derives
+  // its mount path from req.originalUrl minus req.url. Anything outside the mount is 404.
+  const callback = provider.callback();
+  server.on('request', (req, res) => {
+    const path = req.url.split('?')[0];
+    if (path !== mountPath && !path.startsWith(`${mountPath}/`)) {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ errorCode: 'E0000022', errorSummary: 'The endpoint does not support the provided HTTP method' }));
+      return;
+    }
+    req.originalUrl = req.url;
+    req.url = req.url.slice(mountPath.length) || '/';
+    callback(req, res);
+  });
+} else {
+  server.on('request', provider.callback());
+}
 
 const shutdown = () => process.exit(0);
 process.on('SIGTERM', shutdown);

@@ -128,7 +128,11 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	case "oidc":
 	case "okta":
 		if cfg.Issuer == "" && cfg.Domain != "" {
-			cfg.Issuer = oktaIssuer(cfg.Domain, cfg.AuthorizationServerID)
+			iss, err := OktaIssuer(cfg.Domain, cfg.AuthorizationServerID)
+			if err != nil {
+				return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
+			}
+			cfg.Issuer = iss
 		}
 	default:
 		return nil, fmt.Errorf("upstream: connection %q: unknown strategy %q (want oidc or okta)", cfg.Name, cfg.Strategy)
@@ -232,17 +236,45 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	return c, nil
 }
 
-// oktaIssuer derives an Okta issuer: the custom authorization server when id is set, else the
-// org authorization server.
-func oktaIssuer(domain, id string) string {
-	base := strings.TrimSuffix(domain, "/")
-	if !strings.Contains(base, "://") {
-		base = "https://" + base
+// OktaIssuer derives an Okta issuer from options.domain and options.authorization_server_id:
+// https://DOMAIN for the org authorization server, https://DOMAIN/oauth2/ID for a custom one
+// (such as "default"). domain is a host name with an optional port ("dev-1.okta.com"), or an
+// origin with an explicit scheme: https://HOST, or http://HOST only for loopback hosts
+// (127.0.0.1, localhost, ::1; tests). Paths, queries, fragments and user info are refused.
+func OktaIssuer(domain, authorizationServerID string) (string, error) {
+	d := strings.TrimSuffix(strings.TrimSpace(domain), "/")
+	if d == "" {
+		return "", errors.New("okta domain is empty")
 	}
-	if id != "" {
-		return base + "/oauth2/" + id
+	raw := d
+	if !strings.Contains(d, "://") {
+		raw = "https://" + d
 	}
-	return base
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil ||
+		strings.ContainsAny(raw, "?#@ ") {
+		return "", fmt.Errorf("okta domain %q must be a host name such as example.okta.com", domain)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if h := u.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
+			return "", fmt.Errorf("okta domain %q: http is allowed only for loopback hosts (use https)", domain)
+		}
+	default:
+		return "", fmt.Errorf("okta domain %q: scheme must be https", domain)
+	}
+	base := u.Scheme + "://" + u.Host
+	id := authorizationServerID
+	if id == "" {
+		return base, nil
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') || len(id) > 128 {
+			return "", fmt.Errorf("okta authorization_server_id %q must be letters, digits, '-' or '_'", id)
+		}
+	}
+	return base + "/oauth2/" + id, nil
 }
 
 // checkURL requires an absolute https URL without query or fragment (MD-1); plain http is

@@ -563,3 +563,40 @@ func BenchmarkFinish(b *testing.B) {
 		}
 	}
 }
+
+func TestOktaIssuer(t *testing.T) {
+	for _, tc := range []struct {
+		name, domain, asID, want, wantErr string
+	}{
+		{name: "org authorization server", domain: "dev-1.okta.com", want: "https://dev-1.okta.com"},
+		{name: "custom authorization server", domain: "dev-1.okta.com", asID: "aus1abc_2-x", want: "https://dev-1.okta.com/oauth2/aus1abc_2-x"},
+		{name: "default authorization server, trailing slash", domain: "dev-1.okta.com/", asID: "default", want: "https://dev-1.okta.com/oauth2/default"},
+		{name: "explicit https", domain: "https://login.corp.example", want: "https://login.corp.example"},
+		{name: "MD-1 loopback http for tests", domain: "http://127.0.0.1:8443", asID: "default", want: "http://127.0.0.1:8443/oauth2/default"},
+		{name: "MD-1 loopback http localhost", domain: "http://localhost:9000", want: "http://localhost:9000"},
+		{name: "MD-1 loopback http ::1", domain: "http://[::1]:9000", want: "http://[::1]:9000"},
+		{name: "MD-1 http refused off loopback", domain: "http://dev-1.okta.com", wantErr: "only for loopback"},
+		{name: "path refused", domain: "dev-1.okta.com/oauth2/default", wantErr: "must be a host name"},
+		{name: "query refused", domain: "dev-1.okta.com?x=1", wantErr: "must be a host name"},
+		{name: "user info refused", domain: "user@dev-1.okta.com", wantErr: "must be a host name"},
+		{name: "other scheme refused", domain: "ftp://dev-1.okta.com", wantErr: "scheme must be https"},
+		{name: "empty", domain: "", wantErr: "empty"},
+		{name: "authorization server id with slash refused", domain: "dev-1.okta.com", asID: "a/../b", wantErr: "authorization_server_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := OktaIssuer(tc.domain, tc.asID)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("OktaIssuer(%q, %q) = %q, %v; want error %q", tc.domain, tc.asID, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("OktaIssuer(%q, %q) = %q, %v; want %q", tc.domain, tc.asID, got, err, tc.want)
+			}
+		})
+	}
+	if _, err := New(Config{Strategy: "okta", Domain: "http://idp.example", ClientID: "c"}, Options{}); err == nil {
+		t.Error("New accepted an okta domain with http off loopback")
+	}
+}
