@@ -74,14 +74,25 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")
 	app.CodeChallenge, app.DPoPJKT = q.Get("code_challenge"), q.Get("dpop_jkt")
 
-	conn, ok := s.pickConnection(w, r, client, q.Get("connection"))
+	snap, err := s.reg.current(r.Context(), true)
+	if err != nil {
+		s.storeFailed(w, r, err, ev)
+		return
+	}
+	conn, ok := s.pickConnection(w, r, snap, client, q.Get("connection"))
 	if !ok {
 		if name := q.Get("connection"); name != "" {
 			s.appError(w, r, app, "invalid_request", "connection "+clip(name, 64)+" is not enabled for this application", codeInvalidRequest, ev)
+		} else if len(snap.enabledFor(client)) == 0 {
+			s.appError(w, r, app, "invalid_request", "no connection is enabled for this application", codeInvalidRequest, ev)
 		}
 		return // the chooser page was shown
 	}
 	withConnection(ev, conn)
+	if conn.err != nil {
+		s.beginFailed(w, r, app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err})
+		return
+	}
 
 	st, err := conn.up.Begin(r.Context(), s.callbackURL)
 	if err != nil {
@@ -156,20 +167,25 @@ func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
 }
 
 // pickConnection returns the connection for the request: the named one (enabled for the
-// client), or the client's only one. With several and none named it renders a chooser page
+// client: listed in its connections or naming it in enabled_clients), or the client's only
+// one. With several and none named it renders a chooser page
 // and returns false; an unknown or disabled name also returns false (no page written).
-func (s *Server) pickConnection(w http.ResponseWriter, r *http.Request, client *ClientConfig, name string) (*connection, bool) {
+func (s *Server) pickConnection(w http.ResponseWriter, r *http.Request, snap *connSnapshot, client *ClientConfig, name string) (*connection, bool) {
+	enabled := snap.enabledFor(client)
 	if name != "" {
-		if !slices.Contains(client.Connections, name) {
+		if !slices.Contains(enabled, name) {
 			return nil, false
 		}
-		return s.conns[name], true
+		return snap.byName[name], true
 	}
-	if len(client.Connections) == 1 {
-		return s.conns[client.Connections[0]], true
+	switch len(enabled) {
+	case 0:
+		return nil, false
+	case 1:
+		return snap.byName[enabled[0]], true
 	}
 	p := page{Title: "Choose how to sign in", Message: "Sign in to " + clientName(client) + " with:"}
-	for _, n := range client.Connections {
+	for _, n := range enabled {
 		q := r.URL.Query()
 		q.Set("connection", n)
 		p.Links = append(p.Links, pageLink{URL: s.base + "/authorize?" + q.Encode(), Text: n})

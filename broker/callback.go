@@ -56,8 +56,13 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.clearTxCookie(w)
-	client, conn := s.clients[tx.App.ClientID], s.conns[tx.Connection]
-	if client == nil || conn == nil { // configuration changed since /authorize
+	snap, err := s.reg.current(r.Context(), true)
+	if err != nil {
+		s.storeFailed(w, r, err, ev)
+		return
+	}
+	client, conn := s.clients[tx.App.ClientID], snap.byName[tx.Connection]
+	if client == nil || conn == nil || conn.up == nil { // configuration changed since /authorize
 		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "the application or connection of this login no longer exists", ev)
 		return
 	}
@@ -89,6 +94,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := conn.up.Finish(r.Context(), tx.Start, s.callbackURL, code)
 	withResult(ev, res)
+	s.metrics.upstream(conn.cfg.Name, res)
 	if err != nil {
 		ecode, desc := upstream.CodeOf(err), err.Error()
 		var ue *upstream.Error

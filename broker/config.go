@@ -5,6 +5,7 @@ package broker
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +31,7 @@ type Config struct {
 	Clients     []ClientConfig     `yaml:"clients"`
 	APIs        []APIConfig        `yaml:"apis"`
 	Connections []ConnectionConfig `yaml:"connections"`
+	Management  ManagementConfig   `yaml:"management"`
 
 	// GenerateMissingKeys makes New generate any key the configuration does not provide
 	// (the demo). Serve leaves it false: a missing key is then a validation error.
@@ -127,9 +129,23 @@ type APIConfig struct {
 	SenderConstraining string `yaml:"sender_constraining"` // none (default) | allowed | required
 }
 
-// LogsConfig is the store-backed event log retention.
+// LogsConfig is the store-backed event log retention (by count and by age).
 type LogsConfig struct {
-	MaxEvents int `yaml:"max_events"`
+	MaxEvents int           `yaml:"max_events"`
+	MaxAge    time.Duration `yaml:"max_age"`
+}
+
+// ManagementConfig guards the management API under /api/v2 (mgmt.go). Without tokens every
+// call is answered 401.
+type ManagementConfig struct {
+	Tokens []ManagementToken `yaml:"tokens"`
+}
+
+// ManagementToken is one static bearer token and the scopes it grants.
+type ManagementToken struct {
+	Name   string   `yaml:"name"` // shown in sapi/fapi events; default "tokens[i]"
+	Token  string   `yaml:"token"`
+	Scopes []string `yaml:"scopes"`
 }
 
 // ClientConfig is one downstream application.
@@ -175,27 +191,86 @@ const (
 	AuthNone        = "none"
 )
 
-// ConnectionConfig is one upstream connection.
+// ConnectionConfig is one upstream connection. The YAML seeds the store (registry.go); the
+// JSON form is the stored document and the management API's connection object.
 type ConnectionConfig struct {
-	ID       string            `yaml:"id"`
-	Name     string            `yaml:"name"`
-	Strategy string            `yaml:"strategy"` // oidc | okta
-	Options  ConnectionOptions `yaml:"options"`
+	ID          string            `yaml:"id" json:"id"`
+	Name        string            `yaml:"name" json:"name"`
+	DisplayName string            `yaml:"display_name" json:"display_name,omitempty"`
+	Strategy    string            `yaml:"strategy" json:"strategy"` // oidc | okta
+	Options     ConnectionOptions `yaml:"options" json:"options"`
+	// EnabledClients are client ids that may use the connection, in addition to the clients
+	// whose own connections list names it.
+	EnabledClients []string `yaml:"enabled_clients" json:"enabled_clients,omitempty"`
 }
 
 // ConnectionOptions mirror the SaaS connection options.
 type ConnectionOptions struct {
-	Issuer                string            `yaml:"issuer"`
-	DiscoveryURL          string            `yaml:"discovery_url"`
-	Domain                string            `yaml:"domain"`
-	AuthorizationServerID string            `yaml:"authorization_server_id"`
-	ClientID              string            `yaml:"client_id"`
-	ClientSecret          string            `yaml:"client_secret"`
-	Scope                 string            `yaml:"scope"`
-	Type                  string            `yaml:"type"`
-	DPoPSigningAlg        string            `yaml:"dpop_signing_alg"`
-	FetchUserinfo         bool              `yaml:"fetch_userinfo"`
-	UpstreamParams        map[string]string `yaml:"upstream_params"`
+	Issuer                string    `yaml:"issuer" json:"issuer,omitempty"`
+	DiscoveryURL          string    `yaml:"discovery_url" json:"discovery_url,omitempty"`
+	Domain                string    `yaml:"domain" json:"domain,omitempty"`
+	AuthorizationServerID string    `yaml:"authorization_server_id" json:"authorization_server_id,omitempty"`
+	ClientID              string    `yaml:"client_id" json:"client_id"`
+	ClientSecret          string    `yaml:"client_secret" json:"client_secret,omitempty"` // write-only in the API
+	Scope                 string    `yaml:"scope" json:"scope"`
+	Type                  string    `yaml:"type" json:"type"`
+	DPoPSigningAlg        string    `yaml:"dpop_signing_alg" json:"dpop_signing_alg,omitempty"`
+	FetchUserinfo         bool      `yaml:"fetch_userinfo" json:"fetch_userinfo"`
+	UpstreamParams        ParamMap  `yaml:"upstream_params" json:"upstream_params,omitempty"`
+	TokenVault            *Activity `yaml:"federated_connections_access_tokens" json:"federated_connections_access_tokens,omitempty"`
+}
+
+// Activity is an {active: bool} setting. federated_connections_access_tokens (Token Vault) is
+// recorded only so that DPoP can be refused with it, as the SaaS does: the broker has no
+// token vault.
+type Activity struct {
+	Active bool `yaml:"active" json:"active"`
+}
+
+// ParamMap holds extra /authorize parameters for the upstream. In JSON a value may be a
+// string, number or boolean, or the SaaS form {"value": ...}; it is stored as a string.
+type ParamMap map[string]string
+
+// UnmarshalJSON accepts the value forms listed on ParamMap.
+func (p *ParamMap) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return errors.New("upstream_params must be an object")
+	}
+	if raw == nil {
+		*p = nil
+		return nil
+	}
+	out := make(ParamMap, len(raw))
+	for k, v := range raw {
+		var obj struct {
+			Value json.RawMessage `json:"value"`
+		}
+		if len(v) > 0 && v[0] == '{' {
+			dec := json.NewDecoder(bytes.NewReader(v))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&obj); err != nil || obj.Value == nil {
+				return fmt.Errorf("upstream_params.%s: only the {\"value\": ...} object form is supported", k)
+			}
+			v = obj.Value
+		}
+		var x any
+		if err := json.Unmarshal(v, &x); err != nil {
+			return fmt.Errorf("upstream_params.%s: %w", k, err)
+		}
+		switch x := x.(type) {
+		case string:
+			out[k] = x
+		case bool:
+			out[k] = strconv.FormatBool(x)
+		case float64:
+			out[k] = strconv.FormatFloat(x, 'f', -1, 64)
+		default:
+			return fmt.Errorf("upstream_params.%s must be a string, number or boolean", k)
+		}
+	}
+	*p = out
+	return nil
 }
 
 // ConnectionID returns the configured id or "con_" + 16 characters derived from the name.
@@ -237,7 +312,7 @@ func Default() *Config {
 			NoncePeriod: 5 * time.Minute, MaxAge: 300 * time.Second, MaxFuture: 30 * time.Second,
 			Algs: []string{"ES256", "EdDSA", "RS256", "PS256"},
 		},
-		Logs: LogsConfig{MaxEvents: 10000},
+		Logs: LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour},
 	}
 }
 

@@ -77,6 +77,7 @@ func TestExampleConfigParses(t *testing.T) {
 	for _, v := range []string{"REDIS_PASSWORD", "SAMPLE_APP_SECRET", "CORP_OIDC_SECRET"} {
 		t.Setenv(v, "x")
 	}
+	t.Setenv("BROKER_MGMT_TOKEN", strings.Repeat("m", 32))
 	cfg, err := Load(filepath.Join("..", "config.example.yaml"))
 	if err != nil {
 		t.Fatalf("config.example.yaml: %v", err)
@@ -145,7 +146,24 @@ func TestValidate(t *testing.T) {
 		{"strategy", func(c *Config) { c.Connections[0].Strategy = "saml" }, FieldError{"connections[0].strategy", `"saml" is not supported (use oidc or okta)`}},
 		{"no issuer nor discovery", func(c *Config) { c.Connections[0].Options.Issuer = "" }, FieldError{"connections[0].options.issuer", "issuer or discovery_url is required"}},
 		{"okta needs domain", func(c *Config) { c.Connections[0].Strategy = "okta"; c.Connections[0].Options.Issuer = "" }, FieldError{"connections[0].options.domain", "domain, issuer or discovery_url is required"}},
-		{"front channel", func(c *Config) { c.Connections[0].Options.Type = "front_channel" }, FieldError{"connections[0].options.type", `"front_channel" is not supported (only back_channel)`}},
+		{"front channel", func(c *Config) { c.Connections[0].Options.Type = "front_channel" }, FieldError{"connections[0].options.type", `"front_channel" is not supported (only back_channel, which DPoP requires: dpop_signing_alg is set)`}},
+		{"front channel without DPoP", func(c *Config) {
+			c.Connections[0].Options.Type = "front_channel"
+			c.Connections[0].Options.DPoPSigningAlg = ""
+		}, FieldError{"connections[0].options.type", `"front_channel" is not supported (only back_channel)`}},
+		{"B1 token vault with DPoP", func(c *Config) { c.Connections[0].Options.TokenVault = &Activity{Active: true} },
+			FieldError{"connections[0].options.federated_connections_access_tokens.active", "Token Vault is not compatible with DPoP: set active to false or remove dpop_signing_alg"}},
+		{"B1 offline_access upstream param with DPoP", func(c *Config) { c.Connections[0].Options.UpstreamParams = ParamMap{"offline_access": "true"} },
+			FieldError{"connections[0].options.upstream_params.offline_access", `"true" enables Token Vault (offline access at the upstream), which is not compatible with DPoP: remove it or remove dpop_signing_alg`}},
+		{"enabled_clients names an unknown client", func(c *Config) { c.Connections[0].EnabledClients = []string{"nope"} },
+			FieldError{"connections[0].enabled_clients[0]", `client "nope" is not defined in clients`}},
+		{"management token too short", func(c *Config) {
+			c.Management.Tokens = []ManagementToken{{Token: "short", Scopes: []string{"read:logs"}}}
+		}, FieldError{"management.tokens[0].token", "must be at least 32 characters (got 5); generate one with: openssl rand -base64 32"}},
+		{"management unknown scope", func(c *Config) {
+			c.Management.Tokens = []ManagementToken{{Token: strings.Repeat("x", 32), Scopes: []string{"write:everything"}}}
+		}, FieldError{"management.tokens[0].scopes[0]", `"write:everything" is not a known scope (use read:connections, create:connections, update:connections, delete:connections or read:logs)`}},
+		{"logs max_age", func(c *Config) { c.Logs.MaxAge = 0 }, FieldError{"logs.max_age", "must be a positive duration such as 720h"}},
 		{"dpop alg", func(c *Config) { c.Connections[0].Options.DPoPSigningAlg = "ES512" }, FieldError{"connections[0].options.dpop_signing_alg", `"ES512" is not supported (use ES256, Ed25519, RS256 or PS256)`}},
 		{"dpop key missing for alg", func(c *Config) { c.Connections[0].Options.DPoPSigningAlg = "Ed25519" }, FieldError{"keys.dpop.ed25519", "a private key is required because connections[0] (corp-oidc) uses dpop_signing_alg Ed25519"}},
 		{"dpop key wrong type", func(c *Config) { c.Keys.DPoP.ES256.PrivateKeyEnv = "TEST_BROKER_SIGNING_KEY" }, FieldError{"keys.dpop.es256.private_key_env", "the key does not fit alg ES256"}},

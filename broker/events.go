@@ -19,6 +19,7 @@ const (
 	codeInvalidState       = "invalid_state"
 	codeInvalidIss         = "invalid_iss"
 	codeStoreUnavailable   = "store_unavailable"
+	codeConnectionUnusable = "connection_unusable" // stored connection the driver refuses
 )
 
 // newEvent starts a login event for request r: ip (the peer address; X-Forwarded-For is not
@@ -103,12 +104,14 @@ func (s *Server) fail(r *http.Request, ev *logs.Event, code, desc string) {
 	if desc != "" {
 		ev.Details["error_description"] = clip(desc, 512)
 	}
+	s.metrics.login(ev)
 	s.write(r, ev)
 }
 
 // succeed records ev as a successful login.
 func (s *Server) succeed(r *http.Request, ev *logs.Event) {
 	ev.Type = logs.TypeSuccessLogin
+	s.metrics.login(ev)
 	s.write(r, ev)
 }
 

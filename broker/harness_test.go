@@ -69,6 +69,8 @@ type harnessOpts struct {
 	store   sessions.Store
 	mutate  func(*Config)
 	keys    *Keys
+	// eventStore holds the event log (default: a memory store of its own).
+	eventStore sessions.Store
 }
 
 // sharedKeys are generated once per test binary (RSA generation is slow).
@@ -155,7 +157,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		h.store = sessions.NewMemory()
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h.events = &logs.Writer{Logger: logger, Store: sessions.NewMemory(), Now: h.clock.Now}
+	evStore := o.eventStore
+	if evStore == nil {
+		evStore = sessions.NewMemory()
+	}
+	h.events = &logs.Writer{Logger: logger, Store: evStore, Now: h.clock.Now}
 	keys := o.keys
 	if keys == nil {
 		keys = testKeys(t, cfg.Keys.Signing.Alg)

@@ -46,8 +46,18 @@ func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys.signing: %w", err)
 	}
+	// Every configured DPoP key is loaded, used or not, so that the management API can turn
+	// DPoP on for any alg it has a key for; generate adds the fast key types (ES256,
+	// Ed25519) and RSA only when a configured connection needs it.
+	algs := []string{"ES256", "Ed25519", "RS256"}
 	for _, cc := range cfg.Connections {
-		alg := cc.Options.DPoPSigningAlg
+		algs = append(algs, cc.Options.DPoPSigningAlg)
+	}
+	used := map[string]bool{}
+	for _, cc := range cfg.Connections {
+		used[cc.Options.DPoPSigningAlg] = true
+	}
+	for _, alg := range algs {
 		if alg == "" || k.DPoP[alg] != nil {
 			continue
 		}
@@ -57,8 +67,10 @@ func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
 		switch {
 		case src.given():
 			key, err = loadKey(src, alg)
-		case generate:
+		case generate && (used[alg] || name != "rsa"):
 			key, err = dpop.GenerateKey(alg)
+		case !used[alg]:
+			continue
 		default:
 			err = errors.New("no private key configured")
 		}

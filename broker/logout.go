@@ -58,7 +58,8 @@ func (s *Server) endSession(r *http.Request, cookie string) {
 	if c := s.clients[sess.ClientID]; c != nil {
 		withClient(ev, c)
 	}
-	if c := s.conns[sess.Connection]; c != nil {
+	if snap, err := s.reg.current(r.Context(), false); err == nil && snap.byName[sess.Connection] != nil {
+		c := snap.byName[sess.Connection]
 		ev.ConnectionID, ev.Strategy, ev.StrategyType = c.id, c.cfg.Strategy, "enterprise"
 	}
 	s.write(r, ev)

@@ -272,5 +272,6 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 		d["error"] = oerr.Code
 		d["error_description"] = clip(oerr.Description, 512)
 	}
+	s.metrics.tokenRequest(grant, oerr == nil, x.bound)
 	s.write(r, ev)
 }

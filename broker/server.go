@@ -49,17 +49,24 @@ type Server struct {
 
 	clients  map[string]*ClientConfig
 	apis     map[string]*APIConfig
-	verifier *dpop.Verifier // proofs at /oauth/token and /userinfo
-	conns    map[string]*connection
+	verifier *dpop.Verifier  // proofs at /oauth/token and /userinfo
+	reg      *registry       // connections from the store (registry.go)
+	mgmt     *mgmtAuth       // management API tokens (mgmt.go)
 	origins  map[string]bool // CORS origins from every client
-	mux      *http.ServeMux
+	// discoveryHTTP fetches discovery documents for management checks (uncached).
+	discoveryHTTP *http.Client
+	mux           *http.ServeMux
+	metrics       *metrics // private Prometheus registry (metrics.go)
 }
 
-// connection is one configured upstream with its driver.
+// connection is one configured upstream with its driver (up is nil and err set when the
+// stored configuration cannot be used).
 type connection struct {
 	cfg *ConnectionConfig
 	id  string
 	up  *upstream.Connection
+	err error
+	raw []byte // the stored document it was built from
 }
 
 // Request body limit for form and JSON bodies.
@@ -73,7 +80,7 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	s := &Server{
 		cfg: cfg, store: deps.Store, events: deps.Events, log: deps.Logger, now: deps.Now, keys: deps.Keys,
 		issuer: cfg.Issuer, base: cfg.BaseURL(),
-		clients: map[string]*ClientConfig{}, conns: map[string]*connection{}, origins: map[string]bool{},
+		clients: map[string]*ClientConfig{}, origins: map[string]bool{},
 		apis: map[string]*APIConfig{},
 	}
 	s.callbackURL = s.base + "/login/callback"
@@ -95,8 +102,13 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 			return nil, err
 		}
 	}
+	s.metrics = newMetrics()
+	s.store = s.metrics.instrumentStore(s.store) // counts store failures by op
 	if s.events == nil {
-		s.events = &logs.Writer{Logger: s.log, Store: s.store, MaxLen: cfg.Logs.MaxEvents, Now: s.now}
+		s.events = NewEventWriter(cfg, s.store, s.log, "")
+		s.events.Now = s.now
+	} else {
+		configureEventWriter(cfg, s.events)
 	}
 	if s.verifier, err = newVerifier(&cfg.DPoPServer, s.store, s.now); err != nil {
 		return nil, err
@@ -130,12 +142,15 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	}
 	for i := range cfg.Connections {
 		cc := &cfg.Connections[i]
-		up, err := upstream.New(upstreamConfig(cc), opts)
-		if err != nil {
+		if _, err := upstream.New(upstreamConfig(cc), opts); err != nil {
 			return nil, fmt.Errorf("connections[%d] (%s): %w", i, cc.Name, err)
 		}
-		s.conns[cc.Name] = &connection{cfg: cc, id: cc.ConnectionID(), up: up}
 	}
+	if s.reg, err = newRegistry(s, opts, cfg.Connections); err != nil {
+		return nil, err
+	}
+	s.mgmt = newMgmtAuth(cfg.Management)
+	s.discoveryHTTP = httpClient
 	for i := range cfg.Clients {
 		c := &cfg.Clients[i]
 		s.clients[c.ClientID] = c
@@ -161,6 +176,28 @@ func upstreamConfig(cc *ConnectionConfig) upstream.Config {
 		Scopes: strings.Fields(o.Scope), Type: o.Type,
 		DPoPSigningAlg: o.DPoPSigningAlg, FetchUserinfo: o.FetchUserinfo,
 		UpstreamParams: params,
+	}
+}
+
+// NewEventWriter returns the event writer for cfg: retention logs.max_events and
+// logs.max_age, and with a Redis store (several replicas) a one-second Settle so that
+// checkpoint paging and follow never pass an event another replica is still storing.
+func NewEventWriter(cfg *Config, store sessions.Store, logger *slog.Logger, hostname string) *logs.Writer {
+	w := &logs.Writer{Logger: logger, Store: store, Hostname: hostname}
+	configureEventWriter(cfg, w)
+	return w
+}
+
+// configureEventWriter fills the retention and settle settings a caller left zero.
+func configureEventWriter(cfg *Config, w *logs.Writer) {
+	if w.MaxLen == 0 {
+		w.MaxLen = cfg.Logs.MaxEvents
+	}
+	if w.MaxAge == 0 {
+		w.MaxAge = cfg.Logs.MaxAge
+	}
+	if w.Settle == 0 && cfg.Store.Type == "redis" {
+		w.Settle = time.Second
 	}
 }
 
@@ -214,6 +251,9 @@ func (s *Server) routes() {
 	h("GET /v2/logout", s.handleLogout)
 	h("GET /healthz", s.handleHealthz)
 	h("GET /readyz", s.handleReadyz)
+	s.mgmtRoutes(h)
+	m.HandleFunc(prefix+"/api/v2/", s.mgmtNotFound())
+	m.Handle("GET "+prefix+"/metrics", s.metrics.handler())
 	s.mux = m
 }
 

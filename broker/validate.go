@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/upstream"
 )
 
 // DPoP algorithms a connection may configure.
@@ -46,6 +49,10 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	if c.Logs.MaxEvents < 1 {
 		v.add("logs.max_events", "must be at least 1")
 	}
+	if c.Logs.MaxAge <= 0 {
+		v.add("logs.max_age", "must be a positive duration such as 720h")
+	}
+	v.management(&c.Management)
 	if checkKeys {
 		c.validateKeys(v)
 	} else if a := c.Keys.Signing.Alg; a != "RS256" && a != "ES256" {
@@ -319,21 +326,10 @@ func (v *validator) connections(c *Config) {
 		v.add("connections", "at least one connection is required")
 	}
 	names, ids := map[string]int{}, map[string]int{}
-	for i, cc := range c.Connections {
+	clients := clientIDs(c)
+	for i := range c.Connections {
+		cc := &c.Connections[i]
 		p := fmt.Sprintf("connections[%d]", i)
-		o := cc.Options
-		switch {
-		case cc.Name == "":
-			v.add(p+".name", "is required")
-		case !connectionNameRE.MatchString(cc.Name):
-			v.add(p+".name", "%q must be 1 to 128 letters, digits, '-' or '_', starting with a letter or digit", cc.Name)
-		default:
-			if j, dup := names[cc.Name]; dup {
-				v.add(p+".name", "duplicate connection name %q (also connections[%d])", cc.Name, j)
-			} else {
-				names[cc.Name] = i
-			}
-		}
 		if cc.ID != "" && !connectionIDRE.MatchString(cc.ID) {
 			v.add(p+".id", "%q must be con_ followed by letters and digits", cc.ID)
 		} else if cc.Name != "" || cc.ID != "" {
@@ -344,48 +340,119 @@ func (v *validator) connections(c *Config) {
 				ids[id] = i
 			}
 		}
-		switch cc.Strategy {
-		case "oidc":
-			if o.Issuer == "" && o.DiscoveryURL == "" {
-				v.add(p+".options.issuer", "issuer or discovery_url is required")
+		if cc.Name != "" && connectionNameRE.MatchString(cc.Name) {
+			if j, dup := names[cc.Name]; dup {
+				v.add(p+".name", "duplicate connection name %q (also connections[%d])", cc.Name, j)
+			} else {
+				names[cc.Name] = i
 			}
-		case "okta":
-			if o.Issuer == "" && o.DiscoveryURL == "" && o.Domain == "" {
-				v.add(p+".options.domain", "domain, issuer or discovery_url is required")
+		}
+		v.connection(p+".", cc, clients)
+	}
+}
+
+// clientIDs returns the configured client ids.
+func clientIDs(c *Config) map[string]bool {
+	m := make(map[string]bool, len(c.Clients))
+	for _, cl := range c.Clients {
+		m[cl.ClientID] = true
+	}
+	return m
+}
+
+// connection checks one connection: the YAML entry (p = "connections[i].") or a management
+// API body (p = ""). Name uniqueness and the id are checked by the caller.
+func (v *validator) connection(p string, cc *ConnectionConfig, clients map[string]bool) {
+	o := cc.Options
+	switch {
+	case cc.Name == "":
+		v.add(p+"name", "is required")
+	case !connectionNameRE.MatchString(cc.Name):
+		v.add(p+"name", "%q must be 1 to 128 letters, digits, '-' or '_', starting with a letter or digit", cc.Name)
+	}
+	if len(cc.DisplayName) > 128 {
+		v.add(p+"display_name", "must be at most 128 characters")
+	}
+	switch cc.Strategy {
+	case "oidc":
+		if o.Issuer == "" && o.DiscoveryURL == "" {
+			v.add(p+"options.issuer", "issuer or discovery_url is required")
+		}
+		if o.Domain != "" || o.AuthorizationServerID != "" {
+			v.add(p+"options.domain", "domain and authorization_server_id apply to strategy okta only")
+		}
+	case "okta":
+		if o.Issuer == "" && o.DiscoveryURL == "" && o.Domain == "" {
+			v.add(p+"options.domain", "domain, issuer or discovery_url is required")
+		}
+		if o.Domain != "" {
+			if _, err := upstream.OktaIssuer(o.Domain, ""); err != nil { // http:// only for loopback
+				v.add(p+"options.domain", "%v", err)
 			}
-			if o.Domain != "" && strings.ContainsAny(o.Domain, "/?#@ ") {
-				v.add(p+".options.domain", "%q must be a host name such as example.okta.com", o.Domain)
-			}
-		default:
-			v.add(p+".strategy", "%q is not supported (use oidc or okta)", cc.Strategy)
 		}
-		if o.Issuer != "" {
-			v.issuer(p+".options.issuer", o.Issuer, false)
+		if id := o.AuthorizationServerID; id != "" && !oktaServerIDRE.MatchString(id) {
+			v.add(p+"options.authorization_server_id", "%q must be an Okta authorization server id such as default or aus1a2b3c4", id)
 		}
-		if o.DiscoveryURL != "" {
-			v.issuer(p+".options.discovery_url", o.DiscoveryURL, false)
+		if o.AuthorizationServerID != "" && o.Domain == "" {
+			v.add(p+"options.authorization_server_id", "needs options.domain")
 		}
-		if o.ClientID == "" {
-			v.add(p+".options.client_id", "is required")
-		}
-		if o.ClientSecret == "" {
-			v.add(p+".options.client_secret", "is required (back-channel code exchange)")
-		}
-		if !slices.Contains(strings.Fields(o.Scope), "openid") {
-			v.add(p+".options.scope", "%q must include openid", o.Scope)
-		}
-		if o.Type != "back_channel" {
-			v.add(p+".options.type", "%q is not supported (only back_channel)", o.Type)
-		}
-		if o.DPoPSigningAlg != "" && !slices.Contains(connectionDPoPAlgs, o.DPoPSigningAlg) {
-			v.add(p+".options.dpop_signing_alg", "%q is not supported (use ES256, Ed25519, RS256 or PS256)", o.DPoPSigningAlg)
-		}
-		for k := range o.UpstreamParams {
-			if slices.Contains(reservedUpstreamParams, k) {
-				v.add(p+".options.upstream_params."+k, "is set by the broker and cannot be overridden")
-			}
+	case "":
+		v.add(p+"strategy", "is required (oidc or okta)")
+	default:
+		v.add(p+"strategy", "%q is not supported (use oidc or okta)", cc.Strategy)
+	}
+	if o.Issuer != "" {
+		v.issuer(p+"options.issuer", o.Issuer, false)
+	}
+	if o.DiscoveryURL != "" {
+		v.issuer(p+"options.discovery_url", o.DiscoveryURL, false)
+	}
+	if o.ClientID == "" {
+		v.add(p+"options.client_id", "is required")
+	}
+	if o.ClientSecret == "" {
+		v.add(p+"options.client_secret", "is required (back-channel code exchange)")
+	}
+	if !slices.Contains(strings.Fields(o.Scope), "openid") {
+		v.add(p+"options.scope", "%q must include openid", o.Scope)
+	}
+	dpopOn := o.DPoPSigningAlg != ""
+	switch {
+	case o.Type != "back_channel" && dpopOn:
+		v.add(p+"options.type", "%q is not supported (only back_channel, which DPoP requires: dpop_signing_alg is set)", o.Type)
+	case o.Type != "back_channel":
+		v.add(p+"options.type", "%q is not supported (only back_channel)", o.Type)
+	}
+	if dpopOn && !slices.Contains(connectionDPoPAlgs, o.DPoPSigningAlg) {
+		v.add(p+"options.dpop_signing_alg", "%q is not supported (use ES256, Ed25519, RS256 or PS256)", o.DPoPSigningAlg)
+	}
+	if dpopOn && o.TokenVault != nil && o.TokenVault.Active {
+		v.add(p+"options.federated_connections_access_tokens.active", "Token Vault is not compatible with DPoP: set active to false or remove dpop_signing_alg")
+	}
+	if dpopOn && truthy(o.UpstreamParams["offline_access"]) {
+		v.add(p+"options.upstream_params.offline_access", "%q enables Token Vault (offline access at the upstream), which is not compatible with DPoP: remove it or remove dpop_signing_alg", o.UpstreamParams["offline_access"])
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.UpstreamParams)) {
+		if slices.Contains(reservedUpstreamParams, k) {
+			v.add(p+"options.upstream_params."+k, "is set by the broker and cannot be overridden")
 		}
 	}
+	for j, id := range cc.EnabledClients {
+		if !clients[id] {
+			v.add(fmt.Sprintf("%senabled_clients[%d]", p, j), "client %q is not defined in clients", id)
+		}
+	}
+}
+
+var oktaServerIDRE = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
+
+// truthy reports whether an upstream parameter value switches something on.
+func truthy(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "false", "0", "no", "off":
+		return false
+	}
+	return true
 }
 
 // reservedUpstreamParams are authorization parameters the broker owns.
@@ -449,6 +516,17 @@ func (c *Config) validateKeys(v *validator) {
 			v.add(keySourceKey(key, src), "%v", err)
 		}
 	}
+	// Keys configured for no connection are loaded too (the management API may use them).
+	for _, k := range [][2]string{{"es256", "ES256"}, {"ed25519", "Ed25519"}, {"rsa", "RS256"}} {
+		name, alg := k[0], k[1]
+		src := c.Keys.DPoP.byName(name)
+		if done[name] || !src.given() {
+			continue
+		}
+		if _, err := loadKey(src, alg); err != nil {
+			v.add(keySourceKey("keys.dpop."+name, src), "%v", err)
+		}
+	}
 }
 
 // keySourceKey names the sub-key a KeySource was read from.
@@ -460,4 +538,44 @@ func keySourceKey(prefix string, s KeySource) string {
 		return prefix + ".private_key_file"
 	}
 	return prefix + ".private_key_env"
+}
+
+// Management API scopes.
+const (
+	scopeReadConnections   = "read:connections"
+	scopeCreateConnections = "create:connections"
+	scopeUpdateConnections = "update:connections"
+	scopeDeleteConnections = "delete:connections"
+	scopeReadLogs          = "read:logs"
+)
+
+var managementScopes = []string{scopeReadConnections, scopeCreateConnections, scopeUpdateConnections, scopeDeleteConnections, scopeReadLogs}
+
+// minManagementToken is the shortest accepted management token.
+const minManagementToken = 32
+
+func (v *validator) management(m *ManagementConfig) {
+	seen := map[string]int{}
+	for i, t := range m.Tokens {
+		p := fmt.Sprintf("management.tokens[%d]", i)
+		switch {
+		case len(t.Token) < minManagementToken:
+			v.add(p+".token", "must be at least %d characters (got %d); generate one with: openssl rand -base64 32", minManagementToken, len(t.Token))
+		case strings.ContainsFunc(t.Token, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+			v.add(p+".token", "must be visible ASCII characters without spaces")
+		default:
+			if j, dup := seen[t.Token]; dup {
+				v.add(p+".token", "duplicate token (also management.tokens[%d])", j)
+			}
+			seen[t.Token] = i
+		}
+		if len(t.Scopes) == 0 {
+			v.add(p+".scopes", "at least one scope is required (%s)", joinOr(managementScopes))
+		}
+		for j, sc := range t.Scopes {
+			if !slices.Contains(managementScopes, sc) {
+				v.add(fmt.Sprintf("%s.scopes[%d]", p, j), "%q is not a known scope (use %s)", sc, joinOr(managementScopes))
+			}
+		}
+	}
 }

@@ -22,6 +22,7 @@ var safeKeys = map[string]bool{
 	"code_challenge_method":       true,
 	"code_exchange":               true,
 	"upstream_userinfo_fetch":     true,
+	"errorCode":                   true, // management API error code (fapi), e.g. insufficient_scope
 	"error":                       true,
 	"error_description":           true,
 	"error_code":                  true,

@@ -1,0 +1,261 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// metrics are the broker's Prometheus collectors on a registry private to one Server, so
+// several servers (tests, replicas in one process) never share or collide on counters.
+type metrics struct {
+	reg           *prometheus.Registry
+	logins        *prometheus.CounterVec
+	exchange      *prometheus.HistogramVec
+	nonceRetries  *prometheus.CounterVec
+	tokenType     *prometheus.CounterVec
+	storeErrors   *prometheus.CounterVec
+	tokenRequests *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_logins_total",
+			Help: "Logins through the broker by result, connection and stable error code (\"\" on success).",
+		}, []string{"result", "connection", "error"}),
+		exchange: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dpop_broker_upstream_exchange_seconds",
+			Help:    "Duration of the back-channel code exchange with the upstream, nonce retries included.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"connection"}),
+		nonceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_upstream_nonce_retries_total",
+			Help: "use_dpop_nonce retries during upstream code exchanges.",
+		}, []string{"connection"}),
+		tokenType: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_upstream_token_type_total",
+			Help: "Upstream token responses by whether the upstream answered token_type DPoP (bound) or Bearer.",
+		}, []string{"connection", "bound"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_store_errors_total",
+			Help: "Session store operations that failed (not-found and already-exists outcomes excluded).",
+		}, []string{"op"}),
+		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_token_requests_total",
+			Help: "Requests to the broker's /oauth/token by grant, result and whether the access token is DPoP-bound.",
+		}, []string{"grant", "result", "bound"}),
+	}
+	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Metrics returns the server's private Prometheus registry (served at GET /metrics).
+func (s *Server) Metrics() *prometheus.Registry { return s.metrics.reg }
+
+// handler serves the registry in the Prometheus exposition format.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// login counts one s or f event (from succeed and fail).
+func (m *metrics) login(ev *logs.Event) {
+	result, code := "success", ""
+	if ev.Type == logs.TypeFailedLogin {
+		result = "failure"
+		c, _ := ev.Details["error"].(string)
+		code = metricCode(c)
+	}
+	m.logins.WithLabelValues(result, ev.Connection, code).Inc()
+}
+
+// upstream records what one upstream code exchange did; res may be nil or partial.
+func (m *metrics) upstream(conn string, res *upstream.Result) {
+	if res == nil {
+		return
+	}
+	if res.ExchangeLatency > 0 {
+		m.exchange.WithLabelValues(conn).Observe(res.ExchangeLatency.Seconds())
+	}
+	if res.NonceRetries > 0 {
+		m.nonceRetries.WithLabelValues(conn).Add(float64(res.NonceRetries))
+	}
+	if res.TokenType != "" {
+		m.tokenType.WithLabelValues(conn, strconv.FormatBool(res.DPoPBound)).Inc()
+	}
+}
+
+// tokenRequest counts one /oauth/token outcome.
+func (m *metrics) tokenRequest(grant string, ok, bound bool) {
+	if grant != "authorization_code" && grant != "refresh_token" {
+		grant = "other" // bounded label: the grant_type parameter is client input
+	}
+	result := "success"
+	if !ok {
+		result = "failure"
+	}
+	m.tokenRequests.WithLabelValues(grant, result, strconv.FormatBool(bound)).Inc()
+}
+
+// metricCodes are the details.error codes used as label values; anything else (an upstream's
+// free-form error parameter) is counted as "other" so the label set stays bounded.
+var metricCodes = map[string]bool{
+	codeInvalidClient: true, codeInvalidRedirectURI: true, codeInvalidRequest: true,
+	codeInvalidState: true, codeInvalidIss: true, codeStoreUnavailable: true,
+	upstream.CodeDPoPNotSupported: true, upstream.CodeDPoPAlgMismatch: true,
+	upstream.CodeUseDPoPNonce: true, upstream.CodeInvalidDPoPProof: true,
+	upstream.CodeUpstreamError: true, upstream.CodeIDTokenInvalid: true,
+	upstream.CodeDiscovery: true, upstream.CodeUserinfo: true, upstream.CodeIssMismatch: true,
+	// OAuth 2.0 / OIDC authorization-response errors an upstream may return (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
+	"access_denied": true, "unauthorized_client": true, "unsupported_response_type": true,
+	"invalid_scope": true, "server_error": true, "temporarily_unavailable": true,
+	"interaction_required": true, "login_required": true, "account_selection_required": true,
+	"consent_required": true, "invalid_request_uri": true, "invalid_request_object": true,
+	"request_not_supported": true, "request_uri_not_supported": true, "registration_not_supported": true,
+	"invalid_grant": true,
+}
+
+func metricCode(code string) string {
+	if metricCodes[code] {
+		return code
+	}
+	return "other"
+}
+
+// instrumentStore counts the failures of st's operations by op. The wrapper keeps the
+// optional sessions.Connections interface when st implements it.
+func (m *metrics) instrumentStore(st sessions.Store) sessions.Store {
+	ms := &meteredStore{Store: st, m: m}
+	if c, ok := st.(sessions.Connections); ok {
+		return &meteredConnStore{meteredStore: ms, Connections: c}
+	}
+	return ms
+}
+
+// storeError counts err under op unless it is a normal outcome (not found, exists, or the
+// caller gave up).
+func (m *metrics) storeError(op string, err error) error {
+	if err != nil && !errors.Is(err, sessions.ErrNotFound) && !errors.Is(err, sessions.ErrExists) &&
+		!errors.Is(err, context.Canceled) {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+	return err
+}
+
+type meteredStore struct {
+	sessions.Store
+	m *metrics
+}
+
+type meteredConnStore struct {
+	*meteredStore
+	sessions.Connections
+}
+
+func (s *meteredStore) Create(ctx context.Context, k sessions.Kind, id string, v []byte, ttl time.Duration) error {
+	return s.m.storeError("create", s.Store.Create(ctx, k, id, v, ttl))
+}
+
+func (s *meteredStore) Put(ctx context.Context, k sessions.Kind, id string, v []byte, ttl time.Duration) error {
+	return s.m.storeError("put", s.Store.Put(ctx, k, id, v, ttl))
+}
+
+func (s *meteredStore) PutAll(ctx context.Context, items ...sessions.Item) error {
+	return s.m.storeError("put_all", s.Store.PutAll(ctx, items...))
+}
+
+func (s *meteredStore) Get(ctx context.Context, k sessions.Kind, id string) ([]byte, error) {
+	v, err := s.Store.Get(ctx, k, id)
+	return v, s.m.storeError("get", err)
+}
+
+func (s *meteredStore) Take(ctx context.Context, k sessions.Kind, id string) ([]byte, error) {
+	v, err := s.Store.Take(ctx, k, id)
+	return v, s.m.storeError("take", err)
+}
+
+func (s *meteredStore) Delete(ctx context.Context, k sessions.Kind, id string) error {
+	return s.m.storeError("delete", s.Store.Delete(ctx, k, id))
+}
+
+func (s *meteredStore) AppendLog(ctx context.Context, id string, event []byte, maxLen int) error {
+	return s.m.storeError("append_log", s.Store.AppendLog(ctx, id, event, maxLen))
+}
+
+func (s *meteredStore) Ping(ctx context.Context) error {
+	return s.m.storeError("ping", s.Store.Ping(ctx))
+}
+
+func (s *meteredStore) Logs(ctx context.Context, before string, limit int) ([][]byte, error) {
+	v, err := s.Store.Logs(ctx, before, limit)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) LogsAfter(ctx context.Context, after string, limit int) ([]sessions.LogEntry, error) {
+	v, err := s.Store.LogsAfter(ctx, after, limit)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) LogsBefore(ctx context.Context, before string, limit int) ([]sessions.LogEntry, error) {
+	v, err := s.Store.LogsBefore(ctx, before, limit)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) Log(ctx context.Context, id string) ([]byte, error) {
+	v, err := s.Store.Log(ctx, id)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) TrimLogs(ctx context.Context, before string) error {
+	return s.m.storeError("trim_logs", s.Store.TrimLogs(ctx, before))
+}
+
+func (s *meteredConnStore) CreateConnection(ctx context.Context, id, name string, doc []byte) error {
+	return s.m.storeError("create_connection", s.Connections.CreateConnection(ctx, id, name, doc))
+}
+
+func (s *meteredConnStore) SeedConnection(ctx context.Context, id, name string, doc []byte) (bool, error) {
+	created, err := s.Connections.SeedConnection(ctx, id, name, doc)
+	return created, s.m.storeError("seed_connection", err)
+}
+
+func (s *meteredConnStore) GetConnection(ctx context.Context, id string) ([]byte, error) {
+	v, err := s.Connections.GetConnection(ctx, id)
+	return v, s.m.storeError("get_connection", err)
+}
+
+func (s *meteredConnStore) ConnectionByName(ctx context.Context, name string) (string, []byte, error) {
+	id, v, err := s.Connections.ConnectionByName(ctx, name)
+	return id, v, s.m.storeError("get_connection", err)
+}
+
+func (s *meteredConnStore) ListConnections(ctx context.Context) ([][]byte, error) {
+	v, err := s.Connections.ListConnections(ctx)
+	return v, s.m.storeError("list_connections", err)
+}
+
+func (s *meteredConnStore) UpdateConnection(ctx context.Context, id string, doc []byte) error {
+	return s.m.storeError("update_connection", s.Connections.UpdateConnection(ctx, id, doc))
+}
+
+func (s *meteredConnStore) DeleteConnection(ctx context.Context, id string) error {
+	return s.m.storeError("delete_connection", s.Connections.DeleteConnection(ctx, id))
+}
+
+func (s *meteredConnStore) ConnectionsVersion(ctx context.Context) (int64, error) {
+	v, err := s.Connections.ConnectionsVersion(ctx)
+	return v, s.m.storeError("connections_version", err)
+}

@@ -1,0 +1,292 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+)
+
+// The management API (reference.md §A4, §B2) under /api/v2: static bearer tokens with scopes
+// from management.tokens, the SaaS error body, sapi events for successful writes and fapi
+// events for failed calls.
+
+// mgmtAuth holds the SHA-256 of every configured token.
+type mgmtAuth struct {
+	tokens []mgmtToken
+	// unauthenticated fapi events are limited so that anonymous calls cannot flush the log.
+	mu          sync.Mutex
+	windowStart time.Time
+	inWindow    int
+	dropped     int
+}
+
+type mgmtToken struct {
+	name   string
+	hash   [sha256.Size]byte
+	scopes []string
+}
+
+// anonEventsPerSecond bounds the fapi events written for calls without a valid token.
+const anonEventsPerSecond = 10
+
+func newMgmtAuth(cfg ManagementConfig) *mgmtAuth {
+	a := &mgmtAuth{}
+	for i, t := range cfg.Tokens {
+		name := t.Name
+		if name == "" {
+			name = fmt.Sprintf("tokens[%d]", i)
+		}
+		a.tokens = append(a.tokens, mgmtToken{name: name, hash: sha256.Sum256([]byte(t.Token)), scopes: slices.Clone(t.Scopes)})
+	}
+	return a
+}
+
+// match returns the token equal to presented, comparing hashes in constant time with every
+// configured token (no early exit).
+func (a *mgmtAuth) match(presented string) *mgmtToken {
+	h := sha256.Sum256([]byte(presented))
+	var found *mgmtToken
+	for i := range a.tokens {
+		if subtle.ConstantTimeCompare(h[:], a.tokens[i].hash[:]) == 1 {
+			found = &a.tokens[i]
+		}
+	}
+	return found
+}
+
+// allowAnonEvent reports whether a fapi event for an unauthenticated call may be written now.
+func (a *mgmtAuth) allowAnonEvent(now time.Time) (ok bool, dropped int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if now.Sub(a.windowStart) >= time.Second || now.Before(a.windowStart) {
+		a.windowStart, a.inWindow, dropped, a.dropped = now, 0, a.dropped, 0
+	}
+	if a.inWindow >= anonEventsPerSecond {
+		a.dropped++
+		return false, 0
+	}
+	a.inWindow++
+	return true, dropped
+}
+
+// mgmtCall is one management request: who made it and what it did, for its event.
+type mgmtCall struct {
+	w      http.ResponseWriter
+	r      *http.Request
+	token  *mgmtToken
+	body   map[string]any // request body as parsed, secrets removed (writes only)
+	connID string         // connection touched, for the event
+	conn   string
+}
+
+// apiError is an error answered with the SaaS error body.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func errBody(msg string) *apiError {
+	return &apiError{http.StatusBadRequest, "invalid_body", "Payload validation error: " + msg}
+}
+
+func errQuery(msg string) *apiError {
+	return &apiError{http.StatusBadRequest, "invalid_query_string", "Query validation error: " + msg}
+}
+
+var errNoConnection = &apiError{http.StatusNotFound, "inexistent_connection", "The connection does not exist."}
+
+// storeAPIError maps a store failure: 503 when unreachable, 500 otherwise.
+func (s *Server) storeAPIError(err error) *apiError {
+	s.log.Error("management API store operation failed", "err", err)
+	if storeDown(err) {
+		return &apiError{http.StatusServiceUnavailable, codeStoreUnavailable, "The store is unavailable. Try again shortly."}
+	}
+	return &apiError{http.StatusInternalServerError, "internal_error", "The operation could not be completed."}
+}
+
+// mgmtHandler is a management endpoint: it answers through c.json or returns an error.
+type mgmtHandler func(c *mgmtCall) *apiError
+
+func (s *Server) mgmtRoutes(h func(string, http.HandlerFunc)) {
+	h("GET /api/v2/connections", s.mgmt.guard(s, []string{scopeReadConnections}, s.listConnections))
+	h("POST /api/v2/connections", s.mgmt.guard(s, []string{scopeCreateConnections, scopeUpdateConnections}, s.createConnection))
+	h("GET /api/v2/connections/{id}", s.mgmt.guard(s, []string{scopeReadConnections}, s.getConnection))
+	h("PATCH /api/v2/connections/{id}", s.mgmt.guard(s, []string{scopeUpdateConnections}, s.patchConnection))
+	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{scopeDeleteConnections, scopeUpdateConnections}, s.deleteConnection))
+	h("GET /api/v2/logs", s.mgmt.guard(s, []string{scopeReadLogs}, s.searchLogs))
+	h("GET /api/v2/logs/{id}", s.mgmt.guard(s, []string{scopeReadLogs}, s.getLog))
+}
+
+// mgmtNotFound answers every other path under /api/v2/ (after authentication).
+func (s *Server) mgmtNotFound() http.HandlerFunc {
+	return s.mgmt.guard(s, nil, func(*mgmtCall) *apiError {
+		return &apiError{http.StatusNotFound, "not_found", "Not Found"}
+	})
+}
+
+// guard authenticates the bearer token, checks that it grants any of scopes, runs next and
+// answers its error, recording sapi/fapi events.
+func (a *mgmtAuth) guard(s *Server, scopes []string, next mgmtHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := &mgmtCall{w: w, r: r}
+		w.Header().Set("Cache-Control", "no-store")
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		tok = strings.TrimSpace(tok)
+		switch {
+		case r.Header.Get("Authorization") == "":
+			w.Header().Set("WWW-Authenticate", `Bearer realm="management"`)
+			s.apiFail(c, &apiError{http.StatusUnauthorized, "missing_authorization", "Missing authentication: send Authorization: Bearer <management token>"})
+			return
+		case !strings.EqualFold(scheme, "Bearer") || tok == "":
+			w.Header().Set("WWW-Authenticate", `Bearer realm="management", error="invalid_request"`)
+			s.apiFail(c, &apiError{http.StatusUnauthorized, "invalid_token", "Bad HTTP authentication header format: use Authorization: Bearer <management token>"})
+			return
+		}
+		if c.token = a.match(tok); c.token == nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="management", error="invalid_token"`)
+			msg := "Invalid token"
+			if len(a.tokens) == 0 {
+				msg = "Invalid token: the management API has no tokens configured (management.tokens)"
+			}
+			s.apiFail(c, &apiError{http.StatusUnauthorized, "invalid_token", msg})
+			return
+		}
+		if len(scopes) > 0 && !slices.ContainsFunc(scopes, func(sc string) bool { return slices.Contains(c.token.scopes, sc) }) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="management", error="insufficient_scope", scope="`+strings.Join(scopes, " ")+`"`)
+			s.apiFail(c, &apiError{http.StatusForbidden, "insufficient_scope", "Insufficient scope, expected any of: " + strings.Join(scopes, ",")})
+			return
+		}
+		if err := next(c); err != nil {
+			s.apiFail(c, err)
+		}
+	}
+}
+
+// apiJSON answers status with v as JSON and records a sapi event for writes.
+func (s *Server) apiJSON(c *mgmtCall, status int, v any) {
+	c.w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	c.w.WriteHeader(status)
+	_ = json.NewEncoder(c.w).Encode(v)
+	if c.r.Method != http.MethodGet && c.r.Method != http.MethodHead {
+		ev := s.mgmtEvent(c, status)
+		ev.Type = logs.TypeSuccessAPI
+		s.write(c.r, ev)
+	}
+}
+
+// apiFail answers e with the SaaS error body and records a fapi event.
+func (s *Server) apiFail(c *mgmtCall, e *apiError) {
+	c.w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	c.w.WriteHeader(e.status)
+	_ = json.NewEncoder(c.w).Encode(map[string]any{
+		"statusCode": e.status, "error": http.StatusText(e.status), "message": e.message, "errorCode": e.code,
+	})
+	if c.token == nil {
+		ok, dropped := s.mgmt.allowAnonEvent(s.now())
+		if dropped > 0 {
+			s.log.Warn("management API: fapi events for unauthenticated calls were dropped", "dropped", dropped)
+		}
+		if !ok {
+			return
+		}
+	}
+	ev := s.mgmtEvent(c, e.status)
+	ev.Type = logs.TypeFailedAPI
+	ev.Details["error"] = map[string]any{"message": clip(e.message, 512), "errorCode": e.code}
+	s.write(c.r, ev)
+}
+
+// mgmtEvent builds the sapi/fapi event of c.
+func (s *Server) mgmtEvent(c *mgmtCall, status int) *logs.Event {
+	ev := s.newEvent(c.r)
+	req := map[string]any{"method": c.r.Method, "path": clip(c.r.URL.Path, 256)}
+	if q := c.r.URL.RawQuery; q != "" {
+		req["query"] = clip(q, 512)
+	}
+	if c.body != nil {
+		req["body"] = c.body
+	}
+	if c.token != nil {
+		req["auth"] = map[string]any{"user": c.token.name, "scopes": c.token.scopes}
+	}
+	ev.Details["request"] = req
+	ev.Details["response"] = map[string]any{"statusCode": status}
+	ev.Connection, ev.ConnectionID = c.conn, c.connID
+	return ev
+}
+
+// decodeBody reads a JSON object body into dst (unknown members refused) and keeps a copy,
+// without secrets, for the event.
+func decodeBody(c *mgmtCall, dst any) *apiError {
+	if ct := c.r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		return errBody("Content-Type must be application/json")
+	}
+	raw, err := readLimited(c.r, maxBodyBytes)
+	if err != nil {
+		return &apiError{http.StatusRequestEntityTooLarge, "payload_too_large", "Payload validation error: body larger than 64 KiB"}
+	}
+	var generic map[string]any
+	if err := json.Unmarshal(raw, &generic); err != nil || generic == nil {
+		return errBody("the body must be a JSON object")
+	}
+	c.body = redactBody(generic)
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return errBody(jsonProblem(err))
+	}
+	return nil
+}
+
+// jsonProblem rewords a decoding error for the API caller.
+func jsonProblem(err error) string {
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "Additional properties not allowed: " + strings.Trim(f, `"`)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("Expected type %s but found type %s on property %s", jsonTypeName(te.Type.Kind().String()), te.Value, te.Field)
+	}
+	return strings.TrimPrefix(msg, "json: ")
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "slice":
+		return "array"
+	case "struct", "map", "ptr":
+		return "object"
+	case "bool":
+		return "boolean"
+	}
+	return kind
+}
+
+// redactBody removes client_secret (any depth) from a request body kept for an event.
+func redactBody(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if k == "client_secret" {
+			out["client_secret_present"] = true
+			continue
+		}
+		if sub, ok := v.(map[string]any); ok {
+			v = redactBody(sub)
+		}
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,443 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// apiConnection is the connection object of the management API (reference.md §B1).
+// options.client_secret is write-only: it is never part of a response.
+type apiConnection struct {
+	ID                 string            `json:"id"`
+	Name               string            `json:"name"`
+	DisplayName        string            `json:"display_name,omitempty"`
+	Strategy           string            `json:"strategy"`
+	Options            ConnectionOptions `json:"options"`
+	Realms             []string          `json:"realms"`
+	IsDomainConnection bool              `json:"is_domain_connection"`
+	EnabledClients     *[]string         `json:"enabled_clients,omitempty"` // by id only
+}
+
+// view returns the API object of cc, with enabled_clients when withClients.
+func (s *Server) view(cc *ConnectionConfig, withClients bool) apiConnection {
+	o := cc.Options
+	o.ClientSecret = "" // write-only
+	v := apiConnection{
+		ID: cc.ID, Name: cc.Name, DisplayName: cc.DisplayName, Strategy: cc.Strategy, Options: o,
+		Realms: []string{cc.Name},
+	}
+	if withClients {
+		ec := s.effectiveClients(cc)
+		if ec == nil {
+			ec = []string{}
+		}
+		v.EnabledClients = &ec
+	}
+	return v
+}
+
+// connectionBody is a POST or PATCH body. Options is kept raw so that PATCH can tell an
+// absent options from a given one (which replaces the whole object, §B1).
+type connectionBody struct {
+	Name           *string         `json:"name"`
+	Strategy       *string         `json:"strategy"`
+	DisplayName    *string         `json:"display_name"`
+	Options        json.RawMessage `json:"options"`
+	EnabledClients *[]string       `json:"enabled_clients"`
+}
+
+func decodeOptions(raw json.RawMessage) (*ConnectionOptions, *apiError) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	if string(raw) == "null" || raw[0] != '{' {
+		return nil, errBody("Expected type object on property options")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	var o ConnectionOptions
+	if err := dec.Decode(&o); err != nil {
+		return nil, errBody("options: " + jsonProblem(err))
+	}
+	return &o, nil
+}
+
+// connDefaults fills the option defaults the YAML also gets.
+func connDefaults(o *ConnectionOptions) {
+	if o.Scope == "" {
+		o.Scope = "openid profile email"
+	}
+	if o.Type == "" {
+		o.Type = "back_channel"
+	}
+}
+
+// checkConnection validates cc like the YAML, then the DPoP rules that need the network
+// (reference.md §B1): a key for the alg, and the upstream's discovery listing it.
+func (s *Server) checkConnection(ctx context.Context, cc *ConnectionConfig) *apiError {
+	v := &validator{}
+	v.connection("", cc, clientIDs(s.cfg))
+	if len(v.errs) > 0 {
+		code := "invalid_body"
+		msgs := make([]string, len(v.errs))
+		for i, e := range v.errs {
+			msgs[i] = e.Error()
+			if strings.HasPrefix(e.Key, "options.federated_connections_access_tokens") || e.Key == "options.upstream_params.offline_access" {
+				code = "token_vault_conflict"
+			}
+		}
+		return &apiError{http.StatusBadRequest, code, "Payload validation error: " + strings.Join(msgs, "; ")}
+	}
+	up, err := upstream.New(upstreamConfig(cc), s.reg.opts)
+	alg := cc.Options.DPoPSigningAlg
+	if err != nil && alg != "" && s.keys.DPoP[alg] == nil {
+		return &apiError{http.StatusBadRequest, "dpop_key_missing", fmt.Sprintf(
+			"Payload validation error: options.dpop_signing_alg: the broker has no DPoP private key for %s; configure keys.dpop.%s and restart the broker", alg, dpopKeyFor(alg))}
+	}
+	if err != nil {
+		return errBody(strings.TrimPrefix(err.Error(), "upstream: "))
+	}
+	if alg == "" {
+		return nil
+	}
+	uc := up.Config()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	// A fresh client: the check must see the upstream's current document, not a cached one.
+	doc, err := (&discovery.Client{HTTP: s.discoveryHTTP, Now: s.now}).Get(ctx, uc.Issuer, uc.DiscoveryURL)
+	if err != nil {
+		return &apiError{http.StatusBadRequest, upstream.CodeDiscovery, fmt.Sprintf(
+			"Payload validation error: cannot enable DPoP: the discovery document of %s could not be used: %v", uc.Issuer, err)}
+	}
+	if _, err := doc.CheckDPoP(alg); err != nil {
+		var ce *discovery.CapabilityError
+		if !errors.As(err, &ce) {
+			return errBody("cannot enable DPoP: " + err.Error())
+		}
+		if ce.Offered == nil {
+			return &apiError{http.StatusBadRequest, ce.Code(), fmt.Sprintf(
+				"Payload validation error: cannot enable DPoP: the upstream %s does not support DPoP (dpop_signing_alg_values_supported is absent from its discovery document)", uc.Issuer)}
+		}
+		return &apiError{http.StatusBadRequest, ce.Code(), fmt.Sprintf(
+			"Payload validation error: cannot enable DPoP: the upstream %s does not offer %s; it offers dpop_signing_alg_values_supported [%s]",
+			uc.Issuer, alg, strings.Join(ce.Offered, ", "))}
+	}
+	return nil
+}
+
+// connStore returns the connection store after making sure the YAML connections are seeded.
+func (s *Server) connStore(ctx context.Context) (sessions.Connections, *apiError) {
+	if _, err := s.reg.current(ctx, false); err != nil {
+		return nil, s.storeAPIError(err)
+	}
+	return s.reg.conns, nil
+}
+
+// loadConnection returns the stored document of the path's id.
+func (s *Server) loadConnection(c *mgmtCall) (*storedConnection, *apiError) {
+	id := c.r.PathValue("id")
+	if !connectionIDRE.MatchString(id) {
+		return nil, &apiError{http.StatusBadRequest, "invalid_uri", "Path validation error: id must be con_ followed by letters and digits"}
+	}
+	st, aerr := s.connStore(c.r.Context())
+	if aerr != nil {
+		return nil, aerr
+	}
+	raw, err := st.GetConnection(c.r.Context(), id)
+	if errors.Is(err, sessions.ErrNotFound) {
+		return nil, errNoConnection
+	}
+	if err != nil {
+		return nil, s.storeAPIError(err)
+	}
+	var doc storedConnection
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, s.storeAPIError(fmt.Errorf("decode connection %s: %w", id, err))
+	}
+	c.connID, c.conn = doc.ID, doc.Name
+	return &doc, nil
+}
+
+// refreshAfterWrite makes this replica use a change at once (the others follow within the
+// registry's recheck interval, or at their next login).
+func (s *Server) refreshAfterWrite(ctx context.Context) {
+	if _, err := s.reg.current(ctx, true); err != nil {
+		s.log.Warn("connections not reloaded after a management write", "err", err)
+	}
+}
+
+// GET /api/v2/connections (§B2): strategy (repeatable) and name filters; legacy page/per_page
+// (+ include_totals) or checkpoint from/take. The list omits enabled_clients.
+func (s *Server) listConnections(c *mgmtCall) *apiError {
+	q := c.r.URL.Query()
+	st, aerr := s.connStore(c.r.Context())
+	if aerr != nil {
+		return aerr
+	}
+	docs, err := st.ListConnections(c.r.Context())
+	if err != nil {
+		return s.storeAPIError(err)
+	}
+	strategies, name := q["strategy"], q.Get("name")
+	var all []apiConnection
+	for _, raw := range docs {
+		var doc storedConnection
+		if json.Unmarshal(raw, &doc) != nil {
+			continue
+		}
+		if len(strategies) > 0 && !slices.Contains(strategies, doc.Strategy) || name != "" && doc.Name != name {
+			continue
+		}
+		all = append(all, s.view(&doc.ConnectionConfig, false))
+	}
+	if all == nil {
+		all = []apiConnection{}
+	}
+	if q.Has("from") || q.Has("take") {
+		take, aerr := intParam(q, "take", 50, 1, 100)
+		if aerr != nil {
+			return aerr
+		}
+		start := 0
+		if from := q.Get("from"); from != "" {
+			after, err := base64.RawURLEncoding.DecodeString(from)
+			if err != nil {
+				return errQuery("from is not a cursor returned by this API")
+			}
+			start = len(all)
+			for i, v := range all {
+				if v.Name > string(after) {
+					start = i
+					break
+				}
+			}
+		}
+		page := all[start:min(start+take, len(all))]
+		out := map[string]any{"connections": page}
+		if start+take < len(all) {
+			out["next"] = base64.RawURLEncoding.EncodeToString([]byte(page[len(page)-1].Name))
+		}
+		s.apiJSON(c, http.StatusOK, out)
+		return nil
+	}
+	pageN, aerr := intParam(q, "page", 0, 0, 1<<20)
+	if aerr != nil {
+		return aerr
+	}
+	perPage, aerr := intParam(q, "per_page", 50, 1, 100)
+	if aerr != nil {
+		return aerr
+	}
+	start := min(pageN*perPage, len(all))
+	page := all[start:min(start+perPage, len(all))]
+	if b, _ := strconv.ParseBool(q.Get("include_totals")); b {
+		s.apiJSON(c, http.StatusOK, map[string]any{"total": len(all), "start": start, "limit": perPage, "connections": page})
+		return nil
+	}
+	s.apiJSON(c, http.StatusOK, page)
+	return nil
+}
+
+// intParam parses an optional integer query parameter within [lo, hi].
+func intParam(q map[string][]string, name string, def, lo, hi int) (int, *apiError) {
+	vs := q[name]
+	if len(vs) == 0 || vs[0] == "" {
+		return def, nil
+	}
+	if len(vs) > 1 {
+		return 0, errQuery(name + " must not be repeated")
+	}
+	n, err := strconv.Atoi(vs[0])
+	if err != nil || n < lo || n > hi {
+		return 0, errQuery(fmt.Sprintf("%s must be an integer from %d to %d", name, lo, hi))
+	}
+	return n, nil
+}
+
+// GET /api/v2/connections/{id}
+func (s *Server) getConnection(c *mgmtCall) *apiError {
+	doc, aerr := s.loadConnection(c)
+	if aerr != nil {
+		return aerr
+	}
+	s.apiJSON(c, http.StatusOK, s.view(&doc.ConnectionConfig, true))
+	return nil
+}
+
+// POST /api/v2/connections: 201 and the object; id "con_" + 16 random characters.
+func (s *Server) createConnection(c *mgmtCall) *apiError {
+	var body connectionBody
+	if aerr := decodeBody(c, &body); aerr != nil {
+		return aerr
+	}
+	var missing []string
+	if body.Name == nil {
+		missing = append(missing, "name")
+	}
+	if body.Strategy == nil {
+		missing = append(missing, "strategy")
+	}
+	if len(body.Options) == 0 {
+		missing = append(missing, "options")
+	}
+	if len(missing) > 0 {
+		return errBody("Missing required property: " + strings.Join(missing, ", "))
+	}
+	opts, aerr := decodeOptions(body.Options)
+	if aerr != nil {
+		return aerr
+	}
+	connDefaults(opts)
+	cc := ConnectionConfig{Name: *body.Name, Strategy: *body.Strategy, Options: *opts}
+	if body.DisplayName != nil {
+		cc.DisplayName = *body.DisplayName
+	}
+	if body.EnabledClients != nil {
+		cc.EnabledClients = *body.EnabledClients
+	}
+	c.conn = cc.Name
+	if aerr := s.checkConnection(c.r.Context(), &cc); aerr != nil {
+		return aerr
+	}
+	st, aerr := s.connStore(c.r.Context())
+	if aerr != nil {
+		return aerr
+	}
+	for range 3 {
+		cc.ID = newConnectionID()
+		raw, err := json.Marshal(storedConnection{ConnectionConfig: cc})
+		if err != nil {
+			return s.storeAPIError(err)
+		}
+		err = st.CreateConnection(c.r.Context(), cc.ID, cc.Name, raw)
+		if errors.Is(err, sessions.ErrExists) {
+			if _, _, e := st.ConnectionByName(c.r.Context(), cc.Name); e == nil {
+				return &apiError{http.StatusConflict, "connection_conflict", "A connection with the same name already exists"}
+			}
+			continue // id collision: draw another
+		}
+		if err != nil {
+			return s.storeAPIError(err)
+		}
+		c.connID = cc.ID
+		s.refreshAfterWrite(c.r.Context())
+		s.apiJSON(c, http.StatusCreated, s.view(&cc, true))
+		return nil
+	}
+	return s.storeAPIError(errors.New("could not draw a free connection id"))
+}
+
+// newConnectionID returns "con_" + 16 random letters and digits.
+func newConnectionID() string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	b := make([]byte, 16)
+	for i := range b {
+		for {
+			var x [1]byte
+			_, _ = rand.Read(x[:])
+			if int(x[0]) < 4*len(alphabet) { // 248: unbiased
+				b[i] = alphabet[int(x[0])%len(alphabet)]
+				break
+			}
+		}
+	}
+	return "con_" + string(b)
+}
+
+// PATCH /api/v2/connections/{id}: display_name, enabled_clients, options. options replaces
+// the whole object (§B1): without dpop_signing_alg DPoP is off. client_secret is write-only,
+// so options without it keep the stored secret. name and strategy cannot change.
+func (s *Server) patchConnection(c *mgmtCall) *apiError {
+	doc, aerr := s.loadConnection(c)
+	if aerr != nil {
+		return aerr
+	}
+	var body connectionBody
+	if aerr := decodeBody(c, &body); aerr != nil {
+		return aerr
+	}
+	if body.Name != nil && *body.Name != doc.Name {
+		return errBody("name cannot be changed (Additional properties not allowed: name)")
+	}
+	if body.Strategy != nil && *body.Strategy != doc.Strategy {
+		return errBody("strategy cannot be changed (Additional properties not allowed: strategy)")
+	}
+	cc := doc.ConnectionConfig
+	if body.DisplayName != nil {
+		cc.DisplayName = *body.DisplayName
+	}
+	if body.EnabledClients != nil {
+		cc.EnabledClients = *body.EnabledClients
+	}
+	if len(body.Options) > 0 {
+		opts, aerr := decodeOptions(body.Options)
+		if aerr != nil {
+			return aerr
+		}
+		if opts.ClientSecret == "" {
+			opts.ClientSecret = doc.Options.ClientSecret
+		}
+		connDefaults(opts)
+		cc.Options = *opts
+	}
+	if aerr := s.checkConnection(c.r.Context(), &cc); aerr != nil {
+		return aerr
+	}
+	raw, err := json.Marshal(storedConnection{ConnectionConfig: cc, ConfigHash: doc.ConfigHash})
+	if err != nil {
+		return s.storeAPIError(err)
+	}
+	switch err := s.reg.conns.UpdateConnection(c.r.Context(), cc.ID, raw); {
+	case errors.Is(err, sessions.ErrNotFound):
+		return errNoConnection
+	case err != nil:
+		return s.storeAPIError(err)
+	}
+	s.refreshAfterWrite(c.r.Context())
+	s.apiJSON(c, http.StatusOK, s.view(&cc, true))
+	return nil
+}
+
+// DELETE /api/v2/connections/{id}: 202 (§B2). A connection from the YAML comes back at the
+// next start unless it is removed from the file too.
+func (s *Server) deleteConnection(c *mgmtCall) *apiError {
+	doc, aerr := s.loadConnection(c)
+	if aerr != nil {
+		return aerr
+	}
+	switch err := s.reg.conns.DeleteConnection(c.r.Context(), doc.ID); {
+	case errors.Is(err, sessions.ErrNotFound):
+		return errNoConnection
+	case err != nil:
+		return s.storeAPIError(err)
+	}
+	s.refreshAfterWrite(c.r.Context())
+	s.apiJSON(c, http.StatusAccepted, map[string]string{"message": "The connection is being deleted."})
+	return nil
+}
+
+// readLimited reads at most limit bytes of the body; more is an error.
+func readLimited(r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, errors.New("body too large")
+	}
+	return b, nil
+}

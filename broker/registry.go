@@ -1,0 +1,262 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// Connections live in the store (sessions.Connections) so that every replica sees a
+// management change; the YAML seeds them. Seeding rule: a YAML connection is created when its
+// id is not stored; when it is stored, the YAML is applied again only if the YAML entry
+// changed since it was last applied (config_hash), so an API edit survives restarts with an
+// unchanged file, and an edited file (new issuer, rotated secret) wins over the store.
+//
+// The registry is every request path's view of the connections. It keeps one immutable
+// snapshot; lookups that must be current (/authorize, the callback, management writes) read
+// the store's version counter (one GET) and rebuild when it moved; the others re-check at most
+// every registryRecheck. Unchanged connections keep their upstream.Connection (DPoP nonce
+// cache), and all share one discovery cache.
+
+// registryRecheck is how stale a non-forced lookup may be.
+const registryRecheck = time.Second
+
+// storedConnection is the document stored per connection.
+type storedConnection struct {
+	ConnectionConfig
+	// ConfigHash is the hash of the YAML entry this document was last seeded from ("" for
+	// connections created through the API).
+	ConfigHash string `json:"config_hash,omitempty"`
+}
+
+// connSnapshot is the set of connections at one store version.
+type connSnapshot struct {
+	version int64
+	byName  map[string]*connection
+	byID    map[string]*connection
+	list    []*connection // by name
+}
+
+type registry struct {
+	s     *Server
+	conns sessions.Connections
+	opts  upstream.Options
+	seed  []ConnectionConfig
+
+	mu      sync.Mutex // serializes rebuilds and seeding
+	seeded  bool
+	snap    atomic.Pointer[connSnapshot]
+	checked atomic.Int64 // unix nanos of the last version check (wall clock)
+}
+
+func newRegistry(s *Server, opts upstream.Options, seed []ConnectionConfig) (*registry, error) {
+	c, ok := s.store.(sessions.Connections)
+	if !ok {
+		// A store without connection records (a test double): this replica keeps them in
+		// memory, seeded from the configuration.
+		s.log.Warn("session store has no connection records; connections are kept in memory on this replica")
+		c = sessions.NewMemory().(sessions.Connections)
+	}
+	return &registry{s: s, conns: c, opts: opts, seed: seed}, nil
+}
+
+// configHash identifies a YAML connection entry.
+func configHash(cc *ConnectionConfig) string {
+	b, _ := json.Marshal(cc) // plain struct: never fails
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:16])
+}
+
+// seedAll applies the YAML connections to the store (see the seeding rule above). It returns
+// the problems that need an operator (name clashes); a store failure aborts it.
+func (g *registry) seedAll(ctx context.Context) (problems []error, err error) {
+	for i := range g.seed {
+		cc := g.seed[i]
+		cc.ID = cc.ConnectionID()
+		doc := storedConnection{ConnectionConfig: cc, ConfigHash: configHash(&g.seed[i])}
+		raw, err := json.Marshal(doc)
+		if err != nil {
+			return nil, fmt.Errorf("connections[%d]: encode: %w", i, err)
+		}
+		created, err := g.conns.SeedConnection(ctx, cc.ID, cc.Name, raw)
+		switch {
+		case errors.Is(err, sessions.ErrExists):
+			id, _, _ := g.conns.ConnectionByName(ctx, cc.Name)
+			problems = append(problems, fmt.Errorf("connections[%d] (%s): the store already has a connection named %q with id %s "+
+				"(created through the management API); the YAML entry (id %s) is not applied: delete that connection or set connections[%d].id: %s",
+				i, cc.Name, cc.Name, id, cc.ID, i, id))
+			continue
+		case err != nil:
+			return problems, fmt.Errorf("connections[%d] (%s): seed: %w", i, cc.Name, err)
+		case created:
+			continue
+		}
+		old, err := g.conns.GetConnection(ctx, cc.ID)
+		if err != nil {
+			return problems, fmt.Errorf("connections[%d] (%s): read: %w", i, cc.Name, err)
+		}
+		var prev storedConnection
+		if json.Unmarshal(old, &prev) == nil && prev.ConfigHash == doc.ConfigHash {
+			continue // unchanged YAML: the stored document (maybe edited through the API) stays
+		}
+		if prev.Name != "" && prev.Name != cc.Name {
+			problems = append(problems, fmt.Errorf("connections[%d]: id %s is stored with name %q; connection names cannot change", i, cc.ID, prev.Name))
+			continue
+		}
+		if err := g.conns.UpdateConnection(ctx, cc.ID, raw); err != nil {
+			return problems, fmt.Errorf("connections[%d] (%s): update from configuration: %w", i, cc.Name, err)
+		}
+		g.s.log.Info("connection updated from configuration", "connection", cc.Name, "id", cc.ID)
+	}
+	return problems, nil
+}
+
+// Init seeds the configured connections into the store and loads them. It returns an error
+// naming every connection it could not apply (a name already taken in the store by another
+// id) or the store failure. Without Init the first request does the same and logs problems.
+func (s *Server) Init(ctx context.Context) error {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	problems, err := s.reg.seedAll(ctx)
+	if err != nil {
+		return err
+	}
+	s.reg.seeded = true
+	if _, err := s.reg.rebuildLocked(ctx); err != nil {
+		return err
+	}
+	return errors.Join(problems...)
+}
+
+// current returns the connections: forced, it checks the store version now; otherwise at most
+// every registryRecheck. A failed check returns the error (callers answer 503).
+func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, error) {
+	snap := g.snap.Load()
+	now := time.Now().UnixNano()
+	if !force && snap != nil && now-g.checked.Load() < int64(registryRecheck) {
+		return snap, nil
+	}
+	if snap != nil {
+		v, err := g.conns.ConnectionsVersion(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connections version: %w", err)
+		}
+		if v == snap.version {
+			g.checked.Store(now)
+			return snap, nil
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.seeded {
+		problems, err := g.seedAll(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range problems {
+			g.s.log.Error("connection from configuration not applied", "err", p)
+		}
+		g.seeded = true
+	}
+	return g.rebuildLocked(ctx)
+}
+
+// rebuildLocked loads the store's connections when its version moved. g.mu is held.
+func (g *registry) rebuildLocked(ctx context.Context) (*connSnapshot, error) {
+	v, err := g.conns.ConnectionsVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connections version: %w", err)
+	}
+	prev := g.snap.Load()
+	if prev != nil && prev.version == v {
+		g.checked.Store(time.Now().UnixNano())
+		return prev, nil
+	}
+	docs, err := g.conns.ListConnections(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list connections: %w", err)
+	}
+	next := &connSnapshot{version: v, byName: map[string]*connection{}, byID: map[string]*connection{}}
+	for _, raw := range docs {
+		c := g.build(raw, prev)
+		if c == nil {
+			continue
+		}
+		next.byName[c.cfg.Name] = c
+		next.byID[c.id] = c
+		next.list = append(next.list, c)
+	}
+	sort.Slice(next.list, func(i, j int) bool { return next.list[i].cfg.Name < next.list[j].cfg.Name })
+	g.snap.Store(next)
+	g.checked.Store(time.Now().UnixNano())
+	return next, nil
+}
+
+// build returns the connection for a stored document, reusing prev's when unchanged. A
+// document that does not decode is skipped; one that the upstream driver refuses is kept with
+// its error so that logins through it fail with a clear event.
+func (g *registry) build(raw []byte, prev *connSnapshot) *connection {
+	var doc storedConnection
+	if err := json.Unmarshal(raw, &doc); err != nil || doc.ID == "" || doc.Name == "" {
+		g.s.log.Error("stored connection does not decode; skipped", "bytes", len(raw))
+		return nil
+	}
+	if prev != nil {
+		if old := prev.byID[doc.ID]; old != nil && bytes.Equal(old.raw, raw) {
+			return old
+		}
+	}
+	cc := doc.ConnectionConfig
+	c := &connection{cfg: &cc, id: cc.ID, raw: bytes.Clone(raw)}
+	up, err := upstream.New(upstreamConfig(&cc), g.opts)
+	if err != nil {
+		c.err = err
+		g.s.log.Error("connection cannot be used", "connection", cc.Name, "err", err)
+		return c
+	}
+	c.up = up
+	return c
+}
+
+// enabledFor returns the names of the connections client may use, in order: the client's own
+// connections list, then connections whose enabled_clients name the client (by name).
+// Connections that no longer exist are left out.
+func (sn *connSnapshot) enabledFor(client *ClientConfig) []string {
+	var out []string
+	for _, n := range client.Connections {
+		if sn.byName[n] != nil && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	for _, c := range sn.list {
+		if slices.Contains(c.cfg.EnabledClients, client.ClientID) && !slices.Contains(out, c.cfg.Name) {
+			out = append(out, c.cfg.Name)
+		}
+	}
+	return out
+}
+
+// effectiveClients returns the client ids that may use c: its enabled_clients and every
+// configured client whose connections list names it, sorted.
+func (s *Server) effectiveClients(cc *ConnectionConfig) []string {
+	out := slices.Clone(cc.EnabledClients)
+	for _, cl := range s.cfg.Clients {
+		if slices.Contains(cl.Connections, cc.Name) {
+			out = append(out, cl.ClientID)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
