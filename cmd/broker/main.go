@@ -1,5 +1,5 @@
 // Command broker runs dpop-broker: the OIDC federation broker (serve), a zero-setup demo, and
-// operator tools (config validate, discovery check, keys generate).
+// operator tools (config validate, discovery check, keys generate, logs).
 package main
 
 import (
@@ -28,6 +28,9 @@ commands:
                                            show what an upstream supports for DPoP
   keys generate [--alg ES256|Ed25519|RS256|PS256]
                                            print a new PKCS#8 PEM private key
+  logs [--type f] [--connection NAME] [--client ID] [--error CODE] [--q QUERY]
+       [--limit N] [--json] [--follow] [--url URL] [--token TOKEN]
+                                           show or tail login events (management API)
 `
 
 func main() {
@@ -55,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdDiscoveryCheck(ctx, args[2:], stdout, stderr)
 	case args[0] == "keys" && sub("generate"):
 		return cmdKeysGenerate(args[2:], stdout, stderr)
+	case args[0] == "logs":
+		return cmdLogs(ctx, args[1:], stdout, stderr)
 	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -48,6 +50,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	events := &logs.Writer{Logger: logger, Store: store, MaxLen: cfg.Logs.MaxEvents, Hostname: host}
 	srv, err := broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger})
 	if err != nil {
+		logger.Error("startup failed", "err", err)
+		return 1
+	}
+	// Seed the YAML connections into the store now, so a clash with a connection made through
+	// the management API stops startup with a clear message. An unreachable store does not:
+	// the broker starts not-ready (/readyz 503) and seeds on the first request once it is back.
+	initCtx, cancelInit := context.WithTimeout(ctx, 10*time.Second)
+	err = srv.Init(initCtx)
+	cancelInit()
+	switch {
+	case errors.Is(err, sessions.ErrUnavailable):
+		logger.Warn("store unavailable at startup; connections will be seeded when it is reachable", "err", err)
+	case err != nil:
 		logger.Error("startup failed", "err", err)
 		return 1
 	}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer goroutine and a polling reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls buf until it contains want or 3 s pass (a bounded wait, not a timing
+// assertion).
+func waitFor(t *testing.T, buf *syncBuffer, want string) {
+	t.Helper()
+	for range 300 {
+		if strings.Contains(buf.String(), want) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("output never showed %q:\n%s", want, buf.String())
+}
+
+const (
+	logsToken    = "mgmt-token-0123456789abcdef0123456789"
+	noScopeToken = "mgmt-token-without-read-logs-0123456789"
+)
+
+// startBrokerAPI runs a broker Server in-process on loopback with management tokens (one with
+// read:logs, one without) and one connection to up; it returns the broker's URL, the server
+// and the app's callback URL.
+func startBrokerAPI(t *testing.T, up upstreamtest.Options) (string, *broker.Server, string) {
+	t.Helper()
+	idp, err := upstreamtest.Start(up)
+	if err != nil {
+		t.Fatalf("upstream: %v", err)
+	}
+	t.Cleanup(idp.Close)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
+	t.Cleanup(app.Close)
+	srv := httptest.NewUnstartedServer(nil)
+	cfg := broker.Default()
+	cfg.Issuer = "http://" + srv.Listener.Addr().String() + "/"
+	cfg.GenerateMissingKeys = true
+	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
+	cfg.Management.Tokens = []broker.ManagementToken{
+		{Name: "cli", Token: logsToken, Scopes: []string{"read:logs"}},
+		{Name: "conns", Token: noScopeToken, Scopes: []string{"read:connections"}},
+	}
+	cfg.Clients = []broker.ClientConfig{{ClientID: "app", Name: "App", ClientSecret: "app-secret",
+		RedirectURIs: []string{app.URL + "/cb"}, Connections: []string{"corp"}}}
+	cfg.Connections = []broker.ConnectionConfig{{Name: "corp", Strategy: "oidc", Options: broker.ConnectionOptions{
+		Issuer: idp.URL, ClientID: up.ClientID, ClientSecret: up.ClientSecret, Scope: "openid profile email", Type: "back_channel",
+	}}}
+	b, err := broker.New(cfg, broker.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("broker: %v", err)
+	}
+	srv.Config.Handler = b.Handler()
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL, b, app.URL + "/cb"
+}
+
+// failLogin runs one login that the upstream refuses (access_denied) and returns the app's
+// error.
+func failLogin(t *testing.T, brokerURL, redirectURI string) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	q := url.Values{"response_type": {"code"}, "client_id": {"app"}, "redirect_uri": {redirectURI},
+		"scope": {"openid"}, "state": {"st"}, "code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"},
+		"code_challenge_method": {"S256"}}
+	resp, err := c.Get(brokerURL + "/authorize?" + q.Encode())
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	_ = resp.Body.Close()
+	return resp.Request.URL.Query().Get("error")
+}
+
+func writeEvent(t *testing.T, w *logs.Writer, ev logs.Event) {
+	t.Helper()
+	if err := w.Write(context.Background(), &ev); err != nil {
+		t.Fatalf("write event: %v", err)
+	}
+}
+
+func failEvent(conn, code string) logs.Event {
+	return logs.Event{Type: logs.TypeFailedLogin, Connection: conn, ClientID: "app", Strategy: "oidc",
+		Details: map[string]any{"error": code, "error_description": "nonce retries exhausted", "dpop_signing_alg": "ES256"}}
+}
+
+func TestLogsCommand(t *testing.T) {
+	brokerURL, b, _ := startBrokerAPI(t, upstreamtest.Options{ClientID: "broker", ClientSecret: "s"})
+	w := b.Events()
+	writeEvent(t, w, logs.Event{Type: logs.TypeSuccessLogin, Connection: "corp", ClientID: "app", UserName: "alice@example.com",
+		Details: map[string]any{"dpop_signing_alg": "ES256", "dpop_returned_from_upstream": true, "dpop_nonce_retries": 1,
+			"upstream_userinfo_fetch": map[string]any{"status": "SUCCESS", "dpop_bound": true}}})
+	writeEvent(t, w, failEvent("corp", "use_dpop_nonce"))
+	writeEvent(t, w, failEvent("okta", "dpop_alg_mismatch"))
+
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		code     int
+		want     []string
+		wantNot  []string
+		wantErr  string
+		jsonRows int
+	}{
+		{name: "table of events, oldest first", args: nil, code: 0,
+			want: []string{"DATE", "ERROR / DPoP", "alice@example.com", "dpop ES256, upstream token DPoP, nonce retries 1, userinfo SUCCESS (DPoP)", "use_dpop_nonce: nonce retries exhausted", "dpop_alg_mismatch"}},
+		{name: "--type f --connection corp", args: []string{"--type", "f", "--connection", "corp"}, code: 0,
+			want: []string{"use_dpop_nonce"}, wantNot: []string{"alice", "dpop_alg_mismatch"}},
+		{name: "--error", args: []string{"--error", "dpop_alg_mismatch"}, code: 0,
+			want: []string{"okta"}, wantNot: []string{"use_dpop_nonce"}},
+		{name: "--json one object per line", args: []string{"--json", "--type", "f"}, code: 0, jsonRows: 2},
+		{name: "--limit", args: []string{"--json", "--limit", "1"}, code: 0, jsonRows: 1, want: []string{"dpop_alg_mismatch"}},
+		{name: "raw --q", args: []string{"--q", "details.dpop_returned_from_upstream:true"}, code: 0, want: []string{"alice"}, wantNot: []string{"use_dpop_nonce"}},
+		{name: "no token: 401", args: []string{"--token", ""}, code: 1, wantErr: "broker logs: 401 missing_authorization: Missing authentication"},
+		{name: "unknown token: 401", args: []string{"--token", "not-a-token"}, code: 1, wantErr: "broker logs: 401 invalid_token: Invalid token"},
+		{name: "token without read:logs: 403", args: []string{"--token", noScopeToken}, code: 1, wantErr: "broker logs: 403 insufficient_scope: Insufficient scope"},
+		{name: "bad query refused locally", args: []string{"--q", "(type:s OR type:f)"}, code: 2, wantErr: "broker logs: query"},
+		{name: "bad url", args: []string{"--url", "ftp://x"}, code: 2, wantErr: "must be an http(s) URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"logs", "--url", brokerURL, "--token", logsToken}, tc.args...)
+			code, out, errOut := runCmd(t, args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out, errOut)
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+			for _, s := range tc.wantNot {
+				if strings.Contains(out, s) {
+					t.Errorf("stdout has %q:\n%s", s, out)
+				}
+			}
+			if tc.wantErr != "" && !strings.Contains(errOut, tc.wantErr) {
+				t.Errorf("stderr = %q, want %q", errOut, tc.wantErr)
+			}
+			if strings.Contains(out+errOut, logsToken) || strings.Contains(out+errOut, noScopeToken) {
+				t.Error("the management token was printed")
+			}
+			if tc.jsonRows > 0 {
+				lines := strings.Split(strings.TrimSpace(out), "\n")
+				if len(lines) != tc.jsonRows {
+					t.Fatalf("%d JSON lines, want %d:\n%s", len(lines), tc.jsonRows, out)
+				}
+				for _, l := range lines {
+					var ev logs.Event
+					if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.LogID == "" {
+						t.Errorf("line is not an event: %q (%v)", l, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLogsFollowPaging: --follow prints the recent matches, then new matching events only, in
+// order, without duplicates; checkpoint pages are filtered client-side.
+func TestLogsFollowPaging(t *testing.T) {
+	brokerURL, b, _ := startBrokerAPI(t, upstreamtest.Options{ClientID: "broker", ClientSecret: "s"})
+	w := b.Events()
+	writeEvent(t, w, failEvent("corp", "old_failure"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"logs", "--url", brokerURL, "--token", logsToken, "--type", "f", "--follow", "--json", "--limit", "5"}, &out, &errOut)
+	}()
+	waitFor(t, &out, "old_failure")
+	writeEvent(t, w, logs.Event{Type: logs.TypeSuccessLogin, Connection: "corp", Details: map[string]any{"marker": "success_skipped"}})
+	for i := range 120 { // more than one checkpoint page
+		writeEvent(t, w, failEvent("corp", "new_failure_"+strconv.Itoa(i)))
+	}
+	waitFor(t, &out, `"new_failure_119"`)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 121 || strings.Contains(out.String(), "success_skipped") {
+		t.Fatalf("%d lines (want 121: 1 old + 120 new, no s events):\n%s", len(lines), out.String())
+	}
+	for i, l := range lines[1:] {
+		if !strings.Contains(l, `"new_failure_`+strconv.Itoa(i)+`"`) {
+			t.Fatalf("line %d out of order or duplicated: %s", i+1, l)
+		}
+	}
+}
+
+// TestLogsFollowFailedLogin (issue 4): `broker logs --type f --follow` against a running broker
+// shows a failed login after it happens.
+func TestLogsFollowFailedLogin(t *testing.T) {
+	brokerURL, _, redirectURI := startBrokerAPI(t, upstreamtest.Options{ClientID: "broker", ClientSecret: "s", AuthorizeError: "access_denied"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"logs", "--url", brokerURL, "--token", logsToken, "--type", "f", "--follow", "--limit", "0"}, &out, &errOut)
+	}()
+	if e := failLogin(t, brokerURL, redirectURI); e != "access_denied" {
+		t.Fatalf("the app got error %q, want access_denied", e)
+	}
+	waitFor(t, &out, "access_denied")
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var row string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, "access_denied") {
+			row = l
+		}
+	}
+	if f := strings.Fields(row); len(f) < 5 || f[1] != "f" || f[2] != "corp" || f[3] != "app" {
+		t.Errorf("row %q, want DATE f corp app … access_denied", row)
+	}
+	if strings.Contains(out.String(), logsToken) || strings.Contains(errOut.String(), logsToken) {
+		t.Error("the management token was printed")
+	}
+}
