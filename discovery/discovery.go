@@ -79,6 +79,8 @@ type Document struct {
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
 
 	Provider *oidc.Provider `json:"-"`
+	// FetchedAt is when this copy was fetched (by the Client's clock).
+	FetchedAt time.Time `json:"-"`
 }
 
 // CheckDPoP returns the JOSE alg label to put in proofs for the configuration alg, or a
@@ -243,6 +245,18 @@ func (c *Client) Get(ctx context.Context, issuer, discoveryURL string) (*Documen
 	return nil, lastErr
 }
 
+// Refresh drops the cached copy of the document and fetches it again. Use it when a cached
+// document may be stale in a way that matters (an upstream that has just enabled DPoP).
+func (c *Client) Refresh(ctx context.Context, issuer, discoveryURL string) (*Document, error) {
+	if discoveryURL == "" {
+		discoveryURL = strings.TrimSuffix(issuer, "/") + WellKnownPath
+	}
+	c.mu.Lock()
+	delete(c.cache, issuer+"\x00"+discoveryURL)
+	c.mu.Unlock()
+	return c.Get(ctx, issuer, discoveryURL)
+}
+
 // required lists the members OIDC Discovery §3 makes mandatory (MD-2), in check order.
 var required = []string{
 	"issuer",
@@ -295,6 +309,7 @@ func (c *Client) fetch(ctx context.Context, issuer, discoveryURL string) (*Docum
 	// The provider's key set keeps using this context for JWKS fetches, so it must outlive
 	// the request: a background context carrying our HTTP client.
 	doc.Provider = cfg.NewProvider(oidc.ClientContext(context.Background(), c.httpClient()))
+	doc.FetchedAt = c.now()
 	return doc, nil
 }
 

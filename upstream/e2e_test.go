@@ -2,11 +2,16 @@ package upstream
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
 )
 
@@ -66,5 +71,61 @@ func TestEndToEndUpstreamtest(t *testing.T) {
 	}
 	if got := p.Stats.NonceChallenges.Load(); got < 1 {
 		t.Fatalf("nonce challenges %d", got)
+	}
+}
+
+// MD-4: an upstream that enables DPoP after its discovery document was cached is picked up
+// on the next login once the cached copy is older than staleCapability, not after the TTL.
+func TestBeginRefetchesStaleCapability(t *testing.T) {
+	var dpopOn atomic.Bool
+	var fetches atomic.Int64
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		doc := map[string]any{
+			"issuer": srv.URL, "authorization_endpoint": srv.URL + "/authorize", "token_endpoint": srv.URL + "/token",
+			"jwks_uri": srv.URL + "/jwks", "response_types_supported": []string{"code"},
+			"subject_types_supported": []string{"public"}, "id_token_signing_alg_values_supported": []string{"RS256"},
+			"code_challenge_methods_supported": []string{"S256"},
+		}
+		if dpopOn.Load() {
+			doc["dpop_signing_alg_values_supported"] = []string{"ES256"}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(doc)
+	}))
+	defer srv.Close()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	key, err := dpop.GenerateKey(dpop.AlgES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := dpop.NewSigner(key, dpop.AlgES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := New(Config{Name: "c", Issuer: srv.URL, ClientID: "broker", ClientSecret: "s", Type: "back_channel", DPoPSigningAlg: dpop.AlgES256},
+		Options{Signers: map[string]*dpop.Signer{dpop.AlgES256: signer}, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := conn.Begin(ctx, "http://127.0.0.1/cb"); CodeOf(err) != CodeDPoPNotSupported {
+		t.Fatalf("before: err = %v, want %s", err, CodeDPoPNotSupported)
+	}
+	dpopOn.Store(true)
+	if _, err := conn.Begin(ctx, "http://127.0.0.1/cb"); CodeOf(err) != CodeDPoPNotSupported {
+		t.Fatalf("fresh cache must not refetch: err = %v", err)
+	}
+	if got := fetches.Load(); got != 1 {
+		t.Fatalf("fetches = %d, want 1 (cached copy is fresh)", got)
+	}
+	now = now.Add(staleCapability + time.Second)
+	if _, err := conn.Begin(ctx, "http://127.0.0.1/cb"); err != nil {
+		t.Fatalf("after the upstream enabled DPoP: %v", err)
+	}
+	if got := fetches.Load(); got != 2 {
+		t.Fatalf("fetches = %d, want 2", got)
 	}
 }

@@ -341,6 +341,10 @@ func randomString() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
+// staleCapability is how old a cached discovery document must be before a failed DPoP
+// capability check fetches it again.
+const staleCapability = 30 * time.Second
+
 func (c *Connection) discover(ctx context.Context) (*discovery.Document, error) {
 	doc, err := c.opts.Discovery.Get(ctx, c.cfg.Issuer, c.cfg.DiscoveryURL)
 	if err != nil {
@@ -402,6 +406,14 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string) (*Start, err
 		return nil, err
 	}
 	wire, err := c.checkDPoP(doc)
+	if err != nil && c.opts.Now().Sub(doc.FetchedAt) > staleCapability {
+		// The cached document may predate the upstream enabling DPoP (or the algorithm):
+		// look once more before refusing the login. Rate-limited by staleCapability.
+		if doc, err = c.opts.Discovery.Refresh(ctx, c.cfg.Issuer, c.cfg.DiscoveryURL); err != nil {
+			return nil, &Error{Code: CodeDiscovery, Description: fmt.Sprintf("discovery for %s failed: %v", c.cfg.Issuer, err), Err: err}
+		}
+		wire, err = c.checkDPoP(doc)
+	}
 	if err != nil {
 		return nil, err
 	}
