@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Load benchmark: brokered logins (authorize → upstream → callback → token) against `broker serve`
+# with a private Redis, at several concurrency levels, for ES256 and RS256 broker ID tokens.
+# Prints logins/s, p50/p95/p99 latency, broker CPU ms per login and RSS. Loopback only;
+# every process it starts is stopped on exit.
+#
+# Environment (defaults):
+#   LOGINS=2000         measured logins per run          WARMUP=200   warm-up logins per run
+#   LEVELS="1 8 32"     concurrency levels               REPEAT=3     runs per level (medians)
+#   ALGS="ES256 RS256"  broker ID-token algs             MAX_DURATION=120s  cap per run
+#   NONCE_MODE=first    upstream nonce: first (challenge when the proof lacks a current nonce)
+#                       | every (challenge the first token request of every login)
+#   IDP_ID_TOKEN_ALG=RS256  the upstream's ID-token alg (ES256 needs a broker that accepts it)
+#   BROKER_BIN=         use this broker binary instead of building ./cmd/broker
+#   RSS_EVERY=0         e.g. 10s: print the broker's RSS during each run
+#   PROFILE=0           1 runs the broker as bench/brokerprof (same wiring as serve, plus a CPU
+#                       profile of the whole run) and prints the top 15 functions per alg
+#   BROKERPROF_BIN=     use this brokerprof binary instead of building ./bench/brokerprof
+#   KEEP=0              1 keeps the work directory (configs, logs, results.jsonl)
+set -euo pipefail
+
+LOGINS=${LOGINS:-2000}
+WARMUP=${WARMUP:-200}
+LEVELS=${LEVELS:-"1 8 32"}
+REPEAT=${REPEAT:-3}
+ALGS=${ALGS:-"ES256 RS256"}
+MAX_DURATION=${MAX_DURATION:-120s}
+NONCE_MODE=${NONCE_MODE:-first}
+IDP_ID_TOKEN_ALG=${IDP_ID_TOKEN_ALG:-RS256}
+RSS_EVERY=${RSS_EVERY:-0}
+KEEP=${KEEP:-0}
+PROFILE=${PROFILE:-0}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dpop-bench.XXXXXX")
+PIDS=()
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${PIDS[i]}" 2>/dev/null || true
+	done
+	for p in "${PIDS[@]}"; do
+		for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	if [[ $KEEP == 1 ]]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+	exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+# wait_for CMD...: retry CMD up to 100 times, 0.1 s apart.
+wait_for() {
+	for _ in $(seq 1 100); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "timed out waiting for: $*" >&2
+	return 1
+}
+
+command -v redis-server >/dev/null || { echo "redis-server not found (apt-get install redis-server)" >&2; exit 1; }
+command -v redis-cli >/dev/null || { echo "redis-cli not found (apt-get install redis-tools)" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl not found" >&2; exit 1; }
+
+echo "== building" >&2
+(cd "$ROOT" && go build -o "$WORK/loadgen" ./bench/loadgen)
+if [[ -n ${BROKER_BIN:-} ]]; then
+	cp "$BROKER_BIN" "$WORK/broker"
+else
+	(cd "$ROOT" && go build -o "$WORK/broker" ./cmd/broker)
+fi
+if [[ $PROFILE == 1 ]]; then
+	if [[ -n ${BROKERPROF_BIN:-} ]]; then
+		cp "$BROKERPROF_BIN" "$WORK/brokerprof"
+	else
+		(cd "$ROOT" && go build -o "$WORK/brokerprof" ./bench/brokerprof)
+	fi
+fi
+
+PORTS=$("$WORK/loadgen" -free-ports 3 | tr '\n' ' ')
+read -r REDIS_PORT BROKER_PORT APP_PORT <<<"$PORTS"
+
+echo "== redis-server on 127.0.0.1:$REDIS_PORT" >&2
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+	--daemonize no --protected-mode yes >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_for redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+
+echo "== fast upstream IdP (nonce mode $NONCE_MODE)" >&2
+"$WORK/loadgen" -serve-idp 127.0.0.1:0 -idp-url-file "$WORK/idp.url" -idp-nonce "$NONCE_MODE" -idp-id-token-alg "$IDP_ID_TOKEN_ALG" \
+	-idp-client-id broker -idp-client-secret bench-upstream-secret >"$WORK/idp.log" 2>&1 &
+IDP_PID=$!
+PIDS+=("$IDP_PID")
+wait_for test -s "$WORK/idp.url"
+IDP_URL=$(head -n1 "$WORK/idp.url")
+
+"$WORK/broker" keys generate --alg ES256 >"$WORK/dpop-es256.pem" 2>/dev/null
+"$WORK/broker" keys generate --alg ES256 >"$WORK/sign-ES256.pem" 2>/dev/null
+"$WORK/broker" keys generate --alg RS256 >"$WORK/sign-RS256.pem" 2>/dev/null
+chmod 600 "$WORK"/*.pem
+
+RETRY_DELAY=100ms
+JITTER=100ms
+if [[ $NONCE_MODE == every ]]; then RETRY_DELAY=0s; JITTER=0s; fi
+
+BROKER="http://127.0.0.1:$BROKER_PORT"
+REDIRECT="http://127.0.0.1:$APP_PORT/callback"
+CLIENT_SECRET="bench-app-secret-0123456789abcdef"
+
+for alg in $ALGS; do
+	cfg="$WORK/broker-$alg.yaml"
+	cat >"$cfg" <<EOF
+issuer: "$BROKER/"
+listen: "127.0.0.1:$BROKER_PORT"
+store:
+  type: redis
+  redis:
+    addrs: ["127.0.0.1:$REDIS_PORT"]
+    password: ""
+    prefix: "bench-$alg"
+    timeout: 2s
+keys:
+  signing:
+    alg: $alg
+    private_key_file: "$WORK/sign-$alg.pem"
+    private_key_env: ""
+  dpop:
+    es256: { private_key_file: "$WORK/dpop-es256.pem", private_key_env: "" }
+dpop:
+  retry_delay: $RETRY_DELAY
+  jitter: $JITTER
+  max_retries: 1
+clients:
+  - client_id: "bench-app"
+    name: "Bench App"
+    client_secret: "$CLIENT_SECRET"
+    token_endpoint_auth_method: client_secret_basic
+    redirect_uris: ["$REDIRECT"]
+    connections: ["bench-idp"]
+connections:
+  - name: "bench-idp"
+    strategy: oidc
+    options:
+      issuer: "$IDP_URL"
+      client_id: "broker"
+      client_secret: "bench-upstream-secret"
+      scope: "openid profile email"
+      type: back_channel
+      dpop_signing_alg: ES256
+EOF
+	"$WORK/broker" config validate "$cfg" >&2
+	echo "== broker serve, ID tokens $alg, on $BROKER" >&2
+	if [[ $PROFILE == 1 ]]; then
+		"$WORK/brokerprof" -config "$cfg" -cpuprofile "$WORK/cpu-$alg.pprof" >"$WORK/broker-$alg.log" 2>&1 &
+	else
+		"$WORK/broker" serve --config "$cfg" >"$WORK/broker-$alg.log" 2>&1 &
+	fi
+	BROKER_PID=$!
+	PIDS+=("$BROKER_PID")
+	wait_for curl -fsS "$BROKER/healthz"
+	for c in $LEVELS; do
+		for r in $(seq 1 "$REPEAT"); do
+			"$WORK/loadgen" -broker "$BROKER" -client-id bench-app -client-secret "$CLIENT_SECRET" \
+				-redirect-uri "$REDIRECT" -n "$LOGINS" -c "$c" -warmup "$WARMUP" -duration "$MAX_DURATION" \
+				-pid "$BROKER_PID" -redis-pid "$REDIS_PID" -idp-pid "$IDP_PID" -rss-every "$RSS_EVERY" -label "$alg" \
+				-out "$WORK/results.jsonl" || echo "run $alg c=$c #$r reported errors" >&2
+		done
+	done
+	kill -TERM "$BROKER_PID"
+	for _ in $(seq 1 100); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$BROKER_PID" 2>/dev/null || true
+	wait "$BROKER_PID" 2>/dev/null || true
+done
+
+echo
+echo "Medians of $REPEAT run(s) × $LOGINS logins (+$WARMUP warm-up) per level; nonce mode $NONCE_MODE; $(nproc) CPUs; $(go version | cut -d' ' -f3)"
+if [[ -s $WORK/results.jsonl ]]; then
+	"$WORK/loadgen" -summarize "$WORK/results.jsonl"
+else
+	echo "no run completed" >&2
+	exit 1
+fi
+grep -h '"errors":[1-9]' "$WORK/results.jsonl" >&2 || true
+if [[ $PROFILE == 1 ]]; then
+	for alg in $ALGS; do
+		echo
+		echo "== broker CPU profile, ID tokens $alg (whole run, all levels)"
+		go tool pprof -top -nodecount=15 "$WORK/brokerprof" "$WORK/cpu-$alg.pprof" 2>/dev/null | sed -n '1,25p'
+	done
+fi
