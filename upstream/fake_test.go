@@ -46,6 +46,7 @@ type fakeIdP struct {
 
 	// ID token faults.
 	idAlg   jose.SignatureAlgorithm // default RS256
+	idAlgs  []string                // advertised id_token_signing_alg_values_supported; default [RS256]
 	mutate  func(claims map[string]any)
 	badHash bool // at_hash of another token
 
@@ -116,7 +117,10 @@ func (f *fakeIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 		"jwks_uri":                              f.issuer + "/jwks",
 		"response_types_supported":              []string{"code"},
 		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{"RS256", "PS256"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+	}
+	if f.idAlgs != nil {
+		m["id_token_signing_alg_values_supported"] = f.idAlgs
 	}
 	if f.dpopAlgs != nil {
 		m["dpop_signing_alg_values_supported"] = f.dpopAlgs

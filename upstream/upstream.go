@@ -40,7 +40,7 @@ type Config struct {
 	Scopes                []string // default openid profile email
 	Type                  string   // "back_channel"
 	DPoPSigningAlg        string   // "" = DPoP off; ES256, Ed25519, RS256, PS256
-	IDTokenAlgs           []string // default RS256 (ID-4)
+	IDTokenAlgs           []string // default: the upstream's advertised asymmetric algs, else RS256 (ID-4)
 	FetchUserinfo         bool
 	UpstreamParams        map[string]string
 }
@@ -164,11 +164,7 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	} else {
 		cfg.Scopes = slices.Clone(cfg.Scopes)
 	}
-	if len(cfg.IDTokenAlgs) == 0 {
-		cfg.IDTokenAlgs = []string{"RS256"}
-	} else {
-		cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs)
-	}
+	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs) // empty: what the upstream advertises (idTokenAlgs)
 	for _, a := range cfg.IDTokenAlgs {
 		if a == "" || strings.EqualFold(a, "none") || strings.HasPrefix(strings.ToUpper(a), "HS") {
 			return nil, fmt.Errorf("upstream: connection %q: ID token alg %q is not allowed (ID-4: asymmetric only)", cfg.Name, a)
@@ -603,6 +599,31 @@ func idTokenError(check string, err error) *Error {
 	return &Error{Code: CodeIDTokenInvalid, Description: d, Err: err}
 }
 
+// verifiableAlgs are the asymmetric JWS algorithms go-oidc verifies ID tokens with (ID-4).
+var verifiableAlgs = []string{
+	oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512,
+	oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA,
+}
+
+// idTokenAlgs returns the ID-token algorithms to accept: the configured ones, else the
+// asymmetric ones the upstream advertises in id_token_signing_alg_values_supported (never
+// none or HS*), else RS256, the OIDC default (ID-4).
+func (c *Connection) idTokenAlgs(doc *discovery.Document) []string {
+	if len(c.cfg.IDTokenAlgs) > 0 {
+		return c.cfg.IDTokenAlgs
+	}
+	var algs []string
+	for _, a := range doc.IDTokenSigningAlgValuesSupported {
+		if slices.Contains(verifiableAlgs, a) {
+			algs = append(algs, a)
+		}
+	}
+	if len(algs) == 0 {
+		return []string{oidc.RS256}
+	}
+	return algs
+}
+
 // verifyIDToken runs go-oidc (signature with the issuer's JWKS and allowed algs, iss, aud,
 // exp with ClockSkew) and the checks it leaves to callers: nonce, azp, iat, at_hash, sub.
 func (c *Connection) verifyIDToken(ctx context.Context, doc *discovery.Document, st *Start, tok *oauth2.Token) (*oidc.IDToken, map[string]any, error) {
@@ -614,7 +635,7 @@ func (c *Connection) verifyIDToken(ctx context.Context, doc *discovery.Document,
 	now := c.opts.Now
 	v := doc.Provider.Verifier(&oidc.Config{
 		ClientID:             c.cfg.ClientID,
-		SupportedSigningAlgs: c.cfg.IDTokenAlgs,
+		SupportedSigningAlgs: c.idTokenAlgs(doc),
 		Now:                  func() time.Time { return now().Add(-skew) }, // exp leeway
 	})
 	idt, err := v.Verify(ctx, raw)

@@ -134,7 +134,7 @@ func TestNew(t *testing.T) {
 			if got.Issuer != tc.wantIssuer {
 				t.Fatalf("issuer %q, want %q", got.Issuer, tc.wantIssuer)
 			}
-			if strings.Join(got.Scopes, " ") != "openid profile email" || strings.Join(got.IDTokenAlgs, ",") != "RS256" {
+			if strings.Join(got.Scopes, " ") != "openid profile email" || len(got.IDTokenAlgs) != 0 {
 				t.Fatalf("defaults: scopes %v algs %v", got.Scopes, got.IDTokenAlgs)
 			}
 		})
@@ -386,7 +386,11 @@ func TestFinish(t *testing.T) {
 		},
 		{name: "ID-5 iat in the future", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["iat"] = past(-10 * time.Minute) } }, wantCode: CodeIDTokenInvalid, wantDesc: "iat (ID-5)"},
 		{name: "ID-5 iat missing", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { delete(c, "iat") } }, wantCode: CodeIDTokenInvalid, wantDesc: "iat (ID-5)"},
-		{name: "ID-4 wrong alg", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256 }, wantCode: CodeIDTokenInvalid, wantDesc: "(ID-4)"},
+		{name: "ID-4 alg not advertised", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256 }, wantCode: CodeIDTokenInvalid, wantDesc: "(ID-4)"},
+		{name: "ID-4 advertised PS256 accepted without configuration", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"RS256", "PS256"} }},
+		{name: "ID-4 advertised none and HS256 are ignored (falls back to RS256)", plain: true, fake: func(f *fakeIdP) { f.idAlgs = []string{"none", "HS256"} }},
+		{name: "ID-4 advertised none and HS256 only: a PS256 token is refused", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"none", "HS256"} }, wantCode: CodeIDTokenInvalid, wantDesc: "(ID-4)"},
+		{name: "ID-4 configured algs override advertised", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"PS256"} }, cfg: func(c *Config) { c.IDTokenAlgs = []string{"RS256"} }, wantCode: CodeIDTokenInvalid, wantDesc: "(ID-4)"},
 		{
 			name: "ID-4 configured alg accepted", plain: true,
 			fake: func(f *fakeIdP) { f.idAlg = jose.PS256 },
