@@ -32,10 +32,17 @@ staticcheck:
 gotest:
 	INTEROP_REQUIRED=1 $(GO) test $(GOTEST_FLAGS) ./...
 
-# Bounded fuzzing of the DPoP proof parser/validator (CI runs it on every make test).
-FUZZTIME ?= 20s
+# Bounded fuzzing (CI runs it on every make test): the DPoP proof parser/validator and the
+# broker's hostile-input surfaces (/authorize, /login/callback and /oauth/token parameters,
+# config loading). FUZZTIME is per target: 5 × 12 s keeps the fuzzing itself within 90 s.
+FUZZTIME ?= 12s
+FUZZ      = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./dpop/
+	$(FUZZ) -fuzz '^FuzzVerify$$' ./dpop/
+	$(FUZZ) -fuzz '^FuzzAuthorize$$' ./broker/
+	$(FUZZ) -fuzz '^FuzzCallback$$' ./broker/
+	$(FUZZ) -fuzz '^FuzzTokenRequest$$' ./broker/
+	$(FUZZ) -fuzz '^FuzzConfigParse$$' ./broker/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dpop/ ./broker/

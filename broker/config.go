@@ -32,6 +32,13 @@ type Config struct {
 	APIs        []APIConfig        `yaml:"apis"`
 	Connections []ConnectionConfig `yaml:"connections"`
 	Management  ManagementConfig   `yaml:"management"`
+	// TrustedProxies are the proxies (CIDRs or addresses) whose X-Forwarded-For names the
+	// client (ratelimit.go); RateLimits limit /authorize and /oauth/token per IP and client.
+	TrustedProxies []string         `yaml:"trusted_proxies"`
+	RateLimits     RateLimitsConfig `yaml:"rate_limits"`
+
+	// UpstreamTimeout bounds every call to an upstream IdP (discovery, JWKS, token, userinfo).
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 
 	// GenerateMissingKeys makes New generate any key the configuration does not provide
 	// (the demo). Serve leaves it false: a missing key is then a validation error.
@@ -295,7 +302,7 @@ func DeriveConnectionID(name string) string {
 // Default returns a configuration holding every default; Load decodes the file over it.
 func Default() *Config {
 	return &Config{
-		Listen: "127.0.0.1:8080",
+		Listen: "127.0.0.1:8080", UpstreamTimeout: 10 * time.Second,
 		Store: StoreConfig{Type: "memory", Redis: RedisConfig{
 			Prefix: "dpop-broker", Timeout: 2 * time.Second,
 		}},
@@ -312,7 +319,8 @@ func Default() *Config {
 			NoncePeriod: 5 * time.Minute, MaxAge: 300 * time.Second, MaxFuture: 30 * time.Second,
 			Algs: []string{"ES256", "EdDSA", "RS256", "PS256"},
 		},
-		Logs: LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour},
+		Logs:       LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour},
+		RateLimits: defaultRateLimits(),
 	}
 }
 

@@ -40,6 +40,9 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 		v.issuer("public_url", c.PublicURL, false)
 	}
 	v.listen("listen", c.Listen)
+	if c.UpstreamTimeout <= 0 {
+		v.add("upstream_timeout", "must be a positive duration such as 10s")
+	}
 	v.store(&c.Store)
 	c.validateLifetimes(v)
 	v.clients(c)
@@ -53,6 +56,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 		v.add("logs.max_age", "must be a positive duration such as 720h")
 	}
 	v.management(&c.Management)
+	v.rateLimits(c)
 	if checkKeys {
 		c.validateKeys(v)
 	} else if a := c.Keys.Signing.Alg; a != "RS256" && a != "ES256" {

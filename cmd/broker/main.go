@@ -116,9 +116,13 @@ type serverListener struct {
 	ln  net.Listener
 }
 
+// maxHeaderBytes bounds the request line and headers (net/http answers 431 beyond it); the
+// broker's own query limit (8 KiB at /authorize and /login/callback) fits inside.
+const maxHeaderBytes = 16 << 10
+
 func newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
+		Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: maxHeaderBytes,
 	}
 }

@@ -1,0 +1,341 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// Fuzz targets for hostile input (issue 5.4). Each runs its seed corpus in a normal go test;
+// `make fuzz` runs them for a bounded time. Inputs go through the broker's handler in process
+// (memory store, upstreamtest IdP on loopback); most fail before any upstream call.
+
+// fuzzHarness is a broker with rate limits on (generous, so they rarely refuse), a small key
+// table (eviction under fuzzed X-Forwarded-For keys) and loopback as a trusted proxy.
+func fuzzHarness(f *testing.F, mut func(*Config)) *harness {
+	return newHarness(f, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+		c.TrustedProxies = []string{"127.0.0.0/8"}
+		c.RateLimits.Enabled = true
+		c.RateLimits.MaxKeys = 64
+		if mut != nil {
+			mut(c)
+		}
+	}})
+}
+
+// takeTxFrom removes the login transaction a redirect to the upstream created, so fuzzing
+// does not fill the store.
+func (h *harness) takeTxFrom(loc string) {
+	if u, err := url.Parse(loc); err == nil {
+		if st := u.Query().Get("state"); st != "" {
+			_, _ = h.store.Take(context.Background(), sessions.KindTransaction, st)
+		}
+	}
+}
+
+// checkAppRedirect reports a problem with a redirect to an app: it must go to a registered
+// redirect_uri of a client and carry iss and an error (neither handler issues codes to
+// fuzzed input).
+func (h *harness) appRedirectProblem(loc string) string {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return "unparseable Location"
+	}
+	q := u.Query()
+	u.RawQuery = ""
+	registered := false
+	for _, c := range h.cfg.Clients {
+		for _, r := range c.RedirectURIs {
+			registered = registered || r == u.String()
+		}
+	}
+	switch {
+	case !registered:
+		return "redirect to an unregistered URI (open redirect)"
+	case q.Get("iss") != h.cfg.Issuer:
+		return "app redirect without iss"
+	case q.Get("error") == "" || q.Has("code"):
+		return "app redirect without error (or with a code)"
+	}
+	return ""
+}
+
+func FuzzAuthorize(f *testing.F) {
+	h := fuzzHarness(f, nil)
+	valid, _ := url.Parse(h.authorizeURL(nil))
+	spa, _ := url.Parse(h.authorizeURL(func(q url.Values) {
+		q.Set("client_id", spaClient)
+		q.Set("redirect_uri", h.app.URL+"/spa")
+	}))
+	for _, seed := range []struct{ q, xff string }{
+		{valid.RawQuery, ""},
+		{valid.RawQuery, "198.51.100.1"},
+		{spa.RawQuery, "spoofed, 198.51.100.2"},
+		{spa.RawQuery + "&connection=corp", ""},
+		{spa.RawQuery + "&connection=nope", ""},
+		{valid.RawQuery + "&state=again", ""},
+		{valid.RawQuery + "&client_id=app", ""},
+		{valid.RawQuery + "&login_hint=a&login_hint=b", ""},
+		{valid.RawQuery + "&prompt=none", ""},
+		{valid.RawQuery + "&response_mode=fragment", ""},
+		{valid.RawQuery + "&audience=https%3A%2F%2Fapi.example", ""},
+		{valid.RawQuery + "&dpop_jkt=" + strings.Repeat("A", 43), ""},
+		{valid.RawQuery + "&x=%zz", ""},
+		{valid.RawQuery + ";x", ""},
+		{strings.Replace(valid.RawQuery, "response_type=code", "response_type=token", 1), ""},
+		{strings.Replace(valid.RawQuery, "S256", "plain", 1), ""},
+		{"client_id=app&redirect_uri=" + url.QueryEscape(h.app.URL+"/cb") + "&state=" + strings.Repeat("s", 600), ""},
+		{"", ""},
+		{"client_id=%00", "::1"},
+	} {
+		f.Add(seed.q, seed.xff)
+	}
+	f.Fuzz(func(t *testing.T, rawQuery, xff string) {
+		req := getRaw("/authorize", rawQuery)
+		req.RemoteAddr = "127.0.0.1:40000"
+		if xff != "" {
+			req.Header["X-Forwarded-For"] = []string{xff}
+		}
+		rec := h.serve(req)
+		loc := rec.Header().Get("Location")
+		switch rec.Code {
+		case http.StatusFound:
+			if strings.HasPrefix(loc, h.up.URL+"/") {
+				h.takeTxFrom(loc)
+				return
+			}
+			if p := h.appRedirectProblem(loc); p != "" {
+				t.Fatalf("%s: %q", p, loc)
+			}
+		case http.StatusOK:
+			if !strings.Contains(rec.Body.String(), "Choose how to sign in") {
+				t.Fatalf("200 that is not the connection chooser: %s", rec.Body.String())
+			}
+		case http.StatusBadRequest, http.StatusRequestURITooLong, http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || loc != "" {
+				t.Fatalf("%d is not an error page", rec.Code)
+			}
+		default:
+			t.Fatalf("unexpected status %d for %q", rec.Code, rawQuery)
+		}
+	})
+}
+
+// Modes of FuzzCallback (bits).
+const (
+	cbFreshState = 1 << iota // replace state with a live transaction's
+	cbTxCookie               // send that transaction's cookie
+	cbFuzzCookie             // send extra as the cookie value
+	cbRawQuery               // use extra as the whole raw query
+)
+
+func FuzzCallback(f *testing.F) {
+	h := fuzzHarness(f, func(c *Config) { c.RateLimits.Enabled = false }) // logins start here at full speed
+	valid := h.authorizeURL(nil)
+	for _, s := range []struct {
+		state, code, iss, errParam, extra string
+		mode                              uint8
+	}{
+		{"", "code", h.up.URL, "", "", cbFreshState | cbTxCookie},
+		{"", "code", "", "", "", cbFreshState | cbTxCookie},
+		{"", "code", "https://evil.example", "", "", cbFreshState | cbTxCookie},
+		{"", "", h.up.URL, "access_denied", "the user said no", cbFreshState | cbTxCookie},
+		{"", "", h.up.URL, "bad\"code", "", cbFreshState | cbTxCookie},
+		{"", "code", h.up.URL, "", "forged-cookie", cbFreshState | cbFuzzCookie},
+		{"", "code", h.up.URL, "", "", cbFreshState},
+		{"forged", "code", h.up.URL, "", "", 0},
+		{strings.Repeat("s", 600), "code", "", "", "", 0},
+		{"x", strings.Repeat("c", 5000), "", "", "", 0},
+		{"", "", "", "", "state=a&state=b&code=c", cbRawQuery},
+		{"", "", "", "", "state=%zz", cbRawQuery},
+		{"", "", "", "", "", cbRawQuery},
+	} {
+		f.Add(s.state, s.code, s.iss, s.errParam, s.extra, s.mode)
+	}
+	f.Fuzz(func(t *testing.T, state, code, iss, errParam, extra string, mode uint8) {
+		var cookie *http.Cookie
+		if mode&cbFreshState != 0 {
+			u, _ := url.Parse(valid)
+			rec := h.serve(getRaw("/authorize", u.RawQuery))
+			loc, _ := url.Parse(rec.Header().Get("Location"))
+			if rec.Code != http.StatusFound || loc == nil {
+				t.Fatalf("could not start a login: %d", rec.Code)
+			}
+			state = loc.Query().Get("state")
+			defer func() { _, _ = h.store.Take(context.Background(), sessions.KindTransaction, state) }()
+			for _, c := range rec.Result().Cookies() {
+				if c.Name == txCookie {
+					cookie = c
+				}
+			}
+		}
+		q := url.Values{}
+		for k, v := range map[string]string{"state": state, "code": code, "iss": iss, "error": errParam} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		if errParam != "" {
+			q.Set("error_description", extra)
+		}
+		raw := q.Encode()
+		if mode&cbRawQuery != 0 {
+			raw = extra
+		}
+		req := getRaw("/login/callback", raw)
+		switch {
+		case mode&cbTxCookie != 0 && cookie != nil:
+			req.AddCookie(&http.Cookie{Name: txCookie, Value: cookie.Value})
+		case mode&cbFuzzCookie != 0:
+			req.Header.Set("Cookie", txCookie+"="+extra)
+		}
+		rec := h.serve(req)
+		loc := rec.Header().Get("Location")
+		switch rec.Code {
+		case http.StatusFound:
+			if p := h.appRedirectProblem(loc); p != "" {
+				t.Fatalf("%s: %q", p, loc)
+			}
+		case http.StatusBadRequest, http.StatusRequestURITooLong:
+			if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || loc != "" {
+				t.Fatalf("%d is not an error page", rec.Code)
+			}
+		default:
+			t.Fatalf("unexpected status %d for %q", rec.Code, raw)
+		}
+	})
+}
+
+func FuzzTokenRequest(f *testing.F) {
+	h := fuzzHarness(f, func(c *Config) {
+		c.DPoPServer.RequireNonce = true
+		c.DPoPServer.NonceSecret = strings.Repeat("n", 32)
+	})
+	a, _, _ := testSigners(f)
+	proof := h.tokenProof(a)
+	form := "grant_type=authorization_code&code=abc.def&redirect_uri=" + url.QueryEscape(h.app.URL+"/cb") + "&code_verifier=" + testVerifier
+	basic := "Basic " + "YXBwOmFwcC1zZWNyZXQtdmFsdWU=" // app:app-secret-value
+	for _, s := range []struct{ ct, body, dpop, authz string }{
+		{"application/x-www-form-urlencoded", form, "", basic},
+		{"application/x-www-form-urlencoded", form, proof, basic},
+		{"application/x-www-form-urlencoded", form + "&client_id=spa", proof, ""},
+		{"application/x-www-form-urlencoded; charset=utf-8", form + "&client_id=app&client_secret=x", "", ""},
+		{"application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token=" + strings.Repeat("A", 22) + "." + strings.Repeat("B", 43), proof, basic},
+		{"application/x-www-form-urlencoded", "grant_type=password&username=a", "", basic},
+		{"application/x-www-form-urlencoded", "code=a&code=b", "", basic},
+		{"application/x-www-form-urlencoded", "%zz", "", basic},
+		{"application/json", `{"grant_type":"authorization_code","code":"abc.def","client_id":"spa"}`, proof, ""},
+		{"application/json", `{"grant_type":1}`, "", basic},
+		{"application/json", `[[[[[[`, "", basic},
+		{"application/json", `{"client_id":"app","client_id":"spa"}`, "", ""},
+		{"text/plain", "x", "", ""},
+		{"", "", "a.b.c", "DPoP x"},
+		{"application/x-www-form-urlencoded", form, proof + "," + proof, "Basic !!!"},
+	} {
+		f.Add(s.ct, s.body, s.dpop, s.authz)
+	}
+	f.Fuzz(func(t *testing.T, ct, body, dpopHeader, authz string) {
+		req := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(body))
+		req.RemoteAddr = "127.0.0.1:40000"
+		if ct != "" {
+			req.Header["Content-Type"] = []string{ct}
+		}
+		if dpopHeader != "" {
+			req.Header["Dpop"] = []string{dpopHeader}
+		}
+		if authz != "" {
+			req.Header["Authorization"] = []string{authz}
+		}
+		rec := h.serve(req)
+		switch rec.Code {
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		default:
+			t.Fatalf("unexpected status %d: %s", rec.Code, rec.Body.String())
+		}
+		var e struct {
+			Error string `json:"error"`
+		}
+		if rec.Header().Get("Content-Type") != "application/json" || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error == "" {
+			t.Fatalf("%d is not an OAuth JSON error: %q", rec.Code, rec.Body.String())
+		}
+		if rec.Header().Get("Cache-Control") != "no-store" {
+			t.Fatal("error response without Cache-Control: no-store")
+		}
+	})
+}
+
+func FuzzConfigParse(f *testing.F) {
+	literal := strings.Replace(goodYAML, "${TEST_SAMPLE_SECRET}", "literal-secret", 1)
+	f.Add([]byte(goodYAML))
+	f.Add([]byte(literal))
+	f.Add([]byte(literal + "store: {type: redis, redis: {addrs: [\"127.0.0.1:6379\"]}}\napis: [{audience: \"https://api\"}]\n"))
+	f.Add([]byte(goodYAML + "rate_limits: {enabled: true, authorize: {per_ip: {rate: 5/s, burst: 9}}}\ntrusted_proxies: [10.0.0.0/8]\n"))
+	f.Add([]byte("issuer: ${NOPE}\n"))
+	f.Add([]byte("issuer: ${HOME:-x}\nlisten: ':${PORT:-8080}'\n"))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("clients: &c [{client_id: x}]\nconnections: *c\n"))
+	f.Add([]byte("lifetimes: {code: 1y}\ndpop: {max_retries: x}\n"))
+	f.Add([]byte("---\n---\n"))
+	f.Add([]byte(""))
+	f.Add([]byte("connections: [{name: a, options: {upstream_params: {x: [1]}}}]"))
+	f.Fuzz(func(t *testing.T, data []byte) { checkConfigBytes(t, data) })
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	literal := strings.Replace(goodYAML, "${TEST_SAMPLE_SECRET}", "literal-secret", 1)
+	if !checkConfigBytes(t, []byte(literal+"rate_limits: {enabled: true}\ntrusted_proxies: [\"::1\"]\n")) {
+		t.Fatal("5.4 a valid configuration did not reach the round-trip check")
+	}
+}
+
+// checkConfigBytes is FuzzConfigParse's property: Parse never panics; a configuration that
+// parses and validates re-encodes to YAML that parses back to the same configuration. It
+// reports whether the round trip was checked.
+func checkConfigBytes(t *testing.T, data []byte) bool {
+	if len(data) > 16<<10 {
+		return false // operator input; keeps alias-heavy documents cheap
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		if cfg != nil {
+			if _, ok := err.(FieldErrors); !ok {
+				t.Fatalf("config returned with a non-field error: %v", err)
+			}
+			_ = cfg.Validate()
+		}
+		return false
+	}
+	cfg.GenerateMissingKeys = true // no key files or env are read
+	if len(cfg.Validate()) > 0 {
+		return false
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatalf("marshal a valid config: %v", err)
+	}
+	if bytes.Contains(out, []byte("${")) {
+		return false // expansion is not idempotent by design (no escape syntax)
+	}
+	again, err := Parse(out)
+	if err != nil {
+		t.Fatalf("re-parse of a valid config: %v\n%s", err, out)
+	}
+	again.GenerateMissingKeys = true
+	if errs := again.Validate(); len(errs) > 0 {
+		t.Fatalf("re-parsed config is invalid: %v\n%s", FieldErrors(errs), out)
+	}
+	out2, err := yaml.Marshal(again)
+	if err != nil || !bytes.Equal(out, out2) {
+		t.Fatalf("round trip changed the config:\n%s\n---\n%s", out, out2)
+	}
+	return true
+}

@@ -1,0 +1,663 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+)
+
+func rateOf(t *testing.T, s string) rate.Limit {
+	t.Helper()
+	l, err := parseRate(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// serve runs one request through the broker's handler in process.
+func (h *harness) serve(req *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.broker.Handler().ServeHTTP(rec, req)
+	return rec
+}
+
+// getRaw builds a GET for path with a raw (unchecked) query.
+func getRaw(path, rawQuery string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	req.URL.RawQuery = rawQuery
+	req.RequestURI = path + "?" + rawQuery
+	return req
+}
+
+// eventCount is the number of events in the harness log.
+func (h *harness) eventCount() int {
+	h.t.Helper()
+	evs, err := h.events.Recent(context.Background(), "", 1000)
+	if err != nil {
+		h.t.Fatalf("events: %v", err)
+	}
+	return len(evs)
+}
+
+func TestLimitsAuthorize(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	long := func(n int) string { return strings.Repeat("a", n) }
+	base := func(mut func(q url.Values)) string {
+		u, _ := url.Parse(h.authorizeURL(mut))
+		return u.RawQuery
+	}
+	const toApp, page = "app", "page"
+	for _, tc := range []struct {
+		name, rawQuery string
+		want           string // toApp (redirect with invalid_request) or page
+		status         int    // for page
+		param, desc    string
+	}{
+		{"5.4 state longer than 512 bytes", base(func(q url.Values) { q.Set("state", long(513)) }), toApp, 0, "state", "state is longer than 512 bytes"},
+		{"5.4 state of 512 bytes accepted", base(func(q url.Values) { q.Set("state", long(512)) }), "", 0, "", ""},
+		{"5.4 nonce longer than 512 bytes", base(func(q url.Values) { q.Set("nonce", long(513)) }), toApp, 0, "nonce", "nonce is longer than 512 bytes"},
+		{"5.4 scope longer than 1 KiB", base(func(q url.Values) { q.Set("scope", "openid "+long(1024)) }), toApp, 0, "scope", "scope is longer than 1024 bytes"},
+		{"5.4 PK code_challenge longer than 43", base(func(q url.Values) { q.Set("code_challenge", long(44)) }), toApp, 0, "code_challenge", "code_challenge must be exactly 43 characters (a base64url SHA-256 value)"},
+		{"5.4 login_hint longer than 512 bytes", base(func(q url.Values) { q.Set("login_hint", long(513)) }), toApp, 0, "login_hint", "login_hint is longer than 512 bytes"},
+		{"5.4 unknown parameter longer than 2 KiB", base(func(q url.Values) { q.Set("x_extra", long(2049)) }), toApp, 0, "x_extra", "x_extra is longer than 2048 bytes"},
+		{"5.4 RFC 6749 3.1 repeated login_hint", base(func(q url.Values) { q["login_hint"] = []string{"a", "b"} }), toApp, 0, "login_hint", "login_hint must not be repeated"},
+		{"5.4 RFC 6749 3.1 repeated nonce", base(func(q url.Values) { q["nonce"] = []string{"a", "b"} }), toApp, 0, "nonce", "nonce must not be repeated"},
+		{"5.4 more than 64 parameters", base(func(q url.Values) {
+			for i := range 60 {
+				q.Set("p"+strconv.Itoa(i), "x")
+			}
+		}), toApp, 0, "", "the request has more than 64 parameters"},
+		{"5.4 long parameter name", base(func(q url.Values) { q.Set(long(65), "x") }), toApp, 0, long(64) + "…", "a parameter name is longer than 64 bytes"},
+		{"5.4 redirect_uri longer than 2 KiB: no redirect", base(func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb?"+long(2048)) }), page, 400, "redirect_uri", "redirect_uri is longer than 2048 bytes"},
+		{"5.4 unknown client with a long state: no redirect", base(func(q url.Values) { q.Set("client_id", "nope"); q.Set("state", long(600)) }), page, 400, "state", "state is longer than 512 bytes"},
+		{"5.4 RFC 6749 3.1 repeated client_id: no redirect", base(func(q url.Values) { q.Add("client_id", appClient) }), page, 400, "client_id", "client_id must not be repeated"},
+		{"5.4 query longer than 8 KiB", base(func(q url.Values) { q.Set("x_pad", long(8192)) }), page, 414, "", "The request is too large: the query string is longer than 8192 bytes."},
+		{"5.4 malformed percent-encoding", base(nil) + "&x=%zz", page, 400, "", "The query string is malformed (invalid percent-encoding or a ';' separator)."},
+		{"5.4 semicolon separator", base(nil) + ";x=1", page, 400, "", "The query string is malformed (invalid percent-encoding or a ';' separator)."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := h.up.Stats.AuthorizeRequests.Load()
+			rec := h.serve(getRaw("/authorize", tc.rawQuery))
+			loc := rec.Header().Get("Location")
+			switch tc.want {
+			case "":
+				if rec.Code != http.StatusFound || !strings.HasPrefix(loc, h.up.URL) {
+					t.Fatalf("got %d %s, want a redirect to the upstream", rec.Code, loc)
+				}
+				return
+			case toApp:
+				u, err := url.Parse(loc)
+				if rec.Code != http.StatusFound || err != nil || !strings.HasPrefix(loc, h.app.URL+"/cb?") {
+					t.Fatalf("got %d Location %q, want a redirect to the app", rec.Code, loc)
+				}
+				q := u.Query()
+				if q.Get("error") != "invalid_request" || q.Get("error_description") != tc.desc || q.Get("iss") != h.cfg.Issuer {
+					t.Fatalf("app got %v, want invalid_request %q with iss", q, tc.desc)
+				}
+				if st := q.Get("state"); tc.param == "state" && st != "" || tc.param != "state" && st != "app-state-123" {
+					t.Fatalf("state = %q (an over-long state must not be echoed; a valid one must)", st)
+				}
+			case page:
+				if rec.Code != tc.status || loc != "" || !strings.Contains(rec.Body.String(), "invalid_request") {
+					t.Fatalf("got %d Location %q, want a %d error page", rec.Code, loc, tc.status)
+				}
+				if !strings.Contains(rec.Body.String(), htmlEscape(tc.desc)) {
+					t.Fatalf("page does not say %q:\n%s", tc.desc, rec.Body.String())
+				}
+			}
+			ev := wantFail(t, h, codeInvalidRequest)
+			if tc.param != "" && ev.Details["parameter"] != tc.param {
+				t.Errorf("details.parameter = %v, want %s", ev.Details["parameter"], tc.param)
+			}
+			if ev.Details["error_description"] != clip(tc.desc, 512) {
+				t.Errorf("details.error_description = %v", ev.Details["error_description"])
+			}
+			if h.up.Stats.AuthorizeRequests.Load() != before {
+				t.Error("the upstream was contacted for a refused request")
+			}
+		})
+	}
+}
+
+func htmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "'", "&#39;", "<", "&lt;", ">", "&gt;", `"`, "&#34;").Replace(s)
+}
+
+func TestLimitsCallback(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	for _, tc := range []struct {
+		name, rawQuery string
+		status         int
+		desc           string
+	}{
+		{"5.4 callback query longer than 8 KiB", "state=x&code=" + strings.Repeat("c", 8200), 414, "the query string is longer than 8192 bytes"},
+		{"5.4 callback code longer than 4 KiB", "state=x&code=" + strings.Repeat("c", 4097), 400, "code is longer than 4096 bytes"},
+		{"5.4 callback state longer than 512", "state=" + strings.Repeat("s", 513) + "&code=x", 400, "state is longer than 512 bytes"},
+		{"5.4 callback error_description longer than 2 KiB", "state=x&error=access_denied&error_description=" + strings.Repeat("d", 2049), 400, "error_description is longer than 2048 bytes"},
+		{"5.4 RFC 6749 3.1 callback repeated code", "state=x&code=a&code=b", 400, "code must not be repeated"},
+		{"5.4 RFC 6749 3.1 callback repeated state", "state=x&state=y&code=a", 400, "state must not be repeated"},
+		{"5.4 callback malformed query", "state=x&code=%zz", 400, "malformed"},
+		// A long (Azure-style) code passes the limits and reaches the handler.
+		{"5.4 callback code of 1500 bytes reaches the handler", "state=x&code=" + strings.Repeat("c", 1500), 400, "login transaction unknown, expired or already used"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := h.serve(getRaw("/login/callback", tc.rawQuery))
+			if rec.Code != tc.status || rec.Header().Get("Location") != "" || !strings.Contains(rec.Body.String(), tc.desc) {
+				t.Fatalf("got %d %s, want %d page with %q", rec.Code, rec.Body.String(), tc.status, tc.desc)
+			}
+			code := codeInvalidRequest
+			if strings.Contains(tc.desc, "transaction") {
+				code = codeInvalidState
+			}
+			wantFail(t, h, code)
+		})
+	}
+}
+
+func TestLimitsTokenBody(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	pad := func(n int) string { return strings.Repeat("p", n) }
+	formAt := func(size int) string { // a form body of exactly size bytes
+		f := "grant_type=authorization_code&code=abc.def&pad="
+		return f + pad(size-len(f))
+	}
+	jsonAt := func(size int) string {
+		f := `{"grant_type":"authorization_code","code":"abc.def","pad":"`
+		return f + pad(size-len(f)-2) + `"}`
+	}
+	for _, tc := range []struct {
+		name, ct, body string
+		chunked        bool
+		status         int
+		err            string
+	}{
+		{"5.4 form body over 64 KiB → 413", "application/x-www-form-urlencoded", formAt(maxBodyBytes + 1), false, 413, "invalid_request"},
+		{"5.4 JSON body over 64 KiB → 413", "application/json", jsonAt(maxBodyBytes + 1), false, 413, "invalid_request"},
+		{"5.4 chunked body over 64 KiB → 413", "application/x-www-form-urlencoded", formAt(maxBodyBytes + 100), true, 413, "invalid_request"},
+		{"5.4 form body of exactly 64 KiB reaches the handler", "application/x-www-form-urlencoded", formAt(maxBodyBytes), false, 401, "invalid_client"},
+		{"5.4 JSON body of exactly 64 KiB reaches the handler", "application/json", jsonAt(maxBodyBytes), false, 401, "invalid_client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader = strings.NewReader(tc.body)
+			if tc.chunked {
+				body = io.MultiReader(body) // unknown length: sent chunked
+			}
+			req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/oauth/token", body)
+			req.Header.Set("Content-Type", tc.ct)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got oauthError
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatalf("body is not OAuth JSON: %v", err)
+			}
+			if resp.StatusCode != tc.status || got.Code != tc.err || resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("got %d %+v, want %d %s", resp.StatusCode, got, tc.status, tc.err)
+			}
+			if tc.status == 413 && got.Description != "the request body is larger than 65536 bytes" {
+				t.Errorf("description %q", got.Description)
+			}
+		})
+	}
+}
+
+// rlHarness is a harness with rate limits on and the given limits.
+func rlHarness(t *testing.T, mut func(rl *RateLimitsConfig)) *harness {
+	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+		c.RateLimits.Enabled = true
+		unlimited := RateLimit{Rate: "0"}
+		c.RateLimits.Authorize = EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
+		c.RateLimits.Token = EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
+		mut(&c.RateLimits)
+	}})
+}
+
+// authorizeFrom sends the app's /authorize from a client address.
+func (h *harness) authorizeFrom(remote string, mut func(q url.Values)) *httptest.ResponseRecorder {
+	u, _ := url.Parse(h.authorizeURL(mut))
+	req := getRaw("/authorize", u.RawQuery)
+	req.RemoteAddr = remote
+	return h.serve(req)
+}
+
+func wantTooMany(t *testing.T, rec *httptest.ResponseRecorder, retryAfter int) {
+	t.Helper()
+	if rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("got %d, want 429", rec.Code)
+	}
+	if got := rec.Header().Get("Retry-After"); got != strconv.Itoa(retryAfter) {
+		t.Fatalf("Retry-After = %q, want %d", got, retryAfter)
+	}
+	if !strings.Contains(rec.Body.String(), codeTooManyRequests) {
+		t.Fatalf("body lacks %s: %s", codeTooManyRequests, rec.Body.String())
+	}
+}
+
+func TestRateLimitAuthorize(t *testing.T) {
+	t.Run("5.4 per IP: burst, then 429 with Retry-After and one f event", func(t *testing.T) {
+		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerIP = RateLimit{Rate: "1/h", Burst: 3} })
+		for i := range 3 {
+			if rec := h.authorizeFrom("192.0.2.1:1000", nil); rec.Code != http.StatusFound {
+				t.Fatalf("request %d within the burst: %d", i, rec.Code)
+			}
+		}
+		n := h.eventCount()
+		wantTooMany(t, h.authorizeFrom("192.0.2.1:1001", nil), 3600)
+		ev := wantFail(t, h, codeTooManyRequests)
+		rl, _ := ev.Details["rate_limit"].(map[string]any)
+		if ev.ClientID != appClient || ev.IP != "192.0.2.1" || rl["endpoint"] != "authorize" || rl["by"] != "ip" ||
+			rl["limit"] != "1/h" || fmt.Sprint(rl["burst"]) != "3" || fmt.Sprint(rl["retry_after"]) != "3600" {
+			t.Fatalf("event = %+v", ev)
+		}
+		// Further refusals within the second are not logged (one event per key per second).
+		for range 5 {
+			wantTooMany(t, h.authorizeFrom("192.0.2.1:1002", nil), 3600)
+		}
+		if got := h.eventCount(); got != n+1 {
+			t.Fatalf("%d events after 6 refusals, want 1", got-n)
+		}
+		// Another address has its own bucket.
+		if rec := h.authorizeFrom("192.0.2.2:1000", nil); rec.Code != http.StatusFound {
+			t.Fatalf("other IP: %d", rec.Code)
+		}
+		h.clock.Advance(2 * time.Second) // the event limit, not the bucket, has recovered
+		rec := h.authorizeFrom("192.0.2.1:1003", nil)
+		if ra, _ := strconv.Atoi(rec.Header().Get("Retry-After")); rec.Code != http.StatusTooManyRequests || ra >= 3600 || ra < 3500 {
+			t.Fatalf("got %d Retry-After %d, want 429 with less than an hour left", rec.Code, ra)
+		}
+		if got := h.eventCount(); got != n+2 {
+			t.Fatalf("no event a second later (%d)", got-n)
+		}
+	})
+	t.Run("5.4 per client: registered clients only", func(t *testing.T) {
+		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerClient = RateLimit{Rate: "1/m", Burst: 2} })
+		for i := range 2 {
+			if rec := h.authorizeFrom("192.0.2.1:1", nil); rec.Code != http.StatusFound {
+				t.Fatalf("request %d: %d", i, rec.Code)
+			}
+		}
+		wantTooMany(t, h.authorizeFrom("192.0.2.9:1", nil), 60) // any address
+		ev := wantFail(t, h, codeTooManyRequests)
+		if rl, _ := ev.Details["rate_limit"].(map[string]any); rl["by"] != "client" || ev.ClientID != appClient {
+			t.Fatalf("event %+v", ev)
+		}
+		spa := h.authorizeFrom("192.0.2.1:1", func(q url.Values) {
+			q.Set("client_id", spaClient)
+			q.Set("redirect_uri", h.app.URL+"/spa")
+			q.Set("connection", "corp")
+		})
+		if spa.Code != http.StatusFound {
+			t.Fatalf("another client was limited: %d", spa.Code)
+		}
+		for i := range 50 { // unknown ids are refused by the handler and never keyed
+			h.authorizeFrom("192.0.2.1:1", func(q url.Values) { q.Set("client_id", "spoof-"+strconv.Itoa(i)) })
+		}
+		if n := h.broker.guard.authorizeClient.len(); n != 2 {
+			t.Fatalf("client table holds %d keys, want 2", n)
+		}
+	})
+	t.Run("5.4 off by default", func(t *testing.T) {
+		if Default().RateLimits.Enabled {
+			t.Fatal("rate limits on by default")
+		}
+		h := newHarness(t, harnessOpts{up: dpopUp})
+		if g := h.broker.guard; g.authorizeIP != nil || g.authorizeClient != nil || g.tokenIP != nil || g.tokenClient != nil {
+			t.Fatal("limiters built while disabled")
+		}
+		for i := range 50 {
+			if rec := h.authorizeFrom("192.0.2.1:1", nil); rec.Code != http.StatusFound {
+				t.Fatalf("request %d: %d", i, rec.Code)
+			}
+		}
+	})
+	t.Run("5.4 trusted proxy: per-IP key and event ip from X-Forwarded-For", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+			c.TrustedProxies = []string{"10.0.0.0/8"}
+			c.RateLimits.Enabled = true
+			c.RateLimits.Authorize = EndpointRateLimits{PerIP: RateLimit{Rate: "1/h", Burst: 1}, PerClient: RateLimit{Rate: "0"}}
+		}})
+		send := func(peer, xff string) *httptest.ResponseRecorder {
+			u, _ := url.Parse(h.authorizeURL(nil))
+			req := getRaw("/authorize", u.RawQuery)
+			req.RemoteAddr = peer
+			req.Header.Set("X-Forwarded-For", xff)
+			return h.serve(req)
+		}
+		if rec := send("10.0.0.5:1", "198.51.100.1"); rec.Code != http.StatusFound {
+			t.Fatalf("first: %d", rec.Code)
+		}
+		// Same client through another proxy: same key, refused.
+		wantTooMany(t, send("10.0.0.6:1", "spoofed, 198.51.100.1"), 3600)
+		if ev := wantFail(t, h, codeTooManyRequests); ev.IP != "198.51.100.1" {
+			t.Fatalf("event ip %q", ev.IP)
+		}
+		// Another client behind the proxy has its own bucket.
+		if rec := send("10.0.0.5:1", "198.51.100.2"); rec.Code != http.StatusFound {
+			t.Fatalf("other client: %d", rec.Code)
+		}
+		// An untrusted peer cannot pick its key with a spoofed X-Forwarded-For.
+		if rec := send("203.0.113.1:1", "198.51.100.3"); rec.Code != http.StatusFound {
+			t.Fatalf("untrusted peer first: %d", rec.Code)
+		}
+		wantTooMany(t, send("203.0.113.1:2", "198.51.100.4"), 3600)
+	})
+}
+
+func TestRateLimitToken(t *testing.T) {
+	post := func(h *harness, remote string, form url.Values, basic bool) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = remote
+		if basic {
+			req.SetBasicAuth(appClient, appSecret)
+		}
+		return h.serve(req)
+	}
+	wantJSON429 := func(t *testing.T, rec *httptest.ResponseRecorder, retryAfter string) {
+		t.Helper()
+		var e oauthError
+		if rec.Code != http.StatusTooManyRequests || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Code != codeTooManyRequests ||
+			rec.Header().Get("Content-Type") != "application/json" ||
+			retryAfter != "" && rec.Header().Get("Retry-After") != retryAfter || rec.Header().Get("Retry-After") == "" {
+			t.Fatalf("got %d %s Retry-After %q, want 429 too_many_requests %s", rec.Code, rec.Body.String(), rec.Header().Get("Retry-After"), retryAfter)
+		}
+	}
+	t.Run("5.4 per IP: 429 JSON, Retry-After, feacft event", func(t *testing.T) {
+		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerIP = RateLimit{Rate: "2/m", Burst: 2} })
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}, "redirect_uri": {h.app.URL + "/cb"}}
+		for i := range 2 {
+			if rec := post(h, "192.0.2.1:1", form, true); rec.Code != http.StatusBadRequest {
+				t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body.String())
+			}
+		}
+		wantJSON429(t, post(h, "192.0.2.1:2", form, true), "30")
+		ev := h.lastEvent()
+		rl, _ := ev.Details["rate_limit"].(map[string]any)
+		if ev.Type != logs.TypeFailedExchange || ev.Details["error"] != codeTooManyRequests || ev.ClientID != appClient ||
+			rl["endpoint"] != "token" || rl["by"] != "ip" {
+			t.Fatalf("event %+v", ev)
+		}
+		h.clock.Advance(2 * time.Second)
+		form.Set("grant_type", "refresh_token")
+		wantJSON429(t, post(h, "192.0.2.1:3", form, true), "") // about 28 s: real time passes too
+		if ev := h.lastEvent(); ev.Type != logs.TypeFailedRefresh || ev.Details["error"] != codeTooManyRequests {
+			t.Fatalf("refresh refusal event %+v", ev)
+		}
+	})
+	t.Run("5.4 per client: Basic or body client_id, known clients only", func(t *testing.T) {
+		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerClient = RateLimit{Rate: "1/h", Burst: 1} })
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}}
+		if rec := post(h, "192.0.2.1:1", form, true); rec.Code != http.StatusBadRequest {
+			t.Fatalf("first: %d", rec.Code)
+		}
+		wantJSON429(t, post(h, "192.0.2.2:1", form, true), "3600")
+		body := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}, "client_id": {appClient}, "client_secret": {"x"}}
+		wantJSON429(t, post(h, "192.0.2.3:1", body, false), "3600")
+		body.Set("client_id", spaClient)
+		if rec := post(h, "192.0.2.3:1", body, false); rec.Code == http.StatusTooManyRequests {
+			t.Fatal("another client was limited")
+		}
+		for i := range 20 {
+			body.Set("client_id", "spoof-"+strconv.Itoa(i))
+			post(h, "192.0.2.3:1", body, false)
+		}
+		if n := h.broker.guard.tokenClient.len(); n != 2 {
+			t.Fatalf("client table holds %d keys, want 2", n)
+		}
+	})
+}
+
+func TestLimiterTable(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	events := func() *rate.Limiter { return rate.NewLimiter(eventsPerSecond, eventsPerSecond) }
+	t.Run("5.4 burst then refill", func(t *testing.T) {
+		tb := newLimiterTable("token", "ip", RateLimit{Rate: "1/s", Burst: 2}, 1, 10)
+		ev := events()
+		for i := range 2 {
+			if tb.take("k", t0, ev) != nil {
+				t.Fatalf("request %d of the burst refused", i)
+			}
+		}
+		ref := tb.take("k", t0.Add(250*time.Millisecond), ev)
+		if ref == nil || ref.retryAfter != 750*time.Millisecond || ref.retryAfterSeconds() != 1 || !ref.logEvent {
+			t.Fatalf("refusal %+v", ref)
+		}
+		if ref := tb.take("k", t0.Add(500*time.Millisecond), ev); ref == nil || ref.logEvent {
+			t.Fatalf("second refusal within a second: %+v (want no event)", ref)
+		}
+		if tb.take("k", t0.Add(time.Second), ev) != nil {
+			t.Fatal("not refilled after 1 s")
+		}
+	})
+	t.Run("5.4 Retry-After rounds up to whole seconds", func(t *testing.T) {
+		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/m", Burst: 1}, rateOf(t, "1/m"), 10)
+		ev := events()
+		_ = tb.take("k", t0, ev)
+		ref := tb.take("k", t0.Add(100*time.Millisecond), ev)
+		rec := httptest.NewRecorder()
+		ref.setRetryAfter(rec)
+		if rec.Header().Get("Retry-After") != "60" {
+			t.Fatalf("Retry-After %q", rec.Header().Get("Retry-After"))
+		}
+		if d := ref.description(); d != "too many requests from this address (limit 1/m, burst 1); retry after 60 s" {
+			t.Fatalf("description %q", d)
+		}
+	})
+	t.Run("5.4 eviction under many keys", func(t *testing.T) {
+		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/h", Burst: 1}, rateOf(t, "1/h"), 100)
+		ev := events()
+		if tb.take("hot", t0, ev) != nil {
+			t.Fatal("first hot request refused")
+		}
+		for i := range 100_000 {
+			if tb.take("spoof-"+strconv.Itoa(i), t0, ev) != nil {
+				t.Fatal("new key refused")
+			}
+			if i%50 == 0 && tb.take("hot", t0, ev) == nil { // recently used: never evicted
+				t.Fatalf("hot key forgotten after %d spoofed keys", i)
+			}
+			if n := tb.len(); n > 100 {
+				t.Fatalf("table grew to %d keys", n)
+			}
+		}
+		if len(tb.keys) != tb.lru.Len() {
+			t.Fatalf("map %d and list %d disagree", len(tb.keys), tb.lru.Len())
+		}
+		if tb.take("spoof-0", t0, ev) != nil { // long evicted: a fresh bucket
+			t.Fatal("evicted key still limited")
+		}
+	})
+	t.Run("5.4 refusal events: at most 10 per second in all", func(t *testing.T) {
+		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/h", Burst: 1}, rateOf(t, "1/h"), 1000)
+		ev := events()
+		logged := 0
+		for i := range 50 {
+			k := "k" + strconv.Itoa(i)
+			_ = tb.take(k, t0, ev)
+			if ref := tb.take(k, t0, ev); ref == nil {
+				t.Fatal("not refused")
+			} else if ref.logEvent {
+				logged++
+			}
+		}
+		if logged != eventsPerSecond {
+			t.Fatalf("%d refusal events in one second, want %d", logged, eventsPerSecond)
+		}
+	})
+}
+
+func TestIPKeyAndRates(t *testing.T) {
+	for _, tc := range []struct{ name, a, b string }{
+		{"5.4 IPv6 keyed by /64", "2001:db8:1:2::1", "2001:db8:1:2:ffff::9"},
+		{"5.4 IPv4-mapped IPv6 is the IPv4 address", "::ffff:192.0.2.1", "192.0.2.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if ipKey(tc.a) != ipKey(tc.b) {
+				t.Fatalf("%s → %s, %s → %s", tc.a, ipKey(tc.a), tc.b, ipKey(tc.b))
+			}
+		})
+	}
+	if ipKey("2001:db8:1:2::1") == ipKey("2001:db8:1:3::1") || ipKey("192.0.2.1") == ipKey("192.0.2.2") {
+		t.Fatal("distinct clients share a key")
+	}
+	for _, tc := range []struct {
+		in   string
+		want float64 // per second; -1 = error
+	}{
+		{"20/s", 20}, {"600/m", 10}, {"3600/h", 1}, {"0.5/s", 0.5}, {"0", 0}, {"", 0}, {"0/s", 0},
+		{"20", -1}, {"20/d", -1}, {"-1/s", -1}, {"abc/s", -1}, {"Inf/s", -1}, {"NaN/s", -1}, {"/s", -1},
+	} {
+		t.Run("5.4 rate "+tc.in, func(t *testing.T) {
+			got, err := parseRate(tc.in)
+			if tc.want < 0 {
+				if err == nil {
+					t.Fatalf("accepted: %v", got)
+				}
+				return
+			}
+			if err != nil || float64(got) != tc.want {
+				t.Fatalf("got %v %v, want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	g, err := newGuard(&Config{TrustedProxies: []string{"10.0.0.0/8", "192.0.2.10", "::1", "fd00::/8"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, _ := newGuard(&Config{}, nil)
+	for _, tc := range []struct {
+		name   string
+		g      *guard
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"5.4 no trusted proxies: X-Forwarded-For ignored", none, "10.0.0.1:5", []string{"198.51.100.1"}, "10.0.0.1"},
+		{"5.4 spoofed X-Forwarded-For from an untrusted peer ignored", g, "203.0.113.9:5", []string{"198.51.100.1"}, "203.0.113.9"},
+		{"5.4 trusted peer: client from X-Forwarded-For", g, "10.1.2.3:5", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"5.4 right-most untrusted hop wins over forged entries", g, "10.1.2.3:5", []string{"1.1.1.1, 8.8.8.8, 198.51.100.1"}, "198.51.100.1"},
+		{"5.4 chain of trusted proxies skipped", g, "10.0.0.1:5", []string{"198.51.100.1, 192.0.2.10, 10.0.0.2"}, "198.51.100.1"},
+		{"5.4 several X-Forwarded-For headers in order", g, "10.0.0.1:5", []string{"1.1.1.1", "198.51.100.7, 10.9.9.9"}, "198.51.100.7"},
+		{"5.4 all hops trusted: left-most", g, "10.0.0.1:5", []string{"10.0.0.3, 10.0.0.2"}, "10.0.0.3"},
+		{"5.4 no X-Forwarded-For: the proxy itself", g, "10.0.0.1:5", nil, "10.0.0.1"},
+		{"5.4 garbage hop: the last trusted proxy", g, "10.0.0.1:5", []string{"198.51.100.1, not-an-ip"}, "10.0.0.1"},
+		{"5.4 garbage left of the client ignored", g, "10.0.0.1:5", []string{"<script>, 198.51.100.1"}, "198.51.100.1"},
+		{"5.4 hop with port and IPv6 brackets", g, "[::1]:5", []string{"[2001:db8::5]:443"}, "2001:db8::5"},
+		{"5.4 IPv4 hop with port", g, "[::1]:5", []string{"198.51.100.1:8443"}, "198.51.100.1"},
+		{"5.4 IPv4-mapped trusted peer", g, "[::ffff:10.0.0.1]:5", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"5.4 IPv6 trusted range", g, "[fd00::1]:5", []string{"2001:db8::9"}, "2001:db8::9"},
+		{"5.4 unparseable peer kept as is", g, "@", []string{"198.51.100.1"}, "@"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/authorize", nil)
+			r.RemoteAddr = tc.remote
+			for _, v := range tc.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := tc.g.clientAddr(r); got != tc.want {
+				t.Fatalf("client = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("5.4 at most 32 hops examined", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = "10.0.0.1:5"
+		r.Header.Set("X-Forwarded-For", "198.51.100.1,"+strings.Repeat("10.0.0.2,", 40)+"10.0.0.2")
+		if got := g.clientAddr(r); got != "10.0.0.2" {
+			t.Fatalf("client = %q", got)
+		}
+	})
+}
+
+func TestRateLimitConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mut  func(c *Config)
+		want FieldError
+	}{
+		{"5.4 bad rate", func(c *Config) { c.RateLimits.Authorize.PerIP.Rate = "fast" },
+			FieldError{"rate_limits.authorize.per_ip.rate", `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{"5.4 rate without unit", func(c *Config) { c.RateLimits.Token.PerClient.Rate = "20" },
+			FieldError{"rate_limits.token.per_client.rate", `"20" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{"5.4 burst zero with a rate", func(c *Config) { c.RateLimits.Token.PerIP.Burst = 0 },
+			FieldError{"rate_limits.token.per_ip.burst", "must be between 1 and 1000000 when a rate is set"}},
+		{"5.4 max_keys", func(c *Config) { c.RateLimits.MaxKeys = 0 },
+			FieldError{"rate_limits.max_keys", "must be between 1 and 10000000"}},
+		{"5.4 trusted proxy not a CIDR", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.internal"} },
+			FieldError{"trusted_proxies[1]", `"proxy.internal" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
+		{"5.4 trusted proxy bad prefix length", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} },
+			FieldError{"trusted_proxies[0]", `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setKeyEnv(t)
+			cfg, err := Parse([]byte(goodYAML))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.mut(cfg)
+			errs := cfg.Validate()
+			if len(errs) != 1 || errs[0] != tc.want {
+				t.Fatalf("got %v, want exactly %v", FieldErrors(errs), tc.want)
+			}
+		})
+	}
+	t.Run("5.4 YAML shape", func(t *testing.T) {
+		setKeyEnv(t)
+		cfg, err := Parse([]byte(goodYAML + `
+trusted_proxies: ["10.0.0.0/8", "::1"]
+rate_limits:
+  enabled: true
+  max_keys: 500
+  authorize:
+    per_ip: { rate: "5/s", burst: 10 }
+  token:
+    per_client: { rate: "0" }
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rl := cfg.RateLimits
+		if !rl.Enabled || rl.MaxKeys != 500 || rl.Authorize.PerIP != (RateLimit{"5/s", 10}) ||
+			rl.Authorize.PerClient != (RateLimit{"200/s", 400}) || rl.Token.PerClient.Rate != "0" || len(cfg.TrustedProxies) != 2 {
+			t.Fatalf("decoded %+v %v", rl, cfg.TrustedProxies)
+		}
+		if errs := cfg.Validate(); len(errs) != 0 {
+			t.Fatal(FieldErrors(errs))
+		}
+		_, err = Parse([]byte("rate_limits:\n  authorize:\n    per_ip: { rps: 5 }\n"))
+		if err == nil || !strings.Contains(err.Error(), "rate_limits.authorize.per_ip.rps: unknown key") {
+			t.Fatalf("unknown key: %v", err)
+		}
+	})
+}
+
+func TestLimitsManagementBody(t *testing.T) {
+	h := mgmtHarness(t, nil)
+	big := `{"name":"x","strategy":"oidc","options":{"pad":"` + strings.Repeat("p", maxBodyBytes) + `"}}`
+	for _, tc := range []struct{ name, method, path string }{
+		{"5.4 management POST body over 64 KiB → 413", http.MethodPost, "/api/v2/connections"},
+		{"5.4 management PATCH body over 64 KiB → 413", http.MethodPatch, "/api/v2/connections/" + idOf(t, h, "corp")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantAPIError(t, api(t, h.srv.URL, tc.method, tc.path, tokAll, big), 413, "payload_too_large", "larger than 64 KiB")
+		})
+	}
+}

@@ -1,0 +1,386 @@
+package broker
+
+import (
+	"container/list"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// RateLimitsConfig are token-bucket limits on /authorize and /oauth/token, per client IP and
+// per client_id. They are kept in memory by each replica: with N replicas behind a load
+// balancer the effective limit is up to N times the configured one.
+type RateLimitsConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// MaxKeys caps the keys (IPs or client ids) each limiter table remembers; the least
+	// recently seen key is forgotten first, so spoofed keys cannot grow memory.
+	MaxKeys   int                `yaml:"max_keys"`
+	Authorize EndpointRateLimits `yaml:"authorize"`
+	Token     EndpointRateLimits `yaml:"token"`
+}
+
+// EndpointRateLimits are the limits of one endpoint.
+type EndpointRateLimits struct {
+	PerIP     RateLimit `yaml:"per_ip"`
+	PerClient RateLimit `yaml:"per_client"`
+}
+
+// RateLimit is a sustained rate ("20/s", "600/m", "1000/h"; "" or "0" = unlimited) and the
+// burst of requests allowed at once.
+type RateLimit struct {
+	Rate  string `yaml:"rate"`
+	Burst int    `yaml:"burst"`
+}
+
+// defaultRateLimits are the limits used when rate_limits.enabled is true and the file sets no
+// other values.
+func defaultRateLimits() RateLimitsConfig {
+	return RateLimitsConfig{
+		MaxKeys: 10000,
+		Authorize: EndpointRateLimits{
+			PerIP:     RateLimit{Rate: "20/s", Burst: 40},
+			PerClient: RateLimit{Rate: "200/s", Burst: 400},
+		},
+		Token: EndpointRateLimits{
+			// A confidential app's back end redeems every user's code from one address.
+			PerIP:     RateLimit{Rate: "100/s", Burst: 200},
+			PerClient: RateLimit{Rate: "200/s", Burst: 400},
+		},
+	}
+}
+
+// parseRate reads "N/s", "N/m" or "N/h" (N ≥ 0, decimals allowed); "" and "0" mean
+// unlimited (0, nil).
+func parseRate(s string) (rate.Limit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	num, unit, ok := strings.Cut(s, "/")
+	var per time.Duration
+	switch unit {
+	case "s":
+		per = time.Second
+	case "m":
+		per = time.Minute
+	case "h":
+		per = time.Hour
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if !ok || per == 0 || err != nil || n < 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+		return 0, fmt.Errorf("%q is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)", s)
+	}
+	return rate.Limit(n / per.Seconds()), nil
+}
+
+// rateLimits validates rate_limits (also when disabled, so a typo is caught before it is
+// switched on) and trusted_proxies.
+func (v *validator) rateLimits(c *Config) {
+	rl := &c.RateLimits
+	if rl.MaxKeys < 1 || rl.MaxKeys > 10_000_000 {
+		v.add("rate_limits.max_keys", "must be between 1 and 10000000")
+	}
+	for _, e := range []struct {
+		key string
+		l   RateLimit
+	}{
+		{"rate_limits.authorize.per_ip", rl.Authorize.PerIP},
+		{"rate_limits.authorize.per_client", rl.Authorize.PerClient},
+		{"rate_limits.token.per_ip", rl.Token.PerIP},
+		{"rate_limits.token.per_client", rl.Token.PerClient},
+	} {
+		lim, err := parseRate(e.l.Rate)
+		if err != nil {
+			v.add(e.key+".rate", "%v", err)
+			continue
+		}
+		if lim > 0 && (e.l.Burst < 1 || e.l.Burst > 1_000_000) {
+			v.add(e.key+".burst", "must be between 1 and 1000000 when a rate is set")
+		}
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			v.add(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+}
+
+// parsePrefix reads a CIDR ("10.0.0.0/8") or a single address ("192.0.2.10", "::1").
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		return p.Masked(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)", s)
+}
+
+// Rate-limit refusal: the OAuth error code and the details.error of its event.
+const codeTooManyRequests = "too_many_requests"
+
+func init() {
+	metricCodes[codeTooManyRequests] = true // bounded label in dpop_broker_logins_total
+}
+
+// Events about refusals are themselves limited: at most one per key per eventEvery, and
+// eventsPerSecond in all (spoofed keys are many), so an attack cannot flood the log.
+const (
+	eventEvery      = time.Second
+	eventsPerSecond = 10
+)
+
+// guard holds the per-replica rate limiters and the trusted proxies (limits.go uses both).
+type guard struct {
+	authorizeIP, authorizeClient *limiterTable // nil = unlimited or disabled
+	tokenIP, tokenClient         *limiterTable
+	events                       *rate.Limiter // all refusal events, any key
+	proxies                      []netip.Prefix
+	refused                      *prometheus.CounterVec
+}
+
+// newGuard builds the limiters from a validated configuration and registers the
+// dpop_broker_rate_limited_total counter on reg.
+func newGuard(cfg *Config, reg *prometheus.Registry) (*guard, error) {
+	g := &guard{
+		events: rate.NewLimiter(eventsPerSecond, eventsPerSecond),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_rate_limited_total",
+			Help: "Requests refused with 429 by the per-replica rate limits, by endpoint and key (ip or client).",
+		}, []string{"endpoint", "key"}),
+	}
+	if reg != nil {
+		if err := reg.Register(g.refused); err != nil {
+			return nil, fmt.Errorf("rate limit metric: %w", err)
+		}
+	}
+	for i, p := range cfg.TrustedProxies {
+		pfx, err := parsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("trusted_proxies[%d]: %w", i, err)
+		}
+		g.proxies = append(g.proxies, pfx)
+	}
+	rl := &cfg.RateLimits
+	if !rl.Enabled {
+		return g, nil
+	}
+	for _, t := range []struct {
+		dst                *(*limiterTable)
+		endpoint, key, cfg string
+		l                  RateLimit
+	}{
+		{&g.authorizeIP, "authorize", "ip", "rate_limits.authorize.per_ip", rl.Authorize.PerIP},
+		{&g.authorizeClient, "authorize", "client", "rate_limits.authorize.per_client", rl.Authorize.PerClient},
+		{&g.tokenIP, "token", "ip", "rate_limits.token.per_ip", rl.Token.PerIP},
+		{&g.tokenClient, "token", "client", "rate_limits.token.per_client", rl.Token.PerClient},
+	} {
+		lim, err := parseRate(t.l.Rate)
+		if err != nil {
+			return nil, fmt.Errorf("%s.rate: %w", t.cfg, err)
+		}
+		if lim > 0 {
+			*t.dst = newLimiterTable(t.endpoint, t.key, t.l, lim, max(rl.MaxKeys, 1))
+		}
+	}
+	return g, nil
+}
+
+// limiterTable is one set of per-key token buckets, bounded to max keys (least recently used
+// evicted). Forgetting a key is harmless once its bucket has refilled, and under a flood of
+// distinct keys it only resets the forgotten keys' buckets.
+type limiterTable struct {
+	endpoint, key string // "authorize"|"token", "ip"|"client"
+	spec          string // configured rate, for messages and events
+	limit         rate.Limit
+	burst, max    int
+
+	mu   sync.Mutex
+	lru  *list.List // of *tableEntry, most recent at the front
+	keys map[string]*list.Element
+}
+
+type tableEntry struct {
+	key       string
+	lim       *rate.Limiter
+	lastEvent time.Time
+}
+
+func newLimiterTable(endpoint, key string, l RateLimit, lim rate.Limit, maxKeys int) *limiterTable {
+	return &limiterTable{
+		endpoint: endpoint, key: key, spec: strings.TrimSpace(l.Rate), limit: lim, burst: l.Burst, max: maxKeys,
+		lru: list.New(), keys: map[string]*list.Element{},
+	}
+}
+
+// refusal describes a request the limiter refused.
+type refusal struct {
+	table      *limiterTable
+	retryAfter time.Duration // until one request is allowed again
+	logEvent   bool          // this refusal may be recorded (event limits)
+}
+
+// take spends one request of key at now. It returns nil when allowed.
+func (t *limiterTable) take(key string, now time.Time, events *rate.Limiter) *refusal {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var e *tableEntry
+	if el, ok := t.keys[key]; ok {
+		t.lru.MoveToFront(el)
+		e = el.Value.(*tableEntry)
+	} else {
+		e = &tableEntry{key: key, lim: rate.NewLimiter(t.limit, t.burst)}
+		t.keys[key] = t.lru.PushFront(e)
+		for t.lru.Len() > t.max { // at most one iteration: one entry was added
+			old := t.lru.Back()
+			t.lru.Remove(old)
+			delete(t.keys, old.Value.(*tableEntry).key)
+		}
+	}
+	if e.lim.AllowN(now, 1) {
+		return nil
+	}
+	wait := time.Duration((1 - e.lim.TokensAt(now)) / float64(t.limit) * float64(time.Second))
+	ref := &refusal{table: t, retryAfter: max(wait, 0)}
+	if now.Sub(e.lastEvent) >= eventEvery && events.AllowN(now, 1) {
+		e.lastEvent, ref.logEvent = now, true
+	}
+	return ref
+}
+
+// len reports how many keys the table remembers (tests).
+func (t *limiterTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lru.Len()
+}
+
+// check spends one request of key in table t (nil = unlimited) and counts a refusal.
+func (g *guard) check(t *limiterTable, key string, now time.Time) *refusal {
+	if t == nil {
+		return nil
+	}
+	ref := t.take(key, now, g.events)
+	if ref != nil {
+		g.refused.WithLabelValues(t.endpoint, t.key).Inc()
+	}
+	return ref
+}
+
+// retryAfterSeconds is the Retry-After value: whole seconds, at least 1.
+func (ref *refusal) retryAfterSeconds() int64 {
+	return max(int64(math.Ceil(ref.retryAfter.Seconds())), 1)
+}
+
+// setRetryAfter adds the Retry-After header.
+func (ref *refusal) setRetryAfter(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", strconv.FormatInt(ref.retryAfterSeconds(), 10))
+}
+
+// description is the error_description of a refusal.
+func (ref *refusal) description() string {
+	who := "this address"
+	if ref.table.key == "client" {
+		who = "this application"
+	}
+	return fmt.Sprintf("too many requests from %s (limit %s, burst %d); retry after %d s",
+		who, ref.table.spec, ref.table.burst, ref.retryAfterSeconds())
+}
+
+// details is details.rate_limit of a refusal event.
+func (ref *refusal) details() map[string]any {
+	return map[string]any{
+		"endpoint": ref.table.endpoint, "by": ref.table.key, "limit": ref.table.spec,
+		"burst": ref.table.burst, "retry_after": ref.retryAfterSeconds(),
+	}
+}
+
+// ipKey is the rate-limit key of a client address: IPv4 addresses as they are, IPv6 by
+// their /64 (one subscriber's prefix), so rotating addresses inside it does not evade limits.
+func ipKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return clip(ip, 64)
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// maxForwardedHops bounds the X-Forwarded-For entries examined.
+const maxForwardedHops = 32
+
+// clientAddr returns the client's address: the TCP peer, or, when the peer is a trusted
+// proxy, the right-most X-Forwarded-For entry that is not a trusted proxy (entries left of it
+// may be forged by the client and are ignored).
+func (g *guard) clientAddr(r *http.Request) string {
+	host := r.RemoteAddr
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || len(g.proxies) == 0 {
+		return host
+	}
+	peer = peer.Unmap().WithZone("")
+	if !g.trusted(peer) {
+		return peer.String()
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	ip := peer
+	for i, n := len(hops)-1, 0; i >= 0 && n < maxForwardedHops; i, n = i-1, n+1 {
+		a, ok := parseHop(hops[i])
+		if !ok {
+			break // a trusted proxy wrote garbage: fall back to that proxy
+		}
+		ip = a
+		if !g.trusted(a) {
+			break
+		}
+	}
+	return ip.String()
+}
+
+func (g *guard) trusted(a netip.Addr) bool {
+	for _, p := range g.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, optionally with a port or brackets.
+func parseHop(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		return a.Unmap().WithZone(""), true
+	}
+	return netip.Addr{}, false
+}

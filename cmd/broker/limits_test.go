@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServerLimits checks the http.Server limits on the demo broker: 16 KiB of headers (431
+// beyond), the broker's own 8 KiB query limit inside it (414), and the timeouts, and that
+// rate limits are off in the demo.
+func TestServerLimits(t *testing.T) {
+	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveAll(ctx, d.servers...) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveAll: %v", err)
+		}
+	}()
+	srv := newHTTPServer(http.NotFoundHandler())
+	if srv.MaxHeaderBytes != 16<<10 || srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout <= 0 ||
+		srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 {
+		t.Fatalf("server limits: %+v", srv)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	authorize := d.issuer + "authorize?client_id=" + demoClientID + "&redirect_uri=" + url.QueryEscape(d.appURL+"/callback")
+	for _, tc := range []struct {
+		name   string
+		url    string
+		header string // size of an extra header
+		status int
+	}{
+		{"5.4 headers over 16 KiB → 431", d.issuer + "healthz", strings.Repeat("h", 24<<10), http.StatusRequestHeaderFieldsTooLarge},
+		{"5.4 headers of 12 KiB accepted", d.issuer + "healthz", strings.Repeat("h", 12<<10), http.StatusOK},
+		{"5.4 query over 8 KiB → 414 from the broker", authorize + "&x=" + strings.Repeat("q", 8<<10), "", http.StatusRequestURITooLong},
+		{"5.4 no rate limits in the demo", authorize, "", http.StatusFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 1
+			if strings.Contains(tc.name, "rate limits") {
+				n = 60 // beyond the default per-IP burst of 40
+			}
+			for i := range n {
+				req, _ := http.NewRequest(http.MethodGet, tc.url, nil)
+				if tc.header != "" {
+					req.Header.Set("X-Padding", tc.header)
+				}
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = resp.Body.Close()
+				if resp.StatusCode != tc.status {
+					t.Fatalf("request %d: %d, want %d", i, resp.StatusCode, tc.status)
+				}
+			}
+		})
+	}
+}
