@@ -25,9 +25,9 @@ import (
 // unchanged file, and an edited file (new issuer, rotated secret) wins over the store.
 //
 // The registry is every request path's view of the connections. It keeps one immutable
-// snapshot; lookups that must be current (/authorize, the callback, management writes) read
-// the store's version counter (one GET) and rebuild when it moved; the others re-check at most
-// every registryRecheck. Unchanged connections keep their upstream.Connection (DPoP nonce
+// snapshot; lookups that must be current (/authorize, management writes) read the store's
+// version counter (one GET) and rebuild when it moved; the others (the callback, logout)
+// re-check at most every registryRecheck. Unchanged connections keep their upstream.Connection (DPoP nonce
 // cache), and all share one discovery cache.
 
 // registryRecheck is how stale a non-forced lookup may be.
@@ -148,6 +148,7 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 	if !force && snap != nil && now-g.checked.Load() < int64(registryRecheck) {
 		return snap, nil
 	}
+	lost := false
 	if snap != nil {
 		v, err := g.conns.ConnectionsVersion(ctx)
 		if err != nil {
@@ -157,10 +158,17 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 			g.checked.Store(now)
 			return snap, nil
 		}
+		// The counter only grows: a smaller one means the store lost its connection records
+		// (Redis restarted without persistence, failover to a stale replica). Seed the
+		// configured connections again and reload everything.
+		lost = v < snap.version
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.seeded {
+	if !g.seeded || lost {
+		if lost {
+			g.s.log.Warn("the store lost its connection records; seeding the configured connections again")
+		}
 		problems, err := g.seedAll(ctx)
 		if err != nil {
 			return nil, err
@@ -170,17 +178,34 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 		}
 		g.seeded = true
 	}
-	return g.rebuildLocked(ctx)
+	return g.rebuild(ctx, lost)
+}
+
+// confirm reports whether v, a connections version just read from the store, is snap's; if
+// so snap counts as checked now (for non-forced lookups).
+func (g *registry) confirm(snap *connSnapshot, v int64) bool {
+	if snap == nil || v != snap.version {
+		return false
+	}
+	if g.snap.Load() == snap {
+		g.checked.Store(time.Now().UnixNano())
+	}
+	return true
 }
 
 // rebuildLocked loads the store's connections when its version moved. g.mu is held.
 func (g *registry) rebuildLocked(ctx context.Context) (*connSnapshot, error) {
+	return g.rebuild(ctx, false)
+}
+
+// rebuild is rebuildLocked; force reloads even when the version equals the snapshot's.
+func (g *registry) rebuild(ctx context.Context, force bool) (*connSnapshot, error) {
 	v, err := g.conns.ConnectionsVersion(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connections version: %w", err)
 	}
 	prev := g.snap.Load()
-	if prev != nil && prev.version == v {
+	if !force && prev != nil && prev.version == v {
 		g.checked.Store(time.Now().UnixNano())
 		return prev, nil
 	}

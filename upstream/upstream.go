@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -497,7 +498,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	if res.DPoPAlg != "" {
 		tctx = dpop.WithTrace(ctx, &trace)
 	}
-	dctx := context.WithValue(tctx, oauth2.HTTPClient, hc)
+	dctx := context.WithValue(tctx, oauth2.HTTPClient, jsonOnly(hc))
 	var xopts []oauth2.AuthCodeOption
 	if st.Verifier != "" {
 		xopts = append(xopts, oauth2.VerifierOption(st.Verifier))
@@ -507,7 +508,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	res.ExchangeLatency = time.Since(started)
 	res.NonceRetries, res.NonceUsed = trace.NonceRetries, trace.NonceUsed
 	if err != nil {
-		return res, exchangeError(err)
+		return res, exchangeError(err, c.opts.HTTP.Timeout)
 	}
 	res.TokenType = tok.TokenType
 	res.DPoPBound = strings.EqualFold(tok.TokenType, "DPoP") // DC-10
@@ -546,8 +547,36 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	return res, nil
 }
 
-// exchangeError maps a token-endpoint failure to a stable code.
-func exchangeError(err error) *Error {
+// jsonOnly returns a copy of hc that refuses a successful token response whose media type is
+// not application/json (RFC 6749 §5.1; x/oauth2 would also parse form bodies, and a JSON body
+// under any other type, such as an HTML page from a proxy).
+func jsonOnly(hc *http.Client) *http.Client {
+	c := *hc
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c.Transport = jsonTokenTransport{base}
+	return &c
+}
+
+type jsonTokenTransport struct{ base http.RoundTripper }
+
+func (t jsonTokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp, err
+	}
+	ct := resp.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("token endpoint answered HTTP %d with Content-Type %q, want application/json", resp.StatusCode, ct)
+	}
+	return resp, nil
+}
+
+// exchangeError maps a token-endpoint failure to a stable code; timeout is the HTTP client's.
+func exchangeError(err error, timeout time.Duration) *Error {
 	var nre *dpop.NonceRetryError
 	if errors.As(err, &nre) {
 		return &Error{Code: CodeUseDPoPNonce, OAuthError: "use_dpop_nonce", Description: fmt.Sprintf("token endpoint still demanded a new DPoP nonce after %d retries", nre.Retries), Err: err}
@@ -570,6 +599,14 @@ func exchangeError(err error) *Error {
 			code = CodeUseDPoPNonce
 		}
 		return &Error{Code: code, OAuthError: re.ErrorCode, Description: desc, Err: err}
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		limit := "in time"
+		if timeout > 0 {
+			limit = "within " + timeout.String()
+		}
+		return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("token endpoint did not answer %s (upstream timeout): %v", limit, err), Err: err}
 	}
 	return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("token request failed: %v", err), Err: err}
 }

@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// maxUpstreamBody bounds every response body the broker reads from an upstream IdP
+// (discovery, JWKS, token, userinfo). go-oidc reads JWKS and userinfo bodies without a limit
+// and x/oauth2 silently truncates token responses at 1 MiB, so the limit is enforced here,
+// below both, with an error that names it.
+const maxUpstreamBody = 512 << 10
+
+// upstreamClient returns the client for upstream calls: base (or a client with its own
+// transport and timeout) whose transport refuses oversized response bodies.
+func upstreamClient(base *http.Client, timeout time.Duration) *http.Client {
+	if base == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Keep a connection per concurrent login to the (usually single) upstream host, so
+		// load does not churn TCP connections; token responses are small, so no gzip.
+		t.MaxIdleConnsPerHost = 64
+		t.DisableCompression = true
+		base = &http.Client{Timeout: timeout, Transport: t}
+	}
+	c := *base
+	rt := c.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	c.Transport = &limitTransport{base: rt, max: maxUpstreamBody}
+	return &c
+}
+
+// limitTransport fails responses whose body is larger than max bytes: at once when the
+// Content-Length says so, else on the read that passes the limit.
+type limitTransport struct {
+	base http.RoundTripper
+	max  int64
+}
+
+func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength > t.max {
+		_ = resp.Body.Close()
+		return nil, &bodyTooLargeError{max: t.max, length: resp.ContentLength}
+	}
+	resp.Body = &limitedBody{rc: resp.Body, left: t.max, err: &bodyTooLargeError{max: t.max, length: -1}}
+	return resp, nil
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the base transport.
+func (t *limitTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// bodyTooLargeError says a response was refused for its size (the caller's error names the URL).
+type bodyTooLargeError struct {
+	max, length int64 // length -1: no Content-Length
+}
+
+func (e *bodyTooLargeError) Error() string {
+	if e.length >= 0 {
+		return fmt.Sprintf("upstream response body is %d bytes, more than the %d-byte limit", e.length, e.max)
+	}
+	return fmt.Sprintf("upstream response body is larger than the %d-byte limit", e.max)
+}
+
+// limitedBody reads at most left bytes and then fails with err instead of returning more.
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+	err  error
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// Tell a body that ends exactly at the limit from a longer one.
+		var one [1]byte
+		if n, err := b.rc.Read(one[:]); n == 0 {
+			return 0, err // io.EOF: the body ends exactly at the limit
+		}
+		return 0, b.err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
