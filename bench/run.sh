@@ -14,7 +14,8 @@
 #   BROKER_BIN=         use this broker binary instead of building ./cmd/broker
 #   RSS_EVERY=0         e.g. 10s: print the broker's RSS during each run
 #   PROFILE=0           1 runs the broker as bench/brokerprof (same wiring as serve, plus a CPU
-#                       profile of the whole run) and prints the top 15 functions per alg
+#                       profile of the whole run) and prints the top 15 functions per alg; the
+#                       allocation profile is written too (mem-ALG.pprof, see KEEP)
 #   BROKERPROF_BIN=     use this brokerprof binary instead of building ./bench/brokerprof
 #   KEEP=0              1 keeps the work directory (configs, logs, results.jsonl)
 set -euo pipefail
@@ -155,7 +156,8 @@ EOF
 	"$WORK/broker" config validate "$cfg" >&2
 	echo "== broker serve, ID tokens $alg, on $BROKER" >&2
 	if [[ $PROFILE == 1 ]]; then
-		"$WORK/brokerprof" -config "$cfg" -cpuprofile "$WORK/cpu-$alg.pprof" >"$WORK/broker-$alg.log" 2>&1 &
+		"$WORK/brokerprof" -config "$cfg" -cpuprofile "$WORK/cpu-$alg.pprof" -memprofile "$WORK/mem-$alg.pprof" \
+			>"$WORK/broker-$alg.log" 2>&1 &
 	else
 		"$WORK/broker" serve --config "$cfg" >"$WORK/broker-$alg.log" 2>&1 &
 	fi

@@ -74,43 +74,99 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")
 	app.CodeChallenge, app.DPoPJKT = q.Get("code_challenge"), q.Get("dpop_jkt")
 
-	snap, err := s.reg.current(r.Context(), true)
+	// The connections: a snapshot up to registryRecheck old starts the login, and the store's
+	// connection version, read in the same round trip as the transaction write, confirms it.
+	// When the version moved, or the snapshot gives anything but a started login (chooser,
+	// refusal, upstream failure), the request is handled again with the current connections
+	// (at most once). So every replica uses a change from its next /authorize, without a
+	// separate version read per login.
+	fresh := s.txCreate == nil // no combined write: check the version first
+	snap, err := s.reg.current(r.Context(), fresh)
 	if err != nil {
 		s.storeFailed(w, r, err, ev)
 		return
 	}
-	conn, ok := s.pickConnection(w, r, snap, client, q.Get("connection"))
-	if !ok {
-		if name := q.Get("connection"); name != "" {
-			s.appError(w, r, app, "invalid_request", "connection "+clip(name, 64)+" is not enabled for this application", codeInvalidRequest, ev)
-		} else if len(snap.enabledFor(client)) == 0 {
-			s.appError(w, r, app, "invalid_request", "no connection is enabled for this application", codeInvalidRequest, ev)
+	var (
+		conn   *connection
+		st     *upstream.Start
+		secret string
+		done   bool
+	)
+	for attempt := 0; attempt < 2 && !done; attempt++ { // the second pass always has fresh set
+		var chooser *page
+		var beginErr error
+		conn, chooser = s.pickConnection(r, snap, client, q.Get("connection"))
+		if conn != nil && conn.err == nil {
+			st, beginErr = conn.up.Begin(r.Context(), s.callbackURL)
 		}
-		return // the chooser page was shown
+		if !fresh && (conn == nil || conn.err != nil || beginErr != nil) {
+			prev := snap
+			if snap, err = s.reg.current(r.Context(), true); err != nil {
+				s.storeFailed(w, r, err, ev)
+				return
+			}
+			fresh = true
+			if snap != prev {
+				continue // the connections changed: decide again
+			}
+			// Unchanged: the answer stands (an unreachable upstream is not asked twice).
+		}
+		if conn == nil {
+			switch name := q.Get("connection"); {
+			case chooser != nil:
+				renderPage(w, http.StatusOK, *chooser)
+			case name != "":
+				s.appError(w, r, app, "invalid_request", "connection "+clip(name, 64)+" is not enabled for this application", codeInvalidRequest, ev)
+			default:
+				s.appError(w, r, app, "invalid_request", "no connection is enabled for this application", codeInvalidRequest, ev)
+			}
+			return
+		}
+		withConnection(ev, conn)
+		if conn.err != nil {
+			s.beginFailed(w, r, app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err})
+			return
+		}
+		if beginErr != nil {
+			s.beginFailed(w, r, app, ev, beginErr)
+			return
+		}
+		secret = randomString(32)
+		tx := transaction{
+			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret),
+			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(),
+		}
+		raw, err := json.Marshal(tx)
+		if err != nil {
+			s.errorPage(w, r, http.StatusInternalServerError, "server_error", "could not encode the login transaction", ev)
+			return
+		}
+		if fresh {
+			err = s.store.Create(r.Context(), sessions.KindTransaction, st.State, raw, s.cfg.Lifetimes.Transaction)
+		} else {
+			var v int64
+			v, err = s.txCreate.CreateVersioned(r.Context(), sessions.KindTransaction, st.State, raw, s.cfg.Lifetimes.Transaction)
+			err = s.metrics.storeError("create", err)
+			if err == nil && !s.reg.confirm(snap, v) {
+				// The connections changed: this transaction's state is never handed out.
+				_ = s.store.Delete(r.Context(), sessions.KindTransaction, st.State)
+				clearConnection(ev)
+				if snap, err = s.reg.current(r.Context(), true); err != nil {
+					s.storeFailed(w, r, err, ev)
+					return
+				}
+				fresh = true
+				continue
+			}
+		}
+		if err != nil {
+			s.storeFailed(w, r, err, ev)
+			return
+		}
+		done = true
 	}
-	withConnection(ev, conn)
-	if conn.err != nil {
-		s.beginFailed(w, r, app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err})
-		return
-	}
-
-	st, err := conn.up.Begin(r.Context(), s.callbackURL)
-	if err != nil {
-		s.beginFailed(w, r, app, ev, err)
-		return
-	}
-	secret := randomString(32)
-	tx := transaction{
-		App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret),
-		Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(),
-	}
-	raw, err := json.Marshal(tx)
-	if err != nil {
-		s.errorPage(w, r, http.StatusInternalServerError, "server_error", "could not encode the login transaction", ev)
-		return
-	}
-	if err := s.store.Create(r.Context(), sessions.KindTransaction, st.State, raw, s.cfg.Lifetimes.Transaction); err != nil {
-		s.storeFailed(w, r, err, ev)
+	if !done { // unreachable: a second pass never starts over
+		s.errorPage(w, r, http.StatusInternalServerError, "server_error", "the login could not be started", ev)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
@@ -168,21 +224,21 @@ func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
 
 // pickConnection returns the connection for the request: the named one (enabled for the
 // client: listed in its connections or naming it in enabled_clients), or the client's only
-// one. With several and none named it renders a chooser page
-// and returns false; an unknown or disabled name also returns false (no page written).
-func (s *Server) pickConnection(w http.ResponseWriter, r *http.Request, snap *connSnapshot, client *ClientConfig, name string) (*connection, bool) {
+// one. With several and none named it returns the chooser page to show; an unknown or
+// disabled name, or no enabled connection, returns neither.
+func (s *Server) pickConnection(r *http.Request, snap *connSnapshot, client *ClientConfig, name string) (*connection, *page) {
 	enabled := snap.enabledFor(client)
 	if name != "" {
 		if !slices.Contains(enabled, name) {
-			return nil, false
+			return nil, nil
 		}
-		return snap.byName[name], true
+		return snap.byName[name], nil
 	}
 	switch len(enabled) {
 	case 0:
-		return nil, false
+		return nil, nil
 	case 1:
-		return snap.byName[enabled[0]], true
+		return snap.byName[enabled[0]], nil
 	}
 	p := page{Title: "Choose how to sign in", Message: "Sign in to " + clientName(client) + " with:"}
 	for _, n := range enabled {
@@ -190,8 +246,7 @@ func (s *Server) pickConnection(w http.ResponseWriter, r *http.Request, snap *co
 		q.Set("connection", n)
 		p.Links = append(p.Links, pageLink{URL: s.base + "/authorize?" + q.Encode(), Text: n})
 	}
-	renderPage(w, http.StatusOK, p)
-	return nil, false
+	return nil, &p
 }
 
 // beginFailed answers a connection that cannot start a login (discovery or DPoP gate).

@@ -56,7 +56,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.clearTxCookie(w)
-	snap, err := s.reg.current(r.Context(), true)
+	// /authorize read the store's connection version for this login; here a snapshot at most
+	// registryRecheck old is enough (a change made since is seen within that second).
+	snap, err := s.reg.current(r.Context(), false)
 	if err != nil {
 		s.storeFailed(w, r, err, ev)
 		return
@@ -134,16 +136,16 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 		s.appError(w, r, &tx.App, "server_error", "could not encode the session", "server_error", ev)
 		return
 	}
-	err := s.store.PutAll(r.Context(),
+	ev.Details["session_id"] = tag
+	err := s.succeedWith(r, ev,
 		sessions.Item{Kind: sessions.KindSession, ID: sid, Value: sess, TTL: s.cfg.Lifetimes.Session},
 		sessions.Item{Kind: sessions.KindCode, ID: codeID, Value: cr, TTL: s.cfg.Lifetimes.Code},
 	)
 	if err != nil {
+		delete(ev.Details, "session_id") // no session was created
 		s.storeFailed(w, r, err, ev)
 		return
 	}
-	ev.Details["session_id"] = tag
-	s.succeed(r, ev)
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: tag + "." + sessionSecret, Path: s.cookiePath("/"),
 		MaxAge: int(s.cfg.Lifetimes.Session.Seconds()), HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,

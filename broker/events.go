@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -22,14 +21,10 @@ const (
 	codeConnectionUnusable = "connection_unusable" // stored connection the driver refuses
 )
 
-// newEvent starts a login event for request r: ip (the peer address; X-Forwarded-For is not
-// trusted), user agent, empty details.
+// newEvent starts a login event for request r: ip (the peer address, or X-Forwarded-For's
+// client when the peer is one of trusted_proxies: clientIP), user agent, empty details.
 func (s *Server) newEvent(r *http.Request) *logs.Event {
-	ip := r.RemoteAddr
-	if h, _, err := net.SplitHostPort(ip); err == nil {
-		ip = h
-	}
-	return &logs.Event{IP: ip, UserAgent: clip(r.UserAgent(), 256), Details: map[string]any{}}
+	return &logs.Event{IP: s.clientIP(r), UserAgent: clip(r.UserAgent(), 256), Details: map[string]any{}}
 }
 
 // withClient adds the app's identity to ev.

@@ -26,7 +26,7 @@ type Deps struct {
 	Events     *logs.Writer   // default: a Writer on Store and Logger
 	Logger     *slog.Logger   // default: discard
 	Now        func() time.Time
-	HTTPClient *http.Client // for upstream calls; default 10 s timeout
+	HTTPClient *http.Client // for upstream calls; default: upstream_timeout (bodies are bounded either way)
 	Keys       *Keys        // default: LoadKeys(cfg, cfg.GenerateMissingKeys)
 }
 
@@ -46,6 +46,9 @@ type Server struct {
 
 	idSigner jose.Signer
 	atSigner jose.Signer
+	opaque   *opaqueTokens             // userinfo-only access tokens (opaque.go); nil: JWTs
+	logBatch sessions.LogBatcher       // the events' store, when it can batch records and an event
+	txCreate sessions.VersionedCreator // the store, when it also holds the connections
 
 	clients  map[string]*ClientConfig
 	apis     map[string]*APIConfig
@@ -55,8 +58,10 @@ type Server struct {
 	origins  map[string]bool // CORS origins from every client
 	// discoveryHTTP fetches discovery documents for management checks (uncached).
 	discoveryHTTP *http.Client
+	upstreamHTTP  *http.Client // every upstream call (upstreamhttp.go)
 	mux           *http.ServeMux
 	metrics       *metrics // private Prometheus registry (metrics.go)
+	guard         *guard   // rate limits and trusted proxies (ratelimit.go, limits.go)
 }
 
 // connection is one configured upstream with its driver (up is nil and err set when the
@@ -103,12 +108,24 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 		}
 	}
 	s.metrics = newMetrics()
+	if s.guard, err = newGuard(cfg, s.metrics.reg); err != nil {
+		return nil, err
+	}
+	rawStore := s.store
 	s.store = s.metrics.instrumentStore(s.store) // counts store failures by op
 	if s.events == nil {
 		s.events = NewEventWriter(cfg, s.store, s.log, "")
 		s.events.Now = s.now
 	} else {
 		configureEventWriter(cfg, s.events)
+	}
+	if lb, ok := rawStore.(sessions.LogBatcher); ok && (sameStore(s.events.Store, rawStore) || sameStore(s.events.Store, s.store)) {
+		s.logBatch = lb // the login records and their s event in one write (loginwrite.go)
+	}
+	if vc, ok := rawStore.(sessions.VersionedCreator); ok {
+		if _, conns := rawStore.(sessions.Connections); conns {
+			s.txCreate = vc // the transaction and the connections version in one round trip (authorize.go)
+		}
 	}
 	if s.verifier, err = newVerifier(&cfg.DPoPServer, s.store, s.now); err != nil {
 		return nil, err
@@ -122,10 +139,11 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	if s.atSigner, err = s.keys.signer("at+jwt"); err != nil {
 		return nil, fmt.Errorf("access token signer: %w", err)
 	}
-	httpClient := deps.HTTPClient
-	if httpClient == nil {
-		httpClient = &http.Client{Timeout: 10 * time.Second}
+	if s.opaque, err = newOpaqueTokens(s.keys); err != nil {
+		return nil, err
 	}
+	httpClient := upstreamClient(deps.HTTPClient, cfg.UpstreamTimeout)
+	s.upstreamHTTP = httpClient
 	opts := upstream.Options{
 		HTTP:       httpClient,
 		Discovery:  &discovery.Client{HTTP: httpClient, Now: s.now},
@@ -241,9 +259,9 @@ func (s *Server) routes() {
 	}
 	h("GET /.well-known/openid-configuration", s.handleDiscovery)
 	h("GET /.well-known/jwks.json", s.handleJWKS)
-	h("GET /authorize", s.handleAuthorize)
-	h("GET /login/callback", s.handleCallback)
-	h("POST /oauth/token", s.cors(s.handleToken))
+	h("GET /authorize", s.guardAuthorize(s.handleAuthorize))
+	h("GET /login/callback", s.guardCallback(s.handleCallback))
+	h("POST /oauth/token", s.cors(s.guardToken(s.handleToken)))
 	h("OPTIONS /oauth/token", s.cors(nil))
 	h("GET /userinfo", s.cors(s.handleUserinfo))
 	h("POST /userinfo", s.cors(s.handleUserinfo))

@@ -327,35 +327,57 @@ type binding struct {
 	Alg       string // the proof's alg
 }
 
-// issueTokens signs the ID token and the access token for a redeemed code.
+// atClaims are the claims of a broker access token (RFC 9068 for API audiences; the same set,
+// sealed, for userinfo-only tokens).
+type atClaims struct {
+	Issuer   string   `json:"iss"`
+	Subject  string   `json:"sub"`
+	Audience []string `json:"aud"`
+	AZP      string   `json:"azp"`
+	ClientID string   `json:"client_id"`
+	IssuedAt int64    `json:"iat"`
+	Expiry   int64    `json:"exp"`
+	JTI      string   `json:"jti"`
+	Scope    string   `json:"scope"`
+	SID      string   `json:"sid"`
+	Cnf      *atCnf   `json:"cnf,omitempty"`
+}
+
+type atCnf struct {
+	JKT string `json:"jkt"`
+}
+
+// issueTokens issues the access token (opaque when only /userinfo is its audience, a signed
+// JWT for an API audience) and signs the ID token for a redeemed code.
 func (s *Server) issueTokens(rec *codeRecord, client *ClientConfig, b binding) (*tokenResponse, error) {
 	now := s.now()
-	jti := randomString(16)
-	aud := []string{}
-	if rec.App.Audience != "" {
-		aud = append(aud, rec.App.Audience)
+	at := atClaims{
+		Issuer: s.issuer, Subject: rec.UserID, AZP: client.ClientID, ClientID: client.ClientID,
+		IssuedAt: now.Unix(), Expiry: now.Add(s.cfg.Lifetimes.AccessToken).Unix(), JTI: randomString(16),
+		Scope: rec.App.Scope, SID: rec.SID,
 	}
-	aud = append(aud, s.userinfoAudience())
-	at := map[string]any{
-		"iss": s.issuer, "sub": rec.UserID, "aud": aud, "azp": client.ClientID, "client_id": client.ClientID,
-		"iat": now.Unix(), "exp": now.Add(s.cfg.Lifetimes.AccessToken).Unix(), "jti": jti,
-		"scope": rec.App.Scope, "sid": rec.SID,
+	if rec.App.Audience != "" {
+		at.Audience = []string{rec.App.Audience, s.userinfoAudience()}
+	} else {
+		at.Audience = []string{s.userinfoAudience()}
 	}
 	if b.JKT != "" {
-		at["cnf"] = map[string]string{"jkt": b.JKT}
+		at.Cnf = &atCnf{JKT: b.JKT}
 	}
-	accessToken, err := signJWT(s.atSigner, at)
+	var accessToken string
+	var err error
+	if rec.App.Audience == "" && s.opaque != nil {
+		accessToken, err = s.opaque.seal(&at)
+	} else {
+		accessToken, err = signJWT(s.atSigner, &at)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
 	id := scopedClaims(rec.Claims, rec.App.Scope)
-	for k, v := range map[string]any{
-		"iss": s.issuer, "sub": rec.UserID, "aud": client.ClientID, "azp": client.ClientID,
-		"iat": now.Unix(), "exp": now.Add(s.cfg.Lifetimes.IDToken).Unix(), "auth_time": rec.AuthTime,
-		"sid": rec.SID, "at_hash": atHash(accessToken),
-	} {
-		id[k] = v
-	}
+	id["iss"], id["sub"], id["aud"], id["azp"] = s.issuer, rec.UserID, client.ClientID, client.ClientID
+	id["iat"], id["exp"], id["auth_time"] = now.Unix(), now.Add(s.cfg.Lifetimes.IDToken).Unix(), rec.AuthTime
+	id["sid"], id["at_hash"] = rec.SID, atHash(accessToken)
 	if rec.App.Nonce != "" {
 		id["nonce"] = rec.App.Nonce
 	}

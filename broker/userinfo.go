@@ -139,22 +139,29 @@ func (s *Server) bearerError(w http.ResponseWriter, status int, code, desc strin
 	writeOAuthError(w, &oauthError{Status: status, Code: code, Description: desc})
 }
 
-// verifyAccessToken checks the broker's own access token: signature and alg, typ at+jwt,
-// iss, the userinfo audience, exp/iat (no leeway beyond a few seconds).
+// verifyAccessToken checks the broker's own access token: an opaque one is opened with the
+// broker's token key (opaque.go); a JWT's signature and alg, typ at+jwt; then for both iss,
+// the userinfo audience, exp/iat (no leeway beyond a few seconds).
 func (s *Server) verifyAccessToken(raw string) (*accessClaims, error) {
 	if len(raw) > 8192 {
 		return nil, errors.New("access token too long")
 	}
-	t, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{s.keys.SigningAlg})
-	if err != nil {
-		return nil, errors.New("malformed access token")
-	}
-	if len(t.Headers) != 1 || t.Headers[0].ExtraHeaders[jose.HeaderType] != "at+jwt" {
-		return nil, errors.New("not an access token (typ must be at+jwt)")
-	}
 	var c accessClaims
-	if err := t.Claims(s.keys.Signing.Public(), &c); err != nil {
-		return nil, errors.New("access token signature is invalid")
+	if isOpaque(raw) {
+		if err := s.opaque.open(raw, &c); err != nil {
+			return nil, err
+		}
+	} else {
+		t, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{s.keys.SigningAlg})
+		if err != nil {
+			return nil, errors.New("malformed access token")
+		}
+		if len(t.Headers) != 1 || t.Headers[0].ExtraHeaders[jose.HeaderType] != "at+jwt" {
+			return nil, errors.New("not an access token (typ must be at+jwt)")
+		}
+		if err := t.Claims(s.keys.Signing.Public(), &c); err != nil {
+			return nil, errors.New("access token signature is invalid")
+		}
 	}
 	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: s.issuer, Time: s.now()}, 5*time.Second); err != nil {
 		return nil, fmt.Errorf("access token rejected: %w", err)
@@ -169,7 +176,7 @@ func (s *Server) verifyAccessToken(raw string) (*accessClaims, error) {
 }
 
 // signJWT signs claims as a compact JWS.
-func signJWT(signer jose.Signer, claims map[string]any) (string, error) {
+func signJWT(signer jose.Signer, claims any) (string, error) {
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", fmt.Errorf("marshal claims: %w", err)

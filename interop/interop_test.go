@@ -408,7 +408,10 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 		if got := body["token_type"]; got != "dpop" {
 			t.Errorf("DS-18 broker token_type for a DPoP client = %v, want DPoP", got)
 		}
-		if jkt, _ := body["dpop_jkt"].(string); jkt == "" || body["at_cnf_jkt"] != jkt {
+		// The userinfo-only access token is opaque (a JWE the RP cannot read): its binding shows
+		// in /userinfo accepting it only as DPoP <at> with the RP key's proof (wantSuccess) and
+		// in the seacft event's jkt below; a JWT access token carries cnf.jkt itself.
+		if jkt, _ := body["dpop_jkt"].(string); jkt == "" || body["at_opaque"] != true && body["at_cnf_jkt"] != jkt {
 			t.Errorf("DS-18/DS-19 access token cnf.jkt = %v, want the RP key's RFC 7638 thumbprint %v", body["at_cnf_jkt"], body["dpop_jkt"])
 		}
 		ev := waitEventType(t, w.broker.proc, "seacft")

@@ -179,6 +179,8 @@ async function callback(req, res, currentUrl) {
     dpop_jkt: dpopJkt,
     at_cnf_jkt: at?.cnf?.jkt,
     at_aud: at?.aud,
+    // A userinfo-only access token from the broker is opaque (a JWE): nothing to decode.
+    at_opaque: tokens.access_token.split('.').length === 5,
   });
 }
 

@@ -5,11 +5,11 @@ package logs
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"sync/atomic"
 	"time"
 
@@ -77,17 +77,25 @@ var descriptions = map[string]string{
 func NewLogID(now time.Time) string {
 	ns := max(now.UnixNano(), 0)
 	seq := logSeq.Add(1) % 1e12
-	var r [10]byte         // 80 bits ≥ 24 decimal digits' worth after reduction
+	var r [16]byte         // two 64-bit values, each reduced to 12 digits
 	_, _ = rand.Read(r[:]) // crypto/rand.Read never fails
-	rnd := new(big.Int).SetBytes(r[:])
-	rnd.Mod(rnd, big24)
-	return fmt.Sprintf("%020d%012d%024d", ns, seq, rnd)
+	var id [56]byte
+	putDigits(id[0:20], uint64(ns))
+	putDigits(id[20:32], seq)
+	putDigits(id[32:44], binary.LittleEndian.Uint64(r[0:8])%1e12)
+	putDigits(id[44:56], binary.LittleEndian.Uint64(r[8:16])%1e12)
+	return string(id[:])
 }
 
-var (
-	logSeq atomic.Uint64
-	big24  = new(big.Int).Exp(big.NewInt(10), big.NewInt(24), nil)
-)
+// putDigits writes v in decimal, zero-padded to fill dst (v must fit).
+func putDigits(dst []byte, v uint64) {
+	for i := len(dst) - 1; i >= 0; i-- {
+		dst[i] = byte('0' + v%10)
+		v /= 10
+	}
+}
+
+var logSeq atomic.Uint64
 
 // dateLayout is RFC 3339 in UTC with milliseconds, as the SaaS prints log dates.
 const dateLayout = "2006-01-02T15:04:05.000Z"
@@ -125,13 +133,71 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	if ev == nil {
 		return errors.New("logs: nil event")
 	}
+	p := w.prepare(ev)
+	defer p.release()
+	logger := w.logger()
+	logger.LogAttrs(ctx, slog.LevelInfo, "login_event", ev.attrs(p.details)...)
+	if w.Store == nil {
+		return nil
+	}
+	if p.err != nil {
+		return p.err
+	}
+	if err := w.Store.AppendLog(ctx, ev.LogID, p.data, w.maxLen()); err != nil {
+		logger.LogAttrs(ctx, slog.LevelError, "login_event_store_failed",
+			slog.String("log_id", ev.LogID), slog.String("error", err.Error()))
+		return fmt.Errorf("logs: store event %s: %w", ev.LogID, err)
+	}
+	w.maybeTrim(ctx, p.t)
+	return nil
+}
+
+// WriteWith records ev like Write, but store appends the encoded entry instead of
+// Store.AppendLog, so that a caller can write it in one atomic batch with its own records
+// (sessions.LogBatcher). When store fails, nothing is logged, ev is left as it was (a later
+// Write gives it a fresh id, date and description) and the error is returned as is. Without
+// a Store it returns an error wrapping errors.ErrUnsupported and does nothing.
+func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx context.Context, id string, data []byte, maxLen int) error) error {
+	if ev == nil {
+		return errors.New("logs: nil event")
+	}
+	if w.Store == nil {
+		return fmt.Errorf("logs: no store: %w", errors.ErrUnsupported)
+	}
+	saved := *ev
+	p := w.prepare(ev)
+	defer p.release()
+	if p.err != nil {
+		*ev = saved
+		return p.err
+	}
+	if err := store(ctx, ev.LogID, p.data, w.maxLen()); err != nil {
+		*ev = saved
+		return err
+	}
+	w.logger().LogAttrs(ctx, slog.LevelInfo, "login_event", ev.attrs(p.details)...)
+	w.maybeTrim(ctx, p.t)
+	return nil
+}
+
+// prepared is an event ready to write: its redacted details and stored JSON.
+type prepared struct {
+	t       time.Time
+	details json.RawMessage
+	data    []byte // the stored JSON (nil without a Store)
+	err     error  // encoding failure
+	release func()
+}
+
+// prepare fills ev's LogID, Date, Description, Hostname and StrategyType when empty, marks
+// the id in flight (until release) and encodes the event once for slog and the store.
+func (w *Writer) prepare(ev *Event) prepared {
 	now := time.Now
 	if w.Now != nil {
 		now = w.Now
 	}
 	t := now()
 	release := w.track(ev, &t, now) // assigns ev.LogID (re-reading the clock) when empty; held until stored
-	defer release()
 	if ev.LogID == "" {
 		ev.LogID = NewLogID(t)
 	}
@@ -147,38 +213,36 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	if ev.StrategyType == "" && ev.Strategy != "" {
 		ev.StrategyType = "enterprise"
 	}
-	out := *ev // what is written: ev with its details redacted; ev.Details stays the caller's
-	out.Details = Redact(ev.Details)
-
-	logger := w.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	logger.LogAttrs(ctx, slog.LevelInfo, "login_event", out.attrs()...)
-
+	p := prepared{t: t, details: encodeDetails(ev.Details), release: release}
 	if w.Store == nil {
-		return nil
+		return p
 	}
+	out := *ev
+	out.Details = nil
 	data, err := json.Marshal(&out)
 	if err != nil {
-		return fmt.Errorf("logs: encode event %s: %w", ev.LogID, err)
+		p.err = fmt.Errorf("logs: encode event %s: %w", ev.LogID, err)
+		return p
 	}
-	maxLen := w.MaxLen
-	if maxLen <= 0 {
-		maxLen = DefaultMaxLen
+	if p.details != nil {
+		// Details is the last field: the stored JSON is what json.Marshal gives for the event
+		// with its redacted details.
+		data = append(append(append(data[:len(data)-1], `,"details":`...), p.details...), '}')
 	}
-	if err := w.Store.AppendLog(ctx, ev.LogID, data, maxLen); err != nil {
-		logger.LogAttrs(ctx, slog.LevelError, "login_event_store_failed",
-			slog.String("log_id", ev.LogID), slog.String("error", err.Error()))
-		return fmt.Errorf("logs: store event %s: %w", ev.LogID, err)
+	p.data = data
+	return p
+}
+
+func (w *Writer) maxLen() int {
+	if w.MaxLen <= 0 {
+		return DefaultMaxLen
 	}
-	w.maybeTrim(ctx, t)
-	return nil
+	return w.MaxLen
 }
 
 // attrs returns the event as slog attributes named like its JSON fields (empty optional
 // fields left out, as in the JSON form).
-func (ev *Event) attrs() []slog.Attr {
+func (ev *Event) attrs(details json.RawMessage) []slog.Attr {
 	a := []slog.Attr{
 		slog.String("log_id", ev.LogID),
 		slog.String("date", ev.Date),
@@ -202,8 +266,8 @@ func (ev *Event) attrs() []slog.Attr {
 			a = append(a, slog.String(f.k, f.v))
 		}
 	}
-	if len(ev.Details) > 0 {
-		a = append(a, slog.Any("details", ev.Details))
+	if len(details) > 0 {
+		a = append(a, slog.Any("details", rawJSON(details)))
 	}
 	return a
 }

@@ -97,6 +97,13 @@ func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, t
 	return nil
 }
 
+func (m *memory) CreateVersioned(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) (int64, error) {
+	if err := m.Create(ctx, kind, id, value, ttl); err != nil {
+		return 0, err
+	}
+	return m.ConnectionsVersion(ctx)
+}
+
 func (m *memory) Put(_ context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
 	if err := checkRecord(kind, id, ttl); err != nil {
 		return fmt.Errorf("sessions: put %s: %w", kind, err)
@@ -126,6 +133,30 @@ func (m *memory) PutAll(_ context.Context, items ...Item) error {
 		m.set(it.Kind, it.ID, it.Value, it.TTL, now)
 		m.wrote(now)
 	}
+	return nil
+}
+
+func (m *memory) PutAllAndLog(_ context.Context, logID string, event []byte, maxLen int, items ...Item) error {
+	if err := checkBatch(items); err != nil {
+		return fmt.Errorf("sessions: put all and log: %w", err)
+	}
+	if err := checkLogID(logID); err != nil {
+		return fmt.Errorf("sessions: put all and log: %w", err)
+	}
+	if maxLen < 1 {
+		return fmt.Errorf("sessions: put all and log: maxLen %d must be at least 1", maxLen)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errClosed
+	}
+	now := m.now()
+	for _, it := range items {
+		m.set(it.Kind, it.ID, it.Value, it.TTL, now)
+		m.wrote(now)
+	}
+	m.appendLog(logID, event, maxLen)
 	return nil
 }
 
@@ -188,13 +219,18 @@ func (m *memory) AppendLog(_ context.Context, id string, event []byte, maxLen in
 	if m.closed {
 		return errClosed
 	}
+	m.appendLog(id, event, maxLen)
+	return nil
+}
+
+// appendLog inserts one event in id order and keeps the maxLen greatest ids. m.mu is held.
+func (m *memory) appendLog(id string, event []byte, maxLen int) {
 	i, _ := slices.BinarySearchFunc(m.logs, id, func(e memLog, id string) int { return strings.Compare(e.id, id) })
 	m.logs = slices.Insert(m.logs, i, memLog{id: id, data: bytes.Clone(event)})
 	if n := len(m.logs) - maxLen; n > 0 {
 		clear(m.logs[:n]) // release the dropped events
 		m.logs = m.logs[n:]
 	}
-	return nil
 }
 
 func (m *memory) Logs(_ context.Context, before string, limit int) ([][]byte, error) {

@@ -103,6 +103,33 @@ func (s *redisStore) Create(ctx context.Context, kind Kind, id string, value []b
 	return nil
 }
 
+func (s *redisStore) CreateVersioned(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) (int64, error) {
+	if err := checkRecord(kind, id, ttl); err != nil {
+		return 0, fmt.Errorf("sessions: create %s: %w", kind, err)
+	}
+	var created *redis.BoolCmd
+	var ver *redis.StringCmd
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		created = p.SetNX(ctx, s.key(kind, id), value, ttl)
+		ver = p.Get(ctx, s.connKeys().ver)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, mapErr("create "+string(kind), err)
+	}
+	if !created.Val() {
+		return 0, fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
+	}
+	v, err := ver.Int64()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return 0, nil
+	case err != nil:
+		return 0, mapErr("connections version", err)
+	}
+	return v, nil
+}
+
 func (s *redisStore) Put(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
 	if err := checkRecord(kind, id, ttl); err != nil {
 		return fmt.Errorf("sessions: put %s: %w", kind, err)
@@ -124,6 +151,36 @@ func (s *redisStore) PutAll(ctx context.Context, items ...Item) error {
 		return nil
 	})
 	return mapErr("put all", err)
+}
+
+func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...Item) error {
+	if _, cluster := s.c.(*redis.ClusterClient); cluster {
+		return fmt.Errorf("sessions: put all and log on Redis Cluster: %w", errors.ErrUnsupported)
+	}
+	if err := checkBatch(items); err != nil {
+		return fmt.Errorf("sessions: put all and log: %w", err)
+	}
+	if err := checkLogID(logID); err != nil {
+		return fmt.Errorf("sessions: put all and log: %w", err)
+	}
+	if maxLen < 1 {
+		return fmt.Errorf("sessions: put all and log: maxLen %d must be at least 1", maxLen)
+	}
+	member := make([]byte, 0, len(logID)+1+len(event))
+	member = append(append(append(member, logID...), 0), event...)
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for _, it := range items {
+			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
+		}
+		p.ZAdd(ctx, s.logKey, redis.Z{Member: member})
+		p.ZRemRangeByRank(ctx, s.logKey, 0, int64(-maxLen-1))
+		return nil
+	})
+	if err != nil && (redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "EXECABORT")) {
+		// A one-address client on a cluster-mode server: EXEC refused the whole batch.
+		return fmt.Errorf("sessions: put all and log: %w: %w", errors.ErrUnsupported, err)
+	}
+	return mapErr("put all and log", err)
 }
 
 func (s *redisStore) Get(ctx context.Context, kind Kind, id string) ([]byte, error) {
@@ -164,7 +221,9 @@ func (s *redisStore) AppendLog(ctx context.Context, id string, event []byte, max
 	}
 	member := make([]byte, 0, len(id)+1+len(event))
 	member = append(append(append(member, id...), 0), event...)
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	// One round trip, no MULTI: the trim needs no atomicity with the add (every append
+	// trims to the maxLen greatest ids, whatever runs in between).
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, s.logKey, redis.Z{Member: member})
 		p.ZRemRangeByRank(ctx, s.logKey, 0, int64(-maxLen-1)) // keep the maxLen greatest ids
 		return nil

@@ -88,6 +88,27 @@ type Store interface {
 	Close() error
 }
 
+// LogBatcher is an optional Store capability: one atomic write of a PutAll batch and one
+// log event, so that a record and the event reporting it are stored together or not at all
+// (one round trip instead of two). The memory store and Redis single node or Sentinel (one
+// MULTI/EXEC) offer it; on Redis Cluster the log lives on its own slot, so PutAllAndLog
+// returns an error wrapping errors.ErrUnsupported and changes nothing: use PutAll and
+// AppendLog.
+type LogBatcher interface {
+	// PutAllAndLog stores every item (as PutAll) and appends the event (as AppendLog), or
+	// does nothing.
+	PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...Item) error
+}
+
+// VersionedCreator is an optional capability of stores that keep connection records: Create
+// and then ConnectionsVersion in one round trip (not one atomic step: the version is read
+// right after the create). A login that must use current connections writes its
+// transaction this way and starts again when the version moved, instead of reading the
+// version first (one round trip fewer).
+type VersionedCreator interface {
+	CreateVersioned(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) (connectionsVersion int64, err error)
+}
+
 // Key returns the backend key for (kind, id) under prefix: "PREFIX:KIND:{TAG}REST", where
 // TAG is the part of id before its first '.' (or all of id) and REST the remainder.
 func Key(prefix string, kind Kind, id string) string {

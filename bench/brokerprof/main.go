@@ -26,6 +26,7 @@ func main() { os.Exit(run()) }
 func run() int {
 	path := flag.String("config", "", "broker configuration file")
 	profile := flag.String("cpuprofile", "broker.cpu.pprof", "CPU profile output")
+	memProfile := flag.String("memprofile", "", "allocation profile output, written at exit (optional)")
 	flag.Parse()
 	cfg, err := broker.Load(*path)
 	if err != nil {
@@ -50,6 +51,14 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "brokerprof:", err)
 		return 1
 	}
+	// As serve: seed the configured connections before listening.
+	initCtx, cancelInit := context.WithTimeout(context.Background(), 10*time.Second)
+	err = srv.Init(initCtx)
+	cancelInit()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "brokerprof:", err)
+		return 1
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "brokerprof:", err)
@@ -66,6 +75,9 @@ func run() int {
 		return 1
 	}
 	defer pprof.StopCPUProfile()
+	if *memProfile != "" {
+		defer writeAllocs(*memProfile)
+	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	logger.Info("listening", "addr", ln.Addr().String())
@@ -82,4 +94,17 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// writeAllocs writes the allocation profile (every allocation since start, sampled).
+func writeAllocs(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "brokerprof:", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "brokerprof:", err)
+	}
 }

@@ -41,9 +41,11 @@ func (s *syncBuffer) String() string {
 
 // waitFor polls buf until it contains want or 3 s pass (a bounded wait, not a timing
 // assertion).
+// waitFor polls the CLI output for want. The bound is generous (10 s) because CI runs many
+// race-instrumented packages at once on two cores; the CLI itself polls every 250 ms.
 func waitFor(t *testing.T, buf *syncBuffer, want string) {
 	t.Helper()
-	for range 300 {
+	for range 1000 {
 		if strings.Contains(buf.String(), want) {
 			return
 		}

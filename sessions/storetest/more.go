@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -450,5 +452,75 @@ func testConnInvalid(t *testing.T, s sessions.Store) {
 	}
 	if v := version(t, c); v != 0 {
 		t.Fatalf("refused writes moved the version to %d", v)
+	}
+}
+
+// testPutAllAndLog checks the optional sessions.LogBatcher: the items and the event are all
+// stored (retention applied), or the store says errors.ErrUnsupported and nothing changed;
+// a batch with mixed hash tags or a bad log id changes nothing.
+func testPutAllAndLog(t *testing.T, s sessions.Store) {
+	lb, ok := s.(sessions.LogBatcher)
+	if !ok {
+		t.Skip("store does not implement sessions.LogBatcher")
+	}
+	items := []sessions.Item{
+		{Kind: sessions.KindSession, ID: "tag.s", Value: []byte("sess"), TTL: time.Minute},
+		{Kind: sessions.KindCode, ID: "tag.code", Value: []byte("code"), TTL: time.Minute},
+	}
+	appendN(t, s, 1, 2)
+	err := lb.PutAllAndLog(ctx(t), logID(3), []byte(`{"n":3}`), 2, items...)
+	if errors.Is(err, errors.ErrUnsupported) {
+		mustNotFound(t, s, sessions.KindSession, "tag.s")
+		wantLogs(t, s, "", 10, 2, 1)
+		return
+	}
+	if err != nil {
+		t.Fatalf("PutAllAndLog: %v", err)
+	}
+	mustGet(t, s, sessions.KindSession, "tag.s", []byte("sess"))
+	mustGet(t, s, sessions.KindCode, "tag.code", []byte("code"))
+	wantLogs(t, s, "", 10, 3, 2) // maxLen 2 kept the two greatest ids
+
+	mixed := append(slices.Clone(items[:1]), sessions.Item{Kind: sessions.KindCode, ID: "other.code", Value: []byte("x"), TTL: time.Minute})
+	if err := lb.PutAllAndLog(ctx(t), logID(4), []byte(`{"n":4}`), 10, mixed...); err == nil {
+		t.Error("mixed hash tags accepted")
+	}
+	if err := lb.PutAllAndLog(ctx(t), "not-a-log-id", []byte(`{}`), 10, sessions.Item{Kind: sessions.KindCode, ID: "new.code", Value: []byte("x"), TTL: time.Minute}); err == nil {
+		t.Error("bad log id accepted")
+	}
+	mustNotFound(t, s, sessions.KindCode, "other.code")
+	mustNotFound(t, s, sessions.KindCode, "new.code")
+	wantLogs(t, s, "", 10, 3, 2)
+}
+
+// testCreateVersioned checks the optional sessions.VersionedCreator: Create semantics
+// (ErrExists for a live record) plus the connections version after the write.
+func testCreateVersioned(t *testing.T, s sessions.Store) {
+	vc, ok := s.(sessions.VersionedCreator)
+	cs, ok2 := s.(sessions.Connections)
+	if !ok || !ok2 {
+		t.Skip("store does not implement sessions.VersionedCreator and sessions.Connections")
+	}
+	v, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "tx1", []byte("a"), time.Minute)
+	if err != nil || v != 0 {
+		t.Fatalf("first create: %d %v, want version 0", v, err)
+	}
+	mustGet(t, s, sessions.KindTransaction, "tx1", []byte("a"))
+	if _, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "tx1", []byte("b"), time.Minute); !errors.Is(err, sessions.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	mustGet(t, s, sessions.KindTransaction, "tx1", []byte("a"))
+	if err := cs.CreateConnection(ctx(t), "con_1", "one", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	want, err := cs.ConnectionsVersion(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "tx2", []byte("c"), time.Minute); err != nil || v != want || v == 0 {
+		t.Fatalf("create after a connection write: %d %v, want version %d", v, err, want)
+	}
+	if _, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "", []byte("c"), time.Minute); err == nil {
+		t.Error("empty id accepted")
 	}
 }

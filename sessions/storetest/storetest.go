@@ -62,6 +62,8 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{"Connections seed is idempotent", testConnSeed},
 		{"Connections copy values and live apart from TTL records", testConnDurable},
 		{"Connections invalid input", testConnInvalid},
+		{"PutAllAndLog stores records and event together or reports unsupported", testPutAllAndLog},
+		{"CreateVersioned creates once and reads the connections version", testCreateVersioned},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,55 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"reflect"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// succeedWith stores the login records (the session and the code) and records ev as a
+// successful login: in one atomic write when the event log lives in the same store and the
+// store can batch (sessions.LogBatcher: Redis single node or Sentinel, memory), else PutAll
+// then the event. An error means that neither the records nor the event were stored; ev is
+// then as before the call (the caller records the failure with it).
+func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.Item) error {
+	if s.logBatch != nil {
+		ev.Type = logs.TypeSuccessLogin
+		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int) error {
+			return s.logBatch.PutAllAndLog(ctx, id, data, maxLen, items...)
+		})
+		if err == nil {
+			s.metrics.login(ev)
+			return nil
+		}
+		ev.Type = ""
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return s.metrics.storeError("put all", err)
+		}
+	}
+	if err := s.store.PutAll(r.Context(), items...); err != nil {
+		return err
+	}
+	s.succeed(r, ev)
+	return nil
+}
+
+// sameStore reports whether a and b are the same store value (false for values that cannot
+// be compared).
+func sameStore(a, b sessions.Store) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta.Comparable() && a == b
+}
+
+// clearConnection undoes withConnection on ev (a login that starts again with other
+// connections).
+func clearConnection(ev *logs.Event) {
+	ev.Connection, ev.ConnectionID, ev.Strategy, ev.StrategyType = "", "", "", ""
+	delete(ev.Details, "dpop_signing_alg")
+}
