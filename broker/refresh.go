@@ -101,13 +101,9 @@ func b64url(s string) bool {
 var errRefreshInvalid = invalidGrant("refresh token is invalid, expired or revoked")
 
 func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
-	proof, oerr := s.tokenProof(r, client)
-	if x.proof = proof; oerr != nil {
+	proof, tok, oerr := s.grantInput(r, client, form, x, "refresh_token")
+	if oerr != nil {
 		return nil, oerr
-	}
-	tok := form.Get("refresh_token")
-	if tok == "" {
-		return nil, invalidRequest("refresh_token is required")
 	}
 	fam, id, ok := splitRefreshToken(tok)
 	if !ok {

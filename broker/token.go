@@ -161,13 +161,9 @@ type exchange struct {
 
 func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
 	// The proof is checked before the code is taken, so a use_dpop_nonce retry keeps the code.
-	proof, oerr := s.tokenProof(r, client)
-	if x.proof = proof; oerr != nil {
+	proof, code, oerr := s.grantInput(r, client, form, x, "code")
+	if oerr != nil {
 		return nil, oerr
-	}
-	code := form.Get("code")
-	if code == "" {
-		return nil, invalidRequest("code is required")
 	}
 	rec, err := s.takeCode(r, code)
 	if err != nil {
@@ -204,6 +200,20 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 		return nil, s.issueFailed(err)
 	}
 	return resp, nil
+}
+
+// grantInput verifies the token request's DPoP proof (kept in x) and returns it with the
+// grant's required form parameter param.
+func (s *Server) grantInput(r *http.Request, client *ClientConfig, form url.Values, x *exchange, param string) (*dpop.Result, string, *oauthError) {
+	proof, oerr := s.tokenProof(r, client)
+	if x.proof = proof; oerr != nil {
+		return nil, "", oerr
+	}
+	v := form.Get(param)
+	if v == "" {
+		return nil, "", invalidRequest(param + " is required")
+	}
+	return proof, v, nil
 }
 
 // errStoreDown answers a token request when the store cannot be reached.

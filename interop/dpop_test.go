@@ -56,7 +56,7 @@ func asEnv(t *testing.T, upstreamSecret, nonceSecret string) map[string]string {
 func asConfig(o asOptions) string {
 	store := "  type: memory"
 	if o.redisAddr != "" {
-		store = fmt.Sprintf("  type: redis\n  redis:\n    addrs: [%q]\n    prefix: \"interop\"\n    timeout: 2s", o.redisAddr)
+		store = redisStoreYAML(o.redisAddr, "interop")
 	}
 	spa := ""
 	if o.spaOrigin != "" {
@@ -73,17 +73,7 @@ issuer: "http://127.0.0.1:%[1]d/"
 listen: "127.0.0.1:%[2]d"
 store:
 %[3]s
-keys:
-  signing:
-    alg: RS256
-    private_key_env: "INTEROP_SIGNING_KEY"
-  dpop:
-    es256: { private_key_env: "INTEROP_DPOP_ES256_KEY" }
-dpop:
-  retry_delay: 10ms
-  jitter: 10ms
-  max_retries: 1
-dpop_server:
+`+keysYAML+`dpop_server:
   require_nonce: %[4]t
   nonce_secret: "${INTEROP_NONCE_SECRET}"
   nonce_period: 5m

@@ -497,3 +497,23 @@ func waitEventType(t *testing.T, p *proc, typ string) loginEvent {
 		time.Sleep(pollInterval)
 	}
 }
+
+// redisStoreYAML is the body of a broker config's store section: the redis at addr, keys
+// under prefix.
+func redisStoreYAML(addr, prefix string) string {
+	return fmt.Sprintf("  type: redis\n  redis:\n    addrs: [%q]\n    prefix: %q\n    timeout: 2s", addr, prefix)
+}
+
+// keysYAML is the keys and dpop sections every interop broker config shares: RS256 signing
+// and ES256 upstream DPoP keys from the environment, and one quick use_dpop_nonce retry.
+const keysYAML = `keys:
+  signing:
+    alg: RS256
+    private_key_env: "INTEROP_SIGNING_KEY"
+  dpop:
+    es256: { private_key_env: "INTEROP_DPOP_ES256_KEY" }
+dpop:
+  retry_delay: 10ms
+  jitter: 10ms
+  max_retries: 1
+`

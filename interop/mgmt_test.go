@@ -52,22 +52,8 @@ func mgmtConfig(base, redisAddr, dpopUpstream string) string {
 issuer: "%[1]s/"
 listen: "127.0.0.1:${INTEROP_LISTEN_PORT}"
 store:
-  type: redis
-  redis:
-    addrs: [%[2]q]
-    prefix: "interop-mgmt"
-    timeout: 2s
-keys:
-  signing:
-    alg: RS256
-    private_key_env: "INTEROP_SIGNING_KEY"
-  dpop:
-    es256: { private_key_env: "INTEROP_DPOP_ES256_KEY" }
-dpop:
-  retry_delay: 10ms
-  jitter: 10ms
-  max_retries: 1
-management:
+%[2]s
+`+keysYAML+`management:
   tokens:
     - name: %[3]q
       token: "${INTEROP_MGMT_TOKEN}"
@@ -87,7 +73,7 @@ connections:
       client_secret: "${INTEROP_UPSTREAM_SECRET}"
       scope: "openid profile email"
       type: back_channel
-`, base, redisAddr, mgmtTokenName, mgmtScopes, mgmtClientID, mgmtRedirectURI, mgmtConnName, dpopUpstream)
+`, base, redisStoreYAML(redisAddr, "interop-mgmt"), mgmtTokenName, mgmtScopes, mgmtClientID, mgmtRedirectURI, mgmtConnName, dpopUpstream)
 }
 
 func setupMgmt(t *testing.T) *mgmtWorld {

@@ -107,22 +107,8 @@ func replicaConfig(public, redisAddr, upstreamURL, rpURL string) string {
 issuer: "%[1]s/"
 listen: "127.0.0.1:${INTEROP_LISTEN_PORT}"
 store:
-  type: redis
-  redis:
-    addrs: [%[2]q]
-    prefix: "interop-replicas"
-    timeout: 2s
-keys:
-  signing:
-    alg: RS256
-    private_key_env: "INTEROP_SIGNING_KEY"
-  dpop:
-    es256: { private_key_env: "INTEROP_DPOP_ES256_KEY" }
-dpop:
-  retry_delay: 10ms
-  jitter: 10ms
-  max_retries: 1
-dpop_server:
+%[2]s
+`+keysYAML+`dpop_server:
   require_nonce: true
   nonce_secret: "${INTEROP_NONCE_SECRET}"
 clients:
@@ -148,7 +134,7 @@ connections:
       type: back_channel
       dpop_signing_alg: ES256
       fetch_userinfo: true
-`, public, redisAddr, upstreamURL, rpURL, goClientID, goRedirectURI)
+`, public, redisStoreYAML(redisAddr, "interop-replicas"), upstreamURL, rpURL, goClientID, goRedirectURI)
 }
 
 // replicaWorld is redis + oidc-provider (nonces required) + rp.mjs + N brokers behind rrProxy.

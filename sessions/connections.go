@@ -93,22 +93,19 @@ func (m *memory) createConn(id, name string, doc []byte) error {
 	if err := checkConnIDName(id, name); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	byID, byName := m.connsLocked()
-	if _, ok := byID[id]; ok {
-		return errIDTaken
-	}
-	if _, ok := byName[name]; ok {
-		return errNameTaken
-	}
-	byID[id] = memConn{name: name, doc: bytes.Clone(doc)}
-	byName[name] = id
-	m.connVer++
-	return nil
+	return m.run(func() error {
+		byID, byName := m.connsLocked()
+		if _, ok := byID[id]; ok {
+			return errIDTaken
+		}
+		if _, ok := byName[name]; ok {
+			return errNameTaken
+		}
+		byID[id] = memConn{name: name, doc: bytes.Clone(doc)}
+		byName[name] = id
+		m.connVer++
+		return nil
+	})
 }
 
 func (m *memory) CreateConnection(_ context.Context, id, name string, doc []byte) error {
@@ -119,7 +116,13 @@ func (m *memory) CreateConnection(_ context.Context, id, name string, doc []byte
 }
 
 func (m *memory) SeedConnection(_ context.Context, id, name string, doc []byte) (bool, error) {
-	switch err := m.createConn(id, name, doc); {
+	return seeded(m.createConn(id, name, doc))
+}
+
+// seeded turns the result of creating a connection into SeedConnection's: an id already
+// stored is no error.
+func seeded(err error) (bool, error) {
+	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, errIDTaken):
@@ -133,95 +136,79 @@ func (m *memory) GetConnection(_ context.Context, id string) ([]byte, error) {
 	if err := checkConnKey("id", id); err != nil {
 		return nil, fmt.Errorf("sessions: get connection: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	c, ok := m.conns[id]
-	if !ok {
-		return nil, fmt.Errorf("sessions: get connection: %w", ErrNotFound)
-	}
-	return bytes.Clone(c.doc), nil
+	return inOpen(m, func() ([]byte, error) {
+		c, ok := m.conns[id]
+		if !ok {
+			return nil, fmt.Errorf("sessions: get connection: %w", ErrNotFound)
+		}
+		return bytes.Clone(c.doc), nil
+	})
 }
 
 func (m *memory) ConnectionByName(_ context.Context, name string) (string, []byte, error) {
 	if err := checkConnKey("name", name); err != nil {
 		return "", nil, fmt.Errorf("sessions: connection by name: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return "", nil, errClosed
+	var id string
+	doc, err := inOpen(m, func() ([]byte, error) {
+		var ok bool
+		if id, ok = m.connNames[name]; !ok {
+			return nil, fmt.Errorf("sessions: connection by name: %w", ErrNotFound)
+		}
+		return bytes.Clone(m.conns[id].doc), nil
+	})
+	if err != nil {
+		return "", nil, err
 	}
-	id, ok := m.connNames[name]
-	if !ok {
-		return "", nil, fmt.Errorf("sessions: connection by name: %w", ErrNotFound)
-	}
-	return id, bytes.Clone(m.conns[id].doc), nil
+	return id, doc, nil
 }
 
 func (m *memory) ListConnections(context.Context) ([][]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	cs := make([]memConn, 0, len(m.conns))
-	for _, c := range m.conns {
-		cs = append(cs, c)
-	}
-	slices.SortFunc(cs, func(a, b memConn) int { return strings.Compare(a.name, b.name) })
-	out := make([][]byte, len(cs))
-	for i, c := range cs {
-		out[i] = bytes.Clone(c.doc)
-	}
-	return out, nil
+	return inOpen(m, func() ([][]byte, error) {
+		cs := make([]memConn, 0, len(m.conns))
+		for _, c := range m.conns {
+			cs = append(cs, c)
+		}
+		slices.SortFunc(cs, func(a, b memConn) int { return strings.Compare(a.name, b.name) })
+		out := make([][]byte, len(cs))
+		for i, c := range cs {
+			out[i] = bytes.Clone(c.doc)
+		}
+		return out, nil
+	})
 }
 
 func (m *memory) UpdateConnection(_ context.Context, id string, doc []byte) error {
-	if err := checkConnKey("id", id); err != nil {
-		return fmt.Errorf("sessions: update connection: %w", err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	c, ok := m.conns[id]
-	if !ok {
-		return fmt.Errorf("sessions: update connection: %w", ErrNotFound)
-	}
-	c.doc = bytes.Clone(doc)
-	m.conns[id] = c
-	m.connVer++
-	return nil
+	return m.changeConn("update connection", id, func(c memConn) {
+		c.doc = bytes.Clone(doc)
+		m.conns[id] = c
+	})
 }
 
 func (m *memory) DeleteConnection(_ context.Context, id string) error {
+	return m.changeConn("delete connection", id, func(c memConn) {
+		delete(m.conns, id)
+		delete(m.connNames, c.name)
+	})
+}
+
+// changeConn applies change to the stored connection id (with mu held) and counts the
+// write, or returns ErrNotFound; op names the operation in errors.
+func (m *memory) changeConn(op, id string, change func(c memConn)) error {
 	if err := checkConnKey("id", id); err != nil {
-		return fmt.Errorf("sessions: delete connection: %w", err)
+		return fmt.Errorf("sessions: %s: %w", op, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	c, ok := m.conns[id]
-	if !ok {
-		return fmt.Errorf("sessions: delete connection: %w", ErrNotFound)
-	}
-	delete(m.conns, id)
-	delete(m.connNames, c.name)
-	m.connVer++
-	return nil
+	return m.run(func() error {
+		c, ok := m.conns[id]
+		if !ok {
+			return fmt.Errorf("sessions: %s: %w", op, ErrNotFound)
+		}
+		change(c)
+		m.connVer++
+		return nil
+	})
 }
 
 func (m *memory) ConnectionsVersion(context.Context) (int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return 0, errClosed
-	}
-	return m.connVer, nil
+	return inOpen(m, func() (int64, error) { return m.connVer, nil })
 }

@@ -75,6 +75,32 @@ func (m *memory) wrote(now time.Time) {
 	}
 }
 
+// inOpen runs f with m.mu held, or returns errClosed once the store is closed.
+func inOpen[T any](m *memory, f func() (T, error)) (T, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		var zero T
+		return zero, errClosed
+	}
+	return f()
+}
+
+// run is inOpen for an operation that returns only an error.
+func (m *memory) run(f func() error) error {
+	_, err := inOpen(m, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}
+
+// putLocked stores items, counting each write. mu must be held.
+func (m *memory) putLocked(items []Item) {
+	now := m.now()
+	for _, it := range items {
+		m.set(it.Kind, it.ID, it.Value, it.TTL, now)
+		m.wrote(now)
+	}
+}
+
 func (m *memory) set(kind Kind, id string, value []byte, ttl time.Duration, now time.Time) {
 	m.recs[memKey(kind, id)] = memRecord{value: bytes.Clone(value), exp: now.Add(ttl)}
 }
@@ -83,18 +109,15 @@ func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, t
 	if err := checkRecord(kind, id, ttl); err != nil {
 		return fmt.Errorf("sessions: create %s: %w", kind, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	now := m.now()
-	if _, ok := m.live(memKey(kind, id), now); ok {
-		return fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
-	}
-	m.set(kind, id, value, ttl, now)
-	m.wrote(now)
-	return nil
+	return m.run(func() error {
+		now := m.now()
+		if _, ok := m.live(memKey(kind, id), now); ok {
+			return fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
+		}
+		m.set(kind, id, value, ttl, now)
+		m.wrote(now)
+		return nil
+	})
 }
 
 func (m *memory) CreateVersioned(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) (int64, error) {
@@ -108,32 +131,20 @@ func (m *memory) Put(_ context.Context, kind Kind, id string, value []byte, ttl 
 	if err := checkRecord(kind, id, ttl); err != nil {
 		return fmt.Errorf("sessions: put %s: %w", kind, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	now := m.now()
-	m.set(kind, id, value, ttl, now)
-	m.wrote(now)
-	return nil
+	return m.run(func() error {
+		m.putLocked([]Item{{Kind: kind, ID: id, Value: value, TTL: ttl}})
+		return nil
+	})
 }
 
 func (m *memory) PutAll(_ context.Context, items ...Item) error {
 	if err := checkBatch(items); err != nil {
 		return fmt.Errorf("sessions: put all: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	now := m.now()
-	for _, it := range items {
-		m.set(it.Kind, it.ID, it.Value, it.TTL, now)
-		m.wrote(now)
-	}
-	return nil
+	return m.run(func() error {
+		m.putLocked(items)
+		return nil
+	})
 }
 
 func (m *memory) PutAllAndLog(_ context.Context, logID string, event []byte, maxLen int, items ...Item) error {
@@ -146,65 +157,49 @@ func (m *memory) PutAllAndLog(_ context.Context, logID string, event []byte, max
 	if maxLen < 1 {
 		return fmt.Errorf("sessions: put all and log: maxLen %d must be at least 1", maxLen)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	now := m.now()
-	for _, it := range items {
-		m.set(it.Kind, it.ID, it.Value, it.TTL, now)
-		m.wrote(now)
-	}
-	m.appendLog(logID, event, maxLen)
-	return nil
+	return m.run(func() error {
+		m.putLocked(items)
+		m.appendLog(logID, event, maxLen)
+		return nil
+	})
 }
 
 func (m *memory) Get(_ context.Context, kind Kind, id string) ([]byte, error) {
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("sessions: get %s: %w", kind, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	r, ok := m.live(memKey(kind, id), m.now())
-	if !ok {
-		return nil, fmt.Errorf("sessions: get %s: %w", kind, ErrNotFound)
-	}
-	return bytes.Clone(r.value), nil
+	return inOpen(m, func() ([]byte, error) {
+		r, ok := m.live(memKey(kind, id), m.now())
+		if !ok {
+			return nil, fmt.Errorf("sessions: get %s: %w", kind, ErrNotFound)
+		}
+		return bytes.Clone(r.value), nil
+	})
 }
 
 func (m *memory) Take(_ context.Context, kind Kind, id string) ([]byte, error) {
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("sessions: take %s: %w", kind, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	k := memKey(kind, id)
-	r, ok := m.live(k, m.now())
-	if !ok {
-		return nil, fmt.Errorf("sessions: take %s: %w", kind, ErrNotFound)
-	}
-	delete(m.recs, k)
-	return r.value, nil
+	return inOpen(m, func() ([]byte, error) {
+		k := memKey(kind, id)
+		r, ok := m.live(k, m.now())
+		if !ok {
+			return nil, fmt.Errorf("sessions: take %s: %w", kind, ErrNotFound)
+		}
+		delete(m.recs, k)
+		return r.value, nil
+	})
 }
 
 func (m *memory) Delete(_ context.Context, kind Kind, id string) error {
 	if err := checkID(id); err != nil {
 		return fmt.Errorf("sessions: delete %s: %w", kind, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	delete(m.recs, memKey(kind, id))
-	return nil
+	return m.run(func() error {
+		delete(m.recs, memKey(kind, id))
+		return nil
+	})
 }
 
 func (m *memory) AppendLog(_ context.Context, id string, event []byte, maxLen int) error {
@@ -214,18 +209,15 @@ func (m *memory) AppendLog(_ context.Context, id string, event []byte, maxLen in
 	if maxLen < 1 {
 		return fmt.Errorf("sessions: append log: maxLen %d must be at least 1", maxLen)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	m.appendLog(id, event, maxLen)
-	return nil
+	return m.run(func() error {
+		m.appendLog(id, event, maxLen)
+		return nil
+	})
 }
 
 // appendLog inserts one event in id order and keeps the maxLen greatest ids. m.mu is held.
 func (m *memory) appendLog(id string, event []byte, maxLen int) {
-	i, _ := slices.BinarySearchFunc(m.logs, id, func(e memLog, id string) int { return strings.Compare(e.id, id) })
+	i := m.logIndex(id)
 	m.logs = slices.Insert(m.logs, i, memLog{id: id, data: bytes.Clone(event)})
 	if n := len(m.logs) - maxLen; n > 0 {
 		clear(m.logs[:n]) // release the dropped events
@@ -234,20 +226,17 @@ func (m *memory) appendLog(id string, event []byte, maxLen int) {
 }
 
 func (m *memory) Logs(_ context.Context, before string, limit int) ([][]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	end := len(m.logs)
-	if before != "" {
-		end, _ = slices.BinarySearchFunc(m.logs, before, func(e memLog, b string) int { return strings.Compare(e.id, b) })
-	}
-	out := make([][]byte, 0, max(0, min(limit, end)))
-	for i := end - 1; i >= 0 && len(out) < limit; i-- {
-		out = append(out, bytes.Clone(m.logs[i].data))
-	}
-	return out, nil
+	return inOpen(m, func() ([][]byte, error) {
+		end := len(m.logs)
+		if before != "" {
+			end = m.logIndex(before)
+		}
+		out := make([][]byte, 0, max(0, min(limit, end)))
+		for i := end - 1; i >= 0 && len(out) < limit; i-- {
+			out = append(out, bytes.Clone(m.logs[i].data))
+		}
+		return out, nil
+	})
 }
 
 // logIndex returns the index of the first entry whose id is not below id. mu must be held.
@@ -260,83 +249,66 @@ func (m *memory) LogsAfter(_ context.Context, after string, limit int) ([]LogEnt
 	if err := checkLogBound(after); err != nil {
 		return nil, fmt.Errorf("sessions: logs after: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	start := 0
-	if after != "" {
-		start = m.logIndex(after)
-		if start < len(m.logs) && m.logs[start].id == after {
-			start++
+	return inOpen(m, func() ([]LogEntry, error) {
+		start := 0
+		if after != "" {
+			start = m.logIndex(after)
+			if start < len(m.logs) && m.logs[start].id == after {
+				start++
+			}
 		}
-	}
-	out := make([]LogEntry, 0, max(0, min(limit, len(m.logs)-start)))
-	for i := start; i < len(m.logs) && len(out) < limit; i++ {
-		out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
-	}
-	return out, nil
+		out := make([]LogEntry, 0, max(0, min(limit, len(m.logs)-start)))
+		for i := start; i < len(m.logs) && len(out) < limit; i++ {
+			out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
+		}
+		return out, nil
+	})
 }
 
 func (m *memory) LogsBefore(_ context.Context, before string, limit int) ([]LogEntry, error) {
 	if err := checkLogBound(before); err != nil {
 		return nil, fmt.Errorf("sessions: logs before: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	end := len(m.logs)
-	if before != "" {
-		end = m.logIndex(before)
-	}
-	out := make([]LogEntry, 0, max(0, min(limit, end)))
-	for i := end - 1; i >= 0 && len(out) < limit; i-- {
-		out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
-	}
-	return out, nil
+	return inOpen(m, func() ([]LogEntry, error) {
+		end := len(m.logs)
+		if before != "" {
+			end = m.logIndex(before)
+		}
+		out := make([]LogEntry, 0, max(0, min(limit, end)))
+		for i := end - 1; i >= 0 && len(out) < limit; i-- {
+			out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
+		}
+		return out, nil
+	})
 }
 
 func (m *memory) Log(_ context.Context, id string) ([]byte, error) {
 	if err := checkLogID(id); err != nil {
 		return nil, fmt.Errorf("sessions: log: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, errClosed
-	}
-	if i := m.logIndex(id); i < len(m.logs) && m.logs[i].id == id {
-		return bytes.Clone(m.logs[i].data), nil
-	}
-	return nil, fmt.Errorf("sessions: log: %w", ErrNotFound)
+	return inOpen(m, func() ([]byte, error) {
+		if i := m.logIndex(id); i < len(m.logs) && m.logs[i].id == id {
+			return bytes.Clone(m.logs[i].data), nil
+		}
+		return nil, fmt.Errorf("sessions: log: %w", ErrNotFound)
+	})
 }
 
 func (m *memory) TrimLogs(_ context.Context, before string) error {
 	if err := checkLogID(before); err != nil {
 		return fmt.Errorf("sessions: trim logs: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	if n := m.logIndex(before); n > 0 {
-		clear(m.logs[:n])
-		m.logs = m.logs[n:]
-	}
-	return nil
+	return m.run(func() error {
+		if n := m.logIndex(before); n > 0 {
+			clear(m.logs[:n])
+			m.logs = m.logs[n:]
+		}
+		return nil
+	})
 }
 
 func (m *memory) Ping(context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errClosed
-	}
-	return nil
+	return m.run(func() error { return nil })
 }
 
 func (m *memory) Close() error {

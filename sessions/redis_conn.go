@@ -100,14 +100,7 @@ func (s *redisStore) SeedConnection(ctx context.Context, id, name string, doc []
 	if err := checkConnIDName(id, name); err != nil {
 		return false, fmt.Errorf("sessions: seed connection: %w", err)
 	}
-	switch err := s.runConn(ctx, "seed connection", connCreateScript, id, name, doc); {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, errIDTaken):
-		return false, nil
-	default:
-		return false, fmt.Errorf("sessions: seed connection: %w", err)
-	}
+	return seeded(s.runConn(ctx, "seed connection", connCreateScript, id, name, doc))
 }
 
 func (s *redisStore) GetConnection(ctx context.Context, id string) ([]byte, error) {
