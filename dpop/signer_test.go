@@ -416,7 +416,7 @@ func TestPEM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(string(data), "-----BEGIN PRIVATE KEY-----") {
+		if !isPKCS8PEM(string(data)) {
 			t.Fatalf("%s: not PKCS#8 PEM", alg)
 		}
 		tests = append(tests, struct {
@@ -459,4 +459,10 @@ func TestGenerateKey(t *testing.T) {
 	if _, err := GenerateKey("HS256"); err == nil {
 		t.Error("GenerateKey(HS256) accepted")
 	}
+}
+
+// isPKCS8PEM reports whether s is exactly one PEM block of type PRIVATE KEY (PKCS#8).
+func isPKCS8PEM(s string) bool {
+	block, rest := pem.Decode([]byte(s))
+	return block != nil && block.Type == "PRIVATE KEY" && len(strings.TrimSpace(string(rest))) == 0
 }

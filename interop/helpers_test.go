@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -447,7 +448,7 @@ func generateKey(t *testing.T, alg string) string {
 		return pem
 	}
 	code, stdout, stderr := runBroker(t, "keys", "generate", "--alg", alg)
-	if code != 0 || !strings.Contains(stdout, "-----BEGIN PRIVATE KEY-----") {
+	if code != 0 || !isPKCS8PEM(stdout) {
 		t.Fatalf("broker keys generate --alg %s: exit %d, no PKCS#8 PEM on stdout\nstderr: %s", alg, code, stderr)
 	}
 	keyCache[alg] = stdout
@@ -517,3 +518,9 @@ dpop:
   jitter: 10ms
   max_retries: 1
 `
+
+// isPKCS8PEM reports whether s is exactly one PEM block of type PRIVATE KEY (PKCS#8).
+func isPKCS8PEM(s string) bool {
+	block, rest := pem.Decode([]byte(s))
+	return block != nil && block.Type == "PRIVATE KEY" && len(strings.TrimSpace(string(rest))) == 0
+}

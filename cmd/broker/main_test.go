@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http"
@@ -68,7 +69,7 @@ connections:
 func TestKeysGenerateCommand(t *testing.T) {
 	for _, alg := range []string{"ES256", "Ed25519", "RS256", "PS256"} {
 		code, out, errOut := runCmd(t, "keys", "generate", "--alg", alg)
-		if code != 0 || !strings.HasPrefix(out, "-----BEGIN PRIVATE KEY-----") || !strings.Contains(errOut, "thumbprint: ") {
+		if code != 0 || !isPKCS8PEM(out) || !strings.Contains(errOut, "thumbprint: ") {
 			t.Fatalf("%s: exit %d %q %q", alg, code, out, errOut)
 		}
 		k, err := dpop.ParsePrivateKeyPEM([]byte(out))
@@ -195,4 +196,10 @@ func TestDemoDPoPServer(t *testing.T) {
 	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","RS256","PS256"]`) {
 		t.Fatalf("discovery: %s", body)
 	}
+}
+
+// isPKCS8PEM reports whether s is exactly one PEM block of type PRIVATE KEY (PKCS#8).
+func isPKCS8PEM(s string) bool {
+	block, rest := pem.Decode([]byte(s))
+	return block != nil && block.Type == "PRIVATE KEY" && len(strings.TrimSpace(string(rest))) == 0
 }
