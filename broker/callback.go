@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -34,6 +36,10 @@ type codeRecord struct {
 	AuthTime int64          `json:"auth_time"`
 	Expires  int64          `json:"exp"` // unix ms
 }
+
+// LoginExchangeBudget bounds the upstream part of one callback. It stays below the write
+// timeout of the broker's HTTP server (30 s, cmd/broker) so the user always gets an answer.
+const LoginExchangeBudget = 25 * time.Second
 
 // sessionCookie carries "TAG.SECRET" of the broker session (for logout).
 const sessionCookie = "dpop_broker_session"
@@ -94,7 +100,12 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.appError(w, r, app, "server_error", "the upstream returned neither code nor error", upstream.CodeUpstreamError, ev)
 		return
 	}
-	res, err := conn.up.Finish(r.Context(), tx.Start, s.callbackURL, code)
+	// One budget for the whole exchange (JWKS, token with nonce retries, userinfo), so a chain
+	// of slow upstream calls ends with a precise f event before the HTTP server's write
+	// deadline would cut the browser off with nothing logged.
+	ctx, cancel := context.WithTimeout(r.Context(), LoginExchangeBudget)
+	res, err := conn.up.Finish(ctx, tx.Start, s.callbackURL, code)
+	cancel()
 	withResult(ev, res)
 	s.metrics.upstream(conn.cfg.Name, res)
 	if err != nil {

@@ -495,7 +495,7 @@ func TestIssue5RedisFaults(t *testing.T) {
 			}
 			next.ServeHTTP(w, r)
 		})
-		h := faultHarnessTimeout(t, idp, st, 30*time.Second) // the test holds the exchange; no timeout race
+		h := faultHarnessTimeout(t, idp, st, LoginExchangeBudget) // the test holds the exchange; no timeout race
 		clients = append(clients, h.broker.upstreamHTTP)
 		b := h.browser()
 		cb := h.toCallback(b, h.authorizeURL(nil))
@@ -595,12 +595,13 @@ func TestIssue5UpstreamBodyLimit(t *testing.T) {
 	}
 }
 
-// TestIssue5UpstreamTimeoutConfig: upstream_timeout defaults to 10s and must be positive.
+// TestIssue5UpstreamTimeoutConfig: upstream_timeout defaults to 10s, must be positive and fit
+// in the per-login exchange budget.
 func TestIssue5UpstreamTimeoutConfig(t *testing.T) {
 	if d := Default().UpstreamTimeout; d != 10*time.Second {
 		t.Errorf("default upstream_timeout = %v, want 10s", d)
 	}
-	for _, d := range []time.Duration{0, -time.Second} {
+	for _, d := range []time.Duration{0, -time.Second, LoginExchangeBudget + time.Second} {
 		cfg := Default()
 		cfg.Issuer = "http://127.0.0.1:8080/"
 		cfg.UpstreamTimeout = d

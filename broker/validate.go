@@ -42,6 +42,8 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	v.listen("listen", c.Listen)
 	if c.UpstreamTimeout <= 0 {
 		v.add("upstream_timeout", "must be a positive duration such as 10s")
+	} else if c.UpstreamTimeout > LoginExchangeBudget {
+		v.add("upstream_timeout", "must be at most %s, the budget for one login's whole upstream exchange", LoginExchangeBudget)
 	}
 	v.store(&c.Store)
 	c.validateLifetimes(v)
