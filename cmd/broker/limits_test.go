@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,19 +12,7 @@ import (
 // beyond), the broker's own 8 KiB query limit inside it (414), and the timeouts, and that
 // rate limits are off in the demo.
 func TestServerLimits(t *testing.T) {
-	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serveAll(ctx, d.servers...) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serveAll: %v", err)
-		}
-	}()
+	d := runDemo(t)
 	srv := newHTTPServer(http.NotFoundHandler())
 	if srv.MaxHeaderBytes != 16<<10 || srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout <= 0 ||
 		srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 {

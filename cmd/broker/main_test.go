@@ -115,19 +115,7 @@ func TestDiscoveryCheckCommand(t *testing.T) {
 // TestDemoLogin clicks through the demo like a person: app → broker → interactive upstream
 // (Sign in) → broker → app, which must show the user and the s event with DPoP facts.
 func TestDemoLogin(t *testing.T) {
-	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serveAll(ctx, d.servers...) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serveAll: %v", err)
-		}
-	}()
+	d := runDemo(t)
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
 	body := fetch(t, c, http.MethodGet, d.appURL+"/", nil)
@@ -169,19 +157,7 @@ func fetch(t *testing.T, c *http.Client, method, u string, form url.Values) stri
 }
 
 func TestDemoDPoPServer(t *testing.T) {
-	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serveAll(ctx, d.servers...) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serveAll: %v", err)
-		}
-	}()
+	d := runDemo(t)
 	// DS-16: the demo demands server nonces, so every token response carries one.
 	resp, err := http.PostForm(d.issuer+"oauth/token", url.Values{"grant_type": {"authorization_code"}})
 	if err != nil {
@@ -202,4 +178,24 @@ func TestDemoDPoPServer(t *testing.T) {
 func isPKCS8PEM(s string) bool {
 	block, rest := pem.Decode([]byte(s))
 	return block != nil && block.Type == "PRIVATE KEY" && len(strings.TrimSpace(string(rest))) == 0
+}
+
+// runDemo starts the demo on free loopback ports and serves it until the test ends; shutdown
+// errors fail the test.
+func runDemo(t *testing.T) *demo {
+	t.Helper()
+	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveAll(ctx, d.servers...) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serveAll: %v", err)
+		}
+	})
+	return d
 }
