@@ -299,18 +299,26 @@ func TestUpstreamDPoPNoNonce(t *testing.T) {
 func TestUpstreamWithoutDPoP(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "nodpop", alg: "ES256"})
+	wantRefusedBeforeUpstream(t, w, "dpop_not_supported")
+}
+
+// wantRefusedBeforeUpstream logs in through w and expects the DPoP gate to refuse it: an OAuth
+// error back to the app, an f event with details.error = code, no request reaching the
+// upstream's authorize or token endpoint, and `broker discovery check --alg ES256` exiting 1
+// with the same code.
+func wantRefusedBeforeUpstream(t *testing.T, w *world, code string) {
+	t.Helper()
 	status, body, raw := w.login(t)
 	wantAppError(t, status, body, raw)
 	ev := w.broker.waitEvent(t, 1)
 	wantType(t, ev, "f")
-	wantDetail(t, ev, "error", "dpop_not_supported")
+	wantDetail(t, ev, "error", code)
 	if st := getStats(t, w.upstreamURL); st.TokenRequests != 0 || st.AuthorizationRequests != 0 {
 		t.Errorf("upstream saw %+v, want no authorization and no token request", st)
 	}
-
-	code, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "ES256")
-	if code != 1 || !strings.Contains(stdout+stderr, "dpop_not_supported") {
-		t.Errorf("discovery check without DPoP: exit %d, want 1 naming dpop_not_supported\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	exit, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "ES256")
+	if exit != 1 || !strings.Contains(stdout+stderr, code) {
+		t.Errorf("discovery check --alg ES256: exit %d, want 1 naming %s\nstdout: %s\nstderr: %s", exit, code, stdout, stderr)
 	}
 }
 
@@ -320,20 +328,8 @@ func TestUpstreamRSAOnly(t *testing.T) {
 	t.Run("connection asks ES256: f dpop_alg_mismatch", func(t *testing.T) {
 		t.Parallel()
 		w := setup(t, scenario{mode: "rsaonly", alg: "ES256"})
-		status, body, raw := w.login(t)
-		wantAppError(t, status, body, raw)
-		ev := w.broker.waitEvent(t, 1)
-		wantType(t, ev, "f")
-		wantDetail(t, ev, "error", "dpop_alg_mismatch")
-		if st := getStats(t, w.upstreamURL); st.TokenRequests != 0 || st.AuthorizationRequests != 0 {
-			t.Errorf("upstream saw %+v, want no authorization and no token request", st)
-		}
-
-		code, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "ES256")
-		if code != 1 || !strings.Contains(stdout+stderr, "dpop_alg_mismatch") {
-			t.Errorf("discovery check --alg ES256: exit %d, want 1 naming dpop_alg_mismatch\nstdout: %s\nstderr: %s", code, stdout, stderr)
-		}
-		code, stdout, stderr = runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "RS256")
+		wantRefusedBeforeUpstream(t, w, "dpop_alg_mismatch")
+		code, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "RS256")
 		if code != 0 || !strings.Contains(stdout, "RS256") {
 			t.Errorf("discovery check --alg RS256: exit %d, want 0 listing RS256\nstdout: %s\nstderr: %s", code, stdout, stderr)
 		}
