@@ -9,7 +9,7 @@
 // {user, eventText, url, title} and writes a screenshot. Exits 1 with a clear message on failure.
 import { parseArgs } from 'node:util';
 
-import { chromium } from 'playwright-core';
+import { describeFailure, launch } from './chromium.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -43,15 +43,7 @@ let step = 'launch chromium';
 let browser;
 let page;
 try {
-  browser = await chromium.launch({
-    executablePath: args.chromium,
-    headless: true,
-    timeout: left(),
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
-  page = await browser.newPage();
-  page.setDefaultTimeout(15000);
+  ({ browser, page } = await launch(args.chromium, left()));
 
   step = `open ${args.url}`;
   await page.goto(args.url, { timeout: left(), waitUntil: 'load' });
@@ -85,15 +77,6 @@ try {
   await browser.close();
   process.exit(0);
 } catch (err) {
-  let where = '';
-  try {
-    if (page) {
-      where = ` (page ${page.url()})`;
-      if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true, timeout: 3000 });
-      const body = (await page.locator('body').innerText({ timeout: 2000 })).trim().slice(0, 1500);
-      where += `\npage text:\n${body}`;
-    }
-  } catch { /* best effort */ }
-  try { await browser?.close(); } catch { /* ignore */ }
+  const where = await describeFailure(browser, page, args.screenshot);
   fail(`failed to ${step}: ${err?.message?.split('\n')[0]}${where}`);
 }

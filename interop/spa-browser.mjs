@@ -14,7 +14,7 @@
 // in the JSON (error) with exit 0, so the caller can assert on it.
 import { parseArgs } from 'node:util';
 
-import { chromium } from 'playwright-core';
+import { describeFailure, launch } from './chromium.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -56,15 +56,7 @@ function describe(req) {
 let browser;
 let page;
 try {
-  browser = await chromium.launch({
-    executablePath: args.chromium,
-    headless: true,
-    timeout: left(),
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
-  page = await browser.newPage();
-  page.setDefaultTimeout(15000);
+  ({ browser, page } = await launch(args.chromium, left()));
   page.on('console', (msg) => {
     if (msg.type() === 'error' || msg.type() === 'warning') console.error(`[page ${msg.type()}] ${msg.text().slice(0, 500)}`);
   });
@@ -140,15 +132,6 @@ try {
   await browser.close();
   process.exit(0);
 } catch (err) {
-  let where = '';
-  try {
-    if (page) {
-      where = ` (page ${page.url()})`;
-      if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true, timeout: 3000 });
-      const body = (await page.locator('body').innerText({ timeout: 2000 })).trim().slice(0, 1500);
-      where += `\npage text:\n${body}`;
-    }
-  } catch { /* best effort */ }
-  try { await browser?.close(); } catch { /* ignore */ }
+  const where = await describeFailure(browser, page, args.screenshot);
   fail(`failed to ${step}: ${err?.message?.split('\n')[0]}${where}\nauthorize: ${JSON.stringify(authorize)}\nrequests: ${JSON.stringify(requests)}`);
 }
