@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/go-jose/go-jose/v4"
 )
@@ -62,15 +63,7 @@ func (o *opaqueTokens) seal(claims any) (string, error) {
 }
 
 // isOpaque reports whether tok has the shape of a compact JWE (five segments).
-func isOpaque(tok string) bool {
-	n := 0
-	for i := 0; i < len(tok); i++ {
-		if tok[i] == '.' {
-			n++
-		}
-	}
-	return n == 4
-}
+func isOpaque(tok string) bool { return strings.Count(tok, ".") == 4 }
 
 // open authenticates and decrypts an opaque access token into out. Any failure (other key,
 // other algorithms, tampering) is one error: the caller answers invalid_token.
