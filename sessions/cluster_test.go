@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,26 +11,13 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
-	"github.com/dpop-broker/dpop-broker/sessions/storetest"
 )
 
 // TestRedisClusterConformance runs the whole store conformance suite on a real 3-master Redis
 // Cluster: every multi-key operation (PutAll's MULTI, the log's ZADD+ZREMRANGEBYRANK, the
 // connection scripts) must stay within one hash slot, or Redis answers CROSSSLOT.
 func TestRedisClusterConformance(t *testing.T) {
-	addrs := redistest.StartCluster(t)
-	var n atomic.Int64
-	storetest.Run(t, func(t *testing.T) sessions.Store {
-		s, err := sessions.NewRedis(sessions.RedisConfig{
-			Addrs:  addrs,
-			Prefix: fmt.Sprintf("cl%d", n.Add(1)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	})
+	runRedisConformance(t, redistest.StartCluster(t))
 }
 
 // TestRedisClusterAllOps calls every Store and Connections method once on the cluster and

@@ -17,13 +17,15 @@ import (
 )
 
 func TestRedisConformance(t *testing.T) {
-	addr := redistest.Start(t)
+	runRedisConformance(t, []string{redistest.Start(t)})
+}
+
+// runRedisConformance runs the store conformance suite on the Redis at addrs (one node or a
+// cluster), each subtest under its own key prefix so records and logs stay apart.
+func runRedisConformance(t *testing.T, addrs []string) {
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) sessions.Store {
-		s, err := sessions.NewRedis(sessions.RedisConfig{
-			Addrs:  []string{addr},
-			Prefix: fmt.Sprintf("conf%d", n.Add(1)), // isolates each subtest, log included
-		})
+		s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: addrs, Prefix: fmt.Sprintf("conf%d", n.Add(1))})
 		if err != nil {
 			t.Fatal(err)
 		}
