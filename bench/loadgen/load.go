@@ -287,6 +287,7 @@ func runLoad(ctx context.Context, cfg config) (*result, error) {
 	done := len(times) + errs
 	if cfg.pid > 0 && done > 0 {
 		res.CPUMsPerLogin = float64(after.cpuTicks-before.cpuTicks) * 10 / float64(done) // USER_HZ = 100
+		res.SysMsPerLogin = float64(after.sysTicks-before.sysTicks) * 10 / float64(done)
 		res.RSSMB, res.HWMMB = float64(after.rssKB)/1024, float64(after.hwmKB)/1024
 		res.Threads = after.threads
 	}

@@ -6,6 +6,7 @@
 //	loadgen -broker URL -client-id ID -client-secret S -redirect-uri URI [-n N -c C ...]
 //	loadgen -serve-idp 127.0.0.1:0 [-idp-url-file F]   # run the fast upstream IdP until SIGTERM
 //	loadgen -summarize results.jsonl                    # median table of earlier runs
+//	loadgen -broker URL -pid PID -probe /healthz,/readyz [-n N -c C]  # stack floor per request
 //	loadgen -free-ports K                               # print K free loopback ports
 package main
 
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,6 +57,7 @@ func run() int {
 	idpSecret := flag.String("idp-client-secret", "broker-secret", "with -serve-idp: the broker's client_secret at the IdP")
 	summarize := flag.String("summarize", "", "print a median table of the JSON lines in this file")
 	freePorts := flag.Int("free-ports", 0, "print this many free loopback ports and exit")
+	probePaths := flag.String("probe", "", "comma-separated broker paths (e.g. /healthz,/readyz): report the broker CPU per bare request instead of running logins")
 	flag.Parse()
 
 	switch {
@@ -69,6 +72,19 @@ func run() int {
 	case *serveIDP != "":
 		return serveIdP(*serveIDP, *idpURLFile, fastidp.Options{ClientID: *idpClientID, ClientSecret: *idpSecret,
 			IDTokenAlg: *idpAlg, NonceMode: *idpNonce})
+	}
+	if *probePaths != "" && cfg.broker != "" {
+		if cfg.n < 1 || cfg.c < 1 || cfg.c > 4096 || cfg.warmup < 0 {
+			fmt.Fprintln(os.Stderr, "loadgen: need -n ≥ 1, 1 ≤ -c ≤ 4096, -warmup ≥ 0")
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := probe(ctx, cfg, strings.Split(*probePaths, ",")); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			return 1
+		}
+		return 0
 	}
 	if cfg.broker == "" || cfg.redirectURI == "" {
 		fmt.Fprintln(os.Stderr, "loadgen: -broker and -redirect-uri are required")

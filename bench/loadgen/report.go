@@ -16,6 +16,7 @@ import (
 // procSample is what /proc says about a process at one instant.
 type procSample struct {
 	cpuTicks     int64 // utime + stime, USER_HZ (1/100 s) units, all threads incl. exited ones
+	sysTicks     int64 // stime alone: time in the kernel (syscalls, wakeups, loopback TCP)
 	rssKB, hwmKB int64
 	threads      int
 }
@@ -41,6 +42,7 @@ func readProc(pid int) (procSample, error) {
 		return s, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
 	s.cpuTicks = ut + st
+	s.sysTicks = st
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return s, fmt.Errorf("read /proc/%d/status: %w", pid, err)
@@ -93,6 +95,7 @@ type result struct {
 	BrowserP50         float64        `json:"browser_leg_p50_ms"`
 	TokenP50           float64        `json:"token_leg_p50_ms"`
 	CPUMsPerLogin      float64        `json:"broker_cpu_ms_per_login"`
+	SysMsPerLogin      float64        `json:"broker_sys_ms_per_login"`
 	RSSMB              float64        `json:"broker_rss_mb"`
 	HWMMB              float64        `json:"broker_hwm_mb"`
 	Threads            int            `json:"broker_threads"`
@@ -105,8 +108,8 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "%s c=%d: %d logins in %.2fs = %.0f logins/s; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms, max %.2f ms (browser leg p50 %.2f, token p50 %.2f); errors %d\n",
 		r.Label, r.C, r.OK, r.Seconds, r.LoginsPerS, r.P50, r.P95, r.P99, r.Max, r.BrowserP50, r.TokenP50, r.Errors)
 	if r.CPUMsPerLogin > 0 || r.RSSMB > 0 {
-		fmt.Fprintf(w, "  broker CPU %.3f ms/login, RSS %.1f MB (peak %.1f MB, %d threads); redis CPU %.3f ms/login; upstream IdP CPU %.3f ms/login; loadgen CPU %.3f ms/login\n",
-			r.CPUMsPerLogin, r.RSSMB, r.HWMMB, r.Threads, r.RedisCPUMsPerLogin, r.IdPCPUMsPerLogin, r.GenCPUMsPerLogin)
+		fmt.Fprintf(w, "  broker CPU %.3f ms/login (kernel %.3f), RSS %.1f MB (peak %.1f MB, %d threads); redis CPU %.3f ms/login; upstream IdP CPU %.3f ms/login; loadgen CPU %.3f ms/login\n",
+			r.CPUMsPerLogin, r.SysMsPerLogin, r.RSSMB, r.HWMMB, r.Threads, r.RedisCPUMsPerLogin, r.IdPCPUMsPerLogin, r.GenCPUMsPerLogin)
 	}
 	for msg, n := range r.ErrorSamples {
 		fmt.Fprintf(w, "  error ×%d: %s\n", n, msg)
