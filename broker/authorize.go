@@ -27,6 +27,9 @@ type appRequest struct {
 	Scope         string `json:"scope"`
 	Audience      string `json:"audience,omitempty"`
 	DPoPJKT       string `json:"dpop_jkt,omitempty"`
+	// ResponseMode is "web_message" when the app asked for its answer by postMessage (silent
+	// authentication in an iframe); empty means query.
+	ResponseMode string `json:"response_mode,omitempty"`
 }
 
 // transaction is the login transaction stored between /authorize and /login/callback under
@@ -63,6 +66,9 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	app.State = q.Get("state")
+	if len(q["response_mode"]) == 1 && q.Get("response_mode") == responseModeWebMessage {
+		app.ResponseMode = responseModeWebMessage
+	}
 	if p := authorizeProblem(q, client); p != nil {
 		s.appError(w, r, app, p.Code, p.Description, p.Code, ev)
 		return
@@ -190,14 +196,20 @@ func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
 	if rt := q.Get("response_type"); rt != "code" {
 		return bad("unsupported_response_type", "response_type must be code")
 	}
-	if rm := q.Get("response_mode"); rm != "" && rm != "query" {
+	promptNone := slices.Contains(strings.Fields(q.Get("prompt")), "none")
+	switch rm := q.Get("response_mode"); {
+	case rm == responseModeWebMessage && !promptNone:
+		return bad("invalid_request", "response_mode web_message is supported only with prompt=none (silent authentication)")
+	case rm != "" && rm != "query" && rm != responseModeWebMessage:
 		return bad("invalid_request", "response_mode "+clip(rm, 32)+" is not supported (use query)")
 	}
 	if !slices.Contains(strings.Fields(q.Get("scope")), "openid") {
 		return bad("invalid_scope", "scope must include openid")
 	}
-	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
-		return bad("login_required", "prompt=none is not supported: the user must sign in at the upstream")
+	if promptNone {
+		// OIDC Core §3.1.2.6: the broker keeps no single sign-on session of its own, so a
+		// login without interaction is never possible.
+		return bad("login_required", "the broker keeps no sign-on session: the user must sign in at the upstream (prompt=none)")
 	}
 	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
 	switch {

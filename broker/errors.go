@@ -59,6 +59,35 @@ func renderPage(w http.ResponseWriter, status int, p page) {
 	_ = pageTmpl.Execute(w, p)
 }
 
+// responseModeWebMessage is the response_mode of silent authentication in an iframe: the
+// answer is posted to the app's window (the redirect_uri's origin), as Auth0 and auth0-spa-js do.
+const responseModeWebMessage = "web_message"
+
+var webMessageTmpl = template.Must(template.New("wm").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Authorization response</title></head>
+<body><script nonce="{{.Nonce}}">
+(function () {
+  var target = window.opener || window.parent;
+  target.postMessage({type: "authorization_response", response: {{.Response}}}, {{.Origin}});
+})();
+</script></body></html>
+`))
+
+// webMessage answers with a page that posts response to origin (the registered redirect_uri's
+// origin, never anything the request chose). Only that origin may frame it.
+func webMessage(w http.ResponseWriter, origin string, response map[string]string) {
+	nonce := randomString(16)
+	htmlHeaders(w)
+	h := w.Header()
+	h.Del("X-Frame-Options") // frame-ancestors below admits the app's origin only
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+nonce+"'; frame-ancestors "+origin)
+	w.WriteHeader(http.StatusOK)
+	_ = webMessageTmpl.Execute(w, struct {
+		Nonce, Origin string
+		Response      map[string]string
+	}{nonce, origin, response})
+}
+
 // errorPage shows an error to the user (no redirect: the app is unknown or untrusted) and,
 // when ev is not nil, records it as a failed login with details.error = code.
 func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, code, desc string, ev *logs.Event) {
@@ -81,11 +110,25 @@ func (s *Server) appError(w http.ResponseWriter, r *http.Request, app *appReques
 	s.redirectToApp(w, r, app, url.Values{"error": {oauthCode}, "error_description": {desc}})
 }
 
-// redirectToApp adds params, state and iss to the app's redirect_uri and redirects there.
+// redirectToApp adds params, state and iss to the app's redirect_uri and redirects there (or,
+// for response_mode=web_message, posts them to the redirect_uri's origin).
 func (s *Server) redirectToApp(w http.ResponseWriter, r *http.Request, app *appRequest, params url.Values) {
 	u, err := url.Parse(app.RedirectURI)
-	if err != nil { // registered URIs are validated at start-up; fail closed anyway
+	if err != nil || u.Scheme == "" || u.Host == "" { // registered URIs are validated at start-up; fail closed anyway
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in failed", Error: "invalid_redirect_uri"})
+		return
+	}
+	if app.ResponseMode == responseModeWebMessage {
+		resp := map[string]string{"iss": s.issuer}
+		for k := range params {
+			if v := params.Get(k); v != "" {
+				resp[k] = v
+			}
+		}
+		if app.State != "" {
+			resp["state"] = app.State
+		}
+		webMessage(w, u.Scheme+"://"+u.Host, resp)
 		return
 	}
 	q := u.Query()

@@ -65,6 +65,8 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 		{"scope without openid", appClient, func(q url.Values) { q.Set("scope", "profile") }, "invalid_scope"},
 		{"connection not enabled", appClient, func(q url.Values) { q.Set("connection", "other") }, "invalid_request"},
 		{"repeated state", appClient, func(q url.Values) { q.Add("state", "x") }, "invalid_request"},
+		{"OIDC Core 3.1.2.6 prompt=none: login_required (no broker SSO session)", appClient, func(q url.Values) { q.Set("prompt", "none") }, "login_required"},
+		{"response_mode fragment refused", appClient, func(q url.Values) { q.Set("response_mode", "fragment") }, "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := h.authorizeURL(func(q url.Values) {
@@ -91,6 +93,49 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 	}
 	if n := h.up.Stats.AuthorizeRequests.Load(); n != 0 {
 		t.Errorf("upstream saw %d authorize requests for rejected requests", n)
+	}
+}
+
+// TestAuthorizeWebMessage: silent authentication (prompt=none, response_mode=web_message, as
+// auth0-spa-js sends from its iframe) gets its login_required answer posted to the registered
+// redirect_uri's origin, in a page only that origin may frame, instead of a redirect the
+// iframe never reports (the SDK would wait for its timeout).
+func TestAuthorizeWebMessage(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	appOrigin := h.app.URL // http://127.0.0.1:PORT
+	for _, tc := range []struct {
+		name, prompt, wantErr string
+	}{
+		{"OIDC Core 3.1.2.6 prompt=none: login_required posted", "none", "login_required"},
+		{"web_message without prompt=none: invalid_request posted", "login", "invalid_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := h.authorizeURL(func(q url.Values) {
+				q.Set("prompt", tc.prompt)
+				q.Set("response_mode", "web_message")
+			})
+			resp, body := get(t, h.browser(), u)
+			if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/authorize" {
+				t.Fatalf("got %d at %s, want 200 at /authorize (no redirect)", resp.StatusCode, resp.Request.URL)
+			}
+			csp := resp.Header.Get("Content-Security-Policy")
+			if !strings.Contains(csp, "frame-ancestors "+appOrigin) || !strings.Contains(csp, "script-src 'nonce-") || strings.Contains(csp, "unsafe-inline") {
+				t.Errorf("CSP %q: want frame-ancestors %s and a script nonce", csp, appOrigin)
+			}
+			if xfo := resp.Header.Get("X-Frame-Options"); xfo != "" {
+				t.Errorf("X-Frame-Options %q would stop the app's iframe", xfo)
+			}
+			for _, want := range []string{`"authorization_response"`, `"error":"` + tc.wantErr + `"`, `"state":"app-state-123"`,
+				`"iss":"` + h.cfg.Issuer + `"`, `}}, "` + appOrigin + `");`} {
+				if !strings.Contains(body, want) {
+					t.Errorf("page lacks %s:\n%s", want, body)
+				}
+			}
+			wantFail(t, h, tc.wantErr)
+		})
+	}
+	if n := h.up.Stats.AuthorizeRequests.Load(); n != 0 {
+		t.Errorf("upstream saw %d authorize requests", n)
 	}
 }
 

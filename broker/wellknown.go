@@ -15,7 +15,7 @@ func (s *Server) discoveryDocument() map[string]any {
 		"jwks_uri":                              s.base + "/.well-known/jwks.json",
 		"end_session_endpoint":                  s.base + "/v2/logout",
 		"response_types_supported":              []string{"code"},
-		"response_modes_supported":              []string{"query"},
+		"response_modes_supported":              []string{"query", responseModeWebMessage},
 		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{string(s.keys.SigningAlg)},

@@ -119,6 +119,7 @@ try {
     user: parse(await text('#user')),
     token: parse(await text('#token')),
     api: parse(await text('#api')),
+    silent: parse(await text('#silent')),
     error: await text('#error') || undefined,
     url: page.url(),
     authorize,

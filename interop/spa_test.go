@@ -69,6 +69,7 @@ type spaResult struct {
 	User      map[string]any            `json:"user"`
 	Token     map[string]any            `json:"token"`
 	API       map[string]map[string]any `json:"api"`
+	Silent    map[string]any            `json:"silent"`
 	Error     string                    `json:"error"`
 	URL       string                    `json:"url"`
 	Authorize map[string]any            `json:"authorize"`
@@ -113,6 +114,7 @@ func TestSPABrowser(t *testing.T) {
 	apis = append(apis, api{"express-oauth2-jwt-bearer", jb + "/api/whoami"})
 	b, err := json.Marshal(map[string]any{
 		"domain": w.base(), "clientId": spaClientID, "audience": apiAudience, "scope": tokenScope, "apis": apis,
+		"silentCheck": true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +157,12 @@ func TestSPABrowser(t *testing.T) {
 		t.Fatalf("page: status %q, error %q, API results %v\n%s", res.Status, res.Error, res.API, br.out)
 	}
 
+	// Silent authentication before the login (prompt=none, response_mode=web_message): the
+	// broker posts login_required to the page's origin (OIDC Core 3.1.2.6); spa-js would
+	// otherwise report its timeout.
+	if res.Silent["error"] != "login_required" {
+		t.Errorf("getTokenSilently before login = %v, want error login_required posted by the broker", res.Silent)
+	}
 	// /authorize: PKCE S256 and dpop_jkt (thumbprint of spa-js's ES256 key), the API audience.
 	jkt, _ := res.Authorize["dpop_jkt"].(string)
 	if jkt == "" || res.Authorize["code_challenge_method"] != "S256" || res.Authorize["audience"] != apiAudience {

@@ -2,8 +2,9 @@
 // (authorization code + PKCE, dpop_jkt, DPoP proof at /oauth/token) and calls a DPoP-protected API
 // with createFetcher().fetchWithAuth (proof with ath and the API's nonce, one retry on
 // use_dpop_nonce). Settings come from /config.json written by the test: {domain, clientId,
-// audience, scope, apis: [{name, url}]}. Results are shown in #user, #token, #api ({name: {status,
-// body}}); failures in #error.
+// audience, scope, apis: [{name, url}], silentCheck}. Results are shown in #user, #token, #api
+// ({name: {status, body}}), #silent (the prompt=none answer before login, with silentCheck);
+// failures in #error.
 // Tokens are never shown: only their type, cnf.jkt and audience.
 import { Auth0Client } from '/vendor/auth0-spa-js.production.esm.js';
 
@@ -48,6 +49,8 @@ try {
     await auth0.handleRedirectCallback();
     history.replaceState({}, document.title, location.pathname);
 
+    show('silent', JSON.parse(sessionStorage.getItem('silent') ?? 'null') ?? '');
+
     step = 'getUser';
     show('user', await auth0.getUser());
 
@@ -75,6 +78,22 @@ try {
     const bad = Object.entries(results).filter(([, r]) => r.status !== 200).map(([n, r]) => `${n} ${r.status}`);
     show('status', bad.length === 0 ? 'done' : `API answered ${bad.join(', ')}`);
   } else {
+    if (cfg.silentCheck) {
+      // Silent authentication before any login: spa-js opens a prompt=none,
+      // response_mode=web_message iframe at the broker, which must post login_required back
+      // (a redirect would leave spa-js waiting for its timeout).
+      step = 'getTokenSilently (prompt=none, no session)';
+      show('status', 'silent check…');
+      let silent;
+      try {
+        await auth0.getTokenSilently({ cacheMode: 'off', timeoutInSeconds: 15 });
+        silent = { error: 'unexpected: a token without a login' };
+      } catch (err) {
+        silent = { error: err?.error ?? err?.name ?? 'Error', error_description: err?.error_description ?? err?.message };
+      }
+      sessionStorage.setItem('silent', JSON.stringify(silent));
+      show('silent', silent);
+    }
     $('login').hidden = false;
     $('login').onclick = () => {
       step = 'loginWithRedirect';
