@@ -114,11 +114,13 @@ func (s *Server) appError(w http.ResponseWriter, r *http.Request, app *appReques
 // for response_mode=web_message, posts them to the redirect_uri's origin).
 func (s *Server) redirectToApp(w http.ResponseWriter, r *http.Request, app *appRequest, params url.Values) {
 	u, err := url.Parse(app.RedirectURI)
-	if err != nil || u.Scheme == "" || u.Host == "" { // registered URIs are validated at start-up; fail closed anyway
+	if err != nil { // registered URIs are validated at start-up; fail closed anyway
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in failed", Error: "invalid_redirect_uri"})
 		return
 	}
-	if app.ResponseMode == responseModeWebMessage {
+	// web_message needs a web origin to post to; a native app's private-use scheme
+	// (com.example:/cb) has none and gets the query redirect.
+	if app.ResponseMode == responseModeWebMessage && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
 		resp := map[string]string{"iss": s.issuer}
 		for k := range params {
 			if v := params.Get(k); v != "" {

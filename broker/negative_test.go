@@ -134,6 +134,23 @@ func TestAuthorizeWebMessage(t *testing.T) {
 			wantFail(t, h, tc.wantErr)
 		})
 	}
+	// A native app's private-use scheme has no web origin to post to: the query redirect.
+	t.Run("web_message with a private-use scheme redirect_uri: query redirect", func(t *testing.T) {
+		const native = "com.example.app:/cb"
+		h.cfg.Clients[0].RedirectURIs = append(h.cfg.Clients[0].RedirectURIs, native)
+		defer func() { h.cfg.Clients[0].RedirectURIs = h.cfg.Clients[0].RedirectURIs[:1] }()
+		c := h.browser()
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		resp, _ := get(t, c, h.authorizeURL(func(q url.Values) {
+			q.Set("redirect_uri", native)
+			q.Set("prompt", "none")
+			q.Set("response_mode", "web_message")
+		}))
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusFound || err != nil || !strings.HasPrefix(loc.String(), native+"?") || loc.Query().Get("error") != "login_required" {
+			t.Fatalf("got %d Location %q, want 302 to %s?error=login_required", resp.StatusCode, resp.Header.Get("Location"), native)
+		}
+	})
 	if n := h.up.Stats.AuthorizeRequests.Load(); n != 0 {
 		t.Errorf("upstream saw %d authorize requests", n)
 	}
