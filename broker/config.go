@@ -134,7 +134,17 @@ type APIConfig struct {
 	Audience           string `yaml:"audience"`
 	Name               string `yaml:"name"`
 	SenderConstraining string `yaml:"sender_constraining"` // none (default) | allowed | required
+	// RequiredFor narrows sender_constraining: required: all_clients (default) applies it to
+	// every client; public_clients only to public clients (SPAs, native apps), confidential
+	// clients being treated as allowed (reference.md §D, required_for).
+	RequiredFor string `yaml:"required_for"`
 }
+
+// required_for values (reference.md §D).
+const (
+	RequiredForAll    = "all_clients"
+	RequiredForPublic = "public_clients"
+)
 
 // LogsConfig is the store-backed event log retention (by count and by age).
 type LogsConfig struct {
@@ -329,6 +339,9 @@ func (c *Config) applyDefaults() {
 	for i := range c.APIs {
 		if c.APIs[i].SenderConstraining == "" {
 			c.APIs[i].SenderConstraining = PolicyNone
+		}
+		if c.APIs[i].RequiredFor == "" {
+			c.APIs[i].RequiredFor = RequiredForAll
 		}
 	}
 	for i := range c.Connections {

@@ -181,6 +181,12 @@ func TestValidate(t *testing.T) {
 		{"api audience duplicate", func(c *Config) { c.APIs = []APIConfig{{Audience: "https://api"}, {Audience: "https://api"}} }, FieldError{"apis[1].audience", `duplicate audience "https://api" (also apis[0])`}},
 		{"api audience is userinfo", func(c *Config) { c.APIs = []APIConfig{{Audience: "http://127.0.0.1:8080/userinfo"}} }, FieldError{"apis[0].audience", `"http://127.0.0.1:8080/userinfo" is the broker's userinfo audience and cannot be configured as an API`}},
 		{"api policy", func(c *Config) { c.APIs = []APIConfig{{Audience: "https://api", SenderConstraining: "mtls"}} }, FieldError{"apis[0].sender_constraining", `"mtls" is not supported (use none, allowed or required)`}},
+		{"api required_for", func(c *Config) {
+			c.APIs = []APIConfig{{Audience: "https://api", SenderConstraining: PolicyRequired, RequiredFor: "confidential_clients"}}
+		}, FieldError{"apis[0].required_for", `"confidential_clients" is not supported (use all_clients or public_clients)`}},
+		{"api required_for without required", func(c *Config) {
+			c.APIs = []APIConfig{{Audience: "https://api", SenderConstraining: PolicyAllowed, RequiredFor: RequiredForPublic}}
+		}, FieldError{"apis[0].required_for", `public_clients only applies with sender_constraining: required (it is "allowed")`}},
 		{"DS-16 nonce secret required", func(c *Config) { c.DPoPServer.RequireNonce = true }, FieldError{"dpop_server.nonce_secret", "is required when require_nonce is true (at least 32 bytes, the same on every replica)"}},
 		{"DS-16 nonce secret short", func(c *Config) { c.DPoPServer.NonceSecret = "short" }, FieldError{"dpop_server.nonce_secret", "must be at least 32 bytes (got 5)"}},
 		{"nonce period", func(c *Config) { c.DPoPServer.NoncePeriod = 0 }, FieldError{"dpop_server.nonce_period", "must be a positive duration"}},

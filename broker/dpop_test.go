@@ -31,6 +31,7 @@ const (
 	apiNone     = "https://api.none.example"
 	apiAllowed  = "https://api.allowed.example"
 	apiRequired = "https://api.required.example"
+	apiPublic   = "https://api.required-public.example" // required, required_for public_clients
 	nonceSecret = "0123456789abcdef0123456789abcdef"
 )
 
@@ -67,6 +68,7 @@ func dpopHarness(t testing.TB, mut func(*Config)) *harness {
 			{Audience: apiNone, SenderConstraining: PolicyNone},
 			{Audience: apiAllowed, SenderConstraining: PolicyAllowed},
 			{Audience: apiRequired, SenderConstraining: PolicyRequired},
+			{Audience: apiPublic, SenderConstraining: PolicyRequired, RequiredFor: RequiredForPublic},
 		}
 		c.Clients[1].AllowedOrigins = []string{spaOrigin}
 		c.Clients = append(c.Clients,
@@ -337,6 +339,49 @@ func TestDecideBindingTable(t *testing.T) {
 				if refuse == nil || bind || refuse.Code != "invalid_request" || refuse.Description != row.want || refuse.Status != 400 {
 					t.Fatalf("bind=%v refuse=%+v, want invalid_request %q", bind, refuse, row.want)
 				}
+			}
+		})
+	}
+}
+
+// TestRequiredForPublicClients: an API with sender_constraining required and required_for
+// public_clients requires a proof from public clients only; confidential clients get the
+// "allowed" column (reference.md §D).
+func TestRequiredForPublicClients(t *testing.T) {
+	h := dpopHarness(t, nil)
+	a, _, _ := testSigners(t)
+	for _, tc := range []struct {
+		name, client string
+		proof        bool
+		want         string // "bearer", "bound" or the invalid_request description
+	}{
+		{"SC required_for public_clients / confidential client / no proof → issued, bearer", appClient, false, "bearer"},
+		{"SC required_for public_clients / confidential client / proof sent → issued, bound", appClient, true, "bound"},
+		{"SC required_for public_clients / public client / no proof → not issued", spaClient, false, "API " + apiPublic + " requires sender-constrained tokens: send a DPoP proof"},
+		{"SC required_for public_clients / public client / proof sent → issued, bound", spaClient, true, "bound"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code := h.codeFor(tc.client, func(q url.Values) { q.Set("audience", apiPublic) })
+			tr := tokReq{client: tc.client, form: h.codeGrant(tc.client, code)}
+			if tc.proof {
+				tr.proof = h.tokenProof(a)
+			}
+			r := h.tok(tr)
+			switch tc.want {
+			case "bearer":
+				wantBearer(t, r)
+			case "bound":
+				wantBound(t, r, a)
+			default:
+				wantOAuth(t, r, 400, "invalid_request", tc.want)
+			}
+			// The token event names the policy applied to this client.
+			want := PolicyAllowed
+			if tc.client == spaClient {
+				want = PolicyRequired
+			}
+			if dp, _ := h.lastEvent().Details["dpop"].(map[string]any); dp["policy"] != want {
+				t.Errorf("event details.dpop = %v, want policy %s", dp, want)
 			}
 		})
 	}

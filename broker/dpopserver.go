@@ -73,9 +73,19 @@ const (
 
 // target is the resolved audience of a token request.
 type target struct {
-	kind     audienceKind
-	audience string // API audience; "" for userinfo only
-	policy   string // API sender_constraining
+	kind        audienceKind
+	audience    string // API audience; "" for userinfo only
+	policy      string // API sender_constraining
+	requiredFor string // API required_for (all_clients | public_clients)
+}
+
+// policyFor is the API policy that applies to a client: required with required_for
+// public_clients is allowed for a confidential client (reference.md §D).
+func (t target) policyFor(public bool) string {
+	if t.policy == PolicyRequired && t.requiredFor == RequiredForPublic && !public {
+		return PolicyAllowed
+	}
+	return t.policy
 }
 
 // resolveAudience maps an audience parameter to a target; unknown audiences are refused.
@@ -87,7 +97,7 @@ func (s *Server) resolveAudience(aud string) (target, *oauthError) {
 	if api == nil {
 		return target{}, invalidRequest("audience " + clip(aud, 128) + " is not an API known to this broker")
 	}
-	return target{kind: audAPI, audience: aud, policy: api.SenderConstraining}, nil
+	return target{kind: audAPI, audience: aud, policy: api.SenderConstraining, requiredFor: api.RequiredFor}, nil
 }
 
 // decideBinding is the sender-constraining table of reference.md §D: whether the access token

@@ -250,7 +250,7 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 	d := ev.Details
 	dp := map[string]any{"bound": x.bound}
 	if x.decided {
-		dp["policy"] = x.target.policy
+		dp["policy"] = x.policy
 		if x.target.kind == audUserinfo {
 			dp["policy"] = PolicyAllowed // userinfo only: bound when a proof is sent, else Bearer
 		}

@@ -153,6 +153,7 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *Client
 type exchange struct {
 	proof   *dpop.Result // the accepted proof, if any
 	target  target       // resolved audience
+	policy  string       // the API policy applied to this client (target.policyFor)
 	decided bool         // target was resolved (policy known)
 	bound   bool         // the access token is DPoP-bound
 	userID  string
@@ -271,8 +272,8 @@ func (s *Server) tokenBinding(client *ClientConfig, audience string, proof *dpop
 	if oerr != nil {
 		return binding{}, oerr
 	}
-	x.target, x.decided = t, true
-	bind, refuse := decideBinding(t.kind, t.audience, client.requiresPoP(), proof != nil, t.policy)
+	x.target, x.policy, x.decided = t, t.policyFor(client.Public()), true
+	bind, refuse := decideBinding(t.kind, t.audience, client.requiresPoP(), proof != nil, x.policy)
 	if refuse != nil {
 		return binding{}, refuse
 	}

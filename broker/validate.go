@@ -298,6 +298,15 @@ func (v *validator) apis(c *Config) {
 		default:
 			v.add(p+".sender_constraining", "%q is not supported (use none, allowed or required)", a.SenderConstraining)
 		}
+		switch a.RequiredFor {
+		case "", RequiredForAll:
+		case RequiredForPublic:
+			if a.SenderConstraining != PolicyRequired {
+				v.add(p+".required_for", "public_clients only applies with sender_constraining: required (it is %q)", a.SenderConstraining)
+			}
+		default:
+			v.add(p+".required_for", "%q is not supported (use all_clients or public_clients)", a.RequiredFor)
+		}
 	}
 }
 
