@@ -251,8 +251,13 @@ func (s *meteredConnStore) UpdateConnection(ctx context.Context, id string, doc 
 	return s.m.storeError("update_connection", s.Connections.UpdateConnection(ctx, id, doc))
 }
 
-func (s *meteredConnStore) DeleteConnection(ctx context.Context, id string) error {
-	return s.m.storeError("delete_connection", s.Connections.DeleteConnection(ctx, id))
+func (s *meteredConnStore) DeleteConnection(ctx context.Context, id string, tombstone []byte) error {
+	return s.m.storeError("delete_connection", s.Connections.DeleteConnection(ctx, id, tombstone))
+}
+
+func (s *meteredConnStore) ConnectionTombstone(ctx context.Context, id string) ([]byte, error) {
+	v, err := s.Connections.ConnectionTombstone(ctx, id)
+	return v, s.m.storeError("connection_tombstone", err)
 }
 
 func (s *meteredConnStore) ConnectionsVersion(ctx context.Context) (int64, error) {

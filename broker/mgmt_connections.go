@@ -412,14 +412,15 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	return nil
 }
 
-// DELETE /api/v2/connections/{id}: 202 (§B2). A connection from the YAML comes back at the
-// next start unless it is removed from the file too.
+// DELETE /api/v2/connections/{id}: 202 (§B2). A connection seeded from the YAML leaves a
+// tombstone (its config_hash), so restarts with the same YAML entry do not bring it back;
+// editing that entry applies it again (the seeding rule in registry.go).
 func (s *Server) deleteConnection(c *mgmtCall) *apiError {
 	doc, aerr := s.loadConnection(c)
 	if aerr != nil {
 		return aerr
 	}
-	switch err := s.reg.conns.DeleteConnection(c.r.Context(), doc.ID); {
+	switch err := s.reg.conns.DeleteConnection(c.r.Context(), doc.ID, []byte(doc.ConfigHash)); {
 	case errors.Is(err, sessions.ErrNotFound):
 		return errNoConnection
 	case err != nil:

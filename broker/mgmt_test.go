@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -676,5 +677,37 @@ func TestSeeding(t *testing.T) {
 	})
 	if err := b.Init(context.Background()); err == nil || !strings.Contains(err.Error(), `the store already has a connection named "later"`) {
 		t.Errorf("Init: %v", err)
+	}
+
+	// An API delete of a seeded connection survives a restart with the same YAML entry...
+	// (The last start applied the original entry again.)
+	if r := api(t, h.srv.URL, "DELETE", "/api/v2/connections/"+corpID, tokAll, nil); r.status != 202 {
+		t.Fatal(r.raw)
+	}
+	b = restart(nil)
+	if err := b.Init(context.Background()); err != nil {
+		t.Fatalf("Init after the API delete: %v", err)
+	}
+	if snap, _ := b.reg.current(context.Background(), true); snap.byName["corp"] != nil {
+		t.Error("a connection deleted through the API came back at restart with an unchanged YAML entry")
+	}
+	// ...and an edited YAML entry brings it back (the file wins, as for edits).
+	b = restart(func(c *Config) { c.Connections[0].Options.ClientID = "rotated-again" })
+	if err := b.Init(context.Background()); err != nil {
+		t.Fatalf("Init with an edited YAML entry: %v", err)
+	}
+	if got := display(b); got != "|rotated-again" {
+		t.Errorf("edited YAML after an API delete: %q, want the connection back", got)
+	}
+	// A connection created through the API leaves no tombstone: only seeded ones do.
+	later, _, err := st.(sessions.Connections).ConnectionByName(context.Background(), "later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := api(t, h.srv.URL, "DELETE", "/api/v2/connections/"+later, tokAll, nil); r.status != 202 {
+		t.Fatal(r.raw)
+	}
+	if _, err := st.(sessions.Connections).ConnectionTombstone(context.Background(), later); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("tombstone of an API-created connection: %v, want none", err)
 	}
 }

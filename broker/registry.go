@@ -20,9 +20,11 @@ import (
 
 // Connections live in the store (sessions.Connections) so that every replica sees a
 // management change; the YAML seeds them. Seeding rule: a YAML connection is created when its
-// id is not stored; when it is stored, the YAML is applied again only if the YAML entry
-// changed since it was last applied (config_hash), so an API edit survives restarts with an
-// unchanged file, and an edited file (new issuer, rotated secret) wins over the store.
+// id is not stored, unless the management API deleted it while the YAML entry was the same
+// (its tombstone is that entry's config_hash); when it is stored, the YAML is applied again
+// only if the YAML entry changed since it was last applied (config_hash). So an API edit or
+// delete survives restarts with an unchanged file, and an edited file (new issuer, rotated
+// secret) wins over the store.
 //
 // The registry is every request path's view of the connections. It keeps one immutable
 // snapshot; lookups that must be current (/authorize, management writes) read the store's
@@ -89,6 +91,14 @@ func (g *registry) seedAll(ctx context.Context) (problems []error, err error) {
 		raw, err := json.Marshal(doc)
 		if err != nil {
 			return nil, fmt.Errorf("connections[%d]: encode: %w", i, err)
+		}
+		switch tomb, err := g.conns.ConnectionTombstone(ctx, cc.ID); {
+		case err == nil && string(tomb) == doc.ConfigHash:
+			g.s.log.Info("connection deleted through the management API is not seeded again; edit or remove its YAML entry",
+				"connection", cc.Name, "id", cc.ID)
+			continue
+		case err != nil && !errors.Is(err, sessions.ErrNotFound):
+			return problems, fmt.Errorf("connections[%d] (%s): read tombstone: %w", i, cc.Name, err)
 		}
 		created, err := g.conns.SeedConnection(ctx, cc.ID, cc.Name, raw)
 		switch {

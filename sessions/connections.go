@@ -39,8 +39,14 @@ type Connections interface {
 	// UpdateConnection replaces the document under id (its name stays), or returns
 	// ErrNotFound.
 	UpdateConnection(ctx context.Context, id string, doc []byte) error
-	// DeleteConnection removes the connection and frees its name, or returns ErrNotFound.
-	DeleteConnection(ctx context.Context, id string) error
+	// DeleteConnection removes the connection and frees its name, or returns ErrNotFound. A
+	// non-empty tombstone is kept under id in the same atomic write (ConnectionTombstone)
+	// until a connection with that id is created again, so that seeding from configuration
+	// can tell an operator's delete from a connection that was never stored.
+	DeleteConnection(ctx context.Context, id string, tombstone []byte) error
+	// ConnectionTombstone returns the tombstone the last DeleteConnection of id kept, or
+	// ErrNotFound.
+	ConnectionTombstone(ctx context.Context, id string) ([]byte, error)
 	// ConnectionsVersion returns a counter that every successful write above increases
 	// (0 before the first write). It is one GET on Redis.
 	ConnectionsVersion(ctx context.Context) (int64, error)
@@ -103,6 +109,7 @@ func (m *memory) createConn(id, name string, doc []byte) error {
 		}
 		byID[id] = memConn{name: name, doc: bytes.Clone(doc)}
 		byName[name] = id
+		delete(m.connGone, id)
 		m.connVer++
 		return nil
 	})
@@ -185,10 +192,29 @@ func (m *memory) UpdateConnection(_ context.Context, id string, doc []byte) erro
 	})
 }
 
-func (m *memory) DeleteConnection(_ context.Context, id string) error {
+func (m *memory) DeleteConnection(_ context.Context, id string, tombstone []byte) error {
 	return m.changeConn("delete connection", id, func(c memConn) {
 		delete(m.conns, id)
 		delete(m.connNames, c.name)
+		if len(tombstone) > 0 {
+			if m.connGone == nil {
+				m.connGone = make(map[string][]byte)
+			}
+			m.connGone[id] = bytes.Clone(tombstone)
+		}
+	})
+}
+
+func (m *memory) ConnectionTombstone(_ context.Context, id string) ([]byte, error) {
+	if err := checkConnKey("id", id); err != nil {
+		return nil, fmt.Errorf("sessions: connection tombstone: %w", err)
+	}
+	return inOpen(m, func() ([]byte, error) {
+		t, ok := m.connGone[id]
+		if !ok {
+			return nil, fmt.Errorf("sessions: connection tombstone: %w", ErrNotFound)
+		}
+		return bytes.Clone(t), nil
 	})
 }
 

@@ -36,6 +36,7 @@ type memory struct {
 
 	conns     map[string]memConn // connection records by id (no TTL)
 	connNames map[string]string  // connection name → id
+	connGone  map[string][]byte  // tombstones of deleted connections by id
 	connVer   int64              // ConnectionsVersion
 }
 
@@ -317,6 +318,6 @@ func (m *memory) Close() error {
 	m.closed = true
 	m.recs = nil
 	m.logs = nil
-	m.conns, m.connNames = nil, nil
+	m.conns, m.connNames, m.connGone = nil, nil, nil
 	return nil
 }

@@ -10,22 +10,23 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Connection records on Redis: four keys under the hash tag {conn} (one Cluster slot), changed
+// Connection records on Redis: five keys under the hash tag {conn} (one Cluster slot), changed
 // only by the Lua scripts below, so each write is atomic.
 //
 //	PREFIX:conn:{conn}:doc   hash id → document
 //	PREFIX:conn:{conn}:id    hash id → name
 //	PREFIX:conn:{conn}:name  hash name → id
 //	PREFIX:conn:{conn}:ver   counter, INCR by every write
-type connKeys struct{ doc, id, name, ver string }
+//	PREFIX:conn:{conn}:gone  hash id → tombstone of a deleted connection
+type connKeys struct{ doc, id, name, ver, gone string }
 
 func (s *redisStore) connKeys() connKeys {
 	b := s.prefix + ":conn:{conn}:"
-	return connKeys{doc: b + "doc", id: b + "id", name: b + "name", ver: b + "ver"}
+	return connKeys{doc: b + "doc", id: b + "id", name: b + "name", ver: b + "ver", gone: b + "gone"}
 }
 
-// all returns the keys in the order the scripts expect: KEYS[1..4] = doc, id, name, ver.
-func (k connKeys) all() []string { return []string{k.doc, k.id, k.name, k.ver} }
+// all returns the keys in the order the scripts expect: KEYS[1..5] = doc, id, name, ver, gone.
+func (k connKeys) all() []string { return []string{k.doc, k.id, k.name, k.ver, k.gone} }
 
 // Script results for "taken" and "missing" (a successful write returns the new version ≥ 1).
 const (
@@ -42,6 +43,7 @@ if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return -2 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 return redis.call('INCR', KEYS[4])
 `)
 	// ARGV: id, doc.
@@ -50,13 +52,14 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('INCR', KEYS[4])
 `)
-	// ARGV: id.
+	// ARGV: id, tombstone ("" = none).
 	connDeleteScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
 local name = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 if name and redis.call('HGET', KEYS[3], name) == ARGV[1] then redis.call('HDEL', KEYS[3], name) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[2]) end
 return redis.call('INCR', KEYS[4])
 `)
 	// ARGV: name. Returns {id, doc} or nil.
@@ -162,14 +165,25 @@ func (s *redisStore) UpdateConnection(ctx context.Context, id string, doc []byte
 	return nil
 }
 
-func (s *redisStore) DeleteConnection(ctx context.Context, id string) error {
+func (s *redisStore) DeleteConnection(ctx context.Context, id string, tombstone []byte) error {
 	if err := checkConnKey("id", id); err != nil {
 		return fmt.Errorf("sessions: delete connection: %w", err)
 	}
-	if err := s.runConn(ctx, "delete connection", connDeleteScript, id); err != nil {
+	if err := s.runConn(ctx, "delete connection", connDeleteScript, id, tombstone); err != nil {
 		return fmt.Errorf("sessions: delete connection: %w", err)
 	}
 	return nil
+}
+
+func (s *redisStore) ConnectionTombstone(ctx context.Context, id string) ([]byte, error) {
+	if err := checkConnKey("id", id); err != nil {
+		return nil, fmt.Errorf("sessions: connection tombstone: %w", err)
+	}
+	v, err := s.c.HGet(ctx, s.connKeys().gone, id).Bytes()
+	if err != nil {
+		return nil, mapErr("connection tombstone", err)
+	}
+	return v, nil
 }
 
 func (s *redisStore) ConnectionsVersion(ctx context.Context) (int64, error) {

@@ -68,7 +68,8 @@ func allOps(ctx context.Context, s sessions.Store) map[string]error {
 	_, _, errs["ConnectionByName"] = c.ConnectionByName(ctx, "a")
 	_, errs["ListConnections"] = c.ListConnections(ctx)
 	errs["UpdateConnection"] = c.UpdateConnection(ctx, "con_1", []byte("{}"))
-	errs["DeleteConnection"] = c.DeleteConnection(ctx, "con_1")
+	errs["DeleteConnection"] = c.DeleteConnection(ctx, "con_1", nil)
+	_, errs["ConnectionTombstone"] = c.ConnectionTombstone(ctx, "con_1")
 	_, errs["ConnectionsVersion"] = c.ConnectionsVersion(ctx)
 	return errs
 }

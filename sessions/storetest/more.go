@@ -280,12 +280,56 @@ func testConnUpdate(t *testing.T, s sessions.Store) {
 	mustByName(t, c, "acme", "con_1", "v2")
 }
 
+// testConnTombstone: a delete may leave a tombstone (written with the delete), which creating
+// or seeding that id again clears.
+func testConnTombstone(t *testing.T, s sessions.Store) {
+	c, x := conns(t, s), ctx(t)
+	for _, id := range []string{"con_1", "con_2"} {
+		if err := c.CreateConnection(x, id, "n-"+id, []byte("v1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.ConnectionTombstone(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("ConnectionTombstone of a live connection = %v, want ErrNotFound", err)
+	}
+	v0, _ := c.ConnectionsVersion(x)
+	if err := c.DeleteConnection(x, "con_1", []byte("hash-1")); err != nil {
+		t.Fatalf("DeleteConnection with a tombstone: %v", err)
+	}
+	if v, _ := c.ConnectionsVersion(x); v != v0+1 {
+		t.Fatalf("version %d after delete, want %d", v, v0+1)
+	}
+	if tomb, err := c.ConnectionTombstone(x, "con_1"); err != nil || string(tomb) != "hash-1" {
+		t.Fatalf("ConnectionTombstone = %q, %v; want hash-1", tomb, err)
+	}
+	if _, err := c.GetConnection(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("GetConnection after delete = %v, want ErrNotFound", err)
+	}
+	// Seeding the id again creates it and clears the tombstone.
+	if created, err := c.SeedConnection(x, "con_1", "n-con_1", []byte("v2")); err != nil || !created {
+		t.Fatalf("SeedConnection after delete = %v, %v; want created", created, err)
+	}
+	if _, err := c.ConnectionTombstone(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("ConnectionTombstone after re-seeding = %v, want ErrNotFound", err)
+	}
+	// So does creating it.
+	if err := c.DeleteConnection(x, "con_2", []byte("hash-2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateConnection(x, "con_2", "n-con_2", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ConnectionTombstone(x, "con_2"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("ConnectionTombstone after re-creating = %v, want ErrNotFound", err)
+	}
+}
+
 func testConnDelete(t *testing.T, s sessions.Store) {
 	c, x := conns(t, s), ctx(t)
 	if err := c.CreateConnection(x, "con_1", "acme", []byte("v1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.DeleteConnection(x, "con_1"); err != nil {
+	if err := c.DeleteConnection(x, "con_1", nil); err != nil {
 		t.Fatalf("DeleteConnection: %v", err)
 	}
 	if _, err := c.GetConnection(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
@@ -294,8 +338,11 @@ func testConnDelete(t *testing.T, s sessions.Store) {
 	if _, _, err := c.ConnectionByName(x, "acme"); !errors.Is(err, sessions.ErrNotFound) {
 		t.Fatalf("ConnectionByName after delete = %v, want ErrNotFound", err)
 	}
-	if err := c.DeleteConnection(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+	if err := c.DeleteConnection(x, "con_1", []byte("t")); !errors.Is(err, sessions.ErrNotFound) {
 		t.Fatalf("second DeleteConnection = %v, want ErrNotFound", err)
+	}
+	if _, err := c.ConnectionTombstone(x, "con_1"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("ConnectionTombstone after a delete without one (and a refused one) = %v, want ErrNotFound", err)
 	}
 	// The name is free again, and so is the id.
 	if err := c.CreateConnection(x, "con_2", "acme", []byte("v2")); err != nil {
@@ -328,8 +375,8 @@ func testConnVersion(t *testing.T, s sessions.Store) {
 		{"update missing", func() error { return c.UpdateConnection(x, "con_9", nil) }, false},
 		{"seed new", func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("3")); return err }, true},
 		{"seed existing", func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("4")); return err }, false},
-		{"delete", func() error { return c.DeleteConnection(x, "con_1") }, true},
-		{"delete missing", func() error { return c.DeleteConnection(x, "con_1") }, false},
+		{"delete", func() error { return c.DeleteConnection(x, "con_1", nil) }, true},
+		{"delete missing", func() error { return c.DeleteConnection(x, "con_1", nil) }, false},
 		{"create again", func() error { return c.CreateConnection(x, "con_1", "a", []byte("5")) }, true},
 	}
 	prev := int64(0)
@@ -442,9 +489,10 @@ func testConnInvalid(t *testing.T, s sessions.Store) {
 	}
 	_, errGet := c.GetConnection(x, "")
 	_, _, errByName := c.ConnectionByName(x, "")
+	_, errTomb := c.ConnectionTombstone(x, "")
 	for op, err := range map[string]error{
-		"Get": errGet, "ByName": errByName,
-		"Update": c.UpdateConnection(x, "", nil), "Delete": c.DeleteConnection(x, ""),
+		"Get": errGet, "ByName": errByName, "Tombstone": errTomb,
+		"Update": c.UpdateConnection(x, "", nil), "Delete": c.DeleteConnection(x, "", nil),
 	} {
 		if err == nil || errors.Is(err, sessions.ErrUnavailable) || errors.Is(err, sessions.ErrNotFound) {
 			t.Errorf("%s with an empty key = %v, want a validation error", op, err)

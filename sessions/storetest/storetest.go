@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{"Connections concurrent creates of one name, exactly one wins", testConnCreateConcurrent},
 		{"Connections update", testConnUpdate},
 		{"Connections delete frees the name", testConnDelete},
+		{"Connections delete keeps a tombstone until the id is created again", testConnTombstone},
 		{"Connections version increases on every write", testConnVersion},
 		{"Connections list sorted by name", testConnList},
 		{"Connections seed is idempotent", testConnSeed},
