@@ -344,6 +344,32 @@ func TestDecideBindingTable(t *testing.T) {
 	}
 }
 
+// issueRow logs in for client (audience aud, "" for userinfo only), exchanges the code with a
+// proof from a when proof is set, and checks the answer: want is "bearer", "bound" or the
+// invalid_request description (a row of reference.md §D).
+func (h *harness) issueRow(t *testing.T, a *dpop.Signer, client, aud string, proof bool, want string) httpResult {
+	t.Helper()
+	code := h.codeFor(client, func(q url.Values) {
+		if aud != "" {
+			q.Set("audience", aud)
+		}
+	})
+	tr := tokReq{client: client, form: h.codeGrant(client, code)}
+	if proof {
+		tr.proof = h.tokenProof(a)
+	}
+	r := h.tok(tr)
+	switch want {
+	case "bearer":
+		wantBearer(t, r)
+	case "bound":
+		wantBound(t, r, a)
+	default:
+		wantOAuth(t, r, 400, "invalid_request", want)
+	}
+	return r
+}
+
 // TestRequiredForPublicClients: an API with sender_constraining required and required_for
 // public_clients requires a proof from public clients only; confidential clients get the
 // "allowed" column (reference.md §D).
@@ -361,20 +387,7 @@ func TestRequiredForPublicClients(t *testing.T) {
 		{"SC required_for public_clients / public client / proof sent → issued, bound", spaClient, true, "bound"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code := h.codeFor(tc.client, func(q url.Values) { q.Set("audience", apiPublic) })
-			tr := tokReq{client: tc.client, form: h.codeGrant(tc.client, code)}
-			if tc.proof {
-				tr.proof = h.tokenProof(a)
-			}
-			r := h.tok(tr)
-			switch tc.want {
-			case "bearer":
-				wantBearer(t, r)
-			case "bound":
-				wantBound(t, r, a)
-			default:
-				wantOAuth(t, r, 400, "invalid_request", tc.want)
-			}
+			h.issueRow(t, a, tc.client, apiPublic, tc.proof, tc.want)
 			// The token event names the policy applied to this client.
 			want := PolicyAllowed
 			if tc.client == spaClient {
@@ -396,24 +409,7 @@ func TestIssuanceTableEndToEnd(t *testing.T) {
 			if row.clientPoP {
 				client = popClient
 			}
-			code := h.codeFor(client, func(q url.Values) {
-				if row.aud != "" {
-					q.Set("audience", row.aud)
-				}
-			})
-			tr := tokReq{client: client, form: h.codeGrant(client, code)}
-			if row.proof {
-				tr.proof = h.tokenProof(a)
-			}
-			r := h.tok(tr)
-			switch row.want {
-			case "bearer":
-				wantBearer(t, r)
-			case "bound":
-				wantBound(t, r, a)
-			default:
-				wantOAuth(t, r, 400, "invalid_request", row.want)
-			}
+			r := h.issueRow(t, a, client, row.aud, row.proof, row.want)
 			if r.status == 200 {
 				aud, _ := claimsOf(t, r.str("access_token"))["aud"].([]any)
 				if row.aud != "" && (len(aud) != 2 || aud[0] != row.aud) {
