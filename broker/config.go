@@ -87,7 +87,12 @@ type DPoPKeysConfig struct {
 // KeysConfig groups the broker's private keys.
 type KeysConfig struct {
 	Signing SigningKeyConfig `yaml:"signing"`
-	DPoP    DPoPKeysConfig   `yaml:"dpop"`
+	// PreviousSigning are signing keys that keys.signing replaced (newest first): still
+	// published in the JWKS and accepted for the broker's own access tokens (JWT and opaque)
+	// until those expire, never used to sign. Remove one once the longest token lifetime has
+	// passed since the rotation.
+	PreviousSigning []SigningKeyConfig `yaml:"previous_signing"`
+	DPoP            DPoPKeysConfig     `yaml:"dpop"`
 }
 
 // LifetimesConfig are the TTLs of the broker's records and tokens.

@@ -169,6 +169,14 @@ func TestValidate(t *testing.T) {
 		{"dpop key wrong type", func(c *Config) { c.Keys.DPoP.ES256.PrivateKeyEnv = "TEST_BROKER_SIGNING_KEY" }, FieldError{"keys.dpop.es256.private_key_env", "the key does not fit alg ES256"}},
 		{"signing key env unset", func(c *Config) { c.Keys.Signing.PrivateKeyEnv = "TEST_NOT_SET_KEY" }, FieldError{"keys.signing.private_key_env", "environment variable TEST_NOT_SET_KEY is not set"}},
 		{"signing alg", func(c *Config) { c.Keys.Signing.Alg = "HS256" }, FieldError{"keys.signing.alg", `"HS256" is not supported (use RS256 or ES256)`}},
+		{"previous signing key is the current one", func(c *Config) {
+			c.Keys.PreviousSigning = []SigningKeyConfig{{Alg: "RS256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_SIGNING_KEY"}}}
+		}, FieldError{"keys.previous_signing[0]", "the same key as keys.signing"}},
+		{"previous signing alg", func(c *Config) { c.Keys.PreviousSigning = []SigningKeyConfig{{Alg: "HS256"}} },
+			FieldError{"keys.previous_signing[0].alg", `"HS256" is not supported (use RS256 or ES256)`}},
+		{"previous signing key of another type", func(c *Config) {
+			c.Keys.PreviousSigning = []SigningKeyConfig{{Alg: "RS256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_DPOP_KEY"}}}
+		}, FieldError{"keys.previous_signing[0].private_key_env", "the key does not fit alg RS256"}},
 		{"lifetime", func(c *Config) { c.Lifetimes.Code = 0 }, FieldError{"lifetimes.code", "must be a positive duration"}},
 		{"negative jitter", func(c *Config) { c.DPoP.Jitter = -time.Second }, FieldError{"dpop.jitter", "must not be negative"}},
 		{"max retries", func(c *Config) { c.DPoP.MaxRetries = 6 }, FieldError{"dpop.max_retries", "6 is out of range (0 to 5)"}},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -21,8 +22,75 @@ type Keys struct {
 	Signing    crypto.Signer
 	SigningAlg jose.SignatureAlgorithm // RS256 or ES256
 	KID        string                  // RFC 7638 thumbprint of the public key
+	// Previous are replaced signing keys (AddPrevious): published in the JWKS and accepted for
+	// the broker's own access tokens, never used to sign.
+	Previous []PreviousKey
 	// DPoP holds one signer per connection alg name (ES256, Ed25519, RS256, PS256).
 	DPoP map[string]*dpop.Signer
+}
+
+// PreviousKey is a signing key that was replaced.
+type PreviousKey struct {
+	Key crypto.Signer
+	Alg jose.SignatureAlgorithm
+	KID string
+}
+
+// AddPrevious adds a replaced signing key (alg RS256 or ES256). The current key and a key
+// already added are refused.
+func (k *Keys) AddPrevious(key crypto.Signer, alg string) error {
+	if !signingKeyFits(key, alg) {
+		return fmt.Errorf("key does not fit signing alg %s (RS256 needs RSA ≥ 2048 bits, ES256 a P-256 key)", alg)
+	}
+	kid, err := keyID(key)
+	if err != nil {
+		return err
+	}
+	if kid == k.KID {
+		return errors.New("it is the current signing key (keys.signing)")
+	}
+	for _, p := range k.Previous {
+		if p.KID == kid {
+			return errors.New("the same key is listed twice")
+		}
+	}
+	k.Previous = append(k.Previous, PreviousKey{Key: key, Alg: jose.SignatureAlgorithm(alg), KID: kid})
+	return nil
+}
+
+// verificationKey returns the public key and alg of the signing key (current or previous)
+// with key id kid.
+func (k *Keys) verificationKey(kid string) (crypto.PublicKey, jose.SignatureAlgorithm, bool) {
+	if kid == k.KID {
+		return k.Signing.Public(), k.SigningAlg, true
+	}
+	for _, p := range k.Previous {
+		if p.KID == kid {
+			return p.Key.Public(), p.Alg, true
+		}
+	}
+	return nil, "", false
+}
+
+// verificationAlgs are the algs of the current and previous signing keys.
+func (k *Keys) verificationAlgs() []jose.SignatureAlgorithm {
+	algs := []jose.SignatureAlgorithm{k.SigningAlg}
+	for _, p := range k.Previous {
+		if !slices.Contains(algs, p.Alg) {
+			algs = append(algs, p.Alg)
+		}
+	}
+	return algs
+}
+
+// keyID is the RFC 7638 thumbprint of key's public part, base64url.
+func keyID(key crypto.Signer) (string, error) {
+	jwk := jose.JSONWebKey{Key: key.Public()}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("thumbprint: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
 }
 
 // LoadKeys loads the keys the configuration names. When generate is true a key that is not
@@ -45,6 +113,15 @@ func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
 	k, err := NewKeys(signing, s.Alg)
 	if err != nil {
 		return nil, fmt.Errorf("keys.signing: %w", err)
+	}
+	for i, p := range cfg.Keys.PreviousSigning {
+		key, err := loadKey(p.KeySource, p.Alg)
+		if err == nil {
+			err = k.AddPrevious(key, p.Alg)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("keys.previous_signing[%d]: %w", i, err)
+		}
 	}
 	// Every configured DPoP key is loaded, used or not, so that the management API can turn
 	// DPoP on for any alg it has a key for; generate adds the fast key types (ES256,
@@ -89,14 +166,12 @@ func NewKeys(signing crypto.Signer, alg string) (*Keys, error) {
 	if !signingKeyFits(signing, alg) {
 		return nil, fmt.Errorf("key does not fit signing alg %s (RS256 needs RSA ≥ 2048 bits, ES256 a P-256 key)", alg)
 	}
-	jwk := jose.JSONWebKey{Key: signing.Public()}
-	tp, err := jwk.Thumbprint(crypto.SHA256)
+	kid, err := keyID(signing)
 	if err != nil {
-		return nil, fmt.Errorf("thumbprint: %w", err)
+		return nil, err
 	}
 	return &Keys{
-		Signing: signing, SigningAlg: jose.SignatureAlgorithm(alg),
-		KID:  base64.RawURLEncoding.EncodeToString(tp),
+		Signing: signing, SigningAlg: jose.SignatureAlgorithm(alg), KID: kid,
 		DPoP: map[string]*dpop.Signer{},
 	}, nil
 }
@@ -123,11 +198,16 @@ func (k *Keys) AddDPoPKey(key crypto.Signer) error {
 	return nil
 }
 
-// JWKS returns the public signing keys (use sig, alg, kid).
+// JWKS returns the public signing keys (use sig, alg, kid): the current one first, then the
+// previous ones.
 func (k *Keys) JWKS() jose.JSONWebKeySet {
-	return jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{
 		Key: k.Signing.Public(), KeyID: k.KID, Algorithm: string(k.SigningAlg), Use: "sig",
 	}}}
+	for _, p := range k.Previous {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: p.Key.Public(), KeyID: p.KID, Algorithm: string(p.Alg), Use: "sig"})
+	}
+	return set
 }
 
 // signer returns a go-jose signer for tokens of type typ.

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"crypto/x509"
@@ -18,35 +19,58 @@ import (
 // pass instead of a signature (an RSA-2048 signature is most of a login's CPU), and nothing is
 // stored: /userinfo opens the token and then reads the session, as for a JWT access token.
 // The key is derived with HKDF from the broker's signing key, so every replica (same
-// keys.signing) opens every replica's tokens, and rotating the signing key ends them, as it
-// ends JWT access tokens. Access tokens for an API audience stay signed JWTs (RFC 9068).
+// keys.signing) opens every replica's tokens. After a rotation the keys derived from
+// keys.previous_signing still open the tokens sealed before it (chosen by the JWE kid), as
+// the previous keys still verify JWT access tokens. Access tokens for an API audience stay
+// signed JWTs (RFC 9068).
 
 // opaqueInfo separates the derived key from every other use of the signing key.
 const opaqueInfo = "dpop-broker userinfo access token A256GCM v1"
 
 // opaqueTokens seals and opens userinfo-only access tokens.
 type opaqueTokens struct {
-	key []byte
-	enc jose.Encrypter
+	keys map[string][]byte // by the kid of the signing key they derive from
+	enc  jose.Encrypter    // with the current signing key's
 }
 
-// newOpaqueTokens derives the token key from the signing key. A signing key whose private
-// part cannot be exported (an external signer) gets nil: access tokens are then all JWTs.
+// newOpaqueTokens derives the token keys from the signing keys (current and previous). A
+// current signing key whose private part cannot be exported (an external signer) gets nil:
+// access tokens are then all JWTs.
 func newOpaqueTokens(k *Keys) (*opaqueTokens, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k.Signing)
-	if err != nil {
-		return nil, nil // not an exportable key: access tokens stay JWTs
-	}
-	key, err := hkdf.Key(sha256.New, der, []byte("dpop-broker"), opaqueInfo, 32)
-	if err != nil {
-		return nil, fmt.Errorf("derive access token key: %w", err)
+	key, err := opaqueKey(k.Signing)
+	if err != nil || key == nil {
+		return nil, err // nil: not an exportable key, access tokens stay JWTs
 	}
 	opts := (&jose.EncrypterOptions{}).WithHeader("kid", k.KID)
 	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.DIRECT, Key: key}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("access token encrypter: %w", err)
 	}
-	return &opaqueTokens{key: key, enc: enc}, nil
+	o := &opaqueTokens{keys: map[string][]byte{k.KID: key}, enc: enc}
+	for _, p := range k.Previous {
+		pk, err := opaqueKey(p.Key)
+		if err != nil {
+			return nil, err
+		}
+		if pk != nil {
+			o.keys[p.KID] = pk
+		}
+	}
+	return o, nil
+}
+
+// opaqueKey derives the token key from a signing key, or returns nil for a key whose private
+// part cannot be exported.
+func opaqueKey(signing crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(signing)
+	if err != nil {
+		return nil, nil
+	}
+	key, err := hkdf.Key(sha256.New, der, []byte("dpop-broker"), opaqueInfo, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive access token key: %w", err)
+	}
+	return key, nil
 }
 
 // seal returns claims as an opaque access token.
@@ -87,7 +111,11 @@ func (o *opaqueTokens) decrypt(raw string) ([]byte, error) {
 	if err != nil {
 		return nil, errors.New("malformed access token")
 	}
-	payload, err := obj.Decrypt(o.key)
+	key, ok := o.keys[obj.Header.KeyID]
+	if !ok {
+		return nil, errors.New("access token is invalid")
+	}
+	payload, err := obj.Decrypt(key)
 	if err != nil {
 		return nil, errors.New("access token is invalid")
 	}

@@ -152,14 +152,20 @@ func (s *Server) verifyAccessToken(raw string) (*accessClaims, error) {
 			return nil, err
 		}
 	} else {
-		t, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{s.keys.SigningAlg})
+		t, err := jwt.ParseSigned(raw, s.keys.verificationAlgs())
 		if err != nil {
 			return nil, errors.New("malformed access token")
 		}
 		if len(t.Headers) != 1 || t.Headers[0].ExtraHeaders[jose.HeaderType] != "at+jwt" {
 			return nil, errors.New("not an access token (typ must be at+jwt)")
 		}
-		if err := t.Claims(s.keys.Signing.Public(), &c); err != nil {
+		// The key by kid: the current signing key or a previous one (keys.previous_signing),
+		// with the alg it is published with.
+		pub, alg, ok := s.keys.verificationKey(t.Headers[0].KeyID)
+		if !ok || t.Headers[0].Algorithm != string(alg) {
+			return nil, errors.New("access token signature is invalid")
+		}
+		if err := t.Claims(pub, &c); err != nil {
 			return nil, errors.New("access token signature is invalid")
 		}
 	}

@@ -61,8 +61,15 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	v.rateLimits(c)
 	if checkKeys {
 		c.validateKeys(v)
-	} else if a := c.Keys.Signing.Alg; a != "RS256" && a != "ES256" {
-		v.add("keys.signing.alg", "%q is not supported (use RS256 or ES256)", a)
+	} else {
+		if a := c.Keys.Signing.Alg; a != "RS256" && a != "ES256" {
+			v.add("keys.signing.alg", "%q is not supported (use RS256 or ES256)", a)
+		}
+		for i, p := range c.Keys.PreviousSigning {
+			if p.Alg != "RS256" && p.Alg != "ES256" {
+				v.add(fmt.Sprintf("keys.previous_signing[%d].alg", i), "%q is not supported (use RS256 or ES256)", p.Alg)
+			}
+		}
 	}
 	return v.errs
 }
@@ -502,16 +509,35 @@ func (k *DPoPKeysConfig) byName(name string) KeySource {
 
 // validateKeys checks that every needed key is configured and loads.
 func (c *Config) validateKeys(v *validator) {
-	s := c.Keys.Signing
-	switch s.Alg {
-	case "RS256", "ES256":
-		if !s.given() {
-			v.add("keys.signing", "a private key is required (private_key_file or private_key_env)")
-		} else if _, err := loadKey(s.KeySource, s.Alg); err != nil {
-			v.add(keySourceKey("keys.signing", s.KeySource), "%v", err)
+	kids := map[string]string{} // signing key id → where it is configured
+	signingKey := func(path string, s SigningKeyConfig) {
+		switch s.Alg {
+		case "RS256", "ES256":
+			if !s.given() {
+				v.add(path, "a private key is required (private_key_file or private_key_env)")
+				return
+			}
+			key, err := loadKey(s.KeySource, s.Alg)
+			if err == nil && !signingKeyFits(key, s.Alg) {
+				err = fmt.Errorf("the key does not fit signing alg %s (RS256 needs RSA ≥ 2048 bits, ES256 a P-256 key)", s.Alg)
+			}
+			if err != nil {
+				v.add(keySourceKey(path, s.KeySource), "%v", err)
+				return
+			}
+			if kid, err := keyID(key); err == nil {
+				if other, dup := kids[kid]; dup {
+					v.add(path, "the same key as %s", other)
+				}
+				kids[kid] = path
+			}
+		default:
+			v.add(path+".alg", "%q is not supported (use RS256 or ES256)", s.Alg)
 		}
-	default:
-		v.add("keys.signing.alg", "%q is not supported (use RS256 or ES256)", s.Alg)
+	}
+	signingKey("keys.signing", c.Keys.Signing)
+	for i, p := range c.Keys.PreviousSigning {
+		signingKey(fmt.Sprintf("keys.previous_signing[%d]", i), p)
 	}
 	done := map[string]bool{}
 	for i, cc := range c.Connections {
