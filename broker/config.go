@@ -177,8 +177,11 @@ type ClientConfig struct {
 	ClientSecret            string   `yaml:"client_secret"`
 	TokenEndpointAuthMethod string   `yaml:"token_endpoint_auth_method"`
 	RedirectURIs            []string `yaml:"redirect_uris"`
-	AllowedOrigins          []string `yaml:"allowed_origins"`
-	Connections             []string `yaml:"connections"`
+	// PostLogoutRedirectURIs are where /oidc/logout may send the browser
+	// (post_logout_redirect_uri, exact match; OpenID Connect RP-Initiated Logout 1.0).
+	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
+	AllowedOrigins         []string `yaml:"allowed_origins"`
+	Connections            []string `yaml:"connections"`
 	// RequireSenderConstraining refuses tokens that would not be DPoP-bound (the SaaS's
 	// require_proof_of_possession); DPoPBoundAccessTokens is the RFC 9449 §5.2 metadata with
 	// the same effect on token requests (DS-22).

@@ -136,6 +136,7 @@ func TestValidate(t *testing.T) {
 		{"duplicate client id", func(c *Config) { c.Clients = append(c.Clients, c.Clients[0]) }, FieldError{"clients[1].client_id", `duplicate client_id "sample-app" (also clients[0])`}},
 		{"redirect uri relative", func(c *Config) { c.Clients[0].RedirectURIs = []string{"/cb"} }, FieldError{"clients[0].redirect_uris[0]", `"/cb" must be an absolute URI`}},
 		{"redirect uri fragment", func(c *Config) { c.Clients[0].RedirectURIs = []string{"https://a/cb#x"} }, FieldError{"clients[0].redirect_uris[0]", `"https://a/cb#x" must not contain a fragment`}},
+		{"post-logout redirect uri relative", func(c *Config) { c.Clients[0].PostLogoutRedirectURIs = []string{"/bye"} }, FieldError{"clients[0].post_logout_redirect_uris[0]", `"/bye" must be an absolute URI`}},
 		{"client connection undefined", func(c *Config) { c.Clients[0].Connections = []string{"nope"} }, FieldError{"clients[0].connections[0]", `connection "nope" is not defined in connections`}},
 		{"confidential without secret", func(c *Config) {
 			c.Clients[0].ClientSecret = ""

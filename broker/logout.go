@@ -3,53 +3,211 @@ package broker
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// handleLogout ends the broker session (GET /v2/logout?client_id&returnTo): it deletes the
-// session record named by the session cookie (when the cookie's secret matches), clears the
-// cookie, and redirects to returnTo when its origin is a registered redirect-URI origin of
-// client_id; otherwise it shows a small page.
+// handleLogout ends the broker session (GET /v2/logout?client_id&returnTo, the SaaS's
+// logout, reference.md §C6): it deletes the session record named by the session cookie (when
+// the cookie's secret matches) and clears the cookie. With client_id it then redirects to
+// returnTo when allowedReturnTo admits it, or without returnTo to the client's first
+// post_logout_redirect_uri; otherwise it shows a small page.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	s.endCookieSession(w, r)
+	q := r.URL.Query()
+	c := s.clients[q.Get("client_id")]
+	target := q.Get("returnTo")
+	if c != nil && target == "" && len(c.PostLogoutRedirectURIs) > 0 {
+		target = c.PostLogoutRedirectURIs[0]
+	}
+	if c != nil && allowedReturnTo(c, target) {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, target, http.StatusFound)
+		return
+	}
+	signedOut(w)
+}
+
+// handleOIDCLogout is OpenID Connect RP-Initiated Logout 1.0 (GET or POST /oidc/logout, the
+// discovery end_session_endpoint; reference.md §C6). Parameters: id_token_hint (an ID token
+// this broker issued; expired ones are accepted, §2), logout_hint (the sid of that ID token,
+// or of the cookie's session), client_id, post_logout_redirect_uri (exactly one of the
+// client's post_logout_redirect_uris; needs id_token_hint or client_id), state. A request
+// that fails a check ends no session, records flo and gets an error page (never a redirect).
+// Otherwise the session of the cookie ends, and so does the one the hint names (its sid) when
+// it belongs to the hint's client; each ended session records slo.
+func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
+	ev := s.newEvent(r)
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil {
+		s.logoutFailed(w, r, ev, "the logout request could not be read")
+		return
+	}
+	p := r.Form
+	for _, k := range []string{"id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state"} {
+		if len(p[k]) > 1 {
+			s.logoutFailed(w, r, ev, k+" must not be repeated")
+			return
+		}
+	}
+	var hint *idTokenHint
+	if raw := p.Get("id_token_hint"); raw != "" {
+		var err error
+		if hint, err = s.parseIDTokenHint(raw); err != nil {
+			s.logoutFailed(w, r, ev, "id_token_hint is not an ID token this broker issued")
+			return
+		}
+	}
+	clientID := p.Get("client_id")
+	switch {
+	case hint != nil && clientID != "" && !slices.Contains([]string(hint.Audience), clientID):
+		s.logoutFailed(w, r, ev, "client_id is not the audience of the id_token_hint")
+		return
+	case hint != nil && clientID == "" && len(hint.Audience) == 1:
+		clientID = hint.Audience[0]
+	}
+	client := s.clients[clientID]
+	if clientID != "" && client == nil {
+		s.logoutFailed(w, r, ev, "unknown client_id")
+		return
+	}
+	if client != nil {
+		withClient(ev, client)
+	}
+	target := p.Get("post_logout_redirect_uri")
+	switch {
+	case target != "" && client == nil:
+		s.logoutFailed(w, r, ev, "post_logout_redirect_uri needs id_token_hint or client_id")
+		return
+	case target != "" && !slices.Contains(client.PostLogoutRedirectURIs, target):
+		s.logoutFailed(w, r, ev, "post_logout_redirect_uri is not registered for this application")
+		return
+	}
+	if lh := p.Get("logout_hint"); lh != "" {
+		sid := ""
+		if hint != nil {
+			sid = hint.SID
+		} else if c, err := r.Cookie(sessionCookie); err == nil {
+			sid, _, _ = strings.Cut(c.Value, ".")
+		}
+		if subtle.ConstantTimeCompare([]byte(lh), []byte(sid)) != 1 {
+			s.logoutFailed(w, r, ev, "logout_hint does not name the session of the id_token_hint or of this browser")
+			return
+		}
+	}
+	ended := s.endCookieSession(w, r)
+	if hint != nil && hint.SID != "" && hint.SID != ended {
+		s.endSession(r, hint.SID, func(sess *sessionRecord) bool { return slices.Contains([]string(hint.Audience), sess.ClientID) })
+	}
+	if target == "" {
+		signedOut(w)
+		return
+	}
+	u, err := url.Parse(target)
+	if err != nil { // validated at start-up; fail closed anyway
+		signedOut(w)
+		return
+	}
+	if st := p.Get("state"); st != "" {
+		q := u.Query()
+		q.Set("state", st)
+		u.RawQuery = q.Encode()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// logoutFailed records flo with details.error invalid_request and shows the reason.
+func (s *Server) logoutFailed(w http.ResponseWriter, r *http.Request, ev *logs.Event, desc string) {
+	ev.Type = logs.TypeFailedLogout
+	ev.Details["error"] = "invalid_request"
+	ev.Details["error_description"] = desc
+	s.write(r, ev)
+	renderPage(w, http.StatusBadRequest, page{Title: "Sign-out failed", Error: "invalid_request", Message: desc})
+}
+
+func signedOut(w http.ResponseWriter) {
+	renderPage(w, http.StatusOK, page{Title: "Signed out", Message: "You are signed out of the broker."})
+}
+
+// idTokenHint is what /oidc/logout reads from an id_token_hint.
+type idTokenHint struct {
+	Issuer   string       `json:"iss"`
+	Audience jwt.Audience `json:"aud"`
+	SID      string       `json:"sid"`
+}
+
+// parseIDTokenHint checks that raw is an ID token this broker signed (current or previous
+// signing key, typ JWT, this issuer) and returns its claims. Expiry is not checked: an
+// expired ID token is a valid hint (RP-Initiated Logout §2).
+func (s *Server) parseIDTokenHint(raw string) (*idTokenHint, error) {
+	if len(raw) > 8192 {
+		return nil, errors.New("id_token_hint too long")
+	}
+	t, err := jwt.ParseSigned(raw, s.keys.verificationAlgs())
+	if err != nil || len(t.Headers) != 1 || t.Headers[0].ExtraHeaders[jose.HeaderType] != "JWT" {
+		return nil, errors.New("not an ID token")
+	}
+	pub, alg, ok := s.keys.verificationKey(t.Headers[0].KeyID)
+	if !ok || t.Headers[0].Algorithm != string(alg) {
+		return nil, errors.New("unknown signing key")
+	}
+	var c idTokenHint
+	if err := t.Claims(pub, &c); err != nil {
+		return nil, errors.New("bad signature")
+	}
+	if c.Issuer != s.issuer || len(c.Audience) == 0 {
+		return nil, errors.New("not issued by this broker")
+	}
+	return &c, nil
+}
+
+// endCookieSession ends the session named by the session cookie (when its secret matches),
+// clears the cookie and returns the session's tag ("" when none ended).
+func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request) string {
+	ended := ""
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		s.endSession(r, c.Value)
+		tag, secret, ok := strings.Cut(c.Value, ".")
+		if ok && secret != "" && len(c.Value) <= 256 && s.endSession(r, tag, func(sess *sessionRecord) bool {
+			return subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(sess.CookieHash)) == 1
+		}) {
+			ended = tag
+		}
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: "", Path: s.cookiePath("/"), MaxAge: -1,
 		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
 	})
-	q := r.URL.Query()
-	if c := s.clients[q.Get("client_id")]; c != nil && allowedReturnTo(c, q.Get("returnTo")) {
-		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, q.Get("returnTo"), http.StatusFound)
-		return
-	}
-	renderPage(w, http.StatusOK, page{Title: "Signed out", Message: "You are signed out of the broker."})
+	return ended
 }
 
-// endSession deletes the session whose cookie value is "TAG.SECRET" and records slo.
-func (s *Server) endSession(r *http.Request, cookie string) {
-	tag, secret, ok := strings.Cut(cookie, ".")
-	if !ok || tag == "" || secret == "" || len(cookie) > 256 || strings.ContainsAny(tag, "{}") {
-		return
+// endSession deletes the session with tag when allowed accepts its record, records slo and
+// reports whether it did.
+func (s *Server) endSession(r *http.Request, tag string, allowed func(*sessionRecord) bool) bool {
+	if tag == "" || len(tag) > 128 || strings.ContainsAny(tag, "{}") {
+		return false
 	}
 	raw, err := s.store.Get(r.Context(), sessions.KindSession, tag+".s")
 	if err != nil {
-		return
+		return false
 	}
 	var sess sessionRecord
-	if json.Unmarshal(raw, &sess) != nil ||
-		subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(sess.CookieHash)) != 1 {
-		return
+	if json.Unmarshal(raw, &sess) != nil || !allowed(&sess) {
+		return false
 	}
 	if err := s.store.Delete(r.Context(), sessions.KindSession, tag+".s"); err != nil {
 		s.log.Warn("session not deleted at logout", "err", err)
-		return
+		return false
 	}
 	ev := s.newEvent(r)
 	ev.Type = logs.TypeSuccessLogout
@@ -63,11 +221,17 @@ func (s *Server) endSession(r *http.Request, cookie string) {
 		ev.ConnectionID, ev.Strategy, ev.StrategyType = c.id, c.cfg.Strategy, "enterprise"
 	}
 	s.write(r, ev)
+	return true
 }
 
-// allowedReturnTo reports whether returnTo is an absolute URL whose origin is the origin of
-// one of the client's redirect URIs.
+// allowedReturnTo reports whether /v2/logout may send the browser to returnTo: one of the
+// client's post_logout_redirect_uris (its Allowed Logout URLs) when it has some; else, for
+// clients configured before that list existed, an absolute URL on the origin of one of the
+// client's redirect URIs.
 func allowedReturnTo(c *ClientConfig, returnTo string) bool {
+	if len(c.PostLogoutRedirectURIs) > 0 {
+		return returnTo != "" && slices.Contains(c.PostLogoutRedirectURIs, returnTo)
+	}
 	u, err := url.Parse(returnTo)
 	if returnTo == "" || err != nil || !u.IsAbs() || u.Host == "" || u.User != nil {
 		return false

@@ -267,6 +267,8 @@ func (s *Server) routes() {
 	h("POST /userinfo", s.cors(s.handleUserinfo))
 	h("OPTIONS /userinfo", s.cors(nil))
 	h("GET /v2/logout", s.handleLogout)
+	h("GET /oidc/logout", s.handleOIDCLogout)
+	h("POST /oidc/logout", s.handleOIDCLogout)
 	h("GET /healthz", s.handleHealthz)
 	h("GET /readyz", s.handleReadyz)
 	s.mgmtRoutes(h)

@@ -223,6 +223,11 @@ func (v *validator) clients(c *Config) {
 				v.add(fmt.Sprintf("%s.redirect_uris[%d]", p, j), "%s", reason)
 			}
 		}
+		for j, ru := range cl.PostLogoutRedirectURIs {
+			if reason := redirectURIProblem(ru); reason != "" {
+				v.add(fmt.Sprintf("%s.post_logout_redirect_uris[%d]", p, j), "%s", reason)
+			}
+		}
 		for j, o := range cl.AllowedOrigins {
 			if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {

@@ -13,7 +13,7 @@ func (s *Server) discoveryDocument() map[string]any {
 		"token_endpoint":                        s.base + "/oauth/token",
 		"userinfo_endpoint":                     s.base + "/userinfo",
 		"jwks_uri":                              s.base + "/.well-known/jwks.json",
-		"end_session_endpoint":                  s.base + "/v2/logout",
+		"end_session_endpoint":                  s.base + "/oidc/logout",
 		"response_types_supported":              []string{"code"},
 		"response_modes_supported":              []string{"query", responseModeWebMessage},
 		"grant_types_supported":                 []string{"authorization_code", "refresh_token"},

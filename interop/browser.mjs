@@ -2,11 +2,13 @@
 //
 // Usage: node browser.mjs --url http://127.0.0.1:8082/ --screenshot /tmp/demo.png
 //          [--chromium /usr/bin/chromium] [--timeout-ms 30000]
-//          [--login #login] [--signin #signin] [--user #user] [--event #event]
+//          [--login #login] [--signin #signin] [--user #user] [--event #event] [--logout #logout]
 //
 // Opens the sample app, clicks the login control, clicks "Sign in" on the upstream IdP's page,
-// waits for the sample app to show the logged-in user, then prints one JSON line
-// {user, eventText, url, title} and writes a screenshot. Exits 1 with a clear message on failure.
+// waits for the sample app to show the logged-in user and writes a screenshot; then clicks the
+// logout control (the broker's /oidc/logout) and waits to be back on the sample app's home
+// page. Prints one JSON line {user, eventText, url, title, loggedOutURL}. Exits 1 with a clear
+// message on failure.
 import { parseArgs } from 'node:util';
 
 import { describeFailure, launch } from './chromium.mjs';
@@ -21,6 +23,7 @@ const { values: args } = parseArgs({
     signin: { type: 'string', default: '#signin' },
     user: { type: 'string', default: '#user' },
     event: { type: 'string', default: '#event' },
+    logout: { type: 'string', default: '#logout' },
   },
 });
 
@@ -73,7 +76,13 @@ try {
     step = `screenshot to ${args.screenshot}`;
     await page.screenshot({ path: args.screenshot, fullPage: true, timeout: left() });
   }
-  console.log(JSON.stringify({ user, eventText, url: page.url(), title: await page.title() }));
+  const url = page.url();
+  const title = await page.title();
+
+  step = `click ${args.logout} (RP-initiated logout at the broker) and return to ${appOrigin}/`;
+  await page.locator(args.logout).first().click({ timeout: left() });
+  await page.waitForURL((u) => u.origin === appOrigin && u.pathname === '/' && u.search === '', { timeout: left(), waitUntil: 'load' });
+  console.log(JSON.stringify({ user, eventText, url, title, loggedOutURL: page.url() }));
   await browser.close();
   process.exit(0);
 } catch (err) {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -470,9 +471,10 @@ func TestBrowserDemo(t *testing.T) {
 		t.Fatalf("browser.mjs failed: %v\n%s", br.err, br.out)
 	}
 	var result struct {
-		User      string `json:"user"`
-		EventText string `json:"eventText"`
-		URL       string `json:"url"`
+		User         string `json:"user"`
+		EventText    string `json:"eventText"`
+		URL          string `json:"url"`
+		LoggedOutURL string `json:"loggedOutURL"`
 	}
 	lines := br.out.Lines()
 	for _, l := range lines {
@@ -496,4 +498,16 @@ func TestBrowserDemo(t *testing.T) {
 	ev := demo.waitEvent(t, 1)
 	wantType(t, ev, "s")
 	wantDetail(t, ev, "dpop_returned_from_upstream", true)
+	// Log out: the sample app sends the browser to the broker's /oidc/logout with its
+	// registered post_logout_redirect_uri, which ends the session (slo) and comes back.
+	if result.LoggedOutURL != appURL {
+		t.Errorf("after logout the browser is at %q, want the sample app's %q", result.LoggedOutURL, appURL)
+	}
+	deadline := time.Now().Add(eventTimeout)
+	for !slices.ContainsFunc(demo.Events(), func(e loginEvent) bool { return e.Type == "slo" }) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no slo event after the logout; events: %+v", demo.Events())
+		}
+		time.Sleep(pollInterval)
+	}
 }

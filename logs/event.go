@@ -27,6 +27,7 @@ const (
 	TypeFailedRefresh         = "fertft"
 	TypeFailedRotatingRefresh = "ferrt"
 	TypeSuccessLogout         = "slo"
+	TypeFailedLogout          = "flo"
 	TypeSuccessAPI            = "sapi"
 	TypeFailedAPI             = "fapi"
 )
@@ -66,7 +67,7 @@ var descriptions = map[string]string{
 	TypeSuccessLogout:         "Success Logout",
 	TypeSuccessAPI:            "Success API Operation",
 	TypeFailedAPI:             "Failed API Operation",
-	"flo":                     "Failed Logout",
+	TypeFailedLogout:          "Failed Logout",
 }
 
 // NewLogID returns a 56-digit decimal id that sorts in creation order (time first, then a

@@ -113,6 +113,7 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 	cfg.Clients = []broker.ClientConfig{{
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},
+		PostLogoutRedirectURIs: []string{d.appURL + "/"},
 	}}
 	// The broker as a DPoP server for its apps: an example API that binds tokens when the app
 	// sends a proof, and server nonces (the secret is generated: GenerateMissingKeys).

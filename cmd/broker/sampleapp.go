@@ -90,8 +90,9 @@ func (a *sampleApp) handler() http.Handler {
 	m.HandleFunc("GET /login", a.handleLogin)
 	m.HandleFunc("GET /callback", a.handleCallback)
 	m.HandleFunc("GET /logout", func(w http.ResponseWriter, r *http.Request) {
-		q := url.Values{"client_id": {a.clientID}, "returnTo": {a.baseURL + "/"}}
-		http.Redirect(w, r, a.issuerBase()+"/v2/logout?"+q.Encode(), http.StatusFound)
+		// OpenID Connect RP-Initiated Logout at the broker's end_session_endpoint.
+		q := url.Values{"client_id": {a.clientID}, "post_logout_redirect_uri": {a.baseURL + "/"}}
+		http.Redirect(w, r, a.issuerBase()+"/oidc/logout?"+q.Encode(), http.StatusFound)
 	})
 	return m
 }

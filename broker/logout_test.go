@@ -1,0 +1,161 @@
+package broker
+
+import (
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// logoutLogin logs alice in through the confidential app in a fresh browser and returns the
+// browser (with the broker's session cookie), the ID token and the access token.
+func (h *harness) logoutLogin(t *testing.T) (*http.Client, string, string) {
+	t.Helper()
+	b := h.browser()
+	resp, _ := get(t, b, h.authorizeURL(nil))
+	code := appResult(t, resp, h.app.URL+"/cb").Get("code")
+	status, body, _ := h.token(h.codeForm(code), true)
+	idt, _ := body["id_token"].(string)
+	at, _ := body["access_token"].(string)
+	if status != http.StatusOK || idt == "" || at == "" {
+		t.Fatalf("token: %d %v", status, body)
+	}
+	return b, idt, at
+}
+
+// sessionAlive reports whether the session behind at still exists (/userinfo answers 200).
+func (h *harness) sessionAlive(t *testing.T, at string) bool {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/userinfo", nil)
+	req.Header.Set("Authorization", "Bearer "+at)
+	return h.do(req).status == http.StatusOK
+}
+
+// noRedirects is c without following redirects (the response itself is checked).
+func noRedirects(c *http.Client) *http.Client {
+	n := *c
+	n.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &n
+}
+
+// TestOIDCLogout covers OpenID Connect RP-Initiated Logout 1.0 at /oidc/logout (the
+// discovery end_session_endpoint) and reference.md §C6.
+func TestOIDCLogout(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+		app := strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb")
+		c.Clients[0].PostLogoutRedirectURIs = []string{app + "/bye", app + "/bye2"}
+	}})
+	bye := h.app.URL + "/bye"
+	if doc := h.broker.discoveryDocument(); doc["end_session_endpoint"] != h.srv.URL+"/oidc/logout" {
+		t.Errorf("end_session_endpoint = %v", doc["end_session_endpoint"])
+	}
+	type outcome struct {
+		status   int
+		location string // redirect target ("" = a page)
+		event    string // slo or flo
+		ended    bool   // the session behind the access token is gone
+	}
+	for _, tc := range []struct {
+		name   string
+		params func(idt, sid string) url.Values
+		cookie bool // send the browser's session cookie
+		post   bool
+		want   outcome
+	}{
+		{"RP-Initiated §2 id_token_hint, registered post_logout_redirect_uri and state: redirect with state", func(idt, _ string) url.Values {
+			return url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye}, "state": {"s-1"}}
+		}, true, false, outcome{302, bye + "?state=s-1", "slo", true}},
+		{"client_id instead of id_token_hint", func(_, _ string) url.Values {
+			return url.Values{"client_id": {appClient}, "post_logout_redirect_uri": {bye}}
+		}, true, false, outcome{302, bye, "slo", true}},
+		{"no parameters: the cookie's session ends, signed-out page", func(_, _ string) url.Values { return url.Values{} },
+			true, false, outcome{200, "", "slo", true}},
+		{"POST with id_token_hint alone and no cookie: the hint's session (sid) ends", func(idt, _ string) url.Values {
+			return url.Values{"id_token_hint": {idt}}
+		}, false, true, outcome{200, "", "slo", true}},
+		{"logout_hint equal to the hint's sid", func(idt, sid string) url.Values {
+			return url.Values{"id_token_hint": {idt}, "logout_hint": {sid}, "post_logout_redirect_uri": {bye}}
+		}, true, false, outcome{302, bye, "slo", true}},
+		{"post_logout_redirect_uri not registered (same origin): refused, session kept", func(idt, _ string) url.Values {
+			return url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {h.app.URL + "/elsewhere"}}
+		}, true, false, outcome{400, "", "flo", false}},
+		{"post_logout_redirect_uri without id_token_hint or client_id: refused", func(_, _ string) url.Values {
+			return url.Values{"post_logout_redirect_uri": {bye}}
+		}, true, false, outcome{400, "", "flo", false}},
+		{"client_id is not the hint's audience: refused", func(idt, _ string) url.Values {
+			return url.Values{"id_token_hint": {idt}, "client_id": {spaClient}}
+		}, true, false, outcome{400, "", "flo", false}},
+		{"tampered id_token_hint: refused", func(idt, _ string) url.Values {
+			return url.Values{"id_token_hint": {idt[:len(idt)-4] + "AAAA"}}
+		}, true, false, outcome{400, "", "flo", false}},
+		{"logout_hint of another session: refused", func(idt, _ string) url.Values {
+			return url.Values{"id_token_hint": {idt}, "logout_hint": {"someone-else"}}
+		}, true, false, outcome{400, "", "flo", false}},
+		{"repeated state: refused", func(_, _ string) url.Values { return url.Values{"state": {"a", "b"}} },
+			true, false, outcome{400, "", "flo", false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, idt, at := h.logoutLogin(t)
+			sid, _ := claimsOf(t, idt)["sid"].(string)
+			if !tc.cookie {
+				b.Jar, _ = cookiejar.New(nil)
+			}
+			p := tc.params(idt, sid)
+			var resp *http.Response
+			var err error
+			if tc.post {
+				resp, err = noRedirects(b).PostForm(h.srv.URL+"/oidc/logout", p)
+			} else {
+				resp, err = noRedirects(b).Get(h.srv.URL + "/oidc/logout?" + p.Encode())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			got := outcome{status: resp.StatusCode, location: resp.Header.Get("Location"), event: h.lastEvent().Type, ended: !h.sessionAlive(t, at)}
+			if got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			if got.event == "flo" && h.lastEvent().Details["error"] != "invalid_request" {
+				t.Errorf("flo details = %v", h.lastEvent().Details)
+			}
+		})
+	}
+
+	// §2: an expired ID token is still a valid hint.
+	t.Run("expired id_token_hint accepted", func(t *testing.T) {
+		b, idt, _ := h.logoutLogin(t)
+		h.clock.Advance(h.cfg.Lifetimes.IDToken + time.Hour)
+		resp, err := noRedirects(b).Get(h.srv.URL + "/oidc/logout?" + url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != bye || h.lastEvent().Type != "slo" {
+			t.Errorf("got %d %q %s", resp.StatusCode, resp.Header.Get("Location"), h.lastEvent().Type)
+		}
+	})
+
+	// §C6 /v2/logout with Allowed Logout URLs: returnTo must be one of them; client_id alone
+	// goes to the first.
+	for _, tc := range []struct {
+		name, query, location string
+	}{
+		{"v2 returnTo in the allowed list", "client_id=" + appClient + "&returnTo=" + url.QueryEscape(h.app.URL+"/bye2"), h.app.URL + "/bye2"},
+		{"v2 returnTo on the app's origin but not listed: no redirect", "client_id=" + appClient + "&returnTo=" + url.QueryEscape(h.app.URL+"/x"), ""},
+		{"v2 client_id without returnTo: the first allowed URL", "client_id=" + appClient, bye},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := noRedirects(h.browser()).Get(h.srv.URL + "/v2/logout?" + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.Header.Get("Location") != tc.location {
+				t.Errorf("Location %q, want %q", resp.Header.Get("Location"), tc.location)
+			}
+		})
+	}
+}
