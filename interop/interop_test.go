@@ -105,6 +105,7 @@ clients:
     client_secret: "${INTEROP_APP_SECRET}"
     token_endpoint_auth_method: client_secret_basic
     redirect_uris: ["%[4]s/callback"]
+    post_logout_redirect_uris: ["%[4]s/"]
     connections: ["oidc-provider"]
   - client_id: "pop-app"
     name: "openid-client RP that must use DPoP"
@@ -395,6 +396,20 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 			t.Errorf("token_type without a proof (userinfo only) = %v, want bearer (reference.md §D row 1)", got)
 		}
 		wantType(t, w.broker.waitEvent(t, 1), "s")
+	})
+	t.Run("RP-initiated logout through openid-client's buildEndSessionUrl", func(t *testing.T) {
+		t.Parallel()
+		w := setup(t, scenario{mode: "dpop", alg: "ES256"})
+		b := browserClient(t)
+		status, body, raw := getJSON(t, b, w.rpURL+"/login")
+		wantSuccess(t, status, body, raw)
+		// /logout → the broker's end_session_endpoint (id_token_hint, post_logout_redirect_uri,
+		// state) → back on the app's home with the state.
+		status, body, raw = getJSON(t, b, w.rpURL+"/logout")
+		if status != http.StatusOK || body["home"] != true || body["state_ok"] != true {
+			t.Fatalf("after logout the app answered %d %s, want its home page with the logout state", status, raw)
+		}
+		waitEventType(t, w.broker.proc, "slo")
 	})
 	t.Run("DPoP-capable client: token_type DPoP, cnf.jkt, userinfo with DPoP", func(t *testing.T) {
 		t.Parallel()

@@ -9,6 +9,10 @@
 // library) then fetchUserInfo, and answers JSON {claims, userinfo, token_type, id_token_alg} plus,
 // with --dpop, dpop_jkt (RFC 7638 thumbprint of the RP's DPoP public key) and the access token's
 // cnf.jkt / aud when it is a JWT (at_cnf_jkt, at_aud).
+// The callback also sets an rp_sess cookie; GET /logout then sends the browser to the broker's
+// end_session_endpoint built by openid-client (buildEndSessionUrl: id_token_hint,
+// post_logout_redirect_uri http://127.0.0.1:PORT/, state), and GET / answers JSON
+// {home: true, state, state_ok} when the broker sends the browser back.
 // An OAuth error or a failed check answers 400/502 JSON {error, error_description, stage}.
 // The redirect URI is http://127.0.0.1:PORT/callback. Never prints a token or code.
 import * as crypto from 'node:crypto';
@@ -56,6 +60,7 @@ async function getConfig() {
 
 const pending = new Map(); // rp_tx cookie -> {state, nonce, verifier}
 const MAX_PENDING = 1000;
+const sessions = new Map(); // rp_sess cookie -> {idToken, logoutState}
 
 function cookie(req, name) {
   for (const part of (req.headers.cookie ?? '').split(';')) {
@@ -170,6 +175,10 @@ async function callback(req, res, currentUrl) {
   const idTokenAlg = JSON.parse(Buffer.from(tokens.id_token.split('.')[0], 'base64url').toString('utf8')).alg;
   const at = jwtPayload(tokens.access_token);
   log('logged_in', { sub: claims.sub, token_type: tokens.token_type, id_token_alg: idTokenAlg, dpop_jkt: dpopJkt });
+  const sid = crypto.randomBytes(16).toString('base64url');
+  if (sessions.size >= MAX_PENDING) sessions.delete(sessions.keys().next().value);
+  sessions.set(sid, { idToken: tokens.id_token });
+  res.setHeader('set-cookie', `rp_sess=${sid}; Path=/; HttpOnly; SameSite=Lax`);
   json(res, 200, {
     claims,
     userinfo,
@@ -184,6 +193,29 @@ async function callback(req, res, currentUrl) {
   });
 }
 
+async function logout(req, res) {
+  const cfg = await getConfig();
+  const sess = sessions.get(cookie(req, 'rp_sess') ?? '');
+  if (!sess) {
+    json(res, 400, { error: 'rp_no_session', error_description: 'no rp_sess cookie or unknown session', stage: 'logout' });
+    return;
+  }
+  sess.logoutState = client.randomState();
+  const url = client.buildEndSessionUrl(cfg, {
+    id_token_hint: sess.idToken,
+    post_logout_redirect_uri: `${self}/`,
+    state: sess.logoutState,
+  });
+  res.writeHead(302, { location: url.href, 'cache-control': 'no-store' });
+  res.end();
+}
+
+function home(req, res, url) {
+  const sess = sessions.get(cookie(req, 'rp_sess') ?? '');
+  const state = url.searchParams.get('state');
+  json(res, 200, { home: true, state, state_ok: Boolean(sess?.logoutState) && state === sess.logoutState });
+}
+
 const server = createServer((req, res) => {
   const base = `http://${req.headers.host}`;
   const url = new URL(req.url, base);
@@ -191,6 +223,8 @@ const server = createServer((req, res) => {
   if (req.method === 'GET' && url.pathname === '/login') handler = login(req, res);
   else if (req.method === 'GET' && url.pathname === '/callback') handler = callback(req, res, url);
   else if (req.method === 'GET' && url.pathname === '/healthz') handler = Promise.resolve(json(res, 200, { ok: true }));
+  else if (req.method === 'GET' && url.pathname === '/logout') handler = logout(req, res);
+  else if (req.method === 'GET' && url.pathname === '/') handler = Promise.resolve(home(req, res, url));
   else handler = Promise.resolve(json(res, 404, { error: 'not_found' }));
   handler.catch((err) => {
     log('server_error', { path: url.pathname, message: err?.message, code: err?.code });
