@@ -127,6 +127,7 @@ type tokReq struct {
 	proof  string     // DPoP header; "" = none
 	json   bool       // JSON body instead of a form
 	header http.Header
+	path   string // default /oauth/token
 }
 
 type httpResult struct {
@@ -157,7 +158,11 @@ func (h *harness) tok(tr tokReq) httpResult {
 		b, _ := json.Marshal(m)
 		body, ct = bytes.NewReader(b), "application/json"
 	}
-	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/oauth/token", body)
+	path := tr.path
+	if path == "" {
+		path = "/oauth/token"
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+path, body)
 	req.Header.Set("Content-Type", ct)
 	if secret != "" {
 		req.SetBasicAuth(tr.client, secret)

@@ -28,8 +28,12 @@ const (
 	TypeFailedRotatingRefresh = "ferrt"
 	TypeSuccessLogout         = "slo"
 	TypeFailedLogout          = "flo"
-	TypeSuccessAPI            = "sapi"
-	TypeFailedAPI             = "fapi"
+	TypeSuccessRevocation     = "srrt"
+	// TypeFailedRevocation is the broker's own code for a refused /oauth/revoke request (the
+	// SaaS logs only successful revocations).
+	TypeFailedRevocation = "frrt"
+	TypeSuccessAPI       = "sapi"
+	TypeFailedAPI        = "fapi"
 )
 
 // Event is one log entry (DESIGN.md §4). It never carries a token, code, proof, secret or key.
@@ -68,6 +72,8 @@ var descriptions = map[string]string{
 	TypeSuccessAPI:            "Success API Operation",
 	TypeFailedAPI:             "Failed API Operation",
 	TypeFailedLogout:          "Failed Logout",
+	TypeSuccessRevocation:     "Successful Refresh Token Revocation",
+	TypeFailedRevocation:      "Failed Refresh Token Revocation",
 }
 
 // NewLogID returns a 56-digit decimal id that sorts in creation order (time first, then a

@@ -1,0 +1,85 @@
+package broker
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// handleRevoke is OAuth 2.0 Token Revocation (RFC 7009) at POST /oauth/revoke, the discovery
+// revocation_endpoint: the client authenticates as at /oauth/token (form or JSON body) and
+// sends token (and optionally token_type_hint). A refresh token the client holds revokes its
+// whole family (every rotation of it) and records srrt. As §2.2 asks, a token that is
+// unknown, expired, already revoked or another client's gets 200 and changes nothing. The
+// broker's access tokens are self-contained (JWT or JWE) and short-lived, so presenting one
+// answers unsupported_token_type (§2.2.1). A refused request records frrt.
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	ev := s.newEvent(r)
+	fail := func(oerr *oauthError, basic bool) {
+		ev.Type = logs.TypeFailedRevocation
+		ev.Details["error"] = oerr.Code
+		ev.Details["error_description"] = oerr.Description
+		s.write(r, ev)
+		if basic && oerr.Status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="dpop-broker", charset="UTF-8"`)
+		}
+		writeOAuthError(w, oerr)
+	}
+	form, err := readTokenBody(w, r)
+	if err != nil {
+		fail(invalidRequest(err.Error()), false)
+		return
+	}
+	client, basic, oerr := s.authenticateClient(r, form)
+	if oerr != nil {
+		if id := form.Get("client_id"); id != "" {
+			ev.Details["requested_client_id"] = clip(id, 128)
+		}
+		fail(oerr, basic)
+		return
+	}
+	withClient(ev, client)
+	tok := form.Get("token")
+	if tok == "" {
+		fail(invalidRequest("token is required"), false)
+		return
+	}
+	fam, id, ok := splitRefreshToken(tok)
+	if !ok {
+		if isOpaque(tok) || strings.Count(tok, ".") == 2 { // a JWE or a JWS: an access token
+			fail(&oauthError{Status: http.StatusBadRequest, Code: "unsupported_token_type",
+				Description: "access tokens are self-contained and expire on their own; revoke the refresh token"}, false)
+			return
+		}
+		w.WriteHeader(http.StatusOK) // §2.2: an invalid token is no error
+		return
+	}
+	raw, err := s.store.Get(r.Context(), sessions.KindRefresh, id)
+	var rec refreshRecord
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		w.WriteHeader(http.StatusOK) // rotated, expired or revoked already
+		return
+	case err != nil:
+		s.log.Error("store unavailable at revocation endpoint", "err", err)
+		fail(errStoreDown, false)
+		return
+	case json.Unmarshal(raw, &rec) != nil || rec.ClientID != client.ClientID:
+		w.WriteHeader(http.StatusOK) // not this client's: nothing to say about it
+		return
+	}
+	if _, err := s.revokeFamily(r.Context(), fam); err != nil {
+		s.log.Error("refresh token family not revoked", "err", err)
+		fail(errStoreDown, false)
+		return
+	}
+	ev.Type = logs.TypeSuccessRevocation
+	ev.UserID = rec.UserID
+	s.write(r, ev)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
