@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 )
@@ -287,10 +288,12 @@ func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refus
 		ev := s.newEvent(r)
 		id, grant := tokenRequestClient(r, body)
 		ev.Type = logs.TypeFailedExchange
-		switch grant {
-		case "refresh_token":
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/oauth/revoke"):
+			ev.Type = logs.TypeFailedRevocation
+		case grant == "refresh_token":
 			ev.Type = logs.TypeFailedRefresh
-		case "authorization_code", "":
+		case grant == "authorization_code", grant == "":
 		default:
 			ev.Details["grant_type"] = clip(grant, 64)
 		}
