@@ -87,10 +87,10 @@ type DPoPKeysConfig struct {
 // KeysConfig groups the broker's private keys.
 type KeysConfig struct {
 	Signing SigningKeyConfig `yaml:"signing"`
-	// PreviousSigning are signing keys that keys.signing replaced (newest first): still
-	// published in the JWKS and accepted for the broker's own access tokens (JWT and opaque)
-	// until those expire, never used to sign. Remove one once the longest token lifetime has
-	// passed since the rotation.
+	// PreviousSigning are signing keys that keys.signing replaced (newest first), or the one
+	// about to replace it during a rolling rotation: published in the JWKS and accepted for
+	// the broker's own access tokens (JWT and opaque), never used to sign. Remove a replaced
+	// one once the longest token lifetime has passed since the rotation.
 	PreviousSigning []SigningKeyConfig `yaml:"previous_signing"`
 	DPoP            DPoPKeysConfig     `yaml:"dpop"`
 }
