@@ -22,6 +22,7 @@ type scenario struct {
 	fetchUserinfo bool   // connection fetch_userinfo
 	rpDPoP        bool   // rp.mjs --dpop (DPoP toward the broker)
 	rpClient      string // rp.mjs --client-id: "interop-app" (default) or "pop-app" (require_sender_constraining)
+	rpScope       string // rp.mjs --scope; "" = its default (openid profile email)
 	// okta: the connection is strategy okta with options.domain (the upstream's origin) and
 	// authorization_server_id "default" instead of an issuer (upstream.mjs --mode okta).
 	okta bool
@@ -52,6 +53,9 @@ func setup(t *testing.T, sc scenario) *world {
 	rpArgs := []string{"--port", "0", "--issuer", brokerURL + "/", "--client-id", rpClient, "--client-secret", appSecret}
 	if sc.rpDPoP {
 		rpArgs = append(rpArgs, "--dpop")
+	}
+	if sc.rpScope != "" {
+		rpArgs = append(rpArgs, "--scope", sc.rpScope)
 	}
 	_, rpURL := startNode(t, "rp.mjs", rpArgs...)
 
@@ -410,6 +414,24 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 			t.Fatalf("after logout the app answered %d %s, want its home page with the logout state", status, raw)
 		}
 		waitEventType(t, w.broker.proc, "slo")
+	})
+	t.Run("RFC 7009 revocation through openid-client's tokenRevocation", func(t *testing.T) {
+		t.Parallel()
+		w := setup(t, scenario{mode: "dpop", alg: "ES256", rpScope: "openid profile email offline_access"})
+		b := browserClient(t)
+		status, body, raw := getJSON(t, b, w.rpURL+"/login")
+		wantSuccess(t, status, body, raw)
+		if status, _, raw := getJSON(t, b, w.rpURL+"/refresh"); status != http.StatusOK {
+			t.Fatalf("refresh before the revocation: %d %s", status, raw)
+		}
+		if status, _, raw := getJSON(t, b, w.rpURL+"/revoke"); status != http.StatusOK {
+			t.Fatalf("revoke: %d %s", status, raw)
+		}
+		waitEventType(t, w.broker.proc, "srrt")
+		status, body, raw = getJSON(t, b, w.rpURL+"/refresh")
+		if status != http.StatusBadRequest || body["error"] != "invalid_grant" {
+			t.Errorf("refresh after the revocation: %d %s, want invalid_grant", status, raw)
+		}
 	})
 	t.Run("DPoP-capable client: token_type DPoP, cnf.jkt, userinfo with DPoP", func(t *testing.T) {
 		t.Parallel()

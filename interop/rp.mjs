@@ -12,7 +12,9 @@
 // The callback also sets an rp_sess cookie; GET /logout then sends the browser to the broker's
 // end_session_endpoint built by openid-client (buildEndSessionUrl: id_token_hint,
 // post_logout_redirect_uri http://127.0.0.1:PORT/, state), and GET / answers JSON
-// {home: true, state, state_ok} when the broker sends the browser back.
+// {home: true, state, state_ok} when the broker sends the browser back. With a refresh token
+// (--scope ... offline_access), GET /revoke revokes it at the broker's revocation_endpoint
+// (tokenRevocation) and GET /refresh tries it (refreshTokenGrant); both answer JSON.
 // An OAuth error or a failed check answers 400/502 JSON {error, error_description, stage}.
 // The redirect URI is http://127.0.0.1:PORT/callback. Never prints a token or code.
 import * as crypto from 'node:crypto';
@@ -177,7 +179,7 @@ async function callback(req, res, currentUrl) {
   log('logged_in', { sub: claims.sub, token_type: tokens.token_type, id_token_alg: idTokenAlg, dpop_jkt: dpopJkt });
   const sid = crypto.randomBytes(16).toString('base64url');
   if (sessions.size >= MAX_PENDING) sessions.delete(sessions.keys().next().value);
-  sessions.set(sid, { idToken: tokens.id_token });
+  sessions.set(sid, { idToken: tokens.id_token, refreshToken: tokens.refresh_token });
   res.setHeader('set-cookie', `rp_sess=${sid}; Path=/; HttpOnly; SameSite=Lax`);
   json(res, 200, {
     claims,
@@ -210,6 +212,34 @@ async function logout(req, res) {
   res.end();
 }
 
+// revoke and refresh use the session's refresh token (never printed).
+async function revoke(req, res) {
+  const cfg = await getConfig();
+  const sess = sessions.get(cookie(req, 'rp_sess') ?? '');
+  if (!sess?.refreshToken) {
+    json(res, 400, { error: 'rp_no_refresh_token', stage: 'revoke' });
+    return;
+  }
+  await client.tokenRevocation(cfg, sess.refreshToken, { token_type_hint: 'refresh_token' });
+  json(res, 200, { revoked: true });
+}
+
+async function refresh(req, res) {
+  const cfg = await getConfig();
+  const sess = sessions.get(cookie(req, 'rp_sess') ?? '');
+  if (!sess?.refreshToken) {
+    json(res, 400, { error: 'rp_no_refresh_token', stage: 'refresh' });
+    return;
+  }
+  try {
+    const tokens = await client.refreshTokenGrant(cfg, sess.refreshToken);
+    sess.refreshToken = tokens.refresh_token ?? sess.refreshToken;
+    json(res, 200, { refreshed: true, token_type: tokens.token_type });
+  } catch (err) {
+    json(res, 400, { error: err?.error ?? err?.code ?? 'rp_error', error_description: err?.error_description ?? err?.message, stage: 'refresh' });
+  }
+}
+
 function home(req, res, url) {
   const sess = sessions.get(cookie(req, 'rp_sess') ?? '');
   const state = url.searchParams.get('state');
@@ -224,6 +254,8 @@ const server = createServer((req, res) => {
   else if (req.method === 'GET' && url.pathname === '/callback') handler = callback(req, res, url);
   else if (req.method === 'GET' && url.pathname === '/healthz') handler = Promise.resolve(json(res, 200, { ok: true }));
   else if (req.method === 'GET' && url.pathname === '/logout') handler = logout(req, res);
+  else if (req.method === 'GET' && url.pathname === '/revoke') handler = revoke(req, res);
+  else if (req.method === 'GET' && url.pathname === '/refresh') handler = refresh(req, res);
   else if (req.method === 'GET' && url.pathname === '/') handler = Promise.resolve(home(req, res, url));
   else handler = Promise.resolve(json(res, 404, { error: 'not_found' }));
   handler.catch((err) => {
