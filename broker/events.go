@@ -114,6 +114,7 @@ func (s *Server) succeed(r *http.Request, ev *logs.Event) {
 func (s *Server) write(r *http.Request, ev *logs.Event) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 3*time.Second)
 	defer cancel()
+	s.metrics.events.WithLabelValues(ev.Type).Inc()
 	if err := s.events.Write(ctx, ev); err != nil {
 		s.log.Warn("login event not stored", "type", ev.Type, "err", err)
 	}

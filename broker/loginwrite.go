@@ -23,6 +23,7 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 		})
 		if err == nil {
 			s.metrics.login(ev)
+			s.metrics.events.WithLabelValues(ev.Type).Inc()
 			return nil
 		}
 		ev.Type = ""

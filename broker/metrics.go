@@ -26,6 +26,7 @@ type metrics struct {
 	tokenType     *prometheus.CounterVec
 	storeErrors   *prometheus.CounterVec
 	tokenRequests *prometheus.CounterVec
+	events        *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -56,8 +57,12 @@ func newMetrics() *metrics {
 			Name: "dpop_broker_token_requests_total",
 			Help: "Requests to the broker's /oauth/token by grant, result and whether the access token is DPoP-bound.",
 		}, []string{"grant", "result", "bound"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_events_total",
+			Help: "Log events the broker recorded, by type code (s, f, seacft, slo, flo, srrt, sapi, …).",
+		}, []string{"type"}),
 	}
-	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests,
+	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests, m.events,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -61,6 +61,10 @@ func TestMetrics(t *testing.T) {
 		`dpop_broker_upstream_token_type_total{bound="true",connection="corp"} 1`,
 		`dpop_broker_token_requests_total{bound="false",grant="authorization_code",result="success"} 1`,
 		`dpop_broker_token_requests_total{bound="false",grant="other",result="failure"} 1`,
+		`dpop_broker_events_total{type="s"} 1`,
+		`dpop_broker_events_total{type="f"} 2`,
+		`dpop_broker_events_total{type="seacft"} 1`,
+		`dpop_broker_events_total{type="feacft"} 1`,
 		"go_goroutines ",
 		"process_start_time_seconds ",
 	} {
