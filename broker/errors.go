@@ -30,6 +30,7 @@ li{margin:.4rem 0}
 {{if .Error}}<p id="error"><code>{{.Error}}</code></p>{{end}}
 {{if .Message}}<p id="message">{{.Message}}</p>{{end}}
 {{if .Links}}<ul id="links">{{range .Links}}<li><a href="{{.URL}}">{{.Text}}</a></li>{{end}}</ul>{{end}}
+{{with .Form}}<form method="post" action="{{.Action}}">{{range .Fields}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">{{end}}<button id="{{.ID}}" type="submit">{{.Button}}</button></form>{{end}}
 </main>
 </body>
 </html>
@@ -40,7 +41,16 @@ type pageLink struct{ URL, Text string }
 type page struct {
 	Title, Error, Message string
 	Links                 []pageLink
+	Form                  *pageForm
 }
+
+// pageForm is a one-button POST form with hidden fields.
+type pageForm struct {
+	Action, ID, Button string
+	Fields             []pageField
+}
+
+type pageField struct{ Name, Value string }
 
 // htmlHeaders are set on every HTML page the broker renders.
 func htmlHeaders(w http.ResponseWriter) {

@@ -104,6 +104,28 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// RP-Initiated Logout §2: the End-User MUST be asked when no id_token_hint names this
+	// browser's session. The answer is a POST carrying a token derived from the session
+	// cookie, which another site cannot compute (logout CSRF).
+	if tag, cookie := s.cookieSession(r); tag != "" && (hint == nil || hint.SID != tag) {
+		want := logoutConfirmToken(cookie)
+		if r.Method != http.MethodPost || subtle.ConstantTimeCompare([]byte(p.Get("confirm")), []byte(want)) != 1 {
+			fields := []pageField{{"confirm", want}}
+			for _, k := range []string{"id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state"} {
+				if v := p.Get(k); v != "" {
+					fields = append(fields, pageField{k, v})
+				}
+			}
+			msg := "Do you want to sign out of the broker?"
+			if client != nil {
+				msg = clientName(client) + " asks to sign you out of the broker."
+			}
+			renderPage(w, http.StatusOK, page{Title: "Sign out", Message: msg, Form: &pageForm{
+				Action: s.base + "/oidc/logout", ID: "confirm-logout", Button: "Sign out", Fields: fields,
+			}})
+			return
+		}
+	}
 	ended := s.endCookieSession(w, r)
 	if hint != nil && hint.SID != "" && hint.SID != ended {
 		s.endSession(r, hint.SID, func(sess *sessionRecord) bool { return slices.Contains([]string(hint.Audience), sess.ClientID) })
@@ -170,6 +192,31 @@ func (s *Server) parseIDTokenHint(raw string) (*idTokenHint, error) {
 		return nil, errors.New("not issued by this broker")
 	}
 	return &c, nil
+}
+
+// cookieSession returns the tag of the live session this browser's session cookie names (its
+// secret checked against the store) and the cookie's value; "" when there is none.
+func (s *Server) cookieSession(r *http.Request) (tag, cookie string) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || len(c.Value) > 256 {
+		return "", ""
+	}
+	tag, secret, ok := strings.Cut(c.Value, ".")
+	if !ok || secret == "" || tag == "" || strings.ContainsAny(tag, "{}") {
+		return "", ""
+	}
+	raw, err := s.store.Get(r.Context(), sessions.KindSession, tag+".s")
+	var sess sessionRecord
+	if err != nil || json.Unmarshal(raw, &sess) != nil ||
+		subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(sess.CookieHash)) != 1 {
+		return "", ""
+	}
+	return tag, c.Value
+}
+
+// logoutConfirmToken is the confirmation token of the logout form for a session cookie value.
+func logoutConfirmToken(cookie string) string {
+	return hashString("dpop-broker logout confirmation\x00" + cookie)
 }
 
 // endCookieSession ends the session named by the session cookie (when its secret matches),

@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"html"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +33,16 @@ func (h *harness) sessionAlive(t *testing.T, at string) bool {
 	req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/userinfo", nil)
 	req.Header.Set("Authorization", "Bearer "+at)
 	return h.do(req).status == http.StatusOK
+}
+
+// formFields reads the hidden fields of the page's form.
+func formFields(t *testing.T, body string) url.Values {
+	t.Helper()
+	f := url.Values{}
+	for _, m := range regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`).FindAllStringSubmatch(body, -1) {
+		f.Set(m[1], html.UnescapeString(m[2]))
+	}
+	return f
 }
 
 // noRedirects is c without following redirects (the response itself is checked).
@@ -67,11 +79,16 @@ func TestOIDCLogout(t *testing.T) {
 		{"RP-Initiated §2 id_token_hint, registered post_logout_redirect_uri and state: redirect with state", func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye}, "state": {"s-1"}}
 		}, true, false, outcome{302, bye + "?state=s-1", "slo", true}},
-		{"client_id instead of id_token_hint", func(_, _ string) url.Values {
+		{"RP-Initiated §2 client_id without id_token_hint: the user is asked first (nothing ends yet)", func(_, _ string) url.Values {
 			return url.Values{"client_id": {appClient}, "post_logout_redirect_uri": {bye}}
-		}, true, false, outcome{302, bye, "slo", true}},
-		{"no parameters: the cookie's session ends, signed-out page", func(_, _ string) url.Values { return url.Values{} },
-			true, false, outcome{200, "", "slo", true}},
+		}, true, false, outcome{200, "", "seacft", false}},
+		{"RP-Initiated §2 no parameters: the user is asked first", func(_, _ string) url.Values { return url.Values{} },
+			true, false, outcome{200, "", "seacft", false}},
+		{"RP-Initiated §2 a forged confirmation is asked again", func(_, _ string) url.Values {
+			return url.Values{"client_id": {appClient}, "post_logout_redirect_uri": {bye}, "confirm": {"forged"}}
+		}, true, true, outcome{200, "", "seacft", false}},
+		{"no session in this browser and no parameters: signed-out page, nothing to ask", func(_, _ string) url.Values { return url.Values{} },
+			false, false, outcome{200, "", "seacft", false}},
 		{"POST with id_token_hint alone and no cookie: the hint's session (sid) ends", func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt}}
 		}, false, true, outcome{200, "", "slo", true}},
@@ -123,6 +140,26 @@ func TestOIDCLogout(t *testing.T) {
 			}
 		})
 	}
+
+	// §2: the user confirms: the form's POST (with the token derived from the session cookie)
+	// ends the session and goes on to the registered post_logout_redirect_uri with the state.
+	t.Run("RP-Initiated §2 the confirmation form signs out", func(t *testing.T) {
+		b, _, at := h.logoutLogin(t)
+		resp, body := get(t, noRedirects(b), h.srv.URL+"/oidc/logout?"+url.Values{
+			"client_id": {appClient}, "post_logout_redirect_uri": {bye}, "state": {"s-2"}}.Encode())
+		form := formFields(t, body)
+		if resp.StatusCode != http.StatusOK || form.Get("confirm") == "" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Fatalf("confirmation page: %d %v %q", resp.StatusCode, form, resp.Header.Get("Content-Security-Policy"))
+		}
+		resp, err := noRedirects(b).PostForm(h.srv.URL+"/oidc/logout", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != bye+"?state=s-2" || h.lastEvent().Type != "slo" || h.sessionAlive(t, at) {
+			t.Errorf("after confirming: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), h.lastEvent().Type)
+		}
+	})
 
 	// §2: an expired ID token is still a valid hint.
 	t.Run("expired id_token_hint accepted", func(t *testing.T) {

@@ -6,8 +6,8 @@
 //
 // Opens the sample app, clicks the login control, clicks "Sign in" on the upstream IdP's page,
 // waits for the sample app to show the logged-in user and writes a screenshot; then clicks the
-// logout control (the broker's /oidc/logout) and waits to be back on the sample app's home
-// page. Prints one JSON line {user, eventText, url, title, loggedOutURL}. Exits 1 with a clear
+// logout control (the broker's /oidc/logout), confirms on the broker's sign-out page and waits
+// to be back on the sample app's home page. Prints one JSON line {user, eventText, url, title, loggedOutURL}. Exits 1 with a clear
 // message on failure.
 import { parseArgs } from 'node:util';
 
@@ -79,8 +79,12 @@ try {
   const url = page.url();
   const title = await page.title();
 
-  step = `click ${args.logout} (RP-initiated logout at the broker) and return to ${appOrigin}/`;
+  step = `click ${args.logout} (RP-initiated logout at the broker)`;
   await page.locator(args.logout).first().click({ timeout: left() });
+  // The sample app sends no id_token_hint, so the broker asks the user to confirm (§2).
+  step = 'confirm on the broker\'s sign-out page (#confirm-logout)';
+  await page.locator('#confirm-logout').click({ timeout: left() });
+  step = `return to ${appOrigin}/`;
   await page.waitForURL((u) => u.origin === appOrigin && u.pathname === '/' && u.search === '', { timeout: left(), waitUntil: 'load' });
   console.log(JSON.stringify({ user, eventText, url, title, loggedOutURL: page.url() }));
   await browser.close();
