@@ -60,6 +60,17 @@ type RedisConfig struct {
 	DB         int           `yaml:"db"`
 	Prefix     string        `yaml:"prefix"`
 	Timeout    time.Duration `yaml:"timeout"`
+	TLS        RedisTLS      `yaml:"tls"`
+}
+
+// RedisTLS is TLS toward Redis (managed services with in-transit encryption). The server
+// certificate is always verified: against ca_file when set, else the system roots.
+type RedisTLS struct {
+	Enabled    bool   `yaml:"enabled"`
+	CAFile     string `yaml:"ca_file"`     // PEM CA bundle; default: the system roots
+	ServerName string `yaml:"server_name"` // default: the host of each address
+	CertFile   string `yaml:"cert_file"`   // client certificate (tls-auth-clients), with key_file
+	KeyFile    string `yaml:"key_file"`
 }
 
 // KeySource names a PEM private key in a file or an environment variable.

@@ -2,12 +2,15 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -226,9 +229,13 @@ func OpenStore(cfg *Config) (sessions.Store, error) {
 		return sessions.NewMemory(), nil
 	case "redis":
 		r := cfg.Store.Redis
+		tlsCfg, err := redisTLSConfig(r.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
 		st, err := sessions.NewRedis(sessions.RedisConfig{
 			Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password,
-			DB: r.DB, Prefix: r.Prefix, Timeout: r.Timeout,
+			DB: r.DB, Prefix: r.Prefix, Timeout: r.Timeout, TLS: tlsCfg,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -236,6 +243,40 @@ func OpenStore(cfg *Config) (sessions.Store, error) {
 		return st, nil
 	}
 	return nil, fmt.Errorf("store: unknown type %q", cfg.Store.Type)
+}
+
+// redisTLSConfig builds the TLS configuration toward Redis (nil when off). Errors are
+// FieldErrors naming the key.
+func redisTLSConfig(t RedisTLS) (*tls.Config, error) {
+	const base = "store.redis.tls."
+	if !t.Enabled {
+		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" {
+			return nil, FieldError{base + "enabled", "must be true when other tls settings are given"}
+		}
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, FieldError{base + "ca_file", fmt.Sprintf("cannot read %s: %v", t.CAFile, errors.Unwrap(err))}
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, FieldError{base + "ca_file", t.CAFile + " holds no PEM certificate"}
+		}
+	}
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		return nil, FieldError{base + "cert_file", "cert_file and key_file go together (client certificate)"}
+	case t.CertFile != "":
+		pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, FieldError{base + "cert_file", fmt.Sprintf("client certificate: %v", err)}
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
 }
 
 // Store returns the session store (for the demo and tests).

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -144,6 +145,14 @@ func (v *validator) store(s *StoreConfig) {
 		}
 		if r.Timeout <= 0 {
 			v.add("store.redis.timeout", "must be a positive duration")
+		}
+		if _, err := redisTLSConfig(r.TLS); err != nil {
+			var fe FieldError
+			if errors.As(err, &fe) {
+				v.add(fe.Key, "%s", fe.Reason)
+			} else {
+				v.add("store.redis.tls", "%v", err)
+			}
 		}
 	default:
 		v.add("store.type", "%q is not supported (use memory or redis)", s.Type)

@@ -17,7 +17,7 @@ import (
 // Cluster: every multi-key operation (PutAll's MULTI, the log's ZADD+ZREMRANGEBYRANK, the
 // connection scripts) must stay within one hash slot, or Redis answers CROSSSLOT.
 func TestRedisClusterConformance(t *testing.T) {
-	runRedisConformance(t, redistest.StartCluster(t))
+	runRedisConformance(t, redistest.StartCluster(t), nil)
 }
 
 // TestRedisClusterAllOps calls every Store and Connections method once on the cluster and

@@ -49,6 +49,7 @@ func NewRedis(cfg RedisConfig) (Store, error) {
 		WriteTimeout:          cfg.Timeout,
 		PoolTimeout:           cfg.Timeout,
 		ContextTimeoutEnabled: true,
+		TLSConfig:             cfg.TLS,
 		// One command retry and two dial attempts: enough for a dropped pooled connection,
 		// while an unreachable Redis surfaces as ErrUnavailable within a few Timeouts.
 		MaxRetries:         1,

@@ -2,6 +2,7 @@ package sessions_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,15 +18,36 @@ import (
 )
 
 func TestRedisConformance(t *testing.T) {
-	runRedisConformance(t, []string{redistest.Start(t)})
+	runRedisConformance(t, []string{redistest.Start(t)}, nil)
+}
+
+// TestRedisTLS: the whole conformance suite over TLS with a client certificate
+// (tls-auth-clients yes); without TLS, or without the client certificate, the store is
+// unavailable, never silently in clear text.
+func TestRedisTLS(t *testing.T) {
+	srv, files := redistest.StartTLS(t)
+	runRedisConformance(t, []string{srv.Addr}, files.ClientConfig(t))
+	noCert := files.ClientConfig(t)
+	noCert.Certificates = nil
+	for name, tc := range map[string]*tls.Config{"plain TCP": nil, "TLS without the client certificate": noCert} {
+		s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{srv.Addr}, Timeout: 500 * time.Millisecond, TLS: tc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Ping(context.Background()); !errors.Is(err, sessions.ErrUnavailable) {
+			t.Errorf("%s: Ping = %v, want ErrUnavailable", name, err)
+		}
+		_ = s.Close()
+	}
 }
 
 // runRedisConformance runs the store conformance suite on the Redis at addrs (one node or a
-// cluster), each subtest under its own key prefix so records and logs stay apart.
-func runRedisConformance(t *testing.T, addrs []string) {
+// cluster; over TLS when tc is set), each subtest under its own key prefix so records and logs
+// stay apart.
+func runRedisConformance(t *testing.T, addrs []string, tc *tls.Config) {
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) sessions.Store {
-		s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: addrs, Prefix: fmt.Sprintf("conf%d", n.Add(1))})
+		s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: addrs, Prefix: fmt.Sprintf("conf%d", n.Add(1)), TLS: tc})
 		if err != nil {
 			t.Fatal(err)
 		}

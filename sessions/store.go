@@ -4,6 +4,7 @@ package sessions
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -201,6 +202,8 @@ type RedisConfig struct {
 	DB         int
 	Prefix     string        // key prefix, default "dpop-broker"
 	Timeout    time.Duration // dial/read/write timeout, default 2s
+	// TLS, when set, is used for every connection (single node, Sentinel and Cluster).
+	TLS *tls.Config
 }
 
 // checkLogBound accepts "" or a log id: the cursor of LogsAfter and LogsBefore.

@@ -5,6 +5,7 @@ package redistest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os/exec"
@@ -21,7 +22,8 @@ type Server struct {
 	t    testing.TB
 	port int
 	dir  string
-	args []string // extra redis-server arguments (cluster mode)
+	args []string    // extra redis-server arguments (cluster mode, TLS)
+	tls  *tls.Config // readiness PING over TLS (StartTLS)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -79,6 +81,9 @@ func (s *Server) start() {
 	out := &bytes.Buffer{}
 	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no", "--protected-mode", "yes"}
+	if s.tls != nil {
+		args[1] = "0" // plain TCP off: the port serves TLS only (s.args)
+	}
 	cmd := exec.Command("redis-server", append(args, s.args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -96,7 +101,7 @@ func (s *Server) start() {
 			s.t.Fatalf("redistest: redis-server on port %d exited early:\n%s", s.port, out.String())
 		default:
 		}
-		if ping(s.Addr) == nil {
+		if ping(s.Addr, s.tls) == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -110,9 +115,16 @@ func (s *Server) start() {
 	s.t.Fatalf("redistest: redis-server on %s did not answer PING in time:\n%s", s.Addr, out.String())
 }
 
-// ping sends one inline PING and expects +PONG.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
+// ping sends one inline PING (over TLS when tc is set) and expects +PONG.
+func ping(addr string, tc *tls.Config) error {
+	d := &net.Dialer{Timeout: 250 * time.Millisecond}
+	var c net.Conn
+	var err error
+	if tc != nil {
+		c, err = tls.DialWithDialer(d, "tcp", addr, tc)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,52 @@
+package broker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/sessions/redistest"
+)
+
+// TestRedisTLSConfig: store.redis.tls reaches a TLS-only redis-server that requires client
+// certificates (OpenStore), and each misconfiguration is a validation error naming its key.
+func TestRedisTLSConfig(t *testing.T) {
+	srv, files := redistest.StartTLS(t)
+	cfg := Default()
+	cfg.Store.Type = "redis"
+	cfg.Store.Redis.Addrs = []string{srv.Addr}
+	cfg.Store.Redis.TLS = RedisTLS{Enabled: true, CAFile: files.CA, CertFile: files.ClientCert, KeyFile: files.ClientKey}
+	st, err := OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping over TLS: %v", err)
+	}
+
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		tls  RedisTLS
+		want FieldError
+	}{
+		{"settings without enabled", RedisTLS{CAFile: files.CA}, FieldError{"store.redis.tls.enabled", "must be true when other tls settings are given"}},
+		{"CA file without a certificate", RedisTLS{Enabled: true, CAFile: notPEM}, FieldError{"store.redis.tls.ca_file", notPEM + " holds no PEM certificate"}},
+		{"client certificate without its key", RedisTLS{Enabled: true, CertFile: files.ClientCert}, FieldError{"store.redis.tls.cert_file", "cert_file and key_file go together (client certificate)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := *cfg
+			c.Store.Redis.TLS = tc.tls
+			v := &validator{}
+			v.store(&c.Store)
+			if len(v.errs) != 1 || v.errs[0] != tc.want {
+				t.Fatalf("got %v, want %v", v.errs, tc.want)
+			}
+		})
+	}
+}
