@@ -53,14 +53,17 @@ type StoreConfig struct {
 
 // RedisConfig is the Redis connection: one address, several (Cluster), or Sentinel.
 type RedisConfig struct {
-	Addrs      []string      `yaml:"addrs"`
-	MasterName string        `yaml:"master_name"`
-	Username   string        `yaml:"username"`
-	Password   string        `yaml:"password"`
-	DB         int           `yaml:"db"`
-	Prefix     string        `yaml:"prefix"`
-	Timeout    time.Duration `yaml:"timeout"`
-	TLS        RedisTLS      `yaml:"tls"`
+	Addrs      []string `yaml:"addrs"`
+	MasterName string   `yaml:"master_name"`
+	Username   string   `yaml:"username"`
+	Password   string   `yaml:"password"`
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels (master_name set).
+	SentinelUsername string        `yaml:"sentinel_username"`
+	SentinelPassword string        `yaml:"sentinel_password"`
+	DB               int           `yaml:"db"`
+	Prefix           string        `yaml:"prefix"`
+	Timeout          time.Duration `yaml:"timeout"`
+	TLS              RedisTLS      `yaml:"tls"`
 }
 
 // RedisTLS is TLS toward Redis (managed services with in-transit encryption). The server

@@ -235,6 +235,7 @@ func OpenStore(cfg *Config) (sessions.Store, error) {
 		}
 		st, err := sessions.NewRedis(sessions.RedisConfig{
 			Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password,
+			SentinelUsername: r.SentinelUsername, SentinelPassword: r.SentinelPassword,
 			DB: r.DB, Prefix: r.Prefix, Timeout: r.Timeout, TLS: tlsCfg,
 		})
 		if err != nil {

@@ -143,6 +143,9 @@ func (v *validator) store(s *StoreConfig) {
 		if strings.ContainsAny(r.Prefix, "{}") {
 			v.add("store.redis.prefix", "must not contain '{' or '}'")
 		}
+		if r.MasterName == "" && (r.SentinelUsername != "" || r.SentinelPassword != "") {
+			v.add("store.redis.sentinel_password", "only applies with master_name (Sentinel)")
+		}
 		if r.Timeout <= 0 {
 			v.add("store.redis.timeout", "must be a positive duration")
 		}

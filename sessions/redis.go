@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -43,6 +44,8 @@ func NewRedis(cfg RedisConfig) (Store, error) {
 		MasterName:            cfg.MasterName,
 		Username:              cfg.Username,
 		Password:              cfg.Password,
+		SentinelUsername:      cfg.SentinelUsername,
+		SentinelPassword:      cfg.SentinelPassword,
 		DB:                    cfg.DB,
 		DialTimeout:           cfg.Timeout,
 		ReadTimeout:           cfg.Timeout,
@@ -342,3 +345,16 @@ func (s *redisStore) Ping(ctx context.Context) error {
 }
 
 func (s *redisStore) Close() error { return s.c.Close() }
+
+// SetRedisLogger sends go-redis's own messages (Sentinel master changes, pool and dial
+// trouble) to logger at warning level instead of the standard library's log package. It
+// applies process-wide.
+func SetRedisLogger(logger *slog.Logger) {
+	redis.SetLogger(redisLogger{logger})
+}
+
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
+}

@@ -41,6 +41,27 @@ func TestRedisTLS(t *testing.T) {
 	}
 }
 
+// TestRedisSentinel: the conformance suite through a Sentinel (MasterName), which itself
+// requires a password; with a wrong Sentinel password the store is unavailable.
+func TestRedisSentinel(t *testing.T) {
+	master := redistest.Start(t)
+	sentinel := redistest.StartSentinel(t, master, "broker-master", "sentinel-secret")
+	var n atomic.Int64
+	open := func(t *testing.T, password string) sessions.Store {
+		s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{sentinel}, MasterName: "broker-master",
+			SentinelPassword: password, Prefix: fmt.Sprintf("sent%d", n.Add(1)), Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	storetest.Run(t, func(t *testing.T) sessions.Store { return open(t, "sentinel-secret") })
+	if err := open(t, "wrong").Ping(context.Background()); !errors.Is(err, sessions.ErrUnavailable) {
+		t.Errorf("Ping with a wrong Sentinel password = %v, want ErrUnavailable", err)
+	}
+}
+
 // runRedisConformance runs the store conformance suite on the Redis at addrs (one node or a
 // cluster; over TLS when tc is set), each subtest under its own key prefix so records and logs
 // stay apart.

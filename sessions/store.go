@@ -199,9 +199,13 @@ type RedisConfig struct {
 	MasterName string
 	Username   string
 	Password   string
-	DB         int
-	Prefix     string        // key prefix, default "dpop-broker"
-	Timeout    time.Duration // dial/read/write timeout, default 2s
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels (MasterName set),
+	// whose credentials are separate from the master's.
+	SentinelUsername string
+	SentinelPassword string
+	DB               int
+	Prefix           string        // key prefix, default "dpop-broker"
+	Timeout          time.Duration // dial/read/write timeout, default 2s
 	// TLS, when set, is used for every connection (single node, Sentinel and Cluster).
 	TLS *tls.Config
 }

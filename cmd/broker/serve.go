@@ -40,6 +40,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
+	sessions.SetRedisLogger(logger)
 	store, err := broker.OpenStore(cfg)
 	if err != nil {
 		logger.Error("store", "err", err)

@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -24,6 +26,8 @@ type Server struct {
 	dir  string
 	args []string    // extra redis-server arguments (cluster mode, TLS)
 	tls  *tls.Config // readiness PING over TLS (StartTLS)
+	conf string      // configuration file given first (Sentinel)
+	auth string      // password for the readiness PING (Sentinel requirepass)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -84,6 +88,9 @@ func (s *Server) start() {
 	if s.tls != nil {
 		args[1] = "0" // plain TCP off: the port serves TLS only (s.args)
 	}
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
 	cmd := exec.Command("redis-server", append(args, s.args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -101,7 +108,7 @@ func (s *Server) start() {
 			s.t.Fatalf("redistest: redis-server on port %d exited early:\n%s", s.port, out.String())
 		default:
 		}
-		if ping(s.Addr, s.tls) == nil {
+		if ping(s.Addr, s.tls, s.auth) == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -115,8 +122,9 @@ func (s *Server) start() {
 	s.t.Fatalf("redistest: redis-server on %s did not answer PING in time:\n%s", s.Addr, out.String())
 }
 
-// ping sends one inline PING (over TLS when tc is set) and expects +PONG.
-func ping(addr string, tc *tls.Config) error {
+// ping sends one inline PING (over TLS when tc is set; after AUTH when password is set) and
+// expects +PONG.
+func ping(addr string, tc *tls.Config, password string) error {
 	d := &net.Dialer{Timeout: 250 * time.Millisecond}
 	var c net.Conn
 	var err error
@@ -130,10 +138,19 @@ func ping(addr string, tc *tls.Config) error {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	rd := bufio.NewReader(c)
+	if password != "" {
+		if _, err := fmt.Fprintf(c, "AUTH %s\r\n", password); err != nil {
+			return err
+		}
+		if line, err := rd.ReadString('\n'); err != nil || line != "+OK\r\n" {
+			return fmt.Errorf("AUTH: %q %v", line, err)
+		}
+	}
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := rd.ReadString('\n')
 	if err != nil {
 		return err
 	}
@@ -150,4 +167,33 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartSentinel starts a Redis Sentinel on a free 127.0.0.1 port that monitors master (an
+// address from StartServer) under name, with password as its requirepass ("" = none). It
+// returns the Sentinel's address; it is stopped at cleanup.
+func StartSentinel(t testing.TB, master, name, password string) string {
+	t.Helper()
+	host, mport, err := net.SplitHostPort(master)
+	if err != nil {
+		t.Fatalf("redistest: master address %q: %v", master, err)
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("redistest: free port: %v", err)
+	}
+	dir := t.TempDir()
+	conf := fmt.Sprintf("sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 5000\n", name, host, mport, name)
+	if password != "" {
+		conf += "requirepass " + password + "\n"
+	}
+	path := filepath.Join(dir, "sentinel.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, port: port, dir: dir,
+		conf: path, auth: password, args: []string{"--sentinel"}}
+	t.Cleanup(s.Stop)
+	s.start()
+	return s.Addr
 }

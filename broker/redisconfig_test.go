@@ -5,9 +5,41 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
+
+// TestRedisSentinelConfig: store.redis with master_name and the Sentinel's own password
+// reaches the master through a real Sentinel (OpenStore); the password without master_name is
+// a validation error.
+func TestRedisSentinelConfig(t *testing.T) {
+	master := redistest.Start(t)
+	cfg := Default()
+	cfg.Store.Type = "redis"
+	cfg.Store.Redis.Addrs = []string{redistest.StartSentinel(t, master, "broker-master", "sentinel-secret")}
+	cfg.Store.Redis.MasterName, cfg.Store.Redis.SentinelPassword = "broker-master", "sentinel-secret"
+	st, err := OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if err := st.Put(ctx, sessions.KindSession, "s1.s", []byte("v"), time.Minute); err != nil {
+		t.Fatalf("Put through the Sentinel: %v", err)
+	}
+	if v, err := st.Get(ctx, sessions.KindSession, "s1.s"); err != nil || string(v) != "v" {
+		t.Fatalf("Get through the Sentinel: %q %v", v, err)
+	}
+	c := *cfg
+	c.Store.Redis.MasterName = ""
+	v := &validator{}
+	v.store(&c.Store)
+	if want := (FieldError{"store.redis.sentinel_password", "only applies with master_name (Sentinel)"}); len(v.errs) != 1 || v.errs[0] != want {
+		t.Errorf("got %v, want %v", v.errs, want)
+	}
+}
 
 // TestRedisTLSConfig: store.redis.tls reaches a TLS-only redis-server that requires client
 // certificates (OpenStore), and each misconfiguration is a validation error naming its key.
