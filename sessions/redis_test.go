@@ -240,3 +240,58 @@ func TestRedisSharedAcrossClients(t *testing.T) {
 		t.Fatalf("second client GetConnection = %q, %v", got, err)
 	}
 }
+
+// TestRedisSentinelFailover: the master dies, the Sentinel promotes its replica, and the
+// store (through the Sentinel) keeps working without a restart: records written before the
+// failover (replicated) are read back, and new writes succeed. Bounded: 20 s for the failover.
+func TestRedisSentinelFailover(t *testing.T) {
+	ctx := context.Background()
+	master := redistest.StartServer(t)
+	replica := redistest.StartReplica(t, master.Addr)
+	direct := func(addr string) *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	waitFor := func(what string, limit time.Duration, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(limit); !ok(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v", what, limit)
+			}
+		}
+	}
+	waitFor("replica in sync", 10*time.Second, func() bool {
+		info, _ := direct(replica.Addr).Info(ctx, "replication").Result()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	sentinel := redistest.StartSentinel(t, master.Addr, "fo", "")
+	waitFor("Sentinel sees the replica", 10*time.Second, func() bool {
+		rs, _ := direct(sentinel).Do(ctx, "SENTINEL", "REPLICAS", "fo").Slice()
+		return len(rs) == 1
+	})
+	st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{sentinel}, MasterName: "fo", Prefix: "fo", Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	if err := st.Put(ctx, sessions.KindSession, "before.s", []byte("v1"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := direct(master.Addr).Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT for the replica: %d %v", n, err)
+	}
+
+	master.Stop()
+	start := time.Now()
+	waitFor("writes through the Sentinel after the failover", 20*time.Second, func() bool {
+		return st.Put(ctx, sessions.KindSession, "after.s", []byte("v2"), time.Minute) == nil
+	})
+	t.Logf("store writable again %v after the master stopped", time.Since(start).Round(10*time.Millisecond))
+	if v, err := st.Get(ctx, sessions.KindSession, "before.s"); err != nil || string(v) != "v1" {
+		t.Errorf("record from before the failover: %q %v", v, err)
+	}
+	if role, _ := direct(replica.Addr).Info(ctx, "replication").Result(); !strings.Contains(role, "role:master") {
+		t.Errorf("the replica was not promoted:\n%s", role)
+	}
+}

@@ -169,9 +169,28 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// StartReplica starts a redis-server like StartServer that replicates master.
+func StartReplica(t testing.TB, master string) *Server {
+	t.Helper()
+	host, mport, err := net.SplitHostPort(master)
+	if err != nil {
+		t.Fatalf("redistest: master address %q: %v", master, err)
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("redistest: free port: %v", err)
+	}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, port: port, dir: t.TempDir(),
+		args: []string{"--replicaof", host, mport}}
+	t.Cleanup(s.Stop)
+	s.start()
+	return s
+}
+
 // StartSentinel starts a Redis Sentinel on a free 127.0.0.1 port that monitors master (an
-// address from StartServer) under name, with password as its requirepass ("" = none). It
-// returns the Sentinel's address; it is stopped at cleanup.
+// address from StartServer) under name, with password as its requirepass ("" = none), and
+// fails over after one second without the master. It returns the Sentinel's address; it is
+// stopped at cleanup.
 func StartSentinel(t testing.TB, master, name, password string) string {
 	t.Helper()
 	host, mport, err := net.SplitHostPort(master)
@@ -183,7 +202,8 @@ func StartSentinel(t testing.TB, master, name, password string) string {
 		t.Fatalf("redistest: free port: %v", err)
 	}
 	dir := t.TempDir()
-	conf := fmt.Sprintf("sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 5000\n", name, host, mport, name)
+	conf := fmt.Sprintf("sentinel monitor %[1]s %[2]s %[3]s 1\nsentinel down-after-milliseconds %[1]s 1000\nsentinel failover-timeout %[1]s 5000\n",
+		name, host, mport)
 	if password != "" {
 		conf += "requirepass " + password + "\n"
 	}
