@@ -27,6 +27,8 @@ type metrics struct {
 	storeErrors   *prometheus.CounterVec
 	tokenRequests *prometheus.CounterVec
 	events        *prometheus.CounterVec
+	httpRequests  *prometheus.CounterVec
+	httpDuration  *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
@@ -61,8 +63,18 @@ func newMetrics() *metrics {
 			Name: "dpop_broker_events_total",
 			Help: "Log events the broker recorded, by type code (s, f, seacft, slo, flo, srrt, sapi, …).",
 		}, []string{"type"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_http_requests_total",
+			Help: "HTTP requests by route (the matched pattern, \"unmatched\" otherwise), method and status code.",
+		}, []string{"route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dpop_broker_http_request_duration_seconds",
+			Help:    "HTTP request duration by route; a login's callback includes the upstream exchange.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"route"}),
 	}
 	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests, m.events,
+		m.httpRequests, m.httpDuration,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -75,6 +87,52 @@ func (s *Server) Metrics() *prometheus.Registry { return s.metrics.reg }
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
+
+// instrument counts and times every request by the route the mux matched (r.Pattern, set by
+// http.ServeMux on the request it serves), so label values are bounded by the route table.
+func (m *metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		m.httpRequests.WithLabelValues(route, metricMethod(r.Method), strconv.Itoa(sw.status)).Inc()
+		m.httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// metricMethod bounds the method label.
+func metricMethod(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete, http.MethodOptions, http.MethodHead, http.MethodPut:
+		return method
+	}
+	return "other"
+}
+
+// statusWriter remembers the response status; Unwrap keeps http.ResponseController working.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // login counts one s or f event (from succeed and fail).
 func (m *metrics) login(ev *logs.Event) {

@@ -63,8 +63,9 @@ type Server struct {
 	discoveryHTTP *http.Client
 	upstreamHTTP  *http.Client // every upstream call (upstreamhttp.go)
 	mux           *http.ServeMux
-	metrics       *metrics // private Prometheus registry (metrics.go)
-	guard         *guard   // rate limits and trusted proxies (ratelimit.go, limits.go)
+	handler       http.Handler // mux with request metrics
+	metrics       *metrics     // private Prometheus registry (metrics.go)
+	guard         *guard       // rate limits and trusted proxies (ratelimit.go, limits.go)
 }
 
 // connection is one configured upstream with its driver (up is nil and err set when the
@@ -287,7 +288,7 @@ func (s *Server) Store() sessions.Store { return s.store }
 func (s *Server) Events() *logs.Writer { return s.events }
 
 // Handler returns the broker's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() {
 	prefix := ""
@@ -320,6 +321,7 @@ func (s *Server) routes() {
 	m.HandleFunc(prefix+"/api/v2/", s.mgmtNotFound())
 	m.Handle("GET "+prefix+"/metrics", s.metrics.handler())
 	s.mux = m
+	s.handler = s.metrics.instrument(m)
 }
 
 // cors answers preflights and adds CORS headers for configured origins; next nil = preflight only.
