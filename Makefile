@@ -34,7 +34,8 @@ gotest:
 
 # Bounded fuzzing (CI runs it on every make test): the DPoP proof parser/validator and the
 # broker's hostile-input surfaces (/authorize, /login/callback and /oauth/token parameters,
-# config loading). FUZZTIME is per target: 5 × 12 s keeps the fuzzing itself within 90 s.
+# config loading, RP-initiated logout). FUZZTIME is per target: 6 × 12 s keeps the fuzzing
+# itself within 90 s.
 FUZZTIME ?= 12s
 FUZZ      = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 fuzz:
@@ -43,6 +44,7 @@ fuzz:
 	$(FUZZ) -fuzz '^FuzzCallback$$' ./broker/
 	$(FUZZ) -fuzz '^FuzzTokenRequest$$' ./broker/
 	$(FUZZ) -fuzz '^FuzzConfigParse$$' ./broker/
+	$(FUZZ) -fuzz '^FuzzLogout$$' ./broker/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dpop/ ./broker/

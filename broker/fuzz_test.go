@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,6 +70,28 @@ func (h *harness) appRedirectProblem(loc string) string {
 	return ""
 }
 
+// webMessageProblem reports a problem with a web_message page: its frame-ancestors and its
+// postMessage target must both be the origin of a registered redirect URI, and it must carry
+// an error (never a code) for fuzzed input.
+func (h *harness) webMessageProblem(csp, body string) string {
+	for _, c := range h.cfg.Clients {
+		for _, r := range c.RedirectURIs {
+			u, err := url.Parse(r)
+			if err != nil {
+				continue
+			}
+			origin := u.Scheme + "://" + u.Host
+			if strings.HasSuffix(csp, "frame-ancestors "+origin) && strings.Contains(body, `}}, "`+origin+`");`) {
+				if !strings.Contains(body, `"error":`) || strings.Contains(body, `"code":`) {
+					return "web_message answer without an error (or with a code)"
+				}
+				return ""
+			}
+		}
+	}
+	return "web_message page for an origin that is not a registered redirect URI's"
+}
+
 func FuzzAuthorize(f *testing.F) {
 	h := fuzzHarness(f, nil)
 	valid, _ := url.Parse(h.authorizeURL(nil))
@@ -86,6 +109,8 @@ func FuzzAuthorize(f *testing.F) {
 		{valid.RawQuery + "&client_id=app", ""},
 		{valid.RawQuery + "&login_hint=a&login_hint=b", ""},
 		{valid.RawQuery + "&prompt=none", ""},
+		{valid.RawQuery + "&prompt=none&response_mode=web_message", ""},
+		{spa.RawQuery + "&response_mode=web_message", ""},
 		{valid.RawQuery + "&response_mode=fragment", ""},
 		{valid.RawQuery + "&audience=https%3A%2F%2Fapi.example", ""},
 		{valid.RawQuery + "&dpop_jkt=" + strings.Repeat("A", 43), ""},
@@ -117,8 +142,14 @@ func FuzzAuthorize(f *testing.F) {
 				t.Fatalf("%s: %q", p, loc)
 			}
 		case http.StatusOK:
-			if !strings.Contains(rec.Body.String(), "Choose how to sign in") {
-				t.Fatalf("200 that is not the connection chooser: %s", rec.Body.String())
+			if csp := rec.Header().Get("Content-Security-Policy"); strings.Contains(rec.Body.String(), `"authorization_response"`) {
+				// web_message: posted only to the origin of a registered redirect URI, which
+				// alone may frame the page.
+				if p := h.webMessageProblem(csp, rec.Body.String()); p != "" {
+					t.Fatalf("%s: CSP %q", p, csp)
+				}
+			} else if !strings.Contains(rec.Body.String(), "Choose how to sign in") {
+				t.Fatalf("200 that is neither the connection chooser nor a web_message answer: %s", rec.Body.String())
 			}
 		case http.StatusBadRequest, http.StatusRequestURITooLong, http.StatusTooManyRequests, http.StatusServiceUnavailable:
 			if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || loc != "" {
@@ -338,4 +369,77 @@ func checkConfigBytes(t *testing.T, data []byte) bool {
 		t.Fatalf("round trip changed the config:\n%s\n---\n%s", out, out2)
 	}
 	return true
+}
+
+// FuzzLogout drives /oidc/logout (GET or POST, with or without a live session cookie) with
+// hostile parameters. Invariants: no 5xx; a redirect goes only to a registered
+// post_logout_redirect_uri (plus state), never anywhere else (open redirect); every other
+// answer is a page.
+func FuzzLogout(f *testing.F) {
+	h := fuzzHarness(f, func(c *Config) {
+		app := strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb")
+		c.Clients[0].PostLogoutRedirectURIs = []string{app + "/bye", app + "/bye?x=1"}
+	})
+	bye := h.app.URL + "/bye"
+	_, idt, _ := h.logoutLogin(f) // an ID token for the seeds
+	for _, seed := range []struct {
+		q    string
+		mode uint8 // bit 0: POST; bit 1: send the session cookie
+	}{
+		{url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye}, "state": {"s"}}.Encode(), 2},
+		{url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye + "?x=1"}}.Encode(), 0},
+		{url.Values{"client_id": {appClient}, "post_logout_redirect_uri": {bye}}.Encode(), 3},
+		{url.Values{"client_id": {appClient}, "post_logout_redirect_uri": {"https://evil.example/"}}.Encode(), 0},
+		{url.Values{"post_logout_redirect_uri": {bye}}.Encode(), 0},
+		{url.Values{"id_token_hint": {"a.b.c"}}.Encode(), 1},
+		{url.Values{"logout_hint": {"x"}, "confirm": {"y"}}.Encode(), 3},
+		{"state=%zz;x", 0},
+		{"", 2},
+	} {
+		f.Add(seed.q, seed.mode)
+	}
+	// The session cookie of one live login (the logout under test may end it; later inputs
+	// then run without a live session, which is fine).
+	var cookie *http.Cookie
+	b, _, _ := h.logoutLogin(f)
+	if u, err := url.Parse(h.srv.URL); err == nil {
+		for _, c := range b.Jar.Cookies(u) {
+			if c.Name == sessionCookie {
+				cookie = c
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, rawQuery string, mode uint8) {
+		var req *http.Request
+		if mode&1 != 0 {
+			req = httptest.NewRequest(http.MethodPost, "/oidc/logout", strings.NewReader(rawQuery))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		} else {
+			req = getRaw("/oidc/logout", rawQuery)
+		}
+		req.RemoteAddr = "127.0.0.1:40000"
+		if mode&2 != 0 && cookie != nil {
+			req.AddCookie(cookie)
+		}
+		rec := h.serve(req)
+		switch loc := rec.Header().Get("Location"); rec.Code {
+		case http.StatusFound:
+			u, err := url.Parse(loc)
+			if err != nil {
+				t.Fatalf("unparseable Location %q", loc)
+			}
+			q := u.Query()
+			q.Del("state")
+			u.RawQuery = q.Encode()
+			if !slices.Contains(h.cfg.Clients[0].PostLogoutRedirectURIs, u.String()) {
+				t.Fatalf("redirect to an unregistered URI (open redirect): %q", loc)
+			}
+		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			if loc != "" || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
+				t.Fatalf("%d is not a page (Location %q)", rec.Code, loc)
+			}
+		default:
+			t.Fatalf("unexpected status %d for %q", rec.Code, rawQuery)
+		}
+	})
 }

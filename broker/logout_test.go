@@ -13,7 +13,7 @@ import (
 
 // logoutLogin logs alice in through the confidential app in a fresh browser and returns the
 // browser (with the broker's session cookie), the ID token and the access token.
-func (h *harness) logoutLogin(t *testing.T) (*http.Client, string, string) {
+func (h *harness) logoutLogin(t testing.TB) (*http.Client, string, string) {
 	t.Helper()
 	b := h.browser()
 	resp, _ := get(t, b, h.authorizeURL(nil))
