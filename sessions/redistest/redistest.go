@@ -46,6 +46,13 @@ func Start(t testing.TB) (addr string) {
 // not answer PING within 10s.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
+	return run(t, &Server{})
+}
+
+// run gives s a free 127.0.0.1 port (and a temporary directory when it has none), starts it
+// and stops it at t's cleanup.
+func run(t testing.TB, s *Server) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found in PATH: install Debian package redis-server")
 	}
@@ -53,10 +60,23 @@ func StartServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("redistest: free port: %v", err)
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, port: port, dir: t.TempDir()}
+	s.t, s.port, s.Addr = t, port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if s.dir == "" {
+		s.dir = t.TempDir()
+	}
 	t.Cleanup(s.Stop)
 	s.start()
 	return s
+}
+
+// splitMaster returns the host and port of a master address.
+func splitMaster(t testing.TB, master string) (host, port string) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(master)
+	if err != nil {
+		t.Fatalf("redistest: master address %q: %v", master, err)
+	}
+	return host, port
 }
 
 // Stop kills the server and waits for it to exit; stopping a stopped server does nothing.
@@ -86,7 +106,8 @@ func (s *Server) start() {
 	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no", "--protected-mode", "yes"}
 	if s.tls != nil {
-		args[1] = "0" // plain TCP off: the port serves TLS only (s.args)
+		args[1] = "0" // plain TCP off: the port serves TLS only
+		args = append(args, "--tls-port", strconv.Itoa(s.port))
 	}
 	if s.conf != "" {
 		args = append([]string{s.conf}, args...)
@@ -172,19 +193,8 @@ func freePort() (int, error) {
 // StartReplica starts a redis-server like StartServer that replicates master.
 func StartReplica(t testing.TB, master string) *Server {
 	t.Helper()
-	host, mport, err := net.SplitHostPort(master)
-	if err != nil {
-		t.Fatalf("redistest: master address %q: %v", master, err)
-	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("redistest: free port: %v", err)
-	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, port: port, dir: t.TempDir(),
-		args: []string{"--replicaof", host, mport}}
-	t.Cleanup(s.Stop)
-	s.start()
-	return s
+	host, port := splitMaster(t, master)
+	return run(t, &Server{args: []string{"--replicaof", host, port}})
 }
 
 // StartSentinel starts a Redis Sentinel on a free 127.0.0.1 port that monitors master (an
@@ -193,17 +203,10 @@ func StartReplica(t testing.TB, master string) *Server {
 // stopped at cleanup.
 func StartSentinel(t testing.TB, master, name, password string) string {
 	t.Helper()
-	host, mport, err := net.SplitHostPort(master)
-	if err != nil {
-		t.Fatalf("redistest: master address %q: %v", master, err)
-	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("redistest: free port: %v", err)
-	}
+	host, port := splitMaster(t, master)
 	dir := t.TempDir()
 	conf := fmt.Sprintf("sentinel monitor %[1]s %[2]s %[3]s 1\nsentinel down-after-milliseconds %[1]s 1000\nsentinel failover-timeout %[1]s 5000\n",
-		name, host, mport)
+		name, host, port)
 	if password != "" {
 		conf += "requirepass " + password + "\n"
 	}
@@ -211,9 +214,5 @@ func StartSentinel(t testing.TB, master, name, password string) string {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, port: port, dir: dir,
-		conf: path, auth: password, args: []string{"--sentinel"}}
-	t.Cleanup(s.Stop)
-	s.start()
-	return s.Addr
+	return run(t, &Server{dir: dir, conf: path, auth: password, args: []string{"--sentinel"}}).Addr
 }

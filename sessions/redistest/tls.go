@@ -11,9 +11,7 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 )
@@ -45,9 +43,6 @@ func (f TLSFiles) ClientConfig(t testing.TB) *tls.Config {
 // test (ECDSA P-256) in the test's temporary directory.
 func StartTLS(t testing.TB) (*Server, TLSFiles) {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatal("redis-server not found in PATH: install Debian package redis-server")
-	}
 	dir := t.TempDir()
 	caKey, caCert, caDER := newCert(t, "redistest CA", nil, nil, true, 0)
 	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", caDER)
@@ -59,16 +54,9 @@ func StartTLS(t testing.TB) (*Server, TLSFiles) {
 	writeKey(t, filepath.Join(dir, "client.key"), cliKey)
 	files := TLSFiles{CA: filepath.Join(dir, "ca.crt"), ClientCert: filepath.Join(dir, "client.crt"), ClientKey: filepath.Join(dir, "client.key")}
 
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("redistest: free port: %v", err)
-	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, port: port, dir: dir,
-		tls: files.ClientConfig(t),
-		args: []string{"--tls-port", strconv.Itoa(port), "--tls-cert-file", filepath.Join(dir, "server.crt"),
-			"--tls-key-file", filepath.Join(dir, "server.key"), "--tls-ca-cert-file", files.CA, "--tls-auth-clients", "yes"}}
-	t.Cleanup(s.Stop)
-	s.start()
+	s := run(t, &Server{dir: dir, tls: files.ClientConfig(t),
+		args: []string{"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-key-file", filepath.Join(dir, "server.key"),
+			"--tls-ca-cert-file", files.CA, "--tls-auth-clients", "yes"}})
 	return s, files
 }
 
