@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
@@ -103,7 +104,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		var beginErr error
 		conn, chooser = s.pickConnection(r, snap, client, q.Get("connection"))
 		if conn != nil && conn.err == nil {
-			st, beginErr = conn.up.Begin(r.Context(), s.callbackURL)
+			st, beginErr = conn.up.Begin(r.Context(), s.callbackURL, upstreamOptions(q)...)
 		}
 		if !fresh && (conn == nil || conn.err != nil || beginErr != nil) {
 			prev := snap
@@ -184,6 +185,19 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, st.AuthURL, http.StatusFound)
 }
 
+// upstreamOptions passes the app's authentication requirements on to the upstream: max_age
+// (checked against the upstream ID token's auth_time, ID-7) and prompt=login.
+func upstreamOptions(q url.Values) []upstream.BeginOption {
+	var opts []upstream.BeginOption
+	if n, err := strconv.Atoi(q.Get("max_age")); err == nil && n >= 0 {
+		opts = append(opts, upstream.WithMaxAge(n))
+	}
+	if slices.Contains(strings.Fields(q.Get("prompt")), "login") {
+		opts = append(opts, upstream.WithPromptLogin())
+	}
+	return opts
+}
+
 // authorizeProblem checks the request parameters that are answered with an OAuth error
 // redirect (the client and redirect_uri are already trusted).
 func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
@@ -210,6 +224,11 @@ func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
 		// OIDC Core §3.1.2.6: the broker keeps no single sign-on session of its own, so a
 		// login without interaction is never possible.
 		return bad("login_required", "the broker keeps no sign-on session: the user must sign in at the upstream (prompt=none)")
+	}
+	if ma, ok := q["max_age"]; ok {
+		if n, err := strconv.Atoi(ma[0]); err != nil || n < 0 || ma[0] != strconv.Itoa(n) {
+			return bad("invalid_request", "max_age must be a non-negative number of seconds")
+		}
 	}
 	challenge, method := q.Get("code_challenge"), q.Get("code_challenge_method")
 	switch {

@@ -132,15 +132,21 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 	userID := conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + res.Subject
 	claims := mapClaims(res.Claims)
 	withUser(ev, userID, claims)
+	// auth_time is when the user authenticated at the upstream (its ID token's auth_time: an
+	// upstream SSO session may be older than this login), else now.
+	authTime := now
+	if !res.AuthTime.IsZero() && res.AuthTime.Before(now) {
+		authTime = res.AuthTime
+	}
 	tag := randomString(16)
 	sessionSecret := randomString(32)
 	sid, codeID := tag+".s", tag+"."+randomString(32)
 	sess, err1 := json.Marshal(sessionRecord{
 		UserID: userID, Connection: conn.cfg.Name, ClientID: client.ClientID, Claims: claims,
-		AuthTime: now.Unix(), CookieHash: hashString(sessionSecret),
+		AuthTime: authTime.Unix(), CookieHash: hashString(sessionSecret),
 	})
 	cr, err2 := json.Marshal(codeRecord{
-		App: tx.App, SID: tag, UserID: userID, Claims: claims, AuthTime: now.Unix(),
+		App: tx.App, SID: tag, UserID: userID, Claims: claims, AuthTime: authTime.Unix(),
 		Expires: now.Add(s.cfg.Lifetimes.Code).UnixMilli(),
 	})
 	if err := errors.Join(err1, err2); err != nil {

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -314,6 +315,28 @@ type Start struct {
 	DPoPAlg      string `json:"dpop_alg,omitempty"` // wire alg label when DPoP is on
 	Issuer       string `json:"issuer"`
 	IssSupported bool   `json:"iss_supported,omitempty"` // RFC 9207 advertised upstream
+	// MaxAge is the max_age sent upstream (seconds; nil when none): the ID token must then
+	// carry an auth_time no older than it (ID-7).
+	MaxAge *int `json:"max_age,omitempty"`
+}
+
+// BeginOption adjusts the upstream authorization request.
+type BeginOption func(*beginOptions)
+
+type beginOptions struct {
+	maxAge      *int
+	promptLogin bool
+}
+
+// WithMaxAge sends max_age upstream (the app's max_age, OIDC Core §3.1.2.1) and makes Finish
+// check the ID token's auth_time against it (ID-7).
+func WithMaxAge(seconds int) BeginOption {
+	return func(o *beginOptions) { o.maxAge = &seconds }
+}
+
+// WithPromptLogin sends prompt=login upstream: the user must authenticate again there.
+func WithPromptLogin() BeginOption {
+	return func(o *beginOptions) { o.promptLogin = true }
 }
 
 // CheckIss applies RFC 9207 to the iss parameter of the authorization response (IS-2): when
@@ -397,7 +420,11 @@ func (c *Connection) oauth2Config(doc *discovery.Document, redirectURI string) (
 // Begin fetches discovery, checks DPoP capability (a *discovery.CapabilityError wrapped in
 // *Error with code dpop_not_supported / dpop_alg_mismatch — nothing is sent upstream), and
 // builds the authorization URL with state, nonce and PKCE S256 for redirectURI.
-func (c *Connection) Begin(ctx context.Context, redirectURI string) (*Start, error) {
+func (c *Connection) Begin(ctx context.Context, redirectURI string, options ...BeginOption) (*Start, error) {
+	var bo beginOptions
+	for _, o := range options {
+		o(&bo)
+	}
 	doc, err := c.discover(ctx)
 	if err != nil {
 		return nil, err
@@ -434,6 +461,14 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string) (*Start, err
 	for _, k := range keys {
 		opts = append(opts, oauth2.SetAuthURLParam(k, c.cfg.UpstreamParams[k]))
 	}
+	// The app's own requirements come last, so they win over configured upstream_params.
+	if bo.maxAge != nil {
+		st.MaxAge = bo.maxAge
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*bo.maxAge)))
+	}
+	if bo.promptLogin {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+	}
 	st.AuthURL = oc.AuthCodeURL(st.State, opts...)
 	return st, nil
 }
@@ -451,6 +486,7 @@ type Result struct {
 	UserinfoStatus  string // "", "SUCCESS", "FAILURE"
 	UserinfoBound   bool
 	ExchangeLatency time.Duration
+	AuthTime        time.Time // the ID token's auth_time (zero when absent)
 }
 
 // Userinfo status values.
@@ -519,6 +555,9 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	}
 	res.Subject = idt.Subject
 	res.Claims = claims
+	if at, ok := numericDate(claims["auth_time"]); ok {
+		res.AuthTime = at
+	}
 	res.IDTokenAlg = idAlg(tok)
 
 	if c.cfg.FetchUserinfo {
@@ -723,7 +762,25 @@ func (c *Connection) verifyIDToken(ctx context.Context, doc *discovery.Document,
 			return nil, nil, idTokenError("at_hash (ID-8)", err)
 		}
 	}
+	if st.MaxAge != nil { // ID-7: max_age was sent, so auth_time is required and recent enough
+		at, ok := numericDate(claims["auth_time"])
+		switch {
+		case !ok:
+			return nil, nil, idTokenError("auth_time (ID-7)", errors.New("auth_time is missing although max_age was sent"))
+		case now().Sub(at) > time.Duration(*st.MaxAge)*time.Second+skew:
+			return nil, nil, idTokenError("auth_time (ID-7)", fmt.Errorf("auth_time %s is older than max_age %d s", at.UTC().Format(time.RFC3339), *st.MaxAge))
+		}
+	}
 	return idt, claims, nil
+}
+
+// numericDate reads a JWT NumericDate claim (seconds since the epoch, JSON number).
+func numericDate(v any) (time.Time, bool) {
+	f, ok := v.(float64)
+	if !ok || f <= 0 || f > 1e11 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(f), 0), true
 }
 
 // idTokenOnly are ID-token claims userinfo may not overwrite.

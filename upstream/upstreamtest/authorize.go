@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
@@ -130,6 +132,11 @@ func (p *provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		clientID: clientID, redirectURI: redirectURI, nonce: nonce, challenge: challenge,
 		jkt: q.Get("dpop_jkt"), scope: scope,
 	}
+	if !p.opts.IgnoreMaxAge {
+		maxAge, err := strconv.Atoi(q.Get("max_age"))
+		entry.reauth = slices.Contains(strings.Fields(q.Get("prompt")), "login") ||
+			err == nil && time.Duration(maxAge)*time.Second < p.opts.SessionAge
+	}
 	now := p.now()
 	if p.opts.Interactive {
 		id := randomToken()
@@ -176,6 +183,9 @@ func (p *provider) handleApprove(w http.ResponseWriter, r *http.Request) {
 func (p *provider) issueCode(w http.ResponseWriter, r *http.Request, e codeEntry, state string, status int) {
 	now := p.now()
 	e.authTime = now
+	if !e.reauth {
+		e.authTime = now.Add(-p.opts.SessionAge) // the existing SSO session
+	}
 	e.exp = now.Add(codeTTL)
 	code := randomToken()
 	p.mu.Lock()

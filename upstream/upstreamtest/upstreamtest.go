@@ -49,7 +49,12 @@ type Options struct {
 	IDTokenNonce   string        // override nonce
 	IDTokenIssuer  string        // override iss
 	IDTokenTTL     time.Duration // default 5 minutes; negative = already expired
-	Now            func() time.Time
+	// SessionAge is how long ago the user signed in at this IdP (an SSO session): auth_time is
+	// that old unless the request has prompt=login or a smaller max_age, which make the user
+	// authenticate again (auth_time now). IgnoreMaxAge makes the IdP disregard both.
+	SessionAge   time.Duration
+	IgnoreMaxAge bool
+	Now          func() time.Time
 	// RedirectURIs are accepted exactly, in addition to any http(s) loopback redirect URI
 	// (127.0.0.1, localhost, [::1], any port and path).
 	RedirectURIs []string
@@ -135,6 +140,7 @@ type codeEntry struct {
 	clientID, redirectURI, nonce, challenge, jkt, scope string
 	authTime                                            time.Time
 	exp                                                 time.Time
+	reauth                                              bool // prompt=login or max_age below SessionAge
 }
 
 type pendingEntry struct {
