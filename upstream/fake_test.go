@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
@@ -79,6 +80,7 @@ type codeInfo struct {
 
 type proofInfo struct {
 	alg    string
+	jkt    string // RFC 7638 thumbprint of the proof's jwk
 	claims map[string]any
 }
 
@@ -236,7 +238,11 @@ func verifyProof(proof, method, htu string) (proofInfo, error) {
 	if s, _ := claims["jti"].(string); s == "" {
 		return proofInfo{}, errors.New("no jti")
 	}
-	return proofInfo{alg: hdr.Alg, claims: claims}, nil
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return proofInfo{}, err
+	}
+	return proofInfo{alg: hdr.Alg, jkt: base64.RawURLEncoding.EncodeToString(tp), claims: claims}, nil
 }
 
 func (f *fakeIdP) token(w http.ResponseWriter, r *http.Request) {

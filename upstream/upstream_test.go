@@ -305,7 +305,7 @@ func TestFinish(t *testing.T) {
 		check    func(t *testing.T, r *Result, f *fakeIdP)
 	}{
 		{
-			name: "DC-10 DPoP-bound success with userinfo (DC-7, DC-11)",
+			name: "DC-10 DPoP-bound success with userinfo (DC-7, DC-11, DC-12 one key per login)",
 			cfg:  func(c *Config) { c.FetchUserinfo = true },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
 				if !r.DPoPBound || r.TokenType != "DPoP" || r.DPoPAlg != "ES256" || r.Subject != "alice" || r.IDTokenAlg != "RS256" {
@@ -322,6 +322,9 @@ func TestFinish(t *testing.T) {
 				}
 				if _, ok := f.proofs[0].claims["ath"]; ok {
 					t.Error("DC-7 token request proof must not carry ath")
+				}
+				if len(f.uiProofs) == 1 && (f.proofs[0].jkt == "" || f.uiProofs[0].jkt != f.proofs[0].jkt) {
+					t.Errorf("DC-12 token proof key %s, userinfo proof key %s: want one key per login", f.proofs[0].jkt, f.uiProofs[0].jkt)
 				}
 			},
 		},
