@@ -153,6 +153,8 @@ func TestSPABrowser(t *testing.T) {
 	for _, r := range res.Requests {
 		t.Logf("  %s %s%s → %d dpop=%v auth=%s nonce=%v %s", r.Method, r.Origin, r.Path, r.Status, r.DPoP, r.Scheme, r.NonceAnswered, r.WWWAuthenticate)
 	}
+	// IS-3: the broker's redirect back carries iss (RFC 9207, IS-1); spa-js ignores the extra
+	// parameter and completes handleRedirectCallback.
 	if res.Error != "" || res.Status != "done" {
 		t.Fatalf("page: status %q, error %q, API results %v\n%s", res.Status, res.Error, res.API, br.out)
 	}
