@@ -25,6 +25,9 @@ type sessionRecord struct {
 	Claims     map[string]any `json:"claims"`
 	AuthTime   int64          `json:"auth_time"`
 	CookieHash string         `json:"cookie_hash"`
+	// UpstreamIDToken is the upstream's ID token of this login: the id_token_hint of a
+	// federated logout. Never logged.
+	UpstreamIDToken string `json:"upstream_id_token,omitempty"`
 }
 
 // codeRecord is the broker's authorization code (id "TAG.SECRET"), taken once at /oauth/token.
@@ -143,7 +146,7 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 	sid, codeID := tag+".s", tag+"."+randomString(32)
 	sess, err1 := json.Marshal(sessionRecord{
 		UserID: userID, Connection: conn.cfg.Name, ClientID: client.ClientID, Claims: claims,
-		AuthTime: authTime.Unix(), CookieHash: hashString(sessionSecret),
+		AuthTime: authTime.Unix(), CookieHash: hashString(sessionSecret), UpstreamIDToken: res.IDToken,
 	})
 	cr, err2 := json.Marshal(codeRecord{
 		App: tx.App, SID: tag, UserID: userID, Claims: claims, AuthTime: authTime.Unix(),

@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
 )
 
 // handleLogout ends the broker session (GET /v2/logout?client_id&returnTo, the SaaS's
@@ -22,19 +24,17 @@ import (
 // returnTo when allowedReturnTo admits it, or without returnTo to the client's first
 // post_logout_redirect_uri; otherwise it shows a small page.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	s.endCookieSession(w, r)
+	_, sess := s.endCookieSession(w, r)
 	q := r.URL.Query()
 	c := s.clients[q.Get("client_id")]
 	target := q.Get("returnTo")
 	if c != nil && target == "" && len(c.PostLogoutRedirectURIs) > 0 {
 		target = c.PostLogoutRedirectURIs[0]
 	}
-	if c != nil && allowedReturnTo(c, target) {
-		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, target, http.StatusFound)
-		return
+	if c == nil || !allowedReturnTo(c, target) {
+		target = ""
 	}
-	signedOut(w)
+	s.finishLogout(w, r, q.Has("federated"), sess, target)
 }
 
 // handleOIDCLogout is OpenID Connect RP-Initiated Logout 1.0 (GET or POST /oidc/logout, the
@@ -107,7 +107,7 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 	// RP-Initiated Logout §2: the End-User MUST be asked when no id_token_hint names this
 	// browser's session. The answer is a POST carrying a token derived from the session
 	// cookie, which another site cannot compute (logout CSRF).
-	if tag, cookie := s.cookieSession(r); tag != "" && (hint == nil || hint.SID != tag) {
+	if tag, cookie, _ := s.sessionFromCookie(r); tag != "" && (hint == nil || hint.SID != tag) {
 		want := logoutConfirmToken(cookie)
 		if r.Method != http.MethodPost || subtle.ConstantTimeCompare([]byte(p.Get("confirm")), []byte(want)) != 1 {
 			fields := []pageField{{"confirm", want}}
@@ -115,6 +115,9 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 				if v := p.Get(k); v != "" {
 					fields = append(fields, pageField{k, v})
 				}
+			}
+			if p.Has("federated") {
+				fields = append(fields, pageField{"federated", "true"})
 			}
 			msg := "Do you want to sign out of the broker?"
 			if client != nil {
@@ -126,27 +129,111 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ended := s.endCookieSession(w, r)
+	ended, sess := s.endCookieSession(w, r)
 	if hint != nil && hint.SID != "" && hint.SID != ended {
-		s.endSession(r, hint.SID, func(sess *sessionRecord) bool { return slices.Contains([]string(hint.Audience), sess.ClientID) })
+		if rec := s.loadSession(r, hint.SID); rec != nil && slices.Contains([]string(hint.Audience), rec.ClientID) &&
+			s.endSession(r, hint.SID, rec) && sess == nil {
+			sess = rec
+		}
 	}
+	if target != "" {
+		u, err := url.Parse(target)
+		if err != nil { // validated at start-up; fail closed anyway
+			target = ""
+		} else if st := p.Get("state"); st != "" {
+			q := u.Query()
+			q.Set("state", st)
+			u.RawQuery = q.Encode()
+			target = u.String()
+		}
+	}
+	s.finishLogout(w, r, p.Has("federated"), sess, target)
+}
+
+// finishLogout answers a logout whose broker sessions have ended: with federated (reference.md
+// §C6) and an ended session, through the upstream's end_session_endpoint first
+// (federatedLogout); then to target, already checked against the client's registration, or
+// the signed-out page when target is "".
+func (s *Server) finishLogout(w http.ResponseWriter, r *http.Request, federated bool, sess *sessionRecord, target string) {
+	if federated && sess != nil && s.federatedLogout(w, r, sess, target) {
+		return
+	}
+	redirectOrSignedOut(w, r, target)
+}
+
+func redirectOrSignedOut(w http.ResponseWriter, r *http.Request, target string) {
 	if target == "" {
 		signedOut(w)
 		return
 	}
-	u, err := url.Parse(target)
-	if err != nil { // validated at start-up; fail closed anyway
-		signedOut(w)
-		return
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, target, http.StatusFound)
+}
+
+// federatedLogoutTTL bounds the round trip through the upstream's logout.
+const federatedLogoutTTL = 10 * time.Minute
+
+// federatedLogout sends the browser to the ended session's upstream end_session_endpoint
+// (id_token_hint = the upstream ID token of that login) with /logout/federated as the way back,
+// where target is remembered under the state. When the upstream cannot be asked (no
+// end_session_endpoint, discovery or store failure) it records federated_logout_failed and
+// reports false: the broker's own logout stands and the caller answers as without federated.
+func (s *Server) federatedLogout(w http.ResponseWriter, r *http.Request, sess *sessionRecord, target string) bool {
+	ev := s.newEvent(r)
+	ev.UserID, ev.Connection = sess.UserID, sess.Connection
+	if c := s.clients[sess.ClientID]; c != nil {
+		withClient(ev, c)
 	}
-	if st := p.Get("state"); st != "" {
-		q := u.Query()
-		q.Set("state", st)
-		u.RawQuery = q.Encode()
+	fail := func(code, desc string) bool {
+		ev.Type = logs.TypeFederatedLogoutFailed
+		ev.Details["error"], ev.Details["error_description"] = code, clip(desc, 512)
+		s.write(r, ev)
+		return false
+	}
+	snap, err := s.reg.current(r.Context(), false)
+	if err != nil {
+		return fail(codeStoreUnavailable, err.Error())
+	}
+	conn := snap.byName[sess.Connection]
+	if conn == nil || conn.err != nil {
+		return fail(codeConnectionUnusable, "the session's connection "+clip(sess.Connection, 64)+" is gone or unusable")
+	}
+	state := randomString(32)
+	rec, _ := json.Marshal(federatedLogoutRecord{Target: target}) // plain struct: never fails
+	if err := s.store.Put(r.Context(), sessions.KindLogout, state, rec, federatedLogoutTTL); err != nil {
+		return fail(codeStoreUnavailable, err.Error())
+	}
+	u, err := conn.up.LogoutURL(r.Context(), sess.UpstreamIDToken, s.base+"/logout/federated", state)
+	if err != nil {
+		_ = s.store.Delete(r.Context(), sessions.KindLogout, state)
+		return fail(upstream.CodeOf(err), err.Error())
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	http.Redirect(w, r, u.String(), http.StatusFound)
+	http.Redirect(w, r, u, http.StatusFound)
+	return true
+}
+
+// federatedLogoutRecord is kept under the state of a federated logout.
+type federatedLogoutRecord struct {
+	Target string `json:"target,omitempty"`
+}
+
+// handleFederatedReturn is where the upstream sends the browser back after a federated logout
+// (GET /logout/federated?state): on to the app's target remembered under state (single use),
+// or the signed-out page.
+func (s *Server) handleFederatedReturn(w http.ResponseWriter, r *http.Request) {
+	target := ""
+	if st := r.URL.Query().Get("state"); st != "" && len(st) <= 64 {
+		if raw, err := s.store.Take(r.Context(), sessions.KindLogout, st); err == nil {
+			var rec federatedLogoutRecord
+			if json.Unmarshal(raw, &rec) == nil {
+				target = rec.Target
+			}
+		}
+	}
+	redirectOrSignedOut(w, r, target)
 }
 
 // logoutFailed records flo with details.error invalid_request and shows the reason.
@@ -194,24 +281,38 @@ func (s *Server) parseIDTokenHint(raw string) (*idTokenHint, error) {
 	return &c, nil
 }
 
-// cookieSession returns the tag of the live session this browser's session cookie names (its
-// secret checked against the store) and the cookie's value; "" when there is none.
-func (s *Server) cookieSession(r *http.Request) (tag, cookie string) {
+// sessionFromCookie returns the tag, the cookie value and the record of the live session this
+// browser's session cookie names (its secret checked against the record); tag "" when none.
+func (s *Server) sessionFromCookie(r *http.Request) (tag, cookie string, sess *sessionRecord) {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil || len(c.Value) > 256 {
-		return "", ""
+		return "", "", nil
 	}
-	tag, secret, ok := strings.Cut(c.Value, ".")
-	if !ok || secret == "" || tag == "" || strings.ContainsAny(tag, "{}") {
-		return "", ""
+	t, secret, ok := strings.Cut(c.Value, ".")
+	if !ok || secret == "" {
+		return "", "", nil
+	}
+	rec := s.loadSession(r, t)
+	if rec == nil || subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(rec.CookieHash)) != 1 {
+		return "", "", nil
+	}
+	return t, c.Value, rec
+}
+
+// loadSession reads the session with tag, or nil.
+func (s *Server) loadSession(r *http.Request, tag string) *sessionRecord {
+	if tag == "" || len(tag) > 128 || strings.ContainsAny(tag, "{}") {
+		return nil
 	}
 	raw, err := s.store.Get(r.Context(), sessions.KindSession, tag+".s")
-	var sess sessionRecord
-	if err != nil || json.Unmarshal(raw, &sess) != nil ||
-		subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(sess.CookieHash)) != 1 {
-		return "", ""
+	if err != nil {
+		return nil
 	}
-	return tag, c.Value
+	var sess sessionRecord
+	if json.Unmarshal(raw, &sess) != nil {
+		return nil
+	}
+	return &sess
 }
 
 // logoutConfirmToken is the confirmation token of the logout form for a session cookie value.
@@ -219,39 +320,23 @@ func logoutConfirmToken(cookie string) string {
 	return hashString("dpop-broker logout confirmation\x00" + cookie)
 }
 
-// endCookieSession ends the session named by the session cookie (when its secret matches),
-// clears the cookie and returns the session's tag ("" when none ended).
-func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request) string {
-	ended := ""
-	if c, err := r.Cookie(sessionCookie); err == nil {
-		tag, secret, ok := strings.Cut(c.Value, ".")
-		if ok && secret != "" && len(c.Value) <= 256 && s.endSession(r, tag, func(sess *sessionRecord) bool {
-			return subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(sess.CookieHash)) == 1
-		}) {
-			ended = tag
-		}
-	}
+// endCookieSession ends the session the session cookie names (when its secret matches), clears
+// the cookie and returns the ended session's tag and record ("", nil when none ended).
+func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request) (string, *sessionRecord) {
+	tag, _, sess := s.sessionFromCookie(r)
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: "", Path: s.cookiePath("/"), MaxAge: -1,
 		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
 	})
-	return ended
+	if sess == nil || !s.endSession(r, tag, sess) {
+		return "", nil
+	}
+	return tag, sess
 }
 
-// endSession deletes the session with tag when allowed accepts its record, records slo and
-// reports whether it did.
-func (s *Server) endSession(r *http.Request, tag string, allowed func(*sessionRecord) bool) bool {
-	if tag == "" || len(tag) > 128 || strings.ContainsAny(tag, "{}") {
-		return false
-	}
-	raw, err := s.store.Get(r.Context(), sessions.KindSession, tag+".s")
-	if err != nil {
-		return false
-	}
-	var sess sessionRecord
-	if json.Unmarshal(raw, &sess) != nil || !allowed(&sess) {
-		return false
-	}
+// endSession deletes the session with tag (its record sess, already read and authorized),
+// records slo and reports whether it did.
+func (s *Server) endSession(r *http.Request, tag string, sess *sessionRecord) bool {
 	if err := s.store.Delete(r.Context(), sessions.KindSession, tag+".s"); err != nil {
 		s.log.Warn("session not deleted at logout", "err", err)
 		return false

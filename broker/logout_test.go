@@ -196,3 +196,76 @@ func TestOIDCLogout(t *testing.T) {
 		})
 	}
 }
+
+// TestFederatedLogout: with federated (reference.md §C6) the broker ends its session, sends the
+// browser to the upstream's end_session_endpoint with the upstream ID token as id_token_hint,
+// and on its way back (/logout/federated) on to the app's registered URL. An upstream without
+// end_session_endpoint gets federated_logout_failed and the broker's own logout stands.
+func TestFederatedLogout(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		noEndSession bool
+		path         func(h *harness, bye string) string
+		wantFinal    string // the app URL the browser ends at, relative to the app
+	}{
+		{"v2 federated with returnTo", false, func(h *harness, bye string) string {
+			return "/v2/logout?federated&client_id=" + appClient + "&returnTo=" + url.QueryEscape(bye)
+		}, "/bye"},
+		{"oidc federated with id_token_hint and state", false, nil, "/bye?state=s-9"},
+		{"oidc federated without a hint: confirmed by the user, then through the upstream", false, func(h *harness, bye string) string {
+			return "/oidc/logout?federated&client_id=" + appClient + "&post_logout_redirect_uri=" + url.QueryEscape(bye)
+		}, "/bye"},
+		{"upstream without end_session_endpoint: federated_logout_failed, local logout stands", true, func(h *harness, bye string) string {
+			return "/v2/logout?federated&client_id=" + appClient + "&returnTo=" + url.QueryEscape(bye)
+		}, "/bye"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := dpopUp
+			up.NoEndSession = tc.noEndSession
+			h := newHarness(t, harnessOpts{up: up, mutate: func(c *Config) {
+				c.Clients[0].PostLogoutRedirectURIs = []string{strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb") + "/bye"}
+			}})
+			bye := h.app.URL + "/bye"
+			b, idt, at := h.logoutLogin(t)
+			path := h.srv.URL + "/oidc/logout?" + url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye}, "state": {"s-9"}, "federated": {""}}.Encode()
+			if tc.path != nil {
+				path = h.srv.URL + tc.path(h, bye)
+			}
+			resp, body := get(t, b, path)
+			if form := formFields(t, body); form.Get("confirm") != "" { // the user confirms (§2)
+				r, err := b.PostForm(h.srv.URL+"/oidc/logout", form)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = r.Body.Close()
+				resp = r
+			}
+			if got := resp.Request.URL.String(); got != h.app.URL+tc.wantFinal {
+				t.Fatalf("browser ended at %s, want %s", got, h.app.URL+tc.wantFinal)
+			}
+			if h.sessionAlive(t, at) {
+				t.Error("the broker session is still alive")
+			}
+			ends := h.up.Stats.EndSessions.Load()
+			if tc.noEndSession {
+				if ends != 0 || h.lastEvent().Type != "federated_logout_failed" || h.lastEvent().Details["error"] != "federated_logout_unsupported" {
+					t.Errorf("end sessions %d, last event %+v", ends, h.lastEvent())
+				}
+				return
+			}
+			if ends != 1 {
+				t.Errorf("upstream end_session calls = %d, want 1 (with its own ID token as hint)", ends)
+			}
+			if h.lastEventOf("slo").UserID == "" {
+				t.Error("no slo event")
+			}
+		})
+	}
+	t.Run("unknown state at /logout/federated: signed-out page", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp})
+		resp, body := get(t, h.browser(), h.srv.URL+"/logout/federated?state=nope")
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "signed out") {
+			t.Errorf("got %d %s", resp.StatusCode, body)
+		}
+	})
+}

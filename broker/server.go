@@ -315,6 +315,7 @@ func (s *Server) routes() {
 	h("GET /v2/logout", s.handleLogout)
 	h("GET /oidc/logout", s.handleOIDCLogout)
 	h("POST /oidc/logout", s.handleOIDCLogout)
+	h("GET /logout/federated", s.handleFederatedReturn)
 	h("GET /healthz", s.handleHealthz)
 	h("GET /readyz", s.handleReadyz)
 	s.mgmtRoutes(h)

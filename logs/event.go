@@ -29,6 +29,7 @@ const (
 	TypeSuccessLogout         = "slo"
 	TypeFailedLogout          = "flo"
 	TypeSuccessRevocation     = "srrt"
+	TypeFederatedLogoutFailed = "federated_logout_failed"
 	// TypeFailedRevocation is the broker's own code for a refused /oauth/revoke request (the
 	// SaaS logs only successful revocations).
 	TypeFailedRevocation = "frrt"
@@ -73,6 +74,7 @@ var descriptions = map[string]string{
 	TypeFailedAPI:             "Failed API Operation",
 	TypeFailedLogout:          "Failed Logout",
 	TypeSuccessRevocation:     "Successful Refresh Token Revocation",
+	TypeFederatedLogoutFailed: "Federated Logout Failed",
 	TypeFailedRevocation:      "Failed Refresh Token Revocation",
 }
 

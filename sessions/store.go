@@ -31,6 +31,7 @@ const (
 	KindSession     Kind = "sess"  // user session at the broker
 	KindCode        Kind = "code"  // broker authorization code, single use
 	KindRefresh     Kind = "rt"    // refresh token
+	KindLogout      Kind = "lo"    // federated logout in flight (state → where to go back), single use
 	KindJTI         Kind = "jti"   // DPoP proof replay cache entry
 	KindNonce       Kind = "nonce" // DPoP nonce state
 )

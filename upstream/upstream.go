@@ -70,6 +70,8 @@ const (
 	CodeIDTokenInvalid   = "id_token_invalid"
 	CodeDiscovery        = "discovery_failed"
 	CodeUserinfo         = "userinfo_failed"
+	// CodeLogoutUnsupported: a federated logout found no usable end_session_endpoint.
+	CodeLogoutUnsupported = "federated_logout_unsupported"
 )
 
 // Error is a failed upstream step with a stable Code.
@@ -256,7 +258,7 @@ func OktaIssuer(domain, authorizationServerID string) (string, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if h := u.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
+		if !isLoopback(u.Hostname()) {
 			return "", fmt.Errorf("okta domain %q: http is allowed only for loopback hosts (use https)", domain)
 		}
 	default:
@@ -289,12 +291,16 @@ func checkURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		h := u.Hostname()
-		if h == "localhost" || net.ParseIP(h).IsLoopback() {
+		if isLoopback(u.Hostname()) {
 			return nil
 		}
 	}
 	return fmt.Errorf("%q must use https (http only for loopback)", raw)
+}
+
+// isLoopback reports whether host is localhost or a loopback IP (where plain http is allowed).
+func isLoopback(host string) bool {
+	return host == "localhost" || net.ParseIP(host).IsLoopback()
 }
 
 // Config returns the connection's configuration (with defaults applied).
@@ -473,6 +479,33 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string, options ...B
 	return st, nil
 }
 
+// LogoutURL returns the upstream's end_session_endpoint (OpenID Connect RP-Initiated Logout)
+// with id_token_hint (the upstream ID token of the login, when known), the broker's client_id,
+// post_logout_redirect_uri and state: where a federated logout sends the browser. An upstream
+// without end_session_endpoint gives an *Error with code federated_logout_unsupported.
+func (c *Connection) LogoutURL(ctx context.Context, idTokenHint, postLogoutRedirectURI, state string) (string, error) {
+	doc, err := c.discover(ctx)
+	if err != nil {
+		return "", err
+	}
+	if doc.EndSessionEndpoint == "" {
+		return "", &Error{Code: CodeLogoutUnsupported, Description: "the upstream's discovery document has no end_session_endpoint"}
+	}
+	u, err := url.Parse(doc.EndSessionEndpoint)
+	if err != nil || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
+		return "", &Error{Code: CodeLogoutUnsupported, Description: "the upstream's end_session_endpoint is not an https URL"}
+	}
+	q := u.Query()
+	if idTokenHint != "" {
+		q.Set("id_token_hint", idTokenHint)
+	}
+	q.Set("client_id", c.cfg.ClientID)
+	q.Set("post_logout_redirect_uri", postLogoutRedirectURI)
+	q.Set("state", state)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
 // Result is the outcome of a code exchange.
 type Result struct {
 	Subject         string
@@ -487,6 +520,9 @@ type Result struct {
 	UserinfoBound   bool
 	ExchangeLatency time.Duration
 	AuthTime        time.Time // the ID token's auth_time (zero when absent)
+	// IDToken is the upstream's raw ID token: the id_token_hint of a federated logout
+	// (LogoutURL). A credential: never log it.
+	IDToken string
 }
 
 // Userinfo status values.
@@ -559,6 +595,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		res.AuthTime = at
 	}
 	res.IDTokenAlg = idAlg(tok)
+	res.IDToken, _ = tok.Extra("id_token").(string)
 
 	if c.cfg.FetchUserinfo {
 		ucl := c.plain

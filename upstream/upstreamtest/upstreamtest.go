@@ -54,6 +54,8 @@ type Options struct {
 	// authenticate again (auth_time now). IgnoreMaxAge makes the IdP disregard both.
 	SessionAge   time.Duration
 	IgnoreMaxAge bool
+	// NoEndSession leaves end_session_endpoint out of discovery (no RP-initiated logout).
+	NoEndSession bool
 	Now          func() time.Time
 	// RedirectURIs are accepted exactly, in addition to any http(s) loopback redirect URI
 	// (127.0.0.1, localhost, [::1], any port and path).
@@ -69,6 +71,9 @@ type Stats struct {
 	// AuthorizeRequests counts GET /authorize; ProofsRejected counts invalid_dpop_proof answers.
 	AuthorizeRequests atomic.Int64
 	ProofsRejected    atomic.Int64
+	// EndSessions counts RP-initiated logouts (GET /logout) whose id_token_hint this provider
+	// issued and whose post_logout_redirect_uri it accepted.
+	EndSessions atomic.Int64
 }
 
 // Provider is the running IdP.
@@ -218,6 +223,7 @@ type provider struct {
 	stats      *Stats
 	mux        *http.ServeMux
 	signer     jose.Signer
+	verifyKey  *rsa.PublicKey // checks id_token_hint at /logout
 	discovery  []byte
 	jwks       []byte
 	tokenHTU   string
@@ -321,6 +327,7 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstreamtest: generate signing key: %w", err)
 	}
+	p.verifyKey = &key.PublicKey
 	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.RS256), Use: "sig"}
 	tp, err := pub.Thumbprint(crypto.SHA256)
 	if err != nil {
@@ -347,8 +354,41 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 	mux.HandleFunc("POST "+p.prefix+"/token", p.handleToken)
 	mux.HandleFunc("GET "+p.prefix+"/userinfo", p.handleUserinfo)
 	mux.HandleFunc("POST "+p.prefix+"/userinfo", p.handleUserinfo)
+	if !p.opts.NoEndSession {
+		mux.HandleFunc("GET "+p.prefix+"/logout", p.handleEndSession)
+	}
 	p.mux = mux
 	return p, nil
+}
+
+// handleEndSession is RP-initiated logout: the id_token_hint must be an ID token this provider
+// signed for client_id, and post_logout_redirect_uri a redirect URI it accepts; the browser
+// goes back there with state.
+func (p *provider) handleEndSession(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	jws, err := jose.ParseSignedCompact(q.Get("id_token_hint"), []jose.SignatureAlgorithm{jose.RS256})
+	var claims struct {
+		Aud string `json:"aud"`
+	}
+	if err == nil {
+		var payload []byte
+		if payload, err = jws.Verify(p.verifyKey); err == nil {
+			err = json.Unmarshal(payload, &claims)
+		}
+	}
+	target := q.Get("post_logout_redirect_uri")
+	if err != nil || claims.Aud != q.Get("client_id") || !p.redirectAllowed(target) {
+		http.Error(w, "invalid logout request", http.StatusBadRequest)
+		return
+	}
+	p.stats.EndSessions.Add(1)
+	u, _ := url.Parse(target)
+	v := u.Query()
+	if st := q.Get("state"); st != "" {
+		v.Set("state", st)
+	}
+	u.RawQuery = v.Encode()
+	http.Redirect(w, r, u.String(), http.StatusFound)
 }
 
 func (p *provider) discoveryDoc() map[string]any {
@@ -369,6 +409,9 @@ func (p *provider) discoveryDoc() map[string]any {
 	}
 	if !p.opts.NoPKCE {
 		d["code_challenge_methods_supported"] = []string{"S256"}
+	}
+	if !p.opts.NoEndSession {
+		d["end_session_endpoint"] = p.base + "/logout"
 	}
 	if p.dpopOn {
 		d["dpop_signing_alg_values_supported"] = append([]string{}, p.opts.DPoPAlgs...)
