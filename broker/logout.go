@@ -24,7 +24,10 @@ import (
 // returnTo when allowedReturnTo admits it, or without returnTo to the client's first
 // post_logout_redirect_uri; otherwise it shows a small page.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	_, sess := s.endCookieSession(w, r)
+	tag, _, sess := s.sessionFromCookie(r)
+	if !s.endCookieSession(w, r, tag, sess) {
+		sess = nil
+	}
 	q := r.URL.Query()
 	c := s.clients[q.Get("client_id")]
 	target := q.Get("returnTo")
@@ -92,14 +95,14 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 		s.logoutFailed(w, r, ev, "post_logout_redirect_uri is not registered for this application")
 		return
 	}
+	// The browser's session, read once: for logout_hint, the confirmation and the logout.
+	tag, cookie, sess := s.sessionFromCookie(r)
 	if lh := p.Get("logout_hint"); lh != "" {
-		sid := ""
+		sid := tag // the cookie's session, its secret checked
 		if hint != nil {
 			sid = hint.SID
-		} else if c, err := r.Cookie(sessionCookie); err == nil {
-			sid, _, _ = strings.Cut(c.Value, ".")
 		}
-		if subtle.ConstantTimeCompare([]byte(lh), []byte(sid)) != 1 {
+		if sid == "" || subtle.ConstantTimeCompare([]byte(lh), []byte(sid)) != 1 {
 			s.logoutFailed(w, r, ev, "logout_hint does not name the session of the id_token_hint or of this browser")
 			return
 		}
@@ -107,7 +110,7 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 	// RP-Initiated Logout §2: the End-User MUST be asked when no id_token_hint names this
 	// browser's session. The answer is a POST carrying a token derived from the session
 	// cookie, which another site cannot compute (logout CSRF).
-	if tag, cookie, _ := s.sessionFromCookie(r); tag != "" && (hint == nil || hint.SID != tag) {
+	if tag != "" && (hint == nil || hint.SID != tag) {
 		want := logoutConfirmToken(cookie)
 		if r.Method != http.MethodPost || subtle.ConstantTimeCompare([]byte(p.Get("confirm")), []byte(want)) != 1 {
 			fields := []pageField{{"confirm", want}}
@@ -129,8 +132,10 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ended, sess := s.endCookieSession(w, r)
-	if hint != nil && hint.SID != "" && hint.SID != ended {
+	if !s.endCookieSession(w, r, tag, sess) {
+		tag, sess = "", nil
+	}
+	if hint != nil && hint.SID != "" && hint.SID != tag {
 		if rec := s.loadSession(r, hint.SID); rec != nil && slices.Contains([]string(hint.Audience), rec.ClientID) &&
 			s.endSession(r, hint.SID, rec) && sess == nil {
 			sess = rec
@@ -320,18 +325,14 @@ func logoutConfirmToken(cookie string) string {
 	return hashString("dpop-broker logout confirmation\x00" + cookie)
 }
 
-// endCookieSession ends the session the session cookie names (when its secret matches), clears
-// the cookie and returns the ended session's tag and record ("", nil when none ended).
-func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request) (string, *sessionRecord) {
-	tag, _, sess := s.sessionFromCookie(r)
+// endCookieSession clears the session cookie and ends the session it named (tag and sess from
+// sessionFromCookie; nil sess = none); it reports whether a session ended.
+func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request, tag string, sess *sessionRecord) bool {
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: "", Path: s.cookiePath("/"), MaxAge: -1,
 		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
 	})
-	if sess == nil || !s.endSession(r, tag, sess) {
-		return "", nil
-	}
-	return tag, sess
+	return sess != nil && s.endSession(r, tag, sess)
 }
 
 // endSession deletes the session with tag (its record sess, already read and authorized),
