@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 )
@@ -205,8 +204,10 @@ func (s *Server) authorizeRefused(w http.ResponseWriter, r *http.Request, ref *r
 }
 
 // guardToken applies the per-IP limit, the body limit (413) and the per-client limit in front
-// of /oauth/token. The body is read once here (≤ maxBodyBytes) and handed on in memory.
-func (s *Server) guardToken(next http.HandlerFunc) http.HandlerFunc {
+// of /oauth/token and /oauth/revoke. The body is read once here (≤ maxBodyBytes) and handed on
+// in memory. A rate-limited request is recorded as refusedType, or, when it is "", as the token
+// endpoint's failure for its grant (feacft, fertft).
+func (s *Server) guardToken(next http.HandlerFunc, refusedType string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := s.now()
 		if ref := s.guard.check(s.guard.tokenIP, ipKey(s.clientIP(r)), now); ref != nil {
@@ -214,7 +215,7 @@ func (s *Server) guardToken(next http.HandlerFunc) http.HandlerFunc {
 			if ref.logEvent { // read only to name the client in the (rate-limited) event
 				body, _ = readBody(w, r)
 			}
-			s.tokenRefused(w, r, ref, body)
+			s.tokenRefused(w, r, ref, body, refusedType)
 			return
 		}
 		body, err := readBody(w, r)
@@ -233,7 +234,7 @@ func (s *Server) guardToken(next http.HandlerFunc) http.HandlerFunc {
 		if s.guard.tokenClient != nil {
 			if id, _ := tokenRequestClient(r, body); s.clients[id] != nil {
 				if ref := s.guard.check(s.guard.tokenClient, id, now); ref != nil {
-					s.tokenRefused(w, r, ref, body)
+					s.tokenRefused(w, r, ref, body, refusedType)
 					return
 				}
 			}
@@ -281,7 +282,7 @@ func tokenRequestClient(r *http.Request, body []byte) (id, grant string) {
 
 // tokenRefused answers a rate-limited /oauth/token: 429 {"error":"too_many_requests"} with
 // Retry-After, and a feacft (fertft for refresh_token) event when the event limits allow.
-func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refusal, body []byte) {
+func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refusal, body []byte, refusedType string) {
 	ref.setRetryAfter(w)
 	oerr := &oauthError{Status: http.StatusTooManyRequests, Code: codeTooManyRequests, Description: ref.description()}
 	if ref.logEvent {
@@ -289,8 +290,8 @@ func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refus
 		id, grant := tokenRequestClient(r, body)
 		ev.Type = logs.TypeFailedExchange
 		switch {
-		case strings.HasSuffix(r.URL.Path, "/oauth/revoke"):
-			ev.Type = logs.TypeFailedRevocation
+		case refusedType != "":
+			ev.Type = refusedType
 		case grant == "refresh_token":
 			ev.Type = logs.TypeFailedRefresh
 		case grant == "authorization_code", grant == "":

@@ -359,14 +359,17 @@ func TestRateLimitAuthorize(t *testing.T) {
 }
 
 func TestRateLimitToken(t *testing.T) {
-	post := func(h *harness, remote string, form url.Values, basic bool) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader(form.Encode()))
+	postTo := func(path string, h *harness, remote string, form url.Values, basic bool) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.RemoteAddr = remote
 		if basic {
 			req.SetBasicAuth(appClient, appSecret)
 		}
 		return h.serve(req)
+	}
+	post := func(h *harness, remote string, form url.Values, basic bool) *httptest.ResponseRecorder {
+		return postTo("/oauth/token", h, remote, form, basic)
 	}
 	wantJSON429 := func(t *testing.T, rec *httptest.ResponseRecorder, retryAfter string) {
 		t.Helper()
@@ -397,6 +400,17 @@ func TestRateLimitToken(t *testing.T) {
 		wantJSON429(t, post(h, "192.0.2.1:3", form, true), "") // about 28 s: real time passes too
 		if ev := h.lastEvent(); ev.Type != logs.TypeFailedRefresh || ev.Details["error"] != codeTooManyRequests {
 			t.Fatalf("refresh refusal event %+v", ev)
+		}
+	})
+	t.Run("5.4 /oauth/revoke shares the token limits; its refusals are frrt", func(t *testing.T) {
+		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerIP = RateLimit{Rate: "1/m", Burst: 1} })
+		revoke := url.Values{"token": {"not-a-token"}}
+		if rec := postTo("/oauth/revoke", h, "192.0.2.9:1", revoke, true); rec.Code != http.StatusOK {
+			t.Fatalf("first revocation: %d %s", rec.Code, rec.Body.String())
+		}
+		wantJSON429(t, postTo("/oauth/revoke", h, "192.0.2.9:2", revoke, true), "60")
+		if ev := h.lastEvent(); ev.Type != logs.TypeFailedRevocation || ev.Details["error"] != codeTooManyRequests || ev.ClientID != appClient {
+			t.Fatalf("revocation refusal event %+v", ev)
 		}
 	})
 	t.Run("5.4 per client: Basic or body client_id, known clients only", func(t *testing.T) {
