@@ -207,17 +207,18 @@ func TestFederatedLogout(t *testing.T) {
 		noEndSession bool
 		path         func(h *harness, bye string) string
 		wantFinal    string // the app URL the browser ends at, relative to the app
+		confirm      bool   // the broker asks the user first (no id_token_hint on /oidc/logout)
 	}{
 		{"v2 federated with returnTo", false, func(h *harness, bye string) string {
 			return "/v2/logout?federated&client_id=" + appClient + "&returnTo=" + url.QueryEscape(bye)
-		}, "/bye"},
-		{"oidc federated with id_token_hint and state", false, nil, "/bye?state=s-9"},
+		}, "/bye", false},
+		{"oidc federated with id_token_hint and state", false, nil, "/bye?state=s-9", false},
 		{"oidc federated without a hint: confirmed by the user, then through the upstream", false, func(h *harness, bye string) string {
 			return "/oidc/logout?federated&client_id=" + appClient + "&post_logout_redirect_uri=" + url.QueryEscape(bye)
-		}, "/bye"},
+		}, "/bye", true},
 		{"upstream without end_session_endpoint: federated_logout_failed, local logout stands", true, func(h *harness, bye string) string {
 			return "/v2/logout?federated&client_id=" + appClient + "&returnTo=" + url.QueryEscape(bye)
-		}, "/bye"},
+		}, "/bye", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := dpopUp
@@ -232,7 +233,11 @@ func TestFederatedLogout(t *testing.T) {
 				path = h.srv.URL + tc.path(h, bye)
 			}
 			resp, body := get(t, b, path)
-			if form := formFields(t, body); form.Get("confirm") != "" { // the user confirms (§2)
+			form := formFields(t, body)
+			if asked := form.Get("confirm") != ""; asked != tc.confirm {
+				t.Fatalf("confirmation asked: %v, want %v", asked, tc.confirm)
+			}
+			if tc.confirm { // the user confirms (§2)
 				r, err := b.PostForm(h.srv.URL+"/oidc/logout", form)
 				if err != nil {
 					t.Fatal(err)
