@@ -164,31 +164,26 @@ func (v *validator) store(s *StoreConfig) {
 
 func (c *Config) validateLifetimes(v *validator) {
 	for _, d := range []struct {
-		key string
-		val time.Duration
+		key    string
+		val    time.Duration
+		zeroOK bool // timing knobs may be 0; lifetimes must be positive
 	}{
-		{"lifetimes.transaction", c.Lifetimes.Transaction},
-		{"lifetimes.code", c.Lifetimes.Code},
-		{"lifetimes.session", c.Lifetimes.Session},
-		{"lifetimes.id_token", c.Lifetimes.IDToken},
-		{"lifetimes.access_token", c.Lifetimes.AccessToken},
-		{"lifetimes.refresh_token", c.Lifetimes.RefreshToken},
+		{"lifetimes.transaction", c.Lifetimes.Transaction, false},
+		{"lifetimes.code", c.Lifetimes.Code, false},
+		{"lifetimes.session", c.Lifetimes.Session, false},
+		{"lifetimes.id_token", c.Lifetimes.IDToken, false},
+		{"lifetimes.access_token", c.Lifetimes.AccessToken, false},
+		{"lifetimes.refresh_token", c.Lifetimes.RefreshToken, false},
+		{"dpop.clock_skew", c.DPoP.ClockSkew, true},
+		{"dpop.clock_tolerance", c.DPoP.ClockTolerance, true},
+		{"dpop.retry_delay", c.DPoP.RetryDelay, true},
+		{"dpop.jitter", c.DPoP.Jitter, true},
 	} {
-		if d.val <= 0 {
-			v.add(d.key, "must be a positive duration")
-		}
-	}
-	for _, d := range []struct {
-		key string
-		val time.Duration
-	}{
-		{"dpop.clock_skew", c.DPoP.ClockSkew},
-		{"dpop.clock_tolerance", c.DPoP.ClockTolerance},
-		{"dpop.retry_delay", c.DPoP.RetryDelay},
-		{"dpop.jitter", c.DPoP.Jitter},
-	} {
-		if d.val < 0 {
+		switch {
+		case d.zeroOK && d.val < 0:
 			v.add(d.key, "must not be negative")
+		case !d.zeroOK && d.val <= 0:
+			v.add(d.key, "must be a positive duration")
 		}
 	}
 	if c.DPoP.MaxRetries < 0 || c.DPoP.MaxRetries > 5 {
