@@ -142,6 +142,17 @@ func (w *world) login(t *testing.T) (int, map[string]any, string) {
 	return getJSON(t, browserClient(t), w.rpURL+"/login")
 }
 
+// loginOK runs a login that must succeed (wantSuccess) and returns its event, which must be
+// the broker's first and of type s.
+func (w *world) loginOK(t *testing.T) loginEvent {
+	t.Helper()
+	status, body, raw := w.login(t)
+	wantSuccess(t, status, body, raw)
+	ev := w.broker.waitEvent(t, 1)
+	wantType(t, ev, "s")
+	return ev
+}
+
 // wantSuccess checks the app received the user's claims through openid-client.
 func wantSuccess(t *testing.T, status int, body map[string]any, raw string) {
 	t.Helper()
@@ -214,10 +225,7 @@ func wantType(t *testing.T, ev loginEvent, want string) {
 func TestUpstreamNonceRequired(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "nonce", alg: "ES256"})
-	status, body, raw := w.login(t)
-	wantSuccess(t, status, body, raw)
-	ev := w.broker.waitEvent(t, 1)
-	wantType(t, ev, "s")
+	ev := w.loginOK(t)
 	wantDetail(t, ev, "dpop_signing_alg", "ES256")
 	wantDetail(t, ev, "dpop_returned_from_upstream", true)
 	wantDetail(t, ev, "idp_token_type", "dpop")
@@ -237,10 +245,7 @@ func TestUpstreamNonceRequired(t *testing.T) {
 func TestUpstreamNonceUserinfo(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "nonce", alg: "ES256", fetchUserinfo: true})
-	status, body, raw := w.login(t)
-	wantSuccess(t, status, body, raw)
-	ev := w.broker.waitEvent(t, 1)
-	wantType(t, ev, "s")
+	ev := w.loginOK(t)
 	wantDetail(t, ev, "dpop_returned_from_upstream", true)
 	wantUserinfoFetch(t, ev, true)
 	if st := getStats(t, w.upstreamURL); st.UserinfoRequests < 1 {
@@ -256,10 +261,7 @@ func TestUpstreamNonceUserinfo(t *testing.T) {
 func TestOktaConnection(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "okta", okta: true, alg: "ES256", fetchUserinfo: true})
-	status, body, raw := w.login(t)
-	wantSuccess(t, status, body, raw)
-	ev := w.broker.waitEvent(t, 1)
-	wantType(t, ev, "s")
+	ev := w.loginOK(t)
 	wantDetail(t, ev, "dpop_signing_alg", "ES256")
 	wantDetail(t, ev, "dpop_returned_from_upstream", true)
 	wantDetail(t, ev, "idp_token_type", "dpop")
@@ -284,10 +286,7 @@ func TestOktaConnection(t *testing.T) {
 func TestUpstreamDPoPNoNonce(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "dpop", alg: "ES256"})
-	status, body, raw := w.login(t)
-	wantSuccess(t, status, body, raw)
-	ev := w.broker.waitEvent(t, 1)
-	wantType(t, ev, "s")
+	ev := w.loginOK(t)
 	wantDetail(t, ev, "dpop_returned_from_upstream", true)
 	wantDetail(t, ev, "idp_token_type", "dpop")
 	wantDetail(t, ev, "dpop_nonce_used", false)
@@ -343,10 +342,7 @@ func TestUpstreamRSAOnly(t *testing.T) {
 	t.Run("connection asks RS256 with an RSA DPoP key: s", func(t *testing.T) {
 		t.Parallel()
 		w := setup(t, scenario{mode: "rsaonly", alg: "RS256"})
-		status, body, raw := w.login(t)
-		wantSuccess(t, status, body, raw)
-		ev := w.broker.waitEvent(t, 1)
-		wantType(t, ev, "s")
+		ev := w.loginOK(t)
 		wantDetail(t, ev, "dpop_signing_alg", "RS256")
 		wantDetail(t, ev, "dpop_returned_from_upstream", true)
 		if st := getStats(t, w.upstreamURL); st.TokenRequests != 1 || st.DPoPProofs != 1 {
@@ -360,10 +356,7 @@ func TestUpstreamRSAOnly(t *testing.T) {
 func TestUpstreamAnswersBearer(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "bearer", alg: "ES256", fetchUserinfo: true})
-	status, body, raw := w.login(t)
-	wantSuccess(t, status, body, raw)
-	ev := w.broker.waitEvent(t, 1)
-	wantType(t, ev, "s")
+	ev := w.loginOK(t)
 	wantDetail(t, ev, "dpop_signing_alg", "ES256")
 	wantDetail(t, ev, "dpop_returned_from_upstream", false)
 	wantDetail(t, ev, "idp_token_type", "bearer")
