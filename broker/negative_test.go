@@ -185,22 +185,19 @@ func TestDPoPCapabilityGate(t *testing.T) {
 }
 
 func TestCallbackErrors(t *testing.T) {
-	t.Run("missing state", func(t *testing.T) {
-		h := newHarness(t, harnessOpts{up: dpopUp})
-		resp, body := get(t, h.browser(), h.srv.URL+"/login/callback?code=x")
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "invalid_state") {
-			t.Fatalf("%d %s", resp.StatusCode, body)
-		}
-		wantFail(t, h, codeInvalidState)
-	})
-	t.Run("invalid state", func(t *testing.T) {
-		h := newHarness(t, harnessOpts{up: dpopUp})
-		resp, body := get(t, h.browser(), h.srv.URL+"/login/callback?code=x&state=forged")
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "login transaction unknown, expired or already used") {
-			t.Fatalf("%d %s", resp.StatusCode, body)
-		}
-		wantFail(t, h, codeInvalidState)
-	})
+	for _, tc := range []struct{ name, query, wantBody string }{
+		{"missing state", "code=x", "invalid_state"},
+		{"invalid state", "code=x&state=forged", "login transaction unknown, expired or already used"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{up: dpopUp})
+			resp, body := get(t, h.browser(), h.srv.URL+"/login/callback?"+tc.query)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tc.wantBody) {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			wantFail(t, h, codeInvalidState)
+		})
+	}
 	t.Run("replayed callback", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: dpopUp})
 		b := h.browser()

@@ -65,20 +65,7 @@ func (e *rsEnv) token(t *testing.T, kv ...any) string {
 		"iss": rsIssuer, "aud": []string{rsAudience, rsIssuer + "userinfo"}, "sub": "user-1",
 		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "scope": "openid read:data",
 	}, kv...)
-	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: e.atKey}, (&jose.SignerOptions{}).WithType("at+jwt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, _ := json.Marshal(claims)
-	obj, err := sg.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return signCompact(t, jose.RS256, e.atKey, (&jose.SignerOptions{}).WithType("at+jwt"), claims)
 }
 
 func (e *rsEnv) url() string { return e.srv.URL + "/api/private" }

@@ -74,7 +74,12 @@ func vtCraft(t testing.TB, signAlg string, hdr, claims any) string {
 // vtGoJose signs claims with go-jose (EmbedJWK, typ dpop+jwt) for algs Signer does not do.
 func vtGoJose(t testing.TB, alg jose.SignatureAlgorithm, key crypto.Signer, claims any) string {
 	t.Helper()
-	opts := (&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt")
+	return signCompact(t, alg, key, (&jose.SignerOptions{EmbedJWK: true}).WithType("dpop+jwt"), claims)
+}
+
+// signCompact signs claims (as JSON) with go-jose and returns the compact JWS.
+func signCompact(t testing.TB, alg jose.SignatureAlgorithm, key any, opts *jose.SignerOptions, claims any) string {
+	t.Helper()
 	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, opts)
 	if err != nil {
 		t.Fatal(err)
