@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // HTTP header names of RFC 9449 and RFC 6750 that browsers must be allowed to send or read
@@ -109,12 +110,16 @@ func (rs *ResourceServer) Wrap(next http.Handler) http.Handler {
 		rs:    rs,
 		next:  next,
 		at:    oidc.NewVerifier(rs.Issuer, rs.KeySet, cfg),
+		atAlg: make([]jose.SignatureAlgorithm, len(algs)),
 		base:  strings.TrimRight(rs.PublicURL, "/"),
 		algs:  strings.Join(rs.Verifier.AllowedAlgs(), " "),
 		realm: rs.Realm,
 	}
 	if h.realm == "" {
 		h.realm = rs.Audience
+	}
+	for i, a := range algs {
+		h.atAlg[i] = jose.SignatureAlgorithm(a)
 	}
 	return h
 }
@@ -123,6 +128,7 @@ type rsHandler struct {
 	rs    *ResourceServer
 	next  http.Handler
 	at    *oidc.IDTokenVerifier
+	atAlg []jose.SignatureAlgorithm // access-token algorithms, to read the typ header
 	base  string
 	algs  string
 	realm string
@@ -199,6 +205,12 @@ func (h *rsHandler) authenticate(r *http.Request) (map[string]any, *Result, *den
 	if err != nil {
 		return nil, nil, &denial{status: http.StatusUnauthorized, scheme: errScheme, code: ErrCodeInvalidToken,
 			desc: "access token is invalid or expired", check: "AT"}, nil
+	}
+	// RFC 9068 §4: only a JWT typed as an access token is one. An ID token signed by the same
+	// issuer (typ JWT, or none) never passes, whatever its aud.
+	if typ, ok := tokenType(tok, h.atAlg); !ok || !IsAccessTokenType(typ) {
+		return nil, nil, &denial{status: http.StatusUnauthorized, scheme: errScheme, code: ErrCodeInvalidToken,
+			desc: "not an access token (typ must be at+jwt)", check: "AT typ"}, nil
 	}
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
