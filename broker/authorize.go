@@ -74,8 +74,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.appError(w, r, app, p.Code, p.Description, p.Code, ev)
 		return
 	}
-	if _, oerr := s.resolveAudience(q.Get("audience")); oerr != nil {
+	t, oerr := s.resolveAudience(q.Get("audience"))
+	if oerr != nil {
 		s.appError(w, r, app, oerr.Code, oerr.Description, codeInvalidRequest, ev)
+		return
+	}
+	if s.refuseUngranted(w, r, app, client, t, ev) {
 		return
 	}
 	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")

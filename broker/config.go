@@ -157,6 +157,16 @@ type APIConfig struct {
 	// every client; public_clients only to public clients (SPAs, native apps), confidential
 	// clients being treated as allowed (reference.md §D, required_for).
 	RequiredFor string `yaml:"required_for"`
+	// Scopes are the permissions the API defines. A token for the API carries only scopes it
+	// defines and the client's grant (clients[].apis) allows (grants.go).
+	Scopes []APIScope `yaml:"scopes"`
+}
+
+// APIScope is one permission an API defines: a scope name apps may request (RFC 6749 §3.3
+// scope-token) and what it allows, for people reading the configuration.
+type APIScope struct {
+	Name        string `yaml:"name"`
+	Description string `yaml:"description"`
 }
 
 // required_for values (reference.md §D).
@@ -201,6 +211,16 @@ type ClientConfig struct {
 	// the same effect on token requests (DS-22).
 	RequireSenderConstraining bool `yaml:"require_sender_constraining"`
 	DPoPBoundAccessTokens     bool `yaml:"dpop_bound_access_tokens"`
+	// APIs are the client's grants: the APIs (apis[].audience) it may obtain access tokens
+	// for, each with the API scopes it may receive. No grant: no token for that API.
+	APIs []APIGrant `yaml:"apis"`
+}
+
+// APIGrant lets a client obtain access tokens for one API, carrying at most Scopes (names
+// the API defines in apis[].scopes).
+type APIGrant struct {
+	Audience string   `yaml:"audience"`
+	Scopes   []string `yaml:"scopes"`
 }
 
 // requiresPoP reports whether the client must receive sender-constrained tokens.

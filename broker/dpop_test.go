@@ -60,7 +60,8 @@ func testSigners(t testing.TB) (a, b, c *dpop.Signer) {
 }
 
 // dpopHarness is a broker with three APIs (one per policy), a PoP-requiring confidential
-// client, a dpop_bound_access_tokens public client and CORS for the SPA.
+// client, a dpop_bound_access_tokens public client and CORS for the SPA; every client is
+// granted every API.
 func dpopHarness(t testing.TB, mut func(*Config)) *harness {
 	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
 		appURL := strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb")
@@ -75,6 +76,11 @@ func dpopHarness(t testing.TB, mut func(*Config)) *harness {
 			ClientConfig{ClientID: popClient, ClientSecret: popSecret, RedirectURIs: []string{appURL + "/pop"}, Connections: []string{"corp"}, RequireSenderConstraining: true},
 			ClientConfig{ClientID: boundClient, RedirectURIs: []string{appURL + "/bound"}, Connections: []string{"corp"}, DPoPBoundAccessTokens: true},
 		)
+		for i := range c.Clients { // every test client may obtain tokens for every API
+			for _, api := range c.APIs {
+				c.Clients[i].APIs = append(c.Clients[i].APIs, APIGrant{Audience: api.Audience})
+			}
+		}
 		if mut != nil {
 			mut(c)
 		}

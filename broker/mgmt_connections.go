@@ -90,7 +90,7 @@ func connDefaults(o *ConnectionOptions) {
 // (reference.md §B1): a key for the alg, and the upstream's discovery listing it.
 func (s *Server) checkConnection(ctx context.Context, cc *ConnectionConfig) *apiError {
 	v := &validator{}
-	v.connection("", cc, clientIDs(s.cfg))
+	v.connection("", cc, clientIDs(s.cfg), apiAudiences(s.cfg))
 	if len(v.errs) > 0 {
 		code := "invalid_body"
 		msgs := make([]string, len(v.errs))

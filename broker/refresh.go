@@ -134,6 +134,7 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 	if oerr != nil {
 		return nil, oerr
 	}
+	scope = s.applyGrant(client, x, scope) // the current grant, which may have narrowed
 	if oerr := s.consumeRefresh(r.Context(), fam, id, x); oerr != nil {
 		return nil, oerr
 	}
@@ -262,6 +263,7 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 		dp["jkt"], dp["alg"] = x.proof.JKT, x.proof.Alg
 	}
 	d["dpop"] = dp
+	withScope(d, x.scope)
 	ev.Type = ok
 	if oerr != nil {
 		ev.Type = failed

@@ -157,7 +157,8 @@ type exchange struct {
 	decided bool         // target was resolved (policy known)
 	bound   bool         // the access token is DPoP-bound
 	userID  string
-	reuse   bool // a rotated refresh token was presented again (ferrt)
+	reuse   bool           // a rotated refresh token was presented again (ferrt)
+	scope   *scopeDecision // the scope granted by policy (grants.go)
 }
 
 func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
@@ -193,6 +194,7 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 	if oerr != nil {
 		return nil, oerr
 	}
+	rec.App.Scope = s.applyGrant(client, x, rec.App.Scope) // tokens and refresh token carry it
 	resp, err := s.issueTokens(rec, client, b)
 	if err == nil && slices.Contains(strings.Fields(rec.App.Scope), "offline_access") {
 		resp.RefreshToken, err = s.newRefreshToken(r.Context(), "", refreshRecordFor(rec, client, proof))
@@ -266,13 +268,17 @@ func keyBindingProblem(want string, proof *dpop.Result, what string) *oauthError
 	return nil
 }
 
-// tokenBinding resolves the audience and applies the issuance table (decideBinding).
+// tokenBinding resolves the audience, checks the client's grant for it against the current
+// configuration (grants.go) and applies the issuance table (decideBinding).
 func (s *Server) tokenBinding(client *ClientConfig, audience string, proof *dpop.Result, x *exchange) (binding, *oauthError) {
 	t, oerr := s.resolveAudience(audience)
 	if oerr != nil {
 		return binding{}, oerr
 	}
 	x.target, x.policy, x.decided = t, t.policyFor(client.Public()), true
+	if oerr := grantProblem(client, t); oerr != nil {
+		return binding{}, oerr
+	}
 	bind, refuse := decideBinding(t.kind, t.audience, client.requiresPoP(), proof != nil, x.policy)
 	if refuse != nil {
 		return binding{}, refuse

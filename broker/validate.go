@@ -50,6 +50,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	c.validateLifetimes(v)
 	v.clients(c)
 	v.apis(c)
+	v.grants(c)
 	v.dpopServer(&c.DPoPServer, checkKeys)
 	v.connections(c)
 	if c.Logs.MaxEvents < 1 {
@@ -360,7 +361,7 @@ func (v *validator) connections(c *Config) {
 		v.add("connections", "at least one connection is required")
 	}
 	names, ids := map[string]int{}, map[string]int{}
-	clients := clientIDs(c)
+	clients, audiences := clientIDs(c), apiAudiences(c)
 	for i := range c.Connections {
 		cc := &c.Connections[i]
 		p := fmt.Sprintf("connections[%d]", i)
@@ -381,7 +382,7 @@ func (v *validator) connections(c *Config) {
 				names[cc.Name] = i
 			}
 		}
-		v.connection(p+".", cc, clients)
+		v.connection(p+".", cc, clients, audiences)
 	}
 }
 
@@ -395,8 +396,9 @@ func clientIDs(c *Config) map[string]bool {
 }
 
 // connection checks one connection: the YAML entry (p = "connections[i].") or a management
-// API body (p = ""). Name uniqueness and the id are checked by the caller.
-func (v *validator) connection(p string, cc *ConnectionConfig, clients map[string]bool) {
+// API body (p = ""). Name uniqueness and the id are checked by the caller. audiences
+// (apiAudiences) are refused in enabled_clients: they name APIs, never clients.
+func (v *validator) connection(p string, cc *ConnectionConfig, clients map[string]bool, audiences map[string]string) {
 	o := cc.Options
 	switch {
 	case cc.Name == "":
@@ -472,7 +474,9 @@ func (v *validator) connection(p string, cc *ConnectionConfig, clients map[strin
 		}
 	}
 	for j, id := range cc.EnabledClients {
-		if !clients[id] {
+		if where, isAud := audiences[id]; isAud {
+			v.add(fmt.Sprintf("%senabled_clients[%d]", p, j), "%q is %s, not a client id", id, where)
+		} else if !clients[id] {
 			v.add(fmt.Sprintf("%senabled_clients[%d]", p, j), "client %q is not defined in clients", id)
 		}
 	}
