@@ -10,13 +10,14 @@
 // start before the broker. GET /api/whoami answers 200 {sub, client, scope, cnf_jkt, aud} for a valid
 // access token (with dpop {enabled: true, required}: a DPoP-bound token, `Authorization: DPoP`, and a
 // fresh proof with ath); any failure answers the library's status and WWW-Authenticate with JSON
-// {error, error_description, status}. --cors-origin lets a browser page on that exact origin call
+// {error, error_description, status}. GET /api/admin answers the same for a token whose scope
+// includes admin:all (the library's requiredScopes), else 403 insufficient_scope. --cors-origin lets a browser page on that exact origin call
 // /api/* (Authorization and DPoP request headers; WWW-Authenticate and DPoP-Nonce exposed).
 // Never prints a token or a proof.
 import { parseArgs } from 'node:util';
 
 import express from 'express';
-import { auth } from 'express-oauth2-jwt-bearer';
+import { auth, requiredScopes } from 'express-oauth2-jwt-bearer';
 
 const { values: args } = parseArgs({
   options: {
@@ -64,13 +65,15 @@ app.use('/api', auth({
   dpop: { enabled: true, required: args['dpop-required'] === 'true' },
 }));
 
-app.get('/api/whoami', (req, res) => {
+const whoami = (req, res) => {
   const p = req.auth.payload;
   log('authorized', { sub: p.sub, cnf_jkt: p.cnf?.jkt, scheme: (req.get('authorization') ?? '').split(' ')[0] });
   res.set('cache-control', 'no-store').json({
     sub: p.sub, client: p.azp ?? p.client_id, scope: p.scope, cnf_jkt: p.cnf?.jkt, aud: p.aud,
   });
-});
+};
+app.get('/api/whoami', whoami);
+app.get('/api/admin', requiredScopes('admin:all'), whoami);
 
 // The library's errors carry status and headers (WWW-Authenticate); report them as JSON.
 app.use((err, req, res, _next) => {
