@@ -114,10 +114,13 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},
 		PostLogoutRedirectURIs: []string{d.appURL + "/"},
+		// The sample app may obtain tokens for the demo API, with its read:messages scope.
+		APIs: []broker.APIGrant{{Audience: demoAPIAudience, Scopes: []string{"read:messages"}}},
 	}}
 	// The broker as a DPoP server for its apps: an example API that binds tokens when the app
 	// sends a proof, and server nonces (the secret is generated: GenerateMissingKeys).
-	cfg.APIs = []broker.APIConfig{{Audience: demoAPIAudience, Name: "Demo API", SenderConstraining: broker.PolicyAllowed}}
+	cfg.APIs = []broker.APIConfig{{Audience: demoAPIAudience, Name: "Demo API", SenderConstraining: broker.PolicyAllowed,
+		Scopes: []broker.APIScope{{Name: "read:messages", Description: "Read the demo messages"}}}}
 	cfg.DPoPServer.RequireNonce = true
 	cfg.Connections = []broker.ConnectionConfig{{
 		Name: demoConnection, Strategy: "oidc",
