@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -136,12 +138,19 @@ const MaxDocumentSize = 1 << 20
 // WellKnownPath is appended to the issuer to find its discovery document (MD-3).
 const WellKnownPath = "/.well-known/openid-configuration"
 
-var defaultHTTP = &http.Client{Timeout: 10 * time.Second}
+// defaultHTTP serves a Client without HTTP. Like the broker's upstream client it follows no
+// redirects: a real IdP answers discovery and JWKS requests directly.
+var defaultHTTP = &http.Client{Timeout: 10 * time.Second, CheckRedirect: RefuseRedirect}
+
+// RefuseRedirect is an http.Client CheckRedirect that refuses every redirect, naming it.
+func RefuseRedirect(req *http.Request, _ []*http.Request) error {
+	return fmt.Errorf("redirect to %s refused: upstream calls follow no redirects", req.URL.Redacted())
+}
 
 // Client fetches documents over HTTP and caches each for TTL (errors are not cached).
 // The zero value is ready to use. Returned documents are shared: do not modify them.
 type Client struct {
-	HTTP *http.Client  // default: a client with a 10 s timeout
+	HTTP *http.Client  // default: a client with a 10 s timeout that follows no redirects
 	TTL  time.Duration // default 15 minutes
 	Now  func() time.Time
 
@@ -346,5 +355,52 @@ func Parse(body []byte, issuer string) (*Document, error) {
 	if doc.Issuer != issuer {
 		return nil, fmt.Errorf("issuer mismatch (MD-1): document says %q, expected exactly %q", doc.Issuer, issuer)
 	}
+	// The broker sends the browser to authorization_endpoint and end_session_endpoint, POSTs
+	// the client secret, code and PKCE verifier to token_endpoint, and fetches jwks_uri and
+	// userinfo_endpoint: each must obey the issuer's URL rules (OIDC Discovery §3 requires
+	// https URLs), so a document cannot point them at plain-http internal services.
+	for _, ep := range []struct {
+		member, value string
+	}{
+		{"authorization_endpoint", doc.AuthorizationEndpoint},
+		{"token_endpoint", doc.TokenEndpoint},
+		{"jwks_uri", doc.JWKSURI},
+		{"userinfo_endpoint", doc.UserinfoEndpoint},
+		{"end_session_endpoint", doc.EndSessionEndpoint},
+	} {
+		if ep.value == "" {
+			continue // optional members; the required ones were checked above
+		}
+		if err := CheckEndpointURL(ep.value); err != nil {
+			return nil, fmt.Errorf("member %s: %w", ep.member, err)
+		}
+	}
 	return &doc, nil
+}
+
+// CheckEndpointURL applies the issuer's URL rules to an endpoint of a discovery document:
+// absolute, https (plain http only for loopback hosts: localhost or a loopback IP literal, for
+// tests and the demo), no user info, no fragment. A query is allowed (RFC 6749 §3.1, §3.2).
+func CheckEndpointURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", raw)
+	}
+	switch {
+	case !u.IsAbs() || u.Opaque != "" || u.Host == "" || u.Hostname() == "":
+		return fmt.Errorf("%q must be an absolute URL with a host", raw)
+	case u.User != nil:
+		return fmt.Errorf("%q must not carry user info", raw)
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return fmt.Errorf("%q must not have a fragment", raw)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return nil
+	case "http":
+		if h := u.Hostname(); h == "localhost" || net.ParseIP(h).IsLoopback() {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q must use https (http only for loopback hosts)", raw)
 }

@@ -49,7 +49,7 @@ type Config struct {
 
 // Options are the DPoP timing and collaborators shared by all connections.
 type Options struct {
-	HTTP       *http.Client // base client (timeouts); default 10 s timeout
+	HTTP       *http.Client // base client (timeouts); default 10 s timeout, no redirects
 	Discovery  *discovery.Client
 	Signers    map[string]*dpop.Signer // by configuration alg name (ES256, Ed25519, RS256, PS256)
 	Nonces     dpop.NonceCache
@@ -182,7 +182,7 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
 
 	if opts.HTTP == nil {
-		opts.HTTP = &http.Client{Timeout: 10 * time.Second}
+		opts.HTTP = &http.Client{Timeout: 10 * time.Second, CheckRedirect: discovery.RefuseRedirect}
 	}
 	if opts.Discovery == nil {
 		opts.Discovery = &discovery.Client{HTTP: opts.HTTP, Now: opts.Now}
