@@ -39,6 +39,10 @@ type Config struct {
 
 	// UpstreamTimeout bounds every call to an upstream IdP (discovery, JWKS, token, userinfo).
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	// UpstreamAllowedNetworks (CIDRs or addresses) are the internal networks upstream calls
+	// may connect to; other loopback, private, link-local, … addresses are refused when
+	// dialled (egress.go). Default none: public addresses only.
+	UpstreamAllowedNetworks []string `yaml:"upstream_allowed_networks"`
 
 	// GenerateMissingKeys makes New generate any key the configuration does not provide
 	// (the demo). Serve leaves it false: a missing key is then a validation error.

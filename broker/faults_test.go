@@ -575,7 +575,10 @@ func TestIssue5UpstreamBodyLimit(t *testing.T) {
 				_, _ = w.Write(make([]byte, tc.size))
 			}))
 			defer srv.Close()
-			c := upstreamClient(nil, 5*time.Second)
+			c, err := upstreamClient(nil, upstreamHTTPOptions{timeout: 5 * time.Second, policy: loopbackPolicy(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer c.CloseIdleConnections()
 			resp, err := c.Get(srv.URL)
 			var n int

@@ -71,6 +71,8 @@ type harnessOpts struct {
 	keys    *Keys
 	// eventStore holds the event log (default: a memory store of its own).
 	eventStore sessions.Store
+	// deps adjusts the broker's collaborators before New (an upstream resolver, TLS roots).
+	deps func(*Deps)
 }
 
 // sharedKeys are generated once per test binary (RSA generation is slow).
@@ -147,6 +149,9 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 			Issuer: up.URL, ClientID: upClientID, ClientSecret: upSecret,
 		}},
 	}
+	// The test IdPs and apps listen on loopback, which the upstream address policy refuses
+	// by default; tests of that refusal take it out again in mutate.
+	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8"}
 	if o.mutate != nil {
 		o.mutate(cfg)
 	}
@@ -166,7 +171,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if keys == nil {
 		keys = testKeys(t, cfg.Keys.Signing.Alg)
 	}
-	b, err := New(cfg, Deps{Store: h.store, Events: h.events, Logger: logger, Now: h.clock.Now, Keys: keys})
+	deps := Deps{Store: h.store, Events: h.events, Logger: logger, Now: h.clock.Now, Keys: keys}
+	if o.deps != nil {
+		o.deps(&deps)
+	}
+	b, err := New(cfg, deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,8 +30,11 @@ type Deps struct {
 	Events     *logs.Writer   // default: a Writer on Store and Logger
 	Logger     *slog.Logger   // default: discard
 	Now        func() time.Time
-	HTTPClient *http.Client // for upstream calls; default: upstream_timeout (bodies are bounded either way)
+	HTTPClient *http.Client // base of upstream calls, default: upstream_timeout (upstreamClient: its transport must be nil or an *http.Transport)
 	Keys       *Keys        // default: LoadKeys(cfg, cfg.GenerateMissingKeys)
+	// Resolver looks up upstream host names (default: the system's; tests inject one). The
+	// upstream address policy checks the addresses it returns when they are dialled.
+	Resolver *net.Resolver
 }
 
 // Server is the broker's HTTP face.
@@ -146,7 +150,14 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	if s.opaque, err = newOpaqueTokens(s.keys); err != nil {
 		return nil, err
 	}
-	httpClient := upstreamClient(deps.HTTPClient, cfg.UpstreamTimeout)
+	policy, err := newEgressPolicy(cfg.UpstreamAllowedNetworks)
+	if err != nil {
+		return nil, err
+	}
+	httpClient, err := upstreamClient(deps.HTTPClient, upstreamHTTPOptions{timeout: cfg.UpstreamTimeout, policy: policy, resolver: deps.Resolver})
+	if err != nil {
+		return nil, err
+	}
 	s.upstreamHTTP = httpClient
 	opts := upstream.Options{
 		HTTP:       httpClient,

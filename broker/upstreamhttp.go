@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 )
@@ -13,24 +14,56 @@ import (
 // below both, with an error that names it.
 const maxUpstreamBody = 512 << 10
 
-// upstreamClient returns the client for upstream calls: base (or a client with its own
-// transport and timeout) whose transport refuses oversized response bodies.
-func upstreamClient(base *http.Client, timeout time.Duration) *http.Client {
-	if base == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
+// upstreamHTTPOptions shape the client of every upstream call.
+type upstreamHTTPOptions struct {
+	timeout  time.Duration // upstream_timeout
+	policy   *egressPolicy // which addresses may be connected to (egress.go)
+	resolver *net.Resolver // DNS for upstream hosts; nil: the system's
+}
+
+// upstreamClient returns the client for upstream calls (discovery, JWKS through go-oidc, the
+// token exchange through x/oauth2, userinfo): base (or a client with its own transport and
+// o.timeout) with
+//   - a dialer that applies the upstream address policy to every connection (egress.go);
+//   - no proxy: a proxy from HTTP_PROXY/HTTPS_PROXY would make the connection for the broker
+//     and so bypass the address check (the policy would only see the proxy's address);
+//   - no redirects followed (refuseRedirect);
+//   - response bodies bounded by maxUpstreamBody.
+//
+// base's transport must be nil or an *http.Transport (it is cloned; its dialers and proxy are
+// replaced), so no caller can hand the broker a client that skips the policy.
+func upstreamClient(base *http.Client, o upstreamHTTPOptions) (*http.Client, error) {
+	var t *http.Transport
+	c := http.Client{Timeout: o.timeout}
+	if base != nil {
+		c = *base
+		switch bt := base.Transport.(type) {
+		case nil:
+		case *http.Transport:
+			t = bt.Clone()
+		default:
+			return nil, errUpstreamTransport
+		}
+	}
+	if t == nil {
+		t = http.DefaultTransport.(*http.Transport).Clone()
 		// Keep a connection per concurrent login to the (usually single) upstream host, so
 		// load does not churn TCP connections; token responses are small, so no gzip.
 		t.MaxIdleConnsPerHost = 64
 		t.DisableCompression = true
-		base = &http.Client{Timeout: timeout, Transport: t}
 	}
-	c := *base
-	rt := c.Transport
-	if rt == nil {
-		rt = http.DefaultTransport
+	policy := o.policy
+	if policy == nil {
+		policy = &egressPolicy{} // no allowed networks: public addresses only
 	}
-	c.Transport = &limitTransport{base: rt, max: maxUpstreamBody}
-	return &c
+	t.Proxy = nil
+	t.DialContext = policy.dialer(o.resolver).DialContext
+	t.DialTLSContext = nil // TLS goes over DialContext, so the policy sees every connection
+	//lint:ignore SA1019 the deprecated dialers are cleared so that a base transport's cannot bypass the policy
+	t.Dial, t.DialTLS = nil, nil
+	c.CheckRedirect = refuseRedirect
+	c.Transport = &limitTransport{base: t, max: maxUpstreamBody}
+	return &c, nil
 }
 
 // limitTransport fails responses whose body is larger than max bytes: at once when the
@@ -97,3 +130,14 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (b *limitedBody) Close() error { return b.rc.Close() }
+
+// UpstreamHTTPClient returns a client built like the one the broker uses for upstream calls
+// (address policy with allowedNetworks as upstream_allowed_networks, no proxy, no redirects,
+// bounded bodies), so operator tools such as `broker discovery check` see what `serve` would.
+func UpstreamHTTPClient(timeout time.Duration, allowedNetworks []string) (*http.Client, error) {
+	policy, err := newEgressPolicy(allowedNetworks)
+	if err != nil {
+		return nil, err
+	}
+	return upstreamClient(nil, upstreamHTTPOptions{timeout: timeout, policy: policy})
+}

@@ -46,6 +46,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	} else if c.UpstreamTimeout > LoginExchangeBudget {
 		v.add("upstream_timeout", "must be at most %s, the budget for one login's whole upstream exchange", LoginExchangeBudget)
 	}
+	v.upstreamNetworks(c.UpstreamAllowedNetworks)
 	v.store(&c.Store)
 	c.validateLifetimes(v)
 	v.clients(c)

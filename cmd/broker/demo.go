@@ -110,6 +110,11 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 	cfg.Issuer = d.issuer
 	cfg.Listen = brokerLn.Addr().String()
 	cfg.GenerateMissingKeys = true
+	// The demo IdP listens on this machine: let the upstream address policy reach it.
+	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8", "::1"}
+	if ip := idpLn.Addr().(*net.TCPAddr).IP; !ip.IsUnspecified() && !ip.IsLoopback() {
+		cfg.UpstreamAllowedNetworks = append(cfg.UpstreamAllowedNetworks, ip.String())
+	}
 	cfg.Clients = []broker.ClientConfig{{
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},

@@ -76,6 +76,7 @@ func startBrokerAPI(t *testing.T, up upstreamtest.Options) (string, *broker.Serv
 	cfg.Issuer = "http://" + srv.Listener.Addr().String() + "/"
 	cfg.GenerateMissingKeys = true
 	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
+	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8"} // the test IdP listens on loopback
 	cfg.Management.Tokens = []broker.ManagementToken{
 		{Name: "cli", Token: logsToken, Scopes: []string{"read:logs"}},
 		{Name: "conns", Token: noScopeToken, Scopes: []string{"read:connections"}},
