@@ -6,10 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
@@ -20,12 +20,17 @@ func cmdDiscoveryCheck(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs.SetOutput(stderr)
 	alg := fs.String("alg", "ES256", "DPoP algorithm the connection would use: ES256, Ed25519, RS256 or PS256")
 	discoveryURL := fs.String("discovery-url", "", "discovery document URL (default ISSUER/.well-known/openid-configuration)")
+	var allowed []string
+	fs.Func("allow-network", "CIDR or address the check may connect to although it is internal (loopback, private, …), as upstream_allowed_networks; repeatable", func(v string) error {
+		allowed = append(allowed, v)
+		return nil
+	})
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return 2
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "usage: broker discovery check ISSUER [--alg ES256] [--discovery-url URL]")
+		fmt.Fprintln(stderr, "usage: broker discovery check ISSUER [--alg ES256] [--discovery-url URL] [--allow-network CIDR]...")
 		return 2
 	}
 	switch *alg {
@@ -36,7 +41,14 @@ func cmdDiscoveryCheck(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	dc := &discovery.Client{HTTP: &http.Client{Timeout: 10 * time.Second}}
+	// The broker's own upstream client: the same address policy (with the networks given),
+	// no redirects, no proxy; the failure is shown in full, the operator is not an attacker.
+	hc, err := broker.UpstreamHTTPClient(10*time.Second, allowed)
+	if err != nil {
+		fmt.Fprintf(stderr, "broker discovery check: --allow-network: %v\n", err)
+		return 2
+	}
+	dc := &discovery.Client{HTTP: hc}
 	doc, err := dc.Get(ctx, pos[0], *discoveryURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "discovery_failed: %v\n", err)

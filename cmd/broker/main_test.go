@@ -101,7 +101,7 @@ func TestDiscoveryCheckCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			code, out, _ := runCmd(t, append([]string{"discovery", "check", p.URL}, tc.args...)...)
+			code, out, _ := runCmd(t, append([]string{"discovery", "check", p.URL, "--allow-network", "127.0.0.1"}, tc.args...)...)
 			if code != tc.code || !strings.Contains(out, tc.want) || !strings.Contains(out, "token_endpoint: "+p.URL+"/token") {
 				t.Fatalf("exit %d:\n%s", code, out)
 			}
@@ -109,6 +109,23 @@ func TestDiscoveryCheckCommand(t *testing.T) {
 	}
 	if code, _, errOut := runCmd(t, "discovery", "check", "http://127.0.0.1:1"); code != 2 || !strings.Contains(errOut, "discovery_failed") {
 		t.Fatalf("unreachable: exit %d %s", code, errOut)
+	}
+}
+
+// TestDiscoveryCheckAppliesTheUpstreamAddressPolicy: without --allow-network the check refuses
+// a loopback upstream as `serve` would, and tells the operator why in full.
+func TestDiscoveryCheckAppliesTheUpstreamAddressPolicy(t *testing.T) {
+	p, err := upstreamtest.Start(upstreamtest.Options{DPoPAlgs: []string{"ES256"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	code, _, errOut := runCmd(t, "discovery", "check", p.URL)
+	if code != 2 || !strings.Contains(errOut, "discovery_failed") || !strings.Contains(errOut, "127.0.0.1 refused: loopback address, not in upstream_allowed_networks") {
+		t.Fatalf("exit %d %s", code, errOut)
+	}
+	if code, _, errOut := runCmd(t, "discovery", "check", p.URL, "--allow-network", "10.0.0.0/33"); code != 2 || !strings.Contains(errOut, "--allow-network") {
+		t.Fatalf("bad --allow-network: exit %d %s", code, errOut)
 	}
 }
 
