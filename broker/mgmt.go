@@ -86,6 +86,9 @@ type mgmtCall struct {
 	body   map[string]any // request body as parsed, secrets removed (writes only)
 	connID string         // connection touched, for the event
 	conn   string
+	// detail is why the call was refused, for the fapi event only (never in the answer: it
+	// may name internal addresses). No secrets.
+	detail string
 }
 
 // apiError is an error answered with the SaaS error body.
@@ -205,6 +208,9 @@ func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 	ev := s.mgmtEvent(c, e.status)
 	ev.Type = logs.TypeFailedAPI
 	ev.Details["error"] = map[string]any{"message": clip(e.message, 512), "errorCode": e.code}
+	if c.detail != "" {
+		ev.Details["error"].(map[string]any)["detail"] = clip(c.detail, 1024)
+	}
 	s.write(c.r, ev)
 }
 

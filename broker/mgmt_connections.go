@@ -88,7 +88,8 @@ func connDefaults(o *ConnectionOptions) {
 
 // checkConnection validates cc like the YAML, then the DPoP rules that need the network
 // (reference.md §B1): a key for the alg, and the upstream's discovery listing it.
-func (s *Server) checkConnection(ctx context.Context, cc *ConnectionConfig) *apiError {
+func (s *Server) checkConnection(c *mgmtCall, cc *ConnectionConfig) *apiError {
+	ctx := c.r.Context()
 	v := &validator{}
 	v.connection("", cc, clientIDs(s.cfg), apiAudiences(s.cfg))
 	if len(v.errs) > 0 {
@@ -120,8 +121,7 @@ func (s *Server) checkConnection(ctx context.Context, cc *ConnectionConfig) *api
 	// A fresh client: the check must see the upstream's current document, not a cached one.
 	doc, err := (&discovery.Client{HTTP: s.discoveryHTTP, Now: s.now}).Get(ctx, uc.Issuer, uc.DiscoveryURL)
 	if err != nil {
-		return &apiError{http.StatusBadRequest, upstream.CodeDiscovery, fmt.Sprintf(
-			"Payload validation error: cannot enable DPoP: the discovery document of %s could not be used: %v", uc.Issuer, err)}
+		return s.discoveryAPIError(c, uc.Issuer, err)
 	}
 	if _, err := doc.CheckDPoP(alg); err != nil {
 		var ce *discovery.CapabilityError
@@ -137,6 +137,21 @@ func (s *Server) checkConnection(ctx context.Context, cc *ConnectionConfig) *api
 			uc.Issuer, alg, strings.Join(ce.Offered, ", "))}
 	}
 	return nil
+}
+
+// errDiscoveryAPI is the answer to every discovery failure while a connection is checked.
+// It is the same whatever went wrong (connection refused, timeout, refused by the upstream
+// address policy, redirect, invalid document), so the management API cannot be used to probe
+// which internal hosts and ports exist; the reason goes to the log and the fapi event.
+var errDiscoveryAPI = &apiError{http.StatusBadRequest, upstream.CodeDiscovery,
+	"Payload validation error: cannot enable DPoP: the upstream's discovery document could not be used: it could not be fetched or is invalid (the reason is in the broker's log)"}
+
+// discoveryAPIError logs why the discovery document of issuer could not be used, keeps the
+// reason for the call's fapi event (read:logs only) and returns the generic answer.
+func (s *Server) discoveryAPIError(c *mgmtCall, issuer string, err error) *apiError {
+	s.log.Warn("management API: upstream discovery failed", "connection", c.conn, "issuer", issuer, "err", err)
+	c.detail = fmt.Sprintf("discovery of %s: %v", issuer, err)
+	return errDiscoveryAPI
 }
 
 // connStore returns the connection store after making sure the YAML connections are seeded.
@@ -310,7 +325,7 @@ func (s *Server) createConnection(c *mgmtCall) *apiError {
 		cc.EnabledClients = *body.EnabledClients
 	}
 	c.conn = cc.Name
-	if aerr := s.checkConnection(c.r.Context(), &cc); aerr != nil {
+	if aerr := s.checkConnection(c, &cc); aerr != nil {
 		return aerr
 	}
 	st, aerr := s.connStore(c.r.Context())
@@ -394,7 +409,7 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 		connDefaults(opts)
 		cc.Options = *opts
 	}
-	if aerr := s.checkConnection(c.r.Context(), &cc); aerr != nil {
+	if aerr := s.checkConnection(c, &cc); aerr != nil {
 		return aerr
 	}
 	raw, err := json.Marshal(storedConnection{ConnectionConfig: cc, ConfigHash: doc.ConfigHash})
