@@ -125,6 +125,7 @@ for alg in $ALGS; do
 	cat >"$cfg" <<EOF
 issuer: "$BROKER/"
 listen: "127.0.0.1:$BROKER_PORT"
+upstream_allowed_networks: ["127.0.0.1"]   # the bench IdP listens on loopback
 store:
   type: redis
   redis:

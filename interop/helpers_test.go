@@ -287,6 +287,11 @@ type brokerProc struct {
 // extra environment, waiting until /healthz answers 200.
 func startBroker(t *testing.T, port int, configYAML string, env map[string]string) *brokerProc {
 	t.Helper()
+	if !strings.Contains(configYAML, "\nupstream_allowed_networks:") {
+		// The peers (oidc-provider, the fault proxies) listen on loopback, which the upstream
+		// address policy refuses unless allowed.
+		configYAML += "\nupstream_allowed_networks: [\"127.0.0.0/8\"]\n"
+	}
 	cfgFile := filepath.Join(t.TempDir(), "broker.yaml")
 	if err := os.WriteFile(cfgFile, []byte(configYAML), 0o600); err != nil {
 		t.Fatalf("write config: %v", err)

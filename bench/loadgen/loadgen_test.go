@@ -23,6 +23,7 @@ func startBroker(t *testing.T, idp string) (brokerURL, redirect string) {
 	redirect = "http://127.0.0.1:9/callback" // never fetched
 	yaml := fmt.Sprintf(`issuer: "%s/"
 listen: "%s"
+upstream_allowed_networks: ["127.0.0.1"]
 keys:
   signing: { alg: ES256, private_key_env: "" }
   dpop:
