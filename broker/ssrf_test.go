@@ -226,29 +226,40 @@ func TestDiscoveryDocumentPointingAtInternalEndpointsIsRefused(t *testing.T) {
 	}
 
 	// Endpoints that pass the URL rules (https, or http on loopback) but resolve to internal
-	// addresses are refused when dialled: the broker never POSTs the code exchange there.
+	// addresses are refused when dialled: the broker never POSTs the code exchange there, nor
+	// fetches keys or userinfo from there.
 	for _, tc := range []struct {
-		name, url, refusal string
+		name, member, url string
+		code              string // details.error of the f event
+		refusal           string // in its description
 	}{
-		{name: "token endpoint on the metadata address over https", url: "https://169.254.169.254/latest/api/token", refusal: "169.254.169.254 refused: link-local (cloud metadata) address"},
-		{name: "token endpoint on a loopback address outside the allow-list", url: "http://127.0.0.2:6379/token", refusal: "127.0.0.2 refused: loopback address"},
+		{name: "token endpoint on the metadata address over https", member: "token_endpoint", url: "https://169.254.169.254/latest/api/token",
+			code: "upstream_error", refusal: "169.254.169.254 refused: link-local (cloud metadata) address"},
+		{name: "token endpoint on a loopback address outside the allow-list", member: "token_endpoint", url: "http://127.0.0.2:6379/token",
+			code: "upstream_error", refusal: "127.0.0.2 refused: loopback address"},
+		{name: "jwks_uri on a private address over https", member: "jwks_uri", url: "https://10.0.0.5/keys",
+			code: "id_token_invalid", refusal: "10.0.0.5 refused: private (RFC 1918) address"},
+		{name: "userinfo endpoint on the IPv6 metadata address over https", member: "userinfo_endpoint", url: "https://[fd00:ec2::254]/userinfo",
+			code: "userinfo_failed", refusal: "fd00:ec2::254 refused: unique-local"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
 				withMgmt(c)
 				c.UpstreamAllowedNetworks = []string{"127.0.0.1/32"}
 			}})
-			rogue := newRogueIdP(t, rogueOpts{editDoc: func(doc map[string]any) { doc["token_endpoint"] = tc.url }})
-			if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("corp"), tokAll, dpopOptions(rogue.URL)); r.status != http.StatusOK {
+			rogue := newRogueIdP(t, rogueOpts{editDoc: func(doc map[string]any) { doc[tc.member] = tc.url }})
+			body := dpopOptions(rogue.URL)
+			body["options"].(map[string]any)["fetch_userinfo"] = true
+			if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("corp"), tokAll, body); r.status != http.StatusOK {
 				t.Fatalf("%d %s", r.status, r.raw)
 			}
 			resp, _ := get(t, h.browser(), h.authorizeURL(nil))
-			if q := appResult(t, resp, h.app.URL+"/cb"); q.Get("error") != "server_error" || strings.Contains(q.Get("error_description"), tc.url) {
+			if q := appResult(t, resp, h.app.URL+"/cb"); q.Get("error") != "server_error" || q.Get("code") != "" || strings.Contains(q.Get("error_description"), tc.url) {
 				t.Fatalf("app got %v", q)
 			}
 			ev := h.lastEventOf(logs.TypeFailedLogin)
-			if desc, _ := ev.Details["error_description"].(string); ev.Details["error"] != "upstream_error" || !strings.Contains(desc, tc.refusal) {
-				t.Fatalf("f event %v, want the refusal %q", ev.Details, tc.refusal)
+			if desc, _ := ev.Details["error_description"].(string); ev.Details["error"] != tc.code || !strings.Contains(desc, tc.refusal) {
+				t.Fatalf("f event %v, want %s with the refusal %q", ev.Details, tc.code, tc.refusal)
 			}
 		})
 	}
