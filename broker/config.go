@@ -179,10 +179,12 @@ const (
 	RequiredForPublic = "public_clients"
 )
 
-// LogsConfig is the store-backed event log retention (by count and by age).
+// LogsConfig is the store-backed event log retention (by count and by age) of the audit
+// class, and the retention and limits of the unauthenticated class (eventlog.go).
 type LogsConfig struct {
-	MaxEvents int           `yaml:"max_events"`
-	MaxAge    time.Duration `yaml:"max_age"`
+	MaxEvents       int                       `yaml:"max_events"`
+	MaxAge          time.Duration             `yaml:"max_age"`
+	Unauthenticated UnauthenticatedLogsConfig `yaml:"unauthenticated"`
 }
 
 // ManagementConfig guards the management API under /api/v2 (mgmt.go). Without tokens every
@@ -375,7 +377,7 @@ func Default() *Config {
 			NoncePeriod: 5 * time.Minute, MaxAge: 300 * time.Second, MaxFuture: 30 * time.Second,
 			Algs: []string{"ES256", "EdDSA", "RS256", "PS256"},
 		},
-		Logs:       LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour},
+		Logs:       LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour, Unauthenticated: defaultUnauthenticatedLogs()},
 		RateLimits: defaultRateLimits(),
 	}
 }

@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"context"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -108,14 +106,4 @@ func (s *Server) succeed(r *http.Request, ev *logs.Event) {
 	ev.Type = logs.TypeSuccessLogin
 	s.metrics.login(ev)
 	s.write(r, ev)
-}
-
-// write records ev; a store failure is logged by the writer and does not fail the request.
-func (s *Server) write(r *http.Request, ev *logs.Event) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 3*time.Second)
-	defer cancel()
-	s.metrics.events.WithLabelValues(ev.Type).Inc()
-	if err := s.events.Write(ctx, ev); err != nil {
-		s.log.Warn("login event not stored", "type", ev.Type, "err", err)
-	}
 }

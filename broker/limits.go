@@ -182,21 +182,20 @@ func (s *Server) boundedQuery(w http.ResponseWriter, r *http.Request) (url.Value
 }
 
 // authorizeRefused answers a rate-limited /authorize with a 429 page and Retry-After, and
-// records an f event with details.error too_many_requests when the event limits allow.
+// records an f event with details.error too_many_requests (limited like every
+// unauthenticated event).
 func (s *Server) authorizeRefused(w http.ResponseWriter, r *http.Request, ref *refusal) {
 	ref.setRetryAfter(w)
-	if ref.logEvent {
-		ev := s.newEvent(r)
-		if len(r.URL.RawQuery) <= maxQueryBytes {
-			if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
-				if c := s.knownClient(q); c != nil {
-					withClient(ev, c)
-				}
+	ev := s.newEvent(r)
+	if len(r.URL.RawQuery) <= maxQueryBytes {
+		if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+			if c := s.knownClient(q); c != nil {
+				withClient(ev, c)
 			}
 		}
-		ev.Details["rate_limit"] = ref.details()
-		s.fail(r, ev, codeTooManyRequests, ref.description())
 	}
+	ev.Details["rate_limit"] = ref.details()
+	s.fail(r, ev, codeTooManyRequests, ref.description())
 	renderPage(w, http.StatusTooManyRequests, page{
 		Title: "Too many sign-in attempts", Error: codeTooManyRequests,
 		Message: fmt.Sprintf("The sign-in service is receiving too many requests. Please try again in %d seconds.", ref.retryAfterSeconds()),
@@ -211,10 +210,7 @@ func (s *Server) guardToken(next http.HandlerFunc, refusedType string) http.Hand
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := s.now()
 		if ref := s.guard.check(s.guard.tokenIP, ipKey(s.clientIP(r)), now); ref != nil {
-			var body []byte
-			if ref.logEvent { // read only to name the client in the (rate-limited) event
-				body, _ = readBody(w, r)
-			}
+			body, _ := readBody(w, r) // to name the client in the event
 			s.tokenRefused(w, r, ref, body, refusedType)
 			return
 		}
@@ -281,32 +277,31 @@ func tokenRequestClient(r *http.Request, body []byte) (id, grant string) {
 }
 
 // tokenRefused answers a rate-limited /oauth/token: 429 {"error":"too_many_requests"} with
-// Retry-After, and a feacft (fertft for refresh_token) event when the event limits allow.
+// Retry-After, and a feacft (fertft for refresh_token) event, limited like every
+// unauthenticated event (the client is named, not authenticated).
 func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refusal, body []byte, refusedType string) {
 	ref.setRetryAfter(w)
 	oerr := &oauthError{Status: http.StatusTooManyRequests, Code: codeTooManyRequests, Description: ref.description()}
-	if ref.logEvent {
-		ev := s.newEvent(r)
-		id, grant := tokenRequestClient(r, body)
-		ev.Type = logs.TypeFailedExchange
-		switch {
-		case refusedType != "":
-			ev.Type = refusedType
-		case grant == "refresh_token":
-			ev.Type = logs.TypeFailedRefresh
-		case grant == "authorization_code", grant == "":
-		default:
-			ev.Details["grant_type"] = clip(grant, 64)
-		}
-		if c := s.clients[id]; c != nil {
-			withClient(ev, c)
-		} else if id != "" {
-			ev.Details["requested_client_id"] = clip(id, 128)
-		}
-		ev.Details["error"] = oerr.Code
-		ev.Details["error_description"] = oerr.Description
-		ev.Details["rate_limit"] = ref.details()
-		s.write(r, ev)
+	ev := s.newEvent(r)
+	id, grant := tokenRequestClient(r, body)
+	ev.Type = logs.TypeFailedExchange
+	switch {
+	case refusedType != "":
+		ev.Type = refusedType
+	case grant == "refresh_token":
+		ev.Type = logs.TypeFailedRefresh
+	case grant == "authorization_code", grant == "":
+	default:
+		ev.Details["grant_type"] = clip(grant, 64)
 	}
+	if c := s.clients[id]; c != nil {
+		withClient(ev, c)
+	} else if id != "" {
+		ev.Details["requested_client_id"] = clip(id, 128)
+	}
+	ev.Details["error"] = oerr.Code
+	ev.Details["error_description"] = oerr.Description
+	ev.Details["rate_limit"] = ref.details()
+	s.write(r, ev)
 	writeOAuthError(w, oerr)
 }

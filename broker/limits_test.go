@@ -251,6 +251,8 @@ func wantTooMany(t *testing.T, rec *httptest.ResponseRecorder, retryAfter int) {
 func TestRateLimitAuthorize(t *testing.T) {
 	t.Run("5.4 per IP: burst, then 429 with Retry-After and one f event", func(t *testing.T) {
 		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerIP = RateLimit{Rate: "1/h", Burst: 3} })
+		// Refusal events are unauthenticated events: limited per IP by logs.unauthenticated.
+		h.events.Limits = logs.NewLimiter(logs.LimiterConfig{PerIPRate: rate.Every(time.Minute), PerIPBurst: 1})
 		for i := range 3 {
 			if rec := h.authorizeFrom("192.0.2.1:1000", nil); rec.Code != http.StatusFound {
 				t.Fatalf("request %d within the burst: %d", i, rec.Code)
@@ -264,24 +266,27 @@ func TestRateLimitAuthorize(t *testing.T) {
 			rl["limit"] != "1/h" || fmt.Sprint(rl["burst"]) != "3" || fmt.Sprint(rl["retry_after"]) != "3600" {
 			t.Fatalf("event = %+v", ev)
 		}
-		// Further refusals within the second are not logged (one event per key per second).
+		// Further refusals are not logged until the event budget of the IP refills.
 		for range 5 {
 			wantTooMany(t, h.authorizeFrom("192.0.2.1:1002", nil), 3600)
 		}
 		if got := h.eventCount(); got != n+1 {
 			t.Fatalf("%d events after 6 refusals, want 1", got-n)
 		}
+		if got := h.droppedEvents(logs.TypeFailedLogin, logs.DropPerIP); got != 5 {
+			t.Fatalf("dropped events counter = %v, want 5", got)
+		}
 		// Another address has its own bucket.
 		if rec := h.authorizeFrom("192.0.2.2:1000", nil); rec.Code != http.StatusFound {
 			t.Fatalf("other IP: %d", rec.Code)
 		}
-		h.clock.Advance(2 * time.Second) // the event limit, not the bucket, has recovered
+		h.clock.Advance(61 * time.Second) // the event budget, not the request bucket, has recovered
 		rec := h.authorizeFrom("192.0.2.1:1003", nil)
 		if ra, _ := strconv.Atoi(rec.Header().Get("Retry-After")); rec.Code != http.StatusTooManyRequests || ra >= 3600 || ra < 3500 {
 			t.Fatalf("got %d Retry-After %d, want 429 with less than an hour left", rec.Code, ra)
 		}
 		if got := h.eventCount(); got != n+2 {
-			t.Fatalf("no event a second later (%d)", got-n)
+			t.Fatalf("no event a minute later (%d)", got-n)
 		}
 	})
 	t.Run("5.4 per client: registered clients only", func(t *testing.T) {
@@ -438,31 +443,28 @@ func TestRateLimitToken(t *testing.T) {
 
 func TestLimiterTable(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	events := func() *rate.Limiter { return rate.NewLimiter(eventsPerSecond, eventsPerSecond) }
 	t.Run("5.4 burst then refill", func(t *testing.T) {
 		tb := newLimiterTable("token", "ip", RateLimit{Rate: "1/s", Burst: 2}, 1, 10)
-		ev := events()
 		for i := range 2 {
-			if tb.take("k", t0, ev) != nil {
+			if tb.take("k", t0) != nil {
 				t.Fatalf("request %d of the burst refused", i)
 			}
 		}
-		ref := tb.take("k", t0.Add(250*time.Millisecond), ev)
-		if ref == nil || ref.retryAfter != 750*time.Millisecond || ref.retryAfterSeconds() != 1 || !ref.logEvent {
+		ref := tb.take("k", t0.Add(250*time.Millisecond))
+		if ref == nil || ref.retryAfter != 750*time.Millisecond || ref.retryAfterSeconds() != 1 {
 			t.Fatalf("refusal %+v", ref)
 		}
-		if ref := tb.take("k", t0.Add(500*time.Millisecond), ev); ref == nil || ref.logEvent {
-			t.Fatalf("second refusal within a second: %+v (want no event)", ref)
+		if ref := tb.take("k", t0.Add(500*time.Millisecond)); ref == nil {
+			t.Fatal("second refusal within a second allowed")
 		}
-		if tb.take("k", t0.Add(time.Second), ev) != nil {
+		if tb.take("k", t0.Add(time.Second)) != nil {
 			t.Fatal("not refilled after 1 s")
 		}
 	})
 	t.Run("5.4 Retry-After rounds up to whole seconds", func(t *testing.T) {
 		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/m", Burst: 1}, rateOf(t, "1/m"), 10)
-		ev := events()
-		_ = tb.take("k", t0, ev)
-		ref := tb.take("k", t0.Add(100*time.Millisecond), ev)
+		_ = tb.take("k", t0)
+		ref := tb.take("k", t0.Add(100*time.Millisecond))
 		rec := httptest.NewRecorder()
 		ref.setRetryAfter(rec)
 		if rec.Header().Get("Retry-After") != "60" {
@@ -474,15 +476,14 @@ func TestLimiterTable(t *testing.T) {
 	})
 	t.Run("5.4 eviction under many keys", func(t *testing.T) {
 		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/h", Burst: 1}, rateOf(t, "1/h"), 100)
-		ev := events()
-		if tb.take("hot", t0, ev) != nil {
+		if tb.take("hot", t0) != nil {
 			t.Fatal("first hot request refused")
 		}
 		for i := range 100_000 {
-			if tb.take("spoof-"+strconv.Itoa(i), t0, ev) != nil {
+			if tb.take("spoof-"+strconv.Itoa(i), t0) != nil {
 				t.Fatal("new key refused")
 			}
-			if i%50 == 0 && tb.take("hot", t0, ev) == nil { // recently used: never evicted
+			if i%50 == 0 && tb.take("hot", t0) == nil { // recently used: never evicted
 				t.Fatalf("hot key forgotten after %d spoofed keys", i)
 			}
 			if n := tb.len(); n > 100 {
@@ -492,25 +493,8 @@ func TestLimiterTable(t *testing.T) {
 		if len(tb.keys) != tb.lru.Len() {
 			t.Fatalf("map %d and list %d disagree", len(tb.keys), tb.lru.Len())
 		}
-		if tb.take("spoof-0", t0, ev) != nil { // long evicted: a fresh bucket
+		if tb.take("spoof-0", t0) != nil { // long evicted: a fresh bucket
 			t.Fatal("evicted key still limited")
-		}
-	})
-	t.Run("5.4 refusal events: at most 10 per second in all", func(t *testing.T) {
-		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/h", Burst: 1}, rateOf(t, "1/h"), 1000)
-		ev := events()
-		logged := 0
-		for i := range 50 {
-			k := "k" + strconv.Itoa(i)
-			_ = tb.take(k, t0, ev)
-			if ref := tb.take(k, t0, ev); ref == nil {
-				t.Fatal("not refused")
-			} else if ref.logEvent {
-				logged++
-			}
-		}
-		if logged != eventsPerSecond {
-			t.Fatalf("%d refusal events in one second, want %d", logged, eventsPerSecond)
 		}
 	})
 }

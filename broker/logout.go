@@ -186,6 +186,7 @@ const federatedLogoutTTL = 10 * time.Minute
 // reports false: the broker's own logout stands and the caller answers as without federated.
 func (s *Server) federatedLogout(w http.ResponseWriter, r *http.Request, sess *sessionRecord, target string) bool {
 	ev := s.newEvent(r)
+	ev.Class = logs.ClassAudit // a session ended: the browser held its cookie or a valid id_token_hint
 	ev.UserID, ev.Connection = sess.UserID, sess.Connection
 	if c := s.clients[sess.ClientID]; c != nil {
 		withClient(ev, c)

@@ -27,6 +27,7 @@ type metrics struct {
 	storeErrors   *prometheus.CounterVec
 	tokenRequests *prometheus.CounterVec
 	events        *prometheus.CounterVec
+	eventsDropped *prometheus.CounterVec
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
 }
@@ -61,8 +62,12 @@ func newMetrics() *metrics {
 		}, []string{"grant", "result", "bound"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpop_broker_events_total",
-			Help: "Log events the broker recorded, by type code (s, f, seacft, slo, flo, srrt, sapi, …).",
+			Help: "Log events the broker produced, by type code (s, f, seacft, slo, flo, srrt, sapi, …), including those dropped by the limits on unauthenticated events.",
 		}, []string{"type"}),
+		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_events_dropped_total",
+			Help: "Log events of the unauthenticated class dropped (neither logged nor stored) by the limits of logs.unauthenticated, by type code and reason (per_ip, global).",
+		}, []string{"type", "reason"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpop_broker_http_requests_total",
 			Help: "HTTP requests by route (the matched pattern, \"unmatched\" otherwise), method and status code.",
@@ -74,7 +79,7 @@ func newMetrics() *metrics {
 		}, []string{"route"}),
 	}
 	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests, m.events,
-		m.httpRequests, m.httpDuration,
+		m.eventsDropped, m.httpRequests, m.httpDuration,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -254,8 +259,8 @@ func (s *meteredStore) Delete(ctx context.Context, k sessions.Kind, id string) e
 	return s.m.storeError("delete", s.Store.Delete(ctx, k, id))
 }
 
-func (s *meteredStore) AppendLog(ctx context.Context, id string, event []byte, maxLen int) error {
-	return s.m.storeError("append_log", s.Store.AppendLog(ctx, id, event, maxLen))
+func (s *meteredStore) AppendLog(ctx context.Context, class sessions.LogClass, id string, event []byte, maxLen int) error {
+	return s.m.storeError("append_log", s.Store.AppendLog(ctx, class, id, event, maxLen))
 }
 
 func (s *meteredStore) Ping(ctx context.Context) error {
@@ -277,13 +282,13 @@ func (s *meteredStore) LogsBefore(ctx context.Context, before string, limit int)
 	return v, s.m.storeError("read_logs", err)
 }
 
-func (s *meteredStore) Log(ctx context.Context, id string) ([]byte, error) {
+func (s *meteredStore) Log(ctx context.Context, id string) (sessions.LogEntry, error) {
 	v, err := s.Store.Log(ctx, id)
 	return v, s.m.storeError("read_logs", err)
 }
 
-func (s *meteredStore) TrimLogs(ctx context.Context, before string) error {
-	return s.m.storeError("trim_logs", s.Store.TrimLogs(ctx, before))
+func (s *meteredStore) TrimLogs(ctx context.Context, class sessions.LogClass, before string) error {
+	return s.m.storeError("trim_logs", s.Store.TrimLogs(ctx, class, before))
 }
 
 func (s *meteredConnStore) CreateConnection(ctx context.Context, id, name string, doc []byte) error {

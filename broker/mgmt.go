@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 )
@@ -22,11 +20,6 @@ import (
 // mgmtAuth holds the SHA-256 of every configured token.
 type mgmtAuth struct {
 	tokens []mgmtToken
-	// unauthenticated fapi events are limited so that anonymous calls cannot flush the log.
-	mu          sync.Mutex
-	windowStart time.Time
-	inWindow    int
-	dropped     int
 }
 
 type mgmtToken struct {
@@ -34,9 +27,6 @@ type mgmtToken struct {
 	hash   [sha256.Size]byte
 	scopes []string
 }
-
-// anonEventsPerSecond bounds the fapi events written for calls without a valid token.
-const anonEventsPerSecond = 10
 
 func newMgmtAuth(cfg ManagementConfig) *mgmtAuth {
 	a := &mgmtAuth{}
@@ -61,21 +51,6 @@ func (a *mgmtAuth) match(presented string) *mgmtToken {
 		}
 	}
 	return found
-}
-
-// allowAnonEvent reports whether a fapi event for an unauthenticated call may be written now.
-func (a *mgmtAuth) allowAnonEvent(now time.Time) (ok bool, dropped int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if now.Sub(a.windowStart) >= time.Second || now.Before(a.windowStart) {
-		a.windowStart, a.inWindow, dropped, a.dropped = now, 0, a.dropped, 0
-	}
-	if a.inWindow >= anonEventsPerSecond {
-		a.dropped++
-		return false, 0
-	}
-	a.inWindow++
-	return true, dropped
 }
 
 // mgmtCall is one management request: who made it and what it did, for its event.
@@ -189,24 +164,20 @@ func (s *Server) apiJSON(c *mgmtCall, status int, v any) {
 	}
 }
 
-// apiFail answers e with the SaaS error body and records a fapi event.
+// apiFail answers e with the SaaS error body and records a fapi event: an audit event when
+// the caller presented a valid token, else an unauthenticated one (limited, so anonymous
+// calls cannot flush the log).
 func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 	c.w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	c.w.WriteHeader(e.status)
 	_ = json.NewEncoder(c.w).Encode(map[string]any{
 		"statusCode": e.status, "error": http.StatusText(e.status), "message": e.message, "errorCode": e.code,
 	})
-	if c.token == nil {
-		ok, dropped := s.mgmt.allowAnonEvent(s.now())
-		if dropped > 0 {
-			s.log.Warn("management API: fapi events for unauthenticated calls were dropped", "dropped", dropped)
-		}
-		if !ok {
-			return
-		}
-	}
 	ev := s.mgmtEvent(c, e.status)
 	ev.Type = logs.TypeFailedAPI
+	if c.token != nil {
+		ev.Class = logs.ClassAudit
+	}
 	ev.Details["error"] = map[string]any{"message": clip(e.message, 512), "errorCode": e.code}
 	if c.detail != "" {
 		ev.Details["error"].(map[string]any)["detail"] = clip(c.detail, 1024)

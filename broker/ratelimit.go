@@ -137,18 +137,10 @@ func init() {
 	metricCodes[codeTooManyRequests] = true // bounded label in dpop_broker_logins_total
 }
 
-// Events about refusals are themselves limited: at most one per key per eventEvery, and
-// eventsPerSecond in all (spoofed keys are many), so an attack cannot flood the log.
-const (
-	eventEvery      = time.Second
-	eventsPerSecond = 10
-)
-
 // guard holds the per-replica rate limiters and the trusted proxies (limits.go uses both).
 type guard struct {
 	authorizeIP, authorizeClient *limiterTable // nil = unlimited or disabled
 	tokenIP, tokenClient         *limiterTable
-	events                       *rate.Limiter // all refusal events, any key
 	proxies                      []netip.Prefix
 	refused                      *prometheus.CounterVec
 }
@@ -157,7 +149,6 @@ type guard struct {
 // dpop_broker_rate_limited_total counter on reg.
 func newGuard(cfg *Config, reg *prometheus.Registry) (*guard, error) {
 	g := &guard{
-		events: rate.NewLimiter(eventsPerSecond, eventsPerSecond),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpop_broker_rate_limited_total",
 			Help: "Requests refused with 429 by the per-replica rate limits, by endpoint and key (ip or client).",
@@ -215,9 +206,8 @@ type limiterTable struct {
 }
 
 type tableEntry struct {
-	key       string
-	lim       *rate.Limiter
-	lastEvent time.Time
+	key string
+	lim *rate.Limiter
 }
 
 func newLimiterTable(endpoint, key string, l RateLimit, lim rate.Limit, maxKeys int) *limiterTable {
@@ -227,15 +217,15 @@ func newLimiterTable(endpoint, key string, l RateLimit, lim rate.Limit, maxKeys 
 	}
 }
 
-// refusal describes a request the limiter refused.
+// refusal describes a request the limiter refused. Its event is an unauthenticated one,
+// limited like every such event (logs.unauthenticated), so an attack cannot flood the log.
 type refusal struct {
 	table      *limiterTable
 	retryAfter time.Duration // until one request is allowed again
-	logEvent   bool          // this refusal may be recorded (event limits)
 }
 
 // take spends one request of key at now. It returns nil when allowed.
-func (t *limiterTable) take(key string, now time.Time, events *rate.Limiter) *refusal {
+func (t *limiterTable) take(key string, now time.Time) *refusal {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var e *tableEntry
@@ -255,11 +245,7 @@ func (t *limiterTable) take(key string, now time.Time, events *rate.Limiter) *re
 		return nil
 	}
 	wait := time.Duration((1 - e.lim.TokensAt(now)) / float64(t.limit) * float64(time.Second))
-	ref := &refusal{table: t, retryAfter: max(wait, 0)}
-	if now.Sub(e.lastEvent) >= eventEvery && events.AllowN(now, 1) {
-		e.lastEvent, ref.logEvent = now, true
-	}
-	return ref
+	return &refusal{table: t, retryAfter: max(wait, 0)}
 }
 
 // len reports how many keys the table remembers (tests).
@@ -274,7 +260,7 @@ func (g *guard) check(t *limiterTable, key string, now time.Time) *refusal {
 	if t == nil {
 		return nil
 	}
-	ref := t.take(key, now, g.events)
+	ref := t.take(key, now)
 	if ref != nil {
 		g.refused.WithLabelValues(t.endpoint, t.key).Inc()
 	}

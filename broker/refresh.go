@@ -265,6 +265,9 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 	d["dpop"] = dp
 	withScope(d, x.scope)
 	ev.Type = ok
+	if x.reuse {
+		ev.Class = logs.ClassAudit // the presenter held a real (rotated) refresh token
+	}
 	if oerr != nil {
 		ev.Type = failed
 		d["error"] = oerr.Code

@@ -234,6 +234,9 @@ func (g *registry) rebuild(ctx context.Context, force bool) (*connSnapshot, erro
 		next.list = append(next.list, c)
 	}
 	sort.Slice(next.list, func(i, j int) bool { return next.list[i].cfg.Name < next.list[j].cfg.Name })
+	if g.s.events.Secrets != nil {
+		g.s.events.Secrets.Set(secretsConnections, connectionSecrets(next)...) // no event may carry them
+	}
 	g.snap.Store(next)
 	g.checked.Store(time.Now().UnixNano())
 	return next, nil

@@ -43,6 +43,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	withClient(ev, client)
+	ev.Class = clientClass(client)
 	tok := form.Get("token")
 	if tok == "" {
 		fail(invalidRequest("token is required"), false)

@@ -213,15 +213,17 @@ func upstreamConfig(cc *ConnectionConfig) upstream.Config {
 }
 
 // NewEventWriter returns the event writer for cfg: retention logs.max_events and
-// logs.max_age, and with a Redis store (several replicas) a one-second Settle so that
-// checkpoint paging and follow never pass an event another replica is still storing.
+// logs.max_age, retention and limits logs.unauthenticated, and with a Redis store (several
+// replicas) a one-second Settle so that checkpoint paging and follow never pass an event
+// another replica is still storing.
 func NewEventWriter(cfg *Config, store sessions.Store, logger *slog.Logger, hostname string) *logs.Writer {
 	w := &logs.Writer{Logger: logger, Store: store, Hostname: hostname}
 	configureEventWriter(cfg, w)
 	return w
 }
 
-// configureEventWriter fills the retention and settle settings a caller left zero.
+// configureEventWriter fills the retention, limits, secrets and settle settings a caller
+// left zero, and sets the configuration's secrets.
 func configureEventWriter(cfg *Config, w *logs.Writer) {
 	if w.MaxLen == 0 {
 		w.MaxLen = cfg.Logs.MaxEvents
@@ -229,6 +231,20 @@ func configureEventWriter(cfg *Config, w *logs.Writer) {
 	if w.MaxAge == 0 {
 		w.MaxAge = cfg.Logs.MaxAge
 	}
+	u := &cfg.Logs.Unauthenticated
+	if w.UnauthenticatedMaxLen == 0 {
+		w.UnauthenticatedMaxLen = u.MaxEvents
+	}
+	if w.UnauthenticatedMaxAge == 0 {
+		w.UnauthenticatedMaxAge = u.MaxAge
+	}
+	if w.Limits == nil {
+		w.Limits = eventLimiter(u)
+	}
+	if w.Secrets == nil {
+		w.Secrets = &logs.Secrets{}
+	}
+	w.Secrets.Set(secretsConfig, configSecrets(cfg)...)
 	if w.Settle == 0 && cfg.Store.Type == "redis" {
 		w.Settle = time.Second
 	}

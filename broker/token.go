@@ -42,6 +42,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	var resp *tokenResponse
 	if oerr == nil {
 		withClient(ev, client)
+		ev.Class = clientClass(client)
 		switch grant {
 		case "authorization_code":
 			resp, oerr = s.grantAuthorizationCode(r, client, form, x)

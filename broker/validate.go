@@ -60,6 +60,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	if c.Logs.MaxAge <= 0 {
 		v.add("logs.max_age", "must be a positive duration such as 720h")
 	}
+	v.unauthenticatedLogs(&c.Logs.Unauthenticated)
 	v.management(&c.Management)
 	v.rateLimits(c)
 	if checkKeys {

@@ -13,13 +13,14 @@ import (
 // takes Redact's JSON round trip. Both give the same JSON.
 
 // encodeDetails returns the redacted details as a JSON object, or nil when nothing is left.
-func encodeDetails(details map[string]any) json.RawMessage {
+// set (may be nil) holds the secrets to scrub from strings.
+func encodeDetails(details map[string]any, set *secretSet) json.RawMessage {
 	if len(details) == 0 {
 		return nil
 	}
-	red, ok := redactPlain(details, 0)
+	red, ok := redactPlain(details, 0, set)
 	if !ok {
-		red = Redact(details)
+		red = redactWith(details, set)
 	}
 	if len(red) == 0 {
 		return nil
@@ -36,17 +37,17 @@ const maxPlainDepth = 16
 
 // redactPlain applies Redact's rules to m without a JSON round trip. ok is false when m holds
 // a value of another type (a struct, a pointer, a NaN…): the caller then uses Redact.
-func redactPlain(m map[string]any, depth int) (map[string]any, bool) {
+func redactPlain(m map[string]any, depth int, set *secretSet) (map[string]any, bool) {
 	if depth > maxPlainDepth {
 		return nil, false
 	}
 	out := make(map[string]any, len(m))
 	for k, v := range m {
-		pv, isScalar, ok := plainValue(v, depth)
+		pv, isScalar, ok := plainValue(v, depth, set)
 		if !ok {
 			return nil, false
 		}
-		if !isScalar && cachedSecretName(k) {
+		if !isScalar && cachedSecretName(k) || containsSecret(k, set) {
 			continue
 		}
 		out[k] = pv
@@ -56,7 +57,7 @@ func redactPlain(m map[string]any, depth int) (map[string]any, bool) {
 
 // plainValue returns v redacted; scalar reports a number, boolean or null (kept under any
 // name, as Redact keeps them).
-func plainValue(v any, depth int) (out any, scalar, ok bool) {
+func plainValue(v any, depth int, set *secretSet) (out any, scalar, ok bool) {
 	switch x := v.(type) {
 	case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, json.Number:
 		return v, true, true
@@ -66,29 +67,23 @@ func plainValue(v any, depth int) (out any, scalar, ok bool) {
 		f := float64(x)
 		return v, true, !math.IsNaN(f) && !math.IsInf(f, 0)
 	case string:
-		if looksLikeJWT(x) {
-			return "[redacted]", false, true
-		}
-		return v, false, true
+		return redactString(x, set), false, true
 	case map[string]any:
-		r, ok := redactPlain(x, depth+1)
+		r, ok := redactPlain(x, depth+1, set)
 		return r, false, ok
 	case map[string]string:
 		r := make(map[string]any, len(x))
 		for k, s := range x {
-			if cachedSecretName(k) {
+			if cachedSecretName(k) || containsSecret(k, set) {
 				continue
 			}
-			if looksLikeJWT(s) {
-				s = "[redacted]"
-			}
-			r[k] = s
+			r[k] = redactString(s, set)
 		}
 		return r, false, true
 	case []any:
 		r := make([]any, len(x))
 		for i, e := range x {
-			pe, _, ok := plainValue(e, depth+1)
+			pe, _, ok := plainValue(e, depth+1, set)
 			if !ok {
 				return nil, false, false
 			}
@@ -98,10 +93,7 @@ func plainValue(v any, depth int) (out any, scalar, ok bool) {
 	case []string:
 		r := make([]any, len(x))
 		for i, s := range x {
-			if looksLikeJWT(s) {
-				s = "[redacted]"
-			}
-			r[i] = s
+			r[i] = redactString(s, set)
 		}
 		return r, false, true
 	}

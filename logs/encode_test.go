@@ -33,7 +33,7 @@ func TestEncodeDetailsMatchesRedact(t *testing.T) {
 		{"n": json.Number("42"), "b": false},
 	}
 	for i, in := range cases {
-		got := encodeDetails(in)
+		got := encodeDetails(in, nil)
 		want := []byte(nil)
 		if red := Redact(in); len(red) > 0 {
 			want, _ = json.Marshal(red)
@@ -45,7 +45,7 @@ func TestEncodeDetailsMatchesRedact(t *testing.T) {
 			t.Errorf("case %d: secret survived: %s", i, got)
 		}
 	}
-	if encodeDetails(nil) != nil || encodeDetails(map[string]any{}) != nil {
+	if encodeDetails(nil, nil) != nil || encodeDetails(map[string]any{}, nil) != nil {
 		t.Error("empty details must encode to nothing")
 	}
 }
@@ -61,10 +61,11 @@ func TestWriteEncodesOnce(t *testing.T) {
 	if err := w.Write(t.Context(), ev); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := st.Log(t.Context(), ev.LogID)
+	e, err := st.Log(t.Context(), ev.LogID)
 	if err != nil {
 		t.Fatal(err)
 	}
+	raw := e.Event
 	var stored Event
 	if err := json.Unmarshal(raw, &stored); err != nil || stored.LogID != ev.LogID || stored.Hostname != "h" ||
 		stored.Details["dpop_signing_alg"] != "ES256" || stored.Details["n"] != 2.0 || stored.Details["access_token"] != nil {

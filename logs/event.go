@@ -55,6 +55,9 @@ type Event struct {
 	UserName     string         `json:"user_name,omitempty"`
 	Hostname     string         `json:"hostname,omitempty"`
 	Details      map[string]any `json:"details,omitempty"`
+	// Class is the retention class the creator decided (never serialized; see Class). The
+	// zero value decides by Type.
+	Class Class `json:"-"`
 }
 
 // Description returns the SaaS's description for a type code ("Success Login", …).
@@ -115,16 +118,34 @@ const DefaultMaxLen = 10000
 // Writer records events: one JSON line through slog (always) and one entry in the store's log
 // (when Store is set). Write fills LogID, Date, Description, Hostname and StrategyType
 // ("enterprise" when Strategy is set) when empty.
+//
+// Events are kept in two retention classes (Class): the audit class under MaxLen and MaxAge,
+// the unauthenticated class under UnauthenticatedMaxLen and UnauthenticatedMaxAge, so that
+// a flood of unauthenticated events never removes an audit event; reads show one log.
+// Unauthenticated events pass Limits first: a dropped event is neither logged nor stored.
 type Writer struct {
 	Logger   *slog.Logger
 	Store    sessions.Store
-	MaxLen   int // store retention by count, default 10000
+	MaxLen   int // audit-class retention by count, default 10000
 	Hostname string
 	Now      func() time.Time
-	// MaxAge is the store retention by age: default DefaultMaxAge (30 days); negative keeps
-	// events until MaxLen pushes them out. Write trims at most once a minute; reads never
-	// return older events.
+	// MaxAge is the audit-class retention by age: default DefaultMaxAge (30 days); negative
+	// keeps events until MaxLen pushes them out. Write trims at most once a minute; reads
+	// never return older events.
 	MaxAge time.Duration
+	// UnauthenticatedMaxLen and UnauthenticatedMaxAge are the retention of the
+	// unauthenticated class, as MaxLen and MaxAge are the audit class's (defaults
+	// DefaultUnauthenticatedMaxLen and DefaultUnauthenticatedMaxAge).
+	UnauthenticatedMaxLen int
+	UnauthenticatedMaxAge time.Duration
+	// Limits, when set, admits each unauthenticated event (per client IP and in all); Write
+	// returns a *DropError for a refused one, and a "login_events_dropped" warning sums the
+	// drops up at most once per DropReportEvery (default DefaultDropReportEvery).
+	Limits          *Limiter
+	DropReportEvery time.Duration
+	// Secrets, when set, are values no event may carry: every string of an event is
+	// scrubbed of them (and of credential-like query parameters) before it is written.
+	Secrets *Secrets
 	// Settle, when positive, holds back from checkpoint reads and Follow the events younger
 	// than Settle: set it (about a second) when several brokers write to one store, so that
 	// an event another replica is still storing cannot be passed by a reader's cursor.
@@ -132,27 +153,40 @@ type Writer struct {
 	Settle time.Duration
 
 	state writerState // in-flight ids and trim schedule (search.go)
+	drops dropState   // events dropped by Limits since the last warning (limit.go)
 }
 
 // Write records ev. A store failure is returned (and logged) but the slog line is always
-// written first.
+// written first. An unauthenticated event that Limits refuses is not written at all: Write
+// returns a *DropError (errors.Is ErrDropped) and counts it for the next warning.
 // What is written carries Redact(ev.Details): normalized through JSON and stripped of
 // secret-looking keys and JWT-like values; ev.Details itself is left as the caller built it.
+// Every string written is scrubbed of credential-like parameter values and of Secrets.
 func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	if ev == nil {
 		return errors.New("logs: nil event")
 	}
+	class := ev.RetentionClass()
+	if class == ClassUnauthenticated && w.Limits != nil {
+		now := w.clock()
+		if reason := w.Limits.Allow(ev.IP, now); reason != "" {
+			w.dropped(ctx, ev.Type, reason, now)
+			return &DropError{Type: ev.Type, Reason: reason}
+		}
+	}
 	p := w.prepare(ev)
 	defer p.release()
 	logger := w.logger()
-	logger.LogAttrs(ctx, slog.LevelInfo, "login_event", ev.attrs(p.details)...)
+	logger.LogAttrs(ctx, slog.LevelInfo, "login_event", p.out.attrs(p.details)...)
 	if w.Store == nil {
 		return nil
 	}
 	if p.err != nil {
 		return p.err
 	}
-	if err := w.Store.AppendLog(ctx, ev.LogID, p.data, w.maxLen()); err != nil {
+	sc := class.storeClass()
+	maxLen, _ := w.retention(sc)
+	if err := w.Store.AppendLog(ctx, sc, ev.LogID, p.data, maxLen); err != nil {
 		logger.LogAttrs(ctx, slog.LevelError, "login_event_store_failed",
 			slog.String("log_id", ev.LogID), slog.String("error", err.Error()))
 		return fmt.Errorf("logs: store event %s: %w", ev.LogID, err)
@@ -163,15 +197,19 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 
 // WriteWith records ev like Write, but store appends the encoded entry instead of
 // Store.AppendLog, so that a caller can write it in one atomic batch with its own records
-// (sessions.LogBatcher). When store fails, nothing is logged, ev is left as it was (a later
-// Write gives it a fresh id, date and description) and the error is returned as is. Without
-// a Store it returns an error wrapping errors.ErrUnsupported and does nothing.
+// (sessions.LogBatcher, whose event is an audit entry). When store fails, nothing is logged,
+// ev is left as it was (a later Write gives it a fresh id, date and description) and the
+// error is returned as is. Without a Store, or for an event of the unauthenticated class, it
+// returns an error wrapping errors.ErrUnsupported and does nothing.
 func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx context.Context, id string, data []byte, maxLen int) error) error {
 	if ev == nil {
 		return errors.New("logs: nil event")
 	}
 	if w.Store == nil {
 		return fmt.Errorf("logs: no store: %w", errors.ErrUnsupported)
+	}
+	if ev.RetentionClass() != ClassAudit {
+		return fmt.Errorf("logs: batched write of an unauthenticated event: %w", errors.ErrUnsupported)
 	}
 	saved := *ev
 	p := w.prepare(ev)
@@ -184,14 +222,15 @@ func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx contex
 		*ev = saved
 		return err
 	}
-	w.logger().LogAttrs(ctx, slog.LevelInfo, "login_event", ev.attrs(p.details)...)
+	w.logger().LogAttrs(ctx, slog.LevelInfo, "login_event", p.out.attrs(p.details)...)
 	w.maybeTrim(ctx, p.t)
 	return nil
 }
 
-// prepared is an event ready to write: its redacted details and stored JSON.
+// prepared is an event ready to write: its scrubbed fields, redacted details and stored JSON.
 type prepared struct {
 	t       time.Time
+	out     Event // ev with every field scrubbed, Details nil (details holds them)
 	details json.RawMessage
 	data    []byte // the stored JSON (nil without a Store)
 	err     error  // encoding failure
@@ -222,13 +261,12 @@ func (w *Writer) prepare(ev *Event) prepared {
 	if ev.StrategyType == "" && ev.Strategy != "" {
 		ev.StrategyType = "enterprise"
 	}
-	p := prepared{t: t, details: encodeDetails(ev.Details), release: release}
+	set := w.Secrets.current()
+	p := prepared{t: t, out: scrubFields(ev, set), details: encodeDetails(ev.Details, set), release: release}
 	if w.Store == nil {
 		return p
 	}
-	out := *ev
-	out.Details = nil
-	data, err := json.Marshal(&out)
+	data, err := json.Marshal(&p.out)
 	if err != nil {
 		p.err = fmt.Errorf("logs: encode event %s: %w", ev.LogID, err)
 		return p
@@ -240,6 +278,20 @@ func (w *Writer) prepare(ev *Event) prepared {
 	}
 	p.data = data
 	return p
+}
+
+// scrubFields returns a copy of ev without Details whose string fields are scrubbed (the
+// id, date and type are the Writer's or the code's own).
+func scrubFields(ev *Event, set *secretSet) Event {
+	out := *ev
+	out.Details = nil
+	for _, f := range []*string{
+		&out.Description, &out.Connection, &out.ConnectionID, &out.Strategy, &out.StrategyType,
+		&out.ClientID, &out.ClientName, &out.IP, &out.UserAgent, &out.UserID, &out.UserName, &out.Hostname,
+	} {
+		*f = scrub(*f, set)
+	}
+	return out
 }
 
 func (w *Writer) maxLen() int {

@@ -233,7 +233,7 @@ func TestRecentOrderAndPaging(t *testing.T) {
 	store := sessions.NewMemory()
 	defer store.Close()
 	w, _ := newWriter(store)
-	w.MaxLen = 3
+	w.UnauthenticatedMaxLen = 3
 	var ids []string
 	for i := range 5 {
 		ev := &Event{Type: TypeFailedLogin, Details: map[string]any{"error": fmt.Sprint("e", i)}}
@@ -374,7 +374,7 @@ func TestWriteNeverLogsSecrets(t *testing.T) {
 // failingStore fails every AppendLog with ErrUnavailable.
 type failingStore struct{ sessions.Store }
 
-func (failingStore) AppendLog(context.Context, string, []byte, int) error {
+func (failingStore) AppendLog(context.Context, sessions.LogClass, string, []byte, int) error {
 	return fmt.Errorf("redis down: %w", sessions.ErrUnavailable)
 }
 
@@ -405,7 +405,7 @@ func TestRecentSkipsUndecodable(t *testing.T) {
 	store := sessions.NewMemory()
 	defer store.Close()
 	w, _ := newWriter(store)
-	if err := store.AppendLog(t.Context(), NewLogID(time.Now()), []byte("not json"), 10); err != nil {
+	if err := store.AppendLog(t.Context(), sessions.LogAudit, NewLogID(time.Now()), []byte("not json"), 10); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Write(t.Context(), &Event{Type: TypeSuccessLogout}); err != nil {

@@ -51,9 +51,16 @@ var metaSuffixes = map[string]bool{
 
 // Redact returns a copy of details safe to log: values are normalized through JSON (so
 // structs are seen as their fields), keys whose name suggests a secret are dropped at any
-// depth unless their value is a number, boolean or null, and string values that look like a JWT become "[redacted]". Details that cannot be
-// encoded are replaced by {"redaction_error": "..."}.
+// depth unless their value is a number, boolean or null, string values that look like a JWT
+// become "[redacted]", and so do the values of credential-like parameters in strings that
+// hold a query or URL ("…?access_token=[redacted]"). Details that cannot be encoded are
+// replaced by {"redaction_error": "..."}. Writer.Write also removes its Secrets.
 func Redact(details map[string]any) map[string]any {
+	return redactWith(details, nil)
+}
+
+// redactWith is Redact that also scrubs the secrets of set (may be nil).
+func redactWith(details map[string]any, set *secretSet) map[string]any {
 	if len(details) == 0 {
 		return nil
 	}
@@ -67,36 +74,43 @@ func Redact(details map[string]any) map[string]any {
 	if err := dec.Decode(&norm); err != nil {
 		return map[string]any{"redaction_error": "details not decodable"}
 	}
-	return redactMap(norm)
+	return redactMap(norm, set)
 }
 
-func redactMap(m map[string]any) map[string]any {
+func redactMap(m map[string]any, set *secretSet) map[string]any {
 	out := make(map[string]any, len(m))
 	for k, v := range m {
-		if secretName(k) && !scalar(v) {
+		if secretName(k) && !scalar(v) || containsSecret(k, set) {
 			continue
 		}
-		out[k] = redactValue(v)
+		out[k] = redactValue(v, set)
 	}
 	return out
 }
 
-func redactValue(v any) any {
+func redactValue(v any, set *secretSet) any {
 	switch v := v.(type) {
 	case map[string]any:
-		return redactMap(v)
+		return redactMap(v, set)
 	case []any:
 		out := make([]any, len(v))
 		for i, e := range v {
-			out[i] = redactValue(e)
+			out[i] = redactValue(e, set)
 		}
 		return out
 	case string:
-		if looksLikeJWT(v) {
-			return "[redacted]"
-		}
+		return redactString(v, set)
 	}
 	return v
+}
+
+// redactString is the rule for a string value: a JWT-like value becomes "[redacted]", any
+// other is scrubbed (credential-like parameter values, secrets).
+func redactString(v string, set *secretSet) string {
+	if looksLikeJWT(v) {
+		return redacted
+	}
+	return scrub(v, set)
 }
 
 // scalar reports a number, boolean or null: values that cannot hold a token or code.

@@ -210,20 +210,24 @@ func (w *Writer) afterRead(snap readSnap, now time.Time) string {
 	return limit
 }
 
-// ageFloor returns the smallest id still within MaxAge ("" when age retention is off).
-func (w *Writer) ageFloor(now time.Time) string {
-	if w.maxAge() < 0 {
-		return ""
+// trimClasses removes, in each class with an age retention, the events older than it.
+func (w *Writer) trimClasses(ctx context.Context, now time.Time) error {
+	var errs []error
+	for c, floor := range w.floorsAt(now) {
+		if floor == "" {
+			continue
+		}
+		if err := w.Store.TrimLogs(ctx, sessions.LogClass(c), floor); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return MinLogID(now.Add(-w.maxAge()))
+	return errors.Join(errs...)
 }
 
-// maybeTrim removes events older than MaxAge, at most once per trimEvery of the Writer's
-// clock. A failure is logged only: the event itself was stored.
+// maybeTrim removes the events older than their class's age retention (MaxAge,
+// UnauthenticatedMaxAge), at most once per trimEvery of the Writer's clock. A failure is
+// logged only: the event itself was stored.
 func (w *Writer) maybeTrim(ctx context.Context, t time.Time) {
-	if w.maxAge() < 0 {
-		return
-	}
 	st := &w.state
 	st.mu.Lock()
 	due := !st.trimmed || t.Sub(st.lastTrim) >= trimEvery || t.Before(st.lastTrim)
@@ -234,21 +238,18 @@ func (w *Writer) maybeTrim(ctx context.Context, t time.Time) {
 	if !due {
 		return
 	}
-	if err := w.Store.TrimLogs(ctx, w.ageFloor(t)); err != nil {
+	if err := w.trimClasses(ctx, t); err != nil {
 		w.logger().LogAttrs(ctx, slog.LevelWarn, "login_event_trim_failed", slog.String("error", err.Error()))
 	}
 }
 
-// Trim removes the events older than MaxAge from the store now (Write also does it, at most
-// once a minute).
+// Trim removes the events older than their class's age retention from the store now (Write
+// also does it, at most once a minute).
 func (w *Writer) Trim(ctx context.Context) error {
 	if w.Store == nil {
 		return errors.New("logs: no store configured")
 	}
-	if w.maxAge() < 0 {
-		return nil
-	}
-	if err := w.Store.TrimLogs(ctx, w.ageFloor(w.clock())); err != nil {
+	if err := w.trimClasses(ctx, w.clock()); err != nil {
 		return fmt.Errorf("logs: trim: %w", err)
 	}
 	return nil
@@ -266,11 +267,11 @@ func (w *Writer) decode(ctx context.Context, e sessions.LogEntry) (*Event, bool)
 	return ev, true
 }
 
-// scanAfter calls fn for each event above cursor, ascending, that is not older than floor,
-// until fn returns false. With hold set it stops before any event this Writer may still be
+// scanAfter calls fn for each event above cursor, ascending, that is not older than its
+// class's floor, until fn returns false. With hold set it stops before any event this Writer may still be
 // storing, and before unsettled ones (afterRead). It returns the id of the last entry it
 // consumed (cursor when none), from which a later scan continues.
-func (w *Writer) scanAfter(ctx context.Context, cursor, floor string, hold bool, f Filter, fn func(*Event) bool) (string, error) {
+func (w *Writer) scanAfter(ctx context.Context, cursor string, floor floors, hold bool, f Filter, fn func(*Event) bool) (string, error) {
 	for range maxScanBatches {
 		var snap readSnap
 		if hold {
@@ -289,7 +290,7 @@ func (w *Writer) scanAfter(ctx context.Context, cursor, floor string, hold bool,
 				return cursor, nil
 			}
 			cursor = e.ID
-			if e.ID < floor {
+			if floor.expired(e) {
 				continue
 			}
 			if !f.mayMatch(e.Event) {
@@ -306,9 +307,10 @@ func (w *Writer) scanAfter(ctx context.Context, cursor, floor string, hold bool,
 	return cursor, fmt.Errorf("logs: scan stopped after %d entries", scanBatch*maxScanBatches)
 }
 
-// scanBefore calls fn for each event not older than floor, newest first, until fn returns
-// false. Both scans skip without decoding the entries that f cannot match.
-func (w *Writer) scanBefore(ctx context.Context, floor string, f Filter, fn func(*Event) bool) error {
+// scanBefore calls fn for each event not older than its class's floor, newest first, until
+// fn returns false. Both scans skip without decoding the entries that f cannot match.
+func (w *Writer) scanBefore(ctx context.Context, floor floors, f Filter, fn func(*Event) bool) error {
+	lowest := floor.lowest()
 	cursor := ""
 	for range maxScanBatches {
 		es, err := w.Store.LogsBefore(ctx, cursor, scanBatch)
@@ -316,11 +318,11 @@ func (w *Writer) scanBefore(ctx context.Context, floor string, f Filter, fn func
 			return fmt.Errorf("logs: read events before %q: %w", cursor, err)
 		}
 		for _, e := range es {
-			if e.ID < floor {
-				return nil
+			if e.ID < lowest {
+				return nil // older than either class keeps
 			}
 			cursor = e.ID
-			if !f.mayMatch(e.Event) {
+			if floor.expired(e) || !f.mayMatch(e.Event) {
 				continue
 			}
 			if ev, ok := w.decode(ctx, e); ok && !fn(ev) {
@@ -357,7 +359,7 @@ func (w *Writer) Search(ctx context.Context, q Query) ([]Event, error) {
 		return nil, err
 	}
 	now := w.clock()
-	floor := w.ageFloor(now)
+	floor := w.floorsAt(now)
 	if q.checkpoint() {
 		take := q.Take
 		switch {
@@ -424,15 +426,19 @@ func (w *Writer) Get(ctx context.Context, logID string) (*Event, error) {
 	if !validLogID(logID) {
 		return nil, fmt.Errorf("%w: %q is not a log_id", ErrInvalidQuery, logID)
 	}
-	if logID < w.ageFloor(w.clock()) {
+	floor := w.floorsAt(w.clock())
+	if logID < floor.lowest() {
 		return nil, fmt.Errorf("logs: event %s: %w", logID, sessions.ErrNotFound)
 	}
-	raw, err := w.Store.Log(ctx, logID)
+	e, err := w.Store.Log(ctx, logID)
 	if err != nil {
 		return nil, fmt.Errorf("logs: event %s: %w", logID, err)
 	}
+	if floor.expired(e) {
+		return nil, fmt.Errorf("logs: event %s: %w", logID, sessions.ErrNotFound)
+	}
 	ev := new(Event)
-	if err := json.Unmarshal(raw, ev); err != nil {
+	if err := json.Unmarshal(e.Event, ev); err != nil {
 		return nil, fmt.Errorf("logs: decode event %s: %w", logID, err)
 	}
 	ev.LogID = logID
@@ -480,7 +486,7 @@ func (w *Writer) Follow(ctx context.Context, after string, f Filter, poll time.D
 		}
 		now := w.clock()
 		var fnErr error
-		next, err := w.scanAfter(ctx, cursor, w.ageFloor(now), true, f, func(ev *Event) bool {
+		next, err := w.scanAfter(ctx, cursor, w.floorsAt(now), true, f, func(ev *Event) bool {
 			if f.Match(ev) {
 				fnErr = fn(*ev)
 			}

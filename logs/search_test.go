@@ -69,7 +69,7 @@ func quietWriter(store sessions.Store, clock *fakeClock) *Writer {
 	return w
 }
 
-// writeN writes n events, advancing clock by a second before each; event i has
+// writeN writes n audit-class events, advancing clock by a second before each; event i has
 // client_id "c<i>", type f when i is odd and s otherwise. It returns their ids in order.
 func writeN(t *testing.T, w *Writer, clock *fakeClock, n int) []string {
 	t.Helper()
@@ -80,7 +80,7 @@ func writeN(t *testing.T, w *Writer, clock *fakeClock, n int) []string {
 		if i%2 == 1 {
 			typ = TypeFailedLogin
 		}
-		ev := &Event{Type: typ, ClientID: fmt.Sprint("c", i), Connection: "corp", Details: map[string]any{"i": i}}
+		ev := &Event{Type: typ, ClientID: fmt.Sprint("c", i), Connection: "corp", Details: map[string]any{"i": i}, Class: ClassAudit}
 		if typ == TypeFailedLogin {
 			ev.Details["error"] = "access_denied"
 		}
@@ -336,12 +336,12 @@ type blockingStore struct {
 	enterOne sync.Once
 }
 
-func (b *blockingStore) AppendLog(ctx context.Context, id string, ev []byte, maxLen int) error {
+func (b *blockingStore) AppendLog(ctx context.Context, class sessions.LogClass, id string, ev []byte, maxLen int) error {
 	if bytes.Contains(ev, []byte(`"client_id":"`+b.block+`"`)) {
 		b.enterOne.Do(func() { close(b.entered) })
 		<-b.release
 	}
-	return b.Store.AppendLog(ctx, id, ev, maxLen)
+	return b.Store.AppendLog(ctx, class, id, ev, maxLen)
 }
 
 // An event whose store write is still running holds back the later ones, so a checkpoint
@@ -487,14 +487,17 @@ func TestTrimAtMostOncePerMinute(t *testing.T) {
 	}
 }
 
+// countingStore counts the trims of the audit class (each trim pass trims both classes).
 type countingStore struct {
 	sessions.Store
 	trims atomic.Int32
 }
 
-func (c *countingStore) TrimLogs(ctx context.Context, before string) error {
-	c.trims.Add(1)
-	return c.Store.TrimLogs(ctx, before)
+func (c *countingStore) TrimLogs(ctx context.Context, class sessions.LogClass, before string) error {
+	if class == sessions.LogAudit {
+		c.trims.Add(1)
+	}
+	return c.Store.TrimLogs(ctx, class, before)
 }
 
 func TestGet(t *testing.T) {

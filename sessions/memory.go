@@ -31,7 +31,7 @@ type memory struct {
 	now    func() time.Time
 	recs   map[string]memRecord
 	writes int
-	logs   []memLog // sorted by id, oldest first
+	logs   [len(logClasses)][]memLog // by LogClass, each sorted by id, oldest first
 	closed bool
 
 	conns     map[string]memConn // connection records by id (no TTL)
@@ -160,7 +160,7 @@ func (m *memory) PutAllAndLog(_ context.Context, logID string, event []byte, max
 	}
 	return m.run(func() error {
 		m.putLocked(items)
-		m.appendLog(logID, event, maxLen)
+		m.appendLog(LogAudit, logID, event, maxLen)
 		return nil
 	})
 }
@@ -203,7 +203,10 @@ func (m *memory) Delete(_ context.Context, kind Kind, id string) error {
 	})
 }
 
-func (m *memory) AppendLog(_ context.Context, id string, event []byte, maxLen int) error {
+func (m *memory) AppendLog(_ context.Context, class LogClass, id string, event []byte, maxLen int) error {
+	if err := checkLogClass(class); err != nil {
+		return fmt.Errorf("sessions: append log: %w", err)
+	}
 	if err := checkLogID(id); err != nil {
 		return fmt.Errorf("sessions: append log: %w", err)
 	}
@@ -211,98 +214,127 @@ func (m *memory) AppendLog(_ context.Context, id string, event []byte, maxLen in
 		return fmt.Errorf("sessions: append log: maxLen %d must be at least 1", maxLen)
 	}
 	return m.run(func() error {
-		m.appendLog(id, event, maxLen)
+		m.appendLog(class, id, event, maxLen)
 		return nil
 	})
 }
 
-// appendLog inserts one event in id order and keeps the maxLen greatest ids. m.mu is held.
-func (m *memory) appendLog(id string, event []byte, maxLen int) {
-	i := m.logIndex(id)
-	m.logs = slices.Insert(m.logs, i, memLog{id: id, data: bytes.Clone(event)})
-	if n := len(m.logs) - maxLen; n > 0 {
-		clear(m.logs[:n]) // release the dropped events
-		m.logs = m.logs[n:]
+// appendLog inserts one event in id order into class and keeps the maxLen greatest ids of
+// that class. m.mu is held.
+func (m *memory) appendLog(class LogClass, id string, event []byte, maxLen int) {
+	l := &m.logs[class]
+	i := logIndex(*l, id)
+	*l = slices.Insert(*l, i, memLog{id: id, data: bytes.Clone(event)})
+	if n := len(*l) - maxLen; n > 0 {
+		clear((*l)[:n]) // release the dropped events
+		*l = (*l)[n:]
 	}
 }
 
-func (m *memory) Logs(_ context.Context, before string, limit int) ([][]byte, error) {
-	return inOpen(m, func() ([][]byte, error) {
-		end := len(m.logs)
-		if before != "" {
-			end = m.logIndex(before)
-		}
-		out := make([][]byte, 0, max(0, min(limit, end)))
-		for i := end - 1; i >= 0 && len(out) < limit; i-- {
-			out = append(out, bytes.Clone(m.logs[i].data))
-		}
-		return out, nil
-	})
+func (m *memory) Logs(ctx context.Context, before string, limit int) ([][]byte, error) {
+	es, err := inOpen(m, func() ([]LogEntry, error) { return m.before(before, limit), nil })
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(es))
+	for i, e := range es {
+		out[i] = e.Event
+	}
+	return out, nil
 }
 
-// logIndex returns the index of the first entry whose id is not below id. mu must be held.
-func (m *memory) logIndex(id string) int {
-	i, _ := slices.BinarySearchFunc(m.logs, id, func(e memLog, id string) int { return strings.Compare(e.id, id) })
+// logIndex returns the index of the first entry of l whose id is not below id.
+func logIndex(l []memLog, id string) int {
+	i, _ := slices.BinarySearchFunc(l, id, func(e memLog, id string) int { return strings.Compare(e.id, id) })
 	return i
+}
+
+// entry copies the i-th entry of class. mu must be held.
+func (m *memory) entry(class LogClass, i int) LogEntry {
+	e := m.logs[class][i]
+	return LogEntry{ID: e.id, Event: bytes.Clone(e.data), Class: class}
+}
+
+// after returns up to limit entries of every class above after, oldest first. mu must be held.
+func (m *memory) after(after string, limit int) []LogEntry {
+	var merged []LogEntry
+	for _, c := range logClasses {
+		l := m.logs[c]
+		start := 0
+		if after != "" {
+			start = logIndex(l, after)
+			if start < len(l) && l[start].id == after {
+				start++
+			}
+		}
+		es := make([]LogEntry, 0, max(0, min(limit, len(l)-start)))
+		for i := start; i < len(l) && len(es) < limit; i++ {
+			es = append(es, m.entry(c, i))
+		}
+		merged = mergeLogs(merged, es, false, limit)
+	}
+	return merged
+}
+
+// before returns up to limit entries of every class below before ("" = from the newest),
+// newest first. before may be any string. mu must be held.
+func (m *memory) before(before string, limit int) []LogEntry {
+	var merged []LogEntry
+	for _, c := range logClasses {
+		l := m.logs[c]
+		end := len(l)
+		if before != "" {
+			end = logIndex(l, before)
+		}
+		es := make([]LogEntry, 0, max(0, min(limit, end)))
+		for i := end - 1; i >= 0 && len(es) < limit; i-- {
+			es = append(es, m.entry(c, i))
+		}
+		merged = mergeLogs(merged, es, true, limit)
+	}
+	return merged
 }
 
 func (m *memory) LogsAfter(_ context.Context, after string, limit int) ([]LogEntry, error) {
 	if err := checkLogBound(after); err != nil {
 		return nil, fmt.Errorf("sessions: logs after: %w", err)
 	}
-	return inOpen(m, func() ([]LogEntry, error) {
-		start := 0
-		if after != "" {
-			start = m.logIndex(after)
-			if start < len(m.logs) && m.logs[start].id == after {
-				start++
-			}
-		}
-		out := make([]LogEntry, 0, max(0, min(limit, len(m.logs)-start)))
-		for i := start; i < len(m.logs) && len(out) < limit; i++ {
-			out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
-		}
-		return out, nil
-	})
+	return inOpen(m, func() ([]LogEntry, error) { return m.after(after, limit), nil })
 }
 
 func (m *memory) LogsBefore(_ context.Context, before string, limit int) ([]LogEntry, error) {
 	if err := checkLogBound(before); err != nil {
 		return nil, fmt.Errorf("sessions: logs before: %w", err)
 	}
-	return inOpen(m, func() ([]LogEntry, error) {
-		end := len(m.logs)
-		if before != "" {
-			end = m.logIndex(before)
-		}
-		out := make([]LogEntry, 0, max(0, min(limit, end)))
-		for i := end - 1; i >= 0 && len(out) < limit; i-- {
-			out = append(out, LogEntry{ID: m.logs[i].id, Event: bytes.Clone(m.logs[i].data)})
-		}
-		return out, nil
-	})
+	return inOpen(m, func() ([]LogEntry, error) { return m.before(before, limit), nil })
 }
 
-func (m *memory) Log(_ context.Context, id string) ([]byte, error) {
+func (m *memory) Log(_ context.Context, id string) (LogEntry, error) {
 	if err := checkLogID(id); err != nil {
-		return nil, fmt.Errorf("sessions: log: %w", err)
+		return LogEntry{}, fmt.Errorf("sessions: log: %w", err)
 	}
-	return inOpen(m, func() ([]byte, error) {
-		if i := m.logIndex(id); i < len(m.logs) && m.logs[i].id == id {
-			return bytes.Clone(m.logs[i].data), nil
+	return inOpen(m, func() (LogEntry, error) {
+		for _, c := range logClasses {
+			if i := logIndex(m.logs[c], id); i < len(m.logs[c]) && m.logs[c][i].id == id {
+				return m.entry(c, i), nil
+			}
 		}
-		return nil, fmt.Errorf("sessions: log: %w", ErrNotFound)
+		return LogEntry{}, fmt.Errorf("sessions: log: %w", ErrNotFound)
 	})
 }
 
-func (m *memory) TrimLogs(_ context.Context, before string) error {
+func (m *memory) TrimLogs(_ context.Context, class LogClass, before string) error {
+	if err := checkLogClass(class); err != nil {
+		return fmt.Errorf("sessions: trim logs: %w", err)
+	}
 	if err := checkLogID(before); err != nil {
 		return fmt.Errorf("sessions: trim logs: %w", err)
 	}
 	return m.run(func() error {
-		if n := m.logIndex(before); n > 0 {
-			clear(m.logs[:n])
-			m.logs = m.logs[n:]
+		l := &m.logs[class]
+		if n := logIndex(*l, before); n > 0 {
+			clear((*l)[:n])
+			*l = (*l)[n:]
 		}
 		return nil
 	})
@@ -317,7 +349,7 @@ func (m *memory) Close() error {
 	defer m.mu.Unlock()
 	m.closed = true
 	m.recs = nil
-	m.logs = nil
+	m.logs = [len(logClasses)][]memLog{}
 	m.conns, m.connNames, m.connGone = nil, nil, nil
 	return nil
 }

@@ -12,12 +12,23 @@ import (
 )
 
 // redisStore is the Redis backend. Records are plain string keys with a PX expiry; the event
-// log is one sorted set (all scores 0) whose members are "LOGID\x00EVENT", so lexicographic
-// order is log-id order.
+// log is one sorted set per LogClass (all scores 0) whose members are "LOGID\x00EVENT", so
+// lexicographic order is log-id order. Both sets share the hash tag {log}: reads of both run
+// in one MULTI, on Redis Cluster too.
 type redisStore struct {
-	c      redis.UniversalClient
-	prefix string
-	logKey string
+	c       redis.UniversalClient
+	prefix  string
+	logKeys [len(logClasses)]string // by LogClass
+}
+
+// logKeysFor returns the sorted-set key of every class: PREFIX:log:{log} for LogAudit (the
+// key of the single log before classes existed, so its entries stay audit entries) and
+// PREFIX:log:{log}:unauthenticated.
+func logKeysFor(prefix string) [len(logClasses)]string {
+	return [...]string{
+		LogAudit:           prefix + ":log:{log}",
+		LogUnauthenticated: prefix + ":log:{log}:unauthenticated",
+	}
 }
 
 // NewRedis returns the Redis backend. It does not contact Redis; use Ping.
@@ -60,7 +71,7 @@ func NewRedis(cfg RedisConfig) (Store, error) {
 		DialerRetries:      2,
 		DialerRetryTimeout: 20 * time.Millisecond,
 	})
-	return &redisStore{c: c, prefix: cfg.Prefix, logKey: cfg.Prefix + ":log:{log}"}, nil
+	return &redisStore{c: c, prefix: cfg.Prefix, logKeys: logKeysFor(cfg.Prefix)}, nil
 }
 
 // mapErr turns a go-redis error into the package's errors: redis.Nil → ErrNotFound, any
@@ -176,8 +187,8 @@ func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byt
 		for _, it := range items {
 			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
 		}
-		p.ZAdd(ctx, s.logKey, redis.Z{Member: member})
-		p.ZRemRangeByRank(ctx, s.logKey, 0, int64(-maxLen-1))
+		p.ZAdd(ctx, s.logKeys[LogAudit], redis.Z{Member: member})
+		p.ZRemRangeByRank(ctx, s.logKeys[LogAudit], 0, int64(-maxLen-1))
 		return nil
 	})
 	if err != nil && (redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "EXECABORT")) {
@@ -216,7 +227,10 @@ func (s *redisStore) Delete(ctx context.Context, kind Kind, id string) error {
 	return mapErr("delete "+string(kind), s.c.Del(ctx, s.key(kind, id)).Err())
 }
 
-func (s *redisStore) AppendLog(ctx context.Context, id string, event []byte, maxLen int) error {
+func (s *redisStore) AppendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int) error {
+	if err := checkLogClass(class); err != nil {
+		return fmt.Errorf("sessions: append log: %w", err)
+	}
 	if err := checkLogID(id); err != nil {
 		return fmt.Errorf("sessions: append log: %w", err)
 	}
@@ -225,14 +239,47 @@ func (s *redisStore) AppendLog(ctx context.Context, id string, event []byte, max
 	}
 	member := make([]byte, 0, len(id)+1+len(event))
 	member = append(append(append(member, id...), 0), event...)
+	key := s.logKeys[class]
 	// One round trip, no MULTI: the trim needs no atomicity with the add (every append
 	// trims to the maxLen greatest ids, whatever runs in between).
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, s.logKey, redis.Z{Member: member})
-		p.ZRemRangeByRank(ctx, s.logKey, 0, int64(-maxLen-1)) // keep the maxLen greatest ids
+		p.ZAdd(ctx, key, redis.Z{Member: member})
+		p.ZRemRangeByRank(ctx, key, 0, int64(-maxLen-1)) // keep the maxLen greatest ids
 		return nil
 	})
 	return mapErr("append log", err)
+}
+
+// readClasses runs read on the sorted set of every class in one MULTI (one consistent view
+// of both) and returns the entries of each, tagged with their class.
+func (s *redisStore) readClasses(ctx context.Context, op string, read func(p redis.Pipeliner, key string) *redis.StringSliceCmd) ([][]LogEntry, error) {
+	cmds := make([]*redis.StringSliceCmd, len(logClasses))
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range logClasses {
+			cmds[i] = read(p, s.logKeys[c])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr(op, err)
+	}
+	out := make([][]LogEntry, len(logClasses))
+	for i, c := range logClasses {
+		out[i] = entries(cmds[i].Val(), c)
+	}
+	return out, nil
+}
+
+// merged merges the per-class results of readClasses.
+func merged(per [][]LogEntry, desc bool, limit int) []LogEntry {
+	var out []LogEntry
+	for _, es := range per {
+		out = mergeLogs(out, es, desc, limit)
+	}
+	if out == nil {
+		out = []LogEntry{}
+	}
+	return out
 }
 
 func (s *redisStore) Logs(ctx context.Context, before string, limit int) ([][]byte, error) {
@@ -250,29 +297,28 @@ func (s *redisStore) Logs(ctx context.Context, before string, limit int) ([][]by
 	default:
 		hi = "(" + before[:LogIDLen] + "\x01"
 	}
-	ms, err := s.c.ZRevRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)}).Result()
+	per, err := s.readClasses(ctx, "logs", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
+		return p.ZRevRangeByLex(ctx, key, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)})
+	})
 	if err != nil {
-		return nil, mapErr("logs", err)
+		return nil, err
 	}
-	out := make([][]byte, 0, len(ms))
-	for _, m := range ms {
-		i := strings.IndexByte(m, 0)
-		if i < 0 {
-			continue // not written by AppendLog
-		}
-		out = append(out, []byte(m[i+1:]))
+	es := merged(per, true, limit)
+	out := make([][]byte, len(es))
+	for i, e := range es {
+		out[i] = e.Event
 	}
 	return out, nil
 }
 
-// entries splits "ID\x00EVENT" members into log entries, skipping foreign members.
-func entries(ms []string) []LogEntry {
+// entries splits "ID\x00EVENT" members of class into log entries, skipping foreign members.
+func entries(ms []string, class LogClass) []LogEntry {
 	out := make([]LogEntry, 0, len(ms))
 	for _, m := range ms {
 		if len(m) <= LogIDLen || m[LogIDLen] != 0 {
 			continue // not written by AppendLog
 		}
-		out = append(out, LogEntry{ID: m[:LogIDLen], Event: []byte(m[LogIDLen+1:])})
+		out = append(out, LogEntry{ID: m[:LogIDLen], Event: []byte(m[LogIDLen+1:]), Class: class})
 	}
 	return out
 }
@@ -291,11 +337,13 @@ func (s *redisStore) LogsAfter(ctx context.Context, after string, limit int) ([]
 	if after != "" {
 		lo = "(" + after + "\x01"
 	}
-	ms, err := s.c.ZRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(limit)}).Result()
+	per, err := s.readClasses(ctx, "logs after", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
+		return p.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(limit)})
+	})
 	if err != nil {
-		return nil, mapErr("logs after", err)
+		return nil, err
 	}
-	return entries(ms), nil
+	return merged(per, false, limit), nil
 }
 
 func (s *redisStore) LogsBefore(ctx context.Context, before string, limit int) ([]LogEntry, error) {
@@ -309,32 +357,41 @@ func (s *redisStore) LogsBefore(ctx context.Context, before string, limit int) (
 	if before != "" {
 		hi = "(" + before
 	}
-	ms, err := s.c.ZRevRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)}).Result()
+	per, err := s.readClasses(ctx, "logs before", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
+		return p.ZRevRangeByLex(ctx, key, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)})
+	})
 	if err != nil {
-		return nil, mapErr("logs before", err)
+		return nil, err
 	}
-	return entries(ms), nil
+	return merged(per, true, limit), nil
 }
 
-func (s *redisStore) Log(ctx context.Context, id string) ([]byte, error) {
+func (s *redisStore) Log(ctx context.Context, id string) (LogEntry, error) {
 	if err := checkLogID(id); err != nil {
-		return nil, fmt.Errorf("sessions: log: %w", err)
+		return LogEntry{}, fmt.Errorf("sessions: log: %w", err)
 	}
-	ms, err := s.c.ZRangeByLex(ctx, s.logKey, &redis.ZRangeBy{Min: "[" + id + "\x00", Max: "(" + id + "\x01", Count: 1}).Result()
+	per, err := s.readClasses(ctx, "log", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
+		return p.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: "[" + id + "\x00", Max: "(" + id + "\x01", Count: 1})
+	})
 	if err != nil {
-		return nil, mapErr("log", err)
+		return LogEntry{}, err
 	}
-	if es := entries(ms); len(es) == 1 {
-		return es[0].Event, nil
+	for _, es := range per {
+		if len(es) == 1 {
+			return es[0], nil
+		}
 	}
-	return nil, fmt.Errorf("sessions: log: %w", ErrNotFound)
+	return LogEntry{}, fmt.Errorf("sessions: log: %w", ErrNotFound)
 }
 
-func (s *redisStore) TrimLogs(ctx context.Context, before string) error {
+func (s *redisStore) TrimLogs(ctx context.Context, class LogClass, before string) error {
+	if err := checkLogClass(class); err != nil {
+		return fmt.Errorf("sessions: trim logs: %w", err)
+	}
 	if err := checkLogID(before); err != nil {
 		return fmt.Errorf("sessions: trim logs: %w", err)
 	}
-	return mapErr("trim logs", s.c.ZRemRangeByLex(ctx, s.logKey, "-", "("+before).Err())
+	return mapErr("trim logs", s.c.ZRemRangeByLex(ctx, s.logKeys[class], "-", "("+before).Err())
 }
 
 func (s *redisStore) Ping(ctx context.Context) error {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -94,7 +95,7 @@ func allOps(ctx context.Context, s sessions.Store) map[string]error {
 		"Put":       s.Put(ctx, sessions.KindSession, "s", []byte("v"), time.Minute),
 		"PutAll":    s.PutAll(ctx, sessions.Item{Kind: sessions.KindCode, ID: "c.1", Value: []byte("v"), TTL: time.Minute}),
 		"Delete":    s.Delete(ctx, sessions.KindSession, "s"),
-		"AppendLog": s.AppendLog(ctx, fmt.Sprintf("%056d", 1), []byte("{}"), 10),
+		"AppendLog": s.AppendLog(ctx, sessions.LogUnauthenticated, fmt.Sprintf("%056d", 1), []byte("{}"), 10),
 		"Ping":      s.Ping(ctx),
 	}
 	_, errs["Get"] = s.Get(ctx, sessions.KindSession, "s")
@@ -103,7 +104,7 @@ func allOps(ctx context.Context, s sessions.Store) map[string]error {
 	_, errs["LogsAfter"] = s.LogsAfter(ctx, "", 10)
 	_, errs["LogsBefore"] = s.LogsBefore(ctx, "", 10)
 	_, errs["Log"] = s.Log(ctx, fmt.Sprintf("%056d", 1))
-	errs["TrimLogs"] = s.TrimLogs(ctx, fmt.Sprintf("%056d", 1))
+	errs["TrimLogs"] = s.TrimLogs(ctx, sessions.LogUnauthenticated, fmt.Sprintf("%056d", 1))
 	c := s.(sessions.Connections)
 	errs["CreateConnection"] = c.CreateConnection(ctx, "con_1", "a", []byte("{}"))
 	_, errs["SeedConnection"] = c.SeedConnection(ctx, "con_1", "a", []byte("{}"))
@@ -163,7 +164,7 @@ func TestRedisBadRequestIsNotUnavailable(t *testing.T) {
 	if err := s.Put(t.Context(), "log", "log", []byte("x"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	err := s.AppendLog(t.Context(), fmt.Sprintf("%056d", 1), []byte("{}"), 10)
+	err := s.AppendLog(t.Context(), sessions.LogAudit, fmt.Sprintf("%056d", 1), []byte("{}"), 10)
 	if err == nil || errors.Is(err, sessions.ErrUnavailable) {
 		t.Fatalf("AppendLog on a WRONGTYPE key = %v, want a non-ErrUnavailable error", err)
 	}
@@ -216,13 +217,13 @@ func TestRedisSharedAcrossClients(t *testing.T) {
 	addr := redistest.Start(t)
 	a, b := newRedis(t, addr, 0), newRedis(t, addr, 0)
 	id := fmt.Sprintf("%056d", 7)
-	if err := a.AppendLog(t.Context(), id, []byte(`{"n":7}`), 10); err != nil {
+	if err := a.AppendLog(t.Context(), sessions.LogAudit, id, []byte(`{"n":7}`), 10); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.(sessions.Connections).CreateConnection(t.Context(), "con_1", "acme", []byte("v1")); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := b.Log(t.Context(), id); err != nil || string(got) != `{"n":7}` {
+	if got, err := b.Log(t.Context(), id); err != nil || string(got.Event) != `{"n":7}` {
 		t.Fatalf("second client Log = %q, %v", got, err)
 	}
 	bc := b.(sessions.Connections)
@@ -293,5 +294,34 @@ func TestRedisSentinelFailover(t *testing.T) {
 	}
 	if role, _ := direct(replica.Addr).Info(ctx, "replication").Result(); !strings.Contains(role, "role:master") {
 		t.Errorf("the replica was not promoted:\n%s", role)
+	}
+}
+
+// The two classes of the event log are two sorted sets under one hash tag ({log}), so one
+// MULTI reads both on Redis Cluster; the audit set keeps the key of the log before classes
+// existed, so entries written by an older broker are read back as audit entries.
+func TestRedisLogClassKeysShareOneHashTag(t *testing.T) {
+	addr := redistest.Start(t)
+	s := newRedis(t, addr, 0)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	old := fmt.Sprintf("%056d", 1)
+	if err := raw.ZAdd(t.Context(), "t:log:{log}", redis.Z{Member: old + "\x00" + `{"n":1}`}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendLog(t.Context(), sessions.LogUnauthenticated, fmt.Sprintf("%056d", 2), []byte(`{"n":2}`), 10); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := raw.Keys(t.Context(), "t:log*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keys)
+	if want := []string{"t:log:{log}", "t:log:{log}:unauthenticated"}; !slices.Equal(keys, want) {
+		t.Fatalf("log keys = %q, want %q", keys, want)
+	}
+	e, err := s.Log(t.Context(), old)
+	if err != nil || e.Class != sessions.LogAudit || string(e.Event) != `{"n":1}` {
+		t.Fatalf("entry written under the old key = %+v, %v; want an audit entry", e, err)
 	}
 }

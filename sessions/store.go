@@ -65,10 +65,13 @@ type Store interface {
 	// Delete removes the record; deleting a missing record is not an error.
 	Delete(ctx context.Context, kind Kind, id string) error
 
-	// AppendLog adds one serialized login event with its sortable id to the event log,
-	// keeping at most maxLen newest entries. id must be LogIDLen decimal digits and maxLen
-	// at least 1.
-	AppendLog(ctx context.Context, id string, event []byte, maxLen int) error
+	// AppendLog adds one serialized login event with its sortable id to the event log's
+	// retention class, keeping at most maxLen newest entries of that class (entries of the
+	// other class are never touched). id must be LogIDLen decimal digits, class LogAudit or
+	// LogUnauthenticated and maxLen at least 1.
+	AppendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int) error
+	// The reads below see both classes as one log ordered by id.
+
 	// Logs returns up to limit serialized events, newest first, whose id is below before
 	// (all when before is "").
 	Logs(ctx context.Context, before string, limit int) ([][]byte, error)
@@ -78,11 +81,12 @@ type Store interface {
 	// LogsBefore returns up to limit entries, newest first, whose id is below before (from
 	// the newest when before is ""). before must be "" or a log id.
 	LogsBefore(ctx context.Context, before string, limit int) ([]LogEntry, error)
-	// Log returns the serialized event stored under id, or ErrNotFound.
-	Log(ctx context.Context, id string) ([]byte, error)
-	// TrimLogs removes every entry whose id is below before (a log id). Ids start with the
-	// event's Unix nanoseconds, so the smallest id of an instant is a retention-by-age bound.
-	TrimLogs(ctx context.Context, before string) error
+	// Log returns the entry stored under id, or ErrNotFound.
+	Log(ctx context.Context, id string) (LogEntry, error)
+	// TrimLogs removes every entry of class whose id is below before (a log id). Ids start
+	// with the event's Unix nanoseconds, so the smallest id of an instant is a
+	// retention-by-age bound.
+	TrimLogs(ctx context.Context, class LogClass, before string) error
 
 	// Ping reports whether the backend is reachable (ErrUnavailable otherwise).
 	Ping(ctx context.Context) error
@@ -97,8 +101,8 @@ type Store interface {
 // returns an error wrapping errors.ErrUnsupported and changes nothing: use PutAll and
 // AppendLog.
 type LogBatcher interface {
-	// PutAllAndLog stores every item (as PutAll) and appends the event (as AppendLog), or
-	// does nothing.
+	// PutAllAndLog stores every item (as PutAll) and appends the event to the LogAudit class
+	// (as AppendLog), or does nothing.
 	PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...Item) error
 }
 
@@ -175,6 +179,64 @@ func checkBatch(items []Item) error {
 type LogEntry struct {
 	ID    string
 	Event []byte
+	Class LogClass // the retention class it was appended to
+}
+
+// LogClass is a retention class of the event log. Each class keeps its own entries under its
+// own retention (AppendLog's maxLen, TrimLogs), so that a flood of entries of one class never
+// removes an entry of the other; reads merge both into one log ordered by id.
+type LogClass uint8
+
+const (
+	// LogAudit holds what must survive a flood: successes and what authenticated parties
+	// did. The zero value, and the class of every entry written before classes existed.
+	LogAudit LogClass = iota
+	// LogUnauthenticated holds failures that anyone can cause without credentials.
+	LogUnauthenticated
+)
+
+// logClasses lists every class, in the order backends keep them.
+var logClasses = [...]LogClass{LogAudit, LogUnauthenticated}
+
+// String returns the class name: "audit" or "unauthenticated".
+func (c LogClass) String() string {
+	switch c {
+	case LogAudit:
+		return "audit"
+	case LogUnauthenticated:
+		return "unauthenticated"
+	}
+	return fmt.Sprintf("LogClass(%d)", uint8(c))
+}
+
+// checkLogClass rejects values other than LogAudit and LogUnauthenticated.
+func checkLogClass(c LogClass) error {
+	if int(c) >= len(logClasses) {
+		return fmt.Errorf("sessions: unknown log class %d", uint8(c))
+	}
+	return nil
+}
+
+// mergeLogs merges two id-ordered entry lists (ascending, or descending when desc) into one
+// of at most limit entries. Ids are unique across classes (they carry random digits); an id
+// present in both is kept once.
+func mergeLogs(a, b []LogEntry, desc bool, limit int) []LogEntry {
+	out := make([]LogEntry, 0, max(0, min(limit, len(a)+len(b))))
+	for len(out) < limit && (len(a) > 0 || len(b) > 0) {
+		switch {
+		case len(b) == 0:
+			out, a = append(out, a[0]), a[1:]
+		case len(a) == 0:
+			out, b = append(out, b[0]), b[1:]
+		case a[0].ID == b[0].ID:
+			out, a, b = append(out, a[0]), a[1:], b[1:]
+		case (a[0].ID < b[0].ID) != desc:
+			out, a = append(out, a[0]), a[1:]
+		default:
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return out
 }
 
 // LogIDLen is the length of a login-event log id: 56 decimal digits.

@@ -17,7 +17,7 @@ import (
 func appendN(t *testing.T, s sessions.Store, ns ...int) {
 	t.Helper()
 	for _, n := range ns {
-		if err := s.AppendLog(ctx(t), logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 1000); err != nil {
+		if err := s.AppendLog(ctx(t), sessions.LogAudit, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 1000); err != nil {
 			t.Fatalf("AppendLog(%d): %v", n, err)
 		}
 	}
@@ -113,16 +113,16 @@ func testLogByID(t *testing.T, s sessions.Store) {
 	c := ctx(t)
 	appendN(t, s, 10, 20, 30)
 	got, err := s.Log(c, logID(20))
-	if err != nil || string(got) != `{"n":20}` {
-		t.Fatalf("Log(20) = %q, %v", got, err)
+	if err != nil || string(got.Event) != `{"n":20}` || got.ID != logID(20) || got.Class != sessions.LogAudit {
+		t.Fatalf("Log(20) = %+v, %v", got, err)
 	}
 	for _, n := range []int{0, 11, 21, 31} {
 		if v, err := s.Log(c, logID(n)); !errors.Is(err, sessions.ErrNotFound) {
-			t.Fatalf("Log(%d) = %q, %v; want ErrNotFound", n, v, err)
+			t.Fatalf("Log(%d) = %+v, %v; want ErrNotFound", n, v, err)
 		}
 	}
 	// Dropped by retention: no longer found.
-	if err := s.AppendLog(c, logID(40), []byte(`{"n":40}`), 2); err != nil {
+	if err := s.AppendLog(c, sessions.LogAudit, logID(40), []byte(`{"n":40}`), 2); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Log(c, logID(20)); !errors.Is(err, sessions.ErrNotFound) {
@@ -132,23 +132,23 @@ func testLogByID(t *testing.T, s sessions.Store) {
 
 func testTrimLogs(t *testing.T, s sessions.Store) {
 	c := ctx(t)
-	if err := s.TrimLogs(c, logID(5)); err != nil {
+	if err := s.TrimLogs(c, sessions.LogAudit, logID(5)); err != nil {
 		t.Fatalf("TrimLogs on an empty log: %v", err)
 	}
 	appendN(t, s, 10, 20, 30, 40, 50)
-	if err := s.TrimLogs(c, logID(30)); err != nil {
+	if err := s.TrimLogs(c, sessions.LogAudit, logID(30)); err != nil {
 		t.Fatal(err)
 	}
 	wantAfter(t, s, "", 10, 30, 40, 50) // the bound itself is kept
-	if err := s.TrimLogs(c, logID(25)); err != nil {
+	if err := s.TrimLogs(c, sessions.LogAudit, logID(25)); err != nil {
 		t.Fatal(err)
 	}
 	wantAfter(t, s, "", 10, 30, 40, 50)
-	if err := s.TrimLogs(c, logID(41)); err != nil {
+	if err := s.TrimLogs(c, sessions.LogAudit, logID(41)); err != nil {
 		t.Fatal(err)
 	}
 	wantAfter(t, s, "", 10, 50)
-	if err := s.TrimLogs(c, strings.Repeat("9", sessions.LogIDLen)); err != nil {
+	if err := s.TrimLogs(c, sessions.LogAudit, strings.Repeat("9", sessions.LogIDLen)); err != nil {
 		t.Fatal(err)
 	}
 	wantAfter(t, s, "", 10)
@@ -162,7 +162,7 @@ func testLogCursorsInvalid(t *testing.T, s sessions.Store) {
 		_, errA := s.LogsAfter(c, id, 10)
 		_, errB := s.LogsBefore(c, id, 10)
 		_, errL := s.Log(c, id)
-		errT := s.TrimLogs(c, id)
+		errT := s.TrimLogs(c, sessions.LogAudit, id)
 		for op, err := range map[string]error{"LogsAfter": errA, "LogsBefore": errB, "Log": errL, "TrimLogs": errT} {
 			if err == nil || errors.Is(err, sessions.ErrUnavailable) || errors.Is(err, sessions.ErrNotFound) {
 				t.Errorf("%s(%q) = %v, want a validation error", op, id, err)
@@ -172,7 +172,7 @@ func testLogCursorsInvalid(t *testing.T, s sessions.Store) {
 	if _, err := s.Log(c, ""); err == nil || errors.Is(err, sessions.ErrNotFound) {
 		t.Errorf(`Log("") = %v, want a validation error`, err)
 	}
-	if err := s.TrimLogs(c, ""); err == nil {
+	if err := s.TrimLogs(c, sessions.LogAudit, ""); err == nil {
 		t.Error(`TrimLogs("") succeeded`)
 	}
 }

@@ -65,6 +65,11 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{"Connections invalid input", testConnInvalid},
 		{"PutAllAndLog stores records and event together or reports unsupported", testPutAllAndLog},
 		{"CreateVersioned creates once and reads the connections version", testCreateVersioned},
+		{"Log classes: a flood of unauthenticated entries never evicts audit entries", testLogFloodKeepsAudit},
+		{"Log classes are merged in id order by every read", testLogClassesMerge},
+		{"TrimLogs trims one class", testTrimLogsByClass},
+		{"Log classes: unknown class refused", testLogClassInvalid},
+		{"PutAllAndLog appends to the audit class", testPutAllAndLogIsAudit},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -387,7 +392,7 @@ func testBinaryValue(t *testing.T, s sessions.Store) {
 	}
 	mustGet(t, s, sessions.KindNonce, "empty", nil)
 	ev := append([]byte(`{"x":"`), 0, 0xff, '"', '}')
-	if err := s.AppendLog(c, logID(1), ev, 10); err != nil {
+	if err := s.AppendLog(c, sessions.LogAudit, logID(1), ev, 10); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Logs(c, "", 10)
@@ -437,7 +442,7 @@ func testLogsOrder(t *testing.T, s sessions.Store) {
 	wantLogs(t, s, "", 10)
 	// Appended out of order: the log is ordered by id, not by arrival.
 	for _, n := range []int{3, 1, 5, 2, 4} {
-		if err := s.AppendLog(c, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 100); err != nil {
+		if err := s.AppendLog(c, sessions.LogAudit, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 100); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -456,17 +461,17 @@ func testLogsOrder(t *testing.T, s sessions.Store) {
 func testLogsRetention(t *testing.T, s sessions.Store) {
 	c := ctx(t)
 	for n := 1; n <= 10; n++ {
-		if err := s.AppendLog(c, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 4); err != nil {
+		if err := s.AppendLog(c, sessions.LogAudit, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 4); err != nil {
 			t.Fatal(err)
 		}
 	}
 	wantLogs(t, s, "", 100, 10, 9, 8, 7)
 	// An old id arriving late is dropped at once when the log is full.
-	if err := s.AppendLog(c, logID(0), []byte(`{"n":0}`), 4); err != nil {
+	if err := s.AppendLog(c, sessions.LogAudit, logID(0), []byte(`{"n":0}`), 4); err != nil {
 		t.Fatal(err)
 	}
 	wantLogs(t, s, "", 100, 10, 9, 8, 7)
-	if err := s.AppendLog(c, logID(11), []byte(`{"n":11}`), 2); err != nil {
+	if err := s.AppendLog(c, sessions.LogAudit, logID(11), []byte(`{"n":11}`), 2); err != nil {
 		t.Fatal(err)
 	}
 	wantLogs(t, s, "", 100, 11, 10)
@@ -475,11 +480,11 @@ func testLogsRetention(t *testing.T, s sessions.Store) {
 func testLogsInvalid(t *testing.T, s sessions.Store) {
 	c := ctx(t)
 	for _, id := range []string{"", "12", logID(1) + "0", "x" + logID(1)[1:]} {
-		if err := s.AppendLog(c, id, []byte("{}"), 10); err == nil {
+		if err := s.AppendLog(c, sessions.LogAudit, id, []byte("{}"), 10); err == nil {
 			t.Errorf("AppendLog(%q) succeeded", id)
 		}
 	}
-	if err := s.AppendLog(c, logID(1), []byte("{}"), 0); err == nil {
+	if err := s.AppendLog(c, sessions.LogAudit, logID(1), []byte("{}"), 0); err == nil {
 		t.Error("AppendLog with maxLen 0 succeeded")
 	}
 	wantLogs(t, s, "", 10)

@@ -1,0 +1,179 @@
+package logs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+func TestRetentionClassDefaultsFailuresToUnauthenticated(t *testing.T) {
+	tests := []struct {
+		name  string
+		typ   string
+		class Class
+		want  Class
+	}{
+		{name: "success login", typ: TypeSuccessLogin, want: ClassAudit},
+		{name: "code exchange", typ: TypeSuccessExchange, want: ClassAudit},
+		{name: "refresh", typ: TypeSuccessRefresh, want: ClassAudit},
+		{name: "logout", typ: TypeSuccessLogout, want: ClassAudit},
+		{name: "revocation", typ: TypeSuccessRevocation, want: ClassAudit},
+		{name: "management write", typ: TypeSuccessAPI, want: ClassAudit},
+		{name: "failed login", typ: TypeFailedLogin, want: ClassUnauthenticated},
+		{name: "failed exchange", typ: TypeFailedExchange, want: ClassUnauthenticated},
+		{name: "failed logout", typ: TypeFailedLogout, want: ClassUnauthenticated},
+		{name: "failed management call", typ: TypeFailedAPI, want: ClassUnauthenticated},
+		{name: "refresh reuse without a decision", typ: TypeFailedRotatingRefresh, want: ClassUnauthenticated},
+		{name: "unknown type", typ: "zzz", want: ClassUnauthenticated},
+		{name: "no type", typ: "", want: ClassUnauthenticated},
+		{name: "failure after authentication", typ: TypeFailedAPI, class: ClassAudit, want: ClassAudit},
+		{name: "success marked unauthenticated", typ: TypeSuccessLogin, class: ClassUnauthenticated, want: ClassUnauthenticated},
+		{name: "out-of-range class decides by type", typ: TypeFailedLogin, class: Class(9), want: ClassUnauthenticated},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := &Event{Type: tc.typ, Class: tc.class}
+			if got := ev.RetentionClass(); got != tc.want {
+				t.Fatalf("RetentionClass() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// auditTrail writes one s, seacft and sapi event and returns their ids.
+func auditTrail(t *testing.T, w *Writer, clock *fakeClock) []string {
+	t.Helper()
+	var ids []string
+	for _, typ := range []string{TypeSuccessLogin, TypeSuccessExchange, TypeSuccessAPI} {
+		clock.Add(time.Second)
+		ev := &Event{Type: typ, ClientID: "app", IP: "192.0.2.1"}
+		if err := w.Write(t.Context(), ev); err != nil {
+			t.Fatalf("Write %s: %v", typ, err)
+		}
+		ids = append(ids, ev.LogID)
+	}
+	return ids
+}
+
+// A thousand failed logins, under a small retention of their own, leave the audit trail
+// whole: search, checkpoint paging and Get still find every audit event, merged in id order
+// with the unauthenticated events that are kept.
+func TestUnauthenticatedFloodNeverEvictsAuditEvents(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() sessions.Store) {
+		clock := newClock()
+		store := newStore()
+		w := quietWriter(store, clock)
+		w.MaxLen, w.UnauthenticatedMaxLen = 5, 10
+		audit := auditTrail(t, w, clock)
+		var flood []string
+		for i := range 1000 {
+			clock.Add(time.Millisecond)
+			ev := &Event{Type: TypeFailedLogin, IP: fmt.Sprintf("198.51.100.%d", i%250), Details: map[string]any{"error": "invalid_client"}}
+			if err := w.Write(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			flood = append(flood, ev.LogID)
+		}
+		want := append(slices.Clone(audit), flood[990:]...)
+		if got := storedIDs(t, store); !slices.Equal(got, want) {
+			t.Fatalf("store holds %d entries, want the 3 audit events then the 10 newest failures", len(got))
+		}
+		for _, id := range audit {
+			if _, err := w.Get(t.Context(), id); err != nil {
+				t.Fatalf("Get(audit %s): %v", id, err)
+			}
+		}
+		var paged []string
+		from := ""
+		for range 10 {
+			evs, err := w.Search(t.Context(), Query{From: from, Take: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			for _, ev := range evs {
+				paged = append(paged, ev.LogID)
+			}
+			from = evs[len(evs)-1].LogID
+		}
+		if !slices.Equal(paged, want) {
+			t.Fatalf("checkpoint paging saw %d events, want %d in id order", len(paged), len(want))
+		}
+		evs, err := w.Search(t.Context(), Query{Q: "type:s"})
+		if err != nil || len(evs) != 1 || evs[0].LogID != audit[0] {
+			t.Fatalf("search type:s = %v, %v", evs, err)
+		}
+		evs, err = w.Search(t.Context(), Query{PerPage: 100})
+		if err != nil || len(evs) != 13 || evs[0].LogID != flood[999] || evs[12].LogID != audit[0] {
+			t.Fatalf("newest-first search = %d events, %v", len(evs), err)
+		}
+	})
+}
+
+// Each class ages out under its own max age; reads hide an aged-out event before the trim
+// removes it.
+func TestUnauthenticatedEventsAgeOutOnTheirOwn(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() sessions.Store) {
+		clock := newClock()
+		store := newStore()
+		w := quietWriter(store, clock)
+		w.MaxAge, w.UnauthenticatedMaxAge = 48*time.Hour, time.Hour
+		audit := auditTrail(t, w, clock)
+		failed := &Event{Type: TypeFailedLogin, IP: "192.0.2.9"}
+		if err := w.Write(t.Context(), failed); err != nil {
+			t.Fatal(err)
+		}
+		clock.Add(2 * time.Hour)
+		if _, err := w.Get(t.Context(), failed.LogID); !errors.Is(err, sessions.ErrNotFound) {
+			t.Fatalf("Get of an unauthenticated event past its max age = %v, want ErrNotFound", err)
+		}
+		evs, err := w.Search(t.Context(), Query{})
+		if err != nil || len(evs) != 3 {
+			t.Fatalf("search after 2h = %d events, %v; want the 3 audit events", len(evs), err)
+		}
+		if evs, err := w.Search(t.Context(), Query{Take: 10}); err != nil || len(evs) != 3 {
+			t.Fatalf("checkpoint read after 2h = %d events, %v; want the 3 audit events", len(evs), err)
+		}
+		if err := w.Trim(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := storedIDs(t, store); !slices.Equal(got, audit) {
+			t.Fatalf("after Trim the store holds %d entries, want the 3 audit events", len(got))
+		}
+		clock.Add(47 * time.Hour)
+		if err := w.Trim(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := storedIDs(t, store); len(got) != 0 {
+			t.Fatalf("after 49h the store holds %d entries, want none", len(got))
+		}
+	})
+}
+
+// The batched login write (PutAllAndLog) stores audit events only: an unauthenticated event
+// is refused as unsupported, so the caller falls back to Write.
+func TestWriteWithRefusesUnauthenticatedEvents(t *testing.T) {
+	w := quietWriter(sessions.NewMemory(), newClock())
+	called := false
+	err := w.WriteWith(t.Context(), &Event{Type: TypeFailedLogin}, func(_ context.Context, _ string, _ []byte, _ int) error {
+		called = true
+		return nil
+	})
+	if !errors.Is(err, errors.ErrUnsupported) || called {
+		t.Fatalf("WriteWith(f) = %v (store called: %v), want ErrUnsupported without a store call", err, called)
+	}
+	ev := &Event{Type: TypeSuccessLogin}
+	if err := w.WriteWith(t.Context(), ev, func(c context.Context, id string, data []byte, maxLen int) error {
+		called = true
+		return w.Store.AppendLog(c, sessions.LogAudit, id, data, maxLen)
+	}); err != nil || !called {
+		t.Fatalf("WriteWith(s) = %v (store called: %v)", err, called)
+	}
+}

@@ -1,0 +1,205 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// Conformance of the event log's retention classes (sessions.LogClass): each class keeps its
+// own entries under its own retention, and every read sees both as one log ordered by id.
+
+// appendClass appends {"n":N} under logID(N) to class for each n, keeping maxLen of class.
+func appendClass(t *testing.T, s sessions.Store, class sessions.LogClass, maxLen int, ns ...int) {
+	t.Helper()
+	for _, n := range ns {
+		if err := s.AppendLog(ctx(t), class, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), maxLen); err != nil {
+			t.Fatalf("AppendLog(%v, %d): %v", class, n, err)
+		}
+	}
+}
+
+// classesOf returns "n:class" for each entry, in order.
+func classesOf(t *testing.T, es []sessions.LogEntry) []string {
+	t.Helper()
+	ns := entryNs(t, es)
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = fmt.Sprintf("%d:%v", ns[i], e.Class)
+	}
+	return out
+}
+
+func wantClasses(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s = %v, want %v", what, got, want)
+	}
+}
+
+// testLogFloodKeepsAudit: thousands of unauthenticated entries, older and newer than the audit
+// entries, under a small retention of their own, never remove an audit entry.
+func testLogFloodKeepsAudit(t *testing.T, s sessions.Store) {
+	appendClass(t, s, sessions.LogAudit, 3, 1000, 2000, 3000)
+	for n := 1; n <= 3999; n++ {
+		if n%1000 == 0 {
+			continue
+		}
+		appendClass(t, s, sessions.LogUnauthenticated, 5, n)
+	}
+	es, err := s.LogsAfter(ctx(t), "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsAfter after the flood", classesOf(t, es),
+		"1000:audit", "2000:audit", "3000:audit",
+		"3995:unauthenticated", "3996:unauthenticated", "3997:unauthenticated", "3998:unauthenticated", "3999:unauthenticated")
+	for _, n := range []int{1000, 2000, 3000} {
+		if e, err := s.Log(ctx(t), logID(n)); err != nil || e.Class != sessions.LogAudit {
+			t.Fatalf("Log(%d) after the flood = %+v, %v", n, e, err)
+		}
+	}
+	// The audit class keeps its own maxLen: appending to it does not trim the other class.
+	appendClass(t, s, sessions.LogAudit, 1, 4000)
+	es, err = s.LogsBefore(ctx(t), "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsBefore after an audit append with maxLen 1", classesOf(t, es),
+		"4000:audit", "3999:unauthenticated", "3998:unauthenticated", "3997:unauthenticated", "3996:unauthenticated", "3995:unauthenticated")
+}
+
+// testLogClassesMerge: every read interleaves both classes by id and reports each entry's
+// class; paging on the last id visits every entry of both classes once.
+func testLogClassesMerge(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	appendClass(t, s, sessions.LogAudit, 100, 10, 30, 50)
+	appendClass(t, s, sessions.LogUnauthenticated, 100, 60, 20, 40)
+	all := []string{"10:audit", "20:unauthenticated", "30:audit", "40:unauthenticated", "50:audit", "60:unauthenticated"}
+
+	es, err := s.LogsAfter(c, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsAfter", classesOf(t, es), all...)
+	es, err = s.LogsAfter(c, logID(20), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsAfter(20, 3)", classesOf(t, es), all[2:5]...)
+	es, err = s.LogsBefore(c, logID(45), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsBefore(45, 2)", classesOf(t, es), "40:unauthenticated", "30:audit")
+	wantLogs(t, s, "", 4, 60, 50, 40, 30)
+	wantLogs(t, s, logID(30), 10, 20, 10)
+	wantLogs(t, s, "9", 1, 60)
+
+	for _, step := range []int{1, 2, 4} {
+		var up, down []string
+		cur := ""
+		for range 10 {
+			es, err := s.LogsAfter(c, cur, step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			up = append(up, classesOf(t, es)...)
+			cur = es[len(es)-1].ID
+		}
+		cur = ""
+		for range 10 {
+			es, err := s.LogsBefore(c, cur, step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			down = append(down, classesOf(t, es)...)
+			cur = es[len(es)-1].ID
+		}
+		wantClasses(t, fmt.Sprintf("paged ascending by %d", step), up, all...)
+		for i, j := 0, len(down)-1; i < j; i, j = i+1, j-1 {
+			down[i], down[j] = down[j], down[i]
+		}
+		wantClasses(t, fmt.Sprintf("paged descending by %d (reversed)", step), down, all...)
+	}
+	for _, tc := range []struct {
+		n     int
+		class sessions.LogClass
+	}{{n: 10, class: sessions.LogAudit}, {n: 40, class: sessions.LogUnauthenticated}} {
+		e, err := s.Log(c, logID(tc.n))
+		if err != nil || e.ID != logID(tc.n) || e.Class != tc.class || string(e.Event) != fmt.Sprintf(`{"n":%d}`, tc.n) {
+			t.Fatalf("Log(%d) = %+v, %v; want class %v", tc.n, e, err, tc.class)
+		}
+	}
+}
+
+// testTrimLogsByClass: TrimLogs removes old entries of its class only.
+func testTrimLogsByClass(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	appendClass(t, s, sessions.LogAudit, 100, 10, 30, 50)
+	appendClass(t, s, sessions.LogUnauthenticated, 100, 20, 40, 60)
+	if err := s.TrimLogs(c, sessions.LogUnauthenticated, logID(45)); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s.LogsAfter(c, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "after trimming unauthenticated below 45", classesOf(t, es), "10:audit", "30:audit", "50:audit", "60:unauthenticated")
+	if err := s.TrimLogs(c, sessions.LogAudit, logID(35)); err != nil {
+		t.Fatal(err)
+	}
+	es, err = s.LogsAfter(c, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "after trimming audit below 35", classesOf(t, es), "50:audit", "60:unauthenticated")
+}
+
+// testLogClassInvalid: a class other than LogAudit and LogUnauthenticated is refused.
+func testLogClassInvalid(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	bad := sessions.LogUnauthenticated + 1
+	if err := s.AppendLog(c, bad, logID(1), []byte(`{"n":1}`), 10); err == nil || errors.Is(err, sessions.ErrUnavailable) {
+		t.Errorf("AppendLog with class %v = %v, want a validation error", bad, err)
+	}
+	if err := s.TrimLogs(c, bad, logID(1)); err == nil || errors.Is(err, sessions.ErrUnavailable) {
+		t.Errorf("TrimLogs with class %v = %v, want a validation error", bad, err)
+	}
+	wantLogs(t, s, "", 10)
+}
+
+// testPutAllAndLogIsAudit: the event of PutAllAndLog is an audit entry, which a flood of
+// unauthenticated entries does not remove.
+func testPutAllAndLogIsAudit(t *testing.T, s sessions.Store) {
+	lb, ok := s.(sessions.LogBatcher)
+	if !ok {
+		t.Skip("store does not implement sessions.LogBatcher")
+	}
+	it := sessions.Item{Kind: sessions.KindSession, ID: "tag.s", Value: []byte("sess"), TTL: longTTL}
+	err := lb.PutAllAndLog(ctx(t), logID(5), []byte(`{"n":5}`), 10, it)
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip("PutAllAndLog unsupported by this deployment")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 20; n++ {
+		if n != 5 {
+			appendClass(t, s, sessions.LogUnauthenticated, 2, n)
+		}
+	}
+	es, err := s.LogsAfter(ctx(t), "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsAfter", classesOf(t, es), "5:audit", "19:unauthenticated", "20:unauthenticated")
+}
