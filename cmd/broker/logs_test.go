@@ -77,6 +77,8 @@ func startBrokerAPI(t *testing.T, up upstreamtest.Options) (string, *broker.Serv
 	cfg.GenerateMissingKeys = true
 	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8"} // the test IdP listens on loopback
+	// The tests write many fixture failures straight to the writer: no limits on them.
+	cfg.Logs.Unauthenticated.PerIP.Rate, cfg.Logs.Unauthenticated.Global.Rate = "0", "0"
 	cfg.Management.Tokens = []broker.ManagementToken{
 		{Name: "cli", Token: logsToken, Scopes: []string{"read:logs"}},
 		{Name: "conns", Token: noScopeToken, Scopes: []string{"read:connections"}},
