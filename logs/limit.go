@@ -53,12 +53,6 @@ type LimiterConfig struct {
 	MaxKeys     int // IPs remembered (least recently seen forgotten first); default 10000
 }
 
-// DefaultLimiterConfig is the default of the logs.unauthenticated limits: 1 event per second
-// per IP with bursts of 20, 20 per second with bursts of 200 in all.
-func DefaultLimiterConfig() LimiterConfig {
-	return LimiterConfig{PerIPRate: 1, PerIPBurst: 20, GlobalRate: 20, GlobalBurst: 200, MaxKeys: 10000}
-}
-
 // Limiter admits unauthenticated events: per client IP (a bounded table of token buckets)
 // and in all. It is safe for concurrent use.
 type Limiter struct {
