@@ -114,6 +114,22 @@ func TestUnauthenticatedFloodNeverEvictsAuditEvents(t *testing.T) {
 		if err != nil || len(evs) != 13 || evs[0].LogID != flood[999] || evs[12].LogID != audit[0] {
 			t.Fatalf("newest-first search = %d events, %v", len(evs), err)
 		}
+		evs, err = w.Search(t.Context(), Query{PerPage: 5, Page: 1, Sort: "date:1"})
+		if err != nil || len(evs) != 5 || evs[0].LogID != want[5] || evs[4].LogID != want[9] {
+			t.Fatalf("oldest-first page 1 = %d events, %v", len(evs), err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var followed []string
+		err = w.Follow(ctx, "", Filter{}, time.Millisecond, func(ev Event) error {
+			if followed = append(followed, ev.LogID); len(followed) == len(want) {
+				cancel()
+			}
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) || !slices.Equal(followed, want) {
+			t.Fatalf("Follow saw %d events (%v), want %d in id order", len(followed), err, len(want))
+		}
 	})
 }
 
