@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -63,5 +64,60 @@ func TestMemoryClosed(t *testing.T) {
 	}
 	if err := m.Ping(t.Context()); err == nil {
 		t.Fatal("Ping after Close succeeded")
+	}
+}
+
+// TestMemoryRecordLimitCountsLiveRecordsOnly: the limit is on live records (expired ones are
+// swept when a write needs their room), replacing or taking a record is possible at the
+// limit, and a batch counts each new key once.
+func TestMemoryRecordLimitCountsLiveRecordsOnly(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := NewMemoryWithOptions(MemoryOptions{MaxRecords: 4}).(*memory)
+	m.now = func() time.Time { return now }
+	ctx := t.Context()
+	put := func(id string, ttl time.Duration) error {
+		return m.Put(ctx, KindTransaction, id, []byte(id), ttl)
+	}
+	for i := range 4 {
+		if err := put(fmt.Sprint("short", i), time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := put("extra", time.Hour); !errors.Is(err, ErrFull) {
+		t.Fatalf("fifth record: %v, want ErrFull", err)
+	}
+	if err := put("short0", time.Second); err != nil {
+		t.Fatalf("replacing a record at the limit: %v", err)
+	}
+	err := m.PutAll(ctx, Item{Kind: KindTransaction, ID: "short1", Value: []byte("changed"), TTL: time.Second},
+		Item{Kind: KindCode, ID: "short1.c", Value: []byte("c"), TTL: time.Second})
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("batch adding one record at the limit: %v, want ErrFull", err)
+	}
+	if v, _ := m.Get(ctx, KindTransaction, "short1"); string(v) != "short1" {
+		t.Fatalf("a refused batch changed a record: %q", v)
+	}
+	if _, err := m.Take(ctx, KindTransaction, "short2"); err != nil {
+		t.Fatalf("Take at the limit: %v", err)
+	}
+	if err := m.PutAll(ctx, Item{Kind: KindCode, ID: "dup", Value: []byte("1"), TTL: time.Hour},
+		Item{Kind: KindCode, ID: "dup", Value: []byte("2"), TTL: time.Hour}); err != nil {
+		t.Fatalf("a batch writing one new key twice into one free slot: %v", err)
+	}
+
+	now = now.Add(2 * time.Second) // the three short records left have expired
+	for i := range 3 {
+		if err := put(fmt.Sprint("new", i), time.Hour); err != nil {
+			t.Fatalf("record %d after the others expired: %v", i, err)
+		}
+	}
+	if err := put("over", time.Hour); !errors.Is(err, ErrFull) {
+		t.Fatalf("record beyond 4 live ones: %v, want ErrFull", err)
+	}
+	m.mu.Lock()
+	n := len(m.recs)
+	m.mu.Unlock()
+	if n != 4 {
+		t.Fatalf("%d records held, want the 4 live ones", n)
 	}
 }

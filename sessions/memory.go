@@ -13,6 +13,21 @@ import (
 // minSweep is the least number of writes between two full sweeps of expired records.
 const minSweep = 1024
 
+// DefaultMaxRecords is the memory store's record limit when MemoryOptions.MaxRecords is 0
+// (the broker's store.memory.max_records default).
+const DefaultMaxRecords = 100_000
+
+// MemoryOptions configure the in-process backend (NewMemoryWithOptions).
+type MemoryOptions struct {
+	// MaxRecords caps the live TTL records (login transactions, sessions, codes, refresh
+	// tokens, proof jtis, nonces) the store holds. A write that would add a record beyond it
+	// fails with ErrFull and changes nothing (a batch is refused whole); replacing, taking
+	// or deleting a record is always possible, and expired records never count. 0 means
+	// DefaultMaxRecords. The event log (bounded by its own maxLen) and connection records do
+	// not count.
+	MaxRecords int
+}
+
 type memRecord struct {
 	value []byte
 	exp   time.Time
@@ -25,14 +40,18 @@ type memLog struct {
 
 // memory is the in-process Store. Expired records are invisible at once (lazy expiry) and
 // removed by a full sweep every max(minSweep, len) writes, so the map holds at most about
-// twice the live records and no goroutine is needed.
+// twice the live records and no goroutine is needed. A write that would take the map past
+// maxRecs sweeps first when a record may have expired (minExp has passed), so the limit is
+// one on live records, and a full store costs no sweep until a record actually expires.
 type memory struct {
-	mu     sync.Mutex
-	now    func() time.Time
-	recs   map[string]memRecord
-	writes int
-	logs   [len(logClasses)][]memLog // by LogClass, each sorted by id, oldest first
-	closed bool
+	mu      sync.Mutex
+	now     func() time.Time
+	recs    map[string]memRecord
+	writes  int
+	maxRecs int
+	minExp  time.Time                 // no record in recs expires before this (a lower bound)
+	logs    [len(logClasses)][]memLog // by LogClass, each sorted by id, oldest first
+	closed  bool
 
 	conns     map[string]memConn // connection records by id (no TTL)
 	connNames map[string]string  // connection name → id
@@ -40,9 +59,18 @@ type memory struct {
 	connVer   int64              // ConnectionsVersion
 }
 
-// NewMemory returns the in-process backend: the zero-setup default for a single broker.
+// NewMemory returns the in-process backend with the default options (at most
+// DefaultMaxRecords live records): the zero-setup default for a single broker.
 func NewMemory() Store {
-	return &memory{now: time.Now, recs: make(map[string]memRecord)}
+	return NewMemoryWithOptions(MemoryOptions{})
+}
+
+// NewMemoryWithOptions returns the in-process backend configured by o.
+func NewMemoryWithOptions(o MemoryOptions) Store {
+	if o.MaxRecords <= 0 {
+		o.MaxRecords = DefaultMaxRecords
+	}
+	return &memory{now: time.Now, recs: make(map[string]memRecord), maxRecs: o.MaxRecords}
 }
 
 func memKey(kind Kind, id string) string { return string(kind) + "\x00" + id }
@@ -68,12 +96,54 @@ func (m *memory) wrote(now time.Time) {
 	if m.writes < max(minSweep, len(m.recs)) {
 		return
 	}
+	m.sweep(now)
+}
+
+// sweep removes every expired record and recomputes minExp. mu must be held.
+func (m *memory) sweep(now time.Time) {
 	m.writes = 0
+	m.minExp = time.Time{}
 	for k, r := range m.recs {
-		if !now.Before(r.exp) {
+		switch {
+		case !now.Before(r.exp):
 			delete(m.recs, k)
+		case m.minExp.IsZero() || r.exp.Before(m.minExp):
+			m.minExp = r.exp
 		}
 	}
+}
+
+// room reports ErrFull when adding n records would exceed maxRecs live records, sweeping
+// expired ones first when one may have expired. mu must be held.
+func (m *memory) room(n int, now time.Time) error {
+	if len(m.recs)+n <= m.maxRecs {
+		return nil
+	}
+	if !now.Before(m.minExp) {
+		m.sweep(now)
+	}
+	if len(m.recs)+n <= m.maxRecs {
+		return nil
+	}
+	return fmt.Errorf("%w (%d live records, the limit)", ErrFull, len(m.recs))
+}
+
+// added counts the records items would add: distinct keys without a live record. mu must
+// be held.
+func (m *memory) added(items []Item, now time.Time) int {
+	n := 0
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		k := memKey(it.Kind, it.ID)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if _, ok := m.live(k, now); !ok {
+			n++
+		}
+	}
+	return n
 }
 
 // inOpen runs f with m.mu held, or returns errClosed once the store is closed.
@@ -93,17 +163,26 @@ func (m *memory) run(f func() error) error {
 	return err
 }
 
-// putLocked stores items, counting each write. mu must be held.
-func (m *memory) putLocked(items []Item) {
+// putLocked stores every item, counting each write, or none when the records they add do
+// not fit (ErrFull). mu must be held.
+func (m *memory) putLocked(items []Item) error {
 	now := m.now()
+	if err := m.room(m.added(items, now), now); err != nil {
+		return err
+	}
 	for _, it := range items {
 		m.set(it.Kind, it.ID, it.Value, it.TTL, now)
 		m.wrote(now)
 	}
+	return nil
 }
 
 func (m *memory) set(kind Kind, id string, value []byte, ttl time.Duration, now time.Time) {
-	m.recs[memKey(kind, id)] = memRecord{value: bytes.Clone(value), exp: now.Add(ttl)}
+	exp := now.Add(ttl)
+	m.recs[memKey(kind, id)] = memRecord{value: bytes.Clone(value), exp: exp}
+	if m.minExp.IsZero() || exp.Before(m.minExp) {
+		m.minExp = exp
+	}
 }
 
 func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
@@ -114,6 +193,9 @@ func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, t
 		now := m.now()
 		if _, ok := m.live(memKey(kind, id), now); ok {
 			return fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
+		}
+		if err := m.room(1, now); err != nil {
+			return fmt.Errorf("sessions: create %s: %w", kind, err)
 		}
 		m.set(kind, id, value, ttl, now)
 		m.wrote(now)
@@ -133,7 +215,9 @@ func (m *memory) Put(_ context.Context, kind Kind, id string, value []byte, ttl 
 		return fmt.Errorf("sessions: put %s: %w", kind, err)
 	}
 	return m.run(func() error {
-		m.putLocked([]Item{{Kind: kind, ID: id, Value: value, TTL: ttl}})
+		if err := m.putLocked([]Item{{Kind: kind, ID: id, Value: value, TTL: ttl}}); err != nil {
+			return fmt.Errorf("sessions: put %s: %w", kind, err)
+		}
 		return nil
 	})
 }
@@ -143,7 +227,9 @@ func (m *memory) PutAll(_ context.Context, items ...Item) error {
 		return fmt.Errorf("sessions: put all: %w", err)
 	}
 	return m.run(func() error {
-		m.putLocked(items)
+		if err := m.putLocked(items); err != nil {
+			return fmt.Errorf("sessions: put all: %w", err)
+		}
 		return nil
 	})
 }
@@ -159,7 +245,9 @@ func (m *memory) PutAllAndLog(_ context.Context, logID string, event []byte, max
 		return fmt.Errorf("sessions: put all and log: maxLen %d must be at least 1", maxLen)
 	}
 	return m.run(func() error {
-		m.putLocked(items)
+		if err := m.putLocked(items); err != nil {
+			return fmt.Errorf("sessions: put all and log: %w", err)
+		}
 		m.appendLog(LogAudit, logID, event, maxLen)
 		return nil
 	})

@@ -14,3 +14,24 @@ func TestMemoryConformance(t *testing.T) {
 		return s
 	})
 }
+
+// TestMemoryStoreAtRecordLimitFailsClosed runs the capacity conformance on a memory store
+// with a small record limit.
+func TestMemoryStoreAtRecordLimitFailsClosed(t *testing.T) {
+	const limit = 16
+	var fill []string
+	storetest.RunFull(t, func(t *testing.T) sessions.Store {
+		s := sessions.NewMemoryWithOptions(sessions.MemoryOptions{MaxRecords: limit})
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}, storetest.Capacity{
+		Fill: func(t *testing.T, s sessions.Store) { fill = storetest.FillMemory(t, s, limit) },
+		Free: func(t *testing.T, s sessions.Store) {
+			for _, id := range fill {
+				if err := s.Delete(t.Context(), sessions.KindNonce, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+	})
+}

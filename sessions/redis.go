@@ -74,14 +74,19 @@ func NewRedis(cfg RedisConfig) (Store, error) {
 	return &redisStore{c: c, prefix: cfg.Prefix, logKeys: logKeysFor(cfg.Prefix)}, nil
 }
 
-// mapErr turns a go-redis error into the package's errors: redis.Nil → ErrNotFound, any
-// failure to reach a working server → ErrUnavailable (the cause stays in the chain).
+// mapErr turns a go-redis error into the package's errors: redis.Nil → ErrNotFound, OOM
+// (maxmemory reached with maxmemory-policy noeviction: the write was refused whole) →
+// ErrFull, any other failure to reach a working server → ErrUnavailable (the cause stays in
+// the chain).
 func mapErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, redis.Nil) {
 		return fmt.Errorf("sessions: redis %s: %w", op, ErrNotFound)
+	}
+	if redis.IsOOMError(err) {
+		return fmt.Errorf("sessions: redis %s: %w: %w", op, ErrFull, err)
 	}
 	if unavailable(err) {
 		return fmt.Errorf("sessions: redis %s: %w: %w", op, ErrUnavailable, err)
@@ -159,13 +164,28 @@ func (s *redisStore) PutAll(ctx context.Context, items ...Item) error {
 	if len(items) == 0 {
 		return nil
 	}
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
 			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
 		}
 		return nil
 	})
-	return mapErr("put all", err)
+	return mapErr("put all", queuedErr(cmds, err))
+}
+
+// queuedErr is the error of a MULTI/EXEC: when EXEC aborted (EXECABORT) because Redis
+// refused a queued command, that command's error (OOM at maxmemory, CROSSSLOT), which says
+// why; otherwise err.
+func queuedErr(cmds []redis.Cmder, err error) error {
+	if err == nil || !redis.HasErrorPrefix(err, "EXECABORT") {
+		return err
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && !redis.HasErrorPrefix(e, "EXECABORT") {
+			return fmt.Errorf("%w (%w)", e, err)
+		}
+	}
+	return err
 }
 
 func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...Item) error {
@@ -183,7 +203,7 @@ func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byt
 	}
 	member := make([]byte, 0, len(logID)+1+len(event))
 	member = append(append(append(member, logID...), 0), event...)
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
 			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
 		}
@@ -191,7 +211,8 @@ func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byt
 		p.ZRemRangeByRank(ctx, s.logKeys[LogAudit], 0, int64(-maxLen-1))
 		return nil
 	})
-	if err != nil && (redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "EXECABORT")) {
+	err = queuedErr(cmds, err)
+	if err != nil && !redis.IsOOMError(err) && (redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "EXECABORT")) {
 		// A one-address client on a cluster-mode server: EXEC refused the whole batch.
 		return fmt.Errorf("sessions: put all and log: %w: %w", errors.ErrUnsupported, err)
 	}

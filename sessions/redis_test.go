@@ -325,3 +325,25 @@ func TestRedisLogClassKeysShareOneHashTag(t *testing.T) {
 		t.Fatalf("entry written under the old key = %+v, %v; want an audit entry", e, err)
 	}
 }
+
+// TestRedisAtMaxmemoryFailsClosed: the capacity conformance on Redis at maxmemory with
+// maxmemory-policy noeviction, where Redis refuses every write with OOM (reads, GETDEL and
+// DEL still work): the store reports ErrFull and nothing is half-written.
+func TestRedisAtMaxmemoryFailsClosed(t *testing.T) {
+	addr := redistest.Start(t)
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	config := func(t *testing.T, kv ...string) {
+		t.Helper()
+		for i := 0; i+1 < len(kv); i += 2 {
+			if err := admin.ConfigSet(t.Context(), kv[i], kv[i+1]).Err(); err != nil {
+				t.Fatalf("CONFIG SET %s %s: %v", kv[i], kv[i+1], err)
+			}
+		}
+	}
+	storetest.RunFull(t, func(t *testing.T) sessions.Store { return newRedis(t, addr, time.Second) }, storetest.Capacity{
+		// Any limit below the memory in use makes Redis refuse writes at once.
+		Fill: func(t *testing.T, _ sessions.Store) { config(t, "maxmemory-policy", "noeviction", "maxmemory", "1") },
+		Free: func(t *testing.T, _ sessions.Store) { config(t, "maxmemory", "0") },
+	})
+}

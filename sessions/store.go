@@ -20,6 +20,12 @@ var (
 	// ErrUnavailable wraps every failure to reach the backend (connection refused, timeout,
 	// cluster down). The HTTP layer maps it to 503.
 	ErrUnavailable = errors.New("sessions: store unavailable")
+	// ErrFull: the store refused a write because it is at capacity: the memory store holds
+	// its maximum number of live records (MemoryOptions.MaxRecords), or Redis answered OOM
+	// (maxmemory reached under maxmemory-policy noeviction). Nothing was written. It wraps
+	// ErrUnavailable, so every caller that answers 503 for an unreachable store also does so
+	// for a full one (fail closed); errors.Is(err, ErrFull) tells the two apart.
+	ErrFull = fmt.Errorf("sessions: store full: %w", ErrUnavailable)
 )
 
 // Kind names a family of records; it is part of the storage key.
