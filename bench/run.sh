@@ -140,6 +140,8 @@ keys:
     private_key_env: ""
   dpop:
     es256: { private_key_file: "$WORK/dpop-es256.pem", private_key_env: "" }
+rate_limits:
+  enabled: false # the load comes from one address: the per-IP limits (on by default) would refuse it
 dpop:
   retry_delay: $RETRY_DELAY
   jitter: $JITTER

@@ -41,6 +41,9 @@ type transaction struct {
 	Start      *upstream.Start `json:"start"`
 	CookieHash string          `json:"cookie_hash"` // base64url SHA-256 of the browser cookie
 	Expires    int64           `json:"exp"`         // unix ms; checked against the injected clock
+	// LimitKey is the per-IP limit key (ipKey) of the browser that started the login: the
+	// callback gives its live-transaction slot back (bounded.go).
+	LimitKey string `json:"limit_key,omitempty"`
 }
 
 // txCookie binds a login transaction to the browser that started it.
@@ -145,11 +148,15 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		secret = randomString(32)
 		tx := transaction{
 			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret),
-			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(),
+			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(), LimitKey: ipKey(s.clientIP(r)),
 		}
 		raw, err := json.Marshal(tx)
 		if err != nil {
 			s.errorPage(w, r, http.StatusInternalServerError, "server_error", "could not encode the login transaction", ev)
+			return
+		}
+		if ref := s.holdTx(&tx); ref != nil {
+			s.liveTxRefused(w, r, ref, ev)
 			return
 		}
 		if fresh {
@@ -161,6 +168,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			if err == nil && !s.reg.confirm(snap, v) {
 				// The connections changed: this transaction's state is never handed out.
 				_ = s.store.Delete(r.Context(), sessions.KindTransaction, st.State)
+				s.freeTx(&tx)
 				clearConnection(ev)
 				if snap, err = s.reg.current(r.Context(), true); err != nil {
 					s.storeFailed(w, r, err, ev)
@@ -171,6 +179,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if err != nil {
+			s.freeTx(&tx)
 			s.storeFailed(w, r, err, ev)
 			return
 		}
@@ -248,13 +257,7 @@ func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
 	if jkt := q.Get("dpop_jkt"); jkt != "" && !isB64SHA256(jkt) {
 		return bad("invalid_request", "dpop_jkt must be a base64url SHA-256 JWK thumbprint")
 	}
-	if n := q.Get("nonce"); len(n) > 512 {
-		return bad("invalid_request", "nonce is too long")
-	}
-	if st := q.Get("state"); len(st) > 2048 {
-		return bad("invalid_request", "state is too long")
-	}
-	return nil
+	return nil // lengths (state, nonce, …) were checked by guardAuthorize (authorizeLimits)
 }
 
 // pickConnection returns the connection for the request: the named one (enabled for the
@@ -308,9 +311,14 @@ func (s *Server) beginFailed(w http.ResponseWriter, r *http.Request, app *appReq
 	s.redirectToApp(w, r, app, url.Values{"error": {oauthCode}, "error_description": {appDesc}})
 }
 
-// storeFailed answers a store error: 503 when the store is unreachable, 500 otherwise.
+// storeFailed answers a store error: 503 when the store is full (store_full) or unreachable,
+// 500 otherwise.
 func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, err error, ev *logs.Event) {
 	s.log.Error("store operation failed", "err", err)
+	if storeFull(err) {
+		s.errorPage(w, r, http.StatusServiceUnavailable, codeStoreFull, "The sign-in service is at capacity. Please try again shortly.", ev)
+		return
+	}
 	if storeDown(err) {
 		s.errorPage(w, r, http.StatusServiceUnavailable, codeStoreUnavailable, "The session store is unavailable. Please try again shortly.", ev)
 		return

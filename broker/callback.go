@@ -65,6 +65,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.clearTxCookie(w)
+	s.freeTx(tx) // its live-transaction slot (bounded.go)
 	// /authorize read the store's connection version for this login; here a snapshot at most
 	// registryRecheck old is enough (a change made since is seen within that second).
 	snap, err := s.reg.current(r.Context(), false)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // Config is the broker configuration file (config.example.yaml documents every key).
@@ -51,8 +53,16 @@ type Config struct {
 
 // StoreConfig selects the session store.
 type StoreConfig struct {
-	Type  string      `yaml:"type"` // memory | redis
-	Redis RedisConfig `yaml:"redis"`
+	Type   string            `yaml:"type"` // memory | redis
+	Redis  RedisConfig       `yaml:"redis"`
+	Memory MemoryStoreConfig `yaml:"memory"`
+}
+
+// MemoryStoreConfig bounds the memory store: at most MaxRecords live records (transactions,
+// sessions, codes, refresh tokens, proof jtis); a write beyond it fails closed (503,
+// details.error store_full). Redis is bounded by its own maxmemory (README).
+type MemoryStoreConfig struct {
+	MaxRecords int `yaml:"max_records"`
 }
 
 // RedisConfig is the Redis connection: one address, several (Cluster), or Sentinel.
@@ -363,7 +373,7 @@ func Default() *Config {
 		Listen: "127.0.0.1:8080", UpstreamTimeout: 10 * time.Second,
 		Store: StoreConfig{Type: "memory", Redis: RedisConfig{
 			Prefix: "dpop-broker", Timeout: 2 * time.Second,
-		}},
+		}, Memory: MemoryStoreConfig{MaxRecords: sessions.DefaultMaxRecords}},
 		Keys: KeysConfig{Signing: SigningKeyConfig{Alg: "RS256"}},
 		Lifetimes: LifetimesConfig{
 			Transaction: 10 * time.Minute, Code: 60 * time.Second, Session: 8 * time.Hour,

@@ -152,6 +152,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	// The test IdPs and apps listen on loopback, which the upstream address policy refuses
 	// by default; tests of that refusal take it out again in mutate.
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8"}
+	cfg.RateLimits.Enabled = false // on by default (serve); tests of the limits turn them on
 	if o.mutate != nil {
 		o.mutate(cfg)
 	}

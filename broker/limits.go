@@ -25,10 +25,19 @@ const (
 	maxOtherParamBytes = 2048 // any parameter without its own limit
 )
 
-// authorizeLimits are the longest accepted /authorize parameter values, in bytes.
+// The app's state and nonce at /authorize: both are kept in the login transaction and the
+// code record, and echoed (state on the redirect, nonce in the ID token). Random values from
+// SDKs are far shorter (openid-client 43 characters, auth0-spa-js 60).
+const (
+	maxStateBytes = 512
+	maxNonceBytes = 256
+)
+
+// authorizeLimits are the longest accepted /authorize parameter values, in bytes (the only
+// length checks of /authorize: guardAuthorize applies them before the handler runs).
 var authorizeLimits = map[string]int{
 	"response_type": 64, "response_mode": 32, "client_id": 256, "redirect_uri": 2048,
-	"scope": 1024, "state": 512, "nonce": 512, "code_challenge": 43, "code_challenge_method": 16,
+	"scope": 1024, "state": maxStateBytes, "nonce": maxNonceBytes, "code_challenge": 43, "code_challenge_method": 16,
 	"connection": 128, "audience": 2048, "dpop_jkt": 43, "prompt": 64, "login_hint": 512,
 	"max_age": 16, "ui_locales": 256, "acr_values": 512, "display": 16, "id_token_hint": 4096,
 }
@@ -100,9 +109,18 @@ func (s *Server) knownClient(q url.Values) *ClientConfig {
 	return nil
 }
 
+// registeredRedirect reports whether q names exactly one redirect_uri, registered for client.
+func registeredRedirect(client *ClientConfig, q url.Values) bool {
+	uri := q["redirect_uri"]
+	return len(uri) == 1 && slices.Contains(client.RedirectURIs, uri[0])
+}
+
 // guardAuthorize applies the rate limits and the size limits in front of /authorize. A
 // limit problem goes back to the app as invalid_request when the client and its redirect_uri
-// are valid, else to the user as an error page; each writes an f event.
+// are valid, else to the user as an error page; each writes an f event. The per-IP limit
+// comes first; the per-client bucket is spent only by requests it let through that name a
+// registered client with one of its redirect_uris (/authorize has no client authentication,
+// so this is all that can be checked before the bucket is charged).
 func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := s.now()
@@ -115,7 +133,7 @@ func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		client := s.knownClient(q)
-		if client != nil {
+		if client != nil && registeredRedirect(client, q) {
 			if ref := s.guard.check(s.guard.authorizeClient, client.ClientID, now); ref != nil {
 				s.authorizeRefused(w, r, ref)
 				return
@@ -132,9 +150,9 @@ func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 		}
 		if client != nil {
 			withClient(ev, client)
-			if uri := q["redirect_uri"]; len(uri) == 1 && slices.Contains(client.RedirectURIs, uri[0]) {
-				app := &appRequest{ClientID: client.ClientID, RedirectURI: uri[0]}
-				if st := q["state"]; len(st) == 1 && len(st[0]) <= authorizeLimits["state"] {
+			if registeredRedirect(client, q) {
+				app := &appRequest{ClientID: client.ClientID, RedirectURI: q.Get("redirect_uri")}
+				if st := q["state"]; len(st) == 1 && len(st[0]) <= maxStateBytes {
 					app.State = st[0]
 				}
 				s.appError(w, r, app, "invalid_request", desc, codeInvalidRequest, ev)
@@ -145,9 +163,18 @@ func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// guardCallback applies the size limits in front of /login/callback (error page, f event).
+// guardCallback applies the per-IP rate limit (429 page) and the size limits (error page) in
+// front of /login/callback; each writes an f event.
 func (s *Server) guardCallback(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if ref := s.guard.check(s.guard.callbackIP, ipKey(s.clientIP(r)), s.now()); ref != nil {
+			ref.setRetryAfter(w)
+			ev := s.newEvent(r)
+			ev.Details["rate_limit"] = ref.details()
+			s.fail(r, ev, codeTooManyRequests, ref.description())
+			tooManyPage(w, ref, "Too many sign-in attempts", "The sign-in service is receiving too many requests.")
+			return
+		}
 		q, ok := s.boundedQuery(w, r)
 		if !ok {
 			return
@@ -196,22 +223,54 @@ func (s *Server) authorizeRefused(w http.ResponseWriter, r *http.Request, ref *r
 	}
 	ev.Details["rate_limit"] = ref.details()
 	s.fail(r, ev, codeTooManyRequests, ref.description())
+	tooManyPage(w, ref, "Too many sign-in attempts", "The sign-in service is receiving too many requests.")
+}
+
+// tooManyPage renders the 429 page of a refusal (Retry-After is the caller's).
+func tooManyPage(w http.ResponseWriter, ref *refusal, title, why string) {
 	renderPage(w, http.StatusTooManyRequests, page{
-		Title: "Too many sign-in attempts", Error: codeTooManyRequests,
-		Message: fmt.Sprintf("The sign-in service is receiving too many requests. Please try again in %d seconds.", ref.retryAfterSeconds()),
+		Title: title, Error: codeTooManyRequests,
+		Message: fmt.Sprintf("%s Please try again in %d seconds.", why, ref.retryAfterSeconds()),
 	})
 }
 
-// guardToken applies the per-IP limit, the body limit (413) and the per-client limit in front
-// of /oauth/token and /oauth/revoke. The body is read once here (≤ maxBodyBytes) and handed on
-// in memory. A rate-limited request is recorded as refusedType, or, when it is "", as the token
-// endpoint's failure for its grant (feacft, fertft).
+// guardLogout applies the per-IP rate limit of the logout endpoints (/oidc/logout GET and
+// POST, /v2/logout, /logout/federated share one bucket per IP): a 429 page with Retry-After
+// and an flo event with details.error too_many_requests.
+func (s *Server) guardLogout(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ref := s.guard.check(s.guard.logoutIP, ipKey(s.clientIP(r)), s.now())
+		if ref == nil {
+			next(w, r)
+			return
+		}
+		ref.setRetryAfter(w)
+		ev := s.newEvent(r)
+		ev.Type = logs.TypeFailedLogout
+		if ids := r.URL.Query()["client_id"]; len(ids) == 1 && len(ids[0]) <= 256 { // the body is not read
+			if c := s.clients[ids[0]]; c != nil {
+				withClient(ev, c)
+			}
+		}
+		ev.Details["error"] = codeTooManyRequests
+		ev.Details["error_description"] = ref.description()
+		ev.Details["rate_limit"] = ref.details()
+		s.write(r, ev)
+		tooManyPage(w, ref, "Too many sign-out requests", "The sign-out service is receiving too many requests.")
+	}
+}
+
+// guardToken applies the per-IP limit and the body limit (413) in front of /oauth/token and
+// /oauth/revoke. The body is read once here (≤ maxBodyBytes) and handed on in memory. A
+// rate-limited request is recorded as refusedType, or, when it is "", as the token endpoint's
+// failure for its grant (feacft, fertft). The per-client limit is applied by the handlers
+// once the client has authenticated (chargeClient).
 func (s *Server) guardToken(next http.HandlerFunc, refusedType string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		now := s.now()
-		if ref := s.guard.check(s.guard.tokenIP, ipKey(s.clientIP(r)), now); ref != nil {
+		if ref := s.guard.check(s.guard.tokenIP, ipKey(s.clientIP(r)), s.now()); ref != nil {
 			body, _ := readBody(w, r) // to name the client in the event
-			s.tokenRefused(w, r, ref, body, refusedType)
+			id, grant := tokenRequestClient(r, body)
+			s.tokenRefused(w, r, ref, id, grant, refusedType)
 			return
 		}
 		body, err := readBody(w, r)
@@ -227,16 +286,25 @@ func (s *Server) guardToken(next http.HandlerFunc, refusedType string) http.Hand
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		if s.guard.tokenClient != nil {
-			if id, _ := tokenRequestClient(r, body); s.clients[id] != nil {
-				if ref := s.guard.check(s.guard.tokenClient, id, now); ref != nil {
-					s.tokenRefused(w, r, ref, body, refusedType)
-					return
-				}
-			}
-		}
 		next(w, r)
 	}
+}
+
+// chargeClient spends one request of client's /oauth/token bucket (shared with
+// /oauth/revoke) once it has authenticated, and answers 429 when it is empty (true: the
+// request is answered). So a request with a wrong or missing secret spends only its IP's
+// bucket and cannot lock the app out. A public client has no secret: naming it proves
+// nothing, so its requests are limited per IP only. grant names the event of a refusal.
+func (s *Server) chargeClient(w http.ResponseWriter, r *http.Request, client *ClientConfig, grant, refusedType string) bool {
+	if client.Public() {
+		return false
+	}
+	ref := s.guard.check(s.guard.tokenClient, client.ClientID, s.now())
+	if ref == nil {
+		return false
+	}
+	s.tokenRefused(w, r, ref, client.ClientID, grant, refusedType)
+	return true
 }
 
 // readBody reads at most maxBodyBytes of the request body (more is an *http.MaxBytesError).
@@ -278,12 +346,12 @@ func tokenRequestClient(r *http.Request, body []byte) (id, grant string) {
 
 // tokenRefused answers a rate-limited /oauth/token: 429 {"error":"too_many_requests"} with
 // Retry-After, and a feacft (fertft for refresh_token) event, limited like every
-// unauthenticated event (the client is named, not authenticated).
-func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refusal, body []byte, refusedType string) {
+// unauthenticated event (the client is named, not authenticated). id and grant are what the
+// request named (unchecked).
+func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refusal, id, grant, refusedType string) {
 	ref.setRetryAfter(w)
 	oerr := &oauthError{Status: http.StatusTooManyRequests, Code: codeTooManyRequests, Description: ref.description()}
 	ev := s.newEvent(r)
-	id, grant := tokenRequestClient(r, body)
 	ev.Type = logs.TypeFailedExchange
 	switch {
 	case refusedType != "":

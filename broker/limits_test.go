@@ -68,7 +68,8 @@ func TestLimitsAuthorize(t *testing.T) {
 	}{
 		{"5.4 state longer than 512 bytes", base(func(q url.Values) { q.Set("state", long(513)) }), toApp, 0, "state", "state is longer than 512 bytes"},
 		{"5.4 state of 512 bytes accepted", base(func(q url.Values) { q.Set("state", long(512)) }), "", 0, "", ""},
-		{"5.4 nonce longer than 512 bytes", base(func(q url.Values) { q.Set("nonce", long(513)) }), toApp, 0, "nonce", "nonce is longer than 512 bytes"},
+		{"nonce longer than 256 bytes is refused", base(func(q url.Values) { q.Set("nonce", long(257)) }), toApp, 0, "nonce", "nonce is longer than 256 bytes"},
+		{"nonce of 256 bytes is accepted", base(func(q url.Values) { q.Set("nonce", long(256)) }), "", 0, "", ""},
 		{"5.4 scope longer than 1 KiB", base(func(q url.Values) { q.Set("scope", "openid "+long(1024)) }), toApp, 0, "scope", "scope is longer than 1024 bytes"},
 		{"5.4 PK code_challenge longer than 43", base(func(q url.Values) { q.Set("code_challenge", long(44)) }), toApp, 0, "code_challenge", "code_challenge must be exactly 43 characters (a base64url SHA-256 value)"},
 		{"5.4 login_hint longer than 512 bytes", base(func(q url.Values) { q.Set("login_hint", long(513)) }), toApp, 0, "login_hint", "login_hint is longer than 512 bytes"},
@@ -316,15 +317,13 @@ func TestRateLimitAuthorize(t *testing.T) {
 			t.Fatalf("client table holds %d keys, want 2", n)
 		}
 	})
-	t.Run("5.4 off by default", func(t *testing.T) {
-		if Default().RateLimits.Enabled {
-			t.Fatal("rate limits on by default")
-		}
-		h := newHarness(t, harnessOpts{up: dpopUp})
-		if g := h.broker.guard; g.authorizeIP != nil || g.authorizeClient != nil || g.tokenIP != nil || g.tokenClient != nil {
+	t.Run("none when turned off", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp}) // the harness turns them off
+		if g := h.broker.guard; g.authorizeIP != nil || g.authorizeClient != nil || g.tokenIP != nil || g.tokenClient != nil ||
+			g.callbackIP != nil || g.logoutIP != nil || g.liveTx != nil {
 			t.Fatal("limiters built while disabled")
 		}
-		for i := range 50 {
+		for i := range 60 {
 			if rec := h.authorizeFrom("192.0.2.1:1", nil); rec.Code != http.StatusFound {
 				t.Fatalf("request %d: %d", i, rec.Code)
 			}
@@ -418,25 +417,46 @@ func TestRateLimitToken(t *testing.T) {
 			t.Fatalf("revocation refusal event %+v", ev)
 		}
 	})
-	t.Run("5.4 per client: Basic or body client_id, known clients only", func(t *testing.T) {
+	t.Run("per client: authenticated requests only, from any address", func(t *testing.T) {
 		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerClient = RateLimit{Rate: "1/h", Burst: 1} })
+		postApp := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+			c.RateLimits.Enabled = true
+			c.RateLimits.Token.PerClient = RateLimit{Rate: "1/h", Burst: 1}
+			c.Clients[0].TokenEndpointAuthMethod = AuthSecretPost // the app sends its secret in the body
+		}})
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}}
 		if rec := post(h, "192.0.2.1:1", form, true); rec.Code != http.StatusBadRequest {
 			t.Fatalf("first: %d", rec.Code)
 		}
 		wantJSON429(t, post(h, "192.0.2.2:1", form, true), "3600")
-		body := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}, "client_id": {appClient}, "client_secret": {"x"}}
-		wantJSON429(t, post(h, "192.0.2.3:1", body, false), "3600")
+		if ev := h.lastEvent(); ev.Type != logs.TypeFailedExchange || ev.ClientID != appClient ||
+			ev.Details["rate_limit"].(map[string]any)["by"] != "client" {
+			t.Fatalf("per-client refusal event %+v", ev)
+		}
+		body := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}, "client_id": {appClient}, "client_secret": {"wrong"}}
+		for i := range 3 {
+			if rec := post(postApp, "192.0.2.3:1", body, false); rec.Code != http.StatusUnauthorized {
+				t.Fatalf("wrong secret in the body, request %d: %d, want 401 (the client's bucket untouched)", i, rec.Code)
+			}
+		}
+		body.Set("client_secret", appSecret)
+		if rec := post(postApp, "192.0.2.3:1", body, false); rec.Code != http.StatusBadRequest {
+			t.Fatalf("the app with its secret in the body: %d", rec.Code)
+		}
+		wantJSON429(t, post(postApp, "192.0.2.4:1", body, false), "3600")
+		body.Del("client_secret")
 		body.Set("client_id", spaClient)
-		if rec := post(h, "192.0.2.3:1", body, false); rec.Code == http.StatusTooManyRequests {
-			t.Fatal("another client was limited")
+		for i := range 5 { // a public client proves nothing by naming itself: limited per IP only
+			if rec := post(h, "192.0.2.3:1", body, false); rec.Code == http.StatusTooManyRequests {
+				t.Fatalf("public client request %d limited per client", i)
+			}
 		}
 		for i := range 20 {
 			body.Set("client_id", "spoof-"+strconv.Itoa(i))
 			post(h, "192.0.2.3:1", body, false)
 		}
-		if n := h.broker.guard.tokenClient.len(); n != 2 {
-			t.Fatalf("client table holds %d keys, want 2", n)
+		if n := h.broker.guard.tokenClient.len(); n != 1 {
+			t.Fatalf("client table holds %d keys, want only the authenticated app", n)
 		}
 	})
 }

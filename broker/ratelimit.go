@@ -16,22 +16,35 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// RateLimitsConfig are token-bucket limits on /authorize and /oauth/token, per client IP and
-// per client_id. They are kept in memory by each replica: with N replicas behind a load
-// balancer the effective limit is up to N times the configured one.
+// RateLimitsConfig are token-bucket limits per client IP on /authorize, /login/callback,
+// /oauth/token (with /oauth/revoke) and the logout endpoints, per client_id on /authorize
+// and /oauth/token, and a bound on the live login transactions of one client IP. They are
+// on by default (Default) and off in the demo. They are kept in memory by each replica: with
+// N replicas behind a load balancer the effective limit is up to N times the configured one.
 type RateLimitsConfig struct {
 	Enabled bool `yaml:"enabled"`
 	// MaxKeys caps the keys (IPs or client ids) each limiter table remembers; the least
 	// recently seen key is forgotten first, so spoofed keys cannot grow memory.
 	MaxKeys   int                `yaml:"max_keys"`
 	Authorize EndpointRateLimits `yaml:"authorize"`
-	Token     EndpointRateLimits `yaml:"token"`
+	// LiveTransactionsPerIP bounds the login transactions one client IP (IPv6: its /64) may
+	// hold on this replica at once: started at /authorize and neither finished at
+	// /login/callback nor expired (lifetimes.transaction). 0 = unbounded (bounded.go).
+	LiveTransactionsPerIP int                `yaml:"live_transactions_per_ip"`
+	Callback              IPRateLimits       `yaml:"callback"`
+	Token                 EndpointRateLimits `yaml:"token"`
+	Logout                IPRateLimits       `yaml:"logout"`
 }
 
 // EndpointRateLimits are the limits of one endpoint.
 type EndpointRateLimits struct {
 	PerIP     RateLimit `yaml:"per_ip"`
 	PerClient RateLimit `yaml:"per_client"`
+}
+
+// IPRateLimits are the limits of an endpoint that names no authenticated client.
+type IPRateLimits struct {
+	PerIP RateLimit `yaml:"per_ip"`
 }
 
 // RateLimit is a sustained rate ("20/s", "600/m", "1000/h"; "" or "0" = unlimited) and the
@@ -41,20 +54,25 @@ type RateLimit struct {
 	Burst int    `yaml:"burst"`
 }
 
-// defaultRateLimits are the limits used when rate_limits.enabled is true and the file sets no
-// other values.
+// defaultRateLimits are the limits of a configuration that sets no other values: on, as
+// `serve` runs (the demo turns them off).
 func defaultRateLimits() RateLimitsConfig {
 	return RateLimitsConfig{
+		Enabled: true,
 		MaxKeys: 10000,
 		Authorize: EndpointRateLimits{
 			PerIP:     RateLimit{Rate: "20/s", Burst: 40},
 			PerClient: RateLimit{Rate: "200/s", Burst: 400},
 		},
+		LiveTransactionsPerIP: 50,
+		// Every login comes back once through the callback, from the same browser.
+		Callback: IPRateLimits{PerIP: RateLimit{Rate: "20/s", Burst: 40}},
 		Token: EndpointRateLimits{
 			// A confidential app's back end redeems every user's code from one address.
 			PerIP:     RateLimit{Rate: "100/s", Burst: 200},
 			PerClient: RateLimit{Rate: "200/s", Burst: 400},
 		},
+		Logout: IPRateLimits{PerIP: RateLimit{Rate: "10/s", Burst: 20}},
 	}
 }
 
@@ -89,14 +107,19 @@ func (v *validator) rateLimits(c *Config) {
 	if rl.MaxKeys < 1 || rl.MaxKeys > 10_000_000 {
 		v.add("rate_limits.max_keys", "must be between 1 and 10000000")
 	}
+	if n := rl.LiveTransactionsPerIP; n < 0 || n > maxLiveTransactionsPerIP {
+		v.add("rate_limits.live_transactions_per_ip", "must be between 0 (unbounded) and %d", maxLiveTransactionsPerIP)
+	}
 	for _, e := range []struct {
 		key string
 		l   RateLimit
 	}{
 		{"rate_limits.authorize.per_ip", rl.Authorize.PerIP},
 		{"rate_limits.authorize.per_client", rl.Authorize.PerClient},
+		{"rate_limits.callback.per_ip", rl.Callback.PerIP},
 		{"rate_limits.token.per_ip", rl.Token.PerIP},
 		{"rate_limits.token.per_client", rl.Token.PerClient},
+		{"rate_limits.logout.per_ip", rl.Logout.PerIP},
 	} {
 		lim, err := parseRate(e.l.Rate)
 		if err != nil {
@@ -140,7 +163,9 @@ func init() {
 // guard holds the per-replica rate limiters and the trusted proxies (limits.go uses both).
 type guard struct {
 	authorizeIP, authorizeClient *limiterTable // nil = unlimited or disabled
+	callbackIP, logoutIP         *limiterTable
 	tokenIP, tokenClient         *limiterTable
+	liveTx                       *liveTxTable // live login transactions per IP (bounded.go)
 	proxies                      []netip.Prefix
 	refused                      *prometheus.CounterVec
 }
@@ -151,7 +176,7 @@ func newGuard(cfg *Config, reg *prometheus.Registry) (*guard, error) {
 	g := &guard{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpop_broker_rate_limited_total",
-			Help: "Requests refused with 429 by the per-replica rate limits, by endpoint and key (ip or client).",
+			Help: "Requests refused with 429 by the per-replica rate limits, by endpoint and key (ip, client, or live_transactions).",
 		}, []string{"endpoint", "key"}),
 	}
 	if reg != nil {
@@ -177,8 +202,10 @@ func newGuard(cfg *Config, reg *prometheus.Registry) (*guard, error) {
 	}{
 		{&g.authorizeIP, "authorize", "ip", "rate_limits.authorize.per_ip", rl.Authorize.PerIP},
 		{&g.authorizeClient, "authorize", "client", "rate_limits.authorize.per_client", rl.Authorize.PerClient},
+		{&g.callbackIP, "callback", "ip", "rate_limits.callback.per_ip", rl.Callback.PerIP},
 		{&g.tokenIP, "token", "ip", "rate_limits.token.per_ip", rl.Token.PerIP},
 		{&g.tokenClient, "token", "client", "rate_limits.token.per_client", rl.Token.PerClient},
+		{&g.logoutIP, "logout", "ip", "rate_limits.logout.per_ip", rl.Logout.PerIP},
 	} {
 		lim, err := parseRate(t.l.Rate)
 		if err != nil {
@@ -187,6 +214,9 @@ func newGuard(cfg *Config, reg *prometheus.Registry) (*guard, error) {
 		if lim > 0 {
 			*t.dst = newLimiterTable(t.endpoint, t.key, t.l, lim, max(rl.MaxKeys, 1))
 		}
+	}
+	if rl.LiveTransactionsPerIP > 0 {
+		g.liveTx = newLiveTxTable(rl.LiveTransactionsPerIP, max(rl.MaxKeys, 1))
 	}
 	return g, nil
 }
@@ -217,10 +247,13 @@ func newLimiterTable(endpoint, key string, l RateLimit, lim rate.Limit, maxKeys 
 	}
 }
 
-// refusal describes a request the limiter refused. Its event is an unauthenticated one,
+// refusal describes a request a limiter refused. Its event is an unauthenticated one,
 // limited like every such event (logs.unauthenticated), so an attack cannot flood the log.
 type refusal struct {
-	table      *limiterTable
+	endpoint   string        // authorize, callback, token, logout
+	by         string        // ip, client, or live_transactions (bounded.go)
+	limit      string        // the configured rate, or the live-transaction bound
+	burst      int           // of a rate; 0 for the live-transaction bound
 	retryAfter time.Duration // until one request is allowed again
 }
 
@@ -245,7 +278,7 @@ func (t *limiterTable) take(key string, now time.Time) *refusal {
 		return nil
 	}
 	wait := time.Duration((1 - e.lim.TokensAt(now)) / float64(t.limit) * float64(time.Second))
-	return &refusal{table: t, retryAfter: max(wait, 0)}
+	return &refusal{endpoint: t.endpoint, by: t.key, limit: t.spec, burst: t.burst, retryAfter: max(wait, 0)}
 }
 
 // len reports how many keys the table remembers (tests).
@@ -261,10 +294,15 @@ func (g *guard) check(t *limiterTable, key string, now time.Time) *refusal {
 		return nil
 	}
 	ref := t.take(key, now)
-	if ref != nil {
-		g.refused.WithLabelValues(t.endpoint, t.key).Inc()
-	}
+	g.count(ref)
 	return ref
+}
+
+// count adds a refusal (nil: none) to dpop_broker_rate_limited_total.
+func (g *guard) count(ref *refusal) {
+	if ref != nil {
+		g.refused.WithLabelValues(ref.endpoint, ref.by).Inc()
+	}
 }
 
 // retryAfterSeconds is the Retry-After value: whole seconds, at least 1.
@@ -279,20 +317,27 @@ func (ref *refusal) setRetryAfter(w http.ResponseWriter) {
 
 // description is the error_description of a refusal.
 func (ref *refusal) description() string {
-	who := "this address"
-	if ref.table.key == "client" {
-		who = "this application"
+	switch ref.by {
+	case byLiveTransactions:
+		return fmt.Sprintf("too many sign-ins in progress from this address (limit %s); retry after %d s",
+			ref.limit, ref.retryAfterSeconds())
+	case "client":
+		return fmt.Sprintf("too many requests from this application (limit %s, burst %d); retry after %d s",
+			ref.limit, ref.burst, ref.retryAfterSeconds())
 	}
-	return fmt.Sprintf("too many requests from %s (limit %s, burst %d); retry after %d s",
-		who, ref.table.spec, ref.table.burst, ref.retryAfterSeconds())
+	return fmt.Sprintf("too many requests from this address (limit %s, burst %d); retry after %d s",
+		ref.limit, ref.burst, ref.retryAfterSeconds())
 }
 
-// details is details.rate_limit of a refusal event.
+// details is details.rate_limit of a refusal event (burst only for a rate).
 func (ref *refusal) details() map[string]any {
-	return map[string]any{
-		"endpoint": ref.table.endpoint, "by": ref.table.key, "limit": ref.table.spec,
-		"burst": ref.table.burst, "retry_after": ref.retryAfterSeconds(),
+	d := map[string]any{
+		"endpoint": ref.endpoint, "by": ref.by, "limit": ref.limit, "retry_after": ref.retryAfterSeconds(),
 	}
+	if ref.burst > 0 {
+		d["burst"] = ref.burst
+	}
+	return d
 }
 
 // ipKey is the rate-limit key of a client address: IPv4 addresses as they are, IPv6 by

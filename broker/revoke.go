@@ -42,6 +42,9 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		fail(oerr, basic)
 		return
 	}
+	if s.chargeClient(w, r, client, "", logs.TypeFailedRevocation) {
+		return // the per-client limit, spent only once the client has authenticated
+	}
 	withClient(ev, client)
 	ev.Class = clientClass(client)
 	tok := form.Get("token")

@@ -254,7 +254,7 @@ func configureEventWriter(cfg *Config, w *logs.Writer) {
 func OpenStore(cfg *Config) (sessions.Store, error) {
 	switch cfg.Store.Type {
 	case "", "memory":
-		return sessions.NewMemory(), nil
+		return sessions.NewMemoryWithOptions(sessions.MemoryOptions{MaxRecords: cfg.Store.Memory.MaxRecords}), nil
 	case "redis":
 		r := cfg.Store.Redis
 		tlsCfg, err := redisTLSConfig(r.TLS)
@@ -339,10 +339,10 @@ func (s *Server) routes() {
 	h("GET /userinfo", s.cors(s.handleUserinfo))
 	h("POST /userinfo", s.cors(s.handleUserinfo))
 	h("OPTIONS /userinfo", s.cors(nil))
-	h("GET /v2/logout", s.handleLogout)
-	h("GET /oidc/logout", s.handleOIDCLogout)
-	h("POST /oidc/logout", s.handleOIDCLogout)
-	h("GET /logout/federated", s.handleFederatedReturn)
+	h("GET /v2/logout", s.guardLogout(s.handleLogout))
+	h("GET /oidc/logout", s.guardLogout(s.handleOIDCLogout))
+	h("POST /oidc/logout", s.guardLogout(s.handleOIDCLogout))
+	h("GET /logout/federated", s.guardLogout(s.handleFederatedReturn))
 	h("GET /healthz", s.handleHealthz)
 	h("GET /readyz", s.handleReadyz)
 	s.mgmtRoutes(h)

@@ -39,6 +39,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	ev, x := s.newEvent(r), &exchange{}
 	grant := form.Get("grant_type")
 	client, basic, oerr := s.authenticateClient(r, form)
+	if oerr == nil && s.chargeClient(w, r, client, grant, "") {
+		return // the per-client limit, spent only once the client has authenticated
+	}
 	var resp *tokenResponse
 	if oerr == nil {
 		withClient(ev, client)
@@ -223,9 +226,15 @@ func (s *Server) grantInput(r *http.Request, client *ClientConfig, form url.Valu
 // errStoreDown answers a token request when the store cannot be reached.
 var errStoreDown = &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "the session store is unavailable"}
 
+// errStoreFull answers a token request whose record the store had no room for.
+var errStoreFull = &oauthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "the session store is full"}
+
 // issueFailed logs why tokens could not be issued and answers 503 or 500.
 func (s *Server) issueFailed(err error) *oauthError {
 	s.log.Error("token issuance failed", "err", err)
+	if storeFull(err) {
+		return errStoreFull
+	}
 	if storeDown(err) {
 		return errStoreDown
 	}

@@ -119,6 +119,9 @@ func (v *validator) listen(key, addr string) {
 }
 
 func (v *validator) store(s *StoreConfig) {
+	if n := s.Memory.MaxRecords; n < minMemoryRecords || n > maxMemoryRecords {
+		v.add("store.memory.max_records", "must be between %d and %d", minMemoryRecords, maxMemoryRecords)
+	}
 	switch s.Type {
 	case "memory":
 	case "redis":

@@ -115,6 +115,7 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 	if ip := idpLn.Addr().(*net.TCPAddr).IP; !ip.IsUnspecified() && !ip.IsLoopback() {
 		cfg.UpstreamAllowedNetworks = append(cfg.UpstreamAllowedNetworks, ip.String())
 	}
+	cfg.RateLimits.Enabled = false // one local user; `serve` has them on by default
 	cfg.Clients = []broker.ClientConfig{{
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},

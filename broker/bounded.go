@@ -1,0 +1,169 @@
+package broker
+
+import (
+	"container/list"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// Bounded state: whatever unauthenticated requests make the broker store is bounded. The
+// memory store holds at most store.memory.max_records live records and refuses more with
+// sessions.ErrFull (Redis: its maxmemory, README); a full store is answered 503 with
+// details.error store_full and nothing half-written. Each client IP holds at most
+// rate_limits.live_transactions_per_ip login transactions at once on a replica.
+
+// Bounds of store.memory.max_records.
+const (
+	minMemoryRecords = 100
+	maxMemoryRecords = 100_000_000
+)
+
+// codeStoreFull is details.error when the store refused a write for lack of room.
+const codeStoreFull = "store_full"
+
+func init() {
+	metricCodes[codeStoreFull] = true // bounded label in dpop_broker_logins_total
+}
+
+// storeFull reports whether err means the store is at capacity (it is also storeDown).
+func storeFull(err error) bool { return errors.Is(err, sessions.ErrFull) }
+
+// byLiveTransactions is details.rate_limit.by (and the metric's key label) of a refusal for
+// too many live login transactions.
+const byLiveTransactions = "live_transactions"
+
+// maxLiveTransactionsPerIP bounds rate_limits.live_transactions_per_ip, so the table stays
+// bounded: at most max_keys × this many expiries.
+const maxLiveTransactionsPerIP = 10_000
+
+// liveTxTable counts, per client-IP key, the login transactions that key holds on this
+// replica: a slot is taken when /authorize stores a transaction and given back when
+// /login/callback takes it on this replica, or when it expires (its own expiry, on the
+// broker's clock). A login finished on another replica keeps its slot here until it expires.
+// Keys are bounded like limiterTable's: the least recently used is forgotten, so spoofed keys
+// cannot grow memory (forgetting a key only frees its slots early).
+type liveTxTable struct {
+	limit, max int
+
+	mu   sync.Mutex
+	lru  *list.List // of *liveTxEntry, most recent at the front
+	keys map[string]*list.Element
+}
+
+type liveTxEntry struct {
+	key  string
+	exps []int64 // expiries (unix ms) of the key's live transactions, ascending
+}
+
+func newLiveTxTable(limit, maxKeys int) *liveTxTable {
+	return &liveTxTable{limit: limit, max: maxKeys, lru: list.New(), keys: map[string]*list.Element{}}
+}
+
+// entry returns key's entry, created (and the least recent evicted) when missing, with its
+// expired slots dropped. mu must be held.
+func (t *liveTxTable) entry(key string, now time.Time) *liveTxEntry {
+	var e *liveTxEntry
+	if el, ok := t.keys[key]; ok {
+		t.lru.MoveToFront(el)
+		e = el.Value.(*liveTxEntry)
+	} else {
+		e = &liveTxEntry{key: key}
+		t.keys[key] = t.lru.PushFront(e)
+		for t.lru.Len() > t.max { // at most one iteration: one entry was added
+			old := t.lru.Back()
+			t.lru.Remove(old)
+			delete(t.keys, old.Value.(*liveTxEntry).key)
+		}
+	}
+	ms := now.UnixMilli()
+	n := 0
+	for n < len(e.exps) && e.exps[n] <= ms {
+		n++
+	}
+	e.exps = slices.Delete(e.exps, 0, n)
+	return e
+}
+
+// reserve takes a slot for a transaction of key that expires at exp (unix ms). It returns nil
+// when taken, or the refusal when key already holds limit live transactions: Retry-After is
+// when the first of them expires.
+func (t *liveTxTable) reserve(key string, now time.Time, exp int64) *refusal {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.entry(key, now)
+	if len(e.exps) < t.limit {
+		i, _ := slices.BinarySearch(e.exps, exp)
+		e.exps = slices.Insert(e.exps, i, exp)
+		return nil
+	}
+	return &refusal{
+		endpoint: "authorize", by: byLiveTransactions, limit: strconv.Itoa(t.limit),
+		retryAfter: max(time.UnixMilli(e.exps[0]).Sub(now), 0),
+	}
+}
+
+// release gives back the slot of key's transaction that expires at exp; an unknown key or
+// expiry (forgotten, or started on another replica) changes nothing.
+func (t *liveTxTable) release(key string, exp int64, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.keys[key]; !ok {
+		return
+	}
+	e := t.entry(key, now)
+	if i, found := slices.BinarySearch(e.exps, exp); found {
+		e.exps = slices.Delete(e.exps, i, i+1)
+	}
+}
+
+// held reports how many live slots key holds at now (tests).
+func (t *liveTxTable) held(key string, now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.keys[key]; !ok {
+		return 0
+	}
+	return len(t.entry(key, now).exps)
+}
+
+// len reports how many keys the table remembers (tests).
+func (t *liveTxTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lru.Len()
+}
+
+// holdTx takes the live-transaction slot of tx before it is stored; nil when allowed (or
+// unbounded).
+func (s *Server) holdTx(tx *transaction) *refusal {
+	if s.guard.liveTx == nil {
+		return nil
+	}
+	ref := s.guard.liveTx.reserve(tx.LimitKey, s.now(), tx.Expires)
+	s.guard.count(ref)
+	return ref
+}
+
+// freeTx gives the slot of tx back: the callback took it, or it was not stored after all.
+func (s *Server) freeTx(tx *transaction) {
+	if s.guard.liveTx != nil && tx.LimitKey != "" {
+		s.guard.liveTx.release(tx.LimitKey, tx.Expires, s.now())
+	}
+}
+
+// liveTxRefused answers an /authorize whose client IP holds too many live transactions: a
+// 429 page with Retry-After, and ev (client and connection known) as an f event with
+// details.error too_many_requests (limited like every unauthenticated event).
+func (s *Server) liveTxRefused(w http.ResponseWriter, r *http.Request, ref *refusal, ev *logs.Event) {
+	ref.setRetryAfter(w)
+	ev.Details["rate_limit"] = ref.details()
+	s.fail(r, ev, codeTooManyRequests, ref.description())
+	tooManyPage(w, ref, "Too many sign-in attempts", "Too many sign-ins are in progress from your network.")
+}
