@@ -29,6 +29,7 @@ keys:
   dpop:
     es256: { private_key_env: "" }
 dpop: { retry_delay: 0s, jitter: 0s }
+rate_limits: { enabled: false } # all load from one address, as in run.sh
 clients:
   - client_id: bench-app
     name: Bench App
