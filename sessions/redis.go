@@ -271,11 +271,14 @@ func (s *redisStore) AppendLog(ctx context.Context, class LogClass, id string, e
 	return mapErr("append log", err)
 }
 
-// readClasses runs read on the sorted set of every class in one MULTI (one consistent view
-// of both) and returns the entries of each, tagged with their class.
+// readClasses runs read on the sorted set of every class in one round trip and returns the
+// entries of each, tagged with their class.
 func (s *redisStore) readClasses(ctx context.Context, op string, read func(p redis.Pipeliner, key string) *redis.StringSliceCmd) ([][]LogEntry, error) {
 	cmds := make([]*redis.StringSliceCmd, len(logClasses))
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	// A plain pipeline, not MULTI: the sets are only appended to and trimmed, so two reads
+	// in one round trip are as good, and Redis refuses every command queued in a MULTI when
+	// it is at maxmemory, while plain reads still work on a full store.
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, c := range logClasses {
 			cmds[i] = read(p, s.logKeys[c])
 		}
