@@ -276,9 +276,9 @@ func TestLogoutIsRateLimitedPerIP(t *testing.T) {
 		}
 	}
 	for _, r := range []struct{ method, path string }{
-		{http.MethodGet, "/oidc/logout?client_id=" + appClient}, {http.MethodPost, "/oidc/logout"},
-		{http.MethodGet, "/v2/logout"}, {http.MethodGet, "/logout/federated?state=x"},
-	} {
+		{http.MethodPost, "/oidc/logout"}, {http.MethodGet, "/v2/logout"},
+		{http.MethodGet, "/logout/federated?state=x"}, {http.MethodGet, "/oidc/logout?client_id=" + appClient},
+	} { // the last refusal's event is checked below
 		wantTooMany(t, send(r.method, r.path, "192.0.2.1:2"), 3600)
 	}
 	ev := h.lastEventOf(logs.TypeFailedLogout)
