@@ -17,10 +17,13 @@ import (
 )
 
 // A refresh token is "FAMILY.SECRET". The store keeps, under the family's hash tag,
-// "FAMILY.<base64url SHA-256 of SECRET>" → refreshRecord for the live token and
-// "FAMILY.family" → refreshFamily. Each refresh takes the live record (single use) and writes
-// its successor; presenting a rotated token again finds the family record and revokes the
-// family (reuse detection).
+// "FAMILY.<base64url SHA-256 of SECRET>" → refreshRecord for the live token,
+// "FAMILY.family" → refreshFamily (the live token and the owning client) and, for every token
+// the family ever minted, "FAMILY.issued.<hash>" (written with the token, in one PutAll). Each
+// refresh takes the live record (single use) and writes its successor. A token that is not
+// live revokes the family only when it is one the family minted (its issued marker exists)
+// and the client presenting it owns the family: reuse of a rotated token by its owner. A
+// made-up secret under a known family prefix, or another client's token, changes nothing.
 
 // refreshRecord is one live refresh token.
 type refreshRecord struct {
@@ -34,12 +37,16 @@ type refreshRecord struct {
 	Expires  int64  `json:"exp"` // unix ms, absolute for the whole family
 }
 
-// refreshFamily points at the family's live token.
+// refreshFamily points at the family's live token and names the client that owns it.
 type refreshFamily struct {
-	Current string `json:"current"`
+	Current  string `json:"current"`
+	ClientID string `json:"client_id,omitempty"` // empty in families stored before it existed: never revoked by reuse
 }
 
-const familySuffix = ".family"
+const (
+	familySuffix = ".family"
+	issuedInfix  = ".issued." // FAMILY.issued.<hash>: a token this family minted
+)
 
 // refreshRecordFor is the refresh token minted with a code: a public client's token is bound to
 // the proof key (DS-21); a confidential client's is bound by client authentication.
@@ -69,13 +76,16 @@ func (s *Server) newRefreshToken(ctx context.Context, fam string, rec refreshRec
 	secret := randomString(32)
 	hash := hashString(secret)
 	rv, err1 := json.Marshal(rec)
-	fv, err2 := json.Marshal(refreshFamily{Current: hash})
+	fv, err2 := json.Marshal(refreshFamily{Current: hash, ClientID: rec.ClientID})
 	if err := errors.Join(err1, err2); err != nil {
 		return "", fmt.Errorf("encode refresh token: %w", err)
 	}
 	err := s.store.PutAll(ctx,
 		sessions.Item{Kind: sessions.KindRefresh, ID: fam + "." + hash, Value: rv, TTL: ttl},
 		sessions.Item{Kind: sessions.KindRefresh, ID: fam + familySuffix, Value: fv, TTL: ttl},
+		// Written with the token, so that from the moment it exists a later presentation of
+		// it (once rotated) is recognised as reuse, even by a request racing the rotation.
+		sessions.Item{Kind: sessions.KindRefresh, ID: fam + issuedInfix + hash, Value: []byte("1"), TTL: ttl},
 	)
 	if err != nil {
 		return "", fmt.Errorf("store refresh token: %w", err)
@@ -135,7 +145,7 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 		return nil, oerr
 	}
 	scope = s.applyGrant(client, x, scope) // the current grant, which may have narrowed
-	if oerr := s.consumeRefresh(r.Context(), fam, id, x); oerr != nil {
+	if oerr := s.consumeRefresh(r.Context(), fam, id, client, x); oerr != nil {
 		return nil, oerr
 	}
 	cr := &codeRecord{
@@ -158,7 +168,7 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 func (s *Server) peekRefresh(ctx context.Context, fam, id string, client *ClientConfig, proof *dpop.Result, x *exchange) (*refreshRecord, *oauthError) {
 	raw, err := s.store.Get(ctx, sessions.KindRefresh, id)
 	if err != nil {
-		return nil, s.refreshGone(ctx, fam, err, x)
+		return nil, s.refreshGone(ctx, fam, id, client, err, x)
 	}
 	var rec refreshRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
@@ -175,20 +185,22 @@ func (s *Server) peekRefresh(ctx context.Context, fam, id string, client *Client
 }
 
 // consumeRefresh takes the token (single use); losing a concurrent race counts as reuse.
-func (s *Server) consumeRefresh(ctx context.Context, fam, id string, x *exchange) *oauthError {
+func (s *Server) consumeRefresh(ctx context.Context, fam, id string, client *ClientConfig, x *exchange) *oauthError {
 	if _, err := s.store.Take(ctx, sessions.KindRefresh, id); err != nil {
-		return s.refreshGone(ctx, fam, err, x)
+		return s.refreshGone(ctx, fam, id, client, err, x)
 	}
 	return nil
 }
 
-// refreshGone answers a token that could not be read or taken.
-func (s *Server) refreshGone(ctx context.Context, fam string, err error, x *exchange) *oauthError {
+// refreshGone answers a token (storage id id) that could not be read or taken: reuse by the
+// family's owner revokes the family (ferrt); anything else is invalid_grant and changes
+// nothing.
+func (s *Server) refreshGone(ctx context.Context, fam, id string, client *ClientConfig, err error, x *exchange) *oauthError {
 	if !errors.Is(err, sessions.ErrNotFound) {
 		s.log.Error("store unavailable at token endpoint", "err", err)
 		return errStoreDown
 	}
-	reused, err := s.revokeFamily(ctx, fam)
+	reused, err := s.revokeReusedFamily(ctx, fam, id, client.ClientID)
 	switch {
 	case err != nil:
 		s.log.Error("refresh token family not revoked", "err", err)
@@ -198,6 +210,36 @@ func (s *Server) refreshGone(ctx context.Context, fam string, err error, x *exch
 		return invalidGrant("refresh token was already used: every token of its family is revoked")
 	}
 	return errRefreshInvalid
+}
+
+// revokeReusedFamily revokes family fam when the token with storage id id (not live) is one
+// the family minted and clientID owns the family (RFC 9700 §4.14.2 reuse detection). A secret
+// the family never minted (someone who knows only the 22-character family prefix) or a
+// client that does not own the family gets false and changes nothing.
+func (s *Server) revokeReusedFamily(ctx context.Context, fam, id, clientID string) (bool, error) {
+	raw, err := s.store.Get(ctx, sessions.KindRefresh, fam+familySuffix)
+	if errors.Is(err, sessions.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var f refreshFamily
+	if json.Unmarshal(raw, &f) != nil || f.ClientID == "" || f.ClientID != clientID {
+		return false, nil
+	}
+	hash := strings.TrimPrefix(id, fam+".")
+	if _, err := s.store.Get(ctx, sessions.KindRefresh, fam+issuedInfix+hash); err != nil {
+		if errors.Is(err, sessions.ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	// A concurrent reuse may have revoked it a moment ago: still reuse.
+	if _, err := s.revokeFamily(ctx, fam); err != nil {
+		return true, err
+	}
+	return true, nil
 }
 
 // revokeFamily deletes a family and its live token; false when the family does not exist.
