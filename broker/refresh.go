@@ -291,6 +291,9 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 	}
 	ev.UserID = x.userID
 	d := ev.Details
+	if x.codeReuse != nil {
+		x.codeReuse.details(d)
+	}
 	dp := map[string]any{"bound": x.bound}
 	if x.decided {
 		dp["policy"] = x.policy

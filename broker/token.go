@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
-	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // tokenResponse is the /oauth/token success body.
@@ -163,6 +162,8 @@ type exchange struct {
 	userID  string
 	reuse   bool           // a rotated refresh token was presented again (ferrt)
 	scope   *scopeDecision // the scope granted by policy (grants.go)
+	// codeReuse is set when an authorization code was presented again (codereuse.go).
+	codeReuse *codeReuse
 }
 
 func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
@@ -171,12 +172,15 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 	if oerr != nil {
 		return nil, oerr
 	}
-	rec, err := s.takeCode(r, code)
-	if err != nil {
-		if storeDown(err) {
-			s.log.Error("store unavailable at token endpoint", "err", err)
-			return nil, errStoreDown
-		}
+	rec, err := s.redeemCode(r.Context(), code)
+	var replay *errCodeReplayed
+	switch {
+	case errors.As(err, &replay):
+		return nil, s.codeReplayed(r.Context(), code, replay.use, x)
+	case storeDown(err):
+		s.log.Error("store unavailable at token endpoint", "err", err)
+		return nil, errStoreDown
+	case err != nil:
 		return nil, invalidGrant("authorization code is invalid, expired or already used")
 	}
 	x.userID = rec.UserID
@@ -202,6 +206,9 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 	resp, err := s.issueTokens(rec, client, b)
 	if err == nil && slices.Contains(strings.Fields(rec.App.Scope), "offline_access") {
 		resp.RefreshToken, err = s.newRefreshToken(r.Context(), "", refreshRecordFor(rec, client, proof))
+		if err == nil {
+			err = s.recordCodeFamily(r.Context(), code, client.ClientID, resp.RefreshToken)
+		}
 	}
 	if err != nil {
 		return nil, s.issueFailed(err)
@@ -296,25 +303,6 @@ func (s *Server) tokenBinding(client *ClientConfig, audience string, proof *dpop
 	b := bindingFor(bind, proof)
 	x.bound = b.JKT != ""
 	return b, nil
-}
-
-// takeCode takes the broker code (single use) and checks its expiry on the broker clock.
-func (s *Server) takeCode(r *http.Request, code string) (*codeRecord, error) {
-	if len(code) > 256 || !strings.Contains(code, ".") {
-		return nil, sessions.ErrNotFound
-	}
-	raw, err := s.store.Take(r.Context(), sessions.KindCode, code)
-	if err != nil {
-		return nil, err
-	}
-	var rec codeRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, fmt.Errorf("malformed code record: %w", err)
-	}
-	if s.now().UnixMilli() >= rec.Expires {
-		return nil, sessions.ErrNotFound
-	}
-	return &rec, nil
 }
 
 // pkceProblem verifies RFC 7636 S256 (PK-1, PK-4); "" means fine.
