@@ -53,14 +53,20 @@ func TestIssue5RedisCluster(t *testing.T) {
 		if status != http.StatusOK || tok["id_token"] == nil {
 			t.Fatalf("token: %d %v", status, tok)
 		}
-		// The code is single use on the cluster too.
+		userinfo := func() httpResult {
+			req, _ := http.NewRequest(http.MethodGet, srv2.URL+"/userinfo", nil) // the other replica
+			req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
+			return h.do(req)
+		}
+		if r := userinfo(); r.status != http.StatusOK || r.body["email"] != "alice@example.com" {
+			t.Errorf("userinfo at replica 2: %d %v", r.status, r.body)
+		}
+		// The code is single use on the cluster too, and its replay ends the session.
 		if status, body, _ := h.token(h.codeForm(q.Get("code")), true); status != http.StatusBadRequest || body["error"] != "invalid_grant" {
 			t.Errorf("second redemption: %d %v, want 400 invalid_grant", status, body)
 		}
-		req, _ := http.NewRequest(http.MethodGet, srv2.URL+"/userinfo", nil) // the other replica
-		req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
-		if r := h.do(req); r.status != http.StatusOK || r.body["email"] != "alice@example.com" {
-			t.Errorf("userinfo at replica 2: %d %v", r.status, r.body)
+		if r := userinfo(); r.status != http.StatusUnauthorized {
+			t.Errorf("userinfo after the code's replay: %d %v, want 401", r.status, r.body)
 		}
 		ev := h.lastEventOf(logs.TypeSuccessLogin)
 		if ev.Details["dpop_returned_from_upstream"] != true {
