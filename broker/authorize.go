@@ -34,7 +34,7 @@ type appRequest struct {
 }
 
 // transaction is the login transaction stored between /authorize and /login/callback under
-// the upstream state value; it is taken (single use) by the callback.
+// txID(state, cookie hash); it is taken (single use) by the callback.
 type transaction struct {
 	App        appRequest      `json:"app"`
 	Connection string          `json:"connection"`
@@ -159,15 +159,16 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			s.liveTxRefused(w, r, ref, ev)
 			return
 		}
+		id := txID(st.State, tx.CookieHash)
 		if fresh {
-			err = s.store.Create(r.Context(), sessions.KindTransaction, st.State, raw, s.cfg.Lifetimes.Transaction)
+			err = s.store.Create(r.Context(), sessions.KindTransaction, id, raw, s.cfg.Lifetimes.Transaction)
 		} else {
 			var v int64
-			v, err = s.txCreate.CreateVersioned(r.Context(), sessions.KindTransaction, st.State, raw, s.cfg.Lifetimes.Transaction)
+			v, err = s.txCreate.CreateVersioned(r.Context(), sessions.KindTransaction, id, raw, s.cfg.Lifetimes.Transaction)
 			err = s.metrics.storeError("create", err)
 			if err == nil && !s.reg.confirm(snap, v) {
 				// The connections changed: this transaction's state is never handed out.
-				_ = s.store.Delete(r.Context(), sessions.KindTransaction, st.State)
+				_ = s.store.Delete(r.Context(), sessions.KindTransaction, id)
 				s.freeTx(&tx)
 				clearConnection(ev)
 				if snap, err = s.reg.current(r.Context(), true); err != nil {

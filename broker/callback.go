@@ -2,9 +2,7 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -55,13 +53,20 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "The upstream response has no state parameter.", ev)
 		return
 	}
-	tx, err := s.takeTransaction(r, state)
+	// Only the browser that started the login can take its transaction (compare-and-take,
+	// txID): a leaked state used elsewhere first leaves the login in flight intact.
+	cookieHash := s.txCookieHash(r)
+	if cookieHash == "" {
+		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "login transaction unknown, expired or already used, or started in another browser (this browser has no transaction cookie)", ev)
+		return
+	}
+	tx, err := s.takeTransaction(r, state, cookieHash)
 	if err != nil {
 		if storeDown(err) {
 			s.storeFailed(w, r, err, ev)
 			return
 		}
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "login transaction unknown, expired or already used", ev)
+		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "login transaction unknown, expired or already used, or started in another browser", ev)
 		return
 	}
 	s.clearTxCookie(w)
@@ -82,8 +87,8 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	withConnection(ev, conn)
 	app := &tx.App
 
-	if !cookieMatches(r, tx.CookieHash) {
-		s.appError(w, r, app, "invalid_request", "the login was not started in this browser (transaction cookie missing or mismatched)", codeInvalidState, ev)
+	if subtle.ConstantTimeCompare([]byte(cookieHash), []byte(tx.CookieHash)) != 1 { // taken by this hash: cannot differ
+		s.appError(w, r, app, "invalid_request", "the login was not started in this browser (transaction cookie mismatched)", codeInvalidState, ev)
 		return
 	}
 	if desc := issProblem(q, tx.Start); desc != "" {
@@ -174,13 +179,19 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 	s.redirectToApp(w, r, &tx.App, url.Values{"code": {codeID}})
 }
 
-// takeTransaction takes the login transaction (single use) and checks its expiry against
-// the broker clock.
-func (s *Server) takeTransaction(r *http.Request, state string) (*transaction, error) {
-	if len(state) > 512 {
+// txID is the store id of a login transaction: the upstream state, under whose hash tag it
+// lives, and the hash of the browser's transaction cookie. Taking it needs both, so a request
+// without the right cookie cannot consume the transaction.
+func txID(state, cookieHash string) string { return state + "." + cookieHash }
+
+// takeTransaction takes the login transaction of state started by the browser whose
+// transaction cookie hashes to cookieHash (single use) and checks its expiry against the
+// broker clock.
+func (s *Server) takeTransaction(r *http.Request, state, cookieHash string) (*transaction, error) {
+	if len(state) > 512 || !b64url(state) {
 		return nil, sessions.ErrNotFound
 	}
-	raw, err := s.store.Take(r.Context(), sessions.KindTransaction, state)
+	raw, err := s.store.Take(r.Context(), sessions.KindTransaction, txID(state, cookieHash))
 	if err != nil {
 		return nil, err
 	}
@@ -201,15 +212,13 @@ func (s *Server) clearTxCookie(w http.ResponseWriter) {
 	})
 }
 
-// cookieMatches compares the transaction cookie's hash with the stored one in constant time.
-func cookieMatches(r *http.Request, want string) bool {
+// txCookieHash returns the hash of this browser's transaction cookie ("" when it has none).
+func (s *Server) txCookieHash(r *http.Request) string {
 	c, err := r.Cookie(txCookie)
-	if err != nil || c.Value == "" || want == "" {
-		return false
+	if err != nil || c.Value == "" || len(c.Value) > 256 {
+		return ""
 	}
-	h := sha256.Sum256([]byte(c.Value))
-	got := base64.RawURLEncoding.EncodeToString(h[:])
-	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	return hashString(c.Value)
 }
 
 // issProblem applies RFC 9207 (IS-2) through Start.CheckIss; a repeated iss is refused.

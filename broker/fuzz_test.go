@@ -33,12 +33,16 @@ func fuzzHarness(f *testing.F, mut func(*Config)) *harness {
 	}})
 }
 
-// takeTxFrom removes the login transaction a redirect to the upstream created, so fuzzing
-// does not fill the store.
-func (h *harness) takeTxFrom(loc string) {
+// takeTxFrom removes the login transaction a redirect to the upstream created (its state in
+// loc, its browser cookie among cookies), so fuzzing does not fill the store.
+func (h *harness) takeTxFrom(loc string, cookies []*http.Cookie) {
 	if u, err := url.Parse(loc); err == nil {
 		if st := u.Query().Get("state"); st != "" {
-			_, _ = h.store.Take(context.Background(), sessions.KindTransaction, st)
+			for _, c := range cookies {
+				if c.Name == txCookie {
+					_, _ = h.store.Take(context.Background(), sessions.KindTransaction, txID(st, hashString(c.Value)))
+				}
+			}
 		}
 	}
 }
@@ -135,7 +139,7 @@ func FuzzAuthorize(f *testing.F) {
 		switch rec.Code {
 		case http.StatusFound:
 			if strings.HasPrefix(loc, h.up.URL+"/") {
-				h.takeTxFrom(loc)
+				h.takeTxFrom(loc, rec.Result().Cookies())
 				return
 			}
 			if p := h.appRedirectProblem(loc); p != "" {
@@ -202,7 +206,7 @@ func FuzzCallback(f *testing.F) {
 				t.Fatalf("could not start a login: %d", rec.Code)
 			}
 			state = loc.Query().Get("state")
-			defer func() { _, _ = h.store.Take(context.Background(), sessions.KindTransaction, state) }()
+			defer h.takeTxFrom(loc.String(), rec.Result().Cookies())
 			for _, c := range rec.Result().Cookies() {
 				if c.Name == txCookie {
 					cookie = c

@@ -226,15 +226,17 @@ func TestCallbackErrors(t *testing.T) {
 		}
 		wantFail(t, h, codeInvalidState)
 	})
-	t.Run("callback in another browser (cookie missing)", func(t *testing.T) {
+	t.Run("callback in another browser (cookie missing): an error page, the transaction is not taken", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: dpopUp})
 		cb := h.toCallback(h.browser(), h.authorizeURL(nil))
-		resp, _ := get(t, h.browser(), cb)
-		q := appResult(t, resp, h.app.URL+"/cb")
-		if q.Get("error") != "invalid_request" || q.Get("code") != "" {
-			t.Fatalf("app got %v", q)
+		resp, body := get(t, h.browser(), cb)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "started in another browser") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
 		wantFail(t, h, codeInvalidState)
+		if h.up.Stats.TokenRequests.Load() != 0 {
+			t.Error("the upstream code was exchanged for a browser without the transaction cookie")
+		}
 	})
 	t.Run("IS-2 wrong iss", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
