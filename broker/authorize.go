@@ -46,7 +46,8 @@ type transaction struct {
 	LimitKey string `json:"limit_key,omitempty"`
 }
 
-// txCookie binds a login transaction to the browser that started it.
+// txCookie binds a login transaction to the browser that started it; its name over https is
+// cookieName(txCookie).
 const txCookie = "dpop_broker_tx"
 
 // singleParams must not be repeated (RFC 6749 §3.1).
@@ -190,10 +191,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusInternalServerError, "server_error", "the login could not be started", ev)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name: txCookie, Value: secret, Path: s.cookiePath("/login/callback"),
-		MaxAge: int(s.cfg.Lifetimes.Transaction.Seconds()) + 1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
-	})
+	http.SetCookie(w, s.brokerCookie(txCookie, secret, "/login/callback", int(s.cfg.Lifetimes.Transaction.Seconds())+1))
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, st.AuthURL, http.StatusFound)

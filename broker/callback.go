@@ -42,7 +42,8 @@ type codeRecord struct {
 // timeout of the broker's HTTP server (30 s, cmd/broker) so the user always gets an answer.
 const LoginExchangeBudget = 25 * time.Second
 
-// sessionCookie carries "TAG.SECRET" of the broker session (for logout).
+// sessionCookie carries "TAG.SECRET" of the broker session (for logout); its name over https
+// is cookieName(sessionCookie).
 const sessionCookie = "dpop_broker_session"
 
 func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
@@ -172,10 +173,7 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 		s.storeFailed(w, r, err, ev)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name: sessionCookie, Value: tag + "." + sessionSecret, Path: s.cookiePath("/"),
-		MaxAge: int(s.cfg.Lifetimes.Session.Seconds()), HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
-	})
+	http.SetCookie(w, s.brokerCookie(sessionCookie, tag+"."+sessionSecret, "/", int(s.cfg.Lifetimes.Session.Seconds())))
 	s.redirectToApp(w, r, &tx.App, url.Values{"code": {codeID}})
 }
 
@@ -206,15 +204,12 @@ func (s *Server) takeTransaction(r *http.Request, state, cookieHash string) (*tr
 }
 
 func (s *Server) clearTxCookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{
-		Name: txCookie, Value: "", Path: s.cookiePath("/login/callback"), MaxAge: -1,
-		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
-	})
+	http.SetCookie(w, s.brokerCookie(txCookie, "", "/login/callback", -1))
 }
 
 // txCookieHash returns the hash of this browser's transaction cookie ("" when it has none).
 func (s *Server) txCookieHash(r *http.Request) string {
-	c, err := r.Cookie(txCookie)
+	c, err := s.readCookie(r, txCookie)
 	if err != nil || c.Value == "" || len(c.Value) > 256 {
 		return ""
 	}

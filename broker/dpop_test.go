@@ -184,7 +184,7 @@ func (h *harness) tok(tr tokReq) httpResult {
 
 func (h *harness) do(req *http.Request) httpResult {
 	h.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.client().Do(req)
 	if err != nil {
 		h.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}

@@ -73,6 +73,7 @@ type harnessOpts struct {
 	eventStore sessions.Store
 	// deps adjusts the broker's collaborators before New (an upstream resolver, TLS roots).
 	deps func(*Deps)
+	tls  bool // serve the broker over https (issuer https://127.0.0.1:PORT/)
 }
 
 // sharedKeys are generated once per test binary (RSA generation is slow).
@@ -136,6 +137,9 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	cfg := Default()
 	cfg.Issuer = "http://" + h.srv.Listener.Addr().String() + "/"
+	if o.tls {
+		cfg.Issuer = "https://" + h.srv.Listener.Addr().String() + "/"
+	}
 	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
 	cfg.Clients = []ClientConfig{
 		{ClientID: appClient, Name: "Test App", ClientSecret: appSecret, RedirectURIs: []string{h.app.URL + "/cb"}, Connections: []string{"corp"}},
@@ -182,15 +186,28 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.broker = b
 	h.srv.Config.Handler = b.Handler()
-	h.srv.Start()
+	if o.tls {
+		h.srv.StartTLS()
+	} else {
+		h.srv.Start()
+	}
 	t.Cleanup(h.srv.Close)
 	return h
 }
 
-// browser returns a client with a cookie jar that follows redirects.
+// browser returns a client with a cookie jar that follows redirects (trusting the broker's
+// test certificate when it serves https).
 func (h *harness) browser() *http.Client {
 	jar, _ := cookiejar.New(nil)
-	return &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	return &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: h.client().Transport}
+}
+
+// client is a client without cookies for direct requests to the broker.
+func (h *harness) client() *http.Client {
+	if h.srv.TLS != nil {
+		return h.srv.Client()
+	}
+	return http.DefaultClient
 }
 
 // authorizeURL builds /authorize for the confidential app with PKCE S256.
@@ -273,7 +290,7 @@ func (h *harness) token(form url.Values, basic bool) (int, map[string]any, http.
 	if basic {
 		req.SetBasicAuth(appClient, appSecret)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.client().Do(req)
 	if err != nil {
 		h.t.Fatalf("token: %v", err)
 	}

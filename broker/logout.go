@@ -290,7 +290,7 @@ func (s *Server) parseIDTokenHint(raw string) (*idTokenHint, error) {
 // sessionFromCookie returns the tag, the cookie value and the record of the live session this
 // browser's session cookie names (its secret checked against the record); tag "" when none.
 func (s *Server) sessionFromCookie(r *http.Request) (tag, cookie string, sess *sessionRecord) {
-	c, err := r.Cookie(sessionCookie)
+	c, err := s.readCookie(r, sessionCookie)
 	if err != nil || len(c.Value) > 256 {
 		return "", "", nil
 	}
@@ -329,10 +329,7 @@ func logoutConfirmToken(cookie string) string {
 // endCookieSession clears the session cookie and ends the session it named (tag and sess from
 // sessionFromCookie; nil sess = none); it reports whether a session ended.
 func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request, tag string, sess *sessionRecord) bool {
-	http.SetCookie(w, &http.Cookie{
-		Name: sessionCookie, Value: "", Path: s.cookiePath("/"), MaxAge: -1,
-		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
-	})
+	http.SetCookie(w, s.brokerCookie(sessionCookie, "", "/", -1))
 	return sess != nil && s.endSession(r, tag, sess)
 }
 
