@@ -23,12 +23,29 @@ import (
 // the cookie's secret matches) and clears the cookie. With client_id it then redirects to
 // returnTo when allowedReturnTo admits it, or without returnTo to the client's first
 // post_logout_redirect_uri; otherwise it shows a small page.
+//
+// With federated and a live session in this browser nothing ends until the user confirms
+// (askFederatedLogout): a link on any site must not sign the user out of the upstream IdP,
+// which would end their single sign-on everywhere. The confirmation is POST /v2/logout with
+// the token derived from the session cookie, as at /oidc/logout.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	tag, _, sess := s.sessionFromCookie(r)
+	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+		if err := r.ParseForm(); err != nil {
+			s.logoutFailed(w, r, s.newEvent(r), "the logout request could not be read")
+			return
+		}
+		q = r.PostForm
+	}
+	tag, cookie, sess := s.sessionFromCookie(r)
+	if q.Has("federated") && sess != nil && !logoutConfirmed(r, q, cookie) {
+		s.askFederatedLogout(w, q, cookie)
+		return
+	}
 	if !s.endCookieSession(w, r, tag, sess) {
 		sess = nil
 	}
-	q := r.URL.Query()
 	c := s.clients[q.Get("client_id")]
 	target := q.Get("returnTo")
 	if c != nil && target == "" && len(c.PostLogoutRedirectURIs) > 0 {
@@ -153,6 +170,31 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.finishLogout(w, r, p.Has("federated"), sess, target)
+}
+
+// logoutConfirmed reports whether r is the user's answer to a logout confirmation page: a POST
+// carrying the token derived from this browser's session cookie.
+func logoutConfirmed(r *http.Request, p url.Values, cookie string) bool {
+	return r.Method == http.MethodPost && subtle.ConstantTimeCompare([]byte(p.Get("confirm")), []byte(logoutConfirmToken(cookie))) == 1
+}
+
+// askFederatedLogout shows the confirmation page of /v2/logout?federated: the form posts the
+// same parameters back with the confirmation token.
+func (s *Server) askFederatedLogout(w http.ResponseWriter, q url.Values, cookie string) {
+	fields := []pageField{{"confirm", logoutConfirmToken(cookie)}}
+	for _, k := range []string{"client_id", "returnTo"} {
+		if v := q.Get(k); v != "" {
+			fields = append(fields, pageField{k, v})
+		}
+	}
+	fields = append(fields, pageField{"federated", "true"})
+	msg := "Do you want to sign out of the broker and of your identity provider?"
+	if c := s.clients[q.Get("client_id")]; c != nil {
+		msg = clientName(c) + " asks to sign you out of the broker and of your identity provider."
+	}
+	renderPage(w, http.StatusOK, page{Title: "Sign out", Message: msg, Form: &pageForm{
+		Action: s.base + "/v2/logout", ID: "confirm-logout", Button: "Sign out", Fields: fields,
+	}})
 }
 
 // finishLogout answers a logout whose broker sessions have ended: with federated (reference.md

@@ -340,6 +340,7 @@ func (s *Server) routes() {
 	h("POST /userinfo", s.cors(s.handleUserinfo))
 	h("OPTIONS /userinfo", s.cors(nil))
 	h("GET /v2/logout", s.guardLogout(s.handleLogout))
+	h("POST /v2/logout", s.guardLogout(s.handleLogout)) // the confirmation of a federated logout
 	h("GET /oidc/logout", s.guardLogout(s.handleOIDCLogout))
 	h("POST /oidc/logout", s.guardLogout(s.handleOIDCLogout))
 	h("GET /logout/federated", s.guardLogout(s.handleFederatedReturn))
