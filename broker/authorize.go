@@ -44,6 +44,8 @@ type transaction struct {
 	// LimitKey is the per-IP limit key (ipKey) of the browser that started the login: the
 	// callback gives its live-transaction slot back (bounded.go).
 	LimitKey string `json:"limit_key,omitempty"`
+	// Callback is the redirect_uri sent upstream (callbackFor).
+	Callback string `json:"callback,omitempty"`
 }
 
 // txCookie binds a login transaction to the browser that started it; its name over https is
@@ -112,7 +114,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		var beginErr error
 		conn, chooser = s.pickConnection(r, snap, client, q.Get("connection"))
 		if conn != nil && conn.err == nil {
-			st, beginErr = conn.up.Begin(r.Context(), s.callbackURL, upstreamOptions(q)...)
+			st, beginErr = conn.up.Begin(r.Context(), s.callbackFor(conn), upstreamOptions(q)...)
 		}
 		if !fresh && (conn == nil || conn.err != nil || beginErr != nil) {
 			prev := snap
@@ -148,7 +150,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 		secret = randomString(32)
 		tx := transaction{
-			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret),
+			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret), Callback: s.callbackFor(conn),
 			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(), LimitKey: ipKey(s.clientIP(r)),
 		}
 		raw, err := json.Marshal(tx)

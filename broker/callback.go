@@ -92,6 +92,11 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.appError(w, r, app, "invalid_request", "the login was not started in this browser (transaction cookie mismatched)", codeInvalidState, ev)
 		return
 	}
+	if desc := s.callbackProblem(r, tx, conn); desc != "" {
+		ev.Details["callback"] = clip(s.callbackHere(r), 256)
+		s.appError(w, r, app, "invalid_request", desc, codeCallbackMismatch, ev)
+		return
+	}
 	if desc := issProblem(q, tx.Start); desc != "" {
 		s.appError(w, r, app, "invalid_request", desc, codeInvalidIss, ev)
 		return
@@ -114,7 +119,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	// of slow upstream calls ends with a precise f event before the HTTP server's write
 	// deadline would cut the browser off with nothing logged.
 	ctx, cancel := context.WithTimeout(r.Context(), LoginExchangeBudget)
-	res, err := conn.up.Finish(ctx, tx.Start, s.callbackURL, code)
+	res, err := conn.up.Finish(ctx, tx.Start, s.txCallback(tx), code)
 	cancel()
 	withResult(ev, res)
 	s.metrics.upstream(conn.cfg.Name, res)

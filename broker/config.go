@@ -293,6 +293,10 @@ type ConnectionOptions struct {
 	FetchUserinfo         bool      `yaml:"fetch_userinfo" json:"fetch_userinfo"`
 	UpstreamParams        ParamMap  `yaml:"upstream_params" json:"upstream_params,omitempty"`
 	TokenVault            *Activity `yaml:"federated_connections_access_tokens" json:"federated_connections_access_tokens,omitempty"`
+	// CallbackPath is shared (default: PUBLIC_URL/login/callback) or dedicated
+	// (PUBLIC_URL/login/callback/{connection id}, the mix-up defence of RFC 9700 §4.4.2 for
+	// upstreams without RFC 9207 iss; callbackpath.go).
+	CallbackPath string `yaml:"callback_path" json:"callback_path,omitempty"`
 }
 
 // Activity is an {active: bool} setting. federated_connections_access_tokens (Token Vault) is

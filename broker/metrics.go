@@ -182,7 +182,7 @@ func (m *metrics) tokenRequest(grant string, ok, bound bool) {
 // free-form error parameter) is counted as "other" so the label set stays bounded.
 var metricCodes = map[string]bool{
 	codeInvalidClient: true, codeInvalidRedirectURI: true, codeInvalidRequest: true,
-	codeInvalidState: true, codeInvalidIss: true, codeStoreUnavailable: true,
+	codeInvalidState: true, codeInvalidIss: true, codeStoreUnavailable: true, codeCallbackMismatch: true,
 	upstream.CodeDPoPNotSupported: true, upstream.CodeDPoPAlgMismatch: true,
 	upstream.CodeUseDPoPNonce: true, upstream.CodeInvalidDPoPProof: true,
 	upstream.CodeUpstreamError: true, upstream.CodeIDTokenInvalid: true,

@@ -332,6 +332,7 @@ func (s *Server) routes() {
 	h("GET /.well-known/jwks.json", s.handleJWKS)
 	h("GET /authorize", s.guardAuthorize(s.handleAuthorize))
 	h("GET /login/callback", s.guardCallback(s.handleCallback))
+	h("GET /login/callback/{connection}", s.guardCallback(s.handleCallback)) // options.callback_path: dedicated
 	h("POST /oauth/token", s.cors(s.guardToken(s.handleToken, "")))
 	h("OPTIONS /oauth/token", s.cors(nil))
 	h("POST /oauth/revoke", s.cors(s.guardToken(s.handleRevoke, logs.TypeFailedRevocation)))

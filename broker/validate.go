@@ -464,6 +464,9 @@ func (v *validator) connection(p string, cc *ConnectionConfig, clients map[strin
 	case o.Type != "back_channel":
 		v.add(p+"options.type", "%q is not supported (only back_channel)", o.Type)
 	}
+	if cp := o.CallbackPath; cp != "" && cp != CallbackShared && cp != CallbackDedicated {
+		v.add(p+"options.callback_path", "%q is not supported (use %s or %s)", cp, CallbackShared, CallbackDedicated)
+	}
 	if dpopOn && !slices.Contains(connectionDPoPAlgs, o.DPoPSigningAlg) {
 		v.add(p+"options.dpop_signing_alg", "%q is not supported (use ES256, Ed25519, RS256 or PS256)", o.DPoPSigningAlg)
 	}
