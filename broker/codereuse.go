@@ -24,8 +24,7 @@ import (
 
 // codeUse is the marker a presented code leaves under its session's hash tag.
 type codeUse struct {
-	ClientID string `json:"client_id,omitempty"` // the client that redeemed it
-	Family   string `json:"family,omitempty"`    // refresh-token family minted from it
+	Family string `json:"family,omitempty"` // refresh-token family minted from it
 }
 
 const codeUseInfix = ".used."
@@ -102,9 +101,9 @@ func (s *Server) priorUse(ctx context.Context, useID string) error {
 // recordCodeFamily notes in the code's marker the refresh-token family minted from it, so
 // that a replay revokes that family too. A replay that comes before this note revokes the
 // session alone; the family's tokens then die with it (a refresh needs its session).
-func (s *Server) recordCodeFamily(ctx context.Context, code, clientID, refreshToken string) error {
+func (s *Server) recordCodeFamily(ctx context.Context, code, refreshToken string) error {
 	fam, _, _ := strings.Cut(refreshToken, ".")
-	v, _ := json.Marshal(codeUse{ClientID: clientID, Family: fam}) // plain struct: never fails
+	v, _ := json.Marshal(codeUse{Family: fam}) // plain struct: never fails
 	return s.store.Put(ctx, sessions.KindCode, codeUseID(code), v, s.codeUseTTL())
 }
 

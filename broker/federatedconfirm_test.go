@@ -7,11 +7,11 @@ import (
 	"testing"
 )
 
-// TestUnconfirmedFederatedLogoutStaysLocal: a link or cross-site form to
+// TestUnconfirmedFederatedLogoutNeverReachesUpstream: a link or cross-site form to
 // /v2/logout?federated does not carry the user to the upstream IdP's logout (which would end
 // their single sign-on there): the broker asks first, and only the user's click, a POST with
 // the token derived from their session cookie, goes upstream. Until then nothing ends.
-func TestUnconfirmedFederatedLogoutStaysLocal(t *testing.T) {
+func TestUnconfirmedFederatedLogoutNeverReachesUpstream(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
 		c.Clients[0].PostLogoutRedirectURIs = []string{strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb") + "/bye"}
 	}})

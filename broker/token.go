@@ -207,7 +207,7 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 	if err == nil && slices.Contains(strings.Fields(rec.App.Scope), "offline_access") {
 		resp.RefreshToken, err = s.newRefreshToken(r.Context(), "", refreshRecordFor(rec, client, proof))
 		if err == nil {
-			err = s.recordCodeFamily(r.Context(), code, client.ClientID, resp.RefreshToken)
+			err = s.recordCodeFamily(r.Context(), code, resp.RefreshToken)
 		}
 	}
 	if err != nil {
