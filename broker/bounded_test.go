@@ -168,11 +168,14 @@ func TestFullMemoryStoreAnswers503AtAuthorize(t *testing.T) {
 	const limit = 3
 	st := sessions.NewMemoryWithOptions(sessions.MemoryOptions{MaxRecords: limit})
 	h := newHarness(t, harnessOpts{up: dpopUp, store: st, mutate: func(c *Config) { c.RateLimits.Enabled = true }})
-	var states []string
+	var states []string // the transactions' store ids (state and cookie hash)
 	for range limit {
-		u, _ := url.Parse(h.authorizeFrom("192.0.2.1:1", nil).Header().Get("Location"))
-		if st := u.Query().Get("state"); st != "" {
-			states = append(states, st)
+		rec := h.authorizeFrom("192.0.2.1:1", nil)
+		u, _ := url.Parse(rec.Header().Get("Location"))
+		for _, c := range rec.Result().Cookies() {
+			if st := u.Query().Get("state"); st != "" && c.Name == txCookie {
+				states = append(states, txID(st, hashString(c.Value)))
+			}
 		}
 	}
 	if len(states) != limit {

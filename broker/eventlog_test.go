@@ -171,7 +171,8 @@ func TestFederatedLogoutFailureIsAudited(t *testing.T) {
 	up.NoEndSession = true
 	h := newHarness(t, harnessOpts{up: up})
 	b, _, _ := h.logoutLogin(t)
-	get(t, b, h.srv.URL+"/v2/logout?federated&client_id="+appClient)
+	_, page := get(t, b, h.srv.URL+"/v2/logout?federated&client_id="+appClient) // asks first
+	mustDo(t)(b.PostForm(h.srv.URL+"/v2/logout", formFields(t, page)))
 	e := h.newestEntry()
 	if !strings.Contains(string(e.Event), `"type":"federated_logout_failed"`) || e.Class != sessions.LogAudit {
 		t.Fatalf("newest entry %s in class %v, want federated_logout_failed in the audit class", e.Event, e.Class)
