@@ -35,7 +35,10 @@ func (e *NonceRetryError) Is(target error) bool { return target == ErrNonceRetri
 type Trace struct {
 	Requests     int  // proofs sent
 	NonceRetries int  // retries made because of use_dpop_nonce
-	NonceUsed    bool // a proof carried a server nonce
+	NonceUsed    bool // a proof carried a server nonce (one the server then rejected as stale does not count)
+	// NonceDropped: a server rejected a proof carrying a remembered nonce (invalid_dpop_proof),
+	// so the nonce was forgotten and the request retried once without it.
+	NonceDropped bool
 	Alg          string
 }
 
@@ -68,31 +71,12 @@ func traceFrom(ctx context.Context) *traceBox {
 
 // NonceCache keeps the latest DPoP-Nonce per server. Keys are opaque strings built by the
 // Transport (origin plus "as" or "rs" role, so AS and RS nonces stay apart, RFC 9449 §8/§9).
+// SetNonce with "" forgets the key. NewNonceCache and NewNonceCacheWith return bounded
+// in-memory caches (age and entries); see also NonceDropper.
 type NonceCache interface {
 	Nonce(key string) string
 	SetNonce(key, nonce string)
 }
-
-type memNonces struct{ m sync.Map }
-
-func (c *memNonces) Nonce(key string) string {
-	v, ok := c.m.Load(key)
-	if !ok {
-		return ""
-	}
-	return v.(string)
-}
-
-func (c *memNonces) SetNonce(key, nonce string) {
-	if nonce == "" {
-		c.m.Delete(key)
-		return
-	}
-	c.m.Store(key, nonce)
-}
-
-// NewNonceCache returns an in-memory, concurrency-safe NonceCache.
-func NewNonceCache() NonceCache { return &memNonces{} }
 
 // NonceKey returns the NonceCache key the Transport uses for an origin ("https://host:port",
 // lower case) and a role ("as" or "rs").
@@ -104,6 +88,14 @@ func NonceKey(origin, role string) string { return origin + " " + role }
 // error="use_dpop_nonce" and a DPoP-Nonce header, it remembers the nonce, waits RetryDelay
 // plus a random part of Jitter, and retries with a new proof (new jti), at most MaxRetries
 // times; then it fails with *NonceRetryError. The DPoP-Nonce of every response is remembered.
+//
+// A remembered nonce can go stale for good: the server stopped using nonces (reconfigured, or
+// a new deployment behind the same URL) and rejects any proof carrying one. So when a proof
+// that carried a remembered nonce is answered invalid_dpop_proof (400 JSON error, or 401 with
+// WWW-Authenticate DPoP error="invalid_dpop_proof") without a new DPoP-Nonce, the Transport
+// forgets that nonce and retries once, at once, with a new proof without a nonce
+// (Trace.NonceDropped). A use_dpop_nonce answer to that retry is handled as above, within
+// MaxRetries; a second invalid_dpop_proof is returned to the caller.
 // Requests with a body must have GetBody set (http.NewRequest does this).
 type Transport struct {
 	Base       http.RoundTripper // default http.DefaultTransport
@@ -179,7 +171,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	limit := t.maxRetries()
 	hasBody := req.Body != nil && req.Body != http.NoBody
 
-	for attempt := 0; attempt <= limit; attempt++ {
+	// At most limit use_dpop_nonce retries plus one retry after dropping a stale nonce.
+	retries, dropped := 0, false
+	for attempt := 0; ; attempt++ {
 		nonce := nonces.Nonce(key)
 		proof, err := t.Signer.proof(req.Method, htu, nonce, at, now())
 		if err != nil {
@@ -191,7 +185,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r := req.Clone(ctx)
 		if attempt > 0 && hasBody {
 			if req.GetBody == nil {
-				return nil, fmt.Errorf("dpop: cannot retry %s %s after use_dpop_nonce: request body has no GetBody", req.Method, htu)
+				return nil, fmt.Errorf("dpop: cannot retry %s %s: request body has no GetBody", req.Method, htu)
 			}
 			body, err := req.GetBody()
 			if err != nil {
@@ -206,9 +200,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if nonce != "" {
 				tr.NonceUsed = true
 			}
-			if attempt > 0 {
-				tr.NonceRetries++
-			}
 		})
 
 		resp, err := base.RoundTrip(r)
@@ -216,24 +207,40 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		newNonce := resp.Header.Get("DPoP-Nonce")
+		if !validNonce(newNonce) {
+			newNonce = "" // absent, oversized or malformed: never remembered, never sent
+		}
 		if newNonce != "" {
 			nonces.SetNonce(key, newNonce)
 		}
-		if newNonce == "" || !isNonceChallenge(resp) {
-			// No challenge, or a challenge without a nonce to retry with: hand it back.
+		switch proofRejection(resp) {
+		case ErrCodeUseNonce:
+			if newNonce == "" {
+				return resp, nil // a challenge without a nonce to retry with: hand it back
+			}
+			discard(resp)
+			if retries == limit {
+				return nil, &NonceRetryError{URL: htu, Retries: retries}
+			}
+			if err := t.wait(ctx); err != nil {
+				return nil, fmt.Errorf("dpop: waiting to retry %s: %w", htu, err)
+			}
+			retries++
+			trace.update(func(tr *Trace) { tr.NonceRetries++ })
+		case ErrCodeInvalidProof:
+			if nonce == "" || dropped || newNonce != "" {
+				// Not a stale nonce: no nonce was sent, it was already dropped once, or the
+				// server still issues nonces (it reports nonce trouble as use_dpop_nonce).
+				return resp, nil
+			}
+			discard(resp)
+			dropNonce(nonces, key, nonce)
+			dropped = true
+			trace.update(func(tr *Trace) { tr.NonceDropped, tr.NonceUsed = true, false })
+		default:
 			return resp, nil
 		}
-		if attempt == limit {
-			discard(resp)
-			return nil, &NonceRetryError{URL: htu, Retries: attempt}
-		}
-		discard(resp)
-		if err := t.wait(ctx); err != nil {
-			return nil, fmt.Errorf("dpop: waiting to retry %s: %w", htu, err)
-		}
 	}
-	// Unreachable: the loop returns on its last iteration.
-	return nil, &NonceRetryError{URL: htu, Retries: limit}
 }
 
 // wait sleeps RetryDelay plus a random part of Jitter, or until ctx ends.
@@ -271,34 +278,41 @@ func discard(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
-// isNonceChallenge reports whether resp asks for a (new) DPoP nonce: 400 with JSON error
-// use_dpop_nonce (AS, RFC 9449 §8) or 401 with a DPoP challenge error="use_dpop_nonce" (RS,
-// §9). A 400 body it reads is put back so the caller can still read it.
-func isNonceChallenge(resp *http.Response) bool {
+// proofRejection returns the DPoP error of resp: use_dpop_nonce or invalid_dpop_proof from a
+// 400 JSON body (AS, RFC 9449 §5, §8) or from a 401 DPoP challenge's error (RS, §7.1, §9);
+// otherwise "". A 400 body it reads is put back so the caller can still read it.
+func proofRejection(resp *http.Response) string {
 	switch resp.StatusCode {
 	case http.StatusBadRequest:
 		if resp.Body == nil || resp.Body == http.NoBody {
-			return false
+			return ""
 		}
 		buf, err := io.ReadAll(io.LimitReader(resp.Body, maxChallengeBody))
 		resp.Body = &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), resp.Body), c: resp.Body}
 		if err != nil {
-			return false
+			return ""
 		}
 		var e struct {
 			Error string `json:"error"`
 		}
-		return json.Unmarshal(buf, &e) == nil && e.Error == "use_dpop_nonce"
+		if json.Unmarshal(buf, &e) == nil && dpopErrorCode(e.Error) {
+			return e.Error
+		}
 	case http.StatusUnauthorized:
 		for _, v := range resp.Header.Values("WWW-Authenticate") {
 			for _, c := range parseChallenges(v) {
-				if strings.EqualFold(c.scheme, "DPoP") && c.params["error"] == "use_dpop_nonce" {
-					return true
+				if strings.EqualFold(c.scheme, "DPoP") && dpopErrorCode(c.params["error"]) {
+					return c.params["error"]
 				}
 			}
 		}
 	}
-	return false
+	return ""
+}
+
+// dpopErrorCode reports whether code is one of the DPoP proof errors the Transport acts on.
+func dpopErrorCode(code string) bool {
+	return code == ErrCodeUseNonce || code == ErrCodeInvalidProof
 }
 
 type replayBody struct {

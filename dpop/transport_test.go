@@ -493,8 +493,8 @@ func TestParseChallenges(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := &http.Response{StatusCode: 401, Header: http.Header{"Www-Authenticate": tc.in}}
-			if got := isNonceChallenge(resp); got != tc.want {
-				t.Fatalf("isNonceChallenge(%q) = %v, want %v (parsed %+v)", tc.in, got, tc.want, parseChallenges(strings.Join(tc.in, ", ")))
+			if got := proofRejection(resp) == ErrCodeUseNonce; got != tc.want {
+				t.Fatalf("proofRejection(%q) is use_dpop_nonce = %v, want %v (parsed %+v)", tc.in, got, tc.want, parseChallenges(strings.Join(tc.in, ", ")))
 			}
 		})
 	}
