@@ -59,6 +59,9 @@ func withResult(ev *logs.Event, res *upstream.Result) {
 	if _, on := d["dpop_signing_alg"]; on {
 		d["dpop_nonce_used"] = res.NonceUsed
 		d["dpop_nonce_retries"] = res.NonceRetries
+		if res.NonceDropped {
+			d["dpop_nonce_dropped"] = true // a stale upstream nonce was forgotten and the request retried
+		}
 	}
 	if res.IDTokenAlg != "" {
 		d["id_token_signing_alg"] = res.IDTokenAlg

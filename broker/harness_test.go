@@ -74,6 +74,8 @@ type harnessOpts struct {
 	// deps adjusts the broker's collaborators before New (an upstream resolver, TLS roots).
 	deps func(*Deps)
 	tls  bool // serve the broker over https (issuer https://127.0.0.1:PORT/)
+	// upstreamOnClock runs the upstream IdP on the harness clock too (unless up.Now is set).
+	upstreamOnClock bool
 }
 
 // sharedKeys are generated once per test binary (RSA generation is slow).
@@ -117,12 +119,16 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.up.ClientID == "" {
 		o.up.ClientID, o.up.ClientSecret = upClientID, upSecret
 	}
+	clock := &testClock{}
+	if o.upstreamOnClock && o.up.Now == nil {
+		o.up.Now = clock.Now
+	}
 	up, err := upstreamtest.Start(o.up)
 	if err != nil {
 		t.Fatalf("upstream: %v", err)
 	}
 	t.Cleanup(up.Close)
-	h := &harness{t: t, up: up, clock: &testClock{}}
+	h := &harness{t: t, up: up, clock: clock}
 	h.app = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "app callback")
 	}))

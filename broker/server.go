@@ -163,7 +163,7 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 		HTTP:       httpClient,
 		Discovery:  &discovery.Client{HTTP: httpClient, Now: s.now},
 		Signers:    s.keys.DPoP,
-		Nonces:     dpop.NewNonceCache(),
+		Nonces:     dpop.NewNonceCacheWith(dpop.NonceCacheOptions{Now: s.now}), // stale upstream nonces expire
 		MaxRetries: cfg.DPoP.MaxRetries,
 		RetryDelay: cfg.DPoP.RetryDelay,
 		Jitter:     cfg.DPoP.Jitter,

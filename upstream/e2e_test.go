@@ -129,3 +129,55 @@ func TestBeginRefetchesStaleCapability(t *testing.T) {
 		t.Fatalf("fetches = %d, want 2", got)
 	}
 }
+
+// loginOnce runs Begin, the upstream's /authorize and Finish against c.
+func loginOnce(t *testing.T, c *Connection) (*Result, error) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := c.Begin(ctx, redirectURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := authorizeAt(t, st.AuthURL)
+	return c.Finish(ctx, st, redirectURI, q.Get("code"))
+}
+
+// An upstream that stops using DPoP nonces (reconfigured, or redeployed behind the same
+// issuer) refuses the nonces the connection remembers; the next login still succeeds: the
+// stale nonces are dropped at the token endpoint and at userinfo, each retried once.
+func TestLoginSucceedsAfterUpstreamStopsUsingNonces(t *testing.T) {
+	p, err := upstreamtest.Start(upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := New(Config{
+		Name: "switch", Issuer: p.URL, ClientID: "broker", ClientSecret: "broker-secret",
+		DPoPSigningAlg: "ES256", FetchUserinfo: true,
+	}, Options{Discovery: &discovery.Client{}, Signers: signers(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := loginOnce(t, c)
+	if err != nil || res.NonceRetries != 1 || !res.NonceUsed || res.NonceDropped {
+		t.Fatalf("login with nonces: err %v result %+v", err, res)
+	}
+
+	p.SetRequireNonce(false)
+	rejected := p.Stats.ProofsRejected.Load()
+	res, err = loginOnce(t, c)
+	if err != nil {
+		t.Fatalf("login after the upstream stopped using nonces: %v (result %+v)", err, res)
+	}
+	if !res.NonceDropped || res.NonceUsed || res.NonceRetries != 0 || !res.DPoPBound || res.UserinfoStatus != UserinfoSuccess {
+		t.Fatalf("result %+v, want the stale nonces dropped and a bound token without nonce", res)
+	}
+	if got := p.Stats.ProofsRejected.Load() - rejected; got != 2 {
+		t.Fatalf("upstream rejected %d proofs, want 2 (the stale token-endpoint and userinfo nonces, once each)", got)
+	}
+
+	res, err = loginOnce(t, c)
+	if err != nil || res.NonceDropped || res.NonceUsed {
+		t.Fatalf("next login: err %v result %+v, want no nonce sent and none dropped", err, res)
+	}
+}

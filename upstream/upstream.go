@@ -212,7 +212,8 @@ func New(cfg Config, opts Options) (*Connection, error) {
 			return nil, fmt.Errorf("upstream: connection %q: no DPoP key configured for %s", cfg.Name, cfg.DPoPSigningAlg)
 		}
 		if c.opts.Nonces == nil {
-			c.opts.Nonces = dpop.NewNonceCache() // shared by every label so nonces survive relabelling
+			// Shared by every label so nonces survive relabelling; ages on the injected clock.
+			c.opts.Nonces = dpop.NewNonceCacheWith(dpop.NonceCacheOptions{Now: opts.Now})
 		}
 		c.clients = make(map[string]*http.Client, len(labels))
 		for _, l := range labels {
@@ -508,14 +509,17 @@ func (c *Connection) LogoutURL(ctx context.Context, idTokenHint, postLogoutRedir
 
 // Result is the outcome of a code exchange.
 type Result struct {
-	Subject         string
-	Claims          map[string]any // ID-token claims, merged with userinfo when fetched
-	IDTokenAlg      string
-	TokenType       string // as the upstream sent it
-	DPoPBound       bool   // token_type == DPoP (DC-10)
-	DPoPAlg         string // "" when DPoP is off
-	NonceRetries    int    // use_dpop_nonce retries during the token exchange
-	NonceUsed       bool   // a token-request proof carried a server nonce
+	Subject      string
+	Claims       map[string]any // ID-token claims, merged with userinfo when fetched
+	IDTokenAlg   string
+	TokenType    string // as the upstream sent it
+	DPoPBound    bool   // token_type == DPoP (DC-10)
+	DPoPAlg      string // "" when DPoP is off
+	NonceRetries int    // use_dpop_nonce retries during the token exchange
+	NonceUsed    bool   // a token-request proof carried a server nonce
+	// NonceDropped: the upstream rejected a proof carrying a remembered nonce (token endpoint
+	// or userinfo), so the broker forgot that nonce and retried once without it.
+	NonceDropped    bool
 	UserinfoStatus  string // "", "SUCCESS", "FAILURE"
 	UserinfoBound   bool
 	ExchangeLatency time.Duration
@@ -578,7 +582,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	started := time.Now()
 	tok, err := oc.Exchange(dctx, code, xopts...)
 	res.ExchangeLatency = time.Since(started)
-	res.NonceRetries, res.NonceUsed = trace.NonceRetries, trace.NonceUsed
+	res.NonceRetries, res.NonceUsed, res.NonceDropped = trace.NonceRetries, trace.NonceUsed, trace.NonceDropped
 	if err != nil {
 		return res, exchangeError(err, c.opts.HTTP.Timeout)
 	}
@@ -603,9 +607,12 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		if res.DPoPBound && c.cfg.DPoPSigningAlg != "" {
 			ucl, tt, res.UserinfoBound = hc, "DPoP", true // DC-11: DPoP <at> + proof with ath
 		}
-		// NonceRetries/NonceUsed describe the token exchange only; userinfo is not traced.
-		uctx := context.WithValue(ctx, oauth2.HTTPClient, ucl)
+		// NonceRetries/NonceUsed describe the token exchange only; of userinfo only a dropped
+		// stale nonce is reported.
+		var utrace dpop.Trace
+		uctx := context.WithValue(dpop.WithTrace(ctx, &utrace), oauth2.HTTPClient, ucl)
 		ui, err := doc.Provider.UserInfo(uctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok.AccessToken, TokenType: tt}))
+		res.NonceDropped = res.NonceDropped || utrace.NonceDropped
 		if err == nil {
 			err = mergeUserinfo(ui, idt.Subject, claims)
 		}

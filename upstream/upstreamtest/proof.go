@@ -187,22 +187,32 @@ func (p *provider) verifyProof(r *http.Request, htm, wantHTU string) (*proof, er
 
 func isEd(k any) bool { _, ok := k.(ed25519.PublicKey); return ok }
 
+// errNoncesUnsupported refuses a proof with a nonce when the provider issues none.
+var errNoncesUnsupported = errors.New("DPoP nonces are not supported")
+
 // nonceChallenge reports whether got must be challenged, and with which nonce (DS-10, DS-16).
-func (p *provider) nonceChallenge(got string) (string, bool) {
+// A provider without nonces refuses a proof that carries one (errNoncesUnsupported).
+func (p *provider) nonceChallenge(got string) (string, bool, error) {
+	if got != "" {
+		p.stats.NonceProofs.Add(1)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	if p.opts.AlwaysNonce {
-		return p.nonceLocked(now, true), true
+		return p.nonceLocked(now, true), true, nil
 	}
-	if !p.opts.RequireNonce {
-		return "", false
+	if !p.requireNonce.Load() {
+		if got != "" {
+			return "", false, errNoncesUnsupported
+		}
+		return "", false, nil
 	}
 	cur := p.nonceLocked(now, false)
 	if got != "" && (got == cur || got == p.nonce.prev) {
-		return "", false
+		return "", false, nil
 	}
-	return cur, true
+	return cur, true, nil
 }
 
 // recordJTI remembers the proof's (htu, jti); a second use is a replay (DS-15).
@@ -222,7 +232,7 @@ func (p *provider) recordJTI(pr *proof) error {
 
 // nonceHeader sets DPoP-Nonce on responses when the provider works with nonces.
 func (p *provider) nonceHeader(w http.ResponseWriter) {
-	if p.opts.RequireNonce {
+	if p.requireNonce.Load() {
 		w.Header().Set("DPoP-Nonce", p.currentNonce())
 	}
 }

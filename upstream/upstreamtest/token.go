@@ -93,7 +93,13 @@ func (p *provider) handleToken(w http.ResponseWriter, r *http.Request) {
 			oauthError(w, http.StatusBadRequest, "invalid_dpop_proof", err.Error())
 			return
 		}
-		if n, challenge := p.nonceChallenge(pr.nonce); challenge {
+		n, challenge, err := p.nonceChallenge(pr.nonce)
+		if err != nil {
+			p.stats.ProofsRejected.Add(1)
+			oauthError(w, http.StatusBadRequest, "invalid_dpop_proof", err.Error())
+			return
+		}
+		if challenge {
 			p.stats.NonceChallenges.Add(1)
 			w.Header().Set("DPoP-Nonce", n)
 			oauthError(w, http.StatusBadRequest, "use_dpop_nonce", "Authorization server requires nonce in DPoP proof")
@@ -271,7 +277,13 @@ func (p *provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 			challenge("DPoP", "invalid_dpop_proof", err.Error())
 			return
 		}
-		if n, must := p.nonceChallenge(pr.nonce); must {
+		n, must, err := p.nonceChallenge(pr.nonce)
+		if err != nil {
+			p.stats.ProofsRejected.Add(1)
+			challenge("DPoP", "invalid_dpop_proof", err.Error())
+			return
+		}
+		if must {
 			p.stats.NonceChallenges.Add(1)
 			w.Header().Set("DPoP-Nonce", n)
 			challenge("DPoP", "use_dpop_nonce", "Resource server requires nonce in DPoP proof")

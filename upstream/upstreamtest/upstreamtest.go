@@ -30,7 +30,11 @@ type Options struct {
 	// DPoPAlgs is advertised as dpop_signing_alg_values_supported; nil = member absent (no DPoP).
 	DPoPAlgs     []string
 	RequireDPoP  bool // token endpoint refuses requests without a valid proof (invalid_dpop_proof)
-	RequireNonce bool // every proof must carry the current server nonce (use_dpop_nonce + DPoP-Nonce)
+	// RequireNonce: every proof must carry the current server nonce (use_dpop_nonce +
+	// DPoP-Nonce). Without it the provider issues no nonces and refuses a proof that carries
+	// one (invalid_dpop_proof "DPoP nonces are not supported", as oidc-provider does without a
+	// nonce secret). Provider.SetRequireNonce switches it while the provider runs.
+	RequireNonce bool
 	// AlwaysNonce makes the server answer use_dpop_nonce forever (to exhaust retries).
 	AlwaysNonce  bool
 	AnswerBearer bool     // token_type "Bearer" even when a valid proof came (no binding)
@@ -71,6 +75,8 @@ type Stats struct {
 	// AuthorizeRequests counts GET /authorize; ProofsRejected counts invalid_dpop_proof answers.
 	AuthorizeRequests atomic.Int64
 	ProofsRejected    atomic.Int64
+	// NonceProofs counts valid proofs (token endpoint and userinfo) that carried a nonce.
+	NonceProofs atomic.Int64
 	// EndSessions counts RP-initiated logouts (GET /logout) whose id_token_hint this provider
 	// issued and whose post_logout_redirect_uri it accepted.
 	EndSessions atomic.Int64
@@ -81,6 +87,7 @@ type Provider struct {
 	URL   string // issuer, e.g. http://127.0.0.1:PORT
 	Stats *Stats
 
+	p         *provider
 	srv       *http.Server
 	closeOnce sync.Once
 }
@@ -104,14 +111,26 @@ func Start(opts Options) (*Provider, error) {
 		return nil, fmt.Errorf("upstreamtest: listen: %w", err)
 	}
 	issuer := "http://" + ln.Addr().String()
-	h, stats, err := NewHandler(issuer, opts)
+	p, err := newProvider(issuer, opts)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: p.mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	return &Provider{URL: issuer, Stats: stats, srv: srv}, nil
+	return &Provider{URL: issuer, Stats: p.stats, p: p, srv: srv}, nil
+}
+
+// SetRequireNonce switches server nonces on or off while the provider runs (Options.RequireNonce),
+// like an IdP reconfigured or redeployed behind the same issuer. Switching on starts from a
+// fresh nonce, so no nonce issued before is accepted.
+func (p *Provider) SetRequireNonce(on bool) {
+	p.p.mu.Lock()
+	defer p.p.mu.Unlock()
+	if on && !p.p.requireNonce.Load() {
+		p.p.nonce = nonceState{}
+	}
+	p.p.requireNonce.Store(on)
 }
 
 // Close stops the provider.
@@ -232,6 +251,8 @@ type provider struct {
 	dpopAlgs   []jose.SignatureAlgorithm // parse allow-list
 	algsHeader string                    // for WWW-Authenticate algs=
 
+	requireNonce atomic.Bool // Options.RequireNonce, switchable at run time (SetRequireNonce)
+
 	mu      sync.Mutex
 	codes   table[codeEntry]
 	pending table[pendingEntry]
@@ -299,6 +320,7 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 		tokens:  newTable[tokenEntry](),
 		jtis:    newTable[struct{}](),
 	}
+	p.requireNonce.Store(opts.RequireNonce)
 	p.tokenHTU = normalizeHTU(p.base + "/token")
 	p.userHTU = normalizeHTU(p.base + "/userinfo")
 

@@ -433,6 +433,37 @@ func TestNonceRotation(t *testing.T) {
 	}
 }
 
+func TestProviderSwitchesNonceModeWhileRunning(t *testing.T) {
+	p := startProvider(t, Options{DPoPAlgs: []string{"ES256"}, RequireNonce: true})
+	k := newProofKey(t, "ES256")
+	try := func(nonce string) tokenResp {
+		return postToken(t, p, codeForm(freshCode(t, p), verifier), k.sign(t, proofSpec{htm: "POST", htu: p.URL + "/token", nonce: nonce}))
+	}
+	n1 := try("").header.Get("DPoP-Nonce")
+	if r := try(n1); r.status != 200 || n1 == "" {
+		t.Fatalf("nonce mode: %d %v", r.status, r.body)
+	}
+
+	p.SetRequireNonce(false)
+	r := try(n1)
+	if r.status != 400 || r.str("error") != "invalid_dpop_proof" || r.str("error_description") != "DPoP nonces are not supported" || r.header.Get("DPoP-Nonce") != "" {
+		t.Fatalf("no-nonce mode, proof with the old nonce: %d %v DPoP-Nonce %q, want invalid_dpop_proof without a new nonce", r.status, r.body, r.header.Get("DPoP-Nonce"))
+	}
+	if r := try(""); r.status != 200 || r.header.Get("DPoP-Nonce") != "" {
+		t.Fatalf("no-nonce mode, proof without a nonce: %d %v DPoP-Nonce %q, want 200 and no nonce", r.status, r.body, r.header.Get("DPoP-Nonce"))
+	}
+
+	p.SetRequireNonce(true)
+	r = try(n1)
+	n2 := r.header.Get("DPoP-Nonce")
+	if r.str("error") != "use_dpop_nonce" || n2 == "" || n2 == n1 {
+		t.Fatalf("nonce mode again, nonce from before the switch: %d %v, want use_dpop_nonce with a new nonce", r.status, r.body)
+	}
+	if r := try(n2); r.status != 200 {
+		t.Fatalf("nonce mode again, new nonce: %d %v", r.status, r.body)
+	}
+}
+
 func TestCodeAndClientChecks(t *testing.T) {
 	p := startProvider(t, Options{})
 	t.Run("code single use", func(t *testing.T) {
