@@ -389,7 +389,9 @@ func Default() *Config {
 		},
 		DPoPServer: DPoPServerConfig{
 			NoncePeriod: 5 * time.Minute, MaxAge: 300 * time.Second, MaxFuture: 30 * time.Second,
-			Algs: []string{"ES256", "EdDSA", "RS256", "PS256"},
+			// Ed25519 under both names: EdDSA, and Ed25519, which RFC 9864 defines in its place
+			// and which openid-client sends.
+			Algs: []string{"ES256", "EdDSA", "Ed25519", "RS256", "PS256"},
 		},
 		Logs:       LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour, Unauthenticated: defaultUnauthenticatedLogs()},
 		RateLimits: defaultRateLimits(),

@@ -256,7 +256,7 @@ lifetimes: { refresh_token: 2h }
 		t.Errorf("apis = %+v (the policy defaults to none)", cfg.APIs)
 	}
 	def := Default().DPoPServer
-	if def.MaxAge != 300*time.Second || def.MaxFuture != 30*time.Second || !slices.Equal(def.Algs, []string{"ES256", "EdDSA", "RS256", "PS256"}) || def.RequireNonce {
+	if def.MaxAge != 300*time.Second || def.MaxFuture != 30*time.Second || !slices.Equal(def.Algs, []string{"ES256", "EdDSA", "Ed25519", "RS256", "PS256"}) || def.RequireNonce {
 		t.Errorf("defaults = %+v (DS-14)", def)
 	}
 	_, err = Parse([]byte(goodYAML + "dpop_server: { require_nonce: maybe }\n"))

@@ -520,3 +520,45 @@ func TestAllowedAlgs(t *testing.T) {
 		t.Fatalf("DS-25 default AllowedAlgs = %q", got)
 	}
 }
+
+// An Ed25519 proof passes under either JOSE name, EdDSA or the fully specified Ed25519
+// (RFC 9864, what openid-client sends), unless Algs leaves that name out.
+func TestVerifierAcceptsEd25519ProofsUnderBothNames(t *testing.T) {
+	tests := []struct {
+		name   string
+		label  string
+		algs   []string
+		wantOK bool
+	}{
+		{name: "Ed25519 with the default algs", label: AlgEd25519, wantOK: true},
+		{name: "EdDSA with the default algs", label: AlgEdDSA, wantOK: true},
+		{name: "Ed25519 when only EdDSA is configured", label: AlgEd25519, algs: []string{AlgEdDSA}},
+		{name: "EdDSA when only Ed25519 is configured", label: AlgEdDSA, algs: []string{AlgEd25519}},
+		{name: "Ed25519 when it is configured", label: AlgEd25519, algs: []string{AlgES256, AlgEd25519}, wantOK: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := vtVerifier()
+			v.Algs = tc.algs
+			s := testSigner(t, tc.label)
+			p, err := s.Proof(http.MethodGet, vtURL, "", "", vtNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := v.Verify(context.Background(), []string{p}, Check{Method: http.MethodGet, URL: vtURL})
+			if !tc.wantOK {
+				var pe *ProofError
+				if !errors.As(err, &pe) || pe.Code != ErrCodeInvalidProof {
+					t.Fatalf("err = %v, want invalid_dpop_proof (alg not allowed)", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if res.Alg != tc.label || res.JKT != s.Thumbprint() {
+				t.Fatalf("result alg %q jkt %q, want %q and the key's thumbprint", res.Alg, res.JKT, tc.label)
+			}
+		})
+	}
+}
