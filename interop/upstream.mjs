@@ -13,6 +13,11 @@
 // so a cookie-jar HTTP client that follows redirects finishes the flow. GET /__stats answers
 // {token_requests, nonce_challenges, token_types, dpop_proofs, nonce_proofs}. Each token request is
 // logged on stdout as a JSON line (presence of DPoP proof and nonce only: never a code, proof or token).
+// POST ISSUER/__dpop_nonce?require=false|true (modes nonce, dpop, rsaonly, okta) swaps in a provider
+// built like a new deployment behind the same issuer (same keys, client and stored grants): false =
+// DPoP without server nonces (no nonce secret, so a proof carrying a nonce is refused with
+// invalid_dpop_proof "DPoP nonces are not supported"), true = nonces required, with a fresh nonce
+// secret. Answers 204.
 import * as crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 
@@ -139,7 +144,22 @@ await new Promise((resolve, reject) => {
 });
 const issuer = `http://${args.host}:${server.address().port}${mountPath}`;
 
-const provider = new Provider(issuer, configuration);
+// newProvider builds the provider with the DPoP feature configuration dPoPFeature. The default
+// in-memory adapter keeps its store module-wide, so a provider built later (POST /__dpop_nonce)
+// sees the grants and sessions of the one before.
+function newProvider(dPoPFeature) {
+  const p = new Provider(issuer, {
+    ...configuration,
+    jwks: { keys: [{ ...signingJwk }] },
+    clients: configuration.clients.map((c) => ({ ...c })),
+    features: { ...configuration.features, dPoP: dPoPFeature },
+  });
+  p.use(track);
+  p.on('server_error', (_ctx, err) => log('server_error', { error: String(err) }));
+  p.on('grant.error', (_ctx, err) => log('grant_error', { error: err.error, error_description: err.error_description }));
+  p.on('authorization.error', (_ctx, err) => log('authorization_error', { error: err.error, error_description: err.error_description }));
+  return p;
+}
 
 const stats = {
   token_requests: 0,
@@ -162,7 +182,8 @@ function proofNonce(proof) {
   }
 }
 
-provider.use(async (ctx, next) => {
+// track serves /__stats and the interactions, and counts and logs what each request did.
+async function track(ctx, next) {
   if (ctx.path === '/__stats' && ctx.method === 'GET') {
     ctx.type = 'json';
     ctx.body = stats;
@@ -210,7 +231,32 @@ provider.use(async (ctx, next) => {
       token_type: tokenType,
     });
   }
-});
+}
+
+let provider = newProvider(dPoP);
+let callback = provider.callback();
+
+// switchNonce answers POST /__dpop_nonce?require=…: the next requests go to a provider with or
+// without server nonces. It reports whether it handled the request.
+function switchNonce(req, res) {
+  const url = new URL(req.url, 'http://upstream');
+  if (url.pathname !== `${mountPath}/__dpop_nonce`) return false;
+  const want = url.searchParams.get('require');
+  if (req.method !== 'POST' || !['true', 'false'].includes(want) || !dPoP.enabled) {
+    res.writeHead(400, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: 'invalid_request', error_description: 'POST /__dpop_nonce?require=true|false, in a DPoP mode' }));
+    return true;
+  }
+  const feature = want === 'true'
+    ? { enabled: true, nonceSecret: crypto.randomBytes(32), requireNonce: () => true }
+    : { enabled: true };
+  provider = newProvider(feature);
+  callback = provider.callback();
+  log('dpop_nonce_switched', { require_nonce: want === 'true' });
+  res.writeHead(204);
+  res.end();
+  return true;
+}
 
 // interaction auto-completes: the login prompt as "alice", the consent prompt by granting exactly
 // what is missing (scopes and claims), then redirects back to the authorization endpoint.
@@ -240,15 +286,11 @@ async function interaction(ctx) {
   ctx.redirect(returnTo);
 }
 
-provider.on('server_error', (_ctx, err) => log('server_error', { error: String(err) }));
-provider.on('grant.error', (_ctx, err) => log('grant_error', { error: err.error, error_description: err.error_description }));
-provider.on('authorization.error', (_ctx, err) => log('authorization_error', { error: err.error, error_description: err.error_description }));
-
 if (okta) {
   // Mount under /oauth2/default the way express's app.use(path, …) does: oidc-provider derives
   // its mount path from req.originalUrl minus req.url. Anything outside the mount is 404.
-  const callback = provider.callback();
   server.on('request', (req, res) => {
+    if (switchNonce(req, res)) return;
     const path = req.url.split('?')[0];
     if (path !== mountPath && !path.startsWith(`${mountPath}/`)) {
       res.writeHead(404, { 'content-type': 'application/json' });
@@ -260,7 +302,9 @@ if (okta) {
     callback(req, res);
   });
 } else {
-  server.on('request', provider.callback());
+  server.on('request', (req, res) => {
+    if (!switchNonce(req, res)) callback(req, res);
+  });
 }
 
 const shutdown = () => process.exit(0);
