@@ -168,14 +168,11 @@ func (m *metrics) upstream(conn string, res *upstream.Result) {
 
 // tokenRequest counts one /oauth/token outcome.
 func (m *metrics) tokenRequest(grant string, ok, bound bool) {
-	if grant != "authorization_code" && grant != "refresh_token" {
-		grant = "other" // bounded label: the grant_type parameter is client input
-	}
 	result := "success"
 	if !ok {
 		result = "failure"
 	}
-	m.tokenRequests.WithLabelValues(grant, result, strconv.FormatBool(bound)).Inc()
+	m.tokenRequests.WithLabelValues(metricGrant(grant), result, strconv.FormatBool(bound)).Inc()
 }
 
 // metricCodes are the details.error codes used as label values; anything else (an upstream's

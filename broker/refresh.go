@@ -318,6 +318,10 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 		d["error"] = oerr.Code
 		d["error_description"] = clip(oerr.Description, 512)
 	}
+	if nonceChallenge(oerr) { // a protocol step, not a failed exchange (noncechallenge.go)
+		s.nonceChallengeEvent(r, ev, grant)
+		return
+	}
 	s.metrics.tokenRequest(grant, oerr == nil, x.bound)
 	s.write(r, ev)
 }

@@ -214,6 +214,7 @@ type rawClaims struct {
 // a *ProofError for every rejection; other errors (replay cache unreachable) mean "fail closed".
 //
 // Order: the cheap structural and claim checks first, then the signature, the key binding,
+// the server nonce (so use_dpop_nonce is only ever the answer to an otherwise valid proof),
 // and last the replay claim, so that only valid proofs consume a jti.
 func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Result, error) {
 	if v.Replay == nil {
@@ -327,20 +328,6 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 		return nil, invalid("DS-12", "ath does not match the access token")
 	}
 
-	// DS-10/DS-16: server nonce.
-	nonce := ""
-	if cl.Nonce != nil {
-		nonce = *cl.Nonce
-	}
-	if v.RequireNonce {
-		if nonce == "" {
-			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-16", Description: "a DPoP nonce is required"}
-		}
-		if !v.Nonces.Valid(nonce) {
-			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-10", Description: "DPoP nonce invalid or expired"}
-		}
-	}
-
 	// DS-6: signature over the exact signing input.
 	sig, err := b64.Strict().DecodeString(sigB64)
 	if err != nil {
@@ -354,6 +341,21 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 	jkt := hdr.jkt
 	if c.JKT != "" && jkt != c.JKT {
 		return nil, invalid("DS-12", descKeyMismatch)
+	}
+
+	// DS-10/DS-16: server nonce, after the signature and the key binding, so use_dpop_nonce
+	// answers only an otherwise valid proof: a normal protocol step (RFC 9449 §8), no failure.
+	nonce := ""
+	if cl.Nonce != nil {
+		nonce = *cl.Nonce
+	}
+	if v.RequireNonce {
+		if nonce == "" {
+			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-16", Description: "a DPoP nonce is required"}
+		}
+		if !v.Nonces.Valid(nonce) {
+			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-10", Description: "DPoP nonce invalid or expired"}
+		}
 	}
 
 	// DS-15: replay, last.

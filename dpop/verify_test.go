@@ -562,3 +562,45 @@ func TestVerifierAcceptsEd25519ProofsUnderBothNames(t *testing.T) {
 		})
 	}
 }
+
+// With server nonces on, use_dpop_nonce answers only a proof that is otherwise valid (so a
+// caller may treat it as a protocol step, not a failure): a bad signature or a proof for
+// another key is invalid_dpop_proof even without a nonce.
+func TestVerifierDemandsANonceOnlyFromOtherwiseValidProofs(t *testing.T) {
+	nonces, err := NewNonceSource([]byte(strings.Repeat("k", 32)), time.Minute, func() time.Time { return vtNow })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testSigner(t, AlgES256)
+	good, err := s.Proof(http.MethodGet, vtURL, "", "", vtNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(good, ".")
+	other, err := s.Proof(http.MethodGet, vtURL, "", "", vtNow.Add(-time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	badSig := parts[0] + "." + parts[1] + "." + strings.Split(other, ".")[2]
+	tests := []struct {
+		name     string
+		proof    string
+		jkt      string
+		wantCode string
+	}{
+		{name: "valid proof without a nonce", proof: good, wantCode: ErrCodeUseNonce},
+		{name: "bad signature without a nonce", proof: badSig, wantCode: ErrCodeInvalidProof},
+		{name: "proof for another key without a nonce", proof: good, jkt: testSigner(t, AlgEdDSA).Thumbprint(), wantCode: ErrCodeInvalidProof},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := vtVerifier()
+			v.Nonces, v.RequireNonce = nonces, true
+			_, err := v.Verify(context.Background(), []string{tc.proof}, Check{Method: http.MethodGet, URL: vtURL, JKT: tc.jkt})
+			var pe *ProofError
+			if !errors.As(err, &pe) || pe.Code != tc.wantCode {
+				t.Fatalf("err = %v, want %s", err, tc.wantCode)
+			}
+		})
+	}
+}

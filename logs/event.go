@@ -35,6 +35,11 @@ const (
 	TypeFailedRevocation = "frrt"
 	TypeSuccessAPI       = "sapi"
 	TypeFailedAPI        = "fapi"
+	// TypeDPoPNonceChallenge is the broker's own code for a token request answered
+	// use_dpop_nonce (RFC 9449 §8): the proof was valid but carried no or an outdated server
+	// nonce. It is a normal protocol step (every DPoP client's first request meets it when
+	// nonces are required), so it is not a failed exchange.
+	TypeDPoPNonceChallenge = "dpop_nonce_challenge"
 )
 
 // Event is one log entry (DESIGN.md §4). It never carries a token, code, proof, secret or key.
@@ -79,6 +84,7 @@ var descriptions = map[string]string{
 	TypeSuccessRevocation:     "Successful Refresh Token Revocation",
 	TypeFederatedLogoutFailed: "Federated Logout Failed",
 	TypeFailedRevocation:      "Failed Refresh Token Revocation",
+	TypeDPoPNonceChallenge:    "DPoP Nonce Challenge",
 }
 
 // NewLogID returns a 56-digit decimal id that sorts in creation order (time first, then a
