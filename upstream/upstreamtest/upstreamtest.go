@@ -28,8 +28,8 @@ type Options struct {
 	ClientID     string // default "broker"
 	ClientSecret string // default "broker-secret"
 	// DPoPAlgs is advertised as dpop_signing_alg_values_supported; nil = member absent (no DPoP).
-	DPoPAlgs     []string
-	RequireDPoP  bool // token endpoint refuses requests without a valid proof (invalid_dpop_proof)
+	DPoPAlgs    []string
+	RequireDPoP bool // token endpoint refuses requests without a valid proof (invalid_dpop_proof)
 	// RequireNonce: every proof must carry the current server nonce (use_dpop_nonce +
 	// DPoP-Nonce). Without it the provider issues no nonces and refuses a proof that carries
 	// one (invalid_dpop_proof "DPoP nonces are not supported", as oidc-provider does without a
