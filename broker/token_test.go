@@ -136,7 +136,7 @@ func TestDiscoveryJWKSHealth(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, doc[k], v)
 		}
 	}
-	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","RS256","PS256"]`) ||
+	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","Ed25519","RS256","PS256"]`) ||
 		!strings.Contains(body, `"code_challenge_methods_supported":["S256"]`) {
 		t.Errorf("metadata (DS-25, PK-2): %s", body)
 	}

@@ -186,7 +186,7 @@ func TestDemoDPoPServer(t *testing.T) {
 	}
 	// DS-25 and the demo API audience at /authorize.
 	body := fetch(t, http.DefaultClient, http.MethodGet, d.issuer+".well-known/openid-configuration", nil)
-	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","RS256","PS256"]`) {
+	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","Ed25519","RS256","PS256"]`) {
 		t.Fatalf("discovery: %s", body)
 	}
 }
