@@ -669,7 +669,7 @@ func TestDS23DS24Userinfo(t *testing.T) {
 		t.Helper()
 		www := r.header.Get("WWW-Authenticate")
 		if r.status != 401 || r.str("error") != code || !strings.HasPrefix(www, `DPoP error="`+code+`"`) ||
-			!strings.Contains(www, `algs="ES256 EdDSA RS256 PS256"`) || !strings.Contains(www, "error_description=") {
+			!strings.Contains(www, `algs="ES256 EdDSA Ed25519 RS256 PS256"`) || !strings.Contains(www, "error_description=") {
 			t.Fatalf("got %d %v WWW-Authenticate %q, want 401 DPoP %s", r.status, r.body, www, code)
 		}
 	}
