@@ -46,6 +46,11 @@ type Config struct {
 	// dialled (egress.go). Default none: public addresses only.
 	UpstreamAllowedNetworks []string `yaml:"upstream_allowed_networks"`
 
+	// AllowInsecureHTTP is the development switch that accepts plain http on non-loopback
+	// hosts for issuer, public_url, redirect URIs and allowed origins (urlrules.go). It is
+	// logged as a warning at every start and never admits other schemes.
+	AllowInsecureHTTP bool `yaml:"allow_insecure_http"`
+
 	// GenerateMissingKeys makes New generate any key the configuration does not provide
 	// (the demo). Serve leaves it false: a missing key is then a validation error.
 	GenerateMissingKeys bool `yaml:"-"`

@@ -101,6 +101,9 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	for _, w := range cfg.Warnings() { // allow_insecure_http: loud at every start (urlrules.go)
+		s.log.Warn("insecure configuration", "key", w.Key, "warning", w.Reason)
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -40,6 +40,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	if c.PublicURL != "" {
 		v.issuer("public_url", c.PublicURL, false)
 	}
+	c.brokerURLs(v)
 	v.listen("listen", c.Listen)
 	if c.UpstreamTimeout <= 0 {
 		v.add("upstream_timeout", "must be a positive duration such as 10s")
@@ -232,19 +233,18 @@ func (v *validator) clients(c *Config) {
 			v.add(p+".redirect_uris", "at least one redirect URI is required")
 		}
 		for j, ru := range cl.RedirectURIs {
-			if reason := redirectURIProblem(ru); reason != "" {
+			if reason := redirectURIProblem(ru, c.AllowInsecureHTTP); reason != "" {
 				v.add(fmt.Sprintf("%s.redirect_uris[%d]", p, j), "%s", reason)
 			}
 		}
 		for j, ru := range cl.PostLogoutRedirectURIs {
-			if reason := redirectURIProblem(ru); reason != "" {
+			if reason := redirectURIProblem(ru, c.AllowInsecureHTTP); reason != "" {
 				v.add(fmt.Sprintf("%s.post_logout_redirect_uris[%d]", p, j), "%s", reason)
 			}
 		}
 		for j, o := range cl.AllowedOrigins {
-			if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-				v.add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%q must be an origin such as https://app.example.com", o)
+			if reason := originProblem(o, c.AllowInsecureHTTP); reason != "" {
+				v.add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%s", reason)
 			}
 		}
 		if len(cl.Connections) == 0 {
@@ -341,24 +341,6 @@ func joinOr(names []string) string {
 		return strings.Join(names, "")
 	}
 	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
-}
-
-// redirectURIProblem returns why a redirect URI is unacceptable, or "".
-func redirectURIProblem(raw string) string {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return fmt.Sprintf("%q is not a URL", raw)
-	case !u.IsAbs():
-		return fmt.Sprintf("%q must be an absolute URI", raw)
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return fmt.Sprintf("%q must not contain a fragment", raw)
-	case (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
-		return fmt.Sprintf("%q has no host", raw)
-	case u.User != nil:
-		return fmt.Sprintf("%q must not contain user information", raw)
-	}
-	return ""
 }
 
 func (v *validator) connections(c *Config) {
