@@ -642,7 +642,7 @@ func expandEnv(s string) (string, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return "", fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
+		return "", errors.New(unsetEnvReason(missing...))
 	}
 	return b.String(), nil
 }

@@ -244,7 +244,7 @@ func loadKey(src KeySource, alg string) (crypto.Signer, error) {
 	default:
 		v := os.Getenv(src.PrivateKeyEnv)
 		if v == "" {
-			return nil, fmt.Errorf("environment variable %s is not set", src.PrivateKeyEnv)
+			return nil, errors.New(unsetEnvReason(src.PrivateKeyEnv))
 		}
 		data = []byte(v)
 	}

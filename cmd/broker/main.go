@@ -23,7 +23,7 @@ commands:
   serve --config FILE                      run the broker (config also from $BROKER_CONFIG)
   demo [--listen-host H] [--broker-port P] [--idp-port P] [--app-port P]
                                            broker + built-in upstream IdP + sample app
-  config validate FILE                     check a configuration file
+  config validate [--require-env] FILE     check a configuration file
   discovery check ISSUER [--alg ES256] [--discovery-url URL] [--allow-network CIDR]...
                                            show what an upstream supports for DPoP
   keys generate [--alg ES256|Ed25519|RS256|PS256]
