@@ -9,6 +9,12 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/broker ./cmd/broke
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/broker /broker
 USER nonroot:nonroot
+# Inside a container the broker must listen on every interface: loopback is unreachable from
+# outside (docker run -p 8080:8080 forwards to the container's own address). BROKER_LISTEN
+# overrides the configuration's listen; the code default outside containers is 127.0.0.1:8080.
+ENV BROKER_LISTEN=0.0.0.0:8080
 EXPOSE 8080
+# No shell or curl on distroless: the binary probes itself (GET /healthz on BROKER_LISTEN).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/broker", "healthcheck"]
 ENTRYPOINT ["/broker"]
 CMD ["serve", "--config", "/etc/dpop-broker/config.yaml"]

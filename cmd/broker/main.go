@@ -1,5 +1,5 @@
 // Command broker runs dpop-broker: the OIDC federation broker (serve), a zero-setup demo, and
-// operator tools (config validate, discovery check, keys generate, logs).
+// operator tools (config validate, discovery check, keys generate, logs, healthcheck).
 package main
 
 import (
@@ -20,7 +20,8 @@ import (
 const usage = `usage: broker <command> [flags]
 
 commands:
-  serve --config FILE                      run the broker (config also from $BROKER_CONFIG)
+  serve --config FILE [--listen HOST:PORT] run the broker (config also from $BROKER_CONFIG,
+                                           listen address also from $BROKER_LISTEN)
   demo [--listen-host H] [--broker-port P] [--idp-port P] [--app-port P]
                                            broker + built-in upstream IdP + sample app
   config validate [--require-env] FILE     check a configuration file
@@ -28,6 +29,7 @@ commands:
                                            show what an upstream supports for DPoP
   keys generate [--alg ES256|Ed25519|RS256|PS256]
                                            print a new PKCS#8 PEM private key
+  healthcheck [--url URL] [--ready]        probe a running broker's /healthz (/readyz): exit 0 or 1
   logs [--type f] [--connection NAME] [--client ID] [--error CODE] [--q QUERY]
        [--limit N] [--json] [--follow] [--url URL] [--token TOKEN]
                                            show or tail login events (management API)
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdDiscoveryCheck(ctx, args[2:], stdout, stderr)
 	case args[0] == "keys" && sub("generate"):
 		return cmdKeysGenerate(args[2:], stdout, stderr)
+	case args[0] == "healthcheck":
+		return cmdHealthcheck(ctx, args[1:], stdout, stderr)
 	case args[0] == "logs":
 		return cmdLogs(ctx, args[1:], stdout, stderr)
 	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":

@@ -20,6 +20,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("BROKER_CONFIG"), "configuration file (default $BROKER_CONFIG)")
+	listen := fs.String("listen", os.Getenv(listenEnv), "listen address instead of the configuration's listen (default $"+listenEnv+"; the container image sets 0.0.0.0:8080)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -38,6 +39,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintln(stderr, p.Error())
 		}
 		return 1
+	}
+	listenFrom := "config"
+	if *listen != "" {
+		listenFrom = listenEnv
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "listen" {
+				listenFrom = "--listen"
+			}
+		})
+	}
+	if cfg.Listen, err = serveListen(cfg.Listen, *listen); err != nil {
+		fmt.Fprintf(stderr, "broker serve: %v\n", err)
+		return 2
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
 	sessions.SetRedisLogger(logger)
@@ -72,7 +86,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logger.Error("listen failed", "addr", cfg.Listen, "err", err)
 		return 1
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "issuer", cfg.Issuer, "store", cfg.Store.Type,
+	logger.Info("listening", "addr", ln.Addr().String(), "listen_from", listenFrom, "issuer", cfg.Issuer, "store", cfg.Store.Type,
 		"connections", len(cfg.Connections), "clients", len(cfg.Clients))
 	if err := serveAll(ctx, serverListener{newHTTPServer(srv.Handler()), ln}); err != nil {
 		logger.Error("server failed", "err", err)
