@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -26,24 +30,33 @@ const (
 )
 
 // cmdDemo runs the broker, a built-in upstream IdP demanding DPoP with server nonces, and a
-// sample app, all in this process with a memory store and generated keys.
+// sample app, all in this process with a memory store and generated keys. It prefers ports
+// 8080 (broker), 8081 (IdP) and 8082 (app); a default port that is taken is replaced by a
+// free one, so the demo starts on a busy machine too. A port given by flag is used or the
+// demo stops with the reason.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host := fs.String("listen-host", "127.0.0.1", "host the three servers listen on; URLs use it too (127.0.0.1 when it is 0.0.0.0 or ::)")
-	brokerPort := fs.Int("broker-port", 8080, "broker port (0 = pick a free one)")
-	idpPort := fs.Int("idp-port", 8081, "upstream IdP port (0 = pick a free one)")
-	appPort := fs.Int("app-port", 8082, "sample app port (0 = pick a free one)")
+	brokerPort := fs.Int("broker-port", 8080, "broker port (0 = a free one; the default falls back to a free one when taken)")
+	idpPort := fs.Int("idp-port", 8081, "upstream IdP port (0 = a free one; the default falls back to a free one when taken)")
+	appPort := fs.Int("app-port", 8082, "sample app port (0 = a free one; the default falls back to a free one when taken)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
-	d, err := startDemo(*host, *brokerPort, *idpPort, *appPort, logger)
+	d, err := startDemo(*host, demoPorts{
+		broker: demoPort{port: *brokerPort, flag: "--broker-port", fallback: !given["broker-port"]},
+		idp:    demoPort{port: *idpPort, flag: "--idp-port", fallback: !given["idp-port"]},
+		app:    demoPort{port: *appPort, flag: "--app-port", fallback: !given["app-port"]},
+	}, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "broker demo: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "Open %s/ in your browser\n", d.appURL)
+	d.printWelcome(stdout, selfCommand())
 	if err := serveAll(ctx, d.servers...); err != nil {
 		fmt.Fprintf(stderr, "broker demo: %v\n", err)
 		return 1
@@ -54,11 +67,37 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // demo is the wired demo before serving.
 type demo struct {
 	appURL, issuer, idpURL string
+	mgmtToken              string   // management API token made for this run (read:logs, read:connections)
+	notes                  []string // ports that were taken and what replaced them
 	broker                 *broker.Server
 	servers                []serverListener
 }
 
-func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logger) (_ *demo, err error) {
+// demoPort is a port the demo prefers for one of its servers.
+type demoPort struct {
+	port     int    // 0 = a free port
+	flag     string // the flag that sets it, for messages
+	fallback bool   // a free port replaces it when it is taken (the default was not overridden)
+}
+
+// demoPorts are the ports of the demo's three servers.
+type demoPorts struct{ broker, idp, app demoPort }
+
+// demoMgmtScopes are the scopes of the demo's management token: enough for `broker logs`
+// and for reading connections, nothing that changes state.
+var demoMgmtScopes = []string{"read:logs", "read:connections"}
+
+func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err error) {
+	// URLs name the listen host, or 127.0.0.1 when listening on all interfaces (containers).
+	urlHost := host
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		urlHost = "127.0.0.1"
+	}
+	if !isLoopbackName(urlHost) {
+		// Every demo URL is plain http, which upstream connections accept on loopback only.
+		return nil, fmt.Errorf("--listen-host %q: the demo serves plain http, so it runs on loopback (127.0.0.1, ::1, localhost), or on 0.0.0.0 in a container with its URLs on 127.0.0.1", host)
+	}
+	d := &demo{}
 	var lns []net.Listener
 	defer func() {
 		if err != nil {
@@ -67,35 +106,46 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 			}
 		}
 	}()
-	listen := func(port int) (net.Listener, error) {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	// The demo binds its listeners first and builds every URL from the bound addresses, so a
+	// port chosen here cannot be taken by someone else before it is used.
+	listen := func(name string, p demoPort) (net.Listener, error) {
+		addr := net.JoinHostPort(host, strconv.Itoa(p.port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil && p.fallback && p.port != 0 {
+			reason := err
+			if u := errors.Unwrap(err); u != nil {
+				reason = u // "bind: address already in use" without the address, which the note names
+			}
+			var err2 error
+			if ln, err2 = net.Listen("tcp", net.JoinHostPort(host, "0")); err2 == nil {
+				d.notes = append(d.notes, fmt.Sprintf("port %d is not available (%v), so the %s uses port %d",
+					p.port, reason, name, ln.Addr().(*net.TCPAddr).Port))
+				err = nil
+			}
+		}
 		if err != nil {
-			return nil, fmt.Errorf("listen: %w", err)
+			return nil, fmt.Errorf("%s: listen on %s (%s): %w; %s 0 picks a free port", name, addr, p.flag, err, p.flag)
 		}
 		lns = append(lns, ln)
 		return ln, nil
 	}
-	idpLn, err := listen(idpPort)
+	idpLn, err := listen("upstream IdP", ports.idp)
 	if err != nil {
 		return nil, err
 	}
-	brokerLn, err := listen(brokerPort)
+	brokerLn, err := listen("broker", ports.broker)
 	if err != nil {
 		return nil, err
 	}
-	appLn, err := listen(appPort)
+	appLn, err := listen("sample app", ports.app)
 	if err != nil {
 		return nil, err
-	}
-	// URLs name the listen host, or 127.0.0.1 when listening on all interfaces (containers).
-	urlHost := host
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		urlHost = "127.0.0.1"
 	}
 	origin := func(ln net.Listener) string {
 		return "http://" + net.JoinHostPort(urlHost, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	d := &demo{idpURL: origin(idpLn), issuer: origin(brokerLn) + "/", appURL: origin(appLn)}
+	d.idpURL, d.issuer, d.appURL = origin(idpLn), origin(brokerLn)+"/", origin(appLn)
+	d.mgmtToken = rand.Text() + rand.Text() // 52 characters (the minimum is 32)
 	upSecret, appSecret := rand.Text(), rand.Text()
 	idp, _, err := upstreamtest.NewHandler(d.idpURL, upstreamtest.Options{
 		ClientID: demoUpClientID, ClientSecret: upSecret,
@@ -110,12 +160,11 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 	cfg.Issuer = d.issuer
 	cfg.Listen = brokerLn.Addr().String()
 	cfg.GenerateMissingKeys = true
-	// The demo IdP listens on this machine: let the upstream address policy reach it.
+	// The demo IdP listens on loopback (the demo stays there): let the upstream address
+	// policy reach it.
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8", "::1"}
-	if ip := idpLn.Addr().(*net.TCPAddr).IP; !ip.IsUnspecified() && !ip.IsLoopback() {
-		cfg.UpstreamAllowedNetworks = append(cfg.UpstreamAllowedNetworks, ip.String())
-	}
 	cfg.RateLimits.Enabled = false // one local user; `serve` has them on by default
+	cfg.Management.Tokens = []broker.ManagementToken{{Name: "demo", Token: d.mgmtToken, Scopes: demoMgmtScopes}}
 	cfg.Clients = []broker.ClientConfig{{
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},
@@ -152,4 +201,40 @@ func startDemo(host string, brokerPort, idpPort, appPort int, logger *slog.Logge
 		{newHTTPServer(app.handler()), appLn},
 	}
 	return d, nil
+}
+
+// isLoopbackName reports whether a URL host is localhost or a loopback IP literal.
+func isLoopbackName(host string) bool {
+	ip := net.ParseIP(host)
+	return strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback()
+}
+
+// printWelcome tells the user where everything is, how to follow the login log and how to
+// stop. self is how to run this binary again (selfCommand).
+func (d *demo) printWelcome(w io.Writer, self string) {
+	brokerURL := strings.TrimSuffix(d.issuer, "/")
+	var b strings.Builder
+	b.WriteString("dpop-broker demo: broker, built-in upstream IdP (DPoP with server nonces) and sample app;\n" +
+		"memory store and keys generated for this run.\n")
+	for _, n := range d.notes {
+		fmt.Fprintf(&b, "  note: %s\n", n)
+	}
+	fmt.Fprintf(&b, "\n  sample app    %s/\n", d.appURL)
+	fmt.Fprintf(&b, "  broker        %s  (issuer; discovery at %s/.well-known/openid-configuration)\n", d.issuer, brokerURL)
+	fmt.Fprintf(&b, "  upstream IdP  %s\n", d.idpURL)
+	fmt.Fprintf(&b, "\nFollow the login log (a management token made for this run, scopes %s):\n", strings.Join(demoMgmtScopes, " "))
+	fmt.Fprintf(&b, "  BROKER_URL=%s BROKER_MGMT_TOKEN=%s %s logs --follow\n", brokerURL, d.mgmtToken, self)
+	fmt.Fprintf(&b, "\nOpen %s/ in your browser\n", d.appURL)
+	b.WriteString("Stop the demo with Ctrl-C.\n")
+	_, _ = io.WriteString(w, b.String())
+}
+
+// selfCommand is how to run this binary again in a printed command: "go run ./cmd/broker"
+// when it was built by go run (its executable lives in the go-build cache), else the name it
+// was started with.
+func selfCommand() string {
+	if exe, err := os.Executable(); err == nil && strings.Contains(filepath.ToSlash(exe), "/go-build") {
+		return "go run ./cmd/broker"
+	}
+	return os.Args[0]
 }

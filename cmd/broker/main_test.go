@@ -133,18 +133,24 @@ func TestDiscoveryCheckAppliesTheUpstreamAddressPolicy(t *testing.T) {
 // (Sign in) → broker → app, which must show the user and the s event with DPoP facts.
 func TestDemoLogin(t *testing.T) {
 	d := runDemo(t)
+	demoLogin(t, d.appURL, d.idpURL)
+}
+
+// demoLogin logs in through the demo's sample app and checks the logged-in page.
+func demoLogin(t *testing.T, appURL, idpURL string) {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	body := fetch(t, c, http.MethodGet, d.appURL+"/", nil)
+	body := fetch(t, c, http.MethodGet, appURL+"/", nil)
 	if !strings.Contains(body, `<a class="button" id="login" href="/login">Log in</a>`) {
 		t.Fatalf("home page: %s", body)
 	}
-	body = fetch(t, c, http.MethodGet, d.appURL+"/login", nil)
+	body = fetch(t, c, http.MethodGet, appURL+"/login", nil)
 	m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindStringSubmatch(body)
 	if m == nil {
 		t.Fatalf("upstream sign-in page: %s", body)
 	}
-	body = fetch(t, c, http.MethodPost, d.idpURL+"/authorize/approve", url.Values{"request": {m[1]}})
+	body = fetch(t, c, http.MethodPost, idpURL+"/authorize/approve", url.Values{"request": {m[1]}})
 	for _, want := range []string{"<title>Logged in</title>", `<h1 id="user">Hello, Alice Example</h1>`, `<pre id="claims">`,
 		`&#34;dpop_signing_alg&#34;: &#34;ES256&#34;`, `&#34;dpop_returned_from_upstream&#34;: true`} {
 		if !strings.Contains(body, want) {
@@ -201,7 +207,7 @@ func isPKCS8PEM(s string) bool {
 // errors fail the test.
 func runDemo(t *testing.T) *demo {
 	t.Helper()
-	d, err := startDemo("127.0.0.1", 0, 0, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := startDemo("127.0.0.1", demoPorts{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
