@@ -325,7 +325,7 @@ func wantRefusedBeforeUpstream(t *testing.T, w *world, code string) {
 	if st := getStats(t, w.upstreamURL); st.TokenRequests != 0 || st.AuthorizationRequests != 0 {
 		t.Errorf("upstream saw %+v, want no authorization and no token request", st)
 	}
-	exit, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "ES256")
+	exit, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "ES256", "--allow-network", "127.0.0.0/8")
 	if exit != 1 || !strings.Contains(stdout+stderr, code) {
 		t.Errorf("discovery check --alg ES256: exit %d, want 1 naming %s\nstdout: %s\nstderr: %s", exit, code, stdout, stderr)
 	}
@@ -338,7 +338,7 @@ func TestUpstreamRSAOnly(t *testing.T) {
 		t.Parallel()
 		w := setup(t, scenario{mode: "rsaonly", alg: "ES256"})
 		wantRefusedBeforeUpstream(t, w, "dpop_alg_mismatch")
-		code, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "RS256")
+		code, stdout, stderr := runBroker(t, "discovery", "check", w.upstreamURL, "--alg", "RS256", "--allow-network", "127.0.0.0/8")
 		if code != 0 || !strings.Contains(stdout, "RS256") {
 			t.Errorf("discovery check --alg RS256: exit %d, want 0 listing RS256\nstdout: %s\nstderr: %s", code, stdout, stderr)
 		}
