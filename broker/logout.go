@@ -152,11 +152,22 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 	if !s.endCookieSession(w, r, tag, sess) {
 		tag, sess = "", nil
 	}
+	own := sess != nil // this browser's session: it holds the cookie (and confirmed, or its hint named it)
 	if hint != nil && hint.SID != "" && hint.SID != tag {
 		if rec := s.loadSession(r, hint.SID); rec != nil && slices.Contains([]string(hint.Audience), rec.ClientID) &&
 			s.endSession(r, hint.SID, rec) && sess == nil {
 			sess = rec
 		}
+	}
+	federated := p.Has("federated")
+	if federated && sess != nil && !own {
+		// The hint's session belongs to another browser (or one whose cookie is gone), and the
+		// hint may come from anyone who holds that ID token: the broker session ends, but the
+		// upstream logout (with the upstream ID token in this browser's URL) is only carried
+		// out from the session's own browser.
+		s.federatedEvent(r, sess, codeFederatedNotThisBrowser,
+			"federated logout is carried out only from the browser of the session (its broker cookie); the broker session ended")
+		federated = false
 	}
 	if target != "" {
 		u, err := url.Parse(target)
@@ -169,7 +180,7 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 			target = u.String()
 		}
 	}
-	s.finishLogout(w, r, p.Has("federated"), sess, target)
+	s.finishLogout(w, r, federated, sess, target)
 }
 
 // logoutConfirmed reports whether r is the user's answer to a logout confirmation page: a POST
@@ -227,16 +238,8 @@ const federatedLogoutTTL = 10 * time.Minute
 // end_session_endpoint, discovery or store failure) it records federated_logout_failed and
 // reports false: the broker's own logout stands and the caller answers as without federated.
 func (s *Server) federatedLogout(w http.ResponseWriter, r *http.Request, sess *sessionRecord, target string) bool {
-	ev := s.newEvent(r)
-	ev.Class = logs.ClassAudit // a session ended: the browser held its cookie or a valid id_token_hint
-	ev.UserID, ev.Connection = sess.UserID, sess.Connection
-	if c := s.clients[sess.ClientID]; c != nil {
-		withClient(ev, c)
-	}
 	fail := func(code, desc string) bool {
-		ev.Type = logs.TypeFederatedLogoutFailed
-		ev.Details["error"], ev.Details["error_description"] = code, clip(desc, 512)
-		s.write(r, ev)
+		s.federatedEvent(r, sess, code, desc)
 		return false
 	}
 	snap, err := s.reg.current(r.Context(), false)
@@ -261,6 +264,24 @@ func (s *Server) federatedLogout(w http.ResponseWriter, r *http.Request, sess *s
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, u, http.StatusFound)
 	return true
+}
+
+// codeFederatedNotThisBrowser: a federated logout asked for a session of another browser
+// (an id_token_hint without that session's cookie); the upstream was not asked.
+const codeFederatedNotThisBrowser = "federated_not_this_browser"
+
+// federatedEvent records federated_logout_failed for the ended session sess: the broker's own
+// logout stands, the upstream's did not happen (code and desc say why).
+func (s *Server) federatedEvent(r *http.Request, sess *sessionRecord, code, desc string) {
+	ev := s.newEvent(r)
+	ev.Class = logs.ClassAudit // a session ended: the browser held its cookie or a valid id_token_hint
+	ev.Type = logs.TypeFederatedLogoutFailed
+	ev.UserID, ev.Connection = sess.UserID, sess.Connection
+	if c := s.clients[sess.ClientID]; c != nil {
+		withClient(ev, c)
+	}
+	ev.Details["error"], ev.Details["error_description"] = code, clip(desc, 512)
+	s.write(r, ev)
 }
 
 // federatedLogoutRecord is kept under the state of a federated logout.

@@ -267,6 +267,28 @@ func TestFederatedLogout(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a hint sent from another browser ends the session but never goes upstream", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+			c.Clients[0].PostLogoutRedirectURIs = []string{strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb") + "/bye"}
+		}})
+		bye := h.app.URL + "/bye"
+		_, idt, at := h.logoutLogin(t)
+		other := h.browser() // holds the victim's ID token, not its broker cookie
+		path := h.srv.URL + "/oidc/logout?" + url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye}, "federated": {""}}.Encode()
+		resp, _ := get(t, noRedirects(other), path)
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != bye {
+			t.Fatalf("got %d Location %q, want a redirect straight to %s", resp.StatusCode, resp.Header.Get("Location"), bye)
+		}
+		if h.sessionAlive(t, at) {
+			t.Error("the hint's session is still alive")
+		}
+		if ends := h.up.Stats.EndSessions.Load(); ends != 0 {
+			t.Errorf("upstream end_session calls = %d, want 0: the upstream ID token must not reach another browser", ends)
+		}
+		if ev := h.lastEventOf("federated_logout_failed"); ev.Details["error"] != codeFederatedNotThisBrowser {
+			t.Errorf("event %+v, want federated_logout_failed with %s", ev, codeFederatedNotThisBrowser)
+		}
+	})
 	t.Run("unknown state at /logout/federated: signed-out page", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: dpopUp})
 		resp, body := get(t, h.browser(), h.srv.URL+"/logout/federated?state=nope")
