@@ -50,10 +50,15 @@ type errCodeReplayed struct{ use codeUse }
 
 func (e *errCodeReplayed) Error() string { return "authorization code presented again" }
 
+// errProofRefused stops redeemCode when the request's proof is refused (its caller has the
+// answer).
+var errProofRefused = errors.New("DPoP proof refused")
+
 // redeemCode claims code for this request and returns its record. It returns
 // *errCodeReplayed when the code was presented before, sessions.ErrNotFound when it is
-// unknown or expired, or a store error.
-func (s *Server) redeemCode(ctx context.Context, code string) (*codeRecord, error) {
+// unknown or expired, or a store error. beforeClaim runs once the code is known to be live
+// and before it is claimed; its error stops the redemption and leaves the code as it was.
+func (s *Server) redeemCode(ctx context.Context, code string, beforeClaim func() error) (*codeRecord, error) {
 	useID := codeUseID(code)
 	if len(code) > 256 || useID == "" || strings.ContainsAny(code, "{}") {
 		return nil, sessions.ErrNotFound
@@ -63,6 +68,9 @@ func (s *Server) redeemCode(ctx context.Context, code string) (*codeRecord, erro
 		return nil, s.priorUse(ctx, useID)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := beforeClaim(); err != nil {
 		return nil, err
 	}
 	claim, _ := json.Marshal(codeUse{}) // plain struct: never fails

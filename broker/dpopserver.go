@@ -149,9 +149,9 @@ const nonceRequiredText = "Authorization server requires nonce in DPoP proof"
 // verifyProof checks the request's DPoP header(s) against the endpoint URL (and, at the
 // resource server, the access token and its key). A rejected proof is a *dpop.ProofError;
 // any other error means the check could not run (fail closed).
-func (s *Server) verifyProof(r *http.Request, path, accessToken, jkt string) (*dpop.Result, error) {
+func (s *Server) verifyProof(r *http.Request, path, accessToken, jkt string, deferReplay bool) (*dpop.Result, error) {
 	res, err := s.verifier.Verify(r.Context(), r.Header.Values("DPoP"), dpop.Check{
-		Method: r.Method, URL: s.base + path, AccessToken: accessToken, JKT: jkt,
+		Method: r.Method, URL: s.base + path, AccessToken: accessToken, JKT: jkt, DeferReplay: deferReplay,
 	})
 	if err != nil {
 		var pe *dpop.ProofError

@@ -123,6 +123,9 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 	if oerr != nil {
 		return nil, oerr
 	}
+	if oerr := s.claimProof(r.Context(), proof); oerr != nil {
+		return nil, oerr
+	}
 	scope := rec.Scope
 	if req := form.Get("scope"); req != "" {
 		granted := strings.Fields(rec.Scope)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -172,9 +173,18 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 	if oerr != nil {
 		return nil, oerr
 	}
-	rec, err := s.redeemCode(r.Context(), code)
+	var proofErr *oauthError
+	rec, err := s.redeemCode(r.Context(), code, func() error {
+		proofErr = s.claimProof(r.Context(), proof)
+		if proofErr != nil {
+			return errProofRefused
+		}
+		return nil
+	})
 	var replay *errCodeReplayed
 	switch {
+	case proofErr != nil:
+		return nil, proofErr // the code stays for a retry with a fresh proof
 	case errors.As(err, &replay):
 		return nil, s.codeReplayed(r.Context(), code, replay.use, x)
 	case storeDown(err):
@@ -260,15 +270,32 @@ func (s *Server) tokenProof(r *http.Request, client *ClientConfig) (*dpop.Result
 		}
 		return nil, nil
 	}
-	res, err := s.verifyProof(r, "/oauth/token", "", "")
+	// The replay claim waits until the grant shows a live code or refresh token (claimProof),
+	// so proofs made up with a public client's id cannot fill the store.
+	res, err := s.verifyProof(r, "/oauth/token", "", "", true)
 	if err != nil {
-		oerr := proofError(err, false)
-		if oerr.Status == http.StatusServiceUnavailable {
-			s.log.Error("DPoP proof check failed", "err", err)
-		}
-		return nil, oerr
+		return nil, s.tokenProofError(err)
 	}
 	return res, nil
+}
+
+// claimProof records the token request's proof in the replay cache (RFC 9449 §11.1), once the
+// grant is known to be live and before it is consumed; nil proof: nothing to claim.
+func (s *Server) claimProof(ctx context.Context, proof *dpop.Result) *oauthError {
+	if err := s.verifier.Claim(ctx, proof); err != nil {
+		return s.tokenProofError(err)
+	}
+	return nil
+}
+
+// tokenProofError is the token endpoint's answer to a proof that failed a check (400) or
+// could not be checked (503, logged).
+func (s *Server) tokenProofError(err error) *oauthError {
+	oerr := proofError(err, false)
+	if oerr.Status == http.StatusServiceUnavailable {
+		s.log.Error("DPoP proof check failed", "err", err)
+	}
+	return oerr
 }
 
 // keyBindingProblem checks a grant bound to a key thumbprint (dpop_jkt codes DS-20, public

@@ -124,7 +124,7 @@ func (s *Server) userinfoToken(r *http.Request, scheme, tok string) (*accessClai
 	case len(r.Header.Values("DPoP")) == 0:
 		return nil, &oauthError{Status: http.StatusUnauthorized, Code: dpop.ErrCodeInvalidProof, Description: "the DPoP scheme requires a DPoP proof header"}
 	}
-	if _, err := s.verifyProof(r, "/userinfo", tok, jkt); err != nil {
+	if _, err := s.verifyProof(r, "/userinfo", tok, jkt, false); err != nil {
 		oerr := proofError(err, true)
 		if oerr.Status == http.StatusServiceUnavailable {
 			s.log.Error("DPoP proof check failed", "err", err)

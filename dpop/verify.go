@@ -87,6 +87,10 @@ type Check struct {
 	URL         string // the endpoint's configured public URL; query/fragment ignored (DS-9, DS-13)
 	AccessToken string // RS: the presented access token, for ath (DS-12); "" at the AS
 	JKT         string // when non-empty, the proof key's thumbprint must equal it (DS-12, DS-20, DS-21)
+	// DeferReplay leaves the replay claim (RFC 9449 §11.1) to a later Verifier.Claim, so a
+	// server can first check that the request presents something worth a replay-cache entry
+	// (a live code or refresh token): proofs made up to fill the cache then cost it nothing.
+	DeferReplay bool
 }
 
 // Result is an accepted proof.
@@ -96,6 +100,9 @@ type Result struct {
 	JTI   string
 	IAT   time.Time
 	Nonce string
+
+	replayKey string        // set while the replay claim is deferred (Check.DeferReplay)
+	replayTTL time.Duration // how long the claim must be remembered
 }
 
 // AllowedAlgs returns the algorithms the verifier accepts, in configuration order, restricted
@@ -358,23 +365,42 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 		}
 	}
 
+	sec, frac := math.Modf(iat)
+	res := &Result{
+		JKT:       jkt,
+		Alg:       hdr.alg,
+		JTI:       *cl.JTI,
+		IAT:       time.Unix(int64(sec), int64(frac*1e9)),
+		Nonce:     nonce,
+		replayKey: ReplayKey(want, *cl.JTI),
+		replayTTL: maxAge + maxFuture,
+	}
+	if c.DeferReplay {
+		return res, nil
+	}
 	// DS-15: replay, last.
-	ok, err := v.Replay.Claim(ctx, ReplayKey(want, *cl.JTI), maxAge+maxFuture)
+	if err := v.Claim(ctx, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// Claim records the proof of res in the replay cache (RFC 9449 §11.1) when Verify deferred it
+// (Check.DeferReplay); for any other result it does nothing. A proof seen before is a
+// *ProofError; other errors (replay cache unreachable) mean "fail closed".
+func (v *Verifier) Claim(ctx context.Context, res *Result) error {
+	if res == nil || res.replayKey == "" {
+		return nil
+	}
+	ok, err := v.Replay.Claim(ctx, res.replayKey, res.replayTTL)
 	if err != nil {
-		return nil, fmt.Errorf("dpop: replay cache: %w", err)
+		return fmt.Errorf("dpop: replay cache: %w", err)
 	}
 	if !ok {
-		return nil, invalid("DS-15", "proof replayed")
+		return invalid("DS-15", "proof replayed")
 	}
-
-	sec, frac := math.Modf(iat)
-	return &Result{
-		JKT:   jkt,
-		Alg:   hdr.alg,
-		JTI:   *cl.JTI,
-		IAT:   time.Unix(int64(sec), int64(frac*1e9)),
-		Nonce: nonce,
-	}, nil
+	res.replayKey = "" // claimed: a second Claim is a no-op
+	return nil
 }
 
 // ReplayKey is the replay-cache key of a proof: base64url(SHA-256(normalized htu "|" jti)).

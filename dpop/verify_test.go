@@ -421,6 +421,38 @@ func TestVerifyReplay(t *testing.T) {
 			t.Fatalf("claim key %q ttl %v", rec.key, rec.ttl)
 		}
 	})
+	t.Run("a deferred claim is made by Claim, once, with the same key and ttl", func(t *testing.T) {
+		rec := &recordingReplay{}
+		v := vtVerifier()
+		v.Replay = rec
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		res, err := v.Verify(ctx, []string{proof}, Check{Method: "GET", URL: vtURL, DeferReplay: true})
+		if err != nil || rec.key != "" {
+			t.Fatalf("Verify with DeferReplay: %v, claimed %q", err, rec.key)
+		}
+		if err := v.Claim(ctx, res); err != nil || rec.ttl != 330*time.Second || len(rec.key) != 43 {
+			t.Fatalf("Claim: %v, key %q ttl %v", err, rec.key, rec.ttl)
+		}
+		rec.key = ""
+		if err := v.Claim(ctx, res); err != nil || rec.key != "" {
+			t.Fatalf("second Claim: %v, claimed again %q", err, rec.key)
+		}
+	})
+	t.Run("a deferred claim of a proof seen before is a replay", func(t *testing.T) {
+		v := vtVerifier()
+		proof, _ := s.Proof("GET", vtURL, "", "", vtNow)
+		if _, err := v.Verify(ctx, []string{proof}, c); err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.Verify(ctx, []string{proof}, Check{Method: "GET", URL: vtURL, DeferReplay: true})
+		if err != nil {
+			t.Fatalf("Verify with DeferReplay: %v", err)
+		}
+		var pe *ProofError
+		if err := v.Claim(ctx, res); !errors.As(err, &pe) || pe.Description != "proof replayed" {
+			t.Fatalf("Claim: %v, want proof replayed", err)
+		}
+	})
 	t.Run("DS-10 nonce required without a source fails closed", func(t *testing.T) {
 		v := vtVerifier()
 		v.RequireNonce = true
