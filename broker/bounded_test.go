@@ -397,9 +397,12 @@ func TestRateLimitsOnByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.authorizeIP == nil || g.authorizeClient == nil || g.callbackIP == nil || g.tokenIP == nil ||
+	if g.authorizeIP == nil || g.callbackIP == nil || g.tokenIP == nil ||
 		g.tokenClient == nil || g.logoutIP == nil || g.liveTx == nil {
 		t.Fatalf("a default limiter is missing: %+v", g)
+	}
+	if g.authorizeClient != nil { // no client authentication at /authorize: anyone would spend it
+		t.Fatal("the per-client /authorize limit is on by default")
 	}
 	off, err := Parse([]byte(goodYAML + "rate_limits: { enabled: false }\n"))
 	if err != nil {

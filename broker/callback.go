@@ -93,8 +93,11 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if desc := s.callbackProblem(r, tx, conn); desc != "" {
+		// The event names the paths; the app learns only that the response was refused.
 		ev.Details["callback"] = clip(s.callbackHere(r), 256)
-		s.appError(w, r, app, "invalid_request", desc, codeCallbackMismatch, ev)
+		s.fail(r, ev, codeCallbackMismatch, desc)
+		s.redirectToApp(w, r, app, url.Values{"error": {"invalid_request"},
+			"error_description": {"the identity provider's response arrived at the wrong callback (" + codeCallbackMismatch + "): the login is refused"}})
 		return
 	}
 	if desc := issProblem(q, tx.Start); desc != "" {

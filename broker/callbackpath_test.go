@@ -63,10 +63,12 @@ func TestDedicatedCallbackPathRefusesOtherConnection(t *testing.T) {
 				}
 				return
 			}
-			if q.Get("error") != "invalid_request" || q.Get("code") != "" || !strings.Contains(q.Get("error_description"), "mix-up") {
-				t.Fatalf("app got %v, want invalid_request naming the mix-up", q)
+			if q.Get("error") != "invalid_request" || q.Get("code") != "" || !strings.Contains(q.Get("error_description"), codeCallbackMismatch) ||
+				strings.Contains(q.Get("error_description"), "/login/callback") {
+				t.Fatalf("app got %v, want invalid_request naming callback_mismatch, without the broker's paths", q)
 			}
-			if ev := wantFail(t, h, codeCallbackMismatch); ev.Connection != tc.connection || ev.Details["callback"] != tc.arriveAt {
+			if ev := wantFail(t, h, codeCallbackMismatch); ev.Connection != tc.connection || ev.Details["callback"] != tc.arriveAt ||
+				!strings.Contains(ev.Details["error_description"].(string), "mix-up") {
 				t.Errorf("event = %+v", ev)
 			}
 			if h.up.Stats.TokenRequests.Load() != tokens {

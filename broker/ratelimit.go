@@ -61,8 +61,10 @@ func defaultRateLimits() RateLimitsConfig {
 		Enabled: true,
 		MaxKeys: 10000,
 		Authorize: EndpointRateLimits{
-			PerIP:     RateLimit{Rate: "20/s", Burst: 40},
-			PerClient: RateLimit{Rate: "200/s", Burst: 400},
+			PerIP: RateLimit{Rate: "20/s", Burst: 40},
+			// Off: /authorize has no client authentication, so anyone naming an app with one
+			// of its public redirect_uris would spend its bucket and lock its users out.
+			PerClient: RateLimit{Rate: "0"},
 		},
 		LiveTransactionsPerIP: 50,
 		// Every login comes back once through the callback, from the same browser.

@@ -156,7 +156,7 @@ func (s *Server) verifyAccessToken(raw string) (*accessClaims, error) {
 		if err != nil {
 			return nil, errors.New("malformed access token")
 		}
-		if len(t.Headers) != 1 || t.Headers[0].ExtraHeaders[jose.HeaderType] != "at+jwt" {
+		if len(t.Headers) != 1 || !isAccessTokenType(t.Headers[0].ExtraHeaders[jose.HeaderType]) {
 			return nil, errors.New("not an access token (typ must be at+jwt)")
 		}
 		// The key by kid: the current signing key or a previous one (keys.previous_signing),
@@ -192,4 +192,11 @@ func signJWT(signer jose.Signer, claims any) (string, error) {
 		return "", fmt.Errorf("sign: %w", err)
 	}
 	return jws.CompactSerialize()
+}
+
+// isAccessTokenType reports whether a JOSE typ header value names an RFC 9068 access token
+// (the same rule as dpop.ResourceServer's).
+func isAccessTokenType(typ any) bool {
+	s, ok := typ.(string)
+	return ok && dpop.IsAccessTokenType(s)
 }

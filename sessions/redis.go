@@ -13,8 +13,8 @@ import (
 
 // redisStore is the Redis backend. Records are plain string keys with a PX expiry; the event
 // log is one sorted set per LogClass (all scores 0) whose members are "LOGID\x00EVENT", so
-// lexicographic order is log-id order. Both sets share the hash tag {log}: reads of both run
-// in one MULTI, on Redis Cluster too.
+// lexicographic order is log-id order. Both sets share the hash tag {log}: reads of both go
+// in one pipelined round trip, on Redis Cluster too.
 type redisStore struct {
 	c       redis.UniversalClient
 	prefix  string
