@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// minSweep is the least number of writes between two full sweeps of expired records.
+// minSweep is the least size of the expiry index that is rebuilt when stale entries make up
+// half of it (see memory.index).
 const minSweep = 1024
 
 // DefaultMaxRecords is the memory store's record limit when MemoryOptions.MaxRecords is 0
@@ -38,18 +39,34 @@ type memLog struct {
 	data []byte
 }
 
-// memory is the in-process Store. Expired records are invisible at once (lazy expiry) and
-// removed by a full sweep every max(minSweep, len) writes, so the map holds at most about
-// twice the live records and no goroutine is needed. A write that would take the map past
-// maxRecs sweeps first when a record may have expired (minExp has passed), so the limit is
-// one on live records, and a full store costs no sweep until a record actually expires.
+// expArity is the number of children of an entry of the expiry index (a 4-ary heap is
+// shallower than a binary one, so a removal touches fewer cache lines).
+const expArity = 4
+
+// memExp is one entry of the memory store's expiry index: the record under key expired, or
+// will expire, at exp, unless it has been rewritten or removed since (a stale entry).
+type memExp struct {
+	exp time.Time
+	key string
+}
+
+// memory is the in-process Store. Expired records are invisible at once (lazy expiry), and
+// every write removes the records that have expired (a write to a full store does so before
+// it checks for room), taking them in expiry order from the expiry index, a min-heap. That
+// costs O(log n) per expired record, never a scan of the map, and needs no goroutine. The
+// limit is thus one on live records, and a full store admits a write as soon as a record
+// has expired, at about the cost of a write to a store that is not full.
+//
+// Only set adds to the index; rewriting, taking or deleting a record leaves its old entry
+// in place, checked against the record when it comes up (stale). The index is rebuilt from
+// the map when stale entries make up half of it, so it holds at most about twice the
+// records, and the map holds only the live records and those expired since the last write.
 type memory struct {
 	mu      sync.Mutex
 	now     func() time.Time
 	recs    map[string]memRecord
-	writes  int
+	exps    []memExp // expiry index: a min-heap on exp with an entry for every record in recs
 	maxRecs int
-	minExp  time.Time                 // no record in recs expires before this (a lower bound)
 	logs    [len(logClasses)][]memLog // by LogClass, each sorted by id, oldest first
 	closed  bool
 
@@ -90,38 +107,105 @@ func (m *memory) live(k string, now time.Time) (memRecord, bool) {
 	return r, true
 }
 
-// wrote counts a write and sweeps expired records when due. mu must be held.
+// wrote finishes a write: it removes the records that have expired. mu must be held.
 func (m *memory) wrote(now time.Time) {
-	m.writes++
-	if m.writes < max(minSweep, len(m.recs)) {
-		return
-	}
-	m.sweep(now)
+	m.expire(now)
 }
 
-// sweep removes every expired record and recomputes minExp. mu must be held.
-func (m *memory) sweep(now time.Time) {
-	m.writes = 0
-	m.minExp = time.Time{}
-	for k, r := range m.recs {
-		switch {
-		case !now.Before(r.exp):
+// expire removes every record that has expired by now, in expiry order, using the index;
+// it costs O(log n) per entry removed from the index. mu must be held.
+func (m *memory) expire(now time.Time) {
+	for len(m.exps) > 0 && !now.Before(m.exps[0].exp) {
+		k := m.popExp()
+		// The entry may be stale: a record rewritten since has its own, later entry.
+		if r, ok := m.recs[k]; ok && !now.Before(r.exp) {
 			delete(m.recs, k)
-		case m.minExp.IsZero() || r.exp.Before(m.minExp):
-			m.minExp = r.exp
 		}
 	}
 }
 
-// room reports ErrFull when adding n records would exceed maxRecs live records, sweeping
-// expired ones first when one may have expired. mu must be held.
+// index adds the entry of the record just set under k to the expiry index, then rebuilds
+// the index when stale entries (of records rewritten, taken or deleted since) make up half
+// of it: each rebuild costs O(n) and follows at least n/2 writes, takes or deletes since
+// the last one, so it adds O(1) per operation. mu must be held.
+func (m *memory) index(k string, exp, now time.Time) {
+	m.exps = append(m.exps, memExp{exp: exp, key: k})
+	m.up(len(m.exps) - 1)
+	if len(m.exps) > max(minSweep, 2*len(m.recs)) {
+		m.sweep(now)
+	}
+}
+
+// sweep removes every expired record and rebuilds the expiry index from the map, dropping
+// its stale entries. mu must be held.
+func (m *memory) sweep(now time.Time) {
+	exps := make([]memExp, 0, len(m.recs)+1)
+	for k, r := range m.recs {
+		if !now.Before(r.exp) {
+			delete(m.recs, k)
+			continue
+		}
+		exps = append(exps, memExp{exp: r.exp, key: k})
+	}
+	m.exps = exps
+	for i := (len(exps) - 2) / expArity; i >= 0; i-- {
+		m.down(i)
+	}
+}
+
+// popExp removes the index's earliest entry and returns its key. mu must be held.
+func (m *memory) popExp() string {
+	last := len(m.exps) - 1
+	k := m.exps[0].key
+	m.exps[0] = m.exps[last]
+	m.exps[last] = memExp{} // release the key
+	m.exps = m.exps[:last]
+	m.down(0)
+	return k
+}
+
+// up restores the heap order of the index from entry i towards the root.
+func (m *memory) up(i int) {
+	h := m.exps
+	for i > 0 {
+		p := (i - 1) / expArity
+		if !h[i].exp.Before(h[p].exp) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+// down restores the heap order of the index from entry i towards the leaves.
+func (m *memory) down(i int) {
+	h := m.exps
+	for {
+		first := expArity*i + 1
+		if first >= len(h) {
+			return
+		}
+		c := first
+		for j := first + 1; j < min(first+expArity, len(h)); j++ {
+			if h[j].exp.Before(h[c].exp) {
+				c = j
+			}
+		}
+		if !h[c].exp.Before(h[i].exp) {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+}
+
+// room reports ErrFull when adding n records would exceed maxRecs live records, removing
+// the expired ones first. mu must be held.
 func (m *memory) room(n int, now time.Time) error {
 	if len(m.recs)+n <= m.maxRecs {
 		return nil
 	}
-	if !now.Before(m.minExp) {
-		m.sweep(now)
-	}
+	m.expire(now)
 	if len(m.recs)+n <= m.maxRecs {
 		return nil
 	}
@@ -178,11 +262,9 @@ func (m *memory) putLocked(items []Item) error {
 }
 
 func (m *memory) set(kind Kind, id string, value []byte, ttl time.Duration, now time.Time) {
-	exp := now.Add(ttl)
-	m.recs[memKey(kind, id)] = memRecord{value: bytes.Clone(value), exp: exp}
-	if m.minExp.IsZero() || exp.Before(m.minExp) {
-		m.minExp = exp
-	}
+	k, exp := memKey(kind, id), now.Add(ttl)
+	m.recs[k] = memRecord{value: bytes.Clone(value), exp: exp}
+	m.index(k, exp, now)
 }
 
 func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
@@ -436,7 +518,7 @@ func (m *memory) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
-	m.recs = nil
+	m.recs, m.exps = nil, nil
 	m.logs = [len(logClasses)][]memLog{}
 	m.conns, m.connNames, m.connGone = nil, nil, nil
 	return nil
