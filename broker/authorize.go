@@ -41,7 +41,7 @@ type transaction struct {
 	Start      *upstream.Start `json:"start"`
 	CookieHash string          `json:"cookie_hash"` // base64url SHA-256 of the browser cookie
 	Expires    int64           `json:"exp"`         // unix ms; checked against the injected clock
-	// LimitKey is the per-IP limit key (ipKey) of the browser that started the login: the
+	// LimitKey is the per-IP limit key (logs.IPKey) of the browser that started the login: the
 	// callback gives its live-transaction slot back (bounded.go).
 	LimitKey string `json:"limit_key,omitempty"`
 	// Callback is the redirect_uri sent upstream (callbackFor).
@@ -151,7 +151,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		secret = randomString(32)
 		tx := transaction{
 			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret), Callback: s.callbackFor(conn),
-			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(), LimitKey: ipKey(s.clientIP(r)),
+			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(), LimitKey: logs.IPKey(s.clientIP(r)),
 		}
 		raw, err := json.Marshal(tx)
 		if err != nil {

@@ -124,7 +124,7 @@ func registeredRedirect(client *ClientConfig, q url.Values) bool {
 func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := s.now()
-		if ref := s.guard.check(s.guard.authorizeIP, ipKey(s.clientIP(r)), now); ref != nil {
+		if ref := s.guard.check(s.guard.authorizeIP, logs.IPKey(s.clientIP(r)), now); ref != nil {
 			s.authorizeRefused(w, r, ref)
 			return
 		}
@@ -167,7 +167,7 @@ func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 // front of /login/callback; each writes an f event.
 func (s *Server) guardCallback(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if ref := s.guard.check(s.guard.callbackIP, ipKey(s.clientIP(r)), s.now()); ref != nil {
+		if ref := s.guard.check(s.guard.callbackIP, logs.IPKey(s.clientIP(r)), s.now()); ref != nil {
 			ref.setRetryAfter(w)
 			ev := s.newEvent(r)
 			ev.Details["rate_limit"] = ref.details()
@@ -239,7 +239,7 @@ func tooManyPage(w http.ResponseWriter, ref *refusal, title, why string) {
 // and an flo event with details.error too_many_requests.
 func (s *Server) guardLogout(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ref := s.guard.check(s.guard.logoutIP, ipKey(s.clientIP(r)), s.now())
+		ref := s.guard.check(s.guard.logoutIP, logs.IPKey(s.clientIP(r)), s.now())
 		if ref == nil {
 			next(w, r)
 			return
@@ -267,7 +267,7 @@ func (s *Server) guardLogout(next http.HandlerFunc) http.HandlerFunc {
 // once the client has authenticated (chargeClient).
 func (s *Server) guardToken(next http.HandlerFunc, refusedType string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if ref := s.guard.check(s.guard.tokenIP, ipKey(s.clientIP(r)), s.now()); ref != nil {
+		if ref := s.guard.check(s.guard.tokenIP, logs.IPKey(s.clientIP(r)), s.now()); ref != nil {
 			body, _ := readBody(w, r) // to name the client in the event
 			id, grant := tokenRequestClient(r, body)
 			s.tokenRefused(w, r, ref, id, grant, refusedType)

@@ -525,12 +525,12 @@ func TestIPKeyAndRates(t *testing.T) {
 		{"5.4 IPv4-mapped IPv6 is the IPv4 address", "::ffff:192.0.2.1", "192.0.2.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if ipKey(tc.a) != ipKey(tc.b) {
-				t.Fatalf("%s → %s, %s → %s", tc.a, ipKey(tc.a), tc.b, ipKey(tc.b))
+			if logs.IPKey(tc.a) != logs.IPKey(tc.b) {
+				t.Fatalf("%s → %s, %s → %s", tc.a, logs.IPKey(tc.a), tc.b, logs.IPKey(tc.b))
 			}
 		})
 	}
-	if ipKey("2001:db8:1:2::1") == ipKey("2001:db8:1:3::1") || ipKey("192.0.2.1") == ipKey("192.0.2.2") {
+	if logs.IPKey("2001:db8:1:2::1") == logs.IPKey("2001:db8:1:3::1") || logs.IPKey("192.0.2.1") == logs.IPKey("192.0.2.2") {
 		t.Fatal("distinct clients share a key")
 	}
 	for _, tc := range []struct {

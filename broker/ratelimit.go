@@ -342,21 +342,6 @@ func (ref *refusal) details() map[string]any {
 	return d
 }
 
-// ipKey is the rate-limit key of a client address: IPv4 addresses as they are, IPv6 by
-// their /64 (one subscriber's prefix), so rotating addresses inside it does not evade limits.
-func ipKey(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return clip(ip, 64)
-	}
-	a = a.Unmap().WithZone("")
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
-}
-
 // maxForwardedHops bounds the X-Forwarded-For entries examined.
 const maxForwardedHops = 32
 

@@ -85,7 +85,7 @@ func NewLimiter(cfg LimiterConfig) *Limiter {
 // DropGlobal. The per-IP budget is checked first, so one IP's dropped events never use up
 // the budget shared by all.
 func (l *Limiter) Allow(ip string, now time.Time) (dropReason string) {
-	if l.cfg.PerIPRate > 0 && !l.allowIP(ipKey(ip), now) {
+	if l.cfg.PerIPRate > 0 && !l.allowIP(IPKey(ip), now) {
 		return DropPerIP
 	}
 	if l.global != nil && !l.global.AllowN(now, 1) {
@@ -120,9 +120,11 @@ func (l *Limiter) ipKeys() int {
 	return l.lru.Len()
 }
 
-// ipKey is the bucket of an event's ip: IPv4 addresses as they are, IPv6 by their /64 (one
-// subscriber), anything else (empty, unparsable) as its first 64 bytes.
-func ipKey(ip string) string {
+// IPKey is the per-IP limit key of a client address (this Limiter's and the broker's rate
+// limits): IPv4 addresses as they are, IPv6 by their /64 (one subscriber's prefix, so rotating
+// addresses inside it does not evade a limit), anything else (empty, unparsable) as its first
+// 64 bytes.
+func IPKey(ip string) string {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return ip[:min(len(ip), 64)]
