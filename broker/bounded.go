@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"container/list"
 	"errors"
 	"net/http"
 	"slices"
@@ -50,38 +49,22 @@ const maxLiveTransactionsPerIP = 10_000
 // Keys are bounded like limiterTable's: the least recently used is forgotten, so spoofed keys
 // cannot grow memory (forgetting a key only frees its slots early).
 type liveTxTable struct {
-	limit, max int
+	limit int
 
 	mu   sync.Mutex
-	lru  *list.List // of *liveTxEntry, most recent at the front
-	keys map[string]*list.Element
+	keys *logs.LRU[*liveTxEntry]
 }
 
 type liveTxEntry struct {
-	key  string
 	exps []int64 // expiries (unix ms) of the key's live transactions, ascending
 }
 
 func newLiveTxTable(limit, maxKeys int) *liveTxTable {
-	return &liveTxTable{limit: limit, max: maxKeys, lru: list.New(), keys: map[string]*list.Element{}}
+	return &liveTxTable{limit: limit, keys: logs.NewLRU(maxKeys, func() *liveTxEntry { return &liveTxEntry{} })}
 }
 
-// entry returns key's entry, created (and the least recent evicted) when missing, with its
-// expired slots dropped. mu must be held.
-func (t *liveTxTable) entry(key string, now time.Time) *liveTxEntry {
-	var e *liveTxEntry
-	if el, ok := t.keys[key]; ok {
-		t.lru.MoveToFront(el)
-		e = el.Value.(*liveTxEntry)
-	} else {
-		e = &liveTxEntry{key: key}
-		t.keys[key] = t.lru.PushFront(e)
-		for t.lru.Len() > t.max { // at most one iteration: one entry was added
-			old := t.lru.Back()
-			t.lru.Remove(old)
-			delete(t.keys, old.Value.(*liveTxEntry).key)
-		}
-	}
+// live drops the expired slots of e at now and returns e (the table's mu is held).
+func (e *liveTxEntry) live(now time.Time) *liveTxEntry {
 	ms := now.UnixMilli()
 	n := 0
 	for n < len(e.exps) && e.exps[n] <= ms {
@@ -97,7 +80,7 @@ func (t *liveTxTable) entry(key string, now time.Time) *liveTxEntry {
 func (t *liveTxTable) reserve(key string, now time.Time, exp int64) *refusal {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.entry(key, now)
+	e := t.keys.GetOrCreate(key).live(now)
 	if len(e.exps) < t.limit {
 		i, _ := slices.BinarySearch(e.exps, exp)
 		e.exps = slices.Insert(e.exps, i, exp)
@@ -114,10 +97,11 @@ func (t *liveTxTable) reserve(key string, now time.Time, exp int64) *refusal {
 func (t *liveTxTable) release(key string, exp int64, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.keys[key]; !ok {
+	e, ok := t.keys.Get(key)
+	if !ok {
 		return
 	}
-	e := t.entry(key, now)
+	e.live(now)
 	if i, found := slices.BinarySearch(e.exps, exp); found {
 		e.exps = slices.Delete(e.exps, i, i+1)
 	}
@@ -127,17 +111,18 @@ func (t *liveTxTable) release(key string, exp int64, now time.Time) {
 func (t *liveTxTable) held(key string, now time.Time) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.keys[key]; !ok {
+	e, ok := t.keys.Get(key)
+	if !ok {
 		return 0
 	}
-	return len(t.entry(key, now).exps)
+	return len(e.live(now).exps)
 }
 
 // len reports how many keys the table remembers (tests).
 func (t *liveTxTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.lru.Len()
+	return t.keys.Len()
 }
 
 // holdTx takes the live-transaction slot of tx before it is stored; nil when allowed (or

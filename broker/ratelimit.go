@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"container/list"
 	"fmt"
 	"math"
 	"net"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/dpop-broker/dpop-broker/logs"
 )
 
 // RateLimitsConfig are token-bucket limits per client IP on /authorize, /login/callback,
@@ -230,22 +231,16 @@ type limiterTable struct {
 	endpoint, key string // "authorize"|"token", "ip"|"client"
 	spec          string // configured rate, for messages and events
 	limit         rate.Limit
-	burst, max    int
+	burst         int
 
 	mu   sync.Mutex
-	lru  *list.List // of *tableEntry, most recent at the front
-	keys map[string]*list.Element
-}
-
-type tableEntry struct {
-	key string
-	lim *rate.Limiter
+	keys *logs.LRU[*rate.Limiter]
 }
 
 func newLimiterTable(endpoint, key string, l RateLimit, lim rate.Limit, maxKeys int) *limiterTable {
 	return &limiterTable{
-		endpoint: endpoint, key: key, spec: strings.TrimSpace(l.Rate), limit: lim, burst: l.Burst, max: maxKeys,
-		lru: list.New(), keys: map[string]*list.Element{},
+		endpoint: endpoint, key: key, spec: strings.TrimSpace(l.Rate), limit: lim, burst: l.Burst,
+		keys: logs.NewLRU(maxKeys, func() *rate.Limiter { return rate.NewLimiter(lim, l.Burst) }),
 	}
 }
 
@@ -263,23 +258,11 @@ type refusal struct {
 func (t *limiterTable) take(key string, now time.Time) *refusal {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var e *tableEntry
-	if el, ok := t.keys[key]; ok {
-		t.lru.MoveToFront(el)
-		e = el.Value.(*tableEntry)
-	} else {
-		e = &tableEntry{key: key, lim: rate.NewLimiter(t.limit, t.burst)}
-		t.keys[key] = t.lru.PushFront(e)
-		for t.lru.Len() > t.max { // at most one iteration: one entry was added
-			old := t.lru.Back()
-			t.lru.Remove(old)
-			delete(t.keys, old.Value.(*tableEntry).key)
-		}
-	}
-	if e.lim.AllowN(now, 1) {
+	lim := t.keys.GetOrCreate(key)
+	if lim.AllowN(now, 1) {
 		return nil
 	}
-	wait := time.Duration((1 - e.lim.TokensAt(now)) / float64(t.limit) * float64(time.Second))
+	wait := time.Duration((1 - lim.TokensAt(now)) / float64(t.limit) * float64(time.Second))
 	return &refusal{endpoint: t.endpoint, by: t.key, limit: t.spec, burst: t.burst, retryAfter: max(wait, 0)}
 }
 
@@ -287,7 +270,7 @@ func (t *limiterTable) take(key string, now time.Time) *refusal {
 func (t *limiterTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.lru.Len()
+	return t.keys.Len()
 }
 
 // check spends one request of key in table t (nil = unlimited) and counts a refusal.

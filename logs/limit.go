@@ -1,7 +1,6 @@
 package logs
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -59,14 +58,8 @@ type Limiter struct {
 	cfg    LimiterConfig
 	global *rate.Limiter // nil = unlimited
 
-	mu   sync.Mutex
-	lru  *list.List // of *ipBucket, most recently seen first
-	keys map[string]*list.Element
-}
-
-type ipBucket struct {
-	key string
-	lim *rate.Limiter
+	mu  sync.Mutex
+	ips *LRU[*rate.Limiter] // per-IP token buckets
 }
 
 // NewLimiter returns a Limiter for cfg.
@@ -74,7 +67,9 @@ func NewLimiter(cfg LimiterConfig) *Limiter {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = 10000
 	}
-	l := &Limiter{cfg: cfg, lru: list.New(), keys: map[string]*list.Element{}}
+	l := &Limiter{cfg: cfg, ips: NewLRU(cfg.MaxKeys, func() *rate.Limiter {
+		return rate.NewLimiter(cfg.PerIPRate, max(cfg.PerIPBurst, 1))
+	})}
 	if cfg.GlobalRate > 0 {
 		l.global = rate.NewLimiter(cfg.GlobalRate, max(cfg.GlobalBurst, 1))
 	}
@@ -97,27 +92,14 @@ func (l *Limiter) Allow(ip string, now time.Time) (dropReason string) {
 func (l *Limiter) allowIP(key string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var b *ipBucket
-	if el, ok := l.keys[key]; ok {
-		l.lru.MoveToFront(el)
-		b = el.Value.(*ipBucket)
-	} else {
-		b = &ipBucket{key: key, lim: rate.NewLimiter(l.cfg.PerIPRate, max(l.cfg.PerIPBurst, 1))}
-		l.keys[key] = l.lru.PushFront(b)
-		if l.lru.Len() > l.cfg.MaxKeys { // one entry was added: at most one to forget
-			old := l.lru.Back()
-			l.lru.Remove(old)
-			delete(l.keys, old.Value.(*ipBucket).key)
-		}
-	}
-	return b.lim.AllowN(now, 1)
+	return l.ips.GetOrCreate(key).AllowN(now, 1)
 }
 
 // ipKeys reports how many IPs l remembers (tests).
 func (l *Limiter) ipKeys() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.lru.Len()
+	return l.ips.Len()
 }
 
 // IPKey is the per-IP limit key of a client address (this Limiter's and the broker's rate
