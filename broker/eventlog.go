@@ -51,19 +51,8 @@ func (v *validator) unauthenticatedLogs(u *UnauthenticatedLogsConfig) {
 	if u.MaxKeys < 1 || u.MaxKeys > 10_000_000 {
 		v.add(p+"max_keys", "must be between 1 and 10000000")
 	}
-	for _, l := range []struct {
-		key string
-		l   RateLimit
-	}{{p + "per_ip", u.PerIP}, {p + "global", u.Global}} {
-		lim, err := parseRate(l.l.Rate)
-		if err != nil {
-			v.add(l.key+".rate", "%v", err)
-			continue
-		}
-		if lim > 0 && (l.l.Burst < 1 || l.l.Burst > 1_000_000) {
-			v.add(l.key+".burst", "must be between 1 and 1000000 when a rate is set")
-		}
-	}
+	v.rateLimit(p+"per_ip", u.PerIP)
+	v.rateLimit(p+"global", u.Global)
 }
 
 // eventLimiter builds the limiter of logs.unauthenticated (validated: a bad rate is

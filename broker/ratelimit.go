@@ -113,30 +113,28 @@ func (v *validator) rateLimits(c *Config) {
 	if n := rl.LiveTransactionsPerIP; n < 0 || n > maxLiveTransactionsPerIP {
 		v.add("rate_limits.live_transactions_per_ip", "must be between 0 (unbounded) and %d", maxLiveTransactionsPerIP)
 	}
-	for _, e := range []struct {
-		key string
-		l   RateLimit
-	}{
-		{"rate_limits.authorize.per_ip", rl.Authorize.PerIP},
-		{"rate_limits.authorize.per_client", rl.Authorize.PerClient},
-		{"rate_limits.callback.per_ip", rl.Callback.PerIP},
-		{"rate_limits.token.per_ip", rl.Token.PerIP},
-		{"rate_limits.token.per_client", rl.Token.PerClient},
-		{"rate_limits.logout.per_ip", rl.Logout.PerIP},
-	} {
-		lim, err := parseRate(e.l.Rate)
-		if err != nil {
-			v.add(e.key+".rate", "%v", err)
-			continue
-		}
-		if lim > 0 && (e.l.Burst < 1 || e.l.Burst > 1_000_000) {
-			v.add(e.key+".burst", "must be between 1 and 1000000 when a rate is set")
-		}
-	}
+	v.rateLimit("rate_limits.authorize.per_ip", rl.Authorize.PerIP)
+	v.rateLimit("rate_limits.authorize.per_client", rl.Authorize.PerClient)
+	v.rateLimit("rate_limits.callback.per_ip", rl.Callback.PerIP)
+	v.rateLimit("rate_limits.token.per_ip", rl.Token.PerIP)
+	v.rateLimit("rate_limits.token.per_client", rl.Token.PerClient)
+	v.rateLimit("rate_limits.logout.per_ip", rl.Logout.PerIP)
 	for i, p := range c.TrustedProxies {
 		if _, err := parsePrefix(p); err != nil {
 			v.add(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
 		}
+	}
+}
+
+// rateLimit validates the rate limit l under key: a rate, and a burst when the rate is set.
+func (v *validator) rateLimit(key string, l RateLimit) {
+	lim, err := parseRate(l.Rate)
+	if err != nil {
+		v.add(key+".rate", "%v", err)
+		return
+	}
+	if lim > 0 && (l.Burst < 1 || l.Burst > 1_000_000) {
+		v.add(key+".burst", "must be between 1 and 1000000 when a rate is set")
 	}
 }
 
