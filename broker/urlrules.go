@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
 // URL rules for the broker's own URLs (issuer, public_url) and the URLs apps register
@@ -20,19 +22,10 @@ import (
 //     issuer while the endpoints are served under public_url; a different scheme would
 //     downgrade the endpoints, a different host or port would send apps and cookies elsewhere.
 
-// loopbackHost reports whether host (url.URL.Hostname) is localhost or a loopback IP literal.
-// Other names, even ones that resolve to a loopback address, are not: DNS can change.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// insecureHTTP reports whether u is plain http on a host that is not loopback.
+// insecureHTTP reports whether u is plain http on a host that is not loopback
+// (discovery.LoopbackHost, the upstream URLs' rule).
 func insecureHTTP(u *url.URL) bool {
-	return u.Scheme == "http" && !loopbackHost(u.Hostname())
+	return u.Scheme == "http" && !discovery.LoopbackHost(u.Hostname())
 }
 
 // neverRedirectSchemes run code or read local data in the browser; they are refused even

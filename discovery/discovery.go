@@ -371,36 +371,42 @@ func Parse(body []byte, issuer string) (*Document, error) {
 		if ep.value == "" {
 			continue // optional members; the required ones were checked above
 		}
-		if err := CheckEndpointURL(ep.value); err != nil {
+		if _, err := CheckURL(ep.value); err != nil {
 			return nil, fmt.Errorf("member %s: %w", ep.member, err)
 		}
 	}
 	return &doc, nil
 }
 
-// CheckEndpointURL applies the issuer's URL rules to an endpoint of a discovery document:
-// absolute, https (plain http only for loopback hosts: localhost or a loopback IP literal, for
-// tests and the demo), no user info, no fragment. A query is allowed (RFC 6749 §3.1, §3.2).
-func CheckEndpointURL(raw string) error {
+// CheckURL parses raw and applies the URL rule of every upstream URL (an issuer, a discovery
+// URL, each endpoint of a discovery document): absolute with a host, https (plain http only on
+// a loopback host, for tests and the demo), no user info, no fragment. A query is allowed
+// (RFC 6749 §3.1, §3.2).
+func CheckURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL", raw)
+		return nil, fmt.Errorf("%q is not a URL", raw)
 	}
 	switch {
 	case !u.IsAbs() || u.Opaque != "" || u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("%q must be an absolute URL with a host", raw)
+		return nil, fmt.Errorf("%q must be an absolute URL with a host", raw)
 	case u.User != nil:
-		return fmt.Errorf("%q must not carry user info", raw)
+		return nil, fmt.Errorf("%q must not carry user info", raw)
 	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return fmt.Errorf("%q must not have a fragment", raw)
+		return nil, fmt.Errorf("%q must not have a fragment", raw)
+	case u.Scheme == "https", u.Scheme == "http" && LoopbackHost(u.Hostname()):
+		return u, nil
 	}
-	switch strings.ToLower(u.Scheme) {
-	case "https":
-		return nil
-	case "http":
-		if h := u.Hostname(); h == "localhost" || net.ParseIP(h).IsLoopback() {
-			return nil
-		}
+	return nil, fmt.Errorf("%q must use https (http only for loopback hosts)", raw)
+}
+
+// LoopbackHost reports whether host (url.URL.Hostname) is localhost or a loopback IP literal,
+// where plain http is accepted (RFC 8252 §7.3; §8.3 recommends the IP literal). Other names,
+// even ones that resolve to a loopback address, are not: DNS can change.
+func LoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
 	}
-	return fmt.Errorf("%q must use https (http only for loopback hosts)", raw)
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -40,7 +40,7 @@ func TestCheckEndpointURL(t *testing.T) {
 		{name: "not a URL", url: "https://idp.example.com:port/", wantErr: "is not a URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckEndpointURL(tc.url)
+			_, err := CheckURL(tc.url)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Fatalf("%q refused: %v", tc.url, err)

@@ -259,7 +259,7 @@ func OktaIssuer(domain, authorizationServerID string) (string, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !isLoopback(u.Hostname()) {
+		if !discovery.LoopbackHost(u.Hostname()) {
 			return "", fmt.Errorf("okta domain %q: http is allowed only for loopback hosts (use https)", domain)
 		}
 	default:
@@ -278,30 +278,17 @@ func OktaIssuer(domain, authorizationServerID string) (string, error) {
 	return base + "/oauth2/" + id, nil
 }
 
-// checkURL requires an absolute https URL without query or fragment (MD-1); plain http is
-// accepted only for loopback hosts (tests, demo).
+// checkURL applies discovery.CheckURL to an issuer or discovery URL, which also has no query
+// (an issuer never has one, OpenID Connect Discovery 1.0 §2).
 func checkURL(raw string) error {
-	u, err := url.Parse(raw)
+	u, err := discovery.CheckURL(raw)
 	if err != nil {
-		return fmt.Errorf("invalid URL %q: %w", raw, err)
+		return err
 	}
-	if u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("%q must be an absolute URL without query, fragment or user info", raw)
+	if u.RawQuery != "" {
+		return fmt.Errorf("%q must be a URL without query", raw)
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if isLoopback(u.Hostname()) {
-			return nil
-		}
-	}
-	return fmt.Errorf("%q must use https (http only for loopback)", raw)
-}
-
-// isLoopback reports whether host is localhost or a loopback IP (where plain http is allowed).
-func isLoopback(host string) bool {
-	return host == "localhost" || net.ParseIP(host).IsLoopback()
+	return nil
 }
 
 // Config returns the connection's configuration (with defaults applied).
@@ -492,8 +479,8 @@ func (c *Connection) LogoutURL(ctx context.Context, idTokenHint, postLogoutRedir
 	if doc.EndSessionEndpoint == "" {
 		return "", &Error{Code: CodeLogoutUnsupported, Description: "the upstream's discovery document has no end_session_endpoint"}
 	}
-	u, err := url.Parse(doc.EndSessionEndpoint)
-	if err != nil || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname()))) {
+	u, err := discovery.CheckURL(doc.EndSessionEndpoint)
+	if err != nil {
 		return "", &Error{Code: CodeLogoutUnsupported, Description: "the upstream's end_session_endpoint is not an https URL"}
 	}
 	q := u.Query()

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
@@ -93,7 +94,7 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		urlHost = "127.0.0.1"
 	}
-	if !isLoopbackName(urlHost) {
+	if !discovery.LoopbackHost(urlHost) {
 		// Every demo URL is plain http, which upstream connections accept on loopback only.
 		return nil, fmt.Errorf("--listen-host %q: the demo serves plain http, so it runs on loopback (127.0.0.1, ::1, localhost), or on 0.0.0.0 in a container with its URLs on 127.0.0.1", host)
 	}
@@ -201,12 +202,6 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 		{newHTTPServer(app.handler()), appLn},
 	}
 	return d, nil
-}
-
-// isLoopbackName reports whether a URL host is localhost or a loopback IP literal.
-func isLoopbackName(host string) bool {
-	ip := net.ParseIP(host)
-	return strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback()
 }
 
 // printWelcome tells the user where everything is, how to follow the login log and how to
