@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"syscall"
 	"time"
@@ -185,23 +184,6 @@ func (v *validator) upstreamNetworks(networks []string) {
 			v.add(fmt.Sprintf("upstream_allowed_networks[%d]", i), "%v", err)
 		}
 	}
-}
-
-// RedirectRefusedError says that an upstream answered a redirect, which upstream calls never
-// follow: discovery, JWKS, token and userinfo endpoints of a real IdP answer directly, and a
-// followed redirect would let a discovery document (or whoever can answer for the upstream)
-// send the broker, with its client secret, to any URL.
-type RedirectRefusedError struct {
-	To string // the redirect target (user info redacted)
-}
-
-func (e *RedirectRefusedError) Error() string {
-	return fmt.Sprintf("upstream redirect to %s refused: the broker follows no redirects on upstream calls", e.To)
-}
-
-// refuseRedirect is the CheckRedirect of every upstream client.
-func refuseRedirect(req *http.Request, _ []*http.Request) error {
-	return &RedirectRefusedError{To: req.URL.Redacted()}
 }
 
 // errUpstreamTransport is returned by New for a Deps.HTTPClient whose transport the broker

@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
 // loopbackPolicy allows 127.0.0.0/8, where the test servers listen.
@@ -240,7 +242,7 @@ func TestUpstreamClientRefusesRedirects(t *testing.T) {
 			}
 			defer c.CloseIdleConnections()
 			resp, err := c.Post(idp.URL+"/token", "application/x-www-form-urlencoded", strings.NewReader("client_secret=s3cret&code=c"))
-			var rr *RedirectRefusedError
+			var rr *discovery.RedirectRefusedError
 			if !errors.As(err, &rr) || !strings.Contains(err.Error(), "the broker follows no redirects on upstream calls") {
 				if resp != nil {
 					_ = resp.Body.Close()

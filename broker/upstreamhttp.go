@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
 // maxUpstreamBody bounds every response body the broker reads from an upstream IdP
@@ -27,7 +29,7 @@ type upstreamHTTPOptions struct {
 //   - a dialer that applies the upstream address policy to every connection (egress.go);
 //   - no proxy: a proxy from HTTP_PROXY/HTTPS_PROXY would make the connection for the broker
 //     and so bypass the address check (the policy would only see the proxy's address);
-//   - no redirects followed (refuseRedirect);
+//   - no redirects followed (discovery.RefuseRedirect);
 //   - response bodies bounded by maxUpstreamBody.
 //
 // base's transport must be nil or an *http.Transport (it is cloned; its dialers and proxy are
@@ -61,7 +63,7 @@ func upstreamClient(base *http.Client, o upstreamHTTPOptions) (*http.Client, err
 	t.DialTLSContext = nil // TLS goes over DialContext, so the policy sees every connection
 	//lint:ignore SA1019 the deprecated dialers are cleared so that a base transport's cannot bypass the policy
 	t.Dial, t.DialTLS = nil, nil
-	c.CheckRedirect = refuseRedirect
+	c.CheckRedirect = discovery.RefuseRedirect
 	c.Transport = &limitTransport{base: t, max: maxUpstreamBody}
 	return &c, nil
 }

@@ -142,9 +142,22 @@ const WellKnownPath = "/.well-known/openid-configuration"
 // redirects: a real IdP answers discovery and JWKS requests directly.
 var defaultHTTP = &http.Client{Timeout: 10 * time.Second, CheckRedirect: RefuseRedirect}
 
-// RefuseRedirect is an http.Client CheckRedirect that refuses every redirect, naming it.
+// RedirectRefusedError says that an upstream answered a redirect, which upstream calls never
+// follow: discovery, JWKS, token and userinfo endpoints of a real IdP answer directly, and a
+// followed redirect would let a discovery document (or whoever can answer for the upstream)
+// send the broker, with its client secret, to any URL.
+type RedirectRefusedError struct {
+	To string // the redirect target (user info redacted)
+}
+
+func (e *RedirectRefusedError) Error() string {
+	return fmt.Sprintf("upstream redirect to %s refused: the broker follows no redirects on upstream calls", e.To)
+}
+
+// RefuseRedirect is the CheckRedirect of every upstream client: it refuses every redirect
+// with a *RedirectRefusedError.
 func RefuseRedirect(req *http.Request, _ []*http.Request) error {
-	return fmt.Errorf("redirect to %s refused: upstream calls follow no redirects", req.URL.Redacted())
+	return &RedirectRefusedError{To: req.URL.Redacted()}
 }
 
 // Client fetches documents over HTTP and caches each for TTL (errors are not cached).

@@ -111,7 +111,7 @@ func TestDefaultClientRefusesRedirects(t *testing.T) {
 		w.WriteHeader(http.StatusFound)
 	})
 	_, err := (&Client{}).Get(context.Background(), f.srv.URL, "")
-	if err == nil || !strings.Contains(err.Error(), "refused: upstream calls follow no redirects") || internal.Load() != 0 {
+	if err == nil || !strings.Contains(err.Error(), "refused: the broker follows no redirects on upstream calls") || internal.Load() != 0 {
 		t.Fatalf("err %v, %d requests to the redirect target", err, internal.Load())
 	}
 }
