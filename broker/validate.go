@@ -109,14 +109,21 @@ func (v *validator) listen(key, addr string) {
 		v.add(key, "is required")
 		return
 	}
+	if err := CheckListenAddr(addr); err != nil {
+		v.add(key, "%v", err)
+	}
+}
+
+// CheckListenAddr checks a HOST:PORT listen address (HOST may be empty: every interface).
+func CheckListenAddr(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		v.add(key, "%q must be HOST:PORT (%v)", addr, err)
-		return
+		return fmt.Errorf("%q must be HOST:PORT (%v)", addr, err)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		v.add(key, "%q has an invalid port", addr)
+		return fmt.Errorf("%q has an invalid port", addr)
 	}
+	return nil
 }
 
 func (v *validator) store(s *StoreConfig) {

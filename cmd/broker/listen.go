@@ -3,7 +3,8 @@ package main
 import (
 	"fmt"
 	"net"
-	"strconv"
+
+	"github.com/dpop-broker/dpop-broker/broker"
 )
 
 // The listen address of `serve`: the config's listen, unless --listen or $BROKER_LISTEN
@@ -16,25 +17,13 @@ import (
 // (healthcheck).
 const listenEnv = "BROKER_LISTEN"
 
-// checkListenAddr checks a HOST:PORT listen address (HOST may be empty: every interface).
-func checkListenAddr(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%q must be HOST:PORT (%v)", addr, err)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("%q has an invalid port", addr)
-	}
-	return nil
-}
-
 // serveListen returns the address serve listens on: override (--listen or $BROKER_LISTEN)
 // when set, else the configured one.
 func serveListen(configured, override string) (string, error) {
 	if override == "" {
 		return configured, nil
 	}
-	if err := checkListenAddr(override); err != nil {
+	if err := broker.CheckListenAddr(override); err != nil {
 		return "", fmt.Errorf("--listen/%s: %w", listenEnv, err)
 	}
 	return override, nil
@@ -43,7 +32,7 @@ func serveListen(configured, override string) (string, error) {
 // probeBase returns the http:// base URL that reaches a broker listening on addr from the
 // same host: an unspecified host (every interface) is reached on loopback.
 func probeBase(addr string) (string, error) {
-	if err := checkListenAddr(addr); err != nil {
+	if err := broker.CheckListenAddr(addr); err != nil {
 		return "", err
 	}
 	host, port, _ := net.SplitHostPort(addr)
