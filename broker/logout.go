@@ -25,7 +25,7 @@ import (
 // post_logout_redirect_uri; otherwise it shows a small page.
 //
 // With federated and a live session in this browser nothing ends until the user confirms
-// (askFederatedLogout): a link on any site must not sign the user out of the upstream IdP,
+// (askLogout): a link on any site must not sign the user out of the upstream IdP,
 // which would end their single sign-on everywhere. The confirmation is POST /v2/logout with
 // the token derived from the session cookie, as at /oidc/logout.
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
@@ -40,7 +40,8 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	tag, cookie, sess := s.sessionFromCookie(r)
 	if q.Has("federated") && sess != nil && !logoutConfirmed(r, q, cookie) {
-		s.askFederatedLogout(w, q, cookie)
+		s.askLogout(w, "/v2/logout", q, []string{"client_id", "returnTo"}, cookie,
+			s.clients[q.Get("client_id")], "the broker and of your identity provider")
 		return
 	}
 	if !s.endCookieSession(w, r, tag, sess) {
@@ -73,7 +74,7 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := r.Form
-	for _, k := range []string{"id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state"} {
+	for _, k := range oidcLogoutParams {
 		if len(p[k]) > 1 {
 			s.logoutFailed(w, r, ev, k+" must not be repeated")
 			return
@@ -127,27 +128,9 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 	// RP-Initiated Logout §2: the End-User MUST be asked when no id_token_hint names this
 	// browser's session. The answer is a POST carrying a token derived from the session
 	// cookie, which another site cannot compute (logout CSRF).
-	if tag != "" && (hint == nil || hint.SID != tag) {
-		want := logoutConfirmToken(cookie)
-		if r.Method != http.MethodPost || subtle.ConstantTimeCompare([]byte(p.Get("confirm")), []byte(want)) != 1 {
-			fields := []pageField{{"confirm", want}}
-			for _, k := range []string{"id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state"} {
-				if v := p.Get(k); v != "" {
-					fields = append(fields, pageField{k, v})
-				}
-			}
-			if p.Has("federated") {
-				fields = append(fields, pageField{"federated", "true"})
-			}
-			msg := "Do you want to sign out of the broker?"
-			if client != nil {
-				msg = clientName(client) + " asks to sign you out of the broker."
-			}
-			renderPage(w, http.StatusOK, page{Title: "Sign out", Message: msg, Form: &pageForm{
-				Action: s.base + "/oidc/logout", ID: "confirm-logout", Button: "Sign out", Fields: fields,
-			}})
-			return
-		}
+	if tag != "" && (hint == nil || hint.SID != tag) && !logoutConfirmed(r, p, cookie) {
+		s.askLogout(w, "/oidc/logout", p, oidcLogoutParams, cookie, client, "the broker")
+		return
 	}
 	if !s.endCookieSession(w, r, tag, sess) {
 		tag, sess = "", nil
@@ -189,22 +172,29 @@ func logoutConfirmed(r *http.Request, p url.Values, cookie string) bool {
 	return r.Method == http.MethodPost && subtle.ConstantTimeCompare([]byte(p.Get("confirm")), []byte(logoutConfirmToken(cookie))) == 1
 }
 
-// askFederatedLogout shows the confirmation page of /v2/logout?federated: the form posts the
-// same parameters back with the confirmation token.
-func (s *Server) askFederatedLogout(w http.ResponseWriter, q url.Values, cookie string) {
+// oidcLogoutParams are the parameters of /oidc/logout: none may be repeated, and the
+// confirmation form posts them back.
+var oidcLogoutParams = []string{"id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state"}
+
+// askLogout shows the logout confirmation page of the endpoint at path: a form that posts the
+// parameters keys of p (and federated) back with the confirmation token of the session cookie
+// (logoutConfirmed). The message names client (nil: none) and what the user signs out of.
+func (s *Server) askLogout(w http.ResponseWriter, path string, p url.Values, keys []string, cookie string, client *ClientConfig, of string) {
 	fields := []pageField{{"confirm", logoutConfirmToken(cookie)}}
-	for _, k := range []string{"client_id", "returnTo"} {
-		if v := q.Get(k); v != "" {
+	for _, k := range keys {
+		if v := p.Get(k); v != "" {
 			fields = append(fields, pageField{k, v})
 		}
 	}
-	fields = append(fields, pageField{"federated", "true"})
-	msg := "Do you want to sign out of the broker and of your identity provider?"
-	if c := s.clients[q.Get("client_id")]; c != nil {
-		msg = clientName(c) + " asks to sign you out of the broker and of your identity provider."
+	if p.Has("federated") {
+		fields = append(fields, pageField{"federated", "true"})
+	}
+	msg := "Do you want to sign out of " + of + "?"
+	if client != nil {
+		msg = clientName(client) + " asks to sign you out of " + of + "."
 	}
 	renderPage(w, http.StatusOK, page{Title: "Sign out", Message: msg, Form: &pageForm{
-		Action: s.base + "/v2/logout", ID: "confirm-logout", Button: "Sign out", Fields: fields,
+		Action: s.base + path, ID: "confirm-logout", Button: "Sign out", Fields: fields,
 	}})
 }
 
