@@ -159,7 +159,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if ref := s.holdTx(&tx); ref != nil {
-			s.liveTxRefused(w, r, ref, ev)
+			s.refusedPage(w, r, ref, ev, tooManySignIns, "Too many sign-ins are in progress from your network.")
 			return
 		}
 		id := txID(st.State, tx.CookieHash)

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"errors"
-	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -141,14 +140,4 @@ func (s *Server) freeTx(tx *transaction) {
 	if s.guard.liveTx != nil && tx.LimitKey != "" {
 		s.guard.liveTx.release(tx.LimitKey, tx.Expires, s.now())
 	}
-}
-
-// liveTxRefused answers an /authorize whose client IP holds too many live transactions: a
-// 429 page with Retry-After, and ev (client and connection known) as an f event with
-// details.error too_many_requests (limited like every unauthenticated event).
-func (s *Server) liveTxRefused(w http.ResponseWriter, r *http.Request, ref *refusal, ev *logs.Event) {
-	ref.setRetryAfter(w)
-	ev.Details["rate_limit"] = ref.details()
-	s.fail(r, ev, codeTooManyRequests, ref.description())
-	tooManyPage(w, ref, "Too many sign-in attempts", "Too many sign-ins are in progress from your network.")
 }

@@ -168,11 +168,7 @@ func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 func (s *Server) guardCallback(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if ref := s.guard.check(s.guard.callbackIP, logs.IPKey(s.clientIP(r)), s.now()); ref != nil {
-			ref.setRetryAfter(w)
-			ev := s.newEvent(r)
-			ev.Details["rate_limit"] = ref.details()
-			s.fail(r, ev, codeTooManyRequests, ref.description())
-			tooManyPage(w, ref, "Too many sign-in attempts", "The sign-in service is receiving too many requests.")
+			s.refusedPage(w, r, ref, s.newEvent(r), tooManySignIns, signInBusy)
 			return
 		}
 		q, ok := s.boundedQuery(w, r)
@@ -208,11 +204,9 @@ func (s *Server) boundedQuery(w http.ResponseWriter, r *http.Request) (url.Value
 	return q, true
 }
 
-// authorizeRefused answers a rate-limited /authorize with a 429 page and Retry-After, and
-// records an f event with details.error too_many_requests (limited like every
-// unauthenticated event).
+// authorizeRefused answers a rate-limited /authorize (refusedPage), its f event naming the
+// client when the query names a registered one.
 func (s *Server) authorizeRefused(w http.ResponseWriter, r *http.Request, ref *refusal) {
-	ref.setRetryAfter(w)
 	ev := s.newEvent(r)
 	if len(r.URL.RawQuery) <= maxQueryBytes {
 		if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
@@ -221,17 +215,38 @@ func (s *Server) authorizeRefused(w http.ResponseWriter, r *http.Request, ref *r
 			}
 		}
 	}
-	ev.Details["rate_limit"] = ref.details()
-	s.fail(r, ev, codeTooManyRequests, ref.description())
-	tooManyPage(w, ref, "Too many sign-in attempts", "The sign-in service is receiving too many requests.")
+	s.refusedPage(w, r, ref, ev, tooManySignIns, signInBusy)
 }
 
-// tooManyPage renders the 429 page of a refusal (Retry-After is the caller's).
-func tooManyPage(w http.ResponseWriter, ref *refusal, title, why string) {
+// The title and reason of the 429 page of a refused sign-in.
+const (
+	tooManySignIns = "Too many sign-in attempts"
+	signInBusy     = "The sign-in service is receiving too many requests."
+)
+
+// refusedPage answers a browser request a limit refused: the 429 page (title, why and when to
+// retry) with Retry-After, and ev recorded by recordRefusal.
+func (s *Server) refusedPage(w http.ResponseWriter, r *http.Request, ref *refusal, ev *logs.Event, title, why string) {
+	ref.setRetryAfter(w)
+	s.recordRefusal(r, ev, ref)
 	renderPage(w, http.StatusTooManyRequests, page{
 		Title: title, Error: codeTooManyRequests,
 		Message: fmt.Sprintf("%s Please try again in %d seconds.", why, ref.retryAfterSeconds()),
 	})
+}
+
+// recordRefusal records ev, the event of a request a limit refused, with details.error
+// too_many_requests, its description and details.rate_limit; it is limited like every
+// unauthenticated event. An event without a type is a failed login (f, counted in
+// dpop_broker_logins_total); otherwise ev.Type stands (flo, feacft, …).
+func (s *Server) recordRefusal(r *http.Request, ev *logs.Event, ref *refusal) {
+	ev.Details["rate_limit"] = ref.details()
+	if ev.Type == "" {
+		s.fail(r, ev, codeTooManyRequests, ref.description())
+		return
+	}
+	ev.Details["error"], ev.Details["error_description"] = codeTooManyRequests, ref.description()
+	s.write(r, ev)
 }
 
 // guardLogout applies the per-IP rate limit of the logout endpoints (/oidc/logout GET and
@@ -244,7 +259,6 @@ func (s *Server) guardLogout(next http.HandlerFunc) http.HandlerFunc {
 			next(w, r)
 			return
 		}
-		ref.setRetryAfter(w)
 		ev := s.newEvent(r)
 		ev.Type = logs.TypeFailedLogout
 		if ids := r.URL.Query()["client_id"]; len(ids) == 1 && len(ids[0]) <= 256 { // the body is not read
@@ -252,11 +266,7 @@ func (s *Server) guardLogout(next http.HandlerFunc) http.HandlerFunc {
 				withClient(ev, c)
 			}
 		}
-		ev.Details["error"] = codeTooManyRequests
-		ev.Details["error_description"] = ref.description()
-		ev.Details["rate_limit"] = ref.details()
-		s.write(r, ev)
-		tooManyPage(w, ref, "Too many sign-out requests", "The sign-out service is receiving too many requests.")
+		s.refusedPage(w, r, ref, ev, "Too many sign-out requests", "The sign-out service is receiving too many requests.")
 	}
 }
 
@@ -367,9 +377,6 @@ func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refus
 	} else if id != "" {
 		ev.Details["requested_client_id"] = clip(id, 128)
 	}
-	ev.Details["error"] = oerr.Code
-	ev.Details["error_description"] = oerr.Description
-	ev.Details["rate_limit"] = ref.details()
-	s.write(r, ev)
+	s.recordRefusal(r, ev, ref)
 	writeOAuthError(w, oerr)
 }
