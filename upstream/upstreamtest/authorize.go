@@ -2,13 +2,14 @@ package upstreamtest
 
 import (
 	"html/template"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
@@ -48,12 +49,7 @@ func (p *provider) redirectAllowed(raw string) bool {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Fragment != "" || u.User != nil {
 		return false
 	}
-	host := u.Hostname()
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return discovery.LoopbackHost(u.Hostname())
 }
 
 // redirectWith sends the browser back to redirectURI with params (and iss when enabled).
