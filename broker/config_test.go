@@ -146,6 +146,11 @@ func TestValidate(t *testing.T) {
 		{"duplicate connection name", func(c *Config) { c.Connections = append(c.Connections, c.Connections[0]) }, FieldError{"connections[1].name", `duplicate connection name "corp-oidc" (also connections[0])`}},
 		{"strategy", func(c *Config) { c.Connections[0].Strategy = "saml" }, FieldError{"connections[0].strategy", `"saml" is not supported (use oidc or okta)`}},
 		{"no issuer nor discovery", func(c *Config) { c.Connections[0].Options.Issuer = "" }, FieldError{"connections[0].options.issuer", "issuer or discovery_url is required"}},
+		{"connection issuer over plain http off loopback", func(c *Config) { c.Connections[0].Options.Issuer = "http://idp.example" },
+			FieldError{"connections[0].options.issuer", `"http://idp.example" must use https (http only for loopback hosts)`}},
+		{"connection discovery_url over plain http off loopback", func(c *Config) {
+			c.Connections[0].Options.DiscoveryURL = "http://idp.example/.well-known/openid-configuration"
+		}, FieldError{"connections[0].options.discovery_url", `"http://idp.example/.well-known/openid-configuration" must use https (http only for loopback hosts)`}},
 		{"okta needs domain", func(c *Config) { c.Connections[0].Strategy = "okta"; c.Connections[0].Options.Issuer = "" }, FieldError{"connections[0].options.domain", "domain, issuer or discovery_url is required"}},
 		{"front channel", func(c *Config) { c.Connections[0].Options.Type = "front_channel" }, FieldError{"connections[0].options.type", `"front_channel" is not supported (only back_channel, which DPoP requires: dpop_signing_alg is set)`}},
 		{"front channel without DPoP", func(c *Config) {

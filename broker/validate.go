@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"github.com/dpop-broker/dpop-broker/discovery"
 	"maps"
 	"net"
 	"net/url"
@@ -101,6 +102,20 @@ func (v *validator) issuer(key, raw string, required bool) {
 		v.add(key, "%q must not contain a query", raw)
 	case u.Fragment != "" || strings.Contains(raw, "#"):
 		v.add(key, "%q must not contain a fragment", raw)
+	}
+}
+
+// upstreamURL checks an upstream issuer or discovery URL: the issuer's shape, then the rule
+// every upstream URL follows when the broker uses it (https; http only on a loopback host), so
+// that config validate refuses what serve would.
+func (v *validator) upstreamURL(key, raw string) {
+	n := len(v.errs)
+	v.issuer(key, raw, false)
+	if len(v.errs) > n {
+		return
+	}
+	if _, err := discovery.CheckURL(raw); err != nil {
+		v.add(key, "%v", err)
 	}
 }
 
@@ -432,10 +447,10 @@ func (v *validator) connection(p string, cc *ConnectionConfig, clients map[strin
 		v.add(p+"strategy", "%q is not supported (use oidc or okta)", cc.Strategy)
 	}
 	if o.Issuer != "" {
-		v.issuer(p+"options.issuer", o.Issuer, false)
+		v.upstreamURL(p+"options.issuer", o.Issuer)
 	}
 	if o.DiscoveryURL != "" {
-		v.issuer(p+"options.discovery_url", o.DiscoveryURL, false)
+		v.upstreamURL(p+"options.discovery_url", o.DiscoveryURL)
 	}
 	if o.ClientID == "" {
 		v.add(p+"options.client_id", "is required")
