@@ -1,6 +1,7 @@
 package dpop
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"sync"
@@ -18,12 +19,13 @@ type memReplay struct {
 	mu      sync.Mutex
 	max     int
 	entries map[string]time.Time // key → expiry
-	minLive time.Time            // no entry expires before this (valid after a sweep)
+	exps    expiryHeap           // every entry's (expiry, key), soonest first
 	now     func() time.Time
 }
 
 // NewMemoryReplayCache returns a bounded in-process ReplayCache for a single process.
-// Expired entries are dropped when the cache is full; when it is full of live entries Claim
+// Expired entries are dropped as they expire (through an expiry index, never a scan of every
+// entry, so a cache kept full by a flood stays fast); when it is full of live entries Claim
 // fails with ErrReplayCacheFull.
 func NewMemoryReplayCache(maxEntries int) ReplayCache {
 	return newMemoryReplayCache(maxEntries, time.Now)
@@ -43,40 +45,46 @@ func (m *memReplay) Claim(_ context.Context, key string, ttl time.Duration) (boo
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if exp, ok := m.entries[key]; ok {
-		if now.Before(exp) {
-			return false, nil
-		}
-		delete(m.entries, key)
+	m.expire(now)
+	if exp, ok := m.entries[key]; ok && now.Before(exp) {
+		return false, nil
 	}
 	if len(m.entries) >= m.max {
-		if now.Before(m.minLive) {
-			return false, ErrReplayCacheFull // nothing can have expired since the last sweep
-		}
-		m.sweep(now)
-		if len(m.entries) >= m.max {
-			return false, ErrReplayCacheFull
-		}
+		return false, ErrReplayCacheFull
 	}
 	exp := now.Add(ttl)
 	m.entries[key] = exp
-	if m.minLive.IsZero() || exp.Before(m.minLive) {
-		m.minLive = exp
-	}
+	heap.Push(&m.exps, expiryEntry{exp: exp, key: key})
 	return true, nil
 }
 
-// sweep drops expired entries and records the earliest remaining expiry.
-func (m *memReplay) sweep(now time.Time) {
-	var minLive time.Time
-	for k, exp := range m.entries {
-		if !now.Before(exp) {
-			delete(m.entries, k)
-			continue
-		}
-		if minLive.IsZero() || exp.Before(minLive) {
-			minLive = exp
+// expire drops the entries whose expiry has passed, soonest first. An index entry whose key
+// now holds another expiry (claimed again after it expired) is dropped without touching it.
+func (m *memReplay) expire(now time.Time) {
+	for len(m.exps) > 0 && !now.Before(m.exps[0].exp) {
+		e := heap.Pop(&m.exps).(expiryEntry)
+		if exp, ok := m.entries[e.key]; ok && exp.Equal(e.exp) {
+			delete(m.entries, e.key)
 		}
 	}
-	m.minLive = minLive
+}
+
+// expiryEntry is one entry of the expiry index.
+type expiryEntry struct {
+	exp time.Time
+	key string
+}
+
+// expiryHeap is a min-heap of expiryEntry by exp (container/heap).
+type expiryHeap []expiryEntry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].exp.Before(h[j].exp) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryEntry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }

@@ -67,6 +67,28 @@ func TestMemoryReplayCache(t *testing.T) {
 			t.Fatalf("claim: %v %v", ok, err)
 		}
 	})
+	t.Run("a cache kept full admits one claim per expired entry, and its index stays bounded", func(t *testing.T) {
+		const size = 100
+		m := newMemoryReplayCache(size, now)
+		for i := range size { // one entry expiring per millisecond
+			clock.Add(int64(time.Millisecond))
+			if ok, err := m.Claim(ctx, fmt.Sprint("fill", i), size*time.Millisecond); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+		}
+		for i := range 10 * size {
+			if ok, err := m.Claim(ctx, fmt.Sprint("extra", i), size*time.Millisecond); ok || !errors.Is(err, ErrReplayCacheFull) {
+				t.Fatalf("claim %d before anything expired: %v %v", i, ok, err)
+			}
+			clock.Add(int64(time.Millisecond)) // the oldest entry expires
+			if ok, err := m.Claim(ctx, fmt.Sprint("next", i), size*time.Millisecond); !ok || err != nil {
+				t.Fatalf("claim %d after one entry expired: %v %v", i, ok, err)
+			}
+			if len(m.entries) > size || len(m.exps) > size+1 {
+				t.Fatalf("after %d claims: %d entries, %d index entries", i, len(m.entries), len(m.exps))
+			}
+		}
+	})
 	t.Run("DS-15 bad ttl refused", func(t *testing.T) {
 		if ok, err := NewMemoryReplayCache(0).Claim(ctx, "a", 0); ok || err == nil {
 			t.Fatal("zero ttl accepted")
@@ -90,4 +112,25 @@ func TestMemoryReplayCache(t *testing.T) {
 			t.Fatalf("%d winners", wins.Load())
 		}
 	})
+}
+
+// BenchmarkMemoryReplayCacheFull: a cache at its size under a steady stream of expiries (one
+// entry expires per claim), as under a flood of proofs: each claim takes an expired entry's room.
+func BenchmarkMemoryReplayCacheFull(b *testing.B) {
+	const size = 100_000
+	var clock atomic.Int64
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	m := newMemoryReplayCache(size, now)
+	ctx := context.Background()
+	for i := range size {
+		clock.Add(int64(time.Millisecond))
+		_, _ = m.Claim(ctx, fmt.Sprint("fill", i), size*time.Millisecond)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		clock.Add(int64(time.Millisecond))
+		if ok, err := m.Claim(ctx, fmt.Sprint("k", i), size*time.Millisecond); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
 }
