@@ -210,11 +210,11 @@ func (m *metrics) instrumentStore(st sessions.Store) sessions.Store {
 	return ms
 }
 
-// storeError counts err under op unless it is a normal outcome (not found, exists, or the
-// caller gave up).
+// storeError counts err under op unless it is a normal outcome (not found, exists, a lost
+// Swap, or the caller gave up).
 func (m *metrics) storeError(op string, err error) error {
 	if err != nil && !errors.Is(err, sessions.ErrNotFound) && !errors.Is(err, sessions.ErrExists) &&
-		!errors.Is(err, context.Canceled) {
+		!errors.Is(err, sessions.ErrConflict) && !errors.Is(err, context.Canceled) {
 		m.storeErrors.WithLabelValues(op).Inc()
 	}
 	return err
@@ -240,6 +240,10 @@ func (s *meteredStore) Put(ctx context.Context, k sessions.Kind, id string, v []
 
 func (s *meteredStore) PutAll(ctx context.Context, items ...sessions.Item) error {
 	return s.m.storeError("put_all", s.Store.PutAll(ctx, items...))
+}
+
+func (s *meteredStore) Swap(ctx context.Context, k sessions.Kind, id string, old []byte, put []sessions.Item, del []sessions.Ref) error {
+	return s.m.storeError("swap", s.Store.Swap(ctx, k, id, old, put, del))
 }
 
 func (s *meteredStore) Get(ctx context.Context, k sessions.Kind, id string) ([]byte, error) {

@@ -98,6 +98,11 @@ func allOps(ctx context.Context, s sessions.Store) map[string]error {
 		"AppendLog": s.AppendLog(ctx, sessions.LogUnauthenticated, fmt.Sprintf("%056d", 1), []byte("{}"), 10),
 		"Ping":      s.Ping(ctx),
 	}
+	if errs["Swap"] = s.Put(ctx, sessions.KindRefresh, "w.f", []byte("v"), time.Minute); errs["Swap"] == nil {
+		errs["Swap"] = s.Swap(ctx, sessions.KindRefresh, "w.f", []byte("v"),
+			[]sessions.Item{{Kind: sessions.KindRefresh, ID: "w.f", Value: []byte("w"), TTL: time.Minute}},
+			[]sessions.Ref{{Kind: sessions.KindCode, ID: "w.c"}})
+	}
 	_, errs["Get"] = s.Get(ctx, sessions.KindSession, "s")
 	_, errs["Take"] = s.Take(ctx, sessions.KindCode, "c.1")
 	_, errs["Logs"] = s.Logs(ctx, "", 10)

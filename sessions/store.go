@@ -26,6 +26,9 @@ var (
 	// ErrUnavailable, so every caller that answers 503 for an unreachable store also does so
 	// for a full one (fail closed); errors.Is(err, ErrFull) tells the two apart.
 	ErrFull = fmt.Errorf("sessions: store full: %w", ErrUnavailable)
+	// ErrConflict: Swap found the record missing or holding another value than the caller
+	// read; nothing was changed.
+	ErrConflict = errors.New("sessions: record changed")
 )
 
 // Kind names a family of records; it is part of the storage key.
@@ -50,6 +53,12 @@ type Item struct {
 	TTL   time.Duration
 }
 
+// Ref names one record (a record Swap deletes).
+type Ref struct {
+	Kind Kind
+	ID   string
+}
+
 // Store is the storage contract. Every backend passes the conformance suite in
 // sessions/storetest. IDs are opaque strings; an ID of the form "TAG.REST" is stored under
 // the hash tag TAG so that records sharing TAG can be written in one atomic batch on Redis
@@ -70,6 +79,14 @@ type Store interface {
 	Take(ctx context.Context, kind Kind, id string) ([]byte, error)
 	// Delete removes the record; deleting a missing record is not an error.
 	Delete(ctx context.Context, kind Kind, id string) error
+	// Swap is a compare-and-swap of one record against a batch: if the record (kind, id) is
+	// live and holds exactly old, it writes every item of put (as PutAll) and deletes every
+	// record of del, all in one atomic step (one Lua script on Redis); otherwise it returns
+	// ErrConflict and changes nothing. put may replace (kind, id) itself, del may remove it.
+	// Every id (kind, id), put and del must share one hash tag and no record may be both
+	// written and deleted; such a batch is refused and changes nothing. Of concurrent
+	// swappers that read the same old value exactly one wins.
+	Swap(ctx context.Context, kind Kind, id string, old []byte, put []Item, del []Ref) error
 
 	// AppendLog adds one serialized login event with its sortable id to the event log's
 	// retention class, keeping at most maxLen newest entries of that class (entries of the

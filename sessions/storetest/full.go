@@ -20,7 +20,7 @@ type Capacity struct {
 // RunFull checks a store at capacity (the memory store's record limit, Redis at maxmemory
 // under maxmemory-policy noeviction): every write that would add a record fails with an error
 // that is sessions.ErrFull and sessions.ErrUnavailable, and changes nothing (a batch is
-// refused whole, the event of PutAllAndLog is not appended); records already stored can
+// refused whole, so is a Swap that adds a record, the event of PutAllAndLog is not appended); records already stored can
 // still be read, taken once and deleted, so logins in flight finish; once there is room
 // again, writes succeed. newStore must return an empty, isolated store.
 func RunFull(t *testing.T, newStore func(t *testing.T) sessions.Store, c Capacity) {
@@ -58,6 +58,7 @@ func RunFull(t *testing.T, newStore func(t *testing.T) sessions.Store, c Capacit
 		_, err := vc.CreateVersioned(cx, sessions.KindTransaction, "new-vtx", []byte("v"), longTTL)
 		wantFull("CreateVersioned", err)
 	}
+	swapAtCapacity(t, s, wantFull)
 	for _, it := range batch {
 		mustNotFound(t, s, it.Kind, it.ID)
 	}

@@ -70,6 +70,13 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{"TrimLogs trims one class", testTrimLogsByClass},
 		{"Log classes: unknown class refused", testLogClassInvalid},
 		{"PutAllAndLog appends to the audit class", testPutAllAndLogIsAudit},
+		{"Swap with the current value writes and deletes its batch", testSwapReplaces},
+		{"Swap may delete the record it compares", testSwapDeletesCompared},
+		{"Swap with another value, or of a missing or taken record, is ErrConflict and changes nothing", testSwapConflicts},
+		{"Swap of an expired record is ErrConflict", testSwapExpired},
+		{"Swap refuses mixed hash tags, invalid items and overlaps", testSwapRefusesBadBatches},
+		{"Swap under 32 concurrent swappers, exactly one wins", testSwapConcurrent},
+		{"Swap never writes after a concurrent Take", testSwapVersusTake},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
