@@ -5,34 +5,55 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// Authorization-code replay (RFC 6749 §4.1.2: a code used more than once is refused and the
-// tokens issued from it are revoked).
+// Authorization-code redemption and replay (RFC 6749 §4.1.2: a code used more than once is
+// refused and the tokens issued from it are revoked).
 //
-// A code is "TAG.SECRET" (TAG = the session's tag). Its first presentation claims it by
-// creating "TAG.used.<hash of SECRET>" (Create: of concurrent presenters exactly one wins)
-// and only then deletes the code; the marker later names the refresh-token family minted
-// from the code. A presentation that finds the marker (the Create loses, or the code is gone
-// and the marker is there) is a replay: the session and that family are revoked. The code is
-// read before the claim, so a code that was never issued creates no marker and revokes
-// nothing, even when its TAG is a real session's.
+// A code is "TAG.SECRET" (TAG = the session's tag). A presentation reads the code and runs
+// every check of the grant on it (client, redirect_uri, PKCE, dpop_jkt, audience, grant and
+// sender-constraining policy), then the DPoP proof's replay claim, then signs the tokens; only
+// then does it claim the code, in one conditional write (Store.Swap, 2 round trips in all:
+// Get + Swap): if the code record is still there, delete it, create the marker
+// "TAG.used.<hash of SECRET>" (codeUse) and, with offline_access, the refresh-token family
+// "TAG.family". Of concurrent presenters exactly one wins. A presentation that fails a check
+// claims nothing, so a stolen code presented without the verifier, by another client, with
+// another redirect_uri or another proof key leaves the code for the app.
+//
+// A presentation that finds the code gone and the marker there is a replay only when it
+// passes the checks the marker recorded (the same client, redirect_uri, PKCE verifier and
+// dpop_jkt key): the session and the family are revoked. Anyone else gets invalid_grant and
+// revokes nothing, so knowing a used code does not let an attacker log the user out. A code
+// that was never issued leaves no marker and revokes nothing, even under a real session's
+// TAG.
 
-// codeUse is the marker a presented code leaves under its session's hash tag.
+// codeUse is the marker a redeemed code leaves under its session's hash tag: what a
+// presentation must match to count as a replay.
 type codeUse struct {
-	Family string `json:"family,omitempty"` // refresh-token family minted from it
+	ClientID      string `json:"client_id,omitempty"`
+	RedirectURI   string `json:"redirect_uri,omitempty"`
+	CodeChallenge string `json:"code_challenge,omitempty"`
+	DPoPJKT       string `json:"dpop_jkt,omitempty"`
+	// Claim is random: this redemption's marker and no other (rollback).
+	Claim string `json:"claim,omitempty"`
+	// Family is the refresh-token family minted from the code, in markers written before
+	// families were named after their session (the family is TAG now).
+	Family string `json:"family,omitempty"`
 }
 
 const codeUseInfix = ".used."
 
-// codeUseID is the marker id of code ("" when code is not "TAG.SECRET").
+// codeUseID is the marker id of code ("" when code cannot be a code: not "TAG.SECRET", too
+// long, or with characters no store id may hold).
 func codeUseID(code string) string {
 	tag, secret, ok := strings.Cut(code, ".")
-	if !ok || tag == "" || secret == "" || strings.Contains(secret, ".") {
+	if !ok || tag == "" || secret == "" || strings.Contains(secret, ".") || len(code) > 256 || strings.ContainsAny(tag, "{}") {
 		return ""
 	}
 	return tag + codeUseInfix + hashString(secret)
@@ -45,74 +66,118 @@ func (s *Server) codeUseTTL() time.Duration {
 	return max(s.cfg.Lifetimes.Session, s.cfg.Lifetimes.Code)
 }
 
-// errCodeReplayed reports a replay with what the marker says about the first redemption.
-type errCodeReplayed struct{ use codeUse }
+var errCodeInvalid = invalidGrant("authorization code is invalid, expired or already used")
 
-func (e *errCodeReplayed) Error() string { return "authorization code presented again" }
+// presentation is a token request presenting a code: what a replay must match.
+type presentation struct {
+	client *ClientConfig
+	form   url.Values
+	proof  *dpop.Result
+}
 
-// errProofRefused stops redeemCode when the request's proof is refused (its caller has the
-// answer).
-var errProofRefused = errors.New("DPoP proof refused")
-
-// redeemCode claims code for this request and returns its record. It returns
-// *errCodeReplayed when the code was presented before, sessions.ErrNotFound when it is
-// unknown or expired, or a store error. beforeClaim runs once the code is known to be live
-// and before it is claimed; its error stops the redemption and leaves the code as it was.
-func (s *Server) redeemCode(ctx context.Context, code string, beforeClaim func() error) (*codeRecord, error) {
-	useID := codeUseID(code)
-	if len(code) > 256 || useID == "" || strings.ContainsAny(code, "{}") {
-		return nil, sessions.ErrNotFound
+// readCode returns the code's record and its stored bytes (what the claim swaps out), or
+// sessions.ErrNotFound when code is malformed, unknown, already claimed or expired.
+func (s *Server) readCode(ctx context.Context, code string) (*codeRecord, []byte, error) {
+	if codeUseID(code) == "" || strings.ContainsAny(code, "{}") {
+		return nil, nil, sessions.ErrNotFound
 	}
 	raw, err := s.store.Get(ctx, sessions.KindCode, code)
-	if errors.Is(err, sessions.ErrNotFound) {
-		return nil, s.priorUse(ctx, useID)
-	}
 	if err != nil {
-		return nil, err
-	}
-	if err := beforeClaim(); err != nil {
-		return nil, err
-	}
-	claim, _ := json.Marshal(codeUse{}) // plain struct: never fails
-	switch err := s.store.Create(ctx, sessions.KindCode, useID, claim, s.codeUseTTL()); {
-	case errors.Is(err, sessions.ErrExists):
-		return nil, s.priorUse(ctx, useID)
-	case err != nil:
-		return nil, err
-	}
-	// Claimed: nobody else gets it. Deleting the code only frees the store early.
-	if err := s.store.Delete(ctx, sessions.KindCode, code); err != nil {
-		s.log.Warn("redeemed authorization code not deleted (it expires on its own)", "err", err)
+		return nil, nil, err
 	}
 	var rec codeRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, fmt.Errorf("malformed code record: %w", err)
+		return nil, nil, fmt.Errorf("malformed code record: %w", err)
 	}
-	if s.now().UnixMilli() >= rec.Expires {
-		return nil, sessions.ErrNotFound
-	}
-	return &rec, nil
+	return &rec, raw, nil
 }
 
-// priorUse answers a code that is not (or no longer) there: *errCodeReplayed when its marker
-// exists, else sessions.ErrNotFound (never issued, or expired unpresented).
-func (s *Server) priorUse(ctx context.Context, useID string) error {
+// codeProblem runs the checks of the grant on the code's record before anything is claimed
+// (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9449 §10).
+func (s *Server) codeProblem(rec *codeRecord, pr presentation) *oauthError {
+	switch {
+	case s.now().UnixMilli() >= rec.Expires:
+		return errCodeInvalid
+	case rec.App.ClientID != pr.client.ClientID:
+		return invalidGrant("authorization code was issued to another client")
+	case pr.form.Get("redirect_uri") != rec.App.RedirectURI:
+		return invalidGrant("redirect_uri does not match the authorization request")
+	case pr.form.Get("audience") != "" && pr.form.Get("audience") != rec.App.Audience:
+		return invalidRequest("audience does not match the authorization request")
+	}
+	if p := pkceProblem(rec.App.CodeChallenge, pr.form.Get("code_verifier")); p != "" {
+		return invalidGrant(p)
+	}
+	return keyBindingProblem(rec.App.DPoPJKT, pr.proof, "the authorization code (dpop_jkt)") // DS-20
+}
+
+// claimCode redeems the code: if its record still holds raw, it is deleted, its marker
+// written and, when family is set, the refresh-token family created, all in one Swap. A
+// presentation that loses the race to a concurrent one is answered as a presentation of a
+// used code. A write that may or may not have happened (the store timed out) is rolled back,
+// so the client's retry redeems the code instead of counting as a replay.
+func (s *Server) claimCode(ctx context.Context, code string, raw []byte, rec *codeRecord, family *sessions.Item, pr presentation, x *exchange) *oauthError {
+	useID := codeUseID(code)
+	use, _ := json.Marshal(codeUse{ // plain struct: never fails
+		ClientID: rec.App.ClientID, RedirectURI: rec.App.RedirectURI, CodeChallenge: rec.App.CodeChallenge,
+		DPoPJKT: rec.App.DPoPJKT, Claim: randomString(16),
+	})
+	put := []sessions.Item{{Kind: sessions.KindCode, ID: useID, Value: use, TTL: s.codeUseTTL()}}
+	remove := []sessions.Ref{{Kind: sessions.KindCode, ID: useID}}
+	if family != nil {
+		put = append(put, *family)
+		remove = append(remove, sessions.Ref{Kind: family.Kind, ID: family.ID})
+	}
+	err := s.store.Swap(ctx, sessions.KindCode, code, raw, put, []sessions.Ref{{Kind: sessions.KindCode, ID: code}})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sessions.ErrConflict): // claimed (or expired) since it was read
+		return s.usedCode(ctx, code, pr, x)
+	}
+	var restore []sessions.Item
+	if ttl := time.UnixMilli(rec.Expires).Sub(s.now()); ttl > 0 {
+		restore = append(restore, sessions.Item{Kind: sessions.KindCode, ID: code, Value: raw, TTL: ttl})
+	}
+	s.undoSwap(ctx, "authorization code redemption", err, sessions.KindCode, useID, use, restore, remove)
+	return s.issueFailed(err)
+}
+
+// usedCode answers a code that is not (or no longer) there. When its marker exists and the
+// presentation passes the checks the marker recorded, it is a replay: the session and the
+// family are revoked. Otherwise (never issued, expired unredeemed, or presented by someone who
+// could not have redeemed it) it is invalid_grant and changes nothing.
+func (s *Server) usedCode(ctx context.Context, code string, pr presentation, x *exchange) *oauthError {
+	useID := codeUseID(code)
+	if useID == "" {
+		return errCodeInvalid
+	}
 	raw, err := s.store.Get(ctx, sessions.KindCode, useID)
-	if err != nil {
-		return err
+	switch {
+	case storeDown(err):
+		s.log.Error("store unavailable at token endpoint", "err", err)
+		return errStoreDown
+	case err != nil:
+		return errCodeInvalid
 	}
 	var use codeUse
-	_ = json.Unmarshal(raw, &use) // a marker that cannot be read still marks a replay
-	return &errCodeReplayed{use: use}
+	_ = json.Unmarshal(raw, &use) // a marker that cannot be read is an earlier format's: still a replay
+	if !use.replayedBy(pr) {
+		return errCodeInvalid
+	}
+	return s.codeReplayed(ctx, code, use, x)
 }
 
-// recordCodeFamily notes in the code's marker the refresh-token family minted from it, so
-// that a replay revokes that family too. A replay that comes before this note revokes the
-// session alone; the family's tokens then die with it (a refresh needs its session).
-func (s *Server) recordCodeFamily(ctx context.Context, code, refreshToken string) error {
-	fam, _, _ := strings.Cut(refreshToken, ".")
-	v, _ := json.Marshal(codeUse{Family: fam}) // plain struct: never fails
-	return s.store.Put(ctx, sessions.KindCode, codeUseID(code), v, s.codeUseTTL())
+// replayedBy reports whether pr could itself have redeemed the code the marker records: the
+// same client, redirect_uri, PKCE verifier and dpop_jkt key. A marker of an earlier format
+// records none of them; every presentation of its code is a replay, as it was then.
+func (u *codeUse) replayedBy(pr presentation) bool {
+	if u.ClientID == "" {
+		return true
+	}
+	return u.ClientID == pr.client.ClientID && u.RedirectURI == pr.form.Get("redirect_uri") &&
+		pkceProblem(u.CodeChallenge, pr.form.Get("code_verifier")) == "" &&
+		keyBindingProblem(u.DPoPJKT, pr.proof, "") == nil
 }
 
 // codeReplayed revokes the session the replayed code started and the refresh-token family
@@ -132,13 +197,17 @@ func (s *Server) codeReplayed(ctx context.Context, code string, use codeUse, x *
 		s.log.Error("session of a replayed authorization code not revoked", "err", err)
 		return errStoreDown
 	}
-	if use.Family != "" {
-		revoked, err := s.revokeFamily(ctx, use.Family)
+	families := []string{tag} // the family minted from the code is named after its session
+	if use.Family != "" && use.Family != tag {
+		families = append(families, use.Family) // an earlier marker names it
+	}
+	for _, fam := range families {
+		revoked, err := s.revokeFamily(ctx, fam)
 		if err != nil {
 			s.log.Error("refresh token family of a replayed authorization code not revoked", "err", err)
 			return errStoreDown
 		}
-		x.codeReuse.familyRevoked = revoked
+		x.codeReuse.familyRevoked = x.codeReuse.familyRevoked || revoked
 	}
 	return invalidGrant("authorization code was already used: the session and the tokens issued from it are revoked")
 }

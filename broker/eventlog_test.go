@@ -145,6 +145,24 @@ func TestEventClassFollowsWhetherTheCallerAuthenticated(t *testing.T) {
 				}
 				h.tok(tokReq{client: spaClient, form: refreshGrant(rt1)})
 			}},
+		{name: "replay of a redeemed code by a public client with its verifier", wantType: logs.TypeFailedExchange, wantClass: sessions.LogAudit,
+			do: func(t *testing.T) {
+				code := h.codeFor(spaClient, nil)
+				if r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code)}); r.status != http.StatusOK {
+					t.Fatalf("redemption: %d %v", r.status, r.body)
+				}
+				h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code)})
+			}},
+		{name: "a redeemed code presented by a public client without the verifier", wantType: logs.TypeFailedExchange, wantClass: sessions.LogUnauthenticated,
+			do: func(t *testing.T) {
+				code := h.codeFor(spaClient, nil)
+				if r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code)}); r.status != http.StatusOK {
+					t.Fatalf("redemption: %d %v", r.status, r.body)
+				}
+				f := h.codeGrant(spaClient, code)
+				f.Del("code_verifier")
+				h.tok(tokReq{client: spaClient, form: f})
+			}},
 		{name: "logout request naming an unknown client", wantType: logs.TypeFailedLogout, wantClass: sessions.LogUnauthenticated,
 			do: func(t *testing.T) { get(t, http.DefaultClient, base+"/oidc/logout?client_id=bogus") }},
 		{name: "successful login", wantType: logs.TypeSuccessLogin, wantClass: sessions.LogAudit,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,38 +13,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
-)
-
-// A refresh token is "FAMILY.SECRET". The store keeps, under the family's hash tag,
-// "FAMILY.<base64url SHA-256 of SECRET>" → refreshRecord for the live token,
-// "FAMILY.family" → refreshFamily (the live token and the owning client) and, for every token
-// the family ever minted, "FAMILY.issued.<hash>" (written with the token, in one PutAll). Each
-// refresh takes the live record (single use) and writes its successor. A token that is not
-// live revokes the family only when it is one the family minted (its issued marker exists)
-// and the client presenting it owns the family: reuse of a rotated token by its owner. A
-// made-up secret under a known family prefix, or another client's token, changes nothing.
-
-// refreshRecord is one live refresh token.
-type refreshRecord struct {
-	ClientID string `json:"client_id"`
-	UserID   string `json:"user_id"`
-	SID      string `json:"sid"`
-	Scope    string `json:"scope"`
-	Audience string `json:"audience,omitempty"`
-	JKT      string `json:"jkt,omitempty"` // public clients: bound proof key (DS-21)
-	AuthTime int64  `json:"auth_time"`
-	Expires  int64  `json:"exp"` // unix ms, absolute for the whole family
-}
-
-// refreshFamily points at the family's live token and names the client that owns it.
-type refreshFamily struct {
-	Current  string `json:"current"`
-	ClientID string `json:"client_id,omitempty"` // empty in families stored before it existed: never revoked by reuse
-}
-
-const (
-	familySuffix = ".family"
-	issuedInfix  = ".issued." // FAMILY.issued.<hash>: a token this family minted
 )
 
 // refreshRecordFor is the refresh token minted with a code: a public client's token is bound to
@@ -61,53 +28,6 @@ func refreshRecordFor(rec *codeRecord, client *ClientConfig, proof *dpop.Result)
 	return rr
 }
 
-// newRefreshToken stores rec as the live token of family fam ("" starts a family with a fresh
-// absolute expiry) and returns the token.
-func (s *Server) newRefreshToken(ctx context.Context, fam string, rec refreshRecord) (string, error) {
-	now := s.now()
-	if fam == "" {
-		fam = randomString(16)
-		rec.Expires = now.Add(s.cfg.Lifetimes.RefreshToken).UnixMilli()
-	}
-	ttl := time.UnixMilli(rec.Expires).Sub(now)
-	if ttl <= 0 {
-		return "", errors.New("refresh token family expired")
-	}
-	secret := randomString(32)
-	hash := hashString(secret)
-	rv, err1 := json.Marshal(rec)
-	fv, err2 := json.Marshal(refreshFamily{Current: hash, ClientID: rec.ClientID})
-	if err := errors.Join(err1, err2); err != nil {
-		return "", fmt.Errorf("encode refresh token: %w", err)
-	}
-	err := s.store.PutAll(ctx,
-		sessions.Item{Kind: sessions.KindRefresh, ID: fam + "." + hash, Value: rv, TTL: ttl},
-		sessions.Item{Kind: sessions.KindRefresh, ID: fam + familySuffix, Value: fv, TTL: ttl},
-		// Written with the token, so that from the moment it exists a later presentation of
-		// it (once rotated) is recognised as reuse, even by a request racing the rotation.
-		sessions.Item{Kind: sessions.KindRefresh, ID: fam + issuedInfix + hash, Value: []byte("1"), TTL: ttl},
-	)
-	if err != nil {
-		return "", fmt.Errorf("store refresh token: %w", err)
-	}
-	return fam + "." + secret, nil
-}
-
-// splitRefreshToken returns the family and the storage id of a well-formed token.
-func splitRefreshToken(tok string) (fam, id string, ok bool) {
-	fam, secret, found := strings.Cut(tok, ".")
-	if !found || len(fam) != 22 || len(secret) != 43 || !b64url(fam) || !b64url(secret) {
-		return "", "", false
-	}
-	return fam, fam + "." + hashString(secret), true
-}
-
-func b64url(s string) bool {
-	return !strings.ContainsFunc(s, func(c rune) bool {
-		return !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_')
-	})
-}
-
 var errRefreshInvalid = invalidGrant("refresh token is invalid, expired or revoked")
 
 func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
@@ -115,14 +35,11 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 	if oerr != nil {
 		return nil, oerr
 	}
-	fam, id, ok := splitRefreshToken(tok)
-	if !ok {
-		return nil, errRefreshInvalid
-	}
-	rec, oerr := s.peekRefresh(r.Context(), fam, id, client, proof, x)
+	p, oerr := s.liveRefresh(r.Context(), tok, client, proof, x)
 	if oerr != nil {
 		return nil, oerr
 	}
+	rec := p.rec
 	if oerr := s.claimProof(r.Context(), proof); oerr != nil {
 		return nil, oerr
 	}
@@ -148,35 +65,49 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 		return nil, oerr
 	}
 	scope = s.applyGrant(client, x, scope) // the current grant, which may have narrowed
-	if oerr := s.consumeRefresh(r.Context(), fam, id, client, x); oerr != nil {
-		return nil, oerr
-	}
 	cr := &codeRecord{
 		App: appRequest{ClientID: client.ClientID, Scope: scope, Audience: rec.Audience},
 		SID: rec.SID, UserID: rec.UserID, Claims: sess.Claims, AuthTime: rec.AuthTime,
 	}
 	resp, err := s.issueTokens(cr, client, b)
-	if err == nil {
-		resp.RefreshToken, err = s.newRefreshToken(r.Context(), fam, *rec) // rotation
-	}
 	if err != nil {
 		return nil, s.issueFailed(err)
+	}
+	// Nothing was consumed so far: a failed check or a failed signature leaves the token live.
+	if resp.RefreshToken, oerr = s.rotateRefresh(r.Context(), p, x); oerr != nil {
+		return nil, oerr
 	}
 	return resp, nil
 }
 
-// peekRefresh reads the live token and checks client, expiry and key binding (DS-21) without
-// taking it, so a request that fails a check does not burn the holder's token. A token that is
-// gone while its family lives was rotated already: that reuse revokes the family.
-func (s *Server) peekRefresh(ctx context.Context, fam, id string, client *ClientConfig, proof *dpop.Result, x *exchange) (*refreshRecord, *oauthError) {
-	raw, err := s.store.Get(ctx, sessions.KindRefresh, id)
+// liveRefresh reads tok's family and checks that tok is its live token, issued to client, not
+// expired and, when bound, presented with its key (DS-21), without changing anything, so a
+// request that fails a check does not burn the holder's token. A retired token of the family
+// presented by the family's own client is reuse and revokes the family; any other token
+// (unknown, made up under a known family prefix, another client's retired token) is
+// invalid_grant and changes nothing.
+func (s *Server) liveRefresh(ctx context.Context, tok string, client *ClientConfig, proof *dpop.Result, x *exchange) (*presentedRefresh, *oauthError) {
+	p, err := s.lookupRefresh(ctx, tok)
 	if err != nil {
-		return nil, s.refreshGone(ctx, fam, id, client, err, x)
+		if storeDown(err) {
+			s.log.Error("store unavailable at token endpoint", "err", err)
+			return nil, errStoreDown
+		}
+		return nil, s.issueFailed(err)
 	}
-	var rec refreshRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, s.issueFailed(fmt.Errorf("malformed refresh record: %w", err))
+	switch p.state {
+	case refreshRetired:
+		if p.f.ClientID == "" || p.f.ClientID != client.ClientID {
+			return nil, errRefreshInvalid
+		}
+		if p.f.Token != nil {
+			x.userID = p.f.Token.UserID
+		}
+		return nil, s.refreshReused(ctx, p.fam, x)
+	case refreshUnknown:
+		return nil, errRefreshInvalid
 	}
+	rec := p.rec
 	x.userID = rec.UserID
 	switch {
 	case rec.ClientID != client.ClientID:
@@ -184,83 +115,56 @@ func (s *Server) peekRefresh(ctx context.Context, fam, id string, client *Client
 	case s.now().UnixMilli() >= rec.Expires:
 		return nil, errRefreshInvalid
 	}
-	return &rec, keyBindingProblem(rec.JKT, proof, "the refresh token")
+	if oerr := keyBindingProblem(rec.JKT, proof, "the refresh token"); oerr != nil {
+		return nil, oerr
+	}
+	return p, nil
 }
 
-// consumeRefresh takes the token (single use); losing a concurrent race counts as reuse.
-func (s *Server) consumeRefresh(ctx context.Context, fam, id string, client *ClientConfig, x *exchange) *oauthError {
-	if _, err := s.store.Take(ctx, sessions.KindRefresh, id); err != nil {
-		return s.refreshGone(ctx, fam, id, client, err, x)
+// rotateRefresh replaces p's family record by its next generation in one conditional write
+// and returns the new token. The write succeeds only if the family record still holds what
+// was read: a concurrent rotation or revocation makes it fail, which counts as reuse (the
+// same token was presented twice, or the family was revoked meanwhile) and revokes the
+// family, so a revoked family is never written back.
+func (s *Server) rotateRefresh(ctx context.Context, p *presentedRefresh, x *exchange) (string, *oauthError) {
+	ttl := time.UnixMilli(p.rec.Expires).Sub(s.now())
+	if ttl <= 0 {
+		return "", errRefreshInvalid
 	}
-	return nil
+	v, tok, err := p.next()
+	if err != nil {
+		return "", s.issueFailed(err)
+	}
+	id := p.fam + familySuffix
+	put := []sessions.Item{{Kind: sessions.KindRefresh, ID: id, Value: v, TTL: ttl}}
+	restore := []sessions.Item{{Kind: sessions.KindRefresh, ID: id, Value: p.raw, TTL: ttl}}
+	var del []sessions.Ref
+	if p.legacyLive != nil { // converting a legacy family: its live record goes
+		legacyID := p.fam + "." + p.f.Current
+		del = append(del, sessions.Ref{Kind: sessions.KindRefresh, ID: legacyID})
+		restore = append(restore, sessions.Item{Kind: sessions.KindRefresh, ID: legacyID, Value: p.legacyLive, TTL: ttl})
+	}
+	switch err := s.store.Swap(ctx, sessions.KindRefresh, id, p.raw, put, del); {
+	case err == nil:
+		return tok, nil
+	case errors.Is(err, sessions.ErrConflict):
+		return "", s.refreshReused(ctx, p.fam, x)
+	default:
+		s.undoSwap(ctx, "refresh token rotation", err, sessions.KindRefresh, id, v, restore, nil)
+		return "", s.issueFailed(err)
+	}
 }
 
-// refreshGone answers a token (storage id id) that could not be read or taken: reuse by the
-// family's owner revokes the family (ferrt); anything else is invalid_grant and changes
-// nothing.
-func (s *Server) refreshGone(ctx context.Context, fam, id string, client *ClientConfig, err error, x *exchange) *oauthError {
-	if !errors.Is(err, sessions.ErrNotFound) {
-		s.log.Error("store unavailable at token endpoint", "err", err)
-		return errStoreDown
-	}
-	reused, err := s.revokeReusedFamily(ctx, fam, id, client.ClientID)
-	switch {
-	case err != nil:
+// refreshReused revokes family fam after a token of it was presented again by its own
+// client (RFC 9700 §4.14.2) and answers invalid_grant (ferrt). A concurrent reuse may have
+// revoked it a moment ago: still reuse.
+func (s *Server) refreshReused(ctx context.Context, fam string, x *exchange) *oauthError {
+	if _, err := s.revokeFamily(ctx, fam); err != nil {
 		s.log.Error("refresh token family not revoked", "err", err)
 		return errStoreDown
-	case reused:
-		x.reuse = true
-		return invalidGrant("refresh token was already used: every token of its family is revoked")
 	}
-	return errRefreshInvalid
-}
-
-// revokeReusedFamily revokes family fam when the token with storage id id (not live) is one
-// the family minted and clientID owns the family (RFC 9700 §4.14.2 reuse detection). A secret
-// the family never minted (someone who knows only the 22-character family prefix) or a
-// client that does not own the family gets false and changes nothing.
-func (s *Server) revokeReusedFamily(ctx context.Context, fam, id, clientID string) (bool, error) {
-	raw, err := s.store.Get(ctx, sessions.KindRefresh, fam+familySuffix)
-	if errors.Is(err, sessions.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	var f refreshFamily
-	if json.Unmarshal(raw, &f) != nil || f.ClientID == "" || f.ClientID != clientID {
-		return false, nil
-	}
-	hash := strings.TrimPrefix(id, fam+".")
-	if _, err := s.store.Get(ctx, sessions.KindRefresh, fam+issuedInfix+hash); err != nil {
-		if errors.Is(err, sessions.ErrNotFound) {
-			return false, nil
-		}
-		return false, err
-	}
-	// A concurrent reuse may have revoked it a moment ago: still reuse.
-	if _, err := s.revokeFamily(ctx, fam); err != nil {
-		return true, err
-	}
-	return true, nil
-}
-
-// revokeFamily deletes a family and its live token; false when the family does not exist.
-func (s *Server) revokeFamily(ctx context.Context, fam string) (bool, error) {
-	raw, err := s.store.Take(ctx, sessions.KindRefresh, fam+familySuffix)
-	if errors.Is(err, sessions.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	var f refreshFamily
-	if json.Unmarshal(raw, &f) == nil && f.Current != "" {
-		if err := s.store.Delete(ctx, sessions.KindRefresh, fam+"."+f.Current); err != nil {
-			return true, err
-		}
-	}
-	return true, nil
+	x.reuse = true
+	return invalidGrant("refresh token was already used: every token of its family is revoked")
 }
 
 // refreshSession returns the broker session a refresh token belongs to: logout (or the end
@@ -313,8 +217,11 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 	d["dpop"] = dp
 	withScope(d, x.scope)
 	ev.Type = ok
-	if x.reuse {
-		ev.Class = logs.ClassAudit // the presenter held a real (rotated) refresh token
+	if x.reuse || x.codeReuse != nil {
+		// The presenter held a real (rotated) refresh token, or passed every check of the
+		// code it presented again (its client, redirect_uri, PKCE verifier, dpop_jkt key):
+		// no flood of anonymous requests can cause or evict these.
+		ev.Class = logs.ClassAudit
 	}
 	if oerr != nil {
 		ev.Type = failed

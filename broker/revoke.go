@@ -1,13 +1,10 @@
 package broker
 
 import (
-	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // handleRevoke is OAuth 2.0 Token Revocation (RFC 7009) at POST /oauth/revoke, the discovery
@@ -52,8 +49,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		fail(invalidRequest("token is required"), false)
 		return
 	}
-	fam, id, ok := splitRefreshToken(tok)
-	if !ok {
+	if _, _, ok := splitRefreshToken(tok); !ok {
 		if isOpaque(tok) || strings.Count(tok, ".") == 2 { // a JWE or a JWS: an access token
 			fail(&oauthError{Status: http.StatusBadRequest, Code: "unsupported_token_type",
 				Description: "access tokens are self-contained and expire on their own; revoke the refresh token"}, false)
@@ -62,21 +58,25 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK) // §2.2: an invalid token is no error
 		return
 	}
-	raw, err := s.store.Get(r.Context(), sessions.KindRefresh, id)
-	var rec refreshRecord
+	p, err := s.lookupRefresh(r.Context(), tok)
 	switch {
-	case errors.Is(err, sessions.ErrNotFound):
-		w.WriteHeader(http.StatusOK) // rotated, expired or revoked already
-		return
-	case err != nil:
+	case err != nil && storeDown(err):
 		s.log.Error("store unavailable at revocation endpoint", "err", err)
 		fail(errStoreDown, false)
 		return
-	case json.Unmarshal(raw, &rec) != nil || rec.ClientID != client.ClientID:
+	case err != nil:
+		s.log.Error("refresh token family not readable at revocation endpoint", "err", err)
+		w.WriteHeader(http.StatusOK) // nothing to say about it
+		return
+	case p.state != refreshLive:
+		w.WriteHeader(http.StatusOK) // unknown, rotated, expired or revoked already
+		return
+	case p.rec.ClientID != client.ClientID:
 		w.WriteHeader(http.StatusOK) // not this client's: nothing to say about it
 		return
 	}
-	if _, err := s.revokeFamily(r.Context(), fam); err != nil {
+	rec := p.rec
+	if _, err := s.revokeFamily(r.Context(), p.fam); err != nil {
 		s.log.Error("refresh token family not revoked", "err", err)
 		fail(errStoreDown, false)
 		return

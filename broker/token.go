@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
+	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // tokenResponse is the /oauth/token success body.
@@ -173,55 +174,45 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 	if oerr != nil {
 		return nil, oerr
 	}
-	var proofErr *oauthError
-	rec, err := s.redeemCode(r.Context(), code, func() error {
-		proofErr = s.claimProof(r.Context(), proof)
-		if proofErr != nil {
-			return errProofRefused
-		}
-		return nil
-	})
-	var replay *errCodeReplayed
+	ctx, pr := r.Context(), presentation{client: client, form: form, proof: proof}
+	rec, raw, err := s.readCode(ctx, code)
 	switch {
-	case proofErr != nil:
-		return nil, proofErr // the code stays for a retry with a fresh proof
-	case errors.As(err, &replay):
-		return nil, s.codeReplayed(r.Context(), code, replay.use, x)
+	case errors.Is(err, sessions.ErrNotFound):
+		return nil, s.usedCode(ctx, code, pr, x)
 	case storeDown(err):
 		s.log.Error("store unavailable at token endpoint", "err", err)
 		return nil, errStoreDown
 	case err != nil:
-		return nil, invalidGrant("authorization code is invalid, expired or already used")
+		return nil, s.issueFailed(err)
 	}
 	x.userID = rec.UserID
-	switch {
-	case rec.App.ClientID != client.ClientID:
-		return nil, invalidGrant("authorization code was issued to another client")
-	case form.Get("redirect_uri") != rec.App.RedirectURI:
-		return nil, invalidGrant("redirect_uri does not match the authorization request")
-	case form.Get("audience") != "" && form.Get("audience") != rec.App.Audience:
-		return nil, invalidRequest("audience does not match the authorization request")
-	}
-	if p := pkceProblem(rec.App.CodeChallenge, form.Get("code_verifier")); p != "" {
-		return nil, invalidGrant(p)
-	}
-	if oerr := keyBindingProblem(rec.App.DPoPJKT, proof, "the authorization code (dpop_jkt)"); oerr != nil {
-		return nil, oerr // DS-20
+	// Every check runs on the record read, before anything is claimed (codereuse.go): a
+	// request that fails one leaves the code for the client it was issued to.
+	if oerr := s.codeProblem(rec, pr); oerr != nil {
+		return nil, oerr
 	}
 	b, oerr := s.tokenBinding(client, rec.App.Audience, proof, x)
 	if oerr != nil {
 		return nil, oerr
 	}
 	rec.App.Scope = s.applyGrant(client, x, rec.App.Scope) // tokens and refresh token carry it
+	// The proof's replay claim, once the code is known to be live and the grant passes; a
+	// replayed proof is refused before the code is claimed, so the code stays for a retry.
+	if oerr := s.claimProof(ctx, proof); oerr != nil {
+		return nil, oerr
+	}
 	resp, err := s.issueTokens(rec, client, b)
+	var family *sessions.Item
 	if err == nil && slices.Contains(strings.Fields(rec.App.Scope), "offline_access") {
-		resp.RefreshToken, err = s.newRefreshToken(r.Context(), "", refreshRecordFor(rec, client, proof))
-		if err == nil {
-			err = s.recordCodeFamily(r.Context(), code, resp.RefreshToken)
-		}
+		var fi sessions.Item
+		fi, resp.RefreshToken, err = s.newFamily(rec.SID, refreshRecordFor(rec, client, proof))
+		family = &fi
 	}
 	if err != nil {
 		return nil, s.issueFailed(err)
+	}
+	if oerr := s.claimCode(ctx, code, raw, rec, family, pr, x); oerr != nil {
+		return nil, oerr
 	}
 	return resp, nil
 }

@@ -47,11 +47,15 @@ func TestTokenErrors(t *testing.T) {
 			if status == 401 && tc.basic && hdr.Get("WWW-Authenticate") == "" {
 				t.Error("401 after Basic without WWW-Authenticate")
 			}
-			// Whatever failed, the code is gone or still single use: a correct retry must not
-			// succeed after an invalid_grant on the same code.
+			// Whatever failed, the code stays single use: a failed check claims nothing (the
+			// checks run before the claim), so the app's correct redemption succeeds once, and
+			// only once.
 			if tc.err == "invalid_grant" && tc.name != "unknown code" {
+				if s, b, _ := h.token(h.codeForm(code), true); s != 200 {
+					t.Errorf("the app's redemption after a failed one: %d %v", s, b)
+				}
 				if s, b, _ := h.token(h.codeForm(code), true); s != 400 || b["error"] != "invalid_grant" {
-					t.Errorf("code usable after a failed redemption: %d %v", s, b)
+					t.Errorf("code usable twice: %d %v", s, b)
 				}
 			}
 		})
