@@ -15,7 +15,6 @@ type codeTheft struct {
 	client string                            // who presents it
 	form   func(h *harness, form url.Values) // changes to the app's own grant form
 	proof  func(h *harness) string           // DPoP header; nil = the app's own (key a)
-	code   func(h *harness) (code string)    // nil: a code for the public client bound to key a
 }
 
 // codeThefts are presentations that must fail every check of the grant: no verifier, a wrong
