@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"time"
 
@@ -81,7 +80,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logger.Error("startup failed", "err", err)
 		return 1
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, inherited, err := openListener(cfg.Listen, processActivation(), logger)
+	if inherited {
+		listenFrom = "socket activation"
+	}
 	if err != nil {
 		logger.Error("listen failed", "addr", cfg.Listen, "err", err)
 		return 1
