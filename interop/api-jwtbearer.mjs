@@ -63,6 +63,7 @@ app.use('/api', auth({
   issuerBaseURL: args['issuer-base-url'],
   audience: args.audience,
   dpop: { enabled: true, required: args['dpop-required'] === 'true' },
+  timeoutDuration: 60000, // discovery and JWKS fetches: a bound for loaded test machines (default 5 s)
 }));
 
 const whoami = (req, res) => {

@@ -6,11 +6,12 @@ import { chromium } from 'playwright-core';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
 
-// launch starts Chromium at executablePath and opens one page with a 15 s default timeout.
+// launch starts Chromium at executablePath and opens one page; timeout (ms) bounds the launch
+// and is the page's default timeout.
 export async function launch(executablePath, timeout) {
   const browser = await chromium.launch({ executablePath, headless: true, timeout, args: ARGS });
   const page = await browser.newPage();
-  page.setDefaultTimeout(15000);
+  page.setDefaultTimeout(timeout);
   return { browser, page };
 }
 

@@ -1,13 +1,11 @@
 package interop
 
 import (
-	"fmt"
 	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -22,8 +20,7 @@ type exampleAPIOptions struct {
 	nonceKey   string // the nonce secret (replicas share it); "" = a random one
 	redisAddr  string // --redis: shared jti replay cache
 	corsOrigin string // --cors-origin
-	listen     string // --listen; "" = 127.0.0.1:0
-	publicURL  string // --public-url (replicas share it); "" = the listen address
+	publicURL  string // --public-url (replicas share it); "" = its own address
 }
 
 // startExampleAPI runs cmd/example-api trusting the world's broker and returns its base URL. When
@@ -37,12 +34,9 @@ func startExampleAPI(t *testing.T, w *asWorld, o exampleAPIOptions) string {
 		t.Logf("cmd/example-api not available, skipping it: %v", exampleAPIErr)
 		return ""
 	}
-	listen := o.listen
-	if listen == "" {
-		listen = "127.0.0.1:0"
-	}
+	// Port 0: the API binds a port of its own and reports it on its READY line.
 	args := []string{"--issuer", w.issuer, "--audience", apiAudience, "--jwks-url", w.base() + "/.well-known/jwks.json",
-		"--listen", listen}
+		"--listen", "127.0.0.1:0"}
 	if o.publicURL != "" {
 		args = append(args, "--public-url", o.publicURL)
 	}
@@ -64,22 +58,8 @@ func startExampleAPI(t *testing.T, w *asWorld, o exampleAPIOptions) string {
 		cmd.Args = append(cmd.Args, "--nonce-secret-env", "INTEROP_API_NONCE_SECRET")
 		cmd.Env = append(cmd.Environ(), "INTEROP_API_NONCE_SECRET="+secret)
 	}
-	ready := make(chan string, 1)
-	var once sync.Once
-	p := start(t, "example-api", cmd, func(line string) {
-		if u, ok := strings.CutPrefix(line, "READY "); ok {
-			once.Do(func() { ready <- strings.TrimSpace(u) })
-		}
-	})
-	select {
-	case u := <-ready:
-		return u
-	case <-p.exited:
-		t.Fatalf("example-api exited before READY: %v\n%s", p.err, p.out)
-	case <-time.After(readyTimeout):
-		t.Fatalf("example-api not READY within %v\n%s", readyTimeout, p.out)
-	}
-	return ""
+	ready, onLine := readyLine()
+	return start(t, "example-api", cmd, onLine).waitReady(t, ready)
 }
 
 // TestExampleAPI: cmd/example-api (dpop.ResourceServer, required DPoP, server nonces, jti replay
@@ -140,13 +120,11 @@ func TestExampleAPIReplicas(t *testing.T) {
 	if exampleAPIErr != nil && !required {
 		t.Skipf("cmd/example-api is not available: %v", exampleAPIErr)
 	}
-	port, release := freePort(t)
-	public := fmt.Sprintf("http://127.0.0.1:%d", port)
+	// The public URL is the (here imaginary) load balancer's: a port this test holds so that
+	// nothing else can answer there. Each replica binds a port of its own and reports it.
+	public := listenSocket(t).URL
 	o := exampleAPIOptions{required: true, nonce: true, nonceKey: randomHex(t, 32), redisAddr: redistest.Start(t), publicURL: public}
-	o.listen = fmt.Sprintf("127.0.0.1:%d", port)
-	release()
 	first := startExampleAPI(t, w, o)
-	o.listen = ""
 	second := startExampleAPI(t, w, o)
 	s := newSigner(t, dpop.AlgES256)
 	at := boundToken(t, w, s, apiAudience)

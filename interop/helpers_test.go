@@ -26,11 +26,17 @@ import (
 	"time"
 )
 
+// The waits below are bounds, never expectations: each wait ends as soon as its condition
+// holds, and they are generous because `make test` runs many race-instrumented packages at
+// once, on machines that may be running another `make test` (load average 16 on two cores).
+// A child that exits while being waited for fails the test at once, with its output.
 const (
-	readyTimeout   = 20 * time.Second // node peers and the broker must be listening by then
-	flowTimeout    = 30 * time.Second // one whole login through the HTTP "browser"
-	eventTimeout   = 10 * time.Second // login event visible on the broker's stdout
-	commandTimeout = 30 * time.Second // one CLI call (keys generate, discovery check)
+	readyTimeout   = 3 * time.Minute // a child (node peer, broker, example-api) ready: READY line or /healthz 200
+	flowTimeout    = 2 * time.Minute // one whole login through the HTTP "browser"
+	eventTimeout   = time.Minute     // login event visible on the broker's stdout
+	commandTimeout = 2 * time.Minute // one CLI call (keys generate, discovery check, logs)
+	browserBudget  = 3 * time.Minute // one headless-Chromium script (browser.mjs, spa-browser.mjs), --timeout-ms
+	buildTimeout   = 15 * time.Minute
 	pollInterval   = 25 * time.Millisecond
 	npmHint        = "run `npm ci --prefix interop` first"
 	chromiumPath   = "/usr/bin/chromium"
@@ -74,7 +80,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	if bin := os.Getenv("INTEROP_BROKER_BIN"); bin != "" { // a prebuilt binary (e.g. from make build)
@@ -142,18 +148,49 @@ func needNode(t *testing.T) {
 	}
 }
 
-// freePort reserves a loopback TCP port: it stays bound (so the node peers' own ephemeral
-// binds cannot take it) until release is called right before the real server binds it.
-func freePort(t *testing.T) (port int, release func()) {
+// socket is a listening loopback TCP socket that the test opens and a child process inherits
+// as file descriptor 3 (`broker serve` by socket activation, rp.mjs by --listen-fd 3). The
+// port is known before the child starts (issuers and redirect URIs contain it) and no other
+// process can take it in between: there is no "find a free port, close it, let the child bind
+// it" race. A socket that is never handed over reserves its port until the test ends.
+type socket struct {
+	Port int
+	URL  string // http://127.0.0.1:PORT (no trailing slash)
+	file *os.File
+	once sync.Once
+}
+
+// listenSocket opens a socket on 127.0.0.1 with a port chosen by the kernel; it is closed at
+// cleanup unless handed over first.
+func listenSocket(t *testing.T) *socket {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("free port: %v", err)
+		t.Fatalf("listen on 127.0.0.1: %v", err)
 	}
-	var once sync.Once
-	release = func() { once.Do(func() { l.Close() }) }
-	t.Cleanup(release)
-	return l.Addr().(*net.TCPAddr).Port, release
+	defer ln.Close() // the file below keeps the socket open
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatalf("listening socket as a file: %v", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	s := &socket{Port: port, URL: fmt.Sprintf("http://127.0.0.1:%d", port), file: f}
+	t.Cleanup(s.close)
+	return s
+}
+
+// close closes the test's copy of the socket (idempotent). Once a child has it, the socket
+// lives as long as the child: when the child exits, connections are refused.
+func (s *socket) close() { s.once.Do(func() { _ = s.file.Close() }) }
+
+// startWithSocket runs cmd like start, with s as its file descriptor 3, and then closes the
+// test's copy of s.
+func startWithSocket(t *testing.T, name string, cmd *exec.Cmd, s *socket, onLine func(string)) *proc {
+	t.Helper()
+	cmd.ExtraFiles = []*os.File{s.file}
+	p := start(t, name, cmd, onLine)
+	s.close()
+	return p
 }
 
 // randomHex returns n random bytes, hex encoded (test secrets; never committed).
@@ -257,24 +294,52 @@ func start(t *testing.T, name string, cmd *exec.Cmd, onLine func(string)) *proc 
 // startNode runs `node script args...` from interop/ and waits for its "READY <url>" line.
 func startNode(t *testing.T, script string, args ...string) (*proc, string) {
 	t.Helper()
-	ready := make(chan string, 1)
-	var once sync.Once
+	return startNodeOn(t, nil, script, args...)
+}
+
+// startNodeOn is startNode; with a socket s the script serves on it (--listen-fd 3).
+func startNodeOn(t *testing.T, s *socket, script string, args ...string) (*proc, string) {
+	t.Helper()
 	cmd := exec.Command("node", append([]string{script}, args...)...)
 	cmd.Dir = interopDir
-	p := start(t, script, cmd, func(line string) {
+	ready, onLine := readyLine()
+	var p *proc
+	if s != nil {
+		cmd.Args = append(cmd.Args, "--listen-fd", "3")
+		p = startWithSocket(t, script, cmd, s, onLine)
+	} else {
+		p = start(t, script, cmd, onLine)
+	}
+	return p, p.waitReady(t, ready)
+}
+
+// readyLine returns a channel that receives the URL of the child's first "READY <url>"
+// stdout line, and the line callback for start that feeds it.
+func readyLine() (<-chan string, func(string)) {
+	ready := make(chan string, 1)
+	var once sync.Once
+	return ready, func(line string) {
 		if u, ok := strings.CutPrefix(line, "READY "); ok {
 			once.Do(func() { ready <- strings.TrimSpace(u) })
 		}
-	})
+	}
+}
+
+// waitReady waits (bounded) for the URL on ready. A child that exits first fails the test at
+// once; either failure shows the child's output so far.
+func (p *proc) waitReady(t *testing.T, ready <-chan string) string {
+	t.Helper()
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
 	select {
 	case u := <-ready:
-		return p, u
+		return u
 	case <-p.exited:
-		t.Fatalf("%s exited before READY: %v\n%s", script, p.err, p.out)
-	case <-time.After(readyTimeout):
-		t.Fatalf("%s not READY within %v\n%s", script, readyTimeout, p.out)
+		t.Fatalf("%s exited before READY (%v); its output:\n%s", p.name, p.err, p.out)
+	case <-timer.C:
+		t.Fatalf("%s printed no READY line within %v (still running); its output:\n%s", p.name, readyTimeout, p.out)
 	}
-	return nil, ""
+	return ""
 }
 
 // brokerProc is a running `broker serve` (or `broker demo`).
@@ -284,8 +349,9 @@ type brokerProc struct {
 }
 
 // startBroker writes configYAML to a temp file and runs `broker serve --config FILE` with the
-// extra environment, waiting until /healthz answers 200.
-func startBroker(t *testing.T, port int, configYAML string, env map[string]string) *brokerProc {
+// extra environment on the socket s (socket activation: the config's listen is ignored),
+// waiting until /healthz answers 200.
+func startBroker(t *testing.T, s *socket, configYAML string, env map[string]string) *brokerProc {
 	t.Helper()
 	if !strings.Contains(configYAML, "\nupstream_allowed_networks:") {
 		// The peers (oidc-provider, the fault proxies) listen on loopback, which the upstream
@@ -296,15 +362,18 @@ func startBroker(t *testing.T, port int, configYAML string, env map[string]strin
 	if err := os.WriteFile(cfgFile, []byte(configYAML), 0o600); err != nil {
 		t.Fatalf("write config: %v", err)
 	}
-	cmd := exec.Command(brokerBin, "serve", "--config", cfgFile)
-	cmd.Env = os.Environ()
+	// Socket activation wants LISTEN_PID to be the broker's own process id, known only after
+	// the fork: a shell sets it and execs the broker in its place (same process, same id).
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, brokerBin, "serve", "--config", cfgFile)
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := start(t, "broker serve", cmd, nil)
-	b := &brokerProc{proc: p, URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	p := startWithSocket(t, "broker serve", cmd, s, nil)
+	b := &brokerProc{proc: p, URL: s.URL}
 	deadline := time.Now().Add(readyTimeout)
-	hc := &http.Client{Timeout: 2 * time.Second}
+	// Requests queue on the socket until the broker serves; a slow start is only a slow answer.
+	hc := &http.Client{Timeout: 30 * time.Second}
 	for {
 		resp, err := hc.Get(b.URL + "/healthz")
 		if err == nil {
@@ -316,11 +385,11 @@ func startBroker(t *testing.T, port int, configYAML string, env map[string]strin
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("broker exited before /healthz answered: %v\nconfig:\n%s\n%s", p.err, configYAML, p.out)
+			t.Fatalf("broker exited before /healthz answered (%v)\nconfig:\n%s\nits output:\n%s", p.err, configYAML, p.out)
 		case <-time.After(pollInterval):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("broker /healthz not 200 within %v (last error %v)\n%s", readyTimeout, err, p.out)
+			t.Fatalf("broker /healthz not 200 within %v (still running; last error %v); its output:\n%s", readyTimeout, err, p.out)
 		}
 	}
 }
@@ -505,9 +574,9 @@ func waitEventType(t *testing.T, p *proc, typ string) loginEvent {
 }
 
 // redisStoreYAML is the body of a broker config's store section: the redis at addr, keys
-// under prefix.
+// under prefix, and a store timeout generous enough for loaded test machines.
 func redisStoreYAML(addr, prefix string) string {
-	return fmt.Sprintf("  type: redis\n  redis:\n    addrs: [%q]\n    prefix: %q\n    timeout: 2s", addr, prefix)
+	return fmt.Sprintf("  type: redis\n  redis:\n    addrs: [%q]\n    prefix: %q\n    timeout: 10s", addr, prefix)
 }
 
 // keysYAML is the keys and dpop sections every interop broker config shares: RS256 signing

@@ -35,13 +35,14 @@ type world struct {
 	broker      *brokerProc
 }
 
-// setup starts the three peers for sc. The broker port is reserved first because the upstream
-// must know the broker's callback and the broker's config must know the upstream and the app.
+// setup starts the three peers for sc. The broker's socket is opened first because the
+// upstream must know the broker's callback and the broker's config must know the upstream and
+// the app.
 func setup(t *testing.T, sc scenario) *world {
 	t.Helper()
 	needPeers(t)
-	brokerPort, releasePort := freePort(t)
-	brokerURL := fmt.Sprintf("http://127.0.0.1:%d", brokerPort)
+	brokerSock := listenSocket(t)
+	brokerURL, brokerPort := brokerSock.URL, brokerSock.Port
 	upstreamSecret, appSecret := randomHex(t, 16), randomHex(t, 16)
 
 	_, upstreamURL := startNode(t, "upstream.mjs", "--port", "0", "--mode", sc.mode,
@@ -134,8 +135,7 @@ connections:
 %[6]s
       fetch_userinfo: %[7]t
 `, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy)
-	releasePort()
-	b := startBroker(t, brokerPort, cfg, env)
+	b := startBroker(t, brokerSock, cfg, env)
 	return &world{upstreamURL: upstreamURL, rpURL: rpURL, broker: b}
 }
 
@@ -493,13 +493,14 @@ func TestBrowserDemo(t *testing.T) {
 		shotDir = t.TempDir()
 	}
 	shot := filepath.Join(shotDir, "browser-demo.png")
-	ctxCmd := exec.Command("node", "browser.mjs", "--url", appURL, "--screenshot", shot, "--chromium", chromiumPath, "--timeout-ms", "30000")
+	ctxCmd := exec.Command("node", "browser.mjs", "--url", appURL, "--screenshot", shot, "--chromium", chromiumPath,
+		"--timeout-ms", fmt.Sprint(browserBudget.Milliseconds()))
 	ctxCmd.Dir = interopDir
 	br := start(t, "browser.mjs", ctxCmd, nil)
 	select {
 	case <-br.exited:
-	case <-time.After(45 * time.Second):
-		t.Fatalf("browser.mjs still running after 45s\n%s", br.out)
+	case <-time.After(browserBudget + time.Minute): // browser.mjs stops itself after its budget
+		t.Fatalf("browser.mjs still running %v after it started\n%s", browserBudget+time.Minute, br.out)
 	}
 	if br.err != nil {
 		t.Fatalf("browser.mjs failed: %v\n%s", br.err, br.out)

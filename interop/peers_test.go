@@ -62,10 +62,10 @@ func TestPeersSelfCheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			needNode(t)
-			rpPort, releasePort := freePort(t)
+			rpSock := listenSocket(t)
 			_, upstreamURL := startNode(t, "upstream.mjs", "--port", "0", "--mode", tc.mode,
 				"--client-id", "broker", "--client-secret", "selfcheck-secret",
-				"--redirect-uri", fmt.Sprintf("http://127.0.0.1:%d/callback", rpPort))
+				"--redirect-uri", rpSock.URL+"/callback")
 
 			c := browserClient(t)
 			status, disco, raw := getJSON(t, c, upstreamURL+"/.well-known/openid-configuration")
@@ -99,8 +99,7 @@ func TestPeersSelfCheck(t *testing.T) {
 			if rpAlg == "" {
 				rpAlg = "ES256"
 			}
-			releasePort()
-			_, rpURL := startNode(t, "rp.mjs", "--port", fmt.Sprint(rpPort), "--issuer", upstreamURL,
+			_, rpURL := startNodeOn(t, rpSock, "rp.mjs", "--issuer", upstreamURL,
 				"--client-id", "broker", "--client-secret", "selfcheck-secret", "--dpop", "--dpop-alg", rpAlg)
 			status, body, raw := getJSON(t, c, rpURL+"/login")
 			switch {

@@ -174,13 +174,12 @@ func setupReplicas(t *testing.T, n int) *replicaWorld {
 // startReplica starts one more `broker serve` with the world's config on a fresh port.
 func (w *replicaWorld) startReplica(t *testing.T) *brokerProc {
 	t.Helper()
-	port, release := freePort(t)
-	env := map[string]string{"INTEROP_LISTEN_PORT": fmt.Sprint(port)}
+	sock := listenSocket(t)
+	env := map[string]string{"INTEROP_LISTEN_PORT": fmt.Sprint(sock.Port)}
 	for k, v := range w.env {
 		env[k] = v
 	}
-	release()
-	return startBroker(t, port, w.config, env)
+	return startBroker(t, sock, w.config, env)
 }
 
 // allEvents returns the login events of every replica.

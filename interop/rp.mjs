@@ -1,7 +1,7 @@
 // rp.mjs: a downstream app (relying party) built on openid-client v6, logging in through the broker.
 //
 // Usage: node rp.mjs --port 0 --issuer http://127.0.0.1:8080/ --client-id app --client-secret S
-//          [--dpop [--dpop-alg ES256]] [--audience API]
+//          [--dpop [--dpop-alg ES256]] [--audience API] [--listen-fd 3 (instead of --port)]
 //
 // Prints "READY http://127.0.0.1:PORT" once listening. Discovery runs lazily on the first /login, so
 // the app may start before the broker. GET /login redirects to the broker (PKCE S256, state, nonce);
@@ -27,6 +27,7 @@ const { values: args } = parseArgs({
   options: {
     port: { type: 'string', default: '0' },
     host: { type: 'string', default: '127.0.0.1' },
+    'listen-fd': { type: 'string' },
     issuer: { type: 'string' },
     'client-id': { type: 'string', default: 'interop-app' },
     'client-secret': { type: 'string', default: '' },
@@ -53,7 +54,8 @@ async function getConfig() {
       args['client-id'],
       args['client-secret'] ? { client_secret: args['client-secret'] } : undefined,
       auth,
-      { execute: [client.allowInsecureRequests], timeout: 10 },
+      // 60 s per request: a bound for loaded test machines, not an expectation.
+      { execute: [client.allowInsecureRequests], timeout: 60 },
     );
     log('discovered', { issuer: config.serverMetadata().issuer });
   }
@@ -264,11 +266,15 @@ const server = createServer((req, res) => {
   });
 });
 
+// --listen-fd N serves on a listening socket the parent opened and passed as descriptor N (the
+// parent knows the port before the app starts, and no other process can take it meanwhile);
+// otherwise bind --host:--port.
 await new Promise((resolve, reject) => {
   server.once('error', reject);
-  server.listen(Number(args.port), args.host, resolve);
+  if (args['listen-fd'] !== undefined) server.listen({ fd: Number(args['listen-fd']) }, resolve);
+  else server.listen(Number(args.port), args.host, resolve);
 });
-const self = `http://${args.host}:${server.address().port}`;
+const self = `http://${args['listen-fd'] !== undefined ? server.address().address : args.host}:${server.address().port}`;
 redirectUri = `${self}/callback`;
 
 process.on('SIGTERM', () => process.exit(0));

@@ -86,7 +86,8 @@ try {
       show('status', 'silent check…');
       let silent;
       try {
-        await auth0.getTokenSilently({ cacheMode: 'off', timeoutInSeconds: 15 });
+        // 60 s only bounds the wait: the broker posts login_required at once.
+        await auth0.getTokenSilently({ cacheMode: 'off', timeoutInSeconds: 60 });
         silent = { error: 'unexpected: a token without a login' };
       } catch (err) {
         silent = { error: err?.error ?? err?.name ?? 'Error', error_description: err?.error_description ?? err?.message };
