@@ -50,7 +50,7 @@ func TestRedisSentinel(t *testing.T) {
 	var n atomic.Int64
 	open := func(t *testing.T, password string) sessions.Store {
 		s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{sentinel}, MasterName: "broker-master",
-			SentinelPassword: password, Prefix: fmt.Sprintf("sent%d", n.Add(1)), Timeout: time.Second})
+			SentinelPassword: password, Prefix: fmt.Sprintf("sent%d", n.Add(1)), Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,11 +148,11 @@ func TestRedisUnavailable(t *testing.T) {
 	// The store recovers when Redis comes back (empty: no persistence).
 	srv.Restart()
 	var err error
-	for range 50 { // pooled connections to the old process may fail once
+	// Pooled connections to the old process may fail once; the bound is for loaded machines.
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if err = s.Put(t.Context(), sessions.KindSession, "s", []byte("v"), time.Minute); err == nil {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
 		t.Fatalf("Put after restart: %v", err)
@@ -249,7 +249,8 @@ func TestRedisSharedAcrossClients(t *testing.T) {
 
 // TestRedisSentinelFailover: the master dies, the Sentinel promotes its replica, and the
 // store (through the Sentinel) keeps working without a restart: records written before the
-// failover (replicated) are read back, and new writes succeed. Bounded: 20 s for the failover.
+// failover (replicated) are read back, and new writes succeed. The waits are bounds for loaded
+// machines (2 minutes for the failover), not expectations.
 func TestRedisSentinelFailover(t *testing.T) {
 	ctx := context.Background()
 	master := redistest.StartServer(t)
@@ -267,16 +268,16 @@ func TestRedisSentinelFailover(t *testing.T) {
 			}
 		}
 	}
-	waitFor("replica in sync", 10*time.Second, func() bool {
+	waitFor("replica in sync", time.Minute, func() bool {
 		info, _ := direct(replica.Addr).Info(ctx, "replication").Result()
 		return strings.Contains(info, "master_link_status:up")
 	})
 	sentinel := redistest.StartSentinel(t, master.Addr, "fo", "")
-	waitFor("Sentinel sees the replica", 10*time.Second, func() bool {
+	waitFor("Sentinel sees the replica", time.Minute, func() bool {
 		rs, _ := direct(sentinel).Do(ctx, "SENTINEL", "REPLICAS", "fo").Slice()
 		return len(rs) == 1
 	})
-	st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{sentinel}, MasterName: "fo", Prefix: "fo", Timeout: 500 * time.Millisecond})
+	st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{sentinel}, MasterName: "fo", Prefix: "fo", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,13 +285,13 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if err := st.Put(ctx, sessions.KindSession, "before.s", []byte("v1"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := direct(master.Addr).Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
+	if n, err := direct(master.Addr).Wait(ctx, 1, time.Minute).Result(); err != nil || n != 1 {
 		t.Fatalf("WAIT for the replica: %d %v", n, err)
 	}
 
 	master.Stop()
 	start := time.Now()
-	waitFor("writes through the Sentinel after the failover", 20*time.Second, func() bool {
+	waitFor("writes through the Sentinel after the failover", 2*time.Minute, func() bool {
 		return st.Put(ctx, sessions.KindSession, "after.s", []byte("v2"), time.Minute) == nil
 	})
 	t.Logf("store writable again %v after the master stopped", time.Since(start).Round(10*time.Millisecond))

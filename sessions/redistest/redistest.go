@@ -1,37 +1,61 @@
 // Package redistest starts a private, throw-away redis-server on a free loopback port for
 // tests; it never touches a shared Redis.
+//
+// redis-server cannot inherit a listening socket, so a port is chosen first and redis-server
+// binds it: another process may take the port in between (parallel test runs on one machine).
+// When redis-server reports its port (or, in a cluster, its bus port) taken, the start is
+// retried on a new port, a bounded number of times. Readiness is a generous poll; every failure
+// shows redis-server's output.
 package redistest
 
 import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
+const (
+	// portAttempts bounds the starts of one server on fresh ports after redis-server found
+	// its port taken (and of a Restart on its fixed port).
+	portAttempts = 5
+	// readyTimeout bounds the wait for a started redis-server to answer PING: a bound for
+	// loaded machines, not an expectation (a server answers within milliseconds when idle).
+	readyTimeout = 2 * time.Minute
+)
+
+// errPortTaken is a start that failed because redis-server could not bind its port.
+var errPortTaken = errors.New("port already in use")
+
 // Server is one redis-server process owned by a test.
 type Server struct {
 	Addr string // 127.0.0.1:PORT, stable across Restart
 
-	t    testing.TB
-	port int
-	dir  string
-	args []string    // extra redis-server arguments (cluster mode, TLS)
-	tls  *tls.Config // readiness PING over TLS (StartTLS)
-	conf string      // configuration file given first (Sentinel)
-	auth string      // password for the readiness PING (Sentinel requirepass)
+	t        testing.TB
+	port     int
+	dir      string
+	args     []string    // extra redis-server arguments (cluster mode, TLS)
+	tls      *tls.Config // readiness PING over TLS (StartTLS)
+	conf     string      // configuration file given first (Sentinel)
+	confText string      // its initial content, written before each start on a new port (Sentinel rewrites the file)
+	auth     string      // password for the readiness PING (Sentinel requirepass)
+	cluster  bool        // cluster mode: the bus port (port+10000) must be free too
+
+	pickPort    func() (int, error) // chooses the port (tests); default freePort or clusterPort
+	onPortTaken func()              // called before Restart tries its port again (tests)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
 	done chan struct{}
 }
 
@@ -42,31 +66,58 @@ func Start(t testing.TB) (addr string) {
 }
 
 // StartServer starts a redis-server on a free 127.0.0.1 port with no persistence and
-// registers its shutdown with t.Cleanup. It fails the test if redis-server is missing or does
-// not answer PING within 10s.
+// registers its shutdown with t.Cleanup. It fails the test, with redis-server's output, if
+// redis-server is missing, exits, or does not answer PING within readyTimeout.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
 	return run(t, &Server{})
 }
 
 // run gives s a free 127.0.0.1 port (and a temporary directory when it has none), starts it
-// and stops it at t's cleanup.
+// and stops it at t's cleanup. When redis-server finds the port taken, it starts again on a
+// new port (and in a new directory, when the directory is its own), up to portAttempts times.
 func run(t testing.TB, s *Server) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found in PATH: install Debian package redis-server")
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("redistest: free port: %v", err)
-	}
-	s.t, s.port, s.Addr = t, port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if s.dir == "" {
-		s.dir = t.TempDir()
-	}
+	s.t = t
 	t.Cleanup(s.Stop)
-	s.start()
-	return s
+	ownDir := s.dir == ""
+	for attempt := 1; ; attempt++ {
+		pick := freePort
+		switch {
+		case s.pickPort != nil:
+			pick = s.pickPort
+		case s.cluster:
+			pick = clusterPort
+		}
+		port, err := pick()
+		if err != nil {
+			t.Fatalf("redistest: free port: %v", err)
+		}
+		s.port, s.Addr = port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if ownDir {
+			s.dir = t.TempDir()
+		}
+		if s.conf != "" {
+			if err := os.WriteFile(s.conf, []byte(s.confText), 0o600); err != nil {
+				t.Fatalf("redistest: write %s: %v", s.conf, err)
+			}
+		}
+		err = s.launch()
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errPortTaken) || attempt == portAttempts {
+			t.Fatalf("redistest: %v (start %d of at most %d)", err, attempt, portAttempts)
+		}
+		what := fmt.Sprintf("port %d", port)
+		if s.cluster {
+			what = fmt.Sprintf("port %d or its cluster bus port %d", port, port+10000)
+		}
+		t.Logf("redistest: %s was taken before redis-server bound it; starting again on another port", what)
+	}
 }
 
 // splitMaster returns the host and port of a master address.
@@ -92,17 +143,33 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server if running and starts a fresh one (empty data) on the same port.
+// Addr must not change, so when another process took the port meanwhile, Restart waits and
+// tries again (portAttempts times) and then fails with redis-server's output.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
-	s.start()
+	for attempt := 1; ; attempt++ {
+		err := s.launch()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPortTaken) || attempt == portAttempts {
+			s.t.Fatalf("redistest: restart: %v (start %d of at most %d)", err, attempt, portAttempts)
+		}
+		if s.onPortTaken != nil {
+			s.onPortTaken()
+		}
+		time.Sleep(time.Duration(attempt) * time.Second)
+	}
 }
 
-func (s *Server) start() {
-	s.t.Helper()
+// launch starts redis-server on s.port and waits (bounded by readyTimeout) until it answers
+// PING. A server that exits is an error carrying its output, wrapping errPortTaken when it
+// could not bind its port.
+func (s *Server) launch() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := &bytes.Buffer{}
+	out := &bytes.Buffer{} // read only after the process exited (Wait has copied everything)
 	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no", "--protected-mode", "yes"}
 	if s.tls != nil {
@@ -115,22 +182,27 @@ func (s *Server) start() {
 	cmd := exec.Command("redis-server", append(args, s.args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("redistest: start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	s.cmd, s.out, s.done = cmd, out, done
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
 
-	deadline := time.Now().Add(10 * time.Second)
-	for attempt := 0; attempt < 400; attempt++ {
+	deadline := time.Now().Add(readyTimeout)
+	var pingErr error
+	for {
 		select {
 		case <-done:
 			s.cmd = nil
-			s.t.Fatalf("redistest: redis-server on port %d exited early:\n%s", s.port, out.String())
+			if strings.Contains(out.String(), "Address already in use") {
+				return fmt.Errorf("redis-server on port %d exited (%v): %w; its output:\n%s", s.port, waitErr, errPortTaken, out.String())
+			}
+			return fmt.Errorf("redis-server on port %d exited (%v); its output:\n%s", s.port, waitErr, out.String())
 		default:
 		}
-		if ping(s.Addr, s.tls, s.auth) == nil {
-			return
+		if pingErr = ping(s.Addr, s.tls, s.auth); pingErr == nil {
+			return nil
 		}
 		if time.Now().After(deadline) {
 			break
@@ -140,7 +212,7 @@ func (s *Server) start() {
 	_ = cmd.Process.Kill()
 	<-done
 	s.cmd = nil
-	s.t.Fatalf("redistest: redis-server on %s did not answer PING in time:\n%s", s.Addr, out.String())
+	return fmt.Errorf("redis-server on %s did not answer PING within %v (last: %v); its output:\n%s", s.Addr, readyTimeout, pingErr, out.String())
 }
 
 // ping sends one inline PING (over TLS when tc is set; after AUTH when password is set) and
@@ -211,8 +283,5 @@ func StartSentinel(t testing.TB, master, name, password string) string {
 		conf += "requirepass " + password + "\n"
 	}
 	path := filepath.Join(dir, "sentinel.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return run(t, &Server{dir: dir, conf: path, auth: password, args: []string{"--sentinel"}}).Addr
+	return run(t, &Server{dir: dir, conf: path, confText: conf, auth: password, args: []string{"--sentinel"}}).Addr
 }

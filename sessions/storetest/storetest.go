@@ -19,7 +19,7 @@ import (
 const (
 	shortTTL  = 150 * time.Millisecond
 	longTTL   = time.Minute
-	expiryMax = 3 * time.Second // bound on waiting for a short TTL to lapse
+	expiryMax = time.Minute // bound on waiting for a short TTL to lapse (a bound for loaded machines only)
 )
 
 // Run runs every conformance check; newStore must return an empty, isolated store for each
@@ -136,7 +136,7 @@ func testGetNotFound(t *testing.T, s sessions.Store) {
 func waitGone(t *testing.T, s sessions.Store, kind sessions.Kind, id string) {
 	t.Helper()
 	deadline := time.Now().Add(expiryMax)
-	for i := 0; i < 1000; i++ {
+	for {
 		_, err := s.Get(ctx(t), kind, id)
 		if errors.Is(err, sessions.ErrNotFound) {
 			return
