@@ -340,7 +340,7 @@ func TestStoreUnavailable(t *testing.T) {
 	})
 	t.Run("redis stopped mid-login", func(t *testing.T) {
 		rs := redistest.StartServer(t)
-		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{rs.Addr}, Timeout: 300 * time.Millisecond})
+		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{rs.Addr}, Timeout: redisFaultTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -368,7 +368,7 @@ func TestStoreUnavailable(t *testing.T) {
 	})
 	t.Run("authorize with redis down: 503 page", func(t *testing.T) {
 		rs := redistest.StartServer(t)
-		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{rs.Addr}, Timeout: 300 * time.Millisecond})
+		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{rs.Addr}, Timeout: redisFaultTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -230,12 +230,6 @@ connections:
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/healthz on the inherited socket: %d\n%s", resp.StatusCode, out.String())
 	}
-	logged := out.String()
-	if !strings.Contains(logged, `"msg":"socket activation: serving on the inherited socket; listen is ignored"`) ||
-		!strings.Contains(logged, `"addr":"`+addr+`"`) || !strings.Contains(logged, `"listen":"`+taken.Addr().String()+`"`) {
-		t.Errorf("no log line saying the inherited socket is used and listen ignored:\n%s", logged)
-	}
-
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -246,6 +240,12 @@ connections:
 		}
 	case <-time.After(2 * time.Minute): // a bound only: shutdown is immediate when idle
 		t.Fatalf("broker serve still running 2 minutes after SIGTERM\n%s", out.String())
+	}
+	// The output is complete once the process has exited (Wait copied all of it).
+	logged := out.String()
+	if !strings.Contains(logged, `"msg":"socket activation: serving on the inherited socket; listen is ignored"`) ||
+		!strings.Contains(logged, `"addr":"`+addr+`"`) || !strings.Contains(logged, `"listen":"`+taken.Addr().String()+`"`) {
+		t.Errorf("no log line saying the inherited socket is used and listen ignored:\n%s", logged)
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {
 		c.Close()

@@ -39,19 +39,18 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// waitFor polls buf until it contains want or 3 s pass (a bounded wait, not a timing
-// assertion).
-// waitFor polls the CLI output for want. The bound is generous (10 s) because CI runs many
-// race-instrumented packages at once on two cores; the CLI itself polls every 250 ms.
+// waitFor polls the CLI output for want (a bounded wait, not a timing assertion). The bound is
+// generous (a minute) because CI runs many race-instrumented packages at once on two cores,
+// possibly beside another run; the CLI itself polls every 250 ms.
 func waitFor(t *testing.T, buf *syncBuffer, want string) {
 	t.Helper()
-	for range 1000 {
+	const bound = time.Minute
+	for deadline := time.Now().Add(bound); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if strings.Contains(buf.String(), want) {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("output never showed %q:\n%s", want, buf.String())
+	t.Fatalf("output did not show %q within %v:\n%s", want, bound, buf.String())
 }
 
 const (
