@@ -19,6 +19,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -337,9 +339,45 @@ func (p *proc) waitReady(t *testing.T, ready <-chan string) string {
 	case <-p.exited:
 		t.Fatalf("%s exited before READY (%v); its output:\n%s", p.name, p.err, p.out)
 	case <-timer.C:
-		t.Fatalf("%s printed no READY line within %v (still running); its output:\n%s", p.name, readyTimeout, p.out)
+		t.Fatalf("%s printed no READY line within %v (still running%s); its output:\n%s", p.name, readyTimeout, p.threads(), p.out)
 	}
 	return ""
+}
+
+// threads describes a running child's threads from /proc (Linux; "" elsewhere), e.g.
+// "; 11 threads: 11 S, CPU 0.38s": all sleeping with little CPU time means stuck (a deadlock),
+// not slow; threads in R are waiting for a CPU.
+func (p *proc) threads() string {
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	states := map[string]int{}
+	var ticks int64
+	for _, task := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after "(comm)": state, then utime and stime as the 12th and 13th.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		states[f[0]]++
+		for _, v := range f[11:13] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+	}
+	var parts []string
+	for st, n := range states {
+		parts = append(parts, fmt.Sprintf("%d %s", n, st))
+	}
+	slices.Sort(parts)
+	// USER_HZ is 100 on Linux.
+	return fmt.Sprintf("; %d threads: %s, CPU %.2fs", len(tasks), strings.Join(parts, ", "), float64(ticks)/100)
 }
 
 // brokerProc is a running `broker serve` (or `broker demo`).
@@ -389,7 +427,7 @@ func startBroker(t *testing.T, s *socket, configYAML string, env map[string]stri
 		case <-time.After(pollInterval):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("broker /healthz not 200 within %v (still running; last error %v); its output:\n%s", readyTimeout, err, p.out)
+			t.Fatalf("broker /healthz not 200 within %v (still running%s; last error %v); its output:\n%s", readyTimeout, p.threads(), err, p.out)
 		}
 	}
 }

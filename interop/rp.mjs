@@ -92,6 +92,30 @@ async function jwkThumbprint(publicKey) {
   return crypto.createHash('sha256').update(canonical).digest('base64url');
 }
 
+// dpopKeyPair is a fresh DPoP key pair for alg, like openid-client's randomDPoPKeyPair (public key
+// extractable, private key not), but generated as JWKs and imported: exporting the public key of a
+// freshly generated pair (every proof carries it) can deadlock Node.js 20 when a garbage collection
+// frees the key-generation job during the export (its destructor takes the lock the export holds).
+async function dpopKeyPair(alg) {
+  const kinds = {
+    ES256: ['ec', { namedCurve: 'P-256' }, { name: 'ECDSA', namedCurve: 'P-256' }],
+    RS256: ['rsa', { modulusLength: 2048 }, { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }],
+    PS256: ['rsa', { modulusLength: 2048 }, { name: 'RSA-PSS', hash: 'SHA-256' }],
+    EdDSA: ['ed25519', {}, { name: 'Ed25519' }],
+    Ed25519: ['ed25519', {}, { name: 'Ed25519' }],
+  };
+  if (!kinds[alg]) return client.randomDPoPKeyPair(alg);
+  const [type, options, algorithm] = kinds[alg];
+  const { publicKey, privateKey } = crypto.generateKeyPairSync(type, {
+    ...options, publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' },
+  });
+  const { subtle } = crypto.webcrypto;
+  return {
+    privateKey: await subtle.importKey('jwk', privateKey, algorithm, false, ['sign']),
+    publicKey: await subtle.importKey('jwk', publicKey, algorithm, true, ['verify']),
+  };
+}
+
 // jwtPayload decodes a JWT payload without verification (only to report cnf/aud; never printed whole).
 function jwtPayload(token) {
   try {
@@ -141,7 +165,7 @@ async function callback(req, res, currentUrl) {
   let dpopHandle;
   let dpopJkt;
   if (args.dpop) {
-    const keyPair = await client.randomDPoPKeyPair(args['dpop-alg']);
+    const keyPair = await dpopKeyPair(args['dpop-alg']);
     dpopHandle = client.getDPoPHandle(cfg, keyPair);
     dpopJkt = await jwkThumbprint(keyPair.publicKey);
   }

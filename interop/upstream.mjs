@@ -49,8 +49,15 @@ const mode = args.mode;
 const log = (msg, attrs = {}) => console.log(JSON.stringify({ time: new Date().toISOString(), msg, mode, ...attrs }));
 
 // Fresh keys per run: ID-token signing key (RS256) and cookie/nonce secrets. Nothing is committed.
-const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
+// The key is generated directly as a JWK: exporting a freshly generated KeyObject can deadlock
+// Node.js 20 (a garbage collection during the export frees the key-generation job, whose
+// destructor takes the lock the export holds; seen as a peer that never prints READY).
+const { privateKey } = crypto.generateKeyPairSync('rsa', {
+  modulusLength: 2048,
+  publicKeyEncoding: { format: 'jwk' },
+  privateKeyEncoding: { format: 'jwk' },
+});
+const signingJwk = { ...privateKey, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
 
 const account = {
   sub: 'alice',
