@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,16 +130,24 @@ func faultHarnessTimeout(t testing.TB, idp *faultIdP, store sessions.Store, time
 	}})
 }
 
-// closedPort returns a loopback URL nothing listens on.
+// closedPort returns a loopback URL that refuses connections for the whole test: a TCP socket
+// is bound to its port but never listens, so the kernel answers connection refused, and no other
+// process (another test run on the machine) can listen there meanwhile.
 func closedPort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return "http://" + addr
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // bigBody writes n bytes of a JSON string value, stopping when the client goes away.
