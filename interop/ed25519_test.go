@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// TestOpenIDClientEd25519KeyGetsBoundToken: openid-client with an Ed25519 DPoP key from its
-// randomDPoPKeyPair (which labels every Ed25519 proof with the fully specified "Ed25519", RFC
-// 9864) logs in through a broker with the default dpop_server.algs and gets a DPoP-bound
+// TestOpenIDClientEd25519KeyGetsBoundToken: openid-client with an Ed25519 DPoP key (a WebCrypto
+// Ed25519 pair like its randomDPoPKeyPair makes; openid-client labels every Ed25519 proof with the
+// fully specified "Ed25519", RFC 9864) logs in through a broker with the default dpop_server.algs and gets a DPoP-bound
 // access token that /userinfo accepts.
 func TestOpenIDClientEd25519KeyGetsBoundToken(t *testing.T) {
 	t.Parallel()

@@ -21,7 +21,7 @@ type scenario struct {
 	alg           string // connection dpop_signing_alg; "" = omitted (DPoP off)
 	fetchUserinfo bool   // connection fetch_userinfo
 	rpDPoP        bool   // rp.mjs --dpop (DPoP toward the broker)
-	rpDPoPAlg     string // rp.mjs --dpop-alg (its key, from openid-client's randomDPoPKeyPair); "" = ES256
+	rpDPoPAlg     string // rp.mjs --dpop-alg (its key: a WebCrypto pair like openid-client's randomDPoPKeyPair); "" = ES256
 	rpClient      string // rp.mjs --client-id: "interop-app" (default) or "pop-app" (require_sender_constraining)
 	rpScope       string // rp.mjs --scope; "" = its default (openid profile email)
 	// okta: the connection is strategy okta with options.domain (the upstream's origin) and

@@ -244,7 +244,8 @@ connections:
 	// The output is complete once the process has exited (Wait copied all of it).
 	logged := out.String()
 	if !strings.Contains(logged, `"msg":"socket activation: serving on the inherited socket; listen is ignored"`) ||
-		!strings.Contains(logged, `"addr":"`+addr+`"`) || !strings.Contains(logged, `"listen":"`+taken.Addr().String()+`"`) {
+		!strings.Contains(logged, `"addr":"`+addr+`"`) || !strings.Contains(logged, `"listen":"`+taken.Addr().String()+`"`) ||
+		!strings.Contains(logged, `"listen_from":"socket activation"`) {
 		t.Errorf("no log line saying the inherited socket is used and listen ignored:\n%s", logged)
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {
