@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,13 +237,31 @@ func TestLogsFollowPaging(t *testing.T) {
 // shows a failed login after it happens.
 func TestLogsFollowFailedLogin(t *testing.T) {
 	brokerURL, _, redirectURI := startBrokerAPI(t, upstreamtest.Options{ClientID: "broker", ClientSecret: "s", AuthorizeError: "access_denied"})
+	// The CLI reaches the broker through a proxy that counts its log requests: the tail starts
+	// after the newest event at its first request, so the login fails only once the CLI's
+	// second request (its first poll) shows that starting point was taken.
+	target, _ := url.Parse(brokerURL)
+	var logReqs atomic.Int32
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxy.ServeHTTP(w, r)
+		if strings.HasPrefix(r.URL.Path, "/api/v2/logs") {
+			logReqs.Add(1)
+		}
+	}))
+	t.Cleanup(front.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"logs", "--url", brokerURL, "--token", logsToken, "--type", "f", "--follow", "--limit", "0"}, &out, &errOut)
+		done <- run(ctx, []string{"logs", "--url", front.URL, "--token", logsToken, "--type", "f", "--follow", "--limit", "0"}, &out, &errOut)
 	}()
+	for deadline := time.Now().Add(time.Minute); logReqs.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the CLI did not start following within a minute: %s", errOut.String())
+		}
+	}
 	if e := failLogin(t, brokerURL, redirectURI); e != "access_denied" {
 		t.Fatalf("the app got error %q, want access_denied", e)
 	}
