@@ -101,6 +101,11 @@ func (s *Server) liveRefresh(ctx context.Context, tok string, client *ClientConf
 			return nil, errRefreshInvalid
 		}
 		if p.f.Token != nil {
+			// A family bound to a DPoP key (public clients, RFC 9449 §5) counts reuse only
+			// from that key's holder: a stolen token alone must not log its user out.
+			if keyBindingProblem(p.f.Token.JKT, proof, "the refresh token") != nil {
+				return nil, errRefreshInvalid
+			}
 			x.userID = p.f.Token.UserID
 		}
 		return nil, s.refreshReused(ctx, p.fam, x)

@@ -76,6 +76,23 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := p.rec
+	if rec.JKT != "" {
+		// A refresh token bound to a DPoP key (public clients, RFC 9449 §5) is revoked only by
+		// the key's holder: the request must carry a proof signed with it. Without one the
+		// token is "not this client's" (§2.2: 200, nothing changes).
+		if _, err := s.verifyProof(r, "/oauth/revoke", "", rec.JKT, false); err != nil {
+			ev.UserID = rec.UserID
+			refusal := &oauthError{Code: "invalid_dpop_proof", Description: "the refresh token is bound to a DPoP key: send a proof signed with it"}
+			if len(r.Header.Values("DPoP")) == 0 {
+				refusal.Code = "dpop_proof_required"
+			}
+			ev.Type = logs.TypeFailedRevocation
+			ev.Details["error"], ev.Details["error_description"] = refusal.Code, refusal.Description
+			s.write(r, ev)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+	}
 	if _, err := s.revokeFamily(r.Context(), p.fam); err != nil {
 		s.log.Error("refresh token family not revoked", "err", err)
 		fail(errStoreDown, false)
