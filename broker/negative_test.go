@@ -362,6 +362,7 @@ func TestStoreUnavailable(t *testing.T) {
 			t.Errorf("readyz = %d with Redis down", r.StatusCode)
 		}
 		rs.Restart()
+		h.clock.Advance(readinessReuse) // /readyz reuses an answer for that long
 		if r, _ := get(t, http.DefaultClient, h.srv.URL+"/readyz"); r.StatusCode != http.StatusOK {
 			t.Errorf("readyz = %d after restart", r.StatusCode)
 		}

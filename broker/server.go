@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -70,6 +71,7 @@ type Server struct {
 	handler       http.Handler // mux with request metrics
 	metrics       *metrics     // private Prometheus registry (metrics.go)
 	guard         *guard       // rate limits and trusted proxies (ratelimit.go, limits.go)
+	ready         readiness    // /readyz answers, reused for a second
 }
 
 // connection is one configured upstream with its driver (up is nil and err set when the
@@ -386,17 +388,61 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := s.store.Ping(ctx); err != nil {
+	if err := s.ready.check(r.Context(), s.now(), s.store.Ping); err != nil {
 		s.log.Warn("readiness check failed", "err", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "store unavailable\n")
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")
+}
+
+// readiness pings the store for /readyz at most once per readinessReuse: the endpoint needs
+// no token, so a flood of probes must not become a flood of store round trips.
+type readiness struct {
+	mu   sync.Mutex
+	at   time.Time // when err was found; zero: never checked
+	err  error
+	busy chan struct{} // closed when the check in flight ends; nil: none in flight
+}
+
+// readinessReuse is how long a readiness answer is reused.
+const readinessReuse = time.Second
+
+// check returns the store's readiness at now: the last answer when it is younger than
+// readinessReuse, else the answer of one ping (concurrent callers wait for the same ping).
+func (rd *readiness) check(ctx context.Context, now time.Time, ping func(context.Context) error) error {
+	rd.mu.Lock()
+	if !rd.at.IsZero() && now.Sub(rd.at) < readinessReuse && now.Sub(rd.at) >= 0 {
+		err := rd.err
+		rd.mu.Unlock()
+		return err
+	}
+	if busy := rd.busy; busy != nil {
+		rd.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		rd.mu.Lock()
+		err := rd.err
+		rd.mu.Unlock()
+		return err
+	}
+	done := make(chan struct{})
+	rd.busy = done
+	rd.mu.Unlock()
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	err := ping(pctx)
+	cancel()
+	rd.mu.Lock()
+	rd.at, rd.err, rd.busy = now, err, nil
+	rd.mu.Unlock()
+	close(done)
+	return err
 }
 
 // storeDown reports whether err means the store could not be reached.

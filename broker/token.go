@@ -142,8 +142,8 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *Client
 		return nil, basic, invalid("client authentication is required")
 	}
 	c = s.clients[id]
-	if c == nil {
-		return nil, basic, invalid("unknown client")
+	if c == nil { // the same answer as a wrong secret: the endpoint does not list client ids
+		return nil, basic, invalid("client authentication failed")
 	}
 	if c.authMethod() != method {
 		return nil, basic, invalid("the client must authenticate with " + c.authMethod())
