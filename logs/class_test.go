@@ -23,7 +23,7 @@ func TestRetentionClassDefaultsFailuresToUnauthenticated(t *testing.T) {
 		{name: "refresh", typ: TypeSuccessRefresh, want: ClassAudit},
 		{name: "logout", typ: TypeSuccessLogout, want: ClassAudit},
 		{name: "revocation", typ: TypeSuccessRevocation, want: ClassAudit},
-		{name: "management write", typ: TypeSuccessAPI, want: ClassAudit},
+		{name: "management write", typ: TypeSuccessAPI, want: ClassAdmin},
 		{name: "failed login", typ: TypeFailedLogin, want: ClassUnauthenticated},
 		{name: "failed exchange", typ: TypeFailedExchange, want: ClassUnauthenticated},
 		{name: "failed logout", typ: TypeFailedLogout, want: ClassUnauthenticated},
@@ -33,6 +33,8 @@ func TestRetentionClassDefaultsFailuresToUnauthenticated(t *testing.T) {
 		{name: "no type", typ: "", want: ClassUnauthenticated},
 		{name: "failure after authentication", typ: TypeFailedAPI, class: ClassAudit, want: ClassAudit},
 		{name: "success marked unauthenticated", typ: TypeSuccessLogin, class: ClassUnauthenticated, want: ClassUnauthenticated},
+		{name: "failed management write by a token allowed to make it", typ: TypeFailedAPI, class: ClassAdmin, want: ClassAdmin},
+		{name: "management write marked audit", typ: TypeSuccessAPI, class: ClassAudit, want: ClassAudit},
 		{name: "out-of-range class decides by type", typ: TypeFailedLogin, class: Class(9), want: ClassUnauthenticated},
 	}
 	for _, tc := range tests {
@@ -140,7 +142,7 @@ func TestUnauthenticatedEventsAgeOutOnTheirOwn(t *testing.T) {
 		clock := newClock()
 		store := newStore()
 		w := quietWriter(store, clock)
-		w.MaxAge, w.UnauthenticatedMaxAge = 48*time.Hour, time.Hour
+		w.MaxAge, w.AdminMaxAge, w.UnauthenticatedMaxAge = 48*time.Hour, 48*time.Hour, time.Hour
 		audit := auditTrail(t, w, clock)
 		failed := &Event{Type: TypeFailedLogin, IP: "192.0.2.9"}
 		if err := w.Write(t.Context(), failed); err != nil {
@@ -173,8 +175,8 @@ func TestUnauthenticatedEventsAgeOutOnTheirOwn(t *testing.T) {
 	})
 }
 
-// The batched login write (PutAllAndLog) stores audit events only: an unauthenticated event
-// is refused as unsupported, so the caller falls back to Write.
+// The batched login write (PutAllAndLog) stores audit events only: an unauthenticated or
+// admin event is refused as unsupported, so the caller falls back to Write.
 func TestWriteWithRefusesUnauthenticatedEvents(t *testing.T) {
 	w := quietWriter(sessions.NewMemory(), newClock())
 	called := false
@@ -185,6 +187,13 @@ func TestWriteWithRefusesUnauthenticatedEvents(t *testing.T) {
 	if !errors.Is(err, errors.ErrUnsupported) || called {
 		t.Fatalf("WriteWith(f) = %v (store called: %v), want ErrUnsupported without a store call", err, called)
 	}
+	err = w.WriteWith(t.Context(), &Event{Type: TypeSuccessAPI}, func(_ context.Context, _ string, _ []byte, _ int) error {
+		called = true
+		return nil
+	})
+	if !errors.Is(err, errors.ErrUnsupported) || called {
+		t.Fatalf("WriteWith(sapi) = %v (store called: %v), want ErrUnsupported without a store call", err, called)
+	}
 	ev := &Event{Type: TypeSuccessLogin}
 	if err := w.WriteWith(t.Context(), ev, func(c context.Context, id string, data []byte, maxLen int) error {
 		called = true
@@ -192,4 +201,143 @@ func TestWriteWithRefusesUnauthenticatedEvents(t *testing.T) {
 	}); err != nil || !called {
 		t.Fatalf("WriteWith(s) = %v (store called: %v)", err, called)
 	}
+}
+
+// A flood of audit events (an end user rotating a refresh token thousands of times) under a
+// small audit retention leaves the admin class whole, and every read path (newest- and
+// oldest-first search, checkpoint paging, Get, Follow) merges the three classes in id order.
+func TestAuditFloodNeverEvictsAdminEvents(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() sessions.Store) {
+		clock := newClock()
+		store := newStore()
+		w := quietWriter(store, clock)
+		w.MaxLen, w.UnauthenticatedMaxLen, w.AdminMaxLen = 6, 3, 4
+		var admin []string
+		for _, ev := range []*Event{
+			{Type: TypeSuccessAPI, Details: map[string]any{"request": map[string]any{"method": "PATCH"}}},
+			{Type: TypeFailedAPI, Class: ClassAdmin, Details: map[string]any{"response": map[string]any{"statusCode": 400}}},
+		} {
+			clock.Add(time.Second)
+			if err := w.Write(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			admin = append(admin, ev.LogID)
+		}
+		var audit, unauth []string
+		for i := range 1000 {
+			clock.Add(time.Millisecond)
+			ev := &Event{Type: TypeSuccessRefresh, ClientID: "spa", IP: "192.0.2.1"}
+			if i%10 == 9 {
+				ev = &Event{Type: TypeFailedLogin, IP: fmt.Sprintf("198.51.100.%d", i%250)}
+			}
+			if err := w.Write(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type == TypeFailedLogin {
+				unauth = append(unauth, ev.LogID)
+			} else {
+				audit = append(audit, ev.LogID)
+			}
+		}
+		want := append(slices.Clone(admin), slices.Sorted(slices.Values(append(audit[len(audit)-6:], unauth[len(unauth)-3:]...)))...)
+		if got := storedIDs(t, store); !slices.Equal(got, want) {
+			t.Fatalf("store holds %d entries, want the 2 admin events then the 6 newest audit and 3 newest unauthenticated events", len(got))
+		}
+		for _, id := range admin {
+			e, err := store.Log(t.Context(), id)
+			if err != nil || e.Class != sessions.LogAdmin {
+				t.Fatalf("store entry %s = class %v, %v; want the admin class", id, e.Class, err)
+			}
+			if _, err := w.Get(t.Context(), id); err != nil {
+				t.Fatalf("Get(admin %s): %v", id, err)
+			}
+		}
+		var paged []string
+		from := ""
+		for range 20 {
+			evs, err := w.Search(t.Context(), Query{From: from, Take: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			for _, ev := range evs {
+				paged = append(paged, ev.LogID)
+			}
+			from = evs[len(evs)-1].LogID
+		}
+		if !slices.Equal(paged, want) {
+			t.Fatalf("checkpoint paging saw %d events, want %d in id order", len(paged), len(want))
+		}
+		evs, err := w.Search(t.Context(), Query{Q: "type:*api"})
+		if err != nil || len(evs) != 2 || evs[0].LogID != admin[1] || evs[1].LogID != admin[0] {
+			t.Fatalf("search for the management events = %v, %v", evs, err)
+		}
+		evs, err = w.Search(t.Context(), Query{PerPage: 100})
+		if err != nil || len(evs) != len(want) || evs[0].LogID != want[len(want)-1] || evs[len(evs)-1].LogID != admin[0] {
+			t.Fatalf("newest-first search = %d events, %v", len(evs), err)
+		}
+		evs, err = w.Search(t.Context(), Query{PerPage: 3, Page: 0, Sort: "date:1"})
+		if err != nil || len(evs) != 3 || evs[0].LogID != admin[0] || evs[2].LogID != want[2] {
+			t.Fatalf("oldest-first page 0 = %d events, %v", len(evs), err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		var followed []string
+		err = w.Follow(ctx, "", Filter{}, time.Millisecond, func(ev Event) error {
+			if followed = append(followed, ev.LogID); len(followed) == len(want) {
+				cancel()
+			}
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) || !slices.Equal(followed, want) {
+			t.Fatalf("Follow saw %d events (%v), want %d in id order", len(followed), err, len(want))
+		}
+		recent, err := w.Recent(t.Context(), "", 100)
+		if err != nil || len(recent) != len(want) || recent[len(recent)-1].LogID != admin[0] {
+			t.Fatalf("Recent = %d events, %v; want %d ending with the first admin event", len(recent), err, len(want))
+		}
+	})
+}
+
+// The admin class ages out under its own max age, which may be longer than the audit
+// class's.
+func TestAdminEventsAgeOutOnTheirOwn(t *testing.T) {
+	backends(t, func(t *testing.T, newStore func() sessions.Store) {
+		clock := newClock()
+		store := newStore()
+		w := quietWriter(store, clock)
+		w.MaxAge, w.AdminMaxAge = time.Hour, 48*time.Hour
+		sapi := &Event{Type: TypeSuccessAPI}
+		login := &Event{Type: TypeSuccessLogin}
+		for _, ev := range []*Event{sapi, login} {
+			if err := w.Write(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clock.Add(2 * time.Hour)
+		if _, err := w.Get(t.Context(), login.LogID); !errors.Is(err, sessions.ErrNotFound) {
+			t.Fatalf("Get of an audit event past its max age = %v, want ErrNotFound", err)
+		}
+		if evs, err := w.Search(t.Context(), Query{}); err != nil || len(evs) != 1 || evs[0].LogID != sapi.LogID {
+			t.Fatalf("search after 2h = %v, %v; want the admin event", evs, err)
+		}
+		if err := w.Trim(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := storedIDs(t, store); !slices.Equal(got, []string{sapi.LogID}) {
+			t.Fatalf("after Trim the store holds %v, want the admin event", got)
+		}
+		clock.Add(47 * time.Hour)
+		if _, err := w.Get(t.Context(), sapi.LogID); !errors.Is(err, sessions.ErrNotFound) {
+			t.Fatalf("Get of an admin event past its max age = %v, want ErrNotFound", err)
+		}
+		if err := w.Trim(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := storedIDs(t, store); len(got) != 0 {
+			t.Fatalf("after 49h the store holds %d entries, want none", len(got))
+		}
+	})
 }

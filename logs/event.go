@@ -125,9 +125,11 @@ const DefaultMaxLen = 10000
 // (when Store is set). Write fills LogID, Date, Description, Hostname and StrategyType
 // ("enterprise" when Strategy is set) when empty.
 //
-// Events are kept in two retention classes (Class): the audit class under MaxLen and MaxAge,
-// the unauthenticated class under UnauthenticatedMaxLen and UnauthenticatedMaxAge, so that
-// a flood of unauthenticated events never removes an audit event; reads show one log.
+// Events are kept in three retention classes (Class): the audit class under MaxLen and
+// MaxAge, the unauthenticated class under UnauthenticatedMaxLen and UnauthenticatedMaxAge,
+// the admin class under AdminMaxLen and AdminMaxAge, so that a flood of unauthenticated
+// events never removes an audit or admin event, nor a flood of audit events an admin one;
+// reads show one log.
 // Unauthenticated events pass Limits first: a dropped event is neither logged nor stored.
 type Writer struct {
 	Logger   *slog.Logger
@@ -144,6 +146,11 @@ type Writer struct {
 	// DefaultUnauthenticatedMaxLen and DefaultUnauthenticatedMaxAge).
 	UnauthenticatedMaxLen int
 	UnauthenticatedMaxAge time.Duration
+	// AdminMaxLen and AdminMaxAge are the retention of the admin class (defaults
+	// DefaultAdminMaxLen and DefaultAdminMaxAge; a negative age keeps events until
+	// AdminMaxLen pushes them out).
+	AdminMaxLen int
+	AdminMaxAge time.Duration
 	// Limits, when set, admits each unauthenticated event (per client IP and in all); Write
 	// returns a *DropError for a refused one, and a "login_events_dropped" warning sums the
 	// drops up at most once per DropReportEvery (default DefaultDropReportEvery).
@@ -205,8 +212,8 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 // Store.AppendLog, so that a caller can write it in one atomic batch with its own records
 // (sessions.LogBatcher, whose event is an audit entry). When store fails, nothing is logged,
 // ev is left as it was (a later Write gives it a fresh id, date and description) and the
-// error is returned as is. Without a Store, or for an event of the unauthenticated class, it
-// returns an error wrapping errors.ErrUnsupported and does nothing.
+// error is returned as is. Without a Store, or for an event of another class than the audit
+// class, it returns an error wrapping errors.ErrUnsupported and does nothing.
 func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx context.Context, id string, data []byte, maxLen int) error) error {
 	if ev == nil {
 		return errors.New("logs: nil event")
@@ -214,8 +221,8 @@ func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx contex
 	if w.Store == nil {
 		return fmt.Errorf("logs: no store: %w", errors.ErrUnsupported)
 	}
-	if ev.RetentionClass() != ClassAudit {
-		return fmt.Errorf("logs: batched write of an unauthenticated event: %w", errors.ErrUnsupported)
+	if c := ev.RetentionClass(); c != ClassAudit {
+		return fmt.Errorf("logs: batched write of an event of the %s class: %w", c, errors.ErrUnsupported)
 	}
 	saved := *ev
 	p := w.prepare(ev)

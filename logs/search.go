@@ -225,7 +225,7 @@ func (w *Writer) trimClasses(ctx context.Context, now time.Time) error {
 }
 
 // maybeTrim removes the events older than their class's age retention (MaxAge,
-// UnauthenticatedMaxAge), at most once per trimEvery of the Writer's clock. A failure is
+// UnauthenticatedMaxAge, AdminMaxAge), at most once per trimEvery of the Writer's clock. A failure is
 // logged only: the event itself was stored.
 func (w *Writer) maybeTrim(ctx context.Context, t time.Time) {
 	st := &w.state
@@ -319,7 +319,7 @@ func (w *Writer) scanBefore(ctx context.Context, floor floors, f Filter, fn func
 		}
 		for _, e := range es {
 			if e.ID < lowest {
-				return nil // older than either class keeps
+				return nil // older than any class keeps
 			}
 			cursor = e.ID
 			if floor.expired(e) || !f.mayMatch(e.Event) {

@@ -13,8 +13,8 @@ import (
 
 // redisStore is the Redis backend. Records are plain string keys with a PX expiry; the event
 // log is one sorted set per LogClass (all scores 0) whose members are "LOGID\x00EVENT", so
-// lexicographic order is log-id order. Both sets share the hash tag {log}: reads of both go
-// in one pipelined round trip, on Redis Cluster too.
+// lexicographic order is log-id order. The sets share the hash tag {log}: reads of all go in
+// one pipelined round trip, on Redis Cluster too.
 type redisStore struct {
 	c       redis.UniversalClient
 	prefix  string
@@ -22,12 +22,13 @@ type redisStore struct {
 }
 
 // logKeysFor returns the sorted-set key of every class: PREFIX:log:{log} for LogAudit (the
-// key of the single log before classes existed, so its entries stay audit entries) and
-// PREFIX:log:{log}:unauthenticated.
+// key of the single log before classes existed, so its entries stay audit entries),
+// PREFIX:log:{log}:unauthenticated and PREFIX:log:{log}:admin.
 func logKeysFor(prefix string) [len(logClasses)]string {
 	return [...]string{
 		LogAudit:           prefix + ":log:{log}",
 		LogUnauthenticated: prefix + ":log:{log}:unauthenticated",
+		LogAdmin:           prefix + ":log:{log}:admin",
 	}
 }
 

@@ -303,8 +303,8 @@ func TestRedisSentinelFailover(t *testing.T) {
 	}
 }
 
-// The two classes of the event log are two sorted sets under one hash tag ({log}), so one
-// MULTI reads both on Redis Cluster; the audit set keeps the key of the log before classes
+// The classes of the event log are sorted sets under one hash tag ({log}), so one pipeline
+// reads them all on Redis Cluster; the audit set keeps the key of the log before classes
 // existed, so entries written by an older broker are read back as audit entries.
 func TestRedisLogClassKeysShareOneHashTag(t *testing.T) {
 	addr := redistest.Start(t)
@@ -318,12 +318,15 @@ func TestRedisLogClassKeysShareOneHashTag(t *testing.T) {
 	if err := s.AppendLog(t.Context(), sessions.LogUnauthenticated, fmt.Sprintf("%056d", 2), []byte(`{"n":2}`), 10); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.AppendLog(t.Context(), sessions.LogAdmin, fmt.Sprintf("%056d", 3), []byte(`{"n":3}`), 10); err != nil {
+		t.Fatal(err)
+	}
 	keys, err := raw.Keys(t.Context(), "t:log*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(keys)
-	if want := []string{"t:log:{log}", "t:log:{log}:unauthenticated"}; !slices.Equal(keys, want) {
+	if want := []string{"t:log:{log}", "t:log:{log}:admin", "t:log:{log}:unauthenticated"}; !slices.Equal(keys, want) {
 		t.Fatalf("log keys = %q, want %q", keys, want)
 	}
 	e, err := s.Log(t.Context(), old)

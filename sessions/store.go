@@ -90,10 +90,10 @@ type Store interface {
 
 	// AppendLog adds one serialized login event with its sortable id to the event log's
 	// retention class, keeping at most maxLen newest entries of that class (entries of the
-	// other class are never touched). id must be LogIDLen decimal digits, class LogAudit or
-	// LogUnauthenticated and maxLen at least 1.
+	// other classes are never touched). id must be LogIDLen decimal digits, class LogAudit,
+	// LogUnauthenticated or LogAdmin and maxLen at least 1.
 	AppendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int) error
-	// The reads below see both classes as one log ordered by id.
+	// The reads below see every class as one log ordered by id.
 
 	// Logs returns up to limit serialized events, newest first, whose id is below before
 	// (all when before is "").
@@ -207,7 +207,7 @@ type LogEntry struct {
 
 // LogClass is a retention class of the event log. Each class keeps its own entries under its
 // own retention (AppendLog's maxLen, TrimLogs), so that a flood of entries of one class never
-// removes an entry of the other; reads merge both into one log ordered by id.
+// removes an entry of another; reads merge them all into one log ordered by id.
 type LogClass uint8
 
 const (
@@ -216,23 +216,29 @@ const (
 	LogAudit LogClass = iota
 	// LogUnauthenticated holds failures that anyone can cause without credentials.
 	LogUnauthenticated
+	// LogAdmin holds administrative actions: what a party allowed to change the broker's
+	// configuration (a management token with a write scope) did or tried, so that neither
+	// end users nor lower-privileged tokens can push it out.
+	LogAdmin
 )
 
 // logClasses lists every class, in the order backends keep them.
-var logClasses = [...]LogClass{LogAudit, LogUnauthenticated}
+var logClasses = [...]LogClass{LogAudit, LogUnauthenticated, LogAdmin}
 
-// String returns the class name: "audit" or "unauthenticated".
+// String returns the class name: "audit", "unauthenticated" or "admin".
 func (c LogClass) String() string {
 	switch c {
 	case LogAudit:
 		return "audit"
 	case LogUnauthenticated:
 		return "unauthenticated"
+	case LogAdmin:
+		return "admin"
 	}
 	return fmt.Sprintf("LogClass(%d)", uint8(c))
 }
 
-// checkLogClass rejects values other than LogAudit and LogUnauthenticated.
+// checkLogClass rejects values other than LogAudit, LogUnauthenticated and LogAdmin.
 func checkLogClass(c LogClass) error {
 	if int(c) >= len(logClasses) {
 		return fmt.Errorf("sessions: unknown log class %d", uint8(c))

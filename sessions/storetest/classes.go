@@ -9,7 +9,7 @@ import (
 )
 
 // Conformance of the event log's retention classes (sessions.LogClass): each class keeps its
-// own entries under its own retention, and every read sees both as one log ordered by id.
+// own entries under its own retention, and every read sees them all as one log ordered by id.
 
 // appendClass appends {"n":N} under logID(N) to class for each n, keeping maxLen of class.
 func appendClass(t *testing.T, s sessions.Store, class sessions.LogClass, maxLen int, ns ...int) {
@@ -164,10 +164,11 @@ func testTrimLogsByClass(t *testing.T, s sessions.Store) {
 	wantClasses(t, "after trimming audit below 35", classesOf(t, es), "50:audit", "60:unauthenticated")
 }
 
-// testLogClassInvalid: a class other than LogAudit and LogUnauthenticated is refused.
+// testLogClassInvalid: a class other than LogAudit, LogUnauthenticated and LogAdmin is
+// refused.
 func testLogClassInvalid(t *testing.T, s sessions.Store) {
 	c := ctx(t)
-	bad := sessions.LogUnauthenticated + 1
+	bad := sessions.LogAdmin + 1
 	if err := s.AppendLog(c, bad, logID(1), []byte(`{"n":1}`), 10); err == nil || errors.Is(err, sessions.ErrUnavailable) {
 		t.Errorf("AppendLog with class %v = %v, want a validation error", bad, err)
 	}
@@ -202,4 +203,121 @@ func testPutAllAndLogIsAudit(t *testing.T, s sessions.Store) {
 		t.Fatal(err)
 	}
 	wantClasses(t, "LogsAfter", classesOf(t, es), "5:audit", "19:unauthenticated", "20:unauthenticated")
+}
+
+// testLogFloodKeepsAdmin: thousands of audit and unauthenticated entries, older and newer
+// than the admin entries, each class under a small retention of its own, never remove an
+// admin entry; appending to the admin class trims only the admin class.
+func testLogFloodKeepsAdmin(t *testing.T, s sessions.Store) {
+	appendClass(t, s, sessions.LogAdmin, 3, 1000, 2000, 3000)
+	for n := 1; n <= 3999; n++ {
+		switch {
+		case n%1000 == 0:
+		case n%2 == 0:
+			appendClass(t, s, sessions.LogAudit, 4, n)
+		default:
+			appendClass(t, s, sessions.LogUnauthenticated, 2, n)
+		}
+	}
+	es, err := s.LogsAfter(ctx(t), "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsAfter after the flood", classesOf(t, es),
+		"1000:admin", "2000:admin", "3000:admin",
+		"3992:audit", "3994:audit", "3996:audit", "3997:unauthenticated", "3998:audit", "3999:unauthenticated")
+	for _, n := range []int{1000, 2000, 3000} {
+		if e, err := s.Log(ctx(t), logID(n)); err != nil || e.Class != sessions.LogAdmin {
+			t.Fatalf("Log(%d) after the flood = %+v, %v", n, e, err)
+		}
+	}
+	appendClass(t, s, sessions.LogAdmin, 1, 4000)
+	es, err = s.LogsBefore(ctx(t), "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsBefore after an admin append with maxLen 1", classesOf(t, es),
+		"4000:admin", "3999:unauthenticated", "3998:audit", "3997:unauthenticated", "3996:audit", "3994:audit", "3992:audit")
+}
+
+// testLogThreeClassesMerge: with entries of all three classes interleaved, every read
+// (Logs, LogsAfter, LogsBefore, Log, and paging on the last id by any step) returns them in
+// id order with the class each was appended to; TrimLogs of the admin class trims only it.
+func testLogThreeClassesMerge(t *testing.T, s sessions.Store) {
+	c := ctx(t)
+	appendClass(t, s, sessions.LogAdmin, 100, 30, 10, 70)
+	appendClass(t, s, sessions.LogAudit, 100, 20, 60, 90)
+	appendClass(t, s, sessions.LogUnauthenticated, 100, 80, 40, 50)
+	all := []string{"10:admin", "20:audit", "30:admin", "40:unauthenticated", "50:unauthenticated",
+		"60:audit", "70:admin", "80:unauthenticated", "90:audit"}
+
+	es, err := s.LogsAfter(c, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsAfter", classesOf(t, es), all...)
+	es, err = s.LogsAfter(c, logID(30), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsAfter(30, 4)", classesOf(t, es), all[3:7]...)
+	es, err = s.LogsBefore(c, logID(75), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "LogsBefore(75, 3)", classesOf(t, es), "70:admin", "60:audit", "50:unauthenticated")
+	wantLogs(t, s, "", 4, 90, 80, 70, 60)
+	wantLogs(t, s, logID(30), 10, 20, 10)
+
+	for _, step := range []int{1, 2, 3, 5} {
+		var up, down []string
+		cur := ""
+		for range 20 {
+			es, err := s.LogsAfter(c, cur, step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			up = append(up, classesOf(t, es)...)
+			cur = es[len(es)-1].ID
+		}
+		cur = ""
+		for range 20 {
+			es, err := s.LogsBefore(c, cur, step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			down = append(down, classesOf(t, es)...)
+			cur = es[len(es)-1].ID
+		}
+		wantClasses(t, fmt.Sprintf("paged ascending by %d", step), up, all...)
+		for i, j := 0, len(down)-1; i < j; i, j = i+1, j-1 {
+			down[i], down[j] = down[j], down[i]
+		}
+		wantClasses(t, fmt.Sprintf("paged descending by %d (reversed)", step), down, all...)
+	}
+	for _, tc := range []struct {
+		n     int
+		class sessions.LogClass
+	}{{n: 10, class: sessions.LogAdmin}, {n: 60, class: sessions.LogAudit}, {n: 80, class: sessions.LogUnauthenticated}} {
+		e, err := s.Log(c, logID(tc.n))
+		if err != nil || e.ID != logID(tc.n) || e.Class != tc.class || string(e.Event) != fmt.Sprintf(`{"n":%d}`, tc.n) {
+			t.Fatalf("Log(%d) = %+v, %v; want class %v", tc.n, e, err, tc.class)
+		}
+	}
+
+	if err := s.TrimLogs(c, sessions.LogAdmin, logID(65)); err != nil {
+		t.Fatal(err)
+	}
+	es, err = s.LogsAfter(c, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClasses(t, "after trimming admin below 65", classesOf(t, es),
+		"20:audit", "40:unauthenticated", "50:unauthenticated", "60:audit", "70:admin", "80:unauthenticated", "90:audit")
 }

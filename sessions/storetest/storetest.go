@@ -70,6 +70,8 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{"TrimLogs trims one class", testTrimLogsByClass},
 		{"Log classes: unknown class refused", testLogClassInvalid},
 		{"PutAllAndLog appends to the audit class", testPutAllAndLogIsAudit},
+		{"Log classes: a flood of audit and unauthenticated entries never evicts admin entries", testLogFloodKeepsAdmin},
+		{"Log classes: admin, audit and unauthenticated entries merged in id order by every read", testLogThreeClassesMerge},
 		{"Swap with the current value writes and deletes its batch", testSwapReplaces},
 		{"Swap may delete the record it compares", testSwapDeletesCompared},
 		{"Swap with another value, or of a missing or taken record, is ErrConflict and changes nothing", testSwapConflicts},
