@@ -195,11 +195,13 @@ const (
 )
 
 // LogsConfig is the store-backed event log retention (by count and by age) of the audit
-// class, and the retention and limits of the unauthenticated class (eventlog.go).
+// class, the retention and limits of the unauthenticated class, and the retention of the
+// admin class (eventlog.go).
 type LogsConfig struct {
 	MaxEvents       int                       `yaml:"max_events"`
 	MaxAge          time.Duration             `yaml:"max_age"`
 	Unauthenticated UnauthenticatedLogsConfig `yaml:"unauthenticated"`
+	Admin           AdminLogsConfig           `yaml:"admin"`
 }
 
 // ManagementConfig guards the management API under /api/v2 (mgmt.go). Without tokens every
@@ -398,7 +400,7 @@ func Default() *Config {
 			// and which openid-client sends.
 			Algs: []string{"ES256", "EdDSA", "Ed25519", "RS256", "PS256"},
 		},
-		Logs:       LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour, Unauthenticated: defaultUnauthenticatedLogs()},
+		Logs:       LogsConfig{MaxEvents: 10000, MaxAge: 720 * time.Hour, Unauthenticated: defaultUnauthenticatedLogs(), Admin: defaultAdminLogs()},
 		RateLimits: defaultRateLimits(),
 	}
 }

@@ -170,6 +170,8 @@ func TestValidate(t *testing.T) {
 			c.Management.Tokens = []ManagementToken{{Token: strings.Repeat("x", 32), Scopes: []string{"write:everything"}}}
 		}, FieldError{"management.tokens[0].scopes[0]", `"write:everything" is not a known scope (use read:connections, create:connections, update:connections, delete:connections or read:logs)`}},
 		{"logs max_age", func(c *Config) { c.Logs.MaxAge = 0 }, FieldError{"logs.max_age", "must be a positive duration such as 720h"}},
+		{"logs admin max_events", func(c *Config) { c.Logs.Admin.MaxEvents = 0 }, FieldError{"logs.admin.max_events", "must be between 1 and 10000000"}},
+		{"logs admin max_age", func(c *Config) { c.Logs.Admin.MaxAge = -time.Hour }, FieldError{"logs.admin.max_age", "must be a positive duration such as 8760h"}},
 		{"dpop alg", func(c *Config) { c.Connections[0].Options.DPoPSigningAlg = "ES512" }, FieldError{"connections[0].options.dpop_signing_alg", `"ES512" is not supported (use ES256, Ed25519, RS256 or PS256)`}},
 		{"dpop key missing for alg", func(c *Config) { c.Connections[0].Options.DPoPSigningAlg = "Ed25519" }, FieldError{"keys.dpop.ed25519", "a private key is required because connections[0] (corp-oidc) uses dpop_signing_alg Ed25519"}},
 		{"dpop key wrong type", func(c *Config) { c.Keys.DPoP.ES256.PrivateKeyEnv = "TEST_BROKER_SIGNING_KEY" }, FieldError{"keys.dpop.es256.private_key_env", "the key does not fit alg ES256"}},

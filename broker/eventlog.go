@@ -9,12 +9,15 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// The event log has two retention classes (logs.Class): the audit trail (successes, and what
-// an authenticated party did) under logs.max_events/max_age, and the events anyone can cause
-// without credentials under logs.unauthenticated, which also limits them per client IP and in
-// all before they reach stdout or the store. So a flood of anonymous requests can neither
-// evict the audit trail nor flood the SIEM behind stdout; what it loses is counted in
-// dpop_broker_events_dropped_total and summed up in a "login_events_dropped" warning.
+// The event log has three retention classes (logs.Class): the audit trail (successes, and
+// what an authenticated party did) under logs.max_events/max_age, the administrative actions
+// (management writes by a token allowed to make them) under logs.admin, and the events anyone
+// can cause without credentials under logs.unauthenticated, which also limits them per client
+// IP and in all before they reach stdout or the store. So a flood of anonymous requests can
+// neither evict the audit trail nor flood the SIEM behind stdout (what it loses is counted in
+// dpop_broker_events_dropped_total and summed up in a "login_events_dropped" warning), and
+// neither end users nor a management token without a write scope can evict the record of what
+// operators changed.
 
 // UnauthenticatedLogsConfig is logs.unauthenticated: retention and limits of the events that
 // anyone can cause without credentials.
@@ -53,6 +56,29 @@ func (v *validator) unauthenticatedLogs(u *UnauthenticatedLogsConfig) {
 	}
 	v.rateLimit(p+"per_ip", u.PerIP)
 	v.rateLimit(p+"global", u.Global)
+}
+
+// AdminLogsConfig is logs.admin: retention of the administrative actions (sapi, and the fapi
+// of a management write by a token whose scope allowed it).
+type AdminLogsConfig struct {
+	MaxEvents int           `yaml:"max_events"`
+	MaxAge    time.Duration `yaml:"max_age"`
+}
+
+// defaultAdminLogs is the default of logs.admin.
+func defaultAdminLogs() AdminLogsConfig {
+	return AdminLogsConfig{MaxEvents: logs.DefaultAdminMaxLen, MaxAge: logs.DefaultAdminMaxAge}
+}
+
+// adminLogs validates logs.admin.
+func (v *validator) adminLogs(a *AdminLogsConfig) {
+	const p = "logs.admin."
+	if a.MaxEvents < 1 || a.MaxEvents > 10_000_000 {
+		v.add(p+"max_events", "must be between 1 and 10000000")
+	}
+	if a.MaxAge <= 0 {
+		v.add(p+"max_age", "must be a positive duration such as 8760h")
+	}
 }
 
 // eventLimiter builds the limiter of logs.unauthenticated (validated: a bad rate is

@@ -121,6 +121,22 @@ func TestEventClassFollowsWhetherTheCallerAuthenticated(t *testing.T) {
 			do: func(t *testing.T) { api(t, base, "GET", "/api/v2/connections", tokWrong, nil) }},
 		{name: "management call with a valid token lacking the scope", wantType: logs.TypeFailedAPI, wantClass: sessions.LogAudit,
 			do: func(t *testing.T) { api(t, base, "GET", "/api/v2/logs", tokRead, nil) }},
+		{name: "management write refused to a read-only token", wantType: logs.TypeFailedAPI, wantClass: sessions.LogAudit,
+			do: func(t *testing.T) {
+				api(t, base, "PATCH", "/api/v2/connections/"+idOf(t, h, "other"), tokLogs, map[string]any{})
+			}},
+		{name: "management read refused to a token with the scope", wantType: logs.TypeFailedAPI, wantClass: sessions.LogAudit,
+			do: func(t *testing.T) { api(t, base, "GET", "/api/v2/logs?per_page=1000", tokLogs, nil) }},
+		{name: "management write to an unknown path by a write-scoped token", wantType: logs.TypeFailedAPI, wantClass: sessions.LogAudit,
+			do: func(t *testing.T) { api(t, base, "POST", "/api/v2/nothing", tokAll, map[string]any{}) }},
+		{name: "management write refused to a token whose scope allows it", wantType: logs.TypeFailedAPI, wantClass: sessions.LogAdmin,
+			do: func(t *testing.T) {
+				api(t, base, "PATCH", "/api/v2/connections/"+idOf(t, h, "other"), tokAll, map[string]any{"no_such_field": true})
+			}},
+		{name: "successful management write", wantType: logs.TypeSuccessAPI, wantClass: sessions.LogAdmin,
+			do: func(t *testing.T) {
+				api(t, base, "PATCH", "/api/v2/connections/"+idOf(t, h, "other"), tokAll, map[string]any{"enabled_clients": []string{spaClient}})
+			}},
 		{name: "code exchange by the confidential client with a bad code", wantType: logs.TypeFailedExchange, wantClass: sessions.LogAudit,
 			do: func(t *testing.T) { h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, "bad.code")}) }},
 		{name: "code exchange with a wrong client secret", wantType: logs.TypeFailedExchange, wantClass: sessions.LogUnauthenticated,

@@ -64,6 +64,8 @@ type mgmtCall struct {
 	// detail is why the call was refused, for the fapi event only (never in the answer: it
 	// may name internal addresses). No secrets.
 	detail string
+	// authorized: token grants a scope the route requires (set before the handler runs).
+	authorized bool
 }
 
 // apiError is an error answered with the SaaS error body.
@@ -146,6 +148,7 @@ func (a *mgmtAuth) guard(s *Server, scopes []string, next mgmtHandler) http.Hand
 			s.apiFail(c, &apiError{http.StatusForbidden, "insufficient_scope", "Insufficient scope, expected any of: " + strings.Join(scopes, ",")})
 			return
 		}
+		c.authorized = len(scopes) > 0
 		if err := next(c); err != nil {
 			s.apiFail(c, err)
 		}
@@ -157,16 +160,38 @@ func (s *Server) apiJSON(c *mgmtCall, status int, v any) {
 	c.w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	c.w.WriteHeader(status)
 	_ = json.NewEncoder(c.w).Encode(v)
-	if c.r.Method != http.MethodGet && c.r.Method != http.MethodHead {
+	if mgmtWrite(c.r) {
 		ev := s.mgmtEvent(c, status)
 		ev.Type = logs.TypeSuccessAPI
+		ev.Class = logs.ClassAdmin
 		s.write(c.r, ev)
 	}
 }
 
-// apiFail answers e with the SaaS error body and records a fapi event: an audit event when
-// the caller presented a valid token, else an unauthenticated one (limited, so anonymous
-// calls cannot flush the log).
+// mgmtWrite reports a management call that may change the configuration (not GET or HEAD).
+func mgmtWrite(r *http.Request) bool {
+	return r.Method != http.MethodGet && r.Method != http.MethodHead
+}
+
+// mgmtFailClass is the retention class of the fapi event of c. A write refused to a token
+// whose scope allowed it (a bad body, a refused discovery check, a conflict) is an
+// administrative action: only operators can cause it, so it is kept with the sapi events in
+// the admin class. Any other refusal of a valid token (insufficient_scope, a failed read, an
+// unknown path) is audit: it names who tried, but a token without a write scope must not be
+// able to push the operators' changes out of the admin class, whatever its rate. A call
+// without a valid token is unauthenticated (limited, so anonymous calls cannot flush the log).
+func mgmtFailClass(c *mgmtCall) logs.Class {
+	switch {
+	case c.token == nil:
+		return logs.ClassUnauthenticated
+	case c.authorized && mgmtWrite(c.r):
+		return logs.ClassAdmin
+	}
+	return logs.ClassAudit
+}
+
+// apiFail answers e with the SaaS error body and records a fapi event in the class
+// mgmtFailClass decides.
 func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 	c.w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	c.w.WriteHeader(e.status)
@@ -175,9 +200,7 @@ func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 	})
 	ev := s.mgmtEvent(c, e.status)
 	ev.Type = logs.TypeFailedAPI
-	if c.token != nil {
-		ev.Class = logs.ClassAudit
-	}
+	ev.Class = mgmtFailClass(c)
 	ev.Details["error"] = map[string]any{"message": clip(e.message, 512), "errorCode": e.code}
 	if c.detail != "" {
 		ev.Details["error"].(map[string]any)["detail"] = clip(c.detail, 1024)

@@ -218,7 +218,7 @@ func upstreamConfig(cc *ConnectionConfig) upstream.Config {
 }
 
 // NewEventWriter returns the event writer for cfg: retention logs.max_events and
-// logs.max_age, retention and limits logs.unauthenticated, and with a Redis store (several
+// logs.max_age, retention and limits logs.unauthenticated, retention logs.admin, and with a Redis store (several
 // replicas) a one-second Settle so that checkpoint paging and follow never pass an event
 // another replica is still storing.
 func NewEventWriter(cfg *Config, store sessions.Store, logger *slog.Logger, hostname string) *logs.Writer {
@@ -245,6 +245,12 @@ func configureEventWriter(cfg *Config, w *logs.Writer) {
 	}
 	if w.Limits == nil {
 		w.Limits = eventLimiter(u)
+	}
+	if w.AdminMaxLen == 0 {
+		w.AdminMaxLen = cfg.Logs.Admin.MaxEvents
+	}
+	if w.AdminMaxAge == 0 {
+		w.AdminMaxAge = cfg.Logs.Admin.MaxAge
 	}
 	if w.Secrets == nil {
 		w.Secrets = &logs.Secrets{}

@@ -63,6 +63,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 		v.add("logs.max_age", "must be a positive duration such as 720h")
 	}
 	v.unauthenticatedLogs(&c.Logs.Unauthenticated)
+	v.adminLogs(&c.Logs.Admin)
 	v.management(&c.Management)
 	v.rateLimits(c)
 	if checkKeys {
