@@ -47,7 +47,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	logger := slog.New(slog.NewJSONHandler(stderr, nil))
+	logger, flushLog := newLogger(stderr)
+	defer flushLog()
 	d, err := startDemo(*host, demoPorts{
 		broker: demoPort{port: *brokerPort, flag: "--broker-port", fallback: !given["broker-port"]},
 		idp:    demoPort{port: *idpPort, flag: "--idp-port", fallback: !given["idp-port"]},

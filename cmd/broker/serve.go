@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
@@ -52,7 +51,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "broker serve: %v\n", err)
 		return 2
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, nil))
+	logger, flushLog := newLogger(stdout)
+	defer flushLog()
 	sessions.SetRedisLogger(logger)
 	store, err := broker.OpenStore(cfg)
 	if err != nil {
