@@ -133,7 +133,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			case chooser != nil:
 				renderPage(w, http.StatusOK, *chooser)
 			case name != "":
-				s.appError(w, r, app, "invalid_request", "connection "+clip(name, 64)+" is not enabled for this application", codeInvalidRequest, ev)
+				s.appError(w, r, app, "invalid_request", "connection "+s.clipEvent(name, 64)+" is not enabled for this application", codeInvalidRequest, ev)
 			default:
 				s.appError(w, r, app, "invalid_request", "no connection is enabled for this application", codeInvalidRequest, ev)
 			}

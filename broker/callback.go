@@ -94,7 +94,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if desc := s.callbackProblem(r, tx, conn); desc != "" {
 		// The event names the paths; the app learns only that the response was refused.
-		ev.Details["callback"] = clip(s.callbackHere(r), 256)
+		ev.Details["callback"] = s.clipEvent(s.callbackHere(r), 256)
 		s.fail(r, ev, codeCallbackMismatch, desc)
 		s.redirectToApp(w, r, app, url.Values{"error": {"invalid_request"},
 			"error_description": {"the identity provider's response arrived at the wrong callback (" + codeCallbackMismatch + "): the login is refused"}})
@@ -106,7 +106,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if e := q.Get("error"); e != "" {
 		code := safeErrorCode(e)
-		desc := clip(q.Get("error_description"), 256)
+		desc := s.clipEvent(q.Get("error_description"), 256)
 		if desc == "" {
 			desc = "the upstream identity provider returned " + code
 		}

@@ -54,6 +54,6 @@ func (s *Server) callbackProblem(r *http.Request, tx *transaction, conn *connect
 	if here == want {
 		return ""
 	}
-	return "the authorization response arrived at " + clip(here, 256) + ", but this login with connection " +
+	return "the authorization response arrived at " + s.clipEvent(here, 256) + ", but this login with connection " +
 		conn.cfg.Name + " sent its upstream " + want + " (an identity provider mix-up, RFC 9700 §4.4): the login is refused"
 }

@@ -95,7 +95,7 @@ func (s *Server) resolveAudience(aud string) (target, *oauthError) {
 	}
 	api := s.apis[aud]
 	if api == nil {
-		return target{}, invalidRequest("audience " + clip(aud, 128) + " is not an API known to this broker")
+		return target{}, invalidRequest("audience " + s.clipEvent(aud, 128) + " is not an API known to this broker")
 	}
 	return target{kind: audAPI, audience: aud, policy: api.SenderConstraining, requiredFor: api.RequiredFor}, nil
 }

@@ -22,7 +22,21 @@ const (
 // newEvent starts a login event for request r: ip (the peer address, or X-Forwarded-For's
 // client when the peer is one of trusted_proxies: clientIP), user agent, empty details.
 func (s *Server) newEvent(r *http.Request) *logs.Event {
-	return &logs.Event{IP: s.clientIP(r), UserAgent: clip(r.UserAgent(), 256), Details: map[string]any{}}
+	return &logs.Event{IP: s.clientIP(r), UserAgent: s.clipEvent(r.UserAgent(), 256), Details: map[string]any{}}
+}
+
+// clipEvent is clip for request-derived text bound for an event: the whole value is scrubbed
+// of credential-like parameters and configured secrets first (logs.Writer.Scrub), so that a
+// secret the cut would split, or that is percent-encoded, is still recognised.
+func (s *Server) clipEvent(v string, n int) string {
+	v = s.events.Scrub(v)
+	if len(v) > n {
+		// Never cut a "[redacted]" in half: keep it whole (at most 9 bytes more).
+		if i := strings.LastIndexByte(v[:n], '['); i >= 0 && i+len(logs.Redacted) > n && strings.HasPrefix(v[i:], logs.Redacted) {
+			n = i + len(logs.Redacted)
+		}
+	}
+	return clip(v, n)
 }
 
 // withClient adds the app's identity to ev.
@@ -98,7 +112,7 @@ func (s *Server) fail(r *http.Request, ev *logs.Event, code, desc string) {
 	ev.Type = logs.TypeFailedLogin
 	ev.Details["error"] = code
 	if desc != "" {
-		ev.Details["error_description"] = clip(desc, 512)
+		ev.Details["error_description"] = s.clipEvent(desc, 512)
 	}
 	s.metrics.login(ev)
 	s.write(r, ev)

@@ -270,7 +270,7 @@ func (s *Server) federatedEvent(r *http.Request, sess *sessionRecord, code, desc
 	if c := s.clients[sess.ClientID]; c != nil {
 		withClient(ev, c)
 	}
-	ev.Details["error"], ev.Details["error_description"] = code, clip(desc, 512)
+	ev.Details["error"], ev.Details["error_description"] = code, s.clipEvent(desc, 512)
 	s.write(r, ev)
 }
 

@@ -201,9 +201,9 @@ func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 	ev := s.mgmtEvent(c, e.status)
 	ev.Type = logs.TypeFailedAPI
 	ev.Class = mgmtFailClass(c)
-	ev.Details["error"] = map[string]any{"message": clip(e.message, 512), "errorCode": e.code}
+	ev.Details["error"] = map[string]any{"message": s.clipEvent(e.message, 512), "errorCode": e.code}
 	if c.detail != "" {
-		ev.Details["error"].(map[string]any)["detail"] = clip(c.detail, 1024)
+		ev.Details["error"].(map[string]any)["detail"] = s.clipEvent(c.detail, 1024)
 	}
 	s.write(c.r, ev)
 }
@@ -211,9 +211,9 @@ func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 // mgmtEvent builds the sapi/fapi event of c.
 func (s *Server) mgmtEvent(c *mgmtCall, status int) *logs.Event {
 	ev := s.newEvent(c.r)
-	req := map[string]any{"method": c.r.Method, "path": clip(c.r.URL.Path, 256)}
+	req := map[string]any{"method": c.r.Method, "path": s.clipEvent(c.r.URL.Path, 256)}
 	if q := c.r.URL.RawQuery; q != "" {
-		req["query"] = clip(q, 512)
+		req["query"] = s.clipEvent(q, 512)
 	}
 	if c.body != nil {
 		req["body"] = c.body

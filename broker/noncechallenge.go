@@ -25,7 +25,7 @@ func nonceChallenge(oerr *oauthError) bool {
 // DPoP traffic. ev already carries the client, details.dpop and details.error.
 func (s *Server) nonceChallengeEvent(r *http.Request, ev *logs.Event, grant string) {
 	ev.Type = logs.TypeDPoPNonceChallenge
-	ev.Details["grant_type"] = clip(grant, 64)
+	ev.Details["grant_type"] = s.clipEvent(grant, 64)
 	s.metrics.tokenRequests.WithLabelValues(metricGrant(grant), resultNonceChallenge, "false").Inc()
 	s.write(r, ev)
 }

@@ -58,7 +58,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 			oerr = &oauthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "only authorization_code and refresh_token are supported"}
 		}
 	} else if id := form.Get("client_id"); id != "" {
-		ev.Details["requested_client_id"] = clip(id, 128)
+		ev.Details["requested_client_id"] = s.clipEvent(id, 128)
 	}
 	s.tokenEvent(r, ev, grant, x, oerr)
 	if oerr != nil {

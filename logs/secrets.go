@@ -14,17 +14,36 @@ import (
 //   - the value of a credential-like parameter in a query string or URL ("access_token=…",
 //     "client_secret=…", "code=…"; see credentialParam) becomes "[redacted]";
 //   - a configured secret (Secrets: management tokens, client secrets, connection client
-//     secrets, the DPoP nonce secret, …) becomes "[redacted]" wherever it appears, as is or
-//     URL-encoded; a secret shorter than minSecretSubstring only when it is the whole value.
+//     secrets, the DPoP nonce secret, …) becomes "[redacted]" wherever it appears, as is,
+//     URL-encoded, or in any other percent-encoding (a non-canonical "%4F" for "O", lower-case
+//     hex digits, encoded twice or three times: the text is also matched once, twice and three
+//     times percent-decoded); a secret shorter than minSecretSubstring only when it is the
+//     whole value;
+//   - where a value was cut at a length limit (the cut mark "…" follows the kept part), a
+//     kept part that ends with the first minCutPrefix or more bytes of a secret loses them:
+//     a secret cut in half is still a secret. The callers that cut request input scrub it
+//     before cutting (Writer.Scrub); this catches the cuts made elsewhere.
 //
 // Details keys that name a secret, and JWT-shaped values, are handled by Redact's rules.
 
-// redacted replaces what is removed.
-const redacted = "[redacted]"
+// Redacted replaces what is removed from an event.
+const Redacted = "[redacted]"
+
+const redacted = Redacted
 
 // minSecretSubstring is the shortest secret searched for inside values; a shorter one is
 // redacted only as a whole value (searching for it would mangle ordinary text).
 const minSecretSubstring = 8
+
+// minCutPrefix is the shortest beginning of a secret removed before a cut mark: shorter ones
+// are too common in ordinary text, and reveal at most minCutPrefix-1 bytes of the secret.
+const minCutPrefix = 4
+
+// cutMark is what the broker appends where it cut a value at a length limit.
+const cutMark = "…"
+
+// maxDecodeDepth bounds how many times scrub percent-decodes a value to find a secret.
+const maxDecodeDepth = 3
 
 // Secrets holds the secret values that must never appear in an event, in this process's
 // memory only (they are never stored or logged). Values are set by group ("config",
@@ -59,6 +78,7 @@ func (s *Secrets) current() *secretSet {
 type secretSet struct {
 	whole    map[string]bool   // every form of every secret
 	replacer *strings.Replacer // forms of at least minSecretSubstring bytes, longest first
+	long     []string          // those forms, longest first
 }
 
 func newSecretSet(groups map[string][]string) *secretSet {
@@ -86,6 +106,7 @@ func newSecretSet(groups map[string][]string) *secretSet {
 	// At one position the first listed pattern wins: longest first, so that a secret that
 	// contains another is removed whole.
 	slices.SortFunc(long, func(a, b string) int { return len(b) - len(a) })
+	set.long = long
 	if len(long) > 0 {
 		args := make([]string, 0, 2*len(long))
 		for _, f := range long {
@@ -96,6 +117,17 @@ func newSecretSet(groups map[string][]string) *secretSet {
 	return set
 }
 
+// Scrub returns v as Write would write it: credential-like parameter values and the
+// Writer's Secrets (in any of the forms above) replaced by "[redacted]". A caller that cuts a
+// request-derived value to a length limit before putting it in an event scrubs the whole
+// value first, so that a secret the cut splits is still recognised. w may be nil.
+func (w *Writer) Scrub(v string) string {
+	if w == nil {
+		return scrub(v, nil)
+	}
+	return scrub(v, w.Secrets.current())
+}
+
 // scrub returns v with credential-like parameter values and secrets replaced by "[redacted]".
 // set may be nil.
 func scrub(v string, set *secretSet) string {
@@ -103,22 +135,161 @@ func scrub(v string, set *secretSet) string {
 		return v
 	}
 	if set != nil {
-		if set.whole[v] {
-			return redacted
-		}
-		if set.replacer != nil {
-			v = set.replacer.Replace(v)
-		}
+		v = set.scrub(v)
 	}
 	return redactParams(v)
 }
 
 // containsSecret reports whether scrub would change k because of a secret (for detail keys).
 func containsSecret(k string, set *secretSet) bool {
-	if set == nil {
-		return false
+	return set != nil && set.scrub(k) != k
+}
+
+// scrub replaces every secret in v (see the rules at the top of this file).
+func (set *secretSet) scrub(v string) string {
+	if set.whole[v] {
+		return redacted
 	}
-	return set.whole[k] || set.replacer != nil && set.replacer.Replace(k) != k
+	if set.replacer != nil {
+		v = set.replacer.Replace(v)
+	}
+	hasCut, hasPct := len(set.long) > 0 && strings.Contains(v, cutMark), strings.IndexByte(v, '%') >= 0
+	if !hasCut && !hasPct {
+		return v
+	}
+	// Views of v: v itself, then v percent-decoded once, twice, …; from[i] and to[i] are the
+	// bytes of v that byte i of a view came from. A secret found in a view is removed from v.
+	var spans [][2]int
+	view := v
+	from, to := make([]int, len(v)), make([]int, len(v))
+	for i := range v {
+		from[i], to[i] = i, i+1
+	}
+	for depth := 0; ; depth++ {
+		if depth > 0 {
+			if set.whole[view] {
+				return redacted // v is an encoding of a secret, however short
+			}
+			for _, f := range set.long {
+				for off := 0; ; {
+					i := strings.Index(view[off:], f)
+					if i < 0 {
+						break
+					}
+					i += off
+					spans = append(spans, [2]int{from[i], to[i+len(f)-1]})
+					off = i + len(f)
+				}
+			}
+		}
+		if hasCut {
+			spans = set.cutSpans(view, from, to, spans)
+		}
+		if depth == maxDecodeDepth || strings.IndexByte(view, '%') < 0 {
+			break
+		}
+		next, nfrom, nto := percentDecode(view, from, to)
+		if next == view {
+			break
+		}
+		view, from, to = next, nfrom, nto
+	}
+	return replaceSpans(v, spans)
+}
+
+// maxCutMarks bounds the cut marks of one value that cutSpans examines, the last ones: a cut
+// mark the broker wrote ends its cut part, so input cannot push one out by adding its own
+// marks before it, only after another cut part of the same value.
+const maxCutMarks = 8
+
+// cutSpans appends to spans, for each of the last maxCutMarks cut marks in view, the part
+// before it that is the beginning (at least minCutPrefix bytes) of a secret, in v's
+// coordinates.
+func (set *secretSet) cutSpans(view string, from, to []int, spans [][2]int) [][2]int {
+	end := len(view)
+	for range maxCutMarks {
+		end = strings.LastIndex(view[:end], cutMark) // view[:end] is a kept part
+		if end < 0 {
+			return spans
+		}
+		start := end // the earliest start of a secret's beginning that ends at end
+		for _, f := range set.long {
+			// The longest beginning of f that view[:end] ends with starts at the first
+			// occurrence of f's first minCutPrefix bytes that f continues up to end.
+			lo := max(0, end-len(f)+1)
+			for p := lo; p+minCutPrefix <= end && p < start; {
+				i := strings.Index(view[p:end], f[:minCutPrefix])
+				if i < 0 || p+i >= start {
+					break
+				}
+				p += i
+				if strings.HasPrefix(f, view[p:end]) {
+					start = p
+					break
+				}
+				p++
+			}
+		}
+		if start < end {
+			spans = append(spans, [2]int{from[start], to[end-1]})
+		}
+	}
+	return spans
+}
+
+// percentDecode decodes every "%XX" (either case of hex digit) of view, keeping any other
+// byte, "+" included, as it is; it returns the decoded text and, for each of its bytes, the
+// bytes of v it came from.
+func percentDecode(view string, from, to []int) (string, []int, []int) {
+	var b strings.Builder
+	nfrom, nto := make([]int, 0, len(view)), make([]int, 0, len(view))
+	for i := 0; i < len(view); i++ {
+		if view[i] == '%' && i+2 < len(view) && ishex(view[i+1]) && ishex(view[i+2]) {
+			b.WriteByte(unhex(view[i+1])<<4 | unhex(view[i+2]))
+			nfrom, nto = append(nfrom, from[i]), append(nto, to[i+2])
+			i += 2
+			continue
+		}
+		b.WriteByte(view[i])
+		nfrom, nto = append(nfrom, from[i]), append(nto, to[i])
+	}
+	return b.String(), nfrom, nto
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
+// replaceSpans replaces each of the byte ranges spans of v (overlapping or not) by
+// "[redacted]".
+func replaceSpans(v string, spans [][2]int) string {
+	if len(spans) == 0 {
+		return v
+	}
+	slices.SortFunc(spans, func(a, b [2]int) int { return a[0] - b[0] })
+	var b strings.Builder
+	last := 0
+	for i := 0; i < len(spans); {
+		start, end := spans[i][0], spans[i][1]
+		for i++; i < len(spans) && spans[i][0] <= end; i++ {
+			end = max(end, spans[i][1])
+		}
+		b.WriteString(v[last:start])
+		b.WriteString(redacted)
+		last = end
+	}
+	b.WriteString(v[last:])
+	return b.String()
 }
 
 // credentialParams are parameter names whose values are credentials (OAuth 2.0, OpenID

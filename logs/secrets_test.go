@@ -3,6 +3,7 @@ package logs
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -123,5 +124,93 @@ func TestRedactRemovesCredentialQueryParameters(t *testing.T) {
 	}
 	if got := encodeDetails(in, nil); !bytes.Equal(got, b) {
 		t.Fatalf("encodeDetails = %s, Redact = %s", got, b)
+	}
+}
+
+// Configured secrets are found in any percent-encoding (non-canonical "%4F" for "O",
+// lower-case hex digits, encoded twice) and, where a value was cut at a length limit, as the
+// beginning of a secret before the cut mark.
+func TestScrubFindsEncodedAndCutSecrets(t *testing.T) {
+	const (
+		ops   = "OPS-TOKEN-0123456789abcdefghijklmnop"
+		slash = "conn/secret+with=specials-0123"
+		short = "s3cr"
+	)
+	secrets := &Secrets{}
+	secrets.Set("config", ops, short)
+	secrets.Set("connections", slash)
+	w := &Writer{Secrets: secrets}
+	tests := []struct {
+		name string
+		in   string
+		want string
+	}{
+		{name: "non-canonical percent-encoding of one letter", in: "foo=%4FPS-TOKEN-0123456789abcdefghijklmnop&x=1", want: "foo=[redacted]&x=1"},
+		{name: "every byte percent-encoded, lower-case hex", in: "a=" + lowerHexAll(ops), want: "a=[redacted]"},
+		{name: "lower-case hex of a canonical encoding", in: "/api/v2/conn%2fsecret%2bwith%3dspecials-0123/x", want: "/api/v2/[redacted]/x"},
+		{name: "encoded twice", in: "r=" + url.QueryEscape("foo=%4FPS-TOKEN-0123456789abcdefghijklmnop"), want: "r=foo%3D[redacted]"},
+		{name: "encoded secret inside free text", in: "curl/8 (%4fPS-TOKEN-0123456789abcdefghijklmnop) x", want: "curl/8 ([redacted]) x"},
+		{name: "the whole value encodes a short secret", in: "%73%33cr", want: "[redacted]"},
+		{name: "a short secret inside a value is kept", in: "x%73%33cr", want: "x%73%33cr"},
+		{name: "secret cut before the cut mark", in: "foo=" + strings.Repeat("a", 20) + "OPS-TOKEN-01234…", want: "foo=" + strings.Repeat("a", 20) + "[redacted]…"},
+		{name: "encoded secret cut before the cut mark", in: "foo=%4FPS-TOK…", want: "foo=[redacted]…"},
+		{name: "cut secret inside a longer text", in: "connection OPS-TOKEN-0123… is not enabled", want: "connection [redacted]… is not enabled"},
+		{name: "cut secret before a later cut mark", in: "a OPS-TOKEN-0… b x… c", want: "a [redacted]… b x… c"},
+		{name: "fewer than 4 bytes of a secret before a cut mark are kept", in: "Mozilla/5.0 OPS…", want: "Mozilla/5.0 OPS…"},
+		{name: "text not beginning a secret is kept", in: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit…", want: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit…"},
+		{name: "a percent sign that encodes nothing", in: "100% sure %zz %4", want: "100% sure %zz %4"},
+		{name: "plain secret", in: "x " + ops + " y", want: "x [redacted] y"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := w.Scrub(tc.in); got != tc.want {
+				t.Fatalf("Scrub(%q)\n got %q\nwant %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// lowerHexAll percent-encodes every byte of s with lower-case hex digits.
+func lowerHexAll(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		fmt.Fprintf(&b, "%%%02x", s[i])
+	}
+	return b.String()
+}
+
+// Scrubbing a whole value and then cutting it (what the broker does with request input)
+// never leaves a piece of a secret, wherever the cut falls; cutting first and scrubbing the
+// cut value (the second line of defence) leaves at most minCutPrefix-1 bytes of it.
+func TestScrubThenCutNeverLeavesAPieceOfASecret(t *testing.T) {
+	const secret = "OPS-TOKEN-0123456789abcdefghijklmnop"
+	secrets := &Secrets{}
+	secrets.Set("config", secret)
+	w := &Writer{Secrets: secrets}
+	cut := func(s string, n int) string {
+		if len(s) <= n {
+			return s
+		}
+		return s[:n] + cutMark
+	}
+	for _, enc := range []struct {
+		name string
+		form string
+	}{
+		{name: "as is", form: secret},
+		{name: "non-canonical percent-encoding", form: "%4F" + secret[1:]},
+	} {
+		in := "foo=" + strings.Repeat("a", 40) + enc.form + "&x=1"
+		for n := 40; n < len(in); n++ {
+			if got := cut(w.Scrub(in), n); strings.Contains(got, "OPS-") || strings.Contains(got, "PS-TOKEN") {
+				t.Fatalf("%s: scrub then cut at %d = %q", enc.name, n, got)
+			}
+			got := w.Scrub(cut(in, n))
+			for k := minCutPrefix; k <= len(secret); k++ {
+				if strings.Contains(got, secret[:k]) || strings.Contains(got, secret[1:k]) && k > minCutPrefix {
+					t.Fatalf("%s: cut at %d then scrub = %q keeps %d bytes of the secret", enc.name, n, got, k)
+				}
+			}
+		}
 	}
 }
