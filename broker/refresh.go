@@ -199,7 +199,7 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 		if oerr == nil {
 			return
 		}
-		ev.Details["grant_type"] = clip(grant, 64)
+		ev.Details["grant_type"] = s.clipEvent(grant, 64)
 	}
 	ev.UserID = x.userID
 	d := ev.Details
@@ -231,7 +231,7 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 	if oerr != nil {
 		ev.Type = failed
 		d["error"] = oerr.Code
-		d["error_description"] = clip(oerr.Description, 512)
+		d["error_description"] = s.clipEvent(oerr.Description, 512)
 	}
 	if nonceChallenge(oerr) { // a protocol step, not a failed exchange (noncechallenge.go)
 		s.nonceChallengeEvent(r, ev, grant)

@@ -34,7 +34,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	client, basic, oerr := s.authenticateClient(r, form)
 	if oerr != nil {
 		if id := form.Get("client_id"); id != "" {
-			ev.Details["requested_client_id"] = clip(id, 128)
+			ev.Details["requested_client_id"] = s.clipEvent(id, 128)
 		}
 		fail(oerr, basic)
 		return
