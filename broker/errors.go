@@ -22,6 +22,8 @@ main{background:#fff;margin:4rem 1rem;padding:2rem 2.5rem;border-radius:8px;box-
 h1{font-size:1.3rem;margin-top:0}
 code{background:#eee;padding:0 .25rem;border-radius:3px}
 li{margin:.4rem 0}
+button{font-size:1rem;padding:.6rem 1.6rem;border:0;border-radius:4px;background:#2d6cdf;color:#fff;cursor:pointer}
+button:focus-visible{outline:3px solid #8fb3f5;outline-offset:2px}
 </style>
 </head>
 <body>

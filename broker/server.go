@@ -356,6 +356,8 @@ func (s *Server) routes() {
 	h("GET /oidc/logout", s.guardLogout(s.handleOIDCLogout))
 	h("POST /oidc/logout", s.guardLogout(s.handleOIDCLogout))
 	h("GET /logout/federated", s.guardLogout(s.handleFederatedReturn))
+	h("GET /{$}", s.handleRoot)
+	h("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	h("GET /healthz", s.handleHealthz)
 	h("GET /readyz", s.handleReadyz)
 	s.mgmtRoutes(h)
@@ -386,6 +388,15 @@ func (s *Server) cors(next http.HandlerFunc) http.HandlerFunc {
 		}
 		next(w, r)
 	}
+}
+
+// handleRoot tells a person who opens the broker's base URL what it is and where apps start.
+func (s *Server) handleRoot(w http.ResponseWriter, _ *http.Request) {
+	renderPage(w, http.StatusOK, page{
+		Title:   "dpop-broker",
+		Message: "This is an OpenID Connect provider: applications send you here to sign in. There is nothing to do on this page.",
+		Links:   []pageLink{{URL: s.base + "/.well-known/openid-configuration", Text: "OpenID Connect discovery document"}},
+	})
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {

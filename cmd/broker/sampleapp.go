@@ -49,7 +49,7 @@ var appPage = template.Must(template.New("app").Parse(`<!doctype html>
 body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;justify-content:center}
 main{background:#fff;margin:3rem 1rem;padding:2rem 2.5rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);max-width:48rem;width:100%}
 h1{font-size:1.4rem;margin-top:0}
-pre{background:#f0f0f0;padding:1rem;border-radius:4px;overflow:auto;font-size:.85rem}
+pre{background:#f0f0f0;padding:1rem;border-radius:4px;overflow:auto;font-size:.85rem;white-space:pre-wrap;overflow-wrap:anywhere}
 a.button{display:inline-block;font-size:1rem;padding:.6rem 1.6rem;border-radius:4px;background:#2d6cdf;color:#fff;text-decoration:none}
 .error{color:#b00020}
 </style>
