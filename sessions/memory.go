@@ -27,6 +27,13 @@ type MemoryOptions struct {
 	// DefaultMaxRecords. The event log (bounded by its own maxLen) and connection records do
 	// not count.
 	MaxRecords int
+	// KindLimits caps the live records of some kinds within MaxRecords (kinds not listed are
+	// bounded by MaxRecords alone). A write that would add a record of such a kind beyond its
+	// cap fails with ErrFull and changes nothing, while other kinds keep their room: the
+	// broker gives the DPoP proof replay cache (KindJTI), which anyone holding one valid
+	// token can grow, its own budget, so it cannot take the room of logins. A cap of 0 or
+	// less, or above MaxRecords, is MaxRecords.
+	KindLimits map[Kind]int
 }
 
 type memRecord struct {
@@ -67,6 +74,11 @@ type memory struct {
 	recs    map[string]memRecord
 	exps    []memExp // expiry index: a min-heap on exp with an entry for every record in recs
 	maxRecs int
+	// kindMax caps the records of the kinds it lists (MemoryOptions.KindLimits); kindN counts
+	// the records of those kinds in recs (live, or expired and not yet removed), kept up to
+	// date by set and drop.
+	kindMax map[Kind]int
+	kindN   map[Kind]int
 	logs    [len(logClasses)][]memLog // by LogClass, each sorted by id, oldest first
 	closed  bool
 
@@ -87,10 +99,38 @@ func NewMemoryWithOptions(o MemoryOptions) Store {
 	if o.MaxRecords <= 0 {
 		o.MaxRecords = DefaultMaxRecords
 	}
-	return &memory{now: time.Now, recs: make(map[string]memRecord), maxRecs: o.MaxRecords}
+	m := &memory{now: time.Now, recs: make(map[string]memRecord), maxRecs: o.MaxRecords}
+	for k, n := range o.KindLimits {
+		if n > 0 && n < o.MaxRecords {
+			if m.kindMax == nil {
+				m.kindMax, m.kindN = map[Kind]int{}, map[Kind]int{}
+			}
+			m.kindMax[k] = n
+		}
+	}
+	return m
 }
 
 func memKey(kind Kind, id string) string { return string(kind) + "\x00" + id }
+
+// kindOf returns the kind part of a memKey.
+func kindOf(k string) Kind {
+	kind, _, _ := strings.Cut(k, "\x00")
+	return Kind(kind)
+}
+
+// drop removes the record under k, if any, keeping the per-kind counts. mu must be held.
+func (m *memory) drop(k string) {
+	if _, ok := m.recs[k]; !ok {
+		return
+	}
+	delete(m.recs, k)
+	if m.kindMax != nil {
+		if kind := kindOf(k); m.kindMax[kind] > 0 {
+			m.kindN[kind]--
+		}
+	}
+}
 
 var errClosed = fmt.Errorf("%w: memory store closed", ErrUnavailable)
 
@@ -101,7 +141,7 @@ func (m *memory) live(k string, now time.Time) (memRecord, bool) {
 		return r, false
 	}
 	if !now.Before(r.exp) {
-		delete(m.recs, k)
+		m.drop(k)
 		return r, false
 	}
 	return r, true
@@ -119,7 +159,7 @@ func (m *memory) expire(now time.Time) {
 		k := m.popExp()
 		// The entry may be stale: a record rewritten since has its own, later entry.
 		if r, ok := m.recs[k]; ok && !now.Before(r.exp) {
-			delete(m.recs, k)
+			m.drop(k)
 		}
 	}
 }
@@ -142,7 +182,7 @@ func (m *memory) sweep(now time.Time) {
 	exps := make([]memExp, 0, len(m.recs)+1)
 	for k, r := range m.recs {
 		if !now.Before(r.exp) {
-			delete(m.recs, k)
+			m.drop(k)
 			continue
 		}
 		exps = append(exps, memExp{exp: r.exp, key: k})
@@ -199,23 +239,44 @@ func (m *memory) down(i int) {
 	}
 }
 
-// room reports ErrFull when adding n records would exceed maxRecs live records, removing
-// the expired ones first. mu must be held.
-func (m *memory) room(n int, now time.Time) error {
-	if len(m.recs)+n <= m.maxRecs {
+// room reports ErrFull when adding n records would exceed maxRecs live records, or adding
+// byKind[kind] records of a capped kind would exceed its cap, removing the expired records
+// first. mu must be held.
+func (m *memory) room(n int, byKind map[Kind]int, now time.Time) error {
+	if m.fits(n, byKind) {
 		return nil
 	}
 	m.expire(now)
-	if len(m.recs)+n <= m.maxRecs {
-		return nil
+	if len(m.recs)+n > m.maxRecs {
+		return fmt.Errorf("%w (%d live records, the limit)", ErrFull, len(m.recs))
 	}
-	return fmt.Errorf("%w (%d live records, the limit)", ErrFull, len(m.recs))
+	for kind, add := range byKind {
+		if add > 0 && m.kindN[kind]+add > m.kindMax[kind] {
+			return fmt.Errorf("%w (%d live %s records, the limit of that kind)", ErrFull, m.kindN[kind], kind)
+		}
+	}
+	return nil
 }
 
-// added counts the records items would add: distinct keys without a live record. mu must
-// be held.
-func (m *memory) added(items []Item, now time.Time) int {
+// fits reports whether n more records, byKind of capped kinds, fit without expiring any.
+// mu must be held.
+func (m *memory) fits(n int, byKind map[Kind]int) bool {
+	if len(m.recs)+n > m.maxRecs {
+		return false
+	}
+	for kind, add := range byKind {
+		if add > 0 && m.kindN[kind]+add > m.kindMax[kind] {
+			return false
+		}
+	}
+	return true
+}
+
+// added counts the records items would add: distinct keys without a live record, in all and
+// of each capped kind (nil when no kind is capped). mu must be held.
+func (m *memory) added(items []Item, now time.Time) (int, map[Kind]int) {
 	n := 0
+	var byKind map[Kind]int
 	seen := make(map[string]bool, len(items))
 	for _, it := range items {
 		k := memKey(it.Kind, it.ID)
@@ -225,9 +286,22 @@ func (m *memory) added(items []Item, now time.Time) int {
 		seen[k] = true
 		if _, ok := m.live(k, now); !ok {
 			n++
+			byKind = m.countKind(byKind, it.Kind, 1)
 		}
 	}
-	return n
+	return n, byKind
+}
+
+// countKind adds d to counts[kind] when kind is capped, allocating counts when needed.
+func (m *memory) countKind(counts map[Kind]int, kind Kind, d int) map[Kind]int {
+	if m.kindMax[kind] == 0 {
+		return counts
+	}
+	if counts == nil {
+		counts = map[Kind]int{}
+	}
+	counts[kind] += d
+	return counts
 }
 
 // inOpen runs f with m.mu held, or returns errClosed once the store is closed.
@@ -251,7 +325,8 @@ func (m *memory) run(f func() error) error {
 // not fit (ErrFull). mu must be held.
 func (m *memory) putLocked(items []Item) error {
 	now := m.now()
-	if err := m.room(m.added(items, now), now); err != nil {
+	n, byKind := m.added(items, now)
+	if err := m.room(n, byKind, now); err != nil {
 		return err
 	}
 	for _, it := range items {
@@ -263,6 +338,9 @@ func (m *memory) putLocked(items []Item) error {
 
 func (m *memory) set(kind Kind, id string, value []byte, ttl time.Duration, now time.Time) {
 	k, exp := memKey(kind, id), now.Add(ttl)
+	if _, ok := m.recs[k]; !ok && m.kindMax[kind] > 0 {
+		m.kindN[kind]++
+	}
 	m.recs[k] = memRecord{value: bytes.Clone(value), exp: exp}
 	m.index(k, exp, now)
 }
@@ -276,7 +354,7 @@ func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, t
 		if _, ok := m.live(memKey(kind, id), now); ok {
 			return fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
 		}
-		if err := m.room(1, now); err != nil {
+		if err := m.room(1, m.countKind(nil, kind, 1), now); err != nil {
 			return fmt.Errorf("sessions: create %s: %w", kind, err)
 		}
 		m.set(kind, id, value, ttl, now)
@@ -358,7 +436,7 @@ func (m *memory) Take(_ context.Context, kind Kind, id string) ([]byte, error) {
 		if !ok {
 			return nil, fmt.Errorf("sessions: take %s: %w", kind, ErrNotFound)
 		}
-		delete(m.recs, k)
+		m.drop(k)
 		return r.value, nil
 	})
 }
@@ -368,7 +446,7 @@ func (m *memory) Delete(_ context.Context, kind Kind, id string) error {
 		return fmt.Errorf("sessions: delete %s: %w", kind, err)
 	}
 	return m.run(func() error {
-		delete(m.recs, memKey(kind, id))
+		m.drop(memKey(kind, id))
 		return nil
 	})
 }
@@ -519,6 +597,7 @@ func (m *memory) Close() error {
 	defer m.mu.Unlock()
 	m.closed = true
 	m.recs, m.exps = nil, nil
+	clear(m.kindN)
 	m.logs = [len(logClasses)][]memLog{}
 	m.conns, m.connNames, m.connGone = nil, nil, nil
 	return nil

@@ -35,3 +35,15 @@ func TestMemoryStoreAtRecordLimitFailsClosed(t *testing.T) {
 		},
 	})
 }
+
+// TestMemoryStoreKindLimitKeepsRoomForOtherKinds runs the per-kind cap conformance on a
+// memory store that caps proof jtis below its record limit.
+func TestMemoryStoreKindLimitKeepsRoomForOtherKinds(t *testing.T) {
+	storetest.RunKindLimit(t, func(t *testing.T) sessions.Store {
+		s := sessions.NewMemoryWithOptions(sessions.MemoryOptions{
+			MaxRecords: 100, KindLimits: map[sessions.Kind]int{sessions.KindJTI: 8},
+		})
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}, sessions.KindJTI, 8)
+}

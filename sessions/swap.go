@@ -58,17 +58,18 @@ func (m *memory) Swap(_ context.Context, kind Kind, id string, old []byte, put [
 			return fmt.Errorf("sessions: swap %s: %w", kind, ErrConflict)
 		}
 		// The batch is one step: the records it deletes make room for those it adds.
-		gone := 0
+		n, byKind := m.added(put, now)
 		for _, r := range del {
 			if _, ok := m.live(memKey(r.Kind, r.ID), now); ok {
-				gone++
+				n--
+				byKind = m.countKind(byKind, r.Kind, -1)
 			}
 		}
-		if err := m.room(m.added(put, now)-gone, now); err != nil {
+		if err := m.room(n, byKind, now); err != nil {
 			return fmt.Errorf("sessions: swap %s: %w", kind, err)
 		}
 		for _, r := range del {
-			delete(m.recs, memKey(r.Kind, r.ID))
+			m.drop(memKey(r.Kind, r.ID))
 		}
 		for _, it := range put {
 			m.set(it.Kind, it.ID, it.Value, it.TTL, now)
