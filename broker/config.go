@@ -68,6 +68,9 @@ type StoreConfig struct {
 // details.error store_full). Redis is bounded by its own maxmemory (README).
 type MemoryStoreConfig struct {
 	MaxRecords int `yaml:"max_records"`
+	// MaxReplayRecords is the share of MaxRecords the DPoP proof replay cache may hold
+	// (0: half of MaxRecords; replaylimit.go), so proofs cannot take the room of logins.
+	MaxReplayRecords int `yaml:"max_replay_records"`
 }
 
 // RedisConfig is the Redis connection: one address, several (Cluster), or Sentinel.

@@ -265,7 +265,7 @@ func configureEventWriter(cfg *Config, w *logs.Writer) {
 func OpenStore(cfg *Config) (sessions.Store, error) {
 	switch cfg.Store.Type {
 	case "", "memory":
-		return sessions.NewMemoryWithOptions(sessions.MemoryOptions{MaxRecords: cfg.Store.Memory.MaxRecords}), nil
+		return sessions.NewMemoryWithOptions(cfg.Store.Memory.options()), nil
 	case "redis":
 		r := cfg.Store.Redis
 		tlsCfg, err := redisTLSConfig(r.TLS)

@@ -146,6 +146,7 @@ func (v *validator) store(s *StoreConfig) {
 	if n := s.Memory.MaxRecords; n < minMemoryRecords || n > maxMemoryRecords {
 		v.add("store.memory.max_records", "must be between %d and %d", minMemoryRecords, maxMemoryRecords)
 	}
+	v.replayRecords(&s.Memory)
 	switch s.Type {
 	case "memory":
 	case "redis":

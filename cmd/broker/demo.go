@@ -17,7 +17,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
 )
 
@@ -187,7 +186,10 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 			DPoPSigningAlg: "ES256", FetchUserinfo: true,
 		},
 	}}
-	store := sessions.NewMemory()
+	store, err := broker.OpenStore(cfg) // memory: max_records with its replay budget
+	if err != nil {
+		return nil, err
+	}
 	events := &logs.Writer{Logger: logger, Store: store, MaxLen: cfg.Logs.MaxEvents, Hostname: "demo"}
 	d.broker, err = broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger})
 	if err != nil {
