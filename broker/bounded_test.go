@@ -323,7 +323,7 @@ func TestTokenFloodWithWrongCredentialsDoesNotLockOutTheApp(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
 		c.TrustedProxies = []string{"127.0.0.0/8"}
 		c.RateLimits.Enabled = true
-		c.RateLimits.Token = EndpointRateLimits{
+		c.RateLimits.Token.EndpointRateLimits = EndpointRateLimits{
 			PerIP:     RateLimit{Rate: "1/h", Burst: 30},
 			PerClient: RateLimit{Rate: "1/h", Burst: 5},
 		}

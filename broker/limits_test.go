@@ -223,7 +223,7 @@ func rlHarness(t *testing.T, mut func(rl *RateLimitsConfig)) *harness {
 		c.RateLimits.Enabled = true
 		unlimited := RateLimit{Rate: "0"}
 		c.RateLimits.Authorize = EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
-		c.RateLimits.Token = EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
+		c.RateLimits.Token.EndpointRateLimits = EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
 		mut(&c.RateLimits)
 	}})
 }

@@ -122,6 +122,9 @@ func (a *mgmtAuth) guard(s *Server, scopes []string, next mgmtHandler) http.Hand
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := &mgmtCall{w: w, r: r}
 		w.Header().Set("Cache-Control", "no-store")
+		if s.mgmtLimited(c, a) {
+			return // rate limits per IP and per token (mgmtlimit.go)
+		}
 		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		tok = strings.TrimSpace(tok)
 		switch {

@@ -18,8 +18,10 @@ import (
 )
 
 // RateLimitsConfig are token-bucket limits per client IP on /authorize, /login/callback,
-// /oauth/token (with /oauth/revoke) and the logout endpoints, per client_id on /authorize
-// and /oauth/token, and a bound on the live login transactions of one client IP. They are
+// /oauth/token (with /oauth/revoke), /userinfo, the logout endpoints and the management API,
+// per client_id on /authorize and /oauth/token, per refresh-token family at /oauth/token, per
+// session at /userinfo, per management token, and a bound on the live login transactions of
+// one client IP. They are
 // on by default (Default) and off in the demo. They are kept in memory by each replica: with
 // N replicas behind a load balancer the effective limit is up to N times the configured one.
 type RateLimitsConfig struct {
@@ -31,10 +33,14 @@ type RateLimitsConfig struct {
 	// LiveTransactionsPerIP bounds the login transactions one client IP (IPv6: its /64) may
 	// hold on this replica at once: started at /authorize and neither finished at
 	// /login/callback nor expired (lifetimes.transaction). 0 = unbounded (bounded.go).
-	LiveTransactionsPerIP int                `yaml:"live_transactions_per_ip"`
-	Callback              IPRateLimits       `yaml:"callback"`
-	Token                 EndpointRateLimits `yaml:"token"`
-	Logout                IPRateLimits       `yaml:"logout"`
+	LiveTransactionsPerIP int             `yaml:"live_transactions_per_ip"`
+	Callback              IPRateLimits    `yaml:"callback"`
+	Token                 TokenRateLimits `yaml:"token"`
+	Logout                IPRateLimits    `yaml:"logout"`
+	// Userinfo limits /userinfo per client IP and per session (userinfolimit.go).
+	Userinfo UserinfoRateLimits `yaml:"userinfo"`
+	// Management limits the management API per token and per client IP (mgmtlimit.go).
+	Management ManagementRateLimits `yaml:"management"`
 }
 
 // EndpointRateLimits are the limits of one endpoint.
@@ -70,12 +76,18 @@ func defaultRateLimits() RateLimitsConfig {
 		LiveTransactionsPerIP: 50,
 		// Every login comes back once through the callback, from the same browser.
 		Callback: IPRateLimits{PerIP: RateLimit{Rate: "20/s", Burst: 40}},
-		Token: EndpointRateLimits{
-			// A confidential app's back end redeems every user's code from one address.
-			PerIP:     RateLimit{Rate: "100/s", Burst: 200},
-			PerClient: RateLimit{Rate: "200/s", Burst: 400},
+		Token: TokenRateLimits{
+			EndpointRateLimits: EndpointRateLimits{
+				// A confidential app's back end redeems every user's code from one address.
+				PerIP:     RateLimit{Rate: "100/s", Burst: 200},
+				PerClient: RateLimit{Rate: "200/s", Burst: 400},
+			},
+			// An app refreshes every few minutes; the tabs of one SPA share a family.
+			PerRefreshFamily: RateLimit{Rate: "1/s", Burst: 10},
 		},
-		Logout: IPRateLimits{PerIP: RateLimit{Rate: "10/s", Burst: 20}},
+		Logout:     IPRateLimits{PerIP: RateLimit{Rate: "10/s", Burst: 20}},
+		Userinfo:   defaultUserinfoRateLimits(),
+		Management: defaultManagementRateLimits(),
 	}
 }
 
@@ -119,6 +131,11 @@ func (v *validator) rateLimits(c *Config) {
 	v.rateLimit("rate_limits.token.per_ip", rl.Token.PerIP)
 	v.rateLimit("rate_limits.token.per_client", rl.Token.PerClient)
 	v.rateLimit("rate_limits.logout.per_ip", rl.Logout.PerIP)
+	v.rateLimit("rate_limits.token.per_refresh_family", rl.Token.PerRefreshFamily)
+	v.rateLimit("rate_limits.userinfo.per_ip", rl.Userinfo.PerIP)
+	v.rateLimit("rate_limits.userinfo.per_session", rl.Userinfo.PerSession)
+	v.rateLimit("rate_limits.management.per_ip", rl.Management.PerIP)
+	v.rateLimit("rate_limits.management.per_token", rl.Management.PerToken)
 	for i, p := range c.TrustedProxies {
 		if _, err := parsePrefix(p); err != nil {
 			v.add(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
@@ -166,7 +183,10 @@ type guard struct {
 	authorizeIP, authorizeClient *limiterTable // nil = unlimited or disabled
 	callbackIP, logoutIP         *limiterTable
 	tokenIP, tokenClient         *limiterTable
-	liveTx                       *liveTxTable // live login transactions per IP (bounded.go)
+	refreshFamily                *limiterTable // per refresh-token family (refreshlimit.go)
+	userinfoIP, userinfoSession  *limiterTable // userinfolimit.go
+	mgmtIP, mgmtToken            *limiterTable // mgmtlimit.go
+	liveTx                       *liveTxTable  // live login transactions per IP (bounded.go)
 	proxies                      []netip.Prefix
 	refused                      *prometheus.CounterVec
 }
@@ -177,7 +197,7 @@ func newGuard(cfg *Config, reg *prometheus.Registry) (*guard, error) {
 	g := &guard{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpop_broker_rate_limited_total",
-			Help: "Requests refused with 429 by the per-replica rate limits, by endpoint and key (ip, client, or live_transactions).",
+			Help: "Requests refused with 429 by the per-replica rate limits, by endpoint and key (ip, client, refresh_family, session, token, or live_transactions).",
 		}, []string{"endpoint", "key"}),
 	}
 	if reg != nil {
@@ -207,6 +227,11 @@ func newGuard(cfg *Config, reg *prometheus.Registry) (*guard, error) {
 		{&g.tokenIP, "token", "ip", "rate_limits.token.per_ip", rl.Token.PerIP},
 		{&g.tokenClient, "token", "client", "rate_limits.token.per_client", rl.Token.PerClient},
 		{&g.logoutIP, "logout", "ip", "rate_limits.logout.per_ip", rl.Logout.PerIP},
+		{&g.refreshFamily, "token", byRefreshFamily, "rate_limits.token.per_refresh_family", rl.Token.PerRefreshFamily},
+		{&g.userinfoIP, "userinfo", "ip", "rate_limits.userinfo.per_ip", rl.Userinfo.PerIP},
+		{&g.userinfoSession, "userinfo", bySession, "rate_limits.userinfo.per_session", rl.Userinfo.PerSession},
+		{&g.mgmtIP, "management", "ip", "rate_limits.management.per_ip", rl.Management.PerIP},
+		{&g.mgmtToken, "management", byToken, "rate_limits.management.per_token", rl.Management.PerToken},
 	} {
 		lim, err := parseRate(t.l.Rate)
 		if err != nil {
@@ -245,8 +270,8 @@ func newLimiterTable(endpoint, key string, l RateLimit, lim rate.Limit, maxKeys 
 // refusal describes a request a limiter refused. Its event is an unauthenticated one,
 // limited like every such event (logs.unauthenticated), so an attack cannot flood the log.
 type refusal struct {
-	endpoint   string        // authorize, callback, token, logout
-	by         string        // ip, client, or live_transactions (bounded.go)
+	endpoint   string        // authorize, callback, token, logout, userinfo, management
+	by         string        // ip, client, refresh_family, session, token, or live_transactions (bounded.go)
 	limit      string        // the configured rate, or the live-transaction bound
 	burst      int           // of a rate; 0 for the live-transaction bound
 	retryAfter time.Duration // until one request is allowed again
@@ -307,6 +332,13 @@ func (ref *refusal) description() string {
 	case "client":
 		return fmt.Sprintf("too many requests from this application (limit %s, burst %d); retry after %d s",
 			ref.limit, ref.burst, ref.retryAfterSeconds())
+	case byRefreshFamily, bySession, byToken:
+		what := map[string]string{
+			byRefreshFamily: "refreshes of this refresh token", bySession: "requests for this session",
+			byToken: "requests with this management token",
+		}[ref.by]
+		return fmt.Sprintf("too many %s (limit %s, burst %d); retry after %d s",
+			what, ref.limit, ref.burst, ref.retryAfterSeconds())
 	}
 	return fmt.Sprintf("too many requests from this address (limit %s, burst %d); retry after %d s",
 		ref.limit, ref.burst, ref.retryAfterSeconds())

@@ -40,6 +40,9 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 		return nil, oerr
 	}
 	rec := p.rec
+	if oerr := s.chargeRefreshFamily(p, x); oerr != nil {
+		return nil, oerr
+	}
 	if oerr := s.claimProof(r.Context(), proof); oerr != nil {
 		return nil, oerr
 	}

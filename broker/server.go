@@ -348,8 +348,8 @@ func (s *Server) routes() {
 	h("OPTIONS /oauth/token", s.cors(nil))
 	h("POST /oauth/revoke", s.cors(s.guardToken(s.handleRevoke, logs.TypeFailedRevocation)))
 	h("OPTIONS /oauth/revoke", s.cors(nil))
-	h("GET /userinfo", s.cors(s.handleUserinfo))
-	h("POST /userinfo", s.cors(s.handleUserinfo))
+	h("GET /userinfo", s.cors(s.guardUserinfo(s.handleUserinfo)))
+	h("POST /userinfo", s.cors(s.guardUserinfo(s.handleUserinfo)))
 	h("OPTIONS /userinfo", s.cors(nil))
 	h("GET /v2/logout", s.guardLogout(s.handleLogout))
 	h("POST /v2/logout", s.guardLogout(s.handleLogout)) // the confirmation of a federated logout
@@ -375,7 +375,7 @@ func (s *Server) cors(next http.HandlerFunc) http.HandlerFunc {
 		if origin != "" && s.origins[origin] {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", origin)
-			h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate")
+			h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate, Retry-After")
 			if r.Method == http.MethodOptions {
 				h.Set("Access-Control-Allow-Methods", "GET, POST")
 				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, DPoP, Auth0-Client")

@@ -60,6 +60,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	} else if id := form.Get("client_id"); id != "" {
 		ev.Details["requested_client_id"] = s.clipEvent(id, 128)
 	}
+	s.tokenLimited(w, ev, x)
 	s.tokenEvent(r, ev, grant, x, oerr)
 	if oerr != nil {
 		if basic && oerr.Status == http.StatusUnauthorized {
@@ -166,6 +167,8 @@ type exchange struct {
 	scope   *scopeDecision // the scope granted by policy (grants.go)
 	// codeReuse is set when an authorization code was presented again (codereuse.go).
 	codeReuse *codeReuse
+	// limited is set when a limit inside the grant refused the request (refreshlimit.go).
+	limited *refusal
 }
 
 func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {

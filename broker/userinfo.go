@@ -40,7 +40,7 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	claims, oerr := s.userinfoToken(r, scheme, tok)
+	claims, proof, oerr := s.userinfoToken(r, scheme, tok)
 	if oerr != nil {
 		if scheme == "dpop" || oerr == errBoundAsBearer {
 			s.writeDPoPChallenge(w, oerr)
@@ -48,6 +48,9 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 			s.bearerError(w, oerr.Status, oerr.Code, oerr.Description)
 		}
 		return
+	}
+	if s.chargeUserinfoSession(w, r, claims) {
+		return // the per-session limit, spent only by a token (and proof) that passed its checks
 	}
 	raw, err := s.store.Get(r.Context(), sessions.KindSession, claims.SID+".s")
 	switch {
@@ -62,6 +65,10 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	var sess sessionRecord
 	if err := json.Unmarshal(raw, &sess); err != nil || sess.UserID != claims.Subject {
 		s.bearerError(w, http.StatusUnauthorized, "invalid_token", "the session of this access token has ended")
+		return
+	}
+	if oerr := s.claimUserinfoProof(r.Context(), proof); oerr != nil {
+		s.writeDPoPChallenge(w, oerr)
 		return
 	}
 	out := scopedClaims(sess.Claims, claims.Scope)
@@ -101,14 +108,15 @@ var errBoundAsBearer = &oauthError{Status: http.StatusUnauthorized, Code: "inval
 
 // userinfoToken verifies the access token and, with the DPoP scheme, its proof (DS-12,
 // DS-23): a bound token needs the DPoP scheme and a proof by its key; an unbound one the
-// Bearer scheme.
-func (s *Server) userinfoToken(r *http.Request, scheme, tok string) (*accessClaims, *oauthError) {
+// Bearer scheme. The proof's replay claim is left to claimUserinfoProof, so a request the
+// per-session limit refuses stores nothing.
+func (s *Server) userinfoToken(r *http.Request, scheme, tok string) (*accessClaims, *dpop.Result, *oauthError) {
 	unauthorized := func(desc string) *oauthError {
 		return &oauthError{Status: http.StatusUnauthorized, Code: "invalid_token", Description: desc}
 	}
 	claims, err := s.verifyAccessToken(tok)
 	if err != nil {
-		return nil, unauthorized(err.Error())
+		return nil, nil, unauthorized(err.Error())
 	}
 	jkt := ""
 	if claims.Cnf != nil {
@@ -116,22 +124,23 @@ func (s *Server) userinfoToken(r *http.Request, scheme, tok string) (*accessClai
 	}
 	switch {
 	case scheme == "bearer" && jkt != "":
-		return nil, errBoundAsBearer
+		return nil, nil, errBoundAsBearer
 	case scheme == "bearer":
-		return claims, nil
+		return claims, nil, nil
 	case jkt == "":
-		return nil, unauthorized("the access token is not DPoP-bound: use the Bearer scheme")
+		return nil, nil, unauthorized("the access token is not DPoP-bound: use the Bearer scheme")
 	case len(r.Header.Values("DPoP")) == 0:
-		return nil, &oauthError{Status: http.StatusUnauthorized, Code: dpop.ErrCodeInvalidProof, Description: "the DPoP scheme requires a DPoP proof header"}
+		return nil, nil, &oauthError{Status: http.StatusUnauthorized, Code: dpop.ErrCodeInvalidProof, Description: "the DPoP scheme requires a DPoP proof header"}
 	}
-	if _, err := s.verifyProof(r, "/userinfo", tok, jkt, false); err != nil {
+	proof, err := s.verifyProof(r, "/userinfo", tok, jkt, true)
+	if err != nil {
 		oerr := proofError(err, true)
 		if oerr.Status == http.StatusServiceUnavailable {
 			s.log.Error("DPoP proof check failed", "err", err)
 		}
-		return nil, oerr
+		return nil, nil, oerr
 	}
-	return claims, nil
+	return claims, proof, nil
 }
 
 func (s *Server) bearerError(w http.ResponseWriter, status int, code, desc string) {
