@@ -55,6 +55,13 @@ func TestUserinfoManagementAndRefreshLimitsValidation(t *testing.T) {
 			want: FieldError{Key: "rate_limits.management.per_token.burst", Reason: needsBurst}},
 		{name: "refresh family rate must parse", mut: func(c *Config) { c.RateLimits.Token.PerRefreshFamily.Rate = "fast" },
 			want: FieldError{Key: "rate_limits.token.per_refresh_family.rate", Reason: notARate}},
+		{name: "management token names are unique (the per-token limit is keyed by name)", mut: func(c *Config) {
+			c.Management.Tokens = []ManagementToken{
+				{Name: "ops", Token: strings.Repeat("a", 40), Scopes: []string{scopeReadLogs}},
+				{Name: "ci", Token: strings.Repeat("b", 40), Scopes: []string{scopeReadLogs}},
+				{Name: "ops", Token: strings.Repeat("c", 40), Scopes: []string{scopeReadLogs}},
+			}
+		}, want: FieldError{Key: "management.tokens[2].name", Reason: "duplicate name (also management.tokens[0])"}},
 		{name: "replay records not negative", mut: func(c *Config) { c.Store.Memory.MaxReplayRecords = -1 },
 			want: FieldError{Key: "store.memory.max_replay_records", Reason: "must be between 0 (half of max_records) and max_records (100000)"}},
 		{name: "replay records at most max_records", mut: func(c *Config) { c.Store.Memory.MaxRecords, c.Store.Memory.MaxReplayRecords = 2000, 2001 },

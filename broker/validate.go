@@ -626,9 +626,13 @@ var managementScopes = []string{scopeReadConnections, scopeCreateConnections, sc
 const minManagementToken = 32
 
 func (v *validator) management(m *ManagementConfig) {
-	seen := map[string]int{}
+	seen, names := map[string]int{}, map[string]int{}
 	for i, t := range m.Tokens {
 		p := fmt.Sprintf("management.tokens[%d]", i)
+		if j, dup := names[t.Name]; dup && t.Name != "" { // events and the per-token rate limit name it
+			v.add(p+".name", "duplicate name (also management.tokens[%d])", j)
+		}
+		names[t.Name] = i
 		switch {
 		case len(t.Token) < minManagementToken:
 			v.add(p+".token", "must be at least %d characters (got %d); generate one with: openssl rand -base64 32", minManagementToken, len(t.Token))
