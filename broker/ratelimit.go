@@ -21,9 +21,9 @@ import (
 // /oauth/token (with /oauth/revoke), /userinfo, the logout endpoints and the management API,
 // per client_id on /authorize and /oauth/token, per refresh-token family at /oauth/token, per
 // session at /userinfo, per management token, and a bound on the live login transactions of
-// one client IP. They are
-// on by default (Default) and off in the demo. They are kept in memory by each replica: with
-// N replicas behind a load balancer the effective limit is up to N times the configured one.
+// one client IP. They are on by default (Default) and off in the demo. They are kept in
+// memory by each replica: with N replicas behind a load balancer the effective limit is up to
+// N times the configured one.
 type RateLimitsConfig struct {
 	Enabled bool `yaml:"enabled"`
 	// MaxKeys caps the keys (IPs or client ids) each limiter table remembers; the least
