@@ -774,7 +774,7 @@ func TestC2CORSPreflight(t *testing.T) {
 			hd := r.header
 			if r.status != 204 || hd.Get("Access-Control-Allow-Origin") != spaOrigin || !strings.Contains(hd.Get("Access-Control-Allow-Methods"), "POST") ||
 				hd.Get("Access-Control-Allow-Headers") != "Authorization, Content-Type, DPoP, Auth0-Client" ||
-				hd.Get("Access-Control-Expose-Headers") != "DPoP-Nonce, WWW-Authenticate" || hd.Get("Vary") != "Origin" {
+				hd.Get("Access-Control-Expose-Headers") != "DPoP-Nonce, WWW-Authenticate, Retry-After" || hd.Get("Vary") != "Origin" {
 				t.Fatalf("%d %v", r.status, hd)
 			}
 			req.Header.Set("Origin", "https://evil.example")
