@@ -33,15 +33,6 @@ func defaultUserinfoRateLimits() UserinfoRateLimits {
 // per-session /userinfo limit.
 const bySession = "session"
 
-// typeAPILimit is the event type of a /userinfo request refused by a rate limit: the identity
-// SaaS's code for a request refused by the rate limit of its Authentication API (/userinfo
-// has no failure type of its own). It is an unauthenticated event, limited like every
-// refusal. The description is set here (the logs package's table does not list the code).
-const (
-	typeAPILimit        = "api_limit"
-	descriptionAPILimit = "Rate Limit On API"
-)
-
 // guardUserinfo applies the per-IP limit of /userinfo before anything else.
 func (s *Server) guardUserinfo(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +62,7 @@ func (s *Server) chargeUserinfoSession(w http.ResponseWriter, r *http.Request, c
 // user and app when the token was valid (claims set).
 func (s *Server) userinfoRefused(w http.ResponseWriter, r *http.Request, ref *refusal, claims *accessClaims) {
 	ev := s.newEvent(r)
-	ev.Type, ev.Description, ev.Class = typeAPILimit, descriptionAPILimit, logs.ClassUnauthenticated
+	ev.Type, ev.Class = logs.TypeAPILimit, logs.ClassUnauthenticated // limited like every refusal
 	ev.Details["request"] = map[string]any{"method": r.Method, "path": "/userinfo"}
 	if claims != nil {
 		ev.UserID = claims.Subject

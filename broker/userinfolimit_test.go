@@ -98,10 +98,10 @@ func TestUserinfoFloodFromOneSessionIsRefusedWhileOthersWork(t *testing.T) {
 		wantUserinfo429(t, r, 60)
 		refusedProof = p
 	}
-	ev := h.lastEventOf(typeAPILimit)
+	ev := h.lastEventOf(logs.TypeAPILimit)
 	rl := rateLimitOf(t, ev)
 	if ev.UserID != "oidc|corp|alice" || ev.ClientID != spaClient || ev.Details["session_id"] != sid ||
-		ev.Details["error"] != codeTooManyRequests || ev.Description != descriptionAPILimit ||
+		ev.Details["error"] != codeTooManyRequests || ev.Description != "Rate Limit On API" ||
 		rl["endpoint"] != "userinfo" || rl["by"] != bySession || rl["limit"] != "1/m" || ev.IP != "127.0.0.1" {
 		t.Fatalf("refusal event %+v", ev)
 	}
@@ -206,7 +206,7 @@ func TestUserinfoIsRateLimitedPerIP(t *testing.T) {
 	wantUserinfo429(t, h.userinfoFrom(http.MethodPost, attacker, "Bearer x", ""), 3600)
 	// A valid token from that address is refused too: the address's bucket comes first.
 	wantUserinfo429(t, h.userinfoFrom(http.MethodGet, attacker, "DPoP "+at, h.proof(a, http.MethodGet, "/userinfo", "", at)), 3600)
-	ev := h.lastEventOf(typeAPILimit)
+	ev := h.lastEventOf(logs.TypeAPILimit)
 	if rl := rateLimitOf(t, ev); rl["endpoint"] != "userinfo" || rl["by"] != "ip" || ev.IP != attacker || ev.UserID != "" ||
 		ev.ClientID != "" || ev.Details["error"] != codeTooManyRequests {
 		t.Fatalf("refusal event %+v", ev)
@@ -235,7 +235,7 @@ func TestUserinfoRefusalsAreLimitedEvents(t *testing.T) {
 	if got := h.eventCount() - n; got != 2 {
 		t.Fatalf("%d events for 29 refusals, want 2 (the per-IP event budget)", got)
 	}
-	if got := h.droppedEvents(typeAPILimit, logs.DropPerIP); got != 27 {
+	if got := h.droppedEvents(logs.TypeAPILimit, logs.DropPerIP); got != 27 {
 		t.Fatalf("dropped api_limit events = %v, want 27", got)
 	}
 }

@@ -40,6 +40,9 @@ const (
 	// nonce. It is a normal protocol step (every DPoP client's first request meets it when
 	// nonces are required), so it is not a failed exchange.
 	TypeDPoPNonceChallenge = "dpop_nonce_challenge"
+	// TypeAPILimit is a request refused by a rate limit of the authentication API that has no
+	// failure type of its own (/userinfo), as the identity SaaS names it.
+	TypeAPILimit = "api_limit"
 )
 
 // Event is one log entry (DESIGN.md §4). It never carries a token, code, proof, secret or key.
@@ -85,6 +88,7 @@ var descriptions = map[string]string{
 	TypeFederatedLogoutFailed: "Federated Logout Failed",
 	TypeFailedRevocation:      "Failed Refresh Token Revocation",
 	TypeDPoPNonceChallenge:    "DPoP Nonce Challenge",
+	TypeAPILimit:              "Rate Limit On API",
 }
 
 // NewLogID returns a 56-digit decimal id that sorts in creation order (time first, then a
