@@ -546,7 +546,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
 			child := joinKey(path, k.Value)
 			ft, ok := fields[k.Value]
 			if !ok {
-				*errs = append(*errs, FieldError{Key: child, Reason: "unknown key"})
+				*errs = append(*errs, FieldError{Key: child, Reason: unknownKey(k.Value, fields)})
 				continue
 			}
 			walk(v, ft, child, errs)
@@ -696,4 +696,40 @@ func joinKey(path, k string) string {
 		return k
 	}
 	return path + "." + k
+}
+
+// unknownKey is the reason for a key the configuration does not know: "unknown key", with the
+// known key it most likely misspells (at most two edits away).
+func unknownKey(k string, known map[string]reflect.Type) string {
+	best, bestDist := "", 3
+	for name := range known {
+		if d := editDistance(k, name); d < bestDist || d == bestDist && name < best {
+			best, bestDist = name, d
+		}
+	}
+	if best == "" {
+		return "unknown key"
+	}
+	return "unknown key (did you mean " + best + "?)"
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -95,8 +95,9 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 		replace [2]string
 		want    FieldError
 	}{
-		{"unknown top-level key", [2]string{"listen:", "listn:"}, FieldError{"listn", "unknown key"}},
-		{"unknown nested key", [2]string{"      client_id: broker", "      client_idd: broker"}, FieldError{"connections[0].options.client_idd", "unknown key"}},
+		{"unknown top-level key", [2]string{"listen:", "listn:"}, FieldError{"listn", "unknown key (did you mean listen?)"}},
+		{"unknown nested key", [2]string{"      client_id: broker", "      client_idd: broker"}, FieldError{"connections[0].options.client_idd", "unknown key (did you mean client_id?)"}},
+		{"unknown key like no known one", [2]string{"listen:", "frobnicate:"}, FieldError{"frobnicate", "unknown key"}},
 		{"missing env var", [2]string{"${TEST_SAMPLE_SECRET}", "${TEST_UNSET_VAR_XYZ}"}, FieldError{"clients[0].client_secret", "environment variable TEST_UNSET_VAR_XYZ is not set"}},
 		{"bad duration", [2]string{"listen:", "lifetimes: { code: 60 }\nlisten:"}, FieldError{"lifetimes.code", `"60" is not a duration (use Go syntax such as 30s, 10m or 1h)`}},
 		{"bad int", [2]string{"listen:", "dpop: { max_retries: many }\nlisten:"}, FieldError{"dpop.max_retries", `"many" is not an integer`}},

@@ -218,7 +218,7 @@ func TestScopesAndGrantsFromYAML(t *testing.T) {
 		t.Fatalf("apis %+v grants %+v", cfg.APIs, cfg.Clients[0].APIs)
 	}
 	_, err = Parse([]byte(strings.Replace(grants, `scopes: ["read:data"]`, `scope: "read:data"`, 1)))
-	if fe, ok := err.(FieldErrors); !ok || !slices.Contains(fe, FieldError{Key: "clients[0].apis[0].scope", Reason: "unknown key"}) {
+	if fe, ok := err.(FieldErrors); !ok || !slices.Contains(fe, FieldError{Key: "clients[0].apis[0].scope", Reason: "unknown key (did you mean scopes?)"}) {
 		t.Fatalf("misspelt grant key: %v", err)
 	}
 }

@@ -90,7 +90,11 @@ func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL is printed already
 		}
-		fmt.Fprintf(stderr, "unhealthy: GET %s: %v\n", target, err)
+		hint := ""
+		if *rawURL == "" && *listen == "" && *configPath == "" {
+			hint = " (the default address: pass --url, --listen or --config to probe another)"
+		}
+		fmt.Fprintf(stderr, "unhealthy: GET %s: %v%s\n", target, err, hint)
 		return 1
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))

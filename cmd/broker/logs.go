@@ -145,6 +145,9 @@ func (c *logsClient) run(ctx context.Context, p *eventPrinter) error {
 		if err != nil {
 			return err
 		}
+		if len(evs) == 0 && c.warn != nil { // say so on stderr; stdout stays empty for scripts
+			fmt.Fprintln(c.warn, "broker logs: no events match")
+		}
 		return p.print(evs)
 	}
 	// The checkpoint is the newest event of any kind at start; history up to it comes from
@@ -272,6 +275,7 @@ type apiError struct {
 	Err       string `json:"error"`
 	Message   string `json:"message"`
 	ErrorCode string `json:"errorCode"`
+	Hint      string `json:"-"` // what to do, for the CLI's message
 }
 
 func (e *apiError) Error() string {
@@ -282,10 +286,14 @@ func (e *apiError) Error() string {
 	if code == "" {
 		code = http.StatusText(e.Status)
 	}
-	if e.Message == "" {
-		return fmt.Sprintf("%d %s", e.Status, code)
+	msg := fmt.Sprintf("%d %s", e.Status, code)
+	if e.Message != "" {
+		msg += ": " + e.Message
 	}
-	return fmt.Sprintf("%d %s: %s", e.Status, code, e.Message)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
 }
 
 // search calls GET /api/v2/logs with params and decodes the array (or the include_totals
@@ -309,7 +317,7 @@ func (c *logsClient) search(ctx context.Context, params url.Values) ([]apiEvent,
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL is named below
 		}
-		return nil, fmt.Errorf("GET %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("GET %s: %w (is the broker running there? set BROKER_URL or --url)", u.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
@@ -319,9 +327,14 @@ func (c *logsClient) search(ctx context.Context, params url.Values) ([]apiEvent,
 	if resp.StatusCode != http.StatusOK {
 		ae := &apiError{}
 		if json.Unmarshal(body, ae) != nil || (ae.Message == "" && ae.ErrorCode == "" && ae.Err == "") {
-			ae = &apiError{Message: strings.TrimSpace(string(clipBytes(body, 200)))}
+			// Not the management API's error shape: another server answered.
+			return nil, fmt.Errorf("GET %s: %s from a server that is not dpop-broker's management API (is BROKER_URL or --url the broker's base URL?)",
+				u.Redacted(), resp.Status)
 		}
 		ae.Status = resp.StatusCode
+		if resp.StatusCode == http.StatusUnauthorized {
+			ae.Hint = "set BROKER_MGMT_TOKEN or --token to a management token with read:logs"
+		}
 		return nil, ae
 	}
 	var raws []json.RawMessage
@@ -347,13 +360,6 @@ func (c *logsClient) search(ctx context.Context, params url.Values) ([]apiEvent,
 		out = append(out, apiEvent{raw: r, ev: ev})
 	}
 	return out, nil
-}
-
-func clipBytes(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[:n]
-	}
-	return b
 }
 
 // eventPrinter writes events as JSON lines or as a table (header once).

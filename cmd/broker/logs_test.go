@@ -136,6 +136,10 @@ func TestLogsCommand(t *testing.T) {
 			"upstream_userinfo_fetch": map[string]any{"status": "SUCCESS", "dpop_bound": true}}})
 	writeEvent(t, w, failEvent("corp", "use_dpop_nonce"))
 	writeEvent(t, w, failEvent("okta", "dpop_alg_mismatch"))
+	other := httptest.NewServer(http.NotFoundHandler()) // some other web server
+	t.Cleanup(other.Close)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // nothing listens there any more
 
 	for _, tc := range []struct {
 		name     string
@@ -156,8 +160,15 @@ func TestLogsCommand(t *testing.T) {
 		{name: "--limit", args: []string{"--json", "--limit", "1"}, code: 0, jsonRows: 1, want: []string{"dpop_alg_mismatch"}},
 		{name: "raw --q", args: []string{"--q", "details.dpop_returned_from_upstream:true"}, code: 0, want: []string{"alice"}, wantNot: []string{"use_dpop_nonce"}},
 		{name: "no token: 401", args: []string{"--token", ""}, code: 1, wantErr: "broker logs: 401 missing_authorization: Missing authentication"},
-		{name: "unknown token: 401", args: []string{"--token", "not-a-token"}, code: 1, wantErr: "broker logs: 401 invalid_token: Invalid token"},
-		{name: "token without read:logs: 403", args: []string{"--token", noScopeToken}, code: 1, wantErr: "broker logs: 403 insufficient_scope: Insufficient scope"},
+		{name: "unknown token: 401 says which setting to fix", args: []string{"--token", "not-a-token"}, code: 1,
+			wantErr: "broker logs: 401 invalid_token: Invalid token (set BROKER_MGMT_TOKEN or --token to a management token with read:logs)"},
+		{name: "token without read:logs: 403", args: []string{"--token", noScopeToken}, code: 1, wantErr: "broker logs: 403 insufficient_scope: Insufficient scope, expected any of: read:logs"},
+		{name: "no match: said on stderr, nothing on stdout", args: []string{"--error", "no_such_error"}, code: 0,
+			wantErr: "broker logs: no events match", wantNot: []string{"DATE"}},
+		{name: "another server at the URL: named, its page not dumped", args: []string{"--url", other.URL}, code: 1,
+			wantErr: "404 Not Found from a server that is not dpop-broker's management API (is BROKER_URL or --url the broker's base URL?)"},
+		{name: "nothing listening: says what to check", args: []string{"--url", closed.URL}, code: 1,
+			wantErr: "(is the broker running there? set BROKER_URL or --url)"},
 		{name: "bad query refused locally", args: []string{"--q", "(type:s OR type:f)"}, code: 2, wantErr: "broker logs: query"},
 		{name: "bad url", args: []string{"--url", "ftp://x"}, code: 2, wantErr: "must be an http(s) URL"},
 	} {
