@@ -19,11 +19,16 @@ npm: interop/node_modules/.package-lock.json
 interop/node_modules/.package-lock.json: interop/package-lock.json
 	npm ci --prefix interop --no-audit --no-fund --loglevel=error
 
+# Two `make test` runs started at once on a fresh machine would both install chromium and the
+# second would fail on dpkg's lock: flock serialises them (the second finds chromium installed
+# once it gets the lock) and apt waits for any other apt user instead of failing.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "chromium not found: installing Debian's chromium package"; \
+	@command -v chromium >/dev/null 2>&1 || flock /tmp/dpop-broker-chromium-install.lock sh -c '\
+	  command -v chromium >/dev/null 2>&1 && exit 0; \
+	  echo "chromium not found: installing Debian'"'"'s chromium package"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null'
 
 vet:
 	$(GO) vet ./...
