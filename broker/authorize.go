@@ -63,13 +63,15 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	ev := s.newEvent(r)
 	client := s.clients[q.Get("client_id")]
 	if client == nil || len(q["client_id"]) > 1 {
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidClient, "Unknown client_id: the application is not registered with this broker.", ev)
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidClient,
+			Description: "Unknown client_id: the application is not registered with this broker."})
 		return
 	}
 	withClient(ev, client)
 	app := &appRequest{ClientID: client.ClientID, RedirectURI: q.Get("redirect_uri")}
 	if len(q["redirect_uri"]) != 1 || !slices.Contains(client.RedirectURIs, app.RedirectURI) {
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidRedirectURI, "The redirect_uri is missing or not registered for this application.", ev)
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidRedirectURI,
+			Description: "The redirect_uri is missing or not registered for this application."})
 		return
 	}
 	app.State = q.Get("state")
@@ -77,12 +79,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		app.ResponseMode = responseModeWebMessage
 	}
 	if p := authorizeProblem(q, client); p != nil {
-		s.appError(w, r, app, p.Code, p.Description, p.Code, ev)
+		s.failLogin(w, r, ev, loginFailure{App: app, Code: p.Code, Description: p.Description})
 		return
 	}
 	t, oerr := s.resolveAudience(q.Get("audience"))
 	if oerr != nil {
-		s.appError(w, r, app, oerr.Code, oerr.Description, codeInvalidRequest, ev)
+		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: oerr.Code, Code: codeInvalidRequest, Description: oerr.Description})
 		return
 	}
 	if s.refuseUngranted(w, r, app, client, t, ev) {
@@ -91,36 +93,47 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")
 	app.CodeChallenge, app.DPoPJKT = q.Get("code_challenge"), q.Get("dpop_jkt")
 
-	// The connections: a snapshot up to registryRecheck old starts the login, and the store's
-	// connection version, read in the same round trip as the transaction write, confirms it.
-	// When the version moved, or the snapshot gives anything but a started login (chooser,
-	// refusal, upstream failure), the request is handled again with the current connections
-	// (at most once). So every replica uses a change from its next /authorize, without a
-	// separate version read per login.
+	st, secret, ok := s.startLogin(w, r, q, client, app, ev)
+	if !ok {
+		return
+	}
+	http.SetCookie(w, s.brokerCookie(txCookie, secret, "/login/callback", int(s.cfg.Lifetimes.Transaction.Seconds())+1))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, st.AuthURL, http.StatusFound)
+}
+
+// startLogin picks the connection for an accepted authorization request, starts the upstream
+// login and stores the login transaction. It returns the upstream start and the secret of the
+// browser's transaction cookie; when it returns ok false it has answered the request itself
+// (the connection chooser, an error redirect to the app or an error page) and recorded the
+// failure on ev.
+//
+// The connections: a snapshot up to registryRecheck old starts the login, and the store's
+// connection version, read in the same round trip as the transaction write, confirms it.
+// When the version moved, or the snapshot gives anything but a started login (chooser,
+// refusal, upstream failure), the request is decided again with the current connections (a
+// second pass, at most once). So every replica uses a change from its next /authorize,
+// without a separate version read per login. A store that cannot return the version with the
+// write (s.txCreate nil) is read fresh from the start, in one pass.
+func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values, client *ClientConfig, app *appRequest, ev *logs.Event) (st *upstream.Start, secret string, ok bool) {
 	fresh := s.txCreate == nil // no combined write: check the version first
 	snap, err := s.reg.current(r.Context(), fresh)
 	if err != nil {
-		s.storeFailed(w, r, err, ev)
-		return
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return nil, "", false
 	}
-	var (
-		conn   *connection
-		st     *upstream.Start
-		secret string
-		done   bool
-	)
-	for attempt := 0; attempt < 2 && !done; attempt++ { // the second pass always has fresh set
-		var chooser *page
+	for attempt := 0; attempt < 2; attempt++ { // the second pass always has fresh set
 		var beginErr error
-		conn, chooser = s.pickConnection(r, snap, client, q.Get("connection"))
+		conn, chooser := s.pickConnection(r, snap, client, q.Get("connection"))
 		if conn != nil && conn.err == nil {
 			st, beginErr = conn.up.Begin(r.Context(), s.callbackFor(conn), upstreamOptions(q)...)
 		}
 		if !fresh && (conn == nil || conn.err != nil || beginErr != nil) {
 			prev := snap
 			if snap, err = s.reg.current(r.Context(), true); err != nil {
-				s.storeFailed(w, r, err, ev)
-				return
+				s.failLogin(w, r, ev, s.storeFailure(err))
+				return nil, "", false
 			}
 			fresh = true
 			if snap != prev {
@@ -133,20 +146,22 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			case chooser != nil:
 				renderPage(w, http.StatusOK, *chooser)
 			case name != "":
-				s.appError(w, r, app, "invalid_request", "connection "+s.clipEvent(name, 64)+" is not enabled for this application", codeInvalidRequest, ev)
+				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
+					Description: "connection " + s.clipEvent(name, 64) + " is not enabled for this application"})
 			default:
-				s.appError(w, r, app, "invalid_request", "no connection is enabled for this application", codeInvalidRequest, ev)
+				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
+					Description: "no connection is enabled for this application"})
 			}
-			return
+			return nil, "", false
 		}
 		withConnection(ev, conn)
 		if conn.err != nil {
-			s.beginFailed(w, r, app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err})
-			return
+			s.failLogin(w, r, ev, s.beginFailure(app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err}))
+			return nil, "", false
 		}
 		if beginErr != nil {
-			s.beginFailed(w, r, app, ev, beginErr)
-			return
+			s.failLogin(w, r, ev, s.beginFailure(app, ev, beginErr))
+			return nil, "", false
 		}
 		secret = randomString(32)
 		tx := transaction{
@@ -155,12 +170,13 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 		raw, err := json.Marshal(tx)
 		if err != nil {
-			s.errorPage(w, r, http.StatusInternalServerError, "server_error", "could not encode the login transaction", ev)
-			return
+			s.failLogin(w, r, ev, loginFailure{Status: http.StatusInternalServerError, Code: "server_error",
+				Description: "could not encode the login transaction"})
+			return nil, "", false
 		}
 		if ref := s.holdTx(&tx); ref != nil {
 			s.refusedPage(w, r, ref, ev, tooManySignIns, "Too many sign-ins are in progress from your network.")
-			return
+			return nil, "", false
 		}
 		id := txID(st.State, tx.CookieHash)
 		if fresh {
@@ -175,8 +191,8 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 				s.freeTx(&tx)
 				clearConnection(ev)
 				if snap, err = s.reg.current(r.Context(), true); err != nil {
-					s.storeFailed(w, r, err, ev)
-					return
+					s.failLogin(w, r, ev, s.storeFailure(err))
+					return nil, "", false
 				}
 				fresh = true
 				continue
@@ -184,19 +200,15 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			s.freeTx(&tx)
-			s.storeFailed(w, r, err, ev)
-			return
+			s.failLogin(w, r, ev, s.storeFailure(err))
+			return nil, "", false
 		}
-		done = true
+		return st, secret, true
 	}
-	if !done { // unreachable: a second pass never starts over
-		s.errorPage(w, r, http.StatusInternalServerError, "server_error", "the login could not be started", ev)
-		return
-	}
-	http.SetCookie(w, s.brokerCookie(txCookie, secret, "/login/callback", int(s.cfg.Lifetimes.Transaction.Seconds())+1))
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Referrer-Policy", "no-referrer")
-	http.Redirect(w, r, st.AuthURL, http.StatusFound)
+	// Unreachable: a second pass never starts over.
+	s.failLogin(w, r, ev, loginFailure{Status: http.StatusInternalServerError, Code: "server_error",
+		Description: "the login could not be started"})
+	return nil, "", false
 }
 
 // upstreamOptions passes the app's authentication requirements on to the upstream: max_age
@@ -288,8 +300,9 @@ func (s *Server) pickConnection(r *http.Request, snap *connSnapshot, client *Cli
 	return nil, &p
 }
 
-// beginFailed answers a connection that cannot start a login (discovery or DPoP gate).
-func (s *Server) beginFailed(w http.ResponseWriter, r *http.Request, app *appRequest, ev *logs.Event, err error) {
+// beginFailure is the failure of a login whose connection cannot start it (discovery or
+// DPoP gate). It logs err; the app gets the stable code, the event the detail.
+func (s *Server) beginFailure(app *appRequest, ev *logs.Event, err error) loginFailure {
 	code := upstream.CodeOf(err)
 	desc := err.Error()
 	var ue *upstream.Error
@@ -302,29 +315,13 @@ func (s *Server) beginFailed(w http.ResponseWriter, r *http.Request, app *appReq
 		code = ce.Code()
 	}
 	s.log.Warn("upstream login cannot start", "connection", ev.Connection, "error", code, "err", err)
-	oauthCode, appDesc := "server_error", code+": "+desc // capability errors name issuer and algs only
-	if ce == nil {
-		// Discovery and transport failures may carry internal addresses: the app gets the
-		// code, the event the detail.
-		oauthCode, appDesc = "temporarily_unavailable", code+": the upstream identity provider cannot be used right now"
+	if ce != nil { // capability errors name issuer and algs only
+		return loginFailure{App: app, OAuthError: "server_error", Code: code, Description: desc, AppDescription: code + ": " + desc}
 	}
-	s.fail(r, ev, code, desc)
-	s.redirectToApp(w, r, app, url.Values{"error": {oauthCode}, "error_description": {appDesc}})
-}
-
-// storeFailed answers a store error: 503 when the store is full (store_full) or unreachable,
-// 500 otherwise.
-func (s *Server) storeFailed(w http.ResponseWriter, r *http.Request, err error, ev *logs.Event) {
-	s.log.Error("store operation failed", "err", err)
-	if storeFull(err) {
-		s.errorPage(w, r, http.StatusServiceUnavailable, codeStoreFull, "The sign-in service is at capacity. Please try again shortly.", ev)
-		return
-	}
-	if storeDown(err) {
-		s.errorPage(w, r, http.StatusServiceUnavailable, codeStoreUnavailable, "The session store is unavailable. Please try again shortly.", ev)
-		return
-	}
-	s.errorPage(w, r, http.StatusInternalServerError, "server_error", "The login could not be saved.", ev)
+	// Discovery and transport failures may carry internal addresses: the app gets the code,
+	// the event the detail.
+	return loginFailure{App: app, OAuthError: "temporarily_unavailable", Code: code, Description: desc,
+		AppDescription: code + ": the upstream identity provider cannot be used right now"}
 }
 
 // cookiePath returns path below the public URL's path.

@@ -51,23 +51,26 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	ev := s.newEvent(r)
 	state := q.Get("state")
 	if state == "" {
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "The upstream response has no state parameter.", ev)
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidState,
+			Description: "The upstream response has no state parameter."})
 		return
 	}
 	// Only the browser that started the login can take its transaction (compare-and-take,
 	// txID): a leaked state used elsewhere first leaves the login in flight intact.
 	cookieHash := s.txCookieHash(r)
 	if cookieHash == "" {
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "login transaction unknown, expired or already used, or started in another browser (this browser has no transaction cookie)", ev)
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidState,
+			Description: "login transaction unknown, expired or already used, or started in another browser (this browser has no transaction cookie)"})
 		return
 	}
 	tx, err := s.takeTransaction(r, state, cookieHash)
 	if err != nil {
 		if storeDown(err) {
-			s.storeFailed(w, r, err, ev)
+			s.failLogin(w, r, ev, s.storeFailure(err))
 			return
 		}
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "login transaction unknown, expired or already used, or started in another browser", ev)
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidState,
+			Description: "login transaction unknown, expired or already used, or started in another browser"})
 		return
 	}
 	s.clearTxCookie(w)
@@ -76,12 +79,13 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	// registryRecheck old is enough (a change made since is seen within that second).
 	snap, err := s.reg.current(r.Context(), false)
 	if err != nil {
-		s.storeFailed(w, r, err, ev)
+		s.failLogin(w, r, ev, s.storeFailure(err))
 		return
 	}
 	client, conn := s.clients[tx.App.ClientID], snap.byName[tx.Connection]
 	if client == nil || conn == nil || conn.up == nil { // configuration changed since /authorize
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidState, "the application or connection of this login no longer exists", ev)
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidState,
+			Description: "the application or connection of this login no longer exists"})
 		return
 	}
 	withClient(ev, client)
@@ -89,19 +93,19 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	app := &tx.App
 
 	if subtle.ConstantTimeCompare([]byte(cookieHash), []byte(tx.CookieHash)) != 1 { // taken by this hash: cannot differ
-		s.appError(w, r, app, "invalid_request", "the login was not started in this browser (transaction cookie mismatched)", codeInvalidState, ev)
+		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: "invalid_request", Code: codeInvalidState,
+			Description: "the login was not started in this browser (transaction cookie mismatched)"})
 		return
 	}
 	if desc := s.callbackProblem(r, tx, conn); desc != "" {
 		// The event names the paths; the app learns only that the response was refused.
 		ev.Details["callback"] = s.clipEvent(s.callbackHere(r), 256)
-		s.fail(r, ev, codeCallbackMismatch, desc)
-		s.redirectToApp(w, r, app, url.Values{"error": {"invalid_request"},
-			"error_description": {"the identity provider's response arrived at the wrong callback (" + codeCallbackMismatch + "): the login is refused"}})
+		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: "invalid_request", Code: codeCallbackMismatch, Description: desc,
+			AppDescription: "the identity provider's response arrived at the wrong callback (" + codeCallbackMismatch + "): the login is refused"})
 		return
 	}
 	if desc := issProblem(q, tx.Start); desc != "" {
-		s.appError(w, r, app, "invalid_request", desc, codeInvalidIss, ev)
+		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: "invalid_request", Code: codeInvalidIss, Description: desc})
 		return
 	}
 	if e := q.Get("error"); e != "" {
@@ -110,12 +114,13 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		if desc == "" {
 			desc = "the upstream identity provider returned " + code
 		}
-		s.appError(w, r, app, code, desc, code, ev)
+		s.failLogin(w, r, ev, loginFailure{App: app, Code: code, Description: desc})
 		return
 	}
 	code := q.Get("code")
 	if code == "" {
-		s.appError(w, r, app, "server_error", "the upstream returned neither code nor error", upstream.CodeUpstreamError, ev)
+		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: "server_error", Code: upstream.CodeUpstreamError,
+			Description: "the upstream returned neither code nor error"})
 		return
 	}
 	// One budget for the whole exchange (JWKS, token with nonce retries, userinfo), so a chain
@@ -136,8 +141,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			ev.Details["upstream_error"] = safeErrorCode(ue.OAuthError)
 		}
 		s.log.Warn("upstream code exchange failed", "connection", conn.cfg.Name, "error", ecode, "err", err)
-		s.fail(r, ev, ecode, desc) // the detail goes to the log; the app gets the stable code
-		s.redirectToApp(w, r, app, url.Values{"error": {"server_error"}, "error_description": {"upstream login failed (" + ecode + ")"}})
+		// The detail goes to the log; the app gets the stable code.
+		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: "server_error", Code: ecode, Description: desc,
+			AppDescription: "upstream login failed (" + ecode + ")"})
 		return
 	}
 	s.completeLogin(w, r, tx, client, conn, res, ev)
@@ -168,7 +174,7 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 		Expires: now.Add(s.cfg.Lifetimes.Code).UnixMilli(),
 	})
 	if err := errors.Join(err1, err2); err != nil {
-		s.appError(w, r, &tx.App, "server_error", "could not encode the session", "server_error", ev)
+		s.failLogin(w, r, ev, loginFailure{App: &tx.App, Code: "server_error", Description: "could not encode the session"})
 		return
 	}
 	ev.Details["session_id"] = tag
@@ -178,7 +184,7 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 	)
 	if err != nil {
 		delete(ev.Details, "session_id") // no session was created
-		s.storeFailed(w, r, err, ev)
+		s.failLogin(w, r, ev, s.storeFailure(err))
 		return
 	}
 	http.SetCookie(w, s.brokerCookie(sessionCookie, tag+"."+sessionSecret, "/", int(s.cfg.Lifetimes.Session.Seconds())))

@@ -100,26 +100,80 @@ func webMessage(w http.ResponseWriter, origin string, response map[string]string
 	}{nonce, origin, response})
 }
 
-// errorPage shows an error to the user (no redirect: the app is unknown or untrusted) and,
-// when ev is not nil, records it as a failed login with details.error = code.
-func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, code, desc string, ev *logs.Event) {
-	if ev != nil {
-		s.fail(r, ev, code, desc)
-	}
-	title := "Sign-in failed"
-	if status == http.StatusServiceUnavailable {
-		title = "Service temporarily unavailable"
-	}
-	renderPage(w, status, page{Title: title, Error: code, Message: desc})
+// loginFailure is how a browser login request (/authorize, /login/callback and the limits in
+// front of them) fails. One value names what the user or the app is told and what the failed
+// login event (type f) records; failLogin writes both.
+type loginFailure struct {
+	// Code is the event's details.error, a stable code (codeInvalidState, an upstream.Code*,
+	// an OAuth error code). An error page shows it; a redirect sends OAuthError.
+	Code string
+	// Description is the event's details.error_description, and what the page or the
+	// redirect says unless AppDescription is set.
+	Description string
+
+	// Status is the HTTP status of the error page (400, 414, 500, 503) shown when App is nil.
+	Status int
+
+	// App, when set, gets the error at its redirect_uri instead of a page: error,
+	// error_description, state and iss (RFC 6749 §4.1.2.1, RFC 9207), posted to its origin for
+	// response_mode=web_message.
+	App *appRequest
+	// OAuthError is the redirect's error parameter; empty means Code. It differs from Code
+	// when Code is a detail for the log only (invalid_state, an upstream code).
+	OAuthError string
+	// AppDescription is the redirect's error_description when the app must learn less than
+	// the event records (internal addresses, callback paths); empty means Description.
+	AppDescription string
 }
 
-// appError sends an OAuth error response to the app's redirect_uri (with state and iss,
-// RFC 9207) and records the failed login with details.error = eventCode.
-func (s *Server) appError(w http.ResponseWriter, r *http.Request, app *appRequest, oauthCode, desc, eventCode string, ev *logs.Event) {
-	if ev != nil {
-		s.fail(r, ev, eventCode, desc)
+// failLogin answers the request with f (an error page, or the OAuth error redirect to f.App)
+// and records ev as the failed login.
+func (s *Server) failLogin(w http.ResponseWriter, r *http.Request, ev *logs.Event, f loginFailure) {
+	s.recordFailedLogin(r, ev, f)
+	if f.App != nil {
+		oauthError, desc := f.OAuthError, f.AppDescription
+		if oauthError == "" {
+			oauthError = f.Code
+		}
+		if desc == "" {
+			desc = f.Description
+		}
+		s.redirectToApp(w, r, f.App, url.Values{"error": {oauthError}, "error_description": {desc}})
+		return
 	}
-	s.redirectToApp(w, r, app, url.Values{"error": {oauthCode}, "error_description": {desc}})
+	// No redirect: the app is unknown or untrusted, or the failure is the broker's own.
+	title := "Sign-in failed"
+	if f.Status == http.StatusServiceUnavailable {
+		title = "Service temporarily unavailable"
+	}
+	renderPage(w, f.Status, page{Title: title, Error: f.Code, Message: f.Description})
+}
+
+// recordFailedLogin records ev as a failed login (type f) with details.error f.Code and
+// details.error_description f.Description, and counts it in dpop_broker_logins_total.
+func (s *Server) recordFailedLogin(r *http.Request, ev *logs.Event, f loginFailure) {
+	ev.Type = logs.TypeFailedLogin
+	ev.Details["error"] = f.Code
+	if f.Description != "" {
+		ev.Details["error_description"] = s.clipEvent(f.Description, 512)
+	}
+	s.metrics.login(ev)
+	s.write(r, ev)
+}
+
+// storeFailure is the failure of a login whose store operation failed with err: 503 when the
+// store is full (store_full) or unreachable (store_unavailable), 500 otherwise. It logs err.
+func (s *Server) storeFailure(err error) loginFailure {
+	s.log.Error("store operation failed", "err", err)
+	switch {
+	case storeFull(err):
+		return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreFull,
+			Description: "The sign-in service is at capacity. Please try again shortly."}
+	case storeDown(err):
+		return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreUnavailable,
+			Description: "The session store is unavailable. Please try again shortly."}
+	}
+	return loginFailure{Status: http.StatusInternalServerError, Code: "server_error", Description: "The login could not be saved."}
 }
 
 // redirectToApp adds params, state and iss to the app's redirect_uri and redirects there (or,

@@ -107,17 +107,6 @@ func userName(claims map[string]any) string {
 	return ""
 }
 
-// fail records ev as a failed login with a stable details.error code.
-func (s *Server) fail(r *http.Request, ev *logs.Event, code, desc string) {
-	ev.Type = logs.TypeFailedLogin
-	ev.Details["error"] = code
-	if desc != "" {
-		ev.Details["error_description"] = s.clipEvent(desc, 512)
-	}
-	s.metrics.login(ev)
-	s.write(r, ev)
-}
-
 // succeed records ev as a successful login.
 func (s *Server) succeed(r *http.Request, ev *logs.Event) {
 	ev.Type = logs.TypeSuccessLogin

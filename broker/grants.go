@@ -115,7 +115,7 @@ func (s *Server) refuseUngranted(w http.ResponseWriter, r *http.Request, app *ap
 		return false
 	}
 	ev.Details["audience"] = t.audience
-	s.appError(w, r, app, oerr.Code, oerr.Description, oerr.Code, ev)
+	s.failLogin(w, r, ev, loginFailure{App: app, Code: oerr.Code, Description: oerr.Description})
 	return true
 }
 

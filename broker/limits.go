@@ -155,11 +155,11 @@ func (s *Server) guardAuthorize(next http.HandlerFunc) http.HandlerFunc {
 				if st := q["state"]; len(st) == 1 && len(st[0]) <= maxStateBytes {
 					app.State = st[0]
 				}
-				s.appError(w, r, app, "invalid_request", desc, codeInvalidRequest, ev)
+				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest, Description: desc})
 				return
 			}
 		}
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidRequest, desc, ev)
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidRequest, Description: desc})
 	}
 }
 
@@ -180,7 +180,8 @@ func (s *Server) guardCallback(next http.HandlerFunc) http.HandlerFunc {
 			if name != "" {
 				ev.Details["parameter"] = name
 			}
-			s.errorPage(w, r, http.StatusBadRequest, codeInvalidRequest, "The identity provider's response is invalid: "+desc+".", ev)
+			s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidRequest,
+				Description: "The identity provider's response is invalid: " + desc + "."})
 			return
 		}
 		next(w, r)
@@ -191,14 +192,14 @@ func (s *Server) guardCallback(next http.HandlerFunc) http.HandlerFunc {
 // malformed (bad escape, ';') is 400; both with an error page and an f event.
 func (s *Server) boundedQuery(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
 	if len(r.URL.RawQuery) > maxQueryBytes {
-		s.errorPage(w, r, http.StatusRequestURITooLong, codeInvalidRequest,
-			fmt.Sprintf("The request is too large: the query string is longer than %d bytes.", maxQueryBytes), s.newEvent(r))
+		s.failLogin(w, r, s.newEvent(r), loginFailure{Status: http.StatusRequestURITooLong, Code: codeInvalidRequest,
+			Description: fmt.Sprintf("The request is too large: the query string is longer than %d bytes.", maxQueryBytes)})
 		return nil, false
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		s.errorPage(w, r, http.StatusBadRequest, codeInvalidRequest,
-			"The query string is malformed (invalid percent-encoding or a ';' separator).", s.newEvent(r))
+		s.failLogin(w, r, s.newEvent(r), loginFailure{Status: http.StatusBadRequest, Code: codeInvalidRequest,
+			Description: "The query string is malformed (invalid percent-encoding or a ';' separator)."})
 		return nil, false
 	}
 	return q, true
@@ -242,7 +243,7 @@ func (s *Server) refusedPage(w http.ResponseWriter, r *http.Request, ref *refusa
 func (s *Server) recordRefusal(r *http.Request, ev *logs.Event, ref *refusal) {
 	ev.Details["rate_limit"] = ref.details()
 	if ev.Type == "" {
-		s.fail(r, ev, codeTooManyRequests, ref.description())
+		s.recordFailedLogin(r, ev, loginFailure{Code: codeTooManyRequests, Description: ref.description()})
 		return
 	}
 	ev.Details["error"], ev.Details["error_description"] = codeTooManyRequests, ref.description()

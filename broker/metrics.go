@@ -139,7 +139,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// login counts one s or f event (from succeed and fail).
+// login counts one s or f event (from succeed and recordFailedLogin).
 func (m *metrics) login(ev *logs.Event) {
 	result, code := "success", ""
 	if ev.Type == logs.TypeFailedLogin {
