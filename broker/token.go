@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -425,6 +427,19 @@ func (s *Server) issueTokens(rec *codeRecord, client *ClientConfig, b binding) (
 		AccessToken: accessToken, IDToken: idToken, TokenType: b.TokenType,
 		ExpiresIn: int64(s.cfg.Lifetimes.AccessToken / time.Second), Scope: rec.App.Scope,
 	}, nil
+}
+
+// signJWT signs claims as a compact JWS.
+func signJWT(signer jose.Signer, claims any) (string, error) {
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("marshal claims: %w", err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("sign: %w", err)
+	}
+	return jws.CompactSerialize()
 }
 
 // userinfoAudience is the access-token audience of /userinfo (issuer + "userinfo" in the

@@ -190,19 +190,6 @@ func (s *Server) verifyAccessToken(raw string) (*accessClaims, error) {
 	return &c, nil
 }
 
-// signJWT signs claims as a compact JWS.
-func signJWT(signer jose.Signer, claims any) (string, error) {
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return "", fmt.Errorf("marshal claims: %w", err)
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		return "", fmt.Errorf("sign: %w", err)
-	}
-	return jws.CompactSerialize()
-}
-
 // isAccessTokenType reports whether a JOSE typ header value names an RFC 9068 access token
 // (the same rule as dpop.ResourceServer's).
 func isAccessTokenType(typ any) bool {
