@@ -26,10 +26,6 @@ const (
 // codeStoreFull is details.error when the store refused a write for lack of room.
 const codeStoreFull = "store_full"
 
-func init() {
-	metricCodes[codeStoreFull] = true // bounded label in dpop_broker_logins_total
-}
-
 // storeFull reports whether err means the store is at capacity (it is also storeDown).
 func storeFull(err error) bool { return errors.Is(err, sessions.ErrFull) }
 

@@ -180,6 +180,7 @@ func (m *metrics) tokenRequest(grant string, ok, bound bool) {
 var metricCodes = map[string]bool{
 	codeInvalidClient: true, codeInvalidRedirectURI: true, codeInvalidRequest: true,
 	codeInvalidState: true, codeInvalidIss: true, codeStoreUnavailable: true, codeCallbackMismatch: true,
+	codeStoreFull: true, codeTooManyRequests: true,
 	upstream.CodeDPoPNotSupported: true, upstream.CodeDPoPAlgMismatch: true,
 	upstream.CodeUseDPoPNonce: true, upstream.CodeInvalidDPoPProof: true,
 	upstream.CodeUpstreamError: true, upstream.CodeIDTokenInvalid: true,

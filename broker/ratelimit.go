@@ -174,10 +174,6 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // Rate-limit refusal: the OAuth error code and the details.error of its event.
 const codeTooManyRequests = "too_many_requests"
 
-func init() {
-	metricCodes[codeTooManyRequests] = true // bounded label in dpop_broker_logins_total
-}
-
 // guard holds the per-replica rate limiters and the trusted proxies (limits.go uses both).
 type guard struct {
 	authorizeIP, authorizeClient *limiterTable // nil = unlimited or disabled
