@@ -125,6 +125,36 @@ func wireLabels(alg string) []string {
 
 // New returns a connection. It does not contact the upstream.
 func New(cfg Config, opts Options) (*Connection, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
+	}
+	opts.setDefaults()
+	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP}
+	if err := c.setupDPoP(); err != nil {
+		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
+	}
+	return c, nil
+}
+
+// normalize checks cfg and applies its defaults, concern by concern: where the upstream is
+// (issuer and discovery), the authorization request (client, type, scopes, extra parameters)
+// and the ID token check.
+func (cfg *Config) normalize() error {
+	if err := cfg.resolveIssuer(); err != nil {
+		return err
+	}
+	if err := cfg.normalizeClient(); err != nil {
+		return err
+	}
+	if err := cfg.normalizeIDTokenAlgs(); err != nil {
+		return err
+	}
+	return cfg.normalizeUpstreamParams()
+}
+
+// resolveIssuer applies the strategy (an okta connection may derive its issuer from its
+// domain, OktaIssuer) and checks the issuer and discovery URLs.
+func (cfg *Config) resolveIssuer() error {
 	if cfg.Strategy == "" {
 		cfg.Strategy = "oidc"
 	}
@@ -134,32 +164,38 @@ func New(cfg Config, opts Options) (*Connection, error) {
 		if cfg.Issuer == "" && cfg.Domain != "" {
 			iss, err := OktaIssuer(cfg.Domain, cfg.AuthorizationServerID)
 			if err != nil {
-				return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
+				return err
 			}
 			cfg.Issuer = iss
 		}
 	default:
-		return nil, fmt.Errorf("upstream: connection %q: unknown strategy %q (want oidc or okta)", cfg.Name, cfg.Strategy)
+		return fmt.Errorf("unknown strategy %q (want oidc or okta)", cfg.Strategy)
 	}
 	if cfg.Issuer == "" {
-		return nil, fmt.Errorf("upstream: connection %q: issuer is required (or domain for okta)", cfg.Name)
+		return errors.New("issuer is required (or domain for okta)")
 	}
 	if err := checkURL(cfg.Issuer); err != nil {
-		return nil, fmt.Errorf("upstream: connection %q: issuer: %w", cfg.Name, err)
+		return fmt.Errorf("issuer: %w", err)
 	}
 	if cfg.DiscoveryURL != "" {
 		if err := checkURL(cfg.DiscoveryURL); err != nil {
-			return nil, fmt.Errorf("upstream: connection %q: discovery_url: %w", cfg.Name, err)
+			return fmt.Errorf("discovery_url: %w", err)
 		}
 	}
+	return nil
+}
+
+// normalizeClient checks the client the broker is at the upstream and its request type, and
+// sets the scopes (default openid profile email; openid is always asked for).
+func (cfg *Config) normalizeClient() error {
 	if cfg.ClientID == "" {
-		return nil, fmt.Errorf("upstream: connection %q: client_id is required", cfg.Name)
+		return errors.New("client_id is required")
 	}
 	if cfg.Type == "" {
 		cfg.Type = "back_channel"
 	}
 	if cfg.Type != "back_channel" {
-		return nil, fmt.Errorf("upstream: connection %q: type %q is not supported (only back_channel)", cfg.Name, cfg.Type)
+		return fmt.Errorf("type %q is not supported (only back_channel)", cfg.Type)
 	}
 	if len(cfg.Scopes) == 0 {
 		cfg.Scopes = []string{"openid", "profile", "email"}
@@ -168,19 +204,35 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	} else {
 		cfg.Scopes = slices.Clone(cfg.Scopes)
 	}
+	return nil
+}
+
+// normalizeIDTokenAlgs refuses ID token algs that are not asymmetric signatures.
+func (cfg *Config) normalizeIDTokenAlgs() error {
 	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs) // empty: what the upstream advertises (idTokenAlgs)
 	for _, a := range cfg.IDTokenAlgs {
 		if a == "" || strings.EqualFold(a, "none") || strings.HasPrefix(strings.ToUpper(a), "HS") {
-			return nil, fmt.Errorf("upstream: connection %q: ID token alg %q is not allowed (ID-4: asymmetric only)", cfg.Name, a)
+			return fmt.Errorf("ID token alg %q is not allowed (ID-4: asymmetric only)", a)
 		}
 	}
+	return nil
+}
+
+// normalizeUpstreamParams refuses extra authorization parameters that would override the
+// flow's own (reservedParams).
+func (cfg *Config) normalizeUpstreamParams() error {
 	for k := range cfg.UpstreamParams {
 		if reservedParams[k] {
-			return nil, fmt.Errorf("upstream: connection %q: upstream_params may not set %q", cfg.Name, k)
+			return fmt.Errorf("upstream_params may not set %q", k)
 		}
 	}
 	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
+	return nil
+}
 
+// setDefaults fills the collaborators and timing a caller left zero: a 10-second HTTP client
+// that follows no redirects, a discovery client on it, the system clock, one nonce retry.
+func (opts *Options) setDefaults() {
 	if opts.HTTP == nil {
 		opts.HTTP = &http.Client{Timeout: 10 * time.Second, CheckRedirect: discovery.RefuseRedirect}
 	}
@@ -193,48 +245,54 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	if opts.MaxRetries == 0 {
 		opts.MaxRetries = 1
 	}
-	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP}
+}
 
-	if cfg.DPoPSigningAlg != "" {
-		labels := wireLabels(cfg.DPoPSigningAlg)
-		if labels == nil {
-			return nil, fmt.Errorf("upstream: connection %q: dpop_signing_alg %q is not supported (ES256, Ed25519, RS256, PS256)", cfg.Name, cfg.DPoPSigningAlg)
-		}
-		signer := opts.Signers[cfg.DPoPSigningAlg]
-		if signer == nil && len(labels) > 1 {
-			for _, l := range labels {
-				if signer = opts.Signers[l]; signer != nil {
-					break
-				}
-			}
-		}
-		if signer == nil {
-			return nil, fmt.Errorf("upstream: connection %q: no DPoP key configured for %s", cfg.Name, cfg.DPoPSigningAlg)
-		}
-		if c.opts.Nonces == nil {
-			// Shared by every label so nonces survive relabelling; ages on the injected clock.
-			c.opts.Nonces = dpop.NewNonceCacheWith(dpop.NonceCacheOptions{Now: opts.Now})
-		}
-		c.clients = make(map[string]*http.Client, len(labels))
+// setupDPoP builds, when the connection uses DPoP, one HTTP client per wire label of its alg
+// (Ed25519 is also sent as EdDSA): the base client with a dpop.Transport signing with the
+// configured key and sharing one nonce cache.
+func (c *Connection) setupDPoP() error {
+	alg := c.cfg.DPoPSigningAlg
+	if alg == "" {
+		return nil
+	}
+	labels := wireLabels(alg)
+	if labels == nil {
+		return fmt.Errorf("dpop_signing_alg %q is not supported (ES256, Ed25519, RS256, PS256)", alg)
+	}
+	signer := c.opts.Signers[alg]
+	if signer == nil && len(labels) > 1 {
 		for _, l := range labels {
-			s, err := signer.WithAlg(l)
-			if err != nil {
-				return nil, fmt.Errorf("upstream: connection %q: DPoP key cannot sign %s: %w", cfg.Name, l, err)
+			if signer = c.opts.Signers[l]; signer != nil {
+				break
 			}
-			hc := *opts.HTTP
-			hc.Transport = &dpop.Transport{
-				Base:       opts.HTTP.Transport,
-				Signer:     s,
-				Nonces:     c.opts.Nonces,
-				MaxRetries: opts.MaxRetries,
-				RetryDelay: opts.RetryDelay,
-				Jitter:     opts.Jitter,
-				Now:        opts.Now,
-			}
-			c.clients[l] = &hc
 		}
 	}
-	return c, nil
+	if signer == nil {
+		return fmt.Errorf("no DPoP key configured for %s", alg)
+	}
+	if c.opts.Nonces == nil {
+		// Shared by every label so nonces survive relabelling; ages on the injected clock.
+		c.opts.Nonces = dpop.NewNonceCacheWith(dpop.NonceCacheOptions{Now: c.opts.Now})
+	}
+	c.clients = make(map[string]*http.Client, len(labels))
+	for _, l := range labels {
+		s, err := signer.WithAlg(l)
+		if err != nil {
+			return fmt.Errorf("DPoP key cannot sign %s: %w", l, err)
+		}
+		hc := *c.opts.HTTP
+		hc.Transport = &dpop.Transport{
+			Base:       c.opts.HTTP.Transport,
+			Signer:     s,
+			Nonces:     c.opts.Nonces,
+			MaxRetries: c.opts.MaxRetries,
+			RetryDelay: c.opts.RetryDelay,
+			Jitter:     c.opts.Jitter,
+			Now:        c.opts.Now,
+		}
+		c.clients[l] = &hc
+	}
+	return nil
 }
 
 // OktaIssuer derives an Okta issuer from options.domain and options.authorization_server_id:
