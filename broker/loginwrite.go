@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"reflect"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -36,16 +35,6 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 	}
 	s.succeed(r, ev)
 	return nil
-}
-
-// sameStore reports whether a and b are the same store value (false for values that cannot
-// be compared).
-func sameStore(a, b sessions.Store) bool {
-	if a == nil || b == nil {
-		return false
-	}
-	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
-	return ta == tb && ta.Comparable() && a == b
 }
 
 // clearConnection undoes withConnection on ev (a login that starts again with other

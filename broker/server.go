@@ -124,22 +124,18 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	if s.guard, err = newGuard(cfg, s.metrics.reg); err != nil {
 		return nil, err
 	}
-	rawStore := s.store
-	s.store = s.metrics.instrumentStore(s.store) // counts store failures by op
+	raw := s.store
+	s.store = s.metrics.instrumentStore(raw) // counts store failures by op
+	// The event log lives in the store when New builds the writer on it, or when the caller's
+	// writer holds the same store (cmd/broker opens one store for both).
+	eventsInStore := s.events == nil || sameStore(s.events.Store, raw)
 	if s.events == nil {
 		s.events = NewEventWriter(cfg, s.store, s.log, "")
 		s.events.Now = s.now
 	} else {
 		configureEventWriter(cfg, s.events)
 	}
-	if lb, ok := rawStore.(sessions.LogBatcher); ok && (sameStore(s.events.Store, rawStore) || sameStore(s.events.Store, s.store)) {
-		s.logBatch = lb // the login records and their s event in one write (loginwrite.go)
-	}
-	if vc, ok := rawStore.(sessions.VersionedCreator); ok {
-		if _, conns := rawStore.(sessions.Connections); conns {
-			s.txCreate = vc // the transaction and the connections version in one round trip (authorize.go)
-		}
-	}
+	s.logBatch, s.txCreate = storeCapabilities(raw, eventsInStore)
 	if s.verifier, err = newVerifier(&cfg.DPoPServer, s.store, s.now); err != nil {
 		return nil, err
 	}

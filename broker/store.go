@@ -1,0 +1,175 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// The server's store as New sets it up: every operation's failure is counted in
+// dpop_broker_store_errors_total by op (meteredStore), and the optional capabilities the
+// server calls on the store itself are found once (storeCapabilities).
+
+// storeCapabilities returns the optional capabilities of st that the server calls on st
+// itself (nil when st lacks one or may not use it; the callers count their failures):
+// storing a login's records and its event in one write (sessions.LogBatcher, loginwrite.go),
+// when the event log lives in st; and writing a login transaction and reading the
+// connections version in one round trip (sessions.VersionedCreator, authorize.go), when st
+// also holds the connections.
+func storeCapabilities(st sessions.Store, eventsInStore bool) (sessions.LogBatcher, sessions.VersionedCreator) {
+	var lb sessions.LogBatcher
+	if b, ok := st.(sessions.LogBatcher); ok && eventsInStore {
+		lb = b
+	}
+	var vc sessions.VersionedCreator
+	if c, ok := st.(sessions.VersionedCreator); ok {
+		if _, conns := st.(sessions.Connections); conns {
+			vc = c
+		}
+	}
+	return lb, vc
+}
+
+// sameStore reports whether a and b are the same store: equal interface values. Every store
+// of this module is a pointer; values of a store type that == cannot compare (a struct
+// holding a map, on which == panics) are never the same.
+func sameStore(a, b sessions.Store) (same bool) {
+	defer func() { _ = recover() }() // the runtime error of == on incomparable values: not the same
+	return a != nil && a == b
+}
+
+// instrumentStore counts the failures of st's operations by op. The wrapper keeps the
+// optional sessions.Connections interface when st implements it.
+func (m *metrics) instrumentStore(st sessions.Store) sessions.Store {
+	ms := &meteredStore{Store: st, m: m}
+	if c, ok := st.(sessions.Connections); ok {
+		return &meteredConnStore{meteredStore: ms, Connections: c}
+	}
+	return ms
+}
+
+// storeError counts err under op unless it is a normal outcome (not found, exists, a lost
+// Swap, or the caller gave up).
+func (m *metrics) storeError(op string, err error) error {
+	if err != nil && !errors.Is(err, sessions.ErrNotFound) && !errors.Is(err, sessions.ErrExists) &&
+		!errors.Is(err, sessions.ErrConflict) && !errors.Is(err, context.Canceled) {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+	return err
+}
+
+type meteredStore struct {
+	sessions.Store
+	m *metrics
+}
+
+type meteredConnStore struct {
+	*meteredStore
+	sessions.Connections
+}
+
+func (s *meteredStore) Create(ctx context.Context, k sessions.Kind, id string, v []byte, ttl time.Duration) error {
+	return s.m.storeError("create", s.Store.Create(ctx, k, id, v, ttl))
+}
+
+func (s *meteredStore) Put(ctx context.Context, k sessions.Kind, id string, v []byte, ttl time.Duration) error {
+	return s.m.storeError("put", s.Store.Put(ctx, k, id, v, ttl))
+}
+
+func (s *meteredStore) PutAll(ctx context.Context, items ...sessions.Item) error {
+	return s.m.storeError("put_all", s.Store.PutAll(ctx, items...))
+}
+
+func (s *meteredStore) Swap(ctx context.Context, k sessions.Kind, id string, old []byte, put []sessions.Item, del []sessions.Ref) error {
+	return s.m.storeError("swap", s.Store.Swap(ctx, k, id, old, put, del))
+}
+
+func (s *meteredStore) Get(ctx context.Context, k sessions.Kind, id string) ([]byte, error) {
+	v, err := s.Store.Get(ctx, k, id)
+	return v, s.m.storeError("get", err)
+}
+
+func (s *meteredStore) Take(ctx context.Context, k sessions.Kind, id string) ([]byte, error) {
+	v, err := s.Store.Take(ctx, k, id)
+	return v, s.m.storeError("take", err)
+}
+
+func (s *meteredStore) Delete(ctx context.Context, k sessions.Kind, id string) error {
+	return s.m.storeError("delete", s.Store.Delete(ctx, k, id))
+}
+
+func (s *meteredStore) AppendLog(ctx context.Context, class sessions.LogClass, id string, event []byte, maxLen int) error {
+	return s.m.storeError("append_log", s.Store.AppendLog(ctx, class, id, event, maxLen))
+}
+
+func (s *meteredStore) Ping(ctx context.Context) error {
+	return s.m.storeError("ping", s.Store.Ping(ctx))
+}
+
+func (s *meteredStore) Logs(ctx context.Context, before string, limit int) ([][]byte, error) {
+	v, err := s.Store.Logs(ctx, before, limit)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) LogsAfter(ctx context.Context, after string, limit int) ([]sessions.LogEntry, error) {
+	v, err := s.Store.LogsAfter(ctx, after, limit)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) LogsBefore(ctx context.Context, before string, limit int) ([]sessions.LogEntry, error) {
+	v, err := s.Store.LogsBefore(ctx, before, limit)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) Log(ctx context.Context, id string) (sessions.LogEntry, error) {
+	v, err := s.Store.Log(ctx, id)
+	return v, s.m.storeError("read_logs", err)
+}
+
+func (s *meteredStore) TrimLogs(ctx context.Context, class sessions.LogClass, before string) error {
+	return s.m.storeError("trim_logs", s.Store.TrimLogs(ctx, class, before))
+}
+
+func (s *meteredConnStore) CreateConnection(ctx context.Context, id, name string, doc []byte) error {
+	return s.m.storeError("create_connection", s.Connections.CreateConnection(ctx, id, name, doc))
+}
+
+func (s *meteredConnStore) SeedConnection(ctx context.Context, id, name string, doc []byte) (bool, error) {
+	created, err := s.Connections.SeedConnection(ctx, id, name, doc)
+	return created, s.m.storeError("seed_connection", err)
+}
+
+func (s *meteredConnStore) GetConnection(ctx context.Context, id string) ([]byte, error) {
+	v, err := s.Connections.GetConnection(ctx, id)
+	return v, s.m.storeError("get_connection", err)
+}
+
+func (s *meteredConnStore) ConnectionByName(ctx context.Context, name string) (string, []byte, error) {
+	id, v, err := s.Connections.ConnectionByName(ctx, name)
+	return id, v, s.m.storeError("get_connection", err)
+}
+
+func (s *meteredConnStore) ListConnections(ctx context.Context) ([][]byte, error) {
+	v, err := s.Connections.ListConnections(ctx)
+	return v, s.m.storeError("list_connections", err)
+}
+
+func (s *meteredConnStore) UpdateConnection(ctx context.Context, id string, doc []byte) error {
+	return s.m.storeError("update_connection", s.Connections.UpdateConnection(ctx, id, doc))
+}
+
+func (s *meteredConnStore) DeleteConnection(ctx context.Context, id string, tombstone []byte) error {
+	return s.m.storeError("delete_connection", s.Connections.DeleteConnection(ctx, id, tombstone))
+}
+
+func (s *meteredConnStore) ConnectionTombstone(ctx context.Context, id string) ([]byte, error) {
+	v, err := s.Connections.ConnectionTombstone(ctx, id)
+	return v, s.m.storeError("connection_tombstone", err)
+}
+
+func (s *meteredConnStore) ConnectionsVersion(ctx context.Context) (int64, error) {
+	v, err := s.Connections.ConnectionsVersion(ctx)
+	return v, s.m.storeError("connections_version", err)
+}
