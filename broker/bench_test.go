@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // BenchmarkBrokeredLogin runs one full in-process login per iteration over loopback HTTP:
@@ -14,7 +14,7 @@ func BenchmarkBrokeredLogin(b *testing.B) {
 	for _, signing := range []string{"RS256", "ES256"} {
 		b.Run("id_token="+signing, func(b *testing.B) {
 			h := newHarness(b, harnessOpts{
-				up:     upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
+				up:     demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
 				mutate: func(c *Config) { c.Keys.Signing.Alg = signing },
 			})
 			b.ReportAllocs()

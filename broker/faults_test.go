@@ -21,17 +21,17 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // Issue 5 item 3 (faults): the upstream IdP misbehaving at the token endpoint, rotating its
 // signing key, Redis going away mid-run, and no goroutine or connection left behind.
 
-// faultIdP serves upstreamtest providers at one URL with an injectable token-endpoint fault,
+// faultIdP serves demoidp providers at one URL with an injectable token-endpoint fault,
 // an optional token_endpoint override in discovery, and a switchable provider (key rotation).
 type faultIdP struct {
 	URL  string
-	opts upstreamtest.Options
+	opts demoidp.Options
 	srv  *httptest.Server
 
 	cur        atomic.Pointer[idpInstance]
@@ -44,13 +44,13 @@ type faultIdP struct {
 
 type idpInstance struct {
 	h     http.Handler
-	stats *upstreamtest.Stats
+	stats *demoidp.Stats
 }
 
 // tokenFault answers POST /token instead of (or around) the provider, next.
 type tokenFault func(w http.ResponseWriter, r *http.Request, next http.Handler)
 
-func newFaultIdP(t testing.TB, opts upstreamtest.Options) *faultIdP {
+func newFaultIdP(t testing.TB, opts demoidp.Options) *faultIdP {
 	t.Helper()
 	if opts.ClientID == "" {
 		opts.ClientID, opts.ClientSecret = upClientID, upSecret
@@ -70,7 +70,7 @@ func newFaultIdP(t testing.TB, opts upstreamtest.Options) *faultIdP {
 // rotate replaces the provider by a fresh one with the same issuer and a new signing key (kid).
 func (f *faultIdP) rotate(t testing.TB) *idpInstance {
 	t.Helper()
-	h, stats, err := upstreamtest.NewHandler(f.URL, f.opts)
+	h, stats, err := demoidp.NewHandler(f.URL, f.opts)
 	if err != nil {
 		t.Fatalf("upstream: %v", err)
 	}

@@ -18,7 +18,7 @@ import (
 
 // Fuzz targets for hostile input (issue 5.4). Each runs its seed corpus in a normal go test;
 // `make fuzz` runs them for a bounded time. Inputs go through the broker's handler in process
-// (memory store, upstreamtest IdP on loopback); most fail before any upstream call.
+// (memory store, demoidp IdP on loopback); most fail before any upstream call.
 
 // fuzzHarness is a broker with rate limits on (generous, so they rarely refuse), a small key
 // table (eviction under fuzzed X-Forwarded-For keys) and loopback as a trusted proxy.

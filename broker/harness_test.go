@@ -20,7 +20,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // testClock is an injectable clock: real time plus an offset the test moves forward.
@@ -41,10 +41,10 @@ func (c *testClock) Advance(d time.Duration) {
 	c.off += d
 }
 
-// harness is one broker on loopback with an upstreamtest IdP and an app callback server.
+// harness is one broker on loopback with an demoidp IdP and an app callback server.
 type harness struct {
 	t      testing.TB
-	up     *upstreamtest.Provider
+	up     *demoidp.Provider
 	srv    *httptest.Server
 	app    *httptest.Server
 	broker *Server
@@ -64,7 +64,7 @@ const (
 )
 
 type harnessOpts struct {
-	up      upstreamtest.Options
+	up      demoidp.Options
 	dpopAlg string // connection dpop_signing_alg; "-" = off; default ES256
 	store   sessions.Store
 	mutate  func(*Config)
@@ -123,7 +123,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.upstreamOnClock && o.up.Now == nil {
 		o.up.Now = clock.Now
 	}
-	up, err := upstreamtest.Start(o.up)
+	up, err := demoidp.Start(o.up)
 	if err != nil {
 		t.Fatalf("upstream: %v", err)
 	}

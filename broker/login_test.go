@@ -12,13 +12,13 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 func TestLoginEndToEnd(t *testing.T) {
 	cases := []struct {
 		name       string
-		up         upstreamtest.Options
+		up         demoidp.Options
 		dpopAlg    string
 		signing    string
 		wantBound  bool
@@ -26,20 +26,20 @@ func TestLoginEndToEnd(t *testing.T) {
 		wantNonce  bool
 		wantDPoPOn bool
 	}{
-		{name: "ES256 DPoP with required nonce (DC-9 one retry)", up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
+		{name: "ES256 DPoP with required nonce (DC-9 one retry)", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
 			wantBound: true, wantType: "dpop", wantNonce: true, wantDPoPOn: true},
-		{name: "ES256 DPoP without nonce", up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true},
+		{name: "ES256 DPoP without nonce", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true},
 			wantBound: true, wantType: "dpop", wantDPoPOn: true},
-		{name: "Ed25519 labelled EdDSA (DC-2)", up: upstreamtest.Options{DPoPAlgs: []string{"EdDSA"}, RequireDPoP: true, RequireNonce: true},
+		{name: "Ed25519 labelled EdDSA (DC-2)", up: demoidp.Options{DPoPAlgs: []string{"EdDSA"}, RequireDPoP: true, RequireNonce: true},
 			dpopAlg: "Ed25519", wantBound: true, wantType: "dpop", wantNonce: true, wantDPoPOn: true},
-		{name: "RS256 for RSA-only upstream", up: upstreamtest.Options{DPoPAlgs: []string{"RS256"}, RequireDPoP: true},
+		{name: "RS256 for RSA-only upstream", up: demoidp.Options{DPoPAlgs: []string{"RS256"}, RequireDPoP: true},
 			dpopAlg: "RS256", wantBound: true, wantType: "dpop", wantDPoPOn: true},
-		{name: "PS256 DPoP and ES256 broker ID tokens", up: upstreamtest.Options{DPoPAlgs: []string{"PS256"}, RequireDPoP: true},
+		{name: "PS256 DPoP and ES256 broker ID tokens", up: demoidp.Options{DPoPAlgs: []string{"PS256"}, RequireDPoP: true},
 			dpopAlg: "PS256", signing: "ES256", wantBound: true, wantType: "dpop", wantDPoPOn: true},
-		{name: "upstream answers Bearer (DC-10 downgrade)", up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, AnswerBearer: true},
+		{name: "upstream answers Bearer (DC-10 downgrade)", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, AnswerBearer: true},
 			wantBound: false, wantType: "bearer", wantDPoPOn: true},
-		{name: "no DPoP configured", up: upstreamtest.Options{}, dpopAlg: "-", wantType: "bearer"},
-		{name: "RFC 9207 iss on the upstream redirect (IS-2)", up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true},
+		{name: "no DPoP configured", up: demoidp.Options{}, dpopAlg: "-", wantType: "bearer"},
+		{name: "RFC 9207 iss on the upstream redirect (IS-2)", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true},
 			wantBound: true, wantType: "dpop", wantDPoPOn: true},
 	}
 	for _, tc := range cases {
@@ -125,7 +125,7 @@ func TestLoginEndToEnd(t *testing.T) {
 }
 
 func TestChooserAndConnectionParam(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}}})
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
 	spa := func(mut func(url.Values)) string {
 		return h.authorizeURL(func(q url.Values) {
 			q.Set("client_id", spaClient)

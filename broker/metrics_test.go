@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/dpop-broker/dpop-broker/sessions"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,7 +23,7 @@ func (h *harness) scrape() string {
 
 func TestMetrics(t *testing.T) {
 	h := newHarness(t, harnessOpts{
-		up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
+		up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
 		mutate: func(c *Config) {
 			// "rsa" asks RS256, which the upstream does not offer: a dpop_alg_mismatch failure.
 			c.Connections = append(c.Connections, ConnectionConfig{Name: "rsa", Strategy: "oidc", Options: ConnectionOptions{
@@ -126,8 +126,8 @@ func TestHealthAndReadiness(t *testing.T) {
 
 // TestMetricsPrivateRegistry: two servers in one process keep separate counters.
 func TestMetricsPrivateRegistry(t *testing.T) {
-	a := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}}})
-	b := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}}})
+	a := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
+	b := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
 	a.login()
 	if !strings.Contains(a.scrape(), `dpop_broker_logins_total{connection="corp",error="",result="success"} 1`) {
 		t.Error("server a did not count its login")

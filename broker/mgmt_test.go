@@ -18,7 +18,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // Management tokens of the test configuration.
@@ -30,7 +30,7 @@ var (
 )
 
 // optionalDPoPUp offers ES256 and Ed25519 but accepts requests without a proof.
-var optionalDPoPUp = upstreamtest.Options{DPoPAlgs: []string{"ES256", "Ed25519"}}
+var optionalDPoPUp = demoidp.Options{DPoPAlgs: []string{"ES256", "Ed25519"}}
 
 func withMgmt(c *Config) {
 	c.Management.Tokens = []ManagementToken{
@@ -468,12 +468,12 @@ func TestMgmtConnections(t *testing.T) {
 func TestMgmtDPoP(t *testing.T) {
 	h := mgmtHarness(t, nil)
 	base := h.srv.URL
-	rsOnly, err := upstreamtest.Start(upstreamtest.Options{ClientID: upClientID, ClientSecret: upSecret, DPoPAlgs: []string{"RS256", "PS256"}})
+	rsOnly, err := demoidp.Start(demoidp.Options{ClientID: upClientID, ClientSecret: upSecret, DPoPAlgs: []string{"RS256", "PS256"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(rsOnly.Close)
-	noDPoP, err := upstreamtest.Start(upstreamtest.Options{ClientID: upClientID, ClientSecret: upSecret})
+	noDPoP, err := demoidp.Start(demoidp.Options{ClientID: upClientID, ClientSecret: upSecret})
 	if err != nil {
 		t.Fatal(err)
 	}

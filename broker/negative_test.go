@@ -13,10 +13,10 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
-var dpopUp = upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}
+var dpopUp = demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}
 
 // wantFail checks the newest event is an f with details.error == code.
 func wantFail(t *testing.T, h *harness, code string) logs.Event {
@@ -159,11 +159,11 @@ func TestAuthorizeWebMessage(t *testing.T) {
 func TestDPoPCapabilityGate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		up   upstreamtest.Options
+		up   demoidp.Options
 		code string
 	}{
-		{"MD-4 upstream without DPoP", upstreamtest.Options{}, "dpop_not_supported"},
-		{"MD-4 upstream offers only RS256", upstreamtest.Options{DPoPAlgs: []string{"RS256"}}, "dpop_alg_mismatch"},
+		{"MD-4 upstream without DPoP", demoidp.Options{}, "dpop_not_supported"},
+		{"MD-4 upstream offers only RS256", demoidp.Options{DPoPAlgs: []string{"RS256"}}, "dpop_alg_mismatch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: tc.up})
@@ -239,7 +239,7 @@ func TestCallbackErrors(t *testing.T) {
 		}
 	})
 	t.Run("IS-2 wrong iss", func(t *testing.T) {
-		h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
+		h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
 		b := h.browser()
 		cb, _ := url.Parse(h.toCallback(b, h.authorizeURL(nil)))
 		q := cb.Query()
@@ -256,7 +256,7 @@ func TestCallbackErrors(t *testing.T) {
 		}
 	})
 	t.Run("IS-2 missing iss from an upstream that advertises it", func(t *testing.T) {
-		h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
+		h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
 		b := h.browser()
 		cb, _ := url.Parse(h.toCallback(b, h.authorizeURL(nil)))
 		q := cb.Query()
@@ -267,7 +267,7 @@ func TestCallbackErrors(t *testing.T) {
 		wantFail(t, h, codeInvalidIss)
 	})
 	t.Run("upstream error=access_denied", func(t *testing.T) {
-		h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, AuthorizeError: "access_denied"}})
+		h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, AuthorizeError: "access_denied"}})
 		resp, _ := get(t, h.browser(), h.authorizeURL(nil))
 		q := appResult(t, resp, h.app.URL+"/cb")
 		if q.Get("error") != "access_denied" || q.Get("state") != "app-state-123" || q.Get("iss") != h.cfg.Issuer {
@@ -281,18 +281,18 @@ func TestCallbackErrors(t *testing.T) {
 }
 
 func TestUpstreamExchangeFailures(t *testing.T) {
-	base := upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}
-	with := func(f func(*upstreamtest.Options)) upstreamtest.Options { o := base; f(&o); return o }
+	base := demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}
+	with := func(f func(*demoidp.Options)) demoidp.Options { o := base; f(&o); return o }
 	for _, tc := range []struct {
 		name string
-		up   upstreamtest.Options
+		up   demoidp.Options
 		code string
 	}{
-		{"ID-2 wrong aud", with(func(o *upstreamtest.Options) { o.IDTokenAud = "someone-else" }), "id_token_invalid"},
-		{"ID-6 wrong nonce", with(func(o *upstreamtest.Options) { o.IDTokenNonce = "other-nonce" }), "id_token_invalid"},
-		{"ID-1 wrong iss", with(func(o *upstreamtest.Options) { o.IDTokenIssuer = "http://127.0.0.1:1" }), "id_token_invalid"},
-		{"ID-5 expired", with(func(o *upstreamtest.Options) { o.IDTokenTTL = -10 * time.Minute }), "id_token_invalid"},
-		{"DC-9 nonce retry limit reached", with(func(o *upstreamtest.Options) { o.AlwaysNonce = true }), "use_dpop_nonce"},
+		{"ID-2 wrong aud", with(func(o *demoidp.Options) { o.IDTokenAud = "someone-else" }), "id_token_invalid"},
+		{"ID-6 wrong nonce", with(func(o *demoidp.Options) { o.IDTokenNonce = "other-nonce" }), "id_token_invalid"},
+		{"ID-1 wrong iss", with(func(o *demoidp.Options) { o.IDTokenIssuer = "http://127.0.0.1:1" }), "id_token_invalid"},
+		{"ID-5 expired", with(func(o *demoidp.Options) { o.IDTokenTTL = -10 * time.Minute }), "id_token_invalid"},
+		{"DC-9 nonce retry limit reached", with(func(o *demoidp.Options) { o.AlwaysNonce = true }), "use_dpop_nonce"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: tc.up})

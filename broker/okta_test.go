@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // TestOktaStrategy: a strategy okta connection derives its issuer from options.domain (an
@@ -12,7 +12,7 @@ import (
 // use_dpop_nonce on the first token request, a DPoP-bound answer, userinfo with ath.
 func TestOktaStrategy(t *testing.T) {
 	h := newHarness(t, harnessOpts{
-		up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
+		up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
 		mutate: func(c *Config) {
 			o := &c.Connections[0].Options
 			c.Connections[0].Strategy = "okta"

@@ -15,13 +15,13 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // End to end: a management token holder with update:connections points a connection at an
 // upstream it controls and tries to make the broker reach internal services through it.
 
-// rogueIdP is an upstream the attacker controls: an upstreamtest provider (optional DPoP, the
+// rogueIdP is an upstream the attacker controls: a demoidp provider (optional DPoP, the
 // harness's client credentials) whose discovery document and answers the test rewrites.
 type rogueIdP struct {
 	URL        string
@@ -76,7 +76,7 @@ func newRogueIdP(t *testing.T, o rogueOpts) *rogueIdP {
 	f.URL = scheme + "://" + net.JoinHostPort(host, port)
 	opts := optionalDPoPUp
 	opts.ClientID, opts.ClientSecret = upClientID, upSecret
-	h, _, err := upstreamtest.NewHandler(f.URL, opts)
+	h, _, err := demoidp.NewHandler(f.URL, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 func TestTokenErrors(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}}})
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
 	for _, tc := range []struct {
 		name   string
 		form   func(code string) url.Values
@@ -88,7 +88,7 @@ func TestTokenErrors(t *testing.T) {
 }
 
 func TestUserinfoRejects(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}}})
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
 	code := h.login().Get("code")
 	_, body, _ := h.token(h.codeForm(code), true)
 	at := body["access_token"].(string)
@@ -124,7 +124,7 @@ func TestUserinfoRejects(t *testing.T) {
 }
 
 func TestDiscoveryJWKSHealth(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}}})
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
 	var doc map[string]any
 	resp, body := get(t, http.DefaultClient, h.srv.URL+"/.well-known/openid-configuration")
 	if err := json.Unmarshal([]byte(body), &doc); err != nil || resp.StatusCode != 200 {
@@ -156,7 +156,7 @@ func TestDiscoveryJWKSHealth(t *testing.T) {
 }
 
 func TestLogout(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}}})
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
 	b := h.browser()
 	resp, _ := get(t, b, h.authorizeURL(nil))
 	code := appResult(t, resp, h.app.URL+"/cb").Get("code")

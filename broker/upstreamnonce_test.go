@@ -7,7 +7,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // loginEvent runs one login for the confidential app and returns its s event.
@@ -38,7 +38,7 @@ func wantNonceDetails(t *testing.T, ev logs.Event, used bool, retries int, dropp
 // without it, and says so in the s event. When the upstream demands nonces again, the broker
 // answers the new challenge as usual.
 func TestLoginSucceedsWhenUpstreamStopsUsingNonces(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}})
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true}})
 	wantNonceDetails(t, h.loginEvent(), true, 1, false)
 
 	h.up.SetRequireNonce(false)
@@ -62,7 +62,7 @@ func TestLoginSucceedsWhenUpstreamStopsUsingNonces(t *testing.T) {
 // that still wants nonces hands out a fresh one.
 func TestUpstreamNonceOlderThanMaxAgeIsNotSent(t *testing.T) {
 	h := newHarness(t, harnessOpts{
-		up:              upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true, IDTokenTTL: time.Hour},
+		up:              demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true, IDTokenTTL: time.Hour},
 		upstreamOnClock: true,
 	})
 	wantNonceDetails(t, h.loginEvent(), true, 1, false)

@@ -12,14 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // Issue 5 item 3, graceful shutdown: `broker serve` gets SIGTERM while a login's upstream code
 // exchange is in flight. The process stops accepting connections at once, the in-flight
 // callback still completes (the app gets its code), and the process exits 0.
 
-// heldIdP is an in-process upstream (upstreamtest, DPoP ES256) whose token endpoint holds each
+// heldIdP is an in-process upstream (demoidp, DPoP ES256) whose token endpoint holds each
 // request until the test releases it.
 type heldIdP struct {
 	URL     string
@@ -33,7 +33,7 @@ func startHeldIdP(t *testing.T, secret string) *heldIdP {
 	p := &heldIdP{arrived: make(chan struct{}, 4), release: make(chan struct{})}
 	srv := httptest.NewUnstartedServer(nil)
 	p.URL = "http://" + srv.Listener.Addr().String()
-	h, _, err := upstreamtest.NewHandler(p.URL, upstreamtest.Options{
+	h, _, err := demoidp.NewHandler(p.URL, demoidp.Options{
 		ClientID: "broker", ClientSecret: secret, DPoPAlgs: []string{"ES256"}, RequireDPoP: true,
 	})
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // authorizeAt follows the upstream /authorize redirect (no cookies, no UI) and returns the
@@ -32,11 +32,11 @@ func authorizeAt(t *testing.T, authURL string) url.Values {
 	return loc.Query()
 }
 
-// TestEndToEndUpstreamtest logs in against the shared in-process IdP that requires DPoP with
+// TestEndToEndAgainstDemoIdP logs in against the shared in-process IdP that requires DPoP with
 // server nonces: one nonce retry (DC-9), bound token (DC-10), RFC 9207 iss (IS-2), userinfo
 // with ath (DC-7).
-func TestEndToEndUpstreamtest(t *testing.T) {
-	p, err := upstreamtest.Start(upstreamtest.Options{
+func TestEndToEndAgainstDemoIdP(t *testing.T) {
+	p, err := demoidp.Start(demoidp.Options{
 		DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true, IssParameter: true,
 	})
 	if err != nil {
@@ -146,7 +146,7 @@ func loginOnce(t *testing.T, c *Connection) (*Result, error) {
 // issuer) refuses the nonces the connection remembers; the next login still succeeds: the
 // stale nonces are dropped at the token endpoint and at userinfo, each retried once.
 func TestLoginSucceedsAfterUpstreamStopsUsingNonces(t *testing.T) {
-	p, err := upstreamtest.Start(upstreamtest.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true})
+	p, err := demoidp.Start(demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // demo names.
@@ -148,7 +148,7 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 	d.idpURL, d.issuer, d.appURL = origin(idpLn), origin(brokerLn)+"/", origin(appLn)
 	d.mgmtToken = rand.Text() + rand.Text() // 52 characters (the minimum is 32)
 	upSecret, appSecret := rand.Text(), rand.Text()
-	idp, _, err := upstreamtest.NewHandler(d.idpURL, upstreamtest.Options{
+	idp, _, err := demoidp.NewHandler(d.idpURL, demoidp.Options{
 		ClientID: demoUpClientID, ClientSecret: upSecret,
 		DPoPAlgs:    []string{"ES256", "EdDSA", "Ed25519", "RS256"},
 		RequireDPoP: true, RequireNonce: true, Interactive: true,

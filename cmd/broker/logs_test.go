@@ -20,7 +20,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer goroutine and a polling reader.
@@ -63,9 +63,9 @@ const (
 // startBrokerAPI runs a broker Server in-process on loopback with management tokens (one with
 // read:logs, one without) and one connection to up; it returns the broker's URL, the server
 // and the app's callback URL.
-func startBrokerAPI(t *testing.T, up upstreamtest.Options) (string, *broker.Server, string) {
+func startBrokerAPI(t *testing.T, up demoidp.Options) (string, *broker.Server, string) {
 	t.Helper()
-	idp, err := upstreamtest.Start(up)
+	idp, err := demoidp.Start(up)
 	if err != nil {
 		t.Fatalf("upstream: %v", err)
 	}
@@ -129,7 +129,7 @@ func failEvent(conn, code string) logs.Event {
 }
 
 func TestLogsCommand(t *testing.T) {
-	brokerURL, b, _ := startBrokerAPI(t, upstreamtest.Options{ClientID: "broker", ClientSecret: "s"})
+	brokerURL, b, _ := startBrokerAPI(t, demoidp.Options{ClientID: "broker", ClientSecret: "s"})
 	w := b.Events()
 	writeEvent(t, w, logs.Event{Type: logs.TypeSuccessLogin, Connection: "corp", ClientID: "app", UserName: "alice@example.com",
 		Details: map[string]any{"dpop_signing_alg": "ES256", "dpop_returned_from_upstream": true, "dpop_nonce_retries": 1,
@@ -213,7 +213,7 @@ func TestLogsCommand(t *testing.T) {
 // TestLogsFollowPaging: --follow prints the recent matches, then new matching events only, in
 // order, without duplicates; checkpoint pages are filtered client-side.
 func TestLogsFollowPaging(t *testing.T) {
-	brokerURL, b, _ := startBrokerAPI(t, upstreamtest.Options{ClientID: "broker", ClientSecret: "s"})
+	brokerURL, b, _ := startBrokerAPI(t, demoidp.Options{ClientID: "broker", ClientSecret: "s"})
 	w := b.Events()
 	writeEvent(t, w, failEvent("corp", "old_failure"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -247,7 +247,7 @@ func TestLogsFollowPaging(t *testing.T) {
 // TestLogsFollowFailedLogin (issue 4): `broker logs --type f --follow` against a running broker
 // shows a failed login after it happens.
 func TestLogsFollowFailedLogin(t *testing.T) {
-	brokerURL, _, redirectURI := startBrokerAPI(t, upstreamtest.Options{ClientID: "broker", ClientSecret: "s", AuthorizeError: "access_denied"})
+	brokerURL, _, redirectURI := startBrokerAPI(t, demoidp.Options{ClientID: "broker", ClientSecret: "s", AuthorizeError: "access_denied"})
 	// The CLI reaches the broker through a proxy that counts its log requests: the tail starts
 	// after the newest event at its first request, so the login fails only once the CLI's
 	// second request (its first poll) shows that starting point was taken.

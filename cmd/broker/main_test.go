@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
-	"github.com/dpop-broker/dpop-broker/upstream/upstreamtest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 func runCmd(t *testing.T, args ...string) (int, string, string) {
@@ -85,18 +85,18 @@ func TestKeysGenerateCommand(t *testing.T) {
 func TestDiscoveryCheckCommand(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		opts upstreamtest.Options
+		opts demoidp.Options
 		args []string
 		code int
 		want string
 	}{
-		{"MD-4 alg offered", upstreamtest.Options{DPoPAlgs: []string{"ES256", "RS256"}}, nil, 0, "DPoP ES256: OK"},
-		{"MD-4 no DPoP", upstreamtest.Options{}, nil, 1, "dpop_not_supported: "},
-		{"MD-4 alg not offered", upstreamtest.Options{DPoPAlgs: []string{"RS256"}}, []string{"--alg", "ES256"}, 1, "dpop_alg_mismatch: "},
-		{"Ed25519 via EdDSA", upstreamtest.Options{DPoPAlgs: []string{"EdDSA"}}, []string{"--alg", "Ed25519"}, 0, "proofs labelled EdDSA"},
+		{"MD-4 alg offered", demoidp.Options{DPoPAlgs: []string{"ES256", "RS256"}}, nil, 0, "DPoP ES256: OK"},
+		{"MD-4 no DPoP", demoidp.Options{}, nil, 1, "dpop_not_supported: "},
+		{"MD-4 alg not offered", demoidp.Options{DPoPAlgs: []string{"RS256"}}, []string{"--alg", "ES256"}, 1, "dpop_alg_mismatch: "},
+		{"Ed25519 via EdDSA", demoidp.Options{DPoPAlgs: []string{"EdDSA"}}, []string{"--alg", "Ed25519"}, 0, "proofs labelled EdDSA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := upstreamtest.Start(tc.opts)
+			p, err := demoidp.Start(tc.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +115,7 @@ func TestDiscoveryCheckCommand(t *testing.T) {
 // TestDiscoveryCheckAppliesTheUpstreamAddressPolicy: without --allow-network the check refuses
 // a loopback upstream as `serve` would, and tells the operator why in full.
 func TestDiscoveryCheckAppliesTheUpstreamAddressPolicy(t *testing.T) {
-	p, err := upstreamtest.Start(upstreamtest.Options{DPoPAlgs: []string{"ES256"}})
+	p, err := demoidp.Start(demoidp.Options{DPoPAlgs: []string{"ES256"}})
 	if err != nil {
 		t.Fatal(err)
 	}

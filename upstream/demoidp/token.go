@@ -1,4 +1,4 @@
-package upstreamtest
+package demoidp
 
 import (
 	"crypto/sha256"
@@ -79,7 +79,7 @@ func (p *provider) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	clientID, err := p.authenticate(r)
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Basic realm="upstreamtest"`)
+		w.Header().Set("WWW-Authenticate", `Basic realm="demoidp"`)
 		oauthError(w, http.StatusUnauthorized, "invalid_client", err.Error())
 		return
 	}
@@ -239,7 +239,7 @@ func (p *provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusUnauthorized, errCode, desc)
 	}
 	if tok == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="upstreamtest"`)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="demoidp"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}

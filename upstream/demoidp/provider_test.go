@@ -1,4 +1,4 @@
-package upstreamtest
+package demoidp
 
 import (
 	"context"

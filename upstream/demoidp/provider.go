@@ -1,6 +1,4 @@
-// Package upstreamtest runs a small in-process OpenID provider that can demand DPoP with server
-// nonces; the broker's tests, the demo and the load benchmark use it as the upstream IdP.
-package upstreamtest
+package demoidp
 
 import (
 	"context"
@@ -108,7 +106,7 @@ func NewHandler(issuer string, opts Options) (http.Handler, *Stats, error) {
 func Start(opts Options) (*Provider, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("upstreamtest: listen: %w", err)
+		return nil, fmt.Errorf("demoidp: listen: %w", err)
 	}
 	issuer := "http://" + ln.Addr().String()
 	p, err := newProvider(issuer, opts)
@@ -158,7 +156,7 @@ const (
 	maxJTILen      = 256
 )
 
-var errFull = errors.New("upstreamtest: in-memory table full")
+var errFull = errors.New("demoidp: in-memory table full")
 
 type codeEntry struct {
 	clientID, redirectURI, nonce, challenge, jkt, scope string
@@ -276,7 +274,7 @@ var asymmetricAlgs = map[string]bool{
 func newProvider(issuer string, opts Options) (*provider, error) {
 	u, err := url.Parse(issuer)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("upstreamtest: issuer %q must be an absolute http(s) URL without query or fragment", issuer)
+		return nil, fmt.Errorf("demoidp: issuer %q must be an absolute http(s) URL without query or fragment", issuer)
 	}
 	if opts.ClientID == "" {
 		opts.ClientID = "broker"
@@ -347,25 +345,25 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		return nil, fmt.Errorf("upstreamtest: generate signing key: %w", err)
+		return nil, fmt.Errorf("demoidp: generate signing key: %w", err)
 	}
 	p.verifyKey = &key.PublicKey
 	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.RS256), Use: "sig"}
 	tp, err := pub.Thumbprint(crypto.SHA256)
 	if err != nil {
-		return nil, fmt.Errorf("upstreamtest: key thumbprint: %w", err)
+		return nil, fmt.Errorf("demoidp: key thumbprint: %w", err)
 	}
 	pub.KeyID = base64.RawURLEncoding.EncodeToString(tp)
 	p.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
 		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", pub.KeyID))
 	if err != nil {
-		return nil, fmt.Errorf("upstreamtest: signer: %w", err)
+		return nil, fmt.Errorf("demoidp: signer: %w", err)
 	}
 	if p.jwks, err = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}); err != nil {
-		return nil, fmt.Errorf("upstreamtest: jwks: %w", err)
+		return nil, fmt.Errorf("demoidp: jwks: %w", err)
 	}
 	if p.discovery, err = json.Marshal(p.discoveryDoc()); err != nil {
-		return nil, fmt.Errorf("upstreamtest: discovery: %w", err)
+		return nil, fmt.Errorf("demoidp: discovery: %w", err)
 	}
 
 	mux := http.NewServeMux()
