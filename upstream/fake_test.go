@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // fakeIdP is a minimal in-process OpenID provider for this package's tests: discovery, JWKS,
@@ -28,7 +30,7 @@ import (
 type fakeIdP struct {
 	srv      *httptest.Server
 	issuer   string
-	key      *rsa.PrivateKey
+	idKey    *demoidp.SigningKey // ID-token key and its JWK Set
 	clientID string
 	secret   string
 
@@ -86,12 +88,8 @@ type proofInfo struct {
 
 func newFakeIdP(t testing.TB, configure func(f *fakeIdP)) *fakeIdP {
 	t.Helper()
-	fakeKeyOnce.Do(func() { fakeKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
-	if fakeKey == nil {
-		t.Fatal("cannot generate the fake IdP key")
-	}
 	f := &fakeIdP{
-		key: fakeKey, clientID: "broker", secret: "s3cret",
+		clientID: "broker", secret: "s3cret",
 		dpopAlgs: []string{"ES256", "EdDSA", "RS256", "PS256"},
 		idAlg:    jose.RS256, now: time.Now,
 		codes: map[string]codeInfo{}, nonce: "n-1",
@@ -99,9 +97,17 @@ func newFakeIdP(t testing.TB, configure func(f *fakeIdP)) *fakeIdP {
 	if configure != nil {
 		configure(f)
 	}
+	fakeKeyOnce.Do(func() { fakeKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
+	if fakeKey == nil {
+		t.Fatal("cannot generate the fake IdP key")
+	}
+	var err error
+	if f.idKey, err = demoidp.NewSigningKey(fakeKey, f.idAlg); err != nil {
+		t.Fatalf("fake IdP key: %v", err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", f.discovery)
-	mux.HandleFunc("GET /jwks", f.jwks)
+	mux.HandleFunc("GET /jwks", demoidp.ServeJSON(f.idKey.JWKS))
 	mux.HandleFunc("POST /token", f.token)
 	mux.HandleFunc("GET /userinfo", f.userinfo)
 	f.srv = httptest.NewServer(mux)
@@ -111,36 +117,14 @@ func newFakeIdP(t testing.TB, configure func(f *fakeIdP)) *fakeIdP {
 }
 
 func (f *fakeIdP) discovery(w http.ResponseWriter, _ *http.Request) {
-	m := map[string]any{
-		"issuer":                                f.issuer,
-		"authorization_endpoint":                f.issuer + "/authorize",
-		"token_endpoint":                        f.issuer + "/token",
-		"userinfo_endpoint":                     f.issuer + "/userinfo",
-		"jwks_uri":                              f.issuer + "/jwks",
-		"response_types_supported":              []string{"code"},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{"RS256"},
+	idAlgs := f.idAlgs
+	if idAlgs == nil {
+		idAlgs = []string{"RS256"}
 	}
-	if f.idAlgs != nil {
-		m["id_token_signing_alg_values_supported"] = f.idAlgs
-	}
-	if f.dpopAlgs != nil {
-		m["dpop_signing_alg_values_supported"] = f.dpopAlgs
-	}
-	if !f.noPKCE {
-		m["code_challenge_methods_supported"] = []string{"S256"}
-	}
-	if f.authMethods != nil {
-		m["token_endpoint_auth_methods_supported"] = f.authMethods
-	}
-	if f.issParam {
-		m["authorization_response_iss_parameter_supported"] = true
-	}
-	writeJSON(w, http.StatusOK, m)
-}
-
-func (f *fakeIdP) jwks(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &f.key.PublicKey, KeyID: "k1", Use: "sig"}}})
+	writeJSON(w, http.StatusOK, demoidp.Metadata{
+		Issuer: f.issuer, IDTokenAlgs: idAlgs, AuthMethods: f.authMethods, DPoPAlgs: f.dpopAlgs,
+		PKCE: !f.noPKCE, Userinfo: true, IssParameter: f.issParam,
+	}.Document())
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -337,15 +321,11 @@ func (f *fakeIdP) idToken(nonce, at string) (string, error) {
 	if f.mutate != nil {
 		f.mutate(claims)
 	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: f.idAlg, Key: jose.JSONWebKey{Key: f.key, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		return "", err
-	}
 	b, err := json.Marshal(claims)
 	if err != nil {
 		return "", err
 	}
-	jws, err := s.Sign(b)
+	jws, err := f.idKey.Signer.Sign(b)
 	if err != nil {
 		return "", err
 	}

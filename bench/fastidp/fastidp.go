@@ -27,6 +27,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // Nonce modes.
@@ -95,15 +96,13 @@ type codeEntry struct {
 }
 
 type provider struct {
-	issuer    string
-	opts      Options
-	stats     *Stats
-	signer    jose.Signer
-	jwks      []byte
-	discovery []byte
-	tokenURL  string
-	verifier  *dpop.Verifier
-	nonces    *dpop.NonceSource
+	issuer   string
+	opts     Options
+	stats    *Stats
+	signer   jose.Signer
+	tokenURL string
+	verifier *dpop.Verifier
+	nonces   *dpop.NonceSource
 
 	mu        sync.Mutex
 	codes     map[string]*codeEntry
@@ -147,7 +146,7 @@ func NewHandler(issuer string, opts Options) (http.Handler, *Stats, error) {
 	p := &provider{issuer: issuer, opts: opts, stats: &Stats{}, tokenURL: issuer + "/token",
 		codes: map[string]*codeEntry{}, nextSweep: minSweep}
 
-	var key any
+	var key crypto.Signer
 	var alg jose.SignatureAlgorithm
 	switch opts.IDTokenAlg {
 	case "RS256":
@@ -163,21 +162,11 @@ func NewHandler(issuer string, opts Options) (http.Handler, *Stats, error) {
 	default:
 		return nil, nil, fmt.Errorf("fastidp: ID token alg %q (want RS256 or ES256)", opts.IDTokenAlg)
 	}
-	priv := jose.JSONWebKey{Key: key, Algorithm: string(alg), Use: "sig"}
-	pub := priv.Public()
-	tp, err := pub.Thumbprint(crypto.SHA256)
+	sk, err := demoidp.NewSigningKey(key, alg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fastidp: thumbprint: %w", err)
+		return nil, nil, fmt.Errorf("fastidp: %w", err)
 	}
-	pub.KeyID = base64.RawURLEncoding.EncodeToString(tp)
-	p.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", pub.KeyID))
-	if err != nil {
-		return nil, nil, fmt.Errorf("fastidp: signer: %w", err)
-	}
-	if p.jwks, err = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}); err != nil {
-		return nil, nil, fmt.Errorf("fastidp: jwks: %w", err)
-	}
+	p.signer = sk.Signer
 
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
@@ -192,33 +181,22 @@ func NewHandler(issuer string, opts Options) (http.Handler, *Stats, error) {
 		Nonces:       p.nonces,
 		RequireNonce: true,
 	}
-	doc := map[string]any{
-		"issuer":                                issuer,
-		"authorization_endpoint":                issuer + "/authorize",
-		"token_endpoint":                        p.tokenURL,
-		"jwks_uri":                              issuer + "/jwks",
-		"response_types_supported":              []string{"code"},
-		"subject_types_supported":               []string{"public"},
-		"grant_types_supported":                 []string{"authorization_code"},
-		"id_token_signing_alg_values_supported": []string{string(alg)},
-		"code_challenge_methods_supported":      []string{"S256"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
-		"dpop_signing_alg_values_supported":     p.verifier.AllowedAlgs(),
-		"scopes_supported":                      []string{"openid", "profile", "email"},
-	}
-	if p.discovery, err = json.Marshal(doc); err != nil {
+	discovery, err := json.Marshal(demoidp.Metadata{
+		Issuer:      issuer,
+		IDTokenAlgs: []string{string(alg)},
+		AuthMethods: []string{"client_secret_basic", "client_secret_post"},
+		DPoPAlgs:    p.verifier.AllowedAlgs(),
+		GrantTypes:  []string{"authorization_code"},
+		Scopes:      []string{"openid", "profile", "email"},
+		PKCE:        true,
+	}.Document())
+	if err != nil {
 		return nil, nil, fmt.Errorf("fastidp: discovery: %w", err)
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(p.discovery)
-	})
-	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(p.jwks)
-	})
+	mux.HandleFunc("GET /.well-known/openid-configuration", demoidp.ServeJSON(discovery))
+	mux.HandleFunc("GET /jwks", demoidp.ServeJSON(sk.JWKS))
 	mux.HandleFunc("GET /authorize", p.authorize)
 	mux.HandleFunc("POST /token", p.token)
 	return mux, p.stats, nil

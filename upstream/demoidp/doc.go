@@ -18,4 +18,9 @@
 // the caller serves (the demo binds its own listener). Options shape the provider, including
 // faults that make it misbehave for negative tests (wrong aud, nonce or issuer in the ID token,
 // a Bearer answer to a DPoP request, endless nonce challenges); Stats count what it saw.
+//
+// What a provider publishes for relying parties is built by Metadata (the discovery document)
+// and SigningKey (the ID-token key and its JWK Set); the repository's other in-process
+// providers (the load benchmark's fastidp, the upstream package's test IdP) build theirs with
+// them too.
 package demoidp

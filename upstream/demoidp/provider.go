@@ -2,7 +2,6 @@ package demoidp
 
 import (
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -241,8 +240,6 @@ type provider struct {
 	mux        *http.ServeMux
 	signer     jose.Signer
 	verifyKey  *rsa.PublicKey // checks id_token_hint at /logout
-	discovery  []byte
-	jwks       []byte
 	tokenHTU   string
 	userHTU    string
 	dpopOn     bool
@@ -348,27 +345,19 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 		return nil, fmt.Errorf("demoidp: generate signing key: %w", err)
 	}
 	p.verifyKey = &key.PublicKey
-	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.RS256), Use: "sig"}
-	tp, err := pub.Thumbprint(crypto.SHA256)
+	sk, err := NewSigningKey(key, jose.RS256)
 	if err != nil {
-		return nil, fmt.Errorf("demoidp: key thumbprint: %w", err)
+		return nil, fmt.Errorf("demoidp: %w", err)
 	}
-	pub.KeyID = base64.RawURLEncoding.EncodeToString(tp)
-	p.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", pub.KeyID))
+	p.signer = sk.Signer
+	discovery, err := json.Marshal(p.metadata().Document())
 	if err != nil {
-		return nil, fmt.Errorf("demoidp: signer: %w", err)
-	}
-	if p.jwks, err = json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}}); err != nil {
-		return nil, fmt.Errorf("demoidp: jwks: %w", err)
-	}
-	if p.discovery, err = json.Marshal(p.discoveryDoc()); err != nil {
 		return nil, fmt.Errorf("demoidp: discovery: %w", err)
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+p.prefix+"/.well-known/openid-configuration", p.handleDiscovery)
-	mux.HandleFunc("GET "+p.prefix+"/jwks", p.handleJWKS)
+	mux.HandleFunc("GET "+p.prefix+"/.well-known/openid-configuration", ServeJSON(discovery))
+	mux.HandleFunc("GET "+p.prefix+"/jwks", ServeJSON(sk.JWKS))
 	mux.HandleFunc("GET "+p.prefix+"/authorize", p.handleAuthorize)
 	mux.HandleFunc("POST "+p.prefix+"/authorize/approve", p.handleApprove)
 	mux.HandleFunc("POST "+p.prefix+"/token", p.handleToken)
@@ -411,45 +400,22 @@ func (p *provider) handleEndSession(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, u.String(), http.StatusFound)
 }
 
-func (p *provider) discoveryDoc() map[string]any {
-	d := map[string]any{
-		"issuer":                                p.issuer,
-		"authorization_endpoint":                p.base + "/authorize",
-		"token_endpoint":                        p.base + "/token",
-		"userinfo_endpoint":                     p.base + "/userinfo",
-		"jwks_uri":                              p.base + "/jwks",
-		"response_types_supported":              []string{"code"},
-		"response_modes_supported":              []string{"query"},
-		"grant_types_supported":                 []string{"authorization_code"},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{"RS256"},
-		"scopes_supported":                      []string{"openid", "profile", "email"},
-		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "name", "email", "email_verified"},
-		"token_endpoint_auth_methods_supported": p.opts.AuthMethods,
+// metadata is what the provider advertises in its discovery document.
+func (p *provider) metadata() Metadata {
+	return Metadata{
+		Issuer:        p.issuer,
+		IDTokenAlgs:   []string{"RS256"},
+		AuthMethods:   p.opts.AuthMethods,
+		DPoPAlgs:      p.opts.DPoPAlgs, // nil: no DPoP
+		GrantTypes:    []string{"authorization_code"},
+		ResponseModes: []string{"query"},
+		Scopes:        []string{"openid", "profile", "email"},
+		Claims:        []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "name", "email", "email_verified"},
+		PKCE:          !p.opts.NoPKCE,
+		Userinfo:      true,
+		EndSession:    !p.opts.NoEndSession,
+		IssParameter:  p.opts.IssParameter,
 	}
-	if !p.opts.NoPKCE {
-		d["code_challenge_methods_supported"] = []string{"S256"}
-	}
-	if !p.opts.NoEndSession {
-		d["end_session_endpoint"] = p.base + "/logout"
-	}
-	if p.dpopOn {
-		d["dpop_signing_alg_values_supported"] = append([]string{}, p.opts.DPoPAlgs...)
-	}
-	if p.opts.IssParameter {
-		d["authorization_response_iss_parameter_supported"] = true
-	}
-	return d
-}
-
-func (p *provider) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(p.discovery)
-}
-
-func (p *provider) handleJWKS(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(p.jwks)
 }
 
 // writeJSON writes v with status and no-store caching.
