@@ -70,7 +70,9 @@ func newFaultIdP(t testing.TB, opts demoidp.Options) *faultIdP {
 // rotate replaces the provider by a fresh one with the same issuer and a new signing key (kid).
 func (f *faultIdP) rotate(t testing.TB) *idpInstance {
 	t.Helper()
-	h, stats, err := demoidp.NewHandler(f.URL, f.opts)
+	opts := f.opts
+	opts.FreshKey = f.cur.Load() != nil // a replacement signs with a key of its own
+	h, stats, err := demoidp.NewHandler(f.URL, opts)
 	if err != nil {
 		t.Fatalf("upstream: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -30,7 +29,7 @@ import (
 type fakeIdP struct {
 	srv      *httptest.Server
 	issuer   string
-	idKey    *demoidp.SigningKey // ID-token key and its JWK Set
+	idKey    *demoidp.SigningKey // ID-token key (the process's RSA key) and its JWK Set
 	clientID string
 	secret   string
 
@@ -71,11 +70,6 @@ type fakeIdP struct {
 	lastBasicOK bool
 }
 
-var (
-	fakeKeyOnce sync.Once
-	fakeKey     *rsa.PrivateKey // ID-token signing key shared by all fakes
-)
-
 type codeInfo struct {
 	nonce, challenge, redirectURI string
 }
@@ -97,12 +91,11 @@ func newFakeIdP(t testing.TB, configure func(f *fakeIdP)) *fakeIdP {
 	if configure != nil {
 		configure(f)
 	}
-	fakeKeyOnce.Do(func() { fakeKey, _ = rsa.GenerateKey(rand.Reader, 2048) })
-	if fakeKey == nil {
-		t.Fatal("cannot generate the fake IdP key")
+	key, err := demoidp.RSAKey(false)
+	if err == nil {
+		f.idKey, err = demoidp.NewSigningKey(key, f.idAlg)
 	}
-	var err error
-	if f.idKey, err = demoidp.NewSigningKey(fakeKey, f.idAlg); err != nil {
+	if err != nil {
 		t.Fatalf("fake IdP key: %v", err)
 	}
 	mux := http.NewServeMux()

@@ -9,7 +9,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -151,7 +150,8 @@ func NewHandler(issuer string, opts Options) (http.Handler, *Stats, error) {
 	switch opts.IDTokenAlg {
 	case "RS256":
 		alg = jose.RS256
-		if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+		// The process's RSA key (generated once): every fastidp of a run may share it.
+		if key, err = demoidp.RSAKey(false); err != nil {
 			return nil, nil, fmt.Errorf("fastidp: rsa key: %w", err)
 		}
 	case "ES256":

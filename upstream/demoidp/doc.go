@@ -22,5 +22,6 @@
 // What a provider publishes for relying parties is built by Metadata (the discovery document)
 // and SigningKey (the ID-token key and its JWK Set); the repository's other in-process
 // providers (the load benchmark's fastidp, the upstream package's test IdP) build theirs with
-// them too.
+// them too. RSAKey hands out one RSA key per process, so that the providers a test binary
+// starts do not each pay for generating one; Options.FreshKey asks for a key of its own.
 package demoidp

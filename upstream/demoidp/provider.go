@@ -61,6 +61,10 @@ type Options struct {
 	// RedirectURIs are accepted exactly, in addition to any http(s) loopback redirect URI
 	// (127.0.0.1, localhost, [::1], any port and path).
 	RedirectURIs []string
+	// FreshKey signs ID tokens with a key generated for this provider. By default every
+	// provider in the process signs with the same RSA key (RSAKey), generated once; a test
+	// that needs two providers with different keys (key rotation) sets it.
+	FreshKey bool
 }
 
 // Stats counts what the provider saw.
@@ -340,7 +344,7 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 		p.algsHeader = strings.Join(opts.DPoPAlgs, " ")
 	}
 
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := RSAKey(opts.FreshKey)
 	if err != nil {
 		return nil, fmt.Errorf("demoidp: generate signing key: %w", err)
 	}

@@ -2,11 +2,14 @@ package demoidp
 
 import (
 	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/go-jose/go-jose/v4"
 )
@@ -117,4 +120,21 @@ func ServeJSON(body []byte) http.HandlerFunc {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(body)
 	}
+}
+
+// processRSAKey is the RSA key the providers of this process sign with, unless one asks for a
+// key of its own: generating a 2048-bit key takes from tens to hundreds of milliseconds, and a
+// test binary starts hundreds of providers.
+var processRSAKey = sync.OnceValues(func() (*rsa.PrivateKey, error) {
+	return rsa.GenerateKey(rand.Reader, 2048)
+})
+
+// RSAKey returns a 2048-bit RSA signing key: the one generated for this process on first use,
+// or with fresh a new one (a provider whose key must differ from the others', e.g. to rotate
+// keys behind one issuer).
+func RSAKey(fresh bool) (*rsa.PrivateKey, error) {
+	if fresh {
+		return rsa.GenerateKey(rand.Reader, 2048)
+	}
+	return processRSAKey()
 }
