@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -54,7 +55,7 @@ func (m Metadata) Document() map[string]any {
 		"jwks_uri":                              base + "/jwks",
 		"response_types_supported":              []string{"code"},
 		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": m.IDTokenAlgs,
+		"id_token_signing_alg_values_supported": slices.Clone(m.IDTokenAlgs),
 	}
 	optional := map[string][]string{
 		"token_endpoint_auth_methods_supported": m.AuthMethods,
@@ -66,7 +67,7 @@ func (m Metadata) Document() map[string]any {
 	}
 	for member, values := range optional {
 		if values != nil {
-			d[member] = append([]string{}, values...)
+			d[member] = slices.Clone(values)
 		}
 	}
 	if m.PKCE {
