@@ -102,9 +102,10 @@ func TestLoginFlow(t *testing.T) {
 		name, alg, mode string
 		wantChallenges  int64 // after two logins
 	}{
-		{"DS-10 nonce demanded on the first request only (RS256 ID token)", "RS256", NonceFirst, 1},
-		{"DS-10 nonce demanded on the first request only (ES256 ID token)", "ES256", NonceFirst, 1},
-		{"DS-10 nonce round trip on every login", "ES256", NonceEvery, 2},
+		// Server nonces (RFC 9449 §8): challenged once per client, or once per login.
+		{name: "nonce demanded on the first request only (RS256 ID token)", alg: "RS256", mode: NonceFirst, wantChallenges: 1},
+		{name: "nonce demanded on the first request only (ES256 ID token)", alg: "ES256", mode: NonceFirst, wantChallenges: 1},
+		{name: "nonce round trip on every login", alg: "ES256", mode: NonceEvery, wantChallenges: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, stats := start(t, Options{IDTokenAlg: tc.alg, NonceMode: tc.mode})
@@ -142,10 +143,10 @@ func TestTokenRefusals(t *testing.T) {
 		form   url.Values
 		want   string
 	}{
-		{"DS-1 proof missing", http.DefaultClient, form(c, verifier), "invalid_dpop_proof"},
-		{"PK-3 wrong code_verifier", client, form(c, verifier+"x"), "invalid_grant"},
-		{"code is single use", client, form(c, verifier), "invalid_grant"},
-		{"unknown code", client, form("nope", verifier), "invalid_grant"},
+		{name: "proof missing", client: http.DefaultClient, form: form(c, verifier), want: "invalid_dpop_proof"},
+		{name: "wrong code_verifier", client: client, form: form(c, verifier+"x"), want: "invalid_grant"}, // RFC 7636 §4.6
+		{name: "code is single use", client: client, form: form(c, verifier), want: "invalid_grant"},
+		{name: "unknown code", client: client, form: form("nope", verifier), want: "invalid_grant"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := token(t, tc.client, srv, tc.form)
@@ -159,9 +160,9 @@ func TestTokenRefusals(t *testing.T) {
 func TestAuthorizeRefusals(t *testing.T) {
 	srv, _ := start(t, Options{})
 	for _, tc := range []struct{ name, query string }{
-		{"unknown client", "client_id=x&redirect_uri=" + url.QueryEscape(redirect) + "&response_type=code&code_challenge_method=S256&code_challenge=" + s256(verifier)},
-		{"non-loopback redirect", "client_id=broker&redirect_uri=https%3A%2F%2Fevil.example%2Fcb&response_type=code&code_challenge_method=S256&code_challenge=" + s256(verifier)},
-		{"PK-1 PKCE missing", "client_id=broker&redirect_uri=" + url.QueryEscape(redirect) + "&response_type=code"},
+		{name: "unknown client", query: "client_id=x&redirect_uri=" + url.QueryEscape(redirect) + "&response_type=code&code_challenge_method=S256&code_challenge=" + s256(verifier)},
+		{name: "non-loopback redirect", query: "client_id=broker&redirect_uri=https%3A%2F%2Fevil.example%2Fcb&response_type=code&code_challenge_method=S256&code_challenge=" + s256(verifier)},
+		{name: "PKCE missing", query: "client_id=broker&redirect_uri=" + url.QueryEscape(redirect) + "&response_type=code"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(srv.URL + "/authorize?" + tc.query)

@@ -22,7 +22,7 @@ const maxProofLen = 8 << 10
 // but DPoPAlgs is nil, i.e. the provider requires DPoP without advertising it.
 var defaultProofAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA, "Ed25519", jose.RS256, jose.PS256}
 
-// privateJWKMembers must never appear in a proof's jwk (DS-7).
+// privateJWKMembers must never appear in a proof's jwk (RFC 9449 §4.3 step 7).
 var privateJWKMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
 type proof struct {
@@ -56,8 +56,9 @@ func (v edVerifier) VerifyPayload(payload, sig []byte, alg jose.SignatureAlgorit
 	return nil
 }
 
-// normalizeHTU applies RFC 3986 scheme/host case and default-port normalisation and drops the
-// query and fragment (DS-9, DS-13). It returns "" for an unusable URL.
+// normalizeHTU applies RFC 3986 scheme/host case and default-port normalisation (§6.2.2,
+// §6.2.3) and drops the query and fragment, as RFC 9449 §4.3 asks before comparing htu (step
+// 9). It returns "" for an unusable URL.
 func normalizeHTU(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || u.Opaque != "" || u.User != nil {
@@ -82,8 +83,8 @@ func normalizeHTU(raw string) string {
 	return scheme + "://" + host + path
 }
 
-// verifyProof checks the request's DPoP proof (DS-1..DS-9, DS-11) for htm and the normalised
-// htu; nonce and jti replay are checked by the caller.
+// verifyProof checks the request's DPoP proof for htm and the normalised htu (RFC 9449 §4.3
+// steps 1 to 9 and 11); the nonce (step 10) and jti replay are checked by the caller.
 func (p *provider) verifyProof(r *http.Request, htm, wantHTU string) (*proof, error) {
 	values := r.Header.Values("DPoP")
 	if len(values) != 1 {
@@ -190,7 +191,8 @@ func isEd(k any) bool { _, ok := k.(ed25519.PublicKey); return ok }
 // errNoncesUnsupported refuses a proof with a nonce when the provider issues none.
 var errNoncesUnsupported = errors.New("DPoP nonces are not supported")
 
-// nonceChallenge reports whether got must be challenged, and with which nonce (DS-10, DS-16).
+// nonceChallenge reports whether got must be challenged, and with which nonce (RFC 9449 §4.3
+// step 10, §8: once nonces are issued, a proof without one is challenged).
 // A provider without nonces refuses a proof that carries one (errNoncesUnsupported).
 func (p *provider) nonceChallenge(got string) (string, bool, error) {
 	if got != "" {
@@ -215,7 +217,7 @@ func (p *provider) nonceChallenge(got string) (string, bool, error) {
 	return cur, true, nil
 }
 
-// recordJTI remembers the proof's (htu, jti); a second use is a replay (DS-15).
+// recordJTI remembers the proof's (htu, jti); a second use is a replay (RFC 9449 §11.1).
 func (p *provider) recordJTI(pr *proof) error {
 	key := pr.htu + " " + pr.jti
 	p.mu.Lock()

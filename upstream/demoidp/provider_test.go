@@ -43,7 +43,8 @@ func TestDiscovery(t *testing.T) {
 		opts  Options
 		check func(t *testing.T, d map[string]any, issuer string)
 	}{
-		{"MD-2 required members, plain provider without DPoP", Options{}, func(t *testing.T, d map[string]any, iss string) {
+		{name: "required members, plain provider without DPoP", opts: Options{}, check: func(t *testing.T, d map[string]any, iss string) {
+			// OpenID Connect Discovery 1.0 §3: required members, userinfo_endpoint recommended.
 			want := map[string]any{
 				"issuer": iss, "authorization_endpoint": iss + "/authorize", "token_endpoint": iss + "/token",
 				"userinfo_endpoint": iss + "/userinfo", "jwks_uri": iss + "/jwks",
@@ -72,18 +73,20 @@ func TestDiscovery(t *testing.T) {
 				t.Error("scopes_supported missing")
 			}
 		}},
-		{"DS-25 dpop_signing_alg_values_supported advertised", Options{DPoPAlgs: []string{"ES256", "EdDSA"}}, func(t *testing.T, d map[string]any, _ string) {
+		// RFC 9449 §5.1.
+		{name: "dpop_signing_alg_values_supported advertised", opts: Options{DPoPAlgs: []string{"ES256", "EdDSA"}}, check: func(t *testing.T, d map[string]any, _ string) {
 			got, _ := d["dpop_signing_alg_values_supported"].([]any)
 			if !slices.Equal(got, []any{"ES256", "EdDSA"}) {
 				t.Errorf("dpop algs = %v", got)
 			}
 		}},
-		{"PK-5 NoPKCE drops code_challenge_methods_supported", Options{NoPKCE: true}, func(t *testing.T, d map[string]any, _ string) {
+		{name: "NoPKCE drops code_challenge_methods_supported", opts: Options{NoPKCE: true}, check: func(t *testing.T, d map[string]any, _ string) {
 			if _, ok := d["code_challenge_methods_supported"]; ok {
 				t.Error("code_challenge_methods_supported present")
 			}
 		}},
-		{"IS-1 iss parameter advertised", Options{IssParameter: true, AuthMethods: []string{"client_secret_post"}}, func(t *testing.T, d map[string]any, _ string) {
+		// RFC 9207 §3.
+		{name: "iss parameter advertised", opts: Options{IssParameter: true, AuthMethods: []string{"client_secret_post"}}, check: func(t *testing.T, d map[string]any, _ string) {
 			if d["authorization_response_iss_parameter_supported"] != true {
 				t.Error("authorization_response_iss_parameter_supported not true")
 			}
@@ -119,7 +122,8 @@ func TestIssuerWithPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d["issuer"] != "http://127.0.0.1:1/tenant/" || d["token_endpoint"] != "http://127.0.0.1:1/tenant/token" {
-		t.Errorf("MD-1 issuer kept exactly (trailing slash): %v / %v", d["issuer"], d["token_endpoint"])
+		// OpenID Connect Discovery 1.0 §4.3: the issuer is advertised exactly, trailing slash included.
+		t.Errorf("issuer not kept exactly (trailing slash): %v / %v", d["issuer"], d["token_endpoint"])
 	}
 	if _, _, err := NewHandler("ftp://x", Options{}); err == nil {
 		t.Error("non-http issuer accepted")
@@ -146,12 +150,17 @@ func TestCodeFlow(t *testing.T) {
 		wantType      string
 		wantChallenge bool
 	}{
-		{"DC-9 ES256 with nonce challenge then DPoP-bound", Options{DPoPAlgs: []string{"ES256", "EdDSA"}, RequireNonce: true}, "ES256", "DPoP", true},
-		{"DC-2 Ed25519 labelled EdDSA", Options{DPoPAlgs: []string{"EdDSA"}, RequireNonce: true}, "EdDSA", "DPoP", true},
-		{"DC-2 Ed25519 labelled Ed25519", Options{DPoPAlgs: []string{"Ed25519"}, RequireNonce: true}, "Ed25519", "DPoP", true},
-		{"DPoP without nonces: no challenge", Options{DPoPAlgs: []string{"ES256"}}, "ES256", "DPoP", false},
-		{"DC-10 AnswerBearer downgrades token_type", Options{DPoPAlgs: []string{"ES256"}, AnswerBearer: true}, "ES256", "Bearer", false},
-		{"no DPoP upstream: Bearer", Options{IssParameter: true}, "", "Bearer", false},
+		{name: "ES256 proof, nonce challenge, then a DPoP-bound token", opts: Options{DPoPAlgs: []string{"ES256", "EdDSA"}, RequireNonce: true},
+			alg: "ES256", wantType: "DPoP", wantChallenge: true},
+		{name: "Ed25519 proof labelled EdDSA", opts: Options{DPoPAlgs: []string{"EdDSA"}, RequireNonce: true},
+			alg: "EdDSA", wantType: "DPoP", wantChallenge: true},
+		{name: "Ed25519 proof labelled Ed25519", opts: Options{DPoPAlgs: []string{"Ed25519"}, RequireNonce: true},
+			alg: "Ed25519", wantType: "DPoP", wantChallenge: true},
+		{name: "DPoP without nonces: no challenge", opts: Options{DPoPAlgs: []string{"ES256"}},
+			alg: "ES256", wantType: "DPoP"},
+		{name: "AnswerBearer answers token_type Bearer to a valid proof", opts: Options{DPoPAlgs: []string{"ES256"}, AnswerBearer: true},
+			alg: "ES256", wantType: "Bearer"},
+		{name: "no DPoP upstream: Bearer", opts: Options{IssParameter: true}, wantType: "Bearer"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,7 +171,7 @@ func TestCodeFlow(t *testing.T) {
 				t.Fatalf("redirect query %v", q)
 			}
 			if tc.opts.IssParameter != (q.Get("iss") == p.URL) {
-				t.Errorf("IS-1 iss on redirect = %q", q.Get("iss"))
+				t.Errorf("iss on redirect (RFC 9207 §2) = %q", q.Get("iss"))
 			}
 			cfg := oauthConfig(p)
 			var rt *dpopTransport
@@ -178,7 +187,7 @@ func TestCodeFlow(t *testing.T) {
 				if !errors.As(err, &re) || re.ErrorCode != "use_dpop_nonce" || re.Response.StatusCode != 400 ||
 					re.Response.Header.Get("DPoP-Nonce") == "" ||
 					re.ErrorDescription != "Authorization server requires nonce in DPoP proof" {
-					t.Fatalf("DS-17 want use_dpop_nonce challenge, got %v", err)
+					t.Fatalf("want a use_dpop_nonce challenge (RFC 9449 §8), got %v", err)
 				}
 				// The challenge must not burn the code: retry with the nonce.
 				tok, err = cfg.Exchange(xctx, q.Get("code"), oauth2.VerifierOption(verifier))
@@ -199,7 +208,8 @@ func TestCodeFlow(t *testing.T) {
 				t.Errorf("scope %v expiry %v", tok.Extra("scope"), tok.Expiry)
 			}
 
-			// ID-1..ID-8: the ID token verifies with go-oidc against discovery and JWKS.
+			// The ID token passes go-oidc's checks (OpenID Connect Core 1.0 §3.1.3.7) against
+			// discovery and JWKS, and its at_hash matches the access token (§3.1.3.8).
 			prov, err := oidc.NewProvider(ctx, p.URL)
 			if err != nil {
 				t.Fatal(err)
@@ -213,7 +223,7 @@ func TestCodeFlow(t *testing.T) {
 				t.Errorf("nonce %q sub %q", idt.Nonce, idt.Subject)
 			}
 			if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
-				t.Errorf("ID-8 at_hash: %v", err)
+				t.Errorf("at_hash: %v", err)
 			}
 			var cl map[string]any
 			if err := idt.Claims(&cl); err != nil {
@@ -224,7 +234,8 @@ func TestCodeFlow(t *testing.T) {
 				t.Errorf("claims %v", cl)
 			}
 
-			// Userinfo: DPoP + ath for bound tokens (DC-7, DC-11), Bearer otherwise.
+			// Userinfo: the DPoP scheme and a proof with ath for bound tokens (RFC 9449 §7.1),
+			// Bearer otherwise.
 			req, _ := http.NewRequest(http.MethodGet, p.URL+"/userinfo", nil)
 			req.Header.Set("Authorization", tok.Type()+" "+tok.AccessToken)
 			if tc.wantType == "DPoP" {
@@ -257,7 +268,7 @@ func TestTokenEndpointDPoP(t *testing.T) {
 	htu := p.URL + "/token"
 	now := time.Now()
 
-	t.Run("DS-15 replayed jti rejected", func(t *testing.T) {
+	t.Run("replayed jti rejected", func(t *testing.T) { // RFC 9449 §11.1
 		pr := es.sign(t, proofSpec{htm: "POST", htu: htu})
 		if r := postToken(t, p, codeForm(freshCode(t, p), verifier), pr); r.status != 200 || r.str("token_type") != "DPoP" {
 			t.Fatalf("first use: %d %v", r.status, r.body)
@@ -273,22 +284,27 @@ func TestTokenEndpointDPoP(t *testing.T) {
 		desc  string // substring of error_description
 		proof func() []string
 	}{
-		{"DS-9 wrong htu", "htu", func() []string { return []string{es.sign(t, proofSpec{htm: "POST", htu: p.URL + "/userinfo"})} }},
-		{"DS-8 wrong htm", "htm", func() []string { return []string{es.sign(t, proofSpec{htm: "GET", htu: htu})} }},
-		{"DS-11 iat too old", "iat", func() []string {
+		// The checks of RFC 9449 §4.3, by step.
+		{name: "wrong htu", desc: "htu", proof: func() []string { // step 9
+			return []string{es.sign(t, proofSpec{htm: "POST", htu: p.URL + "/userinfo"})}
+		}},
+		{name: "wrong htm", desc: "htm", proof: func() []string { // step 8
+			return []string{es.sign(t, proofSpec{htm: "GET", htu: htu})}
+		}},
+		{name: "iat too old", desc: "iat", proof: func() []string { // step 11
 			return []string{es.sign(t, proofSpec{htm: "POST", htu: htu, iat: now.Add(-5 * time.Minute)})}
 		}},
-		{"DS-11 iat in the future", "iat", func() []string {
+		{name: "iat in the future", desc: "iat", proof: func() []string { // step 11
 			return []string{es.sign(t, proofSpec{htm: "POST", htu: htu, iat: now.Add(5 * time.Minute)})}
 		}},
-		{"DS-1 two DPoP headers", "exactly one", func() []string {
+		{name: "two DPoP headers", desc: "exactly one", proof: func() []string { // step 1
 			return []string{es.sign(t, proofSpec{htm: "POST", htu: htu}), es.sign(t, proofSpec{htm: "POST", htu: htu})}
 		}},
-		{"DS-2 not a JWT", "compact JWS", func() []string { return []string{"not.a-jwt"} }},
-		{"DS-5 alg not in allow-list (ES384)", "alg not allowed", func() []string {
+		{name: "not a JWT", desc: "compact JWS", proof: func() []string { return []string{"not.a-jwt"} }}, // step 2
+		{name: "alg not in allow-list (ES384)", desc: "alg not allowed", proof: func() []string { // step 5
 			return []string{newProofKey(t, "ES384").sign(t, proofSpec{htm: "POST", htu: htu})}
 		}},
-		{"DS-4 wrong typ", "typ", func() []string {
+		{name: "wrong typ", desc: "typ", proof: func() []string { // step 4
 			s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: mustEC(t)}, (&jose.SignerOptions{EmbedJWK: true}).WithType("JWT"))
 			if err != nil {
 				t.Fatal(err)
@@ -296,13 +312,13 @@ func TestTokenEndpointDPoP(t *testing.T) {
 			k := &proofKey{alg: jose.ES256, signer: s}
 			return []string{k.sign(t, proofSpec{htm: "POST", htu: htu})}
 		}},
-		{"DS-6 signature by another key", "signature invalid", func() []string {
+		{name: "signature by another key", desc: "signature invalid", proof: func() []string { // step 6
 			pr := es.sign(t, proofSpec{htm: "POST", htu: htu})
 			other := newProofKey(t, "ES256").sign(t, proofSpec{htm: "POST", htu: htu})
 			parts, oparts := strings.Split(pr, "."), strings.Split(other, ".")
 			return []string{parts[0] + "." + parts[1] + "." + oparts[2]}
 		}},
-		{"DS-7 private key in jwk", "private key", func() []string {
+		{name: "private key in jwk", desc: "private key", proof: func() []string { // step 7
 			k := mustEC(t)
 			priv := jose.JSONWebKey{Key: k}
 			s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k},
@@ -327,7 +343,8 @@ func TestTokenEndpointDPoP(t *testing.T) {
 		})
 	}
 
-	t.Run("DS-13 htu query ignored and scheme case normalised", func(t *testing.T) {
+	// RFC 9449 §4.3: htu is compared after RFC 3986 normalisation, without query and fragment.
+	t.Run("htu query ignored and scheme case normalised", func(t *testing.T) {
 		u := "HTTP" + strings.TrimPrefix(htu, "http") + "?x=1"
 		r := postToken(t, p, codeForm(freshCode(t, p), verifier), es.sign(t, proofSpec{htm: "POST", htu: u}))
 		if r.status != 200 {
@@ -335,7 +352,7 @@ func TestTokenEndpointDPoP(t *testing.T) {
 		}
 	})
 
-	t.Run("DS-20 dpop_jkt binds the code to the proof key", func(t *testing.T) {
+	t.Run("dpop_jkt binds the code to the proof key", func(t *testing.T) { // RFC 9449 §10
 		code := freshCode(t, p, oauth2.SetAuthURLParam("dpop_jkt", es.jkt))
 		other := newProofKey(t, "EdDSA")
 		r := postToken(t, p, codeForm(code, verifier), other.sign(t, proofSpec{htm: "POST", htu: htu}))
@@ -366,7 +383,7 @@ func TestRequireDPoP(t *testing.T) {
 	p := startProvider(t, Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true})
 	r := postToken(t, p, codeForm(freshCode(t, p), verifier))
 	if r.status != 400 || r.str("error") != "invalid_dpop_proof" {
-		t.Fatalf("DS-22 no proof: %d %v", r.status, r.body)
+		t.Fatalf("token request without a proof: %d %v", r.status, r.body)
 	}
 	if p.Stats.TokenRequests.Load() != 1 || p.Stats.ProofsRejected.Load() != 1 {
 		t.Errorf("stats: %d requests, %d rejected", p.Stats.TokenRequests.Load(), p.Stats.ProofsRejected.Load())
@@ -414,10 +431,10 @@ func TestNonceRotation(t *testing.T) {
 	r := try("")
 	n1 := r.header.Get("DPoP-Nonce")
 	if r.str("error") != "use_dpop_nonce" || n1 == "" {
-		t.Fatalf("DS-16 proof without nonce: %d %v", r.status, r.body)
+		t.Fatalf("proof without a nonce not challenged (RFC 9449 §8): %d %v", r.status, r.body)
 	}
 	if r := try("made-up"); r.str("error") != "use_dpop_nonce" {
-		t.Fatalf("DS-10 unknown nonce accepted: %v", r.body)
+		t.Fatalf("unknown nonce accepted (RFC 9449 §4.3 step 10): %v", r.body)
 	}
 	r = try(n1)
 	if r.status != 200 || r.header.Get("DPoP-Nonce") == "" {
@@ -475,7 +492,7 @@ func TestCodeAndClientChecks(t *testing.T) {
 			t.Fatalf("second: %d %v", r.status, r.body)
 		}
 	})
-	t.Run("PK-4 wrong verifier", func(t *testing.T) {
+	t.Run("wrong code_verifier", func(t *testing.T) { // RFC 7636 §4.6
 		r := postToken(t, p, codeForm(freshCode(t, p), strings.Repeat("a", 43)))
 		if r.status != 400 || r.str("error") != "invalid_grant" {
 			t.Fatalf("%d %v", r.status, r.body)
@@ -518,14 +535,16 @@ func TestAuthorizeValidation(t *testing.T) {
 		status    int
 		wantError string
 	}{
-		{"valid", func(url.Values) {}, 302, ""},
-		{"unknown client", func(v url.Values) { v.Set("client_id", "x") }, 400, ""},
-		{"non-loopback redirect", func(v url.Values) { v.Set("redirect_uri", "https://evil.example/cb") }, 400, ""},
-		{"localhost redirect ok", func(v url.Values) { v.Set("redirect_uri", "http://localhost:3000/cb") }, 302, ""},
-		{"PK-3 plain method refused", func(v url.Values) { v.Set("code_challenge_method", "plain") }, 302, "invalid_request"},
-		{"PKCE required", func(v url.Values) { v.Del("code_challenge") }, 302, "invalid_request"},
-		{"ID-6 nonce required", func(v url.Values) { v.Del("nonce") }, 302, "invalid_request"},
-		{"response_type", func(v url.Values) { v.Set("response_type", "token") }, 302, "unsupported_response_type"},
+		{name: "valid", mod: func(url.Values) {}, status: 302},
+		{name: "unknown client", mod: func(v url.Values) { v.Set("client_id", "x") }, status: 400},
+		{name: "non-loopback redirect", mod: func(v url.Values) { v.Set("redirect_uri", "https://evil.example/cb") }, status: 400},
+		{name: "localhost redirect ok", mod: func(v url.Values) { v.Set("redirect_uri", "http://localhost:3000/cb") }, status: 302},
+		{name: "plain code_challenge_method refused", mod: func(v url.Values) { v.Set("code_challenge_method", "plain") },
+			status: 302, wantError: "invalid_request"},
+		{name: "PKCE required", mod: func(v url.Values) { v.Del("code_challenge") }, status: 302, wantError: "invalid_request"},
+		{name: "nonce required", mod: func(v url.Values) { v.Del("nonce") }, status: 302, wantError: "invalid_request"},
+		{name: "response_type other than code refused", mod: func(v url.Values) { v.Set("response_type", "token") },
+			status: 302, wantError: "unsupported_response_type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -565,7 +584,7 @@ func TestAuthorizeError(t *testing.T) {
 	loc, _ := url.Parse(resp.Header.Get("Location"))
 	q := loc.Query()
 	if resp.StatusCode != 302 || q.Get("error") != "access_denied" || q.Get("state") != "st-9" || q.Get("iss") != p.URL || q.Has("code") {
-		t.Fatalf("IS-1 error redirect: %d %v", resp.StatusCode, q)
+		t.Fatalf("error redirect without the error, state and iss (RFC 9207 §2): %d %v", resp.StatusCode, q)
 	}
 }
 
@@ -634,23 +653,29 @@ func TestUserinfoDPoP(t *testing.T) {
 		status               int
 		wwwAuth              string
 	}{
-		{"DS-23 bound token as Bearer", "GET", "Bearer", func() string { return "" }, 401, `error="invalid_token"`},
-		{"DS-23 DPoP scheme without proof", "GET", "DPoP", func() string { return "" }, 401, `error="invalid_dpop_proof"`},
-		{"DS-12 ath mismatch", "GET", "DPoP", func() string {
+		// RFC 9449 §7.2: a DPoP-bound token is refused under the Bearer scheme.
+		{name: "bound token as Bearer", method: "GET", scheme: "Bearer", proof: func() string { return "" },
+			status: 401, wwwAuth: `error="invalid_token"`},
+		// RFC 9449 §7.1: the DPoP scheme needs a proof.
+		{name: "DPoP scheme without a proof", method: "GET", scheme: "DPoP", proof: func() string { return "" },
+			status: 401, wwwAuth: `error="invalid_dpop_proof"`},
+		// RFC 9449 §4.3 step 12: ath is the token's hash and the proof key is the token's key.
+		{name: "ath of another token", method: "GET", scheme: "DPoP", proof: func() string {
 			return k.sign(t, proofSpec{htm: "GET", htu: ui, nonce: nonce, ath: ath("other")})
-		}, 401, `error="invalid_dpop_proof"`},
-		{"DS-12 other key", "GET", "DPoP", func() string {
+		}, status: 401, wwwAuth: `error="invalid_dpop_proof"`},
+		{name: "proof by another key than the token's", method: "GET", scheme: "DPoP", proof: func() string {
 			return newProofKey(t, "ES256").sign(t, proofSpec{htm: "GET", htu: ui, nonce: nonce, ath: ath(at)})
-		}, 401, `error="invalid_dpop_proof"`},
-		{"DC-9 RS nonce challenge", "GET", "DPoP", func() string {
+		}, status: 401, wwwAuth: `error="invalid_dpop_proof"`},
+		// RFC 9449 §9: the resource server's nonce challenge.
+		{name: "proof without a nonce is challenged", method: "GET", scheme: "DPoP", proof: func() string {
 			return k.sign(t, proofSpec{htm: "GET", htu: ui, ath: ath(at)})
-		}, 401, `error="use_dpop_nonce"`},
-		{"DC-7 GET with ath and nonce", "GET", "DPoP", func() string {
+		}, status: 401, wwwAuth: `error="use_dpop_nonce"`},
+		{name: "GET with ath and nonce", method: "GET", scheme: "DPoP", proof: func() string {
 			return k.sign(t, proofSpec{htm: "GET", htu: ui, nonce: nonce, ath: ath(at)})
-		}, 200, ""},
-		{"POST with ath and nonce", "POST", "DPoP", func() string {
+		}, status: 200},
+		{name: "POST with ath and nonce", method: "POST", scheme: "DPoP", proof: func() string {
 			return k.sign(t, proofSpec{htm: "POST", htu: ui, nonce: nonce, ath: ath(at)})
-		}, 200, ""},
+		}, status: 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -680,11 +705,13 @@ func TestIDTokenFaults(t *testing.T) {
 		opts    Options
 		wantErr string
 	}{
-		{"ID-2 wrong aud", Options{IDTokenAud: "someone-else"}, "audience"},
-		{"ID-1 wrong iss", Options{IDTokenIssuer: "http://evil.example"}, "different provider"},
-		{"ID-5 expired", Options{IDTokenTTL: -time.Minute}, "expired"},
-		{"ID-6 wrong nonce", Options{IDTokenNonce: "other"}, ""},
-		{"custom subject and claims", Options{Subject: "bob", Claims: map[string]any{"name": "Bob"}}, ""},
+		// The faults a relying party must catch (OpenID Connect Core 1.0 §3.1.3.7 steps 2, 3,
+		// 9 and 11); go-oidc leaves the nonce to its caller.
+		{name: "wrong aud", opts: Options{IDTokenAud: "someone-else"}, wantErr: "audience"},
+		{name: "wrong iss", opts: Options{IDTokenIssuer: "http://evil.example"}, wantErr: "different provider"},
+		{name: "expired", opts: Options{IDTokenTTL: -time.Minute}, wantErr: "expired"},
+		{name: "wrong nonce", opts: Options{IDTokenNonce: "other"}},
+		{name: "custom subject and claims", opts: Options{Subject: "bob", Claims: map[string]any{"name": "Bob"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
