@@ -109,7 +109,7 @@ func TestDiscovery(t *testing.T) {
 	}
 }
 
-func TestIssuerWithPath(t *testing.T) {
+func TestDiscoveryKeepsTheTenantPathAndTrailingSlash(t *testing.T) {
 	h, _, err := NewHandler("http://127.0.0.1:1/tenant/", Options{})
 	if err != nil {
 		t.Fatal(err)
