@@ -272,15 +272,15 @@ func TestLogoutIsRateLimitedPerIP(t *testing.T) {
 	}
 	// GET and POST /oidc/logout and /v2/logout share one bucket per address.
 	for _, r := range []struct{ method, path string }{
-		{http.MethodGet, "/oidc/logout"}, {http.MethodPost, "/oidc/logout"}, {http.MethodGet, "/v2/logout"},
+		{method: http.MethodGet, path: "/oidc/logout"}, {method: http.MethodPost, path: "/oidc/logout"}, {method: http.MethodGet, path: "/v2/logout"},
 	} {
 		if rec := send(r.method, r.path, "192.0.2.1:1"); rec.Code != http.StatusOK {
 			t.Fatalf("%s %s within the burst: %d %s", r.method, r.path, rec.Code, rec.Body.String())
 		}
 	}
 	for _, r := range []struct{ method, path string }{
-		{http.MethodPost, "/oidc/logout"}, {http.MethodGet, "/v2/logout"},
-		{http.MethodGet, "/logout/federated?state=x"}, {http.MethodGet, "/oidc/logout?client_id=" + appClient},
+		{method: http.MethodPost, path: "/oidc/logout"}, {method: http.MethodGet, path: "/v2/logout"},
+		{method: http.MethodGet, path: "/logout/federated?state=x"}, {method: http.MethodGet, path: "/oidc/logout?client_id=" + appClient},
 	} { // the last refusal's event is checked below
 		wantTooMany(t, send(r.method, r.path, "192.0.2.1:2"), 3600)
 	}
@@ -387,9 +387,9 @@ func TestRateLimitsOnByDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	rl := cfg.RateLimits
-	if !rl.Enabled || rl.LiveTransactionsPerIP != 50 || rl.Authorize.PerIP != (RateLimit{"20/s", 40}) ||
-		rl.Callback.PerIP != (RateLimit{"20/s", 40}) || rl.Logout.PerIP != (RateLimit{"10/s", 20}) ||
-		rl.Token.PerIP != (RateLimit{"100/s", 200}) || rl.Token.PerClient != (RateLimit{"200/s", 400}) ||
+	if !rl.Enabled || rl.LiveTransactionsPerIP != 50 || rl.Authorize.PerIP != (RateLimit{Rate: "20/s", Burst: 40}) ||
+		rl.Callback.PerIP != (RateLimit{Rate: "20/s", Burst: 40}) || rl.Logout.PerIP != (RateLimit{Rate: "10/s", Burst: 20}) ||
+		rl.Token.PerIP != (RateLimit{Rate: "100/s", Burst: 200}) || rl.Token.PerClient != (RateLimit{Rate: "200/s", Burst: 400}) ||
 		cfg.Store.Memory.MaxRecords != sessions.DefaultMaxRecords {
 		t.Fatalf("defaults %+v, store.memory %+v", rl, cfg.Store.Memory)
 	}
@@ -419,18 +419,18 @@ func TestBoundedStateConfigValidation(t *testing.T) {
 		mut  func(c *Config)
 		want FieldError
 	}{
-		{"callback per-IP rate must parse", func(c *Config) { c.RateLimits.Callback.PerIP.Rate = "lots" },
-			FieldError{"rate_limits.callback.per_ip.rate", `"lots" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{"logout per-IP rate needs a burst", func(c *Config) { c.RateLimits.Logout.PerIP.Burst = 0 },
-			FieldError{"rate_limits.logout.per_ip.burst", "must be between 1 and 1000000 when a rate is set"}},
-		{"live transactions per IP not negative", func(c *Config) { c.RateLimits.LiveTransactionsPerIP = -1 },
-			FieldError{"rate_limits.live_transactions_per_ip", "must be between 0 (unbounded) and 10000"}},
-		{"live transactions per IP bounded", func(c *Config) { c.RateLimits.LiveTransactionsPerIP = 10_001 },
-			FieldError{"rate_limits.live_transactions_per_ip", "must be between 0 (unbounded) and 10000"}},
-		{"memory store record limit too small", func(c *Config) { c.Store.Memory.MaxRecords = 99 },
-			FieldError{"store.memory.max_records", "must be between 100 and 100000000"}},
-		{"memory store record limit too large", func(c *Config) { c.Store.Memory.MaxRecords = 100_000_001 },
-			FieldError{"store.memory.max_records", "must be between 100 and 100000000"}},
+		{name: "callback per-IP rate must parse", mut: func(c *Config) { c.RateLimits.Callback.PerIP.Rate = "lots" },
+			want: FieldError{Key: "rate_limits.callback.per_ip.rate", Reason: `"lots" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{name: "logout per-IP rate needs a burst", mut: func(c *Config) { c.RateLimits.Logout.PerIP.Burst = 0 },
+			want: FieldError{Key: "rate_limits.logout.per_ip.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
+		{name: "live transactions per IP not negative", mut: func(c *Config) { c.RateLimits.LiveTransactionsPerIP = -1 },
+			want: FieldError{Key: "rate_limits.live_transactions_per_ip", Reason: "must be between 0 (unbounded) and 10000"}},
+		{name: "live transactions per IP bounded", mut: func(c *Config) { c.RateLimits.LiveTransactionsPerIP = 10_001 },
+			want: FieldError{Key: "rate_limits.live_transactions_per_ip", Reason: "must be between 0 (unbounded) and 10000"}},
+		{name: "memory store record limit too small", mut: func(c *Config) { c.Store.Memory.MaxRecords = 99 },
+			want: FieldError{Key: "store.memory.max_records", Reason: "must be between 100 and 100000000"}},
+		{name: "memory store record limit too large", mut: func(c *Config) { c.Store.Memory.MaxRecords = 100_000_001 },
+			want: FieldError{Key: "store.memory.max_records", Reason: "must be between 100 and 100000000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			setKeyEnv(t)
@@ -458,7 +458,7 @@ rate_limits:
 			t.Fatal(err)
 		}
 		rl := cfg.RateLimits
-		if cfg.Store.Memory.MaxRecords != 5000 || rl.LiveTransactionsPerIP != 0 || rl.Callback.PerIP != (RateLimit{"5/s", 10}) ||
+		if cfg.Store.Memory.MaxRecords != 5000 || rl.LiveTransactionsPerIP != 0 || rl.Callback.PerIP != (RateLimit{Rate: "5/s", Burst: 10}) ||
 			rl.Logout.PerIP.Rate != "0" || !rl.Enabled {
 			t.Fatalf("decoded %+v %+v", rl, cfg.Store)
 		}

@@ -94,7 +94,7 @@ func TestCallbackPathOptionValidated(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.Connections[0].Options.CallbackPath = tc.value
-		want := FieldError{"connections[0].options.callback_path", `"/custom/path" is not supported (use shared or dedicated)`}
+		want := FieldError{Key: "connections[0].options.callback_path", Reason: `"/custom/path" is not supported (use shared or dedicated)`}
 		if got := slices.Contains(cfg.Validate(), want); got != tc.wantErr {
 			t.Errorf("callback_path %q: error %v, want %v (%v)", tc.value, got, tc.wantErr, FieldErrors(cfg.Validate()))
 		}

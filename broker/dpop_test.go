@@ -191,7 +191,7 @@ func (h *harness) do(req *http.Request) httpResult {
 	defer resp.Body.Close()
 	var m map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&m)
-	return httpResult{resp.StatusCode, m, resp.Header}
+	return httpResult{status: resp.StatusCode, body: m, header: resp.Header}
 }
 
 // codeGrant is the authorization_code form for client.
@@ -292,22 +292,22 @@ var issuanceRows = []struct {
 	proof     bool
 	want      string // "bearer", "bound" or the invalid_request description
 }{
-	{"", false, false, "bearer"},
-	{"", false, true, "bound"},
-	{"", true, false, clientNeedsProof},
-	{"", true, true, "bound"},
-	{apiNone, false, false, "bearer"},
-	{apiAllowed, false, false, "bearer"},
-	{apiRequired, false, false, "API " + apiRequired + " requires sender-constrained tokens: send a DPoP proof"},
-	{apiNone, false, true, "bearer"},
-	{apiAllowed, false, true, "bound"},
-	{apiRequired, false, true, "bound"},
-	{apiNone, true, false, clientNeedsProof},
-	{apiAllowed, true, false, clientNeedsProof},
-	{apiRequired, true, false, clientNeedsProof},
-	{apiNone, true, true, "client requires sender constraining but API " + apiNone + " does not allow it"},
-	{apiAllowed, true, true, "bound"},
-	{apiRequired, true, true, "bound"},
+	{aud: "", clientPoP: false, proof: false, want: "bearer"},
+	{aud: "", clientPoP: false, proof: true, want: "bound"},
+	{aud: "", clientPoP: true, proof: false, want: clientNeedsProof},
+	{aud: "", clientPoP: true, proof: true, want: "bound"},
+	{aud: apiNone, clientPoP: false, proof: false, want: "bearer"},
+	{aud: apiAllowed, clientPoP: false, proof: false, want: "bearer"},
+	{aud: apiRequired, clientPoP: false, proof: false, want: "API " + apiRequired + " requires sender-constrained tokens: send a DPoP proof"},
+	{aud: apiNone, clientPoP: false, proof: true, want: "bearer"},
+	{aud: apiAllowed, clientPoP: false, proof: true, want: "bound"},
+	{aud: apiRequired, clientPoP: false, proof: true, want: "bound"},
+	{aud: apiNone, clientPoP: true, proof: false, want: clientNeedsProof},
+	{aud: apiAllowed, clientPoP: true, proof: false, want: clientNeedsProof},
+	{aud: apiRequired, clientPoP: true, proof: false, want: clientNeedsProof},
+	{aud: apiNone, clientPoP: true, proof: true, want: "client requires sender constraining but API " + apiNone + " does not allow it"},
+	{aud: apiAllowed, clientPoP: true, proof: true, want: "bound"},
+	{aud: apiRequired, clientPoP: true, proof: true, want: "bound"},
 }
 
 func rowName(aud string, clientPoP, proof bool, want string) string {
@@ -392,10 +392,10 @@ func TestRequiredForPublicClients(t *testing.T) {
 		proof        bool
 		want         string // "bearer", "bound" or the invalid_request description
 	}{
-		{"SC required_for public_clients / confidential client / no proof → issued, bearer", appClient, false, "bearer"},
-		{"SC required_for public_clients / confidential client / proof sent → issued, bound", appClient, true, "bound"},
-		{"SC required_for public_clients / public client / no proof → not issued", spaClient, false, "API " + apiPublic + " requires sender-constrained tokens: send a DPoP proof"},
-		{"SC required_for public_clients / public client / proof sent → issued, bound", spaClient, true, "bound"},
+		{name: "SC required_for public_clients / confidential client / no proof → issued, bearer", client: appClient, proof: false, want: "bearer"},
+		{name: "SC required_for public_clients / confidential client / proof sent → issued, bound", client: appClient, proof: true, want: "bound"},
+		{name: "SC required_for public_clients / public client / no proof → not issued", client: spaClient, proof: false, want: "API " + apiPublic + " requires sender-constrained tokens: send a DPoP proof"},
+		{name: "SC required_for public_clients / public client / proof sent → issued, bound", client: spaClient, proof: true, want: "bound"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.issueRow(t, a, tc.client, apiPublic, tc.proof, tc.want)
@@ -447,10 +447,10 @@ func TestDS17InvalidProofAtTokenEndpoint(t *testing.T) {
 		name  string
 		proof func() string
 	}{
-		{"DS-2 not a JWT", func() string { return "not-a-jwt" }},
-		{"DS-8 htm GET", func() string { return h.proof(a, http.MethodGet, "/oauth/token", "", "") }},
-		{"DS-9 htu of another endpoint", func() string { return h.proof(a, http.MethodPost, "/userinfo", "", "") }},
-		{"DS-6 tampered signature", func() string { p := h.tokenProof(a); return p[:len(p)-4] + "AAAA" }},
+		{name: "DS-2 not a JWT", proof: func() string { return "not-a-jwt" }},
+		{name: "DS-8 htm GET", proof: func() string { return h.proof(a, http.MethodGet, "/oauth/token", "", "") }},
+		{name: "DS-9 htu of another endpoint", proof: func() string { return h.proof(a, http.MethodPost, "/userinfo", "", "") }},
+		{name: "DS-6 tampered signature", proof: func() string { p := h.tokenProof(a); return p[:len(p)-4] + "AAAA" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code := h.codeFor(spaClient, nil)
@@ -546,8 +546,8 @@ func TestDS20DPoPJKT(t *testing.T) {
 		proof func() string
 		desc  string
 	}{
-		{"DS-20 missing proof", func() string { return "" }, "the authorization code (dpop_jkt) is bound to a DPoP key: send a DPoP proof signed with that key"},
-		{"DS-20 proof from another key", func() string { return h.tokenProof(b) }, "the DPoP proof key does not match the key the authorization code (dpop_jkt) is bound to"},
+		{name: "DS-20 missing proof", proof: func() string { return "" }, desc: "the authorization code (dpop_jkt) is bound to a DPoP key: send a DPoP proof signed with that key"},
+		{name: "DS-20 proof from another key", proof: func() string { return h.tokenProof(b) }, desc: "the DPoP proof key does not match the key the authorization code (dpop_jkt) is bound to"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code := h.codeFor(spaClient, bindA)
@@ -845,7 +845,7 @@ func TestDS15ReplayAcrossReplicasSharingRedis(t *testing.T) {
 			defer resp.Body.Close()
 			var m map[string]any
 			_ = json.NewDecoder(resp.Body).Decode(&m)
-			results[i] = httpResult{resp.StatusCode, m, resp.Header}
+			results[i] = httpResult{status: resp.StatusCode, body: m, header: resp.Header}
 		}()
 	}
 	wg.Wait()
@@ -875,7 +875,7 @@ func (s jtiDown) Create(ctx context.Context, kind sessions.Kind, id string, v []
 
 func TestDS15StoreReplayCache(t *testing.T) {
 	ctx := context.Background()
-	c := storeReplay{sessions.NewMemory()}
+	c := storeReplay{store: sessions.NewMemory()}
 	for _, key := range []string{"plain", "{tag}.x", ".leading-dot", strings.Repeat("k", 4096)} {
 		t.Run("DS-15 key "+key[:min(len(key), 12)], func(t *testing.T) {
 			if ok, err := c.Claim(ctx, key, time.Minute); !ok || err != nil {
@@ -887,11 +887,11 @@ func TestDS15StoreReplayCache(t *testing.T) {
 		})
 	}
 	t.Run("DS-15 store down fails closed", func(t *testing.T) {
-		ok, err := storeReplay{jtiDown{sessions.NewMemory()}}.Claim(ctx, "k", time.Minute)
+		ok, err := storeReplay{store: jtiDown{Store: sessions.NewMemory()}}.Claim(ctx, "k", time.Minute)
 		if ok || !errors.Is(err, sessions.ErrUnavailable) {
 			t.Fatalf("%v %v", ok, err)
 		}
-		h := newHarness(t, harnessOpts{up: dpopUp, store: jtiDown{sessions.NewMemory()}})
+		h := newHarness(t, harnessOpts{up: dpopUp, store: jtiDown{Store: sessions.NewMemory()}})
 		a, _, _ := testSigners(t)
 		code := h.codeFor(spaClient, nil)
 		wantOAuth(t, h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code), proof: h.tokenProof(a)}), 503, "temporarily_unavailable", "")

@@ -538,7 +538,7 @@ func TestIssue5RedisFaults(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(resp.Body)
-			done <- result{resp, string(body)}
+			done <- result{resp: resp, body: string(body)}
 		}()
 		select {
 		case <-arrived:
@@ -585,10 +585,10 @@ func TestIssue5UpstreamBodyLimit(t *testing.T) {
 		chunked bool
 		wantErr string
 	}{
-		{"exactly the limit, Content-Length", maxUpstreamBody, false, ""},
-		{"exactly the limit, chunked", maxUpstreamBody, true, ""},
-		{"one byte over, Content-Length", maxUpstreamBody + 1, false, "is 524289 bytes, more than the 524288-byte limit"},
-		{"one byte over, chunked", maxUpstreamBody + 1, true, "larger than the 524288-byte limit"},
+		{name: "exactly the limit, Content-Length", size: maxUpstreamBody, chunked: false, wantErr: ""},
+		{name: "exactly the limit, chunked", size: maxUpstreamBody, chunked: true, wantErr: ""},
+		{name: "one byte over, Content-Length", size: maxUpstreamBody + 1, chunked: false, wantErr: "is 524289 bytes, more than the 524288-byte limit"},
+		{name: "one byte over, chunked", size: maxUpstreamBody + 1, chunked: true, wantErr: "larger than the 524288-byte limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

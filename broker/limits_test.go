@@ -66,28 +66,28 @@ func TestLimitsAuthorize(t *testing.T) {
 		status         int    // for page
 		param, desc    string
 	}{
-		{"5.4 state longer than 512 bytes", base(func(q url.Values) { q.Set("state", long(513)) }), toApp, 0, "state", "state is longer than 512 bytes"},
-		{"5.4 state of 512 bytes accepted", base(func(q url.Values) { q.Set("state", long(512)) }), "", 0, "", ""},
-		{"nonce longer than 256 bytes is refused", base(func(q url.Values) { q.Set("nonce", long(257)) }), toApp, 0, "nonce", "nonce is longer than 256 bytes"},
-		{"nonce of 256 bytes is accepted", base(func(q url.Values) { q.Set("nonce", long(256)) }), "", 0, "", ""},
-		{"5.4 scope longer than 1 KiB", base(func(q url.Values) { q.Set("scope", "openid "+long(1024)) }), toApp, 0, "scope", "scope is longer than 1024 bytes"},
-		{"5.4 PK code_challenge longer than 43", base(func(q url.Values) { q.Set("code_challenge", long(44)) }), toApp, 0, "code_challenge", "code_challenge must be exactly 43 characters (a base64url SHA-256 value)"},
-		{"5.4 login_hint longer than 512 bytes", base(func(q url.Values) { q.Set("login_hint", long(513)) }), toApp, 0, "login_hint", "login_hint is longer than 512 bytes"},
-		{"5.4 unknown parameter longer than 2 KiB", base(func(q url.Values) { q.Set("x_extra", long(2049)) }), toApp, 0, "x_extra", "x_extra is longer than 2048 bytes"},
-		{"5.4 RFC 6749 3.1 repeated login_hint", base(func(q url.Values) { q["login_hint"] = []string{"a", "b"} }), toApp, 0, "login_hint", "login_hint must not be repeated"},
-		{"5.4 RFC 6749 3.1 repeated nonce", base(func(q url.Values) { q["nonce"] = []string{"a", "b"} }), toApp, 0, "nonce", "nonce must not be repeated"},
-		{"5.4 more than 64 parameters", base(func(q url.Values) {
+		{name: "5.4 state longer than 512 bytes", rawQuery: base(func(q url.Values) { q.Set("state", long(513)) }), want: toApp, status: 0, param: "state", desc: "state is longer than 512 bytes"},
+		{name: "5.4 state of 512 bytes accepted", rawQuery: base(func(q url.Values) { q.Set("state", long(512)) }), want: "", status: 0, param: "", desc: ""},
+		{name: "nonce longer than 256 bytes is refused", rawQuery: base(func(q url.Values) { q.Set("nonce", long(257)) }), want: toApp, status: 0, param: "nonce", desc: "nonce is longer than 256 bytes"},
+		{name: "nonce of 256 bytes is accepted", rawQuery: base(func(q url.Values) { q.Set("nonce", long(256)) }), want: "", status: 0, param: "", desc: ""},
+		{name: "5.4 scope longer than 1 KiB", rawQuery: base(func(q url.Values) { q.Set("scope", "openid "+long(1024)) }), want: toApp, status: 0, param: "scope", desc: "scope is longer than 1024 bytes"},
+		{name: "5.4 PK code_challenge longer than 43", rawQuery: base(func(q url.Values) { q.Set("code_challenge", long(44)) }), want: toApp, status: 0, param: "code_challenge", desc: "code_challenge must be exactly 43 characters (a base64url SHA-256 value)"},
+		{name: "5.4 login_hint longer than 512 bytes", rawQuery: base(func(q url.Values) { q.Set("login_hint", long(513)) }), want: toApp, status: 0, param: "login_hint", desc: "login_hint is longer than 512 bytes"},
+		{name: "5.4 unknown parameter longer than 2 KiB", rawQuery: base(func(q url.Values) { q.Set("x_extra", long(2049)) }), want: toApp, status: 0, param: "x_extra", desc: "x_extra is longer than 2048 bytes"},
+		{name: "5.4 RFC 6749 3.1 repeated login_hint", rawQuery: base(func(q url.Values) { q["login_hint"] = []string{"a", "b"} }), want: toApp, status: 0, param: "login_hint", desc: "login_hint must not be repeated"},
+		{name: "5.4 RFC 6749 3.1 repeated nonce", rawQuery: base(func(q url.Values) { q["nonce"] = []string{"a", "b"} }), want: toApp, status: 0, param: "nonce", desc: "nonce must not be repeated"},
+		{name: "5.4 more than 64 parameters", rawQuery: base(func(q url.Values) {
 			for i := range 60 {
 				q.Set("p"+strconv.Itoa(i), "x")
 			}
-		}), toApp, 0, "", "the request has more than 64 parameters"},
-		{"5.4 long parameter name", base(func(q url.Values) { q.Set(long(65), "x") }), toApp, 0, long(64) + "…", "a parameter name is longer than 64 bytes"},
-		{"5.4 redirect_uri longer than 2 KiB: no redirect", base(func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb?"+long(2048)) }), page, 400, "redirect_uri", "redirect_uri is longer than 2048 bytes"},
-		{"5.4 unknown client with a long state: no redirect", base(func(q url.Values) { q.Set("client_id", "nope"); q.Set("state", long(600)) }), page, 400, "state", "state is longer than 512 bytes"},
-		{"5.4 RFC 6749 3.1 repeated client_id: no redirect", base(func(q url.Values) { q.Add("client_id", appClient) }), page, 400, "client_id", "client_id must not be repeated"},
-		{"5.4 query longer than 8 KiB", base(func(q url.Values) { q.Set("x_pad", long(8192)) }), page, 414, "", "The request is too large: the query string is longer than 8192 bytes."},
-		{"5.4 malformed percent-encoding", base(nil) + "&x=%zz", page, 400, "", "The query string is malformed (invalid percent-encoding or a ';' separator)."},
-		{"5.4 semicolon separator", base(nil) + ";x=1", page, 400, "", "The query string is malformed (invalid percent-encoding or a ';' separator)."},
+		}), want: toApp, status: 0, param: "", desc: "the request has more than 64 parameters"},
+		{name: "5.4 long parameter name", rawQuery: base(func(q url.Values) { q.Set(long(65), "x") }), want: toApp, status: 0, param: long(64) + "…", desc: "a parameter name is longer than 64 bytes"},
+		{name: "5.4 redirect_uri longer than 2 KiB: no redirect", rawQuery: base(func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb?"+long(2048)) }), want: page, status: 400, param: "redirect_uri", desc: "redirect_uri is longer than 2048 bytes"},
+		{name: "5.4 unknown client with a long state: no redirect", rawQuery: base(func(q url.Values) { q.Set("client_id", "nope"); q.Set("state", long(600)) }), want: page, status: 400, param: "state", desc: "state is longer than 512 bytes"},
+		{name: "5.4 RFC 6749 3.1 repeated client_id: no redirect", rawQuery: base(func(q url.Values) { q.Add("client_id", appClient) }), want: page, status: 400, param: "client_id", desc: "client_id must not be repeated"},
+		{name: "5.4 query longer than 8 KiB", rawQuery: base(func(q url.Values) { q.Set("x_pad", long(8192)) }), want: page, status: 414, param: "", desc: "The request is too large: the query string is longer than 8192 bytes."},
+		{name: "5.4 malformed percent-encoding", rawQuery: base(nil) + "&x=%zz", want: page, status: 400, param: "", desc: "The query string is malformed (invalid percent-encoding or a ';' separator)."},
+		{name: "5.4 semicolon separator", rawQuery: base(nil) + ";x=1", want: page, status: 400, param: "", desc: "The query string is malformed (invalid percent-encoding or a ';' separator)."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := h.up.Stats.AuthorizeRequests.Load()
@@ -144,15 +144,15 @@ func TestLimitsCallback(t *testing.T) {
 		status         int
 		desc           string
 	}{
-		{"5.4 callback query longer than 8 KiB", "state=x&code=" + strings.Repeat("c", 8200), 414, "the query string is longer than 8192 bytes"},
-		{"5.4 callback code longer than 4 KiB", "state=x&code=" + strings.Repeat("c", 4097), 400, "code is longer than 4096 bytes"},
-		{"5.4 callback state longer than 512", "state=" + strings.Repeat("s", 513) + "&code=x", 400, "state is longer than 512 bytes"},
-		{"5.4 callback error_description longer than 2 KiB", "state=x&error=access_denied&error_description=" + strings.Repeat("d", 2049), 400, "error_description is longer than 2048 bytes"},
-		{"5.4 RFC 6749 3.1 callback repeated code", "state=x&code=a&code=b", 400, "code must not be repeated"},
-		{"5.4 RFC 6749 3.1 callback repeated state", "state=x&state=y&code=a", 400, "state must not be repeated"},
-		{"5.4 callback malformed query", "state=x&code=%zz", 400, "malformed"},
+		{name: "5.4 callback query longer than 8 KiB", rawQuery: "state=x&code=" + strings.Repeat("c", 8200), status: 414, desc: "the query string is longer than 8192 bytes"},
+		{name: "5.4 callback code longer than 4 KiB", rawQuery: "state=x&code=" + strings.Repeat("c", 4097), status: 400, desc: "code is longer than 4096 bytes"},
+		{name: "5.4 callback state longer than 512", rawQuery: "state=" + strings.Repeat("s", 513) + "&code=x", status: 400, desc: "state is longer than 512 bytes"},
+		{name: "5.4 callback error_description longer than 2 KiB", rawQuery: "state=x&error=access_denied&error_description=" + strings.Repeat("d", 2049), status: 400, desc: "error_description is longer than 2048 bytes"},
+		{name: "5.4 RFC 6749 3.1 callback repeated code", rawQuery: "state=x&code=a&code=b", status: 400, desc: "code must not be repeated"},
+		{name: "5.4 RFC 6749 3.1 callback repeated state", rawQuery: "state=x&state=y&code=a", status: 400, desc: "state must not be repeated"},
+		{name: "5.4 callback malformed query", rawQuery: "state=x&code=%zz", status: 400, desc: "malformed"},
 		// A long (Azure-style) code passes the limits and reaches the handler.
-		{"5.4 callback code of 1500 bytes reaches the handler", "state=x&code=" + strings.Repeat("c", 1500), 400, "login transaction unknown, expired or already used"},
+		{name: "5.4 callback code of 1500 bytes reaches the handler", rawQuery: "state=x&code=" + strings.Repeat("c", 1500), status: 400, desc: "login transaction unknown, expired or already used"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := h.serve(getRaw("/login/callback", tc.rawQuery))
@@ -185,11 +185,11 @@ func TestLimitsTokenBody(t *testing.T) {
 		status         int
 		err            string
 	}{
-		{"5.4 form body over 64 KiB → 413", "application/x-www-form-urlencoded", formAt(maxBodyBytes + 1), false, 413, "invalid_request"},
-		{"5.4 JSON body over 64 KiB → 413", "application/json", jsonAt(maxBodyBytes + 1), false, 413, "invalid_request"},
-		{"5.4 chunked body over 64 KiB → 413", "application/x-www-form-urlencoded", formAt(maxBodyBytes + 100), true, 413, "invalid_request"},
-		{"5.4 form body of exactly 64 KiB reaches the handler", "application/x-www-form-urlencoded", formAt(maxBodyBytes), false, 401, "invalid_client"},
-		{"5.4 JSON body of exactly 64 KiB reaches the handler", "application/json", jsonAt(maxBodyBytes), false, 401, "invalid_client"},
+		{name: "5.4 form body over 64 KiB → 413", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes + 1), chunked: false, status: 413, err: "invalid_request"},
+		{name: "5.4 JSON body over 64 KiB → 413", ct: "application/json", body: jsonAt(maxBodyBytes + 1), chunked: false, status: 413, err: "invalid_request"},
+		{name: "5.4 chunked body over 64 KiB → 413", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes + 100), chunked: true, status: 413, err: "invalid_request"},
+		{name: "5.4 form body of exactly 64 KiB reaches the handler", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes), chunked: false, status: 401, err: "invalid_client"},
+		{name: "5.4 JSON body of exactly 64 KiB reaches the handler", ct: "application/json", body: jsonAt(maxBodyBytes), chunked: false, status: 401, err: "invalid_client"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var body io.Reader = strings.NewReader(tc.body)
@@ -518,8 +518,8 @@ func TestLimiterTable(t *testing.T) {
 
 func TestIPKeyAndRates(t *testing.T) {
 	for _, tc := range []struct{ name, a, b string }{
-		{"5.4 IPv6 keyed by /64", "2001:db8:1:2::1", "2001:db8:1:2:ffff::9"},
-		{"5.4 IPv4-mapped IPv6 is the IPv4 address", "::ffff:192.0.2.1", "192.0.2.1"},
+		{name: "5.4 IPv6 keyed by /64", a: "2001:db8:1:2::1", b: "2001:db8:1:2:ffff::9"},
+		{name: "5.4 IPv4-mapped IPv6 is the IPv4 address", a: "::ffff:192.0.2.1", b: "192.0.2.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if logs.IPKey(tc.a) != logs.IPKey(tc.b) {
@@ -534,8 +534,8 @@ func TestIPKeyAndRates(t *testing.T) {
 		in   string
 		want float64 // per second; -1 = error
 	}{
-		{"20/s", 20}, {"600/m", 10}, {"3600/h", 1}, {"0.5/s", 0.5}, {"0", 0}, {"", 0}, {"0/s", 0},
-		{"20", -1}, {"20/d", -1}, {"-1/s", -1}, {"abc/s", -1}, {"Inf/s", -1}, {"NaN/s", -1}, {"/s", -1},
+		{in: "20/s", want: 20}, {in: "600/m", want: 10}, {in: "3600/h", want: 1}, {in: "0.5/s", want: 0.5}, {in: "0", want: 0}, {in: "", want: 0}, {in: "0/s", want: 0},
+		{in: "20", want: -1}, {in: "20/d", want: -1}, {in: "-1/s", want: -1}, {in: "abc/s", want: -1}, {in: "Inf/s", want: -1}, {in: "NaN/s", want: -1}, {in: "/s", want: -1},
 	} {
 		t.Run("5.4 rate "+tc.in, func(t *testing.T) {
 			got, err := parseRate(tc.in)
@@ -565,21 +565,21 @@ func TestTrustedProxies(t *testing.T) {
 		xff    []string
 		want   string
 	}{
-		{"5.4 no trusted proxies: X-Forwarded-For ignored", none, "10.0.0.1:5", []string{"198.51.100.1"}, "10.0.0.1"},
-		{"5.4 spoofed X-Forwarded-For from an untrusted peer ignored", g, "203.0.113.9:5", []string{"198.51.100.1"}, "203.0.113.9"},
-		{"5.4 trusted peer: client from X-Forwarded-For", g, "10.1.2.3:5", []string{"198.51.100.1"}, "198.51.100.1"},
-		{"5.4 right-most untrusted hop wins over forged entries", g, "10.1.2.3:5", []string{"1.1.1.1, 8.8.8.8, 198.51.100.1"}, "198.51.100.1"},
-		{"5.4 chain of trusted proxies skipped", g, "10.0.0.1:5", []string{"198.51.100.1, 192.0.2.10, 10.0.0.2"}, "198.51.100.1"},
-		{"5.4 several X-Forwarded-For headers in order", g, "10.0.0.1:5", []string{"1.1.1.1", "198.51.100.7, 10.9.9.9"}, "198.51.100.7"},
-		{"5.4 all hops trusted: left-most", g, "10.0.0.1:5", []string{"10.0.0.3, 10.0.0.2"}, "10.0.0.3"},
-		{"5.4 no X-Forwarded-For: the proxy itself", g, "10.0.0.1:5", nil, "10.0.0.1"},
-		{"5.4 garbage hop: the last trusted proxy", g, "10.0.0.1:5", []string{"198.51.100.1, not-an-ip"}, "10.0.0.1"},
-		{"5.4 garbage left of the client ignored", g, "10.0.0.1:5", []string{"<script>, 198.51.100.1"}, "198.51.100.1"},
-		{"5.4 hop with port and IPv6 brackets", g, "[::1]:5", []string{"[2001:db8::5]:443"}, "2001:db8::5"},
-		{"5.4 IPv4 hop with port", g, "[::1]:5", []string{"198.51.100.1:8443"}, "198.51.100.1"},
-		{"5.4 IPv4-mapped trusted peer", g, "[::ffff:10.0.0.1]:5", []string{"198.51.100.1"}, "198.51.100.1"},
-		{"5.4 IPv6 trusted range", g, "[fd00::1]:5", []string{"2001:db8::9"}, "2001:db8::9"},
-		{"5.4 unparseable peer kept as is", g, "@", []string{"198.51.100.1"}, "@"},
+		{name: "5.4 no trusted proxies: X-Forwarded-For ignored", g: none, remote: "10.0.0.1:5", xff: []string{"198.51.100.1"}, want: "10.0.0.1"},
+		{name: "5.4 spoofed X-Forwarded-For from an untrusted peer ignored", g: g, remote: "203.0.113.9:5", xff: []string{"198.51.100.1"}, want: "203.0.113.9"},
+		{name: "5.4 trusted peer: client from X-Forwarded-For", g: g, remote: "10.1.2.3:5", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
+		{name: "5.4 right-most untrusted hop wins over forged entries", g: g, remote: "10.1.2.3:5", xff: []string{"1.1.1.1, 8.8.8.8, 198.51.100.1"}, want: "198.51.100.1"},
+		{name: "5.4 chain of trusted proxies skipped", g: g, remote: "10.0.0.1:5", xff: []string{"198.51.100.1, 192.0.2.10, 10.0.0.2"}, want: "198.51.100.1"},
+		{name: "5.4 several X-Forwarded-For headers in order", g: g, remote: "10.0.0.1:5", xff: []string{"1.1.1.1", "198.51.100.7, 10.9.9.9"}, want: "198.51.100.7"},
+		{name: "5.4 all hops trusted: left-most", g: g, remote: "10.0.0.1:5", xff: []string{"10.0.0.3, 10.0.0.2"}, want: "10.0.0.3"},
+		{name: "5.4 no X-Forwarded-For: the proxy itself", g: g, remote: "10.0.0.1:5", xff: nil, want: "10.0.0.1"},
+		{name: "5.4 garbage hop: the last trusted proxy", g: g, remote: "10.0.0.1:5", xff: []string{"198.51.100.1, not-an-ip"}, want: "10.0.0.1"},
+		{name: "5.4 garbage left of the client ignored", g: g, remote: "10.0.0.1:5", xff: []string{"<script>, 198.51.100.1"}, want: "198.51.100.1"},
+		{name: "5.4 hop with port and IPv6 brackets", g: g, remote: "[::1]:5", xff: []string{"[2001:db8::5]:443"}, want: "2001:db8::5"},
+		{name: "5.4 IPv4 hop with port", g: g, remote: "[::1]:5", xff: []string{"198.51.100.1:8443"}, want: "198.51.100.1"},
+		{name: "5.4 IPv4-mapped trusted peer", g: g, remote: "[::ffff:10.0.0.1]:5", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
+		{name: "5.4 IPv6 trusted range", g: g, remote: "[fd00::1]:5", xff: []string{"2001:db8::9"}, want: "2001:db8::9"},
+		{name: "5.4 unparseable peer kept as is", g: g, remote: "@", xff: []string{"198.51.100.1"}, want: "@"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/authorize", nil)
@@ -608,18 +608,18 @@ func TestRateLimitConfig(t *testing.T) {
 		mut  func(c *Config)
 		want FieldError
 	}{
-		{"5.4 bad rate", func(c *Config) { c.RateLimits.Authorize.PerIP.Rate = "fast" },
-			FieldError{"rate_limits.authorize.per_ip.rate", `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{"5.4 rate without unit", func(c *Config) { c.RateLimits.Token.PerClient.Rate = "20" },
-			FieldError{"rate_limits.token.per_client.rate", `"20" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{"5.4 burst zero with a rate", func(c *Config) { c.RateLimits.Token.PerIP.Burst = 0 },
-			FieldError{"rate_limits.token.per_ip.burst", "must be between 1 and 1000000 when a rate is set"}},
-		{"5.4 max_keys", func(c *Config) { c.RateLimits.MaxKeys = 0 },
-			FieldError{"rate_limits.max_keys", "must be between 1 and 10000000"}},
-		{"5.4 trusted proxy not a CIDR", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.internal"} },
-			FieldError{"trusted_proxies[1]", `"proxy.internal" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
-		{"5.4 trusted proxy bad prefix length", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} },
-			FieldError{"trusted_proxies[0]", `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
+		{name: "5.4 bad rate", mut: func(c *Config) { c.RateLimits.Authorize.PerIP.Rate = "fast" },
+			want: FieldError{Key: "rate_limits.authorize.per_ip.rate", Reason: `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{name: "5.4 rate without unit", mut: func(c *Config) { c.RateLimits.Token.PerClient.Rate = "20" },
+			want: FieldError{Key: "rate_limits.token.per_client.rate", Reason: `"20" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{name: "5.4 burst zero with a rate", mut: func(c *Config) { c.RateLimits.Token.PerIP.Burst = 0 },
+			want: FieldError{Key: "rate_limits.token.per_ip.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
+		{name: "5.4 max_keys", mut: func(c *Config) { c.RateLimits.MaxKeys = 0 },
+			want: FieldError{Key: "rate_limits.max_keys", Reason: "must be between 1 and 10000000"}},
+		{name: "5.4 trusted proxy not a CIDR", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.internal"} },
+			want: FieldError{Key: "trusted_proxies[1]", Reason: `"proxy.internal" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
+		{name: "5.4 trusted proxy bad prefix length", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} },
+			want: FieldError{Key: "trusted_proxies[0]", Reason: `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			setKeyEnv(t)
@@ -650,7 +650,7 @@ rate_limits:
 			t.Fatal(err)
 		}
 		rl := cfg.RateLimits
-		if !rl.Enabled || rl.MaxKeys != 500 || rl.Authorize.PerIP != (RateLimit{"5/s", 10}) ||
+		if !rl.Enabled || rl.MaxKeys != 500 || rl.Authorize.PerIP != (RateLimit{Rate: "5/s", Burst: 10}) ||
 			rl.Authorize.PerClient != (RateLimit{Rate: "0"}) || rl.Token.PerClient.Rate != "0" || len(cfg.TrustedProxies) != 2 {
 			t.Fatalf("decoded %+v %v", rl, cfg.TrustedProxies)
 		}
@@ -668,8 +668,8 @@ func TestLimitsManagementBody(t *testing.T) {
 	h := mgmtHarness(t, nil)
 	big := `{"name":"x","strategy":"oidc","options":{"pad":"` + strings.Repeat("p", maxBodyBytes) + `"}}`
 	for _, tc := range []struct{ name, method, path string }{
-		{"5.4 management POST body over 64 KiB → 413", http.MethodPost, "/api/v2/connections"},
-		{"5.4 management PATCH body over 64 KiB → 413", http.MethodPatch, "/api/v2/connections/" + idOf(t, h, "corp")},
+		{name: "5.4 management POST body over 64 KiB → 413", method: http.MethodPost, path: "/api/v2/connections"},
+		{name: "5.4 management PATCH body over 64 KiB → 413", method: http.MethodPatch, path: "/api/v2/connections/" + idOf(t, h, "corp")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantAPIError(t, api(t, h.srv.URL, tc.method, tc.path, tokAll, big), 413, "payload_too_large", "larger than 64 KiB")

@@ -39,9 +39,9 @@ func TestLoginRecordsAndEventInOneWrite(t *testing.T) {
 		wantOK  bool
 		wantTyp string
 	}{
-		{"one batch", nil, true, logs.TypeSuccessLogin},
-		{"batch fails: no records, f event", fmt.Errorf("down: %w", sessions.ErrUnavailable), false, logs.TypeFailedLogin},
-		{"batch unsupported: PutAll then the event", fmt.Errorf("cluster: %w", errors.ErrUnsupported), true, logs.TypeSuccessLogin},
+		{name: "one batch", err: nil, wantOK: true, wantTyp: logs.TypeSuccessLogin},
+		{name: "batch fails: no records, f event", err: fmt.Errorf("down: %w", sessions.ErrUnavailable), wantOK: false, wantTyp: logs.TypeFailedLogin},
+		{name: "batch unsupported: PutAll then the event", err: fmt.Errorf("cluster: %w", errors.ErrUnsupported), wantOK: true, wantTyp: logs.TypeSuccessLogin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := &batchStore{Store: sessions.NewMemory(), err: tc.err}

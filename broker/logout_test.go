@@ -76,42 +76,42 @@ func TestOIDCLogout(t *testing.T) {
 		post   bool
 		want   outcome
 	}{
-		{"RP-Initiated §2 id_token_hint, registered post_logout_redirect_uri and state: redirect with state", func(idt, _ string) url.Values {
+		{name: "RP-Initiated §2 id_token_hint, registered post_logout_redirect_uri and state: redirect with state", params: func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {bye}, "state": {"s-1"}}
-		}, true, false, outcome{302, bye + "?state=s-1", "slo", true}},
-		{"RP-Initiated §2 client_id without id_token_hint: the user is asked first (nothing ends yet)", func(_, _ string) url.Values {
+		}, cookie: true, post: false, want: outcome{status: 302, location: bye + "?state=s-1", event: "slo", ended: true}},
+		{name: "RP-Initiated §2 client_id without id_token_hint: the user is asked first (nothing ends yet)", params: func(_, _ string) url.Values {
 			return url.Values{"client_id": {appClient}, "post_logout_redirect_uri": {bye}}
-		}, true, false, outcome{200, "", "seacft", false}},
-		{"RP-Initiated §2 no parameters: the user is asked first", func(_, _ string) url.Values { return url.Values{} },
-			true, false, outcome{200, "", "seacft", false}},
-		{"RP-Initiated §2 a forged confirmation is asked again", func(_, _ string) url.Values {
+		}, cookie: true, post: false, want: outcome{status: 200, location: "", event: "seacft", ended: false}},
+		{name: "RP-Initiated §2 no parameters: the user is asked first", params: func(_, _ string) url.Values { return url.Values{} },
+			cookie: true, post: false, want: outcome{status: 200, location: "", event: "seacft", ended: false}},
+		{name: "RP-Initiated §2 a forged confirmation is asked again", params: func(_, _ string) url.Values {
 			return url.Values{"client_id": {appClient}, "post_logout_redirect_uri": {bye}, "confirm": {"forged"}}
-		}, true, true, outcome{200, "", "seacft", false}},
-		{"no session in this browser and no parameters: signed-out page, nothing to ask", func(_, _ string) url.Values { return url.Values{} },
-			false, false, outcome{200, "", "seacft", false}},
-		{"POST with id_token_hint alone and no cookie: the hint's session (sid) ends", func(idt, _ string) url.Values {
+		}, cookie: true, post: true, want: outcome{status: 200, location: "", event: "seacft", ended: false}},
+		{name: "no session in this browser and no parameters: signed-out page, nothing to ask", params: func(_, _ string) url.Values { return url.Values{} },
+			cookie: false, post: false, want: outcome{status: 200, location: "", event: "seacft", ended: false}},
+		{name: "POST with id_token_hint alone and no cookie: the hint's session (sid) ends", params: func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt}}
-		}, false, true, outcome{200, "", "slo", true}},
-		{"logout_hint equal to the hint's sid", func(idt, sid string) url.Values {
+		}, cookie: false, post: true, want: outcome{status: 200, location: "", event: "slo", ended: true}},
+		{name: "logout_hint equal to the hint's sid", params: func(idt, sid string) url.Values {
 			return url.Values{"id_token_hint": {idt}, "logout_hint": {sid}, "post_logout_redirect_uri": {bye}}
-		}, true, false, outcome{302, bye, "slo", true}},
-		{"post_logout_redirect_uri not registered (same origin): refused, session kept", func(idt, _ string) url.Values {
+		}, cookie: true, post: false, want: outcome{status: 302, location: bye, event: "slo", ended: true}},
+		{name: "post_logout_redirect_uri not registered (same origin): refused, session kept", params: func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt}, "post_logout_redirect_uri": {h.app.URL + "/elsewhere"}}
-		}, true, false, outcome{400, "", "flo", false}},
-		{"post_logout_redirect_uri without id_token_hint or client_id: refused", func(_, _ string) url.Values {
+		}, cookie: true, post: false, want: outcome{status: 400, location: "", event: "flo", ended: false}},
+		{name: "post_logout_redirect_uri without id_token_hint or client_id: refused", params: func(_, _ string) url.Values {
 			return url.Values{"post_logout_redirect_uri": {bye}}
-		}, true, false, outcome{400, "", "flo", false}},
-		{"client_id is not the hint's audience: refused", func(idt, _ string) url.Values {
+		}, cookie: true, post: false, want: outcome{status: 400, location: "", event: "flo", ended: false}},
+		{name: "client_id is not the hint's audience: refused", params: func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt}, "client_id": {spaClient}}
-		}, true, false, outcome{400, "", "flo", false}},
-		{"tampered id_token_hint: refused", func(idt, _ string) url.Values {
+		}, cookie: true, post: false, want: outcome{status: 400, location: "", event: "flo", ended: false}},
+		{name: "tampered id_token_hint: refused", params: func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt[:len(idt)-4] + "AAAA"}}
-		}, true, false, outcome{400, "", "flo", false}},
-		{"logout_hint of another session: refused", func(idt, _ string) url.Values {
+		}, cookie: true, post: false, want: outcome{status: 400, location: "", event: "flo", ended: false}},
+		{name: "logout_hint of another session: refused", params: func(idt, _ string) url.Values {
 			return url.Values{"id_token_hint": {idt}, "logout_hint": {"someone-else"}}
-		}, true, false, outcome{400, "", "flo", false}},
-		{"repeated state: refused", func(_, _ string) url.Values { return url.Values{"state": {"a", "b"}} },
-			true, false, outcome{400, "", "flo", false}},
+		}, cookie: true, post: false, want: outcome{status: 400, location: "", event: "flo", ended: false}},
+		{name: "repeated state: refused", params: func(_, _ string) url.Values { return url.Values{"state": {"a", "b"}} },
+			cookie: true, post: false, want: outcome{status: 400, location: "", event: "flo", ended: false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, idt, at := h.logoutLogin(t)
@@ -180,9 +180,9 @@ func TestOIDCLogout(t *testing.T) {
 	for _, tc := range []struct {
 		name, query, location string
 	}{
-		{"v2 returnTo in the allowed list", "client_id=" + appClient + "&returnTo=" + url.QueryEscape(h.app.URL+"/bye2"), h.app.URL + "/bye2"},
-		{"v2 returnTo on the app's origin but not listed: no redirect", "client_id=" + appClient + "&returnTo=" + url.QueryEscape(h.app.URL+"/x"), ""},
-		{"v2 client_id without returnTo: the first allowed URL", "client_id=" + appClient, bye},
+		{name: "v2 returnTo in the allowed list", query: "client_id=" + appClient + "&returnTo=" + url.QueryEscape(h.app.URL+"/bye2"), location: h.app.URL + "/bye2"},
+		{name: "v2 returnTo on the app's origin but not listed: no redirect", query: "client_id=" + appClient + "&returnTo=" + url.QueryEscape(h.app.URL+"/x"), location: ""},
+		{name: "v2 client_id without returnTo: the first allowed URL", query: "client_id=" + appClient, location: bye},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := noRedirects(h.browser()).Get(h.srv.URL + "/v2/logout?" + tc.query)
@@ -209,16 +209,16 @@ func TestFederatedLogout(t *testing.T) {
 		wantFinal    string // the app URL the browser ends at, relative to the app
 		confirm      bool   // the broker asks the user first (no id_token_hint on /oidc/logout)
 	}{
-		{"v2 federated with returnTo: confirmed by the user, then through the upstream", false, func(h *harness, bye string) string {
+		{name: "v2 federated with returnTo: confirmed by the user, then through the upstream", noEndSession: false, path: func(h *harness, bye string) string {
 			return "/v2/logout?federated&client_id=" + appClient + "&returnTo=" + url.QueryEscape(bye)
-		}, "/bye", true},
-		{"oidc federated with id_token_hint and state", false, nil, "/bye?state=s-9", false},
-		{"oidc federated without a hint: confirmed by the user, then through the upstream", false, func(h *harness, bye string) string {
+		}, wantFinal: "/bye", confirm: true},
+		{name: "oidc federated with id_token_hint and state", noEndSession: false, path: nil, wantFinal: "/bye?state=s-9", confirm: false},
+		{name: "oidc federated without a hint: confirmed by the user, then through the upstream", noEndSession: false, path: func(h *harness, bye string) string {
 			return "/oidc/logout?federated&client_id=" + appClient + "&post_logout_redirect_uri=" + url.QueryEscape(bye)
-		}, "/bye", true},
-		{"upstream without end_session_endpoint: federated_logout_failed, local logout stands", true, func(h *harness, bye string) string {
+		}, wantFinal: "/bye", confirm: true},
+		{name: "upstream without end_session_endpoint: federated_logout_failed, local logout stands", noEndSession: true, path: func(h *harness, bye string) string {
 			return "/v2/logout?federated&client_id=" + appClient + "&returnTo=" + url.QueryEscape(bye)
-		}, "/bye", true},
+		}, wantFinal: "/bye", confirm: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := dpopUp

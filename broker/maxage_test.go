@@ -19,15 +19,15 @@ func TestMaxAgeAndAuthTime(t *testing.T) {
 		wantUpstream url.Values    // parameters the upstream authorization request must carry
 		wantAge      time.Duration // of the broker ID token's auth_time; -1 = the login fails
 	}{
-		{"ID-9 no max_age: auth_time is the upstream SSO session's", nil, false, nil, sessionAge},
-		{"ID-7 max_age below the SSO session: the upstream authenticates again", url.Values{"max_age": {"300"}}, false,
-			url.Values{"max_age": {"300"}}, 0},
-		{"ID-7 max_age above the SSO session: the session stands", url.Values{"max_age": {"86400"}}, false,
-			url.Values{"max_age": {"86400"}}, sessionAge},
-		{"prompt=login: the upstream authenticates again", url.Values{"prompt": {"login"}}, false,
-			url.Values{"prompt": {"login"}}, 0},
-		{"ID-7 an upstream ignoring max_age: the old auth_time is refused", url.Values{"max_age": {"300"}}, true,
-			url.Values{"max_age": {"300"}}, -1},
+		{name: "ID-9 no max_age: auth_time is the upstream SSO session's", query: nil, ignoreMaxAge: false, wantUpstream: nil, wantAge: sessionAge},
+		{name: "ID-7 max_age below the SSO session: the upstream authenticates again", query: url.Values{"max_age": {"300"}}, ignoreMaxAge: false,
+			wantUpstream: url.Values{"max_age": {"300"}}, wantAge: 0},
+		{name: "ID-7 max_age above the SSO session: the session stands", query: url.Values{"max_age": {"86400"}}, ignoreMaxAge: false,
+			wantUpstream: url.Values{"max_age": {"86400"}}, wantAge: sessionAge},
+		{name: "prompt=login: the upstream authenticates again", query: url.Values{"prompt": {"login"}}, ignoreMaxAge: false,
+			wantUpstream: url.Values{"prompt": {"login"}}, wantAge: 0},
+		{name: "ID-7 an upstream ignoring max_age: the old auth_time is refused", query: url.Values{"max_age": {"300"}}, ignoreMaxAge: true,
+			wantUpstream: url.Values{"max_age": {"300"}}, wantAge: -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := dpopUp

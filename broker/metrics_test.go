@@ -82,11 +82,11 @@ func TestMetrics(t *testing.T) {
 
 func TestMetricCodeBounded(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{"use_dpop_nonce", "use_dpop_nonce"},
-		{"dpop_not_supported", "dpop_not_supported"},
-		{"access_denied", "access_denied"},
-		{"x_custom_upstream_error_1234", "other"},
-		{"", "other"},
+		{in: "use_dpop_nonce", want: "use_dpop_nonce"},
+		{in: "dpop_not_supported", want: "dpop_not_supported"},
+		{in: "access_denied", want: "access_denied"},
+		{in: "x_custom_upstream_error_1234", want: "other"},
+		{in: "", want: "other"},
 	} {
 		if got := metricCode(tc.in); got != tc.want {
 			t.Errorf("metricCode(%q) = %q, want %q", tc.in, got, tc.want)
@@ -106,8 +106,8 @@ func TestHealthAndReadiness(t *testing.T) {
 		readyz    int
 		storeErrs string
 	}{
-		{"store reachable", sessions.NewMemory(), http.StatusOK, ""},
-		{"store down", pingDown{sessions.NewMemory()}, http.StatusServiceUnavailable, `dpop_broker_store_errors_total{op="ping"} 1`},
+		{name: "store reachable", store: sessions.NewMemory(), readyz: http.StatusOK, storeErrs: ""},
+		{name: "store down", store: pingDown{Store: sessions.NewMemory()}, readyz: http.StatusServiceUnavailable, storeErrs: `dpop_broker_store_errors_total{op="ping"} 1`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{store: tc.store})
@@ -175,7 +175,7 @@ func TestMeteredStoreKeepsConnections(t *testing.T) {
 			t.Errorf("ErrExists/ErrNotFound counted as store errors: %v", mf)
 		}
 	}
-	if _, ok := m.instrumentStore(pingDown{sessions.NewMemory()}).(sessions.Connections); ok {
+	if _, ok := m.instrumentStore(pingDown{Store: sessions.NewMemory()}).(sessions.Connections); ok {
 		t.Error("a store without Connections gained it")
 	}
 }

@@ -69,15 +69,15 @@ func TestMgmtLogs(t *testing.T) {
 			name, q string
 			want    []string // newest first
 		}{
-			{"A4 no q: every event, newest first", "", []string{a1, f2, f1, s2, s1}},
-			{"A4 q type:s", "type:s", []string{s2, s1}},
-			{"A4 q type:f", "type:f", []string{f2, f1}},
-			{"A4 q connection:NAME", "connection:corp", []string{f1, s1}},
-			{"A4 q client_id:ID", "client_id:" + spaClient, []string{f2, s2}},
-			{"A4 q details.error:CODE", "details.error:use_dpop_nonce", []string{f2}},
-			{"A4 q AND", "type:f AND connection:corp", []string{f1}},
-			{"A4 q implicit AND", "type:s client_id:" + appClient, []string{s1}},
-			{"A4 q no match", "type:f AND details.error:nope", nil},
+			{name: "A4 no q: every event, newest first", q: "", want: []string{a1, f2, f1, s2, s1}},
+			{name: "A4 q type:s", q: "type:s", want: []string{s2, s1}},
+			{name: "A4 q type:f", q: "type:f", want: []string{f2, f1}},
+			{name: "A4 q connection:NAME", q: "connection:corp", want: []string{f1, s1}},
+			{name: "A4 q client_id:ID", q: "client_id:" + spaClient, want: []string{f2, s2}},
+			{name: "A4 q details.error:CODE", q: "details.error:use_dpop_nonce", want: []string{f2}},
+			{name: "A4 q AND", q: "type:f AND connection:corp", want: []string{f1}},
+			{name: "A4 q implicit AND", q: "type:s client_id:" + appClient, want: []string{s1}},
+			{name: "A4 q no match", q: "type:f AND details.error:nope", want: nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				got := logIDs(t, get("/api/v2/logs?q="+url.QueryEscape(tc.q)))

@@ -167,18 +167,18 @@ func TestMgmtAuth(t *testing.T) {
 		status                   int
 		code, msg                string
 	}{
-		{"B2 no Authorization header is 401 missing_authorization", "GET", "/api/v2/connections", "", 401, "missing_authorization", "Missing authentication"},
-		{"B2 wrong token is 401 invalid_token", "GET", "/api/v2/connections", "Bearer " + tokWrong, 401, "invalid_token", "Invalid token"},
-		{"B2 Basic scheme is 401 invalid_token", "GET", "/api/v2/connections", "Basic " + tokAll, 401, "invalid_token", "Bearer"},
-		{"B2 empty bearer is 401", "GET", "/api/v2/logs", "Bearer ", 401, "invalid_token", ""},
-		{"B2 token prefix is 401 (whole token compared)", "GET", "/api/v2/connections", "Bearer " + tokAll[:39], 401, "invalid_token", ""},
-		{"B2 read token cannot PATCH: 403 insufficient_scope", "PATCH", "/api/v2/connections/con_x", "Bearer " + tokRead, 403, "insufficient_scope", "Insufficient scope, expected any of: update:connections"},
-		{"B2 read token cannot POST", "POST", "/api/v2/connections", "Bearer " + tokRead, 403, "insufficient_scope", "expected any of: create:connections,update:connections"},
-		{"B2 read token cannot DELETE", "DELETE", "/api/v2/connections/con_x", "Bearer " + tokRead, 403, "insufficient_scope", "delete:connections"},
-		{"A4 logs token cannot read connections", "GET", "/api/v2/connections", "Bearer " + tokLogs, 403, "insufficient_scope", "read:connections"},
-		{"A4 connections token cannot read logs", "GET", "/api/v2/logs", "Bearer " + tokRead, 403, "insufficient_scope", "read:logs"},
-		{"unknown API path is a JSON 404 after authentication", "GET", "/api/v2/users", "Bearer " + tokAll, 404, "not_found", "Not Found"},
-		{"unknown API path without token is 401", "GET", "/api/v2/users", "", 401, "missing_authorization", ""},
+		{name: "B2 no Authorization header is 401 missing_authorization", method: "GET", path: "/api/v2/connections", auth: "", status: 401, code: "missing_authorization", msg: "Missing authentication"},
+		{name: "B2 wrong token is 401 invalid_token", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokWrong, status: 401, code: "invalid_token", msg: "Invalid token"},
+		{name: "B2 Basic scheme is 401 invalid_token", method: "GET", path: "/api/v2/connections", auth: "Basic " + tokAll, status: 401, code: "invalid_token", msg: "Bearer"},
+		{name: "B2 empty bearer is 401", method: "GET", path: "/api/v2/logs", auth: "Bearer ", status: 401, code: "invalid_token", msg: ""},
+		{name: "B2 token prefix is 401 (whole token compared)", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokAll[:39], status: 401, code: "invalid_token", msg: ""},
+		{name: "B2 read token cannot PATCH: 403 insufficient_scope", method: "PATCH", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "Insufficient scope, expected any of: update:connections"},
+		{name: "B2 read token cannot POST", method: "POST", path: "/api/v2/connections", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "expected any of: create:connections,update:connections"},
+		{name: "B2 read token cannot DELETE", method: "DELETE", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "delete:connections"},
+		{name: "A4 logs token cannot read connections", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokLogs, status: 403, code: "insufficient_scope", msg: "read:connections"},
+		{name: "A4 connections token cannot read logs", method: "GET", path: "/api/v2/logs", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "read:logs"},
+		{name: "unknown API path is a JSON 404 after authentication", method: "GET", path: "/api/v2/users", auth: "Bearer " + tokAll, status: 404, code: "not_found", msg: "Not Found"},
+		{name: "unknown API path without token is 401", method: "GET", path: "/api/v2/users", auth: "", status: 401, code: "missing_authorization", msg: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, base+tc.path, nil)
@@ -502,17 +502,17 @@ func TestMgmtDPoP(t *testing.T) {
 		code   string
 		msg    string
 	}{
-		{"B1 PATCH dpop_signing_alg ES256 against an upstream offering it enables DPoP", opts(h.up.URL, "ES256", nil), 200, "", ""},
-		{"B1 PATCH Ed25519 (offered) is accepted", opts(h.up.URL, "Ed25519", nil), 200, "", ""},
-		{"B1 PATCH alg the upstream does not offer: 400 listing what it offers", opts(rsOnly.URL, "ES256", nil), 400, "dpop_alg_mismatch", "does not offer ES256; it offers dpop_signing_alg_values_supported [RS256, PS256]"},
-		{"B1 PATCH against an upstream without DPoP: 400 dpop_signing_alg_values_supported is absent", opts(noDPoP.URL, "ES256", nil), 400, "dpop_not_supported", "does not support DPoP (dpop_signing_alg_values_supported is absent"},
-		{"B1 PATCH when discovery fails: 400 with the reason", opts(deadURL, "ES256", nil), 400, "discovery_failed", "could not be used"},
-		{"B1 DPoP with type front_channel is refused", opts(h.up.URL, "ES256", map[string]any{"type": "front_channel"}), 400, "invalid_body", "which DPoP requires"},
-		{"B1 DPoP with Token Vault active is refused", opts(h.up.URL, "ES256", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), 400, "token_vault_conflict", "federated_connections_access_tokens.active: Token Vault is not compatible with DPoP"},
-		{"B1 DPoP with upstream_params.offline_access true is refused", opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": true}}), 400, "token_vault_conflict", "options.upstream_params.offline_access"},
-		{"B1 offline_access in the SaaS {value} form is refused too", opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": map[string]any{"value": "true"}}}), 400, "token_vault_conflict", "offline_access"},
-		{"B1 Token Vault without DPoP is accepted", opts(noDPoP.URL, "", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), 200, "", ""},
-		{"B2 PATCH without dpop_signing_alg against an upstream without DPoP is accepted", opts(noDPoP.URL, "", nil), 200, "", ""},
+		{name: "B1 PATCH dpop_signing_alg ES256 against an upstream offering it enables DPoP", body: opts(h.up.URL, "ES256", nil), status: 200, code: "", msg: ""},
+		{name: "B1 PATCH Ed25519 (offered) is accepted", body: opts(h.up.URL, "Ed25519", nil), status: 200, code: "", msg: ""},
+		{name: "B1 PATCH alg the upstream does not offer: 400 listing what it offers", body: opts(rsOnly.URL, "ES256", nil), status: 400, code: "dpop_alg_mismatch", msg: "does not offer ES256; it offers dpop_signing_alg_values_supported [RS256, PS256]"},
+		{name: "B1 PATCH against an upstream without DPoP: 400 dpop_signing_alg_values_supported is absent", body: opts(noDPoP.URL, "ES256", nil), status: 400, code: "dpop_not_supported", msg: "does not support DPoP (dpop_signing_alg_values_supported is absent"},
+		{name: "B1 PATCH when discovery fails: 400 with the reason", body: opts(deadURL, "ES256", nil), status: 400, code: "discovery_failed", msg: "could not be used"},
+		{name: "B1 DPoP with type front_channel is refused", body: opts(h.up.URL, "ES256", map[string]any{"type": "front_channel"}), status: 400, code: "invalid_body", msg: "which DPoP requires"},
+		{name: "B1 DPoP with Token Vault active is refused", body: opts(h.up.URL, "ES256", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), status: 400, code: "token_vault_conflict", msg: "federated_connections_access_tokens.active: Token Vault is not compatible with DPoP"},
+		{name: "B1 DPoP with upstream_params.offline_access true is refused", body: opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": true}}), status: 400, code: "token_vault_conflict", msg: "options.upstream_params.offline_access"},
+		{name: "B1 offline_access in the SaaS {value} form is refused too", body: opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": map[string]any{"value": "true"}}}), status: 400, code: "token_vault_conflict", msg: "offline_access"},
+		{name: "B1 Token Vault without DPoP is accepted", body: opts(noDPoP.URL, "", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), status: 200, code: "", msg: ""},
+		{name: "B2 PATCH without dpop_signing_alg against an upstream without DPoP is accepted", body: opts(noDPoP.URL, "", nil), status: 200, code: "", msg: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := patch(tc.body)

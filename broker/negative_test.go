@@ -35,10 +35,10 @@ func TestAuthorizeErrorPages(t *testing.T) {
 		mut  func(url.Values)
 		code string
 	}{
-		{"unknown client", func(q url.Values) { q.Set("client_id", "nope") }, codeInvalidClient},
-		{"redirect_uri not registered", func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/other") }, codeInvalidRedirectURI},
-		{"redirect_uri prefix-only match", func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb/x") }, codeInvalidRedirectURI},
-		{"redirect_uri missing", func(q url.Values) { q.Del("redirect_uri") }, codeInvalidRedirectURI},
+		{name: "unknown client", mut: func(q url.Values) { q.Set("client_id", "nope") }, code: codeInvalidClient},
+		{name: "redirect_uri not registered", mut: func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/other") }, code: codeInvalidRedirectURI},
+		{name: "redirect_uri prefix-only match", mut: func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb/x") }, code: codeInvalidRedirectURI},
+		{name: "redirect_uri missing", mut: func(q url.Values) { q.Del("redirect_uri") }, code: codeInvalidRedirectURI},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := get(t, h.browser(), h.authorizeURL(tc.mut))
@@ -58,15 +58,15 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 		mut          func(url.Values)
 		oauthErr     string
 	}{
-		{"response_type token", appClient, func(q url.Values) { q.Set("response_type", "token") }, "unsupported_response_type"},
-		{"PK-3 plain method refused", appClient, func(q url.Values) { q.Set("code_challenge_method", "plain") }, "invalid_request"},
-		{"PK-3 absent method means plain", appClient, func(q url.Values) { q.Del("code_challenge_method") }, "invalid_request"},
-		{"public client without PKCE", spaClient, func(q url.Values) { q.Del("code_challenge"); q.Del("code_challenge_method") }, "invalid_request"},
-		{"scope without openid", appClient, func(q url.Values) { q.Set("scope", "profile") }, "invalid_scope"},
-		{"connection not enabled", appClient, func(q url.Values) { q.Set("connection", "other") }, "invalid_request"},
-		{"repeated state", appClient, func(q url.Values) { q.Add("state", "x") }, "invalid_request"},
-		{"OIDC Core 3.1.2.6 prompt=none: login_required (no broker SSO session)", appClient, func(q url.Values) { q.Set("prompt", "none") }, "login_required"},
-		{"response_mode fragment refused", appClient, func(q url.Values) { q.Set("response_mode", "fragment") }, "invalid_request"},
+		{name: "response_type token", client: appClient, mut: func(q url.Values) { q.Set("response_type", "token") }, oauthErr: "unsupported_response_type"},
+		{name: "PK-3 plain method refused", client: appClient, mut: func(q url.Values) { q.Set("code_challenge_method", "plain") }, oauthErr: "invalid_request"},
+		{name: "PK-3 absent method means plain", client: appClient, mut: func(q url.Values) { q.Del("code_challenge_method") }, oauthErr: "invalid_request"},
+		{name: "public client without PKCE", client: spaClient, mut: func(q url.Values) { q.Del("code_challenge"); q.Del("code_challenge_method") }, oauthErr: "invalid_request"},
+		{name: "scope without openid", client: appClient, mut: func(q url.Values) { q.Set("scope", "profile") }, oauthErr: "invalid_scope"},
+		{name: "connection not enabled", client: appClient, mut: func(q url.Values) { q.Set("connection", "other") }, oauthErr: "invalid_request"},
+		{name: "repeated state", client: appClient, mut: func(q url.Values) { q.Add("state", "x") }, oauthErr: "invalid_request"},
+		{name: "OIDC Core 3.1.2.6 prompt=none: login_required (no broker SSO session)", client: appClient, mut: func(q url.Values) { q.Set("prompt", "none") }, oauthErr: "login_required"},
+		{name: "response_mode fragment refused", client: appClient, mut: func(q url.Values) { q.Set("response_mode", "fragment") }, oauthErr: "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := h.authorizeURL(func(q url.Values) {
@@ -106,8 +106,8 @@ func TestAuthorizeWebMessage(t *testing.T) {
 	for _, tc := range []struct {
 		name, prompt, wantErr string
 	}{
-		{"OIDC Core 3.1.2.6 prompt=none: login_required posted", "none", "login_required"},
-		{"web_message without prompt=none: invalid_request posted", "login", "invalid_request"},
+		{name: "OIDC Core 3.1.2.6 prompt=none: login_required posted", prompt: "none", wantErr: "login_required"},
+		{name: "web_message without prompt=none: invalid_request posted", prompt: "login", wantErr: "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := h.authorizeURL(func(q url.Values) {
@@ -162,8 +162,8 @@ func TestDPoPCapabilityGate(t *testing.T) {
 		up   demoidp.Options
 		code string
 	}{
-		{"MD-4 upstream without DPoP", demoidp.Options{}, "dpop_not_supported"},
-		{"MD-4 upstream offers only RS256", demoidp.Options{DPoPAlgs: []string{"RS256"}}, "dpop_alg_mismatch"},
+		{name: "MD-4 upstream without DPoP", up: demoidp.Options{}, code: "dpop_not_supported"},
+		{name: "MD-4 upstream offers only RS256", up: demoidp.Options{DPoPAlgs: []string{"RS256"}}, code: "dpop_alg_mismatch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: tc.up})
@@ -186,8 +186,8 @@ func TestDPoPCapabilityGate(t *testing.T) {
 
 func TestCallbackErrors(t *testing.T) {
 	for _, tc := range []struct{ name, query, wantBody string }{
-		{"missing state", "code=x", "invalid_state"},
-		{"invalid state", "code=x&state=forged", "login transaction unknown, expired or already used"},
+		{name: "missing state", query: "code=x", wantBody: "invalid_state"},
+		{name: "invalid state", query: "code=x&state=forged", wantBody: "login transaction unknown, expired or already used"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: dpopUp})
@@ -288,11 +288,11 @@ func TestUpstreamExchangeFailures(t *testing.T) {
 		up   demoidp.Options
 		code string
 	}{
-		{"ID-2 wrong aud", with(func(o *demoidp.Options) { o.IDTokenAud = "someone-else" }), "id_token_invalid"},
-		{"ID-6 wrong nonce", with(func(o *demoidp.Options) { o.IDTokenNonce = "other-nonce" }), "id_token_invalid"},
-		{"ID-1 wrong iss", with(func(o *demoidp.Options) { o.IDTokenIssuer = "http://127.0.0.1:1" }), "id_token_invalid"},
-		{"ID-5 expired", with(func(o *demoidp.Options) { o.IDTokenTTL = -10 * time.Minute }), "id_token_invalid"},
-		{"DC-9 nonce retry limit reached", with(func(o *demoidp.Options) { o.AlwaysNonce = true }), "use_dpop_nonce"},
+		{name: "ID-2 wrong aud", up: with(func(o *demoidp.Options) { o.IDTokenAud = "someone-else" }), code: "id_token_invalid"},
+		{name: "ID-6 wrong nonce", up: with(func(o *demoidp.Options) { o.IDTokenNonce = "other-nonce" }), code: "id_token_invalid"},
+		{name: "ID-1 wrong iss", up: with(func(o *demoidp.Options) { o.IDTokenIssuer = "http://127.0.0.1:1" }), code: "id_token_invalid"},
+		{name: "ID-5 expired", up: with(func(o *demoidp.Options) { o.IDTokenTTL = -10 * time.Minute }), code: "id_token_invalid"},
+		{name: "DC-9 nonce retry limit reached", up: with(func(o *demoidp.Options) { o.AlwaysNonce = true }), code: "use_dpop_nonce"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: tc.up})

@@ -37,8 +37,8 @@ func TestOktaStrategy(t *testing.T) {
 
 func TestOktaDomainValidation(t *testing.T) {
 	for _, tc := range []struct{ name, domain, want string }{
-		{"MD-1 http off loopback refused", "http://dev-1.okta.com", "only for loopback"},
-		{"path refused", "dev-1.okta.com/oauth2/default", "must be a host name"},
+		{name: "MD-1 http off loopback refused", domain: "http://dev-1.okta.com", want: "only for loopback"},
+		{name: "path refused", domain: "dev-1.okta.com/oauth2/default", want: "must be a host name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Default()

@@ -96,10 +96,10 @@ func TestOpaqueAccessTokens(t *testing.T) {
 		o      *opaqueTokens
 		claims atClaims
 	}{
-		{"other key", foreign, good},
-		{"wrong iss", h.broker.opaque, wrongIss},
-		{"no userinfo audience", h.broker.opaque, wrongAud},
-		{"expired", h.broker.opaque, expired},
+		{name: "other key", o: foreign, claims: good},
+		{name: "wrong iss", o: h.broker.opaque, claims: wrongIss},
+		{name: "no userinfo audience", o: h.broker.opaque, claims: wrongAud},
+		{name: "expired", o: h.broker.opaque, claims: expired},
 	} {
 		tok, err := tc.o.seal(&tc.claims)
 		if err != nil {

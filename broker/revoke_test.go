@@ -51,8 +51,8 @@ func TestRevoke(t *testing.T) {
 		name, revoker string
 		old, json     bool // revoke the rotated-out token; JSON body
 	}{
-		{"RFC 7009 public client, JSON body, the rotated-out token: 200, the live one still works", spaClient, true, true},
-		{"RFC 7009 §2.2 another client's refresh token: 200, nothing revoked", appClient, false, false},
+		{name: "RFC 7009 public client, JSON body, the rotated-out token: 200, the live one still works", revoker: spaClient, old: true, json: true},
+		{name: "RFC 7009 §2.2 another client's refresh token: 200, nothing revoked", revoker: appClient, old: false, json: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			live, old := login(t, spaClient)
@@ -74,9 +74,9 @@ func TestRevoke(t *testing.T) {
 		status       int
 		code         string
 	}{
-		{"RFC 7009 §2.2 unknown token: 200", appClient, url.Values{"token": {"not-a-token"}}, 200, ""},
-		{"RFC 7009 §2.2.1 access token: unsupported_token_type", appClient, url.Values{"token": {"eyJhbGciOiJSUzI1NiJ9.e30.c2ln"}}, 400, "unsupported_token_type"},
-		{"RFC 7009 §2.1 token missing: invalid_request", appClient, url.Values{}, 400, "invalid_request"},
+		{name: "RFC 7009 §2.2 unknown token: 200", client: appClient, form: url.Values{"token": {"not-a-token"}}, status: 200, code: ""},
+		{name: "RFC 7009 §2.2.1 access token: unsupported_token_type", client: appClient, form: url.Values{"token": {"eyJhbGciOiJSUzI1NiJ9.e30.c2ln"}}, status: 400, code: "unsupported_token_type"},
+		{name: "RFC 7009 §2.1 token missing: invalid_request", client: appClient, form: url.Values{}, status: 400, code: "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := revoke(tc.client, tc.form, false)

@@ -21,22 +21,22 @@ func TestTokenErrors(t *testing.T) {
 		status int
 		err    string
 	}{
-		{"PK-4 verifier mismatch", func(c string) url.Values {
+		{name: "PK-4 verifier mismatch", form: func(c string) url.Values {
 			f := h.codeForm(c)
 			f.Set("code_verifier", strings.Repeat("a", 43))
 			return f
-		}, true, 400, "invalid_grant"},
-		{"PK-4 verifier missing", func(c string) url.Values { f := h.codeForm(c); f.Del("code_verifier"); return f }, true, 400, "invalid_grant"},
-		{"redirect_uri mismatch", func(c string) url.Values { f := h.codeForm(c); f.Set("redirect_uri", h.app.URL+"/x"); return f }, true, 400, "invalid_grant"},
-		{"wrong client secret", func(c string) url.Values {
+		}, basic: true, status: 400, err: "invalid_grant"},
+		{name: "PK-4 verifier missing", form: func(c string) url.Values { f := h.codeForm(c); f.Del("code_verifier"); return f }, basic: true, status: 400, err: "invalid_grant"},
+		{name: "redirect_uri mismatch", form: func(c string) url.Values { f := h.codeForm(c); f.Set("redirect_uri", h.app.URL+"/x"); return f }, basic: true, status: 400, err: "invalid_grant"},
+		{name: "wrong client secret", form: func(c string) url.Values {
 			f := h.codeForm(c)
 			f.Set("client_id", appClient)
 			f.Set("client_secret", "wrong")
 			return f
-		}, false, 401, "invalid_client"},
-		{"public auth for a confidential client", func(c string) url.Values { f := h.codeForm(c); f.Set("client_id", appClient); return f }, false, 401, "invalid_client"},
-		{"unsupported grant", func(c string) url.Values { f := h.codeForm(c); f.Set("grant_type", "password"); return f }, true, 400, "unsupported_grant_type"},
-		{"unknown code", func(string) url.Values { return h.codeForm("abc.def") }, true, 400, "invalid_grant"},
+		}, basic: false, status: 401, err: "invalid_client"},
+		{name: "public auth for a confidential client", form: func(c string) url.Values { f := h.codeForm(c); f.Set("client_id", appClient); return f }, basic: false, status: 401, err: "invalid_client"},
+		{name: "unsupported grant", form: func(c string) url.Values { f := h.codeForm(c); f.Set("grant_type", "password"); return f }, basic: true, status: 400, err: "unsupported_grant_type"},
+		{name: "unknown code", form: func(string) url.Values { return h.codeForm("abc.def") }, basic: true, status: 400, err: "invalid_grant"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code := h.login().Get("code")

@@ -330,9 +330,9 @@ func TestCheckDPoPFromJSON(t *testing.T) {
 		name, body string
 		code       string
 	}{
-		{"MD-4 absent member", `{}`, CodeDPoPNotSupported},
-		{"MD-4 null member", `{"dpop_signing_alg_values_supported":null}`, CodeDPoPNotSupported},
-		{"MD-4 empty member", `{"dpop_signing_alg_values_supported":[]}`, CodeDPoPAlgMismatch},
+		{name: "MD-4 absent member", body: `{}`, code: CodeDPoPNotSupported},
+		{name: "MD-4 null member", body: `{"dpop_signing_alg_values_supported":null}`, code: CodeDPoPNotSupported},
+		{name: "MD-4 empty member", body: `{"dpop_signing_alg_values_supported":[]}`, code: CodeDPoPAlgMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var d Document
@@ -356,10 +356,10 @@ func TestSupportsS256AndAuthStyle(t *testing.T) {
 		wantS256  bool
 		wantStyle string
 	}{
-		{"PK-5 S256 listed", []string{"plain", "S256"}, nil, true, AuthClientSecretBasic},
-		{"PK-5 only plain", []string{"plain"}, []string{"client_secret_post"}, false, AuthClientSecretPost},
-		{"PK-5 absent", nil, []string{"client_secret_post", "client_secret_basic"}, false, AuthClientSecretBasic},
-		{"auth methods list without secrets", []string{"S256"}, []string{"private_key_jwt"}, true, ""},
+		{name: "PK-5 S256 listed", methods: []string{"plain", "S256"}, auth: nil, wantS256: true, wantStyle: AuthClientSecretBasic},
+		{name: "PK-5 only plain", methods: []string{"plain"}, auth: []string{"client_secret_post"}, wantS256: false, wantStyle: AuthClientSecretPost},
+		{name: "PK-5 absent", methods: nil, auth: []string{"client_secret_post", "client_secret_basic"}, wantS256: false, wantStyle: AuthClientSecretBasic},
+		{name: "auth methods list without secrets", methods: []string{"S256"}, auth: []string{"private_key_jwt"}, wantS256: true, wantStyle: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -388,12 +388,12 @@ func TestTokenJKT(t *testing.T) {
 		want   string
 		ok     bool
 	}{
-		{"DS-18 no cnf", map[string]any{}, "", true},
-		{"DS-18 cnf.jkt", map[string]any{"cnf": map[string]any{"jkt": "abc"}}, "abc", true},
-		{"DS-18 cnf without jkt", map[string]any{"cnf": map[string]any{"x5t#S256": "abc"}}, "", true},
-		{"DS-18 cnf not an object", map[string]any{"cnf": "abc"}, "", false},
-		{"DS-18 jkt not a string", map[string]any{"cnf": map[string]any{"jkt": 1}}, "", false},
-		{"DS-18 jkt empty", map[string]any{"cnf": map[string]any{"jkt": ""}}, "", false},
+		{name: "DS-18 no cnf", claims: map[string]any{}, want: "", ok: true},
+		{name: "DS-18 cnf.jkt", claims: map[string]any{"cnf": map[string]any{"jkt": "abc"}}, want: "abc", ok: true},
+		{name: "DS-18 cnf without jkt", claims: map[string]any{"cnf": map[string]any{"x5t#S256": "abc"}}, want: "", ok: true},
+		{name: "DS-18 cnf not an object", claims: map[string]any{"cnf": "abc"}, want: "", ok: false},
+		{name: "DS-18 jkt not a string", claims: map[string]any{"cnf": map[string]any{"jkt": 1}}, want: "", ok: false},
+		{name: "DS-18 jkt empty", claims: map[string]any{"cnf": map[string]any{"jkt": ""}}, want: "", ok: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

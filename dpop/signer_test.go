@@ -196,9 +196,9 @@ func TestProofNonceAndATH(t *testing.T) {
 	tests := []struct {
 		name, nonce, at, wantNonce, wantATH string
 	}{
-		{"DC-7 ath from access token (RFC 9449 §7.1 vector)", "", at, "", ath},
-		{"DC-8 nonce claim carried", "eyJ7S_zG.eyJH0-Z.HX4w-7v", "", "eyJ7S_zG.eyJH0-Z.HX4w-7v", ""},
-		{"DC-7 DC-8 both", "n-1", at, "n-1", ath},
+		{name: "DC-7 ath from access token (RFC 9449 §7.1 vector)", nonce: "", at: at, wantNonce: "", wantATH: ath},
+		{name: "DC-8 nonce claim carried", nonce: "eyJ7S_zG.eyJH0-Z.HX4w-7v", at: "", wantNonce: "eyJ7S_zG.eyJH0-Z.HX4w-7v", wantATH: ""},
+		{name: "DC-7 DC-8 both", nonce: "n-1", at: at, wantNonce: "n-1", wantATH: ath},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,15 +222,15 @@ func TestHTU(t *testing.T) {
 		name, in, want string
 		wantErr        bool
 	}{
-		{"DC-5 htu strips query", "https://as.example.com/token?a=1&b=2", "https://as.example.com/token", false},
-		{"DC-5 htu strips fragment", "https://as.example.com/token#frag", "https://as.example.com/token", false},
-		{"DC-5 htu strips query and fragment", "https://as.example.com/t?x#y", "https://as.example.com/t", false},
-		{"DC-5 htu strips empty query", "https://as.example.com/t?", "https://as.example.com/t", false},
-		{"DC-5 htu keeps port and path", "http://127.0.0.1:8080/a/b/c", "http://127.0.0.1:8080/a/b/c", false},
-		{"DC-5 htu keeps escaped path", "https://as.example.com/a%2Fb/c", "https://as.example.com/a%2Fb/c", false},
-		{"DC-5 htu drops userinfo", "https://user:pw@as.example.com/t", "https://as.example.com/t", false},
-		{"DC-5 relative URL rejected", "/token", "", true},
-		{"DC-5 bad URL rejected", "https://[::1/t", "", true},
+		{name: "DC-5 htu strips query", in: "https://as.example.com/token?a=1&b=2", want: "https://as.example.com/token", wantErr: false},
+		{name: "DC-5 htu strips fragment", in: "https://as.example.com/token#frag", want: "https://as.example.com/token", wantErr: false},
+		{name: "DC-5 htu strips query and fragment", in: "https://as.example.com/t?x#y", want: "https://as.example.com/t", wantErr: false},
+		{name: "DC-5 htu strips empty query", in: "https://as.example.com/t?", want: "https://as.example.com/t", wantErr: false},
+		{name: "DC-5 htu keeps port and path", in: "http://127.0.0.1:8080/a/b/c", want: "http://127.0.0.1:8080/a/b/c", wantErr: false},
+		{name: "DC-5 htu keeps escaped path", in: "https://as.example.com/a%2Fb/c", want: "https://as.example.com/a%2Fb/c", wantErr: false},
+		{name: "DC-5 htu drops userinfo", in: "https://user:pw@as.example.com/t", want: "https://as.example.com/t", wantErr: false},
+		{name: "DC-5 relative URL rejected", in: "/token", want: "", wantErr: true},
+		{name: "DC-5 bad URL rejected", in: "https://[::1/t", want: "", wantErr: true},
 	}
 	s := testSigner(t, AlgES256)
 	for _, tc := range tests {
@@ -306,15 +306,15 @@ func TestNewSignerRejects(t *testing.T) {
 		key  crypto.Signer
 		alg  string
 	}{
-		{"DC-2 none rejected", testKey(t, AlgES256), "none"},
-		{"DC-2 MAC rejected", testKey(t, AlgES256), "HS256"},
-		{"DC-2 unknown alg rejected", testKey(t, AlgES256), "ES384"},
-		{"DC-2 ES256 with RSA key", testKey(t, AlgRS256), AlgES256},
-		{"DC-2 ES256 with P-384 key", p384, AlgES256},
-		{"DC-2 EdDSA with EC key", testKey(t, AlgES256), AlgEdDSA},
-		{"DC-2 RS256 with Ed25519 key", testKey(t, AlgEdDSA), AlgRS256},
-		{"DC-2 PS256 with 1024-bit RSA", rsa1024, AlgPS256},
-		{"DC-2 nil key", nil, AlgES256},
+		{name: "DC-2 none rejected", key: testKey(t, AlgES256), alg: "none"},
+		{name: "DC-2 MAC rejected", key: testKey(t, AlgES256), alg: "HS256"},
+		{name: "DC-2 unknown alg rejected", key: testKey(t, AlgES256), alg: "ES384"},
+		{name: "DC-2 ES256 with RSA key", key: testKey(t, AlgRS256), alg: AlgES256},
+		{name: "DC-2 ES256 with P-384 key", key: p384, alg: AlgES256},
+		{name: "DC-2 EdDSA with EC key", key: testKey(t, AlgES256), alg: AlgEdDSA},
+		{name: "DC-2 RS256 with Ed25519 key", key: testKey(t, AlgEdDSA), alg: AlgRS256},
+		{name: "DC-2 PS256 with 1024-bit RSA", key: rsa1024, alg: AlgPS256},
+		{name: "DC-2 nil key", key: nil, alg: AlgES256},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -333,11 +333,11 @@ func TestWithAlg(t *testing.T) {
 		to      string
 		wantErr bool
 	}{
-		{"DC-2 EdDSA to Ed25519", ed, AlgEd25519, false},
-		{"DC-2 Ed25519 to EdDSA", testSigner(t, AlgEd25519), AlgEdDSA, false},
-		{"DC-2 same label", ed, AlgEdDSA, false},
-		{"DC-2 RS256 to PS256", testSigner(t, AlgRS256), AlgPS256, false},
-		{"DC-2 EdDSA to ES256 rejected", ed, AlgES256, true},
+		{name: "DC-2 EdDSA to Ed25519", from: ed, to: AlgEd25519, wantErr: false},
+		{name: "DC-2 Ed25519 to EdDSA", from: testSigner(t, AlgEd25519), to: AlgEdDSA, wantErr: false},
+		{name: "DC-2 same label", from: ed, to: AlgEdDSA, wantErr: false},
+		{name: "DC-2 RS256 to PS256", from: testSigner(t, AlgRS256), to: AlgPS256, wantErr: false},
+		{name: "DC-2 EdDSA to ES256 rejected", from: ed, to: AlgES256, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -372,16 +372,16 @@ func TestKeyAlgFits(t *testing.T) {
 		alg  string
 		want bool
 	}{
-		{testKey(t, AlgES256), AlgES256, true},
-		{testKey(t, AlgES256), AlgRS256, false},
-		{p384, AlgES256, false},
-		{testKey(t, AlgEdDSA), AlgEdDSA, true},
-		{testKey(t, AlgEdDSA), AlgEd25519, true},
-		{testKey(t, AlgEdDSA), AlgES256, false},
-		{testKey(t, AlgRS256), AlgRS256, true},
-		{testKey(t, AlgRS256), AlgPS256, true},
-		{testKey(t, AlgRS256), AlgEdDSA, false},
-		{nil, AlgES256, false},
+		{key: testKey(t, AlgES256), alg: AlgES256, want: true},
+		{key: testKey(t, AlgES256), alg: AlgRS256, want: false},
+		{key: p384, alg: AlgES256, want: false},
+		{key: testKey(t, AlgEdDSA), alg: AlgEdDSA, want: true},
+		{key: testKey(t, AlgEdDSA), alg: AlgEd25519, want: true},
+		{key: testKey(t, AlgEdDSA), alg: AlgES256, want: false},
+		{key: testKey(t, AlgRS256), alg: AlgRS256, want: true},
+		{key: testKey(t, AlgRS256), alg: AlgPS256, want: true},
+		{key: testKey(t, AlgRS256), alg: AlgEdDSA, want: false},
+		{key: nil, alg: AlgES256, want: false},
 	}
 	for _, tc := range tests {
 		if got := KeyAlgFits(tc.key, tc.alg); got != tc.want {
@@ -403,13 +403,13 @@ func TestPEM(t *testing.T) {
 		want    crypto.Signer
 		wantErr bool
 	}{
-		{"SEC1 EC PRIVATE KEY", pemOf("EC PRIVATE KEY", sec1), ec, false},
-		{"SEC1 after EC PARAMETERS", append(pemOf("EC PARAMETERS", []byte{6, 8, 42, 134, 72, 206, 61, 3, 1, 7}), pemOf("EC PRIVATE KEY", sec1)...), ec, false},
-		{"PKCS#1 RSA PRIVATE KEY", pemOf("RSA PRIVATE KEY", pkcs1), rk, false},
-		{"public key only", pemOf("PUBLIC KEY", pkixPub), nil, true},
-		{"not PEM", []byte("hello"), nil, true},
-		{"encrypted", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED"}, Bytes: pkcs1}), nil, true},
-		{"corrupt DER", pemOf("PRIVATE KEY", []byte{1, 2, 3}), nil, true},
+		{name: "SEC1 EC PRIVATE KEY", data: pemOf("EC PRIVATE KEY", sec1), want: ec, wantErr: false},
+		{name: "SEC1 after EC PARAMETERS", data: append(pemOf("EC PARAMETERS", []byte{6, 8, 42, 134, 72, 206, 61, 3, 1, 7}), pemOf("EC PRIVATE KEY", sec1)...), want: ec, wantErr: false},
+		{name: "PKCS#1 RSA PRIVATE KEY", data: pemOf("RSA PRIVATE KEY", pkcs1), want: rk, wantErr: false},
+		{name: "public key only", data: pemOf("PUBLIC KEY", pkixPub), want: nil, wantErr: true},
+		{name: "not PEM", data: []byte("hello"), want: nil, wantErr: true},
+		{name: "encrypted", data: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED"}, Bytes: pkcs1}), want: nil, wantErr: true},
+		{name: "corrupt DER", data: pemOf("PRIVATE KEY", []byte{1, 2, 3}), want: nil, wantErr: true},
 	}
 	for _, alg := range []string{AlgES256, AlgEdDSA, AlgRS256} {
 		data, err := MarshalPrivateKeyPEM(testKey(t, alg))
@@ -424,7 +424,7 @@ func TestPEM(t *testing.T) {
 			data    []byte
 			want    crypto.Signer
 			wantErr bool
-		}{"PKCS#8 round trip " + alg, data, testKey(t, alg), false})
+		}{name: "PKCS#8 round trip " + alg, data: data, want: testKey(t, alg), wantErr: false})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

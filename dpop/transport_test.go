@@ -161,9 +161,9 @@ func TestTransportNonceChallenges(t *testing.T) {
 		method string
 		body   string
 	}{
-		{"DC-9 AS 400 use_dpop_nonce retried once", "/token?q=1", "", http.MethodPost, "grant_type=authorization_code&code=c1&code_verifier=v"},
-		{"DC-9 AS retry resends large body intact", "/token", "", http.MethodPost, bigBody},
-		{"DC-9 DC-11 RS 401 use_dpop_nonce retried once", "/userinfo", "at-123", http.MethodGet, ""},
+		{name: "DC-9 AS 400 use_dpop_nonce retried once", path: "/token?q=1", at: "", method: http.MethodPost, body: "grant_type=authorization_code&code=c1&code_verifier=v"},
+		{name: "DC-9 AS retry resends large body intact", path: "/token", at: "", method: http.MethodPost, body: bigBody},
+		{name: "DC-9 DC-11 RS 401 use_dpop_nonce retried once", path: "/userinfo", at: "at-123", method: http.MethodGet, body: ""},
 	}
 	for _, alg := range allAlgs {
 		for _, tc := range tests {
@@ -307,9 +307,9 @@ func TestTransportRetryLimit(t *testing.T) {
 		wantProofs  int
 		wantRetries int
 	}{
-		{"DC-9 MaxRetries zero means one retry", 0, 2, 1},
-		{"DC-9 MaxRetries 3", 3, 4, 3},
-		{"DC-9 negative MaxRetries means no retry", -1, 1, 0},
+		{name: "DC-9 MaxRetries zero means one retry", maxRetries: 0, wantProofs: 2, wantRetries: 1},
+		{name: "DC-9 MaxRetries 3", maxRetries: 3, wantProofs: 4, wantRetries: 3},
+		{name: "DC-9 negative MaxRetries means no retry", maxRetries: -1, wantProofs: 1, wantRetries: 0},
 	}
 	for _, tc := range tests {
 		for _, path := range []string{"/token?secret=1", "/userinfo"} {
@@ -366,12 +366,12 @@ func TestTransportNoRetry(t *testing.T) {
 		wantNonce  string
 		wantStatus int
 	}{
-		{"DC-9 400 other error returned with body intact", 400, http.Header{"Dpop-Nonce": {"n-7"}}, `{"error":"invalid_grant"}`, "n-7", 400},
-		{"DC-9 400 use_dpop_nonce without DPoP-Nonce returned", 400, nil, `{"error":"use_dpop_nonce"}`, "", 400},
-		{"DC-9 400 non-JSON body returned", 400, http.Header{"Dpop-Nonce": {"n-8"}}, `use_dpop_nonce`, "n-8", 400},
-		{"DC-9 401 Bearer use_dpop_nonce is not a DPoP challenge", 401, http.Header{"Dpop-Nonce": {"n-9"}, "Www-Authenticate": {`Bearer error="use_dpop_nonce"`}}, "", "n-9", 401},
-		{"DC-9 401 DPoP invalid_token returned", 401, http.Header{"Dpop-Nonce": {"n-10"}, "Www-Authenticate": {`DPoP error="invalid_token"`}}, "", "n-10", 401},
-		{"DC-8 200 nonce remembered", 200, http.Header{"Dpop-Nonce": {"n-11"}}, `{}`, "n-11", 200},
+		{name: "DC-9 400 other error returned with body intact", status: 400, header: http.Header{"Dpop-Nonce": {"n-7"}}, body: `{"error":"invalid_grant"}`, wantNonce: "n-7", wantStatus: 400},
+		{name: "DC-9 400 use_dpop_nonce without DPoP-Nonce returned", status: 400, header: nil, body: `{"error":"use_dpop_nonce"}`, wantNonce: "", wantStatus: 400},
+		{name: "DC-9 400 non-JSON body returned", status: 400, header: http.Header{"Dpop-Nonce": {"n-8"}}, body: `use_dpop_nonce`, wantNonce: "n-8", wantStatus: 400},
+		{name: "DC-9 401 Bearer use_dpop_nonce is not a DPoP challenge", status: 401, header: http.Header{"Dpop-Nonce": {"n-9"}, "Www-Authenticate": {`Bearer error="use_dpop_nonce"`}}, body: "", wantNonce: "n-9", wantStatus: 401},
+		{name: "DC-9 401 DPoP invalid_token returned", status: 401, header: http.Header{"Dpop-Nonce": {"n-10"}, "Www-Authenticate": {`DPoP error="invalid_token"`}}, body: "", wantNonce: "n-10", wantStatus: 401},
+		{name: "DC-8 200 nonce remembered", status: 200, header: http.Header{"Dpop-Nonce": {"n-11"}}, body: `{}`, wantNonce: "n-11", wantStatus: 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -479,16 +479,16 @@ func TestParseChallenges(t *testing.T) {
 		in   []string
 		want bool
 	}{
-		{"DC-9 RFC 9449 §9 example", []string{`DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"`}, true},
-		{"DC-9 DPoP after Bearer", []string{`Bearer realm="x", DPoP algs="ES256 PS256", error="use_dpop_nonce"`}, true},
-		{"DC-9 DPoP after token68", []string{`Basic abc==, DPoP error=use_dpop_nonce`}, true},
-		{"DC-9 case-insensitive scheme and param", []string{`dpop ERROR="use_dpop_nonce"`}, true},
-		{"DC-9 second header value", []string{`Bearer realm="x"`, `DPoP error="use_dpop_nonce"`}, true},
-		{"DC-9 escaped quotes", []string{`Newauth realm="a \"b\", c", DPoP error="use_dpop_nonce"`}, true},
-		{"DC-9 other DPoP error", []string{`DPoP error="invalid_token"`}, false},
-		{"DC-9 Bearer use_dpop_nonce", []string{`Bearer error="use_dpop_nonce"`}, false},
-		{"DC-9 value in another param", []string{`DPoP error_description="use_dpop_nonce"`}, false},
-		{"DC-9 garbage", []string{`,,, ="" DPoP`, `"`, `=`, ``}, false},
+		{name: "DC-9 RFC 9449 §9 example", in: []string{`DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"`}, want: true},
+		{name: "DC-9 DPoP after Bearer", in: []string{`Bearer realm="x", DPoP algs="ES256 PS256", error="use_dpop_nonce"`}, want: true},
+		{name: "DC-9 DPoP after token68", in: []string{`Basic abc==, DPoP error=use_dpop_nonce`}, want: true},
+		{name: "DC-9 case-insensitive scheme and param", in: []string{`dpop ERROR="use_dpop_nonce"`}, want: true},
+		{name: "DC-9 second header value", in: []string{`Bearer realm="x"`, `DPoP error="use_dpop_nonce"`}, want: true},
+		{name: "DC-9 escaped quotes", in: []string{`Newauth realm="a \"b\", c", DPoP error="use_dpop_nonce"`}, want: true},
+		{name: "DC-9 other DPoP error", in: []string{`DPoP error="invalid_token"`}, want: false},
+		{name: "DC-9 Bearer use_dpop_nonce", in: []string{`Bearer error="use_dpop_nonce"`}, want: false},
+		{name: "DC-9 value in another param", in: []string{`DPoP error_description="use_dpop_nonce"`}, want: false},
+		{name: "DC-9 garbage", in: []string{`,,, ="" DPoP`, `"`, `=`, ``}, want: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

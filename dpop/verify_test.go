@@ -498,18 +498,18 @@ func TestKeyMismatch(t *testing.T) {
 
 func TestNormalizeHTU(t *testing.T) {
 	tests := []struct{ name, in, want string }{
-		{"DS-13 lower-case scheme and host", "HTTPS://EXAMPLE.com/Path", "https://example.com/Path"},
-		{"DS-13 https default port removed", "https://example.com:443/a", "https://example.com/a"},
-		{"DS-13 http default port removed", "http://example.com:80/a", "http://example.com/a"},
-		{"DS-13 non-default port kept", "https://example.com:8443/a", "https://example.com:8443/a"},
-		{"DS-13 empty port removed", "https://example.com:/a", "https://example.com/a"},
-		{"DS-13 empty path is /", "https://example.com", "https://example.com/"},
-		{"DS-13 unreserved escapes decoded", "https://example.com/%7Euser/%41", "https://example.com/~user/A"},
-		{"DS-13 reserved escapes upper-cased", "https://example.com/a%2fb", "https://example.com/a%2Fb"},
-		{"DS-13 dot segments", "https://example.com/a/./b/../c", "https://example.com/a/c"},
-		{"DS-13 dot segment at the end", "https://example.com/a/..", "https://example.com/"},
-		{"DS-9 query and fragment dropped", "https://example.com/a?b=c#d", "https://example.com/a"},
-		{"DS-13 IPv6 literal", "https://[::1]:443/x", "https://[::1]/x"},
+		{name: "DS-13 lower-case scheme and host", in: "HTTPS://EXAMPLE.com/Path", want: "https://example.com/Path"},
+		{name: "DS-13 https default port removed", in: "https://example.com:443/a", want: "https://example.com/a"},
+		{name: "DS-13 http default port removed", in: "http://example.com:80/a", want: "http://example.com/a"},
+		{name: "DS-13 non-default port kept", in: "https://example.com:8443/a", want: "https://example.com:8443/a"},
+		{name: "DS-13 empty port removed", in: "https://example.com:/a", want: "https://example.com/a"},
+		{name: "DS-13 empty path is /", in: "https://example.com", want: "https://example.com/"},
+		{name: "DS-13 unreserved escapes decoded", in: "https://example.com/%7Euser/%41", want: "https://example.com/~user/A"},
+		{name: "DS-13 reserved escapes upper-cased", in: "https://example.com/a%2fb", want: "https://example.com/a%2Fb"},
+		{name: "DS-13 dot segments", in: "https://example.com/a/./b/../c", want: "https://example.com/a/c"},
+		{name: "DS-13 dot segment at the end", in: "https://example.com/a/..", want: "https://example.com/"},
+		{name: "DS-9 query and fragment dropped", in: "https://example.com/a?b=c#d", want: "https://example.com/a"},
+		{name: "DS-13 IPv6 literal", in: "https://[::1]:443/x", want: "https://[::1]/x"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

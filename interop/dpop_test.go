@@ -477,17 +477,17 @@ func TestJWTBearerAPI(t *testing.T) {
 			"--audience", apiAudience, "--dpop-required", "true")
 		target := apiURL + "/api/whoami"
 		runRSCases(t, target, at, []rsCase{
-			{"DS-12 bound AT + fresh proof (htm GET, htu, ath) → 200", "DPoP", fresh, http.StatusOK, ""},
+			{name: "DS-12 bound AT + fresh proof (htm GET, htu, ath) → 200", scheme: "DPoP", proof: fresh, wantStatus: http.StatusOK, wantError: ""},
 			// With dpop.required the library answers a request that lacks a proof 400 with a bare challenge.
-			{"DS-23 bound AT as Bearer without proof → refused", "Bearer", nil, http.StatusBadRequest, ""},
-			{"DS-23 DPoP scheme without proof → refused", "DPoP", nil, http.StatusBadRequest, ""},
-			{"DS-24 no credentials → 401 without error info", "", nil, http.StatusUnauthorized, ""},
-			{"DS-12 proof from another key → 401 invalid_token", "DPoP",
-				func(target string) string { return proof(t, other, http.MethodGet, target, "", at) }, http.StatusUnauthorized, "invalid_token"},
-			{"DS-9 proof for another htu → 400 invalid_dpop_proof", "DPoP",
-				func(target string) string { return proof(t, s, http.MethodGet, target+"/other", "", at) }, http.StatusBadRequest, "invalid_dpop_proof"},
-			{"DS-12 ath of another token → 400 invalid_dpop_proof", "DPoP",
-				func(target string) string { return proof(t, s, http.MethodGet, target, "", at+"x") }, http.StatusBadRequest, "invalid_dpop_proof"},
+			{name: "DS-23 bound AT as Bearer without proof → refused", scheme: "Bearer", proof: nil, wantStatus: http.StatusBadRequest, wantError: ""},
+			{name: "DS-23 DPoP scheme without proof → refused", scheme: "DPoP", proof: nil, wantStatus: http.StatusBadRequest, wantError: ""},
+			{name: "DS-24 no credentials → 401 without error info", scheme: "", proof: nil, wantStatus: http.StatusUnauthorized, wantError: ""},
+			{name: "DS-12 proof from another key → 401 invalid_token", scheme: "DPoP",
+				proof: func(target string) string { return proof(t, other, http.MethodGet, target, "", at) }, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
+			{name: "DS-9 proof for another htu → 400 invalid_dpop_proof", scheme: "DPoP",
+				proof: func(target string) string { return proof(t, s, http.MethodGet, target+"/other", "", at) }, wantStatus: http.StatusBadRequest, wantError: "invalid_dpop_proof"},
+			{name: "DS-12 ath of another token → 400 invalid_dpop_proof", scheme: "DPoP",
+				proof: func(target string) string { return proof(t, s, http.MethodGet, target, "", at+"x") }, wantStatus: http.StatusBadRequest, wantError: "invalid_dpop_proof"},
 		})
 		status, body, _ := callAPI(t, target, "DPoP", at, fresh(target))
 		if status != http.StatusOK || body["cnf_jkt"] != s.Thumbprint() {
@@ -505,10 +505,10 @@ func TestJWTBearerAPI(t *testing.T) {
 			"--audience", apiAudience, "--dpop-required", "false")
 		target := apiURL + "/api/whoami"
 		runRSCases(t, target, at, []rsCase{
-			{"DS-12 bound AT + fresh proof → 200", "DPoP", fresh, http.StatusOK, ""},
-			{"DS-23 bound AT as Bearer without proof → 401 invalid_token", "Bearer", nil, http.StatusUnauthorized, "invalid_token"},
-			{"DS-12 proof from another key → 401 invalid_token", "DPoP",
-				func(target string) string { return proof(t, other, http.MethodGet, target, "", at) }, http.StatusUnauthorized, "invalid_token"},
+			{name: "DS-12 bound AT + fresh proof → 200", scheme: "DPoP", proof: fresh, wantStatus: http.StatusOK, wantError: ""},
+			{name: "DS-23 bound AT as Bearer without proof → 401 invalid_token", scheme: "Bearer", proof: nil, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
+			{name: "DS-12 proof from another key → 401 invalid_token", scheme: "DPoP",
+				proof: func(target string) string { return proof(t, other, http.MethodGet, target, "", at) }, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
 		})
 	})
 }

@@ -87,14 +87,14 @@ func TestExampleAPI(t *testing.T) {
 		return func(target string) string { return proof(t, sg, http.MethodGet, target, nonce, at) }
 	}
 	runRSCases(t, target, at, []rsCase{
-		{"DS-12 bound AT + fresh proof with the nonce (htm GET, htu, ath) → 200", "DPoP", withNonce(s), http.StatusOK, ""},
-		{"DS-23 bound AT as Bearer without proof → 401 invalid_token", "Bearer", nil, http.StatusUnauthorized, "invalid_token"},
-		{"DS-24 no credentials → 401 without error info", "", nil, http.StatusUnauthorized, ""},
-		{"DS-12 proof from another key → 401 invalid_token", "DPoP", withNonce(other), http.StatusUnauthorized, "invalid_token"},
-		{"DS-9 proof for another htu → 401 invalid_dpop_proof", "DPoP",
-			func(target string) string { return proof(t, s, http.MethodGet, target+"/other", nonce, at) }, http.StatusUnauthorized, "invalid_dpop_proof"},
-		{"DS-10 proof with a nonce the API never issued → 401 use_dpop_nonce", "DPoP",
-			func(target string) string { return proof(t, s, http.MethodGet, target, "not-a-nonce-"+nonce, at) }, http.StatusUnauthorized, "use_dpop_nonce"},
+		{name: "DS-12 bound AT + fresh proof with the nonce (htm GET, htu, ath) → 200", scheme: "DPoP", proof: withNonce(s), wantStatus: http.StatusOK, wantError: ""},
+		{name: "DS-23 bound AT as Bearer without proof → 401 invalid_token", scheme: "Bearer", proof: nil, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
+		{name: "DS-24 no credentials → 401 without error info", scheme: "", proof: nil, wantStatus: http.StatusUnauthorized, wantError: ""},
+		{name: "DS-12 proof from another key → 401 invalid_token", scheme: "DPoP", proof: withNonce(other), wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
+		{name: "DS-9 proof for another htu → 401 invalid_dpop_proof", scheme: "DPoP",
+			proof: func(target string) string { return proof(t, s, http.MethodGet, target+"/other", nonce, at) }, wantStatus: http.StatusUnauthorized, wantError: "invalid_dpop_proof"},
+		{name: "DS-10 proof with a nonce the API never issued → 401 use_dpop_nonce", scheme: "DPoP",
+			proof: func(target string) string { return proof(t, s, http.MethodGet, target, "not-a-nonce-"+nonce, at) }, wantStatus: http.StatusUnauthorized, wantError: "use_dpop_nonce"},
 	})
 
 	t.Run("DS-15 replay: the same proof twice → second 401 invalid_dpop_proof", func(t *testing.T) {

@@ -83,7 +83,7 @@ func TestIssue5GracefulShutdownDrains(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		code, err := l.finish(cb)
-		done <- result{code, err}
+		done <- result{code: code, err: err}
 	}()
 	select {
 	case <-idp.arrived:

@@ -90,7 +90,7 @@ func setupMgmt(t *testing.T) *mgmtWorld {
 	for _, u := range []struct {
 		mode string
 		url  *string
-	}{{"dpop", &w.dpopURL}, {"rsaonly", &w.rsaURL}, {"nodpop", &w.nodpopURL}} {
+	}{{mode: "dpop", url: &w.dpopURL}, {mode: "rsaonly", url: &w.rsaURL}, {mode: "nodpop", url: &w.nodpopURL}} {
 		_, *u.url = startNode(t, "upstream.mjs", "--port", "0", "--mode", u.mode,
 			"--client-id", "broker", "--client-secret", w.upstreamSecret, "--redirect-uri", callback)
 	}
@@ -437,8 +437,8 @@ func TestMgmtDPoPPatchAcrossReplicas(t *testing.T) {
 	refusals := []struct {
 		name, issuer, code, inMessage string
 	}{
-		{"mgmt-rsaonly", w.rsaURL, "dpop_alg_mismatch", "RS256"},
-		{"mgmt-nodpop", w.nodpopURL, "dpop_not_supported", "DPoP"},
+		{name: "mgmt-rsaonly", issuer: w.rsaURL, code: "dpop_alg_mismatch", inMessage: "RS256"},
+		{name: "mgmt-nodpop", issuer: w.nodpopURL, code: "dpop_not_supported", inMessage: "DPoP"},
 	}
 	step("POST on A with ES256 to upstreams without it: 400 with the reason", func(t *testing.T) {
 		for _, rf := range refusals {

@@ -21,42 +21,42 @@ func TestPeersSelfCheck(t *testing.T) {
 		wantStats func(upstreamStats) string
 		rpAlg     string // rp.mjs --dpop-alg; default ES256
 	}{
-		{"DC-9 nonce mode: one use_dpop_nonce challenge then a DPoP token", "nonce", []string{"ES256", "Ed25519", "EdDSA"}, true,
-			func(s upstreamStats) string {
+		{name: "DC-9 nonce mode: one use_dpop_nonce challenge then a DPoP token", mode: "nonce", wantAlgs: []string{"ES256", "Ed25519", "EdDSA"}, wantLogin: true,
+			wantStats: func(s upstreamStats) string {
 				if s.NonceChallenges != 1 || s.TokenRequests != 2 || !slices.Equal(s.TokenTypes, []string{"DPoP"}) {
 					return "want 1 nonce challenge, 2 token requests, token type DPoP"
 				}
 				return ""
-			}, ""},
-		{"dpop mode: DPoP token without nonce", "dpop", []string{"ES256", "Ed25519", "EdDSA"}, true,
-			func(s upstreamStats) string {
+			}, rpAlg: ""},
+		{name: "dpop mode: DPoP token without nonce", mode: "dpop", wantAlgs: []string{"ES256", "Ed25519", "EdDSA"}, wantLogin: true,
+			wantStats: func(s upstreamStats) string {
 				if s.NonceChallenges != 0 || s.TokenRequests != 1 || !slices.Equal(s.TokenTypes, []string{"DPoP"}) {
 					return "want 0 nonce challenges, 1 token request, token type DPoP"
 				}
 				return ""
-			}, ""},
-		{"bearer mode: advertises ES256, proof sent, answers Bearer", "bearer", []string{"ES256"}, false,
-			func(s upstreamStats) string {
+			}, rpAlg: ""},
+		{name: "bearer mode: advertises ES256, proof sent, answers Bearer", mode: "bearer", wantAlgs: []string{"ES256"}, wantLogin: false,
+			wantStats: func(s upstreamStats) string {
 				if s.TokenRequests != 1 || s.DPoPProofs != 1 || !slices.Equal(s.TokenTypes, []string{"Bearer"}) {
 					return "want 1 token request carrying a proof, token type Bearer"
 				}
 				return ""
-			}, ""},
-		{"nodpop mode: no dpop_signing_alg_values_supported", "nodpop", nil, false, nil, ""},
-		{"okta mode: mounted at /oauth2/default, /v1 endpoints, nonce on the first token request", "okta", []string{"ES256", "Ed25519", "EdDSA"}, true,
-			func(s upstreamStats) string {
+			}, rpAlg: ""},
+		{name: "nodpop mode: no dpop_signing_alg_values_supported", mode: "nodpop", wantAlgs: nil, wantLogin: false, wantStats: nil, rpAlg: ""},
+		{name: "okta mode: mounted at /oauth2/default, /v1 endpoints, nonce on the first token request", mode: "okta", wantAlgs: []string{"ES256", "Ed25519", "EdDSA"}, wantLogin: true,
+			wantStats: func(s upstreamStats) string {
 				if s.NonceChallenges != 1 || s.TokenRequests != 2 || s.UserinfoRequests < 1 || !slices.Equal(s.TokenTypes, []string{"DPoP"}) {
 					return "want 1 nonce challenge, 2 token requests, a userinfo call, token type DPoP"
 				}
 				return ""
-			}, ""},
-		{"rsaonly mode: RS256 only, accepts an RS256 proof", "rsaonly", []string{"RS256"}, true,
-			func(s upstreamStats) string {
+			}, rpAlg: ""},
+		{name: "rsaonly mode: RS256 only, accepts an RS256 proof", mode: "rsaonly", wantAlgs: []string{"RS256"}, wantLogin: true,
+			wantStats: func(s upstreamStats) string {
 				if s.TokenRequests != 1 || s.DPoPProofs != 1 || !slices.Equal(s.TokenTypes, []string{"DPoP"}) {
 					return "want 1 token request with an RS256 proof, token type DPoP"
 				}
 				return ""
-			}, "RS256"},
+			}, rpAlg: "RS256"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,7 +60,7 @@ func newRRProxy(t *testing.T) *rrProxy {
 		}
 		i := int(p.next.Add(1)-1) % len(p.backends)
 		u := p.backends[i]
-		p.served = append(p.served, servedBy{r.URL.Path, i})
+		p.served = append(p.served, servedBy{path: r.URL.Path, backend: i})
 		p.mu.Unlock()
 		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), backendKey{}, u)))
 	}))

@@ -18,12 +18,12 @@ import (
 // /config.json from cfg (set once the broker and APIs listen).
 func spaHandler(cfg *atomic.Pointer[[]byte]) http.Handler {
 	files := map[string]struct{ path, ctype string }{
-		"/":           {filepath.Join(interopDir, "spa", "index.html"), "text/html; charset=utf-8"},
-		"/index.html": {filepath.Join(interopDir, "spa", "index.html"), "text/html; charset=utf-8"},
-		"/app.js":     {filepath.Join(interopDir, "spa", "app.js"), "text/javascript; charset=utf-8"},
+		"/":           {path: filepath.Join(interopDir, "spa", "index.html"), ctype: "text/html; charset=utf-8"},
+		"/index.html": {path: filepath.Join(interopDir, "spa", "index.html"), ctype: "text/html; charset=utf-8"},
+		"/app.js":     {path: filepath.Join(interopDir, "spa", "app.js"), ctype: "text/javascript; charset=utf-8"},
 		"/vendor/auth0-spa-js.production.esm.js": {
-			filepath.Join(interopDir, "node_modules", "@auth0", "auth0-spa-js", "dist", "auth0-spa-js.production.esm.js"),
-			"text/javascript; charset=utf-8",
+			path:  filepath.Join(interopDir, "node_modules", "@auth0", "auth0-spa-js", "dist", "auth0-spa-js.production.esm.js"),
+			ctype: "text/javascript; charset=utf-8",
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -107,11 +107,11 @@ func TestSPABrowser(t *testing.T) {
 	}
 	var apis []api
 	if ex := startExampleAPI(t, w, exampleAPIOptions{required: true, nonce: true, corsOrigin: page.URL}); ex != "" {
-		apis = append(apis, api{"example-api", ex + exampleAPIPath})
+		apis = append(apis, api{Name: "example-api", URL: ex + exampleAPIPath})
 	}
 	_, jb := startNode(t, "api-jwtbearer.mjs", "--port", "0", "--issuer-base-url", w.issuer,
 		"--audience", apiAudience, "--dpop-required", "true", "--cors-origin", page.URL)
-	apis = append(apis, api{"express-oauth2-jwt-bearer", jb + "/api/whoami"})
+	apis = append(apis, api{Name: "express-oauth2-jwt-bearer", URL: jb + "/api/whoami"})
 	b, err := json.Marshal(map[string]any{
 		"domain": w.base(), "clientId": spaClientID, "audience": apiAudience, "scope": tokenScope, "apis": apis,
 		"silentCheck": true,

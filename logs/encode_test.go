@@ -27,7 +27,7 @@ func TestEncodeDetailsMatchesRedact(t *testing.T) {
 		{"access_token": "at", "code": "c", "token_refreshed": true, "code_len": 3, "note": jwt, "html": "<a&b>"},
 		{"nested": map[string]any{"client_secret": "s", "list": []any{jwt, 1.5, nil, "ok"}}, "strs": []string{jwt, "x"}},
 		{"m": map[string]string{"password": "p", "kind": jwt, "name": "n"}, "f32": float32(0.1), "u": uint8(7)},
-		{"struct": st{"SUCCESS", "tok"}}, // takes the JSON path
+		{"struct": st{Status: "SUCCESS", Token: "tok"}}, // takes the JSON path
 		{"nan": math.NaN()},              // not encodable: redaction_error either way
 		{"access_token": "only secrets"}, // nothing left
 		{"n": json.Number("42"), "b": false},

@@ -45,9 +45,9 @@ func TestNewLogIDOrder(t *testing.T) {
 		name string
 		next func(i int) time.Time
 	}{
-		{"same nanosecond", func(int) time.Time { return t0 }},
-		{"advancing clock", func(i int) time.Time { return t0.Add(time.Duration(i) * time.Nanosecond) }},
-		{"real clock", func(int) time.Time { return time.Now() }},
+		{name: "same nanosecond", next: func(int) time.Time { return t0 }},
+		{name: "advancing clock", next: func(i int) time.Time { return t0.Add(time.Duration(i) * time.Nanosecond) }},
+		{name: "real clock", next: func(int) time.Time { return time.Now() }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -339,7 +339,7 @@ func TestRedact(t *testing.T) {
 		Status string `json:"status"`
 		Token  string `json:"token"`
 	}
-	if s := Redact(map[string]any{"upstream_userinfo_fetch": fetch{"SUCCESS", "tok"}}); fmt.Sprint(s) != "map[upstream_userinfo_fetch:map[status:SUCCESS]]" {
+	if s := Redact(map[string]any{"upstream_userinfo_fetch": fetch{Status: "SUCCESS", Token: "tok"}}); fmt.Sprint(s) != "map[upstream_userinfo_fetch:map[status:SUCCESS]]" {
 		t.Errorf("struct value redaction = %v", s)
 	}
 	if s := Redact(map[string]any{"ch": make(chan int)}); s["redaction_error"] == nil {

@@ -118,24 +118,24 @@ func TestSearchMode(t *testing.T) {
 			q    Query
 			want []string
 		}{
-			{"A4 default newest first, 50 per page", Query{}, func() []string {
+			{name: "A4 default newest first, 50 per page", q: Query{}, want: func() []string {
 				var s []string
 				for i := 29; i >= 0; i-- {
 					s = append(s, fmt.Sprint("c", i))
 				}
 				return s
 			}()},
-			{"A4 type:f page 0", Query{Q: "type:f", PerPage: 3}, cs(29, 27, 25)},
-			{"A4 type:f page 1", Query{Q: "type:f", PerPage: 3, Page: 1}, cs(23, 21, 19)},
-			{"A4 type:f last partial page", Query{Q: "type:f", PerPage: 4, Page: 3}, cs(5, 3, 1)},
-			{"A4 past the end", Query{Q: "type:f", PerPage: 4, Page: 4}, cs()},
-			{"A4 sort date:1", Query{Q: "type:s", PerPage: 3, Sort: "date:1"}, cs(0, 2, 4)},
-			{"A4 sort date:1 page 2", Query{Q: "type:s", PerPage: 3, Page: 2, Sort: "date:1"}, cs(12, 14, 16)},
-			{"A4 sort date:-1 explicit", Query{Q: "type:s", PerPage: 2, Sort: "date:-1"}, cs(28, 26)},
-			{"A4 AND of type and client_id", Query{Q: "type:f AND client_id:c7"}, cs(7)},
-			{"A4 details.error", Query{Q: "details.error:access_denied", PerPage: 2}, cs(29, 27)},
-			{"A4 connection", Query{Q: "connection:corp", PerPage: 1}, cs(29)},
-			{"A4 no match", Query{Q: "connection:other"}, cs()},
+			{name: "A4 type:f page 0", q: Query{Q: "type:f", PerPage: 3}, want: cs(29, 27, 25)},
+			{name: "A4 type:f page 1", q: Query{Q: "type:f", PerPage: 3, Page: 1}, want: cs(23, 21, 19)},
+			{name: "A4 type:f last partial page", q: Query{Q: "type:f", PerPage: 4, Page: 3}, want: cs(5, 3, 1)},
+			{name: "A4 past the end", q: Query{Q: "type:f", PerPage: 4, Page: 4}, want: cs()},
+			{name: "A4 sort date:1", q: Query{Q: "type:s", PerPage: 3, Sort: "date:1"}, want: cs(0, 2, 4)},
+			{name: "A4 sort date:1 page 2", q: Query{Q: "type:s", PerPage: 3, Page: 2, Sort: "date:1"}, want: cs(12, 14, 16)},
+			{name: "A4 sort date:-1 explicit", q: Query{Q: "type:s", PerPage: 2, Sort: "date:-1"}, want: cs(28, 26)},
+			{name: "A4 AND of type and client_id", q: Query{Q: "type:f AND client_id:c7"}, want: cs(7)},
+			{name: "A4 details.error", q: Query{Q: "details.error:access_denied", PerPage: 2}, want: cs(29, 27)},
+			{name: "A4 connection", q: Query{Q: "connection:corp", PerPage: 1}, want: cs(29)},
+			{name: "A4 no match", q: Query{Q: "connection:other"}, want: cs()},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {

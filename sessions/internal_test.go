@@ -16,10 +16,10 @@ func TestKey(t *testing.T) {
 		kind         Kind
 		id, want     string
 	}{
-		{"whole id is the tag", "p", KindSession, "abc", "p:sess:{abc}"},
-		{"tag before first dot", "dpop-broker", KindCode, "abc.def", "dpop-broker:code:{abc}.def"},
-		{"only first dot splits", "p", KindTransaction, "a.b.c", "p:tx:{a}.b.c"},
-		{"trailing dot kept", "p", KindJTI, "a.", "p:jti:{a}."},
+		{name: "whole id is the tag", prefix: "p", kind: KindSession, id: "abc", want: "p:sess:{abc}"},
+		{name: "tag before first dot", prefix: "dpop-broker", kind: KindCode, id: "abc.def", want: "dpop-broker:code:{abc}.def"},
+		{name: "only first dot splits", prefix: "p", kind: KindTransaction, id: "a.b.c", want: "p:tx:{a}.b.c"},
+		{name: "trailing dot kept", prefix: "p", kind: KindJTI, id: "a.", want: "p:jti:{a}."},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -272,12 +272,12 @@ func TestCheckIss(t *testing.T) {
 		got       string
 		ok        bool
 	}{
-		{"IS-2 absent, not advertised", false, "", true},
-		{"IS-2 equal", true, iss, true},
-		{"IS-2 equal, not advertised", false, iss, true},
-		{"IS-2 mismatch", false, "https://evil.example/", false},
-		{"IS-2 trailing slash differs", true, "https://idp.example", false},
-		{"IS-2 missing but advertised", true, "", false},
+		{name: "IS-2 absent, not advertised", supported: false, got: "", ok: true},
+		{name: "IS-2 equal", supported: true, got: iss, ok: true},
+		{name: "IS-2 equal, not advertised", supported: false, got: iss, ok: true},
+		{name: "IS-2 mismatch", supported: false, got: "https://evil.example/", ok: false},
+		{name: "IS-2 trailing slash differs", supported: true, got: "https://idp.example", ok: false},
+		{name: "IS-2 missing but advertised", supported: true, got: "", ok: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -127,7 +127,7 @@ func TestPercentile(t *testing.T) {
 	for _, tc := range []struct {
 		p    float64
 		want float64
-	}{{50, 50}, {95, 95}, {99, 99}, {100, 100}} {
+	}{{p: 50, want: 50}, {p: 95, want: 95}, {p: 99, want: 99}, {p: 100, want: 100}} {
 		if got := pct(ds, tc.p); got != tc.want {
 			t.Errorf("p%v = %v, want %v", tc.p, got, tc.want)
 		}

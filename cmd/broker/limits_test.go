@@ -26,10 +26,10 @@ func TestServerLimits(t *testing.T) {
 		header string // size of an extra header
 		status int
 	}{
-		{"5.4 headers over 16 KiB → 431", d.issuer + "healthz", strings.Repeat("h", 24<<10), http.StatusRequestHeaderFieldsTooLarge},
-		{"5.4 headers of 12 KiB accepted", d.issuer + "healthz", strings.Repeat("h", 12<<10), http.StatusOK},
-		{"5.4 query over 8 KiB → 414 from the broker", authorize + "&x=" + strings.Repeat("q", 8<<10), "", http.StatusRequestURITooLong},
-		{"5.4 no rate limits in the demo", authorize, "", http.StatusFound},
+		{name: "5.4 headers over 16 KiB → 431", url: d.issuer + "healthz", header: strings.Repeat("h", 24<<10), status: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "5.4 headers of 12 KiB accepted", url: d.issuer + "healthz", header: strings.Repeat("h", 12<<10), status: http.StatusOK},
+		{name: "5.4 query over 8 KiB → 414 from the broker", url: authorize + "&x=" + strings.Repeat("q", 8<<10), header: "", status: http.StatusRequestURITooLong},
+		{name: "5.4 no rate limits in the demo", url: authorize, header: "", status: http.StatusFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := 1

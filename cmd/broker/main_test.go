@@ -90,10 +90,10 @@ func TestDiscoveryCheckCommand(t *testing.T) {
 		code int
 		want string
 	}{
-		{"MD-4 alg offered", demoidp.Options{DPoPAlgs: []string{"ES256", "RS256"}}, nil, 0, "DPoP ES256: OK"},
-		{"MD-4 no DPoP", demoidp.Options{}, nil, 1, "dpop_not_supported: "},
-		{"MD-4 alg not offered", demoidp.Options{DPoPAlgs: []string{"RS256"}}, []string{"--alg", "ES256"}, 1, "dpop_alg_mismatch: "},
-		{"Ed25519 via EdDSA", demoidp.Options{DPoPAlgs: []string{"EdDSA"}}, []string{"--alg", "Ed25519"}, 0, "proofs labelled EdDSA"},
+		{name: "MD-4 alg offered", opts: demoidp.Options{DPoPAlgs: []string{"ES256", "RS256"}}, args: nil, code: 0, want: "DPoP ES256: OK"},
+		{name: "MD-4 no DPoP", opts: demoidp.Options{}, args: nil, code: 1, want: "dpop_not_supported: "},
+		{name: "MD-4 alg not offered", opts: demoidp.Options{DPoPAlgs: []string{"RS256"}}, args: []string{"--alg", "ES256"}, code: 1, want: "dpop_alg_mismatch: "},
+		{name: "Ed25519 via EdDSA", opts: demoidp.Options{DPoPAlgs: []string{"EdDSA"}}, args: []string{"--alg", "Ed25519"}, code: 0, want: "proofs labelled EdDSA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := demoidp.Start(tc.opts)

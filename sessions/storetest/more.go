@@ -368,16 +368,16 @@ func testConnVersion(t *testing.T, s sessions.Store) {
 		op     func() error
 		writes bool
 	}{
-		{"create", func() error { return c.CreateConnection(x, "con_1", "a", []byte("1")) }, true},
-		{"duplicate create", func() error { return c.CreateConnection(x, "con_1", "b", nil) }, false},
-		{"update", func() error { return c.UpdateConnection(x, "con_1", []byte("2")) }, true},
-		{"update same doc", func() error { return c.UpdateConnection(x, "con_1", []byte("2")) }, true},
-		{"update missing", func() error { return c.UpdateConnection(x, "con_9", nil) }, false},
-		{"seed new", func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("3")); return err }, true},
-		{"seed existing", func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("4")); return err }, false},
-		{"delete", func() error { return c.DeleteConnection(x, "con_1", nil) }, true},
-		{"delete missing", func() error { return c.DeleteConnection(x, "con_1", nil) }, false},
-		{"create again", func() error { return c.CreateConnection(x, "con_1", "a", []byte("5")) }, true},
+		{name: "create", op: func() error { return c.CreateConnection(x, "con_1", "a", []byte("1")) }, writes: true},
+		{name: "duplicate create", op: func() error { return c.CreateConnection(x, "con_1", "b", nil) }, writes: false},
+		{name: "update", op: func() error { return c.UpdateConnection(x, "con_1", []byte("2")) }, writes: true},
+		{name: "update same doc", op: func() error { return c.UpdateConnection(x, "con_1", []byte("2")) }, writes: true},
+		{name: "update missing", op: func() error { return c.UpdateConnection(x, "con_9", nil) }, writes: false},
+		{name: "seed new", op: func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("3")); return err }, writes: true},
+		{name: "seed existing", op: func() error { _, err := c.SeedConnection(x, "con_2", "b", []byte("4")); return err }, writes: false},
+		{name: "delete", op: func() error { return c.DeleteConnection(x, "con_1", nil) }, writes: true},
+		{name: "delete missing", op: func() error { return c.DeleteConnection(x, "con_1", nil) }, writes: false},
+		{name: "create again", op: func() error { return c.CreateConnection(x, "con_1", "a", []byte("5")) }, writes: true},
 	}
 	prev := int64(0)
 	for _, st := range steps {
@@ -401,7 +401,7 @@ func testConnList(t *testing.T, s sessions.Store) {
 	if err != nil || len(docs) != 0 {
 		t.Fatalf("ListConnections of an empty store = %q, %v", docs, err)
 	}
-	for _, r := range []struct{ id, name string }{{"con_a", "charlie"}, {"con_b", "alpha"}, {"con_c", "bravo"}, {"con_d", "Zulu"}} {
+	for _, r := range []struct{ id, name string }{{id: "con_a", name: "charlie"}, {id: "con_b", name: "alpha"}, {id: "con_c", name: "bravo"}, {id: "con_d", name: "Zulu"}} {
 		if err := c.CreateConnection(x, r.id, r.name, []byte(r.name)); err != nil {
 			t.Fatal(err)
 		}
@@ -475,7 +475,7 @@ func testConnDurable(t *testing.T, s sessions.Store) {
 func testConnInvalid(t *testing.T, s sessions.Store) {
 	c, x := conns(t, s), ctx(t)
 	long := strings.Repeat("n", 513)
-	for _, r := range []struct{ id, name string }{{"", "a"}, {"con_1", ""}, {long, "a"}, {"con_1", long}} {
+	for _, r := range []struct{ id, name string }{{id: "", name: "a"}, {id: "con_1", name: ""}, {id: long, name: "a"}, {id: "con_1", name: long}} {
 		_, errSeed := c.SeedConnection(x, r.id, r.name, nil)
 		ops := map[string]error{
 			"Create": c.CreateConnection(x, r.id, r.name, nil),
