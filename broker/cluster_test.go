@@ -16,12 +16,13 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
 
-// TestIssue5RedisCluster (issue 5 item 2): the broker on a real 3-master Redis Cluster
+// TestLoginReplayCheckAndLogSearchOnRedisCluster: the broker on a real 3-master Redis Cluster
 // (sessions.NewRedis with several addresses → go-redis ClusterClient): a whole login with
-// token and userinfo, the DPoP proof replay check (DS-15) across two replicas, and the login
-// log written and searched through the management API. Every multi-key operation must stay in
+// token and userinfo, the DPoP proof replay check (RFC 9449 §11.1, conformance row
+// dpop-proof-replay) across two replicas, and the login log written and searched through the
+// management API. Every multi-key operation must stay in
 // one hash slot or Redis answers CROSSSLOT.
-func TestIssue5RedisCluster(t *testing.T) {
+func TestLoginReplayCheckAndLogSearchOnRedisCluster(t *testing.T) {
 	addrs := redistest.StartCluster(t)
 	open := func(prefix string) sessions.Store {
 		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: addrs, Prefix: prefix})

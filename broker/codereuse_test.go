@@ -109,10 +109,10 @@ func TestUnknownCodeRevokesNothing(t *testing.T) {
 	}
 }
 
-// TestConcurrentCodeRedemptionsIssueOnce: on Redis, of many concurrent presentations of one
+// TestConcurrentCodeRedemptionsGetTokensOnce: on Redis, of many concurrent presentations of one
 // code exactly one gets tokens, every other one is a replay, and the replays revoke the
 // session (no window between the claim and the marker lets one through unnoticed).
-func TestConcurrentCodeRedemptionsIssueOnce(t *testing.T) {
+func TestConcurrentCodeRedemptionsGetTokensOnce(t *testing.T) {
 	st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{redistest.Start(t)}})
 	if err != nil {
 		t.Fatal(err)

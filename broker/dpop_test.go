@@ -440,7 +440,7 @@ func TestIssuanceTableEndToEnd(t *testing.T) {
 	})
 }
 
-func TestDS17InvalidProofAtTokenEndpoint(t *testing.T) {
+func TestInvalidProofAtTokenEndpointLeavesTheCode(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, _, _ := testSigners(t)
 	for _, tc := range []struct {
@@ -473,7 +473,7 @@ func TestDS17InvalidProofAtTokenEndpoint(t *testing.T) {
 	})
 }
 
-func TestDS15ReplayAtTokenEndpoint(t *testing.T) {
+func TestReplayedProofAtTokenEndpointIsRefused(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, _, _ := testSigners(t)
 	p := h.tokenProof(a)
@@ -482,7 +482,7 @@ func TestDS15ReplayAtTokenEndpoint(t *testing.T) {
 	wantOAuth(t, r, 400, "invalid_dpop_proof", "")
 }
 
-func TestDS16NonceAtTokenEndpoint(t *testing.T) {
+func TestTokenEndpointDemandsAServerNonce(t *testing.T) {
 	h := dpopHarness(t, withNonces)
 	a, _, _ := testSigners(t)
 	code := h.codeFor(spaClient, nil)
@@ -511,7 +511,7 @@ func TestDS16NonceAtTokenEndpoint(t *testing.T) {
 	})
 }
 
-func TestDS18BoundTokenAndEvents(t *testing.T) {
+func TestBoundTokenNamesTheProofKeyAndItsEventNoSecret(t *testing.T) {
 	h := dpopHarness(t, nil)
 	_, _, c := testSigners(t)
 	code := h.codeFor(spaClient, func(q url.Values) { q.Set("audience", apiAllowed) })
@@ -537,7 +537,7 @@ func TestDS18BoundTokenAndEvents(t *testing.T) {
 	}
 }
 
-func TestDS20DPoPJKT(t *testing.T) {
+func TestCodeBoundByDPoPJKTNeedsAProofWithThatKey(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, b, _ := testSigners(t)
 	bindA := func(q url.Values) { q.Set("dpop_jkt", a.Thumbprint()) }
@@ -560,7 +560,7 @@ func TestDS20DPoPJKT(t *testing.T) {
 	})
 }
 
-func TestDS21RefreshTokens(t *testing.T) {
+func TestRefreshTokenBindingRotationAndReuse(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, b, _ := testSigners(t)
 	offline := func(q url.Values) { q.Set("scope", "openid profile offline_access") }
@@ -647,7 +647,7 @@ func TestDS21RefreshTokens(t *testing.T) {
 	})
 }
 
-func TestDS22DPoPBoundAccessTokensClient(t *testing.T) {
+func TestDPoPBoundAccessTokensClientMustSendAProof(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, _, _ := testSigners(t)
 	code := h.codeFor(boundClient, nil)
@@ -656,7 +656,7 @@ func TestDS22DPoPBoundAccessTokensClient(t *testing.T) {
 	wantBound(t, h.tok(tokReq{client: boundClient, form: h.codeGrant(boundClient, code), proof: h.tokenProof(a)}), a)
 }
 
-func TestDS23DS24Userinfo(t *testing.T) {
+func TestUserinfoChecksSchemeProofAndChallenges(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, b, _ := testSigners(t)
 	r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, h.codeFor(spaClient, nil)), proof: h.tokenProof(a)})
@@ -730,7 +730,7 @@ func TestDS23DS24Userinfo(t *testing.T) {
 	})
 }
 
-func TestDS16NonceAtUserinfo(t *testing.T) {
+func TestUserinfoDemandsAServerNonce(t *testing.T) {
 	h := dpopHarness(t, withNonces)
 	a, _, _ := testSigners(t)
 	r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, h.codeFor(spaClient, nil)), proof: h.tokenProof(a)})
@@ -750,7 +750,7 @@ func TestDS16NonceAtUserinfo(t *testing.T) {
 	}
 }
 
-func TestC2JSONBodyAndAuth0ClientHeader(t *testing.T) {
+func TestTokenEndpointTakesJSONBodyAndAuth0ClientHeader(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, _, _ := testSigners(t)
 	code := h.codeFor(spaClient, func(q url.Values) { q.Set("dpop_jkt", a.Thumbprint()) })
@@ -762,7 +762,7 @@ func TestC2JSONBodyAndAuth0ClientHeader(t *testing.T) {
 	}
 }
 
-func TestC2CORSPreflight(t *testing.T) {
+func TestTokenAndUserinfoAnswerCORSPreflight(t *testing.T) {
 	h := dpopHarness(t, nil)
 	for _, path := range []string{"/oauth/token", "/userinfo"} {
 		t.Run("C2 preflight "+path, func(t *testing.T) {
@@ -786,7 +786,7 @@ func TestC2CORSPreflight(t *testing.T) {
 	}
 }
 
-func TestDS25DiscoveryAlgsFromConfig(t *testing.T) {
+func TestDiscoveryListsTheConfiguredProofAlgs(t *testing.T) {
 	h := dpopHarness(t, func(c *Config) { c.DPoPServer.Algs = []string{"ES256", "PS256"} })
 	_, body := get(t, http.DefaultClient, h.srv.URL+"/.well-known/openid-configuration")
 	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","PS256"]`) || !strings.Contains(body, `"refresh_token"`) {
@@ -798,7 +798,7 @@ func TestDS25DiscoveryAlgsFromConfig(t *testing.T) {
 	wantOAuth(t, r, 400, "invalid_dpop_proof", "")
 }
 
-func TestDS15ReplayAcrossReplicasSharingRedis(t *testing.T) {
+func TestProofReplayedAtAnotherReplicaIsRefused(t *testing.T) {
 	addr := redistest.Start(t)
 	open := func() sessions.Store {
 		st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{addr}})
@@ -873,7 +873,7 @@ func (s jtiDown) Create(ctx context.Context, kind sessions.Kind, id string, v []
 	return s.Store.Create(ctx, kind, id, v, ttl)
 }
 
-func TestDS15StoreReplayCache(t *testing.T) {
+func TestStoreReplayCacheClaimsOnceAndFailsClosed(t *testing.T) {
 	ctx := context.Background()
 	c := storeReplay{store: sessions.NewMemory()}
 	for _, key := range []string{"plain", "{tag}.x", ".leading-dot", strings.Repeat("k", 4096)} {

@@ -24,7 +24,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
-// Issue 5 item 3 (faults): the upstream IdP misbehaving at the token endpoint, rotating its
+// Faults: the upstream IdP misbehaving at the token endpoint, rotating its
 // signing key, Redis going away mid-run, and no goroutine or connection left behind.
 
 // faultIdP serves demoidp providers at one URL with an injectable token-endpoint fault,
@@ -219,10 +219,10 @@ func upstreamFaultCases(closed string) []struct {
 	}
 }
 
-// TestIssue5UpstreamFaults (issue 5 item 3): each token-endpoint fault ends the login with a
-// bounded wait, an OAuth error at the app, no code, and an f event whose details.error and
+// TestUpstreamTokenEndpointFaultsEndTheLoginCleanly: each token-endpoint fault ends the login
+// with a bounded wait, an OAuth error at the app, no code, and an f event whose details.error and
 // error_description say precisely what went wrong. Afterwards no goroutine is left behind.
-func TestIssue5UpstreamFaults(t *testing.T) {
+func TestUpstreamTokenEndpointFaultsEndTheLoginCleanly(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	var clients []*http.Client
 	for _, tc := range upstreamFaultCases(closedPort(t)) {
@@ -306,9 +306,9 @@ func waitGoroutines(t *testing.T, baseline int) {
 	}
 }
 
-// TestIssue5JWKSRotation (issue 5 item 3): the upstream rotates its signing key mid-run; the
+// TestUpstreamSigningKeyRotationIsPickedUp: the upstream rotates its signing key mid-run; the
 // next login still succeeds because the cached remote key set is refetched on an unknown kid.
-func TestIssue5JWKSRotation(t *testing.T) {
+func TestUpstreamSigningKeyRotationIsPickedUp(t *testing.T) {
 	idp := newFaultIdP(t, dpopUp)
 	h := faultHarness(t, idp, nil)
 	if q := h.login(); q.Get("code") == "" {
@@ -425,8 +425,10 @@ func countKeys(t testing.TB, rc *redis.Client, prefix string, kind sessions.Kind
 // succeed, on a loaded machine.
 const redisFaultTimeout = 5 * time.Second
 
-// TestIssue5RedisFaults (issue 5 item 3): Redis stopped or cut mid-run.
-func TestIssue5RedisFaults(t *testing.T) {
+// TestRedisStoppedOrCutMidLoginWritesNothingHalfWay: Redis stopped or cut mid-run: every
+// endpoint answers 503 at once and recovers without a restart, and a cut during the code
+// exchange leaves no half-written session or code.
+func TestRedisStoppedOrCutMidLoginWritesNothingHalfWay(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	var clients []*http.Client
 	defer func() {
@@ -576,9 +578,9 @@ func TestIssue5RedisFaults(t *testing.T) {
 	})
 }
 
-// TestIssue5UpstreamBodyLimit (issue 5 item 3, bounded reads): upstream bodies up to the limit
-// pass, one byte more is refused, with or without Content-Length.
-func TestIssue5UpstreamBodyLimit(t *testing.T) {
+// TestUpstreamBodiesOverTheLimitAreRefused: upstream bodies up to the limit pass, one byte
+// more is refused, with or without Content-Length.
+func TestUpstreamBodiesOverTheLimitAreRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		size    int
@@ -621,9 +623,9 @@ func TestIssue5UpstreamBodyLimit(t *testing.T) {
 	}
 }
 
-// TestIssue5UpstreamTimeoutConfig: upstream_timeout defaults to 10s, must be positive and fit
+// TestUpstreamTimeoutDefaultsAndBounds: upstream_timeout defaults to 10s, must be positive and fit
 // in the per-login exchange budget.
-func TestIssue5UpstreamTimeoutConfig(t *testing.T) {
+func TestUpstreamTimeoutDefaultsAndBounds(t *testing.T) {
 	if d := Default().UpstreamTimeout; d != 10*time.Second {
 		t.Errorf("default upstream_timeout = %v, want 10s", d)
 	}

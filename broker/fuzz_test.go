@@ -16,7 +16,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// Fuzz targets for hostile input (issue 5.4). Each runs its seed corpus in a normal go test;
+// Fuzz targets for hostile input. Each runs its seed corpus in a normal go test;
 // `make fuzz` runs them for a bounded time. Inputs go through the broker's handler in process
 // (memory store, demoidp IdP on loopback); most fail before any upstream call.
 

@@ -120,7 +120,7 @@ func wantGenericDiscoveryRefusal(t *testing.T, h *harness, r apiResp) string {
 	return detail
 }
 
-func TestManagementCannotMakeTheBrokerFollowARedirectingIssuer(t *testing.T) {
+func TestManagementCannotMakeTheBrokerFollowAnUpstreamRedirect(t *testing.T) {
 	h := mgmtHarness(t, nil) // loopback allowed: only the redirect refusal stands in the way
 	internal := newCountingServer(t, nil)
 	target := internal.URL + "/latest/meta-data/iam/security-credentials/"
@@ -265,11 +265,11 @@ func TestDiscoveryDocumentPointingAtInternalEndpointsIsRefused(t *testing.T) {
 	}
 }
 
-// TestRebindingIssuerCannotReachInternalAddresses: the attacker's host name resolves to an
+// TestRebindingUpstreamHostCannotReachInternalAddresses: the attacker's host name resolves to an
 // allowed address while the connection is checked and the login starts, then to an internal
 // one. The dial to the internal address is refused at connect time, at the token exchange (no
 // client secret, code or verifier leaves) and at the next management check.
-func TestRebindingIssuerCannotReachInternalAddresses(t *testing.T) {
+func TestRebindingUpstreamHostCannotReachInternalAddresses(t *testing.T) {
 	const host = "idp.rebind.test"
 	cert, pool := testCert(t, host)
 	dns := newFakeDNS(t, host, "127.0.0.1")

@@ -51,11 +51,11 @@ func TestCheckEndpointURL(t *testing.T) {
 	}
 }
 
-// TestDocumentEndpointsFollowTheIssuerURLRules: every endpoint the broker sends a browser to,
+// TestDocumentEndpointsMustBeHTTPSAbsoluteURLs: every endpoint the broker sends a browser to,
 // posts secrets to or fetches from must be https (http only on loopback), absolute, without
 // user info or fragment; a document breaking that is a discovery failure naming the member,
 // and nothing is fetched from it.
-func TestDocumentEndpointsFollowTheIssuerURLRules(t *testing.T) {
+func TestDocumentEndpointsMustBeHTTPSAbsoluteURLs(t *testing.T) {
 	for _, member := range []string{"authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint", "end_session_endpoint"} {
 		for _, bad := range []string{
 			"http://169.254.169.254/latest/meta-data/iam/security-credentials/",

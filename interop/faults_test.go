@@ -15,7 +15,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
-// Issue 5 item 3, graceful shutdown: `broker serve` gets SIGTERM while a login's upstream code
+// Graceful shutdown: `broker serve` gets SIGTERM while a login's upstream code
 // exchange is in flight. The process stops accepting connections at once, the in-flight
 // callback still completes (the app gets its code), and the process exits 0.
 
@@ -64,8 +64,9 @@ func startHeldIdP(t *testing.T, secret string) *heldIdP {
 // open releases every held and future token request (idempotent).
 func (p *heldIdP) open() { p.once.Do(func() { close(p.release) }) }
 
-// TestIssue5GracefulShutdownDrains: SIGTERM during the upstream exchange of a login.
-func TestIssue5GracefulShutdownDrains(t *testing.T) {
+// TestSIGTERMDuringUpstreamExchangeLetsTheLoginFinish: SIGTERM during the upstream exchange
+// of a login.
+func TestSIGTERMDuringUpstreamExchangeLetsTheLoginFinish(t *testing.T) {
 	t.Parallel()
 	needPeers(t)
 	sock := listenSocket(t)

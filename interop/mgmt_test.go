@@ -18,7 +18,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
 
-// Issue 4, management API against real peers: two `broker serve` replicas (one config, one
+// Management API against real peers: two `broker serve` replicas (one config, one
 // private redis-server) and oidc-provider upstreams with and without the DPoP algorithm. A PATCH
 // through replica A turns DPoP on and off for a connection; replica B (never restarted) logs in
 // with the change at its next /authorize. Refusals for upstreams that lack the algorithm or DPoP
@@ -315,7 +315,7 @@ func (w *mgmtWorld) waitLogs(t *testing.T, brokerURL, q string, done func([]mgmt
 	}
 }
 
-// TestMgmtDPoPPatchAcrossReplicas: issue 4 acceptance with oidc-provider: PATCH through replica
+// TestMgmtDPoPPatchAcrossReplicas: with oidc-provider, PATCH through replica
 // A enables DPoP (ES256 is in the upstream's discovery) and later disables it; replica B, never
 // restarted, uses each change at its next login. Connections to upstreams without the
 // algorithm (rsaonly) or without DPoP (nodpop) are refused with the reason, and the refusals

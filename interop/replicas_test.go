@@ -19,7 +19,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
 
-// Issue 5 item 1, many replicas and one truth: three `broker serve` processes with one config,
+// Many replicas and one truth: three `broker serve` processes with one config,
 // one private redis-server and one public URL (a round-robin reverse proxy standing in for the
 // load balancer), so that every step of a login lands on another replica; and a login that
 // survives the death of every replica between /authorize and /login/callback.
@@ -191,10 +191,10 @@ func allEvents(procs []*brokerProc) []loginEvent {
 	return evs
 }
 
-// TestIssue5ReplicasRoundRobin: openid-client logs in through three replicas behind a
+// TestLoginAcrossRoundRobinReplicas: openid-client logs in through three replicas behind a
 // round-robin balancer: /authorize, /login/callback and /oauth/token each land on a different
 // replica (userinfo and discovery on others again), and the login succeeds with one s event.
-func TestIssue5ReplicasRoundRobin(t *testing.T) {
+func TestLoginAcrossRoundRobinReplicas(t *testing.T) {
 	t.Parallel()
 	w := setupReplicas(t, 3)
 	for round := 0; round < 2; round++ { // twice, so each step also meets another replica
@@ -290,10 +290,10 @@ func (l *goLogin) finish(callbackURL string) (authCode, error) {
 	return authCode{code: q.Get("code"), verifier: l.verifier}, nil
 }
 
-// TestIssue5ReplicaRestartDuringLogin: every replica dies (SIGKILL) after /authorize; a fresh
+// TestLoginSurvivesEveryReplicaRestarting: every replica dies (SIGKILL) after /authorize; a fresh
 // process with the same config takes over, and the login completes there: the transaction
 // lived in Redis, not in a process.
-func TestIssue5ReplicaRestartDuringLogin(t *testing.T) {
+func TestLoginSurvivesEveryReplicaRestarting(t *testing.T) {
 	t.Parallel()
 	w := setupReplicas(t, 2)
 	l, cb := toCallback(t, w.proxy.URL)

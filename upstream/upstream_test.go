@@ -571,7 +571,7 @@ func BenchmarkFinish(b *testing.B) {
 	}
 }
 
-func TestOktaIssuer(t *testing.T) {
+func TestOktaDomainBecomesTheIssuerURL(t *testing.T) {
 	for _, tc := range []struct {
 		name, domain, asID, want, wantErr string
 	}{

@@ -244,7 +244,7 @@ func TestLogsFollowPaging(t *testing.T) {
 	}
 }
 
-// TestLogsFollowFailedLogin (issue 4): `broker logs --type f --follow` against a running broker
+// TestLogsFollowFailedLogin: `broker logs --type f --follow` against a running broker
 // shows a failed login after it happens.
 func TestLogsFollowFailedLogin(t *testing.T) {
 	brokerURL, _, redirectURI := startBrokerAPI(t, demoidp.Options{ClientID: "broker", ClientSecret: "s", AuthorizeError: "access_denied"})
