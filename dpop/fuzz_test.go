@@ -42,7 +42,7 @@ func FuzzVerify(f *testing.F) {
 			if !errors.As(err, &pe) || res != nil {
 				t.Fatalf("rejection is not a *ProofError: %v %v", res, err)
 			}
-			if pe.Code != ErrCodeInvalidProof || !strings.HasPrefix(pe.Check, "DS-") {
+			if pe.Code != ErrCodeInvalidProof || !strings.HasPrefix(pe.Check, "dpop-proof-") {
 				t.Fatalf("unexpected rejection %+v", pe)
 			}
 			return

@@ -18,10 +18,10 @@ type proofHeaderInfo struct {
 	jkt  string
 }
 
-// headerCache remembers parsed headers that passed DS-2/DS-4/DS-5/DS-7, keyed by their exact
-// base64url text. A client signs every proof with one key, so its header text repeats and the
-// JSON, JWK and thumbprint work is done once. The result is a pure function of the key text,
-// so the cache is shared by all Verifiers; allow-list checks stay per Verifier.
+// headerCache remembers parsed headers that passed RFC 9449 §4.3 steps 2, 4, 5 and 7, keyed
+// by their exact base64url text. A client signs every proof with one key, so its header text
+// repeats and the JSON, JWK and thumbprint work is done once. The result is a pure function of
+// the key text, so the cache is shared by all Verifiers; allow-list checks stay per Verifier.
 type headerCache struct {
 	mu  sync.RWMutex
 	m   map[string]*proofHeaderInfo
@@ -61,47 +61,48 @@ func (c *headerCache) lookup(hdrB64 string) (*proofHeaderInfo, *ProofError) {
 	return h, nil
 }
 
-// parseHeader runs the header checks DS-2 (JSON, no crit), DS-4 (typ), DS-5 (known asymmetric
-// alg) and DS-7 (public jwk fitting alg) and computes the thumbprint (DS-19).
+// parseHeader runs the header checks of RFC 9449 §4.3: step 2 (JSON, no crit), 4 (typ), 5
+// (known asymmetric alg) and 7 (public jwk fitting alg), and computes the key's RFC 7638
+// thumbprint.
 func parseHeader(hdrB64 string) (*proofHeaderInfo, *ProofError) {
 	hdrJSON, err := b64.Strict().DecodeString(hdrB64)
 	if err != nil {
-		return nil, invalid("DS-2", "DPoP proof header is not base64url")
+		return nil, invalid(checkWellFormed, "DPoP proof header is not base64url")
 	}
 	var hdr rawHeader
 	if err := josejson.Unmarshal(hdrJSON, &hdr); err != nil {
-		return nil, invalid("DS-2", "DPoP proof header is not a JSON object")
+		return nil, invalid(checkWellFormed, "DPoP proof header is not a JSON object")
 	}
 	if hdr.Crit != nil {
-		return nil, invalid("DS-2", "DPoP proof header must not carry crit")
+		return nil, invalid(checkWellFormed, "DPoP proof header must not carry crit")
 	}
 	if hdr.Typ != "dpop+jwt" {
-		return nil, invalid("DS-4", `typ must be "dpop+jwt"`)
+		return nil, invalid(checkTyp, `typ must be "dpop+jwt"`)
 	}
 	spec, known := algSpecs[hdr.Alg]
 	if !known {
-		return nil, invalid("DS-5", "alg not allowed")
+		return nil, invalid(checkAlg, "alg not allowed")
 	}
 	if len(hdr.JWK) == 0 || string(hdr.JWK) == "null" {
-		return nil, invalid("DS-7", "jwk missing from the header")
+		return nil, invalid(checkPublicJWK, "jwk missing from the header")
 	}
 	var priv jwkPrivate
 	if err := josejson.Unmarshal(hdr.JWK, &priv); err != nil {
-		return nil, invalid("DS-7", "jwk is not a JSON object")
+		return nil, invalid(checkPublicJWK, "jwk is not a JSON object")
 	}
 	if priv.any() {
-		return nil, invalid("DS-7", "jwk contains private key members")
+		return nil, invalid(checkPublicJWK, "jwk contains private key members")
 	}
 	var jwk jose.JSONWebKey
 	if err := jwk.UnmarshalJSON(hdr.JWK); err != nil {
-		return nil, invalid("DS-7", "jwk is not a valid public key")
+		return nil, invalid(checkPublicJWK, "jwk is not a valid public key")
 	}
 	if err := keyFits(jwk.Key, spec); err != nil {
-		return nil, invalid("DS-7", err.Error())
+		return nil, invalid(checkPublicJWK, err.Error())
 	}
 	tp, err := jwk.Thumbprint(crypto.SHA256)
 	if err != nil {
-		return nil, invalid("DS-7", "jwk has no thumbprint")
+		return nil, invalid(checkPublicJWK, "jwk has no thumbprint")
 	}
 	return &proofHeaderInfo{alg: hdr.Alg, spec: spec, key: jwk.Key, jkt: b64.EncodeToString(tp)}, nil
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// NormalizeHTU returns the comparison form of an htu or endpoint URL (DS-9, DS-13): RFC 3986
+// NormalizeHTU returns the comparison form of an htu or endpoint URL (RFC 9449 §4.3): RFC 3986
 // syntax- and scheme-based normalization — lower-case scheme and host, default port dropped,
 // percent-encoding of unreserved characters decoded and other escapes in upper case, dot
 // segments removed, empty path as "/" — with query and fragment dropped. Only absolute http

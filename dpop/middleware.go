@@ -34,7 +34,7 @@ const (
 )
 
 // ResourceServer is HTTP middleware that protects an API with JWT access tokens issued by
-// Issuer for Audience, Bearer or DPoP-bound (RFC 9449 §7, DS-12, DS-23, DS-24) — the behaviour
+// Issuer for Audience, Bearer or DPoP-bound (RFC 9449 §7, RFC 6750 §3, RFC 9068 §4) — the behaviour
 // of Auth0's express-oauth2-jwt-bearer with dpop {enabled: true, required: Required}, plus a
 // shared jti replay cache and server nonces (through Verifier).
 type ResourceServer struct {
@@ -42,7 +42,7 @@ type ResourceServer struct {
 	KeySet           oidc.KeySet // e.g. oidc.NewRemoteKeySet(ctx, jwksURL)
 	Verifier         *Verifier   // proof checks; its Replay and Nonces are shared by all replicas
 	Required         bool        // only DPoP-bound tokens with the DPoP scheme are accepted
-	PublicURL        string      // external base URL; htu = PublicURL + request path (DS-13)
+	PublicURL        string      // external base URL; htu = PublicURL + request path (RFC 9449 §4.3)
 	AllowedAlgs      []string    // access-token algorithms; default RS256
 	Realm            string      // Bearer realm; default Audience
 	Logger           *slog.Logger
@@ -96,7 +96,7 @@ func (rs *ResourceServer) Wrap(next http.Handler) http.Handler {
 	case rs.Issuer == "", rs.Audience == "", rs.KeySet == nil, rs.Verifier == nil:
 		panic("dpop: ResourceServer needs Issuer, Audience, KeySet and Verifier")
 	case rs.PublicURL == "":
-		panic("dpop: ResourceServer needs PublicURL (htu is compared with it, DS-13)")
+		panic("dpop: ResourceServer needs PublicURL (htu is compared with it)")
 	}
 	if _, err := NormalizeHTU(rs.PublicURL); err != nil {
 		panic("dpop: ResourceServer PublicURL: " + err.Error())
@@ -135,7 +135,8 @@ type rsHandler struct {
 }
 
 // denial is one rejected request: status, the scheme whose challenge carries the error, the
-// error code and a description safe for the client ("" code: no error info, DS-24).
+// error code and a description safe for the client ("" code: no error info, RFC 6750 §3.1),
+// and check, the docs/conformance.md row of the rule that refused it (logged).
 type denial struct {
 	status int
 	scheme string // "Bearer" or "DPoP"
@@ -143,6 +144,15 @@ type denial struct {
 	desc   string
 	check  string
 }
+
+// Check names of requests the resource server refuses before or besides the proof checks.
+const (
+	checkScheme       = "dpop-rs-scheme"          // RFC 9449 §7.1, §7.2
+	checkChallenge    = "dpop-rs-challenge"       // RFC 9449 §7.1, RFC 6750 §3.1
+	checkBoundToken   = "dpop-bound-access-token" // RFC 9449 §6.1: cnf.jkt
+	checkATValidation = "at-jwt-validation"       // RFC 9068 §4
+	checkATTyp        = "at-jwt-typ"              // RFC 9068 §2.1, §4
+)
 
 func (h *rsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -176,7 +186,7 @@ func (h *rsHandler) authenticate(r *http.Request) (map[string]any, *Result, *den
 	queryToken := r.URL.Query().Has("access_token")
 	switch {
 	case len(authz) == 0 && !queryToken:
-		return nil, nil, &denial{status: http.StatusUnauthorized, check: "DS-24"}, nil
+		return nil, nil, &denial{status: http.StatusUnauthorized, check: checkChallenge}, nil
 	case len(authz) > 1 || (len(authz) == 1 && queryToken):
 		return nil, nil, badRequest("more than one authentication method"), nil
 	case queryToken:
@@ -186,8 +196,8 @@ func (h *rsHandler) authenticate(r *http.Request) (map[string]any, *Result, *den
 	tok = strings.TrimLeft(tok, " ")
 	isDPoP := strings.EqualFold(scheme, "DPoP")
 	if !isDPoP && !strings.EqualFold(scheme, "Bearer") {
-		// Not a method we support: as if there were no credentials (DS-24).
-		return nil, nil, &denial{status: http.StatusUnauthorized, check: "DS-24"}, nil
+		// Not a method we support: as if there were no credentials (RFC 6750 §3.1).
+		return nil, nil, &denial{status: http.StatusUnauthorized, check: checkChallenge}, nil
 	}
 	if tok == "" || strings.ContainsAny(tok, " \t,") {
 		return nil, nil, badRequest("malformed Authorization header"), nil
@@ -204,23 +214,23 @@ func (h *rsHandler) authenticate(r *http.Request) (map[string]any, *Result, *den
 	idt, err := h.at.Verify(ctx, tok)
 	if err != nil {
 		return nil, nil, &denial{status: http.StatusUnauthorized, scheme: errScheme, code: ErrCodeInvalidToken,
-			desc: "access token is invalid or expired", check: "AT"}, nil
+			desc: "access token is invalid or expired", check: checkATValidation}, nil
 	}
 	// RFC 9068 §4: only a JWT typed as an access token is one. An ID token signed by the same
 	// issuer (typ JWT, or none) never passes, whatever its aud.
 	if typ, ok := tokenType(tok, h.atAlg); !ok || !IsAccessTokenType(typ) {
 		return nil, nil, &denial{status: http.StatusUnauthorized, scheme: errScheme, code: ErrCodeInvalidToken,
-			desc: "not an access token (typ must be at+jwt)", check: "AT typ"}, nil
+			desc: "not an access token (typ must be at+jwt)", check: checkATTyp}, nil
 	}
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
 		return nil, nil, &denial{status: http.StatusUnauthorized, scheme: errScheme, code: ErrCodeInvalidToken,
-			desc: "access token claims are malformed", check: "AT"}, nil
+			desc: "access token claims are malformed", check: checkATValidation}, nil
 	}
 	jkt, ok := TokenJKT(claims)
 	if !ok {
 		return nil, nil, &denial{status: http.StatusUnauthorized, scheme: errScheme, code: ErrCodeInvalidToken,
-			desc: "access token cnf claim is malformed", check: "DS-18"}, nil
+			desc: "access token cnf claim is malformed", check: checkBoundToken}, nil
 	}
 	bound := jkt != ""
 
@@ -228,16 +238,16 @@ func (h *rsHandler) authenticate(r *http.Request) (map[string]any, *Result, *den
 		switch {
 		case bound:
 			return nil, nil, &denial{status: http.StatusUnauthorized, scheme: "DPoP", code: ErrCodeInvalidToken,
-				desc: "DPoP-bound access token presented as Bearer", check: "DS-23"}, nil
+				desc: "DPoP-bound access token presented as Bearer", check: checkScheme}, nil
 		case h.rs.Required:
 			return nil, nil, &denial{status: http.StatusUnauthorized, scheme: "DPoP", code: ErrCodeInvalidToken,
-				desc: "DPoP-bound access token required", check: "DS-23"}, nil
+				desc: "DPoP-bound access token required", check: checkScheme}, nil
 		}
 		return claims, nil, nil, nil
 	}
 	if !bound {
 		return nil, nil, &denial{status: http.StatusUnauthorized, scheme: "DPoP", code: ErrCodeInvalidToken,
-			desc: "access token is not DPoP-bound", check: "DS-23"}, nil
+			desc: "access token is not DPoP-bound", check: checkScheme}, nil
 	}
 	res, err := h.rs.Verifier.Verify(ctx, proofs, Check{
 		Method:      r.Method,
@@ -260,10 +270,10 @@ func (h *rsHandler) authenticate(r *http.Request) (map[string]any, *Result, *den
 }
 
 func badRequest(desc string) *denial {
-	return &denial{status: http.StatusBadRequest, scheme: "DPoP", code: ErrCodeInvalidRequest, desc: desc, check: "DS-24"}
+	return &denial{status: http.StatusBadRequest, scheme: "DPoP", code: ErrCodeInvalidRequest, desc: desc, check: checkChallenge}
 }
 
-// deny writes the 400/401 answer with its WWW-Authenticate challenges (DS-24): a DPoP
+// deny writes the 400/401 answer with its WWW-Authenticate challenges (RFC 9449 §7.1): a DPoP
 // challenge with algs, and a Bearer one unless Required; the error goes on d.scheme.
 func (h *rsHandler) deny(w http.ResponseWriter, d *denial) {
 	hd := w.Header()

@@ -130,100 +130,100 @@ func TestResourceServer(t *testing.T) {
 		return e.token(t, "cnf", map[string]string{"jkt": client.Thumbprint()})
 	}
 	tests := []tc{
-		{name: "DS-23 bound token with a good proof → 200",
+		{name: "bound token with a good proof → 200",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := bound(t, e)
 				return []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), "", at)}, ""
 			}, wantStatus: 200},
-		{name: "DS-23 scheme name is case-insensitive", mod: required,
+		{name: "scheme name is case-insensitive", mod: required,
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := bound(t, e)
 				return []string{"dpop " + at}, []string{proofFor(t, client, e.url(), "", at)}, ""
 			}, wantStatus: 200},
-		{name: "DS-13 proof htu with query and default-port-free URL accepted",
+		{name: "proof htu with query and default-port-free URL accepted",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := bound(t, e)
 				return []string{"DPoP " + at}, []string{proofFor(t, client, e.url()+"?page=2", "", at)}, "?page=2"
 			}, wantStatus: 200},
-		{name: "DS-23 unbound Bearer token accepted when DPoP is not required",
+		{name: "unbound Bearer token accepted when DPoP is not required",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Bearer " + e.token(t)}, nil, ""
 			}, wantStatus: 200},
-		{name: "DS-23 bound token presented as Bearer → 401 invalid_token",
+		{name: "bound token presented as Bearer → 401 invalid_token",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Bearer " + bound(t, e)}, nil, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_token"},
-		{name: "DS-12 proof from another key → 401 invalid_token",
+		{name: "proof from another key → 401 invalid_token",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := bound(t, e)
 				return []string{"DPoP " + at}, []string{proofFor(t, other, e.url(), "", at)}, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_token"},
-		{name: "DS-12 proof ath for another token → 401 invalid_dpop_proof",
+		{name: "proof ath for another token → 401 invalid_dpop_proof",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"DPoP " + bound(t, e)}, []string{proofFor(t, client, e.url(), "", "other-token")}, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_dpop_proof"},
-		{name: "DS-9 proof for another path → 401 invalid_dpop_proof",
+		{name: "proof for another path → 401 invalid_dpop_proof",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := bound(t, e)
 				return []string{"DPoP " + at}, []string{proofFor(t, client, e.srv.URL+"/api/other", "", at)}, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_dpop_proof"},
-		{name: "DS-23 DPoP scheme without a proof → 401 invalid_dpop_proof", mod: required,
+		{name: "DPoP scheme without a proof → 401 invalid_dpop_proof", mod: required,
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"DPoP " + bound(t, e)}, nil, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_dpop_proof"},
-		{name: "DS-23 Required: unbound Bearer token → 401 invalid_token", mod: required,
+		{name: "Required: unbound Bearer token → 401 invalid_token", mod: required,
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Bearer " + e.token(t)}, nil, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_token"},
-		{name: "DS-23 unbound token with the DPoP scheme → 401 invalid_token",
+		{name: "unbound token with the DPoP scheme → 401 invalid_token",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := e.token(t)
 				return []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), "", at)}, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_token"},
-		{name: "DS-18 malformed cnf → 401 invalid_token",
+		{name: "malformed cnf → 401 invalid_token",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := e.token(t, "cnf", map[string]any{"jkt": 5})
 				return []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), "", at)}, ""
 			}, wantStatus: 401, wantScheme: "dpop", wantError: "invalid_token"},
-		{name: "DS-24 no credentials → 401 without error info",
+		{name: "no credentials → 401 without error info",
 			req:        func(t *testing.T, e *rsEnv) ([]string, []string, string) { return nil, nil, "" },
 			wantStatus: 401},
-		{name: "DS-24 unsupported scheme counts as no credentials",
+		{name: "unsupported scheme counts as no credentials",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Basic dXNlcjpwYXNz"}, nil, ""
 			}, wantStatus: 401},
-		{name: "DS-24 two Authorization headers → 400 invalid_request",
+		{name: "two Authorization headers → 400 invalid_request",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := e.token(t)
 				return []string{"Bearer " + at, "Bearer " + at}, nil, ""
 			}, wantStatus: 400, wantScheme: "dpop", wantError: "invalid_request"},
-		{name: "DS-24 header and query token → 400 invalid_request",
+		{name: "header and query token → 400 invalid_request",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := e.token(t)
 				return []string{"Bearer " + at}, nil, "?access_token=" + at
 			}, wantStatus: 400, wantScheme: "dpop", wantError: "invalid_request"},
-		{name: "DS-24 Bearer scheme with a DPoP proof → 400 invalid_request",
+		{name: "Bearer scheme with a DPoP proof → 400 invalid_request",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				at := e.token(t)
 				return []string{"Bearer " + at}, []string{proofFor(t, client, e.url(), "", at)}, ""
 			}, wantStatus: 400, wantScheme: "dpop", wantError: "invalid_request"},
-		{name: "DS-24 malformed Authorization → 400 invalid_request",
+		{name: "malformed Authorization → 400 invalid_request",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Bearer a b"}, nil, ""
 			}, wantStatus: 400, wantScheme: "dpop", wantError: "invalid_request"},
-		{name: "DS-23 AT expired → 401 invalid_token on the Bearer challenge",
+		{name: "AT expired → 401 invalid_token on the Bearer challenge",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Bearer " + e.token(t, "exp", time.Now().Add(-time.Minute).Unix())}, nil, ""
 			}, wantStatus: 401, wantScheme: "bearer", wantError: "invalid_token"},
-		{name: "DS-23 AT for another audience → 401 invalid_token",
+		{name: "AT for another audience → 401 invalid_token",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Bearer " + e.token(t, "aud", "https://other.example.com")}, nil, ""
 			}, wantStatus: 401, wantScheme: "bearer", wantError: "invalid_token"},
-		{name: "DS-23 AT from another issuer → 401 invalid_token",
+		{name: "AT from another issuer → 401 invalid_token",
 			req: func(t *testing.T, e *rsEnv) ([]string, []string, string) {
 				return []string{"Bearer " + e.token(t, "iss", "https://evil.example.com/")}, nil, ""
 			}, wantStatus: 401, wantScheme: "bearer", wantError: "invalid_token"},
-		{name: "DS-23 AT signed by another key → 401 invalid_token",
+		{name: "AT signed by another key → 401 invalid_token",
 			mod: func(rs *ResourceServer) {
 				rs.KeySet = &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{testKey(t, AlgES256).Public()}}
 			},
@@ -250,7 +250,7 @@ func TestResourceServer(t *testing.T) {
 			}
 			dp, ok := r.challenge["dpop"]
 			if !ok || dp["algs"] != strings.Join(e.rs.Verifier.AllowedAlgs(), " ") {
-				t.Errorf("DS-24 DPoP challenge with algs missing: %v", r.challenge)
+				t.Errorf("DPoP challenge with algs missing: %v", r.challenge)
 			}
 			if _, hasBearer := r.challenge["bearer"]; hasBearer == e.rs.Required {
 				t.Errorf("Bearer challenge present=%v with Required=%v", hasBearer, e.rs.Required)
@@ -258,7 +258,7 @@ func TestResourceServer(t *testing.T) {
 			if tc.wantError == "" {
 				for s, p := range r.challenge {
 					if _, has := p["error"]; has {
-						t.Errorf("DS-24 %s challenge carries error info without credentials: %v", s, p)
+						t.Errorf("%s challenge carries error info without credentials: %v", s, p)
 					}
 				}
 				return
@@ -285,7 +285,7 @@ func TestResourceServerNonce(t *testing.T) {
 	})
 	at := e.token(t, "cnf", map[string]string{"jkt": client.Thumbprint()})
 
-	t.Run("DS-16 proof without nonce → 401 use_dpop_nonce with DPoP-Nonce", func(t *testing.T) {
+	t.Run("proof without nonce → 401 use_dpop_nonce with DPoP-Nonce", func(t *testing.T) {
 		r := e.do(t, []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), "", at)}, "")
 		if r.status != 401 || r.challenge["dpop"]["error"] != "use_dpop_nonce" {
 			t.Fatalf("status %d challenges %v", r.status, r.challenge)
@@ -295,16 +295,16 @@ func TestResourceServerNonce(t *testing.T) {
 		}
 		r = e.do(t, []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), r.nonce, at)}, "")
 		if r.status != 200 {
-			t.Fatalf("DS-10 retry with the nonce: status %d %v", r.status, r.challenge)
+			t.Fatalf("retry with the nonce: status %d %v", r.status, r.challenge)
 		}
 	})
-	t.Run("DS-10 forged nonce → 401 use_dpop_nonce", func(t *testing.T) {
+	t.Run("forged nonce → 401 use_dpop_nonce", func(t *testing.T) {
 		r := e.do(t, []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), "bm90LWEtbm9uY2U", at)}, "")
 		if r.status != 401 || r.challenge["dpop"]["error"] != "use_dpop_nonce" || r.nonce == "" {
 			t.Fatalf("status %d %v nonce %q", r.status, r.challenge, r.nonce)
 		}
 	})
-	t.Run("DS-16 Transport answers the RS challenge by itself", func(t *testing.T) {
+	t.Run("Transport answers the RS challenge by itself", func(t *testing.T) {
 		trace := &Trace{}
 		ctx := WithTrace(context.Background(), trace)
 		hc := &http.Client{Transport: &Transport{Signer: client, Base: e.srv.Client().Transport}}
@@ -331,7 +331,7 @@ func TestResourceServerReplay(t *testing.T) {
 	}
 	r := e.do(t, []string{"DPoP " + at}, []string{proof}, "")
 	if r.status != 401 || r.challenge["dpop"]["error"] != "invalid_dpop_proof" || r.challenge["dpop"]["error_description"] != "proof replayed" {
-		t.Fatalf("DS-15 replay: %d %v", r.status, r.challenge)
+		t.Fatalf("replay: %d %v", r.status, r.challenge)
 	}
 }
 
@@ -341,7 +341,7 @@ func TestResourceServerFailClosed(t *testing.T) {
 	at := e.token(t, "cnf", map[string]string{"jkt": client.Thumbprint()})
 	r := e.do(t, []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), "", at)}, "")
 	if r.status != http.StatusServiceUnavailable {
-		t.Fatalf("DS-15 replay cache down: status %d, want 503", r.status)
+		t.Fatalf("replay cache down: status %d, want 503", r.status)
 	}
 }
 
@@ -360,7 +360,7 @@ func TestResourceServerRemoteJWKS(t *testing.T) {
 	})
 	at := e.token(t, "cnf", map[string]string{"jkt": client.Thumbprint()})
 	if r := e.do(t, []string{"DPoP " + at}, []string{proofFor(t, client, e.url(), "", at)}, ""); r.status != 200 {
-		t.Fatalf("DS-23 with a remote JWKS: %d %v", r.status, r.challenge)
+		t.Fatalf("with a remote JWKS: %d %v", r.status, r.challenge)
 	}
 }
 
@@ -388,12 +388,12 @@ func TestTokenJKT(t *testing.T) {
 		want   string
 		ok     bool
 	}{
-		{name: "DS-18 no cnf", claims: map[string]any{}, want: "", ok: true},
-		{name: "DS-18 cnf.jkt", claims: map[string]any{"cnf": map[string]any{"jkt": "abc"}}, want: "abc", ok: true},
-		{name: "DS-18 cnf without jkt", claims: map[string]any{"cnf": map[string]any{"x5t#S256": "abc"}}, want: "", ok: true},
-		{name: "DS-18 cnf not an object", claims: map[string]any{"cnf": "abc"}, want: "", ok: false},
-		{name: "DS-18 jkt not a string", claims: map[string]any{"cnf": map[string]any{"jkt": 1}}, want: "", ok: false},
-		{name: "DS-18 jkt empty", claims: map[string]any{"cnf": map[string]any{"jkt": ""}}, want: "", ok: false},
+		{name: "no cnf", claims: map[string]any{}, want: "", ok: true},
+		{name: "cnf.jkt", claims: map[string]any{"cnf": map[string]any{"jkt": "abc"}}, want: "abc", ok: true},
+		{name: "cnf without jkt", claims: map[string]any{"cnf": map[string]any{"x5t#S256": "abc"}}, want: "", ok: true},
+		{name: "cnf not an object", claims: map[string]any{"cnf": "abc"}, want: "", ok: false},
+		{name: "jkt not a string", claims: map[string]any{"cnf": map[string]any{"jkt": 1}}, want: "", ok: false},
+		{name: "jkt empty", claims: map[string]any{"cnf": map[string]any{"jkt": ""}}, want: "", ok: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

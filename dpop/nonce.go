@@ -17,7 +17,7 @@ const (
 	nonceRawLen = 8 + nonceMACLen
 )
 
-// NonceSource issues and checks server nonces (DS-10, DS-16) without shared state: a nonce is
+// NonceSource issues and checks server nonces (RFC 9449 §8, §9) without shared state: a nonce is
 // the current time step MACed with a secret all replicas share, so any replica can check it.
 // Nonces rotate every Period; the current and the previous step are accepted.
 //

@@ -18,7 +18,7 @@ func TestNonceSource(t *testing.T) {
 	}
 	first := n.Nonce()
 
-	t.Run("DS-16 nonce is stable within a step and valid", func(t *testing.T) {
+	t.Run("nonce is stable within a step and valid", func(t *testing.T) {
 		if n.Nonce() != first || !n.Valid(first) {
 			t.Fatalf("nonce %q unstable or invalid", first)
 		}
@@ -26,7 +26,7 @@ func TestNonceSource(t *testing.T) {
 			t.Fatalf("nonce length %d", len(first))
 		}
 	})
-	t.Run("DS-10 previous step accepted after rotation", func(t *testing.T) {
+	t.Run("previous step accepted after rotation", func(t *testing.T) {
 		clock.Add(int64(time.Minute))
 		if n.Nonce() == first {
 			t.Fatal("nonce did not rotate")
@@ -35,31 +35,31 @@ func TestNonceSource(t *testing.T) {
 			t.Fatal("current or previous nonce refused")
 		}
 	})
-	t.Run("DS-10 two steps old refused", func(t *testing.T) {
+	t.Run("two steps old refused", func(t *testing.T) {
 		clock.Add(int64(time.Minute))
 		if n.Valid(first) {
 			t.Fatal("stale nonce accepted")
 		}
 	})
-	t.Run("DS-10 future step refused", func(t *testing.T) {
+	t.Run("future step refused", func(t *testing.T) {
 		ahead, _ := NewNonceSource(secret, time.Minute, func() time.Time { return now().Add(time.Minute) })
 		if n.Valid(ahead.Nonce()) {
 			t.Fatal("nonce from the next step accepted")
 		}
 	})
-	t.Run("DS-10 other secret refused", func(t *testing.T) {
+	t.Run("other secret refused", func(t *testing.T) {
 		o, _ := NewNonceSource([]byte(strings.Repeat("o", 32)), time.Minute, now)
 		if n.Valid(o.Nonce()) {
 			t.Fatal("nonce MACed with another secret accepted")
 		}
 	})
-	t.Run("DS-10 replicas sharing the secret agree", func(t *testing.T) {
+	t.Run("replicas sharing the secret agree", func(t *testing.T) {
 		r, _ := NewNonceSource(secret, time.Minute, now)
 		if !r.Valid(n.Nonce()) || r.Nonce() != n.Nonce() {
 			t.Fatal("replica disagrees")
 		}
 	})
-	t.Run("DS-10 malformed nonces refused", func(t *testing.T) {
+	t.Run("malformed nonces refused", func(t *testing.T) {
 		cur := n.Nonce()
 		flipped := []byte(cur)
 		flipped[len(flipped)-1] ^= 1
@@ -73,7 +73,7 @@ func TestNonceSource(t *testing.T) {
 			t.Error("nil source accepted a nonce")
 		}
 	})
-	t.Run("DS-16 constructor refuses weak settings", func(t *testing.T) {
+	t.Run("constructor refuses weak settings", func(t *testing.T) {
 		if _, err := NewNonceSource(make([]byte, 31), time.Minute, nil); err == nil {
 			t.Error("31-byte secret accepted")
 		}

@@ -16,7 +16,7 @@ func TestMemoryReplayCache(t *testing.T) {
 	clock.Store(vtNow.UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 
-	t.Run("DS-15 first claim wins, later claims lose", func(t *testing.T) {
+	t.Run("first claim wins, later claims lose", func(t *testing.T) {
 		m := newMemoryReplayCache(10, now)
 		if ok, err := m.Claim(ctx, "a", time.Minute); !ok || err != nil {
 			t.Fatalf("first claim %v %v", ok, err)
@@ -27,7 +27,7 @@ func TestMemoryReplayCache(t *testing.T) {
 			}
 		}
 	})
-	t.Run("DS-15 key claimable again after ttl", func(t *testing.T) {
+	t.Run("key claimable again after ttl", func(t *testing.T) {
 		m := newMemoryReplayCache(10, now)
 		_, _ = m.Claim(ctx, "a", time.Minute)
 		clock.Add(int64(time.Minute))
@@ -35,7 +35,7 @@ func TestMemoryReplayCache(t *testing.T) {
 			t.Fatalf("claim after expiry %v %v", ok, err)
 		}
 	})
-	t.Run("DS-15 full of live entries fails closed", func(t *testing.T) {
+	t.Run("full of live entries fails closed", func(t *testing.T) {
 		m := newMemoryReplayCache(3, now)
 		for i := 0; i < 3; i++ {
 			if ok, err := m.Claim(ctx, fmt.Sprint(i), time.Minute); !ok || err != nil {
@@ -58,7 +58,7 @@ func TestMemoryReplayCache(t *testing.T) {
 			t.Fatalf("expired entries kept: %d", len(m.entries))
 		}
 	})
-	t.Run("DS-15 short ttl entry makes room", func(t *testing.T) {
+	t.Run("short ttl entry makes room", func(t *testing.T) {
 		m := newMemoryReplayCache(2, now)
 		_, _ = m.Claim(ctx, "long", time.Hour)
 		_, _ = m.Claim(ctx, "short", time.Second)
@@ -89,12 +89,12 @@ func TestMemoryReplayCache(t *testing.T) {
 			}
 		}
 	})
-	t.Run("DS-15 bad ttl refused", func(t *testing.T) {
+	t.Run("bad ttl refused", func(t *testing.T) {
 		if ok, err := NewMemoryReplayCache(0).Claim(ctx, "a", 0); ok || err == nil {
 			t.Fatal("zero ttl accepted")
 		}
 	})
-	t.Run("DS-15 concurrent claims of one key: exactly one wins", func(t *testing.T) {
+	t.Run("concurrent claims of one key: exactly one wins", func(t *testing.T) {
 		m := NewMemoryReplayCache(100)
 		var wins atomic.Int32
 		var wg sync.WaitGroup

@@ -139,7 +139,7 @@ func TestProofHeaderAndClaims(t *testing.T) {
 		"RSA": {"e", "kty", "n"},
 	}
 	for _, alg := range allAlgs {
-		t.Run("DC-1 DC-2 DC-3 DC-5 DC-6 "+alg, func(t *testing.T) {
+		t.Run(alg, func(t *testing.T) {
 			s := testSigner(t, alg)
 			if s.Alg() != alg {
 				t.Fatalf("Alg() = %q", s.Alg())
@@ -161,7 +161,7 @@ func TestProofHeaderAndClaims(t *testing.T) {
 			}
 			slices.Sort(members)
 			if want := wantJWK[d.jwk["kty"].(string)]; !slices.Equal(members, want) {
-				t.Errorf("DC-3 jwk members = %v, want %v (public only)", members, want)
+				t.Errorf("jwk members = %v, want %v (public only)", members, want)
 			}
 			rawJWK, _ := json.Marshal(d.jwk)
 			var jwk jose.JSONWebKey
@@ -174,10 +174,10 @@ func TestProofHeaderAndClaims(t *testing.T) {
 				t.Errorf("htm/htu = %v %v", d.claims["htm"], d.claims["htu"])
 			}
 			if d.claims["iat"] != float64(now.Unix()) {
-				t.Errorf("DC-6 iat = %v", d.claims["iat"])
+				t.Errorf("iat = %v", d.claims["iat"])
 			}
 			if jti, _ := d.claims["jti"].(string); len(jti) < 22 {
-				t.Errorf("DC-4 jti %q too short for 128 bits", jti)
+				t.Errorf("jti %q too short for 128 bits", jti)
 			}
 			for _, absent := range []string{"nonce", "ath"} {
 				if _, ok := d.claims[absent]; ok {
@@ -196,9 +196,9 @@ func TestProofNonceAndATH(t *testing.T) {
 	tests := []struct {
 		name, nonce, at, wantNonce, wantATH string
 	}{
-		{name: "DC-7 ath from access token (RFC 9449 §7.1 vector)", nonce: "", at: at, wantNonce: "", wantATH: ath},
-		{name: "DC-8 nonce claim carried", nonce: "eyJ7S_zG.eyJH0-Z.HX4w-7v", at: "", wantNonce: "eyJ7S_zG.eyJH0-Z.HX4w-7v", wantATH: ""},
-		{name: "DC-7 DC-8 both", nonce: "n-1", at: at, wantNonce: "n-1", wantATH: ath},
+		{name: "ath from access token (RFC 9449 §7.1 vector)", nonce: "", at: at, wantNonce: "", wantATH: ath},
+		{name: "nonce claim carried", nonce: "eyJ7S_zG.eyJH0-Z.HX4w-7v", at: "", wantNonce: "eyJ7S_zG.eyJH0-Z.HX4w-7v", wantATH: ""},
+		{name: "both", nonce: "n-1", at: at, wantNonce: "n-1", wantATH: ath},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,15 +222,15 @@ func TestHTU(t *testing.T) {
 		name, in, want string
 		wantErr        bool
 	}{
-		{name: "DC-5 htu strips query", in: "https://as.example.com/token?a=1&b=2", want: "https://as.example.com/token", wantErr: false},
-		{name: "DC-5 htu strips fragment", in: "https://as.example.com/token#frag", want: "https://as.example.com/token", wantErr: false},
-		{name: "DC-5 htu strips query and fragment", in: "https://as.example.com/t?x#y", want: "https://as.example.com/t", wantErr: false},
-		{name: "DC-5 htu strips empty query", in: "https://as.example.com/t?", want: "https://as.example.com/t", wantErr: false},
-		{name: "DC-5 htu keeps port and path", in: "http://127.0.0.1:8080/a/b/c", want: "http://127.0.0.1:8080/a/b/c", wantErr: false},
-		{name: "DC-5 htu keeps escaped path", in: "https://as.example.com/a%2Fb/c", want: "https://as.example.com/a%2Fb/c", wantErr: false},
-		{name: "DC-5 htu drops userinfo", in: "https://user:pw@as.example.com/t", want: "https://as.example.com/t", wantErr: false},
-		{name: "DC-5 relative URL rejected", in: "/token", want: "", wantErr: true},
-		{name: "DC-5 bad URL rejected", in: "https://[::1/t", want: "", wantErr: true},
+		{name: "htu strips query", in: "https://as.example.com/token?a=1&b=2", want: "https://as.example.com/token", wantErr: false},
+		{name: "htu strips fragment", in: "https://as.example.com/token#frag", want: "https://as.example.com/token", wantErr: false},
+		{name: "htu strips query and fragment", in: "https://as.example.com/t?x#y", want: "https://as.example.com/t", wantErr: false},
+		{name: "htu strips empty query", in: "https://as.example.com/t?", want: "https://as.example.com/t", wantErr: false},
+		{name: "htu keeps port and path", in: "http://127.0.0.1:8080/a/b/c", want: "http://127.0.0.1:8080/a/b/c", wantErr: false},
+		{name: "htu keeps escaped path", in: "https://as.example.com/a%2Fb/c", want: "https://as.example.com/a%2Fb/c", wantErr: false},
+		{name: "htu drops userinfo", in: "https://user:pw@as.example.com/t", want: "https://as.example.com/t", wantErr: false},
+		{name: "relative URL rejected", in: "/token", want: "", wantErr: true},
+		{name: "bad URL rejected", in: "https://[::1/t", want: "", wantErr: true},
 	}
 	s := testSigner(t, AlgES256)
 	for _, tc := range tests {
@@ -258,7 +258,7 @@ func TestHTU(t *testing.T) {
 
 func TestJTIUnique(t *testing.T) {
 	for _, alg := range []string{AlgES256, AlgEdDSA} {
-		t.Run("DC-4 jti unique "+alg, func(t *testing.T) {
+		t.Run("jti unique "+alg, func(t *testing.T) {
 			s := testSigner(t, alg)
 			seen := map[string]bool{}
 			for range 500 {
@@ -306,15 +306,15 @@ func TestNewSignerRejects(t *testing.T) {
 		key  crypto.Signer
 		alg  string
 	}{
-		{name: "DC-2 none rejected", key: testKey(t, AlgES256), alg: "none"},
-		{name: "DC-2 MAC rejected", key: testKey(t, AlgES256), alg: "HS256"},
-		{name: "DC-2 unknown alg rejected", key: testKey(t, AlgES256), alg: "ES384"},
-		{name: "DC-2 ES256 with RSA key", key: testKey(t, AlgRS256), alg: AlgES256},
-		{name: "DC-2 ES256 with P-384 key", key: p384, alg: AlgES256},
-		{name: "DC-2 EdDSA with EC key", key: testKey(t, AlgES256), alg: AlgEdDSA},
-		{name: "DC-2 RS256 with Ed25519 key", key: testKey(t, AlgEdDSA), alg: AlgRS256},
-		{name: "DC-2 PS256 with 1024-bit RSA", key: rsa1024, alg: AlgPS256},
-		{name: "DC-2 nil key", key: nil, alg: AlgES256},
+		{name: "none rejected", key: testKey(t, AlgES256), alg: "none"},
+		{name: "MAC rejected", key: testKey(t, AlgES256), alg: "HS256"},
+		{name: "unknown alg rejected", key: testKey(t, AlgES256), alg: "ES384"},
+		{name: "ES256 with RSA key", key: testKey(t, AlgRS256), alg: AlgES256},
+		{name: "ES256 with P-384 key", key: p384, alg: AlgES256},
+		{name: "EdDSA with EC key", key: testKey(t, AlgES256), alg: AlgEdDSA},
+		{name: "RS256 with Ed25519 key", key: testKey(t, AlgEdDSA), alg: AlgRS256},
+		{name: "PS256 with 1024-bit RSA", key: rsa1024, alg: AlgPS256},
+		{name: "nil key", key: nil, alg: AlgES256},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -333,11 +333,11 @@ func TestWithAlg(t *testing.T) {
 		to      string
 		wantErr bool
 	}{
-		{name: "DC-2 EdDSA to Ed25519", from: ed, to: AlgEd25519, wantErr: false},
-		{name: "DC-2 Ed25519 to EdDSA", from: testSigner(t, AlgEd25519), to: AlgEdDSA, wantErr: false},
-		{name: "DC-2 same label", from: ed, to: AlgEdDSA, wantErr: false},
-		{name: "DC-2 RS256 to PS256", from: testSigner(t, AlgRS256), to: AlgPS256, wantErr: false},
-		{name: "DC-2 EdDSA to ES256 rejected", from: ed, to: AlgES256, wantErr: true},
+		{name: "EdDSA to Ed25519", from: ed, to: AlgEd25519, wantErr: false},
+		{name: "Ed25519 to EdDSA", from: testSigner(t, AlgEd25519), to: AlgEdDSA, wantErr: false},
+		{name: "same label", from: ed, to: AlgEdDSA, wantErr: false},
+		{name: "RS256 to PS256", from: testSigner(t, AlgRS256), to: AlgPS256, wantErr: false},
+		{name: "EdDSA to ES256 rejected", from: ed, to: AlgES256, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -385,7 +385,7 @@ func TestKeyAlgFits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		if got := KeyAlgFits(tc.key, tc.alg); got != tc.want {
-			t.Errorf("DC-2 KeyAlgFits(%T, %s) = %v, want %v", tc.key, tc.alg, got, tc.want)
+			t.Errorf("KeyAlgFits(%T, %s) = %v, want %v", tc.key, tc.alg, got, tc.want)
 		}
 	}
 }

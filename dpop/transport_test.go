@@ -161,9 +161,9 @@ func TestTransportNonceChallenges(t *testing.T) {
 		method string
 		body   string
 	}{
-		{name: "DC-9 AS 400 use_dpop_nonce retried once", path: "/token?q=1", at: "", method: http.MethodPost, body: "grant_type=authorization_code&code=c1&code_verifier=v"},
-		{name: "DC-9 AS retry resends large body intact", path: "/token", at: "", method: http.MethodPost, body: bigBody},
-		{name: "DC-9 DC-11 RS 401 use_dpop_nonce retried once", path: "/userinfo", at: "at-123", method: http.MethodGet, body: ""},
+		{name: "AS 400 use_dpop_nonce retried once", path: "/token?q=1", at: "", method: http.MethodPost, body: "grant_type=authorization_code&code=c1&code_verifier=v"},
+		{name: "AS retry resends large body intact", path: "/token", at: "", method: http.MethodPost, body: bigBody},
+		{name: "RS 401 use_dpop_nonce retried once", path: "/userinfo", at: "at-123", method: http.MethodGet, body: ""},
 	}
 	for _, alg := range allAlgs {
 		for _, tc := range tests {
@@ -203,7 +203,7 @@ func TestTransportNonceChallenges(t *testing.T) {
 				}
 				seen := srv.take()
 				if len(seen) != 2 {
-					t.Fatalf("DC-9 server saw %d proofs, want 2 (exactly one retry)", len(seen))
+					t.Fatalf("server saw %d proofs, want 2 (exactly one retry)", len(seen))
 				}
 				if _, ok := seen[0].claims["nonce"]; ok {
 					t.Error("first proof carried a nonce before any was known")
@@ -213,27 +213,27 @@ func TestTransportNonceChallenges(t *testing.T) {
 					role = "rs"
 				}
 				if seen[1].claims["nonce"] != role+"-nonce-0" {
-					t.Errorf("DC-8 retry nonce = %v", seen[1].claims["nonce"])
+					t.Errorf("retry nonce = %v", seen[1].claims["nonce"])
 				}
 				if seen[0].claims["jti"] == seen[1].claims["jti"] {
-					t.Error("DC-4 retry reused the jti")
+					t.Error("retry reused the jti")
 				}
 				for i, p := range seen {
 					if p.body != tc.body {
 						t.Errorf("attempt %d body differs (len %d, want %d)", i, len(p.body), len(tc.body))
 					}
 					if p.claims["htm"] != tc.method || p.claims["htu"] != srv.URL+strings.Split(tc.path, "?")[0] {
-						t.Errorf("DC-5 htm/htu = %v %v", p.claims["htm"], p.claims["htu"])
+						t.Errorf("htm/htu = %v %v", p.claims["htm"], p.claims["htu"])
 					}
 					if ath, _ := p.claims["ath"].(string); (tc.at != "") != (ath == ATH(tc.at)) || (tc.at == "" && ath != "") {
-						t.Errorf("DC-7 ath = %q", ath)
+						t.Errorf("ath = %q", ath)
 					}
 				}
 				if *trace != (Trace{Requests: 2, NonceRetries: 1, NonceUsed: true, Alg: alg}) {
 					t.Errorf("trace = %+v", *trace)
 				}
 
-				// DC-8: the nonce is remembered, so the next request needs no retry.
+				// RFC 9449 §8: the nonce is remembered, so the next request needs no retry.
 				resp, trace = do()
 				resp.Body.Close()
 				if seen := srv.take(); resp.StatusCode != http.StatusOK || len(seen) != 1 || seen[0].claims["nonce"] != role+"-nonce-0" {
@@ -256,7 +256,7 @@ func TestTransportNonceBookkeeping(t *testing.T) {
 	tr := &Transport{Signer: testSigner(t, AlgES256), Nonces: nonces}
 	client := &http.Client{Transport: tr}
 
-	t.Run("DC-8 AS and RS nonces kept apart", func(t *testing.T) {
+	t.Run("AS and RS nonces kept apart", func(t *testing.T) {
 		resp, err := postForm(t, client, context.Background(), srv.URL+"/token", "a=b")
 		if err != nil {
 			t.Fatal(err)
@@ -283,7 +283,7 @@ func TestTransportNonceBookkeeping(t *testing.T) {
 		}
 	})
 
-	t.Run("DC-8 nonce read from a 200 response", func(t *testing.T) {
+	t.Run("nonce read from a 200 response", func(t *testing.T) {
 		srv.mu.Lock()
 		srv.rotateOnOK = true
 		srv.mu.Unlock()
@@ -307,9 +307,9 @@ func TestTransportRetryLimit(t *testing.T) {
 		wantProofs  int
 		wantRetries int
 	}{
-		{name: "DC-9 MaxRetries zero means one retry", maxRetries: 0, wantProofs: 2, wantRetries: 1},
-		{name: "DC-9 MaxRetries 3", maxRetries: 3, wantProofs: 4, wantRetries: 3},
-		{name: "DC-9 negative MaxRetries means no retry", maxRetries: -1, wantProofs: 1, wantRetries: 0},
+		{name: "MaxRetries zero means one retry", maxRetries: 0, wantProofs: 2, wantRetries: 1},
+		{name: "MaxRetries 3", maxRetries: 3, wantProofs: 4, wantRetries: 3},
+		{name: "negative MaxRetries means no retry", maxRetries: -1, wantProofs: 1, wantRetries: 0},
 	}
 	for _, tc := range tests {
 		for _, path := range []string{"/token?secret=1", "/userinfo"} {
@@ -344,7 +344,7 @@ func TestTransportRetryLimit(t *testing.T) {
 					jtis[p.claims["jti"]] = true
 				}
 				if len(jtis) != len(seen) {
-					t.Error("DC-4 a jti was reused across retries")
+					t.Error("a jti was reused across retries")
 				}
 				if trace.Requests != tc.wantProofs || trace.NonceRetries != tc.wantRetries {
 					t.Errorf("trace = %+v", *trace)
@@ -366,12 +366,12 @@ func TestTransportNoRetry(t *testing.T) {
 		wantNonce  string
 		wantStatus int
 	}{
-		{name: "DC-9 400 other error returned with body intact", status: 400, header: http.Header{"Dpop-Nonce": {"n-7"}}, body: `{"error":"invalid_grant"}`, wantNonce: "n-7", wantStatus: 400},
-		{name: "DC-9 400 use_dpop_nonce without DPoP-Nonce returned", status: 400, header: nil, body: `{"error":"use_dpop_nonce"}`, wantNonce: "", wantStatus: 400},
-		{name: "DC-9 400 non-JSON body returned", status: 400, header: http.Header{"Dpop-Nonce": {"n-8"}}, body: `use_dpop_nonce`, wantNonce: "n-8", wantStatus: 400},
-		{name: "DC-9 401 Bearer use_dpop_nonce is not a DPoP challenge", status: 401, header: http.Header{"Dpop-Nonce": {"n-9"}, "Www-Authenticate": {`Bearer error="use_dpop_nonce"`}}, body: "", wantNonce: "n-9", wantStatus: 401},
-		{name: "DC-9 401 DPoP invalid_token returned", status: 401, header: http.Header{"Dpop-Nonce": {"n-10"}, "Www-Authenticate": {`DPoP error="invalid_token"`}}, body: "", wantNonce: "n-10", wantStatus: 401},
-		{name: "DC-8 200 nonce remembered", status: 200, header: http.Header{"Dpop-Nonce": {"n-11"}}, body: `{}`, wantNonce: "n-11", wantStatus: 200},
+		{name: "400 other error returned with body intact", status: 400, header: http.Header{"Dpop-Nonce": {"n-7"}}, body: `{"error":"invalid_grant"}`, wantNonce: "n-7", wantStatus: 400},
+		{name: "400 use_dpop_nonce without DPoP-Nonce returned", status: 400, header: nil, body: `{"error":"use_dpop_nonce"}`, wantNonce: "", wantStatus: 400},
+		{name: "400 non-JSON body returned", status: 400, header: http.Header{"Dpop-Nonce": {"n-8"}}, body: `use_dpop_nonce`, wantNonce: "n-8", wantStatus: 400},
+		{name: "401 Bearer use_dpop_nonce is not a DPoP challenge", status: 401, header: http.Header{"Dpop-Nonce": {"n-9"}, "Www-Authenticate": {`Bearer error="use_dpop_nonce"`}}, body: "", wantNonce: "n-9", wantStatus: 401},
+		{name: "401 DPoP invalid_token returned", status: 401, header: http.Header{"Dpop-Nonce": {"n-10"}, "Www-Authenticate": {`DPoP error="invalid_token"`}}, body: "", wantNonce: "n-10", wantStatus: 401},
+		{name: "200 nonce remembered", status: 200, header: http.Header{"Dpop-Nonce": {"n-11"}}, body: `{}`, wantNonce: "n-11", wantStatus: 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -432,7 +432,7 @@ func TestTransportErrors(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
-	t.Run("DC-9 retry without GetBody fails clearly", func(t *testing.T) {
+	t.Run("retry without GetBody fails clearly", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/token", io.NopCloser(strings.NewReader("a=b")))
 		req.GetBody = nil
 		_, err := (&http.Client{Transport: &Transport{Signer: testSigner(t, AlgES256)}}).Do(req)
@@ -479,16 +479,16 @@ func TestParseChallenges(t *testing.T) {
 		in   []string
 		want bool
 	}{
-		{name: "DC-9 RFC 9449 §9 example", in: []string{`DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"`}, want: true},
-		{name: "DC-9 DPoP after Bearer", in: []string{`Bearer realm="x", DPoP algs="ES256 PS256", error="use_dpop_nonce"`}, want: true},
-		{name: "DC-9 DPoP after token68", in: []string{`Basic abc==, DPoP error=use_dpop_nonce`}, want: true},
-		{name: "DC-9 case-insensitive scheme and param", in: []string{`dpop ERROR="use_dpop_nonce"`}, want: true},
-		{name: "DC-9 second header value", in: []string{`Bearer realm="x"`, `DPoP error="use_dpop_nonce"`}, want: true},
-		{name: "DC-9 escaped quotes", in: []string{`Newauth realm="a \"b\", c", DPoP error="use_dpop_nonce"`}, want: true},
-		{name: "DC-9 other DPoP error", in: []string{`DPoP error="invalid_token"`}, want: false},
-		{name: "DC-9 Bearer use_dpop_nonce", in: []string{`Bearer error="use_dpop_nonce"`}, want: false},
-		{name: "DC-9 value in another param", in: []string{`DPoP error_description="use_dpop_nonce"`}, want: false},
-		{name: "DC-9 garbage", in: []string{`,,, ="" DPoP`, `"`, `=`, ``}, want: false},
+		{name: "RFC 9449 §9 example", in: []string{`DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"`}, want: true},
+		{name: "DPoP after Bearer", in: []string{`Bearer realm="x", DPoP algs="ES256 PS256", error="use_dpop_nonce"`}, want: true},
+		{name: "DPoP after token68", in: []string{`Basic abc==, DPoP error=use_dpop_nonce`}, want: true},
+		{name: "case-insensitive scheme and param", in: []string{`dpop ERROR="use_dpop_nonce"`}, want: true},
+		{name: "second header value", in: []string{`Bearer realm="x"`, `DPoP error="use_dpop_nonce"`}, want: true},
+		{name: "escaped quotes", in: []string{`Newauth realm="a \"b\", c", DPoP error="use_dpop_nonce"`}, want: true},
+		{name: "other DPoP error", in: []string{`DPoP error="invalid_token"`}, want: false},
+		{name: "Bearer use_dpop_nonce", in: []string{`Bearer error="use_dpop_nonce"`}, want: false},
+		{name: "value in another param", in: []string{`DPoP error_description="use_dpop_nonce"`}, want: false},
+		{name: "garbage", in: []string{`,,, ="" DPoP`, `"`, `=`, ``}, want: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -502,7 +502,7 @@ func TestParseChallenges(t *testing.T) {
 
 func TestOAuth2Exchange(t *testing.T) {
 	for _, alg := range allAlgs {
-		t.Run("DC-9 oauth2 Exchange through Transport "+alg, func(t *testing.T) {
+		t.Run("oauth2 Exchange through Transport "+alg, func(t *testing.T) {
 			srv := newNonceServer(t)
 			signer := testSigner(t, alg)
 			trace := &Trace{}

@@ -28,7 +28,7 @@ const (
 	ErrCodeUseNonce     = "use_dpop_nonce"
 )
 
-// Limits applied to proofs before any parsing (DS-2, DS-15).
+// Limits applied to proofs before any parsing (RFC 9449 §4.3 step 2, §11.1).
 const (
 	MaxProofSize = 8 << 10 // bytes of one DPoP header value
 	MaxJTILength = 256     // bytes of the jti claim
@@ -39,7 +39,8 @@ const (
 var DefaultAlgs = []string{"ES256", "ES384", "ES512", AlgEdDSA, AlgEd25519, AlgRS256, AlgPS256}
 
 // ProofError is a rejected proof: Code is invalid_dpop_proof or use_dpop_nonce, Check names the
-// spec item that failed (e.g. "DS-4"), Description is safe to send to the client.
+// rule that failed (the row of docs/conformance.md, e.g. "dpop-proof-typ"), Description is
+// safe to send to the client.
 type ProofError struct {
 	Code        string
 	Check       string
@@ -50,13 +51,34 @@ func (e *ProofError) Error() string {
 	return fmt.Sprintf("dpop: %s (%s): %s", e.Code, e.Check, e.Description)
 }
 
-// descKeyMismatch is the description of a DS-12 key-binding failure.
+// Check names of refused proofs: each is the row of docs/conformance.md that states the rule,
+// in the order of the checks of RFC 9449 §4.3.
+const (
+	checkSingleHeader   = "dpop-proof-single-header"   // §4.3 step 1
+	checkWellFormed     = "dpop-proof-well-formed"     // step 2
+	checkRequiredClaims = "dpop-proof-required-claims" // step 3
+	checkTyp            = "dpop-proof-typ"             // step 4
+	checkAlg            = "dpop-proof-alg"             // step 5
+	checkSignature      = "dpop-proof-signature"       // step 6
+	checkPublicJWK      = "dpop-proof-public-jwk"      // step 7
+	checkHTM            = "dpop-proof-htm"             // step 8
+	checkHTU            = "dpop-proof-htu"             // step 9
+	checkNonce          = "dpop-proof-nonce"           // step 10
+	checkIAT            = "dpop-proof-iat"             // step 11, §11.1
+	checkATH            = "dpop-proof-ath"             // step 12: ath
+	checkKeyBinding     = "dpop-proof-key-binding"     // step 12: the key the token is bound to
+	checkReplay         = "dpop-proof-replay"          // §11.1
+	checkNonceRequired  = "dpop-nonce-required"        // §8, §11.3
+)
+
+// descKeyMismatch is the description of a key-binding failure.
 const descKeyMismatch = "proof key does not match the bound key"
 
-// KeyMismatch reports whether the proof was refused because its key is not the one the token
-// or code is bound to (DS-12, DS-20, DS-21); a resource server answers invalid_token for it.
+// KeyMismatch reports whether the proof was refused because its key is not the one the token,
+// code or refresh token is bound to (RFC 9449 §4.3 step 12, §10, §5); a resource server
+// answers invalid_token for it.
 func (e *ProofError) KeyMismatch() bool {
-	return e != nil && e.Check == "DS-12" && e.Description == descKeyMismatch
+	return e != nil && e.Check == checkKeyBinding && e.Description == descKeyMismatch
 }
 
 func invalid(check, desc string) *ProofError {
@@ -64,17 +86,18 @@ func invalid(check, desc string) *ProofError {
 }
 
 // ReplayCache remembers proof identifiers for the acceptance window. Claim returns true the first
-// time key is claimed and false for every later claim within ttl (DS-15). It must be shared by
-// all replicas (the broker backs it with the store: SET NX PX).
+// time key is claimed and false for every later claim within ttl (RFC 9449 §11.1). It must be
+// shared by all replicas (the broker backs it with the store: SET NX PX).
 type ReplayCache interface {
 	Claim(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
 
-// Verifier checks proofs at an authorization server or resource server (RFC 9449 §4.3, DS-1…DS-16).
+// Verifier checks proofs at an authorization server or resource server (RFC 9449 §4.3, §8,
+// §11.1).
 type Verifier struct {
 	Algs         []string      // allowed JOSE algs; default ES256, ES384, ES512, EdDSA, Ed25519, RS256, PS256
-	MaxAge       time.Duration // iat may be this old; default 300 s (DS-14)
-	MaxFuture    time.Duration // iat may be this far ahead; default 30 s (DS-14)
+	MaxAge       time.Duration // iat may be this old; default 300 s (RFC 9449 §11.1)
+	MaxFuture    time.Duration // iat may be this far ahead; default 30 s
 	Replay       ReplayCache   // required: nil fails closed
 	Nonces       *NonceSource  // when set and RequireNonce, proofs must carry a valid nonce
 	RequireNonce bool
@@ -83,10 +106,10 @@ type Verifier struct {
 
 // Check is the request a proof must match.
 type Check struct {
-	Method      string // request method (DS-8)
-	URL         string // the endpoint's configured public URL; query/fragment ignored (DS-9, DS-13)
-	AccessToken string // RS: the presented access token, for ath (DS-12); "" at the AS
-	JKT         string // when non-empty, the proof key's thumbprint must equal it (DS-12, DS-20, DS-21)
+	Method      string // request method (htm, RFC 9449 §4.3 step 8)
+	URL         string // the endpoint's configured public URL; query/fragment ignored (htu, step 9)
+	AccessToken string // RS: the presented access token, for ath (step 12); "" at the AS
+	JKT         string // when non-empty, the proof key's thumbprint must equal it (step 12, §10)
 	// DeferReplay leaves the replay claim (RFC 9449 §11.1) to a later Verifier.Claim, so a
 	// server can first check that the request presents something worth a replay-cache entry
 	// (a live code or refresh token): proofs made up to fill the cache then cost it nothing.
@@ -95,7 +118,7 @@ type Check struct {
 
 // Result is an accepted proof.
 type Result struct {
-	JKT   string // RFC 7638 thumbprint of the proof key (DS-19)
+	JKT   string // RFC 7638 thumbprint of the proof key
 	Alg   string
 	JTI   string
 	IAT   time.Time
@@ -124,7 +147,7 @@ func (v *Verifier) AllowedAlgs() []string {
 
 func (v *Verifier) allows(alg string) bool {
 	if _, ok := algSpecs[alg]; !ok {
-		return false // none, HS*, unknown: never, whatever Algs says (DS-5)
+		return false // none, HS*, unknown: never, whatever Algs says (RFC 9449 §4.3 step 5)
 	}
 	if len(v.Algs) == 0 {
 		return slices.Contains(DefaultAlgs, alg)
@@ -166,7 +189,7 @@ type algSpec struct {
 	curve elliptic.Curve // EC only
 }
 
-// algSpecs lists the asymmetric JOSE algorithms a proof may use (DS-5).
+// algSpecs lists the asymmetric JOSE algorithms a proof may use (RFC 9449 §4.3 step 5, §11.6).
 var algSpecs = map[string]algSpec{
 	"ES256":    {kind: kindEC, hash: crypto.SHA256, curve: elliptic.P256()},
 	"ES384":    {kind: kindEC, hash: crypto.SHA384, curve: elliptic.P384()},
@@ -190,7 +213,7 @@ type rawHeader struct {
 }
 
 // jwkPrivate holds the private members RFC 7517/7518/8037 define; any of them present rejects
-// the proof (DS-7).
+// the proof (RFC 9449 §4.3 step 7).
 type jwkPrivate struct {
 	D    josejson.RawMessage `json:"d"`
 	P    josejson.RawMessage `json:"p"`
@@ -234,78 +257,78 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 		return nil, errors.New("dpop: check needs a method and a URL")
 	}
 
-	// DS-1: exactly one header field, one value.
+	// Step 1: exactly one header field, one value.
 	switch {
 	case len(headers) == 0:
-		return nil, invalid("DS-1", "missing DPoP proof")
+		return nil, invalid(checkSingleHeader, "missing DPoP proof")
 	case len(headers) > 1:
-		return nil, invalid("DS-1", "more than one DPoP header")
+		return nil, invalid(checkSingleHeader, "more than one DPoP header")
 	}
 	proof := headers[0]
 	if strings.IndexByte(proof, ',') >= 0 {
-		return nil, invalid("DS-1", "more than one DPoP proof in the header")
+		return nil, invalid(checkSingleHeader, "more than one DPoP proof in the header")
 	}
 
-	// DS-2: one compact JWS of bounded size.
+	// Step 2: one compact JWS of bounded size.
 	if proof == "" {
-		return nil, invalid("DS-2", "empty DPoP proof")
+		return nil, invalid(checkWellFormed, "empty DPoP proof")
 	}
 	if len(proof) > MaxProofSize {
-		return nil, invalid("DS-2", "DPoP proof too large")
+		return nil, invalid(checkWellFormed, "DPoP proof too large")
 	}
 	d1 := strings.IndexByte(proof, '.')
 	if d1 < 0 {
-		return nil, invalid("DS-2", "DPoP proof is not a compact JWS")
+		return nil, invalid(checkWellFormed, "DPoP proof is not a compact JWS")
 	}
 	d2 := strings.IndexByte(proof[d1+1:], '.')
 	if d2 < 0 {
-		return nil, invalid("DS-2", "DPoP proof is not a compact JWS")
+		return nil, invalid(checkWellFormed, "DPoP proof is not a compact JWS")
 	}
 	d2 += d1 + 1
 	if strings.IndexByte(proof[d2+1:], '.') >= 0 {
-		return nil, invalid("DS-2", "DPoP proof is not a compact JWS")
+		return nil, invalid(checkWellFormed, "DPoP proof is not a compact JWS")
 	}
 	hdrB64, payB64, sigB64 := proof[:d1], proof[d1+1:d2], proof[d2+1:]
-	if hdrB64 == "" || payB64 == "" { // an empty signature fails at DS-5 (none) or DS-6
-		return nil, invalid("DS-2", "DPoP proof has an empty part")
+	if hdrB64 == "" || payB64 == "" { // an empty signature fails at step 5 (none) or step 6
+		return nil, invalid(checkWellFormed, "DPoP proof has an empty part")
 	}
-	// DS-2 (header JSON, no crit), DS-4, DS-5, DS-7: parsed once per distinct header text.
+	// Steps 2 (header JSON, no crit), 4, 5 and 7: parsed once per distinct header text.
 	hdr, perr := proofHeaders.lookup(hdrB64)
 	if perr != nil {
 		return nil, perr
 	}
 	if !v.allows(hdr.alg) {
-		return nil, invalid("DS-5", "alg not allowed")
+		return nil, invalid(checkAlg, "alg not allowed")
 	}
 
-	// DS-2, DS-3: claims.
+	// Steps 2 and 3: claims.
 	payJSON, err := b64.Strict().DecodeString(payB64)
 	if err != nil {
-		return nil, invalid("DS-2", "DPoP proof payload is not base64url")
+		return nil, invalid(checkWellFormed, "DPoP proof payload is not base64url")
 	}
 	var cl rawClaims
 	if err := josejson.Unmarshal(payJSON, &cl); err != nil {
-		return nil, invalid("DS-2", "DPoP proof claims are not a JSON object of the expected types")
+		return nil, invalid(checkWellFormed, "DPoP proof claims are not a JSON object of the expected types")
 	}
 	switch {
 	case cl.JTI == nil || *cl.JTI == "":
-		return nil, invalid("DS-3", "jti missing")
+		return nil, invalid(checkRequiredClaims, "jti missing")
 	case cl.HTM == nil || *cl.HTM == "":
-		return nil, invalid("DS-3", "htm missing")
+		return nil, invalid(checkRequiredClaims, "htm missing")
 	case cl.HTU == nil || *cl.HTU == "":
-		return nil, invalid("DS-3", "htu missing")
+		return nil, invalid(checkRequiredClaims, "htu missing")
 	case cl.IAT == nil:
-		return nil, invalid("DS-3", "iat missing")
+		return nil, invalid(checkRequiredClaims, "iat missing")
 	case c.AccessToken != "" && (cl.ATH == nil || *cl.ATH == ""):
-		return nil, invalid("DS-3", "ath missing")
+		return nil, invalid(checkRequiredClaims, "ath missing")
 	}
 	if len(*cl.JTI) > MaxJTILength {
-		return nil, invalid("DS-15", "jti too long")
+		return nil, invalid(checkReplay, "jti too long")
 	}
 
-	// DS-8, DS-9/DS-13.
+	// Steps 8 and 9, htu compared in normalized form.
 	if *cl.HTM != c.Method {
-		return nil, invalid("DS-8", "htm does not match the request method")
+		return nil, invalid(checkHTM, "htm does not match the request method")
 	}
 	want, err := NormalizeHTU(c.URL)
 	if err != nil {
@@ -314,43 +337,43 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 	if *cl.HTU != c.URL { // identical strings need no second normalization
 		got, err := NormalizeHTU(*cl.HTU)
 		if err != nil || got != want {
-			return nil, invalid("DS-9", "htu does not match the request URI")
+			return nil, invalid(checkHTU, "htu does not match the request URI")
 		}
 	}
 
-	// DS-11/DS-14: iat window.
+	// Step 11: iat window (§11.1).
 	now := v.now()
 	maxAge, maxFuture := v.window()
 	iat := *cl.IAT
 	nowS := float64(now.UnixNano()) / 1e9
 	if math.IsNaN(iat) || iat < nowS-maxAge.Seconds() {
-		return nil, invalid("DS-14", "iat too old")
+		return nil, invalid(checkIAT, "iat too old")
 	}
 	if iat > nowS+maxFuture.Seconds() {
-		return nil, invalid("DS-14", "iat in the future")
+		return nil, invalid(checkIAT, "iat in the future")
 	}
 
-	// DS-12: ath.
+	// Step 12: ath.
 	if c.AccessToken != "" && *cl.ATH != ATH(c.AccessToken) {
-		return nil, invalid("DS-12", "ath does not match the access token")
+		return nil, invalid(checkATH, "ath does not match the access token")
 	}
 
-	// DS-6: signature over the exact signing input.
+	// Step 6: signature over the exact signing input.
 	sig, err := b64.Strict().DecodeString(sigB64)
 	if err != nil {
-		return nil, invalid("DS-2", "DPoP proof signature is not base64url")
+		return nil, invalid(checkWellFormed, "DPoP proof signature is not base64url")
 	}
 	if !verifySig(hdr.spec, hdr.key, proof[:d2], sig) {
-		return nil, invalid("DS-6", "signature verification failed")
+		return nil, invalid(checkSignature, "signature verification failed")
 	}
 
-	// DS-12/DS-19: key binding.
+	// Step 12: key binding (RFC 7638 thumbprints).
 	jkt := hdr.jkt
 	if c.JKT != "" && jkt != c.JKT {
-		return nil, invalid("DS-12", descKeyMismatch)
+		return nil, invalid(checkKeyBinding, descKeyMismatch)
 	}
 
-	// DS-10/DS-16: server nonce, after the signature and the key binding, so use_dpop_nonce
+	// Step 10: server nonce, after the signature and the key binding, so use_dpop_nonce
 	// answers only an otherwise valid proof: a normal protocol step (RFC 9449 §8), no failure.
 	nonce := ""
 	if cl.Nonce != nil {
@@ -358,10 +381,10 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 	}
 	if v.RequireNonce {
 		if nonce == "" {
-			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-16", Description: "a DPoP nonce is required"}
+			return nil, &ProofError{Code: ErrCodeUseNonce, Check: checkNonceRequired, Description: "a DPoP nonce is required"}
 		}
 		if !v.Nonces.Valid(nonce) {
-			return nil, &ProofError{Code: ErrCodeUseNonce, Check: "DS-10", Description: "DPoP nonce invalid or expired"}
+			return nil, &ProofError{Code: ErrCodeUseNonce, Check: checkNonce, Description: "DPoP nonce invalid or expired"}
 		}
 	}
 
@@ -378,7 +401,7 @@ func (v *Verifier) Verify(ctx context.Context, headers []string, c Check) (*Resu
 	if c.DeferReplay {
 		return res, nil
 	}
-	// DS-15: replay, last.
+	// §11.1: replay, last.
 	if err := v.Claim(ctx, res); err != nil {
 		return nil, err
 	}
@@ -397,7 +420,7 @@ func (v *Verifier) Claim(ctx context.Context, res *Result) error {
 		return fmt.Errorf("dpop: replay cache: %w", err)
 	}
 	if !ok {
-		return invalid("DS-15", "proof replayed")
+		return invalid(checkReplay, "proof replayed")
 	}
 	res.replayKey = "" // claimed: a second Claim is a no-op
 	return nil
@@ -412,7 +435,7 @@ func ReplayKey(normalizedHTU, jti string) string {
 	return b64.EncodeToString(h.Sum(nil))
 }
 
-// keyFits checks that the parsed jwk can verify alg (DS-7).
+// keyFits checks that the parsed jwk can verify alg (RFC 9449 §4.3 step 7).
 func keyFits(key any, spec algSpec) error {
 	switch k := key.(type) {
 	case *ecdsa.PublicKey:
