@@ -87,7 +87,8 @@ type Document struct {
 }
 
 // CheckDPoP returns the JOSE alg label to put in proofs for the configuration alg, or a
-// *CapabilityError (MD-4). Ed25519 is accepted when the upstream lists "Ed25519" (label
+// *CapabilityError (RFC 9449 §5.1: no dpop_signing_alg_values_supported means no DPoP, an
+// alg it does not list is refused). Ed25519 is accepted when the upstream lists "Ed25519" (label
 // Ed25519) or "EdDSA" (label EdDSA).
 func (d *Document) CheckDPoP(alg string) (wireAlg string, err error) {
 	offered := d.DPoPSigningAlgValuesSupported
@@ -107,7 +108,8 @@ func (d *Document) CheckDPoP(alg string) (wireAlg string, err error) {
 	return "", &CapabilityError{Issuer: d.Issuer, Alg: alg, Offered: append([]string{}, offered...)}
 }
 
-// SupportsS256 reports whether code_challenge_methods_supported lists S256 (PK-5).
+// SupportsS256 reports whether code_challenge_methods_supported lists S256 (RFC 8414 §2), so
+// PKCE S256 is used upstream (RFC 7636 §4.2).
 func (d *Document) SupportsS256() bool {
 	return slices.Contains(d.CodeChallengeMethodsSupported, "S256")
 }
@@ -135,7 +137,7 @@ func (d *Document) AuthStyle() string {
 // MaxDocumentSize bounds the discovery response body; larger documents are refused.
 const MaxDocumentSize = 1 << 20
 
-// WellKnownPath is appended to the issuer to find its discovery document (MD-3).
+// WellKnownPath is appended to the issuer to find its discovery document (OIDC Discovery §4.1).
 const WellKnownPath = "/.well-known/openid-configuration"
 
 // defaultHTTP serves a Client without HTTP. Like the broker's upstream client it follows no
@@ -205,8 +207,9 @@ func (c *Client) ttl() time.Duration {
 }
 
 // Get returns the document for issuer, fetched from discoveryURL (default:
-// issuer + "/.well-known/openid-configuration", MD-3). It enforces that the document's issuer
-// equals issuer exactly (MD-1) and that the required members are present (MD-2).
+// issuer + "/.well-known/openid-configuration", OIDC Discovery §4.1). It enforces that the
+// document's issuer equals issuer exactly (OIDC Discovery §4.3, RFC 8414 §3.3) and that the
+// required members are present (OIDC Discovery §3).
 // Concurrent calls for the same document share one fetch.
 func (c *Client) Get(ctx context.Context, issuer, discoveryURL string) (*Document, error) {
 	if issuer == "" {
@@ -280,7 +283,7 @@ func (c *Client) Refresh(ctx context.Context, issuer, discoveryURL string) (*Doc
 	return c.Get(ctx, issuer, discoveryURL)
 }
 
-// required lists the members OIDC Discovery §3 makes mandatory (MD-2), in check order.
+// required lists the members OIDC Discovery §3 makes mandatory, in check order.
 var required = []string{
 	"issuer",
 	"authorization_endpoint",
@@ -336,9 +339,9 @@ func (c *Client) fetch(ctx context.Context, issuer, discoveryURL string) (*Docum
 	return doc, nil
 }
 
-// Parse decodes a discovery document and checks it against the expected issuer (MD-1, exact
-// string equality, trailing slash significant) and the required members (MD-2). The returned
-// document has no Provider.
+// Parse decodes a discovery document and checks it against the expected issuer (OIDC Discovery
+// §4.3: exact string equality, trailing slash significant) and the required members (§3). The
+// returned document has no Provider.
 func Parse(body []byte, issuer string) (*Document, error) {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(body, &members); err != nil {
@@ -359,14 +362,14 @@ func Parse(body []byte, issuer string) (*Document, error) {
 	}
 	for _, name := range required {
 		if raw, ok := members[name]; !ok || string(raw) == "null" {
-			return nil, fmt.Errorf("required member %s is missing (MD-2)", name)
+			return nil, fmt.Errorf("required member %s is missing", name)
 		}
 		if empty[name] {
-			return nil, fmt.Errorf("required member %s is empty (MD-2)", name)
+			return nil, fmt.Errorf("required member %s is empty", name)
 		}
 	}
 	if doc.Issuer != issuer {
-		return nil, fmt.Errorf("issuer mismatch (MD-1): document says %q, expected exactly %q", doc.Issuer, issuer)
+		return nil, fmt.Errorf("issuer mismatch: document says %q, expected exactly %q", doc.Issuer, issuer)
 	}
 	// The broker sends the browser to authorization_endpoint and end_session_endpoint, POSTs
 	// the client secret, code and PKCE verifier to token_endpoint, and fetches jwks_uri and

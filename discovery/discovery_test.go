@@ -67,69 +67,69 @@ func TestGet(t *testing.T) {
 		issuer  func(base string) string // expected issuer passed to Get; default base
 		wantErr string                   // substring; "" = success
 	}{
-		{name: "MD-1/MD-2 valid document", handler: serveJSON(nil)},
+		{name: "valid document", handler: serveJSON(nil)},
 		{
-			name:    "MD-1 issuer mismatch: different host",
+			name:    "issuer mismatch: different host",
 			handler: serveJSON(func(m map[string]any, _ string) { m["issuer"] = "https://evil.example" }),
-			wantErr: "issuer mismatch (MD-1)",
+			wantErr: "issuer mismatch",
 		},
 		{
-			name:    "MD-1 issuer mismatch: trailing slash in document",
+			name:    "issuer mismatch: trailing slash in document",
 			handler: serveJSON(func(m map[string]any, base string) { m["issuer"] = base + "/" }),
-			wantErr: "issuer mismatch (MD-1)",
+			wantErr: "issuer mismatch",
 		},
 		{
-			name:    "MD-1 issuer mismatch: trailing slash expected",
+			name:    "issuer mismatch: trailing slash expected",
 			handler: serveJSON(nil),
 			issuer:  func(base string) string { return base + "/" },
-			wantErr: "issuer mismatch (MD-1)",
+			wantErr: "issuer mismatch",
 		},
 		{
-			name: "MD-1 trailing slash issuer matches exactly",
+			name: "trailing slash issuer matches exactly",
 			handler: serveJSON(func(m map[string]any, base string) {
 				m["issuer"] = base + "/"
 			}),
 			issuer: func(base string) string { return base + "/" },
 		},
 		{
-			name:    "MD-2 missing authorization_endpoint",
+			name:    "missing authorization_endpoint",
 			handler: serveJSON(func(m map[string]any, _ string) { delete(m, "authorization_endpoint") }),
-			wantErr: "required member authorization_endpoint is missing (MD-2)",
+			wantErr: "required member authorization_endpoint is missing",
 		},
 		{
-			name:    "MD-2 missing token_endpoint",
+			name:    "missing token_endpoint",
 			handler: serveJSON(func(m map[string]any, _ string) { delete(m, "token_endpoint") }),
-			wantErr: "required member token_endpoint is missing (MD-2)",
+			wantErr: "required member token_endpoint is missing",
 		},
 		{
-			name:    "MD-2 missing jwks_uri",
+			name:    "missing jwks_uri",
 			handler: serveJSON(func(m map[string]any, _ string) { delete(m, "jwks_uri") }),
-			wantErr: "required member jwks_uri is missing (MD-2)",
+			wantErr: "required member jwks_uri is missing",
 		},
 		{
-			name:    "MD-2 missing issuer",
+			name:    "missing issuer",
 			handler: serveJSON(func(m map[string]any, _ string) { delete(m, "issuer") }),
-			wantErr: "required member issuer is missing (MD-2)",
+			wantErr: "required member issuer is missing",
 		},
 		{
-			name:    "MD-2 missing response_types_supported",
+			name:    "missing response_types_supported",
 			handler: serveJSON(func(m map[string]any, _ string) { delete(m, "response_types_supported") }),
-			wantErr: "required member response_types_supported is missing (MD-2)",
+			wantErr: "required member response_types_supported is missing",
 		},
 		{
-			name:    "MD-2 missing subject_types_supported",
+			name:    "missing subject_types_supported",
 			handler: serveJSON(func(m map[string]any, _ string) { delete(m, "subject_types_supported") }),
-			wantErr: "required member subject_types_supported is missing (MD-2)",
+			wantErr: "required member subject_types_supported is missing",
 		},
 		{
-			name:    "MD-2 null id_token_signing_alg_values_supported",
+			name:    "null id_token_signing_alg_values_supported",
 			handler: serveJSON(func(m map[string]any, _ string) { m["id_token_signing_alg_values_supported"] = nil }),
-			wantErr: "required member id_token_signing_alg_values_supported is missing (MD-2)",
+			wantErr: "required member id_token_signing_alg_values_supported is missing",
 		},
 		{
-			name:    "MD-2 empty id_token_signing_alg_values_supported",
+			name:    "empty id_token_signing_alg_values_supported",
 			handler: serveJSON(func(m map[string]any, _ string) { m["id_token_signing_alg_values_supported"] = []string{} }),
-			wantErr: "required member id_token_signing_alg_values_supported is empty (MD-2)",
+			wantErr: "required member id_token_signing_alg_values_supported is empty",
 		},
 		{
 			name: "non-JSON content type refused",
@@ -193,11 +193,12 @@ func TestGet(t *testing.T) {
 }
 
 func TestGetDefaultURLAndCustomURL(t *testing.T) {
-	// MD-3: default URL is issuer + /.well-known/openid-configuration; a configured URL wins.
+	// OIDC Discovery §4.1: the default URL is issuer + /.well-known/openid-configuration; a
+	// configured URL wins.
 	f := newFakeIdP(t, serveJSON(nil))
 	c := &Client{}
 	if _, err := c.Get(context.Background(), f.srv.URL, ""); err != nil {
-		t.Fatalf("MD-3 default URL: %v", err)
+		t.Fatalf("default URL: %v", err)
 	}
 	if _, err := c.Get(context.Background(), f.srv.URL, f.srv.URL+"/custom/disco"); err != nil {
 		t.Fatalf("custom URL: %v", err)
@@ -284,18 +285,18 @@ func TestCheckDPoP(t *testing.T) {
 		wantErr  error
 		wantCode string
 	}{
-		{name: "MD-4 member absent", offered: nil, alg: "ES256", wantErr: ErrDPoPNotSupported, wantCode: CodeDPoPNotSupported},
-		{name: "MD-4 empty list is a mismatch", offered: []string{}, alg: "ES256", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
-		{name: "MD-4 alg not listed", offered: []string{"RS256", "PS256"}, alg: "ES256", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
-		{name: "MD-4 ES256 exact", offered: []string{"RS256", "ES256"}, alg: "ES256", wantWire: "ES256"},
-		{name: "MD-4 RS256 exact", offered: []string{"RS256"}, alg: "RS256", wantWire: "RS256"},
-		{name: "MD-4 PS256 exact", offered: []string{"PS256"}, alg: "PS256", wantWire: "PS256"},
-		{name: "MD-4 alg match is case-sensitive", offered: []string{"es256"}, alg: "ES256", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
-		{name: "DC-2 Ed25519 config, upstream lists Ed25519", offered: []string{"EdDSA", "Ed25519"}, alg: "Ed25519", wantWire: "Ed25519"},
-		{name: "DC-2 Ed25519 config, upstream lists EdDSA only", offered: []string{"ES256", "EdDSA"}, alg: "Ed25519", wantWire: "EdDSA"},
-		{name: "DC-2 EdDSA config, upstream lists Ed25519 only", offered: []string{"Ed25519"}, alg: "EdDSA", wantWire: "Ed25519"},
-		{name: "DC-2 EdDSA config, upstream lists EdDSA", offered: []string{"EdDSA"}, alg: "EdDSA", wantWire: "EdDSA"},
-		{name: "MD-4 Ed25519 config, no Ed label", offered: []string{"ES256"}, alg: "Ed25519", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
+		{name: "member absent", offered: nil, alg: "ES256", wantErr: ErrDPoPNotSupported, wantCode: CodeDPoPNotSupported},
+		{name: "empty list is a mismatch", offered: []string{}, alg: "ES256", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
+		{name: "alg not listed", offered: []string{"RS256", "PS256"}, alg: "ES256", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
+		{name: "ES256 exact", offered: []string{"RS256", "ES256"}, alg: "ES256", wantWire: "ES256"},
+		{name: "RS256 exact", offered: []string{"RS256"}, alg: "RS256", wantWire: "RS256"},
+		{name: "PS256 exact", offered: []string{"PS256"}, alg: "PS256", wantWire: "PS256"},
+		{name: "alg match is case-sensitive", offered: []string{"es256"}, alg: "ES256", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
+		{name: "Ed25519 config, upstream lists Ed25519", offered: []string{"EdDSA", "Ed25519"}, alg: "Ed25519", wantWire: "Ed25519"},
+		{name: "Ed25519 config, upstream lists EdDSA only", offered: []string{"ES256", "EdDSA"}, alg: "Ed25519", wantWire: "EdDSA"},
+		{name: "EdDSA config, upstream lists Ed25519 only", offered: []string{"Ed25519"}, alg: "EdDSA", wantWire: "Ed25519"},
+		{name: "EdDSA config, upstream lists EdDSA", offered: []string{"EdDSA"}, alg: "EdDSA", wantWire: "EdDSA"},
+		{name: "Ed25519 config, no Ed label", offered: []string{"ES256"}, alg: "Ed25519", wantErr: ErrDPoPAlgMismatch, wantCode: CodeDPoPAlgMismatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -325,14 +326,14 @@ func TestCheckDPoP(t *testing.T) {
 }
 
 func TestCheckDPoPFromJSON(t *testing.T) {
-	// MD-4: "present but []" and "absent" must stay distinguishable after decoding.
+	// RFC 9449 §5.1: "present but []" and "absent" must stay distinguishable after decoding.
 	for _, tc := range []struct {
 		name, body string
 		code       string
 	}{
-		{name: "MD-4 absent member", body: `{}`, code: CodeDPoPNotSupported},
-		{name: "MD-4 null member", body: `{"dpop_signing_alg_values_supported":null}`, code: CodeDPoPNotSupported},
-		{name: "MD-4 empty member", body: `{"dpop_signing_alg_values_supported":[]}`, code: CodeDPoPAlgMismatch},
+		{name: "absent member", body: `{}`, code: CodeDPoPNotSupported},
+		{name: "null member", body: `{"dpop_signing_alg_values_supported":null}`, code: CodeDPoPNotSupported},
+		{name: "empty member", body: `{"dpop_signing_alg_values_supported":[]}`, code: CodeDPoPAlgMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var d Document
@@ -356,9 +357,9 @@ func TestSupportsS256AndAuthStyle(t *testing.T) {
 		wantS256  bool
 		wantStyle string
 	}{
-		{name: "PK-5 S256 listed", methods: []string{"plain", "S256"}, auth: nil, wantS256: true, wantStyle: AuthClientSecretBasic},
-		{name: "PK-5 only plain", methods: []string{"plain"}, auth: []string{"client_secret_post"}, wantS256: false, wantStyle: AuthClientSecretPost},
-		{name: "PK-5 absent", methods: nil, auth: []string{"client_secret_post", "client_secret_basic"}, wantS256: false, wantStyle: AuthClientSecretBasic},
+		{name: "S256 listed", methods: []string{"plain", "S256"}, auth: nil, wantS256: true, wantStyle: AuthClientSecretBasic},
+		{name: "only plain", methods: []string{"plain"}, auth: []string{"client_secret_post"}, wantS256: false, wantStyle: AuthClientSecretPost},
+		{name: "absent", methods: nil, auth: []string{"client_secret_post", "client_secret_basic"}, wantS256: false, wantStyle: AuthClientSecretBasic},
 		{name: "auth methods list without secrets", methods: []string{"S256"}, auth: []string{"private_key_jwt"}, wantS256: true, wantStyle: ""},
 	}
 	for _, tc := range tests {

@@ -32,10 +32,10 @@ func authorizeAt(t *testing.T, authURL string) url.Values {
 	return loc.Query()
 }
 
-// TestEndToEndAgainstDemoIdP logs in against the shared in-process IdP that requires DPoP with
-// server nonces: one nonce retry (DC-9), bound token (DC-10), RFC 9207 iss (IS-2), userinfo
-// with ath (DC-7).
-func TestEndToEndAgainstDemoIdP(t *testing.T) {
+// TestEndToEndUpstreamtest logs in against the shared in-process IdP that requires DPoP with
+// server nonces: one nonce retry (RFC 9449 §8), bound token (§5), RFC 9207 iss, userinfo with
+// ath (§7.1).
+func TestEndToEndUpstreamtest(t *testing.T) {
 	p, err := demoidp.Start(demoidp.Options{
 		DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true, IssParameter: true,
 	})
@@ -60,7 +60,7 @@ func TestEndToEndAgainstDemoIdP(t *testing.T) {
 		t.Fatalf("state %q", q.Get("state"))
 	}
 	if err := st.CheckIss(q.Get("iss")); err != nil {
-		t.Fatalf("IS-2: %v", err)
+		t.Fatalf("RFC 9207 iss: %v", err)
 	}
 	res, err := c.Finish(ctx, st, redirectURI, q.Get("code"))
 	if err != nil {
@@ -74,7 +74,7 @@ func TestEndToEndAgainstDemoIdP(t *testing.T) {
 	}
 }
 
-// MD-4: an upstream that enables DPoP after its discovery document was cached is picked up
+// An upstream that enables DPoP (RFC 9449 §5.1) after its discovery document was cached is picked up
 // on the next login once the cached copy is older than staleCapability, not after the TTL.
 func TestBeginRefetchesStaleCapability(t *testing.T) {
 	var dpopOn atomic.Bool

@@ -42,7 +42,7 @@ type Config struct {
 	Scopes                []string // default openid profile email
 	Type                  string   // "back_channel"
 	DPoPSigningAlg        string   // "" = DPoP off; ES256, Ed25519, RS256, PS256
-	IDTokenAlgs           []string // default: the upstream's advertised asymmetric algs, else RS256 (ID-4)
+	IDTokenAlgs           []string // default: the upstream's advertised asymmetric algs, else RS256 (OIDC Core §3.1.3.7 step 7)
 	FetchUserinfo         bool
 	UpstreamParams        map[string]string
 }
@@ -112,7 +112,8 @@ var reservedParams = map[string]bool{
 	"code_verifier": true, "dpop_jkt": true, "request": true, "request_uri": true,
 }
 
-// wireLabels returns the JOSE labels a configuration alg may be sent under (DC-2).
+// wireLabels returns the JOSE labels a configuration alg may be sent under (RFC 9449 §4.2;
+// Ed25519 under its RFC 9864 name or as EdDSA).
 func wireLabels(alg string) []string {
 	switch alg {
 	case dpop.AlgEd25519, dpop.AlgEdDSA:
@@ -212,7 +213,7 @@ func (cfg *Config) normalizeIDTokenAlgs() error {
 	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs) // empty: what the upstream advertises (idTokenAlgs)
 	for _, a := range cfg.IDTokenAlgs {
 		if a == "" || strings.EqualFold(a, "none") || strings.HasPrefix(strings.ToUpper(a), "HS") {
-			return fmt.Errorf("ID token alg %q is not allowed (ID-4: asymmetric only)", a)
+			return fmt.Errorf("ID token alg %q is not allowed (asymmetric algorithms only)", a)
 		}
 	}
 	return nil
@@ -368,7 +369,7 @@ type Start struct {
 	Issuer       string `json:"issuer"`
 	IssSupported bool   `json:"iss_supported,omitempty"` // RFC 9207 advertised upstream
 	// MaxAge is the max_age sent upstream (seconds; nil when none): the ID token must then
-	// carry an auth_time no older than it (ID-7).
+	// carry an auth_time no older than it (OIDC Core §3.1.3.7 step 13).
 	MaxAge *int `json:"max_age,omitempty"`
 }
 
@@ -381,7 +382,7 @@ type beginOptions struct {
 }
 
 // WithMaxAge sends max_age upstream (the app's max_age, OIDC Core §3.1.2.1) and makes Finish
-// check the ID token's auth_time against it (ID-7).
+// check the ID token's auth_time against it (OIDC Core §3.1.3.7 step 13).
 func WithMaxAge(seconds int) BeginOption {
 	return func(o *beginOptions) { o.maxAge = &seconds }
 }
@@ -391,15 +392,15 @@ func WithPromptLogin() BeginOption {
 	return func(o *beginOptions) { o.promptLogin = true }
 }
 
-// CheckIss applies RFC 9207 to the iss parameter of the authorization response (IS-2): when
+// CheckIss applies RFC 9207 §2.4 to the iss parameter of the authorization response: when
 // present it must equal the issuer exactly; when the upstream advertises support it must be
 // present.
 func (s *Start) CheckIss(iss string) error {
 	switch {
 	case iss != "" && iss != s.Issuer:
-		return &Error{Code: CodeIssMismatch, Description: fmt.Sprintf("authorization response iss %q does not equal the upstream issuer %q (IS-2)", iss, s.Issuer)}
+		return &Error{Code: CodeIssMismatch, Description: fmt.Sprintf("authorization response iss %q does not equal the upstream issuer %q", iss, s.Issuer)}
 	case iss == "" && s.IssSupported:
-		return &Error{Code: CodeIssMismatch, Description: fmt.Sprintf("upstream %s advertises authorization_response_iss_parameter_supported but the response has no iss (IS-2)", s.Issuer)}
+		return &Error{Code: CodeIssMismatch, Description: fmt.Sprintf("upstream %s advertises authorization_response_iss_parameter_supported but the response has no iss", s.Issuer)}
 	}
 	return nil
 }
@@ -505,8 +506,8 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string, options ...B
 		return nil, &Error{Code: CodeUpstreamError, Description: "cannot generate nonce", Err: err}
 	}
 	opts := []oauth2.AuthCodeOption{oidc.Nonce(st.Nonce)}
-	if doc.SupportsS256() { // PK-5
-		st.Verifier = oauth2.GenerateVerifier() // PK-1: 32 random octets, 43 chars
+	if doc.SupportsS256() { // RFC 7636 §4.2: S256 whenever the upstream offers it
+		st.Verifier = oauth2.GenerateVerifier() // RFC 7636 §4.1: 32 random octets, 43 chars
 		opts = append(opts, oauth2.S256ChallengeOption(st.Verifier))
 	}
 	keys := slices.Sorted(maps.Keys(c.cfg.UpstreamParams))
@@ -558,7 +559,7 @@ type Result struct {
 	Claims       map[string]any // ID-token claims, merged with userinfo when fetched
 	IDTokenAlg   string
 	TokenType    string // as the upstream sent it
-	DPoPBound    bool   // token_type == DPoP (DC-10)
+	DPoPBound    bool   // token_type == DPoP (RFC 9449 §5)
 	DPoPAlg      string // "" when DPoP is off
 	NonceRetries int    // use_dpop_nonce retries during the token exchange
 	NonceUsed    bool   // a token-request proof carried a server nonce
@@ -632,7 +633,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		return res, exchangeError(err, c.opts.HTTP.Timeout)
 	}
 	res.TokenType = tok.TokenType
-	res.DPoPBound = strings.EqualFold(tok.TokenType, "DPoP") // DC-10
+	res.DPoPBound = strings.EqualFold(tok.TokenType, "DPoP") // RFC 9449 §5: anything else is unbound
 
 	idt, claims, err := c.verifyIDToken(ctx, doc, st, tok)
 	if err != nil {
@@ -650,7 +651,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		ucl := c.plain
 		tt := "Bearer"
 		if res.DPoPBound && c.cfg.DPoPSigningAlg != "" {
-			ucl, tt, res.UserinfoBound = hc, "DPoP", true // DC-11: DPoP <at> + proof with ath
+			ucl, tt, res.UserinfoBound = hc, "DPoP", true // RFC 9449 §7.1: DPoP <at> + proof with ath
 		}
 		// NonceRetries/NonceUsed describe the token exchange only; of userinfo only a dropped
 		// stale nonce is reported.
@@ -764,7 +765,8 @@ func idTokenError(check string, err error) *Error {
 	return &Error{Code: CodeIDTokenInvalid, Description: d, Err: err}
 }
 
-// verifiableAlgs are the asymmetric JWS algorithms go-oidc verifies ID tokens with (ID-4).
+// verifiableAlgs are the asymmetric JWS algorithms go-oidc verifies ID tokens with (OIDC Core
+// §3.1.3.7 steps 6–8).
 var verifiableAlgs = []string{
 	oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512,
 	oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA,
@@ -772,7 +774,7 @@ var verifiableAlgs = []string{
 
 // idTokenAlgs returns the ID-token algorithms to accept: the configured ones, else the
 // asymmetric ones the upstream advertises in id_token_signing_alg_values_supported (never
-// none or HS*), else RS256, the OIDC default (ID-4).
+// none or HS*), else RS256, the OIDC default (OIDC Core §3.1.3.7 step 7).
 func (c *Connection) idTokenAlgs(doc *discovery.Document) []string {
 	if len(c.cfg.IDTokenAlgs) > 0 {
 		return c.cfg.IDTokenAlgs
@@ -789,8 +791,10 @@ func (c *Connection) idTokenAlgs(doc *discovery.Document) []string {
 	return algs
 }
 
-// verifyIDToken runs go-oidc (signature with the issuer's JWKS and allowed algs, iss, aud,
-// exp with ClockSkew) and the checks it leaves to callers: nonce, azp, iat, at_hash, sub.
+// verifyIDToken applies OIDC Core §3.1.3.7 (the id-token-* rows of docs/conformance.md, from
+// docs/conformance.md#id-token-iss on): go-oidc checks the signature with the issuer's JWKS
+// and allowed algs, iss, aud and exp with ClockSkew; the checks it leaves to callers follow:
+// nonce, sub, azp, iat, at_hash, auth_time.
 func (c *Connection) verifyIDToken(ctx context.Context, doc *discovery.Document, st *Start, tok *oauth2.Token) (*oidc.IDToken, map[string]any, error) {
 	raw, ok := tok.Extra("id_token").(string)
 	if !ok || raw == "" {
@@ -809,22 +813,22 @@ func (c *Connection) verifyIDToken(ctx context.Context, doc *discovery.Document,
 		msg := err.Error()
 		switch {
 		case errors.As(err, &te):
-			return nil, nil, idTokenError("exp (ID-5)", err)
+			return nil, nil, idTokenError("exp", err)
 		case strings.Contains(msg, "different provider"):
-			return nil, nil, idTokenError("iss (ID-1)", err)
+			return nil, nil, idTokenError("iss", err)
 		case strings.Contains(msg, "expected audience"):
-			return nil, nil, idTokenError("aud (ID-2)", err)
+			return nil, nil, idTokenError("aud", err)
 		case strings.Contains(msg, "malformed jwt"):
-			return nil, nil, idTokenError("alg/format (ID-4)", err)
+			return nil, nil, idTokenError("alg/format", err)
 		case strings.Contains(msg, "verify signature"):
-			return nil, nil, idTokenError("signature (ID-4)", err)
+			return nil, nil, idTokenError("signature", err)
 		case strings.Contains(msg, "nbf"):
 			return nil, nil, idTokenError("nbf", err)
 		}
 		return nil, nil, idTokenError("verification", err)
 	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(st.Nonce)) != 1 {
-		return nil, nil, idTokenError("nonce (ID-6)", fmt.Errorf("nonce does not match the one sent (present: %t)", idt.Nonce != ""))
+		return nil, nil, idTokenError("nonce", fmt.Errorf("nonce does not match the one sent (present: %t)", idt.Nonce != ""))
 	}
 	if idt.Subject == "" {
 		return nil, nil, idTokenError("sub", errors.New("sub is empty"))
@@ -836,28 +840,28 @@ func (c *Connection) verifyIDToken(ctx context.Context, doc *discovery.Document,
 	azp, hasAzp := claims["azp"]
 	switch s, _ := azp.(string); {
 	case !hasAzp && len(idt.Audience) > 1:
-		return nil, nil, idTokenError("azp (ID-3)", fmt.Errorf("azp is missing although aud has %d members", len(idt.Audience)))
+		return nil, nil, idTokenError("azp", fmt.Errorf("azp is missing although aud has %d members", len(idt.Audience)))
 	case hasAzp && s != c.cfg.ClientID:
-		return nil, nil, idTokenError("azp (ID-3)", fmt.Errorf("azp %q is not client_id %q", fmt.Sprint(azp), c.cfg.ClientID))
+		return nil, nil, idTokenError("azp", fmt.Errorf("azp %q is not client_id %q", fmt.Sprint(azp), c.cfg.ClientID))
 	}
 	if idt.IssuedAt.IsZero() {
-		return nil, nil, idTokenError("iat (ID-5)", errors.New("iat is missing"))
+		return nil, nil, idTokenError("iat", errors.New("iat is missing"))
 	}
 	if idt.IssuedAt.After(now().Add(skew)) {
-		return nil, nil, idTokenError("iat (ID-5)", fmt.Errorf("iat %s is in the future", idt.IssuedAt.UTC().Format(time.RFC3339)))
+		return nil, nil, idTokenError("iat", fmt.Errorf("iat %s is in the future", idt.IssuedAt.UTC().Format(time.RFC3339)))
 	}
 	if idt.AccessTokenHash != "" {
 		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
-			return nil, nil, idTokenError("at_hash (ID-8)", err)
+			return nil, nil, idTokenError("at_hash", err)
 		}
 	}
-	if st.MaxAge != nil { // ID-7: max_age was sent, so auth_time is required and recent enough
+	if st.MaxAge != nil { // step 13: max_age was sent, so auth_time is required and recent enough
 		at, ok := numericDate(claims["auth_time"])
 		switch {
 		case !ok:
-			return nil, nil, idTokenError("auth_time (ID-7)", errors.New("auth_time is missing although max_age was sent"))
+			return nil, nil, idTokenError("auth_time", errors.New("auth_time is missing although max_age was sent"))
 		case now().Sub(at) > time.Duration(*st.MaxAge)*time.Second+skew:
-			return nil, nil, idTokenError("auth_time (ID-7)", fmt.Errorf("auth_time %s is older than max_age %d s", at.UTC().Format(time.RFC3339), *st.MaxAge))
+			return nil, nil, idTokenError("auth_time", fmt.Errorf("auth_time %s is older than max_age %d s", at.UTC().Format(time.RFC3339), *st.MaxAge))
 		}
 	}
 	return idt, claims, nil

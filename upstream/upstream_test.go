@@ -101,18 +101,18 @@ func TestNew(t *testing.T) {
 		{name: "okta explicit issuer wins", cfg: Config{Strategy: "okta", Issuer: "https://login.example.com", Domain: "dev-1.okta.com", ClientID: "c"}, wantIssuer: "https://login.example.com"},
 		{name: "loopback http issuer allowed", cfg: Config{Issuer: "http://127.0.0.1:8080", ClientID: "c"}, wantIssuer: "http://127.0.0.1:8080"},
 		{name: "missing issuer", cfg: Config{ClientID: "c"}, wantErr: "issuer is required"},
-		{name: "MD-1 http issuer refused off loopback", cfg: Config{Issuer: "http://idp.example", ClientID: "c"}, wantErr: "must use https"},
-		{name: "MD-1 issuer with query refused", cfg: Config{Issuer: "https://idp.example?x=1", ClientID: "c"}, wantErr: "without query"},
+		{name: "http issuer refused off loopback", cfg: Config{Issuer: "http://idp.example", ClientID: "c"}, wantErr: "must use https"},
+		{name: "issuer with query refused", cfg: Config{Issuer: "https://idp.example?x=1", ClientID: "c"}, wantErr: "without query"},
 		{name: "missing client_id", cfg: Config{Issuer: "https://idp.example"}, wantErr: "client_id is required"},
 		{name: "unknown strategy", cfg: Config{Strategy: "saml", Issuer: "https://idp.example", ClientID: "c"}, wantErr: "unknown strategy"},
 		{name: "front_channel refused", cfg: Config{Issuer: "https://idp.example", ClientID: "c", Type: "front_channel"}, wantErr: "only back_channel"},
-		{name: "DC-2 unsupported DPoP alg", cfg: Config{Issuer: "https://idp.example", ClientID: "c", DPoPSigningAlg: "ES384"}, opts: sig, wantErr: "is not supported"},
+		{name: "unsupported DPoP alg", cfg: Config{Issuer: "https://idp.example", ClientID: "c", DPoPSigningAlg: "ES384"}, opts: sig, wantErr: "is not supported"},
 		{name: "DPoP alg without signer", cfg: Config{Issuer: "https://idp.example", ClientID: "c", DPoPSigningAlg: "ES256"}, wantErr: "no DPoP key"},
 		{name: "reserved upstream param", cfg: Config{Issuer: "https://idp.example", ClientID: "c", UpstreamParams: map[string]string{"nonce": "x"}}, wantErr: `may not set "nonce"`},
-		{name: "ID-4 alg none refused", cfg: Config{Issuer: "https://idp.example", ClientID: "c", IDTokenAlgs: []string{"none"}}, wantErr: "not allowed"},
-		{name: "ID-4 HS256 refused", cfg: Config{Issuer: "https://idp.example", ClientID: "c", IDTokenAlgs: []string{"HS256"}}, wantErr: "not allowed"},
-		{name: "DC-2 DPoP ES256 with signer", cfg: Config{Issuer: "https://idp.example", ClientID: "c", DPoPSigningAlg: "ES256"}, opts: sig, wantIssuer: "https://idp.example"},
-		{name: "DC-2 DPoP Ed25519 with signer", cfg: Config{Issuer: "https://idp.example", ClientID: "c", DPoPSigningAlg: "Ed25519"}, opts: sig, wantIssuer: "https://idp.example"},
+		{name: "alg none refused", cfg: Config{Issuer: "https://idp.example", ClientID: "c", IDTokenAlgs: []string{"none"}}, wantErr: "not allowed"},
+		{name: "HS256 refused", cfg: Config{Issuer: "https://idp.example", ClientID: "c", IDTokenAlgs: []string{"HS256"}}, wantErr: "not allowed"},
+		{name: "DPoP ES256 with signer", cfg: Config{Issuer: "https://idp.example", ClientID: "c", DPoPSigningAlg: "ES256"}, opts: sig, wantIssuer: "https://idp.example"},
+		{name: "DPoP Ed25519 with signer", cfg: Config{Issuer: "https://idp.example", ClientID: "c", DPoPSigningAlg: "Ed25519"}, opts: sig, wantIssuer: "https://idp.example"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,9 +149,9 @@ func TestBeginAuthURL(t *testing.T) {
 		noPKCE   bool
 		issParam bool
 	}{
-		{name: "PK-2 S256 challenge, state, nonce, upstream params"},
-		{name: "PK-5 no PKCE when upstream lacks S256", noPKCE: true},
-		{name: "IS-1 iss support recorded", issParam: true},
+		{name: "S256 challenge, state, nonce, upstream params"},
+		{name: "no PKCE when upstream lacks S256", noPKCE: true},
+		{name: "iss support recorded", issParam: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeIdP(t, func(f *fakeIdP) { f.noPKCE, f.issParam = tc.noPKCE, tc.issParam })
@@ -189,16 +189,16 @@ func TestBeginAuthURL(t *testing.T) {
 			}
 			if tc.noPKCE {
 				if st.Verifier != "" || q.Has("code_challenge") || q.Has("code_challenge_method") {
-					t.Errorf("PK-5: PKCE sent although upstream lacks S256: %v", q)
+					t.Errorf("PKCE sent although upstream lacks S256: %v", q)
 				}
 				return
 			}
 			if !verifierRE.MatchString(st.Verifier) || len(st.Verifier) != 43 {
-				t.Errorf("PK-1 verifier %q", st.Verifier)
+				t.Errorf("verifier %q", st.Verifier)
 			}
 			sum := sha256.Sum256([]byte(st.Verifier))
 			if q.Get("code_challenge") != base64.RawURLEncoding.EncodeToString(sum[:]) || q.Get("code_challenge_method") != "S256" {
-				t.Errorf("PK-2 challenge %q method %q", q.Get("code_challenge"), q.Get("code_challenge_method"))
+				t.Errorf("challenge %q method %q", q.Get("code_challenge"), q.Get("code_challenge_method"))
 			}
 			st2, err := c.Begin(context.Background(), redirectURI)
 			if err != nil {
@@ -220,12 +220,12 @@ func TestBeginDPoPCapability(t *testing.T) {
 		wantIs   error
 		wantWire string
 	}{
-		{name: "MD-4 dpop_not_supported", offered: nil, alg: "ES256", wantCode: CodeDPoPNotSupported, wantIs: discovery.ErrDPoPNotSupported},
-		{name: "MD-4 dpop_alg_mismatch", offered: []string{"RS256", "PS256"}, alg: "ES256", wantCode: CodeDPoPAlgMismatch, wantIs: discovery.ErrDPoPAlgMismatch},
-		{name: "MD-4 empty list is a mismatch", offered: []string{}, alg: "ES256", wantCode: CodeDPoPAlgMismatch, wantIs: discovery.ErrDPoPAlgMismatch},
-		{name: "DC-2 Ed25519 labelled EdDSA", offered: []string{"ES256", "EdDSA"}, alg: "Ed25519", wantWire: "EdDSA"},
-		{name: "DC-2 Ed25519 labelled Ed25519", offered: []string{"EdDSA", "Ed25519"}, alg: "Ed25519", wantWire: "Ed25519"},
-		{name: "DC-2 RSA-only upstream with RS256", offered: []string{"RS256"}, alg: "RS256", wantWire: "RS256"},
+		{name: "dpop_not_supported", offered: nil, alg: "ES256", wantCode: CodeDPoPNotSupported, wantIs: discovery.ErrDPoPNotSupported},
+		{name: "dpop_alg_mismatch", offered: []string{"RS256", "PS256"}, alg: "ES256", wantCode: CodeDPoPAlgMismatch, wantIs: discovery.ErrDPoPAlgMismatch},
+		{name: "empty list is a mismatch", offered: []string{}, alg: "ES256", wantCode: CodeDPoPAlgMismatch, wantIs: discovery.ErrDPoPAlgMismatch},
+		{name: "Ed25519 labelled EdDSA", offered: []string{"ES256", "EdDSA"}, alg: "Ed25519", wantWire: "EdDSA"},
+		{name: "Ed25519 labelled Ed25519", offered: []string{"EdDSA", "Ed25519"}, alg: "Ed25519", wantWire: "Ed25519"},
+		{name: "RSA-only upstream with RS256", offered: []string{"RS256"}, alg: "RS256", wantWire: "RS256"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -272,12 +272,12 @@ func TestCheckIss(t *testing.T) {
 		got       string
 		ok        bool
 	}{
-		{name: "IS-2 absent, not advertised", supported: false, got: "", ok: true},
-		{name: "IS-2 equal", supported: true, got: iss, ok: true},
-		{name: "IS-2 equal, not advertised", supported: false, got: iss, ok: true},
-		{name: "IS-2 mismatch", supported: false, got: "https://evil.example/", ok: false},
-		{name: "IS-2 trailing slash differs", supported: true, got: "https://idp.example", ok: false},
-		{name: "IS-2 missing but advertised", supported: true, got: "", ok: false},
+		{name: "absent, not advertised", supported: false, got: "", ok: true},
+		{name: "equal", supported: true, got: iss, ok: true},
+		{name: "equal, not advertised", supported: false, got: iss, ok: true},
+		{name: "mismatch", supported: false, got: "https://evil.example/", ok: false},
+		{name: "trailing slash differs", supported: true, got: "https://idp.example", ok: false},
+		{name: "missing but advertised", supported: true, got: "", ok: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,7 +305,7 @@ func TestFinish(t *testing.T) {
 		check    func(t *testing.T, r *Result, f *fakeIdP)
 	}{
 		{
-			name: "DC-10 DPoP-bound success with userinfo (DC-7, DC-11, DC-12 one key per login)",
+			name: "DPoP-bound success with userinfo: ath, DPoP scheme, one key per login",
 			cfg:  func(c *Config) { c.FetchUserinfo = true },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
 				if !r.DPoPBound || r.TokenType != "DPoP" || r.DPoPAlg != "ES256" || r.Subject != "alice" || r.IDTokenAlg != "RS256" {
@@ -321,15 +321,15 @@ func TestFinish(t *testing.T) {
 					t.Errorf("proofs %v retries %d used %v", f.proofs, r.NonceRetries, r.NonceUsed)
 				}
 				if _, ok := f.proofs[0].claims["ath"]; ok {
-					t.Error("DC-7 token request proof must not carry ath")
+					t.Error("token request proof must not carry ath")
 				}
 				if len(f.uiProofs) == 1 && (f.proofs[0].jkt == "" || f.uiProofs[0].jkt != f.proofs[0].jkt) {
-					t.Errorf("DC-12 token proof key %s, userinfo proof key %s: want one key per login", f.proofs[0].jkt, f.uiProofs[0].jkt)
+					t.Errorf("token proof key %s, userinfo proof key %s: want one key per login", f.proofs[0].jkt, f.uiProofs[0].jkt)
 				}
 			},
 		},
 		{
-			name: "DC-10 Bearer answer is a success, not bound",
+			name: "Bearer answer is a success, not bound",
 			fake: func(f *fakeIdP) { f.answerBearer = true },
 			cfg:  func(c *Config) { c.FetchUserinfo = true },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
@@ -342,19 +342,19 @@ func TestFinish(t *testing.T) {
 			},
 		},
 		{
-			name: "DC-9 one nonce retry",
+			name: "one nonce retry",
 			fake: func(f *fakeIdP) { f.requireNonce = true },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
 				if r.NonceRetries != 1 || !r.NonceUsed || !r.DPoPBound || f.tokenHits.Load() != 2 {
 					t.Errorf("retries %d used %v hits %d", r.NonceRetries, r.NonceUsed, f.tokenHits.Load())
 				}
 				if len(f.proofs) != 2 || f.proofs[1].claims["nonce"] != "n-1" || f.proofs[0].claims["jti"] == f.proofs[1].claims["jti"] {
-					t.Errorf("DC-4/DC-8 proofs %v", f.proofs)
+					t.Errorf("proofs %v", f.proofs)
 				}
 			},
 		},
 		{
-			name:     "DC-9 retries exhausted",
+			name:     "retries exhausted",
 			fake:     func(f *fakeIdP) { f.alwaysNonce = true },
 			wantCode: CodeUseDPoPNonce,
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
@@ -364,7 +364,7 @@ func TestFinish(t *testing.T) {
 			},
 		},
 		{
-			name:     "DC-9 retry limit from options",
+			name:     "retry limit from options",
 			fake:     func(f *fakeIdP) { f.alwaysNonce = true },
 			opts:     func(o *Options) { o.MaxRetries = 3 },
 			wantCode: CodeUseDPoPNonce,
@@ -376,26 +376,26 @@ func TestFinish(t *testing.T) {
 		},
 		{name: "invalid_dpop_proof", fake: func(f *fakeIdP) { f.rejectProof = true }, wantCode: CodeInvalidDPoPProof, wantDesc: "invalid_dpop_proof"},
 		{name: "token error invalid_grant", plain: true, fake: func(f *fakeIdP) { f.tokenError = "invalid_grant" }, wantCode: CodeUpstreamError, wantDesc: "invalid_grant"},
-		{name: "ID-2 wrong aud", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["aud"] = "someone-else" } }, wantCode: CodeIDTokenInvalid, wantDesc: "aud (ID-2)"},
-		{name: "ID-6 wrong nonce", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["nonce"] = "other" } }, wantCode: CodeIDTokenInvalid, wantDesc: "nonce (ID-6)"},
-		{name: "ID-6 missing nonce", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { delete(c, "nonce") } }, wantCode: CodeIDTokenInvalid, wantDesc: "nonce (ID-6)"},
-		{name: "ID-1 wrong iss", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["iss"] = "https://evil.example" } }, wantCode: CodeIDTokenInvalid, wantDesc: "iss (ID-1)"},
-		{name: "ID-1 iss trailing slash", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["iss"] = c["iss"].(string) + "/" } }, wantCode: CodeIDTokenInvalid, wantDesc: "iss (ID-1)"},
-		{name: "ID-5 expired", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["exp"] = past(10 * time.Minute) } }, wantCode: CodeIDTokenInvalid, wantDesc: "exp (ID-5)"},
+		{name: "wrong aud", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["aud"] = "someone-else" } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token aud check failed"},
+		{name: "wrong nonce", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["nonce"] = "other" } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token nonce check failed"},
+		{name: "missing nonce", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { delete(c, "nonce") } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token nonce check failed"},
+		{name: "wrong iss", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["iss"] = "https://evil.example" } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token iss check failed"},
+		{name: "iss trailing slash", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["iss"] = c["iss"].(string) + "/" } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token iss check failed"},
+		{name: "expired", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["exp"] = past(10 * time.Minute) } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token exp check failed"},
 		{
-			name: "ID-5 expired within clock skew accepted", plain: true,
+			name: "expired within clock skew accepted", plain: true,
 			fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["exp"] = past(10 * time.Second) } },
 			opts: func(o *Options) { o.ClockSkew = 5 * time.Minute },
 		},
-		{name: "ID-5 iat in the future", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["iat"] = past(-10 * time.Minute) } }, wantCode: CodeIDTokenInvalid, wantDesc: "iat (ID-5)"},
-		{name: "ID-5 iat missing", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { delete(c, "iat") } }, wantCode: CodeIDTokenInvalid, wantDesc: "iat (ID-5)"},
-		{name: "ID-4 alg not advertised", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256 }, wantCode: CodeIDTokenInvalid, wantDesc: "(ID-4)"},
-		{name: "ID-4 advertised PS256 accepted without configuration", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"RS256", "PS256"} }},
-		{name: "ID-4 advertised none and HS256 are ignored (falls back to RS256)", plain: true, fake: func(f *fakeIdP) { f.idAlgs = []string{"none", "HS256"} }},
-		{name: "ID-4 advertised none and HS256 only: a PS256 token is refused", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"none", "HS256"} }, wantCode: CodeIDTokenInvalid, wantDesc: "(ID-4)"},
-		{name: "ID-4 configured algs override advertised", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"PS256"} }, cfg: func(c *Config) { c.IDTokenAlgs = []string{"RS256"} }, wantCode: CodeIDTokenInvalid, wantDesc: "(ID-4)"},
+		{name: "iat in the future", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["iat"] = past(-10 * time.Minute) } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token iat check failed"},
+		{name: "iat missing", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { delete(c, "iat") } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token iat check failed"},
+		{name: "alg not advertised", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256 }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token alg/format check failed"},
+		{name: "advertised PS256 accepted without configuration", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"RS256", "PS256"} }},
+		{name: "advertised none and HS256 are ignored (falls back to RS256)", plain: true, fake: func(f *fakeIdP) { f.idAlgs = []string{"none", "HS256"} }},
+		{name: "advertised none and HS256 only: a PS256 token is refused", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"none", "HS256"} }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token alg/format check failed"},
+		{name: "configured algs override advertised", plain: true, fake: func(f *fakeIdP) { f.idAlg = jose.PS256; f.idAlgs = []string{"PS256"} }, cfg: func(c *Config) { c.IDTokenAlgs = []string{"RS256"} }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token alg/format check failed"},
 		{
-			name: "ID-4 configured alg accepted", plain: true,
+			name: "configured alg accepted", plain: true,
 			fake: func(f *fakeIdP) { f.idAlg = jose.PS256 },
 			cfg:  func(c *Config) { c.IDTokenAlgs = []string{"PS256"} },
 			check: func(t *testing.T, r *Result, _ *fakeIdP) {
@@ -404,13 +404,13 @@ func TestFinish(t *testing.T) {
 				}
 			},
 		},
-		{name: "ID-3 multiple aud without azp", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["aud"] = []string{"broker", "api"} } }, wantCode: CodeIDTokenInvalid, wantDesc: "azp (ID-3)"},
-		{name: "ID-3 azp not client_id", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["azp"] = "api" } }, wantCode: CodeIDTokenInvalid, wantDesc: "azp (ID-3)"},
-		{name: "ID-3 multiple aud with azp", plain: true, fake: func(f *fakeIdP) {
+		{name: "multiple aud without azp", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["aud"] = []string{"broker", "api"} } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token azp check failed"},
+		{name: "azp not client_id", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { c["azp"] = "api" } }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token azp check failed"},
+		{name: "multiple aud with azp", plain: true, fake: func(f *fakeIdP) {
 			f.mutate = func(c map[string]any) { c["aud"] = []string{"broker", "api"}; c["azp"] = "broker" }
 		}},
-		{name: "ID-8 at_hash mismatch", plain: true, fake: func(f *fakeIdP) { f.badHash = true }, wantCode: CodeIDTokenInvalid, wantDesc: "at_hash (ID-8)"},
-		{name: "ID-8 at_hash absent is fine", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { delete(c, "at_hash") } }},
+		{name: "at_hash mismatch", plain: true, fake: func(f *fakeIdP) { f.badHash = true }, wantCode: CodeIDTokenInvalid, wantDesc: "ID token at_hash check failed"},
+		{name: "at_hash absent is fine", plain: true, fake: func(f *fakeIdP) { f.mutate = func(c map[string]any) { delete(c, "at_hash") } }},
 		{
 			name:     "userinfo sub mismatch fails",
 			fake:     func(f *fakeIdP) { f.userinfoSub = "mallory" },
@@ -433,7 +433,7 @@ func TestFinish(t *testing.T) {
 			},
 		},
 		{
-			name: "DC-2 Ed25519 key labelled EdDSA",
+			name: "Ed25519 key labelled EdDSA",
 			fake: func(f *fakeIdP) { f.dpopAlgs = []string{"EdDSA"} },
 			cfg:  func(c *Config) { c.DPoPSigningAlg = "Ed25519"; c.FetchUserinfo = true },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
@@ -443,7 +443,7 @@ func TestFinish(t *testing.T) {
 			},
 		},
 		{
-			name: "DC-2 Ed25519 key labelled Ed25519",
+			name: "Ed25519 key labelled Ed25519",
 			fake: func(f *fakeIdP) { f.dpopAlgs = []string{"Ed25519", "EdDSA"} },
 			cfg:  func(c *Config) { c.DPoPSigningAlg = "Ed25519" },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
@@ -453,7 +453,7 @@ func TestFinish(t *testing.T) {
 			},
 		},
 		{
-			name: "DC-2 RS256 proof for RSA-only upstream",
+			name: "RS256 proof for RSA-only upstream",
 			fake: func(f *fakeIdP) { f.dpopAlgs = []string{"RS256"} },
 			cfg:  func(c *Config) { c.DPoPSigningAlg = "RS256" },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
@@ -463,7 +463,7 @@ func TestFinish(t *testing.T) {
 			},
 		},
 		{
-			name: "DC-2 PS256 proof",
+			name: "PS256 proof",
 			fake: func(f *fakeIdP) { f.dpopAlgs = []string{"PS256"} },
 			cfg:  func(c *Config) { c.DPoPSigningAlg = "PS256" },
 			check: func(t *testing.T, r *Result, f *fakeIdP) {
@@ -482,7 +482,7 @@ func TestFinish(t *testing.T) {
 			},
 		},
 		{
-			name: "PK-4 verifier sent, client_secret_basic by default", plain: true,
+			name: "verifier sent, client_secret_basic by default", plain: true,
 			check: func(t *testing.T, _ *Result, f *fakeIdP) {
 				if !f.lastBasicOK || f.lastForm.Has("client_secret") || !verifierRE.MatchString(f.lastForm.Get("code_verifier")) {
 					t.Errorf("form %v basic %v", f.lastForm, f.lastBasicOK)
@@ -579,10 +579,10 @@ func TestOktaDomainBecomesTheIssuerURL(t *testing.T) {
 		{name: "custom authorization server", domain: "dev-1.okta.com", asID: "aus1abc_2-x", want: "https://dev-1.okta.com/oauth2/aus1abc_2-x"},
 		{name: "default authorization server, trailing slash", domain: "dev-1.okta.com/", asID: "default", want: "https://dev-1.okta.com/oauth2/default"},
 		{name: "explicit https", domain: "https://login.corp.example", want: "https://login.corp.example"},
-		{name: "MD-1 loopback http for tests", domain: "http://127.0.0.1:8443", asID: "default", want: "http://127.0.0.1:8443/oauth2/default"},
-		{name: "MD-1 loopback http localhost", domain: "http://localhost:9000", want: "http://localhost:9000"},
-		{name: "MD-1 loopback http ::1", domain: "http://[::1]:9000", want: "http://[::1]:9000"},
-		{name: "MD-1 http refused off loopback", domain: "http://dev-1.okta.com", wantErr: "only for loopback"},
+		{name: "loopback http for tests", domain: "http://127.0.0.1:8443", asID: "default", want: "http://127.0.0.1:8443/oauth2/default"},
+		{name: "loopback http localhost", domain: "http://localhost:9000", want: "http://localhost:9000"},
+		{name: "loopback http ::1", domain: "http://[::1]:9000", want: "http://[::1]:9000"},
+		{name: "http refused off loopback", domain: "http://dev-1.okta.com", wantErr: "only for loopback"},
 		{name: "path refused", domain: "dev-1.okta.com/oauth2/default", wantErr: "must be a host name"},
 		{name: "query refused", domain: "dev-1.okta.com?x=1", wantErr: "must be a host name"},
 		{name: "user info refused", domain: "user@dev-1.okta.com", wantErr: "must be a host name"},
