@@ -212,7 +212,8 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 }
 
 // upstreamOptions passes the app's authentication requirements on to the upstream: max_age
-// (checked against the upstream ID token's auth_time, ID-7) and prompt=login.
+// (checked against the upstream ID token's auth_time, OIDC Core §3.1.3.7 step 13) and
+// prompt=login.
 func upstreamOptions(q url.Values) []upstream.BeginOption {
 	var opts []upstream.BeginOption
 	if n, err := strconv.Atoi(q.Get("max_age")); err == nil && n >= 0 {
@@ -260,7 +261,7 @@ func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
 	switch {
 	case challenge == "" && method != "":
 		return bad("invalid_request", "code_challenge_method without code_challenge")
-	case challenge != "" && method != "S256": // PK-3: absent means plain, which is refused
+	case challenge != "" && method != "S256": // RFC 7636 §4.3: absent means plain, which is refused
 		return bad("invalid_request", "code_challenge_method must be S256")
 	case challenge != "" && !isB64SHA256(challenge):
 		return bad("invalid_request", "code_challenge must be the base64url SHA-256 of the verifier (43 characters)")

@@ -230,7 +230,7 @@ func (s *Server) txCookieHash(r *http.Request) string {
 	return hashString(c.Value)
 }
 
-// issProblem applies RFC 9207 (IS-2) through Start.CheckIss; a repeated iss is refused.
+// issProblem applies RFC 9207 §2.4 through Start.CheckIss; a repeated iss is refused.
 func issProblem(q url.Values, st *upstream.Start) string {
 	if len(q["iss"]) > 1 {
 		return "the upstream response repeats the iss parameter"

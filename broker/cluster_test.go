@@ -76,7 +76,7 @@ func TestLoginReplayCheckAndLogSearchOnRedisCluster(t *testing.T) {
 		sID = ev.LogID
 	})
 
-	t.Run("DS-15 one proof at two replicas: exactly one success", func(t *testing.T) {
+	t.Run("one proof at two replicas: exactly one success", func(t *testing.T) {
 		a, _, _ := testSigners(t)
 		p := h.tokenProof(a)
 		codes := []string{h.codeFor(spaClient, nil), h.codeFor(spaClient, nil)}

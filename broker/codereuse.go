@@ -108,7 +108,7 @@ func (s *Server) codeProblem(rec *codeRecord, pr presentation) *oauthError {
 	if p := pkceProblem(rec.App.CodeChallenge, pr.form.Get("code_verifier")); p != "" {
 		return invalidGrant(p)
 	}
-	return keyBindingProblem(rec.App.DPoPJKT, pr.proof, "the authorization code (dpop_jkt)") // DS-20
+	return keyBindingProblem(rec.App.DPoPJKT, pr.proof, "the authorization code (dpop_jkt)") // RFC 9449 §10
 }
 
 // claimCode redeems the code: if its record still holds raw, it is deleted, its marker

@@ -26,7 +26,7 @@ import (
 const (
 	popClient   = "pop" // confidential, require_sender_constraining
 	popSecret   = "pop-secret-value"
-	boundClient = "bound-spa" // public, dpop_bound_access_tokens (DS-22)
+	boundClient = "bound-spa" // public, dpop_bound_access_tokens (RFC 9449 §5.2)
 	spaOrigin   = "https://spa.example.com"
 	apiNone     = "https://api.none.example"
 	apiAllowed  = "https://api.allowed.example"
@@ -270,7 +270,7 @@ func wantOAuth(t testing.TB, r httpResult, status int, code, desc string) {
 	}
 }
 
-// wantBound checks a DPoP-bound token response (DS-18) for signer s.
+// wantBound checks a DPoP-bound token response (RFC 9449 §5, §6.1) for signer s.
 func wantBound(t testing.TB, r httpResult, s *dpop.Signer) {
 	t.Helper()
 	if r.status != 200 || r.str("token_type") != "DPoP" || cnfJKT(t, r.str("access_token")) != s.Thumbprint() {
@@ -285,7 +285,8 @@ func wantBearer(t testing.TB, r httpResult) {
 	}
 }
 
-// issuanceRows is reference.md §D row by row.
+// issuanceRows is the issuance table of the README ("Sender-constrained tokens for your own
+// apps"), row by row.
 var issuanceRows = []struct {
 	aud       string // "" = userinfo only
 	clientPoP bool
@@ -325,7 +326,7 @@ func rowName(aud string, clientPoP, proof bool, want string) string {
 	if want != "bearer" && want != "bound" {
 		w = "not issued"
 	}
-	return fmt.Sprintf("SC %s / %s / %s → %s", a, c, p, w)
+	return fmt.Sprintf("%s / %s / %s → %s", a, c, p, w)
 }
 
 func TestDecideBindingTable(t *testing.T) {
@@ -357,7 +358,7 @@ func TestDecideBindingTable(t *testing.T) {
 
 // issueRow logs in for client (audience aud, "" for userinfo only), exchanges the code with a
 // proof from a when proof is set, and checks the answer: want is "bearer", "bound" or the
-// invalid_request description (a row of reference.md §D).
+// invalid_request description (a row of the issuance table).
 func (h *harness) issueRow(t *testing.T, a *dpop.Signer, client, aud string, proof bool, want string) httpResult {
 	t.Helper()
 	code := h.codeFor(client, func(q url.Values) {
@@ -383,7 +384,7 @@ func (h *harness) issueRow(t *testing.T, a *dpop.Signer, client, aud string, pro
 
 // TestRequiredForPublicClients: an API with sender_constraining required and required_for
 // public_clients requires a proof from public clients only; confidential clients get the
-// "allowed" column (reference.md §D).
+// "allowed" column of the issuance table.
 func TestRequiredForPublicClients(t *testing.T) {
 	h := dpopHarness(t, nil)
 	a, _, _ := testSigners(t)
@@ -392,10 +393,10 @@ func TestRequiredForPublicClients(t *testing.T) {
 		proof        bool
 		want         string // "bearer", "bound" or the invalid_request description
 	}{
-		{name: "SC required_for public_clients / confidential client / no proof → issued, bearer", client: appClient, proof: false, want: "bearer"},
-		{name: "SC required_for public_clients / confidential client / proof sent → issued, bound", client: appClient, proof: true, want: "bound"},
-		{name: "SC required_for public_clients / public client / no proof → not issued", client: spaClient, proof: false, want: "API " + apiPublic + " requires sender-constrained tokens: send a DPoP proof"},
-		{name: "SC required_for public_clients / public client / proof sent → issued, bound", client: spaClient, proof: true, want: "bound"},
+		{name: "required_for public_clients / confidential client / no proof → issued, bearer", client: appClient, proof: false, want: "bearer"},
+		{name: "required_for public_clients / confidential client / proof sent → issued, bound", client: appClient, proof: true, want: "bound"},
+		{name: "required_for public_clients / public client / no proof → not issued", client: spaClient, proof: false, want: "API " + apiPublic + " requires sender-constrained tokens: send a DPoP proof"},
+		{name: "required_for public_clients / public client / proof sent → issued, bound", client: spaClient, proof: true, want: "bound"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.issueRow(t, a, tc.client, apiPublic, tc.proof, tc.want)
@@ -429,7 +430,7 @@ func TestIssuanceTableEndToEnd(t *testing.T) {
 			}
 		})
 	}
-	t.Run("SC unknown audience → invalid_request at /authorize", func(t *testing.T) {
+	t.Run("unknown audience → invalid_request at /authorize", func(t *testing.T) {
 		q := url.Values{"response_type": {"code"}, "client_id": {appClient}, "redirect_uri": {h.app.URL + "/cb"},
 			"scope": {"openid"}, "audience": {"https://unknown.example"}, "code_challenge": {s256(testVerifier)}, "code_challenge_method": {"S256"}}
 		resp, _ := get(t, h.browser(), h.srv.URL+"/authorize?"+q.Encode())
@@ -447,10 +448,10 @@ func TestInvalidProofAtTokenEndpointLeavesTheCode(t *testing.T) {
 		name  string
 		proof func() string
 	}{
-		{name: "DS-2 not a JWT", proof: func() string { return "not-a-jwt" }},
-		{name: "DS-8 htm GET", proof: func() string { return h.proof(a, http.MethodGet, "/oauth/token", "", "") }},
-		{name: "DS-9 htu of another endpoint", proof: func() string { return h.proof(a, http.MethodPost, "/userinfo", "", "") }},
-		{name: "DS-6 tampered signature", proof: func() string { p := h.tokenProof(a); return p[:len(p)-4] + "AAAA" }},
+		{name: "not a JWT", proof: func() string { return "not-a-jwt" }},
+		{name: "htm GET", proof: func() string { return h.proof(a, http.MethodGet, "/oauth/token", "", "") }},
+		{name: "htu of another endpoint", proof: func() string { return h.proof(a, http.MethodPost, "/userinfo", "", "") }},
+		{name: "tampered signature", proof: func() string { p := h.tokenProof(a); return p[:len(p)-4] + "AAAA" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code := h.codeFor(spaClient, nil)
@@ -466,7 +467,7 @@ func TestInvalidProofAtTokenEndpointLeavesTheCode(t *testing.T) {
 			wantBound(t, h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code), proof: h.tokenProof(a)}), a)
 		})
 	}
-	t.Run("DS-1 two DPoP headers", func(t *testing.T) {
+	t.Run("two DPoP headers", func(t *testing.T) {
 		code := h.codeFor(spaClient, nil)
 		r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code), header: http.Header{"Dpop": {h.tokenProof(a), h.tokenProof(a)}}})
 		wantOAuth(t, r, 400, "invalid_dpop_proof", "")
@@ -490,14 +491,14 @@ func TestTokenEndpointDemandsAServerNonce(t *testing.T) {
 	wantOAuth(t, r, 400, "use_dpop_nonce", "Authorization server requires nonce in DPoP proof")
 	nonce := r.header.Get("DPoP-Nonce")
 	if nonce == "" || len(r.header.Values("DPoP-Nonce")) != 1 || r.header.Get("Cache-Control") != "no-store" {
-		t.Fatalf("DS-16 headers: %v", r.header)
+		t.Fatalf("headers: %v", r.header)
 	}
 	r = h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code), proof: h.proof(a, http.MethodPost, "/oauth/token", nonce, "")})
 	wantBound(t, r, a)
 	if r.header.Get("DPoP-Nonce") == "" {
-		t.Error("DS-16 a token response carries a fresh DPoP-Nonce")
+		t.Error("a token response carries a fresh DPoP-Nonce")
 	}
-	t.Run("DS-10 a made-up nonce", func(t *testing.T) {
+	t.Run("a made-up nonce", func(t *testing.T) {
 		code := h.codeFor(spaClient, nil)
 		r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code), proof: h.proof(a, http.MethodPost, "/oauth/token", "bogus-nonce", "")})
 		wantOAuth(t, r, 400, "use_dpop_nonce", nonceRequiredText)
@@ -505,7 +506,7 @@ func TestTokenEndpointDemandsAServerNonce(t *testing.T) {
 			t.Error("no fresh nonce")
 		}
 	})
-	t.Run("DS-16 requests without a proof are unaffected", func(t *testing.T) {
+	t.Run("requests without a proof are unaffected", func(t *testing.T) {
 		r := h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, h.codeFor(appClient, nil))})
 		wantBearer(t, r)
 	})
@@ -546,15 +547,15 @@ func TestCodeBoundByDPoPJKTNeedsAProofWithThatKey(t *testing.T) {
 		proof func() string
 		desc  string
 	}{
-		{name: "DS-20 missing proof", proof: func() string { return "" }, desc: "the authorization code (dpop_jkt) is bound to a DPoP key: send a DPoP proof signed with that key"},
-		{name: "DS-20 proof from another key", proof: func() string { return h.tokenProof(b) }, desc: "the DPoP proof key does not match the key the authorization code (dpop_jkt) is bound to"},
+		{name: "missing proof", proof: func() string { return "" }, desc: "the authorization code (dpop_jkt) is bound to a DPoP key: send a DPoP proof signed with that key"},
+		{name: "proof from another key", proof: func() string { return h.tokenProof(b) }, desc: "the DPoP proof key does not match the key the authorization code (dpop_jkt) is bound to"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code := h.codeFor(spaClient, bindA)
 			wantOAuth(t, h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code), proof: tc.proof()}), 400, "invalid_grant", tc.desc)
 		})
 	}
-	t.Run("DS-20 proof with the dpop_jkt key", func(t *testing.T) {
+	t.Run("proof with the dpop_jkt key", func(t *testing.T) {
 		code := h.codeFor(spaClient, bindA)
 		wantBound(t, h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code), proof: h.tokenProof(a)}), a)
 	})
@@ -565,7 +566,7 @@ func TestRefreshTokenBindingRotationAndReuse(t *testing.T) {
 	a, b, _ := testSigners(t)
 	offline := func(q url.Values) { q.Set("scope", "openid profile offline_access") }
 
-	t.Run("DS-21 public client: refresh token bound to the proof key", func(t *testing.T) {
+	t.Run("public client: refresh token bound to the proof key", func(t *testing.T) {
 		r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, h.codeFor(spaClient, offline)), proof: h.tokenProof(a)})
 		wantBound(t, r, a)
 		rt := r.str("refresh_token")
@@ -591,23 +592,23 @@ func TestRefreshTokenBindingRotationAndReuse(t *testing.T) {
 		// The successor stays bound to a.
 		wantOAuth(t, h.tok(tokReq{client: spaClient, form: refreshGrant(r2.str("refresh_token")), proof: h.tokenProof(b)}), 400, "invalid_grant", desc)
 	})
-	t.Run("DS-21 public client without proof: unbound refresh token", func(t *testing.T) {
+	t.Run("public client without proof: unbound refresh token", func(t *testing.T) {
 		r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, h.codeFor(spaClient, offline))})
 		wantBearer(t, r)
 		wantBearer(t, h.tok(tokReq{client: spaClient, form: refreshGrant(r.str("refresh_token"))}))
 	})
-	t.Run("DS-21 confidential client: refresh token bound by client authentication", func(t *testing.T) {
+	t.Run("confidential client: refresh token bound by client authentication", func(t *testing.T) {
 		r := h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, h.codeFor(appClient, offline)), proof: h.tokenProof(a)})
 		wantBound(t, r, a)
 		r2 := h.tok(tokReq{client: appClient, form: refreshGrant(r.str("refresh_token")), proof: h.tokenProof(b)})
 		wantBound(t, r2, b) // the issuance table applies to the refresh, with the new key
 		wantBearer(t, h.tok(tokReq{client: appClient, form: refreshGrant(r2.str("refresh_token"))}))
 	})
-	t.Run("DS-21 refresh token of another client", func(t *testing.T) {
+	t.Run("refresh token of another client", func(t *testing.T) {
 		r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, h.codeFor(spaClient, offline))})
 		wantOAuth(t, h.tok(tokReq{client: appClient, form: refreshGrant(r.str("refresh_token"))}), 400, "invalid_grant", "refresh token was issued to another client")
 	})
-	t.Run("DS-21 rotation: reuse revokes the family (ferrt)", func(t *testing.T) {
+	t.Run("rotation: reuse revokes the family (ferrt)", func(t *testing.T) {
 		r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, h.codeFor(spaClient, offline)), proof: h.tokenProof(a)})
 		rt1 := r.str("refresh_token")
 		rt2 := h.tok(tokReq{client: spaClient, form: refreshGrant(rt1), proof: h.tokenProof(a)}).str("refresh_token")
@@ -621,13 +622,13 @@ func TestRefreshTokenBindingRotationAndReuse(t *testing.T) {
 		}
 		wantOAuth(t, h.tok(tokReq{client: spaClient, form: refreshGrant(rt2), proof: h.tokenProof(a)}), 400, "invalid_grant", "refresh token is invalid, expired or revoked")
 	})
-	t.Run("SC refresh re-applies the issuance table", func(t *testing.T) {
+	t.Run("refresh re-applies the issuance table", func(t *testing.T) {
 		code := h.codeFor(popClient, func(q url.Values) { offline(q); q.Set("audience", apiAllowed) })
 		r := h.tok(tokReq{client: popClient, form: h.codeGrant(popClient, code), proof: h.tokenProof(a)})
 		wantBound(t, r, a)
 		wantOAuth(t, h.tok(tokReq{client: popClient, form: refreshGrant(r.str("refresh_token"))}), 400, "invalid_request", clientNeedsProof)
 	})
-	t.Run("DS-21 refresh after logout: the session has ended", func(t *testing.T) {
+	t.Run("refresh after logout: the session has ended", func(t *testing.T) {
 		b2 := h.browser()
 		resp, _ := get(t, b2, h.authorizeURL(offline))
 		code := appResult(t, resp, h.app.URL+"/cb").Get("code")
@@ -635,7 +636,7 @@ func TestRefreshTokenBindingRotationAndReuse(t *testing.T) {
 		get(t, b2, h.srv.URL+"/v2/logout?client_id="+appClient)
 		wantOAuth(t, h.tok(tokReq{client: appClient, form: refreshGrant(r.str("refresh_token"))}), 400, "invalid_grant", "the session of this refresh token has ended")
 	})
-	t.Run("C2 refresh with a narrower scope", func(t *testing.T) {
+	t.Run("refresh with a narrower scope", func(t *testing.T) {
 		r := h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, h.codeFor(appClient, offline))})
 		f := refreshGrant(r.str("refresh_token"))
 		f.Set("scope", "openid email")
@@ -673,35 +674,35 @@ func TestUserinfoChecksSchemeProofAndChallenges(t *testing.T) {
 			t.Fatalf("got %d %v WWW-Authenticate %q, want 401 DPoP %s", r.status, r.body, www, code)
 		}
 	}
-	t.Run("DS-12 DPoP scheme with a proof by the bound key", func(t *testing.T) {
+	t.Run("DPoP scheme with a proof by the bound key", func(t *testing.T) {
 		r := h.userinfo("DPoP "+at, ui(a, http.MethodGet, "", at))
 		if r.status != 200 || r.str("sub") != "oidc|corp|alice" {
 			t.Fatalf("%d %v", r.status, r.body)
 		}
 	})
-	t.Run("DS-23 bound token as Bearer", func(t *testing.T) {
+	t.Run("bound token as Bearer", func(t *testing.T) {
 		wantChallenge(t, h.userinfo("Bearer "+at, ""), "invalid_token")
 	})
-	t.Run("DS-12 proof from another key", func(t *testing.T) {
+	t.Run("proof from another key", func(t *testing.T) {
 		wantChallenge(t, h.userinfo("DPoP "+at, ui(b, http.MethodGet, "", at)), "invalid_dpop_proof")
 	})
-	t.Run("DS-23 DPoP scheme without a proof", func(t *testing.T) {
+	t.Run("DPoP scheme without a proof", func(t *testing.T) {
 		wantChallenge(t, h.userinfo("DPoP "+at, ""), "invalid_dpop_proof")
 	})
-	t.Run("DS-12 proof without ath", func(t *testing.T) {
+	t.Run("proof without ath", func(t *testing.T) {
 		wantChallenge(t, h.userinfo("DPoP "+at, ui(a, http.MethodGet, "", "")), "invalid_dpop_proof")
 	})
-	t.Run("DS-8 proof for POST on a GET", func(t *testing.T) {
+	t.Run("proof for POST on a GET", func(t *testing.T) {
 		wantChallenge(t, h.userinfo("DPoP "+at, ui(a, http.MethodPost, "", at)), "invalid_dpop_proof")
 	})
-	t.Run("DS-15 replayed proof", func(t *testing.T) {
+	t.Run("replayed proof", func(t *testing.T) {
 		p := ui(a, http.MethodGet, "", at)
 		if r := h.userinfo("DPoP "+at, p); r.status != 200 {
 			t.Fatalf("first use %d", r.status)
 		}
 		wantChallenge(t, h.userinfo("DPoP "+at, p), "invalid_dpop_proof")
 	})
-	t.Run("DS-23 unbound token with the DPoP scheme", func(t *testing.T) {
+	t.Run("unbound token with the DPoP scheme", func(t *testing.T) {
 		r := h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, h.codeFor(appClient, nil))})
 		bearer := r.str("access_token")
 		wantChallenge(t, h.userinfo("DPoP "+bearer, ui(a, http.MethodGet, "", bearer)), "invalid_token")
@@ -709,21 +710,21 @@ func TestUserinfoChecksSchemeProofAndChallenges(t *testing.T) {
 			t.Fatalf("Bearer token as Bearer: %d", r.status)
 		}
 	})
-	t.Run("DS-24 no credentials: no error info", func(t *testing.T) {
+	t.Run("no credentials: no error info", func(t *testing.T) {
 		r := h.userinfo("", "")
 		www := strings.Join(r.header.Values("WWW-Authenticate"), ", ")
 		if r.status != 401 || strings.Contains(www, "error") || !strings.Contains(www, "DPoP algs=") || !strings.Contains(www, "Bearer") {
 			t.Fatalf("%d %q", r.status, www)
 		}
 	})
-	t.Run("DS-24 Bearer and DPoP together: invalid_request", func(t *testing.T) {
+	t.Run("Bearer and DPoP together: invalid_request", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/userinfo", nil)
 		req.Header.Add("Authorization", "DPoP "+at)
 		req.Header.Add("Authorization", "Bearer "+at)
 		req.Header.Set("DPoP", ui(a, http.MethodGet, "", at))
 		wantOAuth(t, h.do(req), 400, "invalid_request", "send exactly one Authorization header")
 	})
-	t.Run("DS-24 header and URL token: invalid_request", func(t *testing.T) {
+	t.Run("header and URL token: invalid_request", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/userinfo?access_token=x", nil)
 		req.Header.Set("Authorization", "Bearer "+at)
 		wantOAuth(t, h.do(req), 400, "invalid_request", "")
@@ -743,7 +744,7 @@ func TestUserinfoDemandsAServerNonce(t *testing.T) {
 	u := h.userinfo("DPoP "+at, h.proof(a, http.MethodGet, "/userinfo", "", at))
 	www, nonce := u.header.Get("WWW-Authenticate"), u.header.Get("DPoP-Nonce")
 	if u.status != 401 || !strings.HasPrefix(www, `DPoP error="use_dpop_nonce"`) || nonce == "" || u.header.Get("Cache-Control") != "no-store" {
-		t.Fatalf("DS-16 challenge: %d %q nonce %q", u.status, www, nonce)
+		t.Fatalf("challenge: %d %q nonce %q", u.status, www, nonce)
 	}
 	if u := h.userinfo("DPoP "+at, h.proof(a, http.MethodGet, "/userinfo", nonce, at)); u.status != 200 {
 		t.Fatalf("with nonce: %d %v", u.status, u.body)
@@ -765,7 +766,7 @@ func TestTokenEndpointTakesJSONBodyAndAuth0ClientHeader(t *testing.T) {
 func TestTokenAndUserinfoAnswerCORSPreflight(t *testing.T) {
 	h := dpopHarness(t, nil)
 	for _, path := range []string{"/oauth/token", "/userinfo"} {
-		t.Run("C2 preflight "+path, func(t *testing.T) {
+		t.Run("preflight "+path, func(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodOptions, h.srv.URL+path, nil)
 			req.Header.Set("Origin", spaOrigin)
 			req.Header.Set("Access-Control-Request-Method", "POST")
@@ -792,7 +793,7 @@ func TestDiscoveryListsTheConfiguredProofAlgs(t *testing.T) {
 	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","PS256"]`) || !strings.Contains(body, `"refresh_token"`) {
 		t.Fatalf("%s", body)
 	}
-	// DS-5: an alg outside the list is refused.
+	// RFC 9449 §4.3 step 5: an alg outside the list is refused.
 	_, _, c := testSigners(t)
 	r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, h.codeFor(spaClient, nil)), proof: h.tokenProof(c)})
 	wantOAuth(t, r, 400, "invalid_dpop_proof", "")
@@ -859,7 +860,7 @@ func TestProofReplayedAtAnotherReplicaIsRefused(t *testing.T) {
 		}
 	}
 	if ok != 1 || replay != 1 {
-		t.Fatalf("DS-15 the same proof at two replicas: %+v, want exactly one success", results)
+		t.Fatalf("the same proof at two replicas: %+v, want exactly one success", results)
 	}
 }
 
@@ -877,7 +878,7 @@ func TestStoreReplayCacheClaimsOnceAndFailsClosed(t *testing.T) {
 	ctx := context.Background()
 	c := storeReplay{store: sessions.NewMemory()}
 	for _, key := range []string{"plain", "{tag}.x", ".leading-dot", strings.Repeat("k", 4096)} {
-		t.Run("DS-15 key "+key[:min(len(key), 12)], func(t *testing.T) {
+		t.Run("key "+key[:min(len(key), 12)], func(t *testing.T) {
 			if ok, err := c.Claim(ctx, key, time.Minute); !ok || err != nil {
 				t.Fatalf("first claim: %v %v", ok, err)
 			}
@@ -886,7 +887,7 @@ func TestStoreReplayCacheClaimsOnceAndFailsClosed(t *testing.T) {
 			}
 		})
 	}
-	t.Run("DS-15 store down fails closed", func(t *testing.T) {
+	t.Run("store down fails closed", func(t *testing.T) {
 		ok, err := storeReplay{store: jtiDown{Store: sessions.NewMemory()}}.Claim(ctx, "k", time.Minute)
 		if ok || !errors.Is(err, sessions.ErrUnavailable) {
 			t.Fatalf("%v %v", ok, err)

@@ -16,7 +16,7 @@ import (
 )
 
 // storeReplay is the DPoP jti replay cache on the session store, shared by every replica
-// (DS-15): Create is SET NX PX on Redis.
+// (RFC 9449 §11.1, docs/conformance.md#dpop-proof-replay): Create is SET NX PX on Redis.
 type storeReplay struct{ store sessions.Store }
 
 // Claim stores hex(SHA-256(key)) — always a valid store id and its own hash tag — for ttl.
@@ -56,14 +56,15 @@ func newVerifier(cfg *DPoPServerConfig, store sessions.Store, now func() time.Ti
 }
 
 // nonceHeader puts a fresh DPoP-Nonce (and Cache-Control: no-store) on a response when the
-// broker demands nonces (DS-16).
+// broker demands nonces (RFC 9449 §8, §8.2).
 func (s *Server) nonceHeader(w http.ResponseWriter) {
 	if s.verifier.RequireNonce {
 		s.verifier.Challenge(w.Header())
 	}
 }
 
-// Audience kinds of a token request (reference.md §D rows).
+// Audience kinds of a token request (the rows of the issuance table in the README, "Sender-
+// constrained tokens for your own apps").
 type audienceKind int
 
 const (
@@ -80,7 +81,7 @@ type target struct {
 }
 
 // policyFor is the API policy that applies to a client: required with required_for
-// public_clients is allowed for a confidential client (reference.md §D).
+// public_clients is allowed for a confidential client (the identity SaaS's rule).
 func (t target) policyFor(public bool) string {
 	if t.policy == PolicyRequired && t.requiredFor == RequiredForPublic && !public {
 		return PolicyAllowed
@@ -100,7 +101,8 @@ func (s *Server) resolveAudience(aud string) (target, *oauthError) {
 	return target{kind: audAPI, audience: aud, policy: api.SenderConstraining, requiredFor: api.RequiredFor}, nil
 }
 
-// decideBinding is the sender-constraining table of reference.md §D: whether the access token
+// decideBinding is the sender-constraining table of the README (the identity SaaS's issuance
+// table; docs/conformance.md#dpop-sender-constraining-policy): whether the access token
 // is bound to the proof key, issued as Bearer, or refused. policy is ignored for userinfo-only
 // requests (n/a in the table).
 func decideBinding(kind audienceKind, audience string, clientRequiresPoP, proofSent bool, policy string) (bind bool, refuse *oauthError) {
@@ -134,7 +136,7 @@ func invalidGrant(desc string) *oauthError {
 	return &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Description: desc}
 }
 
-// bindingFor returns the access-token binding: DPoP with the proof key's thumbprint (DS-18),
+// bindingFor returns the access-token binding: DPoP with the proof key's thumbprint (RFC 9449 §6.1),
 // or Bearer.
 func bindingFor(bind bool, proof *dpop.Result) binding {
 	if bind && proof != nil {
@@ -163,8 +165,9 @@ func (s *Server) verifyProof(r *http.Request, path, accessToken, jkt string, def
 	return res, nil
 }
 
-// proofError maps a verifier error to the OAuth error of the token endpoint (DS-17) or of the
-// resource server (401, DS-24); other errors become 503 (the replay cache is unreachable).
+// proofError maps a verifier error to the OAuth error of the token endpoint (RFC 9449 §5, §8)
+// or of the resource server (401, §7.1); other errors become 503 (the replay cache is
+// unreachable).
 func proofError(err error, resourceServer bool) *oauthError {
 	var pe *dpop.ProofError
 	if !errors.As(err, &pe) {
@@ -187,7 +190,7 @@ func proofError(err error, resourceServer bool) *oauthError {
 	return &oauthError{Status: status, Code: code, Description: desc}
 }
 
-// writeDPoPChallenge answers a resource-server error with the DPoP scheme (DS-24): error,
+// writeDPoPChallenge answers a resource-server error with the DPoP scheme (RFC 9449 §7.1): error,
 // error_description and the accepted algs; a use_dpop_nonce error carries a fresh nonce.
 func (s *Server) writeDPoPChallenge(w http.ResponseWriter, e *oauthError) {
 	if e.Status == http.StatusUnauthorized {

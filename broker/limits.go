@@ -56,7 +56,7 @@ var callbackLimits = map[string]int{
 }
 
 // callbackSingle must not be repeated at /login/callback (a repeated iss is answered by the
-// handler, to the app, as IS-2 requires).
+// handler, to the app, as RFC 9207 §2.4 requires).
 var callbackSingle = []string{"state", "code", "error", "error_description", "error_uri", "session_state"}
 
 // paramProblem checks the parameter count, repetitions and lengths; desc is "" when q is fine.

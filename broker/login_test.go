@@ -26,20 +26,20 @@ func TestLoginEndToEnd(t *testing.T) {
 		wantNonce  bool
 		wantDPoPOn bool
 	}{
-		{name: "ES256 DPoP with required nonce (DC-9 one retry)", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
+		{name: "ES256 DPoP with required nonce: one retry", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
 			wantBound: true, wantType: "dpop", wantNonce: true, wantDPoPOn: true},
 		{name: "ES256 DPoP without nonce", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true},
 			wantBound: true, wantType: "dpop", wantDPoPOn: true},
-		{name: "Ed25519 labelled EdDSA (DC-2)", up: demoidp.Options{DPoPAlgs: []string{"EdDSA"}, RequireDPoP: true, RequireNonce: true},
+		{name: "Ed25519 labelled EdDSA", up: demoidp.Options{DPoPAlgs: []string{"EdDSA"}, RequireDPoP: true, RequireNonce: true},
 			dpopAlg: "Ed25519", wantBound: true, wantType: "dpop", wantNonce: true, wantDPoPOn: true},
 		{name: "RS256 for RSA-only upstream", up: demoidp.Options{DPoPAlgs: []string{"RS256"}, RequireDPoP: true},
 			dpopAlg: "RS256", wantBound: true, wantType: "dpop", wantDPoPOn: true},
 		{name: "PS256 DPoP and ES256 broker ID tokens", up: demoidp.Options{DPoPAlgs: []string{"PS256"}, RequireDPoP: true},
 			dpopAlg: "PS256", signing: "ES256", wantBound: true, wantType: "dpop", wantDPoPOn: true},
-		{name: "upstream answers Bearer (DC-10 downgrade)", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, AnswerBearer: true},
+		{name: "upstream answers Bearer: a downgrade, still a login", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, AnswerBearer: true},
 			wantBound: false, wantType: "bearer", wantDPoPOn: true},
 		{name: "no DPoP configured", up: demoidp.Options{}, dpopAlg: "-", wantType: "bearer"},
-		{name: "RFC 9207 iss on the upstream redirect (IS-2)", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true},
+		{name: "RFC 9207 iss on the upstream redirect", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true},
 			wantBound: true, wantType: "dpop", wantDPoPOn: true},
 	}
 	for _, tc := range cases {
@@ -51,7 +51,7 @@ func TestLoginEndToEnd(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: tc.up, dpopAlg: tc.dpopAlg, mutate: func(c *Config) { c.Keys.Signing.Alg = signing }})
 			q := h.login()
 			if q.Get("code") == "" || q.Get("state") != "app-state-123" || q.Get("iss") != h.cfg.Issuer {
-				t.Fatalf("app callback query = %v; want code, state and iss (IS-1)", q)
+				t.Fatalf("app callback query = %v; want code, state and iss (RFC 9207 §2)", q)
 			}
 			ev := h.lastEvent()
 			if ev.Type != logs.TypeSuccessLogin || ev.UserID != "oidc|corp|alice" || ev.UserName != "alice@example.com" ||
@@ -86,7 +86,7 @@ func TestLoginEndToEnd(t *testing.T) {
 				t.Errorf("event carries a code or token: %s", s)
 			}
 
-			// The app redeems the code and verifies the ID token with go-oidc (ID-9).
+			// The app redeems the code and verifies the ID token with go-oidc (OIDC Core §3.1.3.7).
 			status, body, hdr := h.token(h.codeForm(q.Get("code")), true)
 			if status != http.StatusOK || hdr.Get("Cache-Control") != "no-store" || hdr.Get("Pragma") != "no-cache" {
 				t.Fatalf("token: %d %v %v", status, body, hdr)

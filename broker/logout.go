@@ -18,8 +18,8 @@ import (
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
 
-// handleLogout ends the broker session (GET /v2/logout?client_id&returnTo, the SaaS's
-// logout, reference.md §C6): it deletes the session record named by the session cookie (when
+// handleLogout ends the broker session (GET /v2/logout?client_id&returnTo, the identity
+// SaaS's logout endpoint): it deletes the session record named by the session cookie (when
 // the cookie's secret matches) and clears the cookie. With client_id it then redirects to
 // returnTo when allowedReturnTo admits it, or without returnTo to the client's first
 // post_logout_redirect_uri; otherwise it shows a small page.
@@ -59,7 +59,8 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleOIDCLogout is OpenID Connect RP-Initiated Logout 1.0 (GET or POST /oidc/logout, the
-// discovery end_session_endpoint; reference.md §C6). Parameters: id_token_hint (an ID token
+// discovery end_session_endpoint; docs/conformance.md#logout-id-token-hint and the rows after
+// it). Parameters: id_token_hint (an ID token
 // this broker issued; expired ones are accepted, §2), logout_hint (the sid of that ID token,
 // or of the cookie's session), client_id, post_logout_redirect_uri (exactly one of the
 // client's post_logout_redirect_uris; needs id_token_hint or client_id), state. A request
@@ -198,8 +199,8 @@ func (s *Server) askLogout(w http.ResponseWriter, path string, p url.Values, key
 	}})
 }
 
-// finishLogout answers a logout whose broker sessions have ended: with federated (reference.md
-// §C6) and an ended session, through the upstream's end_session_endpoint first
+// finishLogout answers a logout whose broker sessions have ended: with federated (on either
+// endpoint, as the identity SaaS offers it) and an ended session, through the upstream's end_session_endpoint first
 // (federatedLogout); then to target, already checked against the client's registration, or
 // the signed-out page when target is "".
 func (s *Server) finishLogout(w http.ResponseWriter, r *http.Request, federated bool, sess *sessionRecord, target string) {

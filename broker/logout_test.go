@@ -53,7 +53,7 @@ func noRedirects(c *http.Client) *http.Client {
 }
 
 // TestOIDCLogout covers OpenID Connect RP-Initiated Logout 1.0 at /oidc/logout (the
-// discovery end_session_endpoint) and reference.md §C6.
+// discovery end_session_endpoint) and the identity SaaS's /v2/logout rules.
 func TestOIDCLogout(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
 		app := strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb")
@@ -175,7 +175,7 @@ func TestOIDCLogout(t *testing.T) {
 		}
 	})
 
-	// §C6 /v2/logout with Allowed Logout URLs: returnTo must be one of them; client_id alone
+	// /v2/logout with Allowed Logout URLs (the identity SaaS's rules): returnTo must be one of them; client_id alone
 	// goes to the first.
 	for _, tc := range []struct {
 		name, query, location string
@@ -197,7 +197,7 @@ func TestOIDCLogout(t *testing.T) {
 	}
 }
 
-// TestFederatedLogout: with federated (reference.md §C6) the broker ends its session, sends the
+// TestFederatedLogout: with federated the broker ends its session, sends the
 // browser to the upstream's end_session_endpoint with the upstream ID token as id_token_hint,
 // and on its way back (/logout/federated) on to the app's registered URL. An upstream without
 // end_session_endpoint gets federated_logout_failed and the broker's own logout stands.

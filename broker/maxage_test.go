@@ -9,7 +9,7 @@ import (
 
 // TestMaxAgeAndAuthTime: the app's max_age and prompt=login go upstream; the broker's
 // auth_time is the upstream's (an IdP SSO session may predate the login); an upstream that
-// ignores max_age gets the login refused (ID-7).
+// ignores max_age gets the login refused (OIDC Core §3.1.3.7 step 13).
 func TestMaxAgeAndAuthTime(t *testing.T) {
 	const sessionAge = 2 * time.Hour
 	for _, tc := range []struct {
@@ -19,14 +19,14 @@ func TestMaxAgeAndAuthTime(t *testing.T) {
 		wantUpstream url.Values    // parameters the upstream authorization request must carry
 		wantAge      time.Duration // of the broker ID token's auth_time; -1 = the login fails
 	}{
-		{name: "ID-9 no max_age: auth_time is the upstream SSO session's", query: nil, ignoreMaxAge: false, wantUpstream: nil, wantAge: sessionAge},
-		{name: "ID-7 max_age below the SSO session: the upstream authenticates again", query: url.Values{"max_age": {"300"}}, ignoreMaxAge: false,
+		{name: "no max_age: auth_time is the upstream SSO session's", query: nil, ignoreMaxAge: false, wantUpstream: nil, wantAge: sessionAge},
+		{name: "max_age below the SSO session: the upstream authenticates again", query: url.Values{"max_age": {"300"}}, ignoreMaxAge: false,
 			wantUpstream: url.Values{"max_age": {"300"}}, wantAge: 0},
-		{name: "ID-7 max_age above the SSO session: the session stands", query: url.Values{"max_age": {"86400"}}, ignoreMaxAge: false,
+		{name: "max_age above the SSO session: the session stands", query: url.Values{"max_age": {"86400"}}, ignoreMaxAge: false,
 			wantUpstream: url.Values{"max_age": {"86400"}}, wantAge: sessionAge},
 		{name: "prompt=login: the upstream authenticates again", query: url.Values{"prompt": {"login"}}, ignoreMaxAge: false,
 			wantUpstream: url.Values{"prompt": {"login"}}, wantAge: 0},
-		{name: "ID-7 an upstream ignoring max_age: the old auth_time is refused", query: url.Values{"max_age": {"300"}}, ignoreMaxAge: true,
+		{name: "an upstream ignoring max_age: the old auth_time is refused", query: url.Values{"max_age": {"300"}}, ignoreMaxAge: true,
 			wantUpstream: url.Values{"max_age": {"300"}}, wantAge: -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -41,7 +41,7 @@ func TestMetrics(t *testing.T) {
 	if st, body, _ := h.token(h.codeForm(q.Get("code")), true); st != http.StatusOK {
 		t.Fatalf("token: %d %v", st, body)
 	}
-	// One failed login: the connection's DPoP alg is not offered upstream (MD-4).
+	// One failed login: the connection's DPoP alg is not offered upstream (RFC 9449 §5.1).
 	resp, _ = get(t, h.browser(), h.authorizeURL(func(v url.Values) { v.Set("connection", "rsa") }))
 	if e := appResult(t, resp, h.app.URL+"/cb").Get("error"); e == "" {
 		t.Fatal("login through connection rsa did not fail")

@@ -13,7 +13,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// The management API (reference.md §A4, §B2) under /api/v2: static bearer tokens with scopes
+// The management API (the identity SaaS's Management API v2: logs and connections) under /api/v2: static bearer tokens with scopes
 // from management.tokens, the SaaS error body, sapi events for successful writes and fapi
 // events for failed calls.
 

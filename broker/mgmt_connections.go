@@ -19,7 +19,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
 
-// apiConnection is the connection object of the management API (reference.md §B1).
+// apiConnection is the connection object of the management API (the identity SaaS's shape).
 // options.client_secret is write-only: it is never part of a response.
 type apiConnection struct {
 	ID                 string            `json:"id"`
@@ -51,7 +51,7 @@ func (s *Server) view(cc *ConnectionConfig, withClients bool) apiConnection {
 }
 
 // connectionBody is a POST or PATCH body. Options is kept raw so that PATCH can tell an
-// absent options from a given one (which replaces the whole object, §B1).
+// absent options from a given one (which replaces the whole object, as in the identity SaaS).
 type connectionBody struct {
 	Name           *string         `json:"name"`
 	Strategy       *string         `json:"strategy"`
@@ -87,7 +87,8 @@ func connDefaults(o *ConnectionOptions) {
 }
 
 // checkConnection validates cc like the YAML, then the DPoP rules that need the network
-// (reference.md §B1): a key for the alg, and the upstream's discovery listing it.
+// (RFC 9449 §5.1, docs/conformance.md#discovery-dpop-gate): a key for the alg, and the
+// upstream's discovery listing it.
 func (s *Server) checkConnection(c *mgmtCall, cc *ConnectionConfig) *apiError {
 	ctx := c.r.Context()
 	v := &validator{}
@@ -195,7 +196,7 @@ func (s *Server) refreshAfterWrite(ctx context.Context) {
 	}
 }
 
-// GET /api/v2/connections (§B2): strategy (repeatable) and name filters; legacy page/per_page
+// GET /api/v2/connections: strategy (repeatable) and name filters; legacy page/per_page
 // (+ include_totals) or checkpoint from/take. The list omits enabled_clients.
 func (s *Server) listConnections(c *mgmtCall) *apiError {
 	q := c.r.URL.Query()
@@ -374,7 +375,7 @@ func newConnectionID() string {
 }
 
 // PATCH /api/v2/connections/{id}: display_name, enabled_clients, options. options replaces
-// the whole object (§B1): without dpop_signing_alg DPoP is off. client_secret is write-only,
+// the whole object: without dpop_signing_alg DPoP is off. client_secret is write-only,
 // so options without it keep the stored secret. name and strategy cannot change.
 func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	doc, aerr := s.loadConnection(c)
@@ -427,7 +428,7 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	return nil
 }
 
-// DELETE /api/v2/connections/{id}: 202 (§B2). A connection seeded from the YAML leaves a
+// DELETE /api/v2/connections/{id}: 202, as the identity SaaS answers. A connection seeded from the YAML leaves a
 // tombstone (its config_hash), so restarts with the same YAML entry do not bring it back;
 // editing that entry applies it again (the seeding rule in registry.go).
 func (s *Server) deleteConnection(c *mgmtCall) *apiError {

@@ -10,7 +10,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// GET /api/v2/logs (reference.md §A4). Search mode: q, page, per_page, sort, include_totals.
+// GET /api/v2/logs (the identity SaaS's log API). Search mode: q, page, per_page, sort, include_totals.
 // Checkpoint mode (from or take given): every other parameter, q included, is ignored; the
 // events come in log_id order and the Link header's rel="next" continues after the last one
 // (the same URL again when the page is empty).

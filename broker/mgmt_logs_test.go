@@ -69,15 +69,15 @@ func TestMgmtLogs(t *testing.T) {
 			name, q string
 			want    []string // newest first
 		}{
-			{name: "A4 no q: every event, newest first", q: "", want: []string{a1, f2, f1, s2, s1}},
-			{name: "A4 q type:s", q: "type:s", want: []string{s2, s1}},
-			{name: "A4 q type:f", q: "type:f", want: []string{f2, f1}},
-			{name: "A4 q connection:NAME", q: "connection:corp", want: []string{f1, s1}},
-			{name: "A4 q client_id:ID", q: "client_id:" + spaClient, want: []string{f2, s2}},
-			{name: "A4 q details.error:CODE", q: "details.error:use_dpop_nonce", want: []string{f2}},
-			{name: "A4 q AND", q: "type:f AND connection:corp", want: []string{f1}},
-			{name: "A4 q implicit AND", q: "type:s client_id:" + appClient, want: []string{s1}},
-			{name: "A4 q no match", q: "type:f AND details.error:nope", want: nil},
+			{name: "no q: every event, newest first", q: "", want: []string{a1, f2, f1, s2, s1}},
+			{name: "q type:s", q: "type:s", want: []string{s2, s1}},
+			{name: "q type:f", q: "type:f", want: []string{f2, f1}},
+			{name: "q connection:NAME", q: "connection:corp", want: []string{f1, s1}},
+			{name: "q client_id:ID", q: "client_id:" + spaClient, want: []string{f2, s2}},
+			{name: "q details.error:CODE", q: "details.error:use_dpop_nonce", want: []string{f2}},
+			{name: "q AND", q: "type:f AND connection:corp", want: []string{f1}},
+			{name: "q implicit AND", q: "type:s client_id:" + appClient, want: []string{s1}},
+			{name: "q no match", q: "type:f AND details.error:nope", want: nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				got := logIDs(t, get("/api/v2/logs?q="+url.QueryEscape(tc.q)))
@@ -86,12 +86,12 @@ func TestMgmtLogs(t *testing.T) {
 				}
 			})
 		}
-		t.Run("A4 sort date:1 is oldest first; page/per_page", func(t *testing.T) {
+		t.Run("sort date:1 is oldest first; page/per_page", func(t *testing.T) {
 			if got := logIDs(t, get("/api/v2/logs?sort=date:1&per_page=2&page=1")); strings.Join(got, ",") != f1+","+f2 {
 				t.Errorf("got %v", got)
 			}
 		})
-		t.Run("A4 include_totals wraps {start, limit, length, total, logs}", func(t *testing.T) {
+		t.Run("include_totals wraps {start, limit, length, total, logs}", func(t *testing.T) {
 			r := get("/api/v2/logs?q=type:s&per_page=1&page=1&include_totals=true")
 			m := r.obj()
 			if m["start"] != float64(1) || m["limit"] != float64(1) || m["length"] != float64(1) || m["total"] != float64(2) {
@@ -101,7 +101,7 @@ func TestMgmtLogs(t *testing.T) {
 				t.Errorf("logs %v", l)
 			}
 		})
-		t.Run("A4 bad paging, sort or q is 400 invalid_query_string; over-long q is 414", func(t *testing.T) {
+		t.Run("bad paging, sort or q is 400 invalid_query_string; over-long q is 414", func(t *testing.T) {
 			wantAPIError(t, get("/api/v2/logs?per_page=101"), 400, "invalid_query_string", "per_page")
 			wantAPIError(t, get("/api/v2/logs?page=-1"), 400, "invalid_query_string", "page")
 			wantAPIError(t, get("/api/v2/logs?page=20&per_page=100"), 400, "invalid_query_string", "1000")
@@ -112,7 +112,7 @@ func TestMgmtLogs(t *testing.T) {
 			wantAPIError(t, get("/api/v2/logs?from=123"), 400, "invalid_query_string", "from")
 			wantAPIError(t, get("/api/v2/logs?q="+strings.Repeat("a", logs.MaxQueryLen+1)), 414, "invalid_query_string", "too long")
 		})
-		t.Run("A4 GET /logs/{id}", func(t *testing.T) {
+		t.Run("GET /logs/{id}", func(t *testing.T) {
 			r := get("/api/v2/logs/" + f2)
 			m := r.obj()
 			if r.status != 200 || m["log_id"] != f2 || m["type"] != "f" || m["details"].(map[string]any)["error"] != "use_dpop_nonce" || m["description"] != "Failed Login" {
@@ -121,7 +121,7 @@ func TestMgmtLogs(t *testing.T) {
 			wantAPIError(t, get("/api/v2/logs/"+strings.Repeat("0", 56)), 404, "inexistent_log", "The log does not exist.")
 			wantAPIError(t, get("/api/v2/logs/not-a-log-id"), 400, "invalid_uri", "log_id")
 		})
-		t.Run("A4 checkpoint ignores q and sets Link rel=next", func(t *testing.T) {
+		t.Run("checkpoint ignores q and sets Link rel=next", func(t *testing.T) {
 			r := get("/api/v2/logs?take=2&q=type:f")
 			if got := logIDs(t, r); strings.Join(got, ",") != s1+","+s2 {
 				t.Fatalf("got %v", got)
@@ -135,7 +135,7 @@ func TestMgmtLogs(t *testing.T) {
 }
 
 // TestMgmtLogsCheckpointWhileAppending follows rel="next" while events are written: every
-// event is seen once, in log_id order, and an empty page's next repeats its URL (§A4).
+// event is seen once, in log_id order, and an empty page's next repeats its URL.
 func TestMgmtLogsCheckpointWhileAppending(t *testing.T) {
 	forStores(t, func(t *testing.T, store func() sessions.Store) {
 		h := logsHarness(t, store(), nil)
@@ -169,7 +169,7 @@ func TestMgmtLogsCheckpointWhileAppending(t *testing.T) {
 }
 
 func TestMgmtLogsRetention(t *testing.T) {
-	t.Run("A4 logs.max_events bounds the store log", func(t *testing.T) {
+	t.Run("logs.max_events bounds the store log", func(t *testing.T) {
 		h := logsHarness(t, nil, func(c *Config) { c.Logs.MaxEvents = 3 })
 		var ids []string
 		for range 5 {
@@ -180,7 +180,7 @@ func TestMgmtLogsRetention(t *testing.T) {
 			t.Errorf("got %v", got)
 		}
 	})
-	t.Run("A4 logs.max_age hides and trims older events", func(t *testing.T) {
+	t.Run("logs.max_age hides and trims older events", func(t *testing.T) {
 		h := logsHarness(t, nil, func(c *Config) { c.Logs.MaxAge = time.Hour })
 		old := writeEvent(t, h, logs.TypeSuccessLogin, "corp", appClient, "")
 		h.clock.Advance(2 * time.Hour)
@@ -200,7 +200,7 @@ func TestMgmtLogsRetention(t *testing.T) {
 			t.Errorf("redis writer settle %v", w.Settle)
 		}
 	})
-	t.Run("A1 a real login is served with its DPoP details", func(t *testing.T) {
+	t.Run("a real login is served with its DPoP details", func(t *testing.T) {
 		h := logsHarness(t, nil, nil)
 		h.login()
 		r := api(t, h.srv.URL, "GET", "/api/v2/logs?q=type:s&per_page=1", tokLogs, nil)

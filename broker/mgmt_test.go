@@ -125,7 +125,7 @@ func api(t *testing.T, base, method, path, token string, body any) apiResp {
 	return out
 }
 
-// wantAPIError checks the SaaS error body (reference.md §B2) exactly.
+// wantAPIError checks the SaaS error body ({statusCode, error, message, errorCode}) exactly.
 func wantAPIError(t *testing.T, r apiResp, status int, code, msgPart string) {
 	t.Helper()
 	m := r.obj()
@@ -167,16 +167,16 @@ func TestMgmtAuth(t *testing.T) {
 		status                   int
 		code, msg                string
 	}{
-		{name: "B2 no Authorization header is 401 missing_authorization", method: "GET", path: "/api/v2/connections", auth: "", status: 401, code: "missing_authorization", msg: "Missing authentication"},
-		{name: "B2 wrong token is 401 invalid_token", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokWrong, status: 401, code: "invalid_token", msg: "Invalid token"},
-		{name: "B2 Basic scheme is 401 invalid_token", method: "GET", path: "/api/v2/connections", auth: "Basic " + tokAll, status: 401, code: "invalid_token", msg: "Bearer"},
-		{name: "B2 empty bearer is 401", method: "GET", path: "/api/v2/logs", auth: "Bearer ", status: 401, code: "invalid_token", msg: ""},
-		{name: "B2 token prefix is 401 (whole token compared)", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokAll[:39], status: 401, code: "invalid_token", msg: ""},
-		{name: "B2 read token cannot PATCH: 403 insufficient_scope", method: "PATCH", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "Insufficient scope, expected any of: update:connections"},
-		{name: "B2 read token cannot POST", method: "POST", path: "/api/v2/connections", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "expected any of: create:connections,update:connections"},
-		{name: "B2 read token cannot DELETE", method: "DELETE", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "delete:connections"},
-		{name: "A4 logs token cannot read connections", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokLogs, status: 403, code: "insufficient_scope", msg: "read:connections"},
-		{name: "A4 connections token cannot read logs", method: "GET", path: "/api/v2/logs", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "read:logs"},
+		{name: "no Authorization header is 401 missing_authorization", method: "GET", path: "/api/v2/connections", auth: "", status: 401, code: "missing_authorization", msg: "Missing authentication"},
+		{name: "wrong token is 401 invalid_token", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokWrong, status: 401, code: "invalid_token", msg: "Invalid token"},
+		{name: "Basic scheme is 401 invalid_token", method: "GET", path: "/api/v2/connections", auth: "Basic " + tokAll, status: 401, code: "invalid_token", msg: "Bearer"},
+		{name: "empty bearer is 401", method: "GET", path: "/api/v2/logs", auth: "Bearer ", status: 401, code: "invalid_token", msg: ""},
+		{name: "token prefix is 401 (whole token compared)", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokAll[:39], status: 401, code: "invalid_token", msg: ""},
+		{name: "read token cannot PATCH: 403 insufficient_scope", method: "PATCH", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "Insufficient scope, expected any of: update:connections"},
+		{name: "read token cannot POST", method: "POST", path: "/api/v2/connections", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "expected any of: create:connections,update:connections"},
+		{name: "read token cannot DELETE", method: "DELETE", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "delete:connections"},
+		{name: "logs token cannot read connections", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokLogs, status: 403, code: "insufficient_scope", msg: "read:connections"},
+		{name: "connections token cannot read logs", method: "GET", path: "/api/v2/logs", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "read:logs"},
 		{name: "unknown API path is a JSON 404 after authentication", method: "GET", path: "/api/v2/users", auth: "Bearer " + tokAll, status: 404, code: "not_found", msg: "Not Found"},
 		{name: "unknown API path without token is 401", method: "GET", path: "/api/v2/users", auth: "", status: 401, code: "missing_authorization", msg: ""},
 	} {
@@ -210,12 +210,12 @@ func TestMgmtAuth(t *testing.T) {
 			}
 		})
 	}
-	t.Run("B2 no tokens configured: every call is 401", func(t *testing.T) {
+	t.Run("no tokens configured: every call is 401", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: optionalDPoPUp})
 		wantAPIError(t, api(t, h.srv.URL, "GET", "/api/v2/connections", tokAll, nil), 401, "invalid_token", "no tokens configured")
 		wantAPIError(t, api(t, h.srv.URL, "GET", "/api/v2/logs", tokAll, nil), 401, "invalid_token", "")
 	})
-	t.Run("A2 reads write no event", func(t *testing.T) {
+	t.Run("reads write no event", func(t *testing.T) {
 		before := len(h.recentEvents(1000))
 		if r := api(t, base, "GET", "/api/v2/connections", tokAll, nil); r.status != 200 {
 			t.Fatal(r.raw)
@@ -241,7 +241,7 @@ func TestMgmtConnections(t *testing.T) {
 		}
 		corpID := DeriveConnectionID("corp")
 
-		t.Run("B2 list: seeded from YAML, sorted, without enabled_clients or client_secret", func(t *testing.T) {
+		t.Run("list: seeded from YAML, sorted, without enabled_clients or client_secret", func(t *testing.T) {
 			r := call("GET", "/api/v2/connections", nil)
 			if r.status != 200 || len(r.list()) != 2 {
 				t.Fatalf("%d %s", r.status, r.raw)
@@ -257,7 +257,7 @@ func TestMgmtConnections(t *testing.T) {
 				t.Errorf("options = %v", opts)
 			}
 		})
-		t.Run("B2 list filters: name, strategy (repeatable)", func(t *testing.T) {
+		t.Run("list filters: name, strategy (repeatable)", func(t *testing.T) {
 			if r := call("GET", "/api/v2/connections?name=other", nil); len(r.list()) != 1 || r.list()[0].(map[string]any)["name"] != "other" {
 				t.Errorf("name filter: %s", r.raw)
 			}
@@ -268,7 +268,7 @@ func TestMgmtConnections(t *testing.T) {
 				t.Errorf("strategy=okta&strategy=oidc: %s", r.raw)
 			}
 		})
-		t.Run("B2 legacy paging with include_totals", func(t *testing.T) {
+		t.Run("legacy paging with include_totals", func(t *testing.T) {
 			r := call("GET", "/api/v2/connections?page=1&per_page=1&include_totals=true", nil)
 			m := r.obj()
 			if m["total"] != float64(2) || m["start"] != float64(1) || m["limit"] != float64(1) {
@@ -280,7 +280,7 @@ func TestMgmtConnections(t *testing.T) {
 			wantAPIError(t, call("GET", "/api/v2/connections?per_page=0", nil), 400, "invalid_query_string", "per_page")
 			wantAPIError(t, call("GET", "/api/v2/connections?page=x", nil), 400, "invalid_query_string", "page")
 		})
-		t.Run("B2 checkpoint from/take", func(t *testing.T) {
+		t.Run("checkpoint from/take", func(t *testing.T) {
 			r := call("GET", "/api/v2/connections?take=1", nil)
 			m := r.obj()
 			cs, _ := m["connections"].([]any)
@@ -295,7 +295,7 @@ func TestMgmtConnections(t *testing.T) {
 			}
 			wantAPIError(t, call("GET", "/api/v2/connections?take=101", nil), 400, "invalid_query_string", "take")
 		})
-		t.Run("B2 GET by id has enabled_clients (own list and YAML clients)", func(t *testing.T) {
+		t.Run("GET by id has enabled_clients (own list and YAML clients)", func(t *testing.T) {
 			r := call("GET", "/api/v2/connections/"+corpID, nil)
 			m := r.obj()
 			if r.status != 200 || m["name"] != "corp" {
@@ -308,7 +308,7 @@ func TestMgmtConnections(t *testing.T) {
 				t.Error("client_secret returned")
 			}
 		})
-		t.Run("B2 unknown id is 404 inexistent_connection, malformed id 400", func(t *testing.T) {
+		t.Run("unknown id is 404 inexistent_connection, malformed id 400", func(t *testing.T) {
 			wantAPIError(t, call("GET", "/api/v2/connections/con_doesnotexist0000", nil), 404, "inexistent_connection", "The connection does not exist.")
 			wantAPIError(t, call("PATCH", "/api/v2/connections/con_doesnotexist0000", map[string]any{"display_name": "x"}), 404, "inexistent_connection", "The connection does not exist.")
 			wantAPIError(t, call("DELETE", "/api/v2/connections/con_doesnotexist0000", nil), 404, "inexistent_connection", "")
@@ -316,7 +316,7 @@ func TestMgmtConnections(t *testing.T) {
 		})
 
 		var newID string
-		t.Run("B2 POST creates: 201, con_ + 16 chars, secret write-only, sapi event", func(t *testing.T) {
+		t.Run("POST creates: 201, con_ + 16 chars, secret write-only, sapi event", func(t *testing.T) {
 			r := call("POST", "/api/v2/connections", map[string]any{
 				"name": "partner", "strategy": "oidc", "display_name": "Partner IdP", "enabled_clients": []string{spaClient},
 				"options": map[string]any{"issuer": h.up.URL, "client_id": upClientID, "client_secret": upSecret,
@@ -354,7 +354,7 @@ func TestMgmtConnections(t *testing.T) {
 				t.Errorf("GET after POST: %s", got.raw)
 			}
 		})
-		t.Run("B2 POST same name is 409 connection_conflict", func(t *testing.T) {
+		t.Run("POST same name is 409 connection_conflict", func(t *testing.T) {
 			r := call("POST", "/api/v2/connections", map[string]any{
 				"name": "corp", "strategy": "oidc",
 				"options": map[string]any{"issuer": h.up.URL, "client_id": upClientID, "client_secret": upSecret},
@@ -365,7 +365,7 @@ func TestMgmtConnections(t *testing.T) {
 				t.Errorf("fapi event %+v", ev)
 			}
 		})
-		t.Run("B2 POST payload validation errors are 400 invalid_body", func(t *testing.T) {
+		t.Run("POST payload validation errors are 400 invalid_body", func(t *testing.T) {
 			good := func() map[string]any {
 				return map[string]any{"name": "n1", "strategy": "oidc", "options": map[string]any{"issuer": h.up.URL, "client_id": "c", "client_secret": "s"}}
 			}
@@ -410,19 +410,19 @@ func TestMgmtConnections(t *testing.T) {
 				})
 			}
 		})
-		t.Run("B1 okta connection: domain and authorization_server_id accepted", func(t *testing.T) {
+		t.Run("okta connection: domain and authorization_server_id accepted", func(t *testing.T) {
 			r := call("POST", "/api/v2/connections", map[string]any{"name": "okta-corp", "strategy": "okta",
 				"options": map[string]any{"domain": "example.okta.com", "authorization_server_id": "default", "client_id": "c", "client_secret": "s"}})
 			if r.status != 201 || r.obj()["options"].(map[string]any)["domain"] != "example.okta.com" {
 				t.Fatalf("%d %s", r.status, r.raw)
 			}
 		})
-		t.Run("B2 PATCH cannot change name or strategy", func(t *testing.T) {
+		t.Run("PATCH cannot change name or strategy", func(t *testing.T) {
 			wantAPIError(t, call("PATCH", "/api/v2/connections/"+newID, map[string]any{"name": "renamed"}), 400, "invalid_body", "name cannot be changed")
 			wantAPIError(t, call("PATCH", "/api/v2/connections/"+newID, map[string]any{"strategy": "okta"}), 400, "invalid_body", "strategy cannot be changed")
 			wantAPIError(t, call("PATCH", "/api/v2/connections/"+newID, map[string]any{"options": nil}), 400, "invalid_body", "options")
 		})
-		t.Run("B1 PATCH options replaces the whole object; omitted client_secret is kept", func(t *testing.T) {
+		t.Run("PATCH options replaces the whole object; omitted client_secret is kept", func(t *testing.T) {
 			r := call("PATCH", "/api/v2/connections/"+newID, map[string]any{"options": map[string]any{"issuer": h.up.URL, "client_id": "other-client"}})
 			opts := r.obj()["options"].(map[string]any)
 			if r.status != 200 || opts["client_id"] != "other-client" || opts["dpop_signing_alg"] != nil || opts["upstream_params"] != nil {
@@ -437,7 +437,7 @@ func TestMgmtConnections(t *testing.T) {
 				t.Errorf("PATCH without options changed options: %s", r.raw)
 			}
 		})
-		t.Run("B2 DELETE is 202, then 404", func(t *testing.T) {
+		t.Run("DELETE is 202, then 404", func(t *testing.T) {
 			r := call("DELETE", "/api/v2/connections/"+newID, nil)
 			if r.status != 202 || r.obj()["message"] != "The connection is being deleted." {
 				t.Fatalf("%d %s", r.status, r.raw)
@@ -448,7 +448,7 @@ func TestMgmtConnections(t *testing.T) {
 			wantAPIError(t, call("GET", "/api/v2/connections/"+newID, nil), 404, "inexistent_connection", "")
 			wantAPIError(t, call("DELETE", "/api/v2/connections/"+newID, nil), 404, "inexistent_connection", "")
 		})
-		t.Run("B1 client_secret is write-only: in no response and no event", func(t *testing.T) {
+		t.Run("client_secret is write-only: in no response and no event", func(t *testing.T) {
 			for _, raw := range responses {
 				if strings.Contains(raw, upSecret) || strings.Contains(raw, "client_secret\"") {
 					t.Fatalf("secret in a response: %s", raw)
@@ -464,7 +464,8 @@ func TestMgmtConnections(t *testing.T) {
 	})
 }
 
-// TestMgmtDPoP covers the DPoP enable rules (reference.md §B1, seeds 000 troubleshooting).
+// TestMgmtDPoP covers the DPoP enable rules of the management API: a key for the alg and the
+// upstream's discovery listing it (RFC 9449 §5.1), PATCH replacing the whole options object.
 func TestMgmtDPoP(t *testing.T) {
 	h := mgmtHarness(t, nil)
 	base := h.srv.URL
@@ -502,17 +503,17 @@ func TestMgmtDPoP(t *testing.T) {
 		code   string
 		msg    string
 	}{
-		{name: "B1 PATCH dpop_signing_alg ES256 against an upstream offering it enables DPoP", body: opts(h.up.URL, "ES256", nil), status: 200, code: "", msg: ""},
-		{name: "B1 PATCH Ed25519 (offered) is accepted", body: opts(h.up.URL, "Ed25519", nil), status: 200, code: "", msg: ""},
-		{name: "B1 PATCH alg the upstream does not offer: 400 listing what it offers", body: opts(rsOnly.URL, "ES256", nil), status: 400, code: "dpop_alg_mismatch", msg: "does not offer ES256; it offers dpop_signing_alg_values_supported [RS256, PS256]"},
-		{name: "B1 PATCH against an upstream without DPoP: 400 dpop_signing_alg_values_supported is absent", body: opts(noDPoP.URL, "ES256", nil), status: 400, code: "dpop_not_supported", msg: "does not support DPoP (dpop_signing_alg_values_supported is absent"},
-		{name: "B1 PATCH when discovery fails: 400 with the reason", body: opts(deadURL, "ES256", nil), status: 400, code: "discovery_failed", msg: "could not be used"},
-		{name: "B1 DPoP with type front_channel is refused", body: opts(h.up.URL, "ES256", map[string]any{"type": "front_channel"}), status: 400, code: "invalid_body", msg: "which DPoP requires"},
-		{name: "B1 DPoP with Token Vault active is refused", body: opts(h.up.URL, "ES256", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), status: 400, code: "token_vault_conflict", msg: "federated_connections_access_tokens.active: Token Vault is not compatible with DPoP"},
-		{name: "B1 DPoP with upstream_params.offline_access true is refused", body: opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": true}}), status: 400, code: "token_vault_conflict", msg: "options.upstream_params.offline_access"},
-		{name: "B1 offline_access in the SaaS {value} form is refused too", body: opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": map[string]any{"value": "true"}}}), status: 400, code: "token_vault_conflict", msg: "offline_access"},
-		{name: "B1 Token Vault without DPoP is accepted", body: opts(noDPoP.URL, "", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), status: 200, code: "", msg: ""},
-		{name: "B2 PATCH without dpop_signing_alg against an upstream without DPoP is accepted", body: opts(noDPoP.URL, "", nil), status: 200, code: "", msg: ""},
+		{name: "PATCH dpop_signing_alg ES256 against an upstream offering it enables DPoP", body: opts(h.up.URL, "ES256", nil), status: 200, code: "", msg: ""},
+		{name: "PATCH Ed25519 (offered) is accepted", body: opts(h.up.URL, "Ed25519", nil), status: 200, code: "", msg: ""},
+		{name: "PATCH alg the upstream does not offer: 400 listing what it offers", body: opts(rsOnly.URL, "ES256", nil), status: 400, code: "dpop_alg_mismatch", msg: "does not offer ES256; it offers dpop_signing_alg_values_supported [RS256, PS256]"},
+		{name: "PATCH against an upstream without DPoP: 400 dpop_signing_alg_values_supported is absent", body: opts(noDPoP.URL, "ES256", nil), status: 400, code: "dpop_not_supported", msg: "does not support DPoP (dpop_signing_alg_values_supported is absent"},
+		{name: "PATCH when discovery fails: 400 with the reason", body: opts(deadURL, "ES256", nil), status: 400, code: "discovery_failed", msg: "could not be used"},
+		{name: "DPoP with type front_channel is refused", body: opts(h.up.URL, "ES256", map[string]any{"type": "front_channel"}), status: 400, code: "invalid_body", msg: "which DPoP requires"},
+		{name: "DPoP with Token Vault active is refused", body: opts(h.up.URL, "ES256", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), status: 400, code: "token_vault_conflict", msg: "federated_connections_access_tokens.active: Token Vault is not compatible with DPoP"},
+		{name: "DPoP with upstream_params.offline_access true is refused", body: opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": true}}), status: 400, code: "token_vault_conflict", msg: "options.upstream_params.offline_access"},
+		{name: "offline_access in the SaaS {value} form is refused too", body: opts(h.up.URL, "ES256", map[string]any{"upstream_params": map[string]any{"offline_access": map[string]any{"value": "true"}}}), status: 400, code: "token_vault_conflict", msg: "offline_access"},
+		{name: "Token Vault without DPoP is accepted", body: opts(noDPoP.URL, "", map[string]any{"federated_connections_access_tokens": map[string]any{"active": true}}), status: 200, code: "", msg: ""},
+		{name: "PATCH without dpop_signing_alg against an upstream without DPoP is accepted", body: opts(noDPoP.URL, "", nil), status: 200, code: "", msg: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := patch(tc.body)
@@ -534,7 +535,7 @@ func TestMgmtDPoP(t *testing.T) {
 		})
 	}
 
-	t.Run("B2 PATCH without dpop_signing_alg disables DPoP: next login has no dpop_signing_alg", func(t *testing.T) {
+	t.Run("PATCH without dpop_signing_alg disables DPoP: next login has no dpop_signing_alg", func(t *testing.T) {
 		corpID := DeriveConnectionID("corp")
 		h.login()
 		if ev := h.lastEventOf(logs.TypeSuccessLogin); ev.Details["dpop_signing_alg"] != "ES256" {

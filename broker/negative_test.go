@@ -60,8 +60,8 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 		stateUnsent  bool // the request's state is not one value, so none is echoed
 	}{
 		{name: "response_type token", client: appClient, mut: func(q url.Values) { q.Set("response_type", "token") }, oauthErr: "unsupported_response_type"},
-		{name: "PK-3 plain method refused", client: appClient, mut: func(q url.Values) { q.Set("code_challenge_method", "plain") }, oauthErr: "invalid_request"},
-		{name: "PK-3 absent method means plain", client: appClient, mut: func(q url.Values) { q.Del("code_challenge_method") }, oauthErr: "invalid_request"},
+		{name: "plain method refused", client: appClient, mut: func(q url.Values) { q.Set("code_challenge_method", "plain") }, oauthErr: "invalid_request"},
+		{name: "absent method means plain", client: appClient, mut: func(q url.Values) { q.Del("code_challenge_method") }, oauthErr: "invalid_request"},
 		{name: "public client without PKCE", client: spaClient, mut: func(q url.Values) { q.Del("code_challenge"); q.Del("code_challenge_method") }, oauthErr: "invalid_request"},
 		{name: "scope without openid", client: appClient, mut: func(q url.Values) { q.Set("scope", "profile") }, oauthErr: "invalid_scope"},
 		{name: "connection not enabled", client: appClient, mut: func(q url.Values) { q.Set("connection", "other") }, oauthErr: "invalid_request"},
@@ -84,7 +84,7 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 				t.Fatalf("ended at %s, want the app", resp.Request.URL)
 			}
 			if q.Get("error") != tc.oauthErr || q.Get("iss") != h.cfg.Issuer || q.Get("error_description") == "" {
-				t.Fatalf("app got %v, want error=%s with iss (IS-1)", q, tc.oauthErr)
+				t.Fatalf("app got %v, want error=%s with iss (RFC 9207 §2)", q, tc.oauthErr)
 			}
 			if !tc.stateUnsent && q.Get("state") != "app-state-123" {
 				t.Fatalf("state not echoed: %v", q)
@@ -163,8 +163,8 @@ func TestDPoPCapabilityGate(t *testing.T) {
 		up   demoidp.Options
 		code string
 	}{
-		{name: "MD-4 upstream without DPoP", up: demoidp.Options{}, code: "dpop_not_supported"},
-		{name: "MD-4 upstream offers only RS256", up: demoidp.Options{DPoPAlgs: []string{"RS256"}}, code: "dpop_alg_mismatch"},
+		{name: "upstream without DPoP", up: demoidp.Options{}, code: "dpop_not_supported"},
+		{name: "upstream offers only RS256", up: demoidp.Options{DPoPAlgs: []string{"RS256"}}, code: "dpop_alg_mismatch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: tc.up})
@@ -239,7 +239,7 @@ func TestCallbackErrors(t *testing.T) {
 			t.Error("the upstream code was exchanged for a browser without the transaction cookie")
 		}
 	})
-	t.Run("IS-2 wrong iss", func(t *testing.T) {
+	t.Run("wrong iss", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
 		b := h.browser()
 		cb, _ := url.Parse(h.toCallback(b, h.authorizeURL(nil)))
@@ -256,7 +256,7 @@ func TestCallbackErrors(t *testing.T) {
 			t.Error("code exchanged despite wrong iss")
 		}
 	})
-	t.Run("IS-2 missing iss from an upstream that advertises it", func(t *testing.T) {
+	t.Run("missing iss from an upstream that advertises it", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, IssParameter: true}})
 		b := h.browser()
 		cb, _ := url.Parse(h.toCallback(b, h.authorizeURL(nil)))
@@ -289,11 +289,11 @@ func TestUpstreamExchangeFailures(t *testing.T) {
 		up   demoidp.Options
 		code string
 	}{
-		{name: "ID-2 wrong aud", up: with(func(o *demoidp.Options) { o.IDTokenAud = "someone-else" }), code: "id_token_invalid"},
-		{name: "ID-6 wrong nonce", up: with(func(o *demoidp.Options) { o.IDTokenNonce = "other-nonce" }), code: "id_token_invalid"},
-		{name: "ID-1 wrong iss", up: with(func(o *demoidp.Options) { o.IDTokenIssuer = "http://127.0.0.1:1" }), code: "id_token_invalid"},
-		{name: "ID-5 expired", up: with(func(o *demoidp.Options) { o.IDTokenTTL = -10 * time.Minute }), code: "id_token_invalid"},
-		{name: "DC-9 nonce retry limit reached", up: with(func(o *demoidp.Options) { o.AlwaysNonce = true }), code: "use_dpop_nonce"},
+		{name: "wrong aud", up: with(func(o *demoidp.Options) { o.IDTokenAud = "someone-else" }), code: "id_token_invalid"},
+		{name: "wrong nonce", up: with(func(o *demoidp.Options) { o.IDTokenNonce = "other-nonce" }), code: "id_token_invalid"},
+		{name: "wrong iss", up: with(func(o *demoidp.Options) { o.IDTokenIssuer = "http://127.0.0.1:1" }), code: "id_token_invalid"},
+		{name: "expired", up: with(func(o *demoidp.Options) { o.IDTokenTTL = -10 * time.Minute }), code: "id_token_invalid"},
+		{name: "nonce retry limit reached", up: with(func(o *demoidp.Options) { o.AlwaysNonce = true }), code: "use_dpop_nonce"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOpts{up: tc.up})

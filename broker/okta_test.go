@@ -28,16 +28,16 @@ func TestOktaStrategy(t *testing.T) {
 	}
 	fetch, _ := ev.Details["upstream_userinfo_fetch"].(map[string]any)
 	if ev.Details["dpop_returned_from_upstream"] != true || ev.Details["dpop_nonce_used"] != true || fetch["dpop_bound"] != true {
-		t.Errorf("DC-9/DC-10 okta login details = %v", ev.Details)
+		t.Errorf("okta login details = %v", ev.Details)
 	}
 	if n := h.up.Stats.TokenRequests.Load(); n != 2 {
-		t.Errorf("DC-9 token requests = %d, want 2 (nonce challenge then success)", n)
+		t.Errorf("token requests = %d, want 2 (nonce challenge then success)", n)
 	}
 }
 
 func TestOktaDomainValidation(t *testing.T) {
 	for _, tc := range []struct{ name, domain, want string }{
-		{name: "MD-1 http off loopback refused", domain: "http://dev-1.okta.com", want: "only for loopback"},
+		{name: "http off loopback refused", domain: "http://dev-1.okta.com", want: "only for loopback"},
 		{name: "path refused", domain: "dev-1.okta.com/oauth2/default", want: "must be a host name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -56,7 +56,7 @@ func TestOpaqueAccessTokens(t *testing.T) {
 		t.Fatalf("userinfo with the opaque token: %d %v", u.status, u.body)
 	}
 
-	// DS-18/DS-23: bound, it is refused as Bearer and accepted with the DPoP scheme and a proof.
+	// RFC 9449 §7.1, §7.2: bound, it is refused as Bearer and accepted with the DPoP scheme and a proof.
 	r = h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, h.codeFor(appClient, nil)), proof: h.tokenProof(a)})
 	wantBound(t, r, a)
 	bound := r.str("access_token")

@@ -16,7 +16,7 @@ import (
 )
 
 // refreshRecordFor is the refresh token minted with a code: a public client's token is bound to
-// the proof key (DS-21); a confidential client's is bound by client authentication.
+// the proof key (RFC 9449 §5); a confidential client's is bound by client authentication.
 func refreshRecordFor(rec *codeRecord, client *ClientConfig, proof *dpop.Result) refreshRecord {
 	rr := refreshRecord{
 		ClientID: client.ClientID, UserID: rec.UserID, SID: rec.SID, Scope: rec.App.Scope,
@@ -84,7 +84,7 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 }
 
 // liveRefresh reads tok's family and checks that tok is its live token, issued to client, not
-// expired and, when bound, presented with its key (DS-21), without changing anything, so a
+// expired and, when bound, presented with its key (RFC 9449 §5), without changing anything, so a
 // request that fails a check does not burn the holder's token. A retired token of the family
 // presented by the family's own client is reuse and revokes the family; any other token
 // (unknown, made up under a known family prefix, another client's retired token) is

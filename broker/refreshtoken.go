@@ -52,7 +52,7 @@ type refreshRecord struct {
 	SID      string `json:"sid"`
 	Scope    string `json:"scope"`
 	Audience string `json:"audience,omitempty"`
-	JKT      string `json:"jkt,omitempty"` // public clients: bound proof key (DS-21)
+	JKT      string `json:"jkt,omitempty"` // public clients: bound proof key (RFC 9449 §5)
 	AuthTime int64  `json:"auth_time"`
 	Expires  int64  `json:"exp"` // unix ms, absolute for the whole family
 }

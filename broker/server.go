@@ -335,7 +335,7 @@ func (s *Server) routes() {
 		m.HandleFunc(method+" "+prefix+path, f)
 	}
 	h("GET /.well-known/openid-configuration", s.handleDiscovery)
-	h("GET /.well-known/oauth-authorization-server", s.handleDiscovery) // RFC 8414 name (reference.md §C4 alias)
+	h("GET /.well-known/oauth-authorization-server", s.handleDiscovery) // the same document under its RFC 8414 §3 name
 	h("GET /.well-known/jwks.json", s.handleJWKS)
 	h("GET /authorize", s.guardAuthorize(s.handleAuthorize))
 	h("GET /login/callback", s.guardCallback(s.handleCallback))

@@ -33,7 +33,7 @@ type tokenResponse struct {
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	s.nonceHeader(w) // every token response carries a fresh nonce when nonces are on (DS-16)
+	s.nonceHeader(w) // every token response carries a fresh nonce when nonces are on (RFC 9449 §8.2)
 	form, err := readTokenBody(w, r)
 	if err != nil {
 		writeOAuthError(w, invalidRequest(err.Error()))
@@ -257,8 +257,9 @@ func (s *Server) issueFailed(err error) *oauthError {
 // clientNeedsProof is the refusal for a client that must bind its tokens but sent no proof.
 const clientNeedsProof = "client requires sender-constrained tokens: send a DPoP proof"
 
-// tokenProof verifies the DPoP proof of a token request when one is sent (DS-1…DS-17). A
-// client that requires sender constraining (dpop_bound_access_tokens, DS-22) must send one.
+// tokenProof verifies the DPoP proof of a token request when one is sent (RFC 9449 §4.3, §5). A
+// client that requires sender constraining (dpop_bound_access_tokens, RFC 9449 §5.2) must send
+// one.
 func (s *Server) tokenProof(r *http.Request, client *ClientConfig) (*dpop.Result, *oauthError) {
 	if len(r.Header.Values("DPoP")) == 0 {
 		if client.requiresPoP() {
@@ -294,8 +295,8 @@ func (s *Server) tokenProofError(err error) *oauthError {
 	return oerr
 }
 
-// keyBindingProblem checks a grant bound to a key thumbprint (dpop_jkt codes DS-20, public
-// clients' refresh tokens DS-21): a proof with exactly that key is required.
+// keyBindingProblem checks a grant bound to a key thumbprint (dpop_jkt codes, RFC 9449 §10;
+// public clients' refresh tokens, §5): a proof with exactly that key is required.
 func keyBindingProblem(want string, proof *dpop.Result, what string) *oauthError {
 	switch {
 	case want == "":
@@ -328,7 +329,8 @@ func (s *Server) tokenBinding(client *ClientConfig, audience string, proof *dpop
 	return b, nil
 }
 
-// pkceProblem verifies RFC 7636 S256 (PK-1, PK-4); "" means fine.
+// pkceProblem verifies RFC 7636 S256 (the verifier's form, §4.1; the comparison, §4.6); ""
+// means fine.
 func pkceProblem(challenge, verifier string) string {
 	if challenge == "" {
 		if verifier != "" {
@@ -361,7 +363,7 @@ func validVerifier(v string) bool {
 // binding is how an issued access token is sender-constrained.
 type binding struct {
 	TokenType string // "Bearer" or "DPoP"
-	JKT       string // cnf.jkt for DPoP-bound tokens (DS-18)
+	JKT       string // cnf.jkt for DPoP-bound tokens (RFC 9449 §6.1)
 	Alg       string // the proof's alg
 }
 
@@ -447,7 +449,7 @@ func signJWT(signer jose.Signer, claims any) (string, error) {
 func (s *Server) userinfoAudience() string { return s.base + "/userinfo" }
 
 // atHash is the left half of SHA-256 of the access token (RS256 and ES256 both hash with
-// SHA-256), base64url (ID-8).
+// SHA-256), base64url (OIDC Core §3.1.3.6).
 func atHash(accessToken string) string {
 	h := sha256.Sum256([]byte(accessToken))
 	return base64.RawURLEncoding.EncodeToString(h[:16])

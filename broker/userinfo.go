@@ -34,7 +34,7 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	case oerr != nil:
 		s.bearerError(w, oerr.Status, oerr.Code, oerr.Description)
 		return
-	case tok == "": // RFC 6750 §3.1, DS-24: no error info without credentials
+	case tok == "": // RFC 6750 §3.1: no error info without credentials
 		w.Header().Add("WWW-Authenticate", `Bearer realm="dpop-broker"`)
 		w.Header().Add("WWW-Authenticate", fmt.Sprintf(`DPoP algs=%q`, strings.Join(s.cfg.DPoPServer.Algs, " ")))
 		w.WriteHeader(http.StatusUnauthorized)
@@ -78,7 +78,8 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 
 // userinfoCredentials returns the lower-case scheme (bearer or dpop) and the token of the one
 // Authorization header; "" when the request carries no credentials. Several headers, other
-// schemes or a token in the URL as well are refused with invalid_request (DS-24).
+// schemes or a token in the URL as well are refused with invalid_request (RFC 6750 §3.1,
+// RFC 9449 §7.1).
 func userinfoCredentials(r *http.Request) (scheme, tok string, e *oauthError) {
 	vals := r.Header.Values("Authorization")
 	inURL := r.URL.Query().Has("access_token")
@@ -101,13 +102,13 @@ func userinfoCredentials(r *http.Request) (scheme, tok string, e *oauthError) {
 	return scheme, tok, nil
 }
 
-// errBoundAsBearer refuses a DPoP-bound token sent with the Bearer scheme (DS-23); it is
+// errBoundAsBearer refuses a DPoP-bound token sent with the Bearer scheme (RFC 9449 §7.2); it is
 // answered with a DPoP challenge.
 var errBoundAsBearer = &oauthError{Status: http.StatusUnauthorized, Code: "invalid_token",
 	Description: "DPoP-bound access token presented as Bearer: use the DPoP scheme with a proof"}
 
-// userinfoToken verifies the access token and, with the DPoP scheme, its proof (DS-12,
-// DS-23): a bound token needs the DPoP scheme and a proof by its key; an unbound one the
+// userinfoToken verifies the access token and, with the DPoP scheme, its proof (RFC 9449 §7.1,
+// §7.2): a bound token needs the DPoP scheme and a proof by its key; an unbound one the
 // Bearer scheme. The proof's replay claim is left to claimUserinfoProof, so a request the
 // per-session limit refuses stores nothing.
 func (s *Server) userinfoToken(r *http.Request, scheme, tok string) (*accessClaims, *dpop.Result, *oauthError) {

@@ -27,7 +27,7 @@ func (s *Server) discoveryDocument() map[string]any {
 		"claims_supported": append([]string{"sub", "iss", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"},
 			append(append([]string{}, profileClaims...), emailClaims...)...),
 		"authorization_response_iss_parameter_supported": true,
-		"dpop_signing_alg_values_supported":              s.cfg.DPoPServer.Algs, // DS-25
+		"dpop_signing_alg_values_supported":              s.cfg.DPoPServer.Algs, // RFC 9449 §5.1
 	}
 }
 

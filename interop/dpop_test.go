@@ -169,7 +169,7 @@ type authCode struct{ code, verifier string }
 
 // authorize runs /authorize → oidc-provider (auto sign-in) → /login/callback with a cookie-jar
 // client through the broker at brokerURL and returns the code sent to goRedirectURI. dpopJKT
-// (when non-empty) is sent as dpop_jkt (DS-20).
+// (when non-empty) is sent as dpop_jkt (RFC 9449 §10).
 func authorize(t *testing.T, brokerURL, audience, dpopJKT string) authCode {
 	t.Helper()
 	return authorizeScope(t, brokerURL, audience, dpopJKT, tokenScope)
@@ -182,7 +182,7 @@ func authorizeScope(t *testing.T, brokerURL, audience, dpopJKT, scope string) au
 	if _, err := rand.Read(verifierBytes); err != nil {
 		t.Fatalf("random: %v", err)
 	}
-	verifier := base64.RawURLEncoding.EncodeToString(verifierBytes) // PK-1: 43 chars
+	verifier := base64.RawURLEncoding.EncodeToString(verifierBytes) // RFC 7636 §4.1: 43 chars
 	sum := sha256.Sum256([]byte(verifier))
 	state := randomHex(t, 16)
 	q := url.Values{
@@ -324,12 +324,12 @@ func boundToken(t *testing.T, w *asWorld, s *dpop.Signer, audience string) strin
 		t.Fatalf("token request with a proof: %s, want 200 with an access token", res)
 	}
 	if res.body["token_type"] != "DPoP" {
-		t.Fatalf("DS-18 token_type = %v, want DPoP: %s", res.body["token_type"], res)
+		t.Fatalf("token_type = %v, want DPoP: %s", res.body["token_type"], res)
 	}
 	claims := jwtClaims(t, at)
 	cnf, _ := claims["cnf"].(map[string]any)
 	if cnf["jkt"] != s.Thumbprint() {
-		t.Fatalf("DS-18 access token cnf = %v, want {jkt: %s}", claims["cnf"], s.Thumbprint())
+		t.Fatalf("access token cnf = %v, want {jkt: %s}", claims["cnf"], s.Thumbprint())
 	}
 	return at
 }
@@ -351,8 +351,8 @@ func callAPI(t *testing.T, target, scheme, at, dpopProof string) (int, map[strin
 	return do(t, req)
 }
 
-// TestBrokerTokenReplay: DS-15 at the broker's own token endpoint: a proof that was accepted once
-// is refused the second time, even for another (valid) authorization code.
+// TestBrokerTokenReplay: replay (RFC 9449 §11.1) at the broker's own token endpoint: a proof
+// that was accepted once is refused the second time, even for another (valid) authorization code.
 func TestBrokerTokenReplay(t *testing.T) {
 	t.Parallel()
 	w := setupAS(t, 1, asOptions{})
@@ -366,7 +366,7 @@ func TestBrokerTokenReplay(t *testing.T) {
 	}
 	res = exchange(t, w.brokers[0].URL, second, p)
 	if res.status != http.StatusBadRequest || res.body["error"] != "invalid_dpop_proof" {
-		t.Fatalf("DS-15 replayed proof: %s, want 400 invalid_dpop_proof", res)
+		t.Fatalf("replayed proof: %s, want 400 invalid_dpop_proof", res)
 	}
 	t.Logf("replay refused: %v", res.body["error_description"])
 	// The refused code was not consumed (the proof is checked first): a fresh proof redeems it.
@@ -376,7 +376,7 @@ func TestBrokerTokenReplay(t *testing.T) {
 	}
 }
 
-// TestBrokerReplayAcrossReplicas: DS-15 with two `broker serve` processes sharing one
+// TestBrokerReplayAcrossReplicas: replay (RFC 9449 §11.1) with two `broker serve` processes sharing one
 // redis-server (a private one on a free port): the same proof sent to both at once, each with its
 // own valid code, succeeds exactly once.
 func TestBrokerReplayAcrossReplicas(t *testing.T) {
@@ -408,7 +408,7 @@ func TestBrokerReplayAcrossReplicas(t *testing.T) {
 		}
 	}
 	if ok != 1 || replayed != 1 {
-		t.Fatalf("DS-15 one proof at two replicas: replica A %s, replica B %s; want exactly one 200 and one 400 invalid_dpop_proof", results[0], results[1])
+		t.Fatalf("one proof at two replicas: replica A %s, replica B %s; want exactly one 200 and one 400 invalid_dpop_proof", results[0], results[1])
 	}
 	// Both replicas work on their own: the second code is still good with a fresh proof at B.
 	for i, r := range results {
@@ -451,11 +451,11 @@ func runRSCases(t *testing.T, target, at string, cases []rsCase) {
 				}
 			case tc.wantError == "":
 				if strings.Contains(challenge, "error=") || !strings.Contains(challenge, "DPoP") {
-					t.Errorf("DS-24 WWW-Authenticate = %q, want a DPoP challenge without error information", challenge)
+					t.Errorf("WWW-Authenticate = %q, want a DPoP challenge without error information", challenge)
 				}
 			default:
 				if !strings.Contains(challenge, `error="`+tc.wantError+`"`) {
-					t.Errorf("DS-24 WWW-Authenticate = %q, want error=%q", challenge, tc.wantError)
+					t.Errorf("WWW-Authenticate = %q, want error=%q", challenge, tc.wantError)
 				}
 			}
 			t.Logf("%d WWW-Authenticate: %s", status, challenge)
@@ -477,24 +477,24 @@ func TestJWTBearerAPI(t *testing.T) {
 			"--audience", apiAudience, "--dpop-required", "true")
 		target := apiURL + "/api/whoami"
 		runRSCases(t, target, at, []rsCase{
-			{name: "DS-12 bound AT + fresh proof (htm GET, htu, ath) → 200", scheme: "DPoP", proof: fresh, wantStatus: http.StatusOK, wantError: ""},
+			{name: "bound AT + fresh proof (htm GET, htu, ath) → 200", scheme: "DPoP", proof: fresh, wantStatus: http.StatusOK, wantError: ""},
 			// With dpop.required the library answers a request that lacks a proof 400 with a bare challenge.
-			{name: "DS-23 bound AT as Bearer without proof → refused", scheme: "Bearer", proof: nil, wantStatus: http.StatusBadRequest, wantError: ""},
-			{name: "DS-23 DPoP scheme without proof → refused", scheme: "DPoP", proof: nil, wantStatus: http.StatusBadRequest, wantError: ""},
-			{name: "DS-24 no credentials → 401 without error info", scheme: "", proof: nil, wantStatus: http.StatusUnauthorized, wantError: ""},
-			{name: "DS-12 proof from another key → 401 invalid_token", scheme: "DPoP",
+			{name: "bound AT as Bearer without proof → refused", scheme: "Bearer", proof: nil, wantStatus: http.StatusBadRequest, wantError: ""},
+			{name: "DPoP scheme without proof → refused", scheme: "DPoP", proof: nil, wantStatus: http.StatusBadRequest, wantError: ""},
+			{name: "no credentials → 401 without error info", scheme: "", proof: nil, wantStatus: http.StatusUnauthorized, wantError: ""},
+			{name: "proof from another key → 401 invalid_token", scheme: "DPoP",
 				proof: func(target string) string { return proof(t, other, http.MethodGet, target, "", at) }, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
-			{name: "DS-9 proof for another htu → 400 invalid_dpop_proof", scheme: "DPoP",
+			{name: "proof for another htu → 400 invalid_dpop_proof", scheme: "DPoP",
 				proof: func(target string) string { return proof(t, s, http.MethodGet, target+"/other", "", at) }, wantStatus: http.StatusBadRequest, wantError: "invalid_dpop_proof"},
-			{name: "DS-12 ath of another token → 400 invalid_dpop_proof", scheme: "DPoP",
+			{name: "ath of another token → 400 invalid_dpop_proof", scheme: "DPoP",
 				proof: func(target string) string { return proof(t, s, http.MethodGet, target, "", at+"x") }, wantStatus: http.StatusBadRequest, wantError: "invalid_dpop_proof"},
 		})
 		status, body, _ := callAPI(t, target, "DPoP", at, fresh(target))
 		if status != http.StatusOK || body["cnf_jkt"] != s.Thumbprint() {
 			t.Errorf("API saw cnf_jkt %v (status %d), want the signer's thumbprint %s", body["cnf_jkt"], status, s.Thumbprint())
 		}
-		// The library keeps no jti cache (reference.md C7): a replay is accepted there; replay is
-		// proven at the broker (TestBrokerTokenReplay) and at cmd/example-api (TestExampleAPI).
+		// The library keeps no jti cache: a replay is accepted there; replay is proven at the
+		// broker (TestBrokerTokenReplay) and at cmd/example-api (TestExampleAPI).
 		p := fresh(target)
 		first, _, _ := callAPI(t, target, "DPoP", at, p)
 		again, _, _ := callAPI(t, target, "DPoP", at, p)
@@ -505,9 +505,9 @@ func TestJWTBearerAPI(t *testing.T) {
 			"--audience", apiAudience, "--dpop-required", "false")
 		target := apiURL + "/api/whoami"
 		runRSCases(t, target, at, []rsCase{
-			{name: "DS-12 bound AT + fresh proof → 200", scheme: "DPoP", proof: fresh, wantStatus: http.StatusOK, wantError: ""},
-			{name: "DS-23 bound AT as Bearer without proof → 401 invalid_token", scheme: "Bearer", proof: nil, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
-			{name: "DS-12 proof from another key → 401 invalid_token", scheme: "DPoP",
+			{name: "bound AT + fresh proof → 200", scheme: "DPoP", proof: fresh, wantStatus: http.StatusOK, wantError: ""},
+			{name: "bound AT as Bearer without proof → 401 invalid_token", scheme: "Bearer", proof: nil, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
+			{name: "proof from another key → 401 invalid_token", scheme: "DPoP",
 				proof: func(target string) string { return proof(t, other, http.MethodGet, target, "", at) }, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
 		})
 	})

@@ -76,28 +76,28 @@ func TestExampleAPI(t *testing.T) {
 	s, other := newSigner(t, dpop.AlgES256), newSigner(t, dpop.AlgES256)
 	at := boundToken(t, w, s, apiAudience)
 
-	// DS-10/DC-9 RS side: a proof without a nonce → 401 DPoP error="use_dpop_nonce" + DPoP-Nonce.
+	// RFC 9449 §9, resource-server nonces: a proof without a nonce → 401 DPoP error="use_dpop_nonce" + DPoP-Nonce.
 	status, body, hdr := callAPI(t, target, "DPoP", at, proof(t, s, http.MethodGet, target, "", at))
 	challenge := strings.Join(hdr.Values("WWW-Authenticate"), ", ")
 	nonce := hdr.Get("DPoP-Nonce")
 	if status != http.StatusUnauthorized || !strings.Contains(challenge, `error="use_dpop_nonce"`) || nonce == "" {
-		t.Fatalf("DS-10 proof without nonce: %d WWW-Authenticate %q DPoP-Nonce %q (%v), want 401 use_dpop_nonce with a DPoP-Nonce", status, challenge, nonce, body)
+		t.Fatalf("proof without nonce: %d WWW-Authenticate %q DPoP-Nonce %q (%v), want 401 use_dpop_nonce with a DPoP-Nonce", status, challenge, nonce, body)
 	}
 	withNonce := func(sg *dpop.Signer) func(string) string {
 		return func(target string) string { return proof(t, sg, http.MethodGet, target, nonce, at) }
 	}
 	runRSCases(t, target, at, []rsCase{
-		{name: "DS-12 bound AT + fresh proof with the nonce (htm GET, htu, ath) → 200", scheme: "DPoP", proof: withNonce(s), wantStatus: http.StatusOK, wantError: ""},
-		{name: "DS-23 bound AT as Bearer without proof → 401 invalid_token", scheme: "Bearer", proof: nil, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
-		{name: "DS-24 no credentials → 401 without error info", scheme: "", proof: nil, wantStatus: http.StatusUnauthorized, wantError: ""},
-		{name: "DS-12 proof from another key → 401 invalid_token", scheme: "DPoP", proof: withNonce(other), wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
-		{name: "DS-9 proof for another htu → 401 invalid_dpop_proof", scheme: "DPoP",
+		{name: "bound AT + fresh proof with the nonce (htm GET, htu, ath) → 200", scheme: "DPoP", proof: withNonce(s), wantStatus: http.StatusOK, wantError: ""},
+		{name: "bound AT as Bearer without proof → 401 invalid_token", scheme: "Bearer", proof: nil, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
+		{name: "no credentials → 401 without error info", scheme: "", proof: nil, wantStatus: http.StatusUnauthorized, wantError: ""},
+		{name: "proof from another key → 401 invalid_token", scheme: "DPoP", proof: withNonce(other), wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
+		{name: "proof for another htu → 401 invalid_dpop_proof", scheme: "DPoP",
 			proof: func(target string) string { return proof(t, s, http.MethodGet, target+"/other", nonce, at) }, wantStatus: http.StatusUnauthorized, wantError: "invalid_dpop_proof"},
-		{name: "DS-10 proof with a nonce the API never issued → 401 use_dpop_nonce", scheme: "DPoP",
+		{name: "proof with a nonce the API never issued → 401 use_dpop_nonce", scheme: "DPoP",
 			proof: func(target string) string { return proof(t, s, http.MethodGet, target, "not-a-nonce-"+nonce, at) }, wantStatus: http.StatusUnauthorized, wantError: "use_dpop_nonce"},
 	})
 
-	t.Run("DS-15 replay: the same proof twice → second 401 invalid_dpop_proof", func(t *testing.T) {
+	t.Run("replay: the same proof twice → second 401 invalid_dpop_proof", func(t *testing.T) {
 		p := proof(t, s, http.MethodGet, target, nonce, at)
 		if status, body, _ := callAPI(t, target, "DPoP", at, p); status != http.StatusOK {
 			t.Fatalf("first use: %d %v, want 200", status, body)
@@ -135,11 +135,11 @@ func TestExampleAPIReplicas(t *testing.T) {
 	if nonce == "" {
 		t.Fatalf("replica 1 gave no DPoP-Nonce on a proof without nonce (WWW-Authenticate %q)", hdr.Get("WWW-Authenticate"))
 	}
-	// DS-10: replica 2 accepts replica 1's nonce.
+	// RFC 9449 §9: replica 2 accepts replica 1's nonce.
 	if status, body, hdr := callAPI(t, second+exampleAPIPath, "DPoP", at, proof(t, s, http.MethodGet, htu, nonce, at)); status != http.StatusOK {
 		t.Fatalf("replica 2 with replica 1's nonce: %d %v (WWW-Authenticate %q), want 200", status, body, hdr.Get("WWW-Authenticate"))
 	}
-	// DS-15: one proof, both replicas at once: exactly one 200.
+	// RFC 9449 §11.1: one proof, both replicas at once: exactly one 200.
 	p := proof(t, s, http.MethodGet, htu, nonce, at)
 	statuses := make([]int, 2)
 	challenges := make([]string, 2)
@@ -171,6 +171,6 @@ func TestExampleAPIReplicas(t *testing.T) {
 		}
 	}
 	if ok != 1 {
-		t.Errorf("DS-15 one proof at two replicas sharing redis: statuses %v, want exactly one 200", statuses)
+		t.Errorf("one proof at two replicas sharing redis: statuses %v, want exactly one 200", statuses)
 	}
 }

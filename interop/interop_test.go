@@ -224,8 +224,8 @@ func wantType(t *testing.T, ev loginEvent, want string) {
 	}
 }
 
-// TestUpstreamNonceRequired: oidc-provider requires server nonces (DC-9, IS-1/IS-2 via the iss
-// parameter): exactly one use_dpop_nonce retry, s, dpop_returned_from_upstream true.
+// TestUpstreamNonceRequired: oidc-provider requires server nonces (RFC 9449 §8) and sends
+// iss (RFC 9207): exactly one use_dpop_nonce retry, s, dpop_returned_from_upstream true.
 func TestUpstreamNonceRequired(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "nonce", alg: "ES256"})
@@ -237,7 +237,7 @@ func TestUpstreamNonceRequired(t *testing.T) {
 	wantDetail(t, ev, "dpop_nonce_retries", 1)
 	st := getStats(t, w.upstreamURL)
 	if st.NonceChallenges != 1 || st.TokenRequests != 2 || st.NonceProofs != 1 {
-		t.Errorf("DC-9 upstream saw %+v, want exactly one use_dpop_nonce challenge, 2 token requests, 1 proof with nonce", st)
+		t.Errorf("upstream saw %+v, want exactly one use_dpop_nonce challenge, 2 token requests, 1 proof with nonce", st)
 	}
 	if got := strings.Join(st.TokenTypes, ","); got != "DPoP" {
 		t.Errorf("upstream issued token types %q, want DPoP", got)
@@ -245,7 +245,7 @@ func TestUpstreamNonceRequired(t *testing.T) {
 }
 
 // TestUpstreamNonceUserinfo: with fetch_userinfo the broker calls oidc-provider's userinfo with a
-// DPoP proof (ath) and answers its 401 use_dpop_nonce challenge if one comes (DC-9 RS side).
+// DPoP proof (ath) and answers its 401 use_dpop_nonce challenge if one comes (RFC 9449 §9).
 func TestUpstreamNonceUserinfo(t *testing.T) {
 	t.Parallel()
 	w := setup(t, scenario{mode: "nonce", alg: "ES256", fetchUserinfo: true})
@@ -260,7 +260,7 @@ func TestUpstreamNonceUserinfo(t *testing.T) {
 // TestOktaConnection: a strategy okta connection (options.domain + authorization_server_id
 // default) against oidc-provider set up like Okta (issuer /oauth2/default, /v1/... endpoints,
 // DPoP nonce demanded on the first token request): the broker derives the issuer, answers the
-// nonce challenge once (DC-9), gets token_type DPoP (DC-10) and calls /v1/userinfo with a proof
+// nonce challenge once (RFC 9449 §8), gets token_type DPoP (§5) and calls /v1/userinfo with a proof
 // carrying ath.
 func TestOktaConnection(t *testing.T) {
 	t.Parallel()
@@ -279,7 +279,7 @@ func TestOktaConnection(t *testing.T) {
 	}
 	st := getStats(t, w.upstreamURL)
 	if st.NonceChallenges != 1 || st.TokenRequests != 2 || st.NonceProofs != 1 || st.UserinfoRequests < 1 {
-		t.Errorf("DC-9 upstream saw %+v, want one use_dpop_nonce challenge on the first of 2 token requests and a userinfo call", st)
+		t.Errorf("upstream saw %+v, want one use_dpop_nonce challenge on the first of 2 token requests and a userinfo call", st)
 	}
 	if got := strings.Join(st.TokenTypes, ","); got != "DPoP" {
 		t.Errorf("upstream issued token types %q, want DPoP", got)
@@ -394,7 +394,7 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 			t.Errorf("ID token name = %v, want Alice Example", got)
 		}
 		if got := body["token_type"]; got != "bearer" {
-			t.Errorf("token_type without a proof (userinfo only) = %v, want bearer (reference.md §D row 1)", got)
+			t.Errorf("token_type without a proof (userinfo only) = %v, want bearer (the first row of the README's issuance table)", got)
 		}
 		wantType(t, w.broker.waitEvent(t, 1), "s")
 	})
@@ -435,15 +435,15 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 		w := setup(t, scenario{mode: "dpop", alg: "ES256", rpDPoP: true})
 		status, body, raw := w.login(t) // wantSuccess: userinfo answered to DPoP <at> + proof (ath)
 		wantSuccess(t, status, body, raw)
-		// openid-client lower-cases token_type; the broker answered "DPoP" (DS-18).
+		// openid-client lower-cases token_type; the broker answered "DPoP" (RFC 9449 §5).
 		if got := body["token_type"]; got != "dpop" {
-			t.Errorf("DS-18 broker token_type for a DPoP client = %v, want DPoP", got)
+			t.Errorf("broker token_type for a DPoP client = %v, want DPoP", got)
 		}
 		// The userinfo-only access token is opaque (a JWE the RP cannot read): its binding shows
 		// in /userinfo accepting it only as DPoP <at> with the RP key's proof (wantSuccess) and
 		// in the seacft event's jkt below; a JWT access token carries cnf.jkt itself.
 		if jkt, _ := body["dpop_jkt"].(string); jkt == "" || body["at_opaque"] != true && body["at_cnf_jkt"] != jkt {
-			t.Errorf("DS-18/DS-19 access token cnf.jkt = %v, want the RP key's RFC 7638 thumbprint %v", body["at_cnf_jkt"], body["dpop_jkt"])
+			t.Errorf("access token cnf.jkt = %v, want the RP key's RFC 7638 thumbprint %v", body["at_cnf_jkt"], body["dpop_jkt"])
 		}
 		ev := waitEventType(t, w.broker.proc, "seacft")
 		dp, _ := ev.Details["dpop"].(map[string]any)
@@ -457,7 +457,7 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 		status, body, raw := w.login(t)
 		wantAppError(t, status, body, raw)
 		if body["error"] != "invalid_request" || body["stage"] != "authorization_code_grant" {
-			t.Errorf("DS-22 token request without a proof from a client with require_sender_constraining: %s, want invalid_request at the code grant", raw)
+			t.Errorf("token request without a proof from a client with require_sender_constraining: %s, want invalid_request at the code grant", raw)
 		}
 		ev := waitEventType(t, w.broker.proc, "feacft")
 		wantDetail(t, ev, "error", "invalid_request")

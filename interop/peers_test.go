@@ -21,7 +21,7 @@ func TestPeersSelfCheck(t *testing.T) {
 		wantStats func(upstreamStats) string
 		rpAlg     string // rp.mjs --dpop-alg; default ES256
 	}{
-		{name: "DC-9 nonce mode: one use_dpop_nonce challenge then a DPoP token", mode: "nonce", wantAlgs: []string{"ES256", "Ed25519", "EdDSA"}, wantLogin: true,
+		{name: "nonce mode: one use_dpop_nonce challenge then a DPoP token", mode: "nonce", wantAlgs: []string{"ES256", "Ed25519", "EdDSA"}, wantLogin: true,
 			wantStats: func(s upstreamStats) string {
 				if s.NonceChallenges != 1 || s.TokenRequests != 2 || !slices.Equal(s.TokenTypes, []string{"DPoP"}) {
 					return "want 1 nonce challenge, 2 token requests, token type DPoP"
@@ -89,7 +89,7 @@ func TestPeersSelfCheck(t *testing.T) {
 				}
 			}
 			if disco["authorization_response_iss_parameter_supported"] != true {
-				t.Errorf("IS-1 authorization_response_iss_parameter_supported = %v, want true", disco["authorization_response_iss_parameter_supported"])
+				t.Errorf("authorization_response_iss_parameter_supported = %v, want true", disco["authorization_response_iss_parameter_supported"])
 			}
 			if tc.wantStats == nil {
 				return

@@ -153,7 +153,7 @@ func TestSPABrowser(t *testing.T) {
 	for _, r := range res.Requests {
 		t.Logf("  %s %s%s → %d dpop=%v auth=%s nonce=%v %s", r.Method, r.Origin, r.Path, r.Status, r.DPoP, r.Scheme, r.NonceAnswered, r.WWWAuthenticate)
 	}
-	// IS-3: the broker's redirect back carries iss (RFC 9207, IS-1); spa-js ignores the extra
+	// The broker's redirect back carries iss (RFC 9207 §2); spa-js ignores the extra
 	// parameter and completes handleRedirectCallback.
 	if res.Error != "" || res.Status != "done" {
 		t.Fatalf("page: status %q, error %q, API results %v\n%s", res.Status, res.Error, res.API, br.out)
@@ -168,11 +168,11 @@ func TestSPABrowser(t *testing.T) {
 	// /authorize: PKCE S256 and dpop_jkt (thumbprint of spa-js's ES256 key), the API audience.
 	jkt, _ := res.Authorize["dpop_jkt"].(string)
 	if jkt == "" || res.Authorize["code_challenge_method"] != "S256" || res.Authorize["audience"] != apiAudience {
-		t.Errorf("DS-20 /authorize params = %v, want dpop_jkt, code_challenge_method S256, audience %s", res.Authorize, apiAudience)
+		t.Errorf("/authorize params = %v, want dpop_jkt, code_challenge_method S256, audience %s", res.Authorize, apiAudience)
 	}
 	// Token: DPoP-bound to the same key (ID token checked by spa-js: iss with slash, RS256, nonce).
 	if res.Token["token_type"] != "DPoP" || res.Token["cnf_jkt"] != jkt {
-		t.Errorf("DS-18 token = %v, want token_type DPoP and cnf_jkt = dpop_jkt %s", res.Token, jkt)
+		t.Errorf("token = %v, want token_type DPoP and cnf_jkt = dpop_jkt %s", res.Token, jkt)
 	}
 	if res.User["email"] != "alice@example.com" {
 		t.Errorf("getUser() = %v, want alice's claims from the broker's ID token", res.User)
@@ -186,11 +186,11 @@ func TestSPABrowser(t *testing.T) {
 	}
 	if len(tokenCalls) != 2 || tokenCalls[0].Status != http.StatusBadRequest || tokenCalls[1].Status != http.StatusOK ||
 		!tokenCalls[0].DPoP || !tokenCalls[1].DPoP || !tokenCalls[0].NonceAnswered {
-		t.Errorf("DS-17 token requests = %+v, want 400 (use_dpop_nonce, DPoP-Nonce exposed) then 200, both with a DPoP proof", tokenCalls)
+		t.Errorf("token requests = %+v, want 400 (use_dpop_nonce, DPoP-Nonce exposed) then 200, both with a DPoP proof", tokenCalls)
 	}
 	for _, c := range tokenCalls {
 		if !strings.HasPrefix(c.ContentType, "application/json") {
-			t.Errorf("token request content type %q, want application/json (useFormData: false; reference.md C2)", c.ContentType)
+			t.Errorf("token request content type %q, want application/json (useFormData: false)", c.ContentType)
 		}
 	}
 	// fetchWithAuth against example-api (server nonces): 401 use_dpop_nonce + DPoP-Nonce, one retry.
@@ -203,7 +203,7 @@ func TestSPABrowser(t *testing.T) {
 		}
 		if len(calls) != 2 || calls[0].Status != http.StatusUnauthorized || !strings.Contains(calls[0].WWWAuthenticate, `error="use_dpop_nonce"`) ||
 			!calls[0].NonceAnswered || calls[1].Status != http.StatusOK || calls[1].Scheme != "DPoP" || !calls[1].DPoP {
-			t.Errorf("DC-9 example-api calls = %+v, want 401 use_dpop_nonce with DPoP-Nonce, then 200 with Authorization: DPoP and a proof", calls)
+			t.Errorf("example-api calls = %+v, want 401 use_dpop_nonce with DPoP-Nonce, then 200 with Authorization: DPoP and a proof", calls)
 		}
 	}
 	for _, a := range apis {

@@ -71,7 +71,7 @@ type Event struct {
 // Description returns the SaaS's description for a type code ("Success Login", …).
 func Description(typ string) string { return descriptions[typ] }
 
-// descriptions is the SaaS code table (reference.md §A2) for the codes the broker may emit.
+// descriptions is the identity SaaS's event code table, for the codes the broker may emit.
 var descriptions = map[string]string{
 	TypeSuccessLogin:          "Success Login",
 	TypeFailedLogin:           "Failed Login",

@@ -29,7 +29,7 @@ func TestDescription(t *testing.T) {
 		"nope":              "",
 		"":                  "",
 	} {
-		t.Run("A2 "+typ, func(t *testing.T) {
+		t.Run(typ, func(t *testing.T) {
 			if got := Description(typ); got != want {
 				t.Fatalf("Description(%q) = %q, want %q", typ, got, want)
 			}

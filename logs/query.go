@@ -23,7 +23,8 @@ const MaxQueryLen = 2048
 // maxTerms bounds the number of terms in one q.
 const maxTerms = 64
 
-// topFields are the event fields q can name (reference.md §A4), with their accessors.
+// topFields are the event fields q can name (as in the identity SaaS's log search), with their
+// accessors.
 var topFields = map[string]func(*Event) string{
 	"type":          func(e *Event) string { return e.Type },
 	"description":   func(e *Event) string { return e.Description },
@@ -42,7 +43,8 @@ var topFields = map[string]func(*Event) string{
 	"date":          func(e *Event) string { return e.Date },
 }
 
-// bareFields are the fields a term without "field:" searches (reference.md §A4).
+// bareFields are the fields a term without "field:" searches (as in the identity SaaS's log
+// search).
 var bareFields = []string{"client_name", "connection", "description", "ip", "log_id", "type", "user_name"}
 
 type matchKind int
@@ -193,7 +195,7 @@ func detailValue(details map[string]any, path string) (string, bool) {
 	return "", false
 }
 
-// ParseQuery parses q, the Lucene subset of GET /api/v2/logs (reference.md §A4):
+// ParseQuery parses q, the Lucene subset of the identity SaaS's GET /api/v2/logs:
 //
 //	type:f connection:"corp oidc" AND details.error:access_denied client_id:app*
 //

@@ -13,7 +13,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// Paging limits of GET /api/v2/logs (reference.md §A4).
+// Paging limits of GET /api/v2/logs (the identity SaaS's).
 const (
 	DefaultPerPage = 50   // search mode page size when Query.PerPage is 0
 	MaxPerPage     = 100  // largest search page
@@ -38,7 +38,7 @@ const (
 	maxScanBatches = 1 << 14
 )
 
-// Query selects events for Search, in one of two modes (reference.md §A4).
+// Query selects events for Search, in one of two modes (those of the identity SaaS's log API).
 //
 // Search mode (the default): events matching Q, sorted by Sort ("date:-1", newest first, is
 // the default; "date:1" is oldest first; log_id sorts the same way), page Page (0-based) of
@@ -51,7 +51,7 @@ const (
 // Checkpoint mode (Checkpoint set, or From or Take non-zero): up to Take events (default 50,
 // at most 100) with a log_id strictly above From, ascending by log_id; From "" starts at the
 // oldest retained event. Page and Sort are ignored; Q, when set, is applied (the HTTP API
-// leaves it empty, as §A4 ignores q in this mode). Passing the last returned log_id as the
+// leaves it empty: the identity SaaS's API ignores q in this mode). Passing the last returned log_id as the
 // next From visits every event once, with no duplicates and no gaps, while events are being
 // written: ids never change, and an event that this Writer is still storing holds back every
 // event after it (see Writer.Settle for other replicas writing to the same store).

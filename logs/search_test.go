@@ -118,24 +118,24 @@ func TestSearchMode(t *testing.T) {
 			q    Query
 			want []string
 		}{
-			{name: "A4 default newest first, 50 per page", q: Query{}, want: func() []string {
+			{name: "default newest first, 50 per page", q: Query{}, want: func() []string {
 				var s []string
 				for i := 29; i >= 0; i-- {
 					s = append(s, fmt.Sprint("c", i))
 				}
 				return s
 			}()},
-			{name: "A4 type:f page 0", q: Query{Q: "type:f", PerPage: 3}, want: cs(29, 27, 25)},
-			{name: "A4 type:f page 1", q: Query{Q: "type:f", PerPage: 3, Page: 1}, want: cs(23, 21, 19)},
-			{name: "A4 type:f last partial page", q: Query{Q: "type:f", PerPage: 4, Page: 3}, want: cs(5, 3, 1)},
-			{name: "A4 past the end", q: Query{Q: "type:f", PerPage: 4, Page: 4}, want: cs()},
-			{name: "A4 sort date:1", q: Query{Q: "type:s", PerPage: 3, Sort: "date:1"}, want: cs(0, 2, 4)},
-			{name: "A4 sort date:1 page 2", q: Query{Q: "type:s", PerPage: 3, Page: 2, Sort: "date:1"}, want: cs(12, 14, 16)},
-			{name: "A4 sort date:-1 explicit", q: Query{Q: "type:s", PerPage: 2, Sort: "date:-1"}, want: cs(28, 26)},
-			{name: "A4 AND of type and client_id", q: Query{Q: "type:f AND client_id:c7"}, want: cs(7)},
-			{name: "A4 details.error", q: Query{Q: "details.error:access_denied", PerPage: 2}, want: cs(29, 27)},
-			{name: "A4 connection", q: Query{Q: "connection:corp", PerPage: 1}, want: cs(29)},
-			{name: "A4 no match", q: Query{Q: "connection:other"}, want: cs()},
+			{name: "type:f page 0", q: Query{Q: "type:f", PerPage: 3}, want: cs(29, 27, 25)},
+			{name: "type:f page 1", q: Query{Q: "type:f", PerPage: 3, Page: 1}, want: cs(23, 21, 19)},
+			{name: "type:f last partial page", q: Query{Q: "type:f", PerPage: 4, Page: 3}, want: cs(5, 3, 1)},
+			{name: "past the end", q: Query{Q: "type:f", PerPage: 4, Page: 4}, want: cs()},
+			{name: "sort date:1", q: Query{Q: "type:s", PerPage: 3, Sort: "date:1"}, want: cs(0, 2, 4)},
+			{name: "sort date:1 page 2", q: Query{Q: "type:s", PerPage: 3, Page: 2, Sort: "date:1"}, want: cs(12, 14, 16)},
+			{name: "sort date:-1 explicit", q: Query{Q: "type:s", PerPage: 2, Sort: "date:-1"}, want: cs(28, 26)},
+			{name: "AND of type and client_id", q: Query{Q: "type:f AND client_id:c7"}, want: cs(7)},
+			{name: "details.error", q: Query{Q: "details.error:access_denied", PerPage: 2}, want: cs(29, 27)},
+			{name: "connection", q: Query{Q: "connection:corp", PerPage: 1}, want: cs(29)},
+			{name: "no match", q: Query{Q: "connection:other"}, want: cs()},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
@@ -157,7 +157,7 @@ func TestSearchInvalid(t *testing.T) {
 		{PerPage: MaxPerPage + 1},
 		{PerPage: -1},
 		{Page: -1},
-		{Page: 10, PerPage: 100}, // A4 at most 1000 results reachable
+		{Page: 10, PerPage: 100}, // at most 1000 results reachable
 		{Page: 1000, PerPage: 1},
 		{Page: 1 << 60, PerPage: 100},
 		{Sort: "user_id:1"},
@@ -226,30 +226,30 @@ func TestCheckpointMode(t *testing.T) {
 			t.Fatalf("checkpoint on an empty log = %v, %v", evs, err)
 		}
 		ids := writeN(t, w, clock, 23)
-		t.Run("A4 from empty starts at the oldest, ascending", func(t *testing.T) {
+		t.Run("from empty starts at the oldest, ascending", func(t *testing.T) {
 			evs, err := w.Search(t.Context(), Query{Take: 5})
 			if err != nil || !slices.Equal(clientIDs(evs), cs(0, 1, 2, 3, 4)) {
 				t.Fatalf("first page = %v, %v", clientIDs(evs), err)
 			}
 		})
-		t.Run("A4 default take 50", func(t *testing.T) {
+		t.Run("default take 50", func(t *testing.T) {
 			evs, err := w.Search(t.Context(), Query{Checkpoint: true})
 			if err != nil || len(evs) != 23 {
 				t.Fatalf("take 0 = %d events, %v", len(evs), err)
 			}
 		})
-		t.Run("A4 strictly after from", func(t *testing.T) {
+		t.Run("strictly after from", func(t *testing.T) {
 			evs, err := w.Search(t.Context(), Query{From: ids[20], Take: 10})
 			if err != nil || !slices.Equal(clientIDs(evs), cs(21, 22)) {
 				t.Fatalf("after c20 = %v, %v", clientIDs(evs), err)
 			}
 		})
-		t.Run("A4 paging visits each once", func(t *testing.T) {
+		t.Run("paging visits each once", func(t *testing.T) {
 			if got := checkpointAll(t, w, "", 4, ""); !slices.Equal(got, ids) {
 				t.Fatalf("paged %d ids, want the %d written in order", len(got), len(ids))
 			}
 		})
-		t.Run("A4 page and sort ignored", func(t *testing.T) {
+		t.Run("page and sort ignored", func(t *testing.T) {
 			evs, err := w.Search(t.Context(), Query{Take: 2, Page: 5, Sort: "date:-1"})
 			if err != nil || !slices.Equal(clientIDs(evs), cs(0, 1)) {
 				t.Fatalf("checkpoint with page/sort = %v, %v", clientIDs(evs), err)
@@ -264,7 +264,7 @@ func TestCheckpointMode(t *testing.T) {
 	})
 }
 
-// A4 checkpoint paging has no duplicates and no gaps while 4 goroutines keep writing.
+// Checkpoint paging has no duplicates and no gaps while 4 goroutines keep writing.
 func TestCheckpointConcurrentAppends(t *testing.T) {
 	backends(t, func(t *testing.T, newStore func() sessions.Store) {
 		w := quietWriter(newStore(), nil) // real clock: ids from concurrent Writes interleave
@@ -345,7 +345,7 @@ func (b *blockingStore) AppendLog(ctx context.Context, class sessions.LogClass, 
 }
 
 // An event whose store write is still running holds back the later ones, so a checkpoint
-// cursor cannot pass it (A4 no gaps).
+// cursor cannot pass it (no gaps).
 func TestCheckpointHoldsBackInFlight(t *testing.T) {
 	clock := newClock()
 	bs := &blockingStore{Store: sessions.NewMemory(), block: "slow", entered: make(chan struct{}), release: make(chan struct{})}

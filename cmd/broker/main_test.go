@@ -90,9 +90,9 @@ func TestDiscoveryCheckCommand(t *testing.T) {
 		code int
 		want string
 	}{
-		{name: "MD-4 alg offered", opts: demoidp.Options{DPoPAlgs: []string{"ES256", "RS256"}}, args: nil, code: 0, want: "DPoP ES256: OK"},
-		{name: "MD-4 no DPoP", opts: demoidp.Options{}, args: nil, code: 1, want: "dpop_not_supported: "},
-		{name: "MD-4 alg not offered", opts: demoidp.Options{DPoPAlgs: []string{"RS256"}}, args: []string{"--alg", "ES256"}, code: 1, want: "dpop_alg_mismatch: "},
+		{name: "alg offered", opts: demoidp.Options{DPoPAlgs: []string{"ES256", "RS256"}}, args: nil, code: 0, want: "DPoP ES256: OK"},
+		{name: "no DPoP", opts: demoidp.Options{}, args: nil, code: 1, want: "dpop_not_supported: "},
+		{name: "alg not offered", opts: demoidp.Options{DPoPAlgs: []string{"RS256"}}, args: []string{"--alg", "ES256"}, code: 1, want: "dpop_alg_mismatch: "},
 		{name: "Ed25519 via EdDSA", opts: demoidp.Options{DPoPAlgs: []string{"EdDSA"}}, args: []string{"--alg", "Ed25519"}, code: 0, want: "proofs labelled EdDSA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,7 +181,7 @@ func fetch(t *testing.T, c *http.Client, method, u string, form url.Values) stri
 
 func TestDemoDPoPServer(t *testing.T) {
 	d := runDemo(t)
-	// DS-16: the demo demands server nonces, so every token response carries one.
+	// RFC 9449 §8: the demo demands server nonces, so every token response carries one.
 	resp, err := http.PostForm(d.issuer+"oauth/token", url.Values{"grant_type": {"authorization_code"}})
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +190,7 @@ func TestDemoDPoPServer(t *testing.T) {
 	if resp.Header.Get("DPoP-Nonce") == "" || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("token endpoint: %d, DPoP-Nonce %q", resp.StatusCode, resp.Header.Get("DPoP-Nonce"))
 	}
-	// DS-25 and the demo API audience at /authorize.
+	// dpop_signing_alg_values_supported (RFC 9449 §5.1) and the demo API audience at /authorize.
 	body := fetch(t, http.DefaultClient, http.MethodGet, d.issuer+".well-known/openid-configuration", nil)
 	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","Ed25519","RS256","PS256"]`) {
 		t.Fatalf("discovery: %s", body)

@@ -117,33 +117,33 @@ func TestExampleAPI(t *testing.T) {
 		"--required", "--cors-origin", "http://app.example.com")
 	u := base + "/api/private"
 
-	t.Run("DS-23 bound token with a fresh proof → 200 {message, sub, jkt}", func(t *testing.T) {
+	t.Run("bound token with a fresh proof → 200 {message, sub, jkt}", func(t *testing.T) {
 		proof, _ := signer.Proof("GET", u, "", at, time.Time{})
 		resp, body := get(t, u, map[string]string{"Authorization": "DPoP " + at, "DPoP": proof})
 		if resp.StatusCode != 200 || body["sub"] != "user-1" || body["jkt"] != signer.Thumbprint() || body["message"] == "" {
 			t.Fatalf("%d %v", resp.StatusCode, body)
 		}
 	})
-	t.Run("DS-23 no proof → 401", func(t *testing.T) {
+	t.Run("no proof → 401", func(t *testing.T) {
 		resp, _ := get(t, u, map[string]string{"Authorization": "DPoP " + at})
 		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_dpop_proof"`) {
 			t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
 	})
-	t.Run("DS-12 another key's proof → 401 invalid_token", func(t *testing.T) {
+	t.Run("another key's proof → 401 invalid_token", func(t *testing.T) {
 		proof, _ := other.Proof("GET", u, "", at, time.Time{})
 		resp, _ := get(t, u, map[string]string{"Authorization": "DPoP " + at, "DPoP": proof})
 		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
 			t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
 	})
-	t.Run("DS-23 bound token as Bearer → 401 invalid_token", func(t *testing.T) {
+	t.Run("bound token as Bearer → 401 invalid_token", func(t *testing.T) {
 		resp, _ := get(t, u, map[string]string{"Authorization": "Bearer " + at})
 		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
 			t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
 	})
-	t.Run("DS-15 replayed proof → 401", func(t *testing.T) {
+	t.Run("replayed proof → 401", func(t *testing.T) {
 		proof, _ := signer.Proof("GET", u, "", at, time.Time{})
 		h := map[string]string{"Authorization": "DPoP " + at, "DPoP": proof}
 		if resp, _ := get(t, u, h); resp.StatusCode != 200 {
@@ -153,7 +153,7 @@ func TestExampleAPI(t *testing.T) {
 			t.Fatalf("replay: %d", resp.StatusCode)
 		}
 	})
-	t.Run("DS-24 CORS preflight allows DPoP and exposes DPoP-Nonce", func(t *testing.T) {
+	t.Run("CORS preflight allows DPoP and exposes DPoP-Nonce", func(t *testing.T) {
 		req, _ := http.NewRequest("OPTIONS", u, nil)
 		req.Header.Set("Origin", "http://app.example.com")
 		req.Header.Set("Access-Control-Request-Method", "GET")
@@ -193,11 +193,11 @@ func TestExampleAPINonce(t *testing.T) {
 	resp, _ := get(t, u, map[string]string{"Authorization": "DPoP " + at, "DPoP": proof})
 	nonce := resp.Header.Get("DPoP-Nonce")
 	if resp.StatusCode != 401 || nonce == "" || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="use_dpop_nonce"`) {
-		t.Fatalf("DS-16 challenge: %d nonce %q %q", resp.StatusCode, nonce, resp.Header.Get("WWW-Authenticate"))
+		t.Fatalf("nonce challenge: %d nonce %q %q", resp.StatusCode, nonce, resp.Header.Get("WWW-Authenticate"))
 	}
 	proof, _ = signer.Proof("GET", u, nonce, at, time.Time{})
 	if resp, body := get(t, u, map[string]string{"Authorization": "DPoP " + at, "DPoP": proof}); resp.StatusCode != 200 {
-		t.Fatalf("DS-10 with nonce: %d %v", resp.StatusCode, body)
+		t.Fatalf("with nonce: %d %v", resp.StatusCode, body)
 	}
 }
 
@@ -218,10 +218,10 @@ func TestExampleAPISharedReplayCache(t *testing.T) {
 	r1, _ := get(t, a+"/api/private", h)
 	r2, _ := get(t, b+"/api/private", h)
 	if r1.StatusCode != 200 || r2.StatusCode != 401 {
-		t.Fatalf("DS-15 replay across replicas: first %d, second %d", r1.StatusCode, r2.StatusCode)
+		t.Fatalf("replay across replicas: first %d, second %d", r1.StatusCode, r2.StatusCode)
 	}
 	if !strings.Contains(r2.Header.Get("WWW-Authenticate"), "proof replayed") {
-		t.Fatalf("DS-15 second answer %q", r2.Header.Get("WWW-Authenticate"))
+		t.Fatalf("second answer %q", r2.Header.Get("WWW-Authenticate"))
 	}
 }
 

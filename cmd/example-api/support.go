@@ -15,7 +15,7 @@ import (
 )
 
 // storeReplay is a dpop.ReplayCache over the shared store: SET NX with a TTL, so a proof is
-// accepted once across every replica using the same Redis (DS-15).
+// accepted once across every replica using the same Redis (RFC 9449 §11.1).
 type storeReplay struct{ s sessions.Store }
 
 func (r storeReplay) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {

@@ -35,7 +35,7 @@ try {
     clientId: cfg.clientId,
     useDpop: true,
     cacheLocation: 'memory',
-    useFormData: false, // JSON body at /oauth/token (reference.md C2; 2.27 defaults to a form)
+    useFormData: false, // JSON body at /oauth/token, as the broker accepts it (2.27 defaults to a form)
     authorizationParams: { redirect_uri: redirectUri, audience: cfg.audience, scope: cfg.scope ?? 'openid profile email' },
   });
 
@@ -63,7 +63,8 @@ try {
     for (const api of cfg.apis ?? []) {
       step = `fetchWithAuth ${api.name} ${api.url}`;
       show('status', `calling ${api.name}…`);
-      // One fetcher (and so one nonce slot) per resource server: RS nonces are kept apart (DC-8).
+      // One fetcher (and so one nonce slot) per resource server: RS nonces are kept apart
+      // (RFC 9449 §9; docs/conformance.md#dpop-client-nonce-per-server).
       const fetcher = auth0.createFetcher({ dpopNonceId: `api-${api.name}` });
       // authParams.audience is passed on purpose: without it spa-js 2.27's fetcher asks
       // getTokenSilently for audience undefined (it overrides the client default), misses the

@@ -30,13 +30,13 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		name string
 		fn   func(t *testing.T, s sessions.Store)
 	}{
-		{name: "DS-15 Create then ErrExists", fn: testCreateExists},
+		{name: "Create then ErrExists", fn: testCreateExists},
 		{name: "Put overwrites", fn: testPutOverwrite},
 		{name: "Get missing is ErrNotFound", fn: testGetNotFound},
 		{name: "TTL expiry", fn: testTTLExpiry},
 		{name: "Take is single use", fn: testTakeSingleUse},
 		{name: "Take under 32 concurrent takers", fn: testTakeConcurrent},
-		{name: "DS-15 Create (SET NX) under concurrency, exactly one wins", fn: testCreateConcurrent},
+		{name: "Create (SET NX) under concurrency, exactly one wins", fn: testCreateConcurrent},
 		{name: "PutAll stores all", fn: testPutAll},
 		{name: "PutAll refuses mixed hash tags", fn: testPutAllMixed},
 		{name: "Delete is idempotent", fn: testDelete},
