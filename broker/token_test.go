@@ -23,12 +23,17 @@ func TestTokenErrors(t *testing.T) {
 		// codeKept: the refused presentation leaves the code for the app's own redemption.
 		codeKept bool
 	}{
-		{name: "PK-4 verifier mismatch", form: func(c string) url.Values {
+		{name: "verifier mismatch", form: func(c string) url.Values {
 			f := h.codeForm(c)
 			f.Set("code_verifier", strings.Repeat("a", 43))
 			return f
 		}, basic: true, status: 400, err: "invalid_grant", codeKept: true},
-		{name: "PK-4 verifier missing", form: func(c string) url.Values { f := h.codeForm(c); f.Del("code_verifier"); return f }, basic: true, status: 400, err: "invalid_grant", codeKept: true},
+		{name: "verifier missing", form: func(c string) url.Values { f := h.codeForm(c); f.Del("code_verifier"); return f }, basic: true, status: 400, err: "invalid_grant", codeKept: true},
+		{name: "verifier shorter than 43 characters", form: func(c string) url.Values {
+			f := h.codeForm(c)
+			f.Set("code_verifier", strings.Repeat("a", 42))
+			return f
+		}, basic: true, status: 400, err: "invalid_grant", codeKept: true},
 		{name: "redirect_uri mismatch", form: func(c string) url.Values { f := h.codeForm(c); f.Set("redirect_uri", h.app.URL+"/x"); return f }, basic: true, status: 400, err: "invalid_grant", codeKept: true},
 		{name: "wrong client secret", form: func(c string) url.Values {
 			f := h.codeForm(c)
@@ -111,7 +116,7 @@ func TestUserinfoRejects(t *testing.T) {
 		t.Fatalf("valid token: %d", s)
 	}
 	if s, www := call(""); s != 401 || strings.Contains(www, "error=") {
-		t.Errorf("no credentials: %d %q (no error info, DS-24)", s, www)
+		t.Errorf("no credentials: %d %q (no error info, RFC 6750 §3.1)", s, www)
 	}
 	if s, www := call("Bearer " + at[:len(at)-4] + "AAAA"); s != 401 || !strings.Contains(www, "invalid_token") {
 		t.Errorf("tampered: %d %q", s, www)
@@ -144,7 +149,7 @@ func TestDiscoveryJWKSHealth(t *testing.T) {
 	}
 	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","EdDSA","Ed25519","RS256","PS256"]`) ||
 		!strings.Contains(body, `"code_challenge_methods_supported":["S256"]`) {
-		t.Errorf("metadata (DS-25, PK-2): %s", body)
+		t.Errorf("metadata (dpop_signing_alg_values_supported, S256 only): %s", body)
 	}
 	_, jwks := get(t, http.DefaultClient, h.srv.URL+"/.well-known/jwks.json")
 	if !strings.Contains(jwks, `"use":"sig"`) || !strings.Contains(jwks, `"kid":"`+h.broker.keys.KID+`"`) || strings.Contains(jwks, `"d":`) {
