@@ -329,7 +329,7 @@ func FuzzConfigParse(f *testing.F) {
 func TestConfigRoundTrip(t *testing.T) {
 	literal := strings.Replace(goodYAML, "${TEST_SAMPLE_SECRET}", "literal-secret", 1)
 	if !checkConfigBytes(t, []byte(literal+"rate_limits: {enabled: true}\ntrusted_proxies: [\"::1\"]\n")) {
-		t.Fatal("5.4 a valid configuration did not reach the round-trip check")
+		t.Fatal("a valid configuration did not reach the round-trip check")
 	}
 }
 

@@ -66,28 +66,28 @@ func TestLimitsAuthorize(t *testing.T) {
 		status         int    // for page
 		param, desc    string
 	}{
-		{name: "5.4 state longer than 512 bytes", rawQuery: base(func(q url.Values) { q.Set("state", long(513)) }), want: toApp, status: 0, param: "state", desc: "state is longer than 512 bytes"},
-		{name: "5.4 state of 512 bytes accepted", rawQuery: base(func(q url.Values) { q.Set("state", long(512)) }), want: "", status: 0, param: "", desc: ""},
+		{name: "state longer than 512 bytes", rawQuery: base(func(q url.Values) { q.Set("state", long(513)) }), want: toApp, status: 0, param: "state", desc: "state is longer than 512 bytes"},
+		{name: "state of 512 bytes accepted", rawQuery: base(func(q url.Values) { q.Set("state", long(512)) }), want: "", status: 0, param: "", desc: ""},
 		{name: "nonce longer than 256 bytes is refused", rawQuery: base(func(q url.Values) { q.Set("nonce", long(257)) }), want: toApp, status: 0, param: "nonce", desc: "nonce is longer than 256 bytes"},
 		{name: "nonce of 256 bytes is accepted", rawQuery: base(func(q url.Values) { q.Set("nonce", long(256)) }), want: "", status: 0, param: "", desc: ""},
-		{name: "5.4 scope longer than 1 KiB", rawQuery: base(func(q url.Values) { q.Set("scope", "openid "+long(1024)) }), want: toApp, status: 0, param: "scope", desc: "scope is longer than 1024 bytes"},
-		{name: "5.4 PK code_challenge longer than 43", rawQuery: base(func(q url.Values) { q.Set("code_challenge", long(44)) }), want: toApp, status: 0, param: "code_challenge", desc: "code_challenge must be exactly 43 characters (a base64url SHA-256 value)"},
-		{name: "5.4 login_hint longer than 512 bytes", rawQuery: base(func(q url.Values) { q.Set("login_hint", long(513)) }), want: toApp, status: 0, param: "login_hint", desc: "login_hint is longer than 512 bytes"},
-		{name: "5.4 unknown parameter longer than 2 KiB", rawQuery: base(func(q url.Values) { q.Set("x_extra", long(2049)) }), want: toApp, status: 0, param: "x_extra", desc: "x_extra is longer than 2048 bytes"},
-		{name: "5.4 RFC 6749 3.1 repeated login_hint", rawQuery: base(func(q url.Values) { q["login_hint"] = []string{"a", "b"} }), want: toApp, status: 0, param: "login_hint", desc: "login_hint must not be repeated"},
-		{name: "5.4 RFC 6749 3.1 repeated nonce", rawQuery: base(func(q url.Values) { q["nonce"] = []string{"a", "b"} }), want: toApp, status: 0, param: "nonce", desc: "nonce must not be repeated"},
-		{name: "5.4 more than 64 parameters", rawQuery: base(func(q url.Values) {
+		{name: "scope longer than 1 KiB", rawQuery: base(func(q url.Values) { q.Set("scope", "openid "+long(1024)) }), want: toApp, status: 0, param: "scope", desc: "scope is longer than 1024 bytes"},
+		{name: "code_challenge longer than 43", rawQuery: base(func(q url.Values) { q.Set("code_challenge", long(44)) }), want: toApp, status: 0, param: "code_challenge", desc: "code_challenge must be exactly 43 characters (a base64url SHA-256 value)"},
+		{name: "login_hint longer than 512 bytes", rawQuery: base(func(q url.Values) { q.Set("login_hint", long(513)) }), want: toApp, status: 0, param: "login_hint", desc: "login_hint is longer than 512 bytes"},
+		{name: "unknown parameter longer than 2 KiB", rawQuery: base(func(q url.Values) { q.Set("x_extra", long(2049)) }), want: toApp, status: 0, param: "x_extra", desc: "x_extra is longer than 2048 bytes"},
+		{name: "RFC 6749 3.1 repeated login_hint", rawQuery: base(func(q url.Values) { q["login_hint"] = []string{"a", "b"} }), want: toApp, status: 0, param: "login_hint", desc: "login_hint must not be repeated"},
+		{name: "RFC 6749 3.1 repeated nonce", rawQuery: base(func(q url.Values) { q["nonce"] = []string{"a", "b"} }), want: toApp, status: 0, param: "nonce", desc: "nonce must not be repeated"},
+		{name: "more than 64 parameters", rawQuery: base(func(q url.Values) {
 			for i := range 60 {
 				q.Set("p"+strconv.Itoa(i), "x")
 			}
 		}), want: toApp, status: 0, param: "", desc: "the request has more than 64 parameters"},
-		{name: "5.4 long parameter name", rawQuery: base(func(q url.Values) { q.Set(long(65), "x") }), want: toApp, status: 0, param: long(64) + "…", desc: "a parameter name is longer than 64 bytes"},
-		{name: "5.4 redirect_uri longer than 2 KiB: no redirect", rawQuery: base(func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb?"+long(2048)) }), want: page, status: 400, param: "redirect_uri", desc: "redirect_uri is longer than 2048 bytes"},
-		{name: "5.4 unknown client with a long state: no redirect", rawQuery: base(func(q url.Values) { q.Set("client_id", "nope"); q.Set("state", long(600)) }), want: page, status: 400, param: "state", desc: "state is longer than 512 bytes"},
-		{name: "5.4 RFC 6749 3.1 repeated client_id: no redirect", rawQuery: base(func(q url.Values) { q.Add("client_id", appClient) }), want: page, status: 400, param: "client_id", desc: "client_id must not be repeated"},
-		{name: "5.4 query longer than 8 KiB", rawQuery: base(func(q url.Values) { q.Set("x_pad", long(8192)) }), want: page, status: 414, param: "", desc: "The request is too large: the query string is longer than 8192 bytes."},
-		{name: "5.4 malformed percent-encoding", rawQuery: base(nil) + "&x=%zz", want: page, status: 400, param: "", desc: "The query string is malformed (invalid percent-encoding or a ';' separator)."},
-		{name: "5.4 semicolon separator", rawQuery: base(nil) + ";x=1", want: page, status: 400, param: "", desc: "The query string is malformed (invalid percent-encoding or a ';' separator)."},
+		{name: "long parameter name", rawQuery: base(func(q url.Values) { q.Set(long(65), "x") }), want: toApp, status: 0, param: long(64) + "…", desc: "a parameter name is longer than 64 bytes"},
+		{name: "redirect_uri longer than 2 KiB: no redirect", rawQuery: base(func(q url.Values) { q.Set("redirect_uri", h.app.URL+"/cb?"+long(2048)) }), want: page, status: 400, param: "redirect_uri", desc: "redirect_uri is longer than 2048 bytes"},
+		{name: "unknown client with a long state: no redirect", rawQuery: base(func(q url.Values) { q.Set("client_id", "nope"); q.Set("state", long(600)) }), want: page, status: 400, param: "state", desc: "state is longer than 512 bytes"},
+		{name: "RFC 6749 3.1 repeated client_id: no redirect", rawQuery: base(func(q url.Values) { q.Add("client_id", appClient) }), want: page, status: 400, param: "client_id", desc: "client_id must not be repeated"},
+		{name: "query longer than 8 KiB", rawQuery: base(func(q url.Values) { q.Set("x_pad", long(8192)) }), want: page, status: 414, param: "", desc: "The request is too large: the query string is longer than 8192 bytes."},
+		{name: "malformed percent-encoding", rawQuery: base(nil) + "&x=%zz", want: page, status: 400, param: "", desc: "The query string is malformed (invalid percent-encoding or a ';' separator)."},
+		{name: "semicolon separator", rawQuery: base(nil) + ";x=1", want: page, status: 400, param: "", desc: "The query string is malformed (invalid percent-encoding or a ';' separator)."},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := h.up.Stats.AuthorizeRequests.Load()
@@ -145,15 +145,15 @@ func TestLimitsCallback(t *testing.T) {
 		desc           string
 		event          string // details.error of the f event; "" means invalid_request
 	}{
-		{name: "5.4 callback query longer than 8 KiB", rawQuery: "state=x&code=" + strings.Repeat("c", 8200), status: 414, desc: "the query string is longer than 8192 bytes"},
-		{name: "5.4 callback code longer than 4 KiB", rawQuery: "state=x&code=" + strings.Repeat("c", 4097), status: 400, desc: "code is longer than 4096 bytes"},
-		{name: "5.4 callback state longer than 512", rawQuery: "state=" + strings.Repeat("s", 513) + "&code=x", status: 400, desc: "state is longer than 512 bytes"},
-		{name: "5.4 callback error_description longer than 2 KiB", rawQuery: "state=x&error=access_denied&error_description=" + strings.Repeat("d", 2049), status: 400, desc: "error_description is longer than 2048 bytes"},
-		{name: "5.4 RFC 6749 3.1 callback repeated code", rawQuery: "state=x&code=a&code=b", status: 400, desc: "code must not be repeated"},
-		{name: "5.4 RFC 6749 3.1 callback repeated state", rawQuery: "state=x&state=y&code=a", status: 400, desc: "state must not be repeated"},
-		{name: "5.4 callback malformed query", rawQuery: "state=x&code=%zz", status: 400, desc: "malformed"},
+		{name: "callback query longer than 8 KiB", rawQuery: "state=x&code=" + strings.Repeat("c", 8200), status: 414, desc: "the query string is longer than 8192 bytes"},
+		{name: "callback code longer than 4 KiB", rawQuery: "state=x&code=" + strings.Repeat("c", 4097), status: 400, desc: "code is longer than 4096 bytes"},
+		{name: "callback state longer than 512", rawQuery: "state=" + strings.Repeat("s", 513) + "&code=x", status: 400, desc: "state is longer than 512 bytes"},
+		{name: "callback error_description longer than 2 KiB", rawQuery: "state=x&error=access_denied&error_description=" + strings.Repeat("d", 2049), status: 400, desc: "error_description is longer than 2048 bytes"},
+		{name: "RFC 6749 3.1 callback repeated code", rawQuery: "state=x&code=a&code=b", status: 400, desc: "code must not be repeated"},
+		{name: "RFC 6749 3.1 callback repeated state", rawQuery: "state=x&state=y&code=a", status: 400, desc: "state must not be repeated"},
+		{name: "callback malformed query", rawQuery: "state=x&code=%zz", status: 400, desc: "malformed"},
 		// A long (Azure-style) code passes the limits and reaches the handler.
-		{name: "5.4 callback code of 1500 bytes reaches the handler", rawQuery: "state=x&code=" + strings.Repeat("c", 1500), status: 400, desc: "login transaction unknown, expired or already used", event: codeInvalidState},
+		{name: "callback code of 1500 bytes reaches the handler", rawQuery: "state=x&code=" + strings.Repeat("c", 1500), status: 400, desc: "login transaction unknown, expired or already used", event: codeInvalidState},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := h.serve(getRaw("/login/callback", tc.rawQuery))
@@ -186,11 +186,11 @@ func TestLimitsTokenBody(t *testing.T) {
 		status         int
 		err            string
 	}{
-		{name: "5.4 form body over 64 KiB → 413", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes + 1), chunked: false, status: 413, err: "invalid_request"},
-		{name: "5.4 JSON body over 64 KiB → 413", ct: "application/json", body: jsonAt(maxBodyBytes + 1), chunked: false, status: 413, err: "invalid_request"},
-		{name: "5.4 chunked body over 64 KiB → 413", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes + 100), chunked: true, status: 413, err: "invalid_request"},
-		{name: "5.4 form body of exactly 64 KiB reaches the handler", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes), chunked: false, status: 401, err: "invalid_client"},
-		{name: "5.4 JSON body of exactly 64 KiB reaches the handler", ct: "application/json", body: jsonAt(maxBodyBytes), chunked: false, status: 401, err: "invalid_client"},
+		{name: "form body over 64 KiB → 413", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes + 1), chunked: false, status: 413, err: "invalid_request"},
+		{name: "JSON body over 64 KiB → 413", ct: "application/json", body: jsonAt(maxBodyBytes + 1), chunked: false, status: 413, err: "invalid_request"},
+		{name: "chunked body over 64 KiB → 413", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes + 100), chunked: true, status: 413, err: "invalid_request"},
+		{name: "form body of exactly 64 KiB reaches the handler", ct: "application/x-www-form-urlencoded", body: formAt(maxBodyBytes), chunked: false, status: 401, err: "invalid_client"},
+		{name: "JSON body of exactly 64 KiB reaches the handler", ct: "application/json", body: jsonAt(maxBodyBytes), chunked: false, status: 401, err: "invalid_client"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var body io.Reader = strings.NewReader(tc.body)
@@ -251,7 +251,7 @@ func wantTooMany(t *testing.T, rec *httptest.ResponseRecorder, retryAfter int) {
 }
 
 func TestRateLimitAuthorize(t *testing.T) {
-	t.Run("5.4 per IP: burst, then 429 with Retry-After and one f event", func(t *testing.T) {
+	t.Run("per IP: burst, then 429 with Retry-After and one f event", func(t *testing.T) {
 		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerIP = RateLimit{Rate: "1/h", Burst: 3} })
 		// Refusal events are unauthenticated events: limited per IP by logs.unauthenticated.
 		h.events.Limits = logs.NewLimiter(logs.LimiterConfig{PerIPRate: rate.Every(time.Minute), PerIPBurst: 1})
@@ -291,7 +291,7 @@ func TestRateLimitAuthorize(t *testing.T) {
 			t.Fatalf("no event a minute later (%d)", got-n)
 		}
 	})
-	t.Run("5.4 per client: registered clients only", func(t *testing.T) {
+	t.Run("per client: registered clients only", func(t *testing.T) {
 		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerClient = RateLimit{Rate: "1/m", Burst: 2} })
 		for i := range 2 {
 			if rec := h.authorizeFrom("192.0.2.1:1", nil); rec.Code != http.StatusFound {
@@ -330,7 +330,7 @@ func TestRateLimitAuthorize(t *testing.T) {
 			}
 		}
 	})
-	t.Run("5.4 trusted proxy: per-IP key and event ip from X-Forwarded-For", func(t *testing.T) {
+	t.Run("trusted proxy: per-IP key and event ip from X-Forwarded-For", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
 			c.TrustedProxies = []string{"10.0.0.0/8"}
 			c.RateLimits.Enabled = true
@@ -385,7 +385,7 @@ func TestRateLimitToken(t *testing.T) {
 			t.Fatalf("got %d %s Retry-After %q, want 429 too_many_requests %s", rec.Code, rec.Body.String(), rec.Header().Get("Retry-After"), retryAfter)
 		}
 	}
-	t.Run("5.4 per IP: 429 JSON, Retry-After, feacft event", func(t *testing.T) {
+	t.Run("per IP: 429 JSON, Retry-After, feacft event", func(t *testing.T) {
 		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerIP = RateLimit{Rate: "2/m", Burst: 2} })
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}, "redirect_uri": {h.app.URL + "/cb"}}
 		for i := range 2 {
@@ -407,7 +407,7 @@ func TestRateLimitToken(t *testing.T) {
 			t.Fatalf("refresh refusal event %+v", ev)
 		}
 	})
-	t.Run("5.4 /oauth/revoke shares the token limits; its refusals are frrt", func(t *testing.T) {
+	t.Run("/oauth/revoke shares the token limits; its refusals are frrt", func(t *testing.T) {
 		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerIP = RateLimit{Rate: "1/m", Burst: 1} })
 		revoke := url.Values{"token": {"not-a-token"}}
 		if rec := postTo("/oauth/revoke", h, "192.0.2.9:1", revoke, true); rec.Code != http.StatusOK {
@@ -464,7 +464,7 @@ func TestRateLimitToken(t *testing.T) {
 
 func TestLimiterTable(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	t.Run("5.4 burst then refill", func(t *testing.T) {
+	t.Run("burst then refill", func(t *testing.T) {
 		tb := newLimiterTable("token", "ip", RateLimit{Rate: "1/s", Burst: 2}, 1, 10)
 		for i := range 2 {
 			if tb.take("k", t0) != nil {
@@ -482,7 +482,7 @@ func TestLimiterTable(t *testing.T) {
 			t.Fatal("not refilled after 1 s")
 		}
 	})
-	t.Run("5.4 Retry-After rounds up to whole seconds", func(t *testing.T) {
+	t.Run("Retry-After rounds up to whole seconds", func(t *testing.T) {
 		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/m", Burst: 1}, rateOf(t, "1/m"), 10)
 		_ = tb.take("k", t0)
 		ref := tb.take("k", t0.Add(100*time.Millisecond))
@@ -495,7 +495,7 @@ func TestLimiterTable(t *testing.T) {
 			t.Fatalf("description %q", d)
 		}
 	})
-	t.Run("5.4 eviction under many keys", func(t *testing.T) {
+	t.Run("eviction under many keys", func(t *testing.T) {
 		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/h", Burst: 1}, rateOf(t, "1/h"), 100)
 		if tb.take("hot", t0) != nil {
 			t.Fatal("first hot request refused")
@@ -519,8 +519,8 @@ func TestLimiterTable(t *testing.T) {
 
 func TestIPKeyAndRates(t *testing.T) {
 	for _, tc := range []struct{ name, a, b string }{
-		{name: "5.4 IPv6 keyed by /64", a: "2001:db8:1:2::1", b: "2001:db8:1:2:ffff::9"},
-		{name: "5.4 IPv4-mapped IPv6 is the IPv4 address", a: "::ffff:192.0.2.1", b: "192.0.2.1"},
+		{name: "IPv6 keyed by /64", a: "2001:db8:1:2::1", b: "2001:db8:1:2:ffff::9"},
+		{name: "IPv4-mapped IPv6 is the IPv4 address", a: "::ffff:192.0.2.1", b: "192.0.2.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if logs.IPKey(tc.a) != logs.IPKey(tc.b) {
@@ -538,7 +538,7 @@ func TestIPKeyAndRates(t *testing.T) {
 		{in: "20/s", want: 20}, {in: "600/m", want: 10}, {in: "3600/h", want: 1}, {in: "0.5/s", want: 0.5}, {in: "0", want: 0}, {in: "", want: 0}, {in: "0/s", want: 0},
 		{in: "20", want: -1}, {in: "20/d", want: -1}, {in: "-1/s", want: -1}, {in: "abc/s", want: -1}, {in: "Inf/s", want: -1}, {in: "NaN/s", want: -1}, {in: "/s", want: -1},
 	} {
-		t.Run("5.4 rate "+tc.in, func(t *testing.T) {
+		t.Run("rate "+tc.in, func(t *testing.T) {
 			got, err := parseRate(tc.in)
 			if tc.want < 0 {
 				if err == nil {
@@ -566,21 +566,21 @@ func TestTrustedProxies(t *testing.T) {
 		xff    []string
 		want   string
 	}{
-		{name: "5.4 no trusted proxies: X-Forwarded-For ignored", g: none, remote: "10.0.0.1:5", xff: []string{"198.51.100.1"}, want: "10.0.0.1"},
-		{name: "5.4 spoofed X-Forwarded-For from an untrusted peer ignored", g: g, remote: "203.0.113.9:5", xff: []string{"198.51.100.1"}, want: "203.0.113.9"},
-		{name: "5.4 trusted peer: client from X-Forwarded-For", g: g, remote: "10.1.2.3:5", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
-		{name: "5.4 right-most untrusted hop wins over forged entries", g: g, remote: "10.1.2.3:5", xff: []string{"1.1.1.1, 8.8.8.8, 198.51.100.1"}, want: "198.51.100.1"},
-		{name: "5.4 chain of trusted proxies skipped", g: g, remote: "10.0.0.1:5", xff: []string{"198.51.100.1, 192.0.2.10, 10.0.0.2"}, want: "198.51.100.1"},
-		{name: "5.4 several X-Forwarded-For headers in order", g: g, remote: "10.0.0.1:5", xff: []string{"1.1.1.1", "198.51.100.7, 10.9.9.9"}, want: "198.51.100.7"},
-		{name: "5.4 all hops trusted: left-most", g: g, remote: "10.0.0.1:5", xff: []string{"10.0.0.3, 10.0.0.2"}, want: "10.0.0.3"},
-		{name: "5.4 no X-Forwarded-For: the proxy itself", g: g, remote: "10.0.0.1:5", xff: nil, want: "10.0.0.1"},
-		{name: "5.4 garbage hop: the last trusted proxy", g: g, remote: "10.0.0.1:5", xff: []string{"198.51.100.1, not-an-ip"}, want: "10.0.0.1"},
-		{name: "5.4 garbage left of the client ignored", g: g, remote: "10.0.0.1:5", xff: []string{"<script>, 198.51.100.1"}, want: "198.51.100.1"},
-		{name: "5.4 hop with port and IPv6 brackets", g: g, remote: "[::1]:5", xff: []string{"[2001:db8::5]:443"}, want: "2001:db8::5"},
-		{name: "5.4 IPv4 hop with port", g: g, remote: "[::1]:5", xff: []string{"198.51.100.1:8443"}, want: "198.51.100.1"},
-		{name: "5.4 IPv4-mapped trusted peer", g: g, remote: "[::ffff:10.0.0.1]:5", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
-		{name: "5.4 IPv6 trusted range", g: g, remote: "[fd00::1]:5", xff: []string{"2001:db8::9"}, want: "2001:db8::9"},
-		{name: "5.4 unparseable peer kept as is", g: g, remote: "@", xff: []string{"198.51.100.1"}, want: "@"},
+		{name: "no trusted proxies: X-Forwarded-For ignored", g: none, remote: "10.0.0.1:5", xff: []string{"198.51.100.1"}, want: "10.0.0.1"},
+		{name: "spoofed X-Forwarded-For from an untrusted peer ignored", g: g, remote: "203.0.113.9:5", xff: []string{"198.51.100.1"}, want: "203.0.113.9"},
+		{name: "trusted peer: client from X-Forwarded-For", g: g, remote: "10.1.2.3:5", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
+		{name: "right-most untrusted hop wins over forged entries", g: g, remote: "10.1.2.3:5", xff: []string{"1.1.1.1, 8.8.8.8, 198.51.100.1"}, want: "198.51.100.1"},
+		{name: "chain of trusted proxies skipped", g: g, remote: "10.0.0.1:5", xff: []string{"198.51.100.1, 192.0.2.10, 10.0.0.2"}, want: "198.51.100.1"},
+		{name: "several X-Forwarded-For headers in order", g: g, remote: "10.0.0.1:5", xff: []string{"1.1.1.1", "198.51.100.7, 10.9.9.9"}, want: "198.51.100.7"},
+		{name: "all hops trusted: left-most", g: g, remote: "10.0.0.1:5", xff: []string{"10.0.0.3, 10.0.0.2"}, want: "10.0.0.3"},
+		{name: "no X-Forwarded-For: the proxy itself", g: g, remote: "10.0.0.1:5", xff: nil, want: "10.0.0.1"},
+		{name: "garbage hop: the last trusted proxy", g: g, remote: "10.0.0.1:5", xff: []string{"198.51.100.1, not-an-ip"}, want: "10.0.0.1"},
+		{name: "garbage left of the client ignored", g: g, remote: "10.0.0.1:5", xff: []string{"<script>, 198.51.100.1"}, want: "198.51.100.1"},
+		{name: "hop with port and IPv6 brackets", g: g, remote: "[::1]:5", xff: []string{"[2001:db8::5]:443"}, want: "2001:db8::5"},
+		{name: "IPv4 hop with port", g: g, remote: "[::1]:5", xff: []string{"198.51.100.1:8443"}, want: "198.51.100.1"},
+		{name: "IPv4-mapped trusted peer", g: g, remote: "[::ffff:10.0.0.1]:5", xff: []string{"198.51.100.1"}, want: "198.51.100.1"},
+		{name: "IPv6 trusted range", g: g, remote: "[fd00::1]:5", xff: []string{"2001:db8::9"}, want: "2001:db8::9"},
+		{name: "unparseable peer kept as is", g: g, remote: "@", xff: []string{"198.51.100.1"}, want: "@"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/authorize", nil)
@@ -593,7 +593,7 @@ func TestTrustedProxies(t *testing.T) {
 			}
 		})
 	}
-	t.Run("5.4 at most 32 hops examined", func(t *testing.T) {
+	t.Run("at most 32 hops examined", func(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.RemoteAddr = "10.0.0.1:5"
 		r.Header.Set("X-Forwarded-For", "198.51.100.1,"+strings.Repeat("10.0.0.2,", 40)+"10.0.0.2")
@@ -609,17 +609,17 @@ func TestRateLimitConfig(t *testing.T) {
 		mut  func(c *Config)
 		want FieldError
 	}{
-		{name: "5.4 bad rate", mut: func(c *Config) { c.RateLimits.Authorize.PerIP.Rate = "fast" },
+		{name: "bad rate", mut: func(c *Config) { c.RateLimits.Authorize.PerIP.Rate = "fast" },
 			want: FieldError{Key: "rate_limits.authorize.per_ip.rate", Reason: `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{name: "5.4 rate without unit", mut: func(c *Config) { c.RateLimits.Token.PerClient.Rate = "20" },
+		{name: "rate without unit", mut: func(c *Config) { c.RateLimits.Token.PerClient.Rate = "20" },
 			want: FieldError{Key: "rate_limits.token.per_client.rate", Reason: `"20" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{name: "5.4 burst zero with a rate", mut: func(c *Config) { c.RateLimits.Token.PerIP.Burst = 0 },
+		{name: "burst zero with a rate", mut: func(c *Config) { c.RateLimits.Token.PerIP.Burst = 0 },
 			want: FieldError{Key: "rate_limits.token.per_ip.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
-		{name: "5.4 max_keys", mut: func(c *Config) { c.RateLimits.MaxKeys = 0 },
+		{name: "max_keys", mut: func(c *Config) { c.RateLimits.MaxKeys = 0 },
 			want: FieldError{Key: "rate_limits.max_keys", Reason: "must be between 1 and 10000000"}},
-		{name: "5.4 trusted proxy not a CIDR", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.internal"} },
+		{name: "trusted proxy not a CIDR", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.internal"} },
 			want: FieldError{Key: "trusted_proxies[1]", Reason: `"proxy.internal" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
-		{name: "5.4 trusted proxy bad prefix length", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} },
+		{name: "trusted proxy bad prefix length", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} },
 			want: FieldError{Key: "trusted_proxies[0]", Reason: `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -635,7 +635,7 @@ func TestRateLimitConfig(t *testing.T) {
 			}
 		})
 	}
-	t.Run("5.4 YAML shape", func(t *testing.T) {
+	t.Run("YAML shape", func(t *testing.T) {
 		setKeyEnv(t)
 		cfg, err := Parse([]byte(goodYAML + `
 trusted_proxies: ["10.0.0.0/8", "::1"]
@@ -669,8 +669,8 @@ func TestLimitsManagementBody(t *testing.T) {
 	h := mgmtHarness(t, nil)
 	big := `{"name":"x","strategy":"oidc","options":{"pad":"` + strings.Repeat("p", maxBodyBytes) + `"}}`
 	for _, tc := range []struct{ name, method, path string }{
-		{name: "5.4 management POST body over 64 KiB → 413", method: http.MethodPost, path: "/api/v2/connections"},
-		{name: "5.4 management PATCH body over 64 KiB → 413", method: http.MethodPatch, path: "/api/v2/connections/" + idOf(t, h, "corp")},
+		{name: "management POST body over 64 KiB → 413", method: http.MethodPost, path: "/api/v2/connections"},
+		{name: "management PATCH body over 64 KiB → 413", method: http.MethodPatch, path: "/api/v2/connections/" + idOf(t, h, "corp")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantAPIError(t, api(t, h.srv.URL, tc.method, tc.path, tokAll, big), 413, "payload_too_large", "larger than 64 KiB")

@@ -27,10 +27,10 @@ func TestServerLimits(t *testing.T) {
 		status   int
 		requests int // sent in a row, each answered status; 0 means 1
 	}{
-		{name: "5.4 headers over 16 KiB → 431", url: d.issuer + "healthz", header: strings.Repeat("h", 24<<10), status: http.StatusRequestHeaderFieldsTooLarge},
-		{name: "5.4 headers of 12 KiB accepted", url: d.issuer + "healthz", header: strings.Repeat("h", 12<<10), status: http.StatusOK},
-		{name: "5.4 query over 8 KiB → 414 from the broker", url: authorize + "&x=" + strings.Repeat("q", 8<<10), header: "", status: http.StatusRequestURITooLong},
-		{name: "5.4 no rate limits in the demo", url: authorize, header: "", status: http.StatusFound, requests: 60}, // beyond the default per-IP burst of 40
+		{name: "headers over 16 KiB → 431", url: d.issuer + "healthz", header: strings.Repeat("h", 24<<10), status: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "headers of 12 KiB accepted", url: d.issuer + "healthz", header: strings.Repeat("h", 12<<10), status: http.StatusOK},
+		{name: "query over 8 KiB → 414 from the broker", url: authorize + "&x=" + strings.Repeat("q", 8<<10), header: "", status: http.StatusRequestURITooLong},
+		{name: "no rate limits in the demo", url: authorize, header: "", status: http.StatusFound, requests: 60}, // beyond the default per-IP burst of 40
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := max(tc.requests, 1)
