@@ -571,7 +571,7 @@ func BenchmarkFinish(b *testing.B) {
 	}
 }
 
-func TestOktaDomainBecomesTheIssuerURL(t *testing.T) {
+func TestOktaDomainYieldsItsAuthorizationServerURL(t *testing.T) {
 	for _, tc := range []struct {
 		name, domain, asID, want, wantErr string
 	}{
