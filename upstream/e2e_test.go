@@ -32,10 +32,10 @@ func authorizeAt(t *testing.T, authURL string) url.Values {
 	return loc.Query()
 }
 
-// TestEndToEndUpstreamtest logs in against the shared in-process IdP that requires DPoP with
+// TestEndToEndAgainstDemoIdP logs in against the shared in-process IdP that requires DPoP with
 // server nonces: one nonce retry (RFC 9449 §8), bound token (§5), RFC 9207 iss, userinfo with
 // ath (§7.1).
-func TestEndToEndUpstreamtest(t *testing.T) {
+func TestEndToEndAgainstDemoIdP(t *testing.T) {
 	p, err := demoidp.Start(demoidp.Options{
 		DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true, IssParameter: true,
 	})
