@@ -1,5 +1,3 @@
-// Package dpop implements RFC 9449 both ways: a proof signer and an http.RoundTripper that
-// adds proofs and answers use_dpop_nonce challenges, plus JWK thumbprints and key loading.
 package dpop
 
 import (
