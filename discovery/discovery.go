@@ -1,5 +1,3 @@
-// Package discovery fetches, validates and caches upstream OpenID Connect discovery documents
-// and decides, with typed errors, whether an upstream can do the DPoP a connection asks for.
 package discovery
 
 import (

@@ -1,5 +1,3 @@
-// Package upstream drives one upstream connection: the authorization URL (PKCE, state, nonce),
-// the back-channel code exchange with DPoP and nonce retry, ID-token verification and userinfo.
 package upstream
 
 import (
