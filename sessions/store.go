@@ -1,5 +1,3 @@
-// Package sessions stores the broker's state — login transactions, user sessions, codes,
-// refresh tokens (with TTLs), the login-event log and connection records — in Redis or memory.
 package sessions
 
 import (

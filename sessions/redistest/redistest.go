@@ -1,11 +1,3 @@
-// Package redistest starts a private, throw-away redis-server on a free loopback port for
-// tests; it never touches a shared Redis.
-//
-// redis-server cannot inherit a listening socket, so a port is chosen first and redis-server
-// binds it: another process may take the port in between (parallel test runs on one machine).
-// When redis-server reports its port (or, in a cluster, its bus port) taken, the start is
-// retried on a new port, a bounded number of times. Readiness is a generous poll; every failure
-// shows redis-server's output.
 package redistest
 
 import (

@@ -1,5 +1,3 @@
-// Package storetest is the conformance suite every sessions.Store backend must pass: TTLs,
-// single use under concurrency, atomic batches, the event log, and sessions.Connections.
 package storetest
 
 import (

@@ -1,0 +1,32 @@
+// Package sessions stores the broker's state, in memory or in Redis: login transactions, user
+// sessions, codes, refresh tokens, DPoP replay entries (with TTLs), events and connections.
+//
+// Its parts:
+//   - Store (store.go) is the contract every backend meets: Create, Put, Get, Take (single
+//     use under concurrency), Delete, PutAll and Swap (atomic batches under one hash tag, see
+//     Key), the event log by retention class (AppendLog, Logs, LogsAfter, LogsBefore, Log,
+//     TrimLogs; LogClass, LogEntry), Ping and Close. Records are named by a Kind and an id.
+//     Callers test failures with errors.Is against ErrNotFound, ErrExists, ErrConflict,
+//     ErrUnavailable and ErrFull (which wraps ErrUnavailable, so a full store fails closed).
+//   - Optional capabilities, found with a type assertion: Connections (connections.go), the
+//     durable, versioned upstream connection records the management API edits; LogBatcher,
+//     one atomic write of a batch and its event; VersionedCreator, a create that also reads
+//     the connections version.
+//   - NewMemory and NewMemoryWithOptions (memory.go) are the in-process backend, bounded by
+//     MemoryOptions (MaxRecords, per-kind KindLimits).
+//   - NewRedis (redis.go; connection records in redis_conn.go) is the Redis backend for a
+//     single node, Sentinel or Cluster, chosen by RedisConfig, through go-redis's
+//     UniversalClient; SetRedisLogger routes go-redis's own messages to slog.
+//   - swap.go holds Swap for both backends (one Lua script on Redis).
+//
+// Every backend passes the conformance suite in sessions/storetest; sessions/redistest starts
+// a private redis-server for tests.
+//
+//	store, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{"127.0.0.1:6379"}})
+//	if err != nil {
+//		// handle error
+//	}
+//	defer store.Close()
+//	err = store.Create(ctx, sessions.KindTransaction, state, tx, 10*time.Minute)
+//	tx, err = store.Take(ctx, sessions.KindTransaction, state) // exactly one taker gets it
+package sessions
