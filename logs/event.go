@@ -1,5 +1,3 @@
-// Package logs holds the login-event model (types s, f, …), writes events as JSON lines to
-// slog and to the store-backed log, and reads them back.
 package logs
 
 import (
