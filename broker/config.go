@@ -1,5 +1,3 @@
-// Package broker is the broker's HTTP face: the downstream OpenID provider endpoints, the
-// login redirect and callback handlers, health checks, and the configuration that wires them.
 package broker
 
 import (

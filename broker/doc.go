@@ -1,0 +1,60 @@
+// Package broker is the broker's HTTP face: the OpenID provider that apps sign in with, which
+// sends each login on to an upstream IdP (over DPoP) and federates the result back to the app.
+//
+// Configuration comes from package config (github.com/dpop-broker/dpop-broker/config): New
+// takes a checked config.Config, and Deps the collaborators (store, event writer, logger,
+// keys, clock, upstream HTTP client, resolver), each with a default. Server.Init seeds the
+// configured connections into the store; Server.Handler is the whole HTTP API; Server.Store,
+// Server.Events and Server.Metrics expose what the demo and tests look at.
+//
+// The handlers, by endpoint group:
+//   - OpenID provider endpoints (wellknown.go, authorize.go, grants.go): the discovery
+//     document (also as RFC 8414 metadata) and JWK Set under /.well-known, and GET /authorize,
+//     which checks the app's request (client, redirect_uri, PKCE, scopes and audiences granted
+//     by policy) and redirects to the chosen connection's upstream (or shows a chooser).
+//   - Login and callback (callback.go, callbackpath.go, registry.go, upstreamhttp.go,
+//     egress.go, errors.go, loginwrite.go, cookies.go): GET /login/callback (and
+//     /login/callback/{connection}) finishes the upstream login through package upstream,
+//     stores the session and the code and redirects to the app. Connections live in the store
+//     (the registry, seeded from the configuration, edited by the management API); upstream
+//     calls go through an HTTP client that refuses internal addresses and redirects; a failed
+//     browser login takes one typed path (loginFailure, failLogin).
+//   - Logout (logout.go): GET/POST /v2/logout, OpenID Connect RP-Initiated Logout at
+//     /oidc/logout, and /logout/federated, where the upstream returns after a federated logout.
+//   - Token, refresh, revocation and userinfo (token.go, codereuse.go, refresh.go,
+//     refreshtoken.go, revoke.go, userinfo.go, opaque.go, dpopserver.go, noncechallenge.go):
+//     POST /oauth/token redeems codes (single use, replay revokes) and rotates refresh-token
+//     families, issuing ID tokens and JWT or opaque access tokens, DPoP-bound when the client
+//     sends proofs (dpop.Verifier with the replay cache in the store and server nonces);
+//     POST /oauth/revoke is RFC 7009; GET/POST /userinfo accepts Bearer or DPoP tokens.
+//   - Management API under /api/v2 (mgmt.go, mgmt_connections.go, mgmt_logs.go): static
+//     bearer tokens with scopes; connections (list, create, read, update, delete) and the
+//     event log (search, checkpoint paging, one event); sapi and fapi events.
+//   - Event log (events.go, eventlog.go): the events the handlers record (s, f, seacft,
+//     slo, sapi, …), written through a logs.Writer whose retention classes and limits
+//     NewEventWriter sets from the configuration.
+//   - Rate limits and bounded state (ratelimit.go, limits.go, userinfolimit.go,
+//     refreshlimit.go, mgmtlimit.go, replaylimit.go, bounded.go): token buckets per client IP
+//     (behind trusted proxies), client, session, refresh-token family and management token,
+//     with 429 and Retry-After; size limits on untrusted input; at most so many live login
+//     transactions per IP; a full store answers 503 and writes nothing.
+//   - Metrics (metrics.go, store.go): Prometheus counters and histograms of logins, upstream
+//     exchanges, token requests, events, store failures and HTTP requests, on a registry of
+//     the Server's own, served at GET /metrics.
+//   - Health (server.go): GET /healthz (the process answers) and GET /readyz (the store
+//     answers a ping, reused for a second), and a page at the base URL.
+//
+// UpstreamHTTPClient builds the upstream client for operator tools; AddressRefusedError is
+// its refusal of an internal address.
+//
+// cmd/broker serves it like this:
+//
+//	srv, err := broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger})
+//	if err != nil {
+//		// handle error
+//	}
+//	if err := srv.Init(ctx); err != nil { // seed the configured connections
+//		// handle error
+//	}
+//	httpServer := &http.Server{Addr: cfg.Listen, Handler: srv.Handler()}
+package broker
