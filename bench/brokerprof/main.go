@@ -1,6 +1,3 @@
-// Command brokerprof runs the broker exactly as `broker serve --config FILE` wires it (store,
-// event writer to stdout, HTTP server) and writes a CPU profile of the process until SIGTERM, so
-// a load run with loadgen shows where the broker's own CPU goes. For measurement only.
 package main
 
 import (

@@ -1,6 +1,3 @@
-// Package fastidp is a minimal, fast OpenID provider for the load benchmark: non-interactive
-// /authorize, a /token endpoint that demands DPoP proofs (dpop.Verifier) with server nonces, and
-// cheap ID tokens. It keeps only what a brokered login needs, in bounded memory.
 package fastidp
 
 import (

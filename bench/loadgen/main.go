@@ -1,13 +1,3 @@
-// Command loadgen runs full browser-style brokered logins against a running broker and reports
-// logins/s, latency percentiles and the broker process's CPU per login and RSS.
-//
-// Modes:
-//
-//	loadgen -broker URL -client-id ID -client-secret S -redirect-uri URI [-n N -c C ...]
-//	loadgen -serve-idp 127.0.0.1:0 [-idp-url-file F]   # run the fast upstream IdP until SIGTERM
-//	loadgen -summarize results.jsonl                    # median table of earlier runs
-//	loadgen -broker URL -pid PID -probe /healthz,/readyz [-n N -c C]  # stack floor per request
-//	loadgen -free-ports K                               # print K free loopback ports
 package main
 
 import (

@@ -1,5 +1,3 @@
-// Command broker runs dpop-broker: the OIDC federation broker (serve), a zero-setup demo, and
-// operator tools (config validate, discovery check, keys generate, logs, healthcheck).
 package main
 
 import (

@@ -1,5 +1,3 @@
-// Command example-api is a tiny resource server protected by dpop.ResourceServer: GET
-// /api/private answers {message, sub, jkt} for a valid (DPoP-bound when --required) token.
 package main
 
 import (
