@@ -1,6 +1,3 @@
-// Package docs holds the project's documentation. It has no code: its test keeps
-// conformance.md true to the repository, so that a renamed function or test, or a code comment
-// citing a row that does not exist, fails `go test ./...` instead of leaving the table stale.
 package docs
 
 import (

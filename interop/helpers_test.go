@@ -1,5 +1,3 @@
-// Package interop logs in through the real broker binary against real third-party peers from npm:
-// oidc-provider as the upstream IdP, openid-client as the downstream app, Chromium for the demo.
 package interop
 
 import (
