@@ -34,9 +34,9 @@
 //     slo, sapi, …), written through a logs.Writer whose retention classes and limits
 //     NewEventWriter sets from the configuration.
 //   - Rate limits and bounded state (ratelimit.go, limits.go, userinfolimit.go,
-//     refreshlimit.go, mgmtlimit.go, replaylimit.go, bounded.go): token buckets per client IP
-//     (behind trusted proxies), client, session, refresh-token family and management token,
-//     with 429 and Retry-After; size limits on untrusted input; at most so many live login
+//     refreshlimit.go, mgmtlimit.go, bounded.go): token buckets per client IP (behind
+//     trusted proxies), client, session, refresh-token family and management token, with 429
+//     and Retry-After; size limits on untrusted input; at most so many live login
 //     transactions per IP; a full store answers 503 and writes nothing.
 //   - Metrics (metrics.go, store.go): Prometheus counters and histograms of logins, upstream
 //     exchanges, token requests, events, store failures and HTTP requests, on a registry of
