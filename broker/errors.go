@@ -247,20 +247,5 @@ func safeErrorCode(code string) string {
 	return code
 }
 
-// clip bounds untrusted text before it goes into a page, redirect or event.
-func clip(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > n {
-		cut := n
-		for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
-}
+// clip bounds untrusted text before it goes into a page, redirect or event (logs.Clip).
+func clip(s string, n int) string { return logs.Clip(s, n) }
