@@ -52,7 +52,7 @@ fuzz:
 	$(FUZZ) -fuzz '^FuzzAuthorize$$' ./broker/
 	$(FUZZ) -fuzz '^FuzzCallback$$' ./broker/
 	$(FUZZ) -fuzz '^FuzzTokenRequest$$' ./broker/
-	$(FUZZ) -fuzz '^FuzzConfigParse$$' ./broker/
+	$(FUZZ) -fuzz '^FuzzConfigParse$$' ./config/
 	$(FUZZ) -fuzz '^FuzzLogout$$' ./broker/
 
 bench:

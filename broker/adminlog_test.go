@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -27,7 +28,7 @@ func TestAuditFloodsCannotFlushAdminActions(t *testing.T) {
 	} {
 		t.Run(backend.name, func(t *testing.T) {
 			st := backend.open(t)
-			h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, eventStore: st, mutate: func(c *Config) {
+			h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, eventStore: st, mutate: func(c *config.Config) {
 				withMgmt(c)
 				c.Logs.MaxEvents = 20
 				c.Logs.Admin.MaxEvents = 5

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -116,7 +117,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 // second pass, at most once). So every replica uses a change from its next /authorize,
 // without a separate version read per login. A store that cannot return the version with the
 // write (s.txCreate nil) is read fresh from the start, in one pass.
-func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values, client *ClientConfig, app *appRequest, ev *logs.Event) (st *upstream.Start, secret string, ok bool) {
+func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values, client *config.Client, app *appRequest, ev *logs.Event) (st *upstream.Start, secret string, ok bool) {
 	fresh := s.txCreate == nil // no combined write: check the version first
 	snap, err := s.reg.current(r.Context(), fresh)
 	if err != nil {
@@ -227,7 +228,7 @@ func upstreamOptions(q url.Values) []upstream.BeginOption {
 
 // authorizeProblem checks the request parameters that are answered with an OAuth error
 // redirect (the client and redirect_uri are already trusted).
-func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
+func authorizeProblem(q url.Values, client *config.Client) *oauthError {
 	bad := func(code, desc string) *oauthError { return &oauthError{Code: code, Description: desc} }
 	for _, p := range singleParams {
 		if len(q[p]) > 1 {
@@ -278,7 +279,7 @@ func authorizeProblem(q url.Values, client *ClientConfig) *oauthError {
 // client: listed in its connections or naming it in enabled_clients), or the client's only
 // one. With several and none named it returns the chooser page to show; an unknown or
 // disabled name, or no enabled connection, returns neither.
-func (s *Server) pickConnection(r *http.Request, snap *connSnapshot, client *ClientConfig, name string) (*connection, *page) {
+func (s *Server) pickConnection(r *http.Request, snap *connSnapshot, client *config.Client, name string) (*connection, *page) {
 	enabled := snap.enabledFor(client)
 	if name != "" {
 		if !slices.Contains(enabled, name) {
@@ -333,7 +334,7 @@ func (s *Server) cookiePath(path string) string {
 	return path
 }
 
-func clientName(c *ClientConfig) string {
+func clientName(c *config.Client) string {
 	if c.Name != "" {
 		return c.Name
 	}

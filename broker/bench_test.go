@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
@@ -15,7 +16,7 @@ func BenchmarkBrokeredLogin(b *testing.B) {
 		b.Run("id_token="+signing, func(b *testing.B) {
 			h := newHarness(b, harnessOpts{
 				up:     demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
-				mutate: func(c *Config) { c.Keys.Signing.Alg = signing },
+				mutate: func(c *config.Config) { c.Keys.Signing.Alg = signing },
 			})
 			b.ReportAllocs()
 			b.ResetTimer()

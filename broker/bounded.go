@@ -17,12 +17,6 @@ import (
 // details.error store_full and nothing half-written. Each client IP holds at most
 // rate_limits.live_transactions_per_ip login transactions at once on a replica.
 
-// Bounds of store.memory.max_records.
-const (
-	minMemoryRecords = 100
-	maxMemoryRecords = 100_000_000
-)
-
 // codeStoreFull is details.error when the store refused a write for lack of room.
 const codeStoreFull = "store_full"
 
@@ -32,10 +26,6 @@ func storeFull(err error) bool { return errors.Is(err, sessions.ErrFull) }
 // byLiveTransactions is details.rate_limit.by (and the metric's key label) of a refusal for
 // too many live login transactions.
 const byLiveTransactions = "live_transactions"
-
-// maxLiveTransactionsPerIP bounds rate_limits.live_transactions_per_ip, so the table stays
-// bounded: at most max_keys × this many expiries.
-const maxLiveTransactionsPerIP = 10_000
 
 // liveTxTable counts, per client-IP key, the login transactions that key holds on this
 // replica: a slot is taken when /authorize stores a transaction and given back when

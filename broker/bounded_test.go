@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -115,7 +117,7 @@ func TestLiveTransactionTableBoundsSlotsPerKey(t *testing.T) {
 }
 
 func TestLiveTransactionsPerIPAreBoundedAtAuthorize(t *testing.T) {
-	h := rlHarness(t, func(rl *RateLimitsConfig) { rl.LiveTransactionsPerIP = 2 })
+	h := rlHarness(t, func(rl *config.RateLimits) { rl.LiveTransactionsPerIP = 2 })
 	first, second := h.browser(), h.browser()
 	cb1 := h.toCallback(first, h.authorizeURL(nil)) // both from 127.0.0.1, left at the IdP
 	_ = h.toCallback(second, h.authorizeURL(nil))
@@ -167,7 +169,7 @@ func TestLiveTransactionsPerIPAreBoundedAtAuthorize(t *testing.T) {
 func TestFullMemoryStoreAnswers503AtAuthorize(t *testing.T) {
 	const limit = 3
 	st := sessions.NewMemoryWithOptions(sessions.MemoryOptions{MaxRecords: limit})
-	h := newHarness(t, harnessOpts{up: dpopUp, store: st, mutate: func(c *Config) { c.RateLimits.Enabled = true }})
+	h := newHarness(t, harnessOpts{up: dpopUp, store: st, mutate: func(c *config.Config) { c.RateLimits.Enabled = true }})
 	var states []string // the transactions' store ids (state and cookie hash)
 	for range limit {
 		rec := h.authorizeFrom("192.0.2.1:1", nil)
@@ -238,7 +240,7 @@ func TestFullMemoryStoreAtCallbackWritesNothing(t *testing.T) {
 }
 
 func TestCallbackIsRateLimitedPerIP(t *testing.T) {
-	h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Callback.PerIP = RateLimit{Rate: "1/h", Burst: 2} })
+	h := rlHarness(t, func(rl *config.RateLimits) { rl.Callback.PerIP = config.RateLimit{Rate: "1/h", Burst: 2} })
 	callback := func(remote string) *httptest.ResponseRecorder {
 		req := getRaw("/login/callback", "state=forged&code=abc")
 		req.RemoteAddr = remote
@@ -260,7 +262,7 @@ func TestCallbackIsRateLimitedPerIP(t *testing.T) {
 }
 
 func TestLogoutIsRateLimitedPerIP(t *testing.T) {
-	h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Logout.PerIP = RateLimit{Rate: "1/h", Burst: 3} })
+	h := rlHarness(t, func(rl *config.RateLimits) { rl.Logout.PerIP = config.RateLimit{Rate: "1/h", Burst: 3} })
 	send := func(method, path, remote string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(method, path, nil)
 		if method == http.MethodPost {
@@ -295,7 +297,7 @@ func TestLogoutIsRateLimitedPerIP(t *testing.T) {
 }
 
 func TestAuthorizeClientBucketNeedsARegisteredRedirectURI(t *testing.T) {
-	h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerClient = RateLimit{Rate: "1/h", Burst: 1} })
+	h := rlHarness(t, func(rl *config.RateLimits) { rl.Authorize.PerClient = config.RateLimit{Rate: "1/h", Burst: 1} })
 	for i := range 20 { // the app's client_id with a redirect_uri it did not register, or none
 		rec := h.authorizeFrom(fmt.Sprintf("198.51.100.%d:1", i), func(q url.Values) {
 			if i%2 == 0 {
@@ -320,12 +322,12 @@ func TestAuthorizeClientBucketNeedsARegisteredRedirectURI(t *testing.T) {
 // credentials; the app, from another address, keeps logging in and redeeming its codes, while
 // the attacker runs into its own per-IP limit.
 func TestTokenFloodWithWrongCredentialsDoesNotLockOutTheApp(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 		c.TrustedProxies = []string{"127.0.0.0/8"}
 		c.RateLimits.Enabled = true
-		c.RateLimits.Token.EndpointRateLimits = EndpointRateLimits{
-			PerIP:     RateLimit{Rate: "1/h", Burst: 30},
-			PerClient: RateLimit{Rate: "1/h", Burst: 5},
+		c.RateLimits.Token.EndpointRateLimits = config.EndpointRateLimits{
+			PerIP:     config.RateLimit{Rate: "1/h", Burst: 30},
+			PerClient: config.RateLimit{Rate: "1/h", Burst: 5},
 		}
 	}})
 	const attacker = "198.51.100.66"
@@ -381,15 +383,15 @@ func TestTokenFloodWithWrongCredentialsDoesNotLockOutTheApp(t *testing.T) {
 }
 
 func TestRateLimitsOnByDefault(t *testing.T) {
-	setKeyEnv(t)
-	cfg, err := Parse([]byte(goodYAML)) // as `broker serve` loads a file without rate_limits
+	configtest.SetEnv(t)
+	cfg, err := config.Parse([]byte(configtest.ValidYAML)) // as `broker serve` loads a file without rate_limits
 	if err != nil {
 		t.Fatal(err)
 	}
 	rl := cfg.RateLimits
-	if !rl.Enabled || rl.LiveTransactionsPerIP != 50 || rl.Authorize.PerIP != (RateLimit{Rate: "20/s", Burst: 40}) ||
-		rl.Callback.PerIP != (RateLimit{Rate: "20/s", Burst: 40}) || rl.Logout.PerIP != (RateLimit{Rate: "10/s", Burst: 20}) ||
-		rl.Token.PerIP != (RateLimit{Rate: "100/s", Burst: 200}) || rl.Token.PerClient != (RateLimit{Rate: "200/s", Burst: 400}) ||
+	if !rl.Enabled || rl.LiveTransactionsPerIP != 50 || rl.Authorize.PerIP != (config.RateLimit{Rate: "20/s", Burst: 40}) ||
+		rl.Callback.PerIP != (config.RateLimit{Rate: "20/s", Burst: 40}) || rl.Logout.PerIP != (config.RateLimit{Rate: "10/s", Burst: 20}) ||
+		rl.Token.PerIP != (config.RateLimit{Rate: "100/s", Burst: 200}) || rl.Token.PerClient != (config.RateLimit{Rate: "200/s", Burst: 400}) ||
 		cfg.Store.Memory.MaxRecords != sessions.DefaultMaxRecords {
 		t.Fatalf("defaults %+v, store.memory %+v", rl, cfg.Store.Memory)
 	}
@@ -404,7 +406,7 @@ func TestRateLimitsOnByDefault(t *testing.T) {
 	if g.authorizeClient != nil { // no client authentication at /authorize: anyone would spend it
 		t.Fatal("the per-client /authorize limit is on by default")
 	}
-	off, err := Parse([]byte(goodYAML + "rate_limits: { enabled: false }\n"))
+	off, err := config.Parse([]byte(configtest.ValidYAML + "rate_limits: { enabled: false }\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,37 +418,37 @@ func TestRateLimitsOnByDefault(t *testing.T) {
 func TestBoundedStateConfigValidation(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		mut  func(c *Config)
-		want FieldError
+		mut  func(c *config.Config)
+		want config.FieldError
 	}{
-		{name: "callback per-IP rate must parse", mut: func(c *Config) { c.RateLimits.Callback.PerIP.Rate = "lots" },
-			want: FieldError{Key: "rate_limits.callback.per_ip.rate", Reason: `"lots" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{name: "logout per-IP rate needs a burst", mut: func(c *Config) { c.RateLimits.Logout.PerIP.Burst = 0 },
-			want: FieldError{Key: "rate_limits.logout.per_ip.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
-		{name: "live transactions per IP not negative", mut: func(c *Config) { c.RateLimits.LiveTransactionsPerIP = -1 },
-			want: FieldError{Key: "rate_limits.live_transactions_per_ip", Reason: "must be between 0 (unbounded) and 10000"}},
-		{name: "live transactions per IP bounded", mut: func(c *Config) { c.RateLimits.LiveTransactionsPerIP = 10_001 },
-			want: FieldError{Key: "rate_limits.live_transactions_per_ip", Reason: "must be between 0 (unbounded) and 10000"}},
-		{name: "memory store record limit too small", mut: func(c *Config) { c.Store.Memory.MaxRecords = 99 },
-			want: FieldError{Key: "store.memory.max_records", Reason: "must be between 100 and 100000000"}},
-		{name: "memory store record limit too large", mut: func(c *Config) { c.Store.Memory.MaxRecords = 100_000_001 },
-			want: FieldError{Key: "store.memory.max_records", Reason: "must be between 100 and 100000000"}},
+		{name: "callback per-IP rate must parse", mut: func(c *config.Config) { c.RateLimits.Callback.PerIP.Rate = "lots" },
+			want: config.FieldError{Key: "rate_limits.callback.per_ip.rate", Reason: `"lots" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{name: "logout per-IP rate needs a burst", mut: func(c *config.Config) { c.RateLimits.Logout.PerIP.Burst = 0 },
+			want: config.FieldError{Key: "rate_limits.logout.per_ip.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
+		{name: "live transactions per IP not negative", mut: func(c *config.Config) { c.RateLimits.LiveTransactionsPerIP = -1 },
+			want: config.FieldError{Key: "rate_limits.live_transactions_per_ip", Reason: "must be between 0 (unbounded) and 10000"}},
+		{name: "live transactions per IP bounded", mut: func(c *config.Config) { c.RateLimits.LiveTransactionsPerIP = 10_001 },
+			want: config.FieldError{Key: "rate_limits.live_transactions_per_ip", Reason: "must be between 0 (unbounded) and 10000"}},
+		{name: "memory store record limit too small", mut: func(c *config.Config) { c.Store.Memory.MaxRecords = 99 },
+			want: config.FieldError{Key: "store.memory.max_records", Reason: "must be between 100 and 100000000"}},
+		{name: "memory store record limit too large", mut: func(c *config.Config) { c.Store.Memory.MaxRecords = 100_000_001 },
+			want: config.FieldError{Key: "store.memory.max_records", Reason: "must be between 100 and 100000000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			setKeyEnv(t)
-			cfg, err := Parse([]byte(goodYAML))
+			configtest.SetEnv(t)
+			cfg, err := config.Parse([]byte(configtest.ValidYAML))
 			if err != nil {
 				t.Fatal(err)
 			}
 			tc.mut(cfg)
 			if errs := cfg.Validate(); len(errs) != 1 || errs[0] != tc.want {
-				t.Fatalf("got %v, want exactly %v", FieldErrors(errs), tc.want)
+				t.Fatalf("got %v, want exactly %v", config.FieldErrors(errs), tc.want)
 			}
 		})
 	}
 	t.Run("YAML shape", func(t *testing.T) {
-		setKeyEnv(t)
-		cfg, err := Parse([]byte(goodYAML + `
+		configtest.SetEnv(t)
+		cfg, err := config.Parse([]byte(configtest.ValidYAML + `
 store:
   memory: { max_records: 5000 }
 rate_limits:
@@ -458,17 +460,17 @@ rate_limits:
 			t.Fatal(err)
 		}
 		rl := cfg.RateLimits
-		if cfg.Store.Memory.MaxRecords != 5000 || rl.LiveTransactionsPerIP != 0 || rl.Callback.PerIP != (RateLimit{Rate: "5/s", Burst: 10}) ||
+		if cfg.Store.Memory.MaxRecords != 5000 || rl.LiveTransactionsPerIP != 0 || rl.Callback.PerIP != (config.RateLimit{Rate: "5/s", Burst: 10}) ||
 			rl.Logout.PerIP.Rate != "0" || !rl.Enabled {
 			t.Fatalf("decoded %+v %+v", rl, cfg.Store)
 		}
 		if errs := cfg.Validate(); len(errs) != 0 {
-			t.Fatal(FieldErrors(errs))
+			t.Fatal(config.FieldErrors(errs))
 		}
 		if g, _ := newGuard(cfg, nil); g.liveTx != nil || g.logoutIP != nil || g.callbackIP == nil {
 			t.Fatalf("0 must mean unlimited: %+v", g)
 		}
-		_, err = Parse([]byte("rate_limits:\n  callback:\n    per_client: { rate: 5/s }\n"))
+		_, err = config.Parse([]byte("rate_limits:\n  callback:\n    per_client: { rate: 5/s }\n"))
 		if err == nil || !strings.Contains(err.Error(), "rate_limits.callback.per_client: unknown key") {
 			t.Fatalf("per_client at the callback: %v", err)
 		}

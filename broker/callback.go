@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -37,10 +37,6 @@ type codeRecord struct {
 	AuthTime int64          `json:"auth_time"`
 	Expires  int64          `json:"exp"` // unix ms
 }
-
-// LoginExchangeBudget bounds the upstream part of one callback. It stays below the write
-// timeout of the broker's HTTP server (30 s, cmd/broker) so the user always gets an answer.
-const LoginExchangeBudget = 25 * time.Second
 
 // sessionCookie carries "TAG.SECRET" of the broker session (for logout); its name over https
 // is cookieName(sessionCookie).
@@ -126,7 +122,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	// One budget for the whole exchange (JWKS, token with nonce retries, userinfo), so a chain
 	// of slow upstream calls ends with a precise f event before the HTTP server's write
 	// deadline would cut the browser off with nothing logged.
-	ctx, cancel := context.WithTimeout(r.Context(), LoginExchangeBudget)
+	ctx, cancel := context.WithTimeout(r.Context(), config.LoginExchangeBudget)
 	res, err := conn.up.Finish(ctx, tx.Start, s.txCallback(tx), code)
 	cancel()
 	withResult(ev, res)
@@ -151,7 +147,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 
 // completeLogin creates the broker session and code in one atomic write, records the
 // success event and sends the app its code.
-func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *transaction, client *ClientConfig, conn *connection, res *upstream.Result, ev *logs.Event) {
+func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *transaction, client *config.Client, conn *connection, res *upstream.Result, ev *logs.Event) {
 	now := s.now()
 	userID := conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + res.Subject
 	claims := mapClaims(res.Claims)

@@ -3,6 +3,8 @@ package broker
 import (
 	"net/http"
 	"net/url"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // Per-connection callback paths: the mix-up defence of RFC 9700 §4.4.2 for upstreams that
@@ -12,19 +14,13 @@ import (
 // only at exactly that URL. So a response from one IdP cannot complete a login started with
 // another: each IdP only redirects to the URI registered with it.
 
-// options.callback_path values.
-const (
-	CallbackShared    = "shared"    // PUBLIC_URL/login/callback (default)
-	CallbackDedicated = "dedicated" // PUBLIC_URL/login/callback/{connection id}
-)
-
 // codeCallbackMismatch is the f event code of an authorization response that arrived at
 // another callback than the one its login sent upstream.
 const codeCallbackMismatch = "callback_mismatch"
 
 // callbackFor is the redirect_uri a login with conn sends upstream.
 func (s *Server) callbackFor(conn *connection) string {
-	if conn.cfg.Options.CallbackPath == CallbackDedicated {
+	if conn.cfg.Options.CallbackPath == config.CallbackDedicated {
 		return s.callbackURL + "/" + url.PathEscape(conn.id)
 	}
 	return s.callbackURL

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
@@ -26,11 +28,11 @@ func (h *harness) spaAuthorizeURL(connection string) string {
 // own response arriving at the shared path, is refused with f callback_mismatch before any
 // code exchange; the shared path keeps working for the other connections.
 func TestDedicatedCallbackPathRefusesOtherConnection(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
-		c.Connections[0].Options.CallbackPath = CallbackDedicated // corp (DPoP); other has none
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
+		c.Connections[0].Options.CallbackPath = config.CallbackDedicated // corp (DPoP); other has none
 	}})
 	shared := h.srv.URL + "/login/callback"
-	dedicated := shared + "/" + DeriveConnectionID("corp")
+	dedicated := shared + "/" + config.DeriveConnectionID("corp")
 	for _, tc := range []struct {
 		name       string
 		connection string
@@ -82,32 +84,32 @@ func TestDedicatedCallbackPathRefusesOtherConnection(t *testing.T) {
 // in the YAML (a FieldError naming the key) and in the management API, whose connection
 // object carries it; a connection switched to dedicated through the API logs in at its path.
 func TestCallbackPathOptionValidated(t *testing.T) {
-	setKeyEnv(t)
+	configtest.SetEnv(t)
 	for _, tc := range []struct {
 		value   string
 		wantErr bool
 	}{
-		{value: ""}, {value: CallbackShared}, {value: CallbackDedicated}, {value: "/custom/path", wantErr: true},
+		{value: ""}, {value: config.CallbackShared}, {value: config.CallbackDedicated}, {value: "/custom/path", wantErr: true},
 	} {
-		cfg, err := Parse([]byte(goodYAML))
+		cfg, err := config.Parse([]byte(configtest.ValidYAML))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Connections[0].Options.CallbackPath = tc.value
-		want := FieldError{Key: "connections[0].options.callback_path", Reason: `"/custom/path" is not supported (use shared or dedicated)`}
+		want := config.FieldError{Key: "connections[0].options.callback_path", Reason: `"/custom/path" is not supported (use shared or dedicated)`}
 		if got := slices.Contains(cfg.Validate(), want); got != tc.wantErr {
-			t.Errorf("callback_path %q: error %v, want %v (%v)", tc.value, got, tc.wantErr, FieldErrors(cfg.Validate()))
+			t.Errorf("callback_path %q: error %v, want %v (%v)", tc.value, got, tc.wantErr, config.FieldErrors(cfg.Validate()))
 		}
 	}
 
 	h := mgmtHarness(t, nil)
-	otherID := DeriveConnectionID("other")
+	otherID := config.DeriveConnectionID("other")
 	opts := func(callbackPath string) map[string]any {
 		return map[string]any{"options": map[string]any{"issuer": h.up.URL, "client_id": upClientID, "callback_path": callbackPath}}
 	}
 	wantAPIError(t, api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+otherID, tokAll, opts("elsewhere")), 400, "invalid_body", "options.callback_path")
-	r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+otherID, tokAll, opts(CallbackDedicated))
-	if o, _ := r.obj()["options"].(map[string]any); r.status != http.StatusOK || o["callback_path"] != CallbackDedicated {
+	r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+otherID, tokAll, opts(config.CallbackDedicated))
+	if o, _ := r.obj()["options"].(map[string]any); r.status != http.StatusOK || o["callback_path"] != config.CallbackDedicated {
 		t.Fatalf("PATCH: %d %s", r.status, r.raw)
 	}
 	cb := h.toCallback(h.browser(), h.spaAuthorizeURL("other"))

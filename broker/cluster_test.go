@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -33,7 +34,7 @@ func TestLoginReplayCheckAndLogSearchOnRedisCluster(t *testing.T) {
 		return st
 	}
 	st := open("cluster")
-	h := newHarness(t, harnessOpts{up: dpopUp, store: st, eventStore: st, mutate: func(c *Config) {
+	h := newHarness(t, harnessOpts{up: dpopUp, store: st, eventStore: st, mutate: func(c *config.Config) {
 		withMgmt(c)
 		c.Store.Type = "redis" // Settle for several writers, as serve configures it
 		c.Store.Redis.Addrs = addrs

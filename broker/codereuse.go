@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -70,7 +71,7 @@ var errCodeInvalid = invalidGrant("authorization code is invalid, expired or alr
 
 // presentation is a token request presenting a code: what a replay must match.
 type presentation struct {
-	client *ClientConfig
+	client *config.Client
 	form   url.Values
 	proof  *dpop.Result
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -62,23 +63,23 @@ func testSigners(t testing.TB) (a, b, c *dpop.Signer) {
 // dpopHarness is a broker with three APIs (one per policy), a PoP-requiring confidential
 // client, a dpop_bound_access_tokens public client and CORS for the SPA; every client is
 // granted every API.
-func dpopHarness(t testing.TB, mut func(*Config)) *harness {
-	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+func dpopHarness(t testing.TB, mut func(*config.Config)) *harness {
+	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 		appURL := strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb")
-		c.APIs = []APIConfig{
-			{Audience: apiNone, SenderConstraining: PolicyNone},
-			{Audience: apiAllowed, SenderConstraining: PolicyAllowed},
-			{Audience: apiRequired, SenderConstraining: PolicyRequired},
-			{Audience: apiPublic, SenderConstraining: PolicyRequired, RequiredFor: RequiredForPublic},
+		c.APIs = []config.API{
+			{Audience: apiNone, SenderConstraining: config.PolicyNone},
+			{Audience: apiAllowed, SenderConstraining: config.PolicyAllowed},
+			{Audience: apiRequired, SenderConstraining: config.PolicyRequired},
+			{Audience: apiPublic, SenderConstraining: config.PolicyRequired, RequiredFor: config.RequiredForPublic},
 		}
 		c.Clients[1].AllowedOrigins = []string{spaOrigin}
 		c.Clients = append(c.Clients,
-			ClientConfig{ClientID: popClient, ClientSecret: popSecret, RedirectURIs: []string{appURL + "/pop"}, Connections: []string{"corp"}, RequireSenderConstraining: true},
-			ClientConfig{ClientID: boundClient, RedirectURIs: []string{appURL + "/bound"}, Connections: []string{"corp"}, DPoPBoundAccessTokens: true},
+			config.Client{ClientID: popClient, ClientSecret: popSecret, RedirectURIs: []string{appURL + "/pop"}, Connections: []string{"corp"}, RequireSenderConstraining: true},
+			config.Client{ClientID: boundClient, RedirectURIs: []string{appURL + "/bound"}, Connections: []string{"corp"}, DPoPBoundAccessTokens: true},
 		)
 		for i := range c.Clients { // every test client may obtain tokens for every API
 			for _, api := range c.APIs {
-				c.Clients[i].APIs = append(c.Clients[i].APIs, APIGrant{Audience: api.Audience})
+				c.Clients[i].APIs = append(c.Clients[i].APIs, config.APIGrant{Audience: api.Audience})
 			}
 		}
 		if mut != nil {
@@ -87,7 +88,7 @@ func dpopHarness(t testing.TB, mut func(*Config)) *harness {
 	}})
 }
 
-func withNonces(c *Config) {
+func withNonces(c *config.Config) {
 	c.DPoPServer.RequireNonce, c.DPoPServer.NonceSecret = true, nonceSecret
 }
 
@@ -335,11 +336,11 @@ func TestDecideBindingTable(t *testing.T) {
 			kind, policy := audUserinfo, ""
 			switch row.aud {
 			case apiNone:
-				kind, policy = audAPI, PolicyNone
+				kind, policy = audAPI, config.PolicyNone
 			case apiAllowed:
-				kind, policy = audAPI, PolicyAllowed
+				kind, policy = audAPI, config.PolicyAllowed
 			case apiRequired:
-				kind, policy = audAPI, PolicyRequired
+				kind, policy = audAPI, config.PolicyRequired
 			}
 			bind, refuse := decideBinding(kind, row.aud, row.clientPoP, row.proof, policy)
 			switch row.want {
@@ -401,9 +402,9 @@ func TestRequiredForPublicClients(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h.issueRow(t, a, tc.client, apiPublic, tc.proof, tc.want)
 			// The token event names the policy applied to this client.
-			want := PolicyAllowed
+			want := config.PolicyAllowed
 			if tc.client == spaClient {
-				want = PolicyRequired
+				want = config.PolicyRequired
 			}
 			if dp, _ := h.lastEvent().Details["dpop"].(map[string]any); dp["policy"] != want {
 				t.Errorf("event details.dpop = %v, want policy %s", dp, want)
@@ -788,7 +789,7 @@ func TestTokenAndUserinfoAnswerCORSPreflight(t *testing.T) {
 }
 
 func TestDiscoveryListsTheConfiguredProofAlgs(t *testing.T) {
-	h := dpopHarness(t, func(c *Config) { c.DPoPServer.Algs = []string{"ES256", "PS256"} })
+	h := dpopHarness(t, func(c *config.Config) { c.DPoPServer.Algs = []string{"ES256", "PS256"} })
 	_, body := get(t, http.DefaultClient, h.srv.URL+"/.well-known/openid-configuration")
 	if !strings.Contains(body, `"dpop_signing_alg_values_supported":["ES256","PS256"]`) || !strings.Contains(body, `"refresh_token"`) {
 		t.Fatalf("%s", body)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -35,7 +36,7 @@ func (c storeReplay) Claim(ctx context.Context, key string, ttl time.Duration) (
 
 // newVerifier builds the proof verifier from dpop_server. A missing nonce secret with
 // require_nonce is generated (validation already refused it unless keys may be generated).
-func newVerifier(cfg *DPoPServerConfig, store sessions.Store, now func() time.Time) (*dpop.Verifier, error) {
+func newVerifier(cfg *config.DPoPServer, store sessions.Store, now func() time.Time) (*dpop.Verifier, error) {
 	v := &dpop.Verifier{
 		Algs: cfg.Algs, MaxAge: cfg.MaxAge, MaxFuture: cfg.MaxFuture,
 		Replay: storeReplay{store}, RequireNonce: cfg.RequireNonce, Now: now,
@@ -83,8 +84,8 @@ type target struct {
 // policyFor is the API policy that applies to a client: required with required_for
 // public_clients is allowed for a confidential client (the identity SaaS's rule).
 func (t target) policyFor(public bool) string {
-	if t.policy == PolicyRequired && t.requiredFor == RequiredForPublic && !public {
-		return PolicyAllowed
+	if t.policy == config.PolicyRequired && t.requiredFor == config.RequiredForPublic && !public {
+		return config.PolicyAllowed
 	}
 	return t.policy
 }
@@ -113,12 +114,12 @@ func decideBinding(kind audienceKind, audience string, clientRequiresPoP, proofS
 		return proofSent, nil
 	}
 	switch policy {
-	case PolicyRequired:
+	case config.PolicyRequired:
 		if !proofSent {
 			return false, invalidRequest("API " + audience + " requires sender-constrained tokens: send a DPoP proof")
 		}
 		return true, nil
-	case PolicyAllowed:
+	case config.PolicyAllowed:
 		return proofSent, nil
 	default: // none: a proof is ignored, unless the client insists on binding
 		if clientRequiresPoP {

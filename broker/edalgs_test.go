@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
@@ -39,15 +41,15 @@ func TestDefaultProofAlgsAcceptBothEd25519Names(t *testing.T) {
 
 // dpop_server.algs may list Ed25519 under either name or both; the default passes validation.
 func TestProofAlgsConfigAcceptsBothEd25519Names(t *testing.T) {
-	setKeyEnv(t)
-	for _, algs := range [][]string{Default().DPoPServer.Algs, {"EdDSA"}, {"Ed25519"}, {"ES256", "EdDSA", "Ed25519"}} {
-		cfg, err := Parse([]byte(goodYAML))
+	configtest.SetEnv(t)
+	for _, algs := range [][]string{config.Default().DPoPServer.Algs, {"EdDSA"}, {"Ed25519"}, {"ES256", "EdDSA", "Ed25519"}} {
+		cfg, err := config.Parse([]byte(configtest.ValidYAML))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.DPoPServer.Algs = algs
 		if errs := cfg.Validate(); len(errs) != 0 {
-			t.Errorf("algs %v: %v", algs, FieldErrors(errs))
+			t.Errorf("algs %v: %v", algs, config.FieldErrors(errs))
 		}
 	}
 }

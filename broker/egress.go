@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"syscall"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // The upstream address policy: every connection the broker opens toward an upstream IdP
@@ -122,7 +124,7 @@ type egressPolicy struct {
 func newEgressPolicy(networks []string) (*egressPolicy, error) {
 	p := &egressPolicy{}
 	for i, n := range networks {
-		pfx, err := parsePrefix(n)
+		pfx, err := config.ParsePrefix(n)
 		if err != nil {
 			return nil, fmt.Errorf("upstream_allowed_networks[%d]: %w", i, err)
 		}
@@ -174,15 +176,6 @@ func (p *egressPolicy) dialer(resolver *net.Resolver) *net.Dialer {
 		KeepAlive:      30 * time.Second,
 		Resolver:       resolver,
 		ControlContext: p.control,
-	}
-}
-
-// upstreamNetworks validates upstream_allowed_networks.
-func (v *validator) upstreamNetworks(networks []string) {
-	for i, n := range networks {
-		if _, err := parsePrefix(n); err != nil {
-			v.add(fmt.Sprintf("upstream_allowed_networks[%d]", i), "%v", err)
-		}
 	}
 }
 

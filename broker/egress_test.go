@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
@@ -148,7 +149,7 @@ func TestUpstreamAddressPolicyRefusesUnreadableDialAddresses(t *testing.T) {
 }
 
 func TestUpstreamAllowedNetworksAreValidated(t *testing.T) {
-	cfg := Default()
+	cfg := config.Default()
 	cfg.UpstreamAllowedNetworks = []string{"10.0.0.0/8", "idp.internal", "10.0.0.0/33", "::1", "fe80::1%eth0"}
 	want := map[string]bool{"upstream_allowed_networks[1]": true, "upstream_allowed_networks[2]": true, "upstream_allowed_networks[4]": true}
 	for _, e := range cfg.Validate() {

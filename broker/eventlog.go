@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
@@ -19,73 +20,11 @@ import (
 // neither end users nor a management token without a write scope can evict the record of what
 // operators changed.
 
-// UnauthenticatedLogsConfig is logs.unauthenticated: retention and limits of the events that
-// anyone can cause without credentials.
-type UnauthenticatedLogsConfig struct {
-	MaxEvents int           `yaml:"max_events"`
-	MaxAge    time.Duration `yaml:"max_age"`
-	// PerIP and Global are token buckets on these events: per client IP (IPv6 by /64) and
-	// for all IPs together. Rate "0" is unlimited.
-	PerIP  RateLimit `yaml:"per_ip"`
-	Global RateLimit `yaml:"global"`
-	// MaxKeys caps the client IPs the per-IP table remembers (least recently seen forgotten).
-	MaxKeys int `yaml:"max_keys"`
-}
-
-// defaultUnauthenticatedLogs is the default of logs.unauthenticated.
-func defaultUnauthenticatedLogs() UnauthenticatedLogsConfig {
-	return UnauthenticatedLogsConfig{
-		MaxEvents: logs.DefaultUnauthenticatedMaxLen, MaxAge: logs.DefaultUnauthenticatedMaxAge,
-		PerIP:   RateLimit{Rate: "1/s", Burst: 20},
-		Global:  RateLimit{Rate: "20/s", Burst: 200},
-		MaxKeys: 10000,
-	}
-}
-
-// unauthenticatedLogs validates logs.unauthenticated.
-func (v *validator) unauthenticatedLogs(u *UnauthenticatedLogsConfig) {
-	const p = "logs.unauthenticated."
-	if u.MaxEvents < 1 || u.MaxEvents > 10_000_000 {
-		v.add(p+"max_events", "must be between 1 and 10000000")
-	}
-	if u.MaxAge <= 0 {
-		v.add(p+"max_age", "must be a positive duration such as 168h")
-	}
-	if u.MaxKeys < 1 || u.MaxKeys > 10_000_000 {
-		v.add(p+"max_keys", "must be between 1 and 10000000")
-	}
-	v.rateLimit(p+"per_ip", u.PerIP)
-	v.rateLimit(p+"global", u.Global)
-}
-
-// AdminLogsConfig is logs.admin: retention of the administrative actions (sapi, and the fapi
-// of a management write by a token whose scope allowed it).
-type AdminLogsConfig struct {
-	MaxEvents int           `yaml:"max_events"`
-	MaxAge    time.Duration `yaml:"max_age"`
-}
-
-// defaultAdminLogs is the default of logs.admin.
-func defaultAdminLogs() AdminLogsConfig {
-	return AdminLogsConfig{MaxEvents: logs.DefaultAdminMaxLen, MaxAge: logs.DefaultAdminMaxAge}
-}
-
-// adminLogs validates logs.admin.
-func (v *validator) adminLogs(a *AdminLogsConfig) {
-	const p = "logs.admin."
-	if a.MaxEvents < 1 || a.MaxEvents > 10_000_000 {
-		v.add(p+"max_events", "must be between 1 and 10000000")
-	}
-	if a.MaxAge <= 0 {
-		v.add(p+"max_age", "must be a positive duration such as 8760h")
-	}
-}
-
 // eventLimiter builds the limiter of logs.unauthenticated (validated: a bad rate is
 // unlimited here).
-func eventLimiter(u *UnauthenticatedLogsConfig) *logs.Limiter {
-	perIP, _ := parseRate(u.PerIP.Rate)
-	global, _ := parseRate(u.Global.Rate)
+func eventLimiter(u *config.UnauthenticatedLogs) *logs.Limiter {
+	perIP, _ := config.ParseRate(u.PerIP.Rate)
+	global, _ := config.ParseRate(u.Global.Rate)
 	return logs.NewLimiter(logs.LimiterConfig{
 		PerIPRate: perIP, PerIPBurst: u.PerIP.Burst,
 		GlobalRate: global, GlobalBurst: u.Global.Burst,
@@ -94,7 +33,7 @@ func eventLimiter(u *UnauthenticatedLogsConfig) *logs.Limiter {
 }
 
 // configSecrets are the secrets of the configuration that no event may carry.
-func configSecrets(cfg *Config) []string {
+func configSecrets(cfg *config.Config) []string {
 	out := []string{cfg.DPoPServer.NonceSecret, cfg.Store.Redis.Password, cfg.Store.Redis.SentinelPassword}
 	for _, t := range cfg.Management.Tokens {
 		out = append(out, t.Token)
@@ -127,7 +66,7 @@ const (
 // clientClass is the class of a token-endpoint or revocation event once client
 // authenticated: a confidential client proved its secret, so what it did is audit; naming a
 // public client proves nothing, so its failures stay unauthenticated.
-func clientClass(c *ClientConfig) logs.Class {
+func clientClass(c *config.Client) logs.Class {
 	if c.Public() {
 		return logs.ClassByType
 	}

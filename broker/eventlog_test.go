@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -286,7 +288,7 @@ func TestAnonymousAuthorizeFloodCannotFlushTheAuditTrail(t *testing.T) {
 	} {
 		t.Run(backend.name, func(t *testing.T) {
 			st := backend.open(t)
-			h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, eventStore: st, mutate: func(c *Config) {
+			h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, eventStore: st, mutate: func(c *config.Config) {
 				withMgmt(c)
 				c.Logs.MaxEvents = 50
 				c.Logs.Unauthenticated.MaxEvents = 20
@@ -361,8 +363,8 @@ func TestAnonymousAuthorizeFloodCannotFlushTheAuditTrail(t *testing.T) {
 // a refused call never reaches an event, stored or on stdout.
 func TestManagementTokenInQueryNeverReachesAnEvent(t *testing.T) {
 	const token = "Mgmt+Token/With=Specials-0123456789abcdefghij"
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
-		c.Management.Tokens = []ManagementToken{{Name: "ops", Token: token, Scopes: []string{scopeReadConnections}}}
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: token, Scopes: []string{config.ScopeReadConnections}}}
 	}})
 	stdout := h.captureEvents()
 	tests := []struct {
@@ -442,37 +444,37 @@ func TestConnectionSecretSetAtRuntimeNeverReachesAnEvent(t *testing.T) {
 }
 
 func TestUnauthenticatedLogsConfigValidated(t *testing.T) {
-	setKeyEnv(t)
+	configtest.SetEnv(t)
 	tests := []struct {
 		name string
-		mut  func(u *UnauthenticatedLogsConfig)
-		want FieldError
+		mut  func(u *config.UnauthenticatedLogs)
+		want config.FieldError
 	}{
-		{name: "max_events zero", mut: func(u *UnauthenticatedLogsConfig) { u.MaxEvents = 0 },
-			want: FieldError{Key: "logs.unauthenticated.max_events", Reason: "must be between 1 and 10000000"}},
-		{name: "max_age zero", mut: func(u *UnauthenticatedLogsConfig) { u.MaxAge = 0 },
-			want: FieldError{Key: "logs.unauthenticated.max_age", Reason: "must be a positive duration such as 168h"}},
-		{name: "max_keys zero", mut: func(u *UnauthenticatedLogsConfig) { u.MaxKeys = 0 },
-			want: FieldError{Key: "logs.unauthenticated.max_keys", Reason: "must be between 1 and 10000000"}},
-		{name: "per_ip rate malformed", mut: func(u *UnauthenticatedLogsConfig) { u.PerIP.Rate = "fast" },
-			want: FieldError{Key: "logs.unauthenticated.per_ip.rate", Reason: `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{name: "global burst missing", mut: func(u *UnauthenticatedLogsConfig) { u.Global.Burst = 0 },
-			want: FieldError{Key: "logs.unauthenticated.global.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
+		{name: "max_events zero", mut: func(u *config.UnauthenticatedLogs) { u.MaxEvents = 0 },
+			want: config.FieldError{Key: "logs.unauthenticated.max_events", Reason: "must be between 1 and 10000000"}},
+		{name: "max_age zero", mut: func(u *config.UnauthenticatedLogs) { u.MaxAge = 0 },
+			want: config.FieldError{Key: "logs.unauthenticated.max_age", Reason: "must be a positive duration such as 168h"}},
+		{name: "max_keys zero", mut: func(u *config.UnauthenticatedLogs) { u.MaxKeys = 0 },
+			want: config.FieldError{Key: "logs.unauthenticated.max_keys", Reason: "must be between 1 and 10000000"}},
+		{name: "per_ip rate malformed", mut: func(u *config.UnauthenticatedLogs) { u.PerIP.Rate = "fast" },
+			want: config.FieldError{Key: "logs.unauthenticated.per_ip.rate", Reason: `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{name: "global burst missing", mut: func(u *config.UnauthenticatedLogs) { u.Global.Burst = 0 },
+			want: config.FieldError{Key: "logs.unauthenticated.global.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(goodYAML))
+			cfg, err := config.Parse([]byte(configtest.ValidYAML))
 			if err != nil {
 				t.Fatal(err)
 			}
 			tc.mut(&cfg.Logs.Unauthenticated)
 			if errs := cfg.Validate(); !slices.Contains(errs, tc.want) {
-				t.Fatalf("got %v\nwant %v", FieldErrors(errs), tc.want)
+				t.Fatalf("got %v\nwant %v", config.FieldErrors(errs), tc.want)
 			}
 		})
 	}
 	t.Run("keys decode and configure the event writer", func(t *testing.T) {
-		cfg, err := Parse([]byte(goodYAML + `
+		cfg, err := config.Parse([]byte(configtest.ValidYAML + `
 logs:
   max_events: 7
   unauthenticated:
@@ -485,7 +487,7 @@ logs:
 			t.Fatal(err)
 		}
 		if errs := cfg.Validate(); len(errs) != 0 {
-			t.Fatalf("Validate: %v", FieldErrors(errs))
+			t.Fatalf("Validate: %v", config.FieldErrors(errs))
 		}
 		w := NewEventWriter(cfg, sessions.NewMemory(), nil, "h")
 		if w.MaxLen != 7 || w.UnauthenticatedMaxLen != 5 || w.UnauthenticatedMaxAge != 2*time.Hour || w.Limits == nil || w.Secrets == nil {
@@ -500,7 +502,10 @@ logs:
 		if got := w.Limits.Allow("192.0.2.2", now); got != logs.DropGlobal {
 			t.Fatalf("fourth event = %q, want dropped by the global limit", got)
 		}
-		if d := Default().Logs.Unauthenticated; d != defaultUnauthenticatedLogs() || d.MaxEvents != 10000 || d.MaxAge != 168*time.Hour {
+		if d, want := config.Default().Logs.Unauthenticated, (config.UnauthenticatedLogs{
+			MaxEvents: 10000, MaxAge: 168 * time.Hour, MaxKeys: 10000,
+			PerIP: config.RateLimit{Rate: "1/s", Burst: 20}, Global: config.RateLimit{Rate: "20/s", Burst: 200},
+		}); d != want {
 			t.Fatalf("defaults %+v", d)
 		}
 	})

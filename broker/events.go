@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
@@ -40,7 +41,7 @@ func (s *Server) clipEvent(v string, n int) string {
 }
 
 // withClient adds the app's identity to ev.
-func withClient(ev *logs.Event, c *ClientConfig) {
+func withClient(ev *logs.Event, c *config.Client) {
 	ev.ClientID = c.ClientID
 	ev.ClientName = c.Name
 	if ev.ClientName == "" {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -124,7 +125,7 @@ func faultHarness(t testing.TB, idp *faultIdP, store sessions.Store) *harness {
 
 func faultHarnessTimeout(t testing.TB, idp *faultIdP, store sessions.Store, timeout time.Duration) *harness {
 	t.Helper()
-	return newHarness(t, harnessOpts{up: dpopUp, store: store, mutate: func(c *Config) {
+	return newHarness(t, harnessOpts{up: dpopUp, store: store, mutate: func(c *config.Config) {
 		c.UpstreamTimeout = timeout
 		for i := range c.Connections {
 			c.Connections[i].Options.Issuer = idp.URL
@@ -520,7 +521,7 @@ func TestRedisStoppedOrCutMidLoginWritesNothingHalfWay(t *testing.T) {
 			}
 			next.ServeHTTP(w, r)
 		})
-		h := faultHarnessTimeout(t, idp, st, LoginExchangeBudget) // the test holds the exchange; no timeout race
+		h := faultHarnessTimeout(t, idp, st, config.LoginExchangeBudget) // the test holds the exchange; no timeout race
 		clients = append(clients, h.broker.upstreamHTTP)
 		b := h.browser()
 		cb := h.toCallback(b, h.authorizeURL(nil))
@@ -626,11 +627,11 @@ func TestUpstreamBodiesOverTheLimitAreRefused(t *testing.T) {
 // TestUpstreamTimeoutDefaultsAndBounds: upstream_timeout defaults to 10s, must be positive and fit
 // in the per-login exchange budget.
 func TestUpstreamTimeoutDefaultsAndBounds(t *testing.T) {
-	if d := Default().UpstreamTimeout; d != 10*time.Second {
+	if d := config.Default().UpstreamTimeout; d != 10*time.Second {
 		t.Errorf("default upstream_timeout = %v, want 10s", d)
 	}
-	for _, d := range []time.Duration{0, -time.Second, LoginExchangeBudget + time.Second} {
-		cfg := Default()
+	for _, d := range []time.Duration{0, -time.Second, config.LoginExchangeBudget + time.Second} {
+		cfg := config.Default()
 		cfg.Issuer = "http://127.0.0.1:8080/"
 		cfg.UpstreamTimeout = d
 		found := false

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // TestUnconfirmedFederatedLogoutNeverReachesUpstream: a link or cross-site form to
@@ -12,7 +14,7 @@ import (
 // their single sign-on there): the broker asks first, and only the user's click, a POST with
 // the token derived from their session cookie, goes upstream. Until then nothing ends.
 func TestUnconfirmedFederatedLogoutNeverReachesUpstream(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 		c.Clients[0].PostLogoutRedirectURIs = []string{strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb") + "/bye"}
 	}})
 	bye := h.app.URL + "/bye"

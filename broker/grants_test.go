@@ -12,6 +12,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
@@ -25,20 +27,20 @@ const (
 // grantsHarness: the confidential app may obtain every scope of apiScoped, the public SPA
 // only read:data; nobody is granted apiUngranted.
 func grantsHarness(t *testing.T) *harness {
-	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
-		c.APIs = []APIConfig{
-			{Audience: apiScoped, SenderConstraining: PolicyAllowed, Scopes: []APIScope{
+	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
+		c.APIs = []config.API{
+			{Audience: apiScoped, SenderConstraining: config.PolicyAllowed, Scopes: []config.APIScope{
 				{Name: "read:data", Description: "Read data"}, {Name: "write:data"}, {Name: "admin:all", Description: "Everything"},
 			}},
-			{Audience: apiUngranted, Scopes: []APIScope{{Name: "read:data"}}},
+			{Audience: apiUngranted, Scopes: []config.APIScope{{Name: "read:data"}}},
 		}
-		c.Clients[0].APIs = []APIGrant{{Audience: apiScoped, Scopes: []string{"read:data", "write:data", "admin:all"}}}
-		c.Clients[1].APIs = []APIGrant{{Audience: apiScoped, Scopes: []string{"read:data"}}}
+		c.Clients[0].APIs = []config.APIGrant{{Audience: apiScoped, Scopes: []string{"read:data", "write:data", "admin:all"}}}
+		c.Clients[1].APIs = []config.APIGrant{{Audience: apiScoped, Scopes: []string{"read:data"}}}
 	}})
 }
 
 // withGrants returns a copy of h's configuration whose client clientID has grants instead.
-func (h *harness) withGrants(clientID string, grants []APIGrant) *Config {
+func (h *harness) withGrants(clientID string, grants []config.APIGrant) *config.Config {
 	c := *h.cfg
 	c.Clients = slices.Clone(h.cfg.Clients)
 	for i := range c.Clients {
@@ -51,7 +53,7 @@ func (h *harness) withGrants(clientID string, grants []APIGrant) *Config {
 
 // replica starts a second broker on h's store and event log with configuration cfg (a
 // restarted replica after a configuration change) and returns its base URL.
-func (h *harness) replica(cfg *Config) string {
+func (h *harness) replica(cfg *config.Config) string {
 	h.t.Helper()
 	b, err := New(cfg, Deps{Store: h.store, Events: h.events, Now: h.clock.Now, Keys: h.broker.keys})
 	if err != nil {
@@ -97,14 +99,14 @@ func wantEvent(t *testing.T, h *harness, typ string, want map[string]any) logs.E
 }
 
 func TestGrantedScope(t *testing.T) {
-	api := &APIConfig{Audience: apiScoped, Scopes: []APIScope{{Name: "read:data"}, {Name: "write:data"}, {Name: "admin:all"}}}
-	readOnly := &APIGrant{Audience: apiScoped, Scopes: []string{"read:data"}}
-	full := &APIGrant{Audience: apiScoped, Scopes: []string{"read:data", "write:data", "admin:all", "undefined:scope"}}
+	api := &config.API{Audience: apiScoped, Scopes: []config.APIScope{{Name: "read:data"}, {Name: "write:data"}, {Name: "admin:all"}}}
+	readOnly := &config.APIGrant{Audience: apiScoped, Scopes: []string{"read:data"}}
+	full := &config.APIGrant{Audience: apiScoped, Scopes: []string{"read:data", "write:data", "admin:all", "undefined:scope"}}
 	for _, tc := range []struct {
 		name        string
 		requested   string
-		api         *APIConfig
-		grant       *APIGrant
+		api         *config.API
+		grant       *config.APIGrant
 		wantGranted string
 		wantDropped []string
 	}{
@@ -138,57 +140,57 @@ func TestGrantedScope(t *testing.T) {
 }
 
 func TestValidateScopesAndGrants(t *testing.T) {
-	setKeyEnv(t)
+	configtest.SetEnv(t)
 	const aud = "https://api.example.com"
-	withAPI := func(mut func(c *Config)) func(c *Config) {
-		return func(c *Config) {
-			c.APIs = []APIConfig{{Audience: aud, Scopes: []APIScope{{Name: "read:data"}, {Name: "write:data"}}}}
-			c.Clients[0].APIs = []APIGrant{{Audience: aud, Scopes: []string{"read:data"}}}
+	withAPI := func(mut func(c *config.Config)) func(c *config.Config) {
+		return func(c *config.Config) {
+			c.APIs = []config.API{{Audience: aud, Scopes: []config.APIScope{{Name: "read:data"}, {Name: "write:data"}}}}
+			c.Clients[0].APIs = []config.APIGrant{{Audience: aud, Scopes: []string{"read:data"}}}
 			mut(c)
 		}
 	}
 	for _, tc := range []struct {
 		name string
-		mut  func(c *Config)
-		want FieldError
+		mut  func(c *config.Config)
+		want config.FieldError
 	}{
-		{name: "scope name missing", mut: withAPI(func(c *Config) { c.APIs[0].Scopes[1].Name = "" }),
-			want: FieldError{Key: "apis[0].scopes[1].name", Reason: "is required"}},
-		{name: "scope name with whitespace", mut: withAPI(func(c *Config) { c.APIs[0].Scopes[1].Name = "write data" }),
-			want: FieldError{Key: "apis[0].scopes[1].name", Reason: `"write data" must be 1 to 256 visible ASCII characters without spaces, '"' or '\' (RFC 6749 §3.3)`}},
-		{name: "scope name with a quote", mut: withAPI(func(c *Config) { c.APIs[0].Scopes[1].Name = `x"y` }),
-			want: FieldError{Key: "apis[0].scopes[1].name", Reason: `"x\"y" must be 1 to 256 visible ASCII characters without spaces, '"' or '\' (RFC 6749 §3.3)`}},
-		{name: "scope name duplicate", mut: withAPI(func(c *Config) { c.APIs[0].Scopes[1].Name = "read:data" }),
-			want: FieldError{Key: "apis[0].scopes[1].name", Reason: `duplicate scope "read:data" (also apis[0].scopes[0])`}},
-		{name: "API cannot define an OIDC scope", mut: withAPI(func(c *Config) { c.APIs[0].Scopes[1].Name = "offline_access" }),
-			want: FieldError{Key: "apis[0].scopes[1].name", Reason: `"offline_access" is an OpenID Connect scope: it keeps its meaning for every token and cannot be defined by an API`}},
-		{name: "scope description too long", mut: withAPI(func(c *Config) { c.APIs[0].Scopes[0].Description = strings.Repeat("d", 501) }),
-			want: FieldError{Key: "apis[0].scopes[0].description", Reason: "must be at most 500 characters"}},
-		{name: "grant without audience", mut: withAPI(func(c *Config) { c.Clients[0].APIs[0].Audience = "" }),
-			want: FieldError{Key: "clients[0].apis[0].audience", Reason: "is required"}},
-		{name: "grant for an unknown API", mut: withAPI(func(c *Config) { c.Clients[0].APIs[0].Audience = "https://other.example" }),
-			want: FieldError{Key: "clients[0].apis[0].audience", Reason: `API "https://other.example" is not defined in apis`}},
-		{name: "two grants for one API", mut: withAPI(func(c *Config) { c.Clients[0].APIs = append(c.Clients[0].APIs, APIGrant{Audience: aud}) }),
-			want: FieldError{Key: "clients[0].apis[1].audience", Reason: `duplicate grant for API "https://api.example.com" (also clients[0].apis[0])`}},
-		{name: "granted scope the API does not define", mut: withAPI(func(c *Config) { c.Clients[0].APIs[0].Scopes = []string{"read:data", "admin:all"} }),
-			want: FieldError{Key: "clients[0].apis[0].scopes[1]", Reason: `scope "admin:all" is not defined by API "https://api.example.com" (apis[0].scopes)`}},
-		{name: "granted OIDC scope", mut: withAPI(func(c *Config) { c.Clients[0].APIs[0].Scopes = []string{"openid"} }),
-			want: FieldError{Key: "clients[0].apis[0].scopes[0]", Reason: `"openid" is an OpenID Connect scope, which every client may request: grant only scopes the API defines`}},
-		{name: "client_id equal to an API audience", mut: withAPI(func(c *Config) { c.Clients[0].ClientID = aud }),
-			want: FieldError{Key: "clients[0].client_id", Reason: `"https://api.example.com" is the audience of apis[0]: a client_id must differ from every API audience (the client's ID tokens would carry that audience)`}},
-		{name: "client_id equal to the userinfo audience", mut: func(c *Config) { c.Clients[0].ClientID = "http://127.0.0.1:8080/userinfo" },
-			want: FieldError{Key: "clients[0].client_id", Reason: `"http://127.0.0.1:8080/userinfo" is the broker's userinfo audience: a client_id must differ from every API audience (the client's ID tokens would carry that audience)`}},
-		{name: "enabled_clients entry equal to an API audience", mut: withAPI(func(c *Config) { c.Connections[0].EnabledClients = []string{"sample-app", aud} }),
-			want: FieldError{Key: "connections[0].enabled_clients[1]", Reason: `"https://api.example.com" is the audience of apis[0], not a client id`}},
+		{name: "scope name missing", mut: withAPI(func(c *config.Config) { c.APIs[0].Scopes[1].Name = "" }),
+			want: config.FieldError{Key: "apis[0].scopes[1].name", Reason: "is required"}},
+		{name: "scope name with whitespace", mut: withAPI(func(c *config.Config) { c.APIs[0].Scopes[1].Name = "write data" }),
+			want: config.FieldError{Key: "apis[0].scopes[1].name", Reason: `"write data" must be 1 to 256 visible ASCII characters without spaces, '"' or '\' (RFC 6749 §3.3)`}},
+		{name: "scope name with a quote", mut: withAPI(func(c *config.Config) { c.APIs[0].Scopes[1].Name = `x"y` }),
+			want: config.FieldError{Key: "apis[0].scopes[1].name", Reason: `"x\"y" must be 1 to 256 visible ASCII characters without spaces, '"' or '\' (RFC 6749 §3.3)`}},
+		{name: "scope name duplicate", mut: withAPI(func(c *config.Config) { c.APIs[0].Scopes[1].Name = "read:data" }),
+			want: config.FieldError{Key: "apis[0].scopes[1].name", Reason: `duplicate scope "read:data" (also apis[0].scopes[0])`}},
+		{name: "API cannot define an OIDC scope", mut: withAPI(func(c *config.Config) { c.APIs[0].Scopes[1].Name = "offline_access" }),
+			want: config.FieldError{Key: "apis[0].scopes[1].name", Reason: `"offline_access" is an OpenID Connect scope: it keeps its meaning for every token and cannot be defined by an API`}},
+		{name: "scope description too long", mut: withAPI(func(c *config.Config) { c.APIs[0].Scopes[0].Description = strings.Repeat("d", 501) }),
+			want: config.FieldError{Key: "apis[0].scopes[0].description", Reason: "must be at most 500 characters"}},
+		{name: "grant without audience", mut: withAPI(func(c *config.Config) { c.Clients[0].APIs[0].Audience = "" }),
+			want: config.FieldError{Key: "clients[0].apis[0].audience", Reason: "is required"}},
+		{name: "grant for an unknown API", mut: withAPI(func(c *config.Config) { c.Clients[0].APIs[0].Audience = "https://other.example" }),
+			want: config.FieldError{Key: "clients[0].apis[0].audience", Reason: `API "https://other.example" is not defined in apis`}},
+		{name: "two grants for one API", mut: withAPI(func(c *config.Config) { c.Clients[0].APIs = append(c.Clients[0].APIs, config.APIGrant{Audience: aud}) }),
+			want: config.FieldError{Key: "clients[0].apis[1].audience", Reason: `duplicate grant for API "https://api.example.com" (also clients[0].apis[0])`}},
+		{name: "granted scope the API does not define", mut: withAPI(func(c *config.Config) { c.Clients[0].APIs[0].Scopes = []string{"read:data", "admin:all"} }),
+			want: config.FieldError{Key: "clients[0].apis[0].scopes[1]", Reason: `scope "admin:all" is not defined by API "https://api.example.com" (apis[0].scopes)`}},
+		{name: "granted OIDC scope", mut: withAPI(func(c *config.Config) { c.Clients[0].APIs[0].Scopes = []string{"openid"} }),
+			want: config.FieldError{Key: "clients[0].apis[0].scopes[0]", Reason: `"openid" is an OpenID Connect scope, which every client may request: grant only scopes the API defines`}},
+		{name: "client_id equal to an API audience", mut: withAPI(func(c *config.Config) { c.Clients[0].ClientID = aud }),
+			want: config.FieldError{Key: "clients[0].client_id", Reason: `"https://api.example.com" is the audience of apis[0]: a client_id must differ from every API audience (the client's ID tokens would carry that audience)`}},
+		{name: "client_id equal to the userinfo audience", mut: func(c *config.Config) { c.Clients[0].ClientID = "http://127.0.0.1:8080/userinfo" },
+			want: config.FieldError{Key: "clients[0].client_id", Reason: `"http://127.0.0.1:8080/userinfo" is the broker's userinfo audience: a client_id must differ from every API audience (the client's ID tokens would carry that audience)`}},
+		{name: "enabled_clients entry equal to an API audience", mut: withAPI(func(c *config.Config) { c.Connections[0].EnabledClients = []string{"sample-app", aud} }),
+			want: config.FieldError{Key: "connections[0].enabled_clients[1]", Reason: `"https://api.example.com" is the audience of apis[0], not a client id`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(goodYAML))
+			cfg, err := config.Parse([]byte(configtest.ValidYAML))
 			if err != nil {
 				t.Fatal(err)
 			}
 			tc.mut(cfg)
 			if errs := cfg.Validate(); !slices.Contains(errs, tc.want) {
-				t.Fatalf("got %v\nwant %v", FieldErrors(errs), tc.want)
+				t.Fatalf("got %v\nwant %v", config.FieldErrors(errs), tc.want)
 			}
 		})
 	}
@@ -197,8 +199,8 @@ func TestValidateScopesAndGrants(t *testing.T) {
 // TestScopesAndGrantsFromYAML: apis[].scopes and clients[].apis are read from the file, a
 // well-formed configuration validates, and a misspelt key in a grant is named.
 func TestScopesAndGrantsFromYAML(t *testing.T) {
-	setKeyEnv(t)
-	grants := goodYAML + `apis:
+	configtest.SetEnv(t)
+	grants := configtest.ValidYAML + `apis:
   - audience: "https://api.example.com"
     scopes:
       - { name: "read:data", description: "Read your data" }
@@ -206,19 +208,19 @@ func TestScopesAndGrantsFromYAML(t *testing.T) {
 `
 	grants = strings.Replace(grants, "    connections: [corp-oidc]\n",
 		"    connections: [corp-oidc]\n    apis:\n      - { audience: \"https://api.example.com\", scopes: [\"read:data\"] }\n", 1)
-	cfg, err := Parse([]byte(grants))
+	cfg, err := config.Parse([]byte(grants))
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
 	if errs := cfg.Validate(); len(errs) != 0 {
-		t.Fatalf("Validate: %v", FieldErrors(errs))
+		t.Fatalf("Validate: %v", config.FieldErrors(errs))
 	}
 	if len(cfg.APIs) != 1 || len(cfg.APIs[0].Scopes) != 2 || cfg.APIs[0].Scopes[0].Description != "Read your data" ||
 		len(cfg.Clients[0].APIs) != 1 || !slices.Equal(cfg.Clients[0].APIs[0].Scopes, []string{"read:data"}) {
 		t.Fatalf("apis %+v grants %+v", cfg.APIs, cfg.Clients[0].APIs)
 	}
-	_, err = Parse([]byte(strings.Replace(grants, `scopes: ["read:data"]`, `scope: "read:data"`, 1)))
-	if fe, ok := err.(FieldErrors); !ok || !slices.Contains(fe, FieldError{Key: "clients[0].apis[0].scope", Reason: "unknown key (did you mean scopes?)"}) {
+	_, err = config.Parse([]byte(strings.Replace(grants, `scopes: ["read:data"]`, `scope: "read:data"`, 1)))
+	if fe, ok := err.(config.FieldErrors); !ok || !slices.Contains(fe, config.FieldError{Key: "clients[0].apis[0].scope", Reason: "unknown key (did you mean scopes?)"}) {
 		t.Fatalf("misspelt grant key: %v", err)
 	}
 }
@@ -293,7 +295,7 @@ func TestGrantRemovedIsDeniedAtToken(t *testing.T) {
 		}
 	})
 	t.Run("refresh after the grant was narrowed", func(t *testing.T) {
-		narrowed := h.replica(h.withGrants(appClient, []APIGrant{{Audience: apiScoped, Scopes: []string{"read:data"}}}))
+		narrowed := h.replica(h.withGrants(appClient, []config.APIGrant{{Audience: apiScoped, Scopes: []string{"read:data"}}}))
 		code := h.codeFor(appClient, withAPI("openid offline_access read:data write:data"))
 		r := h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, code)})
 		if r.status != 200 || r.str("scope") != "openid offline_access read:data write:data" {
@@ -423,9 +425,9 @@ func TestUserinfoRefusesTokenNotTypedAtJWT(t *testing.T) {
 // audience (or the userinfo audience) there is refused with 400 invalid_body naming it, on
 // POST and on PATCH.
 func TestManagementRefusesAudienceInEnabledClients(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
 		withMgmt(c)
-		c.APIs = []APIConfig{{Audience: apiScoped}}
+		c.APIs = []config.API{{Audience: apiScoped}}
 	}})
 	userinfo := h.broker.userinfoAudience()
 	for _, tc := range []struct {
@@ -437,7 +439,7 @@ func TestManagementRefusesAudienceInEnabledClients(t *testing.T) {
 			body: map[string]any{"name": "partner", "strategy": "oidc", "enabled_clients": []string{appClient, apiScoped},
 				"options": map[string]any{"issuer": h.up.URL, "client_id": "c", "client_secret": "s"}},
 			want: `enabled_clients[1]: "` + apiScoped + `" is the audience of apis[0], not a client id`},
-		{name: "PATCH with the userinfo audience", method: http.MethodPatch, path: "/api/v2/connections/" + DeriveConnectionID("corp"),
+		{name: "PATCH with the userinfo audience", method: http.MethodPatch, path: "/api/v2/connections/" + config.DeriveConnectionID("corp"),
 			body: map[string]any{"enabled_clients": []string{userinfo}},
 			want: `enabled_clients[0]: "` + userinfo + `" is the broker's userinfo audience, not a client id`},
 	} {

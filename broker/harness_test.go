@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
@@ -48,7 +49,7 @@ type harness struct {
 	srv    *httptest.Server
 	app    *httptest.Server
 	broker *Server
-	cfg    *Config
+	cfg    *config.Config
 	store  sessions.Store
 	events *logs.Writer
 	clock  *testClock
@@ -67,8 +68,8 @@ type harnessOpts struct {
 	up      demoidp.Options
 	dpopAlg string // connection dpop_signing_alg; "-" = off; default ES256
 	store   sessions.Store
-	mutate  func(*Config)
-	keys    *Keys
+	mutate  func(*config.Config)
+	keys    *config.KeyRing
 	// eventStore holds the event log (default: a memory store of its own).
 	eventStore sessions.Store
 	// deps adjusts the broker's collaborators before New (an upstream resolver, TLS roots).
@@ -81,25 +82,25 @@ type harnessOpts struct {
 // sharedKeys are generated once per test binary (RSA generation is slow).
 var (
 	keysOnce       sync.Once
-	rsKeys, esKeys *Keys
+	rsKeys, esKeys *config.KeyRing
 	keysErr        error
 )
 
-func testKeys(t testing.TB, alg string) *Keys {
+func testKeys(t testing.TB, alg string) *config.KeyRing {
 	t.Helper()
 	keysOnce.Do(func() {
-		cfg := Default()
-		cfg.Connections = []ConnectionConfig{
-			{Name: "a", Options: ConnectionOptions{DPoPSigningAlg: "ES256"}},
-			{Name: "b", Options: ConnectionOptions{DPoPSigningAlg: "Ed25519"}},
-			{Name: "c", Options: ConnectionOptions{DPoPSigningAlg: "RS256"}},
+		cfg := config.Default()
+		cfg.Connections = []config.Connection{
+			{Name: "a", Options: config.ConnectionOptions{DPoPSigningAlg: "ES256"}},
+			{Name: "b", Options: config.ConnectionOptions{DPoPSigningAlg: "Ed25519"}},
+			{Name: "c", Options: config.ConnectionOptions{DPoPSigningAlg: "RS256"}},
 		}
-		if rsKeys, keysErr = LoadKeys(cfg, true); keysErr != nil {
+		if rsKeys, keysErr = config.LoadKeys(cfg, true); keysErr != nil {
 			return
 		}
 		cfg.Keys.Signing.Alg = "ES256"
-		var es *Keys
-		if es, keysErr = LoadKeys(cfg, true); keysErr != nil {
+		var es *config.KeyRing
+		if es, keysErr = config.LoadKeys(cfg, true); keysErr != nil {
 			return
 		}
 		es.DPoP = rsKeys.DPoP
@@ -141,21 +142,21 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if alg == "-" {
 		alg = ""
 	}
-	cfg := Default()
+	cfg := config.Default()
 	cfg.Issuer = "http://" + h.srv.Listener.Addr().String() + "/"
 	if o.tls {
 		cfg.Issuer = "https://" + h.srv.Listener.Addr().String() + "/"
 	}
 	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
-	cfg.Clients = []ClientConfig{
+	cfg.Clients = []config.Client{
 		{ClientID: appClient, Name: "Test App", ClientSecret: appSecret, RedirectURIs: []string{h.app.URL + "/cb"}, Connections: []string{"corp"}},
 		{ClientID: spaClient, Name: "Test SPA", RedirectURIs: []string{h.app.URL + "/spa"}, Connections: []string{"corp", "other"}},
 	}
-	cfg.Connections = []ConnectionConfig{
-		{Name: "corp", Strategy: "oidc", Options: ConnectionOptions{
+	cfg.Connections = []config.Connection{
+		{Name: "corp", Strategy: "oidc", Options: config.ConnectionOptions{
 			Issuer: up.URL, ClientID: upClientID, ClientSecret: upSecret, DPoPSigningAlg: alg, FetchUserinfo: true,
 		}},
-		{Name: "other", Strategy: "oidc", Options: ConnectionOptions{
+		{Name: "other", Strategy: "oidc", Options: config.ConnectionOptions{
 			Issuer: up.URL, ClientID: upClientID, ClientSecret: upSecret,
 		}},
 	}
@@ -166,7 +167,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.mutate != nil {
 		o.mutate(cfg)
 	}
-	cfg.applyDefaults()
+	cfg.ApplyDefaults()
 	h.cfg = cfg
 	h.store = o.store
 	if h.store == nil {

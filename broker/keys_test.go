@@ -9,12 +9,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
 // TestSigningKeyRotation: after keys.signing is replaced and the old key moves to
 // keys.previous_signing, the JWKS publishes both (current first), new tokens carry the new
-// kid (Keys.signer), and access tokens issued under the old key (JWT and opaque) still work at /userinfo
+// kid (KeyRing.Signer), and access tokens issued under the old key (JWT and opaque) still work at /userinfo
 // until they expire. Without the previous key they are refused.
 func TestSigningKeyRotation(t *testing.T) {
 	h := dpopHarness(t, nil) // signs with testKeys(t, "ES256"): the old key
@@ -33,8 +34,8 @@ func TestSigningKeyRotation(t *testing.T) {
 	}
 	// rotated is a replica restarted with the new key (and the old one as previous when
 	// keepOld), sharing the store, so the sessions behind the tokens are there.
-	rotated := func(keepOld bool) (*Keys, string) {
-		k, err := NewKeys(newKey, "ES256")
+	rotated := func(keepOld bool) (*config.KeyRing, string) {
+		k, err := config.NewKeyRing(newKey, "ES256")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
@@ -102,7 +103,7 @@ func (s *Server) clientIP(r *http.Request) string {
 }
 
 // knownClient returns the registered client q names once, or nil.
-func (s *Server) knownClient(q url.Values) *ClientConfig {
+func (s *Server) knownClient(q url.Values) *config.Client {
 	if ids := q["client_id"]; len(ids) == 1 {
 		return s.clients[ids[0]]
 	}
@@ -110,7 +111,7 @@ func (s *Server) knownClient(q url.Values) *ClientConfig {
 }
 
 // registeredRedirect reports whether q names exactly one redirect_uri, registered for client.
-func registeredRedirect(client *ClientConfig, q url.Values) bool {
+func registeredRedirect(client *config.Client, q url.Values) bool {
 	uri := q["redirect_uri"]
 	return len(uri) == 1 && slices.Contains(client.RedirectURIs, uri[0])
 }
@@ -306,7 +307,7 @@ func (s *Server) guardToken(next http.HandlerFunc, refusedType string) http.Hand
 // request is answered). So a request with a wrong or missing secret spends only its IP's
 // bucket and cannot lock the app out. A public client has no secret: naming it proves
 // nothing, so its requests are limited per IP only. grant names the event of a refusal.
-func (s *Server) chargeClient(w http.ResponseWriter, r *http.Request, client *ClientConfig, grant, refusedType string) bool {
+func (s *Server) chargeClient(w http.ResponseWriter, r *http.Request, client *config.Client, grant, refusedType string) bool {
 	if client.Public() {
 		return false
 	}

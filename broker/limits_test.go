@@ -15,12 +15,14 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
 func rateOf(t *testing.T, s string) rate.Limit {
 	t.Helper()
-	l, err := parseRate(s)
+	l, err := config.ParseRate(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,12 +221,12 @@ func TestLimitsTokenBody(t *testing.T) {
 }
 
 // rlHarness is a harness with rate limits on and the given limits.
-func rlHarness(t *testing.T, mut func(rl *RateLimitsConfig)) *harness {
-	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+func rlHarness(t *testing.T, mut func(rl *config.RateLimits)) *harness {
+	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 		c.RateLimits.Enabled = true
-		unlimited := RateLimit{Rate: "0"}
-		c.RateLimits.Authorize = EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
-		c.RateLimits.Token.EndpointRateLimits = EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
+		unlimited := config.RateLimit{Rate: "0"}
+		c.RateLimits.Authorize = config.EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
+		c.RateLimits.Token.EndpointRateLimits = config.EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
 		mut(&c.RateLimits)
 	}})
 }
@@ -252,7 +254,7 @@ func wantTooMany(t *testing.T, rec *httptest.ResponseRecorder, retryAfter int) {
 
 func TestRateLimitAuthorize(t *testing.T) {
 	t.Run("per IP: burst, then 429 with Retry-After and one f event", func(t *testing.T) {
-		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerIP = RateLimit{Rate: "1/h", Burst: 3} })
+		h := rlHarness(t, func(rl *config.RateLimits) { rl.Authorize.PerIP = config.RateLimit{Rate: "1/h", Burst: 3} })
 		// Refusal events are unauthenticated events: limited per IP by logs.unauthenticated.
 		h.events.Limits = logs.NewLimiter(logs.LimiterConfig{PerIPRate: rate.Every(time.Minute), PerIPBurst: 1})
 		for i := range 3 {
@@ -292,7 +294,7 @@ func TestRateLimitAuthorize(t *testing.T) {
 		}
 	})
 	t.Run("per client: registered clients only", func(t *testing.T) {
-		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Authorize.PerClient = RateLimit{Rate: "1/m", Burst: 2} })
+		h := rlHarness(t, func(rl *config.RateLimits) { rl.Authorize.PerClient = config.RateLimit{Rate: "1/m", Burst: 2} })
 		for i := range 2 {
 			if rec := h.authorizeFrom("192.0.2.1:1", nil); rec.Code != http.StatusFound {
 				t.Fatalf("request %d: %d", i, rec.Code)
@@ -331,10 +333,10 @@ func TestRateLimitAuthorize(t *testing.T) {
 		}
 	})
 	t.Run("trusted proxy: per-IP key and event ip from X-Forwarded-For", func(t *testing.T) {
-		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 			c.TrustedProxies = []string{"10.0.0.0/8"}
 			c.RateLimits.Enabled = true
-			c.RateLimits.Authorize = EndpointRateLimits{PerIP: RateLimit{Rate: "1/h", Burst: 1}, PerClient: RateLimit{Rate: "0"}}
+			c.RateLimits.Authorize = config.EndpointRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 1}, PerClient: config.RateLimit{Rate: "0"}}
 		}})
 		send := func(peer, xff string) *httptest.ResponseRecorder {
 			u, _ := url.Parse(h.authorizeURL(nil))
@@ -386,7 +388,7 @@ func TestRateLimitToken(t *testing.T) {
 		}
 	}
 	t.Run("per IP: 429 JSON, Retry-After, feacft event", func(t *testing.T) {
-		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerIP = RateLimit{Rate: "2/m", Burst: 2} })
+		h := rlHarness(t, func(rl *config.RateLimits) { rl.Token.PerIP = config.RateLimit{Rate: "2/m", Burst: 2} })
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}, "redirect_uri": {h.app.URL + "/cb"}}
 		for i := range 2 {
 			if rec := post(h, "192.0.2.1:1", form, true); rec.Code != http.StatusBadRequest {
@@ -408,7 +410,7 @@ func TestRateLimitToken(t *testing.T) {
 		}
 	})
 	t.Run("/oauth/revoke shares the token limits; its refusals are frrt", func(t *testing.T) {
-		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerIP = RateLimit{Rate: "1/m", Burst: 1} })
+		h := rlHarness(t, func(rl *config.RateLimits) { rl.Token.PerIP = config.RateLimit{Rate: "1/m", Burst: 1} })
 		revoke := url.Values{"token": {"not-a-token"}}
 		if rec := postTo("/oauth/revoke", h, "192.0.2.9:1", revoke, true); rec.Code != http.StatusOK {
 			t.Fatalf("first revocation: %d %s", rec.Code, rec.Body.String())
@@ -419,11 +421,11 @@ func TestRateLimitToken(t *testing.T) {
 		}
 	})
 	t.Run("per client: authenticated requests only, from any address", func(t *testing.T) {
-		h := rlHarness(t, func(rl *RateLimitsConfig) { rl.Token.PerClient = RateLimit{Rate: "1/h", Burst: 1} })
-		postApp := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+		h := rlHarness(t, func(rl *config.RateLimits) { rl.Token.PerClient = config.RateLimit{Rate: "1/h", Burst: 1} })
+		postApp := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 			c.RateLimits.Enabled = true
-			c.RateLimits.Token.PerClient = RateLimit{Rate: "1/h", Burst: 1}
-			c.Clients[0].TokenEndpointAuthMethod = AuthSecretPost // the app sends its secret in the body
+			c.RateLimits.Token.PerClient = config.RateLimit{Rate: "1/h", Burst: 1}
+			c.Clients[0].TokenEndpointAuthMethod = config.AuthSecretPost // the app sends its secret in the body
 		}})
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {"abc.def"}}
 		if rec := post(h, "192.0.2.1:1", form, true); rec.Code != http.StatusBadRequest {
@@ -465,7 +467,7 @@ func TestRateLimitToken(t *testing.T) {
 func TestLimiterTable(t *testing.T) {
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	t.Run("burst then refill", func(t *testing.T) {
-		tb := newLimiterTable("token", "ip", RateLimit{Rate: "1/s", Burst: 2}, 1, 10)
+		tb := newLimiterTable("token", "ip", config.RateLimit{Rate: "1/s", Burst: 2}, 1, 10)
 		for i := range 2 {
 			if tb.take("k", t0) != nil {
 				t.Fatalf("request %d of the burst refused", i)
@@ -483,7 +485,7 @@ func TestLimiterTable(t *testing.T) {
 		}
 	})
 	t.Run("Retry-After rounds up to whole seconds", func(t *testing.T) {
-		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/m", Burst: 1}, rateOf(t, "1/m"), 10)
+		tb := newLimiterTable("authorize", "ip", config.RateLimit{Rate: "1/m", Burst: 1}, rateOf(t, "1/m"), 10)
 		_ = tb.take("k", t0)
 		ref := tb.take("k", t0.Add(100*time.Millisecond))
 		rec := httptest.NewRecorder()
@@ -496,7 +498,7 @@ func TestLimiterTable(t *testing.T) {
 		}
 	})
 	t.Run("eviction under many keys", func(t *testing.T) {
-		tb := newLimiterTable("authorize", "ip", RateLimit{Rate: "1/h", Burst: 1}, rateOf(t, "1/h"), 100)
+		tb := newLimiterTable("authorize", "ip", config.RateLimit{Rate: "1/h", Burst: 1}, rateOf(t, "1/h"), 100)
 		if tb.take("hot", t0) != nil {
 			t.Fatal("first hot request refused")
 		}
@@ -539,7 +541,7 @@ func TestIPKeyAndRates(t *testing.T) {
 		{in: "20", want: -1}, {in: "20/d", want: -1}, {in: "-1/s", want: -1}, {in: "abc/s", want: -1}, {in: "Inf/s", want: -1}, {in: "NaN/s", want: -1}, {in: "/s", want: -1},
 	} {
 		t.Run("rate "+tc.in, func(t *testing.T) {
-			got, err := parseRate(tc.in)
+			got, err := config.ParseRate(tc.in)
 			if tc.want < 0 {
 				if err == nil {
 					t.Fatalf("accepted: %v", got)
@@ -554,11 +556,11 @@ func TestIPKeyAndRates(t *testing.T) {
 }
 
 func TestTrustedProxies(t *testing.T) {
-	g, err := newGuard(&Config{TrustedProxies: []string{"10.0.0.0/8", "192.0.2.10", "::1", "fd00::/8"}}, nil)
+	g, err := newGuard(&config.Config{TrustedProxies: []string{"10.0.0.0/8", "192.0.2.10", "::1", "fd00::/8"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	none, _ := newGuard(&Config{}, nil)
+	none, _ := newGuard(&config.Config{}, nil)
 	for _, tc := range []struct {
 		name   string
 		g      *guard
@@ -606,38 +608,38 @@ func TestTrustedProxies(t *testing.T) {
 func TestRateLimitConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		mut  func(c *Config)
-		want FieldError
+		mut  func(c *config.Config)
+		want config.FieldError
 	}{
-		{name: "bad rate", mut: func(c *Config) { c.RateLimits.Authorize.PerIP.Rate = "fast" },
-			want: FieldError{Key: "rate_limits.authorize.per_ip.rate", Reason: `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{name: "rate without unit", mut: func(c *Config) { c.RateLimits.Token.PerClient.Rate = "20" },
-			want: FieldError{Key: "rate_limits.token.per_client.rate", Reason: `"20" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
-		{name: "burst zero with a rate", mut: func(c *Config) { c.RateLimits.Token.PerIP.Burst = 0 },
-			want: FieldError{Key: "rate_limits.token.per_ip.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
-		{name: "max_keys", mut: func(c *Config) { c.RateLimits.MaxKeys = 0 },
-			want: FieldError{Key: "rate_limits.max_keys", Reason: "must be between 1 and 10000000"}},
-		{name: "trusted proxy not a CIDR", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.internal"} },
-			want: FieldError{Key: "trusted_proxies[1]", Reason: `"proxy.internal" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
-		{name: "trusted proxy bad prefix length", mut: func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} },
-			want: FieldError{Key: "trusted_proxies[0]", Reason: `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
+		{name: "bad rate", mut: func(c *config.Config) { c.RateLimits.Authorize.PerIP.Rate = "fast" },
+			want: config.FieldError{Key: "rate_limits.authorize.per_ip.rate", Reason: `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{name: "rate without unit", mut: func(c *config.Config) { c.RateLimits.Token.PerClient.Rate = "20" },
+			want: config.FieldError{Key: "rate_limits.token.per_client.rate", Reason: `"20" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`}},
+		{name: "burst zero with a rate", mut: func(c *config.Config) { c.RateLimits.Token.PerIP.Burst = 0 },
+			want: config.FieldError{Key: "rate_limits.token.per_ip.burst", Reason: "must be between 1 and 1000000 when a rate is set"}},
+		{name: "max_keys", mut: func(c *config.Config) { c.RateLimits.MaxKeys = 0 },
+			want: config.FieldError{Key: "rate_limits.max_keys", Reason: "must be between 1 and 10000000"}},
+		{name: "trusted proxy not a CIDR", mut: func(c *config.Config) { c.TrustedProxies = []string{"10.0.0.0/8", "proxy.internal"} },
+			want: config.FieldError{Key: "trusted_proxies[1]", Reason: `"proxy.internal" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
+		{name: "trusted proxy bad prefix length", mut: func(c *config.Config) { c.TrustedProxies = []string{"10.0.0.0/33"} },
+			want: config.FieldError{Key: "trusted_proxies[0]", Reason: `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			setKeyEnv(t)
-			cfg, err := Parse([]byte(goodYAML))
+			configtest.SetEnv(t)
+			cfg, err := config.Parse([]byte(configtest.ValidYAML))
 			if err != nil {
 				t.Fatal(err)
 			}
 			tc.mut(cfg)
 			errs := cfg.Validate()
 			if len(errs) != 1 || errs[0] != tc.want {
-				t.Fatalf("got %v, want exactly %v", FieldErrors(errs), tc.want)
+				t.Fatalf("got %v, want exactly %v", config.FieldErrors(errs), tc.want)
 			}
 		})
 	}
 	t.Run("YAML shape", func(t *testing.T) {
-		setKeyEnv(t)
-		cfg, err := Parse([]byte(goodYAML + `
+		configtest.SetEnv(t)
+		cfg, err := config.Parse([]byte(configtest.ValidYAML + `
 trusted_proxies: ["10.0.0.0/8", "::1"]
 rate_limits:
   enabled: true
@@ -651,14 +653,14 @@ rate_limits:
 			t.Fatal(err)
 		}
 		rl := cfg.RateLimits
-		if !rl.Enabled || rl.MaxKeys != 500 || rl.Authorize.PerIP != (RateLimit{Rate: "5/s", Burst: 10}) ||
-			rl.Authorize.PerClient != (RateLimit{Rate: "0"}) || rl.Token.PerClient.Rate != "0" || len(cfg.TrustedProxies) != 2 {
+		if !rl.Enabled || rl.MaxKeys != 500 || rl.Authorize.PerIP != (config.RateLimit{Rate: "5/s", Burst: 10}) ||
+			rl.Authorize.PerClient != (config.RateLimit{Rate: "0"}) || rl.Token.PerClient.Rate != "0" || len(cfg.TrustedProxies) != 2 {
 			t.Fatalf("decoded %+v %v", rl, cfg.TrustedProxies)
 		}
 		if errs := cfg.Validate(); len(errs) != 0 {
-			t.Fatal(FieldErrors(errs))
+			t.Fatal(config.FieldErrors(errs))
 		}
-		_, err = Parse([]byte("rate_limits:\n  authorize:\n    per_ip: { rps: 5 }\n"))
+		_, err = config.Parse([]byte("rate_limits:\n  authorize:\n    per_ip: { rps: 5 }\n"))
 		if err == nil || !strings.Contains(err.Error(), "rate_limits.authorize.per_ip.rps: unknown key") {
 			t.Fatalf("unknown key: %v", err)
 		}

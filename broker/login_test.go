@@ -11,6 +11,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
@@ -48,7 +49,7 @@ func TestLoginEndToEnd(t *testing.T) {
 			if signing == "" {
 				signing = "RS256"
 			}
-			h := newHarness(t, harnessOpts{up: tc.up, dpopAlg: tc.dpopAlg, mutate: func(c *Config) { c.Keys.Signing.Alg = signing }})
+			h := newHarness(t, harnessOpts{up: tc.up, dpopAlg: tc.dpopAlg, mutate: func(c *config.Config) { c.Keys.Signing.Alg = signing }})
 			q := h.login()
 			if q.Get("code") == "" || q.Get("state") != "app-state-123" || q.Get("iss") != h.cfg.Issuer {
 				t.Fatalf("app callback query = %v; want code, state and iss (RFC 9207 §2)", q)
@@ -56,7 +57,7 @@ func TestLoginEndToEnd(t *testing.T) {
 			ev := h.lastEvent()
 			if ev.Type != logs.TypeSuccessLogin || ev.UserID != "oidc|corp|alice" || ev.UserName != "alice@example.com" ||
 				ev.ClientID != appClient || ev.ClientName != "Test App" || ev.Connection != "corp" ||
-				ev.ConnectionID != DeriveConnectionID("corp") || ev.Strategy != "oidc" || ev.IP != "127.0.0.1" {
+				ev.ConnectionID != config.DeriveConnectionID("corp") || ev.Strategy != "oidc" || ev.IP != "127.0.0.1" {
 				t.Fatalf("event = %+v", ev)
 			}
 			if got := fmt.Sprint(detail(ev, "idp_token_type")); got != tc.wantType {

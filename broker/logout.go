@@ -13,6 +13,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -180,7 +181,7 @@ var oidcLogoutParams = []string{"id_token_hint", "logout_hint", "client_id", "po
 // askLogout shows the logout confirmation page of the endpoint at path: a form that posts the
 // parameters keys of p (and federated) back with the confirmation token of the session cookie
 // (logoutConfirmed). The message names client (nil: none) and what the user signs out of.
-func (s *Server) askLogout(w http.ResponseWriter, path string, p url.Values, keys []string, cookie string, client *ClientConfig, of string) {
+func (s *Server) askLogout(w http.ResponseWriter, path string, p url.Values, keys []string, cookie string, client *config.Client, of string) {
 	fields := []pageField{{"confirm", logoutConfirmToken(cookie)}}
 	for _, k := range keys {
 		if v := p.Get(k); v != "" {
@@ -323,11 +324,11 @@ func (s *Server) parseIDTokenHint(raw string) (*idTokenHint, error) {
 	if len(raw) > 8192 {
 		return nil, errors.New("id_token_hint too long")
 	}
-	t, err := jwt.ParseSigned(raw, s.keys.verificationAlgs())
+	t, err := jwt.ParseSigned(raw, s.keys.VerificationAlgs())
 	if err != nil || len(t.Headers) != 1 || t.Headers[0].ExtraHeaders[jose.HeaderType] != "JWT" {
 		return nil, errors.New("not an ID token")
 	}
-	pub, alg, ok := s.keys.verificationKey(t.Headers[0].KeyID)
+	pub, alg, ok := s.keys.VerificationKey(t.Headers[0].KeyID)
 	if !ok || t.Headers[0].Algorithm != string(alg) {
 		return nil, errors.New("unknown signing key")
 	}
@@ -413,7 +414,7 @@ func (s *Server) endSession(r *http.Request, tag string, sess *sessionRecord) bo
 // client's post_logout_redirect_uris (its Allowed Logout URLs) when it has some; else, for
 // clients configured before that list existed, an absolute URL on the origin of one of the
 // client's redirect URIs.
-func allowedReturnTo(c *ClientConfig, returnTo string) bool {
+func allowedReturnTo(c *config.Client, returnTo string) bool {
 	if len(c.PostLogoutRedirectURIs) > 0 {
 		return returnTo != "" && slices.Contains(c.PostLogoutRedirectURIs, returnTo)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // logoutLogin logs alice in through the confidential app in a fresh browser and returns the
@@ -55,7 +57,7 @@ func noRedirects(c *http.Client) *http.Client {
 // TestOIDCLogout covers OpenID Connect RP-Initiated Logout 1.0 at /oidc/logout (the
 // discovery end_session_endpoint) and the identity SaaS's /v2/logout rules.
 func TestOIDCLogout(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 		app := strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb")
 		c.Clients[0].PostLogoutRedirectURIs = []string{app + "/bye", app + "/bye2"}
 	}})
@@ -223,7 +225,7 @@ func TestFederatedLogout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := dpopUp
 			up.NoEndSession = tc.noEndSession
-			h := newHarness(t, harnessOpts{up: up, mutate: func(c *Config) {
+			h := newHarness(t, harnessOpts{up: up, mutate: func(c *config.Config) {
 				c.Clients[0].PostLogoutRedirectURIs = []string{strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb") + "/bye"}
 			}})
 			bye := h.app.URL + "/bye"
@@ -268,7 +270,7 @@ func TestFederatedLogout(t *testing.T) {
 		})
 	}
 	t.Run("a hint sent from another browser ends the session but never goes upstream", func(t *testing.T) {
-		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
+		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 			c.Clients[0].PostLogoutRedirectURIs = []string{strings.TrimSuffix(c.Clients[0].RedirectURIs[0], "/cb") + "/bye"}
 		}})
 		bye := h.app.URL + "/bye"

@@ -3,12 +3,14 @@ package broker
 import (
 	"context"
 	"fmt"
-	"github.com/dpop-broker/dpop-broker/sessions"
-	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // scrape fetches GET /metrics and returns the exposition text.
@@ -24,9 +26,9 @@ func (h *harness) scrape() string {
 func TestMetrics(t *testing.T) {
 	h := newHarness(t, harnessOpts{
 		up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
-		mutate: func(c *Config) {
+		mutate: func(c *config.Config) {
 			// "rsa" asks RS256, which the upstream does not offer: a dpop_alg_mismatch failure.
-			c.Connections = append(c.Connections, ConnectionConfig{Name: "rsa", Strategy: "oidc", Options: ConnectionOptions{
+			c.Connections = append(c.Connections, config.Connection{Name: "rsa", Strategy: "oidc", Options: config.ConnectionOptions{
 				Issuer: c.Connections[0].Options.Issuer, ClientID: upClientID, ClientSecret: upSecret, DPoPSigningAlg: "RS256",
 			}})
 			c.Clients[0].Connections = append(c.Clients[0].Connections, "rsa")

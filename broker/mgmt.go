@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
@@ -28,7 +29,7 @@ type mgmtToken struct {
 	scopes []string
 }
 
-func newMgmtAuth(cfg ManagementConfig) *mgmtAuth {
+func newMgmtAuth(cfg config.Management) *mgmtAuth {
 	a := &mgmtAuth{}
 	for i, t := range cfg.Tokens {
 		name := t.Name
@@ -100,13 +101,13 @@ func (s *Server) storeAPIError(err error) *apiError {
 type mgmtHandler func(c *mgmtCall) *apiError
 
 func (s *Server) mgmtRoutes(h func(string, http.HandlerFunc)) {
-	h("GET /api/v2/connections", s.mgmt.guard(s, []string{scopeReadConnections}, s.listConnections))
-	h("POST /api/v2/connections", s.mgmt.guard(s, []string{scopeCreateConnections, scopeUpdateConnections}, s.createConnection))
-	h("GET /api/v2/connections/{id}", s.mgmt.guard(s, []string{scopeReadConnections}, s.getConnection))
-	h("PATCH /api/v2/connections/{id}", s.mgmt.guard(s, []string{scopeUpdateConnections}, s.patchConnection))
-	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{scopeDeleteConnections, scopeUpdateConnections}, s.deleteConnection))
-	h("GET /api/v2/logs", s.mgmt.guard(s, []string{scopeReadLogs}, s.searchLogs))
-	h("GET /api/v2/logs/{id}", s.mgmt.guard(s, []string{scopeReadLogs}, s.getLog))
+	h("GET /api/v2/connections", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.listConnections))
+	h("POST /api/v2/connections", s.mgmt.guard(s, []string{config.ScopeCreateConnections, config.ScopeUpdateConnections}, s.createConnection))
+	h("GET /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.getConnection))
+	h("PATCH /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeUpdateConnections}, s.patchConnection))
+	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeDeleteConnections, config.ScopeUpdateConnections}, s.deleteConnection))
+	h("GET /api/v2/logs", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.searchLogs))
+	h("GET /api/v2/logs/{id}", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.getLog))
 }
 
 // mgmtNotFound answers every other path under /api/v2/ (after authentication).

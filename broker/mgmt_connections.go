@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -22,18 +23,18 @@ import (
 // apiConnection is the connection object of the management API (the identity SaaS's shape).
 // options.client_secret is write-only: it is never part of a response.
 type apiConnection struct {
-	ID                 string            `json:"id"`
-	Name               string            `json:"name"`
-	DisplayName        string            `json:"display_name,omitempty"`
-	Strategy           string            `json:"strategy"`
-	Options            ConnectionOptions `json:"options"`
-	Realms             []string          `json:"realms"`
-	IsDomainConnection bool              `json:"is_domain_connection"`
-	EnabledClients     *[]string         `json:"enabled_clients,omitempty"` // by id only
+	ID                 string                   `json:"id"`
+	Name               string                   `json:"name"`
+	DisplayName        string                   `json:"display_name,omitempty"`
+	Strategy           string                   `json:"strategy"`
+	Options            config.ConnectionOptions `json:"options"`
+	Realms             []string                 `json:"realms"`
+	IsDomainConnection bool                     `json:"is_domain_connection"`
+	EnabledClients     *[]string                `json:"enabled_clients,omitempty"` // by id only
 }
 
 // view returns the API object of cc, with enabled_clients when withClients.
-func (s *Server) view(cc *ConnectionConfig, withClients bool) apiConnection {
+func (s *Server) view(cc *config.Connection, withClients bool) apiConnection {
 	o := cc.Options
 	o.ClientSecret = "" // write-only
 	v := apiConnection{
@@ -60,7 +61,7 @@ type connectionBody struct {
 	EnabledClients *[]string       `json:"enabled_clients"`
 }
 
-func decodeOptions(raw json.RawMessage) (*ConnectionOptions, *apiError) {
+func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
 	if len(raw) == 0 {
 		return nil, nil
 	}
@@ -69,7 +70,7 @@ func decodeOptions(raw json.RawMessage) (*ConnectionOptions, *apiError) {
 	}
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
-	var o ConnectionOptions
+	var o config.ConnectionOptions
 	if err := dec.Decode(&o); err != nil {
 		return nil, errBody("options: " + jsonProblem(err))
 	}
@@ -77,7 +78,7 @@ func decodeOptions(raw json.RawMessage) (*ConnectionOptions, *apiError) {
 }
 
 // connDefaults fills the option defaults the YAML also gets.
-func connDefaults(o *ConnectionOptions) {
+func connDefaults(o *config.ConnectionOptions) {
 	if o.Scope == "" {
 		o.Scope = "openid profile email"
 	}
@@ -89,14 +90,12 @@ func connDefaults(o *ConnectionOptions) {
 // checkConnection validates cc like the YAML, then the DPoP rules that need the network
 // (RFC 9449 §5.1, docs/conformance.md#discovery-dpop-gate): a key for the alg, and the
 // upstream's discovery listing it.
-func (s *Server) checkConnection(c *mgmtCall, cc *ConnectionConfig) *apiError {
+func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	ctx := c.r.Context()
-	v := &validator{}
-	v.connection("", cc, clientIDs(s.cfg), apiAudiences(s.cfg))
-	if len(v.errs) > 0 {
+	if errs := s.cfg.ValidateConnection(cc); len(errs) > 0 {
 		code := "invalid_body"
-		msgs := make([]string, len(v.errs))
-		for i, e := range v.errs {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
 			msgs[i] = e.Error()
 			if strings.HasPrefix(e.Key, "options.federated_connections_access_tokens") || e.Key == "options.upstream_params.offline_access" {
 				code = "token_vault_conflict"
@@ -108,7 +107,7 @@ func (s *Server) checkConnection(c *mgmtCall, cc *ConnectionConfig) *apiError {
 	alg := cc.Options.DPoPSigningAlg
 	if err != nil && alg != "" && s.keys.DPoP[alg] == nil {
 		return &apiError{http.StatusBadRequest, "dpop_key_missing", fmt.Sprintf(
-			"Payload validation error: options.dpop_signing_alg: the broker has no DPoP private key for %s; configure keys.dpop.%s and restart the broker", alg, dpopKeyFor(alg))}
+			"Payload validation error: options.dpop_signing_alg: the broker has no DPoP private key for %s; configure keys.dpop.%s and restart the broker", alg, config.DPoPKeyName(alg))}
 	}
 	if err != nil {
 		return errBody(strings.TrimPrefix(err.Error(), "upstream: "))
@@ -166,7 +165,7 @@ func (s *Server) connStore(ctx context.Context) (sessions.Connections, *apiError
 // loadConnection returns the stored document of the path's id.
 func (s *Server) loadConnection(c *mgmtCall) (*storedConnection, *apiError) {
 	id := c.r.PathValue("id")
-	if !connectionIDRE.MatchString(id) {
+	if !config.ValidConnectionID(id) {
 		return nil, &apiError{http.StatusBadRequest, "invalid_uri", "Path validation error: id must be con_ followed by letters and digits"}
 	}
 	st, aerr := s.connStore(c.r.Context())
@@ -218,7 +217,7 @@ func (s *Server) listConnections(c *mgmtCall) *apiError {
 		if len(strategies) > 0 && !slices.Contains(strategies, doc.Strategy) || name != "" && doc.Name != name {
 			continue
 		}
-		all = append(all, s.view(&doc.ConnectionConfig, false))
+		all = append(all, s.view(&doc.Connection, false))
 	}
 	if all == nil {
 		all = []apiConnection{}
@@ -290,7 +289,7 @@ func (s *Server) getConnection(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	s.apiJSON(c, http.StatusOK, s.view(&doc.ConnectionConfig, true))
+	s.apiJSON(c, http.StatusOK, s.view(&doc.Connection, true))
 	return nil
 }
 
@@ -318,7 +317,7 @@ func (s *Server) createConnection(c *mgmtCall) *apiError {
 		return aerr
 	}
 	connDefaults(opts)
-	cc := ConnectionConfig{Name: *body.Name, Strategy: *body.Strategy, Options: *opts}
+	cc := config.Connection{Name: *body.Name, Strategy: *body.Strategy, Options: *opts}
 	if body.DisplayName != nil {
 		cc.DisplayName = *body.DisplayName
 	}
@@ -335,7 +334,7 @@ func (s *Server) createConnection(c *mgmtCall) *apiError {
 	}
 	for range 3 {
 		cc.ID = newConnectionID()
-		raw, err := json.Marshal(storedConnection{ConnectionConfig: cc})
+		raw, err := json.Marshal(storedConnection{Connection: cc})
 		if err != nil {
 			return s.storeAPIError(err)
 		}
@@ -392,7 +391,7 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	if body.Strategy != nil && *body.Strategy != doc.Strategy {
 		return errBody("strategy cannot be changed (Additional properties not allowed: strategy)")
 	}
-	cc := doc.ConnectionConfig
+	cc := doc.Connection
 	if body.DisplayName != nil {
 		cc.DisplayName = *body.DisplayName
 	}
@@ -413,7 +412,7 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	if aerr := s.checkConnection(c, &cc); aerr != nil {
 		return aerr
 	}
-	raw, err := json.Marshal(storedConnection{ConnectionConfig: cc, ConfigHash: doc.ConfigHash})
+	raw, err := json.Marshal(storedConnection{Connection: cc, ConfigHash: doc.ConfigHash})
 	if err != nil {
 		return s.storeAPIError(err)
 	}

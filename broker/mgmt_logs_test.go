@@ -9,14 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // logsHarness is a broker with management tokens whose event log is in store.
-func logsHarness(t *testing.T, store sessions.Store, mutate func(*Config)) *harness {
+func logsHarness(t *testing.T, store sessions.Store, mutate func(*config.Config)) *harness {
 	t.Helper()
-	return newHarness(t, harnessOpts{up: optionalDPoPUp, eventStore: store, mutate: func(c *Config) {
+	return newHarness(t, harnessOpts{up: optionalDPoPUp, eventStore: store, mutate: func(c *config.Config) {
 		withMgmt(c)
 		if mutate != nil {
 			mutate(c)
@@ -170,7 +171,7 @@ func TestMgmtLogsCheckpointWhileAppending(t *testing.T) {
 
 func TestMgmtLogsRetention(t *testing.T) {
 	t.Run("logs.max_events bounds the store log", func(t *testing.T) {
-		h := logsHarness(t, nil, func(c *Config) { c.Logs.MaxEvents = 3 })
+		h := logsHarness(t, nil, func(c *config.Config) { c.Logs.MaxEvents = 3 })
 		var ids []string
 		for range 5 {
 			ids = append(ids, writeEvent(t, h, logs.TypeSuccessLogin, "corp", appClient, ""))
@@ -181,7 +182,7 @@ func TestMgmtLogsRetention(t *testing.T) {
 		}
 	})
 	t.Run("logs.max_age hides and trims older events", func(t *testing.T) {
-		h := logsHarness(t, nil, func(c *Config) { c.Logs.MaxAge = time.Hour })
+		h := logsHarness(t, nil, func(c *config.Config) { c.Logs.MaxAge = time.Hour })
 		old := writeEvent(t, h, logs.TypeSuccessLogin, "corp", appClient, "")
 		h.clock.Advance(2 * time.Hour)
 		fresh := writeEvent(t, h, logs.TypeFailedLogin, "corp", appClient, "x")
@@ -191,7 +192,7 @@ func TestMgmtLogsRetention(t *testing.T) {
 		wantAPIError(t, api(t, h.srv.URL, "GET", "/api/v2/logs/"+old, tokLogs, nil), 404, "inexistent_log", "")
 	})
 	t.Run("serve with Redis: writer settles for 1s; memory: no settle", func(t *testing.T) {
-		cfg := Default()
+		cfg := config.Default()
 		if w := NewEventWriter(cfg, sessions.NewMemory(), nil, "h"); w.Settle != 0 || w.MaxLen != 10000 || w.MaxAge != 720*time.Hour {
 			t.Errorf("memory writer %+v", w)
 		}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -32,11 +33,11 @@ var (
 // optionalDPoPUp offers ES256 and Ed25519 but accepts requests without a proof.
 var optionalDPoPUp = demoidp.Options{DPoPAlgs: []string{"ES256", "Ed25519"}}
 
-func withMgmt(c *Config) {
-	c.Management.Tokens = []ManagementToken{
-		{Name: "ops", Token: tokAll, Scopes: []string{scopeReadConnections, scopeUpdateConnections, scopeReadLogs}},
-		{Name: "reader", Token: tokRead, Scopes: []string{scopeReadConnections}},
-		{Name: "auditor", Token: tokLogs, Scopes: []string{scopeReadLogs}},
+func withMgmt(c *config.Config) {
+	c.Management.Tokens = []config.ManagementToken{
+		{Name: "ops", Token: tokAll, Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadLogs}},
+		{Name: "reader", Token: tokRead, Scopes: []string{config.ScopeReadConnections}},
+		{Name: "auditor", Token: tokLogs, Scopes: []string{config.ScopeReadLogs}},
 	}
 }
 
@@ -239,7 +240,7 @@ func TestMgmtConnections(t *testing.T) {
 			responses = append(responses, r.raw)
 			return r
 		}
-		corpID := DeriveConnectionID("corp")
+		corpID := config.DeriveConnectionID("corp")
 
 		t.Run("list: seeded from YAML, sorted, without enabled_clients or client_secret", func(t *testing.T) {
 			r := call("GET", "/api/v2/connections", nil)
@@ -536,7 +537,7 @@ func TestMgmtDPoP(t *testing.T) {
 	}
 
 	t.Run("PATCH without dpop_signing_alg disables DPoP: next login has no dpop_signing_alg", func(t *testing.T) {
-		corpID := DeriveConnectionID("corp")
+		corpID := config.DeriveConnectionID("corp")
 		h.login()
 		if ev := h.lastEventOf(logs.TypeSuccessLogin); ev.Details["dpop_signing_alg"] != "ES256" {
 			t.Fatalf("before: %v", ev.Details)
@@ -593,7 +594,7 @@ func TestMgmtSecondReplicaSeesPatch(t *testing.T) {
 	if d := loginB(); d["dpop_signing_alg"] != "ES256" {
 		t.Fatalf("before: %v", d)
 	}
-	corpID := DeriveConnectionID("corp")
+	corpID := config.DeriveConnectionID("corp")
 	r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+corpID, tokAll, map[string]any{
 		"options": map[string]any{"issuer": h.up.URL, "client_id": upClientID, "fetch_userinfo": true},
 	})
@@ -636,13 +637,13 @@ func TestMgmtSecondReplicaSeesPatch(t *testing.T) {
 func TestSeeding(t *testing.T) {
 	st := sessions.NewMemory()
 	h := mgmtHarness(t, st)
-	corpID := DeriveConnectionID("corp")
+	corpID := config.DeriveConnectionID("corp")
 	// An API edit survives a restart with an unchanged YAML.
 	r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+corpID, tokAll, map[string]any{"display_name": "Edited"})
 	if r.status != 200 {
 		t.Fatal(r.raw)
 	}
-	restart := func(mut func(*Config)) *Server {
+	restart := func(mut func(*config.Config)) *Server {
 		cfg := *h.cfg
 		cfg.Connections = slices.Clone(h.cfg.Connections)
 		if mut != nil {
@@ -665,15 +666,15 @@ func TestSeeding(t *testing.T) {
 		t.Errorf("unchanged YAML: %s", display(b))
 	}
 	// A changed YAML entry wins over the store.
-	b := restart(func(c *Config) { c.Connections[0].Options.ClientID = "rotated" })
+	b := restart(func(c *config.Config) { c.Connections[0].Options.ClientID = "rotated" })
 	if got := display(b); got != "|rotated" {
 		t.Errorf("changed YAML: %s", got)
 	}
 	// A name taken in the store by an API-created connection is reported by Init.
 	api(t, h.srv.URL, "POST", "/api/v2/connections", tokAll, map[string]any{"name": "later", "strategy": "oidc",
 		"options": map[string]any{"issuer": h.up.URL, "client_id": "c", "client_secret": "s"}})
-	b = restart(func(c *Config) {
-		c.Connections = append(c.Connections, ConnectionConfig{Name: "later", Strategy: "oidc", Options: ConnectionOptions{
+	b = restart(func(c *config.Config) {
+		c.Connections = append(c.Connections, config.Connection{Name: "later", Strategy: "oidc", Options: config.ConnectionOptions{
 			Issuer: h.up.URL, ClientID: "c", ClientSecret: "s", Scope: "openid", Type: "back_channel"}})
 	})
 	if err := b.Init(context.Background()); err == nil || !strings.Contains(err.Error(), `the store already has a connection named "later"`) {
@@ -693,7 +694,7 @@ func TestSeeding(t *testing.T) {
 		t.Error("a connection deleted through the API came back at restart with an unchanged YAML entry")
 	}
 	// ...and an edited YAML entry brings it back (the file wins, as for edits).
-	b = restart(func(c *Config) { c.Connections[0].Options.ClientID = "rotated-again" })
+	b = restart(func(c *config.Config) { c.Connections[0].Options.ClientID = "rotated-again" })
 	if err := b.Init(context.Background()); err != nil {
 		t.Fatalf("Init with an edited YAML entry: %v", err)
 	}

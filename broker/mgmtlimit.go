@@ -9,29 +9,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// ManagementRateLimits are the limits of the management API (/api/v2/*, every method and
-// path, known or not).
-type ManagementRateLimits struct {
-	// PerIP limits the calls without a valid management token (none, malformed, or unknown)
-	// per client IP. An address whose bucket is empty is refused before its token is
-	// compared, also when the token is valid: so the answers tell someone guessing tokens
-	// nothing, and guessing is as slow as this limit. Calls with a valid token do not spend it.
-	PerIP RateLimit `yaml:"per_ip"`
-	// PerToken limits the calls of each management token (by its name), charged once the
-	// token is recognised and before its scopes are checked, so calls it is not allowed to
-	// make count too.
-	PerToken RateLimit `yaml:"per_token"`
-}
-
-func defaultManagementRateLimits() ManagementRateLimits {
-	return ManagementRateLimits{
-		PerIP: RateLimit{Rate: "10/s", Burst: 20},
-		// `broker logs --follow` polls every 250 ms (4/s) and reads a backlog page after page
-		// without waiting; a query reads up to 10 pages at once.
-		PerToken: RateLimit{Rate: "20/s", Burst: 100},
-	}
-}
-
 // byToken is details.rate_limit.by (and the metric's key label) of a refusal by the
 // per-token management limit.
 const byToken = "token"

@@ -9,17 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
 // mgmtLimitHarness is a management harness with rate limits on, only the given management
 // limits (every other limit off), and X-Forwarded-For trusted from loopback.
-func mgmtLimitHarness(t *testing.T, m ManagementRateLimits) *harness {
+func mgmtLimitHarness(t *testing.T, m config.ManagementRateLimits) *harness {
 	t.Helper()
-	return newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
+	return newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
 		withMgmt(c)
 		c.TrustedProxies = []string{"127.0.0.0/8"}
-		c.RateLimits = RateLimitsConfig{Enabled: true, MaxKeys: 1000, Management: m}
+		c.RateLimits = config.RateLimits{Enabled: true, MaxKeys: 1000, Management: m}
 	}})
 }
 
@@ -64,7 +65,7 @@ func wantAPI429(t *testing.T, r apiResp, retryAfter int) {
 // requests it may not make spends its own bucket with each 403, then gets 429 for every call,
 // and its refusals are limited events; other tokens, from the same address, are not touched.
 func TestManagementTokenIsRateLimitedIncludingRefusedCalls(t *testing.T) {
-	h := mgmtLimitHarness(t, ManagementRateLimits{PerIP: RateLimit{Rate: "1/h", Burst: 2}, PerToken: RateLimit{Rate: "1/h", Burst: 3}})
+	h := mgmtLimitHarness(t, config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 2}, PerToken: config.RateLimit{Rate: "1/h", Burst: 3}})
 	h.events.Limits = logs.NewLimiter(logs.LimiterConfig{PerIPRate: 1.0 / 3600, PerIPBurst: 2})
 	const ip = "198.51.100.20"
 	patch := map[string]any{"options": map[string]any{"issuer": h.up.URL}}
@@ -107,7 +108,7 @@ func TestManagementTokenIsRateLimitedIncludingRefusedCalls(t *testing.T) {
 // from that address is refused before its token is compared, so a valid token gets the same
 // 429 as a guess. Other addresses, and valid calls, are not touched.
 func TestManagementCallsWithoutAValidTokenAreLimitedPerIP(t *testing.T) {
-	h := mgmtLimitHarness(t, ManagementRateLimits{PerIP: RateLimit{Rate: "1/h", Burst: 3}, PerToken: RateLimit{Rate: "0"}})
+	h := mgmtLimitHarness(t, config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 3}, PerToken: config.RateLimit{Rate: "0"}})
 	const guesser, operator = "198.51.100.30", "198.51.100.31"
 	wantAPIError(t, apiFrom(t, h, guesser, http.MethodGet, "/api/v2/connections", tokWrong, nil), http.StatusUnauthorized, "invalid_token", "")
 	wantAPIError(t, apiFrom(t, h, guesser, http.MethodGet, "/api/v2/logs", "", nil), http.StatusUnauthorized, "missing_authorization", "")
@@ -135,9 +136,9 @@ func TestManagementCallsWithoutAValidTokenAreLimitedPerIP(t *testing.T) {
 // ten history pages at once), a poll every 250 ms, and a backlog read page after page without
 // waiting, several times.
 func TestManagementDefaultsLeaveRoomForLogsFollow(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
 		withMgmt(c)
-		c.RateLimits = defaultRateLimits()
+		c.RateLimits = config.Default().RateLimits
 	}})
 	const ip = "127.0.0.1"
 	call := func(what string, q string) {

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // Access tokens for /userinfo only (no audience requested) are opaque to apps, as the SaaS
@@ -36,7 +38,7 @@ type opaqueTokens struct {
 // newOpaqueTokens derives the token keys from the signing keys (current and previous). A
 // current signing key whose private part cannot be exported (an external signer) gets nil:
 // access tokens are then all JWTs.
-func newOpaqueTokens(k *Keys) (*opaqueTokens, error) {
+func newOpaqueTokens(k *config.KeyRing) (*opaqueTokens, error) {
 	key, err := opaqueKey(k.Signing)
 	if err != nil || key == nil {
 		return nil, err // nil: not an exportable key, access tokens stay JWTs

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
@@ -74,7 +75,7 @@ func TestOpaqueAccessTokens(t *testing.T) {
 	}
 
 	// Sealed under another key, or with claims that fail the checks: invalid_token.
-	other, err := NewKeys(mustKey(t), "ES256")
+	other, err := config.NewKeyRing(mustKey(t), "ES256")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
@@ -21,7 +22,7 @@ func TestLoopedCallbackFailuresCannotFloodStdout(t *testing.T) {
 		Burst: burst, ReportEvery: time.Hour, Now: func() time.Time { return frozen },
 	})
 	logger := slog.New(throttle)
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
 		c.Logs.Unauthenticated.PerIP.Rate, c.Logs.Unauthenticated.Global.Rate = "0", "0"
 	}, deps: func(d *Deps) {
 		d.Logger = logger

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -17,7 +18,7 @@ import (
 
 // refreshRecordFor is the refresh token minted with a code: a public client's token is bound to
 // the proof key (RFC 9449 §5); a confidential client's is bound by client authentication.
-func refreshRecordFor(rec *codeRecord, client *ClientConfig, proof *dpop.Result) refreshRecord {
+func refreshRecordFor(rec *codeRecord, client *config.Client, proof *dpop.Result) refreshRecord {
 	rr := refreshRecord{
 		ClientID: client.ClientID, UserID: rec.UserID, SID: rec.SID, Scope: rec.App.Scope,
 		Audience: rec.App.Audience, AuthTime: rec.AuthTime,
@@ -30,7 +31,7 @@ func refreshRecordFor(rec *codeRecord, client *ClientConfig, proof *dpop.Result)
 
 var errRefreshInvalid = invalidGrant("refresh token is invalid, expired or revoked")
 
-func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
+func (s *Server) grantRefreshToken(r *http.Request, client *config.Client, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
 	proof, tok, oerr := s.grantInput(r, client, form, x, "refresh_token")
 	if oerr != nil {
 		return nil, oerr
@@ -89,7 +90,7 @@ func (s *Server) grantRefreshToken(r *http.Request, client *ClientConfig, form u
 // presented by the family's own client is reuse and revokes the family; any other token
 // (unknown, made up under a known family prefix, another client's retired token) is
 // invalid_grant and changes nothing.
-func (s *Server) liveRefresh(ctx context.Context, tok string, client *ClientConfig, proof *dpop.Result, x *exchange) (*presentedRefresh, *oauthError) {
+func (s *Server) liveRefresh(ctx context.Context, tok string, client *config.Client, proof *dpop.Result, x *exchange) (*presentedRefresh, *oauthError) {
 	p, err := s.lookupRefresh(ctx, tok)
 	if err != nil {
 		if storeDown(err) {
@@ -213,7 +214,7 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 	if x.decided {
 		dp["policy"] = x.policy
 		if x.target.kind == audUserinfo {
-			dp["policy"] = PolicyAllowed // userinfo only: bound when a proof is sent, else Bearer
+			dp["policy"] = config.PolicyAllowed // userinfo only: bound when a proof is sent, else Bearer
 		}
 		if x.target.audience != "" {
 			d["audience"] = x.target.audience

@@ -6,20 +6,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// TokenRateLimits are the limits of /oauth/token and /oauth/revoke: per client IP, per
-// authenticated confidential client, and per refresh-token family.
-type TokenRateLimits struct {
-	EndpointRateLimits `yaml:",inline"`
-	// PerRefreshFamily limits the refreshes of one refresh-token family (one login's chain of
-	// rotated refresh tokens, shared by all the tabs of an SPA). It is charged only once the
-	// presented token is known to be the family's live token, so a made-up or rotated-out
-	// token spends nothing; and before the request's DPoP proof is stored in the replay
-	// cache, so a refused refresh stores nothing. A public client has no secret: without it
-	// one login could refresh at the per-IP rate, storing a proof jti and writing an event
-	// each time.
-	PerRefreshFamily RateLimit `yaml:"per_refresh_family"`
-}
-
 // byRefreshFamily is details.rate_limit.by (and the metric's key label) of a refusal by the
 // per-family limit.
 const byRefreshFamily = "refresh_family"

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
@@ -17,9 +18,9 @@ import (
 // work once the bucket refilled. Made-up tokens under the family's prefix, and the live
 // token with another key, spend nothing; another family of the same client is not touched.
 func TestRefreshFamilyIsRateLimited(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
-		c.RateLimits = RateLimitsConfig{Enabled: true, MaxKeys: 1000, Token: TokenRateLimits{
-			PerRefreshFamily: RateLimit{Rate: "1/m", Burst: 2},
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
+		c.RateLimits = config.RateLimits{Enabled: true, MaxKeys: 1000, Token: config.TokenRateLimits{
+			PerRefreshFamily: config.RateLimit{Rate: "1/m", Burst: 2},
 		}}
 	}})
 	a, b, _ := testSigners(t)
@@ -76,9 +77,9 @@ func TestRefreshFamilyIsRateLimited(t *testing.T) {
 // TestRefreshFamilyRefusalsAreLimitedEvents: a confidential client's refusals by the
 // per-family limit are unauthenticated events, limited like every refusal, not audit events.
 func TestRefreshFamilyRefusalsAreLimitedEvents(t *testing.T) {
-	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *Config) {
-		c.RateLimits = RateLimitsConfig{Enabled: true, MaxKeys: 1000, Token: TokenRateLimits{
-			PerRefreshFamily: RateLimit{Rate: "1/h", Burst: 1},
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
+		c.RateLimits = config.RateLimits{Enabled: true, MaxKeys: 1000, Token: config.TokenRateLimits{
+			PerRefreshFamily: config.RateLimit{Rate: "1/h", Burst: 1},
 		}}
 	}})
 	h.events.Limits = logs.NewLimiter(logs.LimiterConfig{PerIPRate: 1.0 / 3600, PerIPBurst: 2})

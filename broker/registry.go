@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
@@ -37,7 +38,7 @@ const registryRecheck = time.Second
 
 // storedConnection is the document stored per connection.
 type storedConnection struct {
-	ConnectionConfig
+	config.Connection
 	// ConfigHash is the hash of the YAML entry this document was last seeded from ("" for
 	// connections created through the API).
 	ConfigHash string `json:"config_hash,omitempty"`
@@ -55,7 +56,7 @@ type registry struct {
 	s     *Server
 	conns sessions.Connections
 	opts  upstream.Options
-	seed  []ConnectionConfig
+	seed  []config.Connection
 
 	mu      sync.Mutex // serializes rebuilds and seeding
 	seeded  bool
@@ -63,7 +64,7 @@ type registry struct {
 	checked atomic.Int64 // unix nanos of the last version check (wall clock)
 }
 
-func newRegistry(s *Server, opts upstream.Options, seed []ConnectionConfig) (*registry, error) {
+func newRegistry(s *Server, opts upstream.Options, seed []config.Connection) (*registry, error) {
 	c, ok := s.store.(sessions.Connections)
 	if !ok {
 		// A store without connection records (a test double): this replica keeps them in
@@ -75,7 +76,7 @@ func newRegistry(s *Server, opts upstream.Options, seed []ConnectionConfig) (*re
 }
 
 // configHash identifies a YAML connection entry.
-func configHash(cc *ConnectionConfig) string {
+func configHash(cc *config.Connection) string {
 	b, _ := json.Marshal(cc) // plain struct: never fails
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:16])
@@ -87,7 +88,7 @@ func (g *registry) seedAll(ctx context.Context) (problems []error, err error) {
 	for i := range g.seed {
 		cc := g.seed[i]
 		cc.ID = cc.ConnectionID()
-		doc := storedConnection{ConnectionConfig: cc, ConfigHash: configHash(&g.seed[i])}
+		doc := storedConnection{Connection: cc, ConfigHash: configHash(&g.seed[i])}
 		raw, err := json.Marshal(doc)
 		if err != nil {
 			return nil, fmt.Errorf("connections[%d]: encode: %w", i, err)
@@ -256,7 +257,7 @@ func (g *registry) build(raw []byte, prev *connSnapshot) *connection {
 			return old
 		}
 	}
-	cc := doc.ConnectionConfig
+	cc := doc.Connection
 	c := &connection{cfg: &cc, id: cc.ID, raw: bytes.Clone(raw)}
 	up, err := upstream.New(upstreamConfig(&cc), g.opts)
 	if err != nil {
@@ -271,7 +272,7 @@ func (g *registry) build(raw []byte, prev *connSnapshot) *connection {
 // enabledFor returns the names of the connections client may use, in order: the client's own
 // connections list, then connections whose enabled_clients name the client (by name).
 // Connections that no longer exist are left out.
-func (sn *connSnapshot) enabledFor(client *ClientConfig) []string {
+func (sn *connSnapshot) enabledFor(client *config.Client) []string {
 	var out []string
 	for _, n := range client.Connections {
 		if sn.byName[n] != nil && !slices.Contains(out, n) {
@@ -288,7 +289,7 @@ func (sn *connSnapshot) enabledFor(client *ClientConfig) []string {
 
 // effectiveClients returns the client ids that may use c: its enabled_clients and every
 // configured client whose connections list names it, sorted.
-func (s *Server) effectiveClients(cc *ConnectionConfig) []string {
+func (s *Server) effectiveClients(cc *config.Connection) []string {
 	out := slices.Clone(cc.EnabledClients)
 	for _, cl := range s.cfg.Clients {
 		if slices.Contains(cl.Connections, cc.Name) {

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // A configured secret sent in a request never reaches an event, stored or on stdout, when the
@@ -14,8 +16,8 @@ import (
 func TestSecretsCutAtALengthLimitOrOddlyEncodedNeverReachAnEvent(t *testing.T) {
 	// Letters no event field carries by chance (a log_id holds random digits).
 	const token = "OPS-TOKEN-QXZJvbnmWQZXplkmJNHBzqxwVYUKgfdsRTEW"
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
-		c.Management.Tokens = []ManagementToken{{Name: "ops", Token: token, Scopes: []string{scopeReadConnections}}}
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: token, Scopes: []string{config.ScopeReadConnections}}}
 	}})
 	stdout := h.captureEvents()
 	tests := []struct {

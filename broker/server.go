@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -11,13 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -27,12 +25,12 @@ import (
 
 // Deps are the collaborators New wires in; zero fields get defaults.
 type Deps struct {
-	Store      sessions.Store // default: OpenStore(cfg)
+	Store      sessions.Store // default: config.OpenStore(cfg)
 	Events     *logs.Writer   // default: a Writer on Store and Logger
 	Logger     *slog.Logger   // default: discard
 	Now        func() time.Time
-	HTTPClient *http.Client // base of upstream calls, default: upstream_timeout (upstreamClient: its transport must be nil or an *http.Transport)
-	Keys       *Keys        // default: LoadKeys(cfg, cfg.GenerateMissingKeys)
+	HTTPClient *http.Client    // base of upstream calls, default: upstream_timeout (upstreamClient: its transport must be nil or an *http.Transport)
+	Keys       *config.KeyRing // default: config.LoadKeys(cfg, cfg.GenerateMissingKeys)
 	// Resolver looks up upstream host names (default: the system's; tests inject one). The
 	// upstream address policy checks the addresses it returns when they are dialled.
 	Resolver *net.Resolver
@@ -40,12 +38,12 @@ type Deps struct {
 
 // Server is the broker's HTTP face.
 type Server struct {
-	cfg    *Config
+	cfg    *config.Config
 	store  sessions.Store
 	events *logs.Writer
 	log    *slog.Logger
 	now    func() time.Time
-	keys   *Keys
+	keys   *config.KeyRing
 
 	issuer      string // exact issuer string
 	base        string // public URL without trailing slash
@@ -58,8 +56,8 @@ type Server struct {
 	logBatch sessions.LogBatcher       // the events' store, when it can batch records and an event
 	txCreate sessions.VersionedCreator // the store, when it also holds the connections
 
-	clients  map[string]*ClientConfig
-	apis     map[string]*APIConfig
+	clients  map[string]*config.Client
+	apis     map[string]*config.API
 	verifier *dpop.Verifier  // proofs at /oauth/token and /userinfo
 	reg      *registry       // connections from the store (registry.go)
 	mgmt     *mgmtAuth       // management API tokens (mgmt.go)
@@ -77,7 +75,7 @@ type Server struct {
 // connection is one configured upstream with its driver (up is nil and err set when the
 // stored configuration cannot be used).
 type connection struct {
-	cfg *ConnectionConfig
+	cfg *config.Connection
 	id  string
 	up  *upstream.Connection
 	err error
@@ -88,22 +86,26 @@ type connection struct {
 const maxBodyBytes = 64 << 10
 
 // New validates cfg and builds the server. It does not contact the store or the upstreams.
-func New(cfg *Config, deps Deps) (*Server, error) {
-	if errs := cfg.validate(deps.Keys == nil && !cfg.GenerateMissingKeys); len(errs) > 0 {
-		return nil, fmt.Errorf("invalid configuration:\n%w", FieldErrors(errs))
+func New(cfg *config.Config, deps Deps) (*Server, error) {
+	validate := cfg.Validate
+	if deps.Keys != nil {
+		validate = cfg.ValidateExceptKeys // the keys given are used, not the configured ones
+	}
+	if errs := validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n%w", config.FieldErrors(errs))
 	}
 	s := &Server{
 		cfg: cfg, store: deps.Store, events: deps.Events, log: deps.Logger, now: deps.Now, keys: deps.Keys,
 		issuer: cfg.Issuer, base: cfg.BaseURL(),
-		clients: map[string]*ClientConfig{}, origins: map[string]bool{},
-		apis: map[string]*APIConfig{},
+		clients: map[string]*config.Client{}, origins: map[string]bool{},
+		apis: map[string]*config.API{},
 	}
 	s.callbackURL = s.base + "/login/callback"
 	s.secure = strings.HasPrefix(s.base, "https://")
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	for _, w := range cfg.Warnings() { // allow_insecure_http: loud at every start (urlrules.go)
+	for _, w := range cfg.Warnings() { // allow_insecure_http: loud at every start
 		s.log.Warn("insecure configuration", "key", w.Key, "warning", w.Reason)
 	}
 	if s.now == nil {
@@ -111,12 +113,12 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	}
 	var err error
 	if s.keys == nil {
-		if s.keys, err = LoadKeys(cfg, cfg.GenerateMissingKeys); err != nil {
+		if s.keys, err = config.LoadKeys(cfg, cfg.GenerateMissingKeys); err != nil {
 			return nil, err
 		}
 	}
 	if s.store == nil {
-		if s.store, err = OpenStore(cfg); err != nil {
+		if s.store, err = config.OpenStore(cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -142,10 +144,10 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	for i := range cfg.APIs {
 		s.apis[cfg.APIs[i].Audience] = &cfg.APIs[i]
 	}
-	if s.idSigner, err = s.keys.signer("JWT"); err != nil {
+	if s.idSigner, err = s.keys.Signer("JWT"); err != nil {
 		return nil, fmt.Errorf("id token signer: %w", err)
 	}
-	if s.atSigner, err = s.keys.signer("at+jwt"); err != nil {
+	if s.atSigner, err = s.keys.Signer("at+jwt"); err != nil {
 		return nil, fmt.Errorf("access token signer: %w", err)
 	}
 	if s.opaque, err = newOpaqueTokens(s.keys); err != nil {
@@ -196,7 +198,7 @@ func New(cfg *Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-func upstreamConfig(cc *ConnectionConfig) upstream.Config {
+func upstreamConfig(cc *config.Connection) upstream.Config {
 	o := cc.Options
 	params := make(map[string]string, len(o.UpstreamParams))
 	for k, v := range o.UpstreamParams {
@@ -217,7 +219,7 @@ func upstreamConfig(cc *ConnectionConfig) upstream.Config {
 // logs.max_age, retention and limits logs.unauthenticated, retention logs.admin, and with a Redis store (several
 // replicas) a one-second Settle so that checkpoint paging and follow never pass an event
 // another replica is still storing.
-func NewEventWriter(cfg *Config, store sessions.Store, logger *slog.Logger, hostname string) *logs.Writer {
+func NewEventWriter(cfg *config.Config, store sessions.Store, logger *slog.Logger, hostname string) *logs.Writer {
 	w := &logs.Writer{Logger: logger, Store: store, Hostname: hostname}
 	configureEventWriter(cfg, w)
 	return w
@@ -225,7 +227,7 @@ func NewEventWriter(cfg *Config, store sessions.Store, logger *slog.Logger, host
 
 // configureEventWriter fills the retention, limits, secrets and settle settings a caller
 // left zero, and sets the configuration's secrets.
-func configureEventWriter(cfg *Config, w *logs.Writer) {
+func configureEventWriter(cfg *config.Config, w *logs.Writer) {
 	if w.MaxLen == 0 {
 		w.MaxLen = cfg.Logs.MaxEvents
 	}
@@ -255,64 +257,6 @@ func configureEventWriter(cfg *Config, w *logs.Writer) {
 	if w.Settle == 0 && cfg.Store.Type == "redis" {
 		w.Settle = time.Second
 	}
-}
-
-// OpenStore opens the store the configuration selects.
-func OpenStore(cfg *Config) (sessions.Store, error) {
-	switch cfg.Store.Type {
-	case "", "memory":
-		return sessions.NewMemoryWithOptions(cfg.Store.Memory.options()), nil
-	case "redis":
-		r := cfg.Store.Redis
-		tlsCfg, err := redisTLSConfig(r.TLS)
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		st, err := sessions.NewRedis(sessions.RedisConfig{
-			Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password,
-			SentinelUsername: r.SentinelUsername, SentinelPassword: r.SentinelPassword,
-			DB: r.DB, Prefix: r.Prefix, Timeout: r.Timeout, TLS: tlsCfg,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		return st, nil
-	}
-	return nil, fmt.Errorf("store: unknown type %q", cfg.Store.Type)
-}
-
-// redisTLSConfig builds the TLS configuration toward Redis (nil when off). Errors are
-// FieldErrors naming the key.
-func redisTLSConfig(t RedisTLS) (*tls.Config, error) {
-	const base = "store.redis.tls."
-	if !t.Enabled {
-		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" {
-			return nil, FieldError{base + "enabled", "must be true when other tls settings are given"}
-		}
-		return nil, nil
-	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, FieldError{base + "ca_file", fmt.Sprintf("cannot read %s: %v", t.CAFile, errors.Unwrap(err))}
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, FieldError{base + "ca_file", t.CAFile + " holds no PEM certificate"}
-		}
-	}
-	switch {
-	case (t.CertFile == "") != (t.KeyFile == ""):
-		return nil, FieldError{base + "cert_file", "cert_file and key_file go together (client certificate)"}
-	case t.CertFile != "":
-		pair, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, FieldError{base + "cert_file", fmt.Sprintf("client certificate: %v", err)}
-		}
-		c.Certificates = []tls.Certificate{pair}
-	}
-	return c, nil
 }
 
 // Store returns the session store (for the demo and tests).

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
@@ -133,7 +134,7 @@ func TestManagementCannotMakeTheBrokerFollowAnUpstreamRedirect(t *testing.T) {
 		call func() apiResp
 	}{
 		{name: "PATCH", call: func() apiResp {
-			return api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("corp"), tokAll, dpopOptions(rogue.URL))
+			return api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+config.DeriveConnectionID("corp"), tokAll, dpopOptions(rogue.URL))
 		}},
 		{name: "POST", call: func() apiResp {
 			body := dpopOptions(rogue.URL)
@@ -156,7 +157,7 @@ func TestManagementCannotMakeTheBrokerFollowAnUpstreamRedirect(t *testing.T) {
 		// Without dpop_signing_alg the API stores the issuer without fetching it; the next
 		// login fetches discovery and meets the redirect.
 		body := map[string]any{"options": map[string]any{"issuer": rogue.URL, "client_id": upClientID}}
-		if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("corp"), tokAll, body); r.status != http.StatusOK {
+		if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+config.DeriveConnectionID("corp"), tokAll, body); r.status != http.StatusOK {
 			t.Fatalf("%d %s", r.status, r.raw)
 		}
 		resp, _ := get(t, h.browser(), h.authorizeURL(nil))
@@ -185,7 +186,7 @@ func TestTokenEndpointRedirectDoesNotCarryTheClientSecretOnward(t *testing.T) {
 		http.Redirect(w, r, internal.URL+"/v1/secret", http.StatusTemporaryRedirect)
 		return true
 	}})
-	if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("corp"), tokAll, dpopOptions(rogue.URL)); r.status != http.StatusOK {
+	if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+config.DeriveConnectionID("corp"), tokAll, dpopOptions(rogue.URL)); r.status != http.StatusOK {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
 	resp, _ := get(t, h.browser(), h.authorizeURL(nil))
@@ -215,7 +216,7 @@ func TestDiscoveryDocumentPointingAtInternalEndpointsIsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rogue := newRogueIdP(t, rogueOpts{editDoc: func(doc map[string]any) { doc[tc.member] = tc.url }})
-			r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("other"), tokAll, dpopOptions(rogue.URL))
+			r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+config.DeriveConnectionID("other"), tokAll, dpopOptions(rogue.URL))
 			if detail := wantGenericDiscoveryRefusal(t, h, r); !strings.Contains(detail, "member "+tc.member+": ") {
 				t.Errorf("detail %q does not name %s", detail, tc.member)
 			}
@@ -243,14 +244,14 @@ func TestDiscoveryDocumentPointingAtInternalEndpointsIsRefused(t *testing.T) {
 			code: "userinfo_failed", refusal: "fd00:ec2::254 refused: unique-local"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
+			h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
 				withMgmt(c)
 				c.UpstreamAllowedNetworks = []string{"127.0.0.1/32"}
 			}})
 			rogue := newRogueIdP(t, rogueOpts{editDoc: func(doc map[string]any) { doc[tc.member] = tc.url }})
 			body := dpopOptions(rogue.URL)
 			body["options"].(map[string]any)["fetch_userinfo"] = true
-			if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("corp"), tokAll, body); r.status != http.StatusOK {
+			if r := api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+config.DeriveConnectionID("corp"), tokAll, body); r.status != http.StatusOK {
 				t.Fatalf("%d %s", r.status, r.raw)
 			}
 			resp, _ := get(t, h.browser(), h.authorizeURL(nil))
@@ -276,7 +277,7 @@ func TestRebindingUpstreamHostCannotReachInternalAddresses(t *testing.T) {
 	// The allow-list stands for the attacker's public address: 127.0.0.1 may be reached,
 	// 127.0.0.2 (the internal service) may not.
 	h := newHarness(t, harnessOpts{up: optionalDPoPUp,
-		mutate: func(c *Config) {
+		mutate: func(c *config.Config) {
 			withMgmt(c)
 			c.UpstreamAllowedNetworks = []string{"127.0.0.1/32"}
 		},
@@ -286,7 +287,7 @@ func TestRebindingUpstreamHostCannotReachInternalAddresses(t *testing.T) {
 		}})
 	rogue := newRogueIdP(t, rogueOpts{host: host, cert: &cert, noKeepAlive: true})
 	patch := func() apiResp {
-		return api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("corp"), tokAll, dpopOptions(rogue.URL))
+		return api(t, h.srv.URL, "PATCH", "/api/v2/connections/"+config.DeriveConnectionID("corp"), tokAll, dpopOptions(rogue.URL))
 	}
 	if r := patch(); r.status != http.StatusOK {
 		t.Fatalf("PATCH while %s resolves to 127.0.0.1: %d %s", host, r.status, r.raw)
@@ -339,7 +340,7 @@ func rebindBrowser(t *testing.T, h *harness, rogue *rogueIdP, pool *x509.CertPoo
 // internal hosts and ports. The reasons differ in the fapi event.
 func TestDiscoveryFailuresLookTheSameToTheAPICaller(t *testing.T) {
 	allowOne := func(timeout time.Duration) *harness {
-		return newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *Config) {
+		return newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
 			withMgmt(c)
 			c.UpstreamAllowedNetworks = []string{"127.0.0.1/32"}
 			if timeout > 0 {
@@ -382,7 +383,7 @@ func TestDiscoveryFailuresLookTheSameToTheAPICaller(t *testing.T) {
 		{name: "document with an internal endpoint", h: h, issuer: badDoc.URL, reason: []string{"member token_endpoint"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := api(t, tc.h.srv.URL, "PATCH", "/api/v2/connections/"+DeriveConnectionID("other"), tokAll, dpopOptions(tc.issuer))
+			r := api(t, tc.h.srv.URL, "PATCH", "/api/v2/connections/"+config.DeriveConnectionID("other"), tokAll, dpopOptions(tc.issuer))
 			detail := wantGenericDiscoveryRefusal(t, tc.h, r)
 			if first == "" {
 				first = r.raw

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -119,11 +120,11 @@ func readTokenBody(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 // authenticateClient applies the client's registered method: client_secret_basic,
 // client_secret_post, or none (public client; PKCE is then enforced per code). basic reports
 // whether the request used HTTP Basic (the 401 then carries WWW-Authenticate).
-func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *ClientConfig, basic bool, e *oauthError) {
+func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *config.Client, basic bool, e *oauthError) {
 	invalid := func(desc string) *oauthError {
 		return &oauthError{Status: http.StatusUnauthorized, Code: "invalid_client", Description: desc}
 	}
-	id, secret, method := form.Get("client_id"), form.Get("client_secret"), AuthNone
+	id, secret, method := form.Get("client_id"), form.Get("client_secret"), config.AuthNone
 	if bid, bsecret, ok := r.BasicAuth(); ok {
 		basic = true
 		if secret != "" {
@@ -137,9 +138,9 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *Client
 		if id != "" && id != uid {
 			return nil, basic, invalid("client_id does not match the Basic credentials")
 		}
-		id, secret, method = uid, usecret, AuthSecretBasic
+		id, secret, method = uid, usecret, config.AuthSecretBasic
 	} else if secret != "" {
-		method = AuthSecretPost
+		method = config.AuthSecretPost
 	}
 	if id == "" {
 		return nil, basic, invalid("client authentication is required")
@@ -148,10 +149,10 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *Client
 	if c == nil { // the same answer as a wrong secret: the endpoint does not list client ids
 		return nil, basic, invalid("client authentication failed")
 	}
-	if c.authMethod() != method {
-		return nil, basic, invalid("the client must authenticate with " + c.authMethod())
+	if c.AuthMethod() != method {
+		return nil, basic, invalid("the client must authenticate with " + c.AuthMethod())
 	}
-	if method != AuthNone && subtle.ConstantTimeCompare([]byte(secret), []byte(c.ClientSecret)) != 1 {
+	if method != config.AuthNone && subtle.ConstantTimeCompare([]byte(secret), []byte(c.ClientSecret)) != 1 {
 		return nil, basic, invalid("client authentication failed")
 	}
 	return c, basic, nil
@@ -173,7 +174,7 @@ type exchange struct {
 	limited *refusal
 }
 
-func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
+func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
 	// The proof is checked before the code is taken, so a use_dpop_nonce retry keeps the code.
 	proof, code, oerr := s.grantInput(r, client, form, x, "code")
 	if oerr != nil {
@@ -224,7 +225,7 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *ClientConfig, f
 
 // grantInput verifies the token request's DPoP proof (kept in x) and returns it with the
 // grant's required form parameter param.
-func (s *Server) grantInput(r *http.Request, client *ClientConfig, form url.Values, x *exchange, param string) (*dpop.Result, string, *oauthError) {
+func (s *Server) grantInput(r *http.Request, client *config.Client, form url.Values, x *exchange, param string) (*dpop.Result, string, *oauthError) {
 	proof, oerr := s.tokenProof(r, client)
 	if x.proof = proof; oerr != nil {
 		return nil, "", oerr
@@ -260,9 +261,9 @@ const clientNeedsProof = "client requires sender-constrained tokens: send a DPoP
 // tokenProof verifies the DPoP proof of a token request when one is sent (RFC 9449 §4.3, §5). A
 // client that requires sender constraining (dpop_bound_access_tokens, RFC 9449 §5.2) must send
 // one.
-func (s *Server) tokenProof(r *http.Request, client *ClientConfig) (*dpop.Result, *oauthError) {
+func (s *Server) tokenProof(r *http.Request, client *config.Client) (*dpop.Result, *oauthError) {
 	if len(r.Header.Values("DPoP")) == 0 {
-		if client.requiresPoP() {
+		if client.RequiresPoP() {
 			return nil, invalidRequest(clientNeedsProof)
 		}
 		return nil, nil
@@ -311,7 +312,7 @@ func keyBindingProblem(want string, proof *dpop.Result, what string) *oauthError
 
 // tokenBinding resolves the audience, checks the client's grant for it against the current
 // configuration (grants.go) and applies the issuance table (decideBinding).
-func (s *Server) tokenBinding(client *ClientConfig, audience string, proof *dpop.Result, x *exchange) (binding, *oauthError) {
+func (s *Server) tokenBinding(client *config.Client, audience string, proof *dpop.Result, x *exchange) (binding, *oauthError) {
 	t, oerr := s.resolveAudience(audience)
 	if oerr != nil {
 		return binding{}, oerr
@@ -320,7 +321,7 @@ func (s *Server) tokenBinding(client *ClientConfig, audience string, proof *dpop
 	if oerr := grantProblem(client, t); oerr != nil {
 		return binding{}, oerr
 	}
-	bind, refuse := decideBinding(t.kind, t.audience, client.requiresPoP(), proof != nil, x.policy)
+	bind, refuse := decideBinding(t.kind, t.audience, client.RequiresPoP(), proof != nil, x.policy)
 	if refuse != nil {
 		return binding{}, refuse
 	}
@@ -389,7 +390,7 @@ type atCnf struct {
 
 // issueTokens issues the access token (opaque when only /userinfo is its audience, a signed
 // JWT for an API audience) and signs the ID token for a redeemed code.
-func (s *Server) issueTokens(rec *codeRecord, client *ClientConfig, b binding) (*tokenResponse, error) {
+func (s *Server) issueTokens(rec *codeRecord, client *config.Client, b binding) (*tokenResponse, error) {
 	now := s.now()
 	at := atClaims{
 		Issuer: s.issuer, Subject: rec.UserID, AZP: client.ClientID, ClientID: client.ClientID,

@@ -8,193 +8,24 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// urlRuleCase is one configuration change and the problem it must (or must not) cause.
-type urlRuleCase struct {
-	name      string
-	mut       func(c *Config)
-	key       string // the key the problem is reported under
-	wantError string // "" = no problem under key
-}
-
-// checkURLRules validates goodYAML changed by each case.
-func checkURLRules(t *testing.T, cases []urlRuleCase) {
-	t.Helper()
-	setKeyEnv(t)
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := Parse([]byte(goodYAML))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.mut(cfg)
-			errs := cfg.Validate()
-			var got []FieldError
-			for _, e := range errs {
-				if e.Key == tc.key {
-					got = append(got, e)
-				}
-			}
-			switch {
-			case tc.wantError == "" && len(got) > 0:
-				t.Fatalf("%s refused: %v", tc.key, FieldErrors(got))
-			case tc.wantError != "" && !slices.Contains(got, FieldError{Key: tc.key, Reason: tc.wantError}):
-				t.Fatalf("got %v\nwant %s: %s", FieldErrors(errs), tc.key, tc.wantError)
-			}
-		})
-	}
-}
-
-func TestIssuerAndPublicURLRequireHTTPSOffLoopback(t *testing.T) {
-	issuer := func(u string) func(*Config) { return func(c *Config) { c.Issuer = u } }
-	public := func(u string) func(*Config) { return func(c *Config) { c.PublicURL = u } }
-	both := func(iss, pub string) func(*Config) {
-		return func(c *Config) { c.Issuer, c.PublicURL = iss, pub }
-	}
-	insecure := func(f func(*Config)) func(*Config) {
-		return func(c *Config) { f(c); c.AllowInsecureHTTP = true }
-	}
-	const httpsOnly = " must use https (plain http only on a loopback host: 127.0.0.1, [::1] or localhost; allow_insecure_http accepts it elsewhere, for development only)"
-	checkURLRules(t, []urlRuleCase{
-		{name: "https issuer", mut: issuer("https://login.example.com/"), key: "issuer"},
-		{name: "http issuer on 127.0.0.1", mut: issuer("http://127.0.0.1:8080/"), key: "issuer"},
-		{name: "http issuer anywhere in 127.0.0.0/8", mut: issuer("http://127.8.9.10:8080/"), key: "issuer"},
-		{name: "http issuer on ::1", mut: issuer("http://[::1]:8080/"), key: "issuer"},
-		{name: "http issuer on localhost", mut: issuer("http://localhost:8080/"), key: "issuer"},
-		{name: "http issuer on a LAN address is refused", mut: issuer("http://192.168.1.10:8080/"),
-			key: "issuer", wantError: `"http://192.168.1.10:8080/"` + httpsOnly},
-		{name: "http issuer on a name is refused", mut: issuer("http://login.example.com/"),
-			key: "issuer", wantError: `"http://login.example.com/"` + httpsOnly},
-		{name: "a name that merely starts like localhost is not loopback", mut: issuer("http://localhost.example.com/"),
-			key: "issuer", wantError: `"http://localhost.example.com/"` + httpsOnly},
-		{name: "shortened loopback IP is not a loopback literal", mut: issuer("http://127.1:8080/"),
-			key: "issuer", wantError: `"http://127.1:8080/"` + httpsOnly},
-		{name: "http issuer on a LAN address with allow_insecure_http", mut: insecure(issuer("http://192.168.1.10:8080/")), key: "issuer"},
-		{name: "http public_url on a LAN address is refused", mut: both("http://192.168.1.10:8080/", "http://192.168.1.10:8080/broker"),
-			key: "public_url", wantError: `"http://192.168.1.10:8080/broker"` + httpsOnly},
-		{name: "public_url under the issuer's origin", mut: both("https://login.example.com/", "https://login.example.com/broker"), key: "public_url"},
-		{name: "public_url with the default port spelled out", mut: both("https://login.example.com/", "https://LOGIN.example.com:443"), key: "public_url"},
-		{name: "public_url with another scheme is refused", mut: public("https://127.0.0.1:8080"),
-			key: "public_url", wantError: `"https://127.0.0.1:8080" must be on the issuer's origin http://127.0.0.1:8080 (same scheme, host and port; only the path may differ)`},
-		{name: "public_url on another host is refused", mut: both("https://login.example.com/", "https://broker.internal.example.com"),
-			key: "public_url", wantError: `"https://broker.internal.example.com" must be on the issuer's origin https://login.example.com:443 (same scheme, host and port; only the path may differ)`},
-		{name: "public_url on another port is refused", mut: both("https://login.example.com/", "https://login.example.com:8443"),
-			key: "public_url", wantError: `"https://login.example.com:8443" must be on the issuer's origin https://login.example.com:443 (same scheme, host and port; only the path may differ)`},
-		{name: "public_url on localhost for a 127.0.0.1 issuer is refused", mut: public("http://localhost:8080"),
-			key: "public_url", wantError: `"http://localhost:8080" must be on the issuer's origin http://127.0.0.1:8080 (same scheme, host and port; only the path may differ)`},
-		{name: "allow_insecure_http does not excuse a host mismatch", mut: insecure(both("http://192.168.1.10:8080/", "http://192.168.1.11:8080")),
-			key: "public_url", wantError: `"http://192.168.1.11:8080" must be on the issuer's origin http://192.168.1.10:8080 (same scheme, host and port; only the path may differ)`},
-	})
-}
-
-func TestRedirectURIsAreHTTPSLoopbackHTTPOrReverseDomainSchemes(t *testing.T) {
-	for _, list := range []struct {
-		key string
-		set func(c *Config, uri string)
-	}{
-		{key: "clients[0].redirect_uris[0]", set: func(c *Config, u string) { c.Clients[0].RedirectURIs = []string{u} }},
-		{key: "clients[0].post_logout_redirect_uris[0]", set: func(c *Config, u string) { c.Clients[0].PostLogoutRedirectURIs = []string{u} }},
-	} {
-		var cases []urlRuleCase
-		for _, tc := range []struct {
-			uri       string
-			insecure  bool // allow_insecure_http
-			wantError string
-		}{
-			{uri: "https://app.example.com/callback"},
-			{uri: "https://app.example.com/callback?tenant=a"},
-			{uri: "http://127.0.0.1:8082/callback"},
-			{uri: "http://127.0.0.1/callback"},
-			{uri: "http://[::1]:49152/callback"},
-			{uri: "http://localhost:3000/callback"},
-			{uri: "com.example.app:/oauth2redirect"},
-			{uri: "com.example.app://callback"},
-			{uri: "http://app.example.com/callback", wantError: `"http://app.example.com/callback" must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/, RFC 8252 §7.3)`},
-			{uri: "http://10.0.0.5:8082/callback", wantError: `"http://10.0.0.5:8082/callback" must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/, RFC 8252 §7.3)`},
-			{uri: "http://10.0.0.5:8082/callback", insecure: true},
-			{uri: "myapp:/callback", wantError: `"myapp:/callback": a private-use URI scheme must be a reverse domain name such as com.example.app (RFC 8252 §7.1)`},
-			{uri: "com.example.app:", wantError: `"com.example.app:" has nothing after the scheme (e.g. com.example.app:/callback)`},
-			{uri: "javascript:alert(document.cookie)", wantError: `"javascript:alert(document.cookie)": the javascript: scheme is never accepted for a redirect URI`},
-			{uri: "JavaScript:alert(1)", insecure: true, wantError: `"JavaScript:alert(1)": the javascript: scheme is never accepted for a redirect URI`},
-			{uri: "data:text/html,<script>alert(1)</script>", insecure: true, wantError: `"data:text/html,<script>alert(1)</script>": the data: scheme is never accepted for a redirect URI`},
-			{uri: "vbscript:msgbox(1)", wantError: `"vbscript:msgbox(1)": the vbscript: scheme is never accepted for a redirect URI`},
-			{uri: "file:///etc/passwd", wantError: `"file:///etc/passwd": the file: scheme is never accepted for a redirect URI`},
-			{uri: "blob:https://app.example.com/0b1c", wantError: `"blob:https://app.example.com/0b1c": the blob: scheme is never accepted for a redirect URI`},
-			{uri: "about:blank", wantError: `"about:blank": the about: scheme is never accepted for a redirect URI`},
-			{uri: "https://app.example.com/cb#frag", wantError: `"https://app.example.com/cb#frag" must not contain a fragment`},
-			{uri: "https://app.example.com/cb#", wantError: `"https://app.example.com/cb#" must not contain a fragment`},
-			{uri: "https://user:pw@app.example.com/cb", wantError: `"https://user:pw@app.example.com/cb" must not contain user information`},
-			{uri: "//app.example.com/cb", wantError: `"//app.example.com/cb" must be an absolute URI`},
-			{uri: "/callback", wantError: `"/callback" must be an absolute URI`},
-			{uri: "https:///callback", wantError: `"https:///callback" has no host`},
-		} {
-			cases = append(cases, urlRuleCase{
-				name: list.key + " " + tc.uri,
-				mut: func(c *Config) {
-					list.set(c, tc.uri)
-					c.AllowInsecureHTTP = tc.insecure
-				},
-				key: list.key, wantError: tc.wantError,
-			})
-		}
-		checkURLRules(t, cases)
-	}
-}
-
-func TestAllowedOriginsAreHTTPSOrLoopbackHTTPOrigins(t *testing.T) {
-	const key = "clients[0].allowed_origins[0]"
-	var cases []urlRuleCase
-	for _, tc := range []struct {
-		origin    string
-		insecure  bool
-		wantError string
-	}{
-		{origin: "https://spa.example.com"},
-		{origin: "https://spa.example.com:8443"},
-		{origin: "http://127.0.0.1:3000"},
-		{origin: "http://localhost:3000"},
-		{origin: "http://spa.example.com", wantError: `"http://spa.example.com" must use https (plain http only on a loopback host such as http://127.0.0.1:3000)`},
-		{origin: "http://spa.example.com", insecure: true},
-		{origin: "https://spa.example.com/app", wantError: `"https://spa.example.com/app" must be an origin such as https://app.example.com`},
-		{origin: "https://spa.example.com?x", wantError: `"https://spa.example.com?x" must be an origin such as https://app.example.com`},
-		{origin: "https://spa.example.com#", wantError: `"https://spa.example.com#" must be an origin such as https://app.example.com`},
-		{origin: "null", wantError: `"null" must be an origin such as https://app.example.com`},
-		{origin: "javascript:alert(1)", insecure: true, wantError: `"javascript:alert(1)" must be an origin such as https://app.example.com`},
-	} {
-		cases = append(cases, urlRuleCase{
-			name: tc.origin,
-			mut: func(c *Config) {
-				c.Clients[0].AllowedOrigins = []string{tc.origin}
-				c.AllowInsecureHTTP = tc.insecure
-			},
-			key: key, wantError: tc.wantError,
-		})
-	}
-	checkURLRules(t, cases)
-}
-
+// TestInsecureHTTPSwitchIsWarnedAtEveryStart: New logs every warning of a configuration that
+// uses allow_insecure_http (config.Warnings) at every start.
 func TestInsecureHTTPSwitchIsWarnedAtEveryStart(t *testing.T) {
-	setKeyEnv(t)
-	cfg, err := Parse([]byte(strings.Replace(goodYAML, `issuer: "http://127.0.0.1:8080/"`,
+	configtest.SetEnv(t)
+	cfg, err := config.Parse([]byte(strings.Replace(configtest.ValidYAML, `issuer: "http://127.0.0.1:8080/"`,
 		"issuer: \"http://192.168.1.10:8080/\"\nallow_insecure_http: true", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Clients[0].RedirectURIs = append(cfg.Clients[0].RedirectURIs, "http://192.168.1.10:8082/callback")
 	if errs := cfg.Validate(); len(errs) != 0 {
-		t.Fatalf("Validate: %v", FieldErrors(errs))
+		t.Fatalf("Validate: %v", config.FieldErrors(errs))
 	}
-	want := []FieldError{
-		{Key: "allow_insecure_http", Reason: "is true: plain http is accepted on non-loopback hosts (2 URLs use it); codes, tokens and cookies then cross the network unencrypted: development only"},
-		{Key: "issuer", Reason: "plain http on a non-loopback host, accepted only because allow_insecure_http is true"},
-		{Key: "clients[0].redirect_uris[1]", Reason: "plain http on a non-loopback host, accepted only because allow_insecure_http is true"},
-	}
-	if got := cfg.Warnings(); !slices.Equal(got, want) {
-		t.Fatalf("Warnings() = %v\nwant %v", got, want)
-	}
-
 	var logBuf bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logBuf, nil))
 	if _, err := New(cfg, Deps{Store: sessions.NewMemory(), Logger: logger}); err != nil {
@@ -209,10 +40,5 @@ func TestInsecureHTTPSwitchIsWarnedAtEveryStart(t *testing.T) {
 	}
 	if !slices.Equal(warned, []string{"allow_insecure_http", "issuer", "clients[0].redirect_uris[1]"}) {
 		t.Fatalf("start-up warnings for keys %v, want every warning logged:\n%s", warned, logBuf.String())
-	}
-
-	cfg.AllowInsecureHTTP = false
-	if w := cfg.Warnings(); len(w) != 0 {
-		t.Fatalf("warnings without the switch: %v", w)
 	}
 }

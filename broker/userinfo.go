@@ -162,7 +162,7 @@ func (s *Server) verifyAccessToken(raw string) (*accessClaims, error) {
 			return nil, err
 		}
 	} else {
-		t, err := jwt.ParseSigned(raw, s.keys.verificationAlgs())
+		t, err := jwt.ParseSigned(raw, s.keys.VerificationAlgs())
 		if err != nil {
 			return nil, errors.New("malformed access token")
 		}
@@ -171,7 +171,7 @@ func (s *Server) verifyAccessToken(raw string) (*accessClaims, error) {
 		}
 		// The key by kid: the current signing key or a previous one (keys.previous_signing),
 		// with the alg it is published with.
-		pub, alg, ok := s.keys.verificationKey(t.Headers[0].KeyID)
+		pub, alg, ok := s.keys.VerificationKey(t.Headers[0].KeyID)
 		if !ok || t.Headers[0].Algorithm != string(alg) {
 			return nil, errors.New("access token signature is invalid")
 		}

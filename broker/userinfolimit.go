@@ -8,27 +8,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// UserinfoRateLimits are the limits of /userinfo (GET and POST share them). Every accepted
-// DPoP proof there stores its jti in the replay cache for dpop_server.max_age + max_future,
-// so without them one user with one DPoP-bound token could fill the store.
-type UserinfoRateLimits struct {
-	// PerIP is charged first, by every request.
-	PerIP RateLimit `yaml:"per_ip"`
-	// PerSession is charged by requests whose access token (and DPoP proof, for a bound
-	// token) passed every check, keyed by the token's broker session (sid): made-up or
-	// stolen tokens without their key cannot spend a user's bucket, and nothing is stored
-	// for a refused request.
-	PerSession RateLimit `yaml:"per_session"`
-}
-
-func defaultUserinfoRateLimits() UserinfoRateLimits {
-	return UserinfoRateLimits{
-		PerIP: RateLimit{Rate: "20/s", Burst: 40},
-		// An app reads userinfo after a login and now and then; SPAs on page loads.
-		PerSession: RateLimit{Rate: "5/s", Burst: 20},
-	}
-}
-
 // bySession is details.rate_limit.by (and the metric's key label) of a refusal by the
 // per-session /userinfo limit.
 const bySession = "session"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -21,12 +22,12 @@ import (
 // userinfoLimitHarness is a harness with rate limits on, only the given /userinfo limits
 // (every other limit off), X-Forwarded-For trusted from loopback, and st as its store (nil:
 // a memory store with the default bound).
-func userinfoLimitHarness(t *testing.T, st sessions.Store, ui UserinfoRateLimits) *harness {
+func userinfoLimitHarness(t *testing.T, st sessions.Store, ui config.UserinfoRateLimits) *harness {
 	t.Helper()
 	// An upstream where DPoP is optional: connection "other" (no DPoP) signs in another user.
-	return newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, mutate: func(c *Config) {
+	return newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, mutate: func(c *config.Config) {
 		c.TrustedProxies = []string{"127.0.0.0/8"} // tests name the client with X-Forwarded-For
-		c.RateLimits = RateLimitsConfig{Enabled: true, MaxKeys: 1000, Userinfo: ui}
+		c.RateLimits = config.RateLimits{Enabled: true, MaxKeys: 1000, Userinfo: ui}
 	}})
 }
 
@@ -77,9 +78,9 @@ func wantUserinfo429(t *testing.T, r httpResult, max int) {
 // Past the session's burst every request is refused with 429 and stores nothing (its proof
 // is accepted later), so another user's session still reads userinfo and logins still start.
 func TestUserinfoFloodFromOneSessionIsRefusedWhileOthersWork(t *testing.T) {
-	st := sessions.NewMemoryWithOptions(MemoryStoreConfig{MaxRecords: 100}.options())
-	h := userinfoLimitHarness(t, st, UserinfoRateLimits{
-		PerIP: RateLimit{Rate: "0"}, PerSession: RateLimit{Rate: "1/m", Burst: 5},
+	st := sessions.NewMemoryWithOptions(config.MemoryStore{MaxRecords: 100}.Options())
+	h := userinfoLimitHarness(t, st, config.UserinfoRateLimits{
+		PerIP: config.RateLimit{Rate: "0"}, PerSession: config.RateLimit{Rate: "1/m", Burst: 5},
 	})
 	a, b, _ := testSigners(t)
 	at, sid := h.boundLogin(t, a, "corp")
@@ -132,8 +133,8 @@ func TestUserinfoFloodFromOneSessionIsRefusedWhileOthersWork(t *testing.T) {
 // session, and the user's own token without its DPoP key are refused with 401 and spend
 // nothing of the session's bucket; the user then gets the whole burst.
 func TestBogusTokensDoNotSpendASessionBucket(t *testing.T) {
-	h := userinfoLimitHarness(t, nil, UserinfoRateLimits{
-		PerIP: RateLimit{Rate: "0"}, PerSession: RateLimit{Rate: "1/h", Burst: 2},
+	h := userinfoLimitHarness(t, nil, config.UserinfoRateLimits{
+		PerIP: config.RateLimit{Rate: "0"}, PerSession: config.RateLimit{Rate: "1/h", Burst: 2},
 	})
 	a, b, _ := testSigners(t)
 	at, sid := h.boundLogin(t, a, "corp")
@@ -192,8 +193,8 @@ func forgedAccessToken(t *testing.T, h *harness, sid, jkt string) string {
 // credentials, spends its address's bucket before anything is checked; a refusal is a 429
 // and an api_limit event naming the address only; other addresses keep theirs.
 func TestUserinfoIsRateLimitedPerIP(t *testing.T) {
-	h := userinfoLimitHarness(t, nil, UserinfoRateLimits{
-		PerIP: RateLimit{Rate: "1/h", Burst: 3}, PerSession: RateLimit{Rate: "0"},
+	h := userinfoLimitHarness(t, nil, config.UserinfoRateLimits{
+		PerIP: config.RateLimit{Rate: "1/h", Burst: 3}, PerSession: config.RateLimit{Rate: "0"},
 	})
 	a, _, _ := testSigners(t)
 	at, _ := h.boundLogin(t, a, "corp")
@@ -219,8 +220,8 @@ func TestUserinfoIsRateLimitedPerIP(t *testing.T) {
 // TestUserinfoRefusalsAreLimitedEvents: refusals at /userinfo are unauthenticated events,
 // limited per address like every refusal, so a flood cannot flood the log.
 func TestUserinfoRefusalsAreLimitedEvents(t *testing.T) {
-	h := userinfoLimitHarness(t, nil, UserinfoRateLimits{
-		PerIP: RateLimit{Rate: "0"}, PerSession: RateLimit{Rate: "1/h", Burst: 1},
+	h := userinfoLimitHarness(t, nil, config.UserinfoRateLimits{
+		PerIP: config.RateLimit{Rate: "0"}, PerSession: config.RateLimit{Rate: "1/h", Burst: 1},
 	})
 	h.events.Limits = logs.NewLimiter(logs.LimiterConfig{PerIPRate: 1.0 / 3600, PerIPBurst: 2})
 	a, _, _ := testSigners(t)

@@ -3,6 +3,8 @@ package broker
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // discoveryDocument is the broker's OpenID provider metadata.
@@ -20,9 +22,9 @@ func (s *Server) discoveryDocument() map[string]any {
 		"subject_types_supported":                    []string{"public"},
 		"id_token_signing_alg_values_supported":      []string{string(s.keys.SigningAlg)},
 		"code_challenge_methods_supported":           []string{"S256"},
-		"token_endpoint_auth_methods_supported":      []string{AuthSecretBasic, AuthSecretPost, AuthNone},
+		"token_endpoint_auth_methods_supported":      []string{config.AuthSecretBasic, config.AuthSecretPost, config.AuthNone},
 		"revocation_endpoint":                        s.base + "/oauth/revoke",
-		"revocation_endpoint_auth_methods_supported": []string{AuthSecretBasic, AuthSecretPost, AuthNone},
+		"revocation_endpoint_auth_methods_supported": []string{config.AuthSecretBasic, config.AuthSecretPost, config.AuthNone},
 		"scopes_supported":                           []string{"openid", "profile", "email", "offline_access"},
 		"claims_supported": append([]string{"sub", "iss", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"},
 			append(append([]string{}, profileClaims...), emailClaims...)...),

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
@@ -25,7 +26,7 @@ func run() int {
 	profile := flag.String("cpuprofile", "broker.cpu.pprof", "CPU profile output")
 	memProfile := flag.String("memprofile", "", "allocation profile output, written at exit (optional)")
 	flag.Parse()
-	cfg, err := broker.Load(*path)
+	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "brokerprof:", err)
 		return 1
@@ -35,7 +36,7 @@ func run() int {
 		return 1
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	store, err := broker.OpenStore(cfg)
+	store, err := config.OpenStore(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "brokerprof: store:", err)
 		return 1

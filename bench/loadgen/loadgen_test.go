@@ -11,6 +11,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/bench/fastidp"
 	"github.com/dpop-broker/dpop-broker/broker"
+	brokerconfig "github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -45,7 +46,7 @@ connections:
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := broker.Load(path)
+	cfg, err := brokerconfig.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

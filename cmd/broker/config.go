@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // cmdConfigValidate prints "config OK" (exit 0) or every problem as "KEY: reason" (exit 1).
@@ -24,12 +24,12 @@ func cmdConfigValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: broker config validate [--require-env] FILE")
 		return 2
 	}
-	cfg, problems, err := loadAndValidate(pos[0])
+	cfg, problems, err := config.LoadAndValidate(pos[0])
 	if err != nil {
 		fmt.Fprintf(stdout, "config: %v\n", err)
 		return 1
 	}
-	errs, unset := broker.SplitUnsetEnv(problems)
+	errs, unset := config.SplitUnsetEnv(problems)
 	if *requireEnv {
 		errs, unset = problems, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
@@ -157,7 +158,7 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 		return nil, fmt.Errorf("upstream IdP: %w", err)
 	}
 
-	cfg := broker.Default()
+	cfg := config.Default()
 	cfg.Issuer = d.issuer
 	cfg.Listen = brokerLn.Addr().String()
 	cfg.GenerateMissingKeys = true
@@ -165,28 +166,28 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 	// policy reach it.
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8", "::1"}
 	cfg.RateLimits.Enabled = false // one local user; `serve` has them on by default
-	cfg.Management.Tokens = []broker.ManagementToken{{Name: "demo", Token: d.mgmtToken, Scopes: demoMgmtScopes}}
-	cfg.Clients = []broker.ClientConfig{{
+	cfg.Management.Tokens = []config.ManagementToken{{Name: "demo", Token: d.mgmtToken, Scopes: demoMgmtScopes}}
+	cfg.Clients = []config.Client{{
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},
 		PostLogoutRedirectURIs: []string{d.appURL + "/"},
 		// The sample app may obtain tokens for the demo API, with its read:messages scope.
-		APIs: []broker.APIGrant{{Audience: demoAPIAudience, Scopes: []string{"read:messages"}}},
+		APIs: []config.APIGrant{{Audience: demoAPIAudience, Scopes: []string{"read:messages"}}},
 	}}
 	// The broker as a DPoP server for its apps: an example API that binds tokens when the app
 	// sends a proof, and server nonces (the secret is generated: GenerateMissingKeys).
-	cfg.APIs = []broker.APIConfig{{Audience: demoAPIAudience, Name: "Demo API", SenderConstraining: broker.PolicyAllowed,
-		Scopes: []broker.APIScope{{Name: "read:messages", Description: "Read the demo messages"}}}}
+	cfg.APIs = []config.API{{Audience: demoAPIAudience, Name: "Demo API", SenderConstraining: config.PolicyAllowed,
+		Scopes: []config.APIScope{{Name: "read:messages", Description: "Read the demo messages"}}}}
 	cfg.DPoPServer.RequireNonce = true
-	cfg.Connections = []broker.ConnectionConfig{{
+	cfg.Connections = []config.Connection{{
 		Name: demoConnection, Strategy: "oidc",
-		Options: broker.ConnectionOptions{
+		Options: config.ConnectionOptions{
 			Issuer: d.idpURL, ClientID: demoUpClientID, ClientSecret: upSecret,
 			Scope: "openid profile email", Type: "back_channel",
 			DPoPSigningAlg: "ES256", FetchUserinfo: true,
 		},
 	}}
-	store, err := broker.OpenStore(cfg) // memory: max_records with its replay budget
+	store, err := config.OpenStore(cfg) // memory: max_records with its replay budget
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // healthcheckTarget works out the URL to probe: --url, else the listen address from --listen
@@ -32,15 +32,15 @@ func healthcheckTarget(rawURL, listen, configPath string, ready bool) (string, e
 	}
 	addr := listen
 	if addr == "" && configPath != "" {
-		cfg, err := broker.Load(configPath)
-		var fe broker.FieldErrors
+		cfg, err := config.Load(configPath)
+		var fe config.FieldErrors
 		if err != nil && !errors.As(err, &fe) { // problems elsewhere in the file do not matter here
 			return "", err
 		}
 		addr = cfg.Listen
 	}
 	if addr == "" {
-		addr = broker.Default().Listen
+		addr = config.Default().Listen
 	}
 	base, err := probeBase(addr)
 	if err != nil {

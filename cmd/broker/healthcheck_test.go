@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
@@ -123,7 +123,7 @@ func TestServeListensOnBrokerListenInsteadOfTheConfiguredAddress(t *testing.T) {
 }
 
 func TestListenStaysLoopbackOutsideContainersAndHealthcheckFindsIt(t *testing.T) {
-	if got := broker.Default().Listen; got != "127.0.0.1:8080" {
+	if got := config.Default().Listen; got != "127.0.0.1:8080" {
 		t.Fatalf("code default listen = %q, want loopback 127.0.0.1:8080 (the image sets BROKER_LISTEN)", got)
 	}
 	if got, err := serveListen("127.0.0.1:8080", ""); err != nil || got != "127.0.0.1:8080" {

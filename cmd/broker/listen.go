@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // The listen address of `serve`: the config's listen, unless --listen or $BROKER_LISTEN
@@ -23,7 +23,7 @@ func serveListen(configured, override string) (string, error) {
 	if override == "" {
 		return configured, nil
 	}
-	if err := broker.CheckListenAddr(override); err != nil {
+	if err := config.CheckListenAddr(override); err != nil {
 		return "", fmt.Errorf("--listen/%s: %w", listenEnv, err)
 	}
 	return override, nil
@@ -32,7 +32,7 @@ func serveListen(configured, override string) (string, error) {
 // probeBase returns the http:// base URL that reaches a broker listening on addr from the
 // same host: an unspecified host (every interface) is reached on loopback.
 func probeBase(addr string) (string, error) {
-	if err := broker.CheckListenAddr(addr); err != nil {
+	if err := config.CheckListenAddr(addr); err != nil {
 		return "", err
 	}
 	host, port, _ := net.SplitHostPort(addr)

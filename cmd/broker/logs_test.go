@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
@@ -73,20 +74,20 @@ func startBrokerAPI(t *testing.T, up demoidp.Options) (string, *broker.Server, s
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
 	t.Cleanup(app.Close)
 	srv := httptest.NewUnstartedServer(nil)
-	cfg := broker.Default()
+	cfg := config.Default()
 	cfg.Issuer = "http://" + srv.Listener.Addr().String() + "/"
 	cfg.GenerateMissingKeys = true
 	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8"} // the test IdP listens on loopback
 	// The tests write many fixture failures straight to the writer: no limits on them.
 	cfg.Logs.Unauthenticated.PerIP.Rate, cfg.Logs.Unauthenticated.Global.Rate = "0", "0"
-	cfg.Management.Tokens = []broker.ManagementToken{
+	cfg.Management.Tokens = []config.ManagementToken{
 		{Name: "cli", Token: logsToken, Scopes: []string{"read:logs"}},
 		{Name: "conns", Token: noScopeToken, Scopes: []string{"read:connections"}},
 	}
-	cfg.Clients = []broker.ClientConfig{{ClientID: "app", Name: "App", ClientSecret: "app-secret",
+	cfg.Clients = []config.Client{{ClientID: "app", Name: "App", ClientSecret: "app-secret",
 		RedirectURIs: []string{app.URL + "/cb"}, Connections: []string{"corp"}}}
-	cfg.Connections = []broker.ConnectionConfig{{Name: "corp", Strategy: "oidc", Options: broker.ConnectionOptions{
+	cfg.Connections = []config.Connection{{Name: "corp", Strategy: "oidc", Options: config.ConnectionOptions{
 		Issuer: idp.URL, ClientID: up.ClientID, ClientSecret: up.ClientSecret, Scope: "openid profile email", Type: "back_channel",
 	}}}
 	b, err := broker.New(cfg, broker.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

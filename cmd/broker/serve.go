@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -26,7 +27,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "broker serve: --config FILE (or BROKER_CONFIG) is required")
 		return 2
 	}
-	cfg, problems, err := loadAndValidate(*path)
+	cfg, problems, err := config.LoadAndValidate(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "broker serve: %v\n", err)
 		return 1
@@ -54,7 +55,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	logger, flushLog := newLogger(stdout)
 	defer flushLog()
 	sessions.SetRedisLogger(logger)
-	store, err := broker.OpenStore(cfg)
+	store, err := config.OpenStore(cfg)
 	if err != nil {
 		logger.Error("store", "err", err)
 		return 1
@@ -96,20 +97,4 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	logger.Info("stopped")
 	return 0
-}
-
-// loadAndValidate loads a configuration file and returns every problem (load and
-// validation) by key; err is set only when the file cannot be read or parsed.
-func loadAndValidate(path string) (*broker.Config, []broker.FieldError, error) {
-	cfg, err := broker.Load(path)
-	var problems []broker.FieldError
-	var fe broker.FieldErrors
-	switch {
-	case errors.As(err, &fe):
-		problems = append(problems, fe...)
-	case err != nil:
-		return nil, nil, err
-	}
-	problems = append(problems, cfg.Validate()...)
-	return cfg, problems, nil
 }

@@ -1,13 +1,17 @@
-package broker
+package config
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"strings"
 )
 
-// A configuration names secrets by environment variable (${VAR} in a value, private_key_env
-// for a key). Where the variables are not set (a CI job checking the file, a laptop without
-// the production secrets), those values cannot be judged; `serve` refuses to start without
-// them, while `config validate` lists them apart (SplitUnsetEnv) and still checks the rest.
+// A configuration names secrets by environment variable: ${VAR} or ${VAR:-default} in any
+// value (expanded by Parse), private_key_env for a key. Where the variables are not set (a CI
+// job checking the file, a laptop without the production secrets), those values cannot be
+// judged; `serve` refuses to start without them, while `config validate` lists them apart
+// (SplitUnsetEnv) and still checks the rest.
 
 const (
 	unsetEnvPrefix = "environment variable "
@@ -54,4 +58,54 @@ func dependsOnUnset(key string, unset map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// expandEnv replaces ${VAR} and ${VAR:-default}. An unset VAR without default is an error.
+func expandEnv(s string) (string, error) {
+	var b strings.Builder
+	var missing []string
+	for i := 0; i < len(s); {
+		j := strings.Index(s[i:], "${")
+		if j < 0 {
+			b.WriteString(s[i:])
+			break
+		}
+		b.WriteString(s[i : i+j])
+		i += j
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", errors.New("unterminated ${ in value")
+		}
+		expr := s[i+2 : i+end]
+		i += end + 1
+		name, def, hasDef := strings.Cut(expr, ":-")
+		if !validEnvName(name) {
+			return "", fmt.Errorf("${%s} is not a valid environment variable reference", expr)
+		}
+		v, ok := os.LookupEnv(name)
+		switch {
+		case ok && (v != "" || !hasDef):
+			b.WriteString(v)
+		case hasDef:
+			b.WriteString(def)
+		default:
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return "", errors.New(unsetEnvReason(missing...))
+	}
+	return b.String(), nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }

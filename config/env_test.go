@@ -1,10 +1,12 @@
-package broker
+package config
 
 import (
 	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config/configtest"
 )
 
 // unsetEnv removes variables for the rest of the test (t.Setenv restores them afterwards).
@@ -19,9 +21,9 @@ func unsetEnv(t *testing.T, names ...string) {
 }
 
 func TestUnsetEnvProblemsAreSetApartWithTheChecksOfTheirValues(t *testing.T) {
-	setKeyEnv(t)
+	configtest.SetEnv(t)
 	unsetEnv(t, "TEST_UNSET_SECRET", "TEST_UNSET_MGMT", "TEST_UNSET_KEY")
-	yml := strings.Replace(goodYAML, "${TEST_SAMPLE_SECRET}", "${TEST_UNSET_SECRET}", 1) + `
+	yml := strings.Replace(configtest.ValidYAML, "${TEST_SAMPLE_SECRET}", "${TEST_UNSET_SECRET}", 1) + `
 management:
   tokens: [{ name: ops, token: "${TEST_UNSET_MGMT}", scopes: [read:logs] }]
 `

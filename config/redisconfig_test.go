@@ -1,4 +1,4 @@
-package broker
+package config
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func TestRedisSentinelConfig(t *testing.T) {
 	c.Store.Redis.MasterName = ""
 	v := &validator{}
 	v.store(&c.Store)
-	if want := (FieldError{"store.redis.sentinel_password", "only applies with master_name (Sentinel)"}); len(v.errs) != 1 || v.errs[0] != want {
+	if want := (FieldError{Key: "store.redis.sentinel_password", Reason: "only applies with master_name (Sentinel)"}); len(v.errs) != 1 || v.errs[0] != want {
 		t.Errorf("got %v, want %v", v.errs, want)
 	}
 }
@@ -67,9 +67,9 @@ func TestRedisTLSConfig(t *testing.T) {
 		tls  RedisTLS
 		want FieldError
 	}{
-		{"settings without enabled", RedisTLS{CAFile: files.CA}, FieldError{"store.redis.tls.enabled", "must be true when other tls settings are given"}},
-		{"CA file without a certificate", RedisTLS{Enabled: true, CAFile: notPEM}, FieldError{"store.redis.tls.ca_file", notPEM + " holds no PEM certificate"}},
-		{"client certificate without its key", RedisTLS{Enabled: true, CertFile: files.ClientCert}, FieldError{"store.redis.tls.cert_file", "cert_file and key_file go together (client certificate)"}},
+		{name: "settings without enabled", tls: RedisTLS{CAFile: files.CA}, want: FieldError{Key: "store.redis.tls.enabled", Reason: "must be true when other tls settings are given"}},
+		{name: "CA file without a certificate", tls: RedisTLS{Enabled: true, CAFile: notPEM}, want: FieldError{Key: "store.redis.tls.ca_file", Reason: notPEM + " holds no PEM certificate"}},
+		{name: "client certificate without its key", tls: RedisTLS{Enabled: true, CertFile: files.ClientCert}, want: FieldError{Key: "store.redis.tls.cert_file", Reason: "cert_file and key_file go together (client certificate)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := *cfg

@@ -1,9 +1,8 @@
-package broker
+package config
 
 import (
 	"errors"
 	"fmt"
-	"github.com/dpop-broker/dpop-broker/discovery"
 	"maps"
 	"net"
 	"net/url"
@@ -13,8 +12,28 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
+
+// FieldError is one configuration problem: the exact key and the reason.
+type FieldError struct {
+	Key    string
+	Reason string
+}
+
+func (e FieldError) Error() string { return e.Key + ": " + e.Reason }
+
+// FieldErrors is a list of configuration problems; it is an error.
+type FieldErrors []FieldError
+
+func (es FieldErrors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
 
 // DPoP algorithms a connection may configure.
 var connectionDPoPAlgs = []string{"ES256", "Ed25519", "RS256", "PS256"}
@@ -22,11 +41,21 @@ var connectionDPoPAlgs = []string{"ES256", "Ed25519", "RS256", "PS256"}
 var connectionNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 var connectionIDRE = regexp.MustCompile(`^con_[A-Za-z0-9]{1,64}$`)
 
+// ValidConnectionID reports whether id has the form of a connection id: con_ followed by 1 to
+// 64 letters and digits.
+func ValidConnectionID(id string) bool { return connectionIDRE.MatchString(id) }
+
 // Validate returns every problem in the configuration, each naming the exact key. Keys
 // needed by a connection or by token signing must be configured (and loadable) unless
 // GenerateMissingKeys is set.
 func (c *Config) Validate() []FieldError {
 	return c.validate(!c.GenerateMissingKeys)
+}
+
+// ValidateExceptKeys is Validate for a caller that brings its own keys (broker.Deps.Keys): the
+// keys the configuration names are neither required nor loaded, only their algs checked.
+func (c *Config) ValidateExceptKeys() []FieldError {
+	return c.validate(false)
 }
 
 type validator struct{ errs []FieldError }
@@ -142,7 +171,7 @@ func CheckListenAddr(addr string) error {
 	return nil
 }
 
-func (v *validator) store(s *StoreConfig) {
+func (v *validator) store(s *Store) {
 	if n := s.Memory.MaxRecords; n < minMemoryRecords || n > maxMemoryRecords {
 		v.add("store.memory.max_records", "must be between %d and %d", minMemoryRecords, maxMemoryRecords)
 	}
@@ -241,7 +270,7 @@ func (v *validator) clients(c *Config) {
 				seen[cl.ClientID] = i
 			}
 		}
-		switch m := cl.authMethod(); m {
+		switch m := cl.AuthMethod(); m {
 		case AuthSecretBasic, AuthSecretPost:
 			if cl.ClientSecret == "" {
 				v.add(p+".client_secret", "is required for token_endpoint_auth_method %s", m)
@@ -275,22 +304,23 @@ func (v *validator) clients(c *Config) {
 			v.add(p+".connections", "at least one connection is required")
 		}
 		for j, name := range cl.Connections {
-			if !slices.ContainsFunc(c.Connections, func(cc ConnectionConfig) bool { return cc.Name == name }) {
+			if !slices.ContainsFunc(c.Connections, func(cc Connection) bool { return cc.Name == name }) {
 				v.add(fmt.Sprintf("%s.connections[%d]", p, j), "connection %q is not defined in connections", name)
 			}
 		}
 	}
 }
 
-// proofAlgs are the DPoP proof algorithms the verifier implements (asymmetric only, DS-5).
+// proofAlgs are the DPoP proof algorithms the verifier implements (asymmetric only, RFC 9449
+// §4.3 step 5).
 var proofAlgs = []string{"ES256", "ES384", "ES512", "EdDSA", "Ed25519", "RS256", "PS256"}
 
 // minNonceSecret is the smallest dpop_server.nonce_secret in bytes.
 const minNonceSecret = 32
 
 // dpopServer checks the proof-verification settings. A missing nonce secret is an error only
-// when keys are checked (serve); otherwise New generates one (demo).
-func (v *validator) dpopServer(d *DPoPServerConfig, checkKeys bool) {
+// when keys are checked (serve); otherwise broker.New generates one (demo).
+func (v *validator) dpopServer(d *DPoPServer, checkKeys bool) {
 	switch n := len(d.NonceSecret); {
 	case n == 0 && d.RequireNonce && checkKeys:
 		v.add("dpop_server.nonce_secret", "is required when require_nonce is true (at least %d bytes, the same on every replica)", minNonceSecret)
@@ -406,10 +436,19 @@ func clientIDs(c *Config) map[string]bool {
 	return m
 }
 
+// ValidateConnection checks a connection given to the management API (keys without the
+// connections[i]. prefix) against the rest of the configuration: its clients, and the API
+// audiences enabled_clients must not name. The id and name uniqueness are the caller's.
+func (c *Config) ValidateConnection(cc *Connection) []FieldError {
+	v := &validator{}
+	v.connection("", cc, clientIDs(c), apiAudiences(c))
+	return v.errs
+}
+
 // connection checks one connection: the YAML entry (p = "connections[i].") or a management
 // API body (p = ""). Name uniqueness and the id are checked by the caller. audiences
 // (apiAudiences) are refused in enabled_clients: they name APIs, never clients.
-func (v *validator) connection(p string, cc *ConnectionConfig, clients map[string]bool, audiences map[string]string) {
+func (v *validator) connection(p string, cc *Connection, clients map[string]bool, audiences map[string]string) {
 	o := cc.Options
 	switch {
 	case cc.Name == "":
@@ -513,8 +552,8 @@ var reservedUpstreamParams = []string{
 	"code_challenge_method", "scope", "dpop_jkt",
 }
 
-// dpopKeyFor maps a connection alg to the keys.dpop entry that holds its key.
-func dpopKeyFor(alg string) (key string) {
+// DPoPKeyName maps a connection alg to the keys.dpop entry that holds its key.
+func DPoPKeyName(alg string) (key string) {
 	switch alg {
 	case "ES256":
 		return "es256"
@@ -526,7 +565,7 @@ func dpopKeyFor(alg string) (key string) {
 	return ""
 }
 
-func (k *DPoPKeysConfig) byName(name string) KeySource {
+func (k *DPoPKeys) byName(name string) KeySource {
 	switch name {
 	case "es256":
 		return k.ES256
@@ -540,7 +579,7 @@ func (k *DPoPKeysConfig) byName(name string) KeySource {
 // validateKeys checks that every needed key is configured and loads.
 func (c *Config) validateKeys(v *validator) {
 	kids := map[string]string{} // signing key id → where it is configured
-	signingKey := func(path string, s SigningKeyConfig) {
+	signingKey := func(path string, s SigningKey) {
 		switch s.Alg {
 		case "RS256", "ES256":
 			if !s.given() {
@@ -572,7 +611,7 @@ func (c *Config) validateKeys(v *validator) {
 	done := map[string]bool{}
 	for i, cc := range c.Connections {
 		alg := cc.Options.DPoPSigningAlg
-		name := dpopKeyFor(alg)
+		name := DPoPKeyName(alg)
 		if name == "" || done[name] {
 			continue
 		}
@@ -611,21 +650,21 @@ func keySourceKey(prefix string, s KeySource) string {
 	return prefix + ".private_key_env"
 }
 
-// Management API scopes.
+// Management API scopes (management.tokens[].scopes).
 const (
-	scopeReadConnections   = "read:connections"
-	scopeCreateConnections = "create:connections"
-	scopeUpdateConnections = "update:connections"
-	scopeDeleteConnections = "delete:connections"
-	scopeReadLogs          = "read:logs"
+	ScopeReadConnections   = "read:connections"
+	ScopeCreateConnections = "create:connections"
+	ScopeUpdateConnections = "update:connections"
+	ScopeDeleteConnections = "delete:connections"
+	ScopeReadLogs          = "read:logs"
 )
 
-var managementScopes = []string{scopeReadConnections, scopeCreateConnections, scopeUpdateConnections, scopeDeleteConnections, scopeReadLogs}
+var managementScopes = []string{ScopeReadConnections, ScopeCreateConnections, ScopeUpdateConnections, ScopeDeleteConnections, ScopeReadLogs}
 
 // minManagementToken is the shortest accepted management token.
 const minManagementToken = 32
 
-func (v *validator) management(m *ManagementConfig) {
+func (v *validator) management(m *Management) {
 	seen, names := map[string]int{}, map[string]int{}
 	for i, t := range m.Tokens {
 		p := fmt.Sprintf("management.tokens[%d]", i)
@@ -651,6 +690,15 @@ func (v *validator) management(m *ManagementConfig) {
 			if !slices.Contains(managementScopes, sc) {
 				v.add(fmt.Sprintf("%s.scopes[%d]", p, j), "%q is not a known scope (use %s)", sc, joinOr(managementScopes))
 			}
+		}
+	}
+}
+
+// upstreamNetworks validates upstream_allowed_networks.
+func (v *validator) upstreamNetworks(networks []string) {
+	for i, n := range networks {
+		if _, err := ParsePrefix(n); err != nil {
+			v.add(fmt.Sprintf("upstream_allowed_networks[%d]", i), "%v", err)
 		}
 	}
 }

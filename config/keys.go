@@ -1,4 +1,4 @@
-package broker
+package config
 
 import (
 	"crypto"
@@ -16,9 +16,9 @@ import (
 	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
-// Keys are the broker's private keys: the token-signing key and the DPoP signers toward
-// upstreams. They are never logged.
-type Keys struct {
+// KeyRing holds the broker's private keys: the token-signing key, the signing keys it
+// replaced, and the DPoP signers toward upstreams. They are never logged.
+type KeyRing struct {
 	Signing    crypto.Signer
 	SigningAlg jose.SignatureAlgorithm // RS256 or ES256
 	KID        string                  // RFC 7638 thumbprint of the public key
@@ -38,7 +38,7 @@ type PreviousKey struct {
 
 // AddPrevious adds a replaced signing key (alg RS256 or ES256). The current key and a key
 // already added are refused.
-func (k *Keys) AddPrevious(key crypto.Signer, alg string) error {
+func (k *KeyRing) AddPrevious(key crypto.Signer, alg string) error {
 	if !signingKeyFits(key, alg) {
 		return fmt.Errorf("key does not fit signing alg %s (RS256 needs RSA ≥ 2048 bits, ES256 a P-256 key)", alg)
 	}
@@ -58,9 +58,9 @@ func (k *Keys) AddPrevious(key crypto.Signer, alg string) error {
 	return nil
 }
 
-// verificationKey returns the public key and alg of the signing key (current or previous)
+// VerificationKey returns the public key and alg of the signing key (current or previous)
 // with key id kid.
-func (k *Keys) verificationKey(kid string) (crypto.PublicKey, jose.SignatureAlgorithm, bool) {
+func (k *KeyRing) VerificationKey(kid string) (crypto.PublicKey, jose.SignatureAlgorithm, bool) {
 	if kid == k.KID {
 		return k.Signing.Public(), k.SigningAlg, true
 	}
@@ -72,8 +72,8 @@ func (k *Keys) verificationKey(kid string) (crypto.PublicKey, jose.SignatureAlgo
 	return nil, "", false
 }
 
-// verificationAlgs are the algs of the current and previous signing keys.
-func (k *Keys) verificationAlgs() []jose.SignatureAlgorithm {
+// VerificationAlgs are the algs of the current and previous signing keys.
+func (k *KeyRing) VerificationAlgs() []jose.SignatureAlgorithm {
 	algs := []jose.SignatureAlgorithm{k.SigningAlg}
 	for _, p := range k.Previous {
 		if !slices.Contains(algs, p.Alg) {
@@ -95,7 +95,7 @@ func keyID(key crypto.Signer) (string, error) {
 
 // LoadKeys loads the keys the configuration names. When generate is true a key that is not
 // configured is generated (demo); otherwise it is an error.
-func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
+func LoadKeys(cfg *Config, generate bool) (*KeyRing, error) {
 	s := cfg.Keys.Signing
 	var signing crypto.Signer
 	var err error
@@ -110,7 +110,7 @@ func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys.signing: %w", err)
 	}
-	k, err := NewKeys(signing, s.Alg)
+	k, err := NewKeyRing(signing, s.Alg)
 	if err != nil {
 		return nil, fmt.Errorf("keys.signing: %w", err)
 	}
@@ -138,7 +138,7 @@ func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
 		if alg == "" || k.DPoP[alg] != nil {
 			continue
 		}
-		name := dpopKeyFor(alg)
+		name := DPoPKeyName(alg)
 		src := cfg.Keys.DPoP.byName(name)
 		var key crypto.Signer
 		switch {
@@ -161,8 +161,8 @@ func LoadKeys(cfg *Config, generate bool) (*Keys, error) {
 	return k, nil
 }
 
-// NewKeys returns Keys with the given signing key (alg RS256 or ES256) and no DPoP keys.
-func NewKeys(signing crypto.Signer, alg string) (*Keys, error) {
+// NewKeyRing returns a KeyRing with the given signing key (alg RS256 or ES256) and no DPoP keys.
+func NewKeyRing(signing crypto.Signer, alg string) (*KeyRing, error) {
 	if !signingKeyFits(signing, alg) {
 		return nil, fmt.Errorf("key does not fit signing alg %s (RS256 needs RSA ≥ 2048 bits, ES256 a P-256 key)", alg)
 	}
@@ -170,7 +170,7 @@ func NewKeys(signing crypto.Signer, alg string) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Keys{
+	return &KeyRing{
 		Signing: signing, SigningAlg: jose.SignatureAlgorithm(alg), KID: kid,
 		DPoP: map[string]*dpop.Signer{},
 	}, nil
@@ -178,7 +178,7 @@ func NewKeys(signing crypto.Signer, alg string) (*Keys, error) {
 
 // AddDPoPKey adds DPoP signers for every connection alg the key can serve: ES256 for P-256,
 // Ed25519 (wire label EdDSA) for Ed25519, RS256 and PS256 for RSA.
-func (k *Keys) AddDPoPKey(key crypto.Signer) error {
+func (k *KeyRing) AddDPoPKey(key crypto.Signer) error {
 	labels := map[string]string{"ES256": "ES256", "Ed25519": "EdDSA", "RS256": "RS256", "PS256": "PS256"}
 	added := false
 	for _, alg := range connectionDPoPAlgs {
@@ -200,7 +200,7 @@ func (k *Keys) AddDPoPKey(key crypto.Signer) error {
 
 // JWKS returns the public signing keys (use sig, alg, kid): the current one first, then the
 // previous ones.
-func (k *Keys) JWKS() jose.JSONWebKeySet {
+func (k *KeyRing) JWKS() jose.JSONWebKeySet {
 	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{
 		Key: k.Signing.Public(), KeyID: k.KID, Algorithm: string(k.SigningAlg), Use: "sig",
 	}}}
@@ -210,8 +210,8 @@ func (k *Keys) JWKS() jose.JSONWebKeySet {
 	return set
 }
 
-// signer returns a go-jose signer for tokens of type typ.
-func (k *Keys) signer(typ string) (jose.Signer, error) {
+// Signer returns a go-jose signer for tokens of type typ.
+func (k *KeyRing) Signer(typ string) (jose.Signer, error) {
 	opts := (&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader("kid", k.KID)
 	return jose.NewSigner(jose.SigningKey{Algorithm: k.SigningAlg, Key: k.Signing}, opts)
 }

@@ -1,4 +1,4 @@
-package broker
+package config
 
 import (
 	"fmt"
@@ -144,8 +144,8 @@ func (c *Config) insecureHTTPKeys() []string {
 }
 
 // Warnings returns what is accepted but unsafe outside development, each naming its key:
-// today the uses of allow_insecure_http. `config validate` prints them; New logs each as a
-// warning at every start.
+// today the uses of allow_insecure_http. `config validate` prints them; broker.New logs each
+// as a warning at every start.
 func (c *Config) Warnings() []FieldError {
 	if !c.AllowInsecureHTTP {
 		return nil
