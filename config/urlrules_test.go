@@ -44,7 +44,7 @@ func checkURLRules(t *testing.T, cases []urlRuleCase) {
 	}
 }
 
-func TestIssuerAndPublicURLRequireHTTPSOffLoopback(t *testing.T) {
+func TestBrokerURLsRequireHTTPSOffLoopbackOnOneOrigin(t *testing.T) {
 	issuer := func(u string) func(*Config) { return func(c *Config) { c.Issuer = u } }
 	public := func(u string) func(*Config) { return func(c *Config) { c.PublicURL = u } }
 	both := func(iss, pub string) func(*Config) {
