@@ -14,6 +14,7 @@
 //   - Redact (redact.go) drops secret-looking detail keys and JWT-shaped values, and Secrets
 //     (secrets.go) holds the configured secrets that Writer.Scrub removes from every string,
 //     percent-encoded or cut, so that no event carries a token, code, proof, secret or key.
+//     Clip (clip.go) bounds untrusted text with the cut mark that scrubbing recognises.
 //   - Query, ParseQuery and Filter (search.go, query.go) are the management API's log search:
 //     the Lucene subset of q, search mode with pages, checkpoint mode by log_id.
 //     Writer.Search, Get, Recent, Latest and Follow read the store; Writer.Trim applies
