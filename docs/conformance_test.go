@@ -290,3 +290,61 @@ func TestCitedConformanceRowsExist(t *testing.T) {
 		}
 	}
 }
+
+// TestSourcesCiteOnlyWhatTheRepoHolds: rules are cited by specification section or by a row
+// of conformance.md, never by a checklist id or a document that is not in this repository,
+// and no test is named after an issue instead of the behaviour it checks.
+func TestSourcesCiteOnlyWhatTheRepoHolds(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Built from parts so that this file does not match itself.
+	checklistID := regexp.MustCompile(`\b(` + "DS|DC|PK|IS|MD|ID" + `)-[0-9]+\b`)
+	outsideDoc := "reference" + ".md"
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".go", ".js", ".mjs", ".md", ".yaml", ".yml", ".json", ".html", ".css":
+		default:
+			if d.Name() != "Makefile" {
+				return nil
+			}
+		}
+		if d.Name() == "package-lock.json" {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		for i, line := range strings.Split(string(src), "\n") {
+			if m := checklistID.FindString(line); m != "" && filepath.Ext(path) != ".md" {
+				t.Errorf("%s:%d cites %q, an id defined nowhere in this repository: cite the RFC/OIDC section or a conformance.md row", rel, i+1, m)
+			}
+			if strings.Contains(line, outsideDoc) {
+				t.Errorf("%s:%d cites %s, which is not part of this repository", rel, i+1, outsideDoc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir, tests := range indexRepo(t, root).tests {
+		for name := range tests {
+			if strings.Contains(name, "Issue") {
+				t.Errorf("%s: test %s is named after an issue, not after the behaviour it checks", dir, name)
+			}
+		}
+	}
+}
