@@ -77,16 +77,6 @@ func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
 	return &o, nil
 }
 
-// connDefaults fills the option defaults the YAML also gets.
-func connDefaults(o *config.ConnectionOptions) {
-	if o.Scope == "" {
-		o.Scope = "openid profile email"
-	}
-	if o.Type == "" {
-		o.Type = "back_channel"
-	}
-}
-
 // checkConnection validates cc like the YAML, then the DPoP rules that need the network
 // (RFC 9449 §5.1, docs/conformance.md#discovery-dpop-gate): a key for the alg, and the
 // upstream's discovery listing it.
@@ -316,7 +306,7 @@ func (s *Server) createConnection(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	connDefaults(opts)
+	opts.ApplyDefaults()
 	cc := config.Connection{Name: *body.Name, Strategy: *body.Strategy, Options: *opts}
 	if body.DisplayName != nil {
 		cc.DisplayName = *body.DisplayName
@@ -406,7 +396,7 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 		if opts.ClientSecret == "" {
 			opts.ClientSecret = doc.Options.ClientSecret
 		}
-		connDefaults(opts)
+		opts.ApplyDefaults()
 		cc.Options = *opts
 	}
 	if aerr := s.checkConnection(c, &cc); aerr != nil {

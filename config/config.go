@@ -427,13 +427,18 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	for i := range c.Connections {
-		o := &c.Connections[i].Options
-		if o.Scope == "" {
-			o.Scope = "openid profile email"
-		}
-		if o.Type == "" {
-			o.Type = "back_channel"
-		}
+		c.Connections[i].Options.ApplyDefaults()
+	}
+}
+
+// ApplyDefaults fills the option defaults of a connection, from the YAML or from the
+// management API: scope "openid profile email" and type "back_channel".
+func (o *ConnectionOptions) ApplyDefaults() {
+	if o.Scope == "" {
+		o.Scope = "openid profile email"
+	}
+	if o.Type == "" {
+		o.Type = "back_channel"
 	}
 }
 
