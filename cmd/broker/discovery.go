@@ -52,6 +52,10 @@ func cmdDiscoveryCheck(ctx context.Context, args []string, stdout, stderr io.Wri
 	doc, err := dc.Get(ctx, pos[0], *discoveryURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "discovery_failed: %v\n", err)
+		var refused *broker.AddressRefusedError
+		if errors.As(err, &refused) {
+			fmt.Fprintln(stderr, "(an upstream on an internal address is checked with --allow-network CIDR, as upstream_allowed_networks allows it to serve)")
+		}
 		return 2
 	}
 	list := func(v []string) string {

@@ -8,7 +8,7 @@
 //	broker config validate [--require-env] FILE
 //	broker discovery check ISSUER [--alg ES256] [--discovery-url URL] [--allow-network CIDR]...
 //	broker keys generate [--alg ES256|Ed25519|RS256|PS256]
-//	broker healthcheck [--url URL] [--ready]
+//	broker healthcheck [--url URL | --listen HOST:PORT | --config FILE] [--ready] [--timeout 5s]
 //	broker logs [--type f] [--connection NAME] [--client ID] [--q QUERY] [--follow] ...
 //
 // Each command has its file:

@@ -27,7 +27,8 @@ commands:
                                            show what an upstream supports for DPoP
   keys generate [--alg ES256|Ed25519|RS256|PS256]
                                            print a new PKCS#8 PEM private key
-  healthcheck [--url URL] [--ready]        probe a running broker's /healthz (/readyz): exit 0 or 1
+  healthcheck [--url URL | --listen HOST:PORT | --config FILE] [--ready] [--timeout 5s]
+                                           probe a running broker's /healthz (/readyz): exit 0 or 1
   logs [--type f] [--connection NAME] [--client ID] [--error CODE] [--q QUERY]
        [--limit N] [--json] [--follow] [--url URL] [--token TOKEN]
                                            show or tail login events (management API)
