@@ -101,7 +101,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if desc := issProblem(q, tx.Start); desc != "" {
-		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: "invalid_request", Code: codeInvalidIss, Description: desc})
+		// The event has the issuers; the app is not shown the iss an attacker sent (nor ours).
+		s.failLogin(w, r, ev, loginFailure{App: app, OAuthError: "invalid_request", Code: codeInvalidIss, Description: desc,
+			AppDescription: "the identity provider's response failed the issuer check (" + codeInvalidIss + "): the login is refused"})
 		return
 	}
 	if e := q.Get("error"); e != "" {

@@ -111,7 +111,8 @@ type loginFailure struct {
 	// redirect says unless AppDescription is set.
 	Description string
 
-	// Status is the HTTP status of the error page (400, 414, 500, 503) shown when App is nil.
+	// Status is the HTTP status of the error page (400, 414, 500, 503) shown when App is nil;
+	// 0 means 500.
 	Status int
 
 	// App, when set, gets the error at its redirect_uri instead of a page: error,
@@ -129,6 +130,12 @@ type loginFailure struct {
 // failLogin answers the request with f (an error page, or the OAuth error redirect to f.App)
 // and records ev as the failed login.
 func (s *Server) failLogin(w http.ResponseWriter, r *http.Request, ev *logs.Event, f loginFailure) {
+	if ev == nil { // every failure leaves an event, even from a caller that built none
+		ev = s.newEvent(r)
+	}
+	if f.Status == 0 && f.App == nil {
+		f.Status = http.StatusInternalServerError
+	}
 	s.recordFailedLogin(r, ev, f)
 	if f.App != nil {
 		oauthError, desc := f.OAuthError, f.AppDescription

@@ -251,7 +251,13 @@ func TestCallbackErrors(t *testing.T) {
 		if aq.Get("error") != "invalid_request" || aq.Get("code") != "" {
 			t.Fatalf("app got %v", aq)
 		}
-		wantFail(t, h, codeInvalidIss)
+		if d := aq.Get("error_description"); strings.Contains(d, "evil.example") || strings.Contains(d, h.up.URL) {
+			t.Errorf("the app is shown an issuer: %q", d)
+		}
+		ev := wantFail(t, h, codeInvalidIss)
+		if d, _ := ev.Details["error_description"].(string); !strings.Contains(d, "evil.example") {
+			t.Errorf("the event does not name the iss received: %q", d)
+		}
 		if h.up.Stats.TokenRequests.Load() != 0 {
 			t.Error("code exchanged despite wrong iss")
 		}
