@@ -3,6 +3,8 @@
 package configtest
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
@@ -35,21 +37,36 @@ connections:
       dpop_signing_alg: ES256
 `
 
-// SetEnv sets, for the rest of t, the environment ValidYAML reads: a fresh RS256 signing key
-// (TEST_BROKER_SIGNING_KEY), a fresh ES256 DPoP key (TEST_BROKER_DPOP_KEY) and the client
-// secret "from-env" (TEST_SAMPLE_SECRET).
+// SetEnv sets, for the rest of t, the environment ValidYAML reads: an RS256 signing key
+// (TEST_BROKER_SIGNING_KEY), an ES256 DPoP key (TEST_BROKER_DPOP_KEY) and the client secret
+// "from-env" (TEST_SAMPLE_SECRET). The keys are generated once per test binary: RSA generation
+// is slow, and the tests check what Parse and Validate make of the configuration, never the
+// key material.
 func SetEnv(t *testing.T) {
 	t.Helper()
-	for env, alg := range map[string]string{"TEST_BROKER_SIGNING_KEY": "RS256", "TEST_BROKER_DPOP_KEY": "ES256"} {
-		k, err := dpop.GenerateKey(alg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pem, err := dpop.MarshalPrivateKeyPEM(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Setenv(env, string(pem))
+	pems, err := validYAMLKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for env, pem := range pems {
+		t.Setenv(env, pem)
 	}
 	t.Setenv("TEST_SAMPLE_SECRET", "from-env")
 }
+
+// validYAMLKeys generates the PEM keys of ValidYAML, by environment variable.
+var validYAMLKeys = sync.OnceValues(func() (map[string]string, error) {
+	pems := map[string]string{}
+	for env, alg := range map[string]string{"TEST_BROKER_SIGNING_KEY": "RS256", "TEST_BROKER_DPOP_KEY": "ES256"} {
+		k, err := dpop.GenerateKey(alg)
+		if err != nil {
+			return nil, fmt.Errorf("generate the %s key: %w", alg, err)
+		}
+		pem, err := dpop.MarshalPrivateKeyPEM(k)
+		if err != nil {
+			return nil, fmt.Errorf("marshal the %s key: %w", alg, err)
+		}
+		pems[env] = string(pem)
+	}
+	return pems, nil
+})
