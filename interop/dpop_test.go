@@ -128,7 +128,7 @@ func setupAS(t *testing.T, replicas int, o asOptions) *asWorld {
 	}
 	w := &asWorld{issuer: socks[0].URL + "/"}
 	upstreamSecret := randomHex(t, 16)
-	_, w.upstreamURL = startNode(t, "upstream.mjs", "--port", "0", "--mode", "dpop",
+	_, w.upstreamURL = startUpstream(t, "--port", "0", "--mode", "dpop",
 		"--client-id", "broker", "--client-secret", upstreamSecret,
 		"--redirect-uri", w.base()+"/login/callback")
 	env := asEnv(t, upstreamSecret, randomHex(t, 32))

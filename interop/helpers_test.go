@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -24,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // The waits below are bounds, never expectations: each wait ends as soon as its condition
@@ -52,6 +55,12 @@ var (
 	exampleAPIErr  error
 	skipReason     string // set when the npm peers are missing and INTEROP_REQUIRED is not 1
 	required       = os.Getenv("INTEROP_REQUIRED") == "1"
+)
+
+// upstreamKeyFile holds the RS256 signing key of every upstream.mjs, written once by TestMain.
+var (
+	upstreamKeyFile string
+	upstreamKeyErr  error
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -93,8 +102,28 @@ func run(m *testing.M) int {
 	}
 	exampleAPIBin = filepath.Join(tmp, "example-api")
 	wg.Go(func() { exampleAPIErr = goBuild(ctx, exampleAPIBin, "./cmd/example-api") })
+	upstreamKeyFile = filepath.Join(tmp, "upstream-signing-key.json")
+	wg.Go(func() { upstreamKeyErr = writeUpstreamKey(upstreamKeyFile) })
 	wg.Wait()
 	return m.Run()
+}
+
+// writeUpstreamKey writes a new RSA key as a private JWK to path: the ID-token signing key of
+// every upstream.mjs of this run (its --signing-key). A peer generating its own would spend
+// about half of its start-up on RSA generation, and the tests start dozens of peers.
+func writeUpstreamKey(path string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return fmt.Errorf("upstream signing key: %w", err)
+	}
+	jwk, err := jose.JSONWebKey{Key: key}.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("upstream signing key as a JWK: %w", err)
+	}
+	if err := os.WriteFile(path, jwk, 0o600); err != nil {
+		return fmt.Errorf("upstream signing key: %w", err)
+	}
+	return nil
 }
 
 // goBuild builds the package pkg of this module into out.
@@ -295,6 +324,16 @@ func start(t *testing.T, name string, cmd *exec.Cmd, onLine func(string)) *proc 
 func startNode(t *testing.T, script string, args ...string) (*proc, string) {
 	t.Helper()
 	return startNodeOn(t, nil, script, args...)
+}
+
+// startUpstream runs upstream.mjs (oidc-provider) with args and the run's upstream signing key,
+// and waits for its READY line.
+func startUpstream(t *testing.T, args ...string) (*proc, string) {
+	t.Helper()
+	if upstreamKeyErr != nil {
+		t.Fatal(upstreamKeyErr)
+	}
+	return startNode(t, "upstream.mjs", append([]string{"--signing-key", upstreamKeyFile}, args...)...)
 }
 
 // startNodeOn is startNode; with a socket s the script serves on it (--listen-fd 3).

@@ -45,7 +45,7 @@ func setup(t *testing.T, sc scenario) *world {
 	brokerURL, brokerPort := brokerSock.URL, brokerSock.Port
 	upstreamSecret, appSecret := randomHex(t, 16), randomHex(t, 16)
 
-	_, upstreamURL := startNode(t, "upstream.mjs", "--port", "0", "--mode", sc.mode,
+	_, upstreamURL := startUpstream(t, "--port", "0", "--mode", sc.mode,
 		"--client-id", "broker", "--client-secret", upstreamSecret,
 		"--redirect-uri", brokerURL+"/login/callback")
 	rpClient := sc.rpClient

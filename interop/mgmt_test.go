@@ -91,7 +91,7 @@ func setupMgmt(t *testing.T) *mgmtWorld {
 		mode string
 		url  *string
 	}{{mode: "dpop", url: &w.dpopURL}, {mode: "rsaonly", url: &w.rsaURL}, {mode: "nodpop", url: &w.nodpopURL}} {
-		_, *u.url = startNode(t, "upstream.mjs", "--port", "0", "--mode", u.mode,
+		_, *u.url = startUpstream(t, "--port", "0", "--mode", u.mode,
 			"--client-id", "broker", "--client-secret", w.upstreamSecret, "--redirect-uri", callback)
 	}
 	cfg := mgmtConfig(w.base, redisAddr, w.dpopURL)

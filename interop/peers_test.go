@@ -63,7 +63,7 @@ func TestPeersSelfCheck(t *testing.T) {
 			t.Parallel()
 			needNode(t)
 			rpSock := listenSocket(t)
-			_, upstreamURL := startNode(t, "upstream.mjs", "--port", "0", "--mode", tc.mode,
+			_, upstreamURL := startUpstream(t, "--port", "0", "--mode", tc.mode,
 				"--client-id", "broker", "--client-secret", "selfcheck-secret",
 				"--redirect-uri", rpSock.URL+"/callback")
 

@@ -153,7 +153,7 @@ func setupReplicas(t *testing.T, n int) *replicaWorld {
 	w := &replicaWorld{proxy: newRRProxy(t)}
 	redisAddr := redistest.Start(t)
 	upstreamSecret, appSecret := randomHex(t, 16), randomHex(t, 16)
-	_, w.upstream = startNode(t, "upstream.mjs", "--port", "0", "--mode", "nonce",
+	_, w.upstream = startUpstream(t, "--port", "0", "--mode", "nonce",
 		"--client-id", "broker", "--client-secret", upstreamSecret,
 		"--redirect-uri", w.proxy.URL+"/login/callback")
 	_, w.rpURL = startNode(t, "rp.mjs", "--port", "0", "--issuer", w.proxy.URL+"/",

@@ -1,7 +1,8 @@
 // upstream.mjs: a real oidc-provider (the certified OpenID provider package) as the broker's upstream IdP.
 //
 // Usage: node upstream.mjs --port 0 --mode nonce|dpop|nodpop|rsaonly|bearer|okta \
-//          --redirect-uri http://127.0.0.1:8080/login/callback [--client-id broker] [--client-secret S]
+//          --redirect-uri http://127.0.0.1:8080/login/callback [--client-id broker] [--client-secret S] \
+//          [--signing-key FILE]
 //
 // Prints exactly one line "READY http://127.0.0.1:PORT" once listening (the issuer, no trailing slash).
 // Mode okta is set up like an Okta custom authorization server: the provider is mounted under
@@ -19,6 +20,7 @@
 // invalid_dpop_proof "DPoP nonces are not supported"), true = nonces required, with a fresh nonce
 // secret. Answers 204.
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
@@ -33,6 +35,7 @@ const { values: args } = parseArgs({
     'client-id': { type: 'string', default: 'broker' },
     'client-secret': { type: 'string', default: 'interop-upstream-secret' },
     'redirect-uri': { type: 'string', multiple: true, default: [] },
+    'signing-key': { type: 'string' },
   },
 });
 
@@ -49,14 +52,22 @@ const mode = args.mode;
 const log = (msg, attrs = {}) => console.log(JSON.stringify({ time: new Date().toISOString(), msg, mode, ...attrs }));
 
 // Fresh keys per run: ID-token signing key (RS256) and cookie/nonce secrets. Nothing is committed.
-// The key is generated directly as a JWK: exporting a freshly generated KeyObject can deadlock
+// The signing key is the private JWK in the file --signing-key names when given (the Go tests
+// generate one per test run for all their peers: RSA generation is half of a peer's start-up),
+// else generated here, directly as a JWK: exporting a freshly generated KeyObject can deadlock
 // Node.js 20 (a garbage collection during the export frees the key-generation job, whose
 // destructor takes the lock the export holds; seen as a peer that never prints READY).
-const { privateKey } = crypto.generateKeyPairSync('rsa', {
-  modulusLength: 2048,
-  publicKeyEncoding: { format: 'jwk' },
-  privateKeyEncoding: { format: 'jwk' },
-});
+const privateKey = args['signing-key']
+  ? JSON.parse(fs.readFileSync(args['signing-key'], 'utf8'))
+  : crypto.generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { format: 'jwk' },
+    privateKeyEncoding: { format: 'jwk' },
+  }).privateKey;
+if (privateKey.kty !== 'RSA' || !privateKey.d) {
+  console.error(`upstream: --signing-key ${args['signing-key']} is not a private RSA JWK`);
+  process.exit(2);
+}
 const signingJwk = { ...privateKey, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
 
 const account = {
