@@ -17,12 +17,14 @@ import (
 // Cluster: every multi-key operation (PutAll's MULTI, the log's ZADD+ZREMRANGEBYRANK, the
 // connection scripts) must stay within one hash slot, or Redis answers CROSSSLOT.
 func TestRedisClusterConformance(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
 	runRedisConformance(t, redistest.StartCluster(t), nil)
 }
 
 // TestRedisClusterAllOps calls every Store and Connections method once on the cluster and
 // fails on any error other than ErrNotFound (a CROSSSLOT reply names the method).
 func TestRedisClusterAllOps(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
 	addrs := redistest.StartCluster(t)
 	s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: addrs, Prefix: "ops"})
 	if err != nil {
@@ -39,6 +41,7 @@ func TestRedisClusterAllOps(t *testing.T) {
 // TestRedisClusterSpreadsKeys checks the harness really is a 3-master cluster and that records
 // with different hash tags land in different slots while one tag's batch is atomic in one slot.
 func TestRedisClusterSpreadsKeys(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
 	addrs := redistest.StartCluster(t)
 	raw := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	t.Cleanup(func() { _ = raw.Close() })

@@ -19,6 +19,7 @@ import (
 )
 
 func TestRedisConformance(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
 	runRedisConformance(t, []string{redistest.Start(t)}, nil)
 }
 
@@ -26,6 +27,7 @@ func TestRedisConformance(t *testing.T) {
 // (tls-auth-clients yes); without TLS, or without the client certificate, the store is
 // unavailable, never silently in clear text.
 func TestRedisTLS(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
 	srv, files := redistest.StartTLS(t)
 	runRedisConformance(t, []string{srv.Addr}, files.ClientConfig(t))
 	noCert := files.ClientConfig(t)
@@ -45,6 +47,7 @@ func TestRedisTLS(t *testing.T) {
 // TestRedisSentinel: the conformance suite through a Sentinel (MasterName), which itself
 // requires a password; with a wrong Sentinel password the store is unavailable.
 func TestRedisSentinel(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
 	master := redistest.Start(t)
 	sentinel := redistest.StartSentinel(t, master, "broker-master", "sentinel-secret")
 	var n atomic.Int64
@@ -252,6 +255,7 @@ func TestRedisSharedAcrossClients(t *testing.T) {
 // failover (replicated) are read back, and new writes succeed. The waits are bounds for loaded
 // machines (2 minutes for the failover), not expectations.
 func TestRedisSentinelFailover(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
 	ctx := context.Background()
 	master := redistest.StartServer(t)
 	replica := redistest.StartReplica(t, master.Addr)
