@@ -1,6 +1,7 @@
 # dpop-broker tasks. `make test` is the one CI runs (.ci/run): it installs what the tests need
 # (npm peers from interop/package-lock.json, Debian's chromium when missing), then runs
-# go vet, staticcheck and every Go test with the race detector, interop and browser tests included.
+# go vet, staticcheck and every Go test with the race detector, interop and browser tests
+# included, and the bounded fuzzing.
 
 GO                  ?= go
 STATICCHECK_VERSION ?= v0.8.2
@@ -8,9 +9,18 @@ STATICCHECK_VERSION ?= v0.8.2
 # and several times that beside another `make test` on two cores).
 GOTEST_FLAGS        ?= -race -count=1 -timeout 30m
 
-.PHONY: test deps npm chromium vet staticcheck gotest bench fuzz build demo
+.PHONY: test deps npm chromium checks vet staticcheck gotest bench fuzz build demo
 
-test: deps vet staticcheck gotest fuzz
+# Two lanes run side by side once deps are in place: the Go tests, and the checks (vet,
+# staticcheck, then the fuzz targets one by one). The Go tests leave the cores idle while they
+# wait for peers, browsers, Redis failovers and timeouts, and the checks fill them; once the
+# Go tests are done, two checks run at a time. --output-sync prints each target's output whole
+# when it ends, so the lanes never interleave; any failure fails `make test` and make names
+# the target that failed.
+test: deps
+	@$(MAKE) --no-print-directory -j2 --output-sync=target gotest checks
+
+checks: vet staticcheck fuzz
 
 deps: npm chromium
 
@@ -45,15 +55,20 @@ gotest:
 # seconds: Go 1.26's duration-bounded fuzzing can fail with a spurious "context deadline
 # exceeded" when the machine is busy (golang/go#75804), and a count does the same work on a
 # fast or a loaded machine (FuzzTokenRequest: 8000 runs in about 5 s on a 2-core box).
+# Each target is fuzz/PACKAGE/FuzzName (`make fuzz/broker/FuzzLogout` runs one); go test fuzzes
+# one target per run.
 FUZZTIME ?= 8000x
 FUZZ      = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x
-fuzz:
-	$(FUZZ) -fuzz '^FuzzVerify$$' ./dpop/
-	$(FUZZ) -fuzz '^FuzzAuthorize$$' ./broker/
-	$(FUZZ) -fuzz '^FuzzCallback$$' ./broker/
-	$(FUZZ) -fuzz '^FuzzTokenRequest$$' ./broker/
-	$(FUZZ) -fuzz '^FuzzConfigParse$$' ./config/
-	$(FUZZ) -fuzz '^FuzzLogout$$' ./broker/
+FUZZ_TARGETS = dpop/FuzzVerify broker/FuzzAuthorize broker/FuzzCallback broker/FuzzTokenRequest \
+               config/FuzzConfigParse broker/FuzzLogout
+fuzz: $(addprefix fuzz/,$(FUZZ_TARGETS))
+
+fuzz/%:
+	$(FUZZ) -fuzz '^$(*F)$$' ./$(*D)/
+
+# The other broker targets start after the first, which leaves the fuzz-instrumented packages
+# in the build cache (two started at once would each compile them).
+fuzz/broker/FuzzCallback fuzz/broker/FuzzTokenRequest fuzz/broker/FuzzLogout: | fuzz/broker/FuzzAuthorize
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dpop/ ./broker/
