@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
 // childMainEnv makes the test binary run the broker's main() instead of the tests, so a test
@@ -163,14 +161,7 @@ func TestServeOnInheritedSocket(t *testing.T) {
 	defer taken.Close()
 
 	dir := t.TempDir()
-	key, err := dpop.GenerateKey("RS256")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := dpop.MarshalPrivateKeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pem := testKeyPEM(t, "RS256")
 	keyFile := filepath.Join(dir, "signing.pem")
 	cfgFile := filepath.Join(dir, "broker.yaml")
 	if err := os.WriteFile(keyFile, pem, 0o600); err != nil {

@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
 const exampleConfig = "../../config.example.yaml"
@@ -67,15 +65,7 @@ func TestShippedExampleConfigValidatesWithItsSecretsSet(t *testing.T) {
 		}
 		value := rand.Text() + rand.Text() // secrets and management tokens (≥ 32 characters)
 		if alg, ok := keyAlg[m[1]]; ok {
-			k, err := dpop.GenerateKey(alg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pem, err := dpop.MarshalPrivateKeyPEM(k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			value = string(pem)
+			value = string(testKeyPEM(t, alg))
 		}
 		t.Setenv(m[2], value)
 		set++
@@ -91,8 +81,7 @@ func TestShippedExampleConfigValidatesWithItsSecretsSet(t *testing.T) {
 
 func TestConfigValidatePrintsInsecureHTTPWarnings(t *testing.T) {
 	dir := t.TempDir()
-	key, _ := dpop.GenerateKey("RS256")
-	pem, _ := dpop.MarshalPrivateKeyPEM(key)
+	pem := testKeyPEM(t, "RS256")
 	kf := filepath.Join(dir, "signing.pem")
 	if err := os.WriteFile(kf, pem, 0o600); err != nil {
 		t.Fatal(err)

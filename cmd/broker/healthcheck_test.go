@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
-	"github.com/dpop-broker/dpop-broker/dpop"
 )
 
 // writeServeConfig writes a configuration serve accepts (memory store, a signing key file)
@@ -22,14 +21,7 @@ import (
 func writeServeConfig(t *testing.T, listen string) string {
 	t.Helper()
 	dir := t.TempDir()
-	key, err := dpop.GenerateKey("RS256")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := dpop.MarshalPrivateKeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pem := testKeyPEM(t, "RS256")
 	kf := filepath.Join(dir, "signing.pem")
 	if err := os.WriteFile(kf, pem, 0o600); err != nil {
 		t.Fatal(err)

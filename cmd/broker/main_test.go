@@ -13,11 +13,39 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
+)
+
+// testKeyPEM returns a PKCS#8 PEM private key for alg, generated once per test binary and alg
+// (RSA generation is slow): the tests write it where a configuration names a key, and check
+// what the commands do with the configuration, not with the key material.
+func testKeyPEM(t *testing.T, alg string) []byte {
+	t.Helper()
+	testKeyMu.Lock()
+	defer testKeyMu.Unlock()
+	if pem, ok := testKeyPEMs[alg]; ok {
+		return pem
+	}
+	key, err := dpop.GenerateKey(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := dpop.MarshalPrivateKeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testKeyPEMs[alg] = pem
+	return pem
+}
+
+var (
+	testKeyMu   sync.Mutex
+	testKeyPEMs = map[string][]byte{} // by alg
 )
 
 func runCmd(t *testing.T, args ...string) (int, string, string) {
@@ -48,8 +76,7 @@ connections:
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 
-	key, _ := dpop.GenerateKey("RS256")
-	pem, _ := dpop.MarshalPrivateKeyPEM(key)
+	pem := testKeyPEM(t, "RS256")
 	kf := filepath.Join(dir, "signing.pem")
 	_ = os.WriteFile(kf, pem, 0o600)
 	good := filepath.Join(dir, "good.yaml")
