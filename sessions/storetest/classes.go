@@ -39,12 +39,13 @@ func wantClasses(t *testing.T, what string, got []string, want ...string) {
 	}
 }
 
-// testLogFloodKeepsAudit: thousands of unauthenticated entries, older and newer than the audit
-// entries, under a small retention of their own, never remove an audit entry.
+// testLogFloodKeepsAudit: hundreds of unauthenticated entries (80 times their retention),
+// older and newer than the audit entries, under a small retention of their own, never remove
+// an audit entry.
 func testLogFloodKeepsAudit(t *testing.T, s sessions.Store) {
-	appendClass(t, s, sessions.LogAudit, 3, 1000, 2000, 3000)
-	for n := 1; n <= 3999; n++ {
-		if n%1000 == 0 {
+	appendClass(t, s, sessions.LogAudit, 3, 100, 200, 300)
+	for n := 1; n <= 399; n++ {
+		if n%100 == 0 {
 			continue
 		}
 		appendClass(t, s, sessions.LogUnauthenticated, 5, n)
@@ -54,21 +55,21 @@ func testLogFloodKeepsAudit(t *testing.T, s sessions.Store) {
 		t.Fatal(err)
 	}
 	wantClasses(t, "LogsAfter after the flood", classesOf(t, es),
-		"1000:audit", "2000:audit", "3000:audit",
-		"3995:unauthenticated", "3996:unauthenticated", "3997:unauthenticated", "3998:unauthenticated", "3999:unauthenticated")
-	for _, n := range []int{1000, 2000, 3000} {
+		"100:audit", "200:audit", "300:audit",
+		"395:unauthenticated", "396:unauthenticated", "397:unauthenticated", "398:unauthenticated", "399:unauthenticated")
+	for _, n := range []int{100, 200, 300} {
 		if e, err := s.Log(ctx(t), logID(n)); err != nil || e.Class != sessions.LogAudit {
 			t.Fatalf("Log(%d) after the flood = %+v, %v", n, e, err)
 		}
 	}
 	// The audit class keeps its own maxLen: appending to it does not trim the other class.
-	appendClass(t, s, sessions.LogAudit, 1, 4000)
+	appendClass(t, s, sessions.LogAudit, 1, 400)
 	es, err = s.LogsBefore(ctx(t), "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantClasses(t, "LogsBefore after an audit append with maxLen 1", classesOf(t, es),
-		"4000:audit", "3999:unauthenticated", "3998:unauthenticated", "3997:unauthenticated", "3996:unauthenticated", "3995:unauthenticated")
+		"400:audit", "399:unauthenticated", "398:unauthenticated", "397:unauthenticated", "396:unauthenticated", "395:unauthenticated")
 }
 
 // testLogClassesMerge: every read interleaves both classes by id and reports each entry's
@@ -205,14 +206,15 @@ func testPutAllAndLogIsAudit(t *testing.T, s sessions.Store) {
 	wantClasses(t, "LogsAfter", classesOf(t, es), "5:audit", "19:unauthenticated", "20:unauthenticated")
 }
 
-// testLogFloodKeepsAdmin: thousands of audit and unauthenticated entries, older and newer
-// than the admin entries, each class under a small retention of its own, never remove an
-// admin entry; appending to the admin class trims only the admin class.
+// testLogFloodKeepsAdmin: hundreds of audit and unauthenticated entries (about 50 and 100
+// times their retention), older and newer than the admin entries, each class under a small
+// retention of its own, never remove an admin entry; appending to the admin class trims only
+// the admin class.
 func testLogFloodKeepsAdmin(t *testing.T, s sessions.Store) {
-	appendClass(t, s, sessions.LogAdmin, 3, 1000, 2000, 3000)
-	for n := 1; n <= 3999; n++ {
+	appendClass(t, s, sessions.LogAdmin, 3, 100, 200, 300)
+	for n := 1; n <= 399; n++ {
 		switch {
-		case n%1000 == 0:
+		case n%100 == 0:
 		case n%2 == 0:
 			appendClass(t, s, sessions.LogAudit, 4, n)
 		default:
@@ -224,20 +226,20 @@ func testLogFloodKeepsAdmin(t *testing.T, s sessions.Store) {
 		t.Fatal(err)
 	}
 	wantClasses(t, "LogsAfter after the flood", classesOf(t, es),
-		"1000:admin", "2000:admin", "3000:admin",
-		"3992:audit", "3994:audit", "3996:audit", "3997:unauthenticated", "3998:audit", "3999:unauthenticated")
-	for _, n := range []int{1000, 2000, 3000} {
+		"100:admin", "200:admin", "300:admin",
+		"392:audit", "394:audit", "396:audit", "397:unauthenticated", "398:audit", "399:unauthenticated")
+	for _, n := range []int{100, 200, 300} {
 		if e, err := s.Log(ctx(t), logID(n)); err != nil || e.Class != sessions.LogAdmin {
 			t.Fatalf("Log(%d) after the flood = %+v, %v", n, e, err)
 		}
 	}
-	appendClass(t, s, sessions.LogAdmin, 1, 4000)
+	appendClass(t, s, sessions.LogAdmin, 1, 400)
 	es, err = s.LogsBefore(ctx(t), "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantClasses(t, "LogsBefore after an admin append with maxLen 1", classesOf(t, es),
-		"4000:admin", "3999:unauthenticated", "3998:audit", "3997:unauthenticated", "3996:audit", "3994:audit", "3992:audit")
+		"400:admin", "399:unauthenticated", "398:audit", "397:unauthenticated", "396:audit", "394:audit", "392:audit")
 }
 
 // testLogThreeClassesMerge: with entries of all three classes interleaved, every read
