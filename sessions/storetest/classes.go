@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -100,36 +101,7 @@ func testLogClassesMerge(t *testing.T, s sessions.Store) {
 	wantLogs(t, s, "9", 1, 60)
 
 	for _, step := range []int{1, 2, 4} {
-		var up, down []string
-		cur := ""
-		for range 10 {
-			es, err := s.LogsAfter(c, cur, step)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(es) == 0 {
-				break
-			}
-			up = append(up, classesOf(t, es)...)
-			cur = es[len(es)-1].ID
-		}
-		cur = ""
-		for range 10 {
-			es, err := s.LogsBefore(c, cur, step)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(es) == 0 {
-				break
-			}
-			down = append(down, classesOf(t, es)...)
-			cur = es[len(es)-1].ID
-		}
-		wantClasses(t, fmt.Sprintf("paged ascending by %d", step), up, all...)
-		for i, j := 0, len(down)-1; i < j; i, j = i+1, j-1 {
-			down[i], down[j] = down[j], down[i]
-		}
-		wantClasses(t, fmt.Sprintf("paged descending by %d (reversed)", step), down, all...)
+		wantPaged(t, s, step, 10, all)
 	}
 	for _, tc := range []struct {
 		n     int
@@ -272,36 +244,7 @@ func testLogThreeClassesMerge(t *testing.T, s sessions.Store) {
 	wantLogs(t, s, logID(30), 10, 20, 10)
 
 	for _, step := range []int{1, 2, 3, 5} {
-		var up, down []string
-		cur := ""
-		for range 20 {
-			es, err := s.LogsAfter(c, cur, step)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(es) == 0 {
-				break
-			}
-			up = append(up, classesOf(t, es)...)
-			cur = es[len(es)-1].ID
-		}
-		cur = ""
-		for range 20 {
-			es, err := s.LogsBefore(c, cur, step)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(es) == 0 {
-				break
-			}
-			down = append(down, classesOf(t, es)...)
-			cur = es[len(es)-1].ID
-		}
-		wantClasses(t, fmt.Sprintf("paged ascending by %d", step), up, all...)
-		for i, j := 0, len(down)-1; i < j; i, j = i+1, j-1 {
-			down[i], down[j] = down[j], down[i]
-		}
-		wantClasses(t, fmt.Sprintf("paged descending by %d (reversed)", step), down, all...)
+		wantPaged(t, s, step, 20, all)
 	}
 	for _, tc := range []struct {
 		n     int
@@ -322,4 +265,33 @@ func testLogThreeClassesMerge(t *testing.T, s sessions.Store) {
 	}
 	wantClasses(t, "after trimming admin below 65", classesOf(t, es),
 		"20:audit", "40:unauthenticated", "50:unauthenticated", "60:audit", "70:admin", "80:unauthenticated", "90:audit")
+}
+
+// wantPaged reads the whole log page by page, step entries a page (at most pages pages), with
+// LogsAfter from the oldest and with LogsBefore from the newest: both must list all (oldest
+// first, as "id:class") in order, whatever class each entry is in.
+func wantPaged(t *testing.T, s sessions.Store, step, pages int, all []string) {
+	t.Helper()
+	c := ctx(t)
+	read := func(page func(cur string) ([]sessions.LogEntry, error)) []string {
+		var got []string
+		cur := ""
+		for range pages {
+			es, err := page(cur)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			got = append(got, classesOf(t, es)...)
+			cur = es[len(es)-1].ID
+		}
+		return got
+	}
+	up := read(func(cur string) ([]sessions.LogEntry, error) { return s.LogsAfter(c, cur, step) })
+	down := read(func(cur string) ([]sessions.LogEntry, error) { return s.LogsBefore(c, cur, step) })
+	wantClasses(t, fmt.Sprintf("paged ascending by %d", step), up, all...)
+	slices.Reverse(down)
+	wantClasses(t, fmt.Sprintf("paged descending by %d (reversed)", step), down, all...)
 }
