@@ -90,22 +90,7 @@ func TestUnauthenticatedFloodNeverEvictsAuditEvents(t *testing.T) {
 				t.Fatalf("Get(audit %s): %v", id, err)
 			}
 		}
-		var paged []string
-		from := ""
-		for range 10 {
-			evs, err := w.Search(t.Context(), Query{From: from, Take: 4})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(evs) == 0 {
-				break
-			}
-			for _, ev := range evs {
-				paged = append(paged, ev.LogID)
-			}
-			from = evs[len(evs)-1].LogID
-		}
-		if !slices.Equal(paged, want) {
+		if paged := checkpointPages(t, w, 4, 10); !slices.Equal(paged, want) {
 			t.Fatalf("checkpoint paging saw %d events, want %d in id order", len(paged), len(want))
 		}
 		evs, err := w.Search(t.Context(), Query{Q: "type:s"})
@@ -252,22 +237,7 @@ func TestAuditFloodNeverEvictsAdminEvents(t *testing.T) {
 				t.Fatalf("Get(admin %s): %v", id, err)
 			}
 		}
-		var paged []string
-		from := ""
-		for range 20 {
-			evs, err := w.Search(t.Context(), Query{From: from, Take: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(evs) == 0 {
-				break
-			}
-			for _, ev := range evs {
-				paged = append(paged, ev.LogID)
-			}
-			from = evs[len(evs)-1].LogID
-		}
-		if !slices.Equal(paged, want) {
+		if paged := checkpointPages(t, w, 2, 20); !slices.Equal(paged, want) {
 			t.Fatalf("checkpoint paging saw %d events, want %d in id order", len(paged), len(want))
 		}
 		evs, err := w.Search(t.Context(), Query{Q: "type:*api"})
@@ -340,4 +310,26 @@ func TestAdminEventsAgeOutOnTheirOwn(t *testing.T) {
 			t.Fatalf("after 49h the store holds %d entries, want none", len(got))
 		}
 	})
+}
+
+// checkpointPages reads the log as `broker logs --follow` does: from the oldest, take
+// events at a time, each page from the last id seen (at most pages pages). It returns the ids.
+func checkpointPages(t *testing.T, w *Writer, take, pages int) []string {
+	t.Helper()
+	var ids []string
+	from := ""
+	for range pages {
+		evs, err := w.Search(t.Context(), Query{From: from, Take: take})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		for _, ev := range evs {
+			ids = append(ids, ev.LogID)
+		}
+		from = evs[len(evs)-1].LogID
+	}
+	return ids
 }
