@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
-	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
 
 // TestLeakedStateCannotConsumeLoginInFlight: someone who learns the callback URL (state and
@@ -14,47 +13,32 @@ import (
 // cookie, gets an error page and an f invalid_state event; the transaction stays, and the
 // user's browser completes the login.
 func TestLeakedStateCannotConsumeLoginInFlight(t *testing.T) {
-	for _, store := range []struct {
-		name string
-		open func(t *testing.T) sessions.Store
-	}{
-		{name: "memory", open: func(*testing.T) sessions.Store { return sessions.NewMemory() }},
-		{name: "redis", open: func(t *testing.T) sessions.Store {
-			st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{redistest.Start(t)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			return st
-		}},
-	} {
-		t.Run(store.name, func(t *testing.T) {
-			h := newHarness(t, harnessOpts{up: dpopUp, store: store.open(t)})
-			for _, tc := range []struct {
-				name     string
-				attacker func() *http.Client
-			}{
-				{name: "attacker without a transaction cookie", attacker: h.browser},
-				{name: "attacker with the cookie of a login of its own", attacker: func() *http.Client {
-					b := h.browser()
-					h.toCallback(b, h.authorizeURL(nil)) // its own transaction and cookie
-					return b
-				}},
-			} {
-				t.Run(tc.name, func(t *testing.T) {
-					user := h.browser()
-					cb := h.toCallback(user, h.authorizeURL(nil))
-					resp, body := get(t, tc.attacker(), cb)
-					if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, codeInvalidState) {
-						t.Fatalf("attacker's callback: %d %s", resp.StatusCode, body)
-					}
-					wantFail(t, h, codeInvalidState)
-					resp, _ = get(t, user, cb)
-					if q := appResult(t, resp, h.app.URL+"/cb"); q.Get("code") == "" {
-						t.Fatalf("the user's login did not complete: %v", q)
-					}
-				})
-			}
-		})
-	}
+	forStores(t, func(t *testing.T, store func() sessions.Store) {
+		h := newHarness(t, harnessOpts{up: dpopUp, store: store()})
+		for _, tc := range []struct {
+			name     string
+			attacker func() *http.Client
+		}{
+			{name: "attacker without a transaction cookie", attacker: h.browser},
+			{name: "attacker with the cookie of a login of its own", attacker: func() *http.Client {
+				b := h.browser()
+				h.toCallback(b, h.authorizeURL(nil)) // its own transaction and cookie
+				return b
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				user := h.browser()
+				cb := h.toCallback(user, h.authorizeURL(nil))
+				resp, body := get(t, tc.attacker(), cb)
+				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, codeInvalidState) {
+					t.Fatalf("attacker's callback: %d %s", resp.StatusCode, body)
+				}
+				wantFail(t, h, codeInvalidState)
+				resp, _ = get(t, user, cb)
+				if q := appResult(t, resp, h.app.URL+"/cb"); q.Get("code") == "" {
+					t.Fatalf("the user's login did not complete: %v", q)
+				}
+			})
+		}
+	})
 }

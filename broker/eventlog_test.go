@@ -21,7 +21,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
-	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
 
 // droppedEvents reads dpop_broker_events_dropped_total{type,reason} from /metrics.
@@ -290,93 +289,85 @@ func TestAnonymousAuthorizeFloodCannotFlushTheAuditTrail(t *testing.T) {
 		maxEvents = 50 // logs.max_events
 		refill    = 20 * time.Second
 	)
-	for _, backend := range []struct {
-		name string
-		open func(t *testing.T) sessions.Store
-	}{
-		{name: "memory", open: func(*testing.T) sessions.Store { return sessions.NewMemory() }},
-		{name: "redis", open: func(t *testing.T) sessions.Store { return redisStore(t, redistest.Start(t)) }},
-	} {
-		t.Run(backend.name, func(t *testing.T) {
-			st := backend.open(t)
-			h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, eventStore: st, mutate: func(c *config.Config) {
-				withMgmt(c)
-				c.Logs.MaxEvents = maxEvents
-				c.Logs.Unauthenticated.MaxEvents = 20
-			}})
-			stdout := h.captureEvents()
-			// The audit trail: a login (s), its code exchange (seacft), a management write (sapi).
-			code := h.login().Get("code")
-			if status, body, _ := h.token(h.codeForm(code), true); status != http.StatusOK {
-				t.Fatalf("token: %d %v", status, body)
-			}
-			if r := api(t, h.srv.URL, "DELETE", "/api/v2/connections/"+idOf(t, h, "other"), tokAll, nil); r.status != http.StatusAccepted {
-				t.Fatalf("DELETE connection: %d %s", r.status, r.raw)
-			}
+	forStores(t, func(t *testing.T, store func() sessions.Store) {
+		st := store()
+		h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: st, eventStore: st, mutate: func(c *config.Config) {
+			withMgmt(c)
+			c.Logs.MaxEvents = maxEvents
+			c.Logs.Unauthenticated.MaxEvents = 20
+		}})
+		stdout := h.captureEvents()
+		// The audit trail: a login (s), its code exchange (seacft), a management write (sapi).
+		code := h.login().Get("code")
+		if status, body, _ := h.token(h.codeForm(code), true); status != http.StatusOK {
+			t.Fatalf("token: %d %v", status, body)
+		}
+		if r := api(t, h.srv.URL, "DELETE", "/api/v2/connections/"+idOf(t, h, "other"), tokAll, nil); r.status != http.StatusAccepted {
+			t.Fatalf("DELETE connection: %d %s", r.status, r.raw)
+		}
 
-			start := time.Now()
-			for round := range rounds {
-				if round > 0 {
-					h.clock.Advance(refill) // the per-IP budget refills: 1/s up to its burst
-				}
-				floodAuthorize(t, h, perRound)
+		start := time.Now()
+		for round := range rounds {
+			if round > 0 {
+				h.clock.Advance(refill) // the per-IP budget refills: 1/s up to its burst
 			}
-			// What the limiter saw pass: the real duration and the clock's moves.
-			elapsed := time.Since(start) + (rounds-1)*refill
+			floodAuthorize(t, h, perRound)
+		}
+		// What the limiter saw pass: the real duration and the clock's moves.
+		elapsed := time.Since(start) + (rounds-1)*refill
 
-			for _, typ := range []string{logs.TypeSuccessLogin, logs.TypeSuccessExchange, logs.TypeSuccessAPI} {
-				r := api(t, h.srv.URL, "GET", "/api/v2/logs?q="+url.QueryEscape("type:"+typ), tokLogs, nil)
-				if r.status != http.StatusOK || len(r.list()) != 1 {
-					t.Fatalf("GET /api/v2/logs?q=type:%s after the flood: %d, %d events (want 1): %s", typ, r.status, len(r.list()), r.raw)
-				}
-				if _, err := h.events.Get(context.Background(), r.list()[0].(map[string]any)["log_id"].(string)); err != nil {
-					t.Fatalf("GET of the %s event: %v", typ, err)
-				}
+		for _, typ := range []string{logs.TypeSuccessLogin, logs.TypeSuccessExchange, logs.TypeSuccessAPI} {
+			r := api(t, h.srv.URL, "GET", "/api/v2/logs?q="+url.QueryEscape("type:"+typ), tokLogs, nil)
+			if r.status != http.StatusOK || len(r.list()) != 1 {
+				t.Fatalf("GET /api/v2/logs?q=type:%s after the flood: %d, %d events (want 1): %s", typ, r.status, len(r.list()), r.raw)
 			}
-			counts := map[string]int{}
-			for _, typ := range apiLogTypes(t, h) {
-				counts[typ]++
+			if _, err := h.events.Get(context.Background(), r.list()[0].(map[string]any)["log_id"].(string)); err != nil {
+				t.Fatalf("GET of the %s event: %v", typ, err)
 			}
-			if counts[logs.TypeFailedLogin] == 0 || counts[logs.TypeFailedLogin] > 20 {
-				t.Fatalf("the log lists %d failed logins, want between 1 and logs.unauthenticated.max_events (20)", counts[logs.TypeFailedLogin])
+		}
+		counts := map[string]int{}
+		for _, typ := range apiLogTypes(t, h) {
+			counts[typ]++
+		}
+		if counts[logs.TypeFailedLogin] == 0 || counts[logs.TypeFailedLogin] > 20 {
+			t.Fatalf("the log lists %d failed logins, want between 1 and logs.unauthenticated.max_events (20)", counts[logs.TypeFailedLogin])
+		}
+		es, err := st.LogsAfter(context.Background(), "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unauth := 0
+		for _, e := range es {
+			if e.Class == sessions.LogUnauthenticated {
+				unauth++
 			}
-			es, err := st.LogsAfter(context.Background(), "", 1000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			unauth := 0
-			for _, e := range es {
-				if e.Class == sessions.LogUnauthenticated {
-					unauth++
-				}
-			}
-			if unauth > 20 {
-				t.Fatalf("the store keeps %d unauthenticated events, want at most 20", unauth)
-			}
+		}
+		if unauth > 20 {
+			t.Fatalf("the store keeps %d unauthenticated events, want at most 20", unauth)
+		}
 
-			// Every failure was either written to stdout or dropped and counted; what was
-			// written is bounded by the per-IP budget (burst 20, 1/s) over the flood's duration.
-			dropped := h.droppedEvents(logs.TypeFailedLogin, logs.DropPerIP) + h.droppedEvents(logs.TypeFailedLogin, logs.DropGlobal)
-			written := 0
-			for _, l := range stdoutLines(t, stdout, "login_event") {
-				if l["type"] == logs.TypeFailedLogin {
-					written++
-				}
+		// Every failure was either written to stdout or dropped and counted; what was
+		// written is bounded by the per-IP budget (burst 20, 1/s) over the flood's duration.
+		dropped := h.droppedEvents(logs.TypeFailedLogin, logs.DropPerIP) + h.droppedEvents(logs.TypeFailedLogin, logs.DropGlobal)
+		written := 0
+		for _, l := range stdoutLines(t, stdout, "login_event") {
+			if l["type"] == logs.TypeFailedLogin {
+				written++
 			}
-			if written+int(dropped) != flood {
-				t.Fatalf("%d failures on stdout + %v dropped, want %d", written, dropped, flood)
-			}
-			if budget := 20 + int(math.Ceil(elapsed.Seconds())) + 1; written > budget {
-				t.Fatalf("%d failures on stdout in %v, want at most %d", written, elapsed, budget)
-			}
-			if written <= maxEvents {
-				t.Fatalf("the flood wrote %d failures, no more than logs.max_events (%d): it proves nothing", written, maxEvents)
-			}
-			if warns := stdoutLines(t, stdout, "login_events_dropped"); len(warns) == 0 || len(warns) > written+1 {
-				t.Fatalf("%d drop warnings for %v drops", len(warns), dropped)
-			}
-		})
-	}
+		}
+		if written+int(dropped) != flood {
+			t.Fatalf("%d failures on stdout + %v dropped, want %d", written, dropped, flood)
+		}
+		if budget := 20 + int(math.Ceil(elapsed.Seconds())) + 1; written > budget {
+			t.Fatalf("%d failures on stdout in %v, want at most %d", written, elapsed, budget)
+		}
+		if written <= maxEvents {
+			t.Fatalf("the flood wrote %d failures, no more than logs.max_events (%d): it proves nothing", written, maxEvents)
+		}
+		if warns := stdoutLines(t, stdout, "login_events_dropped"); len(warns) == 0 || len(warns) > written+1 {
+			t.Fatalf("%d drop warnings for %v drops", len(warns), dropped)
+		}
+	})
 }
 
 // A management token sent as ?access_token= (or in any other form the request carries it) on
