@@ -374,10 +374,7 @@ func TestAnonymousAuthorizeFloodCannotFlushTheAuditTrail(t *testing.T) {
 // a refused call never reaches an event, stored or on stdout.
 func TestManagementTokenInQueryNeverReachesAnEvent(t *testing.T) {
 	const token = "Mgmt+Token/With=Specials-0123456789abcdefghij"
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
-		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: token, Scopes: []string{config.ScopeReadConnections}}}
-	}})
-	stdout := h.captureEvents()
+	h, stdout := harnessWithOpsToken(t, token)
 	tests := []struct {
 		name   string
 		path   string

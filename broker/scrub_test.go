@@ -16,10 +16,7 @@ import (
 func TestSecretsCutAtALengthLimitOrOddlyEncodedNeverReachAnEvent(t *testing.T) {
 	// Letters no event field carries by chance (a log_id holds random digits).
 	const token = "OPS-TOKEN-QXZJvbnmWQZXplkmJNHBzqxwVYUKgfdsRTEW"
-	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
-		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: token, Scopes: []string{config.ScopeReadConnections}}}
-	}})
-	stdout := h.captureEvents()
+	h, stdout := harnessWithOpsToken(t, token)
 	tests := []struct {
 		name      string
 		path      string
@@ -83,4 +80,14 @@ func TestSecretsCutAtALengthLimitOrOddlyEncodedNeverReachAnEvent(t *testing.T) {
 			t.Fatalf("%s holds %d redactions, want at least %d:\n%s", where, n, len(tests), out)
 		}
 	}
+}
+
+// harnessWithOpsToken is a harness whose management token "ops" (read:connections) is token,
+// with its events captured.
+func harnessWithOpsToken(t *testing.T, token string) (*harness, *lockedBuffer) {
+	t.Helper()
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: token, Scopes: []string{config.ScopeReadConnections}}}
+	}})
+	return h, h.captureEvents()
 }
