@@ -105,18 +105,7 @@ func TestUnauthenticatedFloodNeverEvictsAuditEvents(t *testing.T) {
 		if err != nil || len(evs) != 5 || evs[0].LogID != want[5] || evs[4].LogID != want[9] {
 			t.Fatalf("oldest-first page 1 = %d events, %v", len(evs), err)
 		}
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		var followed []string
-		err = w.Follow(ctx, "", Filter{}, time.Millisecond, func(ev Event) error {
-			if followed = append(followed, ev.LogID); len(followed) == len(want) {
-				cancel()
-			}
-			return nil
-		})
-		if !errors.Is(err, context.Canceled) || !slices.Equal(followed, want) {
-			t.Fatalf("Follow saw %d events (%v), want %d in id order", len(followed), err, len(want))
-		}
+		wantFollowed(t, w, want)
 	})
 }
 
@@ -252,18 +241,7 @@ func TestAuditFloodNeverEvictsAdminEvents(t *testing.T) {
 		if err != nil || len(evs) != 3 || evs[0].LogID != admin[0] || evs[2].LogID != want[2] {
 			t.Fatalf("oldest-first page 0 = %d events, %v", len(evs), err)
 		}
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		var followed []string
-		err = w.Follow(ctx, "", Filter{}, time.Millisecond, func(ev Event) error {
-			if followed = append(followed, ev.LogID); len(followed) == len(want) {
-				cancel()
-			}
-			return nil
-		})
-		if !errors.Is(err, context.Canceled) || !slices.Equal(followed, want) {
-			t.Fatalf("Follow saw %d events (%v), want %d in id order", len(followed), err, len(want))
-		}
+		wantFollowed(t, w, want)
 		recent, err := w.Recent(t.Context(), "", 100)
 		if err != nil || len(recent) != len(want) || recent[len(recent)-1].LogID != admin[0] {
 			t.Fatalf("Recent = %d events, %v; want %d ending with the first admin event", len(recent), err, len(want))
@@ -332,4 +310,22 @@ func checkpointPages(t *testing.T, w *Writer, take, pages int) []string {
 		from = evs[len(evs)-1].LogID
 	}
 	return ids
+}
+
+// wantFollowed follows the log from the oldest event until it has seen len(want) events, which
+// must be want in id order.
+func wantFollowed(t *testing.T, w *Writer, want []string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var followed []string
+	err := w.Follow(ctx, "", Filter{}, time.Millisecond, func(ev Event) error {
+		if followed = append(followed, ev.LogID); len(followed) == len(want) {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || !slices.Equal(followed, want) {
+		t.Fatalf("Follow saw %d events (%v), want %d in id order", len(followed), err, len(want))
+	}
 }
