@@ -15,19 +15,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
 
-// sessionRecord is the user's session at the broker (id "TAG.s"); /userinfo reads its claims.
-type sessionRecord struct {
-	UserID     string         `json:"user_id"`
-	Connection string         `json:"connection"`
-	ClientID   string         `json:"client_id"`
-	Claims     map[string]any `json:"claims"`
-	AuthTime   int64          `json:"auth_time"`
-	CookieHash string         `json:"cookie_hash"`
-	// UpstreamIDToken is the upstream's ID token of this login: the id_token_hint of a
-	// federated logout. Never logged.
-	UpstreamIDToken string `json:"upstream_id_token,omitempty"`
-}
-
 // codeRecord is the broker's authorization code (id "TAG.SECRET"), taken once at /oauth/token.
 type codeRecord struct {
 	App      appRequest     `json:"app"`

@@ -21,6 +21,7 @@ type Config struct {
 	Store       Store        `yaml:"store"`
 	Keys        Keys         `yaml:"keys"`
 	Lifetimes   Lifetimes    `yaml:"lifetimes"`
+	Sessions    Sessions     `yaml:"sessions"`
 	DPoP        DPoP         `yaml:"dpop"`
 	DPoPServer  DPoPServer   `yaml:"dpop_server"`
 	Logs        Logs         `yaml:"logs"`
@@ -136,6 +137,31 @@ type Lifetimes struct {
 	// RefreshToken is the absolute lifetime of a refresh-token family (rotation keeps the
 	// first expiry); a refresh also needs the broker session to be alive.
 	RefreshToken time.Duration `yaml:"refresh_token"`
+}
+
+// Sessions are the lifetimes of the broker's single sign-on session (one per browser, see
+// docs/sessions.md). A session ends when it has not been used for IdleTimeout (a login of an
+// app through it, or a refresh of a token issued from it, is a use and slides the window) or
+// when AbsoluteTimeout has passed since the upstream login that created it, whichever comes
+// first; its record expires in the store at that moment.
+type Sessions struct {
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// AbsoluteTimeout 0 takes lifetimes.session (its former name).
+	AbsoluteTimeout time.Duration `yaml:"absolute_timeout"`
+}
+
+// SessionAbsolute returns the absolute session lifetime: sessions.absolute_timeout, or
+// lifetimes.session when that is unset.
+func (c *Config) SessionAbsolute() time.Duration {
+	if c.Sessions.AbsoluteTimeout > 0 {
+		return c.Sessions.AbsoluteTimeout
+	}
+	return c.Lifetimes.Session
+}
+
+// SessionIdle returns the idle session lifetime, never above the absolute one.
+func (c *Config) SessionIdle() time.Duration {
+	return min(c.Sessions.IdleTimeout, c.SessionAbsolute())
 }
 
 // DPoP is the DPoP timing toward upstreams.
@@ -399,6 +425,7 @@ func Default() *Config {
 			Transaction: 10 * time.Minute, Code: 60 * time.Second, Session: 8 * time.Hour,
 			IDToken: time.Hour, AccessToken: time.Hour, RefreshToken: 24 * time.Hour,
 		},
+		Sessions: Sessions{IdleTimeout: 2 * time.Hour},
 		DPoP: DPoP{
 			ClockSkew: 30 * time.Second, ClockTolerance: 30 * time.Second,
 			RetryDelay: 100 * time.Millisecond, Jitter: 100 * time.Millisecond, MaxRetries: 1,

@@ -234,6 +234,8 @@ func (c *Config) validateLifetimes(v *validator) {
 		{"lifetimes.id_token", c.Lifetimes.IDToken, false},
 		{"lifetimes.access_token", c.Lifetimes.AccessToken, false},
 		{"lifetimes.refresh_token", c.Lifetimes.RefreshToken, false},
+		{"sessions.idle_timeout", c.Sessions.IdleTimeout, false},
+		{"sessions.absolute_timeout", c.Sessions.AbsoluteTimeout, true},
 		{"dpop.clock_skew", c.DPoP.ClockSkew, true},
 		{"dpop.clock_tolerance", c.DPoP.ClockTolerance, true},
 		{"dpop.retry_delay", c.DPoP.RetryDelay, true},
@@ -245,6 +247,9 @@ func (c *Config) validateLifetimes(v *validator) {
 		case !d.zeroOK && d.val <= 0:
 			v.add(d.key, "must be a positive duration")
 		}
+	}
+	if c.Sessions.AbsoluteTimeout > 0 && c.Sessions.IdleTimeout > c.Sessions.AbsoluteTimeout {
+		v.add("sessions.idle_timeout", "%v is longer than sessions.absolute_timeout (%v)", c.Sessions.IdleTimeout, c.Sessions.AbsoluteTimeout)
 	}
 	if c.DPoP.MaxRetries < 0 || c.DPoP.MaxRetries > 5 {
 		v.add("dpop.max_retries", "%d is out of range (0 to 5)", c.DPoP.MaxRetries)
