@@ -32,6 +32,8 @@ type appRequest struct {
 	// ResponseMode is "web_message" when the app asked for its answer by postMessage (silent
 	// authentication in an iframe); empty means query.
 	ResponseMode string `json:"response_mode,omitempty"`
+	// silent is set for prompt=none once the request is accepted: its failures are fsa.
+	silent bool
 }
 
 // transaction is the login transaction stored between /authorize and /login/callback under
@@ -94,6 +96,9 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")
 	app.CodeChallenge, app.DPoPJKT = q.Get("code_challenge"), q.Get("dpop_jkt")
 
+	if s.answeredBySession(w, r, q, client, app, ev) {
+		return
+	}
 	st, secret, ok := s.startLogin(w, r, q, client, app, ev)
 	if !ok {
 		return
@@ -248,10 +253,8 @@ func authorizeProblem(q url.Values, client *config.Client) *oauthError {
 	if !slices.Contains(strings.Fields(q.Get("scope")), "openid") {
 		return bad("invalid_scope", "scope must include openid")
 	}
-	if promptNone {
-		// OIDC Core §3.1.2.6: the broker keeps no single sign-on session of its own, so a
-		// login without interaction is never possible.
-		return bad("login_required", "the broker keeps no sign-on session: the user must sign in at the upstream (prompt=none)")
+	if promptNone && len(strings.Fields(q.Get("prompt"))) > 1 {
+		return bad("invalid_request", "prompt=none must not be combined with other values") // OIDC Core §3.1.2.1
 	}
 	if ma, ok := q["max_age"]; ok {
 		if n, err := strconv.Atoi(ma[0]); err != nil || n < 0 || ma[0] != strconv.Itoa(n) {

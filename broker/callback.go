@@ -22,6 +22,8 @@ type codeRecord struct {
 	UserID   string         `json:"user_id"`
 	Claims   map[string]any `json:"claims"`
 	AuthTime int64          `json:"auth_time"`
+	AMR      []string       `json:"amr,omitempty"`
+	ACR      string         `json:"acr,omitempty"`
 	Expires  int64          `json:"exp"` // unix ms
 }
 
@@ -134,37 +136,46 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	s.completeLogin(w, r, tx, client, conn, res, ev)
 }
 
-// completeLogin creates the broker session and code in one atomic write, records the
-// success event and sends the app its code.
+// completeLogin records the upstream login in the browser's session and sends the app its
+// code. The same user signing in again at the same connection (prompt=login, max_age, a
+// requested re-authentication) re-authenticates the browser's live session in place: its sid
+// and its apps stay. Otherwise a new session is created, with its first code, in one atomic
+// write with the success event; a session of another user (or connection) in this browser
+// ends first, so that one browser holds one signed-in user.
 func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *transaction, client *config.Client, conn *connection, res *upstream.Result, ev *logs.Event) {
 	now := s.now()
 	userID := conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + res.Subject
 	claims := mapClaims(res.Claims)
 	withUser(ev, userID, claims)
-	// auth_time is when the user authenticated at the upstream (its ID token's auth_time: an
-	// upstream SSO session may be older than this login), else now.
-	authTime := now
-	if !res.AuthTime.IsZero() && res.AuthTime.Before(now) {
-		authTime = res.AuthTime
+	oldTag, oldRaw, old, err := s.cookieSession(r)
+	if err != nil {
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return
+	}
+	if old != nil && old.UserID == userID && old.Connection == conn.cfg.Name && old.live(now, s.cfg.SessionIdle()) {
+		if s.reauthenticate(w, r, tx, client, res, claims, oldTag, oldRaw, old, ev) {
+			return
+		}
+	} else if old != nil {
+		s.endReplacedSession(r, oldTag, old)
 	}
 	tag := randomString(16)
 	sessionSecret := randomString(32)
-	sid, codeID := tag+".s", tag+"."+randomString(32)
-	sess, err1 := json.Marshal(sessionRecord{
+	sess := sessionRecord{
 		UserID: userID, Connection: conn.cfg.Name, ClientID: client.ClientID, Claims: claims,
-		AuthTime: authTime.Unix(), CookieHash: hashString(sessionSecret), UpstreamIDToken: res.IDToken,
-	})
-	cr, err2 := json.Marshal(codeRecord{
-		App: tx.App, SID: tag, UserID: userID, Claims: claims, AuthTime: authTime.Unix(),
-		Expires: now.Add(s.cfg.Lifetimes.Code).UnixMilli(),
-	})
+		CookieHash: hashString(sessionSecret), Clients: []string{client.ClientID},
+		Created: now.Unix(), Seen: now.Unix(), Expires: now.Add(s.cfg.SessionAbsolute()).Unix(),
+	}
+	sess.upstreamFacts(res, now)
+	raw, err1 := json.Marshal(sess)
+	codeID, cr, err2 := s.codeUnder(tag, &tx.App, tag, &sess, now)
 	if err := errors.Join(err1, err2); err != nil {
 		s.failLogin(w, r, ev, loginFailure{App: &tx.App, Code: "server_error", Description: "could not encode the session"})
 		return
 	}
 	ev.Details["session_id"] = tag
-	err := s.succeedWith(r, ev,
-		sessions.Item{Kind: sessions.KindSession, ID: sid, Value: sess, TTL: s.cfg.Lifetimes.Session},
+	err = s.succeedWith(r, ev,
+		sessions.Item{Kind: sessions.KindSession, ID: tag + ".s", Value: raw, TTL: sess.ttl(now, s.cfg.SessionIdle())},
 		sessions.Item{Kind: sessions.KindCode, ID: codeID, Value: cr, TTL: s.cfg.Lifetimes.Code},
 	)
 	if err != nil {
@@ -172,8 +183,47 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 		s.failLogin(w, r, ev, s.storeFailure(err))
 		return
 	}
-	http.SetCookie(w, s.brokerCookie(sessionCookie, tag+"."+sessionSecret, "/", int(s.cfg.Lifetimes.Session.Seconds())))
+	http.SetCookie(w, s.brokerCookie(sessionCookie, tag+"."+sessionSecret, "/", int(s.cfg.SessionAbsolute().Seconds())))
 	s.redirectToApp(w, r, &tx.App, url.Values{"code": {codeID}})
+}
+
+// reauthenticate records a new upstream login of the session's own user in the browser's live
+// session tag (read as raw): its authentication facts, claims and apps are updated in one
+// compare-and-swap and the app's code is issued under a fresh grant tag. It reports false,
+// having answered nothing, when the session changed or ended meanwhile.
+func (s *Server) reauthenticate(w http.ResponseWriter, r *http.Request, tx *transaction, client *config.Client, res *upstream.Result, claims map[string]any, tag string, raw []byte, old *sessionRecord, ev *logs.Event) bool {
+	now := s.now()
+	sess := *old
+	sess.Claims, sess.Seen = claims, now.Unix()
+	sess.upstreamFacts(res, now)
+	sess.addClient(client.ClientID)
+	ttl := sess.ttl(now, s.cfg.SessionIdle())
+	updated, err := json.Marshal(sess)
+	if err != nil || ttl <= 0 {
+		return false
+	}
+	err = s.store.Swap(r.Context(), sessions.KindSession, tag+".s", raw,
+		[]sessions.Item{{Kind: sessions.KindSession, ID: tag + ".s", Value: updated, TTL: ttl}}, nil)
+	switch {
+	case errors.Is(err, sessions.ErrConflict):
+		return false
+	case err != nil:
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return true
+	}
+	codeID, cr, err := s.newCode(&tx.App, tag, &sess, now)
+	if err != nil {
+		s.failLogin(w, r, ev, loginFailure{App: &tx.App, Code: "server_error", Description: "could not encode the authorization code"})
+		return true
+	}
+	ev.Details["session_id"] = tag
+	if err := s.succeedWith(r, ev, sessions.Item{Kind: sessions.KindCode, ID: codeID, Value: cr, TTL: s.cfg.Lifetimes.Code}); err != nil {
+		delete(ev.Details, "session_id")
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return true
+	}
+	s.redirectToApp(w, r, &tx.App, url.Values{"code": {codeID}})
+	return true
 }
 
 // txID is the store id of a login transaction: the upstream state, under whose hash tag it

@@ -17,7 +17,9 @@ import (
 // Authorization-code redemption and replay (RFC 6749 §4.1.2: a code used more than once is
 // refused and the tokens issued from it are revoked).
 //
-// A code is "TAG.SECRET" (TAG = the session's tag). A presentation reads the code and runs
+// A code is "TAG.SECRET": TAG is its grant tag, the session's own tag for the code of the
+// login that created the session and a fresh tag for every code issued from the session
+// afterwards (single sign-on, newCode), so each code has its own family. A presentation reads the code and runs
 // every check of the grant on it (client, redirect_uri, PKCE, dpop_jkt, audience, grant and
 // sender-constraining policy), then the DPoP proof's replay claim, then signs the tokens; only
 // then does it claim the code, in one conditional write (Store.Swap, 2 round trips in all:
@@ -44,8 +46,11 @@ type codeUse struct {
 	// Claim is random: this redemption's marker and no other (rollback).
 	Claim string `json:"claim,omitempty"`
 	// Family is the refresh-token family minted from the code, in markers written before
-	// families were named after their session (the family is TAG now).
+	// families were named after their code's tag (the family is TAG now).
 	Family string `json:"family,omitempty"`
+	// SID is the session the code was issued from; empty in markers written before single
+	// sign-on, whose codes lived under their session's tag.
+	SID string `json:"sid,omitempty"`
 }
 
 const codeUseInfix = ".used."
@@ -64,7 +69,7 @@ func codeUseID(code string) string {
 // started may live (and at least the code lifetime). After that the session, and with it
 // every refresh token of the code, has ended anyway.
 func (s *Server) codeUseTTL() time.Duration {
-	return max(s.cfg.Lifetimes.Session, s.cfg.Lifetimes.Code)
+	return max(s.cfg.SessionAbsolute(), s.cfg.Lifetimes.Code)
 }
 
 var errCodeInvalid = invalidGrant("authorization code is invalid, expired or already used")
@@ -121,7 +126,7 @@ func (s *Server) claimCode(ctx context.Context, code string, raw []byte, rec *co
 	useID := codeUseID(code)
 	use, _ := json.Marshal(codeUse{ // plain struct: never fails
 		ClientID: rec.App.ClientID, RedirectURI: rec.App.RedirectURI, CodeChallenge: rec.App.CodeChallenge,
-		DPoPJKT: rec.App.DPoPJKT, Claim: randomString(16),
+		DPoPJKT: rec.App.DPoPJKT, Claim: randomString(16), SID: rec.SID,
 	})
 	put := []sessions.Item{{Kind: sessions.KindCode, ID: useID, Value: use, TTL: s.codeUseTTL()}}
 	remove := []sessions.Ref{{Kind: sessions.KindCode, ID: useID}}
@@ -185,20 +190,21 @@ func (u *codeUse) replayedBy(pr presentation) bool {
 // minted from it, records what it did in x (for the feacft event) and answers invalid_grant.
 func (s *Server) codeReplayed(ctx context.Context, code string, use codeUse, x *exchange) *oauthError {
 	tag, _, _ := strings.Cut(code, ".")
-	x.codeReuse = &codeReuse{sessionID: tag}
-	raw, err := s.store.Take(ctx, sessions.KindSession, tag+".s")
+	sid := tag // the session: its own tag for the code of the login that created it
+	if use.SID != "" {
+		sid = use.SID
+	}
+	x.codeReuse = &codeReuse{sessionID: sid}
+	sess, err := s.endSessionTag(ctx, sid)
 	switch {
-	case err == nil:
-		x.codeReuse.sessionRevoked = true
-		var sess sessionRecord
-		if json.Unmarshal(raw, &sess) == nil {
-			x.userID = sess.UserID
-		}
-	case !errors.Is(err, sessions.ErrNotFound):
+	case err != nil:
 		s.log.Error("session of a replayed authorization code not revoked", "err", err)
 		return errStoreDown
+	case sess != nil:
+		x.codeReuse.sessionRevoked = true
+		x.userID = sess.UserID
 	}
-	families := []string{tag} // the family minted from the code is named after its session
+	families := []string{tag} // the family minted from the code is named after its grant tag
 	if use.Family != "" && use.Family != tag {
 		families = append(families, use.Family) // an earlier marker names it
 	}

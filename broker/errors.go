@@ -156,10 +156,13 @@ func (s *Server) failLogin(w http.ResponseWriter, r *http.Request, ev *logs.Even
 	renderPage(w, f.Status, page{Title: title, Error: f.Code, Message: f.Description})
 }
 
-// recordFailedLogin records ev as a failed login (type f) with details.error f.Code and
+// recordFailedLogin records ev as a failed login (type f, or fsa for prompt=none) with details.error f.Code and
 // details.error_description f.Description, and counts it in dpop_broker_logins_total.
 func (s *Server) recordFailedLogin(r *http.Request, ev *logs.Event, f loginFailure) {
 	ev.Type = logs.TypeFailedLogin
+	if f.App != nil && f.App.silent {
+		ev.Type = logs.TypeFailedSilentAuth // prompt=none: the answer of silent authentication
+	}
 	ev.Details["error"] = f.Code
 	if f.Description != "" {
 		ev.Details["error_description"] = s.clipEvent(f.Description, 512)

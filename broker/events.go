@@ -108,9 +108,11 @@ func userName(claims map[string]any) string {
 	return ""
 }
 
-// succeed records ev as a successful login.
+// succeed records ev as a successful login (s, or ssa when ev is already typed so).
 func (s *Server) succeed(r *http.Request, ev *logs.Event) {
-	ev.Type = logs.TypeSuccessLogin
+	if ev.Type != logs.TypeSuccessSilentAuth {
+		ev.Type = logs.TypeSuccessLogin
+	}
 	s.metrics.login(ev)
 	s.write(r, ev)
 }

@@ -16,7 +16,10 @@ import (
 // then as before the call (the caller records the failure with it).
 func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.Item) error {
 	if s.logBatch != nil {
-		ev.Type = logs.TypeSuccessLogin
+		typ := ev.Type
+		if typ != logs.TypeSuccessSilentAuth {
+			ev.Type = logs.TypeSuccessLogin
+		}
 		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int) error {
 			return s.logBatch.PutAllAndLog(ctx, id, data, maxLen, items...)
 		})
@@ -25,7 +28,7 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 			s.metrics.events.WithLabelValues(ev.Type).Inc()
 			return nil
 		}
-		ev.Type = ""
+		ev.Type = typ
 		if !errors.Is(err, errors.ErrUnsupported) {
 			return s.metrics.storeError("put all", err)
 		}

@@ -139,7 +139,7 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	own := sess != nil // this browser's session: it holds the cookie (and confirmed, or its hint named it)
 	if hint != nil && hint.SID != "" && hint.SID != tag {
-		if rec := s.loadSession(r, hint.SID); rec != nil && slices.Contains([]string(hint.Audience), rec.ClientID) &&
+		if rec := s.loadSession(r, hint.SID); rec != nil && slices.ContainsFunc([]string(hint.Audience), rec.hasClient) &&
 			s.endSession(r, hint.SID, rec) && sess == nil {
 			sess = rec
 		}
@@ -388,13 +388,24 @@ func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request, tag st
 	return sess != nil && s.endSession(r, tag, sess)
 }
 
-// endSession deletes the session with tag (its record sess, already read and authorized),
-// records slo and reports whether it did.
+// endSession ends the session with tag (its record sess, already read and authorized; the
+// apps holding it are notified), records slo and reports whether it ended it (false: it had
+// already ended, or the store failed).
 func (s *Server) endSession(r *http.Request, tag string, sess *sessionRecord) bool {
-	if err := s.store.Delete(r.Context(), sessions.KindSession, tag+".s"); err != nil {
+	ended, err := s.endSessionTag(r.Context(), tag)
+	if err != nil {
 		s.log.Warn("session not deleted at logout", "err", err)
 		return false
 	}
+	if ended == nil {
+		return false
+	}
+	s.logoutEvent(r, ended, "")
+	return true
+}
+
+// logoutEvent records slo for the ended session sess (reason, when set, in details.reason).
+func (s *Server) logoutEvent(r *http.Request, sess *sessionRecord, reason string) {
 	ev := s.newEvent(r)
 	ev.Type = logs.TypeSuccessLogout
 	ev.UserID = sess.UserID
@@ -406,8 +417,10 @@ func (s *Server) endSession(r *http.Request, tag string, sess *sessionRecord) bo
 		c := snap.byName[sess.Connection]
 		ev.ConnectionID, ev.Strategy, ev.StrategyType = c.id, c.cfg.Strategy, "enterprise"
 	}
+	if reason != "" {
+		ev.Details["reason"] = reason
+	}
 	s.write(r, ev)
-	return true
 }
 
 // allowedReturnTo reports whether /v2/logout may send the browser to returnTo: one of the

@@ -139,7 +139,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // login counts one s or f event (from succeed and recordFailedLogin).
 func (m *metrics) login(ev *logs.Event) {
 	result, code := "success", ""
-	if ev.Type == logs.TypeFailedLogin {
+	if ev.Type == logs.TypeFailedLogin || ev.Type == logs.TypeFailedSilentAuth {
 		result = "failure"
 		c, _ := ev.Details["error"].(string)
 		code = metricCode(c)

@@ -21,9 +21,15 @@ var dpopUp = demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, Req
 // wantFail checks the newest event is an f with details.error == code.
 func wantFail(t *testing.T, h *harness, code string) logs.Event {
 	t.Helper()
+	return wantFailOf(t, h, logs.TypeFailedLogin, code)
+}
+
+// wantFailOf checks the newest event is of type typ (f, fsa) with details.error == code.
+func wantFailOf(t *testing.T, h *harness, typ, code string) logs.Event {
+	t.Helper()
 	ev := h.lastEvent()
-	if ev.Type != logs.TypeFailedLogin || ev.Details["error"] != code {
-		t.Fatalf("event = type %q details %v; want f with details.error %q", ev.Type, ev.Details, code)
+	if ev.Type != typ || ev.Details["error"] != code {
+		t.Fatalf("event = type %q details %v; want %s with details.error %q", ev.Type, ev.Details, typ, code)
 	}
 	return ev
 }
@@ -58,6 +64,7 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 		mut          func(url.Values)
 		oauthErr     string
 		stateUnsent  bool // the request's state is not one value, so none is echoed
+		silent       bool // prompt=none refused: fsa
 	}{
 		{name: "response_type token", client: appClient, mut: func(q url.Values) { q.Set("response_type", "token") }, oauthErr: "unsupported_response_type"},
 		{name: "plain method refused", client: appClient, mut: func(q url.Values) { q.Set("code_challenge_method", "plain") }, oauthErr: "invalid_request"},
@@ -66,7 +73,8 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 		{name: "scope without openid", client: appClient, mut: func(q url.Values) { q.Set("scope", "profile") }, oauthErr: "invalid_scope"},
 		{name: "connection not enabled", client: appClient, mut: func(q url.Values) { q.Set("connection", "other") }, oauthErr: "invalid_request"},
 		{name: "repeated state", client: appClient, mut: func(q url.Values) { q.Add("state", "x") }, oauthErr: "invalid_request", stateUnsent: true},
-		{name: "OIDC Core 3.1.2.6 prompt=none: login_required (no broker SSO session)", client: appClient, mut: func(q url.Values) { q.Set("prompt", "none") }, oauthErr: "login_required"},
+		{name: "OIDC Core 3.1.2.6 prompt=none: login_required (no broker SSO session)", client: appClient, mut: func(q url.Values) { q.Set("prompt", "none") }, oauthErr: "login_required", silent: true},
+		{name: "OIDC Core 3.1.2.1 prompt=none with another value: invalid_request", client: appClient, mut: func(q url.Values) { q.Set("prompt", "none login") }, oauthErr: "invalid_request"},
 		{name: "response_mode fragment refused", client: appClient, mut: func(q url.Values) { q.Set("response_mode", "fragment") }, oauthErr: "invalid_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +97,11 @@ func TestAuthorizeErrorRedirects(t *testing.T) {
 			if !tc.stateUnsent && q.Get("state") != "app-state-123" {
 				t.Fatalf("state not echoed: %v", q)
 			}
-			wantFail(t, h, tc.oauthErr)
+			typ := logs.TypeFailedLogin
+			if tc.silent {
+				typ = logs.TypeFailedSilentAuth
+			}
+			wantFailOf(t, h, typ, tc.oauthErr)
 		})
 	}
 	if n := h.up.Stats.AuthorizeRequests.Load(); n != 0 {
@@ -105,10 +117,10 @@ func TestAuthorizeWebMessage(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp})
 	appOrigin := h.app.URL // http://127.0.0.1:PORT
 	for _, tc := range []struct {
-		name, prompt, wantErr string
+		name, prompt, wantErr, wantType string
 	}{
-		{name: "OIDC Core 3.1.2.6 prompt=none: login_required posted", prompt: "none", wantErr: "login_required"},
-		{name: "web_message without prompt=none: invalid_request posted", prompt: "login", wantErr: "invalid_request"},
+		{name: "OIDC Core 3.1.2.6 prompt=none: login_required posted", prompt: "none", wantErr: "login_required", wantType: logs.TypeFailedSilentAuth},
+		{name: "web_message without prompt=none: invalid_request posted", prompt: "login", wantErr: "invalid_request", wantType: logs.TypeFailedLogin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := h.authorizeURL(func(q url.Values) {
@@ -132,7 +144,7 @@ func TestAuthorizeWebMessage(t *testing.T) {
 					t.Errorf("page lacks %s:\n%s", want, body)
 				}
 			}
-			wantFail(t, h, tc.wantErr)
+			wantFailOf(t, h, tc.wantType, tc.wantErr)
 		})
 	}
 	// A native app's private-use scheme has no web origin to post to: the query redirect.

@@ -71,7 +71,7 @@ func (s *Server) grantRefreshToken(r *http.Request, client *config.Client, form 
 	scope = s.applyGrant(client, x, scope) // the current grant, which may have narrowed
 	cr := &codeRecord{
 		App: appRequest{ClientID: client.ClientID, Scope: scope, Audience: rec.Audience},
-		SID: rec.SID, UserID: rec.UserID, Claims: sess.Claims, AuthTime: rec.AuthTime,
+		SID: rec.SID, UserID: rec.UserID, Claims: sess.Claims, AuthTime: sess.AuthTime, AMR: sess.AMR, ACR: sess.ACR,
 	}
 	resp, err := s.issueTokens(cr, client, b)
 	if err != nil {
@@ -177,16 +177,18 @@ func (s *Server) refreshReused(ctx context.Context, fam string, x *exchange) *oa
 }
 
 // refreshSession returns the broker session a refresh token belongs to: logout (or the end
-// of the session) ends its refresh tokens.
+// of the session) ends its refresh tokens. A refresh is a use of the session: it slides its
+// idle window (slideSession).
 func (s *Server) refreshSession(ctx context.Context, rec *refreshRecord) (*sessionRecord, *oauthError) {
 	raw, err := s.store.Get(ctx, sessions.KindSession, rec.SID+".s")
 	if storeDown(err) {
 		return nil, errStoreDown
 	}
 	var sess sessionRecord
-	if err != nil || json.Unmarshal(raw, &sess) != nil || sess.UserID != rec.UserID {
+	if err != nil || json.Unmarshal(raw, &sess) != nil || sess.UserID != rec.UserID || !s.sessionAlive(&sess) {
 		return nil, invalidGrant("the session of this refresh token has ended")
 	}
+	s.slideSession(ctx, rec.SID, raw, &sess)
 	return &sess, nil
 }
 

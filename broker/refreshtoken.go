@@ -20,8 +20,8 @@ import (
 
 // Refresh tokens and their families.
 //
-// A refresh token is "FAMILY.SECRET": FAMILY is the 22-character hash tag of the session the
-// family was minted for (one code per session, so one family per session), SECRET 43
+// A refresh token is "FAMILY.SECRET": FAMILY is the 22-character grant tag of the code the
+// family was minted from (codereuse.go; one family per code), SECRET 43
 // characters of base64url over 32 bytes:
 //
 //	gen (4 bytes, big endian) || nonce (12 random bytes) || MAC (16 bytes)
@@ -225,7 +225,7 @@ func (s *Server) lookupIssued(ctx context.Context, p *presentedRefresh, hash str
 	return nil
 }
 
-// newFamily starts the refresh-token family of session tag sid for rec (a fresh absolute
+// newFamily starts the refresh-token family named sid (the grant tag of its code) for rec (a fresh absolute
 // expiry) and returns its record, for the code claim to write, and its first token.
 func (s *Server) newFamily(sid string, rec refreshRecord) (sessions.Item, string, error) {
 	now := s.now()

@@ -1,5 +1,24 @@
 package broker
 
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
 // sessionRecord is the browser's single sign-on session at the broker (id "TAG.s", TAG its
 // sid): who signed in at which upstream and when, and which apps received codes through it.
 // /userinfo reads its claims, refresh tokens and opaque access tokens live only as long as
@@ -29,3 +48,315 @@ type sessionRecord struct {
 	Seen    int64 `json:"seen,omitempty"`
 	Expires int64 `json:"expires,omitempty"`
 }
+
+// live reports whether the session can still be used at now: written with single sign-on
+// (Expires set), before its absolute end and within its idle window from Seen.
+func (sess *sessionRecord) live(now time.Time, idle time.Duration) bool {
+	if sess.Expires == 0 {
+		return false
+	}
+	n := now.Unix()
+	return n < sess.Expires && n < sess.Seen+int64(idle/time.Second)
+}
+
+// sessionAlive reports whether a session read from the store still stands by the broker's
+// clock: records written before single sign-on end by their TTL alone.
+func (s *Server) sessionAlive(sess *sessionRecord) bool {
+	return sess.Expires == 0 || sess.live(s.now(), s.cfg.SessionIdle())
+}
+
+// slideSession records a use of the session sid (its record raw, decoded sess) other than a
+// login: its idle window restarts now. To keep a busy session from costing a write per
+// request, it is rewritten only once a twentieth of the idle timeout has passed since its last
+// use; a concurrent change wins (the compare fails and nothing is written).
+func (s *Server) slideSession(ctx context.Context, sid string, raw []byte, sess *sessionRecord) {
+	now, idle := s.now(), s.cfg.SessionIdle()
+	if sess.Expires == 0 || now.Unix()-sess.Seen < int64(idle/20/time.Second) {
+		return
+	}
+	next := *sess
+	next.Seen = now.Unix()
+	ttl := next.ttl(now, idle)
+	updated, err := json.Marshal(next)
+	if err != nil || ttl <= 0 {
+		return
+	}
+	err = s.store.Swap(ctx, sessions.KindSession, sid+".s", raw,
+		[]sessions.Item{{Kind: sessions.KindSession, ID: sid + ".s", Value: updated, TTL: ttl}}, nil)
+	if err != nil && !errors.Is(err, sessions.ErrConflict) {
+		s.log.Warn("session idle window not extended", "err", err)
+	}
+}
+
+// ttl is how long the session's record lives from now: until its absolute end or the end
+// of its idle window from now, whichever is first (0 or less: it has ended).
+func (sess *sessionRecord) ttl(now time.Time, idle time.Duration) time.Duration {
+	return min(time.Unix(sess.Expires, 0).Sub(now), idle)
+}
+
+// hasClient reports whether the app received a code through the session.
+func (sess *sessionRecord) hasClient(id string) bool {
+	return sess.ClientID == id || slices.Contains(sess.Clients, id)
+}
+
+// maxSessionClients bounds the apps recorded in one session (they are configured clients, so
+// the bound is only reached by a configuration with that many clients).
+const maxSessionClients = 256
+
+// addClient records that the app received a code through the session.
+func (sess *sessionRecord) addClient(id string) {
+	if !slices.Contains(sess.Clients, id) && len(sess.Clients) < maxSessionClients {
+		sess.Clients = append(sess.Clients, id)
+	}
+}
+
+// upstreamFacts copies what the upstream login says about the authentication into the
+// session: its time, the upstream ID token (for federated logout) and its sid, amr and acr.
+func (sess *sessionRecord) upstreamFacts(res *upstream.Result, now time.Time) {
+	sess.AuthTime = now.Unix()
+	if !res.AuthTime.IsZero() && res.AuthTime.Before(now) {
+		sess.AuthTime = res.AuthTime.Unix() // an upstream SSO session may be older than this login
+	}
+	sess.UpstreamIDToken = res.IDToken
+	sess.UpstreamSID, _ = res.Claims["sid"].(string)
+	if len(sess.UpstreamSID) > 256 {
+		sess.UpstreamSID = ""
+	}
+	sess.ACR, _ = res.Claims["acr"].(string)
+	sess.ACR = clip(sess.ACR, 256)
+	sess.AMR = nil
+	if amr, ok := res.Claims["amr"].([]any); ok {
+		for _, v := range amr {
+			if m, ok := v.(string); ok && len(sess.AMR) < 16 {
+				sess.AMR = append(sess.AMR, clip(m, 64))
+			}
+		}
+	}
+}
+
+// ssoDecision is what /authorize does with the browser's session.
+type ssoDecision struct {
+	tag  string         // the session's sid
+	sess *sessionRecord // nil: no usable session
+	raw  []byte         // the record as read (the compare of the update)
+	// reason says why the session cannot be used ("" when it can); oauthError is the
+	// silent-authentication answer then (login_required or interaction_required).
+	reason, oauthError string
+}
+
+// ssoFor decides whether the request can be answered from the browser's session: a live
+// session (cookie secret checked, within its idle and absolute lifetimes) whose connection is
+// enabled for the client and usable, matching connection= when given, with no prompt=login or
+// select_account and no max_age its auth_time exceeds (OIDC Core §3.1.2.1).
+func (s *Server) ssoFor(r *http.Request, q url.Values, client *config.Client) (ssoDecision, error) {
+	tag, raw, sess, err := s.cookieSession(r)
+	if err != nil {
+		return ssoDecision{}, err
+	}
+	now := s.now()
+	no := func(reason, oauthError string) (ssoDecision, error) {
+		return ssoDecision{reason: reason, oauthError: oauthError}, nil
+	}
+	if sess == nil {
+		return no("no session", "login_required")
+	}
+	if !sess.live(now, s.cfg.SessionIdle()) {
+		return no("session expired", "login_required")
+	}
+	prompts := strings.Fields(q.Get("prompt"))
+	if slices.Contains(prompts, "login") || slices.Contains(prompts, "select_account") {
+		return no("prompt requires a new login", "login_required")
+	}
+	if ma := q.Get("max_age"); ma != "" {
+		if n, err := strconv.Atoi(ma); err == nil && now.Unix()-sess.AuthTime > int64(n) {
+			return no("max_age exceeded", "login_required")
+		}
+	}
+	if name := q.Get("connection"); name != "" && name != sess.Connection {
+		return no("another connection requested", "login_required")
+	}
+	snap, err := s.reg.current(r.Context(), false)
+	if err != nil {
+		return ssoDecision{}, err
+	}
+	if c := snap.byName[sess.Connection]; c == nil || c.err != nil || !slices.Contains(snap.enabledFor(client), sess.Connection) {
+		return no("the session's connection is not enabled for this application", "login_required")
+	}
+	return ssoDecision{tag: tag, sess: sess, raw: raw}, nil
+}
+
+// answeredBySession answers an accepted authorization request from the browser's session
+// when it can (single sign-on, silent authentication with prompt=none) and reports whether it
+// answered. prompt=none without a usable session gets login_required (OIDC Core §3.1.2.6) and
+// an fsa event; the upstream is never called for it.
+func (s *Server) answeredBySession(w http.ResponseWriter, r *http.Request, q url.Values, client *config.Client, app *appRequest, ev *logs.Event) bool {
+	silent := slices.Contains(strings.Fields(q.Get("prompt")), "none")
+	d, err := s.ssoFor(r, q, client)
+	if err != nil {
+		f := s.storeFailure(err)
+		if silent { // the app's iframe gets an answer it can read
+			app.silent = true
+			f.App, f.OAuthError = app, "temporarily_unavailable"
+		}
+		s.failLogin(w, r, ev, f)
+		return true
+	}
+	if silent {
+		app.silent = true
+		ev.Type = logs.TypeSuccessSilentAuth
+	}
+	if d.sess != nil && s.answerFromSession(w, r, d, client, app, ev) {
+		return true
+	}
+	if !silent {
+		return false
+	}
+	if d.sess != nil { // it ended or changed while the code was being issued
+		d.reason, d.oauthError = "session ended", "login_required"
+	}
+	ev.Type = ""
+	s.failLogin(w, r, ev, loginFailure{App: app, Code: d.oauthError,
+		Description: "prompt=none: the user must sign in (" + d.reason + ")"})
+	return true
+}
+
+// cookieSession reads the session the browser's session cookie names, its secret checked:
+// tag "" and sess nil when there is none; err only when the store cannot be read.
+func (s *Server) cookieSession(r *http.Request) (tag string, raw []byte, sess *sessionRecord, err error) {
+	c, cerr := s.readCookie(r, sessionCookie)
+	if cerr != nil || len(c.Value) > 256 {
+		return "", nil, nil, nil
+	}
+	t, secret, ok := strings.Cut(c.Value, ".")
+	if !ok || secret == "" || !validTag(t) {
+		return "", nil, nil, nil
+	}
+	raw, err = s.store.Get(r.Context(), sessions.KindSession, t+".s")
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return "", nil, nil, nil
+	case err != nil:
+		return "", nil, nil, err
+	}
+	var rec sessionRecord
+	if json.Unmarshal(raw, &rec) != nil || subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(rec.CookieHash)) != 1 {
+		return "", nil, nil, nil
+	}
+	return t, raw, &rec, nil
+}
+
+// validTag reports whether t can be a session tag (a store hash tag).
+func validTag(t string) bool {
+	return t != "" && len(t) <= 128 && !strings.ContainsAny(t, "{}.")
+}
+
+// answerFromSession issues the app's code from the browser's session d (no upstream round
+// trip): it records the app in the session and slides its idle window (one compare-and-swap
+// of the record), stores the code under a fresh grant tag, records s (details.sso) or ssa
+// for silent authentication, and sends the code to the app. It reports false when the
+// session changed or ended meanwhile, having answered nothing: the caller goes on as without
+// a session.
+func (s *Server) answerFromSession(w http.ResponseWriter, r *http.Request, d ssoDecision, client *config.Client, app *appRequest, ev *logs.Event) bool {
+	now := s.now()
+	sess := *d.sess
+	sess.Seen = now.Unix()
+	sess.addClient(client.ClientID)
+	ttl := sess.ttl(now, s.cfg.SessionIdle())
+	if ttl <= 0 {
+		return false
+	}
+	updated, err := json.Marshal(sess)
+	if err != nil {
+		return false
+	}
+	sid := d.tag + ".s"
+	err = s.store.Swap(r.Context(), sessions.KindSession, sid, d.raw,
+		[]sessions.Item{{Kind: sessions.KindSession, ID: sid, Value: updated, TTL: ttl}}, nil)
+	switch {
+	case errors.Is(err, sessions.ErrConflict):
+		return false // ended or changed meanwhile: decided again without it
+	case err != nil:
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return true
+	}
+	snap, err := s.reg.current(r.Context(), false)
+	if err == nil {
+		if c := snap.byName[sess.Connection]; c != nil {
+			withConnection(ev, c)
+		}
+	}
+	withUser(ev, sess.UserID, sess.Claims)
+	ev.Details["sso"] = true
+	ev.Details["session_id"] = d.tag
+	ev.Details["auth_time"] = time.Unix(sess.AuthTime, 0).UTC().Format(time.RFC3339)
+	codeID, cr, err := s.newCode(app, d.tag, &sess, now)
+	if err != nil {
+		s.failLogin(w, r, ev, loginFailure{App: app, Code: "server_error", Description: "could not encode the authorization code"})
+		return true
+	}
+	if err := s.succeedWith(r, ev, sessions.Item{Kind: sessions.KindCode, ID: codeID, Value: cr, TTL: s.cfg.Lifetimes.Code}); err != nil {
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return true
+	}
+	s.redirectToApp(w, r, app, url.Values{"code": {codeID}})
+	return true
+}
+
+// newCode returns a code for app from the session sid (its record sess) and its record. A
+// code is "GRANT.SECRET": GRANT is a fresh hash tag, under which its redemption marker and
+// the refresh-token family minted from it live (codereuse.go), so every app that receives a
+// code through one session gets its own family.
+func (s *Server) newCode(app *appRequest, sid string, sess *sessionRecord, now time.Time) (string, []byte, error) {
+	return s.codeUnder(randomString(16), app, sid, sess, now)
+}
+
+// codeUnder is newCode with the grant tag given (the session's own for the code of the
+// login that creates it, stored in one write with the session).
+func (s *Server) codeUnder(grant string, app *appRequest, sid string, sess *sessionRecord, now time.Time) (string, []byte, error) {
+	cr, err := json.Marshal(codeRecord{
+		App: *app, SID: sid, UserID: sess.UserID, Claims: sess.Claims, AuthTime: sess.AuthTime,
+		AMR: sess.AMR, ACR: sess.ACR, Expires: now.Add(s.cfg.Lifetimes.Code).UnixMilli(),
+	})
+	return grant + "." + randomString(32), cr, err
+}
+
+// endSessionTag ends the session tag wherever the ending comes from (a logout, an
+// administrator, the upstream, a replayed code, a new login of another user in its browser):
+// its record is taken, so that of concurrent enders exactly one carries on, and every app that
+// received a code through it is notified (back-channel logout). Its refresh tokens and opaque
+// access tokens stop working with the record. It returns the ended record, nil when none was
+// live.
+func (s *Server) endSessionTag(ctx context.Context, tag string) (*sessionRecord, error) {
+	if !validTag(tag) {
+		return nil, nil
+	}
+	raw, err := s.store.Take(ctx, sessions.KindSession, tag+".s")
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("end session: %w", err)
+	}
+	var sess sessionRecord
+	if err := json.Unmarshal(raw, &sess); err != nil {
+		return nil, fmt.Errorf("end session: malformed record: %w", err)
+	}
+	s.notifyLogout(tag, &sess)
+	return &sess, nil
+}
+
+// endReplacedSession ends the browser's session tag of another user (or connection) at a
+// new upstream login in the same browser, recording slo with details.reason.
+func (s *Server) endReplacedSession(r *http.Request, tag string, old *sessionRecord) {
+	ended, err := s.endSessionTag(r.Context(), tag)
+	if err != nil {
+		s.log.Warn("replaced session not ended", "err", err)
+		return
+	}
+	if ended != nil {
+		s.logoutEvent(r, ended, "replaced by another login in the same browser")
+	}
+}
+
+// notifyLogout: placeholder until back-channel logout lands.
+func (s *Server) notifyLogout(sid string, sess *sessionRecord) {}

@@ -211,7 +211,8 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, 
 	var family *sessions.Item
 	if err == nil && slices.Contains(strings.Fields(rec.App.Scope), "offline_access") {
 		var fi sessions.Item
-		fi, resp.RefreshToken, err = s.newFamily(rec.SID, refreshRecordFor(rec, client, proof))
+		grant, _, _ := strings.Cut(code, ".") // the family is named after the code's grant tag
+		fi, resp.RefreshToken, err = s.newFamily(grant, refreshRecordFor(rec, client, proof))
 		family = &fi
 	}
 	if err != nil {
@@ -421,6 +422,12 @@ func (s *Server) issueTokens(rec *codeRecord, client *config.Client, b binding) 
 	id["sid"], id["at_hash"] = rec.SID, atHash(accessToken)
 	if rec.App.Nonce != "" {
 		id["nonce"] = rec.App.Nonce
+	}
+	if len(rec.AMR) > 0 { // the upstream's, as its ID token said (OIDC Core §2)
+		id["amr"] = rec.AMR
+	}
+	if rec.ACR != "" {
+		id["acr"] = rec.ACR
 	}
 	idToken, err := signJWT(s.idSigner, id)
 	if err != nil {

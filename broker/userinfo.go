@@ -63,7 +63,7 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var sess sessionRecord
-	if err := json.Unmarshal(raw, &sess); err != nil || sess.UserID != claims.Subject {
+	if err := json.Unmarshal(raw, &sess); err != nil || sess.UserID != claims.Subject || !s.sessionAlive(&sess) {
 		s.bearerError(w, http.StatusUnauthorized, "invalid_token", "the session of this access token has ended")
 		return
 	}

@@ -58,6 +58,7 @@ func (c Class) String() string {
 // credential (an upstream login, a code, a refresh token, a session, a management token).
 var typeClasses = map[string]Class{
 	TypeSuccessLogin:      ClassAudit,
+	TypeSuccessSilentAuth: ClassAudit,
 	TypeSuccessExchange:   ClassAudit,
 	TypeSuccessRefresh:    ClassAudit,
 	TypeSuccessLogout:     ClassAudit,

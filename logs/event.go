@@ -18,6 +18,10 @@ import (
 const (
 	TypeSuccessLogin    = "s"
 	TypeFailedLogin     = "f"
+	// TypeSuccessSilentAuth and TypeFailedSilentAuth: prompt=none answered from the broker's
+	// session with a code, or refused (login_required, interaction_required).
+	TypeSuccessSilentAuth = "ssa"
+	TypeFailedSilentAuth  = "fsa"
 	TypeSuccessExchange = "seacft"
 	TypeFailedExchange  = "feacft"
 	// Refresh-token exchanges: success, failure, and reuse of a rotated refresh token.
@@ -73,6 +77,8 @@ func Description(typ string) string { return descriptions[typ] }
 var descriptions = map[string]string{
 	TypeSuccessLogin:          "Success Login",
 	TypeFailedLogin:           "Failed Login",
+	TypeSuccessSilentAuth:     "Success Silent Auth",
+	TypeFailedSilentAuth:      "Failed Silent Auth",
 	TypeSuccessExchange:       "Success Exchange",
 	TypeFailedExchange:        "Failed Exchange",
 	TypeSuccessRefresh:        "Success Exchange (Refresh Token for Access Token)",
