@@ -110,6 +110,12 @@ func clientInfo(id string) (path, secret string) {
 // codeFor logs in for client and returns the broker code; mut edits the /authorize query.
 func (h *harness) codeFor(client string, mut func(url.Values)) string {
 	h.t.Helper()
+	return h.codeIn(h.browser(), client, mut)
+}
+
+// codeIn is codeFor in the browser b (its cookies: the broker's session).
+func (h *harness) codeIn(b *http.Client, client string, mut func(url.Values)) string {
+	h.t.Helper()
 	path, _ := clientInfo(client)
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {client}, "redirect_uri": {h.app.URL + path},
@@ -119,7 +125,7 @@ func (h *harness) codeFor(client string, mut func(url.Values)) string {
 	if mut != nil {
 		mut(q)
 	}
-	resp, _ := get(h.t, h.browser(), h.srv.URL+"/authorize?"+q.Encode())
+	resp, _ := get(h.t, b, h.srv.URL+"/authorize?"+q.Encode())
 	res := appResult(h.t, resp, h.app.URL+path)
 	if res.Get("code") == "" {
 		h.t.Fatalf("no code: %v", res)

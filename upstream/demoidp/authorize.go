@@ -146,13 +146,13 @@ func (p *provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		name, _ := p.claims["name"].(string)
 		email, _ := p.claims["email"].(string)
 		if name == "" {
-			name = p.opts.Subject
+			name = p.subject()
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("X-Frame-Options", "DENY")
 		_ = loginPage.Execute(w, map[string]string{
-			"ClientID": clientID, "Name": name, "Email": email, "Subject": p.opts.Subject,
+			"ClientID": clientID, "Name": name, "Email": email, "Subject": p.subject(),
 			"Action": p.prefix + "/authorize/approve", "RequestID": id,
 		})
 		return

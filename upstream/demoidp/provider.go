@@ -134,6 +134,13 @@ func (p *Provider) SetRequireNonce(on bool) {
 	p.p.requireNonce.Store(on)
 }
 
+// SetSubject makes every later login sign in the user with subject sub (another user at
+// the same IdP).
+func (p *Provider) SetSubject(sub string) { p.p.sub.Store(&sub) }
+
+// subject is the subject of the user who signs in now.
+func (p *provider) subject() string { return *p.sub.Load() }
+
 // Close stops the provider.
 func (p *Provider) Close() {
 	if p == nil || p.srv == nil {
@@ -238,6 +245,7 @@ type provider struct {
 	base       string // issuer without trailing slash
 	prefix     string // issuer path without trailing slash
 	opts       Options
+	sub        atomic.Pointer[string] // the signing-in user's subject (Options.Subject, SetSubject)
 	now        func() time.Time
 	claims     map[string]any
 	stats      *Stats
@@ -320,6 +328,7 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 		jtis:    newTable[struct{}](),
 	}
 	p.requireNonce.Store(opts.RequireNonce)
+	p.sub.Store(&opts.Subject)
 	p.tokenHTU = normalizeHTU(p.base + "/token")
 	p.userHTU = normalizeHTU(p.base + "/userinfo")
 

@@ -156,7 +156,7 @@ func (p *provider) handleToken(w http.ResponseWriter, r *http.Request) {
 
 	at := randomToken()
 	bound := proofOK && !p.opts.AnswerBearer
-	te := tokenEntry{sub: p.opts.Subject, clientID: clientID, scope: e.scope, exp: now.Add(accessTokenTTL)}
+	te := tokenEntry{sub: p.subject(), clientID: clientID, scope: e.scope, exp: now.Add(accessTokenTTL)}
 	tokenType := "Bearer"
 	if bound {
 		te.jkt, tokenType = jkt, "DPoP"
@@ -200,7 +200,7 @@ func (p *provider) idToken(e codeEntry, accessToken string, now time.Time) (stri
 	}
 	h := sha256.Sum256([]byte(accessToken))
 	c["iss"] = iss
-	c["sub"] = p.opts.Subject
+	c["sub"] = p.subject()
 	c["aud"] = aud
 	c["azp"] = e.clientID
 	c["exp"] = now.Add(p.opts.IDTokenTTL).Unix()
