@@ -343,26 +343,20 @@ func (s *Server) parseIDTokenHint(raw string) (*idTokenHint, error) {
 }
 
 // sessionFromCookie returns the tag, the cookie value and the record of the live session this
-// browser's session cookie names (its secret checked against the record); tag "" when none.
+// browser's session cookie names (its secret checked against the record); tag "" when none
+// (or when the store cannot be read: logout then ends nothing it cannot see).
 func (s *Server) sessionFromCookie(r *http.Request) (tag, cookie string, sess *sessionRecord) {
-	c, err := s.readCookie(r, sessionCookie)
-	if err != nil || len(c.Value) > 256 {
+	t, _, rec, err := s.cookieSession(r)
+	if err != nil || rec == nil {
 		return "", "", nil
 	}
-	t, secret, ok := strings.Cut(c.Value, ".")
-	if !ok || secret == "" {
-		return "", "", nil
-	}
-	rec := s.loadSession(r, t)
-	if rec == nil || subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(rec.CookieHash)) != 1 {
-		return "", "", nil
-	}
+	c, _ := s.readCookie(r, sessionCookie)
 	return t, c.Value, rec
 }
 
 // loadSession reads the session with tag, or nil.
 func (s *Server) loadSession(r *http.Request, tag string) *sessionRecord {
-	if tag == "" || len(tag) > 128 || strings.ContainsAny(tag, "{}") {
+	if !validTag(tag) {
 		return nil
 	}
 	raw, err := s.store.Get(r.Context(), sessions.KindSession, tag+".s")

@@ -47,11 +47,11 @@ func (h *harness) authorizeStep(b *http.Client, client string, mut func(url.Valu
 	return resp.StatusCode, resp.Header.Get("Location")
 }
 
-// TestSingleSignOnIssuesSecondAppCodeWithoutUpstream: after one upstream login, another app
+// TestSingleSignOnGivesSecondAppCodeWithoutUpstream: after one upstream login, another app
 // in the same browser gets its code from the broker's session with no upstream round trip;
 // the s event says sso, and both apps' ID tokens carry the same sid and the upstream login's
 // auth_time (OIDC Core §2).
-func TestSingleSignOnIssuesSecondAppCodeWithoutUpstream(t *testing.T) {
+func TestSingleSignOnGivesSecondAppCodeWithoutUpstream(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp})
 	b := h.browser()
 	first := h.codeIn(b, appClient, nil)
