@@ -41,6 +41,7 @@ const (
 	KindLogout      Kind = "lo"    // federated logout in flight (state → where to go back), single use
 	KindJTI         Kind = "jti"   // DPoP proof replay cache entry
 	KindNonce       Kind = "nonce" // DPoP nonce state
+	KindIndex       Kind = "idx"   // a bounded set of members with expiries in one record (index.go)
 )
 
 // Item is one record of an atomic batch.
