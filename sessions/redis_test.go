@@ -91,7 +91,8 @@ func newRedis(t *testing.T, addr string, timeout time.Duration) sessions.Store {
 	return s
 }
 
-// allOps calls every Store method and returns its error by name.
+// allOps calls every Store method, and the index operations built on them, and returns its
+// error by name.
 func allOps(ctx context.Context, s sessions.Store) map[string]error {
 	errs := map[string]error{
 		"Create":    s.Create(ctx, sessions.KindJTI, "j", []byte("v"), time.Minute),
@@ -106,6 +107,10 @@ func allOps(ctx context.Context, s sessions.Store) map[string]error {
 			[]sessions.Item{{Kind: sessions.KindRefresh, ID: "w.f", Value: []byte("w"), TTL: time.Minute}},
 			[]sessions.Ref{{Kind: sessions.KindCode, ID: "w.c"}})
 	}
+	idx, now := sessions.IndexID("user", "u"), time.Now()
+	_, errs["IndexAdd"] = sessions.IndexAdd(ctx, s, idx, "m", now.Add(time.Minute), now, 10)
+	_, errs["IndexMembers"] = sessions.IndexMembers(ctx, s, idx, now)
+	errs["IndexRemove"] = sessions.IndexRemove(ctx, s, idx, now, "m")
 	_, errs["Get"] = s.Get(ctx, sessions.KindSession, "s")
 	_, errs["Take"] = s.Take(ctx, sessions.KindCode, "c.1")
 	_, errs["Logs"] = s.Logs(ctx, "", 10)

@@ -1,12 +1,14 @@
 // Package storetest is the conformance suite every sessions.Store backend must pass: TTLs,
-// single use under concurrency, atomic batches and Swap, the event log, and connections.
+// single use under concurrency, atomic batches and Swap, the event log, connections, and the
+// session index on top of them.
 //
 // Its parts:
 //   - Run (storetest.go) runs every check, each on a fresh store from newStore (which must
 //     also implement sessions.Connections): Create, Put, Get, Take and Delete with TTLs and
 //     under concurrency, PutAll and Swap (swap.go), the event log with its paging, retention
 //     and classes (classes.go), sessions.Connections and the optional sessions.LogBatcher
-//     and sessions.VersionedCreator (more.go).
+//     and sessions.VersionedCreator (more.go), and the session index built on the Store
+//     (sessions.IndexAdd, IndexRemove, IndexMembers: index.go).
 //   - RunFull (full.go) checks a store at capacity: writes fail with sessions.ErrFull and
 //     change nothing, stored records stay usable; Capacity says how to fill and free the
 //     store, FillMemory fills a store limited by record count.

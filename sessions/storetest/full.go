@@ -20,9 +20,11 @@ type Capacity struct {
 // RunFull checks a store at capacity (the memory store's record limit, Redis at maxmemory
 // under maxmemory-policy noeviction): every write that would add a record fails with an error
 // that is sessions.ErrFull and sessions.ErrUnavailable, and changes nothing (a batch is
-// refused whole, so is a Swap that adds a record, the event of PutAllAndLog is not appended); records already stored can
-// still be read, taken once and deleted, so logins in flight finish; once there is room
-// again, writes succeed. newStore must return an empty, isolated store.
+// refused whole, so is a Swap that adds a record, the event of PutAllAndLog is not appended, an
+// IndexAdd that creates an index fails); records already stored can still be read, taken
+// once and deleted (an IndexRemove that empties an index deletes it), so logins in flight
+// finish and sessions can be ended; once there is room again, writes succeed. newStore must
+// return an empty, isolated store.
 func RunFull(t *testing.T, newStore func(t *testing.T) sessions.Store, c Capacity) {
 	s := newStore(t)
 	cx := ctx(t)
@@ -36,6 +38,11 @@ func RunFull(t *testing.T, newStore func(t *testing.T) sessions.Store, c Capacit
 		t.Fatal(err)
 	}
 	appendN(t, s, 1)
+	now := time.Now()
+	fullIndex, newIndex := sessions.IndexID("full", "kept"), sessions.IndexID("full", "new")
+	if _, err := sessions.IndexAdd(cx, s, fullIndex, "ended", now.Add(longTTL), now, 10); err != nil {
+		t.Fatal(err)
+	}
 	c.Fill(t, s)
 
 	wantFull := func(op string, err error) {
@@ -59,6 +66,14 @@ func RunFull(t *testing.T, newStore func(t *testing.T) sessions.Store, c Capacit
 		wantFull("CreateVersioned", err)
 	}
 	swapAtCapacity(t, s, wantFull)
+	_, err := sessions.IndexAdd(cx, s, newIndex, "m", now.Add(longTTL), now, 10)
+	wantFull("IndexAdd to a new index", err)
+	mustNotFound(t, s, sessions.KindIndex, newIndex)
+	// Removing from an index only deletes on a full store: ending sessions still works.
+	if err := sessions.IndexRemove(cx, s, fullIndex, now, "ended"); err != nil {
+		t.Fatalf("IndexRemove of the last member on a full store: %v", err)
+	}
+	mustNotFound(t, s, sessions.KindIndex, fullIndex)
 	for _, it := range batch {
 		mustNotFound(t, s, it.Kind, it.ID)
 	}

@@ -77,6 +77,16 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{name: "Swap refuses mixed hash tags, invalid items and overlaps", fn: testSwapRefusesBadBatches},
 		{name: "Swap under 32 concurrent swappers, exactly one wins", fn: testSwapConcurrent},
 		{name: "Swap never writes after a concurrent Take", fn: testSwapVersusTake},
+		{name: "Index lists members earliest expiry first and removes them", fn: testIndexAddListRemove},
+		{name: "Index drops members whose expiry is not after now", fn: testIndexPrunesExpired},
+		{name: "Index at max evicts and returns the members expiring first", fn: testIndexEvictsEarliestAtMax},
+		{name: "Index add of a present member moves its expiry", fn: testIndexMovesExpiry},
+		{name: "Index remove of the last member deletes the record", fn: testIndexRemoveLastDeletes},
+		{name: "Index under 16 concurrent adders keeps every member", fn: testIndexConcurrentAdders},
+		{name: "Index under concurrent adders and removers keeps exactly the added members", fn: testIndexConcurrentAddRemove},
+		{name: "Index record lives until its latest member expires", fn: testIndexRecordTTL},
+		{name: "Index refuses bad input and writes nothing", fn: testIndexRefusesBadInput},
+		{name: "Index record is compact JSON; an undecodable one reads as empty and is replaced", fn: testIndexRecordFormat},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
