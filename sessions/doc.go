@@ -1,5 +1,6 @@
 // Package sessions stores the broker's state, in memory or in Redis: login transactions, user
-// sessions, codes, refresh tokens, DPoP replay entries (with TTLs), events and connections.
+// sessions, codes, refresh tokens, DPoP replay entries, session indexes (with TTLs), events and
+// connections.
 //
 // Its parts:
 //   - Store (store.go) is the contract every backend meets: Create, Put, Get, Take (single
@@ -18,6 +19,12 @@
 //     single node, Sentinel or Cluster, chosen by RedisConfig, through go-redis's
 //     UniversalClient; SetRedisLogger routes go-redis's own messages to slog.
 //   - swap.go holds Swap for both backends (one Lua script on Redis).
+//   - index.go is the session index, built on Get, Create and Swap alone, so every Store has
+//     it: a bounded set of member ids with expiries in one KindIndex record (IndexAdd,
+//     IndexRemove, IndexMembers; IndexID names one, e.g. a user's sessions or those created
+//     from one upstream session). One key per index, never a scan of the keyspace, so it
+//     works on Redis Cluster; concurrent writers compare and swap, so none loses another's
+//     member; beyond its max the members expiring first are evicted and returned.
 //
 // Every backend passes the conformance suite in sessions/storetest; sessions/redistest starts
 // a private redis-server for tests.

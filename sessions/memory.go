@@ -21,7 +21,7 @@ const DefaultMaxRecords = 100_000
 // MemoryOptions configure the in-process backend (NewMemoryWithOptions).
 type MemoryOptions struct {
 	// MaxRecords caps the live TTL records (login transactions, sessions, codes, refresh
-	// tokens, proof jtis, nonces) the store holds. A write that would add a record beyond it
+	// tokens, proof jtis, nonces, session indexes) the store holds. A write that would add a record beyond it
 	// fails with ErrFull and changes nothing (a batch is refused whole); replacing, taking
 	// or deleting a record is always possible, and expired records never count. 0 means
 	// DefaultMaxRecords. The event log (bounded by its own maxLen) and connection records do
