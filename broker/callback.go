@@ -167,9 +167,14 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 		Created: now.Unix(), Seen: now.Unix(), Expires: now.Add(s.cfg.SessionAbsolute()).Unix(),
 	}
 	sess.upstreamFacts(res, now)
+	if err := s.indexSession(r, tag, &sess); err != nil { // before the session: a live session is always indexed
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return
+	}
 	raw, err1 := json.Marshal(sess)
 	codeID, cr, err2 := s.codeUnder(tag, &tx.App, tag, &sess, now)
 	if err := errors.Join(err1, err2); err != nil {
+		s.unindexSession(r.Context(), tag, &sess)
 		s.failLogin(w, r, ev, loginFailure{App: &tx.App, Code: "server_error", Description: "could not encode the session"})
 		return
 	}
@@ -180,6 +185,7 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 	)
 	if err != nil {
 		delete(ev.Details, "session_id") // no session was created
+		s.unindexSession(r.Context(), tag, &sess)
 		s.failLogin(w, r, ev, s.storeFailure(err))
 		return
 	}
@@ -201,6 +207,12 @@ func (s *Server) reauthenticate(w http.ResponseWriter, r *http.Request, tx *tran
 	updated, err := json.Marshal(sess)
 	if err != nil || ttl <= 0 {
 		return false
+	}
+	if sess.UpstreamSID != old.UpstreamSID {
+		if err := s.indexSession(r, tag, &sess); err != nil {
+			s.failLogin(w, r, ev, s.storeFailure(err))
+			return true
+		}
 	}
 	err = s.store.Swap(r.Context(), sessions.KindSession, tag+".s", raw,
 		[]sessions.Item{{Kind: sessions.KindSession, ID: tag + ".s", Value: updated, TTL: ttl}}, nil)

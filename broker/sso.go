@@ -341,6 +341,7 @@ func (s *Server) endSessionTag(ctx context.Context, tag string) (*sessionRecord,
 	if err := json.Unmarshal(raw, &sess); err != nil {
 		return nil, fmt.Errorf("end session: malformed record: %w", err)
 	}
+	s.unindexSession(ctx, tag, &sess)
 	s.notifyLogout(tag, &sess)
 	return &sess, nil
 }
@@ -360,3 +361,110 @@ func (s *Server) endReplacedSession(r *http.Request, tag string, old *sessionRec
 
 // notifyLogout: placeholder until back-channel logout lands.
 func (s *Server) notifyLogout(sid string, sess *sessionRecord) {}
+
+// Session indexes: a user's sessions and the sessions created from one upstream session are
+// found through bounded index records (sessions.IndexAdd), never by scanning the keyspace.
+// An index entry is written before its session and removed after it ends, so a live session
+// is always indexed; an entry whose session is gone (idle expiry, a failed write) is skipped
+// by readers, which check every session they read against what they looked for.
+
+// maxUserSessions bounds the live sessions of one user (browsers signed in at once). A login
+// beyond it ends the user's session that would expire first.
+const maxUserSessions = 100
+
+// maxUpstreamSIDSessions bounds the broker sessions one upstream session can have created (one
+// per browser that carried it; normally one).
+const maxUpstreamSIDSessions = 20
+
+func userIndexID(userID string) string { return sessions.IndexID("user", userID) }
+
+func upstreamSIDIndexID(connection, sid string) string {
+	return sessions.IndexID("upstream-sid", connection, sid)
+}
+
+// indexSession records the session tag in its user's index and, when the upstream sent a
+// sid, in that upstream session's index. Sessions pushed out of a full user index are ended.
+func (s *Server) indexSession(r *http.Request, tag string, sess *sessionRecord) error {
+	ctx, now, exp := r.Context(), s.now(), time.Unix(sess.Expires, 0)
+	evicted, err := sessions.IndexAdd(ctx, s.store, userIndexID(sess.UserID), tag, exp, now, maxUserSessions)
+	if err != nil {
+		return fmt.Errorf("index the session of its user: %w", err)
+	}
+	if sess.UpstreamSID != "" {
+		if _, err := sessions.IndexAdd(ctx, s.store, upstreamSIDIndexID(sess.Connection, sess.UpstreamSID), tag, exp, now, maxUpstreamSIDSessions); err != nil {
+			return fmt.Errorf("index the session of its upstream session: %w", err)
+		}
+	}
+	for _, old := range evicted {
+		if ended, err := s.endSessionTag(ctx, old); err == nil && ended != nil {
+			s.logoutEvent(r, ended, "the user has more than 100 sessions: the oldest ended")
+		}
+	}
+	return nil
+}
+
+// unindexSession removes the ended session tag from its indexes (best effort: a stale entry
+// is skipped by readers and expires with the index).
+func (s *Server) unindexSession(ctx context.Context, tag string, sess *sessionRecord) {
+	now := s.now()
+	err := sessions.IndexRemove(ctx, s.store, userIndexID(sess.UserID), now, tag)
+	if sess.UpstreamSID != "" {
+		err = errors.Join(err, sessions.IndexRemove(ctx, s.store, upstreamSIDIndexID(sess.Connection, sess.UpstreamSID), now, tag))
+	}
+	if err != nil {
+		s.log.Warn("ended session left in its index", "err", err)
+	}
+}
+
+// indexedSession is one live session found through an index.
+type indexedSession struct {
+	tag  string
+	sess *sessionRecord
+}
+
+// indexedSessions reads the live sessions an index lists, keeping those keep accepts (the
+// check that they are what the index was looked up for).
+func (s *Server) indexedSessions(ctx context.Context, indexID string, keep func(*sessionRecord) bool) ([]indexedSession, error) {
+	members, err := sessions.IndexMembers(ctx, s.store, indexID, s.now())
+	if err != nil {
+		return nil, err
+	}
+	var out []indexedSession
+	for _, m := range members {
+		raw, err := s.store.Get(ctx, sessions.KindSession, m.ID+".s")
+		switch {
+		case errors.Is(err, sessions.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		var sess sessionRecord
+		if json.Unmarshal(raw, &sess) != nil || !s.sessionAlive(&sess) || !keep(&sess) {
+			continue
+		}
+		out = append(out, indexedSession{tag: m.ID, sess: &sess})
+	}
+	return out, nil
+}
+
+// userSessions returns the user's live sessions.
+func (s *Server) userSessions(ctx context.Context, userID string) ([]indexedSession, error) {
+	return s.indexedSessions(ctx, userIndexID(userID), func(sess *sessionRecord) bool { return sess.UserID == userID })
+}
+
+// upstreamSessions returns the live sessions created at connection from the upstream session
+// sid (when sid is set) of the upstream user sub (when sub is set): what an upstream
+// back-channel logout token names (Back-Channel Logout 1.0 §2.4: sid, sub or both).
+func (s *Server) upstreamSessions(ctx context.Context, conn *connection, sid, sub string) ([]indexedSession, error) {
+	userID := ""
+	if sub != "" {
+		userID = conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + sub
+	}
+	keep := func(sess *sessionRecord) bool {
+		return sess.Connection == conn.cfg.Name && (sid == "" || sess.UpstreamSID == sid) && (userID == "" || sess.UserID == userID)
+	}
+	if sid != "" {
+		return s.indexedSessions(ctx, upstreamSIDIndexID(conn.cfg.Name, sid), keep)
+	}
+	return s.indexedSessions(ctx, userIndexID(userID), keep)
+}
