@@ -253,6 +253,13 @@ type Client struct {
 	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
 	AllowedOrigins         []string `yaml:"allowed_origins"`
 	Connections            []string `yaml:"connections"`
+	// BackchannelLogoutURI is where the broker POSTs a logout token when a session in which
+	// the app received a code ends (OpenID Connect Back-Channel Logout 1.0 §2.2, §2.5); ""
+	// = the app is not notified. Absolute http(s) URL, no fragment, no user information.
+	BackchannelLogoutURI string `yaml:"backchannel_logout_uri"`
+	// BackchannelLogoutSessionRequired is the app's registration metadata of §2.2 (it needs
+	// sid in the logout token). The broker always sends sid, so it changes nothing here.
+	BackchannelLogoutSessionRequired bool `yaml:"backchannel_logout_session_required"`
 	// RequireSenderConstraining refuses tokens that would not be DPoP-bound (the SaaS's
 	// require_proof_of_possession); DPoPBoundAccessTokens is the RFC 9449 §5.2 metadata with
 	// the same effect on token requests.

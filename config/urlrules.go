@@ -10,11 +10,14 @@ import (
 )
 
 // URL rules for the broker's own URLs (issuer, public_url) and the URLs apps register
-// (redirect_uris, post_logout_redirect_uris, allowed_origins):
+// (redirect_uris, post_logout_redirect_uris, allowed_origins, backchannel_logout_uri):
 //
 //   - https everywhere; plain http only on a loopback host: 127.0.0.0/8, ::1 or localhost
 //     (RFC 8252 §7.3 for native apps' redirect URIs; RFC 8252 §8.3 recommends the IP literal).
 //     allow_insecure_http (development only) accepts http on other hosts too.
+//   - backchannel_logout_uri is called by the broker itself, never by a browser: http or https
+//     only, absolute, with no fragment (OpenID Connect Back-Channel Logout 1.0 §2.2) and no
+//     user information (credentials belong in no configured URL, and would reach logs).
 //   - Redirect URIs may also use a private-use scheme, which must be a reverse domain name
 //     (contain a dot, RFC 8252 §7.1), so javascript:, data:, file: and the like never pass,
 //     whatever allow_insecure_http says.
@@ -103,6 +106,28 @@ func redirectURIProblem(raw string, allowHTTP bool) string {
 	return ""
 }
 
+// backchannelLogoutURIProblem returns why a backchannel_logout_uri is unacceptable, or "":
+// an absolute http(s) URL (query allowed, OpenID Connect Back-Channel Logout 1.0 §2.2) without
+// fragment or user information, https or http on a loopback host (allowHTTP: anywhere).
+func backchannelLogoutURIProblem(raw string, allowHTTP bool) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%q is not a URL", raw)
+	case u.Scheme != "http" && u.Scheme != "https" || u.Opaque != "":
+		return fmt.Sprintf("%q must be an absolute https URL (http only on a loopback host)", raw)
+	case u.Host == "":
+		return fmt.Sprintf("%q has no host", raw)
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return fmt.Sprintf("%q must not contain a fragment", raw)
+	case u.User != nil:
+		return fmt.Sprintf("%q must not contain user information", raw)
+	case insecureHTTP(u) && !allowHTTP:
+		return fmt.Sprintf("%q must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/; allow_insecure_http accepts it elsewhere, for development only)", raw)
+	}
+	return ""
+}
+
 // originProblem returns why an allowed_origins entry is unacceptable, or "": it must be a
 // web origin (scheme://host[:port], no path), https, or http on a loopback host.
 func originProblem(raw string, allowHTTP bool) string {
@@ -139,6 +164,7 @@ func (c *Config) insecureHTTPKeys() []string {
 		for j, o := range cl.AllowedOrigins {
 			check(fmt.Sprintf("clients[%d].allowed_origins[%d]", i, j), o)
 		}
+		check(fmt.Sprintf("clients[%d].backchannel_logout_uri", i), cl.BackchannelLogoutURI)
 	}
 	return keys
 }

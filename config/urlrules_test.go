@@ -172,6 +172,92 @@ func TestAllowedOriginsAreHTTPSOrLoopbackHTTPOrigins(t *testing.T) {
 	checkURLRules(t, cases)
 }
 
+// TestBackchannelLogoutURIIsAnHTTPSURLWithoutFragmentOrUserinfo: backchannel_logout_uri
+// follows the URL rules of the broker's own calls (https, http on a loopback host or under
+// allow_insecure_http), may carry a query but no fragment (OpenID Connect Back-Channel Logout
+// 1.0 §2.2) and no user information; it is optional.
+func TestBackchannelLogoutURIIsAnHTTPSURLWithoutFragmentOrUserinfo(t *testing.T) {
+	const key = "clients[0].backchannel_logout_uri"
+	const httpsOnly = " must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/; allow_insecure_http accepts it elsewhere, for development only)"
+	var cases []urlRuleCase
+	for _, tc := range []struct {
+		name      string
+		uri       string
+		insecure  bool // allow_insecure_http
+		wantError string
+	}{
+		{name: "absent", uri: ""},
+		{name: "https", uri: "https://app.example.com/backchannel-logout"},
+		{name: "https with port and query", uri: "https://app.internal.example:8443/logout?tenant=a"},
+		{name: "http on 127.0.0.1", uri: "http://127.0.0.1:8082/backchannel-logout"},
+		{name: "http on ::1", uri: "http://[::1]:8082/bcl"},
+		{name: "http on localhost", uri: "http://localhost:3000/bcl"},
+		{name: "http on a name is refused", uri: "http://app.example.com/bcl", wantError: `"http://app.example.com/bcl"` + httpsOnly},
+		{name: "http on a LAN address is refused", uri: "http://10.0.0.5:8082/bcl", wantError: `"http://10.0.0.5:8082/bcl"` + httpsOnly},
+		{name: "http on a LAN address with allow_insecure_http", uri: "http://10.0.0.5:8082/bcl", insecure: true},
+		{name: "fragment is refused", uri: "https://app.example.com/bcl#x", wantError: `"https://app.example.com/bcl#x" must not contain a fragment`},
+		{name: "empty fragment is refused", uri: "https://app.example.com/bcl#", wantError: `"https://app.example.com/bcl#" must not contain a fragment`},
+		{name: "user information is refused", uri: "https://user:pw@app.example.com/bcl", wantError: `"https://user:pw@app.example.com/bcl" must not contain user information`},
+		{name: "user information is refused under allow_insecure_http", uri: "http://user@10.0.0.5/bcl", insecure: true, wantError: `"http://user@10.0.0.5/bcl" must not contain user information`},
+		{name: "relative is refused", uri: "/bcl", wantError: `"/bcl" must be an absolute https URL (http only on a loopback host)`},
+		{name: "scheme-relative is refused", uri: "//app.example.com/bcl", wantError: `"//app.example.com/bcl" must be an absolute https URL (http only on a loopback host)`},
+		{name: "private-use scheme is refused", uri: "com.example.app:/bcl", wantError: `"com.example.app:/bcl" must be an absolute https URL (http only on a loopback host)`},
+		{name: "javascript is refused", uri: "javascript:alert(1)", insecure: true, wantError: `"javascript:alert(1)" must be an absolute https URL (http only on a loopback host)`},
+		{name: "no host is refused", uri: "https:///bcl", wantError: `"https:///bcl" has no host`},
+		{name: "not a URL", uri: "https://app.example.com:port/bcl", wantError: `"https://app.example.com:port/bcl" is not a URL`},
+	} {
+		cases = append(cases, urlRuleCase{
+			name: tc.name,
+			mut: func(c *Config) {
+				c.Clients[0].BackchannelLogoutURI = tc.uri
+				c.AllowInsecureHTTP = tc.insecure
+			},
+			key: key, wantError: tc.wantError,
+		})
+	}
+	checkURLRules(t, cases)
+}
+
+// TestBackchannelLogoutKeysAreReadFromYAML: both client keys of Back-Channel Logout are known
+// keys of the file and land in the client; a value of the wrong shape names the key.
+func TestBackchannelLogoutKeysAreReadFromYAML(t *testing.T) {
+	configtest.SetEnv(t)
+	const clientLine = `    redirect_uris: ["http://127.0.0.1:8082/callback"]`
+	for _, tc := range []struct {
+		name         string
+		add          string
+		wantURI      string
+		wantRequired bool
+		wantError    FieldError // zero: parses
+	}{
+		{name: "both keys", add: "\n    backchannel_logout_uri: https://app.example.com/bcl\n    backchannel_logout_session_required: true",
+			wantURI: "https://app.example.com/bcl", wantRequired: true},
+		{name: "uri alone", add: "\n    backchannel_logout_uri: http://127.0.0.1:8082/bcl", wantURI: "http://127.0.0.1:8082/bcl"},
+		{name: "session_required not a boolean", add: "\n    backchannel_logout_session_required: sometimes",
+			wantError: FieldError{Key: "clients[0].backchannel_logout_session_required", Reason: `"sometimes" is not a boolean (use true or false)`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(strings.Replace(configtest.ValidYAML, clientLine, clientLine+tc.add, 1)))
+			if tc.wantError != (FieldError{}) {
+				if fe, ok := err.(FieldErrors); !ok || !slices.Contains(fe, tc.wantError) {
+					t.Fatalf("got %v, want %v", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := cfg.Clients[0]
+			if c.BackchannelLogoutURI != tc.wantURI || c.BackchannelLogoutSessionRequired != tc.wantRequired {
+				t.Fatalf("client %+v, want backchannel_logout_uri %q, session_required %v", c, tc.wantURI, tc.wantRequired)
+			}
+			if errs := cfg.Validate(); len(errs) != 0 {
+				t.Fatalf("Validate: %v", FieldErrors(errs))
+			}
+		})
+	}
+}
+
 // TestInsecureHTTPSwitchIsWarned: with allow_insecure_http, Warnings names the switch and
 // every URL that uses plain http off loopback; without it, nothing.
 func TestInsecureHTTPSwitchIsWarned(t *testing.T) {
@@ -183,6 +269,12 @@ func TestInsecureHTTPSwitchIsWarned(t *testing.T) {
 	}
 	if got := cfg.Warnings(); !slices.Equal(got, want) {
 		t.Fatalf("Warnings() = %v\nwant %v", got, want)
+	}
+	cfg.Clients[0].BackchannelLogoutURI = "http://192.168.1.10:8082/backchannel-logout"
+	want[0].Reason = strings.Replace(want[0].Reason, "(2 URLs", "(3 URLs", 1)
+	want = append(want, FieldError{Key: "clients[0].backchannel_logout_uri", Reason: "plain http on a non-loopback host, accepted only because allow_insecure_http is true"})
+	if got := cfg.Warnings(); !slices.Equal(got, want) {
+		t.Fatalf("Warnings() with a backchannel_logout_uri = %v\nwant %v", got, want)
 	}
 	cfg.AllowInsecureHTTP = false
 	if w := cfg.Warnings(); len(w) != 0 {

@@ -305,6 +305,11 @@ func (v *validator) clients(c *Config) {
 				v.add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%s", reason)
 			}
 		}
+		if cl.BackchannelLogoutURI != "" {
+			if reason := backchannelLogoutURIProblem(cl.BackchannelLogoutURI, c.AllowInsecureHTTP); reason != "" {
+				v.add(p+".backchannel_logout_uri", "%s", reason)
+			}
+		}
 		if len(cl.Connections) == 0 {
 			v.add(p+".connections", "at least one connection is required")
 		}
