@@ -73,11 +73,18 @@ func clientClass(c *config.Client) logs.Class {
 	return logs.ClassAudit
 }
 
-// write records ev; a store failure is logged by the writer and does not fail the request.
+// write records ev for request r; a store failure is logged by the writer and does not fail
+// the request, and neither does a client that goes away meanwhile.
+func (s *Server) write(r *http.Request, ev *logs.Event) {
+	s.writeEvent(context.WithoutCancel(r.Context()), ev)
+}
+
+// writeEvent records ev within 3 seconds of ctx, which only work the broker does on its own
+// (back-channel logout deliveries) passes directly: the event of a request goes through write.
 // dpop_broker_events_total counts every event the broker produced, including those the
 // limits on unauthenticated events dropped (dpop_broker_events_dropped_total).
-func (s *Server) write(r *http.Request, ev *logs.Event) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 3*time.Second)
+func (s *Server) writeEvent(ctx context.Context, ev *logs.Event) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	s.metrics.events.WithLabelValues(ev.Type).Inc()
 	err := s.events.Write(ctx, ev)

@@ -23,7 +23,15 @@ const (
 // newEvent starts a login event for request r: ip (the peer address, or X-Forwarded-For's
 // client when the peer is one of trusted_proxies: clientIP), user agent, empty details.
 func (s *Server) newEvent(r *http.Request) *logs.Event {
-	return &logs.Event{IP: s.clientIP(r), UserAgent: s.clipEvent(r.UserAgent(), 256), Details: map[string]any{}}
+	ev := newBackgroundEvent()
+	ev.IP, ev.UserAgent = s.clientIP(r), s.clipEvent(r.UserAgent(), 256)
+	return ev
+}
+
+// newBackgroundEvent starts an event of work the broker does on its own, after the request
+// that caused it (a back-channel logout delivery): no ip or user agent, empty details.
+func newBackgroundEvent() *logs.Event {
+	return &logs.Event{Details: map[string]any{}}
 }
 
 // clipEvent is clip for request-derived text bound for an event: the whole value is scrubbed

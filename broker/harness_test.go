@@ -195,6 +195,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatalf("New: %v", err)
 	}
 	h.broker = b
+	t.Cleanup(b.Close) // runs before the servers close (cleanups run last-registered first)
 	h.srv.Config.Handler = b.Handler()
 	if o.tls {
 		h.srv.StartTLS()

@@ -27,6 +27,7 @@ type metrics struct {
 	eventsDropped *prometheus.CounterVec
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
+	backchannel   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -74,9 +75,13 @@ func newMetrics() *metrics {
 			Help:    "HTTP request duration by route; a login's callback includes the upstream exchange.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"route"}),
+		backchannel: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_backchannel_logout_total",
+			Help: "Back-channel logout deliveries to apps (OpenID Connect Back-Channel Logout 1.0) by result: succeeded (2xx), failed (after its attempts), dropped (never sent: the delivery queue was full or the broker was stopping).",
+		}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests, m.events,
-		m.eventsDropped, m.httpRequests, m.httpDuration,
+		m.eventsDropped, m.httpRequests, m.httpDuration, m.backchannel,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -70,6 +70,10 @@ type Server struct {
 	metrics       *metrics     // private Prometheus registry (metrics.go)
 	guard         *guard       // rate limits and trusted proxies (ratelimit.go, limits.go)
 	ready         readiness    // /readyz answers, reused for a second
+
+	// logoutSigner signs back-channel logout tokens: the ID-token key, typ logout+jwt.
+	logoutSigner jose.Signer
+	bcl          *backchannel // back-channel logout deliveries to the apps (backchannel.go)
 }
 
 // connection is one configured upstream with its driver (up is nil and err set when the
@@ -150,6 +154,10 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if s.atSigner, err = s.keys.Signer("at+jwt"); err != nil {
 		return nil, fmt.Errorf("access token signer: %w", err)
 	}
+	if s.logoutSigner, err = s.keys.Signer(logoutTokenTyp); err != nil {
+		return nil, fmt.Errorf("logout token signer: %w", err)
+	}
+	s.bcl = newBackchannel()
 	if s.opaque, err = newOpaqueTokens(s.keys); err != nil {
 		return nil, err
 	}

@@ -141,6 +141,7 @@ func TestDiscoveryJWKSHealth(t *testing.T) {
 	want := map[string]any{
 		"issuer": h.cfg.Issuer, "token_endpoint": base + "/oauth/token", "authorization_endpoint": base + "/authorize",
 		"jwks_uri": base + "/.well-known/jwks.json", "authorization_response_iss_parameter_supported": true,
+		"backchannel_logout_supported": true, "backchannel_logout_session_supported": true,
 	}
 	for k, v := range want {
 		if doc[k] != v {

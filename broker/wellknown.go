@@ -30,6 +30,10 @@ func (s *Server) discoveryDocument() map[string]any {
 			append(append([]string{}, profileClaims...), emailClaims...)...),
 		"authorization_response_iss_parameter_supported": true,
 		"dpop_signing_alg_values_supported":              s.cfg.DPoPServer.Algs, // RFC 9449 §5.1
+		// OpenID Connect Back-Channel Logout 1.0 §2.1: logout tokens to the apps that
+		// registered a backchannel_logout_uri (backchannel.go), always with sid.
+		"backchannel_logout_supported":         true,
+		"backchannel_logout_session_supported": true,
 	}
 }
 

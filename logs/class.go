@@ -17,7 +17,8 @@ type Class uint8
 
 const (
 	// ClassByType, the zero value, lets the Writer decide from the type: sapi is ClassAdmin,
-	// the other success types (s, seacft, sertft, slo, srrt) ClassAudit, every other type,
+	// the other success types (s, seacft, sertft, slo, srrt,
+	// oidc_backchannel_logout_succeeded) ClassAudit, every other type,
 	// including types it does not know, ClassUnauthenticated. A failure after the caller
 	// authenticated must say ClassAudit or ClassAdmin itself.
 	ClassByType Class = iota
@@ -64,6 +65,8 @@ var typeClasses = map[string]Class{
 	TypeSuccessLogout:     ClassAudit,
 	TypeSuccessRevocation: ClassAudit,
 	TypeSuccessAPI:        ClassAdmin,
+	// A back-channel logout delivery follows a logout, which needed the session.
+	TypeBackchannelLogoutSucceeded: ClassAudit,
 }
 
 // RetentionClass returns ev's class: ev.Class when set, else the class its type implies

@@ -45,6 +45,13 @@ const (
 	// TypeAPILimit is a request refused by a rate limit of the authentication API that has no
 	// failure type of its own (/userinfo), as the identity SaaS names it.
 	TypeAPILimit = "api_limit"
+
+	// TypeBackchannelLogoutSucceeded and TypeBackchannelLogoutFailed are the broker's own
+	// codes for the outcome of one OpenID Connect Back-Channel Logout 1.0 delivery: the
+	// logout token POSTed to an app's backchannel_logout_uri after its session ended. Both
+	// follow an authenticated logout, so the broker writes both in the audit class.
+	TypeBackchannelLogoutSucceeded = "oidc_backchannel_logout_succeeded"
+	TypeBackchannelLogoutFailed    = "oidc_backchannel_logout_failed"
 )
 
 // Event is one log entry (DESIGN.md §4). It never carries a token, code, proof, secret or key.
@@ -93,6 +100,10 @@ var descriptions = map[string]string{
 	TypeFailedRevocation:      "Failed Refresh Token Revocation",
 	TypeDPoPNonceChallenge:    "DPoP Nonce Challenge",
 	TypeAPILimit:              "Rate Limit On API",
+
+	// The broker's own codes.
+	TypeBackchannelLogoutSucceeded: "OIDC Back-Channel Logout Succeeded",
+	TypeBackchannelLogoutFailed:    "OIDC Back-Channel Logout Failed",
 }
 
 // NewLogID returns a 56-digit decimal id that sorts in creation order (time first, then a

@@ -28,6 +28,9 @@ func TestDescription(t *testing.T) {
 		TypeFailedAPI:       "Failed API Operation",
 		"nope":              "",
 		"":                  "",
+
+		TypeBackchannelLogoutSucceeded: "OIDC Back-Channel Logout Succeeded",
+		TypeBackchannelLogoutFailed:    "OIDC Back-Channel Logout Failed",
 	} {
 		t.Run(typ, func(t *testing.T) {
 			if got := Description(typ); got != want {

@@ -58,6 +58,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "broker demo: %v\n", err)
 		return 1
 	}
+	defer d.broker.Close() // once the servers stopped: back-channel logout deliveries finish
 	d.printWelcome(stdout, selfCommand())
 	if err := serveAll(ctx, d.servers...); err != nil {
 		fmt.Fprintf(stderr, "broker demo: %v\n", err)

@@ -68,6 +68,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logger.Error("startup failed", "err", err)
 		return 1
 	}
+	// After the HTTP server stopped (no more logouts) and before the store closes: pending
+	// back-channel logout deliveries get their grace and record their outcome.
+	defer srv.Close()
 	// Seed the YAML connections into the store now, so a clash with a connection made through
 	// the management API stops startup with a clear message. An unreachable store does not:
 	// the broker starts not-ready (/readyz 503) and seeds on the first request once it is back.
