@@ -359,9 +359,6 @@ func (s *Server) endReplacedSession(r *http.Request, tag string, old *sessionRec
 	}
 }
 
-// notifyLogout: placeholder until back-channel logout lands.
-func (s *Server) notifyLogout(sid string, sess *sessionRecord) {}
-
 // Session indexes: a user's sessions and the sessions created from one upstream session are
 // found through bounded index records (sessions.IndexAdd), never by scanning the keyspace.
 // An index entry is written before its session and removed after it ends, so a live session
