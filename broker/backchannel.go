@@ -288,7 +288,8 @@ func (s *Server) deliverLogout(ctx context.Context, d bclDelivery) {
 
 // post makes one attempt: POST logout_token=… as a form (§2.5). 2xx is success (§2.8 names
 // 200; 204 is accepted too); a 3xx is never followed and fails; 429, 5xx, timeouts and
-// transport errors may be retried, any other 4xx is final.
+// transport errors may be retried, any other 4xx is final (docs/conformance.md#bcl-request,
+// docs/conformance.md#bcl-response).
 func (b *backchannel) post(ctx context.Context, uri, token string) bclOutcome {
 	actx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
@@ -350,7 +351,8 @@ type logoutClaims struct {
 }
 
 // logoutToken signs d's logout token with the ID-token key (same kid and alg), typ
-// logout+jwt, for the app alone (aud), with a fresh jti.
+// logout+jwt, for the app alone (aud), with a fresh jti (docs/conformance.md#bcl-logout-token-claims,
+// docs/conformance.md#bcl-logout-token-typ).
 func (s *Server) logoutToken(d bclDelivery) (string, error) {
 	now := s.now()
 	return signJWT(s.logoutSigner, logoutClaims{

@@ -543,3 +543,36 @@ func TestBackchannelLogoutCloseEndsDeliveriesAfterTheGrace(t *testing.T) {
 		}
 	}
 }
+
+// TestBackchannelLogoutAfterLogoutCarriesTheIDTokensSidAndSub: a real login and /v2/logout; the app
+// that signed in gets a logout token whose sid and sub are those of the ID token it received.
+func TestBackchannelLogoutAfterLogoutCarriesTheIDTokensSidAndSub(t *testing.T) {
+	a := newLogoutApp(t, appClient)
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) { c.Clients[0].BackchannelLogoutURI = a.uri() }})
+	a.mu.Lock()
+	a.issuer = h.cfg.Issuer
+	a.mu.Unlock()
+	b, idt, _ := h.logoutLogin(t)
+	jws, err := jose.ParseSigned(idt, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id map[string]any
+	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &id); err != nil || id["sid"] == nil {
+		t.Fatalf("ID token claims %v (%v), want a sid", id, err)
+	}
+	if resp, _ := get(t, b, h.srv.URL+"/v2/logout?client_id="+appClient); resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	got := h.waitBackchannel(appClient)
+	if got.ev.Type != logs.TypeBackchannelLogoutSucceeded || got.ev.Details["session_id"] != id["sid"] {
+		t.Fatalf("event %s %v, want success for session %v", got.ev.Type, got.ev.Details, id["sid"])
+	}
+	rs := a.receipts()
+	if len(rs) != 1 || rs[0].problem != "" {
+		t.Fatalf("the app received %+v, want one valid logout token", rs)
+	}
+	if rs[0].claims["sid"] != id["sid"] || rs[0].claims["sub"] != id["sub"] || rs[0].claims["aud"] != appClient {
+		t.Errorf("logout token claims %v, want the ID token's sid %v and sub %v, aud %s", rs[0].claims, id["sid"], id["sub"], appClient)
+	}
+}

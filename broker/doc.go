@@ -5,7 +5,8 @@
 // takes a checked config.Config, and Deps the collaborators (store, event writer, logger,
 // keys, clock, upstream HTTP client, resolver), each with a default. Server.Init seeds the
 // configured connections into the store; Server.Handler is the whole HTTP API; Server.Store,
-// Server.Events and Server.Metrics expose what the demo and tests look at.
+// Server.Events and Server.Metrics expose what the demo and tests look at; Server.Close, once
+// the HTTP server has stopped, lets pending back-channel logout deliveries finish.
 //
 // The handlers, by endpoint group:
 //   - OpenID provider endpoints (wellknown.go, authorize.go, grants.go): the discovery
@@ -19,8 +20,10 @@
 //     (the registry, seeded from the configuration, edited by the management API); upstream
 //     calls go through an HTTP client that refuses internal addresses and redirects; a failed
 //     browser login takes one typed path (loginFailure, failLogin).
-//   - Logout (logout.go): GET/POST /v2/logout, OpenID Connect RP-Initiated Logout at
-//     /oidc/logout, and /logout/federated, where the upstream returns after a federated logout.
+//   - Logout (logout.go, backchannel.go): GET/POST /v2/logout, OpenID Connect RP-Initiated
+//     Logout at /oidc/logout, and /logout/federated, where the upstream returns after a
+//     federated logout; an ended session is announced to its apps by OpenID Connect
+//     Back-Channel Logout (logout tokens POSTed from a bounded queue by a few workers).
 //   - Token, refresh, revocation and userinfo (token.go, codereuse.go, refresh.go,
 //     refreshtoken.go, revoke.go, userinfo.go, opaque.go, dpopserver.go, noncechallenge.go):
 //     POST /oauth/token redeems codes (single use, replay revokes) and rotates refresh-token
@@ -57,4 +60,6 @@
 //		// handle error
 //	}
 //	httpServer := &http.Server{Addr: cfg.Listen, Handler: srv.Handler()}
+//	// … serve; after httpServer.Shutdown, before the store closes:
+//	srv.Close()
 package broker
