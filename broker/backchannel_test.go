@@ -134,7 +134,7 @@ func keys(v map[string][]string) []string {
 // checkLogoutToken validates a logout token as §2.6 asks of the relying party: signature
 // with the key its kid names in jwks, then each claim rule of §2.4.
 func checkLogoutToken(raw string, jwks jose.JSONWebKeySet, issuer, clientID string) logoutReceipt {
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
 	if err != nil {
 		return logoutReceipt{problem: "not a JWS: " + err.Error()}
 	}
@@ -553,7 +553,7 @@ func TestBackchannelLogoutAfterLogoutCarriesTheIDTokensSidAndSub(t *testing.T) {
 	a.issuer = h.cfg.Issuer
 	a.mu.Unlock()
 	b, idt, _ := h.logoutLogin(t)
-	jws, err := jose.ParseSigned(idt, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	jws, err := jose.ParseSignedCompact(idt, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
