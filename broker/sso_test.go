@@ -132,7 +132,7 @@ func TestSingleSignOnAsksUpstreamAgain(t *testing.T) {
 		name    string
 		client  string
 		mut     func(url.Values)
-		advance time.Duration        // broker (and upstream) clock moves on after the first login
+		advance time.Duration         // broker (and upstream) clock moves on after the first login
 		cookie  func(v string) string // rewrites the session cookie's value
 	}{
 		{name: "prompt=login", client: appClient, mut: func(q url.Values) { q.Set("prompt", "login") }},

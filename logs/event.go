@@ -16,14 +16,14 @@ import (
 
 // Event type codes, as the identity SaaS names them.
 const (
-	TypeSuccessLogin    = "s"
-	TypeFailedLogin     = "f"
+	TypeSuccessLogin = "s"
+	TypeFailedLogin  = "f"
 	// TypeSuccessSilentAuth and TypeFailedSilentAuth: prompt=none answered from the broker's
 	// session with a code, or refused (login_required, interaction_required).
 	TypeSuccessSilentAuth = "ssa"
 	TypeFailedSilentAuth  = "fsa"
-	TypeSuccessExchange = "seacft"
-	TypeFailedExchange  = "feacft"
+	TypeSuccessExchange   = "seacft"
+	TypeFailedExchange    = "feacft"
 	// Refresh-token exchanges: success, failure, and reuse of a rotated refresh token.
 	TypeSuccessRefresh        = "sertft"
 	TypeFailedRefresh         = "fertft"
