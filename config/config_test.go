@@ -130,7 +130,7 @@ func TestValidateReportsEachProblemUnderItsKey(t *testing.T) {
 		}, want: FieldError{Key: "management.tokens[0].token", Reason: "must be at least 32 characters (got 5); generate one with: openssl rand -base64 32"}},
 		{name: "management unknown scope", mut: func(c *Config) {
 			c.Management.Tokens = []ManagementToken{{Token: strings.Repeat("x", 32), Scopes: []string{"write:everything"}}}
-		}, want: FieldError{Key: "management.tokens[0].scopes[0]", Reason: `"write:everything" is not a known scope (use read:connections, create:connections, update:connections, delete:connections or read:logs)`}},
+		}, want: FieldError{Key: "management.tokens[0].scopes[0]", Reason: `"write:everything" is not a known scope (use read:connections, create:connections, update:connections, delete:connections, read:logs, read:sessions or delete:sessions)`}},
 		{name: "logs max_age", mut: func(c *Config) { c.Logs.MaxAge = 0 }, want: FieldError{Key: "logs.max_age", Reason: "must be a positive duration such as 720h"}},
 		{name: "logs admin max_events", mut: func(c *Config) { c.Logs.Admin.MaxEvents = 0 }, want: FieldError{Key: "logs.admin.max_events", Reason: "must be between 1 and 10000000"}},
 		{name: "logs admin max_age", mut: func(c *Config) { c.Logs.Admin.MaxAge = -time.Hour }, want: FieldError{Key: "logs.admin.max_age", Reason: "must be a positive duration such as 8760h"}},

@@ -667,9 +667,11 @@ const (
 	ScopeUpdateConnections = "update:connections"
 	ScopeDeleteConnections = "delete:connections"
 	ScopeReadLogs          = "read:logs"
+	ScopeReadSessions      = "read:sessions"
+	ScopeDeleteSessions    = "delete:sessions"
 )
 
-var managementScopes = []string{ScopeReadConnections, ScopeCreateConnections, ScopeUpdateConnections, ScopeDeleteConnections, ScopeReadLogs}
+var managementScopes = []string{ScopeReadConnections, ScopeCreateConnections, ScopeUpdateConnections, ScopeDeleteConnections, ScopeReadLogs, ScopeReadSessions, ScopeDeleteSessions}
 
 // minManagementToken is the shortest accepted management token.
 const minManagementToken = 32
