@@ -30,9 +30,11 @@
 //     families, issuing ID tokens and JWT or opaque access tokens, DPoP-bound when the client
 //     sends proofs (dpop.Verifier with the replay cache in the store and server nonces);
 //     POST /oauth/revoke is RFC 7009; GET/POST /userinfo accepts Bearer or DPoP tokens.
-//   - Management API under /api/v2 (mgmt.go, mgmt_connections.go, mgmt_logs.go): static
-//     bearer tokens with scopes; connections (list, create, read, update, delete) and the
-//     event log (search, checkpoint paging, one event); sapi and fapi events.
+//   - Management API under /api/v2 (mgmt.go, mgmt_connections.go, mgmt_logs.go,
+//     mgmt_sessions.go): static bearer tokens with scopes; connections (list, create, read,
+//     update, delete), the event log (search, checkpoint paging, one event) and single
+//     sign-on sessions (read, a user's list, delete one or all of a user's); sapi and fapi
+//     events.
 //   - Event log (events.go, eventlog.go): the events the handlers record (s, f, seacft,
 //     slo, sapi, …), written through a logs.Writer whose retention classes and limits
 //     NewEventWriter sets from the configuration.

@@ -14,7 +14,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// The management API (the identity SaaS's Management API v2: logs and connections) under /api/v2: static bearer tokens with scopes
+// The management API (the identity SaaS's Management API v2: connections, logs and sessions) under /api/v2: static bearer tokens with scopes
 // from management.tokens, the SaaS error body, sapi events for successful writes and fapi
 // events for failed calls.
 
@@ -62,6 +62,10 @@ type mgmtCall struct {
 	body   map[string]any // request body as parsed, secrets removed (writes only)
 	connID string         // connection touched, for the event
 	conn   string
+	// userID is the user whose sessions the call read or ended (the event's user_id);
+	// details are what the call did, added to the event's details (no secrets).
+	userID  string
+	details map[string]any
 	// detail is why the call was refused, for the fapi event only (never in the answer: it
 	// may name internal addresses). No secrets.
 	detail string
@@ -108,6 +112,10 @@ func (s *Server) mgmtRoutes(h func(string, http.HandlerFunc)) {
 	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeDeleteConnections, config.ScopeUpdateConnections}, s.deleteConnection))
 	h("GET /api/v2/logs", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.searchLogs))
 	h("GET /api/v2/logs/{id}", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.getLog))
+	h("GET /api/v2/sessions/{id}", s.mgmt.guard(s, []string{config.ScopeReadSessions}, s.getSession))
+	h("DELETE /api/v2/sessions/{id}", s.mgmt.guard(s, []string{config.ScopeDeleteSessions}, s.deleteSession))
+	h("GET /api/v2/users/{user_id}/sessions", s.mgmt.guard(s, []string{config.ScopeReadSessions}, s.listUserSessions))
+	h("DELETE /api/v2/users/{user_id}/sessions", s.mgmt.guard(s, []string{config.ScopeDeleteSessions}, s.deleteUserSessions))
 }
 
 // mgmtNotFound answers every other path under /api/v2/ (after authentication).
@@ -164,6 +172,18 @@ func (s *Server) apiJSON(c *mgmtCall, status int, v any) {
 	c.w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	c.w.WriteHeader(status)
 	_ = json.NewEncoder(c.w).Encode(v)
+	s.apiSucceeded(c, status)
+}
+
+// apiEmpty answers status without a body (204, or the SaaS's bodiless 202) and records a
+// sapi event for writes.
+func (s *Server) apiEmpty(c *mgmtCall, status int) {
+	c.w.WriteHeader(status)
+	s.apiSucceeded(c, status)
+}
+
+// apiSucceeded records the sapi event of a write answered with status.
+func (s *Server) apiSucceeded(c *mgmtCall, status int) {
 	if mgmtWrite(c.r) {
 		ev := s.mgmtEvent(c, status)
 		ev.Type = logs.TypeSuccessAPI
@@ -225,9 +245,13 @@ func (s *Server) mgmtEvent(c *mgmtCall, status int) *logs.Event {
 	if c.token != nil {
 		req["auth"] = map[string]any{"user": c.token.name, "scopes": c.token.scopes}
 	}
+	for k, v := range c.details {
+		ev.Details[k] = v
+	}
 	ev.Details["request"] = req
 	ev.Details["response"] = map[string]any{"statusCode": status}
 	ev.Connection, ev.ConnectionID = c.conn, c.connID
+	ev.UserID = c.userID
 	return ev
 }
 

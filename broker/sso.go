@@ -47,6 +47,13 @@ type sessionRecord struct {
 	Created int64 `json:"created,omitempty"`
 	Seen    int64 `json:"seen,omitempty"`
 	Expires int64 `json:"expires,omitempty"`
+	// InitialIP and InitialUserAgent are the browser of the login that created the session,
+	// LastIP and LastUserAgent the browser that used it last at /authorize: the device of
+	// the management API's session object. Set by Server.noteDevice; empty when unknown.
+	InitialIP        string `json:"initial_ip,omitempty"`
+	InitialUserAgent string `json:"initial_user_agent,omitempty"`
+	LastIP           string `json:"last_ip,omitempty"`
+	LastUserAgent    string `json:"last_user_agent,omitempty"`
 }
 
 // live reports whether the session can still be used at now: written with single sign-on
