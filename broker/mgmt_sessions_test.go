@@ -101,14 +101,42 @@ func (h *harness) eventOf(typ string, match func(logs.Event) bool) logs.Event {
 
 var apiDate = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 
+// backchannelSIDs polls (generously) until app has received n logout tokens and returns their
+// sids, in arrival order.
+func backchannelSIDs(t *testing.T, a *logoutApp, n int) []any {
+	t.Helper()
+	for range 3000 {
+		if rs := a.receipts(); len(rs) >= n {
+			var sids []any
+			for _, r := range rs {
+				if r.problem != "" {
+					t.Fatalf("the app received an invalid logout token: %s", r.problem)
+				}
+				sids = append(sids, r.claims["sid"])
+			}
+			return sids
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the app received %d logout tokens, want %d", len(a.receipts()), n)
+	return nil
+}
+
 // TestMgmtSessionsListGetAndDeleteEndSessionsForTheirApps: after two browsers of one user
 // signed in, the user's list holds both sessions; a session object has the SaaS's fields from
-// the record and nothing secret; DELETE of one ends it for its apps (refresh token and
-// userinfo stop, slo and sapi recorded) and leaves the other; DELETE of the user's sessions
-// ends the rest.
+// the record and nothing secret; DELETE of one ends it for its apps (back-channel logout,
+// refresh token and userinfo stop, slo and sapi recorded) and leaves the other; DELETE of the
+// user's sessions ends the rest.
 func TestMgmtSessionsListGetAndDeleteEndSessionsForTheirApps(t *testing.T) {
 	forStores(t, func(t *testing.T, store func() sessions.Store) {
-		h := newHarness(t, harnessOpts{up: dpopUp, store: store(), mutate: withSessionTokens})
+		bcl := newLogoutApp(t, appClient)
+		h := newHarness(t, harnessOpts{up: dpopUp, store: store(), mutate: func(c *config.Config) {
+			withSessionTokens(c)
+			c.Clients[0].BackchannelLogoutURI = bcl.uri()
+		}})
+		bcl.mu.Lock()
+		bcl.issuer = h.cfg.Issuer
+		bcl.mu.Unlock()
 		one, two := h.signIn(), h.signIn()
 		h.codeIn(one.browser, spaClient, func(q url.Values) { q.Del("connection") }) // a second app in browser one
 		if one.sub != two.sub || one.sid == two.sid {
@@ -177,6 +205,9 @@ func TestMgmtSessionsListGetAndDeleteEndSessionsForTheirApps(t *testing.T) {
 			if r.status != http.StatusNoContent || r.raw != "" {
 				t.Fatalf("delete: %d %q, want 204 without a body", r.status, r.raw)
 			}
+			if sids := backchannelSIDs(t, bcl, 1); !slices.Equal(sids, []any{one.sid}) {
+				t.Errorf("back-channel logouts for sids %v, want [%s]", sids, one.sid)
+			}
 			if res := h.tok(tokReq{client: appClient, form: refreshGrant(one.refresh)}); res.status != http.StatusBadRequest || res.str("error") != "invalid_grant" {
 				t.Errorf("refresh of the deleted session: %d %v, want invalid_grant", res.status, res.body)
 			}
@@ -208,6 +239,9 @@ func TestMgmtSessionsListGetAndDeleteEndSessionsForTheirApps(t *testing.T) {
 			r := api(t, base, "DELETE", userSessionsPath(userID), tokSessions, nil)
 			if r.status != http.StatusAccepted || r.raw != "" {
 				t.Fatalf("delete all: %d %q, want 202 without a body", r.status, r.raw)
+			}
+			if sids := backchannelSIDs(t, bcl, 2); !slices.Equal(sids, []any{one.sid, two.sid}) {
+				t.Errorf("back-channel logouts for sids %v, want [%s %s]", sids, one.sid, two.sid)
 			}
 			if res := h.tok(tokReq{client: appClient, form: refreshGrant(two.refresh)}); res.status != http.StatusBadRequest {
 				t.Errorf("refresh after the user's sessions were deleted: %d %v, want invalid_grant", res.status, res.body)
