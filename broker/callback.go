@@ -167,6 +167,7 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 		Created: now.Unix(), Seen: now.Unix(), Expires: now.Add(s.cfg.SessionAbsolute()).Unix(),
 	}
 	sess.upstreamFacts(res, now)
+	s.noteDevice(&sess, r)
 	if err := s.indexSession(r, tag, &sess); err != nil { // before the session: a live session is always indexed
 		s.failLogin(w, r, ev, s.storeFailure(err))
 		return
@@ -203,6 +204,7 @@ func (s *Server) reauthenticate(w http.ResponseWriter, r *http.Request, tx *tran
 	sess.Claims, sess.Seen = claims, now.Unix()
 	sess.upstreamFacts(res, now)
 	sess.addClient(client.ClientID)
+	s.noteDevice(&sess, r)
 	ttl := sess.ttl(now, s.cfg.SessionIdle())
 	updated, err := json.Marshal(sess)
 	if err != nil || ttl <= 0 {

@@ -367,9 +367,9 @@ func TestMgmtSessionRoutesAreRateLimitedPerToken(t *testing.T) {
 	}
 }
 
-// TestSessionObjectShowsTheBrowsersThatCreatedAndLastUsedIt: noteDevice keeps the first
-// browser of a session as its initial device and the latest as its last; the session object
-// shows both, and none when nothing is known.
+// TestSessionObjectShowsTheBrowsersThatCreatedAndLastUsedIt: the login records its browser
+// as the session's initial device and noteDevice (a later single sign-on) the latest as its
+// last; the session object shows both, and none when nothing is known.
 func TestSessionObjectShowsTheBrowsersThatCreatedAndLastUsedIt(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp, mutate: withSessionTokens})
 	in := h.signIn()
@@ -377,7 +377,7 @@ func TestSessionObjectShowsTheBrowsersThatCreatedAndLastUsedIt(t *testing.T) {
 		name string
 		ip   string
 		ua   string
-	}{{"the login's browser", "192.0.2.10:4000", "Browser/1"}, {"a later single sign-on", "192.0.2.11:4000", "Browser/2 " + strings.Repeat("x", 600)}} {
+	}{{"a single sign-on", "192.0.2.10:4000", "Browser/1"}, {"a later single sign-on", "192.0.2.11:4000", "Browser/2 " + strings.Repeat("x", 600)}} {
 		raw, err := h.store.Get(context.Background(), sessions.KindSession, in.sid+".s")
 		if err != nil {
 			t.Fatal(err)
@@ -395,7 +395,7 @@ func TestSessionObjectShowsTheBrowsersThatCreatedAndLastUsedIt(t *testing.T) {
 	}
 	r := api(t, h.srv.URL, "GET", "/api/v2/sessions/"+in.sid, tokSessionsRead, nil)
 	dev, _ := r.obj()["device"].(map[string]any)
-	if dev["initial_ip"] != "192.0.2.10" || dev["initial_user_agent"] != "Browser/1" || dev["last_ip"] != "192.0.2.11" {
+	if dev["initial_ip"] != "127.0.0.1" || dev["initial_user_agent"] != "Go-http-client/1.1" || dev["last_ip"] != "192.0.2.11" {
 		t.Fatalf("device %v, want the first browser as initial and the second as last", dev)
 	}
 	if ua, _ := dev["last_user_agent"].(string); !strings.HasPrefix(ua, "Browser/2") || len(ua) > maxDeviceUserAgent+len("…") {

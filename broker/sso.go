@@ -268,6 +268,7 @@ func (s *Server) answerFromSession(w http.ResponseWriter, r *http.Request, d sso
 	sess := *d.sess
 	sess.Seen = now.Unix()
 	sess.addClient(client.ClientID)
+	s.noteDevice(&sess, r)
 	ttl := sess.ttl(now, s.cfg.SessionIdle())
 	if ttl <= 0 {
 		return false
