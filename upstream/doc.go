@@ -18,6 +18,10 @@
 //     the DPoP exchange did.
 //   - Connection.LogoutURL builds the RP-initiated logout redirect to the upstream's
 //     end_session_endpoint.
+//   - Connection.VerifyLogoutToken (backchannel.go) checks a logout token the upstream sends
+//     by back-channel logout (OpenID Connect Back-Channel Logout 1.0 §2.6) and returns the
+//     upstream session (sid) and/or user (sub) it ends. Its JWK Set is a copy of its own,
+//     fetched again for an unknown kid at most once a minute, since anyone can send one.
 //   - Every failure is an *Error with a stable Code (CodeOf) for login events.
 //
 // The package upstream/demoidp is the demo's upstream IdP and the one the tests log in against.

@@ -101,6 +101,8 @@ type Connection struct {
 	opts    Options
 	plain   *http.Client            // no DPoP
 	clients map[string]*http.Client // DPoP clients by wire alg label; read-only after New
+	// logoutKeys is the upstream's JWK Set as logout tokens are checked with it (backchannel.go).
+	logoutKeys logoutKeys
 }
 
 // reservedParams may not be set through UpstreamParams: they carry the flow's security.

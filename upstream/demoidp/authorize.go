@@ -183,6 +183,7 @@ func (p *provider) issueCode(w http.ResponseWriter, r *http.Request, e codeEntry
 		e.authTime = now.Add(-p.opts.SessionAge) // the existing SSO session
 	}
 	e.exp = now.Add(codeTTL)
+	e.sid = p.loginSessionID()
 	code := randomToken()
 	p.mu.Lock()
 	err := p.codes.put(now, code, e, e.exp)

@@ -14,6 +14,10 @@
 //   - /userinfo, which accepts DPoP-bound tokens with a proof carrying ath (RFC 9449 §7),
 //   - /logout, RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2).
 //
+// Its ID tokens carry a sid (one per login, or Options.SessionID), and Provider.BackchannelLogout
+// posts a logout token to a relying party (OpenID Connect Back-Channel Logout 1.0 §2.5), with
+// LogoutTokenOptions that break one rule at a time for negative tests.
+//
 // Start serves a Provider on a free loopback port; NewHandler returns the handler for an issuer
 // the caller serves (the demo binds its own listener). Options shape the provider, including
 // faults that make it misbehave for negative tests (wrong aud, nonce or issuer in the ID token,

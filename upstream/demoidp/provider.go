@@ -57,7 +57,11 @@ type Options struct {
 	IgnoreMaxAge bool
 	// NoEndSession leaves end_session_endpoint out of discovery (no RP-initiated logout).
 	NoEndSession bool
-	Now          func() time.Time
+	// SessionID is the sid of every login (its ID tokens carry it; one session at this IdP
+	// shared by every browser); "" gives each login a fresh random sid. SetSessionID
+	// changes it while the provider runs; LastSID reads the sid of the last ID token.
+	SessionID string
+	Now       func() time.Time
 	// RedirectURIs are accepted exactly, in addition to any http(s) loopback redirect URI
 	// (127.0.0.1, localhost, [::1], any port and path).
 	RedirectURIs []string
@@ -81,6 +85,8 @@ type Stats struct {
 	// EndSessions counts RP-initiated logouts (GET /logout) whose id_token_hint this provider
 	// issued and whose post_logout_redirect_uri it accepted.
 	EndSessions atomic.Int64
+	// JWKSRequests counts GET /jwks.
+	JWKSRequests atomic.Int64
 }
 
 // Provider is the running IdP.
@@ -170,6 +176,7 @@ var errFull = errors.New("demoidp: in-memory table full")
 
 type codeEntry struct {
 	clientID, redirectURI, nonce, challenge, jkt, scope string
+	sid                                                 string // the login's session at this IdP
 	authTime                                            time.Time
 	exp                                                 time.Time
 	reauth                                              bool // prompt=login or max_age below SessionAge
@@ -246,6 +253,10 @@ type provider struct {
 	prefix     string // issuer path without trailing slash
 	opts       Options
 	sub        atomic.Pointer[string] // the signing-in user's subject (Options.Subject, SetSubject)
+	sessionID  atomic.Pointer[string] // Options.SessionID, SetSessionID
+	lastSID    atomic.Pointer[string] // the sid of the last ID token
+	key        *rsa.PrivateKey        // signs ID tokens and logout tokens
+	kid        string
 	now        func() time.Time
 	claims     map[string]any
 	stats      *Stats
@@ -329,6 +340,7 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 	}
 	p.requireNonce.Store(opts.RequireNonce)
 	p.sub.Store(&opts.Subject)
+	p.sessionID.Store(&opts.SessionID)
 	p.tokenHTU = normalizeHTU(p.base + "/token")
 	p.userHTU = normalizeHTU(p.base + "/userinfo")
 
@@ -362,7 +374,7 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("demoidp: %w", err)
 	}
-	p.signer = sk.Signer
+	p.signer, p.key, p.kid = sk.Signer, key, sk.KeyID
 	discovery, err := json.Marshal(p.metadata().Document())
 	if err != nil {
 		return nil, fmt.Errorf("demoidp: discovery: %w", err)
@@ -370,7 +382,11 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+p.prefix+"/.well-known/openid-configuration", ServeJSON(discovery))
-	mux.HandleFunc("GET "+p.prefix+"/jwks", ServeJSON(sk.JWKS))
+	serveJWKS := ServeJSON(sk.JWKS)
+	mux.HandleFunc("GET "+p.prefix+"/jwks", func(w http.ResponseWriter, r *http.Request) {
+		p.stats.JWKSRequests.Add(1)
+		serveJWKS(w, r)
+	})
 	mux.HandleFunc("GET "+p.prefix+"/authorize", p.handleAuthorize)
 	mux.HandleFunc("POST "+p.prefix+"/authorize/approve", p.handleApprove)
 	mux.HandleFunc("POST "+p.prefix+"/token", p.handleToken)
@@ -423,11 +439,12 @@ func (p *provider) metadata() Metadata {
 		GrantTypes:    []string{"authorization_code"},
 		ResponseModes: []string{"query"},
 		Scopes:        []string{"openid", "profile", "email"},
-		Claims:        []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "name", "email", "email_verified"},
+		Claims:        []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "sid", "name", "email", "email_verified"},
 		PKCE:          !p.opts.NoPKCE,
 		Userinfo:      true,
 		EndSession:    !p.opts.NoEndSession,
 		IssParameter:  p.opts.IssParameter,
+		Backchannel:   true,
 	}
 }
 

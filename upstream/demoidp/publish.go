@@ -40,6 +40,10 @@ type Metadata struct {
 	EndSession bool
 	// IssParameter advertises authorization_response_iss_parameter_supported (RFC 9207 §3).
 	IssParameter bool
+	// Backchannel advertises backchannel_logout_supported and
+	// backchannel_logout_session_supported (OpenID Connect Back-Channel Logout 1.0 §2.1): the
+	// provider sends logout tokens, with sid, and its ID tokens carry sid.
+	Backchannel bool
 }
 
 // Document returns the discovery document as a JSON object. It always has the members OpenID
@@ -81,6 +85,10 @@ func (m Metadata) Document() map[string]any {
 	}
 	if m.IssParameter {
 		d["authorization_response_iss_parameter_supported"] = true
+	}
+	if m.Backchannel {
+		d["backchannel_logout_supported"] = true
+		d["backchannel_logout_session_supported"] = true
 	}
 	return d
 }

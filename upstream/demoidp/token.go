@@ -208,6 +208,10 @@ func (p *provider) idToken(e codeEntry, accessToken string, now time.Time) (stri
 	c["nonce"] = nonce
 	c["auth_time"] = e.authTime.Unix()
 	c["at_hash"] = base64.RawURLEncoding.EncodeToString(h[:16])
+	if e.sid != "" {
+		c["sid"] = e.sid
+		p.lastSID.Store(&e.sid)
+	}
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("marshal id token: %w", err)
