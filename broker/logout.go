@@ -400,6 +400,12 @@ func (s *Server) endSession(r *http.Request, tag string, sess *sessionRecord) bo
 
 // logoutEvent records slo for the ended session sess (reason, when set, in details.reason).
 func (s *Server) logoutEvent(r *http.Request, sess *sessionRecord, reason string) {
+	s.write(r, s.newLogoutEvent(r, sess, reason))
+}
+
+// newLogoutEvent is the slo event of logoutEvent, not yet written (for callers that add
+// details).
+func (s *Server) newLogoutEvent(r *http.Request, sess *sessionRecord, reason string) *logs.Event {
 	ev := s.newEvent(r)
 	ev.Type = logs.TypeSuccessLogout
 	ev.UserID = sess.UserID
@@ -414,7 +420,7 @@ func (s *Server) logoutEvent(r *http.Request, sess *sessionRecord, reason string
 	if reason != "" {
 		ev.Details["reason"] = reason
 	}
-	s.write(r, ev)
+	return ev
 }
 
 // allowedReturnTo reports whether /v2/logout may send the browser to returnTo: one of the

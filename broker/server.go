@@ -304,6 +304,9 @@ func (s *Server) routes() {
 	h("GET /oidc/logout", s.guardLogout(s.handleOIDCLogout))
 	h("POST /oidc/logout", s.guardLogout(s.handleOIDCLogout))
 	h("GET /logout/federated", s.guardLogout(s.handleFederatedReturn))
+	// Upstream back-channel logout: every method reaches the handler, which answers 405 to
+	// all but POST with an flo event.
+	m.HandleFunc(prefix+upstreamLogoutPath+"{connection}", s.guardLogout(s.handleUpstreamLogout))
 	h("GET /{$}", s.handleRoot)
 	h("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	h("GET /healthz", s.handleHealthz)
