@@ -252,8 +252,9 @@ func (s *Server) recordRefusal(r *http.Request, ev *logs.Event, ref *refusal) {
 }
 
 // guardLogout applies the per-IP rate limit of the logout endpoints (/oidc/logout GET and
-// POST, /v2/logout, /logout/federated share one bucket per IP): a 429 page with Retry-After
-// and an flo event with details.error too_many_requests.
+// POST, /v2/logout, /logout/federated and the upstreams' /logout/backchannel/{id} share one
+// bucket per IP): a 429 page with Retry-After and an flo event with details.error
+// too_many_requests.
 func (s *Server) guardLogout(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ref := s.guard.check(s.guard.logoutIP, logs.IPKey(s.clientIP(r)), s.now())

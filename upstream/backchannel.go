@@ -66,7 +66,8 @@ func logoutTokenError(rule, format string, args ...any) *Error {
 }
 
 // VerifyLogoutToken checks raw, the logout_token of a back-channel logout request, as
-// Back-Channel Logout 1.0 §2.6 says: validated like an ID token (the upstream's issuer, aud
+// Back-Channel Logout 1.0 §2.6 says (docs/conformance.md#bcl-in-signature and the rows after
+// it): validated like an ID token (the upstream's issuer, aud
 // the connection's client_id, an alg of the connection's ID-token algorithms, exp with the
 // clock skew, iat present and not in the future), with typ logout+jwt or JWT when present,
 // an events claim holding the back-channel logout event as a JSON object, no nonce, sid
