@@ -63,11 +63,13 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, code, desc string) {
 		ev.Details["error"], ev.Details["error_description"] = code, s.clipEvent(desc, 512)
 		s.write(r, ev)
-		oauth := codeInvalidRequest
+		answer := &oauthError{Status: status, Code: codeInvalidRequest, Description: desc}
 		if status == http.StatusServiceUnavailable {
-			oauth = "temporarily_unavailable"
+			// The cause (an upstream or store failure) stays in the event: it may name
+			// internal addresses, and the caller is not authenticated.
+			answer.Code, answer.Description = "temporarily_unavailable", "the logout cannot be carried out now; retry later"
 		}
-		writeOAuthError(w, &oauthError{Status: status, Code: oauth, Description: desc})
+		writeOAuthError(w, answer)
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
