@@ -389,6 +389,8 @@ func upstreamSIDIndexID(connection, sid string) string {
 
 // indexSession records the session tag in its user's index and, when the upstream sent a
 // sid, in that upstream session's index. Sessions pushed out of a full user index are ended.
+// When the second index cannot be written, the first entry is removed again (the session will
+// not be written, and a full store must not keep its index record).
 func (s *Server) indexSession(r *http.Request, tag string, sess *sessionRecord) error {
 	ctx, now, exp := r.Context(), s.now(), time.Unix(sess.Expires, 0)
 	evicted, err := sessions.IndexAdd(ctx, s.store, userIndexID(sess.UserID), tag, exp, now, maxUserSessions)
@@ -396,16 +398,19 @@ func (s *Server) indexSession(r *http.Request, tag string, sess *sessionRecord) 
 		return fmt.Errorf("index the session of its user: %w", err)
 	}
 	if sess.UpstreamSID != "" {
-		if _, err := sessions.IndexAdd(ctx, s.store, upstreamSIDIndexID(sess.Connection, sess.UpstreamSID), tag, exp, now, maxUpstreamSIDSessions); err != nil {
-			return fmt.Errorf("index the session of its upstream session: %w", err)
+		if _, aerr := sessions.IndexAdd(ctx, s.store, upstreamSIDIndexID(sess.Connection, sess.UpstreamSID), tag, exp, now, maxUpstreamSIDSessions); aerr != nil {
+			err = fmt.Errorf("index the session of its upstream session: %w", aerr)
+			if rerr := sessions.IndexRemove(ctx, s.store, userIndexID(sess.UserID), now, tag); rerr != nil {
+				s.log.Warn("index entry of a login that failed left behind", "err", rerr)
+			}
 		}
 	}
-	for _, old := range evicted {
+	for _, old := range evicted { // out of the index either way: ended, so none lives unindexed
 		if ended, err := s.endSessionTag(ctx, old); err == nil && ended != nil {
 			s.logoutEvent(r, ended, "the user has more than 100 sessions: the oldest ended")
 		}
 	}
-	return nil
+	return err
 }
 
 // unindexSession removes the ended session tag from its indexes (best effort: a stale entry

@@ -61,39 +61,33 @@ func readResult(t testing.TB, resp *http.Response) httpResult {
 	return res
 }
 
-// signedIn is one browser signed in at the app through connection corp: its broker session
-// (sid, as the ID token says), the upstream session it came from, and its tokens.
-type signedIn struct {
-	browser     *http.Client
-	sid         string // the broker session
-	upstreamSID string // the upstream session (the upstream ID token's sid)
-	refresh     string
-	access      string
+// upstreamSignedIn is one browser signed in at the app through connection corp (signIn), and
+// the upstream session its broker session came from (the upstream ID token's sid).
+type upstreamSignedIn struct {
+	signedIn
+	upstreamSID string
 }
 
-// signIn logs alice in at the app in a fresh browser, with a refresh token.
-func (h *harness) signIn() signedIn {
+// signInUpstream is signIn, with the upstream session of the login.
+func (h *harness) signInUpstream() upstreamSignedIn {
 	h.t.Helper()
-	b := h.browser()
-	claims, res := h.idTokenOf(appClient, h.codeIn(b, appClient, func(q url.Values) { q.Set("scope", "openid profile email offline_access") }))
-	si := signedIn{browser: b, upstreamSID: h.up.LastSID(), refresh: res.str("refresh_token"), access: res.str("access_token")}
-	si.sid, _ = claims["sid"].(string)
-	if si.sid == "" || si.upstreamSID == "" || si.refresh == "" || si.access == "" {
-		h.t.Fatalf("sign-in: sid %q, upstream sid %q, tokens %v", si.sid, si.upstreamSID, res.body)
+	si := upstreamSignedIn{signedIn: h.signIn(), upstreamSID: h.up.LastSID()}
+	if si.upstreamSID == "" || si.access == "" {
+		h.t.Fatalf("sign-in without an upstream sid or access token: %+v", si)
 	}
 	return si
 }
 
 // alive reports whether the broker session of si still stands: its access token works at
 // /userinfo (wantEnded checks every sign of an ended session).
-func (h *harness) alive(si signedIn) bool {
+func (h *harness) alive(si upstreamSignedIn) bool {
 	h.t.Helper()
 	return h.userinfo("Bearer "+si.access, "").status == http.StatusOK
 }
 
 // wantEnded checks that si's session has ended: its refresh token and access token stop
 // working and the next login in its browser goes to the upstream.
-func (h *harness) wantEnded(t *testing.T, si signedIn) {
+func (h *harness) wantEnded(t *testing.T, si upstreamSignedIn) {
 	t.Helper()
 	if r := h.tok(tokReq{client: appClient, form: refreshGrant(si.refresh)}); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
 		t.Errorf("refresh after the upstream logout: %d %v, want invalid_grant", r.status, r.body)
@@ -125,30 +119,39 @@ func (h *harness) sloEvents() []logs.Event {
 // TestUpstreamBackchannelLogoutEndsBrokerSession: a logout token from the upstream (by sid,
 // by sub alone, by both; Back-Channel Logout 1.0 §2.4) ends the broker session created from
 // that upstream login: 200 with Cache-Control: no-store (§2.8), the refresh and access tokens
-// stop working, the next login goes upstream, and slo records it with the reason and the
-// session.
+// stop working, the next login goes upstream, the app gets the broker's own back-channel
+// logout for the session, and slo records it with the reason and the session.
 func TestUpstreamBackchannelLogoutEndsBrokerSession(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		token func(si signedIn) demoidp.LogoutTokenOptions
+		token func(si upstreamSignedIn) demoidp.LogoutTokenOptions
 		names []string // details.upstream_logout_by
 	}{
-		{name: "by sid", token: func(si signedIn) demoidp.LogoutTokenOptions {
+		{name: "by sid", token: func(si upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{SID: si.upstreamSID}
 		}, names: []string{"sid"}},
-		{name: "by sub alone", token: func(signedIn) demoidp.LogoutTokenOptions {
+		{name: "by sub alone", token: func(upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{Subject: "alice"}
 		}, names: []string{"sub"}},
-		{name: "by sid and sub", token: func(si signedIn) demoidp.LogoutTokenOptions {
+		{name: "by sid and sub", token: func(si upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{SID: si.upstreamSID, Subject: "alice"}
 		}, names: []string{"sid", "sub"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, harnessOpts{up: dpopUp})
-			si := h.signIn()
+			app := newLogoutApp(t, appClient)
+			h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
+				c.Clients[0].BackchannelLogoutURI = app.uri()
+			}})
+			app.mu.Lock()
+			app.issuer = h.cfg.Issuer
+			app.mu.Unlock()
+			si := h.signInUpstream()
 			res := h.upstreamLogout(tc.token(si))
 			if res.status != http.StatusOK || res.header.Get("Cache-Control") != "no-store" {
 				t.Fatalf("answer %d Cache-Control %q %v, want 200 no-store", res.status, res.header.Get("Cache-Control"), res.body)
+			}
+			if sids := backchannelSIDs(t, app, 1); !slices.Equal(sids, []any{si.sid}) {
+				t.Errorf("the app's back-channel logouts name sessions %v, want [%s]", sids, si.sid)
 			}
 			h.wantEnded(t, si)
 			slo := h.sloEvents()
@@ -177,27 +180,27 @@ func TestUpstreamLogoutEndsEverySessionItNames(t *testing.T) {
 		name          string
 		redis         bool
 		upstreamSID   string // one upstream session for both browsers; "" = one per login
-		token         func(a, b signedIn) demoidp.LogoutTokenOptions
+		token         func(a, b upstreamSignedIn) demoidp.LogoutTokenOptions
 		wantEndedA    bool
 		wantEndedB    bool
 		wantEndedSlos int
 	}{
-		{name: "sid of the first browser's upstream session ends only its session", token: func(a, _ signedIn) demoidp.LogoutTokenOptions {
+		{name: "sid of the first browser's upstream session ends only its session", token: func(a, _ upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{SID: a.upstreamSID, Subject: "alice"}
 		}, wantEndedA: true, wantEndedSlos: 1},
-		{name: "sid of an upstream session both browsers carry ends both", upstreamSID: "shared-idp-session", token: func(a, _ signedIn) demoidp.LogoutTokenOptions {
+		{name: "sid of an upstream session both browsers carry ends both", upstreamSID: "shared-idp-session", token: func(a, _ upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{SID: a.upstreamSID}
 		}, wantEndedA: true, wantEndedB: true, wantEndedSlos: 2},
-		{name: "sub alone ends every session of the user", token: func(signedIn, signedIn) demoidp.LogoutTokenOptions {
+		{name: "sub alone ends every session of the user", token: func(upstreamSignedIn, upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{Subject: "alice"}
 		}, wantEndedA: true, wantEndedB: true, wantEndedSlos: 2},
-		{name: "sub of another user ends nothing", token: func(signedIn, signedIn) demoidp.LogoutTokenOptions {
+		{name: "sub of another user ends nothing", token: func(upstreamSignedIn, upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{Subject: "bob"}
 		}},
-		{name: "on Redis: sid of an upstream session both browsers carry ends both", redis: true, upstreamSID: "shared-idp-session", token: func(a, _ signedIn) demoidp.LogoutTokenOptions {
+		{name: "on Redis: sid of an upstream session both browsers carry ends both", redis: true, upstreamSID: "shared-idp-session", token: func(a, _ upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{SID: a.upstreamSID}
 		}, wantEndedA: true, wantEndedB: true, wantEndedSlos: 2},
-		{name: "on Redis: sub alone ends every session of the user", redis: true, token: func(signedIn, signedIn) demoidp.LogoutTokenOptions {
+		{name: "on Redis: sub alone ends every session of the user", redis: true, token: func(upstreamSignedIn, upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{Subject: "alice"}
 		}, wantEndedA: true, wantEndedB: true, wantEndedSlos: 2},
 	} {
@@ -214,7 +217,7 @@ func TestUpstreamLogoutEndsEverySessionItNames(t *testing.T) {
 				o.store = st
 			}
 			h := newHarness(t, o)
-			a, b := h.signIn(), h.signIn()
+			a, b := h.signInUpstream(), h.signInUpstream()
 			if (a.upstreamSID == b.upstreamSID) != (tc.upstreamSID != "") || a.sid == b.sid {
 				t.Fatalf("upstream sids %q %q, broker sids %q %q", a.upstreamSID, b.upstreamSID, a.sid, b.sid)
 			}
@@ -223,7 +226,7 @@ func TestUpstreamLogoutEndsEverySessionItNames(t *testing.T) {
 			}
 			for _, s := range []struct {
 				name  string
-				si    signedIn
+				si    upstreamSignedIn
 				ended bool
 			}{{"first browser", a, tc.wantEndedA}, {"second browser", b, tc.wantEndedB}} {
 				if alive := h.alive(s.si); alive == s.ended {
@@ -250,7 +253,7 @@ func TestUpstreamLogoutEndsEverySessionItNames(t *testing.T) {
 // learns nothing about the broker's sessions) with one slo event saying nothing ended.
 func TestUpstreamLogoutRefusalsEndNothing(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp})
-	si := h.signIn()
+	si := h.signInUpstream()
 	corp := h.backchannelURL("corp")
 	valid := demoidp.LogoutTokenOptions{SID: si.upstreamSID, Subject: "alice"}
 	with := func(mut func(o *demoidp.LogoutTokenOptions)) demoidp.LogoutTokenOptions {
@@ -393,7 +396,7 @@ func (s *failingSessions) Take(ctx context.Context, kind sessions.Kind, id strin
 func TestUpstreamLogoutFailsClosedWhenStoreIsDown(t *testing.T) {
 	t.Run("jti cannot be recorded", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: dpopUp, store: jtiDown{Store: sessions.NewMemory()}})
-		si := h.signIn()
+		si := h.signInUpstream()
 		res := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: si.upstreamSID})
 		if res.status != http.StatusServiceUnavailable || res.str("error") != "temporarily_unavailable" {
 			t.Fatalf("answer %d %v, want 503 temporarily_unavailable", res.status, res.body)
@@ -406,7 +409,7 @@ func TestUpstreamLogoutFailsClosedWhenStoreIsDown(t *testing.T) {
 	t.Run("sessions cannot be ended, then the retry ends them", func(t *testing.T) {
 		st := &failingSessions{Store: sessions.NewMemory()}
 		h := newHarness(t, harnessOpts{up: dpopUp, store: st})
-		si := h.signIn()
+		si := h.signInUpstream()
 		tok := demoidp.LogoutTokenOptions{SID: si.upstreamSID, JTI: "retried"}
 		st.fail.Store(true)
 		if res := h.upstreamLogout(tok); res.status != http.StatusServiceUnavailable {
