@@ -283,7 +283,9 @@ func TestUpstreamLogoutRefusalsEndNothing(t *testing.T) {
 		rule        string // in details.error_description
 		connection  bool   // the event names corp
 	}{
-		{name: "no events claim", body: func() string { return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Omit = []string{"events"} }))) },
+		{name: "no events claim", body: func() string {
+			return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Omit = []string{"events"} })))
+		},
 			status: 400, event: "flo", code: "logout_token_invalid", rule: "logout token events:", connection: true},
 		{name: "events without the back-channel logout member", body: func() string {
 			return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Events = map[string]any{"urn:other": map[string]any{}} })))
@@ -293,7 +295,9 @@ func TestUpstreamLogoutRefusalsEndNothing(t *testing.T) {
 				o.Events = map[string]any{demoidp.BackchannelLogoutEvent: true}
 			})))
 		}, status: 400, event: "flo", code: "logout_token_invalid", rule: "is not a JSON object", connection: true},
-		{name: "with a nonce", body: func() string { return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Extra = map[string]any{"nonce": "n"} }))) },
+		{name: "with a nonce", body: func() string {
+			return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Extra = map[string]any{"nonce": "n"} })))
+		},
 			status: 400, event: "flo", code: "logout_token_invalid", rule: "logout token nonce:", connection: true},
 		{name: "replayed jti", before: func() {
 			if r := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: "no-such-session", JTI: "once"}); r.status != http.StatusOK {
@@ -301,12 +305,16 @@ func TestUpstreamLogoutRefusalsEndNothing(t *testing.T) {
 			}
 		}, body: func() string { return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.JTI = "once" }))) },
 			status: 400, event: "flo", code: codeLogoutTokenReplayed, rule: "replayed", connection: true},
-		{name: "aud is another client", body: func() string { return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Audience = "another" }))) },
+		{name: "aud is another client", body: func() string {
+			return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Audience = "another" })))
+		},
 			status: 400, event: "flo", code: "logout_token_invalid", rule: "logout token aud:", connection: true},
 		{name: "iss is another issuer", body: func() string {
 			return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.Issuer = "https://evil.example" })))
 		}, status: 400, event: "flo", code: "logout_token_invalid", rule: "logout token iss:", connection: true},
-		{name: "expired", body: func() string { return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.TTL = -5 * time.Minute }))) },
+		{name: "expired", body: func() string {
+			return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.TTL = -5 * time.Minute })))
+		},
 			status: 400, event: "flo", code: "logout_token_invalid", rule: "logout token exp:", connection: true},
 		{name: "signed by a key the upstream does not publish", body: func() string {
 			return form(token(with(func(o *demoidp.LogoutTokenOptions) { o.ForeignKey = true })))
