@@ -139,7 +139,7 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, codeLogoutTokenReplayed, "the logout token's jti was received before: a replayed token (Back-Channel Logout 1.0 §2.6)")
 		return
 	case err != nil:
-		fail(http.StatusServiceUnavailable, codeStoreUnavailable, "the logout token's jti cannot be recorded: "+err.Error())
+		fail(http.StatusServiceUnavailable, storeCode(err), "the logout token's jti cannot be recorded: "+err.Error())
 		return
 	}
 	ended, err := s.endUpstreamSessions(ctx, r, conn, lt)
@@ -149,7 +149,7 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 		if derr := s.store.Delete(ctx, sessions.KindJTI, jti); derr != nil {
 			s.log.Warn("logout token jti not forgotten after a failed back-channel logout", "err", derr)
 		}
-		fail(http.StatusServiceUnavailable, codeStoreUnavailable, "the sessions of the logout token cannot be ended: "+err.Error())
+		fail(http.StatusServiceUnavailable, storeCode(err), "the sessions of the logout token cannot be ended: "+err.Error())
 		return
 	}
 	if ended == 0 {
@@ -187,6 +187,14 @@ func (s *Server) endUpstreamSessions(ctx context.Context, r *http.Request, conn 
 		s.write(r, ev)
 	}
 	return ended, nil
+}
+
+// storeCode is details.error of a store failure: store_full or store_unavailable.
+func storeCode(err error) string {
+	if storeFull(err) {
+		return codeStoreFull
+	}
+	return codeStoreUnavailable
 }
 
 // upstreamLogoutBy says what a logout token named: "sid", "sub" or both (never their values).
