@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -464,14 +465,21 @@ func (s *Server) userSessions(ctx context.Context, userID string) ([]indexedSess
 
 // upstreamSessions returns the live sessions created at connection from the upstream session
 // sid (when sid is set) of the upstream user sub (when sub is set): what an upstream
-// back-channel logout token names (Back-Channel Logout 1.0 §2.4: sid, sub or both).
-func (s *Server) upstreamSessions(ctx context.Context, conn *connection, sid, sub string) ([]indexedSession, error) {
+// back-channel logout token names (Back-Channel Logout 1.0 §2.4: sid, sub or both). A session
+// whose upstream login is later than issued (the token's iat, plus skew) is not one the
+// token can mean: a user who signed in again after the IdP ended their session stays signed in.
+func (s *Server) upstreamSessions(ctx context.Context, conn *connection, sid, sub string, issued time.Time) ([]indexedSession, error) {
 	userID := ""
 	if sub != "" {
 		userID = conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + sub
 	}
+	latest := int64(math.MaxInt64)
+	if !issued.IsZero() {
+		latest = issued.Add(s.cfg.DPoP.ClockSkew).Unix()
+	}
 	keep := func(sess *sessionRecord) bool {
-		return sess.Connection == conn.cfg.Name && (sid == "" || sess.UpstreamSID == sid) && (userID == "" || sess.UserID == userID)
+		return sess.Connection == conn.cfg.Name && (sid == "" || sess.UpstreamSID == sid) &&
+			(userID == "" || sess.UserID == userID) && sess.AuthTime <= latest
 	}
 	if sid != "" {
 		return s.indexedSessions(ctx, upstreamSIDIndexID(conn.cfg.Name, sid), keep)

@@ -167,7 +167,7 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 // details.session_id, and returns how many it ended. A session that another path ended
 // meanwhile is not counted; a store failure stops it with an error.
 func (s *Server) endUpstreamSessions(ctx context.Context, r *http.Request, conn *connection, lt *upstream.LogoutToken) (int, error) {
-	found, err := s.upstreamSessions(ctx, conn, lt.SessionID, lt.Subject)
+	found, err := s.upstreamSessions(ctx, conn, lt.SessionID, lt.Subject, lt.IssuedAt)
 	if err != nil {
 		return 0, fmt.Errorf("find the sessions: %w", err)
 	}

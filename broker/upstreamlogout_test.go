@@ -194,6 +194,9 @@ func TestUpstreamLogoutEndsEverySessionItNames(t *testing.T) {
 		{name: "sub alone ends every session of the user", token: func(upstreamSignedIn, upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{Subject: "alice"}
 		}, wantEndedA: true, wantEndedB: true, wantEndedSlos: 2},
+		{name: "sub alone issued before the user signed in ends nothing", token: func(upstreamSignedIn, upstreamSignedIn) demoidp.LogoutTokenOptions {
+			return demoidp.LogoutTokenOptions{Subject: "alice", Extra: map[string]any{"iat": time.Now().Add(-10 * time.Minute).Unix()}}
+		}},
 		{name: "sub of another user ends nothing", token: func(upstreamSignedIn, upstreamSignedIn) demoidp.LogoutTokenOptions {
 			return demoidp.LogoutTokenOptions{Subject: "bob"}
 		}},
