@@ -31,6 +31,18 @@ func (c *movableClock) advance(d time.Duration) {
 	c.off += d
 }
 
+// startLogoutIdP starts a demo IdP for the test, with a clock and a connection to it.
+func startLogoutIdP(t *testing.T) (*demoidp.Provider, *movableClock, *Connection) {
+	t.Helper()
+	p, err := demoidp.Start(demoidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	clock := &movableClock{}
+	return p, clock, logoutConn(t, p, clock, nil)
+}
+
 // logoutConn is a connection to the demo IdP p for checking its logout tokens, on clock.
 func logoutConn(t *testing.T, p *demoidp.Provider, clock *movableClock, mut func(*Config)) *Connection {
 	t.Helper()
@@ -49,13 +61,7 @@ func logoutConn(t *testing.T, p *demoidp.Provider, clock *movableClock, mut func
 // IdP: a token that keeps every rule is accepted with what it names; one that breaks a rule is
 // refused with logout_token_invalid and a description naming that rule.
 func TestVerifyLogoutToken(t *testing.T) {
-	p, err := demoidp.Start(demoidp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	clock := &movableClock{}
-	c := logoutConn(t, p, clock, nil)
+	p, clock, c := startLogoutIdP(t)
 	esOnly := logoutConn(t, p, clock, func(cfg *Config) { cfg.IDTokenAlgs = []string{"ES256"} })
 	valid := demoidp.LogoutTokenOptions{SID: "idp-sid", Subject: "alice"}
 	with := func(mut func(o *demoidp.LogoutTokenOptions)) demoidp.LogoutTokenOptions {
@@ -153,13 +159,7 @@ func TestVerifyLogoutToken(t *testing.T) {
 // upstream beyond one per jwksRefetch, even when they arrive at once; a new kid after that
 // time is looked up again (key rotation).
 func TestForgedLogoutTokensFetchUpstreamKeysAtMostOncePerMinute(t *testing.T) {
-	p, err := demoidp.Start(demoidp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	clock := &movableClock{}
-	c := logoutConn(t, p, clock, nil)
+	p, clock, c := startLogoutIdP(t)
 	ctx := context.Background()
 	verify := func(o demoidp.LogoutTokenOptions) error {
 		tok, err := p.LogoutToken(o)
