@@ -23,6 +23,17 @@ func (h *harness) scrape() string {
 	return body
 }
 
+// wantMetrics checks that /metrics has every one of the lines.
+func (h *harness) wantMetrics(t *testing.T, lines ...string) {
+	t.Helper()
+	text := h.scrape()
+	for _, want := range lines {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	h := newHarness(t, harnessOpts{
 		up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true, RequireNonce: true},
