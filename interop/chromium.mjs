@@ -9,10 +9,19 @@ const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backgrou
 // launch starts Chromium at executablePath and opens one page; timeout (ms) bounds the launch
 // and is the page's default timeout.
 export async function launch(executablePath, timeout) {
-  const browser = await chromium.launch({ executablePath, headless: true, timeout, args: ARGS });
-  const page = await browser.newPage();
-  page.setDefaultTimeout(timeout);
+  const { browser, context } = await launchContext(executablePath, timeout);
+  const page = await context.newPage();
   return { browser, page };
+}
+
+// launchContext starts Chromium at executablePath with one browser context: one cookie jar
+// shared by every page opened in it, as tabs of one user's browser. timeout (ms) bounds the
+// launch and is the context's default timeout.
+export async function launchContext(executablePath, timeout) {
+  const browser = await chromium.launch({ executablePath, headless: true, timeout, args: ARGS });
+  const context = await browser.newContext();
+  context.setDefaultTimeout(timeout);
+  return { browser, context };
 }
 
 // describeFailure returns " (page URL)\npage text:\n…" for the failure message, takes a

@@ -39,6 +39,10 @@ type asOptions struct {
 	requireNonce bool   // dpop_server.require_nonce
 	redisAddr    string // store: redis at this address; "" = memory
 	spaOrigin    string // registers the spa client (redirect origin + "/", allowed_origins)
+	// clientsYAML is appended to the config's clients list (entries "  - client_id: …").
+	clientsYAML string
+	// upstreamArgs are more upstream.mjs arguments.
+	upstreamArgs []string
 }
 
 // asEnv is the environment every issue-3 broker gets (keys shared by replicas).
@@ -94,7 +98,7 @@ clients:
     redirect_uris: [%[8]q]
     connections: ["oidc-provider"]
     apis: [{ audience: %[6]q, scopes: ["read:data"] }]
-%[9]sconnections:
+%[9]s%[11]sconnections:
   - name: "oidc-provider"
     strategy: oidc
     options:
@@ -104,7 +108,8 @@ clients:
       scope: "openid profile email"
       type: back_channel
       dpop_signing_alg: ES256
-`, o.issuerPort, o.listenPort, store, o.requireNonce, proofAlgs, apiAudience, goClientID, goRedirectURI, spa, o.upstreamURL)
+`, o.issuerPort, o.listenPort, store, o.requireNonce, proofAlgs, apiAudience, goClientID, goRedirectURI, spa, o.upstreamURL,
+		o.clientsYAML)
 }
 
 // asWorld is oidc-provider (upstream, DPoP) + one or more brokers with the same issuer.
@@ -128,9 +133,9 @@ func setupAS(t *testing.T, replicas int, o asOptions) *asWorld {
 	}
 	w := &asWorld{issuer: socks[0].URL + "/"}
 	upstreamSecret := randomHex(t, 16)
-	_, w.upstreamURL = startUpstream(t, "--port", "0", "--mode", "dpop",
+	_, w.upstreamURL = startUpstream(t, append([]string{"--port", "0", "--mode", "dpop",
 		"--client-id", "broker", "--client-secret", upstreamSecret,
-		"--redirect-uri", w.base()+"/login/callback")
+		"--redirect-uri", w.base() + "/login/callback"}, o.upstreamArgs...)...)
 	env := asEnv(t, upstreamSecret, randomHex(t, 32))
 	o.issuerPort, o.upstreamURL = socks[0].Port, w.upstreamURL
 	for _, s := range socks {

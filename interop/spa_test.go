@@ -14,13 +14,16 @@ import (
 	"time"
 )
 
-// spaHandler serves the interop page (spa/), auth0-spa-js's ESM build from node_modules, and
-// /config.json from cfg (set once the broker and APIs listen).
+// spaHandler serves the interop pages (spa/: index.html for TestSPABrowser, sso.html for the
+// single sign-on tests), auth0-spa-js's ESM build from node_modules, and /config.json from cfg
+// (set once the broker and APIs listen).
 func spaHandler(cfg *atomic.Pointer[[]byte]) http.Handler {
 	files := map[string]struct{ path, ctype string }{
 		"/":           {path: filepath.Join(interopDir, "spa", "index.html"), ctype: "text/html; charset=utf-8"},
 		"/index.html": {path: filepath.Join(interopDir, "spa", "index.html"), ctype: "text/html; charset=utf-8"},
 		"/app.js":     {path: filepath.Join(interopDir, "spa", "app.js"), ctype: "text/javascript; charset=utf-8"},
+		"/sso.html":   {path: filepath.Join(interopDir, "spa", "sso.html"), ctype: "text/html; charset=utf-8"},
+		"/sso.js":     {path: filepath.Join(interopDir, "spa", "sso.js"), ctype: "text/javascript; charset=utf-8"},
 		"/vendor/auth0-spa-js.production.esm.js": {
 			path:  filepath.Join(interopDir, "node_modules", "@auth0", "auth0-spa-js", "dist", "auth0-spa-js.production.esm.js"),
 			ctype: "text/javascript; charset=utf-8",
