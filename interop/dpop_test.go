@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -43,6 +44,8 @@ type asOptions struct {
 	clientsYAML string
 	// upstreamArgs are more upstream.mjs arguments.
 	upstreamArgs []string
+	// env is more broker environment (secrets the clientsYAML names).
+	env map[string]string
 }
 
 // asEnv is the environment every issue-3 broker gets (keys shared by replicas).
@@ -137,6 +140,7 @@ func setupAS(t *testing.T, replicas int, o asOptions) *asWorld {
 		"--client-id", "broker", "--client-secret", upstreamSecret,
 		"--redirect-uri", w.base() + "/login/callback"}, o.upstreamArgs...)...)
 	env := asEnv(t, upstreamSecret, randomHex(t, 32))
+	maps.Copy(env, o.env)
 	o.issuerPort, o.upstreamURL = socks[0].Port, w.upstreamURL
 	for _, s := range socks {
 		o.listenPort = s.Port

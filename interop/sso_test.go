@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -181,7 +182,15 @@ func (b *ssoBrowser) do(t *testing.T, what string, cmd map[string]any) ssoAnswer
 			if !a.OK {
 				t.Fatalf("%s: %s", what, a.Error)
 			}
-			t.Logf("%s (%v): %s %v", what, time.Since(start).Round(time.Millisecond), a.Status, a.State)
+			took := time.Since(start).Round(time.Millisecond)
+			switch {
+			case a.HTTPStatus != 0:
+				t.Logf("%s (%v): HTTP %d %.200s", what, took, a.HTTPStatus, a.Text)
+			case a.Status != "":
+				t.Logf("%s (%v): %s %v", what, took, a.Status, a.State)
+			default:
+				t.Logf("%s (%v)", what, took)
+			}
 			return a
 		case <-b.p.exited:
 			t.Fatalf("%s: sso-browser.mjs exited (%v)", what, b.p.err)
@@ -374,3 +383,132 @@ func hasPath(reqs []ssoRequest, path string) bool {
 	return false
 }
 
+// eocApp is eoc.mjs (express-openid-connect with backchannelLogout) on a socket the test opened,
+// so its URL is in the broker's config before it starts.
+type eocApp struct {
+	clientID, secret string
+	sock             *socket
+	url              string // http://127.0.0.1:PORT, set by start
+}
+
+func newEOCApp(t *testing.T, clientID string) *eocApp {
+	t.Helper()
+	return &eocApp{clientID: clientID, secret: randomHex(t, 24), sock: listenSocket(t)}
+}
+
+// envKey is the broker environment variable holding the app's client secret.
+func (e *eocApp) envKey() string {
+	return "INTEROP_EOC_SECRET_" + strings.ToUpper(strings.ReplaceAll(e.clientID, "-", "_"))
+}
+
+// clientYAML registers the app at the broker: a confidential client (client_secret_basic)
+// whose back-channel logout URI is the library's /backchannel-logout route.
+func (e *eocApp) clientYAML() string {
+	return fmt.Sprintf(`  - client_id: %[1]q
+    name: "express-openid-connect %[1]s"
+    client_secret: "${%[2]s}"
+    token_endpoint_auth_method: client_secret_basic
+    redirect_uris: ["%[3]s/callback"]
+    backchannel_logout_uri: "%[3]s/backchannel-logout"
+    backchannel_logout_session_required: true
+    connections: ["oidc-provider"]
+`, e.clientID, e.envKey(), e.sock.URL)
+}
+
+// start runs eoc.mjs against the broker of w.
+func (e *eocApp) start(t *testing.T, w *asWorld) {
+	t.Helper()
+	_, e.url = startNodeOn(t, e.sock, "eoc.mjs", "--issuer", w.issuer, "--client-id", e.clientID, "--client-secret", e.secret)
+}
+
+// backchannelLogouts is the app's count of POST /backchannel-logout answers by status.
+func (e *eocApp) backchannelLogouts(t *testing.T) map[string]int {
+	t.Helper()
+	_, body, raw := getJSON(t, http.DefaultClient, e.url+"/__stats")
+	var s struct {
+		BackchannelLogouts map[string]int `json:"backchannel_logouts"`
+	}
+	if b, err := json.Marshal(body); err != nil || json.Unmarshal(b, &s) != nil {
+		t.Fatalf("eoc.mjs /__stats: %s", raw)
+	}
+	return s.BackchannelLogouts
+}
+
+// loginEOC logs in at the express app in the browser's tab and checks /me answers 200 as alice.
+func loginEOC(t *testing.T, br *ssoBrowser, tab string, e *eocApp) ssoAnswer {
+	t.Helper()
+	got := br.get(t, tab, e.url+"/login")
+	if got.HTTPStatus != http.StatusOK || !strings.Contains(got.Text, `"authenticated":true`) {
+		t.Fatalf("express app login ended at %s with %d: %s", got.URL, got.HTTPStatus, got.Text)
+	}
+	me := br.get(t, tab, e.url+"/me")
+	if me.HTTPStatus != http.StatusOK || !strings.Contains(me.Text, "alice@example.com") {
+		t.Fatalf("express app /me after login: %d %s, want 200 with alice", me.HTTPStatus, me.Text)
+	}
+	return got
+}
+
+// waitEOCLoggedOut polls (bounded) the express app's /me in the browser's tab until it answers
+// 401: the back-channel logout reached the app and its middleware dropped the session.
+func waitEOCLoggedOut(t *testing.T, br *ssoBrowser, tab string, e *eocApp) {
+	t.Helper()
+	deadline := time.Now().Add(eventTimeout)
+	for {
+		me := br.do(t, "poll express /me", map[string]any{"op": "get", "tab": tab, "url": e.url + "/me"})
+		if me.HTTPStatus == http.StatusUnauthorized {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("express app /me still %d %s %v after the logout (back-channel logouts received %v)",
+				me.HTTPStatus, me.Text, eventTimeout, e.backchannelLogouts(t))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestLogoutAtSPAEndsExpressAppSessionByBackChannel: the user logs in at an auth0-spa-js app
+// through the upstream, then at an express-openid-connect app without the upstream (single
+// sign-on); logging out of the SPA (/v2/logout) ends the broker session, whose back-channel
+// logout (OpenID Connect Back-Channel Logout 1.0) reaches the express app's /backchannel-logout:
+// the library accepts the logout token (204) and its /me answers 401 to the same browser.
+func TestLogoutAtSPAEndsExpressAppSessionByBackChannel(t *testing.T) {
+	t.Parallel()
+	needPeers(t)
+	needChromium(t)
+	began := time.Now()
+	a := startSSOSPA(t, "sso-spa-a")
+	e := newEOCApp(t, "eoc-app")
+	w := setupAS(t, 1, asOptions{clientsYAML: a.clientYAML() + e.clientYAML(), env: map[string]string{e.envKey(): e.secret}})
+	a.configure(t, w)
+	e.start(t, w)
+	br := startSSOBrowser(t, w.base(), w.upstreamURL)
+	t.Logf("broker %s, upstream %s, SPA %s, express app %s: started in %v", w.base(), w.upstreamURL, a.origin, e.url, time.Since(began).Round(time.Millisecond))
+
+	br.open(t, "spa", a.page())
+	if got := br.click(t, "spa", "#login", true); !got.authenticated() {
+		t.Fatalf("SPA after login: %s, want authenticated", got)
+	}
+	upstream := upstreamAuthorizations(t, w)
+
+	// The express app: its /login is answered by the broker's session.
+	got := loginEOC(t, br, "eoc", e)
+	wantNoUpstream(t, w, "express app login", upstream, got)
+	if ev := wantEventFor(t, w.brokers[0].proc, "s", e.clientID); ev.Details["sso"] != true {
+		t.Errorf("express app's login event lacks details.sso: %s", eventJSON(ev))
+	}
+	br.shot(t, "eoc", "sso-eoc-signed-in")
+
+	// Logout at the SPA: the broker notifies the express app server to server.
+	if got := br.click(t, "spa", "#logout", true); got.authenticated() {
+		t.Fatalf("SPA after logout: %s, want not authenticated", got)
+	}
+	waitEOCLoggedOut(t, br, "eoc", e)
+	if n := e.backchannelLogouts(t); n["204"] != 1 || len(n) != 1 {
+		t.Errorf("express app back-channel logout answers = %v, want one 204", n)
+	}
+	if ev := wantEventFor(t, w.brokers[0].proc, "oidc_backchannel_logout_succeeded", e.clientID); ev.Details["status"] == nil {
+		t.Errorf("back-channel logout event without the app's status: %s", eventJSON(ev))
+	}
+	br.shot(t, "eoc", "sso-eoc-signed-out")
+	t.Logf("scenario done in %v", time.Since(began).Round(time.Millisecond))
+}
