@@ -606,13 +606,14 @@ func generateKey(t *testing.T, alg string) string {
 
 // upstreamStats reads oidc-provider's GET /__stats.
 type upstreamStats struct {
-	TokenRequests         int      `json:"token_requests"`
-	NonceChallenges       int      `json:"nonce_challenges"`
-	DPoPProofs            int      `json:"dpop_proofs"`
-	NonceProofs           int      `json:"nonce_proofs"`
-	TokenTypes            []string `json:"token_types"`
-	AuthorizationRequests int      `json:"authorization_requests"`
-	UserinfoRequests      int      `json:"userinfo_requests"`
+	TokenRequests         int            `json:"token_requests"`
+	NonceChallenges       int            `json:"nonce_challenges"`
+	DPoPProofs            int            `json:"dpop_proofs"`
+	NonceProofs           int            `json:"nonce_proofs"`
+	TokenTypes            []string       `json:"token_types"`
+	AuthorizationRequests int            `json:"authorization_requests"`
+	UserinfoRequests      int            `json:"userinfo_requests"`
+	BackchannelLogouts    map[string]int `json:"backchannel_logouts"`
 }
 
 func getStats(t *testing.T, upstreamURL string) upstreamStats {

@@ -1,11 +1,18 @@
 package interop
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPeersSelfCheck proves the oidc-provider modes behave as the broker scenarios assume, with
@@ -123,5 +130,91 @@ func TestPeersSelfCheck(t *testing.T) {
 				t.Errorf("unexpected upstream %s stats %+v", upstreamURL, st)
 			}
 		})
+	}
+}
+
+// TestPeersSelfCheck's back-channel part: oidc-provider with --backchannel-logout-uri puts the
+// session's sid in the client's ID token and, when that session ends at its end_session_endpoint
+// (confirmation form, logout=yes), POSTs a logout token carrying the same sid to the URI (OpenID
+// Connect Back-Channel Logout 1.0 §2.5), counted in /__stats.
+func TestPeersSelfCheckUpstreamBackChannelLogout(t *testing.T) {
+	t.Parallel()
+	needNode(t)
+	tokens := make(chan url.Values, 4)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil || r.Method != http.MethodPost {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		select {
+		case tokens <- r.PostForm:
+		default:
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(receiver.Close)
+
+	rpSock := listenSocket(t)
+	_, upstreamURL := startUpstream(t, "--port", "0", "--mode", "dpop",
+		"--client-id", "broker", "--client-secret", "selfcheck-secret",
+		"--redirect-uri", rpSock.URL+"/callback", "--backchannel-logout-uri", receiver.URL+"/bcl")
+	_, rpURL := startNodeOn(t, rpSock, "rp.mjs", "--issuer", upstreamURL,
+		"--client-id", "broker", "--client-secret", "selfcheck-secret")
+
+	c := browserClient(t)
+	status, disco, raw := getJSON(t, c, upstreamURL+"/.well-known/openid-configuration")
+	if status != http.StatusOK || disco["backchannel_logout_supported"] != true || disco["backchannel_logout_session_supported"] != true {
+		t.Fatalf("discovery: %d, want backchannel_logout_supported and backchannel_logout_session_supported: %s", status, raw)
+	}
+	status, body, raw := getJSON(t, c, rpURL+"/login")
+	claims, _ := body["claims"].(map[string]any)
+	sid, _ := claims["sid"].(string)
+	if status != http.StatusOK || sid == "" {
+		t.Fatalf("login: %d, want an ID token with sid: %s", status, raw)
+	}
+
+	// The end_session_endpoint's confirmation form, then its logout=yes answer, as the browser posts it.
+	resp, err := c.Get(fmt.Sprint(disco["end_session_endpoint"]))
+	if err != nil {
+		t.Fatalf("end_session: %v", err)
+	}
+	page, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	m := regexp.MustCompile(`<form id="op.logoutForm" method="post" action="([^"]+)"><input type="hidden" name="xsrf" value="([^"]+)"/>`).FindSubmatch(page)
+	if resp.StatusCode != http.StatusOK || m == nil || !strings.Contains(string(page), `id="upstream-logout"`) || strings.Contains(string(page), "https://") {
+		t.Fatalf("end_session page: %d, want the confirmation form with #upstream-logout and nothing loaded from outside:\n%s", resp.StatusCode, page)
+	}
+	resp, err = c.PostForm(string(m[1]), url.Values{"xsrf": {string(m[2])}, "logout": {"yes"}})
+	if err != nil {
+		t.Fatalf("end_session confirm: %v", err)
+	}
+	page, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `id="upstream-signed-out"`) {
+		t.Fatalf("end_session confirm: %d, want the signed-out page:\n%s", resp.StatusCode, page)
+	}
+
+	var form url.Values
+	select {
+	case form = <-tokens:
+	case <-time.After(eventTimeout):
+		t.Fatalf("no logout token POSTed to the back-channel logout URI within %v", eventTimeout)
+	}
+	parts := strings.Split(form.Get("logout_token"), ".")
+	if len(parts) != 3 {
+		t.Fatalf("logout_token is not a JWS (%d parts)", len(parts))
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var lt map[string]any
+	if err != nil || json.Unmarshal(payload, &lt) != nil {
+		t.Fatalf("logout_token payload undecodable: %v", err)
+	}
+	events, _ := lt["events"].(map[string]any)
+	if lt["sid"] != sid || lt["iss"] != upstreamURL || lt["aud"] != "broker" || events["http://schemas.openid.net/event/backchannel-logout"] == nil || lt["nonce"] != nil {
+		t.Errorf("logout token claims = %v, want sid of the ID token, iss %s, aud broker, the back-channel logout event, no nonce", lt, upstreamURL)
+	}
+	if st := getStats(t, upstreamURL); st.BackchannelLogouts["succeeded"] != 1 {
+		t.Errorf("upstream stats back-channel logouts = %v, want 1 succeeded", st.BackchannelLogouts)
 	}
 }

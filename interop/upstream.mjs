@@ -2,7 +2,7 @@
 //
 // Usage: node upstream.mjs --port 0 --mode nonce|dpop|nodpop|rsaonly|bearer|okta \
 //          --redirect-uri http://127.0.0.1:8080/login/callback [--client-id broker] [--client-secret S] \
-//          [--signing-key FILE]
+//          [--signing-key FILE] [--backchannel-logout-uri URL]
 //
 // Prints exactly one line "READY http://127.0.0.1:PORT" once listening (the issuer, no trailing slash).
 // Mode okta is set up like an Okta custom authorization server: the provider is mounted under
@@ -19,6 +19,15 @@
 // DPoP without server nonces (no nonce secret, so a proof carrying a nonce is refused with
 // invalid_dpop_proof "DPoP nonces are not supported"), true = nonces required, with a fresh nonce
 // secret. Answers 204.
+// --backchannel-logout-uri turns on oidc-provider's back-channel logout (OpenID Connect
+// Back-Channel Logout 1.0): the client (the broker) is registered with that
+// backchannel_logout_uri and backchannel_logout_session_required, so its ID tokens carry the
+// upstream session's sid, and ending the session at the end_session_endpoint (GET /session/end,
+// then the confirmation form's #upstream-logout button, which posts logout=yes) POSTs a logout
+// token there before the browser sees #upstream-signed-out. /__stats then also counts
+// {backchannel_logouts: {succeeded, failed}}; each is logged as one JSON line (the error message
+// only). The logout and signed-out pages load nothing from outside 127.0.0.1 (oidc-provider's
+// defaults import a web font), and the provider's outgoing calls may reach loopback addresses.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -36,6 +45,7 @@ const { values: args } = parseArgs({
     'client-secret': { type: 'string', default: 'interop-upstream-secret' },
     'redirect-uri': { type: 'string', multiple: true, default: [] },
     'signing-key': { type: 'string' },
+    'backchannel-logout-uri': { type: 'string', default: '' },
   },
 });
 
@@ -105,6 +115,25 @@ const routes = okta ? {
   userinfo: '/me',
 };
 
+const backchannelLogoutUri = args['backchannel-logout-uri'];
+
+// The end_session pages, plain and self-contained: the confirmation (oidc-provider's form with
+// its xsrf field, and a button posting logout=yes: end the whole session) and the result.
+const page = (title, body) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title></head>
+<body style="font-family: sans-serif; margin: 2em"><h1>${title}</h1>${body}</body></html>`;
+const rpInitiatedLogout = {
+  enabled: true,
+  logoutSource: (ctx, form) => {
+    ctx.type = 'html';
+    ctx.body = page('Sign out of the upstream IdP?', `${form}
+<button id="upstream-logout" type="submit" form="op.logoutForm" name="logout" value="yes">Yes, sign me out</button>`);
+  },
+  postLogoutSuccessSource: (ctx) => {
+    ctx.type = 'html';
+    ctx.body = page('Signed out at the upstream IdP', '<p id="upstream-signed-out">Your upstream session has ended.</p>');
+  },
+};
+
 const configuration = {
   clients: [{
     client_id: args['client-id'],
@@ -113,6 +142,10 @@ const configuration = {
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
+    ...(backchannelLogoutUri ? {
+      backchannel_logout_uri: backchannelLogoutUri,
+      backchannel_logout_session_required: true,
+    } : {}),
   }],
   jwks: { keys: [signingJwk] },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
@@ -121,6 +154,8 @@ const configuration = {
     devInteractions: { enabled: false }, // we complete interactions ourselves (below)
     dPoP,
     userinfo: { enabled: true },
+    rpInitiatedLogout,
+    backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
   },
   enabledJWA: mode === 'rsaonly' ? { dPoPSigningAlgValues: ['RS256'] } : undefined,
   claims: {
@@ -149,6 +184,13 @@ const configuration = {
     ctx.type = 'json';
     ctx.body = out;
   },
+  // oidc-provider's own calls (the back-channel logout POST) go through a dispatcher that refuses
+  // special-use addresses such as 127.0.0.1, where every peer of these tests listens: drop it.
+  // Its 2.5 s timeout becomes 30 s, a bound for loaded test machines.
+  fetch: (url, options) => {
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, { ...rest, signal: AbortSignal.timeout(30000) });
+  },
 };
 if (configuration.enabledJWA === undefined) delete configuration.enabledJWA;
 if (okta) configuration.routes = routes;
@@ -176,6 +218,14 @@ function newProvider(dPoPFeature) {
   p.on('server_error', (_ctx, err) => log('server_error', { error: String(err) }));
   p.on('grant.error', (_ctx, err) => log('grant_error', { error: err.error, error_description: err.error_description }));
   p.on('authorization.error', (_ctx, err) => log('authorization_error', { error: err.error, error_description: err.error_description }));
+  p.on('backchannel.success', () => {
+    stats.backchannel_logouts.succeeded += 1;
+    log('backchannel_logout', { result: 'succeeded' });
+  });
+  p.on('backchannel.error', (_ctx, err) => {
+    stats.backchannel_logouts.failed += 1;
+    log('backchannel_logout', { result: 'failed', error: String(err?.message ?? err) });
+  });
   return p;
 }
 
@@ -187,6 +237,7 @@ const stats = {
   token_types: [],
   authorization_requests: 0,
   userinfo_requests: 0,
+  backchannel_logouts: { succeeded: 0, failed: 0 },
 };
 
 // proofNonce reports whether a DPoP proof carries a nonce claim (decoded without verification:
