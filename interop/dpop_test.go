@@ -42,7 +42,8 @@ type asOptions struct {
 	spaOrigin    string // registers the spa client (redirect origin + "/", allowed_origins)
 	// clientsYAML is appended to the config's clients list (entries "  - client_id: …").
 	clientsYAML string
-	// upstreamArgs are more upstream.mjs arguments.
+	// upstreamArgs are more upstream.mjs arguments; "{broker}" in them stands for the broker's
+	// public URL (no trailing slash).
 	upstreamArgs []string
 	// env is more broker environment (secrets the clientsYAML names).
 	env map[string]string
@@ -136,9 +137,13 @@ func setupAS(t *testing.T, replicas int, o asOptions) *asWorld {
 	}
 	w := &asWorld{issuer: socks[0].URL + "/"}
 	upstreamSecret := randomHex(t, 16)
-	_, w.upstreamURL = startUpstream(t, append([]string{"--port", "0", "--mode", "dpop",
+	upArgs := []string{"--port", "0", "--mode", "dpop",
 		"--client-id", "broker", "--client-secret", upstreamSecret,
-		"--redirect-uri", w.base() + "/login/callback"}, o.upstreamArgs...)...)
+		"--redirect-uri", w.base() + "/login/callback"}
+	for _, a := range o.upstreamArgs {
+		upArgs = append(upArgs, strings.ReplaceAll(a, "{broker}", w.base()))
+	}
+	_, w.upstreamURL = startUpstream(t, upArgs...)
 	env := asEnv(t, upstreamSecret, randomHex(t, 32))
 	maps.Copy(env, o.env)
 	o.issuerPort, o.upstreamURL = socks[0].Port, w.upstreamURL

@@ -14,6 +14,9 @@
 //                                  broker or the upstream), else until the page is settled again
 //   {id, op: "get", tab, url}      navigate to url (following redirects) and answer
 //                                  {http_status, url, text}: for JSON endpoints and plain pages
+//   {id, op: "submit", tab, selector, wait_for}
+//                                  click selector on a plain page (a form's button) and wait until
+//                                  a new document shows wait_for (a CSS selector); answers {url, text}
 //   {id, op: "shot", tab, path}    full-page screenshot of the tab
 // A page is settled when its #status reads "ready…" or "failed…" (spa/sso.html); the answer of
 // open, reload and click then carries {url, status, state, silent, page_error} read from the page.
@@ -93,11 +96,18 @@ async function readPage(page) {
         state: parse(text('state')),
         silent: parse(text('silent-result')),
         page_error: text('error') || undefined,
+        loaded: document.readyState === 'complete',
+        body: (document.body?.innerText ?? '').trim().slice(0, 1000),
       };
     });
   } catch {
     return undefined; // execution context destroyed: a navigation is under way
   }
+}
+
+// oauthError reports whether text is a JSON OAuth error body ({error, …}).
+function oauthError(text) {
+  try { return typeof JSON.parse(text)?.error === 'string'; } catch { return false; }
 }
 
 // settle polls (bounded) until the page is a settled document of origin; with mark, a new
@@ -109,8 +119,13 @@ async function settle(page, origin, { mark, wantSilent } = {}) {
     last = await readPage(page);
     if (last && new URL(last.url).origin === origin && (mark === undefined || last.mark !== mark)
       && /^(ready|failed)/.test(last.status) && (!wantSilent || last.silent !== undefined)) {
-      delete last.mark;
+      for (const k of ['mark', 'loaded', 'body']) delete last[k];
       return last;
+    }
+    if (last?.loaded && new URL(last.url).origin !== origin && oauthError(last.body)) {
+      // An OAuth error document on the way (oidc-provider renders its errors as JSON): no
+      // redirect will follow, so there is nothing to wait for.
+      throw new Error(`stopped at ${last.url} with ${last.body}`);
     }
     await sleep(50);
   }
@@ -144,6 +159,23 @@ async function run(cmd) {
       const res = await page.goto(cmd.url, { waitUntil: 'load' });
       const text = (await page.locator('body').innerText()).trim().slice(0, 4000);
       return { http_status: res?.status(), url: page.url(), text };
+    }
+    case 'submit': {
+      const mark = `m${Date.now()}${Math.random()}`;
+      await page.evaluate((m) => { window.__ssoMark = m; }, mark);
+      await page.locator(cmd.selector).click();
+      const deadline = Date.now() + stepTimeout;
+      for (;;) {
+        let found = false;
+        try {
+          found = await page.evaluate(([m, sel]) => window.__ssoMark !== m && document.readyState === 'complete'
+            && document.querySelector(sel) !== null, [mark, cmd.wait_for]);
+        } catch { /* navigating */ }
+        if (found) break;
+        if (Date.now() > deadline) throw new Error(`${cmd.wait_for} not shown within ${stepTimeout} ms (at ${page.url()})`);
+        await sleep(50);
+      }
+      return { url: page.url(), text: (await page.locator('body').innerText()).trim().slice(0, 4000) };
     }
     case 'shot':
       await page.screenshot({ path: cmd.path, fullPage: true });

@@ -157,9 +157,15 @@ func startSSOBrowser(t *testing.T, watch ...string) *ssoBrowser {
 	return b
 }
 
-// do sends one command and waits (bounded) for its answer; a command the script could not
-// carry out fails the test with the answer and the script's output.
+// do sends one command and waits (bounded) for its answer, logging it; a command the script
+// could not carry out fails the test with the answer and the script's output.
 func (b *ssoBrowser) do(t *testing.T, what string, cmd map[string]any) ssoAnswer {
+	t.Helper()
+	return b.doLogged(t, what, cmd, true)
+}
+
+// doLogged is do; logged false keeps a poll's answers out of the test log.
+func (b *ssoBrowser) doLogged(t *testing.T, what string, cmd map[string]any, logged bool) ssoAnswer {
 	t.Helper()
 	b.next++
 	cmd["id"] = b.next
@@ -184,6 +190,7 @@ func (b *ssoBrowser) do(t *testing.T, what string, cmd map[string]any) ssoAnswer
 			}
 			took := time.Since(start).Round(time.Millisecond)
 			switch {
+			case !logged:
 			case a.HTTPStatus != 0:
 				t.Logf("%s (%v): HTTP %d %.200s", what, took, a.HTTPStatus, a.Text)
 			case a.Status != "":
@@ -453,11 +460,14 @@ func loginEOC(t *testing.T, br *ssoBrowser, tab string, e *eocApp) ssoAnswer {
 func waitEOCLoggedOut(t *testing.T, br *ssoBrowser, tab string, e *eocApp) {
 	t.Helper()
 	deadline := time.Now().Add(eventTimeout)
+	polls := 0
 	for {
-		me := br.do(t, "poll express /me", map[string]any{"op": "get", "tab": tab, "url": e.url + "/me"})
+		me := br.doLogged(t, "poll express /me", map[string]any{"op": "get", "tab": tab, "url": e.url + "/me"}, false)
 		if me.HTTPStatus == http.StatusUnauthorized {
+			t.Logf("express app /me answered 401 after %d polls", polls)
 			return
 		}
+		polls++
 		if time.Now().After(deadline) {
 			t.Fatalf("express app /me still %d %s %v after the logout (back-channel logouts received %v)",
 				me.HTTPStatus, me.Text, eventTimeout, e.backchannelLogouts(t))
