@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // Single sign-on at the broker (one session per browser, cookie dpop_broker_session, answering
@@ -256,15 +258,23 @@ func wantNoUpstream(t *testing.T, w *asWorld, step string, before int, a ssoAnsw
 // returns it.
 func wantEventFor(t *testing.T, p *proc, typ, clientID string) loginEvent {
 	t.Helper()
+	return wantEventWhere(t, p, fmt.Sprintf("%q event for %s", typ, clientID), func(ev loginEvent) bool {
+		return ev.Type == typ && ev.Raw["client_id"] == clientID
+	})
+}
+
+// wantEventWhere waits (bounded) for the first login event for which match holds.
+func wantEventWhere(t *testing.T, p *proc, what string, match func(loginEvent) bool) loginEvent {
+	t.Helper()
 	deadline := time.Now().Add(eventTimeout)
 	for {
 		for _, ev := range p.Events() {
-			if ev.Type == typ && ev.Raw["client_id"] == clientID {
+			if match(ev) {
 				return ev
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q event for %s on the broker's stdout within %v", typ, clientID, eventTimeout)
+			t.Fatalf("no %s on the broker's stdout within %v", what, eventTimeout)
 		}
 		time.Sleep(pollInterval)
 	}
@@ -520,5 +530,84 @@ func TestLogoutAtSPAEndsExpressAppSessionByBackChannel(t *testing.T) {
 		t.Errorf("back-channel logout event without the app's status: %s", eventJSON(ev))
 	}
 	br.shot(t, "eoc", "sso-eoc-signed-out")
+	t.Logf("scenario done in %v", time.Since(began).Round(time.Millisecond))
+}
+
+// upstreamBackchannelLogoutPath is the broker's endpoint for the upstream's back-channel logout
+// of the connection "oidc-provider": /logout/backchannel/{connection id} (docs/sessions.md,
+// "Upstream back-channel logout"), the id derived from the name as the config has none.
+var upstreamBackchannelLogoutPath = "/logout/backchannel/" + config.DeriveConnectionID("oidc-provider")
+
+// TestUpstreamLogoutEndsBrokerSessionAndEveryApp: the user logs in at an auth0-spa-js app
+// through the upstream and at an express-openid-connect app from the broker's session; then
+// signs out at the upstream (oidc-provider's end_session_endpoint, logout confirmed). The
+// upstream's back-channel logout reaches the broker's endpoint for the connection, which ends
+// the broker session of that upstream sid and notifies the apps: the express app's /me answers
+// 401, and the SPA after a reload is not authenticated (prompt=none gets login_required).
+func TestUpstreamLogoutEndsBrokerSessionAndEveryApp(t *testing.T) {
+	t.Parallel()
+	needPeers(t)
+	needChromium(t)
+	began := time.Now()
+	a := startSSOSPA(t, "sso-spa-a")
+	e := newEOCApp(t, "eoc-app")
+	w := setupAS(t, 1, asOptions{
+		clientsYAML:  a.clientYAML() + e.clientYAML(),
+		env:          map[string]string{e.envKey(): e.secret},
+		upstreamArgs: []string{"--backchannel-logout-uri", "{broker}" + upstreamBackchannelLogoutPath},
+	})
+	a.configure(t, w)
+	e.start(t, w)
+	br := startSSOBrowser(t, w.base(), w.upstreamURL)
+	t.Logf("broker %s, upstream %s, SPA %s, express app %s: started in %v", w.base(), w.upstreamURL, a.origin, e.url, time.Since(began).Round(time.Millisecond))
+
+	br.open(t, "spa", a.page())
+	if got := br.click(t, "spa", "#login", true); !got.authenticated() {
+		t.Fatalf("SPA after login: %s, want authenticated", got)
+	}
+	upstream := upstreamAuthorizations(t, w)
+	wantNoUpstream(t, w, "express app login", upstream, loginEOC(t, br, "eoc", e))
+
+	// Sign out at the upstream, in the same browser (its upstream session cookie).
+	status, disco, raw := getJSON(t, http.DefaultClient, w.upstreamURL+"/.well-known/openid-configuration")
+	endSession, _ := disco["end_session_endpoint"].(string)
+	if status != http.StatusOK || endSession == "" {
+		t.Fatalf("upstream discovery: %d, no end_session_endpoint: %s", status, raw)
+	}
+	if got := br.get(t, "upstream", endSession); got.HTTPStatus != http.StatusOK || !strings.Contains(got.Text, "Yes, sign me out") {
+		t.Fatalf("upstream end_session: %d %s, want the confirmation page", got.HTTPStatus, got.Text)
+	}
+	br.do(t, "confirm the upstream logout", map[string]any{"op": "submit", "tab": "upstream", "selector": "#upstream-logout", "wait_for": "#upstream-signed-out"})
+	br.shot(t, "upstream", "sso-upstream-signed-out")
+	// oidc-provider answers the confirmation only once its back-channel POSTs have been answered.
+	if st := getStats(t, w.upstreamURL); st.BackchannelLogouts["succeeded"] != 1 || st.BackchannelLogouts["failed"] != 0 {
+		t.Fatalf("upstream back-channel logouts = %v, want one accepted by the broker", st.BackchannelLogouts)
+	}
+
+	// The broker ended the session of that upstream sid and told the express app.
+	ev := wantEventWhere(t, w.brokers[0].proc, `slo event of the upstream back-channel logout`, func(ev loginEvent) bool {
+		return ev.Type == "slo" && ev.Details["reason"] == "upstream back-channel logout"
+	})
+	// oidc-provider's logout token names the upstream session (sid, as registered) and the user.
+	if by := fmt.Sprint(ev.Details["upstream_logout_by"]); by != "[sid sub]" || ev.Details["session_id"] == nil {
+		t.Errorf("upstream back-channel logout event = %s, want details.upstream_logout_by [sid sub] and the ended session_id", eventJSON(ev))
+	}
+	waitEOCLoggedOut(t, br, "eoc", e)
+	if n := e.backchannelLogouts(t); n["204"] != 1 || len(n) != 1 {
+		t.Errorf("express app back-channel logout answers = %v, want one 204", n)
+	}
+	wantEventFor(t, w.brokers[0].proc, "oidc_backchannel_logout_succeeded", e.clientID)
+	// The SPA has no back-channel URI: its reload asks the broker, which has no session.
+	got := br.reload(t, "spa")
+	if got.authenticated() {
+		t.Fatalf("SPA after the upstream logout and a reload: %s, want not authenticated", got)
+	}
+	if !hasSilentAuthorize(got.to(w.base()), a.clientID) {
+		t.Errorf("SPA reload: no prompt=none /authorize at the broker: %+v", got.Requests)
+	}
+	if got = br.click(t, "spa", "#silent", false); got.Silent["error"] != "login_required" {
+		t.Errorf("SPA prompt=none after the upstream logout: %v, want login_required", got.Silent)
+	}
+	br.shot(t, "spa", "sso-spa-after-upstream-logout")
 	t.Logf("scenario done in %v", time.Since(began).Round(time.Millisecond))
 }

@@ -12,7 +12,8 @@
 // request is answered use_dpop_nonce as Okta does; tokens are DPoP-bound and userinfo wants ath.
 // No manual UI: interactions complete automatically as account "alice" with consent for what was asked,
 // so a cookie-jar HTTP client that follows redirects finishes the flow. GET /__stats answers
-// {token_requests, nonce_challenges, token_types, dpop_proofs, nonce_proofs}. Each token request is
+// {token_requests, nonce_challenges, token_types, dpop_proofs, nonce_proofs, authorization_requests,
+// userinfo_requests, backchannel_logouts}. Each token request is
 // logged on stdout as a JSON line (presence of DPoP proof and nonce only: never a code, proof or token).
 // POST ISSUER/__dpop_nonce?require=false|true (modes nonce, dpop, rsaonly, okta) swaps in a provider
 // built like a new deployment behind the same issuer (same keys, client and stored grants): false =
