@@ -16,6 +16,10 @@
 //     serve` replicas on one Redis, management changes seen by every replica, SIGTERM and
 //     restarts mid-login, an upstream that stops using nonces.
 //   - scopes_test.go: a public client cannot escalate its scopes.
+//   - sso_test.go: single sign-on in one Chromium (sso-browser.mjs): auth0-spa-js apps on two
+//     origins and express-openid-connect share the broker session without the upstream; a
+//     logout at one app, or at the upstream (its back-channel logout to the broker), ends it
+//     for all, the express app by the broker's back-channel logout.
 //
 // README.md lists the peers, their versions and what each scenario proves.
 package interop
