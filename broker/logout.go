@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -386,41 +387,41 @@ func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request, tag st
 // apps holding it are notified), records slo and reports whether it ended it (false: it had
 // already ended, or the store failed).
 func (s *Server) endSession(r *http.Request, tag string, sess *sessionRecord) bool {
-	ended, err := s.endSessionTag(r.Context(), tag)
+	ended, err := s.endSessionLogged(r.Context(), r, tag, "", nil)
 	if err != nil {
 		s.log.Warn("session not deleted at logout", "err", err)
-		return false
 	}
-	if ended == nil {
-		return false
-	}
-	s.logoutEvent(r, ended, "")
-	return true
+	return ended != nil
 }
 
-// logoutEvent records slo for the ended session sess (reason, when set, in details.reason).
-func (s *Server) logoutEvent(r *http.Request, sess *sessionRecord, reason string) {
-	s.write(r, s.newLogoutEvent(r, sess, reason))
-}
-
-// newLogoutEvent is the slo event of logoutEvent, not yet written (for callers that add
-// details).
-func (s *Server) newLogoutEvent(r *http.Request, sess *sessionRecord, reason string) *logs.Event {
+// endSessionLogged ends the session tag (endSessionTag, under ctx) and records slo for it with
+// details.session_id, details.reason (when set) and extra. It returns the ended record, nil
+// when none was live.
+func (s *Server) endSessionLogged(ctx context.Context, r *http.Request, tag, reason string, extra map[string]any) (*sessionRecord, error) {
+	ended, err := s.endSessionTag(ctx, tag)
+	if err != nil || ended == nil {
+		return nil, err
+	}
 	ev := s.newEvent(r)
 	ev.Type = logs.TypeSuccessLogout
-	ev.UserID = sess.UserID
-	ev.Connection = sess.Connection
-	if c := s.clients[sess.ClientID]; c != nil {
+	ev.UserID = ended.UserID
+	ev.Connection = ended.Connection
+	if c := s.clients[ended.ClientID]; c != nil {
 		withClient(ev, c)
 	}
-	if snap, err := s.reg.current(r.Context(), false); err == nil && snap.byName[sess.Connection] != nil {
-		c := snap.byName[sess.Connection]
+	if snap, err := s.reg.current(ctx, false); err == nil && snap.byName[ended.Connection] != nil {
+		c := snap.byName[ended.Connection]
 		ev.ConnectionID, ev.Strategy, ev.StrategyType = c.id, c.cfg.Strategy, "enterprise"
 	}
+	ev.Details["session_id"] = tag
 	if reason != "" {
 		ev.Details["reason"] = reason
 	}
-	return ev
+	for k, v := range extra {
+		ev.Details[k] = v
+	}
+	s.write(r, ev)
+	return ended, nil
 }
 
 // allowedReturnTo reports whether /v2/logout may send the browser to returnTo: one of the

@@ -216,14 +216,13 @@ func (s *Server) deleteSession(c *mgmtCall) *apiError {
 	c.details = map[string]any{"session_id": tag}
 	ctx, cancel := endingContext(c.r)
 	defer cancel()
-	ended, err := s.endSessionTag(ctx, tag)
+	ended, err := s.endSessionLogged(ctx, c.r, tag, reasonAdminDeleted, nil)
 	switch {
 	case err != nil:
 		return s.storeAPIError(err)
 	case ended == nil:
 		return errNoSession // ended meanwhile by someone else
 	}
-	s.logoutEvent(c.r, ended, reasonAdminDeleted)
 	s.apiEmpty(c, http.StatusNoContent)
 	return nil
 }
@@ -325,14 +324,13 @@ func (s *Server) deleteUserSessions(c *mgmtCall) *apiError {
 	ended := 0
 	var errs error
 	for _, f := range found {
-		e, err := s.endSessionTag(ctx, f.tag)
+		e, err := s.endSessionLogged(ctx, c.r, f.tag, reasonAdminDeleted, nil)
 		if err != nil {
 			errs = errors.Join(errs, err)
 			continue
 		}
 		if e != nil {
 			ended++
-			s.logoutEvent(c.r, e, reasonAdminDeleted)
 		}
 	}
 	c.details = map[string]any{"sessions_ended": ended}

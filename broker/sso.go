@@ -292,6 +292,7 @@ func (s *Server) answerFromSession(w http.ResponseWriter, r *http.Request, d sso
 	if err == nil {
 		if c := snap.byName[sess.Connection]; c != nil {
 			withConnection(ev, c)
+			delete(ev.Details, "dpop_signing_alg") // no upstream call: nothing was signed
 		}
 	}
 	withUser(ev, sess.UserID, sess.Claims)
@@ -358,13 +359,8 @@ func (s *Server) endSessionTag(ctx context.Context, tag string) (*sessionRecord,
 // endReplacedSession ends the browser's session tag of another user (or connection) at a
 // new upstream login in the same browser, recording slo with details.reason.
 func (s *Server) endReplacedSession(r *http.Request, tag string, old *sessionRecord) {
-	ended, err := s.endSessionTag(r.Context(), tag)
-	if err != nil {
+	if _, err := s.endSessionLogged(r.Context(), r, tag, "replaced by another login in the same browser", nil); err != nil {
 		s.log.Warn("replaced session not ended", "err", err)
-		return
-	}
-	if ended != nil {
-		s.logoutEvent(r, ended, "replaced by another login in the same browser")
 	}
 }
 
@@ -407,8 +403,8 @@ func (s *Server) indexSession(r *http.Request, tag string, sess *sessionRecord) 
 		}
 	}
 	for _, old := range evicted { // out of the index either way: ended, so none lives unindexed
-		if ended, err := s.endSessionTag(ctx, old); err == nil && ended != nil {
-			s.logoutEvent(r, ended, "the user has more than 100 sessions: the oldest ended")
+		if _, err := s.endSessionLogged(ctx, r, old, "the user has more than 100 sessions: the oldest ended", nil); err != nil {
+			s.log.Warn("session pushed out of its user's index not ended", "err", err)
 		}
 	}
 	return err

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -173,18 +175,13 @@ func (s *Server) endUpstreamSessions(ctx context.Context, r *http.Request, conn 
 	}
 	ended := 0
 	for _, f := range found {
-		sess, err := s.endSessionTag(ctx, f.tag)
+		sess, err := s.endSessionLogged(ctx, r, f.tag, reasonUpstreamLogout, map[string]any{"upstream_logout_by": upstreamLogoutBy(lt)})
 		if err != nil {
 			return ended, err
 		}
-		if sess == nil {
-			continue
+		if sess != nil {
+			ended++
 		}
-		ended++
-		ev := s.newLogoutEvent(r, sess, reasonUpstreamLogout)
-		ev.Details["session_id"] = f.tag
-		ev.Details["upstream_logout_by"] = upstreamLogoutBy(lt)
-		s.write(r, ev)
 	}
 	return ended, nil
 }
@@ -207,4 +204,15 @@ func upstreamLogoutBy(lt *upstream.LogoutToken) []string {
 		out = append(out, "sub")
 	}
 	return out
+}
+
+// RegistrationURLs are the URLs an operator registers at the upstream IdP for connection c:
+// the redirect URI of its logins (callback_path decides it) and its back-channel logout URI.
+func (s *Server) RegistrationURLs(c *config.Connection) (redirectURI, backchannelLogoutURI string) {
+	id := c.ConnectionID()
+	redirectURI = s.callbackURL
+	if c.Options.CallbackPath == config.CallbackDedicated {
+		redirectURI += "/" + url.PathEscape(id)
+	}
+	return redirectURI, s.base + upstreamLogoutPath + url.PathEscape(id)
 }

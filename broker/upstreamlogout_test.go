@@ -459,3 +459,38 @@ func TestUpstreamLogoutIsRateLimitedPerIP(t *testing.T) {
 		t.Errorf("JWK Set requests for 5 forged tokens = %d, want 1", n)
 	}
 }
+
+// TestRegistrationURLsAreWhereTheBrokerListens: the redirect URI and back-channel logout URI
+// `broker serve` logs for a connection are the ones its logins send upstream and its
+// back-channel logout handler answers at, for the shared and the dedicated callback path.
+func TestRegistrationURLsAreWhereTheBrokerListens(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
+		c.Connections[1].Options.CallbackPath = config.CallbackDedicated
+	}})
+	for _, tc := range []struct {
+		name         string
+		conn         *config.Connection
+		wantRedirect string
+	}{
+		{name: "shared callback path", conn: &h.cfg.Connections[0], wantRedirect: h.srv.URL + "/login/callback"},
+		{name: "dedicated callback path", conn: &h.cfg.Connections[1], wantRedirect: h.srv.URL + "/login/callback/" + h.cfg.Connections[1].ConnectionID()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			redirect, bcl := h.broker.RegistrationURLs(tc.conn)
+			if redirect != tc.wantRedirect {
+				t.Errorf("redirect_uri %s, want %s", redirect, tc.wantRedirect)
+			}
+			if want := h.srv.URL + "/logout/backchannel/" + tc.conn.ConnectionID(); bcl != want {
+				t.Errorf("backchannel_logout_uri %s, want %s", bcl, want)
+			}
+			resp, err := http.PostForm(bcl, url.Values{"logout_token": {"x.y.z"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if ev := h.lastEvent(); resp.StatusCode != http.StatusBadRequest || ev.Connection != tc.conn.Name {
+				t.Errorf("POST %s: %d, event of connection %q: want the handler of %s", bcl, resp.StatusCode, ev.Connection, tc.conn.Name)
+			}
+		})
+	}
+}

@@ -248,8 +248,12 @@ func (c *Config) validateLifetimes(v *validator) {
 			v.add(d.key, "must be a positive duration")
 		}
 	}
-	if c.Sessions.AbsoluteTimeout > 0 && c.Sessions.IdleTimeout > c.Sessions.AbsoluteTimeout {
-		v.add("sessions.idle_timeout", "%v is longer than sessions.absolute_timeout (%v)", c.Sessions.IdleTimeout, c.Sessions.AbsoluteTimeout)
+	switch abs := c.SessionAbsolute(); {
+	case abs <= 0 || c.Sessions.IdleTimeout <= c.SessionAbsolute():
+	case c.Sessions.AbsoluteTimeout > 0:
+		v.add("sessions.idle_timeout", "%v is longer than sessions.absolute_timeout (%v)", c.Sessions.IdleTimeout, abs)
+	default:
+		v.add("sessions.idle_timeout", "%v is longer than the absolute session lifetime (%v, from lifetimes.session: sessions.absolute_timeout is unset)", c.Sessions.IdleTimeout, abs)
 	}
 	if c.DPoP.MaxRetries < 0 || c.DPoP.MaxRetries > 5 {
 		v.add("dpop.max_retries", "%d is out of range (0 to 5)", c.DPoP.MaxRetries)

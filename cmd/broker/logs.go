@@ -415,6 +415,12 @@ func summary(ev *logs.Event) string {
 		return code
 	}
 	var parts []string
+	if d["sso"] == true {
+		parts = append(parts, "single sign-on (no upstream call)")
+	}
+	if r := str("reason"); r != "" { // slo: why the session ended
+		parts = append(parts, cell(r, 80))
+	}
 	if alg := str("dpop_signing_alg"); alg != "" {
 		parts = append(parts, "dpop "+alg)
 	}

@@ -135,6 +135,8 @@ func TestLogsCommand(t *testing.T) {
 	writeEvent(t, w, logs.Event{Type: logs.TypeSuccessLogin, Connection: "corp", ClientID: "app", UserName: "alice@example.com",
 		Details: map[string]any{"dpop_signing_alg": "ES256", "dpop_returned_from_upstream": true, "dpop_nonce_retries": 1,
 			"upstream_userinfo_fetch": map[string]any{"status": "SUCCESS", "dpop_bound": true}}})
+	writeEvent(t, w, logs.Event{Type: logs.TypeSuccessSilentAuth, Connection: "corp", ClientID: "spa", UserName: "alice@example.com",
+		Details: map[string]any{"sso": true, "session_id": "S"}})
 	writeEvent(t, w, failEvent("corp", "use_dpop_nonce"))
 	writeEvent(t, w, failEvent("okta", "dpop_alg_mismatch"))
 	other := httptest.NewServer(http.NotFoundHandler()) // some other web server
@@ -152,7 +154,7 @@ func TestLogsCommand(t *testing.T) {
 		jsonRows int
 	}{
 		{name: "table of events, oldest first", args: nil, code: 0,
-			want: []string{"DATE", "ERROR / DPoP", "alice@example.com", "dpop ES256, upstream token DPoP, nonce retries 1, userinfo SUCCESS (DPoP)", "use_dpop_nonce: nonce retries exhausted", "dpop_alg_mismatch"}},
+			want: []string{"DATE", "ERROR / DPoP", "alice@example.com", "dpop ES256, upstream token DPoP, nonce retries 1, userinfo SUCCESS (DPoP)", "use_dpop_nonce: nonce retries exhausted", "dpop_alg_mismatch", "ssa", "single sign-on (no upstream call)"}},
 		{name: "--type f --connection corp", args: []string{"--type", "f", "--connection", "corp"}, code: 0,
 			want: []string{"use_dpop_nonce"}, wantNot: []string{"alice", "dpop_alg_mismatch"}},
 		{name: "--error", args: []string{"--error", "dpop_alg_mismatch"}, code: 0,

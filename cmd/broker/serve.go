@@ -94,6 +94,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "listen_from", listenFrom, "issuer", cfg.Issuer, "store", cfg.Store.Type,
 		"connections", len(cfg.Connections), "clients", len(cfg.Clients))
+	for i := range cfg.Connections { // what to register at each IdP
+		c := &cfg.Connections[i]
+		redirect, bcl := srv.RegistrationURLs(c)
+		logger.Info("connection", "name", c.Name, "id", c.ConnectionID(), "redirect_uri", redirect, "backchannel_logout_uri", bcl)
+	}
 	if err := serveAll(ctx, serverListener{newHTTPServer(srv.Handler()), ln}); err != nil {
 		logger.Error("server failed", "err", err)
 		return 1
