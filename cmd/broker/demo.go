@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,16 +25,19 @@ import (
 
 // demo names.
 const (
-	demoClientID   = "sample-app"
-	demoConnection = "demo-idp"
-	demoUpClientID = "broker"
+	demoClientID       = "sample-app"
+	demoSecondClientID = "second-app"
+	demoSecondPath     = "/second" // the second app, on the sample app's server
+	demoConnection     = "demo-idp"
+	demoUpClientID     = "broker"
+	demoSubject        = "alice" // the user who signs in at the demo IdP
 	// demoAPIAudience is the demo's API (sender_constraining: allowed).
 	demoAPIAudience = "https://api.example.com"
 )
 
-// cmdDemo runs the broker, a built-in upstream IdP demanding DPoP with server nonces, and a
-// sample app, all in this process with a memory store and generated keys. It prefers ports
-// 8080 (broker), 8081 (IdP) and 8082 (app); a default port that is taken is replaced by a
+// cmdDemo runs the broker, a built-in upstream IdP demanding DPoP with server nonces, and two
+// sample apps (single sign-on between them), all in this process with a memory store and
+// generated keys. It prefers ports 8080 (broker), 8081 (IdP) and 8082 (apps); a default port that is taken is replaced by a
 // free one, so the demo starts on a busy machine too. A port given by flag is used or the
 // demo stops with the reason.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -41,7 +46,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	host := fs.String("listen-host", "127.0.0.1", "host the three servers listen on; URLs use it too (127.0.0.1 when it is 0.0.0.0 or ::)")
 	brokerPort := fs.Int("broker-port", 8080, "broker port (0 = a free one; the default falls back to a free one when taken)")
 	idpPort := fs.Int("idp-port", 8081, "upstream IdP port (0 = a free one; the default falls back to a free one when taken)")
-	appPort := fs.Int("app-port", 8082, "sample app port (0 = a free one; the default falls back to a free one when taken)")
+	appPort := fs.Int("app-port", 8082, "sample apps' port (0 = a free one; the default falls back to a free one when taken)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -69,11 +74,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // demo is the wired demo before serving.
 type demo struct {
-	appURL, issuer, idpURL string
-	mgmtToken              string   // management API token made for this run (read:logs, read:connections)
-	notes                  []string // ports that were taken and what replaced them
-	broker                 *broker.Server
-	servers                []serverListener
+	appURL, secondURL, issuer, idpURL string
+	mgmtToken                         string   // management API token made for this run (demoMgmtScopes)
+	notes                             []string // ports that were taken and what replaced them
+	idpStats                          *demoidp.Stats
+	broker                            *broker.Server
+	servers                           []serverListener
 }
 
 // demoPort is a port the demo prefers for one of its servers.
@@ -87,8 +93,8 @@ type demoPort struct {
 type demoPorts struct{ broker, idp, app demoPort }
 
 // demoMgmtScopes are the scopes of the demo's management token: enough for `broker logs`
-// and for reading connections, nothing that changes state.
-var demoMgmtScopes = []string{"read:logs", "read:connections"}
+// and for reading connections and sessions, nothing that changes state.
+var demoMgmtScopes = []string{"read:logs", "read:connections", "read:sessions"}
 
 func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err error) {
 	// URLs name the listen host, or 127.0.0.1 when listening on all interfaces (containers).
@@ -148,10 +154,12 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 		return "http://" + net.JoinHostPort(urlHost, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
 	d.idpURL, d.issuer, d.appURL = origin(idpLn), origin(brokerLn)+"/", origin(appLn)
+	d.secondURL = d.appURL + demoSecondPath
 	d.mgmtToken = rand.Text() + rand.Text() // 52 characters (the minimum is 32)
-	upSecret, appSecret := rand.Text(), rand.Text()
-	idp, _, err := demoidp.NewHandler(d.idpURL, demoidp.Options{
-		ClientID: demoUpClientID, ClientSecret: upSecret,
+	upSecret, appSecret, secondSecret := rand.Text(), rand.Text(), rand.Text()
+	var idp http.Handler
+	idp, d.idpStats, err = demoidp.NewHandler(d.idpURL, demoidp.Options{
+		ClientID: demoUpClientID, ClientSecret: upSecret, Subject: demoSubject,
 		DPoPAlgs:    []string{"ES256", "EdDSA", "Ed25519", "RS256"},
 		RequireDPoP: true, RequireNonce: true, Interactive: true,
 	})
@@ -168,12 +176,20 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8", "::1"}
 	cfg.RateLimits.Enabled = false // one local user; `serve` has them on by default
 	cfg.Management.Tokens = []config.ManagementToken{{Name: "demo", Token: d.mgmtToken, Scopes: demoMgmtScopes}}
+	// Two apps, so that the second shows single sign-on; each is told of logouts by
+	// back-channel logout (docs/sessions.md).
 	cfg.Clients = []config.Client{{
 		ClientID: demoClientID, Name: "Sample App", ClientSecret: appSecret,
 		RedirectURIs: []string{d.appURL + "/callback"}, Connections: []string{demoConnection},
 		PostLogoutRedirectURIs: []string{d.appURL + "/"},
+		BackchannelLogoutURI:   d.appURL + "/backchannel-logout", BackchannelLogoutSessionRequired: true,
 		// The sample app may obtain tokens for the demo API, with its read:messages scope.
 		APIs: []config.APIGrant{{Audience: demoAPIAudience, Scopes: []string{"read:messages"}}},
+	}, {
+		ClientID: demoSecondClientID, Name: "Second App", ClientSecret: secondSecret,
+		RedirectURIs: []string{d.secondURL + "/callback"}, Connections: []string{demoConnection},
+		PostLogoutRedirectURIs: []string{d.secondURL + "/"},
+		BackchannelLogoutURI:   d.secondURL + "/backchannel-logout", BackchannelLogoutSessionRequired: true,
 	}}
 	// The broker as a DPoP server for its apps: an example API that binds tokens when the app
 	// sends a proof, and server nonces (the secret is generated: GenerateMissingKeys).
@@ -197,14 +213,28 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 	if err != nil {
 		return nil, err
 	}
-	app := &sampleApp{
-		baseURL: d.appURL, issuer: d.issuer, clientID: demoClientID, clientSecret: appSecret,
-		events: events, pending: map[string]pendingLogin{},
+	apps := http.NewServeMux()
+	for _, a := range []*sampleApp{{
+		name: "Sample App", cookie: "sample_app", baseURL: d.appURL,
+		intro: "This app trusts dpop-broker as its OpenID provider. The broker sends you to a demo upstream " +
+			"IdP that requires DPoP with server nonces.",
+		other:    appLink{Name: "Second App", Href: demoSecondPath + "/"},
+		clientID: demoClientID, clientSecret: appSecret,
+	}, {
+		name: "Second App", path: demoSecondPath, cookie: "second_app", baseURL: d.secondURL,
+		intro: "Another app of the same broker. Log in to Sample App first, then here: single sign-on, " +
+			"the broker answers from its session without the IdP's page.",
+		other:    appLink{Name: "Sample App", Href: "/"},
+		clientID: demoSecondClientID, clientSecret: secondSecret,
+	}} {
+		a.issuer, a.events = d.issuer, events
+		a.pending, a.sessions = map[string]pendingLogin{}, map[string]*appSession{}
+		a.routes(apps)
 	}
 	d.servers = []serverListener{
 		{newHTTPServer(idp), idpLn},
 		{newHTTPServer(d.broker.Handler()), brokerLn},
-		{newHTTPServer(app.handler()), appLn},
+		{newHTTPServer(apps), appLn},
 	}
 	return d, nil
 }
@@ -214,17 +244,22 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 func (d *demo) printWelcome(w io.Writer, self string) {
 	brokerURL := strings.TrimSuffix(d.issuer, "/")
 	var b strings.Builder
-	b.WriteString("dpop-broker demo: broker, built-in upstream IdP (DPoP with server nonces) and sample app;\n" +
+	b.WriteString("dpop-broker demo: broker, built-in upstream IdP (DPoP with server nonces) and two sample apps;\n" +
 		"memory store and keys generated for this run.\n")
 	for _, n := range d.notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
 	fmt.Fprintf(&b, "\n  sample app    %s/\n", d.appURL)
+	fmt.Fprintf(&b, "  second app    %s/\n", d.secondURL)
 	fmt.Fprintf(&b, "  broker        %s  (issuer; discovery at %s/.well-known/openid-configuration)\n", d.issuer, brokerURL)
 	fmt.Fprintf(&b, "  upstream IdP  %s\n", d.idpURL)
 	fmt.Fprintf(&b, "\nFollow the login log (a management token made for this run, scopes %s):\n", strings.Join(demoMgmtScopes, " "))
 	fmt.Fprintf(&b, "  BROKER_URL=%s BROKER_MGMT_TOKEN=%s %s logs --follow\n", brokerURL, d.mgmtToken, self)
+	fmt.Fprintf(&b, "List the demo user's broker sessions:\n  curl -H 'Authorization: Bearer %s' %s/api/v2/users/%s/sessions\n",
+		d.mgmtToken, brokerURL, url.PathEscape("oidc|"+demoConnection+"|"+demoSubject))
 	fmt.Fprintf(&b, "\nOpen %s/ in your browser\n", d.appURL)
+	b.WriteString("Log in there, then open the second app: single sign-on, no IdP page. \"Check silently\" tries\n" +
+		"prompt=none; \"Log out\" in one app signs the other out by back-channel logout.\n")
 	b.WriteString("Stop the demo with Ctrl-C.\n")
 	_, _ = io.WriteString(w, b.String())
 }

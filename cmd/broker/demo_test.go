@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -60,6 +61,8 @@ var (
 	demoBrokerLine = regexp.MustCompile(`(?m)^  broker        (http://\S+)/  \(issuer; discovery at `)
 	demoIdPLine    = regexp.MustCompile(`(?m)^  upstream IdP  (http://\S+)$`)
 	demoLogsLine   = regexp.MustCompile(`(?m)^  BROKER_URL=(\S+) BROKER_MGMT_TOKEN=(\S+) (.+) logs --follow$`)
+	demoSecondLine = regexp.MustCompile(`(?m)^  second app    (http://\S+)/$`)
+	demoCurlLine   = regexp.MustCompile(`(?m)^  curl -H 'Authorization: Bearer (\S+)' (http://\S+/api/v2/users/\S+/sessions)$`)
 )
 
 func TestDemoFallsBackToFreePortsWhenItsPortsAreTaken(t *testing.T) {
@@ -79,8 +82,11 @@ func TestDemoFallsBackToFreePortsWhenItsPortsAreTaken(t *testing.T) {
 
 	app, brk, idp, logsCmd := demoAppLine.FindStringSubmatch(out), demoBrokerLine.FindStringSubmatch(out),
 		demoIdPLine.FindStringSubmatch(out), demoLogsLine.FindStringSubmatch(out)
-	if app == nil || brk == nil || idp == nil || logsCmd == nil || !strings.Contains(out, "\nOpen "+app[1]+"/ in your browser\n") {
-		t.Fatalf("the demo must print the app, broker and IdP URLs, a broker logs command and what to open:\n%s", out)
+	second, curl := demoSecondLine.FindStringSubmatch(out), demoCurlLine.FindStringSubmatch(out)
+	if app == nil || brk == nil || idp == nil || logsCmd == nil || second == nil || curl == nil ||
+		!strings.Contains(out, "\nOpen "+app[1]+"/ in your browser\n") || second[1] != app[1]+demoSecondPath ||
+		!strings.Contains(out, "scopes read:logs read:connections read:sessions):\n") {
+		t.Fatalf("the demo must print the apps', broker and IdP URLs, a broker logs command, a sessions curl and what to open:\n%s", out)
 	}
 	for _, u := range []string{app[1], brk[1], idp[1]} {
 		pu, err := url.Parse(u)
@@ -132,6 +138,15 @@ func TestDemoFallsBackToFreePortsWhenItsPortsAreTaken(t *testing.T) {
 	if code != 0 || !strings.Contains(logsOut, demoConnection) || !strings.Contains(logsOut, "dpop ES256") {
 		t.Fatalf("broker logs with the printed environment: exit %d\n%s%s", code, logsOut, logsErr)
 	}
+	// The printed curl lists the user's broker session.
+	var list struct {
+		Sessions []struct {
+			ID string `json:"id"`
+		} `json:"sessions"`
+	}
+	if demoMgmtGet(t, curl[1], curl[2], &list); curl[1] != logsCmd[2] || !strings.HasPrefix(curl[2], brk[1]+"/") || len(list.Sessions) != 1 {
+		t.Fatalf("%s: %+v", curl[0], list)
+	}
 }
 
 func TestDemoRefusesATakenPortItWasToldToUse(t *testing.T) {
@@ -152,5 +167,125 @@ func TestDemoStaysOnLoopback(t *testing.T) {
 	code, _, errOut := runCmd(t, "demo", "--listen-host", "192.0.2.1", "--broker-port", "0", "--idp-port", "0", "--app-port", "0")
 	if code != 1 || !strings.Contains(errOut, `--listen-host "192.0.2.1": the demo serves plain http, so it runs on loopback`) {
 		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
+
+// TestDemoShowsSingleSignOnSilentAuthAndBackchannelLogout clicks through the demo's two apps
+// in one browser (docs/sessions.md): the first login goes to the IdP; the second app signs in
+// from the broker session without it (single sign-on); a silent check (prompt=none, OIDC Core
+// §3.1.2.6) signs in; logging out of the first app ends the broker session, whose back-channel
+// logout (Back-Channel Logout 1.0) signs the second app out; a silent check then comes back
+// login_required.
+func TestDemoShowsSingleSignOnSilentAuthAndBackchannelLogout(t *testing.T) {
+	d := runDemo(t)
+	c, body := demoLogin(t, d.appURL, d.idpURL)
+	sid := demoPageSID(t, body)
+	if n := d.idpStats.AuthorizeRequests.Load(); n != 1 {
+		t.Fatalf("the first login made %d authorization requests at the IdP, want 1", n)
+	}
+
+	body = fetch(t, c, http.MethodGet, d.secondURL+"/login", nil)
+	for _, want := range []string{"<title>Second App</title>", `<h1 id="user">Hello, Alice Example</h1>`,
+		`<p id="how">Single sign-on: the broker answered from your broker session, with no trip to the identity provider.</p>`,
+		`&#34;sso&#34;: true`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("second app after single sign-on lacks %s:\n%s", want, body)
+		}
+	}
+	if got := demoPageSID(t, body); got != sid {
+		t.Fatalf("second app's sid %q, want the first app's %q (one broker session)", got, sid)
+	}
+	body = fetch(t, c, http.MethodGet, d.secondURL+"/silent", nil)
+	if !strings.Contains(body, `<p id="how">Signed in (silent authentication): prompt=none`) {
+		t.Fatalf("second app after a silent check:\n%s", body)
+	}
+	if n := d.idpStats.AuthorizeRequests.Load(); n != 1 {
+		t.Fatalf("single sign-on and the silent check reached the IdP: %d authorization requests, want 1", n)
+	}
+
+	// The demo's management token reads the session, which both apps went through.
+	sessionsURL := strings.TrimSuffix(d.issuer, "/") + "/api/v2/users/oidc%7C" + demoConnection + "%7C" + demoSubject + "/sessions"
+	var list struct {
+		Sessions []struct {
+			ID      string `json:"id"`
+			Clients []struct {
+				ClientID string `json:"client_id"`
+			} `json:"clients"`
+		} `json:"sessions"`
+	}
+	demoMgmtGet(t, d.mgmtToken, sessionsURL, &list)
+	if len(list.Sessions) != 1 || list.Sessions[0].ID != sid || len(list.Sessions[0].Clients) != 2 {
+		t.Fatalf("GET %s: %+v, want session %s with both apps", sessionsURL, list, sid)
+	}
+
+	// Log out of the first app, confirming on the broker's page (the app sends no id_token_hint).
+	body = fetch(t, c, http.MethodGet, d.appURL+"/logout", nil)
+	action := regexp.MustCompile(`<form method="post" action="([^"]+)">`).FindStringSubmatch(body)
+	if action == nil || !strings.Contains(body, `id="confirm-logout"`) {
+		t.Fatalf("broker's sign-out page:\n%s", body)
+	}
+	form := url.Values{}
+	for _, f := range regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`).FindAllStringSubmatch(body, -1) {
+		form.Set(f[1], html.UnescapeString(f[2]))
+	}
+	body = fetch(t, c, http.MethodPost, html.UnescapeString(action[1]), form)
+	if !strings.Contains(body, `<a class="button" id="login" href="/login">Log in</a>`) {
+		t.Fatalf("first app after logout:\n%s", body)
+	}
+
+	// The second app learns of it by back-channel logout, asynchronously: poll its page.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		body = fetch(t, c, http.MethodGet, d.secondURL+"/", nil)
+		if strings.Contains(body, `<p class="notice" id="signed-out">The broker signed you out of this app by back-channel logout at `) {
+			break
+		}
+		if !strings.Contains(body, `id="user"`) || time.Now().After(deadline) {
+			t.Fatalf("second app after the first app's logout (no back-channel logout within 60s?):\n%s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(body, "<code>"+sid+"</code> ended.") || !strings.Contains(body, `id="login"`) {
+		t.Fatalf("second app after back-channel logout:\n%s", body)
+	}
+	if body = fetch(t, c, http.MethodGet, d.secondURL+"/", nil); strings.Contains(body, `id="signed-out"`) || strings.Contains(body, `id="user"`) {
+		t.Fatalf("second app's notice must show once, then the home page:\n%s", body)
+	}
+	body = fetch(t, c, http.MethodGet, d.secondURL+"/silent", nil)
+	if !strings.Contains(body, `<p class="notice" id="silent-result">Silent check: <code>login_required</code>.`) || strings.Contains(body, `id="user"`) {
+		t.Fatalf("second app's silent check after logout:\n%s", body)
+	}
+	demoMgmtGet(t, d.mgmtToken, sessionsURL, &list)
+	if len(list.Sessions) != 0 {
+		t.Fatalf("sessions after logout: %+v", list)
+	}
+	if n := d.idpStats.AuthorizeRequests.Load(); n != 1 {
+		t.Fatalf("%d authorization requests at the IdP, want 1", n)
+	}
+}
+
+// demoPageSID is the broker session id an app's signed-in page shows.
+func demoPageSID(t *testing.T, body string) string {
+	t.Helper()
+	m := regexp.MustCompile(`<code id="sid">([A-Za-z0-9_-]{22})</code>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("page shows no sid:\n%s", body)
+	}
+	return m[1]
+}
+
+// demoMgmtGet reads u from the management API with token into v.
+func demoMgmtGet(t *testing.T, token, u string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, v) != nil {
+		t.Fatalf("GET %s: %s %s", u, resp.Status, body)
 	}
 }

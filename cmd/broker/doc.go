@@ -16,8 +16,9 @@
 //     broker.Server and serves it; listen.go picks its address (--listen, $BROKER_LISTEN, the
 //     configuration), activation.go takes a listening socket handed over by the supervisor
 //     (systemd socket activation), logger.go builds the throttled JSON logger.
-//   - demo.go runs the broker, the demo upstream IdP (upstream/demoidp) and sampleapp.go's
-//     relying party in one process, with a memory store and generated keys.
+//   - demo.go runs the broker, the demo upstream IdP (upstream/demoidp) and two of sampleapp.go's
+//     relying parties (single sign-on, silent authentication, back-channel logout) in one
+//     process, with a memory store and generated keys.
 //   - config.go, discovery.go and keys.go are the operator tools: check a configuration
 //     file, show what an upstream supports for DPoP, print a new private key.
 //   - healthcheck.go probes a running broker's /healthz or /readyz (for container health

@@ -163,8 +163,9 @@ func TestDemoLogin(t *testing.T) {
 	demoLogin(t, d.appURL, d.idpURL)
 }
 
-// demoLogin logs in through the demo's sample app and checks the logged-in page.
-func demoLogin(t *testing.T, appURL, idpURL string) {
+// demoLogin logs in through the demo's sample app in a new browser (its cookie jar) and checks
+// the logged-in page; it returns the browser and the page.
+func demoLogin(t *testing.T, appURL, idpURL string) (*http.Client, string) {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
@@ -178,12 +179,14 @@ func demoLogin(t *testing.T, appURL, idpURL string) {
 		t.Fatalf("upstream sign-in page: %s", body)
 	}
 	body = fetch(t, c, http.MethodPost, idpURL+"/authorize/approve", url.Values{"request": {m[1]}})
-	for _, want := range []string{"<title>Logged in</title>", `<h1 id="user">Hello, Alice Example</h1>`, `<pre id="claims">`,
-		`&#34;dpop_signing_alg&#34;: &#34;ES256&#34;`, `&#34;dpop_returned_from_upstream&#34;: true`} {
+	for _, want := range []string{"<title>Sample App</title>", `<h1 id="user">Hello, Alice Example</h1>`,
+		`<p id="how">The broker sent you to the demo identity provider and exchanged its code with a DPoP proof (ES256).</p>`,
+		`<code id="sid">`, `<pre id="claims">`, `&#34;dpop_signing_alg&#34;: &#34;ES256&#34;`, `&#34;dpop_returned_from_upstream&#34;: true`} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("logged-in page lacks %s:\n%s", want, body)
 		}
 	}
+	return c, body
 }
 
 func fetch(t *testing.T, c *http.Client, method, u string, form url.Values) string {
@@ -246,6 +249,7 @@ func runDemo(t *testing.T) *demo {
 		if err := <-done; err != nil {
 			t.Errorf("serveAll: %v", err)
 		}
+		d.broker.Close() // as cmdDemo: back-channel logout deliveries finish
 	})
 	return d
 }
