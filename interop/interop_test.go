@@ -464,29 +464,48 @@ func TestDownstreamOpenIDClient(t *testing.T) {
 	})
 }
 
-// TestBrowserDemo: headless Chromium clicks through `broker demo` (sample app → broker → built-in
-// upstream → back) and the page shows the user and the login event.
+// TestBrowserDemo: headless Chromium clicks through `broker demo` in one browser: the sample
+// app's login (sample app → broker → built-in upstream → back) shows the user and the login
+// event; the second app then signs in by single sign-on (no upstream page); its silent check
+// (prompt=none) signs in; logging out of the sample app ends the broker session, and the
+// second app, told by back-channel logout, shows that it was signed out and its silent check
+// answers login_required (docs/sessions.md).
 func TestBrowserDemo(t *testing.T) {
 	t.Parallel()
 	needPeers(t)
 	needChromium(t)
 
-	urls := make(chan string, 1)
+	// The banner's URLs: the broker's and the upstream's lines come before the Open line.
+	type demoURLs struct{ app, broker, idp string }
+	urls := make(chan demoURLs, 1)
+	var printed demoURLs
 	var once sync.Once
+	brokerLine := regexp.MustCompile(`^  broker        (http://\S+)/  `)
+	idpLine := regexp.MustCompile(`^  upstream IdP  (http://\S+)$`)
 	demo := start(t, "broker demo", exec.Command(brokerBin, "demo", "--listen-host", "127.0.0.1",
 		"--broker-port", "0", "--idp-port", "0", "--app-port", "0"), func(line string) {
+		if m := brokerLine.FindStringSubmatch(line); m != nil {
+			printed.broker = m[1]
+		}
+		if m := idpLine.FindStringSubmatch(line); m != nil {
+			printed.idp = m[1]
+		}
 		if m := openLine.FindStringSubmatch(line); m != nil {
-			once.Do(func() { urls <- m[1] })
+			once.Do(func() { printed.app = m[1]; urls <- printed })
 		}
 	})
-	var appURL string
+	var u demoURLs
 	select {
-	case appURL = <-urls:
+	case u = <-urls:
 	case <-demo.exited:
 		t.Fatalf("broker demo exited before printing its URL: %v\n%s", demo.err, demo.out)
 	case <-time.After(readyTimeout):
 		t.Fatalf("broker demo printed no `Open http://... in your browser` line within %v\n%s", readyTimeout, demo.out)
 	}
+	if u.broker == "" || u.idp == "" {
+		t.Fatalf("broker demo printed no broker or upstream IdP URL before its Open line\n%s", demo.out)
+	}
+	appURL := u.app
 
 	shotDir := filepath.Join(interopDir, ".cache")
 	if err := os.MkdirAll(shotDir, 0o755); err != nil {
@@ -505,11 +524,22 @@ func TestBrowserDemo(t *testing.T) {
 	if br.err != nil {
 		t.Fatalf("browser.mjs failed: %v\n%s", br.err, br.out)
 	}
+	type appPage struct {
+		User, How, SID string
+		Origins        []string
+	}
 	var result struct {
-		User         string `json:"user"`
-		EventText    string `json:"eventText"`
-		URL          string `json:"url"`
-		LoggedOutURL string `json:"loggedOutURL"`
+		User         string   `json:"user"`
+		EventText    string   `json:"eventText"`
+		How          string   `json:"how"`
+		SID          string   `json:"sid"`
+		URL          string   `json:"url"`
+		Second       appPage  `json:"second"`
+		SilentHow    string   `json:"silentHow"`
+		LoggedOutURL string   `json:"loggedOutURL"`
+		SignedOut    string   `json:"signedOut"`
+		SilentResult string   `json:"silentResult"`
+		Screenshots  []string `json:"screenshots"`
 	}
 	lines := br.out.Lines()
 	for _, l := range lines {
@@ -520,7 +550,7 @@ func TestBrowserDemo(t *testing.T) {
 	if result.User == "" {
 		t.Fatalf("browser.mjs printed no result with a user\n%s", br.out)
 	}
-	t.Logf("browser: user %q on %s (screenshot %s)", result.User, result.URL, shot)
+	t.Logf("browser: user %q on %s (screenshots %s)", result.User, result.URL, strings.Join(result.Screenshots, ", "))
 	if !strings.Contains(result.User, "Alice") && !strings.Contains(result.User, "alice") {
 		t.Errorf("page #user = %q, want the logged-in user (Alice)", result.User)
 	}
@@ -530,18 +560,50 @@ func TestBrowserDemo(t *testing.T) {
 	if !regexp.MustCompile(`"?dpop_returned_from_upstream"?\s*:\s*true`).MatchString(result.EventText) {
 		t.Errorf("page event lacks dpop_returned_from_upstream: true:\n%s", result.EventText)
 	}
+	if !strings.Contains(result.How, "demo identity provider and exchanged its code with a DPoP proof") {
+		t.Errorf("sample app's #how = %q, want the upstream login with DPoP", result.How)
+	}
 	ev := demo.waitEvent(t, 1)
 	wantType(t, ev, "s")
 	wantDetail(t, ev, "dpop_returned_from_upstream", true)
+
+	// Single sign-on: the second app's login went through the broker only, in the same session.
+	if !strings.HasPrefix(result.Second.How, "Single sign-on") || result.Second.SID != result.SID || result.SID == "" {
+		t.Errorf("second app: %+v, want single sign-on in the sample app's session %q", result.Second, result.SID)
+	}
+	if slices.Contains(result.Second.Origins, u.idp) || !slices.Contains(result.Second.Origins, u.broker) {
+		t.Errorf("the second app's login navigated to %v: want the broker (%s), never the upstream (%s)", result.Second.Origins, u.broker, u.idp)
+	}
+	if !strings.Contains(result.SilentHow, "silent authentication") {
+		t.Errorf("second app after its silent check: #how = %q", result.SilentHow)
+	}
 	// Log out: the sample app sends the browser to the broker's /oidc/logout with its
-	// registered post_logout_redirect_uri, which ends the session (slo) and comes back.
+	// registered post_logout_redirect_uri, which ends the session (slo) and comes back; the
+	// second app learns of it by back-channel logout.
 	if result.LoggedOutURL != appURL {
 		t.Errorf("after logout the browser is at %q, want the sample app's %q", result.LoggedOutURL, appURL)
 	}
+	if !strings.Contains(result.SignedOut, "back-channel logout") || !strings.Contains(result.SignedOut, result.SID) {
+		t.Errorf("second app after logout: #signed-out = %q", result.SignedOut)
+	}
+	if !strings.Contains(result.SilentResult, "login_required") {
+		t.Errorf("second app's silent check after logout: %q", result.SilentResult)
+	}
 	deadline := time.Now().Add(eventTimeout)
-	for !slices.ContainsFunc(demo.Events(), func(e loginEvent) bool { return e.Type == "slo" }) {
+	for {
+		evs := demo.Events()
+		sso := slices.ContainsFunc(evs, func(e loginEvent) bool {
+			return e.Type == "s" && e.Raw["client_id"] == "second-app" && e.Details["sso"] == true
+		})
+		slo := slices.ContainsFunc(evs, func(e loginEvent) bool { return e.Type == "slo" })
+		bcl := slices.ContainsFunc(evs, func(e loginEvent) bool {
+			return e.Type == "oidc_backchannel_logout_succeeded" && e.Raw["client_id"] == "second-app"
+		})
+		if sso && slo && bcl {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no slo event after the logout; events: %+v", demo.Events())
+			t.Fatalf("want an s event with details.sso for second-app, an slo and a delivered back-channel logout to second-app; events: %+v", evs)
 		}
 		time.Sleep(pollInterval)
 	}
