@@ -147,17 +147,25 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 	userID := conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + res.Subject
 	claims := mapClaims(res.Claims)
 	withUser(ev, userID, claims)
-	oldTag, oldRaw, old, err := s.cookieSession(r)
-	if err != nil {
-		s.failLogin(w, r, ev, s.storeFailure(err))
-		return
-	}
-	if old != nil && old.UserID == userID && old.Connection == conn.cfg.Name && old.live(now, s.cfg.SessionIdle()) {
-		if s.reauthenticate(w, r, tx, client, res, claims, oldTag, oldRaw, old, ev) {
+	// The browser's session: re-authenticated in place when it is this user's (a concurrent
+	// change, such as a refresh sliding it, is read again, a few times at most), else ended.
+	for attempt := 0; ; attempt++ {
+		oldTag, oldRaw, old, err := s.cookieSession(r)
+		if err != nil {
+			s.failLogin(w, r, ev, s.storeFailure(err))
 			return
 		}
-	} else if old != nil {
-		s.endReplacedSession(r, oldTag, old)
+		if old == nil {
+			break
+		}
+		if old.UserID == userID && old.Connection == conn.cfg.Name && old.live(now, s.cfg.SessionIdle()) && attempt < 3 {
+			if s.reauthenticate(w, r, tx, client, res, claims, oldTag, oldRaw, old, ev) {
+				return
+			}
+			continue
+		}
+		s.endReplacedSession(r, oldTag, old) // never left live behind a new cookie
+		break
 	}
 	tag := randomString(16)
 	sessionSecret := randomString(32)
@@ -180,7 +188,7 @@ func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *trans
 		return
 	}
 	ev.Details["session_id"] = tag
-	err = s.succeedWith(r, ev,
+	err := s.succeedWith(r, ev,
 		sessions.Item{Kind: sessions.KindSession, ID: tag + ".s", Value: raw, TTL: sess.ttl(now, s.cfg.SessionIdle())},
 		sessions.Item{Kind: sessions.KindCode, ID: codeID, Value: cr, TTL: s.cfg.Lifetimes.Code},
 	)

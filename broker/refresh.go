@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -180,16 +179,12 @@ func (s *Server) refreshReused(ctx context.Context, fam string, x *exchange) *oa
 // of the session) ends its refresh tokens. A refresh is a use of the session: it slides its
 // idle window (slideSession).
 func (s *Server) refreshSession(ctx context.Context, rec *refreshRecord) (*sessionRecord, *oauthError) {
-	raw, err := s.store.Get(ctx, sessions.KindSession, rec.SID+".s")
-	if storeDown(err) {
-		return nil, errStoreDown
+	sess, raw, oerr := s.liveSession(ctx, rec.SID, rec.UserID, "the session of this refresh token has ended")
+	if oerr != nil {
+		return nil, oerr
 	}
-	var sess sessionRecord
-	if err != nil || json.Unmarshal(raw, &sess) != nil || sess.UserID != rec.UserID || !s.sessionAlive(&sess) {
-		return nil, invalidGrant("the session of this refresh token has ended")
-	}
-	s.slideSession(ctx, rec.SID, raw, &sess)
-	return &sess, nil
+	s.slideSession(ctx, rec.SID, raw, sess)
+	return sess, nil
 }
 
 // tokenEvent records a token-endpoint outcome: seacft/feacft for codes, sertft/fertft (ferrt on

@@ -379,17 +379,17 @@ func (c *countingStore) Swap(ctx context.Context, k sessions.Kind, id string, ol
 	return c.Store.Swap(ctx, k, id, old, put, del)
 }
 
-// TestTokenRequestsStoreRoundTrips: a code exchange (with a refresh token) is one read and one
-// conditional write; a refresh reads the family and the session and writes once (a DPoP
-// proof adds its replay claim).
+// TestTokenRequestsStoreRoundTrips: a code exchange (with a refresh token) reads the code and
+// its session and writes once (one conditional write); a refresh reads the family and the
+// session and writes once (a DPoP proof adds its replay claim).
 func TestTokenRequestsStoreRoundTrips(t *testing.T) {
 	cs := &countingStore{Store: sessions.NewMemory(), ops: map[string]int{}}
 	h := newHarness(t, harnessOpts{up: dpopUp, store: cs})
 	code := h.codeFor(appClient, offlineScope)
 	cs.take()
 	r := h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, code)})
-	if ops := cs.take(); r.status != http.StatusOK || len(ops) != 2 || ops["get code"] != 1 || ops["swap code"] != 1 {
-		t.Errorf("code exchange: %d, store operations %v, want one get and one swap", r.status, ops)
+	if ops := cs.take(); r.status != http.StatusOK || len(ops) != 3 || ops["get code"] != 1 || ops["get sess"] != 1 || ops["swap code"] != 1 {
+		t.Errorf("code exchange: %d, store operations %v, want code and session reads and one swap", r.status, ops)
 	}
 	r = h.tok(tokReq{client: appClient, form: refreshGrant(r.str("refresh_token"))})
 	if ops := cs.take(); r.status != http.StatusOK || len(ops) != 3 || ops["get rt"] != 1 || ops["get sess"] != 1 || ops["swap rt"] != 1 {

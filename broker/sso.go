@@ -37,6 +37,10 @@ type sessionRecord struct {
 	// UpstreamSID is the upstream ID token's sid: an upstream back-channel logout naming it
 	// ends this session.
 	UpstreamSID string `json:"upstream_sid,omitempty"`
+	// UpstreamAuthTime says AuthTime is the upstream ID token's auth_time; without it AuthTime
+	// is the broker's login time, which cannot answer max_age (the user may have
+	// authenticated at the upstream long before).
+	UpstreamAuthTime bool `json:"upstream_auth_time,omitempty"`
 	// AMR and ACR are the upstream ID token's amr and acr, passed on in the broker's ID tokens.
 	AMR []string `json:"amr,omitempty"`
 	ACR string   `json:"acr,omitempty"`
@@ -71,6 +75,21 @@ func (sess *sessionRecord) live(now time.Time, idle time.Duration) bool {
 // clock: records written before single sign-on end by their TTL alone.
 func (s *Server) sessionAlive(sess *sessionRecord) bool {
 	return sess.Expires == 0 || sess.live(s.now(), s.cfg.SessionIdle())
+}
+
+// liveSession reads the session sid of the user userID for a grant: invalid_grant with ended
+// when it is gone, someone else's or past its lifetimes by the broker's clock; 503 when the
+// store cannot be read. It returns the record and its stored bytes.
+func (s *Server) liveSession(ctx context.Context, sid, userID, ended string) (*sessionRecord, []byte, *oauthError) {
+	raw, err := s.store.Get(ctx, sessions.KindSession, sid+".s")
+	if storeDown(err) {
+		return nil, nil, errStoreDown
+	}
+	var sess sessionRecord
+	if err != nil || json.Unmarshal(raw, &sess) != nil || sess.UserID != userID || !s.sessionAlive(&sess) {
+		return nil, nil, invalidGrant(ended)
+	}
+	return &sess, raw, nil
 }
 
 // slideSession records a use of the session sid (its record raw, decoded sess) other than a
@@ -121,7 +140,7 @@ func (sess *sessionRecord) addClient(id string) {
 // upstreamFacts copies what the upstream login says about the authentication into the
 // session: its time, the upstream ID token (for federated logout) and its sid, amr and acr.
 func (sess *sessionRecord) upstreamFacts(res *upstream.Result, now time.Time) {
-	sess.AuthTime = now.Unix()
+	sess.AuthTime, sess.UpstreamAuthTime = now.Unix(), !res.AuthTime.IsZero()
 	if !res.AuthTime.IsZero() && res.AuthTime.Before(now) {
 		sess.AuthTime = res.AuthTime.Unix() // an upstream SSO session may be older than this login
 	}
@@ -176,6 +195,9 @@ func (s *Server) ssoFor(r *http.Request, q url.Values, client *config.Client) (s
 		return no("prompt requires a new login", "login_required")
 	}
 	if ma := q.Get("max_age"); ma != "" {
+		if !sess.UpstreamAuthTime { // only the upstream can say how long ago the user authenticated
+			return no("max_age needs the upstream's auth_time, which its login did not send", "login_required")
+		}
 		if n, err := strconv.Atoi(ma); err == nil && now.Unix()-sess.AuthTime > int64(n) {
 			return no("max_age exceeded", "login_required")
 		}
@@ -385,26 +407,32 @@ func upstreamSIDIndexID(connection, sid string) string {
 }
 
 // indexSession records the session tag in its user's index and, when the upstream sent a
-// sid, in that upstream session's index. Sessions pushed out of a full user index are ended.
-// When the second index cannot be written, the first entry is removed again (the session will
-// not be written, and a full store must not keep its index record).
+// sid, in that upstream session's index. Sessions pushed out of a full index are ended: a live
+// session out of its index could not be found by the management API or survive an upstream
+// logout. When the second index cannot be written, the first entry is removed again (the
+// session will not be written, and a full store must not keep its index record).
 func (s *Server) indexSession(r *http.Request, tag string, sess *sessionRecord) error {
 	ctx, now, exp := r.Context(), s.now(), time.Unix(sess.Expires, 0)
 	evicted, err := sessions.IndexAdd(ctx, s.store, userIndexID(sess.UserID), tag, exp, now, maxUserSessions)
 	if err != nil {
 		return fmt.Errorf("index the session of its user: %w", err)
 	}
+	reason := "the user has more than 100 sessions: the oldest ended"
 	if sess.UpstreamSID != "" {
-		if _, aerr := sessions.IndexAdd(ctx, s.store, upstreamSIDIndexID(sess.Connection, sess.UpstreamSID), tag, exp, now, maxUpstreamSIDSessions); aerr != nil {
+		ev, aerr := sessions.IndexAdd(ctx, s.store, upstreamSIDIndexID(sess.Connection, sess.UpstreamSID), tag, exp, now, maxUpstreamSIDSessions)
+		if aerr != nil {
 			err = fmt.Errorf("index the session of its upstream session: %w", aerr)
 			if rerr := sessions.IndexRemove(ctx, s.store, userIndexID(sess.UserID), now, tag); rerr != nil {
 				s.log.Warn("index entry of a login that failed left behind", "err", rerr)
 			}
 		}
+		if len(ev) > 0 {
+			evicted, reason = append(evicted, ev...), "more than 20 sessions from one upstream session: the oldest ended"
+		}
 	}
-	for _, old := range evicted { // out of the index either way: ended, so none lives unindexed
-		if _, err := s.endSessionLogged(ctx, r, old, "the user has more than 100 sessions: the oldest ended", nil); err != nil {
-			s.log.Warn("session pushed out of its user's index not ended", "err", err)
+	for _, old := range evicted { // out of an index either way: ended, so none lives unindexed
+		if _, err := s.endSessionLogged(ctx, r, old, reason, nil); err != nil {
+			s.log.Warn("session pushed out of its index not ended", "err", err)
 		}
 	}
 	return err
@@ -477,8 +505,8 @@ func (s *Server) upstreamSessions(ctx context.Context, conn *connection, sid, su
 		return sess.Connection == conn.cfg.Name && (sid == "" || sess.UpstreamSID == sid) &&
 			(userID == "" || sess.UserID == userID) && sess.AuthTime <= latest
 	}
-	if sid != "" {
-		return s.indexedSessions(ctx, upstreamSIDIndexID(conn.cfg.Name, sid), keep)
+	if userID != "" { // the user's index holds every session the sid index holds, and more
+		return s.indexedSessions(ctx, userIndexID(userID), keep)
 	}
-	return s.indexedSessions(ctx, userIndexID(userID), keep)
+	return s.indexedSessions(ctx, upstreamSIDIndexID(conn.cfg.Name, sid), keep)
 }

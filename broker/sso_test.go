@@ -1,14 +1,19 @@
 package broker
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // idTokenOf redeems code for client and returns the ID token's claims (and the whole answer).
@@ -300,5 +305,114 @@ func TestLoginOfAnotherUserEndsBrowserSession(t *testing.T) {
 	}
 	if r := h.tok(tokReq{client: appClient, form: refreshGrant(res.str("refresh_token"))}); r.status != http.StatusBadRequest {
 		t.Fatalf("alice's refresh token after bob's login: %d, want invalid_grant", r.status)
+	}
+}
+
+// TestMaxAgeNeedsUpstreamAuthTime: when the upstream's ID token carried no auth_time, the
+// session's auth_time is only the broker's login time, so a request with max_age is never
+// answered from the session (OIDC Core §3.1.2.1): it goes upstream, and prompt=none gets
+// login_required.
+func TestMaxAgeNeedsUpstreamAuthTime(t *testing.T) {
+	up := dpopUp
+	up.OmitAuthTime, up.SessionAge = true, 72*time.Hour
+	h := newHarness(t, harnessOpts{up: up})
+	b := h.browser()
+	h.codeIn(b, appClient, nil)
+	withMaxAge := func(q url.Values) { q.Set("max_age", "300") }
+	if status, loc := h.authorizeStep(b, appClient, withMaxAge); status != http.StatusFound || !strings.HasPrefix(loc, h.up.URL) {
+		t.Fatalf("max_age with a session of unknown auth_time: %d %s, want the upstream", status, loc)
+	}
+	status, loc := h.authorizeStep(b, appClient, func(q url.Values) { withMaxAge(q); q.Set("prompt", "none") })
+	if u, _ := url.Parse(loc); status != http.StatusFound || u.Query().Get("error") != "login_required" {
+		t.Fatalf("prompt=none with max_age: %d %s, want login_required", status, loc)
+	}
+	// Without max_age the session still answers.
+	if status, loc := h.authorizeStep(b, appClient, nil); status != http.StatusFound || !strings.HasPrefix(loc, h.app.URL) {
+		t.Fatalf("without max_age: %d %s, want a code", status, loc)
+	}
+}
+
+// TestCodeOfEndedSessionGetsNoTokens: a code issued before its session ended (logout here;
+// an administrator or the upstream alike) is refused with invalid_grant: the apps were already
+// told the session ended, so no tokens may follow.
+func TestCodeOfEndedSessionGetsNoTokens(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	b := h.browser()
+	h.codeIn(b, appClient, nil)
+	code := h.codeIn(b, spaClient, nil) // from the session
+	if resp, _ := get(t, b, h.srv.URL+"/v2/logout"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	r := h.tok(tokReq{client: spaClient, form: h.codeGrant(spaClient, code)})
+	if r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" || !strings.Contains(r.str("error_description"), "session") {
+		t.Fatalf("code of an ended session: %d %v, want invalid_grant", r.status, r.body)
+	}
+}
+
+// TestUpstreamSessionIndexOverflowEndsOldest: one upstream session carried into more browsers
+// than its index holds ends the oldest broker session, so that no live session escapes an
+// upstream back-channel logout of that upstream session; the logout then ends the rest.
+func TestUpstreamSessionIndexOverflowEndsOldest(t *testing.T) {
+	up := dpopUp
+	up.SessionID = "one-idp-session"
+	h := newHarness(t, harnessOpts{up: up})
+	var all []upstreamSignedIn
+	for i := 0; i <= maxUpstreamSIDSessions; i++ {
+		all = append(all, h.signInUpstream())
+	}
+	if h.alive(all[0]) {
+		t.Fatal("the oldest session outlived its upstream session's full index")
+	}
+	if ev := h.lastEventOf(logs.TypeSuccessLogout); ev.Details["session_id"] != all[0].sid || ev.Details["reason"] == nil {
+		t.Errorf("slo %v, want the oldest session with a reason", ev.Details)
+	}
+	if res := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: "one-idp-session", Subject: "alice"}); res.status != http.StatusOK {
+		t.Fatalf("upstream logout: %d %v", res.status, res.body)
+	}
+	for i, si := range all {
+		if h.alive(si) {
+			t.Errorf("session %d survived the upstream logout", i)
+		}
+	}
+}
+
+// conflictingStore changes the first session record swapped after armed is set just before
+// the swap, as a concurrent refresh sliding it would.
+type conflictingStore struct {
+	sessions.Store
+	armed atomic.Bool
+}
+
+func (c *conflictingStore) Swap(ctx context.Context, k sessions.Kind, id string, old []byte, put []sessions.Item, del []sessions.Ref) error {
+	if k == sessions.KindSession && c.armed.CompareAndSwap(true, false) {
+		var rec sessionRecord
+		if json.Unmarshal(old, &rec) == nil {
+			rec.Seen++
+			changed, _ := json.Marshal(rec)
+			_ = c.Store.Put(ctx, k, id, changed, time.Minute)
+		}
+	}
+	return c.Store.Swap(ctx, k, id, old, put, del)
+}
+
+// TestReauthenticationRetriesAfterConcurrentChange: a re-authentication whose session changed
+// between its read and its write (a refresh sliding it) reads it again and re-authenticates
+// it: the browser keeps one session, none is left live behind the cookie.
+func TestReauthenticationRetriesAfterConcurrentChange(t *testing.T) {
+	cs := &conflictingStore{Store: sessions.NewMemory()}
+	h := newHarness(t, harnessOpts{up: dpopUp, store: cs})
+	b := h.browser()
+	first, _ := h.idTokenOf(appClient, h.codeIn(b, appClient, nil))
+	cs.armed.Store(true)
+	again, _ := h.idTokenOf(appClient, h.codeIn(b, appClient, func(q url.Values) { q.Set("prompt", "login") }))
+	if cs.armed.Load() {
+		t.Fatal("the re-authentication wrote no session")
+	}
+	if first["sid"] != again["sid"] {
+		t.Errorf("sid %v became %v: the re-authentication left its session for a new one", first["sid"], again["sid"])
+	}
+	found, err := h.broker.userSessions(context.Background(), first["sub"].(string))
+	if err != nil || len(found) != 1 {
+		t.Errorf("user sessions %d (%v), want 1", len(found), err)
 	}
 }

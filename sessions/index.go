@@ -134,11 +134,11 @@ func decodeIndex(value []byte, now time.Time) []indexEntry {
 	return out
 }
 
-// sortIndex orders entries by expiry, earliest first, ties by id.
+// sortIndex orders entries by expiry, earliest first; entries of equal expiry keep their
+// stored order, which is the order they were added in (IndexAdd puts a new member after every
+// member that expires no later), so of equal expiries the earliest added is evicted first.
 func sortIndex(es []indexEntry) {
-	slices.SortFunc(es, func(a, b indexEntry) int {
-		return cmp.Or(cmp.Compare(a.exp, b.exp), strings.Compare(a.id, b.id))
-	})
+	slices.SortStableFunc(es, func(a, b indexEntry) int { return cmp.Compare(a.exp, b.exp) })
 }
 
 // encodeIndex returns the record value of entries (sorted, all live at now) and its TTL:

@@ -128,7 +128,7 @@ func testIndexPrunesExpired(t *testing.T, s sessions.Store) {
 
 // testIndexEvictsEarliestAtMax: beyond max the members expiring first are dropped and
 // returned, the new member too when it expires before every other; at equal expiries the
-// other members go first; a lower max drops several.
+// members added earlier go first; a lower max drops several.
 func testIndexEvictsEarliestAtMax(t *testing.T, s sessions.Store) {
 	base := indexBase()
 	id := sessions.IndexID("evict")
@@ -151,6 +151,10 @@ func testIndexEvictsEarliestAtMax(t *testing.T, s sessions.Store) {
 			wantEvicted: []string{"m3"}, want: []string{"m5", "m1", "m4"}},
 		{name: "a lower max evicts several, earliest expiry first", member: "m6", expiresIn: 5 * time.Minute, max: 1,
 			wantEvicted: []string{"m5", "m1", "m4"}, want: []string{"m6"}},
+		{name: "equal expiries keep the order they were added in", member: "zz", expiresIn: 6 * time.Minute, max: 3, want: []string{"m6", "zz"}},
+		{name: "not the order of their ids", member: "aa", expiresIn: 6 * time.Minute, max: 3, want: []string{"m6", "zz", "aa"}},
+		{name: "of equal expiries the earliest added is evicted first", member: "ab", expiresIn: 7 * time.Minute, max: 2,
+			wantEvicted: []string{"m6", "zz"}, want: []string{"aa", "ab"}},
 	} {
 		ev, err := sessions.IndexAdd(ctx(t), s, id, step.member, base.Add(step.expiresIn), base, step.max)
 		if err != nil {

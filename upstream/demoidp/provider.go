@@ -55,6 +55,9 @@ type Options struct {
 	// authenticate again (auth_time now). IgnoreMaxAge makes the IdP disregard both.
 	SessionAge   time.Duration
 	IgnoreMaxAge bool
+	// OmitAuthTime leaves auth_time out of ID tokens (it is optional in OIDC Core §2 unless
+	// max_age was requested, when the IdP is in the wrong).
+	OmitAuthTime bool
 	// NoEndSession leaves end_session_endpoint out of discovery (no RP-initiated logout).
 	NoEndSession bool
 	// SessionID is the sid of every login (its ID tokens carry it; one session at this IdP

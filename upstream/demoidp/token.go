@@ -206,7 +206,9 @@ func (p *provider) idToken(e codeEntry, accessToken string, now time.Time) (stri
 	c["exp"] = now.Add(p.opts.IDTokenTTL).Unix()
 	c["iat"] = now.Unix()
 	c["nonce"] = nonce
-	c["auth_time"] = e.authTime.Unix()
+	if !p.opts.OmitAuthTime {
+		c["auth_time"] = e.authTime.Unix()
+	}
 	c["at_hash"] = base64.RawURLEncoding.EncodeToString(h[:16])
 	if e.sid != "" {
 		c["sid"] = e.sid
