@@ -225,7 +225,7 @@ func rlHarness(t *testing.T, mut func(rl *config.RateLimits)) *harness {
 	return newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 		c.RateLimits.Enabled = true
 		unlimited := config.RateLimit{Rate: "0"}
-		c.RateLimits.Authorize = config.EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
+		c.RateLimits.Authorize.EndpointRateLimits = config.EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
 		c.RateLimits.Token.EndpointRateLimits = config.EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
 		mut(&c.RateLimits)
 	}})
@@ -336,7 +336,7 @@ func TestRateLimitAuthorize(t *testing.T) {
 		h := newHarness(t, harnessOpts{up: dpopUp, mutate: func(c *config.Config) {
 			c.TrustedProxies = []string{"10.0.0.0/8"}
 			c.RateLimits.Enabled = true
-			c.RateLimits.Authorize = config.EndpointRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 1}, PerClient: config.RateLimit{Rate: "0"}}
+			c.RateLimits.Authorize.EndpointRateLimits = config.EndpointRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 1}, PerClient: config.RateLimit{Rate: "0"}}
 		}})
 		send := func(peer, xff string) *httptest.ResponseRecorder {
 			u, _ := url.Parse(h.authorizeURL(nil))

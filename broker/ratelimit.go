@@ -24,6 +24,7 @@ const codeTooManyRequests = "too_many_requests"
 // guard holds the per-replica rate limiters and the trusted proxies (limits.go uses both).
 type guard struct {
 	authorizeIP, authorizeClient *limiterTable // nil = unlimited or disabled
+	authorizeSession             *limiterTable // logins answered from a session (ssolimit.go)
 	callbackIP, logoutIP         *limiterTable
 	tokenIP, tokenClient         *limiterTable
 	refreshFamily                *limiterTable // per refresh-token family (refreshlimit.go)
@@ -66,6 +67,7 @@ func newGuard(cfg *config.Config, reg *prometheus.Registry) (*guard, error) {
 	}{
 		{&g.authorizeIP, "authorize", "ip", "rate_limits.authorize.per_ip", rl.Authorize.PerIP},
 		{&g.authorizeClient, "authorize", "client", "rate_limits.authorize.per_client", rl.Authorize.PerClient},
+		{&g.authorizeSession, "authorize", bySession, "rate_limits.authorize.per_session", rl.Authorize.PerSession},
 		{&g.callbackIP, "callback", "ip", "rate_limits.callback.per_ip", rl.Callback.PerIP},
 		{&g.tokenIP, "token", "ip", "rate_limits.token.per_ip", rl.Token.PerIP},
 		{&g.tokenClient, "token", "client", "rate_limits.token.per_client", rl.Token.PerClient},
@@ -180,6 +182,9 @@ func (ref *refusal) description() string {
 			byRefreshFamily: "refreshes of this refresh token", bySession: "requests for this session",
 			byToken: "requests with this management token",
 		}[ref.by]
+		if ref.by == bySession && ref.endpoint == "authorize" {
+			what = "sign-ins through this session"
+		}
 		return fmt.Sprintf("too many %s (limit %s, burst %d); retry after %d s",
 			what, ref.limit, ref.burst, ref.retryAfterSeconds())
 	}

@@ -218,7 +218,8 @@ func (s *Server) ssoFor(r *http.Request, q url.Values, client *config.Client) (s
 // answeredBySession answers an accepted authorization request from the browser's session
 // when it can (single sign-on, silent authentication with prompt=none) and reports whether it
 // answered. prompt=none without a usable session gets login_required (OIDC Core §3.1.2.6) and
-// an fsa event; the upstream is never called for it.
+// an fsa event; the upstream is never called for it. A session past its login limit is
+// refused (sessionLoginRefused).
 func (s *Server) answeredBySession(w http.ResponseWriter, r *http.Request, q url.Values, client *config.Client, app *appRequest, ev *logs.Event) bool {
 	silent := slices.Contains(strings.Fields(q.Get("prompt")), "none")
 	d, err := s.ssoFor(r, q, client)
@@ -234,6 +235,9 @@ func (s *Server) answeredBySession(w http.ResponseWriter, r *http.Request, q url
 	if silent {
 		app.silent = true
 		ev.Type = logs.TypeSuccessSilentAuth
+	}
+	if d.sess != nil && s.sessionLoginRefused(w, r, d, app, ev) {
+		return true
 	}
 	if d.sess != nil && s.answerFromSession(w, r, d, client, app, ev) {
 		return true

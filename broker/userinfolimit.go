@@ -8,8 +8,9 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// bySession is details.rate_limit.by (and the metric's key label) of a refusal by the
-// per-session /userinfo limit.
+// bySession is details.rate_limit.by (and the metric's key label) of a refusal by a
+// per-session limit: /userinfo's, or /authorize's for logins answered from the session
+// (ssolimit.go).
 const bySession = "session"
 
 // guardUserinfo applies the per-IP limit of /userinfo before anything else.

@@ -14,16 +14,16 @@ import (
 // RateLimits are token-bucket limits per client IP on /authorize, /login/callback,
 // /oauth/token (with /oauth/revoke), /userinfo, the logout endpoints and the management API,
 // per client_id on /authorize and /oauth/token, per refresh-token family at /oauth/token, per
-// session at /userinfo, per management token, and a bound on the live login transactions of
-// one client IP. They are on by default (Default) and off in the demo. They are kept in
+// session at /authorize (logins answered from the session) and /userinfo, per management
+// token, and a bound on the live login transactions of one client IP. They are on by default (Default) and off in the demo. They are kept in
 // memory by each replica: with N replicas behind a load balancer the effective limit is up to
 // N times the configured one.
 type RateLimits struct {
 	Enabled bool `yaml:"enabled"`
 	// MaxKeys caps the keys (IPs or client ids) each limiter table remembers; the least
 	// recently seen key is forgotten first, so spoofed keys cannot grow memory.
-	MaxKeys   int                `yaml:"max_keys"`
-	Authorize EndpointRateLimits `yaml:"authorize"`
+	MaxKeys   int                 `yaml:"max_keys"`
+	Authorize AuthorizeRateLimits `yaml:"authorize"`
 	// LiveTransactionsPerIP bounds the login transactions one client IP (IPv6: its /64) may
 	// hold on this replica at once: started at /authorize and neither finished at
 	// /login/callback nor expired (lifetimes.transaction). 0 = unbounded.
@@ -41,6 +41,20 @@ type RateLimits struct {
 type EndpointRateLimits struct {
 	PerIP     RateLimit `yaml:"per_ip"`
 	PerClient RateLimit `yaml:"per_client"`
+}
+
+// AuthorizeRateLimits are the limits of /authorize: per client IP and per client_id, and per
+// broker session for the logins the session answers.
+type AuthorizeRateLimits struct {
+	EndpointRateLimits `yaml:",inline"`
+	// PerSession limits the logins one broker session answers (single sign-on and silent
+	// authentication, docs/sessions.md), keyed by the session's sid. Each writes a code and an
+	// s or ssa event in the audit trail, which only authenticated parties can fill: without
+	// it, one signed-in browser could rewrite the whole audit trail at the per-IP rate. It is
+	// charged only once the cookie's secret and every single sign-on check passed, before
+	// anything is written, so a request that only names the session (its sid is in every ID
+	// token) spends nothing.
+	PerSession RateLimit `yaml:"per_session"`
 }
 
 // IPRateLimits are the limits of an endpoint that names no authenticated client.
@@ -61,11 +75,18 @@ func defaultRateLimits() RateLimits {
 	return RateLimits{
 		Enabled: true,
 		MaxKeys: 10000,
-		Authorize: EndpointRateLimits{
-			PerIP: RateLimit{Rate: "20/s", Burst: 40},
-			// Off: /authorize has no client authentication, so anyone naming an app with one
-			// of its public redirect_uris would spend its bucket and lock its users out.
-			PerClient: RateLimit{Rate: "0"},
+		Authorize: AuthorizeRateLimits{
+			EndpointRateLimits: EndpointRateLimits{
+				PerIP: RateLimit{Rate: "20/s", Burst: 40},
+				// Off: /authorize has no client authentication, so anyone naming an app with one
+				// of its public redirect_uris would spend its bucket and lock its users out.
+				PerClient: RateLimit{Rate: "0"},
+			},
+			// A user opens a few apps at once (a restored window of tabs, a portal of apps); an
+			// SPA without refresh tokens checks silently on each page load, which a person does
+			// not sustain at once a second. At 1/s a session writes no more audit events than
+			// one refresh-token family already may (per_refresh_family).
+			PerSession: RateLimit{Rate: "1/s", Burst: 20},
 		},
 		LiveTransactionsPerIP: 50,
 		// Every login comes back once through the callback, from the same browser.
@@ -125,6 +146,7 @@ func (v *validator) rateLimits(c *Config) {
 	}
 	v.rateLimit("rate_limits.authorize.per_ip", rl.Authorize.PerIP)
 	v.rateLimit("rate_limits.authorize.per_client", rl.Authorize.PerClient)
+	v.rateLimit("rate_limits.authorize.per_session", rl.Authorize.PerSession)
 	v.rateLimit("rate_limits.callback.per_ip", rl.Callback.PerIP)
 	v.rateLimit("rate_limits.token.per_ip", rl.Token.PerIP)
 	v.rateLimit("rate_limits.token.per_client", rl.Token.PerClient)

@@ -105,3 +105,72 @@ rate_limits:
 		}
 	})
 }
+
+// TestAuthorizeSessionLimitConfig: rate_limits.authorize.per_session (logins answered from a
+// broker session) is 1/s, burst 20 by default, is validated like every rate limit, sits beside
+// authorize's per_ip and per_client in YAML, and exists only at /authorize and /userinfo.
+func TestAuthorizeSessionLimitConfig(t *testing.T) {
+	const notARate = `"fast" is not a rate (use N/s, N/m or N/h, e.g. 20/s; 0 = unlimited)`
+	const needsBurst = "must be between 1 and 1000000 when a rate is set"
+	t.Run("default", func(t *testing.T) {
+		configtest.SetEnv(t)
+		cfg, err := Parse([]byte(configtest.ValidYAML))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.RateLimits.Authorize.PerSession; got != (RateLimit{Rate: "1/s", Burst: 20}) {
+			t.Fatalf("default %+v, want 1/s burst 20", got)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		mut  func(c *Config)
+		want FieldError
+	}{
+		{name: "rate must parse", mut: func(c *Config) { c.RateLimits.Authorize.PerSession.Rate = "fast" },
+			want: FieldError{Key: "rate_limits.authorize.per_session.rate", Reason: notARate}},
+		{name: "a rate needs a burst", mut: func(c *Config) { c.RateLimits.Authorize.PerSession.Burst = 0 },
+			want: FieldError{Key: "rate_limits.authorize.per_session.burst", Reason: needsBurst}},
+		{name: "burst bounded", mut: func(c *Config) { c.RateLimits.Authorize.PerSession.Burst = 1_000_001 },
+			want: FieldError{Key: "rate_limits.authorize.per_session.burst", Reason: needsBurst}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			configtest.SetEnv(t)
+			cfg, err := Parse([]byte(configtest.ValidYAML))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.mut(cfg)
+			if errs := cfg.Validate(); len(errs) != 1 || errs[0] != tc.want {
+				t.Fatalf("got %v, want exactly %v", FieldErrors(errs), tc.want)
+			}
+		})
+	}
+	t.Run("YAML shape", func(t *testing.T) {
+		configtest.SetEnv(t)
+		cfg, err := Parse([]byte(configtest.ValidYAML + `
+rate_limits:
+  authorize:
+    per_ip: { rate: "5/s", burst: 10 }
+    per_session: { rate: "30/m", burst: 5 }
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := cfg.RateLimits.Authorize
+		if a.PerSession != (RateLimit{Rate: "30/m", Burst: 5}) || a.PerIP != (RateLimit{Rate: "5/s", Burst: 10}) || a.PerClient.Rate != "0" {
+			t.Fatalf("decoded %+v", a)
+		}
+		if errs := cfg.Validate(); len(errs) != 0 {
+			t.Fatal(FieldErrors(errs))
+		}
+		for _, bad := range []struct{ yaml, key string }{
+			{yaml: "rate_limits:\n  token:\n    per_session: { rate: 1/s }\n", key: "rate_limits.token.per_session"},
+			{yaml: "rate_limits:\n  callback:\n    per_session: { rate: 1/s }\n", key: "rate_limits.callback.per_session"},
+		} {
+			if _, err := Parse([]byte(bad.yaml)); err == nil || !strings.Contains(err.Error(), bad.key+": unknown key") {
+				t.Errorf("%s: %v, want unknown key", bad.key, err)
+			}
+		}
+	})
+}
