@@ -20,9 +20,12 @@ import (
 
 // Back-channel logout toward the apps (OpenID Connect Back-Channel Logout 1.0, the broker as
 // the OP): when a session ends, every app that received a code through it and registered a
-// backchannel_logout_uri gets a logout token (§2.4) by POST (§2.5), from a bounded queue that
-// a few workers drain, so the browser's request never waits for an app. Each delivery ends in
-// one event (oidc_backchannel_logout_succeeded or _failed, audit class) and one count in
+// backchannel_logout_uri gets a logout token (§2.4) by POST (§2.5), so the browser's request
+// never waits for an app. Each app has a bounded queue of its own, drained by a worker of its
+// own, so an app that hangs or is down delays and drops only its own deliveries; after a
+// delivery to an app failed every attempt, its next deliveries within a cool-down get one
+// attempt each (a circuit breaker), so its queue drains fast. Each delivery ends in one event
+// (oidc_backchannel_logout_succeeded or _failed, audit class) and one count in
 // dpop_broker_backchannel_logout_total. docs/sessions.md describes it for operators.
 
 const (
@@ -57,9 +60,11 @@ const (
 	bclDropped   = "dropped"
 )
 
-// backchannel is the delivery machinery: a fixed-capacity queue, a fixed number of workers
-// started with the first delivery, and an HTTP client of its own. The knobs are fields so that
-// tests can shorten them before the first delivery; New sets the defaults.
+// backchannel is the delivery machinery: one fixed-capacity queue and one worker per app
+// (client id), both started with the app's first delivery, and an HTTP client of its own. The
+// apps are the configured clients with a backchannel_logout_uri, so the queues and workers
+// are bounded by the configuration. The knobs are fields so that tests can shorten them
+// before the first delivery; newBackchannel sets the defaults.
 type backchannel struct {
 	// client posts the logout tokens. It is not the upstream client (upstreamhttp.go, whose
 	// address policy, egress.go, refuses internal addresses): the apps' back-channel logout
@@ -70,25 +75,35 @@ type backchannel struct {
 	// no HTTP(S)_PROXY, like the upstream client.
 	client    *http.Client
 	transport *http.Transport
-	workers   int           // goroutines draining the queue
-	queueCap  int           // deliveries waiting at most; one more is dropped (queue_full)
+	queueCap  int           // per app: deliveries waiting at most; one more is dropped (queue_full)
 	timeout   time.Duration // per attempt, connection and answer included
 	// delays are the waits before the second, third, … attempt: len(delays)+1 attempts at
 	// most. Only transport errors, timeouts, 5xx and 429 are retried.
 	delays []time.Duration
-	grace  time.Duration // Close: how long waiting and running deliveries may take to finish
+	// cooldown: after a delivery to an app failed every attempt, the app's deliveries that
+	// start within this time get a single attempt (no retry waits); a success ends it early.
+	cooldown time.Duration
+	grace    time.Duration // Close: how long waiting and running deliveries may take to finish
 	// writeGrace is how long, after grace, Close waits for the events of the deliveries it
 	// cancelled before it cancels their store writes too (their log lines are written anyway).
 	writeGrace time.Duration
 
 	mu       sync.Mutex
-	queue    chan bclDelivery // nil until the first delivery
+	apps     map[string]*bclApp // by client id; nil until the first delivery
 	closed   bool
 	ctx      context.Context // cancelled when grace is over: attempts and backoffs end
 	cancel   context.CancelFunc
 	writeCtx context.Context // the workers' event writes; cancelled after writeGrace
 	stopW    context.CancelFunc
 	workerWG sync.WaitGroup
+}
+
+// bclApp is one app's delivery queue, drained by the app's own worker.
+type bclApp struct {
+	queue chan bclDelivery
+	// failing is the end of the app's cool-down (zero: none): set after a delivery failed
+	// every attempt, cleared by a success. Only the app's worker reads and writes it.
+	failing time.Time
 }
 
 // bclDelivery is one logout token to send: a copy of what it needs, so that the session
@@ -100,8 +115,9 @@ type bclDelivery struct {
 	client     *config.Client
 }
 
-// newBackchannel returns the machinery with its defaults: 4 workers, 1024 waiting
-// deliveries, 5 s per attempt, 3 attempts (1 s and 4 s apart), 10 s grace at Close.
+// newBackchannel returns the machinery with its defaults: per app 256 waiting deliveries and
+// one worker; 5 s per attempt, 3 attempts (1 s and 4 s apart), one attempt only for 1 minute
+// after a delivery to the app failed every attempt; 10 s grace at Close.
 func newBackchannel() *backchannel {
 	transport := &http.Transport{
 		Proxy:                 nil,
@@ -120,10 +136,10 @@ func newBackchannel() *backchannel {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		transport:  transport,
-		workers:    4,
-		queueCap:   1024,
+		queueCap:   256,
 		timeout:    5 * time.Second,
 		delays:     []time.Duration{time.Second, 4 * time.Second},
+		cooldown:   time.Minute,
 		grace:      10 * time.Second,
 		writeGrace: 5 * time.Second,
 	}
@@ -157,8 +173,8 @@ func (s *Server) notifyLogout(sid string, sess *sessionRecord) {
 	}
 }
 
-// enqueueLogout hands d to the workers (starting them the first time), or records it as
-// dropped when the queue is full or the broker is closing.
+// enqueueLogout hands d to its app's worker (starting it with the app's first delivery), or
+// records it as dropped when the app's queue is full or the broker is closing.
 func (s *Server) enqueueLogout(d bclDelivery) {
 	b := s.bcl
 	b.mu.Lock()
@@ -168,33 +184,37 @@ func (s *Server) enqueueLogout(d bclDelivery) {
 			desc: "the broker is stopping: the delivery was not sent"})
 		return
 	}
-	if b.queue == nil {
-		b.start(s)
+	if b.apps == nil {
+		b.apps = map[string]*bclApp{}
+		b.ctx, b.cancel = context.WithCancel(context.Background())
+		b.writeCtx, b.stopW = context.WithCancel(context.Background())
+	}
+	app := b.apps[d.client.ClientID]
+	if app == nil {
+		app = b.startApp(s)
+		b.apps[d.client.ClientID] = app
 	}
 	select {
-	case b.queue <- d:
+	case app.queue <- d:
 		b.mu.Unlock()
 		return
 	default:
 	}
 	b.mu.Unlock()
 	s.logoutOutcome(context.Background(), d, bclOutcome{result: bclDropped, code: codeQueueFull,
-		desc: fmt.Sprintf("%d back-channel logout deliveries were already waiting: this one was not sent", b.queueCap)})
+		desc: fmt.Sprintf("%d back-channel logout deliveries to this app were already waiting: this one was not sent", b.queueCap)})
 }
 
-// start makes the queue and starts the workers; b.mu is held.
-func (b *backchannel) start(s *Server) {
-	b.queue = make(chan bclDelivery, b.queueCap)
-	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.writeCtx, b.stopW = context.WithCancel(context.Background())
-	queue, ctx := b.queue, b.ctx
-	for range b.workers {
-		b.workerWG.Go(func() {
-			for d := range queue {
-				s.deliverLogout(ctx, d)
-			}
-		})
-	}
+// startApp makes an app's queue and starts its worker; b.mu is held.
+func (b *backchannel) startApp(s *Server) *bclApp {
+	app := &bclApp{queue: make(chan bclDelivery, b.queueCap)}
+	ctx := b.ctx
+	b.workerWG.Go(func() {
+		for d := range app.queue {
+			s.deliverLogout(ctx, app, d)
+		}
+	})
+	return app
 }
 
 // Close stops the back-channel logout workers: no delivery is accepted any more, those
@@ -209,9 +229,9 @@ func (s *Server) Close() {
 		return
 	}
 	b.closed = true
-	started := b.queue != nil
-	if started {
-		close(b.queue)
+	started := b.apps != nil
+	for _, app := range b.apps {
+		close(app.queue)
 	}
 	b.mu.Unlock()
 	defer b.transport.CloseIdleConnections()
@@ -252,8 +272,9 @@ type bclOutcome struct {
 	retry    bool   // the attempt's failure may pass: try again
 }
 
-// deliverLogout sends one logout token, retrying as b.delays allow, and records the outcome.
-func (s *Server) deliverLogout(ctx context.Context, d bclDelivery) {
+// deliverLogout sends one logout token to app, retrying as b.delays allow (not at all while
+// the app cools down after a delivery that failed every attempt), and records the outcome.
+func (s *Server) deliverLogout(ctx context.Context, app *bclApp, d bclDelivery) {
 	b := s.bcl
 	if ctx.Err() != nil {
 		s.logoutOutcome(b.writeCtx, d, bclOutcome{result: bclDropped, code: codeShuttingDown,
@@ -266,11 +287,16 @@ func (s *Server) deliverLogout(ctx context.Context, d bclDelivery) {
 		s.logoutOutcome(b.writeCtx, d, bclOutcome{result: bclFailed, code: codeLogoutTokenFailed, desc: "the logout token could not be signed"})
 		return
 	}
+	retries := len(b.delays)
+	cooling := !app.failing.IsZero() && s.now().Before(app.failing)
+	if cooling {
+		retries = 0
+	}
 	var out bclOutcome
 	for attempt := 1; ; attempt++ {
 		out = b.post(ctx, d.client.BackchannelLogoutURI, token)
 		out.attempts = attempt
-		if out.result == bclSucceeded || !out.retry || attempt > len(b.delays) {
+		if out.result == bclSucceeded || !out.retry || attempt > retries {
 			break
 		}
 		wait := time.NewTimer(b.delays[attempt-1])
@@ -279,9 +305,18 @@ func (s *Server) deliverLogout(ctx context.Context, d bclDelivery) {
 			continue
 		case <-ctx.Done():
 			wait.Stop()
-			out.code, out.desc = codeShuttingDown, "the broker stopped before the next attempt; the last one: "+out.desc
+			out.code, out.desc, out.retry = codeShuttingDown, "the broker stopped before the next attempt; the last one: "+out.desc, false
 		}
 		break
+	}
+	switch {
+	case out.result == bclSucceeded:
+		app.failing = time.Time{}
+	case out.retry: // every attempt allowed failed with a failure that may pass
+		app.failing = s.now().Add(b.cooldown)
+		if cooling {
+			out.desc += fmt.Sprintf(" (not retried: a delivery to this app failed every attempt less than %s before)", b.cooldown)
+		}
 	}
 	s.logoutOutcome(b.writeCtx, d, out)
 }

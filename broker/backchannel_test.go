@@ -456,36 +456,38 @@ func TestBackchannelLogoutRetriesTransportFailuresThenFails(t *testing.T) {
 	}
 }
 
-// TestBackchannelLogoutDropsWhenTheQueueIsFull: with every worker busy and the queue full, a
-// further delivery is not sent: notifyLogout records it at once as a failure (queue_full,
-// counted as dropped) and still returns; the queued one is delivered later.
-func TestBackchannelLogoutDropsWhenTheQueueIsFull(t *testing.T) {
-	busy, queued, dropped := newLogoutApp(t, "busy"), newLogoutApp(t, "queued"), newLogoutApp(t, "dropped")
+// TestBackchannelLogoutDropsWhenTheAppsQueueIsFull: with the app's worker busy and its queue
+// full, a further delivery to that app is not sent: notifyLogout records it at once as a
+// failure (queue_full, counted as dropped) and still returns; the queued one is delivered
+// later.
+func TestBackchannelLogoutDropsWhenTheAppsQueueIsFull(t *testing.T) {
+	busy := newLogoutApp(t, "busy")
 	busy.arrived, busy.hold = make(chan struct{}, 4), make(chan struct{})
-	h := backchannelHarness(t, []config.Client{
-		bclClient("busy", busy.uri()), bclClient("queued", queued.uri()), bclClient("dropped", dropped.uri()),
-	}, busy, queued, dropped)
-	h.broker.bcl.workers, h.broker.bcl.queueCap = 1, 1
+	h := backchannelHarness(t, []config.Client{bclClient("busy", busy.uri())}, busy)
+	h.broker.bcl.queueCap = 1
 	release := sync.OnceFunc(func() { close(busy.hold) })
 	t.Cleanup(release)
 
 	h.broker.notifyLogout("sid-1", bclSession("busy"))
-	<-busy.arrived // the only worker waits for busy's answer
-	h.broker.notifyLogout("sid-2", bclSession("queued", "dropped"))
-	evs := h.backchannelEvents("dropped") // recorded before notifyLogout returned
+	<-busy.arrived // the app's worker waits for its answer
+	h.broker.notifyLogout("sid-2", bclSession("busy"))
+	h.broker.notifyLogout("sid-3", bclSession("busy"))
+	evs := h.backchannelEvents("busy") // recorded before notifyLogout returned
 	if len(evs) != 1 || evs[0].ev.Type != logs.TypeBackchannelLogoutFailed || evs[0].ev.Details["error"] != codeQueueFull ||
-		evs[0].ev.Details["attempts"] != float64(0) || evs[0].ev.Details["session_id"] != "sid-2" || evs[0].class != sessions.LogAudit {
-		t.Fatalf("events of the dropped delivery: %+v, want one queue_full failure in the audit class", evs)
+		evs[0].ev.Details["attempts"] != float64(0) || evs[0].ev.Details["session_id"] != "sid-3" || evs[0].class != sessions.LogAudit {
+		t.Fatalf("events of the dropped delivery: %+v, want one queue_full failure for sid-3 in the audit class", evs)
 	}
 	release()
 	h.broker.Close()
-	for _, a := range []*logoutApp{busy, queued} {
-		if rs := a.receipts(); len(rs) != 1 || rs[0].problem != "" {
-			t.Errorf("app %s received %+v, want one valid logout token", a.clientID, rs)
+	var sids []any
+	for _, r := range busy.receipts() {
+		if r.problem != "" {
+			t.Errorf("the app refused a logout token: %s", r.problem)
 		}
+		sids = append(sids, r.claims["sid"])
 	}
-	if n := len(dropped.receipts()); n != 0 {
-		t.Errorf("the dropped delivery reached its app %d times", n)
+	if !slices.Equal(sids, []any{"sid-1", "sid-2"}) {
+		t.Errorf("the app received logout tokens for %v, want sid-1 and sid-2 (in order)", sids)
 	}
 	h.wantMetrics(t, `dpop_broker_backchannel_logout_total{result="dropped"} 1`,
 		`dpop_broker_backchannel_logout_total{result="succeeded"} 2`)
@@ -496,37 +498,169 @@ func TestBackchannelLogoutDropsWhenTheQueueIsFull(t *testing.T) {
 // records what still waited as not sent; it returns with every worker stopped, and a logout
 // after it is recorded as not sent at once.
 func TestBackchannelLogoutCloseEndsDeliveriesAfterTheGrace(t *testing.T) {
-	stuck, waiting := newLogoutApp(t, "stuck"), newLogoutApp(t, "waiting")
+	stuck := newLogoutApp(t, "stuck")
 	stuck.arrived, stuck.hold = make(chan struct{}, 4), make(chan struct{}) // never released
-	h := backchannelHarness(t, []config.Client{bclClient("stuck", stuck.uri()), bclClient("waiting", waiting.uri())}, stuck, waiting)
-	b := h.broker.bcl
-	b.workers, b.grace = 1, 50*time.Millisecond
+	h := backchannelHarness(t, []config.Client{bclClient("stuck", stuck.uri())}, stuck)
+	h.broker.bcl.grace = 50 * time.Millisecond
 
-	h.broker.notifyLogout("sid-1", bclSession("stuck", "waiting"))
+	h.broker.notifyLogout("sid-running", bclSession("stuck"))
 	<-stuck.arrived
+	h.broker.notifyLogout("sid-waiting", bclSession("stuck"))
 	h.broker.Close()
-	for _, tc := range []struct {
-		client       string
-		wantAttempts int
+	h.broker.notifyLogout("sid-after", bclSession("stuck"))
+	evs := h.backchannelEvents("stuck")
+	if len(evs) != 3 {
+		t.Fatalf("events: %+v, want 3", evs)
+	}
+	for i, want := range []struct {
+		sid      string
+		attempts int
 	}{
-		{client: "stuck", wantAttempts: 1},
-		{client: "waiting", wantAttempts: 0},
+		{sid: "sid-running", attempts: 1},
+		{sid: "sid-waiting", attempts: 0},
+		{sid: "sid-after", attempts: 0},
 	} {
-		evs := h.backchannelEvents(tc.client)
-		if len(evs) != 1 || evs[0].ev.Type != logs.TypeBackchannelLogoutFailed || evs[0].ev.Details["error"] != codeShuttingDown ||
-			evs[0].ev.Details["attempts"] != float64(tc.wantAttempts) {
-			t.Errorf("events of %s: %+v, want one shutting_down failure after %d attempts", tc.client, evs, tc.wantAttempts)
+		d := evs[i].ev.Details
+		if evs[i].ev.Type != logs.TypeBackchannelLogoutFailed || d["error"] != codeShuttingDown ||
+			d["session_id"] != want.sid || d["attempts"] != float64(want.attempts) {
+			t.Errorf("event %d: %s %v, want a shutting_down failure of %s after %d attempts", i, evs[i].ev.Type, d, want.sid, want.attempts)
 		}
 	}
-	if n := len(waiting.receipts()); n != 0 {
-		t.Errorf("the waiting delivery was sent %d times after the grace", n)
-	}
-	h.broker.notifyLogout("sid-2", bclSession("waiting"))
-	if evs := h.backchannelEvents("waiting"); len(evs) != 2 || evs[1].ev.Details["error"] != codeShuttingDown {
-		t.Errorf("events of a logout after Close: %+v, want a second shutting_down failure", evs)
+	if n := len(stuck.receipts()); n != 1 {
+		t.Errorf("the app received %d requests, want 1 (the waiting delivery is not sent after the grace)", n)
 	}
 	h.wantMetrics(t, `dpop_broker_backchannel_logout_total{result="failed"} 1`,
 		`dpop_broker_backchannel_logout_total{result="dropped"} 2`)
+}
+
+// hungApp is an app's back-channel logout endpoint that accepts connections and never
+// answers (a black hole): every attempt ends with the broker's timeout.
+func hungApp(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String() + "/bcl"
+}
+
+// TestBackchannelLogoutHungAppDoesNotDelayOtherApps: each app has its own queue and worker,
+// so an app that accepts connections and never answers (each of its deliveries takes the
+// attempt timeout, three times) delays only its own deliveries: after 50 logouts of sessions
+// that both apps signed in to, the healthy app receives all 50 while the hung app's first
+// delivery is still waiting for its first answer, and none of them is dropped. At Close the
+// hung app's deliveries end with events (shutting_down).
+func TestBackchannelLogoutHungAppDoesNotDelayOtherApps(t *testing.T) {
+	const logouts = 50
+	healthy := newLogoutApp(t, "healthy")
+	h := backchannelHarness(t, []config.Client{bclClient("hung", hungApp(t)), bclClient("healthy", healthy.uri())}, healthy)
+	h.broker.bcl.grace = 50 * time.Millisecond // for the Close below; attempts keep their 5 s timeout
+	for i := range logouts {
+		h.broker.notifyLogout(fmt.Sprintf("sid-%d", i), bclSession("hung", "healthy"))
+	}
+	for i := 0; len(healthy.receipts()) < logouts; i++ {
+		if i == 6000 {
+			t.Fatalf("the healthy app received %d of %d logout tokens", len(healthy.receipts()), logouts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; len(h.backchannelEvents("healthy")) < logouts; i++ {
+		if i == 3000 {
+			t.Fatalf("%d events of the healthy app, want %d", len(h.backchannelEvents("healthy")), logouts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, e := range h.backchannelEvents("healthy") {
+		if e.ev.Type != logs.TypeBackchannelLogoutSucceeded || e.ev.Details["attempts"] != float64(1) {
+			t.Errorf("healthy app event %s %v, want a success at the first attempt (no queue_full)", e.ev.Type, e.ev.Details)
+		}
+	}
+	h.broker.Close()
+	hung := h.backchannelEvents("hung")
+	if len(hung) != logouts {
+		t.Fatalf("%d events of the hung app after Close, want %d", len(hung), logouts)
+	}
+	for _, e := range hung {
+		if e.ev.Type != logs.TypeBackchannelLogoutFailed || e.ev.Details["error"] == codeQueueFull {
+			t.Errorf("hung app event %s %v, want a failure (not queue_full)", e.ev.Type, e.ev.Details)
+		}
+	}
+	h.wantMetrics(t, fmt.Sprintf(`dpop_broker_backchannel_logout_total{result="succeeded"} %d`, logouts))
+}
+
+// TestBackchannelLogoutSkipsRetriesWhileTheAppCoolsDown: after a delivery to an app failed
+// every attempt, the app's deliveries within the cool-down (1 minute) get a single attempt,
+// whose failure says why it was not retried; a success ends the cool-down at once, and past
+// the cool-down the app is retried again.
+func TestBackchannelLogoutSkipsRetriesWhileTheAppCoolsDown(t *testing.T) {
+	app := newLogoutApp(t, "flaky",
+		503, 503, 503, // 1: every attempt fails: the cool-down starts
+		503,      // 2: one attempt only
+		200,      // 3: succeeds: the cool-down ends
+		503, 200, // 4: retried again
+		503, 503, 503, // 5: every attempt fails: the cool-down starts again
+		503, 200, // 6: after the cool-down, retried again
+	)
+	h := backchannelHarness(t, []config.Client{bclClient("flaky", app.uri())}, app)
+	for i, step := range []struct {
+		advance      time.Duration // the clock moves first
+		wantType     string
+		wantAttempts int
+		wantSkipped  bool // the description says it was not retried
+	}{
+		{wantType: logs.TypeBackchannelLogoutFailed, wantAttempts: 3},
+		{wantType: logs.TypeBackchannelLogoutFailed, wantAttempts: 1, wantSkipped: true},
+		{wantType: logs.TypeBackchannelLogoutSucceeded, wantAttempts: 1},
+		{wantType: logs.TypeBackchannelLogoutSucceeded, wantAttempts: 2},
+		{wantType: logs.TypeBackchannelLogoutFailed, wantAttempts: 3},
+		{advance: time.Minute, wantType: logs.TypeBackchannelLogoutSucceeded, wantAttempts: 2},
+	} {
+		h.clock.Advance(step.advance)
+		h.broker.notifyLogout(fmt.Sprintf("sid-%d", i+1), bclSession("flaky"))
+		var evs []bclEntry
+		for n := 0; len(evs) <= i; n++ {
+			if n == 3000 {
+				t.Fatalf("delivery %d: no event", i+1)
+			}
+			time.Sleep(10 * time.Millisecond)
+			evs = h.backchannelEvents("flaky")
+		}
+		ev := evs[i].ev
+		desc, _ := ev.Details["error_description"].(string)
+		if ev.Type != step.wantType || ev.Details["attempts"] != float64(step.wantAttempts) ||
+			strings.Contains(desc, "not retried") != step.wantSkipped {
+			t.Fatalf("delivery %d: %s %v, want %s after %d attempts (not retried: %t)", i+1, ev.Type, ev.Details, step.wantType, step.wantAttempts, step.wantSkipped)
+		}
+	}
+	if n := len(app.receipts()); n != len(app.script) {
+		t.Errorf("the app received %d requests, want %d", n, len(app.script))
+	}
 }
 
 // TestBackchannelLogoutAfterLogoutCarriesTheIDTokensSidAndSub: a real login and /v2/logout; the app
