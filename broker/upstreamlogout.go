@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
@@ -30,8 +32,8 @@ const upstreamLogoutPath = "/logout/backchannel/"
 const maxUpstreamLogoutBody = 16 << 10
 
 // maxLogoutJTITTL caps how long a logout token's jti is remembered: until its exp plus the
-// clock skew, at most this long.
-const maxLogoutJTITTL = 24 * time.Hour
+// clock skew, with exp at most this far ahead (a token whose exp is later is refused).
+const maxLogoutJTITTL = upstream.MaxLogoutTokenLifetime
 
 // upstreamLogoutTimeout bounds the work after the token is accepted (replay record, lookup,
 // ending the sessions); it runs on even when the upstream hangs up, so that a logout the
@@ -62,10 +64,12 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 	ev := s.newEvent(r)
 	ev.Type, ev.Class = logs.TypeFailedLogout, logs.ClassUnauthenticated
 	ev.Details["reason"] = reasonUpstreamLogout
-	fail := func(status int, code, desc string) {
+	// refuse records desc in the event and answers public: the caller is not authenticated,
+	// so the answer names the rule broken but no configured value (issuer, client_id).
+	refuse := func(status int, code, desc, public string) {
 		ev.Details["error"], ev.Details["error_description"] = code, s.clipEvent(desc, 512)
 		s.write(r, ev)
-		answer := &oauthError{Status: status, Code: codeInvalidRequest, Description: desc}
+		answer := &oauthError{Status: status, Code: codeInvalidRequest, Description: public}
 		if status == http.StatusServiceUnavailable {
 			// The cause (an upstream or store failure) stays in the event: it may name
 			// internal addresses, and the caller is not authenticated.
@@ -73,6 +77,7 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 		}
 		writeOAuthError(w, answer)
 	}
+	fail := func(status int, code, desc string) { refuse(status, code, desc, desc) }
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		fail(http.StatusMethodNotAllowed, codeInvalidRequest, "a back-channel logout request is a POST (Back-Channel Logout 1.0 §2.5)")
@@ -115,16 +120,25 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	lt, err := conn.up.VerifyLogoutToken(r.Context(), r.PostForm.Get("logout_token"))
 	if err != nil {
-		desc := err.Error()
+		desc, public := err.Error(), "the logout token is refused"
 		var ue *upstream.Error
 		if errors.As(err, &ue) {
 			desc = ue.Description
+			if ue.Public != "" {
+				public = ue.Public
+			}
 		}
 		switch code := upstream.CodeOf(err); code {
-		case upstream.CodeDiscovery, upstream.CodeJWKS:
+		case upstream.CodeDiscovery, upstream.CodeJWKS, upstream.CodeJWKSRefetchThrottled:
+			// A token naming a key the broker does not hold yet, while the upstream's JWK Set
+			// may not be fetched again, may be genuine (a rotated key): 503 with Retry-After
+			// (RFC 9110 §10.2.3) until that fetch is allowed, never a final 400.
+			if ue != nil && ue.RetryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ue.RetryAfter.Seconds()))))
+			}
 			fail(http.StatusServiceUnavailable, code, "the logout token cannot be checked now: "+desc)
 		default:
-			fail(http.StatusBadRequest, code, desc)
+			refuse(http.StatusBadRequest, code, desc, public)
 		}
 		return
 	}
@@ -135,7 +149,10 @@ func (s *Server) handleUpstreamLogout(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), upstreamLogoutTimeout)
 	defer cancel()
 	jti := sessions.IndexID("bcl", conn.id, lt.JTI)
-	ttl := min(lt.Expiry.Sub(s.now())+s.cfg.DPoP.ClockSkew, maxLogoutJTITTL)
+	// Clamped before the skew is added (a far exp saturates Sub; adding to it would wrap):
+	// VerifyLogoutToken refused an exp more than maxLogoutJTITTL ahead, so the jti is
+	// remembered as long as the token can be accepted (its exp plus the skew).
+	ttl := min(max(lt.Expiry.Sub(s.now()), 0), maxLogoutJTITTL) + s.cfg.DPoP.ClockSkew
 	switch err := s.store.Create(ctx, sessions.KindJTI, jti, []byte{'1'}, max(ttl, time.Second)); {
 	case errors.Is(err, sessions.ErrExists):
 		fail(http.StatusBadRequest, codeLogoutTokenReplayed, "the logout token's jti was received before: a replayed token (Back-Channel Logout 1.0 §2.6)")

@@ -2,12 +2,14 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
+	"github.com/dpop-broker/dpop-broker/upstream"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
@@ -449,7 +452,9 @@ func TestUpstreamLogoutIsRateLimitedPerIP(t *testing.T) {
 		res := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: "s", KeyID: fmt.Sprintf("made-up-%d", i)})
 		statuses = append(statuses, res.status)
 	}
-	if want := []int{400, 400, 400, 400, 400, 429, 429}; !slices.Equal(statuses, want) {
+	// The first made-up kid fetches the JWK Set and is refused (400); the next ones, within
+	// the minute in which the set is not fetched again, cannot be checked yet (503).
+	if want := []int{400, 503, 503, 503, 503, 429, 429}; !slices.Equal(statuses, want) {
 		t.Fatalf("statuses %v, want %v", statuses, want)
 	}
 	if ev := h.lastEvent(); ev.Type != logs.TypeFailedLogout || ev.Details["error"] != codeTooManyRequests {
@@ -457,6 +462,118 @@ func TestUpstreamLogoutIsRateLimitedPerIP(t *testing.T) {
 	}
 	if n := h.up.Stats.JWKSRequests.Load(); n != 1 {
 		t.Errorf("JWK Set requests for 5 forged tokens = %d, want 1", n)
+	}
+}
+
+// TestUpstreamLogoutOfAnUnknownKidWhileTheRefetchWaitsIsRetryable: a logout token naming a
+// kid the broker does not hold, within the minute after the upstream's JWK Set was fetched
+// (here for a forged token with a made-up kid), may be a genuine token of a rotated key: it is
+// answered 503 temporarily_unavailable with Retry-After (the seconds until the set may be
+// fetched again) and an flo event, never 400; once that time has passed the set is fetched
+// again and the answer is final. Meanwhile a token of a known key is accepted.
+func TestUpstreamLogoutOfAnUnknownKidWhileTheRefetchWaitsIsRetryable(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp, upstreamOnClock: true})
+	if res := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: "s", KeyID: "made-up"}); res.status != http.StatusBadRequest {
+		t.Fatalf("the forged token that fetched the set: %d %v, want 400", res.status, res.body)
+	}
+	h.clock.Advance(15 * time.Second)
+	res := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: "s", KeyID: "rotated"})
+	retry, err := strconv.Atoi(res.header.Get("Retry-After"))
+	if res.status != http.StatusServiceUnavailable || res.str("error") != "temporarily_unavailable" || err != nil || retry < 30 || retry > 45 {
+		t.Fatalf("unknown kid 15 s after the fetch: %d Retry-After %q %v, want 503 temporarily_unavailable, Retry-After 45",
+			res.status, res.header.Get("Retry-After"), res.body)
+	}
+	if ev := h.lastEvent(); ev.Type != logs.TypeFailedLogout || ev.Details["error"] != upstream.CodeJWKSRefetchThrottled {
+		t.Errorf("event %s %v, want flo %s", ev.Type, ev.Details, upstream.CodeJWKSRefetchThrottled)
+	}
+	if res := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: "no-such-session"}); res.status != http.StatusOK {
+		t.Errorf("a token of the known key meanwhile: %d %v, want 200", res.status, res.body)
+	}
+	h.clock.Advance(time.Duration(retry) * time.Second)
+	if res := h.upstreamLogout(demoidp.LogoutTokenOptions{SID: "s", KeyID: "rotated"}); res.status != http.StatusBadRequest || res.header.Get("Retry-After") != "" {
+		t.Errorf("unknown kid after the Retry-After: %d Retry-After %q, want 400 (the set was fetched again)", res.status, res.header.Get("Retry-After"))
+	}
+	if n := h.up.Stats.JWKSRequests.Load(); n != 2 {
+		t.Errorf("JWK Set requests = %d, want 2", n)
+	}
+}
+
+// TestUpstreamLogoutRefusesTokensOutlivingTheJTIMemory: a logout token's jti is remembered
+// for at most 24 hours, so a token whose exp is further ahead (which could be replayed after
+// that) is refused with logout_token_invalid naming the exp rule, however far ahead (a far
+// exp once overflowed the jti's lifetime to a second); a short-lived one is accepted and its
+// replay refused.
+func TestUpstreamLogoutRefusesTokensOutlivingTheJTIMemory(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	for _, tc := range []struct {
+		name   string
+		opts   demoidp.LogoutTokenOptions
+		status int // of the first request; a 200 is replayed, which must be refused
+	}{
+		{name: "exp 300 years ahead", opts: demoidp.LogoutTokenOptions{SID: "s", Extra: map[string]any{"exp": time.Now().AddDate(300, 0, 0).Unix()}},
+			status: http.StatusBadRequest},
+		{name: "exp 25 hours ahead", opts: demoidp.LogoutTokenOptions{SID: "s", TTL: 25 * time.Hour}, status: http.StatusBadRequest},
+		{name: "exp 2 minutes ahead, then replayed", opts: demoidp.LogoutTokenOptions{SID: "s", TTL: 2 * time.Minute}, status: http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.JTI = rand.Text()
+			res := h.upstreamLogout(tc.opts)
+			if res.status != tc.status {
+				t.Fatalf("answer %d %v, want %d", res.status, res.body, tc.status)
+			}
+			wantCode, wantRule := upstream.CodeLogoutTokenInvalid, "logout token exp: exp"
+			if tc.status == http.StatusOK {
+				res = h.upstreamLogout(tc.opts)
+				wantCode, wantRule = codeLogoutTokenReplayed, "replayed"
+			}
+			ev := h.lastEvent()
+			desc, _ := ev.Details["error_description"].(string)
+			if res.status != http.StatusBadRequest || ev.Type != logs.TypeFailedLogout || ev.Details["error"] != wantCode || !strings.Contains(desc, wantRule) {
+				t.Errorf("answer %d, event %s %v: want 400 and flo %s naming %q", res.status, ev.Type, ev.Details, wantCode, wantRule)
+			}
+		})
+	}
+}
+
+// TestUpstreamLogoutRefusalNamesTheRuleWithoutTheConfiguration: the sender of a back-channel
+// logout request is not authenticated, so a refusal's error_description names the rule
+// broken but not the configured upstream issuer or client_id; the event keeps the full
+// detail.
+func TestUpstreamLogoutRefusalNamesTheRuleWithoutTheConfiguration(t *testing.T) {
+	const clientID = "corp-client-7f3a9"
+	h := newHarness(t, harnessOpts{up: demoidp.Options{ClientID: clientID, ClientSecret: upSecret}, mutate: func(c *config.Config) {
+		c.Connections[0].Options.ClientID = clientID
+	}})
+	for _, tc := range []struct {
+		name       string
+		opts       demoidp.LogoutTokenOptions
+		rule       string // the answer's error_description starts with it
+		configured string // what the event names and the answer must not
+	}{
+		{name: "iss is another issuer", opts: demoidp.LogoutTokenOptions{SID: "s", Issuer: "https://evil.example"},
+			rule: "logout token iss: iss is not the upstream's issuer", configured: h.up.URL},
+		{name: "aud is another client", opts: demoidp.LogoutTokenOptions{SID: "s", Audience: "another"},
+			rule: "logout token aud: aud does not name the connection's client_id", configured: clientID},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := h.up.BackchannelLogout(h.backchannelURL("corp"), tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			var answer map[string]string
+			if err := json.Unmarshal(body, &answer); err != nil || resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("answer %d %s (%v), want 400 JSON", resp.StatusCode, body, err)
+			}
+			if !strings.HasPrefix(answer["error_description"], tc.rule) || strings.Contains(string(body), tc.configured) {
+				t.Errorf("answer %s: want the rule %q and not the configured %s", body, tc.rule, tc.configured)
+			}
+			ev := h.lastEvent()
+			if desc, _ := ev.Details["error_description"].(string); ev.Type != logs.TypeFailedLogout || !strings.Contains(desc, tc.configured) {
+				t.Errorf("event %s %v, want flo whose description names %s", ev.Type, ev.Details, tc.configured)
+			}
+		})
 	}
 }
 

@@ -36,7 +36,18 @@ const (
 	// CodeJWKS: the upstream's JWK Set could not be fetched, so the token cannot be checked
 	// now (it may be fine: the caller answers "try again later").
 	CodeJWKS = "jwks_unavailable"
+	// CodeJWKSRefetchThrottled: the token names a key the connection's copy of the JWK Set
+	// does not hold, and the set may not be fetched again yet (jwksRefetch): the upstream may
+	// have rotated its keys, so the token cannot be checked now; Error.RetryAfter says when
+	// it can.
+	CodeJWKSRefetchThrottled = "jwks_refetch_throttled"
 )
+
+// MaxLogoutTokenLifetime is how far ahead of now a logout token's exp may be: a token
+// that stays valid longer is refused (Back-Channel Logout 1.0 §4 asks for short expiration
+// times), so that remembering its jti this long (the caller's replay window) covers every
+// moment it can be accepted.
+const MaxLogoutTokenLifetime = 24 * time.Hour
 
 // BackchannelLogoutEvent is the member of a logout token's events claim that makes it one
 // (Back-Channel Logout 1.0 §2.4).
@@ -61,8 +72,17 @@ type LogoutToken struct {
 	Expiry    time.Time
 }
 
-func logoutTokenError(rule, format string, args ...any) *Error {
-	return &Error{Code: CodeLogoutTokenInvalid, Description: "logout token " + rule + ": " + fmt.Sprintf(format, args...)}
+// logoutTokenError is a refusal under rule. public says what is wrong without any
+// configured value (the upstream's issuer, the client_id, the algorithms): it is all the
+// unauthenticated sender is told (Error.Public). format and args, when format is not "",
+// give the detail for the event (Description), which may name them; else it is public.
+func logoutTokenError(rule, public, format string, args ...any) *Error {
+	detail := public
+	if format != "" {
+		detail = fmt.Sprintf(format, args...)
+	}
+	return &Error{Code: CodeLogoutTokenInvalid, Description: "logout token " + rule + ": " + detail,
+		Public: "logout token " + rule + ": " + public}
 }
 
 // VerifyLogoutToken checks raw, the logout_token of a back-channel logout request, as
@@ -76,21 +96,24 @@ func logoutTokenError(rule, format string, args ...any) *Error {
 //
 // The JWK Set is the connection's own copy for logout tokens (logoutKeys): a token naming an
 // unknown kid fetches it again at most once per jwksRefetch, so forged tokens cannot turn
-// into requests to the upstream. Refusals are *Error with CodeLogoutTokenInvalid; a
-// discovery or JWK Set failure (CodeDiscovery, CodeJWKS) means the token could not be
-// checked now.
+// into requests to the upstream, and in between such a token cannot be checked yet. Refusals
+// are *Error with CodeLogoutTokenInvalid (Error.Public names the rule without configured
+// values); a discovery or JWK Set failure (CodeDiscovery, CodeJWKS) or a throttled fetch for
+// an unknown kid (CodeJWKSRefetchThrottled, with Error.RetryAfter) means the token could
+// not be checked now.
 func (c *Connection) VerifyLogoutToken(ctx context.Context, raw string) (*LogoutToken, error) {
 	switch {
 	case raw == "":
-		return nil, logoutTokenError("presence", "the logout_token is empty")
+		return nil, logoutTokenError("presence", "the logout_token is empty", "")
 	case len(raw) > maxLogoutTokenBytes:
-		return nil, logoutTokenError("size", "the token is longer than %d bytes", maxLogoutTokenBytes)
+		return nil, logoutTokenError("size", fmt.Sprintf("the token is longer than %d bytes", maxLogoutTokenBytes), "")
 	case strings.Count(raw, ".") == 4:
-		return nil, logoutTokenError("format", "encrypted logout tokens are not supported (the broker registers no encryption key)")
+		return nil, logoutTokenError("format", "encrypted logout tokens are not supported (the broker registers no encryption key)", "")
 	}
 	jws, err := jose.ParseSignedCompact(raw, joseAlgs)
 	if err != nil {
-		return nil, logoutTokenError("format", "not a signed JWT with an asymmetric alg (JWS compact serialization): %v", err)
+		return nil, logoutTokenError("format", "not a signed JWT with an asymmetric alg (JWS compact serialization)",
+			"not a signed JWT with an asymmetric alg (JWS compact serialization): %v", err)
 	}
 	hdr := jws.Signatures[0].Header
 	doc, err := c.discover(ctx)
@@ -99,7 +122,8 @@ func (c *Connection) VerifyLogoutToken(ctx context.Context, raw string) (*Logout
 	}
 	algs := c.idTokenAlgs(doc)
 	if !slices.Contains(algs, hdr.Algorithm) {
-		return nil, logoutTokenError("alg", "alg %s is not one of the connection's ID token algorithms %v", clipText(hdr.Algorithm, 32), algs)
+		return nil, logoutTokenError("alg", "the alg is not one of the connection's ID token algorithms",
+			"alg %s is not one of the connection's ID token algorithms %v", clipText(hdr.Algorithm, 32), algs)
 	}
 	if err := checkLogoutType(hdr.ExtraHeaders[jose.HeaderType]); err != nil {
 		return nil, err
@@ -113,7 +137,8 @@ func (c *Connection) VerifyLogoutToken(ctx context.Context, raw string) (*Logout
 		return nil, err
 	}
 	if len(keys) == 0 {
-		return nil, logoutTokenError("signature", "the upstream's JWK Set has no %s key with kid %q", hdr.Algorithm, clipText(hdr.KeyID, 64))
+		return nil, logoutTokenError("signature", "the upstream's JWK Set has no key for the token's kid and alg",
+			"the upstream's JWK Set has no %s key with kid %q", hdr.Algorithm, clipText(hdr.KeyID, 64))
 	}
 	v := oidc.NewVerifier(doc.Issuer, &oidc.StaticKeySet{PublicKeys: keys}, &oidc.Config{
 		ClientID:             c.cfg.ClientID,
@@ -124,12 +149,12 @@ func (c *Connection) VerifyLogoutToken(ctx context.Context, raw string) (*Logout
 	if err != nil {
 		var te *oidc.TokenExpiredError
 		if errors.As(err, &te) {
-			return nil, logoutTokenError("exp", "the token expired at %s", te.Expiry.UTC().Format(time.RFC3339))
+			return nil, logoutTokenError("exp", "the token has expired", "the token expired at %s", te.Expiry.UTC().Format(time.RFC3339))
 		}
 		if strings.Contains(err.Error(), "signature") {
-			return nil, logoutTokenError("signature", "no key of the upstream's JWK Set verifies it")
+			return nil, logoutTokenError("signature", "no key of the upstream's JWK Set verifies it", "")
 		}
-		return nil, logoutTokenError("verification", "%v", err)
+		return nil, logoutTokenError("verification", "the token does not verify as the upstream's ID tokens would", "%v", err)
 	}
 	return &LogoutToken{
 		Issuer: lt.Issuer, Subject: lt.Subject, SessionID: lt.SessionID, JTI: lt.TokenID,
@@ -163,7 +188,7 @@ func checkLogoutType(typ any) error {
 			return nil
 		}
 	}
-	return logoutTokenError("typ", "typ %q is neither logout+jwt nor JWT", clipText(fmt.Sprint(typ), 64))
+	return logoutTokenError("typ", "typ is neither logout+jwt nor JWT", "typ %q is neither logout+jwt nor JWT", clipText(fmt.Sprint(typ), 64))
 }
 
 // checkLogoutClaims checks the claims of a logout token (Back-Channel Logout 1.0 §2.4, §2.6;
@@ -175,34 +200,37 @@ func checkLogoutType(typ any) error {
 func (c *Connection) checkLogoutClaims(payload []byte, issuer string, now time.Time, skew time.Duration) error {
 	var claims map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
-		return logoutTokenError("format", "the payload is not a JSON object")
+		return logoutTokenError("format", "the payload is not a JSON object", "")
 	}
 	if iss, _ := stringClaim(claims, "iss"); iss != issuer {
-		return logoutTokenError("iss", "iss %q is not the upstream's issuer %q", clipText(iss, 256), issuer)
+		return logoutTokenError("iss", "iss is not the upstream's issuer", "iss %q is not the upstream's issuer %q", clipText(iss, 256), issuer)
 	}
 	var aud oidcAudience
 	if err := json.Unmarshal(claims["aud"], &aud); err != nil || !slices.Contains([]string(aud), c.cfg.ClientID) {
-		return logoutTokenError("aud", "aud does not name the connection's client_id %q", c.cfg.ClientID)
+		return logoutTokenError("aud", "aud does not name the connection's client_id", "aud does not name the connection's client_id %q", c.cfg.ClientID)
 	}
 	exp, ok := dateClaim(claims, "exp")
 	switch {
 	case !ok:
-		return logoutTokenError("exp", "exp is missing or not a number")
+		return logoutTokenError("exp", "exp is missing or not a number", "")
 	case exp.Before(now.Add(-skew)):
-		return logoutTokenError("exp", "the token expired at %s", exp.UTC().Format(time.RFC3339))
+		return logoutTokenError("exp", "the token has expired", "the token expired at %s", exp.UTC().Format(time.RFC3339))
+	case exp.After(now.Add(MaxLogoutTokenLifetime)):
+		return logoutTokenError("exp", fmt.Sprintf("exp is more than %g hours ahead: a logout token must be short-lived (Back-Channel Logout 1.0 §4)", MaxLogoutTokenLifetime.Hours()),
+			"exp %s is more than %g hours ahead: a logout token must be short-lived (Back-Channel Logout 1.0 §4)", exp.UTC().Format(time.RFC3339), MaxLogoutTokenLifetime.Hours())
 	}
 	iat, ok := dateClaim(claims, "iat")
 	switch {
 	case !ok:
-		return logoutTokenError("iat", "iat is missing or not a number")
+		return logoutTokenError("iat", "iat is missing or not a number", "")
 	case iat.After(now.Add(skew)):
-		return logoutTokenError("iat", "iat %s is in the future", iat.UTC().Format(time.RFC3339))
+		return logoutTokenError("iat", "iat is in the future", "iat %s is in the future", iat.UTC().Format(time.RFC3339))
 	}
 	if err := checkLogoutEvents(claims["events"]); err != nil {
 		return err
 	}
 	if _, has := claims["nonce"]; has {
-		return logoutTokenError("nonce", "a logout token must not contain a nonce (it would be an ID token)")
+		return logoutTokenError("nonce", "a logout token must not contain a nonce (it would be an ID token)", "")
 	}
 	var named int
 	for _, k := range []string{"sid", "sub"} {
@@ -211,20 +239,20 @@ func (c *Connection) checkLogoutClaims(payload []byte, issuer string, now time.T
 		case !present:
 			continue
 		case v == "":
-			return logoutTokenError(k, "%s is empty or not a string", k)
+			return logoutTokenError(k, k+" is empty or not a string", "")
 		case len(v) > maxLogoutID:
-			return logoutTokenError(k, "%s is longer than %d characters", k, maxLogoutID)
+			return logoutTokenError(k, fmt.Sprintf("%s is longer than %d characters", k, maxLogoutID), "")
 		}
 		named++
 	}
 	if named == 0 {
-		return logoutTokenError("sid/sub", "the token has neither sid nor sub")
+		return logoutTokenError("sid/sub", "the token has neither sid nor sub", "")
 	}
 	switch jti, present := stringClaim(claims, "jti"); {
 	case !present || jti == "":
-		return logoutTokenError("jti", "jti is missing or not a non-empty string")
+		return logoutTokenError("jti", "jti is missing or not a non-empty string", "")
 	case len(jti) > maxLogoutJTI:
-		return logoutTokenError("jti", "jti is longer than %d characters", maxLogoutJTI)
+		return logoutTokenError("jti", fmt.Sprintf("jti is longer than %d characters", maxLogoutJTI), "")
 	}
 	return nil
 }
@@ -233,19 +261,19 @@ func (c *Connection) checkLogoutClaims(payload []byte, issuer string, now time.T
 // with the member BackchannelLogoutEvent, whose value is a JSON object.
 func checkLogoutEvents(raw json.RawMessage) error {
 	if raw == nil {
-		return logoutTokenError("events", "the events claim is missing")
+		return logoutTokenError("events", "the events claim is missing", "")
 	}
 	var events map[string]json.RawMessage
 	if json.Unmarshal(raw, &events) != nil || events == nil {
-		return logoutTokenError("events", "events is not a JSON object")
+		return logoutTokenError("events", "events is not a JSON object", "")
 	}
 	member, ok := events[BackchannelLogoutEvent]
 	if !ok {
-		return logoutTokenError("events", "events has no member %s", BackchannelLogoutEvent)
+		return logoutTokenError("events", "events has no member "+BackchannelLogoutEvent, "")
 	}
 	var value map[string]json.RawMessage
 	if json.Unmarshal(member, &value) != nil || value == nil {
-		return logoutTokenError("events", "the value of %s is not a JSON object", BackchannelLogoutEvent)
+		return logoutTokenError("events", "the value of "+BackchannelLogoutEvent+" is not a JSON object", "")
 	}
 	return nil
 }
@@ -297,7 +325,8 @@ func clipText(s string, n int) string {
 
 // jwksRefetch is how often a logout token naming a kid the connection does not hold may
 // fetch the upstream's JWK Set again (key rotation). Forged tokens with made-up kids thus
-// cost the upstream at most one request per connection and replica in this time.
+// cost the upstream at most one request per connection and replica in this time; a token
+// with an unknown kid in between cannot be checked yet (CodeJWKSRefetchThrottled).
 const jwksRefetch = time.Minute
 
 // Bounds of an upstream JWK Set.
@@ -324,7 +353,13 @@ type logoutKeys struct {
 // keysFor returns the public keys of the upstream's JWK Set at url that may have signed a
 // token with kid and alg (every key for alg when kid is ""): from the copy held, or, when it
 // has none and the last fetch is at least jwksRefetch old (or there was none), from a fetch
-// made now. An error means the set could not be fetched and no key was known (CodeJWKS).
+// made now. No keys and no error: a fetch made for this call (or while it waited) does not
+// hold the key, so the upstream does not publish it. An error means the token cannot be
+// checked now: the set could not be fetched and no key was known (CodeJWKS), or the copy
+// does not hold the key and may not be fetched again yet (CodeJWKSRefetchThrottled: the
+// upstream may have rotated its keys since). Both carry Error.RetryAfter when the next fetch
+// is throttled, so that made-up kids cannot turn a genuine token of a rotated key into a
+// final refusal.
 func (k *logoutKeys) keysFor(ctx context.Context, hc *http.Client, url, kid, alg string, now func() time.Time) ([]crypto.PublicKey, error) {
 	k.mu.Lock()
 	if k.url != url { // the discovery document moved the set: start again
@@ -335,11 +370,20 @@ func (k *logoutKeys) keysFor(ctx context.Context, hc *http.Client, url, kid, alg
 	if m := matchKeys(keys, kid, alg); len(m) > 0 {
 		return m, nil
 	}
-	if !fetched.IsZero() && now().Sub(fetched) < jwksRefetch {
+	if age := now().Sub(fetched); !fetched.IsZero() && age < jwksRefetch {
+		wait := jwksRefetch - age
+		var ue *Error
+		if lastErr != nil && len(keys) == 0 && errors.As(lastErr, &ue) {
+			again := *ue
+			again.RetryAfter = wait
+			return nil, &again
+		}
 		if lastErr != nil && len(keys) == 0 {
 			return nil, lastErr
 		}
-		return nil, nil
+		return nil, &Error{Code: CodeJWKSRefetchThrottled, RetryAfter: wait, Description: fmt.Sprintf(
+			"the upstream's JWK Set, fetched %s ago, has no %s key with kid %q; it is fetched again at most once per %s (the upstream may have rotated its keys): retry in %s",
+			age.Round(time.Second), clipText(alg, 32), clipText(kid, 64), jwksRefetch, wait.Round(time.Second))}
 	}
 	k.fetching.Lock()
 	defer k.fetching.Unlock()

@@ -2,12 +2,19 @@ package upstream
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
@@ -75,6 +82,7 @@ func TestVerifyLogoutToken(t *testing.T) {
 		opts demoidp.LogoutTokenOptions
 		raw  func(tok string) string // rewrites the signed token
 		rule string                  // "" = accepted; else the rule the description names
+		code string                  // the refusal's code when not CodeLogoutTokenInvalid
 	}{
 		{name: "sid and sub, typ logout+jwt", opts: valid},
 		{name: "sid only", opts: demoidp.LogoutTokenOptions{SID: "idp-sid"}},
@@ -105,12 +113,18 @@ func TestVerifyLogoutToken(t *testing.T) {
 			o.Extra = map[string]any{"iat": time.Now().Add(time.Hour).Unix()}
 		}), rule: "iat"},
 		{name: "no exp", opts: with(func(o *demoidp.LogoutTokenOptions) { o.Omit = []string{"exp"} }), rule: "exp"},
+		{name: "exp 23 hours ahead", opts: with(func(o *demoidp.LogoutTokenOptions) { o.TTL = 23 * time.Hour })},
+		{name: "exp 25 hours ahead: longer than the jti is remembered (§4)", opts: with(func(o *demoidp.LogoutTokenOptions) { o.TTL = 25 * time.Hour }), rule: "exp"},
+		{name: "exp 300 years ahead", opts: with(func(o *demoidp.LogoutTokenOptions) {
+			o.Extra = map[string]any{"exp": time.Now().AddDate(300, 0, 0).Unix()}
+		}), rule: "exp"},
 		{name: "expired beyond the clock skew", opts: with(func(o *demoidp.LogoutTokenOptions) { o.TTL = -time.Minute }), rule: "exp"},
 		{name: "expired within the clock skew", opts: with(func(o *demoidp.LogoutTokenOptions) { o.TTL = -10 * time.Second })},
 		{name: "aud is another client", opts: with(func(o *demoidp.LogoutTokenOptions) { o.Audience = "another-client" }), rule: "aud"},
 		{name: "iss is another issuer", opts: with(func(o *demoidp.LogoutTokenOptions) { o.Issuer = "https://evil.example" }), rule: "iss"},
 		{name: "signed by a key the upstream does not publish", opts: with(func(o *demoidp.LogoutTokenOptions) { o.ForeignKey = true }), rule: "signature"},
-		{name: "kid the upstream does not publish", opts: with(func(o *demoidp.LogoutTokenOptions) { o.KeyID = "unknown" }), rule: "signature"},
+		{name: "kid the upstream does not publish, within a minute of the last fetch: cannot be checked yet",
+			opts: with(func(o *demoidp.LogoutTokenOptions) { o.KeyID = "unknown" }), code: CodeJWKSRefetchThrottled},
 		{name: "payload changed after signing (another sid)", opts: valid, raw: func(tok string) string {
 			parts := strings.Split(tok, ".")
 			payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
@@ -137,7 +151,7 @@ func TestVerifyLogoutToken(t *testing.T) {
 				conn = tc.conn
 			}
 			lt, err := conn.VerifyLogoutToken(context.Background(), tok)
-			if tc.rule == "" {
+			if tc.rule == "" && tc.code == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
 				}
@@ -147,8 +161,20 @@ func TestVerifyLogoutToken(t *testing.T) {
 				return
 			}
 			var ue *Error
+			if tc.code != "" {
+				if !errors.As(err, &ue) || ue.Code != tc.code || ue.RetryAfter <= 0 || ue.RetryAfter > jwksRefetch {
+					t.Fatalf("err %v, want %s with a Retry-After within %s", err, tc.code, jwksRefetch)
+				}
+				return
+			}
 			if !errors.As(err, &ue) || ue.Code != CodeLogoutTokenInvalid || !strings.HasPrefix(ue.Description, "logout token "+tc.rule+":") {
 				t.Fatalf("err %v, want %s naming rule %q", err, CodeLogoutTokenInvalid, tc.rule)
+			}
+			// What the unauthenticated sender may be told names the rule, never the
+			// configured issuer, client_id or algorithms.
+			if !strings.HasPrefix(ue.Public, "logout token "+tc.rule+":") || strings.Contains(ue.Public, p.URL) ||
+				strings.Contains(ue.Public, `"broker"`) || strings.Contains(ue.Public, "[") {
+				t.Errorf("public description %q, want the rule %q without configured values", ue.Public, tc.rule)
 			}
 		})
 	}
@@ -201,5 +227,132 @@ func TestForgedLogoutTokensFetchUpstreamKeysAtMostOncePerMinute(t *testing.T) {
 	}
 	if err := verify(demoidp.LogoutTokenOptions{SID: "s"}); err != nil {
 		t.Fatalf("valid token after the flood: %v", err)
+	}
+}
+
+// rotatingIdP is an upstream on 127.0.0.1 whose signing key the test rotates: its discovery
+// document, its JWK Set (every key so far, as an IdP publishes during a rotation) and logout
+// tokens signed with its current key.
+type rotatingIdP struct {
+	srv          *httptest.Server
+	jwksRequests atomic.Int64
+
+	mu   sync.Mutex
+	keys []*demoidp.SigningKey // the last one signs
+}
+
+func startRotatingIdP(t *testing.T) *rotatingIdP {
+	t.Helper()
+	idp := &rotatingIdP{}
+	mux := http.NewServeMux()
+	idp.srv = httptest.NewServer(mux)
+	t.Cleanup(idp.srv.Close)
+	doc, err := json.Marshal(demoidp.Metadata{Issuer: idp.srv.URL, IDTokenAlgs: []string{"RS256"}}.Document())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux.HandleFunc("GET /.well-known/openid-configuration", demoidp.ServeJSON(doc))
+	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
+		idp.jwksRequests.Add(1)
+		idp.mu.Lock()
+		var set jose.JSONWebKeySet
+		for _, k := range idp.keys {
+			set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.Public, KeyID: k.KeyID, Algorithm: "RS256", Use: "sig"})
+		}
+		idp.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(set)
+	})
+	idp.rotate(t, false)
+	return idp
+}
+
+// rotate makes a new signing key current (fresh: not the process's shared test key).
+func (idp *rotatingIdP) rotate(t *testing.T, fresh bool) {
+	t.Helper()
+	key, err := demoidp.RSAKey(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := demoidp.NewSigningKey(key, jose.RS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	idp.keys = append(idp.keys, sk)
+}
+
+// logoutToken is a valid logout token for client "broker" at now, signed with the current key
+// (typ JWT, which the upstream's signer sets); kid replaces its kid header when not "".
+func (idp *rotatingIdP) logoutToken(t *testing.T, now time.Time, kid string) string {
+	t.Helper()
+	idp.mu.Lock()
+	sk := idp.keys[len(idp.keys)-1]
+	idp.mu.Unlock()
+	payload, err := json.Marshal(map[string]any{
+		"iss": idp.srv.URL, "aud": "broker", "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
+		"jti": rand.Text(), "sid": "idp-sid", "events": map[string]any{BackchannelLogoutEvent: map[string]any{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := sk.Signer
+	if kid != "" {
+		key, _ := demoidp.RSAKey(false)
+		if signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestRotatedKeyLogoutTokenIsRetryableWhileTheRefetchWaits: a forged logout token with a
+// made-up kid makes the broker fetch the upstream's JWK Set; when the upstream then rotates
+// its key, a genuine token signed with the new key, within the minute in which the set may
+// not be fetched again, is not refused: it cannot be checked yet (CodeJWKSRefetchThrottled,
+// which the endpoint answers 503) with RetryAfter until the next fetch is allowed, and once
+// that time has passed it is accepted. The fetch bound holds throughout.
+func TestRotatedKeyLogoutTokenIsRetryableWhileTheRefetchWaits(t *testing.T) {
+	idp := startRotatingIdP(t)
+	clock := &movableClock{}
+	c, err := New(Config{Name: "rot", Issuer: idp.srv.URL, ClientID: "broker", ClientSecret: "broker-secret"},
+		Options{Discovery: &discovery.Client{Now: clock.now}, ClockSkew: 30 * time.Second, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var ue *Error
+
+	_, err = c.VerifyLogoutToken(ctx, idp.logoutToken(t, clock.now(), "made-up"))
+	if !errors.As(err, &ue) || ue.Code != CodeLogoutTokenInvalid || !strings.HasPrefix(ue.Description, "logout token signature:") {
+		t.Fatalf("forged token with a made-up kid: %v, want a signature refusal (the set was fetched for it)", err)
+	}
+	idp.rotate(t, true)
+	clock.advance(10 * time.Second)
+	genuine := idp.logoutToken(t, clock.now(), "")
+	_, err = c.VerifyLogoutToken(ctx, genuine)
+	if !errors.As(err, &ue) || ue.Code != CodeJWKSRefetchThrottled || ue.RetryAfter <= 40*time.Second || ue.RetryAfter > 50*time.Second {
+		t.Fatalf("genuine token of the rotated key within the minute: %v, want %s with a Retry-After of about 50 s", err, CodeJWKSRefetchThrottled)
+	}
+	if n := idp.jwksRequests.Load(); n != 1 {
+		t.Fatalf("JWK Set requests within the minute = %d, want 1", n)
+	}
+	clock.advance(ue.RetryAfter)
+	lt, err := c.VerifyLogoutToken(ctx, genuine)
+	if err != nil || lt.SessionID != "idp-sid" {
+		t.Fatalf("genuine token of the rotated key after the Retry-After: %+v %v, want accepted", lt, err)
+	}
+	if n := idp.jwksRequests.Load(); n != 2 {
+		t.Errorf("JWK Set requests = %d, want 2", n)
 	}
 }

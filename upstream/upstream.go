@@ -76,8 +76,14 @@ const (
 type Error struct {
 	Code        string
 	Description string
-	OAuthError  string // the upstream's "error" member, when it sent one
-	Err         error
+	// Public, when set, is what an unauthenticated caller may be told instead of Description:
+	// the same rule, without the configured values (issuer, client_id, algorithms) that
+	// Description may name for the event.
+	Public     string
+	OAuthError string // the upstream's "error" member, when it sent one
+	// RetryAfter, when above zero, is how long until the step may succeed if tried again.
+	RetryAfter time.Duration
+	Err        error
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("upstream: %s: %s", e.Code, e.Description) }
