@@ -23,7 +23,7 @@
 //   - Logout (logout.go, backchannel.go): GET/POST /v2/logout, OpenID Connect RP-Initiated
 //     Logout at /oidc/logout, and /logout/federated, where the upstream returns after a
 //     federated logout; an ended session is announced to its apps by OpenID Connect
-//     Back-Channel Logout (logout tokens POSTed from a bounded queue by a few workers).
+//     Back-Channel Logout (logout tokens POSTed from a bounded queue and a worker per app).
 //   - Token, refresh, revocation and userinfo (token.go, codereuse.go, refresh.go,
 //     refreshtoken.go, revoke.go, userinfo.go, opaque.go, dpopserver.go, noncechallenge.go):
 //     POST /oauth/token redeems codes (single use, replay revokes) and rotates refresh-token
