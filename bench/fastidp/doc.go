@@ -8,7 +8,8 @@
 //     demoidp.SigningKey, like the demo IdP's), a non-interactive /authorize that redirects
 //     at once with a code, and a /token endpoint that checks PKCE, demands DPoP proofs
 //     (dpop.Verifier) with server nonces and signs cheap ID tokens.
-//   - Options set the client, the ID-token alg, the subject, the bound on live codes and
+//   - Options set the client, the ID-token alg, the subject (one for every login, or one per
+//     login with UniqueSubjects), the bound on live codes and
 //     replay entries, and the nonce mode: NonceFirst (a nonce round trip per client and
 //     rotation) or NonceEvery (one per login). Stats count authorizations and token answers.
 //

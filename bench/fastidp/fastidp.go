@@ -44,6 +44,10 @@ type Options struct {
 	NonceMode    string // NonceFirst (default) | NonceEvery
 	Subject      string // default "alice"
 	MaxEntries   int    // cap on live codes and on the replay cache; default 1<<21
+	// UniqueSubjects gives every authorization a subject of its own (Subject, "-" and a
+	// random suffix): each login is another user, as on a real site, instead of one user
+	// signing in from every browser at once.
+	UniqueSubjects bool
 }
 
 // Stats counts token-endpoint outcomes.
@@ -86,9 +90,9 @@ func (p *Provider) Close() error {
 }
 
 type codeEntry struct {
-	redirectURI, nonce, challenge string
-	authTime, exp                 time.Time
-	challenged                    bool // NonceEvery: the first token request was answered use_dpop_nonce
+	redirectURI, nonce, challenge, subject string
+	authTime, exp                          time.Time
+	challenged                             bool // NonceEvery: the first token request was answered use_dpop_nonce
 }
 
 type provider struct {
@@ -224,8 +228,12 @@ func (p *provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	code := rand.Text() + rand.Text()
+	sub := p.opts.Subject
+	if p.opts.UniqueSubjects {
+		sub += "-" + rand.Text()
+	}
 	if err := p.putCode(now, code, &codeEntry{redirectURI: redirect, nonce: q.Get("nonce"),
-		challenge: q.Get("code_challenge"), authTime: now, exp: now.Add(codeTTL)}); err != nil {
+		challenge: q.Get("code_challenge"), subject: sub, authTime: now, exp: now.Add(codeTTL)}); err != nil {
 		p.stats.Rejected.Add(1)
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 		return
@@ -384,7 +392,7 @@ func (p *provider) token(w http.ResponseWriter, r *http.Request) {
 func (p *provider) idToken(e *codeEntry, at string, now time.Time) (string, error) {
 	h := sha256.Sum256([]byte(at))
 	claims := map[string]any{
-		"iss": p.issuer, "sub": p.opts.Subject, "aud": p.opts.ClientID, "azp": p.opts.ClientID,
+		"iss": p.issuer, "sub": e.subject, "aud": p.opts.ClientID, "azp": p.opts.ClientID,
 		"iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "auth_time": e.authTime.Unix(),
 		"at_hash": base64.RawURLEncoding.EncodeToString(h[:16]),
 		"name":    "Alice Example", "email": "alice@example.com", "email_verified": true,

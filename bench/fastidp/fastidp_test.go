@@ -129,6 +129,43 @@ func TestLoginFlow(t *testing.T) {
 	}
 }
 
+func TestSubjectPerLoginOrShared(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		opts       Options
+		wantPrefix string
+		wantSame   bool // both logins name the same user
+	}{
+		{name: "one user for every login by default", opts: Options{}, wantPrefix: "alice", wantSame: true},
+		{name: "a user of its own for each login", opts: Options{Subject: "user", UniqueSubjects: true}, wantPrefix: "user-", wantSame: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, _ := start(t, tc.opts)
+			client, _, _ := dpopClient(t)
+			ks := oidc.NewRemoteKeySet(context.Background(), srv.URL+"/jwks")
+			v := oidc.NewVerifier(srv.URL, ks, &oidc.Config{ClientID: "broker", SupportedSigningAlgs: []string{"RS256"}})
+			var subs []string
+			for i := range 2 {
+				r := token(t, client, srv, form(code(t, srv, "n1"), verifier))
+				if r.status != http.StatusOK {
+					t.Fatalf("login %d: %d %v", i, r.status, r.body)
+				}
+				idt, err := v.Verify(context.Background(), r.body["id_token"].(string))
+				if err != nil {
+					t.Fatalf("login %d: ID token: %v", i, err)
+				}
+				if !strings.HasPrefix(idt.Subject, tc.wantPrefix) {
+					t.Fatalf("login %d: subject %q, want prefix %q", i, idt.Subject, tc.wantPrefix)
+				}
+				subs = append(subs, idt.Subject)
+			}
+			if same := subs[0] == subs[1]; same != tc.wantSame {
+				t.Errorf("subjects %q: same = %v, want %v", subs, same, tc.wantSame)
+			}
+		})
+	}
+}
+
 func TestTokenRefusals(t *testing.T) {
 	srv, _ := start(t, Options{})
 	client, _, _ := dpopClient(t)
