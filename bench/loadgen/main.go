@@ -27,6 +27,7 @@ func run() int {
 	flag.StringVar(&cfg.redirectURI, "redirect-uri", "", "app redirect_uri registered at the broker (never fetched)")
 	flag.StringVar(&cfg.connection, "connection", "", "optional connection= parameter at /authorize")
 	flag.StringVar(&cfg.scope, "scope", "openid profile email", "scope at /authorize")
+	flag.StringVar(&cfg.mode, "mode", modeFull, "full: brokered logins, each in a fresh browser; sso: each worker's browser signs in once (not measured), then every login is answered from its broker session (single sign-on)")
 	flag.IntVar(&cfg.n, "n", 2000, "measured logins")
 	flag.IntVar(&cfg.c, "c", 8, "concurrent logins")
 	flag.DurationVar(&cfg.duration, "duration", 2*time.Minute, "stop starting logins after this long (measured phase)")
@@ -45,6 +46,7 @@ func run() int {
 	idpNonce := flag.String("idp-nonce", fastidp.NonceFirst, "with -serve-idp: nonce mode (first | every)")
 	idpClientID := flag.String("idp-client-id", "broker", "with -serve-idp: the broker's client_id at the IdP")
 	idpSecret := flag.String("idp-client-secret", "broker-secret", "with -serve-idp: the broker's client_secret at the IdP")
+	idpSubjects := flag.String("idp-subjects", "shared", "with -serve-idp: shared (one user, alice, for every login) | unique (a user of its own per login)")
 	summarize := flag.String("summarize", "", "print a median table of the JSON lines in this file")
 	freePorts := flag.Int("free-ports", 0, "print this many free loopback ports and exit")
 	probePaths := flag.String("probe", "", "comma-separated broker paths (e.g. /healthz,/readyz): report the broker CPU per bare request instead of running logins")
@@ -60,8 +62,12 @@ func run() int {
 		}
 		return 0
 	case *serveIDP != "":
+		if *idpSubjects != "shared" && *idpSubjects != "unique" {
+			fmt.Fprintf(os.Stderr, "loadgen: -idp-subjects %q (want shared or unique)\n", *idpSubjects)
+			return 2
+		}
 		return serveIdP(*serveIDP, *idpURLFile, fastidp.Options{ClientID: *idpClientID, ClientSecret: *idpSecret,
-			IDTokenAlg: *idpAlg, NonceMode: *idpNonce})
+			IDTokenAlg: *idpAlg, NonceMode: *idpNonce, UniqueSubjects: *idpSubjects == "unique"})
 	}
 	if *probePaths != "" && cfg.broker != "" {
 		if cfg.n < 1 || cfg.c < 1 || cfg.c > 4096 || cfg.warmup < 0 {
@@ -83,6 +89,10 @@ func run() int {
 	}
 	if cfg.n < 1 || cfg.c < 1 || cfg.c > 4096 || cfg.warmup < 0 || cfg.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "loadgen: need -n ≥ 1, 1 ≤ -c ≤ 4096, -warmup ≥ 0, -duration > 0")
+		return 2
+	}
+	if cfg.mode != modeFull && cfg.mode != modeSSO {
+		fmt.Fprintf(os.Stderr, "loadgen: -mode %q (want %s or %s)\n", cfg.mode, modeFull, modeSSO)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -122,7 +132,7 @@ func serveIdP(addr, urlFile string, opts fastidp.Options) int {
 			return 1
 		}
 	}
-	fmt.Printf("fastidp listening %s id_token_alg=%s nonce=%s\n", p.URL, opts.IDTokenAlg, opts.NonceMode)
+	fmt.Printf("fastidp listening %s id_token_alg=%s nonce=%s unique_subjects=%v\n", p.URL, opts.IDTokenAlg, opts.NonceMode, opts.UniqueSubjects)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()

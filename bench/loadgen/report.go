@@ -82,6 +82,7 @@ func selfCPU() time.Duration {
 // result is one measured run.
 type result struct {
 	Label              string         `json:"label"`
+	Mode               string         `json:"mode,omitempty"` // modeFull or modeSSO; absent in older lines: full
 	C                  int            `json:"c"`
 	OK                 int            `json:"ok"`
 	Errors             int            `json:"errors"`
@@ -105,8 +106,8 @@ type result struct {
 }
 
 func (r *result) print(w io.Writer) {
-	fmt.Fprintf(w, "%s c=%d: %d logins in %.2fs = %.0f logins/s; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms, max %.2f ms (browser leg p50 %.2f, token p50 %.2f); errors %d\n",
-		r.Label, r.C, r.OK, r.Seconds, r.LoginsPerS, r.P50, r.P95, r.P99, r.Max, r.BrowserP50, r.TokenP50, r.Errors)
+	fmt.Fprintf(w, "%s %s c=%d: %d logins in %.2fs = %.0f logins/s; latency p50 %.2f ms, p95 %.2f ms, p99 %.2f ms, max %.2f ms (browser leg p50 %.2f, token p50 %.2f); errors %d\n",
+		r.Label, r.mode(), r.C, r.OK, r.Seconds, r.LoginsPerS, r.P50, r.P95, r.P99, r.Max, r.BrowserP50, r.TokenP50, r.Errors)
 	if r.CPUMsPerLogin > 0 || r.RSSMB > 0 {
 		fmt.Fprintf(w, "  broker CPU %.3f ms/login (kernel %.3f), RSS %.1f MB (peak %.1f MB, %d threads); redis CPU %.3f ms/login; upstream IdP CPU %.3f ms/login; loadgen CPU %.3f ms/login\n",
 			r.CPUMsPerLogin, r.SysMsPerLogin, r.RSSMB, r.HWMMB, r.Threads, r.RedisCPUMsPerLogin, r.IdPCPUMsPerLogin, r.GenCPUMsPerLogin)
@@ -114,6 +115,14 @@ func (r *result) print(w io.Writer) {
 	for msg, n := range r.ErrorSamples {
 		fmt.Fprintf(w, "  error ×%d: %s\n", n, msg)
 	}
+}
+
+// mode is the run's mode; lines written before modes existed are full logins.
+func (r *result) mode() string {
+	if r.Mode == "" {
+		return modeFull
+	}
+	return r.Mode
 }
 
 func (r *result) appendJSON(path string) error {
@@ -144,38 +153,97 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// printSummary groups runs by (label, c) and prints medians, with the CPU range across runs as
-// the noise indicator.
-func printSummary(w io.Writer, path string) error {
+// ssoCPUTarget is the most a single sign-on login may cost the broker, as a fraction of a
+// full brokered login's CPU (docs: bench/README.md, "Single sign-on").
+const ssoCPUTarget = 1.0 / 3
+
+// summaryKey is one row of the summary: the runs of one label, mode and concurrency.
+type summaryKey struct {
+	label, mode string
+	c           int
+}
+
+// readRuns reads the JSON lines of path, grouped by row, rows in the order first seen.
+func readRuns(path string) ([]summaryKey, map[summaryKey][]result, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer f.Close()
-	type key struct {
-		label string
-		c     int
-	}
-	var order []key
-	groups := map[key][]result{}
+	var order []summaryKey
+	groups := map[summaryKey][]result{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for line := 1; sc.Scan(); line++ {
 		var r result
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return fmt.Errorf("%s:%d: %w", path, line, err)
+			return nil, nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
-		k := key{r.Label, r.C}
+		k := summaryKey{r.Label, r.mode(), r.C}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
 		groups[k] = append(groups[k], r)
 	}
 	if err := sc.Err(); err != nil {
+		return nil, nil, err
+	}
+	return order, groups, nil
+}
+
+// medianCPU is the median broker CPU ms per login of runs.
+func medianCPU(rs []result) float64 {
+	cpu := make([]float64, len(rs))
+	for i, r := range rs {
+		cpu[i] = r.CPUMsPerLogin
+	}
+	return median(cpu)
+}
+
+// ssoRatio compares single sign-on with full logins at one label and concurrency.
+type ssoRatio struct {
+	label     string
+	c         int
+	full, sso float64 // median broker CPU ms per login
+}
+
+func (r ssoRatio) ratio() float64 { return r.sso / r.full }
+
+// pass reports whether the ratio is within ssoCPUTarget (with a rounding margin: 0.2 ÷ 0.6 is
+// a third).
+func (r ssoRatio) pass() bool { return r.ratio() <= ssoCPUTarget+1e-9 }
+
+// ssoRatios pairs every single sign-on row with the full-login row of the same label and
+// concurrency (rows without a partner, or with no CPU figure, are left out), in row order.
+func ssoRatios(order []summaryKey, groups map[summaryKey][]result) []ssoRatio {
+	var out []ssoRatio
+	for _, k := range order {
+		if k.mode != modeSSO {
+			continue
+		}
+		full, ok := groups[summaryKey{k.label, modeFull, k.c}]
+		if !ok {
+			continue
+		}
+		r := ssoRatio{label: k.label, c: k.c, full: medianCPU(full), sso: medianCPU(groups[k])}
+		if r.full > 0 && r.sso > 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// printSummary groups runs by (label, mode, c) and prints medians, with the CPU range across
+// runs as the noise indicator, then, for every level measured in both modes, the single
+// sign-on login's broker CPU as a fraction of the full login's and whether it is within
+// ssoCPUTarget.
+func printSummary(w io.Writer, path string) error {
+	order, groups, err := readRuns(path)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "%-8s %4s %5s %9s %8s %8s %8s %14s %8s %8s %8s %8s %6s\n",
-		"id_token", "c", "runs", "logins/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/login", "(range)", "RSS MB", "redis ms", "idp ms", "errors")
+	fmt.Fprintf(w, "%-8s %-4s %4s %5s %9s %8s %8s %8s %14s %8s %8s %8s %8s %6s\n",
+		"id_token", "mode", "c", "runs", "logins/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/login", "(range)", "RSS MB", "redis ms", "idp ms", "errors")
 	for _, k := range order {
 		rs := groups[k]
 		col := func(f func(r result) float64) []float64 {
@@ -190,8 +258,8 @@ func printSummary(w io.Writer, path string) error {
 		for _, r := range rs {
 			errs += r.Errors
 		}
-		fmt.Fprintf(w, "%-8s %4d %5d %9.0f %8.2f %8.2f %8.2f %14.3f %8s %8.1f %8.3f %8.3f %6d\n",
-			k.label, k.c, len(rs),
+		fmt.Fprintf(w, "%-8s %-4s %4d %5d %9.0f %8.2f %8.2f %8.2f %14.3f %8s %8.1f %8.3f %8.3f %6d\n",
+			k.label, k.mode, k.c, len(rs),
 			median(col(func(r result) float64 { return r.LoginsPerS })),
 			median(col(func(r result) float64 { return r.P50 })),
 			median(col(func(r result) float64 { return r.P95 })),
@@ -201,6 +269,16 @@ func printSummary(w io.Writer, path string) error {
 			median(col(func(r result) float64 { return r.RedisCPUMsPerLogin })),
 			median(col(func(r result) float64 { return r.IdPCPUMsPerLogin })),
 			errs)
+	}
+	if ratios := ssoRatios(order, groups); len(ratios) > 0 {
+		fmt.Fprintf(w, "\nSingle sign-on login ÷ full login, broker CPU ms per login (medians; target ≤ 1/3):\n")
+		for _, r := range ratios {
+			verdict := "pass"
+			if !r.pass() {
+				verdict = "FAIL"
+			}
+			fmt.Fprintf(w, "%-8s c=%-4d sso %.3f ÷ full %.3f = %.3f  %s\n", r.label, r.c, r.sso, r.full, r.ratio(), verdict)
+		}
 	}
 	return nil
 }
