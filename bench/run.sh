@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Load benchmark: brokered logins (authorize → upstream → callback → token) against `broker serve`
+# Load benchmark: brokered logins (authorize → upstream → callback → token) and single sign-on
+# logins (authorize answered from the browser's broker session → token) against `broker serve`
 # with a private Redis, at several concurrency levels, for ES256 and RS256 broker ID tokens.
-# Prints logins/s, p50/p95/p99 latency, broker CPU ms per login and RSS. Loopback only;
-# every process it starts is stopped on exit.
+# Prints logins/s, p50/p95/p99 latency, broker CPU ms per login and RSS, and per level the
+# single sign-on login's broker CPU as a fraction of the full login's. Loopback only; every
+# process it starts is stopped on exit.
 #
 # Environment (defaults):
 #   LOGINS=2000         measured logins per run          WARMUP=200   warm-up logins per run
 #   LEVELS="1 8 32"     concurrency levels               REPEAT=3     runs per level (medians)
 #   ALGS="ES256 RS256"  broker ID-token algs             MAX_DURATION=120s  cap per run
+#   MODES="full sso"    per run, in this order (alternating when REPEAT > 1), against the same
+#                       broker and Redis: full = a brokered login in a fresh browser; sso = each
+#                       worker's browser signs in once (not measured), then every login is
+#                       answered from its broker session. With both, the summary prints
+#                       SSO CPU/login ÷ full CPU/login per level (medians) against 1/3
+#   IDP_SUBJECTS=unique the upstream's users: unique (each login another user, as on a real
+#                       site) | shared (alice in every login: one user's session index is then
+#                       rewritten by every login, and past 100 sessions each login ends one)
 #   NONCE_MODE=first    upstream nonce: first (challenge when the proof lacks a current nonce)
 #                       | every (challenge the first token request of every login)
 #   IDP_ID_TOKEN_ALG=ES256  the upstream's ID-token alg (ES256 | RS256). The upstream shares this
@@ -33,6 +43,8 @@ ALGS=${ALGS:-"ES256 RS256"}
 MAX_DURATION=${MAX_DURATION:-120s}
 NONCE_MODE=${NONCE_MODE:-first}
 IDP_ID_TOKEN_ALG=${IDP_ID_TOKEN_ALG:-ES256}
+MODES=${MODES:-"full sso"}
+IDP_SUBJECTS=${IDP_SUBJECTS:-unique}
 RSS_EVERY=${RSS_EVERY:-0}
 KEEP=${KEEP:-0}
 PROFILE=${PROFILE:-0}
@@ -74,6 +86,7 @@ command -v redis-server >/dev/null || { echo "redis-server not found (apt-get in
 command -v redis-cli >/dev/null || { echo "redis-cli not found (apt-get install redis-tools)" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl not found" >&2; exit 1; }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== building" >&2
 (cd "$ROOT" && go build -o "$WORK/loadgen" ./bench/loadgen)
 if [[ -n ${BROKER_BIN:-} ]]; then
@@ -99,9 +112,9 @@ REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_for redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 
-echo "== fast upstream IdP (nonce mode $NONCE_MODE)" >&2
+echo "== fast upstream IdP (nonce mode $NONCE_MODE, subjects $IDP_SUBJECTS)" >&2
 "$WORK/loadgen" -serve-idp 127.0.0.1:0 -idp-url-file "$WORK/idp.url" -idp-nonce "$NONCE_MODE" -idp-id-token-alg "$IDP_ID_TOKEN_ALG" \
-	-idp-client-id broker -idp-client-secret bench-upstream-secret >"$WORK/idp.log" 2>&1 &
+	-idp-subjects "$IDP_SUBJECTS" -idp-client-id broker -idp-client-secret bench-upstream-secret >"$WORK/idp.log" 2>&1 &
 IDP_PID=$!
 PIDS+=("$IDP_PID")
 wait_for test -s "$WORK/idp.url"
@@ -177,10 +190,12 @@ EOF
 	wait_for curl -fsS "$BROKER/healthz"
 	for c in $LEVELS; do
 		for r in $(seq 1 "$REPEAT"); do
-			"$WORK/loadgen" -broker "$BROKER" -client-id bench-app -client-secret "$CLIENT_SECRET" \
-				-redirect-uri "$REDIRECT" -n "$LOGINS" -c "$c" -warmup "$WARMUP" -duration "$MAX_DURATION" \
-				-pid "$BROKER_PID" -redis-pid "$REDIS_PID" -idp-pid "$IDP_PID" -rss-every "$RSS_EVERY" -label "$alg" \
-				-out "$WORK/results.jsonl" || echo "run $alg c=$c #$r reported errors" >&2
+			for mode in $MODES; do
+				"$WORK/loadgen" -broker "$BROKER" -client-id bench-app -client-secret "$CLIENT_SECRET" \
+					-redirect-uri "$REDIRECT" -mode "$mode" -n "$LOGINS" -c "$c" -warmup "$WARMUP" -duration "$MAX_DURATION" \
+					-pid "$BROKER_PID" -redis-pid "$REDIS_PID" -idp-pid "$IDP_PID" -rss-every "$RSS_EVERY" -label "$alg" \
+					-out "$WORK/results.jsonl" || echo "run $alg $mode c=$c #$r reported errors" >&2
+			done
 		done
 		if [[ $FLOOR == 1 ]]; then
 			"$WORK/loadgen" -broker "$BROKER" -pid "$BROKER_PID" -probe /healthz,/readyz -n 5000 -warmup 500 -c "$c" \
@@ -194,7 +209,7 @@ EOF
 done
 
 echo
-echo "Medians of $REPEAT run(s) × $LOGINS logins (+$WARMUP warm-up) per level; nonce mode $NONCE_MODE; $(nproc) CPUs; $(go version | cut -d' ' -f3)"
+echo "Medians of $REPEAT run(s) × $LOGINS logins (+$WARMUP warm-up) per level and mode; nonce mode $NONCE_MODE; upstream subjects $IDP_SUBJECTS; $(nproc) CPUs; load average $LOAD_BEFORE before, $(cut -d" " -f1-3 /proc/loadavg) after; $(go version | cut -d' ' -f3)"
 if [[ -s $WORK/results.jsonl ]]; then
 	"$WORK/loadgen" -summarize "$WORK/results.jsonl"
 else
