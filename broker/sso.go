@@ -285,34 +285,41 @@ func validTag(t string) bool {
 }
 
 // answerFromSession issues the app's code from the browser's session d (no upstream round
-// trip): it records the app in the session and slides its idle window (one compare-and-swap
-// of the record), stores the code under a fresh grant tag, records s (details.sso) or ssa
-// for silent authentication, and sends the code to the app. It reports false when the
+// trip): it records the app and the browser's device in the session and slides its idle
+// window (one compare-and-swap of the record, skipped when the app is already recorded, the
+// device is the one recorded and the window slid less than a twentieth of the idle timeout
+// ago, as for refreshes), stores the code under a fresh grant tag, records s (details.sso) or
+// ssa for silent authentication, and sends the code to the app. It reports false when the
 // session changed or ended meanwhile, having answered nothing: the caller goes on as without
 // a session.
 func (s *Server) answerFromSession(w http.ResponseWriter, r *http.Request, d ssoDecision, client *config.Client, app *appRequest, ev *logs.Event) bool {
-	now := s.now()
+	now, idle := s.now(), s.cfg.SessionIdle()
 	sess := *d.sess
-	sess.Seen = now.Unix()
-	sess.addClient(client.ClientID)
 	s.noteDevice(&sess, r)
-	ttl := sess.ttl(now, s.cfg.SessionIdle())
-	if ttl <= 0 {
-		return false
-	}
-	updated, err := json.Marshal(sess)
-	if err != nil {
-		return false
-	}
-	sid := d.tag + ".s"
-	err = s.store.Swap(r.Context(), sessions.KindSession, sid, d.raw,
-		[]sessions.Item{{Kind: sessions.KindSession, ID: sid, Value: updated, TTL: ttl}}, nil)
-	switch {
-	case errors.Is(err, sessions.ErrConflict):
-		return false // ended or changed meanwhile: decided again without it
-	case err != nil:
-		s.failLogin(w, r, ev, s.storeFailure(err))
-		return true
+	// An app already recorded is notified of the session's end however that end and this
+	// code interleave, so only a new app, another device or a window to slide needs the write.
+	if !sess.hasClient(client.ClientID) || sess.LastIP != d.sess.LastIP || sess.LastUserAgent != d.sess.LastUserAgent ||
+		now.Unix()-sess.Seen >= int64(idle/20/time.Second) {
+		sess.Seen = now.Unix()
+		sess.addClient(client.ClientID)
+		ttl := sess.ttl(now, idle)
+		if ttl <= 0 {
+			return false
+		}
+		updated, err := json.Marshal(sess)
+		if err != nil {
+			return false
+		}
+		sid := d.tag + ".s"
+		err = s.store.Swap(r.Context(), sessions.KindSession, sid, d.raw,
+			[]sessions.Item{{Kind: sessions.KindSession, ID: sid, Value: updated, TTL: ttl}}, nil)
+		switch {
+		case errors.Is(err, sessions.ErrConflict):
+			return false // ended or changed meanwhile: decided again without it
+		case err != nil:
+			s.failLogin(w, r, ev, s.storeFailure(err))
+			return true
+		}
 	}
 	snap, err := s.reg.current(r.Context(), false)
 	if err == nil {
