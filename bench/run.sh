@@ -16,8 +16,8 @@
 #                       answered from its broker session. With both, the summary prints
 #                       SSO CPU/login ÷ full CPU/login per level (medians) against 1/3
 #   SSO_LOGINS=5×LOGINS measured logins per sso run: SSO logins run 2–3× faster than full
-#                       ones, and a run of 2000 lasts under a second, where 10 ms CPU ticks and
-#                       the run's ends make its CPU per login vary by 10–25% between runs
+#                       ones, and a run of 2000 lasts under a second, where the 10 ms CPU ticks
+#                       and the run's start and end weigh too much
 #   IDP_SUBJECTS=unique the upstream's users: unique (each login another user, as on a real
 #                       site) | shared (alice in every login: one user's session index is then
 #                       rewritten by every login, and past 100 sessions each login ends one)
