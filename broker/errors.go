@@ -2,12 +2,14 @@ package broker
 
 import (
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
@@ -172,7 +174,9 @@ func (s *Server) recordFailedLogin(r *http.Request, ev *logs.Event, f loginFailu
 }
 
 // storeFailure is the failure of a login whose store operation failed with err: 503 when the
-// store is full (store_full) or unreachable (store_unavailable), 500 otherwise. It logs err.
+// store is full (store_full), unreachable (store_unavailable) or a record kept changing under
+// concurrent writers (store_busy: the same user's session index, signed in from many browsers
+// at once), 500 otherwise. It logs err.
 func (s *Server) storeFailure(err error) loginFailure {
 	s.log.Error("store operation failed", "err", err)
 	switch {
@@ -182,6 +186,9 @@ func (s *Server) storeFailure(err error) loginFailure {
 	case storeDown(err):
 		return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreUnavailable,
 			Description: "The session store is unavailable. Please try again shortly."}
+	case errors.Is(err, sessions.ErrConflict):
+		return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreBusy,
+			Description: "Too many sign-ins of this user are being saved at once. Please try again."}
 	}
 	return loginFailure{Status: http.StatusInternalServerError, Code: "server_error", Description: "The login could not be saved."}
 }

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -414,5 +416,30 @@ func TestReauthenticationRetriesAfterConcurrentChange(t *testing.T) {
 	found, err := h.broker.userSessions(context.Background(), first["sub"].(string))
 	if err != nil || len(found) != 1 {
 		t.Errorf("user sessions %d (%v), want 1", len(found), err)
+	}
+}
+
+// TestLoginStoreFailuresAreAnsweredByKind: a login whose store write failed gets 503 with the
+// code of what happened (full, unreachable, or a record that kept changing under concurrent
+// writers, as one user's session index signed in from very many browsers at once), and 500
+// for anything else.
+func TestLoginStoreFailuresAreAnsweredByKind(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: dpopUp})
+	for _, tc := range []struct {
+		name       string
+		err        error
+		wantStatus int
+		wantCode   string
+	}{
+		{name: "store full", err: sessions.ErrFull, wantStatus: http.StatusServiceUnavailable, wantCode: codeStoreFull},
+		{name: "store unreachable", err: fmt.Errorf("dial: %w", sessions.ErrUnavailable), wantStatus: http.StatusServiceUnavailable, wantCode: codeStoreUnavailable},
+		{name: "index kept changing", err: fmt.Errorf("index add: 16 attempts: %w", sessions.ErrConflict), wantStatus: http.StatusServiceUnavailable, wantCode: codeStoreBusy},
+		{name: "anything else", err: errors.New("boom"), wantStatus: http.StatusInternalServerError, wantCode: "server_error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if f := h.broker.storeFailure(tc.err); f.Status != tc.wantStatus || f.Code != tc.wantCode {
+				t.Errorf("storeFailure(%v) = %d %s, want %d %s", tc.err, f.Status, f.Code, tc.wantStatus, tc.wantCode)
+			}
+		})
 	}
 }
