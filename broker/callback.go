@@ -16,11 +16,15 @@ import (
 )
 
 // codeRecord is the broker's authorization code (id "TAG.SECRET"), taken once at /oauth/token.
+// The user's claims are not stored with it: /oauth/token reads the code's session anyway (a
+// code of an ended session gets no tokens) and takes them from there, as refreshes do.
 type codeRecord struct {
-	App      appRequest     `json:"app"`
-	SID      string         `json:"sid"` // session tag
-	UserID   string         `json:"user_id"`
-	Claims   map[string]any `json:"claims"`
+	App    appRequest `json:"app"`
+	SID    string     `json:"sid"` // session tag
+	UserID string     `json:"user_id"`
+	// Claims are the ID token's source claims: set from the session at redemption. Codes
+	// written before the claims moved out of the code still carry them; the session's win.
+	Claims   map[string]any `json:"claims,omitempty"`
 	AuthTime int64          `json:"auth_time"`
 	AMR      []string       `json:"amr,omitempty"`
 	ACR      string         `json:"acr,omitempty"`

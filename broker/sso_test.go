@@ -443,3 +443,46 @@ func TestLoginStoreFailuresAreAnsweredByKind(t *testing.T) {
 		})
 	}
 }
+
+// TestCodeTakesUserClaimsFromSession: a code record does not carry the user's claims; the ID
+// token takes them from the code's session at redemption. A code written in the earlier
+// format, with claims of its own, still redeems, and the session's claims win.
+func TestCodeTakesUserClaimsFromSession(t *testing.T) {
+	tests := []struct {
+		name       string
+		codeClaims map[string]any // nil: the code as issued now
+	}{
+		{name: "code without claims"},
+		{name: "code of the earlier format with claims", codeClaims: map[string]any{"email": "stale@example.com", "name": "Stale"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{up: dpopUp})
+			b := h.browser()
+			code := h.codeIn(b, appClient, nil)
+			raw, err := h.store.Get(t.Context(), sessions.KindCode, code)
+			if err != nil {
+				t.Fatalf("read code: %v", err)
+			}
+			var stored map[string]any
+			if err := json.Unmarshal(raw, &stored); err != nil {
+				t.Fatalf("decode code: %v", err)
+			}
+			if _, ok := stored["claims"]; ok {
+				t.Fatalf("code record %s carries claims, want them in the session only", raw)
+			}
+			if tc.codeClaims != nil {
+				stored["claims"] = tc.codeClaims
+				old, _ := json.Marshal(stored)
+				if err := h.store.Put(t.Context(), sessions.KindCode, code, old, time.Minute); err != nil {
+					t.Fatalf("write code of the earlier format: %v", err)
+				}
+			}
+			idt, _ := h.idTokenOf(appClient, code)
+			email, _ := idt["email"].(string)
+			if email == "" || email == "stale@example.com" {
+				t.Fatalf("ID token email %q, want the session's", email)
+			}
+		})
+	}
+}

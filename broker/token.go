@@ -199,12 +199,14 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, 
 	}
 	// A session that ended after the code was issued (logout, an administrator, the upstream)
 	// already told the app so by back-channel logout: no tokens may follow.
-	if _, _, oerr := s.liveSession(ctx, rec.SID, rec.UserID, "the session this authorization code was issued from has ended"); oerr != nil {
+	claims, oerr := s.liveSessionClaims(ctx, rec.SID, rec.UserID, "the session this authorization code was issued from has ended")
+	if oerr != nil {
 		if _, _, err := s.readCode(ctx, code); oerr != errStoreDown && errors.Is(err, sessions.ErrNotFound) {
 			return nil, s.usedCode(ctx, code, pr, x) // redeemed meanwhile (whose replay ended the session)
 		}
 		return nil, oerr
 	}
+	rec.Claims = claims // the user's claims live in the session (the code does not carry them)
 	b, oerr := s.tokenBinding(client, rec.App.Audience, proof, x)
 	if oerr != nil {
 		return nil, oerr
