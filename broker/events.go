@@ -17,7 +17,7 @@ const (
 	codeInvalidState       = "invalid_state"
 	codeInvalidIss         = "invalid_iss"
 	codeStoreUnavailable   = "store_unavailable"
-	codeStoreBusy          = "store_busy" // a compare-and-swap kept losing to concurrent writers
+	codeStoreBusy          = "store_busy"          // a compare-and-swap kept losing to concurrent writers
 	codeConnectionUnusable = "connection_unusable" // stored connection the driver refuses
 )
 
