@@ -55,17 +55,7 @@ func TestUserinfoManagementAndRefreshLimitsValidation(t *testing.T) {
 		{name: "replay records at most max_records", mut: func(c *Config) { c.Store.Memory.MaxRecords, c.Store.Memory.MaxReplayRecords = 2000, 2001 },
 			want: FieldError{Key: "store.memory.max_replay_records", Reason: "must be between 0 (half of max_records) and max_records (2000)"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			configtest.SetEnv(t)
-			cfg, err := Parse([]byte(configtest.ValidYAML))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.mut(cfg)
-			if errs := cfg.Validate(); len(errs) != 1 || errs[0] != tc.want {
-				t.Fatalf("got %v, want exactly %v", FieldErrors(errs), tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantOnlyError(t, tc.mut, tc.want) })
 	}
 	t.Run("YAML shape", func(t *testing.T) {
 		configtest.SetEnv(t)
@@ -134,17 +124,7 @@ func TestAuthorizeSessionLimitConfig(t *testing.T) {
 		{name: "burst bounded", mut: func(c *Config) { c.RateLimits.Authorize.PerSession.Burst = 1_000_001 },
 			want: FieldError{Key: "rate_limits.authorize.per_session.burst", Reason: needsBurst}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			configtest.SetEnv(t)
-			cfg, err := Parse([]byte(configtest.ValidYAML))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.mut(cfg)
-			if errs := cfg.Validate(); len(errs) != 1 || errs[0] != tc.want {
-				t.Fatalf("got %v, want exactly %v", FieldErrors(errs), tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantOnlyError(t, tc.mut, tc.want) })
 	}
 	t.Run("YAML shape", func(t *testing.T) {
 		configtest.SetEnv(t)
@@ -173,4 +153,19 @@ rate_limits:
 			}
 		}
 	})
+}
+
+// wantOnlyError checks that the valid configuration changed by mut fails validation with
+// exactly want.
+func wantOnlyError(t *testing.T, mut func(*Config), want FieldError) {
+	t.Helper()
+	configtest.SetEnv(t)
+	cfg, err := Parse([]byte(configtest.ValidYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mut(cfg)
+	if errs := cfg.Validate(); len(errs) != 1 || errs[0] != want {
+		t.Fatalf("got %v, want exactly %v", FieldErrors(errs), want)
+	}
 }

@@ -486,6 +486,30 @@ func waitEOCLoggedOut(t *testing.T, br *ssoBrowser, tab string, e *eocApp) {
 	}
 }
 
+// spaSignedInWithEOC starts a broker (upstream.mjs with upstreamArgs), an auth0-spa-js app and
+// an express-openid-connect app registered at it and one browser, and signs in at the SPA
+// through the upstream; it returns them with the upstream's authorization count after it.
+func spaSignedInWithEOC(t *testing.T, upstreamArgs ...string) (*ssoSPA, *eocApp, *asWorld, *ssoBrowser, int) {
+	t.Helper()
+	began := time.Now()
+	a := startSSOSPA(t, "sso-spa-a")
+	e := newEOCApp(t, "eoc-app")
+	w := setupAS(t, 1, asOptions{
+		clientsYAML:  a.clientYAML() + e.clientYAML(),
+		env:          map[string]string{e.envKey(): e.secret},
+		upstreamArgs: upstreamArgs,
+	})
+	a.configure(t, w)
+	e.start(t, w)
+	br := startSSOBrowser(t, w.base(), w.upstreamURL)
+	t.Logf("broker %s, upstream %s, SPA %s, express app %s: started in %v", w.base(), w.upstreamURL, a.origin, e.url, time.Since(began).Round(time.Millisecond))
+	br.open(t, "spa", a.page())
+	if got := br.click(t, "spa", "#login", true); !got.authenticated() {
+		t.Fatalf("SPA after login: %s, want authenticated", got)
+	}
+	return a, e, w, br, upstreamAuthorizations(t, w)
+}
+
 // TestLogoutAtSPAEndsExpressAppSessionByBackChannel: the user logs in at an auth0-spa-js app
 // through the upstream, then at an express-openid-connect app without the upstream (single
 // sign-on); logging out of the SPA (/v2/logout) ends the broker session, whose back-channel
@@ -496,19 +520,7 @@ func TestLogoutAtSPAEndsExpressAppSessionByBackChannel(t *testing.T) {
 	needPeers(t)
 	needChromium(t)
 	began := time.Now()
-	a := startSSOSPA(t, "sso-spa-a")
-	e := newEOCApp(t, "eoc-app")
-	w := setupAS(t, 1, asOptions{clientsYAML: a.clientYAML() + e.clientYAML(), env: map[string]string{e.envKey(): e.secret}})
-	a.configure(t, w)
-	e.start(t, w)
-	br := startSSOBrowser(t, w.base(), w.upstreamURL)
-	t.Logf("broker %s, upstream %s, SPA %s, express app %s: started in %v", w.base(), w.upstreamURL, a.origin, e.url, time.Since(began).Round(time.Millisecond))
-
-	br.open(t, "spa", a.page())
-	if got := br.click(t, "spa", "#login", true); !got.authenticated() {
-		t.Fatalf("SPA after login: %s, want authenticated", got)
-	}
-	upstream := upstreamAuthorizations(t, w)
+	_, e, w, br, upstream := spaSignedInWithEOC(t)
 
 	// The express app: its /login is answered by the broker's session.
 	got := loginEOC(t, br, "eoc", e)
@@ -549,23 +561,7 @@ func TestUpstreamLogoutEndsBrokerSessionAndEveryApp(t *testing.T) {
 	needPeers(t)
 	needChromium(t)
 	began := time.Now()
-	a := startSSOSPA(t, "sso-spa-a")
-	e := newEOCApp(t, "eoc-app")
-	w := setupAS(t, 1, asOptions{
-		clientsYAML:  a.clientYAML() + e.clientYAML(),
-		env:          map[string]string{e.envKey(): e.secret},
-		upstreamArgs: []string{"--backchannel-logout-uri", "{broker}" + upstreamBackchannelLogoutPath},
-	})
-	a.configure(t, w)
-	e.start(t, w)
-	br := startSSOBrowser(t, w.base(), w.upstreamURL)
-	t.Logf("broker %s, upstream %s, SPA %s, express app %s: started in %v", w.base(), w.upstreamURL, a.origin, e.url, time.Since(began).Round(time.Millisecond))
-
-	br.open(t, "spa", a.page())
-	if got := br.click(t, "spa", "#login", true); !got.authenticated() {
-		t.Fatalf("SPA after login: %s, want authenticated", got)
-	}
-	upstream := upstreamAuthorizations(t, w)
+	a, e, w, br, upstream := spaSignedInWithEOC(t, "--backchannel-logout-uri", "{broker}"+upstreamBackchannelLogoutPath)
 	wantNoUpstream(t, w, "express app login", upstream, loginEOC(t, br, "eoc", e))
 
 	// Sign out at the upstream, in the same browser (its upstream session cookie).
