@@ -357,15 +357,8 @@ func (s *Server) sessionFromCookie(r *http.Request) (tag, cookie string, sess *s
 
 // loadSession reads the session with tag, or nil.
 func (s *Server) loadSession(r *http.Request, tag string) *sessionRecord {
-	if !validTag(tag) {
-		return nil
-	}
-	raw, err := s.store.Get(r.Context(), sessions.KindSession, tag+".s")
-	if err != nil {
-		return nil
-	}
 	var sess sessionRecord
-	if json.Unmarshal(raw, &sess) != nil {
+	if _, err := s.readSession(r.Context(), tag, &sess); err != nil {
 		return nil
 	}
 	return &sess

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -163,16 +162,13 @@ func (s *Server) pathSession(c *mgmtCall) (string, *sessionRecord, *apiError) {
 	if !validSID(tag) {
 		return "", nil, errSessionURI
 	}
-	raw, err := s.store.Get(c.r.Context(), sessions.KindSession, tag+".s")
+	var sess sessionRecord
+	_, err := s.readSession(c.r.Context(), tag, &sess)
 	switch {
-	case errors.Is(err, sessions.ErrNotFound):
+	case errors.Is(err, sessions.ErrNotFound): // also a record that cannot be read
 		return "", nil, errNoSession
 	case err != nil:
 		return "", nil, s.storeAPIError(err)
-	}
-	var sess sessionRecord
-	if err := json.Unmarshal(raw, &sess); err != nil {
-		return "", nil, s.storeAPIError(fmt.Errorf("decode session: %w", err))
 	}
 	if !s.sessionAlive(&sess) {
 		return "", nil, errNoSession // ended by the broker's clock, its record not yet expired

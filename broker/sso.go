@@ -77,17 +77,44 @@ func (s *Server) sessionAlive(sess *sessionRecord) bool {
 	return sess.Expires == 0 || sess.live(s.now(), s.cfg.SessionIdle())
 }
 
-// liveSession reads the session sid of the user userID for a grant: invalid_grant with ended
-// when it is gone, someone else's or past its lifetimes by the broker's clock; 503 when the
-// store cannot be read. It returns the record and its stored bytes.
-func (s *Server) liveSession(ctx context.Context, sid, userID, ended string) (*sessionRecord, []byte, *oauthError) {
-	raw, err := s.store.Get(ctx, sessions.KindSession, sid+".s")
-	if storeDown(err) {
-		return nil, nil, errStoreDown
+// readSession reads the record of the session sid into v (a *sessionRecord, or a view of some
+// of its fields) and returns its stored bytes. A malformed sid, a missing record and one that
+// does not decode are all sessions.ErrNotFound; other errors are the store's.
+func (s *Server) readSession(ctx context.Context, sid string, v any) ([]byte, error) {
+	if !validTag(sid) {
+		return nil, sessions.ErrNotFound
 	}
+	raw, err := s.store.Get(ctx, sessions.KindSession, sid+".s")
+	if err != nil {
+		return nil, err
+	}
+	if json.Unmarshal(raw, v) != nil {
+		return nil, sessions.ErrNotFound
+	}
+	return raw, nil
+}
+
+// grantSessionProblem answers a grant whose session read (readSession) returned err and found
+// the session of user with the lifetimes of life: 503 when the store cannot be read,
+// invalid_grant with ended when the session is gone, not want's, or past its lifetimes by the
+// broker's clock; nil when the grant may go on.
+func (s *Server) grantSessionProblem(err error, user, want string, life *sessionRecord, ended string) *oauthError {
+	switch {
+	case storeDown(err):
+		return errStoreDown
+	case err != nil || user != want || !s.sessionAlive(life):
+		return invalidGrant(ended)
+	}
+	return nil
+}
+
+// liveSession reads the session sid of the user userID for a grant (grantSessionProblem says
+// when it cannot be used) and returns the record and its stored bytes.
+func (s *Server) liveSession(ctx context.Context, sid, userID, ended string) (*sessionRecord, []byte, *oauthError) {
 	var sess sessionRecord
-	if err != nil || json.Unmarshal(raw, &sess) != nil || sess.UserID != userID || !s.sessionAlive(&sess) {
-		return nil, nil, invalidGrant(ended)
+	raw, err := s.readSession(ctx, sid, &sess)
+	if oerr := s.grantSessionProblem(err, sess.UserID, userID, &sess, ended); oerr != nil {
+		return nil, nil, oerr
 	}
 	return &sess, raw, nil
 }
@@ -105,14 +132,10 @@ type sessionGrantView struct {
 // liveSessionClaims is liveSession for a code exchange, which needs only the user's claims
 // of the session: the same checks and answers, the record decoded into sessionGrantView.
 func (s *Server) liveSessionClaims(ctx context.Context, sid, userID, ended string) (map[string]any, *oauthError) {
-	raw, err := s.store.Get(ctx, sessions.KindSession, sid+".s")
-	if storeDown(err) {
-		return nil, errStoreDown
-	}
 	var v sessionGrantView
-	if err != nil || json.Unmarshal(raw, &v) != nil || v.UserID != userID ||
-		!s.sessionAlive(&sessionRecord{Seen: v.Seen, Expires: v.Expires}) {
-		return nil, invalidGrant(ended)
+	_, err := s.readSession(ctx, sid, &v)
+	if oerr := s.grantSessionProblem(err, v.UserID, userID, &sessionRecord{Seen: v.Seen, Expires: v.Expires}, ended); oerr != nil {
+		return nil, oerr
 	}
 	return v.Claims, nil
 }
@@ -290,15 +313,15 @@ func (s *Server) cookieSession(r *http.Request) (tag string, raw []byte, sess *s
 	if !ok || secret == "" || !validTag(t) {
 		return "", nil, nil, nil
 	}
-	raw, err = s.store.Get(r.Context(), sessions.KindSession, t+".s")
+	var rec sessionRecord
+	raw, err = s.readSession(r.Context(), t, &rec)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
 		return "", nil, nil, nil
 	case err != nil:
 		return "", nil, nil, err
 	}
-	var rec sessionRecord
-	if json.Unmarshal(raw, &rec) != nil || subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(rec.CookieHash)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(hashString(secret)), []byte(rec.CookieHash)) != 1 {
 		return "", nil, nil, nil
 	}
 	return t, raw, &rec, nil
@@ -503,15 +526,15 @@ func (s *Server) indexedSessions(ctx context.Context, indexID string, keep func(
 	}
 	var out []indexedSession
 	for _, m := range members {
-		raw, err := s.store.Get(ctx, sessions.KindSession, m.ID+".s")
+		var sess sessionRecord
+		_, err := s.readSession(ctx, m.ID, &sess)
 		switch {
 		case errors.Is(err, sessions.ErrNotFound):
 			continue
 		case err != nil:
 			return nil, err
 		}
-		var sess sessionRecord
-		if json.Unmarshal(raw, &sess) != nil || !s.sessionAlive(&sess) || !keep(&sess) {
+		if !s.sessionAlive(&sess) || !keep(&sess) {
 			continue
 		}
 		out = append(out, indexedSession{tag: m.ID, sess: &sess})

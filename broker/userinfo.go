@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/dpop-broker/dpop-broker/dpop"
-	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // accessClaims are the access-token claims /userinfo relies on.
@@ -52,7 +50,8 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	if s.chargeUserinfoSession(w, r, claims) {
 		return // the per-session limit, spent only by a token (and proof) that passed its checks
 	}
-	raw, err := s.store.Get(r.Context(), sessions.KindSession, claims.SID+".s")
+	var sess sessionRecord
+	_, err := s.readSession(r.Context(), claims.SID, &sess)
 	switch {
 	case storeDown(err):
 		s.log.Error("store unavailable at userinfo", "err", err)
@@ -62,8 +61,7 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		s.bearerError(w, http.StatusUnauthorized, "invalid_token", "the session of this access token has ended")
 		return
 	}
-	var sess sessionRecord
-	if err := json.Unmarshal(raw, &sess); err != nil || sess.UserID != claims.Subject || !s.sessionAlive(&sess) {
+	if sess.UserID != claims.Subject || !s.sessionAlive(&sess) {
 		s.bearerError(w, http.StatusUnauthorized, "invalid_token", "the session of this access token has ended")
 		return
 	}
