@@ -214,8 +214,9 @@ type ssoDecision struct {
 	tag  string         // the session's sid
 	sess *sessionRecord // nil: no usable session
 	raw  []byte         // the record as read (the compare of the update)
+	conn *connection    // the session's connection, enabled for the client
 	// reason says why the session cannot be used ("" when it can); oauthError is the
-	// silent-authentication answer then (login_required or interaction_required).
+	// silent-authentication answer then (login_required).
 	reason, oauthError string
 }
 
@@ -257,10 +258,11 @@ func (s *Server) ssoFor(r *http.Request, q url.Values, client *config.Client) (s
 	if err != nil {
 		return ssoDecision{}, err
 	}
-	if c := snap.byName[sess.Connection]; c == nil || c.err != nil || !slices.Contains(snap.enabledFor(client), sess.Connection) {
+	c := snap.byName[sess.Connection]
+	if c == nil || c.err != nil || !slices.Contains(snap.enabledFor(client), sess.Connection) {
 		return no("the session's connection is not enabled for this application", "login_required")
 	}
-	return ssoDecision{tag: tag, sess: sess, raw: raw}, nil
+	return ssoDecision{tag: tag, sess: sess, raw: raw, conn: c}, nil
 }
 
 // answeredBySession answers an accepted authorization request from the browser's session
@@ -369,13 +371,8 @@ func (s *Server) answerFromSession(w http.ResponseWriter, r *http.Request, d sso
 			return true
 		}
 	}
-	snap, err := s.reg.current(r.Context(), false)
-	if err == nil {
-		if c := snap.byName[sess.Connection]; c != nil {
-			withConnection(ev, c)
-			delete(ev.Details, "dpop_signing_alg") // no upstream call: nothing was signed
-		}
-	}
+	withConnection(ev, d.conn)
+	delete(ev.Details, "dpop_signing_alg") // no upstream call: nothing was signed
 	withUser(ev, sess.UserID, sess.Claims)
 	ev.Details["sso"] = true
 	ev.Details["session_id"] = d.tag
