@@ -426,6 +426,23 @@ func (m *memory) Get(_ context.Context, kind Kind, id string) ([]byte, error) {
 	})
 }
 
+func (m *memory) GetMany(_ context.Context, refs ...Ref) ([][]byte, error) {
+	for _, r := range refs {
+		if err := checkID(r.ID); err != nil {
+			return nil, fmt.Errorf("sessions: get many %s: %w", r.Kind, err)
+		}
+	}
+	return inOpen(m, func() ([][]byte, error) {
+		now, out := m.now(), make([][]byte, len(refs))
+		for i, r := range refs {
+			if rec, ok := m.live(memKey(r.Kind, r.ID), now); ok {
+				out[i] = bytes.Clone(rec.value)
+			}
+		}
+		return out, nil
+	})
+}
+
 func (m *memory) Take(_ context.Context, kind Kind, id string) ([]byte, error) {
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("sessions: take %s: %w", kind, err)

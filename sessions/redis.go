@@ -202,8 +202,7 @@ func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byt
 	if maxLen < 1 {
 		return fmt.Errorf("sessions: put all and log: maxLen %d must be at least 1", maxLen)
 	}
-	member := make([]byte, 0, len(logID)+1+len(event))
-	member = append(append(append(member, logID...), 0), event...)
+	member := logMember(logID, event)
 	cmds, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
 			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
@@ -218,6 +217,44 @@ func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byt
 		return fmt.Errorf("sessions: put all and log: %w: %w", errors.ErrUnsupported, err)
 	}
 	return mapErr("put all and log", err)
+}
+
+// logMember is the log set's member of an event: its id, a NUL, and its JSON (the set's
+// scores are all 0, so members sort by id).
+func logMember(id string, event []byte) []byte {
+	member := make([]byte, 0, len(id)+1+len(event))
+	return append(append(append(member, id...), 0), event...)
+}
+
+// GetMany is one pipeline of GETs (ClusterClient sends one per node).
+func (s *redisStore) GetMany(ctx context.Context, refs ...Ref) ([][]byte, error) {
+	for _, r := range refs {
+		if err := checkID(r.ID); err != nil {
+			return nil, fmt.Errorf("sessions: get many %s: %w", r.Kind, err)
+		}
+	}
+	cmds := make([]*redis.StringCmd, len(refs))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, r := range refs {
+			cmds[i] = p.Get(ctx, s.key(r.Kind, r.ID))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, mapErr("get many", err)
+	}
+	out := make([][]byte, len(refs))
+	for i, c := range cmds {
+		v, err := c.Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, mapErr("get many "+string(refs[i].Kind), err)
+		default:
+			out[i] = v
+		}
+	}
+	return out, nil
 }
 
 func (s *redisStore) Get(ctx context.Context, kind Kind, id string) ([]byte, error) {
@@ -259,8 +296,7 @@ func (s *redisStore) AppendLog(ctx context.Context, class LogClass, id string, e
 	if maxLen < 1 {
 		return fmt.Errorf("sessions: append log: maxLen %d must be at least 1", maxLen)
 	}
-	member := make([]byte, 0, len(id)+1+len(event))
-	member = append(append(append(member, id...), 0), event...)
+	member := logMember(id, event)
 	key := s.logKeys[class]
 	// One round trip, no MULTI: the trim needs no atomicity with the add (every append
 	// trims to the maxLen greatest ids, whatever runs in between).

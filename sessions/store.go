@@ -116,16 +116,28 @@ type Store interface {
 	Close() error
 }
 
-// LogBatcher is an optional Store capability: one atomic write of a PutAll batch and one
-// log event, so that a record and the event reporting it are stored together or not at all
-// (one round trip instead of two). The memory store and Redis single node or Sentinel (one
-// MULTI/EXEC) offer it; on Redis Cluster the log lives on its own slot, so PutAllAndLog
-// returns an error wrapping errors.ErrUnsupported and changes nothing: use PutAll and
-// AppendLog.
+// LogBatcher is an optional Store capability: one atomic write of a batch (PutAll or Swap)
+// and one log event, so that a record and the event reporting it are stored together or not
+// at all (one round trip instead of two). The memory store and Redis single node or Sentinel
+// (one MULTI/EXEC or script) offer it; on Redis Cluster the log lives on its own slot, so
+// its methods return an error wrapping errors.ErrUnsupported and change nothing: use PutAll
+// or Swap and AppendLog.
 type LogBatcher interface {
 	// PutAllAndLog stores every item (as PutAll) and appends the event to the LogAudit class
 	// (as AppendLog), or does nothing.
 	PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...Item) error
+	// SwapAndLog is Swap, appending the event to the LogAudit class (as AppendLog) in the
+	// same atomic step when the swap happens: on ErrConflict (or any error) neither the
+	// batch nor the event is written.
+	SwapAndLog(ctx context.Context, kind Kind, id string, old []byte, put []Item, del []Ref, logID string, event []byte, maxLen int) error
+}
+
+// MultiGetter is an optional Store capability: several Gets in one round trip (one pipeline
+// on Redis, across Cluster slots too). It is not one atomic read: each record is read as Get
+// would read it at about the same moment.
+type MultiGetter interface {
+	// GetMany returns the live record under every ref, in order, nil where there is none.
+	GetMany(ctx context.Context, refs ...Ref) ([][]byte, error)
 }
 
 // VersionedCreator is an optional capability of stores that keep connection records: Create

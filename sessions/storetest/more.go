@@ -541,6 +541,80 @@ func testPutAllAndLog(t *testing.T, s sessions.Store) {
 	wantLogs(t, s, "", 10, 3, 2)
 }
 
+// testSwapAndLog checks the optional sessions.LogBatcher's SwapAndLog: a swap that happens
+// writes its batch and appends the event (retention applied); one that conflicts, or a batch
+// that is refused, writes neither; or the store says errors.ErrUnsupported and nothing changed.
+func testSwapAndLog(t *testing.T, s sessions.Store) {
+	lb, ok := s.(sessions.LogBatcher)
+	if !ok {
+		t.Skip("store does not implement sessions.LogBatcher")
+	}
+	mustPut(t, s, sessions.KindCode, "tag.code", []byte("code"))
+	appendN(t, s, 1, 2)
+	put := []sessions.Item{{Kind: sessions.KindCode, ID: "tag.used", Value: []byte("used"), TTL: time.Minute}}
+	del := []sessions.Ref{{Kind: sessions.KindCode, ID: "tag.code"}}
+	err := lb.SwapAndLog(ctx(t), sessions.KindCode, "tag.code", []byte("code"), put, del, logID(3), []byte(`{"n":3}`), 2)
+	if errors.Is(err, errors.ErrUnsupported) {
+		mustGet(t, s, sessions.KindCode, "tag.code", []byte("code"))
+		mustNotFound(t, s, sessions.KindCode, "tag.used")
+		wantLogs(t, s, "", 10, 2, 1)
+		return
+	}
+	if err != nil {
+		t.Fatalf("SwapAndLog: %v", err)
+	}
+	mustNotFound(t, s, sessions.KindCode, "tag.code")
+	mustGet(t, s, sessions.KindCode, "tag.used", []byte("used"))
+	wantLogs(t, s, "", 10, 3, 2) // maxLen 2 kept the two greatest ids
+
+	for _, tc := range []struct {
+		name  string
+		id    string
+		old   string
+		put   []sessions.Item
+		logID string
+		want  error
+	}{
+		{name: "record gone", id: "tag.code", old: "code", put: put, logID: logID(4), want: sessions.ErrConflict},
+		{name: "other value", id: "tag.used", old: "stale", put: put[:0], logID: logID(4), want: sessions.ErrConflict},
+		{name: "mixed hash tags", id: "tag.used", old: "used", logID: logID(4),
+			put: []sessions.Item{{Kind: sessions.KindCode, ID: "other.code", Value: []byte("x"), TTL: time.Minute}}},
+		{name: "bad log id", id: "tag.used", old: "used", logID: "not-a-log-id",
+			put: []sessions.Item{{Kind: sessions.KindCode, ID: "tag.new", Value: []byte("x"), TTL: time.Minute}}},
+	} {
+		err := lb.SwapAndLog(ctx(t), sessions.KindCode, tc.id, []byte(tc.old), tc.put, nil, tc.logID, []byte(`{"n":4}`), 10)
+		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("%s: SwapAndLog = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	mustGet(t, s, sessions.KindCode, "tag.used", []byte("used"))
+	mustNotFound(t, s, sessions.KindCode, "other.code")
+	mustNotFound(t, s, sessions.KindCode, "tag.new")
+	wantLogs(t, s, "", 10, 3, 2)
+}
+
+// testGetMany checks the optional sessions.MultiGetter: every ref's live record in order,
+// nil for a missing or expired one, and a refused id refuses the whole call.
+func testGetMany(t *testing.T, s sessions.Store) {
+	mg, ok := s.(sessions.MultiGetter)
+	if !ok {
+		t.Skip("store does not implement sessions.MultiGetter")
+	}
+	mustPut(t, s, sessions.KindCode, "a.code", []byte("code"))
+	mustPut(t, s, sessions.KindSession, "b.s", []byte("sess"))
+	got, err := mg.GetMany(ctx(t), sessions.Ref{Kind: sessions.KindCode, ID: "a.code"},
+		sessions.Ref{Kind: sessions.KindSession, ID: "missing.s"}, sessions.Ref{Kind: sessions.KindSession, ID: "b.s"})
+	if err != nil {
+		t.Fatalf("GetMany: %v", err)
+	}
+	if len(got) != 3 || string(got[0]) != "code" || got[1] != nil || string(got[2]) != "sess" {
+		t.Fatalf("GetMany = %q, want [code <nil> sess]", got)
+	}
+	if _, err := mg.GetMany(ctx(t), sessions.Ref{Kind: sessions.KindCode, ID: "a.code"}, sessions.Ref{Kind: sessions.KindCode, ID: "{x}"}); err == nil {
+		t.Error("GetMany accepted an id with braces")
+	}
+}
+
 // testCreateVersioned checks the optional sessions.VersionedCreator: Create semantics
 // (ErrExists for a live record) plus the connections version after the write.
 func testCreateVersioned(t *testing.T, s sessions.Store) {

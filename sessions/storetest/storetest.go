@@ -62,6 +62,8 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{name: "Connections copy values and live apart from TTL records", fn: testConnDurable},
 		{name: "Connections invalid input", fn: testConnInvalid},
 		{name: "PutAllAndLog stores records and event together or reports unsupported", fn: testPutAllAndLog},
+		{name: "SwapAndLog swaps and logs together, neither on conflict, or reports unsupported", fn: testSwapAndLog},
+		{name: "GetMany reads several records in order, nil where none", fn: testGetMany},
 		{name: "CreateVersioned creates once and reads the connections version", fn: testCreateVersioned},
 		{name: "Log classes: a flood of unauthenticated entries never evicts audit entries", fn: testLogFloodKeepsAudit},
 		{name: "Log classes are merged in id order by every read", fn: testLogClassesMerge},
@@ -105,6 +107,13 @@ func mustGet(t *testing.T, s sessions.Store, kind sessions.Kind, id string, want
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("Get(%s, %q) = %q, want %q", kind, id, got, want)
+	}
+}
+
+func mustPut(t *testing.T, s sessions.Store, kind sessions.Kind, id string, value []byte) {
+	t.Helper()
+	if err := s.Put(ctx(t), kind, id, value, longTTL); err != nil {
+		t.Fatalf("Put(%s, %q): %v", kind, id, err)
 	}
 }
 
