@@ -82,20 +82,41 @@ type presentation struct {
 }
 
 // readCode returns the code's record and its stored bytes (what the claim swaps out), or
-// sessions.ErrNotFound when code is malformed, unknown, already claimed or expired.
-func (s *Server) readCode(ctx context.Context, code string) (*codeRecord, []byte, error) {
+// sessions.ErrNotFound when code is malformed, unknown, already claimed or expired. When the
+// store reads several records in one round trip (sessions.MultiGetter), the record of the
+// session the code names (codeSessionHint) comes in the same round trip, as ahead.
+func (s *Server) readCode(ctx context.Context, code string) (rec *codeRecord, raw []byte, ahead sessionAhead, err error) {
 	if codeUseID(code) == "" || strings.ContainsAny(code, "{}") {
-		return nil, nil, sessions.ErrNotFound
+		return nil, nil, ahead, sessions.ErrNotFound
 	}
-	raw, err := s.store.Get(ctx, sessions.KindCode, code)
+	if sid := codeSessionHint(code); s.multiGet != nil && validTag(sid) {
+		var got [][]byte
+		got, err = s.multiGet.GetMany(ctx, sessions.Ref{Kind: sessions.KindCode, ID: code}, sessions.Ref{Kind: sessions.KindSession, ID: sid + ".s"})
+		if err = s.metrics.storeError("get_many", err); err == nil {
+			raw, ahead = got[0], sessionAhead{sid: sid, raw: got[1], done: true}
+			if raw == nil {
+				err = sessions.ErrNotFound
+			}
+		}
+	} else {
+		raw, err = s.store.Get(ctx, sessions.KindCode, code)
+	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, sessionAhead{}, err
 	}
-	var rec codeRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, nil, fmt.Errorf("malformed code record: %w", err)
+	rec = new(codeRecord)
+	if err := json.Unmarshal(raw, rec); err != nil {
+		return nil, nil, sessionAhead{}, fmt.Errorf("malformed code record: %w", err)
 	}
-	return &rec, raw, nil
+	return rec, raw, ahead, nil
+}
+
+// sessionAhead is the stored record of session sid, read ahead with a code (readCode): done
+// when it was read, raw nil when there was none.
+type sessionAhead struct {
+	sid  string
+	raw  []byte
+	done bool
 }
 
 // codeProblem runs the checks of the grant on the code's record before anything is claimed
@@ -134,7 +155,7 @@ func (s *Server) claimCode(ctx context.Context, code string, raw []byte, rec *co
 		put = append(put, *family)
 		remove = append(remove, sessions.Ref{Kind: family.Kind, ID: family.ID})
 	}
-	err := s.store.Swap(ctx, sessions.KindCode, code, raw, put, []sessions.Ref{{Kind: sessions.KindCode, ID: code}})
+	err := s.swapCode(ctx, code, raw, put, x)
 	switch {
 	case err == nil:
 		return nil
@@ -147,6 +168,24 @@ func (s *Server) claimCode(ctx context.Context, code string, raw []byte, rec *co
 	}
 	s.undoSwap(ctx, "authorization code redemption", err, sessions.KindCode, useID, use, restore, remove)
 	return s.issueFailed(err)
+}
+
+// swapCode is claimCode's swap: the code's record raw out, put in. When the store can write
+// the token event in the same step (sessions.LogBatcher) and the event is an audit entry, the
+// successful exchange's event is stored with it (x.logged): one round trip instead of two, and
+// no redeemed code without its event. A store that timed out may have written both; the
+// claim is then rolled back (claimCode) and the failure recorded too.
+func (s *Server) swapCode(ctx context.Context, code string, raw []byte, put []sessions.Item, x *exchange) error {
+	del := []sessions.Ref{{Kind: sessions.KindCode, ID: code}}
+	if s.logBatch != nil && x.event != nil && s.fillTokenEvent(x.event, "authorization_code", x, nil) {
+		err := s.events.WriteWith(ctx, x.event, func(ctx context.Context, id string, data []byte, maxLen int) error {
+			return s.logBatch.SwapAndLog(ctx, sessions.KindCode, code, raw, put, del, id, data, maxLen)
+		})
+		if x.logged = err == nil; err == nil || !errors.Is(err, errors.ErrUnsupported) {
+			return s.metrics.storeError("swap", err)
+		}
+	}
+	return s.store.Swap(ctx, sessions.KindCode, code, raw, put, del)
 }
 
 // usedCode answers a code that is not (or no longer) there. When its marker exists and the

@@ -13,11 +13,21 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// batchStore is a memory store whose LogBatcher answers with err when set.
+// batchStore is a memory store whose LogBatcher answers with err (PutAllAndLog) or swapErr
+// (SwapAndLog) when set.
 type batchStore struct {
 	sessions.Store
-	err     error
-	batches atomic.Int32
+	err, swapErr error
+	batches      atomic.Int32
+	swaps        atomic.Int32
+}
+
+func (b *batchStore) SwapAndLog(ctx context.Context, kind sessions.Kind, id string, old []byte, put []sessions.Item, del []sessions.Ref, logID string, event []byte, maxLen int) error {
+	b.swaps.Add(1)
+	if b.swapErr != nil {
+		return b.swapErr
+	}
+	return b.Store.(sessions.LogBatcher).SwapAndLog(ctx, kind, id, old, put, del, logID, event, maxLen)
 }
 
 func (b *batchStore) PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...sessions.Item) error {
@@ -77,6 +87,50 @@ func TestLoginRecordsAndEventInOneWrite(t *testing.T) {
 			}
 			if status, tok, _ := h.token(h.codeForm(code), true); status != http.StatusOK || tok["id_token"] == nil {
 				t.Errorf("token: %d %v", status, tok)
+			}
+		})
+	}
+}
+
+// TestCodeClaimAndEventInOneWrite: with the event log in the session store, /oauth/token
+// claims the code and stores its seacft event in one write; a failed write issues no tokens,
+// leaves the code redeemable and records feacft; a store that cannot do it claims the code
+// and then stores the event.
+func TestCodeClaimAndEventInOneWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		swapErr    error
+		wantStatus int
+		wantTyp    string
+	}{
+		{name: "one write", wantStatus: http.StatusOK, wantTyp: logs.TypeSuccessExchange},
+		{name: "write fails: no tokens, feacft", swapErr: fmt.Errorf("down: %w", sessions.ErrUnavailable), wantStatus: http.StatusServiceUnavailable, wantTyp: logs.TypeFailedExchange},
+		{name: "write unsupported: swap then the event", swapErr: fmt.Errorf("cluster: %w", errors.ErrUnsupported), wantStatus: http.StatusOK, wantTyp: logs.TypeSuccessExchange},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &batchStore{Store: sessions.NewMemory(), swapErr: tc.swapErr}
+			h := newHarness(t, harnessOpts{up: dpopUp, store: st, eventStore: st})
+			code := h.login().Get("code")
+			status, tok, _ := h.token(h.codeForm(code), true)
+			if st.swaps.Load() != 1 || status != tc.wantStatus {
+				t.Fatalf("swaps = %d, token %d %v; want 1 write and %d", st.swaps.Load(), status, tok, tc.wantStatus)
+			}
+			evs, err := h.events.Recent(context.Background(), "", 10)
+			if err != nil || len(evs) != 2 || evs[0].Type != tc.wantTyp {
+				t.Fatalf("events %+v %v, want the login's and %s", evs, err, tc.wantTyp)
+			}
+			if tc.wantStatus == http.StatusOK {
+				if evs[0].UserID != "oidc|corp|alice" || evs[0].Details["dpop"] == nil {
+					t.Errorf("seacft %+v", evs[0])
+				}
+				if status, _, _ := h.token(h.codeForm(code), true); status != http.StatusBadRequest {
+					t.Errorf("code redeemed twice: %d", status)
+				}
+				return
+			}
+			st.swapErr = nil
+			if status, tok, _ := h.token(h.codeForm(code), true); status != http.StatusOK {
+				t.Errorf("code not redeemable after a failed claim: %d %v", status, tok)
 			}
 		})
 	}

@@ -188,8 +188,28 @@ func (s *Server) refreshSession(ctx context.Context, rec *refreshRecord) (*sessi
 }
 
 // tokenEvent records a token-endpoint outcome: seacft/feacft for codes, sertft/fertft (ferrt on
-// reuse) for refresh tokens, with the DPoP decision. Never the proof, token or code.
+// reuse) for refresh tokens, with the DPoP decision. Never the proof, token or code. An event
+// already stored with the grant's own write (x.logged, claimCode) is only counted.
 func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *exchange, oerr *oauthError) {
+	if x.logged && oerr == nil {
+		s.metrics.tokenRequest(grant, true, x.bound)
+		s.metrics.events.WithLabelValues(ev.Type).Inc()
+		return
+	}
+	if !s.fillTokenEvent(ev, grant, x, oerr) {
+		return
+	}
+	if nonceChallenge(oerr) { // a protocol step, not a failed exchange (noncechallenge.go)
+		s.nonceChallengeEvent(r, ev, grant)
+		return
+	}
+	s.metrics.tokenRequest(grant, oerr == nil, x.bound)
+	s.write(r, ev)
+}
+
+// fillTokenEvent sets ev's type, class and details for the outcome oerr of a grant (nil:
+// tokens issued); false when the outcome records no event.
+func (s *Server) fillTokenEvent(ev *logs.Event, grant string, x *exchange, oerr *oauthError) bool {
 	ok, failed := logs.TypeSuccessExchange, logs.TypeFailedExchange
 	switch {
 	case grant == "refresh_token" && x.reuse:
@@ -198,7 +218,7 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 		ok, failed = logs.TypeSuccessRefresh, logs.TypeFailedRefresh
 	case grant != "authorization_code":
 		if oerr == nil {
-			return
+			return false
 		}
 		ev.Details["grant_type"] = s.clipEvent(grant, 64)
 	}
@@ -234,10 +254,5 @@ func (s *Server) tokenEvent(r *http.Request, ev *logs.Event, grant string, x *ex
 		d["error"] = oerr.Code
 		d["error_description"] = s.clipEvent(oerr.Description, 512)
 	}
-	if nonceChallenge(oerr) { // a protocol step, not a failed exchange (noncechallenge.go)
-		s.nonceChallengeEvent(r, ev, grant)
-		return
-	}
-	s.metrics.tokenRequest(grant, oerr == nil, x.bound)
-	s.write(r, ev)
+	return true
 }

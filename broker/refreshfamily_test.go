@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/url"
 	"sync"
@@ -394,5 +395,69 @@ func TestTokenRequestsStoreRoundTrips(t *testing.T) {
 	r = h.tok(tokReq{client: appClient, form: refreshGrant(r.str("refresh_token"))})
 	if ops := cs.take(); r.status != http.StatusOK || len(ops) != 3 || ops["get rt"] != 1 || ops["get sess"] != 1 || ops["swap rt"] != 1 {
 		t.Errorf("refresh: %d, store operations %v, want family and session reads and one swap", r.status, ops)
+	}
+}
+
+// batchingCountingStore is a countingStore with the capabilities of Redis single node: it
+// reads several records in one round trip and writes a batch or a swap with its event.
+type batchingCountingStore struct{ *countingStore }
+
+func (c batchingCountingStore) GetMany(ctx context.Context, refs ...sessions.Ref) ([][]byte, error) {
+	c.count("get_many")
+	return c.Store.(sessions.MultiGetter).GetMany(ctx, refs...)
+}
+
+func (c batchingCountingStore) PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...sessions.Item) error {
+	c.count("put_all_and_log")
+	return c.Store.(sessions.LogBatcher).PutAllAndLog(ctx, logID, event, maxLen, items...)
+}
+
+func (c batchingCountingStore) SwapAndLog(ctx context.Context, k sessions.Kind, id string, old []byte, put []sessions.Item, del []sessions.Ref, logID string, event []byte, maxLen int) error {
+	c.count("swap_and_log " + string(k))
+	return c.Store.(sessions.LogBatcher).SwapAndLog(ctx, k, id, old, put, del, logID, event, maxLen)
+}
+
+// TestCodeExchangeTakesTwoRoundTripsOnABatchingStore: on a store that reads several records
+// at once and writes a swap with its event, a code exchange reads the code with its session
+// (the code names it) and claims the code with its seacft event: two round trips, for the code
+// of the login that created the session and for a single sign-on code. A code whose session
+// the code does not name (issued before codes named it) reads its session on its own.
+func TestCodeExchangeTakesTwoRoundTripsOnABatchingStore(t *testing.T) {
+	cs := batchingCountingStore{&countingStore{Store: sessions.NewMemory(), ops: map[string]int{}}}
+	h := newHarness(t, harnessOpts{up: dpopUp, store: cs, eventStore: cs})
+	b := h.browser()
+	first := h.codeIn(b, appClient, nil)
+	sso := h.codeIn(b, spaClient, func(q url.Values) { q.Del("connection") })
+	rec, err := h.store.Get(t.Context(), sessions.KindCode, sso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := randomString(16) + "." + randomString(32)
+	if err := h.store.Put(t.Context(), sessions.KindCode, legacy, rec, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		client string
+		code   string
+		want   map[string]int
+	}{
+		{name: "code of the login that created the session", client: appClient, code: first,
+			want: map[string]int{"get_many": 1, "swap_and_log code": 1}},
+		{name: "single sign-on code", client: spaClient, code: sso,
+			want: map[string]int{"get_many": 1, "swap_and_log code": 1}},
+		{name: "code that does not name its session", client: spaClient, code: legacy,
+			want: map[string]int{"get_many": 1, "get sess": 1, "swap_and_log code": 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs.take()
+			r := h.tok(tokReq{client: tc.client, form: h.codeGrant(tc.client, tc.code)})
+			if ops := cs.take(); r.status != http.StatusOK || !maps.Equal(ops, tc.want) {
+				t.Errorf("code exchange: %d, store operations %v, want %v", r.status, ops, tc.want)
+			}
+			if ev := h.lastEvent(); ev.Type != logs.TypeSuccessExchange || ev.ClientID != tc.client {
+				t.Errorf("last event %+v, want seacft for %s", ev, tc.client)
+			}
+		})
 	}
 }

@@ -55,6 +55,7 @@ type Server struct {
 	opaque   *opaqueTokens             // userinfo-only access tokens (opaque.go); nil: JWTs
 	logBatch sessions.LogBatcher       // the events' store, when it can batch records and an event
 	txCreate sessions.VersionedCreator // the store, when it also holds the connections
+	multiGet sessions.MultiGetter      // the store, when it reads several records in one round trip
 
 	clients  map[string]*config.Client
 	apis     map[string]*config.API
@@ -141,7 +142,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	} else {
 		configureEventWriter(cfg, s.events)
 	}
-	s.logBatch, s.txCreate = storeCapabilities(raw, eventsInStore)
+	s.logBatch, s.txCreate, s.multiGet = storeCapabilities(raw, eventsInStore)
 	if s.verifier, err = newVerifier(&cfg.DPoPServer, s.store, s.now); err != nil {
 		return nil, err
 	}

@@ -130,10 +130,17 @@ type sessionGrantView struct {
 }
 
 // liveSessionClaims is liveSession for a code exchange, which needs only the user's claims
-// of the session: the same checks and answers, the record decoded into sessionGrantView.
-func (s *Server) liveSessionClaims(ctx context.Context, sid, userID, ended string) (map[string]any, *oauthError) {
+// of the session: the same checks and answers, the record decoded into sessionGrantView. The
+// record is ahead's when it was read ahead for sid (readCode), else it is read now.
+func (s *Server) liveSessionClaims(ctx context.Context, sid, userID, ended string, ahead sessionAhead) (map[string]any, *oauthError) {
 	var v sessionGrantView
-	_, err := s.readSession(ctx, sid, &v)
+	var err error
+	switch {
+	case !ahead.done || ahead.sid != sid:
+		_, err = s.readSession(ctx, sid, &v)
+	case ahead.raw == nil || json.Unmarshal(ahead.raw, &v) != nil:
+		err = sessions.ErrNotFound // as readSession answers
+	}
 	if oerr := s.grantSessionProblem(err, v.UserID, userID, &sessionRecord{Seen: v.Seen, Expires: v.Expires}, ended); oerr != nil {
 		return nil, oerr
 	}
@@ -406,7 +413,27 @@ func (s *Server) codeUnder(grant string, app *appRequest, sid string, sess *sess
 		App: *app, SID: sid, UserID: sess.UserID, AuthTime: sess.AuthTime,
 		AMR: sess.AMR, ACR: sess.ACR, Expires: now.Add(s.cfg.Lifetimes.Code).UnixMilli(),
 	})
-	return grant + "." + randomString(32), cr, err
+	secret := randomString(32)
+	if grant != sid {
+		secret = sid + codeSessionSep + secret // codeSessionHint
+	}
+	return grant + "." + secret, cr, err
+}
+
+// codeSessionSep separates the session tag from the random part in the secret of a code
+// stored under a grant tag of its own ('~': in no session tag or base64url string).
+const codeSessionSep = "~"
+
+// codeSessionHint returns the session tag a code names, so that the session can be read in
+// the same round trip as the code (readCode): the part of its secret before '~' for a code
+// issued by single sign-on, else its tag (the code of the login that created a session is
+// stored under the session's tag). It is only a guess: the code record's sid decides.
+func codeSessionHint(code string) string {
+	tag, secret, _ := strings.Cut(code, ".")
+	if sid, _, ok := strings.Cut(secret, codeSessionSep); ok {
+		return sid
+	}
+	return tag
 }
 
 // endSessionTag ends the session tag wherever the ending comes from (a logout, an

@@ -17,8 +17,9 @@ import (
 // storing a login's records and its event in one write (sessions.LogBatcher, loginwrite.go),
 // when the event log lives in st; and writing a login transaction and reading the
 // connections version in one round trip (sessions.VersionedCreator, authorize.go), when st
-// also holds the connections.
-func storeCapabilities(st sessions.Store, eventsInStore bool) (sessions.LogBatcher, sessions.VersionedCreator) {
+// also holds the connections; and reading a code with its session in one round trip
+// (sessions.MultiGetter, codereuse.go).
+func storeCapabilities(st sessions.Store, eventsInStore bool) (sessions.LogBatcher, sessions.VersionedCreator, sessions.MultiGetter) {
 	var lb sessions.LogBatcher
 	if b, ok := st.(sessions.LogBatcher); ok && eventsInStore {
 		lb = b
@@ -29,7 +30,8 @@ func storeCapabilities(st sessions.Store, eventsInStore bool) (sessions.LogBatch
 			vc = c
 		}
 	}
-	return lb, vc
+	mg, _ := st.(sessions.MultiGetter)
+	return lb, vc, mg
 }
 
 // sameStore reports whether a and b are the same store: equal interface values. Every store

@@ -20,6 +20,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
+	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -40,7 +41,8 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, invalidRequest(err.Error()))
 		return
 	}
-	ev, x := s.newEvent(r), &exchange{}
+	ev := s.newEvent(r)
+	x := &exchange{event: ev}
 	grant := form.Get("grant_type")
 	client, basic, oerr := s.authenticateClient(r, form)
 	if oerr == nil && s.chargeClient(w, r, client, grant, "") {
@@ -172,6 +174,10 @@ type exchange struct {
 	codeReuse *codeReuse
 	// limited is set when a limit inside the grant refused the request (refreshlimit.go).
 	limited *refusal
+	// event is the request's event; logged is set once it was stored with the grant's own
+	// write (claimCode), which leaves tokenEvent only its counting.
+	event  *logs.Event
+	logged bool
 }
 
 func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, form url.Values, x *exchange) (*tokenResponse, *oauthError) {
@@ -181,7 +187,7 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, 
 		return nil, oerr
 	}
 	ctx, pr := r.Context(), presentation{client: client, form: form, proof: proof}
-	rec, raw, err := s.readCode(ctx, code)
+	rec, raw, ahead, err := s.readCode(ctx, code)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
 		return nil, s.usedCode(ctx, code, pr, x)
@@ -199,9 +205,9 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, 
 	}
 	// A session that ended after the code was issued (logout, an administrator, the upstream)
 	// already told the app so by back-channel logout: no tokens may follow.
-	claims, oerr := s.liveSessionClaims(ctx, rec.SID, rec.UserID, "the session this authorization code was issued from has ended")
+	claims, oerr := s.liveSessionClaims(ctx, rec.SID, rec.UserID, "the session this authorization code was issued from has ended", ahead)
 	if oerr != nil {
-		if _, _, err := s.readCode(ctx, code); oerr != errStoreDown && errors.Is(err, sessions.ErrNotFound) {
+		if _, _, _, err := s.readCode(ctx, code); oerr != errStoreDown && errors.Is(err, sessions.ErrNotFound) {
 			return nil, s.usedCode(ctx, code, pr, x) // redeemed meanwhile (whose replay ended the session)
 		}
 		return nil, oerr
