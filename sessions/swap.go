@@ -110,35 +110,31 @@ func (m *memory) swapLocked(kind Kind, id string, old []byte, put []Item, del []
 	return nil
 }
 
-// swapScript compares KEYS[1] with ARGV[1]; when equal it SETs the next ARGV[2] keys (value,
-// PX ttl pairs from ARGV[3]) and DELs the keys after them. A missing key never equals ARGV[1]
-// (GET answers false). Under maxmemory Redis refuses the first SET (nothing written yet), and
-// allows the rest once a script has written, so the script never stops half-way.
-var swapScript = redis.NewScript(`
+// swapLua compares KEYS[1] with ARGV[1]; when equal it SETs the next ARGV[2] keys (value,
+// PX ttl pairs from ARGV[3]) and DELs the keys after them up to the key lastDel names. A
+// missing key never equals ARGV[1] (GET answers false). Under maxmemory Redis refuses the
+// first SET (nothing written yet), and allows the rest once a script has written, so the
+// script never stops half-way.
+func swapLua(lastDel string) string {
+	return `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[2])
 for i = 1, n do
   redis.call('SET', KEYS[1 + i], ARGV[1 + 2 * i], 'PX', ARGV[2 + 2 * i])
 end
-for i = n + 2, #KEYS do
+for i = n + 2, ` + lastDel + ` do
   redis.call('DEL', KEYS[i])
 end
-return 1
-`)
+`
+}
 
-// swapAndLogScript is swapScript followed, when the swap happened, by the event's append to
-// the log set (the last key: ZADD of ARGV[#ARGV-1], then a trim to the ARGV[#ARGV] greatest
-// ids), in the same atomic step.
-var swapAndLogScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local n = tonumber(ARGV[2])
-for i = 1, n do
-  redis.call('SET', KEYS[1 + i], ARGV[1 + 2 * i], 'PX', ARGV[2 + 2 * i])
-end
-for i = n + 2, #KEYS - 1 do
-  redis.call('DEL', KEYS[i])
-end
-redis.call('ZADD', KEYS[#KEYS], 0, ARGV[#ARGV - 1])
+// swapScript is Swap: swapLua over every key.
+var swapScript = redis.NewScript(swapLua("#KEYS") + "return 1\n")
+
+// swapAndLogScript is SwapAndLog: swapLua, then, when the swap happened, the event's append
+// to the log set (the last key: ZADD of ARGV[#ARGV-1], then a trim to the ARGV[#ARGV]
+// greatest ids), in the same atomic step.
+var swapAndLogScript = redis.NewScript(swapLua("#KEYS - 1") + `redis.call('ZADD', KEYS[#KEYS], 0, ARGV[#ARGV - 1])
 redis.call('ZREMRANGEBYRANK', KEYS[#KEYS], 0, -tonumber(ARGV[#ARGV]) - 1)
 return 1
 `)
