@@ -219,9 +219,9 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 
 // upstreamOptions passes the app's authentication requirements on to the upstream: max_age
 // (checked against the upstream ID token's auth_time, OIDC Core §3.1.3.7 step 13) and
-// prompt=login.
+// prompt=login; and the parameters options.upstream_params aliases may send (claims.go).
 func upstreamOptions(q url.Values) []upstream.BeginOption {
-	var opts []upstream.BeginOption
+	opts := []upstream.BeginOption{upstream.WithAppParams(aliasSources(q))}
 	if n, err := strconv.Atoi(q.Get("max_age")); err == nil && n >= 0 {
 		opts = append(opts, upstream.WithMaxAge(n))
 	}

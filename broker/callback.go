@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -149,7 +148,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, tx *transaction, client *config.Client, conn *connection, res *upstream.Result, ev *logs.Event) {
 	now := s.now()
 	userID := conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + res.Subject
-	claims := mapClaims(res.Claims)
+	claims := res.Profile // the connection's claim mapping (claims.go)
 	withUser(ev, userID, claims)
 	// The browser's session: re-authenticated in place when it is this user's (a concurrent
 	// change, such as a refresh sliding it, is read again, a few times at most), else ended.
@@ -304,45 +303,6 @@ func issProblem(q url.Values, st *upstream.Start) string {
 		return err.Error()
 	}
 	return ""
-}
-
-// profileClaims are the upstream claims copied into the broker's tokens and userinfo.
-var profileClaims = []string{
-	"name", "given_name", "family_name", "middle_name", "nickname", "preferred_username",
-	"profile", "picture", "website", "gender", "birthdate", "zoneinfo", "locale", "updated_at",
-}
-
-var emailClaims = []string{"email", "email_verified"}
-
-// mapClaims keeps the standard profile and email claims of the upstream user.
-func mapClaims(in map[string]any) map[string]any {
-	out := map[string]any{}
-	for _, k := range append(append([]string{}, profileClaims...), emailClaims...) {
-		if v, ok := in[k]; ok && v != nil {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// scopedClaims filters claims by the granted scope (profile, email).
-func scopedClaims(claims map[string]any, scope string) map[string]any {
-	out := map[string]any{}
-	fields := strings.Fields(scope)
-	for _, group := range []struct {
-		scope string
-		names []string
-	}{{"profile", profileClaims}, {"email", emailClaims}} {
-		if !containsString(fields, group.scope) {
-			continue
-		}
-		for _, k := range group.names {
-			if v, ok := claims[k]; ok {
-				out[k] = v
-			}
-		}
-	}
-	return out
 }
 
 func containsString(list []string, s string) bool {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -332,7 +333,7 @@ func TestMgmtConnections(t *testing.T) {
 				t.Errorf("created %s", r.raw)
 			}
 			opts := m["options"].(map[string]any)
-			if opts["scope"] != "openid profile email" || opts["type"] != "back_channel" || opts["upstream_params"].(map[string]any)["prompt"] != "login" {
+			if opts["scope"] != "openid profile email" || opts["type"] != "back_channel" || fmt.Sprint(opts["upstream_params"]) != "map[prompt:map[value:login]]" {
 				t.Errorf("defaults/params: %v", opts)
 			}
 			if ec := m["enabled_clients"].([]any); len(ec) != 1 || ec[0] != spaClient {

@@ -209,19 +209,16 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 
 func upstreamConfig(cc *config.Connection) upstream.Config {
 	o := cc.Options
-	params := make(map[string]string, len(o.UpstreamParams))
-	for k, v := range o.UpstreamParams {
-		params[k] = v
-	}
-	return upstream.Config{
+	uc := upstream.Config{
 		ID: cc.ConnectionID(), Name: cc.Name, Strategy: cc.Strategy,
 		Issuer: o.Issuer, DiscoveryURL: o.DiscoveryURL,
 		Domain: o.Domain, AuthorizationServerID: o.AuthorizationServerID,
 		ClientID: o.ClientID, ClientSecret: o.ClientSecret,
 		Scopes: strings.Fields(o.Scope), Type: o.Type,
 		DPoPSigningAlg: o.DPoPSigningAlg, FetchUserinfo: o.FetchUserinfo,
-		UpstreamParams: params,
 	}
+	claimMapping(&uc, &o)
+	return uc
 }
 
 // NewEventWriter returns the event writer for cfg: retention logs.max_events and

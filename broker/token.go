@@ -427,7 +427,10 @@ func (s *Server) issueTokens(rec *codeRecord, client *config.Client, b binding) 
 	if rec.App.Audience == "" && s.opaque != nil {
 		accessToken, err = s.opaque.seal(&at)
 	} else {
-		accessToken, err = signJWT(s.atSigner, &at)
+		var payload any // the API's profile claims (apis[].claims, claims.go) join the token's own
+		if payload, err = withClaims(&at, s.apiClaims(rec.App.Audience, rec.Claims, rec.App.Scope)); err == nil {
+			accessToken, err = signJWT(s.atSigner, payload)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -203,6 +205,10 @@ type API struct {
 	// Scopes are the permissions the API defines. A token for the API carries only scopes it
 	// defines and the client's grant (clients[].apis) allows (grants.go).
 	Scopes []APIScope `yaml:"scopes"`
+	// Claims are the user-profile claims (connections' options.attribute_map, docs/claims.md)
+	// the API's access tokens carry, such as a namespaced groups claim; standard profile and
+	// email claims only when the token's scope has profile or email.
+	Claims []string `yaml:"claims"`
 }
 
 // APIScope is one permission an API defines: a scope name apps may request (RFC 6749 §3.3
@@ -319,18 +325,21 @@ type Connection struct {
 
 // ConnectionOptions mirror the SaaS connection options.
 type ConnectionOptions struct {
-	Issuer                string    `yaml:"issuer" json:"issuer,omitempty"`
-	DiscoveryURL          string    `yaml:"discovery_url" json:"discovery_url,omitempty"`
-	Domain                string    `yaml:"domain" json:"domain,omitempty"`
-	AuthorizationServerID string    `yaml:"authorization_server_id" json:"authorization_server_id,omitempty"`
-	ClientID              string    `yaml:"client_id" json:"client_id"`
-	ClientSecret          string    `yaml:"client_secret" json:"client_secret,omitempty"` // write-only in the API
-	Scope                 string    `yaml:"scope" json:"scope"`
-	Type                  string    `yaml:"type" json:"type"`
-	DPoPSigningAlg        string    `yaml:"dpop_signing_alg" json:"dpop_signing_alg,omitempty"`
-	FetchUserinfo         bool      `yaml:"fetch_userinfo" json:"fetch_userinfo"`
-	UpstreamParams        ParamMap  `yaml:"upstream_params" json:"upstream_params,omitempty"`
-	TokenVault            *Activity `yaml:"federated_connections_access_tokens" json:"federated_connections_access_tokens,omitempty"`
+	Issuer                string   `yaml:"issuer" json:"issuer,omitempty"`
+	DiscoveryURL          string   `yaml:"discovery_url" json:"discovery_url,omitempty"`
+	Domain                string   `yaml:"domain" json:"domain,omitempty"`
+	AuthorizationServerID string   `yaml:"authorization_server_id" json:"authorization_server_id,omitempty"`
+	ClientID              string   `yaml:"client_id" json:"client_id"`
+	ClientSecret          string   `yaml:"client_secret" json:"client_secret,omitempty"` // write-only in the API
+	Scope                 string   `yaml:"scope" json:"scope"`
+	Type                  string   `yaml:"type" json:"type"`
+	DPoPSigningAlg        string   `yaml:"dpop_signing_alg" json:"dpop_signing_alg,omitempty"`
+	FetchUserinfo         bool     `yaml:"fetch_userinfo" json:"fetch_userinfo"`
+	UpstreamParams        ParamMap `yaml:"upstream_params" json:"upstream_params,omitempty"`
+	// AttributeMap maps the upstream's claims to the user profile (docs/claims.md); nil:
+	// basic_profile, the standard profile and email claims.
+	AttributeMap *AttributeMap `yaml:"attribute_map" json:"attribute_map,omitempty"`
+	TokenVault   *Activity     `yaml:"federated_connections_access_tokens" json:"federated_connections_access_tokens,omitempty"`
 	// CallbackPath is shared (default: PUBLIC_URL/login/callback) or dedicated
 	// (PUBLIC_URL/login/callback/{connection id}, the mix-up defence of RFC 9700 §4.4.2 for
 	// upstreams without RFC 9207 iss).
@@ -355,9 +364,74 @@ type Activity struct {
 	Active bool `yaml:"active" json:"active"`
 }
 
-// ParamMap holds extra /authorize parameters for the upstream. In JSON a value may be a
-// string, number or boolean, or the SaaS form {"value": ...}; it is stored as a string.
-type ParamMap map[string]string
+// AttributeMap is options.attribute_map in the identity SaaS's form: the mapping mode
+// (use_map, bind_all or basic_profile), the scopes userinfo needs, and the attributes, each a
+// claim of the user profile with its template (${context.tokenset.id_token.CLAIM},
+// ${context.userinfo.CLAIM} or literal text). docs/claims.md describes them.
+type AttributeMap struct {
+	MappingMode string `yaml:"mapping_mode" json:"mapping_mode"`
+	// UserinfoScope are scopes the upstream's userinfo needs to answer the mapped claims
+	// (such as groups): asked for in the authorization request besides options.scope, and
+	// userinfo is fetched.
+	UserinfoScope string         `yaml:"userinfo_scope" json:"userinfo_scope,omitempty"`
+	Attributes    ClaimTemplates `yaml:"attributes" json:"attributes,omitempty"`
+}
+
+// ClaimTemplates are the attributes of an attribute_map: claim name → template. In the YAML
+// their ${…} are templates, not environment variables.
+type ClaimTemplates map[string]string
+
+// UpstreamParam is one options.upstream_params entry: a fixed Value, or Alias, the app's
+// /authorize parameter whose value is sent (the identity SaaS's {"value": …} and
+// {"alias": …}). In the YAML a plain scalar is a value.
+type UpstreamParam struct {
+	Value string `yaml:"value" json:"value,omitempty"`
+	Alias string `yaml:"alias" json:"alias,omitempty"`
+}
+
+// MarshalJSON writes the SaaS form: {"alias": …} or {"value": …}.
+func (u UpstreamParam) MarshalJSON() ([]byte, error) {
+	if u.Alias != "" {
+		return json.Marshal(map[string]string{"alias": u.Alias})
+	}
+	return json.Marshal(map[string]string{"value": u.Value})
+}
+
+// UnmarshalYAML accepts a scalar (a value) or a mapping with value or alias.
+func (u *UpstreamParam) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*u = UpstreamParam{Value: n.Value}
+		return nil
+	}
+	type plain UpstreamParam
+	return n.Decode((*plain)(u))
+}
+
+// ParamMap holds extra /authorize parameters for the upstream. In JSON a value is the SaaS
+// form {"value": …} or {"alias": …}, or a bare string, number or boolean (a value).
+type ParamMap map[string]UpstreamParam
+
+// Values returns the entries with a fixed value, by name.
+func (p ParamMap) Values() map[string]string {
+	out := map[string]string{}
+	for k, v := range p {
+		if v.Alias == "" {
+			out[k] = v.Value
+		}
+	}
+	return out
+}
+
+// Aliases returns the entries with an alias, by name.
+func (p ParamMap) Aliases() map[string]string {
+	out := map[string]string{}
+	for k, v := range p {
+		if v.Alias != "" {
+			out[k] = v.Alias
+		}
+	}
+	return out
+}
 
 // UnmarshalJSON accepts the value forms listed on ParamMap.
 func (p *ParamMap) UnmarshalJSON(b []byte) error {
@@ -373,14 +447,22 @@ func (p *ParamMap) UnmarshalJSON(b []byte) error {
 	for k, v := range raw {
 		var obj struct {
 			Value json.RawMessage `json:"value"`
+			Alias *string         `json:"alias"`
 		}
+		var param UpstreamParam
 		if len(v) > 0 && v[0] == '{' {
 			dec := json.NewDecoder(bytes.NewReader(v))
 			dec.DisallowUnknownFields()
-			if err := dec.Decode(&obj); err != nil || obj.Value == nil {
-				return fmt.Errorf("upstream_params.%s: only the {\"value\": ...} object form is supported", k)
+			if err := dec.Decode(&obj); err != nil || obj.Value == nil && obj.Alias == nil {
+				return fmt.Errorf("upstream_params.%s: use the object form {\"value\": ...} or {\"alias\": ...}", k)
 			}
-			v = obj.Value
+			if obj.Alias != nil {
+				param.Alias = *obj.Alias
+			}
+			if v = obj.Value; v == nil {
+				out[k] = param
+				continue
+			}
 		}
 		var x any
 		if err := json.Unmarshal(v, &x); err != nil {
@@ -388,14 +470,15 @@ func (p *ParamMap) UnmarshalJSON(b []byte) error {
 		}
 		switch x := x.(type) {
 		case string:
-			out[k] = x
+			param.Value = x
 		case bool:
-			out[k] = strconv.FormatBool(x)
+			param.Value = strconv.FormatBool(x)
 		case float64:
-			out[k] = strconv.FormatFloat(x, 'f', -1, 64)
+			param.Value = strconv.FormatFloat(x, 'f', -1, 64)
 		default:
 			return fmt.Errorf("upstream_params.%s must be a string, number or boolean", k)
 		}
+		out[k] = param
 	}
 	*p = out
 	return nil

@@ -80,7 +80,11 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+var (
+	durationType       = reflect.TypeFor[time.Duration]()
+	upstreamParamType  = reflect.TypeFor[UpstreamParam]()
+	claimTemplatesType = reflect.TypeFor[ClaimTemplates]()
+)
 
 // walk checks node against type t: unknown keys, scalar shapes (durations, integers,
 // booleans), and expands ${VAR} in scalars. Problems are appended to errs under their key.
@@ -100,6 +104,20 @@ func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
 	}
 	bad := func(reason string) { *errs = append(*errs, FieldError{Key: key, Reason: reason}) }
 	switch {
+	case t == upstreamParamType && n.Kind == yaml.ScalarNode: // a bare value
+		scalar(n, path, errs)
+	case t == claimTemplatesType: // templates: their ${…} are not environment variables
+		if n.Kind != yaml.MappingNode {
+			bad("must be a mapping")
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode {
+				*errs = append(*errs, FieldError{Key: joinKey(path, n.Content[i].Value), Reason: "must be a string"})
+			} else if v.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+				v.Tag = "!!str"
+			}
+		}
 	case t == durationType:
 		if !scalar(n, path, errs) {
 			bad("must be a duration such as 30s, 10m or 1h")

@@ -391,6 +391,7 @@ func (v *validator) apis(c *Config) {
 		default:
 			v.add(p+".sender_constraining", "%q is not supported (use none, allowed or required)", a.SenderConstraining)
 		}
+		v.apiClaims(p+".claims", a.Claims)
 		switch a.RequiredFor {
 		case "", RequiredForAll:
 		case RequiredForPublic:
@@ -400,6 +401,20 @@ func (v *validator) apis(c *Config) {
 		default:
 			v.add(p+".required_for", "%q is not supported (use all_clients or public_clients)", a.RequiredFor)
 		}
+	}
+}
+
+// apiClaims checks apis[].claims: profile claim names (upstream.CheckClaimName), each once.
+func (v *validator) apiClaims(key string, claims []string) {
+	seen := map[string]bool{}
+	for j, c := range claims {
+		ck := fmt.Sprintf("%s[%d]", key, j)
+		if err := upstream.CheckClaimName(c); err != nil {
+			v.add(ck, "%v", err)
+		} else if seen[c] {
+			v.add(ck, "duplicate claim %q", c)
+		}
+		seen[c] = true
 	}
 }
 
@@ -532,14 +547,15 @@ func (v *validator) connection(p string, cc *Connection, clients map[string]bool
 	if dpopOn && o.TokenVault != nil && o.TokenVault.Active {
 		v.add(p+"options.federated_connections_access_tokens.active", "Token Vault is not compatible with DPoP: set active to false or remove dpop_signing_alg")
 	}
-	if dpopOn && truthy(o.UpstreamParams["offline_access"]) {
-		v.add(p+"options.upstream_params.offline_access", "%q enables Token Vault (offline access at the upstream), which is not compatible with DPoP: remove it or remove dpop_signing_alg", o.UpstreamParams["offline_access"])
-	}
-	for _, k := range slices.Sorted(maps.Keys(o.UpstreamParams)) {
-		if slices.Contains(reservedUpstreamParams, k) {
-			v.add(p+"options.upstream_params."+k, "is set by the broker and cannot be overridden")
+	if oa, ok := o.UpstreamParams["offline_access"]; dpopOn && ok && (oa.Alias != "" || truthy(oa.Value)) {
+		what := strconv.Quote(oa.Value)
+		if oa.Alias != "" {
+			what = "alias " + oa.Alias
 		}
+		v.add(p+"options.upstream_params.offline_access", "%s enables Token Vault (offline access at the upstream), which is not compatible with DPoP: remove it or remove dpop_signing_alg", what)
 	}
+	v.upstreamParams(p+"options.upstream_params", o.UpstreamParams)
+	v.attributeMap(p+"options.attribute_map", o.AttributeMap)
 	for j, id := range cc.EnabledClients {
 		if where, isAud := audiences[id]; isAud {
 			v.add(fmt.Sprintf("%senabled_clients[%d]", p, j), "%q is %s, not a client id", id, where)
@@ -560,10 +576,45 @@ func truthy(v string) bool {
 	return true
 }
 
-// reservedUpstreamParams are authorization parameters the broker owns.
-var reservedUpstreamParams = []string{
-	"response_type", "client_id", "redirect_uri", "state", "nonce", "code_challenge",
-	"code_challenge_method", "scope", "dpop_jkt",
+// upstreamParams checks options.upstream_params against the broker's safe list
+// (upstream.CheckUpstreamParam), each problem under its parameter's key.
+func (v *validator) upstreamParams(key string, params ParamMap) {
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if err := upstream.CheckUpstreamParam(k, params[k].Value, params[k].Alias); err != nil {
+			v.add(key+"."+k, "%v", err)
+		}
+	}
+}
+
+// attributeMap checks options.attribute_map (docs/claims.md): the mode, the userinfo scopes
+// and every attribute's claim name and template, each problem under the attribute's key.
+func (v *validator) attributeMap(key string, am *AttributeMap) {
+	if am == nil {
+		return
+	}
+	switch m := am.MappingMode; {
+	case m == "":
+		v.add(key+".mapping_mode", "is required (use %s)", joinOr(upstream.MappingModes))
+	case !slices.Contains(upstream.MappingModes, m):
+		v.add(key+".mapping_mode", "%q is not supported (use %s)", m, joinOr(upstream.MappingModes))
+	case m == upstream.MappingUseMap && len(am.Attributes) == 0:
+		v.add(key+".attributes", "mapping_mode use_map needs at least one attribute")
+	}
+	if len(am.UserinfoScope) > 255 || strings.ContainsFunc(am.UserinfoScope, func(r rune) bool { return r != ' ' && (r < 0x21 || r > 0x7e) || r == '"' || r == '\\' }) {
+		v.add(key+".userinfo_scope", "must be at most 255 characters of space-separated scope names (RFC 6749 §3.3)")
+	}
+	if len(am.Attributes) > upstream.MaxAttributes {
+		v.add(key+".attributes", "has %d attributes, more than the %d allowed", len(am.Attributes), upstream.MaxAttributes)
+	}
+	for _, name := range slices.Sorted(maps.Keys(am.Attributes)) {
+		ak := key + ".attributes." + name
+		if err := upstream.CheckClaimName(name); err != nil {
+			v.add(ak, "%v", err)
+		}
+		if err := upstream.CheckTemplate(am.Attributes[name]); err != nil {
+			v.add(ak, "%v", err)
+		}
+	}
 }
 
 // DPoPKeyName maps a connection alg to the keys.dpop entry that holds its key.

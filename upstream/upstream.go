@@ -42,7 +42,16 @@ type Config struct {
 	DPoPSigningAlg        string   // "" = DPoP off; ES256, Ed25519, RS256, PS256
 	IDTokenAlgs           []string // default: the upstream's advertised asymmetric algs, else RS256 (OIDC Core §3.1.3.7 step 7)
 	FetchUserinfo         bool
-	UpstreamParams        map[string]string
+	// UpstreamParams are extra authorization parameters with fixed values; UpstreamAliases
+	// name, per extra parameter, the app's parameter whose value it takes (params.go).
+	UpstreamParams  map[string]string
+	UpstreamAliases map[string]string
+	// MappingMode and Attributes are the claim mapping of the user profile (attributes.go);
+	// MappingMode "" is basic_profile without attributes. A mapping that reads userinfo makes
+	// the connection fetch it.
+	MappingMode string
+	Attributes  map[string]string
+	claims      *ClaimMapping // compiled by normalize
 }
 
 // Options are the DPoP timing and collaborators shared by all connections.
@@ -111,13 +120,6 @@ type Connection struct {
 	logoutKeys logoutKeys
 }
 
-// reservedParams may not be set through UpstreamParams: they carry the flow's security.
-var reservedParams = map[string]bool{
-	"response_type": true, "client_id": true, "redirect_uri": true, "scope": true, "state": true,
-	"nonce": true, "code_challenge": true, "code_challenge_method": true, "client_secret": true,
-	"code_verifier": true, "dpop_jkt": true, "request": true, "request_uri": true,
-}
-
 // wireLabels returns the JOSE labels a configuration alg may be sent under (RFC 9449 §4.2;
 // Ed25519 under its RFC 9864 name or as EdDSA).
 func wireLabels(alg string) []string {
@@ -154,6 +156,9 @@ func (cfg *Config) normalize() error {
 		return err
 	}
 	if err := cfg.normalizeIDTokenAlgs(); err != nil {
+		return err
+	}
+	if err := cfg.normalizeClaims(); err != nil {
 		return err
 	}
 	return cfg.normalizeUpstreamParams()
@@ -222,18 +227,6 @@ func (cfg *Config) normalizeIDTokenAlgs() error {
 			return fmt.Errorf("ID token alg %q is not allowed (asymmetric algorithms only)", a)
 		}
 	}
-	return nil
-}
-
-// normalizeUpstreamParams refuses extra authorization parameters that would override the
-// flow's own (reservedParams).
-func (cfg *Config) normalizeUpstreamParams() error {
-	for k := range cfg.UpstreamParams {
-		if reservedParams[k] {
-			return fmt.Errorf("upstream_params may not set %q", k)
-		}
-	}
-	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
 	return nil
 }
 
@@ -362,6 +355,8 @@ func (c *Connection) Config() Config {
 	cfg.Scopes = slices.Clone(cfg.Scopes)
 	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs)
 	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
+	cfg.UpstreamAliases = maps.Clone(cfg.UpstreamAliases)
+	cfg.Attributes = maps.Clone(cfg.Attributes)
 	return cfg
 }
 
@@ -385,6 +380,7 @@ type BeginOption func(*beginOptions)
 type beginOptions struct {
 	maxAge      *int
 	promptLogin bool
+	appParams   map[string]string // WithAppParams
 }
 
 // WithMaxAge sends max_age upstream (the app's max_age, OIDC Core §3.1.2.1) and makes Finish
@@ -516,9 +512,8 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string, options ...B
 		st.Verifier = oauth2.GenerateVerifier() // RFC 7636 §4.1: 32 random octets, 43 chars
 		opts = append(opts, oauth2.S256ChallengeOption(st.Verifier))
 	}
-	keys := slices.Sorted(maps.Keys(c.cfg.UpstreamParams))
-	for _, k := range keys {
-		opts = append(opts, oauth2.SetAuthURLParam(k, c.cfg.UpstreamParams[k]))
+	for _, p := range c.extraParams(bo.appParams) {
+		opts = append(opts, oauth2.SetAuthURLParam(p[0], p[1]))
 	}
 	// The app's own requirements come last, so they win over configured upstream_params.
 	if bo.maxAge != nil {
@@ -561,8 +556,11 @@ func (c *Connection) LogoutURL(ctx context.Context, idTokenHint, postLogoutRedir
 
 // Result is the outcome of a code exchange.
 type Result struct {
-	Subject      string
-	Claims       map[string]any // ID-token claims, merged with userinfo when fetched
+	Subject string
+	Claims  map[string]any // ID-token claims, merged with userinfo when fetched
+	// Profile is the user profile the connection's claim mapping made of the ID token and
+	// userinfo (ClaimMapping.Profile): the claims of the broker's tokens.
+	Profile      map[string]any
 	IDTokenAlg   string
 	TokenType    string // as the upstream sent it
 	DPoPBound    bool   // token_type == DPoP (RFC 9449 §5)
@@ -647,6 +645,8 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	}
 	res.Subject = idt.Subject
 	res.Claims = claims
+	idClaims := maps.Clone(claims) // before userinfo is merged in: ${context.tokenset.id_token.…}
+	var userinfo map[string]any
 	if at, ok := numericDate(claims["auth_time"]); ok {
 		res.AuthTime = at
 	}
@@ -666,7 +666,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		ui, err := doc.Provider.UserInfo(uctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok.AccessToken, TokenType: tt}))
 		res.NonceDropped = res.NonceDropped || utrace.NonceDropped
 		if err == nil {
-			err = mergeUserinfo(ui, idt.Subject, claims)
+			userinfo, err = mergeUserinfo(ui, idt.Subject, claims)
 		}
 		if err != nil {
 			res.UserinfoStatus = UserinfoFailure
@@ -678,6 +678,9 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 			return res, &Error{Code: code, Description: fmt.Sprintf("userinfo: %v", err), Err: err}
 		}
 		res.UserinfoStatus = UserinfoSuccess
+	}
+	if res.Profile, err = c.cfg.claims.Profile(idClaims, userinfo); err != nil {
+		return res, err
 	}
 	return res, nil
 }
@@ -889,19 +892,20 @@ var idTokenOnly = map[string]bool{
 	"sid": true, "jti": true,
 }
 
-// mergeUserinfo adds userinfo claims to claims; the userinfo sub must equal the ID token's.
-func mergeUserinfo(ui *oidc.UserInfo, sub string, claims map[string]any) error {
+// mergeUserinfo adds userinfo claims to claims and returns them; the userinfo sub must equal
+// the ID token's (OIDC Core §5.3.2).
+func mergeUserinfo(ui *oidc.UserInfo, sub string, claims map[string]any) (map[string]any, error) {
 	if ui.Subject != sub {
-		return fmt.Errorf("userinfo sub %q does not match the ID token sub %q", ui.Subject, sub)
+		return nil, fmt.Errorf("userinfo sub %q does not match the ID token sub %q", ui.Subject, sub)
 	}
 	var extra map[string]any
 	if err := ui.Claims(&extra); err != nil {
-		return fmt.Errorf("decoding userinfo claims: %w", err)
+		return nil, fmt.Errorf("decoding userinfo claims: %w", err)
 	}
 	for k, v := range extra {
 		if !idTokenOnly[k] {
 			claims[k] = v
 		}
 	}
-	return nil
+	return extra, nil
 }
