@@ -614,6 +614,9 @@ type upstreamStats struct {
 	AuthorizationRequests int            `json:"authorization_requests"`
 	UserinfoRequests      int            `json:"userinfo_requests"`
 	BackchannelLogouts    map[string]int `json:"backchannel_logouts"`
+	// AuthorizationParams are login_hint, acr_values, ui_locales, display and prompt of the
+	// last authorization request.
+	AuthorizationParams map[string]string `json:"authorization_params"`
 }
 
 func getStats(t *testing.T, upstreamURL string) upstreamStats {

@@ -27,6 +27,10 @@ type scenario struct {
 	// okta: the connection is strategy okta with options.domain (the upstream's origin) and
 	// authorization_server_id "default" instead of an issuer (upstream.mjs --mode okta).
 	okta bool
+	// connOptions are YAML lines appended to the connection's options (6-space indent);
+	// rpArgs are more rp.mjs arguments.
+	connOptions string
+	rpArgs      []string
 }
 
 type world struct {
@@ -62,6 +66,7 @@ func setup(t *testing.T, sc scenario) *world {
 	if sc.rpScope != "" {
 		rpArgs = append(rpArgs, "--scope", sc.rpScope)
 	}
+	rpArgs = append(rpArgs, sc.rpArgs...)
 	_, rpURL := startNode(t, "rp.mjs", rpArgs...)
 
 	env := map[string]string{
@@ -134,7 +139,7 @@ connections:
       type: back_channel
 %[6]s
       fetch_userinfo: %[7]t
-`, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy)
+%[9]s`, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy, sc.connOptions)
 	b := startBroker(t, brokerSock, cfg, env)
 	return &world{upstreamURL: upstreamURL, rpURL: rpURL, broker: b}
 }

@@ -1,7 +1,7 @@
 // rp.mjs: a downstream app (relying party) built on openid-client v6, logging in through the broker.
 //
 // Usage: node rp.mjs --port 0 --issuer http://127.0.0.1:8080/ --client-id app --client-secret S
-//          [--dpop [--dpop-alg ES256]] [--audience API] [--listen-fd 3 (instead of --port)]
+//          [--dpop [--dpop-alg ES256]] [--audience API] [--login-hint HINT] [--listen-fd 3 (instead of --port)]
 //
 // Prints "READY http://127.0.0.1:PORT" once listening. Discovery runs lazily on the first /login, so
 // the app may start before the broker. GET /login redirects to the broker (PKCE S256, state, nonce);
@@ -36,6 +36,7 @@ const { values: args } = parseArgs({
     dpop: { type: 'boolean', default: false },
     'dpop-alg': { type: 'string', default: 'ES256' },
     audience: { type: 'string', default: '' },
+    'login-hint': { type: 'string', default: '' },
   },
 });
 if (!args.issuer) {
@@ -141,6 +142,7 @@ async function login(req, res) {
   };
   if (args.connection) params.connection = args.connection;
   if (args.audience) params.audience = args.audience;
+  if (args['login-hint']) params.login_hint = args['login-hint'];
   const id = crypto.randomBytes(16).toString('base64url');
   if (pending.size >= MAX_PENDING) pending.delete(pending.keys().next().value);
   pending.set(id, tx);

@@ -13,7 +13,10 @@
 // No manual UI: interactions complete automatically as account "alice" with consent for what was asked,
 // so a cookie-jar HTTP client that follows redirects finishes the flow. GET /__stats answers
 // {token_requests, nonce_challenges, token_types, dpop_proofs, nonce_proofs, authorization_requests,
-// userinfo_requests, backchannel_logouts}. Each token request is
+// userinfo_requests, backchannel_logouts, authorization_params}, where authorization_params are the
+// login_hint, acr_values, ui_locales, display and prompt of the last authorization request (query
+// or pushed body). Account alice has groups ["engineering", "admins"], released with scope groups.
+// Each token request is
 // logged on stdout as a JSON line (presence of DPoP proof and nonce only: never a code, proof or token).
 // POST ISSUER/__dpop_nonce?require=false|true (modes nonce, dpop, rsaonly, okta) swaps in a provider
 // built like a new deployment behind the same issuer (same keys, client and stored grants): false =
@@ -86,6 +89,7 @@ const account = {
   name: 'Alice Example',
   email: 'alice@example.com',
   email_verified: true,
+  groups: ['engineering', 'admins'],
 };
 
 const dPoP = {
@@ -163,11 +167,12 @@ const configuration = {
     openid: ['sub'],
     profile: ['name'],
     email: ['email', 'email_verified'],
+    groups: ['groups'],
   },
   // Put the scope-requested claims (name, email) into the ID token too, not only into userinfo.
   conformIdTokenClaims: false,
   responseTypes: ['code'],
-  scopes: ['openid', 'profile', 'email'],
+  scopes: ['openid', 'profile', 'email', 'groups'],
   interactions: { url: (_ctx, interaction) => `${mountPath}/interaction/${interaction.uid}` },
   findAccount: (_ctx, sub) => (sub === account.sub
     ? { accountId: sub, claims: () => ({ ...account }) }
@@ -239,7 +244,11 @@ const stats = {
   authorization_requests: 0,
   userinfo_requests: 0,
   backchannel_logouts: { succeeded: 0, failed: 0 },
+  authorization_params: {},
 };
+
+// The authorization request parameters /__stats reports (never state, nonce, PKCE or codes).
+const REPORTED_PARAMS = ['login_hint', 'acr_values', 'ui_locales', 'display', 'prompt'];
 
 // proofNonce reports whether a DPoP proof carries a nonce claim (decoded without verification:
 // oidc-provider does the verification; we only count).
@@ -277,6 +286,11 @@ async function track(ctx, next) {
 
   if (route === routes.authorization || route.startsWith(`${routes.authorization}/`)) {
     stats.authorization_requests += 1;
+  }
+  if (route === routes.authorization) { // the request itself, not its resumption after login
+    const params = ctx.oidc?.params ?? ctx.query;
+    stats.authorization_params = Object.fromEntries(REPORTED_PARAMS
+      .filter((k) => typeof params?.[k] === 'string').map((k) => [k, params[k]]));
   }
   if (route === routes.userinfo) {
     stats.userinfo_requests += 1;
