@@ -304,12 +304,3 @@ func issProblem(q url.Values, st *upstream.Start) string {
 	}
 	return ""
 }
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
