@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Claim mapping (a connection's options.attribute_map, in the identity SaaS's form): which
@@ -75,13 +77,16 @@ const (
 const CodeClaimsTooLarge = "claims_too_large"
 
 // CheckClaimName checks the name of a profile claim (an attributes key, or a claim an API's
-// access tokens carry): not empty, at most 256 bytes, not reserved (reservedClaims).
+// access tokens carry): not empty, at most 256 bytes, no control characters, not reserved
+// (reservedClaims).
 func CheckClaimName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("a claim name must not be empty")
 	case len(name) > maxClaimNameBytes:
 		return fmt.Errorf("a claim name must be at most %d bytes", maxClaimNameBytes)
+	case strings.ContainsFunc(name, unicode.IsControl) || !utf8.ValidString(name):
+		return errors.New("a claim name must be UTF-8 text without control characters")
 	case reservedClaims[name]:
 		return fmt.Errorf("%q is a reserved claim name: use a namespaced name such as https://example.com/%s", name, name)
 	}

@@ -86,6 +86,8 @@ func TestClaimMappingRefusesWhatItCannotMap(t *testing.T) {
 			wantErr: `attribute_map.attributes.groups: "groups" is a reserved claim name: use a namespaced name such as https://example.com/groups`},
 		{name: "protocol claim cannot be mapped", mode: MappingBindAll, attributes: map[string]string{"sub": "${context.userinfo.email}"},
 			wantErr: `"sub" is a reserved claim name`},
+		{name: "control character in a claim name", mode: MappingUseMap, attributes: map[string]string{"nick\nname": "x"},
+			wantErr: "without control characters"},
 		{name: "template too long", mode: MappingUseMap, attributes: map[string]string{"nickname": strings.Repeat("x", 1025)},
 			wantErr: "at most 1024 bytes"},
 	}
