@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -19,24 +17,6 @@ const (
 	groupsClaim = "https://example.com/groups"
 	claimsAPI   = "https://api.example.com"
 )
-
-// jwtPayload decodes a JWT's claims without checking it (the tests that need checks make them).
-func jwtPayload(t *testing.T, raw string) map[string]any {
-	t.Helper()
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWS: %d parts", len(parts))
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	var m map[string]any
-	if err == nil {
-		err = json.Unmarshal(b, &m)
-	}
-	if err != nil {
-		t.Fatalf("JWT payload: %v", err)
-	}
-	return m
-}
 
 // groupsHarness is a broker whose corp connection maps the upstream's groups (a reserved name)
 // to a namespaced claim, and whose API's access tokens carry that claim and email.
@@ -98,28 +78,20 @@ func TestMappedClaimsReachIDTokenUserinfoAndTheAPIsAccessToken(t *testing.T) {
 				t.Fatalf("token: %d %v", status, body)
 			}
 			idt, _ := body["id_token"].(string)
-			if got := profileOf(jwtPayload(t, idt)); !reflect.DeepEqual(got, tt.wantID) {
+			if got := profileOf(claimsOf(t, idt)); !reflect.DeepEqual(got, tt.wantID) {
 				t.Errorf("ID token profile claims\n got %v\nwant %v", got, tt.wantID)
 			}
 			at, _ := body["access_token"].(string)
-			atClaims := jwtPayload(t, at)
+			atClaims := claimsOf(t, at)
 			if got := profileOf(atClaims); !reflect.DeepEqual(got, tt.wantAPIAT) {
 				t.Errorf("API access token profile claims\n got %v\nwant %v", got, tt.wantAPIAT)
 			}
 			if atClaims["sub"] != "oidc|corp|alice" || atClaims["iss"] != h.cfg.Issuer {
 				t.Errorf("access token's own claims changed: %v", atClaims)
 			}
-			req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/userinfo", nil)
-			req.Header.Set("Authorization", "Bearer "+at)
-			uresp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ui map[string]any
-			_ = json.NewDecoder(uresp.Body).Decode(&ui)
-			_ = uresp.Body.Close()
-			if got := profileOf(ui); uresp.StatusCode != http.StatusOK || !reflect.DeepEqual(got, tt.wantID) {
-				t.Errorf("userinfo %d: %v, want %v", uresp.StatusCode, got, tt.wantID)
+			ui := h.userinfo("Bearer "+at, "")
+			if got := profileOf(ui.body); ui.status != http.StatusOK || !reflect.DeepEqual(got, tt.wantID) {
+				t.Errorf("userinfo %d: %v, want %v", ui.status, got, tt.wantID)
 			}
 		})
 	}
