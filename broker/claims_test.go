@@ -10,6 +10,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/config/configtest"
+	"github.com/dpop-broker/dpop-broker/upstream"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
@@ -204,5 +205,27 @@ func TestManagementAPIRefusesWhatConfigValidateRefusesWithTheSameReason(t *testi
 			r := api(t, h.srv.URL, "POST", "/api/v2/connections", tokAll, map[string]any{"name": fmt.Sprintf("refused-%d", i), "strategy": "oidc", "options": opts})
 			wantAPIError(t, r, http.StatusBadRequest, "invalid_body", "options."+tt.key+": "+reason)
 		})
+	}
+}
+
+func TestOversizedUserProfileFailsTheLoginWithClaimsTooLarge(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		up: demoidp.Options{DPoPAlgs: []string{"ES256"}, Claims: map[string]any{
+			"email": "alice@example.com", "blob": strings.Repeat("x", upstream.MaxProfileBytes),
+		}},
+		mutate: func(c *config.Config) {
+			c.Connections[0].Options.AttributeMap = &config.AttributeMap{MappingMode: upstream.MappingBindAll}
+		},
+	})
+	q := h.login()
+	if q.Get("error") != "server_error" || q.Get("code") != "" || !strings.Contains(q.Get("error_description"), upstream.CodeClaimsTooLarge) {
+		t.Fatalf("app callback %v, want server_error naming %s", q, upstream.CodeClaimsTooLarge)
+	}
+	ev := h.lastEvent()
+	if ev.Type != "f" || detail(ev, "error") != upstream.CodeClaimsTooLarge || !strings.Contains(fmt.Sprint(detail(ev, "error_description")), "narrow options.attribute_map") {
+		t.Errorf("event %s %v, want f with error %s and the remedy", ev.Type, ev.Details, upstream.CodeClaimsTooLarge)
+	}
+	if n := len(h.recentEvents(100)); n != 1 {
+		t.Errorf("%d events, want the one f (no session, no code)", n)
 	}
 }

@@ -64,6 +64,13 @@ func TestAttributeMapAndUpstreamParamsFromYAML(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back.UpstreamParams, o.UpstreamParams) || !reflect.DeepEqual(back.AttributeMap, o.AttributeMap) {
 		t.Errorf("JSON round trip: %v %+v", err, back)
 	}
+	// A null entry is no parameter; bare scalars are values.
+	var sdk ConnectionOptions
+	err = json.Unmarshal([]byte(`{"upstream_params":{"prompt":null,"max_age_hint":3,"offline_access":false,"login_hint":{"alias":"login_hint"}}}`), &sdk)
+	want := ParamMap{"max_age_hint": {Value: "3"}, "offline_access": {Value: "false"}, "login_hint": {Alias: "login_hint"}}
+	if err != nil || !reflect.DeepEqual(sdk.UpstreamParams, want) {
+		t.Errorf("upstream_params from JSON: %v %+v, want %+v", err, sdk.UpstreamParams, want)
+	}
 }
 
 func TestClaimMappingAndUpstreamParamProblemsNameTheKey(t *testing.T) {

@@ -445,6 +445,9 @@ func (p *ParamMap) UnmarshalJSON(b []byte) error {
 	}
 	out := make(ParamMap, len(raw))
 	for k, v := range raw {
+		if string(v) == "null" { // no parameter (the SaaS's SDK types allow null)
+			continue
+		}
 		var obj struct {
 			Value json.RawMessage `json:"value"`
 			Alias *string         `json:"alias"`
