@@ -91,6 +91,8 @@ func TestClaimMappingAndUpstreamParamProblemsNameTheKey(t *testing.T) {
 			want: FieldError{Key: p + "attribute_map.attributes.groups", Reason: `"groups" is a reserved claim name: use a namespaced name such as https://example.com/groups`}},
 		{name: "template that is not a string", attributes: "          nickname: [a, b]\n", params: okParam,
 			want: FieldError{Key: p + "attribute_map.attributes.nickname", Reason: "must be a string"}},
+		{name: "template that is null", attributes: "          nickname: ~\n", params: okParam,
+			want: FieldError{Key: p + "attribute_map.attributes.nickname", Reason: "must be a string"}},
 		{name: "unknown mapping mode", attributes: okAttr, params: okParam, mut: func(c *Config) { c.Connections[0].Options.AttributeMap.MappingMode = "all" },
 			want: FieldError{Key: p + "attribute_map.mapping_mode", Reason: `"all" is not supported (use use_map, bind_all or basic_profile)`}},
 		{name: "mapping mode missing", attributes: okAttr, params: okParam, mut: func(c *Config) { c.Connections[0].Options.AttributeMap.MappingMode = "" },

@@ -112,7 +112,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode {
+			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode || v.ShortTag() == "!!null" {
 				*errs = append(*errs, FieldError{Key: joinKey(path, n.Content[i].Value), Reason: "must be a string"})
 			} else if v.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
 				v.Tag = "!!str"
