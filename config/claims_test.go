@@ -99,6 +99,8 @@ func TestClaimMappingAndUpstreamParamProblemsNameTheKey(t *testing.T) {
 			want: FieldError{Key: p + "attribute_map.mapping_mode", Reason: "is required (use use_map, bind_all or basic_profile)"}},
 		{name: "use_map without attributes", attributes: okAttr, params: okParam, mut: func(c *Config) { c.Connections[0].Options.AttributeMap.Attributes = nil },
 			want: FieldError{Key: p + "attribute_map.attributes", Reason: "mapping_mode use_map needs at least one attribute"}},
+		{name: "userinfo scope that is no scope list", attributes: okAttr, params: okParam, mut: func(c *Config) { c.Connections[0].Options.AttributeMap.UserinfoScope = "groups\"x" },
+			want: FieldError{Key: p + "attribute_map.userinfo_scope", Reason: "must be at most 255 characters of space-separated scope names (RFC 6749 §3.3)"}},
 		{name: "parameter outside the safe list", attributes: okAttr, params: "        redirect_uri: https://evil.example/cb\n",
 			want: FieldError{Key: p + "upstream_params.redirect_uri", Reason: "is set by the broker and cannot be overridden"}},
 		{name: "unknown parameter", attributes: okAttr, params: "        blog: myblog\n",
