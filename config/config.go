@@ -321,6 +321,9 @@ type Connection struct {
 	// EnabledClients are client ids that may use the connection, in addition to the clients
 	// whose own connections list names it.
 	EnabledClients []string `yaml:"enabled_clients" json:"enabled_clients,omitempty"`
+	// ShowAsButton puts the connection on the sign-in pages as a button (absent: true);
+	// false leaves it to home-realm discovery by options.domain_aliases (homerealm.go).
+	ShowAsButton *bool `yaml:"show_as_button" json:"show_as_button,omitempty"`
 }
 
 // ConnectionOptions mirror the SaaS connection options.
@@ -344,6 +347,10 @@ type ConnectionOptions struct {
 	// (PUBLIC_URL/login/callback/{connection id}, the mix-up defence of RFC 9700 §4.4.2 for
 	// upstreams without RFC 9207 iss).
 	CallbackPath string `yaml:"callback_path" json:"callback_path,omitempty"`
+	// DomainAliases are the email domains whose users sign in through this connection
+	// (home-realm discovery, homerealm.go); IconURL is the image on its sign-in button.
+	DomainAliases []string `yaml:"domain_aliases" json:"domain_aliases,omitempty"`
+	IconURL       string   `yaml:"icon_url" json:"icon_url,omitempty"`
 }
 
 // options.callback_path values.

@@ -454,6 +454,7 @@ func (v *validator) connections(c *Config) {
 		}
 		v.connection(p+".", cc, clients, audiences)
 	}
+	v.sharedDomainAliases(c.Connections)
 }
 
 // clientIDs returns the configured client ids.
@@ -488,6 +489,7 @@ func (v *validator) connection(p string, cc *Connection, clients map[string]bool
 	if len(cc.DisplayName) > 128 {
 		v.add(p+"display_name", "must be at most 128 characters")
 	}
+	v.homeRealm(p, cc)
 	switch cc.Strategy {
 	case "oidc":
 		if o.Issuer == "" && o.DiscoveryURL == "" {
