@@ -112,12 +112,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 // startLogin picks the connection for an accepted authorization request, starts the upstream
 // login and stores the login transaction. It returns the upstream start and the secret of the
 // browser's transaction cookie; when it returns ok false it has answered the request itself
-// (the connection chooser, an error redirect to the app or an error page) and recorded the
+// (a sign-in page, an error redirect to the app or an error page) and recorded the
 // failure on ev.
 //
 // The connections: a snapshot up to registryRecheck old starts the login, and the store's
 // connection version, read in the same round trip as the transaction write, confirms it.
-// When the version moved, or the snapshot gives anything but a started login (chooser,
+// When the version moved, or the snapshot gives anything but a started login (a page,
 // refusal, upstream failure), the request is decided again with the current connections (a
 // second pass, at most once). So every replica uses a change from its next /authorize,
 // without a separate version read per login. A store that cannot return the version with the
@@ -131,7 +131,7 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 	}
 	for attempt := 0; attempt < 2; attempt++ { // the second pass always has fresh set
 		var beginErr error
-		conn, chooser := s.pickConnection(r, snap, client, q.Get("connection"))
+		conn, signIn, refusal := s.pickConnection(snap, client, q)
 		if conn != nil && conn.err == nil {
 			st, beginErr = conn.up.Begin(r.Context(), s.callbackFor(conn), upstreamOptions(q)...)
 		}
@@ -149,11 +149,13 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 		}
 		if conn == nil {
 			switch name := q.Get("connection"); {
-			case chooser != nil:
-				renderPage(w, http.StatusOK, *chooser)
+			case signIn != nil:
+				renderSignIn(w, signIn)
 			case name != "":
 				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
 					Description: "connection " + s.clipEvent(name, 64) + " is not enabled for this application"})
+			case refusal != "":
+				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest, Description: refusal})
 			default:
 				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
 					Description: "no connection is enabled for this application"})
@@ -280,29 +282,29 @@ func authorizeProblem(q url.Values, client *config.Client) *oauthError {
 
 // pickConnection returns the connection for the request: the named one (enabled for the
 // client: listed in its connections or naming it in enabled_clients), or the client's only
-// one. With several and none named it returns the chooser page to show; an unknown or
-// disabled name, or no enabled connection, returns neither.
-func (s *Server) pickConnection(r *http.Request, snap *connSnapshot, client *config.Client, name string) (*connection, *page) {
+// one, or with several and none named the one home-realm discovery routes to (homerealm.go).
+// Otherwise it returns the page to show (identifier-first or chooser), or neither: an unknown
+// or disabled name, or no connection that can be used, with refusal saying why when it is
+// not one of those.
+func (s *Server) pickConnection(snap *connSnapshot, client *config.Client, q url.Values) (conn *connection, p *signInPage, refusal string) {
 	enabled := snap.enabledFor(client)
-	if name != "" {
+	if name := q.Get("connection"); name != "" {
 		if !slices.Contains(enabled, name) {
-			return nil, nil
+			return nil, nil, ""
 		}
-		return snap.byName[name], nil
+		return snap.byName[name], nil, ""
 	}
 	switch len(enabled) {
 	case 0:
-		return nil, nil
+		return nil, nil, ""
 	case 1:
-		return snap.byName[enabled[0]], nil
+		return snap.byName[enabled[0]], nil, ""
 	}
-	p := page{Title: "Choose how to sign in", Message: "Sign in to " + clientName(client) + " with:"}
-	for _, n := range enabled {
-		q := r.URL.Query()
-		q.Set("connection", n)
-		p.Links = append(p.Links, pageLink{URL: s.base + "/authorize?" + q.Encode(), Text: n})
+	conns := make([]*connection, len(enabled))
+	for i, n := range enabled {
+		conns[i] = snap.byName[n] // enabledFor lists stored connections only
 	}
-	return nil, &p
+	return s.homeRealm(q, client, conns)
 }
 
 // beginFailure is the failure of a login whose connection cannot start it (discovery or

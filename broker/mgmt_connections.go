@@ -30,6 +30,7 @@ type apiConnection struct {
 	Options            config.ConnectionOptions `json:"options"`
 	Realms             []string                 `json:"realms"`
 	IsDomainConnection bool                     `json:"is_domain_connection"`
+	ShowAsButton       bool                     `json:"show_as_button"`
 	EnabledClients     *[]string                `json:"enabled_clients,omitempty"` // by id only
 }
 
@@ -39,7 +40,7 @@ func (s *Server) view(cc *config.Connection, withClients bool) apiConnection {
 	o.ClientSecret = "" // write-only
 	v := apiConnection{
 		ID: cc.ID, Name: cc.Name, DisplayName: cc.DisplayName, Strategy: cc.Strategy, Options: o,
-		Realms: []string{cc.Name},
+		Realms: []string{cc.Name}, ShowAsButton: cc.ButtonShown(),
 	}
 	if withClients {
 		ec := s.effectiveClients(cc)
@@ -59,6 +60,7 @@ type connectionBody struct {
 	DisplayName    *string         `json:"display_name"`
 	Options        json.RawMessage `json:"options"`
 	EnabledClients *[]string       `json:"enabled_clients"`
+	ShowAsButton   *bool           `json:"show_as_button"`
 }
 
 func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
@@ -92,6 +94,9 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 			}
 		}
 		return &apiError{http.StatusBadRequest, code, "Payload validation error: " + strings.Join(msgs, "; ")}
+	}
+	if aerr := s.domainAliasClash(ctx, cc); aerr != nil {
+		return aerr
 	}
 	up, err := upstream.New(upstreamConfig(cc), s.reg.opts)
 	alg := cc.Options.DPoPSigningAlg
@@ -314,6 +319,9 @@ func (s *Server) createConnection(c *mgmtCall) *apiError {
 	if body.EnabledClients != nil {
 		cc.EnabledClients = *body.EnabledClients
 	}
+	if body.ShowAsButton != nil {
+		cc.ShowAsButton = body.ShowAsButton
+	}
 	c.conn = cc.Name
 	if aerr := s.checkConnection(c, &cc); aerr != nil {
 		return aerr
@@ -363,9 +371,9 @@ func newConnectionID() string {
 	return "con_" + string(b)
 }
 
-// PATCH /api/v2/connections/{id}: display_name, enabled_clients, options. options replaces
-// the whole object: without dpop_signing_alg DPoP is off. client_secret is write-only,
-// so options without it keep the stored secret. name and strategy cannot change.
+// PATCH /api/v2/connections/{id}: display_name, enabled_clients, show_as_button, options.
+// options replaces the whole object: without dpop_signing_alg DPoP is off. client_secret is
+// write-only, so options without it keep the stored secret. name and strategy cannot change.
 func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	doc, aerr := s.loadConnection(c)
 	if aerr != nil {
@@ -387,6 +395,9 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	}
 	if body.EnabledClients != nil {
 		cc.EnabledClients = *body.EnabledClients
+	}
+	if body.ShowAsButton != nil {
+		cc.ShowAsButton = body.ShowAsButton
 	}
 	if len(body.Options) > 0 {
 		opts, aerr := decodeOptions(body.Options)

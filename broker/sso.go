@@ -229,7 +229,8 @@ type ssoDecision struct {
 
 // ssoFor decides whether the request can be answered from the browser's session: a live
 // session (cookie secret checked, within its idle and absolute lifetimes) whose connection is
-// enabled for the client and usable, matching connection= when given, with no prompt=login or
+// enabled for the client and usable, matching connection= when given (or, without it, the
+// connection a login_hint's email domain routes to, homerealm.go), with no prompt=login or
 // select_account and no max_age its auth_time exceeds (OIDC Core §3.1.2.1).
 func (s *Server) ssoFor(r *http.Request, q url.Values, client *config.Client) (ssoDecision, error) {
 	tag, raw, sess, err := s.cookieSession(r)
@@ -268,6 +269,10 @@ func (s *Server) ssoFor(r *http.Request, q url.Values, client *config.Client) (s
 	c := snap.byName[sess.Connection]
 	if c == nil || c.err != nil || !slices.Contains(snap.enabledFor(client), sess.Connection) {
 		return no("the session's connection is not enabled for this application", "login_required")
+	}
+	if n := hintedConnection(snap, client, q); n != "" && n != sess.Connection && q.Get("connection") == "" {
+		// Home-realm discovery (homerealm.go) sends this address to another connection.
+		return no("login_hint routes to another connection", "login_required")
 	}
 	return ssoDecision{tag: tag, sess: sess, raw: raw, conn: c}, nil
 }

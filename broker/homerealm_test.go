@@ -1,0 +1,255 @@
+package broker
+
+import (
+	"html"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
+)
+
+// hrdHarness: the SPA client may use corp (domain alias corp.example), other (other.example,
+// a display name and an icon) and hidden (hidden.example, not shown as a button).
+func hrdHarness(t *testing.T) *harness {
+	t.Helper()
+	hide := false
+	return newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: func(c *config.Config) {
+		withMgmt(c)
+		c.Clients[1].Connections = []string{"corp", "other", "hidden"}
+		c.Connections[0].Options.DomainAliases = []string{"corp.example"}
+		c.Connections[1].DisplayName = `Other <b>Co</b>`
+		c.Connections[1].Options.DomainAliases = []string{"Other.Example", "other-group.example"}
+		c.Connections[1].Options.IconURL = "https://icons.example/other.png?size=32&v=1"
+		hidden := c.Connections[1]
+		hidden.Name, hidden.DisplayName, hidden.ShowAsButton = "hidden", "", &hide
+		hidden.Options.DomainAliases, hidden.Options.IconURL = []string{"hidden.example"}, ""
+		c.Connections = append(c.Connections, hidden)
+	}})
+}
+
+var (
+	hiddenField = regexp.MustCompile(`<input type="hidden" name="([^"]*)" value="([^"]*)">`)
+	buttonLink  = regexp.MustCompile(`<a class="connection" id="connection-corp" href="([^"]*)">`)
+)
+
+// spaLoginURL is the SPA's /authorize with mut applied.
+func (h *harness) spaLoginURL(mut func(url.Values)) string {
+	return h.authorizeURL(func(q url.Values) {
+		q.Set("client_id", spaClient)
+		q.Set("redirect_uri", h.app.URL+"/spa")
+		if mut != nil {
+			mut(q)
+		}
+	})
+}
+
+func TestHomeRealmDiscoveryRoutesByEmailDomain(t *testing.T) {
+	h := hrdHarness(t)
+	for _, tc := range []struct {
+		name           string
+		hint           string
+		connection     string
+		wantConnection string // the login goes to the upstream through it
+		wantPage       []string
+		wantNot        []string
+	}{
+		{name: "no hint shows the identifier-first page with the buttons",
+			wantPage: []string{`<form id="identifier" method="get" action="` + "http://", `name="login_hint" type="email"`,
+				`<input type="hidden" name="client_id" value="spa">`, `id="connection-corp"`, `id="connection-other"`,
+				`Other &lt;b&gt;Co&lt;/b&gt;`, `<img src="https://icons.example/other.png?size=32&amp;v=1" alt="">`},
+			wantNot: []string{`connection-hidden`, `<b>Co</b>`, `id="error"`, `name="login_hint" value`}},
+		{name: "login_hint with an alias goes straight to its connection", hint: "alice@Corp.Example", wantConnection: "corp"},
+		{name: "any alias of a connection routes to it", hint: "bob@other-group.example.", wantConnection: "other"},
+		{name: "a connection not shown as a button is reached by its domain", hint: "carol@hidden.example", wantConnection: "hidden"},
+		{name: "connection= wins over login_hint", hint: "alice@corp.example", connection: "other", wantConnection: "other"},
+		{name: "an unknown domain gets the chooser",
+			hint: "dave@unknown.example",
+			wantPage: []string{`No single sign-on is set up for unknown.example.`, `id="connection-corp"`, `id="connection-other"`,
+				`<a id="other" href="http://`},
+			wantNot: []string{`connection-hidden`, `<form`}},
+		{name: "a hint that is no email address is asked for again",
+			hint:     `"><script>x</script>`,
+			wantPage: []string{`id="error" role="alert"`, `value="&#34;&gt;&lt;script&gt;x&lt;/script&gt;"`, `aria-invalid="true"`},
+			wantNot:  []string{`<script>x`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := h.spaLoginURL(func(q url.Values) {
+				if tc.hint != "" {
+					q.Set("login_hint", tc.hint)
+				}
+				if tc.connection != "" {
+					q.Set("connection", tc.connection)
+				}
+			})
+			resp, body := get(t, h.browser(), u)
+			if tc.wantConnection != "" {
+				if q := appResult(t, resp, h.app.URL+"/spa"); q.Get("code") == "" {
+					t.Fatalf("login through %s: %v", tc.wantConnection, q)
+				}
+				if ev := h.lastEvent(); ev.Type != "s" || ev.Connection != tc.wantConnection {
+					t.Fatalf("event %s through %q, want s through %q", ev.Type, ev.Connection, tc.wantConnection)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/authorize" {
+				t.Fatalf("want the sign-in page, got %d at %s: %s", resp.StatusCode, resp.Request.URL, body)
+			}
+			csp := resp.Header.Get("Content-Security-Policy")
+			for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'", "img-src https://icons.example;", "style-src 'unsafe-inline'"} {
+				if !strings.Contains(csp+";", want) {
+					t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+				}
+			}
+			for _, want := range tc.wantPage {
+				if !strings.Contains(body, want) {
+					t.Errorf("page lacks %q:\n%s", want, body)
+				}
+			}
+			for _, not := range tc.wantNot {
+				if strings.Contains(body, not) {
+					t.Errorf("page has %q:\n%s", not, body)
+				}
+			}
+		})
+	}
+}
+
+// The identifier-first form repeats the app's request and adds the address as login_hint:
+// submitting it (what the browser does) routes like an app's login_hint, and the chooser's
+// links keep every parameter of the app's request.
+func TestIdentifierFormAndChooserLinksCarryTheAppsRequest(t *testing.T) {
+	h := hrdHarness(t)
+	b := h.browser()
+	resp, body := get(t, b, h.spaLoginURL(nil))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("identifier page: %d %s", resp.StatusCode, body)
+	}
+	form := url.Values{}
+	for _, m := range hiddenField.FindAllStringSubmatch(body, -1) {
+		form.Add(html.UnescapeString(m[1]), html.UnescapeString(m[2]))
+	}
+	if form.Get("state") != "app-state-123" || form.Get("code_challenge") == "" || form.Has("login_hint") {
+		t.Fatalf("hidden fields = %v", form)
+	}
+	form.Set("login_hint", "erin@other.example")
+	resp, _ = get(t, b, h.srv.URL+"/authorize?"+form.Encode())
+	if q := appResult(t, resp, h.app.URL+"/spa"); q.Get("code") == "" || q.Get("state") != "app-state-123" {
+		t.Fatalf("login after the identifier form: %v", q)
+	}
+	if ev := h.lastEvent(); ev.Connection != "other" {
+		t.Fatalf("connection = %q, want other", ev.Connection)
+	}
+
+	// Unknown domain: the chooser's button for corp finishes the login there.
+	_, body = get(t, h.browser(), h.spaLoginURL(func(q url.Values) { q.Set("login_hint", "frank@elsewhere.example") }))
+	m := buttonLink.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no corp button on the chooser:\n%s", body)
+	}
+	resp, _ = get(t, h.browser(), html.UnescapeString(m[1]))
+	if q := appResult(t, resp, h.app.URL+"/spa"); q.Get("code") == "" || q.Get("state") != "app-state-123" {
+		t.Fatalf("login from the chooser: %v", q)
+	}
+	if ev := h.lastEvent(); ev.Connection != "corp" {
+		t.Fatalf("connection = %q, want corp", ev.Connection)
+	}
+}
+
+// A broker session of one connection does not answer a login_hint that routes to another:
+// that is a new login there (single sign-on stays with the session's own connection).
+func TestLoginHintOfAnotherConnectionIsNotAnsweredBySession(t *testing.T) {
+	h := hrdHarness(t)
+	b := h.browser()
+	for i, tc := range []struct {
+		hint, wantConnection string
+		wantSSO              bool
+	}{
+		{hint: "alice@corp.example", wantConnection: "corp"},
+		{hint: "alice@corp.example", wantConnection: "corp", wantSSO: true},
+		{hint: "alice@other.example", wantConnection: "other"},
+	} {
+		resp, _ := get(t, b, h.spaLoginURL(func(q url.Values) { q.Set("login_hint", tc.hint) }))
+		if q := appResult(t, resp, h.app.URL+"/spa"); q.Get("code") == "" {
+			t.Fatalf("login %d: %v", i, q)
+		}
+		ev := h.lastEvent()
+		if ev.Connection != tc.wantConnection || (ev.Details["sso"] != nil) != tc.wantSSO {
+			t.Fatalf("login %d (%s): connection %q sso %v, want %q sso %v", i, tc.hint, ev.Connection, ev.Details["sso"], tc.wantConnection, tc.wantSSO)
+		}
+	}
+}
+
+// Every connection hidden and no domain alias: nothing can be chosen, the app is told why.
+func TestNoConnectionToChooseIsRefusedToTheApp(t *testing.T) {
+	hide := false
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: func(c *config.Config) {
+		for i := range c.Connections {
+			c.Connections[i].ShowAsButton = &hide
+		}
+	}})
+	resp, _ := get(t, h.browser(), h.spaLoginURL(nil))
+	q := appResult(t, resp, h.app.URL+"/spa")
+	if q.Get("error") != "invalid_request" || !strings.Contains(q.Get("error_description"), "show_as_button") {
+		t.Fatalf("app got %v", q)
+	}
+	if ev := h.lastEvent(); ev.Type != "f" || !strings.Contains(ev.Details["error_description"].(string), "domain_aliases") {
+		t.Fatalf("event = %+v", ev)
+	}
+}
+
+func TestManagementAPIShowAsButtonAndDomainAliases(t *testing.T) {
+	h := hrdHarness(t)
+	base := h.srv.URL + "/api/v2/connections"
+	body := map[string]any{"name": "acme", "strategy": "oidc", "display_name": "Acme", "show_as_button": false,
+		"options": map[string]any{"issuer": h.up.URL, "client_id": "x", "client_secret": "y",
+			"domain_aliases": []string{"acme.example"}, "icon_url": "https://icons.example/acme.svg"}}
+	r := api(t, base, http.MethodPost, "", tokAll, body)
+	if r.status != http.StatusCreated || r.obj()["show_as_button"] != false {
+		t.Fatalf("create: %d %s", r.status, r.raw)
+	}
+	id := r.obj()["id"].(string)
+	r = api(t, base, http.MethodGet, "/"+id, tokAll, nil)
+	opts, _ := r.obj()["options"].(map[string]any)
+	if r.obj()["show_as_button"] != false || opts["icon_url"] != "https://icons.example/acme.svg" || len(opts["domain_aliases"].([]any)) != 1 {
+		t.Fatalf("get: %s", r.raw)
+	}
+	r = api(t, base, http.MethodGet, "", tokAll, nil)
+	for _, c := range r.list() {
+		if c := c.(map[string]any); c["name"] == "corp" && c["show_as_button"] != true {
+			t.Fatalf("corp without show_as_button is shown as a button: %v", c)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		body    map[string]any
+		wantMsg string
+	}{
+		{name: "alias of another connection",
+			body:    map[string]any{"options": map[string]any{"issuer": h.up.URL, "client_id": "x", "domain_aliases": []string{"acme.example", "CORP.example"}}},
+			wantMsg: `options.domain_aliases[1]: "CORP.example" is already a domain alias of connection corp`},
+		{name: "not a domain",
+			body:    map[string]any{"options": map[string]any{"issuer": h.up.URL, "client_id": "x", "domain_aliases": []string{"*.acme.example"}}},
+			wantMsg: `options.domain_aliases[0]: "*.acme.example" must be a domain name`},
+		{name: "icon over plain http",
+			body:    map[string]any{"options": map[string]any{"issuer": h.up.URL, "client_id": "x", "icon_url": "http://icons.example/a.png"}},
+			wantMsg: `options.icon_url: "http://icons.example/a.png" must use https`},
+		{name: "show_as_button not a boolean", body: map[string]any{"show_as_button": "yes"}, wantMsg: "show_as_button"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := api(t, base, http.MethodPatch, "/"+id, tokAll, tc.body)
+			if msg, _ := r.obj()["message"].(string); r.status != http.StatusBadRequest || !strings.Contains(msg, tc.wantMsg) {
+				t.Fatalf("PATCH: %d %s, want 400 with %q", r.status, r.raw, tc.wantMsg)
+			}
+		})
+	}
+	// The connection's own aliases are no clash with itself.
+	r = api(t, base, http.MethodPatch, "/"+id, tokAll, map[string]any{"show_as_button": true,
+		"options": map[string]any{"issuer": h.up.URL, "client_id": "x", "domain_aliases": []string{"acme.example", "acme.test"}}})
+	if r.status != http.StatusOK || r.obj()["show_as_button"] != true {
+		t.Fatalf("PATCH own aliases: %d %s", r.status, r.raw)
+	}
+}
