@@ -4,7 +4,8 @@
 //          [--dpop [--dpop-alg ES256]] [--audience API] [--login-hint HINT] [--listen-fd 3 (instead of --port)]
 //
 // Prints "READY http://127.0.0.1:PORT" once listening. Discovery runs lazily on the first /login, so
-// the app may start before the broker. GET /login redirects to the broker (PKCE S256, state, nonce);
+// the app may start before the broker. GET /login redirects to the broker (PKCE S256, state, nonce,
+// and its own login_hint parameter when given);
 // GET /callback runs authorizationCodeGrant (state, PKCE, nonce, iss and ID-token checks by the
 // library) then fetchUserInfo, and answers JSON {claims, userinfo, token_type, id_token_alg} plus,
 // with --dpop, dpop_jkt (RFC 7638 thumbprint of the RP's DPoP public key) and the access token's
@@ -128,7 +129,7 @@ function jwtPayload(token) {
   }
 }
 
-async function login(req, res) {
+async function login(req, res, url) {
   const cfg = await getConfig();
   const verifier = client.randomPKCECodeVerifier();
   const tx = { state: client.randomState(), nonce: client.randomNonce(), verifier };
@@ -141,6 +142,7 @@ async function login(req, res) {
     nonce: tx.nonce,
   };
   if (args.connection) params.connection = args.connection;
+  if (url.searchParams.get('login_hint')) params.login_hint = url.searchParams.get('login_hint');
   if (args.audience) params.audience = args.audience;
   if (args['login-hint']) params.login_hint = args['login-hint'];
   const id = crypto.randomBytes(16).toString('base64url');
@@ -278,7 +280,7 @@ const server = createServer((req, res) => {
   const base = `http://${req.headers.host}`;
   const url = new URL(req.url, base);
   let handler;
-  if (req.method === 'GET' && url.pathname === '/login') handler = login(req, res);
+  if (req.method === 'GET' && url.pathname === '/login') handler = login(req, res, url);
   else if (req.method === 'GET' && url.pathname === '/callback') handler = callback(req, res, url);
   else if (req.method === 'GET' && url.pathname === '/healthz') handler = Promise.resolve(json(res, 200, { ok: true }));
   else if (req.method === 'GET' && url.pathname === '/logout') handler = logout(req, res);

@@ -17,6 +17,16 @@
 //   {id, op: "submit", tab, selector, wait_for}
 //                                  click selector on a plain page (a form's button) and wait until
 //                                  a new document shows wait_for (a CSS selector); answers {url, text}
+//   {id, op: "keys", tab, keys: [{press} | {type}], wait_origin, wait_for}
+//                                  keyboard only, in order: press a key (a Playwright key name such
+//                                  as "Tab", "Enter" or "Control+A") or type text into the focused
+//                                  element; with wait_origin (an origin) or wait_for (a CSS
+//                                  selector), then wait until a new document of that origin, or one
+//                                  showing that selector, has loaded; answers inspect's fields
+//   {id, op: "inspect", tab}       answers {url, text, focused: the focused element's id, images:
+//                                  [{src, complete, width}] (width: natural width, 0 when it did not
+//                                  load), csp_violations: ["directive blocked-URI", …]}
+//   {id, op: "clear_cookies"}      forgets every cookie (the next page sees a new visitor)
 //   {id, op: "shot", tab, path}    full-page screenshot of the tab
 // A page is settled when its #status reads "ready…" or "failed…" (spa/sso.html); the answer of
 // open, reload and click then carries {url, status, state, silent, page_error} read from the page.
@@ -51,6 +61,14 @@ try {
   console.error(`sso-browser: launch ${args.chromium}: ${err?.message?.split('\n')[0]}`);
   process.exit(1);
 }
+
+// Every document records the Content-Security-Policy violations it sees (inspect reports them).
+await context.addInitScript(() => {
+  window.__cspViolations = [];
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`);
+  });
+});
 
 let requests = [];
 context.on('response', (res) => {
@@ -134,6 +152,41 @@ async function settle(page, origin, { mark, wantSilent } = {}) {
   throw new Error(`page not settled within ${stepTimeout} ms at ${page.url()} (last read ${JSON.stringify(last)})\npage text:\n${text}`);
 }
 
+// markDocument marks the tab's current document, so that newDocument can tell it from the next.
+async function markDocument(page) {
+  const mark = `m${Date.now()}${Math.random()}`;
+  await page.evaluate((m) => { window.__ssoMark = m; }, mark);
+  return mark;
+}
+
+// newDocument polls (bounded) until the tab shows a loaded document other than the marked one,
+// of origin when given, showing selector when given.
+async function newDocument(page, mark, { origin, selector }) {
+  const deadline = Date.now() + stepTimeout;
+  for (;;) {
+    let found = false;
+    try {
+      found = await page.evaluate(([m, o, sel]) => window.__ssoMark !== m && document.readyState === 'complete'
+        && (!o || location.origin === o) && (!sel || document.querySelector(sel) !== null), [mark, origin, selector]);
+    } catch { /* navigating */ }
+    if (found) return;
+    if (Date.now() > deadline) {
+      throw new Error(`no new document${origin ? ` of ${origin}` : ''}${selector ? ` showing ${selector}` : ''} within ${stepTimeout} ms (at ${page.url()})`);
+    }
+    await sleep(50);
+  }
+}
+
+// inspect reads what a keyboard user and the page policy see on the tab's document.
+async function inspect(page) {
+  const seen = await page.evaluate(() => ({
+    focused: document.activeElement?.id || undefined,
+    images: [...document.images].map((img) => ({ src: img.currentSrc || img.src, complete: img.complete, width: img.naturalWidth })),
+    csp_violations: window.__cspViolations ?? [],
+  }));
+  return { url: page.url(), text: (await page.locator('body').innerText()).trim().slice(0, 4000), ...seen };
+}
+
 async function run(cmd) {
   const page = await tab(cmd.tab ?? 'main');
   switch (cmd.op) {
@@ -161,22 +214,25 @@ async function run(cmd) {
       return { http_status: res?.status(), url: page.url(), text };
     }
     case 'submit': {
-      const mark = `m${Date.now()}${Math.random()}`;
-      await page.evaluate((m) => { window.__ssoMark = m; }, mark);
+      const mark = await markDocument(page);
       await page.locator(cmd.selector).click();
-      const deadline = Date.now() + stepTimeout;
-      for (;;) {
-        let found = false;
-        try {
-          found = await page.evaluate(([m, sel]) => window.__ssoMark !== m && document.readyState === 'complete'
-            && document.querySelector(sel) !== null, [mark, cmd.wait_for]);
-        } catch { /* navigating */ }
-        if (found) break;
-        if (Date.now() > deadline) throw new Error(`${cmd.wait_for} not shown within ${stepTimeout} ms (at ${page.url()})`);
-        await sleep(50);
-      }
+      await newDocument(page, mark, { selector: cmd.wait_for });
       return { url: page.url(), text: (await page.locator('body').innerText()).trim().slice(0, 4000) };
     }
+    case 'keys': {
+      const mark = await markDocument(page);
+      for (const k of cmd.keys ?? []) {
+        if (k.press) await page.keyboard.press(k.press);
+        else if (k.type) await page.keyboard.type(k.type);
+      }
+      if (cmd.wait_origin || cmd.wait_for) await newDocument(page, mark, { origin: cmd.wait_origin, selector: cmd.wait_for });
+      return inspect(page);
+    }
+    case 'inspect':
+      return inspect(page);
+    case 'clear_cookies':
+      await context.clearCookies();
+      return {};
     case 'shot':
       await page.screenshot({ path: cmd.path, fullPage: true });
       return {};

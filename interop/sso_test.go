@@ -87,7 +87,19 @@ type ssoAnswer struct {
 	HTTPStatus int            `json:"http_status"`
 	Text       string         `json:"text"`
 	Requests   []ssoRequest   `json:"requests"`
-	raw        string
+	// Focused, Images and CSPViolations answer keys and inspect.
+	Focused       string     `json:"focused"`
+	Images        []ssoImage `json:"images"`
+	CSPViolations []string   `json:"csp_violations"`
+	raw           string
+}
+
+// ssoImage is an image of the page: its URL, whether it finished, its natural width (0: it
+// did not load).
+type ssoImage struct {
+	Src      string `json:"src"`
+	Complete bool   `json:"complete"`
+	Width    int    `json:"width"`
 }
 
 // ssoRequest is a response from a watched origin (the broker, the upstream) during one step.
