@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"encoding/json"
 	"html"
 	"net/http"
 	"net/url"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
@@ -183,21 +186,58 @@ func TestLoginHintOfAnotherConnectionIsNotAnsweredBySession(t *testing.T) {
 	}
 }
 
-// Every connection hidden and no domain alias: nothing can be chosen, the app is told why.
-func TestNoConnectionToChooseIsRefusedToTheApp(t *testing.T) {
+// Every connection hidden: without domain aliases nothing can be chosen and the app is told
+// why; with one, an address of another domain is asked for again (there is no chooser to
+// fall back to).
+func TestHiddenConnectionsLeaveNothingToChoose(t *testing.T) {
 	hide := false
-	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: func(c *config.Config) {
-		for i := range c.Connections {
-			c.Connections[i].ShowAsButton = &hide
+	hidden := func(aliases ...string) func(*config.Config) {
+		return func(c *config.Config) {
+			for i := range c.Connections {
+				c.Connections[i].ShowAsButton = &hide
+			}
+			c.Connections[0].Options.DomainAliases = aliases
 		}
-	}})
-	resp, _ := get(t, h.browser(), h.spaLoginURL(nil))
-	q := appResult(t, resp, h.app.URL+"/spa")
-	if q.Get("error") != "invalid_request" || !strings.Contains(q.Get("error_description"), "show_as_button") {
-		t.Fatalf("app got %v", q)
 	}
-	if ev := h.lastEvent(); ev.Type != "f" || !strings.Contains(ev.Details["error_description"].(string), "domain_aliases") {
-		t.Fatalf("event = %+v", ev)
+	t.Run("no domain alias", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: hidden()})
+		resp, _ := get(t, h.browser(), h.spaLoginURL(nil))
+		q := appResult(t, resp, h.app.URL+"/spa")
+		if q.Get("error") != "invalid_request" || !strings.Contains(q.Get("error_description"), "show_as_button") {
+			t.Fatalf("app got %v", q)
+		}
+		if ev := h.lastEvent(); ev.Type != "f" || !strings.Contains(ev.Details["error_description"].(string), "domain_aliases") {
+			t.Fatalf("event = %+v", ev)
+		}
+	})
+	t.Run("an unknown domain", func(t *testing.T) {
+		h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: hidden("corp.example")})
+		resp, body := get(t, h.browser(), h.spaLoginURL(func(q url.Values) { q.Set("login_hint", "gina@elsewhere.example") }))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "No sign-in is set up for elsewhere.example.") ||
+			!strings.Contains(body, `value="gina@elsewhere.example"`) || strings.Contains(body, `class="connection"`) {
+			t.Fatalf("want the identifier page asking again without buttons, got %d:\n%s", resp.StatusCode, body)
+		}
+	})
+}
+
+// A domain that two stored connections claim (management writes racing on two replicas; each
+// write alone is refused) is never guessed: the user chooses between those two.
+func TestDomainOfTwoConnectionsIsNeverGuessed(t *testing.T) {
+	h := hrdHarness(t)
+	clash := config.Connection{ID: "con_clashclashclash1", Name: "clash", Strategy: "oidc", EnabledClients: []string{spaClient},
+		Options: config.ConnectionOptions{Issuer: h.up.URL, ClientID: upClientID, ClientSecret: upSecret, DomainAliases: []string{"corp.example"}}}
+	clash.Options.ApplyDefaults()
+	raw, err := json.Marshal(storedConnection{Connection: clash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.(sessions.Connections).CreateConnection(context.Background(), clash.ID, clash.Name, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := get(t, h.browser(), h.spaLoginURL(func(q url.Values) { q.Set("login_hint", "hank@corp.example") }))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "More than one sign-in is set up for corp.example.") ||
+		!strings.Contains(body, `id="connection-corp"`) || !strings.Contains(body, `id="connection-clash"`) || strings.Contains(body, `id="connection-other"`) {
+		t.Fatalf("want the chooser of corp and clash, got %d:\n%s", resp.StatusCode, body)
 	}
 }
 
