@@ -300,11 +300,7 @@ func (s *Server) pickConnection(snap *connSnapshot, client *config.Client, q url
 	case 1:
 		return snap.byName[enabled[0]], nil, ""
 	}
-	conns := make([]*connection, len(enabled))
-	for i, n := range enabled {
-		conns[i] = snap.byName[n] // enabledFor lists stored connections only
-	}
-	return s.homeRealm(q, client, conns)
+	return s.homeRealm(q, client, snap.enabledConns(client))
 }
 
 // beginFailure is the failure of a login whose connection cannot start it (discovery or

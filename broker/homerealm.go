@@ -116,18 +116,18 @@ func renderSignIn(w http.ResponseWriter, p *signInPage) {
 // can be chosen.
 func (s *Server) homeRealm(q url.Values, client *config.Client, enabled []*connection) (conn *connection, p *signInPage, refusal string) {
 	var buttons []*connection
-	discovery := false
+	byDomain := false
 	for _, c := range enabled {
 		if c.cfg.ButtonShown() {
 			buttons = append(buttons, c)
 		}
-		discovery = discovery || len(c.cfg.Options.DomainAliases) > 0
+		byDomain = byDomain || len(c.cfg.Options.DomainAliases) > 0
 	}
-	if !discovery {
+	if !byDomain {
 		if len(buttons) == 0 {
 			return nil, nil, "none of the connections enabled for this application is shown as a button (show_as_button) or has domain_aliases"
 		}
-		return nil, s.chooser(q, client, buttons, "Sign in to "+clientName(client)+" with:"), ""
+		return nil, s.chooser(q, buttons, "Sign in to "+clientName(client)+" with:"), ""
 	}
 	hint := q.Get("login_hint")
 	if hint == "" {
@@ -137,24 +137,18 @@ func (s *Server) homeRealm(q url.Values, client *config.Client, enabled []*conne
 	if domain == "" {
 		return nil, s.identifierPage(q, client, buttons, hint, "Enter your email address, such as name@example.com."), ""
 	}
-	var matches []*connection
-	for _, c := range enabled {
-		if c.cfg.HasDomainAlias(domain) {
-			matches = append(matches, c)
-		}
-	}
-	switch {
+	switch matches := claimants(enabled, domain); {
 	case len(matches) == 1:
 		return matches[0], nil, ""
 	case len(matches) > 1: // stored through concurrent management writes; the user decides
 		s.log.Warn("an email domain is a domain alias of several connections", "domain", domain, "client_id", client.ClientID)
-		p := s.chooser(q, client, matches, "More than one sign-in is set up for "+domain+". Choose yours:")
+		p := s.chooser(q, matches, "More than one sign-in is set up for "+domain+". Choose yours:")
 		p.Other = s.authorizeURL(q, "", false)
 		return nil, p, ""
 	case len(buttons) == 0:
 		return nil, s.identifierPage(q, client, buttons, hint, "No sign-in is set up for "+domain+". Check the address, or ask your administrator."), ""
 	}
-	p = s.chooser(q, client, buttons, "No single sign-on is set up for "+domain+". Choose how to sign in:")
+	p = s.chooser(q, buttons, "No single sign-on is set up for "+domain+". Choose how to sign in:")
 	p.Other = s.authorizeURL(q, "", false)
 	return nil, p, ""
 }
@@ -166,16 +160,21 @@ func hintedConnection(snap *connSnapshot, client *config.Client, q url.Values) s
 	if domain == "" {
 		return ""
 	}
-	found := ""
-	for _, n := range snap.enabledFor(client) {
-		if c := snap.byName[n]; c != nil && c.cfg.HasDomainAlias(domain) {
-			if found != "" {
-				return ""
-			}
-			found = n
+	if c := claimants(snap.enabledConns(client), domain); len(c) == 1 {
+		return c[0].cfg.Name
+	}
+	return ""
+}
+
+// claimants returns the connections of conns that list domain (lower case) in domain_aliases.
+func claimants(conns []*connection, domain string) []*connection {
+	var out []*connection
+	for _, c := range conns {
+		if c.cfg.HasDomainAlias(domain) {
+			out = append(out, c)
 		}
 	}
-	return found
+	return out
 }
 
 // identifierPage asks for the email address; email and why refill it after a refusal.
@@ -189,13 +188,13 @@ func (s *Server) identifierPage(q url.Values, client *config.Client, buttons []*
 			form.Fields = append(form.Fields, pageField{Name: k, Value: v})
 		}
 	}
-	p := s.chooser(q, client, buttons, "Sign in to "+clientName(client)+" with your email address.")
+	p := s.chooser(q, buttons, "Sign in to "+clientName(client)+" with your email address.")
 	p.Title, p.Error, p.Identifier = "Sign in", why, form
 	return p
 }
 
 // chooser lists conns as buttons.
-func (s *Server) chooser(q url.Values, client *config.Client, conns []*connection, message string) *signInPage {
+func (s *Server) chooser(q url.Values, conns []*connection, message string) *signInPage {
 	p := &signInPage{Title: "Choose how to sign in", Message: message}
 	for _, c := range conns {
 		b := connButton{ID: "connection-" + c.cfg.Name, URL: s.authorizeURL(q, c.cfg.Name, true), Label: c.cfg.Name}

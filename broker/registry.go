@@ -287,6 +287,16 @@ func (sn *connSnapshot) enabledFor(client *config.Client) []string {
 	return out
 }
 
+// enabledConns is enabledFor as connections.
+func (sn *connSnapshot) enabledConns(client *config.Client) []*connection {
+	names := sn.enabledFor(client)
+	out := make([]*connection, len(names))
+	for i, n := range names {
+		out[i] = sn.byName[n] // enabledFor lists stored connections only
+	}
+	return out
+}
+
 // effectiveClients returns the client ids that may use c: its enabled_clients and every
 // configured client whose connections list names it, sorted.
 func (s *Server) effectiveClients(cc *config.Connection) []string {
