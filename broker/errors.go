@@ -12,7 +12,9 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+// pageHead opens every page of the broker's own (pageTmpl, signInTmpl): the head with the
+// page's .Title and the shared style rules; the page adds its rules and closes the style.
+const pageHead = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -22,7 +24,9 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;justify-content:center}
 main{background:#fff;margin:4rem 1rem;padding:2rem 2.5rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);max-width:32rem}
 h1{font-size:1.3rem;margin-top:0}
-code{background:#eee;padding:0 .25rem;border-radius:3px}
+`
+
+var pageTmpl = template.Must(template.New("page").Parse(pageHead + `code{background:#eee;padding:0 .25rem;border-radius:3px}
 li{margin:.4rem 0}
 button{font-size:1rem;padding:.6rem 1.6rem;border:0;border-radius:4px;background:#2d6cdf;color:#fff;cursor:pointer}
 button:focus-visible{outline:3px solid #8fb3f5;outline-offset:2px}

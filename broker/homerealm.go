@@ -51,16 +51,8 @@ type connButton struct {
 	ID, URL, Label, Icon string
 }
 
-var signInTmpl = template.Must(template.New("signin").Parse(`<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
-<style>
-body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0;display:flex;justify-content:center;color:#1d2430}
-main{background:#fff;margin:4rem 1rem;padding:2rem 2.5rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15);width:100%;max-width:24rem}
-h1{font-size:1.3rem;margin-top:0}
+var signInTmpl = template.Must(template.New("signin").Parse(pageHead + `body{color:#1d2430}
+main{width:100%;max-width:24rem}
 label{display:block;font-weight:600;margin-bottom:.35rem}
 input{box-sizing:border-box;width:100%;font-size:1rem;padding:.55rem .7rem;border:1px solid #8a93a3;border-radius:4px}
 input:focus-visible{outline:3px solid #8fb3f5;outline-offset:1px}
