@@ -49,6 +49,9 @@ type transaction struct {
 	LimitKey string `json:"limit_key,omitempty"`
 	// Callback is the redirect_uri sent upstream (callbackFor).
 	Callback string `json:"callback,omitempty"`
+	// HomeRealmDomain is the email domain that chose the connection (homerealm.go), for the
+	// login's events.
+	HomeRealmDomain string `json:"hrd_domain,omitempty"`
 }
 
 // txCookie binds a login transaction to the browser that started it; its name over https is
@@ -163,6 +166,10 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 			return nil, "", false
 		}
 		withConnection(ev, conn)
+		domain := routedDomain(snap, client, q, conn)
+		if domain != "" {
+			ev.Details[detailHomeRealmDomain] = domain
+		}
 		if conn.err != nil {
 			s.failLogin(w, r, ev, s.beginFailure(app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err}))
 			return nil, "", false
@@ -175,6 +182,7 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 		tx := transaction{
 			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret), Callback: s.callbackFor(conn),
 			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(), LimitKey: logs.IPKey(s.clientIP(r)),
+			HomeRealmDomain: domain,
 		}
 		raw, err := json.Marshal(tx)
 		if err != nil {

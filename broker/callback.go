@@ -78,6 +78,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	withClient(ev, client)
 	withConnection(ev, conn)
+	if tx.HomeRealmDomain != "" {
+		ev.Details[detailHomeRealmDomain] = tx.HomeRealmDomain
+	}
 	app := &tx.App
 
 	if subtle.ConstantTimeCompare([]byte(cookieHash), []byte(tx.CookieHash)) != 1 { // taken by this hash: cannot differ

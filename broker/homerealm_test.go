@@ -57,6 +57,7 @@ func TestHomeRealmDiscoveryRoutesByEmailDomain(t *testing.T) {
 		hint           string
 		connection     string
 		wantConnection string // the login goes to the upstream through it
+		wantDomain     string // the event's home_realm_domain
 		wantPage       []string
 		wantNot        []string
 	}{
@@ -65,9 +66,9 @@ func TestHomeRealmDiscoveryRoutesByEmailDomain(t *testing.T) {
 				`<input type="hidden" name="client_id" value="spa">`, `id="connection-corp"`, `id="connection-other"`,
 				`Other &lt;b&gt;Co&lt;/b&gt;`, `<img src="https://icons.example/other.png?size=32&amp;v=1" alt="">`},
 			wantNot: []string{`connection-hidden`, `<b>Co</b>`, `id="error"`, `name="login_hint" value`}},
-		{name: "login_hint with an alias goes straight to its connection", hint: "alice@Corp.Example", wantConnection: "corp"},
-		{name: "any alias of a connection routes to it", hint: "bob@other-group.example.", wantConnection: "other"},
-		{name: "a connection not shown as a button is reached by its domain", hint: "carol@hidden.example", wantConnection: "hidden"},
+		{name: "login_hint with an alias goes straight to its connection", hint: "alice@Corp.Example", wantConnection: "corp", wantDomain: "corp.example"},
+		{name: "any alias of a connection routes to it", hint: "bob@other-group.example.", wantConnection: "other", wantDomain: "other-group.example"},
+		{name: "a connection not shown as a button is reached by its domain", hint: "carol@hidden.example", wantConnection: "hidden", wantDomain: "hidden.example"},
 		{name: "connection= wins over login_hint", hint: "alice@corp.example", connection: "other", wantConnection: "other"},
 		{name: "an unknown domain gets the chooser",
 			hint: "dave@unknown.example",
@@ -93,8 +94,12 @@ func TestHomeRealmDiscoveryRoutesByEmailDomain(t *testing.T) {
 				if q := appResult(t, resp, h.app.URL+"/spa"); q.Get("code") == "" {
 					t.Fatalf("login through %s: %v", tc.wantConnection, q)
 				}
-				if ev := h.lastEvent(); ev.Type != "s" || ev.Connection != tc.wantConnection {
+				ev := h.lastEvent()
+				if ev.Type != "s" || ev.Connection != tc.wantConnection {
 					t.Fatalf("event %s through %q, want s through %q", ev.Type, ev.Connection, tc.wantConnection)
+				}
+				if got, _ := ev.Details["home_realm_domain"].(string); got != tc.wantDomain {
+					t.Errorf("details.home_realm_domain = %q, want %q", got, tc.wantDomain)
 				}
 				return
 			}

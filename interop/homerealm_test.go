@@ -175,8 +175,8 @@ func TestEmailOnIdentifierPageLandsOnItsUpstreamAndLoginHintSkipsThePage(t *test
 	w.signedInThrough(t, "identifier page", got, "globex", w.globex, w.acme)
 	if ev := wantEventWhere(t, w.broker.proc, "s through globex", func(ev loginEvent) bool {
 		return ev.Type == "s" && ev.Raw["connection"] == "globex"
-	}); ev.Raw["client_id"] != "intranet" {
-		t.Errorf("event %v", ev.Raw)
+	}); ev.Raw["client_id"] != "intranet" || ev.Details["home_realm_domain"] != "globex-labs.example" {
+		t.Errorf("event %v, want the intranet's login with details.home_realm_domain globex-labs.example", ev.Raw)
 	}
 
 	// login_hint from the app: no page at all, straight to acme (a new visitor: no broker session).
