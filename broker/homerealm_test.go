@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,7 +18,7 @@ import (
 
 // hrdHarness: the SPA client may use corp (domain alias corp.example), other (other.example,
 // a display name and an icon) and hidden (hidden.example, not shown as a button).
-func hrdHarness(t *testing.T) *harness {
+func hrdHarness(t testing.TB) *harness {
 	t.Helper()
 	hide := false
 	return newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: func(c *config.Config) {
@@ -297,4 +298,88 @@ func TestManagementAPIShowAsButtonAndDomainAliases(t *testing.T) {
 	if r.status != http.StatusOK || r.obj()["show_as_button"] != true {
 		t.Fatalf("PATCH own aliases: %d %s", r.status, r.raw)
 	}
+}
+
+// FuzzHomeRealm sends the SPA's /authorize with a fuzzed login_hint (and fuzzed extra query):
+// a login goes upstream only through a connection listing the hint's email domain; every page
+// is one of the sign-in pages under their policy, with the hint escaped; everything else is an
+// error page or an error redirect to the app.
+func FuzzHomeRealm(f *testing.F) {
+	h := hrdHarness(f)
+	spa, _ := url.Parse(h.spaLoginURL(nil))
+	for _, seed := range []struct{ hint, extra string }{
+		{hint: ""}, {hint: "alice@corp.example"}, {hint: "bob@OTHER.example."}, {hint: "carol@hidden.example"},
+		{hint: "dave@unknown.example"}, {hint: "dave"}, {hint: `"><script>alert(1)</script>@corp.example`},
+		{hint: "a@b@corp.example"}, {hint: "x@corp.example", extra: "connection=other"}, {hint: "x@corp.example", extra: "login_hint=y"},
+		{hint: "x@xn--bcher-kva.example"}, {hint: "x@corp.example", extra: "prompt=none"}, {hint: "é@corp.example\x00"},
+	} {
+		f.Add(seed.hint, seed.extra)
+	}
+	const policy = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+	f.Fuzz(func(t *testing.T, hint, extra string) {
+		raw := spa.RawQuery + "&login_hint=" + url.QueryEscape(hint)
+		if extra != "" {
+			raw += "&" + extra
+		}
+		rec := h.serve(getRaw("/authorize", raw))
+		body, loc := rec.Body.String(), rec.Header().Get("Location")
+		switch rec.Code {
+		case http.StatusFound:
+			if !strings.HasPrefix(loc, h.up.URL+"/") {
+				if p := h.appRedirectProblem(loc); p != "" {
+					t.Fatalf("%s: %q", p, loc)
+				}
+				return
+			}
+			tx := h.takeTransaction(t, loc, rec.Result().Cookies())
+			q, _ := url.ParseQuery(raw)
+			if q.Get("connection") != "" {
+				return // the app chose
+			}
+			i := slices.IndexFunc(h.cfg.Connections, func(c config.Connection) bool { return c.Name == tx.Connection })
+			if d := config.EmailDomain(q.Get("login_hint")); i < 0 || d == "" || tx.HomeRealmDomain != d || !h.cfg.Connections[i].HasDomainAlias(d) {
+				t.Fatalf("login_hint %q went upstream through %s (home_realm_domain %q)", q.Get("login_hint"), tx.Connection, tx.HomeRealmDomain)
+			}
+		case http.StatusOK:
+			csp := rec.Header().Get("Content-Security-Policy")
+			if csp != policy && csp != policy+"; img-src https://icons.example" {
+				t.Fatalf("page policy %q", csp)
+			}
+			if strings.Contains(body, "<script") || strings.ContainsAny(hint, `<>"`) && strings.Contains(body, hint) {
+				t.Fatalf("unescaped input on the page:\n%s", body)
+			}
+		case http.StatusBadRequest, http.StatusRequestURITooLong:
+			if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || loc != "" {
+				t.Fatalf("%d is not an error page", rec.Code)
+			}
+		default:
+			t.Fatalf("unexpected status %d for %q", rec.Code, raw)
+		}
+	})
+}
+
+// takeTransaction removes and returns the login transaction a redirect to the upstream
+// created (takeTxFrom, decoded).
+func (h *harness) takeTransaction(t *testing.T, loc string, cookies []*http.Cookie) transaction {
+	t.Helper()
+	u, err := url.Parse(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cookies {
+		if c.Name != txCookie {
+			continue
+		}
+		raw, err := h.store.Take(context.Background(), sessions.KindTransaction, txID(u.Query().Get("state"), hashString(c.Value)))
+		if err != nil {
+			t.Fatalf("the login's transaction: %v", err)
+		}
+		var tx transaction
+		if err := json.Unmarshal(raw, &tx); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	t.Fatal("no transaction cookie with the redirect to the upstream")
+	return transaction{}
 }
