@@ -5,7 +5,7 @@
 //
 // Prints "READY http://127.0.0.1:PORT" once listening. Discovery runs lazily on the first /login, so
 // the app may start before the broker. GET /login redirects to the broker (PKCE S256, state, nonce,
-// and its own login_hint parameter when given);
+// and login_hint: /login's own login_hint query parameter, else --login-hint);
 // GET /callback runs authorizationCodeGrant (state, PKCE, nonce, iss and ID-token checks by the
 // library) then fetchUserInfo, and answers JSON {claims, userinfo, token_type, id_token_alg} plus,
 // with --dpop, dpop_jkt (RFC 7638 thumbprint of the RP's DPoP public key) and the access token's
@@ -142,9 +142,10 @@ async function login(req, res, url) {
     nonce: tx.nonce,
   };
   if (args.connection) params.connection = args.connection;
-  if (url.searchParams.get('login_hint')) params.login_hint = url.searchParams.get('login_hint');
   if (args.audience) params.audience = args.audience;
-  if (args['login-hint']) params.login_hint = args['login-hint'];
+  // /login?login_hint=… (one login's hint) wins over --login-hint (every login's).
+  const hint = url.searchParams.get('login_hint') || args['login-hint'];
+  if (hint) params.login_hint = hint;
   const id = crypto.randomBytes(16).toString('base64url');
   if (pending.size >= MAX_PENDING) pending.delete(pending.keys().next().value);
   pending.set(id, tx);
