@@ -17,7 +17,8 @@ import (
 // hrdWorld is one broker with connections acme (oidc-provider with DPoP nonces, domain
 // acme.example), globex (oidc-provider without DPoP, globex.example and globex-labs.example)
 // and contractors (the globex upstream again, contractor.example, not shown as a button);
-// acme and globex have display names and icons, served by icons.
+// acme and globex have display names and icons, served by icons; globex passes the app's
+// login_hint on (upstream_params alias).
 type hrdWorld struct {
 	broker       *brokerProc
 	rpURL        string
@@ -79,6 +80,7 @@ connections:
       client_secret: "${INTEROP_GLOBEX_SECRET}"
       domain_aliases: ["globex.example", "globex-labs.example"]
       icon_url: "%[6]s/globex.svg"
+      upstream_params: { login_hint: { alias: login_hint } }
   - name: "contractors"
     show_as_button: false
     strategy: oidc
@@ -173,6 +175,9 @@ func TestEmailOnIdentifierPageLandsOnItsUpstreamAndLoginHintSkipsThePage(t *test
 	br.shot(t, "main", "hrd-identifier")
 	got := keys("type a globex address and press Enter", map[string]any{"wait_origin": w.rpURL}, "bob@Globex-Labs.example", "Enter")
 	w.signedInThrough(t, "identifier page", got, "globex", w.globex, w.acme)
+	if hint := getStats(t, w.globex).AuthorizationParams["login_hint"]; hint != "bob@Globex-Labs.example" {
+		t.Errorf("globex got login_hint %q, want the address typed on the identifier page (upstream_params alias)", hint)
+	}
 	if ev := wantEventWhere(t, w.broker.proc, "s through globex", func(ev loginEvent) bool {
 		return ev.Type == "s" && ev.Raw["connection"] == "globex"
 	}); ev.Raw["client_id"] != "intranet" || ev.Details["home_realm_domain"] != "globex-labs.example" {
