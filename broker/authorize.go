@@ -329,6 +329,12 @@ func (s *Server) beginFailure(app *appRequest, ev *logs.Event, err error) loginF
 	if ce != nil { // capability errors name issuer and algs only
 		return loginFailure{App: app, OAuthError: "server_error", Code: code, Description: desc, AppDescription: code + ": " + desc}
 	}
+	if code == upstream.CodeClientAuthUnsupported {
+		// The connection asks for what the upstream does not offer: a configuration problem,
+		// not a passing one.
+		return loginFailure{App: app, OAuthError: "server_error", Code: code, Description: desc,
+			AppDescription: code + ": the connection's configuration does not fit the upstream identity provider"}
+	}
 	// Discovery and transport failures may carry internal addresses: the app gets the code,
 	// the event the detail.
 	return loginFailure{App: app, OAuthError: "temporarily_unavailable", Code: code, Description: desc,

@@ -67,6 +67,9 @@ func withConnection(ev *logs.Event, c *connection) {
 	if alg := c.cfg.Options.DPoPSigningAlg; alg != "" {
 		ev.Details["dpop_signing_alg"] = alg
 	}
+	if m := c.cfg.Options.TokenEndpointAuthMethod; m != "" {
+		ev.Details["token_endpoint_auth_method"] = m // the configured one; withResult: the one used
+	}
 }
 
 // withResult adds what the upstream exchange did: DPoP facts, token type, timings, userinfo.
@@ -76,6 +79,9 @@ func withResult(ev *logs.Event, res *upstream.Result) {
 		return
 	}
 	d := ev.Details // dpop_signing_alg stays the configured name (ES256, Ed25519, …)
+	if res.ClientAuthMethod != "" {
+		d["token_endpoint_auth_method"] = res.ClientAuthMethod
+	}
 	if res.TokenType != "" {
 		d["dpop_returned_from_upstream"] = res.DPoPBound
 		d["idp_token_type"] = strings.ToLower(res.TokenType)

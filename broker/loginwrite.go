@@ -45,4 +45,5 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 func clearConnection(ev *logs.Event) {
 	ev.Connection, ev.ConnectionID, ev.Strategy, ev.StrategyType = "", "", "", ""
 	delete(ev.Details, "dpop_signing_alg")
+	delete(ev.Details, "token_endpoint_auth_method")
 }

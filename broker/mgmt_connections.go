@@ -79,9 +79,10 @@ func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
 	return &o, nil
 }
 
-// checkConnection validates cc like the YAML, then the DPoP rules that need the network
-// (RFC 9449 §5.1, docs/conformance.md#discovery-dpop-gate): a key for the alg, and the
-// upstream's discovery listing it.
+// checkConnection validates cc like the YAML, then the rules that need keys and the network:
+// for DPoP a key for the alg and the upstream's discovery listing it (RFC 9449 §5.1,
+// docs/conformance.md#discovery-dpop-gate); for a configured token_endpoint_auth_method the
+// upstream listing it (and a client-authentication key for private_key_jwt).
 func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	ctx := c.r.Context()
 	if errs := s.cfg.ValidateConnection(cc); len(errs) > 0 {
@@ -104,10 +105,15 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 		return &apiError{http.StatusBadRequest, "dpop_key_missing", fmt.Sprintf(
 			"Payload validation error: options.dpop_signing_alg: the broker has no DPoP private key for %s; configure keys.dpop.%s and restart the broker", alg, config.DPoPKeyName(alg))}
 	}
+	if cam := cc.Options.ClientAuthAlg(); err != nil && cam != "" && s.reg.opts.ClientAuthKeys[cam].Key == nil {
+		return &apiError{http.StatusBadRequest, "client_auth_key_missing", fmt.Sprintf(
+			"Payload validation error: options.token_endpoint_auth_method: the broker has no client-authentication key for %s (private_key_jwt); configure keys.client_auth with alg %s and restart the broker", cam, cam)}
+	}
 	if err != nil {
 		return errBody(strings.TrimPrefix(err.Error(), "upstream: "))
 	}
-	if alg == "" {
+	o := &cc.Options
+	if alg == "" && o.TokenEndpointAuthMethod == "" {
 		return nil
 	}
 	uc := up.Config()
@@ -118,6 +124,18 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	if err != nil {
 		return s.discoveryAPIError(c, uc.Issuer, err)
 	}
+	if aerr := checkDPoPCapability(doc, uc.Issuer, alg); aerr != nil {
+		return aerr
+	}
+	return checkUpstreamOffers(doc, &uc)
+}
+
+// checkDPoPCapability refuses DPoP with alg ("" = off) when the upstream of doc does not offer
+// it (RFC 9449 §5.1).
+func checkDPoPCapability(doc *discovery.Document, issuer, alg string) *apiError {
+	if alg == "" {
+		return nil
+	}
 	if _, err := doc.CheckDPoP(alg); err != nil {
 		var ce *discovery.CapabilityError
 		if !errors.As(err, &ce) {
@@ -125,11 +143,24 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 		}
 		if ce.Offered == nil {
 			return &apiError{http.StatusBadRequest, ce.Code(), fmt.Sprintf(
-				"Payload validation error: cannot enable DPoP: the upstream %s does not support DPoP (dpop_signing_alg_values_supported is absent from its discovery document)", uc.Issuer)}
+				"Payload validation error: cannot enable DPoP: the upstream %s does not support DPoP (dpop_signing_alg_values_supported is absent from its discovery document)", issuer)}
 		}
 		return &apiError{http.StatusBadRequest, ce.Code(), fmt.Sprintf(
 			"Payload validation error: cannot enable DPoP: the upstream %s does not offer %s; it offers dpop_signing_alg_values_supported [%s]",
-			uc.Issuer, alg, strings.Join(ce.Offered, ", "))}
+			issuer, alg, strings.Join(ce.Offered, ", "))}
+	}
+	return nil
+}
+
+// checkUpstreamOffers refuses a client authentication method the upstream of doc does not
+// list in token_endpoint_auth_methods_supported (or a private_key_jwt alg missing from
+// token_endpoint_auth_signing_alg_values_supported).
+func checkUpstreamOffers(doc *discovery.Document, uc *upstream.Config) *apiError {
+	if m := uc.TokenEndpointAuthMethod; m != "" {
+		if err := upstream.CheckAuthMethod(doc, m, uc.TokenEndpointAuthSigningAlg); err != nil {
+			return &apiError{http.StatusBadRequest, upstream.CodeClientAuthUnsupported,
+				"Payload validation error: options.token_endpoint_auth_method: " + err.Error()}
+		}
 	}
 	return nil
 }
@@ -139,7 +170,7 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 // address policy, redirect, invalid document), so the management API cannot be used to probe
 // which internal hosts and ports exist; the reason goes to the log and the fapi event.
 var errDiscoveryAPI = &apiError{http.StatusBadRequest, upstream.CodeDiscovery,
-	"Payload validation error: cannot enable DPoP: the upstream's discovery document could not be used: it could not be fetched or is invalid (the reason is in the broker's log)"}
+	"Payload validation error: the connection cannot be checked against the upstream: its discovery document could not be used: it could not be fetched or is invalid (the reason is in the broker's log)"}
 
 // discoveryAPIError logs why the discovery document of issuer could not be used, keeps the
 // reason for the call's fapi event (read:logs only) and returns the generic answer.

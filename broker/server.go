@@ -181,6 +181,8 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		Jitter:     cfg.DPoP.Jitter,
 		ClockSkew:  cfg.DPoP.ClockSkew,
 		Now:        s.now,
+
+		ClientAuthKeys: clientAuthKeys(s.keys),
 	}
 	if opts.MaxRetries == 0 {
 		opts.MaxRetries = -1 // dpop.Transport: zero means the default (1), negative means none
@@ -216,9 +218,21 @@ func upstreamConfig(cc *config.Connection) upstream.Config {
 		ClientID: o.ClientID, ClientSecret: o.ClientSecret,
 		Scopes: strings.Fields(o.Scope), Type: o.Type,
 		DPoPSigningAlg: o.DPoPSigningAlg, FetchUserinfo: o.FetchUserinfo,
+		TokenEndpointAuthMethod:     o.TokenEndpointAuthMethod,
+		TokenEndpointAuthSigningAlg: o.TokenEndpointAuthSigningAlg,
 	}
 	claimMapping(&uc, &o)
 	return uc
+}
+
+// clientAuthKeys are the keys' current client-authentication keys by alg, as the upstream
+// connections sign private_key_jwt assertions with them.
+func clientAuthKeys(k *config.KeyRing) map[string]upstream.AssertionKey {
+	m := make(map[string]upstream.AssertionKey, len(k.ClientAuth))
+	for _, c := range k.ClientAuth {
+		m[c.Alg] = upstream.AssertionKey{Key: c.Key, KID: c.KID}
+	}
+	return m
 }
 
 // NewEventWriter returns the event writer for cfg: retention logs.max_events and
@@ -287,6 +301,7 @@ func (s *Server) routes() {
 	h("GET /.well-known/openid-configuration", s.handleDiscovery)
 	h("GET /.well-known/oauth-authorization-server", s.handleDiscovery) // the same document under its RFC 8414 §3 name
 	h("GET /.well-known/jwks.json", s.handleJWKS)
+	h("GET "+clientAuthJWKSPath, s.handleClientAuthJWKS)
 	h("GET /authorize", s.guardAuthorize(s.handleAuthorize))
 	h("GET /login/callback", s.guardCallback(s.handleCallback))
 	h("GET /login/callback/{connection}", s.guardCallback(s.handleCallback)) // options.callback_path: dedicated

@@ -58,3 +58,12 @@ func writeCachedJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	_, _ = w.Write(b)
 }
+
+// clientAuthJWKSPath is where the broker publishes its client-authentication public keys
+// (keys.client_auth and keys.previous_client_auth): the JWKS URL operators register at an
+// upstream for private_key_jwt (RFC 7523; OpenID Connect Core §9; Okta accepts a JWKS URL).
+const clientAuthJWKSPath = "/client-auth/jwks.json"
+
+func (s *Server) handleClientAuthJWKS(w http.ResponseWriter, _ *http.Request) {
+	writeCachedJSON(w, s.keys.ClientAuthJWKS())
+}

@@ -127,6 +127,13 @@ type Keys struct {
 	// one once the longest token lifetime has passed since the rotation.
 	PreviousSigning []SigningKey `yaml:"previous_signing"`
 	DPoP            DPoPKeys     `yaml:"dpop"`
+	// ClientAuth are the keys private_key_jwt connections sign client assertions with toward
+	// upstreams, at most one per alg (RS256, ES256, PS256); their public keys are published at
+	// PUBLIC_URL/client-auth/jwks.json. PreviousClientAuth are published there too but never
+	// sign: a key about to replace one (published first, so the upstream can fetch it before
+	// the first assertion signed with it) or one just replaced.
+	ClientAuth         []SigningKey `yaml:"client_auth"`
+	PreviousClientAuth []SigningKey `yaml:"previous_client_auth"`
 }
 
 // Lifetimes are the TTLs of the broker's records and tokens.
@@ -308,6 +315,8 @@ const (
 	AuthSecretBasic = "client_secret_basic"
 	AuthSecretPost  = "client_secret_post"
 	AuthNone        = "none"
+	// AuthPrivateKeyJWT is for connections only: the broker toward an upstream (RFC 7523).
+	AuthPrivateKeyJWT = "private_key_jwt"
 )
 
 // Connection is one upstream connection. The YAML seeds the broker's store; the
@@ -343,6 +352,12 @@ type ConnectionOptions struct {
 	// basic_profile, the standard profile and email claims.
 	AttributeMap *AttributeMap `yaml:"attribute_map" json:"attribute_map,omitempty"`
 	TokenVault   *Activity     `yaml:"federated_connections_access_tokens" json:"federated_connections_access_tokens,omitempty"`
+	// TokenEndpointAuthMethod is how the broker authenticates at the upstream's token
+	// endpoint: client_secret_basic, client_secret_post or private_key_jwt (RFC 7523, with
+	// the keys.client_auth key of TokenEndpointAuthSigningAlg). "" picks by discovery:
+	// client_secret_basic when listed, else client_secret_post.
+	TokenEndpointAuthMethod     string `yaml:"token_endpoint_auth_method" json:"token_endpoint_auth_method,omitempty"`
+	TokenEndpointAuthSigningAlg string `yaml:"token_endpoint_auth_signing_alg" json:"token_endpoint_auth_signing_alg,omitempty"`
 	// CallbackPath is shared (default: PUBLIC_URL/login/callback) or dedicated
 	// (PUBLIC_URL/login/callback/{connection id}, the mix-up defence of RFC 9700 §4.4.2 for
 	// upstreams without RFC 9207 iss).

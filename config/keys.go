@@ -27,6 +27,104 @@ type KeyRing struct {
 	Previous []PreviousKey
 	// DPoP holds one signer per connection alg name (ES256, Ed25519, RS256, PS256).
 	DPoP map[string]*dpop.Signer
+	// ClientAuth are the private_key_jwt keys toward upstreams (keys.client_auth), at most one
+	// per alg; PreviousClientAuth (keys.previous_client_auth) are published, never used.
+	ClientAuth         []ClientAuthKey
+	PreviousClientAuth []ClientAuthKey
+}
+
+// ClientAuthKey is a client-authentication key: the private key, its alg (RS256, ES256,
+// PS256) and key id (RFC 7638 thumbprint).
+type ClientAuthKey struct {
+	Key crypto.Signer
+	Alg string
+	KID string
+}
+
+// clientAuthKeyFits reports whether key can sign client assertions with alg: an RSA key of at
+// least 2048 bits for RS256 and PS256, a P-256 key for ES256.
+func clientAuthKeyFits(key crypto.Signer, alg string) bool {
+	switch alg {
+	case "RS256", "PS256":
+		return signingKeyFits(key, "RS256")
+	case "ES256":
+		return signingKeyFits(key, "ES256")
+	}
+	return false
+}
+
+// AddClientAuthKey adds a client-authentication key for alg, current or (previous) only
+// published. A key or a current alg already added is refused, and so is the token-signing key.
+func (k *KeyRing) AddClientAuthKey(key crypto.Signer, alg string, previous bool) error {
+	if !clientAuthKeyFits(key, alg) {
+		return fmt.Errorf("key does not fit alg %s (RS256 and PS256 need RSA ≥ 2048 bits, ES256 a P-256 key)", alg)
+	}
+	kid, err := keyID(key)
+	if err != nil {
+		return err
+	}
+	if kid == k.KID {
+		return errors.New("it is the token-signing key (keys.signing); use a key of its own")
+	}
+	for _, c := range append(slices.Clone(k.ClientAuth), k.PreviousClientAuth...) {
+		if c.KID == kid {
+			return errors.New("the same key is listed twice (one key per alg; RS256 and PS256 need keys of their own)")
+		}
+	}
+	if !previous && slices.ContainsFunc(k.ClientAuth, func(c ClientAuthKey) bool { return c.Alg == alg }) {
+		return fmt.Errorf("a client-authentication key for %s is already configured (one per alg; a replaced one goes to keys.previous_client_auth)", alg)
+	}
+	ck := ClientAuthKey{Key: key, Alg: alg, KID: kid}
+	if previous {
+		k.PreviousClientAuth = append(k.PreviousClientAuth, ck)
+	} else {
+		k.ClientAuth = append(k.ClientAuth, ck)
+	}
+	return nil
+}
+
+// ClientAuthJWKS returns the public client-authentication keys (use sig, alg, kid): the
+// current ones, then the previous ones.
+func (k *KeyRing) ClientAuthJWKS() jose.JSONWebKeySet {
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
+	for _, c := range append(slices.Clone(k.ClientAuth), k.PreviousClientAuth...) {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: c.Key.Public(), KeyID: c.KID, Algorithm: c.Alg, Use: "sig"})
+	}
+	return set
+}
+
+// loadClientAuthKeys loads keys.client_auth and keys.previous_client_auth into k; with
+// generate, a key is generated for every private_key_jwt alg a connection uses without one.
+func loadClientAuthKeys(cfg *Config, k *KeyRing, generate bool) error {
+	for _, list := range []struct {
+		name     string
+		keys     []SigningKey
+		previous bool
+	}{{"keys.client_auth", cfg.Keys.ClientAuth, false}, {"keys.previous_client_auth", cfg.Keys.PreviousClientAuth, true}} {
+		for i, e := range list.keys {
+			key, err := loadKey(e.KeySource, e.Alg)
+			if err == nil {
+				err = k.AddClientAuthKey(key, e.Alg, list.previous)
+			}
+			if err != nil {
+				return fmt.Errorf("%s[%d]: %w", list.name, i, err)
+			}
+		}
+	}
+	for _, cc := range cfg.Connections {
+		alg := cc.Options.ClientAuthAlg()
+		if alg == "" || !generate || slices.ContainsFunc(k.ClientAuth, func(c ClientAuthKey) bool { return c.Alg == alg }) {
+			continue
+		}
+		key, err := dpop.GenerateKey(alg)
+		if err == nil {
+			err = k.AddClientAuthKey(key, alg, false)
+		}
+		if err != nil {
+			return fmt.Errorf("keys.client_auth (generated for %s): %w", alg, err)
+		}
+	}
+	return nil
 }
 
 // PreviousKey is a signing key that was replaced.
@@ -157,6 +255,9 @@ func LoadKeys(cfg *Config, generate bool) (*KeyRing, error) {
 		if err := k.AddDPoPKey(key); err != nil {
 			return nil, fmt.Errorf("keys.dpop.%s: %w", name, err)
 		}
+	}
+	if err := loadClientAuthKeys(cfg, k, generate); err != nil {
+		return nil, err
 	}
 	return k, nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -95,6 +96,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	v.adminLogs(&c.Logs.Admin)
 	v.management(&c.Management)
 	v.rateLimits(c)
+	c.validateClientAuthKeys(v, checkKeys)
 	if checkKeys {
 		c.validateKeys(v)
 	} else {
@@ -527,9 +529,7 @@ func (v *validator) connection(p string, cc *Connection, clients map[string]bool
 	if o.ClientID == "" {
 		v.add(p+"options.client_id", "is required")
 	}
-	if o.ClientSecret == "" {
-		v.add(p+"options.client_secret", "is required (back-channel code exchange)")
-	}
+	v.clientAuth(p, &o)
 	if !slices.Contains(strings.Fields(o.Scope), "openid") {
 		v.add(p+"options.scope", "%q must include openid", o.Scope)
 	}
@@ -565,6 +565,37 @@ func (v *validator) connection(p string, cc *Connection, clients map[string]bool
 			v.add(fmt.Sprintf("%senabled_clients[%d]", p, j), "client %q is not defined in clients", id)
 		}
 	}
+}
+
+// clientAuth checks how the broker authenticates at the upstream's token endpoint: a
+// client_secret for the secret methods (and the discovery default), an assertion alg only
+// with private_key_jwt.
+func (v *validator) clientAuth(p string, o *ConnectionOptions) {
+	m, alg := o.TokenEndpointAuthMethod, o.TokenEndpointAuthSigningAlg
+	switch m {
+	case "", AuthSecretBasic, AuthSecretPost:
+		if o.ClientSecret == "" {
+			v.add(p+"options.client_secret", "is required (back-channel code exchange with token_endpoint_auth_method %s)", cmp.Or(m, "client_secret_basic or client_secret_post"))
+		}
+		if alg != "" {
+			v.add(p+"options.token_endpoint_auth_signing_alg", "applies to token_endpoint_auth_method private_key_jwt only")
+		}
+	case AuthPrivateKeyJWT:
+		if alg != "" && !slices.Contains(upstream.ClientAuthAlgs, alg) {
+			v.add(p+"options.token_endpoint_auth_signing_alg", "%q is not supported (use RS256, ES256 or PS256)", alg)
+		}
+	default:
+		v.add(p+"options.token_endpoint_auth_method", "%q is not supported (use client_secret_basic, client_secret_post or private_key_jwt)", m)
+	}
+}
+
+// ClientAuthAlg returns the private_key_jwt assertion alg of o (default RS256), or "" when o
+// does not use private_key_jwt.
+func (o *ConnectionOptions) ClientAuthAlg() string {
+	if o.TokenEndpointAuthMethod != AuthPrivateKeyJWT {
+		return ""
+	}
+	return cmp.Or(o.TokenEndpointAuthSigningAlg, "RS256")
 }
 
 var oktaServerIDRE = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
@@ -702,6 +733,64 @@ func (c *Config) validateKeys(v *validator) {
 		}
 		if _, err := loadKey(src, alg); err != nil {
 			v.add(keySourceKey("keys.dpop."+name, src), "%v", err)
+		}
+	}
+}
+
+// validateClientAuthKeys checks keys.client_auth and keys.previous_client_auth: known algs,
+// one current key per alg, and a current key for the alg of every private_key_jwt connection.
+// With checkKeys the keys are loaded (each must fit its alg, and no key may appear twice or
+// be the token-signing key).
+func (c *Config) validateClientAuthKeys(v *validator, checkKeys bool) {
+	ring := &KeyRing{}
+	if checkKeys && c.Keys.Signing.given() {
+		if key, err := loadKey(c.Keys.Signing.KeySource, c.Keys.Signing.Alg); err == nil {
+			ring.KID, _ = keyID(key)
+		}
+	}
+	current := map[string]int{}
+	for _, list := range []struct {
+		name     string
+		keys     []SigningKey
+		previous bool
+	}{{"keys.client_auth", c.Keys.ClientAuth, false}, {"keys.previous_client_auth", c.Keys.PreviousClientAuth, true}} {
+		for i, e := range list.keys {
+			p := fmt.Sprintf("%s[%d]", list.name, i)
+			if !slices.Contains(upstream.ClientAuthAlgs, e.Alg) {
+				v.add(p+".alg", "%q is not supported (use RS256, ES256 or PS256)", e.Alg)
+				continue
+			}
+			if !list.previous {
+				if j, dup := current[e.Alg]; dup {
+					v.add(p+".alg", "a key for %s is already configured (keys.client_auth[%d]); one per alg, a replaced one goes to keys.previous_client_auth", e.Alg, j)
+					continue
+				}
+				current[e.Alg] = i
+			}
+			if !e.given() {
+				v.add(p, "a private key is required (private_key_file or private_key_env)")
+				continue
+			}
+			if !checkKeys {
+				continue
+			}
+			key, err := loadKey(e.KeySource, e.Alg)
+			if err == nil {
+				err = ring.AddClientAuthKey(key, e.Alg, list.previous)
+			}
+			if err != nil {
+				v.add(keySourceKey(p, e.KeySource), "%v", err)
+			}
+		}
+	}
+	if !checkKeys {
+		return // the caller's keys are used, or missing ones are generated
+	}
+	for i, cc := range c.Connections {
+		if alg := cc.Options.ClientAuthAlg(); alg != "" {
+			if _, ok := current[alg]; !ok && slices.Contains(upstream.ClientAuthAlgs, alg) {
+				v.add("keys.client_auth", "a key with alg %s is required because connections[%d] (%s) uses token_endpoint_auth_method private_key_jwt with %s", alg, i, cc.Name, alg)
+			}
 		}
 	}
 }

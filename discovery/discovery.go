@@ -73,8 +73,11 @@ type Document struct {
 	ResponseTypesSupported            []string `json:"response_types_supported"`
 	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
-	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported"`
-	SubjectTypesSupported             []string `json:"subject_types_supported"`
+	// TokenEndpointAuthSigningAlgValuesSupported are the JWS algs the token endpoint accepts
+	// for private_key_jwt assertions (OpenID Connect Discovery 1.0 §3); nil when absent.
+	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	IDTokenSigningAlgValuesSupported           []string `json:"id_token_signing_alg_values_supported"`
+	SubjectTypesSupported                      []string `json:"subject_types_supported"`
 	// DPoPSigningAlgValuesSupported is nil when the member is absent.
 	DPoPSigningAlgValuesSupported              []string `json:"dpop_signing_alg_values_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
@@ -112,11 +115,29 @@ func (d *Document) SupportsS256() bool {
 	return slices.Contains(d.CodeChallengeMethodsSupported, "S256")
 }
 
-// Token-endpoint client authentication methods returned by AuthStyle.
+// Token-endpoint client authentication methods (AuthStyle, SupportsAuthMethod).
 const (
 	AuthClientSecretBasic = "client_secret_basic"
 	AuthClientSecretPost  = "client_secret_post"
+	AuthPrivateKeyJWT     = "private_key_jwt" // RFC 7523 §2.2, OpenID Connect Core §9
 )
+
+// SupportsAuthMethod reports whether the token endpoint accepts client authentication method
+// m: token_endpoint_auth_methods_supported lists it, or, when the member is absent, m is its
+// default client_secret_basic (OpenID Connect Discovery 1.0 §3).
+func (d *Document) SupportsAuthMethod(m string) bool {
+	if d.TokenEndpointAuthMethodsSupported == nil {
+		return m == AuthClientSecretBasic
+	}
+	return slices.Contains(d.TokenEndpointAuthMethodsSupported, m)
+}
+
+// SupportsAuthSigningAlg reports whether the token endpoint accepts private_key_jwt
+// assertions signed with alg: token_endpoint_auth_signing_alg_values_supported lists it, or
+// the member is absent (it has no default; the upstream's answer then decides).
+func (d *Document) SupportsAuthSigningAlg(alg string) bool {
+	return d.TokenEndpointAuthSigningAlgValuesSupported == nil || slices.Contains(d.TokenEndpointAuthSigningAlgValuesSupported, alg)
+}
 
 // AuthStyle returns the token-endpoint client authentication to use: "client_secret_basic"
 // when listed or when the list is absent, else "client_secret_post" when listed, else "" (the

@@ -3,6 +3,7 @@
 // Usage: node upstream.mjs --port 0 --mode nonce|dpop|nodpop|rsaonly|bearer|okta \
 //          --redirect-uri http://127.0.0.1:8080/login/callback [--client-id broker] [--client-secret S] \
 //          [--signing-key FILE] [--backchannel-logout-uri URL]
+//          [--client-auth client_secret_basic|client_secret_post|private_key_jwt] [--jwks-uri URL]
 //
 // Prints exactly one line "READY http://127.0.0.1:PORT" once listening (the issuer, no trailing slash).
 // Mode okta is set up like an Okta custom authorization server: the provider is mounted under
@@ -16,7 +17,10 @@
 // userinfo_requests, backchannel_logouts, authorization_params}, where authorization_params are the
 // login_hint, acr_values, ui_locales, display and prompt of the last authorization request (query
 // or pushed body). Account alice has groups ["engineering", "admins"], released with scope groups.
-// Each token request is
+// --client-auth registers the client (the broker) with that token_endpoint_auth_method and makes it
+// the only one discovery lists (token_endpoint_auth_methods_supported); private_key_jwt needs
+// --jwks-uri, the broker's client-authentication JWK Set, which oidc-provider fetches. Without it
+// the client uses client_secret_basic and discovery lists oidc-provider's defaults. Each token request is
 // logged on stdout as a JSON line (presence of DPoP proof and nonce only: never a code, proof or token).
 // POST ISSUER/__dpop_nonce?require=false|true (modes nonce, dpop, rsaonly, okta) swaps in a provider
 // built like a new deployment behind the same issuer (same keys, client and stored grants): false =
@@ -50,8 +54,20 @@ const { values: args } = parseArgs({
     'redirect-uri': { type: 'string', multiple: true, default: [] },
     'signing-key': { type: 'string' },
     'backchannel-logout-uri': { type: 'string', default: '' },
+    'client-auth': { type: 'string', default: '' },
+    'jwks-uri': { type: 'string', default: '' },
   },
 });
+
+const CLIENT_AUTH = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+if (args['client-auth'] !== '' && !CLIENT_AUTH.includes(args['client-auth'])) {
+  console.error(`upstream: unknown --client-auth ${JSON.stringify(args['client-auth'])} (use ${CLIENT_AUTH.join(', ')})`);
+  process.exit(2);
+}
+if (args['client-auth'] === 'private_key_jwt' && args['jwks-uri'] === '') {
+  console.error('upstream: --client-auth private_key_jwt needs --jwks-uri (the broker\'s client-authentication JWK Set)');
+  process.exit(2);
+}
 
 if (!MODES.includes(args.mode)) {
   console.error(`upstream: unknown --mode ${JSON.stringify(args.mode)} (use ${MODES.join(', ')})`);
@@ -139,14 +155,17 @@ const rpInitiatedLogout = {
   },
 };
 
+const clientAuth = args['client-auth'] || 'client_secret_basic';
 const configuration = {
   clients: [{
     client_id: args['client-id'],
-    client_secret: args['client-secret'],
+    ...(clientAuth === 'private_key_jwt'
+      ? { jwks_uri: args['jwks-uri'] }
+      : { client_secret: args['client-secret'] }),
     redirect_uris: args['redirect-uri'],
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    token_endpoint_auth_method: 'client_secret_basic',
+    token_endpoint_auth_method: clientAuth,
     ...(backchannelLogoutUri ? {
       backchannel_logout_uri: backchannelLogoutUri,
       backchannel_logout_session_required: true,
@@ -199,6 +218,7 @@ const configuration = {
   },
 };
 if (configuration.enabledJWA === undefined) delete configuration.enabledJWA;
+if (args['client-auth'] !== '') configuration.clientAuthMethods = [clientAuth];
 if (okta) configuration.routes = routes;
 
 // Bind first so the issuer carries the real port.

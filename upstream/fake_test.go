@@ -55,6 +55,11 @@ type fakeIdP struct {
 	// Userinfo faults.
 	userinfoSub string
 
+	// Client authentication: assertionKeys (by kid) verify private_key_jwt assertions;
+	// authSigningAlgs is token_endpoint_auth_signing_alg_values_supported (nil: absent).
+	assertionKeys   map[string]crypto.PublicKey
+	authSigningAlgs []string
+
 	now func() time.Time
 
 	tokenHits    atomic.Int64
@@ -68,6 +73,14 @@ type fakeIdP struct {
 	uiAuthz     string      // scheme of the last userinfo Authorization header
 	lastForm    url.Values
 	lastBasicOK bool
+	assertions  []assertionInfo // verified client assertions, in order
+}
+
+// assertionInfo is a verified client assertion.
+type assertionInfo struct {
+	endpoint string // "token"
+	kid, alg string
+	claims   map[string]any
 }
 
 type codeInfo struct {
@@ -114,10 +127,14 @@ func (f *fakeIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	if idAlgs == nil {
 		idAlgs = []string{"RS256"}
 	}
-	writeJSON(w, http.StatusOK, demoidp.Metadata{
+	doc := demoidp.Metadata{
 		Issuer: f.issuer, IDTokenAlgs: idAlgs, AuthMethods: f.authMethods, DPoPAlgs: f.dpopAlgs,
 		PKCE: !f.noPKCE, Userinfo: true, IssParameter: f.issParam,
-	}.Document())
+	}.Document()
+	if f.authSigningAlgs != nil {
+		doc["token_endpoint_auth_signing_alg_values_supported"] = f.authSigningAlgs
+	}
+	writeJSON(w, http.StatusOK, doc)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -228,14 +245,10 @@ func (f *fakeIdP) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, 400, "invalid_request")
 		return
 	}
-	id, secret, basic := r.BasicAuth()
-	if !basic {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	}
 	f.mu.Lock()
-	f.lastForm, f.lastBasicOK = r.PostForm, basic
+	f.lastForm = r.PostForm
 	f.mu.Unlock()
-	if id != f.clientID || secret != f.secret {
+	if !f.clientAuthenticated(r, "token", f.issuer+"/token") {
 		oauthError(w, 401, "invalid_client")
 		return
 	}
@@ -245,27 +258,7 @@ func (f *fakeIdP) token(w http.ResponseWriter, r *http.Request) {
 	}
 	bound := false
 	if f.dpopAlgs != nil {
-		proofs := r.Header.Values("DPoP")
-		if len(proofs) != 1 {
-			oauthError(w, 400, "invalid_dpop_proof")
-			return
-		}
-		pi, err := verifyProof(proofs[0], http.MethodPost, f.issuer+"/token")
-		if err != nil || f.rejectProof {
-			oauthError(w, 400, "invalid_dpop_proof")
-			return
-		}
-		f.mu.Lock()
-		f.proofs = append(f.proofs, pi)
-		cur := f.nonce
-		if f.alwaysNonce {
-			f.nonce = fmt.Sprintf("n-%d", len(f.proofs)+1)
-			cur = f.nonce
-		}
-		f.mu.Unlock()
-		if (f.requireNonce || f.alwaysNonce) && pi.claims["nonce"] != cur {
-			w.Header().Set("DPoP-Nonce", cur)
-			oauthError(w, 400, "use_dpop_nonce")
+		if !f.checkProof(w, r, f.issuer+"/token", &f.proofs) {
 			return
 		}
 		bound = !f.answerBearer
@@ -353,4 +346,93 @@ func (f *fakeIdP) userinfo(w http.ResponseWriter, r *http.Request) {
 		sub = f.userinfoSub
 	}
 	writeJSON(w, 200, map[string]any{"sub": sub, "email": "alice@example.com", "picture": "https://example.com/a.png", "iss": "https://forged.example"})
+}
+
+// clientAuthenticated checks the request's client authentication: a private_key_jwt
+// assertion (RFC 7523 §3: iss and sub the client, aud the endpoint or the issuer, exp, a jti
+// never seen before, signed with a key of assertionKeys), or the secret by Basic or in the
+// form.
+func (f *fakeIdP) clientAuthenticated(r *http.Request, endpoint, endpointURL string) bool {
+	if a := r.PostForm.Get("client_assertion"); a != "" {
+		if r.PostForm.Get("client_assertion_type") != AssertionType || r.PostForm.Has("client_secret") || r.Header.Get("Authorization") != "" {
+			return false
+		}
+		jws, err := jose.ParseSignedCompact(a, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.PS256})
+		if err != nil || len(jws.Signatures) != 1 {
+			return false
+		}
+		h := jws.Signatures[0].Header
+		key := f.assertionKeys[h.KeyID]
+		if key == nil {
+			return false
+		}
+		payload, err := jws.Verify(key)
+		if err != nil {
+			return false
+		}
+		var claims map[string]any
+		if json.Unmarshal(payload, &claims) != nil {
+			return false
+		}
+		aud, _ := claims["aud"].(string)
+		if claims["iss"] != f.clientID || claims["sub"] != f.clientID || (aud != endpointURL && aud != f.issuer) {
+			return false
+		}
+		exp, _ := claims["exp"].(float64)
+		jti, _ := claims["jti"].(string)
+		if exp < float64(f.now().Unix()) || jti == "" {
+			return false
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, seen := range f.assertions {
+			if seen.claims["jti"] == jti {
+				return false // replayed
+			}
+		}
+		f.assertions = append(f.assertions, assertionInfo{endpoint: endpoint, kid: h.KeyID, alg: h.Algorithm, claims: claims})
+		f.lastBasicOK = false
+		return r.PostForm.Get("client_id") == "" || r.PostForm.Get("client_id") == f.clientID
+	}
+	id, secret, basic := r.BasicAuth()
+	if !basic {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	} else {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+	}
+	f.mu.Lock()
+	f.lastBasicOK = basic
+	f.mu.Unlock()
+	return id == f.clientID && secret == f.secret
+}
+
+// checkProof checks the request's DPoP proof for htu (answering invalid_dpop_proof or
+// use_dpop_nonce itself when it fails).
+// Every verified proof is recorded in *into, rejected for its nonce or not.
+func (f *fakeIdP) checkProof(w http.ResponseWriter, r *http.Request, htu string, into *[]proofInfo) bool {
+	proofs := r.Header.Values("DPoP")
+	if len(proofs) != 1 {
+		oauthError(w, 400, "invalid_dpop_proof")
+		return false
+	}
+	pi, err := verifyProof(proofs[0], http.MethodPost, htu)
+	if err != nil || f.rejectProof {
+		oauthError(w, 400, "invalid_dpop_proof")
+		return false
+	}
+	f.mu.Lock()
+	*into = append(*into, pi)
+	cur := f.nonce
+	if f.alwaysNonce {
+		f.nonce = fmt.Sprintf("n-%d", len(f.proofs)+1)
+		cur = f.nonce
+	}
+	f.mu.Unlock()
+	if (f.requireNonce || f.alwaysNonce) && pi.claims["nonce"] != cur {
+		w.Header().Set("DPoP-Nonce", cur)
+		oauthError(w, 400, "use_dpop_nonce")
+		return false
+	}
+	return true
 }

@@ -52,6 +52,14 @@ type Config struct {
 	MappingMode string
 	Attributes  map[string]string
 	claims      *ClaimMapping // compiled by normalize
+	// TokenEndpointAuthMethod is how the broker authenticates at the token endpoint:
+	// client_secret_basic, client_secret_post or
+	// private_key_jwt (RFC 7523 §2.2). "" picks by discovery: client_secret_basic when listed
+	// (or the list is absent), else client_secret_post.
+	TokenEndpointAuthMethod string
+	// TokenEndpointAuthSigningAlg is the private_key_jwt assertion alg: RS256 (default),
+	// ES256 or PS256.
+	TokenEndpointAuthSigningAlg string
 }
 
 // Options are the DPoP timing and collaborators shared by all connections.
@@ -65,6 +73,8 @@ type Options struct {
 	Jitter     time.Duration
 	ClockSkew  time.Duration // leeway for exp/iat on upstream ID tokens
 	Now        func() time.Time
+	// ClientAuthKeys sign private_key_jwt client assertions, by alg (RS256, ES256, PS256).
+	ClientAuthKeys map[string]AssertionKey
 }
 
 // Stable error codes for login events (details.error).
@@ -139,6 +149,9 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	}
 	opts.setDefaults()
 	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP}
+	if err := c.setupClientAuth(); err != nil {
+		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
+	}
 	if err := c.setupDPoP(); err != nil {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
 	}
@@ -153,6 +166,9 @@ func (cfg *Config) normalize() error {
 		return err
 	}
 	if err := cfg.normalizeClient(); err != nil {
+		return err
+	}
+	if err := cfg.normalizeClientAuth(); err != nil {
 		return err
 	}
 	if err := cfg.normalizeIDTokenAlgs(); err != nil {
@@ -280,9 +296,9 @@ func (c *Connection) setupDPoP() error {
 		if err != nil {
 			return fmt.Errorf("DPoP key cannot sign %s: %w", l, err)
 		}
-		hc := *c.opts.HTTP
+		hc := *c.plain
 		hc.Transport = &dpop.Transport{
-			Base:       c.opts.HTTP.Transport,
+			Base:       c.plain.Transport, // beneath the proofs: each retry gets a fresh client assertion
 			Signer:     s,
 			Nonces:     c.opts.Nonces,
 			MaxRetries: c.opts.MaxRetries,
@@ -447,21 +463,17 @@ func (c *Connection) checkDPoP(doc *discovery.Document) (string, error) {
 	return wire, nil
 }
 
-func (c *Connection) oauth2Config(doc *discovery.Document, redirectURI string) (*oauth2.Config, error) {
-	style := oauth2.AuthStyleInParams // public client: client_id in the body, no secret
-	if c.cfg.ClientSecret != "" {
-		switch doc.AuthStyle() {
-		case discovery.AuthClientSecretBasic:
-			style = oauth2.AuthStyleInHeader
-		case discovery.AuthClientSecretPost:
-			style = oauth2.AuthStyleInParams
-		default:
-			return nil, &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("upstream %s supports neither client_secret_basic nor client_secret_post (token_endpoint_auth_methods_supported %v)", doc.Issuer, doc.TokenEndpointAuthMethodsSupported)}
-		}
+// oauth2Config returns the x/oauth2 configuration for doc and the client authentication
+// method it uses (authMethod).
+func (c *Connection) oauth2Config(doc *discovery.Document, redirectURI string) (*oauth2.Config, string, error) {
+	method, err := c.authMethod(doc)
+	if err != nil {
+		return nil, "", err
 	}
+	style, secret := c.authStyle(method)
 	return &oauth2.Config{
 		ClientID:     c.cfg.ClientID,
-		ClientSecret: c.cfg.ClientSecret,
+		ClientSecret: secret,
 		Endpoint: oauth2.Endpoint{
 			AuthURL:   doc.AuthorizationEndpoint,
 			TokenURL:  doc.TokenEndpoint,
@@ -469,7 +481,7 @@ func (c *Connection) oauth2Config(doc *discovery.Document, redirectURI string) (
 		},
 		RedirectURL: redirectURI,
 		Scopes:      c.cfg.Scopes,
-	}, nil
+	}, method, nil
 }
 
 // Begin fetches discovery, checks DPoP capability (a *discovery.CapabilityError wrapped in
@@ -496,7 +508,7 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string, options ...B
 	if err != nil {
 		return nil, err
 	}
-	oc, err := c.oauth2Config(doc, redirectURI)
+	oc, _, err := c.oauth2Config(doc, redirectURI)
 	if err != nil {
 		return nil, err
 	}
@@ -560,13 +572,16 @@ type Result struct {
 	Claims  map[string]any // ID-token claims, merged with userinfo when fetched
 	// Profile is the user profile the connection's claim mapping made of the ID token and
 	// userinfo (ClaimMapping.Profile): the claims of the broker's tokens.
-	Profile      map[string]any
-	IDTokenAlg   string
-	TokenType    string // as the upstream sent it
-	DPoPBound    bool   // token_type == DPoP (RFC 9449 §5)
-	DPoPAlg      string // "" when DPoP is off
-	NonceRetries int    // use_dpop_nonce retries during the token exchange
-	NonceUsed    bool   // a token-request proof carried a server nonce
+	Profile    map[string]any
+	IDTokenAlg string
+	TokenType  string // as the upstream sent it
+	DPoPBound  bool   // token_type == DPoP (RFC 9449 §5)
+	DPoPAlg    string // "" when DPoP is off
+	// ClientAuthMethod is how the broker authenticated at the token endpoint
+	// (client_secret_basic, client_secret_post, private_key_jwt; "none" for a public client).
+	ClientAuthMethod string
+	NonceRetries     int  // use_dpop_nonce retries during the token exchange
+	NonceUsed        bool // a token-request proof carried a server nonce
 	// NonceDropped: the upstream rejected a proof carrying a remembered nonce (token endpoint
 	// or userinfo), so the broker forgot that nonce and retried once without it.
 	NonceDropped    bool
@@ -614,15 +629,19 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		}
 		res.DPoPAlg = wire
 	}
-	oc, err := c.oauth2Config(doc, redirectURI)
+	oc, method, err := c.oauth2Config(doc, redirectURI)
 	if err != nil {
 		return res, err
 	}
+	res.ClientAuthMethod = method
 
 	var trace dpop.Trace
 	tctx := ctx
 	if res.DPoPAlg != "" {
 		tctx = dpop.WithTrace(ctx, &trace)
+	}
+	if method == discovery.AuthPrivateKeyJWT {
+		tctx = withAssertion(tctx, doc.TokenEndpoint) // RFC 7523 §3: aud the token endpoint
 	}
 	dctx := context.WithValue(tctx, oauth2.HTTPClient, jsonOnly(hc))
 	var xopts []oauth2.AuthCodeOption
