@@ -329,7 +329,7 @@ func (s *Server) beginFailure(app *appRequest, ev *logs.Event, err error) loginF
 	if ce != nil { // capability errors name issuer and algs only
 		return loginFailure{App: app, OAuthError: "server_error", Code: code, Description: desc, AppDescription: code + ": " + desc}
 	}
-	if code == upstream.CodeClientAuthUnsupported {
+	if code == upstream.CodeClientAuthUnsupported || code == upstream.CodePARNotSupported {
 		// The connection asks for what the upstream does not offer: a configuration problem,
 		// not a passing one.
 		return loginFailure{App: app, OAuthError: "server_error", Code: code, Description: desc,

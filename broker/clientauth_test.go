@@ -66,7 +66,7 @@ func TestClientAuthJWKSPublishesOnlyPublicClientAuthKeys(t *testing.T) {
 	}
 }
 
-func TestMgmtChecksClientAuthenticationAgainstTheUpstream(t *testing.T) {
+func TestMgmtChecksClientAuthenticationAndPARAgainstTheUpstream(t *testing.T) {
 	pkjUp, err := demoidp.Start(demoidp.Options{ClientID: upClientID, ClientSecret: upSecret, AuthMethods: []string{"private_key_jwt"}})
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +96,8 @@ func TestMgmtChecksClientAuthenticationAgainstTheUpstream(t *testing.T) {
 		{name: "private_key_jwt without a key for its alg: 400 naming the key to configure", body: opts(pkjUp.URL, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "PS256"}),
 			status: 400, code: "client_auth_key_missing", msg: "configure keys.client_auth with alg PS256"},
 		{name: "private_key_jwt with a key, listed by the upstream, is accepted", body: opts(pkjUp.URL, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "ES256"}), status: 200},
+		{name: "use_par against an upstream without a PAR endpoint: 400", body: opts(h.up.URL, map[string]any{"use_par": true}),
+			status: 400, code: "par_not_supported", msg: "options.use_par: upstream " + h.up.URL + " does not support pushed authorization requests"},
 		{name: "an unknown method is a payload error", body: opts(h.up.URL, map[string]any{"token_endpoint_auth_method": "tls_client_auth"}),
 			status: 400, code: "invalid_body", msg: `"tls_client_auth" is not supported`},
 	} {

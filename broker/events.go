@@ -82,6 +82,9 @@ func withResult(ev *logs.Event, res *upstream.Result) {
 	if res.ClientAuthMethod != "" {
 		d["token_endpoint_auth_method"] = res.ClientAuthMethod
 	}
+	if res.PAR {
+		d["upstream_par"] = true // the authorization request was pushed (RFC 9126)
+	}
 	if res.TokenType != "" {
 		d["dpop_returned_from_upstream"] = res.DPoPBound
 		d["idp_token_type"] = strings.ToLower(res.TokenType)

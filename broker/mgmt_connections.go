@@ -82,7 +82,8 @@ func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
 // checkConnection validates cc like the YAML, then the rules that need keys and the network:
 // for DPoP a key for the alg and the upstream's discovery listing it (RFC 9449 §5.1,
 // docs/conformance.md#discovery-dpop-gate); for a configured token_endpoint_auth_method the
-// upstream listing it (and a client-authentication key for private_key_jwt).
+// upstream listing it (and a client-authentication key for private_key_jwt); for use_par a
+// pushed_authorization_request_endpoint.
 func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	ctx := c.r.Context()
 	if errs := s.cfg.ValidateConnection(cc); len(errs) > 0 {
@@ -113,7 +114,7 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 		return errBody(strings.TrimPrefix(err.Error(), "upstream: "))
 	}
 	o := &cc.Options
-	if alg == "" && o.TokenEndpointAuthMethod == "" {
+	if alg == "" && o.TokenEndpointAuthMethod == "" && !o.UsePAR {
 		return nil
 	}
 	uc := up.Config()
@@ -154,12 +155,18 @@ func checkDPoPCapability(doc *discovery.Document, issuer, alg string) *apiError 
 
 // checkUpstreamOffers refuses a client authentication method the upstream of doc does not
 // list in token_endpoint_auth_methods_supported (or a private_key_jwt alg missing from
-// token_endpoint_auth_signing_alg_values_supported).
+// token_endpoint_auth_signing_alg_values_supported), and use_par without a
+// pushed_authorization_request_endpoint (RFC 9126 §5).
 func checkUpstreamOffers(doc *discovery.Document, uc *upstream.Config) *apiError {
 	if m := uc.TokenEndpointAuthMethod; m != "" {
 		if err := upstream.CheckAuthMethod(doc, m, uc.TokenEndpointAuthSigningAlg); err != nil {
 			return &apiError{http.StatusBadRequest, upstream.CodeClientAuthUnsupported,
 				"Payload validation error: options.token_endpoint_auth_method: " + err.Error()}
+		}
+	}
+	if uc.UsePAR {
+		if err := upstream.CheckPAR(doc); err != nil {
+			return &apiError{http.StatusBadRequest, upstream.CodePARNotSupported, "Payload validation error: options.use_par: " + err.Error()}
 		}
 	}
 	return nil

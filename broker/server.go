@@ -220,6 +220,7 @@ func upstreamConfig(cc *config.Connection) upstream.Config {
 		DPoPSigningAlg: o.DPoPSigningAlg, FetchUserinfo: o.FetchUserinfo,
 		TokenEndpointAuthMethod:     o.TokenEndpointAuthMethod,
 		TokenEndpointAuthSigningAlg: o.TokenEndpointAuthSigningAlg,
+		UsePAR:                      o.UsePAR,
 	}
 	claimMapping(&uc, &o)
 	return uc

@@ -63,6 +63,7 @@ func TestClientAuthKeysArePublishedCurrentThenPrevious(t *testing.T) {
 	cfg, err := Parse([]byte(configtest.ValidYAML + `
       token_endpoint_auth_method: private_key_jwt
       token_endpoint_auth_signing_alg: ES256
+      use_par: true
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +74,8 @@ func TestClientAuthKeysArePublishedCurrentThenPrevious(t *testing.T) {
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatalf("Validate: %v", FieldErrors(errs))
 	}
-	if o := cfg.Connections[0].Options; o.ClientAuthAlg() != "ES256" {
-		t.Fatalf("options %+v: private_key_jwt ES256 not read", o)
+	if o := cfg.Connections[0].Options; !o.UsePAR || o.ClientAuthAlg() != "ES256" {
+		t.Fatalf("options %+v: use_par and private_key_jwt ES256 not read", o)
 	}
 	k, err := LoadKeys(cfg, false)
 	if err != nil {

@@ -352,12 +352,15 @@ type ConnectionOptions struct {
 	// basic_profile, the standard profile and email claims.
 	AttributeMap *AttributeMap `yaml:"attribute_map" json:"attribute_map,omitempty"`
 	TokenVault   *Activity     `yaml:"federated_connections_access_tokens" json:"federated_connections_access_tokens,omitempty"`
-	// TokenEndpointAuthMethod is how the broker authenticates at the upstream's token
+	// TokenEndpointAuthMethod is how the broker authenticates at the upstream's token (and PAR)
 	// endpoint: client_secret_basic, client_secret_post or private_key_jwt (RFC 7523, with
 	// the keys.client_auth key of TokenEndpointAuthSigningAlg). "" picks by discovery:
 	// client_secret_basic when listed, else client_secret_post.
 	TokenEndpointAuthMethod     string `yaml:"token_endpoint_auth_method" json:"token_endpoint_auth_method,omitempty"`
 	TokenEndpointAuthSigningAlg string `yaml:"token_endpoint_auth_signing_alg" json:"token_endpoint_auth_signing_alg,omitempty"`
+	// UsePAR pushes authorization requests to the upstream (RFC 9126); they are pushed anyway
+	// when its discovery says require_pushed_authorization_requests.
+	UsePAR bool `yaml:"use_par" json:"use_par,omitempty"`
 	// CallbackPath is shared (default: PUBLIC_URL/login/callback) or dedicated
 	// (PUBLIC_URL/login/callback/{connection id}, the mix-up defence of RFC 9700 §4.4.2 for
 	// upstreams without RFC 9207 iss).

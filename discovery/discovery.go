@@ -81,6 +81,10 @@ type Document struct {
 	// DPoPSigningAlgValuesSupported is nil when the member is absent.
 	DPoPSigningAlgValuesSupported              []string `json:"dpop_signing_alg_values_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+	// PushedAuthorizationRequestEndpoint and RequirePushedAuthorizationRequests are the
+	// RFC 9126 §5 members ("" and false when absent).
+	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint"`
+	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests"`
 
 	Provider *oidc.Provider `json:"-"`
 	// FetchedAt is when this copy was fetched (by the Client's clock).
@@ -391,7 +395,8 @@ func Parse(body []byte, issuer string) (*Document, error) {
 		return nil, fmt.Errorf("issuer mismatch: document says %q, expected exactly %q", doc.Issuer, issuer)
 	}
 	// The broker sends the browser to authorization_endpoint and end_session_endpoint, POSTs
-	// the client secret, code and PKCE verifier to token_endpoint, and fetches jwks_uri and
+	// the client secret, code and PKCE verifier to token_endpoint (and the authorization request
+	// with the client secret to pushed_authorization_request_endpoint), and fetches jwks_uri and
 	// userinfo_endpoint: each must obey the issuer's URL rules (OIDC Discovery §3 requires
 	// https URLs), so a document cannot point them at plain-http internal services.
 	for _, ep := range []struct {
@@ -402,6 +407,7 @@ func Parse(body []byte, issuer string) (*Document, error) {
 		{"jwks_uri", doc.JWKSURI},
 		{"userinfo_endpoint", doc.UserinfoEndpoint},
 		{"end_session_endpoint", doc.EndSessionEndpoint},
+		{"pushed_authorization_request_endpoint", doc.PushedAuthorizationRequestEndpoint},
 	} {
 		if ep.value == "" {
 			continue // optional members; the required ones were checked above

@@ -56,7 +56,7 @@ func TestCheckEndpointURL(t *testing.T) {
 // user info or fragment; a document breaking that is a discovery failure naming the member,
 // and nothing is fetched from it.
 func TestDocumentEndpointsMustBeHTTPSAbsoluteURLs(t *testing.T) {
-	for _, member := range []string{"authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint", "end_session_endpoint"} {
+	for _, member := range []string{"authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint", "end_session_endpoint", "pushed_authorization_request_endpoint"} {
 		for _, bad := range []string{
 			"http://169.254.169.254/latest/meta-data/iam/security-credentials/",
 			"http://10.0.0.5:6379/",

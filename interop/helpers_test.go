@@ -617,6 +617,12 @@ type upstreamStats struct {
 	// AuthorizationParams are login_hint, acr_values, ui_locales, display and prompt of the
 	// last authorization request.
 	AuthorizationParams map[string]string `json:"authorization_params"`
+	// Pushed authorization requests (RFC 9126): POSTs to the PAR endpoint, those with a DPoP
+	// proof, those answered use_dpop_nonce, and authorization requests carrying a request_uri.
+	PARRequests              int `json:"par_requests"`
+	PARDPoPProofs            int `json:"par_dpop_proofs"`
+	PARNonceChallenges       int `json:"par_nonce_challenges"`
+	RequestURIAuthorizations int `json:"request_uri_authorizations"`
 }
 
 func getStats(t *testing.T, upstreamURL string) upstreamStats {

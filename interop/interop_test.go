@@ -40,6 +40,9 @@ type scenario struct {
 	// token_endpoint_auth_signing_alg ("" = omitted); a private_key_jwt connection gets a
 	// keys.client_auth key of its own for authAlg (default RS256).
 	auth, authAlg string
+	// requirePAR: the upstream requires pushed authorization requests (upstream.mjs
+	// --require-par); usePAR: the connection's use_par.
+	requirePAR, usePAR bool
 }
 
 type world struct {
@@ -63,6 +66,9 @@ func setup(t *testing.T, sc scenario) *world {
 		"--redirect-uri", brokerURL + "/login/callback"}
 	if sc.upAuth != "" {
 		upArgs = append(upArgs, "--client-auth", sc.upAuth, "--jwks-uri", brokerURL+"/client-auth/jwks.json")
+	}
+	if sc.requirePAR {
+		upArgs = append(upArgs, "--require-par")
 	}
 	_, upstreamURL := startUpstream(t, upArgs...)
 	rpClient := sc.rpClient
@@ -115,6 +121,9 @@ func setup(t *testing.T, sc scenario) *world {
 	}
 	if sc.authAlg != "" {
 		algLine += "\n      token_endpoint_auth_signing_alg: " + sc.authAlg
+	}
+	if sc.usePAR {
+		algLine += "\n      use_par: true"
 	}
 	if sc.auth == "private_key_jwt" {
 		keyAlg := cmp.Or(sc.authAlg, "RS256")

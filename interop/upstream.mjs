@@ -4,6 +4,7 @@
 //          --redirect-uri http://127.0.0.1:8080/login/callback [--client-id broker] [--client-secret S] \
 //          [--signing-key FILE] [--backchannel-logout-uri URL]
 //          [--client-auth client_secret_basic|client_secret_post|private_key_jwt] [--jwks-uri URL]
+//          [--require-par]
 //
 // Prints exactly one line "READY http://127.0.0.1:PORT" once listening (the issuer, no trailing slash).
 // Mode okta is set up like an Okta custom authorization server: the provider is mounted under
@@ -14,13 +15,16 @@
 // No manual UI: interactions complete automatically as account "alice" with consent for what was asked,
 // so a cookie-jar HTTP client that follows redirects finishes the flow. GET /__stats answers
 // {token_requests, nonce_challenges, token_types, dpop_proofs, nonce_proofs, authorization_requests,
-// userinfo_requests, backchannel_logouts, authorization_params}, where authorization_params are the
+// userinfo_requests, backchannel_logouts, authorization_params, par_requests, par_dpop_proofs,
+// par_nonce_challenges, request_uri_authorizations}, where authorization_params are the
 // login_hint, acr_values, ui_locales, display and prompt of the last authorization request (query
 // or pushed body). Account alice has groups ["engineering", "admins"], released with scope groups.
 // --client-auth registers the client (the broker) with that token_endpoint_auth_method and makes it
 // the only one discovery lists (token_endpoint_auth_methods_supported); private_key_jwt needs
 // --jwks-uri, the broker's client-authentication JWK Set, which oidc-provider fetches. Without it
-// the client uses client_secret_basic and discovery lists oidc-provider's defaults. Each token request is
+// the client uses client_secret_basic and discovery lists oidc-provider's defaults.
+// --require-par sets require_pushed_authorization_requests: every authorization request must be
+// pushed (RFC 9126) to the pushed_authorization_request_endpoint (/request; /v1/par in mode okta). Each token request is
 // logged on stdout as a JSON line (presence of DPoP proof and nonce only: never a code, proof or token).
 // POST ISSUER/__dpop_nonce?require=false|true (modes nonce, dpop, rsaonly, okta) swaps in a provider
 // built like a new deployment behind the same issuer (same keys, client and stored grants): false =
@@ -56,6 +60,7 @@ const { values: args } = parseArgs({
     'backchannel-logout-uri': { type: 'string', default: '' },
     'client-auth': { type: 'string', default: '' },
     'jwks-uri': { type: 'string', default: '' },
+    'require-par': { type: 'boolean', default: false },
   },
 });
 
@@ -134,6 +139,7 @@ const routes = okta ? {
   authorization: '/auth',
   token: '/token',
   userinfo: '/me',
+  pushed_authorization_request: '/request',
 };
 
 const backchannelLogoutUri = args['backchannel-logout-uri'];
@@ -180,6 +186,7 @@ const configuration = {
     userinfo: { enabled: true },
     rpInitiatedLogout,
     backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: args['require-par'] },
   },
   enabledJWA: mode === 'rsaonly' ? { dPoPSigningAlgValues: ['RS256'] } : undefined,
   claims: {
@@ -265,6 +272,10 @@ const stats = {
   userinfo_requests: 0,
   backchannel_logouts: { succeeded: 0, failed: 0 },
   authorization_params: {},
+  par_requests: 0,
+  par_dpop_proofs: 0,
+  par_nonce_challenges: 0,
+  request_uri_authorizations: 0,
 };
 
 // The authorization request parameters /__stats reports (never state, nonce, PKCE or codes).
@@ -306,6 +317,20 @@ async function track(ctx, next) {
 
   if (route === routes.authorization || route.startsWith(`${routes.authorization}/`)) {
     stats.authorization_requests += 1;
+    if (ctx.method === 'GET' && ctx.query.request_uri) stats.request_uri_authorizations += 1;
+  }
+  if (route === routes.pushed_authorization_request && ctx.method === 'POST') {
+    stats.par_requests += 1;
+    const nonceChallenge = ctx.status === 400 && ctx.body?.error === 'use_dpop_nonce';
+    if (nonceChallenge) stats.par_nonce_challenges += 1;
+    if (proof) stats.par_dpop_proofs += 1;
+    log('par_request', {
+      status: ctx.status,
+      dpop_proof: Boolean(proof),
+      nonce_challenge: nonceChallenge,
+      error: ctx.status === 201 ? undefined : ctx.body?.error,
+      error_description: ctx.status === 201 ? undefined : ctx.body?.error_description,
+    });
   }
   if (route === routes.authorization) { // the request itself, not its resumption after login
     const params = ctx.oidc?.params ?? ctx.query;

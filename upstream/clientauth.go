@@ -115,8 +115,8 @@ func withAssertion(ctx context.Context, aud string) context.Context {
 	return context.WithValue(ctx, assertionKey{}, aud)
 }
 
-// maxFormBody bounds the form body the assertion transport rewrites (a token request of the
-// broker's own making).
+// maxFormBody bounds the form body the assertion transport rewrites (a token or pushed
+// authorization request of the broker's own making).
 const maxFormBody = 64 << 10
 
 // assertionTransport adds client_assertion_type and a freshly signed client_assertion to the
@@ -218,4 +218,23 @@ func (c *Connection) authStyle(method string) (oauth2.AuthStyle, string) {
 		return oauth2.AuthStyleInParams, c.cfg.ClientSecret
 	}
 	return oauth2.AuthStyleInParams, ""
+}
+
+// authenticate adds the connection's client authentication for method to a form POST the
+// broker builds itself (the pushed authorization request): the secret to form
+// (client_secret_post), or to the returned headers (client_secret_basic); for private_key_jwt
+// the returned context is marked for an assertion with audience aud.
+func (c *Connection) authenticate(ctx context.Context, form url.Values, method, aud string) (context.Context, http.Header) {
+	h := http.Header{}
+	switch method {
+	case discovery.AuthClientSecretBasic:
+		// RFC 6749 §2.3.1: both form-urlencoded before the Basic encoding.
+		r := &http.Request{Header: h}
+		r.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
+	case discovery.AuthClientSecretPost:
+		form.Set("client_secret", c.cfg.ClientSecret)
+	case discovery.AuthPrivateKeyJWT:
+		ctx = withAssertion(ctx, aud)
+	}
+	return ctx, h
 }

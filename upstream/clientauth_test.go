@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto"
 	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -135,5 +139,122 @@ func TestPrivateKeyJWTNeedsAKeyForItsAlg(t *testing.T) {
 		if _, err := New(cfg, Options{}); err == nil {
 			t.Errorf("New(%s/%s) accepted", cfg.TokenEndpointAuthMethod, cfg.TokenEndpointAuthSigningAlg)
 		}
+	}
+}
+
+func TestPushedAuthorizationRequests(t *testing.T) {
+	tests := []struct {
+		name         string
+		usePAR       bool
+		par, require bool
+		method       string
+		dpopNonce    bool
+		parError     string
+		wantCode     string
+		wantOAuth    string
+	}{
+		{name: "use_par pushes with client_secret_basic and a DPoP proof", usePAR: true, par: true},
+		{name: "discovery requiring PAR pushes without use_par", par: true, require: true},
+		{name: "private_key_jwt and DPoP nonce at the PAR endpoint", usePAR: true, par: true, method: "private_key_jwt", dpopNonce: true},
+		{name: "use_par without a PAR endpoint is refused", usePAR: true, wantCode: CodePARNotSupported},
+		{name: "an error answer from the PAR endpoint fails the login start", usePAR: true, par: true, parError: "invalid_request", wantCode: CodeUpstreamError, wantOAuth: "invalid_request"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeIdP(t, func(f *fakeIdP) {
+				f.par, f.requirePAR, f.requireNonce, f.parError = tc.par, tc.require, tc.dpopNonce, tc.parError
+				f.authMethods = []string{"client_secret_basic", "private_key_jwt"}
+			})
+			keys := assertionKeys(t, f)
+			c := newConn(t, f, func(c *Config) {
+				c.UsePAR, c.TokenEndpointAuthMethod = tc.usePAR, tc.method
+			}, func(o *Options) { o.ClientAuthKeys = keys })
+			st, err := c.Begin(context.Background(), redirectURI)
+			if tc.wantCode != "" {
+				var ue *Error
+				if !errors.As(err, &ue) || ue.Code != tc.wantCode || ue.OAuthError != tc.wantOAuth {
+					t.Fatalf("Begin error %#v, want code %s oauth error %q", err, tc.wantCode, tc.wantOAuth)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Begin: %v", err)
+			}
+			u, _ := url.Parse(st.AuthURL)
+			if q := u.Query(); !st.PAR || len(q) != 2 || q.Get("client_id") != f.clientID || q.Get("request_uri") == "" {
+				t.Fatalf("authorization URL %s (PAR %t), want only client_id and request_uri", st.AuthURL, st.PAR)
+			}
+			f.mu.Lock()
+			form := f.parForms[len(f.parForms)-1]
+			for _, k := range []string{"response_type", "redirect_uri", "scope", "state", "nonce", "code_challenge", "login_hint"} {
+				if form.Get(k) == "" {
+					t.Errorf("pushed request lacks %s", k)
+				}
+			}
+			wantProofs := 1
+			if tc.dpopNonce {
+				wantProofs = 2
+			}
+			if len(f.parProofs) != wantProofs {
+				t.Errorf("%d DPoP proofs at the PAR endpoint, want %d", len(f.parProofs), wantProofs)
+			}
+			if tc.method == "private_key_jwt" {
+				if len(f.assertions) != wantProofs || f.assertions[0].claims["aud"] != f.issuer {
+					t.Errorf("PAR assertions %+v, want %d with aud the issuer (RFC 9126 §2)", f.assertions, wantProofs)
+				}
+			}
+			parJKT := f.parProofs[0].jkt
+			f.mu.Unlock()
+			res, err := c.Finish(context.Background(), st, redirectURI, f.authorize(t, st.AuthURL))
+			if err != nil {
+				t.Fatalf("Finish: %v", err)
+			}
+			if !res.PAR || !res.DPoPBound {
+				t.Errorf("Result PAR %t DPoPBound %t, want both", res.PAR, res.DPoPBound)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if tokenJKT := f.proofs[len(f.proofs)-1].jkt; tokenJKT != parJKT {
+				t.Errorf("token request proof key %s differs from the PAR proof key %s (RFC 9449 §10.1)", tokenJKT, parJKT)
+			}
+		})
+	}
+}
+
+func TestPushedAuthorizationResponseChecks(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		ctype  string
+		body   string
+		want   string // "" = accepted
+	}{
+		{name: "201 with request_uri and expires_in", status: 201, ctype: "application/json", body: `{"request_uri":"urn:x:1","expires_in":60}`},
+		{name: "200 is accepted too", status: 200, ctype: "application/json; charset=utf-8", body: `{"request_uri":"urn:x:1","expires_in":60}`},
+		{name: "missing request_uri", status: 201, ctype: "application/json", body: `{"expires_in":60}`, want: "no usable request_uri"},
+		{name: "request_uri with a space", status: 201, ctype: "application/json", body: `{"request_uri":"urn:x 1","expires_in":60}`, want: "no usable request_uri"},
+		{name: "request_uri too long", status: 201, ctype: "application/json", body: `{"request_uri":"` + strings.Repeat("a", maxRequestURI+1) + `","expires_in":60}`, want: "no usable request_uri"},
+		{name: "no expires_in", status: 201, ctype: "application/json", body: `{"request_uri":"urn:x:1"}`, want: "expires_in"},
+		{name: "not JSON", status: 201, ctype: "text/html", body: `<html>`, want: "without a JSON object"},
+		{name: "error without JSON", status: 502, ctype: "text/html", body: `bad gateway`, want: "HTTP 502"},
+		{name: "invalid_dpop_proof", status: 400, ctype: "application/json", body: `{"error":"invalid_dpop_proof"}`, want: `error="invalid_dpop_proof"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			rec.Header().Set("Content-Type", tc.ctype)
+			rec.WriteHeader(tc.status)
+			resp := rec.Result()
+			ru, err := parResponse(resp, []byte(tc.body))
+			switch {
+			case tc.want == "" && (err != nil || ru != "urn:x:1"):
+				t.Fatalf("parResponse = %q, %v; want urn:x:1", ru, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("parResponse error %v, want %q", err, tc.want)
+			}
+			if tc.status == http.StatusBadRequest && CodeOf(err) != CodeInvalidDPoPProof {
+				t.Errorf("code %s, want %s", CodeOf(err), CodeInvalidDPoPProof)
+			}
+		})
 	}
 }

@@ -60,6 +60,11 @@ type fakeIdP struct {
 	assertionKeys   map[string]crypto.PublicKey
 	authSigningAlgs []string
 
+	// Pushed authorization requests (RFC 9126): par advertises the endpoint, requirePAR sets
+	// require_pushed_authorization_requests, parError answers every push with that error.
+	par, requirePAR bool
+	parError        string
+
 	now func() time.Time
 
 	tokenHits    atomic.Int64
@@ -73,12 +78,15 @@ type fakeIdP struct {
 	uiAuthz     string      // scheme of the last userinfo Authorization header
 	lastForm    url.Values
 	lastBasicOK bool
-	assertions  []assertionInfo // verified client assertions, in order
+	assertions  []assertionInfo       // verified client assertions, in order
+	pushed      map[string]url.Values // pushed requests by request_uri
+	parForms    []url.Values          // every pushed form (client credentials included)
+	parProofs   []proofInfo           // PAR endpoint proofs
 }
 
 // assertionInfo is a verified client assertion.
 type assertionInfo struct {
-	endpoint string // "token"
+	endpoint string // "token" or "par"
 	kid, alg string
 	claims   map[string]any
 }
@@ -99,7 +107,7 @@ func newFakeIdP(t testing.TB, configure func(f *fakeIdP)) *fakeIdP {
 		clientID: "broker", secret: "s3cret",
 		dpopAlgs: []string{"ES256", "EdDSA", "RS256", "PS256"},
 		idAlg:    jose.RS256, now: time.Now,
-		codes: map[string]codeInfo{}, nonce: "n-1",
+		codes: map[string]codeInfo{}, nonce: "n-1", pushed: map[string]url.Values{},
 	}
 	if configure != nil {
 		configure(f)
@@ -115,6 +123,7 @@ func newFakeIdP(t testing.TB, configure func(f *fakeIdP)) *fakeIdP {
 	mux.HandleFunc("GET /.well-known/openid-configuration", f.discovery)
 	mux.HandleFunc("GET /jwks", demoidp.ServeJSON(f.idKey.JWKS))
 	mux.HandleFunc("POST /token", f.token)
+	mux.HandleFunc("POST /par", f.pushAuthorization)
 	mux.HandleFunc("GET /userinfo", f.userinfo)
 	f.srv = httptest.NewServer(mux)
 	f.issuer = f.srv.URL
@@ -133,6 +142,12 @@ func (f *fakeIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	}.Document()
 	if f.authSigningAlgs != nil {
 		doc["token_endpoint_auth_signing_alg_values_supported"] = f.authSigningAlgs
+	}
+	if f.par {
+		doc["pushed_authorization_request_endpoint"] = f.issuer + "/par"
+	}
+	if f.requirePAR {
+		doc["require_pushed_authorization_requests"] = true
 	}
 	writeJSON(w, http.StatusOK, doc)
 }
@@ -157,6 +172,20 @@ func (f *fakeIdP) authorize(t testing.TB, authURL string) string {
 		t.Fatal(err)
 	}
 	q := u.Query()
+	if ru := q.Get("request_uri"); ru != "" {
+		if len(q) != 2 || q.Get("client_id") != f.clientID {
+			t.Fatalf("authorize with request_uri carries more than client_id and request_uri: %s", q.Encode())
+		}
+		f.mu.Lock()
+		q = f.pushed[ru]
+		delete(f.pushed, ru)
+		f.mu.Unlock()
+		if q == nil {
+			t.Fatalf("unknown request_uri %q", ru)
+		}
+	} else if f.requirePAR {
+		t.Fatalf("authorization request was not pushed although PAR is required: %s", q.Encode())
+	}
 	if q.Get("client_id") != f.clientID || q.Get("response_type") != "code" {
 		t.Fatalf("bad authorize request %s", q.Encode())
 	}
@@ -425,7 +454,7 @@ func (f *fakeIdP) checkProof(w http.ResponseWriter, r *http.Request, htu string,
 	*into = append(*into, pi)
 	cur := f.nonce
 	if f.alwaysNonce {
-		f.nonce = fmt.Sprintf("n-%d", len(f.proofs)+1)
+		f.nonce = fmt.Sprintf("n-%d", len(f.proofs)+len(f.parProofs)+1)
 		cur = f.nonce
 	}
 	f.mu.Unlock()
@@ -435,4 +464,42 @@ func (f *fakeIdP) checkProof(w http.ResponseWriter, r *http.Request, htu string,
 		return false
 	}
 	return true
+}
+
+// pushAuthorization is the PAR endpoint (RFC 9126 §2): client authentication, the DPoP proof
+// when DPoP is advertised, then 201 with a request_uri for the pushed parameters.
+func (f *fakeIdP) pushAuthorization(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, 400, "invalid_request")
+		return
+	}
+	f.mu.Lock()
+	f.parForms = append(f.parForms, r.PostForm)
+	f.mu.Unlock()
+	if !f.clientAuthenticated(r, "par", f.issuer+"/par") {
+		oauthError(w, 401, "invalid_client")
+		return
+	}
+	if f.parError != "" {
+		oauthError(w, 400, f.parError)
+		return
+	}
+	if f.dpopAlgs != nil && r.Header.Get("DPoP") != "" {
+		if !f.checkProof(w, r, f.issuer+"/par", &f.parProofs) {
+			return
+		}
+	}
+	params := url.Values{}
+	for k, v := range r.PostForm {
+		switch k {
+		case "client_secret", "client_assertion", "client_assertion_type":
+		default:
+			params[k] = v
+		}
+	}
+	ru := "urn:ietf:params:oauth:request_uri:" + base64.RawURLEncoding.EncodeToString(randBytes(12))
+	f.mu.Lock()
+	f.pushed[ru] = params
+	f.mu.Unlock()
+	writeJSON(w, http.StatusCreated, map[string]any{"request_uri": ru, "expires_in": 60})
 }

@@ -52,14 +52,17 @@ type Config struct {
 	MappingMode string
 	Attributes  map[string]string
 	claims      *ClaimMapping // compiled by normalize
-	// TokenEndpointAuthMethod is how the broker authenticates at the token endpoint:
-	// client_secret_basic, client_secret_post or
+	// TokenEndpointAuthMethod is how the broker authenticates at the token endpoint (and the
+	// pushed authorization request endpoint): client_secret_basic, client_secret_post or
 	// private_key_jwt (RFC 7523 §2.2). "" picks by discovery: client_secret_basic when listed
 	// (or the list is absent), else client_secret_post.
 	TokenEndpointAuthMethod string
 	// TokenEndpointAuthSigningAlg is the private_key_jwt assertion alg: RS256 (default),
 	// ES256 or PS256.
 	TokenEndpointAuthSigningAlg string
+	// UsePAR pushes every authorization request (RFC 9126); it is also pushed when the
+	// upstream's discovery sets require_pushed_authorization_requests.
+	UsePAR bool
 }
 
 // Options are the DPoP timing and collaborators shared by all connections.
@@ -385,6 +388,9 @@ type Start struct {
 	DPoPAlg      string `json:"dpop_alg,omitempty"` // wire alg label when DPoP is on
 	Issuer       string `json:"issuer"`
 	IssSupported bool   `json:"iss_supported,omitempty"` // RFC 9207 advertised upstream
+	// PAR: the authorization request was pushed (RFC 9126); AuthURL carries only client_id
+	// and request_uri.
+	PAR bool `json:"par,omitempty"`
 	// MaxAge is the max_age sent upstream (seconds; nil when none): the ID token must then
 	// carry an auth_time no older than it (OIDC Core §3.1.3.7 step 13).
 	MaxAge *int `json:"max_age,omitempty"`
@@ -508,7 +514,7 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string, options ...B
 	if err != nil {
 		return nil, err
 	}
-	oc, _, err := c.oauth2Config(doc, redirectURI)
+	oc, method, err := c.oauth2Config(doc, redirectURI)
 	if err != nil {
 		return nil, err
 	}
@@ -536,6 +542,11 @@ func (c *Connection) Begin(ctx context.Context, redirectURI string, options ...B
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
 	}
 	st.AuthURL = oc.AuthCodeURL(st.State, opts...)
+	if c.usePAR(doc) {
+		if err := c.push(ctx, doc, st, method); err != nil {
+			return nil, err
+		}
+	}
 	return st, nil
 }
 
@@ -580,8 +591,10 @@ type Result struct {
 	// ClientAuthMethod is how the broker authenticated at the token endpoint
 	// (client_secret_basic, client_secret_post, private_key_jwt; "none" for a public client).
 	ClientAuthMethod string
-	NonceRetries     int  // use_dpop_nonce retries during the token exchange
-	NonceUsed        bool // a token-request proof carried a server nonce
+	// PAR: the authorization request was pushed (RFC 9126).
+	PAR          bool
+	NonceRetries int  // use_dpop_nonce retries during the token exchange
+	NonceUsed    bool // a token-request proof carried a server nonce
 	// NonceDropped: the upstream rejected a proof carrying a remembered nonce (token endpoint
 	// or userinfo), so the broker forgot that nonce and retried once without it.
 	NonceDropped    bool
@@ -633,7 +646,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	if err != nil {
 		return res, err
 	}
-	res.ClientAuthMethod = method
+	res.ClientAuthMethod, res.PAR = method, st.PAR
 
 	var trace dpop.Trace
 	tctx := ctx

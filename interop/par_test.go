@@ -1,0 +1,53 @@
+package interop
+
+import (
+	"strings"
+	"testing"
+)
+
+// wantPushed checks that the login's authorization request went through the upstream's PAR
+// endpoint with a DPoP proof on every push (RFC 9449 §10.1), the first push answered
+// use_dpop_nonce when nonceFirst, and that the browser brought only the request_uri.
+func wantPushed(t *testing.T, w *world, ev loginEvent, nonceFirst bool) {
+	t.Helper()
+	wantDetail(t, ev, "upstream_par", true)
+	st := getStats(t, w.upstreamURL)
+	wantPushes := 1
+	if nonceFirst {
+		wantPushes = 2
+	}
+	if st.PARRequests != wantPushes || st.PARDPoPProofs != wantPushes || (st.PARNonceChallenges == 1) != nonceFirst {
+		t.Errorf("upstream PAR endpoint saw %+v, want %d pushes, each with a DPoP proof, nonce challenge on the first: %t", st, wantPushes, nonceFirst)
+	}
+	if st.RequestURIAuthorizations != 1 {
+		t.Errorf("upstream saw %d authorization requests with a request_uri, want 1 (%+v)", st.RequestURIAuthorizations, st)
+	}
+	if got := strings.Join(st.TokenTypes, ","); got != "DPoP" {
+		t.Errorf("upstream issued token types %q, want DPoP (the code bound to the PAR proof's key)", got)
+	}
+}
+
+// TestUpstreamRequiresPARWithDPoPNonces: oidc-provider requires pushed authorization requests
+// (require_pushed_authorization_requests) and DPoP nonces; the connection does not set
+// use_par: the broker pushes because discovery says so, answers the PAR endpoint's
+// use_dpop_nonce, and the code it gets is bound to its DPoP key.
+func TestUpstreamRequiresPARWithDPoPNonces(t *testing.T) {
+	t.Parallel()
+	w := setup(t, scenario{mode: "nonce", alg: "ES256", requirePAR: true})
+	ev := w.loginOK(t)
+	wantDetail(t, ev, "dpop_returned_from_upstream", true)
+	wantPushed(t, w, ev, true)
+}
+
+// TestOktaConnectionWithPARAndPrivateKeyJWT: the Okta-like upstream (/v1/par, DPoP nonces)
+// registered the broker with private_key_jwt; the connection sets use_par: the push and the
+// token request each carry an ES256 client assertion and a DPoP proof.
+func TestOktaConnectionWithPARAndPrivateKeyJWT(t *testing.T) {
+	t.Parallel()
+	w := setup(t, scenario{mode: "okta", okta: true, alg: "ES256", fetchUserinfo: true, usePAR: true,
+		upAuth: "private_key_jwt", auth: "private_key_jwt", authAlg: "ES256"})
+	ev := w.loginOK(t)
+	wantDetail(t, ev, "token_endpoint_auth_method", "private_key_jwt")
+	wantUserinfoFetch(t, ev, true)
+	wantPushed(t, w, ev, true)
+}
