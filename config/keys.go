@@ -93,14 +93,22 @@ func (k *KeyRing) ClientAuthJWKS() jose.JSONWebKeySet {
 	return set
 }
 
+// clientAuthList is keys.client_auth (current) or keys.previous_client_auth.
+type clientAuthList struct {
+	name     string
+	keys     []SigningKey
+	previous bool
+}
+
+// clientAuthLists returns keys.client_auth and keys.previous_client_auth, in that order.
+func (k *Keys) clientAuthLists() []clientAuthList {
+	return []clientAuthList{{"keys.client_auth", k.ClientAuth, false}, {"keys.previous_client_auth", k.PreviousClientAuth, true}}
+}
+
 // loadClientAuthKeys loads keys.client_auth and keys.previous_client_auth into k; with
 // generate, a key is generated for every private_key_jwt alg a connection uses without one.
 func loadClientAuthKeys(cfg *Config, k *KeyRing, generate bool) error {
-	for _, list := range []struct {
-		name     string
-		keys     []SigningKey
-		previous bool
-	}{{"keys.client_auth", cfg.Keys.ClientAuth, false}, {"keys.previous_client_auth", cfg.Keys.PreviousClientAuth, true}} {
+	for _, list := range cfg.Keys.clientAuthLists() {
 		for i, e := range list.keys {
 			key, err := loadKey(e.KeySource, e.Alg)
 			if err == nil {

@@ -749,11 +749,7 @@ func (c *Config) validateClientAuthKeys(v *validator, checkKeys bool) {
 		}
 	}
 	current := map[string]int{}
-	for _, list := range []struct {
-		name     string
-		keys     []SigningKey
-		previous bool
-	}{{"keys.client_auth", c.Keys.ClientAuth, false}, {"keys.previous_client_auth", c.Keys.PreviousClientAuth, true}} {
+	for _, list := range c.Keys.clientAuthLists() {
 		for i, e := range list.keys {
 			p := fmt.Sprintf("%s[%d]", list.name, i)
 			if !slices.Contains(upstream.ClientAuthAlgs, e.Alg) {

@@ -3,15 +3,12 @@ package upstream
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
@@ -82,7 +79,7 @@ func (c *Connection) push(ctx context.Context, doc *discovery.Document, st *Star
 	req.Header.Set("Accept", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
-		return parError(err, c.opts.HTTP.Timeout)
+		return requestError("pushed authorization request", err, c.opts.HTTP.Timeout)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPARResponse+1))
@@ -132,14 +129,7 @@ func parResponse(resp *http.Response, body []byte) (string, error) {
 		if out.ErrorDescription != "" {
 			desc += fmt.Sprintf(" error_description=%q", clipCode(out.ErrorDescription))
 		}
-		code := CodeUpstreamError
-		switch oerr {
-		case "invalid_dpop_proof":
-			code = CodeInvalidDPoPProof
-		case "use_dpop_nonce":
-			code = CodeUseDPoPNonce
-		}
-		return "", &Error{Code: code, OAuthError: oerr, Description: desc}
+		return "", &Error{Code: oauthErrorCode(oerr), OAuthError: oerr, Description: desc}
 	}
 	if mt != "application/json" || jsonErr != nil {
 		return "", &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("pushed authorization request answered HTTP %d without a JSON object (Content-Type %q)", resp.StatusCode, resp.Header.Get("Content-Type"))}
@@ -160,21 +150,4 @@ func clipCode(s string) string {
 		return s[:200]
 	}
 	return s
-}
-
-// parError maps a failed pushed authorization request (transport level) to a stable code.
-func parError(err error, timeout time.Duration) *Error {
-	var nre *dpop.NonceRetryError
-	if errors.As(err, &nre) {
-		return &Error{Code: CodeUseDPoPNonce, OAuthError: "use_dpop_nonce", Description: fmt.Sprintf("pushed authorization request endpoint still demanded a new DPoP nonce after %d retries", nre.Retries), Err: err}
-	}
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
-		limit := "in time"
-		if timeout > 0 {
-			limit = "within " + timeout.String()
-		}
-		return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("pushed authorization request endpoint did not answer %s (upstream timeout): %v", limit, err), Err: err}
-	}
-	return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("pushed authorization request failed: %v", err), Err: err}
 }

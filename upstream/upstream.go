@@ -747,10 +747,6 @@ func (t jsonTokenTransport) RoundTrip(req *http.Request) (*http.Response, error)
 
 // exchangeError maps a token-endpoint failure to a stable code; timeout is the HTTP client's.
 func exchangeError(err error, timeout time.Duration) *Error {
-	var nre *dpop.NonceRetryError
-	if errors.As(err, &nre) {
-		return &Error{Code: CodeUseDPoPNonce, OAuthError: "use_dpop_nonce", Description: fmt.Sprintf("token endpoint still demanded a new DPoP nonce after %d retries", nre.Retries), Err: err}
-	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		status := 0
@@ -761,14 +757,28 @@ func exchangeError(err error, timeout time.Duration) *Error {
 		if re.ErrorDescription != "" {
 			desc += fmt.Sprintf(" error_description=%q", re.ErrorDescription)
 		}
-		code := CodeUpstreamError
-		switch re.ErrorCode {
-		case "invalid_dpop_proof":
-			code = CodeInvalidDPoPProof
-		case "use_dpop_nonce":
-			code = CodeUseDPoPNonce
-		}
-		return &Error{Code: code, OAuthError: re.ErrorCode, Description: desc, Err: err}
+		return &Error{Code: oauthErrorCode(re.ErrorCode), OAuthError: re.ErrorCode, Description: desc, Err: err}
+	}
+	return requestError("token", err, timeout)
+}
+
+// oauthErrorCode is the stable code of an upstream's OAuth error answer: its DPoP errors
+// keep their names, anything else is upstream_error.
+func oauthErrorCode(oauthError string) string {
+	switch oauthError {
+	case CodeInvalidDPoPProof, CodeUseDPoPNonce:
+		return oauthError
+	}
+	return CodeUpstreamError
+}
+
+// requestError maps the failure of a request (kind "token", "pushed authorization") that got
+// no OAuth answer to a stable code: DPoP nonce retries exhausted, a timeout (timeout is the
+// HTTP client's), or anything else.
+func requestError(kind string, err error, timeout time.Duration) *Error {
+	var nre *dpop.NonceRetryError
+	if errors.As(err, &nre) {
+		return &Error{Code: CodeUseDPoPNonce, OAuthError: "use_dpop_nonce", Description: fmt.Sprintf("%s endpoint still demanded a new DPoP nonce after %d retries", kind, nre.Retries), Err: err}
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
@@ -776,9 +786,9 @@ func exchangeError(err error, timeout time.Duration) *Error {
 		if timeout > 0 {
 			limit = "within " + timeout.String()
 		}
-		return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("token endpoint did not answer %s (upstream timeout): %v", limit, err), Err: err}
+		return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("%s endpoint did not answer %s (upstream timeout): %v", kind, limit, err), Err: err}
 	}
-	return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("token request failed: %v", err), Err: err}
+	return &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("%s request failed: %v", kind, err), Err: err}
 }
 
 // idAlg returns the JWS alg of the token response's ID token (already verified).
