@@ -51,3 +51,20 @@ func TestOktaConnectionWithPARAndPrivateKeyJWT(t *testing.T) {
 	wantUserinfoFetch(t, ev, true)
 	wantPushed(t, w, ev, true)
 }
+
+// TestPushedRequestCarriesUpstreamParams: with PAR the connection's upstream_params (a
+// login_hint alias and a fixed acr_values) travel in the pushed request, not in the browser's
+// URL, and still reach oidc-provider's authorization request.
+func TestPushedRequestCarriesUpstreamParams(t *testing.T) {
+	t.Parallel()
+	w := setup(t, scenario{mode: "dpop", alg: "ES256", usePAR: true, rpArgs: []string{"--login-hint", "alice@example.com"}, connOptions: `      upstream_params:
+        login_hint: { alias: login_hint }
+        acr_values: { value: "urn:example:loa:2" }
+`})
+	ev := w.loginOK(t)
+	wantPushed(t, w, ev, false)
+	got := getStats(t, w.upstreamURL).AuthorizationParams
+	if got["login_hint"] != "alice@example.com" || got["acr_values"] != "urn:example:loa:2" {
+		t.Errorf("oidc-provider's pushed authorization request had %v, want the login_hint alias and acr_values", got)
+	}
+}
