@@ -199,8 +199,8 @@ func TestPushedAuthorizationRequests(t *testing.T) {
 				t.Errorf("%d DPoP proofs at the PAR endpoint, want %d", len(f.parProofs), wantProofs)
 			}
 			if tc.method == "private_key_jwt" {
-				if len(f.assertions) != wantProofs || f.assertions[0].claims["aud"] != f.issuer {
-					t.Errorf("PAR assertions %+v, want %d with aud the issuer (RFC 9126 §2)", f.assertions, wantProofs)
+				if len(f.assertions) != wantProofs || f.assertions[0].claims["aud"] != f.issuer+"/par" {
+					t.Errorf("PAR assertions %+v, want %d with aud the PAR endpoint (RFC 9126 §2)", f.assertions, wantProofs)
 				}
 			}
 			parJKT := f.parProofs[0].jkt

@@ -62,8 +62,10 @@ func (c *Connection) push(ctx context.Context, doc *discovery.Document, st *Star
 			return &Error{Code: CodeDPoPAlgMismatch, Description: fmt.Sprintf("no DPoP signer for wire alg %s", st.DPoPAlg)}
 		}
 	}
-	// RFC 9126 §2: the issuer is the audience a client assertion SHOULD name here.
-	pctx, hdr := c.authenticate(ctx, form, method, doc.Issuer)
+	// A client assertion names the endpoint it is sent to, as at the token endpoint: RFC 9126
+	// §2 makes every authorization server accept it (with the issuer and the token endpoint),
+	// and it is what Okta asks for ("the full URL of the resource" the JWT authenticates to).
+	pctx, hdr := c.authenticate(ctx, form, method, doc.PushedAuthorizationRequestEndpoint)
 	var trace dpop.Trace
 	if st.DPoPAlg != "" {
 		pctx = dpop.WithTrace(pctx, &trace)
