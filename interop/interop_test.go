@@ -43,6 +43,9 @@ type scenario struct {
 	// requirePAR: the upstream requires pushed authorization requests (upstream.mjs
 	// --require-par); usePAR: the connection's use_par.
 	requirePAR, usePAR bool
+	// mgmtToken, when set, is a management token with read:connections and
+	// update:connections (a test secret, never committed).
+	mgmtToken string
 }
 
 type world struct {
@@ -125,6 +128,11 @@ func setup(t *testing.T, sc scenario) *world {
 	if sc.usePAR {
 		algLine += "\n      use_par: true"
 	}
+	mgmtYAML := ""
+	if sc.mgmtToken != "" {
+		env["INTEROP_MGMT_TOKEN"] = sc.mgmtToken
+		mgmtYAML = "management:\n  tokens:\n    - { name: interop, token: \"${INTEROP_MGMT_TOKEN}\", scopes: [read:connections, update:connections] }\n"
+	}
 	if sc.auth == "private_key_jwt" {
 		keyAlg := cmp.Or(sc.authAlg, "RS256")
 		// A key of its own (not the run's cached ones, which sign tokens and DPoP proofs).
@@ -178,7 +186,7 @@ connections:
       type: back_channel
 %[6]s
       fetch_userinfo: %[7]t
-%[9]s`, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy, sc.connOptions, clientAuthKeys)
+%[9]s%[11]s`, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy, sc.connOptions, clientAuthKeys, mgmtYAML)
 	b := startBroker(t, brokerSock, cfg, env)
 	return &world{upstreamURL: upstreamURL, rpURL: rpURL, broker: b}
 }

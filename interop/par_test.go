@@ -1,8 +1,15 @@
 package interop
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // wantPushed checks that the login's authorization request went through the upstream's PAR
@@ -67,4 +74,62 @@ func TestPushedRequestCarriesUpstreamParams(t *testing.T) {
 	if got["login_hint"] != "alice@example.com" || got["acr_values"] != "urn:example:loa:2" {
 		t.Errorf("oidc-provider's pushed authorization request had %v, want the login_hint alias and acr_values", got)
 	}
+}
+
+// TestMgmtChecksClientAuthAndPARAgainstOIDCProvider: oidc-provider offers only
+// private_key_jwt (registered with the broker's JWKS URL). Through the management API a
+// connection change to client_secret_post is refused with 400 client_auth_not_supported naming
+// what the upstream lists; turning use_par on is accepted (the upstream has a PAR endpoint), and
+// the next login pushes its authorization request with a client assertion and a DPoP proof.
+func TestMgmtChecksClientAuthAndPARAgainstOIDCProvider(t *testing.T) {
+	t.Parallel()
+	token := randomHex(t, 24)
+	w := setup(t, scenario{mode: "dpop", alg: "ES256", upAuth: "private_key_jwt", auth: "private_key_jwt", authAlg: "ES256", mgmtToken: token})
+	path := "/api/v2/connections/" + config.DeriveConnectionID("oidc-provider")
+	patch := func(extra map[string]any) (int, map[string]any, string) {
+		options := map[string]any{"issuer": w.upstreamURL, "client_id": "broker", "dpop_signing_alg": "ES256",
+			"token_endpoint_auth_signing_alg": "ES256"}
+		for k, v := range extra {
+			options[k] = v
+		}
+		return mgmtCall(t, w.broker.URL, token, http.MethodPatch, path, map[string]any{"options": options})
+	}
+	status, body, raw := patch(map[string]any{"token_endpoint_auth_method": "client_secret_post", "token_endpoint_auth_signing_alg": nil})
+	if status != http.StatusBadRequest || body["errorCode"] != "client_auth_not_supported" || !strings.Contains(raw, "[private_key_jwt]") {
+		t.Fatalf("PATCH to client_secret_post: %d %s, want 400 client_auth_not_supported naming [private_key_jwt]", status, raw)
+	}
+	status, _, raw = patch(map[string]any{"token_endpoint_auth_method": "private_key_jwt", "use_par": true})
+	if status != http.StatusOK {
+		t.Fatalf("PATCH use_par: %d %s, want 200", status, raw)
+	}
+	status, body, raw = w.login(t)
+	wantSuccess(t, status, body, raw)
+	ev := waitEventType(t, w.broker.proc, "s") // after the fapi and sapi of the PATCHes
+	wantDetail(t, ev, "token_endpoint_auth_method", "private_key_jwt")
+	wantPushed(t, w, ev, false)
+}
+
+// mgmtCall sends a management API request with token and returns the status, the JSON object
+// answered (nil when none) and the raw body.
+func mgmtCall(t *testing.T, base, token, method, path string, body any) (int, map[string]any, string) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	rawBody, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var obj map[string]any
+	_ = json.Unmarshal(rawBody, &obj)
+	return resp.StatusCode, obj, string(rawBody)
 }
