@@ -21,6 +21,7 @@ import (
 //	if v, _ := c.ConnectionsVersion(ctx); v != cached { docs, _ := c.ListConnections(ctx); ... }
 //
 // (reading the version before the list means a concurrent write is seen at the next check).
+// The client records (Clients) count in the same version.
 type Connections interface {
 	// CreateConnection stores doc under id and name. It returns ErrExists (and changes
 	// nothing) when id or name is taken; of concurrent creators of one name exactly one wins.
@@ -47,8 +48,9 @@ type Connections interface {
 	// ConnectionTombstone returns the tombstone the last DeleteConnection of id kept, or
 	// ErrNotFound.
 	ConnectionTombstone(ctx context.Context, id string) ([]byte, error)
-	// ConnectionsVersion returns a counter that every successful write above increases
-	// (0 before the first write). It is one GET on Redis.
+	// ConnectionsVersion returns a counter that every successful write above, and every
+	// successful write of Clients, increases (0 before the first write). It is one GET on
+	// Redis.
 	ConnectionsVersion(ctx context.Context) (int64, error)
 }
 
@@ -76,104 +78,67 @@ func checkConnIDName(id, name string) error {
 }
 
 var (
-	errIDTaken   = fmt.Errorf("connection id taken: %w", ErrExists)
-	errNameTaken = fmt.Errorf("connection name taken: %w", ErrExists)
+	errIDTaken   = fmt.Errorf("id taken: %w", ErrExists)
+	errNameTaken = fmt.Errorf("name taken: %w", ErrExists)
 )
 
-// memConn is one connection held by the memory backend.
+// memConn is one connection (or client) held by the memory backend.
 type memConn struct {
 	name string
 	doc  []byte
 }
 
-// connsLocked returns the memory backend's connection maps, creating them. mu must be held.
-func (m *memory) connsLocked() (byID map[string]memConn, byName map[string]string) {
-	if m.conns == nil {
-		m.conns = make(map[string]memConn)
-		m.connNames = make(map[string]string)
-	}
-	return m.conns, m.connNames
+// memDocs is one collection of durable documents of the memory backend (connections or
+// clients): by id, name → id, and the tombstones of deleted ids. Every write to any
+// collection counts in memory.connVer.
+type memDocs struct {
+	byID   map[string]memConn
+	byName map[string]string
+	gone   map[string][]byte
 }
 
-func (m *memory) createConn(id, name string, doc []byte) error {
-	if err := checkConnIDName(id, name); err != nil {
-		return err
+// init creates the maps of d. mu must be held.
+func (d *memDocs) init() {
+	if d.byID == nil {
+		d.byID = make(map[string]memConn)
+		d.byName = make(map[string]string)
 	}
+}
+
+// createDoc stores doc under id and name in d, or returns errIDTaken / errNameTaken.
+func (m *memory) createDoc(d *memDocs, id, name string, doc []byte) error {
 	return m.run(func() error {
-		byID, byName := m.connsLocked()
-		if _, ok := byID[id]; ok {
+		d.init()
+		if _, ok := d.byID[id]; ok {
 			return errIDTaken
 		}
-		if _, ok := byName[name]; ok {
+		if _, ok := d.byName[name]; ok {
 			return errNameTaken
 		}
-		byID[id] = memConn{name: name, doc: bytes.Clone(doc)}
-		byName[name] = id
-		delete(m.connGone, id)
+		d.byID[id] = memConn{name: name, doc: bytes.Clone(doc)}
+		d.byName[name] = id
+		delete(d.gone, id)
 		m.connVer++
 		return nil
 	})
 }
 
-func (m *memory) CreateConnection(_ context.Context, id, name string, doc []byte) error {
-	if err := m.createConn(id, name, doc); err != nil {
-		return fmt.Errorf("sessions: create connection: %w", err)
-	}
-	return nil
-}
-
-func (m *memory) SeedConnection(_ context.Context, id, name string, doc []byte) (bool, error) {
-	return seeded(m.createConn(id, name, doc))
-}
-
-// seeded turns the result of creating a connection into SeedConnection's: an id already
-// stored is no error.
-func seeded(err error) (bool, error) {
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, errIDTaken):
-		return false, nil
-	default:
-		return false, fmt.Errorf("sessions: seed connection: %w", err)
-	}
-}
-
-func (m *memory) GetConnection(_ context.Context, id string) ([]byte, error) {
-	if err := checkConnKey("id", id); err != nil {
-		return nil, fmt.Errorf("sessions: get connection: %w", err)
-	}
+// getDoc returns the document stored under id in d; op names the operation in errors.
+func (m *memory) getDoc(d *memDocs, op, id string) ([]byte, error) {
 	return inOpen(m, func() ([]byte, error) {
-		c, ok := m.conns[id]
+		c, ok := d.byID[id]
 		if !ok {
-			return nil, fmt.Errorf("sessions: get connection: %w", ErrNotFound)
+			return nil, fmt.Errorf("sessions: %s: %w", op, ErrNotFound)
 		}
 		return bytes.Clone(c.doc), nil
 	})
 }
 
-func (m *memory) ConnectionByName(_ context.Context, name string) (string, []byte, error) {
-	if err := checkConnKey("name", name); err != nil {
-		return "", nil, fmt.Errorf("sessions: connection by name: %w", err)
-	}
-	var id string
-	doc, err := inOpen(m, func() ([]byte, error) {
-		var ok bool
-		if id, ok = m.connNames[name]; !ok {
-			return nil, fmt.Errorf("sessions: connection by name: %w", ErrNotFound)
-		}
-		return bytes.Clone(m.conns[id].doc), nil
-	})
-	if err != nil {
-		return "", nil, err
-	}
-	return id, doc, nil
-}
-
-func (m *memory) ListConnections(context.Context) ([][]byte, error) {
+// listDocs returns every document of d, sorted by name.
+func (m *memory) listDocs(d *memDocs) ([][]byte, error) {
 	return inOpen(m, func() ([][]byte, error) {
-		cs := make([]memConn, 0, len(m.conns))
-		for _, c := range m.conns {
+		cs := make([]memConn, 0, len(d.byID))
+		for _, c := range d.byID {
 			cs = append(cs, c)
 		}
 		slices.SortFunc(cs, func(a, b memConn) int { return strings.Compare(a.name, b.name) })
@@ -185,47 +150,36 @@ func (m *memory) ListConnections(context.Context) ([][]byte, error) {
 	})
 }
 
-func (m *memory) UpdateConnection(_ context.Context, id string, doc []byte) error {
-	return m.changeConn("update connection", id, func(c memConn) {
-		c.doc = bytes.Clone(doc)
-		m.conns[id] = c
-	})
-}
-
-func (m *memory) DeleteConnection(_ context.Context, id string, tombstone []byte) error {
-	return m.changeConn("delete connection", id, func(c memConn) {
-		delete(m.conns, id)
-		delete(m.connNames, c.name)
+// deleteDoc removes id from d and frees its name, keeping tombstone when non-empty.
+func (m *memory) deleteDoc(d *memDocs, op, id string, tombstone []byte) error {
+	return m.changeDoc(d, op, id, func(c memConn) {
+		delete(d.byID, id)
+		delete(d.byName, c.name)
 		if len(tombstone) > 0 {
-			if m.connGone == nil {
-				m.connGone = make(map[string][]byte)
+			if d.gone == nil {
+				d.gone = make(map[string][]byte)
 			}
-			m.connGone[id] = bytes.Clone(tombstone)
+			d.gone[id] = bytes.Clone(tombstone)
 		}
 	})
 }
 
-func (m *memory) ConnectionTombstone(_ context.Context, id string) ([]byte, error) {
-	if err := checkConnKey("id", id); err != nil {
-		return nil, fmt.Errorf("sessions: connection tombstone: %w", err)
-	}
+// tombstone returns the tombstone of id in d.
+func (m *memory) tombstone(d *memDocs, op, id string) ([]byte, error) {
 	return inOpen(m, func() ([]byte, error) {
-		t, ok := m.connGone[id]
+		t, ok := d.gone[id]
 		if !ok {
-			return nil, fmt.Errorf("sessions: connection tombstone: %w", ErrNotFound)
+			return nil, fmt.Errorf("sessions: %s: %w", op, ErrNotFound)
 		}
 		return bytes.Clone(t), nil
 	})
 }
 
-// changeConn applies change to the stored connection id (with mu held) and counts the
-// write, or returns ErrNotFound; op names the operation in errors.
-func (m *memory) changeConn(op, id string, change func(c memConn)) error {
-	if err := checkConnKey("id", id); err != nil {
-		return fmt.Errorf("sessions: %s: %w", op, err)
-	}
+// changeDoc applies change to the document id of d (with mu held) and counts the write, or
+// returns ErrNotFound; op names the operation in errors.
+func (m *memory) changeDoc(d *memDocs, op, id string, change func(c memConn)) error {
 	return m.run(func() error {
-		c, ok := m.conns[id]
+		c, ok := d.byID[id]
 		if !ok {
 			return fmt.Errorf("sessions: %s: %w", op, ErrNotFound)
 		}
@@ -233,6 +187,90 @@ func (m *memory) changeConn(op, id string, change func(c memConn)) error {
 		m.connVer++
 		return nil
 	})
+}
+
+func (m *memory) CreateConnection(_ context.Context, id, name string, doc []byte) error {
+	err := checkConnIDName(id, name)
+	if err == nil {
+		err = m.createDoc(&m.conns, id, name, doc)
+	}
+	if err != nil {
+		return fmt.Errorf("sessions: create connection: %w", err)
+	}
+	return nil
+}
+
+func (m *memory) SeedConnection(_ context.Context, id, name string, doc []byte) (bool, error) {
+	if err := checkConnIDName(id, name); err != nil {
+		return false, fmt.Errorf("sessions: seed connection: %w", err)
+	}
+	return seeded("seed connection", m.createDoc(&m.conns, id, name, doc))
+}
+
+// seeded turns the result of creating a document into a seed's (op names it in errors): an
+// id already stored is no error.
+func seeded(op string, err error) (bool, error) {
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, errIDTaken):
+		return false, nil
+	default:
+		return false, fmt.Errorf("sessions: %s: %w", op, err)
+	}
+}
+
+func (m *memory) GetConnection(_ context.Context, id string) ([]byte, error) {
+	if err := checkConnKey("id", id); err != nil {
+		return nil, fmt.Errorf("sessions: get connection: %w", err)
+	}
+	return m.getDoc(&m.conns, "get connection", id)
+}
+
+func (m *memory) ConnectionByName(_ context.Context, name string) (string, []byte, error) {
+	if err := checkConnKey("name", name); err != nil {
+		return "", nil, fmt.Errorf("sessions: connection by name: %w", err)
+	}
+	var id string
+	doc, err := inOpen(m, func() ([]byte, error) {
+		var ok bool
+		if id, ok = m.conns.byName[name]; !ok {
+			return nil, fmt.Errorf("sessions: connection by name: %w", ErrNotFound)
+		}
+		return bytes.Clone(m.conns.byID[id].doc), nil
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return id, doc, nil
+}
+
+func (m *memory) ListConnections(context.Context) ([][]byte, error) {
+	return m.listDocs(&m.conns)
+}
+
+func (m *memory) UpdateConnection(_ context.Context, id string, doc []byte) error {
+	if err := checkConnKey("id", id); err != nil {
+		return fmt.Errorf("sessions: update connection: %w", err)
+	}
+	return m.changeDoc(&m.conns, "update connection", id, func(c memConn) {
+		c.doc = bytes.Clone(doc)
+		m.conns.byID[id] = c
+	})
+}
+
+func (m *memory) DeleteConnection(_ context.Context, id string, tombstone []byte) error {
+	if err := checkConnKey("id", id); err != nil {
+		return fmt.Errorf("sessions: delete connection: %w", err)
+	}
+	return m.deleteDoc(&m.conns, "delete connection", id, tombstone)
+}
+
+func (m *memory) ConnectionTombstone(_ context.Context, id string) ([]byte, error) {
+	if err := checkConnKey("id", id); err != nil {
+		return nil, fmt.Errorf("sessions: connection tombstone: %w", err)
+	}
+	return m.tombstone(&m.conns, "connection tombstone", id)
 }
 
 func (m *memory) ConnectionsVersion(context.Context) (int64, error) {

@@ -82,10 +82,9 @@ type memory struct {
 	logs    [len(logClasses)][]memLog // by LogClass, each sorted by id, oldest first
 	closed  bool
 
-	conns     map[string]memConn // connection records by id (no TTL)
-	connNames map[string]string  // connection name → id
-	connGone  map[string][]byte  // tombstones of deleted connections by id
-	connVer   int64              // ConnectionsVersion
+	conns   memDocs // connection records (no TTL)
+	clients memDocs // client records (no TTL; name = id)
+	connVer int64   // ConnectionsVersion: counts the writes of both
 }
 
 // NewMemory returns the in-process backend with the default options (at most
@@ -616,6 +615,6 @@ func (m *memory) Close() error {
 	m.recs, m.exps = nil, nil
 	clear(m.kindN)
 	m.logs = [len(logClasses)][]memLog{}
-	m.conns, m.connNames, m.connGone = nil, nil, nil
+	m.conns, m.clients = memDocs{}, memDocs{}
 	return nil
 }

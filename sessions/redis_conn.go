@@ -18,11 +18,17 @@ import (
 //	PREFIX:conn:{conn}:name  hash name → id
 //	PREFIX:conn:{conn}:ver   counter, INCR by every write
 //	PREFIX:conn:{conn}:gone  hash id → tombstone of a deleted connection
+//
+// Client records (clients.go) use the same scripts on PREFIX:client:{conn}:doc, :id, :name
+// and :gone, with the same ver key: one counter tells a replica that either changed.
 type connKeys struct{ doc, id, name, ver, gone string }
 
-func (s *redisStore) connKeys() connKeys {
-	b := s.prefix + ":conn:{conn}:"
-	return connKeys{doc: b + "doc", id: b + "id", name: b + "name", ver: b + "ver", gone: b + "gone"}
+func (s *redisStore) connKeys() connKeys { return s.docKeys("conn") }
+
+// docKeys returns the keys of the document collection coll (conn or client).
+func (s *redisStore) docKeys(coll string) connKeys {
+	b := s.prefix + ":" + coll + ":{conn}:"
+	return connKeys{doc: b + "doc", id: b + "id", name: b + "name", ver: s.prefix + ":conn:{conn}:ver", gone: b + "gone"}
 }
 
 // all returns the keys in the order the scripts expect: KEYS[1..5] = doc, id, name, ver, gone.
@@ -72,9 +78,14 @@ return {id, doc}
 `)
 )
 
-// runConn runs a write script and maps its result.
+// runConn runs a write script on the connections and maps its result.
 func (s *redisStore) runConn(ctx context.Context, op string, sc *redis.Script, args ...any) error {
-	n, err := sc.Run(ctx, s.c, s.connKeys().all(), args...).Int64()
+	return s.runDocs(ctx, s.connKeys(), op, sc, args...)
+}
+
+// runDocs runs a write script on the collection k and maps its result.
+func (s *redisStore) runDocs(ctx context.Context, k connKeys, op string, sc *redis.Script, args ...any) error {
+	n, err := sc.Run(ctx, s.c, k.all(), args...).Int64()
 	if err != nil {
 		return mapErr(op, err)
 	}
@@ -103,7 +114,7 @@ func (s *redisStore) SeedConnection(ctx context.Context, id, name string, doc []
 	if err := checkConnIDName(id, name); err != nil {
 		return false, fmt.Errorf("sessions: seed connection: %w", err)
 	}
-	return seeded(s.runConn(ctx, "seed connection", connCreateScript, id, name, doc))
+	return seeded("seed connection", s.runConn(ctx, "seed connection", connCreateScript, id, name, doc))
 }
 
 func (s *redisStore) GetConnection(ctx context.Context, id string) ([]byte, error) {
@@ -132,7 +143,11 @@ func (s *redisStore) ConnectionByName(ctx context.Context, name string) (string,
 }
 
 func (s *redisStore) ListConnections(ctx context.Context) ([][]byte, error) {
-	k := s.connKeys()
+	return s.listDocs(ctx, s.connKeys(), "list connections")
+}
+
+// listDocs returns every document of the collection k, sorted by name.
+func (s *redisStore) listDocs(ctx context.Context, k connKeys, op string) ([][]byte, error) {
 	var docs, names *redis.MapStringStringCmd
 	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		docs = p.HGetAll(ctx, k.doc)
@@ -140,7 +155,7 @@ func (s *redisStore) ListConnections(ctx context.Context) ([][]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, mapErr("list connections", err)
+		return nil, mapErr(op, err)
 	}
 	type rec struct{ name, doc string }
 	recs := make([]rec, 0, len(docs.Val()))
