@@ -254,40 +254,41 @@ type ManagementToken struct {
 	Scopes []string `yaml:"scopes"`
 }
 
-// Client is one downstream application.
+// Client is one downstream application. The YAML seeds the broker's store; the JSON form
+// is the stored document (without the secret, which is stored hashed).
 type Client struct {
-	ClientID                string   `yaml:"client_id"`
-	Name                    string   `yaml:"name"`
-	ClientSecret            string   `yaml:"client_secret"`
-	TokenEndpointAuthMethod string   `yaml:"token_endpoint_auth_method"`
-	RedirectURIs            []string `yaml:"redirect_uris"`
+	ClientID                string   `yaml:"client_id" json:"client_id"`
+	Name                    string   `yaml:"name" json:"name,omitempty"`
+	ClientSecret            string   `yaml:"client_secret" json:"-"`
+	TokenEndpointAuthMethod string   `yaml:"token_endpoint_auth_method" json:"token_endpoint_auth_method,omitempty"`
+	RedirectURIs            []string `yaml:"redirect_uris" json:"redirect_uris,omitempty"`
 	// PostLogoutRedirectURIs are where /oidc/logout may send the browser
 	// (post_logout_redirect_uri, exact match; OpenID Connect RP-Initiated Logout 1.0).
-	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
-	AllowedOrigins         []string `yaml:"allowed_origins"`
-	Connections            []string `yaml:"connections"`
+	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris" json:"post_logout_redirect_uris,omitempty"`
+	AllowedOrigins         []string `yaml:"allowed_origins" json:"allowed_origins,omitempty"`
+	Connections            []string `yaml:"connections" json:"connections,omitempty"`
 	// BackchannelLogoutURI is where the broker POSTs a logout token when a session in which
 	// the app received a code ends (OpenID Connect Back-Channel Logout 1.0 §2.2, §2.5); ""
 	// = the app is not notified. Absolute http(s) URL, no fragment, no user information.
-	BackchannelLogoutURI string `yaml:"backchannel_logout_uri"`
+	BackchannelLogoutURI string `yaml:"backchannel_logout_uri" json:"backchannel_logout_uri,omitempty"`
 	// BackchannelLogoutSessionRequired is the app's registration metadata of §2.2 (it needs
 	// sid in the logout token). The broker always sends sid, so it changes nothing here.
-	BackchannelLogoutSessionRequired bool `yaml:"backchannel_logout_session_required"`
+	BackchannelLogoutSessionRequired bool `yaml:"backchannel_logout_session_required" json:"backchannel_logout_session_required,omitempty"`
 	// RequireSenderConstraining refuses tokens that would not be DPoP-bound (the SaaS's
 	// require_proof_of_possession); DPoPBoundAccessTokens is the RFC 9449 §5.2 metadata with
 	// the same effect on token requests.
-	RequireSenderConstraining bool `yaml:"require_sender_constraining"`
-	DPoPBoundAccessTokens     bool `yaml:"dpop_bound_access_tokens"`
+	RequireSenderConstraining bool `yaml:"require_sender_constraining" json:"require_sender_constraining,omitempty"`
+	DPoPBoundAccessTokens     bool `yaml:"dpop_bound_access_tokens" json:"dpop_bound_access_tokens,omitempty"`
 	// APIs are the client's grants: the APIs (apis[].audience) it may obtain access tokens
 	// for, each with the API scopes it may receive. No grant: no token for that API.
-	APIs []APIGrant `yaml:"apis"`
+	APIs []APIGrant `yaml:"apis" json:"apis,omitempty"`
 }
 
 // APIGrant lets a client obtain access tokens for one API, carrying at most Scopes (names
 // the API defines in apis[].scopes).
 type APIGrant struct {
-	Audience string   `yaml:"audience"`
-	Scopes   []string `yaml:"scopes"`
+	Audience string   `yaml:"audience" json:"audience"`
+	Scopes   []string `yaml:"scopes" json:"scopes,omitempty"`
 }
 
 // RequiresPoP reports whether the client must receive sender-constrained tokens.

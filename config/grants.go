@@ -67,12 +67,8 @@ func validScopeToken(s string) bool {
 // grants checks apis[].scopes, the client grants (clients[].apis) and that no client_id is
 // an audience.
 func (v *validator) grants(c *Config) {
-	apiIndex := map[string]int{} // audience → first apis[i]
 	for i := range c.APIs {
 		a := &c.APIs[i]
-		if _, dup := apiIndex[a.Audience]; !dup && a.Audience != "" {
-			apiIndex[a.Audience] = i
-		}
 		seen := map[string]int{}
 		for j, sc := range a.Scopes {
 			key := fmt.Sprintf("apis[%d].scopes[%d]", i, j)
@@ -95,35 +91,51 @@ func (v *validator) grants(c *Config) {
 			}
 		}
 	}
-	audiences := apiAudiences(c)
-	for i, cl := range c.Clients {
-		p := fmt.Sprintf("clients[%d]", i)
-		if where, taken := audiences[cl.ClientID]; taken && cl.ClientID != "" {
-			v.add(p+".client_id", "%q is %s: a client_id must differ from every API audience (the client's ID tokens would carry that audience)", cl.ClientID, where)
+	audiences, index := apiAudiences(c), apiIndex(c)
+	for i := range c.Clients {
+		v.clientGrants(fmt.Sprintf("clients[%d].", i), &c.Clients[i], c, index, audiences)
+	}
+}
+
+// apiIndex maps each API audience to its first apis[i].
+func apiIndex(c *Config) map[string]int {
+	m := map[string]int{}
+	for i := range c.APIs {
+		if _, dup := m[c.APIs[i].Audience]; !dup && c.APIs[i].Audience != "" {
+			m[c.APIs[i].Audience] = i
 		}
-		seen := map[string]int{}
-		for j, g := range cl.APIs {
-			gp := fmt.Sprintf("%s.apis[%d]", p, j)
-			k, known := apiIndex[g.Audience]
-			switch {
-			case g.Audience == "":
-				v.add(gp+".audience", "is required")
-			case !known:
-				v.add(gp+".audience", "API %q is not defined in apis", logs.Clip(g.Audience, 128))
-			default:
-				if m, dup := seen[g.Audience]; dup {
-					v.add(gp+".audience", "duplicate grant for API %q (also %s.apis[%d])", g.Audience, p, m)
-				} else {
-					seen[g.Audience] = j
-				}
+	}
+	return m
+}
+
+// clientGrants checks one client's grants (apis) and that its client_id is no audience: p
+// is "clients[i]." for the YAML, "" for a management API body.
+func (v *validator) clientGrants(p string, cl *Client, c *Config, apiIndex map[string]int, audiences map[string]string) {
+	if where, taken := audiences[cl.ClientID]; taken && cl.ClientID != "" {
+		v.add(p+"client_id", "%q is %s: a client_id must differ from every API audience (the client's ID tokens would carry that audience)", cl.ClientID, where)
+	}
+	seen := map[string]int{}
+	for j, g := range cl.APIs {
+		gp := fmt.Sprintf("%sapis[%d]", p, j)
+		k, known := apiIndex[g.Audience]
+		switch {
+		case g.Audience == "":
+			v.add(gp+".audience", "is required")
+		case !known:
+			v.add(gp+".audience", "API %q is not defined in apis", logs.Clip(g.Audience, 128))
+		default:
+			if m, dup := seen[g.Audience]; dup {
+				v.add(gp+".audience", "duplicate grant for API %q (also %sapis[%d])", g.Audience, p, m)
+			} else {
+				seen[g.Audience] = j
 			}
-			for m, name := range g.Scopes {
-				switch {
-				case IsOIDCScope(name):
-					v.add(fmt.Sprintf("%s.scopes[%d]", gp, m), "%q is an OpenID Connect scope, which every client may request: grant only scopes the API defines", name)
-				case known && !c.APIs[k].DefinesScope(name):
-					v.add(fmt.Sprintf("%s.scopes[%d]", gp, m), "scope %q is not defined by API %q (apis[%d].scopes)", logs.Clip(name, 64), g.Audience, k)
-				}
+		}
+		for m, name := range g.Scopes {
+			switch {
+			case IsOIDCScope(name):
+				v.add(fmt.Sprintf("%s.scopes[%d]", gp, m), "%q is an OpenID Connect scope, which every client may request: grant only scopes the API defines", name)
+			case known && !c.APIs[k].DefinesScope(name):
+				v.add(fmt.Sprintf("%s.scopes[%d]", gp, m), "scope %q is not defined by API %q (apis[%d].scopes)", logs.Clip(name, 64), g.Audience, k)
 			}
 		}
 	}

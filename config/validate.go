@@ -267,64 +267,91 @@ func (v *validator) clients(c *Config) {
 		v.add("clients", "at least one client is required")
 	}
 	seen := map[string]int{}
-	for i, cl := range c.Clients {
-		p := fmt.Sprintf("clients[%d]", i)
-		switch {
-		case cl.ClientID == "":
-			v.add(p+".client_id", "is required")
-		case len(cl.ClientID) > 128 || strings.ContainsFunc(cl.ClientID, func(r rune) bool { return r < 0x21 || r > 0x7e }):
-			v.add(p+".client_id", "must be 1 to 128 visible ASCII characters")
-		default:
-			if j, dup := seen[cl.ClientID]; dup {
-				v.add(p+".client_id", "duplicate client_id %q (also clients[%d])", cl.ClientID, j)
-			} else {
-				seen[cl.ClientID] = i
-			}
+	known := func(name string) bool {
+		return slices.ContainsFunc(c.Connections, func(cc Connection) bool { return cc.Name == name })
+	}
+	for i := range c.Clients {
+		cl := &c.Clients[i]
+		p := fmt.Sprintf("clients[%d].", i)
+		if j, dup := seen[cl.ClientID]; dup && validClientID(cl.ClientID) {
+			v.add(p+"client_id", "duplicate client_id %q (also clients[%d])", cl.ClientID, j)
+		} else if !dup {
+			seen[cl.ClientID] = i
 		}
-		switch m := cl.AuthMethod(); m {
-		case AuthSecretBasic, AuthSecretPost:
-			if cl.ClientSecret == "" {
-				v.add(p+".client_secret", "is required for token_endpoint_auth_method %s", m)
-			}
-		case AuthNone:
-			if cl.ClientSecret != "" {
-				v.add(p+".client_secret", "must be empty for a public client (token_endpoint_auth_method none)")
-			}
-		default:
-			v.add(p+".token_endpoint_auth_method", "%q is not supported (use client_secret_basic, client_secret_post or none)", m)
-		}
-		if len(cl.RedirectURIs) == 0 {
-			v.add(p+".redirect_uris", "at least one redirect URI is required")
-		}
-		for j, ru := range cl.RedirectURIs {
-			if reason := redirectURIProblem(ru, c.AllowInsecureHTTP); reason != "" {
-				v.add(fmt.Sprintf("%s.redirect_uris[%d]", p, j), "%s", reason)
-			}
-		}
-		for j, ru := range cl.PostLogoutRedirectURIs {
-			if reason := redirectURIProblem(ru, c.AllowInsecureHTTP); reason != "" {
-				v.add(fmt.Sprintf("%s.post_logout_redirect_uris[%d]", p, j), "%s", reason)
-			}
-		}
-		for j, o := range cl.AllowedOrigins {
-			if reason := originProblem(o, c.AllowInsecureHTTP); reason != "" {
-				v.add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%s", reason)
-			}
-		}
-		if cl.BackchannelLogoutURI != "" {
-			if reason := backchannelLogoutURIProblem(cl.BackchannelLogoutURI, c.AllowInsecureHTTP); reason != "" {
-				v.add(p+".backchannel_logout_uri", "%s", reason)
-			}
-		}
+		v.client(p, cl, c.AllowInsecureHTTP, known)
 		if len(cl.Connections) == 0 {
-			v.add(p+".connections", "at least one connection is required")
-		}
-		for j, name := range cl.Connections {
-			if !slices.ContainsFunc(c.Connections, func(cc Connection) bool { return cc.Name == name }) {
-				v.add(fmt.Sprintf("%s.connections[%d]", p, j), "connection %q is not defined in connections", name)
-			}
+			v.add(p+"connections", "at least one connection is required")
 		}
 	}
+}
+
+// validClientID reports whether id is 1 to 128 visible ASCII characters.
+func validClientID(id string) bool {
+	return id != "" && len(id) <= 128 && !strings.ContainsFunc(id, func(r rune) bool { return r < 0x21 || r > 0x7e })
+}
+
+// client checks one client: the YAML entry (p = "clients[i].") or a management API body
+// (p = ""). known reports whether a connection name exists. The id's uniqueness and the
+// YAML-only rule that a client names a connection are the caller's.
+func (v *validator) client(p string, cl *Client, allowHTTP bool, known func(string) bool) {
+	switch {
+	case cl.ClientID == "":
+		v.add(p+"client_id", "is required")
+	case !validClientID(cl.ClientID):
+		v.add(p+"client_id", "must be 1 to 128 visible ASCII characters")
+	}
+	switch m := cl.AuthMethod(); m {
+	case AuthSecretBasic, AuthSecretPost:
+		if cl.ClientSecret == "" {
+			v.add(p+"client_secret", "is required for token_endpoint_auth_method %s", m)
+		}
+	case AuthNone:
+		if cl.ClientSecret != "" {
+			v.add(p+"client_secret", "must be empty for a public client (token_endpoint_auth_method none)")
+		}
+	default:
+		v.add(p+"token_endpoint_auth_method", "%q is not supported (use client_secret_basic, client_secret_post or none)", m)
+	}
+	if len(cl.RedirectURIs) == 0 {
+		v.add(p+"redirect_uris", "at least one redirect URI is required")
+	}
+	for j, ru := range cl.RedirectURIs {
+		if reason := redirectURIProblem(ru, allowHTTP); reason != "" {
+			v.add(fmt.Sprintf("%sredirect_uris[%d]", p, j), "%s", reason)
+		}
+	}
+	for j, ru := range cl.PostLogoutRedirectURIs {
+		if reason := redirectURIProblem(ru, allowHTTP); reason != "" {
+			v.add(fmt.Sprintf("%spost_logout_redirect_uris[%d]", p, j), "%s", reason)
+		}
+	}
+	for j, o := range cl.AllowedOrigins {
+		if reason := originProblem(o, allowHTTP); reason != "" {
+			v.add(fmt.Sprintf("%sallowed_origins[%d]", p, j), "%s", reason)
+		}
+	}
+	if cl.BackchannelLogoutURI != "" {
+		if reason := backchannelLogoutURIProblem(cl.BackchannelLogoutURI, allowHTTP); reason != "" {
+			v.add(p+"backchannel_logout_uri", "%s", reason)
+		}
+	}
+	for j, name := range cl.Connections {
+		if !known(name) {
+			v.add(fmt.Sprintf("%sconnections[%d]", p, j), "connection %q is not defined in connections", name)
+		}
+	}
+}
+
+// ValidateClient checks a client given to the management API (keys without the clients[i].
+// prefix) with the rules and messages of the YAML's clients: known reports whether a
+// connection name exists (the store's connections). Unlike a YAML entry, the client may name
+// no connection yet (a connection's enabled_clients can enable it later). The id's
+// uniqueness is the caller's.
+func (c *Config) ValidateClient(cl *Client, known func(name string) bool) []FieldError {
+	v := &validator{}
+	v.client("", cl, c.AllowInsecureHTTP, known)
+	v.clientGrants("", cl, c, apiIndex(c), apiAudiences(c))
+	return v.errs
 }
 
 // proofAlgs are the DPoP proof algorithms the verifier implements (asymmetric only, RFC 9449
@@ -469,11 +496,16 @@ func clientIDs(c *Config) map[string]bool {
 }
 
 // ValidateConnection checks a connection given to the management API (keys without the
-// connections[i]. prefix) against the rest of the configuration: its clients, and the API
-// audiences enabled_clients must not name. The id and name uniqueness are the caller's.
-func (c *Config) ValidateConnection(cc *Connection) []FieldError {
+// connections[i]. prefix) against the rest of the configuration: its clients (the
+// configured ones and storeClients, the ids of the clients in the broker's store), and the
+// API audiences enabled_clients must not name. The id and name uniqueness are the caller's.
+func (c *Config) ValidateConnection(cc *Connection, storeClients ...string) []FieldError {
 	v := &validator{}
-	v.connection("", cc, clientIDs(c), apiAudiences(c))
+	clients := clientIDs(c)
+	for _, id := range storeClients {
+		clients[id] = true
+	}
+	v.connection("", cc, clients, apiAudiences(c))
 	return v.errs
 }
 
@@ -808,12 +840,17 @@ const (
 	ScopeCreateConnections = "create:connections"
 	ScopeUpdateConnections = "update:connections"
 	ScopeDeleteConnections = "delete:connections"
+	ScopeReadClients       = "read:clients"
+	ScopeCreateClients     = "create:clients"
+	ScopeUpdateClients     = "update:clients"
+	ScopeDeleteClients     = "delete:clients"
 	ScopeReadLogs          = "read:logs"
 	ScopeReadSessions      = "read:sessions"
 	ScopeDeleteSessions    = "delete:sessions"
 )
 
-var managementScopes = []string{ScopeReadConnections, ScopeCreateConnections, ScopeUpdateConnections, ScopeDeleteConnections, ScopeReadLogs, ScopeReadSessions, ScopeDeleteSessions}
+var managementScopes = []string{ScopeReadConnections, ScopeCreateConnections, ScopeUpdateConnections, ScopeDeleteConnections,
+	ScopeReadClients, ScopeCreateClients, ScopeUpdateClients, ScopeDeleteClients, ScopeReadLogs, ScopeReadSessions, ScopeDeleteSessions}
 
 // minManagementToken is the shortest accepted management token.
 const minManagementToken = 32
