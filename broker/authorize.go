@@ -67,12 +67,17 @@ var singleParams = []string{
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ev := s.newEvent(r)
-	client := s.clients[q.Get("client_id")]
-	if client == nil || len(q["client_id"]) > 1 {
+	found, err := s.findClient(r.Context(), q.Get("client_id"), nil)
+	if err != nil {
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return
+	}
+	if found == nil || len(q["client_id"]) > 1 {
 		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidClient,
 			Description: "Unknown client_id: the application is not registered with this broker."})
 		return
 	}
+	client := found.cfg
 	withClient(ev, client)
 	app := &appRequest{ClientID: client.ClientID, RedirectURI: q.Get("redirect_uri")}
 	if len(q["redirect_uri"]) != 1 || !slices.Contains(client.RedirectURIs, app.RedirectURI) {

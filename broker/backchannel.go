@@ -164,7 +164,7 @@ func (s *Server) notifyLogout(sid string, sess *sessionRecord) {
 	}
 	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		c := s.clients[id]
+		c := s.cachedClient(id)
 		if seen[id] || c == nil || c.BackchannelLogoutURI == "" {
 			continue
 		}

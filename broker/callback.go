@@ -70,7 +70,11 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.failLogin(w, r, ev, s.storeFailure(err))
 		return
 	}
-	client, conn := s.clients[tx.App.ClientID], snap.byName[tx.Connection]
+	var client *config.Client
+	if c := snap.clients[tx.App.ClientID]; c != nil {
+		client = c.cfg
+	}
+	conn := snap.byName[tx.Connection]
 	if client == nil || conn == nil || conn.up == nil { // configuration changed since /authorize
 		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidState,
 			Description: "the application or connection of this login no longer exists"})

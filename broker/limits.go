@@ -102,10 +102,11 @@ func (s *Server) clientIP(r *http.Request) string {
 	return s.guard.clientAddr(r)
 }
 
-// knownClient returns the registered client q names once, or nil.
+// knownClient returns the registered client q names once, or nil, from the last snapshot
+// loaded (guards and refusals never wait for the store).
 func (s *Server) knownClient(q url.Values) *config.Client {
 	if ids := q["client_id"]; len(ids) == 1 {
-		return s.clients[ids[0]]
+		return s.cachedClient(ids[0])
 	}
 	return nil
 }
@@ -265,7 +266,7 @@ func (s *Server) guardLogout(next http.HandlerFunc) http.HandlerFunc {
 		ev := s.newEvent(r)
 		ev.Type = logs.TypeFailedLogout
 		if ids := r.URL.Query()["client_id"]; len(ids) == 1 && len(ids[0]) <= 256 { // the body is not read
-			if c := s.clients[ids[0]]; c != nil {
+			if c := s.cachedClient(ids[0]); c != nil {
 				withClient(ev, c)
 			}
 		}
@@ -375,7 +376,7 @@ func (s *Server) tokenRefused(w http.ResponseWriter, r *http.Request, ref *refus
 	default:
 		ev.Details["grant_type"] = clip(grant, 64)
 	}
-	if c := s.clients[id]; c != nil {
+	if c := s.cachedClient(id); c != nil {
 		withClient(ev, c)
 	} else if id != "" {
 		ev.Details["requested_client_id"] = clip(id, 128)

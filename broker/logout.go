@@ -43,13 +43,13 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	tag, cookie, sess := s.sessionFromCookie(r)
 	if q.Has("federated") && sess != nil && !logoutConfirmed(r, q, cookie) {
 		s.askLogout(w, "/v2/logout", q, []string{"client_id", "returnTo"}, cookie,
-			s.clients[q.Get("client_id")], "the broker and of your identity provider")
+			s.client(r.Context(), q.Get("client_id")), "the broker and of your identity provider")
 		return
 	}
 	if !s.endCookieSession(w, r, tag, sess) {
 		sess = nil
 	}
-	c := s.clients[q.Get("client_id")]
+	c := s.client(r.Context(), q.Get("client_id"))
 	target := q.Get("returnTo")
 	if c != nil && target == "" && len(c.PostLogoutRedirectURIs) > 0 {
 		target = c.PostLogoutRedirectURIs[0]
@@ -99,7 +99,7 @@ func (s *Server) handleOIDCLogout(w http.ResponseWriter, r *http.Request) {
 	case hint != nil && clientID == "" && len(hint.Audience) == 1:
 		clientID = hint.Audience[0]
 	}
-	client := s.clients[clientID]
+	client := s.client(r.Context(), clientID)
 	if clientID != "" && client == nil {
 		s.logoutFailed(w, r, ev, "unknown client_id")
 		return
@@ -270,7 +270,7 @@ func (s *Server) federatedEvent(r *http.Request, sess *sessionRecord, code, desc
 	ev.Class = logs.ClassAudit // a session ended: the browser held its cookie or a valid id_token_hint
 	ev.Type = logs.TypeFederatedLogoutFailed
 	ev.UserID, ev.Connection = sess.UserID, sess.Connection
-	if c := s.clients[sess.ClientID]; c != nil {
+	if c := s.cachedClient(sess.ClientID); c != nil {
 		withClient(ev, c)
 	}
 	ev.Details["error"], ev.Details["error_description"] = code, s.clipEvent(desc, 512)
@@ -399,7 +399,7 @@ func (s *Server) endSessionLogged(ctx context.Context, r *http.Request, tag, rea
 	ev.Type = logs.TypeSuccessLogout
 	ev.UserID = ended.UserID
 	ev.Connection = ended.Connection
-	if c := s.clients[ended.ClientID]; c != nil {
+	if c := s.cachedClient(ended.ClientID); c != nil {
 		withClient(ev, c)
 	}
 	if snap, err := s.reg.current(ctx, false); err == nil && snap.byName[ended.Connection] != nil {

@@ -50,13 +50,20 @@ type connSnapshot struct {
 	byName  map[string]*connection
 	byID    map[string]*connection
 	list    []*connection // by name
+	// The clients (clientregistry.go) at the same version: by client_id, sorted by id, and
+	// their CORS origins.
+	clients    map[string]*regClient
+	clientList []*regClient
+	origins    map[string]bool
 }
 
 type registry struct {
-	s     *Server
-	conns sessions.Connections
-	opts  upstream.Options
-	seed  []config.Connection
+	s          *Server
+	conns      sessions.Connections
+	clients    sessions.Clients
+	opts       upstream.Options
+	seed       []config.Connection
+	clientSeed []config.Client
 
 	mu      sync.Mutex // serializes rebuilds and seeding
 	seeded  bool
@@ -64,15 +71,17 @@ type registry struct {
 	checked atomic.Int64 // unix nanos of the last version check (wall clock)
 }
 
-func newRegistry(s *Server, opts upstream.Options, seed []config.Connection) (*registry, error) {
+func newRegistry(s *Server, opts upstream.Options, seed []config.Connection, clientSeed []config.Client) (*registry, error) {
 	c, ok := s.store.(sessions.Connections)
-	if !ok {
-		// A store without connection records (a test double): this replica keeps them in
-		// memory, seeded from the configuration.
-		s.log.Warn("session store has no connection records; connections are kept in memory on this replica")
-		c = sessions.NewMemory().(sessions.Connections)
+	cl, clOK := s.store.(sessions.Clients)
+	if !ok || !clOK {
+		// A store without connection and client records (a test double): this replica keeps
+		// them in memory, seeded from the configuration.
+		s.log.Warn("session store has no connection records; connections and clients are kept in memory on this replica")
+		mem := sessions.NewMemory()
+		c, cl = mem.(sessions.Connections), mem.(sessions.Clients)
 	}
-	return &registry{s: s, conns: c, opts: opts, seed: seed}, nil
+	return &registry{s: s, conns: c, clients: cl, opts: opts, seed: seed, clientSeed: clientSeed}, nil
 }
 
 // configHash identifies a YAML connection entry.
@@ -131,10 +140,10 @@ func (g *registry) seedAll(ctx context.Context) (problems []error, err error) {
 		}
 		g.s.log.Info("connection updated from configuration", "connection", cc.Name, "id", cc.ID)
 	}
-	return problems, nil
+	return problems, g.seedClients(ctx)
 }
 
-// Init seeds the configured connections into the store and loads them. It returns an error
+// Init seeds the configured connections and clients into the store and loads them. It returns an error
 // naming every connection it could not apply (a name already taken in the store by another
 // id) or the store failure. Without Init the first request does the same and logs problems.
 func (s *Server) Init(ctx context.Context) error {
@@ -169,7 +178,7 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 			g.checked.Store(now)
 			return snap, nil
 		}
-		// The counter only grows: a smaller one means the store lost its connection records
+		// The counter only grows: a smaller one means the store lost its connection and client records
 		// (Redis restarted without persistence, failover to a stale replica). Seed the
 		// configured connections again and reload everything.
 		lost = v < snap.version
@@ -178,7 +187,7 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 	defer g.mu.Unlock()
 	if !g.seeded || lost {
 		if lost {
-			g.s.log.Warn("the store lost its connection records; seeding the configured connections again")
+			g.s.log.Warn("the store lost its connection records; seeding the configured connections and clients again")
 		}
 		problems, err := g.seedAll(ctx)
 		if err != nil {
@@ -235,6 +244,9 @@ func (g *registry) rebuild(ctx context.Context, force bool) (*connSnapshot, erro
 		next.list = append(next.list, c)
 	}
 	sort.Slice(next.list, func(i, j int) bool { return next.list[i].cfg.Name < next.list[j].cfg.Name })
+	if err := g.loadClients(ctx, next, prev); err != nil {
+		return nil, err
+	}
 	if g.s.events.Secrets != nil {
 		g.s.events.Secrets.Set(secretsConnections, connectionSecrets(next)...) // no event may carry them
 	}
@@ -298,12 +310,14 @@ func (sn *connSnapshot) enabledConns(client *config.Client) []*connection {
 }
 
 // effectiveClients returns the client ids that may use c: its enabled_clients and every
-// configured client whose connections list names it, sorted.
+// client (of the last snapshot loaded) whose connections list names it, sorted.
 func (s *Server) effectiveClients(cc *config.Connection) []string {
 	out := slices.Clone(cc.EnabledClients)
-	for _, cl := range s.cfg.Clients {
-		if slices.Contains(cl.Connections, cc.Name) {
-			out = append(out, cl.ClientID)
+	if snap := s.reg.snap.Load(); snap != nil {
+		for _, cl := range snap.clientList {
+			if slices.Contains(cl.cfg.Connections, cc.Name) {
+				out = append(out, cl.cfg.ClientID)
+			}
 		}
 	}
 	slices.Sort(out)

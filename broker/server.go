@@ -57,12 +57,10 @@ type Server struct {
 	txCreate sessions.VersionedCreator // the store, when it also holds the connections
 	multiGet sessions.MultiGetter      // the store, when it reads several records in one round trip
 
-	clients  map[string]*config.Client
 	apis     map[string]*config.API
-	verifier *dpop.Verifier  // proofs at /oauth/token and /userinfo
-	reg      *registry       // connections from the store (registry.go)
-	mgmt     *mgmtAuth       // management API tokens (mgmt.go)
-	origins  map[string]bool // CORS origins from every client
+	verifier *dpop.Verifier // proofs at /oauth/token and /userinfo
+	reg      *registry      // connections and clients from the store (registry.go, clientregistry.go)
+	mgmt     *mgmtAuth      // management API tokens (mgmt.go)
 	// discoveryHTTP fetches discovery documents for management checks (uncached).
 	discoveryHTTP *http.Client
 	upstreamHTTP  *http.Client // every upstream call (upstreamhttp.go)
@@ -102,7 +100,6 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	s := &Server{
 		cfg: cfg, store: deps.Store, events: deps.Events, log: deps.Logger, now: deps.Now, keys: deps.Keys,
 		issuer: cfg.Issuer, base: cfg.BaseURL(),
-		clients: map[string]*config.Client{}, origins: map[string]bool{},
 		apis: map[string]*config.API{},
 	}
 	s.callbackURL = s.base + "/login/callback"
@@ -193,18 +190,11 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("connections[%d] (%s): %w", i, cc.Name, err)
 		}
 	}
-	if s.reg, err = newRegistry(s, opts, cfg.Connections); err != nil {
+	if s.reg, err = newRegistry(s, opts, cfg.Connections, cfg.Clients); err != nil {
 		return nil, err
 	}
 	s.mgmt = newMgmtAuth(cfg.Management)
 	s.discoveryHTTP = httpClient
-	for i := range cfg.Clients {
-		c := &cfg.Clients[i]
-		s.clients[c.ClientID] = c
-		for _, o := range c.AllowedOrigins {
-			s.origins[strings.TrimSuffix(o, "/")] = true
-		}
-	}
 	s.routes()
 	return s, nil
 }
@@ -337,7 +327,7 @@ func (s *Server) cors(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		w.Header().Add("Vary", "Origin")
-		if origin != "" && s.origins[origin] {
+		if origin != "" && s.allowedOrigin(r.Context(), origin) {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", origin)
 			h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate, Retry-After")

@@ -43,11 +43,13 @@ func sameStore(a, b sessions.Store) (same bool) {
 }
 
 // instrumentStore counts the failures of st's operations by op. The wrapper keeps the
-// optional sessions.Connections interface when st implements it.
+// optional sessions.Connections and sessions.Clients interfaces when st implements both.
 func (m *metrics) instrumentStore(st sessions.Store) sessions.Store {
 	ms := &meteredStore{Store: st, m: m}
-	if c, ok := st.(sessions.Connections); ok {
-		return &meteredConnStore{meteredStore: ms, Connections: c}
+	c, ok := st.(sessions.Connections)
+	cl, clOK := st.(sessions.Clients)
+	if ok && clOK {
+		return &meteredConnStore{meteredStore: ms, Connections: c, Clients: cl}
 	}
 	return ms
 }
@@ -70,6 +72,7 @@ type meteredStore struct {
 type meteredConnStore struct {
 	*meteredStore
 	sessions.Connections
+	sessions.Clients
 }
 
 func (s *meteredStore) Create(ctx context.Context, k sessions.Kind, id string, v []byte, ttl time.Duration) error {
@@ -174,4 +177,36 @@ func (s *meteredConnStore) ConnectionTombstone(ctx context.Context, id string) (
 func (s *meteredConnStore) ConnectionsVersion(ctx context.Context) (int64, error) {
 	v, err := s.Connections.ConnectionsVersion(ctx)
 	return v, s.m.storeError("connections_version", err)
+}
+
+func (s *meteredConnStore) CreateClient(ctx context.Context, id string, doc []byte) error {
+	return s.m.storeError("create_client", s.Clients.CreateClient(ctx, id, doc))
+}
+
+func (s *meteredConnStore) SeedClient(ctx context.Context, id string, doc []byte) (bool, error) {
+	created, err := s.Clients.SeedClient(ctx, id, doc)
+	return created, s.m.storeError("seed_client", err)
+}
+
+func (s *meteredConnStore) GetClient(ctx context.Context, id string) ([]byte, error) {
+	v, err := s.Clients.GetClient(ctx, id)
+	return v, s.m.storeError("get_client", err)
+}
+
+func (s *meteredConnStore) ListClients(ctx context.Context) ([][]byte, error) {
+	v, err := s.Clients.ListClients(ctx)
+	return v, s.m.storeError("list_clients", err)
+}
+
+func (s *meteredConnStore) UpdateClient(ctx context.Context, id string, doc []byte) error {
+	return s.m.storeError("update_client", s.Clients.UpdateClient(ctx, id, doc))
+}
+
+func (s *meteredConnStore) DeleteClient(ctx context.Context, id string, tombstone []byte) error {
+	return s.m.storeError("delete_client", s.Clients.DeleteClient(ctx, id, tombstone))
+}
+
+func (s *meteredConnStore) ClientTombstone(ctx context.Context, id string) ([]byte, error) {
+	v, err := s.Clients.ClientTombstone(ctx, id)
+	return v, s.m.storeError("client_tombstone", err)
 }

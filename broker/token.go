@@ -147,17 +147,28 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *config
 	if id == "" {
 		return nil, basic, invalid("client authentication is required")
 	}
-	c = s.clients[id]
-	if c == nil { // the same answer as a wrong secret: the endpoint does not list client ids
+	// A miss (unknown id, another method, a wrong secret) looks at the store's current
+	// clients before it is answered: the client may have been created or given a new secret
+	// on another replica within the last registryRecheck.
+	rc, err := s.findClient(r.Context(), id, func(c *regClient) bool {
+		return c.cfg.AuthMethod() == method && (method == config.AuthNone || c.secretMatches(secret))
+	})
+	if err == nil && rc == nil {
+		rc, err = s.findClient(r.Context(), id, nil) // known, but refused: say why
+		if rc != nil && rc.cfg.AuthMethod() == method {
+			rc = nil // the secret did not match
+		}
+	}
+	switch {
+	case err != nil:
+		s.log.Error("clients could not be read at the token endpoint", "err", err)
+		return nil, basic, errStoreDown
+	case rc == nil: // the same answer as a wrong secret: the endpoint does not list client ids
 		return nil, basic, invalid("client authentication failed")
+	case rc.cfg.AuthMethod() != method:
+		return nil, basic, invalid("the client must authenticate with " + rc.cfg.AuthMethod())
 	}
-	if c.AuthMethod() != method {
-		return nil, basic, invalid("the client must authenticate with " + c.AuthMethod())
-	}
-	if method != config.AuthNone && subtle.ConstantTimeCompare([]byte(secret), []byte(c.ClientSecret)) != 1 {
-		return nil, basic, invalid("client authentication failed")
-	}
-	return c, basic, nil
+	return rc.cfg, basic, nil
 }
 
 // exchange collects what a token request decided, for its event.

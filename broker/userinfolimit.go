@@ -47,7 +47,7 @@ func (s *Server) userinfoRefused(w http.ResponseWriter, r *http.Request, ref *re
 	if claims != nil {
 		ev.UserID = claims.Subject
 		ev.Details["session_id"] = claims.SID
-		if c := s.clients[claims.ClientID]; c != nil {
+		if c := s.cachedClient(claims.ClientID); c != nil {
 			withClient(ev, c)
 		}
 	}
