@@ -14,7 +14,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/logs"
 )
 
-// The management API (the identity SaaS's Management API v2: connections, logs and sessions) under /api/v2: static bearer tokens with scopes
+// The management API (the identity SaaS's Management API v2: connections, clients, logs and sessions) under /api/v2: static bearer tokens with scopes
 // from management.tokens, the SaaS error body, sapi events for successful writes and fapi
 // events for failed calls.
 
@@ -110,6 +110,7 @@ func (s *Server) mgmtRoutes(h func(string, http.HandlerFunc)) {
 	h("GET /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.getConnection))
 	h("PATCH /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeUpdateConnections}, s.patchConnection))
 	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeDeleteConnections, config.ScopeUpdateConnections}, s.deleteConnection))
+	s.clientRoutes(h)
 	h("GET /api/v2/logs", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.searchLogs))
 	h("GET /api/v2/logs/{id}", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.getLog))
 	h("GET /api/v2/sessions/{id}", s.mgmt.guard(s, []string{config.ScopeReadSessions}, s.getSession))

@@ -86,7 +86,7 @@ func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
 // pushed_authorization_request_endpoint.
 func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	ctx := c.r.Context()
-	if errs := s.cfg.ValidateConnection(cc); len(errs) > 0 {
+	if errs := s.cfg.ValidateConnection(cc, s.storeClientIDs()...); len(errs) > 0 {
 		code := "invalid_body"
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
@@ -255,6 +255,14 @@ func (s *Server) listConnections(c *mgmtCall) *apiError {
 	if all == nil {
 		all = []apiConnection{}
 	}
+	return pagedList(s, c, "connections", all, func(v apiConnection) string { return v.Name })
+}
+
+// pagedList answers all (sorted by key) in the management API's list forms: checkpoint
+// from/take ({field: page, next: cursor}), or page/per_page as an array, or with
+// include_totals as {total, start, limit, field: page}.
+func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T) string) *apiError {
+	q := c.r.URL.Query()
 	if q.Has("from") || q.Has("take") {
 		take, aerr := intParam(q, "take", 50, 1, 100)
 		if aerr != nil {
@@ -268,16 +276,16 @@ func (s *Server) listConnections(c *mgmtCall) *apiError {
 			}
 			start = len(all)
 			for i, v := range all {
-				if v.Name > string(after) {
+				if key(v) > string(after) {
 					start = i
 					break
 				}
 			}
 		}
 		page := all[start:min(start+take, len(all))]
-		out := map[string]any{"connections": page}
+		out := map[string]any{field: page}
 		if start+take < len(all) {
-			out["next"] = base64.RawURLEncoding.EncodeToString([]byte(page[len(page)-1].Name))
+			out["next"] = base64.RawURLEncoding.EncodeToString([]byte(key(page[len(page)-1])))
 		}
 		s.apiJSON(c, http.StatusOK, out)
 		return nil
@@ -293,7 +301,7 @@ func (s *Server) listConnections(c *mgmtCall) *apiError {
 	start := min(pageN*perPage, len(all))
 	page := all[start:min(start+perPage, len(all))]
 	if b, _ := strconv.ParseBool(q.Get("include_totals")); b {
-		s.apiJSON(c, http.StatusOK, map[string]any{"total": len(all), "start": start, "limit": perPage, "connections": page})
+		s.apiJSON(c, http.StatusOK, map[string]any{"total": len(all), "start": start, "limit": perPage, field: page})
 		return nil
 	}
 	s.apiJSON(c, http.StatusOK, page)

@@ -120,9 +120,10 @@ func (s *Server) publicOrigin() string {
 	return u.Scheme + "://" + u.Host
 }
 
-func nonNil(evs []logs.Event) []logs.Event {
-	if evs == nil {
-		return []logs.Event{}
+// nonNil returns v, or an empty slice for nil (answered [] rather than null).
+func nonNil[T any](v []T) []T {
+	if v == nil {
+		return []T{}
 	}
-	return evs
+	return v
 }
