@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -111,6 +112,11 @@ store:
 `+keysYAML+`dpop_server:
   require_nonce: true
   nonce_secret: "${INTEROP_NONCE_SECRET}"
+management:
+  tokens:
+    - name: "interop-apps"
+      token: "${INTEROP_MGMT_TOKEN}"
+      scopes: [read:clients, create:clients, update:clients]
 clients:
   - client_id: "interop-app"
     name: "openid-client RP"
@@ -160,6 +166,7 @@ func setupReplicas(t *testing.T, n int) *replicaWorld {
 		"--client-id", "interop-app", "--client-secret", appSecret)
 	w.env = asEnv(t, upstreamSecret, randomHex(t, 32))
 	w.env["INTEROP_APP_SECRET"] = appSecret
+	w.env["INTEROP_MGMT_TOKEN"] = randomHex(t, 24)
 	w.config = replicaConfig(w.proxy.URL, redisAddr, w.upstream, w.rpURL)
 	var bases []string
 	for range n {
@@ -313,4 +320,45 @@ func TestLoginSurvivesEveryReplicaRestarting(t *testing.T) {
 	}
 	ev := waitEventType(t, fresh.proc, "s")
 	wantDetail(t, ev, "dpop_returned_from_upstream", true)
+}
+
+// TestClientCreatedThroughOneReplicaLogsInThroughAnother: a client created through replica A's
+// management API, with nothing restarted, is used by openid-client through replica B only:
+// login, code exchange (with the generated secret) and userinfo succeed, and B's s event names
+// the new client. B had loaded its clients before the create.
+func TestClientCreatedThroughOneReplicaLogsInThroughAnother(t *testing.T) {
+	t.Parallel()
+	w := setupReplicas(t, 2)
+	a, b := w.brokers[0], w.brokers[1]
+	apps := &mgmtWorld{token: w.env["INTEROP_MGMT_TOKEN"]} // for its mgmtAPI helper
+	if status, raw := apps.mgmtAPI(t, b.URL, "GET", "/api/v2/clients", nil); status != http.StatusOK || !strings.Contains(string(raw), "interop-app") {
+		t.Fatalf("B's client list: %d %s", status, raw)
+	}
+	rpSock := listenSocket(t) // the app's address is known before the client is created
+	status, raw := apps.mgmtAPI(t, a.URL, "POST", "/api/v2/clients", map[string]any{
+		"name": "created through A", "callbacks": []string{rpSock.URL + "/callback"}, "connections": []string{"oidc-provider"},
+	})
+	var created struct {
+		ClientID     string `json:"client_id"`
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal(raw, &created); status != http.StatusCreated || err != nil || created.ClientID == "" || created.ClientSecret == "" {
+		t.Fatalf("create through A: %d %s", status, raw)
+	}
+	_, rpURL := startNodeOn(t, rpSock, "rp.mjs", "--issuer", w.proxy.URL+"/",
+		"--client-id", created.ClientID, "--client-secret", created.ClientSecret)
+	w.proxy.setBackends(t, b.URL) // every request of the login lands on B
+	status, body, rawLogin := getJSON(t, browserClient(t), rpURL+"/login")
+	wantSuccess(t, status, body, rawLogin)
+	if got := w.proxy.backendOf("/oauth/token"); len(got) != 1 {
+		t.Fatalf("token requests through the proxy: %v, want one (on B)", got)
+	}
+	ev := waitEventType(t, b.proc, "s")
+	if ev.Raw["client_id"] != created.ClientID || ev.Raw["client_name"] != "created through A" {
+		t.Errorf("B's s event names client %v (%v), want %s", ev.Raw["client_id"], ev.Raw["client_name"], created.ClientID)
+	}
+	wantUserinfoFetch(t, ev, true)
+	if strings.Contains(b.out.String(), created.ClientSecret) || strings.Contains(a.out.String(), created.ClientSecret) {
+		t.Error("a replica's output carries the generated client secret")
+	}
 }
