@@ -173,13 +173,20 @@ func (g *registry) buildClient(raw []byte, prev *connSnapshot) *regClient {
 	return c
 }
 
-// cachedClient returns the client id of the last snapshot loaded, without touching the store
-// (for naming an app in the event of a refused request); nil when unknown.
+// cachedClient returns the client id of the last snapshot loaded (for naming an app in an
+// event, finding its back-channel logout URI): it reads the store only while no snapshot was
+// ever loaded. nil when unknown.
 func (s *Server) cachedClient(id string) *config.Client {
-	if snap := s.reg.snap.Load(); snap != nil {
-		if c := snap.clients[id]; c != nil {
-			return c.cfg
+	snap := s.reg.snap.Load()
+	if snap == nil {
+		var err error
+		if snap, err = s.reg.current(context.Background(), false); err != nil {
+			s.log.Warn("clients could not be read from the store", "err", err)
+			return nil
 		}
+	}
+	if c := snap.clients[id]; c != nil {
+		return c.cfg
 	}
 	return nil
 }

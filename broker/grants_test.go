@@ -39,31 +39,6 @@ func grantsHarness(t *testing.T) *harness {
 	}})
 }
 
-// withGrants returns a copy of h's configuration whose client clientID has grants instead.
-func (h *harness) withGrants(clientID string, grants []config.APIGrant) *config.Config {
-	c := *h.cfg
-	c.Clients = slices.Clone(h.cfg.Clients)
-	for i := range c.Clients {
-		if c.Clients[i].ClientID == clientID {
-			c.Clients[i].APIs = grants
-		}
-	}
-	return &c
-}
-
-// replica starts a second broker on h's store and event log with configuration cfg (a
-// restarted replica after a configuration change) and returns its base URL.
-func (h *harness) replica(cfg *config.Config) string {
-	h.t.Helper()
-	b, err := New(cfg, Deps{Store: h.store, Events: h.events, Now: h.clock.Now, Keys: h.broker.keys})
-	if err != nil {
-		h.t.Fatalf("New: %v", err)
-	}
-	srv := httptest.NewServer(b.Handler())
-	h.t.Cleanup(srv.Close)
-	return srv.URL
-}
-
 // tokenAt posts a token request without a DPoP proof to base's /oauth/token.
 func (h *harness) tokenAt(base, client string, form url.Values) httpResult {
 	h.t.Helper()
@@ -260,12 +235,13 @@ func TestAudienceNotGrantedIsDeniedAtAuthorize(t *testing.T) {
 }
 
 // TestGrantRemovedIsDeniedAtToken: the grant is checked again against the current
-// configuration when the code is redeemed and at every refresh. A replica whose
-// configuration no longer grants the API answers 403 access_denied (feacft, fertft); the
-// refused refresh does not burn the token.
+// configuration when the code is redeemed and at every refresh. Once the client's stored
+// grants (the management API, or an edited YAML entry) no longer grant the API, the broker
+// answers 403 access_denied (feacft, fertft); the refused refresh does not burn the token.
 func TestGrantRemovedIsDeniedAtToken(t *testing.T) {
 	h := grantsHarness(t)
-	revoked := h.replica(h.withGrants(appClient, nil))
+	granted := h.cfg.Clients[0].APIs
+	setGrants := func(g []config.APIGrant) { h.updateClient(appClient, func(c *config.Client) { c.APIs = g }) }
 	withAPI := func(scope string) func(url.Values) {
 		return func(q url.Values) { q.Set("audience", apiScoped); q.Set("scope", scope) }
 	}
@@ -273,7 +249,9 @@ func TestGrantRemovedIsDeniedAtToken(t *testing.T) {
 
 	t.Run("code redeemed after the grant was removed", func(t *testing.T) {
 		code := h.codeFor(appClient, withAPI("openid read:data"))
-		r := h.tokenAt(revoked, appClient, h.codeGrant(appClient, code))
+		setGrants(nil)
+		defer setGrants(granted)
+		r := h.tokenAt(h.srv.URL, appClient, h.codeGrant(appClient, code))
 		wantOAuth(t, r, http.StatusForbidden, "access_denied", desc)
 		if r.str("access_token") != "" {
 			t.Fatalf("tokens issued: %v", r.body)
@@ -287,21 +265,24 @@ func TestGrantRemovedIsDeniedAtToken(t *testing.T) {
 			t.Fatalf("code redemption: %d %v", r.status, r.body)
 		}
 		rt := r.str("refresh_token")
-		wantOAuth(t, h.tokenAt(revoked, appClient, refreshGrant(rt)), http.StatusForbidden, "access_denied", desc)
+		setGrants(nil)
+		wantOAuth(t, h.tokenAt(h.srv.URL, appClient, refreshGrant(rt)), http.StatusForbidden, "access_denied", desc)
 		wantEvent(t, h, logs.TypeFailedRefresh, map[string]any{"error": "access_denied", "audience": apiScoped})
-		// Granted again (the first replica's configuration): the same token still works.
+		// Granted again: the same token still works.
+		setGrants(granted)
 		if r2 := h.tok(tokReq{client: appClient, form: refreshGrant(rt)}); r2.status != 200 || r2.str("scope") != "openid offline_access read:data" {
 			t.Fatalf("refresh with the grant: %d %v", r2.status, r2.body)
 		}
 	})
 	t.Run("refresh after the grant was narrowed", func(t *testing.T) {
-		narrowed := h.replica(h.withGrants(appClient, []config.APIGrant{{Audience: apiScoped, Scopes: []string{"read:data"}}}))
 		code := h.codeFor(appClient, withAPI("openid offline_access read:data write:data"))
 		r := h.tok(tokReq{client: appClient, form: h.codeGrant(appClient, code)})
 		if r.status != 200 || r.str("scope") != "openid offline_access read:data write:data" {
 			t.Fatalf("code redemption: %d %v", r.status, r.body)
 		}
-		r2 := h.tokenAt(narrowed, appClient, refreshGrant(r.str("refresh_token")))
+		setGrants([]config.APIGrant{{Audience: apiScoped, Scopes: []string{"read:data"}}})
+		defer setGrants(granted)
+		r2 := h.tokenAt(h.srv.URL, appClient, refreshGrant(r.str("refresh_token")))
 		if r2.status != 200 || r2.str("scope") != "openid offline_access read:data" || claimsOf(t, r2.str("access_token"))["scope"] != "openid offline_access read:data" {
 			t.Fatalf("refresh under the narrowed grant: %d %v", r2.status, r2.body)
 		}

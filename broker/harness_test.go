@@ -346,3 +346,31 @@ func detail(ev logs.Event, k string) any { return ev.Details[k] }
 func oauth2Static(at string) oauth2.TokenSource {
 	return oauth2.StaticTokenSource(&oauth2.Token{AccessToken: at, TokenType: "Bearer"})
 }
+
+// updateClient changes the stored client id (as the management API or an edited YAML entry
+// would: clients live in the store) and makes h's broker see the change at once.
+func (h *harness) updateClient(id string, change func(*config.Client)) {
+	h.t.Helper()
+	ctx := context.Background()
+	if _, err := h.broker.reg.current(ctx, false); err != nil { // seeds the YAML clients
+		h.t.Fatal(err)
+	}
+	raw, err := h.broker.reg.clients.GetClient(ctx, id)
+	if err != nil {
+		h.t.Fatalf("client %s: %v", id, err)
+	}
+	var doc storedClient
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		h.t.Fatal(err)
+	}
+	change(&doc.Client)
+	if raw, err = json.Marshal(doc); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.broker.reg.clients.UpdateClient(ctx, id, raw); err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.broker.reg.current(ctx, true); err != nil {
+		h.t.Fatal(err)
+	}
+}

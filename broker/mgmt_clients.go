@@ -330,6 +330,9 @@ func (s *Server) createClient(c *mgmtCall) *apiError {
 			return s.storeAPIError(err)
 		}
 		c.details = map[string]any{"client": map[string]any{"client_id": doc.ClientID, "name": doc.Name}}
+		if secret != "" {
+			c.details["client_secret_generated"] = true
+		}
 		s.refreshAfterWrite(c.r.Context())
 		v := clientView(&doc.Client)
 		v.ClientSecret = secret
@@ -416,7 +419,38 @@ func (s *Server) deleteClient(c *mgmtCall) *apiError {
 	case err != nil:
 		return s.storeAPIError(err)
 	}
+	s.forgetClient(c.r.Context(), doc.ClientID)
 	s.refreshAfterWrite(c.r.Context())
 	s.apiEmpty(c, http.StatusNoContent)
 	return nil
+}
+
+// forgetClient removes a deleted client from the enabled_clients of the stored connections,
+// so that a connection's GET → PATCH round trip does not name a client that no longer
+// exists. Best effort: a failure is logged (the id then stays listed, and is harmless).
+func (s *Server) forgetClient(ctx context.Context, id string) {
+	snap, err := s.reg.current(ctx, true)
+	if err != nil {
+		s.log.Warn("deleted client not removed from enabled_clients", "client_id", id, "err", err)
+		return
+	}
+	for _, conn := range snap.list {
+		if !slices.Contains(conn.cfg.EnabledClients, id) {
+			continue
+		}
+		raw, err := s.reg.conns.GetConnection(ctx, conn.id)
+		var doc storedConnection
+		if err == nil {
+			err = json.Unmarshal(raw, &doc)
+		}
+		if err == nil {
+			doc.EnabledClients = slices.DeleteFunc(doc.EnabledClients, func(c string) bool { return c == id })
+			if raw, err = json.Marshal(doc); err == nil {
+				err = s.reg.conns.UpdateConnection(ctx, conn.id, raw)
+			}
+		}
+		if err != nil {
+			s.log.Warn("deleted client not removed from enabled_clients", "client_id", id, "connection", conn.cfg.Name, "err", err)
+		}
+	}
 }

@@ -47,10 +47,10 @@ func tokenWith(t *testing.T, h *harness, base, clientID, secret, code, redirectU
 	return resp.StatusCode, body
 }
 
-// eventJSON is ev as JSON (for checking that no secret reached it).
-func eventJSON(t *testing.T, ev logs.Event) string {
+// fmtJSON is v as JSON.
+func fmtJSON(t *testing.T, v any) string {
 	t.Helper()
-	b, err := json.Marshal(ev)
+	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestMgmtClients(t *testing.T) {
 			if c, _ := ev.Details["client"].(map[string]any); c["client_id"] != id {
 				t.Errorf("event details.client = %v", ev.Details["client"])
 			}
-			if strings.Contains(eventJSON(t, ev), secret) {
+			if strings.Contains(fmtJSON(t, ev), secret) {
 				t.Error("the sapi event carries the secret")
 			}
 			if g := call("GET", "/api/v2/clients/"+id, nil); g.status != 200 || g.obj()["name"] != "New app" || g.obj()["client_secret"] != nil {
@@ -206,8 +206,8 @@ func TestMgmtClients(t *testing.T) {
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					wantAPIError(t, call(tc.method, tc.path, tc.body), 400, "invalid_body", tc.msg)
-					if ev := h.lastEvent(); ev.Type != logs.TypeFailedAPI || strings.Contains(eventJSON(t, ev), "my-own-secret-value") {
-						t.Errorf("event %s", eventJSON(t, ev))
+					if ev := h.lastEvent(); ev.Type != logs.TypeFailedAPI || strings.Contains(fmtJSON(t, ev), "my-own-secret-value") {
+						t.Errorf("event %s", fmtJSON(t, ev))
 					}
 				})
 			}
@@ -264,6 +264,16 @@ func TestMgmtClients(t *testing.T) {
 			resp, body := get(t, h.browser(), strings.Replace(h.authorizeURL(func(q url.Values) { q.Set("client_id", id); q.Set("redirect_uri", cb) }), h.srv.URL, base, 1))
 			if resp.StatusCode != 400 || !strings.Contains(body, "Unknown client_id") {
 				t.Errorf("authorize of a deleted client: %d", resp.StatusCode)
+			}
+			if r := call("DELETE", "/api/v2/clients/"+pub, nil); r.status != 204 {
+				t.Fatalf("%d %s", r.status, r.raw)
+			}
+			other := call("GET", "/api/v2/connections/"+config.DeriveConnectionID("other"), nil).obj()
+			if strings.Contains(fmtJSON(t, other["enabled_clients"]), pub) {
+				t.Errorf("a deleted client stays in enabled_clients: %v", other["enabled_clients"])
+			}
+			if r := call("PATCH", "/api/v2/connections/"+config.DeriveConnectionID("other"), map[string]any{"display_name": "after the delete"}); r.status != 200 {
+				t.Errorf("PATCH of the connection after its client was deleted: %d %s", r.status, r.raw)
 			}
 			if r := call("DELETE", "/api/v2/clients/"+spaClient, nil); r.status != 204 {
 				t.Fatalf("%d %s", r.status, r.raw)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
@@ -150,8 +151,8 @@ func TestAuthorizeWebMessage(t *testing.T) {
 	// A native app's private-use scheme has no web origin to post to: the query redirect.
 	t.Run("web_message with a private-use scheme redirect_uri: query redirect", func(t *testing.T) {
 		const native = "com.example.app:/cb"
-		h.cfg.Clients[0].RedirectURIs = append(h.cfg.Clients[0].RedirectURIs, native)
-		defer func() { h.cfg.Clients[0].RedirectURIs = h.cfg.Clients[0].RedirectURIs[:1] }()
+		h.updateClient(appClient, func(c *config.Client) { c.RedirectURIs = append(c.RedirectURIs, native) })
+		defer h.updateClient(appClient, func(c *config.Client) { c.RedirectURIs = c.RedirectURIs[:1] })
 		c := h.browser()
 		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		resp, _ := get(t, c, h.authorizeURL(func(q url.Values) {

@@ -130,7 +130,7 @@ func TestValidateReportsEachProblemUnderItsKey(t *testing.T) {
 		}, want: FieldError{Key: "management.tokens[0].token", Reason: "must be at least 32 characters (got 5); generate one with: openssl rand -base64 32"}},
 		{name: "management unknown scope", mut: func(c *Config) {
 			c.Management.Tokens = []ManagementToken{{Token: strings.Repeat("x", 32), Scopes: []string{"write:everything"}}}
-		}, want: FieldError{Key: "management.tokens[0].scopes[0]", Reason: `"write:everything" is not a known scope (use read:connections, create:connections, update:connections, delete:connections, read:logs, read:sessions or delete:sessions)`}},
+		}, want: FieldError{Key: "management.tokens[0].scopes[0]", Reason: `"write:everything" is not a known scope (use read:connections, create:connections, update:connections, delete:connections, read:clients, create:clients, update:clients, delete:clients, read:logs, read:sessions or delete:sessions)`}},
 		{name: "logs max_age", mut: func(c *Config) { c.Logs.MaxAge = 0 }, want: FieldError{Key: "logs.max_age", Reason: "must be a positive duration such as 720h"}},
 		{name: "logs admin max_events", mut: func(c *Config) { c.Logs.Admin.MaxEvents = 0 }, want: FieldError{Key: "logs.admin.max_events", Reason: "must be between 1 and 10000000"}},
 		{name: "logs admin max_age", mut: func(c *Config) { c.Logs.Admin.MaxAge = -time.Hour }, want: FieldError{Key: "logs.admin.max_age", Reason: "must be a positive duration such as 8760h"}},
@@ -275,5 +275,43 @@ func TestOktaDomainValidation(t *testing.T) {
 				t.Errorf("no connections[0].options.domain error containing %q: %v", tc.want, cfg.validate(false))
 			}
 		})
+	}
+}
+
+// TestValidateClientGivesTheReasonsOfTheYAML: a management API body is refused for the same
+// reasons, worded the same, as the YAML entry, under keys without the clients[i]. prefix; a
+// connection known only to the caller (the store) is accepted, and an API body may name none.
+func TestValidateClientGivesTheReasonsOfTheYAML(t *testing.T) {
+	tests := []struct {
+		name string
+		cl   Client
+	}{
+		{name: "http redirect off loopback", cl: Client{ClientID: "a", ClientSecret: "s", RedirectURIs: []string{"http://app.example.com/cb"}, Connections: []string{"corp"}}},
+		{name: "unknown connection and a bad origin", cl: Client{ClientID: "a", RedirectURIs: []string{"https://app.example.com/cb"}, AllowedOrigins: []string{"https://app.example.com/path"}, Connections: []string{"nope"}}},
+		{name: "secret for a public client", cl: Client{ClientID: "a", ClientSecret: "s", TokenEndpointAuthMethod: AuthNone, RedirectURIs: []string{"https://app.example.com/cb"}, Connections: []string{"corp"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Default()
+			cfg.Connections = []Connection{{Name: "corp"}}
+			cfg.Clients = []Client{tc.cl}
+			var yaml []string
+			for _, e := range cfg.Validate() {
+				if k, ok := strings.CutPrefix(e.Key, "clients[0]."); ok {
+					yaml = append(yaml, FieldError{Key: k, Reason: e.Reason}.Error())
+				}
+			}
+			var api []string
+			for _, e := range cfg.ValidateClient(&tc.cl, func(name string) bool { return name == "corp" }) {
+				api = append(api, e.Error())
+			}
+			if len(yaml) == 0 || strings.Join(yaml, "\n") != strings.Join(api, "\n") {
+				t.Errorf("YAML reasons:\n%s\nAPI reasons:\n%s", strings.Join(yaml, "\n"), strings.Join(api, "\n"))
+			}
+		})
+	}
+	cl := Client{ClientID: "a", RedirectURIs: []string{"https://app.example.com/cb"}}
+	if errs := Default().ValidateClient(&cl, func(string) bool { return false }); len(errs) != 0 {
+		t.Errorf("an API body without connections: %v", errs)
 	}
 }
