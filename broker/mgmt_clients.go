@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -79,10 +80,11 @@ func (s *Server) clientRoutes(h func(string, http.HandlerFunc)) {
 	h("POST /api/v2/clients/{id}/rotate-secret", s.mgmt.guard(s, []string{config.ScopeUpdateClients}, s.rotateClientSecret))
 }
 
-// clientView returns the API object of cl (never its secret).
+// clientView returns the API object of cl (never its secret); a YAML client without a name
+// is named by its client_id, as in the events.
 func clientView(cl *config.Client) apiClient {
 	v := apiClient{
-		ClientID: cl.ClientID, Name: cl.Name, TokenEndpointAuthMethod: cl.AuthMethod(),
+		ClientID: cl.ClientID, Name: cmp.Or(cl.Name, cl.ClientID), TokenEndpointAuthMethod: cl.AuthMethod(),
 		Callbacks: nonNil(cl.RedirectURIs), AllowedLogoutURLs: nonNil(cl.PostLogoutRedirectURIs),
 		AllowedOrigins: nonNil(cl.AllowedOrigins), RequireProofOfPossession: cl.RequireSenderConstraining,
 		DPoPBoundAccessTokens: cl.DPoPBoundAccessTokens, BackchannelLogoutSessionRequired: cl.BackchannelLogoutSessionRequired,
@@ -97,6 +99,9 @@ func clientView(cl *config.Client) apiClient {
 // apply sets the members present in b on cl.
 func (b *clientBody) apply(cl *config.Client) *apiError {
 	if b.Name != nil {
+		if strings.TrimSpace(*b.Name) == "" || len(*b.Name) > maxClientName {
+			return errBody(fmt.Sprintf("name: must be 1 to %d characters", maxClientName))
+		}
 		cl.Name = *b.Name
 	}
 	if b.TokenEndpointAuthMethod != nil {
@@ -146,16 +151,13 @@ var apiClientKeys = []struct{ yaml, api string }{
 }
 
 // checkClient validates cl with the YAML's client rules (config.ValidateClient) against the
-// store's connections, and the API's own: a name.
+// store's connections.
 func (s *Server) checkClient(ctx context.Context, cl *config.Client) *apiError {
 	snap, err := s.reg.current(ctx, false)
 	if err != nil {
 		return s.storeAPIError(err)
 	}
 	var msgs []string
-	if strings.TrimSpace(cl.Name) == "" || len(cl.Name) > maxClientName {
-		msgs = append(msgs, fmt.Sprintf("name: must be 1 to %d characters", maxClientName))
-	}
 	for _, e := range s.cfg.ValidateClient(cl, func(name string) bool { return snap.byName[name] != nil }) {
 		for _, k := range apiClientKeys {
 			if rest, ok := strings.CutPrefix(e.Key, k.yaml); ok {
