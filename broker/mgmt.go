@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // The management API (the identity SaaS's Management API v2: connections, clients, logs and sessions) under /api/v2: static bearer tokens with scopes
@@ -99,6 +101,36 @@ func (s *Server) storeAPIError(err error) *apiError {
 		return &apiError{http.StatusServiceUnavailable, codeStoreUnavailable, "The store is unavailable. Try again shortly."}
 	}
 	return &apiError{http.StatusInternalServerError, "internal_error", "The operation could not be completed."}
+}
+
+// storeResult maps the store's answer to a management read or write of one record: nil on
+// success, notFound when the record is missing, else storeAPIError.
+func (s *Server) storeResult(err error, notFound *apiError) *apiError {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sessions.ErrNotFound):
+		return notFound
+	}
+	return s.storeAPIError(err)
+}
+
+// loadStored decodes the stored document id that get returns (once the YAML is seeded); what
+// names it in errors.
+func loadStored[T any](s *Server, c *mgmtCall, id, what string, get func(context.Context, string) ([]byte, error), notFound *apiError) (*T, *apiError) {
+	ctx := c.r.Context()
+	if _, err := s.reg.current(ctx, false); err != nil {
+		return nil, s.storeAPIError(err)
+	}
+	raw, err := get(ctx, id)
+	if aerr := s.storeResult(err, notFound); aerr != nil {
+		return nil, aerr
+	}
+	doc := new(T)
+	if err := json.Unmarshal(raw, doc); err != nil {
+		return nil, s.storeAPIError(fmt.Errorf("decode %s %s: %w", what, id, err))
+	}
+	return doc, nil
 }
 
 // mgmtHandler is a management endpoint: it answers through c.json or returns an error.

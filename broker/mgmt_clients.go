@@ -212,8 +212,8 @@ func (s *Server) validating(ctx context.Context, doc *storedClient) *apiError {
 
 // clientsStore returns the client store after making sure the YAML clients are seeded.
 func (s *Server) clientsStore(ctx context.Context) (sessions.Clients, *apiError) {
-	if _, err := s.reg.current(ctx, false); err != nil {
-		return nil, s.storeAPIError(err)
+	if _, aerr := s.connStore(ctx); aerr != nil { // seeds connections and clients
+		return nil, aerr
 	}
 	return s.reg.clients, nil
 }
@@ -224,23 +224,12 @@ func (s *Server) loadClient(c *mgmtCall) (*storedClient, *apiError) {
 	if id == "" || len(id) > 128 {
 		return nil, &apiError{http.StatusBadRequest, "invalid_uri", "Path validation error: id must be 1 to 128 characters"}
 	}
-	st, aerr := s.clientsStore(c.r.Context())
+	doc, aerr := loadStored[storedClient](s, c, id, "client", s.reg.clients.GetClient, errNoClient)
 	if aerr != nil {
 		return nil, aerr
 	}
-	raw, err := st.GetClient(c.r.Context(), id)
-	if errors.Is(err, sessions.ErrNotFound) {
-		return nil, errNoClient
-	}
-	if err != nil {
-		return nil, s.storeAPIError(err)
-	}
-	var doc storedClient
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, s.storeAPIError(fmt.Errorf("decode client %s: %w", id, err))
-	}
 	c.details = map[string]any{"client": map[string]any{"client_id": doc.ClientID, "name": doc.Name}}
-	return &doc, nil
+	return doc, nil
 }
 
 // decodeClientBody reads a client body; a client_secret in it is refused.
@@ -331,14 +320,7 @@ func (s *Server) createClient(c *mgmtCall) *apiError {
 		if err != nil {
 			return s.storeAPIError(err)
 		}
-		c.details = map[string]any{"client": map[string]any{"client_id": doc.ClientID, "name": doc.Name}}
-		if secret != "" {
-			c.details["client_secret_generated"] = true
-		}
-		s.refreshAfterWrite(c.r.Context())
-		v := clientView(&doc.Client)
-		v.ClientSecret = secret
-		s.apiJSON(c, http.StatusCreated, v)
+		s.answerClient(c, http.StatusCreated, &doc, secret)
 		return nil
 	}
 	return s.storeAPIError(errors.New("could not draw a free client id"))
@@ -390,20 +372,24 @@ func (s *Server) storeClient(c *mgmtCall, doc *storedClient, secret string) *api
 	if err != nil {
 		return s.storeAPIError(err)
 	}
-	switch err := s.reg.clients.UpdateClient(c.r.Context(), doc.ClientID, raw); {
-	case errors.Is(err, sessions.ErrNotFound):
-		return errNoClient
-	case err != nil:
-		return s.storeAPIError(err)
+	if aerr := s.storeResult(s.reg.clients.UpdateClient(c.r.Context(), doc.ClientID, raw), errNoClient); aerr != nil {
+		return aerr
 	}
+	s.answerClient(c, http.StatusOK, doc, secret)
+	return nil
+}
+
+// answerClient answers a successful write of doc (this replica uses it at once) with secret
+// when one was just generated; the sapi event names the client and whether a secret was made.
+func (s *Server) answerClient(c *mgmtCall, status int, doc *storedClient, secret string) {
+	c.details = map[string]any{"client": map[string]any{"client_id": doc.ClientID, "name": doc.Name}}
 	if secret != "" {
 		c.details["client_secret_generated"] = true
 	}
 	s.refreshAfterWrite(c.r.Context())
 	v := clientView(&doc.Client)
 	v.ClientSecret = secret
-	s.apiJSON(c, http.StatusOK, v)
-	return nil
+	s.apiJSON(c, status, v)
 }
 
 // DELETE /api/v2/clients/{id}: 204, as the identity SaaS answers. A client seeded from the
@@ -415,11 +401,8 @@ func (s *Server) deleteClient(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	switch err := s.reg.clients.DeleteClient(c.r.Context(), doc.ClientID, []byte(doc.ConfigHash)); {
-	case errors.Is(err, sessions.ErrNotFound):
-		return errNoClient
-	case err != nil:
-		return s.storeAPIError(err)
+	if aerr := s.storeResult(s.reg.clients.DeleteClient(c.r.Context(), doc.ClientID, []byte(doc.ConfigHash)), errNoClient); aerr != nil {
+		return aerr
 	}
 	s.forgetClient(c.r.Context(), doc.ClientID)
 	s.refreshAfterWrite(c.r.Context())

@@ -279,10 +279,7 @@ func TestMgmtClients(t *testing.T) {
 			if r := call("DELETE", "/api/v2/clients/"+spaClient, nil); r.status != 204 {
 				t.Fatalf("%d %s", r.status, r.raw)
 			}
-			b, err := New(h.cfg, Deps{Store: h.store, Events: h.events, Keys: testKeys(t, "RS256")})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := h.restarted(h.store, nil)
 			if err := b.Init(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -310,15 +307,7 @@ func TestClientSeeding(t *testing.T) {
 		t.Fatal(r.raw)
 	}
 	restart := func(mut func(*config.Config)) *Server {
-		cfg := *h.cfg
-		cfg.Clients = slices.Clone(h.cfg.Clients)
-		if mut != nil {
-			mut(&cfg)
-		}
-		b, err := New(&cfg, Deps{Store: st, Events: h.events, Keys: testKeys(t, "RS256")})
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := h.restarted(st, mut)
 		if err := b.Init(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -201,23 +201,12 @@ func (s *Server) loadConnection(c *mgmtCall) (*storedConnection, *apiError) {
 	if !config.ValidConnectionID(id) {
 		return nil, &apiError{http.StatusBadRequest, "invalid_uri", "Path validation error: id must be con_ followed by letters and digits"}
 	}
-	st, aerr := s.connStore(c.r.Context())
+	doc, aerr := loadStored[storedConnection](s, c, id, "connection", s.reg.conns.GetConnection, errNoConnection)
 	if aerr != nil {
 		return nil, aerr
 	}
-	raw, err := st.GetConnection(c.r.Context(), id)
-	if errors.Is(err, sessions.ErrNotFound) {
-		return nil, errNoConnection
-	}
-	if err != nil {
-		return nil, s.storeAPIError(err)
-	}
-	var doc storedConnection
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, s.storeAPIError(fmt.Errorf("decode connection %s: %w", id, err))
-	}
 	c.connID, c.conn = doc.ID, doc.Name
-	return &doc, nil
+	return doc, nil
 }
 
 // refreshAfterWrite makes this replica use a change at once (the others follow within the
@@ -463,11 +452,8 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	if err != nil {
 		return s.storeAPIError(err)
 	}
-	switch err := s.reg.conns.UpdateConnection(c.r.Context(), cc.ID, raw); {
-	case errors.Is(err, sessions.ErrNotFound):
-		return errNoConnection
-	case err != nil:
-		return s.storeAPIError(err)
+	if aerr := s.storeResult(s.reg.conns.UpdateConnection(c.r.Context(), cc.ID, raw), errNoConnection); aerr != nil {
+		return aerr
 	}
 	s.refreshAfterWrite(c.r.Context())
 	s.apiJSON(c, http.StatusOK, s.view(&cc, true))
@@ -482,11 +468,8 @@ func (s *Server) deleteConnection(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	switch err := s.reg.conns.DeleteConnection(c.r.Context(), doc.ID, []byte(doc.ConfigHash)); {
-	case errors.Is(err, sessions.ErrNotFound):
-		return errNoConnection
-	case err != nil:
-		return s.storeAPIError(err)
+	if aerr := s.storeResult(s.reg.conns.DeleteConnection(c.r.Context(), doc.ID, []byte(doc.ConfigHash)), errNoConnection); aerr != nil {
+		return aerr
 	}
 	s.refreshAfterWrite(c.r.Context())
 	s.apiJSON(c, http.StatusAccepted, map[string]string{"message": "The connection is being deleted."})

@@ -634,6 +634,23 @@ func TestMgmtSecondReplicaSeesPatch(t *testing.T) {
 	}
 }
 
+// restarted returns a new broker on store st with h's configuration changed by mut (nil: none),
+// as a replica restarted after a configuration change; it is not initialised.
+func (h *harness) restarted(st sessions.Store, mut func(*config.Config)) *Server {
+	h.t.Helper()
+	cfg := *h.cfg
+	cfg.Connections = slices.Clone(h.cfg.Connections)
+	cfg.Clients = slices.Clone(h.cfg.Clients)
+	if mut != nil {
+		mut(&cfg)
+	}
+	b, err := New(&cfg, Deps{Store: st, Events: h.events, Keys: testKeys(h.t, "RS256")})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return b
+}
+
 // TestSeeding covers the YAML → store seeding rule.
 func TestSeeding(t *testing.T) {
 	st := sessions.NewMemory()
@@ -644,18 +661,7 @@ func TestSeeding(t *testing.T) {
 	if r.status != 200 {
 		t.Fatal(r.raw)
 	}
-	restart := func(mut func(*config.Config)) *Server {
-		cfg := *h.cfg
-		cfg.Connections = slices.Clone(h.cfg.Connections)
-		if mut != nil {
-			mut(&cfg)
-		}
-		b, err := New(&cfg, Deps{Store: st, Events: h.events, Keys: testKeys(t, "RS256")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	restart := func(mut func(*config.Config)) *Server { return h.restarted(st, mut) }
 	display := func(b *Server) string {
 		snap, err := b.reg.current(context.Background(), true)
 		if err != nil {
