@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"slices"
@@ -370,5 +371,57 @@ func TestClientCreatedOnOneReplicaLogsInOnAnother(t *testing.T) {
 	}
 	if st, _ := tokenWith(t, h, srvB.URL, id, secret, loginAs(t, h, srvB.URL, id, cb).Get("code"), cb); st != 401 {
 		t.Errorf("old secret at B after a rotation through A: %d, want 401", st)
+	}
+}
+
+// hostRewrite sends the requests for one host and path to another address, as a load balancer
+// would send a browser's next request to another replica.
+type hostRewrite struct {
+	from, to, path string
+}
+
+func (rw hostRewrite) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == rw.from && req.URL.Path == rw.path {
+		req = req.Clone(req.Context())
+		req.URL.Host = rw.to
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestCallbackOnAReplicaThatHasNotSeenTheClient: replicas B and C serve one public URL; C
+// loaded its clients before a client was created through A. A login of that client starts at
+// B and its callback lands on C within C's recheck interval: C looks at the store before it
+// refuses, and the login completes.
+func TestCallbackOnAReplicaThatHasNotSeenTheClient(t *testing.T) {
+	addr := redistest.Start(t)
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: redisStore(t, addr), mutate: withClientsMgmt})
+	srvB, srvC := httptest.NewUnstartedServer(nil), httptest.NewUnstartedServer(nil)
+	cfg := *h.cfg
+	cfg.Issuer = "http://" + srvB.Listener.Addr().String() + "/"
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, srv := range []*httptest.Server{srvB, srvC} {
+		b, err := New(&cfg, Deps{Store: redisStore(t, addr), Events: &logs.Writer{Logger: logger, Store: sessions.NewMemory()}, Logger: logger, Keys: testKeys(t, "RS256")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Config.Handler = b.Handler()
+		srv.Start()
+		t.Cleanup(srv.Close)
+	}
+	if r := api(t, srvC.URL, "GET", "/api/v2/clients", tokClients, nil); r.status != 200 {
+		t.Fatalf("C: %d %s", r.status, r.raw)
+	}
+	cb := h.app.URL + "/c-cb"
+	r := api(t, h.srv.URL, "POST", "/api/v2/clients", tokClients, map[string]any{"name": "Made on A", "callbacks": []string{cb}, "connections": []string{"corp"}})
+	if r.status != 201 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	id := r.obj()["client_id"].(string)
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Transport: hostRewrite{from: srvB.Listener.Addr().String(), to: srvC.Listener.Addr().String(), path: "/login/callback"}}
+	u := strings.Replace(h.authorizeURL(func(q url.Values) { q.Set("client_id", id); q.Set("redirect_uri", cb) }), h.srv.URL, srvB.URL, 1)
+	resp, body := get(t, browser, u)
+	if q := appResult(t, resp, cb); q.Get("code") == "" {
+		t.Fatalf("login with the callback on C: %v %s", q, body)
 	}
 }

@@ -153,10 +153,9 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *config
 	rc, err := s.findClient(r.Context(), id, func(c *regClient) bool {
 		return c.cfg.AuthMethod() == method && (method == config.AuthNone || c.secretMatches(secret))
 	})
-	if err == nil && rc == nil {
-		rc, err = s.findClient(r.Context(), id, nil) // known, but refused: say why
-		if rc != nil && rc.cfg.AuthMethod() == method {
-			rc = nil // the secret did not match
+	if snap := s.reg.snap.Load(); err == nil && rc == nil && snap != nil {
+		if c := snap.clients[id]; c != nil && c.cfg.AuthMethod() != method {
+			rc = c // known, but another method: say which
 		}
 	}
 	switch {
