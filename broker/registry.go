@@ -27,11 +27,12 @@ import (
 // delete survives restarts with an unchanged file, and an edited file (new issuer, rotated
 // secret) wins over the store.
 //
-// The registry is every request path's view of the connections. It keeps one immutable
-// snapshot; lookups that must be current (/authorize, management writes) read the store's
-// version counter (one GET) and rebuild when it moved; the others (the callback, logout)
-// re-check at most every registryRecheck. Unchanged connections keep their upstream.Connection (DPoP nonce
-// cache), and all share one discovery cache.
+// The registry is every request path's view of the connections and of the clients
+// (clientregistry.go, same store version). It keeps one immutable snapshot; lookups that must
+// be current (/authorize, management writes, a client or connection a snapshot lacks) read
+// the store's version counter (one GET) and rebuild when it moved; the others re-check at
+// most every registryRecheck. Unchanged connections keep their upstream.Connection (DPoP
+// nonce cache), and all share one discovery cache.
 
 // registryRecheck is how stale a non-forced lookup may be.
 const registryRecheck = time.Second
