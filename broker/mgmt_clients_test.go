@@ -246,6 +246,11 @@ func TestMgmtClients(t *testing.T) {
 				t.Fatalf("%d %s", r.status, r.raw)
 			}
 		})
+		t.Run("the number of clients is bounded", func(t *testing.T) {
+			h.broker.maxClients = 4 // app, spa and the two created above
+			defer func() { h.broker.maxClients = defaultMaxClients }()
+			wantAPIError(t, call("POST", "/api/v2/clients", map[string]any{"name": "one too many", "callbacks": []string{cb}}), 400, "too_many_clients", "at most 4 clients")
+		})
 		t.Run("a connection may enable an API-created client by enabled_clients", func(t *testing.T) {
 			r := call("PATCH", "/api/v2/connections/"+config.DeriveConnectionID("other"), map[string]any{"enabled_clients": []string{pub}})
 			if r.status != 200 {

@@ -60,7 +60,9 @@ type Server struct {
 	apis     map[string]*config.API
 	verifier *dpop.Verifier // proofs at /oauth/token and /userinfo
 	reg      *registry      // connections and clients from the store (registry.go, clientregistry.go)
-	mgmt     *mgmtAuth      // management API tokens (mgmt.go)
+	// maxClients bounds the clients POST /api/v2/clients creates (defaultMaxClients).
+	maxClients int
+	mgmt       *mgmtAuth // management API tokens (mgmt.go)
 	// discoveryHTTP fetches discovery documents for management checks (uncached).
 	discoveryHTTP *http.Client
 	upstreamHTTP  *http.Client // every upstream call (upstreamhttp.go)
@@ -100,7 +102,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	s := &Server{
 		cfg: cfg, store: deps.Store, events: deps.Events, log: deps.Logger, now: deps.Now, keys: deps.Keys,
 		issuer: cfg.Issuer, base: cfg.BaseURL(),
-		apis: map[string]*config.API{},
+		apis: map[string]*config.API{}, maxClients: defaultMaxClients,
 	}
 	s.callbackURL = s.base + "/login/callback"
 	s.secure = strings.HasPrefix(s.base, "https://")
