@@ -159,8 +159,11 @@ func (g *registry) buildClient(raw []byte, prev *connSnapshot) *regClient {
 	c := &regClient{raw: bytes.Clone(raw)}
 	cl := doc.Client
 	cl.ClientSecret = ""
-	if cl.TokenEndpointAuthMethod == "" {
-		cl.TokenEndpointAuthMethod = config.AuthNone // never inferred from a secret the document lacks
+	if cl.TokenEndpointAuthMethod == "" { // written explicitly; a document without one:
+		cl.TokenEndpointAuthMethod = config.AuthNone
+		if doc.SecretSHA256 != "" {
+			cl.TokenEndpointAuthMethod = config.AuthSecretBasic // a client with a secret never turns public
+		}
 	}
 	c.cfg = &cl
 	if doc.SecretSHA256 != "" {
