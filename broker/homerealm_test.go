@@ -345,8 +345,8 @@ func FuzzHomeRealm(f *testing.F) {
 			if csp != policy && csp != policy+"; img-src https://icons.example" {
 				t.Fatalf("page policy %q", csp)
 			}
-			if strings.Contains(body, "<script") || strings.ContainsAny(hint, `<>"`) && strings.Contains(body, hint) {
-				t.Fatalf("unescaped input on the page:\n%s", body)
+			if p := injectedMarkup(body); p != "" {
+				t.Fatalf("unescaped input on the page (%s):\n%s", p, body)
 			}
 		case http.StatusBadRequest, http.StatusRequestURITooLong:
 			if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || loc != "" {
@@ -382,4 +382,37 @@ func (h *harness) takeTransaction(t *testing.T, loc string, cookies []*http.Cook
 	}
 	t.Fatal("no transaction cookie with the redirect to the upstream")
 	return transaction{}
+}
+
+var (
+	pageTag  = regexp.MustCompile(`<[a-zA-Z][^>]*>`)
+	pageAttr = regexp.MustCompile(`\s([^\s="'<>/]+)(?:="([^"]*)")?`)
+)
+
+// injectedMarkup names what in a sign-in page could only come from input that escaped
+// html/template: a script element, an event-handler attribute, a javascript: URL, or an
+// attribute value holding a raw '<' or '>'. Attribute values are double-quoted by the
+// templates and escaped input holds no raw '"', so input that stays inside its value never
+// matches, however it is spelled.
+func injectedMarkup(body string) string {
+	if strings.Contains(strings.ToLower(body), "<script") {
+		return "a script element"
+	}
+	for _, tag := range pageTag.FindAllString(body, -1) {
+		if strings.Count(tag, `"`)%2 != 0 {
+			return "a tag with unbalanced quotes: " + tag
+		}
+		for _, m := range pageAttr.FindAllStringSubmatch(tag, -1) {
+			name, value := strings.ToLower(m[1]), strings.ToLower(m[2])
+			switch {
+			case strings.HasPrefix(name, "on"):
+				return "event-handler attribute " + name
+			case strings.Contains(value, "javascript:"):
+				return "javascript: URL in " + name
+			case strings.ContainsAny(m[2], "<>"):
+				return "raw markup in " + name
+			}
+		}
+	}
+	return ""
 }
