@@ -73,6 +73,8 @@ type mgmtCall struct {
 	detail string
 	// authorized: token grants a scope the route requires (set before the handler runs).
 	authorized bool
+	// fields is the fields / include_fields selection of a read (nil: every member).
+	fields *fieldSelection
 }
 
 // apiError is an error answered with the SaaS error body.
@@ -100,7 +102,7 @@ func (s *Server) storeAPIError(err error) *apiError {
 	if storeDown(err) {
 		return &apiError{http.StatusServiceUnavailable, codeStoreUnavailable, "The store is unavailable. Try again shortly."}
 	}
-	return &apiError{http.StatusInternalServerError, "internal_error", "The operation could not be completed."}
+	return errInternalAPI
 }
 
 // storeResult maps the store's answer to a management read or write of one record: nil on
@@ -133,10 +135,13 @@ func loadStored[T any](s *Server, c *mgmtCall, id, what string, get func(context
 	return doc, nil
 }
 
+var errInternalAPI = &apiError{http.StatusInternalServerError, "internal_error", "The operation could not be completed."}
+
 // mgmtHandler is a management endpoint: it answers through c.json or returns an error.
 type mgmtHandler func(c *mgmtCall) *apiError
 
 func (s *Server) mgmtRoutes(h func(string, http.HandlerFunc)) {
+	h = withQueryParams(h) // each route's query parameters (mgmtquery.go)
 	h("GET /api/v2/connections", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.listConnections))
 	h("POST /api/v2/connections", s.mgmt.guard(s, []string{config.ScopeCreateConnections, config.ScopeUpdateConnections}, s.createConnection))
 	h("GET /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.getConnection))
@@ -194,6 +199,12 @@ func (a *mgmtAuth) guard(s *Server, scopes []string, next mgmtHandler) http.Hand
 			return
 		}
 		c.authorized = len(scopes) > 0
+		if c.authorized {
+			if err := checkQuery(c); err != nil {
+				s.apiFail(c, err)
+				return
+			}
+		}
 		if err := next(c); err != nil {
 			s.apiFail(c, err)
 		}

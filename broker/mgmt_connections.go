@@ -218,7 +218,8 @@ func (s *Server) refreshAfterWrite(ctx context.Context) {
 }
 
 // GET /api/v2/connections: strategy (repeatable) and name filters; legacy page/per_page
-// (+ include_totals) or checkpoint from/take. The list omits enabled_clients.
+// (+ include_totals) or checkpoint from/take; fields / include_fields. The list omits
+// enabled_clients.
 func (s *Server) listConnections(c *mgmtCall) *apiError {
 	q := c.r.URL.Query()
 	st, aerr := s.connStore(c.r.Context())
@@ -272,7 +273,11 @@ func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T)
 			}
 		}
 		page := all[start:min(start+take, len(all))]
-		out := map[string]any{field: page}
+		items, aerr := selectEach(s, c, page)
+		if aerr != nil {
+			return aerr
+		}
+		out := map[string]any{field: items}
 		if start+take < len(all) {
 			out["next"] = base64.RawURLEncoding.EncodeToString([]byte(key(page[len(page)-1])))
 		}
@@ -288,12 +293,15 @@ func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T)
 		return aerr
 	}
 	start := min(pageN*perPage, len(all))
-	page := all[start:min(start+perPage, len(all))]
+	items, aerr := selectEach(s, c, all[start:min(start+perPage, len(all))])
+	if aerr != nil {
+		return aerr
+	}
 	if b, _ := strconv.ParseBool(q.Get("include_totals")); b {
-		s.apiJSON(c, http.StatusOK, map[string]any{"total": len(all), "start": start, "limit": perPage, field: page})
+		s.apiJSON(c, http.StatusOK, map[string]any{"total": len(all), "start": start, "limit": perPage, field: items})
 		return nil
 	}
-	s.apiJSON(c, http.StatusOK, page)
+	s.apiJSON(c, http.StatusOK, items)
 	return nil
 }
 
@@ -313,13 +321,17 @@ func intParam(q map[string][]string, name string, def, lo, hi int) (int, *apiErr
 	return n, nil
 }
 
-// GET /api/v2/connections/{id}
+// GET /api/v2/connections/{id}: fields / include_fields.
 func (s *Server) getConnection(c *mgmtCall) *apiError {
 	doc, aerr := s.loadConnection(c)
 	if aerr != nil {
 		return aerr
 	}
-	s.apiJSON(c, http.StatusOK, s.view(&doc.Connection, true))
+	v, aerr := s.selectFields(c, s.view(&doc.Connection, true))
+	if aerr != nil {
+		return aerr
+	}
+	s.apiJSON(c, http.StatusOK, v)
 	return nil
 }
 

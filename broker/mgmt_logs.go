@@ -10,8 +10,10 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
-// GET /api/v2/logs (the identity SaaS's log API). Search mode: q, page, per_page, sort, include_totals.
-// Checkpoint mode (from or take given): every other parameter, q included, is ignored; the
+// GET /api/v2/logs (the identity SaaS's log API). Search mode: q (or search, its other name,
+// which the SaaS's Node SDK sends), page, per_page, sort, include_totals; fields /
+// include_fields in both modes.
+// Checkpoint mode (from or take given): the search parameters, q included, are ignored; the
 // events come in log_id order and the Link header's rel="next" continues after the last one
 // (the same URL again when the page is empty).
 func (s *Server) searchLogs(c *mgmtCall) *apiError {
@@ -35,8 +37,12 @@ func (s *Server) searchLogs(c *mgmtCall) *apiError {
 		if next != "" {
 			nq.Set("from", next)
 		}
+		items, aerr := selectEach(s, c, evs)
+		if aerr != nil {
+			return aerr
+		}
 		c.w.Header().Set("Link", "<"+s.publicOrigin()+c.r.URL.Path+"?"+nq.Encode()+`>; rel="next"`)
-		s.apiJSON(c, http.StatusOK, nonNil(evs))
+		s.apiJSON(c, http.StatusOK, items)
 		return nil
 	}
 	page, aerr := intParam(q, "page", 0, 0, logs.MaxReachable)
@@ -47,10 +53,21 @@ func (s *Server) searchLogs(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	query := logs.Query{Q: q.Get("q"), Page: page, PerPage: perPage, Sort: q.Get("sort")}
+	lucene := q.Get("q")
+	if q.Has("search") {
+		if q.Has("q") && q.Get("search") != lucene {
+			return errQuery("search is another name of q: send one of them")
+		}
+		lucene = q.Get("search")
+	}
+	query := logs.Query{Q: lucene, Page: page, PerPage: perPage, Sort: q.Get("sort")}
 	evs, err := s.events.Search(ctx, query)
 	if err != nil {
 		return s.logsError(err)
+	}
+	items, aerr := selectEach(s, c, evs)
+	if aerr != nil {
+		return aerr
 	}
 	if b, _ := strconv.ParseBool(q.Get("include_totals")); b {
 		total, err := s.countLogs(c, query)
@@ -58,11 +75,11 @@ func (s *Server) searchLogs(c *mgmtCall) *apiError {
 			return s.logsError(err)
 		}
 		s.apiJSON(c, http.StatusOK, map[string]any{
-			"start": page * perPage, "limit": perPage, "length": len(evs), "total": total, "logs": nonNil(evs),
+			"start": page * perPage, "limit": perPage, "length": len(evs), "total": total, "logs": items,
 		})
 		return nil
 	}
-	s.apiJSON(c, http.StatusOK, nonNil(evs))
+	s.apiJSON(c, http.StatusOK, items)
 	return nil
 }
 
