@@ -31,6 +31,7 @@ type apiConnection struct {
 	Realms             []string                 `json:"realms"`
 	IsDomainConnection bool                     `json:"is_domain_connection"`
 	ShowAsButton       bool                     `json:"show_as_button"`
+	Metadata           map[string]string        `json:"metadata,omitempty"`
 	EnabledClients     *[]string                `json:"enabled_clients,omitempty"` // by id only
 }
 
@@ -40,7 +41,8 @@ func (s *Server) view(cc *config.Connection, withClients bool) apiConnection {
 	o.ClientSecret = "" // write-only
 	v := apiConnection{
 		ID: cc.ID, Name: cc.Name, DisplayName: cc.DisplayName, Strategy: cc.Strategy, Options: o,
-		Realms: []string{cc.Name}, ShowAsButton: cc.ButtonShown(),
+		Realms: realmsOf(cc), ShowAsButton: cc.ButtonShown(), IsDomainConnection: cc.IsDomainConnection,
+		Metadata: cc.Metadata,
 	}
 	if withClients {
 		ec := s.effectiveClients(cc)
@@ -52,15 +54,86 @@ func (s *Server) view(cc *config.Connection, withClients bool) apiConnection {
 	return v
 }
 
+// realmsOf is the connection's realms: its name unless others were set (as in the SaaS).
+func realmsOf(cc *config.Connection) []string {
+	if len(cc.Realms) == 0 {
+		return []string{cc.Name}
+	}
+	return cc.Realms
+}
+
 // connectionBody is a POST or PATCH body. Options is kept raw so that PATCH can tell an
 // absent options from a given one (which replaces the whole object, as in the identity SaaS).
+// id is accepted by PATCH only, equal to the path's: a connection read with GET can be sent
+// back whole.
 type connectionBody struct {
-	Name           *string         `json:"name"`
-	Strategy       *string         `json:"strategy"`
-	DisplayName    *string         `json:"display_name"`
-	Options        json.RawMessage `json:"options"`
-	EnabledClients *[]string       `json:"enabled_clients"`
-	ShowAsButton   *bool           `json:"show_as_button"`
+	ID                 *string         `json:"id"`
+	Name               *string         `json:"name"`
+	Strategy           *string         `json:"strategy"`
+	DisplayName        *string         `json:"display_name"`
+	Options            json.RawMessage `json:"options"`
+	EnabledClients     *[]string       `json:"enabled_clients"`
+	Realms             *[]string       `json:"realms"`
+	IsDomainConnection *bool           `json:"is_domain_connection"`
+	Metadata           json.RawMessage `json:"metadata"`
+	ShowAsButton       *bool           `json:"show_as_button"`
+}
+
+// decodeMetadata reads metadata: an object of strings, where null drops the member; null
+// (the whole member) clears it.
+func decodeMetadata(raw json.RawMessage) (map[string]string, *apiError) {
+	if string(raw) == "null" {
+		return nil, nil
+	}
+	if raw[0] != '{' {
+		return nil, errBody("Expected type object on property metadata")
+	}
+	var m map[string]*string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, errBody("metadata: the values must be strings (or null to remove one)")
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if v != nil {
+			out[k] = *v
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// applyExtras sets the members kept for the SaaS's tools from body. realms and
+// enabled_clients equal to what GET answers (realms defaulted to the name; enabled_clients
+// with the clients whose own list names the connection) are what is stored already, so a
+// connection read with GET and sent back whole keeps its stored values.
+func (s *Server) applyExtras(cc *config.Connection, body *connectionBody) *apiError {
+	if body.EnabledClients != nil && !sameSet(*body.EnabledClients, s.effectiveClients(cc)) {
+		cc.EnabledClients = *body.EnabledClients
+	}
+	if body.Realms != nil && !slices.Equal(*body.Realms, realmsOf(cc)) {
+		cc.Realms = *body.Realms
+	}
+	if body.IsDomainConnection != nil {
+		cc.IsDomainConnection = *body.IsDomainConnection
+	}
+	if len(body.Metadata) > 0 {
+		m, aerr := decodeMetadata(body.Metadata)
+		if aerr != nil {
+			return aerr
+		}
+		cc.Metadata = m
+	}
+	return nil
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
 
 func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
@@ -354,6 +427,9 @@ func (s *Server) createConnection(c *mgmtCall) *apiError {
 	if len(missing) > 0 {
 		return errBody("Missing required property: " + strings.Join(missing, ", "))
 	}
+	if body.ID != nil {
+		return errBody("Additional properties not allowed: id (the broker draws it)")
+	}
 	opts, aerr := decodeOptions(body.Options)
 	if aerr != nil {
 		return aerr
@@ -363,8 +439,8 @@ func (s *Server) createConnection(c *mgmtCall) *apiError {
 	if body.DisplayName != nil {
 		cc.DisplayName = *body.DisplayName
 	}
-	if body.EnabledClients != nil {
-		cc.EnabledClients = *body.EnabledClients
+	if aerr := s.applyExtras(&cc, &body); aerr != nil {
+		return aerr
 	}
 	if body.ShowAsButton != nil {
 		cc.ShowAsButton = body.ShowAsButton
@@ -418,9 +494,11 @@ func newConnectionID() string {
 	return "con_" + string(b)
 }
 
-// PATCH /api/v2/connections/{id}: display_name, enabled_clients, show_as_button, options.
-// options replaces the whole object: without dpop_signing_alg DPoP is off. client_secret is
-// write-only, so options without it keep the stored secret. name and strategy cannot change.
+// PATCH /api/v2/connections/{id}: display_name, enabled_clients, show_as_button, options,
+// realms, is_domain_connection, metadata. options replaces the whole object: without
+// dpop_signing_alg DPoP is off. client_secret is write-only, so options without it keep the
+// stored secret. id, name and strategy cannot change; sent unchanged (a connection read with
+// GET and sent back whole) they are accepted.
 func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	doc, aerr := s.loadConnection(c)
 	if aerr != nil {
@@ -429,6 +507,9 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	var body connectionBody
 	if aerr := decodeBody(c, &body); aerr != nil {
 		return aerr
+	}
+	if body.ID != nil && *body.ID != doc.ID {
+		return errBody("id cannot be changed (Additional properties not allowed: id)")
 	}
 	if body.Name != nil && *body.Name != doc.Name {
 		return errBody("name cannot be changed (Additional properties not allowed: name)")
@@ -440,8 +521,8 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	if body.DisplayName != nil {
 		cc.DisplayName = *body.DisplayName
 	}
-	if body.EnabledClients != nil {
-		cc.EnabledClients = *body.EnabledClients
+	if aerr := s.applyExtras(&cc, &body); aerr != nil {
+		return aerr
 	}
 	if body.ShowAsButton != nil {
 		cc.ShowAsButton = body.ShowAsButton

@@ -334,7 +334,21 @@ type Connection struct {
 	// ShowAsButton puts the connection on the sign-in pages as a button (absent: true);
 	// false leaves it to home-realm discovery by options.domain_aliases (homerealm.go).
 	ShowAsButton *bool `yaml:"show_as_button" json:"show_as_button,omitempty"`
+	// Realms, IsDomainConnection and Metadata are the SaaS's connection members of those
+	// names. The broker keeps them and answers them in the management API, so that tools that
+	// read a connection and write it back keep them, but no login depends on them: the broker
+	// has no realm (password) grant and no third-party apps. Realms default to [name].
+	Realms             []string          `yaml:"realms" json:"realms,omitempty"`
+	IsDomainConnection bool              `yaml:"is_domain_connection" json:"is_domain_connection,omitempty"`
+	Metadata           map[string]string `yaml:"metadata" json:"metadata,omitempty"`
 }
+
+// Limits of the connection members kept for the SaaS's tools (Connection.Realms, .Metadata).
+const (
+	MaxConnectionRealms      = 50
+	MaxConnectionMetadata    = 10  // members, as the SaaS allows
+	MaxConnectionMetadataLen = 255 // characters of a metadata key or value, as the SaaS allows
+)
 
 // ConnectionOptions mirror the SaaS connection options.
 type ConnectionOptions struct {

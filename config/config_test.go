@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +126,20 @@ func TestValidateReportsEachProblemUnderItsKey(t *testing.T) {
 			want: FieldError{Key: "connections[0].options.upstream_params.offline_access", Reason: `"true" enables Token Vault (offline access at the upstream), which is not compatible with DPoP: remove it or remove dpop_signing_alg`}},
 		{name: "enabled_clients names an unknown client", mut: func(c *Config) { c.Connections[0].EnabledClients = []string{"nope"} },
 			want: FieldError{Key: "connections[0].enabled_clients[0]", Reason: `client "nope" is not defined in clients`}},
+		{name: "realm empty", mut: func(c *Config) { c.Connections[0].Realms = []string{"corp.example", ""} },
+			want: FieldError{Key: "connections[0].realms[1]", Reason: "must be 1 to 255 characters"}},
+		{name: "realm listed twice", mut: func(c *Config) { c.Connections[0].Realms = []string{"corp.example", "corp.example"} },
+			want: FieldError{Key: "connections[0].realms[1]", Reason: `"corp.example" is listed twice`}},
+		{name: "metadata value over 255 characters", mut: func(c *Config) { c.Connections[0].Metadata = map[string]string{"team": strings.Repeat("é", 256)} },
+			want: FieldError{Key: "connections[0].metadata.team", Reason: "must be at most 255 characters"}},
+		{name: "metadata with 11 members", mut: func(c *Config) {
+			c.Connections[0].Metadata = map[string]string{}
+			for i := range 11 {
+				c.Connections[0].Metadata[strconv.Itoa(i)] = "v"
+			}
+		}, want: FieldError{Key: "connections[0].metadata", Reason: "must have at most 10 members"}},
+		{name: "metadata member name empty", mut: func(c *Config) { c.Connections[0].Metadata = map[string]string{"": "v"} },
+			want: FieldError{Key: "connections[0].metadata", Reason: "member names must be 1 to 255 characters"}},
 		{name: "management token too short", mut: func(c *Config) {
 			c.Management.Tokens = []ManagementToken{{Token: "short", Scopes: []string{"read:logs"}}}
 		}, want: FieldError{Key: "management.tokens[0].token", Reason: "must be at least 32 characters (got 5); generate one with: openssl rand -base64 32"}},

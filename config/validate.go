@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -590,6 +591,7 @@ func (v *validator) connection(p string, cc *Connection, clients map[string]bool
 	}
 	v.upstreamParams(p+"options.upstream_params", o.UpstreamParams)
 	v.attributeMap(p+"options.attribute_map", o.AttributeMap)
+	v.connectionExtras(p, cc)
 	for j, id := range cc.EnabledClients {
 		if where, isAud := audiences[id]; isAud {
 			v.add(fmt.Sprintf("%senabled_clients[%d]", p, j), "%q is %s, not a client id", id, where)
@@ -628,6 +630,32 @@ func (o *ConnectionOptions) ClientAuthAlg() string {
 		return ""
 	}
 	return cmp.Or(o.TokenEndpointAuthSigningAlg, "RS256")
+}
+
+// connectionExtras checks the members kept for the SaaS's tools: realms and metadata.
+func (v *validator) connectionExtras(p string, cc *Connection) {
+	if len(cc.Realms) > MaxConnectionRealms {
+		v.add(p+"realms", "must have at most %d entries", MaxConnectionRealms)
+	}
+	for j, r := range cc.Realms {
+		switch {
+		case r == "" || utf8.RuneCountInString(r) > MaxConnectionMetadataLen:
+			v.add(fmt.Sprintf("%srealms[%d]", p, j), "must be 1 to %d characters", MaxConnectionMetadataLen)
+		case slices.Contains(cc.Realms[:j], r):
+			v.add(fmt.Sprintf("%srealms[%d]", p, j), "%q is listed twice", r)
+		}
+	}
+	if len(cc.Metadata) > MaxConnectionMetadata {
+		v.add(p+"metadata", "must have at most %d members", MaxConnectionMetadata)
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(cc.Metadata)) {
+		if k == "" || utf8.RuneCountInString(k) > MaxConnectionMetadataLen {
+			v.add(p+"metadata", "member names must be 1 to %d characters", MaxConnectionMetadataLen)
+		} else if utf8.RuneCountInString(cc.Metadata[k]) > MaxConnectionMetadataLen {
+			v.add(p+"metadata."+k, "must be at most %d characters", MaxConnectionMetadataLen)
+		}
+	}
 }
 
 var oktaServerIDRE = regexp.MustCompile(`^[A-Za-z0-9]{1,64}$`)
