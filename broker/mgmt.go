@@ -61,8 +61,8 @@ type mgmtCall struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	token  *mgmtToken
-	body   map[string]any // request body as parsed, secrets removed (writes only)
-	connID string         // connection touched, for the event
+	body   any    // request body as parsed, secrets removed (writes only)
+	connID string // connection touched, for the event
 	conn   string
 	// userID is the user whose sessions the call read or ended (the event's user_id);
 	// details are what the call did, added to the event's details (no secrets).
@@ -147,6 +147,8 @@ func (s *Server) mgmtRoutes(h func(string, http.HandlerFunc)) {
 	h("GET /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.getConnection))
 	h("PATCH /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeUpdateConnections}, s.patchConnection))
 	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeDeleteConnections, config.ScopeUpdateConnections}, s.deleteConnection))
+	h("GET /api/v2/connections/{id}/clients", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.listConnectionClients))
+	h("PATCH /api/v2/connections/{id}/clients", s.mgmt.guard(s, []string{config.ScopeUpdateConnections}, s.patchConnectionClients))
 	s.clientRoutes(h)
 	h("GET /api/v2/logs", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.searchLogs))
 	h("GET /api/v2/logs/{id}", s.mgmt.guard(s, []string{config.ScopeReadLogs}, s.getLog))
@@ -302,6 +304,11 @@ func (s *Server) mgmtEvent(c *mgmtCall, status int) *logs.Event {
 // decodeBody reads a JSON object body into dst (unknown members refused) and keeps a copy,
 // without secrets, for the event.
 func decodeBody(c *mgmtCall, dst any) *apiError {
+	return decodeJSONBody(c, dst, false)
+}
+
+// decodeJSONBody is decodeBody for an object body, or an array body when array.
+func decodeJSONBody(c *mgmtCall, dst any, array bool) *apiError {
 	if ct := c.r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 		return errBody("Content-Type must be application/json")
 	}
@@ -309,11 +316,15 @@ func decodeBody(c *mgmtCall, dst any) *apiError {
 	if err != nil {
 		return &apiError{http.StatusRequestEntityTooLarge, "payload_too_large", "Payload validation error: body larger than 64 KiB"}
 	}
-	var generic map[string]any
-	if err := json.Unmarshal(raw, &generic); err != nil || generic == nil {
+	var generic any
+	err = json.Unmarshal(raw, &generic)
+	if _, isArray := generic.([]any); array && (err != nil || !isArray) {
+		return errBody("the body must be a JSON array")
+	}
+	if _, isObject := generic.(map[string]any); !array && (err != nil || !isObject) {
 		return errBody("the body must be a JSON object")
 	}
-	c.body = redactBody(generic)
+	c.body = redactValue(generic)
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -347,6 +358,21 @@ func jsonTypeName(kind string) string {
 	return kind
 }
 
+// redactValue is redactBody for any JSON value (objects within arrays included).
+func redactValue(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		return redactBody(t)
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = redactValue(e)
+		}
+		return out
+	}
+	return v
+}
+
 // redactBody removes client_secret (any depth) from a request body kept for an event.
 func redactBody(m map[string]any) map[string]any {
 	out := make(map[string]any, len(m))
@@ -355,10 +381,7 @@ func redactBody(m map[string]any) map[string]any {
 			out["client_secret_present"] = true
 			continue
 		}
-		if sub, ok := v.(map[string]any); ok {
-			v = redactBody(sub)
-		}
-		out[k] = v
+		out[k] = redactValue(v)
 	}
 	return out
 }

@@ -159,16 +159,8 @@ func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
 // pushed_authorization_request_endpoint.
 func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	ctx := c.r.Context()
-	if errs := s.cfg.ValidateConnection(cc, s.storeClientIDs()...); len(errs) > 0 {
-		code := "invalid_body"
-		msgs := make([]string, len(errs))
-		for i, e := range errs {
-			msgs[i] = e.Error()
-			if strings.HasPrefix(e.Key, "options.federated_connections_access_tokens") || e.Key == "options.upstream_params.offline_access" {
-				code = "token_vault_conflict"
-			}
-		}
-		return &apiError{http.StatusBadRequest, code, "Payload validation error: " + strings.Join(msgs, "; ")}
+	if aerr := s.validateConnection(cc); aerr != nil {
+		return aerr
 	}
 	if aerr := s.domainAliasClash(ctx, cc); aerr != nil {
 		return aerr
@@ -243,6 +235,23 @@ func checkUpstreamOffers(doc *discovery.Document, uc *upstream.Config) *apiError
 		}
 	}
 	return nil
+}
+
+// validateConnection checks cc as `config validate` checks a YAML entry, with its messages.
+func (s *Server) validateConnection(cc *config.Connection) *apiError {
+	errs := s.cfg.ValidateConnection(cc, s.storeClientIDs()...)
+	if len(errs) == 0 {
+		return nil
+	}
+	code := "invalid_body"
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+		if strings.HasPrefix(e.Key, "options.federated_connections_access_tokens") || e.Key == "options.upstream_params.offline_access" {
+			code = "token_vault_conflict"
+		}
+	}
+	return &apiError{http.StatusBadRequest, code, "Payload validation error: " + strings.Join(msgs, "; ")}
 }
 
 // errDiscoveryAPI is the answer to every discovery failure while a connection is checked.
@@ -541,7 +550,17 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 	if aerr := s.checkConnection(c, &cc); aerr != nil {
 		return aerr
 	}
-	raw, err := json.Marshal(storedConnection{Connection: cc, ConfigHash: doc.ConfigHash})
+	if aerr := s.updateConnection(c, doc, &cc); aerr != nil {
+		return aerr
+	}
+	s.apiJSON(c, http.StatusOK, s.view(&cc, true))
+	return nil
+}
+
+// updateConnection stores cc as the new version of doc (keeping its config_hash) and makes
+// this replica use it.
+func (s *Server) updateConnection(c *mgmtCall, doc *storedConnection, cc *config.Connection) *apiError {
+	raw, err := json.Marshal(storedConnection{Connection: *cc, ConfigHash: doc.ConfigHash})
 	if err != nil {
 		return s.storeAPIError(err)
 	}
@@ -549,7 +568,6 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 		return aerr
 	}
 	s.refreshAfterWrite(c.r.Context())
-	s.apiJSON(c, http.StatusOK, s.view(&cc, true))
 	return nil
 }
 

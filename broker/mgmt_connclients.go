@@ -1,0 +1,114 @@
+package broker
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/dpop-broker/dpop-broker/config"
+)
+
+// GET and PATCH /api/v2/connections/{id}/clients: the apps a connection is enabled for, as
+// the SaaS's endpoints of that name (its successor of the connection's enabled_clients).
+// An app is enabled by the connection's own enabled_clients or by naming the connection in
+// its own connections list; PATCH changes the former only.
+
+// maxEnabledClientsPatch bounds the entries of one PATCH, as the SaaS does.
+const maxEnabledClientsPatch = 50
+
+// enabledClientChange is one entry of a PATCH body.
+type enabledClientChange struct {
+	ClientID *string `json:"client_id"`
+	Status   *bool   `json:"status"`
+}
+
+// GET /api/v2/connections/{id}/clients: {"clients": [{"client_id": ...}], "next": CURSOR} by
+// client_id, checkpoint paging with from (the previous page's next) and take (1 to 100,
+// default 50); next is absent on the last page.
+func (s *Server) listConnectionClients(c *mgmtCall) *apiError {
+	doc, aerr := s.loadConnection(c)
+	if aerr != nil {
+		return aerr
+	}
+	q := c.r.URL.Query()
+	take, aerr := intParam(q, "take", 50, 1, 100)
+	if aerr != nil {
+		return aerr
+	}
+	ids := s.effectiveClients(&doc.Connection) // sorted, unique
+	start := 0
+	if from := q.Get("from"); from != "" {
+		after, err := base64.RawURLEncoding.DecodeString(from)
+		if err != nil {
+			return errQuery("from is not a cursor returned by this API")
+		}
+		var at bool
+		if start, at = slices.BinarySearch(ids, string(after)); at {
+			start++ // the cursor's client was on the previous page
+		}
+	}
+	page := ids[start:min(start+take, len(ids))]
+	items := make([]map[string]string, len(page))
+	for i, id := range page {
+		items[i] = map[string]string{"client_id": id}
+	}
+	out := map[string]any{"clients": items}
+	if start+take < len(ids) {
+		out["next"] = base64.RawURLEncoding.EncodeToString([]byte(page[len(page)-1]))
+	}
+	s.apiJSON(c, http.StatusOK, out)
+	return nil
+}
+
+// PATCH /api/v2/connections/{id}/clients: a body of 1 to 50 {"client_id", "status"} entries
+// enables (true) or disables (false) the connection for each app; 204. An app that names the
+// connection in its own connections list cannot be disabled here (400 naming it).
+func (s *Server) patchConnectionClients(c *mgmtCall) *apiError {
+	doc, aerr := s.loadConnection(c)
+	if aerr != nil {
+		return aerr
+	}
+	var changes []enabledClientChange
+	if aerr := decodeJSONBody(c, &changes, true); aerr != nil {
+		return aerr
+	}
+	if len(changes) == 0 || len(changes) > maxEnabledClientsPatch {
+		return errBody(fmt.Sprintf("the body must list 1 to %d clients", maxEnabledClientsPatch))
+	}
+	cc := doc.Connection
+	own := slices.Clone(cc.EnabledClients)
+	// The apps that name the connection themselves: effectiveClients of the connection
+	// without its own list.
+	naming := s.effectiveClients(&config.Connection{Name: cc.Name})
+	seen := map[string]bool{}
+	for i, ch := range changes {
+		if ch.ClientID == nil || *ch.ClientID == "" || ch.Status == nil {
+			return errBody(fmt.Sprintf("[%d]: client_id and status are required", i))
+		}
+		id := *ch.ClientID
+		if seen[id] {
+			return errBody(fmt.Sprintf("[%d]: client %q is listed twice", i, id))
+		}
+		seen[id] = true
+		if *ch.Status {
+			if !slices.Contains(own, id) && !slices.Contains(naming, id) {
+				own = append(own, id)
+			}
+			continue
+		}
+		if slices.Contains(naming, id) {
+			return errBody(fmt.Sprintf("[%d]: client %q names this connection in its own connections list (clients[].connections in the configuration): change it there", i, id))
+		}
+		own = slices.DeleteFunc(own, func(x string) bool { return x == id })
+	}
+	cc.EnabledClients = own
+	if aerr := s.validateConnection(&cc); aerr != nil {
+		return aerr
+	}
+	if aerr := s.updateConnection(c, doc, &cc); aerr != nil {
+		return aerr
+	}
+	s.apiEmpty(c, http.StatusNoContent)
+	return nil
+}
