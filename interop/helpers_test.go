@@ -151,7 +151,7 @@ func missingPeers() string {
 		return "node is not on PATH"
 	}
 	for _, pkg := range []string{"oidc-provider", "openid-client", "playwright-core", "express",
-		"express-oauth2-jwt-bearer", "@auth0/auth0-spa-js", "express-openid-connect"} {
+		"express-oauth2-jwt-bearer", "@auth0/auth0-spa-js", "express-openid-connect", "auth0"} {
 		if _, err := os.Stat(filepath.Join(interopDir, "node_modules", pkg, "package.json")); err != nil {
 			return fmt.Sprintf("interop/node_modules/%s is missing", pkg)
 		}
