@@ -106,6 +106,18 @@ func TestMgmtConnectionEnabledClients(t *testing.T) {
 				}
 			})
 		}
+		t.Run("the SDK's connection endpoints the broker does not serve are 404 not_found", func(t *testing.T) {
+			id := config.DeriveConnectionID("corp")
+			for _, c := range []struct{ method, path string }{
+				{method: "GET", path: "/api/v2/connections/" + id + "/status"},
+				{method: "GET", path: "/api/v2/connections/" + id + "/keys"},
+				{method: "POST", path: "/api/v2/connections/" + id + "/keys/rotate"},
+				{method: "GET", path: "/api/v2/connections/" + id + "/scim-configuration"},
+				{method: "DELETE", path: "/api/v2/connections/" + id + "/users?email=a%40b.example"},
+			} {
+				wantAPIError(t, api(t, base, c.method, c.path, tokAll, nil), 404, "not_found", "Not Found")
+			}
+		})
 		t.Run("a read token cannot PATCH; unknown connection is 404", func(t *testing.T) {
 			wantAPIError(t, api(t, base, "PATCH", corpPath, tokRead, []map[string]any{{"client_id": spaClient, "status": true}}), 403, "insufficient_scope", "update:connections")
 			wantAPIError(t, api(t, base, "GET", "/api/v2/connections/con_doesnotexist0000/clients", tokRead, nil), 404, "inexistent_connection", "")
