@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -54,11 +55,16 @@ type fieldSelection struct {
 	include bool
 }
 
-// checkQuery refuses parameters the route does not accept and repeated ones, and parses
-// fields / include_fields into c.fields where the route accepts them.
+// checkQuery refuses an undecodable query string, parameters the route does not accept and
+// repeated ones, and parses fields / include_fields into c.fields where the route accepts
+// them.
 func checkQuery(c *mgmtCall) *apiError {
 	accepted, _ := c.r.Context().Value(queryParamsKey{}).([]string)
-	q := c.r.URL.Query()
+	// URL.Query drops the pairs it cannot decode; a dropped filter would widen the answer.
+	q, err := url.ParseQuery(c.r.URL.RawQuery)
+	if err != nil {
+		return errQuery("the query string cannot be decoded (a bad %-escape or a ';')")
+	}
 	var unknown []string
 	for name, vs := range q {
 		switch {
