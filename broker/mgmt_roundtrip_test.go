@@ -48,7 +48,11 @@ func TestMgmtConnectionGetModifyPatchRoundTrip(t *testing.T) {
 			got["is_domain_connection"] = true
 			got["realms"] = []string{"corp", "corp.example"}
 			got["metadata"] = map[string]any{"team": "identity", "ticket": "IAM-42"}
-			got["options"].(map[string]any)["scope"] = "openid profile email groups"
+			opts := got["options"].(map[string]any)
+			opts["scope"] = "openid profile email groups"
+			opts["attribute_map"] = map[string]any{"mapping_mode": "basic_profile",
+				"attributes": map[string]any{"https://example.com/groups": "${context.tokenset.id_token.groups}"}}
+			opts["upstream_params"] = map[string]any{"login_hint": map[string]any{"alias": "login_hint"}, "ui_locales": map[string]any{"value": "en"}}
 			r := api(t, base, "PATCH", path, tokAll, got)
 			if r.status != 200 {
 				t.Fatalf("PATCH of the GET answer: %d %s", r.status, r.raw)
