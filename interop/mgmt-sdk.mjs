@@ -11,11 +11,12 @@
 //
 // Steps (each a named entry of the report): list connections with filters and fields; get
 // one; GET → modify → PATCH of the whole object (realms, is_domain_connection, metadata,
-// display_name); fields / include_fields on get; create; list with checkpoint paging (the
-// SDK's Page iterator over take=1); enabled clients (get / update); delete, then get →
-// NotFoundError; an unknown query parameter → BadRequestError invalid_query_string; a wrong
-// token → UnauthorizedError; logs list with `search` (the SDK's name of q), its offset paging,
-// fields, and logs get; a malformed search → BadRequestError.
+// display_name, options.attribute_map and upstream_params); fields / include_fields on get;
+// create; list with checkpoint paging (the SDK's Page iterator over take=1); enabled clients
+// (get / update); delete, then get → NotFoundError; an unknown query parameter →
+// BadRequestError invalid_query_string; a wrong token → UnauthorizedError; logs list with
+// `search` (the SDK's name of q), its offset paging, fields, and logs get; a malformed
+// search → BadRequestError.
 //
 // Prints one JSON line: {"steps": [{name, ok, detail}], "calls": [{method, path, query,
 // body_keys}], "failures": [..]}. Exit status 0 even with failures (the Go test reads them);
@@ -98,7 +99,10 @@ async function expectError(name, cls, f) {
   return undefined;
 }
 const keys = (o) => Object.keys(o ?? {}).sort().join(',');
-const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+// canon orders object members by name (recursively), so that same compares values only.
+const canon = (v) => (Array.isArray(v) ? v.map(canon)
+  : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon(v[k])])) : v);
+const same = (a, b) => JSON.stringify(canon(a)) === JSON.stringify(canon(b));
 
 let connID;
 let created;
@@ -131,6 +135,11 @@ await step('connections.update: GET → modify → PATCH of the whole object', a
     is_domain_connection: true,
     realms: [args.connection, 'corp.example'],
     metadata: { owner: 'sdk', ticket: 'IAM-7' },
+    options: {
+      ...original.options,
+      attribute_map: { mapping_mode: 'basic_profile', attributes: { 'https://example.com/mail': '${context.tokenset.id_token.email}' } },
+      upstream_params: { ui_locales: { value: 'en' } },
+    },
   };
   const updated = await mgmt.connections.update(connID, whole);
   for (const k of ['id', 'name', 'strategy', 'display_name', 'is_domain_connection', 'realms', 'metadata', 'options', 'enabled_clients']) {
