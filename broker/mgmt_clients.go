@@ -248,14 +248,10 @@ func decodeClientBody(c *mgmtCall) (*clientBody, *apiError) {
 	return &body, nil
 }
 
-// GET /api/v2/clients: page/per_page (+ include_totals) or checkpoint from/take, by client_id.
+// GET /api/v2/clients: page/per_page (+ include_totals) or checkpoint from/take, by client_id;
+// fields / include_fields. Other parameters (the SaaS's is_global, app_type, q, …) are refused
+// (mgmtquery.go).
 func (s *Server) listClients(c *mgmtCall) *apiError {
-	q := c.r.URL.Query()
-	for k := range q {
-		if !slices.Contains([]string{"page", "per_page", "include_totals", "from", "take"}, k) {
-			return errQuery("unknown parameter " + s.clipEvent(k, 64))
-		}
-	}
 	st, aerr := s.clientsStore(c.r.Context())
 	if aerr != nil {
 		return aerr
@@ -274,13 +270,17 @@ func (s *Server) listClients(c *mgmtCall) *apiError {
 	return pagedList(s, c, "clients", all, func(v apiClient) string { return v.ClientID })
 }
 
-// GET /api/v2/clients/{id}
+// GET /api/v2/clients/{id}: fields / include_fields.
 func (s *Server) getClient(c *mgmtCall) *apiError {
 	doc, aerr := s.loadClient(c)
 	if aerr != nil {
 		return aerr
 	}
-	s.apiJSON(c, http.StatusOK, clientView(&doc.Client))
+	v, aerr := s.selectFields(c, clientView(&doc.Client))
+	if aerr != nil {
+		return aerr
+	}
+	s.apiJSON(c, http.StatusOK, v)
 	return nil
 }
 

@@ -104,7 +104,9 @@ func TestMgmtClients(t *testing.T) {
 			if r = call("GET", "/api/v2/clients?take=1&from="+next, nil); r.obj()["clients"].([]any)[0].(map[string]any)["client_id"] != spaClient || r.obj()["next"] != nil {
 				t.Errorf("checkpoint: %s", r.raw)
 			}
-			wantAPIError(t, call("GET", "/api/v2/clients?app_type=spa", nil), 400, "invalid_query_string", "unknown parameter app_type")
+			wantAPIError(t, call("GET", "/api/v2/clients?app_type=spa", nil), 400, "invalid_query_string", "Additional properties not allowed: app_type")
+			wantAPIError(t, call("GET", "/api/v2/clients/"+appClient+"?page=1", nil), 400, "invalid_query_string", "Additional properties not allowed: page")
+			wantAPIError(t, call("POST", "/api/v2/clients/"+appClient+"/rotate-secret?dry_run=1", nil), 400, "invalid_query_string", "accepts no query parameters")
 		})
 
 		var id, secret, pub string

@@ -23,6 +23,8 @@ var mgmtQueryParams = map[string][]string{
 	"GET /api/v2/connections":              {"strategy", "name", "fields", "include_fields", "from", "take", "page", "per_page", "include_totals"},
 	"GET /api/v2/connections/{id}":         {"fields", "include_fields"},
 	"GET /api/v2/connections/{id}/clients": {"take", "from"},
+	"GET /api/v2/clients":                  {"fields", "include_fields", "page", "per_page", "include_totals", "from", "take"},
+	"GET /api/v2/clients/{id}":             {"fields", "include_fields"},
 	"GET /api/v2/logs":                     {"q", "search", "page", "per_page", "sort", "fields", "include_fields", "include_totals", "from", "take"},
 	"GET /api/v2/users/{user_id}/sessions": {"from", "take", "include_totals"},
 }

@@ -124,7 +124,7 @@ func members(v any) []string {
 }
 
 func TestMgmtFieldSelection(t *testing.T) {
-	h := logsHarness(t, nil, nil)
+	h := logsHarness(t, nil, withClientsMgmt)
 	base := h.srv.URL
 	writeEvent(t, h, logs.TypeSuccessLogin, "corp", appClient, "")
 	writeEvent(t, h, logs.TypeFailedLogin, "other", spaClient, "use_dpop_nonce")
@@ -133,6 +133,7 @@ func TestMgmtFieldSelection(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, path string
+		token      string              // default tokAll
 		items      func(apiResp) []any // the objects the selection applies to
 		want       []string            // their members, sorted
 	}{
@@ -163,9 +164,22 @@ func TestMgmtFieldSelection(t *testing.T) {
 			items: apiResp.list, want: []string{"log_id"}},
 		{name: "include_fields without fields: every member", path: "/api/v2/connections?include_fields=false",
 			items: apiResp.list, want: allConnectionMembers},
+		{name: "clients list", path: "/api/v2/clients?fields=client_id,name", token: tokClients,
+			items: apiResp.list, want: []string{"client_id", "name"}},
+		{name: "clients list with include_totals: exclude", path: "/api/v2/clients?fields=callbacks,allowed_logout_urls,allowed_origins,apis,connections&include_fields=false&include_totals=true", token: tokClients,
+			items: func(r apiResp) []any { l, _ := r.obj()["clients"].([]any); return l },
+			want:  []string{"backchannel_logout_session_required", "client_id", "dpop_bound_access_tokens", "name", "require_proof_of_possession", "token_endpoint_auth_method"}},
+		{name: "clients checkpoint page", path: "/api/v2/clients?fields=client_id&take=1", token: tokClients,
+			items: func(r apiResp) []any { l, _ := r.obj()["clients"].([]any); return l }, want: []string{"client_id"}},
+		{name: "client by id", path: "/api/v2/clients/" + appClient + "?fields=connections,client_id", token: tokClients,
+			items: func(r apiResp) []any { return []any{r.obj()} }, want: []string{"client_id", "connections"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := api(t, base, "GET", tc.path, tokAll, nil)
+			token := tc.token
+			if token == "" {
+				token = tokAll
+			}
+			r := api(t, base, "GET", tc.path, token, nil)
 			if r.status != 200 {
 				t.Fatalf("%d %s", r.status, r.raw)
 			}
