@@ -16,8 +16,8 @@
 //     serve` replicas on one Redis, management changes seen by every replica, SIGTERM and
 //     restarts mid-login, an upstream that stops using nonces.
 //   - mgmtsdk_test.go: the identity SaaS's Node management SDK (mgmt-sdk.mjs) through the
-//     management API's connection and log endpoints, then a login with the connection it
-//     read, modified and wrote back whole.
+//     management API's connection, client and log endpoints, then a login with the
+//     connection it read, modified and wrote back whole.
 //   - scopes_test.go: a public client cannot escalate its scopes.
 //   - sso_test.go: single sign-on in one Chromium (sso-browser.mjs): auth0-spa-js apps on two
 //     origins and express-openid-connect share the broker session without the upstream; a

@@ -1,6 +1,6 @@
 // mgmt-sdk.mjs: the identity SaaS's Node management SDK (`auth0` v7, pinned by
 // package-lock.json) against the broker's management API, through every endpoint the SDK
-// offers for connections and logs that the broker serves.
+// offers for connections, clients and logs that the broker serves.
 //
 // Usage: MGMT_TOKEN=... UPSTREAM_SECRET=... node mgmt-sdk.mjs --base http://127.0.0.1:PORT
 //          --connection NAME --client CLIENT_ID --issuer UPSTREAM_ISSUER
@@ -14,9 +14,11 @@
 // display_name, options.attribute_map and upstream_params); fields / include_fields on get;
 // create; list with checkpoint paging (the SDK's Page iterator over take=1); enabled clients
 // (get / update); delete, then get → NotFoundError; an unknown query parameter →
-// BadRequestError invalid_query_string; a wrong token → UnauthorizedError; logs list with
-// `search` (the SDK's name of q), its offset paging, fields, and logs get; a malformed
-// search → BadRequestError.
+// BadRequestError invalid_query_string; a wrong token → UnauthorizedError; clients create
+// (the secret answered once), list (defaults, Page iterator, fields), GET → modify → PATCH of
+// the whole object, rotateSecret, a list filter the broker does not serve → BadRequestError,
+// delete → NotFoundError; logs list with `search` (the SDK's name of q), its offset paging,
+// fields, and logs get; a malformed search → BadRequestError.
 //
 // Prints one JSON line: {"steps": [{name, ok, detail}], "calls": [{method, path, query,
 // body_keys}], "failures": [..]}. Exit status 0 even with failures (the Go test reads them);
@@ -224,6 +226,75 @@ await step('a wrong token: UnauthorizedError', async (name) => {
   return { status: err?.statusCode };
 });
 
+let app;
+let appSecret;
+await step('clients.create: client_id and client_secret generated, the secret answered once', async (name) => {
+  app = await mgmt.clients.create({
+    name: 'SDK app',
+    callbacks: ['http://127.0.0.1:9/sdk-cb'],
+    token_endpoint_auth_method: 'client_secret_post',
+    connections: [args.connection],
+  });
+  appSecret = app.client_secret;
+  check(name, typeof app.client_id === 'string' && app.client_id.length > 0 && app.name === 'SDK app', `got ${keys(app)}`);
+  check(name, typeof appSecret === 'string' && appSecret.length >= 32, 'no generated client_secret in the answer');
+  return { client_id: app.client_id };
+});
+
+await step('clients.list: the SDK defaults (include_totals), the Page iterator (per_page=1), fields', async (name) => {
+  const first = await mgmt.clients.list();
+  const ids = first.data.map((c) => c.client_id);
+  check(name, ids.includes(args.client) && ids.includes(app.client_id), `clients ${ids}`);
+  check(name, first.data.every((c) => !('client_secret' in c)), 'a listed client carries client_secret');
+  const paged = [];
+  for await (const c of await mgmt.clients.list({ per_page: 1 })) {
+    paged.push(c.client_id);
+    if (paged.length > 50) break; // bounded
+  }
+  check(name, same([...paged].sort(), [...ids].sort()), `paged ${paged}, want ${ids}`);
+  const only = await mgmt.clients.list({ fields: 'client_id,name', include_fields: true });
+  check(name, only.data.length === ids.length && only.data.every((c) => keys(c) === 'client_id,name'), `fields: ${JSON.stringify(only.data)}`);
+  return { clients: ids.length };
+});
+
+await step('clients.update: GET → modify → PATCH of the whole object', async (name) => {
+  const got = await mgmt.clients.get(app.client_id);
+  check(name, !('client_secret' in got), 'GET carries client_secret');
+  const whole = { ...got, name: 'SDK app (edited)', allowed_origins: ['http://127.0.0.1:9'], callbacks: [...got.callbacks, 'http://127.0.0.1:9/sdk-cb2'] };
+  const updated = await mgmt.clients.update(app.client_id, whole);
+  for (const k of Object.keys(whole)) {
+    check(name, same(updated[k], whole[k]), `${k} = ${JSON.stringify(updated[k])}, want ${JSON.stringify(whole[k])}`);
+  }
+  const patch = calls.findLast((c) => c.method === 'PATCH');
+  check(name, patch?.body_keys?.includes('client_id'), `the PATCH body had ${patch?.body_keys}, want the whole object`);
+  const only = await mgmt.clients.get(app.client_id, { fields: 'name,callbacks', include_fields: true });
+  check(name, keys(only) === 'callbacks,name' && only.name === 'SDK app (edited)', `fields: ${JSON.stringify(only)}`);
+  const conn = await mgmt.connections.clients.get(connID);
+  check(name, conn.data.some((c) => c.client_id === app.client_id), `the connection's clients ${JSON.stringify(conn.data)} lack the new app`);
+  return { body_keys: patch?.body_keys };
+});
+
+await step('clients.rotateSecret: a new secret, answered once', async (name) => {
+  const rotated = await mgmt.clients.rotateSecret(app.client_id);
+  check(name, typeof rotated.client_secret === 'string' && rotated.client_secret !== appSecret, 'no new client_secret');
+  const again = await mgmt.clients.get(app.client_id);
+  check(name, !('client_secret' in again), 'GET after the rotation carries client_secret');
+  return {};
+});
+
+await step('clients.list with a parameter the broker does not serve (app_type): BadRequestError', async (name) => {
+  const err = await expectError(name, Management.BadRequestError, () => mgmt.clients.list({ app_type: ['spa'] }));
+  check(name, err?.body?.errorCode === 'invalid_query_string' && /app_type/.test(err?.body?.message), `error ${describe(err)}`);
+  return { message: err?.body?.message };
+});
+
+await step('clients.delete, then get: NotFoundError', async (name) => {
+  await mgmt.clients.delete(app.client_id);
+  const err = await expectError(name, Management.NotFoundError, () => mgmt.clients.get(app.client_id));
+  check(name, err?.statusCode === 404, `error ${describe(err)}`);
+  return { errorCode: err?.body?.errorCode };
+});
+
 let sapiCount = 0;
 await step('logs.list: search filters (type:sapi), with the SDK defaults (include_totals)', async (name) => {
   const page = await mgmt.logs.list({ search: 'type:sapi', per_page: 100 });
@@ -233,7 +304,8 @@ await step('logs.list: search filters (type:sapi), with the SDK defaults (includ
   check(name, new URLSearchParams(req?.query).get('search') === 'type:sapi', `the SDK sent ${req?.query}, want search=type:sapi`);
   const paths = page.data.map((e) => `${e.details?.request?.method} ${e.details?.request?.path}`);
   for (const want of [`PATCH /api/v2/connections/${connID}`, 'POST /api/v2/connections', `DELETE /api/v2/connections/${created.id}`,
-    `PATCH /api/v2/connections/${created.id}/clients`]) {
+    `PATCH /api/v2/connections/${created.id}/clients`, 'POST /api/v2/clients', `PATCH /api/v2/clients/${app.client_id}`,
+    `POST /api/v2/clients/${app.client_id}/rotate-secret`, `DELETE /api/v2/clients/${app.client_id}`]) {
     check(name, paths.includes(want), `no sapi event for ${want} in ${paths}`);
   }
   sapiCount = page.data.length;
@@ -268,4 +340,6 @@ await step('logs.list: a search the broker cannot parse is BadRequestError', asy
   return { message: err?.body?.message };
 });
 
+// No answer after the ones that made it may carry a generated client secret.
+check('secrets', !appSecret || !JSON.stringify(steps).includes(appSecret), 'a step detail carries the generated client secret');
 console.log(JSON.stringify({ steps, calls, failures }));

@@ -25,12 +25,13 @@ import (
 // are answered 400 with the reason and recorded as fapi events that replica B serves.
 
 const (
-	mgmtClientID    = "mgmt-app"                                          // public client (PKCE) driven from Go
-	mgmtRedirectURI = "http://127.0.0.1:9/mgmt-callback"                  // never dereferenced: the "browser" stops at it
-	mgmtConnName    = "corp-dpop"                                         // the YAML connection to upstream.mjs --mode dpop
-	mgmtTokenName   = "interop-ops"                                       // management.tokens[0].name (details.request.auth.user)
-	mgmtWait        = time.Minute                                         // bound on waiting for an event in the store
-	mgmtScopes      = "[read:connections, update:connections, read:logs]" // of the management token
+	mgmtClientID    = "mgmt-app"                         // public client (PKCE) driven from Go
+	mgmtRedirectURI = "http://127.0.0.1:9/mgmt-callback" // never dereferenced: the "browser" stops at it
+	mgmtConnName    = "corp-dpop"                        // the YAML connection to upstream.mjs --mode dpop
+	mgmtTokenName   = "interop-ops"                      // management.tokens[0].name (details.request.auth.user)
+	mgmtWait        = time.Minute                        // bound on waiting for an event in the store
+	// mgmtScopes are the management token's.
+	mgmtScopes = "[read:connections, update:connections, read:logs, read:clients, create:clients, update:clients, delete:clients]"
 )
 
 // mgmtWorld is redis + three oidc-provider upstreams + replicas A and B of one broker config.

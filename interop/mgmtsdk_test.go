@@ -13,9 +13,9 @@ import (
 
 // The identity SaaS's Node management SDK (`auth0` 7.1.0, pinned in package-lock.json) drives
 // the broker's management API: mgmt-sdk.mjs goes through every endpoint the SDK offers for
-// connections and logs that the broker serves (list with its Page iterators, get, create,
-// update as GET → modify → PATCH, delete, the enabled clients, logs with `search`, fields)
-// and through the SDK's error classes. The Go side then logs in through the other replica
+// connections, clients and logs that the broker serves (list with its Page iterators, get,
+// create, update as GET → modify → PATCH, delete, the enabled clients, a client's secret
+// rotation, logs with `search`, fields) and through the SDK's error classes. The Go side then logs in through the other replica
 // with the round-tripped connection.
 
 // sdkBudget bounds one run of mgmt-sdk.mjs (about forty management calls).
@@ -64,7 +64,7 @@ func (w *mgmtWorld) runMgmtSDK(t *testing.T, brokerURL string) sdkReport {
 	return sdkReport{}
 }
 
-func TestManagementSDKDrivesConnectionsAndLogs(t *testing.T) {
+func TestManagementSDKDrivesConnectionsClientsAndLogs(t *testing.T) {
 	t.Parallel()
 	w := setupMgmt(t)
 
@@ -78,8 +78,8 @@ func TestManagementSDKDrivesConnectionsAndLogs(t *testing.T) {
 	for _, f := range rep.Failures {
 		t.Errorf("SDK: %s", f)
 	}
-	if len(rep.Steps) < 14 {
-		t.Errorf("the SDK script ran %d steps, want 14", len(rep.Steps))
+	if len(rep.Steps) < 20 {
+		t.Errorf("the SDK script ran %d steps, want 20", len(rep.Steps))
 	}
 	// The SDK sent its own parameter names: search on logs, include_totals and take on the
 	// connection list (the broker knows them all: no call was refused for its query except
@@ -94,7 +94,7 @@ func TestManagementSDKDrivesConnectionsAndLogs(t *testing.T) {
 		t.Errorf("the SDK never sent search= on /api/v2/logs: %+v", rep.Calls)
 	}
 
-	t.Run("B serves the SDK's PATCH and logs in with the round-tripped connection", func(t *testing.T) {
+	t.Run("B serves the SDK's changes and logs in with the round-tripped connection", func(t *testing.T) {
 		status, raw := w.mgmtAPI(t, w.b.URL, http.MethodGet, "/api/v2/connections?name="+mgmtConnName+"&fields=id,display_name,realms,is_domain_connection,metadata", nil)
 		var list []struct {
 			ID                 string            `json:"id"`
@@ -122,6 +122,10 @@ func TestManagementSDKDrivesConnectionsAndLogs(t *testing.T) {
 		status, raw = w.mgmtAPI(t, w.b.URL, http.MethodGet, "/api/v2/connections?fields=name", nil)
 		if status != http.StatusOK || strings.Contains(string(raw), "sdk-created") {
 			t.Errorf("GET connections on B after the SDK's delete: %d %s", status, raw)
+		}
+		status, raw = w.mgmtAPI(t, w.b.URL, http.MethodGet, "/api/v2/clients?fields=client_id,name", nil)
+		if status != http.StatusOK || !strings.Contains(string(raw), mgmtClientID) || strings.Contains(string(raw), "SDK app") {
+			t.Errorf("GET clients on B after the SDK's delete: %d %s, want %s and not the SDK's app", status, raw, mgmtClientID)
 		}
 	})
 }
