@@ -88,7 +88,7 @@ func (s *Server) patchConnectionClients(c *mgmtCall) *apiError {
 		}
 		id := *ch.ClientID
 		if seen[id] {
-			return errBody(fmt.Sprintf("[%d]: client %q is listed twice", i, id))
+			return errBody(fmt.Sprintf("[%d]: client %q is listed twice", i, clipName(id)))
 		}
 		seen[id] = true
 		if *ch.Status {
@@ -98,7 +98,7 @@ func (s *Server) patchConnectionClients(c *mgmtCall) *apiError {
 			continue
 		}
 		if slices.Contains(naming, id) {
-			return errBody(fmt.Sprintf("[%d]: client %q names this connection in its own connections list (clients[].connections in the configuration): change it there", i, id))
+			return errBody(fmt.Sprintf("[%d]: client %q names this connection in its own connections list: change that list (PATCH /api/v2/clients/%s, or clients[].connections in the YAML)", i, clipName(id), id))
 		}
 		own = slices.DeleteFunc(own, func(x string) bool { return x == id })
 	}
