@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"slices"
@@ -31,34 +30,12 @@ func (s *Server) listConnectionClients(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	q := c.r.URL.Query()
-	take, aerr := intParam(q, "take", 50, 1, 100)
-	if aerr != nil {
-		return aerr
-	}
 	ids := s.effectiveClients(&doc.Connection) // sorted, unique
-	start := 0
-	if from := q.Get("from"); from != "" {
-		after, err := base64.RawURLEncoding.DecodeString(from)
-		if err != nil {
-			return errQuery("from is not a cursor returned by this API")
-		}
-		var at bool
-		if start, at = slices.BinarySearch(ids, string(after)); at {
-			start++ // the cursor's client was on the previous page
-		}
-	}
-	page := ids[start:min(start+take, len(ids))]
-	items := make([]map[string]string, len(page))
-	for i, id := range page {
+	items := make([]map[string]string, len(ids))
+	for i, id := range ids {
 		items[i] = map[string]string{"client_id": id}
 	}
-	out := map[string]any{"clients": items}
-	if start+take < len(ids) {
-		out["next"] = base64.RawURLEncoding.EncodeToString([]byte(page[len(page)-1]))
-	}
-	s.apiJSON(c, http.StatusOK, out)
-	return nil
+	return checkpointPage(s, c, "clients", items, func(m map[string]string) string { return m["client_id"] })
 }
 
 // PATCH /api/v2/connections/{id}/clients: a body of 1 to 50 {"client_id", "status"} entries

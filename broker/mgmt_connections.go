@@ -336,35 +336,7 @@ func (s *Server) listConnections(c *mgmtCall) *apiError {
 func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T) string) *apiError {
 	q := c.r.URL.Query()
 	if q.Has("from") || q.Has("take") {
-		take, aerr := intParam(q, "take", 50, 1, 100)
-		if aerr != nil {
-			return aerr
-		}
-		start := 0
-		if from := q.Get("from"); from != "" {
-			after, err := base64.RawURLEncoding.DecodeString(from)
-			if err != nil {
-				return errQuery("from is not a cursor returned by this API")
-			}
-			start = len(all)
-			for i, v := range all {
-				if key(v) > string(after) {
-					start = i
-					break
-				}
-			}
-		}
-		page := all[start:min(start+take, len(all))]
-		items, aerr := selectEach(s, c, page)
-		if aerr != nil {
-			return aerr
-		}
-		out := map[string]any{field: items}
-		if start+take < len(all) {
-			out["next"] = base64.RawURLEncoding.EncodeToString([]byte(key(page[len(page)-1])))
-		}
-		s.apiJSON(c, http.StatusOK, out)
-		return nil
+		return checkpointPage(s, c, field, all, key)
 	}
 	pageN, aerr := intParam(q, "page", 0, 0, 1<<20)
 	if aerr != nil {
@@ -384,6 +356,41 @@ func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T)
 		return nil
 	}
 	s.apiJSON(c, http.StatusOK, items)
+	return nil
+}
+
+// checkpointPage answers the take (1 to 100, default 50) items of all (sorted by key) after
+// the cursor from as {field: page, next: cursor}; next is absent on the last page.
+func checkpointPage[T any](s *Server, c *mgmtCall, field string, all []T, key func(T) string) *apiError {
+	q := c.r.URL.Query()
+	take, aerr := intParam(q, "take", 50, 1, 100)
+	if aerr != nil {
+		return aerr
+	}
+	start := 0
+	if from := q.Get("from"); from != "" {
+		after, err := base64.RawURLEncoding.DecodeString(from)
+		if err != nil {
+			return errQuery("from is not a cursor returned by this API")
+		}
+		start = len(all)
+		for i, v := range all {
+			if key(v) > string(after) {
+				start = i
+				break
+			}
+		}
+	}
+	page := all[start:min(start+take, len(all))]
+	items, aerr := selectEach(s, c, page)
+	if aerr != nil {
+		return aerr
+	}
+	out := map[string]any{field: items}
+	if start+take < len(all) {
+		out["next"] = base64.RawURLEncoding.EncodeToString([]byte(key(page[len(page)-1])))
+	}
+	s.apiJSON(c, http.StatusOK, out)
 	return nil
 }
 
