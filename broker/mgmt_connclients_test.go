@@ -106,7 +106,7 @@ func TestMgmtConnectionEnabledClients(t *testing.T) {
 				}
 			})
 		}
-		t.Run("the SDK's connection endpoints the broker does not serve are 404 not_found", func(t *testing.T) {
+		t.Run("the SDK's connection and client endpoints the broker does not serve are 404 not_found", func(t *testing.T) {
 			id := config.DeriveConnectionID("corp")
 			for _, c := range []struct{ method, path string }{
 				{method: "GET", path: "/api/v2/connections/" + id + "/status"},
@@ -114,6 +114,9 @@ func TestMgmtConnectionEnabledClients(t *testing.T) {
 				{method: "POST", path: "/api/v2/connections/" + id + "/keys/rotate"},
 				{method: "GET", path: "/api/v2/connections/" + id + "/scim-configuration"},
 				{method: "DELETE", path: "/api/v2/connections/" + id + "/users?email=a%40b.example"},
+				{method: "GET", path: "/api/v2/clients/" + appClient + "/connections"},
+				{method: "GET", path: "/api/v2/clients/" + appClient + "/credentials"},
+				{method: "POST", path: "/api/v2/clients/cimd/preview"},
 			} {
 				wantAPIError(t, api(t, base, c.method, c.path, tokAll, nil), 404, "not_found", "Not Found")
 			}
