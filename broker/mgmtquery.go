@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -32,8 +33,12 @@ var mgmtQueryParams = map[string][]string{
 // repeatableParams may appear more than once in a query string.
 var repeatableParams = map[string]bool{"strategy": true}
 
-// maxSelectedFields bounds the names of one fields parameter.
-const maxSelectedFields = 50
+// maxSelectedFields bounds the names of one fields parameter; maxUnknownNamed the unknown
+// parameters one refusal names.
+const (
+	maxSelectedFields = 50
+	maxUnknownNamed   = 10
+)
 
 var fieldName = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
 
@@ -68,16 +73,18 @@ func checkQuery(c *mgmtCall) *apiError {
 		return errQuery("the query string cannot be decoded (a bad %-escape or a ';')")
 	}
 	var unknown []string
-	for name, vs := range q {
+	for _, name := range slices.Sorted(maps.Keys(q)) {
 		switch {
 		case !slices.Contains(accepted, name):
 			unknown = append(unknown, name)
-		case len(vs) > 1 && !repeatableParams[name]:
+		case len(q[name]) > 1 && !repeatableParams[name]:
 			return errQuery(name + " must not be repeated")
 		}
 	}
 	if len(unknown) > 0 {
-		slices.Sort(unknown)
+		if len(unknown) > maxUnknownNamed {
+			unknown = append(unknown[:maxUnknownNamed], "…")
+		}
 		for i, u := range unknown {
 			unknown[i] = clipName(u)
 		}
