@@ -432,3 +432,38 @@ func TestCallbackOnAReplicaThatHasNotSeenTheClient(t *testing.T) {
 		t.Fatalf("login with the callback on C: %v %s", q, body)
 	}
 }
+
+// TestConnectionByIDListsClientsThatNameIt: GET /api/v2/connections/{id} lists in
+// enabled_clients every client whose own connections list names the connection, also as the
+// first call a fresh broker answers and for a client just created through another replica.
+func TestConnectionByIDListsClientsThatNameIt(t *testing.T) {
+	addr := redistest.Start(t)
+	h := newHarness(t, harnessOpts{up: optionalDPoPUp, store: redisStore(t, addr), mutate: withClientsMgmt})
+	corpID := config.DeriveConnectionID("corp")
+	enabled := func(base string) []any {
+		t.Helper()
+		r := api(t, base, "GET", "/api/v2/connections/"+corpID, tokClients, nil)
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.raw)
+		}
+		ec, _ := r.obj()["enabled_clients"].([]any)
+		return ec
+	}
+	// A replica that has answered nothing yet (no login, no list, not initialised).
+	b := h.restarted(redisStore(t, addr), nil)
+	srvB := httptest.NewServer(b.Handler())
+	t.Cleanup(srvB.Close)
+	if ec := enabled(srvB.URL); len(ec) != 2 || ec[0] != appClient || ec[1] != spaClient {
+		t.Errorf("first call of a fresh replica: enabled_clients = %v, want [%s %s]", ec, appClient, spaClient)
+	}
+	r := api(t, h.srv.URL, "POST", "/api/v2/clients", tokClients, map[string]any{
+		"name": "New app", "callbacks": []string{"https://new.example.com/cb"}, "connections": []string{"corp"},
+	})
+	if r.status != 201 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	id, _ := r.obj()["client_id"].(string)
+	if ec := enabled(srvB.URL); !slices.Contains(ec, any(id)) {
+		t.Errorf("client created through another replica: enabled_clients = %v, want it to contain %s", ec, id)
+	}
+}

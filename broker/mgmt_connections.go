@@ -410,11 +410,16 @@ func intParam(q map[string][]string, name string, def, lo, hi int) (int, *apiErr
 	return n, nil
 }
 
-// GET /api/v2/connections/{id}: fields / include_fields.
+// GET /api/v2/connections/{id}: fields / include_fields. Its enabled_clients include the
+// clients whose connections name it, read from the store's current version (a client created
+// through another replica a moment ago included).
 func (s *Server) getConnection(c *mgmtCall) *apiError {
 	doc, aerr := s.loadConnection(c)
 	if aerr != nil {
 		return aerr
+	}
+	if _, err := s.reg.current(c.r.Context(), true); err != nil {
+		return s.storeAPIError(err)
 	}
 	v, aerr := s.selectFields(c, s.view(&doc.Connection, true))
 	if aerr != nil {
