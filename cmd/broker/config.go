@@ -31,7 +31,9 @@ func cmdConfigValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	errs, unset := config.SplitUnsetEnv(problems)
 	if *requireEnv {
-		errs, unset = problems, nil
+		// Each unset variable is one error; what the rules would say about its empty value
+		// (too short, missing) is not said again.
+		errs, unset = append(unset, errs...), nil
 	}
 	for _, p := range errs {
 		fmt.Fprintln(stdout, p.Error())

@@ -50,6 +50,25 @@ func TestShippedExampleConfigValidatesWithoutEnvironment(t *testing.T) {
 	}
 }
 
+func TestRequireEnvReportsEachUnsetVariableOnce(t *testing.T) {
+	unsetExampleEnv(t)
+	_, plain, _ := runCmd(t, "config", "validate", exampleConfig)
+	code, out, _ := runCmd(t, "config", "validate", "--require-env", exampleConfig)
+	if code != 1 {
+		t.Fatalf("--require-env with nothing set: exit %d\n%s", code, out)
+	}
+	var want []string // the "not set here" lines of the plain check, as errors
+	for l := range strings.Lines(plain) {
+		if m := notSetLine.FindStringSubmatch(strings.TrimSuffix(l, "\n")); m != nil {
+			want = append(want, strings.TrimPrefix(strings.TrimSuffix(l, "\n"), "not set here: "))
+		}
+	}
+	got := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(want) == 0 || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("--require-env lines:\n%s\nwant exactly one line per unset variable:\n%s", out, strings.Join(want, "\n"))
+	}
+}
+
 func TestShippedExampleConfigValidatesWithItsSecretsSet(t *testing.T) {
 	unsetExampleEnv(t)
 	_, out, _ := runCmd(t, "config", "validate", exampleConfig)
