@@ -19,6 +19,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
@@ -92,9 +93,21 @@ type demoPort struct {
 // demoPorts are the ports of the demo's three servers.
 type demoPorts struct{ broker, idp, app demoPort }
 
-// demoMgmtScopes are the scopes of the demo's management token: enough for `broker logs`
-// and for reading connections and sessions, nothing that changes state.
-var demoMgmtScopes = []string{"read:logs", "read:connections", "read:sessions"}
+// demoMgmtScopes are the scopes of the demo's management token: every scope, so that the
+// README's management examples (logs, connections, clients, sessions) work against the demo,
+// which runs on loopback only with a token made for this run.
+var demoMgmtScopes = []string{
+	config.ScopeReadLogs,
+	config.ScopeReadConnections, config.ScopeCreateConnections, config.ScopeUpdateConnections, config.ScopeDeleteConnections,
+	config.ScopeReadClients, config.ScopeCreateClients, config.ScopeUpdateClients, config.ScopeDeleteClients,
+	config.ScopeReadSessions, config.ScopeDeleteSessions,
+}
+
+// demoClientAuthAlgs are the algs of the client-authentication keys (private_key_jwt toward
+// upstreams) the demo generates, so that its /client-auth/jwks.json shows them and a
+// connection created through the management API may use private_key_jwt: RS256 is the
+// default token_endpoint_auth_signing_alg.
+var demoClientAuthAlgs = []string{"RS256", "ES256"}
 
 func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err error) {
 	// URLs name the listen host, or 127.0.0.1 when listening on all interfaces (containers).
@@ -204,12 +217,25 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 			DPoPSigningAlg: "ES256", FetchUserinfo: true,
 		},
 	}}
+	keys, err := config.LoadKeys(cfg, true) // every key generated
+	if err != nil {
+		return nil, err
+	}
+	for _, alg := range demoClientAuthAlgs {
+		key, err := dpop.GenerateKey(alg)
+		if err == nil {
+			err = keys.AddClientAuthKey(key, alg, false)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("client-authentication key %s: %w", alg, err)
+		}
+	}
 	store, err := config.OpenStore(cfg) // memory: max_records with its replay budget
 	if err != nil {
 		return nil, err
 	}
 	events := &logs.Writer{Logger: logger, Store: store, MaxLen: cfg.Logs.MaxEvents, Hostname: "demo"}
-	d.broker, err = broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger})
+	d.broker, err = broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger, Keys: keys})
 	if err != nil {
 		return nil, err
 	}
@@ -253,8 +279,13 @@ func (d *demo) printWelcome(w io.Writer, self string) {
 	fmt.Fprintf(&b, "  second app    %s/\n", d.secondURL)
 	fmt.Fprintf(&b, "  broker        %s  (issuer; discovery at %s/.well-known/openid-configuration)\n", d.issuer, brokerURL)
 	fmt.Fprintf(&b, "  upstream IdP  %s\n", d.idpURL)
-	fmt.Fprintf(&b, "\nFollow the login log (a management token made for this run, scopes %s):\n", strings.Join(demoMgmtScopes, " "))
+	fmt.Fprintf(&b, "  client-auth   %s/client-auth/jwks.json  (the broker's private_key_jwt keys: %s)\n", brokerURL, strings.Join(demoClientAuthAlgs, ", "))
+	fmt.Fprintf(&b, "\nA management token made for this run, with every scope (%s),\nfor the README's management API examples:\n  export BROKER_URL=%s BROKER_MGMT_TOKEN=%s\n",
+		strings.Join(demoMgmtScopes, " "), brokerURL, d.mgmtToken)
+	b.WriteString("Follow the login log:\n")
 	fmt.Fprintf(&b, "  BROKER_URL=%s BROKER_MGMT_TOKEN=%s %s logs --follow\n", brokerURL, d.mgmtToken, self)
+	fmt.Fprintf(&b, "List the apps (README, \"Clients\": create one and log in with it):\n  curl -H 'Authorization: Bearer %s' %s/api/v2/clients\n",
+		d.mgmtToken, brokerURL)
 	fmt.Fprintf(&b, "List the demo user's broker sessions:\n  curl -H 'Authorization: Bearer %s' %s/api/v2/users/%s/sessions\n",
 		d.mgmtToken, brokerURL, url.PathEscape("oidc|"+demoConnection+"|"+demoSubject))
 	fmt.Fprintf(&b, "\nOpen %s/ in your browser\n", d.appURL)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -85,7 +86,7 @@ func TestDemoFallsBackToFreePortsWhenItsPortsAreTaken(t *testing.T) {
 	second, curl := demoSecondLine.FindStringSubmatch(out), demoCurlLine.FindStringSubmatch(out)
 	if app == nil || brk == nil || idp == nil || logsCmd == nil || second == nil || curl == nil ||
 		!strings.Contains(out, "\nOpen "+app[1]+"/ in your browser\n") || second[1] != app[1]+demoSecondPath ||
-		!strings.Contains(out, "scopes read:logs read:connections read:sessions):\n") {
+		!strings.Contains(out, "with every scope (read:logs read:connections create:connections ") {
 		t.Fatalf("the demo must print the apps', broker and IdP URLs, a broker logs command, a sessions curl and what to open:\n%s", out)
 	}
 	for _, u := range []string{app[1], brk[1], idp[1]} {
@@ -287,5 +288,137 @@ func demoMgmtGet(t *testing.T, token, u string, v any) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, v) != nil {
 		t.Fatalf("GET %s: %s %s", u, resp.Status, body)
+	}
+}
+
+// TestDemoTokenManagesAppsAndTheDemoPublishesClientAuthKeys follows the README's clients flow
+// against the demo with its printed token: create an app, log in with it through the demo IdP
+// (an app at a callback nobody serves: the code is read from the redirect), rotate its secret
+// (the old one is refused), delete it (204). The demo publishes its private_key_jwt keys.
+func TestDemoTokenManagesAppsAndTheDemoPublishesClientAuthKeys(t *testing.T) {
+	d := runDemo(t)
+	var banner strings.Builder
+	d.printWelcome(&banner, "broker")
+	brokerURL := strings.TrimSuffix(d.issuer, "/")
+	for _, want := range []string{
+		"\n  export BROKER_URL=" + brokerURL + " BROKER_MGMT_TOKEN=" + d.mgmtToken + "\n",
+		"\n  client-auth   " + brokerURL + "/client-auth/jwks.json  (the broker's private_key_jwt keys: RS256, ES256)\n",
+	} {
+		if !strings.Contains(banner.String(), want) {
+			t.Fatalf("banner lacks %q:\n%s", want, banner.String())
+		}
+	}
+	var jwks struct {
+		Keys []struct {
+			Alg string `json:"alg"`
+			Use string `json:"use"`
+		} `json:"keys"`
+	}
+	resp, err := http.Get(brokerURL + "/client-auth/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&jwks)
+	_ = resp.Body.Close()
+	if err != nil || len(jwks.Keys) != 2 || jwks.Keys[0].Alg != "RS256" || jwks.Keys[1].Alg != "ES256" || jwks.Keys[0].Use != "sig" {
+		t.Fatalf("/client-auth/jwks.json: %+v %v", jwks, err)
+	}
+
+	call := func(method, path string, body any) (int, map[string]any) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = strings.NewReader(string(b))
+		}
+		req, _ := http.NewRequest(method, brokerURL+path, rd)
+		req.Header.Set("Authorization", "Bearer "+d.mgmtToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	const cb = "http://127.0.0.1:9/callback" // nobody serves it: the code is read from the redirect
+	status, app := call(http.MethodPost, "/api/v2/clients", map[string]any{
+		"name": "My app", "callbacks": []string{cb}, "connections": []string{demoConnection},
+	})
+	id, secret := app["client_id"].(string), app["client_secret"].(string)
+	if status != http.StatusCreated || id == "" || secret == "" {
+		t.Fatalf("POST /api/v2/clients with the demo token: %d %v", status, app)
+	}
+	if status, got := call(http.MethodGet, "/api/v2/clients/"+id, nil); status != http.StatusOK || got["name"] != "My app" {
+		t.Fatalf("GET the new client: %d %v", status, got)
+	}
+
+	token := func(code, secret string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, brokerURL+"/oauth/token", strings.NewReader(url.Values{
+			"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {cb},
+		}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(id, secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	login := func() string {
+		t.Helper()
+		jar, _ := cookiejar.New(nil)
+		c := &http.Client{Jar: jar, Timeout: 30 * time.Second,
+			CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+				if strings.HasPrefix(req.URL.String(), cb) {
+					return http.ErrUseLastResponse
+				}
+				return nil
+			}}
+		page := fetch(t, c, http.MethodGet, brokerURL+"/authorize?"+url.Values{
+			"response_type": {"code"}, "client_id": {id}, "redirect_uri": {cb},
+			"scope": {"openid profile email"}, "state": {"xyz"}, "nonce": {"n-0S6_WzA2Mj"},
+		}.Encode(), nil)
+		m := regexp.MustCompile(`name="request" value="([^"]+)"`).FindStringSubmatch(page)
+		if m == nil {
+			t.Fatalf("upstream sign-in page: %s", page)
+		}
+		resp, err := c.PostForm(d.idpURL+"/authorize/approve", url.Values{"request": {m[1]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		if loc == nil || loc.Query().Get("code") == "" || loc.Query().Get("state") != "xyz" {
+			t.Fatalf("after signing in: %s, Location %q", resp.Status, resp.Header.Get("Location"))
+		}
+		return loc.Query().Get("code")
+	}
+	if got := token(login(), secret); got != http.StatusOK {
+		t.Fatalf("token request of the new app: %d", got)
+	}
+
+	status, rotated := call(http.MethodPost, "/api/v2/clients/"+id+"/rotate-secret", nil)
+	newSecret, _ := rotated["client_secret"].(string)
+	if status != http.StatusOK || newSecret == "" || newSecret == secret {
+		t.Fatalf("rotate-secret: %d %v", status, rotated)
+	}
+	code := login()
+	if got := token(code, secret); got != http.StatusUnauthorized {
+		t.Fatalf("token request with the rotated-out secret: %d, want 401", got)
+	}
+	if got := token(code, newSecret); got != http.StatusOK {
+		t.Fatalf("token request with the new secret: %d", got)
+	}
+
+	if status, _ := call(http.MethodDelete, "/api/v2/clients/"+id, nil); status != http.StatusNoContent {
+		t.Fatalf("DELETE the client: %d", status)
+	}
+	if status, _ := call(http.MethodGet, "/api/v2/clients/"+id, nil); status != http.StatusNotFound {
+		t.Fatalf("GET a deleted client: %d", status)
 	}
 }
