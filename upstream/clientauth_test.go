@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 )
@@ -218,6 +219,59 @@ func TestPushedAuthorizationRequests(t *testing.T) {
 				t.Errorf("token request proof key %s differs from the PAR proof key %s (RFC 9449 §10.1)", tokenJKT, parJKT)
 			}
 		})
+	}
+}
+
+func TestPushesInFlightPerConnectionAreBounded(t *testing.T) {
+	const limit = 3
+	hold := make(chan struct{})
+	f := newFakeIdP(t, func(f *fakeIdP) { f.par, f.parHold = true, hold })
+	c := newConn(t, f, func(c *Config) { c.UsePAR = true }, func(o *Options) { o.MaxPushesInFlight = limit })
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(hold)
+		}
+	}
+	t.Cleanup(release) // the fake's handlers must return before its server closes
+
+	errs := make(chan error, limit)
+	for range limit {
+		go func() {
+			_, err := c.Begin(context.Background(), redirectURI)
+			errs <- err
+		}()
+	}
+	pushed := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.parForms)
+	}
+	for i := 0; pushed() < limit; i++ {
+		if i == 6000 { // a generous poll: 60 s
+			t.Fatalf("%d of %d pushes reached the upstream", pushed(), limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	_, err := c.Begin(context.Background(), redirectURI)
+	var ue *Error
+	if !errors.As(err, &ue) || ue.Code != CodePARBusy || ue.RetryAfter <= 0 || !strings.Contains(ue.Description, "3 are already in flight") {
+		t.Fatalf("Begin over the bound: %#v, want %s with a Retry-After", err, CodePARBusy)
+	}
+	if n := pushed(); n != limit {
+		t.Fatalf("the refused login pushed anyway: %d pushes, want %d", n, limit)
+	}
+
+	release()
+	for range limit {
+		if err := <-errs; err != nil {
+			t.Fatalf("a push within the bound failed: %v", err)
+		}
+	}
+	if _, err := c.Begin(context.Background(), redirectURI); err != nil {
+		t.Fatalf("Begin once the pushes finished: %v", err)
 	}
 }
 

@@ -64,6 +64,8 @@ type fakeIdP struct {
 	// require_pushed_authorization_requests, parError answers every push with that error.
 	par, requirePAR bool
 	parError        string
+	// parHold, when set, keeps every push open until it is closed.
+	parHold chan struct{}
 
 	now func() time.Time
 
@@ -476,6 +478,9 @@ func (f *fakeIdP) pushAuthorization(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.parForms = append(f.parForms, r.PostForm)
 	f.mu.Unlock()
+	if f.parHold != nil {
+		<-f.parHold
+	}
 	if !f.clientAuthenticated(r, "par", f.issuer+"/par") {
 		oauthError(w, 401, "invalid_client")
 		return

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
@@ -23,6 +24,19 @@ import (
 // CodePARNotSupported: PAR is wanted (options.use_par) but the upstream's discovery has no
 // pushed_authorization_request_endpoint.
 const CodePARNotSupported = "par_not_supported"
+
+// CodePARBusy: the connection already has MaxPushesInFlight pushed authorization requests
+// open; the login is refused at once rather than queued.
+const CodePARBusy = "par_busy"
+
+// DefaultMaxPushesInFlight is Options.MaxPushesInFlight when left zero. Each push is a
+// credentialed request in the broker's name (client authentication, DPoP proof): however
+// many browsers start logins, one connection keeps at most this many open at once.
+const DefaultMaxPushesInFlight = 64
+
+// parBusyRetry is the Retry-After of a par_busy refusal: pushes finish within the HTTP
+// timeout, most far sooner.
+const parBusyRetry = time.Second
 
 // maxPARResponse bounds the pushed authorization response body that is read.
 const maxPARResponse = 64 << 10
@@ -54,6 +68,13 @@ func (c *Connection) push(ctx context.Context, doc *discovery.Document, st *Star
 	au, err := url.Parse(st.AuthURL)
 	if err != nil {
 		return &Error{Code: CodeUpstreamError, Description: "pushed authorization request: the authorization URL does not parse", Err: err}
+	}
+	select {
+	case c.pushes <- struct{}{}:
+		defer func() { <-c.pushes }()
+	default:
+		return &Error{Code: CodePARBusy, RetryAfter: parBusyRetry,
+			Description: fmt.Sprintf("pushed authorization request not sent: %d are already in flight to this upstream (the bound per connection)", cap(c.pushes))}
 	}
 	form := au.Query()
 	hc := c.plain

@@ -78,6 +78,9 @@ type Options struct {
 	Now        func() time.Time
 	// ClientAuthKeys sign private_key_jwt client assertions, by alg (RS256, ES256, PS256).
 	ClientAuthKeys map[string]AssertionKey
+	// MaxPushesInFlight bounds the pushed authorization requests one connection has open at
+	// once (par.go); 0 means DefaultMaxPushesInFlight.
+	MaxPushesInFlight int
 }
 
 // Stable error codes for login events (details.error).
@@ -131,6 +134,8 @@ type Connection struct {
 	clients map[string]*http.Client // DPoP clients by wire alg label; read-only after New
 	// logoutKeys is the upstream's JWK Set as logout tokens are checked with it (backchannel.go).
 	logoutKeys logoutKeys
+	// pushes holds one token per pushed authorization request in flight (par.go).
+	pushes chan struct{}
 }
 
 // wireLabels returns the JOSE labels a configuration alg may be sent under (RFC 9449 §4.2;
@@ -151,7 +156,7 @@ func New(cfg Config, opts Options) (*Connection, error) {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
 	}
 	opts.setDefaults()
-	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP}
+	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP, pushes: make(chan struct{}, opts.MaxPushesInFlight)}
 	if err := c.setupClientAuth(); err != nil {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
 	}
@@ -250,7 +255,8 @@ func (cfg *Config) normalizeIDTokenAlgs() error {
 }
 
 // setDefaults fills the collaborators and timing a caller left zero: a 10-second HTTP client
-// that follows no redirects, a discovery client on it, the system clock, one nonce retry.
+// that follows no redirects, a discovery client on it, the system clock, one nonce retry,
+// DefaultMaxPushesInFlight pushes at once.
 func (opts *Options) setDefaults() {
 	if opts.HTTP == nil {
 		opts.HTTP = &http.Client{Timeout: 10 * time.Second, CheckRedirect: discovery.RefuseRedirect}
@@ -263,6 +269,9 @@ func (opts *Options) setDefaults() {
 	}
 	if opts.MaxRetries == 0 {
 		opts.MaxRetries = 1
+	}
+	if opts.MaxPushesInFlight <= 0 {
+		opts.MaxPushesInFlight = DefaultMaxPushesInFlight
 	}
 }
 
