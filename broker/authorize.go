@@ -130,6 +130,11 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 // second pass, at most once). So every replica uses a change from its next /authorize,
 // without a separate version read per login. A store that cannot return the version with the
 // write (s.txCreate nil) is read fresh from the start, in one pass.
+//
+// The browser's live-transaction slot (bounded.go) is taken before the upstream is asked
+// anything: a pushed authorization request is a credentialed POST in the broker's name, so a
+// login the bound refuses must not send one. The slot is kept across the second pass and given
+// back unless the transaction is stored.
 func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values, client *config.Client, app *appRequest, ev *logs.Event) (st *upstream.Start, secret string, ok bool) {
 	fresh := s.txCreate == nil // no combined write: check the version first
 	snap, err := s.reg.current(r.Context(), fresh)
@@ -137,10 +142,25 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 		s.failLogin(w, r, ev, s.storeFailure(err))
 		return nil, "", false
 	}
+	slot := transaction{LimitKey: logs.IPKey(s.clientIP(r)), Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli()}
+	held := false
+	defer func() {
+		if held && !ok {
+			s.freeTx(&slot)
+		}
+	}()
 	for attempt := 0; attempt < 2; attempt++ { // the second pass always has fresh set
 		var beginErr error
 		conn, signIn, refusal := s.pickConnection(snap, client, q)
 		if conn != nil && conn.err == nil {
+			if !held {
+				if ref := s.holdTx(&slot); ref != nil {
+					withConnection(ev, conn)
+					s.refusedPage(w, r, ref, ev, tooManySignIns, "Too many sign-ins are in progress from your network.")
+					return nil, "", false
+				}
+				held = true
+			}
 			st, beginErr = conn.up.Begin(r.Context(), s.callbackFor(conn), upstreamOptions(q)...)
 		}
 		if !fresh && (conn == nil || conn.err != nil || beginErr != nil) {
@@ -186,17 +206,12 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 		secret = randomString(32)
 		tx := transaction{
 			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret), Callback: s.callbackFor(conn),
-			Expires: s.now().Add(s.cfg.Lifetimes.Transaction).UnixMilli(), LimitKey: logs.IPKey(s.clientIP(r)),
-			HomeRealmDomain: domain,
+			Expires: slot.Expires, LimitKey: slot.LimitKey, HomeRealmDomain: domain,
 		}
 		raw, err := json.Marshal(tx)
 		if err != nil {
 			s.failLogin(w, r, ev, loginFailure{Status: http.StatusInternalServerError, Code: "server_error",
 				Description: "could not encode the login transaction"})
-			return nil, "", false
-		}
-		if ref := s.holdTx(&tx); ref != nil {
-			s.refusedPage(w, r, ref, ev, tooManySignIns, "Too many sign-ins are in progress from your network.")
 			return nil, "", false
 		}
 		id := txID(st.State, tx.CookieHash)
@@ -209,7 +224,6 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 			if err == nil && !s.reg.confirm(snap, v) {
 				// The connections changed: this transaction's state is never handed out.
 				_ = s.store.Delete(r.Context(), sessions.KindTransaction, id)
-				s.freeTx(&tx)
 				clearConnection(ev)
 				if snap, err = s.reg.current(r.Context(), true); err != nil {
 					s.failLogin(w, r, ev, s.storeFailure(err))
@@ -220,7 +234,6 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 			}
 		}
 		if err != nil {
-			s.freeTx(&tx)
 			s.failLogin(w, r, ev, s.storeFailure(err))
 			return nil, "", false
 		}

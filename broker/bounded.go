@@ -28,11 +28,12 @@ func storeFull(err error) bool { return errors.Is(err, sessions.ErrFull) }
 const byLiveTransactions = "live_transactions"
 
 // liveTxTable counts, per client-IP key, the login transactions that key holds on this
-// replica: a slot is taken when /authorize stores a transaction and given back when
-// /login/callback takes it on this replica, or when it expires (its own expiry, on the
-// broker's clock). A login finished on another replica keeps its slot here until it expires.
-// Keys are bounded like limiterTable's: the least recently used is forgotten, so spoofed keys
-// cannot grow memory (forgetting a key only frees its slots early).
+// replica: a slot is taken when /authorize starts a login, before anything is sent upstream
+// (a pushed authorization request), and given back when the login does not start, when
+// /login/callback takes its transaction on this replica, or when it expires (its own expiry,
+// on the broker's clock). A login finished on another replica keeps its slot here until it
+// expires. Keys are bounded like limiterTable's: the least recently used is forgotten, so
+// spoofed keys cannot grow memory (forgetting a key only frees its slots early).
 type liveTxTable struct {
 	limit int
 
@@ -110,8 +111,8 @@ func (t *liveTxTable) len() int {
 	return t.keys.Len()
 }
 
-// holdTx takes the live-transaction slot of tx before it is stored; nil when allowed (or
-// unbounded).
+// holdTx takes the live-transaction slot of tx (its LimitKey and Expires) before the login is
+// started upstream; nil when allowed (or unbounded).
 func (s *Server) holdTx(tx *transaction) *refusal {
 	if s.guard.liveTx == nil {
 		return nil

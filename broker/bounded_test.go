@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // noRedirect is a client that returns the first response (loopback, generous timeout).
@@ -163,6 +166,86 @@ func TestLiveTransactionsPerIPAreBoundedAtAuthorize(t *testing.T) {
 		if rec := h.authorizeFrom("127.0.0.1:1", nil); rec.Code != http.StatusFound {
 			t.Fatalf("after the transactions expired, request %d: %d", i, rec.Code)
 		}
+	}
+}
+
+// parUpstream is an upstream whose discovery offers pushed authorization requests (RFC 9126)
+// and that counts the pushes it receives; a push fails while failing is set.
+type parUpstream struct {
+	srv     *httptest.Server
+	pushes  atomic.Int64
+	failing atomic.Bool
+}
+
+func newPARUpstream(t *testing.T) *parUpstream {
+	t.Helper()
+	u := &parUpstream{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		doc := demoidp.Metadata{Issuer: u.srv.URL, IDTokenAlgs: []string{"RS256"}, PKCE: true}.Document()
+		doc["pushed_authorization_request_endpoint"] = u.srv.URL + "/par"
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(doc)
+	})
+	mux.HandleFunc("POST /par", func(w http.ResponseWriter, _ *http.Request) {
+		n := u.pushes.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		if u.failing.Load() {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"error":"invalid_request"}`)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, `{"request_uri":"urn:ietf:params:oauth:request_uri:%d","expires_in":60}`, n)
+	})
+	u.srv = httptest.NewServer(mux)
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func TestLoginsOverTheLiveBoundPushNothingUpstream(t *testing.T) {
+	up := newPARUpstream(t)
+	h := newHarness(t, harnessOpts{up: dpopUp, dpopAlg: "-", mutate: func(c *config.Config) {
+		c.RateLimits.Enabled = true
+		unlimited := config.RateLimit{Rate: "0"}
+		c.RateLimits.Authorize.EndpointRateLimits = config.EndpointRateLimits{PerIP: unlimited, PerClient: unlimited}
+		c.RateLimits.LiveTransactionsPerIP = 2
+		c.Connections[0].Options.Issuer, c.Connections[0].Options.UsePAR = up.srv.URL, true
+	}})
+
+	accepted, refused := 0, 0
+	for i := range 20 {
+		switch rec := h.authorizeFrom("192.0.2.5:1", nil); rec.Code {
+		case http.StatusFound:
+			accepted++
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	if accepted != 2 || refused != 18 || up.pushes.Load() != int64(accepted) {
+		t.Fatalf("%d accepted, %d refused, %d pushed upstream; want 2, 18 and one push per accepted login", accepted, refused, up.pushes.Load())
+	}
+	if ev := wantFail(t, h, codeTooManyRequests); ev.Connection != "corp" || rateLimitOf(t, ev)["by"] != byLiveTransactions {
+		t.Fatalf("event %+v", ev)
+	}
+
+	// A push the upstream refuses gives its slot back: the address is not locked out by
+	// logins that never started.
+	up.failing.Store(true)
+	for i := range 3 {
+		rec := h.authorizeFrom("192.0.2.6:1", nil)
+		if loc := rec.Header().Get("Location"); rec.Code != http.StatusFound || !strings.HasPrefix(loc, h.app.URL+"/cb?") || !strings.Contains(loc, "error=temporarily_unavailable") {
+			t.Fatalf("failed push %d: %d Location %q, want the error sent to the app", i, rec.Code, loc)
+		}
+	}
+	if n := h.broker.guard.liveTx.held("192.0.2.6", h.clock.Now()); n != 0 || up.pushes.Load() != 5 {
+		t.Fatalf("after 3 refused pushes: %d slots held, %d pushes; want 0 and 5", n, up.pushes.Load())
+	}
+	up.failing.Store(false)
+	if rec := h.authorizeFrom("192.0.2.6:1", nil); rec.Code != http.StatusFound {
+		t.Fatalf("after the upstream recovered: %d", rec.Code)
 	}
 }
 
