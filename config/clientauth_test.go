@@ -14,8 +14,9 @@ func TestConnectionClientAuthenticationValidation(t *testing.T) {
 			o.TokenEndpointAuthMethod, o.TokenEndpointAuthSigningAlg, o.ClientSecret = AuthPrivateKeyJWT, alg, ""
 		}
 	}
+	clientAuthPEM := testKeyPEM(t, "ES256")
 	esKey := func(c *Config) {
-		c.Keys.ClientAuth = []SigningKey{{Alg: "ES256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_DPOP_KEY"}}}
+		c.Keys.ClientAuth = []SigningKey{{Alg: "ES256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_CLIENT_AUTH_KEY"}}}
 	}
 	tests := []struct {
 		name string
@@ -45,6 +46,24 @@ func TestConnectionClientAuthenticationValidation(t *testing.T) {
 		{name: "the token-signing key is refused", mut: func(c *Config) {
 			c.Keys.ClientAuth = []SigningKey{{Alg: "RS256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_SIGNING_KEY"}}}
 		}, want: FieldError{"keys.client_auth[0].private_key_env", "it is the token-signing key (keys.signing); use a key of its own"}},
+		{name: "a replaced token-signing key is refused", mut: func(c *Config) {
+			esKey(c)
+			c.Keys.PreviousSigning = []SigningKey{
+				{Alg: "RS256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_PREVIOUS_SIGNING_KEY"}},
+				c.Keys.ClientAuth[0],
+			}
+		}, want: FieldError{"keys.client_auth[0].private_key_env", "it is a replaced token-signing key (keys.previous_signing[1]); use a key of its own"}},
+		{name: "a previous client-authentication key that is a replaced token-signing key is refused", mut: func(c *Config) {
+			c.Keys.PreviousSigning = []SigningKey{{Alg: "ES256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_CLIENT_AUTH_KEY"}}}
+			c.Keys.PreviousClientAuth = c.Keys.PreviousSigning
+		}, want: FieldError{"keys.previous_client_auth[0].private_key_env", "it is a replaced token-signing key (keys.previous_signing[0]); use a key of its own"}},
+		{name: "the DPoP key is refused", mut: func(c *Config) {
+			c.Keys.ClientAuth = []SigningKey{{Alg: "ES256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_DPOP_KEY"}}}
+		}, want: FieldError{"keys.client_auth[0].private_key_env", "it is the DPoP key keys.dpop.es256; use a key of its own"}},
+		{name: "an RSA DPoP key is refused for PS256", mut: func(c *Config) {
+			c.Keys.DPoP.RSA = KeySource{PrivateKeyEnv: "TEST_BROKER_PREVIOUS_SIGNING_KEY"}
+			c.Keys.PreviousClientAuth = []SigningKey{{Alg: "PS256", KeySource: c.Keys.DPoP.RSA}}
+		}, want: FieldError{"keys.previous_client_auth[0].private_key_env", "it is the DPoP key keys.dpop.rsa; use a key of its own"}},
 		{name: "a key that does not fit its alg", mut: func(c *Config) {
 			c.Keys.ClientAuth = []SigningKey{{Alg: "PS256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_DPOP_KEY"}}}
 		}, want: FieldError{"keys.client_auth[0].private_key_env", "the key does not fit alg PS256"}},
@@ -53,8 +72,47 @@ func TestConnectionClientAuthenticationValidation(t *testing.T) {
 			c.Keys.PreviousClientAuth = c.Keys.ClientAuth
 		}, want: FieldError{"keys.previous_client_auth[0].private_key_env", "the same key is listed twice (one key per alg; RS256 and PS256 need keys of their own)"}},
 	}
+	previousSigningPEM := testRSAPEM(t)
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { wantOnlyError(t, tc.mut, tc.want) })
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("TEST_BROKER_CLIENT_AUTH_KEY", clientAuthPEM)
+			t.Setenv("TEST_BROKER_PREVIOUS_SIGNING_KEY", previousSigningPEM)
+			wantOnlyError(t, tc.mut, tc.want)
+		})
+	}
+}
+
+func TestLoadKeysRefusesAClientAuthKeyThatSignsAnythingElse(t *testing.T) {
+	previousSigningPEM := testRSAPEM(t)
+	tests := []struct {
+		name string
+		mut  func(*Config)
+		want string
+	}{
+		{name: "the token-signing key", mut: func(c *Config) {
+			c.Keys.ClientAuth = []SigningKey{{Alg: "RS256", KeySource: c.Keys.Signing.KeySource}}
+		}, want: "keys.client_auth[0]: it is the token-signing key (keys.signing); use a key of its own"},
+		{name: "a replaced token-signing key", mut: func(c *Config) {
+			c.Keys.PreviousSigning = []SigningKey{{Alg: "RS256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_PREVIOUS_SIGNING_KEY"}}}
+			c.Keys.PreviousClientAuth = []SigningKey{{Alg: "PS256", KeySource: c.Keys.PreviousSigning[0].KeySource}}
+		}, want: "keys.previous_client_auth[0]: it is a replaced token-signing key (keys.previous_signing[0]); use a key of its own"},
+		{name: "the DPoP key", mut: func(c *Config) {
+			c.Keys.ClientAuth = []SigningKey{{Alg: "ES256", KeySource: c.Keys.DPoP.ES256}}
+		}, want: "keys.client_auth[0]: it is the DPoP key keys.dpop.es256; use a key of its own"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			configtest.SetEnv(t)
+			t.Setenv("TEST_BROKER_PREVIOUS_SIGNING_KEY", previousSigningPEM)
+			cfg, err := Parse([]byte(configtest.ValidYAML))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.mut(cfg)
+			if k, err := LoadKeys(cfg, false); err == nil || err.Error() != tc.want {
+				t.Fatalf("LoadKeys = %v, %v; want the error %q", k != nil, err, tc.want)
+			}
+		})
 	}
 }
 
@@ -69,8 +127,9 @@ func TestClientAuthKeysArePublishedCurrentThenPrevious(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Keys.PreviousClientAuth = []SigningKey{{Alg: "RS256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_PREVIOUS_CLIENT_AUTH"}}}
-	cfg.Keys.ClientAuth = []SigningKey{{Alg: "ES256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_DPOP_KEY"}}}
+	cfg.Keys.ClientAuth = []SigningKey{{Alg: "ES256", KeySource: KeySource{PrivateKeyEnv: "TEST_BROKER_CLIENT_AUTH_KEY"}}}
 	t.Setenv("TEST_BROKER_PREVIOUS_CLIENT_AUTH", testRSAPEM(t))
+	t.Setenv("TEST_BROKER_CLIENT_AUTH_KEY", testKeyPEM(t, "ES256"))
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatalf("Validate: %v", FieldErrors(errs))
 	}
@@ -98,7 +157,13 @@ func TestClientAuthKeysArePublishedCurrentThenPrevious(t *testing.T) {
 // testRSAPEM returns a new RSA private key as PEM.
 func testRSAPEM(t *testing.T) string {
 	t.Helper()
-	k, err := dpop.GenerateKey("RS256")
+	return testKeyPEM(t, "RS256")
+}
+
+// testKeyPEM returns a new private key for alg as PEM.
+func testKeyPEM(t *testing.T, alg string) string {
+	t.Helper()
+	k, err := dpop.GenerateKey(alg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 
@@ -54,7 +55,8 @@ func clientAuthKeyFits(key crypto.Signer, alg string) bool {
 }
 
 // AddClientAuthKey adds a client-authentication key for alg, current or (previous) only
-// published. A key or a current alg already added is refused, and so is the token-signing key.
+// published. A key or a current alg already added is refused, and so is a key the ring holds
+// for another use: the token-signing key, a replaced one, a DPoP key (add those first).
 func (k *KeyRing) AddClientAuthKey(key crypto.Signer, alg string, previous bool) error {
 	if !clientAuthKeyFits(key, alg) {
 		return fmt.Errorf("key does not fit alg %s (RS256 and PS256 need RSA ≥ 2048 bits, ES256 a P-256 key)", alg)
@@ -63,8 +65,8 @@ func (k *KeyRing) AddClientAuthKey(key crypto.Signer, alg string, previous bool)
 	if err != nil {
 		return err
 	}
-	if kid == k.KID {
-		return errors.New("it is the token-signing key (keys.signing); use a key of its own")
+	if owner := k.otherUse(kid); owner != "" {
+		return fmt.Errorf("it is %s; use a key of its own", owner)
 	}
 	for _, c := range append(slices.Clone(k.ClientAuth), k.PreviousClientAuth...) {
 		if c.KID == kid {
@@ -81,6 +83,28 @@ func (k *KeyRing) AddClientAuthKey(key crypto.Signer, alg string, previous bool)
 		k.ClientAuth = append(k.ClientAuth, ck)
 	}
 	return nil
+}
+
+// otherUse names the key with id kid when the ring holds it as the token-signing key, a
+// replaced signing key or a DPoP key (its keys.* entry), else "". A client-authentication key
+// must be none of them: an upstream that accepts it would accept assertions signed by
+// whatever else the key signs (the broker's tokens, DPoP proofs), and rotating one would
+// rotate the other.
+func (k *KeyRing) otherUse(kid string) string {
+	if kid == k.KID {
+		return "the token-signing key (keys.signing)"
+	}
+	for i, p := range k.Previous {
+		if p.KID == kid {
+			return fmt.Sprintf("a replaced token-signing key (keys.previous_signing[%d])", i)
+		}
+	}
+	for _, alg := range slices.Sorted(maps.Keys(k.DPoP)) {
+		if id, err := publicKeyID(k.DPoP[alg].PublicKey()); err == nil && id == kid {
+			return fmt.Sprintf("the DPoP key keys.dpop.%s", DPoPKeyName(alg))
+		}
+	}
+	return ""
 }
 
 // ClientAuthJWKS returns the public client-authentication keys (use sig, alg, kid): the
@@ -190,8 +214,11 @@ func (k *KeyRing) VerificationAlgs() []jose.SignatureAlgorithm {
 }
 
 // keyID is the RFC 7638 thumbprint of key's public part, base64url.
-func keyID(key crypto.Signer) (string, error) {
-	jwk := jose.JSONWebKey{Key: key.Public()}
+func keyID(key crypto.Signer) (string, error) { return publicKeyID(key.Public()) }
+
+// publicKeyID is the RFC 7638 thumbprint of pub, base64url.
+func publicKeyID(pub crypto.PublicKey) (string, error) {
+	jwk := jose.JSONWebKey{Key: pub}
 	tp, err := jwk.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return "", fmt.Errorf("thumbprint: %w", err)

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
 
@@ -723,6 +724,9 @@ func DPoPKeyName(alg string) (key string) {
 	return ""
 }
 
+// dpopKeyEntries are the keys.dpop entries with the alg their key is loaded for.
+var dpopKeyEntries = [][2]string{{"es256", "ES256"}, {"ed25519", "Ed25519"}, {"rsa", "RS256"}}
+
 func (k *DPoPKeys) byName(name string) KeySource {
 	switch name {
 	case "es256":
@@ -785,7 +789,7 @@ func (c *Config) validateKeys(v *validator) {
 		}
 	}
 	// Keys configured for no connection are loaded too (the management API may use them).
-	for _, k := range [][2]string{{"es256", "ES256"}, {"ed25519", "Ed25519"}, {"rsa", "RS256"}} {
+	for _, k := range dpopKeyEntries {
 		name, alg := k[0], k[1]
 		src := c.Keys.DPoP.byName(name)
 		if done[name] || !src.given() {
@@ -800,13 +804,11 @@ func (c *Config) validateKeys(v *validator) {
 // validateClientAuthKeys checks keys.client_auth and keys.previous_client_auth: known algs,
 // one current key per alg, and a current key for the alg of every private_key_jwt connection.
 // With checkKeys the keys are loaded (each must fit its alg, and no key may appear twice or
-// be the token-signing key).
+// be a token-signing key, current or replaced, or a DPoP key).
 func (c *Config) validateClientAuthKeys(v *validator, checkKeys bool) {
 	ring := &KeyRing{}
-	if checkKeys && c.Keys.Signing.given() {
-		if key, err := loadKey(c.Keys.Signing.KeySource, c.Keys.Signing.Alg); err == nil {
-			ring.KID, _ = keyID(key)
-		}
+	if checkKeys {
+		ring = c.Keys.otherKeys()
 	}
 	current := map[string]int{}
 	for _, list := range c.Keys.clientAuthLists() {
@@ -849,6 +851,36 @@ func (c *Config) validateClientAuthKeys(v *validator, checkKeys bool) {
 			}
 		}
 	}
+}
+
+// otherKeys loads, as far as they load, the keys that are not client-authentication keys: the
+// token-signing key, the replaced ones (at their keys.previous_signing index; one that does
+// not load holds its place without a kid) and the DPoP keys. Their own errors are reported by
+// validateKeys.
+func (k *Keys) otherKeys() *KeyRing {
+	ring := &KeyRing{DPoP: map[string]*dpop.Signer{}}
+	if k.Signing.given() {
+		if key, err := loadKey(k.Signing.KeySource, k.Signing.Alg); err == nil {
+			ring.KID, _ = keyID(key)
+		}
+	}
+	for _, p := range k.PreviousSigning {
+		var prev PreviousKey
+		if p.given() {
+			if key, err := loadKey(p.KeySource, p.Alg); err == nil {
+				prev.KID, _ = keyID(key)
+			}
+		}
+		ring.Previous = append(ring.Previous, prev)
+	}
+	for _, d := range dpopKeyEntries {
+		if src := k.DPoP.byName(d[0]); src.given() {
+			if key, err := loadKey(src, d[1]); err == nil {
+				_ = ring.AddDPoPKey(key)
+			}
+		}
+	}
+	return ring
 }
 
 // keySourceKey names the sub-key a KeySource was read from.
