@@ -26,9 +26,11 @@ import (
 // The stored document never holds a client secret, only its SHA-256 (client_secret_sha256):
 // secrets created by the management API are random and shown once, and nobody who reads the
 // store (or a backup of it) can authenticate as an app. A lookup that misses (an unknown
-// client_id, a secret that does not match) checks the store's version at once before it
-// answers, so a client created, changed or given a new secret on another replica is
-// usable here immediately.
+// client_id, a secret that does not match) checks the store's version before it answers, so
+// a client created, changed or given a new secret on another replica is usable here at once.
+// Those checks are coalesced (registry.afterMiss: at most one store read per missRecheck
+// per replica, since anyone can send unknown ids): such a client's first request here may
+// wait up to missRecheck for it.
 
 // storedClient is the document stored per client.
 type storedClient struct {
@@ -195,8 +197,9 @@ func (s *Server) cachedClient(id string) *config.Client {
 }
 
 // findClient returns the client id from the connections snapshot (at most registryRecheck
-// old) when accept takes it; otherwise, it checks the store's version now and looks again.
-// It returns nil and no error when the client is unknown or not accepted.
+// old) when accept takes it; otherwise, it checks the store's version (coalesced with the
+// other misses: afterMiss) and looks again. It returns nil and no error when the client is
+// unknown or not accepted.
 func (s *Server) findClient(ctx context.Context, id string, accept func(*regClient) bool) (*regClient, error) {
 	if id == "" {
 		return nil, nil
@@ -209,7 +212,7 @@ func (s *Server) findClient(ctx context.Context, id string, accept func(*regClie
 	if c != nil && (accept == nil || accept(c)) {
 		return c, nil
 	}
-	fresh, err := s.reg.current(ctx, true)
+	fresh, err := s.reg.afterMiss(ctx)
 	if err != nil {
 		return nil, err
 	}

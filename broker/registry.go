@@ -29,13 +29,27 @@ import (
 //
 // The registry is every request path's view of the connections and of the clients
 // (clientregistry.go, same store version). It keeps one immutable snapshot; lookups that must
-// be current (/authorize, management writes, a client or connection a snapshot lacks) read
-// the store's version counter (one GET) and rebuild when it moved; the others re-check at
-// most every registryRecheck. Unchanged connections keep their upstream.Connection (DPoP
-// nonce cache), and all share one discovery cache.
+// be current (/authorize, management writes) read the store's version counter (one GET) and
+// rebuild when it moved; the others re-check at most every registryRecheck. A lookup that
+// missed (a client or connection the snapshot lacks, a wrong secret) needs a check too, but
+// anyone can cause one, so those checks are coalesced (afterMiss). Unchanged connections keep
+// their upstream.Connection (DPoP nonce cache), and all share one discovery cache.
 
 // registryRecheck is how stale a non-forced lookup may be.
 const registryRecheck = time.Second
+
+// missRecheck is the least time between the starts of two version checks made for lookups
+// that missed (afterMiss), per replica: unauthenticated requests with unknown client ids or
+// wrong secrets cost at most one store read per missRecheck, however many they are.
+const missRecheck = 200 * time.Millisecond
+
+// missCheck is one coalesced version check: the misses that arrive before it starts share
+// its answer.
+type missCheck struct {
+	done chan struct{}
+	snap *connSnapshot
+	err  error
+}
 
 // storedConnection is the document stored per connection.
 type storedConnection struct {
@@ -70,6 +84,10 @@ type registry struct {
 	seeded  bool
 	snap    atomic.Pointer[connSnapshot]
 	checked atomic.Int64 // unix nanos of the last version check (wall clock)
+
+	missMu        sync.Mutex
+	nextMiss      *missCheck // the check the next miss joins; nil once it started
+	lastMissCheck time.Time  // when the last one started (wall clock)
 }
 
 func newRegistry(s *Server, opts upstream.Options, seed []config.Connection, clientSeed []config.Client) (*registry, error) {
@@ -200,6 +218,48 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 		g.seeded = true
 	}
 	return g.rebuild(ctx, lost)
+}
+
+// afterMiss returns the connections for a lookup that missed in its snapshot, as current
+// with force would, from a version check that starts after the call (so it sees every write
+// finished before the request came, on any replica). The checks are coalesced: every miss
+// that arrives before the next one starts waits for it, and one starts at most every
+// missRecheck. So a client created or given a new secret on another replica works here at
+// once, its first request waiting up to missRecheck; a flood of unknown client ids costs at
+// most one store read per missRecheck.
+func (g *registry) afterMiss(ctx context.Context) (*connSnapshot, error) {
+	g.missMu.Lock()
+	mc := g.nextMiss
+	if mc == nil {
+		mc = &missCheck{done: make(chan struct{})}
+		g.nextMiss = mc
+		// The check outlives the request that started it: the others wait for it too.
+		go g.runMissCheck(context.WithoutCancel(ctx), mc)
+	}
+	g.missMu.Unlock()
+	select {
+	case <-mc.done:
+		return mc.snap, mc.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("connections version: %w", ctx.Err())
+	}
+}
+
+// runMissCheck starts mc missRecheck after the last miss check started, and answers it.
+func (g *registry) runMissCheck(ctx context.Context, mc *missCheck) {
+	defer close(mc.done)
+	g.missMu.Lock()
+	wait := time.Until(g.lastMissCheck.Add(missRecheck))
+	g.missMu.Unlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		<-t.C
+	}
+	g.missMu.Lock()
+	g.nextMiss = nil // misses from now on may come after writes this check does not see
+	g.lastMissCheck = time.Now()
+	g.missMu.Unlock()
+	mc.snap, mc.err = g.current(ctx, true)
 }
 
 // confirm reports whether v, a connections version just read from the store, is snap's; if
