@@ -81,6 +81,15 @@ func (s *Server) apiClaims(audience string, profile map[string]any, scope string
 	return out
 }
 
+// apiClaimNames returns the profile claims of every API's access tokens (apis[].claims).
+func apiClaimNames(apis []config.API) []string {
+	var out []string
+	for _, a := range apis {
+		out = append(out, a.Claims...)
+	}
+	return out
+}
+
 // withClaims returns the access token's claims as a JSON object with extra added (the access
 // token's own claims win; apis[].claims never names them, config.Validate).
 func withClaims(at *atClaims, extra map[string]any) (any, error) {

@@ -229,3 +229,47 @@ func TestOversizedUserProfileFailsTheLoginWithClaimsTooLarge(t *testing.T) {
 		t.Errorf("%d events, want the one f (no session, no code)", n)
 	}
 }
+
+func TestUpstreamClaimsNamedLikeMappedOrAPIClaimsNeverReachTheTokens(t *testing.T) {
+	const team = "https://example.com/team"
+	h := newHarness(t, harnessOpts{
+		up: demoidp.Options{DPoPAlgs: []string{"ES256"}, Claims: map[string]any{
+			"name": "Mallory", "email": "m@example.com", "department": "R&D",
+			groupsClaim: []any{"admins"}, team: "root",
+			"_claim_names": map[string]any{"groups": "src"}, "_claim_sources": map[string]any{"src": map[string]any{"endpoint": "https://evil.example/"}},
+		}},
+		mutate: func(c *config.Config) {
+			c.Connections[0].Options.AttributeMap = &config.AttributeMap{MappingMode: upstream.MappingBindAll, Attributes: config.ClaimTemplates{
+				groupsClaim: "${context.userinfo.groups}", // the upstream sends no groups
+			}}
+			c.APIs = []config.API{{Audience: claimsAPI, Claims: []string{groupsClaim, team, "email"}}}
+			c.Clients[0].APIs = []config.APIGrant{{Audience: claimsAPI}}
+		},
+	})
+	resp, _ := get(t, h.browser(), h.authorizeURL(func(q url.Values) {
+		q.Set("scope", "openid profile email")
+		q.Set("audience", claimsAPI)
+	}))
+	q := appResult(t, resp, h.app.URL+"/cb")
+	if q.Get("code") == "" {
+		t.Fatalf("login failed: %v (event %v)", q, h.lastEvent())
+	}
+	code := q.Get("code")
+	status, body, _ := h.token(h.codeForm(code), true)
+	if status != http.StatusOK {
+		t.Fatalf("token: %d %v", status, body)
+	}
+	at, _ := body["access_token"].(string)
+	idt, _ := body["id_token"].(string)
+	ui := h.userinfo("Bearer "+at, "")
+	for where, claims := range map[string]map[string]any{"ID token": claimsOf(t, idt), "access token": claimsOf(t, at), "userinfo": ui.body} {
+		for _, c := range []string{groupsClaim, team, "_claim_names", "_claim_sources"} {
+			if v, ok := claims[c]; ok {
+				t.Errorf("%s carries %s = %v from the upstream", where, c, v)
+			}
+		}
+	}
+	if claimsOf(t, idt)["department"] != "R&D" || claimsOf(t, at)["email"] != "m@example.com" {
+		t.Errorf("bind_all lost claims it copies: ID token %v, access token %v", claimsOf(t, idt), claimsOf(t, at))
+	}
+}

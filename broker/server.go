@@ -182,6 +182,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		Now:        s.now,
 
 		ClientAuthKeys: clientAuthKeys(s.keys),
+		APIClaims:      apiClaimNames(cfg.APIs),
 	}
 	if opts.MaxRetries == 0 {
 		opts.MaxRetries = -1 // dpop.Transport: zero means the default (1), negative means none

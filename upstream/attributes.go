@@ -62,6 +62,48 @@ var reservedClaims = map[string]bool{
 	"org_name": true, "gty": true, "uuid": true, "dest": true, "internalService": true,
 	"object_id": true, "orig": true, "origid": true, "vot": true, "vtm": true, "attest": true,
 	"jcard": true, "jwe": true, "mky": true, "rph": true,
+	// OIDC Core §5.6.2: distributed and aggregated claims point at other sources (any URL);
+	// the broker does not resolve them and never passes them on.
+	"_claim_names": true, "_claim_sources": true,
+}
+
+// JSON types of the standard claims (OIDC Core §5.1). A profile claim of one of these names
+// whose value has another type is left out of the profile (ClaimMapping.Profile).
+const (
+	claimString = iota
+	claimBool
+	claimNumber
+	claimObject
+)
+
+var standardClaimTypes = map[string]int{
+	"name": claimString, "given_name": claimString, "family_name": claimString,
+	"middle_name": claimString, "nickname": claimString, "preferred_username": claimString,
+	"profile": claimString, "picture": claimString, "website": claimString,
+	"email": claimString, "email_verified": claimBool, "gender": claimString,
+	"birthdate": claimString, "zoneinfo": claimString, "locale": claimString,
+	"phone_number": claimString, "phone_number_verified": claimBool, "address": claimObject,
+	"updated_at": claimNumber,
+}
+
+// wellTyped reports whether v has the JSON type OIDC Core §5.1 gives the standard claim name
+// (any value for a claim that is not standard).
+func wellTyped(name string, v any) bool {
+	t, ok := standardClaimTypes[name]
+	if !ok {
+		return true
+	}
+	switch v.(type) {
+	case string:
+		return t == claimString
+	case bool:
+		return t == claimBool
+	case float64, json.Number:
+		return t == claimNumber
+	case map[string]any:
+		return t == claimObject
+	}
+	return false
 }
 
 // Bounds of a claim mapping: they keep the user's session record and tokens small.
@@ -158,6 +200,9 @@ type ClaimMapping struct {
 	mode  string
 	names []string // attribute names, sorted
 	attrs map[string][]templatePart
+	// apiOwned are the claims APIs' access tokens carry (apis[].claims, Options.APIClaims):
+	// bind_all does not copy those that are not standard from the upstream.
+	apiOwned map[string]bool
 }
 
 // NewClaimMapping checks and compiles a mapping: mode (MappingModes; "" is refused), the
@@ -182,6 +227,9 @@ func NewClaimMapping(mode string, attributes map[string]string) (*ClaimMapping, 
 		if err != nil {
 			return nil, fmt.Errorf("attribute_map.attributes.%s: %w", name, err)
 		}
+		if t, std := standardClaimTypes[name]; std && t != claimString && (len(parts) != 1 || parts[0].claim == "") {
+			return nil, fmt.Errorf("attribute_map.attributes.%s: %s is not a string (OIDC Core §5.1): its template must be one ${…} reference alone", name, name)
+		}
 		m.attrs[name] = parts
 	}
 	return m, nil
@@ -205,6 +253,23 @@ func (cfg *Config) normalizeClaims() error {
 	return nil
 }
 
+// withAPIClaims returns m (basic_profile without attributes when nil) knowing the claims the
+// APIs' access tokens carry.
+func (m *ClaimMapping) withAPIClaims(names []string) *ClaimMapping {
+	if len(names) == 0 {
+		return m
+	}
+	c := &ClaimMapping{mode: MappingBasicProfile}
+	if m != nil {
+		c = &ClaimMapping{mode: m.mode, names: m.names, attrs: m.attrs}
+	}
+	c.apiOwned = map[string]bool{}
+	for _, n := range names {
+		c.apiOwned[n] = true
+	}
+	return c
+}
+
 // NeedsUserinfo reports whether an attribute reads ${context.userinfo.…}.
 func (m *ClaimMapping) NeedsUserinfo() bool {
 	if m == nil {
@@ -220,10 +285,14 @@ func (m *ClaimMapping) NeedsUserinfo() bool {
 
 // Profile returns the user profile of an upstream login: the claims the mode keeps, of the ID
 // token and of userinfo (userinfo, when fetched, wins over the ID token for the same claim, as
-// OIDC Core §5.3.2 treats it as the fresher source), then the attributes. An attribute whose
-// template names a claim the upstream did not send is left out; a template with text around
-// its references takes only strings, numbers and booleans (anything else leaves it out), while a
+// OIDC Core §5.3.2 treats it as the fresher source), then the attributes. A name an attribute
+// owns is always the attribute's result: an attribute whose template names a claim the
+// upstream did not send is left out, whatever the mode copied; a template with text around its
+// references takes only strings, numbers and booleans (anything else leaves it out), while a
 // template that is one reference alone copies the claim's value as it is (a list of groups).
+// bind_all copies neither the attributes' names nor the claims the APIs' access tokens carry
+// that are not standard (those come from attributes only). A standard claim whose value has
+// not the type OIDC Core §5.1 gives it (email_verified "yes") is left out.
 // A profile larger than MaxProfileBytes is an error with code claims_too_large.
 func (m *ClaimMapping) Profile(idToken, userinfo map[string]any) (map[string]any, error) {
 	mode := MappingBasicProfile
@@ -236,7 +305,9 @@ func (m *ClaimMapping) Profile(idToken, userinfo map[string]any) (map[string]any
 	case MappingBasicProfile:
 		keep = StandardClaim
 	case MappingBindAll:
-		keep = func(k string) bool { return CheckClaimName(k) == nil }
+		keep = func(k string) bool {
+			return CheckClaimName(k) == nil && (StandardClaim(k) || !m.apiOwned[k])
+		}
 	}
 	for _, src := range []map[string]any{idToken, userinfo} {
 		for k, v := range src {
@@ -249,7 +320,14 @@ func (m *ClaimMapping) Profile(idToken, userinfo map[string]any) (map[string]any
 		for _, name := range m.names {
 			if v, ok := render(m.attrs[name], idToken, userinfo); ok {
 				out[name] = v
+			} else {
+				delete(out, name)
 			}
+		}
+	}
+	for k, v := range out {
+		if !wellTyped(k, v) {
+			delete(out, k)
 		}
 	}
 	b, err := json.Marshal(out)

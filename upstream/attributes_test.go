@@ -64,6 +64,69 @@ func TestClaimMappingProfile(t *testing.T) {
 	}
 }
 
+func TestUpstreamCannotSetClaimsTheMappingOwns(t *testing.T) {
+	const groups, team = "https://example.com/groups", "https://example.com/team"
+	tests := []struct {
+		name       string
+		mode       string
+		attributes map[string]string
+		apiClaims  []string
+		idToken    map[string]any
+		userinfo   map[string]any
+		want       map[string]any
+	}{
+		{name: "bind_all: an attribute whose claim is missing removes the upstream's claim of its name", mode: MappingBindAll,
+			attributes: map[string]string{groups: "${context.userinfo.groups}"},
+			idToken:    map[string]any{groups: []any{"admins"}, "department": "R&D"},
+			want:       map[string]any{"department": "R&D"}},
+		{name: "basic_profile: an attribute whose claim is missing removes the standard claim of its name", mode: MappingBasicProfile,
+			attributes: map[string]string{"name": "${context.userinfo.display_name}"},
+			idToken:    map[string]any{"name": "Mallory", "email": "m@example.com"},
+			want:       map[string]any{"email": "m@example.com"}},
+		{name: "bind_all: an attribute that cannot be rendered in text removes the upstream's claim", mode: MappingBindAll,
+			attributes: map[string]string{team: "team ${context.tokenset.id_token.teams}"},
+			idToken:    map[string]any{team: "root", "teams": []any{"a"}},
+			want:       map[string]any{"teams": []any{"a"}}},
+		{name: "bind_all does not copy the claims of API access tokens that are not standard", mode: MappingBindAll,
+			apiClaims: []string{team, "email"},
+			idToken:   map[string]any{team: "root", "email": "a@example.com", "department": "R&D"},
+			want:      map[string]any{"email": "a@example.com", "department": "R&D"}},
+		{name: "bind_all: an attribute still sets a claim of API access tokens", mode: MappingBindAll,
+			apiClaims: []string{team}, attributes: map[string]string{team: "${context.tokenset.id_token.dept}"},
+			idToken: map[string]any{team: "root", "dept": "R&D"},
+			want:    map[string]any{team: "R&D", "dept": "R&D"}},
+		{name: "distributed and aggregated claims are never copied", mode: MappingBindAll,
+			idToken: map[string]any{"_claim_names": map[string]any{"groups": "src1"}, "_claim_sources": map[string]any{"src1": map[string]any{"endpoint": "https://evil.example/"}}, "department": "R&D"},
+			want:    map[string]any{"department": "R&D"}},
+		{name: "wrongly typed standard claims are left out", mode: MappingBindAll,
+			idToken:  map[string]any{"email_verified": "yes", "updated_at": "2024-01-01", "name": []any{"A"}, "email": "a@example.com", "locale": float64(1)},
+			userinfo: map[string]any{"picture": map[string]any{"url": "x"}},
+			want:     map[string]any{"email": "a@example.com"}},
+		{name: "well typed standard claims are kept", mode: MappingBasicProfile,
+			idToken: map[string]any{"email_verified": true, "updated_at": float64(1700000000), "name": "A", "email": "a@example.com"},
+			want:    map[string]any{"email_verified": true, "updated_at": float64(1700000000), "name": "A", "email": "a@example.com"}},
+		{name: "a mapped standard claim of the wrong type is left out", mode: MappingUseMap,
+			attributes: map[string]string{"email_verified": "${context.tokenset.id_token.ev}", "https://example.com/x": "x"},
+			idToken:    map[string]any{"ev": "yes"},
+			want:       map[string]any{"https://example.com/x": "x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := NewClaimMapping(tt.mode, tt.attributes)
+			if err != nil {
+				t.Fatalf("NewClaimMapping: %v", err)
+			}
+			got, err := m.withAPIClaims(tt.apiClaims).Profile(tt.idToken, tt.userinfo)
+			if err != nil {
+				t.Fatalf("Profile: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("profile\n got %v\nwant %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestClaimMappingRefusesWhatItCannotMap(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -88,6 +151,10 @@ func TestClaimMappingRefusesWhatItCannotMap(t *testing.T) {
 			wantErr: `"sub" is a reserved claim name`},
 		{name: "control character in a claim name", mode: MappingUseMap, attributes: map[string]string{"nick\nname": "x"},
 			wantErr: "without control characters"},
+		{name: "distributed claim names are reserved", mode: MappingUseMap, attributes: map[string]string{"_claim_sources": "x"},
+			wantErr: `"_claim_sources" is a reserved claim name`},
+		{name: "a boolean standard claim cannot be text", mode: MappingUseMap, attributes: map[string]string{"email_verified": "true"},
+			wantErr: "attribute_map.attributes.email_verified: email_verified is not a string (OIDC Core §5.1)"},
 		{name: "template too long", mode: MappingUseMap, attributes: map[string]string{"nickname": strings.Repeat("x", 1025)},
 			wantErr: "at most 1024 bytes"},
 	}

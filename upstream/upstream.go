@@ -81,6 +81,10 @@ type Options struct {
 	// MaxPushesInFlight bounds the pushed authorization requests one connection has open at
 	// once (par.go); 0 means DefaultMaxPushesInFlight.
 	MaxPushesInFlight int
+	// APIClaims are the profile claims APIs' access tokens carry (apis[].claims): a bind_all
+	// mapping does not copy those that are not standard from the upstream, so only an
+	// attribute sets them (ClaimMapping.Profile).
+	APIClaims []string
 }
 
 // Stable error codes for login events (details.error).
@@ -156,6 +160,7 @@ func New(cfg Config, opts Options) (*Connection, error) {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
 	}
 	opts.setDefaults()
+	cfg.claims = cfg.claims.withAPIClaims(opts.APIClaims)
 	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP, pushes: make(chan struct{}, opts.MaxPushesInFlight)}
 	if err := c.setupClientAuth(); err != nil {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
