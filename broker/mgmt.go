@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -325,6 +326,9 @@ func decodeJSONBody(c *mgmtCall, dst any, array bool) *apiError {
 		return errBody("the body must be a JSON object")
 	}
 	c.body = redactValue(generic)
+	if err := strictMembers(raw, reflect.TypeOf(dst), ""); err != nil {
+		return errBody(err.Error())
+	}
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -373,11 +377,12 @@ func redactValue(v any) any {
 	return v
 }
 
-// redactBody removes client_secret (any depth) from a request body kept for an event.
+// redactBody removes secret members (secretMember: client_secret however its name is cased,
+// at any depth) from a request body kept for an event.
 func redactBody(m map[string]any) map[string]any {
 	out := make(map[string]any, len(m))
 	for k, v := range m {
-		if k == "client_secret" {
+		if secretMember(k) {
 			out["client_secret_present"] = true
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,6 +143,9 @@ func decodeOptions(raw json.RawMessage) (*config.ConnectionOptions, *apiError) {
 	}
 	if string(raw) == "null" || raw[0] != '{' {
 		return nil, errBody("Expected type object on property options")
+	}
+	if err := strictMembers(raw, reflect.TypeFor[config.ConnectionOptions](), "options"); err != nil {
+		return nil, errBody(err.Error())
 	}
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()

@@ -283,6 +283,12 @@ func TestRedact(t *testing.T) {
 				"client_secret", "password", "private_key", "client_assertion", "accessToken", "Authorization", "cookie", "d"},
 		},
 		{
+			name: "secret names under Unicode case folding dropped",
+			in:   map[string]any{"client_ſecret": "s", "CLIENT_SECRET": "s", "api_Key": "k", "name": "n"},
+			drop: []string{"client_ſecret", "CLIENT_SECRET", "api_Key"},
+			keep: map[string]any{"name": "n"},
+		},
+		{
 			name: "known safe DPoP fields kept",
 			in: map[string]any{
 				"dpop_signing_alg": "ES256", "idp_token_type": "dpop", "dpop_nonce_used": true,

@@ -149,13 +149,26 @@ func secretName(k string) bool {
 	return false
 }
 
-// splitWords lower-cases k and splits it on non-alphanumerics and camelCase boundaries.
+// FoldName maps each rune of name to the smallest rune of its Unicode case-folding orbit,
+// lower-cased, so that names encoding/json would match to the same field compare equal:
+// ſ (U+017F) becomes s, K (U+212A) k, and CLIENT_SECRET client_secret.
+func FoldName(name string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return unicode.ToLower(least)
+	}, name)
+}
+
+// splitWords case-folds k (FoldName) and splits it on non-alphanumerics and camelCase boundaries.
 func splitWords(k string) []string {
 	var words []string
 	var cur []rune
 	flush := func() {
 		if len(cur) > 0 {
-			words = append(words, strings.ToLower(string(cur)))
+			words = append(words, FoldName(string(cur)))
 			cur = cur[:0]
 		}
 	}
