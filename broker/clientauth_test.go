@@ -95,10 +95,14 @@ func TestMgmtChecksClientAuthenticationAndPARAgainstTheUpstream(t *testing.T) {
 			status: 400, code: "client_auth_not_supported", msg: "is [private_key_jwt]"},
 		{name: "private_key_jwt without a key for its alg: 400 naming the key to configure", body: opts(pkjUp.URL, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "PS256"}),
 			status: 400, code: "client_auth_key_missing", msg: "configure keys.client_auth with alg PS256"},
-		{name: "private_key_jwt with a key, listed by the upstream, is accepted", body: opts(pkjUp.URL, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "ES256"}), status: 200},
-		{name: "use_par against an upstream without a PAR endpoint: 400", body: opts(h.up.URL, map[string]any{"use_par": true}),
+		{name: "private_key_jwt with a client_secret: 400 naming it", body: opts(pkjUp.URL, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "ES256", "client_secret": upSecret}),
+			status: 400, code: "invalid_body", msg: "options.client_secret: must not be set with token_endpoint_auth_method private_key_jwt"},
+		{name: "private_key_jwt with a key, listed by the upstream, is accepted (the stored secret is dropped)", body: opts(pkjUp.URL, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "ES256"}), status: 200},
+		{name: "back from private_key_jwt a secret method needs the secret again", body: opts(h.up.URL, map[string]any{"token_endpoint_auth_method": "client_secret_basic"}),
+			status: 400, code: "invalid_body", msg: "options.client_secret: is required"},
+		{name: "use_par against an upstream without a PAR endpoint: 400", body: opts(h.up.URL, map[string]any{"use_par": true, "client_secret": upSecret}),
 			status: 400, code: "par_not_supported", msg: "options.use_par: upstream " + h.up.URL + " does not support pushed authorization requests"},
-		{name: "an unknown method is a payload error", body: opts(h.up.URL, map[string]any{"token_endpoint_auth_method": "tls_client_auth"}),
+		{name: "an unknown method is a payload error", body: opts(h.up.URL, map[string]any{"token_endpoint_auth_method": "tls_client_auth", "client_secret": upSecret}),
 			status: 400, code: "invalid_body", msg: `"tls_client_auth" is not supported`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,7 +129,7 @@ func TestLoginEventsNameTheClientAuthenticationMethod(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: optionalDPoPUp, keys: keysWithClientAuth(t, false), mutate: func(c *config.Config) {
 		c.Connections[0].Options.TokenEndpointAuthMethod = config.AuthSecretPost
 		o := &c.Connections[1].Options
-		o.TokenEndpointAuthMethod, o.TokenEndpointAuthSigningAlg = config.AuthPrivateKeyJWT, "ES256"
+		o.TokenEndpointAuthMethod, o.TokenEndpointAuthSigningAlg, o.ClientSecret = config.AuthPrivateKeyJWT, "ES256", ""
 	}})
 	h.login()
 	if ev := h.lastEventOf(logs.TypeSuccessLogin); ev.Details["token_endpoint_auth_method"] != "client_secret_post" {

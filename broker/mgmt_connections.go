@@ -557,8 +557,8 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 		if aerr != nil {
 			return aerr
 		}
-		if opts.ClientSecret == "" {
-			opts.ClientSecret = doc.Options.ClientSecret
+		if opts.ClientSecret == "" && opts.TokenEndpointAuthMethod != config.AuthPrivateKeyJWT {
+			opts.ClientSecret = doc.Options.ClientSecret // write-only: kept unless private_key_jwt replaces it
 		}
 		opts.ApplyDefaults()
 		cc.Options = *opts

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/dpop-broker/dpop-broker/config/configtest"
@@ -32,6 +33,11 @@ func TestConnectionClientAuthenticationValidation(t *testing.T) {
 		}, want: FieldError{"connections[0].options.client_secret", "is required (back-channel code exchange with token_endpoint_auth_method client_secret_post)"}},
 		{name: "private_key_jwt with a symmetric alg", mut: func(c *Config) { pkj("HS256")(c); esKey(c) },
 			want: FieldError{"connections[0].options.token_endpoint_auth_signing_alg", `"HS256" is not supported (use RS256, ES256 or PS256)`}},
+		{name: "private_key_jwt with a client_secret", mut: func(c *Config) {
+			pkj("ES256")(c)
+			esKey(c)
+			c.Connections[0].Options.ClientSecret = "left-over"
+		}, want: FieldError{"connections[0].options.client_secret", "must not be set with token_endpoint_auth_method private_key_jwt: the broker authenticates with a signed assertion (RFC 7523 §2.2) and never sends the secret; remove it"}},
 		{name: "private_key_jwt without a key for its alg", mut: pkj("ES256"),
 			want: FieldError{"keys.client_auth", "a key with alg ES256 is required because connections[0] (corp-oidc) uses token_endpoint_auth_method private_key_jwt with ES256"}},
 		{name: "private_key_jwt defaults to RS256", mut: func(c *Config) { pkj("")(c); esKey(c) },
@@ -118,7 +124,7 @@ func TestLoadKeysRefusesAClientAuthKeyThatSignsAnythingElse(t *testing.T) {
 
 func TestClientAuthKeysArePublishedCurrentThenPrevious(t *testing.T) {
 	configtest.SetEnv(t)
-	cfg, err := Parse([]byte(configtest.ValidYAML + `
+	cfg, err := Parse([]byte(strings.Replace(configtest.ValidYAML, "      client_secret: s3cret\n", "", 1) + `
       token_endpoint_auth_method: private_key_jwt
       token_endpoint_auth_signing_alg: ES256
       use_par: true

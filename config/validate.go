@@ -603,8 +603,8 @@ func (v *validator) connection(p string, cc *Connection, clients map[string]bool
 }
 
 // clientAuth checks how the broker authenticates at the upstream's token endpoint: a
-// client_secret for the secret methods (and the discovery default), an assertion alg only
-// with private_key_jwt.
+// client_secret for the secret methods (and the discovery default), an assertion alg and no
+// client_secret with private_key_jwt.
 func (v *validator) clientAuth(p string, o *ConnectionOptions) {
 	m, alg := o.TokenEndpointAuthMethod, o.TokenEndpointAuthSigningAlg
 	switch m {
@@ -616,6 +616,9 @@ func (v *validator) clientAuth(p string, o *ConnectionOptions) {
 			v.add(p+"options.token_endpoint_auth_signing_alg", "applies to token_endpoint_auth_method private_key_jwt only")
 		}
 	case AuthPrivateKeyJWT:
+		if o.ClientSecret != "" {
+			v.add(p+"options.client_secret", "must not be set with token_endpoint_auth_method private_key_jwt: the broker authenticates with a signed assertion (RFC 7523 §2.2) and never sends the secret; remove it")
+		}
 		if alg != "" && !slices.Contains(upstream.ClientAuthAlgs, alg) {
 			v.add(p+"options.token_endpoint_auth_signing_alg", "%q is not supported (use RS256, ES256 or PS256)", alg)
 		}

@@ -133,7 +133,10 @@ func setup(t *testing.T, sc scenario) *world {
 		env["INTEROP_MGMT_TOKEN"] = sc.mgmtToken
 		mgmtYAML = "management:\n  tokens:\n    - { name: interop, token: \"${INTEROP_MGMT_TOKEN}\", scopes: [read:connections, update:connections] }\n"
 	}
+	// private_key_jwt takes no secret (config validate refuses one).
+	secretLine := "      client_secret: \"${INTEROP_UPSTREAM_SECRET}\"\n"
 	if sc.auth == "private_key_jwt" {
+		secretLine = ""
 		keyAlg := cmp.Or(sc.authAlg, "RS256")
 		// A key of its own (not the run's cached ones, which sign tokens and DPoP proofs).
 		code, pem, stderr := runBroker(t, "keys", "generate", "--alg", keyAlg)
@@ -181,12 +184,11 @@ connections:
     options:
 %[5]s
       client_id: "broker"
-      client_secret: "${INTEROP_UPSTREAM_SECRET}"
-      scope: "openid profile email"
+%[12]s      scope: "openid profile email"
       type: back_channel
 %[6]s
       fetch_userinfo: %[7]t
-%[9]s%[11]s`, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy, sc.connOptions, clientAuthKeys, mgmtYAML)
+%[9]s%[11]s`, brokerURL, brokerPort, dpopKeys, rpURL, issuerLines, algLine, sc.fetchUserinfo, strategy, sc.connOptions, clientAuthKeys, mgmtYAML, secretLine)
 	b := startBroker(t, brokerSock, cfg, env)
 	return &world{upstreamURL: upstreamURL, rpURL: rpURL, broker: b}
 }

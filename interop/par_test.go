@@ -94,7 +94,7 @@ func TestMgmtChecksClientAuthAndPARAgainstOIDCProvider(t *testing.T) {
 		}
 		return mgmtCall(t, w.broker.URL, token, http.MethodPatch, path, map[string]any{"options": options})
 	}
-	status, body, raw := patch(map[string]any{"token_endpoint_auth_method": "client_secret_post", "token_endpoint_auth_signing_alg": nil})
+	status, body, raw := patch(map[string]any{"token_endpoint_auth_method": "client_secret_post", "token_endpoint_auth_signing_alg": nil, "client_secret": "s3cret"})
 	if status != http.StatusBadRequest || body["errorCode"] != "client_auth_not_supported" || !strings.Contains(raw, "[private_key_jwt]") {
 		t.Fatalf("PATCH to client_secret_post: %d %s, want 400 client_auth_not_supported naming [private_key_jwt]", status, raw)
 	}
