@@ -107,6 +107,8 @@ func TestClaimMappingAndUpstreamParamProblemsNameTheKey(t *testing.T) {
 			want: FieldError{Key: p + "upstream_params.blog", Reason: "is not a parameter the broker sends upstream (use access_type, acr_values, claims_locales, connection, display, domain_hint, hd, idp, include_granted_scopes, login_hint, offline_access, organization, prompt, screen_hint or ui_locales)"}},
 		{name: "alias of a parameter the broker keeps", attributes: okAttr, params: "        login_hint: { alias: nonce }\n",
 			want: FieldError{Key: p + "upstream_params.login_hint", Reason: `alias "nonce" is not an authorization parameter the broker passes on (use acr_values, display, login_hint or ui_locales)`}},
+		{name: "a list where a parameter value goes names the accepted forms", attributes: okAttr, params: "        ui_locales: [de, fr]\n",
+			want: FieldError{Key: p + "upstream_params.ui_locales", Reason: `must be a value (prompt: login) or a mapping {value: …} or {alias: …}; several values go in one space-separated string (ui_locales: "de fr")`}},
 		{name: "value and alias", attributes: okAttr, params: "        login_hint: { alias: login_hint, value: x }\n",
 			want: FieldError{Key: p + "upstream_params.login_hint", Reason: "set value or alias, not both"}},
 		{name: "offline_access alias with DPoP", attributes: okAttr, params: "        offline_access: { alias: login_hint }\n",

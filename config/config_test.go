@@ -63,6 +63,9 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 		{name: "missing env var", replace: [2]string{"${TEST_SAMPLE_SECRET}", "${TEST_UNSET_VAR_XYZ}"}, want: FieldError{Key: "clients[0].client_secret", Reason: "environment variable TEST_UNSET_VAR_XYZ is not set"}},
 		{name: "bad duration", replace: [2]string{"listen:", "lifetimes: { code: 60 }\nlisten:"}, want: FieldError{Key: "lifetimes.code", Reason: `"60" is not a duration (use Go syntax such as 30s, 10m or 1h)`}},
 		{name: "bad int", replace: [2]string{"listen:", "dpop: { max_retries: many }\nlisten:"}, want: FieldError{Key: "dpop.max_retries", Reason: `"many" is not an integer`}},
+		{name: "a YAML int where a boolean goes", replace: [2]string{"listen:", "dpop_server: { require_nonce: 1 }\nlisten:"}, want: FieldError{Key: "dpop_server.require_nonce", Reason: `"1" is not a boolean (use true or false)`}},
+		{name: "a quoted number where an integer goes", replace: [2]string{"listen:", "dpop: { max_retries: \"0x\" }\nlisten:"}, want: FieldError{Key: "dpop.max_retries", Reason: `"0x" is not an integer`}},
+		{name: "a YAML int where a connection boolean goes", replace: [2]string{"      client_id: broker", "      client_id: broker\n      use_par: 1"}, want: FieldError{Key: "connections[0].options.use_par", Reason: `"1" is not a boolean (use true or false)`}},
 		{name: "list expected", replace: [2]string{`redirect_uris: ["http://127.0.0.1:8082/callback"]`, `redirect_uris: "http://x/cb"`}, want: FieldError{Key: "clients[0].redirect_uris", Reason: "must be a list"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -106,6 +106,8 @@ func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
 	switch {
 	case t == upstreamParamType && n.Kind == yaml.ScalarNode: // a bare value
 		scalar(n, path, errs)
+	case t == upstreamParamType && n.Kind != yaml.MappingNode:
+		bad("must be a value (prompt: login) or a mapping {value: …} or {alias: …}; several values go in one space-separated string (ui_locales: \"de fr\")")
 	case t == claimTemplatesType: // templates: their ${…} are not environment variables
 		if n.Kind != yaml.MappingNode {
 			bad("must be a mapping")
@@ -164,7 +166,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
 			bad("must be an integer")
 			return
 		}
-		if _, err := strconv.Atoi(n.Value); err != nil {
+		if _, err := strconv.Atoi(n.Value); err != nil || !decodes[int](n) {
 			bad(fmt.Sprintf("%q is not an integer", n.Value))
 			n.Value, n.Tag, n.Style = "0", "", 0
 		}
@@ -173,7 +175,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
 			bad("must be true or false")
 			return
 		}
-		if _, err := strconv.ParseBool(n.Value); err != nil {
+		if _, err := strconv.ParseBool(n.Value); err != nil || !decodes[bool](n) {
 			bad(fmt.Sprintf("%q is not a boolean (use true or false)", n.Value))
 			n.Value, n.Tag, n.Style = "false", "", 0
 		}
@@ -182,6 +184,14 @@ func walk(n *yaml.Node, t reflect.Type, path string, errs *[]FieldError) {
 			bad("must be a string")
 		}
 	}
+}
+
+// decodes reports whether the YAML decoder takes scalar n as a T. walk asks it besides its own
+// rule, so that the decoder never meets a value walk let through: its errors name no key
+// (use_par: 1 parses as a boolean but is a YAML int).
+func decodes[T any](n *yaml.Node) bool {
+	var v T
+	return n.Decode(&v) == nil
 }
 
 // scalar expands ${VAR} in a scalar node; it reports false when n is not a scalar.
