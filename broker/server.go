@@ -67,7 +67,8 @@ type Server struct {
 	discoveryHTTP *http.Client
 	upstreamHTTP  *http.Client // every upstream call (upstreamhttp.go)
 	mux           *http.ServeMux
-	handler       http.Handler // mux with request metrics
+	handler       http.Handler // mux with request metrics (without the admin paths when admin_listen is set)
+	adminHandler  http.Handler // admin_listen's: the admin paths only (nil: no admin_listen)
 	metrics       *metrics     // private Prometheus registry (metrics.go)
 	guard         *guard       // rate limits and trusted proxies (ratelimit.go, limits.go)
 	ready         readiness    // /readyz answers, reused for a second
@@ -279,8 +280,12 @@ func (s *Server) Store() sessions.Store { return s.store }
 // Events returns the event writer (for the demo's event view).
 func (s *Server) Events() *logs.Writer { return s.events }
 
-// Handler returns the broker's HTTP handler.
+// Handler returns the broker's HTTP handler (for listen).
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// AdminHandler returns the handler for admin_listen (/console, /metrics, /api/v2, /healthz,
+// /readyz), or nil when admin_listen is not set and Handler serves everything.
+func (s *Server) AdminHandler() http.Handler { return s.adminHandler }
 
 func (s *Server) routes() {
 	prefix := ""
@@ -321,8 +326,47 @@ func (s *Server) routes() {
 	s.mgmtRoutes(h)
 	m.HandleFunc(prefix+"/api/v2/", s.mgmtNotFound())
 	m.Handle("GET "+prefix+"/metrics", s.metrics.handler())
+	s.consoleRoutes(h)
 	s.mux = m
-	s.handler = s.metrics.instrument(m)
+	if s.cfg.AdminListen == "" {
+		s.handler = s.metrics.instrument(m)
+		return
+	}
+	// admin_listen: the admin paths are served there only, everything else on listen only.
+	s.handler = s.metrics.instrument(onlyPaths(m, prefix, false))
+	s.adminHandler = s.metrics.instrument(onlyPaths(m, prefix, true))
+}
+
+// adminPaths are the paths admin_listen carries (with /healthz and /readyz, which both do).
+var adminPaths = []string{"/console", "/metrics", "/api/v2"}
+
+// isAdminPath reports whether p (below the public URL's path prefix) is /console, /metrics or
+// /api/v2, or below one of them.
+func isAdminPath(prefix, p string) bool {
+	rest, ok := strings.CutPrefix(p, prefix)
+	if !ok {
+		return false
+	}
+	for _, a := range adminPaths {
+		if rest == a || strings.HasPrefix(rest, a+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// onlyPaths serves next for the admin paths when admin, else for every other path; the rest
+// is 404 (health checks are served on both).
+func onlyPaths(next http.Handler, prefix string, admin bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		health := p == prefix+"/healthz" || p == prefix+"/readyz"
+		if !health && isAdminPath(prefix, p) != admin {
+			http.NotFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // cors answers preflights and adds CORS headers for configured origins; next nil = preflight only.

@@ -19,6 +19,7 @@ import (
 type Config struct {
 	Issuer      string       `yaml:"issuer"`
 	Listen      string       `yaml:"listen"`
+	AdminListen string       `yaml:"admin_listen"` // optional listener for /console, /metrics, /api/v2 (broker.Server.AdminHandler)
 	PublicURL   string       `yaml:"public_url"`
 	Store       Store        `yaml:"store"`
 	Keys        Keys         `yaml:"keys"`
@@ -31,6 +32,7 @@ type Config struct {
 	APIs        []API        `yaml:"apis"`
 	Connections []Connection `yaml:"connections"`
 	Management  Management   `yaml:"management"`
+	Console     Console      `yaml:"console"`
 	// TrustedProxies are the proxies (CIDRs or addresses) whose X-Forwarded-For names the
 	// client (the broker's rate limits); RateLimits limit /authorize and /oauth/token per IP and client.
 	TrustedProxies []string   `yaml:"trusted_proxies"`

@@ -97,6 +97,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	v.unauthenticatedLogs(&c.Logs.Unauthenticated)
 	v.adminLogs(&c.Logs.Admin)
 	v.management(&c.Management)
+	v.console(c)
 	v.rateLimits(c)
 	c.validateClientAuthKeys(v, checkKeys)
 	if checkKeys {

@@ -42,6 +42,7 @@ const (
 	KindJTI         Kind = "jti"   // DPoP proof replay cache entry
 	KindNonce       Kind = "nonce" // DPoP nonce state
 	KindIndex       Kind = "idx"   // a bounded set of members with expiries in one record (index.go)
+	KindConsole     Kind = "con"   // operators' console session or sign-in in flight (broker/consolesession.go)
 )
 
 // Item is one record of an atomic batch.

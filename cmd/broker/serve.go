@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -99,7 +100,18 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		redirect, bcl := srv.RegistrationURLs(c)
 		logger.Info("connection", "name", c.Name, "id", c.ConnectionID(), "redirect_uri", redirect, "backchannel_logout_uri", bcl)
 	}
-	if err := serveAll(ctx, serverListener{newHTTPServer(srv.Handler()), ln}); err != nil {
+	pairs := []serverListener{{newHTTPServer(srv.Handler()), ln}}
+	if cfg.AdminListen != "" { // /console, /metrics and /api/v2 move here (broker.Server.AdminHandler)
+		aln, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			_ = ln.Close()
+			logger.Error("admin listen failed", "addr", cfg.AdminListen, "err", err)
+			return 1
+		}
+		logger.Info("admin listening", "addr", aln.Addr().String(), "serves", "/console /metrics /api/v2 /healthz /readyz")
+		pairs = append(pairs, serverListener{newHTTPServer(srv.AdminHandler()), aln})
+	}
+	if err := serveAll(ctx, pairs...); err != nil {
 		logger.Error("server failed", "err", err)
 		return 1
 	}

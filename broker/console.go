@@ -1,0 +1,245 @@
+package broker
+
+import (
+	"bytes"
+	"embed"
+	"html/template"
+	"io/fs"
+	"mime"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+)
+
+// The operators' console under /console: server-rendered pages (html/template, escaped) in
+// one layout with a navigation bar, assets embedded in the binary, a strict CSP (no inline
+// script or style), and a console session (consolesession.go) in front of every page.
+//
+// A page is a file console/pages/NAME.html that defines "content" (and may define "head"
+// for extra <link>s); consoleRoutes registers its handler with consolePage and the nav
+// lists it in consoleNav. Handlers render with consoleRequest.render.
+
+//go:embed console
+var consoleFS embed.FS
+
+// consoleNavItem is one entry of the console's navigation bar.
+type consoleNavItem struct {
+	Path  string // below /console, e.g. "/connections"
+	Label string
+	// Scope is the management scope an operator needs to see the page ("" = any operator).
+	Scope string
+}
+
+// consoleNav is the navigation bar, in order.
+var consoleNav = []consoleNavItem{
+	{Path: "/", Label: "Overview"},
+	{Path: "/connections", Label: "Connections", Scope: "read:connections"},
+}
+
+// consoleCSP is the console's Content-Security-Policy: scripts, styles and images from the
+// console's own assets only, forms posting to the console only, never framed.
+const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// consoleLayout is the layout every page is parsed into.
+var consolePages = mustConsolePages()
+
+func mustConsolePages() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"since": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	}
+	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFS, "console/layout.html"))
+	names, err := fs.Glob(consoleFS, "console/pages/*.html")
+	if err != nil {
+		panic(err)
+	}
+	out := make(map[string]*template.Template, len(names))
+	for _, n := range names {
+		t := template.Must(template.Must(base.Clone()).ParseFS(consoleFS, n))
+		out[strings.TrimSuffix(path.Base(n), ".html")] = t
+	}
+	return out
+}
+
+// consoleView is what the layout renders.
+type consoleView struct {
+	Title    string
+	Base     string // the console's path, e.g. /console
+	Nav      []consoleNavLink
+	Operator string // "" on the sign-in pages
+	Via      string // how the operator signed in: "broker" or "token"
+	CSRF     string // the session's CSRF token, for every form
+	Notice   string // a confirmation after a write
+	Problem  string // why the last write was refused
+	Data     any    // the page's own data
+}
+
+type consoleNavLink struct {
+	URL, Label string
+	Current    bool
+}
+
+// consoleHeaders are set on every console answer.
+func consoleHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", consoleCSP)
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+}
+
+// consolePath is the console's path on this broker (below public_url's path).
+func (s *Server) consolePath() string { return s.cookiePath("/console") }
+
+// renderConsole renders page with v in the layout. A page that does not exist or fails to
+// render answers a plain 500 (nothing partial reaches the browser).
+func (s *Server) renderConsole(w http.ResponseWriter, status int, page string, v *consoleView) {
+	consoleHeaders(w)
+	t := consolePages[page]
+	if t == nil {
+		s.log.Error("console page missing", "page", page)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	v.Base = s.consolePath()
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout.html", v); err != nil {
+		s.log.Error("console page failed to render", "page", page, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// consoleRequest is one request to a console page by a signed-in operator.
+type consoleRequest struct {
+	w    http.ResponseWriter
+	r    *http.Request
+	sess *consoleSession
+	s    *Server
+}
+
+// render renders page in the layout with the navigation for the operator's scopes.
+func (c *consoleRequest) render(status int, page, title string, data any) {
+	c.renderView(status, page, &consoleView{Title: title, Data: data})
+}
+
+// renderView is render with the view's Title, Problem and Data set by the caller.
+func (c *consoleRequest) renderView(status int, page string, v *consoleView) {
+	v.Operator, v.Via, v.CSRF = c.sess.Operator, c.sess.Via, c.sess.CSRF
+	cur := strings.TrimPrefix(c.r.URL.Path, c.s.consolePath())
+	for _, n := range consoleNav {
+		if n.Scope != "" && !c.sess.allows(n.Scope) {
+			continue
+		}
+		current := cur == n.Path || (n.Path != "/" && strings.HasPrefix(cur, n.Path+"/"))
+		v.Nav = append(v.Nav, consoleNavLink{URL: c.s.consolePath() + n.Path, Label: n.Label, Current: current})
+	}
+	if v.Problem == "" {
+		v.Notice = consoleNotices[c.r.URL.Query().Get("done")]
+	}
+	c.s.renderConsole(c.w, status, page, v)
+}
+
+// consoleNotices are the confirmations a write's redirect names (?done=KEY): fixed texts, so
+// a crafted link cannot put words on the page.
+var consoleNotices = map[string]string{
+	"dpop": "Saved. The next login through this connection, on every replica, uses the new DPoP setting.",
+}
+
+// consoleHandler is a console page or write; it answers through c.
+type consoleHandler func(c *consoleRequest)
+
+// consolePage wraps h: a console session with scope ("" = any) is required (else the
+// sign-in page, or 403), and every POST carries the session's CSRF token from the console's
+// own origin (consolesession.go).
+func (s *Server) consolePage(scope string, h consoleHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, problem := s.consoleSessionOf(r)
+		if sess == nil {
+			if r.Method != http.MethodGet {
+				s.consoleRefused(w, r, http.StatusUnauthorized, problem, "")
+				return
+			}
+			http.Redirect(w, r, s.consolePath()+"/signin", http.StatusSeeOther)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if problem := s.consoleCSRFProblem(r, sess); problem != "" {
+				s.consoleRefused(w, r, http.StatusForbidden, problem, sess.Operator)
+				return
+			}
+		}
+		if scope != "" && !sess.allows(scope) {
+			s.consoleRefused(w, r, http.StatusForbidden, "the operator lacks the "+scope+" permission", sess.Operator)
+			return
+		}
+		h(&consoleRequest{w: w, r: r, sess: sess, s: s})
+	}
+}
+
+// consoleRoutes registers the console under /console (h adds the public URL's path).
+func (s *Server) consoleRoutes(h func(string, http.HandlerFunc)) {
+	h("GET /console", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, s.consolePath()+"/", http.StatusSeeOther)
+	})
+	h("GET /console/assets/{name}", s.consoleAsset)
+	h("GET /console/signin", s.consoleSignInPage)
+	h("GET /console/login", s.consoleLogin)
+	h("GET /console/callback", s.consoleCallback)
+	h("POST /console/login/token", s.consoleTokenLogin)
+	h("POST /console/signout", s.consolePage("", s.consoleSignOut))
+	h("GET /console/{$}", s.consolePage("", s.consoleHome))
+	s.consoleConnectionRoutes(h)
+}
+
+// consoleHome is the console's landing page.
+func (s *Server) consoleHome(c *consoleRequest) {
+	c.render(http.StatusOK, "home", "Overview", nil)
+}
+
+// consoleAsset serves an embedded asset (CSS, JS, SVG); anything else is 404.
+func (s *Server) consoleAsset(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	b, err := consoleFS.ReadFile("console/assets/" + name)
+	if err != nil || strings.Contains(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", mime.TypeByExtension(path.Ext(name)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Content-Security-Policy", consoleCSP)
+	_, _ = w.Write(b)
+}
+
+// capturedResponse is an in-process answer of a broker handler the console calls (the token
+// endpoint for its own code, the management API for its writes): nothing reaches the browser.
+type capturedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (c *capturedResponse) Header() http.Header { return c.header }
+
+func (c *capturedResponse) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+}
+
+// Write keeps at most maxBodyBytes of the answer.
+func (c *capturedResponse) Write(b []byte) (int, error) {
+	c.WriteHeader(http.StatusOK)
+	if room := maxBodyBytes - c.body.Len(); room > 0 {
+		c.body.Write(b[:min(len(b), room)])
+	}
+	return len(b), nil
+}

@@ -1,0 +1,254 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/discovery"
+)
+
+// The console's Connections page: every connection with its upstream, strategy and DPoP
+// setting; a connection's page adds a live discovery check (what the upstream offers, and
+// whether DPoP works, with the management API's reasons) and the DPoP switch, which goes
+// through PATCH /api/v2/connections/{id} in-process: the same validation, the same stored
+// change every replica's next login uses, and a sapi/fapi event naming the operator.
+
+func (s *Server) consoleConnectionRoutes(h func(string, http.HandlerFunc)) {
+	h("GET /console/connections", s.consolePage(config.ScopeReadConnections, s.consoleConnections))
+	h("GET /console/connections/{id}", s.consolePage(config.ScopeReadConnections, s.consoleConnection))
+	h("POST /console/connections/{id}/dpop", s.consolePage(config.ScopeUpdateConnections, s.consoleSetDPoP))
+}
+
+// consoleConnRow is one connection as the console shows it (never its client secret).
+type consoleConnRow struct {
+	ID, Name, DisplayName, Strategy string
+	Upstream                        string // issuer, discovery URL or Okta domain
+	DPoPAlg                         string // "" = DPoP off
+	Problem                         string // why the stored connection cannot be used
+	Clients                         []string
+}
+
+func (s *Server) consoleConnRow(c *connection) consoleConnRow {
+	o := &c.cfg.Options
+	row := consoleConnRow{
+		ID: c.id, Name: c.cfg.Name, DisplayName: c.cfg.DisplayName, Strategy: c.cfg.Strategy, DPoPAlg: o.DPoPSigningAlg,
+		Clients: s.effectiveClients(c.cfg),
+	}
+	switch {
+	case c.up != nil:
+		row.Upstream = c.up.Config().Issuer
+	case o.Issuer != "":
+		row.Upstream = o.Issuer
+	case o.DiscoveryURL != "":
+		row.Upstream = o.DiscoveryURL
+	default:
+		row.Upstream = o.Domain
+	}
+	if c.err != nil {
+		row.Problem = clip(c.err.Error(), 512)
+	}
+	return row
+}
+
+func (s *Server) consoleConnections(c *consoleRequest) {
+	snap, err := s.reg.current(c.r.Context(), false)
+	if err != nil {
+		s.log.Error("console: connections could not be read", "err", err)
+		c.render(http.StatusServiceUnavailable, "connections", "Connections", consoleConnsView{Problem: "The store is unavailable. Try again shortly."})
+		return
+	}
+	rows := make([]consoleConnRow, 0, len(snap.list))
+	for _, conn := range snap.list {
+		rows = append(rows, s.consoleConnRow(conn))
+	}
+	c.render(http.StatusOK, "connections", "Connections", consoleConnsView{Rows: rows})
+}
+
+type consoleConnsView struct {
+	Rows    []consoleConnRow
+	Problem string
+}
+
+// consoleCheck is the live discovery check of one connection.
+type consoleCheck struct {
+	Fetched  bool
+	Problem  string // the document could not be used (the API's reason)
+	Detail   string // why, for operators who may read the logs (the fapi event's detail)
+	Doc      *discovery.Document
+	Current  string // "" when DPoP is off or works with the current alg; else the API's 400 reason
+	Choices  []consoleAlgChoice
+	Duration time.Duration
+}
+
+// consoleAlgChoice is one DPoP alg the broker has a key for, and whether the upstream takes it.
+type consoleAlgChoice struct {
+	Alg      string
+	Selected bool
+	Problem  string // the API's 400 reason when the upstream does not offer it
+}
+
+type consoleConnView struct {
+	Row       consoleConnRow
+	Check     consoleCheck
+	CanUpdate bool
+}
+
+// consoleConnection shows one connection with a live discovery check.
+func (s *Server) consoleConnection(c *consoleRequest) {
+	s.renderConnection(c, http.StatusOK, "")
+}
+
+// renderConnection renders the connection page of the path's id with problem (a refused
+// write) and status.
+func (s *Server) renderConnection(c *consoleRequest, status int, problem string) {
+	conn, ok := s.consoleFindConnection(c)
+	if !ok {
+		return
+	}
+	v := consoleConnView{Row: s.consoleConnRow(conn), CanUpdate: c.sess.allows(config.ScopeUpdateConnections)}
+	v.Check = s.consoleDiscoveryCheck(c, conn)
+	v.Check.Choices = s.consoleAlgChoices(conn, v.Check.Doc)
+	title := "Connection " + conn.cfg.Name
+	vw := &consoleView{Title: title, Problem: problem, Data: v}
+	c.renderView(status, "connection", vw)
+}
+
+// consoleFindConnection returns the connection of the path's id, or answers 404 / 503.
+func (s *Server) consoleFindConnection(c *consoleRequest) (*connection, bool) {
+	snap, err := s.reg.current(c.r.Context(), false)
+	if err != nil {
+		s.log.Error("console: connections could not be read", "err", err)
+		c.render(http.StatusServiceUnavailable, "refused", "Store unavailable", nil)
+		return nil, false
+	}
+	conn := snap.byID[c.r.PathValue("id")]
+	if conn == nil {
+		c.render(http.StatusNotFound, "refused", "No such connection", nil)
+		return nil, false
+	}
+	return conn, true
+}
+
+// consoleDiscoveryCheck fetches the upstream's discovery document now (no cache) and says
+// what it offers and whether DPoP works with each alg the broker has a key for.
+func (s *Server) consoleDiscoveryCheck(c *consoleRequest, conn *connection) consoleCheck {
+	var ck consoleCheck
+	if conn.up == nil {
+		ck.Problem = "The stored connection cannot be used, so it cannot be checked."
+		return ck
+	}
+	uc := conn.up.Config()
+	ctx, cancel := context.WithTimeout(c.r.Context(), 15*time.Second)
+	defer cancel()
+	start := time.Now()
+	doc, err := (&discovery.Client{HTTP: s.discoveryHTTP, Now: s.now}).Get(ctx, uc.Issuer, uc.DiscoveryURL)
+	ck.Duration = time.Since(start).Round(time.Millisecond)
+	if err != nil {
+		mc := &mgmtCall{r: c.r, conn: conn.cfg.Name}
+		ck.Problem = s.discoveryAPIError(mc, uc.Issuer, err).message
+		if c.sess.allows(config.ScopeReadLogs) {
+			ck.Detail = clip(mc.detail, 1024)
+		}
+		return ck
+	}
+	ck.Fetched, ck.Doc = true, doc
+	if aerr := checkDPoPCapability(doc, uc.Issuer, conn.cfg.Options.DPoPSigningAlg); aerr != nil {
+		ck.Current = aerr.message
+	}
+	return ck
+}
+
+// consoleAlgChoices are the DPoP algs the broker has a key for, each with the API's reason
+// when the upstream of doc (nil: not fetched) does not offer it.
+func (s *Server) consoleAlgChoices(conn *connection, doc *discovery.Document) []consoleAlgChoice {
+	var out []consoleAlgChoice
+	for _, alg := range slices.Sorted(maps.Keys(s.keys.DPoP)) {
+		ch := consoleAlgChoice{Alg: alg, Selected: alg == conn.cfg.Options.DPoPSigningAlg}
+		if doc != nil {
+			if aerr := checkDPoPCapability(doc, doc.Issuer, alg); aerr != nil {
+				ch.Problem = aerr.message
+			}
+		}
+		out = append(out, ch)
+	}
+	return out
+}
+
+// consoleSetDPoP turns DPoP off or sets its alg through the management API's PATCH.
+func (s *Server) consoleSetDPoP(c *consoleRequest) {
+	conn, ok := s.consoleFindConnection(c)
+	if !ok {
+		return
+	}
+	alg := c.r.PostForm.Get("dpop_signing_alg")
+	if len(c.r.PostForm["dpop_signing_alg"]) != 1 || len(alg) > 16 {
+		s.renderConnection(c, http.StatusBadRequest, "Choose one DPoP setting.")
+		return
+	}
+	// The whole options object, as PATCH replaces it; the secret is left out (PATCH keeps
+	// the stored one) and so is dpop_signing_alg when DPoP goes off.
+	raw, _ := json.Marshal(conn.cfg.Options)
+	var opts map[string]any
+	_ = json.Unmarshal(raw, &opts)
+	delete(opts, "client_secret")
+	delete(opts, "dpop_signing_alg")
+	if alg != "" {
+		opts["dpop_signing_alg"] = alg
+	}
+	status, msg := s.consoleMgmt(c, http.MethodPatch, "/api/v2/connections/"+conn.id, map[string]string{"id": conn.id},
+		map[string]any{"options": opts}, s.patchConnection)
+	if status != http.StatusOK {
+		s.renderConnection(c, http.StatusBadRequest, msg)
+		return
+	}
+	http.Redirect(c.w, c.r, s.consolePath()+"/connections/"+url.PathEscape(conn.id)+"?done=dpop", http.StatusSeeOther)
+}
+
+// consoleMgmt runs management handler h in-process for the operator of c, as if it had
+// called method path with body: the API's own validation, storage and sapi/fapi event, whose
+// details.request.auth names the operator ("console:" + operator). It returns the answer's
+// status and, for a refusal, the API's message.
+func (s *Server) consoleMgmt(c *consoleRequest, method, path string, pathValues map[string]string, body any, h mgmtHandler) (int, string) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return http.StatusInternalServerError, "The change could not be encoded."
+	}
+	r := c.r.Clone(c.r.Context())
+	r.Method, r.URL = method, &url.URL{Path: s.cookiePath(path)}
+	r.Header = http.Header{"Content-Type": {"application/json"}, "User-Agent": c.r.Header.Values("User-Agent")}
+	if xff := c.r.Header.Values("X-Forwarded-For"); len(xff) > 0 { // the event's ip is the operator's
+		r.Header["X-Forwarded-For"] = xff
+	}
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	r.Form, r.PostForm = nil, nil
+	for k, v := range pathValues {
+		r.SetPathValue(k, v)
+	}
+	rec := &capturedResponse{header: http.Header{}}
+	mc := &mgmtCall{w: rec, r: r, authorized: true,
+		token:   &mgmtToken{name: "console:" + c.sess.Operator, scopes: c.sess.Scopes},
+		details: map[string]any{"console": map[string]any{"operator": c.sess.Operator, "via": c.sess.Via}},
+	}
+	if aerr := h(mc); aerr != nil {
+		s.apiFail(mc, aerr)
+	}
+	if rec.status >= 200 && rec.status < 300 {
+		return rec.status, ""
+	}
+	var e struct {
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(rec.body.Bytes(), &e)
+	if e.Message == "" {
+		e.Message = http.StatusText(rec.status)
+	}
+	return rec.status, e.Message
+}

@@ -1,0 +1,407 @@
+package broker
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// Who may enter the console and how (docs: README "Operators' console"):
+//   - through the broker: the console is a built-in public client (config.ConsoleClientID,
+//     PKCE S256, nonce) whose redirect URI is console.url + "/callback"; the code is redeemed
+//     at the broker's own token endpoint in-process, the ID token verified with go-oidc, and
+//     console.admins decide (user id, verified email, or a group claim value);
+//   - break-glass: a management token (management.tokens), with that token's scopes.
+// A console session is a store record (sessions.KindConsole, named by the SHA-256 of the
+// cookie's secret) with an absolute lifetime (console.session_lifetime) and a CSRF token every
+// POST must carry. Sign-ins, refusals and sign-outs are sapi/fapi events naming the operator.
+
+const (
+	consoleCookie      = "dpop_broker_console"       // the console session
+	consoleLoginCookie = "dpop_broker_console_login" // a sign-in through the broker in flight
+	consoleLoginTTL    = 10 * time.Minute
+	// consoleOperatorMax bounds the operator name kept in a session and its events.
+	consoleOperatorMax = 256
+)
+
+// consoleSession is the stored console session.
+type consoleSession struct {
+	Operator string   `json:"operator"` // user id (broker) or "token:NAME" (break-glass)
+	Via      string   `json:"via"`      // "broker" or "token"
+	Scopes   []string `json:"scopes"`   // management scopes the operator holds
+	CSRF     string   `json:"csrf"`
+	Expires  int64    `json:"exp"` // unix seconds
+	id       string   // store id (never the cookie value)
+}
+
+// allows reports whether the operator holds scope.
+func (cs *consoleSession) allows(scope string) bool { return slices.Contains(cs.Scopes, scope) }
+
+// consoleLogin is a sign-in through the broker in flight (store, single use).
+type consoleLoginState struct {
+	State    string `json:"state"`
+	Verifier string `json:"verifier"` // PKCE code_verifier (never logged)
+	Nonce    string `json:"nonce"`
+}
+
+// consoleAdminScopes are the scopes of an operator who signed in through the broker and is
+// listed in console.admins: everything the console can do.
+var consoleAdminScopes = []string{
+	config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadLogs,
+	config.ScopeReadSessions, config.ScopeReadClients,
+}
+
+// consoleCookieFor is the console cookie base with value: HttpOnly, SameSite=Lax (the sign-in
+// returns through a cross-site redirect), Secure and __Host- when console.url is https, else
+// scoped to the console's path.
+func (s *Server) consoleCookieFor(base, value string, maxAge int) *http.Cookie {
+	c := &http.Cookie{Name: base, Value: value, Path: s.consolePath(), MaxAge: maxAge, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	if strings.HasPrefix(s.cfg.ConsoleURL(), "https://") {
+		c.Name, c.Path, c.Secure = hostPrefix+base, "/", true
+	}
+	return c
+}
+
+func (s *Server) consoleCookieValue(r *http.Request, base string) string {
+	name := base
+	if strings.HasPrefix(s.cfg.ConsoleURL(), "https://") {
+		name = hostPrefix + base
+	}
+	c, err := r.Cookie(name)
+	if err != nil || len(c.Value) > 128 {
+		return ""
+	}
+	return c.Value
+}
+
+func consoleRecordID(prefix, secret string) string {
+	h := sha256.Sum256([]byte(secret))
+	return prefix + hex.EncodeToString(h[:])
+}
+
+// consoleSessionOf returns the request's live console session, or nil and why not.
+func (s *Server) consoleSessionOf(r *http.Request) (*consoleSession, string) {
+	v := s.consoleCookieValue(r, consoleCookie)
+	if v == "" {
+		return nil, "no console session"
+	}
+	id := consoleRecordID("s.", v)
+	raw, err := s.store.Get(r.Context(), sessions.KindConsole, id)
+	if err != nil {
+		if !errors.Is(err, sessions.ErrNotFound) {
+			s.log.Error("console session could not be read", "err", err)
+			return nil, "the store is unavailable"
+		}
+		return nil, "the console session has ended"
+	}
+	var cs consoleSession
+	if err := json.Unmarshal(raw, &cs); err != nil || cs.CSRF == "" || cs.Operator == "" {
+		return nil, "the console session does not decode"
+	}
+	if s.now().Unix() >= cs.Expires {
+		return nil, "the console session has ended"
+	}
+	cs.id = id
+	return &cs, ""
+}
+
+// consoleCSRFProblem checks a console write: the form's csrf field equals the session's
+// token (constant time), and the browser, when it says so, sent it from the console's origin.
+func (s *Server) consoleCSRFProblem(r *http.Request, cs *consoleSession) string {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		return "cross-site console write refused (Sec-Fetch-Site: " + clip(site, 32) + ")"
+	}
+	r.Body = http.MaxBytesReader(nil, r.Body, maxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		return "the form does not decode"
+	}
+	got := r.PostForm.Get("csrf")
+	if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(cs.CSRF)) != 1 {
+		return "missing or wrong CSRF token"
+	}
+	return ""
+}
+
+// consoleEvent records a console sign-in, sign-out or refusal as a sapi (ok) or fapi event
+// naming the operator (when known) and the console action.
+func (s *Server) consoleEvent(r *http.Request, ok bool, status int, operator, via, action, problem string) {
+	ev := s.newEvent(r)
+	ev.Type, ev.Class = logs.TypeSuccessAPI, logs.ClassAdmin
+	if !ok {
+		ev.Type, ev.Class = logs.TypeFailedAPI, logs.ClassAudit
+		if operator == "" {
+			ev.Class = logs.ClassUnauthenticated
+		}
+		ev.Details["error"] = map[string]any{"message": s.clipEvent(problem, 512), "errorCode": "console_refused"}
+	}
+	req := map[string]any{"method": r.Method, "path": s.clipEvent(r.URL.Path, 256)}
+	if operator != "" {
+		req["auth"] = map[string]any{"user": s.clipEvent(operator, consoleOperatorMax), "via": via}
+	}
+	ev.Details["request"] = req
+	ev.Details["response"] = map[string]any{"statusCode": status}
+	ev.Details["console"] = map[string]any{"action": action}
+	s.write(r, ev)
+}
+
+// consoleRefused answers a refused console request with a page and records a fapi event.
+func (s *Server) consoleRefused(w http.ResponseWriter, r *http.Request, status int, problem, operator string) {
+	s.consoleEvent(r, false, status, operator, "", "refused", problem)
+	s.renderConsole(w, status, "refused", &consoleView{Title: "Not allowed", Problem: problem, Operator: operator})
+}
+
+// startConsoleSession stores a new session for operator and sets its cookie.
+func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, operator, via string, scopes []string) error {
+	life := s.cfg.ConsoleSession()
+	secret := randomString(32)
+	cs := consoleSession{Operator: clip(operator, consoleOperatorMax), Via: via, Scopes: scopes, CSRF: randomString(24), Expires: s.now().Add(life).Unix()}
+	raw, err := json.Marshal(cs)
+	if err != nil {
+		return err
+	}
+	if err := s.store.Put(r.Context(), sessions.KindConsole, consoleRecordID("s.", secret), raw, life); err != nil {
+		return fmt.Errorf("store console session: %w", err)
+	}
+	http.SetCookie(w, s.consoleCookieFor(consoleCookie, secret, int(life.Seconds())))
+	return nil
+}
+
+// signInView is the sign-in page's data.
+type signInView struct {
+	Broker bool   // sign-in through the broker is configured (console.admins)
+	Reason string // why the visitor is on this page again
+}
+
+func (s *Server) consoleSignInPage(w http.ResponseWriter, r *http.Request) {
+	s.renderConsole(w, http.StatusOK, "signin", &consoleView{Title: "Sign in", Data: signInView{Broker: s.cfg.ConsoleSignIn()}})
+}
+
+// consoleLogin starts a sign-in through the broker: a code flow of the built-in client.
+func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.ConsoleSignIn() {
+		s.consoleRefused(w, r, http.StatusNotFound, "sign-in through the broker is not configured (console.admins)", "")
+		return
+	}
+	if ref := s.guard.check(s.guard.mgmtIP, logs.IPKey(s.clientIP(r)), s.now()); ref != nil {
+		ref.setRetryAfter(w) // every sign-in started stores a record: limited per IP
+		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")
+		return
+	}
+	st := consoleLoginState{State: randomString(24), Verifier: randomString(32), Nonce: randomString(24)}
+	bind := randomString(32)
+	raw, _ := json.Marshal(st)
+	if err := s.store.Put(r.Context(), sessions.KindConsole, consoleRecordID("l.", bind), raw, consoleLoginTTL); err != nil {
+		s.log.Error("console sign-in could not be stored", "err", err)
+		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", "")
+		return
+	}
+	http.SetCookie(w, s.consoleCookieFor(consoleLoginCookie, bind, int(consoleLoginTTL.Seconds())))
+	q := url.Values{
+		"response_type": {"code"}, "client_id": {config.ConsoleClientID}, "redirect_uri": {s.consoleRedirectURI()},
+		"scope": {"openid profile email"}, "state": {st.State}, "nonce": {st.Nonce},
+		"code_challenge": {hashString(st.Verifier)}, "code_challenge_method": {"S256"},
+	}
+	if c := s.cfg.Console.Connection; c != "" {
+		q.Set("connection", c)
+	}
+	http.Redirect(w, r, s.base+"/authorize?"+q.Encode(), http.StatusSeeOther)
+}
+
+// consoleClient is the console's built-in client in snap (nil without console.admins): a
+// public client (PKCE) whose one redirect URI is the console's callback, allowed on
+// console.connection, or on every connection when that is empty.
+func (s *Server) consoleClient(snap *connSnapshot) *config.Client {
+	if !s.cfg.ConsoleSignIn() {
+		return nil
+	}
+	cl := &config.Client{
+		ClientID: config.ConsoleClientID, Name: "dpop-broker console", TokenEndpointAuthMethod: config.AuthNone,
+		RedirectURIs: []string{s.consoleRedirectURI()},
+	}
+	if c := s.cfg.Console.Connection; c != "" {
+		cl.Connections = []string{c}
+	} else {
+		for _, c := range snap.list {
+			cl.Connections = append(cl.Connections, c.cfg.Name)
+		}
+	}
+	return cl
+}
+
+// consoleRedirectURI is the built-in client's redirect URI.
+func (s *Server) consoleRedirectURI() string { return s.cfg.ConsoleURL() + "/callback" }
+
+// consoleCallback finishes a sign-in through the broker: state and login cookie (single
+// use), the code redeemed at the token endpoint, the ID token verified, console.admins asked.
+func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, s.consoleCookieFor(consoleLoginCookie, "", -1))
+	q := r.URL.Query()
+	bind := s.consoleCookieValue(r, consoleLoginCookie)
+	if bind == "" {
+		s.consoleRefused(w, r, http.StatusBadRequest, "the sign-in was not started in this browser (no sign-in cookie); start again", "")
+		return
+	}
+	raw, err := s.store.Take(r.Context(), sessions.KindConsole, consoleRecordID("l.", bind))
+	var st consoleLoginState
+	if err != nil || json.Unmarshal(raw, &st) != nil || len(q["state"]) != 1 ||
+		subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(st.State)) != 1 {
+		s.consoleRefused(w, r, http.StatusBadRequest, "the sign-in expired or its state does not match; start again", "")
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		s.consoleRefused(w, r, http.StatusForbidden, "the broker refused the sign-in: "+clip(e, 64), "")
+		return
+	}
+	claims, problem := s.consoleRedeem(r, q.Get("code"), &st)
+	if problem != "" {
+		s.consoleRefused(w, r, http.StatusForbidden, problem, "")
+		return
+	}
+	user, _ := claims["sub"].(string)
+	if !s.consoleAdmin(claims) {
+		s.consoleRefused(w, r, http.StatusForbidden, "this user is not a console administrator (console.admins)", user)
+		return
+	}
+	if err := s.startConsoleSession(w, r, user, "broker", consoleAdminScopes); err != nil {
+		s.log.Error("console sign-in failed", "err", err)
+		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", user)
+		return
+	}
+	s.consoleEvent(r, true, http.StatusSeeOther, user, "broker", "sign_in", "")
+	http.Redirect(w, r, s.consolePath()+"/", http.StatusSeeOther)
+}
+
+// consoleRedeem redeems code at the broker's token endpoint (in-process, the same checks and
+// events as any app's) and verifies the ID token; it returns its claims or why not.
+func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginState) (map[string]any, string) {
+	if code == "" || len(code) > 512 {
+		return nil, "the callback carries no usable code"
+	}
+	form := url.Values{
+		"grant_type": {"authorization_code"}, "client_id": {config.ConsoleClientID}, "code": {code},
+		"redirect_uri": {s.consoleRedirectURI()}, "code_verifier": {st.Verifier},
+	}
+	tr := r.Clone(r.Context())
+	tr.Method, tr.URL = http.MethodPost, &url.URL{Path: s.cookiePath("/oauth/token")}
+	tr.Header = http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, "User-Agent": r.Header.Values("User-Agent")}
+	tr.Form, tr.PostForm = nil, nil
+	tr.Body = io.NopCloser(strings.NewReader(form.Encode()))
+	rec := &capturedResponse{header: http.Header{}}
+	s.handleToken(rec, tr)
+	var tok tokenResponse
+	if rec.status != http.StatusOK || json.Unmarshal(rec.body.Bytes(), &tok) != nil || tok.IDToken == "" {
+		return nil, fmt.Sprintf("the broker's token endpoint refused the console's code (HTTP %d)", rec.status)
+	}
+	keys := []crypto.PublicKey{s.keys.Signing.Public()}
+	v := oidc.NewVerifier(s.issuer, &oidc.StaticKeySet{PublicKeys: keys}, &oidc.Config{
+		ClientID: config.ConsoleClientID, SupportedSigningAlgs: []string{string(s.keys.SigningAlg)}, Now: s.now,
+	})
+	idt, err := v.Verify(context.WithoutCancel(r.Context()), tok.IDToken)
+	if err != nil {
+		s.log.Error("console ID token does not verify", "err", err)
+		return nil, "the ID token does not verify"
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(st.Nonce)) != 1 {
+		return nil, "the ID token's nonce does not match the sign-in"
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return nil, "the ID token's claims do not decode"
+	}
+	return claims, ""
+}
+
+// consoleAdmin reports whether console.admins admit the user of claims: a user_id rule equal
+// to sub, an email rule equal (case-insensitively) to a verified email, or a group rule whose
+// value is in the claim (a string or an array of strings).
+func (s *Server) consoleAdmin(claims map[string]any) bool {
+	sub, _ := claims["sub"].(string)
+	email, _ := claims["email"].(string)
+	verified, _ := claims["email_verified"].(bool)
+	for _, a := range s.cfg.Console.Admins {
+		switch {
+		case a.UserID != "" && sub != "" && a.UserID == sub:
+			return true
+		case a.Email != "" && verified && email != "" && strings.EqualFold(a.Email, email):
+			return true
+		case a.Group != "":
+			claim := a.Claim
+			if claim == "" {
+				claim = "groups"
+			}
+			switch g := claims[claim].(type) {
+			case string:
+				if g == a.Group {
+					return true
+				}
+			case []any:
+				for _, v := range g {
+					if v == a.Group {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// consoleTokenLogin is the break-glass sign-in with a management token; the per-IP limit of
+// the management API applies to failed attempts.
+func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
+	now, ip := s.now(), logs.IPKey(s.clientIP(r))
+	if ref := s.guard.peek(s.guard.mgmtIP, ip, now); ref != nil {
+		ref.setRetryAfter(w)
+		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")
+		return
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		s.consoleRefused(w, r, http.StatusForbidden, "cross-site sign-in refused", "")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	var tok *mgmtToken
+	if r.ParseForm() == nil && r.PostForm.Get("token") != "" {
+		tok = s.mgmt.match(r.PostForm.Get("token"))
+	}
+	if tok == nil {
+		s.guard.check(s.guard.mgmtIP, ip, now)
+		s.consoleRefused(w, r, http.StatusUnauthorized, "the management token is not valid", "")
+		return
+	}
+	operator := "token:" + tok.name
+	if err := s.startConsoleSession(w, r, operator, "token", tok.scopes); err != nil {
+		s.log.Error("console sign-in failed", "err", err)
+		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", operator)
+		return
+	}
+	s.consoleEvent(r, true, http.StatusSeeOther, operator, "token", "sign_in", "")
+	http.Redirect(w, r, s.consolePath()+"/", http.StatusSeeOther)
+}
+
+// consoleSignOut ends the console session.
+func (s *Server) consoleSignOut(c *consoleRequest) {
+	if err := c.s.store.Delete(c.r.Context(), sessions.KindConsole, c.sess.id); err != nil && !errors.Is(err, sessions.ErrNotFound) {
+		s.log.Error("console session could not be ended", "err", err)
+	}
+	http.SetCookie(c.w, s.consoleCookieFor(consoleCookie, "", -1))
+	s.consoleEvent(c.r, true, http.StatusSeeOther, c.sess.Operator, c.sess.Via, "sign_out", "")
+	http.Redirect(c.w, c.r, s.consolePath()+"/signin", http.StatusSeeOther)
+}

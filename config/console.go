@@ -1,0 +1,105 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Console is the operators' console under /console (broker/console.go): who may enter by
+// signing in through the broker, and how long a console session lasts. A management token
+// (management.tokens) is the break-glass way in and needs no entry here.
+type Console struct {
+	// Admins decide who may enter after signing in through the broker; none: only a
+	// management token opens the console.
+	Admins []ConsoleAdmin `yaml:"admins"`
+	// URL is where operators' browsers reach the console (default: public_url + "/console";
+	// required with admins when admin_listen is set). Its "/callback" is the redirect URI of
+	// the console's built-in client.
+	URL string `yaml:"url"`
+	// Connection is the connection the console's sign-in uses (default: the broker's
+	// choice as for any app: home realm discovery or the sign-in page).
+	Connection string `yaml:"connection"`
+	// SessionLifetime is the absolute lifetime of a console session (default 30m, at most 12h).
+	SessionLifetime time.Duration `yaml:"session_lifetime"`
+}
+
+// ConsoleAdmin is one rule of console.admins: exactly one of UserID (the broker's user id,
+// "oidc|CONNECTION|SUB"), Email (matched only when the upstream says email_verified), or
+// Group (a value of the upstream claim Claim, default "groups").
+type ConsoleAdmin struct {
+	UserID string `yaml:"user_id"`
+	Email  string `yaml:"email"`
+	Group  string `yaml:"group"`
+	Claim  string `yaml:"claim"`
+}
+
+// ConsoleClientID is the client id of the console's built-in client.
+const ConsoleClientID = "dpop-broker-console"
+
+// Console session lifetime bounds.
+const (
+	defaultConsoleSession = 30 * time.Minute
+	maxConsoleSession     = 12 * time.Hour
+)
+
+// ConsoleURL is the console's external URL without a trailing slash.
+func (c *Config) ConsoleURL() string {
+	if c.Console.URL != "" {
+		return strings.TrimSuffix(c.Console.URL, "/")
+	}
+	return c.BaseURL() + "/console"
+}
+
+// ConsoleSignIn reports whether operators can sign in through the broker (console.admins set).
+func (c *Config) ConsoleSignIn() bool { return len(c.Console.Admins) > 0 }
+
+func (v *validator) console(c *Config) {
+	if c.AdminListen != "" {
+		v.listen("admin_listen", c.AdminListen)
+		if c.AdminListen == c.Listen {
+			v.add("admin_listen", "must differ from listen (%q)", c.Listen)
+		}
+	}
+	cs := &c.Console
+	if cs.SessionLifetime < 0 || cs.SessionLifetime > maxConsoleSession {
+		v.add("console.session_lifetime", "must be a positive duration of at most %s", maxConsoleSession)
+	}
+	if cs.URL != "" {
+		n := len(v.errs)
+		v.issuer("console.url", cs.URL, false)
+		if len(v.errs) == n {
+			if u, _ := url.Parse(cs.URL); !strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/console") {
+				v.add("console.url", "%q must end with /console (the path the broker serves it on)", cs.URL)
+			} else if insecureHTTP(u) && !c.AllowInsecureHTTP {
+				v.add("console.url", "%q must use https (plain http only on a loopback host; allow_insecure_http accepts it elsewhere, for development only)", cs.URL)
+			}
+		}
+	} else if c.AdminListen != "" && len(cs.Admins) > 0 {
+		v.add("console.url", "is required with console.admins when admin_listen is set: the URL operators' browsers reach the admin listener's /console at")
+	}
+	for i, a := range cs.Admins {
+		p := fmt.Sprintf("console.admins[%d]", i)
+		n := 0
+		for _, s := range []string{a.UserID, a.Email, a.Group} {
+			if s != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			v.add(p, "set exactly one of user_id, email or group")
+		}
+		if a.Claim != "" && a.Group == "" {
+			v.add(p+".claim", "names the claim of a group rule: set group too")
+		}
+	}
+}
+
+// ConsoleSession is the console session lifetime with its default.
+func (c *Config) ConsoleSession() time.Duration {
+	if c.Console.SessionLifetime == 0 {
+		return defaultConsoleSession
+	}
+	return c.Console.SessionLifetime
+}
