@@ -1,0 +1,181 @@
+package broker
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
+)
+
+// consoleTokenSignIn signs browser in at base's console with the break-glass token and
+// returns the home page.
+func consoleTokenSignIn(t *testing.T, browser *http.Client, base string) string {
+	t.Helper()
+	resp, body := postForm(t, browser, base+"/console/login/token", url.Values{"token": {consoleTestToken}}, "same-origin")
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/" {
+		t.Fatalf("token sign-in: %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+	return body
+}
+
+// dpopConsoleHarness is consoleHarness against an upstream offering ES256 DPoP (corp uses
+// it), with a token that may read and update connections and read the logs.
+func dpopConsoleHarness(t *testing.T) *harness {
+	t.Helper()
+	return newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: func(c *config.Config) {
+		c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken,
+			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadLogs}}}
+	}})
+}
+
+func TestConsoleConnectionsListsUpstreamStrategyAndDPoP(t *testing.T) {
+	h := dpopConsoleHarness(t)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	resp, body := get(t, browser, h.srv.URL+"/console/connections")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("connections: %d\n%s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"corp", "other", h.up.URL, `<span class="badge ok">ES256</span>`, "off (Bearer)", "oidc"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the connections page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, upSecret) {
+		t.Error("the connections page shows a client secret")
+	}
+}
+
+func TestConsoleConnectionLiveCheckGivesTheAPIsReasons(t *testing.T) {
+	tests := []struct {
+		name string
+		conn string
+		want []string
+	}{
+		{name: "DPoP on and offered", conn: "corp", want: []string{"DPoP works", "<code>ES256</code>"}},
+		{name: "DPoP off", conn: "other", want: []string{"DPoP off", "<code>ES256</code>"}},
+	}
+	h := dpopConsoleHarness(t)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := config.DeriveConnectionID(tt.conn)
+			resp, body := get(t, browser, h.srv.URL+"/console/connections/"+id)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("connection page: %d\n%s", resp.StatusCode, body)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("the connection page lacks %q", w)
+				}
+			}
+		})
+	}
+	t.Run("an unknown connection", func(t *testing.T) {
+		if resp, _ := get(t, browser, h.srv.URL+"/console/connections/con_doesnotexist000"); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("unknown connection answered %d, want 404", resp.StatusCode)
+		}
+	})
+}
+
+func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) {
+	tests := []struct {
+		name       string
+		conn       string
+		alg        string
+		wantStatus int
+		wantAlg    string // the stored dpop_signing_alg afterwards
+		wantText   string
+		wantEvent  string
+	}{
+		{name: "turn DPoP off", conn: "corp", alg: "", wantStatus: http.StatusOK, wantAlg: "", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
+		{name: "turn DPoP on with an offered alg", conn: "other", alg: "ES256", wantStatus: http.StatusOK, wantAlg: "ES256", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
+		{name: "an alg the upstream does not offer is refused with the API's reason", conn: "corp", alg: "Ed25519", wantStatus: http.StatusBadRequest,
+			wantAlg: "ES256", wantText: "does not offer Ed25519; it offers dpop_signing_alg_values_supported [ES256]", wantEvent: logs.TypeFailedAPI},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := dpopConsoleHarness(t)
+			browser := h.browser()
+			consoleTokenSignIn(t, browser, h.srv.URL)
+			id := config.DeriveConnectionID(tt.conn)
+			_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
+			resp, body := postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop",
+				url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {tt.alg}}, "same-origin")
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.wantText) {
+				t.Fatalf("save answered %d, want %d with %q:\n%s", resp.StatusCode, tt.wantStatus, tt.wantText, body)
+			}
+			snap, err := h.broker.reg.current(t.Context(), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := snap.byID[id].cfg.Options.DPoPSigningAlg; got != tt.wantAlg {
+				t.Errorf("stored dpop_signing_alg = %q, want %q", got, tt.wantAlg)
+			}
+			if snap.byID[id].cfg.Options.ClientSecret != upSecret {
+				t.Error("the console's change lost the connection's client secret")
+			}
+			ev := h.lastEventOf(tt.wantEvent)
+			if eventUser(ev) != "console:token:ops" || ev.ConnectionID != id {
+				t.Errorf("the %s event names %v on %q, want the operator console:token:ops on %s", tt.wantEvent, eventUser(ev), ev.ConnectionID, id)
+			}
+		})
+	}
+}
+
+func TestConsoleDPoPSwitchNeedsTheUpdatePermission(t *testing.T) {
+	h := consoleHarness(t, nil) // the token reads connections only
+	browser := h.browser()
+	home := consoleTokenSignIn(t, browser, h.srv.URL)
+	id := config.DeriveConnectionID("corp")
+	resp, _ := postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop",
+		url.Values{"csrf": {consoleCSRF(t, home)}, "dpop_signing_alg": {""}}, "same-origin")
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a read-only operator's change answered %d, want 403", resp.StatusCode)
+	}
+	_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
+	if strings.Contains(page, "save-dpop") {
+		t.Error("a read-only operator is offered the DPoP switch")
+	}
+}
+
+func TestConsoleDPoPChangeIsUsedByTheNextLoginOnAnotherReplica(t *testing.T) {
+	h := dpopConsoleHarness(t)
+	if ev := loginEvent(t, h); ev.Details["dpop_signing_alg"] != "ES256" {
+		t.Fatalf("before the change the login used DPoP %v", ev.Details["dpop_signing_alg"])
+	}
+	// A second replica on the same store serves the console.
+	b2, err := New(h.cfg, Deps{Store: h.store, Events: h.events, Now: h.clock.Now, Keys: h.broker.keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b2.Close)
+	srv2 := httptest.NewServer(b2.Handler())
+	t.Cleanup(srv2.Close)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, srv2.URL)
+	id := config.DeriveConnectionID("corp")
+	_, page := get(t, browser, srv2.URL+"/console/connections/"+id)
+	if resp, body := postForm(t, browser, srv2.URL+"/console/connections/"+id+"/dpop",
+		url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {""}}, "same-origin"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("turning DPoP off on replica 2: %d\n%s", resp.StatusCode, body)
+	}
+	ev := loginEvent(t, h) // replica 1
+	if _, on := ev.Details["dpop_signing_alg"]; on || ev.Details["idp_token_type"] != "bearer" {
+		t.Errorf("the next login on replica 1 still used DPoP: %v", ev.Details)
+	}
+}
+
+// loginEvent runs a login through h and returns its s event.
+func loginEvent(t *testing.T, h *harness) logs.Event {
+	t.Helper()
+	h.login()
+	return h.lastEventOf(logs.TypeSuccessLogin)
+}
