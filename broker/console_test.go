@@ -14,6 +14,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 const consoleTestToken = "console-break-glass-token-0123456789abcdef"
@@ -125,7 +126,7 @@ func TestConsoleRefusesNonAdmins(t *testing.T) {
 	}{
 		{name: "another user id", admins: []config.ConsoleAdmin{{UserID: "oidc|corp|bob"}}},
 		{name: "email rule of another address", admins: []config.ConsoleAdmin{{Email: "bob@example.com"}}},
-		{name: "group the user is not in", admins: []config.ConsoleAdmin{{Group: "broker-admins"}}},
+		{name: "group the user is not in", admins: []config.ConsoleAdmin{{Group: "broker-admins", Claim: groupsClaim}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,7 +160,7 @@ func TestConsoleAdminByGroupClaim(t *testing.T) {
 		{name: "unverified email does not count", claims: map[string]any{"email": "ops@example.com", "email_verified": false}},
 		{name: "claim of another type", claims: map[string]any{"groups": map[string]any{"broker-admins": true}}},
 	}
-	s := &Server{cfg: &config.Config{Console: config.Console{Admins: []config.ConsoleAdmin{{Group: "broker-admins"}, {Email: "ops@example.com"}}}}}
+	s := &Server{cfg: &config.Config{Console: config.Console{Admins: []config.ConsoleAdmin{{Group: "broker-admins", Claim: "groups"}, {Email: "ops@example.com"}}}}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := s.consoleAdmin(tt.claims); got != tt.admit {
@@ -374,5 +375,20 @@ func TestConsoleSessionRecordHoldsNoCookieValue(t *testing.T) {
 	}
 	if _, err := h.store.Get(context.Background(), sessions.KindConsole, consoleRecordID("s.", secret)); err != nil {
 		t.Errorf("the console session is not stored under the cookie's hash: %v", err)
+	}
+}
+
+func TestConsoleAdminByUpstreamGroupClaimEndToEnd(t *testing.T) {
+	h := newHarness(t, harnessOpts{dpopAlg: "-", up: demoidp.Options{Claims: map[string]any{"groups": []any{"staff", "broker-admins"}}},
+		mutate: func(c *config.Config) {
+			c.Console.Admins = []config.ConsoleAdmin{{Group: "broker-admins", Claim: groupsClaim}}
+			c.Console.Connection = "corp"
+			c.Connections[0].Options.AttributeMap = &config.AttributeMap{MappingMode: "use_map", Attributes: config.ClaimTemplates{
+				groupsClaim: "${context.tokenset.id_token.groups}",
+			}}
+		}})
+	resp, body := h.consoleSignIn(h.browser())
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/" {
+		t.Fatalf("a member of the admin group got %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
 	}
 }

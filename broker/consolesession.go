@@ -330,7 +330,7 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 
 // consoleAdmin reports whether console.admins admit the user of claims: a user_id rule equal
 // to sub, an email rule equal (case-insensitively) to a verified email, or a group rule whose
-// value is in the claim (a string or an array of strings).
+// value is in its claim (a string or an array of strings).
 func (s *Server) consoleAdmin(claims map[string]any) bool {
 	sub, _ := claims["sub"].(string)
 	email, _ := claims["email"].(string)
@@ -341,12 +341,8 @@ func (s *Server) consoleAdmin(claims map[string]any) bool {
 			return true
 		case a.Email != "" && verified && email != "" && strings.EqualFold(a.Email, email):
 			return true
-		case a.Group != "":
-			claim := a.Claim
-			if claim == "" {
-				claim = "groups"
-			}
-			switch g := claims[claim].(type) {
+		case a.Group != "" && a.Claim != "":
+			switch g := claims[a.Claim].(type) {
 			case string:
 				if g == a.Group {
 					return true

@@ -27,7 +27,8 @@ type Console struct {
 
 // ConsoleAdmin is one rule of console.admins: exactly one of UserID (the broker's user id,
 // "oidc|CONNECTION|SUB"), Email (matched only when the upstream says email_verified), or
-// Group (a value of the upstream claim Claim, default "groups").
+// Group, a value of the claim Claim of the broker's ID token (the upstream's groups mapped
+// to a namespaced claim with options.attribute_map: docs/claims.md).
 type ConsoleAdmin struct {
 	UserID string `yaml:"user_id"`
 	Email  string `yaml:"email"`
@@ -90,8 +91,11 @@ func (v *validator) console(c *Config) {
 		if n != 1 {
 			v.add(p, "set exactly one of user_id, email or group")
 		}
-		if a.Claim != "" && a.Group == "" {
+		switch {
+		case a.Claim != "" && a.Group == "":
 			v.add(p+".claim", "names the claim of a group rule: set group too")
+		case a.Group != "" && a.Claim == "":
+			v.add(p+".claim", "is required with group: the ID token claim carrying the user's groups (map the upstream's groups to a namespaced claim such as https://example.com/groups with options.attribute_map)")
 		}
 	}
 }

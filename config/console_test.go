@@ -20,6 +20,8 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 		{name: "a rule with two matches", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Email: "e@example.com"}} },
 			wantKey: "console.admins[0]", want: "exactly one"},
 		{name: "an empty rule", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{}} }, wantKey: "console.admins[0]", want: "exactly one"},
+		{name: "a group without its claim", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{Group: "admins"}} },
+			wantKey: "console.admins[0].claim", want: "is required with group"},
 		{name: "a claim without a group", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Claim: "roles"}} },
 			wantKey: "console.admins[0].claim", want: "set group too"},
 		{name: "admin_listen equal to listen", mut: func(c *Config) { c.AdminListen = c.Listen }, wantKey: "admin_listen", want: "must differ"},
