@@ -164,7 +164,19 @@ func (s *Server) consoleEvent(r *http.Request, ok bool, status int, operator, vi
 // consoleRefused answers a refused console request with a page and records a fapi event.
 func (s *Server) consoleRefused(w http.ResponseWriter, r *http.Request, status int, problem, operator string) {
 	s.consoleEvent(r, false, status, operator, "", "refused", problem)
-	s.renderConsole(w, status, "refused", &consoleView{Title: "Not allowed", Problem: problem, Operator: operator})
+	s.renderConsole(w, status, "refused", &consoleView{Title: "Not allowed", Problem: sentence(problem), Operator: operator})
+}
+
+// sentence is msg with a capital first letter and a closing full stop, for a page.
+func sentence(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	msg = strings.ToUpper(msg[:1]) + msg[1:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
 }
 
 // startConsoleSession stores a new session for operator and sets its cookie.
@@ -276,7 +288,7 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	user, _ := claims["sub"].(string)
 	if !s.consoleAdmin(claims) {
-		s.consoleRefused(w, r, http.StatusForbidden, "this user is not a console administrator (console.admins)", user)
+		s.consoleRefused(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user)
 		return
 	}
 	if err := s.startConsoleSession(w, r, user, "broker", consoleAdminScopes); err != nil {

@@ -28,6 +28,10 @@
 //                                  load), csp_violations: ["directive blocked-URI", …]}
 //   {id, op: "clear_cookies"}      forgets every cookie (the next page sees a new visitor)
 //   {id, op: "shot", tab, path}    full-page screenshot of the tab
+//   {id, op: "viewport", tab, width, height}
+//                                  resize the tab's viewport (1280 px wide desktop, 390 px phone)
+//   {id, op: "select", tab, selector, value}
+//                                  choose the option with value in the <select> selector
 // A page is settled when its #status reads "ready…" or "failed…" (spa/sso.html); the answer of
 // open, reload and click then carries {url, status, state, silent, page_error} read from the page.
 // Every answer carries requests: each response from a --watch origin (the broker, the upstream)
@@ -236,6 +240,12 @@ async function run(cmd) {
     case 'shot':
       await page.screenshot({ path: cmd.path, fullPage: true });
       return {};
+    case 'viewport':
+      await page.setViewportSize({ width: cmd.width, height: cmd.height });
+      return {};
+    case 'select':
+      await page.locator(cmd.selector).selectOption(cmd.value);
+      return inspect(page);
     default:
       throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
   }
