@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -59,7 +60,7 @@ func (c *Config) ConsoleSignIn() bool { return len(c.Console.Admins) > 0 }
 func (v *validator) console(c *Config) {
 	if c.AdminListen != "" {
 		v.listen("admin_listen", c.AdminListen)
-		if c.AdminListen == c.Listen {
+		if _, port, _ := net.SplitHostPort(c.AdminListen); c.AdminListen == c.Listen && port != "0" { // port 0: each its own
 			v.add("admin_listen", "must differ from listen (%q)", c.Listen)
 		}
 	}

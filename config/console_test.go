@@ -25,6 +25,7 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 		{name: "a claim without a group", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Claim: "roles"}} },
 			wantKey: "console.admins[0].claim", want: "set group too"},
 		{name: "admin_listen equal to listen", mut: func(c *Config) { c.AdminListen = c.Listen }, wantKey: "admin_listen", want: "must differ"},
+		{name: "both on port 0 (each gets its own)", mut: func(c *Config) { c.Listen, c.AdminListen = "127.0.0.1:0", "127.0.0.1:0" }},
 		{name: "admin_listen without a port", mut: func(c *Config) { c.AdminListen = "9090" }, wantKey: "admin_listen", want: "HOST:PORT"},
 		{name: "admins behind admin_listen need the console's URL", mut: func(c *Config) {
 			c.AdminListen = "127.0.0.1:9090"
