@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"embed"
 	"html/template"
+	"io"
 	"io/fs"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
-	"time"
 )
 
 // The operators' console under /console: server-rendered pages (html/template, escaped) in
@@ -42,14 +43,11 @@ var consoleNav = []consoleNavItem{
 const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-// consoleLayout is the layout every page is parsed into.
+// consolePages are the pages by name, each parsed into the layout.
 var consolePages = mustConsolePages()
 
 func mustConsolePages() map[string]*template.Template {
-	funcs := template.FuncMap{
-		"since": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	}
-	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFS, "console/layout.html"))
+	base := template.Must(template.New("layout.html").ParseFS(consoleFS, "console/layout.html"))
 	names, err := fs.Glob(consoleFS, "console/pages/*.html")
 	if err != nil {
 		panic(err)
@@ -170,7 +168,7 @@ func (s *Server) consolePage(scope string, h consoleHandler) http.HandlerFunc {
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			if problem := s.consoleCSRFProblem(r, sess); problem != "" {
+			if problem := s.consoleCSRFProblem(w, r, sess); problem != "" {
 				s.consoleRefused(w, r, http.StatusForbidden, problem, sess.Operator)
 				return
 			}
@@ -242,4 +240,23 @@ func (c *capturedResponse) Write(b []byte) (int, error) {
 		c.body.Write(b[:min(len(b), room)])
 	}
 	return len(b), nil
+}
+
+// inProcessRequest is r turned into a request to one of the broker's own handlers (method,
+// path below the public URL's path, body of contentType): the same context, peer address,
+// User-Agent and X-Forwarded-For (so its event names the operator's address), nothing else
+// of the browser's request (no cookies).
+func (s *Server) inProcessRequest(r *http.Request, method, path, contentType string, body []byte) *http.Request {
+	ir := r.Clone(r.Context())
+	ir.Method, ir.URL = method, &url.URL{Path: s.cookiePath(path)}
+	ir.RequestURI = ir.URL.Path
+	ir.Header = http.Header{"Content-Type": {contentType}}
+	for _, h := range []string{"User-Agent", "X-Forwarded-For"} {
+		if v := r.Header.Values(h); len(v) > 0 {
+			ir.Header[h] = v
+		}
+	}
+	ir.Body, ir.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	ir.Form, ir.PostForm = nil, nil
+	return ir
 }

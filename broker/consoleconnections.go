@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -221,14 +219,7 @@ func (s *Server) consoleMgmt(c *consoleRequest, method, path string, pathValues 
 	if err != nil {
 		return http.StatusInternalServerError, "The change could not be encoded."
 	}
-	r := c.r.Clone(c.r.Context())
-	r.Method, r.URL = method, &url.URL{Path: s.cookiePath(path)}
-	r.Header = http.Header{"Content-Type": {"application/json"}, "User-Agent": c.r.Header.Values("User-Agent")}
-	if xff := c.r.Header.Values("X-Forwarded-For"); len(xff) > 0 { // the event's ip is the operator's
-		r.Header["X-Forwarded-For"] = xff
-	}
-	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
-	r.Form, r.PostForm = nil, nil
+	r := s.inProcessRequest(c.r, method, path, "application/json", b)
 	for k, v := range pathValues {
 		r.SetPathValue(k, v)
 	}

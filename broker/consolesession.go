@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -124,11 +123,11 @@ func (s *Server) consoleSessionOf(r *http.Request) (*consoleSession, string) {
 
 // consoleCSRFProblem checks a console write: the form's csrf field equals the session's
 // token (constant time), and the browser, when it says so, sent it from the console's origin.
-func (s *Server) consoleCSRFProblem(r *http.Request, cs *consoleSession) string {
+func (s *Server) consoleCSRFProblem(w http.ResponseWriter, r *http.Request, cs *consoleSession) string {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
 		return "cross-site console write refused (Sec-Fetch-Site: " + clip(site, 32) + ")"
 	}
-	r.Body = http.MaxBytesReader(nil, r.Body, maxBodyBytes)
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	if err := r.ParseForm(); err != nil {
 		return "the form does not decode"
 	}
@@ -310,11 +309,7 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 		"grant_type": {"authorization_code"}, "client_id": {config.ConsoleClientID}, "code": {code},
 		"redirect_uri": {s.consoleRedirectURI()}, "code_verifier": {st.Verifier},
 	}
-	tr := r.Clone(r.Context())
-	tr.Method, tr.URL = http.MethodPost, &url.URL{Path: s.cookiePath("/oauth/token")}
-	tr.Header = http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, "User-Agent": r.Header.Values("User-Agent")}
-	tr.Form, tr.PostForm = nil, nil
-	tr.Body = io.NopCloser(strings.NewReader(form.Encode()))
+	tr := s.inProcessRequest(r, http.MethodPost, "/oauth/token", "application/x-www-form-urlencoded", []byte(form.Encode()))
 	rec := &capturedResponse{header: http.Header{}}
 	s.handleToken(rec, tr)
 	var tok tokenResponse

@@ -66,3 +66,17 @@ func TestConsoleURLDefaultsToThePublicURL(t *testing.T) {
 		t.Errorf("ConsoleURL() = %q, want %q", got, want)
 	}
 }
+
+func TestConsoleClientIDIsReserved(t *testing.T) {
+	c := Default()
+	c.Issuer = "https://broker.example/"
+	c.Clients = []Client{{ClientID: ConsoleClientID, RedirectURIs: []string{"https://app.example/cb"}}}
+	v := &validator{}
+	v.clients(c)
+	for _, e := range v.errs {
+		if e.Key == "clients[0].client_id" && strings.Contains(e.Reason, "reserved") {
+			return
+		}
+	}
+	t.Errorf("a YAML client named %s passes: %v", ConsoleClientID, v.errs)
+}

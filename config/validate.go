@@ -281,6 +281,9 @@ func (v *validator) clients(c *Config) {
 		} else if !dup {
 			seen[cl.ClientID] = i
 		}
+		if cl.ClientID == ConsoleClientID {
+			v.add(p+"client_id", "%q is reserved for the operators' console's built-in client", cl.ClientID)
+		}
 		v.client(p, cl, c.AllowInsecureHTTP, known)
 		if len(cl.Connections) == 0 {
 			v.add(p+"connections", "at least one connection is required")
