@@ -78,13 +78,11 @@ type consoleNavLink struct {
 	Current    bool
 }
 
-// consoleHeaders are set on every console answer.
+// consoleHeaders are set on every console page: the broker's page headers with the
+// console's policy.
 func consoleHeaders(w http.ResponseWriter) {
+	htmlHeaders(w)
 	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Content-Security-Policy", consoleCSP)
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 }
@@ -109,7 +107,6 @@ func (s *Server) renderConsole(w http.ResponseWriter, status int, page string, v
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -185,21 +185,8 @@ connections:
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, os.Args[0], "serve", "--config", cfgFile)
 	cmd.Env = append(os.Environ(), childMainEnv+"=1", envListenFDs+"=1")
 	cmd.ExtraFiles = []*os.File{sock}
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	out, exited := startChild(t, cmd)
 	_ = sock.Close() // the child owns the socket now
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited:
-		default:
-		}
-	})
 
 	hc := &http.Client{Timeout: time.Minute}
 	var resp *http.Response
@@ -221,17 +208,7 @@ connections:
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/healthz on the inherited socket: %d\n%s", resp.StatusCode, out.String())
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("broker serve after SIGTERM: %v, want exit 0\n%s", err, out.String())
-		}
-	case <-time.After(2 * time.Minute): // a bound only: shutdown is immediate when idle
-		t.Fatalf("broker serve still running 2 minutes after SIGTERM\n%s", out.String())
-	}
+	stopChild(t, cmd, out, exited)
 	// The output is complete once the process has exited (Wait copied all of it).
 	logged := out.String()
 	if !strings.Contains(logged, `"msg":"socket activation: serving on the inherited socket; listen is ignored"`) ||
@@ -259,5 +236,42 @@ func TestListenWithoutActivation(t *testing.T) {
 	defer ln.Close()
 	if !strings.HasPrefix(ln.Addr().String(), "127.0.0.1:") || logged.Len() != 0 {
 		t.Fatalf("listener %s, log %q", ln.Addr(), logged.String())
+	}
+}
+
+// startChild starts cmd (a broker serve: this test binary running main()) with its output
+// collected; the child is killed at the end of the test if it still runs.
+func startChild(t *testing.T, cmd *exec.Cmd) (*syncBuffer, <-chan error) {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		select {
+		case <-exited:
+		default:
+		}
+	})
+	return out, exited
+}
+
+// stopChild sends SIGTERM and waits (bounded) for exit status 0.
+func stopChild(t *testing.T, cmd *exec.Cmd, out *syncBuffer, exited <-chan error) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("broker serve after SIGTERM: %v, want exit 0\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute): // a bound only: shutdown is immediate when idle
+		t.Fatalf("broker serve still running 2 minutes after SIGTERM\n%s", out.String())
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -38,20 +37,7 @@ connections:
 	}
 	cmd := exec.Command(os.Args[0], "serve", "--config", cfgFile)
 	cmd.Env = append(os.Environ(), childMainEnv+"=1")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited:
-		default:
-		}
-	})
+	out, exited := startChild(t, cmd)
 
 	// The addresses the child bound, from its log (a generous bounded wait).
 	addrs := map[string]string{}
@@ -99,15 +85,5 @@ connections:
 			}
 		})
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("broker serve after SIGTERM: %v, want exit 0\n%s", err, out.String())
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("broker serve still running 2 minutes after SIGTERM\n%s", out.String())
-	}
+	stopChild(t, cmd, out, exited)
 }
