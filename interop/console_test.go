@@ -86,6 +86,15 @@ connections:
 	}
 	noViolations("sign-in page")
 	br.shot(t, "main", "console-signin")
+	// Keyboard: the first Tab reaches the skip link, two more the sign-in through the broker.
+	tab := map[string]string{"press": "Tab"}
+	if a := br.do(t, "Tab", map[string]any{"op": "keys", "keys": []map[string]string{tab}}); a.Focused != "skip" {
+		t.Errorf("the first Tab focuses %q, want the skip link", a.Focused)
+	}
+	if a := br.do(t, "Tab twice", map[string]any{"op": "keys", "keys": []map[string]string{tab, tab}}); a.Focused != "signin-broker" {
+		t.Errorf("three Tabs focus %q, want the sign-in through the broker", a.Focused)
+	}
+	br.shot(t, "main", "console-signin-focus")
 	submit("sign in through the broker", "#signin-broker", "#connection-acme")
 	home := submit("choose acme", "#connection-acme", ".operator")
 	if !strings.HasPrefix(home.URL, b.URL+"/console/") || !strings.Contains(home.Text, "oidc|acme|alice") {
@@ -115,6 +124,9 @@ connections:
 		t.Errorf("acme's live check does not say DPoP works:\n%s", conn.Text)
 	}
 	br.shot(t, "main", "console-connection")
+	viewport(390, 844)
+	br.shot(t, "main", "console-connection-phone")
+	viewport(1280, 800)
 	globexPage := br.get(t, "main", b.URL+"/console/connections/"+config.DeriveConnectionID("globex"))
 	if !strings.Contains(globexPage.Text, "dpop_signing_alg_values_supported is absent") {
 		t.Errorf("globex's live check does not say the upstream lacks DPoP:\n%s", globexPage.Text)
