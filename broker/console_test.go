@@ -392,3 +392,34 @@ func TestConsoleAdminByUpstreamGroupClaimEndToEnd(t *testing.T) {
 		t.Fatalf("a member of the admin group got %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
 	}
 }
+
+func TestConsoleCookiesFollowTheSchemeBrowsersUse(t *testing.T) {
+	tests := []struct {
+		name        string
+		issuer      string
+		adminListen string
+		consoleURL  string
+		tls         bool
+		wantName    string
+		wantSecure  bool
+	}{
+		{name: "https public URL, console on listen", issuer: "https://broker.example/", wantName: hostPrefix + consoleCookie, wantSecure: true},
+		{name: "http loopback public URL", issuer: "http://127.0.0.1:8080/", wantName: consoleCookie},
+		{name: "https console.url on admin_listen", issuer: "http://127.0.0.1:8080/", adminListen: "127.0.0.1:9090", consoleURL: "https://admin.example/console", wantName: hostPrefix + consoleCookie, wantSecure: true},
+		{name: "admin_listen without console.url, plain http", issuer: "https://broker.example/", adminListen: "127.0.0.1:9090", wantName: consoleCookie},
+		{name: "admin_listen without console.url, over TLS", issuer: "https://broker.example/", adminListen: "127.0.0.1:9090", tls: true, wantName: hostPrefix + consoleCookie, wantSecure: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Server{cfg: &config.Config{Issuer: tt.issuer, AdminListen: tt.adminListen, Console: config.Console{URL: tt.consoleURL}}, base: strings.TrimSuffix(tt.issuer, "/")}
+			r := httptest.NewRequest(http.MethodGet, "/console/", nil)
+			if tt.tls {
+				r = httptest.NewRequest(http.MethodGet, "https://admin.example/console/", nil)
+			}
+			c := s.consoleCookieFor(r, consoleCookie, "v", 60)
+			if c.Name != tt.wantName || c.Secure != tt.wantSecure || !c.HttpOnly {
+				t.Errorf("cookie %s Secure=%v HttpOnly=%v, want %s Secure=%v HttpOnly", c.Name, c.Secure, c.HttpOnly, tt.wantName, tt.wantSecure)
+			}
+		})
+	}
+}

@@ -67,20 +67,32 @@ var consoleAdminScopes = []string{
 	config.ScopeReadSessions, config.ScopeReadClients,
 }
 
-// consoleCookieFor is the console cookie base with value: HttpOnly, SameSite=Lax (the sign-in
-// returns through a cross-site redirect), Secure and __Host- when console.url is https, else
-// scoped to the console's path.
-func (s *Server) consoleCookieFor(base, value string, maxAge int) *http.Cookie {
+// consoleSecure reports whether the console's cookies are Secure and __Host- prefixed: when
+// console.url is https; without console.url, when the public URL is https and the console is
+// served there (no admin_listen), or when this request came over TLS (admin_listen: the
+// scheme browsers use there is not configured).
+func (s *Server) consoleSecure(r *http.Request) bool {
+	if s.cfg.Console.URL == "" && s.cfg.AdminListen != "" {
+		return r.TLS != nil
+	}
+	return strings.HasPrefix(s.cfg.ConsoleURL(), "https://")
+}
+
+// consoleCookieFor is the console cookie base with value for r's answer: HttpOnly,
+// SameSite=Lax (the sign-in returns through a cross-site redirect), Secure and __Host-
+// (consoleSecure), else scoped to the console's path.
+func (s *Server) consoleCookieFor(r *http.Request, base, value string, maxAge int) *http.Cookie {
 	c := &http.Cookie{Name: base, Value: value, Path: s.consolePath(), MaxAge: maxAge, HttpOnly: true, SameSite: http.SameSiteLaxMode}
-	if strings.HasPrefix(s.cfg.ConsoleURL(), "https://") {
+	if s.consoleSecure(r) {
 		c.Name, c.Path, c.Secure = hostPrefix+base, "/", true
 	}
 	return c
 }
 
+// consoleCookieValue is the value of r's console cookie base ("" when absent or too long).
 func (s *Server) consoleCookieValue(r *http.Request, base string) string {
 	name := base
-	if strings.HasPrefix(s.cfg.ConsoleURL(), "https://") {
+	if s.consoleSecure(r) {
 		name = hostPrefix + base
 	}
 	c, err := r.Cookie(name)
@@ -190,7 +202,7 @@ func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, ope
 	if err := s.store.Put(r.Context(), sessions.KindConsole, consoleRecordID("s.", secret), raw, life); err != nil {
 		return fmt.Errorf("store console session: %w", err)
 	}
-	http.SetCookie(w, s.consoleCookieFor(consoleCookie, secret, int(life.Seconds())))
+	http.SetCookie(w, s.consoleCookieFor(r, consoleCookie, secret, int(life.Seconds())))
 	return nil
 }
 
@@ -223,7 +235,7 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", "")
 		return
 	}
-	http.SetCookie(w, s.consoleCookieFor(consoleLoginCookie, bind, int(consoleLoginTTL.Seconds())))
+	http.SetCookie(w, s.consoleCookieFor(r, consoleLoginCookie, bind, int(consoleLoginTTL.Seconds())))
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {config.ConsoleClientID}, "redirect_uri": {s.consoleRedirectURI()},
 		"scope": {"openid profile email"}, "state": {st.State}, "nonce": {st.Nonce},
@@ -262,7 +274,7 @@ func (s *Server) consoleRedirectURI() string { return s.cfg.ConsoleURL() + "/cal
 // consoleCallback finishes a sign-in through the broker: state and login cookie (single
 // use), the code redeemed at the token endpoint, the ID token verified, console.admins asked.
 func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, s.consoleCookieFor(consoleLoginCookie, "", -1))
+	http.SetCookie(w, s.consoleCookieFor(r, consoleLoginCookie, "", -1))
 	q := r.URL.Query()
 	bind := s.consoleCookieValue(r, consoleLoginCookie)
 	if bind == "" {
@@ -404,7 +416,7 @@ func (s *Server) consoleSignOut(c *consoleRequest) {
 	if err := c.s.store.Delete(c.r.Context(), sessions.KindConsole, c.sess.id); err != nil && !errors.Is(err, sessions.ErrNotFound) {
 		s.log.Error("console session could not be ended", "err", err)
 	}
-	http.SetCookie(c.w, s.consoleCookieFor(consoleCookie, "", -1))
+	http.SetCookie(c.w, s.consoleCookieFor(c.r, consoleCookie, "", -1))
 	s.consoleEvent(c.r, true, http.StatusSeeOther, c.sess.Operator, c.sess.Via, "sign_out", "")
 	http.Redirect(c.w, c.r, s.consolePath()+"/signin", http.StatusSeeOther)
 }
