@@ -36,6 +36,8 @@ type consoleNavItem struct {
 var consoleNav = []consoleNavItem{
 	{Path: "/", Label: "Overview"},
 	{Path: "/connections", Label: "Connections", Scope: "read:connections"},
+	{Path: "/apps", Label: "Apps", Scope: "read:clients"},
+	{Path: "/sessions", Label: "Sessions", Scope: "read:sessions"},
 }
 
 // consoleCSP is the console's Content-Security-Policy: scripts, styles and images from the
@@ -144,7 +146,8 @@ func (c *consoleRequest) renderView(status int, page string, v *consoleView) {
 // consoleNotices are the confirmations a write's redirect names (?done=KEY): fixed texts, so
 // a crafted link cannot put words on the page.
 var consoleNotices = map[string]string{
-	"dpop": "Saved. The next login through this connection, on every replica, uses the new DPoP setting.",
+	"dpop":  "Saved. The next login through this connection, on every replica, uses the new DPoP setting.",
+	"ended": "Every session of this user has ended; apps with back-channel logout were told.",
 }
 
 // consoleHandler is a console page or write; it answers through c.
@@ -191,6 +194,7 @@ func (s *Server) consoleRoutes(h func(string, http.HandlerFunc)) {
 	h("POST /console/signout", s.consolePage("", s.consoleSignOut))
 	h("GET /console/{$}", s.consolePage("", s.consoleHome))
 	s.consoleConnectionRoutes(h)
+	s.consoleUserRoutes(h)
 }
 
 // consoleHome is the console's landing page.

@@ -64,7 +64,7 @@ type consoleLoginState struct {
 // listed in console.admins: everything the console can do.
 var consoleAdminScopes = []string{
 	config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadLogs,
-	config.ScopeReadSessions, config.ScopeReadClients,
+	config.ScopeReadSessions, config.ScopeDeleteSessions, config.ScopeReadClients,
 }
 
 // consoleSecure reports whether the console's cookies are Secure and __Host- prefixed: when

@@ -11,7 +11,8 @@ import (
 // The operators' console in headless Chromium (sso-browser.mjs): an admin signs in through
 // the broker (the console's built-in client, oidc-provider as the upstream), a user of
 // another connection is refused, the Connections page shows the live discovery check, and
-// turning DPoP off there is what the next login through that connection uses. Screenshots
+// turning DPoP off there is what the next login through that connection uses; the Apps and
+// Sessions pages list the app and the admin's own broker session. Screenshots
 // go to interop/.cache/console-*.png.
 
 func TestConsoleInChromium(t *testing.T) {
@@ -131,6 +132,20 @@ connections:
 	if !strings.Contains(globexPage.Text, "dpop_signing_alg_values_supported is absent") {
 		t.Errorf("globex's live check does not say the upstream lacks DPoP:\n%s", globexPage.Text)
 	}
+
+	// Apps and the admin's own sessions.
+	apps := br.get(t, "main", b.URL+"/console/apps")
+	if !strings.Contains(apps.Text, "intranet") || strings.Contains(apps.Text, "dpop-broker-console") {
+		t.Errorf("the apps page:\n%s", apps.Text)
+	}
+	noViolations("apps page")
+	br.shot(t, "main", "console-apps")
+	sessions := br.get(t, "main", b.URL+"/console/sessions?user_id=oidc%7Cacme%7Calice")
+	if !strings.Contains(sessions.Text, "dpop-broker-console") || !strings.Contains(sessions.Text, "End all sessions") {
+		t.Errorf("the sessions page does not list the admin's console session:\n%s", sessions.Text)
+	}
+	noViolations("sessions page")
+	br.shot(t, "main", "console-sessions")
 
 	// Turn DPoP off for acme from the console.
 	br.get(t, "main", b.URL+"/console/connections/"+acmeID)

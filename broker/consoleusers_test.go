@@ -1,0 +1,74 @@
+package broker
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
+)
+
+func TestConsoleAppsListsClientsWithoutSecrets(t *testing.T) {
+	h := consoleHarness(t, func(c *config.Config) {
+		c.Management.Tokens[0].Scopes = []string{config.ScopeReadClients}
+	})
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	resp, body := get(t, browser, h.srv.URL+"/console/apps")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("apps: %d\n%s", resp.StatusCode, body)
+	}
+	for _, want := range []string{appClient, "Test App", spaClient, "public (PKCE)", "client_secret_basic", h.app.URL + "/cb"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the apps page lacks %q", want)
+		}
+	}
+	for _, secret := range []string{appSecret, upSecret, config.ConsoleClientID} {
+		if strings.Contains(body, secret) {
+			t.Errorf("the apps page shows %q", secret)
+		}
+	}
+}
+
+func TestConsoleSessionsFindsAndEndsAUsersSessions(t *testing.T) {
+	h := consoleHarness(t, func(c *config.Config) {
+		c.Management.Tokens[0].Scopes = []string{config.ScopeReadSessions, config.ScopeDeleteSessions}
+	})
+	h.login() // alice at corp through the app
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	user := "oidc|corp|alice"
+	resp, page := get(t, browser, h.srv.URL+"/console/sessions?user_id="+url.QueryEscape(user))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, "<td data-label=\"Connection\">corp</td>") || !strings.Contains(page, appClient) {
+		t.Fatalf("sessions page: %d\n%s", resp.StatusCode, page)
+	}
+	resp, body := postForm(t, browser, h.srv.URL+"/console/sessions/end",
+		url.Values{"csrf": {consoleCSRF(t, page)}, "user_id": {user}}, "same-origin")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Every session of this user has ended") || !strings.Contains(body, "No live session.") {
+		t.Fatalf("ending the sessions: %d\n%s", resp.StatusCode, body)
+	}
+	ev := h.lastEventOf(logs.TypeSuccessAPI)
+	if eventUser(ev) != "console:token:ops" || ev.UserID != user {
+		t.Errorf("the sapi event names %v for %q, want console:token:ops ending %s's sessions", eventUser(ev), ev.UserID, user)
+	}
+}
+
+func TestConsoleSessionsPagesNeedTheirPermissions(t *testing.T) {
+	h := consoleHarness(t, nil) // the token reads connections only
+	browser := h.browser()
+	home := consoleTokenSignIn(t, browser, h.srv.URL)
+	for _, p := range []string{"/console/apps", "/console/sessions"} {
+		if resp, _ := get(t, browser, h.srv.URL+p); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s answered %d to an operator without its scope, want 403", p, resp.StatusCode)
+		}
+	}
+	if strings.Contains(home, `href="/console/apps"`) || strings.Contains(home, `href="/console/sessions"`) {
+		t.Error("the navigation offers pages the operator may not open")
+	}
+	resp, _ := postForm(t, browser, h.srv.URL+"/console/sessions/end", url.Values{"csrf": {consoleCSRF(t, home)}, "user_id": {"oidc|corp|alice"}}, "same-origin")
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("ending sessions without delete:sessions answered %d, want 403", resp.StatusCode)
+	}
+}
