@@ -394,7 +394,8 @@ func FuzzConsole(f *testing.F) {
 	h := fuzzHarness(f, func(c *config.Config) {
 		c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}
 		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken,
-			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections}}}
+			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadClients,
+				config.ScopeReadSessions, config.ScopeDeleteSessions}}}
 	})
 	// One live session and its CSRF token (a fuzzed sign-out may end it; later inputs then run
 	// without a live session, which is fine).
@@ -437,12 +438,17 @@ func FuzzConsole(f *testing.F) {
 		{path: "/assets/..%2fconsole.go", mode: 0},
 		{path: "/signout", mode: 3},
 		{path: "/signin", mode: 0},
+		{path: "/apps", mode: 2},
+		{path: "/sessions?user_id=oidc%7Ccorp%7Calice", mode: 2},
+		{path: "/sessions?user_id=a&user_id=b", mode: 2},
+		{path: "/sessions/end", body: "user_id=oidc%7Ccorp%7Calice", mode: 7},
+		{path: "/sessions/end", body: "user_id=%ff", mode: 7},
 	} {
 		f.Add(seed.path, seed.body, seed.mode)
 	}
 	f.Fuzz(func(t *testing.T, path, body string, mode uint8) {
 		target := "/console" + path
-		if u, err := url.Parse(target); err != nil || u.Host != "" || strings.ContainsAny(target, " \t\r\n#?") {
+		if u, err := url.Parse(target); err != nil || u.Host != "" || strings.ContainsAny(target, " \t\r\n#") {
 			return // not a request path
 		}
 		method := http.MethodGet
