@@ -14,6 +14,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
@@ -421,5 +422,33 @@ func TestConsoleCookiesFollowTheSchemeBrowsersUse(t *testing.T) {
 				t.Errorf("cookie %s Secure=%v HttpOnly=%v, want %s Secure=%v HttpOnly", c.Name, c.Secure, c.HttpOnly, tt.wantName, tt.wantSecure)
 			}
 		})
+	}
+}
+
+func TestConsoleSessionOnRedisServesEveryReplica(t *testing.T) {
+	st, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{redistest.Start(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	h := newHarness(t, harnessOpts{dpopAlg: "-", store: st, mutate: func(c *config.Config) {
+		c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}
+		c.Console.Connection = "corp"
+	}})
+	browser := h.browser()
+	if resp, body := h.consoleSignIn(browser); resp.Request.URL.Path != "/console/" {
+		t.Fatalf("sign-in on Redis ended at %s:\n%s", resp.Request.URL, body)
+	}
+	b2, err := New(h.cfg, Deps{Store: st, Events: h.events, Now: h.clock.Now, Keys: h.broker.keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b2.Close)
+	srv2 := httptest.NewServer(b2.Handler())
+	t.Cleanup(srv2.Close)
+	// The cookie is host-only on 127.0.0.1, which both replicas share (ports do not count).
+	resp, body := get(t, browser, srv2.URL+"/console/connections")
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/connections" || !strings.Contains(body, "oidc|corp|alice") {
+		t.Fatalf("replica 2 answered %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
 	}
 }
