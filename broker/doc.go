@@ -48,6 +48,12 @@
 //     the Server's own, served at GET /metrics.
 //   - Health (server.go): GET /healthz (the process answers) and GET /readyz (the store
 //     answers a ping, reused for a second), and a page at the base URL.
+//   - The operators' console under /console (console.go, consolesession.go,
+//     consoleconnections.go, consoleusers.go; pages and assets embedded from console/):
+//     sign-in through the broker as its built-in client or with a management token, cookie
+//     sessions with CSRF tokens, and pages whose writes run the management API's handlers
+//     in-process. With admin_listen, Server.AdminHandler serves /console, /metrics and
+//     /api/v2 and Server.Handler no longer does.
 //
 // UpstreamHTTPClient builds the upstream client for operator tools; AddressRefusedError is
 // its refusal of an internal address.
