@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
@@ -32,6 +33,7 @@ type consoleConnRow struct {
 	DPoPAlg                         string // "" = DPoP off
 	Problem                         string // why the stored connection cannot be used
 	Clients                         []string
+	Live                            *consoleCheck // the list's live check (nil: not checked)
 }
 
 func (s *Server) consoleConnRow(c *connection) consoleConnRow {
@@ -67,7 +69,37 @@ func (s *Server) consoleConnections(c *consoleRequest) {
 	for _, conn := range snap.list {
 		rows = append(rows, s.consoleConnRow(conn))
 	}
+	s.consoleLiveChecks(c, snap.list, rows)
 	c.render(http.StatusOK, "connections", "Connections", consoleConnsView{Rows: rows})
+}
+
+// The list's live checks: at most consoleListChecks connections, consoleCheckWorkers at a
+// time, all within consoleListCheckTime (a slow upstream shows as a failed check, and the
+// page still answers).
+const (
+	consoleListChecks    = 50
+	consoleCheckWorkers  = 4
+	consoleListCheckTime = 10 * time.Second
+)
+
+// consoleLiveChecks fills each row's Live with a discovery check of its connection.
+func (s *Server) consoleLiveChecks(c *consoleRequest, conns []*connection, rows []consoleConnRow) {
+	ctx, cancel := context.WithTimeout(c.r.Context(), consoleListCheckTime)
+	defer cancel()
+	cr := *c
+	cr.r = c.r.WithContext(ctx)
+	sem := make(chan struct{}, consoleCheckWorkers)
+	var wg sync.WaitGroup
+	for i := range rows[:min(len(rows), consoleListChecks)] {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ck := s.consoleDiscoveryCheck(&cr, conns[i])
+			rows[i].Live = &ck
+		}()
+	}
+	wg.Wait()
 }
 
 type consoleConnsView struct {

@@ -179,3 +179,31 @@ func loginEvent(t *testing.T, h *harness) logs.Event {
 	h.login()
 	return h.lastEventOf(logs.TypeSuccessLogin)
 }
+
+func TestConsoleConnectionsListShowsEachConnectionsLiveCheck(t *testing.T) {
+	tests := []struct {
+		name string
+		up   demoidp.Options
+		want []string
+	}{
+		{name: "upstream offers ES256", up: demoidp.Options{DPoPAlgs: []string{"ES256"}},
+			want: []string{`<span class="badge ok">DPoP works</span>`, `<span class="badge warn">DPoP offered, off here</span>`}},
+		{name: "upstream without DPoP", up: demoidp.Options{},
+			want: []string{`<span class="badge bad">DPoP broken</span>`, "does not support DPoP", `<span class="badge off">upstream has no DPoP</span>`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{up: tt.up, mutate: func(c *config.Config) {
+				c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken, Scopes: []string{config.ScopeReadConnections}}}
+			}})
+			browser := h.browser()
+			consoleTokenSignIn(t, browser, h.srv.URL)
+			_, body := get(t, browser, h.srv.URL+"/console/connections")
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("the connections list lacks %q:\n%s", w, body)
+				}
+			}
+		})
+	}
+}

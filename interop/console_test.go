@@ -109,7 +109,7 @@ connections:
 
 	// Connections: the list at desktop and phone width, then acme's live check.
 	list := br.get(t, "main", b.URL+"/console/connections")
-	for _, want := range []string{"acme", "globex", acme, "ES256", "off (Bearer)"} {
+	for _, want := range []string{"acme", "globex", acme, "ES256", "off (Bearer)", "DPoP works", "upstream has no DPoP"} {
 		if !strings.Contains(list.Text, want) {
 			t.Errorf("the connections page lacks %q:\n%s", want, list.Text)
 		}
