@@ -58,6 +58,7 @@ func spaHandler(cfg *atomic.Pointer[[]byte]) http.Handler {
 // needChromium skips (fails under INTEROP_REQUIRED=1) without Debian's chromium.
 func needChromium(t *testing.T) {
 	t.Helper()
+	needNode(t) // the browser is driven from Node (playwright-core)
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if required {
 			t.Fatalf("%s is missing (INTEROP_REQUIRED=1): install Debian's chromium (make chromium)", chromiumPath)
