@@ -10,4 +10,8 @@
 //     declared there, and every test it names exists in that package;
 //   - TestCitedConformanceRowsExist: every row a code comment cites (by its anchor in
 //     conformance.md), and every DPoP check name a refused proof reports, is a row.
+//
+// readme_test.go keeps the README's troubleshooting table the output of
+// logs.TroubleshootingTable, the one source the console's event view also shows (`go test
+// ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update` rewrites it).
 package docs

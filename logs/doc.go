@@ -19,6 +19,10 @@
 //     the Lucene subset of q, search mode with pages, checkpoint mode by log_id.
 //     Writer.Search, Get, Recent, Latest and Follow read the store; Writer.Trim applies
 //     the age retention.
+//   - Troubleshooting (troubleshoot.go) says, per details.error of a failed login, what
+//     happened and what to do; LoginNotes explain a successful login's Bearer downgrade or
+//     dropped nonce. They are the one source of the README's troubleshooting table and the
+//     console's event view.
 //   - ThrottleHandler (throttle.go) is a slog.Handler that limits the operational log's WARN
 //     and ERROR lines per message and sums up what it dropped.
 //   - LRU (lru.go) is the bounded per-key table behind the limits, here and in the broker.
