@@ -17,7 +17,8 @@
 //     Clip (clip.go) bounds untrusted text with the cut mark that scrubbing recognises.
 //   - Query, ParseQuery and Filter (search.go, query.go) are the management API's log search:
 //     the Lucene subset of q, search mode with pages, checkpoint mode by log_id.
-//     Writer.Search, Get, Recent, Latest and Follow read the store; Writer.Trim applies
+//     Writer.Search, Get, Recent, Latest, Follow and Tail (one bounded step of a live tail,
+//     for the console) read the store; Writer.Trim applies
 //     the age retention.
 //   - Troubleshooting (troubleshoot.go) says, per details.error of a failed login, what
 //     happened and what to do; LoginNotes explain a successful login's Bearer downgrade or

@@ -46,7 +46,10 @@ const (
 // Newest-first pages move while events arrive: an event written between two page reads
 // pushes the older ones down, so the next page repeats the last event(s) of the previous one
 // (none is skipped); events that age out of retention likewise shift oldest-first pages.
-// Callers that must see every event exactly once use checkpoint mode.
+// Callers that must see every event exactly once use checkpoint mode. Before and After, when
+// set, are log ids that bound the events searched (exclusive): the console pages by Before
+// (the last event shown) and turns a time range into both with MinLogID; the identity SaaS's
+// API has no such parameters.
 //
 // Checkpoint mode (Checkpoint set, or From or Take non-zero): up to Take events (default 50,
 // at most 100) with a log_id strictly above From, ascending by log_id; From "" starts at the
@@ -60,6 +63,8 @@ type Query struct {
 	Page    int
 	PerPage int
 	Sort    string
+	Before  string
+	After   string
 
 	From       string
 	Take       int
@@ -307,19 +312,20 @@ func (w *Writer) scanAfter(ctx context.Context, cursor string, floor floors, hol
 	return cursor, fmt.Errorf("logs: scan stopped after %d entries", scanBatch*maxScanBatches)
 }
 
-// scanBefore calls fn for each event not older than its class's floor, newest first, until
-// fn returns false. Both scans skip without decoding the entries that f cannot match.
-func (w *Writer) scanBefore(ctx context.Context, floor floors, f Filter, fn func(*Event) bool) error {
-	lowest := floor.lowest()
-	cursor := ""
+// scanBefore calls fn for each event below before ("" = from the newest) and above after,
+// not older than its class's floor, newest first, until fn returns false. Both scans skip
+// without decoding the entries that f cannot match.
+func (w *Writer) scanBefore(ctx context.Context, before, after string, floor floors, f Filter, fn func(*Event) bool) error {
+	lowest := max(floor.lowest(), after)
+	cursor := before
 	for range maxScanBatches {
 		es, err := w.Store.LogsBefore(ctx, cursor, scanBatch)
 		if err != nil {
 			return fmt.Errorf("logs: read events before %q: %w", cursor, err)
 		}
 		for _, e := range es {
-			if e.ID < lowest {
-				return nil // older than any class keeps
+			if e.ID < lowest || after != "" && e.ID <= after {
+				return nil // older than any class keeps, or than the search's lower bound
 			}
 			cursor = e.ID
 			if floor.expired(e) || !f.mayMatch(e.Event) {
@@ -396,9 +402,17 @@ func (w *Writer) Search(ctx context.Context, q Query) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, id := range []string{q.Before, q.After} {
+		if id != "" && !validLogID(id) {
+			return nil, fmt.Errorf("%w: a search bound is not a log_id", ErrInvalidQuery)
+		}
+	}
 	skip, n := q.Page*perPage, min(perPage, MaxReachable-q.Page*perPage)
 	out := make([]Event, 0, n)
 	collect := func(ev *Event) bool {
+		if !desc && q.Before != "" && ev.LogID >= q.Before {
+			return false
+		}
 		if !f.Match(ev) {
 			return true
 		}
@@ -410,9 +424,9 @@ func (w *Writer) Search(ctx context.Context, q Query) ([]Event, error) {
 		return len(out) < n
 	}
 	if desc {
-		err = w.scanBefore(ctx, floor, f, collect)
+		err = w.scanBefore(ctx, q.Before, q.After, floor, f, collect)
 	} else {
-		_, err = w.scanAfter(ctx, "", floor, false, f, collect)
+		_, err = w.scanAfter(ctx, q.After, floor, false, f, collect)
 	}
 	return out, err
 }
@@ -459,6 +473,46 @@ func (w *Writer) Latest(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	return es[0].ID, nil
+}
+
+// Tail returns up to take events (1..MaxTake) above after that match q, in log_id order, and
+// the cursor to pass as after next time: the last entry read, matching or not, so that a
+// filter matching nothing does not make every call read the same entries again. Like
+// checkpoint paging it delivers each event once, without gaps. With after "" it returns no
+// events and the newest id as the cursor: a tail shows only events still to come.
+func (w *Writer) Tail(ctx context.Context, after, q string, take int) ([]Event, string, error) {
+	if w.Store == nil {
+		return nil, "", errors.New("logs: no store configured")
+	}
+	f, err := ParseQuery(q)
+	if err != nil {
+		return nil, "", err
+	}
+	if take < 1 || take > MaxTake {
+		return nil, "", fmt.Errorf("%w: take %d not in 1..%d", ErrInvalidQuery, take, MaxTake)
+	}
+	if after == "" {
+		latest, err := w.Latest(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		if latest == "" {
+			// An empty log: start below every id that can still be written.
+			latest = MinLogID(time.Unix(0, 0))
+		}
+		return nil, latest, nil
+	}
+	if !validLogID(after) {
+		return nil, "", fmt.Errorf("%w: after is not a log_id", ErrInvalidQuery)
+	}
+	var out []Event
+	cursor, err := w.scanAfter(ctx, after, w.floorsAt(w.clock()), true, f, func(ev *Event) bool {
+		if f.Match(ev) {
+			out = append(out, *ev)
+		}
+		return len(out) < take
+	})
+	return out, cursor, err
 }
 
 // Follow calls fn, in log_id order, for every event above after ("" = from the oldest
