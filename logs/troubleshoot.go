@@ -112,6 +112,11 @@ var troubleshooting = []Troubleshooting{
 		ToDo:     "expected: the app then starts an interactive login",
 	},
 	{
+		Codes:    []string{"server_error"},
+		Happened: "the broker could not encode the login's session or authorization code (the description says which); or the IdP itself answered `error=server_error`",
+		ToDo:     "the IdP's: retry, or ask its operator; the broker's: look at the broker's log at that time and report it",
+	},
+	{
 		Codes:    []string{"store_unavailable"},
 		Happened: "Redis could not be reached; the request got 503 and nothing was half-written",
 		ToDo:     "check Redis; the broker recovers by itself",
