@@ -1,0 +1,418 @@
+package broker
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// The console's Logs page, its data side: the filter a page URL carries (the API's q, filter
+// chips, a time range, a paging cursor), the rows of a page, the live tail's step, and the
+// event view (DPoP facts labelled, the troubleshooting entry of a failed login, the raw JSON).
+// Everything shown comes from stored events, which never carry a token, code, proof or
+// secret (logs.Redact, Writer.Scrub).
+
+// consoleLogsPerPage is the Logs page's page size; consoleTailTake bounds one tail step.
+const (
+	consoleLogsPerPage = 50
+	consoleTailTake    = 50
+)
+
+// logsChipKinds are the filter chips: URL parameter, label, and the event field it matches
+// exactly.
+var logsChipKinds = []struct {
+	param, label, field string
+}{
+	{"type", "type", "type"},
+	{"connection", "connection", "connection"},
+	{"client", "client", "client_id"},
+	{"error", "error code", "details.error"},
+	{"user", "user", "user_id"},
+}
+
+// logsRanges are the time ranges the page offers, by URL value.
+var logsRanges = []struct {
+	value, label string
+	span         time.Duration
+}{
+	{"15m", "last 15 minutes", 15 * time.Minute},
+	{"1h", "last hour", time.Hour},
+	{"24h", "last 24 hours", 24 * time.Hour},
+	{"7d", "last 7 days", 7 * 24 * time.Hour},
+	{"", "all retained", 0},
+}
+
+// maxChipValue bounds a chip's value (ids, names and codes are far shorter).
+const maxChipValue = 256
+
+// logsFilter is what a Logs page URL asks for.
+type logsFilter struct {
+	Q      string            // the API's q syntax, as typed
+	Chips  map[string]string // chip param → value
+	Range  string            // a logsRanges value
+	Before string            // paging cursor: show events older than this log id
+}
+
+// errLogsFilter wraps a filter the page refuses; its text is shown to the operator.
+var errLogsFilter = errors.New("logs filter")
+
+// parseLogsFilter reads a Logs page URL's query. Unknown parameters are ignored (a page link,
+// not an API); malformed known ones are refused with a message for the page.
+func parseLogsFilter(v url.Values) (logsFilter, error) {
+	f := logsFilter{Q: strings.TrimSpace(v.Get("q")), Chips: map[string]string{}, Range: v.Get("range"), Before: v.Get("before")}
+	if len(f.Q) > logs.MaxQueryLen {
+		return logsFilter{}, fmt.Errorf("%w: the search is longer than %d bytes", errLogsFilter, logs.MaxQueryLen)
+	}
+	for _, k := range logsChipKinds {
+		val := v.Get(k.param)
+		if val == "" {
+			continue
+		}
+		if len(val) > maxChipValue {
+			return logsFilter{}, fmt.Errorf("%w: the %s filter is longer than %d bytes", errLogsFilter, k.label, maxChipValue)
+		}
+		f.Chips[k.param] = val
+	}
+	if _, ok := logsRangeSpan(f.Range); !ok {
+		return logsFilter{}, fmt.Errorf("%w: unknown time range %q", errLogsFilter, clip(f.Range, 32))
+	}
+	if f.Before != "" && (len(f.Before) != sessions.LogIDLen || strings.Trim(f.Before, "0123456789") != "") {
+		return logsFilter{}, fmt.Errorf("%w: the paging cursor is not a log id", errLogsFilter)
+	}
+	return f, nil
+}
+
+func logsRangeSpan(value string) (time.Duration, bool) {
+	for _, r := range logsRanges {
+		if r.value == value {
+			return r.span, true
+		}
+	}
+	return 0, false
+}
+
+// lucene is the q the filter searches with: the typed q AND each chip as an exact term.
+func (f logsFilter) lucene() string {
+	parts := make([]string, 0, 1+len(f.Chips))
+	if f.Q != "" {
+		parts = append(parts, f.Q)
+	}
+	for _, k := range logsChipKinds {
+		if val, ok := f.Chips[k.param]; ok {
+			parts = append(parts, logs.QuoteTerm(k.field, val))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// query is the page's search: newest first, one page below the cursor, within the range.
+func (f logsFilter) query(now time.Time) logs.Query {
+	q := logs.Query{Q: f.lucene(), PerPage: consoleLogsPerPage, Before: f.Before}
+	if span, _ := logsRangeSpan(f.Range); span > 0 {
+		q.After = logs.MinLogID(now.Add(-span))
+	}
+	return q
+}
+
+// values is the filter as URL parameters (without the cursor), for links that keep it.
+func (f logsFilter) values() url.Values {
+	v := url.Values{}
+	if f.Q != "" {
+		v.Set("q", f.Q)
+	}
+	for param, val := range f.Chips {
+		v.Set(param, val)
+	}
+	if f.Range != "" {
+		v.Set("range", f.Range)
+	}
+	return v
+}
+
+// with returns the filter's URL query with param set to val ("" removes it).
+func (f logsFilter) with(param, val string) string {
+	v := f.values()
+	if val == "" {
+		v.Del(param)
+	} else {
+		v.Set(param, val)
+	}
+	return v.Encode()
+}
+
+// logsChip is one active filter chip and the link that removes it.
+type logsChip struct {
+	Label, Value, Remove string
+}
+
+// logsRangeOption is one choice of the time range.
+type logsRangeOption struct {
+	Value, Label string
+	Selected     bool
+}
+
+// logRow is one event in the Logs page's table and in the live tail's answer.
+type logRow struct {
+	LogID       string `json:"log_id"`
+	Date        string `json:"date"`
+	Type        string `json:"type"`
+	Description string `json:"description"`
+	Failed      bool   `json:"failed"`
+	Connection  string `json:"connection,omitempty"`
+	ClientID    string `json:"client_id,omitempty"`
+	Client      string `json:"client,omitempty"` // client_name, else client_id
+	UserID      string `json:"user_id,omitempty"`
+	User        string `json:"user,omitempty"` // user_name, else user_id
+	Error       string `json:"error,omitempty"`
+	// DPoP is the upstream token's binding for a login through a DPoP connection: "DPoP",
+	// "Bearer" (a downgrade) or "" (no DPoP, or not known).
+	DPoP string `json:"dpop,omitempty"`
+	Href string `json:"href"` // the event view, below the console's path
+}
+
+// failedTypes are the event types shown as failures.
+var failedTypes = map[string]bool{
+	logs.TypeFailedLogin: true, logs.TypeFailedSilentAuth: true, logs.TypeFailedExchange: true,
+	logs.TypeFailedRefresh: true, logs.TypeFailedRotatingRefresh: true, logs.TypeFailedLogout: true,
+	logs.TypeFailedRevocation: true, logs.TypeFailedAPI: true, logs.TypeFederatedLogoutFailed: true,
+	logs.TypeBackchannelLogoutFailed: true, logs.TypeAPILimit: true,
+}
+
+func newLogRow(ev *logs.Event) logRow {
+	r := logRow{
+		LogID: ev.LogID, Date: ev.Date, Type: ev.Type, Description: ev.Description, Failed: failedTypes[ev.Type],
+		Connection: ev.Connection, ClientID: ev.ClientID, Client: cmp.Or(ev.ClientName, ev.ClientID),
+		UserID: ev.UserID, User: cmp.Or(ev.UserName, ev.UserID),
+		Href: "/logs/" + url.PathEscape(ev.LogID),
+	}
+	r.Error, _ = ev.Details["error"].(string)
+	if _, dpop := ev.Details["dpop_signing_alg"]; dpop {
+		switch ev.Details["dpop_returned_from_upstream"] {
+		case true:
+			r.DPoP = "DPoP"
+		case false:
+			r.DPoP = "Bearer"
+		}
+	}
+	return r
+}
+
+// logsPageData is the Logs page.
+type logsPageData struct {
+	Q       string
+	Chips   []logsChip
+	Hidden  []logsHidden // the chips as hidden fields of the search form
+	Ranges  []logsRangeOption
+	Rows    []logRow
+	Older   string // query of the next (older) page, "" at the end
+	Newest  string // query of the first page, "" on it
+	TailURL string // the live tail's JSON, below the console's path, with the filter
+	Problem string // why the filter was refused
+}
+
+// logsHidden is one hidden form field.
+type logsHidden struct{ Name, Value string }
+
+// newLogsPageData lays out a page of events found for f.
+func newLogsPageData(f logsFilter, evs []logs.Event) *logsPageData {
+	d := &logsPageData{Q: f.Q, TailURL: "/logs/tail?" + f.withoutRange()}
+	for _, k := range logsChipKinds {
+		if val, ok := f.Chips[k.param]; ok {
+			d.Chips = append(d.Chips, logsChip{Label: k.label, Value: val, Remove: f.with(k.param, "")})
+			d.Hidden = append(d.Hidden, logsHidden{Name: k.param, Value: val})
+		}
+	}
+	for _, r := range logsRanges {
+		d.Ranges = append(d.Ranges, logsRangeOption{Value: r.value, Label: r.label, Selected: r.value == f.Range})
+	}
+	for i := range evs {
+		d.Rows = append(d.Rows, newLogRow(&evs[i]))
+	}
+	if len(evs) == consoleLogsPerPage {
+		v := f.values()
+		v.Set("before", evs[len(evs)-1].LogID)
+		d.Older = v.Encode()
+	}
+	if f.Before != "" {
+		d.Newest = f.values().Encode()
+	}
+	return d
+}
+
+// withoutRange is the filter's query for the tail: q and chips (new events have no range).
+func (f logsFilter) withoutRange() string {
+	v := f.values()
+	v.Del("range")
+	return v.Encode()
+}
+
+// logFact is one labelled fact of the event view.
+type logFact struct {
+	Label, Value string
+}
+
+// dpopFacts are the DPoP facts of a login, in the order shown, with their labels.
+var dpopFacts = []struct{ key, label string }{
+	{"dpop_signing_alg", "DPoP signing algorithm"},
+	{"dpop_returned_from_upstream", "DPoP-bound token from the upstream"},
+	{"idp_token_type", "Upstream token type"},
+	{"dpop_nonce_used", "Upstream DPoP nonce used"},
+	{"dpop_nonce_retries", "DPoP nonce retries"},
+	{"dpop_nonce_dropped", "Remembered nonce dropped"},
+	{"code_exchange_ms", "Upstream code exchange"},
+	{"upstream_userinfo_fetch", "Upstream userinfo"},
+}
+
+// otherFacts are further details shown as facts when present.
+var otherFacts = []struct{ key, label string }{
+	{"error", "Error code"},
+	{"error_description", "Error description"},
+	{"token_endpoint_auth_method", "Upstream client authentication"},
+	{"upstream_par", "Pushed authorization request"},
+	{"id_token_signing_alg", "Upstream ID token algorithm"},
+	{"grant_type", "Grant type"},
+	{"audience", "Audience"},
+	{"rate_limit", "Rate limit"},
+}
+
+// factValue shows a detail value: yes/no for booleans, milliseconds for code_exchange_ms,
+// status and binding for userinfo, else the JSON of the value.
+func factValue(key string, v any) string {
+	switch x := v.(type) {
+	case bool:
+		if x {
+			return "yes"
+		}
+		return "no"
+	case string:
+		return x
+	case float64:
+		s := strconv.FormatFloat(x, 'f', -1, 64)
+		if key == "code_exchange_ms" {
+			return s + " ms"
+		}
+		return s
+	case map[string]any:
+		if key == "upstream_userinfo_fetch" {
+			s, _ := x["status"].(string)
+			if x["dpop_bound"] == true {
+				return s + ", DPoP-bound"
+			}
+			return s
+		}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "?"
+	}
+	return string(b)
+}
+
+// logTrouble is a failed login's troubleshooting entry, rendered.
+type logTrouble struct {
+	Codes    []string
+	Exact    bool // false: the code has no entry of its own (an IdP's error=)
+	Code     string
+	Happened template.HTML
+	ToDo     template.HTML
+}
+
+// logEventData is the event view.
+type logEventData struct {
+	Row     logRow
+	Event   []logFact // who, where, when
+	DPoP    []logFact // empty for events without DPoP facts
+	Other   []logFact
+	Trouble *logTrouble
+	Notes   []template.HTML // logs.LoginNotes
+	RawJSON string
+}
+
+// newLogEventData lays out the event view of ev.
+func newLogEventData(ev *logs.Event) *logEventData {
+	d := &logEventData{Row: newLogRow(ev)}
+	add := func(facts *[]logFact, label, value string) {
+		if value != "" {
+			*facts = append(*facts, logFact{Label: label, Value: value})
+		}
+	}
+	add(&d.Event, "Date", ev.Date)
+	add(&d.Event, "Type", ev.Type+" ("+ev.Description+")")
+	add(&d.Event, "Connection", ev.Connection)
+	add(&d.Event, "Connection id", ev.ConnectionID)
+	add(&d.Event, "Strategy", ev.Strategy)
+	add(&d.Event, "Client", ev.ClientName)
+	add(&d.Event, "Client id", ev.ClientID)
+	add(&d.Event, "User", ev.UserName)
+	add(&d.Event, "User id", ev.UserID)
+	add(&d.Event, "IP address", ev.IP)
+	add(&d.Event, "User agent", ev.UserAgent)
+	add(&d.Event, "Broker host", ev.Hostname)
+	add(&d.Event, "Log id", ev.LogID)
+	for _, f := range dpopFacts {
+		if v, ok := ev.Details[f.key]; ok {
+			add(&d.DPoP, f.label, factValue(f.key, v))
+		}
+	}
+	for _, f := range otherFacts {
+		if v, ok := ev.Details[f.key]; ok {
+			add(&d.Other, f.label, factValue(f.key, v))
+		}
+	}
+	if code, _ := ev.Details["error"].(string); code != "" && (ev.Type == logs.TypeFailedLogin || ev.Type == logs.TypeFailedSilentAuth) {
+		if t, exact, ok := logs.LookupTroubleshooting(code); ok {
+			d.Trouble = &logTrouble{Codes: t.Codes, Exact: exact, Code: code,
+				Happened: inlineMarkdown(t.Happened), ToDo: inlineMarkdown(t.ToDo)}
+		}
+	}
+	if ev.Type == logs.TypeSuccessLogin || ev.Type == logs.TypeSuccessSilentAuth {
+		for _, n := range logs.LoginNotes(ev.Details) {
+			d.Notes = append(d.Notes, inlineMarkdown(n.Text))
+		}
+	}
+	if b, err := json.MarshalIndent(ev, "", "  "); err == nil {
+		d.RawJSON = string(b)
+	}
+	return d
+}
+
+// inlineMarkdown renders the Markdown inline text of the troubleshooting entries: `code`
+// spans become <code>, a [text](target) link shows its text (the README's relative links
+// lead nowhere on the broker), and everything else is escaped.
+func inlineMarkdown(s string) template.HTML {
+	var b strings.Builder
+	for len(s) > 0 {
+		i := strings.IndexAny(s, "`[")
+		if i < 0 {
+			b.WriteString(template.HTMLEscapeString(s))
+			break
+		}
+		b.WriteString(template.HTMLEscapeString(s[:i]))
+		s = s[i:]
+		if s[0] == '`' {
+			if j := strings.IndexByte(s[1:], '`'); j >= 0 {
+				b.WriteString("<code>" + template.HTMLEscapeString(s[1:1+j]) + "</code>")
+				s = s[j+2:]
+				continue
+			}
+		} else if j := strings.Index(s, "]("); j > 0 {
+			if k := strings.IndexByte(s[j:], ')'); k > 0 {
+				b.WriteString(template.HTMLEscapeString(s[1:j]))
+				s = s[j+k+1:]
+				continue
+			}
+		}
+		b.WriteString(template.HTMLEscapeString(s[:1]))
+		s = s[1:]
+	}
+	return template.HTML(b.String()) //nolint:gosec // every piece of s was escaped above
+}

@@ -1,0 +1,189 @@
+package broker
+
+import (
+	"errors"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/upstream"
+)
+
+// Every code a failed login can carry has a troubleshooting entry of its own, so the
+// console's event view and the README explain it (an IdP's own error= codes excepted).
+func TestEveryFailedLoginCodeHasATroubleshootingEntry(t *testing.T) {
+	codes := []string{
+		codeInvalidClient, codeInvalidRedirectURI, codeInvalidRequest, codeInvalidState, codeInvalidIss,
+		codeStoreUnavailable, codeStoreBusy, codeStoreFull, codeConnectionUnusable, codeCallbackMismatch,
+		codeTooManyRequests, "server_error", "login_required", "unsupported_response_type",
+		upstream.CodeUseDPoPNonce, upstream.CodeInvalidDPoPProof, upstream.CodeUpstreamError, upstream.CodeIDTokenInvalid,
+		upstream.CodeDiscovery, upstream.CodeUserinfo, upstream.CodePARNotSupported, upstream.CodeClaimsTooLarge,
+		upstream.CodeClientAuthUnsupported, discovery.CodeDPoPNotSupported, discovery.CodeDPoPAlgMismatch,
+	}
+	for _, c := range codes {
+		if _, exact, _ := logs.LookupTroubleshooting(c); !exact {
+			t.Errorf("details.error %q has no troubleshooting entry in logs/troubleshoot.go", c)
+		}
+	}
+}
+
+func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
+	tests := []struct {
+		name      string
+		query     string
+		wantQ     string
+		wantError string // part of the refusal, "" for none
+	}{
+		{name: "nothing", query: "", wantQ: ""},
+		{name: "the API's q alone", query: "q=type:f+details.error:dpop*", wantQ: "type:f details.error:dpop*"},
+		{name: "chips in a fixed order", query: "user=u1&type=f&connection=corp&client=app&error=invalid_state",
+			wantQ: `type:"f" connection:"corp" client_id:"app" details.error:"invalid_state" user_id:"u1"`},
+		{name: "q and a chip", query: "q=ip:10.0.0.1&type=s", wantQ: `ip:10.0.0.1 type:"s"`},
+		{name: "a chip cannot add a term", query: "connection=" + url.QueryEscape(`x" type:"s`), wantQ: `connection:"x\" type:\"s"`},
+		{name: "unknown parameters are ignored", query: "page=3&foo=bar", wantQ: ""},
+		{name: "known time range", query: "range=24h", wantQ: ""},
+		{name: "unknown time range", query: "range=1y", wantError: "unknown time range"},
+		{name: "cursor not a log id", query: "before=yesterday", wantError: "not a log id"},
+		{name: "q too long", query: "q=" + strings.Repeat("a", logs.MaxQueryLen+1), wantError: "longer than"},
+		{name: "chip too long", query: "user=" + strings.Repeat("a", maxChipValue+1), wantError: "user filter is longer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := url.ParseQuery(tt.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := parseLogsFilter(v)
+			if tt.wantError != "" {
+				if !errors.Is(err, errLogsFilter) || !strings.Contains(err.Error(), tt.wantError) {
+					t.Fatalf("parseLogsFilter(%q) = %v, want a refusal saying %q", tt.query, err, tt.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseLogsFilter(%q): %v", tt.query, err)
+			}
+			if got := f.lucene(); got != tt.wantQ {
+				t.Errorf("lucene() = %q, want %q", got, tt.wantQ)
+			}
+			if _, err := logs.ParseQuery(f.lucene()); err != nil && tt.wantQ != "" {
+				t.Errorf("the combined q does not parse: %v", err)
+			}
+		})
+	}
+}
+
+func TestLogsFilterTimeRangeAndCursorBoundTheSearch(t *testing.T) {
+	now := time.Date(2026, 12, 2, 15, 0, 0, 0, time.UTC)
+	f, err := parseLogsFilter(url.Values{"range": {"1h"}, "before": {logs.MinLogID(now.Add(-time.Minute))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := f.query(now)
+	if q.After != logs.MinLogID(now.Add(-time.Hour)) || q.Before != f.Before || q.PerPage != consoleLogsPerPage {
+		t.Errorf("query = %+v, want after an hour ago, before the cursor, %d per page", q, consoleLogsPerPage)
+	}
+	if all := (logsFilter{}).query(now); all.After != "" || all.Before != "" {
+		t.Errorf("query without range or cursor = %+v, want no bounds", all)
+	}
+}
+
+func TestLogsPageLinksKeepTheFilterAndPageOlderByCursor(t *testing.T) {
+	f := logsFilter{Q: "type:f", Chips: map[string]string{"connection": "corp"}, Range: "24h"}
+	evs := make([]logs.Event, consoleLogsPerPage)
+	for i := range evs {
+		evs[i] = logs.Event{LogID: logs.MinLogID(time.Unix(int64(1000-i), 0)), Type: "f", Connection: "corp"}
+	}
+	d := newLogsPageData(f, evs)
+	older, err := url.ParseQuery(d.Older)
+	if err != nil || older.Get("before") != evs[len(evs)-1].LogID || older.Get("q") != "type:f" ||
+		older.Get("connection") != "corp" || older.Get("range") != "24h" {
+		t.Errorf("Older = %q (%v), want the filter and the last event's id as before", d.Older, err)
+	}
+	if d.Newest != "" {
+		t.Errorf("Newest = %q on the first page, want none", d.Newest)
+	}
+	if len(d.Chips) != 1 || d.Chips[0].Value != "corp" || strings.Contains(d.Chips[0].Remove, "connection=") {
+		t.Errorf("chips = %+v, want connection corp with a link without it", d.Chips)
+	}
+	tail, _ := url.ParseQuery(strings.TrimPrefix(d.TailURL, "/logs/tail?"))
+	if tail.Get("range") != "" || tail.Get("q") != "type:f" || tail.Get("connection") != "corp" {
+		t.Errorf("TailURL = %q, want the search and chips without the range", d.TailURL)
+	}
+	if short := newLogsPageData(f, evs[:3]); short.Older != "" {
+		t.Errorf("Older = %q on a short page, want none", short.Older)
+	}
+}
+
+func TestLogEventViewShowsDPoPFactsAndTheTroubleshootingEntry(t *testing.T) {
+	failed := &logs.Event{LogID: logs.MinLogID(time.Unix(1, 0)), Type: logs.TypeFailedLogin, Description: "Failed Login",
+		Connection: "corp", Details: map[string]any{
+			"error": "dpop_not_supported", "error_description": "no DPoP <here>", "dpop_signing_alg": "ES256",
+		}}
+	d := newLogEventData(failed)
+	if d.Trouble == nil || !d.Trouble.Exact || !strings.Contains(string(d.Trouble.Happened), "<code>dpop_signing_alg_values_supported</code>") {
+		t.Fatalf("Trouble = %+v, want the dpop_not_supported entry with code spans", d.Trouble)
+	}
+	want, _, _ := logs.LookupTroubleshooting("dpop_not_supported")
+	if d.Trouble.ToDo != inlineMarkdown(want.ToDo) {
+		t.Errorf("ToDo = %q, want the entry's text %q", d.Trouble.ToDo, want.ToDo)
+	}
+	if !slices.Contains(d.DPoP, logFact{Label: "DPoP signing algorithm", Value: "ES256"}) {
+		t.Errorf("DPoP facts = %+v, want the signing algorithm labelled", d.DPoP)
+	}
+	if !slices.Contains(d.Other, logFact{Label: "Error description", Value: "no DPoP <here>"}) {
+		t.Errorf("other facts = %+v, want the description as text (escaped by the template)", d.Other)
+	}
+	if !strings.Contains(d.RawJSON, `"error": "dpop_not_supported"`) {
+		t.Errorf("RawJSON = %s, want the event's JSON", d.RawJSON)
+	}
+
+	idp := newLogEventData(&logs.Event{Type: logs.TypeFailedLogin, Details: map[string]any{"error": "temporarily_unavailable"}})
+	if idp.Trouble == nil || idp.Trouble.Exact || idp.Trouble.Code != "temporarily_unavailable" {
+		t.Errorf("Trouble = %+v, want the IdP refusal's entry, marked as not the code's own", idp.Trouble)
+	}
+
+	bearer := newLogEventData(&logs.Event{Type: logs.TypeSuccessLogin, Details: map[string]any{
+		"dpop_signing_alg": "ES256", "dpop_returned_from_upstream": false, "idp_token_type": "bearer",
+		"dpop_nonce_used": true, "dpop_nonce_retries": float64(1), "code_exchange_ms": float64(42),
+		"upstream_userinfo_fetch": map[string]any{"status": "ok", "dpop_bound": true},
+	}})
+	wantFacts := []logFact{
+		{"DPoP signing algorithm", "ES256"}, {"DPoP-bound token from the upstream", "no"}, {"Upstream token type", "bearer"},
+		{"Upstream DPoP nonce used", "yes"}, {"DPoP nonce retries", "1"}, {"Upstream code exchange", "42 ms"},
+		{"Upstream userinfo", "ok, DPoP-bound"},
+	}
+	if !slices.Equal(bearer.DPoP, wantFacts) {
+		t.Errorf("DPoP facts = %+v, want %+v", bearer.DPoP, wantFacts)
+	}
+	if bearer.Trouble != nil || len(bearer.Notes) != 1 || !strings.Contains(string(bearer.Notes[0]), "plain bearer token") {
+		t.Errorf("success view: trouble %+v, notes %q; want no entry and the Bearer downgrade note", bearer.Trouble, bearer.Notes)
+	}
+	if bearer.Row.DPoP != "Bearer" {
+		t.Errorf("row DPoP = %q, want Bearer", bearer.Row.DPoP)
+	}
+}
+
+func TestInlineMarkdownEscapesEverythingButCodeSpans(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{name: "plain", in: "a & b", want: "a &amp; b"},
+		{name: "code span", in: "set `a<b>` now", want: "set <code>a&lt;b&gt;</code> now"},
+		{name: "link shows its text", in: "see [docs/claims.md](docs/claims.md).", want: "see docs/claims.md."},
+		{name: "unclosed backtick", in: "a ` b <", want: "a ` b &lt;"},
+		{name: "bracket without link", in: "[x] <y>", want: "[x] &lt;y&gt;"},
+		{name: "html in link text", in: "[<b>](x)", want: "&lt;b&gt;"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := string(inlineMarkdown(tt.in)); got != tt.want {
+				t.Errorf("inlineMarkdown(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
