@@ -2,10 +2,12 @@ package broker
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -176,7 +178,12 @@ type logRow struct {
 	// DPoP is the upstream token's binding for a login through a DPoP connection: "DPoP",
 	// "Bearer" (a downgrade) or "" (no DPoP, or not known).
 	DPoP string `json:"dpop,omitempty"`
-	Href string `json:"href"` // the event view, below the console's path
+	// Hint is what happened, from a failed login's troubleshooting entry (plain text).
+	Hint string `json:"hint,omitempty"`
+	Href string `json:"href"` // the event view
+	// Filters are the links that add a chip for one of the row's values, by chip param
+	// (none in the event view).
+	Filters map[string]string `json:"filters,omitempty"`
 }
 
 // failedTypes are the event types shown as failures.
@@ -187,14 +194,30 @@ var failedTypes = map[string]bool{
 	logs.TypeBackchannelLogoutFailed: true, logs.TypeAPILimit: true,
 }
 
-func newLogRow(ev *logs.Event) logRow {
+// newLogRow lays out ev for the console at base; with f, each value links to the page with
+// that value's chip added.
+func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 	r := logRow{
 		LogID: ev.LogID, Date: ev.Date, Type: ev.Type, Description: ev.Description, Failed: failedTypes[ev.Type],
 		Connection: ev.Connection, ClientID: ev.ClientID, Client: cmp.Or(ev.ClientName, ev.ClientID),
 		UserID: ev.UserID, User: cmp.Or(ev.UserName, ev.UserID),
-		Href: "/logs/" + url.PathEscape(ev.LogID),
+		Href: base + "/logs/" + url.PathEscape(ev.LogID),
 	}
 	r.Error, _ = ev.Details["error"].(string)
+	if r.Error != "" && troubleshot(ev.Type) {
+		if t, _, ok := logs.LookupTroubleshooting(r.Error); ok {
+			r.Hint = markdownText(t.Happened)
+		}
+	}
+	if f != nil {
+		r.Filters = map[string]string{}
+		for param, val := range map[string]string{"type": r.Type, "connection": r.Connection,
+			"client": r.ClientID, "error": r.Error, "user": r.UserID} {
+			if val != "" && len(val) <= maxChipValue {
+				r.Filters[param] = base + "/logs?" + f.with(param, val)
+			}
+		}
+	}
 	if _, dpop := ev.Details["dpop_signing_alg"]; dpop {
 		switch ev.Details["dpop_returned_from_upstream"] {
 		case true:
@@ -213,21 +236,21 @@ type logsPageData struct {
 	Hidden  []logsHidden // the chips as hidden fields of the search form
 	Ranges  []logsRangeOption
 	Rows    []logRow
-	Older   string // query of the next (older) page, "" at the end
-	Newest  string // query of the first page, "" on it
-	TailURL string // the live tail's JSON, below the console's path, with the filter
+	Older   string // the next (older) page, "" at the end
+	Newest  string // the first page, "" on it
+	TailURL string // the live tail's JSON, with the filter
 	Problem string // why the filter was refused
 }
 
 // logsHidden is one hidden form field.
 type logsHidden struct{ Name, Value string }
 
-// newLogsPageData lays out a page of events found for f.
-func newLogsPageData(f logsFilter, evs []logs.Event) *logsPageData {
-	d := &logsPageData{Q: f.Q, TailURL: "/logs/tail?" + f.withoutRange()}
+// newLogsPageData lays out a page of events found for f, for the console at base.
+func newLogsPageData(base string, f logsFilter, evs []logs.Event) *logsPageData {
+	d := &logsPageData{Q: f.Q, TailURL: base + "/logs/tail?" + f.withoutRange()}
 	for _, k := range logsChipKinds {
 		if val, ok := f.Chips[k.param]; ok {
-			d.Chips = append(d.Chips, logsChip{Label: k.label, Value: val, Remove: f.with(k.param, "")})
+			d.Chips = append(d.Chips, logsChip{Label: k.label, Value: val, Remove: base + "/logs?" + f.with(k.param, "")})
 			d.Hidden = append(d.Hidden, logsHidden{Name: k.param, Value: val})
 		}
 	}
@@ -235,15 +258,15 @@ func newLogsPageData(f logsFilter, evs []logs.Event) *logsPageData {
 		d.Ranges = append(d.Ranges, logsRangeOption{Value: r.value, Label: r.label, Selected: r.value == f.Range})
 	}
 	for i := range evs {
-		d.Rows = append(d.Rows, newLogRow(&evs[i]))
+		d.Rows = append(d.Rows, newLogRow(base, &evs[i], &f))
 	}
 	if len(evs) == consoleLogsPerPage {
 		v := f.values()
 		v.Set("before", evs[len(evs)-1].LogID)
-		d.Older = v.Encode()
+		d.Older = base + "/logs?" + v.Encode()
 	}
 	if f.Before != "" {
-		d.Newest = f.values().Encode()
+		d.Newest = base + "/logs?" + f.values().Encode()
 	}
 	return d
 }
@@ -337,9 +360,9 @@ type logEventData struct {
 	RawJSON string
 }
 
-// newLogEventData lays out the event view of ev.
-func newLogEventData(ev *logs.Event) *logEventData {
-	d := &logEventData{Row: newLogRow(ev)}
+// newLogEventData lays out the event view of ev, for the console at base.
+func newLogEventData(base string, ev *logs.Event) *logEventData {
+	d := &logEventData{Row: newLogRow(base, ev, nil)}
 	add := func(facts *[]logFact, label, value string) {
 		if value != "" {
 			*facts = append(*facts, logFact{Label: label, Value: value})
@@ -368,7 +391,7 @@ func newLogEventData(ev *logs.Event) *logEventData {
 			add(&d.Other, f.label, factValue(f.key, v))
 		}
 	}
-	if code, _ := ev.Details["error"].(string); code != "" && (ev.Type == logs.TypeFailedLogin || ev.Type == logs.TypeFailedSilentAuth) {
+	if code, _ := ev.Details["error"].(string); code != "" && troubleshot(ev.Type) {
 		if t, exact, ok := logs.LookupTroubleshooting(code); ok {
 			d.Trouble = &logTrouble{Codes: t.Codes, Exact: exact, Code: code,
 				Happened: inlineMarkdown(t.Happened), ToDo: inlineMarkdown(t.ToDo)}
@@ -385,34 +408,150 @@ func newLogEventData(ev *logs.Event) *logEventData {
 	return d
 }
 
-// inlineMarkdown renders the Markdown inline text of the troubleshooting entries: `code`
-// spans become <code>, a [text](target) link shows its text (the README's relative links
-// lead nowhere on the broker), and everything else is escaped.
-func inlineMarkdown(s string) template.HTML {
-	var b strings.Builder
+// troubleshot reports whether events of type typ are explained by the troubleshooting
+// entries: failed logins, interactive or silent.
+func troubleshot(typ string) bool {
+	return typ == logs.TypeFailedLogin || typ == logs.TypeFailedSilentAuth
+}
+
+// markdownSpan is a piece of the troubleshooting entries' Markdown inline text.
+type markdownSpan struct {
+	text string
+	code bool
+}
+
+// markdownSpans splits s into text and `code` spans; a [text](target) link keeps its text
+// only (the README's relative links lead nowhere on the broker).
+func markdownSpans(s string) []markdownSpan {
+	var out []markdownSpan
+	var text strings.Builder
 	for len(s) > 0 {
 		i := strings.IndexAny(s, "`[")
 		if i < 0 {
-			b.WriteString(template.HTMLEscapeString(s))
+			text.WriteString(s)
 			break
 		}
-		b.WriteString(template.HTMLEscapeString(s[:i]))
+		text.WriteString(s[:i])
 		s = s[i:]
 		if s[0] == '`' {
 			if j := strings.IndexByte(s[1:], '`'); j >= 0 {
-				b.WriteString("<code>" + template.HTMLEscapeString(s[1:1+j]) + "</code>")
+				out = append(out, markdownSpan{text: text.String()}, markdownSpan{text: s[1 : 1+j], code: true})
+				text.Reset()
 				s = s[j+2:]
 				continue
 			}
 		} else if j := strings.Index(s, "]("); j > 0 {
 			if k := strings.IndexByte(s[j:], ')'); k > 0 {
-				b.WriteString(template.HTMLEscapeString(s[1:j]))
+				text.WriteString(s[1:j])
 				s = s[j+k+1:]
 				continue
 			}
 		}
-		b.WriteString(template.HTMLEscapeString(s[:1]))
+		text.WriteByte(s[0])
 		s = s[1:]
 	}
-	return template.HTML(b.String()) //nolint:gosec // every piece of s was escaped above
+	return append(out, markdownSpan{text: text.String()})
+}
+
+// inlineMarkdown renders Markdown inline text as HTML: code spans become <code>, everything
+// is escaped.
+func inlineMarkdown(s string) template.HTML {
+	var b strings.Builder
+	for _, sp := range markdownSpans(s) {
+		if sp.code {
+			b.WriteString("<code>" + template.HTMLEscapeString(sp.text) + "</code>")
+		} else {
+			b.WriteString(template.HTMLEscapeString(sp.text))
+		}
+	}
+	return template.HTML(b.String()) //nolint:gosec // every span was escaped above
+}
+
+// markdownText is Markdown inline text as plain text.
+func markdownText(s string) string {
+	var b strings.Builder
+	for _, sp := range markdownSpans(s) {
+		b.WriteString(sp.text)
+	}
+	return b.String()
+}
+
+// consoleLogsProblem turns a refused filter or search, or a store failure, into the status and
+// the sentence the page shows. A store failure is logged; its error never reaches the page.
+func (s *Server) consoleLogsProblem(err error) (int, string) {
+	switch {
+	case errors.Is(err, errLogsFilter):
+		return http.StatusBadRequest, strings.TrimPrefix(err.Error(), errLogsFilter.Error()+": ")
+	case errors.Is(err, logs.ErrInvalidQuery):
+		return http.StatusBadRequest, "The search is not valid: " + strings.TrimPrefix(err.Error(), logs.ErrInvalidQuery.Error()+": ")
+	}
+	s.log.Error("console: reading the event log failed", "err", err)
+	if storeDown(err) {
+		return http.StatusServiceUnavailable, "The store is unavailable. Try again shortly."
+	}
+	return http.StatusInternalServerError, "The event log could not be read."
+}
+
+// consoleLogsPage finds the Logs page for the URL query v, for the console at base: the
+// status to answer and the page (with Problem set when the filter or the store refused).
+func (s *Server) consoleLogsPage(ctx context.Context, base string, v url.Values) (int, *logsPageData) {
+	f, err := parseLogsFilter(v)
+	if err != nil {
+		status, problem := s.consoleLogsProblem(err)
+		d := newLogsPageData(base, logsFilter{Q: clip(v.Get("q"), logs.MaxQueryLen)}, nil)
+		d.Problem = problem
+		return status, d
+	}
+	evs, err := s.events.Search(ctx, f.query(s.now()))
+	if err != nil {
+		status, problem := s.consoleLogsProblem(err)
+		d := newLogsPageData(base, f, nil)
+		d.Problem = problem
+		return status, d
+	}
+	return http.StatusOK, newLogsPageData(base, f, evs)
+}
+
+// logsTailAnswer is one step of the live tail, as JSON.
+type logsTailAnswer struct {
+	Cursor string   `json:"cursor,omitempty"` // the after of the next step
+	Events []logRow `json:"events"`           // oldest first
+	More   bool     `json:"more,omitempty"`   // the step was full: ask again without waiting
+	Error  string   `json:"error,omitempty"`
+}
+
+// consoleLogsTail is one step of the live tail for the URL query v: the events after v's
+// after ("" = from now on) that match its q and chips (not its range or cursor), at most
+// consoleTailTake of them.
+func (s *Server) consoleLogsTail(ctx context.Context, base string, v url.Values) (int, logsTailAnswer) {
+	f, err := parseLogsFilter(v)
+	if err != nil {
+		status, problem := s.consoleLogsProblem(err)
+		return status, logsTailAnswer{Events: []logRow{}, Error: problem}
+	}
+	f.Range, f.Before = "", ""
+	evs, cursor, err := s.events.Tail(ctx, v.Get("after"), f.lucene(), consoleTailTake)
+	if err != nil {
+		status, problem := s.consoleLogsProblem(err)
+		return status, logsTailAnswer{Events: []logRow{}, Error: problem}
+	}
+	a := logsTailAnswer{Cursor: cursor, Events: make([]logRow, 0, len(evs)), More: len(evs) == consoleTailTake}
+	for i := range evs {
+		a.Events = append(a.Events, newLogRow(base, &evs[i], &f))
+	}
+	return http.StatusOK, a
+}
+
+// consoleLogEvent finds the event view of id: 404 with no page for an unknown or malformed
+// id.
+func (s *Server) consoleLogEvent(ctx context.Context, base, id string) (int, *logEventData, string) {
+	ev, err := s.events.Get(ctx, id)
+	switch {
+	case errors.Is(err, logs.ErrInvalidQuery), errors.Is(err, sessions.ErrNotFound):
+		return http.StatusNotFound, nil, "There is no such event (it may have aged out of the log)."
+	case err != nil:
+		status, problem := s.consoleLogsProblem(err)
+		return status, nil, problem
+	}
+	return http.StatusOK, newLogEventData(base, ev), ""
 }

@@ -98,8 +98,8 @@ func TestLogsPageLinksKeepTheFilterAndPageOlderByCursor(t *testing.T) {
 	for i := range evs {
 		evs[i] = logs.Event{LogID: logs.MinLogID(time.Unix(int64(1000-i), 0)), Type: "f", Connection: "corp"}
 	}
-	d := newLogsPageData(f, evs)
-	older, err := url.ParseQuery(d.Older)
+	d := newLogsPageData("/console", f, evs)
+	older, err := url.ParseQuery(strings.TrimPrefix(d.Older, "/console/logs?"))
 	if err != nil || older.Get("before") != evs[len(evs)-1].LogID || older.Get("q") != "type:f" ||
 		older.Get("connection") != "corp" || older.Get("range") != "24h" {
 		t.Errorf("Older = %q (%v), want the filter and the last event's id as before", d.Older, err)
@@ -107,14 +107,20 @@ func TestLogsPageLinksKeepTheFilterAndPageOlderByCursor(t *testing.T) {
 	if d.Newest != "" {
 		t.Errorf("Newest = %q on the first page, want none", d.Newest)
 	}
+	if !strings.HasPrefix(d.Older, "/console/logs?") {
+		t.Errorf("Older = %q, want a link to the console's Logs page", d.Older)
+	}
 	if len(d.Chips) != 1 || d.Chips[0].Value != "corp" || strings.Contains(d.Chips[0].Remove, "connection=") {
 		t.Errorf("chips = %+v, want connection corp with a link without it", d.Chips)
 	}
-	tail, _ := url.ParseQuery(strings.TrimPrefix(d.TailURL, "/logs/tail?"))
+	if got := d.Rows[0].Filters["type"]; got != "/console/logs?"+f.with("type", "f") {
+		t.Errorf("the row's type link = %q, want the page with the type chip", got)
+	}
+	tail, _ := url.ParseQuery(strings.TrimPrefix(d.TailURL, "/console/logs/tail?"))
 	if tail.Get("range") != "" || tail.Get("q") != "type:f" || tail.Get("connection") != "corp" {
 		t.Errorf("TailURL = %q, want the search and chips without the range", d.TailURL)
 	}
-	if short := newLogsPageData(f, evs[:3]); short.Older != "" {
+	if short := newLogsPageData("/console", f, evs[:3]); short.Older != "" {
 		t.Errorf("Older = %q on a short page, want none", short.Older)
 	}
 }
@@ -124,7 +130,7 @@ func TestLogEventViewShowsDPoPFactsAndTheTroubleshootingEntry(t *testing.T) {
 		Connection: "corp", Details: map[string]any{
 			"error": "dpop_not_supported", "error_description": "no DPoP <here>", "dpop_signing_alg": "ES256",
 		}}
-	d := newLogEventData(failed)
+	d := newLogEventData("/console", failed)
 	if d.Trouble == nil || !d.Trouble.Exact || !strings.Contains(string(d.Trouble.Happened), "<code>dpop_signing_alg_values_supported</code>") {
 		t.Fatalf("Trouble = %+v, want the dpop_not_supported entry with code spans", d.Trouble)
 	}
@@ -138,16 +144,22 @@ func TestLogEventViewShowsDPoPFactsAndTheTroubleshootingEntry(t *testing.T) {
 	if !slices.Contains(d.Other, logFact{Label: "Error description", Value: "no DPoP <here>"}) {
 		t.Errorf("other facts = %+v, want the description as text (escaped by the template)", d.Other)
 	}
+	if d.Row.Hint != markdownText(want.Happened) || strings.Contains(d.Row.Hint, "`") {
+		t.Errorf("row hint = %q, want what happened as plain text", d.Row.Hint)
+	}
+	if d.Row.Href != "/console/logs/"+failed.LogID {
+		t.Errorf("Href = %q", d.Row.Href)
+	}
 	if !strings.Contains(d.RawJSON, `"error": "dpop_not_supported"`) {
 		t.Errorf("RawJSON = %s, want the event's JSON", d.RawJSON)
 	}
 
-	idp := newLogEventData(&logs.Event{Type: logs.TypeFailedLogin, Details: map[string]any{"error": "temporarily_unavailable"}})
+	idp := newLogEventData("/console", &logs.Event{Type: logs.TypeFailedLogin, Details: map[string]any{"error": "temporarily_unavailable"}})
 	if idp.Trouble == nil || idp.Trouble.Exact || idp.Trouble.Code != "temporarily_unavailable" {
 		t.Errorf("Trouble = %+v, want the IdP refusal's entry, marked as not the code's own", idp.Trouble)
 	}
 
-	bearer := newLogEventData(&logs.Event{Type: logs.TypeSuccessLogin, Details: map[string]any{
+	bearer := newLogEventData("/console", &logs.Event{Type: logs.TypeSuccessLogin, Details: map[string]any{
 		"dpop_signing_alg": "ES256", "dpop_returned_from_upstream": false, "idp_token_type": "bearer",
 		"dpop_nonce_used": true, "dpop_nonce_retries": float64(1), "code_exchange_ms": float64(42),
 		"upstream_userinfo_fetch": map[string]any{"status": "ok", "dpop_bound": true},
