@@ -186,6 +186,38 @@ type logRow struct {
 	Filters map[string]string `json:"filters,omitempty"`
 }
 
+// logCell is one value of a row in the Logs page's table: its text, and the link that adds
+// its chip.
+type logCell struct {
+	Kind, Text, URL, Class string
+}
+
+// Cell returns the row's cell for a chip param (type, connection, client, user, error).
+func (r logRow) Cell(param string) logCell {
+	c := logCell{Kind: param, URL: r.Filters[param]}
+	for _, k := range logsChipKinds {
+		if k.param == param {
+			c.Kind = k.label
+		}
+	}
+	switch param {
+	case "type":
+		c.Text, c.Class = r.Type, "badge ok"
+		if r.Failed {
+			c.Class = "badge bad"
+		}
+	case "connection":
+		c.Text = r.Connection
+	case "client":
+		c.Text = r.Client
+	case "user":
+		c.Text = r.User
+	case "error":
+		c.Text, c.Class = r.Error, "badge bad"
+	}
+	return c
+}
+
 // failedTypes are the event types shown as failures.
 var failedTypes = map[string]bool{
 	logs.TypeFailedLogin: true, logs.TypeFailedSilentAuth: true, logs.TypeFailedExchange: true,
@@ -239,6 +271,9 @@ type logsPageData struct {
 	Older   string // the next (older) page, "" at the end
 	Newest  string // the first page, "" on it
 	TailURL string // the live tail's JSON, with the filter
+	// TailFrom is where the live tail starts: the newest event before the page was searched
+	// (an event written meanwhile may show in both; the tail skips the ids on the page).
+	TailFrom string
 	Problem string // why the filter was refused
 }
 
@@ -502,14 +537,23 @@ func (s *Server) consoleLogsPage(ctx context.Context, base string, v url.Values)
 		d.Problem = problem
 		return status, d
 	}
-	evs, err := s.events.Search(ctx, f.query(s.now()))
+	var from string
+	if f.Before == "" {
+		_, from, err = s.events.Tail(ctx, "", "", 1)
+	}
+	var evs []logs.Event
+	if err == nil {
+		evs, err = s.events.Search(ctx, f.query(s.now()))
+	}
 	if err != nil {
 		status, problem := s.consoleLogsProblem(err)
 		d := newLogsPageData(base, f, nil)
 		d.Problem = problem
 		return status, d
 	}
-	return http.StatusOK, newLogsPageData(base, f, evs)
+	d := newLogsPageData(base, f, evs)
+	d.TailFrom = from
+	return http.StatusOK, d
 }
 
 // logsTailAnswer is one step of the live tail, as JSON.
