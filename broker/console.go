@@ -36,6 +36,7 @@ type consoleNavItem struct {
 var consoleNav = []consoleNavItem{
 	{Path: "/", Label: "Overview"},
 	{Path: "/connections", Label: "Connections", Scope: "read:connections"},
+	{Path: "/logs", Label: "Logs", Scope: "read:logs"},
 	{Path: "/apps", Label: "Apps", Scope: "read:clients"},
 	{Path: "/sessions", Label: "Sessions", Scope: "read:sessions"},
 }
@@ -195,6 +196,7 @@ func (s *Server) consoleRoutes(h func(string, http.HandlerFunc)) {
 	h("GET /console/{$}", s.consolePage("", s.consoleHome))
 	s.consoleConnectionRoutes(h)
 	s.consoleUserRoutes(h)
+	s.consoleLogRoutes(h)
 }
 
 // consoleHome is the console's landing page.

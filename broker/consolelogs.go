@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -274,7 +275,7 @@ type logsPageData struct {
 	// TailFrom is where the live tail starts: the newest event before the page was searched
 	// (an event written meanwhile may show in both; the tail skips the ids on the page).
 	TailFrom string
-	Problem string // why the filter was refused
+	Problem  string // why the filter was refused
 }
 
 // logsHidden is one hidden form field.
@@ -598,4 +599,34 @@ func (s *Server) consoleLogEvent(ctx context.Context, base, id string) (int, *lo
 		return status, nil, problem
 	}
 	return http.StatusOK, newLogEventData(base, ev), ""
+}
+
+// consoleLogRoutes registers the Logs page, its live tail and the event view.
+func (s *Server) consoleLogRoutes(h func(string, http.HandlerFunc)) {
+	h("GET /console/logs", s.consolePage(config.ScopeReadLogs, s.consoleLogsHandler))
+	h("GET /console/logs/tail", s.consolePage(config.ScopeReadLogs, s.consoleLogsTailHandler))
+	h("GET /console/logs/{id}", s.consolePage(config.ScopeReadLogs, s.consoleLogEventHandler))
+}
+
+func (s *Server) consoleLogsHandler(c *consoleRequest) {
+	status, d := s.consoleLogsPage(c.r.Context(), s.consolePath(), c.r.URL.Query())
+	c.render(status, "logs", "Logs", d)
+}
+
+func (s *Server) consoleLogEventHandler(c *consoleRequest) {
+	status, d, problem := s.consoleLogEvent(c.r.Context(), s.consolePath(), c.r.PathValue("id"))
+	if d == nil {
+		c.renderView(status, "logevent", &consoleView{Title: "Event", Problem: problem})
+		return
+	}
+	c.render(status, "logevent", "Event "+d.Row.Type+" · "+d.Row.Date, d)
+}
+
+// consoleLogsTailHandler answers one step of the live tail as JSON (never cached).
+func (s *Server) consoleLogsTailHandler(c *consoleRequest) {
+	status, a := s.consoleLogsTail(c.r.Context(), s.consolePath(), c.r.URL.Query())
+	consoleHeaders(c.w)
+	c.w.Header().Set("Content-Type", "application/json")
+	c.w.WriteHeader(status)
+	_ = json.NewEncoder(c.w).Encode(a)
 }

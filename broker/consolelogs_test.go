@@ -1,13 +1,16 @@
 package broker
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -197,5 +200,148 @@ func TestInlineMarkdownEscapesEverythingButCodeSpans(t *testing.T) {
 				t.Errorf("inlineMarkdown(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// consoleLogsHarness is a console harness whose connection "other" asks for DPoP from an
+// upstream without it (a login through it fails dpop_not_supported), and whose management
+// token can sign in to the console without read:logs.
+func consoleLogsHarness(t *testing.T) *harness {
+	t.Helper()
+	return consoleHarness(t, func(c *config.Config) {
+		c.Connections[1].Options.DPoPSigningAlg = "ES256"
+		c.Clients[0].Connections = []string{"corp", "other"}
+	})
+}
+
+// failDPoPLogin starts a login through "other": the broker refuses it, dpop_not_supported.
+func (h *harness) failDPoPLogin() logs.Event {
+	h.t.Helper()
+	get(h.t, h.browser(), h.authorizeURL(func(q url.Values) { q.Set("connection", "other") }))
+	ev := h.lastEventOf(logs.TypeFailedLogin)
+	if ev.Details["error"] != "dpop_not_supported" {
+		h.t.Fatalf("the login through other failed with %v, want dpop_not_supported", ev.Details["error"])
+	}
+	return ev
+}
+
+func TestConsoleLogsPageSearchesAndShowsAFailedLoginWithItsTroubleshooting(t *testing.T) {
+	h := consoleLogsHarness(t)
+	browser := h.browser()
+	if resp, body := h.consoleSignIn(browser); resp.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d\n%s", resp.StatusCode, body)
+	}
+	failed := h.failDPoPLogin()
+
+	resp, body := get(t, browser, h.srv.URL+"/console/logs?type=f")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `data-id="`+failed.LogID+`"`) {
+		t.Fatalf("Logs page with the f chip: %d, want the failed login's row:\n%s", resp.StatusCode, body)
+	}
+	if strings.Contains(body, `<td data-label="Type"><a class="badge ok"`) {
+		t.Errorf("the f chip shows a success row:\n%s", body)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+		t.Errorf("CSP = %q, want the console's strict policy", csp)
+	}
+	for _, want := range []string{`aria-current="page">Logs`, "Remove the type filter f", "no login was started", "/console/assets/logs.js"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("Logs page lacks %q", want)
+		}
+	}
+	if _, body := get(t, browser, h.srv.URL+"/console/logs?error=invalid_state"); strings.Contains(body, `data-id="`+failed.LogID) {
+		t.Errorf("the error chip invalid_state shows the dpop_not_supported event")
+	}
+	if _, body := get(t, browser, h.srv.URL+"/console/logs?q="+url.QueryEscape("connection:other details.error:dpop*")); !strings.Contains(body, `data-id="`+failed.LogID) {
+		t.Errorf("the API's q syntax does not find the event")
+	}
+
+	resp, body = get(t, browser, h.srv.URL+"/console/logs/"+failed.LogID)
+	entry, _, _ := logs.LookupTroubleshooting("dpop_not_supported")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, string(inlineMarkdown(entry.Happened))) ||
+		!strings.Contains(body, string(inlineMarkdown(entry.ToDo))) {
+		t.Fatalf("event view: %d, want the troubleshooting entry's text:\n%s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"DPoP signing algorithm", "<summary>Raw JSON</summary>", "&#34;log_id&#34;: &#34;" + failed.LogID} {
+		if !strings.Contains(body, want) {
+			t.Errorf("event view lacks %q", want)
+		}
+	}
+}
+
+func TestConsoleLogsTailShowsANewFailedLoginOnce(t *testing.T) {
+	h := consoleLogsHarness(t)
+	browser := h.browser()
+	h.consoleSignIn(browser)
+	tail := func(after string) logsTailAnswer {
+		t.Helper()
+		resp, body := get(t, browser, h.srv.URL+"/console/logs/tail?type=f&after="+after)
+		var a logsTailAnswer
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &a) != nil {
+			t.Fatalf("tail: %d %s\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+		return a
+	}
+	start := tail("")
+	if start.Cursor == "" || len(start.Events) != 0 {
+		t.Fatalf("the tail's start = %+v, want a cursor and no old events", start)
+	}
+	h.consoleSignIn(h.browser()) // an s event: not shown with the f chip
+	failed := h.failDPoPLogin()
+	a := tail(start.Cursor)
+	if len(a.Events) != 1 || a.Events[0].LogID != failed.LogID || a.Events[0].Error != "dpop_not_supported" ||
+		!strings.Contains(a.Events[0].Hint, "no login was started") || a.Events[0].Href != "/console/logs/"+failed.LogID {
+		t.Fatalf("tail = %+v, want the failed login with what happened", a)
+	}
+	if again := tail(a.Cursor); len(again.Events) != 0 || again.Cursor != a.Cursor {
+		t.Errorf("the next step = %+v, want nothing new", again)
+	}
+}
+
+func TestConsoleLogsRefusals(t *testing.T) {
+	h := consoleLogsHarness(t)
+	browser := h.browser()
+	h.consoleSignIn(browser)
+	tests := []struct {
+		name       string
+		path       string
+		wantStatus int
+		want       string
+	}{
+		{name: "q the API refuses", path: "/console/logs?q=" + url.QueryEscape("type:f OR type:s"), wantStatus: 400, want: "The search is not valid"},
+		{name: "unknown range", path: "/console/logs?range=1y", wantStatus: 400, want: "unknown time range"},
+		{name: "tail after something else than a log id", path: "/console/logs/tail?after=1", wantStatus: 400, want: "not a log_id"},
+		{name: "unknown event", path: "/console/logs/" + logs.MinLogID(time.Unix(1, 0)), wantStatus: 404, want: "no such event"},
+		{name: "malformed event id", path: "/console/logs/%3Cscript%3E", wantStatus: 404, want: "no such event"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := get(t, browser, h.srv.URL+tt.path)
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.want) {
+				t.Fatalf("GET %s = %d, want %d with %q:\n%s", tt.path, resp.StatusCode, tt.wantStatus, tt.want, body)
+			}
+			if strings.Contains(body, "<script>") {
+				t.Errorf("the page echoes markup")
+			}
+		})
+	}
+}
+
+func TestConsoleLogsNeedReadLogs(t *testing.T) {
+	h := consoleLogsHarness(t) // the break-glass token has read:connections only
+	browser := h.browser()
+	resp, body := postForm(t, browser, h.srv.URL+"/console/login/token", url.Values{"token": {consoleTestToken}}, "same-origin")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("token sign-in: %d\n%s", resp.StatusCode, body)
+	}
+	if strings.Contains(body, ">Logs</a>") {
+		t.Errorf("the nav offers Logs to an operator without read:logs")
+	}
+	for _, path := range []string{"/console/logs", "/console/logs/tail", "/console/logs/" + logs.MinLogID(time.Unix(1, 0))} {
+		if resp, _ := get(t, browser, h.srv.URL+path); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("GET %s = %d, want 403", path, resp.StatusCode)
+		}
+	}
+	if resp, _ := get(t, h.browser(), h.srv.URL+"/console/logs/tail"); resp.Request.URL.Path != "/console/signin" {
+		t.Errorf("the tail without a session ended at %s, want the sign-in page", resp.Request.URL.Path)
 	}
 }
