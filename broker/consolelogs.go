@@ -319,16 +319,30 @@ type logFact struct {
 	Label, Value string
 }
 
-// dpopFacts are the DPoP facts of a login, in the order shown, with their labels.
-var dpopFacts = []struct{ key, label string }{
-	{"dpop_signing_alg", "DPoP signing algorithm"},
-	{"dpop_returned_from_upstream", "DPoP-bound token from the upstream"},
-	{"idp_token_type", "Upstream token type"},
-	{"dpop_nonce_used", "Upstream DPoP nonce used"},
-	{"dpop_nonce_retries", "DPoP nonce retries"},
-	{"dpop_nonce_dropped", "Remembered nonce dropped"},
-	{"code_exchange_ms", "Upstream code exchange"},
-	{"upstream_userinfo_fetch", "Upstream userinfo"},
+// dpopFacts are the DPoP facts of a login, in the order shown, with their labels; a login
+// event shows the always ones even when it did not record them (a login that failed before
+// the upstream exchange).
+var dpopFacts = []struct {
+	key, label string
+	always     bool
+}{
+	{"dpop_signing_alg", "DPoP signing algorithm", true},
+	{"dpop_returned_from_upstream", "DPoP-bound token from the upstream", true},
+	{"idp_token_type", "Upstream token type", true},
+	{"dpop_nonce_used", "Upstream DPoP nonce used", true},
+	{"dpop_nonce_retries", "DPoP nonce retries", true},
+	{"dpop_nonce_dropped", "Remembered nonce dropped", false},
+	{"code_exchange_ms", "Upstream code exchange", true},
+	{"upstream_userinfo_fetch", "Upstream userinfo", false},
+}
+
+// notRecorded is shown for a DPoP fact a login event does not carry.
+const notRecorded = "not recorded (no upstream exchange)"
+
+// loginTypes are the events of a login, interactive or silent.
+var loginTypes = map[string]bool{
+	logs.TypeSuccessLogin: true, logs.TypeFailedLogin: true,
+	logs.TypeSuccessSilentAuth: true, logs.TypeFailedSilentAuth: true,
 }
 
 // otherFacts are further details shown as facts when present.
@@ -417,9 +431,18 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 	add(&d.Event, "User agent", ev.UserAgent)
 	add(&d.Event, "Broker host", ev.Hostname)
 	add(&d.Event, "Log id", ev.LogID)
+	_, dpopOn := ev.Details["dpop_signing_alg"]
 	for _, f := range dpopFacts {
-		if v, ok := ev.Details[f.key]; ok {
+		v, ok := ev.Details[f.key]
+		switch {
+		case ok:
 			add(&d.DPoP, f.label, factValue(f.key, v))
+		case !f.always || !loginTypes[ev.Type]:
+		case f.key == "dpop_signing_alg":
+			add(&d.DPoP, f.label, "none: the connection does not use DPoP")
+		case !dpopOn && (f.key == "dpop_nonce_used" || f.key == "dpop_nonce_retries"):
+		default:
+			add(&d.DPoP, f.label, notRecorded)
 		}
 	}
 	for _, f := range otherFacts {

@@ -144,6 +144,9 @@ func TestLogEventViewShowsDPoPFactsAndTheTroubleshootingEntry(t *testing.T) {
 	if !slices.Contains(d.DPoP, logFact{Label: "DPoP signing algorithm", Value: "ES256"}) {
 		t.Errorf("DPoP facts = %+v, want the signing algorithm labelled", d.DPoP)
 	}
+	if !slices.Contains(d.DPoP, logFact{Label: "Upstream token type", Value: notRecorded}) {
+		t.Errorf("DPoP facts = %+v, want the token type shown as not recorded (no exchange)", d.DPoP)
+	}
 	if !slices.Contains(d.Other, logFact{Label: "Error description", Value: "no DPoP <here>"}) {
 		t.Errorf("other facts = %+v, want the description as text (escaped by the template)", d.Other)
 	}
@@ -160,6 +163,17 @@ func TestLogEventViewShowsDPoPFactsAndTheTroubleshootingEntry(t *testing.T) {
 	idp := newLogEventData("/console", &logs.Event{Type: logs.TypeFailedLogin, Details: map[string]any{"error": "temporarily_unavailable"}})
 	if idp.Trouble == nil || idp.Trouble.Exact || idp.Trouble.Code != "temporarily_unavailable" {
 		t.Errorf("Trouble = %+v, want the IdP refusal's entry, marked as not the code's own", idp.Trouble)
+	}
+
+	plain := newLogEventData("/console", &logs.Event{Type: logs.TypeSuccessLogin, Details: map[string]any{
+		"dpop_returned_from_upstream": false, "idp_token_type": "bearer", "code_exchange_ms": float64(7)}})
+	wantPlain := []logFact{{"DPoP signing algorithm", "none: the connection does not use DPoP"},
+		{"DPoP-bound token from the upstream", "no"}, {"Upstream token type", "bearer"}, {"Upstream code exchange", "7 ms"}}
+	if !slices.Equal(plain.DPoP, wantPlain) || len(plain.Notes) != 0 {
+		t.Errorf("a login without DPoP: facts %+v notes %q, want %+v and no Bearer-downgrade note", plain.DPoP, plain.Notes, wantPlain)
+	}
+	if api := newLogEventData("/console", &logs.Event{Type: logs.TypeSuccessAPI}); len(api.DPoP) != 0 {
+		t.Errorf("a management event shows DPoP facts %+v", api.DPoP)
 	}
 
 	bearer := newLogEventData("/console", &logs.Event{Type: logs.TypeSuccessLogin, Details: map[string]any{
