@@ -55,7 +55,8 @@ gotest:
 
 # Bounded fuzzing (CI runs it on every make test): the DPoP proof parser/validator and the
 # broker's hostile-input surfaces (/authorize, /login/callback and /oauth/token parameters,
-# config loading, RP-initiated logout, home-realm discovery's login_hint, the operators' console). FUZZTIME is per target and counts executions, not
+# config loading, RP-initiated logout, home-realm discovery's login_hint, the operators' console,
+# the console Logs page's filter and its rendering of the troubleshooting text). FUZZTIME is per target and counts executions, not
 # seconds: Go 1.26's duration-bounded fuzzing can fail with a spurious "context deadline
 # exceeded" when the machine is busy (golang/go#75804), and a count does the same work on a
 # fast or a loaded machine (FuzzTokenRequest: 8000 runs in about 5 s on a 2-core box).
@@ -64,7 +65,8 @@ gotest:
 FUZZTIME ?= 8000x
 FUZZ      = $(GO) test -run '^$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x
 FUZZ_TARGETS = dpop/FuzzVerify broker/FuzzAuthorize broker/FuzzCallback broker/FuzzTokenRequest \
-               config/FuzzConfigParse broker/FuzzLogout broker/FuzzHomeRealm broker/FuzzConsole
+               config/FuzzConfigParse broker/FuzzLogout broker/FuzzHomeRealm broker/FuzzConsole \
+               broker/FuzzConsoleLogsFilter broker/FuzzInlineMarkdown
 fuzz: $(addprefix fuzz/,$(FUZZ_TARGETS))
 
 fuzz/%:
@@ -72,7 +74,8 @@ fuzz/%:
 
 # The other broker targets start after the first, which leaves the fuzz-instrumented packages
 # in the build cache (two started at once would each compile them).
-fuzz/broker/FuzzCallback fuzz/broker/FuzzTokenRequest fuzz/broker/FuzzLogout fuzz/broker/FuzzHomeRealm fuzz/broker/FuzzConsole: | fuzz/broker/FuzzAuthorize
+fuzz/broker/FuzzCallback fuzz/broker/FuzzTokenRequest fuzz/broker/FuzzLogout fuzz/broker/FuzzHomeRealm fuzz/broker/FuzzConsole \
+fuzz/broker/FuzzConsoleLogsFilter fuzz/broker/FuzzInlineMarkdown: | fuzz/broker/FuzzAuthorize
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dpop/ ./broker/

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -82,6 +83,9 @@ func parseLogsFilter(v url.Values) (logsFilter, error) {
 		}
 		if len(val) > maxChipValue {
 			return logsFilter{}, fmt.Errorf("%w: the %s filter is longer than %d bytes", errLogsFilter, k.label, maxChipValue)
+		}
+		if !utf8.ValidString(val) {
+			return logsFilter{}, fmt.Errorf("%w: the %s filter is not UTF-8 text", errLogsFilter, k.label)
 		}
 		f.Chips[k.param] = val
 	}

@@ -52,6 +52,7 @@ func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 		{name: "unknown time range", query: "range=1y", wantError: "unknown time range"},
 		{name: "cursor not a log id", query: "before=yesterday", wantError: "not a log id"},
 		{name: "q too long", query: "q=" + strings.Repeat("a", logs.MaxQueryLen+1), wantError: "longer than"},
+		{name: "chip not UTF-8", query: "connection=%C0", wantError: "connection filter is not UTF-8"},
 		{name: "chip too long", query: "user=" + strings.Repeat("a", maxChipValue+1), wantError: "user filter is longer"},
 	}
 	for _, tt := range tests {
@@ -358,4 +359,52 @@ func TestConsoleLogsNeedReadLogs(t *testing.T) {
 	if resp, _ := get(t, h.browser(), h.srv.URL+"/console/logs/tail"); resp.Request.URL.Path != "/console/signin" {
 		t.Errorf("the tail without a session ended at %s, want the sign-in page", resp.Request.URL.Path)
 	}
+}
+
+// FuzzConsoleLogsFilter: any Logs page query string is refused with a sentence or becomes a
+// search; chips alone always make a q the API's parser takes, each as one exact term.
+func FuzzConsoleLogsFilter(f *testing.F) {
+	f.Add("q=type:f&connection=corp&range=1h")
+	f.Add("user=" + url.QueryEscape(`a" OR type:"s`) + "&error=%5C")
+	f.Add("before=00000000000000000000000000000000000000000000000000000001&client=%22")
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		lf, err := parseLogsFilter(v)
+		if err != nil {
+			if !errors.Is(err, errLogsFilter) {
+				t.Fatalf("parseLogsFilter(%q) refused with %v, not a page sentence", raw, err)
+			}
+			return
+		}
+		lf.Q = ""
+		filter, err := logs.ParseQuery(lf.lucene())
+		if err != nil && len(lf.lucene()) <= logs.MaxQueryLen {
+			t.Fatalf("chips %v make a q the parser refuses: %q: %v", lf.Chips, lf.lucene(), err)
+		}
+		if err == nil {
+			ev := &logs.Event{Type: lf.Chips["type"], Connection: lf.Chips["connection"], ClientID: lf.Chips["client"],
+				UserID: lf.Chips["user"], Details: map[string]any{"error": lf.Chips["error"]}}
+			if !filter.Match(ev) {
+				t.Fatalf("chips %v do not match the event that has exactly their values", lf.Chips)
+			}
+		}
+		_ = newLogsPageData("/console", lf, nil)
+	})
+}
+
+// FuzzInlineMarkdown: the rendered troubleshooting text has no markup but <code>.
+func FuzzInlineMarkdown(f *testing.F) {
+	for _, e := range logs.TroubleshootingEntries() {
+		f.Add(e.Happened + e.ToDo)
+	}
+	f.Add("[<script>](x) `<b>` <i>")
+	f.Fuzz(func(t *testing.T, s string) {
+		out := strings.NewReplacer("<code>", "", "</code>", "").Replace(string(inlineMarkdown(s)))
+		if strings.ContainsAny(out, "<>") {
+			t.Fatalf("inlineMarkdown(%q) = %q has markup", s, inlineMarkdown(s))
+		}
+	})
 }
