@@ -395,7 +395,7 @@ func FuzzConsole(f *testing.F) {
 		c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}
 		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken,
 			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadClients,
-				config.ScopeReadSessions, config.ScopeDeleteSessions}}}
+				config.ScopeReadSessions, config.ScopeDeleteSessions, config.ScopeReadLogs}}}
 	})
 	// One live session and its CSRF token (a fuzzed sign-out may end it; later inputs then run
 	// without a live session, which is fine).
@@ -443,6 +443,12 @@ func FuzzConsole(f *testing.F) {
 		{path: "/sessions?user_id=a&user_id=b", mode: 2},
 		{path: "/sessions/end", body: "user_id=oidc%7Ccorp%7Calice", mode: 7},
 		{path: "/sessions/end", body: "user_id=%ff", mode: 7},
+		{path: "/logs", mode: 2},
+		{path: "/logs/tail", mode: 2},
+		{path: "/logs/01796224350133636558000000000001658388793549977601538780", mode: 2},
+		{path: "/logs/%3Cb%3E", mode: 2},
+		{path: "/logs?type=f&q=details.error%3Adpop*&range=1h", mode: 2},
+		{path: "/logs/tail?after=1&connection=%C0", mode: 2},
 	} {
 		f.Add(seed.path, seed.body, seed.mode)
 	}
