@@ -53,6 +53,27 @@ var logsRanges = []struct {
 	{"24h", "last 24 hours", 24 * time.Hour},
 	{"7d", "last 7 days", 7 * 24 * time.Hour},
 	{"", "all retained", 0},
+	{logsRangeCustom, "from / before the times below", 0},
+}
+
+// logsRangeCustom is the range of a page with from or until times.
+const logsRangeCustom = "custom"
+
+// logsTimeLayouts are the forms a from / until time may take (UTC; a datetime-local input
+// sends the first).
+var logsTimeLayouts = []string{"2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02"}
+
+// parseLogsTime reads a from / until time ("" = none).
+func parseLogsTime(name, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, l := range logsTimeLayouts {
+		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%w: %s is not a time like 2024-01-15T14:05 (UTC)", errLogsFilter, name)
 }
 
 // maxChipValue bounds a chip's value (ids, names and codes are far shorter).
@@ -63,6 +84,9 @@ type logsFilter struct {
 	Q      string            // the API's q syntax, as typed
 	Chips  map[string]string // chip param → value
 	Range  string            // a logsRanges value
+	// From and Until bound a custom range (zero: open), as typed (FromText, UntilText).
+	From, Until         time.Time
+	FromText, UntilText string
 	Before string            // paging cursor: show events older than this log id
 }
 
@@ -91,6 +115,20 @@ func parseLogsFilter(v url.Values) (logsFilter, error) {
 	}
 	if _, ok := logsRangeSpan(f.Range); !ok {
 		return logsFilter{}, fmt.Errorf("%w: unknown time range %q", errLogsFilter, clip(f.Range, 32))
+	}
+	f.FromText, f.UntilText = strings.TrimSpace(v.Get("from")), strings.TrimSpace(v.Get("until"))
+	var err error
+	if f.From, err = parseLogsTime("from", f.FromText); err != nil {
+		return logsFilter{}, err
+	}
+	if f.Until, err = parseLogsTime("before", f.UntilText); err != nil {
+		return logsFilter{}, err
+	}
+	if !f.From.IsZero() && !f.Until.IsZero() && !f.From.Before(f.Until) {
+		return logsFilter{}, fmt.Errorf("%w: from must be before the end of the range", errLogsFilter)
+	}
+	if f.FromText != "" || f.UntilText != "" {
+		f.Range = logsRangeCustom // the times win over a preset range
 	}
 	if f.Before != "" && (len(f.Before) != sessions.LogIDLen || strings.Trim(f.Before, "0123456789") != "") {
 		return logsFilter{}, fmt.Errorf("%w: the paging cursor is not a log id", errLogsFilter)
@@ -127,6 +165,14 @@ func (f logsFilter) query(now time.Time) logs.Query {
 	if span, _ := logsRangeSpan(f.Range); span > 0 {
 		q.After = logs.MinLogID(now.Add(-span))
 	}
+	if !f.From.IsZero() {
+		q.After = logs.MinLogID(f.From)
+	}
+	if !f.Until.IsZero() {
+		if until := logs.MinLogID(f.Until); q.Before == "" || until < q.Before {
+			q.Before = until
+		}
+	}
 	return q
 }
 
@@ -139,8 +185,14 @@ func (f logsFilter) values() url.Values {
 	for param, val := range f.Chips {
 		v.Set(param, val)
 	}
-	if f.Range != "" {
+	if f.Range != "" && f.Range != logsRangeCustom {
 		v.Set("range", f.Range)
+	}
+	if f.FromText != "" {
+		v.Set("from", f.FromText)
+	}
+	if f.UntilText != "" {
+		v.Set("until", f.UntilText)
 	}
 	return v
 }
@@ -232,7 +284,7 @@ var failedTypes = map[string]bool{
 }
 
 // newLogRow lays out ev for the console at base; with f, each value links to the page with
-// that value's chip added.
+// that value's chip added to f.
 func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 	r := logRow{
 		LogID: ev.LogID, Date: ev.Date, Type: ev.Type, Description: ev.Description, Failed: failedTypes[ev.Type],
@@ -269,6 +321,8 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 // logsPageData is the Logs page.
 type logsPageData struct {
 	Q       string
+	From    string // the custom range's times, as typed
+	Until   string
 	Chips   []logsChip
 	Hidden  []logsHidden // the chips as hidden fields of the search form
 	Ranges  []logsRangeOption
@@ -287,7 +341,7 @@ type logsHidden struct{ Name, Value string }
 
 // newLogsPageData lays out a page of events found for f, for the console at base.
 func newLogsPageData(base string, f logsFilter, evs []logs.Event) *logsPageData {
-	d := &logsPageData{Q: f.Q, TailURL: base + "/logs/tail?" + f.withoutRange()}
+	d := &logsPageData{Q: f.Q, From: f.FromText, Until: f.UntilText, TailURL: base + "/logs/tail?" + f.withoutRange()}
 	for _, k := range logsChipKinds {
 		if val, ok := f.Chips[k.param]; ok {
 			d.Chips = append(d.Chips, logsChip{Label: k.label, Value: val, Remove: base + "/logs?" + f.with(k.param, "")})
@@ -315,6 +369,8 @@ func newLogsPageData(base string, f logsFilter, evs []logs.Event) *logsPageData 
 func (f logsFilter) withoutRange() string {
 	v := f.values()
 	v.Del("range")
+	v.Del("from")
+	v.Del("until")
 	return v.Encode()
 }
 
@@ -412,11 +468,22 @@ type logEventData struct {
 	Trouble *logTrouble
 	Notes   []template.HTML // logs.LoginNotes
 	RawJSON string
+	Related []logRelated // the Logs page filtered by one of the event's values
+}
+
+// logRelated is a link from the event view to the events sharing one of its values.
+type logRelated struct {
+	Label, Value, URL string
 }
 
 // newLogEventData lays out the event view of ev, for the console at base.
 func newLogEventData(base string, ev *logs.Event) *logEventData {
-	d := &logEventData{Row: newLogRow(base, ev, nil)}
+	d := &logEventData{Row: newLogRow(base, ev, &logsFilter{})}
+	for _, k := range logsChipKinds {
+		if u := d.Row.Filters[k.param]; u != "" && k.param != "type" {
+			d.Related = append(d.Related, logRelated{Label: "Events of this " + k.label, Value: d.Row.Cell(k.param).Text, URL: u})
+		}
+	}
 	add := func(facts *[]logFact, label, value string) {
 		if value != "" {
 			*facts = append(*facts, logFact{Label: label, Value: value})
@@ -566,7 +633,7 @@ func (s *Server) consoleLogsPage(ctx context.Context, base string, v url.Values)
 		return status, d
 	}
 	var from string
-	if f.Before == "" {
+	if f.Before == "" && f.Until.IsZero() { // the newest events are on the page: tail them
 		_, from, err = s.events.Tail(ctx, "", "", 1)
 	}
 	var evs []logs.Event
@@ -601,7 +668,7 @@ func (s *Server) consoleLogsTail(ctx context.Context, base string, v url.Values)
 		status, problem := s.consoleLogsProblem(err)
 		return status, logsTailAnswer{Events: []logRow{}, Error: problem}
 	}
-	f.Range, f.Before = "", ""
+	f.Range, f.Before, f.From, f.Until, f.FromText, f.UntilText = "", "", time.Time{}, time.Time{}, "", ""
 	evs, cursor, err := s.events.Tail(ctx, v.Get("after"), f.lucene(), consoleTailTake)
 	if err != nil {
 		status, problem := s.consoleLogsProblem(err)

@@ -50,6 +50,9 @@ func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 		{name: "unknown parameters are ignored", query: "page=3&foo=bar", wantQ: ""},
 		{name: "known time range", query: "range=24h", wantQ: ""},
 		{name: "unknown time range", query: "range=1y", wantError: "unknown time range"},
+		{name: "from and before", query: "from=2026-12-02T14:00&until=2026-12-02T15:00", wantQ: ""},
+		{name: "from not a time", query: "from=yesterday", wantError: "from is not a time"},
+		{name: "from after before", query: "from=2026-12-02T15:00&until=2026-12-02T14:00", wantError: "from must be before"},
 		{name: "cursor not a log id", query: "before=yesterday", wantError: "not a log id"},
 		{name: "q too long", query: "q=" + strings.Repeat("a", logs.MaxQueryLen+1), wantError: "longer than"},
 		{name: "chip not UTF-8", query: "connection=%C0", wantError: "connection filter is not UTF-8"},
@@ -90,6 +93,22 @@ func TestLogsFilterTimeRangeAndCursorBoundTheSearch(t *testing.T) {
 	q := f.query(now)
 	if q.After != logs.MinLogID(now.Add(-time.Hour)) || q.Before != f.Before || q.PerPage != consoleLogsPerPage {
 		t.Errorf("query = %+v, want after an hour ago, before the cursor, %d per page", q, consoleLogsPerPage)
+	}
+	custom, err := parseLogsFilter(url.Values{"range": {"7d"}, "from": {"2026-12-02T14:00"}, "until": {"2026-12-02T14:30:15"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cq := custom.query(now)
+	if cq.After != logs.MinLogID(time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)) || cq.Before != logs.MinLogID(time.Date(2026, 12, 2, 14, 30, 15, 0, time.UTC)) {
+		t.Errorf("custom query = %+v, want from 14:00 to before 14:30:15 (the preset range overridden)", cq)
+	}
+	if v := custom.values(); v.Get("range") != "" || v.Get("from") != "2026-12-02T14:00" {
+		t.Errorf("custom range links = %v, want from/until and no preset", v)
+	}
+	paged := custom
+	paged.Before = logs.MinLogID(time.Date(2026, 12, 2, 14, 10, 0, 0, time.UTC))
+	if pq := paged.query(now); pq.Before != paged.Before {
+		t.Errorf("a cursor inside the custom range: Before = %s, want the cursor", pq.Before)
 	}
 	if all := (logsFilter{}).query(now); all.After != "" || all.Before != "" {
 		t.Errorf("query without range or cursor = %+v, want no bounds", all)
@@ -156,6 +175,9 @@ func TestLogEventViewShowsDPoPFactsAndTheTroubleshootingEntry(t *testing.T) {
 	}
 	if d.Row.Href != "/console/logs/"+failed.LogID {
 		t.Errorf("Href = %q", d.Row.Href)
+	}
+	if len(d.Related) != 2 || d.Related[0].URL != "/console/logs?connection=corp" || d.Related[1].URL != "/console/logs?error=dpop_not_supported" {
+		t.Errorf("related = %+v, want the connection's and the error code's events", d.Related)
 	}
 	if !strings.Contains(d.RawJSON, `"error": "dpop_not_supported"`) {
 		t.Errorf("RawJSON = %s, want the event's JSON", d.RawJSON)
