@@ -396,8 +396,9 @@ var dpopFacts = []struct {
 	{"upstream_userinfo_fetch", "Upstream userinfo", false},
 }
 
-// notRecorded is shown for a DPoP fact a login event does not carry.
-const notRecorded = "not recorded (no upstream exchange)"
+// notRecorded is shown for a DPoP fact a login event does not carry (it ended before the
+// upstream exchange).
+const notRecorded = "not recorded"
 
 // loginTypes are the events of a login, interactive or silent.
 var loginTypes = map[string]bool{
