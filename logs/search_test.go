@@ -112,7 +112,7 @@ func TestSearchMode(t *testing.T) {
 	backends(t, func(t *testing.T, newStore func() sessions.Store) {
 		clock := newClock()
 		w := quietWriter(newStore(), clock)
-		writeN(t, w, clock, 30)
+		ids := writeN(t, w, clock, 30)
 		tests := []struct {
 			name string
 			q    Query
@@ -136,6 +136,15 @@ func TestSearchMode(t *testing.T) {
 			{name: "details.error", q: Query{Q: "details.error:access_denied", PerPage: 2}, want: cs(29, 27)},
 			{name: "connection", q: Query{Q: "connection:corp", PerPage: 1}, want: cs(29)},
 			{name: "no match", q: Query{Q: "connection:other"}, want: cs()},
+			// Before and After: log-id bounds, both exclusive.
+			{name: "older than an event, newest first", q: Query{Before: ids[10], PerPage: 3}, want: cs(9, 8, 7)},
+			{name: "newer than an event, newest first", q: Query{After: ids[26]}, want: cs(29, 28, 27)},
+			{name: "between two events, newest first", q: Query{After: ids[3], Before: ids[7]}, want: cs(6, 5, 4)},
+			{name: "between two events, oldest first", q: Query{After: ids[3], Before: ids[7], Sort: "date:1"}, want: cs(4, 5, 6)},
+			{name: "bounds and q", q: Query{Q: "type:f", After: ids[3], Before: ids[10]}, want: cs(9, 7, 5)},
+			{name: "a time range as ids", q: Query{After: MinLogID(time.Date(2024, 1, 15, 10, 30, 5, 0, time.UTC)),
+				Before: MinLogID(time.Date(2024, 1, 15, 10, 30, 8, 0, time.UTC))}, want: cs(6, 5, 4)},
+			{name: "no event older than the oldest", q: Query{Before: ids[0]}, want: cs()},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {

@@ -4,43 +4,9 @@ import (
 	"errors"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
-
-func TestSearchBetweenLogIDBoundsBothWays(t *testing.T) {
-	backends(t, func(t *testing.T, newStore func() sessions.Store) {
-		clock := newClock()
-		w := quietWriter(newStore(), clock)
-		ids := writeN(t, w, clock, 20)
-		tests := []struct {
-			name string
-			q    Query
-			want []string
-		}{
-			{name: "older than an event, newest first", q: Query{Before: ids[10], PerPage: 3}, want: cs(9, 8, 7)},
-			{name: "newer than an event, newest first", q: Query{After: ids[16]}, want: cs(19, 18, 17)},
-			{name: "between two events, newest first", q: Query{After: ids[3], Before: ids[7]}, want: cs(6, 5, 4)},
-			{name: "between two events, oldest first", q: Query{After: ids[3], Before: ids[7], Sort: "date:1"}, want: cs(4, 5, 6)},
-			{name: "bounds and q", q: Query{Q: "type:f", After: ids[3], Before: ids[10]}, want: cs(9, 7, 5)},
-			{name: "a time range as ids", q: Query{After: MinLogID(time.Date(2024, 1, 15, 10, 30, 5, 0, time.UTC)),
-				Before: MinLogID(time.Date(2024, 1, 15, 10, 30, 8, 0, time.UTC))}, want: cs(6, 5, 4)},
-			{name: "no event older than the oldest", q: Query{Before: ids[0]}, want: cs()},
-		}
-		for _, tc := range tests {
-			t.Run(tc.name, func(t *testing.T) {
-				got, err := w.Search(t.Context(), tc.q)
-				if err != nil {
-					t.Fatalf("Search(%+v): %v", tc.q, err)
-				}
-				if !slices.Equal(clientIDs(got), tc.want) {
-					t.Fatalf("Search(%+v) = %v, want %v", tc.q, clientIDs(got), tc.want)
-				}
-			})
-		}
-	})
-}
 
 func TestSearchRefusesABoundThatIsNotALogID(t *testing.T) {
 	w := quietWriter(sessions.NewMemory(), newClock())
