@@ -81,13 +81,13 @@ const maxChipValue = 256
 
 // logsFilter is what a Logs page URL asks for.
 type logsFilter struct {
-	Q      string            // the API's q syntax, as typed
-	Chips  map[string]string // chip param → value
-	Range  string            // a logsRanges value
+	Q     string            // the API's q syntax, as typed
+	Chips map[string]string // chip param → value
+	Range string            // a logsRanges value
 	// From and Until bound a custom range (zero: open), as typed (FromText, UntilText).
 	From, Until         time.Time
 	FromText, UntilText string
-	Before string            // paging cursor: show events older than this log id
+	Before              string // paging cursor: show events older than this log id
 }
 
 // errLogsFilter wraps a filter the page refuses; its text is shown to the operator.
