@@ -24,7 +24,7 @@ func TestEveryFailedLoginCodeHasATroubleshootingEntry(t *testing.T) {
 		codeStoreUnavailable, codeStoreBusy, codeStoreFull, codeConnectionUnusable, codeCallbackMismatch,
 		codeTooManyRequests, "server_error", "login_required", "unsupported_response_type",
 		upstream.CodeUseDPoPNonce, upstream.CodeInvalidDPoPProof, upstream.CodeUpstreamError, upstream.CodeIDTokenInvalid,
-		upstream.CodeDiscovery, upstream.CodeUserinfo, upstream.CodePARNotSupported, upstream.CodeClaimsTooLarge,
+		upstream.CodeDiscovery, upstream.CodeUserinfo, upstream.CodePARNotSupported, upstream.CodePARBusy, upstream.CodeClaimsTooLarge,
 		upstream.CodeClientAuthUnsupported, discovery.CodeDPoPNotSupported, discovery.CodeDPoPAlgMismatch,
 	}
 	for _, c := range codes {

@@ -82,6 +82,11 @@ var troubleshooting = []Troubleshooting{
 		ToDo:     "enable PAR at the IdP, or remove `use_par`",
 	},
 	{
+		Codes:    []string{"par_busy"},
+		Happened: "the connection already had 64 pushed authorization requests open on this replica (a slow PAR endpoint, or a flood of logins from many addresses); this login was refused without a push",
+		ToDo:     "transient: the user tries again; if it persists, check the PAR endpoint's latency and where the logins come from",
+	},
+	{
 		Codes:    []string{"client_auth_not_supported"},
 		Happened: "the upstream's discovery does not list the connection's `token_endpoint_auth_method` (or the `private_key_jwt` alg); no login was started. `details.token_endpoint_auth_method` names the method",
 		ToDo:     "choose a method the IdP lists, or enable it there. A token endpoint that refuses the client (`invalid_client`: wrong secret, a JWKS URL the IdP cannot fetch, an unknown `kid`) is `upstream_error`",
