@@ -49,10 +49,12 @@
 //   - Health (server.go): GET /healthz (the process answers) and GET /readyz (the store
 //     answers a ping, reused for a second), and a page at the base URL.
 //   - The operators' console under /console (console.go, consolesession.go,
-//     consoleconnections.go, consoleusers.go; pages and assets embedded from console/):
-//     sign-in through the broker as its built-in client or with a management token, cookie
-//     sessions with CSRF tokens, and pages whose writes run the management API's handlers
-//     in-process. With admin_listen, Server.AdminHandler serves /console, /metrics and
+//     consoleconnections.go, consoleusers.go, consolelogs.go; pages and assets embedded from
+//     console/): sign-in through the broker as its built-in client or with a management
+//     token, cookie sessions with CSRF tokens, and pages whose writes run the management
+//     API's handlers in-process. The Logs page searches the event log with the API's q,
+//     chips and a time range, tails it live (one bounded read a second) and shows an event
+//     with its DPoP facts and the troubleshooting entry of logs.LookupTroubleshooting. With admin_listen, Server.AdminHandler serves /console, /metrics and
 //     /api/v2 and Server.Handler no longer does.
 //
 // UpstreamHTTPClient builds the upstream client for operator tools; AddressRefusedError is
