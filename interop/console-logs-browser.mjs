@@ -10,8 +10,11 @@
 //  2. opens --fail-url (an /authorize whose login the broker refuses) in a second tab of the
 //     same browser, and waits for the failed login's row to appear at the top of the Logs
 //     table, without reloading: logs-tail.png (1280 px wide), logs-phone.png (390 px);
-//  3. follows the row to its event view, opens "Raw JSON": event.png, event-phone.png.
-// Prints one JSON line {tailMs, rowText, troubleText, rawJSON, factsText, screenshots}: tailMs
+//     pauses and resumes the tail with the keyboard (Space, Enter on the focused button);
+//  3. follows the row to its event view, opens "Raw JSON" with Enter: event.png,
+//     event-phone.png.
+// Prints one JSON line {tailMs, rowText, pausedText, troubleText, rawJSON, factsText,
+// screenshots}: tailMs
 // is the time from the failing tab's answer to the row's appearance. Exits 1 with a clear
 // message on failure.
 import { parseArgs } from 'node:util';
@@ -91,12 +94,21 @@ try {
   await page.screenshot({ path: shot('logs-phone.png'), fullPage: true });
   await page.setViewportSize({ width: 1280, height: 900 });
 
+  step = 'pause and resume the live tail from the keyboard';
+  await tail.focus();
+  await page.keyboard.press('Space');
+  await page.waitForFunction(() => document.querySelector('#logs-tail')?.getAttribute('aria-pressed') === 'false');
+  const pausedText = (await page.locator('#logs-tail-status').innerText()).trim();
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelector('#logs-tail')?.getAttribute('aria-pressed') === 'true');
+
   step = 'open the event view';
   await Promise.all([page.waitForURL(/\/console\/logs\/\d+$/), row.locator('td').first().getByRole('link').click()]);
   const troubleText = (await page.locator('.logs-trouble').innerText()).trim();
   const factsText = (await page.locator('.logs-columns').innerText()).trim();
   step = 'open the raw JSON';
-  await page.getByText('Raw JSON', { exact: true }).click();
+  await page.locator('.logs-raw summary').focus();
+  await page.keyboard.press('Enter'); // a <details> opens from the keyboard
   const raw = page.locator('.logs-raw pre');
   await raw.waitFor({ state: 'visible' });
   const rawJSON = (await raw.innerText()).trim();
@@ -106,7 +118,7 @@ try {
 
   if (problems.length) fail(`the page reported errors (CSP or script): ${problems.join(' | ')}`);
   console.log(JSON.stringify({
-    tailMs, rowText, troubleText, factsText, rawJSON,
+    tailMs, rowText, pausedText, troubleText, factsText, rawJSON,
     screenshots: ['logs-tail.png', 'logs-phone.png', 'event.png', 'event-phone.png'].map(shot),
   }));
   await browser.close();

@@ -47,7 +47,8 @@ connections:
 
 // The console's Logs page in Chromium: a login through an upstream without DPoP fails, and
 // its row appears in the live tail (no reload) with what happened; its event view shows the
-// DPoP facts, the troubleshooting entry and the raw JSON. The screenshots are for a person
+// DPoP facts, the troubleshooting entry and the raw JSON; the tail and the raw JSON work from
+// the keyboard. The screenshots are for a person
 // to look at (interop/.cache/console-logs/).
 func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T) {
 	needPeers(t)
@@ -86,6 +87,7 @@ func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T
 	var result struct {
 		TailMs      int64    `json:"tailMs"`
 		RowText     string   `json:"rowText"`
+		PausedText  string   `json:"pausedText"`
 		TroubleText string   `json:"troubleText"`
 		FactsText   string   `json:"factsText"`
 		RawJSON     string   `json:"rawJSON"`
@@ -105,6 +107,9 @@ func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T
 		if !strings.Contains(result.RowText, want) {
 			t.Errorf("the tail's row lacks %q:\n%s", want, result.RowText)
 		}
+	}
+	if result.PausedText != "Live tail paused." {
+		t.Errorf("the tail's status after Space on its button = %q, want it paused", result.PausedText)
 	}
 	for _, want := range []string{"What happened", "dpop_signing_alg_values_supported", "What to do", "remove dpop_signing_alg from the connection"} {
 		if !strings.Contains(result.TroubleText, want) {
