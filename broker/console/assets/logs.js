@@ -89,7 +89,9 @@
     }
     var u = url + (url.indexOf("?") < 0 ? "?" : "&") + "after=" + encodeURIComponent(cursor);
     fetch(u, { credentials: "same-origin", headers: { Accept: "application/json" } }).then(function (r) {
-      if (r.status === 401 || r.status === 403) {
+      // An ended session is sent to the sign-in page: HTML, not the tail's JSON.
+      var json = (r.headers.get("Content-Type") || "").indexOf("application/json") === 0;
+      if (r.status === 401 || r.status === 403 || r.redirected || !json) {
         throw new Error("Your console session has ended: reload the page to sign in again.");
       }
       return r.json().then(function (a) {
