@@ -52,6 +52,7 @@ connections:
 // to look at (interop/.cache/console-logs/).
 func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T) {
 	needPeers(t)
+	needChromium(t)
 	sock := listenSocket(t)
 	secret, token := randomHex(t, 16), randomHex(t, 24)
 	_, upstream := startUpstream(t, "--port", "0", "--mode", "nodpop",
