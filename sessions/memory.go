@@ -85,6 +85,8 @@ type memory struct {
 	conns   memDocs // connection records (no TTL)
 	clients memDocs // client records (no TTL; name = id)
 	connVer int64   // ConnectionsVersion: counts the writes of both
+
+	tallies memTallies // per-minute and per-hour counters (tally.go; not records: never ErrFull)
 }
 
 // NewMemory returns the in-process backend with the default options (at most
@@ -393,7 +395,13 @@ func (m *memory) PutAll(_ context.Context, items ...Item) error {
 	})
 }
 
-func (m *memory) PutAllAndLog(_ context.Context, logID string, event []byte, maxLen int, items ...Item) error {
+func (m *memory) PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...Item) error {
+	return m.PutAllAndLogTallied(ctx, logID, event, maxLen, Tally{}, items...)
+}
+
+// checkPutAllAndLog validates a PutAllAndLog: the batch as for PutAll, the event's id and
+// maxLen as for AppendLog.
+func checkPutAllAndLog(logID string, maxLen int, items []Item) error {
 	if err := checkBatch(items); err != nil {
 		return fmt.Errorf("sessions: put all and log: %w", err)
 	}
@@ -403,13 +411,7 @@ func (m *memory) PutAllAndLog(_ context.Context, logID string, event []byte, max
 	if maxLen < 1 {
 		return fmt.Errorf("sessions: put all and log: maxLen %d must be at least 1", maxLen)
 	}
-	return m.run(func() error {
-		if err := m.putLocked(items); err != nil {
-			return fmt.Errorf("sessions: put all and log: %w", err)
-		}
-		m.appendLog(LogAudit, logID, event, maxLen)
-		return nil
-	})
+	return nil
 }
 
 func (m *memory) Get(_ context.Context, kind Kind, id string) ([]byte, error) {
@@ -467,7 +469,12 @@ func (m *memory) Delete(_ context.Context, kind Kind, id string) error {
 	})
 }
 
-func (m *memory) AppendLog(_ context.Context, class LogClass, id string, event []byte, maxLen int) error {
+func (m *memory) AppendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int) error {
+	return m.AppendLogTallied(ctx, class, id, event, maxLen, Tally{})
+}
+
+// checkAppend validates an AppendLog: a known class, a log id, maxLen at least 1.
+func checkAppend(class LogClass, id string, maxLen int) error {
 	if err := checkLogClass(class); err != nil {
 		return fmt.Errorf("sessions: append log: %w", err)
 	}
@@ -477,10 +484,7 @@ func (m *memory) AppendLog(_ context.Context, class LogClass, id string, event [
 	if maxLen < 1 {
 		return fmt.Errorf("sessions: append log: maxLen %d must be at least 1", maxLen)
 	}
-	return m.run(func() error {
-		m.appendLog(class, id, event, maxLen)
-		return nil
-	})
+	return nil
 }
 
 // appendLog inserts one event in id order into class and keeps the maxLen greatest ids of
@@ -616,5 +620,6 @@ func (m *memory) Close() error {
 	clear(m.kindN)
 	m.logs = [len(logClasses)][]memLog{}
 	m.conns, m.clients = memDocs{}, memDocs{}
+	m.tallies = memTallies{}
 	return nil
 }

@@ -190,17 +190,16 @@ func queuedErr(cmds []redis.Cmder, err error) error {
 }
 
 func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, items ...Item) error {
+	return s.putAllAndLog(ctx, logID, event, maxLen, Tally{}, items)
+}
+
+// putAllAndLog is PutAllAndLog adding t (valid) in the same MULTI/EXEC.
+func (s *redisStore) putAllAndLog(ctx context.Context, logID string, event []byte, maxLen int, t Tally, items []Item) error {
 	if _, cluster := s.c.(*redis.ClusterClient); cluster {
 		return fmt.Errorf("sessions: put all and log on Redis Cluster: %w", errors.ErrUnsupported)
 	}
-	if err := checkBatch(items); err != nil {
-		return fmt.Errorf("sessions: put all and log: %w", err)
-	}
-	if err := checkLogID(logID); err != nil {
-		return fmt.Errorf("sessions: put all and log: %w", err)
-	}
-	if maxLen < 1 {
-		return fmt.Errorf("sessions: put all and log: maxLen %d must be at least 1", maxLen)
+	if err := checkPutAllAndLog(logID, maxLen, items); err != nil {
+		return err
 	}
 	member := logMember(logID, event)
 	cmds, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -209,6 +208,7 @@ func (s *redisStore) PutAllAndLog(ctx context.Context, logID string, event []byt
 		}
 		p.ZAdd(ctx, s.logKeys[LogAudit], redis.Z{Member: member})
 		p.ZRemRangeByRank(ctx, s.logKeys[LogAudit], 0, int64(-maxLen-1))
+		s.queueTally(ctx, p, t)
 		return nil
 	})
 	err = queuedErr(cmds, err)
@@ -287,22 +287,23 @@ func (s *redisStore) Delete(ctx context.Context, kind Kind, id string) error {
 }
 
 func (s *redisStore) AppendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int) error {
-	if err := checkLogClass(class); err != nil {
-		return fmt.Errorf("sessions: append log: %w", err)
+	if err := checkAppend(class, id, maxLen); err != nil {
+		return err
 	}
-	if err := checkLogID(id); err != nil {
-		return fmt.Errorf("sessions: append log: %w", err)
-	}
-	if maxLen < 1 {
-		return fmt.Errorf("sessions: append log: maxLen %d must be at least 1", maxLen)
-	}
+	return s.appendLog(ctx, class, id, event, maxLen, Tally{})
+}
+
+// appendLog is AppendLog (checked) adding t (valid) in the same pipeline.
+func (s *redisStore) appendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
 	member := logMember(id, event)
 	key := s.logKeys[class]
 	// One round trip, no MULTI: the trim needs no atomicity with the add (every append
-	// trims to the maxLen greatest ids, whatever runs in between).
+	// trims to the maxLen greatest ids, whatever runs in between), and a Tally's counters are
+	// independent increments (on Cluster the pipeline goes to each node concerned at once).
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, key, redis.Z{Member: member})
 		p.ZRemRangeByRank(ctx, key, 0, int64(-maxLen-1)) // keep the maxLen greatest ids
+		s.queueTally(ctx, p, t)
 		return nil
 	})
 	return mapErr("append log", err)

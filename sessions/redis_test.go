@@ -128,6 +128,10 @@ func allOps(ctx context.Context, s sessions.Store) map[string]error {
 	errs["DeleteConnection"] = c.DeleteConnection(ctx, "con_1", nil)
 	_, errs["ConnectionTombstone"] = c.ConnectionTombstone(ctx, "con_1")
 	_, errs["ConnectionsVersion"] = c.ConnectionsVersion(ctx)
+	tl := s.(sessions.Tallier)
+	errs["AppendLogTallied"] = tl.AppendLogTallied(ctx, sessions.LogAudit, fmt.Sprintf("%056d", 2), []byte("{}"), 10,
+		sessions.Tally{At: now, Counts: map[string]int64{"s": 1, "c:a:s": 1}})
+	_, errs["Tallies"] = tl.Tallies(ctx, sessions.TallyMinute, now.Add(-time.Hour), now)
 	return errs
 }
 

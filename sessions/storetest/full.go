@@ -20,7 +20,8 @@ type Capacity struct {
 // RunFull checks a store at capacity (the memory store's record limit, Redis at maxmemory
 // under maxmemory-policy noeviction): every write that would add a record fails with an error
 // that is sessions.ErrFull and sessions.ErrUnavailable, and changes nothing (a batch is
-// refused whole, so is a Swap that adds a record, the event of PutAllAndLog is not appended, an
+// refused whole, so is a Swap that adds a record, the event of PutAllAndLog is not appended
+// nor the counters of PutAllAndLogTallied counted, an
 // IndexAdd that creates an index fails); records already stored can still be read, taken
 // once and deleted (an IndexRemove that empties an index deletes it), so logins in flight
 // finish and sessions can be ended; once there is room again, writes succeed. newStore must
@@ -60,6 +61,11 @@ func RunFull(t *testing.T, newStore func(t *testing.T) sessions.Store, c Capacit
 	wantFull("PutAll", s.PutAll(cx, batch...))
 	if lb, ok := s.(sessions.LogBatcher); ok {
 		wantFull("PutAllAndLog", lb.PutAllAndLog(cx, logID(2), []byte(`{"n":2}`), 10, batch...))
+	}
+	tally := sessions.Tally{At: now, Counts: map[string]int64{"s": 1}}
+	if tl, ok := s.(sessions.Tallier); ok {
+		wantFull("PutAllAndLogTallied", tl.PutAllAndLogTallied(cx, logID(3), []byte(`{"n":3}`), 10, tally, batch...))
+		wantBucket(t, tl, sessions.TallyMinute, now, map[string]int64{}) // the counters went with the batch
 	}
 	if vc, ok := s.(sessions.VersionedCreator); ok {
 		_, err := vc.CreateVersioned(cx, sessions.KindTransaction, "new-vtx", []byte("v"), longTTL)

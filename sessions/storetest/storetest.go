@@ -92,6 +92,11 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{name: "Index under concurrent adders and removers keeps exactly the added members", fn: testIndexConcurrentAddRemove},
 		{name: "Index record lives until its latest member expires", fn: testIndexRecordTTL},
 		{name: "Index refuses bad input and writes nothing", fn: testIndexRefusesBadInput},
+		{name: "Tallies sum the counters of every append per minute and per hour", fn: testTallySums},
+		{name: "Tallies: an invalid tally or a refused batch writes neither event nor counter", fn: testTallyRefused},
+		{name: "Tallies: minute buckets live a day, hour buckets a week", fn: testTallyTTL},
+		{name: "Tallies read every bucket of a range, oldest first, and refuse too many", fn: testTallyRange},
+		{name: "Tallies under 16 concurrent appenders lose no increment", fn: testTallyConcurrent},
 		{name: "Index record is compact JSON; an undecodable one reads as empty and is replaced", fn: testIndexRecordFormat},
 	}
 	for _, tc := range tests {

@@ -1,0 +1,360 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Tallies are counters kept at write time in per-minute and per-hour buckets: a Tally (a few
+// named increments) rides in the write of the log event it counts, so charts of how logins
+// go never scan the event log, keep working after old events were trimmed, and cost a login
+// no extra round trip. Counter names are opaque here; the broker decides what it counts.
+
+// TallyStep is a bucket width: TallyMinute or TallyHour.
+type TallyStep uint8
+
+const (
+	// TallyMinute buckets cover one minute (UTC, on the minute) and live TallyMinute.TTL().
+	TallyMinute TallyStep = iota + 1
+	// TallyHour buckets cover one hour and live TallyHour.TTL().
+	TallyHour
+)
+
+// tallySteps lists the steps every Tally is added to.
+var tallySteps = [...]TallyStep{TallyMinute, TallyHour}
+
+// Duration is the width of a bucket of step s (0 for an unknown step).
+func (s TallyStep) Duration() time.Duration {
+	switch s {
+	case TallyMinute:
+		return time.Minute
+	case TallyHour:
+		return time.Hour
+	}
+	return 0
+}
+
+// TTL is how long after its start a bucket of step s is kept: a little over a day of minutes
+// (the last hour and the last day at one-minute resolution) and a little over a week of hours.
+func (s TallyStep) TTL() time.Duration {
+	switch s {
+	case TallyMinute:
+		return 25 * time.Hour
+	case TallyHour:
+		return 8 * 24 * time.Hour
+	}
+	return 0
+}
+
+// String is "minute" or "hour".
+func (s TallyStep) String() string {
+	switch s {
+	case TallyMinute:
+		return "minute"
+	case TallyHour:
+		return "hour"
+	}
+	return fmt.Sprintf("TallyStep(%d)", uint8(s))
+}
+
+// code is the step's letter in a bucket key.
+func (s TallyStep) code() string {
+	if s == TallyHour {
+		return "h"
+	}
+	return "m"
+}
+
+// Bounds of a Tally and of a Tallies read.
+const (
+	// MaxTallyCounts is the most counters one Tally may increment.
+	MaxTallyCounts = 32
+	// MaxTallyName is the longest counter name, in bytes.
+	MaxTallyName = 160
+	// MaxTallyBuckets is the most buckets one Tallies read returns (a day of minutes fits).
+	MaxTallyBuckets = 1500
+	// maxMemTallyFields bounds the counters of one bucket of the memory store: an increment
+	// of a new counter beyond it is dropped (callers keep their names to a bounded set; this
+	// is the backstop).
+	maxMemTallyFields = 4096
+)
+
+// Tally is the counters one log event adds to: each named counter of the minute and of the
+// hour that contain At grows by its positive increment. The zero Tally adds nothing.
+type Tally struct {
+	At     time.Time
+	Counts map[string]int64
+}
+
+// TallyBucket is one bucket of a Tallies read: its start and its counters (empty when
+// nothing was counted, or the bucket has expired).
+type TallyBucket struct {
+	Start  time.Time
+	Counts map[string]int64
+}
+
+// Tallier is an optional Store capability: log appends that add a Tally in the same write
+// (the same MULTI/EXEC, or the same pipeline, on Redis; the same lock in memory), and the
+// read of the buckets. The memory store and Redis (single node, Sentinel and Cluster) offer
+// it. An invalid Tally is refused like an invalid event: nothing is written.
+type Tallier interface {
+	// AppendLogTallied is AppendLog adding t in the same round trip.
+	AppendLogTallied(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error
+	// PutAllAndLogTallied is LogBatcher.PutAllAndLog adding t in the same atomic step: the
+	// items, the event and the counters are all written, or none. Where PutAllAndLog is
+	// unsupported (Redis Cluster) so is this, and nothing is written.
+	PutAllAndLogTallied(ctx context.Context, logID string, event []byte, maxLen int, t Tally, items ...Item) error
+	// Tallies returns the buckets of step whose start lies in [from, to), oldest first,
+	// every one of them (empty ones too); from is rounded down to a bucket start. A range of
+	// more than MaxTallyBuckets buckets is refused.
+	Tallies(ctx context.Context, step TallyStep, from, to time.Time) ([]TallyBucket, error)
+}
+
+// checkTally validates t: at most MaxTallyCounts counters with non-empty names of at most
+// MaxTallyName bytes and positive increments, and a time when it counts anything.
+func checkTally(t Tally) error {
+	if len(t.Counts) == 0 {
+		return nil
+	}
+	if len(t.Counts) > MaxTallyCounts {
+		return fmt.Errorf("sessions: tally of %d counters, at most %d", len(t.Counts), MaxTallyCounts)
+	}
+	if t.At.IsZero() {
+		return errors.New("sessions: tally without a time")
+	}
+	for name, n := range t.Counts {
+		switch {
+		case name == "" || len(name) > MaxTallyName:
+			return fmt.Errorf("sessions: tally counter name of %d bytes (1 to %d)", len(name), MaxTallyName)
+		case n <= 0:
+			return fmt.Errorf("sessions: tally counter %q increment %d must be positive", name, n)
+		}
+	}
+	return nil
+}
+
+// tallyStart is the start of the bucket of step that contains t, in Unix seconds.
+func tallyStart(step TallyStep, t time.Time) int64 {
+	w := int64(step.Duration() / time.Second)
+	u := t.Unix()
+	return u - ((u%w)+w)%w
+}
+
+// tallyRange checks a Tallies read and returns the start of its first bucket and how many
+// buckets it covers.
+func tallyRange(step TallyStep, from, to time.Time) (first int64, n int, err error) {
+	if step.Duration() == 0 {
+		return 0, 0, fmt.Errorf("sessions: tallies: unknown step %d", uint8(step))
+	}
+	first = tallyStart(step, from)
+	if !to.After(time.Unix(first, 0)) {
+		return first, 0, nil
+	}
+	span := to.Sub(time.Unix(first, 0))
+	count := (span + step.Duration() - 1) / step.Duration()
+	if count > MaxTallyBuckets {
+		return 0, 0, fmt.Errorf("sessions: tallies: %d %s buckets requested, at most %d", count, step, MaxTallyBuckets)
+	}
+	return first, int(count), nil
+}
+
+// tallyBuckets returns n empty buckets of step from first on.
+func tallyBuckets(step TallyStep, first int64, n int) []TallyBucket {
+	out := make([]TallyBucket, n)
+	w := int64(step.Duration() / time.Second)
+	for i := range out {
+		out[i] = TallyBucket{Start: time.Unix(first+int64(i)*w, 0).UTC(), Counts: map[string]int64{}}
+	}
+	return out
+}
+
+// ---- memory ----
+
+type memTallyKey struct {
+	step  TallyStep
+	start int64
+}
+
+type memTallyBucket struct {
+	exp    time.Time
+	counts map[string]int64
+}
+
+// memTallies are the memory store's buckets; expired ones are invisible at once and removed
+// at most once a minute by a write.
+type memTallies struct {
+	buckets map[memTallyKey]*memTallyBucket
+	swept   time.Time
+}
+
+// add adds t to its buckets at now. m.mu is held.
+func (mt *memTallies) add(t Tally, now time.Time) {
+	if len(t.Counts) == 0 {
+		return
+	}
+	if mt.buckets == nil {
+		mt.buckets = map[memTallyKey]*memTallyBucket{}
+	}
+	if now.Sub(mt.swept) >= time.Minute {
+		for k, b := range mt.buckets {
+			if !b.exp.After(now) {
+				delete(mt.buckets, k)
+			}
+		}
+		mt.swept = now
+	}
+	for _, step := range tallySteps {
+		k := memTallyKey{step, tallyStart(step, t.At)}
+		exp := time.Unix(k.start, 0).Add(step.TTL())
+		if !exp.After(now) {
+			continue // counted and expired at once, as PEXPIREAT in the past does on Redis
+		}
+		b := mt.buckets[k]
+		if b == nil || !b.exp.After(now) {
+			b = &memTallyBucket{exp: exp, counts: map[string]int64{}}
+			mt.buckets[k] = b
+		}
+		for name, n := range t.Counts {
+			if _, ok := b.counts[name]; !ok && len(b.counts) >= maxMemTallyFields {
+				continue
+			}
+			b.counts[name] += n
+		}
+	}
+}
+
+// read fills the live buckets of a Tallies read. m.mu is held.
+func (mt *memTallies) read(step TallyStep, out []TallyBucket, now time.Time) {
+	for i := range out {
+		b := mt.buckets[memTallyKey{step, out[i].Start.Unix()}]
+		if b == nil || !b.exp.After(now) {
+			continue
+		}
+		for name, n := range b.counts {
+			out[i].Counts[name] = n
+		}
+	}
+}
+
+func (m *memory) AppendLogTallied(_ context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
+	if err := checkAppend(class, id, maxLen); err != nil {
+		return err
+	}
+	if err := checkTally(t); err != nil {
+		return fmt.Errorf("sessions: append log: %w", err)
+	}
+	return m.run(func() error {
+		m.appendLog(class, id, event, maxLen)
+		m.tallies.add(t, m.now())
+		return nil
+	})
+}
+
+func (m *memory) PutAllAndLogTallied(_ context.Context, logID string, event []byte, maxLen int, t Tally, items ...Item) error {
+	if err := checkPutAllAndLog(logID, maxLen, items); err != nil {
+		return err
+	}
+	if err := checkTally(t); err != nil {
+		return fmt.Errorf("sessions: put all and log: %w", err)
+	}
+	return m.run(func() error {
+		if err := m.putLocked(items); err != nil {
+			return fmt.Errorf("sessions: put all and log: %w", err)
+		}
+		m.appendLog(LogAudit, logID, event, maxLen)
+		m.tallies.add(t, m.now())
+		return nil
+	})
+}
+
+func (m *memory) Tallies(_ context.Context, step TallyStep, from, to time.Time) ([]TallyBucket, error) {
+	first, n, err := tallyRange(step, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := tallyBuckets(step, first, n)
+	return inOpen(m, func() ([]TallyBucket, error) {
+		m.tallies.read(step, out, m.now())
+		return out, nil
+	})
+}
+
+// ---- Redis ----
+
+// tallyKey is the hash holding the counters of the bucket of step starting at start (Unix
+// seconds): PREFIX:tally:{tally.m.MINUTE} or PREFIX:tally:{tally.h.HOUR}. Each bucket is its
+// own hash tag, so buckets spread over a Cluster's slots; a Tally's increments go to two keys
+// in one pipeline (or MULTI), never in one multi-key command.
+func (s *redisStore) tallyKey(step TallyStep, start int64) string {
+	w := int64(step.Duration() / time.Second)
+	return s.prefix + ":tally:{tally." + step.code() + "." + strconv.FormatInt(start/w, 10) + "}"
+}
+
+// queueTally queues t's increments and the expiry of its buckets on p.
+func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, t Tally) {
+	if len(t.Counts) == 0 {
+		return
+	}
+	for _, step := range tallySteps {
+		start := tallyStart(step, t.At)
+		key := s.tallyKey(step, start)
+		for name, n := range t.Counts {
+			p.HIncrBy(ctx, key, name, n)
+		}
+		p.PExpireAt(ctx, key, time.Unix(start, 0).Add(step.TTL()))
+	}
+}
+
+func (s *redisStore) AppendLogTallied(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
+	if err := checkAppend(class, id, maxLen); err != nil {
+		return err
+	}
+	if err := checkTally(t); err != nil {
+		return fmt.Errorf("sessions: append log: %w", err)
+	}
+	return s.appendLog(ctx, class, id, event, maxLen, t)
+}
+
+func (s *redisStore) PutAllAndLogTallied(ctx context.Context, logID string, event []byte, maxLen int, t Tally, items ...Item) error {
+	if err := checkTally(t); err != nil {
+		return fmt.Errorf("sessions: put all and log: %w", err)
+	}
+	return s.putAllAndLog(ctx, logID, event, maxLen, t, items)
+}
+
+func (s *redisStore) Tallies(ctx context.Context, step TallyStep, from, to time.Time) ([]TallyBucket, error) {
+	first, n, err := tallyRange(step, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := tallyBuckets(step, first, n)
+	if n == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, n)
+	// A plain pipeline (one per node on Cluster): the buckets are independent counters.
+	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range out {
+			cmds[i] = p.HGetAll(ctx, s.tallyKey(step, out[i].Start.Unix()))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("tallies", err)
+	}
+	for i, c := range cmds {
+		for name, v := range c.Val() {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				continue // not written by HINCRBY
+			}
+			out[i].Counts[name] = n
+		}
+	}
+	return out, nil
+}
