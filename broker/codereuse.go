@@ -178,7 +178,8 @@ func (s *Server) claimCode(ctx context.Context, code string, raw []byte, rec *co
 func (s *Server) swapCode(ctx context.Context, code string, raw []byte, put []sessions.Item, x *exchange) error {
 	del := []sessions.Ref{{Kind: sessions.KindCode, ID: code}}
 	if s.logBatch != nil && x.event != nil && s.fillTokenEvent(x.event, "authorization_code", x, nil) {
-		err := s.events.WriteWith(ctx, x.event, func(ctx context.Context, id string, data []byte, maxLen int) error {
+		// A code exchange is not a login: loginTally counts nothing for it.
+		err := s.events.WriteWith(ctx, x.event, func(ctx context.Context, id string, data []byte, maxLen int, _ sessions.Tally) error {
 			return s.logBatch.SwapAndLog(ctx, sessions.KindCode, code, raw, put, del, id, data, maxLen)
 		})
 		if x.logged = err == nil; err == nil || !errors.Is(err, errors.ErrUnsupported) {

@@ -12,7 +12,7 @@ import (
 // succeedWith stores the login records (the session and the code) and records ev as a
 // successful login: in one atomic write when the event log lives in the same store and the
 // store can batch (sessions.LogBatcher: Redis single node or Sentinel, memory), else PutAll
-// then the event. An error means that neither the records nor the event were stored; ev is
+// then the event. The event's counters (logintally.go) go in the same write. An error means that neither the records nor the event were stored; ev is
 // then as before the call (the caller records the failure with it).
 func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.Item) error {
 	if s.logBatch != nil {
@@ -20,7 +20,10 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 		if typ != logs.TypeSuccessSilentAuth {
 			ev.Type = logs.TypeSuccessLogin
 		}
-		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int) error {
+		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int, t sessions.Tally) error {
+			if tl, ok := s.logBatch.(sessions.Tallier); ok && len(t.Counts) > 0 {
+				return tl.PutAllAndLogTallied(ctx, id, data, maxLen, t, items...)
+			}
 			return s.logBatch.PutAllAndLog(ctx, id, data, maxLen, items...)
 		})
 		if err == nil {

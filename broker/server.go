@@ -272,6 +272,9 @@ func configureEventWriter(cfg *config.Config, w *logs.Writer) {
 	if w.Settle == 0 && cfg.Store.Type == "redis" {
 		w.Settle = time.Second
 	}
+	if w.Tally == nil {
+		w.Tally = loginTally // the console overview's counters (logintally.go)
+	}
 }
 
 // Store returns the session store (for the demo and tests).

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
@@ -209,4 +210,36 @@ func (s *meteredConnStore) DeleteClient(ctx context.Context, id string, tombston
 func (s *meteredConnStore) ClientTombstone(ctx context.Context, id string) ([]byte, error) {
 	v, err := s.Clients.ClientTombstone(ctx, id)
 	return v, s.m.storeError("client_tombstone", err)
+}
+
+// The sessions.Tallier methods: forwarded when st has them, else errors.ErrUnsupported
+// (logs.Writer then appends the event alone).
+
+func (s *meteredStore) AppendLogTallied(ctx context.Context, class sessions.LogClass, id string, event []byte, maxLen int, t sessions.Tally) error {
+	tl, ok := s.Store.(sessions.Tallier)
+	if !ok {
+		return fmt.Errorf("append log tallied: %w", errors.ErrUnsupported)
+	}
+	return s.m.storeError("append_log", tl.AppendLogTallied(ctx, class, id, event, maxLen, t))
+}
+
+func (s *meteredStore) PutAllAndLogTallied(ctx context.Context, logID string, event []byte, maxLen int, t sessions.Tally, items ...sessions.Item) error {
+	tl, ok := s.Store.(sessions.Tallier)
+	if !ok {
+		return fmt.Errorf("put all and log tallied: %w", errors.ErrUnsupported)
+	}
+	err := tl.PutAllAndLogTallied(ctx, logID, event, maxLen, t, items...)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return err
+	}
+	return s.m.storeError("put_all", err)
+}
+
+func (s *meteredStore) Tallies(ctx context.Context, step sessions.TallyStep, from, to time.Time) ([]sessions.TallyBucket, error) {
+	tl, ok := s.Store.(sessions.Tallier)
+	if !ok {
+		return nil, fmt.Errorf("tallies: %w", errors.ErrUnsupported)
+	}
+	bs, err := tl.Tallies(ctx, step, from, to)
+	return bs, s.m.storeError("tallies", err)
 }

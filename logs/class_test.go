@@ -157,14 +157,14 @@ func TestUnauthenticatedEventsAgeOutOnTheirOwn(t *testing.T) {
 func TestWriteWithRefusesUnauthenticatedEvents(t *testing.T) {
 	w := quietWriter(sessions.NewMemory(), newClock())
 	called := false
-	err := w.WriteWith(t.Context(), &Event{Type: TypeFailedLogin}, func(_ context.Context, _ string, _ []byte, _ int) error {
+	err := w.WriteWith(t.Context(), &Event{Type: TypeFailedLogin}, func(_ context.Context, _ string, _ []byte, _ int, _ sessions.Tally) error {
 		called = true
 		return nil
 	})
 	if !errors.Is(err, errors.ErrUnsupported) || called {
 		t.Fatalf("WriteWith(f) = %v (store called: %v), want ErrUnsupported without a store call", err, called)
 	}
-	err = w.WriteWith(t.Context(), &Event{Type: TypeSuccessAPI}, func(_ context.Context, _ string, _ []byte, _ int) error {
+	err = w.WriteWith(t.Context(), &Event{Type: TypeSuccessAPI}, func(_ context.Context, _ string, _ []byte, _ int, _ sessions.Tally) error {
 		called = true
 		return nil
 	})
@@ -172,7 +172,7 @@ func TestWriteWithRefusesUnauthenticatedEvents(t *testing.T) {
 		t.Fatalf("WriteWith(sapi) = %v (store called: %v), want ErrUnsupported without a store call", err, called)
 	}
 	ev := &Event{Type: TypeSuccessLogin}
-	if err := w.WriteWith(t.Context(), ev, func(c context.Context, id string, data []byte, maxLen int) error {
+	if err := w.WriteWith(t.Context(), ev, func(c context.Context, id string, data []byte, maxLen int, _ sessions.Tally) error {
 		called = true
 		return w.Store.AppendLog(c, sessions.LogAudit, id, data, maxLen)
 	}); err != nil || !called {

@@ -183,6 +183,11 @@ type Writer struct {
 	// an event another replica is still storing cannot be passed by a reader's cursor.
 	// Events this Writer is storing are always held back, whatever Settle.
 	Settle time.Duration
+	// Tally, when set, names the counters an event adds to (each by its increment): they are
+	// kept in the store's per-minute and per-hour buckets (sessions.Tallier) and written in
+	// the same round trip as the event, so charts never scan the log. An event Limits drops
+	// counts nothing; nil or empty counts nothing.
+	Tally func(ev *Event) map[string]int64
 
 	state writerState // in-flight ids and trim schedule (search.go)
 	drops dropState   // events dropped by Limits since the last warning (limit.go)
@@ -218,7 +223,7 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	}
 	sc := class.storeClass()
 	maxLen, _ := w.retention(sc)
-	if err := w.Store.AppendLog(ctx, sc, ev.LogID, p.data, maxLen); err != nil {
+	if err := w.appendLog(ctx, sc, ev.LogID, p.data, maxLen, w.tally(ev, p.t)); err != nil {
 		logger.LogAttrs(ctx, slog.LevelError, "login_event_store_failed",
 			slog.String("log_id", ev.LogID), slog.String("error", err.Error()))
 		return fmt.Errorf("logs: store event %s: %w", ev.LogID, err)
@@ -227,13 +232,49 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	return nil
 }
 
-// WriteWith records ev like Write, but store appends the encoded entry instead of
-// Store.AppendLog, so that a caller can write it in one atomic batch with its own records
-// (sessions.LogBatcher, whose event is an audit entry). When store fails, nothing is logged,
+// appendLog appends one entry with its counters: in one round trip when the store is a
+// sessions.Tallier, else the entry alone.
+func (w *Writer) appendLog(ctx context.Context, class sessions.LogClass, id string, data []byte, maxLen int, t sessions.Tally) error {
+	if tl, ok := w.Store.(sessions.Tallier); ok && len(t.Counts) > 0 {
+		err := tl.AppendLogTallied(ctx, class, id, data, maxLen, t)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return err
+		}
+	}
+	return w.Store.AppendLog(ctx, class, id, data, maxLen)
+}
+
+// tally is the Tally of ev written at t (empty without a Tally function).
+func (w *Writer) tally(ev *Event, t time.Time) sessions.Tally {
+	if w.Tally == nil {
+		return sessions.Tally{}
+	}
+	return sessions.Tally{At: t, Counts: w.Tally(ev)}
+}
+
+// Tallies reads the counters of the buckets of step in [from, to) from the store
+// (sessions.Tallier.Tallies); an error wrapping errors.ErrUnsupported when the store keeps
+// none.
+func (w *Writer) Tallies(ctx context.Context, step sessions.TallyStep, from, to time.Time) ([]sessions.TallyBucket, error) {
+	tl, ok := w.Store.(sessions.Tallier)
+	if !ok {
+		return nil, fmt.Errorf("logs: the event store keeps no counters: %w", errors.ErrUnsupported)
+	}
+	bs, err := tl.Tallies(ctx, step, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("logs: read counters: %w", err)
+	}
+	return bs, nil
+}
+
+// WriteWith records ev like Write, but store appends the encoded entry (and adds its counters,
+// t, see Tally) instead of Store.AppendLog, so that a caller can write it in one atomic batch
+// with its own records (sessions.LogBatcher and sessions.Tallier, whose event is an audit
+// entry). When store fails, nothing is logged,
 // ev is left as it was (a later Write gives it a fresh id, date and description) and the
 // error is returned as is. Without a Store, or for an event of another class than the audit
 // class, it returns an error wrapping errors.ErrUnsupported and does nothing.
-func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx context.Context, id string, data []byte, maxLen int) error) error {
+func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx context.Context, id string, data []byte, maxLen int, t sessions.Tally) error) error {
 	if ev == nil {
 		return errors.New("logs: nil event")
 	}
@@ -250,7 +291,7 @@ func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx contex
 		*ev = saved
 		return p.err
 	}
-	if err := store(ctx, ev.LogID, p.data, w.maxLen()); err != nil {
+	if err := store(ctx, ev.LogID, p.data, w.maxLen(), w.tally(ev, p.t)); err != nil {
 		*ev = saved
 		return err
 	}
