@@ -62,14 +62,6 @@ func (s TallyStep) String() string {
 	return fmt.Sprintf("TallyStep(%d)", uint8(s))
 }
 
-// code is the step's letter in a bucket key.
-func (s TallyStep) code() string {
-	if s == TallyHour {
-		return "h"
-	}
-	return "m"
-}
-
 // Bounds of a Tally and of a Tallies read.
 const (
 	// MaxTallyCounts is the most counters one Tally may increment.
@@ -287,27 +279,44 @@ func (m *memory) Tallies(_ context.Context, step TallyStep, from, to time.Time) 
 // ---- Redis ----
 
 // tallyKey is the hash holding the counters of the bucket of step starting at start (Unix
-// seconds): PREFIX:tally:{tally.m.MINUTE} or PREFIX:tally:{tally.h.HOUR}. Each bucket is its
-// own hash tag, so buckets spread over a Cluster's slots; a Tally's increments go to two keys
-// in one pipeline (or MULTI), never in one multi-key command.
+// seconds): PREFIX:tally:{tally.HOUR}mMINUTE or PREFIX:tally:{tally.HOUR}h. A minute shares
+// the hash tag of its hour, so the two buckets a Tally adds to are one Cluster slot and one
+// script updates both; the hours spread over the slots.
 func (s *redisStore) tallyKey(step TallyStep, start int64) string {
-	w := int64(step.Duration() / time.Second)
-	return s.prefix + ":tally:{tally." + step.code() + "." + strconv.FormatInt(start/w, 10) + "}"
+	b := s.prefix + ":tally:{tally." + strconv.FormatInt(start/3600, 10) + "}"
+	if step == TallyHour {
+		return b + "h"
+	}
+	return b + "m" + strconv.FormatInt(start/60, 10)
 }
+
+// tallyScript adds a Tally to its minute (KEYS[1]) and hour (KEYS[2]) buckets and sets their
+// expiry: ARGV = minute expiry, hour expiry (Unix ms), then name, increment pairs. One
+// command instead of two increments per counter: the login's MULTI (or pipeline) carries one
+// EVAL more, not a dozen commands. EVAL, not EVALSHA: inside MULTI a NOSCRIPT reply would
+// fail this command alone, after the others ran.
+var tallyScript = redis.NewScript(`
+for i = 3, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i+1])
+  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i+1])
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+return 0
+`)
 
 // queueTally queues t's increments and the expiry of its buckets on p.
 func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, t Tally) {
 	if len(t.Counts) == 0 {
 		return
 	}
-	for _, step := range tallySteps {
-		start := tallyStart(step, t.At)
-		key := s.tallyKey(step, start)
-		for name, n := range t.Counts {
-			p.HIncrBy(ctx, key, name, n)
-		}
-		p.PExpireAt(ctx, key, time.Unix(start, 0).Add(step.TTL()))
+	m, h := tallyStart(TallyMinute, t.At), tallyStart(TallyHour, t.At)
+	args := make([]any, 0, 2+2*len(t.Counts))
+	args = append(args, time.Unix(m, 0).Add(TallyMinute.TTL()).UnixMilli(), time.Unix(h, 0).Add(TallyHour.TTL()).UnixMilli())
+	for name, n := range t.Counts {
+		args = append(args, name, n)
 	}
+	tallyScript.Eval(ctx, p, []string{s.tallyKey(TallyMinute, m), s.tallyKey(TallyHour, h)}, args...)
 }
 
 func (s *redisStore) AppendLogTallied(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
