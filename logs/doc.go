@@ -5,7 +5,9 @@
 //   - Event (event.go) is one entry, with the type codes of the identity SaaS's log
 //     (TypeSuccessLogin "s", TypeFailedLogin "f", …; Description names each) and ids from
 //     NewLogID that sort by time. Writer.Write records an event; Writer.WriteWith lets a
-//     caller store it in one atomic batch with its own records.
+//     caller store it in one atomic batch with its own records. Writer.Tally names the
+//     counters an event adds to (sessions.Tallier), written in the same round trip as the
+//     event; Writer.Tallies reads them back by time range.
 //   - Class (class.go) is an event's retention class: audit, unauthenticated or admin, each
 //     kept apart in the store under its own count and age limits, so that a flood anyone can
 //     cause never pushes out what an authenticated party or an operator did.
