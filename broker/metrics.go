@@ -187,7 +187,7 @@ var metricCodes = map[string]bool{
 	upstream.CodeUseDPoPNonce: true, upstream.CodeInvalidDPoPProof: true,
 	upstream.CodeUpstreamError: true, upstream.CodeIDTokenInvalid: true,
 	upstream.CodeDiscovery: true, upstream.CodeUserinfo: true, upstream.CodeIssMismatch: true,
-	upstream.CodeClaimsTooLarge: true, upstream.CodeClientAuthUnsupported: true, upstream.CodePARNotSupported: true,
+	upstream.CodeClaimsTooLarge: true, upstream.CodeClientAuthUnsupported: true, upstream.CodePARNotSupported: true, upstream.CodePARBusy: true,
 	codeStoreBusy: true, codeConnectionUnusable: true,
 	// OAuth 2.0 / OIDC authorization-response errors an upstream may return (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
 	"access_denied": true, "unauthorized_client": true, "unsupported_response_type": true,
