@@ -199,8 +199,13 @@ func (s *Server) consoleRoutes(h func(string, http.HandlerFunc)) {
 	s.consoleLogRoutes(h)
 }
 
-// consoleHome is the console's landing page.
+// consoleHome is the console's landing page: the Overview's charts (consoleoverview.go) for
+// an operator who may read the logs, else the sections the operator may open.
 func (s *Server) consoleHome(c *consoleRequest) {
+	if c.sess.allows("read:logs") {
+		s.consoleOverview(c)
+		return
+	}
 	c.render(http.StatusOK, "home", "Overview", nil)
 }
 

@@ -1,0 +1,96 @@
+package broker
+
+import (
+	"bytes"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// TestConsoleOverviewChartsTheLoginsJustMade: after a DPoP login through corp and a callback
+// with a state nobody issued, the Overview (the console's landing page for an operator who
+// may read the logs) counts both, charts them as SVG under the console's CSP (no inline style
+// or script), names the failure's code and corp, and shows no code or token; the week and
+// day views render too, an unknown period is a 400.
+func TestConsoleOverviewChartsTheLoginsJustMade(t *testing.T) {
+	h := dpopConsoleHarness(t)
+	q := h.login()
+	resp, _ := get(t, h.browser(), h.srv.URL+"/login/callback?code=x&state=nobody-issued-this")
+	if resp.StatusCode < 400 {
+		t.Fatalf("a callback with an unknown state answered %d", resp.StatusCode)
+	}
+	browser := h.browser()
+	body := consoleTokenSignIn(t, browser, h.srv.URL)
+	for _, want := range []string{
+		"Logins per minute by result", "Failures by error code", "DPoP nonce retries per minute",
+		"Success rate and DPoP-bound share per connection", "Upstream code exchange latency per connection (p50, p95)",
+		`<span class="num">1</span> logins succeeded`, `<span class="num bad">1</span> failed`,
+		"invalid_state", "<strong>corp</strong>", `role="img"`, `aria-current="page">Last hour`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the overview lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`<rect [^>]*class="s"><title>[0-9:]+: 1 succeeded</title>`).MatchString(body) ||
+		!regexp.MustCompile(`<rect [^>]*class="f"><title>[0-9:]+: 1 failed</title>`).MatchString(body) {
+		t.Error("the logins chart has no bar for the success and the failure")
+	}
+	for _, banned := range []string{" style=", "<style", "<script>", q.Get("code")} {
+		if strings.Contains(body, banned) {
+			t.Errorf("the overview contains %q", banned)
+		}
+	}
+	for _, span := range []string{"day", "week"} {
+		resp, body := get(t, browser, h.srv.URL+"/console/?span="+span)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `<span class="num">1</span> logins succeeded`) {
+			t.Errorf("span %s: %d\n%s", span, resp.StatusCode, body)
+		}
+	}
+	if resp, body := get(t, browser, h.srv.URL+"/console/?span=year"); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Unknown period") {
+		t.Errorf("span year: %d\n%s", resp.StatusCode, body)
+	}
+}
+
+// TestConsoleOverviewNeedsTheLogsPermission: an operator whose token may not read the logs
+// gets the list of sections instead of the charts.
+func TestConsoleOverviewNeedsTheLogsPermission(t *testing.T) {
+	h := consoleHarness(t, nil) // its token has read:connections only
+	body := consoleTokenSignIn(t, h.browser(), h.srv.URL)
+	if strings.Contains(body, "Logins per minute") || !strings.Contains(body, "Choose a section") {
+		t.Errorf("an operator without read:logs sees:\n%s", body)
+	}
+}
+
+// TestConsoleOverviewPutsAJumpingConnectionOnTop: a connection whose failures jumped in the
+// last part of the hour is named in a "Needs a look" box above the charts and its row is
+// marked, a steady one is not.
+func TestConsoleOverviewPutsAJumpingConnectionOnTop(t *testing.T) {
+	sp, _ := spanNamed("hour")
+	from := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	var bs []sessions.TallyBucket
+	for i := range 60 {
+		c := map[string]int64{"login:s": 2, "c:steady:s": 1, "c:breaking:s": 1}
+		if i >= 55 {
+			c["c:breaking:f"], c["login:f"], c["err:upstream_error"] = 3, 3, 3
+		}
+		bs = append(bs, sessions.TallyBucket{Start: from.Add(time.Duration(i) * time.Minute), Counts: c})
+	}
+	s := &Server{}
+	var buf bytes.Buffer
+	v := &consoleView{Title: "Overview", Data: s.overviewPage(summarize(sp, from, from.Add(time.Hour), bs))}
+	if err := consolePages["overview"].ExecuteTemplate(&buf, "layout.html", v); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	box, _, _ := strings.Cut(page, `<div class="charts">`)
+	if !strings.Contains(box, "Needs a look") || !strings.Contains(box, "<strong>breaking</strong>") || strings.Contains(box, "steady") {
+		t.Errorf("the box above the charts:\n%s", box)
+	}
+	if !regexp.MustCompile(`<tr class="alert">\s*<td data-label="Connection"><strong>breaking</strong>`).MatchString(page) {
+		t.Error("breaking's row is not marked")
+	}
+}
