@@ -10,8 +10,9 @@ import (
 
 // TestConsoleOverviewInChromium: an admin signs in to the console through the broker (a DPoP
 // login through acme, oidc-provider with nonces), an app's login through "legacy" (DPoP
-// configured, its upstream without DPoP) fails with dpop_not_supported, and the Overview
-// shows both in its charts, at 1280 px and at phone width, without breaking the console's
+// configured, its upstream without DPoP) fails three times with dpop_not_supported, and the
+// Overview shows them in its charts, legacy under "Needs a look" (all its logins failed, and
+// all in the last minutes), at 1280 px and at phone width, without breaking the console's
 // CSP. Screenshots: interop/.cache/console-overview*.png.
 func TestConsoleOverviewInChromium(t *testing.T) {
 	t.Parallel()
@@ -67,11 +68,13 @@ connections:
 		"scope": {"openid"}, "state": {"s1"}, "nonce": {"n1"}, "connection": {"legacy"},
 		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}}
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noRedirect.Get(b.URL + "/authorize?" + q.Encode())
-	if err != nil {
-		t.Fatal(err)
+	for range 3 {
+		resp, err := noRedirect.Get(b.URL + "/authorize?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
 	}
-	_ = resp.Body.Close()
 	wantEventWhere(t, b.proc, "legacy's dpop_not_supported", func(ev loginEvent) bool {
 		return ev.Type == "f" && ev.Details["error"] == "dpop_not_supported"
 	})
@@ -86,7 +89,8 @@ connections:
 	}
 	// The landing page was rendered while the sign-in's own event was being written: reload.
 	page := br.get(t, "main", b.URL+"/console/?span=hour")
-	for _, want := range []string{"Logins per minute by result", "dpop_not_supported", "acme", "legacy", "1 logins succeeded", "1 failed",
+	for _, want := range []string{"Logins per minute by result", "dpop_not_supported", "acme", "legacy", "1 logins succeeded", "3 failed",
+		"Needs a look", "legacy: failures jumped",
 		"Upstream code exchange latency per connection (p50, p95)"} {
 		if !strings.Contains(strings.Join(strings.Fields(page.Text), " "), want) {
 			t.Errorf("the overview lacks %q:\n%s", want, page.Text)
