@@ -424,6 +424,9 @@ func FuzzConsole(f *testing.F) {
 		mode       uint8 // bit 0: POST; bit 1: the session cookie; bit 2: the CSRF token; bit 3: cross-site
 	}{
 		{path: "/", mode: 2},
+		{path: "/?span=week", mode: 2},
+		{path: "/?span=day&span=week", mode: 2},
+		{path: "/?span=%00", mode: 2},
 		{path: "/connections", mode: 2},
 		{path: "/connections/" + corp, mode: 2},
 		{path: "/connections/" + corp + "/dpop", body: "dpop_signing_alg=ES256", mode: 7},
