@@ -48,7 +48,7 @@ type svgText struct {
 const (
 	chartW, chartH          = 480.0, 180.0
 	plotL, plotR            = 36.0, 6.0
-	plotT, plotB            = 8.0, 24.0
+	plotT, plotB            = 14.0, 24.0
 	barLabelH, barH, barGap = 17.0, 13.0, 10.0 // a bar chart row: label line, bars, gap
 	barValueW               = 64.0             // room after the longest bar for its value
 	maxErrorCodesInOverview = 12
