@@ -177,26 +177,35 @@ func (m *metrics) tokenRequest(grant string, ok, bound bool) {
 	m.tokenRequests.WithLabelValues(metricGrant(grant), result, strconv.FormatBool(bound)).Inc()
 }
 
-// metricCodes are the details.error codes used as label values; anything else (an upstream's
-// free-form error parameter) is counted as "other" so the label set stays bounded.
-var metricCodes = map[string]bool{
-	codeInvalidClient: true, codeInvalidRedirectURI: true, codeInvalidRequest: true,
-	codeInvalidState: true, codeInvalidIss: true, codeStoreUnavailable: true, codeCallbackMismatch: true,
-	codeStoreFull: true, codeTooManyRequests: true,
-	upstream.CodeDPoPNotSupported: true, upstream.CodeDPoPAlgMismatch: true,
-	upstream.CodeUseDPoPNonce: true, upstream.CodeInvalidDPoPProof: true,
-	upstream.CodeUpstreamError: true, upstream.CodeIDTokenInvalid: true,
-	upstream.CodeDiscovery: true, upstream.CodeUserinfo: true, upstream.CodeIssMismatch: true,
-	upstream.CodeClaimsTooLarge: true, upstream.CodeClientAuthUnsupported: true, upstream.CodePARNotSupported: true, upstream.CodePARBusy: true,
-	codeStoreBusy: true, codeConnectionUnusable: true,
-	// OAuth 2.0 / OIDC authorization-response errors an upstream may return (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
-	"access_denied": true, "unauthorized_client": true, "unsupported_response_type": true,
-	"invalid_scope": true, "server_error": true, "temporarily_unavailable": true,
-	"interaction_required": true, "login_required": true, "account_selection_required": true,
-	"consent_required": true, "invalid_request_uri": true, "invalid_request_object": true,
-	"request_not_supported": true, "request_uri_not_supported": true, "registration_not_supported": true,
-	"invalid_grant": true,
-}
+// metricCodes are the details.error codes used as label values (and login counter names,
+// logintally.go): every code of the troubleshooting entries (logs/troubleshoot.go, the
+// README's table) and the ones below; anything else (an upstream's free-form error parameter)
+// is counted as "other" so the label set stays bounded.
+var metricCodes = func() map[string]bool {
+	m := map[string]bool{
+		codeInvalidClient: true, codeInvalidRedirectURI: true, codeInvalidRequest: true,
+		codeInvalidState: true, codeInvalidIss: true, codeStoreUnavailable: true, codeCallbackMismatch: true,
+		codeStoreFull: true, codeTooManyRequests: true,
+		upstream.CodeDPoPNotSupported: true, upstream.CodeDPoPAlgMismatch: true,
+		upstream.CodeUseDPoPNonce: true, upstream.CodeInvalidDPoPProof: true,
+		upstream.CodeUpstreamError: true, upstream.CodeIDTokenInvalid: true,
+		upstream.CodeDiscovery: true, upstream.CodeUserinfo: true, upstream.CodeIssMismatch: true,
+		upstream.CodeClaimsTooLarge: true,
+		// OAuth 2.0 / OIDC authorization-response errors an upstream may return (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
+		"access_denied": true, "unauthorized_client": true, "unsupported_response_type": true,
+		"invalid_scope": true, "server_error": true, "temporarily_unavailable": true,
+		"interaction_required": true, "login_required": true, "account_selection_required": true,
+		"consent_required": true, "invalid_request_uri": true, "invalid_request_object": true,
+		"request_not_supported": true, "request_uri_not_supported": true, "registration_not_supported": true,
+		"invalid_grant": true,
+	}
+	for _, e := range logs.TroubleshootingEntries() {
+		for _, c := range e.Codes {
+			m[c] = true
+		}
+	}
+	return m
+}()
 
 func metricCode(code string) string {
 	if metricCodes[code] {
