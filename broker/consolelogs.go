@@ -293,10 +293,8 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 		Href: base + "/logs/" + url.PathEscape(ev.LogID),
 	}
 	r.Error, _ = ev.Details["error"].(string)
-	if r.Error != "" && troubleshot(ev.Type) {
-		if t, _, ok := logs.LookupTroubleshooting(r.Error); ok {
-			r.Hint = markdownText(t.Happened)
-		}
+	if t, _, _, ok := logs.TroubleshootingFor(ev); ok {
+		r.Hint = markdownText(t.Happened)
 	}
 	if f != nil {
 		r.Filters = map[string]string{}
@@ -451,7 +449,7 @@ func factValue(key string, v any) string {
 	return string(b)
 }
 
-// logTrouble is a failed login's troubleshooting entry, rendered.
+// logTrouble is a failed event's troubleshooting entry (logs.TroubleshootingFor), rendered.
 type logTrouble struct {
 	Codes    []string
 	Exact    bool // false: the code has no entry of its own (an IdP's error=)
@@ -522,11 +520,9 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 			add(&d.Other, f.label, factValue(f.key, v))
 		}
 	}
-	if code, _ := ev.Details["error"].(string); code != "" && troubleshot(ev.Type) {
-		if t, exact, ok := logs.LookupTroubleshooting(code); ok {
-			d.Trouble = &logTrouble{Codes: t.Codes, Exact: exact, Code: code,
-				Happened: inlineMarkdown(t.Happened), ToDo: inlineMarkdown(t.ToDo)}
-		}
+	if t, code, exact, ok := logs.TroubleshootingFor(ev); ok {
+		d.Trouble = &logTrouble{Codes: t.Codes, Exact: exact, Code: code,
+			Happened: inlineMarkdown(t.Happened), ToDo: inlineMarkdown(t.ToDo)}
 	}
 	if ev.Type == logs.TypeSuccessLogin || ev.Type == logs.TypeSuccessSilentAuth {
 		for _, n := range logs.LoginNotes(ev.Details) {
@@ -537,12 +533,6 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 		d.RawJSON = string(b)
 	}
 	return d
-}
-
-// troubleshot reports whether events of type typ are explained by the troubleshooting
-// entries: failed logins, interactive or silent.
-func troubleshot(typ string) bool {
-	return typ == logs.TypeFailedLogin || typ == logs.TypeFailedSilentAuth
 }
 
 // markdownSpan is a piece of the troubleshooting entries' Markdown inline text.

@@ -54,8 +54,10 @@
 //     token, cookie sessions with CSRF tokens, and pages whose writes run the management
 //     API's handlers in-process. The Logs page searches the event log with the API's q,
 //     chips and a time range, tails it live (one bounded read a second) and shows an event
-//     with its DPoP facts and the troubleshooting entry of logs.LookupTroubleshooting. With admin_listen, Server.AdminHandler serves /console, /metrics and
-//     /api/v2 and Server.Handler no longer does.
+//     with its DPoP facts and the troubleshooting entry of logs.TroubleshootingFor
+//     (failed logins, token-endpoint and management refusals). With admin_listen,
+//     Server.AdminHandler serves /console, /metrics and /api/v2 and Server.Handler no
+//     longer does.
 //
 // UpstreamHTTPClient builds the upstream client for operator tools; AddressRefusedError is
 // its refusal of an internal address.

@@ -11,52 +11,77 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the README's generated sections")
 
-// The README's troubleshooting section sits between these lines.
-const (
-	troubleshootingBegin = "<!-- troubleshooting: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update -->\n"
-	troubleshootingEnd   = "<!-- end of troubleshooting -->\n"
-)
+// The README's troubleshooting sections, each between a begin and an end line, and what
+// generates it.
+var troubleshootingSections = []struct {
+	name       string
+	begin, end string
+	generate   func() string
+}{
+	{
+		name:     "failed logins",
+		begin:    "<!-- troubleshooting: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update -->\n",
+		end:      "<!-- end of troubleshooting -->\n",
+		generate: logs.TroubleshootingTable,
+	},
+	{
+		name:     "token endpoint",
+		begin:    "<!-- troubleshooting token endpoint: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update -->\n",
+		end:      "<!-- end of troubleshooting token endpoint -->\n",
+		generate: func() string { return logs.TopicTable(logs.TopicToken) },
+	},
+	{
+		name:     "management API",
+		begin:    "<!-- troubleshooting management API: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update -->\n",
+		end:      "<!-- end of troubleshooting management API -->\n",
+		generate: func() string { return logs.TopicTable(logs.TopicAPI) },
+	},
+}
 
-// The README's troubleshooting table and the console's event view say the same thing: both
-// come from logs.TroubleshootingEntries. -update rewrites the README's section.
+// The README's troubleshooting tables and the console's event view say the same thing: both
+// come from logs/troubleshoot.go. -update rewrites the README's sections.
 func TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage(t *testing.T) {
 	const path = "../README.md"
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(raw)
-	before, rest, ok := strings.Cut(readme, troubleshootingBegin)
-	if !ok {
-		t.Fatalf("README.md has no line %q", strings.TrimSpace(troubleshootingBegin))
-	}
-	got, after, ok := strings.Cut(rest, troubleshootingEnd)
-	if !ok {
-		t.Fatalf("README.md has no line %q after the troubleshooting section's start", strings.TrimSpace(troubleshootingEnd))
-	}
-	want := logs.TroubleshootingTable()
-	if got == want {
-		return
-	}
-	if *update {
-		if err := os.WriteFile(path, []byte(before+troubleshootingBegin+want+troubleshootingEnd+after), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Log("README.md: troubleshooting section rewritten")
-		return
-	}
-	gotLines, wantLines := strings.Split(got, "\n"), strings.Split(want, "\n")
-	for i := range max(len(gotLines), len(wantLines)) {
-		var g, w string
-		if i < len(gotLines) {
-			g = gotLines[i]
-		}
-		if i < len(wantLines) {
-			w = wantLines[i]
-		}
-		if g != w {
-			t.Fatalf("README.md's troubleshooting section differs from logs.TroubleshootingTable at its line %d:\n README: %q\n   logs: %q\nedit logs/troubleshoot.go, then: go test ./docs -run %s -update",
-				i+1, g, w, t.Name())
-		}
+	for _, sec := range troubleshootingSections {
+		t.Run(sec.name, func(t *testing.T) {
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readme := string(raw)
+			before, rest, ok := strings.Cut(readme, sec.begin)
+			if !ok {
+				t.Fatalf("README.md has no line %q", strings.TrimSpace(sec.begin))
+			}
+			got, after, ok := strings.Cut(rest, sec.end)
+			if !ok {
+				t.Fatalf("README.md has no line %q after the section's start", strings.TrimSpace(sec.end))
+			}
+			want := sec.generate()
+			if got == want {
+				return
+			}
+			if *update {
+				if err := os.WriteFile(path, []byte(before+sec.begin+want+sec.end+after), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("README.md: troubleshooting section %q rewritten", sec.name)
+				return
+			}
+			gotLines, wantLines := strings.Split(got, "\n"), strings.Split(want, "\n")
+			for i := range max(len(gotLines), len(wantLines)) {
+				var g, w string
+				if i < len(gotLines) {
+					g = gotLines[i]
+				}
+				if i < len(wantLines) {
+					w = wantLines[i]
+				}
+				if g != w {
+					t.Fatalf("README.md's troubleshooting section %q differs from logs/troubleshoot.go at its line %d:\n README: %q\n   logs: %q\nedit logs/troubleshoot.go, then: go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update",
+						sec.name, i+1, g, w)
+				}
+			}
+		})
 	}
 }

@@ -22,9 +22,11 @@
 //     Writer.Search, Get, Recent, Latest, Follow and Tail (one bounded step of a live tail,
 //     for the console) read the store; Writer.Trim applies
 //     the age retention.
-//   - Troubleshooting (troubleshoot.go) says, per details.error of a failed login, what
-//     happened and what to do; LoginNotes explain a successful login's Bearer downgrade or
-//     dropped nonce. They are the one source of the README's troubleshooting table and the
+//   - Troubleshooting (troubleshoot.go) says what happened and what to do, per code of a
+//     failed login (details.error), of a token or revocation refusal (details.error) and of
+//     a management API or console refusal (details.error.errorCode); TroubleshootingFor
+//     finds an event's entry. LoginNotes explain a successful login's Bearer downgrade or
+//     dropped nonce. They are the one source of the README's troubleshooting tables and the
 //     console's event view.
 //   - ThrottleHandler (throttle.go) is a slog.Handler that limits the operational log's WARN
 //     and ERROR lines per message and sums up what it dropped.

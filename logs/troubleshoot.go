@@ -5,11 +5,12 @@ import (
 	"strings"
 )
 
-// Troubleshooting explains one or more details.error codes of a failed login (f): what
-// happened and what to do. The entries here are the one source of the README's
-// troubleshooting table (docs/readme_test.go checks that the table is TroubleshootingTable's
-// output) and of the console's event view, so the two never say different things. The texts
-// are Markdown inline text: code spans and links, no HTML.
+// Troubleshooting explains one or more codes of a failed event: what happened and what to
+// do. Each topic (TroubleshootingTopic: failed logins, the token endpoint's refusals, the
+// management API's) has its entries here, the one source of the README's troubleshooting
+// tables (docs/readme_test.go checks that each table is TopicTable's output) and of the
+// console's event view, so the two never say different things. The texts are Markdown
+// inline text: code spans and links, no HTML.
 type Troubleshooting struct {
 	Codes    []string // the details.error codes the entry explains
 	Also     string   // what else the entry covers, after the codes ("" for nothing)
@@ -143,39 +144,269 @@ var troubleshooting = []Troubleshooting{
 	},
 }
 
+// tokenTroubleshooting explains the details.error of the token and revocation endpoints'
+// refusals (feacft, fertft, ferrt, frrt): the OAuth error the app was answered.
+var tokenTroubleshooting = []Troubleshooting{
+	{
+		Codes:    []string{"invalid_grant"},
+		Happened: "the code or refresh token is unknown, expired, already used or issued to another client, its `redirect_uri` or PKCE verifier does not match, the DPoP key differs from the one it is bound to, or the session it came from has ended (the description says which). A code its own client presents again ends the session and its refresh tokens (`code_reuse: true`); a rotated-out refresh token presented again revokes its family (`ferrt`)",
+		ToDo:     "the app starts a new login; many from one app: it retries used codes or keeps old refresh tokens (check its token storage, and that it signs with the key the token is bound to); `code_reuse` or `ferrt` from an unexpected address: a stolen code or token",
+	},
+	{
+		Codes:    []string{"invalid_client"},
+		Happened: "client authentication failed (401): unknown client, wrong secret, malformed Basic credentials, none from a confidential client, or another method than the client's",
+		ToDo:     "check the app's `client_id`, `client_secret` and how it authenticates; after a secret rotation the app may still send the old one",
+	},
+	{
+		Codes:    []string{"invalid_request"},
+		Happened: "the request is malformed: a missing parameter, two client authentication methods, a body over the limit (413), an unknown `audience` or one that differs from the login's, or a DPoP proof missing where the client or the API requires sender-constrained tokens (the description says which)",
+		ToDo:     "fix the app's request as the description says; for DPoP see the policy table under Sender-constrained tokens for your own apps",
+	},
+	{
+		Codes:    []string{"unsupported_grant_type"},
+		Happened: "a grant other than `authorization_code` and `refresh_token`",
+		ToDo:     "the broker issues tokens for those two grants only: change the app's flow",
+	},
+	{
+		Codes:    []string{"invalid_scope"},
+		Happened: "a refresh asked for a scope the refresh token was not granted",
+		ToDo:     "ask for the granted scopes or fewer, or sign in again for more",
+	},
+	{
+		Codes:    []string{"access_denied"},
+		Happened: "the client has no grant for the API (`details.audience`): none in `clients[].apis`, or it was removed or narrowed since the login (checked when the code is redeemed and at every refresh); 403",
+		ToDo:     "grant the API in `clients[].apis`",
+	},
+	{
+		Codes:    []string{"invalid_dpop_proof"},
+		Happened: "the app's DPoP proof was refused (the description says why): malformed, a bad signature or `alg`, `htm`/`htu` not this request, `iat` outside `dpop_server.max_age`/`max_future`, or a `jti` already used; at revocation, a refresh token bound to a DPoP key without a proof signed with it",
+		ToDo:     "check the app's clock and DPoP library: a new proof (new `jti`) for every request, retries included, for the token endpoint's URL",
+	},
+	{
+		Codes:    []string{"temporarily_unavailable"},
+		Happened: "the store or the DPoP replay cache could not be reached, or the store was full; 503, nothing half-written",
+		ToDo:     "the app retries with the same code or refresh token; check Redis (`store_unavailable`, `store_full` in the failed logins' table)",
+	},
+	{
+		Codes:    []string{"server_error"},
+		Happened: "the broker could not issue the tokens (signing or encoding failed); 500",
+		ToDo:     "look at the broker's log at that time and report it",
+	},
+	{
+		Codes:    []string{"too_many_requests"},
+		Happened: "a rate limit refused the request (429 with `Retry-After`; `details.rate_limit` says which: per IP, per client, per refresh-token family)",
+		ToDo:     "see Limits and rate limiting; an app refreshing in a loop meets `per_refresh_family`",
+	},
+	{
+		Codes:    []string{"unsupported_token_type"},
+		Happened: "`/oauth/revoke` was given an access token (`frrt`): access tokens are self-contained and expire on their own",
+		ToDo:     "revoke the refresh token instead, or end the session (`DELETE /api/v2/sessions/{id}`)",
+	},
+}
+
+// apiTroubleshooting explains the errorCode of the management API's refusals (fapi, its
+// details.error.errorCode), the console's among them.
+var apiTroubleshooting = []Troubleshooting{
+	{
+		Codes:    []string{"dpop_not_supported"},
+		Happened: "the upstream's discovery has no `dpop_signing_alg_values_supported`",
+		ToDo:     "enable DPoP at the IdP, or leave `dpop_signing_alg` out",
+	},
+	{
+		Codes:    []string{"dpop_alg_mismatch"},
+		Happened: "the algorithm is not in the upstream's list (the message lists what it offers)",
+		ToDo:     "pick an offered algorithm",
+	},
+	{
+		Codes:    []string{"discovery_failed"},
+		Happened: "the upstream's discovery could not be fetched or is invalid (the same message for every cause; the reason is in `details.error.detail` of the `fapi` event and in the broker's log)",
+		ToDo:     "check `issuer`/`discovery_url` and reachability from the broker; an IdP on an internal address needs `upstream_allowed_networks`",
+	},
+	{
+		Codes:    []string{"dpop_key_missing"},
+		Happened: "the broker has no DPoP key for that algorithm",
+		ToDo:     "configure `keys.dpop.es256` / `.ed25519` / `.rsa` and restart",
+	},
+	{
+		Codes:    []string{"client_auth_not_supported"},
+		Happened: "the upstream's `token_endpoint_auth_methods_supported` does not list `token_endpoint_auth_method` (or its `token_endpoint_auth_signing_alg_values_supported` the `private_key_jwt` alg); the message lists what it offers",
+		ToDo:     "choose a listed method, or enable the method at the IdP",
+	},
+	{
+		Codes:    []string{"client_auth_key_missing"},
+		Happened: "`private_key_jwt` with an alg the broker has no `keys.client_auth` key for",
+		ToDo:     "configure `keys.client_auth` with that alg and restart",
+	},
+	{
+		Codes:    []string{"par_not_supported"},
+		Happened: "`use_par` while the upstream's discovery has no `pushed_authorization_request_endpoint`",
+		ToDo:     "enable PAR at the IdP, or leave `use_par` out",
+	},
+	{
+		Codes:    []string{"token_vault_conflict"},
+		Happened: "DPoP together with `federated_connections_access_tokens.active` or `upstream_params.offline_access`",
+		ToDo:     "DPoP and Token Vault exclude each other: turn one off",
+	},
+	{
+		Codes:    []string{"invalid_body"},
+		Happened: "any other validation error (e.g. `type` other than `back_channel` with DPoP)",
+		ToDo:     "as the message says",
+	},
+	{
+		Codes:    []string{"invalid_query_string", "invalid_uri", "payload_too_large"},
+		Happened: "a query parameter, a path id or the body's size was refused (400, 414 for a `q` too long, 413 over 64 KiB)",
+		ToDo:     "as the message says",
+	},
+	{
+		Codes:    []string{"connection_conflict", "too_many_clients"},
+		Happened: "a connection with that name exists already (409); or the broker holds its most clients",
+		ToDo:     "choose another name; delete a client before creating another",
+	},
+	{
+		Codes:    []string{"inexistent_connection", "inexistent_client", "inexistent_log", "inexistent_session", "not_found"},
+		Happened: "no such connection, client, log event or session (perhaps deleted, or expired), or no such API path (404)",
+		ToDo:     "check the id; a session ends by itself at `sessions.idle_timeout`/`absolute_timeout`, an event after the retention in `logs`",
+	},
+	{
+		Codes:    []string{"missing_authorization", "invalid_token"},
+		Happened: "no `Authorization: Bearer` header, or a token that is not one of `management.tokens` (401; the event is in the unauthenticated class)",
+		ToDo:     "send a configured management token; many from one address: someone is guessing tokens",
+	},
+	{
+		Codes:    []string{"insufficient_scope"},
+		Happened: "the token is valid but its scopes do not allow the call (403; the message lists the scopes that would)",
+		ToDo:     "add the scope to the token in `management.tokens`, or use another token",
+	},
+	{
+		Codes:    []string{"too_many_requests"},
+		Happened: "`rate_limits.management.per_token` or `per_ip` refused the call (429 with `Retry-After`)",
+		ToDo:     "slow the caller down, or raise the limit (Limits and rate limiting)",
+	},
+	{
+		Codes:    []string{"store_unavailable", "internal_error"},
+		Happened: "the store could not be reached (503), or could not complete the operation (500); nothing was half-written",
+		ToDo:     "check Redis and the broker's log at that time, then retry",
+	},
+	{
+		Codes:    []string{"console_refused"},
+		Happened: "the console refused a sign-in or a request (the message says why: the user is not in `console.admins`, the sign-in expired or was started in another browser, a cross-site request, an expired console session, a missing permission, a wrong break-glass management token, a rate limit, the store unavailable)",
+		ToDo:     "as the message says: usually sign in again; add the user to `console.admins` if they should enter",
+	},
+}
+
 // fallbackCode is the entry for codes without one of their own: an IdP's error= at its
 // authorize endpoint reaches details.error as the IdP sent it.
 const fallbackCode = "access_denied"
 
-// TroubleshootingEntries returns every entry, in the README's order.
+// TroubleshootingTopic names the events a set of entries explains, and how their code is found.
+type TroubleshootingTopic int
+
+const (
+	// TopicLogin: failed logins (f, fsa), keyed by details.error.
+	TopicLogin TroubleshootingTopic = iota
+	// TopicToken: the token and revocation endpoints' refusals (feacft, fertft, ferrt, frrt),
+	// keyed by details.error.
+	TopicToken
+	// TopicAPI: the management API's and the console's refusals (fapi), keyed by
+	// details.error.errorCode.
+	TopicAPI
+)
+
+// topics are the entries and the README table's code column of each topic.
+var topics = map[TroubleshootingTopic]struct {
+	entries []Troubleshooting
+	column  string
+}{
+	TopicLogin: {troubleshooting, "`details.error`"},
+	TopicToken: {tokenTroubleshooting, "`details.error`"},
+	TopicAPI:   {apiTroubleshooting, "`errorCode`"},
+}
+
+// TroubleshootingTopicOf returns the topic that explains events of type typ (ok false for
+// events no entry explains).
+func TroubleshootingTopicOf(typ string) (topic TroubleshootingTopic, ok bool) {
+	switch typ {
+	case TypeFailedLogin, TypeFailedSilentAuth:
+		return TopicLogin, true
+	case TypeFailedExchange, TypeFailedRefresh, TypeFailedRotatingRefresh, TypeFailedRevocation:
+		return TopicToken, true
+	case TypeFailedAPI:
+		return TopicAPI, true
+	}
+	return 0, false
+}
+
+// TroubleshootingEntries returns every entry for failed logins, in the README's order.
 func TroubleshootingEntries() []Troubleshooting {
-	out := make([]Troubleshooting, len(troubleshooting))
-	for i, t := range troubleshooting {
+	return TopicEntries(TopicLogin)
+}
+
+// TopicEntries returns every entry of topic, in the README's order.
+func TopicEntries(topic TroubleshootingTopic) []Troubleshooting {
+	entries := topics[topic].entries
+	out := make([]Troubleshooting, len(entries))
+	for i, t := range entries {
 		t.Codes = slices.Clone(t.Codes)
 		out[i] = t
 	}
 	return out
 }
 
-// LookupTroubleshooting returns the entry for a details.error code. A code without an entry
-// of its own gets the one for an IdP's refusal (exact false): an IdP's error= codes pass
-// through as they are. ok is false only for an empty code.
+// LookupTroubleshooting returns the entry for a failed login's details.error code. A code
+// without an entry of its own gets the one for an IdP's refusal (exact false): an IdP's
+// error= codes pass through as they are. ok is false only for an empty code.
 func LookupTroubleshooting(code string) (t Troubleshooting, exact, ok bool) {
 	if code == "" {
 		return Troubleshooting{}, false, false
 	}
-	var fallback Troubleshooting
-	for _, e := range troubleshooting {
+	if t, ok := lookup(TopicLogin, code); ok {
+		return t, true, true
+	}
+	t, _ = lookup(TopicLogin, fallbackCode)
+	return t, false, true
+}
+
+// lookup returns the entry of topic that lists code.
+func lookup(topic TroubleshootingTopic, code string) (Troubleshooting, bool) {
+	for _, e := range topics[topic].entries {
 		if slices.Contains(e.Codes, code) {
 			e.Codes = slices.Clone(e.Codes)
-			return e, true, true
-		}
-		if slices.Contains(e.Codes, fallbackCode) {
-			fallback = e
+			return e, true
 		}
 	}
-	fallback.Codes = slices.Clone(fallback.Codes)
-	return fallback, false, true
+	return Troubleshooting{}, false
+}
+
+// TroubleshootingCode returns the code an event of ev's type is explained by:
+// details.error, or details.error.errorCode for fapi ("" when it has none).
+func TroubleshootingCode(ev *Event) string {
+	switch e := ev.Details["error"].(type) {
+	case string:
+		return e
+	case map[string]any:
+		if ev.Type == TypeFailedAPI {
+			c, _ := e["errorCode"].(string)
+			return c
+		}
+	}
+	return ""
+}
+
+// TroubleshootingFor returns the entry that explains ev and the code it was found by. A
+// failed login's unknown code gets the IdP refusal's entry (exact false, as
+// LookupTroubleshooting); for the other topics an unknown code has none. ok is false when
+// no entry explains ev.
+func TroubleshootingFor(ev *Event) (t Troubleshooting, code string, exact, ok bool) {
+	topic, known := TroubleshootingTopicOf(ev.Type)
+	if code = TroubleshootingCode(ev); !known || code == "" {
+		return Troubleshooting{}, code, false, false
+	}
+	if topic == TopicLogin {
+		t, exact, ok = LookupTroubleshooting(code)
+		return t, code, exact, ok
+	}
+	t, ok = lookup(topic, code)
+	return t, code, ok, ok
 }
 
 // LoginNote explains a fact of a successful login that needs the operator's attention.
@@ -224,12 +455,22 @@ func LoginNotes(details map[string]any) []LoginNote {
 	return out
 }
 
-// TroubleshootingTable returns the README's troubleshooting section body: the table of
-// entries, then the login notes as paragraphs.
+// TroubleshootingTable returns the README's troubleshooting section for failed logins: the
+// table of entries, then the login notes as paragraphs.
 func TroubleshootingTable() string {
 	var b strings.Builder
-	b.WriteString("| `details.error` | what happened | what to do |\n|---|---|---|\n")
-	for _, t := range troubleshooting {
+	b.WriteString(TopicTable(TopicLogin))
+	for _, n := range loginNotes {
+		b.WriteString("\n" + n.Text + "\n")
+	}
+	return b.String()
+}
+
+// TopicTable returns the README's table of topic's entries: code, what happened, what to do.
+func TopicTable(topic TroubleshootingTopic) string {
+	var b strings.Builder
+	b.WriteString("| " + topics[topic].column + " | what happened | what to do |\n|---|---|---|\n")
+	for _, t := range topics[topic].entries {
 		b.WriteString("| ")
 		for i, c := range t.Codes {
 			if i > 0 {
@@ -241,9 +482,6 @@ func TroubleshootingTable() string {
 			b.WriteString(" (" + t.Also + ")")
 		}
 		b.WriteString(" | " + t.Happened + " | " + t.ToDo + " |\n")
-	}
-	for _, n := range loginNotes {
-		b.WriteString("\n" + n.Text + "\n")
 	}
 	return b.String()
 }
