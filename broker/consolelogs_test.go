@@ -34,6 +34,53 @@ func TestEveryFailedLoginCodeHasATroubleshootingEntry(t *testing.T) {
 	}
 }
 
+func TestLogEventViewShowsTheEntryOfATokenOrManagementRefusal(t *testing.T) {
+	apiErr := func(code string) map[string]any {
+		return map[string]any{"error": map[string]any{"message": "m", "errorCode": code}}
+	}
+	tests := []struct {
+		name     string
+		typ      string
+		details  map[string]any
+		wantCode string // "" for no entry
+		wantText string // part of what happened
+	}{
+		{name: "a refused code exchange", typ: logs.TypeFailedExchange, details: map[string]any{"error": "invalid_grant"},
+			wantCode: "invalid_grant", wantText: "PKCE verifier"},
+		{name: "a refused refresh", typ: logs.TypeFailedRefresh, details: map[string]any{"error": "invalid_scope"},
+			wantCode: "invalid_scope", wantText: "not granted"},
+		{name: "a reused refresh token", typ: logs.TypeFailedRotatingRefresh, details: map[string]any{"error": "invalid_grant"},
+			wantCode: "invalid_grant", wantText: "revokes its family"},
+		{name: "a refused revocation", typ: logs.TypeFailedRevocation, details: map[string]any{"error": "unsupported_token_type"},
+			wantCode: "unsupported_token_type", wantText: "access token"},
+		{name: "a refused connection check", typ: logs.TypeFailedAPI, details: apiErr("dpop_alg_mismatch"),
+			wantCode: "dpop_alg_mismatch", wantText: "offers"},
+		{name: "a console refusal", typ: logs.TypeFailedAPI, details: apiErr("console_refused"),
+			wantCode: "console_refused", wantText: "console.admins"},
+		{name: "a token code without an entry", typ: logs.TypeFailedExchange, details: map[string]any{"error": "made_up"}},
+		{name: "a management refusal without a code", typ: logs.TypeFailedAPI, details: map[string]any{"error": map[string]any{"message": "m"}}},
+		{name: "a management error as a plain string", typ: logs.TypeFailedAPI, details: map[string]any{"error": "invalid_body"}},
+		{name: "a successful exchange", typ: logs.TypeSuccessExchange, details: map[string]any{"error": "invalid_grant"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newLogEventData("/console", &logs.Event{LogID: logs.MinLogID(time.Unix(1, 0)), Type: tt.typ, Details: tt.details})
+			if tt.wantCode == "" {
+				if d.Trouble != nil || d.Row.Hint != "" {
+					t.Fatalf("Trouble = %+v, hint %q, want none", d.Trouble, d.Row.Hint)
+				}
+				return
+			}
+			if d.Trouble == nil || !d.Trouble.Exact || d.Trouble.Code != tt.wantCode || !strings.Contains(string(d.Trouble.Happened), tt.wantText) {
+				t.Fatalf("Trouble = %+v, want the entry of %s saying %q", d.Trouble, tt.wantCode, tt.wantText)
+			}
+			if d.Trouble.ToDo == "" || !strings.Contains(d.Row.Hint, tt.wantText) || strings.Contains(d.Row.Hint, "`") {
+				t.Errorf("ToDo %q, row hint %q: want what to do, and what happened as plain text", d.Trouble.ToDo, d.Row.Hint)
+			}
+		})
+	}
+}
+
 func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -419,8 +466,10 @@ func FuzzConsoleLogsFilter(f *testing.F) {
 
 // FuzzInlineMarkdown: the rendered troubleshooting text has no markup but <code>.
 func FuzzInlineMarkdown(f *testing.F) {
-	for _, e := range logs.TroubleshootingEntries() {
-		f.Add(e.Happened + e.ToDo)
+	for _, topic := range []logs.TroubleshootingTopic{logs.TopicLogin, logs.TopicToken, logs.TopicAPI} {
+		for _, e := range logs.TopicEntries(topic) {
+			f.Add(e.Happened + e.ToDo)
+		}
 	}
 	f.Add("[<script>](x) `<b>` <i>")
 	f.Fuzz(func(t *testing.T, s string) {

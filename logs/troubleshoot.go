@@ -380,16 +380,13 @@ func lookup(topic TroubleshootingTopic, code string) (Troubleshooting, bool) {
 // TroubleshootingCode returns the code an event of ev's type is explained by:
 // details.error, or details.error.errorCode for fapi ("" when it has none).
 func TroubleshootingCode(ev *Event) string {
-	switch e := ev.Details["error"].(type) {
-	case string:
-		return e
-	case map[string]any:
-		if ev.Type == TypeFailedAPI {
-			c, _ := e["errorCode"].(string)
-			return c
-		}
+	if ev.Type == TypeFailedAPI {
+		e, _ := ev.Details["error"].(map[string]any)
+		c, _ := e["errorCode"].(string)
+		return c
 	}
-	return ""
+	c, _ := ev.Details["error"].(string)
+	return c
 }
 
 // TroubleshootingFor returns the entry that explains ev and the code it was found by. A

@@ -6,25 +6,69 @@ import (
 )
 
 func TestTroubleshootingEntriesAreCompleteAndFitOneTableRow(t *testing.T) {
-	seen := map[string]bool{}
-	for i, e := range TroubleshootingEntries() {
-		if len(e.Codes) == 0 || e.Happened == "" || e.ToDo == "" {
-			t.Errorf("entry %d %v: codes, what happened and what to do are all needed", i, e.Codes)
+	for _, topic := range []TroubleshootingTopic{TopicLogin, TopicToken, TopicAPI} {
+		seen := map[string]bool{}
+		entries := TopicEntries(topic)
+		if len(entries) == 0 {
+			t.Errorf("topic %d has no entries", topic)
 		}
-		for _, c := range e.Codes {
-			if seen[c] {
-				t.Errorf("code %q has two entries", c)
+		for i, e := range entries {
+			if len(e.Codes) == 0 || e.Happened == "" || e.ToDo == "" {
+				t.Errorf("topic %d entry %d %v: codes, what happened and what to do are all needed", topic, i, e.Codes)
 			}
-			seen[c] = true
+			for _, c := range e.Codes {
+				if seen[c] {
+					t.Errorf("topic %d: code %q has two entries", topic, c)
+				}
+				seen[c] = true
+			}
+			for _, text := range []string{e.Also, e.Happened, e.ToDo} {
+				if strings.ContainsAny(text, "|\n<>") {
+					t.Errorf("entry %v: %q has a |, a line break or HTML, which would break the README's table", e.Codes, text)
+				}
+				if strings.Count(text, "`")%2 != 0 {
+					t.Errorf("entry %v: %q has an unclosed code span", e.Codes, text)
+				}
+			}
 		}
-		for _, text := range []string{e.Also, e.Happened, e.ToDo} {
-			if strings.ContainsAny(text, "|\n<>") {
-				t.Errorf("entry %v: %q has a |, a line break or HTML, which would break the README's table", e.Codes, text)
+	}
+}
+
+func TestTroubleshootingForPicksTheEntryByTheEventsTypeAndCode(t *testing.T) {
+	tests := []struct {
+		name      string
+		ev        Event
+		wantCode  string
+		wantEntry string // first code of the entry found, "" for none
+		wantExact bool
+	}{
+		{name: "failed login", ev: Event{Type: TypeFailedLogin, Details: map[string]any{"error": "invalid_state"}},
+			wantCode: "invalid_state", wantEntry: "invalid_state", wantExact: true},
+		{name: "failed silent login with an IdP's code", ev: Event{Type: TypeFailedSilentAuth, Details: map[string]any{"error": "consent_required"}},
+			wantCode: "consent_required", wantEntry: "access_denied"},
+		{name: "same code, token topic", ev: Event{Type: TypeFailedExchange, Details: map[string]any{"error": "access_denied"}},
+			wantCode: "access_denied", wantEntry: "access_denied", wantExact: true},
+		{name: "token code unknown", ev: Event{Type: TypeFailedRefresh, Details: map[string]any{"error": "consent_required"}},
+			wantCode: "consent_required"},
+		{name: "revocation", ev: Event{Type: TypeFailedRevocation, Details: map[string]any{"error": "unsupported_token_type"}},
+			wantCode: "unsupported_token_type", wantEntry: "unsupported_token_type", wantExact: true},
+		{name: "management refusal", ev: Event{Type: TypeFailedAPI, Details: map[string]any{"error": map[string]any{"errorCode": "inexistent_client"}}},
+			wantCode: "inexistent_client", wantEntry: "inexistent_connection", wantExact: true},
+		{name: "management refusal with a string", ev: Event{Type: TypeFailedAPI, Details: map[string]any{"error": "invalid_body"}}},
+		{name: "login with an object", ev: Event{Type: TypeFailedLogin, Details: map[string]any{"error": map[string]any{"errorCode": "invalid_body"}}}},
+		{name: "a type no entry explains", ev: Event{Type: TypeFailedLogout, Details: map[string]any{"error": "invalid_request"}}, wantCode: "invalid_request"},
+		{name: "no details", ev: Event{Type: TypeFailedExchange}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, code, exact, ok := TroubleshootingFor(&tt.ev)
+			if code != tt.wantCode || exact != tt.wantExact || ok != (tt.wantEntry != "") {
+				t.Fatalf("TroubleshootingFor = code %q exact %v ok %v, want %q %v %v", code, exact, ok, tt.wantCode, tt.wantExact, tt.wantEntry != "")
 			}
-			if strings.Count(text, "`")%2 != 0 {
-				t.Errorf("entry %v: %q has an unclosed code span", e.Codes, text)
+			if ok && e.Codes[0] != tt.wantEntry {
+				t.Errorf("entry %v, want the one for %q", e.Codes, tt.wantEntry)
 			}
-		}
+		})
 	}
 }
 
