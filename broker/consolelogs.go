@@ -516,7 +516,19 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 		}
 	}
 	for _, f := range otherFacts {
-		if v, ok := ev.Details[f.key]; ok {
+		v, ok := ev.Details[f.key]
+		if apiErr, isMap := v.(map[string]any); isMap && f.key == "error" {
+			// a management or console refusal (fapi): {errorCode, message, detail}
+			for _, part := range []struct{ key, label string }{
+				{"errorCode", "Error code"}, {"message", "Error message"}, {"detail", "Reason"},
+			} {
+				if pv, ok := apiErr[part.key].(string); ok {
+					add(&d.Other, part.label, pv)
+				}
+			}
+			continue
+		}
+		if ok {
 			add(&d.Other, f.label, factValue(f.key, v))
 		}
 	}

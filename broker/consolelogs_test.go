@@ -77,6 +77,9 @@ func TestLogEventViewShowsTheEntryOfATokenOrManagementRefusal(t *testing.T) {
 			if d.Trouble.ToDo == "" || !strings.Contains(d.Row.Hint, tt.wantText) || strings.Contains(d.Row.Hint, "`") {
 				t.Errorf("ToDo %q, row hint %q: want what to do, and what happened as plain text", d.Trouble.ToDo, d.Row.Hint)
 			}
+			if tt.typ == logs.TypeFailedAPI && !slices.Equal(d.Other, []logFact{{"Error code", tt.wantCode}, {"Error message", "m"}}) {
+				t.Errorf("facts = %+v, want the refusal's errorCode and message labelled", d.Other)
+			}
 		})
 	}
 }

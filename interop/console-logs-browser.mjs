@@ -3,7 +3,7 @@
 // troubleshooting text, and the event view shows it in full.
 //
 // Usage: node console-logs-browser.mjs --console http://127.0.0.1:PORT/console --token TOKEN
-//          --fail-url URL --shots DIR [--chromium /usr/bin/chromium] [--timeout-ms 60000]
+//          --fail-url URL --shots DIR [--also TYPE,…] [--chromium /usr/bin/chromium] [--timeout-ms 60000]
 //
 //  1. signs in to the console with the management token (break-glass form), opens Logs and
 //     waits until its live tail runs;
@@ -12,9 +12,11 @@
 //     table, without reloading: logs-tail.png (1280 px wide), logs-phone.png (390 px);
 //     pauses and resumes the tail with the keyboard (Space, Enter on the focused button);
 //  3. follows the row to its event view, opens "Raw JSON" with Enter: event.png,
-//     event-phone.png.
+//     event-phone.png;
+//  4. for each event type of --also (e.g. feacft,fapi), opens Logs filtered by it and the
+//     newest such event's view: event-TYPE.png, event-TYPE-phone.png.
 // Prints one JSON line {tailMs, rowText, pausedText, troubleText, rawJSON, factsText,
-// screenshots}: tailMs
+// alsoTrouble: {TYPE: text}, screenshots}: tailMs
 // is the time from the failing tab's answer to the row's appearance. Exits 1 with a clear
 // message on failure.
 import { parseArgs } from 'node:util';
@@ -28,6 +30,7 @@ const { values: args } = parseArgs({
     token: { type: 'string' },
     'fail-url': { type: 'string' },
     shots: { type: 'string' },
+    also: { type: 'string', default: '' },
     chromium: { type: 'string', default: process.env.CHROMIUM_PATH || '/usr/bin/chromium' },
     'timeout-ms': { type: 'string', default: '60000' },
   },
@@ -116,10 +119,27 @@ try {
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: shot('event-phone.png'), fullPage: true });
 
+  const alsoTrouble = {};
+  const alsoShots = [];
+  await page.setViewportSize({ width: 1280, height: 900 });
+  for (const type of args.also.split(',').filter(Boolean)) {
+    step = `open the newest ${type} event's view`;
+    await page.goto(`${args.console}/logs?type=${encodeURIComponent(type)}`);
+    const first = page.locator('#logs-rows tr').first();
+    await first.waitFor();
+    await Promise.all([page.waitForURL(/\/console\/logs\/\d+$/), first.locator('td').first().getByRole('link').click()]);
+    alsoTrouble[type] = (await page.locator('.logs-trouble').innerText()).trim();
+    await page.screenshot({ path: shot(`event-${type}.png`), fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: shot(`event-${type}-phone.png`), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+    alsoShots.push(`event-${type}.png`, `event-${type}-phone.png`);
+  }
+
   if (problems.length) fail(`the page reported errors (CSP or script): ${problems.join(' | ')}`);
   console.log(JSON.stringify({
-    tailMs, rowText, pausedText, troubleText, factsText, rawJSON,
-    screenshots: ['logs-tail.png', 'logs-phone.png', 'event.png', 'event-phone.png'].map(shot),
+    tailMs, rowText, pausedText, troubleText, factsText, rawJSON, alsoTrouble,
+    screenshots: ['logs-tail.png', 'logs-phone.png', 'event.png', 'event-phone.png', ...alsoShots].map(shot),
   }));
   await browser.close();
   process.exit(0);

@@ -3,6 +3,7 @@ package interop
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -48,7 +49,8 @@ connections:
 // The console's Logs page in Chromium: a login through an upstream without DPoP fails, and
 // its row appears in the live tail (no reload) with what happened; its event view shows the
 // DPoP facts, the troubleshooting entry and the raw JSON; the tail and the raw JSON work from
-// the keyboard. The screenshots are for a person
+// the keyboard. A refused token request's and a refused management call's event views show
+// their entries too. The screenshots are for a person
 // to look at (interop/.cache/console-logs/).
 func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T) {
 	needPeers(t)
@@ -69,12 +71,41 @@ func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T
 		"scope": {"openid"}, "state": {"s1"}, "code_challenge": {strings.Repeat("A", 43)}, "code_challenge_method": {"S256"},
 	}.Encode()
 
+	// A refused token request (feacft, invalid_grant) and a refused management call (fapi,
+	// insufficient_scope: the token has no read:clients), for their event views.
+	refuse := func(req *http.Request, want int) {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s: %d, want %d", req.Method, req.URL.Path, resp.StatusCode, want)
+		}
+	}
+	tokenReq, err := http.NewRequest(http.MethodPost, broker.URL+"/oauth/token", strings.NewReader(url.Values{
+		"grant_type": {"authorization_code"}, "client_id": {"console-logs-app"}, "code": {"not-a-code"},
+		"redirect_uri": {"http://127.0.0.1:9/cb"}, "code_verifier": {strings.Repeat("v", 43)},
+	}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	refuse(tokenReq, http.StatusBadRequest)
+	apiReq, err := http.NewRequest(http.MethodGet, broker.URL+"/api/v2/clients", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiReq.Header.Set("Authorization", "Bearer "+token)
+	refuse(apiReq, http.StatusForbidden)
+
 	shots := filepath.Join(interopDir, ".cache", "console-logs")
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		shots = t.TempDir()
 	}
 	cmd := exec.Command("node", "console-logs-browser.mjs", "--console", broker.URL+"/console", "--token", token,
-		"--fail-url", failURL, "--shots", shots, "--chromium", chromiumPath, "--timeout-ms", fmt.Sprint(browserBudget.Milliseconds()))
+		"--fail-url", failURL, "--also", "feacft,fapi", "--shots", shots, "--chromium", chromiumPath, "--timeout-ms", fmt.Sprint(browserBudget.Milliseconds()))
 	cmd.Dir = interopDir
 	br := start(t, "console-logs-browser.mjs", cmd, nil)
 	select {
@@ -86,13 +117,14 @@ func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T
 		t.Fatalf("console-logs-browser.mjs failed: %v\n%s\nbroker output:\n%s", br.err, br.out, broker.out)
 	}
 	var result struct {
-		TailMs      int64    `json:"tailMs"`
-		RowText     string   `json:"rowText"`
-		PausedText  string   `json:"pausedText"`
-		TroubleText string   `json:"troubleText"`
-		FactsText   string   `json:"factsText"`
-		RawJSON     string   `json:"rawJSON"`
-		Screenshots []string `json:"screenshots"`
+		TailMs      int64             `json:"tailMs"`
+		RowText     string            `json:"rowText"`
+		PausedText  string            `json:"pausedText"`
+		TroubleText string            `json:"troubleText"`
+		FactsText   string            `json:"factsText"`
+		RawJSON     string            `json:"rawJSON"`
+		AlsoTrouble map[string]string `json:"alsoTrouble"`
+		Screenshots []string          `json:"screenshots"`
 	}
 	for _, l := range br.out.Lines() {
 		if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &result) == nil {
@@ -123,7 +155,17 @@ func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T
 	if !strings.Contains(result.RawJSON, `"error": "dpop_not_supported"`) {
 		t.Errorf("the raw JSON lacks the error:\n%s", result.RawJSON)
 	}
-	for _, text := range []string{result.RowText, result.TroubleText, result.FactsText, result.RawJSON} {
+	for typ, want := range map[string][]string{
+		"feacft": {"invalid_grant", "PKCE verifier", "the app starts a new login"},
+		"fapi":   {"insufficient_scope", "its scopes do not allow the call", "management.tokens"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(result.AlsoTrouble[typ], w) {
+				t.Errorf("the %s event view's troubleshooting lacks %q:\n%s", typ, w, result.AlsoTrouble[typ])
+			}
+		}
+	}
+	for _, text := range []string{result.RowText, result.TroubleText, result.FactsText, result.RawJSON, result.AlsoTrouble["feacft"], result.AlsoTrouble["fapi"]} {
 		if strings.Contains(text, token) || strings.Contains(text, secret) {
 			t.Errorf("the console shows the management token or the upstream secret")
 		}
