@@ -72,3 +72,26 @@ func TestConsoleSessionsPagesNeedTheirPermissions(t *testing.T) {
 		t.Errorf("ending sessions without delete:sessions answered %d, want 403", resp.StatusCode)
 	}
 }
+
+func TestConsoleEndingSessionsKeepsTheConsoleDetailsInTheEvent(t *testing.T) {
+	h := consoleHarness(t, func(c *config.Config) {
+		c.Management.Tokens[0].Scopes = []string{config.ScopeReadSessions, config.ScopeDeleteSessions}
+	})
+	h.login()
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	user := "oidc|corp|alice"
+	_, page := get(t, browser, h.srv.URL+"/console/sessions?user_id="+url.QueryEscape(user))
+	if resp, body := postForm(t, browser, h.srv.URL+"/console/sessions/end",
+		url.Values{"csrf": {consoleCSRF(t, page)}, "user_id": {user}}, "same-origin"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("ending the sessions: %d\n%s", resp.StatusCode, body)
+	}
+	ev := h.lastEventOf(logs.TypeSuccessAPI)
+	console, _ := ev.Details["console"].(map[string]any)
+	if console["operator"] != "token:ops" || console["via"] == nil {
+		t.Errorf("details.console = %v, want the operator and how they signed in", ev.Details["console"])
+	}
+	if ev.Details["sessions_ended"] != float64(1) && ev.Details["sessions_ended"] != 1 {
+		t.Errorf("details.sessions_ended = %v, want 1", ev.Details["sessions_ended"])
+	}
+}

@@ -78,6 +78,15 @@ type mgmtCall struct {
 	fields *fieldSelection
 }
 
+// setDetail adds key to the details of c's event, keeping those already there (the console's
+// details.console among them).
+func (c *mgmtCall) setDetail(key string, v any) {
+	if c.details == nil {
+		c.details = map[string]any{}
+	}
+	c.details[key] = v
+}
+
 // apiError is an error answered with the SaaS error body.
 type apiError struct {
 	status  int

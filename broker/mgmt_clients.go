@@ -234,7 +234,7 @@ func (s *Server) loadClient(c *mgmtCall) (*storedClient, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	c.details = map[string]any{"client": map[string]any{"client_id": doc.ClientID, "name": doc.Name}}
+	c.setDetail("client", map[string]any{"client_id": doc.ClientID, "name": doc.Name})
 	return doc, nil
 }
 
@@ -393,9 +393,9 @@ func (s *Server) storeClient(c *mgmtCall, doc *storedClient, secret string) *api
 // answerClient answers a successful write of doc (this replica uses it at once) with secret
 // when one was just generated; the sapi event names the client and whether a secret was made.
 func (s *Server) answerClient(c *mgmtCall, status int, doc *storedClient, secret string) {
-	c.details = map[string]any{"client": map[string]any{"client_id": doc.ClientID, "name": doc.Name}}
+	c.setDetail("client", map[string]any{"client_id": doc.ClientID, "name": doc.Name})
 	if secret != "" {
-		c.details["client_secret_generated"] = true
+		c.setDetail("client_secret_generated", true)
 	}
 	s.refreshAfterWrite(c.r.Context())
 	v := clientView(&doc.Client)

@@ -209,7 +209,7 @@ func (s *Server) deleteSession(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	c.details = map[string]any{"session_id": tag}
+	c.setDetail("session_id", tag)
 	ctx, cancel := endingContext(c.r)
 	defer cancel()
 	ended, err := s.endSessionLogged(ctx, c.r, tag, reasonAdminDeleted, nil)
@@ -329,7 +329,7 @@ func (s *Server) deleteUserSessions(c *mgmtCall) *apiError {
 			ended++
 		}
 	}
-	c.details = map[string]any{"sessions_ended": ended}
+	c.setDetail("sessions_ended", ended)
 	if errs != nil {
 		c.detail = fmt.Sprintf("%d of %d sessions ended; the others could not be: %v", ended, len(found), errs)
 		return s.storeAPIError(errs)
