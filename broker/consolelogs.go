@@ -293,6 +293,12 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 		Href: base + "/logs/" + url.PathEscape(ev.LogID),
 	}
 	r.Error, _ = ev.Details["error"].(string)
+	if ev.Type == logs.TypeFailedAPI {
+		r.Error = logs.TroubleshootingCode(ev) // details.error.errorCode
+	}
+	if op := apiEventOperator(ev); op != "" {
+		r.User, r.UserID = op, "" // the operator: no user_id chip to filter by
+	}
 	if t, _, _, ok := logs.TroubleshootingFor(ev); ok {
 		r.Hint = markdownText(t.Happened)
 	}
@@ -303,6 +309,9 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 			if val != "" && len(val) <= maxChipValue {
 				r.Filters[param] = base + "/logs?" + f.with(param, val)
 			}
+		}
+		if apiEventTypes[ev.Type] {
+			delete(r.Filters, "error") // details.error is an object: the chip would find nothing
 		}
 	}
 	if _, dpop := ev.Details["dpop_signing_alg"]; dpop {
@@ -515,6 +524,7 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 			add(&d.DPoP, f.label, notRecorded)
 		}
 	}
+	d.Other = append(d.Other, apiEventFacts(ev)...)
 	for _, f := range otherFacts {
 		v, ok := ev.Details[f.key]
 		if apiErr, isMap := v.(map[string]any); isMap && f.key == "error" {

@@ -1,0 +1,79 @@
+package broker
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+)
+
+func TestLogsShowManagementEventsOperatorRequestStatusAndErrorCode(t *testing.T) {
+	tests := []struct {
+		name      string
+		ev        logs.Event
+		wantUser  string // the list's User column
+		wantError string // the list's Error column
+		wantFacts []logFact
+	}{
+		{
+			name: "a refused management API call",
+			ev: logs.Event{Type: logs.TypeFailedAPI, Details: map[string]any{
+				"error":    map[string]any{"errorCode": "dpop_key_missing", "message": "The connection has no DPoP key."},
+				"request":  map[string]any{"method": "PATCH", "path": "/api/v2/connections/con_1", "auth": map[string]any{"user": "ops", "scopes": []any{"update:connections"}}},
+				"response": map[string]any{"statusCode": float64(400)},
+			}},
+			wantUser: "ops (management API token)", wantError: "dpop_key_missing",
+			wantFacts: []logFact{{"Operator", "ops (management API token)"}, {"Request", "PATCH /api/v2/connections/con_1"},
+				{"Status", "400"}, {"Error code", "dpop_key_missing"}, {"Error message", "The connection has no DPoP key."}},
+		},
+		{
+			name: "a console write through the API",
+			ev: logs.Event{Type: logs.TypeSuccessAPI, UserID: "oidc|corp|alice", Details: map[string]any{
+				"console":  map[string]any{"operator": "token:demo", "via": "token"},
+				"request":  map[string]any{"method": "DELETE", "path": "/api/v2/users/oidc%7Ccorp%7Calice/sessions", "auth": map[string]any{"user": "console:token:demo"}},
+				"response": map[string]any{"statusCode": float64(202)},
+			}},
+			wantUser:  "token:demo (via token)",
+			wantFacts: []logFact{{"Operator", "token:demo (via token)"}, {"Request", "DELETE /api/v2/users/oidc%7Ccorp%7Calice/sessions"}, {"Status", "202"}},
+		},
+		{
+			name: "a console sign-in",
+			ev: logs.Event{Type: logs.TypeSuccessAPI, Details: map[string]any{
+				"console":  map[string]any{"action": "sign_in"},
+				"request":  map[string]any{"method": "GET", "path": "/console/callback", "auth": map[string]any{"user": "oidc|corp|alice", "via": "broker"}},
+				"response": map[string]any{"statusCode": float64(303)},
+			}},
+			wantUser: "oidc|corp|alice (via broker)",
+			wantFacts: []logFact{{"Operator", "oidc|corp|alice (via broker)"}, {"Console action", "sign_in"},
+				{"Request", "GET /console/callback"}, {"Status", "303"}},
+		},
+		{
+			name:     "a failed login keeps its user and error",
+			ev:       logs.Event{Type: logs.TypeFailedLogin, UserID: "u1", Details: map[string]any{"error": "invalid_state"}},
+			wantUser: "u1", wantError: "invalid_state",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newLogEventData("/console", &tt.ev)
+			if d.Row.User != tt.wantUser || d.Row.Error != tt.wantError {
+				t.Errorf("row user %q error %q, want %q and %q", d.Row.User, d.Row.Error, tt.wantUser, tt.wantError)
+			}
+			var facts []logFact
+			for _, f := range d.Other {
+				if f.Label != "Error description" && f.Label != "Grant type" {
+					facts = append(facts, f)
+				}
+			}
+			if tt.wantFacts != nil && !slices.Equal(facts, tt.wantFacts) {
+				t.Errorf("facts = %+v, want %+v", facts, tt.wantFacts)
+			}
+			for _, f := range d.Other {
+				if strings.Contains(f.Value, "{") {
+					t.Errorf("fact %s shows raw JSON %q", f.Label, f.Value)
+				}
+			}
+		})
+	}
+}
