@@ -282,6 +282,7 @@ func (d *demo) printWelcome(w io.Writer, self string) {
 	fmt.Fprintf(&b, "  client-auth   %s/client-auth/jwks.json  (the broker's private_key_jwt keys: %s)\n", brokerURL, strings.Join(demoClientAuthAlgs, ", "))
 	fmt.Fprintf(&b, "\nA management token made for this run, with every scope (%s),\nfor the README's management API examples:\n  export BROKER_URL=%s BROKER_MGMT_TOKEN=%s\n",
 		strings.Join(demoMgmtScopes, " "), brokerURL, d.mgmtToken)
+	fmt.Fprintf(&b, "Operators' console (sign in with that token):\n  %s/console/\n", brokerURL)
 	b.WriteString("Follow the login log:\n")
 	fmt.Fprintf(&b, "  BROKER_URL=%s BROKER_MGMT_TOKEN=%s %s logs --follow\n", brokerURL, d.mgmtToken, self)
 	fmt.Fprintf(&b, "List the apps (README, \"Clients\": create one and log in with it):\n  curl -H 'Authorization: Bearer %s' %s/api/v2/clients\n",

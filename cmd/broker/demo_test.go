@@ -422,3 +422,38 @@ func TestDemoTokenManagesAppsAndTheDemoPublishesClientAuthKeys(t *testing.T) {
 		t.Fatalf("GET a deleted client: %d", status)
 	}
 }
+
+// The demo's banner names the operators' console, and the printed token opens it
+// (break-glass sign-in: the demo has no console.admins).
+func TestDemoBannerNamesTheConsoleWhichItsTokenOpens(t *testing.T) {
+	d := runDemo(t)
+	var banner strings.Builder
+	d.printWelcome(&banner, "broker")
+	brokerURL := strings.TrimSuffix(d.issuer, "/")
+	if want := "\n  " + brokerURL + "/console/\n"; !strings.Contains(banner.String(), want) {
+		t.Fatalf("banner lacks %q:\n%s", want, banner.String())
+	}
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := &http.Client{Jar: jar}
+	resp, err := browser.Get(brokerURL + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `name="token"`) {
+		t.Fatalf("/console/: %d, want the sign-in page with its token field:\n%s", resp.StatusCode, page)
+	}
+	resp, err = browser.PostForm(brokerURL+"/console/login/token", url.Values{"token": {d.mgmtToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(home), "token:") {
+		t.Fatalf("signing in with the demo's token: %d\n%s", resp.StatusCode, home)
+	}
+}
