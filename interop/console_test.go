@@ -103,6 +103,12 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	noViolations("sessions page")
 	br.shot(t, "main", "console-sessions")
+	viewport(390, 844)
+	if a := br.do(t, "measure the sessions page at phone width", map[string]any{"op": "inspect"}); a.ScrollWidth > 390 {
+		t.Errorf("the sessions page is %d px wide at a 390 px viewport", a.ScrollWidth)
+	}
+	br.shot(t, "main", "console-sessions-phone")
+	viewport(1280, 800)
 
 	// Turn DPoP off for acme from the console.
 	br.get(t, "main", b.URL+"/console/connections/"+acmeID)

@@ -25,7 +25,8 @@
 //                                  showing that selector, has loaded; answers inspect's fields
 //   {id, op: "inspect", tab}       answers {url, text, focused: the focused element's id, images:
 //                                  [{src, complete, width}] (width: natural width, 0 when it did not
-//                                  load), csp_violations: ["directive blocked-URI", …]}
+//                                  load), csp_violations: ["directive blocked-URI", …], scroll_width: the
+//                                  document's width in CSS px (wider than the viewport: it overflows)}
 //   {id, op: "clear_cookies"}      forgets every cookie (the next page sees a new visitor)
 //   {id, op: "shot", tab, path}    full-page screenshot of the tab
 //   {id, op: "viewport", tab, width, height}
@@ -187,6 +188,7 @@ async function inspect(page) {
     focused: document.activeElement?.id || undefined,
     images: [...document.images].map((img) => ({ src: img.currentSrc || img.src, complete: img.complete, width: img.naturalWidth })),
     csp_violations: window.__cspViolations ?? [],
+    scroll_width: document.documentElement.scrollWidth,
   }));
   return { url: page.url(), text: (await page.locator('body').innerText()).trim().slice(0, 4000), ...seen };
 }

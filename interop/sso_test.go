@@ -91,6 +91,7 @@ type ssoAnswer struct {
 	Focused       string     `json:"focused"`
 	Images        []ssoImage `json:"images"`
 	CSPViolations []string   `json:"csp_violations"`
+	ScrollWidth   int        `json:"scroll_width"`
 	raw           string
 }
 
