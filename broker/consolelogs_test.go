@@ -23,7 +23,7 @@ func TestEveryFailedLoginCodeHasATroubleshootingEntry(t *testing.T) {
 		codeInvalidClient, codeInvalidRedirectURI, codeInvalidRequest, codeInvalidState, codeInvalidIss,
 		codeStoreUnavailable, codeStoreBusy, codeStoreFull, codeConnectionUnusable, codeCallbackMismatch,
 		codeTooManyRequests, "server_error", "login_required", "unsupported_response_type",
-		upstream.CodeUseDPoPNonce, upstream.CodeInvalidDPoPProof, upstream.CodeUpstreamError, upstream.CodeIDTokenInvalid,
+		upstream.CodeUseDPoPNonce, upstream.CodeInvalidDPoPProof, upstream.CodeUpstreamRequiresDPoP, upstream.CodeUpstreamError, upstream.CodeIDTokenInvalid,
 		upstream.CodeDiscovery, upstream.CodeUserinfo, upstream.CodePARNotSupported, upstream.CodePARBusy, upstream.CodeClaimsTooLarge,
 		upstream.CodeClientAuthUnsupported, discovery.CodeDPoPNotSupported, discovery.CodeDPoPAlgMismatch,
 	}

@@ -42,6 +42,11 @@ var troubleshooting = []Troubleshooting{
 		ToDo:     "check the broker's clock (`iat`), the IdP's allowed algorithms, and that `htu` (the token endpoint URL) is what the IdP expects",
 	},
 	{
+		Codes:    []string{"upstream_requires_dpop"},
+		Happened: "DPoP is off on the connection (no `dpop_signing_alg`, so the broker sent no proof) and the upstream answered with a DPoP error (`invalid_dpop_proof` or `use_dpop_nonce`): it requires DPoP of this client",
+		ToDo:     "turn DPoP on for the connection (`dpop_signing_alg`, the console's DPoP switch), or stop requiring DPoP for the broker's client at the IdP",
+	},
+	{
 		Codes:    []string{"access_denied"},
 		Also:     "or another IdP `error=`",
 		Happened: "the IdP refused the user at its authorize endpoint; or, with `details.audience`, the app asked for an API it has no grant for",

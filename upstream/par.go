@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -114,6 +115,10 @@ func (c *Connection) push(ctx context.Context, doc *discovery.Document, st *Star
 	}
 	requestURI, err := parResponse(resp, body)
 	if err != nil {
+		var ue *Error
+		if st.DPoPAlg == "" && errors.As(err, &ue) {
+			noProofSent(ue)
+		}
 		return err
 	}
 	// The authorization endpoint's own query (RFC 6749 §3.1) stays; client_id and request_uri

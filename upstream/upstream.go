@@ -93,10 +93,14 @@ const (
 	CodeDPoPAlgMismatch  = discovery.CodeDPoPAlgMismatch
 	CodeUseDPoPNonce     = "use_dpop_nonce"     // nonce retries exhausted
 	CodeInvalidDPoPProof = "invalid_dpop_proof" // upstream rejected our proof
-	CodeUpstreamError    = "upstream_error"     // token endpoint error / unreachable / malformed
-	CodeIDTokenInvalid   = "id_token_invalid"
-	CodeDiscovery        = "discovery_failed"
-	CodeUserinfo         = "userinfo_failed"
+	// CodeUpstreamRequiresDPoP: the connection sends no DPoP proof (dpop_signing_alg off) and
+	// the upstream answered with a DPoP error (invalid_dpop_proof, use_dpop_nonce): it
+	// requires DPoP of this client.
+	CodeUpstreamRequiresDPoP = "upstream_requires_dpop"
+	CodeUpstreamError        = "upstream_error" // token endpoint error / unreachable / malformed
+	CodeIDTokenInvalid       = "id_token_invalid"
+	CodeDiscovery            = "discovery_failed"
+	CodeUserinfo             = "userinfo_failed"
 	// CodeLogoutUnsupported: a federated logout found no usable end_session_endpoint.
 	CodeLogoutUnsupported = "federated_logout_unsupported"
 )
@@ -680,7 +684,11 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	res.ExchangeLatency = time.Since(started)
 	res.NonceRetries, res.NonceUsed, res.NonceDropped = trace.NonceRetries, trace.NonceUsed, trace.NonceDropped
 	if err != nil {
-		return res, exchangeError(err, c.opts.HTTP.Timeout)
+		xe := exchangeError(err, c.opts.HTTP.Timeout)
+		if res.DPoPAlg == "" {
+			noProofSent(xe)
+		}
+		return res, xe
 	}
 	res.TokenType = tok.TokenType
 	res.DPoPBound = strings.EqualFold(tok.TokenType, "DPoP") // RFC 9449 §5: anything else is unbound
@@ -784,6 +792,17 @@ func oauthErrorCode(oauthError string) string {
 		return oauthError
 	}
 	return CodeUpstreamError
+}
+
+// noProofSent turns e, an upstream's DPoP error answering a request that carried no DPoP
+// proof, into CodeUpstreamRequiresDPoP: the proof was not wrong, there was none (RFC 9449
+// §7.1: an authorization server requiring DPoP answers invalid_dpop_proof, or use_dpop_nonce,
+// to a request without one). Other errors are left as they are.
+func noProofSent(e *Error) {
+	if e != nil && (e.Code == CodeInvalidDPoPProof || e.Code == CodeUseDPoPNonce) {
+		e.Code = CodeUpstreamRequiresDPoP
+		e.Description = "the upstream requires DPoP, and the connection sends no proof (dpop_signing_alg is off): " + e.Description
+	}
 }
 
 // requestError maps the failure of a request (kind "token", "pushed authorization") that got

@@ -607,3 +607,44 @@ func TestOktaDomainYieldsItsAuthorizationServerURL(t *testing.T) {
 		t.Error("New accepted an okta domain with http off loopback")
 	}
 }
+
+// A connection with DPoP off sends no proof; an upstream that requires DPoP answers
+// invalid_dpop_proof (or use_dpop_nonce) at its token or PAR endpoint. That is not a proof it
+// rejected: the login fails with upstream_requires_dpop, the upstream's error kept.
+func TestAnUpstreamRequiringDPoPOfAConnectionWithDPoPOffIsUpstreamRequiresDPoP(t *testing.T) {
+	tests := []struct {
+		name     string
+		fake     func(*fakeIdP)
+		cfg      func(*Config)
+		wantCode string
+	}{
+		{name: "token endpoint answers invalid_dpop_proof to a request without a proof", wantCode: CodeUpstreamRequiresDPoP},
+		{name: "token endpoint answers use_dpop_nonce to a request without a proof", fake: func(f *fakeIdP) { f.tokenError = "use_dpop_nonce" }, wantCode: CodeUpstreamRequiresDPoP},
+		{name: "PAR endpoint answers invalid_dpop_proof to a request without a proof", fake: func(f *fakeIdP) { f.par, f.parError = true, "invalid_dpop_proof" },
+			cfg: func(c *Config) { c.UsePAR = true }, wantCode: CodeUpstreamRequiresDPoP},
+		{name: "with DPoP on, a rejected proof stays invalid_dpop_proof", fake: func(f *fakeIdP) { f.rejectProof = true },
+			cfg: func(c *Config) { c.DPoPSigningAlg = "ES256" }, wantCode: CodeInvalidDPoPProof},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeIdP(t, tc.fake)
+			c := newConn(t, f, func(c *Config) {
+				c.DPoPSigningAlg = ""
+				if tc.cfg != nil {
+					tc.cfg(c)
+				}
+			}, nil)
+			st, err := c.Begin(context.Background(), redirectURI)
+			if err == nil {
+				_, err = c.Finish(context.Background(), st, redirectURI, f.authorize(t, st.AuthURL))
+			}
+			var ue *Error
+			if !errors.As(err, &ue) || ue.Code != tc.wantCode {
+				t.Fatalf("err = %v, want code %s", err, tc.wantCode)
+			}
+			if ue.OAuthError == "" {
+				t.Errorf("the upstream's error is lost: %+v", ue)
+			}
+		})
+	}
+}
