@@ -147,8 +147,9 @@ func (c *consoleRequest) renderView(status int, page string, v *consoleView) {
 // consoleNotices are the confirmations a write's redirect names (?done=KEY): fixed texts, so
 // a crafted link cannot put words on the page.
 var consoleNotices = map[string]string{
-	"dpop":  "Saved. The next login through this connection, on every replica, uses the new DPoP setting.",
-	"ended": "Every session of this user has ended; apps with back-channel logout were told.",
+	"dpop":       "Saved. The next login through this connection, on every replica, uses the new DPoP setting.",
+	"ended":      "Every session of this user has ended; apps with back-channel logout were told.",
+	"signed_out": "You are signed out of the console.",
 }
 
 // consoleHandler is a console page or write; it answers through c.

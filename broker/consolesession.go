@@ -213,7 +213,8 @@ type signInView struct {
 }
 
 func (s *Server) consoleSignInPage(w http.ResponseWriter, r *http.Request) {
-	s.renderConsole(w, http.StatusOK, "signin", &consoleView{Title: "Sign in", Data: signInView{Broker: s.cfg.ConsoleSignIn()}})
+	s.renderConsole(w, http.StatusOK, "signin", &consoleView{Title: "Sign in", Data: signInView{Broker: s.cfg.ConsoleSignIn()},
+		Notice: consoleNotices[r.URL.Query().Get("done")]})
 }
 
 // consoleLogin starts a sign-in through the broker: a code flow of the built-in client.
@@ -418,5 +419,5 @@ func (s *Server) consoleSignOut(c *consoleRequest) {
 	}
 	http.SetCookie(c.w, s.consoleCookieFor(c.r, consoleCookie, "", -1))
 	s.consoleEvent(c.r, true, http.StatusSeeOther, c.sess.Operator, c.sess.Via, "sign_out", "")
-	http.Redirect(c.w, c.r, s.consolePath()+"/signin", http.StatusSeeOther)
+	http.Redirect(c.w, c.r, s.consolePath()+"/signin?done=signed_out", http.StatusSeeOther)
 }

@@ -20,7 +20,8 @@ func TestConsoleAppsListsClientsWithoutSecrets(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("apps: %d\n%s", resp.StatusCode, body)
 	}
-	for _, want := range []string{appClient, "Test App", spaClient, "public (PKCE)", "client_secret_basic", h.app.URL + "/cb"} {
+	for _, want := range []string{appClient, "Test App", spaClient, "public (PKCE)", "client_secret_basic", h.app.URL + "/cb",
+		"by API policy", "Bearer when it does not"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the apps page lacks %q", want)
 		}
@@ -93,5 +94,18 @@ func TestConsoleEndingSessionsKeepsTheConsoleDetailsInTheEvent(t *testing.T) {
 	}
 	if ev.Details["sessions_ended"] != float64(1) && ev.Details["sessions_ended"] != 1 {
 		t.Errorf("details.sessions_ended = %v, want 1", ev.Details["sessions_ended"])
+	}
+}
+
+func TestConsoleSignOutLandsOnTheSignInPageSayingSo(t *testing.T) {
+	h := consoleHarness(t, nil)
+	browser := h.browser()
+	home := consoleTokenSignIn(t, browser, h.srv.URL)
+	resp, body := postForm(t, browser, h.srv.URL+"/console/signout", url.Values{"csrf": {consoleCSRF(t, home)}}, "same-origin")
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/signin" || !strings.Contains(body, "You are signed out of the console.") {
+		t.Fatalf("sign-out: %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+	if _, page := get(t, browser, h.srv.URL+"/console/signin"); strings.Contains(page, "signed out") {
+		t.Error("the sign-in page says signed out without a sign-out")
 	}
 }
