@@ -15,7 +15,8 @@
 //     event-phone.png;
 //  4. for each event type of --also (e.g. feacft,fapi), opens Logs filtered by it and the
 //     newest such event's view: event-TYPE.png, event-TYPE-phone.png.
-// Prints one JSON line {tailMs, rowText, pausedText, troubleText, rawJSON, factsText,
+// Prints one JSON line {tailMs, rowText, pausedText, firstStatus, onText, offText (the tail's
+// status on load, its button's text when on and off), troubleText, rawJSON, factsText,
 // alsoTrouble: {TYPE: text}, screenshots}: tailMs
 // is the time from the failing tab's answer to the row's appearance. Exits 1 with a clear
 // message on failure.
@@ -74,6 +75,8 @@ try {
   await tail.waitFor({ state: 'visible' });
   await page.waitForFunction(() => document.querySelector('#logs-tail')?.getAttribute('aria-pressed') === 'true');
   await page.locator('#logs-tail-status').filter({ hasText: 'Live' }).waitFor();
+  const firstStatus = (await page.locator('#logs-tail-status').innerText()).trim();
+  const onText = (await tail.innerText()).trim();
 
   step = 'fail a login in another tab';
   const other = await context.newPage();
@@ -102,6 +105,7 @@ try {
   await page.keyboard.press('Space');
   await page.waitForFunction(() => document.querySelector('#logs-tail')?.getAttribute('aria-pressed') === 'false');
   const pausedText = (await page.locator('#logs-tail-status').innerText()).trim();
+  const offText = (await tail.innerText()).trim();
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => document.querySelector('#logs-tail')?.getAttribute('aria-pressed') === 'true');
 
@@ -138,7 +142,7 @@ try {
 
   if (problems.length) fail(`the page reported errors (CSP or script): ${problems.join(' | ')}`);
   console.log(JSON.stringify({
-    tailMs, rowText, pausedText, troubleText, factsText, rawJSON, alsoTrouble,
+    tailMs, rowText, pausedText, firstStatus, onText, offText, troubleText, factsText, rawJSON, alsoTrouble,
     screenshots: ['logs-tail.png', 'logs-phone.png', 'event.png', 'event-phone.png', ...alsoShots].map(shot),
   }));
   await browser.close();

@@ -120,6 +120,9 @@ func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T
 		TailMs      int64             `json:"tailMs"`
 		RowText     string            `json:"rowText"`
 		PausedText  string            `json:"pausedText"`
+		FirstStatus string            `json:"firstStatus"`
+		OnText      string            `json:"onText"`
+		OffText     string            `json:"offText"`
 		TroubleText string            `json:"troubleText"`
 		FactsText   string            `json:"factsText"`
 		RawJSON     string            `json:"rawJSON"`
@@ -143,6 +146,10 @@ func TestConsoleLogsLiveTailShowsAFailedLoginWithItsTroubleshooting(t *testing.T
 	}
 	if result.PausedText != "Live tail paused." {
 		t.Errorf("the tail's status after Space on its button = %q, want it paused", result.PausedText)
+	}
+	if strings.Contains(result.FirstStatus, "resumed") || result.OnText != "Live tail: on" || result.OffText != "Live tail: off" {
+		t.Errorf("the tail says %q on load, its button %q when on and %q when off; want no resume before a pause, and on/off in words",
+			result.FirstStatus, result.OnText, result.OffText)
 	}
 	for _, want := range []string{"What happened", "dpop_signing_alg_values_supported", "What to do", "remove dpop_signing_alg from the connection"} {
 		if !strings.Contains(result.TroubleText, want) {

@@ -1,7 +1,7 @@
 // dpop-broker console, Logs page: the live tail. It asks the broker for the events after the
 // last one it saw (GET …/logs/tail?after=…, the page's search and chips) once a second and
 // puts them at the top of the table. Bounded: at most 500 rows are kept, and the tail pauses
-// after 30 minutes (press Live tail to resume). Without JavaScript the page works as a
+// after 30 minutes (press the Live tail button to resume). Without JavaScript the page works as a
 // search with paging.
 "use strict";
 (function () {
@@ -12,7 +12,7 @@
     return;
   }
   var POLL_MS = 1000, MAX_ROWS = 500, MAX_POLLS = 1800;
-  var url = button.dataset.tail, cursor = button.dataset.from || "", polls = 0, timer = 0, running = false, seen = 0;
+  var url = button.dataset.tail, cursor = button.dataset.from || "", polls = 0, timer = 0, running = false, seen = 0, started = false;
 
   function cellLink(row, kind, text, cls) {
     var href = row.filters && row.filters[kind];
@@ -76,6 +76,7 @@
     running = false;
     clearTimeout(timer);
     button.setAttribute("aria-pressed", "false");
+    button.textContent = "Live tail: off";
     say(text);
   }
 
@@ -84,7 +85,7 @@
       return;
     }
     if (++polls > MAX_POLLS) {
-      stop("Live tail paused after 30 minutes. Press Live tail to resume.");
+      stop("Live tail paused after 30 minutes. Press Live tail to turn it on again.");
       return;
     }
     var u = url + (url.indexOf("?") < 0 ? "?" : "&") + "after=" + encodeURIComponent(cursor);
@@ -130,10 +131,13 @@
     running = true;
     polls = 0;
     button.setAttribute("aria-pressed", "true");
-    say(cursor ? "Live: resumed." : "Live: new events appear at the top.");
+    button.textContent = "Live tail: on";
+    say(started ? "Live: resumed." : "Live: new events appear at the top.");
+    started = true;
     poll();
   }
 
+  button.textContent = "Live tail: off";
   button.hidden = false;
   button.addEventListener("click", function () {
     if (running) {
