@@ -68,11 +68,14 @@ func niceMax(v float64) float64 {
 	return 10 * p
 }
 
-// pointLabel names a chart point's time: minutes for the hour and day, day and hour for the
-// week (UTC).
+// pointLabel names a chart point's time (UTC): the time for the hour, with the date for the
+// day (it spans two dates), with the weekday for the week.
 func pointLabel(sp overviewSpan, t time.Time) string {
-	if sp.Step == sessions.TallyHour {
+	switch {
+	case sp.Step == sessions.TallyHour:
 		return t.UTC().Format("Mon 15:04")
+	case sp.Range > time.Hour:
+		return t.UTC().Format("Jan 2 15:04")
 	}
 	return t.UTC().Format("15:04")
 }

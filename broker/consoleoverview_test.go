@@ -94,3 +94,23 @@ func TestConsoleOverviewPutsAJumpingConnectionOnTop(t *testing.T) {
 		t.Error("breaking's row is not marked")
 	}
 }
+
+func TestOverviewTimeAxisLabelsCarryTheDateOverADay(t *testing.T) {
+	at := time.Date(2026, 12, 1, 23, 45, 0, 0, time.UTC)
+	tests := []struct {
+		span, want string
+	}{
+		{span: "hour", want: "23:45"},
+		{span: "day", want: "Dec 1 23:45"},
+		{span: "week", want: "Tue 23:45"},
+	}
+	for _, tt := range tests {
+		sp, ok := spanNamed(tt.span)
+		if !ok {
+			t.Fatalf("no span %q", tt.span)
+		}
+		if got := pointLabel(sp, at); got != tt.want {
+			t.Errorf("the %s view labels %v as %q, want %q", tt.span, at, got, tt.want)
+		}
+	}
+}
