@@ -1,6 +1,11 @@
 package broker
 
 import (
+	"context"
+	"fmt"
+	"html"
+	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -75,5 +80,28 @@ func TestLogsShowManagementEventsOperatorRequestStatusAndErrorCode(t *testing.T)
 				}
 			}
 		})
+	}
+}
+
+func TestConsoleLogsOlderPageLinksBackToTheNewest(t *testing.T) {
+	h := consoleLogsHarness(t)
+	browser := h.browser()
+	if resp, body := h.consoleSignIn(browser); resp.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d\n%s", resp.StatusCode, body)
+	}
+	for i := range consoleLogsPerPage + 1 {
+		ev := &logs.Event{Type: logs.TypeFailedLogin, Description: "Failed Login", Connection: "corp", IP: fmt.Sprintf("10.0.%d.%d", i/200, i%200+1), Details: map[string]any{"error": "invalid_state", "n": i}}
+		if err := h.events.Write(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, first := get(t, browser, h.srv.URL+"/console/logs?type=f")
+	m := regexp.MustCompile(`<a href="([^"]+)">Older events</a>`).FindStringSubmatch(first)
+	if m == nil || strings.Contains(first, "Newest events") {
+		t.Fatalf("the first page: want an Older link and no Newest one:\n%s", first)
+	}
+	resp, second := get(t, browser, h.srv.URL+html.UnescapeString(m[1]))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(second, ">Newest events</a>") {
+		t.Fatalf("the older page: %d, want a Newest link:\n%s", resp.StatusCode, second)
 	}
 }
