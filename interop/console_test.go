@@ -118,11 +118,23 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("after saving, the page says:\n%s", saved.Text)
 	}
 	br.shot(t, "main", "console-connection-saved")
-	wantEventWhere(t, b.proc, "the PATCH's sapi event naming the operator", func(ev loginEvent) bool {
+	patch := wantEventWhere(t, b.proc, "the PATCH's sapi event naming the operator", func(ev loginEvent) bool {
 		req, _ := ev.Details["request"].(map[string]any)
 		auth, _ := req["auth"].(map[string]any)
 		return ev.Type == "sapi" && req["method"] == "PATCH" && auth["user"] == "console:oidc|acme|alice"
 	})
+	// Its event view: the operator, request and status as labelled facts.
+	if id, _ := patch.Raw["log_id"].(string); id != "" {
+		view := br.get(t, "main", b.URL+"/console/logs/"+id)
+		for _, want := range []string{"Operator", "oidc|acme|alice (via broker)", "PATCH /api/v2/connections/" + acmeID, "Status", "200"} {
+			if !strings.Contains(view.Text, want) {
+				t.Errorf("the PATCH's event view lacks %q:\n%s", want, view.Text)
+			}
+		}
+		br.shot(t, "main", "console-sapi-event")
+	} else {
+		t.Errorf("the PATCH's event has no log_id: %v", patch.Raw)
+	}
 
 	// A user of globex is no admin: refused, with a page that says why.
 	br.do(t, "forget cookies", map[string]any{"op": "clear_cookies"})
