@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/upstream"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 func TestLogsShowManagementEventsOperatorRequestStatusAndErrorCode(t *testing.T) {
@@ -103,5 +106,25 @@ func TestConsoleLogsOlderPageLinksBackToTheNewest(t *testing.T) {
 	resp, second := get(t, browser, h.srv.URL+html.UnescapeString(m[1]))
 	if resp.StatusCode != http.StatusOK || !strings.Contains(second, ">Newest events</a>") {
 		t.Fatalf("the older page: %d, want a Newest link:\n%s", resp.StatusCode, second)
+	}
+}
+
+// DPoP turned off on a connection whose upstream requires it: every login fails with
+// upstream_requires_dpop (not a rejected proof: none was sent), and the event view explains it.
+func TestALoginWithDPoPOffAgainstAnUpstreamRequiringItIsUpstreamRequiresDPoP(t *testing.T) {
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true}, mutate: func(c *config.Config) {
+		c.Connections[0].Options.DPoPSigningAlg = ""
+	}})
+	resp, _ := get(t, h.browser(), h.authorizeURL(nil))
+	if resp.Request.URL.Query().Get("error") == "" {
+		t.Fatalf("the login reached %s, want an error back at the app", resp.Request.URL)
+	}
+	ev := h.lastEventOf(logs.TypeFailedLogin)
+	if ev.Details["error"] != upstream.CodeUpstreamRequiresDPoP {
+		t.Fatalf("f event details %v: want error upstream_requires_dpop", ev.Details)
+	}
+	d := newLogEventData("/console", &ev)
+	if d.Trouble == nil || !d.Trouble.Exact || !strings.Contains(string(d.Trouble.ToDo), "turn DPoP on") {
+		t.Errorf("the event view's troubleshooting = %+v, want the upstream_requires_dpop entry", d.Trouble)
 	}
 }
