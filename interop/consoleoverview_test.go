@@ -57,6 +57,8 @@ func TestConsoleOverviewInChromium(t *testing.T) {
 	br.shot(t, "main", "console-overview")
 	br.do(t, "viewport 390x844", map[string]any{"op": "viewport", "width": 390, "height": 844})
 	br.shot(t, "main", "console-overview-phone")
+	br.get(t, "main", b.URL+"/console/?span=day")
+	br.shot(t, "main", "console-overview-day-phone") // the time axis carries dates
 	week := br.get(t, "main", b.URL+"/console/?span=week")
 	if !strings.Contains(week.Text, "Logins per hour by result") {
 		t.Errorf("the week view:\n%s", week.Text)
