@@ -156,11 +156,14 @@ var consoleNotices = map[string]string{
 type consoleHandler func(c *consoleRequest)
 
 // consolePage wraps h: a console session with scope ("" = any) is required (else the
-// sign-in page, or 403), and every POST carries the session's CSRF token from the console's
+// sign-in page, or 403), the management API's rate limits apply (consolecost.go), and every POST carries the session's CSRF token from the console's
 // own origin (consolesession.go).
 func (s *Server) consolePage(scope string, h consoleHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess, problem := s.consoleSessionOf(r)
+		if s.consoleRateLimited(w, r, sess) {
+			return
+		}
 		if sess == nil {
 			if r.Method != http.MethodGet {
 				s.consoleRefused(w, r, http.StatusUnauthorized, problem, "")

@@ -167,7 +167,8 @@ func (s *Server) consoleFindConnection(c *consoleRequest) (*connection, bool) {
 	return conn, true
 }
 
-// consoleDiscoveryCheck fetches the upstream's discovery document now (no cache) and says
+// consoleDiscoveryCheck fetches the upstream's discovery document (at most once every
+// consoleDiscoveryTTL on a replica: consolecost.go) and says
 // what it offers and whether DPoP works with each alg the broker has a key for.
 func (s *Server) consoleDiscoveryCheck(c *consoleRequest, conn *connection) consoleCheck {
 	var ck consoleCheck
@@ -176,11 +177,9 @@ func (s *Server) consoleDiscoveryCheck(c *consoleRequest, conn *connection) cons
 		return ck
 	}
 	uc := conn.up.Config()
-	ctx, cancel := context.WithTimeout(c.r.Context(), 15*time.Second)
-	defer cancel()
-	start := time.Now()
-	doc, err := (&discovery.Client{HTTP: s.discoveryHTTP, Now: s.now}).Get(ctx, uc.Issuer, uc.DiscoveryURL)
-	ck.Duration = time.Since(start).Round(time.Millisecond)
+	f := s.cachedDiscovery(c.r.Context(), uc.Issuer, uc.DiscoveryURL)
+	doc, err := f.doc, f.err
+	ck.Duration = f.duration
 	if err != nil {
 		mc := &mgmtCall{r: c.r, conn: conn.cfg.Name}
 		ck.Problem = s.discoveryAPIError(mc, uc.Issuer, err).message

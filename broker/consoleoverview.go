@@ -242,7 +242,7 @@ func (s *Server) consoleOverview(c *consoleRequest) {
 		c.renderView(http.StatusBadRequest, "overview", &consoleView{Title: "Overview", Problem: "Unknown period: choose the last hour, day or week."})
 		return
 	}
-	o, err := s.overview(c.r.Context(), sp, s.now())
+	o, err := s.cachedOverview(c.r.Context(), sp)
 	if err != nil {
 		s.log.Warn("console overview: counters not read", "err", err)
 		c.renderView(http.StatusServiceUnavailable, "overview", &consoleView{Title: "Overview",

@@ -185,6 +185,9 @@ func (ref *refusal) description() string {
 		if ref.by == bySession && ref.endpoint == "authorize" {
 			what = "sign-ins through this session"
 		}
+		if ref.by == byToken && ref.endpoint == "console" {
+			what = "console requests by this operator"
+		}
 		return fmt.Sprintf("too many %s (limit %s, burst %d); retry after %d s",
 			what, ref.limit, ref.burst, ref.retryAfterSeconds())
 	}

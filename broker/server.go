@@ -75,7 +75,8 @@ type Server struct {
 
 	// logoutSigner signs back-channel logout tokens: the ID-token key, typ logout+jwt.
 	logoutSigner jose.Signer
-	bcl          *backchannel // back-channel logout deliveries to the apps (backchannel.go)
+	bcl          *backchannel  // back-channel logout deliveries to the apps (backchannel.go)
+	console      consoleCaches // the console's caches and bounds (consolecost.go)
 }
 
 // connection is one configured upstream with its driver (up is nil and err set when the

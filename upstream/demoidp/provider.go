@@ -90,6 +90,8 @@ type Stats struct {
 	EndSessions atomic.Int64
 	// JWKSRequests counts GET /jwks.
 	JWKSRequests atomic.Int64
+	// DiscoveryRequests counts GET /.well-known/openid-configuration.
+	DiscoveryRequests atomic.Int64
 }
 
 // Provider is the running IdP.
@@ -384,7 +386,11 @@ func newProvider(issuer string, opts Options) (*provider, error) {
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+p.prefix+"/.well-known/openid-configuration", ServeJSON(discovery))
+	serveDiscovery := ServeJSON(discovery)
+	mux.HandleFunc("GET "+p.prefix+"/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		p.stats.DiscoveryRequests.Add(1)
+		serveDiscovery(w, r)
+	})
 	serveJWKS := ServeJSON(sk.JWKS)
 	mux.HandleFunc("GET "+p.prefix+"/jwks", func(w http.ResponseWriter, r *http.Request) {
 		p.stats.JWKSRequests.Add(1)

@@ -1,0 +1,217 @@
+package broker
+
+import (
+	"cmp"
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/logs"
+)
+
+// What the console costs the broker, bounded (docs: README "Operators' console", SECURITY.md):
+//   - every console request is held to the management API's rate limits: a signed-in operator
+//     to rate_limits.management.per_token (keyed by the operator; a break-glass operator shares
+//     its token's bucket with the API), anyone else to rate_limits.management.per_ip;
+//   - the Overview's counters are read once per span every consoleOverviewTTL on a replica,
+//     however many operators look, and concurrent views share one read;
+//   - a connection's live discovery check is fetched once every consoleDiscoveryTTL on a
+//     replica, concurrent views sharing one fetch.
+
+const (
+	consoleOverviewTTL  = 30 * time.Second
+	consoleDiscoveryTTL = 5 * time.Second
+	// consoleFlightKeys bounds the keys a flightCache remembers.
+	consoleFlightKeys = 1024
+	// consoleFlightWait bounds one shared read or fetch.
+	consoleFlightWait = 20 * time.Second
+)
+
+// flightCache keeps the answer of a read per key for a while, and runs one read per key at a
+// time: callers that arrive while it runs wait for its answer (single flight). Errors are not
+// kept. The zero value is ready; at most consoleFlightKeys keys are kept (stale ones are
+// dropped first, then everything that is not in flight).
+type flightCache[V any] struct {
+	mu      sync.Mutex
+	entries map[string]*flight[V]
+}
+
+type flight[V any] struct {
+	done chan struct{}
+	at   time.Time // when the read finished
+	val  V
+	err  error
+}
+
+// get returns key's answer if one finished less than ttl before now, else waits for the read
+// in flight, else runs read (with a context that outlives a caller who leaves).
+func (c *flightCache[V]) get(ctx context.Context, key string, now time.Time, ttl time.Duration, read func(context.Context) (V, error)) (V, error) {
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = map[string]*flight[V]{}
+	}
+	f := c.entries[key]
+	if f != nil && !f.finished(now, ttl) {
+		c.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.val, f.err
+		case <-ctx.Done():
+			var zero V
+			return zero, ctx.Err()
+		}
+	}
+	if len(c.entries) >= consoleFlightKeys {
+		c.prune(now, ttl)
+	}
+	f = &flight[V]{done: make(chan struct{})}
+	c.entries[key] = f
+	c.mu.Unlock()
+
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), consoleFlightWait)
+	defer cancel()
+	val, err := read(rctx)
+	c.mu.Lock()
+	f.val, f.err, f.at = val, err, now
+	if err != nil && c.entries[key] == f {
+		delete(c.entries, key) // the next caller reads again
+	}
+	close(f.done)
+	c.mu.Unlock()
+	return val, err
+}
+
+// finished reports whether f's read is over and its answer too old (or an error) at now: a
+// new read is due. c.mu is held.
+func (f *flight[V]) finished(now time.Time, ttl time.Duration) bool {
+	select {
+	case <-f.done:
+		return f.err != nil || now.Sub(f.at) >= ttl || now.Before(f.at)
+	default:
+		return false // in flight
+	}
+}
+
+// prune drops stale entries, and everything not in flight when that is not enough.
+func (c *flightCache[V]) prune(now time.Time, ttl time.Duration) {
+	for k, f := range c.entries {
+		if f.finished(now, ttl) {
+			delete(c.entries, k)
+		}
+	}
+	if len(c.entries) < consoleFlightKeys {
+		return
+	}
+	for k, f := range c.entries {
+		select {
+		case <-f.done:
+			delete(c.entries, k)
+		default:
+		}
+	}
+}
+
+// consoleCaches are a replica's console caches (consolecost.go).
+type consoleCaches struct {
+	overviews flightCache[*loginOverview]
+	discovery flightCache[consoleFetch]
+	// overviewTTL and discoveryTTL replace consoleOverviewTTL and consoleDiscoveryTTL when
+	// set (tests that must not depend on how fast they run).
+	overviewTTL, discoveryTTL time.Duration
+}
+
+// consoleFetch is one fetch of a connection's discovery document.
+type consoleFetch struct {
+	doc      *discovery.Document
+	err      error
+	duration time.Duration
+}
+
+// consoleLimitKey is the per-token management limit's key for an operator: a break-glass
+// operator's token name (the same bucket as the token's API calls), else "console:" and the
+// operator.
+func consoleLimitKey(sess *consoleSession) string {
+	if name, ok := strings.CutPrefix(sess.Operator, "token:"); ok && sess.Via == "token" {
+		return name
+	}
+	return "console:" + sess.Operator
+}
+
+// consoleRateLimited applies the management API's rate limits to a console request (sess nil:
+// before sign-in, per client IP) and answers 429 when one refuses it (true: answered).
+func (s *Server) consoleRateLimited(w http.ResponseWriter, r *http.Request, sess *consoleSession) bool {
+	var ref *refusal
+	operator := ""
+	if sess == nil {
+		ref = s.guard.check(s.guard.mgmtIP, logs.IPKey(s.clientIP(r)), s.now())
+	} else {
+		operator = sess.Operator
+		ref = s.guard.check(s.guard.mgmtToken, consoleLimitKey(sess), s.now())
+	}
+	if ref == nil {
+		return false
+	}
+	ref.endpoint = "console"
+	s.consoleTooMany(w, r, ref, operator)
+	return true
+}
+
+// consoleTooMany answers a console request a limit refused: 429 with Retry-After and the
+// refused page, and a fapi event with details.rate_limit naming the operator (when known).
+// The event is an unauthenticated one, limited like every refusal, also for an operator: a
+// flood of refused requests cannot fill the audit trail.
+func (s *Server) consoleTooMany(w http.ResponseWriter, r *http.Request, ref *refusal, operator string) {
+	ref.setRetryAfter(w)
+	s.consoleRejection(r, http.StatusTooManyRequests, operator, "rate_limited", ref.description(), ref.details())
+	s.renderConsole(w, http.StatusTooManyRequests, "refused", &consoleView{Title: "Too many requests", Problem: sentence(ref.description()), Operator: operator})
+}
+
+// consoleRejection records a refused console request as a fapi event of the unauthenticated
+// class (limited like every refusal) naming the operator when known: the console action,
+// the problem, and rateLimit (nil: none) as details.rate_limit.
+func (s *Server) consoleRejection(r *http.Request, status int, operator, action, problem string, rateLimit map[string]any) {
+	ev := s.newEvent(r)
+	ev.Type, ev.Class = logs.TypeFailedAPI, logs.ClassUnauthenticated
+	code := "console_refused"
+	if rateLimit != nil {
+		code = codeTooManyRequests
+		ev.Details["rate_limit"] = rateLimit
+	}
+	ev.Details["error"] = map[string]any{"message": s.clipEvent(problem, 512), "errorCode": code}
+	req := map[string]any{"method": r.Method, "path": s.clipEvent(r.URL.Path, 256)}
+	if operator != "" {
+		req["auth"] = map[string]any{"user": s.clipEvent(operator, consoleOperatorMax)}
+	}
+	ev.Details["request"] = req
+	ev.Details["response"] = map[string]any{"statusCode": status}
+	ev.Details["console"] = map[string]any{"action": action}
+	s.write(r, ev)
+}
+
+// cachedOverview is overview through the replica's cache: one counter read per span every
+// consoleOverviewTTL, concurrent views sharing it.
+func (s *Server) cachedOverview(ctx context.Context, sp overviewSpan) (*loginOverview, error) {
+	return s.console.overviews.get(ctx, sp.Name, s.now(), cmp.Or(s.console.overviewTTL, consoleOverviewTTL), func(ctx context.Context) (*loginOverview, error) {
+		return s.overview(ctx, sp, s.now())
+	})
+}
+
+// cachedDiscovery fetches the discovery document of issuer (at discoveryURL when set) through
+// the replica's cache: one fetch per upstream every consoleDiscoveryTTL, concurrent checks
+// sharing it. The answer's error is the fetch's, for the API's reasons.
+func (s *Server) cachedDiscovery(ctx context.Context, issuer, discoveryURL string) consoleFetch {
+	f, err := s.console.discovery.get(ctx, issuer+"\n"+discoveryURL, s.now(), cmp.Or(s.console.discoveryTTL, consoleDiscoveryTTL), func(ctx context.Context) (consoleFetch, error) {
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		start := time.Now()
+		doc, err := (&discovery.Client{HTTP: s.discoveryHTTP, Now: s.now}).Get(ctx, issuer, discoveryURL)
+		return consoleFetch{doc: doc, err: err, duration: time.Since(start).Round(time.Millisecond)}, nil
+	})
+	if err != nil { // the caller left before the shared fetch answered
+		return consoleFetch{err: err}
+	}
+	return f
+}

@@ -1,0 +1,149 @@
+package broker
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// countingTallies is a memory event store that counts the counter reads (Tallies calls).
+type countingTallies struct {
+	sessions.Store
+	reads atomic.Int64
+}
+
+func newCountingTallies() *countingTallies { return &countingTallies{Store: sessions.NewMemory()} }
+
+func (c *countingTallies) AppendLogTallied(ctx context.Context, class sessions.LogClass, id string, event []byte, maxLen int, t sessions.Tally) error {
+	return c.Store.(sessions.Tallier).AppendLogTallied(ctx, class, id, event, maxLen, t)
+}
+
+func (c *countingTallies) PutAllAndLogTallied(ctx context.Context, logID string, event []byte, maxLen int, t sessions.Tally, items ...sessions.Item) error {
+	return c.Store.(sessions.Tallier).PutAllAndLogTallied(ctx, logID, event, maxLen, t, items...)
+}
+
+func (c *countingTallies) Tallies(ctx context.Context, step sessions.TallyStep, from, to time.Time) ([]sessions.TallyBucket, error) {
+	c.reads.Add(1)
+	return c.Store.(sessions.Tallier).Tallies(ctx, step, from, to)
+}
+
+// TestConsoleRequestsAreHeldToTheManagementRateLimits: a signed-in operator's console requests
+// spend the management API's per-token bucket (keyed by the operator), requests before
+// sign-in the per-IP bucket; a refused request answers 429 with Retry-After and the refused
+// page, and writes a fapi event with details.rate_limit naming the operator.
+func TestConsoleRequestsAreHeldToTheManagementRateLimits(t *testing.T) {
+	tests := []struct {
+		name     string
+		signIn   bool
+		burst    config.ManagementRateLimits
+		path     string
+		wantUser any
+		wantBy   string
+	}{
+		// The sign-in lands on the console's home page: one request of the operator's four.
+		{name: "a signed-in operator, per operator", signIn: true, path: "/console/connections",
+			burst:    config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 100}, PerToken: config.RateLimit{Rate: "1/h", Burst: 4}},
+			wantUser: "token:ops", wantBy: byToken},
+		{name: "before sign-in, per IP", path: "/console/logs",
+			burst:    config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 3}, PerToken: config.RateLimit{Rate: "1/h", Burst: 100}},
+			wantUser: nil, wantBy: "ip"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, func(c *config.Config) {
+				c.RateLimits.Enabled = true
+				c.RateLimits.Management = tt.burst
+			})
+			browser := h.browser()
+			if tt.signIn {
+				consoleTokenSignIn(t, browser, h.srv.URL)
+			}
+			for i := range 3 {
+				if resp, body := get(t, browser, h.srv.URL+tt.path); resp.StatusCode != http.StatusOK {
+					t.Fatalf("request %d: %d\n%s", i, resp.StatusCode, body)
+				}
+			}
+			resp, body := get(t, browser, h.srv.URL+tt.path)
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "Too many") {
+				t.Fatalf("the request over the limit: %d (Retry-After %q)\n%s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+			}
+			ev := h.consoleEventOf(logs.TypeFailedAPI, "rate_limited")
+			if rl := rateLimitOf(t, ev); rl["by"] != tt.wantBy || rl["endpoint"] != "console" || eventUser(ev) != tt.wantUser {
+				t.Fatalf("refusal event %+v", ev.Details)
+			}
+		})
+	}
+}
+
+// TestConsoleOverviewReadsTheCountersOncePerSpanWhileFresh: views of one span, one after
+// another or at once, share one counter read on a replica until it is consoleOverviewTTL
+// old; another span is its own read.
+func TestConsoleOverviewReadsTheCountersOncePerSpanWhileFresh(t *testing.T) {
+	evs := newCountingTallies()
+	h := newHarness(t, harnessOpts{eventStore: evs, mutate: func(c *config.Config) {
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken, Scopes: []string{config.ScopeReadLogs}}}
+	}})
+	h.broker.console.overviewTTL = time.Hour // this test's views never outlive it, however slow the machine
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL) // lands on the Overview: the hour's one read
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := browser.Get(h.srv.URL + "/console/?span=hour")
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if got := evs.reads.Load(); got != 1 {
+		t.Fatalf("%d counter reads for 9 views of the hour, want 1", got)
+	}
+	get(t, browser, h.srv.URL+"/console/?span=day")
+	get(t, browser, h.srv.URL+"/console/?span=day")
+	if got := evs.reads.Load(); got != 2 {
+		t.Fatalf("%d counter reads after two views of the day, want 2", got)
+	}
+	h.clock.Advance(2 * time.Hour)
+	consoleTokenSignIn(t, browser, h.srv.URL) // the console session aged too: the hour, read again
+	get(t, browser, h.srv.URL+"/console/?span=day")
+	if got := evs.reads.Load(); got != 4 {
+		t.Fatalf("%d counter reads after the answers aged, want 4", got)
+	}
+}
+
+// TestConsoleLiveChecksShareOneDiscoveryFetchPerUpstreamWhileFresh: the Connections list
+// and a connection's page check each upstream's discovery document once on a replica until
+// the answer is consoleDiscoveryTTL old (corp and other share an upstream), then fetch again.
+func TestConsoleLiveChecksShareOneDiscoveryFetchPerUpstreamWhileFresh(t *testing.T) {
+	h := dpopConsoleHarness(t)
+	h.broker.console.discoveryTTL = time.Hour
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	before := h.up.Stats.DiscoveryRequests.Load()
+	for range 3 {
+		if resp, body := get(t, browser, h.srv.URL+"/console/connections"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "DPoP works") {
+			t.Fatalf("connections: %d\n%s", resp.StatusCode, body)
+		}
+	}
+	get(t, browser, h.srv.URL+"/console/connections/"+config.DeriveConnectionID("corp"))
+	if got := h.up.Stats.DiscoveryRequests.Load() - before; got != 1 {
+		t.Fatalf("%d discovery fetches for 3 lists of 2 connections and a connection page on one upstream, want 1", got)
+	}
+	h.clock.Advance(2 * time.Hour)
+	consoleTokenSignIn(t, browser, h.srv.URL) // the console session aged too
+	get(t, browser, h.srv.URL+"/console/connections/"+config.DeriveConnectionID("corp"))
+	if got := h.up.Stats.DiscoveryRequests.Load() - before; got != 2 {
+		t.Fatalf("%d discovery fetches after the answer aged, want 2", got)
+	}
+}
