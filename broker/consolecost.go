@@ -121,6 +121,12 @@ type consoleCaches struct {
 	// overviewTTL and discoveryTTL replace consoleOverviewTTL and consoleDiscoveryTTL when
 	// set (tests that must not depend on how fast they run).
 	overviewTTL, discoveryTTL time.Duration
+
+	// signIns are the sign-ins through the broker in flight on this replica (consolesignin.go),
+	// at most signInCap (tests; 0: consoleSignInsInFlight).
+	signIns   *liveTxTable
+	signInCap int
+	once      sync.Once
 }
 
 // consoleFetch is one fetch of a connection's discovery document.

@@ -147,3 +147,47 @@ func TestConsoleLiveChecksShareOneDiscoveryFetchPerUpstreamWhileFresh(t *testing
 		t.Fatalf("%d discovery fetches after the answer aged, want 2", got)
 	}
 }
+
+// TestConsoleSignInsInFlightAreBoundedPerIPAndPerReplica: a sign-in through the broker that
+// has not come back holds one of its address's live transactions (shared with /authorize) and
+// one of the replica's slots; over either bound it is refused with a 429 page and a fapi event;
+// a finished sign-in gives its slots back.
+func TestConsoleSignInsInFlightAreBoundedPerIPAndPerReplica(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*config.Config)
+		cap    int
+		wantBy string
+	}{
+		{name: "per client IP", cap: 100, wantBy: byLiveTransactions, mutate: func(c *config.Config) {
+			c.RateLimits.Enabled = true
+			c.RateLimits.LiveTransactionsPerIP = 2
+		}},
+		{name: "per replica", cap: 2, wantBy: byConsoleSignIns},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, tt.mutate)
+			h.broker.console.signInCap = tt.cap
+			// A sign-in that comes back frees what it held (the console's and /authorize's).
+			if resp, body := h.consoleSignIn(h.browser()); resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/" {
+				t.Fatalf("sign-in: %d at %s\n%s", resp.StatusCode, resp.Request.URL, body)
+			}
+			start := h.browser()
+			start.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			for i := range 2 {
+				if resp, body := get(t, start, h.srv.URL+"/console/login"); resp.StatusCode != http.StatusSeeOther {
+					t.Fatalf("sign-in %d started: %d\n%s", i, resp.StatusCode, body)
+				}
+			}
+			resp, body := get(t, start, h.srv.URL+"/console/login")
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "in progress") {
+				t.Fatalf("the sign-in over the bound: %d\n%s", resp.StatusCode, body)
+			}
+			ev := h.consoleEventOf(logs.TypeFailedAPI, "rate_limited")
+			if rl := rateLimitOf(t, ev); rl["by"] != tt.wantBy || rl["endpoint"] != "console" {
+				t.Fatalf("refusal event %+v", ev)
+			}
+		})
+	}
+}

@@ -58,6 +58,9 @@ type consoleLoginState struct {
 	State    string `json:"state"`
 	Verifier string `json:"verifier"` // PKCE code_verifier (never logged)
 	Nonce    string `json:"nonce"`
+	// SlotKey and SlotExp name the sign-in's slots in flight (consolesignin.go).
+	SlotKey string `json:"slot_key,omitempty"`
+	SlotExp int64  `json:"slot_exp,omitempty"`
 }
 
 // consoleAdminScopes are the scopes of an operator who signed in through the broker and is
@@ -228,10 +231,17 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")
 		return
 	}
-	st := consoleLoginState{State: randomString(24), Verifier: randomString(32), Nonce: randomString(24)}
+	exp := s.now().Add(consoleLoginTTL).UnixMilli()
+	slot, ref := s.holdConsoleSignIn(r, exp) // bounded in flight (consolesignin.go)
+	if ref != nil {
+		s.consoleTooMany(w, r, ref, "")
+		return
+	}
+	st := consoleLoginState{State: randomString(24), Verifier: randomString(32), Nonce: randomString(24), SlotKey: slot, SlotExp: exp}
 	bind := randomString(32)
 	raw, _ := json.Marshal(st)
 	if err := s.store.Put(r.Context(), sessions.KindConsole, consoleRecordID("l.", bind), raw, consoleLoginTTL); err != nil {
+		s.freeConsoleSignIn(slot, exp)
 		s.log.Error("console sign-in could not be stored", "err", err)
 		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", "")
 		return
@@ -284,7 +294,11 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	raw, err := s.store.Take(r.Context(), sessions.KindConsole, consoleRecordID("l.", bind))
 	var st consoleLoginState
-	if err != nil || json.Unmarshal(raw, &st) != nil || len(q["state"]) != 1 ||
+	taken := err == nil && json.Unmarshal(raw, &st) == nil
+	if taken {
+		s.freeConsoleSignIn(st.SlotKey, st.SlotExp) // the record is gone: its slots are free
+	}
+	if !taken || len(q["state"]) != 1 ||
 		subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(st.State)) != 1 {
 		s.consoleRefused(w, r, http.StatusBadRequest, "the sign-in expired or its state does not match; start again", "")
 		return
