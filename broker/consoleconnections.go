@@ -219,6 +219,7 @@ func (s *Server) consoleSetDPoP(c *consoleRequest) {
 	}
 	alg := c.r.PostForm.Get("dpop_signing_alg")
 	if len(c.r.PostForm["dpop_signing_alg"]) != 1 || len(alg) > 16 {
+		c.consoleBadRequest("not one DPoP setting")
 		s.renderConnection(c, http.StatusBadRequest, "Choose one DPoP setting.")
 		return
 	}

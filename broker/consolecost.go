@@ -197,6 +197,13 @@ func (s *Server) consoleRejection(r *http.Request, status int, operator, action,
 	s.write(r, ev)
 }
 
+// consoleBadRequest records an operator's request the console refused with 400 (a Logs filter
+// or search, an Overview period, a Sessions user id, a DPoP choice) as a fapi event naming
+// the operator: every rejection is an event, limited like every refusal.
+func (c *consoleRequest) consoleBadRequest(problem string) {
+	c.s.consoleRejection(c.r, http.StatusBadRequest, c.sess.Operator, "bad_request", problem, nil)
+}
+
 // cachedOverview is overview through the replica's cache: one counter read per span every
 // consoleOverviewTTL, concurrent views sharing it.
 func (s *Server) cachedOverview(ctx context.Context, sp overviewSpan) (*loginOverview, error) {

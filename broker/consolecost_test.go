@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,6 +188,42 @@ func TestConsoleSignInsInFlightAreBoundedPerIPAndPerReplica(t *testing.T) {
 			ev := h.consoleEventOf(logs.TypeFailedAPI, "rate_limited")
 			if rl := rateLimitOf(t, ev); rl["by"] != tt.wantBy || rl["endpoint"] != "console" {
 				t.Fatalf("refusal event %+v", ev)
+			}
+		})
+	}
+}
+
+// TestConsoleBadRequestsAreEventsNamingTheOperator: a 400 of the console (a Logs filter or
+// search refused, an unknown Overview period, a tail after something else than a log id) is a
+// fapi event naming the operator and saying why.
+func TestConsoleBadRequestsAreEventsNamingTheOperator(t *testing.T) {
+	tests := []struct {
+		name string
+		path string
+		want string // in details.error.message
+	}{
+		{name: "an unknown overview period", path: "/console/?span=year", want: "unknown overview period"},
+		{name: "a search the API refuses", path: "/console/logs?q=" + url.QueryEscape("type:f OR type:s"), want: "The search is not valid"},
+		{name: "an unknown time range", path: "/console/logs?range=1y", want: "unknown time range"},
+		{name: "a tail after something else than a log id", path: "/console/logs/tail?after=1", want: "not a log_id"},
+	}
+	h := dpopConsoleHarness(t)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := h.eventCount()
+			if resp, body := get(t, browser, h.srv.URL+tt.path); resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("GET %s: %d\n%s", tt.path, resp.StatusCode, body)
+			}
+			if got := h.eventCount() - n; got != 1 {
+				t.Fatalf("%d events for the refusal, want 1", got)
+			}
+			ev := h.consoleEventOf(logs.TypeFailedAPI, "bad_request")
+			errObj, _ := ev.Details["error"].(map[string]any)
+			msg, _ := errObj["message"].(string)
+			if eventUser(ev) != "token:ops" || !strings.Contains(msg, tt.want) {
+				t.Fatalf("refusal event %+v", ev.Details)
 			}
 		})
 	}

@@ -717,6 +717,9 @@ func (s *Server) consoleLogRoutes(h func(string, http.HandlerFunc)) {
 
 func (s *Server) consoleLogsHandler(c *consoleRequest) {
 	status, d := s.consoleLogsPage(c.r.Context(), s.consolePath(), c.r.URL.Query())
+	if status == http.StatusBadRequest {
+		c.consoleBadRequest(d.Problem)
+	}
 	c.render(status, "logs", "Logs", d)
 }
 
@@ -732,6 +735,9 @@ func (s *Server) consoleLogEventHandler(c *consoleRequest) {
 // consoleLogsTailHandler answers one step of the live tail as JSON (never cached).
 func (s *Server) consoleLogsTailHandler(c *consoleRequest) {
 	status, a := s.consoleLogsTail(c.r.Context(), s.consolePath(), c.r.URL.Query())
+	if status == http.StatusBadRequest {
+		c.consoleBadRequest(a.Error)
+	}
 	consoleHeaders(c.w)
 	c.w.Header().Set("Content-Type", "application/json")
 	c.w.WriteHeader(status)

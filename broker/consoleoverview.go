@@ -239,6 +239,7 @@ type overviewPointRow struct {
 func (s *Server) consoleOverview(c *consoleRequest) {
 	sp, ok := spanNamed(c.r.URL.Query().Get("span"))
 	if !ok {
+		c.consoleBadRequest("unknown overview period")
 		c.renderView(http.StatusBadRequest, "overview", &consoleView{Title: "Overview", Problem: "Unknown period: choose the last hour, day or week."})
 		return
 	}

@@ -65,6 +65,7 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 		return
 	}
 	if len(q["user_id"]) != 1 || len(v.UserID) > maxAPIUserID || !utf8.ValidString(v.UserID) {
+		c.consoleBadRequest("not one user id of at most 1024 characters")
 		c.renderView(http.StatusBadRequest, "sessions", &consoleView{Title: "Sessions", Problem: "Give one user id of at most 1024 characters.", Data: consoleSessionsView{}})
 		return
 	}
@@ -90,6 +91,7 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 func (s *Server) consoleEndSessions(c *consoleRequest) {
 	user := c.r.PostForm.Get("user_id")
 	if len(c.r.PostForm["user_id"]) != 1 || user == "" {
+		c.consoleBadRequest("not one user id")
 		c.renderView(http.StatusBadRequest, "sessions", &consoleView{Title: "Sessions", Problem: "Give one user id.", Data: consoleSessionsView{}})
 		return
 	}
