@@ -3,6 +3,7 @@ package broker
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -10,14 +11,16 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 // What the console costs the broker, bounded (docs: README "Operators' console", SECURITY.md):
 //   - every console request is held to the management API's rate limits: a signed-in operator
 //     to rate_limits.management.per_token (keyed by the operator; a break-glass operator shares
 //     its token's bucket with the API), anyone else to rate_limits.management.per_ip;
-//   - the Overview's counters are read once per span every consoleOverviewTTL on a replica,
-//     however many operators look, and concurrent views share one read;
+//   - the Overview's closed buckets are read once per span every consoleOverviewTTL on a
+//     replica, however many operators look, concurrent views sharing one read; each view
+//     reads only the buckets since (normally the current one), so new logins show at once;
 //   - a connection's live discovery check is fetched once every consoleDiscoveryTTL on a
 //     replica, concurrent views sharing one fetch.
 
@@ -116,7 +119,7 @@ func (c *flightCache[V]) prune(now time.Time, ttl time.Duration) {
 
 // consoleCaches are a replica's console caches (consolecost.go).
 type consoleCaches struct {
-	overviews flightCache[*loginOverview]
+	overviews flightCache[overviewRead]
 	discovery flightCache[consoleFetch]
 	// overviewTTL and discoveryTTL replace consoleOverviewTTL and consoleDiscoveryTTL when
 	// set (tests that must not depend on how fast they run).
@@ -204,12 +207,50 @@ func (c *consoleRequest) consoleBadRequest(problem string) {
 	c.s.consoleRejection(c.r, http.StatusBadRequest, c.sess.Operator, "bad_request", problem, nil)
 }
 
-// cachedOverview is overview through the replica's cache: one counter read per span every
-// consoleOverviewTTL, concurrent views sharing it.
+// overviewRead is a cached read of a span's closed buckets: those before until (the start of
+// the bucket that was current when it was read).
+type overviewRead struct {
+	until   time.Time
+	buckets []sessions.TallyBucket
+}
+
+// cachedOverview is overview with the span's closed buckets read through the replica's cache
+// (one read per span every consoleOverviewTTL, concurrent views sharing it) and the buckets
+// from the cached read's end to now read fresh (normally the current one), so the logins just
+// made always show.
 func (s *Server) cachedOverview(ctx context.Context, sp overviewSpan) (*loginOverview, error) {
-	return s.console.overviews.get(ctx, sp.Name, s.now(), cmp.Or(s.console.overviewTTL, consoleOverviewTTL), func(ctx context.Context) (*loginOverview, error) {
-		return s.overview(ctx, sp, s.now())
+	now := s.now()
+	step := sp.Step.Duration()
+	end := now.Truncate(step).Add(step)
+	from := end.Add(-sp.Range).Truncate(sp.PointWidth())
+	closed, err := s.console.overviews.get(ctx, sp.Name, now, cmp.Or(s.console.overviewTTL, consoleOverviewTTL), func(ctx context.Context) (overviewRead, error) {
+		until := now.Truncate(step)
+		bs, err := s.events.Tallies(ctx, sp.Step, from, until)
+		return overviewRead{until: until, buckets: bs}, err
 	})
+	if err != nil {
+		return nil, fmt.Errorf("overview: %w", err)
+	}
+	// The cached read ends in the span (before it when old; after the current bucket's start
+	// only if the clock went back).
+	freshFrom := closed.until
+	if freshFrom.Before(from) {
+		freshFrom = from
+	}
+	if cur := now.Truncate(step); freshFrom.After(cur) {
+		freshFrom = cur
+	}
+	fresh, err := s.events.Tallies(ctx, sp.Step, freshFrom, end)
+	if err != nil {
+		return nil, fmt.Errorf("overview: %w", err)
+	}
+	bs := make([]sessions.TallyBucket, 0, len(closed.buckets)+len(fresh))
+	for _, b := range closed.buckets {
+		if !b.Start.Before(from) && b.Start.Before(freshFrom) {
+			bs = append(bs, b)
+		}
+	}
+	return summarize(sp, from, end, append(bs, fresh...)), nil
 }
 
 // cachedDiscovery fetches the discovery document of issuer (at discoveryURL when set) through
