@@ -179,17 +179,16 @@ func (s *Server) consoleTooMany(w http.ResponseWriter, r *http.Request, ref *ref
 }
 
 // consoleRejection records a refused console request as a fapi event of the unauthenticated
-// class (limited like every refusal) naming the operator when known: the console action,
-// the problem, and rateLimit (nil: none) as details.rate_limit.
+// class (limited like every refusal) naming the operator when known: errorCode
+// console_refused, the console action, the problem, and rateLimit (nil: none) as
+// details.rate_limit.
 func (s *Server) consoleRejection(r *http.Request, status int, operator, action, problem string, rateLimit map[string]any) {
 	ev := s.newEvent(r)
 	ev.Type, ev.Class = logs.TypeFailedAPI, logs.ClassUnauthenticated
-	code := "console_refused"
 	if rateLimit != nil {
-		code = codeTooManyRequests
 		ev.Details["rate_limit"] = rateLimit
 	}
-	ev.Details["error"] = map[string]any{"message": s.clipEvent(problem, 512), "errorCode": code}
+	ev.Details["error"] = map[string]any{"message": s.clipEvent(problem, 512), "errorCode": "console_refused"}
 	req := map[string]any{"method": r.Method, "path": s.clipEvent(r.URL.Path, 256)}
 	if operator != "" {
 		req["auth"] = map[string]any{"user": s.clipEvent(operator, consoleOperatorMax)}
