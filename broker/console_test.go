@@ -161,10 +161,10 @@ func TestConsoleAdminByGroupClaim(t *testing.T) {
 		{name: "unverified email does not count", claims: map[string]any{"email": "ops@example.com", "email_verified": false}},
 		{name: "claim of another type", claims: map[string]any{"groups": map[string]any{"broker-admins": true}}},
 	}
-	s := &Server{cfg: &config.Config{Console: config.Console{Admins: []config.ConsoleAdmin{{Group: "broker-admins", Claim: "groups"}, {Email: "ops@example.com"}}}}}
+	s := &Server{cfg: &config.Config{Console: config.Console{Connection: "corp", Admins: []config.ConsoleAdmin{{Group: "broker-admins", Claim: "groups"}, {Email: "ops@example.com"}}}}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := s.consoleAdmin(tt.claims); got != tt.admit {
+			if got := s.consoleAdmin("corp", tt.claims); got != tt.admit {
 				t.Errorf("consoleAdmin(%v) = %v, want %v", tt.claims, got, tt.admit)
 			}
 		})

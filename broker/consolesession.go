@@ -249,7 +249,7 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, s.consoleCookieFor(r, consoleLoginCookie, bind, int(consoleLoginTTL.Seconds())))
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {config.ConsoleClientID}, "redirect_uri": {s.consoleRedirectURI()},
-		"scope": {"openid profile email"}, "state": {st.State}, "nonce": {st.Nonce},
+		"scope": {consoleScope}, "state": {st.State}, "nonce": {st.Nonce},
 		"code_challenge": {hashString(st.Verifier)}, "code_challenge_method": {"S256"},
 	}
 	if c := s.cfg.Console.Connection; c != "" {
@@ -313,7 +313,13 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user, _ := claims["sub"].(string)
-	if !s.consoleAdmin(claims) {
+	sid, _ := claims["sid"].(string)
+	sess, _, problem := s.consoleBrokerSession(r.Context(), sid, user)
+	if problem != "" {
+		s.consoleRefused(w, r, http.StatusForbidden, problem, user)
+		return
+	}
+	if !s.consoleBrokerAdmin(sess) {
 		s.consoleRefused(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user)
 		return
 	}
@@ -360,37 +366,6 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 		return nil, "the ID token's claims do not decode"
 	}
 	return claims, ""
-}
-
-// consoleAdmin reports whether console.admins admit the user of claims: a user_id rule equal
-// to sub, an email rule equal (case-insensitively) to a verified email, or a group rule whose
-// value is in its claim (a string or an array of strings).
-func (s *Server) consoleAdmin(claims map[string]any) bool {
-	sub, _ := claims["sub"].(string)
-	email, _ := claims["email"].(string)
-	verified, _ := claims["email_verified"].(bool)
-	for _, a := range s.cfg.Console.Admins {
-		switch {
-		case a.UserID != "" && sub != "" && a.UserID == sub:
-			return true
-		case a.Email != "" && verified && email != "" && strings.EqualFold(a.Email, email):
-			return true
-		case a.Group != "" && a.Claim != "":
-			switch g := claims[a.Claim].(type) {
-			case string:
-				if g == a.Group {
-					return true
-				}
-			case []any:
-				for _, v := range g {
-					if v == a.Group {
-						return true
-					}
-				}
-			}
-		}
-	}
-	return false
 }
 
 // consoleTokenLogin is the break-glass sign-in with a management token; the per-IP limit of

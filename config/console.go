@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -27,14 +28,26 @@ type Console struct {
 }
 
 // ConsoleAdmin is one rule of console.admins: exactly one of UserID (the broker's user id,
-// "oidc|CONNECTION|SUB"), Email (matched only when the upstream says email_verified), or
-// Group, a value of the claim Claim of the broker's ID token (the upstream's groups mapped
-// to a namespaced claim with options.attribute_map: docs/claims.md).
+// "oidc|CONNECTION|SUB"), Email (matched only when the upstream says email_verified),
+// or Group, a value of the claim Claim of the broker's ID token (the upstream's groups mapped
+// to a namespaced claim with options.attribute_map: docs/claims.md). An email or group rule
+// admits only users of the connection Connection (default console.connection): another
+// upstream's user may carry the same address or claim.
 type ConsoleAdmin struct {
-	UserID string `yaml:"user_id"`
-	Email  string `yaml:"email"`
-	Group  string `yaml:"group"`
-	Claim  string `yaml:"claim"`
+	UserID     string `yaml:"user_id"`
+	Email      string `yaml:"email"`
+	Group      string `yaml:"group"`
+	Claim      string `yaml:"claim"`
+	Connection string `yaml:"connection"`
+}
+
+// ConnectionOf is the connection whose users an email or group rule admits: its own
+// connection, else console.connection ("" when neither is set; validation refuses that).
+func (c *Console) ConnectionOf(a ConsoleAdmin) string {
+	if a.Connection != "" {
+		return a.Connection
+	}
+	return c.Connection
 }
 
 // ConsoleClientID is the client id of the console's built-in client.
@@ -91,6 +104,8 @@ func (v *validator) console(c *Config) {
 		}
 		if n != 1 {
 			v.add(p, "set exactly one of user_id, email or group")
+		} else {
+			v.consoleAdminScope(c, p, a)
 		}
 		switch {
 		case a.Claim != "" && a.Group == "":
@@ -98,6 +113,42 @@ func (v *validator) console(c *Config) {
 		case a.Group != "" && a.Claim == "":
 			v.add(p+".claim", "is required with group: the ID token claim carrying the user's groups (map the upstream's groups to a namespaced claim such as https://example.com/groups with options.attribute_map)")
 		}
+	}
+}
+
+// consoleGroupClaimsRefused are claim names a group rule may not read: the standard claims
+// (OIDC Core §5.1, RFC 7519 §4.1, the broker's own), which a user can often edit at the
+// upstream (name, nickname, preferred_username, email, ...) or which name no group at all.
+var consoleGroupClaimsRefused = []string{
+	"sub", "name", "given_name", "family_name", "middle_name", "nickname", "preferred_username",
+	"profile", "picture", "website", "email", "email_verified", "gender", "birthdate", "zoneinfo",
+	"locale", "phone_number", "phone_number_verified", "address", "updated_at",
+	"iss", "aud", "exp", "nbf", "iat", "jti", "azp", "nonce", "auth_time", "acr", "amr", "sid",
+	"at_hash", "c_hash", "cnf", "scope", "client_id", "user_id", "username",
+}
+
+// consoleAdminScope checks what an admin rule matches on: an email or group rule names the
+// connection whose users it admits (its own, or console.connection), and a group rule's claim
+// is not one a user can set.
+func (v *validator) consoleAdminScope(c *Config, p string, a ConsoleAdmin) {
+	cs := &c.Console
+	if a.Email == "" && a.Group == "" {
+		if a.Connection != "" {
+			v.add(p+".connection", "scopes an email or group rule only (a user_id names its connection)")
+		}
+		return
+	}
+	conn := cs.ConnectionOf(a)
+	switch {
+	case conn == "":
+		v.add(p+".connection", "is required for an email or group rule (or set console.connection): without it a user of any connection with the same email or claim would be an administrator")
+	case cs.Connection != "" && conn != cs.Connection:
+		v.add(p+".connection", "%q differs from console.connection %q, the only connection the console's sign-in uses", conn, cs.Connection)
+	case !slices.ContainsFunc(c.Connections, func(k Connection) bool { return k.Name == conn }):
+		v.add(p+".connection", "%q is not a configured connection", conn)
+	}
+	if a.Claim != "" && slices.Contains(consoleGroupClaimsRefused, strings.ToLower(a.Claim)) {
+		v.add(p+".claim", "%q is a standard claim a user may be able to set: use a namespaced claim such as https://example.com/groups (options.attribute_map)", a.Claim)
 	}
 }
 

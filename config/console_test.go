@@ -15,12 +15,16 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 	}{
 		{name: "defaults", mut: func(*Config) {}},
 		{name: "admin rules of each kind", mut: func(c *Config) {
-			c.Console.Admins = []ConsoleAdmin{{UserID: "oidc|corp|a"}, {Email: "ops@example.com"}, {Group: "admins", Claim: "roles"}}
+			c.Console.Admins = []ConsoleAdmin{{UserID: "oidc|corp|a"}, {Email: "ops@example.com", Connection: "corp"}, {Group: "admins", Claim: "roles", Connection: "corp"}}
+		}},
+		{name: "email and group rules scoped by console.connection", mut: func(c *Config) {
+			c.Console.Connection = "corp"
+			c.Console.Admins = []ConsoleAdmin{{Email: "ops@example.com"}, {Group: "admins", Claim: "https://example.com/groups"}}
 		}},
 		{name: "a rule with two matches", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Email: "e@example.com"}} },
 			wantKey: "console.admins[0]", want: "exactly one"},
 		{name: "an empty rule", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{}} }, wantKey: "console.admins[0]", want: "exactly one"},
-		{name: "a group without its claim", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{Group: "admins"}} },
+		{name: "a group without its claim", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{Group: "admins", Connection: "corp"}} },
 			wantKey: "console.admins[0].claim", want: "is required with group"},
 		{name: "a claim without a group", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Claim: "roles"}} },
 			wantKey: "console.admins[0].claim", want: "set group too"},
@@ -39,7 +43,57 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Default()
 			c.Issuer = "https://broker.example/"
+			c.Connections = []Connection{{Name: "corp"}, {Name: "partner"}}
 			tt.mut(c)
+			v := &validator{}
+			v.console(c)
+			if tt.wantKey == "" {
+				if len(v.errs) > 0 {
+					t.Fatalf("errors %v, want none", v.errs)
+				}
+				return
+			}
+			if len(v.errs) != 1 || v.errs[0].Key != tt.wantKey || !strings.Contains(v.errs[0].Reason, tt.want) {
+				t.Fatalf("errors %v, want one for %s containing %q", v.errs, tt.wantKey, tt.want)
+			}
+		})
+	}
+}
+
+func TestConsoleEmailAndGroupRulesNeedAConnectionAndSafeValues(t *testing.T) {
+	tests := []struct {
+		name    string
+		conn    string // console.connection
+		rule    ConsoleAdmin
+		wantKey string // "" = valid
+		want    string
+	}{
+		{name: "email rule without any connection", rule: ConsoleAdmin{Email: "ops@example.com"},
+			wantKey: "console.admins[0].connection", want: "any connection"},
+		{name: "group rule without any connection", rule: ConsoleAdmin{Group: "admins", Claim: "https://example.com/groups"},
+			wantKey: "console.admins[0].connection", want: "any connection"},
+		{name: "rule on a connection the sign-in never uses", conn: "corp", rule: ConsoleAdmin{Email: "ops@example.com", Connection: "partner"},
+			wantKey: "console.admins[0].connection", want: "differs from console.connection"},
+		{name: "rule on an unknown connection", rule: ConsoleAdmin{Email: "ops@example.com", Connection: "nope"},
+			wantKey: "console.admins[0].connection", want: "not a configured connection"},
+		{name: "connection on a user_id rule", rule: ConsoleAdmin{UserID: "oidc|corp|a", Connection: "corp"},
+			wantKey: "console.admins[0].connection", want: "email or group rule only"},
+		{name: "user_id rule needs no connection", rule: ConsoleAdmin{UserID: "oidc|partner|a"}},
+		{name: "group claim a user can edit: nickname", rule: ConsoleAdmin{Group: "admins", Claim: "nickname", Connection: "corp"},
+			wantKey: "console.admins[0].claim", want: "standard claim"},
+		{name: "group claim a user can edit: preferred_username", rule: ConsoleAdmin{Group: "admins", Claim: "preferred_username", Connection: "corp"},
+			wantKey: "console.admins[0].claim", want: "standard claim"},
+		{name: "group claim email, any case", rule: ConsoleAdmin{Group: "ops@example.com", Claim: "Email", Connection: "corp"},
+			wantKey: "console.admins[0].claim", want: "standard claim"},
+		{name: "namespaced group claim", rule: ConsoleAdmin{Group: "admins", Claim: "https://example.com/groups", Connection: "corp"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Issuer = "https://broker.example/"
+			c.Connections = []Connection{{Name: "corp"}, {Name: "partner"}}
+			c.Console.Connection = tt.conn
+			c.Console.Admins = []ConsoleAdmin{tt.rule}
 			v := &validator{}
 			v.console(c)
 			if tt.wantKey == "" {
