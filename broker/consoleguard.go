@@ -3,13 +3,12 @@ package broker
 import (
 	"context"
 	"slices"
-	"strings"
 )
 
 // The console's guards against operators it should not admit (docs: README "Operators'
 // console", SECURITY.md): email and group rules admit users of their connection only
 // (config.Console.ConnectionOf), the connection of the broker session the sign-in created or
-// used.
+// used; email addresses compare with ASCII case folding only.
 
 const (
 	// consoleScope is the scope of the console's sign-in; its ID token's claims are the
@@ -19,7 +18,8 @@ const (
 
 // consoleAdmin reports whether console.admins admit the user of claims, who signed in
 // through the connection conn: a user_id rule equal to sub; on the rule's connection only,
-// an email rule equal (case-insensitively) to a verified email, or a group rule whose value is in its claim (a string or strings).
+// an email rule equal (ASCII case-insensitively; non-ASCII addresses never match) to a
+// verified email, or a group rule whose value is in its claim (a string or strings).
 func (s *Server) consoleAdmin(conn string, claims map[string]any) bool {
 	sub, _ := claims["sub"].(string)
 	email, _ := claims["email"].(string)
@@ -36,7 +36,7 @@ func (s *Server) consoleAdmin(conn string, claims map[string]any) bool {
 			continue // fail closed: validation refuses a rule without a connection
 		}
 		switch {
-		case a.Email != "" && verified && email != "" && strings.EqualFold(a.Email, email):
+		case a.Email != "" && verified && asciiEmailEqual(a.Email, email):
 			return true
 		case a.Group != "" && a.Claim != "" && claimHasValue(claims[a.Claim], a.Group):
 			return true
@@ -56,6 +56,31 @@ func claimHasValue(c any, want string) bool {
 		return slices.Contains(g, want)
 	}
 	return false
+}
+
+// asciiEmailEqual compares two addresses with ASCII case folding only: Unicode folding
+// would let "ſam@example.com" (long s) or a Kelvin sign stand for an ASCII address. Either
+// address with a byte outside printable ASCII never matches.
+func asciiEmailEqual(rule, email string) bool {
+	if rule == "" || len(rule) != len(email) {
+		return false
+	}
+	for i := 0; i < len(rule); i++ {
+		a, b := rule[i], email[i]
+		if a < 0x21 || a > 0x7e || b < 0x21 || b > 0x7e {
+			return false
+		}
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 // consoleBrokerSession reads the live broker session sid of user behind a console sign-in,

@@ -23,6 +23,8 @@ func TestConsoleEmailAndGroupRulesAdmitOnlyUsersOfTheirConnection(t *testing.T) 
 		{name: "verified email on the rule's connection", conn: "corp", claims: verified("sam@kexample.com"), admit: true},
 		{name: "ASCII case differences match", conn: "corp", claims: verified("Sam@KExample.COM"), admit: true},
 		{name: "the same verified email from another connection", conn: "partner", claims: verified("sam@kexample.com")},
+		{name: "long s does not fold to s", conn: "corp", claims: verified("\u017fam@kexample.com")},
+		{name: "Kelvin sign does not fold to k", conn: "corp", claims: verified("sam@\u212aexample.com")},
 		{name: "group on console.connection", conn: "corp", claims: map[string]any{"https://example.com/groups": []any{"broker-admins"}}, admit: true},
 		{name: "the same group from another connection", conn: "partner", claims: map[string]any{"https://example.com/groups": []any{"broker-admins"}}},
 		{name: "a user id rule names its own connection", conn: "partner", claims: map[string]any{"sub": "oidc|partner|carol"}, admit: true},

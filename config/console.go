@@ -28,7 +28,7 @@ type Console struct {
 }
 
 // ConsoleAdmin is one rule of console.admins: exactly one of UserID (the broker's user id,
-// "oidc|CONNECTION|SUB"), Email (matched only when the upstream says email_verified),
+// "oidc|CONNECTION|SUB"), Email (ASCII; matched only when the upstream says email_verified),
 // or Group, a value of the claim Claim of the broker's ID token (the upstream's groups mapped
 // to a namespaced claim with options.attribute_map: docs/claims.md). An email or group rule
 // admits only users of the connection Connection (default console.connection): another
@@ -128,8 +128,8 @@ var consoleGroupClaimsRefused = []string{
 }
 
 // consoleAdminScope checks what an admin rule matches on: an email or group rule names the
-// connection whose users it admits (its own, or console.connection), and a group rule's claim
-// is not one a user can set.
+// connection whose users it admits (its own, or console.connection), an email rule is ASCII,
+// and a group rule's claim is not one a user can set.
 func (v *validator) consoleAdminScope(c *Config, p string, a ConsoleAdmin) {
 	cs := &c.Console
 	if a.Email == "" && a.Group == "" {
@@ -147,9 +147,24 @@ func (v *validator) consoleAdminScope(c *Config, p string, a ConsoleAdmin) {
 	case !slices.ContainsFunc(c.Connections, func(k Connection) bool { return k.Name == conn }):
 		v.add(p+".connection", "%q is not a configured connection", conn)
 	}
+	if a.Email != "" {
+		if !isASCII(a.Email) || !strings.Contains(a.Email, "@") {
+			v.add(p+".email", "must be an ASCII email address (non-ASCII addresses are never matched)")
+		}
+	}
 	if a.Claim != "" && slices.Contains(consoleGroupClaimsRefused, strings.ToLower(a.Claim)) {
 		v.add(p+".claim", "%q is a standard claim a user may be able to set: use a namespaced claim such as https://example.com/groups (options.attribute_map)", a.Claim)
 	}
+}
+
+// isASCII reports whether s is printable ASCII only.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // ConsoleSession is the console session lifetime with its default.
