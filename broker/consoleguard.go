@@ -2,17 +2,28 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"slices"
 )
 
-// The console's guards against operators it should not admit (docs: README "Operators'
-// console", SECURITY.md): email and group rules admit users of their connection only
-// (config.Console.ConnectionOf), the connection of the broker session the sign-in created or
-// used; email addresses compare with ASCII case folding only.
+// The console's guards against a session outliving its grounds and against forged sign-ins
+// (docs: README "Operators' console", SECURITY.md):
+//   - a console session opened through the broker is tied to the broker session of its
+//     sign-in (the ID token's sid): every console request reads that session, so signing out
+//     of the broker, or ending the user's sessions (DELETE /api/v2/users/{id}/sessions or
+//     /api/v2/sessions/{id}), ends the console session too; and console.admins are asked
+//     again, on the connection and claims of that session, so a rule removed from the
+//     configuration takes effect at the next request;
+//   - a break-glass session names its management token by a fingerprint: a token removed
+//     from management.tokens ends it, and its scopes are those the token holds now;
+//   - email and group rules admit users of their connection only (config.Console.ConnectionOf),
+//     and email addresses compare with ASCII case folding only.
 
 const (
 	// consoleScope is the scope of the console's sign-in; its ID token's claims are the
-	// session's claims under it (scopedClaims), and so are the claims console.admins ask.
+	// session's claims under it (scopedClaims), and so are the claims console.admins re-check.
 	consoleScope = "openid profile email"
 )
 
@@ -105,4 +116,51 @@ func (s *Server) consoleBrokerAdmin(sess *sessionRecord) bool {
 	claims := scopedClaims(sess.Claims, consoleScope)
 	claims["sub"] = sess.UserID
 	return s.consoleAdmin(sess.Connection, claims)
+}
+
+// consoleRecheck checks, at every request, that what opened the console session cs still
+// holds, and narrows its scopes to what the operator holds now; it returns why not ("" = ok).
+func (s *Server) consoleRecheck(ctx context.Context, cs *consoleSession) string {
+	switch cs.Via {
+	case "token":
+		tok := s.mgmt.byFingerprint(cs.TokenFP)
+		if tok == nil || "token:"+tok.name != cs.Operator {
+			return "the management token of this console session is no longer configured"
+		}
+		cs.Scopes = slices.DeleteFunc(cs.Scopes, func(sc string) bool { return !slices.Contains(tok.scopes, sc) })
+	case "broker":
+		if !s.cfg.ConsoleSignIn() {
+			return "sign-in through the broker is no longer configured (console.admins)"
+		}
+		sess, raw, problem := s.consoleBrokerSession(ctx, cs.SID, cs.Operator)
+		if problem != "" {
+			return problem
+		}
+		if !s.consoleBrokerAdmin(sess) {
+			return "the operator is no longer a console administrator (console.admins)"
+		}
+		cs.Scopes = slices.DeleteFunc(cs.Scopes, func(sc string) bool { return !slices.Contains(consoleAdminScopes, sc) })
+		s.slideSession(ctx, cs.SID, raw, sess) // using the console is a use of the session
+	default:
+		return "the console session does not decode"
+	}
+	return ""
+}
+
+// fingerprint names a management token in a console session without anything that would
+// authenticate: the SHA-256 of the token's SHA-256.
+func (t *mgmtToken) fingerprint() string {
+	h := sha256.Sum256(t.hash[:])
+	return hex.EncodeToString(h[:])
+}
+
+// byFingerprint returns the configured token with fingerprint fp (nil when none).
+func (a *mgmtAuth) byFingerprint(fp string) *mgmtToken {
+	var found *mgmtToken
+	for i := range a.tokens {
+		if fp != "" && subtle.ConstantTimeCompare([]byte(a.tokens[i].fingerprint()), []byte(fp)) == 1 {
+			found = &a.tokens[i]
+		}
+	}
+	return found
 }

@@ -46,7 +46,9 @@ type consoleSession struct {
 	Via      string   `json:"via"`      // "broker" or "token"
 	Scopes   []string `json:"scopes"`   // management scopes the operator holds
 	CSRF     string   `json:"csrf"`
-	Expires  int64    `json:"exp"` // unix seconds
+	SID      string   `json:"sid,omitempty"`      // via broker: the broker session of the sign-in
+	TokenFP  string   `json:"token_fp,omitempty"` // via token: the token's fingerprint (consoleguard.go)
+	Expires  int64    `json:"exp"`                // unix seconds
 	id       string   // store id (never the cookie value)
 }
 
@@ -132,6 +134,9 @@ func (s *Server) consoleSessionOf(r *http.Request) (*consoleSession, string) {
 	if s.now().Unix() >= cs.Expires {
 		return nil, "the console session has ended"
 	}
+	if problem := s.consoleRecheck(r.Context(), &cs); problem != "" {
+		return nil, problem
+	}
 	cs.id = id
 	return &cs, ""
 }
@@ -193,11 +198,13 @@ func sentence(msg string) string {
 	return msg
 }
 
-// startConsoleSession stores a new session for operator and sets its cookie.
-func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, operator, via string, scopes []string) error {
+// startConsoleSession stores a new session for operator and sets its cookie; bound names
+// what opened it (SID or TokenFP, re-checked at every request by consoleRecheck).
+func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, operator, via string, scopes []string, bound consoleSession) error {
 	life := s.cfg.ConsoleSession()
 	secret := randomString(32)
-	cs := consoleSession{Operator: clip(operator, consoleOperatorMax), Via: via, Scopes: scopes, CSRF: randomString(24), Expires: s.now().Add(life).Unix()}
+	cs := consoleSession{Operator: clip(operator, consoleOperatorMax), Via: via, Scopes: scopes, CSRF: randomString(24), Expires: s.now().Add(life).Unix(),
+		SID: bound.SID, TokenFP: bound.TokenFP}
 	raw, err := json.Marshal(cs)
 	if err != nil {
 		return err
@@ -323,7 +330,7 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 		s.consoleRefused(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user)
 		return
 	}
-	if err := s.startConsoleSession(w, r, user, "broker", consoleAdminScopes); err != nil {
+	if err := s.startConsoleSession(w, r, user, "broker", consoleAdminScopes, consoleSession{SID: sid}); err != nil {
 		s.log.Error("console sign-in failed", "err", err)
 		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", user)
 		return
@@ -392,7 +399,7 @@ func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	operator := "token:" + tok.name
-	if err := s.startConsoleSession(w, r, operator, "token", tok.scopes); err != nil {
+	if err := s.startConsoleSession(w, r, operator, "token", slices.Clone(tok.scopes), consoleSession{TokenFP: tok.fingerprint()}); err != nil {
 		s.log.Error("console sign-in failed", "err", err)
 		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", operator)
 		return
