@@ -52,6 +52,14 @@ func (h *harness) consoleSignIn(browser *http.Client) (*http.Response, string) {
 	return get(h.t, browser, h.srv.URL+"/console/login")
 }
 
+// consoleTokenSignInAs posts token to base's break-glass form as the sign-in page would:
+// with the page's pre-session CSRF token (and its cookie), Sec-Fetch-Site site.
+func consoleTokenSignInAs(t *testing.T, browser *http.Client, base, token, site string) (*http.Response, string) {
+	t.Helper()
+	_, page := get(t, browser, base+"/console/signin")
+	return postForm(t, browser, base+"/console/login/token", url.Values{"token": {token}, "csrf": {consoleCSRF(t, page)}}, site)
+}
+
 // postForm posts form from browser (as the console's own page would: same origin).
 func postForm(t *testing.T, browser *http.Client, u string, form url.Values, site string) (*http.Response, string) {
 	t.Helper()
@@ -185,7 +193,7 @@ func TestConsoleBreakGlassToken(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := consoleHarness(t, nil)
-			resp, body := postForm(t, h.browser(), h.srv.URL+"/console/login/token", url.Values{"token": {tt.token}}, "same-origin")
+			resp, body := consoleTokenSignInAs(t, h.browser(), h.srv.URL, tt.token, "same-origin")
 			if resp.StatusCode != tt.wantStatus || resp.Request.URL.Path != tt.wantPath {
 				t.Fatalf("got %d at %s, want %d at %s:\n%s", resp.StatusCode, resp.Request.URL.Path, tt.wantStatus, tt.wantPath, body)
 			}

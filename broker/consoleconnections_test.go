@@ -16,7 +16,7 @@ import (
 // returns the home page.
 func consoleTokenSignIn(t *testing.T, browser *http.Client, base string) string {
 	t.Helper()
-	resp, body := postForm(t, browser, base+"/console/login/token", url.Values{"token": {consoleTestToken}}, "same-origin")
+	resp, body := consoleTokenSignInAs(t, browser, base, consoleTestToken, "same-origin")
 	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/" {
 		t.Fatalf("token sign-in: %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
 	}

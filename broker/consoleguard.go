@@ -5,7 +5,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
+	"time"
 )
 
 // The console's guards against a session outliving its grounds and against forged sign-ins
@@ -18,13 +22,20 @@ import (
 //     configuration takes effect at the next request;
 //   - a break-glass session names its management token by a fingerprint: a token removed
 //     from management.tokens ends it, and its scopes are those the token holds now;
-//   - email and group rules admit users of their connection only (config.Console.ConnectionOf),
-//     and email addresses compare with ASCII case folding only.
+//   - email and group rules admit users of their connection only (config.Console.ConnectionOf);
+//   - the break-glass form carries a pre-session CSRF token (double submit with a cookie) and
+//     is refused from another origin; the sign-in through the broker asks for max_age
+//     (console.max_age) and checks the ID token's auth_time.
 
 const (
+	consolePreCookie = "dpop_broker_console_pre" // the sign-in page's CSRF token (before a session)
+	consolePreTTL    = time.Hour
 	// consoleScope is the scope of the console's sign-in; its ID token's claims are the
 	// session's claims under it (scopedClaims), and so are the claims console.admins re-check.
 	consoleScope = "openid profile email"
+	// consoleAuthTimeLeeway allows for the time between the broker's answer from a session
+	// (whose auth_time it checked against max_age) and the console's check of the ID token.
+	consoleAuthTimeLeeway = time.Minute
 )
 
 // consoleAdmin reports whether console.admins admit the user of claims, who signed in
@@ -163,4 +174,73 @@ func (a *mgmtAuth) byFingerprint(fp string) *mgmtToken {
 		}
 	}
 	return found
+}
+
+// consolePreCSRF returns the sign-in page's CSRF token, setting its cookie when the browser
+// has none yet.
+func (s *Server) consolePreCSRF(w http.ResponseWriter, r *http.Request) string {
+	if v := s.consoleCookieValue(r, consolePreCookie); len(v) >= 32 {
+		return v
+	}
+	v := randomString(24)
+	http.SetCookie(w, s.consoleCookieFor(r, consolePreCookie, v, int(consolePreTTL.Seconds())))
+	return v
+}
+
+// consoleOrigin is the origin browsers use for the console: console.url's, or the public
+// URL's without admin_listen; on admin_listen without console.url, this request's host.
+func (s *Server) consoleOrigin(r *http.Request) string {
+	if s.cfg.Console.URL == "" && s.cfg.AdminListen != "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		return scheme + "://" + r.Host
+	}
+	u, err := url.Parse(s.cfg.ConsoleURL())
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// consoleLoginCSRFProblem checks a break-glass sign-in: sent from the console's own origin
+// (Sec-Fetch-Site and Origin, when the browser sends them), carrying the sign-in page's CSRF
+// token equal to its cookie (constant time). It parses the form. An opaque Origin ("null")
+// says nothing: browsers send it for the console's own forms, whose pages are
+// Referrer-Policy: no-referrer (Fetch, "serializing a request origin"); Sec-Fetch-Site and
+// the token still decide.
+func (s *Server) consoleLoginCSRFProblem(w http.ResponseWriter, r *http.Request) string {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		return "cross-site sign-in refused (Sec-Fetch-Site: " + clip(site, 32) + ")"
+	}
+	if o := r.Header.Get("Origin"); o != "" && o != "null" && o != s.consoleOrigin(r) {
+		return "cross-origin sign-in refused (Origin: " + clip(o, 128) + ")"
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		return "the form does not decode"
+	}
+	want, got := s.consoleCookieValue(r, consolePreCookie), r.PostForm.Get("csrf")
+	if want == "" || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		return "missing or wrong sign-in CSRF token; reload the sign-in page and try again"
+	}
+	return ""
+}
+
+// consoleMaxAgeParam is the max_age of the console's authorize request, in seconds.
+func (s *Server) consoleMaxAgeParam() string {
+	return strconv.Itoa(int(s.cfg.ConsoleMaxAge() / time.Second))
+}
+
+// consoleAuthTimeProblem checks the console ID token's auth_time against console.max_age.
+func (s *Server) consoleAuthTimeProblem(claims map[string]any) string {
+	at, ok := claims["auth_time"].(float64)
+	if !ok || at <= 0 {
+		return "the ID token carries no auth_time"
+	}
+	if s.now().Sub(time.Unix(int64(at), 0)) > s.cfg.ConsoleMaxAge()+consoleAuthTimeLeeway {
+		return "the user authenticated longer ago than console.max_age allows; sign in again"
+	}
+	return ""
 }

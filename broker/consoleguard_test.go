@@ -1,11 +1,16 @@
 package broker
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 func TestConsoleEmailAndGroupRulesAdmitOnlyUsersOfTheirConnection(t *testing.T) {
@@ -116,6 +121,111 @@ func TestConsoleSessionFollowsTheCurrentConfiguration(t *testing.T) {
 			resp, body := get(t, browser, base+"/console/connections")
 			if resp.Request.URL.Path != tt.wantPath || resp.StatusCode != tt.wantCode {
 				t.Errorf("the console answered %d at %s, want %d at %s:\n%s", resp.StatusCode, resp.Request.URL.Path, tt.wantCode, tt.wantPath, body)
+			}
+		})
+	}
+}
+
+func TestConsoleTokenSignInNeedsThePreSessionCSRFTokenFromTheSameOrigin(t *testing.T) {
+	tests := []struct {
+		name       string
+		csrf       string // "page" = the sign-in page's token
+		site       string
+		origin     string // "self" = the console's origin
+		wantStatus int
+		want       string
+	}{
+		{name: "the sign-in page's token from the same origin", csrf: "page", site: "same-origin", origin: "self", wantStatus: http.StatusOK},
+		{name: "no CSRF token", site: "same-origin", wantStatus: http.StatusForbidden, want: "CSRF"},
+		{name: "a CSRF token that is not the cookie's", csrf: "forged-0123456789abcdef0123456789ab", site: "same-origin", wantStatus: http.StatusForbidden, want: "CSRF"},
+		{name: "a cross-site form", csrf: "page", site: "cross-site", wantStatus: http.StatusForbidden, want: "cross-site"},
+		{name: "another Origin", csrf: "page", origin: "https://attacker.example", wantStatus: http.StatusForbidden, want: "cross-origin"},
+		{name: "an opaque Origin from the console's own no-referrer page", csrf: "page", site: "same-origin", origin: "null", wantStatus: http.StatusOK},
+		{name: "an opaque Origin from another site", csrf: "page", site: "cross-site", origin: "null", wantStatus: http.StatusForbidden, want: "cross-site"},
+		{name: "an opaque Origin without the token", site: "same-origin", origin: "null", wantStatus: http.StatusForbidden, want: "CSRF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, nil)
+			browser := h.browser()
+			_, page := get(t, browser, h.srv.URL+"/console/signin")
+			form := url.Values{"token": {consoleTestToken}}
+			switch tt.csrf {
+			case "page":
+				form.Set("csrf", consoleCSRF(t, page))
+			case "":
+			default:
+				form.Set("csrf", tt.csrf)
+			}
+			req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/console/login/token", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if tt.site != "" {
+				req.Header.Set("Sec-Fetch-Site", tt.site)
+			}
+			switch tt.origin {
+			case "self":
+				req.Header.Set("Origin", h.srv.URL)
+			case "":
+			default:
+				req.Header.Set("Origin", tt.origin)
+			}
+			resp, err := browser.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			b := string(raw)
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(strings.ToLower(b), strings.ToLower(tt.want)) {
+				t.Fatalf("got %d, want %d with %q:\n%s", resp.StatusCode, tt.wantStatus, tt.want, b)
+			}
+		})
+	}
+}
+
+func TestConsoleSignInAsksForMaxAgeAndChecksAuthTime(t *testing.T) {
+	h := consoleHarness(t, func(c *config.Config) { c.Console.MaxAge = 5 * time.Minute })
+	nofollow := h.browser()
+	nofollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, _ := get(t, nofollow, h.srv.URL+"/console/login")
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("max_age") != "300" {
+		t.Fatalf("the console's authorize request is %s, want max_age=300", resp.Header.Get("Location"))
+	}
+	now := h.clock.Now()
+	for _, tt := range []struct {
+		name    string
+		claims  map[string]any
+		problem string
+	}{
+		{name: "fresh", claims: map[string]any{"auth_time": float64(now.Add(-time.Minute).Unix())}},
+		{name: "older than max_age", claims: map[string]any{"auth_time": float64(now.Add(-10 * time.Minute).Unix())}, problem: "console.max_age"},
+		{name: "no auth_time", claims: map[string]any{}, problem: "no auth_time"},
+	} {
+		if got := h.broker.consoleAuthTimeProblem(tt.claims); !strings.Contains(got, tt.problem) || (tt.problem == "") != (got == "") {
+			t.Errorf("%s: consoleAuthTimeProblem = %q, want %q", tt.name, got, tt.problem)
+		}
+	}
+}
+
+func TestConsoleSignInAuthenticatesAgainWhenTheUpstreamSessionIsOlderThanMaxAge(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		ignoreMaxAge bool
+		wantPath     string
+	}{
+		{name: "the upstream authenticates again: the console opens", wantPath: "/console/"},
+		{name: "an upstream ignoring max_age: its old authentication is refused", ignoreMaxAge: true, wantPath: "/console/callback"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{dpopAlg: "-", up: demoidp.Options{SessionAge: 2 * time.Hour, IgnoreMaxAge: tt.ignoreMaxAge},
+				mutate: func(c *config.Config) {
+					c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}
+					c.Console.Connection = "corp"
+				}})
+			resp, body := h.consoleSignIn(h.browser())
+			if resp.Request.URL.Path != tt.wantPath {
+				t.Fatalf("sign-in ended at %d %s, want %s:\n%s", resp.StatusCode, resp.Request.URL, tt.wantPath, body)
 			}
 		})
 	}

@@ -416,7 +416,7 @@ func TestConsoleLogsRefusals(t *testing.T) {
 func TestConsoleLogsNeedReadLogs(t *testing.T) {
 	h := consoleLogsHarness(t) // the break-glass token has read:connections only
 	browser := h.browser()
-	resp, body := postForm(t, browser, h.srv.URL+"/console/login/token", url.Values{"token": {consoleTestToken}}, "same-origin")
+	resp, body := consoleTokenSignInAs(t, browser, h.srv.URL, consoleTestToken, "same-origin")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("token sign-in: %d\n%s", resp.StatusCode, body)
 	}

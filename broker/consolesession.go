@@ -220,10 +220,12 @@ func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, ope
 type signInView struct {
 	Broker bool   // sign-in through the broker is configured (console.admins)
 	Reason string // why the visitor is on this page again
+	CSRF   string // the break-glass form's pre-session CSRF token (consoleguard.go)
 }
 
 func (s *Server) consoleSignInPage(w http.ResponseWriter, r *http.Request) {
-	s.renderConsole(w, http.StatusOK, "signin", &consoleView{Title: "Sign in", Data: signInView{Broker: s.cfg.ConsoleSignIn()},
+	pre := s.consolePreCSRF(w, r)
+	s.renderConsole(w, http.StatusOK, "signin", &consoleView{Title: "Sign in", Data: signInView{Broker: s.cfg.ConsoleSignIn(), CSRF: pre},
 		Notice: consoleNotices[r.URL.Query().Get("done")]})
 }
 
@@ -258,6 +260,7 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		"response_type": {"code"}, "client_id": {config.ConsoleClientID}, "redirect_uri": {s.consoleRedirectURI()},
 		"scope": {consoleScope}, "state": {st.State}, "nonce": {st.Nonce},
 		"code_challenge": {hashString(st.Verifier)}, "code_challenge_method": {"S256"},
+		"max_age": {s.consoleMaxAgeParam()},
 	}
 	if c := s.cfg.Console.Connection; c != "" {
 		q.Set("connection", c)
@@ -372,6 +375,9 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 	if err := idt.Claims(&claims); err != nil {
 		return nil, "the ID token's claims do not decode"
 	}
+	if problem := s.consoleAuthTimeProblem(claims); problem != "" {
+		return nil, problem
+	}
 	return claims, ""
 }
 
@@ -384,13 +390,12 @@ func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
 		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")
 		return
 	}
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
-		s.consoleRefused(w, r, http.StatusForbidden, "cross-site sign-in refused", "")
+	if problem := s.consoleLoginCSRFProblem(w, r); problem != "" {
+		s.consoleRefused(w, r, http.StatusForbidden, problem, "")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	var tok *mgmtToken
-	if r.ParseForm() == nil && r.PostForm.Get("token") != "" {
+	if r.PostForm.Get("token") != "" {
 		tok = s.mgmt.match(r.PostForm.Get("token"))
 	}
 	if tok == nil {

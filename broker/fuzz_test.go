@@ -399,9 +399,16 @@ func FuzzConsole(f *testing.F) {
 	})
 	// One live session and its CSRF token (a fuzzed sign-out may end it; later inputs then run
 	// without a live session, which is fine).
-	login := httptest.NewRequest(http.MethodPost, "/console/login/token", strings.NewReader(url.Values{"token": {consoleTestToken}}.Encode()))
+	signin := httptest.NewRequest(http.MethodGet, "/console/signin", nil)
+	signinRec := h.serve(signin)
+	pre := csrfField.FindStringSubmatch(signinRec.Body.String())
+	if pre == nil || len(signinRec.Result().Cookies()) != 1 {
+		f.Fatal("no pre-session CSRF token on the sign-in page")
+	}
+	login := httptest.NewRequest(http.MethodPost, "/console/login/token", strings.NewReader(url.Values{"token": {consoleTestToken}, "csrf": {pre[1]}}.Encode()))
 	login.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	login.RemoteAddr = "127.0.0.1:40000"
+	login.AddCookie(signinRec.Result().Cookies()[0])
 	var cookie *http.Cookie
 	for _, c := range h.serve(login).Result().Cookies() {
 		if c.Name == consoleCookie {

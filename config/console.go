@@ -25,6 +25,10 @@ type Console struct {
 	Connection string `yaml:"connection"`
 	// SessionLifetime is the absolute lifetime of a console session (default 30m, at most 12h).
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
+	// MaxAge is the max_age of the console's sign-in through the broker (default 10m, 1m to
+	// 12h): a broker or upstream session whose authentication is older asks the user again,
+	// and the ID token's auth_time is checked against it.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // ConsoleAdmin is one rule of console.admins: exactly one of UserID (the broker's user id,
@@ -57,6 +61,8 @@ const ConsoleClientID = "dpop-broker-console"
 const (
 	defaultConsoleSession = 30 * time.Minute
 	maxConsoleSession     = 12 * time.Hour
+	defaultConsoleMaxAge  = 10 * time.Minute
+	minConsoleMaxAge      = time.Minute
 )
 
 // ConsoleURL is the console's external URL without a trailing slash.
@@ -93,6 +99,9 @@ func (v *validator) console(c *Config) {
 		}
 	} else if c.AdminListen != "" && len(cs.Admins) > 0 {
 		v.add("console.url", "is required with console.admins when admin_listen is set: the URL operators' browsers reach the admin listener's /console at")
+	}
+	if cs.MaxAge != 0 && (cs.MaxAge < minConsoleMaxAge || cs.MaxAge > maxConsoleSession) {
+		v.add("console.max_age", "must be between %s and %s", minConsoleMaxAge, maxConsoleSession)
 	}
 	for i, a := range cs.Admins {
 		p := fmt.Sprintf("console.admins[%d]", i)
@@ -165,6 +174,14 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// ConsoleMaxAge is the console sign-in's max_age with its default.
+func (c *Config) ConsoleMaxAge() time.Duration {
+	if c.Console.MaxAge == 0 {
+		return defaultConsoleMaxAge
+	}
+	return c.Console.MaxAge
 }
 
 // ConsoleSession is the console session lifetime with its default.

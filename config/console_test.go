@@ -28,6 +28,8 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 			wantKey: "console.admins[0].claim", want: "is required with group"},
 		{name: "a claim without a group", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Claim: "roles"}} },
 			wantKey: "console.admins[0].claim", want: "set group too"},
+		{name: "console max_age below a minute", mut: func(c *Config) { c.Console.MaxAge = time.Second }, wantKey: "console.max_age", want: "between"},
+		{name: "console max_age beyond 12h", mut: func(c *Config) { c.Console.MaxAge = 13 * time.Hour }, wantKey: "console.max_age", want: "between"},
 		{name: "admin_listen equal to listen", mut: func(c *Config) { c.AdminListen = c.Listen }, wantKey: "admin_listen", want: "must differ"},
 		{name: "both on port 0 (each gets its own)", mut: func(c *Config) { c.Listen, c.AdminListen = "127.0.0.1:0", "127.0.0.1:0" }},
 		{name: "admin_listen without a port", mut: func(c *Config) { c.AdminListen = "9090" }, wantKey: "admin_listen", want: "HOST:PORT"},
