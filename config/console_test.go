@@ -6,6 +6,28 @@ import (
 	"time"
 )
 
+// wantConsoleValidation validates the console settings of a default configuration with the
+// connections corp and partner, changed by mut: no error when wantKey is "", else exactly one
+// for wantKey whose reason contains want.
+func wantConsoleValidation(t *testing.T, mut func(c *Config), wantKey, want string) {
+	t.Helper()
+	c := Default()
+	c.Issuer = "https://broker.example/"
+	c.Connections = []Connection{{Name: "corp"}, {Name: "partner"}}
+	mut(c)
+	v := &validator{}
+	v.console(c)
+	if wantKey == "" {
+		if len(v.errs) > 0 {
+			t.Fatalf("errors %v, want none", v.errs)
+		}
+		return
+	}
+	if len(v.errs) != 1 || v.errs[0].Key != wantKey || !strings.Contains(v.errs[0].Reason, want) {
+		t.Fatalf("errors %v, want one for %s containing %q", v.errs, wantKey, want)
+	}
+}
+
 func TestConsoleSettingsAreValidated(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -43,21 +65,7 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := Default()
-			c.Issuer = "https://broker.example/"
-			c.Connections = []Connection{{Name: "corp"}, {Name: "partner"}}
-			tt.mut(c)
-			v := &validator{}
-			v.console(c)
-			if tt.wantKey == "" {
-				if len(v.errs) > 0 {
-					t.Fatalf("errors %v, want none", v.errs)
-				}
-				return
-			}
-			if len(v.errs) != 1 || v.errs[0].Key != tt.wantKey || !strings.Contains(v.errs[0].Reason, tt.want) {
-				t.Fatalf("errors %v, want one for %s containing %q", v.errs, tt.wantKey, tt.want)
-			}
+			wantConsoleValidation(t, tt.mut, tt.wantKey, tt.want)
 		})
 	}
 }
@@ -95,22 +103,10 @@ func TestConsoleEmailAndGroupRulesNeedAConnectionAndSafeValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := Default()
-			c.Issuer = "https://broker.example/"
-			c.Connections = []Connection{{Name: "corp"}, {Name: "partner"}}
-			c.Console.Connection = tt.conn
-			c.Console.Admins = []ConsoleAdmin{tt.rule}
-			v := &validator{}
-			v.console(c)
-			if tt.wantKey == "" {
-				if len(v.errs) > 0 {
-					t.Fatalf("errors %v, want none", v.errs)
-				}
-				return
-			}
-			if len(v.errs) != 1 || v.errs[0].Key != tt.wantKey || !strings.Contains(v.errs[0].Reason, tt.want) {
-				t.Fatalf("errors %v, want one for %s containing %q", v.errs, tt.wantKey, tt.want)
-			}
+			wantConsoleValidation(t, func(c *Config) {
+				c.Console.Connection = tt.conn
+				c.Console.Admins = []ConsoleAdmin{tt.rule}
+			}, tt.wantKey, tt.want)
 		})
 	}
 }
