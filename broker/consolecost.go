@@ -183,19 +183,11 @@ func (s *Server) consoleTooMany(w http.ResponseWriter, r *http.Request, ref *ref
 // console_refused, the console action, the problem, and rateLimit (nil: none) as
 // details.rate_limit.
 func (s *Server) consoleRejection(r *http.Request, status int, operator, action, problem string, rateLimit map[string]any) {
-	ev := s.newEvent(r)
-	ev.Type, ev.Class = logs.TypeFailedAPI, logs.ClassUnauthenticated
+	ev := s.newConsoleEvent(r, false, status, operator, "", action, problem)
+	ev.Class = logs.ClassUnauthenticated // limited like every refusal, even an operator's
 	if rateLimit != nil {
 		ev.Details["rate_limit"] = rateLimit
 	}
-	ev.Details["error"] = map[string]any{"message": s.clipEvent(problem, 512), "errorCode": "console_refused"}
-	req := map[string]any{"method": r.Method, "path": s.clipEvent(r.URL.Path, 256)}
-	if operator != "" {
-		req["auth"] = map[string]any{"user": s.clipEvent(operator, consoleOperatorMax)}
-	}
-	ev.Details["request"] = req
-	ev.Details["response"] = map[string]any{"statusCode": status}
-	ev.Details["console"] = map[string]any{"action": action}
 	s.write(r, ev)
 }
 

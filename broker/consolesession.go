@@ -161,6 +161,11 @@ func (s *Server) consoleCSRFProblem(w http.ResponseWriter, r *http.Request, cs *
 // consoleEvent records a console sign-in, sign-out or refusal as a sapi (ok) or fapi event
 // naming the operator (when known) and the console action.
 func (s *Server) consoleEvent(r *http.Request, ok bool, status int, operator, via, action, problem string) {
+	s.write(r, s.newConsoleEvent(r, ok, status, operator, via, action, problem))
+}
+
+// newConsoleEvent builds consoleEvent's event without writing it.
+func (s *Server) newConsoleEvent(r *http.Request, ok bool, status int, operator, via, action, problem string) *logs.Event {
 	ev := s.newEvent(r)
 	ev.Type, ev.Class = logs.TypeSuccessAPI, logs.ClassAdmin
 	if !ok {
@@ -172,12 +177,16 @@ func (s *Server) consoleEvent(r *http.Request, ok bool, status int, operator, vi
 	}
 	req := map[string]any{"method": r.Method, "path": s.clipEvent(r.URL.Path, 256)}
 	if operator != "" {
-		req["auth"] = map[string]any{"user": s.clipEvent(operator, consoleOperatorMax), "via": via}
+		auth := map[string]any{"user": s.clipEvent(operator, consoleOperatorMax)}
+		if via != "" {
+			auth["via"] = via
+		}
+		req["auth"] = auth
 	}
 	ev.Details["request"] = req
 	ev.Details["response"] = map[string]any{"statusCode": status}
 	ev.Details["console"] = map[string]any{"action": action}
-	s.write(r, ev)
+	return ev
 }
 
 // consoleRefused answers a refused console request with a page and records a fapi event.
