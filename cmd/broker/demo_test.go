@@ -447,7 +447,11 @@ func TestDemoBannerNamesTheConsoleWhichItsTokenOpens(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `name="token"`) {
 		t.Fatalf("/console/: %d, want the sign-in page with its token field:\n%s", resp.StatusCode, page)
 	}
-	resp, err = browser.PostForm(brokerURL+"/console/login/token", url.Values{"token": {d.mgmtToken}})
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(string(page))
+	if csrf == nil {
+		t.Fatalf("/console/: no CSRF field on the sign-in page:\n%s", page)
+	}
+	resp, err = browser.PostForm(brokerURL+"/console/login/token", url.Values{"token": {d.mgmtToken}, "csrf": {csrf[1]}})
 	if err != nil {
 		t.Fatal(err)
 	}
