@@ -217,8 +217,12 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, 
 	// already told the app so by back-channel logout: no tokens may follow.
 	claims, oerr := s.liveSessionClaims(ctx, rec.SID, rec.UserID, "the session this authorization code was issued from has ended", ahead)
 	if oerr != nil {
-		if _, _, _, err := s.readCode(ctx, code); oerr != errStoreDown && errors.Is(err, sessions.ErrNotFound) {
-			return nil, s.usedCode(ctx, code, pr, x) // redeemed meanwhile (whose replay ended the session)
+		// Only the code's presence matters here: a plain read, not readCode's read of the
+		// session too (which just answered), and none when the store is down.
+		if oerr != errStoreDown {
+			if _, err := s.store.Get(ctx, sessions.KindCode, code); errors.Is(err, sessions.ErrNotFound) {
+				return nil, s.usedCode(ctx, code, pr, x) // redeemed meanwhile (whose replay ended the session)
+			}
 		}
 		return nil, oerr
 	}
