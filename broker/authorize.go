@@ -151,7 +151,7 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 	}()
 	for attempt := 0; attempt < 2; attempt++ { // the second pass always has fresh set
 		var beginErr error
-		conn, signIn, refusal := s.pickConnection(snap, client, q)
+		conn, domain, signIn, refusal := s.pickConnection(snap, client, q)
 		if conn != nil && conn.err == nil {
 			if !held {
 				if ref := s.holdTx(&slot); ref != nil {
@@ -191,7 +191,6 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 			return nil, "", false
 		}
 		withConnection(ev, conn)
-		domain := routedDomain(snap, client, q, conn)
 		if domain != "" {
 			ev.Details[detailHomeRealmDomain] = domain
 		}
@@ -309,24 +308,28 @@ func authorizeProblem(q url.Values, client *config.Client) *oauthError {
 // pickConnection returns the connection for the request: the named one (enabled for the
 // client: listed in its connections or naming it in enabled_clients), or the client's only
 // one, or with several and none named the one home-realm discovery routes to (homerealm.go).
-// Otherwise it returns the page to show (identifier-first or chooser), or neither: an unknown
-// or disabled name, or no connection that can be used, with refusal saying why when it is
-// not one of those.
-func (s *Server) pickConnection(snap *connSnapshot, client *config.Client, q url.Values) (conn *connection, p *signInPage, refusal string) {
+// With that one, domain is the login_hint's email domain that chose it (for the login's
+// events), else "". Otherwise it returns the page to show (identifier-first or chooser), or
+// neither: an unknown or disabled name, or no connection that can be used, with refusal saying
+// why when it is not one of those.
+func (s *Server) pickConnection(snap *connSnapshot, client *config.Client, q url.Values) (conn *connection, domain string, p *signInPage, refusal string) {
 	enabled := snap.enabledFor(client)
 	if name := q.Get("connection"); name != "" {
 		if !slices.Contains(enabled, name) {
-			return nil, nil, ""
+			return nil, "", nil, ""
 		}
-		return snap.byName[name], nil, ""
+		return snap.byName[name], "", nil, ""
 	}
 	switch len(enabled) {
 	case 0:
-		return nil, nil, ""
+		return nil, "", nil, ""
 	case 1:
-		return snap.byName[enabled[0]], nil, ""
+		return snap.byName[enabled[0]], "", nil, ""
 	}
-	return s.homeRealm(q, client, snap.enabledConns(client))
+	if conn, p, refusal = s.homeRealm(q, client, snap.enabledConns(client)); conn != nil {
+		domain = config.EmailDomain(q.Get("login_hint")) // homeRealm picks a connection only by it
+	}
+	return conn, domain, p, refusal
 }
 
 // beginFailure is the failure of a login whose connection cannot start it (discovery or

@@ -162,15 +162,6 @@ func hintedConnection(snap *connSnapshot, client *config.Client, q url.Values) s
 // connection (only the domain: the address is the user's).
 const detailHomeRealmDomain = "home_realm_domain"
 
-// routedDomain returns the email domain of the request's login_hint when home-realm
-// discovery chose conn by it (no connection=, several connections for the client), else "".
-func routedDomain(snap *connSnapshot, client *config.Client, q url.Values, conn *connection) string {
-	if q.Get("connection") != "" || len(snap.enabledFor(client)) < 2 || hintedConnection(snap, client, q) != conn.cfg.Name {
-		return ""
-	}
-	return config.EmailDomain(q.Get("login_hint"))
-}
-
 // claimants returns the connections of conns that list domain (lower case) in domain_aliases.
 func claimants(conns []*connection, domain string) []*connection {
 	var out []*connection
