@@ -63,10 +63,19 @@ func consoleTokenSignInAs(t *testing.T, browser *http.Client, base, token, site 
 // postForm posts form from browser (as the console's own page would: same origin).
 func postForm(t *testing.T, browser *http.Client, u string, form url.Values, site string) (*http.Response, string) {
 	t.Helper()
+	return postFormFrom(t, browser, u, form, site, "")
+}
+
+// postFormFrom is postForm with an Origin header (none when origin is "").
+func postFormFrom(t *testing.T, browser *http.Client, u string, form url.Values, site, origin string) (*http.Response, string) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if site != "" {
 		req.Header.Set("Sec-Fetch-Site", site)
+	}
+	if origin != "" {
+		req.Header.Set("Origin", origin)
 	}
 	resp, err := browser.Do(req)
 	if err != nil {
@@ -218,19 +227,22 @@ func TestConsoleWritesNeedTheSessionsCSRFTokenFromTheSameOrigin(t *testing.T) {
 		name       string
 		csrf       func(real string) string
 		site       string
+		origin     string
 		wantStatus int
 	}{
 		{name: "the session's token from the console itself", csrf: func(r string) string { return r }, site: "same-origin", wantStatus: http.StatusOK},
 		{name: "no token", csrf: func(string) string { return "" }, site: "same-origin", wantStatus: http.StatusForbidden},
 		{name: "a wrong token", csrf: func(r string) string { return r + "x" }, site: "same-origin", wantStatus: http.StatusForbidden},
 		{name: "the right token from another site", csrf: func(r string) string { return r }, site: "cross-site", wantStatus: http.StatusForbidden},
+		{name: "the right token from another Origin", csrf: func(r string) string { return r }, origin: "https://attacker.example", wantStatus: http.StatusForbidden},
+		{name: "the right token with an opaque Origin", csrf: func(r string) string { return r }, site: "same-origin", origin: "null", wantStatus: http.StatusOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := consoleHarness(t, nil)
 			browser := h.browser()
 			_, home := h.consoleSignIn(browser)
-			resp, body := postForm(t, browser, h.srv.URL+"/console/signout", url.Values{"csrf": {tt.csrf(consoleCSRF(t, home))}}, tt.site)
+			resp, body := postFormFrom(t, browser, h.srv.URL+"/console/signout", url.Values{"csrf": {tt.csrf(consoleCSRF(t, home))}}, tt.site, tt.origin)
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("sign-out answered %d, want %d:\n%s", resp.StatusCode, tt.wantStatus, body)
 			}

@@ -204,26 +204,33 @@ func (s *Server) consoleOrigin(r *http.Request) string {
 	return u.Scheme + "://" + u.Host
 }
 
-// consoleLoginCSRFProblem checks a break-glass sign-in: sent from the console's own origin
-// (Sec-Fetch-Site and Origin, when the browser sends them), carrying the sign-in page's CSRF
-// token equal to its cookie (constant time). It parses the form. An opaque Origin ("null")
-// says nothing: browsers send it for the console's own forms, whose pages are
-// Referrer-Policy: no-referrer (Fetch, "serializing a request origin"); Sec-Fetch-Site and
-// the token still decide.
+// consoleLoginCSRFProblem checks a break-glass sign-in: consoleFormProblem with the sign-in
+// page's CSRF token (its cookie).
 func (s *Server) consoleLoginCSRFProblem(w http.ResponseWriter, r *http.Request) string {
+	return s.consoleFormProblem(w, r, "sign-in", s.consoleCookieValue(r, consolePreCookie),
+		"missing or wrong sign-in CSRF token; reload the sign-in page and try again")
+}
+
+// consoleFormProblem checks a console form (what names it in the refusal): sent from the
+// console's own origin (Sec-Fetch-Site and Origin, when the browser sends them), carrying a
+// csrf field equal to want (constant time; an empty want never matches, and wrongToken is
+// the refusal). It parses the form. An opaque Origin ("null") says nothing: browsers send it
+// for the console's own forms, whose pages are Referrer-Policy: no-referrer (Fetch,
+// "serializing a request origin"); Sec-Fetch-Site and the token still decide.
+func (s *Server) consoleFormProblem(w http.ResponseWriter, r *http.Request, what, want, wrongToken string) string {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
-		return "cross-site sign-in refused (Sec-Fetch-Site: " + clip(site, 32) + ")"
+		return "cross-site " + what + " refused (Sec-Fetch-Site: " + clip(site, 32) + ")"
 	}
 	if o := r.Header.Get("Origin"); o != "" && o != "null" && o != s.consoleOrigin(r) {
-		return "cross-origin sign-in refused (Origin: " + clip(o, 128) + ")"
+		return "cross-origin " + what + " refused (Origin: " + clip(o, 128) + ")"
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	if err := r.ParseForm(); err != nil {
 		return "the form does not decode"
 	}
-	want, got := s.consoleCookieValue(r, consolePreCookie), r.PostForm.Get("csrf")
+	got := r.PostForm.Get("csrf")
 	if want == "" || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-		return "missing or wrong sign-in CSRF token; reload the sign-in page and try again"
+		return wrongToken
 	}
 	return ""
 }

@@ -141,21 +141,9 @@ func (s *Server) consoleSessionOf(r *http.Request) (*consoleSession, string) {
 	return &cs, ""
 }
 
-// consoleCSRFProblem checks a console write: the form's csrf field equals the session's
-// token (constant time), and the browser, when it says so, sent it from the console's origin.
+// consoleCSRFProblem checks a console write: consoleFormProblem with the session's token.
 func (s *Server) consoleCSRFProblem(w http.ResponseWriter, r *http.Request, cs *consoleSession) string {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
-		return "cross-site console write refused (Sec-Fetch-Site: " + clip(site, 32) + ")"
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	if err := r.ParseForm(); err != nil {
-		return "the form does not decode"
-	}
-	got := r.PostForm.Get("csrf")
-	if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(cs.CSRF)) != 1 {
-		return "missing or wrong CSRF token"
-	}
-	return ""
+	return s.consoleFormProblem(w, r, "console write", cs.CSRF, "missing or wrong CSRF token")
 }
 
 // consoleEvent records a console sign-in, sign-out or refusal as a sapi (ok) or fapi event
