@@ -144,6 +144,18 @@ func (c *consoleRequest) renderView(status int, page string, v *consoleView) {
 	c.s.renderConsole(c.w, status, page, v)
 }
 
+// snapshot returns the stored connections and clients for a list page, or answers page
+// (titled title) with 503 when the store cannot be read.
+func (c *consoleRequest) snapshot(page, title string) (*connSnapshot, bool) {
+	snap, err := c.s.reg.current(c.r.Context(), false)
+	if err != nil {
+		c.s.log.Error("console: connections and clients could not be read", "page", page, "err", err)
+		c.renderView(http.StatusServiceUnavailable, page, &consoleView{Title: title, Problem: "The store is unavailable. Try again shortly."})
+		return nil, false
+	}
+	return snap, true
+}
+
 // consoleNotices are the confirmations a write's redirect names (?done=KEY): fixed texts, so
 // a crafted link cannot put words on the page.
 var consoleNotices = map[string]string{

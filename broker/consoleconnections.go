@@ -59,10 +59,8 @@ func (s *Server) consoleConnRow(c *connection) consoleConnRow {
 }
 
 func (s *Server) consoleConnections(c *consoleRequest) {
-	snap, err := s.reg.current(c.r.Context(), false)
-	if err != nil {
-		s.log.Error("console: connections could not be read", "err", err)
-		c.render(http.StatusServiceUnavailable, "connections", "Connections", consoleConnsView{Problem: "The store is unavailable. Try again shortly."})
+	snap, ok := c.snapshot("connections", "Connections")
+	if !ok {
 		return
 	}
 	rows := make([]consoleConnRow, 0, len(snap.list))
@@ -103,8 +101,7 @@ func (s *Server) consoleLiveChecks(c *consoleRequest, conns []*connection, rows 
 }
 
 type consoleConnsView struct {
-	Rows    []consoleConnRow
-	Problem string
+	Rows []consoleConnRow
 }
 
 // consoleCheck is the live discovery check of one connection.

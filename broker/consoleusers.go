@@ -29,10 +29,8 @@ type consoleAppRow struct {
 }
 
 func (s *Server) consoleApps(c *consoleRequest) {
-	snap, err := s.reg.current(c.r.Context(), false)
-	if err != nil {
-		s.log.Error("console: clients could not be read", "err", err)
-		c.renderView(http.StatusServiceUnavailable, "apps", &consoleView{Title: "Apps", Problem: "The store is unavailable. Try again shortly."})
+	snap, ok := c.snapshot("apps", "Apps")
+	if !ok {
 		return
 	}
 	rows := make([]consoleAppRow, 0, len(snap.clientList))
