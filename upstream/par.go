@@ -152,10 +152,10 @@ func parResponse(resp *http.Response, body []byte) (string, error) {
 		if jsonErr != nil || out.Error == "" {
 			return "", &Error{Code: CodeUpstreamError, Description: desc}
 		}
-		oerr := clipCode(out.Error)
+		oerr := clipText(out.Error, 200)
 		desc += fmt.Sprintf(" error=%q", oerr)
 		if out.ErrorDescription != "" {
-			desc += fmt.Sprintf(" error_description=%q", clipCode(out.ErrorDescription))
+			desc += fmt.Sprintf(" error_description=%q", clipText(out.ErrorDescription, 200))
 		}
 		return "", &Error{Code: oauthErrorCode(oerr), OAuthError: oerr, Description: desc}
 	}
@@ -170,12 +170,4 @@ func parResponse(resp *http.Response, body []byte) (string, error) {
 		return "", &Error{Code: CodeUpstreamError, Description: fmt.Sprintf("pushed authorization response has no usable request_uri (present: %t, %d bytes; at most %d visible ASCII characters)", out.RequestURI != "", len(out.RequestURI), maxRequestURI)}
 	}
 	return out.RequestURI, nil
-}
-
-// clipCode bounds an upstream-chosen string for an event description.
-func clipCode(s string) string {
-	if len(s) > 200 {
-		return s[:200]
-	}
-	return s
 }
