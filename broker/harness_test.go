@@ -24,16 +24,31 @@ import (
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
-// testClock is an injectable clock: real time plus an offset the test moves forward.
+// testClock is an injectable clock: real time plus an offset the test moves forward, or,
+// once stopped, the time it was stopped at plus that offset (so a test's assertions about
+// durations do not depend on how fast a loaded machine runs its requests).
 type testClock struct {
-	mu  sync.Mutex
-	off time.Duration
+	mu      sync.Mutex
+	off     time.Duration
+	stopped time.Time // zero while the clock runs
 }
 
 func (c *testClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.stopped.IsZero() {
+		return c.stopped.Add(c.off)
+	}
 	return time.Now().Add(c.off)
+}
+
+// Stop makes the clock stand still; only Advance moves it from then on.
+func (c *testClock) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped.IsZero() {
+		c.stopped = time.Now()
+	}
 }
 
 func (c *testClock) Advance(d time.Duration) {
