@@ -336,10 +336,26 @@ func startUpstream(t *testing.T, args ...string) (*proc, string) {
 	return startNode(t, "upstream.mjs", append([]string{"--signing-key", upstreamKeyFile}, args...)...)
 }
 
+// joinDashValues writes "--flag value" as "--flag=value" when value starts with '-': Node's
+// parseArgs refuses such a value as ambiguous, and generated values (a base64url client
+// secret from the management API, one time in 64) can start with '-'.
+func joinDashValues(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if strings.HasPrefix(args[i], "--") && !strings.Contains(args[i], "=") && i+1 < len(args) && strings.HasPrefix(args[i+1], "-") && !strings.HasPrefix(args[i+1], "--") {
+			out = append(out, args[i]+"="+args[i+1])
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
 // startNodeOn is startNode; with a socket s the script serves on it (--listen-fd 3).
 func startNodeOn(t *testing.T, s *socket, script string, args ...string) (*proc, string) {
 	t.Helper()
-	cmd := exec.Command("node", append([]string{script}, args...)...)
+	cmd := exec.Command("node", append([]string{script}, joinDashValues(args)...)...)
 	cmd.Dir = interopDir
 	ready, onLine := readyLine()
 	var p *proc
