@@ -20,6 +20,10 @@
 //   - NewRedis (redis.go; connection records in redis_conn.go) is the Redis backend for a
 //     single node, Sentinel or Cluster, chosen by RedisConfig, through go-redis's
 //     UniversalClient; SetRedisLogger routes go-redis's own messages to slog.
+//     redis_failover.go follows a failover: on Cluster the slot map is read again after a
+//     failure and every few seconds; commands that must not run twice (Take, Create, Swap)
+//     run again only after a refusal; Ready (the optional Readier capability) says whether a
+//     login can be served now.
 //   - swap.go holds Swap for both backends (one Lua script on Redis).
 //   - index.go is the session index, built on Get, Create and Swap alone, so every Store has
 //     it: a bounded set of member ids with expiries in one KindIndex record (IndexAdd,

@@ -32,7 +32,8 @@ func logKeysFor(prefix string) [len(logClasses)]string {
 	}
 }
 
-// NewRedis returns the Redis backend. It does not contact Redis; use Ping.
+// NewRedis returns the Redis backend. It does not contact Redis; use Ping. On Cluster it
+// re-reads the slot map after a failure and every clusterMapRefresh (redis_failover.go).
 func NewRedis(cfg RedisConfig) (Store, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("sessions: redis: no address configured")
@@ -51,7 +52,7 @@ func NewRedis(cfg RedisConfig) (Store, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
-	c := redis.NewUniversalClient(&redis.UniversalOptions{
+	c := newRedisClient(&redis.UniversalOptions{
 		Addrs:                 cfg.Addrs,
 		MasterName:            cfg.MasterName,
 		Username:              cfg.Username,
@@ -96,13 +97,14 @@ func mapErr(op string, err error) error {
 }
 
 // unavailable reports whether err means the store cannot serve now (as opposed to a request
-// the server refused for its content).
+// the server refused for its content): a slot that kept moving (MOVED or ASK past go-redis's
+// redirect budget, during a resharding or a failover) is an outage too.
 func unavailable(err error) bool {
 	var re redis.Error
 	if !errors.As(err, &re) {
 		return true // network, timeout, context, pool, client closed
 	}
-	return redis.IsClusterDownError(err) || redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
+	return movedOrAsk(err) || redis.IsClusterDownError(err) || redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
 		redis.IsTryAgainError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
 		redis.IsOOMError(err) || redis.IsNoReplicasError(err) || redis.IsAuthError(err) ||
 		redis.HasErrorPrefix(err, "BUSY") || redis.IsPermissionError(err)
@@ -114,7 +116,13 @@ func (s *redisStore) Create(ctx context.Context, kind Kind, id string, value []b
 	if err := checkRecord(kind, id, ttl); err != nil {
 		return fmt.Errorf("sessions: create %s: %w", kind, err)
 	}
-	ok, err := s.c.SetNX(ctx, s.key(kind, id), value, ttl).Result()
+	// SET NX PX: run again only when refused (a second run would find its own record).
+	var cmd *redis.BoolCmd
+	err := runOnce(ctx, func() error {
+		cmd = redis.NewBoolCmd(ctx, "set", s.key(kind, id), value, "px", max(1, ttl.Milliseconds()), "nx")
+		return s.c.Process(ctx, onceBool{cmd})
+	})
+	ok := cmd.Val() // false when the key exists (SET NX answers nil)
 	if err != nil {
 		return mapErr("create "+string(kind), err)
 	}
@@ -130,16 +138,27 @@ func (s *redisStore) CreateVersioned(ctx context.Context, kind Kind, id string, 
 	}
 	var created *redis.BoolCmd
 	var ver *redis.StringCmd
-	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		created = p.SetNX(ctx, s.key(kind, id), value, ttl)
-		ver = p.Get(ctx, s.connKeys().ver)
-		return nil
+	// The pipeline is not run again by go-redis (onceBool: a second SET NX would find its
+	// own record); runOnce runs it again when the SET NX was refused. On Cluster the two
+	// commands may go to two masters: when the SET NX ran and the read failed, the read alone
+	// is run again.
+	err := runOnce(ctx, func() error {
+		created = redis.NewBoolCmd(ctx, "set", s.key(kind, id), value, "px", max(1, ttl.Milliseconds()), "nx")
+		_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error { // the errors are the commands'
+			_ = p.Process(ctx, onceBool{created})
+			ver = p.Get(ctx, s.connKeys().ver)
+			return nil
+		})
+		return created.Err()
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return 0, mapErr("create "+string(kind), err)
 	}
 	if !created.Val() {
 		return 0, fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
+	}
+	if e := ver.Err(); e != nil && !errors.Is(e, redis.Nil) {
+		ver = s.c.Get(ctx, s.connKeys().ver) // a plain read: go-redis may run it again itself
 	}
 	v, err := ver.Int64()
 	switch {
@@ -272,7 +291,13 @@ func (s *redisStore) Take(ctx context.Context, kind Kind, id string) ([]byte, er
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("sessions: take %s: %w", kind, err)
 	}
-	v, err := s.c.GetDel(ctx, s.key(kind, id)).Bytes()
+	// GETDEL: run again only when refused (a second run would find nothing).
+	var cmd *redis.StringCmd
+	err := runOnce(ctx, func() error {
+		cmd = redis.NewStringCmd(ctx, "getdel", s.key(kind, id))
+		return s.c.Process(ctx, onceString{cmd})
+	})
+	v, _ := cmd.Bytes()
 	if err != nil {
 		return nil, mapErr("take "+string(kind), err)
 	}

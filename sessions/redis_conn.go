@@ -83,9 +83,10 @@ func (s *redisStore) runConn(ctx context.Context, op string, sc *redis.Script, a
 	return s.runDocs(ctx, s.connKeys(), op, sc, args...)
 }
 
-// runDocs runs a write script on the collection k and maps its result.
+// runDocs runs a write script on the collection k and maps its result. It runs again only
+// after a refusal (runScriptOnce): a second run of a create would find its own record.
 func (s *redisStore) runDocs(ctx context.Context, k connKeys, op string, sc *redis.Script, args ...any) error {
-	n, err := sc.Run(ctx, s.c, k.all(), args...).Int64()
+	n, err := runScriptOnce(ctx, s.c, sc, k.all(), args).Int64()
 	if err != nil {
 		return mapErr(op, err)
 	}

@@ -144,7 +144,7 @@ func (s *redisStore) Swap(ctx context.Context, kind Kind, id string, old []byte,
 		return fmt.Errorf("sessions: swap %s: %w", kind, err)
 	}
 	keys, args := s.swapArgs(kind, id, old, put, del)
-	return swapResult("swap", kind, swapScript.Run(ctx, s.c, keys, args...))
+	return swapResult("swap", kind, runScriptOnce(ctx, s.c, swapScript, keys, args))
 }
 
 // SwapAndLog is one script on Redis single node or Sentinel. On Redis Cluster the log lives
@@ -159,7 +159,7 @@ func (s *redisStore) SwapAndLog(ctx context.Context, kind Kind, id string, old [
 	keys, args := s.swapArgs(kind, id, old, put, del)
 	keys = append(keys, s.logKeys[LogAudit])
 	args = append(args, logMember(logID, event), strconv.Itoa(maxLen))
-	err := swapResult("swap and log", kind, swapAndLogScript.Run(ctx, s.c, keys, args...))
+	err := swapResult("swap and log", kind, runScriptOnce(ctx, s.c, swapAndLogScript, keys, args))
 	if err != nil && redis.HasErrorPrefix(err, "CROSSSLOT") {
 		// A one-address client on a cluster-mode server refused the keys of two slots.
 		return fmt.Errorf("sessions: swap and log: %w: %w", errors.ErrUnsupported, err)
