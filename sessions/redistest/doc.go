@@ -7,6 +7,9 @@
 //     play a Redis outage. StartReplica and StartSentinel add a replica and a Sentinel that
 //     fails over after one second.
 //   - StartCluster (cluster.go) starts and joins a three-master Redis Cluster.
+//     StartClusterWithReplicas (failover.go) starts one of three masters and three replicas
+//     that fails over within seconds (FailoverNodeTimeout), with helpers to find the master
+//     of a key's slot (MasterOf), the masters and replicas, and to SIGKILL a node (Kill).
 //   - StartTLS (tls.go) starts a node that accepts only TLS with client certificates;
 //     TLSFiles holds the generated CA and client files, and ClientConfig the client's
 //     tls.Config.

@@ -1,0 +1,197 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// FailoverNodeTimeout is the cluster-node-timeout of StartClusterWithReplicas: a master that
+// has not answered its peers for this long is failed, and its replica is promoted about a
+// second later. Long enough that a loaded 2-core machine (a node busy for a while, the race
+// detector in the test process) does not make a healthy master look dead, short enough
+// that a failover takes seconds.
+const FailoverNodeTimeout = 3 * time.Second
+
+// Cluster is a Redis Cluster of masters and replicas started by StartClusterWithReplicas.
+type Cluster struct {
+	Addrs []string // every node's address, masters first as created
+
+	t     testing.TB
+	nodes map[string]*Server
+}
+
+// StartClusterWithReplicas starts a Redis Cluster of 3 masters and 3 replicas (one per
+// master) on free 127.0.0.1 ports, with cluster-node-timeout FailoverNodeTimeout and no
+// persistence, and waits until every node reports cluster_state:ok and every replica is in
+// sync with its master. The nodes are killed at cleanup.
+func StartClusterWithReplicas(t testing.TB) *Cluster {
+	t.Helper()
+	for _, bin := range []string{"redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found in PATH: install Debian package redis-server (and redis-tools)", bin)
+		}
+	}
+	c := &Cluster{t: t, nodes: map[string]*Server{}}
+	var ports []int
+	for range 2 * clusterNodes {
+		// A replica always fails over, however long ago it last heard from its master
+		// (cluster-replica-validity-factor 0): the test kills masters on purpose.
+		s := run(t, &Server{cluster: true, args: []string{"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(FailoverNodeTimeout.Milliseconds(), 10),
+			"--cluster-replica-validity-factor", "0"}})
+		c.Addrs = append(c.Addrs, s.Addr)
+		c.nodes[s.Addr] = s
+		ports = append(ports, s.port)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
+	defer cancel()
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for {
+		if clusterOK(ctx, ports) && c.replicasInSync(ctx) {
+			return c
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("redistest: cluster %v did not reach cluster_state:ok with 3 replicas in sync within %v", c.Addrs, clusterTimeout)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// replicasInSync reports whether three nodes are replicas whose link to their master is up.
+func (c *Cluster) replicasInSync(ctx context.Context) bool {
+	n := 0
+	for _, addr := range c.Addrs {
+		info, err := c.cmd(ctx, addr, "info", "replication")
+		if err != nil {
+			return false
+		}
+		if strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up") {
+			n++
+		}
+	}
+	return n == clusterNodes
+}
+
+// cmd runs one redis-cli command against addr (bounded) and returns its output.
+func (c *Cluster) cmd(ctx context.Context, addr string, args ...string) (string, error) {
+	host, port := splitMaster(c.t, addr)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "redis-cli", append([]string{"-h", host, "-p", port}, args...)...).Output()
+	return string(out), err
+}
+
+// Node returns the node at addr (nil when there is none).
+func (c *Cluster) Node(addr string) *Server { return c.nodes[addr] }
+
+// Kill kills the node at addr with SIGKILL (no shutdown, no goodbye to its peers) and waits
+// for it to exit.
+func (c *Cluster) Kill(addr string) {
+	c.t.Helper()
+	s := c.nodes[addr]
+	if s == nil {
+		c.t.Fatalf("redistest: no node %s in cluster %v", addr, c.Addrs)
+	}
+	s.Stop()
+}
+
+// MasterOf returns the address of the master that serves key's slot, as a live node other
+// than skip ("" = none) sees it now.
+func (c *Cluster) MasterOf(ctx context.Context, key, skip string) (string, error) {
+	var lastErr error
+	for _, addr := range c.Addrs {
+		if addr == skip || !c.alive(addr) {
+			continue
+		}
+		master, err := masterOf(ctx, addr, key)
+		if err == nil {
+			return master, nil
+		}
+		lastErr = err
+	}
+	return "", fmt.Errorf("redistest: no live node answered for the slot of %q: %v", key, lastErr)
+}
+
+// masterOf asks the node at addr which master serves key's slot.
+func masterOf(ctx context.Context, addr, key string) (string, error) {
+	rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	defer rc.Close()
+	slot, err := rc.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		return "", err
+	}
+	ranges, err := rc.ClusterSlots(ctx).Result()
+	if err != nil {
+		return "", err
+	}
+	for _, r := range ranges {
+		if int64(r.Start) <= slot && slot <= int64(r.End) && len(r.Nodes) > 0 {
+			return r.Nodes[0].Addr, nil
+		}
+	}
+	return "", fmt.Errorf("slot %d of %q has no master in %s's map", slot, key, addr)
+}
+
+// Masters returns the addresses of the masters that serve slots, as the live node at addr
+// sees them.
+func (c *Cluster) Masters(ctx context.Context) ([]string, error) {
+	for _, addr := range c.Addrs {
+		if !c.alive(addr) {
+			continue
+		}
+		rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+		ranges, err := rc.ClusterSlots(ctx).Result()
+		_ = rc.Close()
+		if err != nil {
+			continue
+		}
+		seen := map[string]bool{}
+		var out []string
+		for _, r := range ranges {
+			if len(r.Nodes) > 0 && !seen[r.Nodes[0].Addr] {
+				seen[r.Nodes[0].Addr] = true
+				out = append(out, r.Nodes[0].Addr)
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("redistest: no live node in %v", c.Addrs)
+}
+
+// Replicas returns the addresses of the nodes that are replicas now.
+func (c *Cluster) Replicas(ctx context.Context) []string {
+	var out []string
+	for _, addr := range c.Addrs {
+		if !c.alive(addr) {
+			continue
+		}
+		if info, err := c.cmd(ctx, addr, "info", "replication"); err == nil && strings.Contains(info, "role:slave") {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// alive reports whether the node at addr runs (was not killed).
+func (c *Cluster) alive(addr string) bool {
+	s := c.nodes[addr]
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
