@@ -46,8 +46,10 @@
 //   - Metrics (metrics.go, store.go): Prometheus counters and histograms of logins, upstream
 //     exchanges, token requests, events, store failures and HTTP requests, on a registry of
 //     the Server's own, served at GET /metrics.
-//   - Health (server.go): GET /healthz (the process answers) and GET /readyz (the store
-//     answers a ping, reused for a second), and a page at the base URL.
+//   - Health (server.go): GET /healthz (the process answers) and GET /readyz (the store can
+//     serve a login: sessions.Readier's Ready, else a ping; reused for a second), and a page
+//     at the base URL. A failed store operation is a 503 in every handler, never a 500
+//     (storeOpError, storeDown).
 //   - The operators' console under /console (console.go, consolesession.go,
 //     consoleconnections.go, consoleusers.go, consolelogs.go; pages and assets embedded from
 //     console/): sign-in through the broker as its built-in client or with a management

@@ -177,24 +177,23 @@ func (s *Server) recordFailedLogin(r *http.Request, ev *logs.Event, f loginFailu
 	s.write(r, ev)
 }
 
-// storeFailure is the failure of a login whose store operation failed with err: 503 when the
-// store is full (store_full), unreachable (store_unavailable) or a record kept changing under
-// concurrent writers (store_busy: the same user's session index, signed in from many browsers
-// at once), 500 otherwise. It logs err.
+// storeFailure is the failure of a login whose store operation failed with err, always a
+// 503: store_full when the store is full, store_busy when a record kept changing under
+// concurrent writers (the same user's session index, signed in from many browsers at once),
+// else store_unavailable (unreachable, or any other failure: never a 500 for the store). It
+// logs err.
 func (s *Server) storeFailure(err error) loginFailure {
 	s.log.Error("store operation failed", "err", err)
 	switch {
 	case storeFull(err):
 		return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreFull,
 			Description: "The sign-in service is at capacity. Please try again shortly."}
-	case storeDown(err):
-		return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreUnavailable,
-			Description: "The session store is unavailable. Please try again shortly."}
 	case errors.Is(err, sessions.ErrConflict):
 		return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreBusy,
 			Description: "Too many sign-ins of this user are being saved at once. Please try again."}
 	}
-	return loginFailure{Status: http.StatusInternalServerError, Code: "server_error", Description: "The login could not be saved."}
+	return loginFailure{Status: http.StatusServiceUnavailable, Code: codeStoreUnavailable,
+		Description: "The session store is unavailable. Please try again shortly."}
 }
 
 // redirectToApp adds params, state and iss to the app's redirect_uri and redirects there (or,

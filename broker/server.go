@@ -67,11 +67,12 @@ type Server struct {
 	discoveryHTTP *http.Client
 	upstreamHTTP  *http.Client // every upstream call (upstreamhttp.go)
 	mux           *http.ServeMux
-	handler       http.Handler // mux with request metrics (without the admin paths when admin_listen is set)
-	adminHandler  http.Handler // admin_listen's: the admin paths only (nil: no admin_listen)
-	metrics       *metrics     // private Prometheus registry (metrics.go)
-	guard         *guard       // rate limits and trusted proxies (ratelimit.go, limits.go)
-	ready         readiness    // /readyz answers, reused for a second
+	handler       http.Handler     // mux with request metrics (without the admin paths when admin_listen is set)
+	adminHandler  http.Handler     // admin_listen's: the admin paths only (nil: no admin_listen)
+	metrics       *metrics         // private Prometheus registry (metrics.go)
+	guard         *guard           // rate limits and trusted proxies (ratelimit.go, limits.go)
+	ready         readiness        // /readyz answers, reused for a second
+	readier       sessions.Readier // the store, when it tells whether it can serve a login (storeReady)
 
 	// logoutSigner signs back-channel logout tokens: the ID-token key, typ logout+jwt.
 	logoutSigner jose.Signer
@@ -133,6 +134,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	raw := s.store
+	s.readier, _ = raw.(sessions.Readier)
 	s.store = s.metrics.instrumentStore(raw) // counts store failures by op
 	// The event log lives in the store when New builds the writer on it, or when the caller's
 	// writer holds the same store (cmd/broker opens one store for both).
@@ -413,7 +415,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := s.ready.check(r.Context(), s.now(), s.store.Ping); err != nil {
+	if err := s.ready.check(r.Context(), s.now(), s.storeReady); err != nil {
 		s.log.Warn("readiness check failed", "err", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "store unavailable\n")
@@ -422,7 +424,18 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
-// readiness pings the store for /readyz at most once per readinessReuse: the endpoint needs
+// storeReady reports whether the store can serve a login now: sessions.Readier's Ready when
+// the store has it (Redis: the connections version read, and every Cluster master that owns
+// slots answers), else Ping. A failure is counted in dpop_broker_store_errors_total (op
+// ready or ping).
+func (s *Server) storeReady(ctx context.Context) error {
+	if s.readier != nil {
+		return s.metrics.storeError("ready", s.readier.Ready(ctx))
+	}
+	return s.store.Ping(ctx)
+}
+
+// readiness asks the store for /readyz at most once per readinessReuse: the endpoint needs
 // no token, so a flood of probes must not become a flood of store round trips.
 type readiness struct {
 	mu   sync.Mutex
@@ -468,5 +481,10 @@ func (rd *readiness) check(ctx context.Context, now time.Time, ping func(context
 	return err
 }
 
-// storeDown reports whether err means the store could not be reached.
-func storeDown(err error) bool { return errors.Is(err, sessions.ErrUnavailable) }
+// storeDown reports whether err means the store could not serve the request: unreachable
+// (sessions.ErrUnavailable, which a full store's ErrFull wraps), or any other failure of an
+// operation on the server's store (*storeOpError). Callers answer 503.
+func storeDown(err error) bool {
+	var op *storeOpError
+	return errors.Is(err, sessions.ErrUnavailable) || errors.As(err, &op)
+}

@@ -56,14 +56,31 @@ func (m *metrics) instrumentStore(st sessions.Store) sessions.Store {
 }
 
 // storeError counts err under op unless it is a normal outcome (not found, exists, a lost
-// Swap, or the caller gave up).
+// Swap, or the caller gave up), and returns such a failure as a *storeOpError.
 func (m *metrics) storeError(op string, err error) error {
 	if err != nil && !errors.Is(err, sessions.ErrNotFound) && !errors.Is(err, sessions.ErrExists) &&
 		!errors.Is(err, sessions.ErrConflict) && !errors.Is(err, context.Canceled) {
 		m.storeErrors.WithLabelValues(op).Inc()
+		var already *storeOpError
+		if !errors.As(err, &already) {
+			err = &storeOpError{op: op, err: err}
+		}
 	}
 	return err
 }
+
+// storeOpError is a store operation that failed other than by its normal outcomes: the store
+// is unreachable or full (sessions.ErrUnavailable, ErrFull), or it refused the request for
+// another reason (a reply the backend does not classify, a record of the wrong type). Either
+// way no handler can do better than 503 store_unavailable (storeDown reports all of them), and
+// none answers 500 for the store. errors.Is and errors.As see the store's error through it.
+type storeOpError struct {
+	op  string
+	err error
+}
+
+func (e *storeOpError) Error() string { return e.err.Error() }
+func (e *storeOpError) Unwrap() error { return e.err }
 
 type meteredStore struct {
 	sessions.Store
