@@ -129,8 +129,8 @@ var troubleshooting = []Troubleshooting{
 	},
 	{
 		Codes:    []string{"store_unavailable"},
-		Happened: "Redis could not be reached; the request got 503 and nothing was half-written",
-		ToDo:     "check Redis; the broker recovers by itself",
+		Happened: "Redis could not serve the request (unreachable, a Cluster slot without a master during a failover, or any other store failure); the request got 503 and nothing was half-written",
+		ToDo:     "check Redis (`/readyz` says 503 meanwhile); the broker recovers by itself, within about a second of a Cluster or Sentinel promotion",
 	},
 	{
 		Codes:    []string{"store_full"},
@@ -289,7 +289,7 @@ var apiTroubleshooting = []Troubleshooting{
 	},
 	{
 		Codes:    []string{"store_unavailable", "internal_error"},
-		Happened: "the store could not be reached (503), or could not complete the operation (500); nothing was half-written",
+		Happened: "`store_unavailable`: the store could not serve the operation (503, whatever the store's failure); `internal_error`: the broker could not complete it for another reason, such as a stored document it cannot read (500); nothing was half-written",
 		ToDo:     "check Redis and the broker's log at that time, then retry",
 	},
 	{
