@@ -491,6 +491,7 @@ func TestLoginsRecoverSoonAfterClusterMasterFailover(t *testing.T) {
 func TestLoginsRecoverAfterSentinelFailover(t *testing.T) {
 	master := redistest.StartServer(t)
 	replica := redistest.StartReplica(t, master.Addr)
+	redistest.WaitInSync(t, replica.Addr) // else the promoted replica is empty
 	sentinel := redistest.StartSentinel(t, master.Addr, "mymaster", "")
 	f := newFailoverRig(t, []string{sentinel}, "mymaster")
 	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinel})

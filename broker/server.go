@@ -426,11 +426,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 
 // storeReady reports whether the store can serve a login now: sessions.Readier's Ready when
 // the store has it (Redis: the connections version read, and every Cluster master that owns
-// slots answers), else Ping. A failure is counted in dpop_broker_store_errors_total (op
-// ready or ping).
+// slots answers), else Ping. A failure is counted in dpop_broker_store_errors_total under
+// op ping either way (the readiness check's op, which alerts use).
 func (s *Server) storeReady(ctx context.Context) error {
 	if s.readier != nil {
-		return s.metrics.storeError("ready", s.readier.Ready(ctx))
+		return s.metrics.storeError("ping", s.readier.Ready(ctx))
 	}
 	return s.store.Ping(ctx)
 }

@@ -9,7 +9,8 @@
 //   - StartCluster (cluster.go) starts and joins a three-master Redis Cluster.
 //     StartClusterWithReplicas (failover.go) starts one of three masters and three replicas
 //     that fails over within seconds (FailoverNodeTimeout), with helpers to find the master
-//     of a key's slot (MasterOf), the masters and replicas, and to SIGKILL a node (Kill).
+//     of a key's slot (MasterOf), the masters and replicas, and to SIGKILL a node (Kill);
+//     WaitInSync waits until a replica holds its master's data.
 //   - StartTLS (tls.go) starts a node that accepts only TLS with client certificates;
 //     TLSFiles holds the generated CA and client files, and ClientConfig the client's
 //     tls.Config.

@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -133,16 +134,30 @@ func masterOf(ctx context.Context, addr, key string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ranges, err := rc.ClusterSlots(ctx).Result()
+	shards, err := rc.ClusterShards(ctx).Result()
 	if err != nil {
 		return "", err
 	}
-	for _, r := range ranges {
-		if int64(r.Start) <= slot && slot <= int64(r.End) && len(r.Nodes) > 0 {
-			return r.Nodes[0].Addr, nil
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if r.Start <= slot && slot <= r.End {
+				if m := shardMaster(sh); m != "" {
+					return m, nil
+				}
+			}
 		}
 	}
 	return "", fmt.Errorf("slot %d of %q has no master in %s's map", slot, key, addr)
+}
+
+// shardMaster returns the address of the shard's master ("" when it has none).
+func shardMaster(sh redis.ClusterShard) string {
+	for _, n := range sh.Nodes {
+		if n.Role == "master" {
+			return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+		}
+	}
+	return ""
 }
 
 // Masters returns the addresses of the masters that serve slots, as the live node at addr
@@ -153,17 +168,15 @@ func (c *Cluster) Masters(ctx context.Context) ([]string, error) {
 			continue
 		}
 		rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
-		ranges, err := rc.ClusterSlots(ctx).Result()
+		shards, err := rc.ClusterShards(ctx).Result()
 		_ = rc.Close()
 		if err != nil {
 			continue
 		}
-		seen := map[string]bool{}
 		var out []string
-		for _, r := range ranges {
-			if len(r.Nodes) > 0 && !seen[r.Nodes[0].Addr] {
-				seen[r.Nodes[0].Addr] = true
-				out = append(out, r.Nodes[0].Addr)
+		for _, sh := range shards {
+			if m := shardMaster(sh); m != "" && len(sh.Slots) > 0 {
+				out = append(out, m)
 			}
 		}
 		return out, nil
@@ -194,4 +207,25 @@ func (c *Cluster) alive(addr string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cmd != nil
+}
+
+// WaitInSync waits (bounded by readyTimeout) until the replica at addr has loaded its master's
+// data and follows it (master_link_status:up): a replica promoted before that is empty. Redis
+// 7 waits repl-diskless-sync-delay (5 s) before the first transfer.
+func WaitInSync(t testing.TB, addr string) {
+	t.Helper()
+	host, port := splitMaster(t, addr)
+	deadline := time.Now().Add(readyTimeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, "redis-cli", "-h", host, "-p", port, "info", "replication").Output()
+		cancel()
+		last = string(out)
+		if err == nil && strings.Contains(last, "master_link_status:up") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("redistest: replica %s not in sync with its master within %v:\n%s", addr, readyTimeout, last)
 }
