@@ -421,8 +421,8 @@ func TestReauthenticationRetriesAfterConcurrentChange(t *testing.T) {
 
 // TestLoginStoreFailuresAreAnsweredByKind: a login whose store write failed gets 503 with the
 // code of what happened (full, unreachable, or a record that kept changing under concurrent
-// writers, as one user's session index signed in from very many browsers at once), and 500
-// for anything else.
+// writers, as one user's session index signed in from very many browsers at once), and
+// store_unavailable for anything else: never a 500 for the store.
 func TestLoginStoreFailuresAreAnsweredByKind(t *testing.T) {
 	h := newHarness(t, harnessOpts{up: dpopUp})
 	for _, tc := range []struct {
@@ -434,7 +434,7 @@ func TestLoginStoreFailuresAreAnsweredByKind(t *testing.T) {
 		{name: "store full", err: sessions.ErrFull, wantStatus: http.StatusServiceUnavailable, wantCode: codeStoreFull},
 		{name: "store unreachable", err: fmt.Errorf("dial: %w", sessions.ErrUnavailable), wantStatus: http.StatusServiceUnavailable, wantCode: codeStoreUnavailable},
 		{name: "index kept changing", err: fmt.Errorf("index add: 16 attempts: %w", sessions.ErrConflict), wantStatus: http.StatusServiceUnavailable, wantCode: codeStoreBusy},
-		{name: "anything else", err: errors.New("boom"), wantStatus: http.StatusInternalServerError, wantCode: "server_error"},
+		{name: "anything else", err: errors.New("boom"), wantStatus: http.StatusServiceUnavailable, wantCode: codeStoreUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if f := h.broker.storeFailure(tc.err); f.Status != tc.wantStatus || f.Code != tc.wantCode {
