@@ -302,7 +302,7 @@ func TestConsoleCallbackRefusesForeignOrReplayedSignIns(t *testing.T) {
 	}
 }
 
-func TestAdminListenCarriesTheConsoleMetricsAndManagementAPIOnly(t *testing.T) {
+func TestAdminListenCarriesTheConsoleMetricsAndManagementAPIOnlyAndBothServeHealth(t *testing.T) {
 	h := consoleHarness(t, func(c *config.Config) {
 		c.AdminListen = "127.0.0.1:0"
 		c.Console.URL = "http://127.0.0.1:9/console"
@@ -322,6 +322,7 @@ func TestAdminListenCarriesTheConsoleMetricsAndManagementAPIOnly(t *testing.T) {
 		{name: "discovery", path: "/.well-known/openid-configuration", public: true},
 		{name: "authorize", path: "/authorize", public: true},
 		{name: "health", path: "/healthz", public: true, adminSide: true},
+		{name: "readiness", path: "/readyz", public: true, adminSide: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

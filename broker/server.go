@@ -289,8 +289,9 @@ func (s *Server) Events() *logs.Writer { return s.events }
 // Handler returns the broker's HTTP handler (for listen).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// AdminHandler returns the handler for admin_listen (/console, /metrics, /api/v2, /healthz,
-// /readyz), or nil when admin_listen is not set and Handler serves everything.
+// AdminHandler returns the handler for admin_listen (/console, /metrics, /api/v2, and
+// /healthz and /readyz, which Handler serves too), or nil when admin_listen is not set and
+// Handler serves everything.
 func (s *Server) AdminHandler() http.Handler { return s.adminHandler }
 
 func (s *Server) routes() {
@@ -338,12 +339,15 @@ func (s *Server) routes() {
 		s.handler = s.metrics.instrument(m)
 		return
 	}
-	// admin_listen: the admin paths are served there only, everything else on listen only.
+	// admin_listen: the admin paths are served there only, everything else on listen only,
+	// but for the health checks, served on both.
 	s.handler = s.metrics.instrument(onlyPaths(m, prefix, false))
 	s.adminHandler = s.metrics.instrument(onlyPaths(m, prefix, true))
 }
 
-// adminPaths are the paths admin_listen carries (with /healthz and /readyz, which both do).
+// adminPaths are the paths only admin_listen carries when it is set. /healthz and /readyz
+// are not among them: both listeners serve those (onlyPaths), so a load balancer probing
+// listen keeps working.
 var adminPaths = []string{"/console", "/metrics", "/api/v2"}
 
 // isAdminPath reports whether p (below the public URL's path prefix) is /console, /metrics or

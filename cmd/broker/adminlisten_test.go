@@ -14,7 +14,8 @@ import (
 
 // TestServeWithAdminListenSplitsThePaths: with admin_listen, `broker serve` opens a second
 // listener (port 0: it reports the address it bound) carrying /console, /metrics and /api/v2,
-// which listen then answers 404 for; the login endpoints stay on listen only.
+// which listen then answers 404 for; the login endpoints stay on listen only, and both
+// listeners answer /healthz and /readyz (a load balancer probes listen).
 func TestServeWithAdminListenSplitsThePaths(t *testing.T) {
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "signing.pem")
@@ -67,6 +68,9 @@ connections:
 		{name: "metrics on admin_listen", base: admin, path: "/metrics", want: http.StatusOK},
 		{name: "management API on admin_listen", base: admin, path: "/api/v2/connections", want: http.StatusUnauthorized},
 		{name: "health on admin_listen", base: admin, path: "/healthz", want: http.StatusOK},
+		{name: "readiness on admin_listen", base: admin, path: "/readyz", want: http.StatusOK},
+		{name: "health on listen", base: public, path: "/healthz", want: http.StatusOK},
+		{name: "readiness on listen", base: public, path: "/readyz", want: http.StatusOK},
 		{name: "no login endpoints on admin_listen", base: admin, path: "/.well-known/openid-configuration", want: http.StatusNotFound},
 		{name: "no console on listen", base: public, path: "/console/signin", want: http.StatusNotFound},
 		{name: "no metrics on listen", base: public, path: "/metrics", want: http.StatusNotFound},
