@@ -296,6 +296,38 @@ func (e *apiError) Error() string {
 	return msg
 }
 
+// goNotFoundBody is the body of net/http's 404, which the broker's public listener answers
+// for /api/v2 when admin_listen is set.
+const goNotFoundBody = "404 page not found\n"
+
+// servesBrokerDiscovery reports whether the base URL serves the broker's discovery document
+// (an issuer, and the broker's token endpoint path below the base URL): there, a plain 404 for
+// /api/v2 means the management API is on admin_listen.
+func (c *logsClient) servesBrokerDiscovery(ctx context.Context) bool {
+	u := *c.base
+	u.Path += "/.well-known/openid-configuration"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "dpop-broker-cli")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Issuer        string `json:"issuer"`
+		TokenEndpoint string `json:"token_endpoint"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&doc) != nil {
+		return false
+	}
+	tok, err := url.Parse(doc.TokenEndpoint)
+	return err == nil && doc.Issuer != "" && tok.Path == c.base.Path+"/oauth/token"
+}
+
 // search calls GET /api/v2/logs with params and decodes the array (or the include_totals
 // object) of events.
 func (c *logsClient) search(ctx context.Context, params url.Values) ([]apiEvent, error) {
@@ -327,7 +359,13 @@ func (c *logsClient) search(ctx context.Context, params url.Values) ([]apiEvent,
 	if resp.StatusCode != http.StatusOK {
 		ae := &apiError{}
 		if json.Unmarshal(body, ae) != nil || (ae.Message == "" && ae.ErrorCode == "" && ae.Err == "") {
-			// Not the management API's error shape: another server answered.
+			// Not the management API's error shape: another server answered, or the broker's
+			// public listener while admin_listen carries the management API.
+			if resp.StatusCode == http.StatusNotFound && string(body) == goNotFoundBody && c.servesBrokerDiscovery(ctx) {
+				return nil, fmt.Errorf("GET %s: %s from the broker's public listener, which does not serve the management API "+
+					"(if this broker sets admin_listen, the management API is served there; point --url/BROKER_URL at it)",
+					u.Redacted(), resp.Status)
+			}
 			return nil, fmt.Errorf("GET %s: %s from a server that is not dpop-broker's management API (is BROKER_URL or --url the broker's base URL?)",
 				u.Redacted(), resp.Status)
 		}

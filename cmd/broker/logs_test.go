@@ -129,6 +129,62 @@ func failEvent(conn, code string) logs.Event {
 		Details: map[string]any{"error": code, "error_description": "nonce retries exhausted", "dpop_signing_alg": "ES256"}}
 }
 
+// TestLogsCommandAtThePublicListenerNamesAdminListen: with admin_listen, the broker's public
+// listener answers net/http's 404 for /api/v2; the CLI says the management API is on
+// admin_listen (it recognises the broker by its discovery document), and works there.
+func TestLogsCommandAtThePublicListenerNamesAdminListen(t *testing.T) {
+	pub := httptest.NewUnstartedServer(nil)
+	cfg := config.Default()
+	cfg.Issuer = "http://" + pub.Listener.Addr().String() + "/"
+	cfg.AdminListen = "127.0.0.1:0"
+	cfg.GenerateMissingKeys = true
+	cfg.Management.Tokens = []config.ManagementToken{{Name: "cli", Token: logsToken, Scopes: []string{"read:logs"}}}
+	cfg.Clients = []config.Client{{ClientID: "app", ClientSecret: "app-secret", RedirectURIs: []string{"http://127.0.0.1:9/cb"}, Connections: []string{"corp"}}}
+	cfg.Connections = []config.Connection{{Name: "corp", Strategy: "oidc", Options: config.ConnectionOptions{
+		Issuer: "https://idp.example.com", ClientID: "broker", ClientSecret: "s", Scope: "openid", Type: "back_channel"}}}
+	b, err := broker.New(cfg, broker.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("broker: %v", err)
+	}
+	pub.Config.Handler = b.Handler()
+	pub.Start()
+	t.Cleanup(pub.Close)
+	admin := httptest.NewServer(b.AdminHandler())
+	t.Cleanup(admin.Close)
+	writeEvent(t, b.Events(), failEvent("corp", "use_dpop_nonce"))
+
+	tests := []struct {
+		name, url  string
+		code       int
+		wantErr    string
+		wantNotErr string
+		wantStdout string
+	}{
+		{name: "public listener: points at admin_listen", url: pub.URL, code: 1,
+			wantErr: "404 Not Found from the broker's public listener, which does not serve the management API " +
+				"(if this broker sets admin_listen, the management API is served there; point --url/BROKER_URL at it)",
+			wantNotErr: "not dpop-broker's management API"},
+		{name: "admin listener: the events", url: admin.URL, code: 0, wantStdout: "use_dpop_nonce"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := runCmd(t, "logs", "--url", tc.url, "--token", logsToken)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out, errOut)
+			}
+			if !strings.Contains(errOut, tc.wantErr) {
+				t.Errorf("stderr = %q, want %q", errOut, tc.wantErr)
+			}
+			if tc.wantNotErr != "" && strings.Contains(errOut, tc.wantNotErr) {
+				t.Errorf("stderr = %q, has %q", errOut, tc.wantNotErr)
+			}
+			if !strings.Contains(out, tc.wantStdout) {
+				t.Errorf("stdout lacks %q:\n%s", tc.wantStdout, out)
+			}
+		})
+	}
+}
+
 func TestLogsCommand(t *testing.T) {
 	brokerURL, b, _ := startBrokerAPI(t, demoidp.Options{ClientID: "broker", ClientSecret: "s"})
 	w := b.Events()
