@@ -40,6 +40,9 @@ var logsChipKinds = []struct {
 	{"connection", "connection", "connection"},
 	{"client", "client", "client_id"},
 	{"error", "error code", "details.error"},
+	// a management API or console refusal's code (fapi: details.error is an object); its
+	// rows' error cells link here
+	{"api_error", "API error code", "details.error.errorCode"},
 	{"user", "user", "user_id"},
 }
 
@@ -230,8 +233,14 @@ type logRow struct {
 	ClientID    string `json:"client_id,omitempty"`
 	Client      string `json:"client,omitempty"` // client_name, else client_id
 	UserID      string `json:"user_id,omitempty"`
-	User        string `json:"user,omitempty"` // user_name, else user_id
-	Error       string `json:"error,omitempty"`
+	// User is the User column's text: the user id (user_name when there is none), or who
+	// made a management API call; UserName is user_name beside a user id, as secondary text.
+	User     string `json:"user,omitempty"`
+	UserName string `json:"user_name,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// Message is a management API or console refusal's own message (details.error.message,
+	// clipped), shown beside its code.
+	Message string `json:"message,omitempty"`
 	// DPoP is the upstream token's binding for a login through a DPoP connection: "DPoP",
 	// "Bearer" (a downgrade) or "" (no DPoP, or not known).
 	DPoP string `json:"dpop,omitempty"`
@@ -275,6 +284,9 @@ func (r logRow) Cell(param string) logCell {
 	return c
 }
 
+// maxRowMessage bounds a refusal's message in a Logs row (the event view shows it whole).
+const maxRowMessage = 160
+
 // failedTypes are the event types shown as failures.
 var failedTypes = map[string]bool{
 	logs.TypeFailedLogin: true, logs.TypeFailedSilentAuth: true, logs.TypeFailedExchange: true,
@@ -289,15 +301,22 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 	r := logRow{
 		LogID: ev.LogID, Date: ev.Date, Type: ev.Type, Description: ev.Description, Failed: failedTypes[ev.Type],
 		Connection: ev.Connection, ClientID: ev.ClientID, Client: cmp.Or(ev.ClientName, ev.ClientID),
-		UserID: ev.UserID, User: cmp.Or(ev.UserName, ev.UserID),
+		UserID: ev.UserID, User: cmp.Or(ev.UserID, ev.UserName),
 		Href: base + "/logs/" + url.PathEscape(ev.LogID),
+	}
+	if ev.UserID != "" && ev.UserName != ev.UserID {
+		r.UserName = ev.UserName
 	}
 	r.Error, _ = ev.Details["error"].(string)
 	if ev.Type == logs.TypeFailedAPI {
 		r.Error = logs.TroubleshootingCode(ev) // details.error.errorCode
+		if e, _ := ev.Details["error"].(map[string]any); e != nil {
+			m, _ := e["message"].(string)
+			r.Message = clip(strings.TrimSpace(m), maxRowMessage)
+		}
 	}
 	if op := apiEventOperator(ev); op != "" {
-		r.User, r.UserID = op, "" // the operator: no user_id chip to filter by
+		r.User, r.UserID, r.UserName = op, "", "" // the operator: no user_id chip to filter by
 	}
 	if t, _, _, ok := logs.TroubleshootingFor(ev); ok {
 		r.Hint = markdownText(t.Happened)
@@ -310,8 +329,9 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 				r.Filters[param] = base + "/logs?" + f.with(param, val)
 			}
 		}
-		if apiEventTypes[ev.Type] {
-			delete(r.Filters, "error") // details.error is an object: the chip would find nothing
+		if u := r.Filters["error"]; u != "" && apiEventTypes[ev.Type] {
+			// details.error is an object: the error cell adds the chip of its errorCode
+			r.Filters["error"] = base + "/logs?" + f.with("api_error", r.Error)
 		}
 	}
 	if _, dpop := ev.Details["dpop_signing_alg"]; dpop {

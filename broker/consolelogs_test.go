@@ -439,6 +439,7 @@ func FuzzConsoleLogsFilter(f *testing.F) {
 	f.Add("q=type:f&connection=corp&range=1h")
 	f.Add("user=" + url.QueryEscape(`a" OR type:"s`) + "&error=%5C")
 	f.Add("before=00000000000000000000000000000000000000000000000000000001&client=%22")
+	f.Add("api_error=console_refused&type=fapi&error=x")
 	f.Fuzz(func(t *testing.T, raw string) {
 		v, err := url.ParseQuery(raw)
 		if err != nil {
@@ -456,9 +457,14 @@ func FuzzConsoleLogsFilter(f *testing.F) {
 		if err != nil && len(lf.lucene()) <= logs.MaxQueryLen {
 			t.Fatalf("chips %v make a q the parser refuses: %q: %v", lf.Chips, lf.lucene(), err)
 		}
-		if err == nil {
+		_, both := lf.Chips["api_error"]
+		both = both && lf.Chips["error"] != "" // details.error is a string or an object, not both
+		if err == nil && !both {
 			ev := &logs.Event{Type: lf.Chips["type"], Connection: lf.Chips["connection"], ClientID: lf.Chips["client"],
 				UserID: lf.Chips["user"], Details: map[string]any{"error": lf.Chips["error"]}}
+			if code, ok := lf.Chips["api_error"]; ok {
+				ev.Details["error"] = map[string]any{"errorCode": code}
+			}
 			if !filter.Match(ev) {
 				t.Fatalf("chips %v do not match the event that has exactly their values", lf.Chips)
 			}

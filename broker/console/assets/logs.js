@@ -28,6 +28,13 @@
     return el;
   }
 
+  function span(cls, text) {
+    var s = document.createElement("span");
+    s.className = cls;
+    s.textContent = text;
+    return s;
+  }
+
   function td(label) {
     var c = document.createElement("td");
     c.dataset.label = label;
@@ -50,6 +57,7 @@
     if (e.connection) { conn.appendChild(cellLink(e, "connection", e.connection)); }
     if (e.client) { client.appendChild(cellLink(e, "client", e.client)); }
     if (e.user) { user.appendChild(cellLink(e, "user", e.user)); }
+    if (e.user_name) { user.appendChild(span("logs-sub", e.user_name)); }
     if (e.error) { err.appendChild(cellLink(e, "error", e.error, "badge bad")); }
     if (e.dpop) {
       var b = document.createElement("span");
@@ -58,12 +66,8 @@
       err.appendChild(document.createTextNode(" "));
       err.appendChild(b);
     }
-    if (e.hint) {
-      var h = document.createElement("span");
-      h.className = "logs-hint";
-      h.textContent = e.hint;
-      err.appendChild(h);
-    }
+    if (e.message) { err.appendChild(span("logs-message", e.message)); }
+    if (e.hint) { err.appendChild(span("logs-hint", e.hint)); }
     [date, type, conn, client, user, err].forEach(function (c) { tr.appendChild(c); });
     return tr;
   }
