@@ -129,6 +129,16 @@ func (c *consoleRequest) render(status int, page, title string, data any) {
 
 // renderView is render with the view's Title, Problem and Data set by the caller.
 func (c *consoleRequest) renderView(status int, page string, v *consoleView) {
+	c.fillView(v)
+	if v.Problem == "" {
+		v.Notice = consoleNotices[c.r.URL.Query().Get("done")]
+	}
+	c.s.renderConsole(c.w, status, page, v)
+}
+
+// fillView sets what the layout shows of the operator's session in v: who, the sign-out
+// form's CSRF token, and the navigation for the operator's scopes.
+func (c *consoleRequest) fillView(v *consoleView) {
 	v.Operator, v.Via, v.CSRF = c.sess.Operator, c.sess.Via, c.sess.CSRF
 	cur := strings.TrimPrefix(c.r.URL.Path, c.s.consolePath())
 	for _, n := range consoleNav {
@@ -138,10 +148,6 @@ func (c *consoleRequest) renderView(status int, page string, v *consoleView) {
 		current := cur == n.Path || (n.Path != "/" && strings.HasPrefix(cur, n.Path+"/"))
 		v.Nav = append(v.Nav, consoleNavLink{URL: c.s.consolePath() + n.Path, Label: n.Label, Current: current})
 	}
-	if v.Problem == "" {
-		v.Notice = consoleNotices[c.r.URL.Query().Get("done")]
-	}
-	c.s.renderConsole(c.w, status, page, v)
 }
 
 // snapshot returns the stored connections and clients for a list page, or answers page
@@ -159,9 +165,10 @@ func (c *consoleRequest) snapshot(page, title string) (*connSnapshot, bool) {
 // consoleNotices are the confirmations a write's redirect names (?done=KEY): fixed texts, so
 // a crafted link cannot put words on the page.
 var consoleNotices = map[string]string{
-	"dpop":       "Saved. The next login through this connection, on every replica, uses the new DPoP setting.",
-	"ended":      "Every session of this user has ended; apps with back-channel logout were told.",
-	"signed_out": "You are signed out of the console.",
+	"dpop":              "Saved. The next login through this connection, on every replica, uses the new DPoP setting.",
+	"ended":             "Every session of this user has ended; apps with back-channel logout were told.",
+	"signed_out":        "You are signed out of the console.",
+	"broker_signed_out": "You are signed out of the broker. Sign in as the administrator you mean to be.",
 }
 
 // consoleHandler is a console page or write; it answers through c.
@@ -184,17 +191,18 @@ func (s *Server) consolePage(scope string, h consoleHandler) http.HandlerFunc {
 			http.Redirect(w, r, s.consolePath()+"/signin", http.StatusSeeOther)
 			return
 		}
+		c := &consoleRequest{w: w, r: r, sess: sess, s: s}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if problem := s.consoleCSRFProblem(w, r, sess); problem != "" {
-				s.consoleRefused(w, r, http.StatusForbidden, problem, sess.Operator)
+				s.consoleRefusedIn(c, http.StatusForbidden, problem)
 				return
 			}
 		}
 		if scope != "" && !sess.allows(scope) {
-			s.consoleRefused(w, r, http.StatusForbidden, "the operator lacks the "+scope+" permission", sess.Operator)
+			s.consoleRefusedIn(c, http.StatusForbidden, "the operator lacks the "+scope+" permission")
 			return
 		}
-		h(&consoleRequest{w: w, r: r, sess: sess, s: s})
+		h(c)
 	}
 }
 

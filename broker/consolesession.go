@@ -179,8 +179,40 @@ func (s *Server) newConsoleEvent(r *http.Request, ok bool, status int, operator,
 
 // consoleRefused answers a refused console request with a page and records a fapi event.
 func (s *Server) consoleRefused(w http.ResponseWriter, r *http.Request, status int, problem, operator string) {
+	s.consoleRefusedView(w, r, status, problem, operator, &consoleView{})
+}
+
+// consoleRefusedIn is consoleRefused for a signed-in operator's request c: the page keeps the
+// console's navigation and sign-out form.
+func (s *Server) consoleRefusedIn(c *consoleRequest, status int, problem string) {
+	v := &consoleView{}
+	c.fillView(v)
+	s.consoleRefusedView(c.w, c.r, status, problem, c.sess.Operator, v)
+}
+
+// consoleRefusedView is consoleRefused rendered in v (the layout's session parts, the
+// refused page's data).
+func (s *Server) consoleRefusedView(w http.ResponseWriter, r *http.Request, status int, problem, operator string, v *consoleView) {
 	s.consoleEvent(r, false, status, operator, "", "refused", problem)
-	s.renderConsole(w, status, "refused", &consoleView{Title: "Not allowed", Problem: sentence(problem), Operator: operator})
+	v.Title, v.Problem, v.Operator = "Not allowed", sentence(problem), operator
+	s.renderConsole(w, status, "refused", v)
+}
+
+// consoleRefusedData is the refused page's data.
+type consoleRefusedData struct {
+	// BrokerLogout signs a refused user out of the broker (GET /v2/logout as the console's
+	// client) and returns to the sign-in page: without it, signing in again would reuse the
+	// broker session of the same user.
+	BrokerLogout string
+}
+
+// consoleBrokerLogoutURL is the broker's logout endpoint for the console's client, returning
+// to the console's sign-in page (its redirect URI's origin: allowedReturnTo).
+func (s *Server) consoleBrokerLogoutURL() string {
+	return s.base + "/v2/logout?" + url.Values{
+		"client_id": {config.ConsoleClientID},
+		"returnTo":  {s.cfg.ConsoleURL() + "/signin?done=broker_signed_out"},
+	}.Encode()
 }
 
 // sentence is msg with a capital first letter and a closing full stop, for a page.
@@ -327,7 +359,8 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.consoleBrokerAdmin(sess) {
-		s.consoleRefused(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user)
+		s.consoleRefusedView(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user,
+			&consoleView{Data: consoleRefusedData{BrokerLogout: s.consoleBrokerLogoutURL()}})
 		return
 	}
 	if err := s.startConsoleSession(w, r, user, "broker", consoleAdminScopes, consoleSession{SID: sid}); err != nil {
