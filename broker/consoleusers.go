@@ -4,9 +4,11 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
 )
 
 // The console's Apps and Sessions pages: the registered clients (read-only, never a secret),
@@ -50,6 +52,10 @@ type consoleSessionsView struct {
 	Sessions []apiSession
 	More     int // live sessions beyond those shown
 	CanEnd   bool
+	// Email: the user id asked for looks like an email (sessions are found by user id only);
+	// LogsURL searches the Logs page for it as a user_name ("" without read:logs).
+	Email   bool
+	LogsURL string
 }
 
 // consoleSessionsShown bounds the sessions one page lists.
@@ -75,6 +81,12 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 	}
 	slices.SortFunc(found, compareSessions)
 	v.Asked = true
+	if len(found) == 0 && strings.Contains(v.UserID, "@") {
+		v.Email = true
+		if c.sess.allows(config.ScopeReadLogs) {
+			v.LogsURL = s.consolePath() + "/logs?" + url.Values{"q": {logs.QuoteTerm("user_name", v.UserID)}}.Encode()
+		}
+	}
 	for i, f := range found {
 		if i == consoleSessionsShown {
 			v.More = len(found) - i

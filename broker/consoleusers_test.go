@@ -109,3 +109,45 @@ func TestConsoleSignOutLandsOnTheSignInPageSayingSo(t *testing.T) {
 		t.Error("the sign-in page says signed out without a sign-out")
 	}
 }
+
+func TestConsoleSessionsLookupSaysItTakesAUserIDAndNotAnEmail(t *testing.T) {
+	tests := []struct {
+		name    string
+		scopes  []string
+		userID  string
+		want    []string
+		wantNot []string
+	}{
+		{name: "the form says what to type", scopes: []string{config.ScopeReadSessions}, userID: "",
+			want: []string{"Look up by user id", "strategy|connection|subject"}, wantNot: []string{`id="email-hint"`}},
+		{name: "an unknown user id: no email hint", scopes: []string{config.ScopeReadSessions}, userID: "oidc|corp|nobody",
+			want: []string{"No live session."}, wantNot: []string{`id="email-hint"`}},
+		{name: "an email: said not to be looked up, with a search of the Logs", scopes: []string{config.ScopeReadSessions, config.ScopeReadLogs},
+			userID: "alice@example.com",
+			want:   []string{"No live session.", "Emails are not looked up", `href="/console/logs?q=user_name%3A%22alice%40example.com%22"`}},
+		{name: "an email without read:logs: no link to the Logs", scopes: []string{config.ScopeReadSessions}, userID: "alice@example.com",
+			want: []string{"Emails are not looked up"}, wantNot: []string{`href="/console/logs?`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, func(c *config.Config) { c.Management.Tokens[0].Scopes = tt.scopes })
+			h.login() // alice has a session, under her user id
+			browser := h.browser()
+			consoleTokenSignIn(t, browser, h.srv.URL)
+			resp, body := get(t, browser, h.srv.URL+"/console/sessions?user_id="+url.QueryEscape(tt.userID))
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("sessions page: %d\n%s", resp.StatusCode, body)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("the page lacks %s:\n%s", w, body)
+				}
+			}
+			for _, w := range tt.wantNot {
+				if strings.Contains(body, w) {
+					t.Errorf("the page has %s", w)
+				}
+			}
+		})
+	}
+}
