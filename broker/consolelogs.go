@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -361,6 +362,17 @@ type logsPageData struct {
 	// (an event written meanwhile may show in both; the tail skips the ids on the page).
 	TailFrom string
 	Problem  string // why the filter was refused
+	// BareOnly: q has words but no field:value term, and nothing matched (the page says how
+	// the API treats a bare word, logs.ParseQuery).
+	BareOnly bool
+}
+
+// fieldTerm finds a field:value term in q (a field name at the start of a word).
+var fieldTerm = regexp.MustCompile(`(^|\s)[A-Za-z0-9_.-]+:`)
+
+// bareOnly reports whether q has words but none of them names a field.
+func bareOnly(q string) bool {
+	return strings.TrimSpace(q) != "" && !fieldTerm.MatchString(q)
 }
 
 // logsHidden is one hidden form field.
@@ -681,6 +693,7 @@ func (s *Server) consoleLogsPage(ctx context.Context, base string, v url.Values)
 	}
 	d := newLogsPageData(base, f, evs)
 	d.TailFrom = from
+	d.BareOnly = len(evs) == 0 && bareOnly(f.Q)
 	return http.StatusOK, d
 }
 

@@ -132,3 +132,49 @@ func TestConsoleLogsPageLinksARefusalsCodeAndShowsItsMessageEscaped(t *testing.T
 		t.Errorf("the api_error chip: %d, want the console_refused event only, with its chip:\n%s", resp.StatusCode, html.UnescapeString(body))
 	}
 }
+
+func TestLogsPageExplainsABareWordThatMatchedNothing(t *testing.T) {
+	alice := logs.Event{Type: logs.TypeSuccessLogin, UserID: "oidc|corp|alice", UserName: "alice@example.com"}
+	tests := []struct {
+		name     string
+		q        string
+		bare     bool // the page explains bare words when nothing matched
+		matchesA bool // the API's parser finds alice's event
+	}{
+		{name: "a bare word is a whole value: no match", q: "alice", bare: true},
+		{name: "two bare words", q: "alice AND bob", bare: true},
+		{name: "the hint's prefix example finds it", q: "user_name:alice*", matchesA: true},
+		{name: "the hint's suffix example finds it", q: "user_id:*alice", matchesA: true},
+		{name: "a field term is no bare search", q: "type:f"},
+		{name: "a quoted word with a colon is bare", q: `"a:b"`, bare: true},
+		{name: "no search", q: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := bareOnly(tt.q); got != tt.bare {
+				t.Errorf("bareOnly(%q) = %v, want %v", tt.q, got, tt.bare)
+			}
+			if tt.q == "" {
+				return
+			}
+			f, err := logs.ParseQuery(tt.q)
+			if err != nil {
+				t.Fatalf("ParseQuery(%q): %v", tt.q, err)
+			}
+			if got := f.Match(&alice); got != tt.matchesA {
+				t.Errorf("%q matches alice's event: %v, want %v", tt.q, got, tt.matchesA)
+			}
+		})
+	}
+
+	h := consoleLogsHarness(t)
+	browser := h.browser()
+	h.consoleSignIn(browser)
+	_, body := get(t, browser, h.srv.URL+"/console/logs?q=nosuchword")
+	if !strings.Contains(body, `id="logs-bare-hint"`) || !strings.Contains(body, "<code>user_name:alice*</code>") {
+		t.Errorf("a bare word that matched nothing: no hint:\n%s", body)
+	}
+	if _, body := get(t, browser, h.srv.URL+"/console/logs?q=type:nosuch"); strings.Contains(body, `id="logs-bare-hint"`) {
+		t.Errorf("a field term that matched nothing shows the bare-word hint")
+	}
+}
