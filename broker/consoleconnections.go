@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -106,13 +107,25 @@ type consoleConnsView struct {
 
 // consoleCheck is the live discovery check of one connection.
 type consoleCheck struct {
-	Fetched  bool
-	Problem  string // the document could not be used (the API's reason)
-	Detail   string // why, for operators who may read the logs (the fapi event's detail)
-	Doc      *discovery.Document
-	Current  string // "" when DPoP is off or works with the current alg; else the API's 400 reason
-	Choices  []consoleAlgChoice
-	Duration time.Duration
+	Fetched bool
+	Problem string // the document could not be used (the API's reason)
+	Detail  string // why, for operators who may read the logs (the fapi event's detail)
+	Doc     *discovery.Document
+	Current string // "" when DPoP is off or works with the current alg; else the API's 400 reason
+	Choices []consoleAlgChoice
+	// Checked says when the discovery document was fetched and how long that took, e.g.
+	// "3 s ago, took 41 ms" (one fetch serves the checks of consoleDiscoveryTTL).
+	Checked string
+}
+
+// checkedText says when a discovery fetch that started at was made, relative to now, and how
+// long it took.
+func checkedText(at, now time.Time, took time.Duration) string {
+	ago := "just now"
+	if s := int(now.Sub(at).Round(time.Second) / time.Second); s > 0 {
+		ago = strconv.Itoa(s) + " s ago"
+	}
+	return ago + ", took " + strconv.FormatInt(took.Milliseconds(), 10) + " ms"
 }
 
 // consoleAlgChoice is one DPoP alg the broker has a key for, and whether the upstream takes it.
@@ -176,7 +189,9 @@ func (s *Server) consoleDiscoveryCheck(c *consoleRequest, conn *connection) cons
 	uc := conn.up.Config()
 	f := s.cachedDiscovery(c.r.Context(), uc.Issuer, uc.DiscoveryURL)
 	doc, err := f.doc, f.err
-	ck.Duration = f.duration
+	if !f.at.IsZero() {
+		ck.Checked = checkedText(f.at, s.now(), f.duration)
+	}
 	if err != nil {
 		mc := &mgmtCall{r: c.r, conn: conn.cfg.Name}
 		ck.Problem = s.discoveryAPIError(mc, uc.Issuer, err).message

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -58,7 +59,7 @@ func TestConsoleConnectionLiveCheckGivesTheAPIsReasons(t *testing.T) {
 		conn string
 		want []string
 	}{
-		{name: "DPoP on and offered", conn: "corp", want: []string{"DPoP works", "<code>ES256</code>"}},
+		{name: "DPoP on and offered", conn: "corp", want: []string{"DPoP works", "<code>ES256</code>", `<dt>Discovery checked</dt><dd id="check-time">just now, took `}},
 		{name: "DPoP off", conn: "other", want: []string{"DPoP off", "<code>ES256</code>"}},
 	}
 	h := dpopConsoleHarness(t)
@@ -203,6 +204,27 @@ func TestConsoleConnectionsListShowsEachConnectionsLiveCheck(t *testing.T) {
 				if !strings.Contains(body, w) {
 					t.Errorf("the connections list lacks %q:\n%s", w, body)
 				}
+			}
+		})
+	}
+}
+
+func TestDiscoveryCheckSaysWhenAndHowLong(t *testing.T) {
+	at := time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		now  time.Time
+		took time.Duration
+		want string
+	}{
+		{name: "fetched for this view", now: at.Add(300 * time.Millisecond), took: time.Millisecond, want: "just now, took 1 ms"},
+		{name: "a shared fetch seconds old", now: at.Add(3 * time.Second), took: 41 * time.Millisecond, want: "3 s ago, took 41 ms"},
+		{name: "under a millisecond", now: at, took: 0, want: "just now, took 0 ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := checkedText(at, tt.now, tt.took); got != tt.want {
+				t.Errorf("checkedText = %q, want %q", got, tt.want)
 			}
 		})
 	}

@@ -137,6 +137,7 @@ type consoleFetch struct {
 	doc      *discovery.Document
 	err      error
 	duration time.Duration
+	at       time.Time // when the fetch started (s.now())
 }
 
 // consoleLimitKey is the per-token management limit's key for an operator: a break-glass
@@ -251,9 +252,9 @@ func (s *Server) cachedDiscovery(ctx context.Context, issuer, discoveryURL strin
 	f, err := s.console.discovery.get(ctx, issuer+"\n"+discoveryURL, s.now(), cmp.Or(s.console.discoveryTTL, consoleDiscoveryTTL), func(ctx context.Context) (consoleFetch, error) {
 		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
-		start := time.Now()
+		at, start := s.now(), time.Now()
 		doc, err := (&discovery.Client{HTTP: s.discoveryHTTP, Now: s.now}).Get(ctx, issuer, discoveryURL)
-		return consoleFetch{doc: doc, err: err, duration: time.Since(start).Round(time.Millisecond)}, nil
+		return consoleFetch{doc: doc, err: err, duration: time.Since(start).Round(time.Millisecond), at: at}, nil
 	})
 	if err != nil { // the caller left before the shared fetch answered
 		return consoleFetch{err: err}
