@@ -96,6 +96,9 @@ func timeChart(id, title, desc string, o *loginOverview, series []timeSeries) sv
 	ymax := niceMax(float64(top))
 	pw, ph := chartW-plotL-plotR, chartH-plotT-plotB
 	for _, f := range []float64{0, 0.5, 1} {
+		if v := ymax * f; v != math.Trunc(v) {
+			continue // counts: whole-number ticks only (no 0.5 login)
+		}
 		y := plotT + ph*(1-f)
 		c.Lines = append(c.Lines, svgLine{X1: plotL, Y1: y, X2: chartW - plotR, Y2: y, Class: "grid"})
 		c.Texts = append(c.Texts, svgText{X: plotL - 6, Y: y + 4, Anchor: "end", Class: "axis", Text: formatCount(ymax * f)})
@@ -218,6 +221,7 @@ type overviewPage struct {
 	Points         []overviewPointRow
 	Errors         []codeCount
 	PointWidthText string
+	LastPointEnds  string // the last point is still running, until this time ("" = it ended)
 }
 
 type overviewConnRow struct {
@@ -250,12 +254,19 @@ func (s *Server) consoleOverview(c *consoleRequest) {
 			Problem: "The login counters could not be read from the store. Try again shortly; /readyz tells whether the store is reachable."})
 		return
 	}
-	c.render(http.StatusOK, "overview", "Overview", s.overviewPage(o))
+	c.render(http.StatusOK, "overview", "Overview", s.overviewPage(o, s.now()))
 }
 
-// overviewPage builds the page's charts and tables from o.
-func (s *Server) overviewPage(o *loginOverview) *overviewPage {
-	p := &overviewPage{Span: o.Span.Name, From: o.From.UTC().Format("2006-01-02 15:04"), To: o.To.UTC().Format("2006-01-02 15:04 UTC"),
+// overviewPage builds the page's charts and tables from o, read at now. The period ends at
+// now: its last point, the current bucket, runs until o.To, which the page says when it is
+// later than now.
+func (s *Server) overviewPage(o *loginOverview, now time.Time) *overviewPage {
+	to := o.To
+	var running string
+	if now.Before(to) {
+		to, running = now, o.To.UTC().Format("15:04")
+	}
+	p := &overviewPage{Span: o.Span.Name, From: o.From.UTC().Format("2006-01-02 15:04"), To: to.UTC().Format("2006-01-02 15:04 UTC"), LastPointEnds: running,
 		Success: o.Success, Failure: o.Failure, Retries: o.Retries, SuccessRate: percent(share(o.Success, o.Success+o.Failure)),
 		Errors: o.Errors, PointWidthText: shortDuration(o.Span.PointWidth())}
 	for _, sp := range overviewSpans {

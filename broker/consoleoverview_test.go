@@ -81,7 +81,7 @@ func TestConsoleOverviewPutsAJumpingConnectionOnTop(t *testing.T) {
 	}
 	s := &Server{}
 	var buf bytes.Buffer
-	v := &consoleView{Title: "Overview", Data: s.overviewPage(summarize(sp, from, from.Add(time.Hour), bs))}
+	v := &consoleView{Title: "Overview", Data: s.overviewPage(summarize(sp, from, from.Add(time.Hour), bs), from.Add(time.Hour))}
 	if err := consolePages["overview"].ExecuteTemplate(&buf, "layout.html", v); err != nil {
 		t.Fatal(err)
 	}
@@ -112,5 +112,51 @@ func TestOverviewTimeAxisLabelsCarryTheDateOverADay(t *testing.T) {
 		if got := pointLabel(sp, at); got != tt.want {
 			t.Errorf("the %s view labels %v as %q, want %q", tt.span, at, got, tt.want)
 		}
+	}
+}
+
+func TestOverviewCountAxesHaveWholeNumberTicks(t *testing.T) {
+	sp, _ := spanNamed("hour")
+	from := time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		logins int64
+		want   []string
+	}{
+		{name: "one login: 0 and 1, no 0.5", logins: 1, want: []string{"0", "1"}},
+		{name: "three logins: 0 and 5, no 2.5", logins: 3, want: []string{"0", "5"}},
+		{name: "eight logins: 0, 5 and 10", logins: 8, want: []string{"0", "5", "10"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := summarize(sp, from, from.Add(time.Hour), []sessions.TallyBucket{{Start: from, Counts: map[string]int64{"login:s": tt.logins}}})
+			c := (&Server{}).overviewPage(o, from.Add(time.Hour)).Logins
+			var ticks []string
+			for _, tx := range c.Texts {
+				if tx.Anchor == "end" && tx.X < plotL {
+					ticks = append(ticks, tx.Text)
+				}
+			}
+			if strings.Join(ticks, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("y ticks %q, want %q", ticks, tt.want)
+			}
+		})
+	}
+}
+
+func TestOverviewPeriodEndsNowAndSaysTheLastPointIsRunning(t *testing.T) {
+	sp, _ := spanNamed("week")
+	now := time.Date(2026, 12, 2, 17, 17, 0, 0, time.UTC)
+	from := time.Date(2026, 11, 25, 18, 0, 0, 0, time.UTC)
+	p := (&Server{}).overviewPage(summarize(sp, from, time.Date(2026, 12, 2, 18, 0, 0, 0, time.UTC), nil), now)
+	if p.To != "2026-12-02 17:17 UTC" || p.LastPointEnds != "18:00" {
+		t.Errorf("period to %q, last point until %q; want now (17:17) and 18:00", p.To, p.LastPointEnds)
+	}
+	var buf bytes.Buffer
+	if err := consolePages["overview"].ExecuteTemplate(&buf, "layout.html", &consoleView{Title: "Overview", Data: p}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "to now (2026-12-02 17:17 UTC), one point per hour; the last point is still running (until 18:00)."; !strings.Contains(buf.String(), want) {
+		t.Errorf("the page does not say %q:\n%s", want, buf.String())
 	}
 }
