@@ -48,8 +48,19 @@ import Provider from 'oidc-provider';
 
 const MODES = ['nonce', 'dpop', 'nodpop', 'rsaonly', 'bearer', 'okta'];
 
-const { values: args } = parseArgs({
-  options: {
+const USAGE = `Usage: node upstream.mjs --redirect-uri URL [--port 0] [--host 127.0.0.1]
+         [--mode ${MODES.join('|')}] [--client-id broker] [--client-secret S]
+         [--signing-key FILE] [--backchannel-logout-uri URL]
+         [--client-auth client_secret_basic|client_secret_post|private_key_jwt] [--jwks-uri URL]
+         [--require-par]
+A real oidc-provider as the broker's upstream IdP for the interop tests; prints
+"READY http://127.0.0.1:PORT" (its issuer) once listening. The comment at the top of
+upstream.mjs describes every option and mode.`;
+
+let parsed;
+try {
+  parsed = parseArgs({ options: {
+    help: { type: 'boolean', short: 'h', default: false },
     port: { type: 'string', default: '0' },
     host: { type: 'string', default: '127.0.0.1' },
     mode: { type: 'string', default: 'nonce' },
@@ -61,8 +72,16 @@ const { values: args } = parseArgs({
     'client-auth': { type: 'string', default: '' },
     'jwks-uri': { type: 'string', default: '' },
     'require-par': { type: 'boolean', default: false },
-  },
-});
+  } });
+} catch (err) {
+  console.error(`upstream: ${err.message}\n${USAGE}`);
+  process.exit(2);
+}
+const { values: args } = parsed;
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 
 const CLIENT_AUTH = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
 if (args['client-auth'] !== '' && !CLIENT_AUTH.includes(args['client-auth'])) {
