@@ -4,6 +4,24 @@
 // after 30 minutes (press the Live tail button to resume). Without JavaScript the page works as a
 // search with paging.
 "use strict";
+// The search form leaves its empty fields (range=&from=&until=) out of the page's URL.
+(function () {
+  var form = document.querySelector("form.logs-search");
+  if (!form || !window.URLSearchParams || !window.FormData) {
+    return;
+  }
+  form.addEventListener("submit", function (e) {
+    var params = new URLSearchParams();
+    new FormData(form).forEach(function (value, name) {
+      if (typeof value === "string" && value.trim() !== "") {
+        params.append(name, value);
+      }
+    });
+    e.preventDefault();
+    var q = params.toString();
+    window.location.assign(form.action + (q ? "?" + q : ""));
+  });
+})();
 (function () {
   var button = document.getElementById("logs-tail");
   var status = document.getElementById("logs-tail-status");
