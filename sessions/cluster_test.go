@@ -1,9 +1,14 @@
 package sessions_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,4 +91,111 @@ func TestRedisClusterSpreadsKeys(t *testing.T) {
 	if len(slots) < 2 {
 		t.Fatalf("32 tags used %d slot(s); keys are not spread", len(slots))
 	}
+}
+
+// TestRedisClusterSpreadsLogWrites: the log appends of logins (with their tallies, as a
+// login on Cluster writes them) spread over the three masters, each master taking a share
+// of the sorted-set and tally writes, and every event is read back. It logs the commands
+// each master ran (INFO commandstats) and its log and tally keys.
+func TestRedisClusterSpreadsLogWrites(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
+	addrs := redistest.StartCluster(t)
+	raw := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := t.Context()
+	s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: addrs, Prefix: "spread"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	tl := s.(sessions.Tallier)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		return c.ConfigResetStat(ctx).Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const logins = 600
+	now := time.Now()
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range logins {
+		id := fmt.Sprintf("%020d%012d%024d", now.UnixNano()+int64(i), i, r.Int64N(1e18))
+		if err := tl.AppendLogTallied(ctx, sessions.LogAudit, id, []byte(`{"type":"s"}`), 10000,
+			sessions.Tally{At: now, Counts: map[string]int64{"s": 1, "c:app:s": 1}}); err != nil {
+			t.Fatalf("AppendLogTallied %d: %v", i, err)
+		}
+	}
+	type master struct {
+		addr                string
+		zadd, eval          int
+		logKeys, tallyKeys  int
+		logEntries, talSums int64
+	}
+	var mu sync.Mutex
+	var ms []master
+	if err := raw.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		m := master{addr: c.Options().Addr, zadd: cmdCalls(info, "zadd"), eval: cmdCalls(info, "eval") + cmdCalls(info, "evalsha")}
+		logKeys, err := c.Keys(ctx, "spread:log:*").Result()
+		if err != nil {
+			return err
+		}
+		for _, k := range logKeys {
+			n, err := c.ZCard(ctx, k).Result()
+			if err != nil {
+				return err
+			}
+			m.logEntries += n
+		}
+		tallyKeys, err := c.Keys(ctx, "spread:tally:*").Result()
+		if err != nil {
+			return err
+		}
+		m.logKeys, m.tallyKeys = len(logKeys), len(tallyKeys)
+		mu.Lock()
+		ms = append(ms, m)
+		mu.Unlock()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(ms, func(a, b master) int { return strings.Compare(a.addr, b.addr) })
+	var entries int64
+	for _, m := range ms {
+		t.Logf("master %s: %d ZADD, %d EVAL/EVALSHA (tallies) for %d logins; %d log sets holding %d entries, %d tally hashes",
+			m.addr, m.zadd, m.eval, logins, m.logKeys, m.logEntries, m.tallyKeys)
+		entries += m.logEntries
+		if m.zadd < logins/6 || m.eval < logins/6 {
+			t.Errorf("master %s took %d ZADD and %d EVAL of %d logins, want at least a sixth each", m.addr, m.zadd, m.eval, logins)
+		}
+	}
+	if len(ms) != 3 || entries != logins {
+		t.Fatalf("%d masters holding %d entries, want 3 holding %d", len(ms), entries, logins)
+	}
+	es, err := s.LogsAfter(ctx, "", 1000)
+	if err != nil || len(es) != logins {
+		t.Fatalf("LogsAfter = %d entries, %v; want %d", len(es), err, logins)
+	}
+	tb, err := tl.Tallies(ctx, sessions.TallyMinute, now, now.Add(time.Second))
+	if err != nil || len(tb) != 1 || tb[0].Counts["s"] != logins {
+		t.Fatalf("Tallies = %+v, %v; want s %d", tb, err, logins)
+	}
+}
+
+// cmdCalls is the calls= count of cmdstat_NAME in an INFO commandstats reply.
+func cmdCalls(info, name string) int {
+	for _, line := range strings.Split(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+name+":calls=")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+		return n
+	}
+	return 0
 }

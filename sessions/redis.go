@@ -12,24 +12,13 @@ import (
 )
 
 // redisStore is the Redis backend. Records are plain string keys with a PX expiry; the event
-// log is one sorted set per LogClass (all scores 0) whose members are "LOGID\x00EVENT", so
-// lexicographic order is log-id order. The sets share the hash tag {log}: reads of all go in
-// one pipelined round trip, on Redis Cluster too.
+// log is one sorted set per LogClass and shard (logshard.go; all scores 0) whose members are
+// "LOGID\x00EVENT", so lexicographic order is log-id order. Reads of all sets go in one
+// pipelined round trip (one per node on Redis Cluster).
 type redisStore struct {
 	c       redis.UniversalClient
 	prefix  string
-	logKeys [len(logClasses)]string // by LogClass
-}
-
-// logKeysFor returns the sorted-set key of every class: PREFIX:log:{log} for LogAudit (the
-// key of the single log before classes existed, so its entries stay audit entries),
-// PREFIX:log:{log}:unauthenticated and PREFIX:log:{log}:admin.
-func logKeysFor(prefix string) [len(logClasses)]string {
-	return [...]string{
-		LogAudit:           prefix + ":log:{log}",
-		LogUnauthenticated: prefix + ":log:{log}:unauthenticated",
-		LogAdmin:           prefix + ":log:{log}:admin",
-	}
+	logKeys [LogShards][len(logClasses)]string // by shard, then LogClass
 }
 
 // NewRedis returns the Redis backend. It does not contact Redis; use Ping. On Cluster it
@@ -225,9 +214,10 @@ func (s *redisStore) putAllAndLog(ctx context.Context, logID string, event []byt
 		for _, it := range items {
 			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
 		}
-		p.ZAdd(ctx, s.logKeys[LogAudit], redis.Z{Member: member})
-		p.ZRemRangeByRank(ctx, s.logKeys[LogAudit], 0, int64(-maxLen-1))
-		s.queueTally(ctx, p, t)
+		sh := logShard(logID)
+		p.ZAdd(ctx, s.logKeys[sh][LogAudit], redis.Z{Member: member})
+		p.ZRemRangeByRank(ctx, s.logKeys[sh][LogAudit], 0, int64(-LogShardCap(maxLen)-1))
+		s.queueTally(ctx, p, sh, t)
 		return nil
 	})
 	err = queuedErr(cmds, err)
@@ -321,76 +311,29 @@ func (s *redisStore) AppendLog(ctx context.Context, class LogClass, id string, e
 // appendLog is AppendLog (checked) adding t (valid) in the same pipeline.
 func (s *redisStore) appendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
 	member := logMember(id, event)
-	key := s.logKeys[class]
+	sh := logShard(id)
+	key := s.logKeys[sh][class]
 	// One round trip, no MULTI: the trim needs no atomicity with the add (every append
-	// trims to the maxLen greatest ids, whatever runs in between), and a Tally's counters are
-	// independent increments (on Cluster the pipeline goes to each node concerned at once).
+	// trims the shard to its LogShardCap greatest ids, whatever runs in between), and a
+	// Tally's counters are independent increments. The tally keys share the shard's hash
+	// tag, so on Cluster the whole pipeline goes to one node.
 	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, key, redis.Z{Member: member})
-		p.ZRemRangeByRank(ctx, key, 0, int64(-maxLen-1)) // keep the maxLen greatest ids
-		s.queueTally(ctx, p, t)
+		p.ZRemRangeByRank(ctx, key, 0, int64(-LogShardCap(maxLen)-1)) // keep the shard's greatest ids
+		s.queueTally(ctx, p, sh, t)
 		return nil
 	})
 	return mapErr("append log", err)
-}
-
-// readClasses runs read on the sorted set of every class in one round trip and returns the
-// entries of each, tagged with their class.
-func (s *redisStore) readClasses(ctx context.Context, op string, read func(p redis.Pipeliner, key string) *redis.StringSliceCmd) ([][]LogEntry, error) {
-	cmds := make([]*redis.StringSliceCmd, len(logClasses))
-	// A plain pipeline, not MULTI: the sets are only appended to and trimmed, so two reads
-	// in one round trip are as good, and Redis refuses every command queued in a MULTI when
-	// it is at maxmemory, while plain reads still work on a full store.
-	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, c := range logClasses {
-			cmds[i] = read(p, s.logKeys[c])
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, mapErr(op, err)
-	}
-	out := make([][]LogEntry, len(logClasses))
-	for i, c := range logClasses {
-		out[i] = entries(cmds[i].Val(), c)
-	}
-	return out, nil
-}
-
-// merged merges the per-class results of readClasses.
-func merged(per [][]LogEntry, desc bool, limit int) []LogEntry {
-	var out []LogEntry
-	for _, es := range per {
-		out = mergeLogs(out, es, desc, limit)
-	}
-	if out == nil {
-		out = []LogEntry{}
-	}
-	return out
 }
 
 func (s *redisStore) Logs(ctx context.Context, before string, limit int) ([][]byte, error) {
 	if limit <= 0 {
 		return [][]byte{}, nil
 	}
-	// Members are "ID\x00EVENT" with len(ID) == LogIDLen. For len(before) ≤ LogIDLen,
-	// member < before ⇔ ID < before. For a longer before, ID < before ⇔ ID ≤ before[:LogIDLen]
-	// ⇔ member < before[:LogIDLen]+"\x01".
-	hi := "+"
-	switch {
-	case before == "":
-	case len(before) <= LogIDLen:
-		hi = "(" + before
-	default:
-		hi = "(" + before[:LogIDLen] + "\x01"
-	}
-	per, err := s.readClasses(ctx, "logs", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
-		return p.ZRevRangeByLex(ctx, key, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)})
-	})
+	es, err := s.readOrdered(ctx, "logs", true, before, limit)
 	if err != nil {
 		return nil, err
 	}
-	es := merged(per, true, limit)
 	out := make([][]byte, len(es))
 	for i, e := range es {
 		out[i] = e.Event
@@ -420,17 +363,7 @@ func (s *redisStore) LogsAfter(ctx context.Context, after string, limit int) ([]
 	if limit <= 0 {
 		return []LogEntry{}, nil
 	}
-	lo := "-"
-	if after != "" {
-		lo = "(" + after + "\x01"
-	}
-	per, err := s.readClasses(ctx, "logs after", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
-		return p.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: lo, Max: "+", Count: int64(limit)})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return merged(per, false, limit), nil
+	return s.readOrdered(ctx, "logs after", false, after, limit)
 }
 
 func (s *redisStore) LogsBefore(ctx context.Context, before string, limit int) ([]LogEntry, error) {
@@ -440,24 +373,16 @@ func (s *redisStore) LogsBefore(ctx context.Context, before string, limit int) (
 	if limit <= 0 {
 		return []LogEntry{}, nil
 	}
-	hi := "+"
-	if before != "" {
-		hi = "(" + before
-	}
-	per, err := s.readClasses(ctx, "logs before", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
-		return p.ZRevRangeByLex(ctx, key, &redis.ZRangeBy{Min: "-", Max: hi, Count: int64(limit)})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return merged(per, true, limit), nil
+	return s.readOrdered(ctx, "logs before", true, before, limit)
 }
 
+// Log looks in every set (an entry is in its id's shard, or in shard 0 when written before
+// the log was sharded), in one round trip.
 func (s *redisStore) Log(ctx context.Context, id string) (LogEntry, error) {
 	if err := checkLogID(id); err != nil {
 		return LogEntry{}, fmt.Errorf("sessions: log: %w", err)
 	}
-	per, err := s.readClasses(ctx, "log", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
+	per, err := s.readSets(ctx, "log", func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
 		return p.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: "[" + id + "\x00", Max: "(" + id + "\x01", Count: 1})
 	})
 	if err != nil {
@@ -471,6 +396,7 @@ func (s *redisStore) Log(ctx context.Context, id string) (LogEntry, error) {
 	return LogEntry{}, fmt.Errorf("sessions: log: %w", ErrNotFound)
 }
 
+// TrimLogs trims every shard of class, in one round trip.
 func (s *redisStore) TrimLogs(ctx context.Context, class LogClass, before string) error {
 	if err := checkLogClass(class); err != nil {
 		return fmt.Errorf("sessions: trim logs: %w", err)
@@ -478,7 +404,13 @@ func (s *redisStore) TrimLogs(ctx context.Context, class LogClass, before string
 	if err := checkLogID(before); err != nil {
 		return fmt.Errorf("sessions: trim logs: %w", err)
 	}
-	return mapErr("trim logs", s.c.ZRemRangeByLex(ctx, s.logKeys[class], "-", "("+before).Err())
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sh := range s.logKeys {
+			p.ZRemRangeByLex(ctx, s.logKeys[sh][class], "-", "("+before)
+		}
+		return nil
+	})
+	return mapErr("trim logs", err)
 }
 
 func (s *redisStore) Ping(ctx context.Context) error {

@@ -316,10 +316,11 @@ func TestRedisSentinelFailover(t *testing.T) {
 	}
 }
 
-// The classes of the event log are sorted sets under one hash tag ({log}), so one pipeline
-// reads them all on Redis Cluster; the audit set keeps the key of the log before classes
+// The event log is sharded: each class of each shard is a sorted set under the shard's
+// hash tag ({log}, the unsharded log's, or {log.I.K}), so the appends spread over
+// LogShards slots; shard 0's audit set keeps the key of the log before classes and shards
 // existed, so entries written by an older broker are read back as audit entries.
-func TestRedisLogClassKeysShareOneHashTag(t *testing.T) {
+func TestRedisLogKeysSpreadOverShardTags(t *testing.T) {
 	addr := redistest.Start(t)
 	s := newRedis(t, addr, 0)
 	raw := redis.NewClient(&redis.Options{Addr: addr})
@@ -328,19 +329,27 @@ func TestRedisLogClassKeysShareOneHashTag(t *testing.T) {
 	if err := raw.ZAdd(t.Context(), "t:log:{log}", redis.Z{Member: old + "\x00" + `{"n":1}`}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendLog(t.Context(), sessions.LogUnauthenticated, fmt.Sprintf("%056d", 2), []byte(`{"n":2}`), 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AppendLog(t.Context(), sessions.LogAdmin, fmt.Sprintf("%056d", 3), []byte(`{"n":3}`), 10); err != nil {
-		t.Fatal(err)
+	classes := []sessions.LogClass{sessions.LogAudit, sessions.LogUnauthenticated, sessions.LogAdmin}
+	for n := 2; n < 200; n++ {
+		if err := s.AppendLog(t.Context(), classes[n%3], fmt.Sprintf("%056d", n), fmt.Appendf(nil, `{"n":%d}`, n), 1000); err != nil {
+			t.Fatal(err)
+		}
 	}
 	keys, err := raw.Keys(t.Context(), "t:log*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.Sort(keys)
-	if want := []string{"t:log:{log}", "t:log:{log}:admin", "t:log:{log}:unauthenticated"}; !slices.Equal(keys, want) {
-		t.Fatalf("log keys = %q, want %q", keys, want)
+	tags := map[string]int{}
+	for _, k := range keys {
+		rest, ok := strings.CutPrefix(k, "t:log:{")
+		tag, suffix, ok2 := strings.Cut(rest, "}")
+		if !ok || !ok2 || (tag != "log" && !strings.HasPrefix(tag, "log.")) || !slices.Contains([]string{"", ":unauthenticated", ":admin"}, suffix) {
+			t.Fatalf("log key %q, want t:log:{TAG}[:unauthenticated|:admin]", k)
+		}
+		tags[tag]++
+	}
+	if len(keys) != 3*sessions.LogShards || len(tags) != sessions.LogShards {
+		t.Fatalf("log keys = %q, want the three classes of %d shards", keys, sessions.LogShards)
 	}
 	e, err := s.Log(t.Context(), old)
 	if err != nil || e.Class != sessions.LogAudit || string(e.Event) != `{"n":1}` {

@@ -132,8 +132,8 @@ end
 var swapScript = redis.NewScript(swapLua("#KEYS") + "return 1\n")
 
 // swapAndLogScript is SwapAndLog: swapLua, then, when the swap happened, the event's append
-// to the log set (the last key: ZADD of ARGV[#ARGV-1], then a trim to the ARGV[#ARGV]
-// greatest ids), in the same atomic step.
+// to the log set (the last key, the event's shard: ZADD of ARGV[#ARGV-1], then a trim to
+// the ARGV[#ARGV] greatest ids, LogShardCap), in the same atomic step.
 var swapAndLogScript = redis.NewScript(swapLua("#KEYS - 1") + `redis.call('ZADD', KEYS[#KEYS], 0, ARGV[#ARGV - 1])
 redis.call('ZREMRANGEBYRANK', KEYS[#KEYS], 0, -tonumber(ARGV[#ARGV]) - 1)
 return 1
@@ -157,8 +157,8 @@ func (s *redisStore) SwapAndLog(ctx context.Context, kind Kind, id string, old [
 		return err
 	}
 	keys, args := s.swapArgs(kind, id, old, put, del)
-	keys = append(keys, s.logKeys[LogAudit])
-	args = append(args, logMember(logID, event), strconv.Itoa(maxLen))
+	keys = append(keys, s.logKeys[logShard(logID)][LogAudit])
+	args = append(args, logMember(logID, event), strconv.Itoa(LogShardCap(maxLen)))
 	err := swapResult("swap and log", kind, runScriptOnce(ctx, s.c, swapAndLogScript, keys, args))
 	if err != nil && redis.HasErrorPrefix(err, "CROSSSLOT") {
 		// A one-address client on a cluster-mode server refused the keys of two slots.

@@ -278,11 +278,52 @@ func (m *memory) Tallies(_ context.Context, step TallyStep, from, to time.Time) 
 
 // ---- Redis ----
 
-// tallyKey is the hash holding the counters of the bucket of step starting at start (Unix
-// seconds): PREFIX:tally:{tally.HOUR}mMINUTE or PREFIX:tally:{tally.HOUR}h. A minute shares
-// the hash tag of its hour, so the two buckets a Tally adds to are one Cluster slot and one
-// script updates both; the hours spread over the slots.
-func (s *redisStore) tallyKey(step TallyStep, start int64) string {
+// A Redis bucket is a set of fields of a group hash that shares the hash tag of a log shard,
+// so a login's event and its counters go to one node (one slot) on Cluster, and the logins
+// of any one minute spread over the shards' slots. Minutes are grouped by hour and hours by
+// day: PREFIX:tally:{TAG}:m:HOUR holds field "MMNAME" (MM the minute of the hour, two
+// digits) and PREFIX:tally:{TAG}:h:DAY field "HHNAME" (HH the hour of the day), HOUR and
+// DAY counted from the Unix epoch. A read sums the shards: a day of minutes is 25 hashes
+// per shard, not 1440. The group expires with its last bucket; a read skips buckets older
+// than their TTL.
+//
+// Before the log was sharded each bucket was its own hash, PREFIX:tally:{tally.HOUR}mMINUTE
+// or PREFIX:tally:{tally.HOUR}h; reads still add those (legacyTallyKey), so counts written
+// before an upgrade, or by a replica not yet upgraded, keep showing until they expire.
+
+// tallyGroup is the width, in buckets, of the group hash of step: 60 minutes, 24 hours.
+func tallyGroup(step TallyStep) int64 {
+	if step == TallyHour {
+		return 24
+	}
+	return 60
+}
+
+// tallyGroupKey is the group hash of log shard sh holding the bucket of step starting at
+// start (Unix seconds), and the field prefix of that bucket.
+func (s *redisStore) tallyGroupKey(sh int, step TallyStep, start int64) (key, field string) {
+	w := int64(step.Duration() / time.Second)
+	g := tallyGroup(step)
+	n := start / w
+	letter := ":m:"
+	if step == TallyHour {
+		letter = ":h:"
+	}
+	return s.prefix + ":tally:{" + logShardTags[sh] + "}" + letter + strconv.FormatInt(n/g, 10), fmt.Sprintf("%02d", n%g)
+}
+
+// tallyGroupExpiry is when the group of step holding the bucket starting at start expires:
+// when its last bucket does.
+func tallyGroupExpiry(step TallyStep, start int64) time.Time {
+	w := int64(step.Duration() / time.Second)
+	g := tallyGroup(step)
+	last := (start/w/g*g + g - 1) * w
+	return time.Unix(last, 0).Add(step.TTL())
+}
+
+// legacyTallyKey is the hash of one bucket before the log was sharded:
+// PREFIX:tally:{tally.HOUR}mMINUTE or PREFIX:tally:{tally.HOUR}h.
+func (s *redisStore) legacyTallyKey(step TallyStep, start int64) string {
 	b := s.prefix + ":tally:{tally." + strconv.FormatInt(start/3600, 10) + "}"
 	if step == TallyHour {
 		return b + "h"
@@ -290,33 +331,37 @@ func (s *redisStore) tallyKey(step TallyStep, start int64) string {
 	return b + "m" + strconv.FormatInt(start/60, 10)
 }
 
-// tallyScript adds a Tally to its minute (KEYS[1]) and hour (KEYS[2]) buckets and sets their
-// expiry: ARGV = minute expiry, hour expiry (Unix ms), then name, increment pairs. One
-// command instead of two increments per counter: the login's MULTI (or pipeline) carries one
-// EVAL more, not a dozen commands. EVAL, not EVALSHA: inside MULTI a NOSCRIPT reply would
-// fail this command alone, after the others ran.
+// tallyScript adds a Tally to its minute (KEYS[1]) and hour (KEYS[2]) group hashes and sets
+// their expiry: ARGV = minute group expiry, hour group expiry (Unix ms), minute field
+// prefix, hour field prefix, then name, increment pairs. One command instead of two
+// increments per counter: the login's MULTI (or pipeline) carries one EVAL more, not a
+// dozen commands. EVAL, not EVALSHA: inside MULTI a NOSCRIPT reply would fail this command
+// alone, after the others ran.
 var tallyScript = redis.NewScript(`
-for i = 3, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i+1])
-  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i+1])
+for i = 5, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[3] .. ARGV[i], ARGV[i+1])
+  redis.call('HINCRBY', KEYS[2], ARGV[4] .. ARGV[i], ARGV[i+1])
 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 return 0
 `)
 
-// queueTally queues t's increments and the expiry of its buckets on p.
-func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, t Tally) {
+// queueTally queues t's increments and the expiry of its group hashes, those of log shard
+// sh, on p.
+func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, t Tally) {
 	if len(t.Counts) == 0 {
 		return
 	}
 	m, h := tallyStart(TallyMinute, t.At), tallyStart(TallyHour, t.At)
-	args := make([]any, 0, 2+2*len(t.Counts))
-	args = append(args, time.Unix(m, 0).Add(TallyMinute.TTL()).UnixMilli(), time.Unix(h, 0).Add(TallyHour.TTL()).UnixMilli())
+	mKey, mField := s.tallyGroupKey(sh, TallyMinute, m)
+	hKey, hField := s.tallyGroupKey(sh, TallyHour, h)
+	args := make([]any, 0, 4+2*len(t.Counts))
+	args = append(args, tallyGroupExpiry(TallyMinute, m).UnixMilli(), tallyGroupExpiry(TallyHour, h).UnixMilli(), mField, hField)
 	for name, n := range t.Counts {
 		args = append(args, name, n)
 	}
-	tallyScript.Eval(ctx, p, []string{s.tallyKey(TallyMinute, m), s.tallyKey(TallyHour, h)}, args...)
+	tallyScript.Eval(ctx, p, []string{mKey, hKey}, args...)
 }
 
 func (s *redisStore) AppendLogTallied(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
@@ -345,25 +390,55 @@ func (s *redisStore) Tallies(ctx context.Context, step TallyStep, from, to time.
 	if n == 0 {
 		return out, nil
 	}
-	cmds := make([]*redis.MapStringStringCmd, n)
+	w := int64(step.Duration() / time.Second)
+	g := tallyGroup(step)
+	firstGroup, lastGroup := first/w/g, (first/w+int64(n)-1)/g
+	var groups, legacy []*redis.MapStringStringCmd
 	// A plain pipeline (one per node on Cluster): the buckets are independent counters.
 	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for gr := firstGroup; gr <= lastGroup; gr++ {
+			for sh := range LogShards {
+				key, _ := s.tallyGroupKey(sh, step, gr*g*w)
+				groups = append(groups, p.HGetAll(ctx, key))
+			}
+		}
 		for i := range out {
-			cmds[i] = p.HGetAll(ctx, s.tallyKey(step, out[i].Start.Unix()))
+			legacy = append(legacy, p.HGetAll(ctx, s.legacyTallyKey(step, out[i].Start.Unix())))
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, mapErr("tallies", err)
 	}
-	for i, c := range cmds {
-		for name, v := range c.Val() {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				continue // not written by HINCRBY
+	// A group outlives its earlier buckets: skip buckets past their TTL, as if expired.
+	live := func(i int64) bool { return time.Unix(first+i*w, 0).Add(step.TTL()).After(time.Now()) }
+	for k, c := range groups {
+		gr := firstGroup + int64(k/LogShards)
+		for field, v := range c.Val() {
+			if len(field) < 3 || field[0] < '0' || field[0] > '9' || field[1] < '0' || field[1] > '9' {
+				continue // not written by tallyScript
 			}
-			out[i].Counts[name] = n
+			i := (gr*g+int64(field[0]-'0')*10+int64(field[1]-'0'))*w - first
+			if i < 0 || i%w != 0 || i/w >= int64(n) || !live(i/w) {
+				continue
+			}
+			addCount(out[i/w].Counts, field[2:], v)
+		}
+	}
+	for i, c := range legacy {
+		for name, v := range c.Val() {
+			addCount(out[i].Counts, name, v)
 		}
 	}
 	return out, nil
+}
+
+// addCount adds the counter value v (as HINCRBY wrote it) to counts[name]; other values are
+// skipped.
+func addCount(counts map[string]int64, name, v string) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return // not written by HINCRBY
+	}
+	counts[name] += n
 }

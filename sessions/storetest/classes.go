@@ -40,24 +40,48 @@ func wantClasses(t *testing.T, what string, got []string, want ...string) {
 	}
 }
 
+// classNs returns the n of each entry of class in es, in order.
+func classNs(t *testing.T, es []sessions.LogEntry, class sessions.LogClass) []int {
+	t.Helper()
+	var out []int
+	ns := entryNs(t, es)
+	for i, e := range es {
+		if e.Class == class {
+			out = append(out, ns[i])
+		}
+	}
+	return out
+}
+
+// wantClassKept checks the entries of class in es (read newest first when desc) against the
+// ns appended to it with retention maxLen, as wantKept does, and that es is in id order.
+func wantClassKept(t *testing.T, what string, es []sessions.LogEntry, desc bool, class sessions.LogClass, maxLen int, appended []int) {
+	t.Helper()
+	all := entryNs(t, es)
+	wantKept(t, what, all, desc, 0, 1<<20, all)
+	wantKept(t, fmt.Sprintf("%s, %v entries", what, class), classNs(t, es, class), desc, maxLen, maxLen, appended)
+}
+
 // testLogFloodKeepsAudit: hundreds of unauthenticated entries (80 times their retention),
 // older and newer than the audit entries, under a small retention of their own, never remove
 // an audit entry.
 func testLogFloodKeepsAudit(t *testing.T, s sessions.Store) {
 	appendClass(t, s, sessions.LogAudit, 3, 100, 200, 300)
+	var flood []int
 	for n := 1; n <= 399; n++ {
 		if n%100 == 0 {
 			continue
 		}
 		appendClass(t, s, sessions.LogUnauthenticated, 5, n)
+		flood = append(flood, n)
 	}
-	es, err := s.LogsAfter(ctx(t), "", 100)
+	es, err := s.LogsAfter(ctx(t), "", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantClasses(t, "LogsAfter after the flood", classesOf(t, es),
-		"100:audit", "200:audit", "300:audit",
-		"395:unauthenticated", "396:unauthenticated", "397:unauthenticated", "398:unauthenticated", "399:unauthenticated")
+	wantClassKept(t, "LogsAfter after the flood", es, false, sessions.LogAudit, 3, []int{100, 200, 300})
+	wantClassKept(t, "LogsAfter after the flood", es, false, sessions.LogUnauthenticated, 5, flood)
+	unauth := classNs(t, es, sessions.LogUnauthenticated)
 	for _, n := range []int{100, 200, 300} {
 		if e, err := s.Log(ctx(t), logID(n)); err != nil || e.Class != sessions.LogAudit {
 			t.Fatalf("Log(%d) after the flood = %+v, %v", n, e, err)
@@ -65,12 +89,15 @@ func testLogFloodKeepsAudit(t *testing.T, s sessions.Store) {
 	}
 	// The audit class keeps its own maxLen: appending to it does not trim the other class.
 	appendClass(t, s, sessions.LogAudit, 1, 400)
-	es, err = s.LogsBefore(ctx(t), "", 100)
+	es, err = s.LogsBefore(ctx(t), "", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantClasses(t, "LogsBefore after an audit append with maxLen 1", classesOf(t, es),
-		"400:audit", "399:unauthenticated", "398:unauthenticated", "397:unauthenticated", "396:unauthenticated", "395:unauthenticated")
+	wantClassKept(t, "LogsBefore after an audit append with maxLen 1", es, true, sessions.LogAudit, 1, []int{100, 200, 300, 400})
+	slices.Reverse(unauth)
+	if got := classNs(t, es, sessions.LogUnauthenticated); !slices.Equal(got, unauth) {
+		t.Fatalf("unauthenticated entries after an audit append = %v, want %v", got, unauth)
+	}
 }
 
 // testLogClassesMerge: every read interleaves both classes by id and reports each entry's
@@ -166,16 +193,19 @@ func testPutAllAndLogIsAudit(t *testing.T, s sessions.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var unauth []int
 	for n := 1; n <= 20; n++ {
 		if n != 5 {
 			appendClass(t, s, sessions.LogUnauthenticated, 2, n)
+			unauth = append(unauth, n)
 		}
 	}
 	es, err := s.LogsAfter(ctx(t), "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantClasses(t, "LogsAfter", classesOf(t, es), "5:audit", "19:unauthenticated", "20:unauthenticated")
+	wantClassKept(t, "LogsAfter", es, false, sessions.LogAudit, 10, []int{5})
+	wantClassKept(t, "LogsAfter", es, false, sessions.LogUnauthenticated, 2, unauth)
 }
 
 // testLogFloodKeepsAdmin: hundreds of audit and unauthenticated entries (about 50 and 100
@@ -184,34 +214,51 @@ func testPutAllAndLogIsAudit(t *testing.T, s sessions.Store) {
 // the admin class.
 func testLogFloodKeepsAdmin(t *testing.T, s sessions.Store) {
 	appendClass(t, s, sessions.LogAdmin, 3, 100, 200, 300)
+	var audit, unauth []int
 	for n := 1; n <= 399; n++ {
 		switch {
 		case n%100 == 0:
 		case n%2 == 0:
 			appendClass(t, s, sessions.LogAudit, 4, n)
+			audit = append(audit, n)
 		default:
 			appendClass(t, s, sessions.LogUnauthenticated, 2, n)
+			unauth = append(unauth, n)
 		}
 	}
-	es, err := s.LogsAfter(ctx(t), "", 100)
+	es, err := s.LogsAfter(ctx(t), "", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantClasses(t, "LogsAfter after the flood", classesOf(t, es),
-		"100:admin", "200:admin", "300:admin",
-		"392:audit", "394:audit", "396:audit", "397:unauthenticated", "398:audit", "399:unauthenticated")
+	const what = "LogsAfter after the flood"
+	wantClassKept(t, what, es, false, sessions.LogAdmin, 3, []int{100, 200, 300})
+	wantClassKept(t, what, es, false, sessions.LogAudit, 4, audit)
+	wantClassKept(t, what, es, false, sessions.LogUnauthenticated, 2, unauth)
+	others := func(es []sessions.LogEntry) []int {
+		var out []int
+		for _, e := range es {
+			if e.Class != sessions.LogAdmin {
+				out = append(out, entryNs(t, []sessions.LogEntry{e})[0])
+			}
+		}
+		return out
+	}
+	before := others(es)
 	for _, n := range []int{100, 200, 300} {
 		if e, err := s.Log(ctx(t), logID(n)); err != nil || e.Class != sessions.LogAdmin {
 			t.Fatalf("Log(%d) after the flood = %+v, %v", n, e, err)
 		}
 	}
 	appendClass(t, s, sessions.LogAdmin, 1, 400)
-	es, err = s.LogsBefore(ctx(t), "", 100)
+	es, err = s.LogsBefore(ctx(t), "", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantClasses(t, "LogsBefore after an admin append with maxLen 1", classesOf(t, es),
-		"400:admin", "399:unauthenticated", "398:audit", "397:unauthenticated", "396:audit", "394:audit", "392:audit")
+	wantClassKept(t, "LogsBefore after an admin append with maxLen 1", es, true, sessions.LogAdmin, 1, []int{100, 200, 300, 400})
+	slices.Reverse(before)
+	if got := others(es); !slices.Equal(got, before) {
+		t.Fatalf("audit and unauthenticated entries after an admin append = %v, want %v", got, before)
+	}
 }
 
 // testLogThreeClassesMerge: with entries of all three classes interleaved, every read

@@ -3,9 +3,11 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{name: "Log by id", fn: testLogByID},
 		{name: "TrimLogs by id bound", fn: testTrimLogs},
 		{name: "Log cursors validated", fn: testLogCursorsInvalid},
+		{name: "Log paging by LogsAfter and LogsBefore while three writers append: every stored entry once, in order", fn: testLogPagingConcurrent},
 		{name: "Connections create, duplicate id, duplicate name", fn: testConnCreate},
 		{name: "Connections concurrent creates of one name, exactly one wins", fn: testConnCreateConcurrent},
 		{name: "Connections update", fn: testConnUpdate},
@@ -493,23 +496,85 @@ func testLogsOrder(t *testing.T, s sessions.Store) {
 	wantLogs(t, s, "9", 1, 5)
 }
 
+// testLogsRetention: AppendLog keeps the maxLen newest entries, and at most
+// sessions.MaxLogKept(maxLen) (exactly maxLen in memory; the Redis log is sharded, see
+// sessions.LogShardCap); an old id arriving late once the log is full is dropped at once.
 func testLogsRetention(t *testing.T, s sessions.Store) {
 	c := ctx(t)
-	for n := 1; n <= 10; n++ {
+	var all []int
+	for n := 1; n <= 200; n++ {
 		if err := s.AppendLog(c, sessions.LogAudit, logID(n), fmt.Appendf(nil, `{"n":%d}`, n), 4); err != nil {
 			t.Fatal(err)
 		}
+		all = append(all, n)
 	}
-	wantLogs(t, s, "", 100, 10, 9, 8, 7)
-	// An old id arriving late is dropped at once when the log is full.
+	wantNewest(t, s, 4, 4, all...)
+	before := logNs(t, s)
 	if err := s.AppendLog(c, sessions.LogAudit, logID(0), []byte(`{"n":0}`), 4); err != nil {
 		t.Fatal(err)
 	}
-	wantLogs(t, s, "", 100, 10, 9, 8, 7)
-	if err := s.AppendLog(c, sessions.LogAudit, logID(11), []byte(`{"n":11}`), 2); err != nil {
+	if got := logNs(t, s); fmt.Sprint(got) != fmt.Sprint(before) {
+		t.Fatalf("after a late old id: Logs = %v, want %v", got, before)
+	}
+	// A smaller maxLen keeps the newest 2 (on Redis it trims the shard appended to).
+	if err := s.AppendLog(c, sessions.LogAudit, logID(201), []byte(`{"n":201}`), 2); err != nil {
 		t.Fatal(err)
 	}
-	wantLogs(t, s, "", 100, 11, 10)
+	wantNewest(t, s, 2, 4, append(all, 201)...)
+}
+
+// logNs returns the n of every event of Logs, newest first.
+func logNs(t *testing.T, s sessions.Store) []int {
+	t.Helper()
+	got, err := s.Logs(ctx(t), "", 100000)
+	if err != nil {
+		t.Fatalf("Logs: %v", err)
+	}
+	out := make([]int, len(got))
+	for i, g := range got {
+		var e struct{ N int }
+		if err := json.Unmarshal(g, &e); err != nil {
+			t.Fatalf("Logs event %q: %v", g, err)
+		}
+		out[i] = e.N
+	}
+	return out
+}
+
+// wantNewest checks the log after the ns appended (in any order, to the audit class): Logs
+// returns, newest first, only appended entries, among them the keep newest, and at most
+// sessions.MaxLogKept(bound) (bound the largest maxLen of the appends).
+func wantNewest(t *testing.T, s sessions.Store, keep, bound int, appended ...int) {
+	t.Helper()
+	wantKept(t, "Logs", logNs(t, s), true, keep, bound, appended)
+}
+
+// wantKept checks the ns got (descending when desc, else ascending) of one class against the
+// ns appended to it: every one appended, the keep greatest there, at most
+// sessions.MaxLogKept(bound) in all.
+func wantKept(t *testing.T, what string, got []int, desc bool, keep, bound int, appended []int) {
+	t.Helper()
+	sorted := slices.Sorted(slices.Values(got))
+	if desc {
+		slices.Reverse(sorted)
+	}
+	if !slices.Equal(got, sorted) || len(slices.Compact(slices.Clone(sorted))) != len(got) {
+		t.Fatalf("%s = %v: not in id order, or repeated", what, got)
+	}
+	for _, n := range got {
+		if !slices.Contains(appended, n) {
+			t.Fatalf("%s = %v: %d never appended", what, got, n)
+		}
+	}
+	newest := slices.Sorted(slices.Values(appended))
+	for _, n := range newest[max(0, len(newest)-keep):] {
+		if !slices.Contains(got, n) {
+			t.Fatalf("%s = %v: lost %d, one of the %d newest", what, got, n, keep)
+		}
+	}
+	if m := sessions.MaxLogKept(bound); len(got) > m {
+		t.Fatalf("%s = %v: %d entries, more than MaxLogKept(%d) = %d", what, got, len(got), bound, m)
+	}
 }
 
 func testLogsInvalid(t *testing.T, s sessions.Store) {

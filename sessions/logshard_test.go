@@ -1,0 +1,288 @@
+package sessions
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dpop-broker/dpop-broker/sessions/redistest"
+)
+
+// crc16 is Redis Cluster's key hash (CRC-16/XMODEM); a key's slot is crc16(tag) mod 16384.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
+
+func TestCRC16MatchesRedisCheckValue(t *testing.T) {
+	// The check value of CRC-16/XMODEM, as in the Redis Cluster specification.
+	if got := crc16("123456789"); got != 0x31C3 {
+		t.Fatalf("crc16(123456789) = %#x, want 0x31c3", got)
+	}
+}
+
+// TestLogShardTagsSpread: shard 0 keeps the tag of the unsharded log, and the slots of the
+// tags fall one in each sixth of the slot space, away from its edges, so the masters of a
+// `redis-cli --cluster create` cluster of 2, 3 or 6 masters hold equally many shards.
+func TestLogShardTagsSpread(t *testing.T) {
+	if logShardTags[0] != "log" {
+		t.Fatalf("shard 0 tag = %q, want the unsharded log's tag \"log\"", logShardTags[0])
+	}
+	seen := map[int]string{}
+	for _, tag := range logShardTags {
+		slot := int(crc16(tag) % 16384)
+		sixth := slot * LogShards / 16384
+		if prev, ok := seen[sixth]; ok {
+			t.Fatalf("tags %q and %q both in sixth %d", prev, tag, sixth)
+		}
+		seen[sixth] = tag
+		lo, hi := sixth*16384/LogShards, (sixth+1)*16384/LogShards
+		if tag != "log" && (slot < lo+(hi-lo)/4 || slot >= hi-(hi-lo)/4) {
+			t.Errorf("tag %q slot %d near an edge of [%d, %d)", tag, slot, lo, hi)
+		}
+	}
+	for _, masters := range []int{2, 3, 6} {
+		per := make([]int, masters)
+		for _, tag := range logShardTags {
+			per[int(crc16(tag)%16384)*masters/16384]++
+		}
+		for m, n := range per {
+			if n != LogShards/masters {
+				t.Errorf("%d masters: master %d holds %d shards, want %d (%v)", masters, m, n, LogShards/masters, per)
+			}
+		}
+	}
+}
+
+func TestLogShardCap(t *testing.T) {
+	tests := []struct {
+		maxLen, wantCap, wantKept int
+	}{
+		{maxLen: 1, wantCap: 1, wantKept: 6},
+		{maxLen: 4, wantCap: 4, wantKept: 24},
+		{maxLen: 8, wantCap: 8, wantKept: 48},
+		{maxLen: 50, wantCap: 9 + 12, wantKept: 126},
+		{maxLen: 10000, wantCap: 1667 + 164, wantKept: 10986},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.maxLen), func(t *testing.T) {
+			if got := LogShardCap(tc.maxLen); got != tc.wantCap {
+				t.Errorf("LogShardCap(%d) = %d, want %d", tc.maxLen, got, tc.wantCap)
+			}
+			if got := MaxLogKept(tc.maxLen); got != tc.wantKept {
+				t.Errorf("MaxLogKept(%d) = %d, want %d", tc.maxLen, got, tc.wantKept)
+			}
+		})
+	}
+}
+
+func newTestRedis(t *testing.T, addr string) *redisStore {
+	t.Helper()
+	s, err := NewRedis(RedisConfig{Addrs: []string{addr}, Prefix: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s.(*redisStore)
+}
+
+// randomLogIDs returns n distinct log ids, a third of them in one shard (so reads take more
+// than one round), shuffled.
+func randomLogIDs(r *rand.Rand, n int) []string {
+	seen := map[string]bool{}
+	var out []string
+	for len(out) < n {
+		id := fmt.Sprintf("%020d%036d", r.Int64N(1e15), r.Int64N(1e18))
+		if seen[id] || (len(out) < n/3 && logShard(id) != 2) {
+			continue
+		}
+		seen[id] = true
+		out = append(out, id)
+	}
+	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// TestRedisLogReadsMatchMemory: on a sharded log, whose shards are filled unevenly, every
+// read (Logs, LogsAfter, LogsBefore by any limit and cursor, Log) returns what the memory
+// store, one list per class, returns for the same appends.
+func TestRedisLogReadsMatchMemory(t *testing.T) {
+	t.Parallel() // on a redis-server of its own
+	rs := newTestRedis(t, redistest.Start(t))
+	ms := NewMemory()
+	r := rand.New(rand.NewPCG(1, 2))
+	ids := randomLogIDs(r, 900)
+	ctx := t.Context()
+	for i, id := range ids {
+		class := logClasses[i%len(logClasses)]
+		ev := fmt.Appendf(nil, `{"i":%d}`, i)
+		for _, s := range []Store{rs, ms} {
+			if err := s.AppendLog(ctx, class, id, ev, 100000); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sorted := slices.Sorted(slices.Values(ids))
+	cursors := []string{"", sorted[0], sorted[len(sorted)/2], sorted[len(sorted)-1], strings.Repeat("0", LogIDLen), strings.Repeat("9", LogIDLen)}
+	for range 20 {
+		cursors = append(cursors, sorted[r.IntN(len(sorted))])
+	}
+	show := func(es []LogEntry) string {
+		var b strings.Builder
+		for _, e := range es {
+			fmt.Fprintf(&b, "%s/%v/%s ", e.ID[:8], e.Class, e.Event)
+		}
+		return b.String()
+	}
+	for _, cursor := range cursors {
+		for _, limit := range []int{1, 2, 7, 50, 256, 1000} {
+			got, err := rs.LogsAfter(ctx, cursor, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := ms.LogsAfter(ctx, cursor, limit)
+			if show(got) != show(want) {
+				t.Fatalf("LogsAfter(%.8s…, %d) = %d entries, want %d\n got %s\nwant %s", cursor, limit, len(got), len(want), show(got), show(want))
+			}
+			got, err = rs.LogsBefore(ctx, cursor, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ = ms.LogsBefore(ctx, cursor, limit)
+			if show(got) != show(want) {
+				t.Fatalf("LogsBefore(%.8s…, %d) = %d entries, want %d", cursor, limit, len(got), len(want))
+			}
+			for _, before := range []string{cursor, cursor + "5", cursor[:min(len(cursor), 10)]} {
+				g, err := rs.Logs(ctx, before, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, _ := ms.Logs(ctx, before, limit)
+				if fmt.Sprintf("%s", g) != fmt.Sprintf("%s", w) {
+					t.Fatalf("Logs(%.12s…, %d) = %d events, want %d", before, limit, len(g), len(w))
+				}
+			}
+		}
+	}
+	for _, id := range ids[:50] {
+		got, err := rs.Log(ctx, id)
+		want, _ := ms.Log(ctx, id)
+		if err != nil || show([]LogEntry{got}) != show([]LogEntry{want}) {
+			t.Fatalf("Log(%.8s…) = %+v, %v; want %+v", id, got, err, want)
+		}
+	}
+}
+
+// TestRedisLogShardKeepsItsNewest: each append trims its own shard of its class to
+// LogShardCap(maxLen), the greatest ids routed there; the entries appended before the log was
+// sharded (in shard 0's keys) are read back, and the tally of an append shares its shard's
+// hash tag.
+func TestRedisLogShardKeepsItsNewest(t *testing.T) {
+	t.Parallel() // on a redis-server of its own
+	addr := redistest.Start(t)
+	s := newTestRedis(t, addr)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := t.Context()
+	old := fmt.Sprintf("%056d", 1)
+	if err := raw.ZAdd(ctx, "t:log:{log}", redis.Z{Member: old + "\x00" + `{"n":1}`}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const maxLen = 60
+	perShard := map[int][]string{}
+	now := time.Now()
+	for n := 2; n <= 400; n++ {
+		id := fmt.Sprintf("%056d", n)
+		tl := Tally{At: now, Counts: map[string]int64{"s": 1}}
+		if err := s.AppendLogTallied(ctx, LogUnauthenticated, id, fmt.Appendf(nil, `{"n":%d}`, n), maxLen, tl); err != nil {
+			t.Fatal(err)
+		}
+		perShard[logShard(id)] = append(perShard[logShard(id)], id)
+	}
+	capN := LogShardCap(maxLen)
+	for sh := range LogShards {
+		key := s.logKeys[sh][LogUnauthenticated]
+		ms, err := raw.ZRange(ctx, key, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range ms {
+			got = append(got, m[:LogIDLen])
+		}
+		want := perShard[sh][max(0, len(perShard[sh])-capN):]
+		if !slices.Equal(got, want) {
+			t.Errorf("shard %d (%s) holds %d ids %v…, want its %d greatest of %d", sh, key, len(got), got[:min(3, len(got))], capN, len(perShard[sh]))
+		}
+		if len(perShard[sh]) < capN {
+			t.Errorf("shard %d got %d of 399 appends, want more than its cap %d (ids spread evenly)", sh, len(perShard[sh]), capN)
+		}
+	}
+	if e, err := s.Log(ctx, old); err != nil || e.Class != LogAudit {
+		t.Fatalf("entry written under the unsharded key = %+v, %v; want an audit entry", e, err)
+	}
+	tb, err := s.Tallies(ctx, TallyMinute, now, now.Add(time.Second))
+	if err != nil || len(tb) != 1 || tb[0].Counts["s"] != 399 {
+		t.Fatalf("Tallies = %+v, %v; want 399", tb, err)
+	}
+	keys, err := raw.Keys(ctx, "t:tally:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2*LogShards {
+		t.Errorf("tally keys = %q, want a minute and an hour group per shard", keys)
+	}
+	for _, k := range keys {
+		tag := k[strings.Index(k, "{")+1 : strings.Index(k, "}")]
+		if !slices.Contains(logShardTags[:], tag) {
+			t.Errorf("tally key %q: tag %q is not a log shard's", k, tag)
+		}
+	}
+}
+
+// TestRedisTalliesReadLegacyBuckets: buckets written before the log was sharded, one hash per
+// bucket under {tally.HOUR}, are added to the sharded groups' counts.
+func TestRedisTalliesReadLegacyBuckets(t *testing.T) {
+	t.Parallel() // on a redis-server of its own
+	addr := redistest.Start(t)
+	s := newTestRedis(t, addr)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := t.Context()
+	now := time.Now()
+	m, h := tallyStart(TallyMinute, now), tallyStart(TallyHour, now)
+	mKey := fmt.Sprintf("t:tally:{tally.%d}m%d", h/3600, m/60)
+	hKey := fmt.Sprintf("t:tally:{tally.%d}h", h/3600)
+	if mKey != s.legacyTallyKey(TallyMinute, m) || hKey != s.legacyTallyKey(TallyHour, h) {
+		t.Fatalf("legacy keys %q %q, want %q %q", s.legacyTallyKey(TallyMinute, m), s.legacyTallyKey(TallyHour, h), mKey, hKey)
+	}
+	for _, k := range []string{mKey, hKey} {
+		if err := raw.HSet(ctx, k, "s", 5).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AppendLogTallied(ctx, LogAudit, fmt.Sprintf("%056d", 1), []byte(`{}`), 10, Tally{At: now, Counts: map[string]int64{"s": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []TallyStep{TallyMinute, TallyHour} {
+		tb, err := s.Tallies(ctx, step, now, now.Add(time.Second))
+		if err != nil || len(tb) != 1 || tb[0].Counts["s"] != 7 {
+			t.Fatalf("%v Tallies = %+v, %v; want s 7", step, tb, err)
+		}
+	}
+}
