@@ -401,18 +401,40 @@ func TestSettleHoldsBackYoungEvents(t *testing.T) {
 	}
 }
 
+// TestRetentionByCount: MaxLen keeps the newest events, exactly MaxLen of them in memory and
+// at most sessions.MaxLogKept(MaxLen) on Redis (whose sharded log trims each shard to
+// sessions.LogShardCap); a dropped event is gone for Get too.
 func TestRetentionByCount(t *testing.T) {
 	backends(t, func(t *testing.T, newStore func() sessions.Store) {
 		clock := newClock()
 		w := quietWriter(newStore(), clock)
 		w.MaxLen = 5
-		ids := writeN(t, w, clock, 8)
-		evs, err := w.Search(t.Context(), Query{})
-		if err != nil || !slices.Equal(clientIDs(evs), cs(7, 6, 5, 4, 3)) {
-			t.Fatalf("MaxLen 5 keeps %v, %v; want the 5 newest", clientIDs(evs), err)
+		ids := writeN(t, w, clock, 80)
+		evs, err := w.Search(t.Context(), Query{PerPage: MaxPerPage})
+		if err != nil || len(evs) < 5 || !slices.Equal(clientIDs(evs[:5]), cs(79, 78, 77, 76, 75)) {
+			t.Fatalf("MaxLen 5 keeps %v, %v; want the 5 newest first", clientIDs(evs), err)
 		}
-		if _, err := w.Get(t.Context(), ids[2]); !errors.Is(err, sessions.ErrNotFound) {
-			t.Fatalf("Get of a dropped event = %v, want ErrNotFound", err)
+		if len(evs) > sessions.MaxLogKept(5) {
+			t.Fatalf("MaxLen 5 keeps %d events, want at most %d", len(evs), sessions.MaxLogKept(5))
+		}
+		kept := map[string]bool{}
+		for _, ev := range evs {
+			kept[ev.LogID] = true
+		}
+		dropped := 0
+		for _, id := range ids {
+			_, err := w.Get(t.Context(), id)
+			switch {
+			case kept[id] && err != nil:
+				t.Fatalf("Get of a kept event = %v", err)
+			case !kept[id] && !errors.Is(err, sessions.ErrNotFound):
+				t.Fatalf("Get of a dropped event = %v, want ErrNotFound", err)
+			case !kept[id]:
+				dropped++
+			}
+		}
+		if dropped == 0 {
+			t.Fatal("80 events under MaxLen 5 dropped none")
 		}
 	})
 }
