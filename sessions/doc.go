@@ -24,6 +24,11 @@
 //     failure and every few seconds; commands that must not run twice (Take, Create, Swap)
 //     run again only after a refusal; Ready (the optional Readier capability) says whether a
 //     login can be served now.
+//   - logshard.go shards the Redis event log: each class is LogShards sorted sets under
+//     LogShards hash tags spread over the Cluster slot space ({log}, the unsharded log's, is
+//     shard 0), an event's shard a hash of its log id; reads merge every class and shard in
+//     one round trip per round, count retention is per shard (LogShardCap, MaxLogKept), and
+//     an event's tally counters live under its shard's tag (tally.go).
 //   - swap.go holds Swap for both backends (one Lua script on Redis).
 //   - index.go is the session index, built on Get, Create and Swap alone, so every Store has
 //     it: a bounded set of member ids with expiries in one KindIndex record (IndexAdd,

@@ -89,11 +89,15 @@ type Store interface {
 	Swap(ctx context.Context, kind Kind, id string, old []byte, put []Item, del []Ref) error
 
 	// AppendLog adds one serialized login event with its sortable id to the event log's
-	// retention class, keeping at most maxLen newest entries of that class (entries of the
-	// other classes are never touched). id must be LogIDLen decimal digits, class LogAudit,
-	// LogUnauthenticated or LogAdmin and maxLen at least 1.
+	// retention class, keeping the maxLen newest entries of that class (entries of the other
+	// classes are never touched): exactly those in memory; on Redis, whose log is sharded,
+	// at most MaxLogKept(maxLen), see LogShardCap for the guarantee. id must be LogIDLen
+	// decimal digits, class LogAudit, LogUnauthenticated or LogAdmin and maxLen at least 1.
 	AppendLog(ctx context.Context, class LogClass, id string, event []byte, maxLen int) error
-	// The reads below see every class as one log ordered by id.
+	// The reads below see every class as one log ordered by id. A read is not a snapshot:
+	// on Redis the classes and shards are read at slightly different instants, so an entry
+	// appended during a read may be missed while a greater one appended after it is
+	// returned; a checkpoint reader stops below the ids still being written (logs.Writer).
 
 	// Logs returns up to limit serialized events, newest first, whose id is below before
 	// (all when before is "").
@@ -120,7 +124,7 @@ type Store interface {
 // LogBatcher is an optional Store capability: one atomic write of a batch (PutAll or Swap)
 // and one log event, so that a record and the event reporting it are stored together or not
 // at all (one round trip instead of two). The memory store and Redis single node or Sentinel
-// (one MULTI/EXEC or script) offer it; on Redis Cluster the log lives on its own slot, so
+// (one MULTI/EXEC or script) offer it; on Redis Cluster the log lives on its shards' slots, so
 // its methods return an error wrapping errors.ErrUnsupported and change nothing: use PutAll
 // or Swap and AppendLog.
 type LogBatcher interface {
