@@ -177,13 +177,23 @@ func TestRedisUnavailable(t *testing.T) {
 func TestRedisBadRequestIsNotUnavailable(t *testing.T) {
 	addr := redistest.Start(t)
 	s := newRedis(t, addr, 0)
-	// Make the log key the wrong type: a server-side refusal, not an outage.
+	// Make the audit key of log shard 0 the wrong type: a server-side refusal, not an
+	// outage. Of 60 appends, those whose id falls in shard 0 are refused.
 	if err := s.Put(t.Context(), "log", "log", []byte("x"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	err := s.AppendLog(t.Context(), sessions.LogAudit, fmt.Sprintf("%056d", 1), []byte("{}"), 10)
-	if err == nil || errors.Is(err, sessions.ErrUnavailable) {
-		t.Fatalf("AppendLog on a WRONGTYPE key = %v, want a non-ErrUnavailable error", err)
+	refused := 0
+	for n := 1; n <= 60; n++ {
+		err := s.AppendLog(t.Context(), sessions.LogAudit, fmt.Sprintf("%056d", n), []byte("{}"), 10)
+		if errors.Is(err, sessions.ErrUnavailable) {
+			t.Fatalf("AppendLog on a WRONGTYPE key = %v, want a non-ErrUnavailable error", err)
+		}
+		if err != nil {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no AppendLog of 60 went to the WRONGTYPE key of shard 0")
 	}
 }
 
