@@ -309,7 +309,8 @@ func (s *redisStore) tallyGroupKey(sh int, step TallyStep, start int64) (key, fi
 	if step == TallyHour {
 		letter = ":h:"
 	}
-	return s.prefix + ":tally:{" + logShardTags[sh] + "}" + letter + strconv.FormatInt(n/g, 10), fmt.Sprintf("%02d", n%g)
+	i := n % g
+	return s.prefix + ":tally:{" + logShardTags[sh] + "}" + letter + strconv.FormatInt(n/g, 10), string([]byte{'0' + byte(i/10), '0' + byte(i%10)})
 }
 
 // tallyGroupExpiry is when the group of step holding the bucket starting at start expires:
@@ -411,18 +412,18 @@ func (s *redisStore) Tallies(ctx context.Context, step TallyStep, from, to time.
 		return nil, mapErr("tallies", err)
 	}
 	// A group outlives its earlier buckets: skip buckets past their TTL, as if expired.
-	live := func(i int64) bool { return time.Unix(first+i*w, 0).Add(step.TTL()).After(time.Now()) }
+	now := time.Now()
 	for k, c := range groups {
 		gr := firstGroup + int64(k/LogShards)
 		for field, v := range c.Val() {
 			if len(field) < 3 || field[0] < '0' || field[0] > '9' || field[1] < '0' || field[1] > '9' {
 				continue // not written by tallyScript
 			}
-			i := (gr*g+int64(field[0]-'0')*10+int64(field[1]-'0'))*w - first
-			if i < 0 || i%w != 0 || i/w >= int64(n) || !live(i/w) {
+			b := gr*g + int64(field[0]-'0')*10 + int64(field[1]-'0') - first/w // index in out
+			if b < 0 || b >= int64(n) || !out[b].Start.Add(step.TTL()).After(now) {
 				continue
 			}
-			addCount(out[i/w].Counts, field[2:], v)
+			addCount(out[b].Counts, field[2:], v)
 		}
 	}
 	for i, c := range legacy {
