@@ -128,10 +128,10 @@ func TestRedisClusterSpreadsLogWrites(t *testing.T) {
 		}
 	}
 	type master struct {
-		addr                string
-		zadd, eval          int
-		logKeys, tallyKeys  int
-		logEntries, talSums int64
+		addr               string
+		zadd, eval         int
+		logKeys, tallyKeys int
+		logEntries         int64
 	}
 	var mu sync.Mutex
 	var ms []master
