@@ -96,7 +96,7 @@ func BenchmarkRedisFootprint(b *testing.B) {
 	// login adds to, by their growth.
 	type group struct{ keys, bytes, value int64 }
 	groups := map[string]*group{}
-	var records, events, logBytes, memberBytes, tallyMinute, tallyHour int64
+	var records, events, logBytes, memberBytes, tallyMinute, tallyHour, tallyMinuteKeys, tallyHourKeys int64
 	var idToken, userAgent int // lengths in one session record
 	for k, size := range after {
 		switch kind := footprintKind(k); kind {
@@ -112,8 +112,10 @@ func BenchmarkRedisFootprint(b *testing.B) {
 			logBytes += size - before[k]
 		case "tally minute":
 			tallyMinute = max(tallyMinute, size)
+			tallyMinuteKeys++
 		case "tally hour":
 			tallyHour = max(tallyHour, size)
+			tallyHourKeys++
 		default:
 			if _, old := before[k]; old {
 				continue
@@ -173,8 +175,8 @@ func BenchmarkRedisFootprint(b *testing.B) {
 		perLogin(records), perLogin(grown), perLogin(grown-logBytes))
 	fmt.Fprintf(&r, "a session record holds the upstream ID token (%d bytes here) and the first and last User-Agent (%d bytes)\n", idToken, userAgent)
 	fmt.Fprintf(&r, "event log: %.2f events per login, %d bytes per event in the sorted set (JSON member %d bytes on average); "+
-		"tally hashes (one connection, successes only): minute %d bytes, hour %d bytes",
-		float64(loginEvents)/float64(n), logBytes/max(loginEvents, 1), memberBytes/max(events, 1), tallyMinute, tallyHour)
+		"tally hashes (one connection, successes only; per tally shard five minutes, six hours): %d minute groups, the largest %d bytes, %d hour groups, the largest %d bytes",
+		float64(loginEvents)/float64(n), logBytes/max(loginEvents, 1), memberBytes/max(events, 1), tallyMinuteKeys, tallyMinute, tallyHourKeys, tallyHour)
 	b.Log(r.String())
 
 	b.ReportMetric(float64(grown)/float64(n), "used_memory-B/login")
@@ -229,7 +231,9 @@ func footprintKind(key string) string {
 	case "log":
 		return "log"
 	case "tally":
-		if strings.HasSuffix(id, "h") {
+		// PREFIX:tally:{TAG}:h:N holds six hours, PREFIX:tally:{TAG}:m:N five minutes, each
+		// per tally shard (sessions/tally.go).
+		if strings.Contains(id, "}:h:") {
 			return "tally hour"
 		}
 		return "tally minute"

@@ -95,7 +95,8 @@ func TestRedisClusterSpreadsKeys(t *testing.T) {
 
 // TestRedisClusterSpreadsLogWrites: the log appends of logins (with their tallies, as a
 // login on Cluster writes them) spread over the three masters, each master taking a share
-// of the sorted-set and tally writes, and every event is read back. It logs the commands
+// of the sorted-set and tally writes, a login's event and counters on one master, and every
+// event is read back. It logs the commands
 // each master ran (INFO commandstats) and its log and tally keys.
 func TestRedisClusterSpreadsLogWrites(t *testing.T) {
 	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
@@ -170,6 +171,9 @@ func TestRedisClusterSpreadsLogWrites(t *testing.T) {
 		t.Logf("master %s: %d ZADD, %d EVAL/EVALSHA (tallies) for %d logins; %d log sets holding %d entries, %d tally hashes",
 			m.addr, m.zadd, m.eval, logins, m.logKeys, m.logEntries, m.tallyKeys)
 		entries += m.logEntries
+		if m.zadd != m.eval {
+			t.Errorf("master %s took %d ZADD and %d EVAL: a login's event and counters went to different masters", m.addr, m.zadd, m.eval)
+		}
 		if m.zadd < logins/6 || m.eval < logins/6 {
 			t.Errorf("master %s took %d ZADD and %d EVAL of %d logins, want at least a sixth each", m.addr, m.zadd, m.eval, logins)
 		}

@@ -28,7 +28,8 @@
 //     LogShards hash tags spread over the Cluster slot space ({log}, the unsharded log's, is
 //     shard 0), an event's shard a hash of its log id; reads merge every class and shard in
 //     one round trip per round, count retention is per shard (LogShardCap, MaxLogKept), and
-//     an event's tally counters live under its shard's tag (tally.go).
+//     an event's tally counters go to one of fewer tally shards, under the tag of a log shard
+//     in the same third of the slot space (tally.go).
 //   - swap.go holds Swap for both backends (one Lua script on Redis).
 //   - index.go is the session index, built on Get, Create and Swap alone, so every Store has
 //     it: a bounded set of member ids with expiries in one KindIndex record (IndexAdd,

@@ -69,6 +69,24 @@ func TestLogShardTagsSpread(t *testing.T) {
 	}
 }
 
+// TestTallyShardsShareTheirLogShardsThird: the tally shards' tags lie one in each third of
+// the slot space, and each log shard's counters go to the tally shard in its own third, so
+// on a 3-master `redis-cli --cluster create` cluster a login's event and counters go to one
+// master.
+func TestTallyShardsShareTheirLogShardsThird(t *testing.T) {
+	third := func(tag string) int { return int(crc16(tag)%16384) * 3 / 16384 }
+	for ts, tag := range tallyShardTag {
+		if third(tag) != ts {
+			t.Errorf("tally shard %d tag %q in third %d", ts, tag, third(tag))
+		}
+	}
+	for sh, tag := range logShardTags {
+		if ts := tallyShardOf[sh]; third(tallyShardTag[ts]) != third(tag) {
+			t.Errorf("log shard %d (%q, third %d) counts in tally shard %d (third %d)", sh, tag, third(tag), ts, third(tallyShardTag[ts]))
+		}
+	}
+}
+
 func TestLogShardCap(t *testing.T) {
 	tests := []struct {
 		maxLen, wantCap, wantKept int
@@ -245,13 +263,13 @@ func TestRedisLogShardKeepsItsNewest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 2*LogShards {
-		t.Errorf("tally keys = %q, want a minute and an hour group per shard", keys)
+	if len(keys) != 2*tallyShards {
+		t.Errorf("tally keys = %q, want a minute and an hour group per tally shard", keys)
 	}
 	for _, k := range keys {
 		tag := k[strings.Index(k, "{")+1 : strings.Index(k, "}")]
-		if !slices.Contains(logShardTags[:], tag) {
-			t.Errorf("tally key %q: tag %q is not a log shard's", k, tag)
+		if !slices.Contains(tallyShardTag[:], tag) {
+			t.Errorf("tally key %q: tag %q is not a tally shard's", k, tag)
 		}
 	}
 }

@@ -278,30 +278,47 @@ func (m *memory) Tallies(_ context.Context, step TallyStep, from, to time.Time) 
 
 // ---- Redis ----
 
-// A Redis bucket is a set of fields of a group hash that shares the hash tag of a log shard,
-// so a login's event and its counters go to one node (one slot) on Cluster, and the logins
-// of any one minute spread over the shards' slots. Minutes are grouped by hour and hours by
-// day: PREFIX:tally:{TAG}:m:HOUR holds field "MMNAME" (MM the minute of the hour, two
-// digits) and PREFIX:tally:{TAG}:h:DAY field "HHNAME" (HH the hour of the day), HOUR and
-// DAY counted from the Unix epoch. A read sums the shards: a day of minutes is 25 hashes
-// per shard, not 1440. The group expires with its last bucket; a read skips buckets older
-// than their TTL.
+// A Redis bucket is a set of fields of a small group hash under the hash tag of one of
+// tallyShards tally shards, so that the logins of any one minute spread over their slots
+// instead of all landing on one. Each tally shard uses the tag of a log shard (tallyShardTag)
+// and a log shard's counters go to the tally shard in the same third of the slot space: on a
+// 3-master Cluster a login's event and counters go to one node; with more masters, two.
+// Fewer tally shards than log shards keep the reads small: a chart sums the tally shards, and
+// a counter hit in every shard is stored once per shard.
+//
+// Minutes are grouped by five and hours by six: PREFIX:tally:{TAG}:m:N (N = minute/5 since
+// the Unix epoch) holds field "MNAME" (M the minute within the group, one digit) and
+// PREFIX:tally:{TAG}:h:N (N = hour/6) field "HNAME". A group of a few buckets stays under
+// Redis's hash-max-listpack-entries (128), compact (about 25 bytes a counter), where an hour
+// of minutes would not; a day of minutes is 289 groups per tally shard, not 1440 hashes. The
+// group expires with its last bucket; a read skips buckets older than their TTL.
 //
 // Before the log was sharded each bucket was its own hash, PREFIX:tally:{tally.HOUR}mMINUTE
 // or PREFIX:tally:{tally.HOUR}h; reads still add those (legacyTallyKey), so counts written
 // before an upgrade, or by a replica not yet upgraded, keep showing until they expire.
 
-// tallyGroup is the width, in buckets, of the group hash of step: 60 minutes, 24 hours.
+// tallyShards is the number of tally shards.
+const tallyShards = 3
+
+// tallyShardOf is the tally shard of each log shard: the one whose tag's slot lies in the
+// same third of the slot space (TestTallyShardsShareTheirLogShardsThird checks it).
+var tallyShardOf = [LogShards]int{0: 1, 1: 0, 2: 0, 3: 1, 4: 2, 5: 2}
+
+// tallyShardTag is the hash tag of each tally shard: that of log shard 1 (slot 695), 3
+// (6862) and 4 (11987), one in each third of the slot space.
+var tallyShardTag = [tallyShards]string{logShardTags[1], logShardTags[3], logShardTags[4]}
+
+// tallyGroup is the width, in buckets, of the group hash of step: 5 minutes, 6 hours.
 func tallyGroup(step TallyStep) int64 {
 	if step == TallyHour {
-		return 24
+		return 6
 	}
-	return 60
+	return 5
 }
 
-// tallyGroupKey is the group hash of log shard sh holding the bucket of step starting at
+// tallyGroupKey is the group hash of tally shard ts holding the bucket of step starting at
 // start (Unix seconds), and the field prefix of that bucket.
-func (s *redisStore) tallyGroupKey(sh int, step TallyStep, start int64) (key, field string) {
+func (s *redisStore) tallyGroupKey(ts int, step TallyStep, start int64) (key, field string) {
 	w := int64(step.Duration() / time.Second)
 	g := tallyGroup(step)
 	n := start / w
@@ -309,8 +326,7 @@ func (s *redisStore) tallyGroupKey(sh int, step TallyStep, start int64) (key, fi
 	if step == TallyHour {
 		letter = ":h:"
 	}
-	i := n % g
-	return s.prefix + ":tally:{" + logShardTags[sh] + "}" + letter + strconv.FormatInt(n/g, 10), string([]byte{'0' + byte(i/10), '0' + byte(i%10)})
+	return s.prefix + ":tally:{" + tallyShardTag[ts] + "}" + letter + strconv.FormatInt(n/g, 10), string([]byte{'0' + byte(n%g)})
 }
 
 // tallyGroupExpiry is when the group of step holding the bucket starting at start expires:
@@ -348,15 +364,15 @@ redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 return 0
 `)
 
-// queueTally queues t's increments and the expiry of its group hashes, those of log shard
-// sh, on p.
+// queueTally queues t's increments and the expiry of its group hashes, those of the tally
+// shard of log shard sh, on p.
 func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, t Tally) {
 	if len(t.Counts) == 0 {
 		return
 	}
 	m, h := tallyStart(TallyMinute, t.At), tallyStart(TallyHour, t.At)
-	mKey, mField := s.tallyGroupKey(sh, TallyMinute, m)
-	hKey, hField := s.tallyGroupKey(sh, TallyHour, h)
+	mKey, mField := s.tallyGroupKey(tallyShardOf[sh], TallyMinute, m)
+	hKey, hField := s.tallyGroupKey(tallyShardOf[sh], TallyHour, h)
 	args := make([]any, 0, 4+2*len(t.Counts))
 	args = append(args, tallyGroupExpiry(TallyMinute, m).UnixMilli(), tallyGroupExpiry(TallyHour, h).UnixMilli(), mField, hField)
 	for name, n := range t.Counts {
@@ -398,8 +414,8 @@ func (s *redisStore) Tallies(ctx context.Context, step TallyStep, from, to time.
 	// A plain pipeline (one per node on Cluster): the buckets are independent counters.
 	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for gr := firstGroup; gr <= lastGroup; gr++ {
-			for sh := range LogShards {
-				key, _ := s.tallyGroupKey(sh, step, gr*g*w)
+			for ts := range tallyShards {
+				key, _ := s.tallyGroupKey(ts, step, gr*g*w)
 				groups = append(groups, p.HGetAll(ctx, key))
 			}
 		}
@@ -414,16 +430,16 @@ func (s *redisStore) Tallies(ctx context.Context, step TallyStep, from, to time.
 	// A group outlives its earlier buckets: skip buckets past their TTL, as if expired.
 	now := time.Now()
 	for k, c := range groups {
-		gr := firstGroup + int64(k/LogShards)
+		gr := firstGroup + int64(k/tallyShards)
 		for field, v := range c.Val() {
-			if len(field) < 3 || field[0] < '0' || field[0] > '9' || field[1] < '0' || field[1] > '9' {
+			if len(field) < 2 || field[0] < '0' || field[0] > '9' {
 				continue // not written by tallyScript
 			}
-			b := gr*g + int64(field[0]-'0')*10 + int64(field[1]-'0') - first/w // index in out
+			b := gr*g + int64(field[0]-'0') - first/w // index in out
 			if b < 0 || b >= int64(n) || !out[b].Start.Add(step.TTL()).After(now) {
 				continue
 			}
-			addCount(out[b].Counts, field[2:], v)
+			addCount(out[b].Counts, field[1:], v)
 		}
 	}
 	for i, c := range legacy {
