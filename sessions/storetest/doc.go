@@ -6,7 +6,8 @@
 //   - Run (storetest.go) runs every check, each on a fresh store from newStore (which must
 //     also implement sessions.Connections): Create, Put, Get, Take and Delete with TTLs and
 //     under concurrency, PutAll and Swap (swap.go), the event log with its paging, retention
-//     and classes (classes.go), sessions.Connections and the optional sessions.LogBatcher
+//     (the newest maxLen kept, at most sessions.MaxLogKept(maxLen)) and classes (classes.go),
+//     checkpoint paging while writers append (logpaging.go), sessions.Connections and the optional sessions.LogBatcher
 //     and sessions.VersionedCreator (more.go), and the session index built on the Store
 //     (sessions.IndexAdd, IndexRemove, IndexMembers: index.go).
 //   - RunFull (full.go) checks a store at capacity: writes fail with sessions.ErrFull and
