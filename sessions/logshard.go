@@ -9,8 +9,8 @@ import (
 )
 
 // The Redis event log is sharded: each class is LogShards sorted sets under LogShards hash
-// tags, so that on Redis Cluster the appends of logins (and their tallies, which share the
-// shard's tag, see tally.go) spread over the masters instead of all landing on one slot.
+// tags, so that on Redis Cluster the appends of logins (and their tallies, in tally shards
+// beside them, see tally.go) spread over the masters instead of all landing on one slot.
 // An event's shard is a hash of its log id; reads merge every class and shard by id.
 
 // LogShards is the number of shards of each class of the Redis event log.
@@ -45,8 +45,9 @@ func logShard(id string) int {
 // newer entries of its class went to its shard: the newest maxLen are all kept whenever no
 // shard got more than LogShardCap of them. For maxLen up to 8 that is always (the cap is
 // maxLen); for larger ones a shard's share of the newest maxLen is binomial (mean c,
-// deviation under √c), so exceeding the cap takes over 4 deviations (for the default
-// 10,000: cap 1831, at most 10,986 kept).
+// deviation under √c), so exceeding the cap takes at least 4 deviations (for the default
+// 10,000: cap 1831, at most 10,986 kept). An append trims only its own shard, so after a
+// change of maxLen a shard keeps its old cap until its next append.
 func LogShardCap(maxLen int) int {
 	c := (maxLen + LogShards - 1) / LogShards
 	return min(maxLen, c+int(math.Ceil(4*math.Sqrt(float64(c)))))
