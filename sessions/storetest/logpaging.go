@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -56,26 +57,34 @@ func testLogPagingConcurrent(t *testing.T, s sessions.Store) {
 	const total = pagingWriters * pagingPerW
 	var after []int
 	cursor := ""
+	stalled := 0
 	for reads := 0; len(after) < total; reads++ {
 		select {
 		case err := <-errs:
 			t.Fatal(err)
 		default:
 		}
-		if reads > 20*total {
-			t.Fatalf("LogsAfter paging: %d entries after %d reads", len(after), reads)
+		if stalled > 20000 { // 20000 reads without a new entry, a millisecond apart
+			t.Fatalf("LogsAfter paging: %d entries after %d reads, %d without progress", len(after), reads, stalled)
 		}
 		bound := int(stored()) // every id below bound is stored before this read
 		es, err := s.LogsAfter(c, cursor, 1+reads%7)
 		if err != nil {
 			t.Fatalf("LogsAfter(%q): %v", cursor, err)
 		}
+		had := len(after)
 		for _, n := range entryNs(t, es) {
 			if n >= bound {
 				break // may have passed an id still being written
 			}
 			after = append(after, n)
 			cursor = logID(n)
+		}
+		if len(after) == had {
+			stalled++
+			time.Sleep(time.Millisecond) // let the writers run
+		} else {
+			stalled = 0
 		}
 		// Backwards from a bound below which everything is stored: exactly those ids.
 		if reads%25 == 0 && bound > 1 {
