@@ -21,7 +21,8 @@ import (
 //	if v, _ := c.ConnectionsVersion(ctx); v != cached { docs, _ := c.ListConnections(ctx); ... }
 //
 // (reading the version before the list means a concurrent write is seen at the next check).
-// The client records (Clients) count in the same version.
+// The client records (Clients) count in the same version. ConnectionsWatcher (watch.go) tells
+// such a replica when to check.
 type Connections interface {
 	// CreateConnection stores doc under id and name. It returns ErrExists (and changes
 	// nothing) when id or name is taken; of concurrent creators of one name exactly one wins.
@@ -107,7 +108,8 @@ func (d *memDocs) init() {
 
 // createDoc stores doc under id and name in d, or returns errIDTaken / errNameTaken.
 func (m *memory) createDoc(d *memDocs, id, name string, doc []byte) error {
-	return m.run(func() error {
+	var v int64
+	err := m.run(func() error {
 		d.init()
 		if _, ok := d.byID[id]; ok {
 			return errIDTaken
@@ -119,8 +121,13 @@ func (m *memory) createDoc(d *memDocs, id, name string, doc []byte) error {
 		d.byName[name] = id
 		delete(d.gone, id)
 		m.connVer++
+		v = m.connVer
 		return nil
 	})
+	if err == nil {
+		m.wroteDocs(v)
+	}
+	return err
 }
 
 // getDoc returns the document stored under id in d; op names the operation in errors.
@@ -178,15 +185,21 @@ func (m *memory) tombstone(d *memDocs, op, id string) ([]byte, error) {
 // changeDoc applies change to the document id of d (with mu held) and counts the write, or
 // returns ErrNotFound; op names the operation in errors.
 func (m *memory) changeDoc(d *memDocs, op, id string, change func(c memConn)) error {
-	return m.run(func() error {
+	var v int64
+	err := m.run(func() error {
 		c, ok := d.byID[id]
 		if !ok {
 			return fmt.Errorf("sessions: %s: %w", op, ErrNotFound)
 		}
 		change(c)
 		m.connVer++
+		v = m.connVer
 		return nil
 	})
+	if err == nil {
+		m.wroteDocs(v)
+	}
+	return err
 }
 
 func (m *memory) CreateConnection(_ context.Context, id, name string, doc []byte) error {

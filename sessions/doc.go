@@ -12,7 +12,10 @@
 //   - Optional capabilities, found with a type assertion: Connections (connections.go), the
 //     durable, versioned upstream connection records the management API edits; LogBatcher,
 //     one atomic write of a batch and its event; VersionedCreator, a create that also reads
-//     the connections version; Tallier (tally.go), counters in per-minute and per-hour
+//     the connections version; ConnectionsWatcher (watch.go; Redis:
+//     redis_watch.go), the writes of the connection and client records reported as they
+//     happen (Redis Pub/Sub), so a replica caches them without reading their version per
+//     request; Tallier (tally.go), counters in per-minute and per-hour
 //     buckets with TTLs that ride in the write of a log event (no extra round trip), and
 //     their read by time range.
 //   - NewMemory and NewMemoryWithOptions (memory.go) are the in-process backend, bounded by

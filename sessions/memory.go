@@ -86,6 +86,8 @@ type memory struct {
 	clients memDocs // client records (no TTL; name = id)
 	connVer int64   // ConnectionsVersion: counts the writes of both
 
+	watchers memWatchers // WatchConnections (watch.go)
+
 	tallies memTallies // per-minute and per-hour counters (tally.go; not records: never ErrFull)
 }
 
@@ -621,5 +623,6 @@ func (m *memory) Close() error {
 	m.logs = [len(logClasses)][]memLog{}
 	m.conns, m.clients = memDocs{}, memDocs{}
 	m.tallies = memTallies{}
+	m.watchers.close()
 	return nil
 }

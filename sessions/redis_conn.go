@@ -19,6 +19,9 @@ import (
 //	PREFIX:conn:{conn}:ver   counter, INCR by every write
 //	PREFIX:conn:{conn}:gone  hash id → tombstone of a deleted connection
 //
+// Every write script also PUBLISHes the version it reached on the channel
+// PREFIX:conn:changed:{watch583} (redis_watch.go), passed as the script's last argument.
+//
 // Client records (clients.go) use the same scripts on PREFIX:client:{conn}:doc, :id, :name
 // and :gone, with the same ver key: one counter tells a replica that either changed.
 type connKeys struct{ doc, id, name, ver, gone string }
@@ -42,7 +45,7 @@ const (
 )
 
 var (
-	// ARGV: id, name, doc.
+	// ARGV: id, name, doc, channel.
 	connCreateScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return -2 end
@@ -50,15 +53,19 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
-return redis.call('INCR', KEYS[4])
+local v = redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', ARGV[#ARGV], v)
+return v
 `)
-	// ARGV: id, doc.
+	// ARGV: id, doc, channel.
 	connUpdateScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('INCR', KEYS[4])
+local v = redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', ARGV[#ARGV], v)
+return v
 `)
-	// ARGV: id, tombstone ("" = none).
+	// ARGV: id, tombstone ("" = none), channel.
 	connDeleteScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
 local name = redis.call('HGET', KEYS[2], ARGV[1])
@@ -66,7 +73,9 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 if name and redis.call('HGET', KEYS[3], name) == ARGV[1] then redis.call('HDEL', KEYS[3], name) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[2]) end
-return redis.call('INCR', KEYS[4])
+local v = redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', ARGV[#ARGV], v)
+return v
 `)
 	// ARGV: name. Returns {id, doc} or nil.
 	connByNameScript = redis.NewScript(`
@@ -83,10 +92,11 @@ func (s *redisStore) runConn(ctx context.Context, op string, sc *redis.Script, a
 	return s.runDocs(ctx, s.connKeys(), op, sc, args...)
 }
 
-// runDocs runs a write script on the collection k and maps its result. It runs again only
-// after a refusal (runScriptOnce): a second run of a create would find its own record.
+// runDocs runs a write script on the collection k (the watch channel appended to args) and
+// maps its result. It runs again only after a refusal (runScriptOnce): a second run of a
+// create would find its own record.
 func (s *redisStore) runDocs(ctx context.Context, k connKeys, op string, sc *redis.Script, args ...any) error {
-	n, err := runScriptOnce(ctx, s.c, sc, k.all(), args).Int64()
+	n, err := runScriptOnce(ctx, s.c, sc, k.all(), append(args, s.watchChannel())).Int64()
 	if err != nil {
 		return mapErr(op, err)
 	}
