@@ -123,21 +123,16 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 // (a sign-in page, an error redirect to the app or an error page) and recorded the
 // failure on ev.
 //
-// The connections: a snapshot up to registryRecheck old starts the login, and the store's
-// connection version, read in the same round trip as the transaction write, confirms it.
-// When the version moved, or the snapshot gives anything but a started login (a page,
-// refusal, upstream failure), the request is decided again with the current connections (a
-// second pass, at most once). So every replica uses a change from its next /authorize,
-// without a separate version read per login. A store that cannot return the version with the
-// write (s.txCreate nil) is read fresh from the start, in one pass.
+// The connections are the registry's snapshot (registry.go): a change made on any replica
+// reaches it a moment after the store's watch reports it, and within registryRecheck when the
+// watch is down; no store read of the connections per login.
 //
 // The browser's live-transaction slot (bounded.go) is taken before the upstream is asked
 // anything: a pushed authorization request is a credentialed POST in the broker's name, so a
-// login the bound refuses must not send one. The slot is kept across the second pass and given
-// back unless the transaction is stored.
+// login the bound refuses must not send one. It is given back unless the transaction is
+// stored.
 func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values, client *config.Client, app *appRequest, ev *logs.Event) (st *upstream.Start, secret string, ok bool) {
-	fresh := s.txCreate == nil // no combined write: check the version first
-	snap, err := s.reg.current(r.Context(), fresh)
+	snap, err := s.reg.current(r.Context(), false)
 	if err != nil {
 		s.failLogin(w, r, ev, s.storeFailure(err))
 		return nil, "", false
@@ -149,99 +144,60 @@ func (s *Server) startLogin(w http.ResponseWriter, r *http.Request, q url.Values
 			s.freeTx(&slot)
 		}
 	}()
-	for attempt := 0; attempt < 2; attempt++ { // the second pass always has fresh set
-		var beginErr error
-		conn, domain, signIn, refusal := s.pickConnection(snap, client, q)
-		if conn != nil && conn.err == nil {
-			if !held {
-				if ref := s.holdTx(&slot); ref != nil {
-					withConnection(ev, conn)
-					s.refusedPage(w, r, ref, ev, tooManySignIns, "Too many sign-ins are in progress from your network.")
-					return nil, "", false
-				}
-				held = true
-			}
-			st, beginErr = conn.up.Begin(r.Context(), s.callbackFor(conn), upstreamOptions(q)...)
-		}
-		if !fresh && (conn == nil || conn.err != nil || beginErr != nil) {
-			prev := snap
-			if snap, err = s.reg.current(r.Context(), true); err != nil {
-				s.failLogin(w, r, ev, s.storeFailure(err))
-				return nil, "", false
-			}
-			fresh = true
-			if snap != prev {
-				continue // the connections changed: decide again
-			}
-			// Unchanged: the answer stands (an unreachable upstream is not asked twice).
-		}
-		if conn == nil {
-			switch name := q.Get("connection"); {
-			case signIn != nil:
-				renderSignIn(w, signIn)
-			case name != "":
-				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
-					Description: "connection " + s.clipEvent(name, 64) + " is not enabled for this application"})
-			case refusal != "":
-				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest, Description: refusal})
-			default:
-				s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
-					Description: "no connection is enabled for this application"})
-			}
+	var beginErr error
+	conn, domain, signIn, refusal := s.pickConnection(snap, client, q)
+	if conn != nil && conn.err == nil {
+		if ref := s.holdTx(&slot); ref != nil {
+			withConnection(ev, conn)
+			s.refusedPage(w, r, ref, ev, tooManySignIns, "Too many sign-ins are in progress from your network.")
 			return nil, "", false
 		}
-		withConnection(ev, conn)
-		if domain != "" {
-			ev.Details[detailHomeRealmDomain] = domain
-		}
-		if conn.err != nil {
-			s.failLogin(w, r, ev, s.beginFailure(app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err}))
-			return nil, "", false
-		}
-		if beginErr != nil {
-			s.failLogin(w, r, ev, s.beginFailure(app, ev, beginErr))
-			return nil, "", false
-		}
-		secret = randomString(32)
-		tx := transaction{
-			App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret), Callback: s.callbackFor(conn),
-			Expires: slot.Expires, LimitKey: slot.LimitKey, HomeRealmDomain: domain,
-		}
-		raw, err := json.Marshal(tx)
-		if err != nil {
-			s.failLogin(w, r, ev, loginFailure{Status: http.StatusInternalServerError, Code: "server_error",
-				Description: "could not encode the login transaction"})
-			return nil, "", false
-		}
-		id := txID(st.State, tx.CookieHash)
-		if fresh {
-			err = s.store.Create(r.Context(), sessions.KindTransaction, id, raw, s.cfg.Lifetimes.Transaction)
-		} else {
-			var v int64
-			v, err = s.txCreate.CreateVersioned(r.Context(), sessions.KindTransaction, id, raw, s.cfg.Lifetimes.Transaction)
-			err = s.metrics.storeError("create", err)
-			if err == nil && !s.reg.confirm(snap, v) {
-				// The connections changed: this transaction's state is never handed out.
-				_ = s.store.Delete(r.Context(), sessions.KindTransaction, id)
-				clearConnection(ev)
-				if snap, err = s.reg.current(r.Context(), true); err != nil {
-					s.failLogin(w, r, ev, s.storeFailure(err))
-					return nil, "", false
-				}
-				fresh = true
-				continue
-			}
-		}
-		if err != nil {
-			s.failLogin(w, r, ev, s.storeFailure(err))
-			return nil, "", false
-		}
-		return st, secret, true
+		held = true
+		st, beginErr = conn.up.Begin(r.Context(), s.callbackFor(conn), upstreamOptions(q)...)
 	}
-	// Unreachable: a second pass never starts over.
-	s.failLogin(w, r, ev, loginFailure{Status: http.StatusInternalServerError, Code: "server_error",
-		Description: "the login could not be started"})
-	return nil, "", false
+	if conn == nil {
+		switch name := q.Get("connection"); {
+		case signIn != nil:
+			renderSignIn(w, signIn)
+		case name != "":
+			s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
+				Description: "connection " + s.clipEvent(name, 64) + " is not enabled for this application"})
+		case refusal != "":
+			s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest, Description: refusal})
+		default:
+			s.failLogin(w, r, ev, loginFailure{App: app, Code: codeInvalidRequest,
+				Description: "no connection is enabled for this application"})
+		}
+		return nil, "", false
+	}
+	withConnection(ev, conn)
+	if domain != "" {
+		ev.Details[detailHomeRealmDomain] = domain
+	}
+	if conn.err != nil {
+		s.failLogin(w, r, ev, s.beginFailure(app, ev, &upstream.Error{Code: codeConnectionUnusable, Description: "the stored connection configuration cannot be used: " + conn.err.Error(), Err: conn.err}))
+		return nil, "", false
+	}
+	if beginErr != nil {
+		s.failLogin(w, r, ev, s.beginFailure(app, ev, beginErr))
+		return nil, "", false
+	}
+	secret = randomString(32)
+	tx := transaction{
+		App: *app, Connection: conn.cfg.Name, Start: st, CookieHash: hashString(secret), Callback: s.callbackFor(conn),
+		Expires: slot.Expires, LimitKey: slot.LimitKey, HomeRealmDomain: domain,
+	}
+	raw, err := json.Marshal(tx)
+	if err != nil {
+		s.failLogin(w, r, ev, loginFailure{Status: http.StatusInternalServerError, Code: "server_error",
+			Description: "could not encode the login transaction"})
+		return nil, "", false
+	}
+	if err := s.store.Create(r.Context(), sessions.KindTransaction, txID(st.State, tx.CookieHash), raw, s.cfg.Lifetimes.Transaction); err != nil {
+		s.failLogin(w, r, ev, s.storeFailure(err))
+		return nil, "", false
+	}
+	return st, secret, true
 }
 
 // upstreamOptions passes the app's authentication requirements on to the upstream: max_age

@@ -217,11 +217,13 @@ func (b *backchannel) startApp(s *Server) *bclApp {
 	return app
 }
 
-// Close stops the back-channel logout workers: no delivery is accepted any more, those
+// Close stops the watch of the store's connection records (registry.go) and the back-channel
+// logout workers: no delivery is accepted any more, those
 // waiting or running get the grace (10 s) to finish; then running attempts are cancelled and
 // what still waits is recorded as not sent (shutting_down). Call it once the HTTP server has
 // stopped (no more logouts), before the store closes (the outcomes are events). Idempotent.
 func (s *Server) Close() {
+	s.reg.stopWatch()
 	b := s.bcl
 	b.mu.Lock()
 	if b.closed {

@@ -63,16 +63,16 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	s.clearTxCookie(w)
 	s.freeTx(tx) // its live-transaction slot (bounded.go)
-	// /authorize read the store's connection version for this login; here a snapshot at most
-	// registryRecheck old is enough (a change made since is seen within that second), unless
-	// it lacks the login's client or connection.
+	// The registry's snapshot (as current as /authorize's: registry.go), unless it lacks the
+	// login's client or connection.
 	snap, err := s.reg.current(r.Context(), false)
 	if err != nil {
 		s.failLogin(w, r, ev, s.storeFailure(err))
 		return
 	}
 	if snap.clients[tx.App.ClientID] == nil || snap.byName[tx.Connection] == nil {
-		// Created on another replica within the last registryRecheck, or gone: look now.
+		// Created on another replica a moment ago (the watch has not reported it yet), or
+		// gone: look now.
 		if snap, err = s.reg.current(r.Context(), true); err != nil {
 			s.failLogin(w, r, ev, s.storeFailure(err))
 			return

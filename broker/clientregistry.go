@@ -20,8 +20,9 @@ import (
 // (sessions.Clients), seeded from the YAML by the same rule (registry.go): a YAML client is
 // created when its client_id is not stored, unless the management API deleted it while the
 // YAML entry was the same (tombstone = config_hash); a stored one is overwritten only when
-// its YAML entry changed. Client writes move the same version counter, so the registry's one
-// snapshot holds both and every replica sees a change at its next version check.
+// its YAML entry changed. Client writes move the same version counter (and are reported by the
+// same watch), so the registry's one snapshot holds both and every replica sees a change as
+// soon as it sees a connection change.
 //
 // The stored document never holds a client secret, only its SHA-256 (client_secret_sha256):
 // secrets created by the management API are random and shown once, and nobody who reads the
@@ -199,8 +200,8 @@ func (s *Server) cachedClient(id string) *config.Client {
 	return nil
 }
 
-// findClient returns the client id from the connections snapshot (at most registryRecheck
-// old) when accept takes it; otherwise, it checks the store's version (coalesced with the
+// findClient returns the client id from the connections snapshot (as current as the
+// registry knows: registry.go) when accept takes it; otherwise, it checks the store's version (coalesced with the
 // other misses: afterMiss) and looks again. It returns nil and no error when the client is
 // unknown or not accepted.
 func (s *Server) findClient(ctx context.Context, id string, accept func(*regClient) bool) (*regClient, error) {
@@ -243,7 +244,7 @@ func (s *Server) client(ctx context.Context, id string) *config.Client {
 }
 
 // allowedOrigin reports whether origin is an allowed CORS origin of a client: from the
-// snapshot at most registryRecheck old, or the last one loaded when the store cannot be read.
+// registry's snapshot, or the last one loaded when the store cannot be read.
 func (s *Server) allowedOrigin(ctx context.Context, origin string) bool {
 	snap, err := s.reg.current(ctx, false)
 	if err != nil {

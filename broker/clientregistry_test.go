@@ -22,14 +22,12 @@ type versionCountingStore struct {
 	sessions.Store
 	sessions.Connections
 	sessions.Clients
-	sessions.VersionedCreator
 	versionReads atomic.Int64
 }
 
 func newVersionCountingStore() *versionCountingStore {
 	mem := sessions.NewMemory()
-	return &versionCountingStore{Store: mem, Connections: mem.(sessions.Connections), Clients: mem.(sessions.Clients),
-		VersionedCreator: mem.(sessions.VersionedCreator)}
+	return &versionCountingStore{Store: mem, Connections: mem.(sessions.Connections), Clients: mem.(sessions.Clients)}
 }
 
 func (s *versionCountingStore) ConnectionsVersion(ctx context.Context) (int64, error) {

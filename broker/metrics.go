@@ -28,6 +28,7 @@ type metrics struct {
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
 	backchannel   *prometheus.CounterVec
+	connWatch     *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -79,9 +80,13 @@ func newMetrics() *metrics {
 			Name: "dpop_broker_backchannel_logout_total",
 			Help: "Back-channel logout deliveries to apps (OpenID Connect Back-Channel Logout 1.0) by result: succeeded (2xx), failed (after its attempts), dropped (never sent: the delivery queue was full or the broker was stopping).",
 		}, []string{"result"}),
+		connWatch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_connections_watch_events_total",
+			Help: "Events of the store's watch of the connection and client records, by event: change (a write reported through Pub/Sub) and subscribed (the watch subscribed, at start or again after losing its connection: messages may have been lost meanwhile).",
+		}, []string{"event"}),
 	}
 	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests, m.events,
-		m.eventsDropped, m.httpRequests, m.httpDuration, m.backchannel,
+		m.eventsDropped, m.httpRequests, m.httpDuration, m.backchannel, m.connWatch,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

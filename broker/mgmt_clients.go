@@ -363,8 +363,9 @@ func (s *Server) patchClient(c *mgmtCall) *apiError {
 }
 
 // POST /api/v2/clients/{id}/rotate-secret: a new secret, answered this once; the old one
-// stops working at once on this replica and within registryRecheck on the others (each
-// checks the store before refusing a secret it does not know).
+// stops working at once on this replica and on the others as soon as their watch of the
+// store reports the write (registry.go: within registryRecheck when it is down); each checks
+// the store before refusing a secret it does not know.
 func (s *Server) rotateClientSecret(c *mgmtCall) *apiError {
 	doc, aerr := s.loadClient(c)
 	if aerr != nil {

@@ -28,15 +28,46 @@ import (
 // secret) wins over the store.
 //
 // The registry is every request path's view of the connections and of the clients
-// (clientregistry.go, same store version). It keeps one immutable snapshot; lookups that must
-// be current (/authorize, management writes) read the store's version counter (one GET) and
-// rebuild when it moved; the others re-check at most every registryRecheck. A lookup that
-// missed (a client or connection the snapshot lacks, a wrong secret) needs a check too, but
-// anyone can cause one, so those checks are coalesced (afterMiss). Unchanged connections keep
-// their upstream.Connection (DPoP nonce cache), and all share one discovery cache.
+// (clientregistry.go, same store version). It keeps one immutable snapshot and, per snapshot,
+// when it was last known current. A lookup uses the snapshot while that is less than
+// registryRecheck ago and no change was reported since; otherwise it reads the store's
+// version counter (one GET, shared by every lookup waiting for it: a flood of lookups costs
+// one read) and rebuilds when it moved.
+//
+// What keeps the snapshot known current without a read per request is the store's watch
+// (sessions.ConnectionsWatcher; Redis: every write script PUBLISHes, each replica
+// subscribes). Every reported change makes the next lookup read the version, so a change made
+// on any replica reaches the next request here a moment after the message (milliseconds); and
+// the watch vouches for the snapshot up to its last answered PING (every 250 ms), so the
+// snapshot stays known current while nothing changes. When the subscription is down, or does
+// not answer, that stops and lookups fall back to reading the version at most every
+// registryRecheck: a change reaches every replica within registryRecheck at worst. A
+// (re)subscription counts as a change (messages are lost while disconnected). The memory
+// store reports every write before it returns: one process always uses its own writes.
+//
+// When a needed read fails, a lookup still uses the snapshot if it was known current less
+// than registryRecheck ago, and fails otherwise (callers answer 503): a deleted or disabled
+// connection or client never works longer than registryRecheck after a write that this
+// replica could not see. So logins go on while the store's connection records cannot be
+// read (the Redis Cluster master holding {conn} failing over) as long as the watch, which
+// subscribes on another node, vouches for the snapshot. Lookups that must be current
+// (management writes, which make the writing replica use its own write at once:
+// refreshAfterWrite) read the version every time. Even while the watch vouches, the version
+// is read in the background every registryVerify: writes that published nothing (an older
+// release writing during a rolling upgrade, records restored by hand) are seen within that.
+//
+// A lookup that missed (a client or connection the snapshot lacks, a wrong secret) needs a
+// check too, but anyone can cause one, so those checks are coalesced (afterMiss). Unchanged
+// connections keep their upstream.Connection (DPoP nonce cache), and all share one discovery
+// cache.
 
-// registryRecheck is how stale a non-forced lookup may be.
+// registryRecheck bounds how stale a snapshot a lookup uses may be when the watch does not
+// vouch for it, and how long a snapshot serves when the version cannot be read.
 const registryRecheck = time.Second
+
+// registryVerify is how often the version is read in the background while the watch
+// vouches for the snapshot.
+const registryVerify = 30 * time.Second
 
 // missRecheck is the least time between the starts of two version checks made for lookups
 // that missed (afterMiss), per replica: unauthenticated requests with unknown client ids or
@@ -49,6 +80,22 @@ type missCheck struct {
 	done chan struct{}
 	snap *connSnapshot
 	err  error
+}
+
+// versionCheck is one version read that lookups share (registry.shared).
+type versionCheck struct {
+	gen  int64 // the change count when it was started
+	done chan struct{}
+	end  time.Time // when it ended (set before done is closed)
+	snap *connSnapshot
+	err  error
+}
+
+// knownCurrent says when a snapshot was last known current: at (unix nanos, wall clock), when
+// the watch had reported gen changes.
+type knownCurrent struct {
+	gen int64
+	at  int64
 }
 
 // storedConnection is the document stored per connection.
@@ -70,6 +117,9 @@ type connSnapshot struct {
 	clients    map[string]*regClient
 	clientList []*regClient
 	origins    map[string]bool
+	// known is when the snapshot was last confirmed by a version read (that started after the
+	// watch had reported known.gen changes); raised by later reads of the same version.
+	known atomic.Pointer[knownCurrent]
 }
 
 type registry struct {
@@ -80,10 +130,22 @@ type registry struct {
 	seed       []config.Connection
 	clientSeed []config.Client
 
-	mu      sync.Mutex // serializes rebuilds and seeding
-	seeded  bool
-	snap    atomic.Pointer[connSnapshot]
-	checked atomic.Int64 // unix nanos of the last version check (wall clock)
+	mu     sync.Mutex // serializes rebuilds and seeding
+	seeded bool
+	snap   atomic.Pointer[connSnapshot]
+
+	// The watch (sessions.ConnectionsWatcher): changes counts its Changed events; lease is
+	// its latest Through, with the count at that moment (it vouches for a snapshot known
+	// current at that count).
+	changes   atomic.Int64
+	lease     atomic.Pointer[knownCurrent]
+	watchOnce sync.Once
+	watchStop context.CancelFunc // nil until the watch started
+	watchDone chan struct{}
+
+	checkMu  sync.Mutex
+	checking *versionCheck // the last shared version read (registry.shared), nil before the first
+	verifyAt atomic.Int64  // unix nanos of the last background verification started
 
 	missMu        sync.Mutex
 	nextMiss      *missCheck // the check the next miss joins; nil once it started
@@ -173,20 +235,104 @@ func (s *Server) Init(ctx context.Context) error {
 		return err
 	}
 	s.reg.seeded = true
-	if _, err := s.reg.rebuildLocked(ctx); err != nil {
+	if _, err := s.reg.rebuild(ctx, false, s.reg.changes.Load(), time.Now().UnixNano()); err != nil {
 		return err
 	}
 	return errors.Join(problems...)
 }
 
-// current returns the connections: forced, it checks the store version now; otherwise at most
-// every registryRecheck. A failed check returns the error (callers answer 503).
+// current returns the connections: forced, it reads the store version now; otherwise only
+// when the snapshot is not known current (see above). A failed read returns the error
+// (callers answer 503), unless the lookup is not forced and the snapshot was known current
+// less than registryRecheck ago.
 func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, error) {
+	g.watchOnce.Do(g.startWatch)
 	snap := g.snap.Load()
+	if force || snap == nil {
+		return g.check(ctx)
+	}
 	now := time.Now().UnixNano()
-	if !force && snap != nil && now-g.checked.Load() < int64(registryRecheck) {
+	at, unchanged := g.knownAt(snap)
+	if unchanged && now-at < int64(registryRecheck) {
+		if now-snap.known.Load().at >= int64(registryVerify) {
+			g.verifySoon(now)
+		}
 		return snap, nil
 	}
+	next, err := g.shared(ctx)
+	if err != nil && now-at < int64(registryRecheck) {
+		return snap, nil // known current within the bound: a read that fails cannot show more
+	}
+	return next, err
+}
+
+// knownAt returns when snap was last known current (unix nanos): confirmed by a version read
+// or vouched for by the watch since; unchanged is false when the watch reported a change
+// since it was confirmed.
+func (g *registry) knownAt(snap *connSnapshot) (at int64, unchanged bool) {
+	k := snap.known.Load()
+	at = k.at
+	if l := g.lease.Load(); l != nil && l.gen == k.gen && l.at > at {
+		at = l.at
+	}
+	return at, k.gen == g.changes.Load()
+}
+
+// shared returns the result of a version check that started after the last change the watch
+// reported: the one in flight, a failed one that ended less than missRecheck ago (so a store
+// that fails fast is not read once per lookup), or a new one. The check outlives the request
+// that started it.
+func (g *registry) shared(ctx context.Context) (*connSnapshot, error) {
+	gen := g.changes.Load()
+	g.checkMu.Lock()
+	vc := g.checking
+	if vc != nil && vc.gen == gen {
+		select {
+		case <-vc.done:
+			if vc.err == nil || time.Since(vc.end) >= missRecheck {
+				vc = nil // over: start another
+			}
+		default: // in flight: join it
+		}
+	} else {
+		vc = nil
+	}
+	if vc == nil {
+		vc = &versionCheck{gen: gen, done: make(chan struct{})}
+		g.checking = vc
+		go func(ctx context.Context) {
+			vc.snap, vc.err = g.check(ctx)
+			vc.end = time.Now()
+			close(vc.done)
+		}(context.WithoutCancel(ctx))
+	}
+	g.checkMu.Unlock()
+	select {
+	case <-vc.done:
+		return vc.snap, vc.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("connections version: %w", ctx.Err())
+	}
+}
+
+// verifySoon starts a background version check, at most one per registryVerify.
+func (g *registry) verifySoon(now int64) {
+	last := g.verifyAt.Load()
+	if now-last < int64(registryVerify) || !g.verifyAt.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		if _, err := g.shared(context.Background()); err != nil {
+			g.s.log.Warn("connections: background version check failed", "err", err)
+		}
+	}()
+}
+
+// check reads the store version and returns the snapshot at it, rebuilding (and seeding
+// first, when the store lost its records) if it moved.
+func (g *registry) check(ctx context.Context) (*connSnapshot, error) {
+	gen, start := g.changes.Load(), time.Now().UnixNano() // before the read: what it confirms
+	snap := g.snap.Load()
 	lost := false
 	if snap != nil {
 		v, err := g.conns.ConnectionsVersion(ctx)
@@ -194,7 +340,7 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 			return nil, fmt.Errorf("connections version: %w", err)
 		}
 		if v == snap.version {
-			g.checked.Store(now)
+			snap.confirm(gen, start)
 			return snap, nil
 		}
 		// The counter only grows: a smaller one means the store lost its connection and client records
@@ -217,7 +363,19 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 		}
 		g.seeded = true
 	}
-	return g.rebuild(ctx, lost)
+	return g.rebuild(ctx, lost, gen, start)
+}
+
+// confirm records that a version read that started at unix nanos at, after the watch had
+// reported gen changes, found sn's version.
+func (sn *connSnapshot) confirm(gen, at int64) {
+	for {
+		old := sn.known.Load()
+		next := &knownCurrent{gen: max(gen, old.gen), at: max(at, old.at)}
+		if *next == *old || sn.known.CompareAndSwap(old, next) {
+			return
+		}
+	}
 }
 
 // afterMiss returns the connections for a lookup that missed in its snapshot, as current
@@ -262,32 +420,17 @@ func (g *registry) runMissCheck(ctx context.Context, mc *missCheck) {
 	mc.snap, mc.err = g.current(ctx, true)
 }
 
-// confirm reports whether v, a connections version just read from the store, is snap's; if
-// so snap counts as checked now (for non-forced lookups).
-func (g *registry) confirm(snap *connSnapshot, v int64) bool {
-	if snap == nil || v != snap.version {
-		return false
-	}
-	if g.snap.Load() == snap {
-		g.checked.Store(time.Now().UnixNano())
-	}
-	return true
-}
-
-// rebuildLocked loads the store's connections when its version moved. g.mu is held.
-func (g *registry) rebuildLocked(ctx context.Context) (*connSnapshot, error) {
-	return g.rebuild(ctx, false)
-}
-
-// rebuild is rebuildLocked; force reloads even when the version equals the snapshot's.
-func (g *registry) rebuild(ctx context.Context, force bool) (*connSnapshot, error) {
+// rebuild loads the store's connections when its version moved (force: even when it equals
+// the snapshot's); gen and start are what the caller's check confirms (see check). g.mu is
+// held.
+func (g *registry) rebuild(ctx context.Context, force bool, gen, start int64) (*connSnapshot, error) {
 	v, err := g.conns.ConnectionsVersion(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connections version: %w", err)
 	}
 	prev := g.snap.Load()
 	if !force && prev != nil && prev.version == v {
-		g.checked.Store(time.Now().UnixNano())
+		prev.confirm(gen, start)
 		return prev, nil
 	}
 	docs, err := g.conns.ListConnections(ctx)
@@ -295,6 +438,7 @@ func (g *registry) rebuild(ctx context.Context, force bool) (*connSnapshot, erro
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
 	next := &connSnapshot{version: v, byName: map[string]*connection{}, byID: map[string]*connection{}}
+	next.known.Store(&knownCurrent{gen: gen, at: start})
 	for _, raw := range docs {
 		c := g.build(raw, prev)
 		if c == nil {
@@ -312,7 +456,6 @@ func (g *registry) rebuild(ctx context.Context, force bool) (*connSnapshot, erro
 		g.s.events.Secrets.Set(secretsConnections, connectionSecrets(next)...) // no event may carry them
 	}
 	g.snap.Store(next)
-	g.checked.Store(time.Now().UnixNano())
 	return next, nil
 }
 
@@ -383,4 +526,66 @@ func (s *Server) effectiveClients(cc *config.Connection) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// startWatch starts the store's watch of the connection and client records, when it has one
+// (sessions.ConnectionsWatcher); Server.Close stops it.
+func (g *registry) startWatch() {
+	w, ok := g.conns.(sessions.ConnectionsWatcher)
+	if !ok {
+		return
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	g.watchStop, g.watchDone = stop, make(chan struct{})
+	go func() {
+		defer close(g.watchDone)
+		err := w.WatchConnections(ctx, g.watched)
+		if ctx.Err() == nil && !errors.Is(err, errors.ErrUnsupported) {
+			g.s.log.Warn("connections: the store's watch ended; changes made through other replicas reach this one within registryRecheck",
+				"recheck", registryRecheck, "err", err)
+		}
+	}()
+}
+
+// watched takes one event of the watch: a change makes the next lookup read the version;
+// a Through vouches for the snapshots known current at the present change count.
+func (g *registry) watched(e sessions.ConnectionsEvent) {
+	if e.Changed {
+		g.changes.Add(1)
+		event := "change"
+		if e.Version == 0 {
+			event = "subscribed"
+		}
+		g.s.metrics.connWatch.WithLabelValues(event).Inc()
+	}
+	if e.Through.IsZero() {
+		return
+	}
+	t := e.Through.UnixNano()
+	for {
+		gen, old := g.changes.Load(), g.lease.Load()
+		if old != nil && old.gen == gen && old.at >= t {
+			return
+		}
+		if g.lease.CompareAndSwap(old, &knownCurrent{gen: gen, at: t}) {
+			return
+		}
+	}
+}
+
+// stopWatch ends the watch and waits for it (bounded: a watch ends within one receive
+// timeout of its context).
+func (g *registry) stopWatch() {
+	g.watchOnce.Do(func() {}) // none starts after this
+	if g.watchStop == nil {
+		return
+	}
+	g.watchStop()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-g.watchDone:
+	case <-t.C:
+		g.s.log.Warn("connections: the store's watch did not stop within 10 s")
+	}
 }

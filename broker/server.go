@@ -52,10 +52,9 @@ type Server struct {
 
 	idSigner jose.Signer
 	atSigner jose.Signer
-	opaque   *opaqueTokens             // userinfo-only access tokens (opaque.go); nil: JWTs
-	logBatch sessions.LogBatcher       // the events' store, when it can batch records and an event
-	txCreate sessions.VersionedCreator // the store, when it also holds the connections
-	multiGet sessions.MultiGetter      // the store, when it reads several records in one round trip
+	opaque   *opaqueTokens        // userinfo-only access tokens (opaque.go); nil: JWTs
+	logBatch sessions.LogBatcher  // the events' store, when it can batch records and an event
+	multiGet sessions.MultiGetter // the store, when it reads several records in one round trip
 
 	apis     map[string]*config.API
 	verifier *dpop.Verifier // proofs at /oauth/token and /userinfo
@@ -145,7 +144,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	} else {
 		configureEventWriter(cfg, s.events)
 	}
-	s.logBatch, s.txCreate, s.multiGet = storeCapabilities(raw, eventsInStore)
+	s.logBatch, s.multiGet = storeCapabilities(raw, eventsInStore)
 	if s.verifier, err = newVerifier(&cfg.DPoPServer, s.store, s.now); err != nil {
 		return nil, err
 	}

@@ -16,23 +16,15 @@ import (
 // storeCapabilities returns the optional capabilities of st that the server calls on st
 // itself (nil when st lacks one or may not use it; the callers count their failures):
 // storing a login's records and its event in one write (sessions.LogBatcher, loginwrite.go),
-// when the event log lives in st; and writing a login transaction and reading the
-// connections version in one round trip (sessions.VersionedCreator, authorize.go), when st
-// also holds the connections; and reading a code with its session in one round trip
+// when the event log lives in st; and reading a code with its session in one round trip
 // (sessions.MultiGetter, codereuse.go).
-func storeCapabilities(st sessions.Store, eventsInStore bool) (sessions.LogBatcher, sessions.VersionedCreator, sessions.MultiGetter) {
+func storeCapabilities(st sessions.Store, eventsInStore bool) (sessions.LogBatcher, sessions.MultiGetter) {
 	var lb sessions.LogBatcher
 	if b, ok := st.(sessions.LogBatcher); ok && eventsInStore {
 		lb = b
 	}
-	var vc sessions.VersionedCreator
-	if c, ok := st.(sessions.VersionedCreator); ok {
-		if _, conns := st.(sessions.Connections); conns {
-			vc = c
-		}
-	}
 	mg, _ := st.(sessions.MultiGetter)
-	return lb, vc, mg
+	return lb, mg
 }
 
 // sameStore reports whether a and b are the same store: equal interface values. Every store
@@ -195,6 +187,16 @@ func (s *meteredConnStore) ConnectionTombstone(ctx context.Context, id string) (
 func (s *meteredConnStore) ConnectionsVersion(ctx context.Context) (int64, error) {
 	v, err := s.Connections.ConnectionsVersion(ctx)
 	return v, s.m.storeError("connections_version", err)
+}
+
+// WatchConnections is the store's watch (sessions.ConnectionsWatcher), or an error wrapping
+// errors.ErrUnsupported when it has none.
+func (s *meteredConnStore) WatchConnections(ctx context.Context, report func(sessions.ConnectionsEvent)) error {
+	w, ok := s.Connections.(sessions.ConnectionsWatcher)
+	if !ok {
+		return fmt.Errorf("watch connections: %w", errors.ErrUnsupported)
+	}
+	return w.WatchConnections(ctx, report)
 }
 
 func (s *meteredConnStore) CreateClient(ctx context.Context, id string, doc []byte) error {

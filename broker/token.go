@@ -149,7 +149,7 @@ func (s *Server) authenticateClient(r *http.Request, form url.Values) (c *config
 	}
 	// A miss (unknown id, another method, a wrong secret) looks at the store's current
 	// clients before it is answered: the client may have been created or given a new secret
-	// on another replica within the last registryRecheck.
+	// on another replica a moment ago (before this replica's watch reported it).
 	rc, err := s.findClient(r.Context(), id, func(c *regClient) bool {
 		return c.cfg.AuthMethod() == method && (method == config.AuthNone || c.secretMatches(secret))
 	})

@@ -11,8 +11,7 @@
 //     ErrUnavailable and ErrFull (which wraps ErrUnavailable, so a full store fails closed).
 //   - Optional capabilities, found with a type assertion: Connections (connections.go), the
 //     durable, versioned upstream connection records the management API edits; LogBatcher,
-//     one atomic write of a batch and its event; VersionedCreator, a create that also reads
-//     the connections version; ConnectionsWatcher (watch.go; Redis:
+//     one atomic write of a batch and its event; ConnectionsWatcher (watch.go; Redis:
 //     redis_watch.go), the writes of the connection and client records reported as they
 //     happen (Redis Pub/Sub), so a replica caches them without reading their version per
 //     request; Tallier (tally.go), counters in per-minute and per-hour

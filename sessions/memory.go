@@ -366,13 +366,6 @@ func (m *memory) Create(_ context.Context, kind Kind, id string, value []byte, t
 	})
 }
 
-func (m *memory) CreateVersioned(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) (int64, error) {
-	if err := m.Create(ctx, kind, id, value, ttl); err != nil {
-		return 0, err
-	}
-	return m.ConnectionsVersion(ctx)
-}
-
 func (m *memory) Put(_ context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
 	if err := checkRecord(kind, id, ttl); err != nil {
 		return fmt.Errorf("sessions: put %s: %w", kind, err)

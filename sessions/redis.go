@@ -121,44 +121,6 @@ func (s *redisStore) Create(ctx context.Context, kind Kind, id string, value []b
 	return nil
 }
 
-func (s *redisStore) CreateVersioned(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) (int64, error) {
-	if err := checkRecord(kind, id, ttl); err != nil {
-		return 0, fmt.Errorf("sessions: create %s: %w", kind, err)
-	}
-	var created *redis.BoolCmd
-	var ver *redis.StringCmd
-	// The pipeline is not run again by go-redis (onceBool: a second SET NX would find its
-	// own record); runOnce runs it again when the SET NX was refused. On Cluster the two
-	// commands may go to two masters: when the SET NX ran and the read failed, the read alone
-	// is run again.
-	err := runOnce(ctx, func() error {
-		created = redis.NewBoolCmd(ctx, "set", s.key(kind, id), value, "px", max(1, ttl.Milliseconds()), "nx")
-		_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error { // the errors are the commands'
-			_ = p.Process(ctx, onceBool{created})
-			ver = p.Get(ctx, s.connKeys().ver)
-			return nil
-		})
-		return created.Err()
-	})
-	if err != nil {
-		return 0, mapErr("create "+string(kind), err)
-	}
-	if !created.Val() {
-		return 0, fmt.Errorf("sessions: create %s: %w", kind, ErrExists)
-	}
-	if e := ver.Err(); e != nil && !errors.Is(e, redis.Nil) {
-		ver = s.c.Get(ctx, s.connKeys().ver) // a plain read: go-redis may run it again itself
-	}
-	v, err := ver.Int64()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return 0, nil
-	case err != nil:
-		return 0, mapErr("connections version", err)
-	}
-	return v, nil
-}
-
 func (s *redisStore) Put(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) error {
 	if err := checkRecord(kind, id, ttl); err != nil {
 		return fmt.Errorf("sessions: put %s: %w", kind, err)

@@ -145,15 +145,6 @@ type MultiGetter interface {
 	GetMany(ctx context.Context, refs ...Ref) ([][]byte, error)
 }
 
-// VersionedCreator is an optional capability of stores that keep connection records: Create
-// and then ConnectionsVersion in one round trip (not one atomic step: the version is read
-// right after the create). A login that must use current connections writes its
-// transaction this way and starts again when the version moved, instead of reading the
-// version first (one round trip fewer).
-type VersionedCreator interface {
-	CreateVersioned(ctx context.Context, kind Kind, id string, value []byte, ttl time.Duration) (connectionsVersion int64, err error)
-}
-
 // Key returns the backend key for (kind, id) under prefix: "PREFIX:KIND:{TAG}REST", where
 // TAG is the part of id before its first '.' (or all of id) and REST the remainder.
 func Key(prefix string, kind Kind, id string) string {

@@ -7,8 +7,9 @@
 //     also implement sessions.Connections): Create, Put, Get, Take and Delete with TTLs and
 //     under concurrency, PutAll and Swap (swap.go), the event log with its paging, retention
 //     (the newest maxLen kept, at most sessions.MaxLogKept(maxLen)) and classes (classes.go),
-//     checkpoint paging while writers append (logpaging.go), sessions.Connections and the optional sessions.LogBatcher
-//     and sessions.VersionedCreator (more.go), and the session index built on the Store
+//     checkpoint paging while writers append (logpaging.go), sessions.Connections and the
+//     optional sessions.LogBatcher and sessions.ConnectionsWatcher (watch.go, whose
+//     StartWatch a backend's own tests use too), and the session index built on the Store
 //     (sessions.IndexAdd, IndexRemove, IndexMembers: index.go).
 //   - RunFull (full.go) checks a store at capacity: writes fail with sessions.ErrFull and
 //     change nothing, stored records stay usable; Capacity says how to fill and free the

@@ -67,10 +67,6 @@ func RunFull(t *testing.T, newStore func(t *testing.T) sessions.Store, c Capacit
 		wantFull("PutAllAndLogTallied", tl.PutAllAndLogTallied(cx, logID(3), []byte(`{"n":3}`), 10, tally, batch...))
 		wantBucket(t, tl, sessions.TallyMinute, now, map[string]int64{}) // the counters went with the batch
 	}
-	if vc, ok := s.(sessions.VersionedCreator); ok {
-		_, err := vc.CreateVersioned(cx, sessions.KindTransaction, "new-vtx", []byte("v"), longTTL)
-		wantFull("CreateVersioned", err)
-	}
 	swapAtCapacity(t, s, wantFull)
 	_, err := sessions.IndexAdd(cx, s, newIndex, "m", now.Add(longTTL), now, 10)
 	wantFull("IndexAdd to a new index", err)

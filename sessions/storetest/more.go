@@ -627,35 +627,3 @@ func testGetMany(t *testing.T, s sessions.Store) {
 		t.Error("GetMany accepted an id with braces")
 	}
 }
-
-// testCreateVersioned checks the optional sessions.VersionedCreator: Create semantics
-// (ErrExists for a live record) plus the connections version after the write.
-func testCreateVersioned(t *testing.T, s sessions.Store) {
-	vc, ok := s.(sessions.VersionedCreator)
-	cs, ok2 := s.(sessions.Connections)
-	if !ok || !ok2 {
-		t.Skip("store does not implement sessions.VersionedCreator and sessions.Connections")
-	}
-	v, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "tx1", []byte("a"), time.Minute)
-	if err != nil || v != 0 {
-		t.Fatalf("first create: %d %v, want version 0", v, err)
-	}
-	mustGet(t, s, sessions.KindTransaction, "tx1", []byte("a"))
-	if _, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "tx1", []byte("b"), time.Minute); !errors.Is(err, sessions.ErrExists) {
-		t.Fatalf("second create: %v, want ErrExists", err)
-	}
-	mustGet(t, s, sessions.KindTransaction, "tx1", []byte("a"))
-	if err := cs.CreateConnection(ctx(t), "con_1", "one", []byte("{}")); err != nil {
-		t.Fatal(err)
-	}
-	want, err := cs.ConnectionsVersion(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "tx2", []byte("c"), time.Minute); err != nil || v != want || v == 0 {
-		t.Fatalf("create after a connection write: %d %v, want version %d", v, err, want)
-	}
-	if _, err := vc.CreateVersioned(ctx(t), sessions.KindTransaction, "", []byte("c"), time.Minute); err == nil {
-		t.Error("empty id accepted")
-	}
-}

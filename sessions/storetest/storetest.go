@@ -71,7 +71,6 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{name: "PutAllAndLog stores records and event together or reports unsupported", fn: testPutAllAndLog},
 		{name: "SwapAndLog swaps and logs together, neither on conflict, or reports unsupported", fn: testSwapAndLog},
 		{name: "GetMany reads several records in order, nil where none", fn: testGetMany},
-		{name: "CreateVersioned creates once and reads the connections version", fn: testCreateVersioned},
 		{name: "Connections watch reports every connection and client write with its version, and vouches for the time between", fn: testConnWatch},
 		{name: "Log classes: a flood of unauthenticated entries never evicts audit entries", fn: testLogFloodKeepsAudit},
 		{name: "Log classes are merged in id order by every read", fn: testLogClassesMerge},
