@@ -17,7 +17,8 @@
 //     egress.go, errors.go, loginwrite.go, cookies.go): GET /login/callback (and
 //     /login/callback/{connection}) finishes the upstream login through package upstream,
 //     stores the session and the code and redirects to the app. Connections live in the store
-//     (the registry, seeded from the configuration, edited by the management API); upstream
+//     (the registry, seeded from the configuration, edited by the management API, kept in
+//     memory on each replica and told of changes by the store's watch); upstream
 //     calls go through an HTTP client that refuses internal addresses and redirects; a failed
 //     browser login takes one typed path (loginFailure, failLogin).
 //   - Logout (logout.go, backchannel.go): GET/POST /v2/logout, OpenID Connect RP-Initiated

@@ -20,7 +20,9 @@ import (
 //	PREFIX:conn:{conn}:gone  hash id → tombstone of a deleted connection
 //
 // Every write script also PUBLISHes the version it reached on the channel
-// PREFIX:conn:changed:{watch583} (redis_watch.go), passed as the script's last argument.
+// PREFIX:conn:changed:{watch583} (redis_watch.go), passed as the script's last argument. With
+// pcall: a PUBLISH the server refuses (an ACL without the channel) fails neither the write nor
+// the script after its writes; the replicas then see the write at their next version read.
 //
 // Client records (clients.go) use the same scripts on PREFIX:client:{conn}:doc, :id, :name
 // and :gone, with the same ver key: one counter tells a replica that either changed.
@@ -54,7 +56,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 local v = redis.call('INCR', KEYS[4])
-redis.call('PUBLISH', ARGV[#ARGV], v)
+redis.pcall('PUBLISH', ARGV[#ARGV], v)
 return v
 `)
 	// ARGV: id, doc, channel.
@@ -62,7 +64,7 @@ return v
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local v = redis.call('INCR', KEYS[4])
-redis.call('PUBLISH', ARGV[#ARGV], v)
+redis.pcall('PUBLISH', ARGV[#ARGV], v)
 return v
 `)
 	// ARGV: id, tombstone ("" = none), channel.
@@ -74,7 +76,7 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if name and redis.call('HGET', KEYS[3], name) == ARGV[1] then redis.call('HDEL', KEYS[3], name) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[2]) end
 local v = redis.call('INCR', KEYS[4])
-redis.call('PUBLISH', ARGV[#ARGV], v)
+redis.pcall('PUBLISH', ARGV[#ARGV], v)
 return v
 `)
 	// ARGV: name. Returns {id, doc} or nil.

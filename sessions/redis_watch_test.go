@@ -96,3 +96,34 @@ func TestRedisClusterWatchSubscribesOffTheRecordsMaster(t *testing.T) {
 		t.Fatalf("the watch subscribes on %v; the records' master is %s: want one subscription elsewhere", subscribedAt, recordsAddr)
 	}
 }
+
+// TestRedisWriteSucceedsWhenTheUserMayNotPublish: a Redis user whose ACL has no channel (so the
+// write scripts' PUBLISH is refused) still writes connections: the refused PUBLISH neither
+// fails the write nor leaves it half done.
+func TestRedisWriteSucceedsWhenTheUserMayNotPublish(t *testing.T) {
+	t.Parallel() // on redis-server(s) of its own: shares nothing with other tests
+	addr := redistest.Start(t)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	if err := raw.Do(t.Context(), "ACL", "SETUSER", "nochan", "on", ">pw", "~*", "+@all", "resetchannels").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sessions.NewRedis(sessions.RedisConfig{Addrs: []string{addr}, Username: "nochan", Password: "pw", Prefix: "acl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := raw.Publish(t.Context(), "acl:conn:changed:{watch583}", "1").Err(); err != nil {
+		t.Fatal(err) // the default user may
+	}
+	c := s.(sessions.Connections)
+	if err := c.CreateConnection(t.Context(), "con_a", "a", []byte("{}")); err != nil {
+		t.Fatalf("create by a user that may not publish: %v", err)
+	}
+	if err := c.UpdateConnection(t.Context(), "con_a", []byte(`{"x":1}`)); err != nil {
+		t.Fatalf("update by a user that may not publish: %v", err)
+	}
+	if v, err := c.ConnectionsVersion(t.Context()); err != nil || v != 2 {
+		t.Fatalf("version after two writes = %d, %v; want 2", v, err)
+	}
+}
