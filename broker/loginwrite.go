@@ -43,10 +43,3 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 	return nil
 }
 
-// clearConnection undoes withConnection on ev (a login that starts again with other
-// connections).
-func clearConnection(ev *logs.Event) {
-	ev.Connection, ev.ConnectionID, ev.Strategy, ev.StrategyType = "", "", "", ""
-	delete(ev.Details, "dpop_signing_alg")
-	delete(ev.Details, "token_endpoint_auth_method")
-}

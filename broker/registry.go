@@ -32,14 +32,16 @@ import (
 // when it was last known current. A lookup uses the snapshot while that is less than
 // registryRecheck ago and no change was reported since; otherwise it reads the store's
 // version counter (one GET, shared by every lookup waiting for it: a flood of lookups costs
-// one read) and rebuilds when it moved.
+// one read; a failed one answers the lookups of the next missRecheck too) and rebuilds when
+// it moved.
 //
 // What keeps the snapshot known current without a read per request is the store's watch
 // (sessions.ConnectionsWatcher; Redis: every write script PUBLISHes, each replica
 // subscribes). Every reported change makes the next lookup read the version, so a change made
 // on any replica reaches the next request here a moment after the message (milliseconds); and
-// the watch vouches for the snapshot up to its last answered PING (every 250 ms), so the
-// snapshot stays known current while nothing changes. When the subscription is down, or does
+// the watch vouches for the snapshot up to its last answered PING (every 250 ms; on a Redis
+// Cluster give or take the cluster bus's delay), so the snapshot stays known current while
+// nothing changes. When the subscription is down, or does
 // not answer, that stops and lookups fall back to reading the version at most every
 // registryRecheck: a change reaches every replica within registryRecheck at worst. A
 // (re)subscription counts as a change (messages are lost while disconnected). The memory
@@ -228,6 +230,7 @@ func (g *registry) seedAll(ctx context.Context) (problems []error, err error) {
 // naming every connection it could not apply (a name already taken in the store by another
 // id) or the store failure. Without Init the first request does the same and logs problems.
 func (s *Server) Init(ctx context.Context) error {
+	s.reg.watchOnce.Do(s.reg.startWatch) // subscribing now: it usually vouches by the first request
 	s.reg.mu.Lock()
 	defer s.reg.mu.Unlock()
 	problems, err := s.reg.seedAll(ctx)
@@ -248,8 +251,11 @@ func (s *Server) Init(ctx context.Context) error {
 func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, error) {
 	g.watchOnce.Do(g.startWatch)
 	snap := g.snap.Load()
-	if force || snap == nil {
+	if force {
 		return g.check(ctx)
+	}
+	if snap == nil {
+		return g.shared(ctx)
 	}
 	now := time.Now().UnixNano()
 	at, unchanged := g.knownAt(snap)

@@ -14,9 +14,8 @@
 //     one atomic write of a batch and its event; ConnectionsWatcher (watch.go; Redis:
 //     redis_watch.go), the writes of the connection and client records reported as they
 //     happen (Redis Pub/Sub), so a replica caches them without reading their version per
-//     request; Tallier (tally.go), counters in per-minute and per-hour
-//     buckets with TTLs that ride in the write of a log event (no extra round trip), and
-//     their read by time range.
+//     request; Tallier (tally.go), counters in per-minute and per-hour buckets with TTLs that
+//     ride in the write of a log event (no extra round trip), and their read by time range.
 //   - NewMemory and NewMemoryWithOptions (memory.go) are the in-process backend, bounded by
 //     MemoryOptions (MaxRecords, per-kind KindLimits).
 //   - NewRedis (redis.go; connection records in redis_conn.go) is the Redis backend for a
