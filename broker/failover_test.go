@@ -440,9 +440,10 @@ func scanWith(c redis.UniversalClient) func(ctx context.Context, pattern string,
 
 // TestLoginsRecoverSoonAfterClusterMasterFailover: on a Redis Cluster of 3 masters and 3
 // replicas, the master that serves the {conn} slot is SIGKILLed while two replicas run
-// logins. That master is on every login's path (every login reads the connections version
-// there), so every login fails until its replica is promoted: the worst case, and the one
-// measured in production. Logins succeed again on both replicas soon after the promotion,
+// logins. Logins no longer read the connections there (the registry's watch subscribes on
+// another master), but that master holds a third of the slots of every login's records
+// (transactions, sessions, codes), so most logins fail until its replica is promoted: the
+// case measured in production. Logins succeed again on both replicas soon after the promotion,
 // no answer is a 500, no login is half-written and /readyz tells the outage.
 func TestLoginsRecoverSoonAfterClusterMasterFailover(t *testing.T) {
 	cl := redistest.StartClusterWithReplicas(t)
