@@ -42,4 +42,3 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 	s.succeed(r, ev)
 	return nil
 }
-
