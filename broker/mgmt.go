@@ -110,10 +110,13 @@ var errNoConnection = &apiError{http.StatusNotFound, "inexistent_connection", "T
 func (s *Server) storeAPIError(err error) *apiError {
 	s.log.Error("management API store operation failed", "err", err)
 	if storeDown(err) {
-		return &apiError{http.StatusServiceUnavailable, codeStoreUnavailable, "The store is unavailable. Try again shortly."}
+		return errStoreUnavailableAPI
 	}
 	return errInternalAPI
 }
+
+// errStoreUnavailableAPI is the management API's answer when the store cannot serve.
+var errStoreUnavailableAPI = &apiError{http.StatusServiceUnavailable, codeStoreUnavailable, "The store is unavailable. Try again shortly."}
 
 // storeResult maps the store's answer to a management read or write of one record: nil on
 // success, notFound when the record is missing, else storeAPIError.

@@ -116,8 +116,8 @@ func (s *Server) getLog(c *mgmtCall) *apiError {
 	return nil
 }
 
-// logsError maps a Search/Get error: 414 for an over-long q, 400 for malformed input, else a
-// store error.
+// logsError maps a Search/Get error: 414 for an over-long q, 400 for malformed input, else
+// 503 store_unavailable.
 func (s *Server) logsError(err error) *apiError {
 	switch {
 	case errors.Is(err, logs.ErrQueryTooLong):
@@ -125,7 +125,10 @@ func (s *Server) logsError(err error) *apiError {
 	case errors.Is(err, logs.ErrInvalidQuery):
 		return errQuery(err.Error())
 	}
-	return s.storeAPIError(err)
+	// Anything else failed reading the event log's store (which need not be the server's
+	// own, metered one): 503, never 500.
+	s.log.Error("management API: reading the event log failed", "err", err)
+	return errStoreUnavailableAPI
 }
 
 // publicOrigin is the scheme and host of the public URL (paths come from the request).

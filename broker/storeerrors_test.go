@@ -98,6 +98,27 @@ func (f *brokenStore) GetConnection(ctx context.Context, id string) ([]byte, err
 	return f.Connections.GetConnection(ctx, id)
 }
 
+func (f *brokenStore) LogsAfter(ctx context.Context, after string, limit int) ([]sessions.LogEntry, error) {
+	if err := f.failed(); err != nil {
+		return nil, err
+	}
+	return f.Store.LogsAfter(ctx, after, limit)
+}
+
+func (f *brokenStore) LogsBefore(ctx context.Context, before string, limit int) ([]sessions.LogEntry, error) {
+	if err := f.failed(); err != nil {
+		return nil, err
+	}
+	return f.Store.LogsBefore(ctx, before, limit)
+}
+
+func (f *brokenStore) Log(ctx context.Context, id string) (sessions.LogEntry, error) {
+	if err := f.failed(); err != nil {
+		return sessions.LogEntry{}, err
+	}
+	return f.Store.Log(ctx, id)
+}
+
 // TestStoreFailuresAnswer503NeverA500: whatever a store operation fails with (an outage the
 // Redis backend maps to ErrUnavailable: a refused connection, MOVED or ASK past the redirect
 // budget, CLUSTERDOWN, TRYAGAIN, LOADING; or a failure it does not classify), the login pages,
@@ -114,7 +135,8 @@ func TestStoreFailuresAnswer503NeverA500(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newBrokenStore(tc.err)
-			h := newHarness(t, harnessOpts{up: dpopUp, store: st, mutate: withMgmt})
+			// The event log reads st itself, not the server's metered view of it.
+			h := newHarness(t, harnessOpts{up: dpopUp, store: st, eventStore: st, mutate: withMgmt})
 			// A code and an access token from before the failure.
 			q := h.login()
 			code := q.Get("code")
@@ -137,6 +159,11 @@ func TestStoreFailuresAnswer503NeverA500(t *testing.T) {
 			}
 			if r := api(t, h.srv.URL, http.MethodGet, "/api/v2/connections", tokRead, nil); r.status != http.StatusServiceUnavailable || r.obj()["errorCode"] != codeStoreUnavailable {
 				t.Errorf("GET /api/v2/connections: %d %s, want 503 %s", r.status, r.raw, codeStoreUnavailable)
+			}
+			for _, path := range []string{"/api/v2/logs", "/api/v2/logs?q=type:f&include_totals=true"} {
+				if r := api(t, h.srv.URL, http.MethodGet, path, tokLogs, nil); r.status != http.StatusServiceUnavailable || r.obj()["errorCode"] != codeStoreUnavailable {
+					t.Errorf("GET %s: %d %s, want 503 %s", path, r.status, r.raw, codeStoreUnavailable)
+				}
 			}
 		})
 	}
