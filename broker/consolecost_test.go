@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -236,5 +238,107 @@ func TestConsoleBadRequestsAreEventsNamingTheOperator(t *testing.T) {
 				t.Fatalf("refusal event %+v", ev.Details)
 			}
 		})
+	}
+}
+
+// gatedBody is a request body that says when the handler starts reading it (the request got
+// past the checks before the form) and answers nothing until release is closed.
+type gatedBody struct {
+	io.ReadCloser
+	once    sync.Once
+	reading chan<- struct{}
+	release <-chan struct{}
+}
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	b.once.Do(func() { b.reading <- struct{}{} })
+	<-b.release
+	return b.ReadCloser.Read(p)
+}
+
+// TestConsoleBreakGlassAttemptsInFlightAtOnceAreHeldToTheBurst: break-glass sign-ins sent at
+// once, each holding its form back, spend the per-IP bucket before the form is read: only the
+// burst's attempts get to compare a token, the others are refused with 429 at once.
+func TestConsoleBreakGlassAttemptsInFlightAtOnceAreHeldToTheBurst(t *testing.T) {
+	const n, burst = 8, 3
+	h := consoleHarness(t, func(c *config.Config) {
+		c.RateLimits.Enabled = true
+		c.RateLimits.Management = config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: burst}, PerToken: config.RateLimit{Rate: "1/h", Burst: 100}}
+	})
+	reading, release := make(chan struct{}, n), make(chan struct{})
+	handler := h.broker.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/console/login/token" {
+			r.Body = &gatedBody{ReadCloser: r.Body, reading: reading, release: release}
+		}
+		handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	browser := h.browser()
+	_, page := get(t, browser, srv.URL+"/console/signin")
+	form := url.Values{"token": {"not-the-token-0123456789abcdef"}, "csrf": {consoleCSRF(t, page)}}.Encode()
+	statuses := make(chan int, n)
+	for range n {
+		go func() {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/console/login/token", strings.NewReader(form))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+			resp, err := browser.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	// Every attempt either answers (refused before its form) or waits in its form.
+	got := map[int]int{}
+	deadline := time.After(60 * time.Second)
+	for waiting := 0; waiting+got[http.StatusTooManyRequests]+got[http.StatusUnauthorized]+got[0] < n; {
+		select {
+		case <-reading:
+			waiting++
+		case st := <-statuses:
+			got[st]++
+		case <-deadline:
+			close(release)
+			t.Fatalf("after 60 s: %d attempts reading their form, answers %v", waiting, got)
+		}
+	}
+	close(release)
+	for len(statuses) > 0 || got[http.StatusTooManyRequests]+got[http.StatusUnauthorized]+got[0] < n {
+		select {
+		case st := <-statuses:
+			got[st]++
+		case <-time.After(60 * time.Second):
+			t.Fatalf("after 60 s: answers %v", got)
+		}
+	}
+	if got[http.StatusUnauthorized] != burst || got[http.StatusTooManyRequests] != n-burst {
+		t.Fatalf("answers %v for %d wrong tokens at once, want %d × 401 and %d × 429", got, n, burst, n-burst)
+	}
+}
+
+// TestConsoleBreakGlassSpendsTheBucketOnFailedAttemptsOnly: a valid token and a form refused
+// before its token was compared give the per-IP request back; a wrong token keeps it spent.
+func TestConsoleBreakGlassSpendsTheBucketOnFailedAttemptsOnly(t *testing.T) {
+	h := consoleHarness(t, func(c *config.Config) {
+		c.RateLimits.Enabled = true
+		c.RateLimits.Management = config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 2}, PerToken: config.RateLimit{Rate: "1/h", Burst: 100}}
+	})
+	browser := h.browser()
+	for i := range 3 {
+		if resp, body := consoleTokenSignInAs(t, browser, h.srv.URL, consoleTestToken, "same-origin"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("valid sign-in %d: %d\n%s", i, resp.StatusCode, body)
+		}
+		if resp, body := postForm(t, h.browser(), h.srv.URL+"/console/login/token", url.Values{"token": {"wrong"}}, "same-origin"); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("form without CSRF %d: %d\n%s", i, resp.StatusCode, body)
+		}
+	}
+	for i, want := range []int{http.StatusUnauthorized, http.StatusUnauthorized, http.StatusTooManyRequests} {
+		if resp, body := consoleTokenSignInAs(t, browser, h.srv.URL, "wrong-token", "same-origin"); resp.StatusCode != want {
+			t.Fatalf("wrong token %d: %d, want %d\n%s", i, resp.StatusCode, want, body)
+		}
 	}
 }

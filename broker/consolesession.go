@@ -412,27 +412,32 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 }
 
 // consoleTokenLogin is the break-glass sign-in with a management token; the per-IP limit of
-// the management API applies to failed attempts.
+// the management API applies to failed attempts. The bucket is spent before the form is read
+// (sign-ins in flight at once cannot all find it full) and given back when the request was no
+// attempt (refused before the token was compared, or no token) or the token is valid.
 func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
-	now, ip := s.now(), logs.IPKey(s.clientIP(r))
-	if ref := s.guard.peek(s.guard.mgmtIP, ip, now); ref != nil {
+	ref, refund := s.guard.hold(s.guard.mgmtIP, logs.IPKey(s.clientIP(r)), s.now())
+	if ref != nil {
 		ref.setRetryAfter(w)
 		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")
 		return
 	}
 	if problem := s.consoleLoginCSRFProblem(w, r); problem != "" {
+		refund(s.now())
 		s.consoleRefused(w, r, http.StatusForbidden, problem, "")
 		return
 	}
 	var tok *mgmtToken
 	if r.PostForm.Get("token") != "" {
 		tok = s.mgmt.match(r.PostForm.Get("token"))
+	} else {
+		refund(s.now())
 	}
 	if tok == nil {
-		s.guard.check(s.guard.mgmtIP, ip, now)
 		s.consoleRefused(w, r, http.StatusUnauthorized, "the management token is not valid", "")
 		return
 	}
+	refund(s.now())
 	operator := "token:" + tok.name
 	if err := s.startConsoleSession(w, r, operator, "token", slices.Clone(tok.scopes), consoleSession{TokenFP: tok.fingerprint()}); err != nil {
 		s.log.Error("console sign-in failed", "err", err)

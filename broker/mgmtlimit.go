@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -15,20 +16,20 @@ const byToken = "token"
 
 // mgmtLimited applies the management API's rate limits to the call c, before the guard in
 // mgmt.go authenticates it, and answers 429 when one refuses it (true: the call is answered).
+// The per-IP bucket is spent before the token is compared and given back when it matches:
+// calls in flight at once cannot all find the bucket full and each try a token.
 func (s *Server) mgmtLimited(c *mgmtCall, a *mgmtAuth) bool {
 	now, ip := s.now(), logs.IPKey(s.clientIP(c.r))
-	if ref := s.guard.peek(s.guard.mgmtIP, ip, now); ref != nil {
+	ref, refund := s.guard.hold(s.guard.mgmtIP, ip, now)
+	if ref != nil {
 		s.apiRefused(c, ref, nil) // the token is not looked at
 		return true
 	}
 	tok := a.match(bearerToken(c.r))
 	if tok == nil {
-		if ref := s.guard.check(s.guard.mgmtIP, ip, now); ref != nil {
-			s.apiRefused(c, ref, nil)
-			return true
-		}
-		return false // answered 401 by the guard
+		return false // answered 401 by the guard; the request stays spent
 	}
+	refund(s.now())
 	if ref := s.guard.check(s.guard.mgmtToken, tok.name, now); ref != nil {
 		s.apiRefused(c, ref, tok)
 		return true
@@ -69,26 +70,33 @@ func (s *Server) apiRefused(c *mgmtCall, ref *refusal, tok *mgmtToken) {
 	s.write(c.r, ev)
 }
 
-// peek reports, without spending anything, whether key's bucket in table t (nil =
-// unlimited) has a request left at now: nil, or the refusal (counted) its next request would
-// get.
-func (g *guard) peek(t *limiterTable, key string, now time.Time) *refusal {
+// hold spends one request of key in table t (nil = unlimited) at now, like check, and
+// returns with it a refund that gives the request back (the request was not an attempt, or
+// it succeeded): a limit on failures is spent before what it guards is read, so requests in
+// flight at once cannot each find the bucket full. The refund (called with the time it is
+// made) gives back at most one request, however often it is called.
+func (g *guard) hold(t *limiterTable, key string, now time.Time) (*refusal, func(time.Time)) {
 	if t == nil {
-		return nil
+		return nil, func(time.Time) {}
 	}
-	ref := t.room(key, now)
+	ref := t.take(key, now)
 	g.count(ref)
-	return ref
+	if ref != nil {
+		return ref, func(time.Time) {}
+	}
+	var once sync.Once
+	return nil, func(at time.Time) { once.Do(func() { t.refund(key, at) }) }
 }
 
-// room is take without spending: nil when key has a request left at now.
-func (t *limiterTable) room(key string, now time.Time) *refusal {
+// refund gives back one request of key at now (the bucket never holds more than its burst).
+func (t *limiterTable) refund(key string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	tokens := t.keys.GetOrCreate(key).TokensAt(now)
-	if tokens >= 1 {
-		return nil
+	lim, ok := t.keys.Get(key)
+	if !ok {
+		return // forgotten: its next bucket starts full
 	}
-	wait := time.Duration((1 - tokens) / float64(t.limit) * float64(time.Second))
-	return &refusal{endpoint: t.endpoint, by: t.key, limit: t.spec, burst: t.burst, retryAfter: max(wait, 0)}
+	// A reservation of -1 request adds one token (golang.org/x/time/rate: n is subtracted
+	// from the tokens); the limiter caps the bucket at its burst at its next use.
+	lim.ReserveN(now, -1)
 }

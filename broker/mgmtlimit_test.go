@@ -163,3 +163,53 @@ func TestManagementDefaultsLeaveRoomForLogsFollow(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterHoldRefundGivesBackOneRequestAtMost: a held request refunded is as if it had not
+// been made (called twice, it still gives back one), and a refund never fills the bucket past
+// its burst.
+func TestLimiterHoldRefundGivesBackOneRequestAtMost(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name    string
+		held    int // requests held (and refunded) before the count
+		refunds int // calls of each refund
+		want    int // requests allowed afterwards, of a burst of 2
+	}{
+		{name: "nothing held", want: 2},
+		{name: "one held, not refunded", held: 1, want: 1},
+		{name: "one held and refunded", held: 1, refunds: 1, want: 2},
+		{name: "one held, refunded twice", held: 1, refunds: 2, want: 2},
+		{name: "two held and refunded", held: 2, refunds: 1, want: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := newGuard(&config.Config{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.mgmtIP = newLimiterTable("management", "ip", config.RateLimit{Rate: "1/h", Burst: 2}, rateOf(t, "1/h"), 10)
+			var refunds []func(time.Time)
+			for range tt.held {
+				ref, refund := g.hold(g.mgmtIP, "192.0.2.1", now)
+				if ref != nil {
+					t.Fatalf("hold refused: %+v", ref)
+				}
+				refunds = append(refunds, refund)
+			}
+			for _, f := range refunds {
+				for range tt.refunds {
+					f(now)
+				}
+			}
+			got := 0
+			for range 5 {
+				if g.check(g.mgmtIP, "192.0.2.1", now) == nil {
+					got++
+				}
+			}
+			if got != tt.want {
+				t.Fatalf("%d requests allowed afterwards, want %d", got, tt.want)
+			}
+		})
+	}
+}
