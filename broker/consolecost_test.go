@@ -342,3 +342,34 @@ func TestConsoleBreakGlassSpendsTheBucketOnFailedAttemptsOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleBreakGlassHasABucketOfItsOwn: anonymous console requests from an address (each a
+// redirect to the sign-in page) that spent its per-IP bucket do not lock out a valid
+// break-glass sign-in from it; failed break-glass attempts are held to their own bucket.
+func TestConsoleBreakGlassHasABucketOfItsOwn(t *testing.T) {
+	h := consoleHarness(t, func(c *config.Config) {
+		c.RateLimits.Enabled = true
+		c.RateLimits.Management = config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 2}, PerToken: config.RateLimit{Rate: "1/h", Burst: 100}}
+	})
+	anon := h.browser()
+	for i := range 2 {
+		if resp, body := get(t, anon, h.srv.URL+"/console/logs"); resp.Request.URL.Path != "/console/signin" {
+			t.Fatalf("anonymous request %d: %d at %s\n%s", i, resp.StatusCode, resp.Request.URL, body)
+		}
+	}
+	if resp, _ := get(t, anon, h.srv.URL+"/console/logs"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("the anonymous request over the per-IP burst: %d, want 429", resp.StatusCode)
+	}
+	for i, want := range []int{http.StatusUnauthorized, http.StatusUnauthorized, http.StatusTooManyRequests} {
+		if resp, body := consoleTokenSignInAs(t, h.browser(), h.srv.URL, "wrong-token", "same-origin"); resp.StatusCode != want {
+			t.Fatalf("wrong token %d: %d, want %d\n%s", i, resp.StatusCode, want, body)
+		}
+	}
+	h.clock.Advance(2 * time.Hour)
+	for i := range 3 {
+		get(t, anon, h.srv.URL+"/console/logs")
+		if resp, body := consoleTokenSignInAs(t, h.browser(), h.srv.URL, consoleTestToken, "same-origin"); resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/" {
+			t.Fatalf("valid sign-in %d after anonymous requests spent the per-IP bucket: %d at %s\n%s", i, resp.StatusCode, resp.Request.URL, body)
+		}
+	}
+}

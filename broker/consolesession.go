@@ -412,11 +412,13 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 }
 
 // consoleTokenLogin is the break-glass sign-in with a management token; the per-IP limit of
-// the management API applies to failed attempts. The bucket is spent before the form is read
+// the management API applies to failed attempts, in a bucket of their own (guard.breakGlass:
+// other console requests from the address, such as anonymous page views redirected to the
+// sign-in page, do not spend it). The bucket is spent before the form is read
 // (sign-ins in flight at once cannot all find it full) and given back when the request was no
 // attempt (refused before the token was compared, or no token) or the token is valid.
 func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
-	ref, refund := s.guard.hold(s.guard.mgmtIP, logs.IPKey(s.clientIP(r)), s.now())
+	ref, refund := s.guard.hold(s.guard.breakGlass, logs.IPKey(s.clientIP(r)), s.now())
 	if ref != nil {
 		ref.setRetryAfter(w)
 		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")

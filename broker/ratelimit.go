@@ -30,9 +30,13 @@ type guard struct {
 	refreshFamily                *limiterTable // per refresh-token family (refreshlimit.go)
 	userinfoIP, userinfoSession  *limiterTable // userinfolimit.go
 	mgmtIP, mgmtToken            *limiterTable // mgmtlimit.go
-	liveTx                       *liveTxTable  // live login transactions per IP (bounded.go)
-	proxies                      []netip.Prefix
-	refused                      *prometheus.CounterVec
+	// breakGlass holds the console's failed break-glass sign-ins per IP (consolesession.go):
+	// rate_limits.management.per_ip, a bucket of its own so that other console requests from
+	// the same address cannot spend it.
+	breakGlass *limiterTable
+	liveTx     *liveTxTable // live login transactions per IP (bounded.go)
+	proxies    []netip.Prefix
+	refused    *prometheus.CounterVec
 }
 
 // newGuard builds the limiters from a validated configuration and registers the
@@ -77,6 +81,7 @@ func newGuard(cfg *config.Config, reg *prometheus.Registry) (*guard, error) {
 		{&g.userinfoSession, "userinfo", bySession, "rate_limits.userinfo.per_session", rl.Userinfo.PerSession},
 		{&g.mgmtIP, "management", "ip", "rate_limits.management.per_ip", rl.Management.PerIP},
 		{&g.mgmtToken, "management", byToken, "rate_limits.management.per_token", rl.Management.PerToken},
+		{&g.breakGlass, "console", "ip", "rate_limits.management.per_ip", rl.Management.PerIP},
 	} {
 		lim, err := config.ParseRate(t.l.Rate)
 		if err != nil {
