@@ -154,37 +154,39 @@ func consoleLimitKey(sess *consoleSession) string {
 // before sign-in, per client IP) and answers 429 when one refuses it (true: answered).
 func (s *Server) consoleRateLimited(w http.ResponseWriter, r *http.Request, sess *consoleSession) bool {
 	var ref *refusal
-	operator := ""
+	operator, via := "", ""
 	if sess == nil {
 		ref = s.guard.check(s.guard.mgmtIP, logs.IPKey(s.clientIP(r)), s.now())
 	} else {
-		operator = sess.Operator
+		operator, via = sess.Operator, sess.Via
 		ref = s.guard.check(s.guard.mgmtToken, consoleLimitKey(sess), s.now())
 	}
 	if ref == nil {
 		return false
 	}
 	ref.endpoint = "console"
-	s.consoleTooMany(w, r, ref, operator)
+	s.consoleTooMany(w, r, ref, operator, via)
 	return true
 }
 
 // consoleTooMany answers a console request a limit refused: 429 with Retry-After and the
-// refused page, and a fapi event with details.rate_limit naming the operator (when known).
+// refused page, and a fapi event with details.rate_limit naming the operator (when known)
+// and how they signed in (via).
 // The event is an unauthenticated one, limited like every refusal, also for an operator: a
 // flood of refused requests cannot fill the audit trail.
-func (s *Server) consoleTooMany(w http.ResponseWriter, r *http.Request, ref *refusal, operator string) {
+func (s *Server) consoleTooMany(w http.ResponseWriter, r *http.Request, ref *refusal, operator, via string) {
 	ref.setRetryAfter(w)
-	s.consoleRejection(r, http.StatusTooManyRequests, operator, "rate_limited", ref.description(), ref.details())
+	s.consoleRejection(r, http.StatusTooManyRequests, operator, via, "rate_limited", ref.description(), ref.details())
 	s.renderConsole(w, http.StatusTooManyRequests, "refused", &consoleView{Title: "Too many requests", Problem: sentence(ref.description()), Operator: operator})
 }
 
 // consoleRejection records a refused console request as a fapi event of the unauthenticated
-// class (limited like every refusal) naming the operator when known: errorCode
+// class (limited like every refusal) naming the operator when known (and via, how they
+// signed in): errorCode
 // console_refused, the console action, the problem, and rateLimit (nil: none) as
 // details.rate_limit.
-func (s *Server) consoleRejection(r *http.Request, status int, operator, action, problem string, rateLimit map[string]any) {
-	ev := s.newConsoleEvent(r, false, status, operator, "", action, problem)
+func (s *Server) consoleRejection(r *http.Request, status int, operator, via, action, problem string, rateLimit map[string]any) {
+	ev := s.newConsoleEvent(r, false, status, operator, via, action, problem)
 	ev.Class = logs.ClassUnauthenticated // limited like every refusal, even an operator's
 	if rateLimit != nil {
 		ev.Details["rate_limit"] = rateLimit
@@ -196,7 +198,7 @@ func (s *Server) consoleRejection(r *http.Request, status int, operator, action,
 // or search, an Overview period, a Sessions user id, a DPoP choice) as a fapi event naming
 // the operator: every rejection is an event, limited like every refusal.
 func (c *consoleRequest) consoleBadRequest(problem string) {
-	c.s.consoleRejection(c.r, http.StatusBadRequest, c.sess.Operator, "bad_request", problem, nil)
+	c.s.consoleRejection(c.r, http.StatusBadRequest, c.sess.Operator, c.sess.Via, "bad_request", problem, nil)
 }
 
 // overviewRead is a cached read of a span's closed buckets: those before until (the start of

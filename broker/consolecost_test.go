@@ -373,3 +373,48 @@ func TestConsoleBreakGlassHasABucketOfItsOwn(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleRefusalsOfASignedInOperatorSayHowTheOperatorSignedIn: a signed-in operator's
+// refused request (a scope it lacks, a write without its CSRF token, its rate limit) is an
+// event naming the operator and how they signed in, so the Logs view labels it as the
+// console's, never as a management API token's.
+func TestConsoleRefusalsOfASignedInOperatorSayHowTheOperatorSignedIn(t *testing.T) {
+	tests := []struct {
+		name       string
+		limited    bool
+		method     string
+		path       string
+		wantStatus int
+		wantAction string
+	}{
+		{name: "a page needing a scope the operator lacks", method: http.MethodGet, path: "/console/logs", wantStatus: http.StatusForbidden, wantAction: "refused"},
+		{name: "a write without its CSRF token", method: http.MethodPost, path: "/console/signout", wantStatus: http.StatusForbidden, wantAction: "refused"},
+		{name: "a request over the operator's rate limit", limited: true, method: http.MethodGet, path: "/console/connections", wantStatus: http.StatusTooManyRequests, wantAction: "rate_limited"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, func(c *config.Config) {
+				if tt.limited {
+					c.RateLimits.Enabled = true
+					c.RateLimits.Management = config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 100}, PerToken: config.RateLimit{Rate: "1/h", Burst: 1}}
+				}
+			})
+			browser := h.browser()
+			consoleTokenSignIn(t, browser, h.srv.URL)
+			var resp *http.Response
+			var body string
+			if tt.method == http.MethodPost {
+				resp, body = postForm(t, browser, h.srv.URL+tt.path, url.Values{}, "same-origin")
+			} else {
+				resp, body = get(t, browser, h.srv.URL+tt.path)
+			}
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("%s %s: %d, want %d\n%s", tt.method, tt.path, resp.StatusCode, tt.wantStatus, body)
+			}
+			ev := h.consoleEventOf(logs.TypeFailedAPI, tt.wantAction)
+			if got := apiEventOperator(&ev); got != "token:ops (via token)" {
+				t.Fatalf("the refusal's operator is %q, want token:ops (via token); event %+v", got, ev.Details)
+			}
+		})
+	}
+}

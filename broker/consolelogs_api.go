@@ -15,8 +15,9 @@ import (
 var apiEventTypes = map[string]bool{logs.TypeSuccessAPI: true, logs.TypeFailedAPI: true}
 
 // apiEventOperator names who made a management API call: the console operator and how they
-// signed in ("token:demo (via token)", "oidc|corp|alice (via broker)"), else the management
-// token ("ops (management API token)"); "" when unknown (a refused, unauthenticated call).
+// signed in ("token:demo (via token)", "oidc|corp|alice (via broker)"; "(console)" for a
+// console event that does not say), else the management token ("ops (management API
+// token)"); "" when unknown (a refused, unauthenticated call).
 func apiEventOperator(ev *logs.Event) string {
 	if !apiEventTypes[ev.Type] {
 		return ""
@@ -34,6 +35,9 @@ func apiEventOperator(ev *logs.Event) string {
 	}
 	if via, ok := auth["via"]; ok {
 		return withVia(user, via)
+	}
+	if c, _ := ev.Details["console"].(map[string]any); c != nil {
+		return user + " (console)" // a console event recorded without how the operator signed in
 	}
 	return user + " (management API token)"
 }

@@ -57,6 +57,16 @@ func TestLogsShowManagementEventsOperatorRequestStatusAndErrorCode(t *testing.T)
 				{"Request", "GET /console/callback"}, {"Status", "303"}},
 		},
 		{
+			name: "a console refusal recorded without how the operator signed in",
+			ev: logs.Event{Type: logs.TypeFailedAPI, Details: map[string]any{
+				"console":  map[string]any{"action": "refused"},
+				"error":    map[string]any{"errorCode": "console_refused", "message": "missing or wrong CSRF token"},
+				"request":  map[string]any{"method": "POST", "path": "/console/signout", "auth": map[string]any{"user": "token:demo"}},
+				"response": map[string]any{"statusCode": float64(403)},
+			}},
+			wantUser: "token:demo (console)", wantError: "console_refused",
+		},
+		{
 			name:     "a failed login keeps its user and error",
 			ev:       logs.Event{Type: logs.TypeFailedLogin, UserID: "u1", Details: map[string]any{"error": "invalid_state"}},
 			wantUser: "u1", wantError: "invalid_state",

@@ -179,7 +179,7 @@ func (s *Server) newConsoleEvent(r *http.Request, ok bool, status int, operator,
 
 // consoleRefused answers a refused console request with a page and records a fapi event.
 func (s *Server) consoleRefused(w http.ResponseWriter, r *http.Request, status int, problem, operator string) {
-	s.consoleRefusedView(w, r, status, problem, operator, &consoleView{})
+	s.consoleRefusedView(w, r, status, problem, operator, "", &consoleView{})
 }
 
 // consoleRefusedIn is consoleRefused for a signed-in operator's request c: the page keeps the
@@ -187,13 +187,19 @@ func (s *Server) consoleRefused(w http.ResponseWriter, r *http.Request, status i
 func (s *Server) consoleRefusedIn(c *consoleRequest, status int, problem string) {
 	v := &consoleView{}
 	c.fillView(v)
-	s.consoleRefusedView(c.w, c.r, status, problem, c.sess.Operator, v)
+	s.consoleRefusedView(c.w, c.r, status, problem, c.sess.Operator, c.sess.Via, v)
+}
+
+// consoleRefusedVia is consoleRefused naming how the operator signed in ("broker" or
+// "token"), so the Logs view does not take the refusal for a management API call.
+func (s *Server) consoleRefusedVia(w http.ResponseWriter, r *http.Request, status int, problem, operator, via string) {
+	s.consoleRefusedView(w, r, status, problem, operator, via, &consoleView{})
 }
 
 // consoleRefusedView is consoleRefused rendered in v (the layout's session parts, the
-// refused page's data).
-func (s *Server) consoleRefusedView(w http.ResponseWriter, r *http.Request, status int, problem, operator string, v *consoleView) {
-	s.consoleEvent(r, false, status, operator, "", "refused", problem)
+// refused page's data), its event naming how the operator signed in (via, "" unknown).
+func (s *Server) consoleRefusedView(w http.ResponseWriter, r *http.Request, status int, problem, operator, via string, v *consoleView) {
+	s.consoleEvent(r, false, status, operator, via, "refused", problem)
 	v.Title, v.Problem, v.Operator = "Not allowed", sentence(problem), operator
 	s.renderConsole(w, status, "refused", v)
 }
@@ -272,7 +278,7 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	exp := s.now().Add(consoleLoginTTL).UnixMilli()
 	slot, ref := s.holdConsoleSignIn(r, exp) // bounded in flight (consolesignin.go)
 	if ref != nil {
-		s.consoleTooMany(w, r, ref, "")
+		s.consoleTooMany(w, r, ref, "", "")
 		return
 	}
 	st := consoleLoginState{State: randomString(24), Verifier: randomString(32), Nonce: randomString(24), SlotKey: slot, SlotExp: exp}
@@ -355,17 +361,17 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 	sid, _ := claims["sid"].(string)
 	sess, _, problem := s.consoleBrokerSession(r.Context(), sid, user)
 	if problem != "" {
-		s.consoleRefused(w, r, http.StatusForbidden, problem, user)
+		s.consoleRefusedVia(w, r, http.StatusForbidden, problem, user, "broker")
 		return
 	}
 	if !s.consoleBrokerAdmin(sess) {
-		s.consoleRefusedView(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user,
+		s.consoleRefusedView(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user, "broker",
 			&consoleView{Data: consoleRefusedData{BrokerLogout: s.consoleBrokerLogoutURL()}})
 		return
 	}
 	if err := s.startConsoleSession(w, r, user, "broker", consoleAdminScopes, consoleSession{SID: sid}); err != nil {
 		s.log.Error("console sign-in failed", "err", err)
-		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", user)
+		s.consoleRefusedVia(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", user, "broker")
 		return
 	}
 	s.consoleEvent(r, true, http.StatusSeeOther, user, "broker", "sign_in", "")
@@ -443,7 +449,7 @@ func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
 	operator := "token:" + tok.name
 	if err := s.startConsoleSession(w, r, operator, "token", slices.Clone(tok.scopes), consoleSession{TokenFP: tok.fingerprint()}); err != nil {
 		s.log.Error("console sign-in failed", "err", err)
-		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", operator)
+		s.consoleRefusedVia(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", operator, "token")
 		return
 	}
 	s.consoleEvent(r, true, http.StatusSeeOther, operator, "token", "sign_in", "")
