@@ -68,12 +68,21 @@ const logsRangeCustom = "custom"
 var logsTimeLayouts = []string{"2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02"}
 
 // parseLogsTime reads a from / until time ("" = none).
+// The years a Logs time range may name: every event has a log id of Unix nanoseconds since
+// 1970, which int64 holds until 2262.
+const logsMinYear, logsMaxYear = 1970, 2200
+
 func parseLogsTime(name, s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
 	for _, l := range logsTimeLayouts {
 		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
+			if y := t.Year(); y < logsMinYear || y > logsMaxYear {
+				// A log id holds Unix nanoseconds (logs.MinLogID): outside about 1678-2262
+				// they overflow and the range would select the wrong events.
+				return time.Time{}, fmt.Errorf("%w: %s must be a time between the years %d and %d", errLogsFilter, name, logsMinYear, logsMaxYear)
+			}
 			return t, nil
 		}
 	}
