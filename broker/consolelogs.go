@@ -126,6 +126,18 @@ func parseLogsFilter(v url.Values) (logsFilter, error) {
 		}
 		f.Chips[k.param] = val
 	}
+	if len(f.Chips) > 0 {
+		// The chips are added to q as quoted terms: checked together, the refusal names them.
+		combined := f.lucene()
+		if len(combined) > logs.MaxQueryLen {
+			return logsFilter{}, fmt.Errorf("%w: the search is longer than %d bytes with the filters added; remove a filter or shorten the search", errLogsFilter, logs.MaxQueryLen)
+		}
+		if _, err := logs.ParseQuery(combined); err != nil {
+			if _, qerr := logs.ParseQuery(f.Q); qerr == nil {
+				return logsFilter{}, fmt.Errorf("%w: too many terms with the filters added; remove a filter or a term of the search", errLogsFilter)
+			}
+		}
+	}
 	if _, ok := logsRangeSpan(f.Range); !ok {
 		return logsFilter{}, fmt.Errorf("%w: unknown time range %q", errLogsFilter, clip(f.Range, 32))
 	}

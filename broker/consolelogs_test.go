@@ -108,6 +108,8 @@ func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 		{name: "from after before", query: "from=2026-12-02T15:00&until=2026-12-02T14:00", wantError: "from must be before"},
 		{name: "cursor not a log id", query: "before=yesterday", wantError: "not a log id"},
 		{name: "q too long", query: "q=" + strings.Repeat("a", logs.MaxQueryLen+1), wantError: "longer than"},
+		{name: "a search of the longest length plus a chip", query: "q=" + strings.Repeat("a", logs.MaxQueryLen) + "&type=f", wantError: "longer than 2048 bytes with the filters added"},
+		{name: "a search of the most terms plus a chip", query: "q=" + url.QueryEscape(strings.TrimSpace(strings.Repeat("type:f ", 64))) + "&type=f", wantError: "too many terms with the filters added"},
 		{name: "chip not UTF-8", query: "connection=%C0", wantError: "connection filter is not UTF-8"},
 		{name: "chip too long", query: "user=" + strings.Repeat("a", maxChipValue+1), wantError: "user filter is longer"},
 	}
