@@ -130,6 +130,11 @@ type consoleCaches struct {
 	signIns   *liveTxTable
 	signInCap int
 	once      sync.Once
+
+	// pins are the issuer pins of the connections that admit console administrators
+	// (consolepin.go), computed once.
+	pins    map[string]consolePin
+	pinOnce sync.Once
 }
 
 // consoleFetch is one fetch of a connection's discovery document.

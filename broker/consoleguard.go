@@ -121,12 +121,16 @@ func (s *Server) consoleBrokerSession(ctx context.Context, sid, user string) (*s
 	return sess, raw, ""
 }
 
-// consoleBrokerAdmin reports whether the broker session sess still makes its user a console
-// administrator: console.admins asked on its connection and its claims under consoleScope.
-func (s *Server) consoleBrokerAdmin(sess *sessionRecord) bool {
+// consoleBrokerAdminProblem says why the broker session sess does not (or no longer) make
+// its user a console administrator ("" = it does): console.admins asked on its connection and
+// its claims under consoleScope, and its upstream the pinned one (consolepin.go).
+func (s *Server) consoleBrokerAdminProblem(sess *sessionRecord) string {
 	claims := scopedClaims(sess.Claims, consoleScope)
 	claims["sub"] = sess.UserID
-	return s.consoleAdmin(sess.Connection, claims)
+	if !s.consoleAdmin(sess.Connection, claims) {
+		return "the user " + clip(sess.UserID, consoleOperatorMax) + " is not a console administrator (console.admins)"
+	}
+	return s.consolePinProblem(sess)
 }
 
 // consoleRecheck checks, at every request, that what opened the console session cs still
@@ -147,8 +151,8 @@ func (s *Server) consoleRecheck(ctx context.Context, cs *consoleSession) string 
 		if problem != "" {
 			return problem
 		}
-		if !s.consoleBrokerAdmin(sess) {
-			return "the operator is no longer a console administrator (console.admins)"
+		if problem := s.consoleBrokerAdminProblem(sess); problem != "" {
+			return "the operator is no longer a console administrator: " + problem
 		}
 		cs.Scopes = slices.DeleteFunc(cs.Scopes, func(sc string) bool { return !slices.Contains(consoleAdminScopes, sc) })
 		s.slideSession(ctx, cs.SID, raw, sess) // using the console is a use of the session

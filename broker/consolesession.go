@@ -364,8 +364,8 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 		s.consoleRefusedVia(w, r, http.StatusForbidden, problem, user, "broker")
 		return
 	}
-	if !s.consoleBrokerAdmin(sess) {
-		s.consoleRefusedView(w, r, http.StatusForbidden, "the user "+clip(user, consoleOperatorMax)+" is not a console administrator (console.admins)", user, "broker",
+	if problem := s.consoleBrokerAdminProblem(sess); problem != "" {
+		s.consoleRefusedView(w, r, http.StatusForbidden, problem, user, "broker",
 			&consoleView{Data: consoleRefusedData{BrokerLogout: s.consoleBrokerLogoutURL()}})
 		return
 	}

@@ -182,11 +182,14 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	if err != nil {
 		return errBody(strings.TrimPrefix(err.Error(), "upstream: "))
 	}
+	uc := up.Config()
+	if aerr := s.consolePinnedConnectionProblem(&uc); aerr != nil {
+		return aerr // a connection admitting console administrators (consolepin.go)
+	}
 	o := &cc.Options
 	if alg == "" && o.TokenEndpointAuthMethod == "" && !o.UsePAR {
 		return nil
 	}
-	uc := up.Config()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	// A fresh client: the check must see the upstream's current document, not a cached one.

@@ -44,6 +44,11 @@ type sessionRecord struct {
 	// AMR and ACR are the upstream ID token's amr and acr, passed on in the broker's ID tokens.
 	AMR []string `json:"amr,omitempty"`
 	ACR string   `json:"acr,omitempty"`
+	// UpstreamIssuer is the verified upstream ID token's iss, and UpstreamDiscovery the
+	// connection's discovery_url it was verified through: the console admits an operator only
+	// when they are the issuer pinned from the configuration file (consolepin.go).
+	UpstreamIssuer    string `json:"upstream_iss,omitempty"`
+	UpstreamDiscovery string `json:"upstream_discovery,omitempty"`
 	// Clients are the apps that received a code through this session (ClientID first).
 	Clients []string `json:"clients,omitempty"`
 	// Created, Seen and Expires are unix seconds: the session's start, its last use (the idle
@@ -200,6 +205,7 @@ func (sess *sessionRecord) upstreamFacts(res *upstream.Result, now time.Time) {
 		sess.AuthTime = res.AuthTime.Unix() // an upstream SSO session may be older than this login
 	}
 	sess.UpstreamIDToken = res.IDToken
+	sess.UpstreamIssuer, sess.UpstreamDiscovery = clip(res.Issuer, 2048), clip(res.DiscoveryURL, 2048)
 	sess.UpstreamSID, _ = res.Claims["sid"].(string)
 	if len(sess.UpstreamSID) > 256 {
 		sess.UpstreamSID = ""

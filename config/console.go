@@ -54,6 +54,21 @@ func (c *Console) ConnectionOf(a ConsoleAdmin) string {
 	return c.Connection
 }
 
+// UserIDConnection is the connection of a broker user id "STRATEGY|CONNECTION|SUB" ("" when
+// id has not that shape).
+func UserIDConnection(id string) string {
+	parts := strings.SplitN(id, "|", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+		return ""
+	}
+	return parts[1]
+}
+
+// configuredConnection reports whether name is a connection of this file.
+func (c *Config) configuredConnection(name string) bool {
+	return slices.ContainsFunc(c.Connections, func(k Connection) bool { return k.Name == name })
+}
+
 // ConsoleClientID is the client id of the console's built-in client.
 const ConsoleClientID = "dpop-broker-console"
 
@@ -103,6 +118,12 @@ func (v *validator) console(c *Config) {
 	if cs.MaxAge != 0 && (cs.MaxAge < minConsoleMaxAge || cs.MaxAge > maxConsoleSession) {
 		v.add("console.max_age", "must be between %s and %s", minConsoleMaxAge, maxConsoleSession)
 	}
+	// The connections that admit console administrators are this file's: the console pins
+	// their issuer and discovery URL from it (a connection the management API changed or
+	// created cannot turn another upstream's user into an administrator).
+	if cs.Connection != "" && !c.configuredConnection(cs.Connection) {
+		v.add("console.connection", "%q is not a configured connection (connections of this file): the console's sign-in uses one, whose issuer it pins", cs.Connection)
+	}
 	for i, a := range cs.Admins {
 		p := fmt.Sprintf("console.admins[%d]", i)
 		n := 0
@@ -145,6 +166,12 @@ func (v *validator) consoleAdminScope(c *Config, p string, a ConsoleAdmin) {
 		if a.Connection != "" {
 			v.add(p+".connection", "scopes an email or group rule only (a user_id names its connection)")
 		}
+		switch conn := UserIDConnection(a.UserID); {
+		case conn == "":
+			v.add(p+".user_id", "%q is not a broker user id STRATEGY|CONNECTION|SUB (such as oidc|corp|alice)", a.UserID)
+		case !c.configuredConnection(conn):
+			v.add(p+".user_id", "names the connection %q, which is not a configured connection (connections of this file): an administrator's connection must be configured here, so the console can pin its issuer", conn)
+		}
 		return
 	}
 	conn := cs.ConnectionOf(a)
@@ -153,8 +180,8 @@ func (v *validator) consoleAdminScope(c *Config, p string, a ConsoleAdmin) {
 		v.add(p+".connection", "is required for an email or group rule (or set console.connection): without it a user of any connection with the same email or claim would be an administrator")
 	case cs.Connection != "" && conn != cs.Connection:
 		v.add(p+".connection", "%q differs from console.connection %q, the only connection the console's sign-in uses", conn, cs.Connection)
-	case !slices.ContainsFunc(c.Connections, func(k Connection) bool { return k.Name == conn }):
-		v.add(p+".connection", "%q is not a configured connection", conn)
+	case !c.configuredConnection(conn):
+		v.add(p+".connection", "%q is not a configured connection (connections of this file): the console pins its issuer", conn)
 	}
 	if a.Email != "" {
 		if !isASCII(a.Email) || !strings.Contains(a.Email, "@") {

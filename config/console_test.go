@@ -43,12 +43,12 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 			c.Console.Connection = "corp"
 			c.Console.Admins = []ConsoleAdmin{{Email: "ops@example.com"}, {Group: "admins", Claim: "https://example.com/groups"}}
 		}},
-		{name: "a rule with two matches", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Email: "e@example.com"}} },
+		{name: "a rule with two matches", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "oidc|corp|u", Email: "e@example.com"}} },
 			wantKey: "console.admins[0]", want: "exactly one"},
 		{name: "an empty rule", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{}} }, wantKey: "console.admins[0]", want: "exactly one"},
 		{name: "a group without its claim", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{Group: "admins", Connection: "corp"}} },
 			wantKey: "console.admins[0].claim", want: "is required with group"},
-		{name: "a claim without a group", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "u", Claim: "roles"}} },
+		{name: "a claim without a group", mut: func(c *Config) { c.Console.Admins = []ConsoleAdmin{{UserID: "oidc|corp|u", Claim: "roles"}} },
 			wantKey: "console.admins[0].claim", want: "set group too"},
 		{name: "console max_age below a minute", mut: func(c *Config) { c.Console.MaxAge = time.Second }, wantKey: "console.max_age", want: "between"},
 		{name: "console max_age beyond 12h", mut: func(c *Config) { c.Console.MaxAge = 13 * time.Hour }, wantKey: "console.max_age", want: "between"},
@@ -57,7 +57,7 @@ func TestConsoleSettingsAreValidated(t *testing.T) {
 		{name: "admin_listen without a port", mut: func(c *Config) { c.AdminListen = "9090" }, wantKey: "admin_listen", want: "HOST:PORT"},
 		{name: "admins behind admin_listen need the console's URL", mut: func(c *Config) {
 			c.AdminListen = "127.0.0.1:9090"
-			c.Console.Admins = []ConsoleAdmin{{UserID: "u"}}
+			c.Console.Admins = []ConsoleAdmin{{UserID: "oidc|corp|u"}}
 		}, wantKey: "console.url", want: "required"},
 		{name: "console URL not ending in /console", mut: func(c *Config) { c.Console.URL = "https://admin.example/ops" }, wantKey: "console.url", want: "/console"},
 		{name: "console URL over plain http off loopback", mut: func(c *Config) { c.Console.URL = "http://admin.example/console" }, wantKey: "console.url", want: "https"},
@@ -89,6 +89,12 @@ func TestConsoleEmailAndGroupRulesNeedAConnectionAndSafeValues(t *testing.T) {
 		{name: "connection on a user_id rule", rule: ConsoleAdmin{UserID: "oidc|corp|a", Connection: "corp"},
 			wantKey: "console.admins[0].connection", want: "email or group rule only"},
 		{name: "user_id rule needs no connection", rule: ConsoleAdmin{UserID: "oidc|partner|a"}},
+		{name: "user_id rule on a connection not in this file", rule: ConsoleAdmin{UserID: "oidc|api-made|a"},
+			wantKey: "console.admins[0].user_id", want: "not a configured connection"},
+		{name: "user_id rule that is no broker user id", rule: ConsoleAdmin{UserID: "alice"},
+			wantKey: "console.admins[0].user_id", want: "STRATEGY|CONNECTION|SUB"},
+		{name: "console.connection not in this file", conn: "api-made", rule: ConsoleAdmin{UserID: "oidc|corp|a"},
+			wantKey: "console.connection", want: "not a configured connection"},
 		{name: "non-ASCII email", rule: ConsoleAdmin{Email: "\u017fam@example.com", Connection: "corp"},
 			wantKey: "console.admins[0].email", want: "ASCII"},
 		{name: "Kelvin sign in an email", rule: ConsoleAdmin{Email: "sam@\u212aexample.com", Connection: "corp"},

@@ -598,7 +598,10 @@ func (c *Connection) LogoutURL(ctx context.Context, idTokenHint, postLogoutRedir
 // Result is the outcome of a code exchange.
 type Result struct {
 	Subject string
-	Claims  map[string]any // ID-token claims, merged with userinfo when fetched
+	// Issuer is the verified ID token's iss, and DiscoveryURL the connection's discovery_url
+	// ("" = the issuer's well-known document) its keys were found through.
+	Issuer, DiscoveryURL string
+	Claims               map[string]any // ID-token claims, merged with userinfo when fetched
 	// Profile is the user profile the connection's claim mapping made of the ID token and
 	// userinfo (ClaimMapping.Profile): the claims of the broker's tokens.
 	Profile    map[string]any
@@ -697,7 +700,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	if err != nil {
 		return res, err
 	}
-	res.Subject = idt.Subject
+	res.Subject, res.Issuer, res.DiscoveryURL = idt.Subject, idt.Issuer, c.cfg.DiscoveryURL
 	res.Claims = claims
 	idClaims := maps.Clone(claims) // before userinfo is merged in: ${context.tokenset.id_token.…}
 	var userinfo map[string]any
