@@ -114,6 +114,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := q.Get("error"); e != "" {
+		// The error and its description came with the browser's redirect: anyone holding a
+		// login's state can send them, so the event marks them unverified (the console says so).
+		ev.Details[detailErrorFrom] = errorFromRedirect
 		code := safeErrorCode(e)
 		desc := s.clipEvent(q.Get("error_description"), 256)
 		if desc == "" {

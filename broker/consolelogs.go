@@ -466,6 +466,15 @@ var loginTypes = map[string]bool{
 	logs.TypeSuccessSilentAuth: true, logs.TypeFailedSilentAuth: true,
 }
 
+// detailErrorFrom is details.error_from; errorFromRedirect says a login's error and
+// error_description came with the browser's redirect to /login/callback (not authenticated:
+// anyone holding a login's state can send any text), so the event view labels the
+// description unverified.
+const (
+	detailErrorFrom   = "error_from"
+	errorFromRedirect = "redirect"
+)
+
 // otherFacts are further details shown as facts when present.
 var otherFacts = []struct{ key, label string }{
 	{"error", "Error code"},
@@ -592,7 +601,11 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 			continue
 		}
 		if ok {
-			add(&d.Other, f.label, factValue(f.key, v))
+			label := f.label
+			if f.key == "error_description" && ev.Details[detailErrorFrom] == errorFromRedirect {
+				label = "Error description (unverified text from the browser's redirect)"
+			}
+			add(&d.Other, label, factValue(f.key, v))
 		}
 	}
 	if t, code, exact, ok := logs.TroubleshootingFor(ev); ok {

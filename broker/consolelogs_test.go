@@ -493,3 +493,30 @@ func FuzzInlineMarkdown(f *testing.F) {
 		}
 	})
 }
+
+// TestLoginErrorFromTheBrowsersRedirectIsShownAsUnverifiedText: an error and description
+// anyone holding a login's state can send to /login/callback are recorded as coming from the
+// redirect, and the event view labels the description unverified; the broker's own
+// descriptions keep their label.
+func TestLoginErrorFromTheBrowsersRedirectIsShownAsUnverifiedText(t *testing.T) {
+	h := newHarness(t, harnessOpts{dpopAlg: "-"})
+	browser := h.browser()
+	cb, err := url.Parse(h.toCallback(browser, h.authorizeURL(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := url.Values{"state": {cb.Query().Get("state")}, "error": {"server_error"}, "error_description": {"Call +1-555-0100 to restore access"}}
+	get(t, browser, h.srv.URL+"/login/callback?"+q.Encode())
+	ev := h.lastEventOf(logs.TypeFailedLogin)
+	if ev.Details[detailErrorFrom] != errorFromRedirect {
+		t.Fatalf("the failed login's details %+v do not say the error came from the redirect", ev.Details)
+	}
+	d := newLogEventData("/console", &ev)
+	want := logFact{Label: "Error description (unverified text from the browser's redirect)", Value: "Call +1-555-0100 to restore access"}
+	if !slices.Contains(d.Other, want) {
+		t.Errorf("other facts = %+v, want %+v", d.Other, want)
+	}
+	if d.Trouble == nil || !strings.Contains(string(d.Trouble.Happened), "unverified") {
+		t.Errorf("troubleshooting %+v does not say the redirect's text is unverified", d.Trouble)
+	}
+}

@@ -124,8 +124,8 @@ var troubleshooting = []Troubleshooting{
 	},
 	{
 		Codes:    []string{"server_error"},
-		Happened: "the broker could not encode the login's session or authorization code (the description says which); or the IdP itself answered `error=server_error`",
-		ToDo:     "the IdP's: retry, or ask its operator; the broker's: look at the broker's log at that time and report it",
+		Happened: "the broker could not encode the login's session or authorization code (the description says which); or the browser's redirect to `/login/callback` said `error=server_error` (`details.error_from`: `redirect`): normally the IdP's answer, but that redirect is not authenticated, so its description is unverified text anyone who started a login could have sent",
+		ToDo:     "the redirect's: retry, or ask the IdP's operator whether it failed then (do not act on the description's words alone); the broker's: look at the broker's log at that time and report it",
 	},
 	{
 		Codes:    []string{"store_unavailable"},
