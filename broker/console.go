@@ -206,12 +206,14 @@ func (s *Server) consolePage(scope string, h consoleHandler) http.HandlerFunc {
 	}
 }
 
-// consoleRoutes registers the console under /console (h adds the public URL's path).
-func (s *Server) consoleRoutes(h func(string, http.HandlerFunc)) {
+// consoleRoutes registers the console under /console (h adds the public URL's path); every
+// page but the assets answers only at the console's own host (consoleHostProblem).
+func (s *Server) consoleRoutes(register func(string, http.HandlerFunc)) {
+	register("GET /console/assets/{name}", s.consoleAsset)
+	h := func(pattern string, f http.HandlerFunc) { register(pattern, s.consoleHostGuard(f)) }
 	h("GET /console", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, s.consolePath()+"/", http.StatusSeeOther)
 	})
-	h("GET /console/assets/{name}", s.consoleAsset)
 	h("GET /console/signin", s.consoleSignInPage)
 	h("GET /console/login", s.consoleLogin)
 	h("GET /console/callback", s.consoleCallback)

@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -191,8 +194,57 @@ func (s *Server) consolePreCSRF(w http.ResponseWriter, r *http.Request) string {
 	return v
 }
 
+// consoleHostGuard answers a console request whose Host is not the console's own
+// (consoleHostProblem) with a refusal page, before anything else looks at it.
+func (s *Server) consoleHostGuard(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if problem := s.consoleHostProblem(r); problem != "" {
+			s.consoleRefused(w, r, http.StatusMisdirectedRequest, problem, "")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// consoleHostProblem says why the console does not answer at r's Host ("" = it does): with
+// console.url, only at its host; on admin_listen without console.url, only at a loopback
+// host (127.0.0.1, [::1], localhost, any port), so a DNS-rebinding name cannot reach it (its
+// origin would pass as the console's: consoleOrigin). Served on the public URL without
+// console.url the Host is not checked: the console's origin is the public URL's, configured.
+// No X-Forwarded-Host is honoured: a proxy in front must pass the Host through.
+func (s *Server) consoleHostProblem(r *http.Request) string {
+	switch {
+	case s.cfg.Console.URL != "":
+		u, err := url.Parse(s.cfg.ConsoleURL())
+		if err != nil || hostKey(u.Scheme, u.Host) != hostKey(u.Scheme, r.Host) {
+			return "the console answers only at console.url's host; this request came for the host " + strconv.Quote(clip(r.Host, 128))
+		}
+	case s.cfg.AdminListen != "":
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if a, err := netip.ParseAddr(host); (err != nil || !a.IsLoopback()) && !strings.EqualFold(host, "localhost") {
+			return "the console on admin_listen without console.url answers only at a loopback address (127.0.0.1, [::1] or localhost); this request came for the host " +
+				strconv.Quote(clip(r.Host, 128)) + ": set console.url to the URL operators' browsers use"
+		}
+	}
+	return ""
+}
+
+// hostKey is host (host[:port]) compared case-insensitively, without scheme's default port.
+func hostKey(scheme, host string) string {
+	host = strings.ToLower(host)
+	if p := map[string]string{"https": ":443", "http": ":80"}[strings.ToLower(scheme)]; p != "" {
+		host = strings.TrimSuffix(host, p)
+	}
+	return host
+}
+
 // consoleOrigin is the origin browsers use for the console: console.url's, or the public
-// URL's without admin_listen; on admin_listen without console.url, this request's host.
+// URL's without admin_listen; on admin_listen without console.url, this request's host (a
+// loopback one: consoleHostProblem).
 func (s *Server) consoleOrigin(r *http.Request) string {
 	if s.cfg.Console.URL == "" && s.cfg.AdminListen != "" {
 		scheme := "http"

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -226,6 +227,85 @@ func TestConsoleSignInAuthenticatesAgainWhenTheUpstreamSessionIsOlderThanMaxAge(
 			resp, body := h.consoleSignIn(h.browser())
 			if resp.Request.URL.Path != tt.wantPath {
 				t.Fatalf("sign-in ended at %d %s, want %s:\n%s", resp.StatusCode, resp.Request.URL, tt.wantPath, body)
+			}
+		})
+	}
+}
+
+// TestConsoleAnswersOnlyAtItsOwnHost: with console.url the console answers at its host only;
+// on admin_listen without console.url at a loopback host only, so a DNS-rebinding name (whose
+// Origin would match its own Host) cannot reach it, not even with a valid token; the refusal
+// page tells the operator to set console.url.
+func TestConsoleAnswersOnlyAtItsOwnHost(t *testing.T) {
+	tests := []struct {
+		name       string
+		consoleURL string // "" = none
+		host       string // "PORT" is the admin listener's port
+		wantStatus int
+		want       string
+	}{
+		{name: "no console.url: 127.0.0.1", host: "127.0.0.1:PORT", wantStatus: http.StatusOK},
+		{name: "no console.url: localhost", host: "localhost:PORT", wantStatus: http.StatusOK},
+		{name: "no console.url: [::1]", host: "[::1]:PORT", wantStatus: http.StatusOK},
+		{name: "no console.url: a rebinding name", host: "evil.example:PORT", wantStatus: http.StatusMisdirectedRequest, want: "set console.url"},
+		{name: "no console.url: a name under localhost", host: "localhost.evil.example:PORT", wantStatus: http.StatusMisdirectedRequest, want: "set console.url"},
+		{name: "console.url's host", consoleURL: "http://localhost:PORT/console", host: "LOCALHOST:PORT", wantStatus: http.StatusOK},
+		{name: "console.url: another loopback host", consoleURL: "http://localhost:PORT/console", host: "127.0.0.1:PORT", wantStatus: http.StatusMisdirectedRequest, want: "console.url"},
+		{name: "console.url: a rebinding name", consoleURL: "http://localhost:PORT/console", host: "evil.example:PORT", wantStatus: http.StatusMisdirectedRequest, want: "console.url"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			h := consoleHarness(t, func(c *config.Config) {
+				c.AdminListen = "127.0.0.1:0"
+				c.Console.URL = strings.ReplaceAll(tt.consoleURL, "PORT", port)
+				if c.Console.URL == "" {
+					c.Console.Admins, c.Console.Connection = nil, "" // admins need console.url behind admin_listen
+				}
+			})
+			admin := &httptest.Server{Listener: ln, Config: &http.Server{Handler: h.broker.AdminHandler()}}
+			admin.Start()
+			t.Cleanup(admin.Close)
+			host := strings.ReplaceAll(tt.host, "PORT", port)
+			browser := h.browser()
+			do := func(method, path string, form url.Values) (*http.Response, string) {
+				var body io.Reader
+				if form != nil {
+					body = strings.NewReader(form.Encode())
+				}
+				req, _ := http.NewRequest(method, admin.URL+path, body)
+				req.Host = host
+				if form != nil {
+					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+					req.Header.Set("Origin", "http://"+host)
+				}
+				resp, err := browser.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp, string(b)
+			}
+			resp, page := do(http.MethodGet, "/console/signin", nil)
+			if resp.StatusCode != tt.wantStatus || !strings.Contains(page, tt.want) {
+				t.Fatalf("GET /console/signin for Host %s: %d, want %d with %q:\n%s", host, resp.StatusCode, tt.wantStatus, tt.want, page)
+			}
+			if tt.wantStatus != http.StatusOK {
+				// The rebinding page cannot sign in with a valid token either (the sign-in
+				// page's CSRF value taken from a direct visit).
+				_, direct := get(t, browser, admin.URL+"/console/signin")
+				csrf := ""
+				if m := csrfField.FindStringSubmatch(direct); m != nil {
+					csrf = m[1]
+				}
+				if resp, body := do(http.MethodPost, "/console/login/token", url.Values{"token": {consoleTestToken}, "csrf": {csrf}}); resp.StatusCode != http.StatusMisdirectedRequest {
+					t.Fatalf("token sign-in for Host %s: %d at %s\n%s", host, resp.StatusCode, resp.Request.URL, body)
+				}
 			}
 		})
 	}
