@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"net"
 	"net/http"
@@ -26,8 +28,8 @@ import (
 //   - a break-glass session names its management token by a fingerprint: a token removed
 //     from management.tokens ends it, and its scopes are those the token holds now;
 //   - email and group rules admit users of their connection only (config.Console.ConnectionOf);
-//   - the break-glass form carries a pre-session CSRF token (double submit with a cookie) and
-//     is refused from another origin; the sign-in through the broker asks for max_age
+//   - the break-glass form carries a pre-session CSRF token (double submit with a cookie the
+//     broker MACs, so a tossed cookie does not count) and is refused from another origin; the sign-in through the broker asks for max_age
 //     (console.max_age) and checks the ID token's auth_time.
 
 const (
@@ -184,14 +186,44 @@ func (a *mgmtAuth) byFingerprint(fp string) *mgmtToken {
 }
 
 // consolePreCSRF returns the sign-in page's CSRF token, setting its cookie when the browser
-// has none yet.
+// has none yet (or one the broker did not make).
 func (s *Server) consolePreCSRF(w http.ResponseWriter, r *http.Request) string {
-	if v := s.consoleCookieValue(r, consolePreCookie); len(v) >= 32 {
+	if v := s.consoleCookieValue(r, consolePreCookie); s.mgmt.validPreCSRF(v) {
 		return v
 	}
-	v := randomString(24)
+	v := s.mgmt.newPreCSRF()
 	http.SetCookie(w, s.consoleCookieFor(r, consolePreCookie, v, int(consolePreTTL.Seconds())))
 	return v
+}
+
+// The pre-session CSRF token is a random nonce and its MAC, "NONCE.MAC", so that a cookie set
+// by someone else (cookie tossing from a sibling host, where __Host- does not apply: plain
+// http) is refused: only the broker makes valid ones. The MAC key is derived from the
+// configured management tokens' hashes (a secret every replica shares; the break-glass form
+// exists only with tokens): rotating a token only means reloading the sign-in page.
+const preCSRFLabel = "dpop-broker console pre-session CSRF v1"
+
+// preCSRFMAC is the MAC of nonce under the key of a's tokens.
+func (a *mgmtAuth) preCSRFMAC(nonce string) string {
+	k := hmac.New(sha256.New, []byte(preCSRFLabel))
+	for i := range a.tokens {
+		k.Write(a.tokens[i].hash[:])
+	}
+	m := hmac.New(sha256.New, k.Sum(nil))
+	m.Write([]byte(nonce))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// newPreCSRF returns a fresh pre-session CSRF token.
+func (a *mgmtAuth) newPreCSRF() string {
+	nonce := randomString(24)
+	return nonce + "." + a.preCSRFMAC(nonce)
+}
+
+// validPreCSRF reports whether v is a pre-session CSRF token the broker made (constant time).
+func (a *mgmtAuth) validPreCSRF(v string) bool {
+	nonce, mac, ok := strings.Cut(v, ".")
+	return ok && len(nonce) >= 16 && hmac.Equal([]byte(mac), []byte(a.preCSRFMAC(nonce)))
 }
 
 // consoleHostGuard answers a console request whose Host is not the console's own
@@ -263,7 +295,11 @@ func (s *Server) consoleOrigin(r *http.Request) string {
 // consoleLoginCSRFProblem checks a break-glass sign-in: consoleFormProblem with the sign-in
 // page's CSRF token (its cookie).
 func (s *Server) consoleLoginCSRFProblem(w http.ResponseWriter, r *http.Request) string {
-	return s.consoleFormProblem(w, r, "sign-in", s.consoleCookieValue(r, consolePreCookie),
+	want := s.consoleCookieValue(r, consolePreCookie)
+	if !s.mgmt.validPreCSRF(want) {
+		want = "" // a cookie the broker did not make never matches
+	}
+	return s.consoleFormProblem(w, r, "sign-in", want,
 		"missing or wrong sign-in CSRF token; reload the sign-in page and try again")
 }
 

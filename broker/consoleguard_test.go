@@ -144,6 +144,8 @@ func TestConsoleTokenSignInNeedsThePreSessionCSRFTokenFromTheSameOrigin(t *testi
 		{name: "an opaque Origin from the console's own no-referrer page", csrf: "page", site: "same-origin", origin: "null", wantStatus: http.StatusOK},
 		{name: "an opaque Origin from another site", csrf: "page", site: "cross-site", origin: "null", wantStatus: http.StatusForbidden, want: "cross-site"},
 		{name: "an opaque Origin without the token", site: "same-origin", origin: "null", wantStatus: http.StatusForbidden, want: "CSRF"},
+		{name: "a tossed cookie the form repeats", csrf: "tossed", site: "same-origin", wantStatus: http.StatusForbidden, want: "CSRF"},
+		{name: "a tossed cookie shaped like the broker's", csrf: "tossed-shaped", site: "same-origin", wantStatus: http.StatusForbidden, want: "CSRF"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +156,15 @@ func TestConsoleTokenSignInNeedsThePreSessionCSRFTokenFromTheSameOrigin(t *testi
 			switch tt.csrf {
 			case "page":
 				form.Set("csrf", consoleCSRF(t, page))
+			case "tossed", "tossed-shaped":
+				// A sibling host set the cookie to a value it knows, and its form repeats it.
+				v := "tossed-0123456789abcdef0123456789abcdef"
+				if tt.csrf == "tossed-shaped" {
+					v = "0123456789abcdef01234567." + strings.Repeat("A", 43)
+				}
+				u, _ := url.Parse(h.srv.URL + "/console/")
+				browser.Jar.SetCookies(u, []*http.Cookie{{Name: consolePreCookie, Value: v, Path: "/console"}})
+				form.Set("csrf", v)
 			case "":
 			default:
 				form.Set("csrf", tt.csrf)
