@@ -686,7 +686,8 @@ func markdownText(s string) string {
 }
 
 // consoleLogsProblem turns a refused filter or search, or a store failure, into the status and
-// the sentence the page shows. A store failure is logged; its error never reaches the page.
+// the sentence the page shows (400, or 503 for any store failure). A store failure is logged;
+// its error never reaches the page.
 func (s *Server) consoleLogsProblem(err error) (int, string) {
 	switch {
 	case errors.Is(err, errLogsFilter):
@@ -694,11 +695,10 @@ func (s *Server) consoleLogsProblem(err error) (int, string) {
 	case errors.Is(err, logs.ErrInvalidQuery):
 		return http.StatusBadRequest, "The search is not valid: " + strings.TrimPrefix(err.Error(), logs.ErrInvalidQuery.Error()+": ")
 	}
+	// Anything else failed reading the event log's store: 503, never 500 (the event log
+	// need not be the server's metered store, so storeDown may not know the error).
 	s.log.Error("console: reading the event log failed", "err", err)
-	if storeDown(err) {
-		return http.StatusServiceUnavailable, "The store is unavailable. Try again shortly."
-	}
-	return http.StatusInternalServerError, "The event log could not be read."
+	return http.StatusServiceUnavailable, "The store is unavailable. Try again shortly."
 }
 
 // consoleLogsPage finds the Logs page for the URL query v, for the console at base: the

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -166,5 +168,25 @@ func TestStoreFailuresAnswer503NeverA500(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The console's Logs page answers 400 for its own filter or search, and 503 for anything the
+// event log's store fails with, classified or not: never 500.
+func TestConsoleLogsProblemIsA503ForEveryStoreFailure(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	for _, tc := range []struct {
+		name       string
+		err        error
+		wantStatus int
+	}{
+		{name: "a refused filter", err: fmt.Errorf("%w: from is not a time", errLogsFilter), wantStatus: http.StatusBadRequest},
+		{name: "a refused search", err: fmt.Errorf("%w: at offset 3", logs.ErrInvalidQuery), wantStatus: http.StatusBadRequest},
+		{name: "an outage", err: fmt.Errorf("sessions: redis logs: %w", sessions.ErrUnavailable), wantStatus: http.StatusServiceUnavailable},
+		{name: "a failure the backend does not classify", err: errors.New("sessions: redis logs: WRONGTYPE"), wantStatus: http.StatusServiceUnavailable},
+	} {
+		if status, msg := s.consoleLogsProblem(tc.err); status != tc.wantStatus || strings.Contains(msg, "WRONGTYPE") {
+			t.Errorf("%s: %d %q, want %d without the store's text", tc.name, status, msg, tc.wantStatus)
+		}
 	}
 }
