@@ -43,7 +43,9 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o logsOptions
 	fs.StringVar(&o.url, "url", envOr("BROKER_URL", "http://127.0.0.1:8080"), "broker base URL (env BROKER_URL)")
-	fs.StringVar(&o.token, "token", os.Getenv("BROKER_MGMT_TOKEN"), "management API token with read:logs (env BROKER_MGMT_TOKEN)")
+	// The token's default is read after parsing, never given to the flag package: its usage
+	// text (--help, any flag mistake) prints every flag's default.
+	fs.StringVar(&o.token, "token", "", "management API token with read:logs (default $BROKER_MGMT_TOKEN)")
 	fs.StringVar(&o.typ, "type", "", "event type (s, f, seacft, feacft, sapi, fapi, …)")
 	fs.StringVar(&o.connection, "connection", "", "connection name")
 	fs.StringVar(&o.client, "client", "", "client_id")
@@ -60,6 +62,9 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if o.token == "" {
+		o.token = os.Getenv("BROKER_MGMT_TOKEN")
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "broker logs: unexpected argument %q\n", fs.Arg(0))

@@ -353,3 +353,35 @@ func TestLogsFollowFailedLogin(t *testing.T) {
 		t.Error("the management token was printed")
 	}
 }
+
+// The usage text (--help, a flag mistake) never shows the management token taken from the
+// environment, and the token is still used.
+func TestLogsUsageNeverPrintsTheTokenFromTheEnvironment(t *testing.T) {
+	const secret = "env-token-that-must-not-be-printed"
+	t.Setenv("BROKER_MGMT_TOKEN", secret)
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCode int
+	}{
+		{name: "help", args: []string{"--help"}, wantCode: -1}, // -1: any exit code
+		{name: "an unknown flag", args: []string{"--bogus"}, wantCode: 2},
+	} {
+		var out, errOut bytes.Buffer
+		code := cmdLogs(t.Context(), tc.args, &out, &errOut)
+		if (tc.wantCode >= 0 && code != tc.wantCode) || strings.Contains(out.String()+errOut.String(), secret) {
+			t.Errorf("%s: exit %d (want %d), output shows the token: %v", tc.name, code, tc.wantCode, strings.Contains(out.String()+errOut.String(), secret))
+		}
+	}
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Get("Authorization")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "[]")
+	}))
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	if code := cmdLogs(t.Context(), []string{"--url", srv.URL}, &out, &errOut); code != 0 || got != "Bearer "+secret {
+		t.Errorf("a query with the token from the environment: exit %d, Authorization %q; stderr %s", code, got, errOut.String())
+	}
+}
