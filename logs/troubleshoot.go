@@ -130,7 +130,7 @@ var troubleshooting = []Troubleshooting{
 	{
 		Codes:    []string{"store_unavailable"},
 		Happened: "Redis could not serve the request (unreachable, a Cluster slot without a master during a failover, or any other store failure); the request got 503 and nothing was half-written",
-		ToDo:     "check Redis (`/readyz` says 503 meanwhile); the broker recovers by itself, within about a second of a Cluster or Sentinel promotion",
+		ToDo:     "check Redis (`/readyz` says 503 meanwhile); the broker recovers by itself, within a second or two of a Cluster or Sentinel promotion",
 	},
 	{
 		Codes:    []string{"store_full"},
