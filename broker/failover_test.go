@@ -337,6 +337,23 @@ func containsInt(xs []int, x int) bool {
 	return false
 }
 
+// begin runs logins until stop is closed (finish closes it; so does the test's end, if it
+// fails first) and returns once the warm-up succeeded.
+func (f *failoverRig) begin() (stop chan struct{}, wait func()) {
+	stop = make(chan struct{})
+	wait = f.run(stop)
+	f.t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+			wait()
+		}
+	})
+	f.warmUp()
+	return stop, wait
+}
+
 // finish stops the run, then checks that no answer was a 500 and that the store holds no
 // half-written login.
 func (f *failoverRig) finish(stop chan struct{}, wait func(), scan func(ctx context.Context, pattern string, each func(key string, val []byte)) error) {
@@ -448,17 +465,7 @@ func scanWith(c redis.UniversalClient) func(ctx context.Context, pattern string,
 func TestLoginsRecoverSoonAfterClusterMasterFailover(t *testing.T) {
 	cl := redistest.StartClusterWithReplicas(t)
 	f := newFailoverRig(t, cl.Addrs, "")
-	stop := make(chan struct{})
-	wait := f.run(stop)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			wait()
-		}
-	}()
-	f.warmUp()
+	stop, wait := f.begin()
 
 	ctx := t.Context()
 	verKey := "dpop-broker:conn:{conn}:ver"
@@ -497,17 +504,7 @@ func TestLoginsRecoverAfterSentinelFailover(t *testing.T) {
 	f := newFailoverRig(t, []string{sentinel}, "mymaster")
 	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinel})
 	t.Cleanup(func() { _ = sc.Close() })
-	stop := make(chan struct{})
-	wait := f.run(stop)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			wait()
-		}
-	}()
-	f.warmUp()
+	stop, wait := f.begin()
 
 	ctx := t.Context()
 	killAt := f.since()
@@ -532,17 +529,7 @@ func TestLoginsRecoverAfterSentinelFailover(t *testing.T) {
 func TestLoginsUnaffectedByClusterReplicaKill(t *testing.T) {
 	cl := redistest.StartClusterWithReplicas(t)
 	f := newFailoverRig(t, cl.Addrs, "")
-	stop := make(chan struct{})
-	wait := f.run(stop)
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			wait()
-		}
-	}()
-	f.warmUp()
+	stop, wait := f.begin()
 
 	ctx := t.Context()
 	replicas := cl.Replicas(ctx)
