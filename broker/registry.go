@@ -93,12 +93,28 @@ type versionCheck struct {
 	err  error
 }
 
-// knownCurrent says when a snapshot was last known current: at (unix nanos, wall clock), when
-// the watch had reported gen changes.
+// knownCurrent says when a snapshot was last known current: at (monoNow), when the watch had
+// reported gen changes.
 type knownCurrent struct {
 	gen int64
 	at  int64
 }
+
+// monoBase is the origin of monoNow.
+var monoBase = time.Now()
+
+// monoNow returns the nanoseconds since monoBase on the monotonic clock: every freshness
+// decision of the registry is measured with it, so a step of the wall clock (NTP, an operator
+// setting the date) neither lengthens nor shortens how long a snapshot is trusted.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// monoAt returns t as monoNow would have, through t's monotonic reading (a time.Time from
+// time.Now, or derived from one by Add, has one).
+func monoAt(t time.Time) int64 { return int64(t.Sub(monoBase)) }
+
+// forever is the lease at of a watch that reports every write before it returns
+// (sessions.Forever): it vouches until the next change.
+const forever = int64(1<<63 - 1)
 
 // storedConnection is the document stored per connection.
 type storedConnection struct {
@@ -147,7 +163,7 @@ type registry struct {
 
 	checkMu  sync.Mutex
 	checking *versionCheck // the last shared version read (registry.shared), nil before the first
-	verifyAt atomic.Int64  // unix nanos of the last background verification started
+	verifyAt atomic.Int64  // monoNow of the last background verification started
 
 	missMu        sync.Mutex
 	nextMiss      *missCheck // the check the next miss joins; nil once it started
@@ -238,7 +254,7 @@ func (s *Server) Init(ctx context.Context) error {
 		return err
 	}
 	s.reg.seeded = true
-	if _, err := s.reg.rebuild(ctx, false, s.reg.changes.Load(), time.Now().UnixNano()); err != nil {
+	if _, err := s.reg.rebuild(ctx, false, s.reg.changes.Load(), monoNow()); err != nil {
 		return err
 	}
 	return errors.Join(problems...)
@@ -257,7 +273,7 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 	if snap == nil {
 		return g.shared(ctx)
 	}
-	now := time.Now().UnixNano()
+	now := monoNow()
 	at, unchanged := g.knownAt(snap)
 	if unchanged && now-at < int64(registryRecheck) {
 		if now-snap.known.Load().at >= int64(registryVerify) {
@@ -272,7 +288,7 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 	return next, err
 }
 
-// knownAt returns when snap was last known current (unix nanos): confirmed by a version read
+// knownAt returns when snap was last known current (monoNow): confirmed by a version read
 // or vouched for by the watch since; unchanged is false when the watch reported a change
 // since it was confirmed.
 func (g *registry) knownAt(snap *connSnapshot) (at int64, unchanged bool) {
@@ -337,7 +353,7 @@ func (g *registry) verifySoon(now int64) {
 // check reads the store version and returns the snapshot at it, rebuilding (and seeding
 // first, when the store lost its records) if it moved.
 func (g *registry) check(ctx context.Context) (*connSnapshot, error) {
-	gen, start := g.changes.Load(), time.Now().UnixNano() // before the read: what it confirms
+	gen, start := g.changes.Load(), monoNow() // before the read: what it confirms
 	snap := g.snap.Load()
 	lost := false
 	if snap != nil {
@@ -372,7 +388,7 @@ func (g *registry) check(ctx context.Context) (*connSnapshot, error) {
 	return g.rebuild(ctx, lost, gen, start)
 }
 
-// confirm records that a version read that started at unix nanos at, after the watch had
+// confirm records that a version read that started at at (monoNow), after the watch had
 // reported gen changes, found sn's version.
 func (sn *connSnapshot) confirm(gen, at int64) {
 	for {
@@ -554,7 +570,10 @@ func (g *registry) startWatch() {
 }
 
 // watched takes one event of the watch: a change makes the next lookup read the version;
-// a Through vouches for the snapshots known current at the present change count.
+// a Through vouches for the snapshots known current at the present change count. A Through
+// counts on the monotonic clock and never later than now (a watch cannot vouch for writes
+// that have not happened yet), except sessions.Forever: that watch reports every write
+// before it returns.
 func (g *registry) watched(e sessions.ConnectionsEvent) {
 	if e.Changed {
 		g.changes.Add(1)
@@ -567,7 +586,10 @@ func (g *registry) watched(e sessions.ConnectionsEvent) {
 	if e.Through.IsZero() {
 		return
 	}
-	t := e.Through.UnixNano()
+	t := forever
+	if !e.Through.Equal(sessions.Forever) {
+		t = min(monoAt(e.Through), monoNow())
+	}
 	for {
 		gen, old := g.changes.Load(), g.lease.Load()
 		if old != nil && old.gen == gen && old.at >= t {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 )
@@ -50,8 +51,13 @@ type Connections interface {
 	// ErrNotFound.
 	ConnectionTombstone(ctx context.Context, id string) ([]byte, error)
 	// ConnectionsVersion returns a counter that every successful write above, and every
-	// successful write of Clients, increases (0 before the first write). It is one GET on
-	// Redis.
+	// successful write of Clients, increases by a random step in [1, 2^31) (versionStep; 0
+	// before the first write). It is one GET on Redis. The step makes a version name its
+	// content: two writes made from one version (one of them lost by a failover to a stale
+	// replica, the other made after it) reach different versions but for a chance of 2^-31,
+	// so a replica holding the lost write's version sees that the records changed. The
+	// counter still only grows: a version smaller than one read before means the store lost
+	// records.
 	ConnectionsVersion(ctx context.Context) (int64, error)
 }
 
@@ -59,6 +65,10 @@ var (
 	_ Connections = (*memory)(nil)
 	_ Connections = (*redisStore)(nil)
 )
+
+// versionStep returns the random amount a write adds to ConnectionsVersion: in [1, 2^31),
+// so the counter (int64) overflows only after 2^32 writes.
+func versionStep() int64 { return 1 + rand.Int64N(1<<31-1) }
 
 // maxConnKey bounds connection ids and names.
 const maxConnKey = 512
@@ -91,7 +101,7 @@ type memConn struct {
 
 // memDocs is one collection of durable documents of the memory backend (connections or
 // clients): by id, name → id, and the tombstones of deleted ids. Every write to any
-// collection counts in memory.connVer.
+// collection counts in memory.connVer (versionStep).
 type memDocs struct {
 	byID   map[string]memConn
 	byName map[string]string
@@ -120,7 +130,7 @@ func (m *memory) createDoc(d *memDocs, id, name string, doc []byte) error {
 		d.byID[id] = memConn{name: name, doc: bytes.Clone(doc)}
 		d.byName[name] = id
 		delete(d.gone, id)
-		m.connVer++
+		m.connVer += versionStep()
 		v = m.connVer
 		return nil
 	})
@@ -192,7 +202,7 @@ func (m *memory) changeDoc(d *memDocs, op, id string, change func(c memConn)) er
 			return fmt.Errorf("sessions: %s: %w", op, ErrNotFound)
 		}
 		change(c)
-		m.connVer++
+		m.connVer += versionStep()
 		v = m.connVer
 		return nil
 	})

@@ -16,8 +16,11 @@ import (
 //	PREFIX:conn:{conn}:doc   hash id → document
 //	PREFIX:conn:{conn}:id    hash id → name
 //	PREFIX:conn:{conn}:name  hash name → id
-//	PREFIX:conn:{conn}:ver   counter, INCR by every write
+//	PREFIX:conn:{conn}:ver   counter, INCRBY a random step (versionStep) by every write
 //	PREFIX:conn:{conn}:gone  hash id → tombstone of a deleted connection
+//
+// A write script increments the counter before it changes anything (INCRBY fails only on
+// overflow: then nothing is written), so a failed script leaves no partial write.
 //
 // Every write script also PUBLISHes the version it reached on the channel
 // PREFIX:conn:changed:{watch583} (redis_watch.go), passed as the script's last argument. With
@@ -47,35 +50,35 @@ const (
 )
 
 var (
-	// ARGV: id, name, doc, channel.
+	// ARGV: id, name, doc, step, channel.
 	connCreateScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return -1 end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return -2 end
+local v = redis.call('INCRBY', KEYS[4], ARGV[#ARGV-1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
-local v = redis.call('INCR', KEYS[4])
 redis.pcall('PUBLISH', ARGV[#ARGV], v)
 return v
 `)
-	// ARGV: id, doc, channel.
+	// ARGV: id, doc, step, channel.
 	connUpdateScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
+local v = redis.call('INCRBY', KEYS[4], ARGV[#ARGV-1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local v = redis.call('INCR', KEYS[4])
 redis.pcall('PUBLISH', ARGV[#ARGV], v)
 return v
 `)
-	// ARGV: id, tombstone ("" = none), channel.
+	// ARGV: id, tombstone ("" = none), step, channel.
 	connDeleteScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -3 end
+local v = redis.call('INCRBY', KEYS[4], ARGV[#ARGV-1])
 local name = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 if name and redis.call('HGET', KEYS[3], name) == ARGV[1] then redis.call('HDEL', KEYS[3], name) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[2]) end
-local v = redis.call('INCR', KEYS[4])
 redis.pcall('PUBLISH', ARGV[#ARGV], v)
 return v
 `)
@@ -94,11 +97,11 @@ func (s *redisStore) runConn(ctx context.Context, op string, sc *redis.Script, a
 	return s.runDocs(ctx, s.connKeys(), op, sc, args...)
 }
 
-// runDocs runs a write script on the collection k (the watch channel appended to args) and
-// maps its result. It runs again only after a refusal (runScriptOnce): a second run of a
+// runDocs runs a write script on the collection k (a fresh versionStep and the watch channel
+// appended to args) and maps its result. It runs again only after a refusal (runScriptOnce): a second run of a
 // create would find its own record.
 func (s *redisStore) runDocs(ctx context.Context, k connKeys, op string, sc *redis.Script, args ...any) error {
-	n, err := runScriptOnce(ctx, s.c, sc, k.all(), append(args, s.watchChannel())).Int64()
+	n, err := runScriptOnce(ctx, s.c, sc, k.all(), append(args, versionStep(), s.watchChannel())).Int64()
 	if err != nil {
 		return mapErr(op, err)
 	}

@@ -123,7 +123,7 @@ func TestRedisWriteSucceedsWhenTheUserMayNotPublish(t *testing.T) {
 	if err := c.UpdateConnection(t.Context(), "con_a", []byte(`{"x":1}`)); err != nil {
 		t.Fatalf("update by a user that may not publish: %v", err)
 	}
-	if v, err := c.ConnectionsVersion(t.Context()); err != nil || v != 2 {
-		t.Fatalf("version after two writes = %d, %v; want 2", v, err)
+	if v, err := c.ConnectionsVersion(t.Context()); err != nil || v < 2 {
+		t.Fatalf("version after two writes = %d, %v; want at least 2 (two steps of at least 1)", v, err)
 	}
 }

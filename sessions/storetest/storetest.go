@@ -107,6 +107,9 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 			tc.fn(t, newStore(t))
 		})
 	}
+	t.Run("Connections version: the same write on stores at one version reaches different versions", func(t *testing.T) {
+		testConnVersionNamesContent(t, newStore)
+	})
 }
 
 func ctx(t *testing.T) context.Context { return t.Context() }
