@@ -39,9 +39,12 @@ import (
 // (sessions.ConnectionsWatcher; Redis: every write script PUBLISHes, each replica
 // subscribes). Every reported change makes the next lookup read the version, so a change made
 // on any replica reaches the next request here a moment after the message (milliseconds); and
-// the watch vouches for the snapshot up to its last answered PING (every 250 ms; on a Redis
-// Cluster give or take the cluster bus's delay), so the snapshot stays known current while
-// nothing changes. When the subscription is down, or does
+// the watch vouches for the snapshot up to its last answered PING (every 250 ms), so the
+// snapshot stays known current while nothing changes. On a Redis Cluster the PONG comes from
+// the node the subscription sits on: it does not prove that the cluster bus passed on every
+// message of the master holding {conn} (a broken bus link drops messages in flight), so there
+// a lost message is seen by the background read (registryVerify). A better proof would need a
+// round trip through the {conn} master per PING, which would tie logins to that master again. When the subscription is down, or does
 // not answer, that stops and lookups fall back to reading the version at most every
 // registryRecheck: a change reaches every replica within registryRecheck at worst. A
 // (re)subscription counts as a change (messages are lost while disconnected). The memory
@@ -56,7 +59,11 @@ import (
 // (management writes, which make the writing replica use its own write at once:
 // refreshAfterWrite) read the version every time. Even while the watch vouches, the version
 // is read in the background every registryVerify: writes that published nothing (an older
-// release writing during a rolling upgrade, records restored by hand) are seen within that.
+// release writing during a rolling upgrade, records restored by hand) or whose message the
+// Cluster bus lost are seen within that. Every write adds a random step to the version
+// (sessions.ConnectionsVersion), so the version of a write that a failover lost is not
+// reached again by the next write: a snapshot at it is never confirmed by a read of
+// different records. Freshness is measured on the monotonic clock (monoNow).
 //
 // A lookup that missed (a client or connection the snapshot lacks, a wrong secret) needs a
 // check too, but anyone can cause one, so those checks are coalesced (afterMiss). Unchanged
@@ -68,8 +75,9 @@ import (
 const registryRecheck = time.Second
 
 // registryVerify is how often the version is read in the background while the watch
-// vouches for the snapshot.
-const registryVerify = 30 * time.Second
+// vouches for the snapshot: one GET per replica per period. It bounds how long a write whose
+// message the Redis Cluster bus lost (or that published none) goes unseen.
+const registryVerify = 10 * time.Second
 
 // missRecheck is the least time between the starts of two version checks made for lookups
 // that missed (afterMiss), per replica: unauthenticated requests with unknown client ids or

@@ -24,7 +24,9 @@ import (
 // quiet, not broken. So the watch PINGs its connection every watchPing with the send time as
 // payload: Redis answers in order, so the PONG says that every message published (on that
 // node) before the PING was sent has been received, and the event it gives carries that time
-// as Through. A connection that answers no PING within watchDead is dropped and the watch
+// as Through. On a Cluster that node is not the records' master: a message the cluster bus
+// lost between them goes unnoticed by the watch (callers read ConnectionsVersion now and
+// then to bound that). A connection that answers no PING within watchDead is dropped and the watch
 // subscribes again; every (re)subscription is reported as Changed.
 const (
 	watchPing  = 250 * time.Millisecond

@@ -31,7 +31,8 @@ type ConnectionsEvent struct {
 	Version int64
 	// Through, when not zero, is how far the watch vouches for the records: every write that
 	// finished before Through was reported before this event was delivered (on Redis
-	// Cluster, give or take the cluster bus's delay in passing a message between nodes). A
+	// Cluster only those published on the subscription's node, or passed to it by the cluster
+	// bus by then: a message the bus delays or drops is not covered). A
 	// watch that reports every write before the write returns (the memory store) sets it far
 	// in the future.
 	Through time.Time
