@@ -26,9 +26,10 @@
 //     run again only after a refusal; Ready (the optional Readier capability) says whether a
 //     login can be served now.
 //   - logshard.go shards the Redis event log: each class is LogShards sorted sets under
-//     LogShards hash tags spread over the Cluster slot space ({log}, the unsharded log's, is
-//     shard 0), an event's shard a hash of its log id; reads merge every class and shard in
-//     one round trip per round, count retention is per shard (LogShardCap, MaxLogKept), and
+//     LogShards hash tags spread over the Cluster slot space, an event's shard a hash of its
+//     log id; reads merge every class and shard, and the unsharded log's sets ({log}, read
+//     and trimmed by age, never appended to, so an upgrade loses nothing), in one round trip
+//     per round; count retention is per shard (LogShardCap, MaxLogKept), and
 //     an event's tally counters go to one of fewer tally shards, under the tag of a log shard
 //     in the same third of the slot space (tally.go).
 //   - swap.go holds Swap for both backends (one Lua script on Redis).

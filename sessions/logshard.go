@@ -16,20 +16,28 @@ import (
 // LogShards is the number of shards of each class of the Redis event log.
 const LogShards = 6
 
-// logShardTags are the hash tags of the log shards. Shard 0 is {log}, the tag of the log
-// before it was sharded, so entries written earlier stay readable where they are. The others
-// were chosen (TestLogShardTagsSpread checks them) so that the six slots fall one in each
-// sixth [i·16384/6, (i+1)·16384/6) of the slot space, near its middle: `redis-cli --cluster
-// create` gives each of M masters a contiguous range of about 16384/M slots, so 2, 3 or 6
-// masters hold 3, 2 or 1 shards each, and 4 or 5 masters one or two.
+// logShardTags are the hash tags of the log shards, chosen (TestLogShardTagsSpread checks
+// them) so that the six slots fall one in each sixth [i·16384/6, (i+1)·16384/6) of the slot
+// space, near its middle: `redis-cli --cluster create` gives each of M masters a contiguous
+// range of about 16384/M slots, so 2, 3 or 6 masters hold 3, 2 or 1 shards each, and 4 or 5
+// masters one or two.
 var logShardTags = [LogShards]string{
-	"log",      // slot 10591, sixth 3
+	"log.0.2",  // slot 9771, sixth 3 (that of the legacy {log}, slot 10591)
 	"log.1.13", // slot 695, sixth 0
 	"log.2.30", // slot 3946, sixth 1
 	"log.3.21", // slot 6862, sixth 2
 	"log.4.12", // slot 11987, sixth 4
 	"log.5.5",  // slot 15676, sixth 5
 }
+
+// legacyLogTag is the hash tag of the log before it was sharded: PREFIX:log:{log} (before
+// classes existed, the single log, so its entries are audit entries), PREFIX:log:{log}:admin
+// and PREFIX:log:{log}:unauthenticated. Nothing appends to those sets any more (a replica
+// not yet upgraded still may, trimming them to its max_events as before): every read merges
+// them with the shards, and TrimLogs trims them by age, but no per-shard count cap applies
+// to them, so the events stored before an upgrade are kept until they age out (they no
+// longer grow, so they stay bounded by the count the earlier version kept).
+const legacyLogTag = "log"
 
 // logShard is the shard of the event with log id: FNV-1a of the id, modulo LogShards (log
 // ids end in random digits, so shards fill evenly whoever writes).
@@ -60,24 +68,37 @@ func MaxLogKept(maxLen int) int {
 	return max(maxLen, LogShards*LogShardCap(maxLen))
 }
 
-// logKeysFor returns the sorted-set key of every shard and class: PREFIX:log:{TAG} for
-// LogAudit (in shard 0 the key of the single log before classes existed, so its entries
-// stay audit entries), PREFIX:log:{TAG}:unauthenticated and PREFIX:log:{TAG}:admin.
+// logClassKeys returns the sorted-set key of every class under tag: PREFIX:log:{TAG} for
+// LogAudit, PREFIX:log:{TAG}:unauthenticated and PREFIX:log:{TAG}:admin.
+func logClassKeys(prefix, tag string) [len(logClasses)]string {
+	b := prefix + ":log:{" + tag + "}"
+	return [...]string{LogAudit: b, LogUnauthenticated: b + ":unauthenticated", LogAdmin: b + ":admin"}
+}
+
+// logKeysFor returns the sorted-set key of every shard and class.
 func logKeysFor(prefix string) [LogShards][len(logClasses)]string {
 	var out [LogShards][len(logClasses)]string
 	for i, tag := range logShardTags {
-		b := prefix + ":log:{" + tag + "}"
-		out[i] = [...]string{LogAudit: b, LogUnauthenticated: b + ":unauthenticated", LogAdmin: b + ":admin"}
+		out[i] = logClassKeys(prefix, tag)
 	}
 	return out
 }
 
-// logSets is the number of sorted sets of the log: every class of every shard.
-const logSets = LogShards * len(logClasses)
+// logSets is the number of sorted sets a read of the log merges: every class of every
+// shard, and the legacy sets.
+const logSets = (LogShards + 1) * len(logClasses)
 
-// readSets runs read on every set (class × shard) in one round trip (ClusterClient sends
-// one pipeline per node) and returns the entries of each, tagged with their class.
-func (s *redisStore) readSets(ctx context.Context, op string, read func(p redis.Pipeliner, key string) *redis.StringSliceCmd) ([]([]LogEntry), error) {
+// setRead is what a read of one log set returned: its entries, tagged with the set's class,
+// and the last member of its raw reply (foreign members included), "" when it was empty.
+type setRead struct {
+	es   []LogEntry
+	n    int    // members in the raw reply
+	last string // the raw reply's last member
+}
+
+// readSets runs read on every set (class × shard, then the legacy sets) in one round trip
+// (ClusterClient sends one pipeline per node) and returns what each returned.
+func (s *redisStore) readSets(ctx context.Context, op string, read func(p redis.Pipeliner, key string) *redis.StringSliceCmd) ([]setRead, error) {
 	cmds := make([]*redis.StringSliceCmd, 0, logSets)
 	// A plain pipeline, not MULTI: the sets are only appended to and trimmed, so reads in
 	// one round trip are as good, and Redis refuses every command queued in a MULTI when it
@@ -88,14 +109,21 @@ func (s *redisStore) readSets(ctx context.Context, op string, read func(p redis.
 				cmds = append(cmds, read(p, s.logKeys[sh][c]))
 			}
 		}
+		for _, c := range logClasses {
+			cmds = append(cmds, read(p, s.legacyLogKeys[c]))
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
-	out := make([][]LogEntry, len(cmds))
+	out := make([]setRead, len(cmds))
 	for i, cmd := range cmds {
-		out[i] = entries(cmd.Val(), logClasses[i%len(logClasses)])
+		ms := cmd.Val()
+		out[i] = setRead{es: entries(ms, logClasses[i%len(logClasses)]), n: len(ms)}
+		if len(ms) > 0 {
+			out[i].last = ms[len(ms)-1]
+		}
 	}
 	return out, nil
 }
@@ -110,26 +138,30 @@ func perSetLimit(limit int) int {
 // readOrdered returns up to limit entries in id order (descending when desc) whose ids lie
 // beyond cursor ("" = from the start; otherwise an exclusive bound, a log id or, for Logs,
 // any string), reading every set in one round trip per round. Each set is asked for
-// perSetLimit entries; the merged entries are complete up to the last entry of the nearest
-// set that returned all it was asked for, so a round keeps those and, when it found fewer
-// than limit and some set may hold more, the next round goes on from there.
+// perSetLimit members; a set whose raw reply filled that (foreign members counted, so that
+// they never pass for the set's end) was read up to its last member, and the merged entries
+// are complete up to the nearest such last member (compared as members, "ID\x00EVENT"), so
+// a round keeps those and, when it found fewer than limit and some set may hold more, the
+// next round goes on beyond that member (each round passes at least one member, so rounds
+// end even in a set of foreign members).
 func (s *redisStore) readOrdered(ctx context.Context, op string, desc bool, cursor string, limit int) ([]LogEntry, error) {
 	out := make([]LogEntry, 0, min(limit, 1024))
+	lo, hi := "-", "+"
+	switch {
+	case cursor == "":
+	case desc && len(cursor) > LogIDLen:
+		// Members are "ID\x00EVENT" with len(ID) == LogIDLen: for a longer bound,
+		// ID < cursor ⇔ ID ≤ cursor[:LogIDLen] ⇔ member < cursor[:LogIDLen]+"\x01".
+		hi = "(" + cursor[:LogIDLen] + "\x01"
+	case desc:
+		hi = "(" + cursor // member < X ⇔ ID < X (len(X) ≤ LogIDLen)
+	default:
+		lo = "(" + cursor + "\x01" // member > X+"\x01" ⇔ ID > X
+	}
 	for len(out) < limit {
 		want := limit - len(out)
 		n := perSetLimit(want)
-		rng := &redis.ZRangeBy{Min: "-", Max: "+", Count: int64(n)}
-		switch {
-		case cursor == "":
-		case desc && len(cursor) > LogIDLen:
-			// Members are "ID\x00EVENT" with len(ID) == LogIDLen: for a longer bound,
-			// ID < cursor ⇔ ID ≤ cursor[:LogIDLen] ⇔ member < cursor[:LogIDLen]+"\x01".
-			rng.Max = "(" + cursor[:LogIDLen] + "\x01"
-		case desc:
-			rng.Max = "(" + cursor // member < X ⇔ ID < X (len(X) ≤ LogIDLen)
-		default:
-			rng.Min = "(" + cursor + "\x01" // member > X+"\x01" ⇔ ID > X
-		}
+		rng := &redis.ZRangeBy{Min: lo, Max: hi, Count: int64(n)}
 		per, err := s.readSets(ctx, op, func(p redis.Pipeliner, key string) *redis.StringSliceCmd {
 			if desc {
 				return p.ZRevRangeByLex(ctx, key, rng)
@@ -139,30 +171,36 @@ func (s *redisStore) readOrdered(ctx context.Context, op string, desc bool, curs
 		if err != nil {
 			return nil, err
 		}
-		// stop is the last id known complete: the nearest last id of a set that filled n.
+		// stop is the last member known complete: the nearest last member of a set that
+		// filled n.
 		stop, more := "", false
-		for _, es := range per {
-			if len(es) == n {
-				last := es[len(es)-1].ID
-				if !more || (last < stop) != desc {
-					stop, more = last, true
-				}
+		for _, r := range per {
+			if r.n == n && (!more || (r.last < stop) != desc) {
+				stop, more = r.last, true
 			}
 		}
 		var got []LogEntry
-		for _, es := range per {
-			got = mergeLogs(got, es, desc, want)
+		for _, r := range per {
+			got = mergeLogs(got, r.es, desc, want)
 		}
 		if more {
-			for len(got) > 0 && got[len(got)-1].ID != stop && (got[len(got)-1].ID > stop) != desc {
+			for len(got) > 0 {
+				m := string(logMember(got[len(got)-1].ID, got[len(got)-1].Event))
+				if m == stop || (m > stop) == desc {
+					break
+				}
 				got = got[:len(got)-1]
 			}
 		}
 		out = append(out, got...)
-		if !more || len(got) == 0 {
+		if !more {
 			break
 		}
-		cursor = got[len(got)-1].ID
+		if desc {
+			hi = "(" + stop
+		} else {
+			lo = "(" + stop
+		}
 	}
 	return out, nil
 }

@@ -36,12 +36,16 @@ func TestCRC16MatchesRedisCheckValue(t *testing.T) {
 	}
 }
 
-// TestLogShardTagsSpread: shard 0 keeps the tag of the unsharded log, and the slots of the
-// tags fall one in each sixth of the slot space, away from its edges, so the masters of a
-// `redis-cli --cluster create` cluster of 2, 3 or 6 masters hold equally many shards.
+// TestLogShardTagsSpread: the slots of the shard tags fall one in each sixth of the slot
+// space, away from its edges, so the masters of a `redis-cli --cluster create` cluster of 2,
+// 3 or 6 masters hold equally many shards; shard 0 lies in the sixth of the unsharded log's
+// tag, which is no shard's (its sets are never appended to, so no count cap trims them).
 func TestLogShardTagsSpread(t *testing.T) {
-	if logShardTags[0] != "log" {
-		t.Fatalf("shard 0 tag = %q, want the unsharded log's tag \"log\"", logShardTags[0])
+	if slices.Contains(logShardTags[:], legacyLogTag) {
+		t.Fatalf("the unsharded log's tag %q is a shard's tag: its appends would trim the events stored before the upgrade", legacyLogTag)
+	}
+	if a, b := int(crc16(logShardTags[0])%16384)*LogShards/16384, int(crc16(legacyLogTag)%16384)*LogShards/16384; a != b {
+		t.Errorf("shard 0 tag %q in sixth %d, the unsharded log's %q in sixth %d", logShardTags[0], a, legacyLogTag, b)
 	}
 	seen := map[int]string{}
 	for _, tag := range logShardTags {
@@ -52,7 +56,7 @@ func TestLogShardTagsSpread(t *testing.T) {
 		}
 		seen[sixth] = tag
 		lo, hi := sixth*16384/LogShards, (sixth+1)*16384/LogShards
-		if tag != "log" && (slot < lo+(hi-lo)/4 || slot >= hi-(hi-lo)/4) {
+		if slot < lo+(hi-lo)/4 || slot >= hi-(hi-lo)/4 {
 			t.Errorf("tag %q slot %d near an edge of [%d, %d)", tag, slot, lo, hi)
 		}
 	}
@@ -208,7 +212,7 @@ func TestRedisLogReadsMatchMemory(t *testing.T) {
 
 // TestRedisLogShardKeepsItsNewest: each append trims its own shard of its class to
 // LogShardCap(maxLen), the greatest ids routed there; the entries appended before the log was
-// sharded (in shard 0's keys) are read back, and the tally of an append shares its shard's
+// sharded (in the legacy keys) are read back, and the tally of an append shares its shard's
 // hash tag.
 func TestRedisLogShardKeepsItsNewest(t *testing.T) {
 	t.Parallel() // on a redis-server of its own
@@ -303,6 +307,138 @@ func TestRedisTalliesReadLegacyBuckets(t *testing.T) {
 		tb, err := s.Tallies(ctx, step, start, start.Add(time.Second))
 		if err != nil || len(tb) != 1 || tb[0].Counts["s"] != 7 {
 			t.Fatalf("%v Tallies = %+v, %v; want s 7", step, tb, err)
+		}
+	}
+}
+
+// TestRedisUpgradeKeepsTheLogStoredBeforeSharding: the events an earlier version stored (its
+// max_events newest, in the unsharded sets PREFIX:log:{log}[:CLASS]) survive the appends of
+// an upgraded broker, whatever shard those go to: every read still returns the newest
+// maxLen of each class, and only TrimLogs (retention by age) removes legacy entries.
+func TestRedisUpgradeKeepsTheLogStoredBeforeSharding(t *testing.T) {
+	t.Parallel() // on a redis-server of its own
+	addr := redistest.Start(t)
+	s := newTestRedis(t, addr)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := t.Context()
+	const maxLen = 600 // LogShardCap(600) = 140: a shard-0 style trim would drop most
+	legacy := logClassKeys("t", legacyLogTag)
+	for c, key := range legacy {
+		zs := make([]redis.Z, maxLen)
+		for i := range zs {
+			zs[i] = redis.Z{Member: fmt.Sprintf("%055d%d\x00{\"old\":%d}", i+1, c, i)}
+		}
+		if err := raw.ZAdd(ctx, key, zs...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const appended = 300 // about 50 per shard, every shard written to
+	for i := range appended {
+		for _, c := range logClasses {
+			id := fmt.Sprintf("9%054d%d", i, c)
+			if err := s.AppendLog(ctx, c, id, []byte(`{"new":1}`), maxLen); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, key := range legacy {
+		if n, err := raw.ZCard(ctx, key).Result(); err != nil || n != maxLen {
+			t.Errorf("legacy set %s holds %d, %v; want the %d stored before the upgrade", key, n, err, maxLen)
+		}
+	}
+	for _, c := range logClasses {
+		all, err := s.LogsBefore(ctx, "", 3*(maxLen+appended))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine []LogEntry
+		for _, e := range all {
+			if e.Class == c {
+				mine = append(mine, e)
+			}
+		}
+		if len(mine) != maxLen+appended {
+			t.Errorf("class %v: reads return %d entries, want the %d stored before the upgrade and the %d after", c, len(mine), maxLen, appended)
+		}
+	}
+	if got, err := s.Logs(ctx, "", maxLen); err != nil || len(got) != maxLen {
+		t.Fatalf("Logs(maxLen) = %d events, %v; want %d", len(got), err, maxLen)
+	}
+	// Retention by age reaches the legacy sets: trim all but the newest 100 old entries.
+	cut := fmt.Sprintf("%055d0", maxLen-100+1)
+	for _, c := range logClasses {
+		if err := s.TrimLogs(ctx, c, cut); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, key := range legacy {
+		if n, err := raw.ZCard(ctx, key).Result(); err != nil || n != 100 {
+			t.Errorf("legacy set %s holds %d after TrimLogs, %v; want 100", key, n, err)
+		}
+	}
+}
+
+// TestRedisLogReadsPassForeignMembers: members no append wrote (not "ID\x00EVENT") in a set
+// count towards its reply's length, so they never make a full set look exhausted: reads
+// with any limit return what the memory store returns for the same appends, and a set of
+// only foreign members ends the reads.
+func TestRedisLogReadsPassForeignMembers(t *testing.T) {
+	t.Parallel() // on a redis-server of its own
+	addr := redistest.Start(t)
+	rs := newTestRedis(t, addr)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	ms := NewMemory()
+	ctx := t.Context()
+	r := rand.New(rand.NewPCG(5, 6))
+	ids := randomLogIDs(r, 240)
+	for _, id := range ids {
+		for _, s := range []Store{rs, ms} {
+			if err := s.AppendLog(ctx, LogAudit, id, []byte(`{}`), 100000); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Beside each entry of shard 2, foreign members sorting just before and after it.
+		if logShard(id) == 2 {
+			for _, f := range []string{id[:LogIDLen-1], id + "\x01x", id[:LogIDLen-1] + "x"} {
+				if err := raw.ZAdd(ctx, rs.logKeys[2][LogAudit], redis.Z{Member: f}).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// A legacy set of foreign members only.
+	zs := make([]redis.Z, 300)
+	for i := range zs {
+		zs[i] = redis.Z{Member: fmt.Sprintf("foreign-%04d", i)}
+	}
+	if err := raw.ZAdd(ctx, rs.legacyLogKeys[LogAdmin], zs...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	sorted := slices.Sorted(slices.Values(ids))
+	for _, cursor := range []string{"", sorted[10], sorted[len(sorted)/2], sorted[len(sorted)-10]} {
+		for _, limit := range []int{1, 3, 10, 50, 500} {
+			got, err := rs.LogsAfter(ctx, cursor, limit)
+			want, _ := ms.LogsAfter(ctx, cursor, limit)
+			if err != nil || len(got) != len(want) {
+				t.Fatalf("LogsAfter(%.8s…, %d) = %d entries, %v; want %d", cursor, limit, len(got), err, len(want))
+			}
+			for i := range got {
+				if got[i].ID != want[i].ID {
+					t.Fatalf("LogsAfter(%.8s…, %d)[%d] = %.8s…, want %.8s…", cursor, limit, i, got[i].ID, want[i].ID)
+				}
+			}
+			got, err = rs.LogsBefore(ctx, cursor, limit)
+			want, _ = ms.LogsBefore(ctx, cursor, limit)
+			if err != nil || len(got) != len(want) {
+				t.Fatalf("LogsBefore(%.8s…, %d) = %d entries, %v; want %d", cursor, limit, len(got), err, len(want))
+			}
+			for i := range got {
+				if got[i].ID != want[i].ID {
+					t.Fatalf("LogsBefore(%.8s…, %d)[%d] = %.8s…, want %.8s…", cursor, limit, i, got[i].ID, want[i].ID)
+				}
+			}
 		}
 	}
 }

@@ -19,6 +19,9 @@ type redisStore struct {
 	c       redis.UniversalClient
 	prefix  string
 	logKeys [LogShards][len(logClasses)]string // by shard, then LogClass
+	// legacyLogKeys are the sets of the log before it was sharded, by LogClass: read and
+	// trimmed by age, never appended to (legacyLogTag).
+	legacyLogKeys [len(logClasses)]string
 }
 
 // NewRedis returns the Redis backend. It does not contact Redis; use Ping. On Cluster it
@@ -62,7 +65,7 @@ func NewRedis(cfg RedisConfig) (Store, error) {
 		DialerRetries:      2,
 		DialerRetryTimeout: 20 * time.Millisecond,
 	})
-	return &redisStore{c: c, prefix: cfg.Prefix, logKeys: logKeysFor(cfg.Prefix)}, nil
+	return &redisStore{c: c, prefix: cfg.Prefix, logKeys: logKeysFor(cfg.Prefix), legacyLogKeys: logClassKeys(cfg.Prefix, legacyLogTag)}, nil
 }
 
 // mapErr turns a go-redis error into the package's errors: redis.Nil → ErrNotFound, OOM
@@ -338,8 +341,8 @@ func (s *redisStore) LogsBefore(ctx context.Context, before string, limit int) (
 	return s.readOrdered(ctx, "logs before", true, before, limit)
 }
 
-// Log looks in every set (an entry is in its id's shard, or in shard 0 when written before
-// the log was sharded), in one round trip.
+// Log looks in every set (an entry is in its id's shard, or in a legacy set when written
+// before the log was sharded), in one round trip.
 func (s *redisStore) Log(ctx context.Context, id string) (LogEntry, error) {
 	if err := checkLogID(id); err != nil {
 		return LogEntry{}, fmt.Errorf("sessions: log: %w", err)
@@ -350,15 +353,15 @@ func (s *redisStore) Log(ctx context.Context, id string) (LogEntry, error) {
 	if err != nil {
 		return LogEntry{}, err
 	}
-	for _, es := range per {
-		if len(es) == 1 {
-			return es[0], nil
+	for _, r := range per {
+		if len(r.es) == 1 {
+			return r.es[0], nil
 		}
 	}
 	return LogEntry{}, fmt.Errorf("sessions: log: %w", ErrNotFound)
 }
 
-// TrimLogs trims every shard of class, in one round trip.
+// TrimLogs trims every shard of class and its legacy set, in one round trip.
 func (s *redisStore) TrimLogs(ctx context.Context, class LogClass, before string) error {
 	if err := checkLogClass(class); err != nil {
 		return fmt.Errorf("sessions: trim logs: %w", err)
@@ -370,6 +373,7 @@ func (s *redisStore) TrimLogs(ctx context.Context, class LogClass, before string
 		for sh := range s.logKeys {
 			p.ZRemRangeByLex(ctx, s.logKeys[sh][class], "-", "("+before)
 		}
+		p.ZRemRangeByLex(ctx, s.legacyLogKeys[class], "-", "("+before)
 		return nil
 	})
 	return mapErr("trim logs", err)

@@ -179,7 +179,9 @@ func TestRedisBadRequestIsNotUnavailable(t *testing.T) {
 	s := newRedis(t, addr, 0)
 	// Make the audit key of log shard 0 the wrong type: a server-side refusal, not an
 	// outage. Of 60 appends, those whose id falls in shard 0 are refused.
-	if err := s.Put(t.Context(), "log", "log", []byte("x"), time.Minute); err != nil {
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	if err := raw.Set(t.Context(), "t:log:{log.0.2}", "x", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	refused := 0
@@ -327,9 +329,9 @@ func TestRedisSentinelFailover(t *testing.T) {
 }
 
 // The event log is sharded: each class of each shard is a sorted set under the shard's
-// hash tag ({log}, the unsharded log's, or {log.I.K}), so the appends spread over
-// LogShards slots; shard 0's audit set keeps the key of the log before classes and shards
-// existed, so entries written by an older broker are read back as audit entries.
+// hash tag ({log.I.K}), so the appends spread over LogShards slots; the set of the log
+// before classes and shards existed ({log}) is read but not appended to, so entries written
+// by an older broker are read back as audit entries.
 func TestRedisLogKeysSpreadOverShardTags(t *testing.T) {
 	addr := redistest.Start(t)
 	s := newRedis(t, addr, 0)
@@ -356,10 +358,13 @@ func TestRedisLogKeysSpreadOverShardTags(t *testing.T) {
 		if !ok || !ok2 || (tag != "log" && !strings.HasPrefix(tag, "log.")) || !slices.Contains([]string{"", ":unauthenticated", ":admin"}, suffix) {
 			t.Fatalf("log key %q, want t:log:{TAG}[:unauthenticated|:admin]", k)
 		}
+		if tag == "log" && k != "t:log:{log}" {
+			t.Fatalf("log key %q: an append went to a legacy set", k)
+		}
 		tags[tag]++
 	}
-	if len(keys) != 3*sessions.LogShards || len(tags) != sessions.LogShards {
-		t.Fatalf("log keys = %q, want the three classes of %d shards", keys, sessions.LogShards)
+	if len(keys) != 3*sessions.LogShards+1 || len(tags) != sessions.LogShards+1 {
+		t.Fatalf("log keys = %q, want the three classes of %d shards and the legacy t:log:{log}", keys, sessions.LogShards)
 	}
 	e, err := s.Log(t.Context(), old)
 	if err != nil || e.Class != sessions.LogAudit || string(e.Event) != `{"n":1}` {
