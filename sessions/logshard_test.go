@@ -442,3 +442,60 @@ func TestRedisLogReadsPassForeignMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisTalliesSkipFieldsOutsideTheirGroup: a group hash's field counts only when its
+// digit names a bucket of the group (0-4 for a five-minute group, 0-5 for a six-hour one):
+// a foreign field with a larger digit is not added to a later group's bucket.
+func TestRedisTalliesSkipFieldsOutsideTheirGroup(t *testing.T) {
+	t.Parallel() // on a redis-server of its own
+	addr := redistest.Start(t)
+	s := newTestRedis(t, addr)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := t.Context()
+	now := time.Now()
+	tests := []struct {
+		name  string
+		step  TallyStep
+		width int64 // buckets in a group
+	}{
+		{name: "minute groups", step: TallyMinute, width: 5},
+		{name: "hour groups", step: TallyHour, width: 6},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := int64(tc.step.Duration() / time.Second)
+			// The first bucket of the group before the current one's group.
+			cur := tallyStart(tc.step, now)
+			first := (cur/w/tc.width - 1) * tc.width * w
+			key, field := s.tallyGroupKey(0, tc.step, first)
+			if field != "0" {
+				t.Fatalf("field prefix of a group's first bucket = %q", field)
+			}
+			// Fields "0s" (counts) and one digit past the group's last bucket for every digit
+			// up to 9 (foreign: a later group's bucket if read as an offset).
+			if err := raw.HSet(ctx, key, "0s", 1).Err(); err != nil {
+				t.Fatal(err)
+			}
+			for d := tc.width; d <= 9; d++ {
+				if err := raw.HSet(ctx, key, fmt.Sprintf("%ds", d), 100).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			from := time.Unix(first, 0)
+			bs, err := s.Tallies(ctx, tc.step, from, from.Add(time.Duration(2*tc.width*w)*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, b := range bs {
+				want := int64(0)
+				if i == 0 {
+					want = 1
+				}
+				if b.Counts["s"] != want {
+					t.Errorf("bucket %d (%v) counts s %d, want %d", i, b.Start, b.Counts["s"], want)
+				}
+			}
+		})
+	}
+}

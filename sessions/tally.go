@@ -432,8 +432,8 @@ func (s *redisStore) Tallies(ctx context.Context, step TallyStep, from, to time.
 	for k, c := range groups {
 		gr := firstGroup + int64(k/tallyShards)
 		for field, v := range c.Val() {
-			if len(field) < 2 || field[0] < '0' || field[0] > '9' {
-				continue // not written by tallyScript
+			if len(field) < 2 || field[0] < '0' || int64(field[0]-'0') >= g {
+				continue // not written by tallyScript: its digit is a bucket of the group
 			}
 			b := gr*g + int64(field[0]-'0') - first/w // index in out
 			if b < 0 || b >= int64(n) || !out[b].Start.Add(step.TTL()).After(now) {
