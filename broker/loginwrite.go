@@ -12,8 +12,13 @@ import (
 // succeedWith stores the login records (the session and the code) and records ev as a
 // successful login: in one atomic write when the event log lives in the same store and the
 // store can batch (sessions.LogBatcher: Redis single node or Sentinel, memory), else PutAll
-// then the event. The event's counters (logintally.go) go in the same write. An error means that neither the records nor the event were stored; ev is
-// then as before the call (the caller records the failure with it).
+// then the event. The event's counters (logintally.go) go in the same write. An error means
+// the login failed and ev is as before the call (the caller records the failure with it),
+// but not always that nothing was stored: a write the store refused stored nothing, while
+// one whose reply was lost (the connection dropped after it was sent, and again when the
+// store sent it once more without the counters) may have stored the records and the event
+// whole, never in part. The records are then unused (the code never reaches the app) and
+// expire, and the log may hold this success beside the failure the caller records.
 func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.Item) error {
 	if s.logBatch != nil {
 		typ := ev.Type

@@ -175,17 +175,19 @@ func (s *redisStore) putAllAndLog(ctx context.Context, logID string, event []byt
 		return err
 	}
 	member := logMember(logID, event)
-	cmds, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, it := range items {
-			p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
-		}
-		sh := logShard(logID)
-		p.ZAdd(ctx, s.logKeys[sh][LogAudit], redis.Z{Member: member})
-		p.ZRemRangeByRank(ctx, s.logKeys[sh][LogAudit], 0, int64(-LogShardCap(maxLen)-1))
-		s.queueTally(ctx, p, sh, t)
-		return nil
+	err := writeTallied(ctx, t, func(t Tally) error {
+		cmds, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, it := range items {
+				p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
+			}
+			sh := logShard(logID)
+			p.ZAdd(ctx, s.logKeys[sh][LogAudit], redis.Z{Member: member})
+			p.ZRemRangeByRank(ctx, s.logKeys[sh][LogAudit], 0, int64(-LogShardCap(maxLen)-1))
+			s.queueTally(ctx, p, sh, t)
+			return nil
+		})
+		return queuedErr(cmds, err)
 	})
-	err = queuedErr(cmds, err)
 	if err != nil && !redis.IsOOMError(err) && (redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "EXECABORT")) {
 		// A one-address client on a cluster-mode server: EXEC refused the whole batch.
 		return fmt.Errorf("sessions: put all and log: %w: %w", errors.ErrUnsupported, err)
@@ -282,11 +284,14 @@ func (s *redisStore) appendLog(ctx context.Context, class LogClass, id string, e
 	// trims the shard to its LogShardCap greatest ids, whatever runs in between), and a
 	// Tally's counters are independent increments. The tally keys share the shard's hash
 	// tag, so on Cluster the whole pipeline goes to one node.
-	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, key, redis.Z{Member: member})
-		p.ZRemRangeByRank(ctx, key, 0, int64(-LogShardCap(maxLen)-1)) // keep the shard's greatest ids
-		s.queueTally(ctx, p, sh, t)
-		return nil
+	err := writeTallied(ctx, t, func(t Tally) error {
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAdd(ctx, key, redis.Z{Member: member})
+			p.ZRemRangeByRank(ctx, key, 0, int64(-LogShardCap(maxLen)-1)) // keep the shard's greatest ids
+			s.queueTally(ctx, p, sh, t)
+			return nil
+		})
+		return err
 	})
 	return mapErr("append log", err)
 }

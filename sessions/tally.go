@@ -348,13 +348,13 @@ func (s *redisStore) legacyTallyKey(step TallyStep, start int64) string {
 	return b + "m" + strconv.FormatInt(start/60, 10)
 }
 
-// tallyScript adds a Tally to its minute (KEYS[1]) and hour (KEYS[2]) group hashes and sets
+// tallyLua adds a Tally to its minute (KEYS[1]) and hour (KEYS[2]) group hashes and sets
 // their expiry: ARGV = minute group expiry, hour group expiry (Unix ms), minute field
 // prefix, hour field prefix, then name, increment pairs. One command instead of two
 // increments per counter: the login's MULTI (or pipeline) carries one EVAL more, not a
 // dozen commands. EVAL, not EVALSHA: inside MULTI a NOSCRIPT reply would fail this command
 // alone, after the others ran.
-var tallyScript = redis.NewScript(`
+const tallyLua = `
 for i = 5, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[1], ARGV[3] .. ARGV[i], ARGV[i+1])
   redis.call('HINCRBY', KEYS[2], ARGV[4] .. ARGV[i], ARGV[i+1])
@@ -362,10 +362,11 @@ end
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 return 0
-`)
+`
 
 // queueTally queues t's increments and the expiry of its group hashes, those of the tally
-// shard of log shard sh, on p.
+// shard of log shard sh, on p. The EVAL is a onceCmd: go-redis does not send again a
+// pipeline or MULTI that holds it (its increments must not run twice); see writeTallied.
 func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, t Tally) {
 	if len(t.Counts) == 0 {
 		return
@@ -378,7 +379,33 @@ func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, 
 	for name, n := range t.Counts {
 		args = append(args, name, n)
 	}
-	tallyScript.Eval(ctx, p, []string{mKey, hKey}, args...)
+	cmd := redis.NewCmd(ctx, append([]any{"eval", tallyLua, 2, mKey, hKey}, args...)...)
+	cmd.SetFirstKeyPos(3)
+	_ = p.Process(ctx, onceCmd{cmd})
+}
+
+// writeTallied runs write(t), the append of a log event (idempotent: a ZADD of the same
+// member, SETs of the same values) with t's increments (not idempotent), so that the
+// increments run at most once and the event is stored as reliably as without them.
+// go-redis sends a pipeline or MULTI again after a connection lost once it was sent (it may
+// have run), but not one holding the tally's onceCmd: so a refused write (nothing ran) is
+// sent again whole (runOnce), and one that failed in transit is sent again without the
+// increments, which go-redis may then send again itself, as any append. So a lost reply
+// costs at worst the counts of that one event, never a double count, and the event is not
+// lost where a write without counters would not be.
+func writeTallied(ctx context.Context, t Tally, write func(t Tally) error) error {
+	if len(t.Counts) == 0 {
+		return write(t)
+	}
+	err := runOnce(ctx, func() error { return write(t) })
+	if err == nil || refused(err) || ctx.Err() != nil {
+		return err
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return err // the server answered (OOM, WRONGTYPE, …): sending again changes nothing
+	}
+	return write(Tally{})
 }
 
 func (s *redisStore) AppendLogTallied(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
@@ -433,7 +460,7 @@ func (s *redisStore) Tallies(ctx context.Context, step TallyStep, from, to time.
 		gr := firstGroup + int64(k/tallyShards)
 		for field, v := range c.Val() {
 			if len(field) < 2 || field[0] < '0' || int64(field[0]-'0') >= g {
-				continue // not written by tallyScript: its digit is a bucket of the group
+				continue // not written by tallyLua: its digit is a bucket of the group
 			}
 			b := gr*g + int64(field[0]-'0') - first/w // index in out
 			if b < 0 || b >= int64(n) || !out[b].Start.Add(step.TTL()).After(now) {
