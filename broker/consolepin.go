@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/upstream"
@@ -20,10 +21,22 @@ import (
 //     UpstreamIssuer, UpstreamDiscovery); a broker session from before the pin is refused;
 //   - the management API refuses to create, or change, a connection of that name with another
 //     issuer or discovery_url (400), so a deleted and recreated connection does not help either.
+//   - the same holds for the options that decide which upstream claims become the user's
+//     email, email_verified and groups, and so what email and group rules match
+//     (upstream.Identity: strategy, client_id, scope, fetch_userinfo, upstream_params,
+//     attribute_map): an attribute_map of {"email": "${context.tokenset.id_token.nickname}",
+//     "email_verified": "true"} would otherwise let update:connections make any user an
+//     administrator. The API refuses to change them (400), and a broker session records the
+//     digest of those its login used (sessionRecord's UpstreamIdentity): the console admits
+//     an operator only when it is the digest of the configuration file's.
 
 // consolePin is a pinned connection's upstream.
 type consolePin struct {
 	issuer, discoveryURL string
+	// identity is the connection's identity options and digest their Digest; "" when the
+	// configuration's connection does not normalize (never admits anyone: fail closed).
+	identity upstream.Identity
+	digest   string
 }
 
 // consolePins are the pins of the connections that admit console administrators, from the
@@ -50,7 +63,11 @@ func consolePinsOf(cfg *config.Config) map[string]consolePin {
 	for i := range cfg.Connections {
 		cc := &cfg.Connections[i]
 		if names[cc.Name] {
-			pins[cc.Name] = consolePin{issuer: resolvedIssuer(cc), discoveryURL: cc.Options.DiscoveryURL}
+			pin := consolePin{issuer: resolvedIssuer(cc), discoveryURL: cc.Options.DiscoveryURL}
+			if id, err := upstream.IdentityOf(upstreamConfig(cc)); err == nil {
+				pin.identity, pin.digest = id, id.Digest()
+			}
+			pins[cc.Name] = pin
 		}
 	}
 	return pins
@@ -84,19 +101,39 @@ func (s *Server) consolePinProblem(sess *sessionRecord) string {
 	case sess.UpstreamDiscovery != pin.discoveryURL:
 		return fmt.Sprintf("the sign-in's upstream keys came through the discovery_url %q, not the %q the configuration file sets for the connection %q (was the connection changed through the management API?)",
 			clip(sess.UpstreamDiscovery, 256), pin.discoveryURL, sess.Connection)
+	case sess.UpstreamIdentity == "":
+		return "the broker session of the sign-in does not record its connection's identity options; sign in again"
+	case pin.digest == "" || sess.UpstreamIdentity != pin.digest:
+		return fmt.Sprintf("the sign-in's connection %q mapped the user with other identity options (%s) than the configuration file sets (was the connection changed through the management API?)",
+			sess.Connection, identityOptionNames)
 	}
 	return ""
 }
 
+// identityOptionNames are the options upstream.Identity holds, for messages.
+const identityOptionNames = "strategy, options.client_id, options.scope, options.fetch_userinfo, options.upstream_params, options.attribute_map"
+
 // consolePinnedConnectionProblem refuses a management write that would give the connection
-// uc (resolved) another issuer or discovery_url than the pin of its name: such a connection
-// admits console administrators.
+// uc (resolved) another issuer or discovery_url, or other identity options, than the pin of
+// its name: such a connection admits console administrators.
 func (s *Server) consolePinnedConnectionProblem(uc *upstream.Config) *apiError {
 	pin, ok := s.consolePins()[uc.Name]
-	if !ok || (uc.Issuer == pin.issuer && uc.DiscoveryURL == pin.discoveryURL) {
+	if !ok {
+		return nil
+	}
+	if uc.Issuer != pin.issuer || uc.DiscoveryURL != pin.discoveryURL {
+		return &apiError{http.StatusBadRequest, "invalid_body", fmt.Sprintf(
+			"Payload validation error: the connection %s admits console administrators (console.admins, console.connection): its issuer (%s) and discovery_url (%q) are the configuration file's and cannot be changed through the management API",
+			uc.Name, pin.issuer, pin.discoveryURL)}
+	}
+	diff := pin.identity.Differences(uc.Identity())
+	if pin.digest == "" {
+		diff = []string{identityOptionNames}
+	}
+	if len(diff) == 0 {
 		return nil
 	}
 	return &apiError{http.StatusBadRequest, "invalid_body", fmt.Sprintf(
-		"Payload validation error: the connection %s admits console administrators (console.admins, console.connection): its issuer (%s) and discovery_url (%q) are the configuration file's and cannot be changed through the management API",
-		uc.Name, pin.issuer, pin.discoveryURL)}
+		"Payload validation error: the connection %s admits console administrators (console.admins, console.connection): its %s decide the user's email and groups the admin rules match; they are the configuration file's and cannot be changed through the management API",
+		uc.Name, strings.Join(diff, ", "))}
 }

@@ -49,6 +49,10 @@ type sessionRecord struct {
 	// when they are the issuer pinned from the configuration file (consolepin.go).
 	UpstreamIssuer    string `json:"upstream_iss,omitempty"`
 	UpstreamDiscovery string `json:"upstream_discovery,omitempty"`
+	// UpstreamIdentity is the digest of the connection's identity options (client_id, scope,
+	// fetch_userinfo, upstream_params, attribute_map: upstream.Identity) at the login: the
+	// console admits an operator only when it is the configuration file's (consolepin.go).
+	UpstreamIdentity string `json:"upstream_identity,omitempty"`
 	// Clients are the apps that received a code through this session (ClientID first).
 	Clients []string `json:"clients,omitempty"`
 	// Created, Seen and Expires are unix seconds: the session's start, its last use (the idle
@@ -206,6 +210,7 @@ func (sess *sessionRecord) upstreamFacts(res *upstream.Result, now time.Time) {
 	}
 	sess.UpstreamIDToken = res.IDToken
 	sess.UpstreamIssuer, sess.UpstreamDiscovery = clip(res.Issuer, 2048), clip(res.DiscoveryURL, 2048)
+	sess.UpstreamIdentity = clip(res.IdentityDigest, 64)
 	sess.UpstreamSID, _ = res.Claims["sid"].(string)
 	if len(sess.UpstreamSID) > 256 {
 		sess.UpstreamSID = ""

@@ -601,7 +601,9 @@ type Result struct {
 	// Issuer is the verified ID token's iss, and DiscoveryURL the connection's discovery_url
 	// ("" = the issuer's well-known document) its keys were found through.
 	Issuer, DiscoveryURL string
-	Claims               map[string]any // ID-token claims, merged with userinfo when fetched
+	// IdentityDigest is the Digest of the connection's Identity options at this login.
+	IdentityDigest string
+	Claims         map[string]any // ID-token claims, merged with userinfo when fetched
 	// Profile is the user profile the connection's claim mapping made of the ID token and
 	// userinfo (ClaimMapping.Profile): the claims of the broker's tokens.
 	Profile    map[string]any
@@ -701,6 +703,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		return res, err
 	}
 	res.Subject, res.Issuer, res.DiscoveryURL = idt.Subject, idt.Issuer, c.cfg.DiscoveryURL
+	res.IdentityDigest = c.cfg.Identity().Digest()
 	res.Claims = claims
 	idClaims := maps.Clone(claims) // before userinfo is merged in: ${context.tokenset.id_token.…}
 	var userinfo map[string]any
