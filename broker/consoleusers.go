@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -30,19 +31,56 @@ type consoleAppRow struct {
 	RequiresDPoP         bool
 }
 
+// consoleAppsView is one page of the Apps page: the apps by client_id, consoleAppsPerPage a
+// page, page numbers from 0 as GET /api/v2/clients's page/per_page; the links are "" on the
+// first and last page.
+type consoleAppsView struct {
+	Apps                  []consoleAppRow
+	Total, First, Last    int // all apps; the 1-based positions of this page's first and last
+	Page, Pages           int // this page (1-based) and how many there are
+	Prev, Next, FirstPage string
+	LastPage              string
+}
+
+// consoleAppsPerPage is the apps one page lists: GET /api/v2/clients's default per_page.
+const consoleAppsPerPage = 50
+
 func (s *Server) consoleApps(c *consoleRequest) {
+	q := c.r.URL.Query()
+	page := 0
+	if raw, asked := q["page"]; asked {
+		n, err := strconv.Atoi(raw[0])
+		if len(raw) != 1 || err != nil || n < 0 || n > 1<<20 {
+			c.consoleBadRequest("page is not one whole number from 0 to 1048576")
+			c.renderView(http.StatusBadRequest, "apps", &consoleView{Title: "Apps", Problem: "The page is not a page number.", Data: consoleAppsView{}})
+			return
+		}
+		page = n
+	}
 	snap, ok := c.snapshot("apps", "Apps")
 	if !ok {
 		return
 	}
-	rows := make([]consoleAppRow, 0, len(snap.clientList))
-	for _, cl := range snap.clientList {
-		rows = append(rows, consoleAppRow{
+	all := snap.clientList // sorted by client_id, as the management API pages them
+	v := consoleAppsView{Total: len(all), Page: page + 1, Pages: max(1, (len(all)+consoleAppsPerPage-1)/consoleAppsPerPage)}
+	start := min(page*consoleAppsPerPage, len(all))
+	for _, cl := range all[start:min(start+consoleAppsPerPage, len(all))] {
+		v.Apps = append(v.Apps, consoleAppRow{
 			ID: cl.cfg.ClientID, Name: cl.cfg.Name, AuthMethod: cl.cfg.AuthMethod(),
 			RedirectURIs: cl.cfg.RedirectURIs, Connections: snap.enabledFor(cl.cfg), RequiresDPoP: cl.cfg.RequiresPoP(),
 		})
 	}
-	c.render(http.StatusOK, "apps", "Apps", rows)
+	if len(v.Apps) > 0 {
+		v.First, v.Last = start+1, start+len(v.Apps)
+	}
+	link := func(p int) string { return s.consolePath() + "/apps?" + url.Values{"page": {strconv.Itoa(p)}}.Encode() }
+	if page > 0 {
+		v.FirstPage, v.Prev = link(0), link(min(page, v.Pages)-1)
+	}
+	if page+1 < v.Pages {
+		v.Next, v.LastPage = link(page+1), link(v.Pages-1)
+	}
+	c.render(http.StatusOK, "apps", "Apps", v)
 }
 
 // consoleSessionsView is the Sessions page: the user asked for and their live sessions.
@@ -50,8 +88,12 @@ type consoleSessionsView struct {
 	UserID   string
 	Asked    bool
 	Sessions []apiSession
-	More     int // live sessions beyond those shown
-	CanEnd   bool
+	// Total are the user's live sessions, First and Last the 1-based positions of those shown
+	// (oldest first); Next and FirstPage link the next page (GET /api/v2/users/{id}/sessions's
+	// from cursor) and the first ("" on the last, and on the first).
+	Total, First, Last int
+	Next, FirstPage    string
+	CanEnd             bool
 	// Email: the user id asked for looks like an email (sessions are found by user id only);
 	// LogsURL searches the Logs page for it as a user_name ("" without read:logs).
 	Email   bool
@@ -73,6 +115,12 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 		c.renderView(http.StatusBadRequest, "sessions", &consoleView{Title: "Sessions", Problem: "Give one user id of at most 1024 characters.", Data: consoleSessionsView{}})
 		return
 	}
+	after, ok := parseSessionCursor(q.Get("from"))
+	if len(q["from"]) > 1 || !ok {
+		c.consoleBadRequest("from is not a cursor of the Sessions page")
+		c.renderView(http.StatusBadRequest, "sessions", &consoleView{Title: "Sessions", Problem: "The page link is not one of this page's: start from the first page.", Data: consoleSessionsView{UserID: v.UserID}})
+		return
+	}
 	found, err := s.userSessions(c.r.Context(), v.UserID)
 	if err != nil {
 		s.log.Error("console: sessions could not be read", "err", err)
@@ -87,12 +135,24 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 			v.LogsURL = s.consolePath() + "/logs?" + url.Values{"q": {logs.QuoteTerm("user_name", v.UserID)}}.Encode()
 		}
 	}
-	for i, f := range found {
-		if i == consoleSessionsShown {
-			v.More = len(found) - i
-			break
+	start := 0
+	if after != nil { // the management API's checkpoint paging (mgmt_sessions.go)
+		var at bool
+		if start, at = slices.BinarySearchFunc(found, *after, compareSessions); at {
+			start++
 		}
+		v.FirstPage = s.consolePath() + "/sessions?" + url.Values{"user_id": {v.UserID}}.Encode()
+	}
+	page := found[start:min(start+consoleSessionsShown, len(found))]
+	for _, f := range page {
 		v.Sessions = append(v.Sessions, s.sessionView(f.tag, f.sess))
+	}
+	v.Total = len(found)
+	if len(page) > 0 {
+		v.First, v.Last = start+1, start+len(page)
+	}
+	if start+len(page) < len(found) {
+		v.Next = s.consolePath() + "/sessions?" + url.Values{"user_id": {v.UserID}, "from": {sessionCursor(page[len(page)-1])}}.Encode()
 	}
 	c.render(http.StatusOK, "sessions", "Sessions", v)
 }
