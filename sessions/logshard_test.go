@@ -123,6 +123,16 @@ func newTestRedis(t *testing.T, addr string) *redisStore {
 	return s.(*redisStore)
 }
 
+// startTestRedis starts a redis-server of the test's own and returns the store on it and a
+// plain client for looking at (or tampering with) its keys.
+func startTestRedis(t *testing.T) (*redisStore, *redis.Client) {
+	t.Helper()
+	addr := redistest.Start(t)
+	raw := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = raw.Close() })
+	return newTestRedis(t, addr), raw
+}
+
 // randomLogIDs returns n distinct log ids, a third of them in one shard (so reads take more
 // than one round), shuffled.
 func randomLogIDs(r *rand.Rand, n int) []string {
@@ -216,10 +226,7 @@ func TestRedisLogReadsMatchMemory(t *testing.T) {
 // hash tag.
 func TestRedisLogShardKeepsItsNewest(t *testing.T) {
 	t.Parallel() // on a redis-server of its own
-	addr := redistest.Start(t)
-	s := newTestRedis(t, addr)
-	raw := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = raw.Close() })
+	s, raw := startTestRedis(t)
 	ctx := t.Context()
 	old := fmt.Sprintf("%056d", 1)
 	if err := raw.ZAdd(ctx, "t:log:{log}", redis.Z{Member: old + "\x00" + `{"n":1}`}).Err(); err != nil {
@@ -282,10 +289,7 @@ func TestRedisLogShardKeepsItsNewest(t *testing.T) {
 // bucket under {tally.HOUR}, are added to the sharded groups' counts.
 func TestRedisTalliesReadLegacyBuckets(t *testing.T) {
 	t.Parallel() // on a redis-server of its own
-	addr := redistest.Start(t)
-	s := newTestRedis(t, addr)
-	raw := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = raw.Close() })
+	s, raw := startTestRedis(t)
 	ctx := t.Context()
 	now := time.Now()
 	m, h := tallyStart(TallyMinute, now), tallyStart(TallyHour, now)
@@ -317,10 +321,7 @@ func TestRedisTalliesReadLegacyBuckets(t *testing.T) {
 // maxLen of each class, and only TrimLogs (retention by age) removes legacy entries.
 func TestRedisUpgradeKeepsTheLogStoredBeforeSharding(t *testing.T) {
 	t.Parallel() // on a redis-server of its own
-	addr := redistest.Start(t)
-	s := newTestRedis(t, addr)
-	raw := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = raw.Close() })
+	s, raw := startTestRedis(t)
 	ctx := t.Context()
 	const maxLen = 600 // LogShardCap(600) = 140: a shard-0 style trim would drop most
 	legacy := logClassKeys("t", legacyLogTag)
@@ -385,10 +386,7 @@ func TestRedisUpgradeKeepsTheLogStoredBeforeSharding(t *testing.T) {
 // only foreign members ends the reads.
 func TestRedisLogReadsPassForeignMembers(t *testing.T) {
 	t.Parallel() // on a redis-server of its own
-	addr := redistest.Start(t)
-	rs := newTestRedis(t, addr)
-	raw := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = raw.Close() })
+	rs, raw := startTestRedis(t)
 	ms := NewMemory()
 	ctx := t.Context()
 	r := rand.New(rand.NewPCG(5, 6))
@@ -448,10 +446,7 @@ func TestRedisLogReadsPassForeignMembers(t *testing.T) {
 // a foreign field with a larger digit is not added to a later group's bucket.
 func TestRedisTalliesSkipFieldsOutsideTheirGroup(t *testing.T) {
 	t.Parallel() // on a redis-server of its own
-	addr := redistest.Start(t)
-	s := newTestRedis(t, addr)
-	raw := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = raw.Close() })
+	s, raw := startTestRedis(t)
 	ctx := t.Context()
 	now := time.Now()
 	tests := []struct {
