@@ -270,8 +270,7 @@ func (s *Server) Init(ctx context.Context) error {
 
 // current returns the connections: forced, it reads the store version now; otherwise only
 // when the snapshot is not known current (see above). A failed read returns the error
-// (callers answer 503), unless the lookup is not forced and the snapshot was known current
-// less than registryRecheck ago.
+// (callers answer 503): a snapshot the watch reported changed is never served again.
 func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, error) {
 	g.watchOnce.Do(g.startWatch)
 	snap := g.snap.Load()
@@ -289,11 +288,9 @@ func (g *registry) current(ctx context.Context, force bool) (*connSnapshot, erro
 		}
 		return snap, nil
 	}
-	next, err := g.shared(ctx)
-	if err != nil && now-at < int64(registryRecheck) {
-		return snap, nil // known current within the bound: a read that fails cannot show more
-	}
-	return next, err
+	// Not known current: the bound passed, or the watch reported a change (which a failed
+	// read must not hide, so there is no fallback to snap here).
+	return g.shared(ctx)
 }
 
 // knownAt returns when snap was last known current (monoNow): confirmed by a version read
