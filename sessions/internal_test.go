@@ -1,10 +1,15 @@
 package sessions
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The conformance suite runs from package sessions_test (suite_test.go); this file checks the
@@ -121,3 +126,49 @@ func TestMemoryRecordLimitCountsLiveRecordsOnly(t *testing.T) {
 		t.Fatalf("%d records held, want the 4 live ones", n)
 	}
 }
+
+func TestTalliedWriteSendsItsIncrementsAgainOnlyWhenTheyWereRefused(t *testing.T) {
+	loading := serverReply("LOADING Redis is loading the dataset in memory")
+	oom := serverReply("OOM command not allowed when used memory > 'maxmemory'")
+	lost := io.ErrUnexpectedEOF
+	tests := []struct {
+		name      string
+		writeErr  error // the first write's error
+		tallyErr  error // its increments' own command's error
+		wantSends []bool
+		wantErr   bool
+	}{
+		{name: "written", wantSends: []bool{true}},
+		{name: "the whole write refused is sent again whole", writeErr: loading, tallyErr: loading, wantSends: []bool{true, true}},
+		{name: "the log write refused but the increments ran: sent again without them", writeErr: loading, wantSends: []bool{true, false}},
+		{name: "reply lost: sent again without the increments", writeErr: lost, tallyErr: lost, wantSends: []bool{true, false}},
+		{name: "reply of the log write lost, increments refused: sent again with them", writeErr: lost, tallyErr: loading, wantSends: []bool{true, true}},
+		{name: "the server answered: not sent again", writeErr: oom, tallyErr: oom, wantSends: []bool{true}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var sends []bool
+			err := writeTallied(context.Background(), Tally{Counts: map[string]int64{"s": 1}}, func(tl Tally) (*redis.Cmd, error) {
+				sends = append(sends, len(tl.Counts) > 0)
+				cmd := redis.NewCmd(context.Background(), "eval")
+				if len(sends) == 1 {
+					cmd.SetErr(tt.tallyErr)
+					return cmd, tt.writeErr
+				}
+				return cmd, nil
+			})
+			if !slices.Equal(sends, tt.wantSends) {
+				t.Errorf("sends with increments = %v, want %v", sends, tt.wantSends)
+			}
+			if (err != nil) != tt.wantErr {
+				t.Errorf("err = %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// serverReply is an error reply of a Redis server (a redis.Error).
+type serverReply string
+
+func (e serverReply) Error() string { return string(e) }
+func (serverReply) RedisError()     {}

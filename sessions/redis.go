@@ -175,7 +175,7 @@ func (s *redisStore) putAllAndLog(ctx context.Context, logID string, event []byt
 		return err
 	}
 	member := logMember(logID, event)
-	err := writeTallied(ctx, t, func(t Tally) error {
+	err := writeTallied(ctx, t, func(t Tally) (tally *redis.Cmd, err error) {
 		cmds, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			for _, it := range items {
 				p.Set(ctx, s.key(it.Kind, it.ID), it.Value, it.TTL)
@@ -183,10 +183,10 @@ func (s *redisStore) putAllAndLog(ctx context.Context, logID string, event []byt
 			sh := logShard(logID)
 			p.ZAdd(ctx, s.logKeys[sh][LogAudit], redis.Z{Member: member})
 			p.ZRemRangeByRank(ctx, s.logKeys[sh][LogAudit], 0, int64(-LogShardCap(maxLen)-1))
-			s.queueTally(ctx, p, sh, t)
+			tally = s.queueTally(ctx, p, sh, t)
 			return nil
 		})
-		return queuedErr(cmds, err)
+		return tally, queuedErr(cmds, err)
 	})
 	if err != nil && !redis.IsOOMError(err) && (redis.HasErrorPrefix(err, "CROSSSLOT") || redis.HasErrorPrefix(err, "EXECABORT")) {
 		// A one-address client on a cluster-mode server: EXEC refused the whole batch.
@@ -282,16 +282,17 @@ func (s *redisStore) appendLog(ctx context.Context, class LogClass, id string, e
 	key := s.logKeys[sh][class]
 	// One round trip, no MULTI: the trim needs no atomicity with the add (every append
 	// trims the shard to its LogShardCap greatest ids, whatever runs in between), and a
-	// Tally's counters are independent increments. The tally keys share the shard's hash
-	// tag, so on Cluster the whole pipeline goes to one node.
-	err := writeTallied(ctx, t, func(t Tally) error {
-		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	// Tally's counters are independent increments. The tally keys lie in the same third of
+	// the slot space as the shard's (tallyShardOf), so on a Cluster whose slots are split
+	// evenly the whole pipeline goes to one node.
+	err := writeTallied(ctx, t, func(t Tally) (tally *redis.Cmd, err error) {
+		_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			p.ZAdd(ctx, key, redis.Z{Member: member})
 			p.ZRemRangeByRank(ctx, key, 0, int64(-LogShardCap(maxLen)-1)) // keep the shard's greatest ids
-			s.queueTally(ctx, p, sh, t)
+			tally = s.queueTally(ctx, p, sh, t)
 			return nil
 		})
-		return err
+		return tally, err
 	})
 	return mapErr("append log", err)
 }

@@ -367,9 +367,9 @@ return 0
 // queueTally queues t's increments and the expiry of its group hashes, those of the tally
 // shard of log shard sh, on p. The EVAL is a onceCmd: go-redis does not send again a
 // pipeline or MULTI that holds it (its increments must not run twice); see writeTallied.
-func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, t Tally) {
+func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, t Tally) *redis.Cmd {
 	if len(t.Counts) == 0 {
-		return
+		return nil
 	}
 	m, h := tallyStart(TallyMinute, t.At), tallyStart(TallyHour, t.At)
 	mKey, mField := s.tallyGroupKey(tallyShardOf[sh], TallyMinute, m)
@@ -382,30 +382,48 @@ func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, 
 	cmd := redis.NewCmd(ctx, append([]any{"eval", tallyLua, 2, mKey, hKey}, args...)...)
 	cmd.SetFirstKeyPos(3)
 	_ = p.Process(ctx, onceCmd{cmd})
+	return cmd
 }
 
 // writeTallied runs write(t), the append of a log event (idempotent: a ZADD of the same
 // member, SETs of the same values) with t's increments (not idempotent), so that the
-// increments run at most once and the event is stored as reliably as without them.
+// increments run at most once and the event is stored as reliably as without them. write
+// returns the increments' own command (queueTally's) beside the write's error.
+//
 // go-redis sends a pipeline or MULTI again after a connection lost once it was sent (it may
-// have run), but not one holding the tally's onceCmd: so a refused write (nothing ran) is
-// sent again whole (runOnce), and one that failed in transit is sent again without the
-// increments, which go-redis may then send again itself, as any append. So a lost reply
-// costs at worst the counts of that one event, never a double count, and the event is not
-// lost where a write without counters would not be.
-func writeTallied(ctx context.Context, t Tally, write func(t Tally) error) error {
+// have run), but not one holding the tally's onceCmd. So when the write fails, it is sent
+// once more, and with the increments only if their own command was refused (proof that it
+// did not run); otherwise without them, and go-redis may then send that again itself, as any
+// append. The decision is the increments' command's, not the write's first error: on Cluster
+// the tally keys lie in another slot than the log shard (the same node when the slots are
+// split evenly, tallyShardOf), so the EVAL can run while the ZADD beside it is refused. A
+// lost reply costs at worst the counts of that one event, never a double count, and the
+// event is not lost where a write without counters would not be.
+func writeTallied(ctx context.Context, t Tally, write func(t Tally) (*redis.Cmd, error)) error {
 	if len(t.Counts) == 0 {
-		return write(t)
+		_, err := write(t)
+		return err
 	}
-	err := runOnce(ctx, func() error { return write(t) })
-	if err == nil || refused(err) || ctx.Err() != nil {
+	tally, err := write(t)
+	if err == nil || ctx.Err() != nil {
 		return err
 	}
 	var re redis.Error
-	if errors.As(err, &re) {
+	if errors.As(err, &re) && !refused(err) {
 		return err // the server answered (OOM, WRONGTYPE, …): sending again changes nothing
 	}
-	return write(Tally{})
+	if refused(err) {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(refusalRetryPause): // time for the slot map re-read (mapRefresh)
+		}
+	}
+	if tally == nil || !refused(tally.Err()) {
+		t = Tally{} // the increments ran, or may have: never again
+	}
+	_, err = write(t)
+	return err
 }
 
 func (s *redisStore) AppendLogTallied(ctx context.Context, class LogClass, id string, event []byte, maxLen int, t Tally) error {
