@@ -96,9 +96,8 @@ func unavailable(err error) bool {
 	if !errors.As(err, &re) {
 		return true // network, timeout, context, pool, client closed
 	}
-	return movedOrAsk(err) || redis.IsClusterDownError(err) || redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
-		redis.IsTryAgainError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
-		redis.IsOOMError(err) || redis.IsNoReplicasError(err) || redis.IsAuthError(err) ||
+	return topologyReply(err) || redis.IsMaxClientsError(err) || redis.IsOOMError(err) ||
+		redis.IsNoReplicasError(err) || redis.IsAuthError(err) ||
 		redis.HasErrorPrefix(err, "BUSY") || redis.IsPermissionError(err)
 }
 

@@ -81,6 +81,14 @@ func topologyError(err error) bool {
 	if !errors.As(err, &re) {
 		return true
 	}
+	return topologyReply(err)
+}
+
+// topologyReply reports whether err, a server's reply, says that the command reached a
+// server that does not serve its key now (a redirect go-redis stopped following, a cluster
+// down or resharding, a server loading its data, a replica, a master without its own
+// master): it was not run, and the deployment is changing.
+func topologyReply(err error) bool {
 	return movedOrAsk(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
 		redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err)
 }
@@ -158,9 +166,7 @@ func refused(err error) bool {
 	if !errors.As(err, &re) {
 		return false
 	}
-	return movedOrAsk(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
-		redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsMasterDownError(err) ||
-		redis.IsNoReplicasError(err) || redis.IsMaxClientsError(err)
+	return topologyReply(err) || redis.IsNoReplicasError(err) || redis.IsMaxClientsError(err)
 }
 
 // Commands that must not run twice. go-redis runs a failed command again by itself (once on
