@@ -96,7 +96,7 @@ type missCheck struct {
 type versionCheck struct {
 	gen  int64 // the change count when it was started
 	done chan struct{}
-	end  time.Time // when it ended (set before done is closed)
+	end  int64 // when it ended, monoNow (set before done is closed)
 	snap *connSnapshot
 	err  error
 }
@@ -316,7 +316,7 @@ func (g *registry) shared(ctx context.Context) (*connSnapshot, error) {
 	if vc != nil && vc.gen == gen {
 		select {
 		case <-vc.done:
-			if vc.err == nil || time.Since(vc.end) >= missRecheck {
+			if vc.err == nil || monoNow()-vc.end >= int64(missRecheck) {
 				vc = nil // over: start another
 			}
 		default: // in flight: join it
@@ -329,7 +329,7 @@ func (g *registry) shared(ctx context.Context) (*connSnapshot, error) {
 		g.checking = vc
 		go func(ctx context.Context) {
 			vc.snap, vc.err = g.check(ctx)
-			vc.end = time.Now()
+			vc.end = monoNow()
 			close(vc.done)
 		}(context.WithoutCancel(ctx))
 	}
