@@ -26,35 +26,48 @@ const clusterTimeout = 3 * time.Minute
 // clusterTimeout.
 func StartCluster(t testing.TB) (addrs []string) {
 	t.Helper()
+	return startCluster(t, 0, 5*time.Second).Addrs
+}
+
+// startCluster starts clusterNodes masters with replicas replicas each (cluster-node-timeout
+// nodeTimeout), joins them and waits until every node reports cluster_state:ok and every
+// replica is in sync with its master.
+func startCluster(t testing.TB, replicas int, nodeTimeout time.Duration) *Cluster {
+	t.Helper()
 	for _, bin := range []string{"redis-server", "redis-cli"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s not found in PATH: install Debian package redis-server (and redis-tools)", bin)
 		}
 	}
+	c := &Cluster{t: t, nodes: map[string]*Server{}}
 	var ports []int
-	for range clusterNodes {
-		// Each node in a directory of its own (nodes.conf, fresh for each start on a new port).
+	for range (1 + replicas) * clusterNodes {
+		// Each node in a directory of its own (nodes.conf, fresh for each start on a new
+		// port). A replica always fails over, however long ago it last heard from its master
+		// (cluster-replica-validity-factor 0): tests kill masters on purpose.
 		s := run(t, &Server{cluster: true, args: []string{"--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"}})
-		addrs = append(addrs, s.Addr)
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
+			"--cluster-replica-validity-factor", "0"}})
+		c.Addrs = append(c.Addrs, s.Addr)
+		c.nodes[s.Addr] = s
 		ports = append(ports, s.port)
 	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
 	defer cancel()
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
 	}
 	for {
-		if clusterOK(ctx, ports) {
-			return addrs
+		if clusterOK(ctx, ports) && c.replicasInSync(ctx, replicas*clusterNodes) {
+			return c
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("redistest: cluster %v did not reach cluster_state:ok within %v", addrs, clusterTimeout)
-		case <-time.After(50 * time.Millisecond):
+			t.Fatalf("redistest: cluster %v did not reach cluster_state:ok with %d replicas in sync within %v", c.Addrs, replicas*clusterNodes, clusterTimeout)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

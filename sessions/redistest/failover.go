@@ -34,57 +34,26 @@ type Cluster struct {
 // sync with its master. The nodes are killed at cleanup.
 func StartClusterWithReplicas(t testing.TB) *Cluster {
 	t.Helper()
-	for _, bin := range []string{"redis-server", "redis-cli"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not found in PATH: install Debian package redis-server (and redis-tools)", bin)
-		}
-	}
-	c := &Cluster{t: t, nodes: map[string]*Server{}}
-	var ports []int
-	for range 2 * clusterNodes {
-		// A replica always fails over, however long ago it last heard from its master
-		// (cluster-replica-validity-factor 0): the test kills masters on purpose.
-		s := run(t, &Server{cluster: true, args: []string{"--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", strconv.FormatInt(FailoverNodeTimeout.Milliseconds(), 10),
-			"--cluster-replica-validity-factor", "0"}})
-		c.Addrs = append(c.Addrs, s.Addr)
-		c.nodes[s.Addr] = s
-		ports = append(ports, s.port)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
-	defer cancel()
-	args := append([]string{"--cluster", "create"}, c.Addrs...)
-	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
-	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
-		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
-	}
-	for {
-		if clusterOK(ctx, ports) && c.replicasInSync(ctx) {
-			return c
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("redistest: cluster %v did not reach cluster_state:ok with 3 replicas in sync within %v", c.Addrs, clusterTimeout)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return startCluster(t, 1, FailoverNodeTimeout)
 }
 
-// replicasInSync reports whether three nodes are replicas whose link to their master is up.
-func (c *Cluster) replicasInSync(ctx context.Context) bool {
+// replicasInSync reports whether want nodes are replicas whose link to their master is up.
+func (c *Cluster) replicasInSync(ctx context.Context, want int) bool {
 	n := 0
 	for _, addr := range c.Addrs {
 		info, err := c.cmd(ctx, addr, "info", "replication")
 		if err != nil {
 			return false
 		}
-		if strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up") {
+		if strings.Contains(info, "role:slave") && linkUp(info) {
 			n++
 		}
 	}
-	return n == clusterNodes
+	return n == want
 }
+
+// linkUp reports whether INFO replication's output says the replica follows its master.
+func linkUp(info string) bool { return strings.Contains(info, "master_link_status:up") }
 
 // cmd runs one redis-cli command against addr (bounded) and returns its output.
 func (c *Cluster) cmd(ctx context.Context, addr string, args ...string) (string, error) {
@@ -94,9 +63,6 @@ func (c *Cluster) cmd(ctx context.Context, addr string, args ...string) (string,
 	out, err := exec.CommandContext(ctx, "redis-cli", append([]string{"-h", host, "-p", port}, args...)...).Output()
 	return string(out), err
 }
-
-// Node returns the node at addr (nil when there is none).
-func (c *Cluster) Node(addr string) *Server { return c.nodes[addr] }
 
 // Kill kills the node at addr with SIGKILL (no shutdown, no goodbye to its peers) and waits
 // for it to exit.
@@ -222,7 +188,7 @@ func WaitInSync(t testing.TB, addr string) {
 		out, err := exec.CommandContext(ctx, "redis-cli", "-h", host, "-p", port, "info", "replication").Output()
 		cancel()
 		last = string(out)
-		if err == nil && strings.Contains(last, "master_link_status:up") {
+		if err == nil && linkUp(last) {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
