@@ -223,6 +223,14 @@ func (o onceScripter) Eval(ctx context.Context, script string, keys []string, ar
 }
 
 func (o onceScripter) eval(ctx context.Context, name, script string, keys []string, args []any) *redis.Cmd {
+	return onceEval(ctx, o, name, script, keys, args)
+}
+
+// onceEval queues or sends (through c, a client or a pipeline) the EVAL or EVALSHA name of
+// script with keys and args as a onceCmd, and returns it.
+func onceEval(ctx context.Context, c interface {
+	Process(context.Context, redis.Cmder) error
+}, name, script string, keys []string, args []any) *redis.Cmd {
 	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
 	cmdArgs = append(cmdArgs, name, script, len(keys))
 	for _, k := range keys {
@@ -233,7 +241,7 @@ func (o onceScripter) eval(ctx context.Context, name, script string, keys []stri
 	if len(keys) > 0 {
 		cmd.SetFirstKeyPos(3)
 	}
-	_ = o.Process(ctx, onceCmd{cmd})
+	_ = c.Process(ctx, onceCmd{cmd})
 	return cmd
 }
 

@@ -379,10 +379,7 @@ func (s *redisStore) queueTally(ctx context.Context, p redis.Pipeliner, sh int, 
 	for name, n := range t.Counts {
 		args = append(args, name, n)
 	}
-	cmd := redis.NewCmd(ctx, append([]any{"eval", tallyLua, 2, mKey, hKey}, args...)...)
-	cmd.SetFirstKeyPos(3)
-	_ = p.Process(ctx, onceCmd{cmd})
-	return cmd
+	return onceEval(ctx, p, "eval", tallyLua, []string{mKey, hKey}, args)
 }
 
 // writeTallied runs write(t), the append of a log event (idempotent: a ZADD of the same
