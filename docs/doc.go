@@ -11,7 +11,8 @@
 //   - TestCitedConformanceRowsExist: every row a code comment cites (by its anchor in
 //     conformance.md), and every DPoP check name a refused proof reports, is a row.
 //
-// readme_test.go keeps the README's troubleshooting table the output of
-// logs.TroubleshootingTable, the one source the console's event view also shows (`go test
-// ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update` rewrites it).
+// readme_test.go keeps the README's troubleshooting tables the output of
+// logs.TroubleshootingTable and logs.TopicTable, the one source the console's event view also
+// shows, and its glossary of event codes that of logs.GlossaryTable (`go test
+// ./docs -run TestREADMEGeneratedSectionsComeFromTheLogsPackage -update` rewrites it).
 package docs

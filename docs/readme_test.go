@@ -11,38 +11,44 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the README's generated sections")
 
-// The README's troubleshooting sections, each between a begin and an end line, and what
-// generates it.
-var troubleshootingSections = []struct {
+// The README's generated sections (troubleshooting tables, glossary), each between a begin
+// and an end line, and what generates it.
+var generatedSections = []struct {
 	name       string
 	begin, end string
 	generate   func() string
 }{
 	{
 		name:     "failed logins",
-		begin:    "<!-- troubleshooting: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update -->\n",
+		begin:    "<!-- troubleshooting: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMEGeneratedSectionsComeFromTheLogsPackage -update -->\n",
 		end:      "<!-- end of troubleshooting -->\n",
 		generate: logs.TroubleshootingTable,
 	},
 	{
 		name:     "token endpoint",
-		begin:    "<!-- troubleshooting token endpoint: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update -->\n",
+		begin:    "<!-- troubleshooting token endpoint: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMEGeneratedSectionsComeFromTheLogsPackage -update -->\n",
 		end:      "<!-- end of troubleshooting token endpoint -->\n",
 		generate: func() string { return logs.TopicTable(logs.TopicToken) },
 	},
 	{
 		name:     "management API",
-		begin:    "<!-- troubleshooting management API: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update -->\n",
+		begin:    "<!-- troubleshooting management API: generated from logs/troubleshoot.go; edit there, then run go test ./docs -run TestREADMEGeneratedSectionsComeFromTheLogsPackage -update -->\n",
 		end:      "<!-- end of troubleshooting management API -->\n",
 		generate: func() string { return logs.TopicTable(logs.TopicAPI) },
+	},
+	{
+		name:     "glossary",
+		begin:    "<!-- glossary: generated from logs/glossary.go; edit there, then run go test ./docs -run TestREADMEGeneratedSectionsComeFromTheLogsPackage -update -->\n",
+		end:      "<!-- end of glossary -->\n",
+		generate: logs.GlossaryTable,
 	},
 }
 
 // The README's troubleshooting tables and the console's event view say the same thing: both
 // come from logs/troubleshoot.go. -update rewrites the README's sections.
-func TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage(t *testing.T) {
+func TestREADMEGeneratedSectionsComeFromTheLogsPackage(t *testing.T) {
 	const path = "../README.md"
-	for _, sec := range troubleshootingSections {
+	for _, sec := range generatedSections {
 		t.Run(sec.name, func(t *testing.T) {
 			raw, err := os.ReadFile(path)
 			if err != nil {
@@ -78,7 +84,7 @@ func TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage(t *testing.T) {
 					w = wantLines[i]
 				}
 				if g != w {
-					t.Fatalf("README.md's troubleshooting section %q differs from logs/troubleshoot.go at its line %d:\n README: %q\n   logs: %q\nedit logs/troubleshoot.go, then: go test ./docs -run TestREADMETroubleshootingTableIsGeneratedFromTheLogsPackage -update",
+					t.Fatalf("README.md's troubleshooting section %q differs from logs/troubleshoot.go at its line %d:\n README: %q\n   logs: %q\nedit logs/troubleshoot.go, then: go test ./docs -run TestREADMEGeneratedSectionsComeFromTheLogsPackage -update",
 						sec.name, i+1, g, w)
 				}
 			}
