@@ -4,7 +4,17 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/broker ./cmd/broker
+# What `broker version` and dpop_broker_build_info report (package buildinfo). The context has
+# no .git (.dockerignore), so pass them: `make image` does, as
+#   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" \
+#     --build-arg COMMIT="$(git rev-parse HEAD)" --build-arg BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
+# Left empty, the binary reports "(devel)" and "unknown".
+ARG VERSION=""
+ARG COMMIT=""
+ARG BUILD_DATE=""
+RUN CGO_ENABLED=0 go build -trimpath \
+      -ldflags="-s -w -X github.com/dpop-broker/dpop-broker/buildinfo.version=${VERSION} -X github.com/dpop-broker/dpop-broker/buildinfo.commit=${COMMIT} -X github.com/dpop-broker/dpop-broker/buildinfo.buildDate=${BUILD_DATE}" \
+      -o /out/broker ./cmd/broker
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/broker /broker

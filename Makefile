@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 # on an idle 2-core machine and several times that beside another `make test`).
 GOTEST_FLAGS        ?= -race -count=1 -timeout 30m
 
-.PHONY: test deps npm chromium checks vet staticcheck gotest bench fuzz build demo
+.PHONY: test deps npm chromium checks vet staticcheck gotest bench fuzz build image demo
 
 # Two lanes run side by side once deps are in place: the Go tests, and the checks (vet,
 # staticcheck, then the fuzz targets one by one). The Go tests leave the cores idle while they
@@ -80,8 +80,24 @@ fuzz/broker/FuzzConsoleLogsFilter fuzz/broker/FuzzInlineMarkdown: | fuzz/broker/
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./dpop/ ./broker/
 
+# The version, commit and build date `broker version` and dpop_broker_build_info report,
+# stamped into the binary (package buildinfo): the nearest tag (with the commits since and
+# -dirty), the full revision, and the time now or SOURCE_DATE_EPOCH's (reproducible builds).
+# Override any of them: make build VERSION=v1.2.3. Outside a git checkout they are left empty
+# and the binary reports what the Go toolchain recorded, or "unknown".
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell d=$${SOURCE_DATE_EPOCH:-$$(date +%s)}; date -u -d "@$$d" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$$d" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
+BUILDINFO   = github.com/dpop-broker/dpop-broker/buildinfo
+LDFLAGS     = -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).buildDate=$(BUILD_DATE)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/broker ./cmd/broker
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/broker ./cmd/broker
+
+# The container image with the same stamps (the build context has no .git: see .dockerignore).
+IMAGE ?= dpop-broker
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE) .
 
 demo:
 	$(GO) run ./cmd/broker demo
