@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/dpop-broker/dpop-broker/buildinfo"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
@@ -86,10 +87,24 @@ func newMetrics() *metrics {
 		}, []string{"event"}),
 	}
 	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests, m.events,
-		m.eventsDropped, m.httpRequests, m.httpDuration, m.backchannel, m.connWatch,
+		m.eventsDropped, m.httpRequests, m.httpDuration, m.backchannel, m.connWatch, buildInfoGauge(buildinfo.Read()),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// buildInfoGauge is dpop_broker_build_info: always 1, the build in its labels (the common
+// Prometheus idiom for a build, joined onto other series with group_left).
+func buildInfoGauge(b buildinfo.Info) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dpop_broker_build_info",
+		Help: "Always 1; the labels name the running build: version, commit, goversion and build_date (the commit's time when the build was not stamped; `broker version` says which).",
+		ConstLabels: prometheus.Labels{
+			"version": b.Version, "commit": b.Commit, "goversion": b.GoVersion, "build_date": b.Date,
+		},
+	})
+	g.Set(1)
+	return g
 }
 
 // Metrics returns the server's private Prometheus registry (served at GET /metrics).

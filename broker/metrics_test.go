@@ -3,11 +3,15 @@ package broker
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dpop-broker/dpop-broker/buildinfo"
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
@@ -90,6 +94,49 @@ func TestMetrics(t *testing.T) {
 	}
 	if strings.Contains(text, "dpop_broker_store_errors_total{") {
 		t.Errorf("store errors counted on a healthy store:\n%s", grep(text, "store_errors"))
+	}
+}
+
+// /metrics names the running build in dpop_broker_build_info (always 1), as `broker version`
+// reports it.
+func TestMetricsNameTheRunningBuild(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	b := buildinfo.Read()
+	h.wantMetrics(t, fmt.Sprintf(`dpop_broker_build_info{build_date=%q,commit=%q,goversion=%q,version=%q} 1`,
+		b.Date, b.Commit, b.GoVersion, b.Version))
+
+	for _, tc := range []struct {
+		name string
+		info buildinfo.Info
+		want map[string]string
+	}{
+		{
+			name: "stamped release",
+			info: buildinfo.Info{Version: "v1.2.3", Commit: "0123456789abcdef0123456789abcdef01234567", GoVersion: "go1.26.8", Date: "2026-12-01T10:00:00Z"},
+			want: map[string]string{"version": "v1.2.3", "commit": "0123456789abcdef0123456789abcdef01234567", "goversion": "go1.26.8", "build_date": "2026-12-01T10:00:00Z"},
+		},
+		{
+			name: "go run",
+			info: buildinfo.Info{Version: "(devel)", Commit: buildinfo.Unknown, GoVersion: "go1.26.8", Date: buildinfo.Unknown},
+			want: map[string]string{"version": "(devel)", "commit": "unknown", "goversion": "go1.26.8", "build_date": "unknown"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(buildInfoGauge(tc.info))
+			mfs, err := reg.Gather()
+			if err != nil || len(mfs) != 1 || mfs[0].GetName() != "dpop_broker_build_info" || len(mfs[0].GetMetric()) != 1 {
+				t.Fatalf("gathered %v, %v", mfs, err)
+			}
+			m := mfs[0].GetMetric()[0]
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			if m.GetGauge().GetValue() != 1 || !maps.Equal(got, tc.want) {
+				t.Errorf("value %v labels %v, want 1 %v", m.GetGauge().GetValue(), got, tc.want)
+			}
+		})
 	}
 }
 
