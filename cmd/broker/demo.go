@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/buildinfo"
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
@@ -42,14 +43,13 @@ const (
 // free one, so the demo starts on a busy machine too. A port given by flag is used or the
 // demo stops with the reason.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("demo", stderr)
 	host := fs.String("listen-host", "127.0.0.1", "host the three servers listen on; URLs use it too (127.0.0.1 when it is 0.0.0.0 or ::)")
 	brokerPort := fs.Int("broker-port", 8080, "broker port (0 = a free one; the default falls back to a free one when taken)")
 	idpPort := fs.Int("idp-port", 8081, "upstream IdP port (0 = a free one; the default falls back to a free one when taken)")
 	appPort := fs.Int("app-port", 8082, "sample apps' port (0 = a free one; the default falls back to a free one when taken)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(fs, err, stdout)
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -270,8 +270,8 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 func (d *demo) printWelcome(w io.Writer, self string) {
 	brokerURL := strings.TrimSuffix(d.issuer, "/")
 	var b strings.Builder
-	b.WriteString("dpop-broker demo: broker, built-in upstream IdP (DPoP with server nonces) and two sample apps;\n" +
-		"memory store and keys generated for this run.\n")
+	fmt.Fprintf(&b, "dpop-broker %s demo: broker, built-in upstream IdP (DPoP with server nonces) and two sample apps;\n"+
+		"memory store and keys generated for this run.\n", buildinfo.Read().Version)
 	for _, n := range d.notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,19 +53,17 @@ func healthcheckTarget(rawURL, listen, configPath string, ready bool) (string, e
 // bad flags: container engines reserve exit status 2). It needs no shell or curl, so it
 // works as the HEALTHCHECK of the distroless image.
 func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("healthcheck", stderr)
 	rawURL := fs.String("url", "", "broker base URL to probe (default: the listen address, from --listen, $"+listenEnv+" or the configuration)")
 	listen := fs.String("listen", os.Getenv(listenEnv), "listen address of the broker to probe (default $"+listenEnv+")")
 	configPath := fs.String("config", os.Getenv("BROKER_CONFIG"), "configuration file whose listen address to probe (default $BROKER_CONFIG)")
 	ready := fs.Bool("ready", false, "probe /readyz (store reachable) instead of /healthz (process up)")
 	timeout := fs.Duration("timeout", 5*time.Second, "bound on the whole probe")
 	if err := fs.Parse(args); err != nil {
-		return 1
+		return flagExit(fs, err, stdout) // 1 for a mistake: container engines reserve 2
 	}
 	if fs.NArg() > 0 || *timeout <= 0 {
-		fmt.Fprintln(stderr, "usage: broker healthcheck [--url URL | --listen HOST:PORT | --config FILE] [--ready] [--timeout 5s]")
-		return 1
+		return usageMistake(stderr, findCommand("healthcheck"))
 	}
 	target, err := healthcheckTarget(*rawURL, *listen, *configPath, *ready)
 	if err != nil {

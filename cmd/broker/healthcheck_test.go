@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/buildinfo"
 	"github.com/dpop-broker/dpop-broker/config"
 )
 
@@ -42,7 +43,8 @@ connections:
 }
 
 // startServe runs `broker serve` in-process until the test ends and returns the address it
-// listens on and where that address came from (its "listening" log line).
+// listens on and where that address came from (its "listening" log line, which must also name
+// the version and commit).
 func startServe(t *testing.T, args ...string) (addr, listenFrom string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -62,8 +64,13 @@ func startServe(t *testing.T, args ...string) (addr, listenFrom string) {
 				Msg        string `json:"msg"`
 				Addr       string `json:"addr"`
 				ListenFrom string `json:"listen_from"`
+				Version    string `json:"version"`
+				Commit     string `json:"commit"`
 			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+				if b := buildinfo.Read(); rec.Version != b.Version || rec.Commit != b.Commit {
+					t.Errorf("the listening line names version %q commit %q, want %q %q (broker version)", rec.Version, rec.Commit, b.Version, b.Commit)
+				}
 				return rec.Addr, rec.ListenFrom
 			}
 		}

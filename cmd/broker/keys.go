@@ -3,7 +3,6 @@ package main
 import (
 	"crypto"
 	"encoding/base64"
-	"flag"
 	"fmt"
 	"io"
 
@@ -15,11 +14,14 @@ import (
 // cmdKeysGenerate prints a new PKCS#8 PEM private key to stdout and its public JWK
 // thumbprint to stderr.
 func cmdKeysGenerate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("keys generate", stderr)
 	alg := fs.String("alg", "ES256", "key algorithm: ES256, Ed25519, RS256 or PS256")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(fs, err, stdout)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "broker keys generate: unexpected argument %q\n", fs.Arg(0))
+		return usageMistake(stderr, findCommand("keys generate"))
 	}
 	switch *alg {
 	case "ES256", "Ed25519", "EdDSA", "RS256", "PS256":

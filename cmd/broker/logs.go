@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,8 +38,7 @@ const (
 
 // cmdLogs implements `broker logs`: a query or a live tail of GET /api/v2/logs.
 func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("broker logs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("logs", stderr)
 	var o logsOptions
 	fs.StringVar(&o.url, "url", envOr("BROKER_URL", "http://127.0.0.1:8080"), "broker base URL (env BROKER_URL)")
 	// The token's default is read after parsing, never given to the flag package: its usage
@@ -54,14 +52,8 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.limit, "limit", 20, fmt.Sprintf("number of recent events to show (at most %d; with --follow, 0 shows only new events)", maxLogsLimit))
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per line instead of a table")
 	fs.BoolVar(&o.follow, "follow", false, "keep printing new events until interrupted")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: broker logs [--type f] [--connection NAME] [--client ID] [--error CODE] [--q QUERY]\n"+
-			"                   [--limit N] [--json] [--follow] [--url URL] [--token TOKEN]\n\n"+
-			"Shows login events from GET /api/v2/logs, oldest first; --follow tails new ones.\n\n")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(fs, err, stdout)
 	}
 	if o.token == "" {
 		o.token = os.Getenv("BROKER_MGMT_TOKEN")

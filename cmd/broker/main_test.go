@@ -88,7 +88,7 @@ clients:
 connections:
   - { name: c, strategy: oidc, options: { issuer: "https://idp.example.com", client_id: b, client_secret: s } }
 `), 0o600)
-	if code, out, _ := runCmd(t, "config", "validate", good); code != 0 || out != "config OK\n" {
+	if code, out, _ := runCmd(t, "config", "validate", good); code != 0 || !strings.HasPrefix(out, "issuer:      http://127.0.0.1:8080/\n") || !strings.HasSuffix(out, "\nconfig OK\n") {
 		t.Fatalf("exit %d: %s", code, out)
 	}
 }
@@ -134,7 +134,7 @@ func TestDiscoveryCheckCommand(t *testing.T) {
 			}
 		})
 	}
-	if code, _, errOut := runCmd(t, "discovery", "check", "http://127.0.0.1:1"); code != 2 || !strings.Contains(errOut, "discovery_failed") {
+	if code, _, errOut := runCmd(t, "discovery", "check", "http://127.0.0.1:1", "--allow-network", "127.0.0.1"); code != 3 || !strings.Contains(errOut, "discovery_failed") {
 		t.Fatalf("unreachable: exit %d %s", code, errOut)
 	}
 }
@@ -148,7 +148,7 @@ func TestDiscoveryCheckAppliesTheUpstreamAddressPolicy(t *testing.T) {
 	}
 	defer p.Close()
 	code, _, errOut := runCmd(t, "discovery", "check", p.URL)
-	if code != 2 || !strings.Contains(errOut, "discovery_failed") || !strings.Contains(errOut, "127.0.0.1 refused: loopback address, not in upstream_allowed_networks") {
+	if code != 3 || !strings.Contains(errOut, "discovery_failed") || !strings.Contains(errOut, "127.0.0.1 refused: loopback address, not in upstream_allowed_networks") {
 		t.Fatalf("exit %d %s", code, errOut)
 	}
 	if code, _, errOut := runCmd(t, "discovery", "check", p.URL, "--allow-network", "10.0.0.0/33"); code != 2 || !strings.Contains(errOut, "--allow-network") {

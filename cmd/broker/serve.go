@@ -11,18 +11,18 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/broker"
+	"github.com/dpop-broker/dpop-broker/buildinfo"
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("serve", stderr)
 	path := fs.String("config", os.Getenv("BROKER_CONFIG"), "configuration file (default $BROKER_CONFIG)")
 	listen := fs.String("listen", os.Getenv(listenEnv), "listen address instead of the configuration's listen (default $"+listenEnv+"; the container image sets 0.0.0.0:8080)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(fs, err, stdout)
 	}
 	if *path == "" {
 		fmt.Fprintln(stderr, "broker serve: --config FILE (or BROKER_CONFIG) is required")
@@ -94,7 +94,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "listen_from", listenFrom, "issuer", cfg.Issuer, "store", cfg.Store.Type,
-		"connections", len(cfg.Connections), "clients", len(cfg.Clients))
+		"connections", len(cfg.Connections), "clients", len(cfg.Clients), "version", buildinfo.Read().Version, "commit", buildinfo.Read().Commit)
 	for i := range cfg.Connections { // what to register at each IdP
 		c := &cfg.Connections[i]
 		redirect, bcl := srv.RegistrationURLs(c)
