@@ -142,6 +142,8 @@ func TestExitStatusesAreDistinct(t *testing.T) {
 		{name: "no command", args: nil, code: 2, want: "usage: broker <command>"},
 		{name: "an unknown flag", args: []string{"keys", "generate", "--bits", "4096"}, code: 2, want: "flag provided but not defined: -bits"},
 		{name: "an extra argument", args: []string{"keys", "generate", "extra"}, code: 2, want: `unexpected argument "extra"`},
+		{name: "the configuration file without --config", args: []string{"serve", "config.yaml"}, code: 2, want: `unexpected argument "config.yaml" (the configuration file is --config FILE)`},
+		{name: "an extra argument to demo", args: []string{"demo", "now"}, code: 2, want: "usage: broker demo ["},
 		{name: "a missing argument", args: []string{"discovery", "check"}, code: 2, want: "usage: broker discovery check ISSUER"},
 		{name: "a timeout that is not positive", args: []string{"discovery", "check", "https://idp.example.com", "--timeout", "0s"}, code: 2, want: "usage: broker discovery check"},
 		{name: "an extra argument to version", args: []string{"version", "extra"}, code: 2, want: `unexpected argument "extra"`},

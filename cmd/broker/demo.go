@@ -51,6 +51,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return flagExit(fs, err, stdout)
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "broker demo: unexpected argument %q\n", fs.Arg(0))
+		return usageMistake(stderr, findCommand("demo"))
+	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	logger, flushLog := newLogger(stderr)

@@ -24,6 +24,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := fs.Parse(args); err != nil {
 		return flagExit(fs, err, stdout)
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "broker serve: unexpected argument %q (the configuration file is --config FILE)\n", fs.Arg(0))
+		return usageMistake(stderr, findCommand("serve"))
+	}
 	if *path == "" {
 		fmt.Fprintln(stderr, "broker serve: --config FILE (or BROKER_CONFIG) is required")
 		return 2
