@@ -179,7 +179,7 @@ func checkUpstreamDPoP(ctx context.Context, hc *http.Client, timeout time.Durati
 	defer cancel()
 	doc, err := (&discovery.Client{HTTP: hc}).Get(ctx, issuer, discoveryURL)
 	if err != nil {
-		if ne := net.Error(nil); ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout() {
+		if ne := net.Error(nil); errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 			err = fmt.Errorf("no answer within the timeout (%s): %w", timeout, err)
 		}
 		return upstreamCheck{code: exitUnreachable, err: err}
