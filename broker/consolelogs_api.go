@@ -14,40 +14,9 @@ import (
 // apiEventTypes are the events of a management API call or a console action.
 var apiEventTypes = map[string]bool{logs.TypeSuccessAPI: true, logs.TypeFailedAPI: true}
 
-// apiEventOperator names who made a management API call: the console operator and how they
-// signed in ("token:demo (via token)", "oidc|corp|alice (via broker)"; "(console)" for a
-// console event that does not say), else the management token ("ops (management API
-// token)"); "" when unknown (a refused, unauthenticated call).
-func apiEventOperator(ev *logs.Event) string {
-	if !apiEventTypes[ev.Type] {
-		return ""
-	}
-	if c, _ := ev.Details["console"].(map[string]any); c != nil {
-		if op, _ := c["operator"].(string); op != "" {
-			return withVia(op, c["via"])
-		}
-	}
-	req, _ := ev.Details["request"].(map[string]any)
-	auth, _ := req["auth"].(map[string]any)
-	user, _ := auth["user"].(string)
-	if user == "" {
-		return ""
-	}
-	if via, ok := auth["via"]; ok {
-		return withVia(user, via)
-	}
-	if c, _ := ev.Details["console"].(map[string]any); c != nil {
-		return user + " (console)" // a console event recorded without how the operator signed in
-	}
-	return user + " (management API token)"
-}
-
-func withVia(operator string, via any) string {
-	if v, _ := via.(string); v != "" {
-		return operator + " (via " + v + ")"
-	}
-	return operator
-}
+// apiEventOperator names who made a management API call (logs.Operator), as the list's User
+// column and the event view's Operator fact show it.
+func apiEventOperator(ev *logs.Event) string { return logs.Operator(ev) }
 
 // apiEventFacts are the labelled facts of a management API event: operator, console action,
 // request and status; none for other events.

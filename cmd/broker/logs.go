@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -72,6 +73,13 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	c.warn = stderr
+	if !flagSet(fs, "url") { // say which broker answers (stderr: stdout stays the events)
+		from := "the default; set --url or BROKER_URL to read another"
+		if os.Getenv("BROKER_URL") != "" {
+			from = "from BROKER_URL"
+		}
+		fmt.Fprintf(stderr, "broker logs: reading %s (%s)\n", c.base.Redacted(), from)
+	}
 	p := &eventPrinter{w: stdout, json: o.json}
 	if err := c.run(ctx, p); err != nil {
 		if ctx.Err() != nil && o.follow { // interrupted: the normal end of a tail
@@ -81,6 +89,13 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func envOr(key, def string) string {
@@ -404,7 +419,7 @@ type eventPrinter struct {
 	header bool
 }
 
-const tableFormat = "%-24s  %-6s  %-18s  %-18s  %-26s  %s\n"
+const tableFormat = "%-24s  %-6s  %-18s  %-32s  %-26s  %s\n"
 
 func (p *eventPrinter) print(evs []apiEvent) error {
 	var b strings.Builder
@@ -423,8 +438,12 @@ func (p *eventPrinter) print(evs []apiEvent) error {
 		if user == "" {
 			user = ev.UserID
 		}
-		fmt.Fprintf(&b, tableFormat, cell(ev.Date, 24), cell(ev.Type, 6), cell(dash(ev.Connection), 18),
-			cell(dash(ev.ClientID), 18), cell(dash(user), 26), summary(ev))
+		if user == "" {
+			user = logs.Operator(ev) // a management API call or console action: who made it
+		}
+		// The type is never cut (it is what --type takes); a long one shifts its row.
+		fmt.Fprintf(&b, tableFormat, cell(ev.Date, 24), cell(ev.Type, 64), cell(dash(ev.Connection), 18),
+			cell(dash(ev.ClientID), 32), cell(dash(user), 26), summary(ev))
 	}
 	if b.Len() == 0 {
 		return nil

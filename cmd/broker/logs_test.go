@@ -195,6 +195,9 @@ func TestLogsCommand(t *testing.T) {
 		Details: map[string]any{"sso": true, "session_id": "S"}})
 	writeEvent(t, w, failEvent("corp", "use_dpop_nonce"))
 	writeEvent(t, w, failEvent("okta", "dpop_alg_mismatch"))
+	writeEvent(t, w, logs.Event{Type: logs.TypeBackchannelLogoutSucceeded, ClientID: "a-client-id-of-32-characters-xyz"})
+	writeEvent(t, w, logs.Event{Type: logs.TypeSuccessAPI, Details: map[string]any{
+		"request": map[string]any{"method": "PATCH", "auth": map[string]any{"user": "ops"}}}})
 	other := httptest.NewServer(http.NotFoundHandler()) // some other web server
 	t.Cleanup(other.Close)
 	closed := httptest.NewServer(http.NotFoundHandler())
@@ -211,12 +214,16 @@ func TestLogsCommand(t *testing.T) {
 	}{
 		{name: "table of events, oldest first", args: nil, code: 0,
 			want: []string{"DATE", "ERROR / DPoP", "alice@example.com", "dpop ES256, upstream token DPoP, nonce retries 1, userinfo SUCCESS (DPoP)", "use_dpop_nonce: nonce retries exhausted", "dpop_alg_mismatch", "ssa", "single sign-on (no upstream call)"}},
+		{name: "type and client id are never cut (they are what --type and --client take)", args: []string{"--limit", "100"}, code: 0,
+			want: []string{"oidc_backchannel_logout_succeeded", "a-client-id-of-32-characters-xyz"}},
+		{name: "a management API call shows its operator as the user", args: []string{"--type", "sapi"}, code: 0,
+			want: []string{"ops (management API token)"}},
 		{name: "--type f --connection corp", args: []string{"--type", "f", "--connection", "corp"}, code: 0,
 			want: []string{"use_dpop_nonce"}, wantNot: []string{"alice", "dpop_alg_mismatch"}},
 		{name: "--error", args: []string{"--error", "dpop_alg_mismatch"}, code: 0,
 			want: []string{"okta"}, wantNot: []string{"use_dpop_nonce"}},
 		{name: "--json one object per line", args: []string{"--json", "--type", "f"}, code: 0, jsonRows: 2},
-		{name: "--limit", args: []string{"--json", "--limit", "1"}, code: 0, jsonRows: 1, want: []string{"dpop_alg_mismatch"}},
+		{name: "--limit", args: []string{"--json", "--limit", "1", "--type", "f"}, code: 0, jsonRows: 1, want: []string{"dpop_alg_mismatch"}},
 		{name: "raw --q", args: []string{"--q", "details.dpop_returned_from_upstream:true"}, code: 0, want: []string{"alice"}, wantNot: []string{"use_dpop_nonce"}},
 		{name: "no token: 401", args: []string{"--token", ""}, code: 1, wantErr: "broker logs: 401 missing_authorization: Missing authentication"},
 		{name: "unknown token: 401 says which setting to fix", args: []string{"--token", "not-a-token"}, code: 1,
@@ -383,5 +390,40 @@ func TestLogsUsageNeverPrintsTheTokenFromTheEnvironment(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := cmdLogs(t.Context(), []string{"--url", srv.URL}, &out, &errOut); code != 0 || got != "Bearer "+secret {
 		t.Errorf("a query with the token from the environment: exit %d, Authorization %q; stderr %s", code, got, errOut.String())
+	}
+}
+
+// TestLogsCommandSaysWhichBrokerItReads: without --url, stderr names the broker and where its
+// address came from (BROKER_URL or the default); stdout stays the events.
+func TestLogsCommandSaysWhichBrokerItReads(t *testing.T) {
+	brokerURL, b, _ := startBrokerAPI(t, demoidp.Options{ClientID: "broker", ClientSecret: "s"})
+	writeEvent(t, b.Events(), failEvent("corp", "use_dpop_nonce"))
+	tests := []struct {
+		name      string
+		args      []string
+		env       string
+		wantErr   string
+		wantNoURL bool
+	}{
+		{name: "from BROKER_URL", env: brokerURL, wantErr: "broker logs: reading " + brokerURL + " (from BROKER_URL)"},
+		{name: "--url given: nothing to say", args: []string{"--url", brokerURL}, wantNoURL: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("BROKER_URL", tc.env)
+			code, out, errOut := runCmd(t, append([]string{"logs", "--token", logsToken}, tc.args...)...)
+			if code != 0 || !strings.Contains(out, "use_dpop_nonce") {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+			if tc.wantErr != "" && !strings.Contains(errOut, tc.wantErr) {
+				t.Errorf("stderr = %q, want %q", errOut, tc.wantErr)
+			}
+			if tc.wantNoURL && strings.Contains(errOut, "reading") {
+				t.Errorf("stderr = %q, want no note of the broker read", errOut)
+			}
+			if strings.Contains(out, "reading") {
+				t.Errorf("the note went to stdout: %q", out)
+			}
+		})
 	}
 }
