@@ -33,6 +33,7 @@ const (
 	demoConnection     = "demo-idp"
 	demoUpClientID     = "broker"
 	demoSubject        = "alice" // the user who signs in at the demo IdP
+	demoUserID         = "oidc|" + demoConnection + "|" + demoSubject
 	// demoAPIAudience is the demo's API (sender_constraining: allowed).
 	demoAPIAudience = "https://api.example.com"
 )
@@ -193,6 +194,9 @@ func startDemo(host string, ports demoPorts, logger *slog.Logger) (_ *demo, err 
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8", "::1"}
 	cfg.RateLimits.Enabled = false // one local user; `serve` has them on by default
 	cfg.Management.Tokens = []config.ManagementToken{{Name: "demo", Token: d.mgmtToken, Scopes: demoMgmtScopes}}
+	// The demo user may enter the console by signing in through the broker, as operators do
+	// (console.admins); the management token is the break-glass way in.
+	cfg.Console.Admins = []config.ConsoleAdmin{{UserID: demoUserID}}
 	// Two apps, so that the second shows single sign-on; each is told of logouts by
 	// back-channel logout (docs/sessions.md).
 	cfg.Clients = []config.Client{{
@@ -286,13 +290,13 @@ func (d *demo) printWelcome(w io.Writer, self string) {
 	fmt.Fprintf(&b, "  client-auth   %s/client-auth/jwks.json  (the broker's private_key_jwt keys: %s)\n", brokerURL, strings.Join(demoClientAuthAlgs, ", "))
 	fmt.Fprintf(&b, "\nA management token made for this run, with every scope (%s),\nfor the README's management API examples:\n  export BROKER_URL=%s BROKER_MGMT_TOKEN=%s\n",
 		strings.Join(demoMgmtScopes, " "), brokerURL, d.mgmtToken)
-	fmt.Fprintf(&b, "Operators' console (sign in with that token):\n  %s/console/\n", brokerURL)
+	fmt.Fprintf(&b, "Operators' console (\"Sign in through the broker\" as the demo user, %s, who is in console.admins;\nor \"Break-glass\" with that token):\n  %s/console/\n", demoUserID, brokerURL)
 	b.WriteString("Follow the login log:\n")
 	fmt.Fprintf(&b, "  BROKER_URL=%s BROKER_MGMT_TOKEN=%s %s logs --follow\n", brokerURL, d.mgmtToken, self)
 	fmt.Fprintf(&b, "List the apps (README, \"Clients\": create one and log in with it):\n  curl -H 'Authorization: Bearer %s' %s/api/v2/clients\n",
 		d.mgmtToken, brokerURL)
 	fmt.Fprintf(&b, "List the demo user's broker sessions:\n  curl -H 'Authorization: Bearer %s' %s/api/v2/users/%s/sessions\n",
-		d.mgmtToken, brokerURL, url.PathEscape("oidc|"+demoConnection+"|"+demoSubject))
+		d.mgmtToken, brokerURL, url.PathEscape(demoUserID))
 	fmt.Fprintf(&b, "\nOpen %s/ in your browser\n", d.appURL)
 	b.WriteString("Log in there, then open the second app: single sign-on, no IdP page. \"Check silently\" tries\n" +
 		"prompt=none; \"Log out\" in one app signs the other out by back-channel logout.\n")
