@@ -89,6 +89,8 @@ type memory struct {
 	watchers memWatchers // WatchConnections (watch.go)
 
 	tallies memTallies // per-minute and per-hour counters (tally.go; not records: never ErrFull)
+
+	cursors map[string]*memCursor // log cursors by name (logcursor.go; no TTL, never ErrFull)
 }
 
 // NewMemory returns the in-process backend with the default options (at most
@@ -616,6 +618,7 @@ func (m *memory) Close() error {
 	m.logs = [len(logClasses)][]memLog{}
 	m.conns, m.clients = memDocs{}, memDocs{}
 	m.tallies = memTallies{}
+	m.cursors = nil
 	m.watchers.close()
 	return nil
 }

@@ -9,7 +9,8 @@
 //     (the newest maxLen kept, at most sessions.MaxLogKept(maxLen)) and classes (classes.go),
 //     checkpoint paging while writers append (logpaging.go), sessions.Connections and the
 //     optional sessions.LogBatcher and sessions.ConnectionsWatcher (watch.go, whose
-//     StartWatch a backend's own tests use too), and the session index built on the Store
+//     StartWatch a backend's own tests use too), sessions.LogCursors (logcursor.go: leased
+//     log positions and the count of entries after one), and the session index built on the Store
 //     (sessions.IndexAdd, IndexRemove, IndexMembers: index.go).
 //   - RunFull (full.go) checks a store at capacity: writes fail with sessions.ErrFull and
 //     change nothing, stored records stay usable; Capacity says how to fill and free the

@@ -101,6 +101,11 @@ func Run(t *testing.T, newStore func(t *testing.T) sessions.Store) {
 		{name: "Tallies read every bucket of a range, oldest first, and refuse too many", fn: testTallyRange},
 		{name: "Tallies under 16 concurrent appenders lose no increment", fn: testTallyConcurrent},
 		{name: "Index record is compact JSON; an undecodable one reads as empty and is replaced", fn: testIndexRecordFormat},
+		{name: "Log cursors: one lease holder at a time moves the position, which never moves back", fn: testLogCursorLease},
+		{name: "Log cursors: a lease not renewed lapses and another holder takes the position", fn: testLogCursorLeaseExpires},
+		{name: "Log cursors: of 16 concurrent takers of a free lease exactly one wins", fn: testLogCursorConcurrent},
+		{name: "Log cursors: malformed names, holders, TTLs and positions refused", fn: testLogCursorInvalid},
+		{name: "CountLogsAfter counts the entries of every class above the bound", fn: testCountLogsAfter},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
