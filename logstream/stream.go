@@ -1,0 +1,491 @@
+package logstream
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// Defaults of a Stream and of Options.
+const (
+	DefaultBatchSize  = 50
+	DefaultTimeout    = 10 * time.Second
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = time.Minute
+	DefaultLeaseTTL   = 30 * time.Second
+	DefaultPoll       = time.Second
+)
+
+// releaseTimeout bounds the release of a lease at Close.
+const releaseTimeout = 2 * time.Second
+
+// Stream is one configured log stream.
+type Stream struct {
+	// Name identifies the stream and its position in the store (sessions.LogCursors): letters,
+	// digits, '-' and '_'.
+	Name string
+	URL  string // the webhook: events are POSTed here
+	// Types are the event types sent ("s", "f", …); empty sends every type.
+	Types []string
+	// BatchSize is how many events one read takes (1 to logs.MaxTake, default
+	// DefaultBatchSize); a request carries those of them Types keeps.
+	BatchSize int
+	// StartOldest makes a stream without a stored position start at the oldest retained
+	// event; otherwise it starts at the newest one (events after its first start).
+	StartOldest bool
+	// BearerToken, when set, is sent as "Authorization: Bearer TOKEN".
+	BearerToken string
+	// HMACKey, when set, signs each request (webhook-signature, see the package doc).
+	HMACKey []byte
+	// Timeout bounds one attempt, connection and answer included (default DefaultTimeout).
+	Timeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait before a retry (defaults DefaultMinBackoff
+	// and DefaultMaxBackoff): MinBackoff doubling per failed attempt, capped at MaxBackoff,
+	// each wait drawn between half of that and all of it.
+	MinBackoff, MaxBackoff time.Duration
+	// HTTP sends the requests (nil: a client of its own without proxy). It must not follow
+	// redirects; the broker gives one that applies its address policy (egress).
+	HTTP *http.Client
+}
+
+// Options are what every stream shares.
+type Options struct {
+	// Events reads the event log (logs.Writer.Tail): the broker's own writer, so that a read
+	// never passes an event it is still storing.
+	Events *logs.Writer
+	// Cursors keeps the streams' positions and leases: the store of Events.
+	Cursors sessions.LogCursors
+	Logger  *slog.Logger
+	// Metrics, when set, registers the streams' collectors.
+	Metrics prometheus.Registerer
+	// Holder names this process in the leases (default: random).
+	Holder string
+	// LeaseTTL is how long a lease lives unless renewed (default DefaultLeaseTTL); it is
+	// renewed every third of it, and other replicas try to take it as often.
+	LeaseTTL time.Duration
+	// Poll is the wait between reads once a stream has sent everything (default
+	// DefaultPoll).
+	Poll time.Duration
+}
+
+// Streams runs the configured streams in the background (Start) until Close.
+type Streams struct {
+	opts    Options
+	senders []*sender
+	metrics *metrics
+
+	startOnce sync.Once
+	mu        sync.Mutex
+	closed    bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// New checks the streams and prepares them; nothing runs before Start.
+func New(opts Options, streams ...Stream) (*Streams, error) {
+	if opts.Events == nil || opts.Cursors == nil {
+		return nil, errors.New("logstream: Events and Cursors are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Holder == "" {
+		var b [12]byte
+		_, _ = crand.Read(b[:])
+		opts.Holder = hex.EncodeToString(b[:])
+	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = DefaultLeaseTTL
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = DefaultPoll
+	}
+	s := &Streams{opts: opts, metrics: newMetrics()}
+	seen := map[string]bool{}
+	for i, st := range streams {
+		if err := st.check(); err != nil {
+			return nil, fmt.Errorf("logstream: stream %d (%s): %w", i, st.Name, err)
+		}
+		if seen[st.Name] {
+			return nil, fmt.Errorf("logstream: stream %d: duplicate name %q", i, st.Name)
+		}
+		seen[st.Name] = true
+		st.defaults()
+		s.senders = append(s.senders, newSender(st, &s.opts, s.metrics))
+	}
+	if opts.Metrics != nil {
+		if err := s.metrics.register(opts.Metrics); err != nil {
+			return nil, fmt.Errorf("logstream: metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// check validates what New cannot default.
+func (st *Stream) check() error {
+	switch {
+	case st.Name == "":
+		return errors.New("no name")
+	case st.URL == "":
+		return errors.New("no url")
+	case st.BatchSize < 0 || st.BatchSize > logs.MaxTake:
+		return fmt.Errorf("batch size %d not in 1..%d", st.BatchSize, logs.MaxTake)
+	case st.BearerToken == "" && len(st.HMACKey) == 0:
+		return errors.New("no bearer token and no HMAC key: the endpoint could not tell the broker's requests apart")
+	}
+	return nil
+}
+
+func (st *Stream) defaults() {
+	if st.BatchSize == 0 {
+		st.BatchSize = DefaultBatchSize
+	}
+	if st.Timeout <= 0 {
+		st.Timeout = DefaultTimeout
+	}
+	if st.MinBackoff <= 0 {
+		st.MinBackoff = DefaultMinBackoff
+	}
+	if st.MaxBackoff <= 0 {
+		st.MaxBackoff = DefaultMaxBackoff
+	}
+	st.MaxBackoff = max(st.MaxBackoff, st.MinBackoff)
+	if st.HTTP == nil {
+		st.HTTP = &http.Client{
+			Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+}
+
+// Start runs every stream in a goroutine of its own. Calls after the first (or after Close)
+// do nothing.
+func (s *Streams) Start() {
+	s.startOnce.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		s.cancel = cancel
+		for _, sd := range s.senders {
+			s.wg.Go(func() { sd.run(ctx) })
+		}
+	})
+}
+
+// Close stops every stream and waits for them: an attempt in flight is abandoned (its batch
+// is sent again later, by this or another replica) and the leases are released, so another
+// replica takes over at once. Idempotent.
+func (s *Streams) Close() {
+	s.mu.Lock()
+	s.closed = true
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	s.wg.Wait()
+	for _, sd := range s.senders {
+		if t, ok := sd.st.HTTP.Transport.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
+	}
+}
+
+// Names returns the streams' names, in configuration order.
+func (s *Streams) Names() []string {
+	out := make([]string, len(s.senders))
+	for i, sd := range s.senders {
+		out[i] = sd.st.Name
+	}
+	return out
+}
+
+// sender runs one stream.
+type sender struct {
+	st    Stream
+	o     *Options
+	log   *slog.Logger
+	types map[string]bool // nil: every type
+	m     streamMetrics
+
+	lastLag time.Time // when the holder last measured the lag
+}
+
+func newSender(st Stream, o *Options, m *metrics) *sender {
+	sd := &sender{st: st, o: o, log: o.Logger.With("stream", st.Name), m: m.stream(st.Name)}
+	if len(st.Types) > 0 {
+		sd.types = make(map[string]bool, len(st.Types))
+		for _, t := range st.Types {
+			sd.types[t] = true
+		}
+	}
+	return sd
+}
+
+// run takes the stream's lease whenever it is free and sends while it holds it, until ctx
+// ends.
+func (sd *sender) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		pos, err := sd.o.Cursors.LeaseLogCursor(ctx, sd.st.Name, sd.o.Holder, sd.o.LeaseTTL)
+		switch {
+		case err == nil:
+			sd.log.LogAttrs(ctx, slog.LevelInfo, "log_stream_lease_taken", slog.String("holder", sd.o.Holder))
+			sd.m.active.Set(1)
+			sd.hold(ctx, pos)
+			sd.m.active.Set(0)
+			continue
+		case errors.Is(err, sessions.ErrConflict): // another replica sends: report the lag it has
+			sd.standbyLag(ctx)
+		case ctx.Err() == nil:
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_failed", slog.String("error", err.Error()))
+		}
+		sleep(ctx, jitter(sd.o.LeaseTTL/3))
+	}
+}
+
+// hold sends from pos while the lease lasts: a renewer ends it when the lease is lost. At
+// the end of ctx the lease is released.
+func (sd *sender) hold(ctx context.Context, pos string) {
+	lctx, lost := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { sd.renew(lctx, lost) })
+	sd.deliver(lctx, pos)
+	lost()
+	wg.Wait()
+	if ctx.Err() != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
+		if err := sd.o.Cursors.ReleaseLogCursor(rctx, sd.st.Name, sd.o.Holder); err != nil {
+			sd.log.LogAttrs(rctx, slog.LevelWarn, "log_stream_release_failed", slog.String("error", err.Error()))
+		}
+	}
+}
+
+// renew renews the lease every third of its TTL and calls lost when another holder has it,
+// or when renewals failed for two thirds of the TTL (it may have lapsed).
+func (sd *sender) renew(ctx context.Context, lost func()) {
+	ttl := sd.o.LeaseTTL
+	last := time.Now()
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := sd.o.Cursors.LeaseLogCursor(ctx, sd.st.Name, sd.o.Holder, ttl)
+		switch {
+		case err == nil:
+			last = time.Now()
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, sessions.ErrConflict):
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_lost", slog.String("holder", sd.o.Holder))
+			lost()
+			return
+		case time.Since(last) >= ttl*2/3:
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_lost", slog.String("holder", sd.o.Holder),
+				slog.String("error", err.Error()))
+			lost()
+			return
+		default:
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_renewal_failed", slog.String("error", err.Error()))
+		}
+	}
+}
+
+// deliver reads batches after pos and sends them, moving the stored position past each one
+// the endpoint took, until ctx ends or the lease is lost.
+func (sd *sender) deliver(ctx context.Context, pos string) {
+	if pos == "" {
+		var ok bool
+		if pos, ok = sd.start(ctx); !ok {
+			return
+		}
+	}
+	fails := 0
+	for ctx.Err() == nil {
+		evs, next, err := sd.o.Events.Tail(ctx, pos, "", sd.st.BatchSize)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.String("error", err.Error()))
+			sleep(ctx, sd.backoff(fails))
+			fails++
+			continue
+		}
+		fails = 0
+		batch := evs[:0:0]
+		for _, ev := range evs {
+			if sd.types == nil || sd.types[ev.Type] {
+				batch = append(batch, ev)
+			}
+		}
+		if len(batch) > 0 && !sd.send(ctx, pos, batch) {
+			return
+		}
+		if next != pos {
+			switch err := sd.o.Cursors.AdvanceLogCursor(ctx, sd.st.Name, sd.o.Holder, next); {
+			case err == nil:
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, sessions.ErrConflict):
+				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_lost", slog.String("holder", sd.o.Holder))
+				return
+			default: // the next advance stores a later position; until then a restart resends
+				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_position_not_stored",
+					slog.String("log_id", next), slog.String("error", err.Error()))
+			}
+			pos = next
+		}
+		if time.Since(sd.lastLag) >= sd.o.Poll {
+			sd.measureLag(ctx, pos)
+			sd.lastLag = time.Now()
+		}
+		if len(evs) < sd.st.BatchSize {
+			sleep(ctx, sd.o.Poll)
+		}
+	}
+}
+
+// start stores the position of a stream that has none: the newest event (or below the
+// oldest, StartOldest).
+func (sd *sender) start(ctx context.Context) (string, bool) {
+	for fails := 0; ctx.Err() == nil; fails++ {
+		pos := logs.MinLogID(time.Unix(0, 0)) // below every id
+		var err error
+		if !sd.st.StartOldest {
+			var latest string
+			if latest, err = sd.o.Events.Latest(ctx); latest != "" {
+				pos = latest
+			}
+		}
+		if err == nil {
+			err = sd.o.Cursors.AdvanceLogCursor(ctx, sd.st.Name, sd.o.Holder, pos)
+		}
+		switch {
+		case err == nil:
+			sd.log.LogAttrs(ctx, slog.LevelInfo, "log_stream_started", slog.String("log_id", pos))
+			return pos, true
+		case errors.Is(err, sessions.ErrConflict) || ctx.Err() != nil:
+			return "", false
+		}
+		sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_start_failed", slog.String("error", err.Error()))
+		sleep(ctx, sd.backoff(fails))
+	}
+	return "", false
+}
+
+// send posts batch (read after pos) until the endpoint takes it (true) or ctx ends (false).
+// A 413 answer splits the batch in two, sent one after the other.
+func (sd *sender) send(ctx context.Context, pos string, batch []logs.Event) bool {
+	for attempt := 0; ; attempt++ {
+		err := sd.post(ctx, batch)
+		if err == nil {
+			sd.m.delivered.Inc()
+			sd.m.events.Add(float64(len(batch)))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		sd.m.failed.Inc()
+		var se *statusError
+		if errors.As(err, &se) && se.code == http.StatusRequestEntityTooLarge && len(batch) > 1 {
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_batch_split", slog.Int("events", len(batch)))
+			half := len(batch) / 2
+			return sd.send(ctx, pos, batch[:half]) && sd.send(ctx, pos, batch[half:])
+		}
+		sd.measureLag(ctx, pos) // the lag grows while the endpoint fails
+		sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_delivery_failed", slog.Int("attempt", attempt+1),
+			slog.Int("events", len(batch)), slog.String("first_log_id", batch[0].LogID), slog.String("error", err.Error()))
+		if !sleep(ctx, sd.backoff(attempt)) {
+			return false
+		}
+	}
+}
+
+// backoff is the wait after the n-th (0-based) failure in a row: MinBackoff·2ⁿ capped at
+// MaxBackoff, drawn between half of it and all of it.
+func (sd *sender) backoff(n int) time.Duration {
+	d := sd.st.MaxBackoff
+	if n < 30 {
+		d = min(d, sd.st.MinBackoff<<n)
+	}
+	return jitter(d)
+}
+
+// measureLag sets the lag gauges for a stream at pos: the log entries after it and the age
+// of the oldest of them.
+func (sd *sender) measureLag(ctx context.Context, pos string) {
+	n, err := sd.o.Cursors.CountLogsAfter(ctx, pos)
+	if err != nil {
+		return
+	}
+	sd.m.lagEvents.Set(float64(n))
+	age := 0.0
+	if n > 0 {
+		if es, err := sd.o.Events.Store.LogsAfter(ctx, pos, 1); err == nil && len(es) == 1 {
+			age = max(0, time.Since(idTime(es[0].ID)).Seconds())
+		}
+	}
+	sd.m.lagSeconds.Set(age)
+}
+
+// standbyLag measures the lag of the position another replica moves.
+func (sd *sender) standbyLag(ctx context.Context) {
+	if pos, _, err := sd.o.Cursors.LogCursor(ctx, sd.st.Name); err == nil && pos != "" {
+		sd.measureLag(ctx, pos)
+	}
+}
+
+// idTime is the time a log id was made (its first 20 digits are Unix nanoseconds).
+func idTime(id string) time.Time {
+	if len(id) < 20 {
+		return time.Now()
+	}
+	ns, err := strconv.ParseInt(id[:20], 10, 64)
+	if err != nil {
+		return time.Now()
+	}
+	return time.Unix(0, ns)
+}
+
+// jitter draws a wait between d/2 and d.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait ran out.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
