@@ -37,6 +37,8 @@ type Config struct {
 	// client (the broker's rate limits); RateLimits limit /authorize and /oauth/token per IP and client.
 	TrustedProxies []string   `yaml:"trusted_proxies"`
 	RateLimits     RateLimits `yaml:"rate_limits"`
+	// LogStreams send the event log to HTTP endpoints (logstreams.go).
+	LogStreams []LogStream `yaml:"log_streams"`
 
 	// UpstreamTimeout bounds every call to an upstream IdP (discovery, JWKS, token, userinfo),
 	// at most LoginExchangeBudget.
@@ -576,9 +578,9 @@ func Default() *Config {
 	}
 }
 
-// ApplyDefaults fills the per-entry defaults of apis and connections (sender_constraining,
-// required_for, scope, type). Parse applies them; a configuration built in code applies them
-// once its entries are added.
+// ApplyDefaults fills the per-entry defaults of apis, connections and log_streams
+// (sender_constraining, required_for, scope, type, batch_size, …). Parse applies them; a
+// configuration built in code applies them once its entries are added.
 func (c *Config) ApplyDefaults() {
 	for i := range c.APIs {
 		if c.APIs[i].SenderConstraining == "" {
@@ -590,6 +592,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	for i := range c.Connections {
 		c.Connections[i].Options.ApplyDefaults()
+	}
+	for i := range c.LogStreams {
+		c.LogStreams[i].applyDefaults()
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 //   - backchannel_logout_uri is called by the broker itself, never by a browser: http or https
 //     only, absolute, with no fragment (OpenID Connect Back-Channel Logout 1.0 §2.2) and no
 //     user information (credentials belong in no configured URL, and would reach logs).
+//     log_streams[].url, also called by the broker alone, follows the same rule.
 //   - Redirect URIs may also use a private-use scheme, which must be a reverse domain name
 //     (contain a dot, RFC 8252 §7.1), so javascript:, data:, file: and the like never pass,
 //     whatever allow_insecure_http says.
@@ -165,6 +166,9 @@ func (c *Config) insecureHTTPKeys() []string {
 			check(fmt.Sprintf("clients[%d].allowed_origins[%d]", i, j), o)
 		}
 		check(fmt.Sprintf("clients[%d].backchannel_logout_uri", i), cl.BackchannelLogoutURI)
+	}
+	for i, s := range c.LogStreams {
+		check(fmt.Sprintf("log_streams[%d].url", i), s.URL)
 	}
 	return keys
 }

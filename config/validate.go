@@ -99,6 +99,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	v.management(&c.Management)
 	v.console(c)
 	v.rateLimits(c)
+	v.logStreams(c)
 	c.validateClientAuthKeys(v, checkKeys)
 	if checkKeys {
 		c.validateKeys(v)
