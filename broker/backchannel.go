@@ -224,6 +224,7 @@ func (b *backchannel) startApp(s *Server) *bclApp {
 // stopped (no more logouts), before the store closes (the outcomes are events). Idempotent.
 func (s *Server) Close() {
 	s.reg.stopWatch()
+	s.closeLogStreams()
 	b := s.bcl
 	b.mu.Lock()
 	if b.closed {

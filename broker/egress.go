@@ -25,13 +25,20 @@ import (
 type AddressRefusedError struct {
 	Addr   netip.Addr // the address the dialer was about to connect to (invalid when unparsable)
 	Reason string     // the kind of address, e.g. "loopback" or "link-local (cloud metadata)"
+	// Setting is the key that would allow it: "" for upstream_allowed_networks, else a log
+	// stream's allowed_networks (logstreams.go).
+	Setting string
 }
 
 func (e *AddressRefusedError) Error() string {
-	if !e.Addr.IsValid() {
-		return "upstream connection refused: " + e.Reason
+	what, setting := "upstream connection", "upstream_allowed_networks"
+	if e.Setting != "" {
+		what, setting = "connection", e.Setting
 	}
-	return fmt.Sprintf("upstream connection to %s refused: %s address, not in upstream_allowed_networks", e.Addr, e.Reason)
+	if !e.Addr.IsValid() {
+		return what + " refused: " + e.Reason
+	}
+	return fmt.Sprintf("%s to %s refused: %s address, not in %s", what, e.Addr, e.Reason, setting)
 }
 
 // blockedNetworks are the address ranges upstream connections may not reach unless allowed.
@@ -118,6 +125,7 @@ func internalReason(a netip.Addr) string {
 // egressPolicy decides which addresses upstream connections may reach.
 type egressPolicy struct {
 	allowed []netip.Prefix // upstream_allowed_networks
+	setting string         // the key of allowed in refusals ("": upstream_allowed_networks)
 }
 
 // newEgressPolicy parses upstream_allowed_networks (CIDRs or single addresses).
@@ -148,7 +156,7 @@ func (p *egressPolicy) check(a netip.Addr) error {
 		}
 	}
 	if r := internalReason(a); r != "" {
-		return &AddressRefusedError{Addr: a, Reason: r}
+		return &AddressRefusedError{Addr: a, Reason: r, Setting: p.setting}
 	}
 	return nil
 }

@@ -44,6 +44,9 @@ func configSecrets(cfg *config.Config) []string {
 	for _, c := range cfg.Connections {
 		out = append(out, c.Options.ClientSecret)
 	}
+	for _, ls := range cfg.LogStreams {
+		out = append(out, ls.Auth.Token, ls.Auth.Secret)
+	}
 	return out
 }
 

@@ -255,6 +255,7 @@ func (g *registry) seedAll(ctx context.Context) (problems []error, err error) {
 // id) or the store failure. Without Init the first request does the same and logs problems.
 func (s *Server) Init(ctx context.Context) error {
 	s.reg.watchOnce.Do(s.reg.startWatch) // subscribing now: it usually vouches by the first request
+	s.startLogStreams()
 	s.reg.mu.Lock()
 	defer s.reg.mu.Unlock()
 	problems, err := s.reg.seedAll(ctx)

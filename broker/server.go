@@ -19,6 +19,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/logstream"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
@@ -75,8 +76,9 @@ type Server struct {
 
 	// logoutSigner signs back-channel logout tokens: the ID-token key, typ logout+jwt.
 	logoutSigner jose.Signer
-	bcl          *backchannel  // back-channel logout deliveries to the apps (backchannel.go)
-	console      consoleCaches // the console's caches and bounds (consolecost.go)
+	bcl          *backchannel       // back-channel logout deliveries to the apps (backchannel.go)
+	streams      *logstream.Streams // log_streams (logstreams.go); nil without any
+	console      consoleCaches      // the console's caches and bounds (consolecost.go)
 }
 
 // connection is one configured upstream with its driver (up is nil and err set when the
@@ -201,6 +203,9 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	}
 	s.mgmt = newMgmtAuth(cfg.Management)
 	s.discoveryHTTP = httpClient
+	if s.streams, err = s.newLogStreams(cfg, deps, raw); err != nil {
+		return nil, err
+	}
 	s.routes()
 	return s, nil
 }
