@@ -249,8 +249,7 @@ func (sd *sender) run(ctx context.Context) {
 			sd.log.LogAttrs(ctx, slog.LevelInfo, "log_stream_lease_taken", slog.String("holder", sd.o.Holder))
 			sd.m.active.Set(1)
 			sd.hold(ctx, pos)
-			sd.m.active.Set(0)
-			continue
+			sd.m.active.Set(0) // the lease was lost (or ctx ended): wait as a standby does
 		case errors.Is(err, sessions.ErrConflict): // another replica sends: report the lag it has
 			sd.standbyLag(ctx)
 		case ctx.Err() == nil:
