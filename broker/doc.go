@@ -4,9 +4,10 @@
 // Configuration comes from package config (github.com/dpop-broker/dpop-broker/config): New
 // takes a checked config.Config, and Deps the collaborators (store, event writer, logger,
 // keys, clock, upstream HTTP client, resolver), each with a default. Server.Init seeds the
-// configured connections into the store; Server.Handler is the whole HTTP API; Server.Store,
+// configured connections into the store and starts the log streams; Server.Handler is the whole HTTP API; Server.Store,
 // Server.Events and Server.Metrics expose what the demo and tests look at; Server.Close, once
-// the HTTP server has stopped, lets pending back-channel logout deliveries finish.
+// the HTTP server has stopped, lets pending back-channel logout deliveries finish and stops
+// the log streams.
 //
 // The handlers, by endpoint group:
 //   - OpenID provider endpoints (wellknown.go, authorize.go, grants.go): the discovery
@@ -39,6 +40,8 @@
 //   - Event log (events.go, eventlog.go): the events the handlers record (s, f, seacft,
 //     slo, sapi, …), written through a logs.Writer whose retention classes and limits
 //     NewEventWriter sets from the configuration.
+//   - Log streams (logstreams.go): log_streams run by package logstream from Init to Close,
+//     reading through the server's writer, each with an HTTP client under the address policy.
 //   - Rate limits and bounded state (ratelimit.go, limits.go, userinfolimit.go,
 //     refreshlimit.go, mgmtlimit.go, bounded.go): token buckets per client IP (behind
 //     trusted proxies), client, session, refresh-token family and management token, with 429

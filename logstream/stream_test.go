@@ -368,7 +368,20 @@ func TestStreamSplitsABatchTheReceiverFindsTooLarge(t *testing.T) {
 }
 
 func TestStreamRestartResumesFromStoredPosition(t *testing.T) {
-	f := memoryFixture(t)
+	for _, tc := range []struct {
+		name    string
+		fixture func(t *testing.T) fixture
+	}{
+		{name: "memory", fixture: memoryFixture},
+		{name: "redis", fixture: func(t *testing.T) fixture { return redisFixture(t, redistest.Start(t)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRestartResumes(t, tc.fixture(t)) })
+	}
+}
+
+// testRestartResumes: a sender closed after delivering leaves its position in the store; a
+// new sender (another holder) on that store sends only what came after it.
+func testRestartResumes(t *testing.T, f fixture) {
 	rc := newReceiver(t)
 	first := writeEvents(t, f.w, repeat("s", 12)...)
 	s1 := start(t, f, Options{Holder: "first"}, quickStream(rc.srv.URL))
