@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -226,6 +227,18 @@ type sender struct {
 	m     streamMetrics
 
 	lastLag time.Time // when the holder last measured the lag
+	// safeUntil is how long this holder may send: two thirds of the TTL after the start of
+	// its last successful lease call (Unix nanoseconds; the lease lives at least the TTL from
+	// that call's arrival). An attempt never starts past it, even when the renewer is late.
+	safeUntil atomic.Int64
+}
+
+// leaseSafe reports whether the lease is still surely held.
+func (sd *sender) leaseSafe() bool { return time.Now().UnixNano() < sd.safeUntil.Load() }
+
+// leased notes a successful lease call begun at start.
+func (sd *sender) leased(start time.Time) {
+	sd.safeUntil.Store(start.Add(sd.o.LeaseTTL * 2 / 3).UnixNano())
 }
 
 func newSender(st Stream, o *Options, m *metrics) *sender {
@@ -243,9 +256,11 @@ func newSender(st Stream, o *Options, m *metrics) *sender {
 // ends.
 func (sd *sender) run(ctx context.Context) {
 	for ctx.Err() == nil {
+		begun := time.Now()
 		pos, err := sd.o.Cursors.LeaseLogCursor(ctx, sd.st.Name, sd.o.Holder, sd.o.LeaseTTL)
 		switch {
 		case err == nil:
+			sd.leased(begun)
 			sd.log.LogAttrs(ctx, slog.LevelInfo, "log_stream_lease_taken", slog.String("holder", sd.o.Holder))
 			sd.m.active.Set(1)
 			sd.hold(ctx, pos)
@@ -281,7 +296,6 @@ func (sd *sender) hold(ctx context.Context, pos string) {
 // or when renewals failed for two thirds of the TTL (it may have lapsed).
 func (sd *sender) renew(ctx context.Context, lost func()) {
 	ttl := sd.o.LeaseTTL
-	last := time.Now()
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
 	for {
@@ -290,17 +304,18 @@ func (sd *sender) renew(ctx context.Context, lost func()) {
 			return
 		case <-t.C:
 		}
+		begun := time.Now()
 		_, err := sd.o.Cursors.LeaseLogCursor(ctx, sd.st.Name, sd.o.Holder, ttl)
 		switch {
 		case err == nil:
-			last = time.Now()
+			sd.leased(begun)
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, sessions.ErrConflict):
 			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_lost", slog.String("holder", sd.o.Holder))
 			lost()
 			return
-		case time.Since(last) >= ttl*2/3:
+		case !sd.leaseSafe():
 			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_lost", slog.String("holder", sd.o.Holder),
 				slog.String("error", err.Error()))
 			lost()
@@ -398,6 +413,10 @@ func (sd *sender) start(ctx context.Context) (string, bool) {
 // A 413 answer splits the batch in two, sent one after the other.
 func (sd *sender) send(ctx context.Context, pos string, batch []logs.Event) bool {
 	for attempt := 0; ; attempt++ {
+		if !sd.leaseSafe() { // the renewer is late: the lease may have lapsed
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_lost", slog.String("holder", sd.o.Holder))
+			return false
+		}
 		err := sd.post(ctx, batch)
 		if err == nil {
 			sd.m.delivered.Inc()

@@ -145,13 +145,18 @@ func unique(ids []string) []string {
 	return out
 }
 
-// waitIDs polls until the receiver has every id of want (deduplicated) and returns them.
+// waitIDs polls until the receiver has every id of want and returns what it has,
+// deduplicated.
 func (rc *receiver) waitIDs(t *testing.T, want []string) []string {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
 		got := unique(rc.ids())
-		if len(got) >= len(want) || time.Now().After(deadline) {
+		all := true
+		for _, id := range want {
+			all = all && slices.Contains(got, id)
+		}
+		if all || time.Now().After(deadline) {
 			rc.mu.Lock()
 			problems := slices.Clone(rc.problems)
 			rc.mu.Unlock()
@@ -645,4 +650,65 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value stri
 	}
 	t.Fatalf("no metric %s{%s=%q}", name, label, value)
 	return 0
+}
+
+// cutCursors fails every lease call of one holder once cut: its renewals stop reaching the
+// store, as when a replica is cut off from it.
+type cutCursors struct {
+	sessions.LogCursors
+	holder string
+	cut    atomic.Bool
+}
+
+func (c *cutCursors) LeaseLogCursor(ctx context.Context, name, holder string, ttl time.Duration) (string, error) {
+	if holder == c.holder && c.cut.Load() {
+		return "", fmt.Errorf("cut off: %w", sessions.ErrUnavailable)
+	}
+	return c.LogCursors.LeaseLogCursor(ctx, name, holder, ttl)
+}
+
+func TestSenderThatCannotRenewItsLeaseStopsAndAnotherTakesOver(t *testing.T) {
+	f := memoryFixture(t)
+	rc := newReceiver(t)
+	cut := &cutCursors{LogCursors: f.store.(sessions.LogCursors), holder: "replica-a"}
+	ta := &countingTransport{base: http.DefaultTransport}
+	tb := &countingTransport{base: http.DefaultTransport}
+	stA, stB := quickStream(rc.srv.URL), quickStream(rc.srv.URL)
+	stA.HTTP, stB.HTTP = &http.Client{Transport: ta}, &http.Client{Transport: tb}
+	newStreams := func(holder string, st Stream) *Streams {
+		s, err := New(Options{Events: f.w, Cursors: cut, Holder: holder, LeaseTTL: 1500 * time.Millisecond, Poll: 20 * time.Millisecond}, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		t.Cleanup(s.Close)
+		return s
+	}
+	newStreams("replica-a", stA)
+	first := writeEvents(t, f.w, repeat("s", 5)...)
+	rc.waitIDs(t, first)
+	if ta.n.Load() == 0 {
+		t.Fatal("replica-a did not send")
+	}
+	newStreams("replica-b", stB)
+	cut.cut.Store(true)
+	deadline := time.Now().Add(waitFor)
+	for tb.n.Load() == 0 && time.Now().Before(deadline) {
+		writeEvents(t, f.w, "f")
+		time.Sleep(50 * time.Millisecond)
+	}
+	if tb.n.Load() == 0 {
+		t.Fatal("replica-b never took over")
+	}
+	sentByA := ta.n.Load()
+	more := writeEvents(t, f.w, repeat("slo", 5)...)
+	got := rc.waitIDs(t, append(slices.Clone(first), more...))
+	for _, id := range append(slices.Clone(first), more...) {
+		if !slices.Contains(got, id) {
+			t.Fatalf("event %s never delivered", id)
+		}
+	}
+	if n := ta.n.Load(); n != sentByA {
+		t.Fatalf("replica-a sent %d requests after replica-b took over, want none", n-sentByA)
+	}
 }
