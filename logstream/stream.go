@@ -228,21 +228,23 @@ type sender struct {
 
 	lastLag time.Time // when the holder last measured the lag
 	// safeUntil is how long this holder may send: two thirds of the TTL after the start of
-	// its last successful lease call (Unix nanoseconds; the lease lives at least the TTL from
-	// that call's arrival). An attempt never starts past it, even when the renewer is late.
+	// its last successful lease call (the lease lives at least the TTL from that call's
+	// arrival), as a monotonic offset from epoch. An attempt never starts past it, even when
+	// the renewer is late.
 	safeUntil atomic.Int64
+	epoch     time.Time
 }
 
 // leaseSafe reports whether the lease is still surely held.
-func (sd *sender) leaseSafe() bool { return time.Now().UnixNano() < sd.safeUntil.Load() }
+func (sd *sender) leaseSafe() bool { return int64(time.Since(sd.epoch)) < sd.safeUntil.Load() }
 
 // leased notes a successful lease call begun at start.
 func (sd *sender) leased(start time.Time) {
-	sd.safeUntil.Store(start.Add(sd.o.LeaseTTL * 2 / 3).UnixNano())
+	sd.safeUntil.Store(int64(start.Sub(sd.epoch) + sd.o.LeaseTTL*2/3))
 }
 
 func newSender(st Stream, o *Options, m *metrics) *sender {
-	sd := &sender{st: st, o: o, log: o.Logger.With("stream", st.Name), m: m.stream(st.Name)}
+	sd := &sender{st: st, o: o, log: o.Logger.With("stream", st.Name), m: m.stream(st.Name), epoch: time.Now()}
 	if len(st.Types) > 0 {
 		sd.types = make(map[string]bool, len(st.Types))
 		for _, t := range st.Types {
