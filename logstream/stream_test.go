@@ -712,3 +712,46 @@ func TestSenderThatCannotRenewItsLeaseStopsAndAnotherTakesOver(t *testing.T) {
 		t.Fatalf("replica-a sent %d requests after replica-b took over, want none", n-sentByA)
 	}
 }
+
+func TestStreamResendsABatchWhoseAnswerFailedAndTheLogIDsDeduplicateIt(t *testing.T) {
+	f := memoryFixture(t)
+	var mu sync.Mutex
+	var raw []string
+	answered := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []logs.Event
+		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range batch {
+			raw = append(raw, ev.LogID) // kept, as a receiver that fails after storing would
+		}
+		if answered++; answered == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	want := writeEvents(t, f.w, repeat("s", 4)...)
+	start(t, f, Options{}, quickStream(srv.URL))
+	deadline := time.Now().Add(waitFor)
+	for {
+		mu.Lock()
+		done := len(raw) >= 2*len(want)
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(raw) != 2*len(want) {
+		t.Fatalf("received %d events, want the batch twice (%d)", len(raw), 2*len(want))
+	}
+	if got := unique(raw); !slices.Equal(got, want) {
+		t.Fatalf("deduplicated by log_id: %v, want %v", got, want)
+	}
+}
