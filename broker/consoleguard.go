@@ -28,9 +28,11 @@ import (
 //   - a break-glass session names its management token by a fingerprint: a token removed
 //     from management.tokens ends it, and its scopes are those the token holds now;
 //   - email and group rules admit users of their connection only (config.Console.ConnectionOf);
-//   - the break-glass form carries a pre-session CSRF token (double submit with a cookie the
-//     broker MACs, so a tossed cookie does not count) and is refused from another origin; the sign-in through the broker asks for max_age
-//     (console.max_age) and checks the ID token's auth_time.
+//   - the break-glass form is refused when the browser says it came from another site or
+//     origin (Sec-Fetch-Site, Origin: consoleFormProblem), and carries a pre-session CSRF token
+//     equal to its cookie (double submit; see preCSRFLabel for what the token's MAC does and
+//     does not stop); the sign-in through the broker asks for max_age (console.max_age) and
+//     checks the ID token's auth_time.
 
 const (
 	consolePreCookie = "dpop_broker_console_pre" // the sign-in page's CSRF token (before a session)
@@ -196,20 +198,37 @@ func (s *Server) consolePreCSRF(w http.ResponseWriter, r *http.Request) string {
 	return v
 }
 
-// The pre-session CSRF token is a random nonce and its MAC, "NONCE.MAC", so that a cookie set
-// by someone else (cookie tossing from a sibling host, where __Host- does not apply: plain
-// http) is refused: only the broker makes valid ones. The MAC key is derived from the
-// configured management tokens' hashes (a secret every replica shares; the break-glass form
-// exists only with tokens): rotating a token only means reloading the sign-in page.
+// The pre-session CSRF token is a random nonce and its MAC, "NONCE.MAC" (double submit: the
+// form's csrf field must equal the cookie). What protects what against a cross-site form:
+//   - Sec-Fetch-Site (current Chromium, Firefox and Safari send it) refuses it whatever the
+//     attacker's page does; Origin refuses it unless that page made its Origin opaque
+//     ("null", which a no-referrer policy does and which says nothing: consoleFormProblem).
+//     These are the real protection.
+//   - over https the cookie is __Host- (consoleCookieFor): no other host can set it, so the
+//     double submit holds by itself there, also in a browser that sends neither header.
+//   - over plain http a sibling host can set ("toss") the cookie. The MAC only makes it toss
+//     a value the broker made: a value of its own choosing is refused. It does not stop an
+//     attacker who GETs /console/signin himself and tosses the genuine NONCE.MAC pair he got
+//     (the token is bound to nothing: there is no session yet). Only the headers above then
+//     refuse his form; a browser that sends neither has no protection left there.
+//
+// The MAC key is derived once, in newMgmtAuth, from the configured management tokens' hashes
+// (a secret every replica shares; the break-glass form exists only with tokens): rotating a
+// token only means reloading the sign-in page.
 const preCSRFLabel = "dpop-broker console pre-session CSRF v1"
 
-// preCSRFMAC is the MAC of nonce under the key of a's tokens.
-func (a *mgmtAuth) preCSRFMAC(nonce string) string {
+// preCSRFKey derives the pre-session CSRF tokens' MAC key from the tokens' hashes.
+func preCSRFKey(tokens []mgmtToken) []byte {
 	k := hmac.New(sha256.New, []byte(preCSRFLabel))
-	for i := range a.tokens {
-		k.Write(a.tokens[i].hash[:])
+	for i := range tokens {
+		k.Write(tokens[i].hash[:])
 	}
-	m := hmac.New(sha256.New, k.Sum(nil))
+	return k.Sum(nil)
+}
+
+// preCSRFMAC is the MAC of nonce under a's pre-session CSRF key.
+func (a *mgmtAuth) preCSRFMAC(nonce string) string {
+	m := hmac.New(sha256.New, a.preCSRFKey)
 	m.Write([]byte(nonce))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
@@ -221,6 +240,7 @@ func (a *mgmtAuth) newPreCSRF() string {
 }
 
 // validPreCSRF reports whether v is a pre-session CSRF token the broker made (constant time).
+// A valid one proves only that: anyone may fetch one from the sign-in page (preCSRFLabel).
 func (a *mgmtAuth) validPreCSRF(v string) bool {
 	nonce, mac, ok := strings.Cut(v, ".")
 	return ok && len(nonce) >= 16 && hmac.Equal([]byte(mac), []byte(a.preCSRFMAC(nonce)))

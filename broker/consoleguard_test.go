@@ -146,6 +146,10 @@ func TestConsoleTokenSignInNeedsThePreSessionCSRFTokenFromTheSameOrigin(t *testi
 		{name: "an opaque Origin without the token", site: "same-origin", origin: "null", wantStatus: http.StatusForbidden, want: "CSRF"},
 		{name: "a tossed cookie the form repeats", csrf: "tossed", site: "same-origin", wantStatus: http.StatusForbidden, want: "CSRF"},
 		{name: "a tossed cookie shaped like the broker's", csrf: "tossed-shaped", site: "same-origin", wantStatus: http.StatusForbidden, want: "CSRF"},
+		// The MAC does not stop a genuine pair the attacker fetched himself: the browser's
+		// Sec-Fetch-Site or Origin refuses his form.
+		{name: "a genuine pair tossed, from another site", csrf: "tossed-genuine", site: "cross-site", origin: "null", wantStatus: http.StatusForbidden, want: "cross-site"},
+		{name: "a genuine pair tossed, from another origin", csrf: "tossed-genuine", origin: "https://attacker.example", wantStatus: http.StatusForbidden, want: "cross-origin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,6 +160,14 @@ func TestConsoleTokenSignInNeedsThePreSessionCSRFTokenFromTheSameOrigin(t *testi
 			switch tt.csrf {
 			case "page":
 				form.Set("csrf", consoleCSRF(t, page))
+			case "tossed-genuine":
+				// The attacker's own visit to the sign-in page, its cookie tossed into the
+				// victim's browser and repeated by his form.
+				_, attackers := get(t, h.browser(), h.srv.URL+"/console/signin")
+				v := consoleCSRF(t, attackers)
+				u, _ := url.Parse(h.srv.URL + "/console/")
+				browser.Jar.SetCookies(u, []*http.Cookie{{Name: consolePreCookie, Value: v, Path: "/console"}})
+				form.Set("csrf", v)
 			case "tossed", "tossed-shaped":
 				// A sibling host set the cookie to a value it knows, and its form repeats it.
 				v := "tossed-0123456789abcdef0123456789abcdef"

@@ -24,6 +24,9 @@ import (
 // mgmtAuth holds the SHA-256 of every configured token.
 type mgmtAuth struct {
 	tokens []mgmtToken
+	// preCSRFKey is the MAC key of the console sign-in page's CSRF tokens (consoleguard.go),
+	// derived from tokens.
+	preCSRFKey []byte
 }
 
 type mgmtToken struct {
@@ -41,6 +44,7 @@ func newMgmtAuth(cfg config.Management) *mgmtAuth {
 		}
 		a.tokens = append(a.tokens, mgmtToken{name: name, hash: sha256.Sum256([]byte(t.Token)), scopes: slices.Clone(t.Scopes)})
 	}
+	a.preCSRFKey = preCSRFKey(a.tokens)
 	return a
 }
 
