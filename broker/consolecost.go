@@ -132,9 +132,8 @@ type consoleCaches struct {
 	once      sync.Once
 
 	// pins are the issuer pins of the connections that admit console administrators
-	// (consolepin.go), computed once.
-	pins    map[string]consolePin
-	pinOnce sync.Once
+	// (consolepin.go), made by New.
+	pins map[string]consolePin
 }
 
 // consoleFetch is one fetch of a connection's discovery document.

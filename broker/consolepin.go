@@ -39,15 +39,11 @@ type consolePin struct {
 	digest   string
 }
 
-// consolePins are the pins of the connections that admit console administrators, from the
-// configuration the broker started with (computed once: it never changes while it runs).
-func (s *Server) consolePins() map[string]consolePin {
-	s.console.pinOnce.Do(func() { s.console.pins = consolePinsOf(s.cfg) })
-	return s.console.pins
-}
-
-// consolePinsOf pins the connections of cfg named by console.connection and console.admins.
-func consolePinsOf(cfg *config.Config) map[string]consolePin {
+// consolePinsOf pins the connections of cfg named by console.connection and console.admins
+// (New pins those of the configuration the broker starts with: they never change while it
+// runs), each normalized as its upstream client uses it (upstream.Normalized: an okta
+// connection's issuer may come from its domain).
+func consolePinsOf(cfg *config.Config) (map[string]consolePin, error) {
 	names := map[string]bool{}
 	if c := cfg.Console.Connection; c != "" {
 		names[c] = true
@@ -62,34 +58,24 @@ func consolePinsOf(cfg *config.Config) map[string]consolePin {
 	pins := map[string]consolePin{}
 	for i := range cfg.Connections {
 		cc := &cfg.Connections[i]
-		if names[cc.Name] {
-			pin := consolePin{issuer: resolvedIssuer(cc), discoveryURL: cc.Options.DiscoveryURL}
-			if id, err := upstream.IdentityOf(upstreamConfig(cc)); err == nil {
-				pin.identity, pin.digest = id, id.Digest()
-			}
-			pins[cc.Name] = pin
+		if !names[cc.Name] {
+			continue
 		}
-	}
-	return pins
-}
-
-// resolvedIssuer is the issuer of cc as its upstream client uses it (an okta connection's may
-// come from its domain).
-func resolvedIssuer(cc *config.Connection) string {
-	o := &cc.Options
-	if cc.Strategy == "okta" && o.Issuer == "" && o.Domain != "" {
-		if iss, err := upstream.OktaIssuer(o.Domain, o.AuthorizationServerID); err == nil {
-			return iss
+		uc, err := upstream.Normalized(upstreamConfig(cc))
+		if err != nil {
+			return nil, fmt.Errorf("console pin: %w", err)
 		}
+		id := uc.Identity()
+		pins[cc.Name] = consolePin{issuer: uc.Issuer, discoveryURL: uc.DiscoveryURL, identity: id, digest: id.Digest()}
 	}
-	return o.Issuer
+	return pins, nil
 }
 
 // consolePinProblem says why the broker session sess cannot make its user a console
 // administrator through its upstream ("" = it can): its connection is not pinned, or its
 // upstream ID token was not verified as the pinned issuer through the pinned discovery_url.
 func (s *Server) consolePinProblem(sess *sessionRecord) string {
-	pin, ok := s.consolePins()[sess.Connection]
+	pin, ok := s.console.pins[sess.Connection]
 	switch {
 	case !ok:
 		return fmt.Sprintf("the connection %q of the sign-in is not one console.admins names in the configuration file", clip(sess.Connection, 128))
@@ -117,7 +103,7 @@ const identityOptionNames = "strategy, options.client_id, options.scope, options
 // uc (resolved) another issuer or discovery_url, or other identity options, than the pin of
 // its name: such a connection admits console administrators.
 func (s *Server) consolePinnedConnectionProblem(uc *upstream.Config) *apiError {
-	pin, ok := s.consolePins()[uc.Name]
+	pin, ok := s.console.pins[uc.Name]
 	if !ok {
 		return nil
 	}

@@ -148,16 +148,21 @@ func TestConsoleSignInIsRefusedWhenTheConnectionMappedTheUserOtherwiseThanConfig
 }
 
 func TestConsolePinRefusesABrokerSessionFromAnotherUpstream(t *testing.T) {
-	s := &Server{cfg: &config.Config{
+	cfg := &config.Config{
 		Console: config.Console{Admins: []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}, {Email: "ops@example.com", Connection: "okta"}}},
 		Connections: []config.Connection{
 			{Name: "corp", Strategy: "oidc", Options: config.ConnectionOptions{ClientID: "broker", Issuer: "https://idp.example", DiscoveryURL: "https://idp.example/.well-known/openid-configuration"}},
 			{Name: "okta", Strategy: "okta", Options: config.ConnectionOptions{ClientID: "broker-okta", Domain: "acme.okta.com"}},
 			{Name: "other", Strategy: "oidc", Options: config.ConnectionOptions{Issuer: "https://other.example"}},
 		},
-	}}
-	oktaIssuer := s.consolePins()["okta"].issuer
-	corpID, oktaID := s.consolePins()["corp"].digest, s.consolePins()["okta"].digest
+	}
+	s := &Server{cfg: cfg}
+	var err error
+	if s.console.pins, err = consolePinsOf(cfg); err != nil {
+		t.Fatal(err)
+	}
+	oktaIssuer := s.console.pins["okta"].issuer
+	corpID, oktaID := s.console.pins["corp"].digest, s.console.pins["okta"].digest
 	if corpID == "" || oktaID == "" || corpID == oktaID {
 		t.Fatalf("the identity pins: corp %q, okta %q", corpID, oktaID)
 	}

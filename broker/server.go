@@ -198,6 +198,9 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("connections[%d] (%s): %w", i, cc.Name, err)
 		}
 	}
+	if s.console.pins, err = consolePinsOf(cfg); err != nil {
+		return nil, err
+	}
 	if s.reg, err = newRegistry(s, opts, cfg.Connections, cfg.Clients); err != nil {
 		return nil, err
 	}

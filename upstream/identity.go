@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"slices"
 )
@@ -26,8 +25,8 @@ type Identity struct {
 	Attributes      map[string]string `json:"attributes,omitempty"`
 }
 
-// Identity returns the identity options of cfg as a connection uses them (normalized: cfg
-// must be a Connection's Config).
+// Identity returns the identity options of cfg as a connection uses them (cfg normalized:
+// Normalized, or a Connection's Config).
 func (cfg *Config) Identity() Identity {
 	sc := slices.Clone(cfg.Scopes)
 	slices.Sort(sc)
@@ -36,19 +35,6 @@ func (cfg *Config) Identity() Identity {
 		UpstreamParams: maps.Clone(cfg.UpstreamParams), UpstreamAliases: maps.Clone(cfg.UpstreamAliases),
 		MappingMode: cfg.MappingMode, Attributes: maps.Clone(cfg.Attributes),
 	}
-}
-
-// IdentityOf normalizes a copy of cfg, as New does, and returns its identity options.
-func IdentityOf(cfg Config) (Identity, error) {
-	cfg.Scopes = slices.Clone(cfg.Scopes)
-	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs)
-	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
-	cfg.UpstreamAliases = maps.Clone(cfg.UpstreamAliases)
-	cfg.Attributes = maps.Clone(cfg.Attributes)
-	if err := cfg.normalize(); err != nil {
-		return Identity{}, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
-	}
-	return cfg.Identity(), nil
 }
 
 // Digest is a SHA-256 of id's canonical JSON (map keys sorted), base64url: what a broker

@@ -8,7 +8,7 @@ import (
 func TestIdentityDigestChangesWithEveryOptionThatDecidesTheUser(t *testing.T) {
 	base := Config{Name: "corp", Strategy: "oidc", Issuer: "https://idp.example", ClientID: "broker", ClientSecret: "s",
 		Scopes: []string{"openid", "email", "profile"}, MappingMode: "bind_all", Attributes: map[string]string{"a": "x", "b": "y"}}
-	id, err := IdentityOf(base)
+	id, err := identityOf(base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestIdentityDigestChangesWithEveryOptionThatDecidesTheUser(t *testing.T) {
 			c := base
 			c.Scopes, c.Attributes = slices.Clone(base.Scopes), map[string]string{"b": "y", "a": "x"}
 			tt.change(&c)
-			got, err := IdentityOf(c)
+			got, err := identityOf(c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,4 +43,10 @@ func TestIdentityDigestChangesWithEveryOptionThatDecidesTheUser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// identityOf is the Identity of cfg normalized as New normalizes it.
+func identityOf(cfg Config) (Identity, error) {
+	n, err := Normalized(cfg)
+	return n.Identity(), err
 }

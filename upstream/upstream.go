@@ -160,8 +160,9 @@ func wireLabels(alg string) []string {
 
 // New returns a connection. It does not contact the upstream.
 func New(cfg Config, opts Options) (*Connection, error) {
-	if err := cfg.normalize(); err != nil {
-		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
+	cfg, err := Normalized(cfg)
+	if err != nil {
+		return nil, err
 	}
 	opts.setDefaults()
 	cfg.claims = cfg.claims.withAPIClaims(opts.APIClaims)
@@ -173,6 +174,27 @@ func New(cfg Config, opts Options) (*Connection, error) {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
 	}
 	return c, nil
+}
+
+// Normalized returns a copy of cfg checked and with its defaults applied, as New uses it: the
+// issuer an okta connection derives from its domain (OktaIssuer), the default scopes, the
+// compiled claim mapping; Identity of it is what a connection's logins record.
+func Normalized(cfg Config) (Config, error) {
+	cfg = cfg.clone()
+	if err := cfg.normalize(); err != nil {
+		return Config{}, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
+	}
+	return cfg, nil
+}
+
+// clone is cfg with its own copies of the slices and maps.
+func (cfg Config) clone() Config {
+	cfg.Scopes = slices.Clone(cfg.Scopes)
+	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs)
+	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
+	cfg.UpstreamAliases = maps.Clone(cfg.UpstreamAliases)
+	cfg.Attributes = maps.Clone(cfg.Attributes)
+	return cfg
 }
 
 // normalize checks cfg and applies its defaults, concern by concern: where the upstream is
@@ -387,15 +409,7 @@ func checkURL(raw string) error {
 }
 
 // Config returns the connection's configuration (with defaults applied).
-func (c *Connection) Config() Config {
-	cfg := c.cfg
-	cfg.Scopes = slices.Clone(cfg.Scopes)
-	cfg.IDTokenAlgs = slices.Clone(cfg.IDTokenAlgs)
-	cfg.UpstreamParams = maps.Clone(cfg.UpstreamParams)
-	cfg.UpstreamAliases = maps.Clone(cfg.UpstreamAliases)
-	cfg.Attributes = maps.Clone(cfg.Attributes)
-	return cfg
-}
+func (c *Connection) Config() Config { return c.cfg.clone() }
 
 // Start is what the broker must keep (in the login transaction) between Begin and Finish.
 type Start struct {
