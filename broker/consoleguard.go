@@ -9,12 +9,13 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
 // The console's guards against a session outliving its grounds and against forged sign-ins
@@ -260,7 +261,7 @@ func (s *Server) consoleHostGuard(next http.HandlerFunc) http.HandlerFunc {
 
 // consoleHostProblem says why the console does not answer at r's Host ("" = it does): with
 // console.url, only at its host; on admin_listen without console.url, only at a loopback
-// host (127.0.0.1, [::1], localhost, any port), so a DNS-rebinding name cannot reach it (its
+// host (discovery.LoopbackHost: localhost or a loopback IP literal, any port), so a DNS-rebinding name cannot reach it (its
 // origin would pass as the console's: consoleOrigin). Served on the public URL without
 // console.url the Host is not checked: the console's origin is the public URL's, configured.
 // No X-Forwarded-Host is honoured: a proxy in front must pass the Host through.
@@ -276,8 +277,7 @@ func (s *Server) consoleHostProblem(r *http.Request) string {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-		if a, err := netip.ParseAddr(host); (err != nil || !a.IsLoopback()) && !strings.EqualFold(host, "localhost") {
+		if !discovery.LoopbackHost(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")) {
 			return "the console on admin_listen without console.url answers only at a loopback address (127.0.0.1, [::1] or localhost); this request came for the host " +
 				strconv.Quote(clip(r.Host, 128)) + ": set console.url to the URL operators' browsers use"
 		}

@@ -270,6 +270,8 @@ func TestConsoleAnswersOnlyAtItsOwnHost(t *testing.T) {
 		{name: "no console.url: 127.0.0.1", host: "127.0.0.1:PORT", wantStatus: http.StatusOK},
 		{name: "no console.url: localhost", host: "localhost:PORT", wantStatus: http.StatusOK},
 		{name: "no console.url: [::1]", host: "[::1]:PORT", wantStatus: http.StatusOK},
+		{name: "no console.url: another loopback address", host: "127.0.0.2:PORT", wantStatus: http.StatusOK},
+		{name: "no console.url: localhost without a port", host: "localhost", wantStatus: http.StatusOK},
 		{name: "no console.url: a rebinding name", host: "evil.example:PORT", wantStatus: http.StatusMisdirectedRequest, want: "set console.url"},
 		{name: "no console.url: a name under localhost", host: "localhost.evil.example:PORT", wantStatus: http.StatusMisdirectedRequest, want: "set console.url"},
 		{name: "console.url's host", consoleURL: "http://localhost:PORT/console", host: "LOCALHOST:PORT", wantStatus: http.StatusOK},
