@@ -3,7 +3,6 @@ package broker
 import (
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -46,16 +45,11 @@ type consoleAppsView struct {
 const consoleAppsPerPage = 50
 
 func (s *Server) consoleApps(c *consoleRequest) {
-	q := c.r.URL.Query()
-	page := 0
-	if raw, asked := q["page"]; asked {
-		n, err := strconv.Atoi(raw[0])
-		if len(raw) != 1 || err != nil || n < 0 || n > 1<<20 {
-			c.consoleBadRequest("page is not one whole number from 0 to 1048576")
-			c.renderView(http.StatusBadRequest, "apps", &consoleView{Title: "Apps", Problem: "The page is not a page number.", Data: consoleAppsView{}})
-			return
-		}
-		page = n
+	page, aerr := pageParam(c.r.URL.Query()) // GET /api/v2/clients's page
+	if aerr != nil {
+		c.consoleBadRequest(aerr.message)
+		c.renderView(http.StatusBadRequest, "apps", &consoleView{Title: "Apps", Problem: "The page is not a page number.", Data: consoleAppsView{}})
+		return
 	}
 	snap, ok := c.snapshot("apps", "Apps")
 	if !ok {
@@ -63,8 +57,8 @@ func (s *Server) consoleApps(c *consoleRequest) {
 	}
 	all := snap.clientList // sorted by client_id, as the management API pages them
 	v := consoleAppsView{Total: len(all), Page: page + 1, Pages: max(1, (len(all)+consoleAppsPerPage-1)/consoleAppsPerPage)}
-	start := min(page*consoleAppsPerPage, len(all))
-	for _, cl := range all[start:min(start+consoleAppsPerPage, len(all))] {
+	shown, start := pageOf(all, page, consoleAppsPerPage)
+	for _, cl := range shown {
 		v.Apps = append(v.Apps, consoleAppRow{
 			ID: cl.cfg.ClientID, Name: cl.cfg.Name, AuthMethod: cl.cfg.AuthMethod(),
 			RedirectURIs: cl.cfg.RedirectURIs, Connections: snap.enabledFor(cl.cfg), RequiresDPoP: cl.cfg.RequiresPoP(),
@@ -127,7 +121,6 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 		c.renderView(http.StatusServiceUnavailable, "sessions", &consoleView{Title: "Sessions", Problem: "The store is unavailable. Try again shortly.", Data: v})
 		return
 	}
-	slices.SortFunc(found, compareSessions)
 	v.Asked = true
 	if len(found) == 0 && strings.Contains(v.UserID, "@") {
 		v.Email = true
@@ -135,15 +128,10 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 			v.LogsURL = s.consolePath() + "/logs?" + url.Values{"q": {logs.QuoteTerm("user_name", v.UserID)}}.Encode()
 		}
 	}
-	start := 0
-	if after != nil { // the management API's checkpoint paging (mgmt_sessions.go)
-		var at bool
-		if start, at = slices.BinarySearchFunc(found, *after, compareSessions); at {
-			start++
-		}
+	page, start, more := sessionsPage(found, after, consoleSessionsShown) // the management API's paging
+	if after != nil {
 		v.FirstPage = s.consolePath() + "/sessions?" + url.Values{"user_id": {v.UserID}}.Encode()
 	}
-	page := found[start:min(start+consoleSessionsShown, len(found))]
 	for _, f := range page {
 		v.Sessions = append(v.Sessions, s.sessionView(f.tag, f.sess))
 	}
@@ -151,7 +139,7 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 	if len(page) > 0 {
 		v.First, v.Last = start+1, start+len(page)
 	}
-	if start+len(page) < len(found) {
+	if more {
 		v.Next = s.consolePath() + "/sessions?" + url.Values{"user_id": {v.UserID}, "from": {sessionCursor(page[len(page)-1])}}.Encode()
 	}
 	c.render(http.StatusOK, "sessions", "Sessions", v)

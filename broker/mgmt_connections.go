@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
@@ -345,7 +346,7 @@ func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T)
 	if q.Has("from") || q.Has("take") {
 		return checkpointPage(s, c, field, all, key)
 	}
-	pageN, aerr := intParam(q, "page", 0, 0, 1<<20)
+	pageN, aerr := pageParam(q)
 	if aerr != nil {
 		return aerr
 	}
@@ -353,8 +354,8 @@ func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T)
 	if aerr != nil {
 		return aerr
 	}
-	start := min(pageN*perPage, len(all))
-	items, aerr := selectEach(s, c, all[start:min(start+perPage, len(all))])
+	page, start := pageOf(all, pageN, perPage)
+	items, aerr := selectEach(s, c, page)
 	if aerr != nil {
 		return aerr
 	}
@@ -364,6 +365,16 @@ func pagedList[T any](s *Server, c *mgmtCall, field string, all []T, key func(T)
 	}
 	s.apiJSON(c, http.StatusOK, items)
 	return nil
+}
+
+// pageParam is a list's page number (from 0; default 0).
+func pageParam(q url.Values) (int, *apiError) { return intParam(q, "page", 0, 0, 1<<20) }
+
+// pageOf is the page-th (from 0) page of perPage items of all, and the index of its first
+// item (len(all) past the last page).
+func pageOf[T any](all []T, page, perPage int) (items []T, start int) {
+	start = min(page*perPage, len(all))
+	return all[start:min(start+perPage, len(all))], start
 }
 
 // checkpointPage answers the take (1 to 100, default 50) items of all (sorted by key) after

@@ -248,15 +248,7 @@ func (s *Server) listUserSessions(c *mgmtCall) *apiError {
 	if err != nil {
 		return s.storeAPIError(err)
 	}
-	slices.SortFunc(found, compareSessions)
-	start := 0
-	if after != nil {
-		var at bool
-		if start, at = slices.BinarySearchFunc(found, *after, compareSessions); at {
-			start++ // the cursor's session itself was on the previous page
-		}
-	}
-	page := found[start:min(start+take, len(found))]
+	page, _, more := sessionsPage(found, after, take)
 	out := struct {
 		Sessions []apiSession `json:"sessions"`
 		Next     string       `json:"next,omitempty"`
@@ -264,11 +256,26 @@ func (s *Server) listUserSessions(c *mgmtCall) *apiError {
 	for _, f := range page {
 		out.Sessions = append(out.Sessions, s.sessionView(f.tag, f.sess))
 	}
-	if start+take < len(found) {
+	if more {
 		out.Next = sessionCursor(page[len(page)-1])
 	}
 	s.apiJSON(c, http.StatusOK, out)
 	return nil
+}
+
+// sessionsPage sorts found (compareSessions) and returns the take sessions after the cursor
+// after (nil: from the first), the index of the first of them, and whether more follow: the
+// checkpoint paging of the management API and the console's Sessions page.
+func sessionsPage(found []indexedSession, after *indexedSession, take int) (page []indexedSession, start int, more bool) {
+	slices.SortFunc(found, compareSessions)
+	if after != nil {
+		var at bool
+		if start, at = slices.BinarySearchFunc(found, *after, compareSessions); at {
+			start++ // the cursor's session itself was on the previous page
+		}
+	}
+	page = found[start:min(start+take, len(found))]
+	return page, start, start+len(page) < len(found)
 }
 
 // compareSessions orders sessions by start, then id.
