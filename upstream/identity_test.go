@@ -50,3 +50,32 @@ func identityOf(cfg Config) (Identity, error) {
 	n, err := Normalized(cfg)
 	return n.Identity(), err
 }
+
+// TestALoginRecordsTheDigestOfItsConnectionsIdentity: every login of a connection records the
+// digest of the identity options it was built with (made once, by New), and a connection built
+// with other options records another.
+func TestALoginRecordsTheDigestOfItsConnectionsIdentity(t *testing.T) {
+	f := newFakeIdP(t, nil)
+	c := newConn(t, f, nil, nil)
+	want, err := identityOf(c.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		res, err := login(t, c, f)
+		if err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+		if res.IdentityDigest == "" || res.IdentityDigest != want.Digest() {
+			t.Fatalf("login %d recorded the identity digest %q, want %q", i, res.IdentityDigest, want.Digest())
+		}
+	}
+	other := newConn(t, f, func(cfg *Config) { cfg.FetchUserinfo = true }, nil)
+	res, err := login(t, other, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IdentityDigest == want.Digest() {
+		t.Errorf("a connection that fetches userinfo records the same identity digest %q", res.IdentityDigest)
+	}
+}

@@ -144,6 +144,8 @@ type Connection struct {
 	logoutKeys logoutKeys
 	// pushes holds one token per pushed authorization request in flight (par.go).
 	pushes chan struct{}
+	// identityDigest is the Digest of cfg's Identity, which every login records (Result).
+	identityDigest string
 }
 
 // wireLabels returns the JOSE labels a configuration alg may be sent under (RFC 9449 §4.2;
@@ -166,7 +168,8 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	}
 	opts.setDefaults()
 	cfg.claims = cfg.claims.withAPIClaims(opts.APIClaims)
-	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP, pushes: make(chan struct{}, opts.MaxPushesInFlight)}
+	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP, pushes: make(chan struct{}, opts.MaxPushesInFlight),
+		identityDigest: cfg.Identity().Digest()}
 	if err := c.setupClientAuth(); err != nil {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
 	}
@@ -717,7 +720,7 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		return res, err
 	}
 	res.Subject, res.Issuer, res.DiscoveryURL = idt.Subject, idt.Issuer, c.cfg.DiscoveryURL
-	res.IdentityDigest = c.cfg.Identity().Digest()
+	res.IdentityDigest = c.identityDigest
 	res.Claims = claims
 	idClaims := maps.Clone(claims) // before userinfo is merged in: ${context.tokenset.id_token.…}
 	var userinfo map[string]any
