@@ -30,11 +30,12 @@ import (
 //     digest of those its login used (sessionRecord's UpstreamIdentity): the console admits
 //     an operator only when it is the digest of the configuration file's.
 
-// consolePin is a pinned connection's upstream.
+// consolePin is a pinned connection's upstream. Only consolePinsOf makes one, and it always
+// sets digest (a SHA-256, never ""): a connection that does not normalize is an error there,
+// which New returns.
 type consolePin struct {
 	issuer, discoveryURL string
-	// identity is the connection's identity options and digest their Digest; "" when the
-	// configuration's connection does not normalize (never admits anyone: fail closed).
+	// identity is the connection's identity options and digest their Digest.
 	identity upstream.Identity
 	digest   string
 }
@@ -89,7 +90,7 @@ func (s *Server) consolePinProblem(sess *sessionRecord) string {
 			clip(sess.UpstreamDiscovery, 256), pin.discoveryURL, sess.Connection)
 	case sess.UpstreamIdentity == "":
 		return "the broker session of the sign-in does not record its connection's identity options; sign in again"
-	case pin.digest == "" || sess.UpstreamIdentity != pin.digest:
+	case sess.UpstreamIdentity != pin.digest:
 		return fmt.Sprintf("the sign-in's connection %q mapped the user with other identity options (%s) than the configuration file sets (was the connection changed through the management API?)",
 			sess.Connection, identityOptionNames)
 	}
@@ -113,9 +114,6 @@ func (s *Server) consolePinnedConnectionProblem(uc *upstream.Config) *apiError {
 			uc.Name, pin.issuer, pin.discoveryURL)}
 	}
 	diff := pin.identity.Differences(uc.Identity())
-	if pin.digest == "" {
-		diff = []string{identityOptionNames}
-	}
 	if len(diff) == 0 {
 		return nil
 	}

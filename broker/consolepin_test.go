@@ -193,6 +193,25 @@ func TestConsolePinRefusesABrokerSessionFromAnotherUpstream(t *testing.T) {
 	}
 }
 
+// TestConsolePinsAreMadeOnlyOfConnectionsThatNormalize: a pinned connection that its upstream
+// client would refuse is an error of consolePinsOf (New fails), so every pin has a digest.
+func TestConsolePinsAreMadeOnlyOfConnectionsThatNormalize(t *testing.T) {
+	cfg := &config.Config{
+		Console: config.Console{Admins: []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}},
+		Connections: []config.Connection{
+			{Name: "corp", Strategy: "oidc", Options: config.ConnectionOptions{Issuer: "https://idp.example"}}, // no client_id
+		},
+	}
+	if pins, err := consolePinsOf(cfg); err == nil || !strings.Contains(err.Error(), "client_id") {
+		t.Fatalf("consolePinsOf = %v, %v; want an error naming client_id", pins, err)
+	}
+	cfg.Connections[0].Options.ClientID = "broker"
+	pins, err := consolePinsOf(cfg)
+	if err != nil || len(pins) != 1 || pins["corp"].digest == "" {
+		t.Fatalf("consolePinsOf = %+v, %v; want corp's pin with its digest", pins, err)
+	}
+}
+
 // TestManagementAPIRefusesAnotherUpstreamForAConnectionAdmittingConsoleAdministrators: the
 // issuer and discovery_url of a connection named by console.admins or console.connection, and
 // the options that decide the user's email and groups (client_id, scope, fetch_userinfo,
