@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -268,8 +267,7 @@ func (s *Server) consoleHostGuard(next http.HandlerFunc) http.HandlerFunc {
 func (s *Server) consoleHostProblem(r *http.Request) string {
 	switch {
 	case s.cfg.Console.URL != "":
-		u, err := url.Parse(s.cfg.ConsoleURL())
-		if err != nil || hostKey(u.Scheme, u.Host) != hostKey(u.Scheme, r.Host) {
+		if u := s.consoleURL; u == nil || hostKey(u.Scheme, u.Host) != hostKey(u.Scheme, r.Host) {
 			return "the console answers only at console.url's host; this request came for the host " + strconv.Quote(clip(r.Host, 128))
 		}
 	case s.cfg.AdminListen != "":
@@ -305,11 +303,10 @@ func (s *Server) consoleOrigin(r *http.Request) string {
 		}
 		return scheme + "://" + r.Host
 	}
-	u, err := url.Parse(s.cfg.ConsoleURL())
-	if err != nil {
+	if s.consoleURL == nil {
 		return ""
 	}
-	return u.Scheme + "://" + u.Host
+	return s.consoleURL.Scheme + "://" + s.consoleURL.Host
 }
 
 // consoleLoginCSRFProblem checks a break-glass sign-in: consoleFormProblem with the sign-in

@@ -50,6 +50,9 @@ type Server struct {
 	base        string // public URL without trailing slash
 	callbackURL string // base + /login/callback, registered at the upstreams
 	secure      bool   // public URL is https: cookies get Secure
+	// consoleURL is the URL browsers use for the console (config.Config.ConsoleURL), parsed
+	// once; nil when it does not parse (the console then answers nowhere: consoleHostProblem).
+	consoleURL *url.URL
 
 	idSigner jose.Signer
 	atSigner jose.Signer
@@ -109,6 +112,9 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		apis: map[string]*config.API{}, maxClients: defaultMaxClients,
 	}
 	s.callbackURL = s.base + "/login/callback"
+	if u, err := url.Parse(cfg.ConsoleURL()); err == nil {
+		s.consoleURL = u
+	}
 	s.secure = strings.HasPrefix(s.base, "https://")
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
