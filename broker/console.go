@@ -120,6 +120,15 @@ type consoleRequest struct {
 	r    *http.Request
 	sess *consoleSession
 	s    *Server
+	q    url.Values // r's URL query, parsed once (query)
+}
+
+// query is the request's URL query, parsed at the first call.
+func (c *consoleRequest) query() url.Values {
+	if c.q == nil {
+		c.q = c.r.URL.Query()
+	}
+	return c.q
 }
 
 // render renders page in the layout with the navigation for the operator's scopes.
@@ -131,7 +140,7 @@ func (c *consoleRequest) render(status int, page, title string, data any) {
 func (c *consoleRequest) renderView(status int, page string, v *consoleView) {
 	c.fillView(v)
 	if v.Problem == "" {
-		v.Notice = consoleNotices[c.r.URL.Query().Get("done")]
+		v.Notice = consoleNotices[c.query().Get("done")]
 	}
 	c.s.renderConsole(c.w, status, page, v)
 }

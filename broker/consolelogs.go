@@ -101,6 +101,11 @@ type logsFilter struct {
 	From, Until         time.Time
 	FromText, UntilText string
 	Before              string // paging cursor: show events older than this log id
+	// search is lucene() parsed, once, by parseLogsFilter (nil in a filter made otherwise:
+	// the search then parses lucene()), or searchErr why the API's parser refused it (the
+	// page answers it as the search's refusal, keeping the filter's chips).
+	search    *logs.Filter
+	searchErr error
 }
 
 // errLogsFilter wraps a filter the page refuses; its text is shown to the operator.
@@ -126,23 +131,24 @@ func parseLogsFilter(v url.Values) (logsFilter, error) {
 		}
 		f.Chips[k.param] = val
 	}
-	if len(f.Chips) > 0 {
-		// The chips are added to q as quoted terms: checked together, the refusal names them.
-		combined := f.lucene()
-		if len(combined) > logs.MaxQueryLen {
-			return logsFilter{}, fmt.Errorf("%w: the search is longer than %d bytes with the filters added; remove a filter or shorten the search", errLogsFilter, logs.MaxQueryLen)
-		}
-		if _, err := logs.ParseQuery(combined); err != nil {
-			if _, qerr := logs.ParseQuery(f.Q); qerr == nil {
-				return logsFilter{}, fmt.Errorf("%w: too many terms with the filters added; remove a filter or a term of the search", errLogsFilter)
-			}
-		}
+	// The chips are added to q as quoted terms: checked together, the refusal names them. The
+	// search is parsed here, once: the page and the tail search with the parsed filter.
+	if len(f.Chips) > 0 && len(f.lucene()) > logs.MaxQueryLen {
+		return logsFilter{}, fmt.Errorf("%w: the search is longer than %d bytes with the filters added; remove a filter or shorten the search", errLogsFilter, logs.MaxQueryLen)
+	}
+	search, err := logs.ParseQuery(f.lucene())
+	switch {
+	case err == nil:
+		f.search = &search
+	case len(f.Chips) > 0 && parses(f.Q): // parsed again only to say why
+		return logsFilter{}, fmt.Errorf("%w: too many terms with the filters added; remove a filter or a term of the search", errLogsFilter)
+	default:
+		f.searchErr = err
 	}
 	if _, ok := logsRangeSpan(f.Range); !ok {
 		return logsFilter{}, fmt.Errorf("%w: unknown time range %q", errLogsFilter, clip(f.Range, 32))
 	}
 	f.FromText, f.UntilText = strings.TrimSpace(v.Get("from")), strings.TrimSpace(v.Get("until"))
-	var err error
 	if f.From, err = parseLogsTime("from", f.FromText); err != nil {
 		return logsFilter{}, err
 	}
@@ -159,6 +165,12 @@ func parseLogsFilter(v url.Values) (logsFilter, error) {
 		return logsFilter{}, fmt.Errorf("%w: the paging cursor is not a log id", errLogsFilter)
 	}
 	return f, nil
+}
+
+// parses reports whether the API's parser takes q.
+func parses(q string) bool {
+	_, err := logs.ParseQuery(q)
+	return err == nil
 }
 
 func logsRangeSpan(value string) (time.Duration, bool) {
@@ -186,7 +198,7 @@ func (f logsFilter) lucene() string {
 
 // query is the page's search: newest first, one page below the cursor, within the range.
 func (f logsFilter) query(now time.Time) logs.Query {
-	q := logs.Query{Q: f.lucene(), PerPage: consoleLogsPerPage, Before: f.Before}
+	q := logs.Query{Q: f.lucene(), Filter: f.search, PerPage: consoleLogsPerPage, Before: f.Before}
 	if span, _ := logsRangeSpan(f.Range); span > 0 {
 		q.After = logs.MinLogID(now.Add(-span))
 	}
@@ -712,8 +724,9 @@ func (s *Server) consoleLogsPage(ctx context.Context, base string, v url.Values)
 		return status, d
 	}
 	var from string
-	if f.Before == "" && f.Until.IsZero() { // the newest events are on the page: tail them
-		_, from, err = s.events.Tail(ctx, "", "", 1)
+	err = f.searchErr
+	if err == nil && f.Before == "" && f.Until.IsZero() { // the newest events are on the page: tail them
+		_, from, err = s.events.TailFilter(ctx, "", logs.Filter{}, 1)
 	}
 	var evs []logs.Event
 	if err == nil {
@@ -744,12 +757,15 @@ type logsTailAnswer struct {
 // consoleTailTake of them.
 func (s *Server) consoleLogsTail(ctx context.Context, base string, v url.Values) (int, logsTailAnswer) {
 	f, err := parseLogsFilter(v)
+	if err == nil {
+		err = f.searchErr
+	}
 	if err != nil {
 		status, problem := s.consoleLogsProblem(err)
 		return status, logsTailAnswer{Events: []logRow{}, Error: problem}
 	}
 	f.Range, f.Before, f.From, f.Until, f.FromText, f.UntilText = "", "", time.Time{}, time.Time{}, "", ""
-	evs, cursor, err := s.events.Tail(ctx, v.Get("after"), f.lucene(), consoleTailTake)
+	evs, cursor, err := s.events.TailFilter(ctx, v.Get("after"), *f.search, consoleTailTake)
 	if err != nil {
 		status, problem := s.consoleLogsProblem(err)
 		return status, logsTailAnswer{Events: []logRow{}, Error: problem}
@@ -783,7 +799,7 @@ func (s *Server) consoleLogRoutes(h func(string, http.HandlerFunc)) {
 }
 
 func (s *Server) consoleLogsHandler(c *consoleRequest) {
-	status, d := s.consoleLogsPage(c.r.Context(), s.consolePath(), c.r.URL.Query())
+	status, d := s.consoleLogsPage(c.r.Context(), s.consolePath(), c.query())
 	if status == http.StatusBadRequest {
 		c.consoleBadRequest(d.Problem)
 	}
@@ -801,7 +817,7 @@ func (s *Server) consoleLogEventHandler(c *consoleRequest) {
 
 // consoleLogsTailHandler answers one step of the live tail as JSON (never cached).
 func (s *Server) consoleLogsTailHandler(c *consoleRequest) {
-	status, a := s.consoleLogsTail(c.r.Context(), s.consolePath(), c.r.URL.Query())
+	status, a := s.consoleLogsTail(c.r.Context(), s.consolePath(), c.query())
 	if status == http.StatusBadRequest {
 		c.consoleBadRequest(a.Error)
 	}

@@ -90,6 +90,9 @@ func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 		query     string
 		wantQ     string
 		wantError string // part of the refusal, "" for none
+		// wantSearchError: the filter is taken, its search is refused by the API's parser
+		// (the page answers it with the filter's chips kept)
+		wantSearchError string
 	}{
 		{name: "nothing", query: "", wantQ: ""},
 		{name: "the API's q alone", query: "q=type:f+details.error:dpop*", wantQ: "type:f details.error:dpop*"},
@@ -111,6 +114,8 @@ func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 		{name: "a search of the longest length plus a chip", query: "q=" + strings.Repeat("a", logs.MaxQueryLen) + "&type=f", wantError: "longer than 2048 bytes with the filters added"},
 		{name: "a search of the most terms plus a chip", query: "q=" + url.QueryEscape(strings.TrimSpace(strings.Repeat("type:f ", 64))) + "&type=f", wantError: "too many terms with the filters added"},
 		{name: "chip not UTF-8", query: "connection=%C0", wantError: "connection filter is not UTF-8"},
+		{name: "a search the API refuses", query: "q=" + url.QueryEscape("type:f OR type:s"), wantQ: "type:f OR type:s", wantSearchError: "operator OR"},
+		{name: "a search the API refuses, with a chip", query: "q=" + url.QueryEscape("type:f OR type:s") + "&connection=corp", wantQ: `type:f OR type:s connection:"corp"`, wantSearchError: "operator OR"},
 		{name: "chip too long", query: "user=" + strings.Repeat("a", maxChipValue+1), wantError: "user filter is longer"},
 	}
 	for _, tt := range tests {
@@ -132,8 +137,18 @@ func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 			if got := f.lucene(); got != tt.wantQ {
 				t.Errorf("lucene() = %q, want %q", got, tt.wantQ)
 			}
+			if tt.wantSearchError != "" {
+				if f.search != nil || !errors.Is(f.searchErr, logs.ErrInvalidQuery) || !strings.Contains(f.searchErr.Error(), tt.wantSearchError) {
+					t.Fatalf("search %v, searchErr %v: want the parser's refusal saying %q", f.search, f.searchErr, tt.wantSearchError)
+				}
+				return
+			}
 			if _, err := logs.ParseQuery(f.lucene()); err != nil && tt.wantQ != "" {
 				t.Errorf("the combined q does not parse: %v", err)
+			}
+			// The search is parsed once, here: the page's query carries the parsed filter.
+			if f.search == nil || f.searchErr != nil || f.query(time.Now()).Filter != f.search {
+				t.Errorf("search %v, searchErr %v: want the parsed search in the page's query", f.search, f.searchErr)
 			}
 		})
 	}
@@ -400,6 +415,8 @@ func TestConsoleLogsRefusals(t *testing.T) {
 		want       string
 	}{
 		{name: "q the API refuses", path: "/console/logs?q=" + url.QueryEscape("type:f OR type:s"), wantStatus: 400, want: "The search is not valid"},
+		{name: "q the API refuses keeps the chips", path: "/console/logs?connection=corp&q=" + url.QueryEscape("type:f OR type:s"), wantStatus: 400, want: "Remove the connection filter corp"},
+		{name: "q the API refuses in the tail", path: "/console/logs/tail?q=" + url.QueryEscape("type:f OR type:s"), wantStatus: 400, want: "The search is not valid"},
 		{name: "unknown range", path: "/console/logs?range=1y", wantStatus: 400, want: "unknown time range"},
 		{name: "tail after something else than a log id", path: "/console/logs/tail?after=1", wantStatus: 400, want: "not a log_id"},
 		{name: "unknown event", path: "/console/logs/" + logs.MinLogID(time.Unix(1, 0)), wantStatus: 404, want: "no such event"},

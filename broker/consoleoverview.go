@@ -241,7 +241,7 @@ type overviewPointRow struct {
 
 // consoleOverview renders the Overview for ?span=hour|day|week (default hour).
 func (s *Server) consoleOverview(c *consoleRequest) {
-	sp, ok := spanNamed(c.r.URL.Query().Get("span"))
+	sp, ok := spanNamed(c.query().Get("span"))
 	if !ok {
 		c.consoleBadRequest("unknown overview period")
 		c.renderView(http.StatusBadRequest, "overview", &consoleView{Title: "Overview", Problem: "Unknown period: choose the last hour, day or week."})

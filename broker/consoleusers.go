@@ -45,7 +45,7 @@ type consoleAppsView struct {
 const consoleAppsPerPage = 50
 
 func (s *Server) consoleApps(c *consoleRequest) {
-	page, aerr := pageParam(c.r.URL.Query()) // GET /api/v2/clients's page
+	page, aerr := pageParam(c.query()) // GET /api/v2/clients's page
 	if aerr != nil {
 		c.consoleBadRequest(aerr.message)
 		c.renderView(http.StatusBadRequest, "apps", &consoleView{Title: "Apps", Problem: "The page is not a page number.", Data: consoleAppsView{}})
@@ -98,7 +98,7 @@ type consoleSessionsView struct {
 const consoleSessionsShown = 50
 
 func (s *Server) consoleSessions(c *consoleRequest) {
-	q := c.r.URL.Query()
+	q := c.query()
 	v := consoleSessionsView{UserID: q.Get("user_id"), CanEnd: c.sess.allows(config.ScopeDeleteSessions)}
 	if v.UserID == "" {
 		c.render(http.StatusOK, "sessions", "Sessions", v)

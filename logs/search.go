@@ -59,7 +59,10 @@ const (
 // written: ids never change, and an event that this Writer is still storing holds back every
 // event after it (see Writer.Settle for other replicas writing to the same store).
 type Query struct {
-	Q       string
+	Q string
+	// Filter, when set, is Q already parsed (ParseQuery): Search uses it and does not parse Q
+	// again.
+	Filter  *Filter
 	Page    int
 	PerPage int
 	Sort    string
@@ -69,6 +72,14 @@ type Query struct {
 	From       string
 	Take       int
 	Checkpoint bool
+}
+
+// filter is q's Filter, else its Q parsed.
+func (q *Query) filter() (Filter, error) {
+	if q.Filter != nil {
+		return *q.Filter, nil
+	}
+	return ParseQuery(q.Q)
 }
 
 // checkpoint reports whether q selects checkpoint mode.
@@ -360,7 +371,7 @@ func (w *Writer) Search(ctx context.Context, q Query) ([]Event, error) {
 	if w.Store == nil {
 		return nil, errors.New("logs: no store configured")
 	}
-	f, err := ParseQuery(q.Q)
+	f, err := q.filter()
 	if err != nil {
 		return nil, err
 	}
@@ -481,12 +492,17 @@ func (w *Writer) Latest(ctx context.Context) (string, error) {
 // checkpoint paging it delivers each event once, without gaps. With after "" it returns no
 // events and the newest id as the cursor: a tail shows only events still to come.
 func (w *Writer) Tail(ctx context.Context, after, q string, take int) ([]Event, string, error) {
-	if w.Store == nil {
-		return nil, "", errors.New("logs: no store configured")
-	}
 	f, err := ParseQuery(q)
 	if err != nil {
 		return nil, "", err
+	}
+	return w.TailFilter(ctx, after, f, take)
+}
+
+// TailFilter is Tail with its q already parsed.
+func (w *Writer) TailFilter(ctx context.Context, after string, f Filter, take int) ([]Event, string, error) {
+	if w.Store == nil {
+		return nil, "", errors.New("logs: no store configured")
 	}
 	if take < 1 || take > MaxTake {
 		return nil, "", fmt.Errorf("%w: take %d not in 1..%d", ErrInvalidQuery, take, MaxTake)
