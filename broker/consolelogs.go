@@ -292,7 +292,9 @@ type logCell struct {
 	Kind, Text, URL, Class string
 }
 
-// Cell returns the row's cell for a chip param (type, connection, client, user, error).
+// Cell returns the row's cell for a chip param (type, connection, client, user, error,
+// api_error). The error cell ("error") links to the chip that finds its code: error
+// (details.error), or api_error (details.error.errorCode) for a management or console refusal.
 func (r logRow) Cell(param string) logCell {
 	c := logCell{Kind: param, URL: r.Filters[param]}
 	for _, k := range logsChipKinds {
@@ -313,6 +315,8 @@ func (r logRow) Cell(param string) logCell {
 	case "user":
 		c.Text = r.User
 	case "error":
+		c.Text, c.Class, c.URL = r.Error, "badge bad", cmp.Or(r.Filters["error"], r.Filters["api_error"]) // one of them at most
+	case "api_error":
 		c.Text, c.Class = r.Error, "badge bad"
 	}
 	return c
@@ -342,8 +346,9 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 		r.UserName = ev.UserName
 	}
 	r.Error, _ = ev.Details["error"].(string)
+	errorChip := "error" // the chip that finds r.Error: details.error
 	if ev.Type == logs.TypeFailedAPI {
-		r.Error = logs.TroubleshootingCode(ev) // details.error.errorCode
+		r.Error, errorChip = logs.TroubleshootingCode(ev), "api_error" // details.error.errorCode
 		if e, _ := ev.Details["error"].(map[string]any); e != nil {
 			m, _ := e["message"].(string)
 			r.Message = clip(strings.TrimSpace(m), maxRowMessage)
@@ -358,14 +363,10 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 	if f != nil {
 		r.Filters = map[string]string{}
 		for param, val := range map[string]string{"type": r.Type, "connection": r.Connection,
-			"client": r.ClientID, "error": r.Error, "user": r.UserID} {
+			"client": r.ClientID, errorChip: r.Error, "user": r.UserID} {
 			if val != "" && len(val) <= maxChipValue {
 				r.Filters[param] = base + "/logs?" + f.with(param, val)
 			}
-		}
-		if u := r.Filters["error"]; u != "" && apiEventTypes[ev.Type] {
-			// details.error is an object: the error cell adds the chip of its errorCode
-			r.Filters["error"] = base + "/logs?" + f.with("api_error", r.Error)
 		}
 	}
 	if _, dpop := ev.Details["dpop_signing_alg"]; dpop {

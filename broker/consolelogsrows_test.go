@@ -5,8 +5,10 @@ import (
 	"html"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 )
@@ -33,6 +35,9 @@ func TestLogsRowLinksEveryErrorCodeToItsChipAndShowsARefusalsMessage(t *testing.
 			wantError: "invalid_state", wantParam: "error"},
 		{name: "a successful management call: no error",
 			ev: logs.Event{Type: logs.TypeSuccessAPI, Details: map[string]any{}}},
+		{name: "a management call with a string details.error: details.error's chip",
+			ev:        logs.Event{Type: logs.TypeSuccessAPI, Details: map[string]any{"error": "partial"}},
+			wantError: "partial", wantParam: "error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,7 +64,32 @@ func TestLogsRowLinksEveryErrorCodeToItsChipAndShowsARefusalsMessage(t *testing.
 			if err != nil || !q.Match(&tt.ev) {
 				t.Errorf("the chip's search %q (%v) does not find the row's event", f.lucene(), err)
 			}
+			// The row's filters hold the link under the chip it adds, and only there.
+			other := map[string]string{"error": "api_error", "api_error": "error"}[tt.wantParam]
+			if r.Filters[tt.wantParam] != link || r.Filters[other] != "" {
+				t.Errorf("filters %v: want the error code's link under %s only", r.Filters, tt.wantParam)
+			}
+			if c := r.Cell(tt.wantParam); c.URL != link || c.Text != tt.wantError {
+				t.Errorf("the %s cell = %+v, want %s linking to %s", tt.wantParam, c, tt.wantError, link)
+			}
 		})
+	}
+}
+
+// TestLogEventViewRelatesARefusalToTheEventsOfItsAPIErrorCode: the event view of a refused
+// management call links to the events of its errorCode through the api_error chip, labelled so.
+func TestLogEventViewRelatesARefusalToTheEventsOfItsAPIErrorCode(t *testing.T) {
+	ev := &logs.Event{LogID: logs.MinLogID(time.Unix(1, 0)), Type: logs.TypeFailedAPI, Details: map[string]any{
+		"error": map[string]any{"errorCode": "console_refused", "message": "m"}}}
+	d := newLogEventData("/console", ev)
+	want := logRelated{Label: "Events of this API error code", Value: "console_refused", URL: "/console/logs?api_error=console_refused"}
+	if !slices.Contains(d.Related, want) {
+		t.Fatalf("related = %+v, want %+v", d.Related, want)
+	}
+	for _, r := range d.Related {
+		if strings.Contains(r.URL, "?error=") || strings.Contains(r.URL, "&error=") {
+			t.Errorf("related %+v filters details.error, which is an object here", r)
+		}
 	}
 }
 

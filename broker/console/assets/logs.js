@@ -32,12 +32,14 @@
   var POLL_MS = 1000, MAX_ROWS = 500, MAX_POLLS = 1800;
   var url = button.dataset.tail, cursor = button.dataset.from || "", polls = 0, timer = 0, running = false, seen = 0, started = false;
 
-  function cellLink(row, kind, text, cls) {
+  // cellLink is a cell's text, linked to the row's filter of kind (its chip) when it has one;
+  // label names the kind in the link's title (default: kind).
+  function cellLink(row, kind, text, cls, label) {
     var href = row.filters && row.filters[kind];
     var el = document.createElement(href ? "a" : "span");
     if (href) {
       el.href = href;
-      el.title = "Filter by " + kind + " " + text;
+      el.title = "Filter by " + (label || kind) + " " + text;
     }
     if (cls) {
       el.className = cls;
@@ -76,7 +78,11 @@
     if (e.client) { client.appendChild(cellLink(e, "client", e.client)); }
     if (e.user) { user.appendChild(cellLink(e, "user", e.user)); }
     if (e.user_name) { user.appendChild(span("logs-sub", e.user_name)); }
-    if (e.error) { err.appendChild(cellLink(e, "error", e.error, "badge bad")); }
+    if (e.error) {
+      // a management or console refusal's code is found by the api_error chip (details.error.errorCode)
+      var chip = e.filters && e.filters.api_error ? "api_error" : "error";
+      err.appendChild(cellLink(e, chip, e.error, "badge bad", "error code"));
+    }
     if (e.dpop) {
       var b = document.createElement("span");
       b.className = "badge " + (e.dpop === "DPoP" ? "ok" : "warn");
