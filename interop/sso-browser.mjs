@@ -33,6 +33,9 @@
 //                                  resize the tab's viewport (1280 px wide desktop, 390 px phone)
 //   {id, op: "select", tab, selector, value}
 //                                  choose the option with value in the <select> selector
+//   {id, op: "texts", tab, selector}
+//                                  answers {url, texts: the text of every element selector matches,
+//                                  in document order} (a whole table column, past inspect's cut)
 // A page is settled when its #status reads "ready…" or "failed…" (spa/sso.html); the answer of
 // open, reload and click then carries {url, status, state, silent, page_error} read from the page.
 // Every answer carries requests: each response from a --watch origin (the broker, the upstream)
@@ -248,6 +251,8 @@ async function run(cmd) {
     case 'select':
       await page.locator(cmd.selector).selectOption(cmd.value);
       return inspect(page);
+    case 'texts':
+      return { url: page.url(), texts: (await page.locator(cmd.selector).allInnerTexts()).map((t) => t.trim()) };
     default:
       throw new Error(`unknown op ${JSON.stringify(cmd.op)}`);
   }

@@ -92,7 +92,9 @@ type ssoAnswer struct {
 	Images        []ssoImage `json:"images"`
 	CSPViolations []string   `json:"csp_violations"`
 	ScrollWidth   int        `json:"scroll_width"`
-	raw           string
+	// Texts answers texts: the text of each element its selector matched.
+	Texts []string `json:"texts"`
+	raw   string
 }
 
 // ssoImage is an image of the page: its URL, whether it finished, its natural width (0: it
