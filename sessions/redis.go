@@ -17,6 +17,7 @@ import (
 // pipelined round trip (one per node on Redis Cluster).
 type redisStore struct {
 	c       redis.UniversalClient
+	health  *redisHealth // logs the outages (redis_health.go)
 	prefix  string
 	logKeys [LogShards][len(logClasses)]string // by shard, then LogClass
 	// legacyLogKeys are the sets of the log before it was sharded, by LogClass: read and
@@ -25,7 +26,8 @@ type redisStore struct {
 }
 
 // NewRedis returns the Redis backend. It does not contact Redis; use Ping. On Cluster it
-// re-reads the slot map after a failure and every clusterMapRefresh (redis_failover.go).
+// re-reads the slot map after a failure and every clusterMapRefresh (redis_failover.go). It
+// logs when Redis becomes unavailable and when it recovers, once each (redis_health.go).
 func NewRedis(cfg RedisConfig) (Store, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("sessions: redis: no address configured")
@@ -65,7 +67,9 @@ func NewRedis(cfg RedisConfig) (Store, error) {
 		DialerRetries:      2,
 		DialerRetryTimeout: 20 * time.Millisecond,
 	})
-	return &redisStore{c: c, prefix: cfg.Prefix, logKeys: logKeysFor(cfg.Prefix), legacyLogKeys: logClassKeys(cfg.Prefix, legacyLogTag)}, nil
+	health := newRedisHealth(cfg.Logger)
+	c.AddHook(health)
+	return &redisStore{c: c, health: health, prefix: cfg.Prefix, logKeys: logKeysFor(cfg.Prefix), legacyLogKeys: logClassKeys(cfg.Prefix, legacyLogTag)}, nil
 }
 
 // mapErr turns a go-redis error into the package's errors: redis.Nil → ErrNotFound, OOM
@@ -391,17 +395,46 @@ func (s *redisStore) Ping(ctx context.Context) error {
 	return nil
 }
 
-func (s *redisStore) Close() error { return s.c.Close() }
+func (s *redisStore) Close() error {
+	s.health.close()
+	return s.c.Close()
+}
 
 // SetRedisLogger sends go-redis's own messages (Sentinel master changes, pool and dial
-// trouble) to logger at warning level instead of the standard library's log package. It
-// applies process-wide.
+// trouble) to logger instead of the standard library's log package, and makes logger the
+// one of the outage lines of every Redis store whose RedisConfig.Logger is nil
+// (redis_health.go). It applies process-wide.
 func SetRedisLogger(logger *slog.Logger) {
+	redisLog.Store(logger)
 	redis.SetLogger(redisLogger{logger})
 }
 
+// redisLogger writes go-redis's messages as "redis client" lines: at DEBUG the failures to
+// reach a server (dial, a Cluster with no node answering, a Sentinel query), which go-redis
+// logs for every command during an outage and redisHealth reports once; at WARN the rest
+// (a new Sentinel master, slots migrated, …).
 type redisLogger struct{ l *slog.Logger }
 
 func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	r.l.WarnContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	level := slog.LevelWarn
+	if reachFailure(msg) {
+		level = slog.LevelDebug
+	}
+	r.l.Log(ctx, level, "redis client", "message", msg)
+}
+
+// reachFailure reports whether a go-redis message is a failure to reach a server.
+func reachFailure(msg string) bool {
+	for _, p := range []string{
+		"redis: connection pool: failed to dial",
+		"redis: connection pool: failed to get a usable connection",
+		"redis: all nodes are marked as failed",
+		"redis: pings to all nodes are failing",
+	} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return strings.HasPrefix(msg, "sentinel: ") && strings.Contains(msg, " failed")
 }

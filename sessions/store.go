@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -307,6 +308,9 @@ type RedisConfig struct {
 	Timeout          time.Duration // dial/read/write timeout, default 2s
 	// TLS, when set, is used for every connection (single node, Sentinel and Cluster).
 	TLS *tls.Config
+	// Logger receives the lines "store unavailable" and "store recovered" (redis_health.go);
+	// nil: the logger of SetRedisLogger, else slog.Default().
+	Logger *slog.Logger
 }
 
 // checkLogBound accepts "" or a log id: the cursor of LogsAfter and LogsBefore.
