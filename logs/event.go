@@ -140,8 +140,8 @@ const dateLayout = "2006-01-02T15:04:05.000Z"
 // DefaultMaxLen is the store-backed log's retention by count when Writer.MaxLen is 0.
 const DefaultMaxLen = 10000
 
-// Writer records events: one JSON line through slog (always) and one entry in the store's log
-// (when Store is set). Write fills LogID, Date, Description, Hostname and StrategyType
+// Writer records events: one line through slog (EventLogger, else Logger) and one entry in
+// the store's log (when Store is set). Write fills LogID, Date, Description, Hostname and StrategyType
 // ("enterprise" when Strategy is set) when empty.
 //
 // Events are kept in three retention classes (Class): the audit class under MaxLen and
@@ -151,11 +151,18 @@ const DefaultMaxLen = 10000
 // reads show one log.
 // Unauthenticated events pass Limits first: a dropped event is neither logged nor stored.
 type Writer struct {
-	Logger   *slog.Logger
-	Store    sessions.Store
-	MaxLen   int // audit-class retention by count, default 10000
-	Hostname string
-	Now      func() time.Time
+	// Logger receives the Writer's own warnings and errors (an event not stored, events
+	// dropped by Limits, an entry that does not decode), and the events' lines when
+	// EventLogger is nil (default slog.Default()).
+	Logger *slog.Logger
+	// EventLogger, when set, receives the events' lines ("login_event", at INFO) instead of
+	// Logger: a stream of their own (a file, stdout apart from the application log), or none
+	// (a logger that discards). The store's log is written either way.
+	EventLogger *slog.Logger
+	Store       sessions.Store
+	MaxLen      int // audit-class retention by count, default 10000
+	Hostname    string
+	Now         func() time.Time
 	// MaxAge is the audit-class retention by age: default DefaultMaxAge (30 days); negative
 	// keeps events until MaxLen pushes them out. Write trims at most once a minute; reads
 	// never return older events.
@@ -213,8 +220,7 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	}
 	p := w.prepare(ev)
 	defer p.release()
-	logger := w.logger()
-	logger.LogAttrs(ctx, slog.LevelInfo, "login_event", p.out.attrs(p.details)...)
+	w.eventLogger().LogAttrs(ctx, slog.LevelInfo, "login_event", p.out.attrs(p.details)...)
 	if w.Store == nil {
 		return nil
 	}
@@ -224,8 +230,10 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	sc := class.storeClass()
 	maxLen, _ := w.retention(sc)
 	if err := w.appendLog(ctx, sc, ev.LogID, p.data, maxLen, w.tally(ev, p.t)); err != nil {
-		logger.LogAttrs(ctx, slog.LevelError, "login_event_store_failed",
-			slog.String("log_id", ev.LogID), slog.String("error", err.Error()))
+		// The error as a value (written as its text): an unreachable store's is logged at
+		// DEBUG by StoreOutageHandler, which reports the outage once instead.
+		w.logger().LogAttrs(ctx, slog.LevelError, "login_event_store_failed",
+			slog.String("log_id", ev.LogID), slog.Any("error", err))
 		return fmt.Errorf("logs: store event %s: %w", ev.LogID, err)
 	}
 	w.maybeTrim(ctx, p.t)
@@ -295,7 +303,7 @@ func (w *Writer) WriteWith(ctx context.Context, ev *Event, store func(ctx contex
 		*ev = saved
 		return err
 	}
-	w.logger().LogAttrs(ctx, slog.LevelInfo, "login_event", p.out.attrs(p.details)...)
+	w.eventLogger().LogAttrs(ctx, slog.LevelInfo, "login_event", p.out.attrs(p.details)...)
 	w.maybeTrim(ctx, p.t)
 	return nil
 }

@@ -139,6 +139,14 @@ func (w *Writer) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// eventLogger is where the events' lines go: EventLogger, else logger.
+func (w *Writer) eventLogger() *slog.Logger {
+	if w.EventLogger != nil {
+		return w.EventLogger
+	}
+	return w.logger()
+}
+
 func (w *Writer) maxAge() time.Duration {
 	if w.MaxAge == 0 {
 		return DefaultMaxAge
@@ -255,7 +263,7 @@ func (w *Writer) maybeTrim(ctx context.Context, t time.Time) {
 		return
 	}
 	if err := w.trimClasses(ctx, t); err != nil {
-		w.logger().LogAttrs(ctx, slog.LevelWarn, "login_event_trim_failed", slog.String("error", err.Error()))
+		w.logger().LogAttrs(ctx, slog.LevelWarn, "login_event_trim_failed", slog.Any("error", err))
 	}
 }
 
