@@ -28,6 +28,7 @@ type Config struct {
 	DPoP        DPoP         `yaml:"dpop"`
 	DPoPServer  DPoPServer   `yaml:"dpop_server"`
 	Logs        Logs         `yaml:"logs"`
+	Log         Log          `yaml:"log"` // the application log and the events' lines (log.go)
 	Clients     []Client     `yaml:"clients"`
 	APIs        []API        `yaml:"apis"`
 	Connections []Connection `yaml:"connections"`
@@ -574,6 +575,7 @@ func Default() *Config {
 			Algs: []string{"ES256", "EdDSA", "Ed25519", "RS256", "PS256"},
 		},
 		Logs:       Logs{MaxEvents: 10000, MaxAge: 720 * time.Hour, Unauthenticated: defaultUnauthenticatedLogs(), Admin: defaultAdminLogs()},
+		Log:        Log{Level: "info", Format: LogFormatJSON, Output: LogStdout, Events: LogEventsInLog},
 		RateLimits: defaultRateLimits(),
 	}
 }

@@ -96,6 +96,7 @@ func (c *Config) validate(checkKeys bool) []FieldError {
 	}
 	v.unauthenticatedLogs(&c.Logs.Unauthenticated)
 	v.adminLogs(&c.Logs.Admin)
+	v.log(&c.Log)
 	v.management(&c.Management)
 	v.console(c)
 	v.rateLimits(c)
