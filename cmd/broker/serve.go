@@ -57,8 +57,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "broker serve: %v\n", err)
 		return 2
 	}
-	logger, flushLog := newLogger(stdout)
-	defer flushLog()
+	plog, err := openProcessLog(&cfg.Log, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "broker serve: %v\n", err)
+		return 1
+	}
+	defer plog.close()
+	logger := plog.logger
 	sessions.SetRedisLogger(logger)
 	store, err := config.OpenStore(cfg)
 	if err != nil {
@@ -67,7 +72,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer store.Close()
 	host, _ := os.Hostname()
-	events := &logs.Writer{Logger: logger, Store: store, MaxLen: cfg.Logs.MaxEvents, Hostname: host}
+	events := &logs.Writer{Logger: logger, EventLogger: plog.events, Store: store, MaxLen: cfg.Logs.MaxEvents, Hostname: host}
 	srv, err := broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger})
 	if err != nil {
 		logger.Error("startup failed", "err", err)
