@@ -1,5 +1,6 @@
 // Package logs is the broker's event log: the login-event model, the Writer that writes each
-// event as a JSON line to slog and to the store, and the search that reads them back.
+// event as a line to slog (Writer.EventLogger: a stream of its own, or the application log)
+// and to the store, and the search that reads them back.
 //
 // Its parts:
 //   - Event (event.go) is one entry, with the type codes of the identity SaaS's log
@@ -29,7 +30,9 @@
 //     dropped nonce. They are the one source of the README's troubleshooting tables and the
 //     console's event view.
 //   - ThrottleHandler (throttle.go) is a slog.Handler that limits the operational log's WARN
-//     and ERROR lines per message and sums up what it dropped.
+//     and ERROR lines per message and sums up what it dropped; StoreOutageHandler
+//     (outage.go) writes the lines of an unreachable store at DEBUG, as the store reports
+//     the outage once itself.
 //   - LRU (lru.go) is the bounded per-key table behind the limits, here and in the broker.
 //
 // The broker writes its events with a Writer over its store:

@@ -21,6 +21,8 @@
 //   - NewRedis (redis.go; connection records in redis_conn.go) is the Redis backend for a
 //     single node, Sentinel or Cluster, chosen by RedisConfig, through go-redis's
 //     UniversalClient; SetRedisLogger routes go-redis's own messages to slog.
+//     redis_health.go logs an outage once when it begins ("store unavailable") and once
+//     when it ends ("store recovered", with the count of failed commands).
 //     redis_failover.go follows a failover: on Cluster the slot map is read again after a
 //     failure and every few seconds; commands that must not run twice (Take, Create, Swap)
 //     run again only after a refusal; Ready (the optional Readier capability) says whether a
