@@ -11,6 +11,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/dpop"
+	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -238,7 +239,7 @@ func (s *Server) codeReplayed(ctx context.Context, code string, use codeUse, x *
 	sess, err := s.endSessionTag(ctx, sid)
 	switch {
 	case err != nil:
-		s.log.Error("session of a replayed authorization code not revoked", "err", err)
+		s.log.Error("session of a replayed authorization code not revoked", "err", logs.KeepLevel(err))
 		return errStoreDown
 	case sess != nil:
 		x.codeReuse.sessionRevoked = true
@@ -251,7 +252,7 @@ func (s *Server) codeReplayed(ctx context.Context, code string, use codeUse, x *
 	for _, fam := range families {
 		revoked, err := s.revokeFamily(ctx, fam)
 		if err != nil {
-			s.log.Error("refresh token family of a replayed authorization code not revoked", "err", err)
+			s.log.Error("refresh token family of a replayed authorization code not revoked", "err", logs.KeepLevel(err))
 			return errStoreDown
 		}
 		x.codeReuse.familyRevoked = x.codeReuse.familyRevoked || revoked

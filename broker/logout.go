@@ -382,7 +382,7 @@ func (s *Server) endCookieSession(w http.ResponseWriter, r *http.Request, tag st
 func (s *Server) endSession(r *http.Request, tag string, sess *sessionRecord) bool {
 	ended, err := s.endSessionLogged(r.Context(), r, tag, "", nil)
 	if err != nil {
-		s.log.Warn("session not deleted at logout", "err", err)
+		s.log.Warn("session not deleted at logout", "err", logs.KeepLevel(err))
 	}
 	return ended != nil
 }

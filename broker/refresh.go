@@ -168,7 +168,7 @@ func (s *Server) rotateRefresh(ctx context.Context, p *presentedRefresh, x *exch
 // revoked it a moment ago: still reuse.
 func (s *Server) refreshReused(ctx context.Context, fam string, x *exchange) *oauthError {
 	if _, err := s.revokeFamily(ctx, fam); err != nil {
-		s.log.Error("refresh token family not revoked", "err", err)
+		s.log.Error("refresh token family not revoked", "err", logs.KeepLevel(err))
 		return errStoreDown
 	}
 	x.reuse = true

@@ -94,7 +94,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if _, err := s.revokeFamily(r.Context(), p.fam); err != nil {
-		s.log.Error("refresh token family not revoked", "err", err)
+		s.log.Error("refresh token family not revoked", "err", logs.KeepLevel(err))
 		fail(errStoreDown, false)
 		return
 	}

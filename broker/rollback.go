@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -31,6 +32,6 @@ func (s *Server) undoSwap(ctx context.Context, what string, cause error, kind se
 	case errors.Is(err, sessions.ErrConflict):
 		// The failed write never happened (or was already undone): the grant is as it was.
 	default:
-		s.log.Error(what+" not rolled back after a store failure: the client's retry will count as reuse", "cause", cause, "err", err)
+		s.log.Error(what+" not rolled back after a store failure: the client's retry will count as reuse", "cause", cause, "err", logs.KeepLevel(err))
 	}
 }

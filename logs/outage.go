@@ -19,11 +19,28 @@ import (
 // StoreOutageHandler is a slog.Handler that lowers to DEBUG each record at WARN or above
 // carrying an error attribute (slog.Any with an error value, at any depth of groups) that
 // means the store is unreachable: errors.Is sessions.ErrUnavailable, but not ErrFull (a full
-// store is no outage the store reports; its lines keep their level). Other records pass
-// untouched. It is safe for concurrent use.
+// store is no outage the store reports; its lines keep their level) nor an error marked with
+// KeepLevel. Other records pass untouched. It is safe for concurrent use.
 type StoreOutageHandler struct {
 	next slog.Handler
 }
+
+// KeepLevel marks err so that StoreOutageHandler keeps the level of a line carrying it: for
+// the lines that say what an outage left undone and that matter one by one (a session not
+// ended at logout, a refresh-token family not revoked, a rollback not made), as opposed to
+// a request that merely failed. errors.Is and errors.As see err through it, and it is
+// written as err's text.
+func KeepLevel(err error) error {
+	if err == nil {
+		return nil
+	}
+	return keptLevel{err}
+}
+
+type keptLevel struct{ err error }
+
+func (k keptLevel) Error() string { return k.err.Error() }
+func (k keptLevel) Unwrap() error { return k.err }
 
 // NewStoreOutageHandler returns a StoreOutageHandler in front of next.
 func NewStoreOutageHandler(next slog.Handler) *StoreOutageHandler {
@@ -62,29 +79,34 @@ func (h *StoreOutageHandler) WithGroup(name string) slog.Handler {
 	return &StoreOutageHandler{next: h.next.WithGroup(name)}
 }
 
-// carriesOutage reports whether an attribute of r is an error of an unreachable store.
+// carriesOutage reports whether an attribute of r is an error of an unreachable store and
+// none is marked with KeepLevel.
 func carriesOutage(r slog.Record) bool {
-	found := false
+	outage, kept := false, false
 	r.Attrs(func(a slog.Attr) bool {
-		found = outageAttr(a)
-		return !found
+		o, k := outageAttr(a)
+		outage, kept = outage || o, kept || k
+		return !kept
 	})
-	return found
+	return outage && !kept
 }
 
-func outageAttr(a slog.Attr) bool {
+// outageAttr reports whether a (or an attribute of its group) is an error of an unreachable
+// store, and whether one is marked with KeepLevel.
+func outageAttr(a slog.Attr) (outage, kept bool) {
 	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindGroup:
 		for _, g := range v.Group() {
-			if outageAttr(g) {
-				return true
-			}
+			o, k := outageAttr(g)
+			outage, kept = outage || o, kept || k
 		}
 	case slog.KindAny:
 		if err, ok := v.Any().(error); ok {
-			return errors.Is(err, sessions.ErrUnavailable) && !errors.Is(err, sessions.ErrFull)
+			var k keptLevel
+			kept = errors.As(err, &k)
+			outage = errors.Is(err, sessions.ErrUnavailable) && !errors.Is(err, sessions.ErrFull)
 		}
 	}
-	return false
+	return outage, kept
 }

@@ -25,6 +25,8 @@ func TestStoreOutageHandlerLowersOutageLinesToDebug(t *testing.T) {
 		{name: "warning carrying an outage wrapped again", level: slog.LevelWarn, attrs: []any{"cause", fmt.Errorf("logs: store event: %w", down)}, minLevel: slog.LevelDebug, wantLevel: "DEBUG"},
 		{name: "outage in a group", level: slog.LevelError, attrs: []any{slog.Group("store", "err", down)}, minLevel: slog.LevelDebug, wantLevel: "DEBUG"},
 		{name: "outage below the log level is not written", level: slog.LevelError, attrs: []any{"err", down}, minLevel: slog.LevelInfo},
+		{name: "outage marked to keep its level", level: slog.LevelError, attrs: []any{"err", KeepLevel(down)}, minLevel: slog.LevelInfo, wantLevel: "ERROR"},
+		{name: "line with an outage and a marked error keeps its level", level: slog.LevelError, attrs: []any{"cause", down, "err", KeepLevel(down)}, minLevel: slog.LevelInfo, wantLevel: "ERROR"},
 		{name: "full store keeps its level", level: slog.LevelError, attrs: []any{"err", full}, minLevel: slog.LevelInfo, wantLevel: "ERROR"},
 		{name: "other error keeps its level", level: slog.LevelWarn, attrs: []any{"err", errors.New("upstream code exchange failed")}, minLevel: slog.LevelInfo, wantLevel: "WARN"},
 		{name: "outage as text keeps its level", level: slog.LevelWarn, attrs: []any{"err", down.Error()}, minLevel: slog.LevelInfo, wantLevel: "WARN"},

@@ -89,7 +89,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cancelInit()
 	switch {
 	case errors.Is(err, sessions.ErrUnavailable):
-		logger.Warn("store unavailable at startup; connections will be seeded when it is reachable", "err", err)
+		logger.Warn("store unavailable at startup; connections will be seeded when it is reachable", "err", logs.KeepLevel(err))
 	case err != nil:
 		logger.Error("startup failed", "err", err)
 		return 1
