@@ -95,7 +95,7 @@ func (h *redisHealth) DialHook(next redis.DialHook) redis.DialHook { return next
 func (h *redisHealth) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		h.observe(cmd.Name(), err)
+		h.observe(err, cmd)
 		return err
 	}
 }
@@ -103,17 +103,25 @@ func (h *redisHealth) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *redisHealth) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
-		h.observe("pipeline", err)
+		h.observe(err, nil)
 		return err
 	}
 }
 
-// observe feeds the result of one command (or pipeline) to the state machine.
-func (h *redisHealth) observe(command string, err error) {
+// observe feeds the result of one command (cmd), or of a pipeline (cmd nil), to the state
+// machine. A success while Redis is up costs one atomic load.
+func (h *redisHealth) observe(err error, cmd redis.Cmder) {
+	if err == nil && !h.down.Load() {
+		return
+	}
 	class, outage := outageClass(err)
 	switch {
 	case outage:
-		h.failure(command, class, err)
+		name := "pipeline"
+		if cmd != nil {
+			name = cmd.Name()
+		}
+		h.failure(name, class, err)
 	case class == "": // an answer
 		if h.down.Load() {
 			h.answer()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -138,9 +139,9 @@ func TestRedisOutageWithAnswersBetweenFailuresStaysOneOutage(t *testing.T) {
 	t.Cleanup(h.close)
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	for range 50 {
-		h.observe("get", refused)
-		h.observe("get", nil)
-		h.observe("get", redis.Nil)
+		h.observe(refused, redis.NewStringCmd(t.Context(), "get", "k"))
+		h.observe(nil, redis.NewStringCmd(t.Context(), "get", "k"))
+		h.observe(redis.Nil, nil)
 	}
 	if n := len(log.lines(t, "store unavailable")); n != 1 {
 		t.Errorf("%d store unavailable lines, want 1:\n%s", n, log.String())
@@ -226,5 +227,33 @@ func TestRedisClientMessagesAboutUnreachableServersAreDebug(t *testing.T) {
 				t.Errorf("lines = %v, want one %s line with the message", got, tt.want)
 			}
 		})
+	}
+}
+
+// An outage whose recovery was interrupted by a failure ends once Redis has answered for
+// settle since its last failure: one line each way, counting every failure.
+func TestRedisOutageRecoveryAfterAnInterruptedRecovery(t *testing.T) {
+	var log lineLog
+	h := newRedisHealth(log.logger())
+	h.settle = 20 * time.Millisecond
+	t.Cleanup(h.close)
+	get := redis.NewStringCmd(t.Context(), "get", "k")
+	timeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	h.observe(timeout, get)
+	h.observe(nil, get)     // the recovery begins
+	h.observe(timeout, get) // and is interrupted
+	h.observe(nil, get)     // begins again
+	for deadline := time.Now().Add(time.Minute); len(log.lines(t, "store recovered")) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no store recovered line within a minute:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	down, up := log.lines(t, "store unavailable"), log.lines(t, "store recovered")
+	if len(down) != 1 || down[0]["class"] != "timeout" || down[0]["command"] != "get" {
+		t.Errorf("store unavailable lines = %v, want one, class timeout, command get", down)
+	}
+	if len(up) != 1 || up[0]["failed_commands"] != float64(2) {
+		t.Errorf("store recovered lines = %v, want one with failed_commands 2", up)
 	}
 }
