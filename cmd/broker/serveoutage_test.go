@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 // serveLine is one JSON line of `broker serve`'s application log, with the fields the tests
@@ -55,12 +56,18 @@ func waitChild(t *testing.T, what string, out *syncBuffer, exited <-chan error, 
 
 // TestServeLogsARedisOutageInTwoLinesAndEventsInTheirFile runs `broker serve` on a Redis of
 // its own with log.events naming a file. A login event goes to that file and not to the
-// application log. Then Redis stops: every request needing it answers 503 as before, but the
+// application log. Then Redis stops: every request needing it (logins, the management API,
+// /readyz) answers 503 as before, and the failed logins' events still reach the file, but the
 // application log (at info) has exactly one "store unavailable" line and no warning or error
 // per request; once Redis is back, exactly one "store recovered" line counts the failed
 // commands (at least one per failed request).
 func TestServeLogsARedisOutageInTwoLinesAndEventsInTheirFile(t *testing.T) {
 	srv := redistest.StartServer(t)
+	idp, err := demoidp.Start(demoidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "signing.pem")
 	cfgFile := filepath.Join(dir, "broker.yaml")
@@ -75,13 +82,14 @@ listen: "127.0.0.1:0"
 store: { type: redis, redis: { addrs: [%q] } }
 keys: { signing: { private_key_file: %q } }
 log: { level: info, format: json, events: %q }
+upstream_allowed_networks: ["127.0.0.1"]
 management:
   tokens: [ { name: ops, token: %q, scopes: [read:logs] } ]
 clients:
   - { client_id: a, client_secret: s, redirect_uris: ["http://127.0.0.1:8082/callback"], connections: [c] }
 connections:
-  - { name: c, strategy: oidc, options: { issuer: "https://idp.example.com", client_id: b, client_secret: s } }
-`, srv.Addr, keyFile, eventsFile, token)), 0o600); err != nil {
+  - { name: c, strategy: oidc, options: { issuer: %q, client_id: broker, client_secret: broker-secret } }
+`, srv.Addr, keyFile, eventsFile, token, idp.URL)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "serve", "--config", cfgFile)
@@ -128,7 +136,14 @@ connections:
 	srv.Stop()
 	stoppedAt := len(out.String())
 	const requests = 10
+	login := "/authorize?" + url.Values{"client_id": {"a"}, "response_type": {"code"}, "scope": {"openid"},
+		"redirect_uri": {"http://127.0.0.1:8082/callback"}, "state": {"st"}, "nonce": {"n"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}}.Encode()
 	for i := range requests {
+		// The app gets its error (a redirect, temporarily_unavailable), or a 503 page.
+		if code := get(login, false); code != http.StatusFound && code != http.StatusServiceUnavailable {
+			t.Fatalf("GET /authorize %d with Redis stopped = %d, want 302 or 503", i, code)
+		}
 		if code := get("/api/v2/logs", true); code != http.StatusServiceUnavailable {
 			t.Fatalf("GET /api/v2/logs %d with Redis stopped = %d, want 503", i, code)
 		}
@@ -137,6 +152,11 @@ connections:
 		}
 	}
 	waitChild(t, "the store unavailable line", out, exited, func() bool { return strings.Contains(out.String(), `"msg":"store unavailable"`) })
+	// The failed logins' events reach the file though the store cannot keep them.
+	waitChild(t, "the failed logins' events in the events file", out, exited, func() bool {
+		b, _ := os.ReadFile(eventsFile)
+		return strings.Count(string(b), `"error":"store_unavailable"`) == requests
+	})
 
 	srv.Restart()
 	waitChild(t, "the store recovered line", out, exited, func() bool {
@@ -158,8 +178,10 @@ connections:
 			t.Errorf("per-request line during the outage above DEBUG: %s", l.raw)
 		}
 	}
-	if len(down) != 1 || down[0].Level != "ERROR" || down[0].Class != "connection_refused" || down[0].Addr != srv.Addr {
-		t.Errorf("store unavailable lines = %v, want one ERROR line, class connection_refused, addr %s", down, srv.Addr)
+	// Killed, Redis leaves the pooled connections dead (connection_lost) and refuses new ones.
+	if len(down) != 1 || down[0].Level != "ERROR" || (down[0].Class != "connection_refused" && down[0].Class != "connection_lost") ||
+		(down[0].Addr != "" && down[0].Addr != srv.Addr) {
+		t.Errorf("store unavailable lines = %v, want one ERROR line, class connection_refused or connection_lost, addr %s if any", down, srv.Addr)
 	}
 	if len(up) != 1 || up[0].FailedCommands == nil || *up[0].FailedCommands < requests || up[0].OutageSeconds == nil {
 		t.Errorf("store recovered lines = %v, want one with failed_commands >= %d and outage_seconds", up, requests)
