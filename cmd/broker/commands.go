@@ -74,6 +74,21 @@ the version, every URL and a management token; login events go to stderr.`,
 		},
 	},
 	{
+		name:     "demo-idp",
+		synopsis: "[--listen HOST:PORT] [--issuer URL]",
+		summary:  "only the demo's upstream IdP, for the deploy/ try-out (docker compose)",
+		about: `Serves the upstream IdP that ` + "`broker demo`" + ` runs, alone: DPoP required with server nonces, a
+sign-in page for the user "alice", PKCE S256, any loopback redirect URI. The broker's client_id
+is "broker" and its client secret is $` + demoIdPSecretEnv + ` (at least 32 characters). --issuer is
+the URL the broker and browsers reach it at (default: http:// and the listen address). For
+trying a broker that runs with serve and a Redis store (deploy/docker-compose.yaml); never
+an IdP for real users. /healthz answers 200.`,
+		examples: []example{
+			{"next to a broker on this machine", "DEMO_IDP_CLIENT_SECRET=$(openssl rand -hex 32) broker demo-idp"},
+			{"in a container whose port 8081 is published on 127.0.0.1", "broker demo-idp --listen 0.0.0.0:8081 --issuer http://127.0.0.1:8081"},
+		},
+	},
+	{
 		name:     "config validate",
 		synopsis: "[--require-env] [--online [--timeout 15s]] FILE",
 		summary:  "check a configuration file (--online: each connection's upstream too)",
@@ -159,6 +174,8 @@ func commandRunner(name string) func(ctx context.Context, args []string, stdout,
 		return cmdServe
 	case "demo":
 		return cmdDemo
+	case "demo-idp":
+		return cmdDemoIdP
 	case "config validate":
 		return cmdConfigValidate
 	case "discovery check":
