@@ -1,7 +1,7 @@
 # dpop-broker tasks. `make test` is the one CI runs (.ci/run): it installs what the tests need
 # (npm peers from interop/package-lock.json, Debian's chromium when missing), then runs
 # go vet, staticcheck and every Go test with the race detector, interop and browser tests
-# included, and the bounded fuzzing.
+# included, the deployment examples' checks (deploy/) and the bounded fuzzing.
 
 GO                  ?= go
 STATICCHECK_VERSION ?= v0.8.2
@@ -9,7 +9,7 @@ STATICCHECK_VERSION ?= v0.8.2
 # on an idle 2-core machine and several times that beside another `make test`).
 GOTEST_FLAGS        ?= -race -count=1 -timeout 30m
 
-.PHONY: test deps npm chromium checks vet staticcheck gotest bench fuzz build image demo
+.PHONY: test deps npm chromium checks vet staticcheck deploy-check gotest bench fuzz build image demo
 
 # Two lanes run side by side once deps are in place: the Go tests, and the checks (vet,
 # staticcheck, then the fuzz targets one by one). The Go tests leave the cores idle while they
@@ -20,14 +20,17 @@ GOTEST_FLAGS        ?= -race -count=1 -timeout 30m
 test: deps
 	@$(MAKE) --no-print-directory -j2 --output-sync=target gotest checks
 
-checks: vet staticcheck fuzz
+checks: vet staticcheck deploy-check fuzz
 
 deps: npm chromium
 
-npm: interop/node_modules/.package-lock.json
+npm: interop/node_modules/.package-lock.json deploy/node_modules/.package-lock.json
 
 interop/node_modules/.package-lock.json: interop/package-lock.json
 	npm ci --prefix interop --no-audit --no-fund --loglevel=error
+
+deploy/node_modules/.package-lock.json: deploy/package-lock.json
+	npm ci --prefix deploy --no-audit --no-fund --loglevel=error
 
 # Two `make test` runs started at once on a fresh machine would both install chromium and the
 # second would fail on dpkg's lock: flock serialises them (the second finds chromium installed
@@ -45,6 +48,16 @@ vet:
 
 staticcheck:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# The deployment examples (deploy/README.md): the compose file through compose-go (the Compose
+# Specification's schema), the Kubernetes manifests against the API's OpenAPI schemas
+# (kubernetes-models, from deploy/package-lock.json) and its Go types, the broker configuration
+# they mount through `config validate`'s checks, and the deployment policy. deploy/ is a Go module
+# of its own (its validators stay out of the broker's go.mod), so vet and staticcheck run
+# there too. A few seconds.
+deploy-check: deploy/node_modules/.package-lock.json
+	cd deploy && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && \
+	  DEPLOY_CHECKS_REQUIRED=1 $(GO) test -count=1 ./...
 
 # go test runs -p (number of CPUs) test binaries at a time, in the order the packages are
 # given: the three that take longest (node peers and browsers, the broker's end-to-end tests,
