@@ -35,7 +35,8 @@ const byLiveTransactions = "live_transactions"
 // expires. Keys are bounded like limiterTable's: the least recently used is forgotten, so
 // spoofed keys cannot grow memory (forgetting a key only frees its slots early).
 type liveTxTable struct {
-	limit int
+	limit   int // reserve's; the guard's table is reserved with the guard's bound (reserveUpTo)
+	maxKeys int
 
 	mu   sync.Mutex
 	keys *logs.LRU[*liveTxEntry]
@@ -46,7 +47,7 @@ type liveTxEntry struct {
 }
 
 func newLiveTxTable(limit, maxKeys int) *liveTxTable {
-	return &liveTxTable{limit: limit, keys: logs.NewLRU(maxKeys, func() *liveTxEntry { return &liveTxEntry{} })}
+	return &liveTxTable{limit: limit, maxKeys: maxKeys, keys: logs.NewLRU(maxKeys, func() *liveTxEntry { return &liveTxEntry{} })}
 }
 
 // live drops the expired slots of e at now and returns e (the table's mu is held).
@@ -64,16 +65,21 @@ func (e *liveTxEntry) live(now time.Time) *liveTxEntry {
 // when taken, or the refusal when key already holds limit live transactions: Retry-After is
 // when the first of them expires.
 func (t *liveTxTable) reserve(key string, now time.Time, exp int64) *refusal {
+	return t.reserveUpTo(key, now, exp, t.limit)
+}
+
+// reserveUpTo is reserve with limit instead of the table's own.
+func (t *liveTxTable) reserveUpTo(key string, now time.Time, exp int64, limit int) *refusal {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.keys.GetOrCreate(key).live(now)
-	if len(e.exps) < t.limit {
+	if len(e.exps) < limit {
 		i, _ := slices.BinarySearch(e.exps, exp)
 		e.exps = slices.Insert(e.exps, i, exp)
 		return nil
 	}
 	return &refusal{
-		endpoint: "authorize", by: byLiveTransactions, limit: strconv.Itoa(t.limit),
+		endpoint: "authorize", by: byLiveTransactions, limit: strconv.Itoa(limit),
 		retryAfter: max(time.UnixMilli(e.exps[0]).Sub(now), 0),
 	}
 }
@@ -117,7 +123,7 @@ func (s *Server) holdTx(tx *transaction) *refusal {
 	if s.guard.liveTx == nil {
 		return nil
 	}
-	ref := s.guard.liveTx.reserve(tx.LimitKey, s.now(), tx.Expires)
+	ref := s.guard.liveTx.reserveUpTo(tx.LimitKey, s.now(), tx.Expires, s.guard.liveTxLimit)
 	s.guard.count(ref)
 	return ref
 }

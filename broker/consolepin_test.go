@@ -156,7 +156,7 @@ func TestConsolePinRefusesABrokerSessionFromAnotherUpstream(t *testing.T) {
 			{Name: "other", Strategy: "oidc", Options: config.ConnectionOptions{Issuer: "https://other.example"}},
 		},
 	}
-	s := &Server{cfg: cfg}
+	s := &Server{cfg: cfg, console: &consoleCaches{}}
 	var err error
 	if s.console.pins, err = consolePinsOf(cfg); err != nil {
 		t.Fatal(err)

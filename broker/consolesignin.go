@@ -36,7 +36,7 @@ func (s *Server) consoleSignInSlots() *liveTxTable {
 func (s *Server) holdConsoleSignIn(r *http.Request, exp int64) (string, *refusal) {
 	key, now := logs.IPKey(s.clientIP(r)), s.now()
 	if s.guard.liveTx != nil {
-		if ref := s.guard.liveTx.reserve(key, now, exp); ref != nil {
+		if ref := s.guard.liveTx.reserveUpTo(key, now, exp, s.guard.liveTxLimit); ref != nil {
 			ref.endpoint = "console"
 			s.guard.count(ref)
 			return "", ref

@@ -30,6 +30,7 @@ type metrics struct {
 	httpDuration  *prometheus.HistogramVec
 	backchannel   *prometheus.CounterVec
 	connWatch     *prometheus.CounterVec
+	reloads       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -85,9 +86,15 @@ func newMetrics() *metrics {
 			Name: "dpop_broker_connections_watch_events_total",
 			Help: "Events of the store's watch of the connection and client records, by event: change (a write reported through Pub/Sub) and subscribed (the watch subscribed, at start or again after losing its connection: messages may have been lost meanwhile).",
 		}, []string{"event"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dpop_broker_config_reloads_total",
+			Help: "Reloads of the configuration file (SIGHUP) by result: success (applied) or failure (refused: the running configuration is kept).",
+		}, []string{"result"}),
 	}
+	m.reloads.WithLabelValues(reloadSuccess)
+	m.reloads.WithLabelValues(reloadFailure)
 	m.reg.MustRegister(m.logins, m.exchange, m.nonceRetries, m.tokenType, m.storeErrors, m.tokenRequests, m.events,
-		m.eventsDropped, m.httpRequests, m.httpDuration, m.backchannel, m.connWatch, buildInfoGauge(buildinfo.Read()),
+		m.eventsDropped, m.httpRequests, m.httpDuration, m.backchannel, m.connWatch, m.reloads, buildInfoGauge(buildinfo.Read()),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

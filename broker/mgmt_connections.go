@@ -170,13 +170,13 @@ func (s *Server) checkConnection(c *mgmtCall, cc *config.Connection) *apiError {
 	if aerr := s.domainAliasClash(ctx, cc); aerr != nil {
 		return aerr
 	}
-	up, err := upstream.New(upstreamConfig(cc), s.reg.opts)
+	up, err := upstream.New(upstreamConfig(cc), *s.reg.options())
 	alg := cc.Options.DPoPSigningAlg
 	if err != nil && alg != "" && s.keys.DPoP[alg] == nil {
 		return &apiError{http.StatusBadRequest, "dpop_key_missing", fmt.Sprintf(
 			"Payload validation error: options.dpop_signing_alg: the broker has no DPoP private key for %s; configure keys.dpop.%s and restart the broker", alg, config.DPoPKeyName(alg))}
 	}
-	if cam := cc.Options.ClientAuthAlg(); err != nil && cam != "" && s.reg.opts.ClientAuthKeys[cam].Key == nil {
+	if cam := cc.Options.ClientAuthAlg(); err != nil && cam != "" && s.reg.options().ClientAuthKeys[cam].Key == nil {
 		return &apiError{http.StatusBadRequest, "client_auth_key_missing", fmt.Sprintf(
 			"Payload validation error: options.token_endpoint_auth_method: the broker has no client-authentication key for %s (private_key_jwt); configure keys.client_auth with alg %s and restart the broker", cam, cam)}
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 const codeTooManyRequests = "too_many_requests"
 
 // guard holds the per-replica rate limiters and the trusted proxies (limits.go uses both).
+// A guard is immutable once built: Reload builds the next one (newGuard with prev), which
+// keeps every table whose limit did not change, so those buckets survive a reload.
 type guard struct {
 	authorizeIP, authorizeClient *limiterTable // nil = unlimited or disabled
 	authorizeSession             *limiterTable // logins answered from a session (ssolimit.go)
@@ -34,23 +37,43 @@ type guard struct {
 	// rate_limits.management.per_ip, a bucket of its own so that other console requests from
 	// the same address cannot spend it.
 	breakGlass *limiterTable
-	liveTx     *liveTxTable // live login transactions per IP (bounded.go)
-	proxies    []netip.Prefix
-	refused    *prometheus.CounterVec
+	// tables are the tables above by their name in the configuration and endpoint (a reload
+	// finds the one to keep by it).
+	tables map[string]*limiterTable
+	// liveTx is the live login transactions per IP (bounded.go), at most liveTxLimit each. The
+	// table outlives a reload that keeps the bound on (slots taken before it are given back to
+	// it); the limit is the guard's.
+	liveTx      *liveTxTable
+	liveTxLimit int
+	proxies     []netip.Prefix
+	refused     *prometheus.CounterVec
 }
 
 // newGuard builds the limiters from a validated configuration and registers the
 // dpop_broker_rate_limited_total counter on reg.
 func newGuard(cfg *config.Config, reg *prometheus.Registry) (*guard, error) {
-	g := &guard{
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+	return buildGuard(cfg, reg, nil)
+}
+
+// nextGuard builds the limiters of a reloaded configuration: it shares prev's counter and
+// keeps prev's tables whose rate, burst and max_keys are unchanged.
+func nextGuard(cfg *config.Config, prev *guard) (*guard, error) {
+	return buildGuard(cfg, nil, prev)
+}
+
+func buildGuard(cfg *config.Config, reg *prometheus.Registry, prev *guard) (*guard, error) {
+	g := &guard{tables: map[string]*limiterTable{}}
+	if prev != nil {
+		g.refused = prev.refused
+	} else {
+		g.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dpop_broker_rate_limited_total",
 			Help: "Requests refused with 429 by the per-replica rate limits, by endpoint and key (ip, client, refresh_family, session, token, or live_transactions).",
-		}, []string{"endpoint", "key"}),
-	}
-	if reg != nil {
-		if err := reg.Register(g.refused); err != nil {
-			return nil, fmt.Errorf("rate limit metric: %w", err)
+		}, []string{"endpoint", "key"})
+		if reg != nil {
+			if err := reg.Register(g.refused); err != nil {
+				return nil, fmt.Errorf("rate limit metric: %w", err)
+			}
 		}
 	}
 	for i, p := range cfg.TrustedProxies {
@@ -64,6 +87,7 @@ func newGuard(cfg *config.Config, reg *prometheus.Registry) (*guard, error) {
 	if !rl.Enabled {
 		return g, nil
 	}
+	maxKeys := max(rl.MaxKeys, 1)
 	for _, t := range []struct {
 		dst                *(*limiterTable)
 		endpoint, key, cfg string
@@ -87,14 +111,49 @@ func newGuard(cfg *config.Config, reg *prometheus.Registry) (*guard, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s.rate: %w", t.cfg, err)
 		}
-		if lim > 0 {
-			*t.dst = newLimiterTable(t.endpoint, t.key, t.l, lim, max(rl.MaxKeys, 1))
+		if lim <= 0 {
+			continue
 		}
+		name := t.cfg + " " + t.endpoint
+		next := newLimiterTable(t.endpoint, t.key, t.l, lim, maxKeys)
+		if prev != nil {
+			if old := prev.tables[name]; old != nil && old.sameLimit(next) {
+				next = old
+			}
+		}
+		*t.dst, g.tables[name] = next, next
 	}
 	if rl.LiveTransactionsPerIP > 0 {
-		g.liveTx = newLiveTxTable(rl.LiveTransactionsPerIP, max(rl.MaxKeys, 1))
+		g.liveTxLimit = rl.LiveTransactionsPerIP
+		if prev != nil && prev.liveTx != nil && prev.liveTx.maxKeys == maxKeys {
+			g.liveTx = prev.liveTx
+		} else {
+			g.liveTx = newLiveTxTable(rl.LiveTransactionsPerIP, maxKeys)
+		}
 	}
 	return g, nil
+}
+
+// changedLimits names the rate limits (configuration keys) whose tables prev has and g built
+// anew, or that one of them has and the other not (turned on or off); rate_limits.max_keys
+// changes every one. The live-transaction bound is named when it changed.
+func (g *guard) changedLimits(prev *guard) []string {
+	var out []string
+	for name, t := range g.tables {
+		if prev.tables[name] != t {
+			out = append(out, strings.Fields(name)[0])
+		}
+	}
+	for name := range prev.tables {
+		if g.tables[name] == nil {
+			out = append(out, strings.Fields(name)[0])
+		}
+	}
+	if g.liveTxLimit != prev.liveTxLimit || g.liveTx != prev.liveTx {
+		out = append(out, "rate_limits.live_transactions_per_ip")
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // limiterTable is one set of per-key token buckets, bounded to max keys (least recently used
@@ -105,6 +164,7 @@ type limiterTable struct {
 	spec          string // configured rate, for messages and events
 	limit         rate.Limit
 	burst         int
+	maxKeys       int
 
 	mu   sync.Mutex
 	keys *logs.LRU[*rate.Limiter]
@@ -112,9 +172,16 @@ type limiterTable struct {
 
 func newLimiterTable(endpoint, key string, l config.RateLimit, lim rate.Limit, maxKeys int) *limiterTable {
 	return &limiterTable{
-		endpoint: endpoint, key: key, spec: strings.TrimSpace(l.Rate), limit: lim, burst: l.Burst,
+		endpoint: endpoint, key: key, spec: strings.TrimSpace(l.Rate), limit: lim, burst: l.Burst, maxKeys: maxKeys,
 		keys: logs.NewLRU(maxKeys, func() *rate.Limiter { return rate.NewLimiter(lim, l.Burst) }),
 	}
+}
+
+// sameLimit reports whether o limits as t does (rate as written, burst and max keys): a
+// reload then keeps t and its buckets.
+func (t *limiterTable) sameLimit(o *limiterTable) bool {
+	return t.endpoint == o.endpoint && t.key == o.key && t.spec == o.spec && t.limit == o.limit &&
+		t.burst == o.burst && t.maxKeys == o.maxKeys
 }
 
 // refusal describes a request a limiter refused. Its event is an unauthenticated one,

@@ -25,7 +25,8 @@ import (
 // (its tombstone is that entry's config_hash); when it is stored, the YAML is applied again
 // only if the YAML entry changed since it was last applied (config_hash). So an API edit or
 // delete survives restarts with an unchanged file, and an edited file (new issuer, rotated
-// secret) wins over the store.
+// secret) wins over the store. A reload of the file (reload.go, registry.reconfigure) applies
+// the same rule, so it leaves the store as a restart with that file would.
 //
 // The registry is every request path's view of the connections and of the clients
 // (clientregistry.go, same store version). It keeps one immutable snapshot and, per snapshot,
@@ -149,16 +150,21 @@ type connSnapshot struct {
 }
 
 type registry struct {
-	s          *Server
-	conns      sessions.Connections
-	clients    sessions.Clients
-	opts       upstream.Options
+	s       *Server
+	conns   sessions.Connections
+	clients sessions.Clients
+	// opts are the upstream options connections are built with (options); Reload replaces
+	// them, and a connection built with others is built again (withConfigOptions).
+	opts atomic.Pointer[upstream.Options]
+
+	mu         sync.Mutex // serializes rebuilds and seeding; guards seed and clientSeed
 	seed       []config.Connection
 	clientSeed []config.Client
-
-	mu     sync.Mutex // serializes rebuilds and seeding
-	seeded bool
-	snap   atomic.Pointer[connSnapshot]
+	seeded     bool
+	snap       atomic.Pointer[connSnapshot]
+	// dirty makes the next check rebuild every connection even at the same store version: a
+	// reload changed the options and could not rebuild then.
+	dirty atomic.Bool
 
 	// The watch (sessions.ConnectionsWatcher): changes counts its Changed events; lease is
 	// its latest Through, with the count at that moment (it vouches for a snapshot known
@@ -188,8 +194,13 @@ func newRegistry(s *Server, opts upstream.Options, seed []config.Connection, cli
 		mem := sessions.NewMemory()
 		c, cl = mem.(sessions.Connections), mem.(sessions.Clients)
 	}
-	return &registry{s: s, conns: c, clients: cl, opts: opts, seed: seed, clientSeed: clientSeed}, nil
+	g := &registry{s: s, conns: c, clients: cl, seed: seed, clientSeed: clientSeed}
+	g.opts.Store(&opts)
+	return g, nil
 }
+
+// options returns the upstream options connections are built with now.
+func (g *registry) options() *upstream.Options { return g.opts.Load() }
 
 // configHash identifies a YAML connection entry.
 func configHash(cc *config.Connection) string {
@@ -367,7 +378,7 @@ func (g *registry) check(ctx context.Context) (*connSnapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("connections version: %w", err)
 		}
-		if v == snap.version {
+		if v == snap.version && !g.dirty.Load() {
 			snap.confirm(gen, start)
 			return snap, nil
 		}
@@ -391,7 +402,7 @@ func (g *registry) check(ctx context.Context) (*connSnapshot, error) {
 		}
 		g.seeded = true
 	}
-	return g.rebuild(ctx, lost, gen, start)
+	return g.rebuild(ctx, lost || g.dirty.Load(), gen, start)
 }
 
 // confirm records that a version read that started at at (monoNow), after the watch had
@@ -484,7 +495,90 @@ func (g *registry) rebuild(ctx context.Context, force bool, gen, start int64) (*
 		g.s.events.Secrets.Set(secretsConnections, connectionSecrets(next)...) // no event may carry them
 	}
 	g.snap.Store(next)
+	g.dirty.Store(false)
 	return next, nil
+}
+
+// reconfigure is the registry's part of a reload (reload.go): the configuration file's
+// connections and clients become the seed, applied to the store by the seeding rule above
+// (exactly what a restart with the file would do), and opts the options every connection is
+// built with. A YAML connection whose name the store holds under another id, or whose id it
+// holds under another name, is returned as a problem before anything is written or changed.
+// When the store cannot be read or written, the seed and options are taken all the same and
+// the next lookup seeds and loads them (as at a start with the store down); pending is that
+// store error. Entries removed from the file stay in the store, as after a restart.
+func (g *registry) reconfigure(ctx context.Context, seed []config.Connection, clientSeed []config.Client, opts *upstream.Options) (problems []error, pending error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	problems, err := g.clashes(ctx, seed)
+	if len(problems) > 0 {
+		return problems, nil
+	}
+	optsChanged := opts != g.options()
+	g.seed, g.clientSeed = seed, clientSeed
+	g.opts.Store(opts)
+	if optsChanged {
+		g.dirty.Store(true)
+	}
+	defer func() {
+		if pending != nil {
+			g.changes.Add(1) // no snapshot is known current: the next lookup checks, seeds and loads
+		}
+	}()
+	if err != nil {
+		g.seeded = false
+		return nil, err
+	}
+	more, err := g.seedAll(ctx)
+	for _, p := range more { // a clash written by another replica since the check above
+		g.s.log.Error("connection from configuration not applied", "err", p)
+	}
+	if err != nil {
+		g.seeded = false
+		return nil, err
+	}
+	g.seeded = true
+	if _, err := g.rebuild(ctx, g.dirty.Load(), g.changes.Load(), monoNow()); err != nil {
+		g.dirty.Store(true)
+		return nil, err
+	}
+	return nil, nil
+}
+
+// clashes returns the seeding problems (registry.seedAll) of the entries of seed that are new
+// or changed since the registry's seed, reading the store only. g.mu is held.
+func (g *registry) clashes(ctx context.Context, seed []config.Connection) (problems []error, err error) {
+	applied := make(map[string]string, len(g.seed))
+	for i := range g.seed {
+		applied[g.seed[i].ConnectionID()] = configHash(&g.seed[i])
+	}
+	for i := range seed {
+		cc := &seed[i]
+		id := cc.ConnectionID()
+		if h, ok := applied[id]; ok && h == configHash(cc) {
+			continue // as seeded before
+		}
+		switch other, _, err := g.conns.ConnectionByName(ctx, cc.Name); {
+		case err == nil && other != id:
+			problems = append(problems, fmt.Errorf("connections[%d] (%s): the store already has a connection named %q with id %s "+
+				"(created through the management API); delete that connection or set connections[%d].id: %s", i, cc.Name, cc.Name, other, i, other))
+			continue
+		case err != nil && !errors.Is(err, sessions.ErrNotFound):
+			return nil, fmt.Errorf("connections[%d] (%s): read: %w", i, cc.Name, err)
+		}
+		raw, err := g.conns.GetConnection(ctx, id)
+		switch {
+		case errors.Is(err, sessions.ErrNotFound):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("connections[%d] (%s): read: %w", i, cc.Name, err)
+		}
+		var prev storedConnection
+		if json.Unmarshal(raw, &prev) == nil && prev.Name != "" && prev.Name != cc.Name {
+			problems = append(problems, fmt.Errorf("connections[%d]: id %s is stored with name %q; connection names cannot change", i, id, prev.Name))
+		}
+	}
+	return problems, nil
 }
 
 // build returns the connection for a stored document, reusing prev's when unchanged. A
@@ -496,14 +590,15 @@ func (g *registry) build(raw []byte, prev *connSnapshot) *connection {
 		g.s.log.Error("stored connection does not decode; skipped", "bytes", len(raw))
 		return nil
 	}
+	opts := g.options()
 	if prev != nil {
-		if old := prev.byID[doc.ID]; old != nil && bytes.Equal(old.raw, raw) {
+		if old := prev.byID[doc.ID]; old != nil && bytes.Equal(old.raw, raw) && old.opts == opts {
 			return old
 		}
 	}
 	cc := doc.Connection
-	c := &connection{cfg: &cc, id: cc.ID, raw: bytes.Clone(raw)}
-	up, err := upstream.New(upstreamConfig(&cc), g.opts)
+	c := &connection{cfg: &cc, id: cc.ID, raw: bytes.Clone(raw), opts: opts}
+	up, err := upstream.New(upstreamConfig(&cc), *opts)
 	if err != nil {
 		c.err = err
 		g.s.log.Error("connection cannot be used", "connection", cc.Name, "err", err)

@@ -37,7 +37,9 @@ type Deps struct {
 	Resolver *net.Resolver
 }
 
-// Server is the broker's HTTP face.
+// Server is the broker's HTTP face. A Server is one view of the configuration: Reload
+// (reload.go) builds the next view as a copy that shares every piece of state and swaps it in
+// atomically; a request is served entirely by the view it started on.
 type Server struct {
 	cfg    *config.Config
 	store  sessions.Store
@@ -74,14 +76,16 @@ type Server struct {
 	adminHandler  http.Handler     // admin_listen's: the admin paths only (nil: no admin_listen)
 	metrics       *metrics         // private Prometheus registry (metrics.go)
 	guard         *guard           // rate limits and trusted proxies (ratelimit.go, limits.go)
-	ready         readiness        // /readyz answers, reused for a second
+	ready         *readiness       // /readyz answers, reused for a second
 	readier       sessions.Readier // the store, when it tells whether it can serve a login (storeReady)
 
 	// logoutSigner signs back-channel logout tokens: the ID-token key, typ logout+jwt.
 	logoutSigner jose.Signer
 	bcl          *backchannel       // back-channel logout deliveries to the apps (backchannel.go)
 	streams      *logstream.Streams // log_streams (logstreams.go); nil without any
-	console      consoleCaches      // the console's caches and bounds (consolecost.go)
+	console      *consoleCaches     // the console's caches and bounds (consolecost.go)
+	// views holds the view requests are served by (reload.go); every view shares it.
+	views *views
 }
 
 // connection is one configured upstream with its driver (up is nil and err set when the
@@ -92,6 +96,9 @@ type connection struct {
 	up  *upstream.Connection
 	err error
 	raw []byte // the stored document it was built from
+	// opts are the registry's options it was built with (registry.options): a reload that
+	// changes them builds it again.
+	opts *upstream.Options
 }
 
 // Request body limit for form and JSON bodies.
@@ -110,6 +117,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		cfg: cfg, store: deps.Store, events: deps.Events, log: deps.Logger, now: deps.Now, keys: deps.Keys,
 		issuer: cfg.Issuer, base: cfg.BaseURL(),
 		apis: map[string]*config.API{}, maxClients: defaultMaxClients,
+		ready: &readiness{}, console: &consoleCaches{},
 	}
 	s.callbackURL = s.base + "/login/callback"
 	if u, err := url.Parse(cfg.ConsoleURL()); err == nil {
@@ -156,9 +164,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if s.verifier, err = newVerifier(&cfg.DPoPServer, s.store, s.now); err != nil {
 		return nil, err
 	}
-	for i := range cfg.APIs {
-		s.apis[cfg.APIs[i].Audience] = &cfg.APIs[i]
-	}
+	s.apis = apisByAudience(cfg)
 	if s.idSigner, err = s.keys.Signer("JWT"); err != nil {
 		return nil, fmt.Errorf("id token signer: %w", err)
 	}
@@ -181,28 +187,17 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.upstreamHTTP = httpClient
-	opts := upstream.Options{
-		HTTP:       httpClient,
-		Discovery:  &discovery.Client{HTTP: httpClient, Now: s.now},
-		Signers:    s.keys.DPoP,
-		Nonces:     dpop.NewNonceCacheWith(dpop.NonceCacheOptions{Now: s.now}), // stale upstream nonces expire
-		MaxRetries: cfg.DPoP.MaxRetries,
-		RetryDelay: cfg.DPoP.RetryDelay,
-		Jitter:     cfg.DPoP.Jitter,
-		ClockSkew:  cfg.DPoP.ClockSkew,
-		Now:        s.now,
+	opts := withConfigOptions(cfg, upstream.Options{
+		HTTP:      httpClient,
+		Discovery: &discovery.Client{HTTP: httpClient, Now: s.now},
+		Signers:   s.keys.DPoP,
+		Nonces:    dpop.NewNonceCacheWith(dpop.NonceCacheOptions{Now: s.now}), // stale upstream nonces expire
+		Now:       s.now,
 
 		ClientAuthKeys: clientAuthKeys(s.keys),
-		APIClaims:      apiClaimNames(cfg.APIs),
-	}
-	if opts.MaxRetries == 0 {
-		opts.MaxRetries = -1 // dpop.Transport: zero means the default (1), negative means none
-	}
-	for i := range cfg.Connections {
-		cc := &cfg.Connections[i]
-		if _, err := upstream.New(upstreamConfig(cc), opts); err != nil {
-			return nil, fmt.Errorf("connections[%d] (%s): %w", i, cc.Name, err)
-		}
+	})
+	if err := checkConnections(cfg, opts); err != nil {
+		return nil, err
 	}
 	if s.console.pins, err = consolePinsOf(cfg); err != nil {
 		return nil, err
@@ -216,7 +211,45 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.routes()
+	s.views = newViews(s, deps.Keys != nil)
 	return s, nil
+}
+
+// apisByAudience returns cfg's APIs by audience.
+func apisByAudience(cfg *config.Config) map[string]*config.API {
+	m := make(map[string]*config.API, len(cfg.APIs))
+	for i := range cfg.APIs {
+		m[cfg.APIs[i].Audience] = &cfg.APIs[i]
+	}
+	return m
+}
+
+// withConfigOptions returns base (the HTTP client, discovery cache, keys and nonce cache, which
+// last for the process) with the settings cfg gives: the nonce retries (dpop) and the claims
+// the APIs put in access tokens.
+func withConfigOptions(cfg *config.Config, base upstream.Options) upstream.Options {
+	opts := base
+	opts.MaxRetries = cfg.DPoP.MaxRetries
+	opts.RetryDelay = cfg.DPoP.RetryDelay
+	opts.Jitter = cfg.DPoP.Jitter
+	opts.ClockSkew = cfg.DPoP.ClockSkew
+	opts.APIClaims = apiClaimNames(cfg.APIs)
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = -1 // dpop.Transport: zero means the default (1), negative means none
+	}
+	return opts
+}
+
+// checkConnections builds the upstream driver of every configured connection once, so a
+// connection the driver refuses stops startup (or a reload) naming it.
+func checkConnections(cfg *config.Config, opts upstream.Options) error {
+	for i := range cfg.Connections {
+		cc := &cfg.Connections[i]
+		if _, err := upstream.New(upstreamConfig(cc), opts); err != nil {
+			return fmt.Errorf("connections[%d] (%s): %w", i, cc.Name, err)
+		}
+	}
+	return nil
 }
 
 func upstreamConfig(cc *config.Connection) upstream.Config {
@@ -299,13 +332,14 @@ func (s *Server) Store() sessions.Store { return s.store }
 // Events returns the event writer (for the demo's event view).
 func (s *Server) Events() *logs.Writer { return s.events }
 
-// Handler returns the broker's HTTP handler (for listen).
-func (s *Server) Handler() http.Handler { return s.handler }
+// Handler returns the broker's HTTP handler (for listen): each request is served by the
+// view current when it arrives (Reload).
+func (s *Server) Handler() http.Handler { return s.views.handler }
 
 // AdminHandler returns the handler for admin_listen (/console, /metrics, /api/v2, and
 // /healthz and /readyz, which Handler serves too), or nil when admin_listen is not set and
-// Handler serves everything.
-func (s *Server) AdminHandler() http.Handler { return s.adminHandler }
+// Handler serves everything. admin_listen cannot change by Reload.
+func (s *Server) AdminHandler() http.Handler { return s.views.adminHandler }
 
 func (s *Server) routes() {
 	prefix := ""

@@ -1,0 +1,350 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dpop-broker/dpop-broker/config"
+)
+
+const (
+	reloadKeepToken = "reload-keep-token-0123456789abcdefghij"
+	reloadGoneToken = "reload-gone-token-0123456789abcdefghij"
+)
+
+// reloadHarness is a harness with two management tokens (keep: every client and connection
+// scope; gone: read:clients) and rate limits on.
+func reloadHarness(t *testing.T) *harness {
+	t.Helper()
+	return newHarness(t, harnessOpts{mutate: func(c *config.Config) {
+		c.Management.Tokens = []config.ManagementToken{
+			{Name: "keep", Token: reloadKeepToken, Scopes: []string{config.ScopeReadClients, config.ScopeUpdateClients,
+				config.ScopeReadConnections, config.ScopeCreateConnections}},
+			{Name: "gone", Token: reloadGoneToken, Scopes: []string{config.ScopeReadClients}},
+		}
+		c.RateLimits.Enabled = true
+	}})
+}
+
+// reload applies the harness's configuration changed by mutate (on a copy whose lists may be
+// replaced or edited) and returns Reload's error.
+func (h *harness) reload(mutate func(*config.Config)) error {
+	h.t.Helper()
+	cur := h.broker.views.cur.Load().cfg
+	return h.broker.Reload(context.Background(), func() (*config.Config, error) {
+		next := *cur
+		next.Clients = slices.Clone(cur.Clients)
+		next.Connections = slices.Clone(cur.Connections)
+		next.Management.Tokens = slices.Clone(cur.Management.Tokens)
+		mutate(&next)
+		next.ApplyDefaults()
+		return &next, nil
+	})
+}
+
+// reloadCall sends a management request to handler h with token and returns the status and body.
+func reloadCall(t *testing.T, h http.Handler, method, path, token, body string) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	req.RemoteAddr = "192.0.2.1:1234"
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.String()
+}
+
+// A management token removed from the file is refused by every request dispatched after the
+// reload, while a request dispatched to the previous view (in flight when it happened)
+// finishes on the configuration it started with.
+func TestReloadRefusesARemovedTokenFromThenOnAndLetsARequestInFlightFinishOnItsView(t *testing.T) {
+	h := reloadHarness(t)
+	before := h.broker.views.cur.Load()
+	if err := h.reload(func(c *config.Config) { c.Management.Tokens = c.Management.Tokens[:1] }); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		handler http.Handler
+		token   string
+		want    int
+	}{
+		{name: "the removed token after the reload", handler: h.broker.Handler(), token: reloadGoneToken, want: http.StatusUnauthorized},
+		{name: "the kept token after the reload", handler: h.broker.Handler(), token: reloadKeepToken, want: http.StatusOK},
+		{name: "the removed token on the view a request started on", handler: before.handler, token: reloadGoneToken, want: http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, body := reloadCall(t, tt.handler, http.MethodGet, "/api/v2/clients", tt.token, ""); code != tt.want {
+				t.Errorf("GET /api/v2/clients: %d %s, want %d", code, body, tt.want)
+			}
+		})
+	}
+	if len(before.cfg.Management.Tokens) != 2 || len(h.broker.views.cur.Load().cfg.Management.Tokens) != 1 {
+		t.Errorf("the views' tokens: before %d, after %d", len(before.cfg.Management.Tokens), len(h.broker.views.cur.Load().cfg.Management.Tokens))
+	}
+}
+
+// A reload applies the file's clients as a restart would (the seeding rule): an API edit of an
+// entry the file leaves unchanged survives, an entry the file changes overwrites it, and an
+// entry removed from the file stays in the store.
+func TestReloadAppliesTheFileToTheStoreAsARestartWould(t *testing.T) {
+	h := reloadHarness(t)
+	handler := h.broker.Handler()
+	clientName := func(id string) string {
+		t.Helper()
+		code, body := reloadCall(t, handler, http.MethodGet, "/api/v2/clients/"+id, reloadKeepToken, "")
+		if code != http.StatusOK {
+			return "status " + http.StatusText(code)
+		}
+		_, rest, _ := strings.Cut(body, `"name":"`)
+		name, _, _ := strings.Cut(rest, `"`)
+		return name
+	}
+	if code, body := reloadCall(t, handler, http.MethodPatch, "/api/v2/clients/"+appClient, reloadKeepToken, `{"name":"Edited through the API"}`); code != http.StatusOK {
+		t.Fatalf("PATCH: %d %s", code, body)
+	}
+	steps := []struct {
+		name   string
+		mutate func(*config.Config)
+		want   map[string]string // client_id → name
+	}{
+		{
+			name:   "an entry the file leaves unchanged keeps its API edit",
+			mutate: func(c *config.Config) { c.Clients[1].Name = "SPA renamed in the file" },
+			want:   map[string]string{appClient: "Edited through the API", spaClient: "SPA renamed in the file"},
+		},
+		{
+			name:   "an entry the file changes overwrites the API edit",
+			mutate: func(c *config.Config) { c.Clients[0].Name = "Renamed in the file" },
+			want:   map[string]string{appClient: "Renamed in the file"},
+		},
+		{
+			name:   "an entry removed from the file stays in the store",
+			mutate: func(c *config.Config) { c.Clients = c.Clients[:1] },
+			want:   map[string]string{spaClient: "SPA renamed in the file"},
+		},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if err := h.reload(st.mutate); err != nil {
+				t.Fatal(err)
+			}
+			for id, want := range st.want {
+				if got := clientName(id); got != want {
+					t.Errorf("client %s: name %q, want %q", id, got, want)
+				}
+			}
+		})
+	}
+}
+
+// A file connection whose name the store holds under another id (made through the API) refuses
+// the reload before anything is written: the file's new client is not stored and the running
+// configuration stays.
+func TestReloadRefusesAConnectionNameTakenInTheStoreBeforeWritingAnything(t *testing.T) {
+	h := reloadHarness(t)
+	handler := h.broker.Handler()
+	body := `{"name":"partner","strategy":"oidc","options":{"issuer":"` + h.up.URL + `","client_id":"x","client_secret":"y"}}`
+	if code, resp := reloadCall(t, handler, http.MethodPost, "/api/v2/connections", reloadKeepToken, body); code != http.StatusCreated {
+		t.Fatalf("POST /api/v2/connections: %d %s", code, resp)
+	}
+	before := h.broker.views.cur.Load()
+	err := h.reload(func(c *config.Config) {
+		c.Connections = append(c.Connections, config.Connection{Name: "partner", Strategy: "oidc",
+			Options: config.ConnectionOptions{Issuer: h.up.URL, ClientID: upClientID, ClientSecret: upSecret}})
+		c.Clients = append(c.Clients, config.Client{ClientID: "late", RedirectURIs: []string{h.app.URL + "/late"}, Connections: []string{"partner"}})
+	})
+	var re *ReloadError
+	if !errors.As(err, &re) || len(re.Problems) != 1 || !strings.Contains(re.Problems[0], `the store already has a connection named "partner"`) {
+		t.Fatalf("reload: %v, want the name clash", err)
+	}
+	if code, _ := reloadCall(t, handler, http.MethodGet, "/api/v2/clients/late", reloadKeepToken, ""); code != http.StatusNotFound {
+		t.Errorf("the refused file's client: %d, want 404 (nothing written)", code)
+	}
+	if h.broker.views.cur.Load() != before {
+		t.Errorf("a refused reload swapped the view")
+	}
+}
+
+// The rate-limit tables whose rate, burst and max_keys a reload leaves alone are kept (their
+// buckets with them); a changed one is new, and the changed keys are named.
+func TestReloadKeepsTheBucketsOfTheRateLimitsItDoesNotChange(t *testing.T) {
+	base := func() *config.Config {
+		c := config.Default()
+		c.RateLimits.Enabled = true
+		c.ApplyDefaults()
+		return c
+	}
+	tests := []struct {
+		name        string
+		mutate      func(*config.Config)
+		wantChanged []string
+		keptTokenIP bool
+		keptLiveTx  bool
+	}{
+		{name: "nothing changed", mutate: func(*config.Config) {}, keptTokenIP: true, keptLiveTx: true},
+		{
+			name:        "the token endpoint's per-IP rate",
+			mutate:      func(c *config.Config) { c.RateLimits.Token.PerIP = config.RateLimit{Rate: "1/h", Burst: 1} },
+			wantChanged: []string{"rate_limits.token.per_ip"},
+			keptLiveTx:  true,
+		},
+		{
+			name:        "the live-transaction bound keeps its slots",
+			mutate:      func(c *config.Config) { c.RateLimits.LiveTransactionsPerIP = 3 },
+			wantChanged: []string{"rate_limits.live_transactions_per_ip"},
+			keptTokenIP: true, keptLiveTx: true,
+		},
+		{
+			name:        "trusted proxies only",
+			mutate:      func(c *config.Config) { c.TrustedProxies = []string{"10.0.0.0/8"} },
+			keptTokenIP: true, keptLiveTx: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prev, err := newGuard(base(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := base()
+			tt.mutate(cfg)
+			g, err := nextGuard(cfg, prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (g.tokenIP == prev.tokenIP) != tt.keptTokenIP || (g.liveTx == prev.liveTx) != tt.keptLiveTx || g.authorizeIP != prev.authorizeIP {
+				t.Errorf("kept: token per_ip %v, live transactions %v, authorize per_ip %v", g.tokenIP == prev.tokenIP, g.liveTx == prev.liveTx, g.authorizeIP == prev.authorizeIP)
+			}
+			if got := g.changedLimits(prev); !slices.Equal(got, tt.wantChanged) {
+				t.Errorf("changed limits %v, want %v", got, tt.wantChanged)
+			}
+			if g.refused != prev.refused {
+				t.Errorf("the rate-limit counter is not shared")
+			}
+		})
+	}
+}
+
+// carryOver names each changed setting that needs a restart by its key and keeps the running
+// value; live settings change.
+func TestReloadNamesTheSettingsThatNeedARestartAndKeepsTheirRunningValues(t *testing.T) {
+	tests := []struct {
+		name        string
+		mutate      func(*config.Config)
+		wantChanged []string
+		wantNotLive []string
+	}{
+		{name: "listen", mutate: func(c *config.Config) { c.Listen = "127.0.0.1:9999" }, wantNotLive: []string{"listen"}},
+		{name: "a nested store key", mutate: func(c *config.Config) { c.Store.Redis.Addrs = []string{"10.0.0.1:6379"} }, wantNotLive: []string{"store.redis.addrs"}},
+		{name: "issuer and keys", mutate: func(c *config.Config) {
+			c.Issuer = "https://other.example/"
+			c.Keys.Signing.PrivateKeyFile = "/elsewhere.pem"
+		}, wantNotLive: []string{"issuer", "keys.signing.private_key_file"}},
+		{name: "lifetimes are live", mutate: func(c *config.Config) { c.Lifetimes.Code *= 2 }, wantChanged: []string{"lifetimes"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cur := config.Default()
+			cur.ApplyDefaults()
+			next := config.Default()
+			next.ApplyDefaults()
+			tt.mutate(next)
+			changed, notLive := carryOver(cur, next)
+			if !slices.Equal(changed, tt.wantChanged) || !slices.Equal(notLive, tt.wantNotLive) {
+				t.Errorf("changed %v, not live %v; want %v, %v", changed, notLive, tt.wantChanged, tt.wantNotLive)
+			}
+			if len(tt.wantNotLive) > 0 && (next.Listen != cur.Listen || next.Issuer != cur.Issuer || !slices.Equal(next.Store.Redis.Addrs, cur.Store.Redis.Addrs) || next.Keys.Signing != cur.Keys.Signing) {
+				t.Errorf("the running values were not kept")
+			}
+		})
+	}
+}
+
+// A reload that changes the upstream DPoP options builds every connection again with them.
+func TestReloadRebuildsTheConnectionsWhenTheUpstreamOptionsChange(t *testing.T) {
+	h := reloadHarness(t)
+	ctx := context.Background()
+	snap, err := h.broker.reg.current(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := snap.byName["corp"]
+	if err := h.reload(func(c *config.Config) { c.DPoP.MaxRetries = 3 }); err != nil {
+		t.Fatal(err)
+	}
+	snap, err = h.broker.reg.current(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := snap.byName["corp"]; c == old || c.opts != h.broker.reg.options() || c.opts.MaxRetries != 3 {
+		t.Errorf("corp after the reload: rebuilt %v, max retries %d", c != old, c.opts.MaxRetries)
+	}
+}
+
+// Requests served while reloads swap the view each see one whole configuration: the kept
+// token always works, the alternately removed one is accepted or refused, never anything else
+// (run with -race: a view is never written while requests read it).
+func TestReloadWhileRequestsAreServed(t *testing.T) {
+	h := reloadHarness(t)
+	handler := h.broker.Handler()
+	if err := h.reload(func(c *config.Config) { c.RateLimits.Enabled = false }); err != nil { // this test is the flood
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errs := make(chan string, 4)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if code, _ := reloadCall(t, handler, http.MethodGet, "/api/v2/clients", reloadKeepToken, ""); code != http.StatusOK {
+					errs <- "kept token: " + http.StatusText(code)
+					return
+				}
+				if code, _ := reloadCall(t, handler, http.MethodGet, "/api/v2/clients", reloadGoneToken, ""); code != http.StatusOK && code != http.StatusUnauthorized {
+					errs <- "alternating token: " + http.StatusText(code)
+					return
+				}
+			}
+		}()
+	}
+	all := slices.Clone(h.cfg.Management.Tokens)
+	for i := range 20 {
+		err := h.reload(func(c *config.Config) {
+			c.Management.Tokens = slices.Clone(all[:1+i%2])
+			c.Clients[0].Name = "App " + strconv.Itoa(i)
+			c.RateLimits.Enabled = false
+		})
+		if err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
