@@ -70,6 +70,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer d.broker.Close() // once the servers stopped: back-channel logout deliveries finish
+	hup, stopHup := notifyHangup()
+	defer stopHup()
+	hctx, stopIgnoring := context.WithCancel(ctx)
+	defer stopIgnoring()
+	go ignoreHangup(hctx, hup, logger)
 	d.printWelcome(stdout, selfCommand())
 	if err := serveAll(ctx, d.servers...); err != nil {
 		fmt.Fprintf(stderr, "broker demo: %v\n", err)

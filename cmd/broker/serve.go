@@ -32,6 +32,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "broker serve: --config FILE (or BROKER_CONFIG) is required")
 		return 2
 	}
+	hup, stopHup := notifyHangup() // from now on SIGHUP reloads (once serving) instead of ending the process
+	defer stopHup()
 	cfg, problems, err := config.LoadAndValidate(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "broker serve: %v\n", err)
@@ -120,6 +122,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		logger.Info("admin listening", "addr", aln.Addr().String(), "serves", "/console /metrics /api/v2 /healthz /readyz")
 		pairs = append(pairs, serverListener{newHTTPServer(srv.AdminHandler()), aln})
 	}
+	rctx, stopReload := context.WithCancel(ctx)
+	defer stopReload()
+	go reloadOnHangup(rctx, hup, serveReloader(srv, *path, *listen))
 	if err := serveAll(ctx, pairs...); err != nil {
 		logger.Error("server failed", "err", err)
 		return 1
