@@ -78,6 +78,7 @@
 //		// handle error
 //	}
 //	httpServer := &http.Server{Addr: cfg.Listen, Handler: srv.Handler()}
-//	// … serve; after httpServer.Shutdown, before the store closes:
+//	// … serve; on SIGHUP, srv.Reload(ctx, loadTheFileAgain) (reload.go: what changes live);
+//	// after httpServer.Shutdown, before the store closes:
 //	srv.Close()
 package broker

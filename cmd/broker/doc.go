@@ -23,7 +23,8 @@
 //   - serve.go loads and validates the configuration, opens the store, builds the
 //     broker.Server and serves it; listen.go picks its address (--listen, $BROKER_LISTEN, the
 //     configuration), activation.go takes a listening socket handed over by the supervisor
-//     (systemd socket activation), logger.go builds the throttled JSON logger.
+//     (systemd socket activation), logger.go builds the throttled JSON logger, reload.go
+//     reloads the configuration file on SIGHUP (broker.Server.Reload; demo ignores it).
 //   - demo.go runs the broker, the demo upstream IdP (upstream/demoidp) and two of sampleapp.go's
 //     relying parties (single sign-on, silent authentication, back-channel logout) in one
 //     process, with a memory store and generated keys.
