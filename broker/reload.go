@@ -253,6 +253,9 @@ func carryOver(cur, next *config.Config) (changed, notLive []string) {
 	cv, nv := reflect.ValueOf(cur).Elem(), reflect.ValueOf(next).Elem()
 	t := cv.Type()
 	for i := range t.NumField() {
+		if !t.Field(i).IsExported() {
+			continue // derived by config itself, never set from outside
+		}
 		key := yamlKey(t.Field(i))
 		if key == "" { // not from the file (generate_missing_keys): always the running value
 			nv.Field(i).Set(cv.Field(i))
