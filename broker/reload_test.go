@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
 )
@@ -346,5 +347,33 @@ func TestReloadWhileRequestsAreServed(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// A client a reload adds on one replica reaches the other through the store, as a
+// management API write does; that replica's own file decides its local settings.
+func TestReloadedClientReachesTheOtherReplicaThroughTheStore(t *testing.T) {
+	p := newReplicaPair(t)
+	if err := p.h.reload(func(c *config.Config) {
+		c.Clients = append(c.Clients, config.Client{ClientID: "reloaded-app", RedirectURIs: []string{p.h.app.URL + "/reloaded"}, Connections: []string{"corp"}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: time.Minute}
+	for deadline := time.Now().Add(2 * time.Minute); ; { // bounded, generous: a reached replica answers at once
+		req, _ := http.NewRequest(http.MethodGet, p.bURL+"/api/v2/clients/reloaded-app", nil)
+		req.Header.Set("Authorization", "Bearer "+tokClients)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica B still answers %d for the reloaded client after 2 minutes", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
