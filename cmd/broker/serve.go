@@ -123,8 +123,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		pairs = append(pairs, serverListener{newHTTPServer(srv.AdminHandler()), aln})
 	}
 	rctx, stopReload := context.WithCancel(ctx)
-	defer stopReload()
-	go reloadOnHangup(rctx, hup, serveReloader(srv, *path, *listen))
+	reloaded := make(chan struct{})
+	go func() {
+		defer close(reloaded)
+		reloadOnHangup(rctx, hup, serveReloader(srv, *path, *listen))
+	}()
+	defer func() { stopReload(); <-reloaded }() // before srv.Close and store.Close: no reload runs on a closed store
 	if err := serveAll(ctx, pairs...); err != nil {
 		logger.Error("server failed", "err", err)
 		return 1
