@@ -54,9 +54,12 @@ var commands = []command{
 the broker on the configuration's listen address (--listen or $BROKER_LISTEN override it; a
 socket passed by systemd socket activation is used instead). Logs are JSON lines on stdout;
 the "listening" line names the version. Exit 1 when the configuration is invalid or the
-broker cannot start.`,
+broker cannot start. SIGHUP reads the file again and applies what can change live (clients,
+connections, APIs, management tokens, rate limits, ...); an invalid file is refused and the
+running configuration kept (docs/reload.md).`,
 		examples: []example{
 			{"serve a configuration file", "broker serve --config config.yaml"},
+			{"reload its configuration file", "kill -HUP $(pidof broker)"},
 			{"as the container image does", "BROKER_CONFIG=/etc/dpop-broker/config.yaml BROKER_LISTEN=0.0.0.0:8080 broker serve"},
 		},
 	},
