@@ -12,6 +12,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	oteltrace "go.opentelemetry.io/otel/trace"
 )
 
 // ErrNonceRetriesExhausted is matched (errors.Is) by a *NonceRetryError.
@@ -227,6 +230,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			retries++
 			trace.update(func(tr *Trace) { tr.NonceRetries++ })
+			// The caller's span (the broker's token exchange or userinfo), if any, tells each
+			// retry apart; the nonce itself is not recorded.
+			oteltrace.SpanFromContext(ctx).AddEvent("dpop.use_dpop_nonce", oteltrace.WithAttributes(
+				attribute.Int("dpop.retry", retries), attribute.Int("http.response.status_code", resp.StatusCode)))
 		case ErrCodeInvalidProof:
 			if nonce == "" || dropped || newNonce != "" {
 				// Not a stale nonce: no nonce was sent, it was already dropped once, or the
@@ -237,6 +244,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			dropNonce(nonces, key, nonce)
 			dropped = true
 			trace.update(func(tr *Trace) { tr.NonceDropped, tr.NonceUsed = true, false })
+			oteltrace.SpanFromContext(ctx).AddEvent("dpop.stale_nonce_dropped")
 		default:
 			return resp, nil
 		}

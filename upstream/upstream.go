@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/oauth2"
 
 	"github.com/dpop-broker/dpop-broker/discovery"
@@ -85,6 +87,8 @@ type Options struct {
 	// mapping does not copy those that are not standard from the upstream, so only an
 	// attribute sets them (ClaimMapping.Profile).
 	APIClaims []string
+	// TracerProvider, when set, gives the login's steps spans (tracing.go); nil: none.
+	TracerProvider trace.TracerProvider
 }
 
 // Stable error codes for login events (details.error).
@@ -146,6 +150,7 @@ type Connection struct {
 	pushes chan struct{}
 	// identityDigest is the Digest of cfg's Identity, which every login records (Result).
 	identityDigest string
+	tracer         trace.Tracer // nil: no spans (tracing.go)
 }
 
 // wireLabels returns the JOSE labels a configuration alg may be sent under (RFC 9449 §4.2;
@@ -170,6 +175,9 @@ func New(cfg Config, opts Options) (*Connection, error) {
 	cfg.claims = cfg.claims.withAPIClaims(opts.APIClaims)
 	c := &Connection{cfg: cfg, opts: opts, plain: opts.HTTP, pushes: make(chan struct{}, opts.MaxPushesInFlight),
 		identityDigest: cfg.Identity().Digest()}
+	if opts.TracerProvider != nil {
+		c.tracer = opts.TracerProvider.Tracer(tracerName)
+	}
 	if err := c.setupClientAuth(); err != nil {
 		return nil, fmt.Errorf("upstream: connection %q: %w", cfg.Name, err)
 	}
@@ -477,9 +485,10 @@ func randomString() (string, error) {
 // capability check fetches it again.
 const staleCapability = 30 * time.Second
 
-func (c *Connection) discover(ctx context.Context) (*discovery.Document, error) {
-	doc, err := c.opts.Discovery.Get(ctx, c.cfg.Issuer, c.cfg.DiscoveryURL)
-	if err != nil {
+func (c *Connection) discover(ctx context.Context) (doc *discovery.Document, err error) {
+	ctx, span := c.startSpan(ctx, "upstream discovery")
+	defer func() { endSpan(span, err) }()
+	if doc, err = c.opts.Discovery.Get(ctx, c.cfg.Issuer, c.cfg.DiscoveryURL); err != nil {
 		return nil, &Error{Code: CodeDiscovery, Description: fmt.Sprintf("discovery for %s failed: %v", c.cfg.Issuer, err), Err: err}
 	}
 	return doc, nil
@@ -688,10 +697,10 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	}
 	res.ClientAuthMethod, res.PAR = method, st.PAR
 
-	var trace dpop.Trace
+	var dtrace dpop.Trace
 	tctx := ctx
 	if res.DPoPAlg != "" {
-		tctx = dpop.WithTrace(ctx, &trace)
+		tctx = dpop.WithTrace(ctx, &dtrace)
 	}
 	if method == discovery.AuthPrivateKeyJWT {
 		tctx = withAssertion(tctx, doc.TokenEndpoint) // RFC 7523 §3: aud the token endpoint
@@ -701,21 +710,31 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 	if st.Verifier != "" {
 		xopts = append(xopts, oauth2.VerifierOption(st.Verifier))
 	}
+	dctx, xspan := c.startSpan(dctx, "upstream token exchange")
 	started := time.Now()
 	tok, err := oc.Exchange(dctx, code, xopts...)
 	res.ExchangeLatency = time.Since(started)
-	res.NonceRetries, res.NonceUsed, res.NonceDropped = trace.NonceRetries, trace.NonceUsed, trace.NonceDropped
+	res.NonceRetries, res.NonceUsed, res.NonceDropped = dtrace.NonceRetries, dtrace.NonceUsed, dtrace.NonceDropped
 	if err != nil {
 		xe := exchangeError(err, c.opts.HTTP.Timeout)
 		if res.DPoPAlg == "" {
 			noProofSent(xe)
 		}
+		xspan.SetAttributes(resultAttrs(res)...)
+		endSpan(xspan, xe)
 		return res, xe
 	}
 	res.TokenType = tok.TokenType
 	res.DPoPBound = strings.EqualFold(tok.TokenType, "DPoP") // RFC 9449 §5: anything else is unbound
+	xspan.SetAttributes(resultAttrs(res)...)
+	endSpan(xspan, nil)
 
-	idt, claims, err := c.verifyIDToken(ctx, doc, st, tok)
+	vctx, vspan := c.startSpan(ctx, "upstream id_token check")
+	idt, claims, err := c.verifyIDToken(vctx, doc, st, tok)
+	if idt != nil {
+		vspan.SetAttributes(attribute.String("oidc.id_token.alg", idAlg(tok)))
+	}
+	endSpan(vspan, err)
 	if err != nil {
 		return res, err
 	}
@@ -739,7 +758,9 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		// NonceRetries/NonceUsed describe the token exchange only; of userinfo only a dropped
 		// stale nonce is reported.
 		var utrace dpop.Trace
-		uctx := context.WithValue(dpop.WithTrace(ctx, &utrace), oauth2.HTTPClient, ucl)
+		sctx, uspan := c.startSpan(ctx, "upstream userinfo")
+		uspan.SetAttributes(attribute.Bool("dpop.bound", res.UserinfoBound))
+		uctx := context.WithValue(dpop.WithTrace(sctx, &utrace), oauth2.HTTPClient, ucl)
 		ui, err := doc.Provider.UserInfo(uctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok.AccessToken, TokenType: tt}))
 		res.NonceDropped = res.NonceDropped || utrace.NonceDropped
 		if err == nil {
@@ -752,8 +773,11 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 			if errors.As(err, &nre) {
 				code = CodeUseDPoPNonce
 			}
-			return res, &Error{Code: code, Description: fmt.Sprintf("userinfo: %v", err), Err: err}
+			ue := &Error{Code: code, Description: fmt.Sprintf("userinfo: %v", err), Err: err}
+			endSpan(uspan, ue)
+			return res, ue
 		}
+		endSpan(uspan, nil)
 		res.UserinfoStatus = UserinfoSuccess
 	}
 	if res.Profile, err = c.cfg.claims.Profile(idClaims, userinfo); err != nil {

@@ -72,6 +72,9 @@ type Options struct {
 	// provider in the process signs with the same RSA key (RSAKey), generated once; a test
 	// that needs two providers with different keys (key rotation) sets it.
 	FreshKey bool
+	// Observe, when set, sees every request before it is answered (tests read its headers,
+	// such as traceparent). It must not keep or change the request.
+	Observe func(*http.Request)
 }
 
 // Stats counts what the provider saw.
@@ -128,7 +131,14 @@ func Start(opts Options) (*Provider, error) {
 		_ = ln.Close()
 		return nil, err
 	}
-	srv := &http.Server{Handler: p.mux, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = p.mux
+	if opts.Observe != nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			opts.Observe(r)
+			p.mux.ServeHTTP(w, r)
+		})
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return &Provider{URL: issuer, Stats: p.stats, p: p, srv: srv}, nil
 }
