@@ -34,6 +34,9 @@ type appRequest struct {
 	ResponseMode string `json:"response_mode,omitempty"`
 	// silent is set for prompt=none once the request is accepted: its failures are fsa.
 	silent bool
+	// Trace is the W3C traceparent of the /authorize span when tracing is on (tracing.go):
+	// the callback and the code's redemption continue that trace. Never used for anything else.
+	Trace string `json:"traceparent,omitempty"`
 }
 
 // transaction is the login transaction stored between /authorize and /login/callback under
@@ -103,6 +106,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	app.Nonce, app.Scope, app.Audience = q.Get("nonce"), q.Get("scope"), q.Get("audience")
 	app.CodeChallenge, app.DPoPJKT = q.Get("code_challenge"), q.Get("dpop_jkt")
+	app.Trace = loginTrace(r.Context())
 
 	if s.answeredBySession(w, r, q, client, app, ev) {
 		return

@@ -61,6 +61,8 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 			Description: "login transaction unknown, expired or already used, or started in another browser"})
 		return
 	}
+	// The login's trace, begun at /authorize, goes on here (tracing.go).
+	r = r.WithContext(joinTrace(r.Context(), tx.App.Trace))
 	s.clearTxCookie(w)
 	s.freeTx(tx) // its live-transaction slot (bounded.go)
 	// The registry's snapshot (as current as /authorize's: registry.go), unless it lacks the

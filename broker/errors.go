@@ -38,6 +38,7 @@ button:focus-visible{outline:3px solid #8fb3f5;outline-offset:2px}
 {{if .Error}}<p id="error"><code>{{.Error}}</code></p>{{end}}
 {{if .Message}}<p id="message">{{.Message}}</p>{{end}}
 {{if .Links}}<ul id="links">{{range .Links}}<li><a href="{{.URL}}">{{.Text}}</a></li>{{end}}</ul>{{end}}
+{{if .TraceID}}<p id="trace"><small>trace id: <code>{{.TraceID}}</code></small></p>{{end}}
 {{with .Form}}<form method="post" action="{{.Action}}">{{range .Fields}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">{{end}}<button id="{{.ID}}" type="submit">{{.Button}}</button></form>{{end}}
 </main>
 </body>
@@ -50,6 +51,9 @@ type page struct {
 	Title, Error, Message string
 	Links                 []pageLink
 	Form                  *pageForm
+	// TraceID is shown on an error page of a traced request (tracing.go), for the user to
+	// quote; "" shows nothing.
+	TraceID string
 }
 
 // pageForm is a one-button POST form with hidden fields.
@@ -159,7 +163,7 @@ func (s *Server) failLogin(w http.ResponseWriter, r *http.Request, ev *logs.Even
 	if f.Status == http.StatusServiceUnavailable {
 		title = "Service temporarily unavailable"
 	}
-	renderPage(w, f.Status, page{Title: title, Error: f.Code, Message: f.Description})
+	renderPage(w, f.Status, page{Title: title, Error: f.Code, Message: f.Description, TraceID: traceID(r.Context())})
 }
 
 // recordFailedLogin records ev as a failed login (type f, or fsa for prompt=none) with details.error f.Code and

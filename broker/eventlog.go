@@ -89,6 +89,7 @@ func (s *Server) write(r *http.Request, ev *logs.Event) {
 func (s *Server) writeEvent(ctx context.Context, ev *logs.Event) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	traceEvent(ctx, ev) // details.trace_id of a traced request
 	s.metrics.events.WithLabelValues(ev.Type).Inc()
 	err := s.events.Write(ctx, ev)
 	var drop *logs.DropError

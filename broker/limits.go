@@ -235,6 +235,7 @@ func (s *Server) refusedPage(w http.ResponseWriter, r *http.Request, ref *refusa
 	renderPage(w, http.StatusTooManyRequests, page{
 		Title: title, Error: codeTooManyRequests,
 		Message: fmt.Sprintf("%s Please try again in %d seconds.", why, ref.retryAfterSeconds()),
+		TraceID: traceID(r.Context()),
 	})
 }
 

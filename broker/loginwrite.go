@@ -25,7 +25,10 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 		if typ != logs.TypeSuccessSilentAuth {
 			ev.Type = logs.TypeSuccessLogin
 		}
-		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int, t sessions.Tally) error {
+		traceEvent(r.Context(), ev) // details.trace_id of a traced request
+		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int, t sessions.Tally) (err error) {
+			t0 := s.storeStart()
+			defer func() { traceStore(ctx, "put_all_and_log", itemsKind(items), t0, err) }()
 			if tl, ok := s.logBatch.(sessions.Tallier); ok && len(t.Counts) > 0 {
 				return tl.PutAllAndLogTallied(ctx, id, data, maxLen, t, items...)
 			}

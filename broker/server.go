@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/discovery"
@@ -35,6 +36,8 @@ type Deps struct {
 	// Resolver looks up upstream host names (default: the system's; tests inject one). The
 	// upstream address policy checks the addresses it returns when they are dialled.
 	Resolver *net.Resolver
+	// TracerProvider, when set, traces logins (tracing.go); nil: tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the broker's HTTP face. A Server is one view of the configuration: Reload
@@ -84,6 +87,7 @@ type Server struct {
 	bcl          *backchannel       // back-channel logout deliveries to the apps (backchannel.go)
 	streams      *logstream.Streams // log_streams (logstreams.go); nil without any
 	console      *consoleCaches     // the console's caches and bounds (consolecost.go)
+	tracer       trace.Tracer       // the broker's spans (tracing.go); nil: tracing off
 	// views holds the view requests are served by (reload.go); every view shares it.
 	views *views
 }
@@ -144,6 +148,9 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 			return nil, err
 		}
 	}
+	if deps.TracerProvider != nil {
+		s.tracer = deps.TracerProvider.Tracer(tracerName)
+	}
 	s.metrics = newMetrics()
 	if s.guard, err = newGuard(cfg, s.metrics.reg); err != nil {
 		return nil, err
@@ -151,6 +158,9 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	raw := s.store
 	s.readier, _ = raw.(sessions.Readier)
 	s.store = s.metrics.instrumentStore(raw) // counts store failures by op
+	if s.tracer != nil {
+		traceStoreWrites(s.store) // and traces the writes of traced requests (tracing.go)
+	}
 	// The event log lives in the store when New builds the writer on it, or when the caller's
 	// writer holds the same store (cmd/broker opens one store for both).
 	eventsInStore := s.events == nil || sameStore(s.events.Store, raw)
@@ -182,7 +192,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	httpClient, err := upstreamClient(deps.HTTPClient, upstreamHTTPOptions{timeout: cfg.UpstreamTimeout, policy: policy, resolver: deps.Resolver})
+	httpClient, err := upstreamClient(deps.HTTPClient, upstreamHTTPOptions{timeout: cfg.UpstreamTimeout, policy: policy, resolver: deps.Resolver, tracing: deps.TracerProvider})
 	if err != nil {
 		return nil, err
 	}
@@ -195,6 +205,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		Now:       s.now,
 
 		ClientAuthKeys: clientAuthKeys(s.keys),
+		TracerProvider: deps.TracerProvider, // for the process, as the HTTP client
 	})
 	if err := checkConnections(cfg, opts); err != nil {
 		return nil, err
@@ -355,10 +366,10 @@ func (s *Server) routes() {
 	h("GET /.well-known/oauth-authorization-server", s.handleDiscovery) // the same document under its RFC 8414 §3 name
 	h("GET /.well-known/jwks.json", s.handleJWKS)
 	h("GET "+clientAuthJWKSPath, s.handleClientAuthJWKS)
-	h("GET /authorize", s.guardAuthorize(s.handleAuthorize))
-	h("GET /login/callback", s.guardCallback(s.handleCallback))
-	h("GET /login/callback/{connection}", s.guardCallback(s.handleCallback)) // options.callback_path: dedicated
-	h("POST /oauth/token", s.cors(s.guardToken(s.handleToken, "")))
+	h("GET /authorize", s.traced(false, s.guardAuthorize(s.handleAuthorize)))
+	h("GET /login/callback", s.traced(true, s.guardCallback(s.handleCallback)))
+	h("GET /login/callback/{connection}", s.traced(true, s.guardCallback(s.handleCallback))) // options.callback_path: dedicated
+	h("POST /oauth/token", s.traced(true, s.cors(s.guardToken(s.handleToken, ""))))
 	h("OPTIONS /oauth/token", s.cors(nil))
 	h("POST /oauth/revoke", s.cors(s.guardToken(s.handleRevoke, logs.TypeFailedRevocation)))
 	h("OPTIONS /oauth/revoke", s.cors(nil))

@@ -77,6 +77,34 @@ func (e *storeOpError) Unwrap() error { return e.err }
 type meteredStore struct {
 	sessions.Store
 	m *metrics
+	// traced: the writes of traced requests are spans (traceStore); set by traceStoreWrites.
+	traced bool
+}
+
+// traceStoreWrites makes st, as instrumentStore returned it, record the writes of traced
+// requests as spans (tracing.go).
+func traceStoreWrites(st sessions.Store) {
+	switch ms := st.(type) {
+	case *meteredStore:
+		ms.traced = true
+	case *meteredConnStore:
+		ms.traced = true
+	}
+}
+
+// start is the start of a write to trace: now when writes are traced, else zero.
+func (s *meteredStore) start() time.Time {
+	if !s.traced {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// write counts err under op and records the write as a span of ctx's request when traced.
+func (s *meteredStore) write(ctx context.Context, op string, k sessions.Kind, start time.Time, err error) error {
+	err = s.m.storeError(op, err)
+	traceStore(ctx, op, k, start, err)
+	return err
 }
 
 type meteredConnStore struct {
@@ -86,19 +114,23 @@ type meteredConnStore struct {
 }
 
 func (s *meteredStore) Create(ctx context.Context, k sessions.Kind, id string, v []byte, ttl time.Duration) error {
-	return s.m.storeError("create", s.Store.Create(ctx, k, id, v, ttl))
+	t := s.start()
+	return s.write(ctx, "create", k, t, s.Store.Create(ctx, k, id, v, ttl))
 }
 
 func (s *meteredStore) Put(ctx context.Context, k sessions.Kind, id string, v []byte, ttl time.Duration) error {
-	return s.m.storeError("put", s.Store.Put(ctx, k, id, v, ttl))
+	t := s.start()
+	return s.write(ctx, "put", k, t, s.Store.Put(ctx, k, id, v, ttl))
 }
 
 func (s *meteredStore) PutAll(ctx context.Context, items ...sessions.Item) error {
-	return s.m.storeError("put_all", s.Store.PutAll(ctx, items...))
+	t := s.start()
+	return s.write(ctx, "put_all", itemsKind(items), t, s.Store.PutAll(ctx, items...))
 }
 
 func (s *meteredStore) Swap(ctx context.Context, k sessions.Kind, id string, old []byte, put []sessions.Item, del []sessions.Ref) error {
-	return s.m.storeError("swap", s.Store.Swap(ctx, k, id, old, put, del))
+	t := s.start()
+	return s.write(ctx, "swap", k, t, s.Store.Swap(ctx, k, id, old, put, del))
 }
 
 func (s *meteredStore) Get(ctx context.Context, k sessions.Kind, id string) ([]byte, error) {
@@ -107,16 +139,19 @@ func (s *meteredStore) Get(ctx context.Context, k sessions.Kind, id string) ([]b
 }
 
 func (s *meteredStore) Take(ctx context.Context, k sessions.Kind, id string) ([]byte, error) {
+	t := s.start()
 	v, err := s.Store.Take(ctx, k, id)
-	return v, s.m.storeError("take", err)
+	return v, s.write(ctx, "take", k, t, err)
 }
 
 func (s *meteredStore) Delete(ctx context.Context, k sessions.Kind, id string) error {
-	return s.m.storeError("delete", s.Store.Delete(ctx, k, id))
+	t := s.start()
+	return s.write(ctx, "delete", k, t, s.Store.Delete(ctx, k, id))
 }
 
 func (s *meteredStore) AppendLog(ctx context.Context, class sessions.LogClass, id string, event []byte, maxLen int) error {
-	return s.m.storeError("append_log", s.Store.AppendLog(ctx, class, id, event, maxLen))
+	t := s.start()
+	return s.write(ctx, "append_log", "", t, s.Store.AppendLog(ctx, class, id, event, maxLen))
 }
 
 func (s *meteredStore) Ping(ctx context.Context) error {
@@ -261,4 +296,12 @@ func (s *meteredStore) Tallies(ctx context.Context, step sessions.TallyStep, fro
 	}
 	bs, err := tl.Tallies(ctx, step, from, to)
 	return bs, s.m.storeError("tallies", err)
+}
+
+// itemsKind is the kind of a batch's first item, for its span ("" for none).
+func itemsKind(items []sessions.Item) sessions.Kind {
+	if len(items) == 0 {
+		return ""
+	}
+	return items[0].Kind
 }

@@ -198,6 +198,9 @@ func (s *Server) grantAuthorizationCode(r *http.Request, client *config.Client, 
 	}
 	ctx, pr := r.Context(), presentation{client: client, form: form, proof: proof}
 	rec, raw, ahead, err := s.readCode(ctx, code)
+	if err == nil {
+		ctx = joinTrace(ctx, rec.App.Trace) // the login's trace, begun at /authorize (tracing.go)
+	}
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
 		return nil, s.usedCode(ctx, code, pr, x)

@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/dpop-broker/dpop-broker/discovery"
 )
 
@@ -21,6 +24,9 @@ type upstreamHTTPOptions struct {
 	timeout  time.Duration // upstream_timeout
 	policy   *egressPolicy // which addresses may be connected to (egress.go)
 	resolver *net.Resolver // DNS for upstream hosts; nil: the system's
+	// tracing, when set, makes every upstream request of a traced login a client span that
+	// sends its traceparent upstream (tracedTransport); nil: no spans, no headers.
+	tracing trace.TracerProvider
 }
 
 // upstreamClient returns the client for upstream calls (discovery, JWKS through go-oidc, the
@@ -30,7 +36,8 @@ type upstreamHTTPOptions struct {
 //   - no proxy: a proxy from HTTP_PROXY/HTTPS_PROXY would make the connection for the broker
 //     and so bypass the address check (the policy would only see the proxy's address);
 //   - no redirects followed (discovery.RefuseRedirect);
-//   - response bodies bounded by maxUpstreamBody.
+//   - response bodies bounded by maxUpstreamBody;
+//   - with o.tracing, a client span per request made for a traced request (tracedTransport).
 //
 // base's transport must be nil or an *http.Transport (it is cloned; its dialers and proxy are
 // replaced), so no caller can hand the broker a client that skips the policy.
@@ -65,7 +72,39 @@ func upstreamClient(base *http.Client, o upstreamHTTPOptions) (*http.Client, err
 	t.Dial, t.DialTLS = nil, nil
 	c.CheckRedirect = discovery.RefuseRedirect
 	c.Transport = &limitTransport{base: t, max: maxUpstreamBody}
+	if o.tracing != nil {
+		c.Transport = newTracedTransport(c.Transport, o.tracing)
+	}
 	return &c, nil
+}
+
+// tracedTransport is otelhttp's client instrumentation above base: each request made while a
+// span is in its context (a traced login) becomes a child client span, and its W3C
+// traceparent is sent upstream; requests outside traced requests (background discovery, the
+// management API's checks) are neither traced nor given the header. Below it, base keeps
+// the address policy in the dialer and the body limit.
+type tracedTransport struct {
+	http.RoundTripper
+	base http.RoundTripper
+}
+
+func newTracedTransport(base http.RoundTripper, tp trace.TracerProvider) *tracedTransport {
+	return &tracedTransport{
+		RoundTripper: otelhttp.NewTransport(base,
+			otelhttp.WithTracerProvider(tp),
+			otelhttp.WithPropagators(w3c),
+			otelhttp.WithFilter(func(r *http.Request) bool { return trace.SpanContextFromContext(r.Context()).IsValid() }),
+			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "upstream " + r.Method }),
+		),
+		base: base,
+	}
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the base transport.
+func (t *tracedTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // limitTransport fails responses whose body is larger than max bytes: at once when the
