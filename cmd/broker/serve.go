@@ -75,7 +75,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	defer store.Close()
 	host, _ := os.Hostname()
 	events := &logs.Writer{Logger: logger, EventLogger: plog.events, Store: store, MaxLen: cfg.Logs.MaxEvents, Hostname: host}
-	srv, err := broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger})
+	tracing, stopTracing, err := newTracing(ctx, os.Getenv, logger) // OTEL_* (tracing.go); nil: off
+	if err != nil {
+		logger.Error("startup failed", "err", err)
+		return 1
+	}
+	defer stopTracing() // after srv.Close: the last spans are flushed
+	srv, err := broker.New(cfg, broker.Deps{Store: store, Events: events, Logger: logger, TracerProvider: tracing})
 	if err != nil {
 		logger.Error("startup failed", "err", err)
 		return 1

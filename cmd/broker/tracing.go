@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Tracing is off unless the standard OpenTelemetry environment asks for it (README
+// "Tracing"):
+//
+//   - OTEL_SDK_DISABLED=true: off, whatever else is set;
+//   - OTEL_TRACES_EXPORTER=none: off; =otlp: on; any other exporter is refused at start;
+//   - otherwise on exactly when OTEL_EXPORTER_OTLP_ENDPOINT or
+//     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
+//
+// When on, spans go to an OTLP/HTTP (http/protobuf) exporter that reads every
+// OTEL_EXPORTER_OTLP_(TRACES_)* variable itself (endpoint, headers, timeout, compression,
+// certificates); OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL may only name http/protobuf (grpc and
+// http/json are refused at start rather than silently ignored). The SDK reads the sampler
+// (OTEL_TRACES_SAMPLER, _ARG; default parentbased_always_on), the batch processor's
+// OTEL_BSP_* and the resource's OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+// (service.name defaults to dpop-broker).
+
+// tracingShutdownTimeout bounds the flush of the spans still queued when serve stops.
+const tracingShutdownTimeout = 5 * time.Second
+
+// tracingOn reports, from getenv, whether tracing is asked for, or why the environment
+// cannot be honoured.
+func tracingOn(getenv func(string) string) (bool, error) {
+	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") {
+		return false, nil
+	}
+	exporter := strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")))
+	switch exporter {
+	case "none":
+		return false, nil
+	case "", "otlp":
+	default:
+		return false, fmt.Errorf("OTEL_TRACES_EXPORTER=%q is not supported: use otlp or none", exporter)
+	}
+	on := exporter == "otlp" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	if !on {
+		return false, nil
+	}
+	protocol := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if protocol == "" {
+		protocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	if p := strings.TrimSpace(protocol); p != "" && p != "http/protobuf" {
+		return false, fmt.Errorf("OTLP protocol %q is not supported: the broker exports traces over http/protobuf only", p)
+	}
+	return true, nil
+}
+
+// newTracing returns the tracer provider the environment (getenv) asks for and the function
+// that flushes and stops it, or a nil provider and a no-op stop when tracing is off. The
+// SDK's own errors (an unreachable collector) are logged as warnings, which logger limits.
+func newTracing(ctx context.Context, getenv func(string) string, logger *slog.Logger) (trace.TracerProvider, func(), error) {
+	on, err := tracingOn(getenv)
+	if err != nil || !on {
+		return nil, func() {}, err
+	}
+	exp, err := otlptracehttp.New(ctx) // the OTEL_EXPORTER_OTLP_* variables configure it
+	if err != nil {
+		return nil, nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
+	}
+	// Later sources win: the default service name, then OTEL_RESOURCE_ATTRIBUTES and
+	// OTEL_SERVICE_NAME.
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName("dpop-broker")),
+		resource.WithTelemetrySDK(),
+		resource.WithFromEnv(),
+	)
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		_ = exp.Shutdown(ctx)
+		return nil, nil, fmt.Errorf("tracing: resource: %w", err)
+	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("tracing export failed", "err", err)
+	}))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	logger.Info("tracing on", "exporter", "otlp", "protocol", "http/protobuf")
+	stop := func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracingShutdownTimeout)
+		defer cancel()
+		if err := tp.Shutdown(sctx); err != nil {
+			logger.Warn("tracing shutdown", "err", err)
+		}
+	}
+	return tp, stop, nil
+}
