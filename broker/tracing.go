@@ -52,13 +52,12 @@ type requestTraceKey struct{}
 
 // requestTrace is the server span of one traced request, started once its parent is known.
 type requestTrace struct {
-	tracer  trace.Tracer
-	name    string // "GET /authorize": the route pattern
-	method  string
-	route   string
-	start   time.Time
-	remote  trace.SpanContext // the request's own traceparent, if any
-	noJoins bool              // the span starts with the request (/authorize)
+	tracer trace.Tracer
+	name   string // "GET /authorize": the route pattern
+	method string
+	route  string
+	start  time.Time
+	remote trace.SpanContext // the request's own traceparent, if any (its tracestate dropped)
 
 	mu      sync.Mutex
 	span    trace.Span  // nil until begun
@@ -87,10 +86,12 @@ func (s *Server) traced(join bool, next http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		method, route, _ := strings.Cut(r.Pattern, " ")
+		// The caller's trace and span ids and sampled flag are kept; its tracestate is not,
+		// so nothing else the caller chose is passed on to the upstream IdP.
+		remote := trace.SpanContextFromContext(w3c.Extract(context.Background(), propagation.HeaderCarrier(r.Header)))
 		rt := &requestTrace{
 			tracer: s.tracer, name: r.Pattern, method: method, route: route, start: time.Now(),
-			remote:  trace.SpanContextFromContext(w3c.Extract(context.Background(), propagation.HeaderCarrier(r.Header))),
-			noJoins: !join,
+			remote: remote.WithTraceState(trace.TraceState{}),
 		}
 		ctx := context.WithValue(r.Context(), requestTraceKey{}, rt)
 		if !join {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -94,9 +95,21 @@ func TestLoginIsOneTraceFromAuthorizeToToken(t *testing.T) {
 	}
 	final, _ := get(t, browser, resp.Header.Get("Location"))
 	code := appResult(t, final, h.app.URL+"/cb").Get("code")
-	status, body, _ := h.token(h.codeForm(code), true)
-	if status != http.StatusOK {
-		t.Fatalf("token: %d %v", status, body)
+	// The app's backend redeems the code inside a trace of its own: a link, not the parent.
+	const backendTrace, backendSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	treq, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/oauth/token", strings.NewReader(h.codeForm(code).Encode()))
+	treq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	treq.Header.Set("traceparent", "00-"+backendTrace+"-"+backendSpan+"-01")
+	treq.SetBasicAuth(appClient, appSecret)
+	tresp, err := h.client().Do(treq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	_ = json.NewDecoder(tresp.Body).Decode(&body)
+	_ = tresp.Body.Close()
+	if tresp.StatusCode != http.StatusOK {
+		t.Fatalf("token: %d %v", tresp.StatusCode, body)
 	}
 	ev := h.lastEventOf(logs.TypeSuccessLogin)
 	if ev.Details[detailTraceID] != appTrace {
@@ -143,6 +156,9 @@ func TestLoginIsOneTraceFromAuthorizeToToken(t *testing.T) {
 		if got := parentOf(tc.span); got != tc.parent {
 			t.Errorf("%s: parent %s, want %s", tc.child, got, tc.parent)
 		}
+	}
+	if links := token.Links(); len(links) != 1 || links[0].SpanContext.TraceID().String() != backendTrace || links[0].SpanContext.SpanID().String() != backendSpan {
+		t.Errorf("token span links %v, want one to the backend's span %s/%s", links, backendTrace, backendSpan)
 	}
 	if got := len(byName["upstream discovery"]); got < 2 {
 		t.Errorf("%d discovery spans, want one at /authorize and one at the callback", got)
