@@ -181,10 +181,11 @@ func (s *Server) swapCode(ctx context.Context, code string, raw []byte, put []se
 	if s.logBatch != nil && x.event != nil && s.fillTokenEvent(x.event, "authorization_code", x, nil) {
 		// A code exchange is not a login: loginTally counts nothing for it.
 		traceEvent(ctx, x.event) // details.trace_id of a traced request
-		err := s.events.WriteWith(ctx, x.event, func(ctx context.Context, id string, data []byte, maxLen int, _ sessions.Tally) (err error) {
+		err := s.events.WriteWith(ctx, x.event, func(ctx context.Context, id string, data []byte, maxLen int, _ sessions.Tally) error {
 			t0 := s.storeStart()
-			defer func() { traceStore(ctx, "swap_and_log", sessions.KindCode, t0, err) }()
-			return s.logBatch.SwapAndLog(ctx, sessions.KindCode, code, raw, put, del, id, data, maxLen)
+			err := s.logBatch.SwapAndLog(ctx, sessions.KindCode, code, raw, put, del, id, data, maxLen)
+			traceStore(ctx, "swap_and_log", sessions.KindCode, t0, err)
+			return err
 		})
 		if x.logged = err == nil; err == nil || !errors.Is(err, errors.ErrUnsupported) {
 			return s.metrics.storeError("swap", err)

@@ -26,13 +26,16 @@ func (s *Server) succeedWith(r *http.Request, ev *logs.Event, items ...sessions.
 			ev.Type = logs.TypeSuccessLogin
 		}
 		traceEvent(r.Context(), ev) // details.trace_id of a traced request
-		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int, t sessions.Tally) (err error) {
+		err := s.events.WriteWith(r.Context(), ev, func(ctx context.Context, id string, data []byte, maxLen int, t sessions.Tally) error {
 			t0 := s.storeStart()
-			defer func() { traceStore(ctx, "put_all_and_log", itemsKind(items), t0, err) }()
+			var err error
 			if tl, ok := s.logBatch.(sessions.Tallier); ok && len(t.Counts) > 0 {
-				return tl.PutAllAndLogTallied(ctx, id, data, maxLen, t, items...)
+				err = tl.PutAllAndLogTallied(ctx, id, data, maxLen, t, items...)
+			} else {
+				err = s.logBatch.PutAllAndLog(ctx, id, data, maxLen, items...)
 			}
-			return s.logBatch.PutAllAndLog(ctx, id, data, maxLen, items...)
+			traceStore(ctx, "put_all_and_log", itemsKind(items), t0, err)
+			return err
 		})
 		if err == nil {
 			s.metrics.login(ev)

@@ -232,8 +232,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			trace.update(func(tr *Trace) { tr.NonceRetries++ })
 			// The caller's span (the broker's token exchange or userinfo), if any, tells each
 			// retry apart; the nonce itself is not recorded.
-			oteltrace.SpanFromContext(ctx).AddEvent("dpop.use_dpop_nonce", oteltrace.WithAttributes(
-				attribute.Int("dpop.retry", retries), attribute.Int("http.response.status_code", resp.StatusCode)))
+			if span := oteltrace.SpanFromContext(ctx); span.IsRecording() {
+				span.AddEvent("dpop.use_dpop_nonce", oteltrace.WithAttributes(
+					attribute.Int("dpop.retry", retries), attribute.Int("http.response.status_code", resp.StatusCode)))
+			}
 		case ErrCodeInvalidProof:
 			if nonce == "" || dropped || newNonce != "" {
 				// Not a stale nonce: no nonce was sent, it was already dropped once, or the
@@ -244,7 +246,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			dropNonce(nonces, key, nonce)
 			dropped = true
 			trace.update(func(tr *Trace) { tr.NonceDropped, tr.NonceUsed = true, false })
-			oteltrace.SpanFromContext(ctx).AddEvent("dpop.stale_nonce_dropped")
+			if span := oteltrace.SpanFromContext(ctx); span.IsRecording() {
+				span.AddEvent("dpop.stale_nonce_dropped")
+			}
 		default:
 			return resp, nil
 		}

@@ -32,7 +32,7 @@ func (c *Connection) startSpan(ctx context.Context, name string) (context.Contex
 
 // endSpan ends span, marking it failed with err's stable code (CodeOf) when err is set.
 func endSpan(span trace.Span, err error) {
-	if err != nil {
+	if err != nil && span.IsRecording() {
 		code := CodeOf(err)
 		span.SetAttributes(semconv.ErrorTypeKey.String(code))
 		span.SetStatus(codes.Error, code)

@@ -485,12 +485,15 @@ func randomString() (string, error) {
 // capability check fetches it again.
 const staleCapability = 30 * time.Second
 
-func (c *Connection) discover(ctx context.Context) (doc *discovery.Document, err error) {
+func (c *Connection) discover(ctx context.Context) (*discovery.Document, error) {
 	ctx, span := c.startSpan(ctx, "upstream discovery")
-	defer func() { endSpan(span, err) }()
-	if doc, err = c.opts.Discovery.Get(ctx, c.cfg.Issuer, c.cfg.DiscoveryURL); err != nil {
-		return nil, &Error{Code: CodeDiscovery, Description: fmt.Sprintf("discovery for %s failed: %v", c.cfg.Issuer, err), Err: err}
+	doc, err := c.opts.Discovery.Get(ctx, c.cfg.Issuer, c.cfg.DiscoveryURL)
+	if err != nil {
+		ue := &Error{Code: CodeDiscovery, Description: fmt.Sprintf("discovery for %s failed: %v", c.cfg.Issuer, err), Err: err}
+		endSpan(span, ue)
+		return nil, ue
 	}
+	endSpan(span, nil)
 	return doc, nil
 }
 
@@ -720,18 +723,22 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		if res.DPoPAlg == "" {
 			noProofSent(xe)
 		}
-		xspan.SetAttributes(resultAttrs(res)...)
+		if xspan.IsRecording() {
+			xspan.SetAttributes(resultAttrs(res)...)
+		}
 		endSpan(xspan, xe)
 		return res, xe
 	}
 	res.TokenType = tok.TokenType
 	res.DPoPBound = strings.EqualFold(tok.TokenType, "DPoP") // RFC 9449 §5: anything else is unbound
-	xspan.SetAttributes(resultAttrs(res)...)
+	if xspan.IsRecording() {
+		xspan.SetAttributes(resultAttrs(res)...)
+	}
 	endSpan(xspan, nil)
 
 	vctx, vspan := c.startSpan(ctx, "upstream id_token check")
 	idt, claims, err := c.verifyIDToken(vctx, doc, st, tok)
-	if idt != nil {
+	if idt != nil && vspan.IsRecording() {
 		vspan.SetAttributes(attribute.String("oidc.id_token.alg", idAlg(tok)))
 	}
 	endSpan(vspan, err)
@@ -759,7 +766,9 @@ func (c *Connection) Finish(ctx context.Context, st *Start, redirectURI, code st
 		// stale nonce is reported.
 		var utrace dpop.Trace
 		sctx, uspan := c.startSpan(ctx, "upstream userinfo")
-		uspan.SetAttributes(attribute.Bool("dpop.bound", res.UserinfoBound))
+		if uspan.IsRecording() {
+			uspan.SetAttributes(attribute.Bool("dpop.bound", res.UserinfoBound))
+		}
 		uctx := context.WithValue(dpop.WithTrace(sctx, &utrace), oauth2.HTTPClient, ucl)
 		ui, err := doc.Provider.UserInfo(uctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: tok.AccessToken, TokenType: tt}))
 		res.NonceDropped = res.NonceDropped || utrace.NonceDropped
