@@ -303,3 +303,33 @@ func TestErrorPageShowsTraceIDOnlyWhenTracing(t *testing.T) {
 		})
 	}
 }
+
+// Without tracing the broker adds nothing: no traceparent goes upstream (even when the app
+// sent one), the transaction and code carry none, and the s event has no trace_id.
+func TestLoginWithoutTracingSendsNoTraceparentUpstream(t *testing.T) {
+	seen := &headerLog{name: "traceparent"}
+	h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireNonce: true, Observe: seen.observe}})
+	req, _ := http.NewRequest(http.MethodGet, h.authorizeURL(nil), nil)
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	resp, err := h.browser().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if code := appResult(t, resp, h.app.URL+"/cb").Get("code"); code == "" {
+		t.Fatal("no code")
+	}
+	for _, path := range []string{"/.well-known/openid-configuration", "/token", "/userinfo"} {
+		for _, v := range seen.values(path) {
+			if v != "" {
+				t.Errorf("upstream %s received traceparent %q without tracing", path, v)
+			}
+		}
+	}
+	if got := len(seen.values("/token")); got == 0 {
+		t.Error("the upstream saw no token request")
+	}
+	if ev := h.lastEventOf(logs.TypeSuccessLogin); ev.Details[detailTraceID] != nil {
+		t.Errorf("s event details.trace_id = %v without tracing", ev.Details[detailTraceID])
+	}
+}
