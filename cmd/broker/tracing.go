@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -24,10 +25,11 @@ import (
 //   - otherwise on exactly when OTEL_EXPORTER_OTLP_ENDPOINT or
 //     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
 //
-// When on, spans go to an OTLP/HTTP (http/protobuf) exporter that reads every
-// OTEL_EXPORTER_OTLP_(TRACES_)* variable itself (endpoint, headers, timeout, compression,
-// certificates); OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL may only name http/protobuf (grpc and
-// http/json are refused at start rather than silently ignored). The SDK reads the sampler
+// When on, spans go to an OTLP exporter that reads every OTEL_EXPORTER_OTLP_(TRACES_)*
+// variable itself (endpoint, headers, timeout, compression, certificates, insecure): over
+// HTTP (http/protobuf, the default) or gRPC as OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL says;
+// http/json, which the Go exporters lack, is refused at start rather than silently ignored.
+// The SDK reads the sampler
 // (OTEL_TRACES_SAMPLER, _ARG; default parentbased_always_on), the batch processor's
 // OTEL_BSP_* and the resource's OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
 // (service.name defaults to dpop-broker).
@@ -35,43 +37,58 @@ import (
 // tracingShutdownTimeout bounds the flush of the spans still queued when serve stops.
 const tracingShutdownTimeout = 5 * time.Second
 
-// tracingOn reports, from getenv, whether tracing is asked for, or why the environment
-// cannot be honoured.
-func tracingOn(getenv func(string) string) (bool, error) {
+// OTLP protocols (OTEL_EXPORTER_OTLP_PROTOCOL values) the broker exports over.
+const (
+	protocolHTTP = "http/protobuf"
+	protocolGRPC = "grpc"
+)
+
+// tracingOn reports, from getenv, whether tracing is asked for and over which OTLP
+// protocol, or why the environment cannot be honoured.
+func tracingOn(getenv func(string) string) (on bool, protocol string, err error) {
 	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") {
-		return false, nil
+		return false, "", nil
 	}
 	exporter := strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")))
 	switch exporter {
 	case "none":
-		return false, nil
+		return false, "", nil
 	case "", "otlp":
 	default:
-		return false, fmt.Errorf("OTEL_TRACES_EXPORTER=%q is not supported: use otlp or none", exporter)
+		return false, "", fmt.Errorf("OTEL_TRACES_EXPORTER=%q is not supported: use otlp or none", exporter)
 	}
-	on := exporter == "otlp" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	on = exporter == "otlp" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 	if !on {
-		return false, nil
+		return false, "", nil
 	}
-	protocol := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	protocol = strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
 	if protocol == "" {
-		protocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+		protocol = strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_PROTOCOL"))
 	}
-	if p := strings.TrimSpace(protocol); p != "" && p != "http/protobuf" {
-		return false, fmt.Errorf("OTLP protocol %q is not supported: the broker exports traces over http/protobuf only", p)
+	switch protocol {
+	case "":
+		return true, protocolHTTP, nil
+	case protocolHTTP, protocolGRPC:
+		return true, protocol, nil
 	}
-	return true, nil
+	return false, "", fmt.Errorf("OTLP protocol %q is not supported: use http/protobuf or grpc", protocol)
 }
 
 // newTracing returns the tracer provider the environment (getenv) asks for and the function
 // that flushes and stops it, or a nil provider and a no-op stop when tracing is off. The
 // SDK's own errors (an unreachable collector) are logged as warnings, which logger limits.
 func newTracing(ctx context.Context, getenv func(string) string, logger *slog.Logger) (trace.TracerProvider, func(), error) {
-	on, err := tracingOn(getenv)
+	on, protocol, err := tracingOn(getenv)
 	if err != nil || !on {
 		return nil, func() {}, err
 	}
-	exp, err := otlptracehttp.New(ctx) // the OTEL_EXPORTER_OTLP_* variables configure it
+	// Either exporter reads the OTEL_EXPORTER_OTLP_* variables itself.
+	var exp sdktrace.SpanExporter
+	if protocol == protocolGRPC {
+		exp, err = otlptracegrpc.New(ctx)
+	} else {
+		exp, err = otlptracehttp.New(ctx)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}
@@ -90,7 +107,7 @@ func newTracing(ctx context.Context, getenv func(string) string, logger *slog.Lo
 		logger.Warn("tracing export failed", "err", err)
 	}))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	logger.Info("tracing on", "exporter", "otlp", "protocol", "http/protobuf")
+	logger.Info("tracing on", "exporter", "otlp", "protocol", protocol)
 	stop := func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracingShutdownTimeout)
 		defer cancel()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dpop-broker/dpop-broker/broker"
@@ -27,42 +29,69 @@ import (
 // and what the broker cannot honour stops it at start.
 func TestTracingOnlyWhenTheEnvironmentAsks(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		env     map[string]string
-		on      bool
-		problem string // part of the start-up error; "" none
+		name     string
+		env      map[string]string
+		on       bool
+		protocol string // when on
+		problem  string // part of the start-up error; "" none
 	}{
 		{name: "nothing set", env: nil, on: false},
-		{name: "endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, on: true},
-		{name: "traces endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, on: true},
-		{name: "exporter otlp alone", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, on: true},
+		{name: "endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, on: true, protocol: "http/protobuf"},
+		{name: "traces endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, on: true, protocol: "http/protobuf"},
+		{name: "exporter otlp alone", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, on: true, protocol: "http/protobuf"},
 		{name: "exporter none wins over an endpoint", env: map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, on: false},
 		{name: "SDK disabled wins", env: map[string]string{"OTEL_SDK_DISABLED": "TRUE", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, on: false},
-		{name: "SDK disabled false", env: map[string]string{"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp"}, on: true},
+		{name: "SDK disabled false", env: map[string]string{"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp"}, on: true, protocol: "http/protobuf"},
 		{name: "other exporter refused", env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, problem: "OTEL_TRACES_EXPORTER"},
-		{name: "grpc refused", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, problem: "http/protobuf only"},
-		{name: "traces protocol wins", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, on: true},
-		{name: "protocol ignored when off", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, on: false},
+		{name: "grpc", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, on: true, protocol: "grpc"},
+		{name: "http/json refused", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, problem: "http/json"},
+		{name: "traces protocol wins", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, on: true, protocol: "http/protobuf"},
+		{name: "protocol ignored when off", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, on: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			on, err := tracingOn(func(k string) string { return tc.env[k] })
+			on, protocol, err := tracingOn(func(k string) string { return tc.env[k] })
 			switch {
 			case tc.problem != "" && (err == nil || !strings.Contains(err.Error(), tc.problem)):
 				t.Fatalf("err = %v, want one naming %q", err, tc.problem)
 			case tc.problem == "" && err != nil:
 				t.Fatalf("err = %v", err)
-			case on != tc.on:
-				t.Errorf("on = %v, want %v", on, tc.on)
+			case on != tc.on || on && protocol != tc.protocol:
+				t.Errorf("on = %v over %q, want %v over %q", on, protocol, tc.on, tc.protocol)
 			}
 		})
 	}
 }
 
-// otlpReceiver is an OTLP/HTTP trace receiver on loopback: it keeps every span it is sent
-// with its service.name.
+// otlpReceiver is an OTLP trace receiver on loopback, over HTTP (ServeHTTP) or gRPC
+// (Export): it keeps every span it is sent with its service.name.
 type otlpReceiver struct {
+	coltrace.UnimplementedTraceServiceServer
 	mu    sync.Mutex
 	spans []receivedSpan
+}
+
+// Export is the gRPC TraceService's method.
+func (rcv *otlpReceiver) Export(_ context.Context, req *coltrace.ExportTraceServiceRequest) (*coltrace.ExportTraceServiceResponse, error) {
+	rcv.add(req)
+	return &coltrace.ExportTraceServiceResponse{}, nil
+}
+
+func (rcv *otlpReceiver) add(req *coltrace.ExportTraceServiceRequest) {
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		service := ""
+		for _, a := range rs.GetResource().GetAttributes() {
+			if a.GetKey() == "service.name" {
+				service = a.GetValue().GetStringValue()
+			}
+		}
+		for _, ss := range rs.GetScopeSpans() {
+			for _, s := range ss.GetSpans() {
+				rcv.spans = append(rcv.spans, receivedSpan{service: service, name: s.GetName(), traceID: hexID(s.GetTraceId())})
+			}
+		}
+	}
 }
 
 type receivedSpan struct {
@@ -92,21 +121,7 @@ func (rcv *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	rcv.mu.Lock()
-	for _, rs := range req.GetResourceSpans() {
-		service := ""
-		for _, a := range rs.GetResource().GetAttributes() {
-			if a.GetKey() == "service.name" {
-				service = a.GetValue().GetStringValue()
-			}
-		}
-		for _, ss := range rs.GetScopeSpans() {
-			for _, s := range ss.GetSpans() {
-				rcv.spans = append(rcv.spans, receivedSpan{service: service, name: s.GetName(), traceID: hexID(s.GetTraceId())})
-			}
-		}
-	}
-	rcv.mu.Unlock()
+	rcv.add(&req)
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	out, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
 	_, _ = w.Write(out)
@@ -127,17 +142,47 @@ func hexID(b []byte) string {
 	return string(out)
 }
 
-// With only OTEL_EXPORTER_OTLP_ENDPOINT set, a login's spans reach an OTLP/HTTP receiver as
-// one trace under the service dpop-broker, by the time serve's stop has flushed them.
+// Configured only by OTEL_EXPORTER_OTLP_ENDPOINT (and OTEL_EXPORTER_OTLP_PROTOCOL for gRPC),
+// a login's spans reach an OTLP receiver on loopback as one trace under the service
+// dpop-broker, by the time serve's stop has flushed them.
 func TestLoginTraceReachesAnOTLPReceiver(t *testing.T) {
-	rcv := &otlpReceiver{}
-	collector := httptest.NewServer(rcv)
-	t.Cleanup(collector.Close)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
-	for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER"} {
-		t.Setenv(k, "") // whatever the machine running the test has
+	for _, tc := range []struct {
+		protocol string
+		start    func(t *testing.T, rcv *otlpReceiver) string // the receiver's endpoint
+	}{
+		{protocol: "http/protobuf", start: func(t *testing.T, rcv *otlpReceiver) string {
+			collector := httptest.NewServer(rcv)
+			t.Cleanup(collector.Close)
+			return collector.URL
+		}},
+		{protocol: "grpc", start: func(t *testing.T, rcv *otlpReceiver) string {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gs := grpc.NewServer()
+			coltrace.RegisterTraceServiceServer(gs, rcv)
+			go func() { _ = gs.Serve(ln) }()
+			t.Cleanup(gs.Stop)
+			return "http://" + ln.Addr().String() // http: plaintext gRPC
+		}},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			rcv := &otlpReceiver{}
+			for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+				"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER"} {
+				t.Setenv(k, "") // whatever the machine running the test has
+			}
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tc.start(t, rcv))
+			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
+			loginTraceReaches(t, rcv)
+		})
 	}
+}
+
+// loginTraceReaches runs serve's tracing set-up from the environment and one login through
+// a broker using it, then checks the spans rcv received.
+func loginTraceReaches(t *testing.T, rcv *otlpReceiver) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	tp, stop, err := newTracing(context.Background(), os.Getenv, logger)
 	if err != nil || tp == nil {
