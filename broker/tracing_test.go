@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
@@ -331,5 +332,35 @@ func TestLoginWithoutTracingSendsNoTraceparentUpstream(t *testing.T) {
 	}
 	if ev := h.lastEventOf(logs.TypeSuccessLogin); ev.Details[detailTraceID] != nil {
 		t.Errorf("s event details.trace_id = %v without tracing", ev.Details[detailTraceID])
+	}
+}
+
+// A reloaded configuration keeps tracing: the new view's routes, store and upstream
+// connections trace as the first did.
+func TestLoginAfterReloadIsStillTraced(t *testing.T) {
+	seen := &headerLog{name: "traceparent"}
+	h, rec := tracedHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}, Observe: seen.observe}})
+	if err := h.reload(func(c *config.Config) { c.Connections[0].Options.Scope = "openid profile" }); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	ev := h.loginEvent()
+	id, _ := ev.Details[detailTraceID].(string)
+	if id == "" {
+		t.Fatalf("s event after the reload has no trace_id: %v", ev.Details)
+	}
+	names := map[string]bool{}
+	for _, s := range rec.Ended() {
+		if s.SpanContext().TraceID().String() == id {
+			names[s.Name()] = true
+		}
+	}
+	for _, want := range []string{"GET /authorize", "GET /login/callback", "upstream token exchange", "store put_all"} {
+		if !names[want] {
+			t.Errorf("no %q span in the login's trace after the reload (have %v)", want, names)
+		}
+	}
+	got := seen.values("/token")
+	if len(got) == 0 || !strings.Contains(got[len(got)-1], id) {
+		t.Errorf("upstream /token traceparents %q, want the login's trace %s", got, id)
 	}
 }
