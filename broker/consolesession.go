@@ -233,18 +233,44 @@ func sentence(msg string) string {
 	return msg
 }
 
+// consoleSessionsPerOperator bounds the live console sessions of one operator (a break-glass
+// token, or a user signed in through the broker): a sign-in beyond it ends the operator's
+// session that would expire first, as a login beyond maxUserSessions ends the user's oldest
+// broker session. So a token that signs in in a loop holds at most this many records.
+const consoleSessionsPerOperator = 10
+
+// consoleOperatorIndexID is the store id of the index of operator's console sessions.
+func consoleOperatorIndexID(operator string) string {
+	return sessions.IndexID("console-operator", operator)
+}
+
 // startConsoleSession stores a new session for operator and sets its cookie; bound names
-// what opened it (SID or TokenFP, re-checked at every request by consoleRecheck).
+// what opened it (SID or TokenFP, re-checked at every request by consoleRecheck). The session
+// is indexed under its operator first (sessions.IndexAdd, at most consoleSessionsPerOperator):
+// the sessions pushed out are ended, and a session that could not be stored leaves the index.
 func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, operator, via string, scopes []string, bound consoleSession) error {
-	life := s.cfg.ConsoleSession()
+	ctx, now, life := r.Context(), s.now(), s.cfg.ConsoleSession()
 	secret := randomString(32)
-	cs := consoleSession{Operator: clip(operator, consoleOperatorMax), Via: via, Scopes: scopes, CSRF: randomString(24), Expires: s.now().Add(life).Unix(),
+	cs := consoleSession{Operator: clip(operator, consoleOperatorMax), Via: via, Scopes: scopes, CSRF: randomString(24), Expires: now.Add(life).Unix(),
 		SID: bound.SID, TokenFP: bound.TokenFP}
 	raw, err := json.Marshal(cs)
 	if err != nil {
 		return err
 	}
-	if err := s.store.Put(r.Context(), sessions.KindConsole, consoleRecordID("s.", secret), raw, life); err != nil {
+	id, index := consoleRecordID("s.", secret), consoleOperatorIndexID(cs.Operator)
+	evicted, err := sessions.IndexAdd(ctx, s.store, index, id, now.Add(life), now, consoleSessionsPerOperator)
+	if err != nil {
+		return fmt.Errorf("index console session: %w", err)
+	}
+	for _, old := range evicted {
+		if err := s.store.Delete(ctx, sessions.KindConsole, old); err != nil {
+			s.log.Warn("console session pushed out of its operator's index not ended", "err", err)
+		}
+	}
+	if err := s.store.Put(ctx, sessions.KindConsole, id, raw, life); err != nil {
+		if rerr := sessions.IndexRemove(ctx, s.store, index, now, id); rerr != nil {
+			s.log.Warn("index entry of a console session that was not stored left behind", "err", rerr)
+		}
 		return fmt.Errorf("store console session: %w", err)
 	}
 	http.SetCookie(w, s.consoleCookieFor(r, consoleCookie, secret, int(life.Seconds())))
@@ -417,7 +443,8 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 	return claims, ""
 }
 
-// consoleTokenLogin is the break-glass sign-in with a management token; the per-IP limit of
+// consoleTokenLogin is the break-glass sign-in with a management token; a valid token spends
+// its per-token bucket (each sign-in stores a session); the per-IP limit of
 // the management API applies to failed attempts, in a bucket of their own (guard.breakGlass:
 // other console requests from the address, such as anonymous page views redirected to the
 // sign-in page, do not spend it). The bucket is spent before the form is read
@@ -447,6 +474,13 @@ func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	refund(s.now())
 	operator := "token:" + tok.name
+	// Every sign-in with the token is one of its requests (rate_limits.management.per_token,
+	// the bucket of its API calls and console pages): a valid token cannot sign in faster.
+	if ref := s.guard.check(s.guard.mgmtToken, tok.name, s.now()); ref != nil {
+		ref.endpoint = "console"
+		s.consoleTooMany(w, r, ref, operator, "token")
+		return
+	}
 	if err := s.startConsoleSession(w, r, operator, "token", slices.Clone(tok.scopes), consoleSession{TokenFP: tok.fingerprint()}); err != nil {
 		s.log.Error("console sign-in failed", "err", err)
 		s.consoleRefusedVia(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", operator, "token")
@@ -460,6 +494,8 @@ func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
 func (s *Server) consoleSignOut(c *consoleRequest) {
 	if err := c.s.store.Delete(c.r.Context(), sessions.KindConsole, c.sess.id); err != nil && !errors.Is(err, sessions.ErrNotFound) {
 		s.log.Error("console session could not be ended", "err", err)
+	} else if err := sessions.IndexRemove(c.r.Context(), s.store, consoleOperatorIndexID(c.sess.Operator), s.now(), c.sess.id); err != nil {
+		s.log.Warn("ended console session left in its operator's index", "err", err)
 	}
 	http.SetCookie(c.w, s.consoleCookieFor(c.r, consoleCookie, "", -1))
 	s.consoleEvent(c.r, true, http.StatusSeeOther, c.sess.Operator, c.sess.Via, "sign_out", "")

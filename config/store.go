@@ -93,11 +93,21 @@ func (m MemoryStore) replayRecords() int {
 	return max(m.MaxRecords/2, 1)
 }
 
-// Options are the memory store's options: the record limit and the replay budget.
+// The operators' console's records (its sessions, at most 10 per operator) have their own
+// share of the memory store too: one hundredth of max_records, at least 10. However many
+// console sessions operators open, logins keep the rest of the room.
+
+// consoleRecords is the memory store's budget for console records (sessions.KindConsole).
+func (m MemoryStore) consoleRecords() int {
+	return max(m.MaxRecords/100, 10)
+}
+
+// Options are the memory store's options: the record limit, the replay budget and the
+// console's share.
 func (m MemoryStore) Options() sessions.MemoryOptions {
 	return sessions.MemoryOptions{
 		MaxRecords: m.MaxRecords,
-		KindLimits: map[sessions.Kind]int{sessions.KindJTI: m.replayRecords()},
+		KindLimits: map[sessions.Kind]int{sessions.KindJTI: m.replayRecords(), sessions.KindConsole: m.consoleRecords()},
 	}
 }
 

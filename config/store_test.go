@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -39,5 +40,40 @@ func TestReplayBudgetDefaultsToHalfTheStore(t *testing.T) {
 		if i < 10 && err != nil || i == 10 && !errors.Is(err, sessions.ErrFull) {
 			t.Fatalf("jti %d in the store OpenStore built: %v", i, err)
 		}
+	}
+}
+
+// TestConsoleRecordsHaveTheirOwnShareOfTheMemoryStore: console records cannot take more than
+// their share (a hundredth of max_records, at least 10), and logins keep the rest.
+func TestConsoleRecordsHaveTheirOwnShareOfTheMemoryStore(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		max      int
+		wantCons int
+	}{
+		{name: "a hundredth of max_records", max: 100_000, wantCons: 1000},
+		{name: "at least 10 in a small store", max: 200, wantCons: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Default()
+			cfg.Store.Memory = MemoryStore{MaxRecords: tc.max}
+			if got := cfg.Store.Memory.Options().KindLimits[sessions.KindConsole]; got != tc.wantCons {
+				t.Fatalf("console share %d, want %d", got, tc.wantCons)
+			}
+			st, err := OpenStore(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			for i := range tc.wantCons + 1 {
+				err := st.Put(t.Context(), sessions.KindConsole, fmt.Sprintf("s.%d", i), []byte("1"), time.Hour)
+				if i < tc.wantCons && err != nil || i == tc.wantCons && !errors.Is(err, sessions.ErrFull) {
+					t.Fatalf("console record %d: %v", i, err)
+				}
+			}
+			if err := st.Put(t.Context(), sessions.KindTransaction, "login", []byte("1"), time.Hour); err != nil {
+				t.Fatalf("a login beside a full console share: %v", err)
+			}
+		})
 	}
 }

@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/sessions"
+)
+
+// TestConsoleBreakGlassSignInsSpendTheTokensBucket: every break-glass sign-in with a valid
+// token, successful ones too, is one request of the token's bucket
+// (rate_limits.management.per_token); past it the sign-in is a 429 page and a fapi event
+// naming the token, and nothing is stored.
+func TestConsoleBreakGlassSignInsSpendTheTokensBucket(t *testing.T) {
+	tests := []struct {
+		name      string
+		burst     int
+		wantSaved int
+	}{
+		{name: "a burst of 3 opens 3 sessions", burst: 3, wantSaved: 3},
+		{name: "a burst of 1 opens 1 session", burst: 1, wantSaved: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, func(c *config.Config) {
+				c.RateLimits.Enabled = true
+				c.RateLimits.Management.PerIP = config.RateLimit{Rate: "100/s", Burst: 1000}
+				c.RateLimits.Management.PerToken = config.RateLimit{Rate: "1/h", Burst: tt.burst}
+			})
+			for i := range tt.wantSaved {
+				if resp, body := consoleTokenSignInAs(t, noRedirects(h.browser()), h.srv.URL, consoleTestToken, "same-origin"); resp.StatusCode != http.StatusSeeOther {
+					t.Fatalf("sign-in %d: %d\n%s", i, resp.StatusCode, body)
+				}
+			}
+			resp, body := consoleTokenSignInAs(t, noRedirects(h.browser()), h.srv.URL, consoleTestToken, "same-origin")
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || strings.Contains(resp.Header.Get("Set-Cookie"), consoleCookie+"=") {
+				t.Fatalf("the sign-in past the token's bucket: %d %v\n%s", resp.StatusCode, resp.Header, body)
+			}
+			ev := h.consoleEventOf(logs.TypeFailedAPI, "rate_limited")
+			if rl := rateLimitOf(t, ev); rl["by"] != byToken || eventUser(ev) != "token:ops" {
+				t.Fatalf("refusal event %+v", ev.Details)
+			}
+			members, err := sessions.IndexMembers(t.Context(), h.store, consoleOperatorIndexID("token:ops"), h.clock.Now())
+			if err != nil || len(members) != tt.wantSaved {
+				t.Fatalf("%d console sessions of the token (%v), want %d", len(members), err, tt.wantSaved)
+			}
+		})
+	}
+}
+
+// TestConsoleSessionsPerOperatorAreBounded: an operator who signs in again and again holds at
+// most consoleSessionsPerOperator console sessions; each sign-in past it ends the oldest
+// (its browser is sent to the sign-in page), the newest stay open, and another operator's
+// session is untouched.
+func TestConsoleSessionsPerOperatorAreBounded(t *testing.T) {
+	tests := []struct {
+		name    string
+		signIns int
+		wantOut int // the first browsers signed out
+	}{
+		{name: "up to the bound nothing ends", signIns: consoleSessionsPerOperator, wantOut: 0},
+		{name: "three past the bound end the three oldest", signIns: consoleSessionsPerOperator + 3, wantOut: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, func(c *config.Config) {
+				c.Management.Tokens = append(c.Management.Tokens, config.ManagementToken{Name: "other", Token: consoleTestToken + "-other", Scopes: []string{config.ScopeReadLogs}})
+			})
+			other := h.browser()
+			if resp, _ := consoleTokenSignInAs(t, other, h.srv.URL, consoleTestToken+"-other", "same-origin"); resp.Request.URL.Path != "/console/" {
+				t.Fatalf("the other operator's sign-in ended at %s", resp.Request.URL)
+			}
+			var browsers []*http.Client
+			for range tt.signIns {
+				b := h.browser()
+				consoleTokenSignIn(t, b, h.srv.URL)
+				h.clock.Advance(time.Second) // one second apart: the oldest expires first
+				browsers = append(browsers, b)
+			}
+			for i, b := range append(browsers, other) {
+				resp, _ := get(t, b, h.srv.URL+"/console/")
+				out := resp.Request.URL.Path == "/console/signin"
+				if want := i < tt.wantOut; out != want {
+					t.Errorf("browser %d signed out: %v, want %v", i, out, want)
+				}
+			}
+			members, err := sessions.IndexMembers(t.Context(), h.store, consoleOperatorIndexID("token:ops"), h.clock.Now())
+			if err != nil || len(members) != min(tt.signIns, consoleSessionsPerOperator) {
+				t.Fatalf("%d indexed console sessions (%v)", len(members), err)
+			}
+		})
+	}
+}
