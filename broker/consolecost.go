@@ -125,12 +125,6 @@ type consoleCaches struct {
 	// set (tests that must not depend on how fast they run).
 	overviewTTL, discoveryTTL time.Duration
 
-	// signIns are the sign-ins through the broker in flight on this replica (consolesignin.go),
-	// at most signInCap (tests; 0: consoleSignInsInFlight).
-	signIns   *liveTxTable
-	signInCap int
-	once      sync.Once
-
 	// pins are the issuer pins of the connections that admit console administrators
 	// (consolepin.go), made by New.
 	pins map[string]consolePin

@@ -28,7 +28,8 @@ import (
 //     at the broker's own token endpoint in-process, the ID token verified with go-oidc, and
 //     console.admins decide (user id, verified email, or a group claim value);
 //   - break-glass: a management token (management.tokens), with that token's scopes.
-// A console session is a store record (sessions.KindConsole, named by the SHA-256 of the
+// A sign-in through the broker in flight is a sealed cookie (consolesignin.go). A console
+// session is a store record (sessions.KindConsole, named by the SHA-256 of the
 // cookie's secret) with an absolute lifetime (console.session_lifetime) and a CSRF token every
 // POST must carry. Sign-ins, refusals and sign-outs are sapi/fapi events naming the operator.
 
@@ -55,14 +56,13 @@ type consoleSession struct {
 // allows reports whether the operator holds scope.
 func (cs *consoleSession) allows(scope string) bool { return slices.Contains(cs.Scopes, scope) }
 
-// consoleLogin is a sign-in through the broker in flight (store, single use).
+// consoleLoginState is a sign-in through the broker in flight, sealed in the browser's sign-in
+// cookie (consolesignin.go).
 type consoleLoginState struct {
 	State    string `json:"state"`
 	Verifier string `json:"verifier"` // PKCE code_verifier (never logged)
 	Nonce    string `json:"nonce"`
-	// SlotKey and SlotExp name the sign-in's slots in flight (consolesignin.go).
-	SlotKey string `json:"slot_key,omitempty"`
-	SlotExp int64  `json:"slot_exp,omitempty"`
+	Expires  int64  `json:"exp"` // unix seconds
 }
 
 // consoleAdminScopes are the scopes of an operator who signed in through the broker and is
@@ -96,12 +96,17 @@ func (s *Server) consoleCookieFor(r *http.Request, base, value string, maxAge in
 
 // consoleCookieValue is the value of r's console cookie base ("" when absent or too long).
 func (s *Server) consoleCookieValue(r *http.Request, base string) string {
+	return s.consoleCookieValueUpTo(r, base, 128)
+}
+
+// consoleCookieValueUpTo is consoleCookieValue for a value of at most maxLen bytes.
+func (s *Server) consoleCookieValueUpTo(r *http.Request, base string, maxLen int) string {
 	name := base
 	if s.consoleSecure(r) {
 		name = hostPrefix + base
 	}
 	c, err := r.Cookie(name)
-	if err != nil || len(c.Value) > 128 {
+	if err != nil || len(c.Value) > maxLen {
 		return ""
 	}
 	return c.Value
@@ -290,33 +295,23 @@ func (s *Server) consoleSignInPage(w http.ResponseWriter, r *http.Request) {
 		Notice: consoleNotices[r.URL.Query().Get("done")]})
 }
 
-// consoleLogin starts a sign-in through the broker: a code flow of the built-in client.
+// consoleLogin starts a sign-in through the broker: a code flow of the built-in client. Its
+// state is sealed in the sign-in cookie (consolesignin.go): nothing is stored or held, so
+// starting sign-ins needs no bound.
 func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.cfg.ConsoleSignIn() {
 		s.consoleRefused(w, r, http.StatusNotFound, "sign-in through the broker is not configured (console.admins)", "")
 		return
 	}
-	if ref := s.guard.check(s.guard.mgmtIP, logs.IPKey(s.clientIP(r)), s.now()); ref != nil {
-		ref.setRetryAfter(w) // every sign-in started stores a record: limited per IP
-		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")
+	st := consoleLoginState{State: randomString(24), Verifier: randomString(32), Nonce: randomString(24),
+		Expires: s.now().Add(consoleLoginTTL).Unix()}
+	sealed, err := s.consoleSeal.seal(&st)
+	if err != nil {
+		s.log.Error("console sign-in could not be sealed", "err", err)
+		s.consoleRefused(w, r, http.StatusInternalServerError, "the sign-in could not be started", "")
 		return
 	}
-	exp := s.now().Add(consoleLoginTTL).UnixMilli()
-	slot, ref := s.holdConsoleSignIn(r, exp) // bounded in flight (consolesignin.go)
-	if ref != nil {
-		s.consoleTooMany(w, r, ref, "", "")
-		return
-	}
-	st := consoleLoginState{State: randomString(24), Verifier: randomString(32), Nonce: randomString(24), SlotKey: slot, SlotExp: exp}
-	bind := randomString(32)
-	raw, _ := json.Marshal(st)
-	if err := s.store.Put(r.Context(), sessions.KindConsole, consoleRecordID("l.", bind), raw, consoleLoginTTL); err != nil {
-		s.freeConsoleSignIn(slot, exp)
-		s.log.Error("console sign-in could not be stored", "err", err)
-		s.consoleRefused(w, r, http.StatusServiceUnavailable, "the store is unavailable; try again shortly", "")
-		return
-	}
-	http.SetCookie(w, s.consoleCookieFor(r, consoleLoginCookie, bind, int(consoleLoginTTL.Seconds())))
+	http.SetCookie(w, s.consoleCookieFor(r, consoleLoginCookie, sealed, int(consoleLoginTTL.Seconds())))
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {config.ConsoleClientID}, "redirect_uri": {s.consoleRedirectURI()},
 		"scope": {consoleScope}, "state": {st.State}, "nonce": {st.Nonce},
@@ -353,23 +348,19 @@ func (s *Server) consoleClient(snap *connSnapshot) *config.Client {
 // consoleRedirectURI is the built-in client's redirect URI.
 func (s *Server) consoleRedirectURI() string { return s.cfg.ConsoleURL() + "/callback" }
 
-// consoleCallback finishes a sign-in through the broker: state and login cookie (single
-// use), the code redeemed at the token endpoint, the ID token verified, console.admins asked.
+// consoleCallback finishes a sign-in through the broker: the sign-in cookie opened and
+// cleared (single use), its state compared, the code redeemed at the token endpoint, the ID
+// token verified, console.admins asked.
 func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, s.consoleCookieFor(r, consoleLoginCookie, "", -1))
 	q := r.URL.Query()
-	bind := s.consoleCookieValue(r, consoleLoginCookie)
-	if bind == "" {
+	sealed := s.consoleCookieValueUpTo(r, consoleLoginCookie, consoleLoginMax)
+	if sealed == "" {
 		s.consoleRefused(w, r, http.StatusBadRequest, "the sign-in was not started in this browser (no sign-in cookie); start again", "")
 		return
 	}
-	raw, err := s.store.Take(r.Context(), sessions.KindConsole, consoleRecordID("l.", bind))
-	var st consoleLoginState
-	taken := err == nil && json.Unmarshal(raw, &st) == nil
-	if taken {
-		s.freeConsoleSignIn(st.SlotKey, st.SlotExp) // the record is gone: its slots are free
-	}
-	if !taken || len(q["state"]) != 1 ||
+	st, err := s.consoleSeal.open(sealed, s.now().Unix())
+	if err != nil || len(q["state"]) != 1 ||
 		subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(st.State)) != 1 {
 		s.consoleRefused(w, r, http.StatusBadRequest, "the sign-in expired or its state does not match; start again", "")
 		return
@@ -378,7 +369,7 @@ func (s *Server) consoleCallback(w http.ResponseWriter, r *http.Request) {
 		s.consoleRefused(w, r, http.StatusForbidden, "the broker refused the sign-in: "+clip(e, 64), "")
 		return
 	}
-	claims, problem := s.consoleRedeem(r, q.Get("code"), &st)
+	claims, problem := s.consoleRedeem(r, q.Get("code"), st)
 	if problem != "" {
 		s.consoleRefused(w, r, http.StatusForbidden, problem, "")
 		return

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,69 @@ func TestConsoleSessionsPerOperatorAreBounded(t *testing.T) {
 			members, err := sessions.IndexMembers(t.Context(), h.store, consoleOperatorIndexID("token:ops"), h.clock.Now())
 			if err != nil || len(members) != min(tt.signIns, consoleSessionsPerOperator) {
 				t.Fatalf("%d indexed console sessions (%v)", len(members), err)
+			}
+		})
+	}
+}
+
+// TestConsoleSignInCookieMustBeOneThisBrokerSealedAndLive: the callback opens the sign-in
+// cookie; a value another broker sealed (another signing key), an altered one, one of an
+// expired sign-in or a made-up one is refused with 400 and nothing is signed in.
+func TestConsoleSignInCookieMustBeOneThisBrokerSealedAndLive(t *testing.T) {
+	h := consoleHarness(t, nil)
+	other := consoleHarness(t, nil)
+	tests := []struct {
+		name   string
+		cookie func(real string) string
+		age    time.Duration
+	}{
+		{name: "another broker's sealed sign-in", cookie: func(string) string {
+			st, err := other.broker.consoleSeal.seal(&consoleLoginState{State: "s", Verifier: "v", Nonce: "n", Expires: other.clock.Now().Add(time.Hour).Unix()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}},
+		{name: "an altered cookie", cookie: func(real string) string {
+			b := []byte(real)
+			i := strings.LastIndexByte(real, '.') - 2 // in the ciphertext
+			b[i] ^= 1
+			if b[i] == '.' {
+				b[i] = 'A'
+			}
+			return string(b)
+		}},
+		{name: "a made-up value", cookie: func(string) string { return "a.b.c.d.e" }},
+		{name: "a sign-in older than 10 minutes", cookie: func(real string) string { return real }, age: 11 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			browser := h.browser()
+			stop := *browser
+			var callback string
+			stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+				if req.URL.Path == "/console/callback" {
+					callback = req.URL.String()
+					return http.ErrUseLastResponse
+				}
+				return nil
+			}
+			get(t, &stop, h.srv.URL+"/console/login")
+			u, _ := url.Parse(h.srv.URL + "/console")
+			var real string
+			for _, c := range browser.Jar.Cookies(u) {
+				if c.Name == consoleLoginCookie {
+					real = c.Value
+				}
+			}
+			if callback == "" || real == "" {
+				t.Fatalf("no callback (%q) or sign-in cookie", callback)
+			}
+			browser.Jar.SetCookies(u, []*http.Cookie{{Name: consoleLoginCookie, Value: tt.cookie(real), Path: "/console"}})
+			h.clock.Advance(tt.age)
+			resp, body := get(t, browser, callback)
+			if resp.StatusCode != http.StatusBadRequest || resp.Request.URL.Path != "/console/callback" {
+				t.Fatalf("got %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
 			}
 		})
 	}

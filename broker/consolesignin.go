@@ -1,65 +1,91 @@
 package broker
 
 import (
-	"cmp"
-	"net/http"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
 
-	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
-// Console sign-ins through the broker in flight: each stores a record (consolesession.go) for
-// consoleLoginTTL unless its callback comes first, so they are bounded like /authorize's
-// logins in progress: per client IP (IPv6 /64) by rate_limits.live_transactions_per_ip, in the
-// same table as /authorize's, and on each replica by consoleSignInsInFlight whatever the
-// addresses. A refusal is a 429 page and a limited fapi event; nothing is stored. The break-
-// glass sign-in stores nothing before it succeeds and is not counted.
+// A console sign-in through the broker in flight (state, PKCE verifier, nonce, expiry) is kept
+// in the browser, not in the store: the sign-in cookie holds it sealed, a compact JWE (alg dir,
+// enc A256GCM: authenticated encryption, so it can be neither read nor forged nor altered),
+// like the opaque access tokens (opaque.go) but under a key of its own derived from the
+// signing key (consoleLoginInfo), so every replica opens every replica's cookie and neither
+// kind of value opens as the other. Starting a sign-in thus stores nothing and holds nothing:
+// however many are started, from however many addresses, nothing fills up and a real
+// administrator's sign-in goes through. The callback clears the cookie (single use in that
+// browser); the code it redeems is single use at the token endpoint, and the state, nonce and
+// verifier tie it to the sign-in the cookie started. A signing key whose private part cannot
+// be exported (an external signer) gets a random key per process: a sign-in must then return
+// to the replica that started it.
 
-// consoleSignInsInFlight bounds the console sign-ins through the broker in flight on one
-// replica.
-const consoleSignInsInFlight = 1000
+// consoleLoginInfo separates the sign-in cookie's key from every other use of the signing key.
+const consoleLoginInfo = "dpop-broker console sign-in state A256GCM v1"
 
-// byConsoleSignIns is details.rate_limit.by (and the metric's key label) of a refusal by
-// consoleSignInsInFlight.
-const byConsoleSignIns = "console_sign_ins"
+// consoleLoginMax bounds the sign-in cookie's value read back (a sealed state is ~350 bytes).
+const consoleLoginMax = 1024
 
-// consoleSignInSlots is the replica's table of sign-ins through the broker in flight (one key).
-func (s *Server) consoleSignInSlots() *liveTxTable {
-	s.console.once.Do(func() {
-		s.console.signIns = newLiveTxTable(cmp.Or(s.console.signInCap, consoleSignInsInFlight), 1)
-	})
-	return s.console.signIns
+// consoleSealer seals and opens the states of console sign-ins in flight.
+type consoleSealer struct {
+	key []byte
+	enc jose.Encrypter
 }
 
-// holdConsoleSignIn takes the slots of a sign-in through the broker that expires at exp
-// (unix ms): one of the client IP's live transactions and one of the replica's. It returns
-// the client-IP key (kept with the sign-in, to give the slot back), or the refusal.
-func (s *Server) holdConsoleSignIn(r *http.Request, exp int64) (string, *refusal) {
-	key, now := logs.IPKey(s.clientIP(r)), s.now()
-	if s.guard.liveTx != nil {
-		if ref := s.guard.liveTx.reserveUpTo(key, now, exp, s.guard.liveTxLimit); ref != nil {
-			ref.endpoint = "console"
-			s.guard.count(ref)
-			return "", ref
-		}
+// newConsoleSealer derives the sign-in cookie's key from the signing key of k.
+func newConsoleSealer(k *config.KeyRing) (*consoleSealer, error) {
+	key, err := opaqueKey(k.Signing, consoleLoginInfo)
+	if err != nil {
+		return nil, err
 	}
-	if ref := s.consoleSignInSlots().reserve("", now, exp); ref != nil {
-		if s.guard.liveTx != nil {
-			s.guard.liveTx.release(key, exp, now)
-		}
-		ref.endpoint, ref.by = "console", byConsoleSignIns
-		s.guard.count(ref)
-		return "", ref
+	if key == nil {
+		key = make([]byte, 32)
+		_, _ = rand.Read(key) // crypto/rand.Read never fails
 	}
-	return key, nil
+	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: jose.DIRECT, Key: key}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("console sign-in encrypter: %w", err)
+	}
+	return &consoleSealer{key: key, enc: enc}, nil
 }
 
-// freeConsoleSignIn gives back the slots of a sign-in (its client-IP key and expiry): its
-// callback came, or it was not stored after all. Unknown slots (another replica's) change
-// nothing.
-func (s *Server) freeConsoleSignIn(key string, exp int64) {
-	now := s.now()
-	if s.guard.liveTx != nil && key != "" {
-		s.guard.liveTx.release(key, exp, now)
+// seal returns st as the sign-in cookie's value.
+func (c *consoleSealer) seal(st *consoleLoginState) (string, error) {
+	payload, err := json.Marshal(st)
+	if err != nil {
+		return "", fmt.Errorf("marshal console sign-in: %w", err)
 	}
-	s.consoleSignInSlots().release("", exp, now)
+	obj, err := c.enc.Encrypt(payload)
+	if err != nil {
+		return "", fmt.Errorf("seal console sign-in: %w", err)
+	}
+	return obj.CompactSerialize()
+}
+
+// errConsoleLogin is open's one answer for a value that is not a sign-in this broker sealed
+// (other key, other algorithms, tampered, undecodable, incomplete).
+var errConsoleLogin = errors.New("not a console sign-in this broker started")
+
+// open returns the state sealed in raw, checking that it is complete and live at nowUnix.
+func (c *consoleSealer) open(raw string, nowUnix int64) (*consoleLoginState, error) {
+	obj, err := jose.ParseEncryptedCompact(raw, []jose.KeyAlgorithm{jose.DIRECT}, []jose.ContentEncryption{jose.A256GCM})
+	if err != nil {
+		return nil, errConsoleLogin
+	}
+	payload, err := obj.Decrypt(c.key)
+	if err != nil {
+		return nil, errConsoleLogin
+	}
+	var st consoleLoginState
+	if json.Unmarshal(payload, &st) != nil || st.State == "" || st.Verifier == "" || st.Nonce == "" {
+		return nil, errConsoleLogin
+	}
+	if nowUnix >= st.Expires {
+		return nil, errors.New("the sign-in expired")
+	}
+	return &st, nil
 }

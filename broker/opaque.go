@@ -39,7 +39,7 @@ type opaqueTokens struct {
 // current signing key whose private part cannot be exported (an external signer) gets nil:
 // access tokens are then all JWTs.
 func newOpaqueTokens(k *config.KeyRing) (*opaqueTokens, error) {
-	key, err := opaqueKey(k.Signing)
+	key, err := opaqueKey(k.Signing, opaqueInfo)
 	if err != nil || key == nil {
 		return nil, err // nil: not an exportable key, access tokens stay JWTs
 	}
@@ -50,7 +50,7 @@ func newOpaqueTokens(k *config.KeyRing) (*opaqueTokens, error) {
 	}
 	o := &opaqueTokens{keys: map[string][]byte{k.KID: key}, enc: enc}
 	for _, p := range k.Previous {
-		pk, err := opaqueKey(p.Key)
+		pk, err := opaqueKey(p.Key, opaqueInfo)
 		if err != nil {
 			return nil, err
 		}
@@ -61,16 +61,16 @@ func newOpaqueTokens(k *config.KeyRing) (*opaqueTokens, error) {
 	return o, nil
 }
 
-// opaqueKey derives the token key from a signing key, or returns nil for a key whose private
-// part cannot be exported.
-func opaqueKey(signing crypto.Signer) ([]byte, error) {
+// opaqueKey derives the AES-256 key of one use (info: opaqueInfo, consoleLoginInfo) from a
+// signing key, or returns nil for a key whose private part cannot be exported.
+func opaqueKey(signing crypto.Signer, info string) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(signing)
 	if err != nil {
 		return nil, nil
 	}
-	key, err := hkdf.Key(sha256.New, der, []byte("dpop-broker"), opaqueInfo, 32)
+	key, err := hkdf.Key(sha256.New, der, []byte("dpop-broker"), info, 32)
 	if err != nil {
-		return nil, fmt.Errorf("derive access token key: %w", err)
+		return nil, fmt.Errorf("derive %s key: %w", info, err)
 	}
 	return key, nil
 }

@@ -243,9 +243,6 @@ func (ref *refusal) setRetryAfter(w http.ResponseWriter) {
 // description is the error_description of a refusal.
 func (ref *refusal) description() string {
 	switch ref.by {
-	case byConsoleSignIns:
-		return fmt.Sprintf("too many console sign-ins in progress (limit %s); retry after %d s",
-			ref.limit, ref.retryAfterSeconds())
 	case byLiveTransactions:
 		return fmt.Sprintf("too many sign-ins in progress from this address (limit %s); retry after %d s",
 			ref.limit, ref.retryAfterSeconds())

@@ -65,6 +65,9 @@ type Server struct {
 	logBatch sessions.LogBatcher  // the events' store, when it can batch records and an event
 	multiGet sessions.MultiGetter // the store, when it reads several records in one round trip
 
+	// consoleSeal seals the console's sign-ins through the broker in flight (consolesignin.go).
+	consoleSeal *consoleSealer
+
 	apis     map[string]*config.API
 	verifier *dpop.Verifier // proofs at /oauth/token and /userinfo
 	reg      *registry      // connections and clients from the store (registry.go, clientregistry.go)
@@ -186,6 +189,9 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	}
 	s.bcl = newBackchannel()
 	if s.opaque, err = newOpaqueTokens(s.keys); err != nil {
+		return nil, err
+	}
+	if s.consoleSeal, err = newConsoleSealer(s.keys); err != nil {
 		return nil, err
 	}
 	policy, err := newEgressPolicy(cfg.UpstreamAllowedNetworks)
