@@ -100,6 +100,18 @@ func (s *Server) consolePinProblem(sess *sessionRecord) string {
 // identityOptionNames are the options upstream.Identity holds, for messages.
 const identityOptionNames = "strategy, options.client_id, options.scope, options.fetch_userinfo, options.upstream_params, options.attribute_map"
 
+// consolePinnedDeleteProblem refuses to delete the connection name when it admits console
+// administrators (409): deleting it would lock every administrator who signs in through it
+// out of the console, and only the configuration file decides that.
+func (s *Server) consolePinnedDeleteProblem(name string) *apiError {
+	if _, ok := s.console.pins[name]; !ok {
+		return nil
+	}
+	return &apiError{http.StatusConflict, "connection_conflict", fmt.Sprintf(
+		"The connection %s admits console administrators (console.admins, console.connection): it cannot be deleted through the management API; remove it from console.admins and console.connection in the configuration file first",
+		name)}
+}
+
 // consolePinnedConnectionProblem refuses a management write that would give the connection
 // uc (resolved) another issuer or discovery_url, or other identity options, than the pin of
 // its name: such a connection admits console administrators.

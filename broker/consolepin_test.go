@@ -55,6 +55,28 @@ func storeConnection(t *testing.T, h *harness, name string, change func(*config.
 	}
 }
 
+// deleteStoredConnection deletes the stored connection name, as a write that bypassed the
+// management API's checks would.
+func deleteStoredConnection(t *testing.T, h *harness, name string) {
+	t.Helper()
+	ctx := context.Background()
+	id := config.DeriveConnectionID(name)
+	raw, err := h.broker.reg.conns.GetConnection(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc storedConnection
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.broker.reg.conns.DeleteConnection(ctx, id, []byte(doc.ConfigHash)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.broker.reg.current(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestConsoleSignInIsRefusedFromAnUpstreamOtherThanThePinnedOne: a connection that admits
 // console administrators, pointed at another IdP where the attacker holds the same sub, no
 // longer makes its user an administrator: the sign-in is refused and its event says why.
@@ -243,6 +265,7 @@ func TestManagementAPIRefusesAnotherUpstreamForAConnectionAdmittingConsoleAdmini
 		body               any
 		wantStatus         int
 		wantOption         string // the option a refusal names
+		before             func() // done before the request
 	}{
 		{name: "PATCH the pinned connection's issuer", method: "PATCH", path: "/api/v2/connections/" + corp,
 			body: map[string]any{"options": opts("https://evil.example", "")}, wantStatus: http.StatusBadRequest},
@@ -266,15 +289,19 @@ func TestManagementAPIRefusesAnotherUpstreamForAConnectionAdmittingConsoleAdmini
 			body: map[string]any{"options": map[string]any{"issuer": h.up.URL, "client_id": upClientID, "client_secret": upSecret, "attribute_map": takeover}}, wantStatus: http.StatusOK},
 		{name: "PATCH another connection's issuer", method: "PATCH", path: "/api/v2/connections/" + other,
 			body: map[string]any{"options": opts("https://elsewhere.example", "")}, wantStatus: http.StatusOK},
-		{name: "DELETE the pinned connection", method: "DELETE", path: "/api/v2/connections/" + corp, wantStatus: http.StatusAccepted},
-		{name: "POST it again with another issuer", method: "POST", path: "/api/v2/connections",
-			body: map[string]any{"name": "corp", "strategy": "oidc", "options": opts("https://evil.example", "")}, wantStatus: http.StatusBadRequest},
+		{name: "DELETE the pinned connection", method: "DELETE", path: "/api/v2/connections/" + corp, wantStatus: http.StatusConflict},
+		{name: "POST it again with another issuer, once deleted in the store", method: "POST", path: "/api/v2/connections",
+			body: map[string]any{"name": "corp", "strategy": "oidc", "options": opts("https://evil.example", "")}, wantStatus: http.StatusBadRequest,
+			before: func() { deleteStoredConnection(t, h, "corp") }},
 		{name: "POST it again with its issuer and another attribute_map", method: "POST", path: "/api/v2/connections",
 			body: map[string]any{"name": "corp", "strategy": "oidc", "options": with("attribute_map", takeover)}, wantStatus: http.StatusBadRequest, wantOption: "options.attribute_map"},
 		{name: "POST it again with its issuer", method: "POST", path: "/api/v2/connections",
 			body: map[string]any{"name": "corp", "strategy": "oidc", "options": opts(h.up.URL, "")}, wantStatus: http.StatusCreated},
 	}
 	for _, st := range steps {
+		if st.before != nil {
+			st.before()
+		}
 		r := api(t, h.srv.URL, st.method, st.path, tokConnAdmin, st.body)
 		if r.status != st.wantStatus {
 			t.Fatalf("%s: %d %s, want %d", st.name, r.status, r.raw, st.wantStatus)

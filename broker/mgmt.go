@@ -160,10 +160,10 @@ type mgmtHandler func(c *mgmtCall) *apiError
 func (s *Server) mgmtRoutes(h func(string, http.HandlerFunc)) {
 	h = withQueryParams(h) // each route's query parameters (mgmtquery.go)
 	h("GET /api/v2/connections", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.listConnections))
-	h("POST /api/v2/connections", s.mgmt.guard(s, []string{config.ScopeCreateConnections, config.ScopeUpdateConnections}, s.createConnection))
+	h("POST /api/v2/connections", s.mgmt.guard(s, []string{config.ScopeCreateConnections}, s.createConnection))
 	h("GET /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.getConnection))
 	h("PATCH /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeUpdateConnections}, s.patchConnection))
-	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeDeleteConnections, config.ScopeUpdateConnections}, s.deleteConnection))
+	h("DELETE /api/v2/connections/{id}", s.mgmt.guard(s, []string{config.ScopeDeleteConnections}, s.deleteConnection))
 	h("GET /api/v2/connections/{id}/clients", s.mgmt.guard(s, []string{config.ScopeReadConnections}, s.listConnectionClients))
 	h("PATCH /api/v2/connections/{id}/clients", s.mgmt.guard(s, []string{config.ScopeUpdateConnections}, s.patchConnectionClients))
 	s.clientRoutes(h)

@@ -609,6 +609,9 @@ func (s *Server) deleteConnection(c *mgmtCall) *apiError {
 	if aerr != nil {
 		return aerr
 	}
+	if aerr := s.consolePinnedDeleteProblem(doc.Name); aerr != nil {
+		return aerr
+	}
 	if aerr := s.storeResult(s.reg.conns.DeleteConnection(c.r.Context(), doc.ID, []byte(doc.ConfigHash)), errNoConnection); aerr != nil {
 		return aerr
 	}

@@ -36,7 +36,7 @@ var optionalDPoPUp = demoidp.Options{DPoPAlgs: []string{"ES256", "Ed25519"}}
 
 func withMgmt(c *config.Config) {
 	c.Management.Tokens = []config.ManagementToken{
-		{Name: "ops", Token: tokAll, Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadLogs}},
+		{Name: "ops", Token: tokAll, Scopes: []string{config.ScopeReadConnections, config.ScopeCreateConnections, config.ScopeUpdateConnections, config.ScopeDeleteConnections, config.ScopeReadLogs}},
 		{Name: "reader", Token: tokRead, Scopes: []string{config.ScopeReadConnections}},
 		{Name: "auditor", Token: tokLogs, Scopes: []string{config.ScopeReadLogs}},
 	}
@@ -175,7 +175,7 @@ func TestMgmtAuth(t *testing.T) {
 		{name: "empty bearer is 401", method: "GET", path: "/api/v2/logs", auth: "Bearer ", status: 401, code: "invalid_token", msg: ""},
 		{name: "token prefix is 401 (whole token compared)", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokAll[:39], status: 401, code: "invalid_token", msg: ""},
 		{name: "read token cannot PATCH: 403 insufficient_scope", method: "PATCH", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "Insufficient scope, expected any of: update:connections"},
-		{name: "read token cannot POST", method: "POST", path: "/api/v2/connections", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "expected any of: create:connections,update:connections"},
+		{name: "read token cannot POST", method: "POST", path: "/api/v2/connections", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "expected any of: create:connections"},
 		{name: "read token cannot DELETE", method: "DELETE", path: "/api/v2/connections/con_x", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "delete:connections"},
 		{name: "logs token cannot read connections", method: "GET", path: "/api/v2/connections", auth: "Bearer " + tokLogs, status: 403, code: "insufficient_scope", msg: "read:connections"},
 		{name: "connections token cannot read logs", method: "GET", path: "/api/v2/logs", auth: "Bearer " + tokRead, status: 403, code: "insufficient_scope", msg: "read:logs"},

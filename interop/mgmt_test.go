@@ -31,7 +31,7 @@ const (
 	mgmtTokenName   = "interop-ops"                      // management.tokens[0].name (details.request.auth.user)
 	mgmtWait        = time.Minute                        // bound on waiting for an event in the store
 	// mgmtScopes are the management token's.
-	mgmtScopes = "[read:connections, update:connections, read:logs, read:clients, create:clients, update:clients, delete:clients]"
+	mgmtScopes = "[read:connections, create:connections, update:connections, delete:connections, read:logs, read:clients, create:clients, update:clients, delete:clients]"
 )
 
 // mgmtWorld is redis + three oidc-provider upstreams + replicas A and B of one broker config.
