@@ -295,6 +295,9 @@ func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 	s.write(c.r, ev)
 }
 
+// maxEventBodyBytes bounds the JSON of the request body a management event keeps.
+const maxEventBodyBytes = 4 << 10
+
 // mgmtEvent builds the sapi/fapi event of c.
 func (s *Server) mgmtEvent(c *mgmtCall, status int) *logs.Event {
 	ev := s.newEvent(c.r)
@@ -304,6 +307,12 @@ func (s *Server) mgmtEvent(c *mgmtCall, status int) *logs.Event {
 	}
 	if c.body != nil {
 		req["body"] = c.body
+		if raw, err := json.Marshal(c.body); err != nil || len(raw) > maxEventBodyBytes {
+			// A body of up to maxBodyBytes would weigh several times that once escaped: the
+			// event keeps a shrunk copy, marked, with the size of the body it was made from.
+			req["body"], _ = logs.ShrinkValue(c.body, maxEventBodyBytes)
+			req["body_truncated"], req["body_bytes"] = true, len(raw)
+		}
 	}
 	if c.token != nil {
 		req["auth"] = map[string]any{"user": c.token.name, "scopes": c.token.scopes}

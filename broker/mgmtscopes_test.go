@@ -1,11 +1,14 @@
 package broker
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs"
 )
 
 // tokPatchOnly holds update:connections (and read:connections) only, as config.example.yaml's
@@ -68,6 +71,49 @@ func TestConnectionsThatAdmitConsoleAdministratorsCannotBeDeleted(t *testing.T) 
 			}
 			if r.status != tt.wantStatus {
 				t.Fatalf("delete: %d %s", r.status, r.raw)
+			}
+		})
+	}
+}
+
+// TestManagementEventsKeepABoundedCopyOfTheBody: a management call's event keeps the request
+// body as it came when it is small; a large one (up to the 64 KiB a body may have, escaped
+// several times over in JSON) is kept shrunk to 4 KiB, marked body_truncated with body_bytes
+// its size, and the whole event stays within the event writer's bound.
+func TestManagementEventsKeepABoundedCopyOfTheBody(t *testing.T) {
+	h := mgmtHarness(t, nil)
+	tests := []struct {
+		name      string
+		display   string
+		truncated bool
+	}{
+		{name: "a small body is kept whole", display: "<b>x</b>"},
+		{name: "a body of 60 KiB once escaped is kept shrunk", display: strings.Repeat("<", 10<<10), truncated: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := map[string]any{"name": "n", "display_name": tt.display, "strategy": "oidc", "options": map[string]any{"issuer": "http://127.0.0.1:1", "client_id": "a"}}
+			if r := api(t, h.srv.URL, http.MethodPost, "/api/v2/connections", tokAll, body); r.status != http.StatusBadRequest {
+				t.Fatalf("POST: %d %s", r.status, r.raw)
+			}
+			raw, err := h.events.Store.Logs(t.Context(), "", 1)
+			if err != nil || len(raw) != 1 {
+				t.Fatalf("event: %v", err)
+			}
+			if len(raw[0]) > logs.DefaultMaxEventBytes {
+				t.Fatalf("stored event of %d bytes", len(raw[0]))
+			}
+			var ev logs.Event
+			if err := json.Unmarshal(raw[0], &ev); err != nil {
+				t.Fatal(err)
+			}
+			req, _ := ev.Details["request"].(map[string]any)
+			b, _ := json.Marshal(req["body"])
+			if ev.Type != logs.TypeFailedAPI || req["body"] == nil || len(b) > 4<<10 || (req["body_truncated"] == true) != tt.truncated {
+				t.Fatalf("event request %.300s (body %d bytes)", fmt.Sprint(req), len(b))
+			}
+			if tt.truncated && req["body_bytes"].(float64) < 60<<10 {
+				t.Fatalf("body_bytes %v", req["body_bytes"])
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package logs
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -190,6 +191,10 @@ type Writer struct {
 	// an event another replica is still storing cannot be passed by a reader's cursor.
 	// Events this Writer is storing are always held back, whatever Settle.
 	Settle time.Duration
+	// MaxEventBytes bounds one event's JSON, as stored and printed (size.go; default
+	// DefaultMaxEventBytes): larger details are shrunk and marked, the event's identity
+	// fields are kept whole.
+	MaxEventBytes int
 	// Tally, when set, names the counters an event adds to (each by its increment): they are
 	// kept in the store's per-minute and per-hour buckets (sessions.Tallier) and written in
 	// the same round trip as the event, so charts never scan the log. An event Limits drops
@@ -344,6 +349,7 @@ func (w *Writer) prepare(ev *Event) prepared {
 	}
 	set := w.Secrets.current()
 	p := prepared{t: t, out: scrubFields(ev, set), details: encodeDetails(ev.Details, set), release: release}
+	w.bound(&p)
 	if w.Store == nil {
 		return p
 	}
@@ -374,6 +380,39 @@ func scrubFields(ev *Event, set *secretSet) Event {
 	}
 	return out
 }
+
+// bound makes p fit in MaxEventBytes (size.go): the free-text fields clipped, then the details
+// shrunk; the event's identity fields are never cut.
+func (w *Writer) bound(p *prepared) {
+	limit := w.MaxEventBytes
+	if limit <= 0 {
+		limit = DefaultMaxEventBytes
+	}
+	const detailsKey = len(`,"details":`)
+	if jsonLen(&p.out)+detailsKey+len(p.details) <= limit {
+		return
+	}
+	for _, f := range []*string{&p.out.UserAgent, &p.out.UserName, &p.out.ClientName} {
+		*f = clipEncoded(*f, maxFieldBytes)
+	}
+	if p.details == nil {
+		return
+	}
+	budget := limit - jsonLen(&p.out) - detailsKey
+	if len(p.details) <= budget {
+		return
+	}
+	var red map[string]any
+	dec := json.NewDecoder(bytes.NewReader(p.details))
+	dec.UseNumber()
+	if dec.Decode(&red) != nil {
+		red = nil
+	}
+	p.details = fitDetails(red, len(p.details), max(budget, minDetailsBudget))
+}
+
+// minDetailsBudget is the room the details keep whatever the other fields take.
+const minDetailsBudget = 256
 
 func (w *Writer) maxLen() int {
 	if w.MaxLen <= 0 {
