@@ -331,34 +331,44 @@ func TestConsoleBreakGlassSpendsTheBucketOnFailedAttemptsOnly(t *testing.T) {
 	}
 }
 
-// TestConsoleBreakGlassHasABucketOfItsOwn: anonymous console requests from an address (each a
-// redirect to the sign-in page) that spent its per-IP bucket do not lock out a valid
-// break-glass sign-in from it; failed break-glass attempts are held to their own bucket.
-func TestConsoleBreakGlassHasABucketOfItsOwn(t *testing.T) {
-	h := consoleHarness(t, func(c *config.Config) {
-		c.RateLimits.Enabled = true
-		c.RateLimits.Management = config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 2}, PerToken: config.RateLimit{Rate: "1/h", Burst: 100}}
-	})
-	anon := h.browser()
-	for i := range 2 {
-		if resp, body := get(t, anon, h.srv.URL+"/console/logs"); resp.Request.URL.Path != "/console/signin" {
-			t.Fatalf("anonymous request %d: %d at %s\n%s", i, resp.StatusCode, resp.Request.URL, body)
-		}
+// TestConsoleBreakGlassAndTheManagementAPIShareOnePerIPBucket: failed break-glass sign-ins
+// and the management API's failed calls from an address spend one bucket
+// (rate_limits.management.per_ip), so the address cannot guess tokens twice as fast by
+// using both; a valid break-glass sign-in gives its request back.
+func TestConsoleBreakGlassAndTheManagementAPIShareOnePerIPBucket(t *testing.T) {
+	tests := []struct {
+		name  string
+		first string // "api" or "console": which spends the burst of 2
+		then  string // which is refused next
+	}{
+		{name: "failed API calls spend the break-glass sign-in's guesses", first: "api", then: "console"},
+		{name: "failed break-glass sign-ins spend the API's guesses", first: "console", then: "api"},
 	}
-	if resp, _ := get(t, anon, h.srv.URL+"/console/logs"); resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("the anonymous request over the per-IP burst: %d, want 429", resp.StatusCode)
-	}
-	for i, want := range []int{http.StatusUnauthorized, http.StatusUnauthorized, http.StatusTooManyRequests} {
-		if resp, body := consoleTokenSignInAs(t, h.browser(), h.srv.URL, "wrong-token", "same-origin"); resp.StatusCode != want {
-			t.Fatalf("wrong token %d: %d, want %d\n%s", i, resp.StatusCode, want, body)
-		}
-	}
-	h.clock.Advance(2 * time.Hour)
-	for i := range 3 {
-		get(t, anon, h.srv.URL+"/console/logs")
-		if resp, body := consoleTokenSignInAs(t, h.browser(), h.srv.URL, consoleTestToken, "same-origin"); resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/" {
-			t.Fatalf("valid sign-in %d after anonymous requests spent the per-IP bucket: %d at %s\n%s", i, resp.StatusCode, resp.Request.URL, body)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, func(c *config.Config) {
+				c.RateLimits.Enabled = true
+				c.RateLimits.Management = config.ManagementRateLimits{PerIP: config.RateLimit{Rate: "1/h", Burst: 2}, PerToken: config.RateLimit{Rate: "1/h", Burst: 100}}
+			})
+			try := func(via string) int {
+				if via == "api" {
+					return api(t, h.srv.URL, http.MethodGet, "/api/v2/connections", "wrong-token-0123456789abcdef", nil).status
+				}
+				resp, _ := consoleTokenSignInAs(t, h.browser(), h.srv.URL, "wrong-token", "same-origin")
+				return resp.StatusCode
+			}
+			if resp, body := consoleTokenSignInAs(t, h.browser(), h.srv.URL, consoleTestToken, "same-origin"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("valid sign-in: %d\n%s", resp.StatusCode, body) // given back: spends nothing
+			}
+			for i := range 2 {
+				if got := try(tt.first); got != http.StatusUnauthorized {
+					t.Fatalf("%s attempt %d: %d, want 401", tt.first, i, got)
+				}
+			}
+			if got := try(tt.then); got != http.StatusTooManyRequests {
+				t.Fatalf("%s attempt past the shared burst: %d, want 429", tt.then, got)
+			}
+		})
 	}
 }
 

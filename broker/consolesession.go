@@ -167,6 +167,8 @@ func (s *Server) newConsoleEvent(r *http.Request, ok bool, status int, operator,
 			ev.Class = logs.ClassUnauthenticated
 		}
 		ev.Details["error"] = map[string]any{"message": s.clipEvent(problem, 512), "errorCode": "console_refused"}
+		// A wrong break-glass token, or no console session: printed even when the limits drop it.
+		ev.CredentialCheck = status == http.StatusUnauthorized
 	}
 	req := map[string]any{"method": r.Method, "path": s.clipEvent(r.URL.Path, 256)}
 	if operator != "" {
@@ -435,14 +437,14 @@ func (s *Server) consoleRedeem(r *http.Request, code string, st *consoleLoginSta
 }
 
 // consoleTokenLogin is the break-glass sign-in with a management token; a valid token spends
-// its per-token bucket (each sign-in stores a session); the per-IP limit of
-// the management API applies to failed attempts, in a bucket of their own (guard.breakGlass:
-// other console requests from the address, such as anonymous page views redirected to the
-// sign-in page, do not spend it). The bucket is spent before the form is read
-// (sign-ins in flight at once cannot all find it full) and given back when the request was no
-// attempt (refused before the token was compared, or no token) or the token is valid.
+// its per-token bucket (each sign-in stores a session). Failed attempts spend the management
+// API's per-IP bucket (rate_limits.management.per_ip), the very bucket of the API's failed
+// calls: an address guesses tokens at one rate, whether through the API or the console. The
+// bucket is spent before the form is read (sign-ins in flight at once cannot all find it
+// full) and given back when the request was no attempt (refused before the token was
+// compared, or no token) or the token is valid.
 func (s *Server) consoleTokenLogin(w http.ResponseWriter, r *http.Request) {
-	ref, refund := s.guard.hold(s.guard.breakGlass, logs.IPKey(s.clientIP(r)), s.now())
+	ref, refund := s.guard.hold(s.guard.mgmtIP, logs.IPKey(s.clientIP(r)), s.now())
 	if ref != nil {
 		ref.setRetryAfter(w)
 		s.consoleRefused(w, r, http.StatusTooManyRequests, ref.description(), "")

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -155,6 +156,42 @@ func TestConsoleSignInCookieMustBeOneThisBrokerSealedAndLive(t *testing.T) {
 			resp, body := get(t, browser, callback)
 			if resp.StatusCode != http.StatusBadRequest || resp.Request.URL.Path != "/console/callback" {
 				t.Fatalf("got %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+			}
+		})
+	}
+}
+
+// TestFailedCredentialChecksReachStdoutWhenTheLimitsDropThem: a wrong management token at the
+// API or at the console's break-glass form is printed on stdout even when the limits on
+// unauthenticated events drop its event (another address used up the global budget).
+func TestFailedCredentialChecksReachStdoutWhenTheLimitsDropThem(t *testing.T) {
+	tests := []struct {
+		name    string
+		attempt func(h *harness)
+	}{
+		{name: "a wrong token at the management API", attempt: func(h *harness) {
+			api(t, h.srv.URL, http.MethodGet, "/api/v2/connections", "wrong-token-0123456789abcdef", nil)
+		}},
+		{name: "a wrong token at the break-glass form", attempt: func(h *harness) {
+			consoleTokenSignInAs(t, h.browser(), h.srv.URL, "wrong-token", "same-origin")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, nil)
+			var out lockedBuffer
+			h.events.Logger = slog.New(slog.NewJSONHandler(&out, nil))
+			h.events.Limits = logs.NewLimiter(logs.LimiterConfig{GlobalRate: 1e-9, GlobalBurst: 1})
+			h.events.Limits.Allow("198.51.100.1", h.clock.Now()) // another address spent the budget
+			tt.attempt(h)
+			var found bool
+			for _, line := range strings.Split(out.String(), "\n") {
+				if strings.Contains(line, `"msg":"`+logs.CredentialCheckFailed+`"`) && strings.Contains(line, `"type":"fapi"`) && strings.Contains(line, `"dropped":"global"`) {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("no %s line on stdout:\n%s", logs.CredentialCheckFailed, out.String())
 			}
 		})
 	}

@@ -288,6 +288,7 @@ func (s *Server) apiFail(c *mgmtCall, e *apiError) {
 	ev := s.mgmtEvent(c, e.status)
 	ev.Type = logs.TypeFailedAPI
 	ev.Class = mgmtFailClass(c)
+	ev.CredentialCheck = e.status == http.StatusUnauthorized // printed even when the limits drop it
 	ev.Details["error"] = map[string]any{"message": s.clipEvent(e.message, 512), "errorCode": e.code}
 	if c.detail != "" {
 		ev.Details["error"].(map[string]any)["detail"] = s.clipEvent(c.detail, 1024)

@@ -32,11 +32,9 @@ type guard struct {
 	tokenIP, tokenClient         *limiterTable
 	refreshFamily                *limiterTable // per refresh-token family (refreshlimit.go)
 	userinfoIP, userinfoSession  *limiterTable // userinfolimit.go
-	mgmtIP, mgmtToken            *limiterTable // mgmtlimit.go
-	// breakGlass holds the console's failed break-glass sign-ins per IP (consolesession.go):
-	// rate_limits.management.per_ip, a bucket of its own so that other console requests from
-	// the same address cannot spend it.
-	breakGlass *limiterTable
+	// mgmtIP also holds the console's requests before sign-in and its failed break-glass
+	// sign-ins (consolesession.go).
+	mgmtIP, mgmtToken *limiterTable // mgmtlimit.go
 	// tables are the tables above by their name in the configuration and endpoint (a reload
 	// finds the one to keep by it).
 	tables map[string]*limiterTable
@@ -105,7 +103,6 @@ func buildGuard(cfg *config.Config, reg *prometheus.Registry, prev *guard) (*gua
 		{&g.userinfoSession, "userinfo", bySession, "rate_limits.userinfo.per_session", rl.Userinfo.PerSession},
 		{&g.mgmtIP, "management", "ip", "rate_limits.management.per_ip", rl.Management.PerIP},
 		{&g.mgmtToken, "management", byToken, "rate_limits.management.per_token", rl.Management.PerToken},
-		{&g.breakGlass, "console", "ip", "rate_limits.management.per_ip", rl.Management.PerIP},
 	} {
 		lim, err := config.ParseRate(t.l.Rate)
 		if err != nil {

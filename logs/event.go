@@ -76,7 +76,16 @@ type Event struct {
 	// Class is the retention class the creator decided (never serialized; see Class). The
 	// zero value decides by Type.
 	Class Class `json:"-"`
+	// CredentialCheck marks the failure of a credential check (a management token, a console
+	// session; never serialized): when Limits drop it, Write still prints it on stdout as a
+	// CredentialCheckFailed warning (held to the process log's throttle), so that guessing
+	// stays visible however full the limits are.
+	CredentialCheck bool `json:"-"`
 }
+
+// CredentialCheckFailed is the message of the warning that prints a failed credential check
+// the limits on unauthenticated events kept out of the log (Event.CredentialCheck).
+const CredentialCheckFailed = "credential_check_failed"
 
 // Description returns the SaaS's description for a type code ("Success Login", …).
 func Description(typ string) string { return descriptions[typ] }
@@ -220,6 +229,9 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 		now := w.clock()
 		if reason := w.Limits.Allow(ev.IP, now); reason != "" {
 			w.dropped(ctx, ev.Type, reason, now)
+			if ev.CredentialCheck {
+				w.printDropped(ctx, ev, reason, now)
+			}
 			return &DropError{Type: ev.Type, Reason: reason}
 		}
 	}
@@ -243,6 +255,29 @@ func (w *Writer) Write(ctx context.Context, ev *Event) error {
 	}
 	w.maybeTrim(ctx, p.t)
 	return nil
+}
+
+// printDropped prints the failed credential check ev that Limits dropped (reason) as a
+// CredentialCheckFailed warning: its fields and details as a login_event line has them (no
+// log_id: it is not stored), and the drop's reason. A WARN line, it goes through the process
+// log's throttle (ThrottleHandler), which bounds a flood of them.
+func (w *Writer) printDropped(ctx context.Context, ev *Event, reason string, now time.Time) {
+	logger := w.logger()
+	if !logger.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
+	set := w.Secrets.current()
+	p := prepared{out: scrubFields(ev, set), details: encodeDetails(ev.Details, set)}
+	p.out.LogID, p.out.Date = "", now.UTC().Format(dateLayout)
+	if p.out.Description == "" {
+		p.out.Description = Description(ev.Type)
+	}
+	if p.out.Hostname == "" {
+		p.out.Hostname = w.Hostname
+	}
+	w.bound(&p)
+	attrs := append(p.out.attrs(p.details)[1:], slog.String("dropped", reason)) // [1:]: no log_id
+	logger.LogAttrs(ctx, slog.LevelWarn, CredentialCheckFailed, attrs...)
 }
 
 // appendLog appends one entry with its counters: in one round trip when the store is a
