@@ -253,8 +253,11 @@ func consoleOperatorIndexID(operator string) string {
 
 // startConsoleSession stores a new session for operator and sets its cookie; bound names
 // what opened it (SID or TokenFP, re-checked at every request by consoleRecheck). The session
-// is indexed under its operator first (sessions.IndexAdd, at most consoleSessionsPerOperator):
-// the sessions pushed out are ended, and a session that could not be stored leaves the index.
+// is stored, then indexed under its operator (sessions.IndexAdd, at most
+// consoleSessionsPerOperator): the sessions pushed out are ended, and a session that could not
+// be indexed is ended at once. In that order every stored session is in the index or gone,
+// however many sign-ins of one operator run at once (indexed first, a session pushed out by a
+// concurrent sign-in before it was stored would live on out of the index).
 func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, operator, via string, scopes []string, bound consoleSession) error {
 	ctx, now, life := r.Context(), s.now(), s.cfg.ConsoleSession()
 	secret := randomString(32)
@@ -264,21 +267,22 @@ func (s *Server) startConsoleSession(w http.ResponseWriter, r *http.Request, ope
 	if err != nil {
 		return err
 	}
-	id, index := consoleRecordID("s.", secret), consoleOperatorIndexID(cs.Operator)
-	evicted, err := sessions.IndexAdd(ctx, s.store, index, id, now.Add(life), now, consoleSessionsPerOperator)
+	id := consoleRecordID("s.", secret)
+	if err := s.store.Put(ctx, sessions.KindConsole, id, raw, life); err != nil {
+		return fmt.Errorf("store console session: %w", err)
+	}
+	evicted, err := sessions.IndexAdd(ctx, s.store, consoleOperatorIndexID(cs.Operator), id, now.Add(life), now, consoleSessionsPerOperator)
 	if err != nil {
-		return fmt.Errorf("index console session: %w", err)
+		evicted = []string{id}
+		err = fmt.Errorf("index console session: %w", err)
 	}
 	for _, old := range evicted {
-		if err := s.store.Delete(ctx, sessions.KindConsole, old); err != nil {
-			s.log.Warn("console session pushed out of its operator's index not ended", "err", err)
+		if derr := s.store.Delete(context.WithoutCancel(ctx), sessions.KindConsole, old); derr != nil {
+			s.log.Warn("console session pushed out of its operator's index not ended", "err", derr)
 		}
 	}
-	if err := s.store.Put(ctx, sessions.KindConsole, id, raw, life); err != nil {
-		if rerr := sessions.IndexRemove(ctx, s.store, index, now, id); rerr != nil {
-			s.log.Warn("index entry of a console session that was not stored left behind", "err", rerr)
-		}
-		return fmt.Errorf("store console session: %w", err)
+	if err != nil {
+		return err
 	}
 	http.SetCookie(w, s.consoleCookieFor(r, consoleCookie, secret, int(life.Seconds())))
 	return nil

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,6 +193,50 @@ func TestFailedCredentialChecksReachStdoutWhenTheLimitsDropThem(t *testing.T) {
 			}
 			if !found {
 				t.Fatalf("no %s line on stdout:\n%s", logs.CredentialCheckFailed, out.String())
+			}
+		})
+	}
+}
+
+// TestConsoleSignInsOfOneOperatorAtOnceLeaveNoSessionOutOfTheIndex: many break-glass sign-ins
+// of one token at once (some may be refused while they contend for the operator's index)
+// leave no console session behind outside the index, so the console's share of the store
+// does not fill up and the next sign-in goes through.
+func TestConsoleSignInsOfOneOperatorAtOnceLeaveNoSessionOutOfTheIndex(t *testing.T) {
+	tests := []struct {
+		name             string
+		workers, signIns int
+	}{
+		{name: "24 browsers signing in 3 times each", workers: 24, signIns: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A console share of 15 records: 10 indexed sessions and a few in flight.
+			st := sessions.NewMemoryWithOptions(config.MemoryStore{MaxRecords: 1500}.Options())
+			h := newHarness(t, harnessOpts{dpopAlg: "-", store: st, mutate: func(c *config.Config) {
+				c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}
+				c.Console.Connection = "corp"
+				c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken, Scopes: []string{config.ScopeReadLogs}}}
+			}})
+			var wg sync.WaitGroup
+			for range tt.workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range tt.signIns {
+						consoleTokenSignInAs(t, noRedirects(h.browser()), h.srv.URL, consoleTestToken, "same-origin")
+					}
+				}()
+			}
+			wg.Wait()
+			for i := range 3 {
+				if resp, body := consoleTokenSignInAs(t, noRedirects(h.browser()), h.srv.URL, consoleTestToken, "same-origin"); resp.StatusCode != http.StatusSeeOther {
+					t.Fatalf("sign-in %d after the concurrent ones: %d\n%s", i, resp.StatusCode, body)
+				}
+			}
+			members, err := sessions.IndexMembers(t.Context(), h.store, consoleOperatorIndexID("token:ops"), h.clock.Now())
+			if err != nil || len(members) != consoleSessionsPerOperator {
+				t.Fatalf("%d indexed console sessions (%v)", len(members), err)
 			}
 		})
 	}

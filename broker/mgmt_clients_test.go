@@ -20,13 +20,13 @@ import (
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
 
-// tokClients holds every clients scope (and read:logs for the events).
+// tokClients holds every clients scope, and read, create and update of connections.
 var tokClients = strings.Repeat("k", 40)
 
 func withClientsMgmt(c *config.Config) {
 	withMgmt(c)
 	c.Management.Tokens = append(c.Management.Tokens, config.ManagementToken{Name: "apps", Token: tokClients, Scopes: []string{
-		config.ScopeReadClients, config.ScopeCreateClients, config.ScopeUpdateClients, config.ScopeDeleteClients, config.ScopeReadConnections, config.ScopeUpdateConnections,
+		config.ScopeReadClients, config.ScopeCreateClients, config.ScopeUpdateClients, config.ScopeDeleteClients, config.ScopeReadConnections, config.ScopeCreateConnections, config.ScopeUpdateConnections,
 	}})
 }
 
