@@ -159,7 +159,8 @@ const DefaultMaxLen = 10000
 // the admin class under AdminMaxLen and AdminMaxAge, so that a flood of unauthenticated
 // events never removes an audit or admin event, nor a flood of audit events an admin one;
 // reads show one log.
-// Unauthenticated events pass Limits first: a dropped event is neither logged nor stored.
+// Unauthenticated events pass Limits first: a dropped event is neither logged nor stored (a
+// failed credential check is printed as a warning instead: Event.CredentialCheck).
 type Writer struct {
 	// Logger receives the Writer's own warnings and errors (an event not stored, events
 	// dropped by Limits, an entry that does not decode), and the events' lines when
