@@ -59,6 +59,7 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 	}{
 		{name: "unknown top-level key", replace: [2]string{"listen:", "listn:"}, want: FieldError{Key: "listn", Reason: "unknown key (did you mean listen?)"}},
 		{name: "unknown nested key", replace: [2]string{"      client_id: broker", "      client_idd: broker"}, want: FieldError{Key: "connections[0].options.client_idd", Reason: "unknown key (did you mean client_id?)"}},
+		{name: "two swapped letters are one edit", replace: [2]string{"listen:", "lsitne:"}, want: FieldError{Key: "lsitne", Reason: "unknown key (did you mean listen?)"}},
 		{name: "unknown key like no known one", replace: [2]string{"listen:", "frobnicate:"}, want: FieldError{Key: "frobnicate", Reason: "unknown key"}},
 		{name: "missing env var", replace: [2]string{"${TEST_SAMPLE_SECRET}", "${TEST_UNSET_VAR_XYZ}"}, want: FieldError{Key: "clients[0].client_secret", Reason: "environment variable TEST_UNSET_VAR_XYZ is not set"}},
 		{name: "bad duration", replace: [2]string{"listen:", "lifetimes: { code: 60 }\nlisten:"}, want: FieldError{Key: "lifetimes.code", Reason: `"60" is not a duration (use Go syntax such as 30s, 10m or 1h)`}},

@@ -255,7 +255,7 @@ func joinKey(path, k string) string {
 func unknownKey(k string, known map[string]reflect.Type) string {
 	best, bestDist := "", 3
 	for name := range known {
-		if d := editDistance(k, name); d < bestDist || d == bestDist && name < best {
+		if d := EditDistance(k, name); d < bestDist || d == bestDist && name < best {
 			best, bestDist = name, d
 		}
 	}
@@ -265,8 +265,14 @@ func unknownKey(k string, known map[string]reflect.Type) string {
 	return "unknown key (did you mean " + best + "?)"
 }
 
-// editDistance is the Levenshtein distance between a and b (bytes).
-func editDistance(a, b string) int {
+// EditDistance is the optimal string alignment distance between a and b: insertions,
+// deletions, substitutions and transpositions of adjacent letters each count one. It ranks
+// the "did you mean" of an unknown configuration key and of a mistyped command or flag
+// (cmd/broker). Keys and command words are short; longer input is compared by its first 64
+// bytes.
+func EditDistance(a, b string) int {
+	a, b = a[:min(len(a), 64)], b[:min(len(b), 64)]
+	prev2 := make([]int, len(b)+1)
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -280,8 +286,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(b)]
 }

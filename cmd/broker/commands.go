@@ -8,6 +8,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/dpop-broker/dpop-broker/config"
 )
 
 // Exit statuses of every command (README, "The command line"; `broker --help`).
@@ -395,10 +397,10 @@ func nearest(typed string, candidates []string) []string {
 	bestDist := -1
 	for _, c := range candidates {
 		word := c
-		d := editDistance(typed, c)
+		d := config.EditDistance(typed, c)
 		if _, last, ok := strings.Cut(c, " "); ok {
 			word = last
-			d = min(d, editDistance(typed, last))
+			d = min(d, config.EditDistance(typed, last))
 		}
 		if len(typed) >= 3 && strings.HasPrefix(word, typed) {
 			d = min(d, 1)
@@ -414,32 +416,4 @@ func nearest(typed string, candidates []string) []string {
 		}
 	}
 	return best
-}
-
-// editDistance is the optimal string alignment distance between a and b: insertions,
-// deletions, substitutions and transpositions of adjacent letters each count one. Command
-// words are short; longer input is compared by its first 64 bytes.
-func editDistance(a, b string) int {
-	a, b = a[:min(len(a), 64)], b[:min(len(b), 64)]
-	prev2 := make([]int, len(b)+1)
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				cur[j] = min(cur[j], prev2[j-2]+1)
-			}
-		}
-		prev2, prev, cur = prev, cur, prev2
-	}
-	return prev[len(b)]
 }
