@@ -54,7 +54,8 @@ staticcheck:
 # (kubernetes-models, from deploy/package-lock.json) and its Go types, the broker configuration
 # they mount through `config validate`'s checks, and the deployment policy. deploy/ is a Go module
 # of its own (its validators stay out of the broker's go.mod), so vet and staticcheck run
-# there too. A few seconds.
+# there too. A few seconds. It requires the broker's module through `replace ../`: after a
+# change of the broker's go.mod, run `cd deploy && go mod tidy` (this target says so when due).
 deploy-check: deploy/node_modules/.package-lock.json
 	cd deploy && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && \
 	  DEPLOY_CHECKS_REQUIRED=1 $(GO) test -count=1 ./...
