@@ -55,8 +55,9 @@ staticcheck:
 # they mount through `config validate`'s checks, and the deployment policy. deploy/ is a Go module
 # of its own (its validators stay out of the broker's go.mod), so vet and staticcheck run
 # there too. A few seconds. It requires the broker's module through `replace ../`: after a
-# change of the broker's go.mod, run `cd deploy && go mod tidy` (this target says so when due).
+# change of the broker's go.mod, run `cd deploy && go mod tidy` (this target says so when it is due).
 deploy-check: deploy/node_modules/.package-lock.json
+	@cd deploy && $(GO) mod tidy -diff >/dev/null || { echo "deploy/go.mod is not tidy (the broker's go.mod changed?): run cd deploy && go mod tidy"; exit 1; }
 	cd deploy && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./... && \
 	  DEPLOY_CHECKS_REQUIRED=1 $(GO) test -count=1 ./...
 
