@@ -24,7 +24,7 @@ var meanings = map[string]string{
 	TypeFailedRevocation:           "A revocation request at `/oauth/revoke` was refused (the broker's own code).",
 	TypeFederatedLogoutFailed:      "The broker ended its session but could not end the user's session at the upstream IdP.",
 	TypeSuccessAPI:                 "A write through the management API or the console succeeded; the event names the operator or token.",
-	TypeFailedAPI:                  "A management API or console request was refused (authentication, scope, validation); `details.api_error` says why.",
+	TypeFailedAPI:                  "A management API or console request was refused (authentication, scope, validation); `details.error` (`errorCode`, `message`) says why.",
 	TypeDPoPNonceChallenge:         "A token request was answered `use_dpop_nonce` (RFC 9449 §8): a normal DPoP step, the client retries with the nonce (the broker's own code).",
 	TypeAPILimit:                   "A request was refused by a rate limit that has no failure type of its own (`/userinfo`).",
 	TypeBackchannelLogoutSucceeded: "A logout token reached an app's `backchannel_logout_uri` (OpenID Connect Back-Channel Logout; the broker's own code).",
