@@ -139,6 +139,12 @@ type consoleConnView struct {
 	Row       consoleConnRow
 	Check     consoleCheck
 	CanUpdate bool
+	// RequiresDPoP counts the logins through the connection that failed with
+	// upstream_requires_dpop in the last hour (the Overview's counters, never a log scan).
+	RequiresDPoP int64
+	// ConfirmOff asks the operator to confirm turning DPoP off (?confirm=off after a save
+	// of "Off" without the confirmation).
+	ConfirmOff bool
 }
 
 // consoleConnection shows one connection with a live discovery check.
@@ -156,9 +162,28 @@ func (s *Server) renderConnection(c *consoleRequest, status int, problem string)
 	v := consoleConnView{Row: s.consoleConnRow(conn), CanUpdate: c.sess.allows(config.ScopeUpdateConnections)}
 	v.Check = s.consoleDiscoveryCheck(c, conn)
 	v.Check.Choices = s.consoleAlgChoices(conn, v.Check.Doc)
+	v.RequiresDPoP = s.recentRequiresDPoP(c, conn.cfg.Name)
+	v.ConfirmOff = v.CanUpdate && v.Row.DPoPAlg != "" && c.r.URL.Query().Get("confirm") == "off"
 	title := "Connection " + conn.cfg.Name
 	vw := &consoleView{Title: title, Problem: problem, Data: v}
 	c.renderView(status, "connection", vw)
+}
+
+// recentRequiresDPoP is how many logins through the connection called name failed with
+// upstream_requires_dpop in the last hour, from the Overview's cached counters (0 when they
+// cannot be read: the page does without).
+func (s *Server) recentRequiresDPoP(c *consoleRequest, name string) int64 {
+	o, err := s.cachedOverview(c.r.Context(), overviewSpans[0])
+	if err != nil {
+		s.log.Warn("console: login counters not read for a connection page", "connection", name, "err", err)
+		return 0
+	}
+	for _, co := range o.Connections {
+		if co.Name == name {
+			return co.RequiresDPoP
+		}
+	}
+	return 0
 }
 
 // consoleFindConnection returns the connection of the path's id, or answers 404 / 503.
@@ -235,6 +260,13 @@ func (s *Server) consoleSetDPoP(c *consoleRequest) {
 		s.renderConnection(c, http.StatusBadRequest, "Choose one DPoP setting.")
 		return
 	}
+	page := s.consolePath() + "/connections/" + url.PathEscape(conn.id)
+	if alg == "" && conn.cfg.Options.DPoPSigningAlg != "" && c.r.PostForm.Get("confirm") != "off" {
+		// Turning DPoP off breaks every login through an upstream that requires it: the
+		// page asks first (a GET, so a reload asks again and saves nothing).
+		http.Redirect(c.w, c.r, page+"?confirm=off#conn-dpop", http.StatusSeeOther)
+		return
+	}
 	// The whole options object, as PATCH replaces it; the secret is left out (PATCH keeps
 	// the stored one) and so is dpop_signing_alg when DPoP goes off.
 	raw, _ := json.Marshal(conn.cfg.Options)
@@ -251,7 +283,7 @@ func (s *Server) consoleSetDPoP(c *consoleRequest) {
 		s.renderConnection(c, http.StatusBadRequest, msg)
 		return
 	}
-	http.Redirect(c.w, c.r, s.consolePath()+"/connections/"+url.PathEscape(conn.id)+"?done=dpop", http.StatusSeeOther)
+	http.Redirect(c.w, c.r, page+"?done=dpop", http.StatusSeeOther)
 }
 
 // consoleMgmt runs management handler h in-process for the operator of c, as if it had

@@ -95,8 +95,9 @@ func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) 
 		wantAlg    string // the stored dpop_signing_alg afterwards
 		wantText   string
 		wantEvent  string
+		confirm    string // the form's confirm field ("off" confirms turning DPoP off)
 	}{
-		{name: "turn DPoP off", conn: "corp", alg: "", wantStatus: http.StatusOK, wantAlg: "", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
+		{name: "turn DPoP off, confirmed", conn: "corp", alg: "", confirm: "off", wantStatus: http.StatusOK, wantAlg: "", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
 		{name: "turn DPoP on with an offered alg", conn: "other", alg: "ES256", wantStatus: http.StatusOK, wantAlg: "ES256", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
 		{name: "an alg the upstream does not offer is refused with the API's reason", conn: "corp", alg: "Ed25519", wantStatus: http.StatusBadRequest,
 			wantAlg: "ES256", wantText: "does not offer Ed25519; it offers dpop_signing_alg_values_supported [ES256]", wantEvent: logs.TypeFailedAPI},
@@ -109,7 +110,7 @@ func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) 
 			id := config.DeriveConnectionID(tt.conn)
 			_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
 			resp, body := postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop",
-				url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {tt.alg}}, "same-origin")
+				url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {tt.alg}, "confirm": {tt.confirm}}, "same-origin")
 			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.wantText) {
 				t.Fatalf("save answered %d, want %d with %q:\n%s", resp.StatusCode, tt.wantStatus, tt.wantText, body)
 			}
@@ -128,6 +129,69 @@ func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) 
 				t.Errorf("the %s event names %v on %q, want the operator console:token:ops on %s", tt.wantEvent, eventUser(ev), ev.ConnectionID, id)
 			}
 		})
+	}
+}
+
+// TestConsoleTurningDPoPOffAsksFirst: saving "Off" on a connection with DPoP on stores
+// nothing and lands on a GET page that says what turning DPoP off does (a reload saves
+// nothing); only the confirmation's own form turns DPoP off.
+func TestConsoleTurningDPoPOffAsksFirst(t *testing.T) {
+	h := dpopConsoleHarness(t)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	id := config.DeriveConnectionID("corp")
+	_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
+	resp, body := postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop",
+		url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {""}}, "same-origin")
+	if resp.StatusCode != http.StatusOK || resp.Request.Method != http.MethodGet || resp.Request.URL.Query().Get("confirm") != "off" {
+		t.Fatalf("saving Off answered %d at %s %s, want the confirmation page", resp.StatusCode, resp.Request.Method, resp.Request.URL)
+	}
+	for _, want := range []string{`id="confirm-off"`, "Turn DPoP off?", "upstream_requires_dpop", `name="confirm" value="off"`, `id="keep-dpop"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the confirmation lacks %q", want)
+		}
+	}
+	snap, err := h.broker.reg.current(t.Context(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := snap.byID[id].cfg.Options.DPoPSigningAlg; got != "ES256" {
+		t.Errorf("saving Off without confirming stored dpop_signing_alg %q", got)
+	}
+	if _, plain := get(t, browser, h.srv.URL+"/console/connections/"+id); strings.Contains(plain, `id="confirm-off"`) {
+		t.Error("the connection page asks to confirm without ?confirm=off")
+	}
+}
+
+// TestConsoleConnectionSaysWhenTheUpstreamRequiresDPoP: with DPoP off toward an upstream that
+// requires it, logins fail with upstream_requires_dpop; the connection page says so from the
+// login counters, with the fix, and the live check does not promise Bearer tokens.
+func TestConsoleConnectionSaysWhenTheUpstreamRequiresDPoP(t *testing.T) {
+	h := newHarness(t, harnessOpts{dpopAlg: "-", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true}, mutate: func(c *config.Config) {
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken,
+			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections}}}
+	}})
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	id := config.DeriveConnectionID("corp")
+	_, before := get(t, browser, h.srv.URL+"/console/connections/"+id)
+	if strings.Contains(before, `id="requires-dpop"`) {
+		t.Fatal("the warning shows before any login failed")
+	}
+	if !strings.Contains(before, "the broker sends no DPoP proof") || strings.Contains(before, "get Bearer tokens from the upstream") {
+		t.Errorf("the DPoP-off texts promise Bearer tokens:\n%s", before)
+	}
+	if q := h.login(); q.Get("error") == "" {
+		t.Fatalf("a login without DPoP toward an upstream requiring it succeeded: %v", q)
+	}
+	if ev := h.lastEventOf(logs.TypeFailedLogin); ev.Details["error"] != "upstream_requires_dpop" {
+		t.Fatalf("the failed login's error is %v", ev.Details["error"])
+	}
+	_, body := get(t, browser, h.srv.URL+"/console/connections/"+id)
+	for _, want := range []string{`id="requires-dpop"`, "1 login through this connection failed in the last hour", "turn DPoP back on", `href="#conn-dpop"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the connection page lacks %q:\n%s", want, body)
+		}
 	}
 }
 
@@ -165,7 +229,7 @@ func TestConsoleDPoPChangeIsUsedByTheNextLoginOnAnotherReplica(t *testing.T) {
 	id := config.DeriveConnectionID("corp")
 	_, page := get(t, browser, srv2.URL+"/console/connections/"+id)
 	if resp, body := postForm(t, browser, srv2.URL+"/console/connections/"+id+"/dpop",
-		url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {""}}, "same-origin"); resp.StatusCode != http.StatusOK {
+		url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {""}, "confirm": {"off"}}, "same-origin"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("turning DPoP off on replica 2: %d\n%s", resp.StatusCode, body)
 	}
 	ev := loginEvent(t, h) // replica 1

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/upstream"
 )
 
 // The counters a login event adds to the store's per-minute and per-hour buckets
@@ -19,6 +20,7 @@ import (
 //	c:NAME:tok              upstream token answers with a token_type
 //	c:NAME:dpop             of those, DPoP-bound (dpop_returned_from_upstream)
 //	c:NAME:down             Bearer although the connection has dpop_signing_alg (a downgrade)
+//	c:NAME:nodpop           failures upstream_requires_dpop (DPoP off, the upstream requires it)
 //	c:NAME:r                nonce retries
 //	c:NAME:lI               exchange latency in bucket I of latencyBounds
 //
@@ -70,6 +72,9 @@ func loginTally(ev *logs.Event) map[string]int64 {
 	}
 	p := tallyConn + ev.Connection + ":"
 	c[p+result] = 1
+	if code, _ := ev.Details["error"].(string); result == "f" && code == upstream.CodeUpstreamRequiresDPoP {
+		c[p+"nodpop"] = 1
+	}
 	if retries > 0 {
 		c[p+"r"] = retries
 	}

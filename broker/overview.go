@@ -69,6 +69,7 @@ type connOverview struct {
 	Tokens, DPoP     int64 // upstream token answers with a token_type, of which DPoP-bound
 	Downgrades       int64 // Bearer although DPoP is configured
 	Retries          int64
+	RequiresDPoP     int64                         // failures upstream_requires_dpop: DPoP off, the upstream requires it
 	Latency          [len(latencyBounds) + 1]int64 // exchanges by latency bucket
 	// Per chart point: logins (s and f), failures, token answers and downgrades.
 	Logins, Failures, TokenSeries, DowngradeSeries []int64
@@ -244,6 +245,8 @@ func addConn(c *connOverview, i int, metric string, v int64) {
 		c.DowngradeSeries[i] += v
 	case "r":
 		c.Retries += v
+	case "nodpop":
+		c.RequiresDPoP += v
 	default:
 		if b, ok := strings.CutPrefix(metric, "l"); ok {
 			if k, err := strconv.Atoi(b); err == nil && k >= 0 && k < len(c.Latency) {

@@ -113,8 +113,13 @@ func TestConsoleInChromium(t *testing.T) {
 	// Turn DPoP off for acme from the console.
 	br.get(t, "main", b.URL+"/console/connections/"+acmeID)
 	br.do(t, "choose Off", map[string]any{"op": "select", "selector": "#dpop_signing_alg", "value": ""})
-	saved := submit("save", "#save-dpop", ".notice")
-	if !strings.Contains(saved.Text, "Saved.") || !strings.Contains(saved.Text, "the upstream's tokens are Bearer tokens") {
+	confirm := submit("save", "#save-dpop", "#confirm-off")
+	if !strings.Contains(confirm.Text, "Turn DPoP off?") || !strings.Contains(confirm.Text, "upstream_requires_dpop") {
+		t.Errorf("saving Off does not ask first:\n%s", confirm.Text)
+	}
+	br.shot(t, "main", "console-connection-confirm-off")
+	saved := submit("confirm", "#confirm-dpop-off", ".notice")
+	if !strings.Contains(saved.Text, "Saved.") || !strings.Contains(saved.Text, "the broker sends no DPoP proof") {
 		t.Errorf("after saving, the page says:\n%s", saved.Text)
 	}
 	br.shot(t, "main", "console-connection-saved")
