@@ -2,13 +2,18 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
@@ -219,17 +224,120 @@ func (s *Server) consoleDiscoveryCheck(c *consoleRequest, conn *connection) cons
 	}
 	if err != nil {
 		mc := &mgmtCall{r: c.r, conn: conn.cfg.Name}
-		ck.Problem = s.discoveryAPIError(mc, uc.Issuer, err).message
+		_ = s.discoveryAPIError(mc, uc.Issuer, err) // logs it
+		ck.Problem = "The upstream's discovery document could not be used: " + discoveryFailureReason(err) + "."
 		if c.sess.allows(config.ScopeReadLogs) {
 			ck.Detail = clip(mc.detail, 1024)
 		}
 		return ck
 	}
 	ck.Fetched, ck.Doc = true, doc
-	if aerr := checkDPoPCapability(doc, uc.Issuer, conn.cfg.Options.DPoPSigningAlg); aerr != nil {
-		ck.Current = aerr.message
-	}
+	ck.Current = s.consoleDPoPProblem(doc, conn.cfg.Options.DPoPSigningAlg, true)
 	return ck
+}
+
+// discoveryFailureReason says in a few words why a discovery fetch failed, for the console's
+// operators: the kind of network failure (never the address tried) or what is wrong with the
+// document. The management API answers every such failure alike (errDiscoveryAPI), so it
+// cannot be used to probe internal hosts; an operator signed in to the console sees why.
+func discoveryFailureReason(err error) string {
+	var (
+		refused *AddressRefusedError
+		dnsErr  *net.DNSError
+		netErr  net.Error
+		ue      *url.Error
+		certErr *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &refused):
+		return "the broker's address policy refused the upstream's address (" + refused.Reason + ", not in upstream_allowed_networks)"
+	case errors.Is(err, context.Canceled):
+		return "the check was interrupted"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout: the upstream did not answer in time"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused: nothing accepts connections at the upstream's address and port"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "the upstream reset the connection"
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsNotFound {
+			return "the upstream's host name does not resolve (DNS: no such host)"
+		}
+		return "the upstream's host name could not be looked up (DNS)"
+	case errors.As(err, &certErr):
+		return "TLS: the upstream's certificate is not trusted (" + clip(certErr.Err.Error(), 200) + ")"
+	case errors.As(err, &ue):
+		return "the request failed (" + clip(transportReason(err), 200) + ")"
+	}
+	return clip(strings.TrimPrefix(err.Error(), "discovery: "), 300)
+}
+
+// dpopKeyConfig names the keys.dpop entry that holds the broker's key for DPoP alg.
+func dpopKeyConfig(alg string) string {
+	switch alg {
+	case "RS256", "PS256":
+		return "keys.dpop.rsa"
+	case "Ed25519", "EdDSA":
+		return "keys.dpop.ed25519"
+	}
+	return "keys.dpop." + strings.ToLower(alg)
+}
+
+// consoleDPoPProblem says, for people, what is wrong with DPoP alg toward the upstream of doc
+// and what to do ("" when the upstream offers it, or alg is "" for off). current: alg is the
+// connection's setting (so logins fail now), not a choice on the switch.
+func (s *Server) consoleDPoPProblem(doc *discovery.Document, alg string, current bool) string {
+	if alg == "" {
+		return ""
+	}
+	_, err := doc.CheckDPoP(alg)
+	if err == nil {
+		return ""
+	}
+	var ce *discovery.CapabilityError
+	if !errors.As(err, &ce) {
+		return "DPoP with " + alg + " cannot be used with this upstream: " + clip(err.Error(), 300) + "."
+	}
+	var b strings.Builder
+	if ce.Offered == nil {
+		b.WriteString("The upstream does not offer DPoP (its discovery document has no dpop_signing_alg_values_supported).")
+		if current {
+			b.WriteString(" Logins through this connection fail while DPoP is on here. To fix it: turn DPoP off, or have DPoP enabled for the broker's client at the upstream.")
+		}
+		return b.String()
+	}
+	b.WriteString("The upstream does not accept " + alg + " DPoP proofs; it offers " + strings.Join(ce.Offered, ", ") + ".")
+	if current {
+		b.WriteString(" Logins through this connection fail until this is fixed.")
+	}
+	var keyed, unkeyed []string
+	for _, a := range ce.Offered {
+		if s.keys.DPoP[a] != nil {
+			keyed = append(keyed, a)
+		} else if a != "EdDSA" || s.keys.DPoP["Ed25519"] == nil {
+			unkeyed = append(unkeyed, a)
+		}
+	}
+	var todo []string
+	if len(keyed) > 0 {
+		todo = append(todo, "choose "+strings.Join(keyed, " or ")+" (the broker has a key for it)")
+	}
+	for _, a := range unkeyed {
+		if k := dpopKeyConfig(a); !slices.Contains(todo, "add a DPoP key under "+k) && strings.HasPrefix(k, "keys.dpop.") {
+			if a == "RS256" || a == "PS256" {
+				todo = append(todo, "add an RSA DPoP key under "+k+" (then "+a+" can be chosen)")
+			} else {
+				todo = append(todo, "add a DPoP key under "+k+" (then "+a+" can be chosen)")
+			}
+		}
+	}
+	if current {
+		todo = append(todo, "turn DPoP off (only if the upstream does not require DPoP)")
+	}
+	if len(todo) > 0 {
+		b.WriteString(" To fix it: " + strings.Join(todo, "; or ") + ".")
+	}
+	return b.String()
 }
 
 // consoleAlgChoices are the DPoP algs the broker has a key for, each with the API's reason
@@ -239,9 +347,7 @@ func (s *Server) consoleAlgChoices(conn *connection, doc *discovery.Document) []
 	for _, alg := range slices.Sorted(maps.Keys(s.keys.DPoP)) {
 		ch := consoleAlgChoice{Alg: alg, Selected: alg == conn.cfg.Options.DPoPSigningAlg}
 		if doc != nil {
-			if aerr := checkDPoPCapability(doc, doc.Issuer, alg); aerr != nil {
-				ch.Problem = aerr.message
-			}
+			ch.Problem = s.consoleDPoPProblem(doc, alg, false)
 		}
 		out = append(out, ch)
 	}
@@ -280,6 +386,11 @@ func (s *Server) consoleSetDPoP(c *consoleRequest) {
 	status, msg := s.consoleMgmt(c, http.MethodPatch, "/api/v2/connections/"+conn.id, map[string]string{"id": conn.id},
 		map[string]any{"options": opts}, s.patchConnection)
 	if status != http.StatusOK {
+		if ck := s.consoleDiscoveryCheck(c, conn); ck.Doc != nil {
+			if p := s.consoleDPoPProblem(ck.Doc, alg, false); p != "" {
+				msg = "Not saved. " + p // the API's reason, for people
+			}
+		}
 		s.renderConnection(c, http.StatusBadRequest, msg)
 		return
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/discovery"
+	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
@@ -100,7 +102,7 @@ func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) 
 		{name: "turn DPoP off, confirmed", conn: "corp", alg: "", confirm: "off", wantStatus: http.StatusOK, wantAlg: "", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
 		{name: "turn DPoP on with an offered alg", conn: "other", alg: "ES256", wantStatus: http.StatusOK, wantAlg: "ES256", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
 		{name: "an alg the upstream does not offer is refused with the API's reason", conn: "corp", alg: "Ed25519", wantStatus: http.StatusBadRequest,
-			wantAlg: "ES256", wantText: "does not offer Ed25519; it offers dpop_signing_alg_values_supported [ES256]", wantEvent: logs.TypeFailedAPI},
+			wantAlg: "ES256", wantText: "Not saved. The upstream does not accept Ed25519 DPoP proofs; it offers ES256. To fix it: choose ES256 (the broker has a key for it).", wantEvent: logs.TypeFailedAPI},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,7 +256,8 @@ func TestConsoleConnectionsListShowsEachConnectionsLiveCheck(t *testing.T) {
 		{name: "upstream offers ES256", up: demoidp.Options{DPoPAlgs: []string{"ES256"}},
 			want: []string{`<span class="badge ok">DPoP works</span>`, `<span class="badge warn">DPoP offered, off here</span>`}},
 		{name: "upstream without DPoP", up: demoidp.Options{},
-			want: []string{`<span class="badge bad">DPoP broken</span>`, "does not support DPoP", `<span class="badge off">upstream has no DPoP</span>`}},
+			want: []string{`<span class="badge bad">ES256</span>`, `<span class="badge bad">DPoP broken</span>`, "The upstream does not offer DPoP", "To fix it: turn DPoP off",
+				`<span class="badge off">upstream has no DPoP</span>`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -270,6 +273,72 @@ func TestConsoleConnectionsListShowsEachConnectionsLiveCheck(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConsoleDPoPProblemSaysWhatIsWrongAndWhatToDo: the console words the upstream's DPoP
+// capability for people, with the fixes the broker's keys allow.
+func TestConsoleDPoPProblemSaysWhatIsWrongAndWhatToDo(t *testing.T) {
+	all := testKeys(t, "ES256").DPoP
+	s := &Server{keys: &config.KeyRing{DPoP: map[string]*dpop.Signer{"ES256": all["ES256"], "Ed25519": all["Ed25519"]}}} // no RSA DPoP key
+	tests := []struct {
+		name    string
+		offered []string
+		alg     string
+		current bool
+		want    []string // in the text, in order
+		wantNot string
+	}{
+		{name: "offered", offered: []string{"ES256"}, alg: "ES256", current: true},
+		{name: "off", offered: nil, alg: "", current: true},
+		{name: "an RSA-only upstream and the connection on ES256", offered: []string{"RS256"}, alg: "ES256", current: true,
+			want: []string{"The upstream does not accept ES256 DPoP proofs; it offers RS256.", "Logins through this connection fail",
+				"add an RSA DPoP key under keys.dpop.rsa (then RS256 can be chosen)", "turn DPoP off"}, wantNot: "cannot enable"},
+		{name: "a choice the upstream does not offer, with one it does", offered: []string{"ES256", "RS256"}, alg: "Ed25519",
+			want: []string{"it offers ES256, RS256.", "choose ES256 (the broker has a key for it)"}, wantNot: "turn DPoP off"},
+		{name: "an upstream without DPoP", offered: nil, alg: "ES256", current: true,
+			want: []string{"The upstream does not offer DPoP", "turn DPoP off"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if s.keys.DPoP["ES256"] == nil {
+				t.Fatal("the test keys have no ES256 DPoP key")
+			}
+			doc := &discovery.Document{Issuer: "https://idp.example", DPoPSigningAlgValuesSupported: tt.offered}
+			got := s.consoleDPoPProblem(doc, tt.alg, tt.current)
+			if len(tt.want) == 0 && got != "" {
+				t.Fatalf("problem %q, want none", got)
+			}
+			rest := got
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("problem %q lacks %q (in order)", got, w)
+				}
+				rest = rest[i+len(w):]
+			}
+			if tt.wantNot != "" && strings.Contains(got, tt.wantNot) {
+				t.Errorf("problem %q says %q", got, tt.wantNot)
+			}
+		})
+	}
+}
+
+// TestConsoleCheckFailureSaysWhy: when the upstream cannot be reached, the connection page
+// says why in a few words (not "the reason is in the broker's log").
+func TestConsoleCheckFailureSaysWhy(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	deadURL := closed.URL
+	closed.Close()
+	h := newHarness(t, harnessOpts{mutate: func(c *config.Config) {
+		c.Connections[1].Options.Issuer = deadURL
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken, Scopes: []string{config.ScopeReadConnections}}}
+	}})
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	_, body := get(t, browser, h.srv.URL+"/console/connections/"+config.DeriveConnectionID("other"))
+	if !strings.Contains(body, "check failed") || !strings.Contains(body, "connection refused") || strings.Contains(body, "in the broker&#39;s log") {
+		t.Errorf("the failed check does not say why:\n%s", body)
 	}
 }
 
