@@ -192,11 +192,13 @@ func (s *Server) consoleRejection(r *http.Request, status int, operator, via, ac
 	s.write(r, ev)
 }
 
-// consoleBadRequest records an operator's request the console refused with 400 (a Logs filter
-// or search, an Overview period, a Sessions user id, a DPoP choice) as a fapi event naming
-// the operator: every rejection is an event, limited like every refusal.
+// consoleBadRequest notes an operator's input the console answered with 400 (a mistyped Logs
+// search or time range, an Overview period, a Sessions user id, a DPoP choice): an input
+// error the page shows, not an audit event, so it writes no event (refusals of the operator
+// — sign-in, CSRF, scope, rate limit — are events: consoleRefused, consoleRejection). It is
+// logged at debug level only.
 func (c *consoleRequest) consoleBadRequest(problem string) {
-	c.s.consoleRejection(c.r, http.StatusBadRequest, c.sess.Operator, c.sess.Via, "bad_request", problem, nil)
+	c.s.log.Debug("console: input refused", "operator", c.sess.Operator, "path", c.r.URL.Path, "problem", clip(problem, 256))
 }
 
 // overviewRead is a cached read of a span's closed buckets: those before until (the start of
