@@ -67,12 +67,13 @@ const logsRangeCustom = "custom"
 // sends the first).
 var logsTimeLayouts = []string{"2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02"}
 
-// parseLogsTime reads a from / until time ("" = none).
 // The years a Logs time range may name: every event has a log id of Unix nanoseconds since
 // 1970, which int64 holds until 2262.
 const logsMinYear, logsMaxYear = 1970, 2200
 
-func parseLogsTime(name, s string) (time.Time, error) {
+// parseLogsTime reads a from / until time ("" = none); label is the field's label on the
+// page (From, Before), which the refusal names.
+func parseLogsTime(label, s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
@@ -81,12 +82,12 @@ func parseLogsTime(name, s string) (time.Time, error) {
 			if y := t.Year(); y < logsMinYear || y > logsMaxYear {
 				// A log id holds Unix nanoseconds (logs.MinLogID): outside about 1678-2262
 				// they overflow and the range would select the wrong events.
-				return time.Time{}, fmt.Errorf("%w: %s must be a time between the years %d and %d", errLogsFilter, name, logsMinYear, logsMaxYear)
+				return time.Time{}, fmt.Errorf("%w: %s must be a time between the years %d and %d", errLogsFilter, label, logsMinYear, logsMaxYear)
 			}
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("%w: %s is not a time like 2024-01-15T14:05 (UTC)", errLogsFilter, name)
+	return time.Time{}, fmt.Errorf("%w: %s is not a time like 2024-01-15T14:05 (UTC)", errLogsFilter, label)
 }
 
 // maxChipValue bounds a chip's value (ids, names and codes are far shorter).
@@ -149,14 +150,14 @@ func parseLogsFilter(v url.Values) (logsFilter, error) {
 		return logsFilter{}, fmt.Errorf("%w: unknown time range %q", errLogsFilter, clip(f.Range, 32))
 	}
 	f.FromText, f.UntilText = strings.TrimSpace(v.Get("from")), strings.TrimSpace(v.Get("until"))
-	if f.From, err = parseLogsTime("from", f.FromText); err != nil {
+	if f.From, err = parseLogsTime("From", f.FromText); err != nil {
 		return logsFilter{}, err
 	}
-	if f.Until, err = parseLogsTime("before", f.UntilText); err != nil {
+	if f.Until, err = parseLogsTime("Before", f.UntilText); err != nil {
 		return logsFilter{}, err
 	}
 	if !f.From.IsZero() && !f.Until.IsZero() && !f.From.Before(f.Until) {
-		return logsFilter{}, fmt.Errorf("%w: from must be before the end of the range", errLogsFilter)
+		return logsFilter{}, fmt.Errorf("%w: From must be earlier than Before", errLogsFilter)
 	}
 	if f.FromText != "" || f.UntilText != "" {
 		f.Range = logsRangeCustom // the times win over a preset range
@@ -171,6 +172,26 @@ func parseLogsFilter(v url.Values) (logsFilter, error) {
 func parses(q string) bool {
 	_, err := logs.ParseQuery(q)
 	return err == nil
+}
+
+// typedLogsFilter is what the operator typed in a query parseLogsFilter refused, for the page
+// to show again (nothing is searched with it): the search, the filters, the time range and
+// the From / Before times as typed, each bounded.
+func typedLogsFilter(v url.Values) logsFilter {
+	f := logsFilter{Q: clip(v.Get("q"), logs.MaxQueryLen), Chips: map[string]string{},
+		FromText: clip(strings.TrimSpace(v.Get("from")), 64), UntilText: clip(strings.TrimSpace(v.Get("until")), 64)}
+	for _, k := range logsChipKinds {
+		if val := v.Get(k.param); val != "" && len(val) <= maxChipValue && utf8.ValidString(val) {
+			f.Chips[k.param] = val
+		}
+	}
+	if _, ok := logsRangeSpan(v.Get("range")); ok {
+		f.Range = v.Get("range")
+	}
+	if f.FromText != "" || f.UntilText != "" {
+		f.Range = logsRangeCustom
+	}
+	return f
 }
 
 func logsRangeSpan(value string) (time.Duration, bool) {
@@ -720,7 +741,7 @@ func (s *Server) consoleLogsPage(ctx context.Context, base string, v url.Values)
 	f, err := parseLogsFilter(v)
 	if err != nil {
 		status, problem := s.consoleLogsProblem(err)
-		d := newLogsPageData(base, logsFilter{Q: clip(v.Get("q"), logs.MaxQueryLen)}, nil)
+		d := newLogsPageData(base, typedLogsFilter(v), nil)
 		d.Problem = problem
 		return status, d
 	}

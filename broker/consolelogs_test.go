@@ -104,11 +104,11 @@ func TestLogsFilterCombinesTheSearchWithItsChips(t *testing.T) {
 		{name: "known time range", query: "range=24h", wantQ: ""},
 		{name: "unknown time range", query: "range=1y", wantError: "unknown time range"},
 		{name: "from and before", query: "from=2026-12-02T14:00&until=2026-12-02T15:00", wantQ: ""},
-		{name: "from not a time", query: "from=yesterday", wantError: "from is not a time"},
+		{name: "from not a time", query: "from=yesterday", wantError: "From is not a time"},
 		{name: "until before the log ids' first year", query: "until=0001-01-01", wantError: "between the years 1970 and 2200"},
 		{name: "from after the log ids' last year", query: "from=9999-01-01", wantError: "between the years 1970 and 2200"},
 		{name: "until in the year 2200", query: "until=2200-12-31T23:59", wantQ: ""},
-		{name: "from after before", query: "from=2026-12-02T15:00&until=2026-12-02T14:00", wantError: "from must be before"},
+		{name: "from after before", query: "from=2026-12-02T15:00&until=2026-12-02T14:00", wantError: "From must be earlier than Before"},
 		{name: "cursor not a log id", query: "before=yesterday", wantError: "not a log id"},
 		{name: "q too long", query: "q=" + strings.Repeat("a", logs.MaxQueryLen+1), wantError: "longer than"},
 		{name: "a search of the longest length plus a chip", query: "q=" + strings.Repeat("a", logs.MaxQueryLen) + "&type=f", wantError: "longer than 2048 bytes with the filters added"},
@@ -401,6 +401,40 @@ func TestConsoleLogsTailShowsANewFailedLoginOnce(t *testing.T) {
 	}
 	if again := tail(a.Cursor); len(again.Events) != 0 || again.Cursor != a.Cursor {
 		t.Errorf("the next step = %+v, want nothing new", again)
+	}
+}
+
+// TestConsoleLogsKeepWhatWasTypedAfterARefusal: a refused time range or search comes back
+// with the operator's input in its fields (From, Before, the range, the search, the filters),
+// and the message names the fields by their labels.
+func TestConsoleLogsKeepWhatWasTypedAfterARefusal(t *testing.T) {
+	h := consoleLogsHarness(t)
+	browser := h.browser()
+	h.consoleSignIn(browser)
+	tests := []struct {
+		name  string
+		query string
+		want  []string
+	}{
+		{name: "From later than Before", query: "q=type:f&connection=corp&from=2026-12-02T15:00&until=2026-12-02T14:00",
+			want: []string{"From must be earlier than Before", `value="2026-12-02T15:00"`, `value="2026-12-02T14:00"`, `value="custom" selected`, `value="type:f"`, `name="connection" value="corp"`}},
+		{name: "From not a time", query: "range=24h&from=yesterday",
+			want: []string{"From is not a time", `id="logs-from" name="from" value="yesterday"`, `value="custom" selected`}},
+		{name: "a search the API refuses", query: "q=foo:bar&range=24h",
+			want: []string{"The search is not valid", `value="foo:bar"`, `value="24h" selected`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := get(t, browser, h.srv.URL+"/console/logs?"+tt.query)
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("GET ?%s = %d, want 400", tt.query, resp.StatusCode)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("the refused page lacks %q", w)
+				}
+			}
+		})
 	}
 }
 
