@@ -67,6 +67,7 @@ func mustConsolePages() map[string]*template.Template {
 type consoleView struct {
 	Title    string
 	Base     string // the console's path, e.g. /console
+	Home     string // where the brand links ("" = Base + "/"): console.url on a wrong host's page
 	Nav      []consoleNavLink
 	Operator string // "" on the sign-in pages
 	Via      string // how the operator signed in: "broker" or "token"

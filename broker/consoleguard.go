@@ -251,7 +251,16 @@ func (a *mgmtAuth) validPreCSRF(v string) bool {
 func (s *Server) consoleHostGuard(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if problem := s.consoleHostProblem(r); problem != "" {
-			s.consoleRefused(w, r, http.StatusMisdirectedRequest, problem, "")
+			// The page's links go to console.url (the refused host would refuse them too).
+			var d consoleRefusedData
+			if s.cfg.Console.URL != "" {
+				d.ConsoleURL = s.cfg.ConsoleURL()
+			}
+			v := &consoleView{Data: d}
+			if d.ConsoleURL != "" {
+				v.Home = d.ConsoleURL + "/"
+			}
+			s.consoleRefusedView(w, r, http.StatusMisdirectedRequest, problem, "", "", v)
 			return
 		}
 		next(w, r)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -319,6 +320,17 @@ func TestConsoleAnswersOnlyAtItsOwnHost(t *testing.T) {
 			resp, page := do(http.MethodGet, "/console/signin", nil)
 			if resp.StatusCode != tt.wantStatus || !strings.Contains(page, tt.want) {
 				t.Fatalf("GET /console/signin for Host %s: %d, want %d with %q:\n%s", host, resp.StatusCode, tt.wantStatus, tt.want, page)
+			}
+			if want := strings.ReplaceAll(tt.consoleURL, "PORT", port); tt.wantStatus != http.StatusOK && want != "" {
+				// The page's links go to console.url, never back to the refused host.
+				for _, link := range []string{`href="` + want + `/signin"`, `href="` + want + `/"`} {
+					if !strings.Contains(page, link) {
+						t.Errorf("the refusal page lacks the link %s", link)
+					}
+				}
+				if regexp.MustCompile(`<a [^>]*href="/console`).MatchString(page) {
+					t.Errorf("the refusal page links back to the refused host:\n%s", page)
+				}
 			}
 			if tt.wantStatus != http.StatusOK {
 				// The rebinding page cannot sign in with a valid token either (the sign-in

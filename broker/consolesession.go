@@ -217,6 +217,9 @@ type consoleRefusedData struct {
 	// client) and returns to the sign-in page: without it, signing in again would reuse the
 	// broker session of the same user.
 	BrokerLogout string
+	// ConsoleURL is console.url, where the console answers, on the page of a request that
+	// came for another host (its links go there, not back to the refused host).
+	ConsoleURL string
 }
 
 // consoleBrokerLogoutURL is the broker's logout endpoint for the console's client, returning
