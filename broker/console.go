@@ -209,7 +209,9 @@ func (s *Server) consolePage(scope string, h consoleHandler) http.HandlerFunc {
 			}
 		}
 		if scope != "" && !sess.allows(scope) {
-			s.consoleRefusedIn(c, http.StatusForbidden, "the operator lacks the "+scope+" permission")
+			v := &consoleView{Data: consoleRefusedData{Scope: scope, AdminSignIn: s.cfg.ConsoleSignIn()}}
+			c.fillView(v)
+			s.consoleRefusedView(w, r, http.StatusForbidden, "the operator lacks the "+scope+" permission", sess.Operator, sess.Via, v)
 			return
 		}
 		h(c)

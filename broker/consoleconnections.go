@@ -150,6 +150,9 @@ type consoleConnView struct {
 	// ConfirmOff asks the operator to confirm turning DPoP off (?confirm=off after a save
 	// of "Off" without the confirmation).
 	ConfirmOff bool
+	// AdminSignIn: operators can sign in through the broker (console.admins), with every
+	// console permission.
+	AdminSignIn bool
 }
 
 // consoleConnection shows one connection with a live discovery check.
@@ -164,7 +167,7 @@ func (s *Server) renderConnection(c *consoleRequest, status int, problem string)
 	if !ok {
 		return
 	}
-	v := consoleConnView{Row: s.consoleConnRow(conn), CanUpdate: c.sess.allows(config.ScopeUpdateConnections)}
+	v := consoleConnView{Row: s.consoleConnRow(conn), CanUpdate: c.sess.allows(config.ScopeUpdateConnections), AdminSignIn: s.cfg.ConsoleSignIn()}
 	v.Check = s.consoleDiscoveryCheck(c, conn)
 	v.Check.Choices = s.consoleAlgChoices(conn, v.Check.Doc)
 	v.RequiresDPoP = s.recentRequiresDPoP(c, conn.cfg.Name)

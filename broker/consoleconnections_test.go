@@ -211,6 +211,9 @@ func TestConsoleDPoPSwitchNeedsTheUpdatePermission(t *testing.T) {
 	if strings.Contains(page, "save-dpop") {
 		t.Error("a read-only operator is offered the DPoP switch")
 	}
+	if !strings.Contains(page, `id="dpop-scope"`) || !strings.Contains(page, "management token that has the <code>update:connections</code> scope") {
+		t.Error("the connection page does not say which permission the DPoP switch needs and how to get it")
+	}
 }
 
 func TestConsoleDPoPChangeIsUsedByTheNextLoginOnAnotherReplica(t *testing.T) {

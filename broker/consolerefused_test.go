@@ -22,7 +22,8 @@ func TestConsoleRefusalOfASignedInOperatorKeepsTheNavigation(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "lacks the read:clients permission") {
 		t.Fatalf("GET /console/apps = %d, want 403 naming the permission:\n%s", resp.StatusCode, body)
 	}
-	for _, want := range []string{`aria-label="Console sections"`, `>Connections</a>`, `action="/console/signout"`, `>Console home</a>`} {
+	for _, want := range []string{`aria-label="Console sections"`, `>Connections</a>`, `action="/console/signout"`, `>Console home</a>`,
+		`id="scope-needed"`, "a management token that has the <code>read:clients</code> scope", "as an administrator (<code>console.admins</code>)"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the refusal page lacks %s:\n%s", want, body)
 		}

@@ -220,6 +220,11 @@ type consoleRefusedData struct {
 	// ConsoleURL is console.url, where the console answers, on the page of a request that
 	// came for another host (its links go there, not back to the refused host).
 	ConsoleURL string
+	// Scope is the management scope the refused page needs; the page says how to get it (a
+	// management token with it, or a sign-in through the broker as an administrator when
+	// AdminSignIn: console.admins is set).
+	Scope       string
+	AdminSignIn bool
 }
 
 // consoleBrokerLogoutURL is the broker's logout endpoint for the console's client, returning
