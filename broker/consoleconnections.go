@@ -194,6 +194,24 @@ func (s *Server) recentRequiresDPoP(c *consoleRequest, name string) int64 {
 	return 0
 }
 
+// consoleConnIDs maps each connection's name to its id, for pages that link a connection's
+// name to its page; nil when the operator may not read connections or the store cannot be
+// read (the names are shown without links).
+func (s *Server) consoleConnIDs(c *consoleRequest) map[string]string {
+	if !c.sess.allows(config.ScopeReadConnections) {
+		return nil
+	}
+	snap, err := s.reg.current(c.r.Context(), false)
+	if err != nil {
+		return nil
+	}
+	ids := make(map[string]string, len(snap.byName))
+	for name, conn := range snap.byName {
+		ids[name] = conn.id
+	}
+	return ids
+}
+
 // consoleFindConnection returns the connection of the path's id, or answers 404 / 503.
 func (s *Server) consoleFindConnection(c *consoleRequest) (*connection, bool) {
 	snap, err := s.reg.current(c.r.Context(), false)

@@ -171,7 +171,7 @@ func TestConsoleTurningDPoPOffAsksFirst(t *testing.T) {
 func TestConsoleConnectionSaysWhenTheUpstreamRequiresDPoP(t *testing.T) {
 	h := newHarness(t, harnessOpts{dpopAlg: "-", up: demoidp.Options{DPoPAlgs: []string{"ES256"}, RequireDPoP: true}, mutate: func(c *config.Config) {
 		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken,
-			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections}}}
+			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections, config.ScopeReadLogs}}}
 	}})
 	browser := h.browser()
 	consoleTokenSignIn(t, browser, h.srv.URL)
@@ -186,8 +186,13 @@ func TestConsoleConnectionSaysWhenTheUpstreamRequiresDPoP(t *testing.T) {
 	if q := h.login(); q.Get("error") == "" {
 		t.Fatalf("a login without DPoP toward an upstream requiring it succeeded: %v", q)
 	}
-	if ev := h.lastEventOf(logs.TypeFailedLogin); ev.Details["error"] != "upstream_requires_dpop" {
+	ev := h.lastEventOf(logs.TypeFailedLogin)
+	if ev.Details["error"] != "upstream_requires_dpop" {
 		t.Fatalf("the failed login's error is %v", ev.Details["error"])
+	}
+	// The event's What to do names the console's DPoP switch: it links to it.
+	if _, page := get(t, browser, h.srv.URL+"/console/logs/"+ev.LogID); !strings.Contains(page, `<a href="/console/connections/`+id+`#conn-dpop" id="trouble-connection">Open the DPoP switch of the connection corp</a>`) {
+		t.Errorf("the event page does not link the connection's DPoP switch:\n%s", page)
 	}
 	_, body := get(t, browser, h.srv.URL+"/console/connections/"+id)
 	for _, want := range []string{`id="requires-dpop"`, "1 login through this connection failed in the last hour", "turn DPoP back on", `href="#conn-dpop"`} {

@@ -561,6 +561,10 @@ type logTrouble struct {
 	Code     string
 	Happened template.HTML
 	ToDo     template.HTML
+	// Connection and ConnectionURL link the event's connection page (its DPoP switch when
+	// What to do names it); "" when the event has no connection.
+	Connection, ConnectionURL string
+	DPoPSwitch                bool // the link goes to the connection's DPoP switch
 }
 
 // logEventData is the event view.
@@ -645,6 +649,18 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 	if t, code, exact, ok := logs.TroubleshootingFor(ev); ok {
 		d.Trouble = &logTrouble{Codes: t.Codes, Exact: exact, Code: code,
 			Happened: inlineMarkdown(t.Happened), ToDo: inlineMarkdown(t.ToDo)}
+		if ev.Connection != "" && config.ValidConnectionID(ev.ConnectionID) {
+			d.Trouble.Connection = ev.Connection
+			d.Trouble.ConnectionURL = base + "/connections/" + url.PathEscape(ev.ConnectionID)
+			if strings.Contains(t.ToDo, "DPoP switch") {
+				d.Trouble.ConnectionURL += "#conn-dpop"
+				d.Trouble.DPoPSwitch = true
+			}
+		}
+	}
+	if ev.UserID != "" {
+		d.Related = append(d.Related, logRelated{Label: "Sessions of this user", Value: ev.UserID,
+			URL: base + "/sessions?" + url.Values{"user_id": {ev.UserID}}.Encode()})
 	}
 	if ev.Type == logs.TypeSuccessLogin || ev.Type == logs.TypeSuccessSilentAuth {
 		for _, n := range logs.LoginNotes(ev.Details) {

@@ -368,10 +368,19 @@ func TestConsoleLogsPageSearchesAndShowsAFailedLoginWithItsTroubleshooting(t *te
 		!strings.Contains(body, string(inlineMarkdown(entry.ToDo))) {
 		t.Fatalf("event view: %d, want the troubleshooting entry's text:\n%s", resp.StatusCode, body)
 	}
-	for _, want := range []string{"DPoP signing algorithm", "<summary>Raw JSON</summary>", "&#34;log_id&#34;: &#34;" + failed.LogID} {
+	for _, want := range []string{"DPoP signing algorithm", "<summary>Raw JSON</summary>", "&#34;log_id&#34;: &#34;" + failed.LogID,
+		`href="/console/connections/` + config.DeriveConnectionID("other")} {
 		if !strings.Contains(body, want) {
 			t.Errorf("event view lacks %q", want)
 		}
+	}
+
+	// A user's event links to the user's sessions.
+	get(t, h.browser(), h.authorizeURL(func(q url.Values) { q.Set("connection", "corp") }))
+	ok := h.lastEventOf(logs.TypeSuccessLogin)
+	_, body = get(t, browser, h.srv.URL+"/console/logs/"+ok.LogID)
+	if want := `href="/console/sessions?user_id=` + url.QueryEscape(ok.UserID) + `">Sessions of this user</a>`; ok.UserID == "" || !strings.Contains(body, want) {
+		t.Errorf("the event of user %q lacks %s", ok.UserID, want)
 	}
 }
 

@@ -221,7 +221,8 @@ type overviewPage struct {
 	Points         []overviewPointRow
 	Errors         []codeCount
 	PointWidthText string
-	LastPointEnds  string // the last point is still running, until this time ("" = it ended)
+	LastPointEnds  string            // the last point is still running, until this time ("" = it ended)
+	ConnIDs        map[string]string // connection name → id, for links (nil: no links)
 }
 
 type overviewConnRow struct {
@@ -254,7 +255,9 @@ func (s *Server) consoleOverview(c *consoleRequest) {
 			Problem: "The login counters could not be read from the store. Try again shortly; /readyz tells whether the store is reachable."})
 		return
 	}
-	c.render(http.StatusOK, "overview", "Overview", s.overviewPage(o, s.now()))
+	p := s.overviewPage(o, s.now())
+	p.ConnIDs = s.consoleConnIDs(c)
+	c.render(http.StatusOK, "overview", "Overview", p)
 }
 
 // overviewPage builds the page's charts and tables from o, read at now. The period ends at

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"github.com/dpop-broker/dpop-broker/config"
 	"net/http"
 	"regexp"
 	"strings"
@@ -29,7 +30,7 @@ func TestConsoleOverviewChartsTheLoginsJustMade(t *testing.T) {
 		"Logins per minute by result", "Failures by error code", "DPoP nonce retries per minute",
 		"Success rate and DPoP-bound share per connection", "Upstream code exchange latency per connection (p50, p95)",
 		`<span class="num">1</span> logins succeeded`, `<span class="num bad">1</span> failed`,
-		"invalid_state", "<strong>corp</strong>", `role="img"`, `aria-current="page">Last hour`,
+		"invalid_state", `<strong><a href="/console/connections/` + config.DeriveConnectionID("corp") + `">corp</a></strong>`, `role="img"`, `aria-current="page">Last hour`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the overview lacks %q", want)

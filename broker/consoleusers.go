@@ -39,6 +39,7 @@ type consoleAppsView struct {
 	Page, Pages           int // this page (1-based) and how many there are
 	Prev, Next, FirstPage string
 	LastPage              string
+	ConnIDs               map[string]string // connection name → id, for links (nil: no links)
 }
 
 // consoleAppsPerPage is the apps one page lists: GET /api/v2/clients's default per_page.
@@ -67,6 +68,7 @@ func (s *Server) consoleApps(c *consoleRequest) {
 	if len(v.Apps) > 0 {
 		v.First, v.Last = start+1, start+len(v.Apps)
 	}
+	v.ConnIDs = s.consoleConnIDs(c)
 	link := func(p int) string { return s.consolePath() + "/apps?" + url.Values{"page": {strconv.Itoa(p)}}.Encode() }
 	if page > 0 {
 		v.FirstPage, v.Prev = link(0), link(min(page, v.Pages)-1)

@@ -29,6 +29,9 @@ func TestConsoleAppsListsClientsWithoutSecrets(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("apps: %d\n%s", resp.StatusCode, body)
 	}
+	if strings.Contains(body, `href="/console/connections/`) {
+		t.Error("the apps page links connections for an operator who may not read them")
+	}
 	for _, want := range []string{appClient, "Test App", spaClient, "public (PKCE)", "client_secret_basic", h.app.URL + "/cb",
 		"by API policy", "Bearer when it does not"} {
 		if !strings.Contains(body, want) {
@@ -38,6 +41,22 @@ func TestConsoleAppsListsClientsWithoutSecrets(t *testing.T) {
 	for _, secret := range []string{appSecret, upSecret, config.ConsoleClientID} {
 		if strings.Contains(body, secret) {
 			t.Errorf("the apps page shows %q", secret)
+		}
+	}
+}
+
+// TestConsoleAppsLinkTheirConnections: an operator who may read connections opens an app's
+// connection from the Apps page.
+func TestConsoleAppsLinkTheirConnections(t *testing.T) {
+	h := consoleHarness(t, func(c *config.Config) {
+		c.Management.Tokens[0].Scopes = []string{config.ScopeReadClients, config.ScopeReadConnections}
+	})
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	_, body := get(t, browser, h.srv.URL+"/console/apps")
+	for _, name := range []string{"corp", "other"} {
+		if want := `<a href="/console/connections/` + config.DeriveConnectionID(name) + `">` + name + `</a>`; !strings.Contains(body, want) {
+			t.Errorf("the apps page lacks the link %s", want)
 		}
 	}
 }
