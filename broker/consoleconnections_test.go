@@ -202,6 +202,35 @@ func TestConsoleConnectionSaysWhenTheUpstreamRequiresDPoP(t *testing.T) {
 	}
 }
 
+// TestConsoleDPoPChangeEventSaysWhatChanged: the sapi event of a DPoP change records the
+// field before and after, and the event page shows it as a fact (the secret never).
+func TestConsoleDPoPChangeEventSaysWhatChanged(t *testing.T) {
+	h := dpopConsoleHarness(t)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	id := config.DeriveConnectionID("corp")
+	_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
+	if resp, body := postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop",
+		url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {""}, "confirm": {"off"}}, "same-origin"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("turning DPoP off: %d\n%s", resp.StatusCode, body)
+	}
+	ev := h.lastEventOf(logs.TypeSuccessAPI)
+	changes, _ := ev.Details["changes"].([]any)
+	if len(changes) != 1 {
+		t.Fatalf("details.changes = %#v, want the one field", ev.Details["changes"])
+	}
+	if ch, _ := changes[0].(map[string]any); ch["field"] != "options.dpop_signing_alg" || ch["from"] != "ES256" || ch["to"] != nil {
+		t.Errorf("details.changes[0] = %#v", ch)
+	}
+	_, view := get(t, browser, h.srv.URL+"/console/logs/"+ev.LogID)
+	if !strings.Contains(view, "<dt>Changed options.dpop_signing_alg</dt><dd>ES256 → off</dd>") {
+		t.Errorf("the event page does not show what changed:\n%s", view)
+	}
+	if strings.Contains(view, upSecret) {
+		t.Error("the event page shows the client secret")
+	}
+}
+
 func TestConsoleDPoPSwitchNeedsTheUpdatePermission(t *testing.T) {
 	h := consoleHarness(t, nil) // the token reads connections only
 	browser := h.browser()

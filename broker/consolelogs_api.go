@@ -2,6 +2,7 @@ package broker
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/dpop-broker/dpop-broker/logs"
 )
@@ -51,5 +52,42 @@ func apiEventFacts(ev *logs.Event) []logFact {
 	} else if st, ok := resp["statusCode"].(int); ok {
 		add("Status", strconv.Itoa(st))
 	}
+	facts = append(facts, changeFacts(ev.Details["changes"])...)
 	return facts // a refusal's errorCode, message and reason follow (newLogEventData)
+}
+
+// changeFacts are a write's details.changes (mgmtchanges.go) as facts: the field, and its
+// value before → after ("off" for a DPoP alg that is not set; a secret only as changed).
+func changeFacts(v any) []logFact {
+	list, _ := v.([]any)
+	var facts []logFact
+	for _, e := range list {
+		ch, _ := e.(map[string]any)
+		field, _ := ch["field"].(string)
+		if field == "" {
+			continue
+		}
+		if n, ok := ch["more"].(float64); ok {
+			facts = append(facts, logFact{Label: "Changed", Value: strconv.Itoa(int(n)) + " more fields"})
+			continue
+		}
+		if ch["changed"] == true {
+			facts = append(facts, logFact{Label: "Changed " + field, Value: "changed (a secret: not shown)"})
+			continue
+		}
+		unset := "(not set)"
+		if strings.HasSuffix(field, "dpop_signing_alg") {
+			unset = "off"
+		}
+		from, ok := ch["from"].(string)
+		if !ok {
+			from = unset
+		}
+		to, ok := ch["to"].(string)
+		if !ok {
+			to = unset
+		}
+		facts = append(facts, logFact{Label: "Changed " + field, Value: from + " → " + to})
+	}
+	return facts
 }

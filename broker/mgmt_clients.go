@@ -352,12 +352,14 @@ func (s *Server) patchClient(c *mgmtCall) *apiError {
 	if body.ClientID != nil && *body.ClientID != doc.ClientID {
 		return errBody("client_id cannot be changed")
 	}
+	before := flatJSON(doc.Client) // apply changes doc in place
 	if aerr := body.apply(&doc.Client); aerr != nil {
 		return aerr
 	}
 	if aerr := s.validating(c.r.Context(), doc); aerr != nil {
 		return aerr
 	}
+	recordChanges(c, before, flatJSON(doc.Client))
 	secret := withSecret(doc, false)
 	return s.storeClient(c, doc, secret)
 }
