@@ -172,9 +172,34 @@ func (s *Server) renderConnection(c *consoleRequest, status int, problem string)
 	v.Check.Choices = s.consoleAlgChoices(conn, v.Check.Doc)
 	v.RequiresDPoP = s.recentRequiresDPoP(c, conn.cfg.Name)
 	v.ConfirmOff = v.CanUpdate && v.Row.DPoPAlg != "" && c.r.URL.Query().Get("confirm") == "off"
+	if problem == "" {
+		problem = s.dpopRefusal(c.r.URL.Query(), v.Check)
+	}
 	title := "Connection " + conn.cfg.Name
 	vw := &consoleView{Title: title, Problem: problem, Data: v}
 	c.renderView(status, "connection", vw)
+}
+
+// dpopRefusal is the problem a refused DPoP save redirects to (?refused=KEY, and alg for an
+// algorithm the upstream does not offer), worded from the page's own check: fixed texts and an
+// alg the broker has a key for, so a crafted link cannot put words on the page.
+func (s *Server) dpopRefusal(q url.Values, ck consoleCheck) string {
+	switch q.Get("refused") {
+	case "form":
+		return "Choose one DPoP setting."
+	case "alg":
+		if alg := q.Get("alg"); s.keys.DPoP[alg] != nil && ck.Doc != nil {
+			if p := s.consoleDPoPProblem(ck.Doc, alg, false); p != "" {
+				return "Not saved. " + p
+			}
+		}
+		return "Not saved: the upstream does not offer that DPoP algorithm (the check above lists what it offers)."
+	case "discovery":
+		return "Not saved: the upstream's discovery document could not be used, so the DPoP setting cannot be checked against it (the check above says why)."
+	case "save":
+		return "Not saved: the management API refused the change; its fapi event on the Logs page says why."
+	}
+	return ""
 }
 
 // recentRequiresDPoP is how many logins through the connection called name failed with
@@ -382,12 +407,15 @@ func (s *Server) consoleSetDPoP(c *consoleRequest) {
 		return
 	}
 	alg := c.r.PostForm.Get("dpop_signing_alg")
+	page := s.consolePath() + "/connections/" + url.PathEscape(conn.id)
+	// A refusal redirects to the connection page saying why (POST-redirect-GET: a reload
+	// shows the page again and submits nothing).
+	refused := func(v url.Values) { http.Redirect(c.w, c.r, page+"?"+v.Encode(), http.StatusSeeOther) }
 	if len(c.r.PostForm["dpop_signing_alg"]) != 1 || len(alg) > 16 {
 		c.consoleBadRequest("not one DPoP setting")
-		s.renderConnection(c, http.StatusBadRequest, "Choose one DPoP setting.")
+		refused(url.Values{"refused": {"form"}})
 		return
 	}
-	page := s.consolePath() + "/connections/" + url.PathEscape(conn.id)
 	if alg == "" && conn.cfg.Options.DPoPSigningAlg != "" && c.r.PostForm.Get("confirm") != "off" {
 		// Turning DPoP off breaks every login through an upstream that requires it: the
 		// page asks first (a GET, so a reload asks again and saves nothing).
@@ -407,12 +435,16 @@ func (s *Server) consoleSetDPoP(c *consoleRequest) {
 	status, msg := s.consoleMgmt(c, http.MethodPatch, "/api/v2/connections/"+conn.id, map[string]string{"id": conn.id},
 		map[string]any{"options": opts}, s.patchConnection)
 	if status != http.StatusOK {
-		if ck := s.consoleDiscoveryCheck(c, conn); ck.Doc != nil {
-			if p := s.consoleDPoPProblem(ck.Doc, alg, false); p != "" {
-				msg = "Not saved. " + p // the API's reason, for people
-			}
+		s.log.Info("console: DPoP change refused", "connection", conn.cfg.Name, "operator", c.sess.Operator, "status", status, "reason", clip(msg, 512))
+		ck := s.consoleDiscoveryCheck(c, conn)
+		switch {
+		case ck.Doc == nil:
+			refused(url.Values{"refused": {"discovery"}})
+		case s.consoleDPoPProblem(ck.Doc, alg, false) != "":
+			refused(url.Values{"refused": {"alg"}, "alg": {alg}})
+		default:
+			refused(url.Values{"refused": {"save"}})
 		}
-		s.renderConnection(c, http.StatusBadRequest, msg)
 		return
 	}
 	http.Redirect(c.w, c.r, page+"?done=dpop", http.StatusSeeOther)

@@ -101,7 +101,7 @@ func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) 
 	}{
 		{name: "turn DPoP off, confirmed", conn: "corp", alg: "", confirm: "off", wantStatus: http.StatusOK, wantAlg: "", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
 		{name: "turn DPoP on with an offered alg", conn: "other", alg: "ES256", wantStatus: http.StatusOK, wantAlg: "ES256", wantText: "Saved.", wantEvent: logs.TypeSuccessAPI},
-		{name: "an alg the upstream does not offer is refused with the API's reason", conn: "corp", alg: "Ed25519", wantStatus: http.StatusBadRequest,
+		{name: "an alg the upstream does not offer is refused with the API's reason", conn: "corp", alg: "Ed25519", wantStatus: http.StatusOK,
 			wantAlg: "ES256", wantText: "Not saved. The upstream does not accept Ed25519 DPoP proofs; it offers ES256. To fix it: choose ES256 (the broker has a key for it).", wantEvent: logs.TypeFailedAPI},
 	}
 	for _, tt := range tests {
@@ -115,6 +115,9 @@ func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) 
 				url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {tt.alg}, "confirm": {tt.confirm}}, "same-origin")
 			if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.wantText) {
 				t.Fatalf("save answered %d, want %d with %q:\n%s", resp.StatusCode, tt.wantStatus, tt.wantText, body)
+			}
+			if resp.Request.Method != http.MethodGet {
+				t.Errorf("the save ends on a %s page: a reload would submit it again", resp.Request.Method)
 			}
 			snap, err := h.broker.reg.current(t.Context(), true)
 			if err != nil {
@@ -228,6 +231,30 @@ func TestConsoleDPoPChangeEventSaysWhatChanged(t *testing.T) {
 	}
 	if strings.Contains(view, upSecret) {
 		t.Error("the event page shows the client secret")
+	}
+}
+
+// TestConsoleDPoPRefusalLinksCarryNoWords: the refusal a DPoP save redirects to is worded by
+// the page itself; a crafted link names no algorithm the broker has no key for, and no text.
+func TestConsoleDPoPRefusalLinksCarryNoWords(t *testing.T) {
+	h := dpopConsoleHarness(t)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	base := h.srv.URL + "/console/connections/" + config.DeriveConnectionID("corp")
+	tests := []struct {
+		name, query, want, wantNot string
+	}{
+		{name: "an alg the broker has a key for", query: "refused=alg&alg=Ed25519", want: "The upstream does not accept Ed25519 DPoP proofs"},
+		{name: "a made-up alg", query: "refused=alg&alg=" + url.QueryEscape("Call 555-0100"), want: "does not offer that DPoP algorithm", wantNot: "555-0100"},
+		{name: "an unknown refusal", query: "refused=" + url.QueryEscape("Call 555-0100"), wantNot: "555-0100"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, body := get(t, browser, base+"?"+tt.query)
+			if !strings.Contains(body, tt.want) || (tt.wantNot != "" && strings.Contains(body, tt.wantNot)) {
+				t.Errorf("?%s: want %q, not %q:\n%s", tt.query, tt.want, tt.wantNot, body)
+			}
+		})
 	}
 }
 
