@@ -1,8 +1,11 @@
 package broker
 
 import (
+	"cmp"
+	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -94,6 +97,43 @@ type consoleSessionsView struct {
 	// LogsURL searches the Logs page for it as a user_name ("" without read:logs).
 	Email   bool
 	LogsURL string
+	// Bare: the user id asked for is a bare subject (no strategy|connection| prefix); Matches
+	// are the user ids it makes with the connections (at most consoleSubjectMatches), those
+	// with live sessions first, each with a link to its sessions.
+	Bare    bool
+	Matches []consoleSubjectMatch
+}
+
+// consoleSubjectMatch is a user id a bare subject makes with one connection.
+type consoleSubjectMatch struct {
+	UserID, URL string
+	Sessions    int
+}
+
+// consoleSubjectMatches bounds the connections a bare subject is looked up with (one index
+// read each).
+const consoleSubjectMatches = 10
+
+// subjectMatches are the user ids strategy|connection|subject of the first
+// consoleSubjectMatches connections, with how many live sessions each has: the ones with
+// sessions first, then by connection name.
+func (s *Server) subjectMatches(ctx context.Context, subject string) []consoleSubjectMatch {
+	snap, err := s.reg.current(ctx, false)
+	if err != nil {
+		return nil
+	}
+	var out []consoleSubjectMatch
+	for _, conn := range snap.list[:min(len(snap.list), consoleSubjectMatches)] {
+		id := conn.cfg.Strategy + "|" + conn.cfg.Name + "|" + subject
+		found, err := s.userSessions(ctx, id)
+		if err != nil {
+			return nil
+		}
+		out = append(out, consoleSubjectMatch{UserID: id, Sessions: len(found),
+			URL: s.consolePath() + "/sessions?" + url.Values{"user_id": {id}}.Encode()})
+	}
+	slices.SortStableFunc(out, func(a, b consoleSubjectMatch) int { return cmp.Compare(b.Sessions, a.Sessions) })
+	return out
 }
 
 // consoleSessionsShown bounds the sessions one page lists.
@@ -124,6 +164,9 @@ func (s *Server) consoleSessions(c *consoleRequest) {
 		return
 	}
 	v.Asked = true
+	if len(found) == 0 && !strings.Contains(v.UserID, "|") && !strings.Contains(v.UserID, "@") {
+		v.Bare, v.Matches = true, s.subjectMatches(c.r.Context(), v.UserID)
+	}
 	if len(found) == 0 && strings.Contains(v.UserID, "@") {
 		v.Email = true
 		if c.sess.allows(config.ScopeReadLogs) {

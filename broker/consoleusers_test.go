@@ -153,6 +153,12 @@ func TestConsoleSessionsLookupSaysItTakesAUserIDAndNotAnEmail(t *testing.T) {
 		{name: "an email: said not to be looked up, with a search of the Logs", scopes: []string{config.ScopeReadSessions, config.ScopeReadLogs},
 			userID: "alice@example.com",
 			want:   []string{"No live session.", "Emails are not looked up", `href="/console/logs?q=user_name%3A%22alice%40example.com%22"`}},
+		{name: "a bare subject: the user ids it makes, the one with sessions first", scopes: []string{config.ScopeReadSessions}, userID: "alice",
+			want: []string{`id="subject-hint"`, "<code>strategy|connection|subject</code>, not the subject alone",
+				`<li><a href="/console/sessions?user_id=oidc%7Ccorp%7Calice"><code>oidc|corp|alice</code></a>: 1 live session</li>`,
+				`<code>oidc|other|alice</code></a>: no live session`}},
+		{name: "a full user id: no subject hint", scopes: []string{config.ScopeReadSessions}, userID: "oidc|other|alice",
+			want: []string{"No live session."}, wantNot: []string{`id="subject-hint"`}},
 		{name: "an email without read:logs: no link to the Logs", scopes: []string{config.ScopeReadSessions}, userID: "alice@example.com",
 			want: []string{"Emails are not looked up"}, wantNot: []string{`href="/console/logs?`}},
 	}
