@@ -49,8 +49,8 @@ const (
 	chartW, chartH          = 480.0, 180.0
 	plotL, plotR            = 36.0, 6.0
 	plotT, plotB            = 14.0, 24.0
-	barLabelH, barH, barGap = 17.0, 13.0, 10.0 // a bar chart row: label line, bars, gap
-	barValueW               = 64.0             // room after the longest bar for its value
+	barLabelH, barH, barGap = 22.0, 18.0, 10.0 // a bar chart row: label line, bars, gap
+	barValueW               = 80.0             // room after the longest bar for its value
 	maxErrorCodesInOverview = 12
 )
 
@@ -169,7 +169,7 @@ func barChart(id, title, desc string, rows []hbar, classes []string, scale float
 			w := max(pw*min(v/scale, 1), 1)
 			by := y + barLabelH + barH*float64(k)
 			c.Rects = append(c.Rects, svgRect{X: 0, Y: by, W: w, H: barH - 2, Class: classes[k], Tip: r.label + ": " + r.texts[k]})
-			c.Texts = append(c.Texts, svgText{X: w + 4, Y: by + barH - 3, Anchor: "start", Class: "value", Text: r.texts[k]})
+			c.Texts = append(c.Texts, svgText{X: w + 4, Y: by + barH - 5, Anchor: "start", Class: "value", Text: r.texts[k]})
 		}
 	}
 	if len(rows) == 0 {

@@ -31,6 +31,7 @@ func TestConsoleOverviewChartsTheLoginsJustMade(t *testing.T) {
 		"Success rate and DPoP-bound share per connection", "Upstream code exchange latency per connection (p50, p95)",
 		`<span class="num">1</span> logins succeeded`, `<span class="num bad">1</span> failed`,
 		"invalid_state", `<strong><a href="/console/connections/` + config.DeriveConnectionID("corp") + `">corp</a></strong>`, `role="img"`, `aria-current="page">Last hour`,
+		`class="spark"><span class="muted">none</span>`, // corp: no failure, no downgrade
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the overview lacks %q", want)
