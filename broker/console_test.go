@@ -473,3 +473,22 @@ func TestConsoleSessionOnRedisServesEveryReplica(t *testing.T) {
 		t.Fatalf("replica 2 answered %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
 	}
 }
+
+// TestConsolePagesNameTheirIcon: every console page links an embedded icon, served under the
+// console's policy, so browsers do not ask for /favicon.ico (a 404 in every page's log).
+func TestConsolePagesNameTheirIcon(t *testing.T) {
+	h := consoleHarness(t, nil)
+	browser := h.browser()
+	_, signin := get(t, browser, h.srv.URL+"/console/signin")
+	home := consoleTokenSignIn(t, browser, h.srv.URL)
+	for name, page := range map[string]string{"sign-in page": signin, "home": home} {
+		if !strings.Contains(page, `<link rel="icon" href="/console/assets/favicon.svg" type="image/svg+xml">`) {
+			t.Errorf("the %s links no icon", name)
+		}
+	}
+	resp, body := get(t, browser, h.srv.URL+"/console/assets/favicon.svg")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/svg+xml" || !strings.HasPrefix(body, "<svg") ||
+		!strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Errorf("the icon: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"))
+	}
+}
