@@ -193,6 +193,10 @@ func TestConsoleConnectionSaysWhenTheUpstreamRequiresDPoP(t *testing.T) {
 	if ev.Details["error"] != "upstream_requires_dpop" {
 		t.Fatalf("the failed login's error is %v", ev.Details["error"])
 	}
+	// The upstream's token endpoint was called: the exchange took time, never 0 ms.
+	if ms, _ := ev.Details["code_exchange_ms"].(float64); ms < 1 && detailInt(ev.Details["code_exchange_ms"]) < 1 {
+		t.Errorf("details.code_exchange_ms = %v, want at least 1 (the token endpoint was called)", ev.Details["code_exchange_ms"])
+	}
 	// The event's What to do names the console's DPoP switch: it links to it.
 	if _, page := get(t, browser, h.srv.URL+"/console/logs/"+ev.LogID); !strings.Contains(page, `<a href="/console/connections/`+id+`#conn-dpop" id="trouble-connection">Open the DPoP switch of the connection corp</a>`) {
 		t.Errorf("the event page does not link the connection's DPoP switch:\n%s", page)

@@ -3,6 +3,7 @@ package broker
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -100,7 +101,7 @@ func withResult(ev *logs.Event, res *upstream.Result) {
 		d["id_token_signing_alg"] = res.IDTokenAlg
 	}
 	if res.ExchangeLatency > 0 {
-		d["code_exchange_ms"] = res.ExchangeLatency.Milliseconds()
+		d["code_exchange_ms"] = exchangeMillis(res.ExchangeLatency)
 	}
 	if res.UserinfoStatus != "" {
 		f := map[string]any{"status": res.UserinfoStatus}
@@ -109,6 +110,13 @@ func withResult(ev *logs.Event, res *upstream.Result) {
 		}
 		d["upstream_userinfo_fetch"] = f
 	}
+}
+
+// exchangeMillis is a code exchange's duration in whole milliseconds, rounded up: an exchange
+// that called the upstream (an answer on loopback can take well under a millisecond) is never
+// recorded as 0 ms, which would read as "not called".
+func exchangeMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 // withUser adds the broker's user id and display name.

@@ -211,3 +211,19 @@ func TestEveryTroubleshootingCodeIsCountedUnderItsName(t *testing.T) {
 		t.Errorf("an unknown code is counted as %q", got)
 	}
 }
+
+func TestExchangeMillisRoundsUp(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want int64
+	}{
+		{d: 300 * time.Microsecond, want: 1},
+		{d: time.Millisecond, want: 1},
+		{d: 1001 * time.Microsecond, want: 2},
+		{d: 41 * time.Millisecond, want: 41},
+	} {
+		if got := exchangeMillis(tc.d); got != tc.want {
+			t.Errorf("exchangeMillis(%v) = %d, want %d", tc.d, got, tc.want)
+		}
+	}
+}
