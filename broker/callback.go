@@ -86,8 +86,12 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	conn := snap.byName[tx.Connection]
 	if client == nil || conn == nil || conn.up == nil { // configuration changed since /authorize
-		s.failLogin(w, r, ev, loginFailure{Status: http.StatusBadRequest, Code: codeInvalidState,
-			Description: "the application or connection of this login no longer exists"})
+		f := loginFailure{Status: http.StatusBadRequest, Code: codeInvalidState,
+			Description: "the application or connection of this login no longer exists"}
+		if client != nil {
+			f.Back = appHomeLink(client, tx.App.RedirectURI)
+		}
+		s.failLogin(w, r, ev, f)
 		return
 	}
 	withClient(ev, client)

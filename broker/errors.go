@@ -6,8 +6,10 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
+	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
@@ -37,6 +39,7 @@ button:focus-visible{outline:3px solid #8fb3f5;outline-offset:2px}
 <h1>{{.Title}}</h1>
 {{if .Error}}<p id="error"><code>{{.Error}}</code></p>{{end}}
 {{if .Message}}<p id="message">{{.Message}}</p>{{end}}
+{{if .Next}}<p id="next"><strong>{{.Next}}</strong></p>{{end}}
 {{if .Links}}<ul id="links">{{range .Links}}<li><a href="{{.URL}}">{{.Text}}</a></li>{{end}}</ul>{{end}}
 {{if .TraceID}}<p id="trace"><small>trace id: <code>{{.TraceID}}</code></small></p>{{end}}
 {{with .Form}}<form method="post" action="{{.Action}}">{{range .Fields}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">{{end}}<button id="{{.ID}}" type="submit">{{.Button}}</button></form>{{end}}
@@ -49,6 +52,7 @@ type pageLink struct{ URL, Text string }
 
 type page struct {
 	Title, Error, Message string
+	Next                  string // what the reader does now, in plain words ("" = nothing said)
 	Links                 []pageLink
 	Form                  *pageForm
 	// TraceID is shown on an error page of a traced request (tracing.go), for the user to
@@ -135,6 +139,9 @@ type loginFailure struct {
 	// AppDescription is the redirect's error_description when the app must learn less than
 	// the event records (internal addresses, callback paths); empty means Description.
 	AppDescription string
+	// Back links the error page to the application the login was for, when it is known and
+	// still registered (nil: the page names no application).
+	Back *pageLink
 }
 
 // failLogin answers the request with f (an error page, or the OAuth error redirect to f.App)
@@ -163,7 +170,14 @@ func (s *Server) failLogin(w http.ResponseWriter, r *http.Request, ev *logs.Even
 	if f.Status == http.StatusServiceUnavailable {
 		title = "Service temporarily unavailable"
 	}
-	renderPage(w, f.Status, page{Title: title, Error: f.Code, Message: f.Description, TraceID: traceID(r.Context())})
+	p := page{Title: title, Error: f.Code, Message: f.Description, TraceID: traceID(r.Context())}
+	if f.Code == codeInvalidState {
+		p.Next = "Go back to the application you were signing in to and sign in again."
+		if f.Back != nil {
+			p.Links = []pageLink{*f.Back}
+		}
+	}
+	renderPage(w, f.Status, p)
 }
 
 // recordFailedLogin records ev as a failed login (type f, or fsa for prompt=none) with details.error f.Code and
@@ -273,3 +287,21 @@ func safeErrorCode(code string) string {
 
 // clip bounds untrusted text before it goes into a page, redirect or event (logs.Clip).
 func clip(s string, n int) string { return logs.Clip(s, n) }
+
+// appHomeLink links an error page to the application of a login: the origin of its
+// redirect_uri, when that is still one of client's registered redirect URIs and a web URL
+// (nil otherwise: a native app's scheme, or a URI no longer registered, is not linked).
+func appHomeLink(client *config.Client, redirectURI string) *pageLink {
+	if !slices.Contains(client.RedirectURIs, redirectURI) {
+		return nil
+	}
+	u, err := url.Parse(redirectURI)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil
+	}
+	name := client.Name
+	if name == "" {
+		name = client.ClientID
+	}
+	return &pageLink{URL: u.Scheme + "://" + u.Host + "/", Text: "Back to " + name}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -208,6 +209,9 @@ func TestCallbackErrors(t *testing.T) {
 			resp, body := get(t, h.browser(), h.srv.URL+"/login/callback?"+tc.query)
 			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tc.wantBody) {
 				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			if !strings.Contains(body, "Go back to the application you were signing in to and sign in again.") {
+				t.Errorf("the error page gives no next step:\n%s", body)
 			}
 			wantFail(t, h, codeInvalidState)
 		})
@@ -421,5 +425,24 @@ func TestRedisEndToEnd(t *testing.T) {
 	}
 	if ev := h.lastEventOf("s"); ev.Details["dpop_returned_from_upstream"] != true {
 		t.Fatalf("event = %+v", ev)
+	}
+}
+
+func TestErrorPageLinksBackToAKnownWebApp(t *testing.T) {
+	client := &config.Client{ClientID: "app", Name: "Test App", RedirectURIs: []string{"https://app.example/cb?x=1", "com.example.app:/cb"}}
+	tests := []struct {
+		name, redirectURI string
+		want              *pageLink
+	}{
+		{name: "a registered web redirect URI: its origin", redirectURI: "https://app.example/cb?x=1", want: &pageLink{URL: "https://app.example/", Text: "Back to Test App"}},
+		{name: "a native app's scheme: no link", redirectURI: "com.example.app:/cb"},
+		{name: "a URI no longer registered: no link", redirectURI: "https://evil.example/cb"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := appHomeLink(client, tt.redirectURI); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("appHomeLink = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }
