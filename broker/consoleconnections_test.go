@@ -137,17 +137,31 @@ func TestConsoleDPoPSwitchUsesPATCHsValidationAndNamesTheOperator(t *testing.T) 
 	}
 }
 
+// dpopConsoleSignedIn is dpopConsoleHarness with a browser signed in to its console.
+func dpopConsoleSignedIn(t *testing.T) (*harness, *http.Client) {
+	t.Helper()
+	h := dpopConsoleHarness(t)
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	return h, browser
+}
+
+// saveDPoP submits the DPoP switch of connection id with form (and the page's CSRF token),
+// following the redirects.
+func saveDPoP(t *testing.T, h *harness, browser *http.Client, id string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
+	form.Set("csrf", consoleCSRF(t, page))
+	return postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop", form, "same-origin")
+}
+
 // TestConsoleTurningDPoPOffAsksFirst: saving "Off" on a connection with DPoP on stores
 // nothing and lands on a GET page that says what turning DPoP off does (a reload saves
 // nothing); only the confirmation's own form turns DPoP off.
 func TestConsoleTurningDPoPOffAsksFirst(t *testing.T) {
-	h := dpopConsoleHarness(t)
-	browser := h.browser()
-	consoleTokenSignIn(t, browser, h.srv.URL)
+	h, browser := dpopConsoleSignedIn(t)
 	id := config.DeriveConnectionID("corp")
-	_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
-	resp, body := postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop",
-		url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {""}}, "same-origin")
+	resp, body := saveDPoP(t, h, browser, id, url.Values{"dpop_signing_alg": {""}})
 	if resp.StatusCode != http.StatusOK || resp.Request.Method != http.MethodGet || resp.Request.URL.Query().Get("confirm") != "off" {
 		t.Fatalf("saving Off answered %d at %s %s, want the confirmation page", resp.StatusCode, resp.Request.Method, resp.Request.URL)
 	}
@@ -212,13 +226,9 @@ func TestConsoleConnectionSaysWhenTheUpstreamRequiresDPoP(t *testing.T) {
 // TestConsoleDPoPChangeEventSaysWhatChanged: the sapi event of a DPoP change records the
 // field before and after, and the event page shows it as a fact (the secret never).
 func TestConsoleDPoPChangeEventSaysWhatChanged(t *testing.T) {
-	h := dpopConsoleHarness(t)
-	browser := h.browser()
-	consoleTokenSignIn(t, browser, h.srv.URL)
+	h, browser := dpopConsoleSignedIn(t)
 	id := config.DeriveConnectionID("corp")
-	_, page := get(t, browser, h.srv.URL+"/console/connections/"+id)
-	if resp, body := postForm(t, browser, h.srv.URL+"/console/connections/"+id+"/dpop",
-		url.Values{"csrf": {consoleCSRF(t, page)}, "dpop_signing_alg": {""}, "confirm": {"off"}}, "same-origin"); resp.StatusCode != http.StatusOK {
+	if resp, body := saveDPoP(t, h, browser, id, url.Values{"dpop_signing_alg": {""}, "confirm": {"off"}}); resp.StatusCode != http.StatusOK {
 		t.Fatalf("turning DPoP off: %d\n%s", resp.StatusCode, body)
 	}
 	ev := h.lastEventOf(logs.TypeSuccessAPI)
