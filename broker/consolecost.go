@@ -192,13 +192,18 @@ func (s *Server) consoleRejection(r *http.Request, status int, operator, via, ac
 	s.write(r, ev)
 }
 
-// consoleBadRequest notes an operator's input the console answered with 400 (a mistyped Logs
-// search or time range, an Overview period, a Sessions user id, a DPoP choice): an input
-// error the page shows, not an audit event, so it writes no event (refusals of the operator
-// — sign-in, CSRF, scope, rate limit — are events: consoleRefused, consoleRejection). It is
-// logged at debug level only.
+// consoleBadRequest records an operator's input the console answered with 400. A mistyped
+// read (a Logs search or time range, an Overview period, a Sessions user id: a GET) is an
+// input error the page shows, not an audit event: it is logged at debug level only. A
+// refused write (a DPoP choice: a POST) is a fapi event naming the operator, as every
+// console write is an sapi or fapi event; so are the operator's other refusals (sign-in,
+// CSRF, scope, rate limit: consoleRefused, consoleRejection).
 func (c *consoleRequest) consoleBadRequest(problem string) {
-	c.s.log.Debug("console: input refused", "operator", c.sess.Operator, "path", c.r.URL.Path, "problem", clip(problem, 256))
+	if c.r.Method == http.MethodGet || c.r.Method == http.MethodHead {
+		c.s.log.Debug("console: input refused", "operator", c.sess.Operator, "path", c.r.URL.Path, "problem", clip(problem, 256))
+		return
+	}
+	c.s.consoleRejection(c.r, http.StatusBadRequest, c.sess.Operator, c.sess.Via, "bad_request", problem, nil)
 }
 
 // overviewRead is a cached read of a span's closed buckets: those before until (the start of

@@ -413,3 +413,21 @@ func TestConsoleRefusalsOfASignedInOperatorSayHowTheOperatorSignedIn(t *testing.
 		})
 	}
 }
+
+// TestConsoleRefusedWriteIsAnEventNamingTheOperator: a console write the console refuses as
+// malformed (a DPoP form with two settings) is a fapi event naming the operator, as every
+// console write is an sapi or fapi event; only mistyped reads write none.
+func TestConsoleRefusedWriteIsAnEventNamingTheOperator(t *testing.T) {
+	h, browser := dpopConsoleSignedIn(t)
+	id := config.DeriveConnectionID("corp")
+	n := h.eventCount()
+	saveDPoP(t, h, browser, id, url.Values{"dpop_signing_alg": {"ES256", "RS256"}})
+	if got := h.eventCount() - n; got != 1 {
+		t.Fatalf("%d events for a refused console write, want 1", got)
+	}
+	ev := h.consoleEventOf(logs.TypeFailedAPI, "bad_request")
+	errObj, _ := ev.Details["error"].(map[string]any)
+	if msg, _ := errObj["message"].(string); eventUser(ev) != "token:ops" || !strings.Contains(msg, "not one DPoP setting") {
+		t.Fatalf("refusal event %+v", ev.Details)
+	}
+}
