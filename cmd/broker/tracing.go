@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/buildinfo"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -67,11 +70,41 @@ func tracingOn(getenv func(string) string) (on bool, protocol string, err error)
 	}
 	switch protocol {
 	case "":
-		return true, protocolHTTP, nil
+		protocol = protocolHTTP
 	case protocolHTTP, protocolGRPC:
-		return true, protocol, nil
+	default:
+		return false, "", fmt.Errorf("OTLP protocol %q is not supported: use http/protobuf or grpc", protocol)
 	}
-	return false, "", fmt.Errorf("OTLP protocol %q is not supported: use http/protobuf or grpc", protocol)
+	// What the SDK would only report once spans go nowhere, or log as an export failure.
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+		if v := strings.TrimSpace(getenv(k)); v != "" {
+			if u, err := url.Parse(v); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+				return false, "", fmt.Errorf("%s must be a URL such as http://127.0.0.1:4318 (with http:// or https://)", k)
+			}
+		}
+	}
+	if sm := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER")); sm != "" && !slices.Contains(tracingSamplers, sm) {
+		return false, "", fmt.Errorf("OTEL_TRACES_SAMPLER=%q is not supported: use one of %s", sm, strings.Join(tracingSamplers, ", "))
+	}
+	return true, protocol, nil
+}
+
+// tracingSamplers are the OTEL_TRACES_SAMPLER values the Go SDK understands.
+var tracingSamplers = []string{"always_on", "always_off", "traceidratio",
+	"parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"}
+
+// tracingEndpoint names where spans go, for the start-up line: the endpoint's scheme and
+// host (never its path, query or credentials), or the exporter's default.
+func tracingEndpoint(getenv func(string) string, protocol string) string {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+		if u, err := url.Parse(strings.TrimSpace(getenv(k))); err == nil && u.Host != "" {
+			return u.Scheme + "://" + u.Host
+		}
+	}
+	if protocol == protocolGRPC {
+		return "the default, https://localhost:4317"
+	}
+	return "the default, https://localhost:4318"
 }
 
 // newTracing returns the tracer provider the environment (getenv) asks for and the function
@@ -95,7 +128,7 @@ func newTracing(ctx context.Context, getenv func(string) string, logger *slog.Lo
 	// Later sources win: the default service name, then OTEL_RESOURCE_ATTRIBUTES and
 	// OTEL_SERVICE_NAME.
 	res, err := resource.New(ctx,
-		resource.WithAttributes(semconv.ServiceName("dpop-broker")),
+		resource.WithAttributes(semconv.ServiceName("dpop-broker"), semconv.ServiceVersion(buildinfo.Read().Version)),
 		resource.WithTelemetrySDK(),
 		resource.WithFromEnv(),
 	)
@@ -107,7 +140,7 @@ func newTracing(ctx context.Context, getenv func(string) string, logger *slog.Lo
 		logger.Warn("tracing export failed", "err", err)
 	}))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	logger.Info("tracing on", "exporter", "otlp", "protocol", protocol)
+	logger.Info("tracing on", "exporter", "otlp", "protocol", protocol, "endpoint", tracingEndpoint(getenv, protocol))
 	stop := func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracingShutdownTimeout)
 		defer cancel()

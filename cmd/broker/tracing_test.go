@@ -47,6 +47,10 @@ func TestTracingOnlyWhenTheEnvironmentAsks(t *testing.T) {
 		{name: "http/json refused", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, problem: "http/json"},
 		{name: "traces protocol wins", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, on: true, protocol: "http/protobuf"},
 		{name: "protocol ignored when off", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, on: false},
+		{name: "an endpoint without a scheme refused", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"}, problem: "OTEL_EXPORTER_OTLP_ENDPOINT must be a URL"},
+		{name: "a traces endpoint without a host refused", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http:///v1/traces"}, problem: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must be a URL"},
+		{name: "an unknown sampler refused", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "bogus"}, problem: "OTEL_TRACES_SAMPLER"},
+		{name: "a ratio sampler", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}, on: true, protocol: "http/protobuf"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			on, protocol, err := tracingOn(func(k string) string { return tc.env[k] })
