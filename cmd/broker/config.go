@@ -41,7 +41,11 @@ func cmdConfigValidate(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return flagExit(fs, err, stdout)
 	}
-	if len(pos) != 1 || *timeout <= 0 {
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "broker config validate: --timeout must be a positive duration such as 10s\n")
+		return exitUsage
+	}
+	if len(pos) != 1 {
 		return usageMistake(stderr, findCommand("config validate"))
 	}
 	cfg, problems, err := config.LoadAndValidate(pos[0])

@@ -30,7 +30,11 @@ func cmdDiscoveryCheck(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return flagExit(fs, err, stdout)
 	}
-	if len(pos) != 1 || *timeout <= 0 {
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "broker discovery check: --timeout must be a positive duration such as 10s\n")
+		return exitUsage
+	}
+	if len(pos) != 1 {
 		return usageMistake(stderr, findCommand("discovery check"))
 	}
 	switch *alg {

@@ -63,6 +63,10 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "broker logs: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	if o.typ != "" && logs.Description(o.typ) == "" {
+		fmt.Fprintf(stderr, "broker logs: --type %q is not an event type the broker writes (README, \"Glossary\": s, f, seacft, fapi, …)\n", o.typ)
+		return 2
+	}
 	if o.limit < 0 || o.limit > maxLogsLimit {
 		fmt.Fprintf(stderr, "broker logs: --limit must be between 0 and %d\n", maxLogsLimit)
 		return 2

@@ -237,6 +237,7 @@ func TestLogsCommand(t *testing.T) {
 			wantErr: "(is the broker running there? set BROKER_URL or --url)"},
 		{name: "bad query refused locally", args: []string{"--q", "(type:s OR type:f)"}, code: 2, wantErr: "broker logs: query"},
 		{name: "bad url", args: []string{"--url", "ftp://x"}, code: 2, wantErr: "must be an http(s) URL"},
+		{name: "an unknown event type is a usage mistake", args: []string{"--type", "zz"}, code: 2, wantErr: `--type "zz" is not an event type the broker writes`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"logs", "--url", brokerURL, "--token", logsToken}, tc.args...)
