@@ -306,11 +306,17 @@ func TestConfigValidatePrintsASummary(t *testing.T) {
 				"  corp                 oidc  https://idp.example.com                  DPoP ES256\n" +
 				"  legacy               oidc  https://legacy.example.com               DPoP off\n" +
 				"  okta                 okta  https://example.okta.com                 DPoP RS256\n" +
+				"listen:      127.0.0.1:8080; admin_listen: none (the console, /metrics and /api/v2 are on listen)\n" +
+				"log:         info, json on stdout; events to log\n" +
+				"log streams: 0\n" +
 				"config OK\n",
 		},
 		{
 			name:        "Redis Sentinel with TLS, more clients than one screen lists",
-			extra:       "store: { type: redis, redis: { addrs: [\"10.0.0.1:26379\", \"10.0.0.2:26379\"], master_name: broker, password: redis-secret, tls: { enabled: true } } }",
+			extra: "store: { type: redis, redis: { addrs: [\"10.0.0.1:26379\", \"10.0.0.2:26379\"], master_name: broker, password: redis-secret, tls: { enabled: true } } }\n" +
+				"admin_listen: 127.0.0.1:9090\n" +
+				"log: { level: warn, format: text, events: /var/log/dpop-broker/events.jsonl }\n" +
+				"log_streams: [{ name: siem, url: \"https://siem.example.com/hook?key=query-secret\", auth: { type: bearer, token: stream-secret-0123456789 } }]",
 			clients:     many,
 			connections: []string{oidcConnection("corp", "https://idp.example.com", "ES256")},
 			want: "issuer:      http://127.0.0.1:8080/\n" +
@@ -318,6 +324,9 @@ func TestConfigValidatePrintsASummary(t *testing.T) {
 				"clients:     10 (app-00, app-01, app-02, app-03, app-04, app-05, app-06, app-07, … and 2 more)\n" +
 				"connections: 1\n" +
 				"  corp                 oidc  https://idp.example.com                  DPoP ES256\n" +
+				"listen:      127.0.0.1:8080; admin_listen: 127.0.0.1:9090 (the console, /metrics, /api/v2)\n" +
+				"log:         warn, text on stdout; events to /var/log/dpop-broker/events.jsonl\n" +
+				"log streams: 1 (siem → siem.example.com)\n" +
 				"config OK\n",
 		},
 	} {
@@ -326,7 +335,7 @@ func TestConfigValidatePrintsASummary(t *testing.T) {
 			if code != 0 || out != tc.want {
 				t.Fatalf("exit %d, stderr %q\ngot:\n%s\nwant:\n%s", code, errOut, out, tc.want)
 			}
-			for _, secret := range []string{"app-secret", "upstream-secret", "redis-secret"} {
+			for _, secret := range []string{"app-secret", "upstream-secret", "redis-secret", "query-secret", "stream-secret"} {
 				if strings.Contains(out, secret) {
 					t.Errorf("the summary shows %s", secret)
 				}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +131,30 @@ func printConfigSummary(w io.Writer, cfg *config.Config) {
 	if n := len(cfg.Connections) - summaryConnections; n > 0 {
 		fmt.Fprintf(w, "  … and %d more\n", n)
 	}
+	admin := "none (the console, /metrics and /api/v2 are on listen)"
+	if cfg.AdminListen != "" {
+		admin = cfg.AdminListen + " (the console, /metrics, /api/v2)"
+	}
+	fmt.Fprintf(w, "listen:      %s; admin_listen: %s\n", cfg.Listen, admin)
+	fmt.Fprintf(w, "log:         %s, %s on %s; events to %s\n", or(cfg.Log.Level, "info"), or(cfg.Log.Format, "json"),
+		or(cfg.Log.Output, "stdout"), or(cfg.Log.Events, "log"))
+	streams := make([]string, 0, len(cfg.LogStreams))
+	for _, ls := range cfg.LogStreams {
+		host := "?"
+		if u, err := url.Parse(ls.URL); err == nil {
+			host = u.Host // never the path, query or credentials
+		}
+		streams = append(streams, ls.Name+" → "+host)
+	}
+	fmt.Fprintf(w, "log streams: %d%s\n", len(cfg.LogStreams), listSummary(streams[:min(len(streams), summaryClients)], len(streams)))
+}
+
+// or returns v, or def when v is empty.
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
 
 // listSummary is " (a, b, c)" or " (a, b, … and 3 more)" for the first names of total.
