@@ -19,7 +19,8 @@ type Log struct {
 	Output string `yaml:"output"`
 	// Events is where the login events' lines go: log (default: the application log, in its
 	// format), stdout or stderr (JSON lines apart from the application log: not its output),
-	// an absolute file path (JSON lines appended, the file created 0600), or off (no lines:
+	// an absolute file path (JSON lines appended, the file created 0600 or made 0600, not a
+	// symbolic link), or off (no lines:
 	// the events are still stored, GET /api/v2/logs).
 	Events string `yaml:"events"`
 }

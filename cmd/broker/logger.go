@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
@@ -44,8 +45,8 @@ func newLogger(w io.Writer) (logger *slog.Logger, flush func()) {
 	return p.logger, p.flush
 }
 
-// openProcessLog builds the logs c configures on stdout and stderr; it opens (creating it
-// 0600) log.events' file when c names one. Call close at exit.
+// openProcessLog builds the logs c configures on stdout and stderr; it opens log.events'
+// file when c names one (openEventsFile). Call close at exit.
 func openProcessLog(c *config.Log, stdout, stderr io.Writer) (*processLog, error) {
 	streams := map[string]io.Writer{config.LogStdout: &lockedWriter{w: stdout}, config.LogStderr: &lockedWriter{w: stderr}}
 	if stdout == stderr {
@@ -64,7 +65,7 @@ func openProcessLog(c *config.Log, stdout, stderr io.Writer) (*processLog, error
 	case to == config.LogEventsOff:
 		p.events = slog.New(slog.DiscardHandler)
 	case c.EventsFile():
-		f, err := os.OpenFile(to, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		f, err := openEventsFile(to, p.logger)
 		if err != nil {
 			return nil, fmt.Errorf("log.events: %w", err)
 		}
@@ -81,6 +82,35 @@ func openProcessLog(c *config.Log, stdout, stderr io.Writer) (*processLog, error
 		p.events = slog.New(slog.NewJSONHandler(s, nil))
 	}
 	return p, nil
+}
+
+// openEventsFile opens log.events' file for appending, creating it 0600. It does not follow
+// a symbolic link (O_NOFOLLOW: the open fails), so that whoever can write the directory
+// cannot send the events elsewhere; an existing file that its group or others may access
+// (0644 left by an earlier tool) loses those bits, through the open file, and the change is
+// logged: events carry IP addresses and user names. A named pipe or device is left as it is.
+func openEventsFile(path string, logger *slog.Logger) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%s is a symbolic link: name the file itself: %w", path, err)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	if perm := fi.Mode().Perm(); fi.Mode().IsRegular() && perm&0o077 != 0 {
+		if err := f.Chmod(perm &^ 0o077); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("%s is mode %#o and cannot be made 0600: %w", path, perm, err)
+		}
+		logger.Warn("log.events file permissions restricted", "file", path,
+			"was", fmt.Sprintf("%#o", perm), "now", fmt.Sprintf("%#o", perm&^0o077))
+	}
+	return f, nil
 }
 
 // close writes the throttle's last summary and closes the events' file.

@@ -225,6 +225,78 @@ func TestProcessLogEventsFileThatCannotBeOpened(t *testing.T) {
 	}
 }
 
+// An existing log.events file that its group or others may read is made 0600 before any
+// event is written to it (the creation mode applies only to a new file), with a warning in
+// the application log; a symbolic link is not followed: startup stops and its target
+// receives nothing.
+func TestProcessLogEventsFileIsPrivateAndNotASymlink(t *testing.T) {
+	tests := []struct {
+		name     string
+		existing os.FileMode // mode of the file already there; 0: none
+		symlink  bool        // log.events names a symbolic link to that file
+		wantErr  string      // "" when the file opens
+		wantWarn bool        // the application log reports the permissions' change
+	}{
+		{name: "new file is created 0600"},
+		{name: "existing 0600 file is kept", existing: 0o600},
+		{name: "existing 0644 file is made 0600", existing: 0o644, wantWarn: true},
+		{name: "existing 0660 file is made 0600", existing: 0o660, wantWarn: true},
+		{name: "symbolic link is refused", existing: 0o600, symlink: true, wantErr: "is a symbolic link"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "events.jsonl")
+			if tt.existing != 0 {
+				if err := os.WriteFile(file, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(file, tt.existing); err != nil { // past the umask
+					t.Fatal(err)
+				}
+			}
+			path := file
+			if tt.symlink {
+				path = filepath.Join(dir, "link.jsonl")
+				if err := os.Symlink(file, path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var app bytes.Buffer
+			p, err := openProcessLog(&config.Log{Events: path}, &app, &app)
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), "log.events: ") || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("openProcessLog = %v, want a log.events error containing %q", err, tt.wantErr)
+				}
+				if b, err := os.ReadFile(file); err != nil || len(b) != 0 {
+					t.Errorf("the link's target holds %q (%v), want nothing", b, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.events.Info("login_event", "log_id", "1")
+			if err := p.close(); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("events file mode = %v, want 0600", fi.Mode().Perm())
+			}
+			if b, _ := os.ReadFile(file); !strings.Contains(string(b), `"log_id":"1"`) {
+				t.Errorf("events file holds %q, want the event", b)
+			}
+			if got := strings.Contains(app.String(), "log.events file permissions restricted"); got != tt.wantWarn {
+				t.Errorf("warning in the application log = %v, want %v:\n%s", got, tt.wantWarn, app.String())
+			}
+		})
+	}
+}
+
 // The per-request lines of a store outage are DEBUG in the application log (the store
 // reports the outage once): written at log.level debug, not at info.
 func TestProcessLogWritesStoreOutageLinesAtDebug(t *testing.T) {
