@@ -107,9 +107,9 @@ func (v *validator) console(c *Config) {
 		v.issuer("console.url", cs.URL, false)
 		if len(v.errs) == n {
 			if u, _ := url.Parse(cs.URL); !strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/console") {
-				v.add("console.url", "%q must end with /console (the path the broker serves it on)", cs.URL)
+				v.add("console.url", "%q must end with /console (the path the broker serves it on)", redactURL(cs.URL))
 			} else if insecureHTTP(u) && !c.AllowInsecureHTTP {
-				v.add("console.url", "%q must use https (plain http only on a loopback host; allow_insecure_http accepts it elsewhere, for development only)", cs.URL)
+				v.add("console.url", "%q must use https (plain http only on a loopback host; allow_insecure_http accepts it elsewhere, for development only)", redactURL(cs.URL))
 			}
 		}
 	} else if c.AdminListen != "" && len(cs.Admins) > 0 {

@@ -84,7 +84,7 @@ func TestLogStreamsValidation(t *testing.T) {
 		{name: "url https off loopback", mut: func(s *LogStream) { s.URL = "http://siem.example.com/" },
 			want: FieldError{Key: "log_streams[0].url", Reason: `"http://siem.example.com/" must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/; allow_insecure_http accepts it elsewhere, for development only)`}},
 		{name: "url without user information", mut: func(s *LogStream) { s.URL = "https://user:pw@siem.example.com/" },
-			want: FieldError{Key: "log_streams[0].url", Reason: `"https://user:pw@siem.example.com/" must not contain user information`}},
+			want: FieldError{Key: "log_streams[0].url", Reason: `"https://REDACTED@siem.example.com/" must not contain user information`}},
 		{name: "auth type required", mut: func(s *LogStream) { s.Auth = LogStreamAuth{} },
 			want: FieldError{Key: "log_streams[0].auth.type", Reason: "is required: bearer (auth.token) or hmac (auth.secret): a stream's requests always authenticate"}},
 		{name: "auth type known", mut: func(s *LogStream) { s.Auth.Type = "basic" },

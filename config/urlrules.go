@@ -19,12 +19,59 @@ import (
 //     only, absolute, with no fragment (OpenID Connect Back-Channel Logout 1.0 §2.2) and no
 //     user information (credentials belong in no configured URL, and would reach logs).
 //     log_streams[].url, also called by the broker alone, follows the same rule.
+//   - A validation message quotes the URL with its user information, query and fragment
+//     redacted (redactURL): they may carry credentials.
 //   - Redirect URIs may also use a private-use scheme, which must be a reverse domain name
 //     (contain a dot, RFC 8252 §7.1), so javascript:, data:, file: and the like never pass,
 //     whatever allow_insecure_http says.
 //   - public_url must be on the issuer's origin: only the path may differ. Tokens carry the
 //     issuer while the endpoints are served under public_url; a different scheme would
 //     downgrade the endpoints, a different host or port would send apps and cookies elsewhere.
+
+// redactURL is raw as validation messages echo it: user information, query and fragment
+// replaced by REDACTED, since they may carry credentials (a webhook's user:password or
+// ?apikey=) that would otherwise reach the reload log and the output of config validate. It
+// works on the text, so that a URL that does not parse is redacted too: the authority is
+// what follows "scheme:" (and "//") up to the first '/', and its user information what
+// precedes its last '@'.
+func redactURL(raw string) string {
+	head, tail := raw, ""
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		head = raw[:i]
+		switch q, frag, hasFrag := strings.Cut(raw[i:], "#"); {
+		case q != "":
+			tail = "?" + redactedPart(q[1:])
+			if hasFrag {
+				tail += "#" + redactedPart(frag)
+			}
+		default: // the fragment comes first
+			tail = "#" + redactedPart(frag)
+		}
+	}
+	rest, prefix := head, ""
+	if i := strings.IndexByte(rest, ':'); i >= 0 && !strings.ContainsAny(rest[:i], "/@") {
+		prefix, rest = rest[:i+1], rest[i+1:]
+	}
+	if strings.HasPrefix(rest, "//") {
+		prefix, rest = prefix+"//", rest[2:]
+	}
+	authority, path := rest, ""
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		authority, path = rest[:i], rest[i:]
+	}
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		authority = "REDACTED" + authority[i:]
+	}
+	return prefix + authority + path + tail
+}
+
+// redactedPart is REDACTED, or "" for an empty part (so that "?" and "#" stay as written).
+func redactedPart(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "REDACTED"
+}
 
 // insecureHTTP reports whether u is plain http on a host that is not loopback
 // (discovery.LoopbackHost, the upstream URLs' rule).
@@ -47,7 +94,7 @@ func (v *validator) brokerURL(key, raw string, allowHTTP bool) *url.URL {
 		return nil
 	}
 	if insecureHTTP(u) && !allowHTTP {
-		v.add(key, "%q must use https (plain http only on a loopback host: 127.0.0.1, [::1] or localhost; allow_insecure_http accepts it elsewhere, for development only)", raw)
+		v.add(key, "%q must use https (plain http only on a loopback host: 127.0.0.1, [::1] or localhost; allow_insecure_http accepts it elsewhere, for development only)", redactURL(raw))
 	}
 	return u
 }
@@ -61,7 +108,7 @@ func (c *Config) brokerURLs(v *validator) {
 		return
 	}
 	if want := urlOrigin(iss); urlOrigin(pub) != want {
-		v.add("public_url", "%q must be on the issuer's origin %s (same scheme, host and port; only the path may differ)", c.PublicURL, want)
+		v.add("public_url", "%q must be on the issuer's origin %s (same scheme, host and port; only the path may differ)", redactURL(c.PublicURL), want)
 	}
 }
 
@@ -81,28 +128,28 @@ func redirectURIProblem(raw string, allowHTTP bool) string {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		return fmt.Sprintf("%q is not a URL", raw)
+		return fmt.Sprintf("%q is not a URL", redactURL(raw))
 	case !u.IsAbs():
-		return fmt.Sprintf("%q must be an absolute URI", raw)
+		return fmt.Sprintf("%q must be an absolute URI", redactURL(raw))
 	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return fmt.Sprintf("%q must not contain a fragment", raw)
+		return fmt.Sprintf("%q must not contain a fragment", redactURL(raw))
 	case (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
-		return fmt.Sprintf("%q has no host", raw)
+		return fmt.Sprintf("%q has no host", redactURL(raw))
 	case u.User != nil:
-		return fmt.Sprintf("%q must not contain user information", raw)
+		return fmt.Sprintf("%q must not contain user information", redactURL(raw))
 	case u.Scheme == "https":
 		return ""
 	case u.Scheme == "http":
 		if insecureHTTP(u) && !allowHTTP {
-			return fmt.Sprintf("%q must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/, RFC 8252 §7.3)", raw)
+			return fmt.Sprintf("%q must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/, RFC 8252 §7.3)", redactURL(raw))
 		}
 		return ""
 	case neverRedirectSchemes[u.Scheme]:
-		return fmt.Sprintf("%q: the %s: scheme is never accepted for a redirect URI", raw, u.Scheme)
+		return fmt.Sprintf("%q: the %s: scheme is never accepted for a redirect URI", redactURL(raw), u.Scheme)
 	case !strings.Contains(u.Scheme, "."):
-		return fmt.Sprintf("%q: a private-use URI scheme must be a reverse domain name such as com.example.app (RFC 8252 §7.1)", raw)
+		return fmt.Sprintf("%q: a private-use URI scheme must be a reverse domain name such as com.example.app (RFC 8252 §7.1)", redactURL(raw))
 	case u.Opaque == "" && u.Path == "" && u.Host == "":
-		return fmt.Sprintf("%q has nothing after the scheme (e.g. %s:/callback)", raw, u.Scheme)
+		return fmt.Sprintf("%q has nothing after the scheme (e.g. %s:/callback)", redactURL(raw), u.Scheme)
 	}
 	return ""
 }
@@ -114,17 +161,17 @@ func backchannelLogoutURIProblem(raw string, allowHTTP bool) string {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		return fmt.Sprintf("%q is not a URL", raw)
+		return fmt.Sprintf("%q is not a URL", redactURL(raw))
 	case u.Scheme != "http" && u.Scheme != "https" || u.Opaque != "":
-		return fmt.Sprintf("%q must be an absolute https URL (http only on a loopback host)", raw)
+		return fmt.Sprintf("%q must be an absolute https URL (http only on a loopback host)", redactURL(raw))
 	case u.Host == "":
-		return fmt.Sprintf("%q has no host", raw)
+		return fmt.Sprintf("%q has no host", redactURL(raw))
 	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return fmt.Sprintf("%q must not contain a fragment", raw)
+		return fmt.Sprintf("%q must not contain a fragment", redactURL(raw))
 	case u.User != nil:
-		return fmt.Sprintf("%q must not contain user information", raw)
+		return fmt.Sprintf("%q must not contain user information", redactURL(raw))
 	case insecureHTTP(u) && !allowHTTP:
-		return fmt.Sprintf("%q must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/; allow_insecure_http accepts it elsewhere, for development only)", raw)
+		return fmt.Sprintf("%q must use https (plain http only on a loopback host such as http://127.0.0.1:PORT/; allow_insecure_http accepts it elsewhere, for development only)", redactURL(raw))
 	}
 	return ""
 }
@@ -136,10 +183,10 @@ func originProblem(raw string, allowHTTP bool) string {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil ||
 		strings.Contains(raw, "#") {
-		return fmt.Sprintf("%q must be an origin such as https://app.example.com", raw)
+		return fmt.Sprintf("%q must be an origin such as https://app.example.com", redactURL(raw))
 	}
 	if insecureHTTP(u) && !allowHTTP {
-		return fmt.Sprintf("%q must use https (plain http only on a loopback host such as http://127.0.0.1:3000)", raw)
+		return fmt.Sprintf("%q must use https (plain http only on a loopback host such as http://127.0.0.1:3000)", redactURL(raw))
 	}
 	return ""
 }

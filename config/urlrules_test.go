@@ -120,9 +120,9 @@ func TestRedirectURIsAreHTTPSLoopbackHTTPOrReverseDomainSchemes(t *testing.T) {
 			{uri: "file:///etc/passwd", wantError: `"file:///etc/passwd": the file: scheme is never accepted for a redirect URI`},
 			{uri: "blob:https://app.example.com/0b1c", wantError: `"blob:https://app.example.com/0b1c": the blob: scheme is never accepted for a redirect URI`},
 			{uri: "about:blank", wantError: `"about:blank": the about: scheme is never accepted for a redirect URI`},
-			{uri: "https://app.example.com/cb#frag", wantError: `"https://app.example.com/cb#frag" must not contain a fragment`},
+			{uri: "https://app.example.com/cb#frag", wantError: `"https://app.example.com/cb#REDACTED" must not contain a fragment`},
 			{uri: "https://app.example.com/cb#", wantError: `"https://app.example.com/cb#" must not contain a fragment`},
-			{uri: "https://user:pw@app.example.com/cb", wantError: `"https://user:pw@app.example.com/cb" must not contain user information`},
+			{uri: "https://user:pw@app.example.com/cb", wantError: `"https://REDACTED@app.example.com/cb" must not contain user information`},
 			{uri: "//app.example.com/cb", wantError: `"//app.example.com/cb" must be an absolute URI`},
 			{uri: "/callback", wantError: `"/callback" must be an absolute URI`},
 			{uri: "https:///callback", wantError: `"https:///callback" has no host`},
@@ -155,7 +155,7 @@ func TestAllowedOriginsAreHTTPSOrLoopbackHTTPOrigins(t *testing.T) {
 		{origin: "http://spa.example.com", wantError: `"http://spa.example.com" must use https (plain http only on a loopback host such as http://127.0.0.1:3000)`},
 		{origin: "http://spa.example.com", insecure: true},
 		{origin: "https://spa.example.com/app", wantError: `"https://spa.example.com/app" must be an origin such as https://app.example.com`},
-		{origin: "https://spa.example.com?x", wantError: `"https://spa.example.com?x" must be an origin such as https://app.example.com`},
+		{origin: "https://spa.example.com?x", wantError: `"https://spa.example.com?REDACTED" must be an origin such as https://app.example.com`},
 		{origin: "https://spa.example.com#", wantError: `"https://spa.example.com#" must be an origin such as https://app.example.com`},
 		{origin: "null", wantError: `"null" must be an origin such as https://app.example.com`},
 		{origin: "javascript:alert(1)", insecure: true, wantError: `"javascript:alert(1)" must be an origin such as https://app.example.com`},
@@ -195,10 +195,10 @@ func TestBackchannelLogoutURIIsAnHTTPSURLWithoutFragmentOrUserinfo(t *testing.T)
 		{name: "http on a name is refused", uri: "http://app.example.com/bcl", wantError: `"http://app.example.com/bcl"` + httpsOnly},
 		{name: "http on a LAN address is refused", uri: "http://10.0.0.5:8082/bcl", wantError: `"http://10.0.0.5:8082/bcl"` + httpsOnly},
 		{name: "http on a LAN address with allow_insecure_http", uri: "http://10.0.0.5:8082/bcl", insecure: true},
-		{name: "fragment is refused", uri: "https://app.example.com/bcl#x", wantError: `"https://app.example.com/bcl#x" must not contain a fragment`},
+		{name: "fragment is refused", uri: "https://app.example.com/bcl#x", wantError: `"https://app.example.com/bcl#REDACTED" must not contain a fragment`},
 		{name: "empty fragment is refused", uri: "https://app.example.com/bcl#", wantError: `"https://app.example.com/bcl#" must not contain a fragment`},
-		{name: "user information is refused", uri: "https://user:pw@app.example.com/bcl", wantError: `"https://user:pw@app.example.com/bcl" must not contain user information`},
-		{name: "user information is refused under allow_insecure_http", uri: "http://user@10.0.0.5/bcl", insecure: true, wantError: `"http://user@10.0.0.5/bcl" must not contain user information`},
+		{name: "user information is refused", uri: "https://user:pw@app.example.com/bcl", wantError: `"https://REDACTED@app.example.com/bcl" must not contain user information`},
+		{name: "user information is refused under allow_insecure_http", uri: "http://user@10.0.0.5/bcl", insecure: true, wantError: `"http://REDACTED@10.0.0.5/bcl" must not contain user information`},
 		{name: "relative is refused", uri: "/bcl", wantError: `"/bcl" must be an absolute https URL (http only on a loopback host)`},
 		{name: "scheme-relative is refused", uri: "//app.example.com/bcl", wantError: `"//app.example.com/bcl" must be an absolute https URL (http only on a loopback host)`},
 		{name: "private-use scheme is refused", uri: "com.example.app:/bcl", wantError: `"com.example.app:/bcl" must be an absolute https URL (http only on a loopback host)`},
@@ -297,4 +297,96 @@ func insecureHTTPConfig(t *testing.T) *Config {
 		t.Fatalf("Validate: %v", FieldErrors(errs))
 	}
 	return cfg
+}
+
+// redactURL keeps a URL's scheme, host and path and hides what may carry credentials: user
+// information, query and fragment, in URLs that parse and in those that do not.
+func TestRedactURLHidesUserinfoQueryAndFragment(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw, want string
+	}{
+		{name: "plain URL unchanged", raw: "https://hooks.example.net/hook", want: "https://hooks.example.net/hook"},
+		{name: "user and password", raw: "http://user:PASSWORDINURL@hooks.example.net/hook", want: "http://REDACTED@hooks.example.net/hook"},
+		{name: "user information with an @", raw: "https://a@b:PASSWORDINURL@hooks.example.net", want: "https://REDACTED@hooks.example.net"},
+		{name: "query", raw: "https://hooks.example.net/hook?apikey=PASSWORDINURL", want: "https://hooks.example.net/hook?REDACTED"},
+		{name: "query and fragment", raw: "https://h.example/p?k=PASSWORDINURL#PASSWORDINURL", want: "https://h.example/p?REDACTED#REDACTED"},
+		{name: "fragment before a ?", raw: "https://h.example/p#x?PASSWORDINURL", want: "https://h.example/p#REDACTED"},
+		{name: "empty query and fragment kept", raw: "https://h.example/p?#", want: "https://h.example/p?#"},
+		{name: "everything", raw: "http://user:PASSWORDINURL@hooks.example.net/hook?apikey=PASSWORDINURL#PASSWORDINURL",
+			want: "http://REDACTED@hooks.example.net/hook?REDACTED#REDACTED"},
+		{name: "unparsable URL", raw: "http://user:PASSWORDINURL@hooks.example.net/%zz?apikey=PASSWORDINURL", want: "http://REDACTED@hooks.example.net/%zz?REDACTED"},
+		{name: "opaque URL with user information", raw: "https:user:PASSWORDINURL@hooks.example.net", want: "https:REDACTED@hooks.example.net"},
+		{name: "no scheme: the user name reads as one", raw: "user:PASSWORDINURL@hooks.example.net/x", want: "user:REDACTED@hooks.example.net/x"},
+		{name: "@ in the path only", raw: "https://h.example/@me", want: "https://h.example/@me"},
+		{name: "private-use scheme", raw: "com.example.app:/callback?code=PASSWORDINURL", want: "com.example.app:/callback?REDACTED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := redactURL(tc.raw); got != tc.want {
+				t.Errorf("redactURL(%q) = %q, want %q", tc.raw, got, tc.want)
+			}
+		})
+	}
+}
+
+// No validation message echoes the user information, query or fragment of a URL it
+// refuses, whatever the key: they may carry credentials, and the messages reach the reload
+// log and the output of config validate.
+func TestValidationMessagesRedactURLCredentials(t *testing.T) {
+	const secret = "PASSWORDINURL"
+	bad := "http://user:" + secret + "@hooks.example.net/hook?apikey=" + secret + "#" + secret
+	unparsable := "https://user:" + secret + "@hooks.example.net/%zz?apikey=" + secret
+	for _, tc := range []struct {
+		name string
+		key  string
+		mut  func(c *Config)
+	}{
+		{name: "issuer", key: "issuer", mut: func(c *Config) { c.Issuer = bad }},
+		{name: "issuer that does not parse", key: "issuer", mut: func(c *Config) { c.Issuer = unparsable }},
+		{name: "public_url", key: "public_url", mut: func(c *Config) { c.PublicURL = bad }},
+		{name: "public_url off the issuer's origin", key: "public_url", mut: func(c *Config) {
+			c.PublicURL = "https://other.example.com/p?apikey=" + secret
+		}},
+		{name: "redirect_uris", key: "clients[0].redirect_uris[0]", mut: func(c *Config) { c.Clients[0].RedirectURIs[0] = bad }},
+		{name: "redirect_uris private-use scheme", key: "clients[0].redirect_uris[0]", mut: func(c *Config) {
+			c.Clients[0].RedirectURIs[0] = "myapp:/cb?k=" + secret
+		}},
+		{name: "post_logout_redirect_uris", key: "clients[0].post_logout_redirect_uris[0]", mut: func(c *Config) {
+			c.Clients[0].PostLogoutRedirectURIs = []string{bad}
+		}},
+		{name: "allowed_origins", key: "clients[0].allowed_origins[0]", mut: func(c *Config) { c.Clients[0].AllowedOrigins = []string{bad} }},
+		{name: "backchannel_logout_uri", key: "clients[0].backchannel_logout_uri", mut: func(c *Config) { c.Clients[0].BackchannelLogoutURI = bad }},
+		{name: "log_streams url", key: "log_streams[0].url", mut: func(c *Config) {
+			c.LogStreams = []LogStream{{Name: "siem", URL: bad, Auth: LogStreamAuth{Type: LogStreamBearer, Token: strings.Repeat("t", 32)}}}
+		}},
+		{name: "log_streams url that does not parse", key: "log_streams[0].url", mut: func(c *Config) {
+			c.LogStreams = []LogStream{{Name: "siem", URL: unparsable, Auth: LogStreamAuth{Type: LogStreamBearer, Token: strings.Repeat("t", 32)}}}
+		}},
+		{name: "console.url", key: "console.url", mut: func(c *Config) { c.Console.URL = bad }},
+		{name: "upstream issuer", key: "connections[0].options.issuer", mut: func(c *Config) { c.Connections[0].Options.Issuer = bad }},
+		{name: "okta domain", key: "connections[0].options.domain", mut: func(c *Config) {
+			c.Connections[0].Strategy = "okta"
+			c.Connections[0].Options.Issuer, c.Connections[0].Options.DiscoveryURL = "", ""
+			c.Connections[0].Options.Domain = "https://user:" + secret + "@example.okta.com"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			configtest.SetEnv(t)
+			cfg, err := Parse([]byte(configtest.ValidYAML))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.mut(cfg)
+			errs := cfg.Validate()
+			reported := false
+			for _, e := range errs {
+				reported = reported || e.Key == tc.key
+				if strings.Contains(e.Error(), secret) {
+					t.Errorf("message echoes the credential: %v", e)
+				}
+			}
+			if !reported {
+				t.Errorf("no problem under %s: %v", tc.key, FieldErrors(errs))
+			}
+		})
+	}
 }

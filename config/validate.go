@@ -128,17 +128,22 @@ func (v *validator) issuer(key, raw string, required bool) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		v.add(key, "is not a URL: %v", err)
+		// Not err itself: a *url.Error quotes the whole URL.
+		reason := err
+		if ue, ok := err.(*url.Error); ok {
+			reason = ue.Err
+		}
+		v.add(key, "%q is not a URL: %v", redactURL(raw), reason)
 	case u.Scheme != "http" && u.Scheme != "https":
-		v.add(key, "%q must be an absolute http or https URL", raw)
+		v.add(key, "%q must be an absolute http or https URL", redactURL(raw))
 	case u.Host == "":
-		v.add(key, "%q has no host", raw)
+		v.add(key, "%q has no host", redactURL(raw))
 	case u.User != nil:
-		v.add(key, "%q must not contain user information", raw)
+		v.add(key, "%q must not contain user information", redactURL(raw))
 	case u.RawQuery != "" || u.ForceQuery:
-		v.add(key, "%q must not contain a query", raw)
+		v.add(key, "%q must not contain a query", redactURL(raw))
 	case u.Fragment != "" || strings.Contains(raw, "#"):
-		v.add(key, "%q must not contain a fragment", raw)
+		v.add(key, "%q must not contain a fragment", redactURL(raw))
 	}
 }
 
@@ -546,7 +551,8 @@ func (v *validator) connection(p string, cc *Connection, clients map[string]bool
 		}
 		if o.Domain != "" {
 			if _, err := upstream.OktaIssuer(o.Domain, ""); err != nil { // http:// only for loopback
-				v.add(p+"options.domain", "%v", err)
+				// The error quotes the domain: redact it as a URL.
+				v.add(p+"options.domain", "%s", strings.ReplaceAll(err.Error(), strconv.Quote(o.Domain), strconv.Quote(redactURL(o.Domain))))
 			}
 		}
 		if id := o.AuthorizationServerID; id != "" && !oktaServerIDRE.MatchString(id) {
