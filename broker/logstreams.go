@@ -41,7 +41,7 @@ func (s *Server) newLogStreams(cfg *config.Config, deps Deps, raw sessions.Store
 		}
 		streams[i] = logstream.Stream{
 			Name: c.Name, URL: c.URL, Types: c.Types, BatchSize: c.BatchSize, StartOldest: c.Start == "oldest",
-			Timeout: c.Timeout, MaxBackoff: c.MaxBackoff, HTTP: client,
+			Timeout: c.Timeout, MaxBackoff: c.MaxBackoff, LateWindow: c.LateWindow, HTTP: client,
 		}
 		switch c.Auth.Type {
 		case config.LogStreamBearer:

@@ -30,6 +30,10 @@ type LogStream struct {
 	// retries (default 1m, 1s to 1h).
 	Timeout    time.Duration `yaml:"timeout"`
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// LateWindow is how late an event may reach the store and still be sent (default 1m, 5s
+	// to 1h; logstream.Stream.LateWindow): it must exceed the replicas' clock skew plus the
+	// longest store write (store.redis.timeout). A new holder sends again up to this much.
+	LateWindow time.Duration `yaml:"late_window"`
 	// AllowedNetworks are the internal networks (CIDRs or addresses) the endpoint may be on:
 	// like upstream calls, the stream connects only to public addresses otherwise.
 	AllowedNetworks []string `yaml:"allowed_networks"`
@@ -56,12 +60,14 @@ const (
 	maxLogStreamSecret    = 64
 	maxLogStreamTimeout   = time.Minute
 	maxLogStreamBackoff   = time.Hour
+	minLogStreamLate      = 5 * time.Second
+	maxLogStreamLate      = time.Hour
 	logStreamSecretPrefix = "whsec_"
 )
 
 var logStreamNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
-// applyDefaults fills batch_size, start, timeout and max_backoff.
+// applyDefaults fills batch_size, start, timeout, max_backoff and late_window.
 func (s *LogStream) applyDefaults() {
 	if s.BatchSize == 0 {
 		s.BatchSize = 50
@@ -74,6 +80,9 @@ func (s *LogStream) applyDefaults() {
 	}
 	if s.MaxBackoff == 0 {
 		s.MaxBackoff = time.Minute
+	}
+	if s.LateWindow == 0 {
+		s.LateWindow = time.Minute
 	}
 }
 
@@ -135,6 +144,9 @@ func (v *validator) logStreams(c *Config) {
 		}
 		if s.MaxBackoff < time.Second || s.MaxBackoff > maxLogStreamBackoff {
 			v.add(p+".max_backoff", "must be between 1s and %s", maxLogStreamBackoff)
+		}
+		if s.LateWindow < minLogStreamLate || s.LateWindow > maxLogStreamLate {
+			v.add(p+".late_window", "must be between %s and %s (above the replicas' clock skew plus the store's write timeout)", minLogStreamLate, maxLogStreamLate)
 		}
 		for j, n := range s.AllowedNetworks {
 			if _, err := ParsePrefix(n); err != nil {

@@ -36,6 +36,7 @@ log_streams:
     start: oldest
     timeout: 3s
     max_backoff: 5m
+    late_window: 2m
     allowed_networks: [10.0.0.0/8]
 `))
 	if err != nil {
@@ -45,10 +46,10 @@ log_streams:
 		t.Fatalf("Validate: %v", FieldErrors(errs))
 	}
 	s0, s1 := cfg.LogStreams[0], cfg.LogStreams[1]
-	if s0.BatchSize != 50 || s0.Start != "latest" || s0.Timeout != 10*time.Second || s0.MaxBackoff != time.Minute || s0.Auth.Token != strings.Repeat("x", 24) {
+	if s0.BatchSize != 50 || s0.Start != "latest" || s0.Timeout != 10*time.Second || s0.MaxBackoff != time.Minute || s0.LateWindow != time.Minute || s0.Auth.Token != strings.Repeat("x", 24) {
 		t.Errorf("defaults of the first stream: %+v", s0)
 	}
-	if s1.BatchSize != 10 || s1.Start != "oldest" || s1.Timeout != 3*time.Second || s1.MaxBackoff != 5*time.Minute ||
+	if s1.BatchSize != 10 || s1.Start != "oldest" || s1.Timeout != 3*time.Second || s1.MaxBackoff != 5*time.Minute || s1.LateWindow != 2*time.Minute ||
 		string(s1.Auth.HMACKey()) != strings.Repeat("k", 32) || len(s1.Types) != 2 {
 		t.Errorf("second stream: %+v", s1)
 	}
@@ -116,6 +117,10 @@ func TestLogStreamsValidation(t *testing.T) {
 			want: FieldError{Key: "log_streams[0].timeout", Reason: "must be a positive duration of at most 1m0s"}},
 		{name: "max backoff at least a second", mut: func(s *LogStream) { s.MaxBackoff = time.Millisecond },
 			want: FieldError{Key: "log_streams[0].max_backoff", Reason: "must be between 1s and 1h0m0s"}},
+		{name: "late window at least 5 seconds", mut: func(s *LogStream) { s.LateWindow = time.Second },
+			want: FieldError{Key: "log_streams[0].late_window", Reason: "must be between 5s and 1h0m0s (above the replicas' clock skew plus the store's write timeout)"}},
+		{name: "late window at most an hour", mut: func(s *LogStream) { s.LateWindow = 2 * time.Hour },
+			want: FieldError{Key: "log_streams[0].late_window", Reason: "must be between 5s and 1h0m0s (above the replicas' clock skew plus the store's write timeout)"}},
 		{name: "allowed networks parse", mut: func(s *LogStream) { s.AllowedNetworks = []string{"10.0.0.0/33"} },
 			want: FieldError{Key: "log_streams[0].allowed_networks[0]", Reason: `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
 	} {

@@ -11,7 +11,25 @@
 // holding its lease in the store sends (the lease is renewed every third of its TTL; the
 // position is moved only by the holder of the live lease, so a replica that lost it cannot
 // move it back or past what it sent). A stream without a stored position starts at the
-// newest event (or at the oldest retained one, Stream.StartOldest).
+// newest event (or at the oldest retained one, Stream.StartOldest): with a store that loses
+// its data on restart (Redis without persistence) the position goes with the events, and only
+// StartOldest sends those written between the restart and the stream's next read.
+//
+// # Late events
+//
+// A log_id begins with the writing replica's clock (logs.NewLogID) and the read waits only
+// logs.Writer.Settle for other replicas, so an event can reach the store below the log_id the
+// stream has already read: its replica's clock is behind, or its write was slow. The stream
+// reads ahead at once but stores as its position only the last event read more than
+// Stream.LateWindow ago (by its own clock), and every Poll re-reads the entries between the
+// two, sending those it had not read (in batches of their own, after events with higher
+// log_ids) and counting them (dpop_broker_log_stream_late_events_total, log line
+// log_stream_late_event). The guarantee holds for an event whose log_id's time is less than
+// LateWindow minus Poll (and one pass) before the moment it is stored, by the stream's clock:
+// clock skew plus write delay must stay below that. A later event is not sent. A holder that
+// takes over (or restarts) starts at the stored position and sends again up to LateWindow of
+// events; the ids a stream remembers are bounded (maxWindowIDs), past which the re-read
+// covers less of the window.
 //
 // A failed attempt (transport error, timeout, any answer but 2xx; redirects are not
 // followed) is retried with capped exponential backoff and jitter, forever: the position

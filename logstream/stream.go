@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +30,11 @@ const (
 	DefaultMaxBackoff = time.Minute
 	DefaultLeaseTTL   = 30 * time.Second
 	DefaultPoll       = time.Second
+	DefaultLateWindow = time.Minute
 )
+
+// rescanPage is how many entries one read of the late re-read takes.
+const rescanPage = 500
 
 // releaseTimeout bounds the release of a lease at Close.
 const releaseTimeout = 2 * time.Second
@@ -61,6 +66,11 @@ type Stream struct {
 	// HTTP sends the requests (nil: a client of its own without proxy). It must not follow
 	// redirects; the broker gives one that applies its address policy (egress).
 	HTTP *http.Client
+	// LateWindow is how late an event may reach the store and still be sent (default
+	// DefaultLateWindow): the stored position stays this far behind the newest event read,
+	// and every Poll the entries of the window that were not read are sent (see the package
+	// doc, "Late events").
+	LateWindow time.Duration
 }
 
 // Options are what every stream shares.
@@ -163,6 +173,9 @@ func (st *Stream) defaults() {
 	}
 	if st.MaxBackoff <= 0 {
 		st.MaxBackoff = DefaultMaxBackoff
+	}
+	if st.LateWindow <= 0 {
+		st.LateWindow = DefaultLateWindow
 	}
 	st.MaxBackoff = max(st.MaxBackoff, st.MinBackoff)
 	if st.HTTP == nil {
@@ -328,8 +341,11 @@ func (sd *sender) renew(ctx context.Context, lost func()) {
 	}
 }
 
-// deliver reads batches after pos and sends them, moving the stored position past each one
-// the endpoint took, until ctx ends or the lease is lost.
+// deliver reads batches after pos and sends them, until ctx ends or the lease is lost. The
+// read moves on at once (front), the stored position only to the last event read more than
+// LateWindow ago (store); every Poll the entries between the two that were not read are sent
+// (rescan). A new holder thus starts at most LateWindow behind, sending again what was sent
+// then.
 func (sd *sender) deliver(ctx context.Context, pos string) {
 	if pos == "" {
 		var ok bool
@@ -337,9 +353,12 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 			return
 		}
 	}
+	front, stored := pos, pos
+	win := &readWindow{floor: pos}
+	var lastRescan, lastFull time.Time
 	fails := 0
 	for ctx.Err() == nil {
-		evs, next, err := sd.o.Events.Tail(ctx, pos, "", sd.st.BatchSize)
+		evs, next, err := sd.o.Events.Tail(ctx, front, "", sd.st.BatchSize)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -356,12 +375,28 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 				batch = append(batch, ev)
 			}
 		}
-		if len(batch) > 0 && !sd.send(ctx, pos, batch) {
+		if len(batch) > 0 && !sd.send(ctx, front, batch) {
 			return
 		}
-		if next != pos {
-			switch err := sd.o.Cursors.AdvanceLogCursor(ctx, sd.st.Name, sd.o.Holder, next); {
+		for _, ev := range evs {
+			win.add(ev.LogID)
+		}
+		front = next
+		if time.Since(lastRescan) >= sd.o.Poll {
+			full := time.Since(lastFull) >= sd.st.LateWindow/4
+			if !sd.rescan(ctx, win, front, full) {
+				return
+			}
+			lastRescan = time.Now()
+			if full {
+				lastFull = lastRescan
+			}
+		}
+		if pos := sd.settled(win, front); pos > stored {
+			switch err := sd.o.Cursors.AdvanceLogCursor(ctx, sd.st.Name, sd.o.Holder, pos); {
 			case err == nil:
+				stored = pos
+				win.raise(stored)
 			case ctx.Err() != nil:
 				return
 			case errors.Is(err, sessions.ErrConflict):
@@ -369,18 +404,107 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 				return
 			default: // the next advance stores a later position; until then a restart resends
 				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_position_not_stored",
-					slog.String("log_id", next), slog.String("error", err.Error()))
+					slog.String("log_id", pos), slog.String("error", err.Error()))
 			}
-			pos = next
 		}
 		if time.Since(sd.lastLag) >= sd.o.Poll {
-			sd.measureLag(ctx, pos)
+			sd.measureLag(ctx, front)
 			sd.lastLag = time.Now()
 		}
 		if len(evs) < sd.st.BatchSize {
 			sleep(ctx, sd.o.Poll)
 		}
 	}
+}
+
+// settled is the position to store: front when it is older than LateWindow, else the last
+// event read before now-LateWindow ("" when none: the position stays).
+func (sd *sender) settled(win *readWindow, front string) string {
+	limit := logs.MinLogID(time.Now().Add(-sd.st.LateWindow))
+	if front < limit {
+		return front
+	}
+	return win.below(limit)
+}
+
+// rescan reads the entries between the window's floor and front and sends those the stream
+// has not read: events that reached the store after the read had passed their log_id (a
+// replica whose clock is behind, or whose write was slow). Unless full, it first counts the
+// entries there (two counts of the store, cheap) and reads them only when the count differs
+// from the ids read; the full re-read, every LateWindow/4, also finds a late entry whose count
+// a trim of the same range hid. It reports false when a send was abandoned (ctx ended, lease
+// lost); a failed read is logged and left to the next pass.
+func (sd *sender) rescan(ctx context.Context, win *readWindow, front string, full bool) bool {
+	from := win.floor
+	if from >= front {
+		return true
+	}
+	if !full {
+		// Above front first: entries written between the counts then only add to the
+		// difference, which at worst costs a read.
+		above, err := sd.o.Cursors.CountLogsAfter(ctx, front)
+		if err == nil {
+			var all int64
+			if all, err = sd.o.Cursors.CountLogsAfter(ctx, from); err == nil && all-above == int64(len(win.ids)) {
+				return true
+			}
+		}
+	}
+	for from < front {
+		es, err := sd.o.Events.Store.LogsAfter(ctx, from, rescanPage)
+		if err != nil {
+			if ctx.Err() == nil {
+				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.String("error", err.Error()))
+			}
+			return ctx.Err() == nil
+		}
+		var late []logs.Event
+		past := len(es) < rescanPage // the last page
+		for _, e := range es {
+			if e.ID > front {
+				past = true
+				break
+			}
+			from = e.ID
+			if win.has(e.ID) {
+				continue
+			}
+			if !json.Valid(e.Event) { // the writer's reads skip it (and log it): so does the stream
+				win.add(e.ID)
+				continue
+			}
+			ev, err := sd.o.Events.Get(ctx, e.ID) // unless past its class's retention
+			switch {
+			case errors.Is(err, sessions.ErrNotFound): // expired, or trimmed since: never sent
+				win.add(e.ID)
+				continue
+			case err != nil: // not noted: the next pass tries it again
+				if ctx.Err() == nil {
+					sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.String("error", err.Error()))
+				}
+				past = true
+				continue
+			}
+			win.add(e.ID)
+			sd.m.late.Inc()
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_late_event", slog.String("log_id", e.ID),
+				slog.Duration("behind", idTime(front).Sub(idTime(e.ID))))
+			if sd.types == nil || sd.types[ev.Type] {
+				late = append(late, *ev)
+			}
+		}
+		for len(late) > 0 {
+			n := min(len(late), sd.st.BatchSize)
+			if !sd.send(ctx, front, late[:n]) {
+				return false
+			}
+			late = late[n:]
+		}
+		if past {
+			break
+		}
+	}
+	return true
 }
 
 // start stores the position of a stream that has none: the newest event (or below the

@@ -227,7 +227,8 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // quickStream is a stream to url with short waits, so that tests poll briefly.
 func quickStream(url string) Stream {
 	return Stream{Name: "siem", URL: url, BearerToken: "stream-token", StartOldest: true,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, BatchSize: 10}
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, BatchSize: 10,
+		LateWindow: time.Millisecond}
 }
 
 func start(t *testing.T, f fixture, o Options, st Stream) *Streams {
@@ -753,5 +754,157 @@ func TestStreamResendsABatchWhoseAnswerFailedAndTheLogIDsDeduplicateIt(t *testin
 	}
 	if got := unique(raw); !slices.Equal(got, want) {
 		t.Fatalf("deduplicated by log_id: %v, want %v", got, want)
+	}
+}
+
+// An event that reaches the store below what the stream has already read (its log_id made
+// by a replica whose clock is 2.5 s behind, or a write that took that long) is still sent,
+// found by the re-read of the late window, and counted as late; the stored position stays
+// behind the window, so a restart would send it too.
+func TestStreamSendsAnEventWrittenBelowWhatItHadRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// fixtures returns the stream's replica and the one whose clock is behind.
+		fixtures func(t *testing.T) (stream, skewed fixture)
+	}{
+		{name: "memory", fixtures: func(t *testing.T) (fixture, fixture) { f := memoryFixture(t); return f, f }},
+		{name: "redis", fixtures: func(t *testing.T) (fixture, fixture) {
+			addr := redistest.Start(t)
+			return redisFixture(t, addr), redisFixture(t, addr)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, fk := tc.fixtures(t)
+			rc := newReceiver(t)
+			reg := prometheus.NewRegistry()
+			st := quickStream(rc.srv.URL)
+			st.LateWindow = 30 * time.Second
+			start(t, fs, Options{Metrics: reg}, st)
+
+			first := writeEvents(t, fs.w, "s")
+			rc.waitIDs(t, first) // the stream's read has passed first
+
+			lateID := logs.NewLogID(time.Now().Add(-2500 * time.Millisecond))
+			if lateID >= first[0] {
+				t.Fatalf("late id %s not below the event read %s", lateID, first[0])
+			}
+			body, err := json.Marshal(logs.Event{Type: "f", ClientID: "app", Connection: "corp", UserID: "late"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := fk.store.AppendLog(t.Context(), sessions.LogAudit, lateID, body, 1000); err != nil {
+				t.Fatal(err)
+			}
+			last := writeEvents(t, fs.w, "s")
+
+			want := []string{first[0], lateID, last[0]}
+			if got := rc.waitIDs(t, want); len(got) != len(want) || !slices.Contains(got, lateID) {
+				t.Fatalf("received %v, want %v: the late event %s too", got, want, lateID)
+			}
+			if n := counter(t, reg, "dpop_broker_log_stream_late_events_total", "stream", "siem"); n != 1 {
+				t.Errorf("late events counted %v, want 1", n)
+			}
+			if pos := storedPosition(t, fs); pos >= lateID {
+				t.Errorf("stored position %s passed the late event %s within the late window", pos, lateID)
+			}
+		})
+	}
+}
+
+// The late window remembers the ids it read above its floor, each once, in order, and
+// forgets those at or below a raised floor.
+func TestReadWindowRemembersIDsAboveItsFloor(t *testing.T) {
+	id := func(n int) string { return fmt.Sprintf("%056d", n) }
+	for _, tc := range []struct {
+		name      string
+		floor     int
+		add       []int
+		raise     int // 0: not raised
+		wantIDs   []int
+		belowOf   int
+		wantBelow string
+	}{
+		{name: "ids in order", floor: 1, add: []int{2, 3, 4}, wantIDs: []int{2, 3, 4}, belowOf: 4, wantBelow: id(3)},
+		{name: "a late id is inserted in order", floor: 1, add: []int{2, 5, 3}, wantIDs: []int{2, 3, 5}, belowOf: 5, wantBelow: id(3)},
+		{name: "an id twice is kept once", floor: 1, add: []int{2, 2, 3}, wantIDs: []int{2, 3}, belowOf: 9, wantBelow: id(3)},
+		{name: "ids at or below the floor are ignored", floor: 3, add: []int{2, 3, 4}, wantIDs: []int{4}, belowOf: 4},
+		{name: "raising the floor forgets the ids below", floor: 1, add: []int{2, 3, 4, 5}, raise: 3, wantIDs: []int{4, 5}, belowOf: 4},
+		{name: "raising to an id not read", floor: 1, add: []int{2, 4, 6}, raise: 5, wantIDs: []int{6}, belowOf: 7, wantBelow: id(6)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &readWindow{floor: id(tc.floor)}
+			for _, n := range tc.add {
+				w.add(id(n))
+			}
+			if tc.raise != 0 {
+				w.raise(id(tc.raise))
+			}
+			var want []string
+			for _, n := range tc.wantIDs {
+				want = append(want, id(n))
+			}
+			if !slices.Equal(w.ids, want) {
+				t.Errorf("ids %v, want %v", w.ids, want)
+			}
+			for _, n := range tc.wantIDs {
+				if !w.has(id(n)) {
+					t.Errorf("has(%d) = false", n)
+				}
+			}
+			if got := w.below(id(tc.belowOf)); got != tc.wantBelow {
+				t.Errorf("below(%d) = %q, want %q", tc.belowOf, got, tc.wantBelow)
+			}
+		})
+	}
+}
+
+// The window holds at most maxWindowIDs: past it the oldest are forgotten and the floor
+// rises to the last of them.
+func TestReadWindowIsBounded(t *testing.T) {
+	w := &readWindow{floor: fmt.Sprintf("%056d", 0)}
+	for n := 1; n <= maxWindowIDs+10; n++ {
+		w.add(fmt.Sprintf("%056d", n))
+	}
+	if len(w.ids) != maxWindowIDs {
+		t.Fatalf("window holds %d ids, want %d", len(w.ids), maxWindowIDs)
+	}
+	if want := fmt.Sprintf("%056d", 10); w.floor != want {
+		t.Errorf("floor %s, want %s", w.floor, want)
+	}
+}
+
+// A replica taking a stream over starts at the stored position, up to the late window behind
+// what the previous holder sent: it sends those events again (receivers drop them by log_id)
+// and loses none, the late one included.
+func TestStreamTakenOverWithinTheLateWindowSendsAgainAndLosesNothing(t *testing.T) {
+	f := memoryFixture(t)
+	rc := newReceiver(t)
+	st := quickStream(rc.srv.URL)
+	st.LateWindow = 30 * time.Second
+	first := start(t, f, Options{Holder: "first"}, st)
+	sent := writeEvents(t, f.w, repeat("s", 5)...)
+	rc.waitIDs(t, sent)
+	first.Close()
+	if pos := storedPosition(t, f); pos >= sent[0] {
+		t.Fatalf("stored position %s at or past %s, sent less than the late window ago", pos, sent[0])
+	}
+
+	lateID := logs.NewLogID(time.Now().Add(-2500 * time.Millisecond)) // written while no one sends
+	body, err := json.Marshal(logs.Event{Type: "f", ClientID: "app", Connection: "corp", UserID: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.AppendLog(t.Context(), sessions.LogAudit, lateID, body, 1000); err != nil {
+		t.Fatal(err)
+	}
+	rc2 := newReceiver(t)
+	st.URL = rc2.srv.URL
+	start(t, f, Options{Holder: "second"}, st)
+	want := append(slices.Clone(sent), lateID)
+	slices.Sort(want)
+	got := rc2.waitIDs(t, want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("the new holder sent %v, want the window's events again and the late one %v", got, want)
 	}
 }
