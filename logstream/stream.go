@@ -283,7 +283,7 @@ func (sd *sender) run(ctx context.Context) {
 		case errors.Is(err, sessions.ErrConflict): // another replica sends: report the lag it has
 			sd.standbyLag(ctx)
 		case ctx.Err() == nil:
-			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_failed", slog.String("error", err.Error()))
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_failed", slog.Any("error", err))
 		}
 		sleep(ctx, jitter(sd.o.LeaseTTL/3))
 	}
@@ -302,7 +302,7 @@ func (sd *sender) hold(ctx context.Context, pos string) {
 		rctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 		defer cancel()
 		if err := sd.o.Cursors.ReleaseLogCursor(rctx, sd.st.Name, sd.o.Holder); err != nil {
-			sd.log.LogAttrs(rctx, slog.LevelWarn, "log_stream_release_failed", slog.String("error", err.Error()))
+			sd.log.LogAttrs(rctx, slog.LevelWarn, "log_stream_release_failed", slog.Any("error", err))
 		}
 	}
 }
@@ -332,11 +332,11 @@ func (sd *sender) renew(ctx context.Context, lost func()) {
 			return
 		case !sd.leaseSafe():
 			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_lost", slog.String("holder", sd.o.Holder),
-				slog.String("error", err.Error()))
+				slog.Any("error", err))
 			lost()
 			return
 		default:
-			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_renewal_failed", slog.String("error", err.Error()))
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_lease_renewal_failed", slog.Any("error", err))
 		}
 	}
 }
@@ -363,7 +363,7 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 			if ctx.Err() != nil {
 				return
 			}
-			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.String("error", err.Error()))
+			sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.Any("error", err))
 			sleep(ctx, sd.backoff(fails))
 			fails++
 			continue
@@ -404,7 +404,7 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 				return
 			default: // the next advance stores a later position; until then a restart resends
 				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_position_not_stored",
-					slog.String("log_id", pos), slog.String("error", err.Error()))
+					slog.String("log_id", pos), slog.Any("error", err))
 			}
 		}
 		if time.Since(sd.lastLag) >= sd.o.Poll {
@@ -454,7 +454,7 @@ func (sd *sender) rescan(ctx context.Context, win *readWindow, front string, ful
 		es, err := sd.o.Events.Store.LogsAfter(ctx, from, rescanPage)
 		if err != nil {
 			if ctx.Err() == nil {
-				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.String("error", err.Error()))
+				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.Any("error", err))
 			}
 			return ctx.Err() == nil
 		}
@@ -480,7 +480,7 @@ func (sd *sender) rescan(ctx context.Context, win *readWindow, front string, ful
 				continue
 			case err != nil: // not noted: the next pass tries it again
 				if ctx.Err() == nil {
-					sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.String("error", err.Error()))
+					sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_read_failed", slog.Any("error", err))
 				}
 				past = true
 				continue
@@ -529,7 +529,7 @@ func (sd *sender) start(ctx context.Context) (string, bool) {
 		case errors.Is(err, sessions.ErrConflict) || ctx.Err() != nil:
 			return "", false
 		}
-		sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_start_failed", slog.String("error", err.Error()))
+		sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_start_failed", slog.Any("error", err))
 		sleep(ctx, sd.backoff(fails))
 	}
 	return "", false
@@ -547,6 +547,10 @@ func (sd *sender) send(ctx context.Context, pos string, batch []logs.Event) bool
 		if err == nil {
 			sd.m.delivered.Inc()
 			sd.m.events.Add(float64(len(batch)))
+			if attempt > 0 { // the one line that says the endpoint takes events again
+				sd.log.LogAttrs(ctx, slog.LevelInfo, "log_stream_delivering", slog.Int("failed_attempts", attempt),
+					slog.Int("events", len(batch)), slog.String("first_log_id", batch[0].LogID))
+			}
 			return true
 		}
 		if ctx.Err() != nil {
@@ -561,7 +565,7 @@ func (sd *sender) send(ctx context.Context, pos string, batch []logs.Event) bool
 		}
 		sd.measureLag(ctx, pos) // the lag grows while the endpoint fails
 		sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_delivery_failed", slog.Int("attempt", attempt+1),
-			slog.Int("events", len(batch)), slog.String("first_log_id", batch[0].LogID), slog.String("error", err.Error()))
+			slog.Int("events", len(batch)), slog.String("first_log_id", batch[0].LogID), slog.Any("error", err))
 		if !sleep(ctx, sd.backoff(attempt)) {
 			return false
 		}

@@ -1,6 +1,7 @@
 package logstream
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -907,4 +909,90 @@ func TestStreamTakenOverWithinTheLateWindowSendsAgainAndLosesNothing(t *testing.
 	if !slices.Equal(got, want) {
 		t.Fatalf("the new holder sent %v, want the window's events again and the late one %v", got, want)
 	}
+}
+
+// downCursors is a store that is unreachable while down is set: every cursor call fails
+// with ErrUnavailable.
+type downCursors struct {
+	sessions.LogCursors
+	down  atomic.Bool
+	fails atomic.Int64
+}
+
+func (c *downCursors) err() error {
+	c.fails.Add(1)
+	return fmt.Errorf("dial tcp: connection refused: %w", sessions.ErrUnavailable)
+}
+
+func (c *downCursors) LeaseLogCursor(ctx context.Context, name, holder string, ttl time.Duration) (string, error) {
+	if c.down.Load() {
+		return "", c.err()
+	}
+	return c.LogCursors.LeaseLogCursor(ctx, name, holder, ttl)
+}
+
+func (c *downCursors) LogCursor(ctx context.Context, name string) (string, string, error) {
+	if c.down.Load() {
+		return "", "", c.err()
+	}
+	return c.LogCursors.LogCursor(ctx, name)
+}
+
+func (c *downCursors) CountLogsAfter(ctx context.Context, after string) (int64, error) {
+	if c.down.Load() {
+		return 0, c.err()
+	}
+	return c.LogCursors.CountLogsAfter(ctx, after)
+}
+
+// TestStreamAddsNoWarningsToAStoreOutage: the stream's store failures carry the store's error,
+// so the process log's outage handler writes them at debug level (a store outage is the
+// store's two lines, not a warning per stream attempt); once the store answers, the stream
+// delivers again.
+func TestStreamAddsNoWarningsToAStoreOutage(t *testing.T) {
+	f := memoryFixture(t)
+	rc := newReceiver(t)
+	var buf lockedBuffer
+	logger := slog.New(logs.NewStoreOutageHandler(slog.NewJSONHandler(&buf, nil)))
+	cur := &downCursors{LogCursors: f.store.(sessions.LogCursors)}
+	cur.down.Store(true)
+	s, err := New(Options{Events: f.w, Cursors: cur, Logger: logger, LeaseTTL: 300 * time.Millisecond, Poll: 20 * time.Millisecond}, quickStream(rc.srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	deadline := time.Now().Add(waitFor)
+	for cur.fails.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if cur.fails.Load() < 5 {
+		t.Fatalf("the stream tried the store %d times during the outage", cur.fails.Load())
+	}
+	cur.down.Store(false)
+	ids := writeEvents(t, f.w, "s", "f")
+	rc.waitIDs(t, ids)
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, "connection refused") {
+			t.Errorf("a store failure logged as a warning: %s", line)
+		}
+	}
+}
+
+// lockedBuffer collects a logger's output; safe for the stream and the test at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
