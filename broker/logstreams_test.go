@@ -154,13 +154,15 @@ func TestLogStreamDeliversLoginsThatNeverWaitOnIt(t *testing.T) {
 }
 
 // A stream's endpoint on an internal address is refused when dialled, as upstream calls
-// are, unless the stream's allowed_networks lists it; the refusal names that key.
+// are, unless the stream's allowed_networks lists it; the refusal names that key. (An IP
+// literal is refused by config validation already; a name is checked when dialled.)
 func TestLogStreamToAnInternalAddressIsRefusedWithoutAllowedNetworks(t *testing.T) {
 	rc := newStreamReceiver(t, false)
 	buf := &lockedBuffer{}
+	byName := strings.Replace(rc.srv.URL, "127.0.0.1", "localhost", 1)
 	h := newHarness(t, harnessOpts{
 		up:     demoidp.Options{DPoPAlgs: []string{"ES256"}},
-		mutate: func(c *config.Config) { c.LogStreams = []config.LogStream{logStreamTo(rc.srv.URL)} },
+		mutate: func(c *config.Config) { c.LogStreams = []config.LogStream{logStreamTo(byName)} },
 		deps:   func(d *Deps) { d.Logger = slog.New(slog.NewJSONHandler(buf, nil)) },
 	})
 	if err := h.broker.Init(t.Context()); err != nil {

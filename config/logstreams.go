@@ -3,6 +3,8 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -148,12 +150,36 @@ func (v *validator) logStreams(c *Config) {
 		if s.LateWindow < minLogStreamLate || s.LateWindow > maxLogStreamLate {
 			v.add(p+".late_window", "must be between %s and %s (above the replicas' clock skew plus the store's write timeout)", minLogStreamLate, maxLogStreamLate)
 		}
+		var allowed []netip.Prefix
 		for j, n := range s.AllowedNetworks {
-			if _, err := ParsePrefix(n); err != nil {
+			pr, err := ParsePrefix(n)
+			if err != nil {
 				v.add(fmt.Sprintf("%s.allowed_networks[%d]", p, j), "%v", err)
 			}
+			allowed = append(allowed, pr)
+		}
+		if a, ok := internalStreamHost(s.URL); ok && !slices.ContainsFunc(allowed, func(pr netip.Prefix) bool { return pr.Contains(a) }) {
+			v.add(p+".url", "is on %s, an internal address the broker's address policy refuses: list it under %s.allowed_networks (such as %s/%d)",
+				a, p, a, a.BitLen())
 		}
 	}
+}
+
+// internalStreamHost returns the address of a stream URL whose host is an IP literal that the
+// broker's upstream address policy refuses unless a stream's allowed_networks lists it
+// (loopback, private, link-local, unspecified), so that config validate says so instead of
+// every delivery failing. A name (localhost, an internal DNS name) is checked when dialled.
+func internalStreamHost(raw string) (netip.Addr, bool) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	a = a.Unmap()
+	return a, a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified()
 }
 
 // logStreamAuth validates log_streams[].auth.

@@ -37,7 +37,7 @@ log_streams:
     timeout: 3s
     max_backoff: 5m
     late_window: 2m
-    allowed_networks: [10.0.0.0/8]
+    allowed_networks: [10.0.0.0/8, 127.0.0.1/32]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +121,10 @@ func TestLogStreamsValidation(t *testing.T) {
 			want: FieldError{Key: "log_streams[0].late_window", Reason: "must be between 5s and 1h0m0s (above the replicas' clock skew plus the store's write timeout)"}},
 		{name: "late window at most an hour", mut: func(s *LogStream) { s.LateWindow = 2 * time.Hour },
 			want: FieldError{Key: "log_streams[0].late_window", Reason: "must be between 5s and 1h0m0s (above the replicas' clock skew plus the store's write timeout)"}},
+		{name: "a loopback url needs allowed_networks", mut: func(s *LogStream) { s.URL = "http://127.0.0.1:9000/hook" },
+			want: FieldError{Key: "log_streams[0].url", Reason: "is on 127.0.0.1, an internal address the broker's address policy refuses: list it under log_streams[0].allowed_networks (such as 127.0.0.1/32)"}},
+		{name: "a private url needs allowed_networks", mut: func(s *LogStream) { s.URL = "https://10.1.2.3/hook"; s.AllowedNetworks = []string{"192.168.0.0/16"} },
+			want: FieldError{Key: "log_streams[0].url", Reason: "is on 10.1.2.3, an internal address the broker's address policy refuses: list it under log_streams[0].allowed_networks (such as 10.1.2.3/32)"}},
 		{name: "allowed networks parse", mut: func(s *LogStream) { s.AllowedNetworks = []string{"10.0.0.0/33"} },
 			want: FieldError{Key: "log_streams[0].allowed_networks[0]", Reason: `"10.0.0.0/33" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.0.2.10)`}},
 	} {
