@@ -121,7 +121,7 @@ func (s *Server) consoleBrokerSession(ctx context.Context, sid, user string) (*s
 	sess, raw, oerr := s.liveSession(ctx, sid, user, "")
 	switch {
 	case oerr == errStoreDown:
-		return nil, nil, "the store is unavailable"
+		return nil, nil, consoleStoreDown
 	case oerr != nil:
 		return nil, nil, "the broker session of this sign-in has ended (signed out, or ended by an administrator)"
 	}
@@ -140,33 +140,41 @@ func (s *Server) consoleBrokerAdminProblem(sess *sessionRecord) string {
 	return s.consolePinProblem(sess)
 }
 
+// consoleStoreDown is the refusal of a console request the store could not serve: the only
+// one that does not end the console session (consoleRecheck).
+const consoleStoreDown = "the store is unavailable"
+
 // consoleRecheck checks, at every request, that what opened the console session cs still
-// holds, and narrows its scopes to what the operator holds now; it returns why not ("" = ok).
-func (s *Server) consoleRecheck(ctx context.Context, cs *consoleSession) string {
+// holds, and narrows its scopes to what the operator holds now; it returns why not ("" = ok)
+// and whether the refusal is final: every refusal is but the store's being unavailable, and
+// the caller ends a session refused for good (consoleSessionOf), so that restoring what
+// opened it (a token put back in management.tokens, an administrator back in console.admins)
+// never brings it back.
+func (s *Server) consoleRecheck(ctx context.Context, cs *consoleSession) (problem string, final bool) {
 	switch cs.Via {
 	case "token":
 		tok := s.mgmt.byFingerprint(cs.TokenFP)
 		if tok == nil || "token:"+tok.name != cs.Operator {
-			return "the management token of this console session is no longer configured"
+			return "the management token of this console session is no longer configured", true
 		}
 		cs.Scopes = slices.DeleteFunc(cs.Scopes, func(sc string) bool { return !slices.Contains(tok.scopes, sc) })
 	case "broker":
 		if !s.cfg.ConsoleSignIn() {
-			return "sign-in through the broker is no longer configured (console.admins)"
+			return "sign-in through the broker is no longer configured (console.admins)", true
 		}
 		sess, raw, problem := s.consoleBrokerSession(ctx, cs.SID, cs.Operator)
 		if problem != "" {
-			return problem
+			return problem, problem != consoleStoreDown
 		}
 		if problem := s.consoleBrokerAdminProblem(sess); problem != "" {
-			return "the operator is no longer a console administrator: " + problem
+			return "the operator is no longer a console administrator: " + problem, true
 		}
 		cs.Scopes = slices.DeleteFunc(cs.Scopes, func(sc string) bool { return !slices.Contains(consoleAdminScopes, sc) })
 		s.slideSession(ctx, cs.SID, raw, sess) // using the console is a use of the session
 	default:
-		return "the console session does not decode"
+		return "the console session does not decode", true
 	}
-	return ""
+	return "", false
 }
 
 // fingerprint names a management token in a console session without anything that would

@@ -139,11 +139,34 @@ func (s *Server) consoleSessionOf(r *http.Request) (*consoleSession, string) {
 	if s.now().Unix() >= cs.Expires {
 		return nil, "the console session has ended"
 	}
-	if problem := s.consoleRecheck(r.Context(), &cs); problem != "" {
+	if problem, final := s.consoleRecheck(r.Context(), &cs); problem != "" {
+		if final {
+			s.endRefusedConsoleSession(r.Context(), id, cs.Operator)
+		}
 		return nil, problem
 	}
 	cs.id = id
 	return &cs, ""
+}
+
+// consoleEndTimeout bounds the store work of ending a refused console session.
+const consoleEndTimeout = 2 * time.Second
+
+// endRefusedConsoleSession ends the console session id of operator that consoleRecheck refused
+// for good: its record and its entry in the operator's index are deleted (best effort, at most
+// consoleEndTimeout, whatever the request's context), so the cookie opens nothing again even
+// when what opened the session comes back. A failure is logged; the next request with the
+// cookie is refused again and tries again.
+func (s *Server) endRefusedConsoleSession(ctx context.Context, id, operator string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), consoleEndTimeout)
+	defer cancel()
+	if err := s.store.Delete(ctx, sessions.KindConsole, id); err != nil && !errors.Is(err, sessions.ErrNotFound) {
+		s.log.Warn("refused console session could not be ended", "err", err)
+		return
+	}
+	if err := sessions.IndexRemove(ctx, s.store, consoleOperatorIndexID(clip(operator, consoleOperatorMax)), s.now(), id); err != nil {
+		s.log.Warn("ended console session left in its operator's index", "err", err)
+	}
 }
 
 // consoleCSRFProblem checks a console write: consoleFormProblem with the session's token.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
 const (
@@ -375,5 +376,60 @@ func TestReloadedClientReachesTheOtherReplicaThroughTheStore(t *testing.T) {
 			t.Fatalf("replica B still answers %d for the reloaded client after 2 minutes", resp.StatusCode)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A console session refused because what opened it was removed from the file is ended for
+// good: its record and its operator's index entry are deleted, so putting the token (or the
+// administrator) back in the file does not bring the old cookie's session back.
+func TestConsoleSessionRefusedAfterAReloadStaysEndedWhenItsGroundsComeBack(t *testing.T) {
+	tests := []struct {
+		name     string
+		signIn   func(t *testing.T, h *harness, browser *http.Client)
+		operator string
+		remove   func(*config.Config)
+	}{
+		{name: "a break-glass token removed, then restored", operator: "token:ops",
+			signIn: func(t *testing.T, h *harness, browser *http.Client) { consoleTokenSignIn(t, browser, h.srv.URL) },
+			remove: func(c *config.Config) { c.Management.Tokens = nil }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := consoleHarness(t, nil)
+			browser := h.browser()
+			tt.signIn(t, h, browser)
+			home := func() string {
+				t.Helper()
+				resp, body := get(t, browser, h.srv.URL+"/console/")
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET /console/: %d %s", resp.StatusCode, body)
+				}
+				return resp.Request.URL.Path
+			}
+			if p := home(); p != "/console/" {
+				t.Fatalf("signed in, GET /console/ ends at %s", p)
+			}
+			orig := h.broker.views.cur.Load().cfg
+			if err := h.reload(tt.remove); err != nil {
+				t.Fatal(err)
+			}
+			if p := home(); p != "/console/signin" {
+				t.Fatalf("after the removal, GET /console/ ends at %s, want the sign-in page", p)
+			}
+			ctx := context.Background()
+			members, err := sessions.IndexMembers(ctx, h.broker.store, consoleOperatorIndexID(tt.operator), time.Now())
+			if err != nil || len(members) != 0 {
+				t.Errorf("the operator's index after the refusal: %v, %v; want empty", members, err)
+			}
+			if err := h.reload(func(c *config.Config) {
+				c.Management.Tokens = slices.Clone(orig.Management.Tokens)
+				c.Console = orig.Console
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if p := home(); p != "/console/signin" {
+				t.Errorf("after the restoring reload, the old cookie reaches %s, want the sign-in page", p)
+			}
+		})
 	}
 }
