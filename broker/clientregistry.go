@@ -138,7 +138,7 @@ func (g *registry) loadClients(ctx context.Context, next, prev *connSnapshot) er
 		}
 	}
 	sort.Slice(next.clientList, func(i, j int) bool { return next.clientList[i].cfg.ClientID < next.clientList[j].cfg.ClientID })
-	if cl := g.s.consoleClient(next); cl != nil {
+	if cl := consoleClient(g.consoleCfg.Load(), next); cl != nil {
 		next.clients[cl.ClientID] = &regClient{cfg: cl} // built in: never listed, never stored
 	}
 	return nil

@@ -124,10 +124,6 @@ type consoleCaches struct {
 	// overviewTTL and discoveryTTL replace consoleOverviewTTL and consoleDiscoveryTTL when
 	// set (tests that must not depend on how fast they run).
 	overviewTTL, discoveryTTL time.Duration
-
-	// pins are the issuer pins of the connections that admit console administrators
-	// (consolepin.go), made by New.
-	pins map[string]consolePin
 }
 
 // consoleFetch is one fetch of a connection's discovery document.

@@ -15,8 +15,8 @@ import (
 // another upstream, where an attacker may hold the same sub or claims. So:
 //   - validation requires the connections that admit administrators (those of the rules and
 //     console.connection) to be connections of the configuration file;
-//   - the console pins each one's issuer and discovery_url from the configuration the broker
-//     started with, and admits an operator only when the upstream ID token of their broker
+//   - the console pins each one's issuer and discovery_url from the configuration file (the
+//     one the broker started with, or reloaded: Reload pins the new file's), and admits an operator only when the upstream ID token of their broker
 //     session was verified as that issuer, through that discovery_url (sessionRecord's
 //     UpstreamIssuer, UpstreamDiscovery); a broker session from before the pin is refused;
 //   - the management API refuses to create, or change, a connection of that name with another
@@ -41,8 +41,8 @@ type consolePin struct {
 }
 
 // consolePinsOf pins the connections of cfg named by console.connection and console.admins
-// (New pins those of the configuration the broker starts with: they never change while it
-// runs), each normalized as its upstream client uses it (upstream.Normalized: an okta
+// (New pins those of the configuration the broker starts with, Reload those of the file it
+// reloads: a view's pins are always its own file's), each normalized as its upstream client uses it (upstream.Normalized: an okta
 // connection's issuer may come from its domain).
 func consolePinsOf(cfg *config.Config) (map[string]consolePin, error) {
 	names := map[string]bool{}
@@ -76,7 +76,7 @@ func consolePinsOf(cfg *config.Config) (map[string]consolePin, error) {
 // administrator through its upstream ("" = it can): its connection is not pinned, or its
 // upstream ID token was not verified as the pinned issuer through the pinned discovery_url.
 func (s *Server) consolePinProblem(sess *sessionRecord) string {
-	pin, ok := s.console.pins[sess.Connection]
+	pin, ok := s.consolePins[sess.Connection]
 	switch {
 	case !ok:
 		return fmt.Sprintf("the connection %q of the sign-in is not one console.admins names in the configuration file", clip(sess.Connection, 128))
@@ -104,7 +104,7 @@ const identityOptionNames = "strategy, options.client_id, options.scope, options
 // administrators (409): deleting it would lock every administrator who signs in through it
 // out of the console, and only the configuration file decides that.
 func (s *Server) consolePinnedDeleteProblem(name string) *apiError {
-	if _, ok := s.console.pins[name]; !ok {
+	if _, ok := s.consolePins[name]; !ok {
 		return nil
 	}
 	return &apiError{http.StatusConflict, "connection_conflict", fmt.Sprintf(
@@ -116,7 +116,7 @@ func (s *Server) consolePinnedDeleteProblem(name string) *apiError {
 // uc (resolved) another issuer or discovery_url, or other identity options, than the pin of
 // its name: such a connection admits console administrators.
 func (s *Server) consolePinnedConnectionProblem(uc *upstream.Config) *apiError {
-	pin, ok := s.console.pins[uc.Name]
+	pin, ok := s.consolePins[uc.Name]
 	if !ok {
 		return nil
 	}

@@ -180,11 +180,11 @@ func TestConsolePinRefusesABrokerSessionFromAnotherUpstream(t *testing.T) {
 	}
 	s := &Server{cfg: cfg, console: &consoleCaches{}}
 	var err error
-	if s.console.pins, err = consolePinsOf(cfg); err != nil {
+	if s.consolePins, err = consolePinsOf(cfg); err != nil {
 		t.Fatal(err)
 	}
-	oktaIssuer := s.console.pins["okta"].issuer
-	corpID, oktaID := s.console.pins["corp"].digest, s.console.pins["okta"].digest
+	oktaIssuer := s.consolePins["okta"].issuer
+	corpID, oktaID := s.consolePins["corp"].digest, s.consolePins["okta"].digest
 	if corpID == "" || oktaID == "" || corpID == oktaID {
 		t.Fatalf("the identity pins: corp %q, okta %q", corpID, oktaID)
 	}

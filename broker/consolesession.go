@@ -361,18 +361,18 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, s.base+"/authorize?"+q.Encode(), http.StatusSeeOther)
 }
 
-// consoleClient is the console's built-in client in snap (nil without console.admins): a
-// public client (PKCE) whose one redirect URI is the console's callback, allowed on
-// console.connection, or on every connection when that is empty.
-func (s *Server) consoleClient(snap *connSnapshot) *config.Client {
-	if !s.cfg.ConsoleSignIn() {
+// consoleClient is the console's built-in client of cfg in snap (nil without
+// console.admins): a public client (PKCE) whose one redirect URI is the console's callback,
+// allowed on console.connection, or on every connection when that is empty.
+func consoleClient(cfg *config.Config, snap *connSnapshot) *config.Client {
+	if !cfg.ConsoleSignIn() {
 		return nil
 	}
 	cl := &config.Client{
 		ClientID: config.ConsoleClientID, Name: "dpop-broker console", TokenEndpointAuthMethod: config.AuthNone,
-		RedirectURIs: []string{s.consoleRedirectURI()},
+		RedirectURIs: []string{cfg.ConsoleURL() + "/callback"},
 	}
-	if c := s.cfg.Console.Connection; c != "" {
+	if c := cfg.Console.Connection; c != "" {
 		cl.Connections = []string{c}
 	} else {
 		for _, c := range snap.list {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -156,6 +157,9 @@ type registry struct {
 	// opts are the upstream options connections are built with (options); Reload replaces
 	// them, and a connection built with others is built again (withConfigOptions).
 	opts atomic.Pointer[upstream.Options]
+	// consoleCfg is the configuration whose console settings make the console's built-in
+	// client of each snapshot (consoleClient): the current view's, which Reload replaces.
+	consoleCfg atomic.Pointer[config.Config]
 
 	mu         sync.Mutex // serializes rebuilds and seeding; guards seed and clientSeed
 	seed       []config.Connection
@@ -196,6 +200,7 @@ func newRegistry(s *Server, opts upstream.Options, seed []config.Connection, cli
 	}
 	g := &registry{s: s, conns: c, clients: cl, seed: seed, clientSeed: clientSeed}
 	g.opts.Store(&opts)
+	g.consoleCfg.Store(s.cfg)
 	return g, nil
 }
 
@@ -501,13 +506,13 @@ func (g *registry) rebuild(ctx context.Context, force bool, gen, start int64) (*
 
 // reconfigure is the registry's part of a reload (reload.go): the configuration file's
 // connections and clients become the seed, applied to the store by the seeding rule above
-// (exactly what a restart with the file would do), and opts the options every connection is
-// built with. A YAML connection whose name the store holds under another id, or whose id it
+// (exactly what a restart with the file would do), opts the options every connection is
+// built with, and consoleCfg's console settings make the console's built-in client. A YAML connection whose name the store holds under another id, or whose id it
 // holds under another name, is returned as a problem before anything is written or changed.
 // When the store cannot be read or written, the seed and options are taken all the same and
 // the next lookup seeds and loads them (as at a start with the store down); pending is that
 // store error. Entries removed from the file stay in the store, as after a restart.
-func (g *registry) reconfigure(ctx context.Context, seed []config.Connection, clientSeed []config.Client, opts *upstream.Options) (problems []error, pending error) {
+func (g *registry) reconfigure(ctx context.Context, seed []config.Connection, clientSeed []config.Client, opts *upstream.Options, consoleCfg *config.Config) (problems []error, pending error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	problems, err := g.clashes(ctx, seed)
@@ -519,6 +524,9 @@ func (g *registry) reconfigure(ctx context.Context, seed []config.Connection, cl
 	g.opts.Store(opts)
 	if optsChanged {
 		g.dirty.Store(true)
+	}
+	if old := g.consoleCfg.Swap(consoleCfg); !reflect.DeepEqual(old.Console, consoleCfg.Console) || old.ConsoleURL() != consoleCfg.ConsoleURL() {
+		g.dirty.Store(true) // the console's built-in client changes: the next snapshot has the new one
 	}
 	defer func() {
 		if pending != nil {

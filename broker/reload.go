@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,7 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logstream"
 )
 
 // Reloading the configuration without a restart (Reload; `broker serve` calls it on SIGHUP).
@@ -29,12 +33,17 @@ import (
 // refused from then on). Any error leaves the running view as it was.
 //
 // What changes live (liveSettings): clients, connections, apis, management, rate_limits,
-// trusted_proxies, lifetimes, sessions, dpop and allow_insecure_http. Rate-limit tables whose
-// rate, burst and max_keys are unchanged are kept with their buckets (nextGuard). Every other
-// setting (listen, admin_listen, public_url, issuer, store, keys, dpop_server, logs, console,
+// trusted_proxies, lifetimes, sessions, dpop, allow_insecure_http, console and log_streams.
+// Rate-limit tables whose rate, burst and max_keys are unchanged are kept with their buckets
+// (nextGuard). The console's settings are the view's: every console request re-checks its
+// session against them (consoleRecheck), the issuer pins are the new file's (consolePinsOf),
+// and the registry's next snapshot carries the console's built-in client of the new file. The
+// log streams are shared by the views (logStreams): a reload that changes log_streams stops
+// them all and starts the file's after the swap, each resuming at its stored position. Every
+// other setting (listen, admin_listen, public_url, issuer, store, keys, dpop_server, logs,
 // upstream_timeout, upstream_allowed_networks, and any key added later until it is made live)
-// needs a restart: a change to one is logged by name, and the running value is kept (the new
-// view carries it over, so it describes what runs).
+// needs a restart: a change to one is logged at WARN by its key, and the running value is
+// kept (the new view carries it over, so it describes what runs).
 //
 // Clients and connections of the file are applied to the store by the seeding rule of
 // registry.go, exactly as a restart with the new file would: a new entry is created, a
@@ -53,6 +62,7 @@ const (
 var liveSettings = map[string]bool{
 	"clients": true, "connections": true, "apis": true, "management": true, "rate_limits": true,
 	"trusted_proxies": true, "lifetimes": true, "sessions": true, "dpop": true, "allow_insecure_http": true,
+	"console": true, "log_streams": true,
 }
 
 // views holds the view requests are served by; every view of a Server shares it.
@@ -103,6 +113,10 @@ func (s *Server) Reload(ctx context.Context, load func() (*config.Config, error)
 		return &ReloadError{Problems: problems}
 	}
 	v.cur.Store(next)
+	if sum.streams != nil {
+		// After the swap: the streams now running are the new file's.
+		next.streams.replace(sum.streams.streams, sum.streams.collectors)
+	}
 	cur.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
 	for _, key := range sum.notLive {
 		cur.log.Warn("configuration setting changed but needs a restart; the running value is kept", "setting", key)
@@ -150,6 +164,18 @@ type reloadSummary struct {
 	rateLimits                        []string // configuration keys of the limits whose tables are new
 	pending                           error    // the store could not be seeded now (the next lookup does)
 	nClients, nConnections            int
+	// consolePins names the connections whose console pin changed (added, changed, removed).
+	consolePins []string
+	// logStreams names the streams added, changed and removed, and streams are the file's
+	// streams that replace the running ones (nil: log_streams unchanged).
+	logStreams entryChanges
+	streams    *builtStreams
+}
+
+// builtStreams are the log streams built for a reload, not yet running (streams nil: none).
+type builtStreams struct {
+	streams    *logstream.Streams
+	collectors []prometheus.Collector
 }
 
 // entryChanges are the names of the entries of one list that were added, changed, removed.
@@ -161,7 +187,7 @@ func (sum *reloadSummary) attrs() []any {
 	for _, e := range []struct {
 		name string
 		c    entryChanges
-	}{{"clients", sum.clients}, {"connections", sum.connections}, {"apis", sum.apis}, {"management_tokens", sum.token}} {
+	}{{"clients", sum.clients}, {"connections", sum.connections}, {"apis", sum.apis}, {"management_tokens", sum.token}, {"log_streams", sum.logStreams}} {
 		for _, l := range []struct {
 			what  string
 			names []string
@@ -173,6 +199,9 @@ func (sum *reloadSummary) attrs() []any {
 	}
 	if len(sum.rateLimits) > 0 {
 		a = append(a, "rate_limits_changed", sum.rateLimits)
+	}
+	if len(sum.consolePins) > 0 {
+		a = append(a, "console_pins_changed", sum.consolePins)
 	}
 	if len(sum.notLive) > 0 {
 		a = append(a, "not_applied", sum.notLive)
@@ -211,19 +240,35 @@ func (s *Server) nextView(ctx context.Context, load func() (*config.Config, erro
 	if err := checkConnections(next, *opts); err != nil {
 		return nil, nil, err
 	}
+	// The console's issuer pins are the new file's (consolepin.go): a connection it no longer
+	// names admits no administrator from the next request on, and one whose identity options
+	// changed admits only sign-ins made with them.
 	pins, err := consolePinsOf(next)
 	if err != nil {
 		return nil, nil, err
 	}
-	if !reflect.DeepEqual(pins, s.console.pins) {
-		// The console's issuer pins are taken at start (consolepin.go): an administrators'
-		// connection whose identity options changed keeps refusing sign-ins until a restart.
-		sum.notLive = append(sum.notLive, "console pin of connections "+strings.Join(pinDiff(s.console.pins, pins), ", "))
+	sum.consolePins = pinDiff(s.consolePins, pins)
+	consoleURL, err := url.Parse(next.ConsoleURL())
+	if err != nil {
+		consoleURL = nil // the console answers nowhere (consoleHostProblem), as New leaves it
+	}
+	// The file's log streams are built now (nothing runs before the swap) so that a stream
+	// the logstream package refuses refuses the reload.
+	if !reflect.DeepEqual(s.cfg.LogStreams, next.LogStreams) {
+		streams, collectors, err := s.buildLogStreams(s.streams, next)
+		if err != nil {
+			return nil, nil, err
+		}
+		sum.streams = &builtStreams{streams: streams, collectors: collectors}
+		sum.logStreams = diffEntries(s.cfg.LogStreams, next.LogStreams, func(c *config.LogStream) string { return c.Name })
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	problems, pending := s.reg.reconfigure(sctx, next.Connections, next.Clients, opts)
+	problems, pending := s.reg.reconfigure(sctx, next.Connections, next.Clients, opts, next)
 	cancel()
 	if len(problems) > 0 {
+		if sum.streams != nil && sum.streams.streams != nil {
+			sum.streams.streams.Close() // never started: only its idle connections
+		}
 		return nil, nil, errors.Join(problems...)
 	}
 	sum.pending = pending
@@ -239,6 +284,7 @@ func (s *Server) nextView(ctx context.Context, load func() (*config.Config, erro
 	v.apis = apisByAudience(next)
 	v.mgmt = newMgmtAuth(next.Management)
 	v.guard = g
+	v.consolePins, v.consoleURL = pins, consoleURL
 	v.routes()
 	if v.events.Secrets != nil {
 		v.events.Secrets.Set(secretsConfig, configSecrets(next)...)

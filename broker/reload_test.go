@@ -15,6 +15,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/sessions"
+	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
 const (
@@ -259,6 +260,13 @@ func TestReloadNamesTheSettingsThatNeedARestartAndKeepsTheirRunningValues(t *tes
 			c.Keys.Signing.PrivateKeyFile = "/elsewhere.pem"
 		}, wantNotLive: []string{"issuer", "keys.signing.private_key_file"}},
 		{name: "lifetimes are live", mutate: func(c *config.Config) { c.Lifetimes.Code *= 2 }, wantChanged: []string{"lifetimes"}},
+		{name: "the console's settings are live", mutate: func(c *config.Config) {
+			c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|alice"}}
+			c.Console.URL = "https://admin.example/console"
+		}, wantChanged: []string{"console"}},
+		{name: "log streams are live", mutate: func(c *config.Config) { c.LogStreams = []config.LogStream{logStreamTo("https://siem.example/in")} },
+			wantChanged: []string{"log_streams"}},
+		{name: "logs need a restart", mutate: func(c *config.Config) { c.Logs.MaxEvents++ }, wantNotLive: []string{"logs.max_events"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -392,6 +400,13 @@ func TestConsoleSessionRefusedAfterAReloadStaysEndedWhenItsGroundsComeBack(t *te
 		{name: "a break-glass token removed, then restored", operator: "token:ops",
 			signIn: func(t *testing.T, h *harness, browser *http.Client) { consoleTokenSignIn(t, browser, h.srv.URL) },
 			remove: func(c *config.Config) { c.Management.Tokens = nil }},
+		{name: "an administrator removed from console.admins, then restored", operator: "oidc|corp|alice",
+			signIn: func(t *testing.T, h *harness, browser *http.Client) {
+				if resp, body := h.consoleSignIn(browser); resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/console/" {
+					t.Fatalf("sign-in through the broker: %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+				}
+			},
+			remove: func(c *config.Config) { c.Console.Admins = []config.ConsoleAdmin{{UserID: "oidc|corp|bob"}} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -429,6 +444,107 @@ func TestConsoleSessionRefusedAfterAReloadStaysEndedWhenItsGroundsComeBack(t *te
 			}
 			if p := home(); p != "/console/signin" {
 				t.Errorf("after the restoring reload, the old cookie reaches %s, want the sign-in page", p)
+			}
+		})
+	}
+}
+
+// The console's issuer pins are the reloaded file's: a connection the file no longer names
+// for administrators admits none (and may be deleted through the management API), and one it
+// names again is pinned again.
+func TestReloadPinsTheConsoleConnectionsOfTheNewFile(t *testing.T) {
+	h := consoleHarness(t, nil)
+	orig := h.broker.views.cur.Load().cfg.Console
+	tests := []struct {
+		name       string
+		console    config.Console
+		wantPinned bool
+	}{
+		{name: "console.admins and console.connection removed", console: config.Console{}, wantPinned: false},
+		{name: "console.admins restored", console: orig, wantPinned: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := h.reload(func(c *config.Config) { c.Console = tt.console }); err != nil {
+				t.Fatal(err)
+			}
+			cur := h.broker.views.cur.Load()
+			if _, pinned := cur.consolePins["corp"]; pinned != tt.wantPinned {
+				t.Errorf("corp pinned: %v, want %v", pinned, tt.wantPinned)
+			}
+			if refused := cur.consolePinnedDeleteProblem("corp") != nil; refused != tt.wantPinned {
+				t.Errorf("deleting corp refused: %v, want %v", refused, tt.wantPinned)
+			}
+			snap, err := h.broker.reg.current(context.Background(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hasClient := snap.clients[config.ConsoleClientID] != nil; hasClient != tt.wantPinned {
+				t.Errorf("the console's built-in client registered: %v, want %v", hasClient, tt.wantPinned)
+			}
+		})
+	}
+}
+
+// A reload that changes log_streams stops the running streams and starts the file's: after it
+// returns the old endpoint gets nothing more and the old token is sent no more, the stream
+// kept under its name sends on to its new endpoint with its new token, and a removed stream no
+// longer runs. (Where a restarted stream resumes, its stored position and late window, is the
+// logstream package's and tested there.)
+func TestReloadReplacesTheLogStreams(t *testing.T) {
+	tests := []struct {
+		name string
+		// next is the stream after the reload (nil: removed), given the new receiver's URL.
+		next func(url string) *config.LogStream
+	}{
+		{name: "moved to another endpoint with another token", next: func(url string) *config.LogStream {
+			ls := logStreamTo(url, "127.0.0.0/8")
+			ls.Auth.Token = "rotated-stream-token-0123456789"
+			return &ls
+		}},
+		{name: "removed", next: func(string) *config.LogStream { return nil }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			oldRC, newRC := newStreamReceiver(t, false), newStreamReceiver(t, false)
+			h := newHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}, mutate: func(c *config.Config) {
+				c.LogStreams = []config.LogStream{logStreamTo(oldRC.srv.URL, "127.0.0.0/8")}
+			}})
+			if err := h.broker.Init(t.Context()); err != nil {
+				t.Fatalf("Init: %v", err)
+			}
+			h.login()
+			first := h.lastEventOf("s").LogID
+			pollUntil(t, "the first login's event at the old endpoint", func() bool { return oldRC.has(first) })
+
+			next := tt.next(newRC.srv.URL)
+			if err := h.reload(func(c *config.Config) {
+				c.LogStreams = nil
+				if next != nil {
+					c.LogStreams = []config.LogStream{*next}
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			sent := oldRC.count()
+			h.login()
+			after := h.lastEventOf("s").LogID // the second login, after the reload
+			if next == nil {
+				if names := h.broker.streams.names(); len(names) != 0 {
+					t.Errorf("streams running after their removal: %v", names)
+				}
+			} else {
+				pollUntil(t, "the second login's event at the new endpoint", func() bool { return newRC.has(after) })
+				newRC.mu.Lock()
+				for _, a := range newRC.auth {
+					if a != "Bearer "+next.Auth.Token {
+						t.Errorf("the new endpoint got Authorization %q", a)
+					}
+				}
+				newRC.mu.Unlock()
+			}
+			if n := oldRC.count(); n != sent || oldRC.has(after) {
+				t.Errorf("the old endpoint got %d requests after the reload", n-sent)
 			}
 		})
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/dpop-broker/dpop-broker/discovery"
 	"github.com/dpop-broker/dpop-broker/dpop"
 	"github.com/dpop-broker/dpop-broker/logs"
-	"github.com/dpop-broker/dpop-broker/logstream"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/upstream"
 )
@@ -56,8 +55,12 @@ type Server struct {
 	callbackURL string // base + /login/callback, registered at the upstreams
 	secure      bool   // public URL is https: cookies get Secure
 	// consoleURL is the URL browsers use for the console (config.Config.ConsoleURL), parsed
-	// once; nil when it does not parse (the console then answers nowhere: consoleHostProblem).
+	// once per view; nil when it does not parse (the console then answers nowhere:
+	// consoleHostProblem).
 	consoleURL *url.URL
+	// consolePins are the issuer pins of the connections that admit console administrators
+	// (consolepin.go), made from this view's configuration file.
+	consolePins map[string]consolePin
 
 	idSigner jose.Signer
 	atSigner jose.Signer
@@ -87,10 +90,10 @@ type Server struct {
 
 	// logoutSigner signs back-channel logout tokens: the ID-token key, typ logout+jwt.
 	logoutSigner jose.Signer
-	bcl          *backchannel       // back-channel logout deliveries to the apps (backchannel.go)
-	streams      *logstream.Streams // log_streams (logstreams.go); nil without any
-	console      *consoleCaches     // the console's caches and bounds (consolecost.go)
-	tracer       trace.Tracer       // the broker's spans (tracing.go); nil: tracing off
+	bcl          *backchannel   // back-channel logout deliveries to the apps (backchannel.go)
+	streams      *logStreams    // log_streams (logstreams.go), shared by every view
+	console      *consoleCaches // the console's caches and bounds (consolecost.go)
+	tracer       trace.Tracer   // the broker's spans (tracing.go); nil: tracing off
 	// views holds the view requests are served by (reload.go); every view shares it.
 	views *views
 }
@@ -216,7 +219,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if err := checkConnections(cfg, opts); err != nil {
 		return nil, err
 	}
-	if s.console.pins, err = consolePinsOf(cfg); err != nil {
+	if s.consolePins, err = consolePinsOf(cfg); err != nil {
 		return nil, err
 	}
 	if s.reg, err = newRegistry(s, opts, cfg.Connections, cfg.Clients); err != nil {

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +25,8 @@ const (
 	reloadLeaverToken = "leaver-token-0123456789abcdefghijklmnop"
 	reloadAppSecret   = "app-secret-0123456789abcdefghij"
 	reloadNewSecret   = "new-secret-0123456789abcdefghij"
+	reloadStreamToken = "stream-token-0123456789abcdefghij"
+	reloadRotatedTok  = "rotated-stream-token-0123456789abcdef"
 )
 
 // reloadConfig is the reload test's configuration file; each field changes it.
@@ -34,6 +38,10 @@ type reloadConfig struct {
 	tokenPerIP  string // rate_limits.token.per_ip
 	dpopAlg     string // the connection's dpop_signing_alg
 	badRedirect bool   // an invalid redirect URI: the file does not validate
+	// streamURL and streamToken are the log stream siem's endpoint and bearer token (none
+	// when streamURL is "").
+	streamURL, streamToken string
+	consoleAdmin           bool // console.admins names a user of the connection c
 }
 
 func (c reloadConfig) write(t *testing.T, dir string) string {
@@ -76,6 +84,14 @@ clients:
 	fmt.Fprintf(&b, `connections:
   - { name: c, strategy: oidc, options: { issuer: "https://idp.example.com", client_id: b, client_secret: s, dpop_signing_alg: %s } }
 `, c.dpopAlg)
+	if c.streamURL != "" {
+		fmt.Fprintf(&b, `log_streams:
+  - { name: siem, url: %q, auth: { type: bearer, token: %q }, allowed_networks: [127.0.0.0/8] }
+`, c.streamURL, c.streamToken)
+	}
+	if c.consoleAdmin {
+		b.WriteString("console:\n  admins: [ { user_id: \"oidc|c|alice\" } ]\n")
+	}
 	f := filepath.Join(dir, "broker.yaml")
 	// Written whole, then renamed over the file: a reload never reads half a file.
 	tmp := f + ".tmp"
@@ -96,6 +112,8 @@ type logLine struct {
 	ConnectionsChanged        []string `json:"connections_changed"`
 	TokensRemoved             []string `json:"management_tokens_removed"`
 	RateLimitsChanged         []string `json:"rate_limits_changed"`
+	LogStreamsChanged         []string `json:"log_streams_changed"`
+	Changed                   []string
 	NotApplied                []string `json:"not_applied"`
 }
 
@@ -130,15 +148,45 @@ func waitLog(t *testing.T, out *syncBuffer, exited <-chan error, msg string, n i
 	}
 }
 
+// streamEndpoint is a log stream's loopback endpoint: it answers 200 and keeps the
+// Authorization header of each request.
+type streamEndpoint struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	auth []string
+}
+
+func newStreamEndpoint(t *testing.T) *streamEndpoint {
+	e := &streamEndpoint{}
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		e.mu.Lock()
+		e.auth = append(e.auth, r.Header.Get("Authorization"))
+		e.mu.Unlock()
+	}))
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// requests returns the Authorization headers of the requests so far.
+func (e *streamEndpoint) requests() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.auth)
+}
+
 // TestServeReloadsItsConfigurationOnSIGHUP runs `broker serve` as a child process and changes
 // its file under it: SIGHUP applies a new client, a lower token-endpoint rate limit, a
-// removed management token and a connection's new dpop_signing_alg, and names the changed
+// removed management token, a connection's new dpop_signing_alg, console.admins and a log
+// stream moved to another endpoint with another token, and names the changed
 // listen as needing a restart (the broker keeps serving where it listens); an invalid file is
 // refused with its errors logged and the running configuration keeps working; a later reload
 // that leaves the rate limit alone keeps its buckets. Secrets never reach the log.
 func TestServeReloadsItsConfigurationOnSIGHUP(t *testing.T) {
 	dir := t.TempDir()
-	cfg := reloadConfig{listen: "127.0.0.1:0", leaver: true, tokenPerIP: `{ rate: "100/s", burst: 1000 }`, dpopAlg: "ES256"}
+	oldStream, newStream := newStreamEndpoint(t), newStreamEndpoint(t)
+	cfg := reloadConfig{listen: "127.0.0.1:0", leaver: true, tokenPerIP: `{ rate: "100/s", burst: 1000 }`, dpopAlg: "ES256",
+		streamURL: oldStream.srv.URL, streamToken: reloadStreamToken}
 	file := cfg.write(t, dir)
 	cmd := exec.Command(os.Args[0], "serve", "--config", file)
 	cmd.Env = append(os.Environ(), childMainEnv+"=1")
@@ -192,10 +240,12 @@ func TestServeReloadsItsConfigurationOnSIGHUP(t *testing.T) {
 	}
 
 	// A valid change.
-	cfg = reloadConfig{listen: "127.0.0.1:1", newApp: true, tokenPerIP: `{ rate: "1/h", burst: 1 }`, dpopAlg: "Ed25519"}
+	cfg = reloadConfig{listen: "127.0.0.1:1", newApp: true, tokenPerIP: `{ rate: "1/h", burst: 1 }`, dpopAlg: "Ed25519",
+		streamURL: newStream.srv.URL, streamToken: reloadRotatedTok, consoleAdmin: true}
 	cfg.write(t, dir)
 	hangup()
 	done := waitLog(t, out, exited, "configuration reloaded", 1)[0]
+	sentOld := len(oldStream.requests()) // the old stream stopped before the reload was logged
 	t.Run("the new client is served", func(t *testing.T) {
 		if code, body := get(reloadKeeperToken, "/api/v2/clients/new-app"); code != http.StatusOK {
 			t.Errorf("new-app after the reload: %d %s", code, body)
@@ -223,8 +273,32 @@ func TestServeReloadsItsConfigurationOnSIGHUP(t *testing.T) {
 	t.Run("the reload line names what changed", func(t *testing.T) {
 		if !slices.Equal(done.ClientsAdded, []string{"new-app"}) || !slices.Equal(done.TokensRemoved, []string{"leaver"}) ||
 			!slices.Equal(done.ConnectionsChanged, []string{"c"}) || !slices.Contains(done.RateLimitsChanged, "rate_limits.token.per_ip") ||
-			!slices.Equal(done.NotApplied, []string{"listen"}) {
+			!slices.Equal(done.NotApplied, []string{"listen"}) || !slices.Equal(done.LogStreamsChanged, []string{"siem"}) ||
+			!slices.Contains(done.Changed, "console") || !slices.Contains(done.Changed, "log_streams") {
 			t.Errorf("reload line: %+v", done)
+		}
+	})
+	t.Run("the log stream sends to its new endpoint with its new token, and no more to the old one", func(t *testing.T) {
+		for deadline := time.Now().Add(2 * time.Minute); len(newStream.requests()) == 0; {
+			tokenStatus() // a failed token request is an event
+			if time.Now().After(deadline) {
+				t.Fatalf("the new endpoint got no request within 2 minutes:\n%s", out.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, a := range newStream.requests() {
+			if a != "Bearer "+reloadRotatedTok {
+				t.Errorf("the new endpoint got a request without the rotated token")
+			}
+		}
+		old := oldStream.requests()
+		if len(old) != sentOld {
+			t.Errorf("the old endpoint got %d requests after the reload", len(old)-sentOld)
+		}
+		for _, a := range old {
+			if a != "Bearer "+reloadStreamToken {
+				t.Errorf("the old endpoint got a request without the first token")
+			}
 		}
 	})
 	t.Run("the changed listen is named as needing a restart", func(t *testing.T) {
@@ -281,7 +355,7 @@ func TestServeReloadsItsConfigurationOnSIGHUP(t *testing.T) {
 		}
 	})
 	stopChild(t, cmd, out, exited)
-	for _, secret := range []string{reloadKeeperToken, reloadLeaverToken, reloadAppSecret, reloadNewSecret} {
+	for _, secret := range []string{reloadKeeperToken, reloadLeaverToken, reloadAppSecret, reloadNewSecret, reloadStreamToken, reloadRotatedTok} {
 		if strings.Contains(out.String(), secret) {
 			t.Errorf("the output carries a secret of the configuration file")
 		}
