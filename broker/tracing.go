@@ -20,16 +20,22 @@ import (
 
 // Tracing (README "Tracing"). With Deps.TracerProvider set, a login is one trace:
 //
-//   - GET /authorize starts it: its server span is a child of the app's W3C traceparent
-//     when the request carries one (never trusted for anything but this parent), else a
-//     new root. The span's context is kept with the app's request (appRequest.Trace), so it
-//     is stored in the login transaction and, later, in the authorization code.
+//   - GET /authorize starts it: its server span is always a new root, so the trace id and
+//     the sampling decision are the broker's. A W3C traceparent the request carries becomes
+//     a link and nothing else: /authorize is reached by a browser, and whoever sends it
+//     (any web page, an attacker) could otherwise pick the trace id written into the
+//     login's events (details.trace_id) and, with a parent-based sampler, turn the export of
+//     the login's spans off (sampled flag 00) for it and for the callback and token requests
+//     that inherit its stored context. The span's context is kept with the app's request
+//     (appRequest.Trace), so it is stored in the login transaction and, later, in the
+//     authorization code.
 //   - GET /login/callback and POST /oauth/token cannot know their login before they read
 //     its transaction or code from the store, so their server spans start then (joinTrace)
 //     as children of the /authorize span, backdated to the request's arrival; the store
 //     writes made before are added as child spans with their own times. A traceparent the
 //     request carried becomes a link. A request whose login is unknown (no transaction, a
-//     refresh) gets a trace of its own.
+//     refresh) gets a trace of its own (a new root, its traceparent a link, as at
+//     /authorize).
 //   - Beneath them: the upstream package's spans (discovery, token exchange with a span
 //     event per DPoP nonce retry, ID-token check, userinfo), one client span per upstream
 //     HTTP request (otelhttp, which sends traceparent upstream), and one span per store
@@ -78,8 +84,8 @@ const maxPendingStoreSpans = 8
 
 // traced wraps a route's handler in a server span (nil tracer: next unchanged). join routes
 // start the span when the handler calls joinTrace with the login's trace, or when something
-// first asks for the trace id, or when the request ends; the others start it at once, as
-// a child of the request's traceparent.
+// first asks for the trace id, or when the request ends; the others start it at once, as a
+// new root linked to the request's traceparent.
 func (s *Server) traced(join bool, next http.HandlerFunc) http.HandlerFunc {
 	if s.tracer == nil {
 		return next
@@ -150,9 +156,9 @@ func traceID(ctx context.Context) string {
 	return rt.span.SpanContext().TraceID().String()
 }
 
-// begin starts the span (once) under parent, or when parent is invalid under the request's
-// traceparent, or as a new root, and returns ctx carrying it. A traceparent the request
-// carried that is not the parent becomes a link.
+// begin starts the span (once) under parent (the login's span, from the store), or when
+// parent is invalid as a new root, and returns ctx carrying it. A traceparent the request
+// carried is never the parent: it becomes a link (unless it is the parent itself).
 func (rt *requestTrace) begin(ctx context.Context, parent trace.SpanContext) context.Context {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -162,16 +168,13 @@ func (rt *requestTrace) begin(ctx context.Context, parent trace.SpanContext) con
 			trace.WithAttributes(semconv.HTTPRequestMethodKey.String(rt.method), semconv.HTTPRoute(rt.route)),
 		}
 		pctx := context.Background()
-		switch {
-		case parent.IsValid():
+		if parent.IsValid() {
 			pctx = trace.ContextWithRemoteSpanContext(pctx, parent)
-			if rt.remote.IsValid() && !rt.remote.Equal(parent) {
-				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: rt.remote}))
-			}
-		case rt.remote.IsValid():
-			pctx = trace.ContextWithRemoteSpanContext(pctx, rt.remote)
-		default:
+		} else {
 			opts = append(opts, trace.WithNewRoot())
+		}
+		if rt.remote.IsValid() && !rt.remote.Equal(parent) {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: rt.remote}))
 		}
 		sctx, span := rt.tracer.Start(pctx, rt.name, opts...)
 		rt.span = span

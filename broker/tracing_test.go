@@ -67,8 +67,9 @@ func spansByName(spans []sdktrace.ReadOnlySpan) map[string][]sdktrace.ReadOnlySp
 	return m
 }
 
-// A login is one trace: /authorize continues the app's traceparent, the callback and the
-// code's redemption are children of the /authorize span, and beneath them are the upstream
+// A login is one trace of the broker's own: /authorize starts it as a new root linked to the
+// traceparent its request carried, the callback and the code's redemption are children of the
+// /authorize span, and beneath them are the upstream
 // steps (discovery, token exchange with an event per nonce retry, ID-token check,
 // userinfo), one client span per upstream request whose traceparent the upstream received,
 // and the store writes. The login's s event carries the trace id; no attribute carries a
@@ -112,11 +113,6 @@ func TestLoginIsOneTraceFromAuthorizeToToken(t *testing.T) {
 	if tresp.StatusCode != http.StatusOK {
 		t.Fatalf("token: %d %v", tresp.StatusCode, body)
 	}
-	ev := h.lastEventOf(logs.TypeSuccessLogin)
-	if ev.Details[detailTraceID] != appTrace {
-		t.Errorf("s event details.trace_id = %v, want the app's trace %s", ev.Details[detailTraceID], appTrace)
-	}
-
 	spans := rec.Ended()
 	byName := spansByName(spans)
 	one := func(name string) sdktrace.ReadOnlySpan {
@@ -130,12 +126,25 @@ func TestLoginIsOneTraceFromAuthorizeToToken(t *testing.T) {
 		}
 		return byName[name][0]
 	}
+	authorize, callback, token := one("GET /authorize"), one("GET /login/callback"), one("POST /oauth/token")
+	loginTrace := authorize.SpanContext().TraceID().String()
+	if loginTrace == appTrace {
+		t.Errorf("the login's trace is the app's %s: the traceparent of /authorize picked it", appTrace)
+	}
+	if ev := h.lastEventOf(logs.TypeSuccessLogin); ev.Details[detailTraceID] != loginTrace {
+		t.Errorf("s event details.trace_id = %v, want the login's trace %s", ev.Details[detailTraceID], loginTrace)
+	}
 	for _, s := range spans {
-		if got := s.SpanContext().TraceID().String(); got != appTrace {
-			t.Errorf("span %q is in trace %s, want the login's %s", s.Name(), got, appTrace)
+		if got := s.SpanContext().TraceID().String(); got != loginTrace {
+			t.Errorf("span %q is in trace %s, want the login's %s", s.Name(), got, loginTrace)
 		}
 	}
-	authorize, callback, token := one("GET /authorize"), one("GET /login/callback"), one("POST /oauth/token")
+	if authorize.Parent().IsValid() {
+		t.Errorf("/authorize has parent %v, want a new root", authorize.Parent())
+	}
+	if links := authorize.Links(); len(links) != 1 || links[0].SpanContext.TraceID().String() != appTrace || links[0].SpanContext.SpanID().String() != appSpan {
+		t.Errorf("/authorize span links %v, want one to the app's span %s/%s", links, appTrace, appSpan)
+	}
 	exchange := one("upstream token exchange")
 	parentOf := func(s sdktrace.ReadOnlySpan) trace.SpanID { return s.Parent().SpanID() }
 	for _, tc := range []struct {
@@ -143,7 +152,6 @@ func TestLoginIsOneTraceFromAuthorizeToToken(t *testing.T) {
 		span   sdktrace.ReadOnlySpan
 		parent trace.SpanID
 	}{
-		{child: "/authorize under the app's span", span: authorize, parent: mustSpanID(t, appSpan)},
 		{child: "callback under /authorize", span: callback, parent: authorize.SpanContext().SpanID()},
 		{child: "token under /authorize", span: token, parent: authorize.SpanContext().SpanID()},
 		{child: "token exchange under the callback", span: exchange, parent: callback.SpanContext().SpanID()},
@@ -197,7 +205,7 @@ func TestLoginIsOneTraceFromAuthorizeToToken(t *testing.T) {
 	for _, tp := range got {
 		found := false
 		for _, s := range tokenCalls {
-			found = found || tp == fmt.Sprintf("00-%s-%s-01", appTrace, s.SpanContext().SpanID())
+			found = found || tp == fmt.Sprintf("00-%s-%s-01", loginTrace, s.SpanContext().SpanID())
 		}
 		if !found {
 			t.Errorf("upstream /token traceparent %q names no client span of the exchange", tp)
@@ -239,13 +247,65 @@ func TestLoginIsOneTraceFromAuthorizeToToken(t *testing.T) {
 	}
 }
 
-func mustSpanID(t *testing.T, hex string) trace.SpanID {
-	t.Helper()
-	id, err := trace.SpanIDFromHex(hex)
-	if err != nil {
-		t.Fatal(err)
+// The traceparent a browser sends to /authorize (any page can make it send one) neither
+// picks the login's trace id nor its sampling: with the default parent-based sampler, a
+// login whose /authorize carried the sampled flag 00 is traced all the same, in a trace of
+// the broker's own that its events name, the traceparent only a link.
+func TestAuthorizeTraceparentPicksNeitherTheTraceNorItsSampling(t *testing.T) {
+	const sentTrace, sentSpan = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
+	for _, tc := range []struct {
+		name  string
+		flags string
+	}{
+		{name: "not sampled (flags 00)", flags: "00"},
+		{name: "sampled (flags 01)", flags: "01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, rec := tracedHarness(t, harnessOpts{up: demoidp.Options{DPoPAlgs: []string{"ES256"}}})
+			req, _ := http.NewRequest(http.MethodGet, h.authorizeURL(nil), nil)
+			req.Header.Set("traceparent", "00-"+sentTrace+"-"+sentSpan+"-"+tc.flags)
+			resp, err := h.browser().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			code := appResult(t, resp, h.app.URL+"/cb").Get("code")
+			if code == "" {
+				t.Fatal("no code")
+			}
+			if status, body, _ := h.token(h.codeForm(code), true); status != http.StatusOK {
+				t.Fatalf("token: %d %v", status, body)
+			}
+			ev := h.lastEventOf(logs.TypeSuccessLogin)
+			id, _ := ev.Details[detailTraceID].(string)
+			if id == "" || id == sentTrace {
+				t.Fatalf("s event details.trace_id = %q, want a trace of the broker's own", id)
+			}
+			names := map[string]bool{}
+			for _, s := range rec.Ended() {
+				if s.SpanContext().TraceID().String() == sentTrace {
+					t.Errorf("span %q is in the sent trace", s.Name())
+				}
+				if s.SpanContext().TraceID().String() != id {
+					continue
+				}
+				names[s.Name()] = true
+				if s.Name() == "GET /authorize" {
+					if s.Parent().IsValid() {
+						t.Errorf("/authorize has parent %v, want a new root", s.Parent())
+					}
+					if links := s.Links(); len(links) != 1 || links[0].SpanContext.TraceID().String() != sentTrace {
+						t.Errorf("/authorize links %v, want the sent traceparent", links)
+					}
+				}
+			}
+			for _, want := range []string{"GET /authorize", "GET /login/callback", "POST /oauth/token"} {
+				if !names[want] {
+					t.Errorf("no %q span exported in the login's trace (have %v)", want, names)
+				}
+			}
+		})
 	}
-	return id
 }
 
 // A sign-in that fails on a page of the broker shows the trace id the user can quote, which
