@@ -312,7 +312,7 @@ func TestConfigValidatePrintsASummary(t *testing.T) {
 				"config OK\n",
 		},
 		{
-			name:        "Redis Sentinel with TLS, more clients than one screen lists",
+			name: "Redis Sentinel with TLS, more clients than one screen lists",
 			extra: "store: { type: redis, redis: { addrs: [\"10.0.0.1:26379\", \"10.0.0.2:26379\"], master_name: broker, password: redis-secret, tls: { enabled: true } } }\n" +
 				"admin_listen: 127.0.0.1:9090\n" +
 				"log: { level: warn, format: text, events: /var/log/dpop-broker/events.jsonl }\n" +
