@@ -1,5 +1,6 @@
 # Multi-stage build: a static broker binary on a distroless, non-root base.
-FROM golang:1.26 AS build
+# The Go of go.mod (pin a digest, golang:1.26.8@sha256:…, for reproducible images).
+FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
