@@ -2,12 +2,13 @@ package broker
 
 import (
 	"bytes"
-	"github.com/dpop-broker/dpop-broker/config"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/config"
 
 	"github.com/dpop-broker/dpop-broker/sessions"
 )

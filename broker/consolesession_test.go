@@ -11,6 +11,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -180,7 +181,7 @@ func TestFailedCredentialChecksReachStdoutWhenTheLimitsDropThem(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := consoleHarness(t, nil)
-			var out lockedBuffer
+			var out logtest.Buffer
 			h.events.Logger = slog.New(slog.NewJSONHandler(&out, nil))
 			h.events.Limits = logs.NewLimiter(logs.LimiterConfig{GlobalRate: 1e-9, GlobalBurst: 1})
 			h.events.Limits.Allow("198.51.100.1", h.clock.Now()) // another address spent the budget

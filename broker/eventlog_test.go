@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/config/configtest"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -39,34 +39,16 @@ func (h *harness) droppedEvents(typ, reason string) float64 {
 	return 0
 }
 
-// lockedBuffer collects a logger's output; safe for the broker and the test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // captureEvents sends the event writer's JSON lines (what `serve` prints on stdout) to the
 // returned buffer. Call it before any request.
-func (h *harness) captureEvents() *lockedBuffer {
-	buf := &lockedBuffer{}
+func (h *harness) captureEvents() *logtest.Buffer {
+	buf := &logtest.Buffer{}
 	h.events.Logger = slog.New(slog.NewJSONHandler(buf, nil))
 	return buf
 }
 
 // stdoutLines decodes the captured lines whose msg is msg.
-func stdoutLines(t *testing.T, buf *lockedBuffer, msg string) []map[string]any {
+func stdoutLines(t *testing.T, buf *logtest.Buffer, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for l := range strings.SplitSeq(buf.String(), "\n") {

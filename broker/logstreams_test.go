@@ -14,6 +14,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
 
@@ -158,7 +159,7 @@ func TestLogStreamDeliversLoginsThatNeverWaitOnIt(t *testing.T) {
 // literal is refused by config validation already; a name is checked when dialled.)
 func TestLogStreamToAnInternalAddressIsRefusedWithoutAllowedNetworks(t *testing.T) {
 	rc := newStreamReceiver(t, false)
-	buf := &lockedBuffer{}
+	buf := &logtest.Buffer{}
 	byName := strings.Replace(rc.srv.URL, "127.0.0.1", "localhost", 1)
 	h := newHarness(t, harnessOpts{
 		up:     demoidp.Options{DPoPAlgs: []string{"ES256"}},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 // A browser looping /authorize and then /login/callback with its own state and a made-up code
@@ -16,7 +17,7 @@ import (
 // while every failed-login event (INFO, limited by the event writer only) is still written.
 func TestLoopedCallbackFailuresCannotFloodStdout(t *testing.T) {
 	const loops, burst = 40, 5
-	stdout := &lockedBuffer{}
+	stdout := &logtest.Buffer{}
 	frozen := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) // no refill during the loop
 	throttle := logs.NewThrottleHandler(slog.NewJSONHandler(stdout, nil), logs.ThrottleConfig{
 		Burst: burst, ReportEvery: time.Hour, Now: func() time.Time { return frozen },

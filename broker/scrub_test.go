@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 // A configured secret sent in a request never reaches an event, stored or on stdout, when the
@@ -84,7 +85,7 @@ func TestSecretsCutAtALengthLimitOrOddlyEncodedNeverReachAnEvent(t *testing.T) {
 
 // harnessWithOpsToken is a harness whose management token "ops" (read:connections) is token,
 // with its events captured.
-func harnessWithOpsToken(t *testing.T, token string) (*harness, *lockedBuffer) {
+func harnessWithOpsToken(t *testing.T, token string) (*harness, *logtest.Buffer) {
 	t.Helper()
 	h := newHarness(t, harnessOpts{up: optionalDPoPUp, mutate: func(c *config.Config) {
 		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: token, Scopes: []string{config.ScopeReadConnections}}}

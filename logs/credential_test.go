@@ -1,47 +1,14 @@
 package logs
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the JSON lines written whose msg is msg.
-func (l *lockedBuffer) lines(t *testing.T, msg string) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		var m map[string]any
-		if line == "" || json.Unmarshal([]byte(line), &m) != nil {
-			continue
-		}
-		if m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 // TestCredentialCheckFailuresReachStdoutWhenTheLimitsDropThem: an unauthenticated event marked
 // CredentialCheck that the limits drop is still printed, as a credential_check_failed warning
@@ -61,7 +28,7 @@ func TestCredentialCheckFailuresReachStdoutWhenTheLimitsDropThem(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out lockedBuffer
+			var out logtest.Buffer
 			var handler slog.Handler = slog.NewJSONHandler(&out, nil)
 			if tt.throttle > 0 {
 				handler = NewThrottleHandler(handler, ThrottleConfig{Rate: 1e-9, Burst: tt.throttle, ReportEvery: time.Hour})
@@ -77,10 +44,10 @@ func TestCredentialCheckFailuresReachStdoutWhenTheLimitsDropThem(t *testing.T) {
 					t.Fatalf("event %d: %v", i, err)
 				}
 			}
-			if got := len(out.lines(t, "login_event")); got != 1 {
+			if got := len(out.Lines(t, "login_event")); got != 1 {
 				t.Fatalf("%d login_event lines, want the one admitted", got)
 			}
-			lines := out.lines(t, CredentialCheckFailed)
+			lines := out.Lines(t, CredentialCheckFailed)
 			if len(lines) != tt.wantLines {
 				t.Fatalf("%d %s lines, want %d", len(lines), CredentialCheckFailed, tt.wantLines)
 			}

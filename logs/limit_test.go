@@ -1,16 +1,13 @@
 package logs
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -100,48 +97,11 @@ func TestLimiterForgetsLeastRecentlySeenIPs(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test reading it concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lines decodes the JSON lines of buf whose msg is msg.
-func lines(t *testing.T, buf *syncBuffer, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for l := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		if m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // limitedWriter is a Writer on a memory store whose JSON log goes to the returned buffer,
 // with a fake clock, limits lim and drop warnings every hour (so that none is written by the
 // timer while a test runs).
-func limitedWriter(clock *fakeClock, lim LimiterConfig) (*Writer, *syncBuffer, sessions.Store) {
-	buf := &syncBuffer{}
+func limitedWriter(clock *fakeClock, lim LimiterConfig) (*Writer, *logtest.Buffer, sessions.Store) {
+	buf := &logtest.Buffer{}
 	st := sessions.NewMemory()
 	return &Writer{
 		Logger: slog.New(slog.NewJSONHandler(buf, nil)), Store: st, Now: clock.Now,
@@ -174,7 +134,7 @@ func TestWriteDropsUnauthenticatedEventsFromStdoutAndStore(t *testing.T) {
 	if dropped != 97 {
 		t.Fatalf("%d dropped, want 97", dropped)
 	}
-	if n := len(lines(t, buf, "login_event")); n != 103 {
+	if n := len(buf.Lines(t, "login_event")); n != 103 {
 		t.Fatalf("%d login_event lines on stdout, want 3 failures and 100 successes", n)
 	}
 	es, err := st.LogsAfter(t.Context(), "", 1000)
@@ -198,12 +158,12 @@ func TestDroppedEventsAreSummedUpOncePerInterval(t *testing.T) {
 	for range 10 {
 		write(TypeFailedAPI, "192.0.2.1")
 	}
-	warns := lines(t, buf, "login_events_dropped")
+	warns := buf.Lines(t, "login_events_dropped")
 	if len(warns) != 1 || warns[0]["dropped"] != 1.0 || warns[0]["level"] != "WARN" || warns[0]["class"] != "unauthenticated" {
 		t.Fatalf("after the first drop: %v, want one warning for 1 event", warns)
 	}
 	w.flushDrops() // what the timer does DropReportEvery after the first warning
-	warns = lines(t, buf, "login_events_dropped")
+	warns = buf.Lines(t, "login_events_dropped")
 	want := map[string]any{"dropped": 59.0, "by_reason": map[string]any{"per_ip": 59.0},
 		"by_type": map[string]any{"f": 49.0, "fapi": 10.0}}
 	if len(warns) != 2 || fmt.Sprint(pick(warns[1], "dropped", "by_reason", "by_type")) != fmt.Sprint(want) {
@@ -213,7 +173,7 @@ func TestDroppedEventsAreSummedUpOncePerInterval(t *testing.T) {
 	clock.Add(time.Hour)
 	write(TypeFailedLogin, "192.0.2.2") // admitted: a new IP
 	write(TypeFailedLogin, "192.0.2.2") // dropped, an interval after the last warning
-	if warns = lines(t, buf, "login_events_dropped"); len(warns) != 3 || warns[2]["dropped"] != 1.0 {
+	if warns = buf.Lines(t, "login_events_dropped"); len(warns) != 3 || warns[2]["dropped"] != 1.0 {
 		t.Fatalf("warnings = %v, want a third one for 1 event", warns)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/sessions"
 )
 
@@ -34,7 +35,7 @@ func TestStoreOutageHandlerLowersOutageLinesToDebug(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			buf := &syncBuffer{}
+			buf := &logtest.Buffer{}
 			logger := slog.New(NewStoreOutageHandler(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: tt.minLevel})))
 			logger.With("component", "test").Log(t.Context(), tt.level, "store operation failed", tt.attrs...)
 			lines := allLines(t, buf)
@@ -54,7 +55,7 @@ func TestStoreOutageHandlerLowersOutageLinesToDebug(t *testing.T) {
 // With EventLogger set, the events' lines go there and the Writer's own warnings (a store
 // failure) stay in Logger.
 func TestWriteSendsEventLinesToEventLogger(t *testing.T) {
-	app, events := &syncBuffer{}, &syncBuffer{}
+	app, events := &logtest.Buffer{}, &logtest.Buffer{}
 	w := &Writer{
 		Logger:      slog.New(slog.NewJSONHandler(app, nil)),
 		EventLogger: slog.New(slog.NewJSONHandler(events, nil)),

@@ -8,10 +8,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 // allLines decodes every JSON line written to buf so far.
-func allLines(t *testing.T, buf *syncBuffer) []map[string]any {
+func allLines(t *testing.T, buf *logtest.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for l := range strings.SplitSeq(buf.String(), "\n") {
@@ -51,8 +53,8 @@ func summaries(lines []map[string]any) []map[string]any {
 
 // newThrottled returns a logger through a ThrottleHandler (burst 10, 1/s, summaries only on
 // Flush) on the clock, writing JSON to the returned buffer.
-func newThrottled(clock *fakeClock, cfg ThrottleConfig) (*slog.Logger, *ThrottleHandler, *syncBuffer) {
-	buf := &syncBuffer{}
+func newThrottled(clock *fakeClock, cfg ThrottleConfig) (*slog.Logger, *ThrottleHandler, *logtest.Buffer) {
+	buf := &logtest.Buffer{}
 	cfg.Now = clock.Now
 	if cfg.ReportEvery == 0 {
 		cfg.ReportEvery = time.Hour // the tests flush themselves

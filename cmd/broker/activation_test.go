@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 // childMainEnv makes the test binary run the broker's main() instead of the tests, so a test
@@ -241,9 +243,9 @@ func TestListenWithoutActivation(t *testing.T) {
 
 // startChild starts cmd (a broker serve: this test binary running main()) with its output
 // collected; the child is killed at the end of the test if it still runs.
-func startChild(t *testing.T, cmd *exec.Cmd) (*syncBuffer, <-chan error) {
+func startChild(t *testing.T, cmd *exec.Cmd) (*logtest.Buffer, <-chan error) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &logtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -261,7 +263,7 @@ func startChild(t *testing.T, cmd *exec.Cmd) (*syncBuffer, <-chan error) {
 }
 
 // stopChild sends SIGTERM and waits (bounded) for exit status 0.
-func stopChild(t *testing.T, cmd *exec.Cmd, out *syncBuffer, exited <-chan error) {
+func stopChild(t *testing.T, cmd *exec.Cmd, out *logtest.Buffer, exited <-chan error) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

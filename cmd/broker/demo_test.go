@@ -14,11 +14,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 // demoRun is `broker demo` running in-process, with what it printed.
 type demoRun struct {
-	out, errOut *syncBuffer
+	out, errOut *logtest.Buffer
 	done        chan int
 }
 
@@ -26,7 +28,7 @@ type demoRun struct {
 func startDemoCommand(t *testing.T, args ...string) *demoRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &demoRun{out: &syncBuffer{}, errOut: &syncBuffer{}, done: make(chan int, 1)}
+	r := &demoRun{out: &logtest.Buffer{}, errOut: &logtest.Buffer{}, done: make(chan int, 1)}
 	go func() { r.done <- run(ctx, append([]string{"demo"}, args...), r.out, r.errOut) }()
 	t.Cleanup(func() {
 		cancel()

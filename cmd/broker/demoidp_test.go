@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 var demoIdPListening = regexp.MustCompile(`(?m)^  issuer (http://\S+)$`)
@@ -27,7 +29,7 @@ func TestDemoIdPServesTheDemoIdentityProviderAlone(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(demoIdPSecretEnv, strings.Repeat("s", minDemoIdPSecret))
 			ctx, cancel := context.WithCancel(context.Background())
-			out, errOut, done := &syncBuffer{}, &syncBuffer{}, make(chan int, 1)
+			out, errOut, done := &logtest.Buffer{}, &logtest.Buffer{}, make(chan int, 1)
 			go func() { done <- run(ctx, append([]string{"demo-idp"}, tc.args...), out, errOut) }()
 			defer func() {
 				cancel()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dpop-broker/dpop-broker/buildinfo"
 	"github.com/dpop-broker/dpop-broker/config"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 // writeServeConfig writes a configuration serve accepts (memory store, a signing key file)
@@ -48,7 +49,7 @@ connections:
 func startServe(t *testing.T, args ...string) (addr, listenFrom string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
+	var out, errOut logtest.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, append([]string{"serve"}, args...), &out, &errOut) }()
 	t.Cleanup(func() {

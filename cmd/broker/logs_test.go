@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,31 +20,14 @@ import (
 	"github.com/dpop-broker/dpop-broker/broker"
 	"github.com/dpop-broker/dpop-broker/config"
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer goroutine and a polling reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitFor polls the CLI output for want (a bounded wait, not a timing assertion). The bound is
 // generous (a minute) because CI runs many race-instrumented packages at once on two cores,
 // possibly beside another run; the CLI itself polls every 250 ms.
-func waitFor(t *testing.T, buf *syncBuffer, want string) {
+func waitFor(t *testing.T, buf *logtest.Buffer, want string) {
 	t.Helper()
 	const bound = time.Minute
 	for deadline := time.Now().Add(bound); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -285,7 +267,7 @@ func TestLogsFollowPaging(t *testing.T) {
 	writeEvent(t, w, failEvent("corp", "old_failure"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut logtest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"logs", "--url", brokerURL, "--token", logsToken, "--type", "f", "--follow", "--json", "--limit", "5"}, &out, &errOut)
@@ -330,7 +312,7 @@ func TestLogsFollowFailedLogin(t *testing.T) {
 	t.Cleanup(front.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut logtest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"logs", "--url", front.URL, "--token", logsToken, "--type", "f", "--follow", "--limit", "0"}, &out, &errOut)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 )
 
 // Management tokens and client secrets of the reload test's files: none may appear in the
@@ -118,7 +120,7 @@ type logLine struct {
 }
 
 // logLines returns the child's JSON log lines with message msg.
-func logLines(out *syncBuffer, msg string) []logLine {
+func logLines(out *logtest.Buffer, msg string) []logLine {
 	var ls []logLine
 	for _, raw := range strings.Split(out.String(), "\n") {
 		var l logLine
@@ -131,7 +133,7 @@ func logLines(out *syncBuffer, msg string) []logLine {
 
 // waitLog waits (bounded generously, never asserting on speed) until the child has logged n
 // lines with message msg, and returns them.
-func waitLog(t *testing.T, out *syncBuffer, exited <-chan error, msg string, n int) []logLine {
+func waitLog(t *testing.T, out *logtest.Buffer, exited <-chan error, msg string, n int) []logLine {
 	t.Helper()
 	for deadline := time.Now().Add(2 * time.Minute); ; {
 		if ls := logLines(out, msg); len(ls) >= n {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 	"github.com/dpop-broker/dpop-broker/upstream/demoidp"
 )
@@ -40,7 +41,7 @@ func serveLines(out string) []serveLine {
 
 // waitChild polls cond every 50 ms until it holds; the bound is generous (busy machines), never
 // an expectation.
-func waitChild(t *testing.T, what string, out *syncBuffer, exited <-chan error, cond func() bool) {
+func waitChild(t *testing.T, what string, out *logtest.Buffer, exited <-chan error, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(2 * time.Minute); !cond(); {
 		select {
