@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -275,7 +273,6 @@ func (s *Server) nextView(ctx context.Context, load func() (*config.Config, erro
 	sum.clients = diffEntries(s.cfg.Clients, next.Clients, func(c *config.Client) string { return c.ClientID })
 	sum.connections = diffEntries(s.cfg.Connections, next.Connections, func(c *config.Connection) string { return c.Name })
 	sum.apis = diffEntries(s.cfg.APIs, next.APIs, func(a *config.API) string { return a.Audience })
-	sum.token = diffEntries(namedTokens(s.cfg.Management), namedTokens(next.Management), func(t *namedToken) string { return t.name })
 	sum.rateLimits = g.changedLimits(s.guard)
 	sum.nClients, sum.nConnections = len(next.Clients), len(next.Connections)
 
@@ -283,6 +280,8 @@ func (s *Server) nextView(ctx context.Context, load func() (*config.Config, erro
 	v.cfg = next
 	v.apis = apisByAudience(next)
 	v.mgmt = newMgmtAuth(next.Management)
+	// By the names their events give them (newMgmtAuth); a token is compared by its hash.
+	sum.token = diffEntries(s.mgmt.tokens, v.mgmt.tokens, func(t *mgmtToken) string { return t.name })
 	v.guard = g
 	v.consolePins, v.consoleURL = pins, consoleURL
 	v.routes()
@@ -380,21 +379,6 @@ func diffEntries[T any](cur, next []T, name func(*T) string) entryChanges {
 		}
 	}
 	return c
-}
-
-// namedToken is a management token with the name its events give it: its name, else its
-// position ("tokens[i]", newMgmtAuth). Reload logs the name, never the value.
-type namedToken struct {
-	name string
-	tok  config.ManagementToken
-}
-
-func namedTokens(m config.Management) []namedToken {
-	out := make([]namedToken, len(m.Tokens))
-	for i, t := range m.Tokens {
-		out[i] = namedToken{name: cmp.Or(t.Name, fmt.Sprintf("tokens[%d]", i)), tok: t}
-	}
-	return out
 }
 
 // pinDiff names the connections whose console pin differs between a and b.
