@@ -131,23 +131,16 @@ func logLines(out *logtest.Buffer, msg string) []logLine {
 	return ls
 }
 
-// waitLog waits (bounded generously, never asserting on speed) until the child has logged n
-// lines with message msg, and returns them.
+// waitLog waits (bounded generously, never asserting on speed: waitChild) until the child has
+// logged n lines with message msg, and returns them.
 func waitLog(t *testing.T, out *logtest.Buffer, exited <-chan error, msg string, n int) []logLine {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		if ls := logLines(out, msg); len(ls) >= n {
-			return ls
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("broker serve exited: %v\n%s", err, out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("broker serve did not log %q %d times within 2 minutes:\n%s", msg, n, out.String())
-		}
-	}
+	var ls []logLine
+	waitChild(t, fmt.Sprintf("%d lines %q", n, msg), out, exited, func() bool {
+		ls = logLines(out, msg)
+		return len(ls) >= n
+	})
+	return ls
 }
 
 // streamEndpoint is a log stream's loopback endpoint: it answers 200 and keeps the
