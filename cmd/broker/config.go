@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -136,8 +137,8 @@ func printConfigSummary(w io.Writer, cfg *config.Config) {
 		admin = cfg.AdminListen + " (the console, /metrics, /api/v2)"
 	}
 	fmt.Fprintf(w, "listen:      %s; admin_listen: %s\n", cfg.Listen, admin)
-	fmt.Fprintf(w, "log:         %s, %s on %s; events to %s\n", or(cfg.Log.Level, "info"), or(cfg.Log.Format, "json"),
-		or(cfg.Log.Output, "stdout"), or(cfg.Log.Events, "log"))
+	fmt.Fprintf(w, "log:         %s, %s on %s; events to %s\n", cmp.Or(cfg.Log.Level, "info"), cfg.Log.FormatName(),
+		cfg.Log.OutputName(), cfg.Log.EventsTo())
 	streams := make([]string, 0, len(cfg.LogStreams))
 	for _, ls := range cfg.LogStreams {
 		host := "?"
@@ -147,14 +148,6 @@ func printConfigSummary(w io.Writer, cfg *config.Config) {
 		streams = append(streams, ls.Name+" → "+host)
 	}
 	fmt.Fprintf(w, "log streams: %d%s\n", len(cfg.LogStreams), listSummary(streams[:min(len(streams), summaryClients)], len(streams)))
-}
-
-// or returns v, or def when v is empty.
-func or(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // listSummary is " (a, b, c)" or " (a, b, … and 3 more)" for the first names of total.
