@@ -873,6 +873,35 @@ func TestReadWindowIsBounded(t *testing.T) {
 	if want := fmt.Sprintf("%056d", 10); w.floor != want {
 		t.Errorf("floor %s, want %s", w.floor, want)
 	}
+	for i, id := range w.ids {
+		if want := fmt.Sprintf("%056d", i+11); id != want {
+			t.Fatalf("ids[%d] = %s, want %s: the newest ids, in order", i, id, want)
+		}
+	}
+	for _, n := range []int{1, 10} {
+		if id := fmt.Sprintf("%056d", n); w.has(id) {
+			t.Errorf("has(%d) after it was forgotten", n)
+		}
+	}
+	w.raise(fmt.Sprintf("%056d", maxWindowIDs))
+	if want := []string{fmt.Sprintf("%056d", maxWindowIDs+1)}; !slices.Equal(w.ids[:1], want) || len(w.ids) != 10 {
+		t.Errorf("after raising the floor to %d: %d ids from %v, want 10 from %v", maxWindowIDs, len(w.ids), w.ids[:1], want)
+	}
+}
+
+// BenchmarkReadWindowAddPastItsBound is a window at maxWindowIDs reading on: each add forgets
+// the oldest id (a stream reading faster than maxWindowIDs per LateWindow).
+func BenchmarkReadWindowAddPastItsBound(b *testing.B) {
+	ids := make([]string, 2*maxWindowIDs)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%056d", i+1)
+	}
+	for b.Loop() {
+		w := &readWindow{floor: fmt.Sprintf("%056d", 0)}
+		for _, id := range ids {
+			w.add(id)
+		}
+	}
 }
 
 // A replica taking a stream over starts at the stored position, up to the late window behind

@@ -2,8 +2,8 @@ package logstream
 
 import "slices"
 
-// maxWindowIDs bounds the ids a stream remembers in its late window (56 bytes each: about
-// 6 MiB at most). Past it the oldest are forgotten and the window's floor rises: the late
+// maxWindowIDs bounds the ids a stream remembers in its late window (56 bytes and a 16-byte
+// header each: about 7 MiB, and up to a quarter more of forgotten ones until the array grows). Past it the oldest are forgotten and the window's floor rises: the late
 // re-read then covers less than LateWindow (an event written that late and below the floor
 // is sent again after a restart only).
 const maxWindowIDs = 100_000
@@ -59,5 +59,9 @@ func (w *readWindow) raise(floor string) {
 	if ok {
 		i++
 	}
-	w.ids = slices.Delete(w.ids, 0, i) // keeps the backing array, of at most about 2·maxWindowIDs
+	// Re-sliced, not shifted: past maxWindowIDs every add raises the floor by one id, and
+	// after every stored position the floor rises too, so moving the ids left would copy up to
+	// maxWindowIDs of them per event read. The forgotten ids stay in the backing array (at
+	// most about 1.25·maxWindowIDs) until append next grows it, copying only those kept.
+	w.ids = w.ids[i:]
 }
