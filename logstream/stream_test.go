@@ -148,22 +148,28 @@ func unique(ids []string) []string {
 }
 
 // waitIDs polls until the receiver has every id of want and returns what it has,
-// deduplicated.
+// deduplicated; the test fails when the receiver refused a request, or when an id of want
+// never came (callers that wait for a delivery before going on go on only after it).
 func (rc *receiver) waitIDs(t *testing.T, want []string) []string {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
 		got := unique(rc.ids())
-		all := true
+		var missing []string
 		for _, id := range want {
-			all = all && slices.Contains(got, id)
+			if !slices.Contains(got, id) {
+				missing = append(missing, id)
+			}
 		}
-		if all || time.Now().After(deadline) {
+		if len(missing) == 0 || time.Now().After(deadline) {
 			rc.mu.Lock()
 			problems := slices.Clone(rc.problems)
 			rc.mu.Unlock()
 			if len(problems) > 0 {
 				t.Fatalf("receiver refused requests: %v", problems)
+			}
+			if len(missing) > 0 {
+				t.Fatalf("after %s the receiver lacks %d of the %d events awaited: %v", waitFor, len(missing), len(want), missing)
 			}
 			return got
 		}
@@ -593,11 +599,10 @@ func TestTwoSendersOnOneRedisTakeTurnsAndLoseNothing(t *testing.T) {
 	if ta.n.Load() > 0 && tb.n.Load() > 0 {
 		t.Fatalf("both replicas sent (%d and %d requests), want only the lease holder", ta.n.Load(), tb.n.Load())
 	}
-	holder, other := a, b
+	holder := a
 	if tb.n.Load() > 0 {
-		holder, other = b, a
+		holder = b
 	}
-	_ = other
 
 	// The sending replica stops: the other takes over from the stored position.
 	holder.Close()
