@@ -239,7 +239,6 @@ type sender struct {
 	types map[string]bool // nil: every type
 	m     streamMetrics
 
-	lastLag time.Time // when the holder last measured the lag
 	// safeUntil is how long this holder may send: two thirds of the TTL after the start of
 	// its last successful lease call (the lease lives at least the TTL from that call's
 	// arrival), as a monotonic offset from epoch. An attempt never starts past it, even when
@@ -355,7 +354,7 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 	}
 	front, stored := pos, pos
 	win := &readWindow{floor: pos}
-	var lastRescan, lastFull time.Time
+	var lastPoll, lastFull time.Time
 	fails := 0
 	for ctx.Err() == nil {
 		evs, next, err := sd.o.Events.Tail(ctx, front, "", sd.st.BatchSize)
@@ -382,14 +381,21 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 			win.add(ev.LogID)
 		}
 		front = next
-		if time.Since(lastRescan) >= sd.o.Poll {
+		if time.Since(lastPoll) >= sd.o.Poll {
+			// One count of the entries after front is the lag and the re-read's upper count.
+			above, err := sd.o.Cursors.CountLogsAfter(ctx, front)
+			if err == nil {
+				sd.setLag(ctx, front, above)
+			} else {
+				above = -1
+			}
 			full := time.Since(lastFull) >= sd.st.LateWindow/4
-			if !sd.rescan(ctx, win, front, full) {
+			if !sd.rescan(ctx, win, front, full, above) {
 				return
 			}
-			lastRescan = time.Now()
+			lastPoll = time.Now()
 			if full {
-				lastFull = lastRescan
+				lastFull = lastPoll
 			}
 		}
 		if pos := sd.settled(win, front); pos > stored {
@@ -406,10 +412,6 @@ func (sd *sender) deliver(ctx context.Context, pos string) {
 				sd.log.LogAttrs(ctx, slog.LevelWarn, "log_stream_position_not_stored",
 					slog.String("log_id", pos), slog.Any("error", err))
 			}
-		}
-		if time.Since(sd.lastLag) >= sd.o.Poll {
-			sd.measureLag(ctx, front)
-			sd.lastLag = time.Now()
 		}
 		if len(evs) < sd.st.BatchSize {
 			sleep(ctx, sd.o.Poll)
@@ -430,24 +432,21 @@ func (sd *sender) settled(win *readWindow, front string) string {
 // rescan reads the entries between the window's floor and front and sends those the stream
 // has not read: events that reached the store after the read had passed their log_id (a
 // replica whose clock is behind, or whose write was slow). Unless full, it first counts the
-// entries there (two counts of the store, cheap) and reads them only when the count differs
-// from the ids read; the full re-read, every LateWindow/4, also finds a late entry whose count
+// entries there (the entries after the floor less above, those after front, which the caller
+// counted first: -1 when it could not) and reads them only when the count differs from the
+// ids read; the full re-read, every LateWindow/4, also finds a late entry whose count
 // a trim of the same range hid. It reports false when a send was abandoned (ctx ended, lease
 // lost); a failed read is logged and left to the next pass.
-func (sd *sender) rescan(ctx context.Context, win *readWindow, front string, full bool) bool {
+func (sd *sender) rescan(ctx context.Context, win *readWindow, front string, full bool, above int64) bool {
 	from := win.floor
 	if from >= front {
 		return true
 	}
-	if !full {
+	if !full && above >= 0 {
 		// Above front first: entries written between the counts then only add to the
 		// difference, which at worst costs a read.
-		above, err := sd.o.Cursors.CountLogsAfter(ctx, front)
-		if err == nil {
-			var all int64
-			if all, err = sd.o.Cursors.CountLogsAfter(ctx, from); err == nil && all-above == int64(len(win.ids)) {
-				return true
-			}
+		if all, err := sd.o.Cursors.CountLogsAfter(ctx, from); err == nil && all-above == int64(len(win.ids)) {
+			return true
 		}
 	}
 	for from < front {
@@ -585,10 +584,13 @@ func (sd *sender) backoff(n int) time.Duration {
 // measureLag sets the lag gauges for a stream at pos: the log entries after it and the age
 // of the oldest of them.
 func (sd *sender) measureLag(ctx context.Context, pos string) {
-	n, err := sd.o.Cursors.CountLogsAfter(ctx, pos)
-	if err != nil {
-		return
+	if n, err := sd.o.Cursors.CountLogsAfter(ctx, pos); err == nil {
+		sd.setLag(ctx, pos, n)
 	}
+}
+
+// setLag sets the lag gauges for a stream at pos with n log entries after it.
+func (sd *sender) setLag(ctx context.Context, pos string, n int64) {
 	sd.m.lagEvents.Set(float64(n))
 	age := 0.0
 	if n > 0 {
