@@ -216,9 +216,7 @@ func (s *Streams) Close() {
 	}
 	s.wg.Wait()
 	for _, sd := range s.senders {
-		if t, ok := sd.st.HTTP.Transport.(interface{ CloseIdleConnections() }); ok {
-			t.CloseIdleConnections()
-		}
+		sd.st.HTTP.CloseIdleConnections()
 	}
 }
 
