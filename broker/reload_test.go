@@ -516,6 +516,10 @@ func TestReloadReplacesTheLogStreams(t *testing.T) {
 			h.login()
 			first := h.lastEventOf("s").LogID
 			pollUntil(t, "the first login's event at the old endpoint", func() bool { return oldRC.has(first) })
+			_, oldHolder, err := h.broker.streams.cursors.LogCursor(t.Context(), "siem")
+			if err != nil || oldHolder == "" {
+				t.Fatalf("the lease of the stream that sent = (%q, %v), want its holder", oldHolder, err)
+			}
 
 			next := tt.next(newRC.srv.URL)
 			if err := h.reload(func(c *config.Config) {
@@ -525,6 +529,11 @@ func TestReloadReplacesTheLogStreams(t *testing.T) {
 				}
 			}); err != nil {
 				t.Fatal(err)
+			}
+			// The old streams stopped before Reload returned: they released the lease (a
+			// stream still running would renew it), whoever holds it now.
+			if _, holder, err := h.broker.streams.cursors.LogCursor(t.Context(), "siem"); err != nil || holder == oldHolder {
+				t.Errorf("the lease after the reload = (%q, %v): the old streams still hold it", holder, err)
 			}
 			sent := oldRC.count()
 			h.login()
