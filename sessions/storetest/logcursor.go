@@ -150,6 +150,19 @@ func testLogCursorInvalid(t *testing.T, s sessions.Store) {
 		if _, _, err := lc.LogCursor(ctx(t), name); err == nil {
 			t.Errorf("read of cursor %q accepted", name)
 		}
+		// Refused as malformed, not as another's lease (ErrConflict).
+		if err := lc.AdvanceLogCursor(ctx(t), name, "h", logID(1)); err == nil || errors.Is(err, sessions.ErrConflict) {
+			t.Errorf("advance of cursor %q = %v, want a validation error", name, err)
+		}
+		if err := lc.AdvanceLogCursor(ctx(t), "ok", name, logID(1)); err == nil || errors.Is(err, sessions.ErrConflict) {
+			t.Errorf("advance by holder %q = %v, want a validation error", name, err)
+		}
+		if err := lc.ReleaseLogCursor(ctx(t), name, "h"); err == nil {
+			t.Errorf("release of cursor %q accepted", name)
+		}
+		if err := lc.ReleaseLogCursor(ctx(t), "ok", name); err == nil {
+			t.Errorf("release by holder %q accepted", name)
+		}
 	}
 	if _, err := lc.LeaseLogCursor(ctx(t), "ok", "h", 0); err == nil {
 		t.Error("lease with TTL 0 accepted")
