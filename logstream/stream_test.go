@@ -683,8 +683,12 @@ func TestSenderThatCannotRenewItsLeaseStopsAndAnotherTakesOver(t *testing.T) {
 	tb := &countingTransport{base: http.DefaultTransport}
 	stA, stB := quickStream(rc.srv.URL), quickStream(rc.srv.URL)
 	stA.HTTP, stB.HTTP = &http.Client{Transport: ta}, &http.Client{Transport: tb}
+	// replica-a starts no attempt past two thirds of the TTL after its last renewal, and
+	// replica-b takes the lease only once all of it has lapsed: the third between them (1 s)
+	// is what the last check below leaves a descheduled replica-a between its check of the
+	// lease and its request.
 	newStreams := func(holder string, st Stream) *Streams {
-		s, err := New(Options{Events: f.w, Cursors: cut, Holder: holder, LeaseTTL: 1500 * time.Millisecond, Poll: 20 * time.Millisecond}, st)
+		s, err := New(Options{Events: f.w, Cursors: cut, Holder: holder, LeaseTTL: 3 * time.Second, Poll: 20 * time.Millisecond}, st)
 		if err != nil {
 			t.Fatal(err)
 		}
