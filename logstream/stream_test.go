@@ -1,7 +1,6 @@
 package logstream
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dpop-broker/dpop-broker/logs"
+	"github.com/dpop-broker/dpop-broker/logs/logtest"
 	"github.com/dpop-broker/dpop-broker/sessions"
 	"github.com/dpop-broker/dpop-broker/sessions/redistest"
 )
@@ -990,7 +990,7 @@ func (c *downCursors) CountLogsAfter(ctx context.Context, after string) (int64, 
 func TestStreamAddsNoWarningsToAStoreOutage(t *testing.T) {
 	f := memoryFixture(t)
 	rc := newReceiver(t)
-	var buf lockedBuffer
+	var buf logtest.Buffer
 	logger := slog.New(logs.NewStoreOutageHandler(slog.NewJSONHandler(&buf, nil)))
 	cur := &downCursors{LogCursors: f.store.(sessions.LogCursors)}
 	cur.down.Store(true)
@@ -1015,22 +1015,4 @@ func TestStreamAddsNoWarningsToAStoreOutage(t *testing.T) {
 			t.Errorf("a store failure logged as a warning: %s", line)
 		}
 	}
-}
-
-// lockedBuffer collects a logger's output; safe for the stream and the test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
