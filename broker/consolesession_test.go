@@ -1,6 +1,9 @@
 package broker
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -105,18 +108,33 @@ func TestConsoleSessionsPerOperatorAreBounded(t *testing.T) {
 // expired sign-in or a made-up one is refused with 400 and nothing is signed in.
 func TestConsoleSignInCookieMustBeOneThisBrokerSealedAndLive(t *testing.T) {
 	h := consoleHarness(t, nil)
-	other := consoleHarness(t, nil)
+	// Another broker: a signing key of its own (the harnesses share one key ring, so another
+	// harness would seal under this broker's key).
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := newConsoleSealer(&config.KeyRing{Signing: otherKey})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		cookie func(real string) string
 		age    time.Duration
 	}{
-		{name: "another broker's sealed sign-in", cookie: func(string) string {
-			st, err := other.broker.consoleSeal.seal(&consoleLoginState{State: "s", Verifier: "v", Nonce: "n", Expires: other.clock.Now().Add(time.Hour).Unix()})
+		// The very sign-in (its state, verifier and nonce) sealed under the other key: only
+		// the key can refuse it.
+		{name: "this sign-in sealed by another broker", cookie: func(real string) string {
+			st, err := h.broker.consoleSeal.open(real, h.clock.Now().Unix())
 			if err != nil {
 				t.Fatal(err)
 			}
-			return st
+			resealed, err := other.seal(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resealed
 		}},
 		{name: "an altered cookie", cookie: func(real string) string {
 			b := []byte(real)
