@@ -276,7 +276,8 @@ func (w *Writer) printDropped(ctx context.Context, ev *Event, reason string, now
 	if p.out.Hostname == "" {
 		p.out.Hostname = w.Hostname
 	}
-	w.bound(&p)
+	// Only the bound matters here: a field that does not encode is printed as slog writes it.
+	_, _ = w.bound(&p)
 	attrs := append(p.out.attrs(p.details)[1:], slog.String("dropped", reason)) // [1:]: no log_id
 	logger.LogAttrs(ctx, slog.LevelWarn, CredentialCheckFailed, attrs...)
 }
@@ -385,11 +386,10 @@ func (w *Writer) prepare(ev *Event) prepared {
 	}
 	set := w.Secrets.current()
 	p := prepared{t: t, out: scrubFields(ev, set), details: encodeDetails(ev.Details, set), release: release}
-	w.bound(&p)
+	data, err := w.bound(&p)
 	if w.Store == nil {
 		return p
 	}
-	data, err := json.Marshal(&p.out)
 	if err != nil {
 		p.err = fmt.Errorf("logs: encode event %s: %w", ev.LogID, err)
 		return p
@@ -418,25 +418,27 @@ func scrubFields(ev *Event, set *secretSet) Event {
 }
 
 // bound makes p fit in MaxEventBytes (size.go): the free-text fields clipped, then the details
-// shrunk; the event's identity fields are never cut.
-func (w *Writer) bound(p *prepared) {
+// shrunk; the event's identity fields are never cut. It returns the JSON of p.out (without
+// the details) that it measured, so the event's fields are encoded once per event.
+func (w *Writer) bound(p *prepared) ([]byte, error) {
 	limit := w.MaxEventBytes
 	if limit <= 0 {
 		limit = DefaultMaxEventBytes
 	}
 	const detailsKey = len(`,"details":`)
-	if jsonLen(&p.out)+detailsKey+len(p.details) <= limit {
-		return
+	out, err := json.Marshal(&p.out)
+	if err != nil || len(out)+detailsKey+len(p.details) <= limit {
+		return out, err
 	}
 	for _, f := range []*string{&p.out.UserAgent, &p.out.UserName, &p.out.ClientName} {
 		*f = clipEncoded(*f, maxFieldBytes)
 	}
-	if p.details == nil {
-		return
+	if out, err = json.Marshal(&p.out); err != nil || p.details == nil {
+		return out, err
 	}
-	budget := limit - jsonLen(&p.out) - detailsKey
+	budget := limit - len(out) - detailsKey
 	if len(p.details) <= budget {
-		return
+		return out, nil
 	}
 	var red map[string]any
 	dec := json.NewDecoder(bytes.NewReader(p.details))
@@ -445,6 +447,7 @@ func (w *Writer) bound(p *prepared) {
 		red = nil
 	}
 	p.details = fitDetails(red, len(p.details), max(budget, minDetailsBudget))
+	return out, nil
 }
 
 // minDetailsBudget is the room the details keep whatever the other fields take.
