@@ -590,7 +590,7 @@ func (s *Server) patchConnection(c *mgmtCall) *apiError {
 // updateConnection stores cc as the new version of doc (keeping its config_hash) and makes
 // this replica use it.
 func (s *Server) updateConnection(c *mgmtCall, doc *storedConnection, cc *config.Connection) *apiError {
-	recordChanges(c, doc.Connection, cc)
+	recordChanges(c, flatJSON(doc.Connection), flatJSON(cc))
 	raw, err := json.Marshal(storedConnection{Connection: *cc, ConfigHash: doc.ConfigHash})
 	if err != nil {
 		return s.storeAPIError(err)

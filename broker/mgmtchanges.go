@@ -19,10 +19,11 @@ const (
 	maxChangeValue     = 96
 )
 
-// recordChanges sets c's details.changes to the fields that differ between before and after
-// (JSON-encodable documents, e.g. a config.Connection); nothing when none differ.
-func recordChanges(c *mgmtCall, before, after any) {
-	if ch := fieldChanges(before, after); len(ch) > 0 {
+// recordChanges sets c's details.changes to the fields that differ between before and after,
+// the flatJSON of a document (e.g. a config.Connection) before and after the write; nothing
+// when none differ.
+func recordChanges(c *mgmtCall, before, after map[string]string) {
+	if ch := flatChanges(before, after); len(ch) > 0 {
 		if c.details == nil {
 			c.details = map[string]any{}
 		}
@@ -32,8 +33,10 @@ func recordChanges(c *mgmtCall, before, after any) {
 
 // fieldChanges lists the fields that differ between before and after, by path, at most
 // maxRecordedChanges (then a last entry {"field": "…", "more": n}).
-func fieldChanges(before, after any) []any {
-	b, a := flatJSON(before), flatJSON(after)
+func fieldChanges(before, after any) []any { return flatChanges(flatJSON(before), flatJSON(after)) }
+
+// flatChanges is fieldChanges of documents already flattened (flatJSON: b before, a after).
+func flatChanges(b, a map[string]string) []any {
 	keys := map[string]bool{}
 	for k := range b {
 		keys[k] = true
