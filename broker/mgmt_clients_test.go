@@ -157,6 +157,17 @@ func TestMgmtClients(t *testing.T) {
 			if r.status != 200 || len(r.obj()["callbacks"].([]any)) != 2 || r.obj()["client_secret"] != nil {
 				t.Fatalf("%d %s", r.status, r.raw)
 			}
+			// Its event says what changed: the two lists, before and after.
+			changes, _ := h.lastEventOf(logs.TypeSuccessAPI).Details["changes"].([]any)
+			var fields []string
+			for _, c := range changes {
+				ch, _ := c.(map[string]any)
+				f, _ := ch["field"].(string)
+				fields = append(fields, f)
+			}
+			if !slices.Equal(fields, []string{"allowed_origins", "redirect_uris"}) {
+				t.Errorf("details.changes = %#v, want allowed_origins and redirect_uris", changes)
+			}
 			// The secret did not change: the client still authenticates with it.
 			if st, _ := tokenWith(t, h, base, id, secret, loginAs(t, h, base, id, cb).Get("code"), cb); st != 200 {
 				t.Errorf("token after PATCH: %d", st)
