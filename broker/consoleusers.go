@@ -110,8 +110,11 @@ type consoleSubjectMatch struct {
 	Sessions    int
 }
 
-// consoleSubjectMatches bounds the connections a bare subject is looked up with (one index
-// read each).
+// consoleSubjectMatches bounds the connections a bare subject is looked up with: one index
+// read each, and a read of each session the index holds (at most maxUserSessions), so a
+// lookup reads at most consoleSubjectMatches indexes and consoleSubjectMatches *
+// maxUserSessions session records; a subject unknown to a connection costs its index read
+// alone.
 const consoleSubjectMatches = 10
 
 // subjectMatches are the user ids strategy|connection|subject of the first
