@@ -370,7 +370,7 @@ func consoleClient(cfg *config.Config, snap *connSnapshot) *config.Client {
 	}
 	cl := &config.Client{
 		ClientID: config.ConsoleClientID, Name: "dpop-broker console", TokenEndpointAuthMethod: config.AuthNone,
-		RedirectURIs: []string{cfg.ConsoleURL() + "/callback"},
+		RedirectURIs: []string{consoleRedirectURIOf(cfg)},
 	}
 	if c := cfg.Console.Connection; c != "" {
 		cl.Connections = []string{c}
@@ -383,7 +383,11 @@ func consoleClient(cfg *config.Config, snap *connSnapshot) *config.Client {
 }
 
 // consoleRedirectURI is the built-in client's redirect URI.
-func (s *Server) consoleRedirectURI() string { return s.cfg.ConsoleURL() + "/callback" }
+func (s *Server) consoleRedirectURI() string { return consoleRedirectURIOf(s.cfg) }
+
+// consoleRedirectURIOf is the redirect URI of cfg's built-in console client: the one place it
+// is made, so the client's registered URI and the URI a sign-in sends are always the same.
+func consoleRedirectURIOf(cfg *config.Config) string { return cfg.ConsoleURL() + "/callback" }
 
 // consoleCallback finishes a sign-in through the broker: the sign-in cookie opened and
 // cleared (single use), its state compared, the code redeemed at the token endpoint, the ID
