@@ -282,6 +282,21 @@ func (s *Server) consoleDiscoveryCheck(c *consoleRequest, conn *connection) cons
 	return ck
 }
 
+// consoleUpstreamDoc is the upstream's discovery document of conn from the console's cache
+// (consoleDiscoveryCheck's fetch), nil when the connection cannot be used or the fetch failed.
+// It logs nothing: the PATCH that needed it already logged the failure, and the page the
+// caller redirects to checks again.
+func (s *Server) consoleUpstreamDoc(ctx context.Context, conn *connection) *discovery.Document {
+	if conn.up == nil {
+		return nil
+	}
+	uc := conn.up.Config()
+	if f := s.cachedDiscovery(ctx, uc.Issuer, uc.DiscoveryURL); f.err == nil {
+		return f.doc
+	}
+	return nil
+}
+
 // discoveryFailureReason says in a few words why a discovery fetch failed, for the console's
 // operators: the kind of network failure (never the address tried) or what is wrong with the
 // document. The management API answers every such failure alike (errDiscoveryAPI), so it
@@ -436,11 +451,11 @@ func (s *Server) consoleSetDPoP(c *consoleRequest) {
 		map[string]any{"options": opts}, s.patchConnection)
 	if status != http.StatusOK {
 		s.log.Info("console: DPoP change refused", "connection", conn.cfg.Name, "operator", c.sess.Operator, "status", status, "reason", clip(msg, 512))
-		ck := s.consoleDiscoveryCheck(c, conn)
+		doc := s.consoleUpstreamDoc(c.r.Context(), conn)
 		switch {
-		case ck.Doc == nil:
+		case doc == nil:
 			refused(url.Values{"refused": {"discovery"}})
-		case s.consoleDPoPProblem(ck.Doc, alg, false) != "":
+		case s.consoleDPoPProblem(doc, alg, false) != "":
 			refused(url.Values{"refused": {"alg"}, "alg": {alg}})
 		default:
 			refused(url.Values{"refused": {"save"}})

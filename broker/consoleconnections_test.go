@@ -248,6 +248,32 @@ func TestConsoleDPoPChangeEventSaysWhatChanged(t *testing.T) {
 	}
 }
 
+// TestConsoleDPoPSaveRefusedForAnUnreachableUpstreamSaysSo: a DPoP save the management API
+// refuses because the upstream's discovery document cannot be fetched redirects to the
+// connection page saying the setting could not be checked, and stores nothing.
+func TestConsoleDPoPSaveRefusedForAnUnreachableUpstreamSaysSo(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *config.Config) {
+		c.Connections[1].Options.Issuer = "http://127.0.0.1:1" // nothing listens on port 1
+		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken,
+			Scopes: []string{config.ScopeReadConnections, config.ScopeUpdateConnections}}}
+	}})
+	browser := h.browser()
+	consoleTokenSignIn(t, browser, h.srv.URL)
+	id := config.DeriveConnectionID("other")
+	resp, body := saveDPoP(t, h, browser, id, url.Values{"dpop_signing_alg": {"ES256"}})
+	if resp.Request.Method != http.MethodGet || resp.Request.URL.Query().Get("refused") != "discovery" ||
+		!strings.Contains(body, "the DPoP setting cannot be checked against it") {
+		t.Fatalf("the refused save ended at %s %s:\n%s", resp.Request.Method, resp.Request.URL, body)
+	}
+	snap, err := h.broker.reg.current(t.Context(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := snap.byID[id].cfg.Options.DPoPSigningAlg; got != "" {
+		t.Errorf("the refused save stored dpop_signing_alg %q", got)
+	}
+}
+
 // TestConsoleDPoPRefusalLinksCarryNoWords: the refusal a DPoP save redirects to is worded by
 // the page itself; a crafted link names no algorithm the broker has no key for, and no text.
 func TestConsoleDPoPRefusalLinksCarryNoWords(t *testing.T) {
