@@ -333,17 +333,6 @@ func discoveryFailureReason(err error) string {
 	return clip(strings.TrimPrefix(err.Error(), "discovery: "), 300)
 }
 
-// dpopKeyConfig names the keys.dpop entry that holds the broker's key for DPoP alg.
-func dpopKeyConfig(alg string) string {
-	switch alg {
-	case "RS256", "PS256":
-		return "keys.dpop.rsa"
-	case "Ed25519", "EdDSA":
-		return "keys.dpop.ed25519"
-	}
-	return "keys.dpop." + strings.ToLower(alg)
-}
-
 // consoleDPoPProblem says, for people, what is wrong with DPoP alg toward the upstream of doc
 // and what to do ("" when the upstream offers it, or alg is "" for off). current: alg is the
 // connection's setting (so logins fail now), not a choice on the switch.
@@ -383,14 +372,31 @@ func (s *Server) consoleDPoPProblem(doc *discovery.Document, alg string, current
 	if len(keyed) > 0 {
 		todo = append(todo, "choose "+strings.Join(keyed, " or ")+" (the broker has a key for it)")
 	}
+	// Each keys.dpop entry that would let the broker use an offered alg, once, with the
+	// choices it adds (EdDSA is chosen as Ed25519); an alg no entry holds is not advised.
+	var entries []string
+	algsOf := map[string][]string{}
 	for _, a := range unkeyed {
-		if k := dpopKeyConfig(a); !slices.Contains(todo, "add a DPoP key under "+k) && strings.HasPrefix(k, "keys.dpop.") {
-			if a == "RS256" || a == "PS256" {
-				todo = append(todo, "add an RSA DPoP key under "+k+" (then "+a+" can be chosen)")
-			} else {
-				todo = append(todo, "add a DPoP key under "+k+" (then "+a+" can be chosen)")
-			}
+		if a == "EdDSA" {
+			a = "Ed25519"
 		}
+		name := config.DPoPKeyName(a)
+		if name == "" {
+			continue
+		}
+		if _, seen := algsOf[name]; !seen {
+			entries = append(entries, name)
+		}
+		if !slices.Contains(algsOf[name], a) {
+			algsOf[name] = append(algsOf[name], a)
+		}
+	}
+	for _, name := range entries {
+		kind := "a"
+		if name == "rsa" {
+			kind = "an RSA"
+		}
+		todo = append(todo, "add "+kind+" DPoP key under keys.dpop."+name+" (then "+strings.Join(algsOf[name], " or ")+" can be chosen)")
 	}
 	if current {
 		todo = append(todo, "turn DPoP off (only if the upstream does not require DPoP)")

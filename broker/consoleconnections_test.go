@@ -402,6 +402,10 @@ func TestConsoleDPoPProblemSaysWhatIsWrongAndWhatToDo(t *testing.T) {
 			want: []string{"it offers ES256, RS256.", "choose ES256 (the broker has a key for it)"}, wantNot: "turn DPoP off"},
 		{name: "an upstream without DPoP", offered: nil, alg: "ES256", current: true,
 			want: []string{"The upstream does not offer DPoP", "turn DPoP off"}},
+		{name: "an upstream offering both RSA algs: one RSA key to add", offered: []string{"PS256", "RS256"}, alg: "ES256", current: true,
+			want: []string{"it offers PS256, RS256.", "add an RSA DPoP key under keys.dpop.rsa (then PS256 or RS256 can be chosen); or turn DPoP off"}},
+		{name: "an alg no keys.dpop entry holds is not advised", offered: []string{"ES384"}, alg: "ES256",
+			want: []string{"it offers ES384."}, wantNot: "keys.dpop"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
