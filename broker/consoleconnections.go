@@ -171,9 +171,9 @@ func (s *Server) renderConnection(c *consoleRequest, status int, problem string)
 	v.Check = s.consoleDiscoveryCheck(c, conn)
 	v.Check.Choices = s.consoleAlgChoices(conn, v.Check.Doc)
 	v.RequiresDPoP = s.recentRequiresDPoP(c, conn.cfg.Name)
-	v.ConfirmOff = v.CanUpdate && v.Row.DPoPAlg != "" && c.r.URL.Query().Get("confirm") == "off"
+	v.ConfirmOff = v.CanUpdate && v.Row.DPoPAlg != "" && c.query().Get("confirm") == "off"
 	if problem == "" {
-		problem = s.dpopRefusal(c.r.URL.Query(), v.Check)
+		problem = s.dpopRefusal(c.query(), v.Check)
 	}
 	title := "Connection " + conn.cfg.Name
 	vw := &consoleView{Title: title, Problem: problem, Data: v}
