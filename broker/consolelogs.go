@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -659,7 +660,7 @@ func newLogEventData(base string, ev *logs.Event) *logEventData {
 		}
 	}
 	if ev.UserID != "" {
-		d.Related = append(d.Related, logRelated{Label: "Sessions of this user", Value: ev.UserID,
+		d.Related = append(d.Related, logRelated{Label: relatedSessions, Value: ev.UserID,
 			URL: base + "/sessions?" + url.Values{"user_id": {ev.UserID}}.Encode()})
 	}
 	if ev.Type == logs.TypeSuccessLogin || ev.Type == logs.TypeSuccessSilentAuth {
@@ -815,6 +816,21 @@ func (s *Server) consoleLogsTail(ctx context.Context, base string, v url.Values)
 	return http.StatusOK, a
 }
 
+// linkOnlyWhatTheOperatorMayOpen drops the links to pages the operator's scopes do not open:
+// the troubleshooting entry's connection (read:connections) and the user's sessions
+// (read:sessions); the text stays.
+func (d *logEventData) linkOnlyWhatTheOperatorMayOpen(sess *consoleSession) {
+	if d.Trouble != nil && !sess.allows(config.ScopeReadConnections) {
+		d.Trouble.ConnectionURL, d.Trouble.DPoPSwitch = "", false
+	}
+	if !sess.allows(config.ScopeReadSessions) {
+		d.Related = slices.DeleteFunc(d.Related, func(r logRelated) bool { return r.Label == relatedSessions })
+	}
+}
+
+// relatedSessions is the label of the event view's link to the user's sessions.
+const relatedSessions = "Sessions of this user"
+
 // consoleLogEvent finds the event view of id: 404 with no page for an unknown or malformed
 // id.
 func (s *Server) consoleLogEvent(ctx context.Context, base, id string) (int, *logEventData, string) {
@@ -850,6 +866,7 @@ func (s *Server) consoleLogEventHandler(c *consoleRequest) {
 		c.renderView(status, "logevent", &consoleView{Title: "Event", Problem: problem})
 		return
 	}
+	d.linkOnlyWhatTheOperatorMayOpen(c.sess)
 	c.render(status, "logevent", "Event "+d.Row.Type+" · "+d.Row.Date, d)
 }
 

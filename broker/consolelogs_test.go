@@ -580,3 +580,38 @@ func TestLoginErrorFromTheBrowsersRedirectIsShownAsUnverifiedText(t *testing.T) 
 		t.Errorf("troubleshooting %+v does not say the redirect's text is unverified", d.Trouble)
 	}
 }
+
+// TestConsoleEventViewLinksOnlyPagesTheOperatorMayOpen: the event view links a failed login's
+// connection only for an operator with read:connections and the user's sessions only with
+// read:sessions; without them the text stays and the link goes (the page would answer 403).
+func TestConsoleEventViewLinksOnlyPagesTheOperatorMayOpen(t *testing.T) {
+	ev := &logs.Event{LogID: logs.MinLogID(time.Unix(1, 0)), Type: logs.TypeFailedLogin, UserID: "oidc|corp|alice",
+		Connection: "corp", ConnectionID: config.DeriveConnectionID("corp"), Details: map[string]any{"error": "upstream_requires_dpop"}}
+	tests := []struct {
+		name                      string
+		scopes                    []string
+		wantConnection, wantUsers bool
+	}{
+		{name: "logs only", scopes: []string{config.ScopeReadLogs}},
+		{name: "logs and connections", scopes: []string{config.ScopeReadLogs, config.ScopeReadConnections}, wantConnection: true},
+		{name: "logs and sessions", scopes: []string{config.ScopeReadLogs, config.ScopeReadSessions}, wantUsers: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newLogEventData("/console", ev)
+			if d.Trouble == nil || d.Trouble.ConnectionURL == "" || !slices.ContainsFunc(d.Related, func(r logRelated) bool { return r.Label == relatedSessions }) {
+				t.Fatalf("the view before the scope check lacks its links: trouble %+v, related %+v", d.Trouble, d.Related)
+			}
+			d.linkOnlyWhatTheOperatorMayOpen(&consoleSession{Scopes: tt.scopes})
+			if got := d.Trouble.ConnectionURL != ""; got != tt.wantConnection {
+				t.Errorf("connection link %q, want one: %v", d.Trouble.ConnectionURL, tt.wantConnection)
+			}
+			if d.Trouble.Connection != "corp" {
+				t.Errorf("the connection's name went with its link: %+v", d.Trouble)
+			}
+			if got := slices.ContainsFunc(d.Related, func(r logRelated) bool { return r.Label == relatedSessions }); got != tt.wantUsers {
+				t.Errorf("sessions link in %+v, want one: %v", d.Related, tt.wantUsers)
+			}
+		})
+	}
+}
