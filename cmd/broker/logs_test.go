@@ -48,6 +48,22 @@ const (
 // and the app's callback URL.
 func startBrokerAPI(t *testing.T, up demoidp.Options) (string, *broker.Server, string) {
 	t.Helper()
+	return startTestBroker(t, up, broker.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, func(cfg *config.Config) {
+		// The tests write many fixture failures straight to the writer: no limits on them.
+		cfg.Logs.Unauthenticated.PerIP.Rate, cfg.Logs.Unauthenticated.Global.Rate = "0", "0"
+		cfg.Management.Tokens = []config.ManagementToken{
+			{Name: "cli", Token: logsToken, Scopes: []string{"read:logs"}},
+			{Name: "conns", Token: noScopeToken, Scopes: []string{"read:connections"}},
+		}
+	})
+}
+
+// startTestBroker runs a broker Server (with deps) in-process on loopback: app "app" (secret
+// app-secret) signs in through connection "corp" to a demo IdP started with up; mutate
+// changes the configuration before the broker is built. It returns the broker's URL, the
+// server and the app's callback URL.
+func startTestBroker(t *testing.T, up demoidp.Options, deps broker.Deps, mutate func(*config.Config)) (string, *broker.Server, string) {
+	t.Helper()
 	idp, err := demoidp.Start(up)
 	if err != nil {
 		t.Fatalf("upstream: %v", err)
@@ -61,18 +77,15 @@ func startBrokerAPI(t *testing.T, up demoidp.Options) (string, *broker.Server, s
 	cfg.GenerateMissingKeys = true
 	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
 	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8"} // the test IdP listens on loopback
-	// The tests write many fixture failures straight to the writer: no limits on them.
-	cfg.Logs.Unauthenticated.PerIP.Rate, cfg.Logs.Unauthenticated.Global.Rate = "0", "0"
-	cfg.Management.Tokens = []config.ManagementToken{
-		{Name: "cli", Token: logsToken, Scopes: []string{"read:logs"}},
-		{Name: "conns", Token: noScopeToken, Scopes: []string{"read:connections"}},
-	}
 	cfg.Clients = []config.Client{{ClientID: "app", Name: "App", ClientSecret: "app-secret",
 		RedirectURIs: []string{app.URL + "/cb"}, Connections: []string{"corp"}}}
 	cfg.Connections = []config.Connection{{Name: "corp", Strategy: "oidc", Options: config.ConnectionOptions{
 		Issuer: idp.URL, ClientID: up.ClientID, ClientSecret: up.ClientSecret, Scope: "openid profile email", Type: "back_channel",
 	}}}
-	b, err := broker.New(cfg, broker.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if mutate != nil {
+		mutate(cfg)
+	}
+	b, err := broker.New(cfg, deps)
 	if err != nil {
 		t.Fatalf("broker: %v", err)
 	}

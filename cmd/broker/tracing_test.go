@@ -193,35 +193,15 @@ func loginTraceReaches(t *testing.T, rcv *otlpReceiver) {
 		t.Fatalf("newTracing: provider %v, err %v; want tracing on", tp, err)
 	}
 
-	idp, err := demoidp.Start(demoidp.Options{ClientID: "broker", ClientSecret: "broker-secret", DPoPAlgs: []string{"ES256"}, RequireNonce: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(idp.Close)
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }))
-	t.Cleanup(app.Close)
-	srv := httptest.NewUnstartedServer(nil)
-	cfg := config.Default()
-	cfg.Issuer = "http://" + srv.Listener.Addr().String() + "/"
-	cfg.GenerateMissingKeys = true
-	cfg.DPoP.RetryDelay, cfg.DPoP.Jitter = 0, 0
-	cfg.UpstreamAllowedNetworks = []string{"127.0.0.0/8"}
-	cfg.Clients = []config.Client{{ClientID: "app", ClientSecret: "app-secret", RedirectURIs: []string{app.URL + "/cb"}, Connections: []string{"corp"}}}
-	cfg.Connections = []config.Connection{{Name: "corp", Strategy: "oidc", Options: config.ConnectionOptions{
-		Issuer: idp.URL, ClientID: "broker", ClientSecret: "broker-secret", Scope: "openid profile email", Type: "back_channel", DPoPSigningAlg: "ES256",
-	}}}
-	b, err := broker.New(cfg, broker.Deps{Logger: logger, TracerProvider: tp})
-	if err != nil {
-		t.Fatalf("broker: %v", err)
-	}
-	srv.Config.Handler = b.Handler()
-	srv.Start()
-	t.Cleanup(srv.Close)
+	up := demoidp.Options{ClientID: "broker", ClientSecret: "broker-secret", DPoPAlgs: []string{"ES256"}, RequireNonce: true}
+	brokerURL, b, callback := startTestBroker(t, up, broker.Deps{Logger: logger, TracerProvider: tp}, func(cfg *config.Config) {
+		cfg.Connections[0].Options.DPoPSigningAlg = "ES256"
+	})
 
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	q := url.Values{"response_type": {"code"}, "client_id": {"app"}, "redirect_uri": {app.URL + "/cb"}, "scope": {"openid"}, "state": {"s"}}
-	resp, err := browser.Get(srv.URL + "/authorize?" + q.Encode())
+	q := url.Values{"response_type": {"code"}, "client_id": {"app"}, "redirect_uri": {callback}, "scope": {"openid"}, "state": {"s"}}
+	resp, err := browser.Get(brokerURL + "/authorize?" + q.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
