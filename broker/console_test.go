@@ -267,9 +267,11 @@ func TestConsoleSessionsAreShortLived(t *testing.T) {
 	}
 }
 
-func TestConsoleCallbackRefusesForeignOrReplayedSignIns(t *testing.T) {
-	h := consoleHarness(t, nil)
-	browser := h.browser()
+// consoleToCallback starts a console sign-in through the broker in browser and follows it
+// until the upstream sends the browser back to /console/callback; it returns that URL (not
+// fetched), the sign-in cookie set in browser.
+func consoleToCallback(t *testing.T, h *harness, browser *http.Client) string {
+	t.Helper()
 	stop := *browser
 	var callback string
 	stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
@@ -283,6 +285,13 @@ func TestConsoleCallbackRefusesForeignOrReplayedSignIns(t *testing.T) {
 	if callback == "" {
 		t.Fatalf("the sign-in never reached the console's callback (%d at %s)", resp.StatusCode, resp.Request.URL)
 	}
+	return callback
+}
+
+func TestConsoleCallbackRefusesForeignOrReplayedSignIns(t *testing.T) {
+	h := consoleHarness(t, nil)
+	browser := h.browser()
+	callback := consoleToCallback(t, h, browser)
 	tests := []struct {
 		name   string
 		client *http.Client

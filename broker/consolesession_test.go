@@ -151,16 +151,7 @@ func TestConsoleSignInCookieMustBeOneThisBrokerSealedAndLive(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			browser := h.browser()
-			stop := *browser
-			var callback string
-			stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
-				if req.URL.Path == "/console/callback" {
-					callback = req.URL.String()
-					return http.ErrUseLastResponse
-				}
-				return nil
-			}
-			get(t, &stop, h.srv.URL+"/console/login")
+			callback := consoleToCallback(t, h, browser)
 			u, _ := url.Parse(h.srv.URL + "/console")
 			var real string
 			for _, c := range browser.Jar.Cookies(u) {
