@@ -435,9 +435,9 @@ func TestConsoleDPoPProblemSaysWhatIsWrongAndWhatToDo(t *testing.T) {
 // TestConsoleCheckFailureSaysWhy: when the upstream cannot be reached, the connection page
 // says why in a few words (not "the reason is in the broker's log").
 func TestConsoleCheckFailureSaysWhy(t *testing.T) {
-	closed := httptest.NewServer(http.NotFoundHandler())
-	deadURL := closed.URL
-	closed.Close()
+	// Port 1 (tcpmux) is not served on a test machine, and no test process can bind it: a
+	// closed test server's port could be taken by another test meanwhile.
+	const deadURL = "http://127.0.0.1:1"
 	h := newHarness(t, harnessOpts{mutate: func(c *config.Config) {
 		c.Connections[1].Options.Issuer = deadURL
 		c.Management.Tokens = []config.ManagementToken{{Name: "ops", Token: consoleTestToken, Scopes: []string{config.ScopeReadConnections}}}

@@ -195,8 +195,9 @@ func TestLogsCommand(t *testing.T) {
 		"request": map[string]any{"method": "PATCH", "auth": map[string]any{"user": "ops"}}}})
 	other := httptest.NewServer(http.NotFoundHandler()) // some other web server
 	t.Cleanup(other.Close)
-	closed := httptest.NewServer(http.NotFoundHandler())
-	closed.Close() // nothing listens there any more
+	// Nothing listens on port 1 of a test machine (a closed test server's port could be
+	// taken by another test meanwhile).
+	const nothingListens = "http://127.0.0.1:1"
 
 	for _, tc := range []struct {
 		name     string
@@ -228,7 +229,7 @@ func TestLogsCommand(t *testing.T) {
 			wantErr: "broker logs: no events match", wantNot: []string{"DATE"}},
 		{name: "another server at the URL: named, its page not dumped", args: []string{"--url", other.URL}, code: 1,
 			wantErr: "404 Not Found from a server that is not dpop-broker's management API (is BROKER_URL or --url the broker's base URL?)"},
-		{name: "nothing listening: says what to check", args: []string{"--url", closed.URL}, code: 1,
+		{name: "nothing listening: says what to check", args: []string{"--url", nothingListens}, code: 1,
 			wantErr: "(is the broker running there? set BROKER_URL or --url)"},
 		{name: "bad query refused locally", args: []string{"--q", "(type:s OR type:f)"}, code: 2, wantErr: "broker logs: query"},
 		{name: "bad url", args: []string{"--url", "ftp://x"}, code: 2, wantErr: "must be an http(s) URL"},
