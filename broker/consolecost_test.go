@@ -407,7 +407,7 @@ func TestConsoleRefusalsOfASignedInOperatorSayHowTheOperatorSignedIn(t *testing.
 				t.Fatalf("%s %s: %d, want %d\n%s", tt.method, tt.path, resp.StatusCode, tt.wantStatus, body)
 			}
 			ev := h.consoleEventOf(logs.TypeFailedAPI, tt.wantAction)
-			if got := apiEventOperator(&ev); got != "token:ops (via token)" {
+			if got := logs.Operator(&ev); got != "token:ops (via token)" {
 				t.Fatalf("the refusal's operator is %q, want token:ops (via token); event %+v", got, ev.Details)
 			}
 		})

@@ -376,7 +376,7 @@ func newLogRow(base string, ev *logs.Event, f *logsFilter) logRow {
 			r.Message = clip(strings.TrimSpace(m), maxRowMessage)
 		}
 	}
-	if op := apiEventOperator(ev); op != "" {
+	if op := logs.Operator(ev); op != "" {
 		r.User, r.UserID, r.UserName = op, "", "" // the operator: no user_id chip to filter by
 	}
 	if t, _, _, ok := logs.TroubleshootingFor(ev); ok {

@@ -15,10 +15,6 @@ import (
 // apiEventTypes are the events of a management API call or a console action.
 var apiEventTypes = map[string]bool{logs.TypeSuccessAPI: true, logs.TypeFailedAPI: true}
 
-// apiEventOperator names who made a management API call (logs.Operator), as the list's User
-// column and the event view's Operator fact show it.
-func apiEventOperator(ev *logs.Event) string { return logs.Operator(ev) }
-
 // apiEventFacts are the labelled facts of a management API event: operator, console action,
 // request and status; none for other events.
 func apiEventFacts(ev *logs.Event) []logFact {
@@ -31,7 +27,7 @@ func apiEventFacts(ev *logs.Event) []logFact {
 			facts = append(facts, logFact{Label: label, Value: value})
 		}
 	}
-	add("Operator", apiEventOperator(ev))
+	add("Operator", logs.Operator(ev))
 	if c, _ := ev.Details["console"].(map[string]any); c != nil {
 		if a, _ := c["action"].(string); a != "" {
 			add("Console action", a)
